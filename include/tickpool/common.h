@@ -1,0 +1,57 @@
+/*
+ * Common definitions every tickpool module uses: error codes, allocation that aborts on OOM,
+ * always-on assertions and clocks.
+ */
+#ifndef TP_COMMON_H
+#define TP_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/* Sync calls return 0 on success or one of these negative codes (libuv style). */
+enum tp_err {
+    TP_OK = 0,
+    TP_EINVAL = -1,    /* invalid argument or input */
+    TP_ENOMEM = -2,    /* out of memory (rare: tp_xmalloc aborts) */
+    TP_EIO = -3,       /* I/O error */
+    TP_ETIMEDOUT = -4, /* deadline passed */
+    TP_ENOTFOUND = -5, /* no such item */
+    TP_ECONFLICT = -6, /* state conflict (already exists, wrong state) */
+    TP_EAGAIN = -7,    /* try again later (would block, overloaded) */
+    TP_ECLOSED = -8,   /* peer or connection closed */
+    TP_ETOOBIG = -9,   /* input over a configured limit */
+    TP_EPROTO = -10,   /* protocol violation */
+    TP_EUNAVAIL = -11, /* dependency (Redis, Postgres) unreachable */
+    TP_ESTALE = -12,   /* fencing epoch no longer ours */
+    TP_ERR_MIN_ = -12
+};
+
+/** Returns a static, human-readable name for a TP_E* code (or "unknown error"). */
+const char *tp_strerror(int err);
+
+/** malloc/calloc/realloc/strdup that abort the process on OOM (redis zmalloc rule). */
+void *tp_xmalloc(size_t n);
+void *tp_xcalloc(size_t count, size_t n);
+void *tp_xrealloc(void *p, size_t n);
+char *tp_xstrdup(const char *s);
+char *tp_xstrndup(const char *s, size_t n);
+
+/** Wall clock in Unix milliseconds (what the contract calls "times"). */
+int64_t tp_now_ms(void);
+/** Monotonic clock in milliseconds, for timeouts and intervals. */
+int64_t tp_mono_ms(void);
+
+/** Always-on assertion for cheap invariants: logs file:line and aborts. */
+#define TP_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            tp_assert_fail(#cond, __FILE__, __LINE__);                                             \
+    } while (0)
+_Noreturn void tp_assert_fail(const char *expr, const char *file, int line);
+
+#define TP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define TP_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define TP_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#endif
