@@ -1,0 +1,355 @@
+"""Test environment for tickpool's integration and black-box tests.
+
+Starts real services on private ports and tears them down:
+
+    import tpenv
+
+    def test_something():
+        with tpenv.Redis() as r, tpenv.Postgres() as pg:
+            with tpenv.Server(redis=r, pg=pg, env={"TICKPOOL_GAME_BETTING_S": "2"}) as s:
+                status, headers, body = s.http("GET", "/healthz")
+
+    if __name__ == "__main__":
+        tpenv.main()
+
+Postgres: when TP_TEST_PG_ADMIN_URL is set (scripts/test starts one cluster for the whole run),
+each Postgres() is a fresh database in it; otherwise a private cluster is initialised on the fly
+(slower). A test raises tpenv.Skip when a needed binary is missing; a file whose tests all
+skip exits 77, which meson reports as skipped.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+
+SRC = os.environ.get("TP_SRC", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BIN = os.environ.get("TP_BIN", os.path.join(SRC, "build", "tickpool"))
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+class Skip(Exception):
+    """Raised by a test whose prerequisites (binaries) are missing."""
+
+
+def free_port():
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=10.0, interval=0.05, what="condition"):
+    """Polls pred() until it returns a truthy value; raises AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception as e:  # the service may not be up yet
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
+
+
+def _tmpdir(prefix):
+    # /tmp is reachable by the postgres user even when the clone sits under a 0700 home.
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+class Redis:
+    """A private redis-server on a free loopback port, in a temporary directory."""
+
+    def __init__(self, appendonly=False):
+        if shutil.which("redis-server") is None:
+            raise Skip("redis-server not installed")
+        self.port = free_port()
+        self.dir = _tmpdir("tp-redis-")
+        self.appendonly = appendonly
+        self.proc = None
+        self.url = f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--save", "", "--appendonly",
+                "yes" if self.appendonly else "no", "--logfile", os.path.join(self.dir, "log")]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.cli("PING") == "PONG", what=f"redis on port {self.port}")
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def cli(self, *args):
+        """Runs one command with redis-cli and returns its output stripped."""
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *map(str, args)],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def client(self):
+        """A redis-py client (python3-redis) with decoded responses."""
+        import redis
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _as_postgres_user():
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+class PgCluster:
+    """A private Postgres cluster on a free port (trust auth on loopback)."""
+
+    def __init__(self):
+        if not os.path.exists(os.path.join(PG_BIN, "initdb")):
+            raise Skip("postgresql not installed")
+        self.port = free_port()
+        self.dir = _tmpdir("tp-pg-")
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.data = os.path.join(self.dir, "data")
+
+    def start(self):
+        pre = _as_postgres_user()
+        subprocess.run(pre + [f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres",
+                              "--auth=trust", "-E", "UTF8", "--no-sync"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(pre + [f"{PG_BIN}/pg_ctl", "-D", self.data, "-l",
+                              os.path.join(self.dir, "log"), "-w", "-o",
+                              f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                              "-c fsync=off -c full_page_writes=off", "start"],
+                       check=True, stdout=subprocess.DEVNULL)
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return self
+
+    def stop(self):
+        subprocess.run(_as_postgres_user() + [f"{PG_BIN}/pg_ctl", "-D", self.data, "-m",
+                                              "immediate", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Postgres:
+    """A fresh, empty database: in the shared test cluster (TP_TEST_PG_ADMIN_URL) or a private one."""
+
+    def __init__(self):
+        self.cluster = None
+        self.admin_url = os.environ.get("TP_TEST_PG_ADMIN_URL")
+        self.name = "tp_" + uuid.uuid4().hex[:12]
+
+    def __enter__(self):
+        if not self.admin_url:
+            self.cluster = PgCluster().start()
+            self.admin_url = self.cluster.admin_url
+        self.psql(f"CREATE DATABASE {self.name}", db_url=self.admin_url)
+        base = self.admin_url.rsplit("/", 1)[0]
+        self.url = f"{base}/{self.name}"
+        return self
+
+    def __exit__(self, *exc):
+        if self.cluster is not None:
+            self.cluster.stop()
+        else:
+            self.psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)", db_url=self.admin_url)
+
+    def psql(self, sql, db_url=None):
+        """Runs SQL with psql; returns stdout rows as a list of lists (tab separated)."""
+        out = subprocess.run(["psql", db_url or self.url, "-v", "ON_ERROR_STOP=1", "-qAtX",
+                              "-F", "\t", "-c", sql], capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}")
+        return [line.split("\t") for line in out.stdout.splitlines() if line]
+
+
+class Server:
+    """A tickpool server process (master + workers) on private ports.
+
+    env: extra TICKPOOL_* overrides. The server runs with cwd = the repo root, so it finds
+    scripts/lua, migrations and web/ as in production.
+    """
+
+    def __init__(self, redis=None, pg=None, env=None, workers=1, https=True, migrate=True,
+                 args=()):
+        if not os.path.exists(BIN):
+            raise AssertionError(f"tickpool binary not found at {BIN}")
+        self.http_port = free_port()
+        self.https_port = free_port() if https else 0
+        self.dir = _tmpdir("tp-srv-")
+        self.log_path = os.path.join(self.dir, "tickpool.log")
+        self.env = dict(os.environ)
+        self.env.update({
+            "TICKPOOL_SERVER_BIND": "127.0.0.1",
+            "TICKPOOL_SERVER_HTTP_PORT": str(self.http_port),
+            "TICKPOOL_SERVER_HTTPS_PORT": str(self.https_port),
+            "TICKPOOL_SERVER_WORKERS": str(workers),
+            "TICKPOOL_SERVER_VAR_DIR": os.path.join(self.dir, "var"),
+            "TICKPOOL_SERVER_WEB_ROOT": os.path.join(SRC, "web"),
+        })
+        if redis is not None:
+            self.env["TICKPOOL_REDIS_URL"] = redis.url
+        if pg is not None:
+            self.env["TICKPOOL_POSTGRES_URL"] = pg.url
+        self.env.update(env or {})
+        self.pg = pg
+        self.migrate = migrate
+        self.args = list(args)
+        self.proc = None
+        self.log = None
+
+    def run_cli(self, *args, timeout=60):
+        """Runs `tickpool ARGS` with this server's environment; returns CompletedProcess."""
+        return subprocess.run([BIN, *args], cwd=SRC, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def start(self, wait=True):
+        if self.migrate and self.pg is not None:
+            r = self.run_cli("migrate")
+            if r.returncode != 0:
+                raise AssertionError(f"tickpool migrate failed: {r.stdout}{r.stderr}")
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([BIN, *self.args], cwd=SRC, env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if wait:
+            wait_until(lambda: self.proc.poll() is None and
+                       self.http("GET", "/healthz")[0] == 200,
+                       timeout=15, what="tickpool /healthz")
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Stops the master (and so its workers); returns its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        code = self.proc.returncode
+        # Nothing the server started may outlive it.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+        self.log.close()
+        return code
+
+    def worker_pids(self):
+        """PIDs of the master's child processes."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def http(self, method, path, body=None, headers=None, tls=False, timeout=10):
+        """One request on a fresh connection; returns (status, headers dict lowercased, bytes)."""
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection("127.0.0.1", self.https_port, timeout=timeout,
+                                               context=ctx)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body).encode()
+                headers = {"Content-Type": "application/json", **(headers or {})}
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+        finally:
+            conn.close()
+
+    def json(self, method, path, body=None, headers=None, tls=False):
+        """Like http() but decodes a JSON body: returns (status, value)."""
+        status, _, data = self.http(method, path, body=body, headers=headers, tls=tls)
+        return status, (json.loads(data) if data else None)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.dump_log()
+            self.stop()
+            raise
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:
+            self.dump_log()
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def dump_log(self, lines=60):
+        try:
+            tail = self.log_text().splitlines()[-lines:]
+            sys.stderr.write("---- tickpool log (tail) ----\n" + "\n".join(tail) + "\n")
+        except OSError:
+            pass
+
+
+def main():
+    """Runs every test_* function of the calling module in order and reports.
+
+    Prints one line per test and a closing 'N passed, N failed' line; exits 0, 1 on failure,
+    or 77 when every test was skipped.
+    """
+    mod = sys.modules["__main__"]
+    only = sys.argv[1:]
+    tests = [(n, f) for n, f in vars(mod).items() if n.startswith("test_") and callable(f)]
+    if only:
+        tests = [(n, f) for n, f in tests if n in only]
+    passed = failed = skipped = 0
+    for name, fn in tests:
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Skip as e:
+            skipped += 1
+            print(f"skip - {name}: {e}", flush=True)
+            continue
+        except Exception:
+            failed += 1
+            print(f"not ok - {name} ({time.monotonic() - t0:.1f}s)", flush=True)
+            traceback.print_exc()
+            continue
+        passed += 1
+        print(f"ok - {name} ({time.monotonic() - t0:.1f}s)", flush=True)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
+    if failed:
+        sys.exit(1)
+    if skipped and not passed:
+        sys.exit(77)
+    sys.exit(0)
