@@ -1,0 +1,70 @@
+# Embedded Redis and Postgres for scripts/up and scripts/test. Sourced, not run.
+# Postgres refuses to run as root, so as root it runs as the `postgres` user; its data directory
+# must then be reachable by that user even when the clone sits under a 0700 home, so it lives
+# under /var/tmp when the repository path is not traversable.
+
+PG_BIN=/usr/lib/postgresql/15/bin
+
+pg_user_prefix() {
+    if [ "$(id -u)" -eq 0 ]; then echo "runuser -u postgres --"; fi
+}
+
+# pg_data_dir WANTED: prints a data directory the server's user can reach, preferring WANTED.
+pg_data_dir() {
+    local wanted=$1
+    if [ "$(id -u)" -ne 0 ]; then echo "$wanted"; return; fi
+    mkdir -p "$(dirname "$wanted")"
+    if runuser -u postgres -- test -x "$(dirname "$wanted")" 2>/dev/null; then
+        echo "$wanted"
+    else
+        local key
+        key=$(printf '%s' "$wanted" | sha256sum | cut -c1-12)
+        echo "/var/tmp/tickpool-$key/postgres"
+    fi
+}
+
+# start_redis DIR PORT [extra args]: runs redis-server with AOF in DIR (daemonized); waits.
+start_redis() {
+    local dir=$1 port=$2; shift 2
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
+        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@" ||
+        die "redis-server failed to start (log: $dir/redis.log)"
+    for _ in $(seq 1 100); do
+        redis-cli -p "$port" PING >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    die "redis-server did not answer on port $port (log: $dir/redis.log)"
+}
+
+stop_redis() {
+    local dir=$1
+    [ -f "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null
+    rm -f "$dir/redis.pid"
+}
+
+# start_postgres DATA PORT: initialises DATA on first use (trust auth on loopback only) and
+# starts the server; prints nothing, dies on failure.
+start_postgres() {
+    local data=$1 port=$2 pre
+    pre=$(pg_user_prefix)
+    mkdir -p "$data"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres:postgres "$data" "$(dirname "$data")"
+        chmod 0700 "$data"
+    fi
+    if [ ! -f "$data/PG_VERSION" ]; then
+        say "initialising Postgres in $data"
+        $pre "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >"$data/../initdb.log" 2>&1 ||
+            die "initdb failed (log: $data/../initdb.log)"
+    fi
+    $pre "$PG_BIN/pg_ctl" -D "$data" -l "$data/../postgres.log" -w -t 30 \
+        -o "-p $port -k $(dirname "$data") -c listen_addresses=127.0.0.1" start >/dev/null ||
+        die "postgres failed to start (log: $data/../postgres.log)"
+}
+
+stop_postgres() {
+    local data=$1
+    [ -f "$data/postmaster.pid" ] || return 0
+    $(pg_user_prefix) "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1
+}
