@@ -1,0 +1,354 @@
+"""Money scripts against a real redis-server: scripts/lua/bet.lua and scripts/lua/grant.lua.
+
+Each test starts a private Redis (tpenv.Redis), loads the scripts with SCRIPT LOAD and calls them
+with EVALSHA exactly as the C store does, following the key layout of scripts/lua/README.md.
+Rejections are checked to leave Redis byte-for-byte unchanged (DUMP of every key).
+"""
+
+import hashlib
+import os
+import random
+import threading
+
+import redis
+import tpenv
+
+SRC = tpenv.SRC
+NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL = 5, 100, 100000, 86400
+
+
+def canon_hash(round_id, band, stake):
+    """The request hash the C side sends: SHA-256 of the canonical request, lowercase hex."""
+    return hashlib.sha256(f"v1|{round_id}|{band}|{stake}".encode()).hexdigest()
+
+
+class Money:
+    """The two scripts loaded into one Redis, with helpers that build KEYS like the C store."""
+
+    def __init__(self, r, buckets=1):
+        self.r = r
+        self.c = r.client()
+        self.raw = redis.Redis(host="127.0.0.1", port=r.port)  # bytes, for DUMP
+        self.buckets = buckets
+        self.sha = {}
+        for name in ("bet", "grant"):
+            with open(os.path.join(SRC, "scripts", "lua", name + ".lua")) as f:
+                self.sha[name] = self.c.script_load(f.read())
+
+    def bucket(self, user):
+        return user % self.buckets
+
+    def p(self, user):
+        return "tp:{b%d}:" % self.bucket(user)
+
+    def grant(self, user, amount, grant_id=None, now=1000):
+        p = self.p(user)
+        gid = grant_id or f"signup:{user}"
+        return self.c.evalsha(self.sha["grant"], 4, p + "bal", p + "grants", p + "granted",
+                              p + "outbox", user, gid, amount, now, self.bucket(user),
+                              self.buckets)
+
+    def open_round(self, rid, locks_at=10**13, state="open"):
+        """What the round scripts do: one state copy per bucket."""
+        for b in range(self.buckets):
+            self.c.hset("tp:{b%d}:round:%s:state" % (b, rid),
+                        mapping={"state": state, "locks_at": locks_at})
+
+    def bet_keys(self, user, rid, band, key):
+        p = self.p(user)
+        return [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
+                p + f"ustake:{rid}", p + f"bets:{rid}:{band}", p + "outbox", p + "seq"]
+
+    def bet(self, user, rid, band, stake, key, now=5000, req_hash=None, client=None,
+            nbands=NBANDS, keys=None):
+        h = req_hash or canon_hash(rid, band, stake)
+        ks = keys or self.bet_keys(user, rid, band, key)
+        return (client or self.c).evalsha(
+            self.sha["bet"], len(ks), *ks, user, rid, band, stake, key, h, now, nbands,
+            MIN_STAKE, MAX_STAKE, IDEM_TTL, self.bucket(user), self.buckets)
+
+    def balance(self, user):
+        return int(self.c.hget(self.p(user) + "bal", str(user)) or 0)
+
+    def snapshot(self):
+        """Every key with its type and DUMP payload: equal snapshots mean nothing changed."""
+        return {k: (self.raw.type(k), self.raw.dump(k)) for k in sorted(self.raw.keys("*"))}
+
+
+def expect_err(fn, code):
+    res = fn()
+    assert res == ["err", code], f"expected err {code}, got {res!r}"
+
+
+def expect_redis_error(fn, text):
+    try:
+        fn()
+    except redis.ResponseError as e:
+        assert text in str(e), f"error {e!r} lacks {text!r}"
+        return
+    raise AssertionError("expected a Redis error")
+
+
+# --- grant.lua ---
+
+def test_grant_once():
+    with tpenv.Redis() as r:
+        m = Money(r)
+        assert m.grant(7, 100000) == ["ok", 100000, 0]
+        assert m.grant(7, 100000) == ["ok", 100000, 1]
+        assert m.balance(7) == 100000
+        assert int(m.c.get("tp:{b0}:granted")) == 100000
+        assert m.c.hget("tp:{b0}:grants", "signup:7") == "7:100000"
+        ev = m.c.xrange("tp:{b0}:outbox")
+        assert len(ev) == 1
+        f = ev[0][1]
+        assert f == {"type": "grant", "grant_id": "signup:7", "user_id": "7", "amount": "100000",
+                     "balance": "100000", "ts": "1000"}, f
+        # Same grant id with another amount or user: refused, nothing changes.
+        before = m.snapshot()
+        expect_err(lambda: m.grant(7, 5), "grant_conflict")
+        assert m.snapshot() == before
+        # A second, distinct grant adds up.
+        assert m.grant(7, 250, grant_id="bonus:1") == ["ok", 100250, 0]
+        assert int(m.c.get("tp:{b0}:granted")) == 100250
+
+
+def test_grant_rejects_bad_arguments():
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=4)
+        before = m.snapshot()
+        expect_redis_error(lambda: m.grant(5, 0), "bad amount")
+        expect_redis_error(lambda: m.grant(5, "-5"), "bad amount")
+        expect_redis_error(lambda: m.grant(5, "1e3"), "bad amount")
+        expect_redis_error(lambda: m.grant(5, 10, grant_id="a b"), "bad grant_id")
+        # user 5 is in bucket 1; keys of bucket 0 are refused.
+        expect_redis_error(lambda: m.c.evalsha(m.sha["grant"], 4, "tp:{b0}:bal", "tp:{b0}:grants",
+                                               "tp:{b0}:granted", "tp:{b0}:outbox", 5, "g", 10,
+                                               1, 0, 4), "not in this bucket")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["grant"], 4, "tp:{b1}:bal", "tp:{b1}:grants",
+                                               "tp:{b1}:granted", "other", 5, "g", 10, 1, 1, 4),
+                           "key layout")
+        assert m.snapshot() == before
+
+
+# --- bet.lua ---
+
+def test_bet_happy_path():
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=4)
+        user = 9  # bucket 1
+        m.grant(user, 10000)
+        m.open_round(42, locks_at=6000)
+        res = m.bet(user, 42, 3, 2500, "k1", now=5000)
+        assert res == ["ok", 1 * 4 + 1, 42, 3, 2500, 7500, 0], res
+        p = "tp:{b1}:"
+        assert m.balance(user) == 7500
+        assert m.c.hgetall(p + "pool:42") == {"3": "2500", "total": "2500"}
+        assert m.c.hgetall(p + "ustake:42") == {"9:3": "2500"}
+        assert m.c.hgetall(p + "bets:42:3") == {"5": "9:2500"}
+        assert m.c.get(p + "seq") == "1"
+        ev = [f for _, f in m.c.xrange(p + "outbox") if f["type"] == "bet"]
+        assert ev == [{"type": "bet", "bet_id": "5", "user_id": "9", "round_id": "42", "band": "3",
+                       "stake": "2500", "balance": "7500", "ts": "5000"}], ev
+        rec = m.c.get(p + "idem:9:k1")
+        assert rec == "1|%s|5|42|3|2500|7500" % canon_hash(42, 3, 2500), rec
+        ttl = m.c.ttl(p + "idem:9:k1")
+        assert IDEM_TTL - 5 <= ttl <= IDEM_TTL, ttl
+        # A second bet by the same player on another band: ids increase, pools add up.
+        res = m.bet(user, 42, 0, 100, "k2", now=5001)
+        assert res == ["ok", 2 * 4 + 1, 42, 0, 100, 7400, 0], res
+        assert m.c.hgetall(p + "pool:42") == {"3": "2500", "0": "100", "total": "2600"}
+        # Other buckets were not touched except for their round state copies.
+        others = [k for k in m.c.keys("*") if not k.startswith(p)]
+        assert sorted(others) == sorted("tp:{b%d}:round:42:state" % b for b in (0, 2, 3)), others
+        # Betting the whole balance is allowed, one unit more is not.
+        assert m.bet(user, 42, 1, 7400, "k3")[5] == 0
+
+
+def test_bet_replay_is_identical_and_debits_once():
+    with tpenv.Redis() as r:
+        m = Money(r)
+        m.grant(3, 10000)
+        m.open_round(1, locks_at=6000)
+        first = m.bet(3, 1, 2, 1000, "same", now=5000)
+        assert first[0] == "ok" and first[6] == 0
+        after_first = m.snapshot()
+        for i in range(10):
+            again = m.bet(3, 1, 2, 1000, "same", now=5000 + i)
+            assert again[:6] == first[:6] and again[6] == 1, again
+        assert m.snapshot() == after_first
+        assert m.balance(3) == 9000
+        # The replay still answers after the round locked and after the balance moved on.
+        m.bet(3, 1, 0, 500, "other", now=5500)
+        m.open_round(1, locks_at=6000, state="live")
+        again = m.bet(3, 1, 2, 1000, "same", now=7000)
+        assert again == first[:6] + [1], again
+        assert m.balance(3) == 8500
+
+
+def test_bet_idempotency_conflict_changes_nothing():
+    with tpenv.Redis() as r:
+        m = Money(r)
+        m.grant(3, 10000)
+        m.open_round(1)
+        m.bet(3, 1, 2, 1000, "k")
+        before = m.snapshot()
+        expect_err(lambda: m.bet(3, 1, 2, 1001, "k"), "idempotency_conflict")
+        expect_err(lambda: m.bet(3, 1, 1, 1000, "k"), "idempotency_conflict")
+        assert m.snapshot() == before
+        # The same key belongs to each user separately.
+        m.grant(4, 10000)
+        assert m.bet(4, 1, 1, 1000, "k")[0] == "ok"
+
+
+def test_bet_insufficient_funds_changes_nothing():
+    with tpenv.Redis() as r:
+        m = Money(r)
+        m.grant(3, 1000)
+        m.open_round(1)
+        before = m.snapshot()
+        expect_err(lambda: m.bet(3, 1, 0, 1001, "k"), "insufficient_funds")
+        expect_err(lambda: m.bet(8, 1, 0, 100, "k"), "insufficient_funds")  # no account
+        assert m.snapshot() == before
+        # Errors are not recorded: the same key may succeed once the bet is affordable.
+        assert m.bet(3, 1, 0, 1000, "k")[0] == "ok"
+
+
+def test_bet_round_not_open_changes_nothing():
+    with tpenv.Redis() as r:
+        m = Money(r)
+        m.grant(3, 10000)
+        m.open_round(1, locks_at=6000)
+        for st in ("live", "settled", "cancelled"):
+            m.open_round(2, state=st)
+            before = m.snapshot()
+            expect_err(lambda: m.bet(3, 2, 0, 100, "k"), "round_not_open")
+            assert m.snapshot() == before
+        before = m.snapshot()
+        expect_err(lambda: m.bet(3, 1, 0, 100, "k", now=6000), "round_not_open")  # at lock time
+        expect_err(lambda: m.bet(3, 1, 0, 100, "k", now=9000), "round_not_open")
+        assert m.snapshot() == before
+        m.c.hdel("tp:{b0}:round:1:state", "locks_at")  # a state without lock time: fail closed
+        before = m.snapshot()
+        expect_err(lambda: m.bet(3, 1, 0, 100, "k", now=1), "round_not_open")
+        assert m.snapshot() == before
+        m.open_round(1, locks_at=6000)
+        assert m.bet(3, 1, 0, 100, "k", now=5999)[0] == "ok"
+
+
+def test_bet_round_missing():
+    with tpenv.Redis() as r:
+        m = Money(r)
+        m.grant(3, 10000)
+        before = m.snapshot()
+        expect_err(lambda: m.bet(3, 77, 0, 100, "k"), "round_not_found")
+        assert m.snapshot() == before
+
+
+def test_bet_bad_band_or_stake_changes_nothing():
+    with tpenv.Redis() as r:
+        m = Money(r)
+        m.grant(3, 100000)
+        m.open_round(1)
+        before = m.snapshot()
+        for band in (NBANDS, 99, "-1", "abc", "01", "1.0", ""):
+            expect_err(lambda: m.bet(3, 1, band, 100, "k"), "invalid_band")
+        for stake in (0, MIN_STAKE - 1, MAX_STAKE + 1, "-100", "1e3", "100.0", "0100", " 100",
+                      "abc", "", "9" * 16):
+            expect_err(lambda: m.bet(3, 1, 0, stake, "k"), "invalid_stake")
+        expect_err(lambda: m.bet(3, "01", 0, 100, "k"), "invalid_request")
+        expect_err(lambda: m.bet(3, 1, 0, 100, "x" * 129), "invalid_request")
+        assert m.snapshot() == before
+        assert m.bet(3, 1, 0, MIN_STAKE, "a")[0] == "ok"
+        assert m.bet(3, 1, 4, MAX_STAKE - MIN_STAKE, "b")[0] == "ok"
+
+
+def test_bet_caller_bugs_raise_errors():
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=2)
+        m.grant(3, 10000)
+        m.open_round(1)
+        before = m.snapshot()
+        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", req_hash="zz" * 32), "request hash")
+        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", now="-1"), "now_ms")
+        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", nbands=0), "band count")
+        keys = m.bet_keys(3, 1, 0, "k")
+        keys[5] = "tp:{b1}:bets:1:1"  # band in the key name differs from ARGV
+        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
+        keys = [k.replace("{b1}", "{b0}") for k in m.bet_keys(3, 1, 0, "k")]
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 8, *keys, 3, 1, 0, 100, "k",
+                                               canon_hash(1, 0, 100), 5000, NBANDS, MIN_STAKE,
+                                               MAX_STAKE, IDEM_TTL, 0, 2), "not in this bucket")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 2, *keys[:2], 3), "want 8 KEYS")
+        assert m.snapshot() == before
+
+
+def test_bet_concurrent_never_overdraws():
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=3)
+        user, granted = 11, 50000
+        m.grant(user, granted)
+        m.open_round(5)
+        # A shared pool of keys, each with a fixed body, so that replays race with first uses.
+        bodies = {f"key-{i}": (random.randrange(NBANDS), random.randrange(MIN_STAKE, 2000))
+                  for i in range(400)}
+        names = list(bodies)
+        results, lock = {}, threading.Lock()
+        errors = []
+
+        def worker(seed):
+            rnd = random.Random(seed)
+            c = r.client()
+            try:
+                for _ in range(150):
+                    k = rnd.choice(names)
+                    band, stake = bodies[k]
+                    res = m.bet(user, 5, band, stake, k, client=c)
+                    with lock:
+                        results.setdefault(k, []).append(res)
+            except Exception as e:  # surfaced below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(s,)) for s in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+
+        accepted = {}
+        for k, rs in results.items():
+            oks = [x for x in rs if x[0] == "ok"]
+            fresh = [x for x in oks if x[6] == 0]
+            assert len(fresh) <= 1, (k, rs)
+            # Every success for one key is the same response.
+            assert all(x[:6] == oks[0][:6] for x in oks), (k, rs)
+            # A replay can only follow a fresh success.
+            assert not oks or fresh, (k, rs)
+            for x in rs:
+                assert x[0] == "ok" or x == ["err", "insufficient_funds"], x
+            if fresh:
+                accepted[k] = fresh[0]
+        stakes = sum(x[4] for x in accepted.values())
+        bal = m.balance(user)
+        p = m.p(user)
+        assert bal >= 0
+        assert stakes == granted - bal, (stakes, granted, bal)
+        assert bal < 2000, bal  # the pool of keys was far bigger than the balance
+        pool = {k: int(v) for k, v in m.c.hgetall(p + "pool:5").items()}
+        assert pool.pop("total") == stakes
+        assert sum(pool.values()) == stakes
+        assert sum(int(v) for v in m.c.hgetall(p + "ustake:5").values()) == stakes
+        nbets = sum(m.c.hlen(p + f"bets:5:{b}") for b in range(NBANDS))
+        assert nbets == len(accepted)
+        ids = sorted(x[1] for x in accepted.values())
+        assert len(set(ids)) == len(ids) and all(i % 3 == user % 3 for i in ids)
+        bet_events = [f for _, f in m.c.xrange(p + "outbox") if f["type"] == "bet"]
+        assert len(bet_events) == len(accepted)
+        assert sum(int(f["stake"]) for f in bet_events) == stakes
+        # Conservation for the bucket: balances + open stakes = grants.
+        assert bal + stakes == int(m.c.get(p + "granted"))
+
+
+if __name__ == "__main__":
+    tpenv.main()
