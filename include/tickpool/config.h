@@ -12,16 +12,25 @@
 
 #define TP_CONFIG_MAX_BAND_EDGES 15
 #define TP_CONFIG_MAX_ORIGINS 16
+#define TP_CONFIG_MAX_KEYS 64 /* capacity of the per-key origin record (src/config.c table) */
+
+/* Where a key's effective value came from (shown by tp_config_print). */
+enum tp_config_origin {
+    TP_CONFIG_FROM_DEFAULT = 0,
+    TP_CONFIG_FROM_FILE,
+    TP_CONFIG_FROM_ENV,
+    TP_CONFIG_FROM_VAR_DIR /* redis.url / postgres.url read from <var_dir>/<service>.url */
+};
 
 struct tp_config_server {
-    char bind[64];            /* server.bind [0.0.0.0] */
-    int http_port;            /* server.http_port [8080], 0 disables */
-    int https_port;           /* server.https_port [8443], 0 disables */
-    int workers;              /* server.workers [auto]: 0 means one per core */
-    char web_root[512];       /* server.web_root [web] */
+    char bind[64];              /* server.bind [0.0.0.0] */
+    int http_port;              /* server.http_port [8080], 0 disables */
+    int https_port;             /* server.https_port [8443], 0 disables */
+    int workers;                /* server.workers [auto]: 0 means one per core */
+    char web_root[512];         /* server.web_root [web] */
     char allowed_origins[1024]; /* server.allowed_origins: comma list, empty = same host */
-    char tls_cert[512];       /* server.tls_cert: PEM path, empty = self-signed under var_dir */
-    char tls_key[512];        /* server.tls_key */
+    char tls_cert[512];         /* server.tls_cert: PEM path, empty = self-signed under var_dir */
+    char tls_key[512];          /* server.tls_key */
     char var_dir[512];        /* server.var_dir [var]: runtime state (certificate, embedded dbs) */
     size_t max_body;          /* server.max_body [64k]: request body limit (413 beyond) */
     int header_timeout_ms;    /* server.header_timeout [10s]: slowloris bound */
@@ -41,18 +50,18 @@ struct tp_config_postgres {
 };
 
 struct tp_config_game {
-    int betting_s;                               /* game.betting_s [30] */
-    int live_s;                                  /* game.live_s [30] */
+    int betting_s;                                /* game.betting_s [30] */
+    int live_s;                                   /* game.live_s [30] */
     int band_edges_bps[TP_CONFIG_MAX_BAND_EDGES]; /* game.band_edges_bps [-10,-3,3,10] */
-    int n_band_edges;                            /* k edges give k+1 bands */
-    int rake_bps;                                /* game.rake_bps [300], at most 1000 */
-    int64_t min_stake;                           /* game.min_stake [100] */
-    int64_t max_stake;                           /* game.max_stake [100000] */
-    int64_t start_balance;                       /* game.start_balance [100000] */
-    int tick_ms;                                 /* game.tick_ms [100] */
-    double volatility;                           /* game.volatility [0.8], annualised */
-    int buckets;                                 /* game.buckets [1] */
-    int grace_ms;                                /* game.grace [5s]: missed lock/close → cancel */
+    int n_band_edges;                             /* k edges give k+1 bands */
+    int rake_bps;                                 /* game.rake_bps [300], at most 1000 */
+    int64_t min_stake;                            /* game.min_stake [100] */
+    int64_t max_stake;                            /* game.max_stake [100000] */
+    int64_t start_balance;                        /* game.start_balance [100000] */
+    int tick_ms;                                  /* game.tick_ms [100] */
+    double volatility;                            /* game.volatility [0.8], annualised */
+    int buckets;                                  /* game.buckets [1] */
+    int grace_ms; /* game.grace [5s]: missed lock/close → cancel */
 };
 
 struct tp_config_limits {
@@ -74,7 +83,8 @@ struct tp_config {
     struct tp_config_game game;
     struct tp_config_limits limits;
     struct tp_config_log log;
-    char source[512]; /* the file it was read from */
+    char source[512]; /* the file it was read from ("" = defaults and environment only) */
+    unsigned char _origin[TP_CONFIG_MAX_KEYS]; /* enum tp_config_origin per table entry */
 };
 
 /** Fills `cfg` with every default. */
@@ -92,5 +102,25 @@ void tp_config_print(const struct tp_config *cfg, FILE *out);
 
 /** Number of worker processes to run (resolves `auto` to the number of online CPUs). */
 int tp_config_workers(const struct tp_config *cfg);
+
+/**
+ * Strict duration parser: "250ms", "10s", "2m", "1h", or a plain number of milliseconds. No sign,
+ * no spaces, no trailing garbage, overflow checked. Returns 0 or TP_EINVAL.
+ */
+int tp_config_parse_duration_ms(const char *s, int64_t *out);
+
+/**
+ * Strict size parser: plain bytes or a binary unit "64k", "1m", "2g" (also "64kb", "64KiB").
+ * No sign, no spaces, no trailing garbage, overflow checked. Returns 0 or TP_EINVAL.
+ */
+int tp_config_parse_size(const char *s, size_t *out);
+
+/**
+ * Copies `url` into `out` (size `n`, always NUL-terminated) with secrets masked:
+ * "redis://:pw@h" → "redis://:****@h", "postgres://u:pw@h/db?password=x" →
+ * "...u:****@h/db?password=****", and libpq "password=x" conninfo words. For logging service
+ * addresses.
+ */
+void tp_config_mask_url(const char *url, char *out, size_t n);
 
 #endif
