@@ -1,6 +1,9 @@
 /*
- * TLS for HTTPS and WSS with mbedTLS 2.28: TLS 1.2 minimum, ECDHE with AES-GCM or
+ * TLS for HTTPS and WSS with mbedTLS 2.28: TLS 1.2 only, ECDHE with AES-GCM or
  * ChaCha20-Poly1305 only. The only module that includes mbedTLS's TLS headers.
+ *
+ * Process model: the master calls tp_tls_prepare() once before forking; each worker calls
+ * tp_tls_ctx_new() after fork (it seeds its own random generator, never shared across fork).
  */
 #ifndef TP_TLS_H
 #define TP_TLS_H
@@ -12,9 +15,16 @@ struct tp_config_server;
 struct tp_tls_ctx;
 
 /**
- * Creates a server context from cfg->tls_cert/tls_key; when those are empty, loads or (first run)
- * generates a self-signed certificate and key under cfg->var_dir/tls/ with mbedTLS's x509
- * writer. Returns 0 and sets *out, or a TP_E* code with a readable message in err.
+ * Master, before fork: checks that cfg->tls_cert/tls_key load and match, or when both are empty
+ * ensures cfg->var_dir/tls/{cert,key}.pem exist (generating a self-signed ECDSA P-256 pair for
+ * localhost on first run). Logs what it did. Returns 0 or a TP_E* code with a message in err.
+ */
+int tp_tls_prepare(const struct tp_config_server *cfg, char *err, size_t errlen);
+
+/**
+ * Worker, after fork: creates a server context from the files tp_tls_prepare checked (it runs
+ * tp_tls_prepare itself if the self-signed files are missing). Returns 0 and sets *out, or a
+ * TP_E* code with a readable message in err.
  */
 int tp_tls_ctx_new(const struct tp_config_server *cfg, struct tp_tls_ctx **out, char *err,
                    size_t errlen);
@@ -23,13 +33,16 @@ void tp_tls_ctx_free(struct tp_tls_ctx *ctx);
 
 /**
  * Initialises `io` as the server side of a TLS session on non-blocking `fd` (borrowed).
- * The caller drives tp_io_handshake until it returns 0. Returns 0 or a TP_E* code.
+ * The caller drives tp_io_handshake until it returns 0, reads until TP_IO_WANT_READ (mbedTLS may
+ * hold decrypted bytes poll cannot see), retries a write that returned TP_IO_WANT_* with the same
+ * leading bytes, and calls tp_io_deinit BEFORE closing fd. Returns 0 or a TP_E* code.
  */
 int tp_tls_io_init(struct tp_io *io, struct tp_tls_ctx *ctx, int fd);
 
 /**
- * Generates a self-signed certificate for `cn` (valid `days`) and writes PEM files
- * `cert_path` and `key_path` (mode 0600 for the key). Returns 0 or a TP_E* code.
+ * Generates a self-signed ECDSA P-256 certificate for `cn` (plus SAN localhost, 127.0.0.1, ::1;
+ * valid `days`) and writes PEM files `cert_path` and `key_path` (key mode 0600), each atomically
+ * via a temp file and rename. Returns 0 or a TP_E* code with a message in err.
  */
 int tp_tls_make_self_signed(const char *cert_path, const char *key_path, const char *cn, int days,
                             char *err, size_t errlen);
