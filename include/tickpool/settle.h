@@ -1,0 +1,67 @@
+/*
+ * Parimutuel settlement arithmetic, pure and integer-only (minor units): the plan (rake, pot,
+ * refund), each winner's payout, the published receipt and its conservation check, and the
+ * live multipliers shown while betting (the only floats, display only).
+ */
+#ifndef TP_SETTLE_H
+#define TP_SETTLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TP_SETTLE_MAX_RAKE_BPS 10000
+
+/** How a round's total T is split. pot = T - rake always: what winners share, or what is
+ * refunded (refund_all, W = 0, rake 0). */
+struct tp_settle_plan {
+    int64_t total;
+    int64_t winning_stake;
+    int64_t rake;
+    int64_t pot;
+    bool refund_all;
+};
+
+/** The published receipt (sums, minor units); payouts + rake + breakage + refunds = total. */
+struct tp_settle_receipt {
+    int64_t total;
+    int64_t winning_stake;
+    int64_t rake;
+    int64_t breakage;
+    int64_t payouts;
+    int64_t refunds;
+};
+
+/** Plan for total T, winning stake W and rake_bps r: W = 0 refunds all with no rake; else
+ * rake = min(floor(T*r/10000), T - W), pot = T - rake. Returns 0 or TP_EINVAL (T < 0, W < 0,
+ * W > T, r outside 0..10000). */
+int tp_settle_plan(int64_t total, int64_t winning_stake, int rake_bps, struct tp_settle_plan *out);
+
+/** What one bet of `stake` on the winning band gets back: floor(stake * pot / W); with
+ * refund_all, the stake itself (the refund). Returns TP_EINVAL unless 0 < stake <= W (with
+ * refund_all: <= T). */
+int64_t tp_settle_payout(int64_t stake, const struct tp_settle_plan *plan);
+
+/** Settles a round: total T, the winning band's individual stakes (each > 0, summing to W),
+ * writes each payout into payouts[i] when payouts is not NULL and fills the receipt. Returns 0
+ * or TP_EINVAL (bad stake, sum overflow, W > T, bad rake). */
+int tp_settle_compute(int64_t total, int rake_bps, const int64_t *win_stakes, size_t n,
+                      int64_t *payouts, struct tp_settle_receipt *out);
+
+/** Receipt of a cancelled round: every stake refunded. Returns 0 or TP_EINVAL (total < 0). */
+int tp_settle_cancelled(int64_t total, struct tp_settle_receipt *out);
+
+/** Checks a receipt: no negative field, W <= T, payouts + rake + breakage + refunds = T;
+ * a refunding receipt refunds all of T and nothing else; otherwise rake <= T - W and
+ * payouts >= W (no winner loses). */
+bool tp_settle_receipt_ok(const struct tp_settle_receipt *r);
+
+/** Live multiplier of a band with pool `pool_b` out of `total`: (T - rake_if_it_won) / pool_b,
+ * display only. Returns false (and *out = NaN) when pool_b is 0 or the inputs are invalid. */
+bool tp_settle_multiplier(int64_t total, int64_t pool_b, int rake_bps, double *out);
+
+/** Multipliers of every band from its pool (T = sum of pools): NaN where a pool is empty
+ * (null on the wire). Returns 0 or TP_EINVAL (negative pool, overflow, bad rake). */
+int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, double *out);
+
+#endif
