@@ -13,6 +13,7 @@
 #include "tickpool/config.h"
 #include "tickpool/io.h"
 #include "tickpool/log.h"
+#include "tickpool/metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -765,6 +766,7 @@ static int tls_handshake(struct tp_io *io)
     int rc = mbedtls_ssl_handshake(&c->ssl);
     if (rc == 0) {
         c->handshake_done = true;
+        tp_metrics_inc(TP_METRIC_TLS_HANDSHAKES_TOTAL);
         tp_log_debug(MOD, "handshake done\tfd=%d version=%s cipher=%s", c->fd,
                      mbedtls_ssl_get_version(&c->ssl), mbedtls_ssl_get_ciphersuite(&c->ssl));
         return 0;
@@ -773,6 +775,8 @@ static int tls_handshake(struct tp_io *io)
         return TP_IO_WANT_READ;
     if (rc == MBEDTLS_ERR_SSL_WANT_WRITE)
         return TP_IO_WANT_WRITE;
+    /* Every other outcome ends the handshake for good: count it once here. */
+    tp_metrics_inc(TP_METRIC_TLS_HANDSHAKE_FAILURES_TOTAL);
     if (rc == MBEDTLS_ERR_SSL_CONN_EOF || rc == MBEDTLS_ERR_NET_CONN_RESET ||
         rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
         return TP_ECLOSED;
