@@ -1,3 +1,4 @@
+#!lua
 --[[
 bet.lua: place one parimutuel bet atomically (debit, pools, bet list, outbox, idempotency).
 

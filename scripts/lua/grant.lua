@@ -1,3 +1,4 @@
+#!lua
 --[[
 grant.lua: credit an account once per grant id (the start balance of a new account, or any
 later operator grant), keeping the bucket's grant ledger and outbox in step.

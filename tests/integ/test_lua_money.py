@@ -283,6 +283,24 @@ def test_bet_caller_bugs_raise_errors():
         assert m.snapshot() == before
 
 
+def test_out_of_memory_is_all_or_nothing():
+    """Under maxmemory a script is refused before it starts (shebang without allow-oom)."""
+    with tpenv.Redis() as r:
+        m = Money(r)
+        m.grant(3, 10000)
+        m.open_round(1)
+        m.c.config_set("maxmemory-policy", "noeviction")
+        m.c.config_set("maxmemory", "1")
+        try:
+            before = m.snapshot()
+            expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k"), "OOM")
+            expect_redis_error(lambda: m.grant(4, 100), "OOM")
+            assert m.snapshot() == before
+        finally:
+            m.c.config_set("maxmemory", "0")
+        assert m.bet(3, 1, 0, 100, "k")[0] == "ok"
+
+
 def test_bet_concurrent_never_overdraws():
     with tpenv.Redis() as r:
         m = Money(r, buckets=3)
