@@ -595,6 +595,17 @@ static int on_ini_pair(void *user, const char *section, const char *name, const 
         return 0;
     }
     ctx->cfg->_origin[idx] = TP_CONFIG_FROM_FILE;
+    if (strcmp(name, "url") == 0) {
+        /* Secrets belong in the environment (contract §3); not fatal, so an operator's existing
+         * file keeps working, but say so. */
+        char masked[600];
+        tp_config_mask_url(value, masked, sizeof(masked));
+        if (strcmp(masked, value) != 0)
+            tp_log_warn("config",
+                        "%s.%s in the config file contains a password: pass it in "
+                        "TICKPOOL_%s_URL instead",
+                        section, name, strcmp(section, "redis") == 0 ? "REDIS" : "POSTGRES");
+    }
     return 1;
 }
 
@@ -755,10 +766,12 @@ static int load_var_url(struct tp_config *cfg, const char *svc, char *url, size_
     char path[700];
     snprintf(path, sizeof(path), "%s/%s.url", cfg->server.var_dir, svc);
     FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return errno == ENOENT || errno == ENOTDIR
-                   ? 0
-                   : (snprintf(err, errlen, "%s: %s", path, strerror(errno)), TP_EINVAL);
+    if (f == NULL) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return 0;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return TP_EINVAL;
+    }
     char line[1024];
     if (fgets(line, sizeof(line), f) == NULL)
         line[0] = '\0';
