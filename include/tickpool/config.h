@@ -91,13 +91,19 @@ struct tp_config {
 void tp_config_defaults(struct tp_config *cfg);
 
 /**
- * Loads `path` (NULL: config/tickpool.ini if present, else defaults only), applies
- * TICKPOOL_<SECTION>_<KEY> environment overrides, and validates. Returns 0, or TP_EINVAL with a
- * message naming the key and the broken rule in `err` (size `errlen`).
+ * Loads `path` (NULL: config/tickpool.ini if present in the cwd, else defaults only), applies
+ * TICKPOOL_<SECTION>_<KEY> environment overrides, validates, then fills an empty redis.url /
+ * postgres.url from the first line of <var_dir>/redis.url / postgres.url (written by scripts/up).
+ * Unknown keys and unknown TICKPOOL_* variables are errors (except TICKPOOL_AUTH_SECRET and names
+ * ending in _PASSWORD). Returns 0, or TP_EINVAL with "file:line: key: rule (got X)" or
+ * "key: rule (got X) [from TICKPOOL_...]" in `err` (size `errlen`).
  */
 int tp_config_load(struct tp_config *cfg, const char *path, char *err, size_t errlen);
 
-/** Prints the effective configuration as INI (secrets masked). */
+/**
+ * Prints the effective configuration as loadable INI, each value followed by where it came from
+ * ("; default", "; file", "; env TICKPOOL_...", "; var_dir"); passwords in URLs are masked.
+ */
 void tp_config_print(const struct tp_config *cfg, FILE *out);
 
 /** Number of worker processes to run (resolves `auto` to the number of online CPUs). */
