@@ -23,6 +23,7 @@
 #include "tickpool/crypto.h"
 #include "tickpool/io.h"
 #include "tickpool/log.h"
+#include "tickpool/metrics.h"
 
 #define GATHER_MAX (64 * 1024)
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -218,6 +219,7 @@ static void overflow(struct tp_ws *ws)
     ws->dead = true;
     ws->closing = true;
     stat_inc(&g_stats.overflow_closes);
+    tp_metrics_inc(TP_METRIC_WS_SLOW_CLOSED_TOTAL);
 }
 
 /*
@@ -233,6 +235,7 @@ static int enqueue(struct tp_ws *ws, struct tp_ws_frame *f, bool ctrl)
             q_remove(ws, old);
             ws->dropped++;
             stat_inc(&g_stats.dropped[f->kind]);
+            tp_metrics_inc(TP_METRIC_WS_FRAMES_DROPPED_TOTAL);
         }
     }
     if (f->len > ws->limits.max_queue || ws->queued > ws->limits.max_queue - f->len) {
@@ -316,8 +319,11 @@ static size_t gather(struct tp_ws *ws, uint8_t *dst, size_t cap)
         memcpy(dst + used, it->f->data + it->off, take);
         used += take;
         it->off += take;
-        if (it->off == it->f->len)
+        if (it->off == it->f->len) {
+            if ((it->f->data[0] & 0x0f) < OP_CLOSE) /* data frames only */
+                tp_metrics_inc(TP_METRIC_WS_MESSAGES_OUT_TOTAL);
             q_remove(ws, it); /* removes 0 unwritten bytes: they are counted until written */
+        }
     }
     return used;
 }
@@ -536,6 +542,7 @@ static void on_msg_recv(wslay_event_context_ptr ctx, const struct wslay_event_on
         wslay_event_shutdown_read(ctx);
         return;
     }
+    tp_metrics_inc(TP_METRIC_WS_MESSAGES_IN_TOTAL);
     if (ws->cb != NULL && ws->cb->on_message != NULL)
         ws->cb->on_message(ws, arg->msg, arg->msg_length, binary, ws->ud);
 }
@@ -614,6 +621,7 @@ struct tp_ws *tp_ws_new(const struct tp_ws_limits *limits, const struct tp_ws_ca
         tp_log_fatal("ws", "wslay_event_context_server_init: out of memory");
     wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->limits.max_message);
     ws->last_seen = tp_mono_ms();
+    tp_metrics_add(TP_METRIC_WS_CONNECTIONS_OPEN, 1);
     return ws;
 }
 
@@ -626,6 +634,7 @@ void tp_ws_free(struct tp_ws *ws)
     tp_buf_deinit(&ws->ctrl);
     wslay_event_context_free(ws->ctx);
     free(ws);
+    tp_metrics_add(TP_METRIC_WS_CONNECTIONS_OPEN, -1);
 }
 
 /* --- Upgrade checks --- */
