@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -552,6 +553,59 @@ static void test_parse_size(void **state)
     assert_int_equal(tp_config_parse_size(NULL, &v), TP_EINVAL);
 }
 
+/* Parsers never read past the terminating NUL: each input ends right before a PROT_NONE page. */
+static void test_parsers_guard_page(void **state)
+{
+    (void)state;
+    long pg = sysconf(_SC_PAGESIZE);
+    char *map =
+        mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(map != MAP_FAILED);
+    assert_int_equal(mprotect(map + pg, (size_t)pg, PROT_NONE), 0);
+    static const char *const inputs[] = {"",   "1",   "64k", "64kb", "64Ki", "1m", "250ms",
+                                         "2m", "1mi", "9",   "10s",  "1h",   "-",  "99999999"};
+    for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+        size_t n = strlen(inputs[i]) + 1;
+        char *s = map + pg - n;
+        memcpy(s, inputs[i], n);
+        int64_t d;
+        size_t z;
+        (void)tp_config_parse_duration_ms(s, &d);
+        (void)tp_config_parse_size(s, &z);
+    }
+    munmap(map, (size_t)pg * 2);
+}
+
+/* Hostile values through every key: never crash, and either load or fail with a message that
+ * names the key. */
+static void test_random_values(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {
+        "SERVER_HTTP_PORT",    "SERVER_WORKERS",        "SERVER_MAX_BODY", "SERVER_HEADER_TIMEOUT",
+        "GAME_BAND_EDGES_BPS", "GAME_VOLATILITY",       "GAME_BETTING_S",  "GAME_MIN_STAKE",
+        "LOG_LEVEL",           "SERVER_ALLOWED_ORIGINS"};
+    static const char alphabet[] = "0123456789,-+ .kmsgbhKMx\t;=#'\"auto";
+    unsigned seed = 12345;
+    for (int iter = 0; iter < 5000; iter++) {
+        char val[24];
+        int len = (int)(rand_r(&seed) % (sizeof(val) - 1));
+        for (int i = 0; i < len; i++)
+            val[i] = alphabet[rand_r(&seed) % (sizeof(alphabet) - 1)];
+        val[len] = '\0';
+        char name[64];
+        snprintf(name, sizeof(name), "TICKPOOL_%s", keys[rand_r(&seed) % 10]);
+        setenv(name, val, 1);
+        struct tp_config c;
+        char err[600] = "";
+        if (tp_config_load(&c, write_ini(""), err, sizeof(err)) != 0) {
+            if (strstr(err, name) == NULL)
+                fail_msg("error for %s=\"%s\" does not name it: %s", name, val, err);
+        }
+        unsetenv(name);
+    }
+}
+
 /* --- Printing --- */
 
 static char *print_to_string(const struct tp_config *c)
@@ -694,6 +748,8 @@ int main(void)
         cmocka_unit_test_setup(test_workers, setup),
         cmocka_unit_test_setup(test_parse_duration, setup),
         cmocka_unit_test_setup(test_parse_size, setup),
+        cmocka_unit_test_setup(test_parsers_guard_page, setup),
+        cmocka_unit_test_setup(test_random_values, setup),
         cmocka_unit_test_setup(test_print, setup),
         cmocka_unit_test_setup(test_mask_url, setup),
         cmocka_unit_test_setup(test_var_dir_urls, setup),
