@@ -219,7 +219,6 @@ static void overflow(struct tp_ws *ws)
     ws->dead = true;
     ws->closing = true;
     stat_inc(&g_stats.overflow_closes);
-    tp_metrics_inc(TP_METRIC_WS_SLOW_CLOSED_TOTAL);
 }
 
 /*
@@ -320,8 +319,6 @@ static size_t gather(struct tp_ws *ws, uint8_t *dst, size_t cap)
         used += take;
         it->off += take;
         if (it->off == it->f->len) {
-            if ((it->f->data[0] & 0x0f) < OP_CLOSE) /* data frames only */
-                tp_metrics_inc(TP_METRIC_WS_MESSAGES_OUT_TOTAL);
             q_remove(ws, it); /* removes 0 unwritten bytes: they are counted until written */
         }
     }
@@ -412,8 +409,6 @@ void tp_ws_stats_get(struct tp_ws_stats *out)
 
 int tp_ws_send_frame(struct tp_ws *ws, struct tp_ws_frame *f)
 {
-    if (ws->dead)
-        return TP_ETOOBIG;
     if (ws->closing)
         return TP_ECLOSED;
     tp_ws_frame_ref(f);
@@ -422,8 +417,6 @@ int tp_ws_send_frame(struct tp_ws *ws, struct tp_ws_frame *f)
 
 int tp_ws_send(struct tp_ws *ws, const void *payload, size_t len)
 {
-    if (ws->dead)
-        return TP_ETOOBIG;
     if (ws->closing)
         return TP_ECLOSED;
     return enqueue(ws, tp_ws_frame_new(payload, len, TP_WS_KIND_DIRECT), false);
@@ -542,7 +535,6 @@ static void on_msg_recv(wslay_event_context_ptr ctx, const struct wslay_event_on
         wslay_event_shutdown_read(ctx);
         return;
     }
-    tp_metrics_inc(TP_METRIC_WS_MESSAGES_IN_TOTAL);
     if (ws->cb != NULL && ws->cb->on_message != NULL)
         ws->cb->on_message(ws, arg->msg, arg->msg_length, binary, ws->ud);
 }
@@ -621,7 +613,6 @@ struct tp_ws *tp_ws_new(const struct tp_ws_limits *limits, const struct tp_ws_ca
         tp_log_fatal("ws", "wslay_event_context_server_init: out of memory");
     wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->limits.max_message);
     ws->last_seen = tp_mono_ms();
-    tp_metrics_add(TP_METRIC_WS_CONNECTIONS_OPEN, 1);
     return ws;
 }
 
@@ -634,7 +625,6 @@ void tp_ws_free(struct tp_ws *ws)
     tp_buf_deinit(&ws->ctrl);
     wslay_event_context_free(ws->ctx);
     free(ws);
-    tp_metrics_add(TP_METRIC_WS_CONNECTIONS_OPEN, -1);
 }
 
 /* --- Upgrade checks --- */

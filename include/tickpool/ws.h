@@ -86,7 +86,9 @@ struct tp_ws_limits {
     size_t max_queue;   /* queued output bytes beyond which the socket is closed */
 };
 
-/* Process-wide counters (summed over every session of the process; relaxed atomics). */
+/* Process-wide counters (summed over every session of the process; relaxed atomics). Of the
+ * Prometheus metrics this module counts only ws_frames_dropped_total (the owner cannot see
+ * drops); messages in/out, open sockets and slow-consumer closes are the owner's to count. */
 struct tp_ws_stats {
     uint64_t dropped[TP_WS_KIND_COUNT_]; /* droppable frames superseded by a newer one */
     uint64_t overflow_closes;            /* sessions closed because max_queue was passed */
@@ -126,8 +128,9 @@ void tp_ws_free(struct tp_ws *ws);
  */
 int tp_ws_feed(struct tp_ws *ws, const void *data, size_t len);
 
-/** Queues a direct binary message (never dropped). Returns 0, TP_ECLOSED once a close frame
- * is queued, or TP_ETOOBIG (queue overflow: the session is dead, tp_ws_want_close is true). */
+/** Queues a direct binary message (never dropped). Returns 0, TP_ETOOBIG for the send that
+ * overflowed the queue (once: the session is then dead and tp_ws_want_close true), or
+ * TP_ECLOSED once a close was started or the session is dead. */
 int tp_ws_send(struct tp_ws *ws, const void *payload, size_t len);
 /** Queues a shared frame (takes its own reference; the caller keeps its one). A droppable kind
  * supersedes the queued, not yet started frame of that kind. Same returns as tp_ws_send. */
