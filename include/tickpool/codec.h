@@ -46,6 +46,7 @@ enum tp_fmt {
 
 /* --- Writer --- */
 
+/* One open container of a tp_wr (writer-internal). */
 struct tp_wr_level {
     uint32_t left;  /* items (keys and values) still expected in this container */
     uint32_t total; /* items declared (2n for a map of n pairs) */
@@ -84,7 +85,9 @@ void tp_wr_int(struct tp_wr *w, int64_t v);
 void tp_wr_uint(struct tp_wr *w, uint64_t v);
 /** Writes a double (JSON: shortest round-trip form, non-finite → null; MessagePack: float64). */
 void tp_wr_double(struct tp_wr *w, double v);
+/** Writes true or false. */
 void tp_wr_bool(struct tp_wr *w, bool v);
+/** Writes null (MessagePack nil). */
 void tp_wr_null(struct tp_wr *w);
 /** Splices one complete pre-encoded value of the writer's format (not checked); counts as
  * one value. Not valid where a key is expected. */
