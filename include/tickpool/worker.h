@@ -1,0 +1,93 @@
+/*
+ * A worker process: one libev loop (epoll) pinned to one CPU, its own SO_REUSEPORT listeners
+ * for HTTP and HTTPS, its connections, its routing table, its Redis store and its WebSocket
+ * sockets. Everything here runs on the worker's loop thread only; other threads reach a worker
+ * through an ev_async-backed queue (src/mq.c).
+ *
+ * Other modules plug in with tp_worker_on_init (called in every worker after fork, before it
+ * accepts): register routes on tp_worker_router, start watchers on tp_worker_loop, and set the
+ * WebSocket hooks.
+ */
+#ifndef TP_WORKER_H
+#define TP_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ev_loop;
+struct tp_config;
+struct tp_conn;
+struct tp_router;
+struct tp_store;
+struct tp_worker;
+struct tp_ws_frame;
+struct tp_http_request;
+
+/* Exit status of a worker that cannot start (bad listener, bad TLS files): the master stops the
+ * whole server instead of restarting it in a loop. */
+#define TP_WORKER_EXIT_FATAL 78
+
+/** Per-worker start-up hook (`ud` as registered). */
+typedef void (*tp_worker_hook)(struct tp_worker *w, void *ud);
+
+/**
+ * Registers `fn` to run in every worker after its loop, router and store exist and before it
+ * accepts connections (in registration order). Call before tp_master_run. At most 32 hooks.
+ */
+void tp_worker_on_init(tp_worker_hook fn, void *ud);
+/** Registers `fn` to run when the worker starts draining (SIGTERM), before connections close. */
+void tp_worker_on_drain(tp_worker_hook fn, void *ud);
+
+/* WebSocket session hooks, set by the session layer in an init hook. Every pointer is borrowed
+ * for the duration of the call; the conn stays valid until on_close returns. */
+struct tp_worker_ws_hooks {
+    /** A socket switched to WebSocket (the 101 is queued); `req` is the upgrade request
+     * (for ?token=). */
+    void (*on_open)(struct tp_conn *c, const struct tp_http_request *req, void *ud);
+    /** One complete message. */
+    void (*on_message)(struct tp_conn *c, const uint8_t *data, size_t len, bool binary, void *ud);
+    /** The socket is going away (any reason); drop every pointer to `c`. */
+    void (*on_close)(struct tp_conn *c, void *ud);
+};
+
+/** Installs the WebSocket hooks (copied). Without hooks every message is ignored. */
+void tp_worker_set_ws_hooks(struct tp_worker *w, const struct tp_worker_ws_hooks *hooks, void *ud);
+
+/**
+ * Runs worker `index` (0-based) in the current, freshly forked process of master `master_pid`
+ * (it exits at once if that master is already gone): pins the CPU, opens
+ * listeners, runs hooks and the loop until drained. Never returns: exits 0 after a drain,
+ * TP_WORKER_EXIT_FATAL when it cannot start.
+ */
+_Noreturn void tp_worker_main(const struct tp_config *cfg, int index, int master_pid);
+
+/** The worker's loop. */
+struct ev_loop *tp_worker_loop(struct tp_worker *w);
+/** The worker's routing table (add routes from an init hook). */
+struct tp_router *tp_worker_router(struct tp_worker *w);
+/** The worker's Redis store (NULL when it could not be created). */
+struct tp_store *tp_worker_store(struct tp_worker *w);
+/** The effective configuration (frozen). */
+const struct tp_config *tp_worker_config(const struct tp_worker *w);
+/** This worker's index, 0 … workers-1. */
+int tp_worker_index(const struct tp_worker *w);
+/** True once SIGTERM started the drain. */
+bool tp_worker_is_draining(const struct tp_worker *w);
+/** Module-private pointer slots: modules pick a distinct `key` (0…15) and keep one pointer. */
+void tp_worker_set_data(struct tp_worker *w, int key, void *p);
+void *tp_worker_data(const struct tp_worker *w, int key);
+
+/**
+ * Queues one shared frame to every WebSocket of this worker (each takes a reference; the
+ * caller keeps its own). Output is written before the loop next blocks. Returns the number of
+ * sockets it was queued to.
+ */
+size_t tp_worker_broadcast(struct tp_worker *w, struct tp_ws_frame *f);
+/** Calls fn for every open WebSocket connection (do not close sockets from fn). */
+void tp_worker_foreach_ws(struct tp_worker *w, void (*fn)(struct tp_conn *c, void *ud), void *ud);
+/** Number of open connections and of WebSocket connections. */
+size_t tp_worker_nconns(const struct tp_worker *w);
+size_t tp_worker_nws(const struct tp_worker *w);
+
+#endif
