@@ -17,6 +17,11 @@ import tpenv
 _shared = {}
 
 
+def Server(**kw):
+    """A tickpool server on the shared Redis and Postgres. No migrations: TLS touches no table."""
+    return tpenv.Server(redis=_shared["redis"], pg=_shared["pg"], migrate=False, **kw)
+
+
 def _server():
     """One server (with its Redis and Postgres) shared by the read-only tests of this file."""
     if "srv" not in _shared:
@@ -27,7 +32,7 @@ def _server():
         pg.__enter__()
         atexit.register(pg.__exit__, None, None, None)
         _shared["redis"], _shared["pg"] = r, pg
-        s = tpenv.Server(redis=r, pg=pg)
+        s = Server()
         s.__enter__()
         atexit.register(s.__exit__, None, None, None)
         _shared["srv"] = s
@@ -148,9 +153,9 @@ def test_restart_reuses_certificate():
     var = tempfile.mkdtemp(prefix="tp-tls-var-", dir="/tmp")
     try:
         env = {"TICKPOOL_SERVER_VAR_DIR": var}
-        with tpenv.Server(redis=_shared["redis"], pg=_shared["pg"], env=env) as s1:
+        with Server(env=env) as s1:
             first = ssl.get_server_certificate(("127.0.0.1", s1.https_port))
-        with tpenv.Server(redis=_shared["redis"], pg=_shared["pg"], env=env) as s2:
+        with Server(env=env) as s2:
             second = ssl.get_server_certificate(("127.0.0.1", s2.https_port))
             assert "reusing self-signed certificate" in s2.log_text()
         assert first == second
@@ -167,7 +172,7 @@ def test_configured_rsa_certificate():
                         "/CN=localhost", "-days", "2", "-keyout", key, "-out", cert],
                        check=True, capture_output=True)
         env = {"TICKPOOL_SERVER_TLS_CERT": cert, "TICKPOOL_SERVER_TLS_KEY": key}
-        with tpenv.Server(redis=_shared["redis"], pg=_shared["pg"], env=env) as s:
+        with Server(env=env) as s:
             rc, out = s_client(s.https_port, "-tls1_2")
             assert negotiated(out) == ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256"), out
             assert s.http("GET", "/healthz", tls=True)[0] == 200
@@ -181,7 +186,7 @@ def test_configured_certificate_missing():
     _server()
     missing = "/nonexistent/tickpool-test.crt"
     env = {"TICKPOOL_SERVER_TLS_CERT": missing, "TICKPOOL_SERVER_TLS_KEY": missing + ".key"}
-    s = tpenv.Server(redis=_shared["redis"], pg=_shared["pg"], env=env)
+    s = Server(env=env)
     try:
         s.start(wait=False)
         code = s.proc.wait(timeout=15)
