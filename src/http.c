@@ -112,6 +112,12 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t n)
     return 0;
 }
 
+static bool is_tchar(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
 /* A field name is complete: start its header entry with an empty value (llhttp does not call
  * on_header_value for an empty value). */
 static int on_header_field_complete(llhttp_t *ll)
@@ -124,6 +130,14 @@ static int on_header_field_complete(llhttp_t *ll)
         p->hdrs_cap = p->hdrs_cap ? p->hdrs_cap * 2 : 16;
         p->hdrs = tp_xrealloc(p->hdrs, p->hdrs_cap * sizeof(*p->hdrs));
     }
+    /* Field names are RFC 9110 tokens; llhttp 8 lets some separators (spaces) through, and
+     * "Content-Length : 5" style names are a classic smuggling vector, so check here. */
+    const char *fname = tp_buf_ptr(&p->arena) + p->field_off;
+    if (p->field_len == 0)
+        return fail(p, 400, "empty header name");
+    for (size_t i = 0; i < p->field_len; i++)
+        if (!is_tchar((unsigned char)fname[i]))
+            return fail(p, 400, "invalid character in header name");
     struct hdr_span *h = &p->hdrs[p->nhdrs++];
     h->name_off = p->field_off;
     h->name_len = p->field_len;
