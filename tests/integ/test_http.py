@@ -1,0 +1,395 @@
+"""Black-box tests of the HTTP server core: hostile requests on raw sockets, keep-alive and
+pipelining, timeouts (slowloris, idle keep-alive), static files, ops endpoints, metrics summed
+over workers, WebSocket upgrade checks, graceful SIGTERM and worker restart.
+
+Runs without Redis/Postgres: /readyz then answers 503, everything else works.
+"""
+
+import base64
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import time
+
+import tpenv
+
+
+# --- raw socket helpers ---
+
+def connect(server, timeout=5):
+    s = socket.create_connection(("127.0.0.1", server.http_port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+class Reader:
+    """Reads HTTP/1.1 responses one by one from a socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError("connection closed")
+        self.buf += data
+
+    def response(self, head_only=False):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+        n = 0 if head_only or status in (101, 204, 304) else int(headers.get("content-length", 0))
+        while len(self.buf) < n:
+            self._fill()
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return status, headers, body
+
+    def closed(self, timeout=5):
+        """True when the peer closes (EOF or reset) within timeout with no more data."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+
+def exchange(server, raw, timeout=5, check_close=True):
+    """Sends raw bytes on a fresh connection; returns (status, headers, body, closed)."""
+    s = connect(server, timeout)
+    try:
+        s.sendall(raw)
+        r = Reader(s)
+        st, h, b = r.response()
+        return st, h, b, r.closed(timeout) if check_close else None
+    finally:
+        s.close()
+
+
+def metric(text, name):
+    m = re.search(r"^tickpool_%s (\d+)$" % name, text, re.M)
+    assert m, f"metric {name} missing"
+    return int(m.group(1))
+
+
+# --- tests ---
+
+def test_healthz_https_and_defaults():
+    with tpenv.Server() as s:
+        st, h, body = s.http("GET", "/healthz")
+        assert st == 200 and body == b'{"status":"ok"}', (st, body)
+        assert h["content-type"] == "application/json"
+        st, _, body = s.http("GET", "/healthz", tls=True)
+        assert st == 200 and body == b'{"status":"ok"}'
+        st, _, body = s.http("GET", "/readyz")
+        assert st == 503 and b'"unavailable"' in body and b"redis down" in body, body
+        st, _, body = s.http("GET", "/nope")
+        assert st == 404 and body == b'{"error":{"code":"not_found","message":"no such resource"}}'
+        st, h, _ = s.http("POST", "/healthz")
+        assert st == 405 and "GET" in h["allow"], h
+        # The slowloris bound defaults to at most 10 s.
+        env = {k: v for k, v in s.env.items() if k != "TICKPOOL_SERVER_HEADER_TIMEOUT"}
+        out = subprocess.run([tpenv.BIN, "--check-config"], cwd=tpenv.SRC, env=env,
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        m = re.search(r"^header_timeout = (\d+)(ms|s)\b", out.stdout, re.M)
+        assert m, out.stdout
+        ms = int(m.group(1)) * (1000 if m.group(2) == "s" else 1)
+        assert 0 < ms <= 10000, ms
+
+
+def test_cli():
+    env = dict(os.environ, TICKPOOL_SERVER_HTTP_PORT="notaport")
+    out = subprocess.run([tpenv.BIN, "--check-config"], cwd=tpenv.SRC, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "http_port" in out.stderr, (out.returncode, out.stderr)
+    out = subprocess.run([tpenv.BIN, "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "TICKPOOL_<SECTION>_<KEY>" in out.stdout
+    out = subprocess.run([tpenv.BIN, "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.startswith("tickpool ")
+    out = subprocess.run([tpenv.BIN, "frobnicate"], cwd=tpenv.SRC, capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 2
+
+
+def test_keepalive_and_pipelining():
+    with tpenv.Server() as s:
+        sock = connect(s)
+        r = Reader(sock)
+        # Three pipelined requests in one segment: answered in order on one connection.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert r.response()[0] == 200
+        st, h, body = r.response()
+        assert st == 200 and h["content-type"].startswith("text/html") and body
+        assert r.response()[0] == 404
+        # Same connection still usable; a request split in tiny pieces works too.
+        req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        for i in range(len(req)):
+            sock.sendall(req[i:i + 1])
+            time.sleep(0.001)
+        assert r.response()[0] == 200
+        # Many pipelined requests (more than the pipeline window) all get answered in order.
+        sock.sendall(b"".join(b"GET /%s HTTP/1.1\r\n\r\n" % (b"healthz" if i % 2 else b"x")
+                              for i in range(50)))
+        for i in range(50):
+            assert r.response()[0] == (200 if i % 2 else 404), i
+        # Connection: close is honoured.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        st, h, _ = r.response()
+        assert st == 200 and h.get("connection") == "close"
+        assert r.closed()
+        sock.close()
+        # HTTP/1.0 closes by default, stays open with keep-alive.
+        st, _, _, closed = exchange(s, b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert st == 200 and closed
+        sock = connect(s)
+        r = Reader(sock)
+        sock.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert r.response()[0] == 200
+        assert not r.closed(timeout=0.5)
+        sock.close()
+        # HEAD: headers with the length, no body.
+        sock = connect(s)
+        r = Reader(sock)
+        sock.sendall(b"HEAD /index.html HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n")
+        st, h, _ = r.response(head_only=True)
+        assert st == 200 and int(h["content-length"]) > 0
+        assert r.response()[0] == 200
+        sock.close()
+
+
+def test_hostile_requests():
+    with tpenv.Server(env={"TICKPOOL_SERVER_MAX_BODY": "1k"}) as s:
+        cases = [
+            (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, "headers_too_large"),
+            (b"GET / HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(200)) + b"\r\n",
+             431, "headers_too_large"),
+            (b"POST / HTTP/1.1\r\nContent-Length: 2048\r\n\r\n" + b"x" * 2048, 413,
+             "payload_too_large"),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + b"x" * 2048 +
+             b"\r\n0\r\n\r\n", 413, "payload_too_large"),
+            (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"0\r\n\r\n", 400, "bad_request"),
+            (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400,
+             "bad_request"),
+            (b"POST / HTTP/1.1\r\nContent-Length : 3\r\n\r\nabc", 400, "bad_request"),
+            (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+            (b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n", 400, "bad_request"),
+        ]
+        # Framing errors: answered, then the connection is closed.
+        for raw, want, code in cases:
+            st, _, body, closed = exchange(s, raw)
+            assert st == want, (raw[:60], st, body)
+            assert code.encode() in body, (raw[:60], body)
+            assert closed, raw[:60]
+        # Path errors: answered, the connection stays usable.
+        paths = [
+            (b"/../../../../etc/passwd", 404, "not_found"),
+            (b"/%2e%2e/%2e%2e/etc/passwd", 404, "not_found"),
+            (b"/..%2f..%2fetc%2fpasswd", 404, "not_found"),
+            (b"/%2fetc%2fpasswd", 404, "not_found"),
+            (b"//etc/passwd", 404, "not_found"),
+            (b"/index.html%00.js", 404, "not_found"),
+            (b"/%zz", 400, "bad_request"),
+        ]
+        for path, want, code in paths:
+            st, _, body, _ = exchange(s, b"GET " + path + b" HTTP/1.1\r\n\r\n",
+                                      check_close=False)
+            assert st == want, (path, st, body)
+            assert code.encode() in body and b"root:" not in body, (path, body)
+        # The server is still healthy afterwards.
+        assert s.http("GET", "/healthz")[0] == 200
+
+
+def test_slowloris_closed():
+    with tpenv.Server(env={"TICKPOOL_SERVER_HEADER_TIMEOUT": "1s"}) as s:
+        sock = connect(s)
+        t0 = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        closed_at = None
+        try:
+            for i in range(60):  # drip one header line every 0.2 s, for up to 12 s
+                sock.sendall(b"X-%d: y\r\n" % i)
+                sock.settimeout(0.2)
+                try:
+                    if sock.recv(1024) == b"":
+                        closed_at = time.monotonic()
+                        break
+                except socket.timeout:
+                    pass
+        except (BrokenPipeError, ConnectionResetError):
+            closed_at = time.monotonic()
+        assert closed_at is not None, "slowloris connection never closed"
+        assert closed_at - t0 < 3.0, closed_at - t0
+        # A connection that sends nothing at all is closed by the same bound.
+        sock2 = connect(s)
+        assert Reader(sock2).closed(timeout=4)
+        sock.close()
+        sock2.close()
+
+
+def test_idle_keepalive_closed():
+    with tpenv.Server(env={"TICKPOOL_SERVER_KEEPALIVE_TIMEOUT": "1s"}) as s:
+        sock = connect(s)
+        r = Reader(sock)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+        assert r.response()[0] == 200
+        t0 = time.monotonic()
+        assert r.closed(timeout=5)
+        assert 0.5 < time.monotonic() - t0 < 3.0
+        sock.close()
+
+
+def test_static_files():
+    with tpenv.Server() as s:
+        st, h, body = s.http("GET", "/")
+        assert st == 200 and h["content-type"] == "text/html; charset=utf-8"
+        with open(os.path.join(tpenv.SRC, "web", "index.html"), "rb") as f:
+            assert body == f.read()
+        etag = h["etag"]
+        assert etag.startswith('"')
+        st, h2, body = s.http("GET", "/index.html", headers={"If-None-Match": etag})
+        assert st == 304 and body == b"" and h2["etag"] == etag
+        st, _, _ = s.http("GET", "/index.html", headers={"If-None-Match": '"stale"'})
+        assert st == 200
+        st, _, _ = s.http("GET", "/no-such-file.js")
+        assert st == 404
+
+
+def test_metrics_sum_across_workers():
+    with tpenv.Server(workers=2) as s:
+        seen = {}
+        for _ in range(400):
+            st, h, _ = s.http("GET", "/healthz")
+            assert st == 200
+            w = h["x-tickpool-worker"]
+            seen[w] = seen.get(w, 0) + 1
+            if len(seen) == 2 and sum(seen.values()) >= 20:
+                break
+        assert len(seen) == 2, f"only workers {seen} answered"
+        total = sum(seen.values())
+        st, h, body = s.http("GET", "/metrics")
+        assert st == 200 and h["content-type"].startswith("text/plain")
+        text = body.decode()
+        reqs = metric(text, "http_requests_total")
+        # Whichever worker answered, the count covers both workers' requests.
+        assert reqs >= total + 1 > max(seen.values()) + 1, (reqs, seen)
+        assert metric(text, "http_responses_2xx_total") >= total
+        assert metric(text, "http_bytes_out_total") > 0
+        assert metric(text, "http_connections_open") >= 1
+
+
+def ws_handshake(s, origin=None, protocol="tickpool.v1", key=None):
+    key = key or base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET /ws HTTP/1.1", f"Host: 127.0.0.1:{s.http_port}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    if origin:
+        lines.append(f"Origin: {origin}")
+    if protocol:
+        lines.append(f"Sec-WebSocket-Protocol: {protocol}")
+    sock = connect(s)
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    r = Reader(sock)
+    return sock, r, r.response()
+
+
+def test_websocket_upgrade_checks():
+    with tpenv.Server() as s:
+        same = f"http://127.0.0.1:{s.http_port}"
+        sock, r, (st, _, body) = ws_handshake(s, origin="https://evil.example")
+        assert st == 403 and b"forbidden" in body
+        assert r.closed()
+        sock.close()
+        sock, r, (st, _, body) = ws_handshake(s, origin=same, protocol=None)
+        assert st == 400, st
+        sock.close()
+        sock, r, (st, _, _) = ws_handshake(s, origin=same, protocol="other.v2")
+        assert st == 400
+        sock.close()
+        sock, r, (st, _, _) = ws_handshake(s, origin=same, key="short")
+        assert st == 400
+        sock.close()
+        st, _, _ = s.http("GET", "/ws")
+        assert st == 426
+        sock, r, (st, h, _) = ws_handshake(s, origin=same)
+        assert st == 101, st
+        assert h["sec-websocket-protocol"] == "tickpool.v1"
+        assert h["upgrade"].lower() == "websocket"
+        # A masked close frame gets a close frame back, then the socket closes.
+        mask = os.urandom(4)
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"\x03\xe8"))
+        sock.sendall(b"\x88\x82" + mask + payload)
+        while len(r.buf) < 2:
+            r._fill()
+        assert r.buf[0] == 0x88, r.buf
+        assert r.closed()
+        sock.close()
+        text = s.http("GET", "/metrics")[2].decode()
+        assert metric(text, "ws_connections_open") == 0
+
+
+def test_sigterm_drains_and_exits():
+    s = tpenv.Server(workers=2, env={"TICKPOOL_SERVER_SHUTDOWN_TIMEOUT": "3s"})
+    with s:
+        idle = connect(s)
+        ri = Reader(idle)
+        idle.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+        assert ri.response()[0] == 200
+        # A request in flight: head started, not finished.
+        busy = connect(s)
+        rb = Reader(busy)
+        busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.2)
+        pids = s.worker_pids()
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        assert ri.closed(timeout=3), "idle keep-alive connection not closed on drain"
+        busy.sendall(b"\r\n")
+        st, h, _ = rb.response()
+        assert st == 200 and h.get("connection") == "close", (st, h)
+        code = s.proc.wait(timeout=10)
+        assert code == 0, code
+        assert time.monotonic() - t0 < 5
+        for pid in pids:
+            assert not os.path.exists(f"/proc/{pid}") or \
+                open(f"/proc/{pid}/stat").read().split()[2] == "Z", pid
+        idle.close()
+        busy.close()
+
+
+def test_crashed_worker_restarted():
+    with tpenv.Server(workers=2) as s:
+        pids = s.worker_pids()
+        assert len(pids) == 2, pids
+        os.kill(pids[0], signal.SIGKILL)
+
+        def restarted():
+            now = s.worker_pids()
+            return len(now) == 2 and pids[0] not in now
+        tpenv.wait_until(restarted, timeout=10, what="worker restart")
+        assert "worker died" in s.log_text()
+        for _ in range(10):
+            assert s.http("GET", "/healthz")[0] == 200
+        text = s.http("GET", "/metrics")[2].decode()
+        assert metric(text, "worker_restarts_total") >= 1
+
+
+if __name__ == "__main__":
+    tpenv.main()
