@@ -1,0 +1,422 @@
+"""Round, lease and settlement scripts against a real redis-server (scripts/lua/README.md,
+"Game engine"): fencing, CAS transitions, settlement pages run twice, refunds, conservation.
+
+Scripts are run with EVALSHA exactly as the leader does; the Python `Game` below drives them in
+the leader's order (src/leader.c) so each step can be checked and repeated.
+"""
+
+import hashlib
+import os
+import random
+import time
+
+import tpenv
+
+SRC = tpenv.SRC
+EDGES = [-10, -3, 3, 10]
+NBANDS = len(EDGES) + 1
+NAMES = ["lease", "tick", "round_open", "round_lock", "round_close", "round_cancel",
+         "round_final", "bucket_state", "bucket_plan", "settle_page", "settle_finish", "bet",
+         "grant"]
+G = "tp:{g}:"
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+class Game:
+    def __init__(self, r, buckets=1):
+        self.c = r.client()
+        self.B = buckets
+        self.sha = {}
+        for n in NAMES:
+            with open(os.path.join(SRC, "scripts", "lua", n + ".lua")) as f:
+                self.sha[n] = self.c.script_load(f.read())
+        self.holder, self.epoch = "h1", 0
+
+    def run(self, name, keys, args):
+        return self.c.evalsha(self.sha[name], len(keys), *keys, *args)
+
+    def lease(self, holder, epoch, px=2000):
+        return self.run("lease", [G + "lease", G + "epoch"], [holder, epoch, px])
+
+    def acquire(self, holder="h1"):
+        r = self.lease(holder, 0)
+        assert r[0] == "ok", r
+        self.holder, self.epoch = holder, r[1]
+        return r
+
+    def fence(self):
+        return [self.holder, self.epoch]
+
+    # --- money ---
+    def p(self, b):
+        return "tp:{b%d}:" % b
+
+    def grant(self, user, amount):
+        b = user % self.B
+        p = self.p(b)
+        r = self.run("grant", [p + "bal", p + "grants", p + "granted", p + "outbox"],
+                     [user, f"signup:{user}", amount, 1, b, self.B])
+        assert r[0] == "ok", r
+
+    def bet(self, user, rid, band, stake, key):
+        b = user % self.B
+        p = self.p(b)
+        h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
+        keys = [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
+                p + f"ustake:{rid}", p + f"bets:{rid}:{band}", p + "outbox", p + "seq"]
+        return self.run("bet", keys, [user, rid, band, stake, key, h, now_ms(), NBANDS, 1,
+                                      10**9, 3600, b, self.B])
+
+    # --- rounds ---
+    def open(self, rid, opens_at, locks_at, closes_at, seed="00" * 32):
+        k = [G + "lease", G + f"round:{rid}", G + f"seed:{rid}", G + "rounds", G + "current",
+             G + "outbox"]
+        h = hashlib.sha256(bytes.fromhex(seed)).hexdigest()
+        r = self.run("round_open", k, self.fence() + [rid, opens_at, locks_at, closes_at, seed, h,
+                                                       45034, 300, ",".join(map(str, EDGES)),
+                                                       100, locks_at - opens_at])
+        if r[0] == "ok":
+            for b in range(self.B):
+                self.bstate(b, rid, "open", locks_at)
+        return r
+
+    def bstate(self, b, rid, state, locks_at, grace=0):
+        p = self.p(b)
+        return self.run("bucket_state", [p + f"round:{rid}:state", p + "unsettled"],
+                        [rid, state, locks_at, grace])
+
+    def lock(self, rid, price, locks_at):
+        for b in range(self.B):
+            r = self.bstate(b, rid, "live", locks_at)
+            if r[0] != "ok":
+                return r
+        return self.run("round_lock", [G + "lease", G + f"round:{rid}", G + "current",
+                                       G + f"round:{rid - 1}", G + f"seed:{rid - 1}"],
+                        self.fence() + [rid, price])
+
+    def pools(self, rid):
+        pools = [0] * NBANDS
+        for b in range(self.B):
+            h = self.c.hgetall(self.p(b) + f"pool:{rid}")
+            for i in range(NBANDS):
+                pools[i] += int(h.get(str(i), 0))
+        return pools
+
+    def close(self, rid, close_price, band, rake_bps=300):
+        pools = self.pools(rid)
+        T, W = sum(pools), pools[band]
+        if W == 0:
+            rake, pot, refund = 0, T, 1
+        else:
+            rake = min(T * rake_bps // 10000, T - W)
+            pot, refund = T - rake, 0
+        r = self.run("round_close", [G + "lease", G + f"round:{rid}", G + "current"],
+                     self.fence() + [rid, close_price, band, T, W, rake, pot, refund,
+                                     ",".join(map(str, pools))])
+        return r
+
+    def cancel(self, rid, locks_at, grace=0):
+        for b in range(self.B):
+            self.bstate(b, rid, "cancelled", locks_at, grace)
+        pools = self.pools(rid)
+        return self.run("round_cancel", [G + "lease", G + f"round:{rid}", G + "current"],
+                        self.fence() + [rid, sum(pools), ",".join(map(str, pools)), "test"])
+
+    def plan(self, b, rid):
+        h = self.c.hgetall(G + f"round:{rid}")
+        return self.run("bucket_plan", [self.p(b) + f"plan:{rid}"],
+                        [h["winning_band"] if "winning_band" in h else 0, h["pot"],
+                         h["winning_stake"], h["refund_all"], NBANDS])
+
+    def page(self, b, rid, count=500):
+        p = self.p(b)
+        keys = [p + f"plan:{rid}", p + "bal", p + f"paid:{rid}", p + f"payout:{rid}", p + "outbox"]
+        keys += [p + f"bets:{rid}:{i}" for i in range(NBANDS)]
+        return self.run("settle_page", keys, [rid, count, now_ms()])
+
+    def finish(self, b, rid, final):
+        p = self.p(b)
+        return self.run("settle_finish", [p + f"plan:{rid}", p + f"pool:{rid}", p + "house",
+                                          p + "unsettled", p + f"round:{rid}:state",
+                                          p + "outbox"], [rid, final, now_ms()])
+
+    def final(self, rid, sum_t, paid):
+        return self.run("round_final", [G + "lease", G + f"round:{rid}", G + f"seed:{rid}",
+                                        G + "outbox"], self.fence() + [rid, sum_t, paid])
+
+    def settle(self, rid, final="settled", check=None, count=500):
+        sum_t = paid = 0
+        for b in range(self.B):
+            assert self.plan(b, rid)[0] == "ok"
+            while True:
+                r = self.page(b, rid, count)
+                assert r[0] == "ok", r
+                if check:
+                    check()
+                if r[1] == 1:
+                    break
+            f = self.finish(b, rid, final)
+            assert f[0] == "ok", f
+            sum_t += f[1]
+            paid += f[2]
+            if check:
+                check()
+        return self.final(rid, sum_t, paid)
+
+    def conservation(self):
+        """Σ bal + house + Σ_{unsettled rounds} (pool.total − plan.paid) = granted, per bucket."""
+        for b in range(self.B):
+            p = self.p(b)
+            bal = sum(int(v) for v in self.c.hvals(p + "bal"))
+            house = int(self.c.get(p + "house") or 0)
+            held = 0
+            for rid in self.c.smembers(p + "unsettled"):
+                held += int(self.c.hget(p + f"pool:{rid}", "total") or 0)
+                held -= int(self.c.hget(p + f"plan:{rid}", "paid") or 0)
+            granted = int(self.c.get(p + "granted") or 0)
+            assert bal + house + held == granted, (b, bal, house, held, granted)
+
+
+def past_round(g, rid, span=1000):
+    """Times of a round whose lock and close already passed (Redis TIME is the wall clock)."""
+    t = now_ms() - 10 * span
+    return t, t + span, t + 2 * span
+
+
+def test_lease_acquire_renew_steal():
+    with tpenv.Redis() as r:
+        g = Game(r)
+        a = g.lease("A", 0, 300)
+        assert a[0] == "ok" and a[2] == 1
+        e = a[1]
+        assert g.lease("A", e, 300) == ["ok", e, 0]            # renewal keeps the epoch
+        held = g.lease("B", 0, 300)
+        assert held[0] == "err" and held[1] == "held" and held[2] == f"A|{e}"
+        time.sleep(0.4)                                        # A's lease expires
+        b = g.lease("B", 0, 2000)
+        assert b[0] == "ok" and b[1] > e and b[2] == 1         # steal with a higher epoch
+        assert g.lease("A", e, 300)[0] == "err"                # A cannot renew any more
+        assert g.lease("B", b[1], 0) == ["ok", 0, 0]           # release
+        assert g.c.get(G + "lease") is None
+
+
+def test_stale_epoch_refused_everywhere():
+    with tpenv.Redis() as r:
+        g = Game(r)
+        g.acquire("A")
+        t0, t1, t2 = past_round(g, 1)
+        assert g.open(1, t0, t1, t2) == ["ok", 1]
+        before = {k: g.c.dump(k) for k in g.c.keys("*")}
+        g.holder, real = "A", g.epoch
+        g.epoch = real + 7                                    # a stale/foreign epoch
+        calls = [
+            lambda: g.run("tick", [G + "lease", G + "ticks"], g.fence() + [6000, t1, 6500000]),
+            lambda: g.open(2, t1, t2, t2 + 1000),
+            lambda: g.run("round_lock", [G + "lease", G + "round:1", G + "current",
+                                         G + "round:0", G + "seed:0"], g.fence() + [1, 6500000]),
+            lambda: g.run("round_close", [G + "lease", G + "round:1", G + "current"],
+                          g.fence() + [1, 6500000, 2, 0, 0, 0, 0, 1, "0,0,0,0,0"]),
+            lambda: g.run("round_cancel", [G + "lease", G + "round:1", G + "current"],
+                          g.fence() + [1, 0, "0,0,0,0,0", "x"]),
+            lambda: g.final(1, 0, 0),
+        ]
+        for c in calls:
+            assert c() == ["err", "stale_epoch"]
+        after = {k: g.c.dump(k) for k in g.c.keys("*")}
+        assert before == after
+
+
+def test_transitions_cas_idempotent_and_timed():
+    with tpenv.Redis() as r:
+        g = Game(r, buckets=2)
+        g.acquire()
+        t = now_ms()
+        # lock before its time is refused, in the bucket copy and globally
+        assert g.open(1, t, t + 60000, t + 120000) == ["ok", 1]
+        assert g.open(1, t, t + 60000, t + 120000) == ["ok", 0]        # idempotent
+        assert g.open(3, t, t + 60000, t + 120000) == ["err", "bad_id"]  # no gaps
+        assert g.lock(1, 6500000, t + 60000) == ["err", "too_early"]
+        assert g.c.hget("tp:{b0}:round:1:state", "state") == "open"
+        assert g.run("round_lock", [G + "lease", G + "round:1", G + "current", G + "round:0",
+                                    G + "seed:0"], g.fence() + [1, 6500000]) == ["err", "too_early"]
+        # a round in the past: open -> live -> settling -> settled, each step repeatable
+        g.c.hset(G + "round:1", mapping={"locks_at": t - 2000, "closes_at": t - 1000,
+                                         "betting_ms": 1000})
+        for b in range(2):
+            g.c.hset(g.p(b) + "round:1:state", "locks_at", t - 2000)
+        assert g.lock(1, 6500000, t - 2000) == ["ok", 1]
+        assert g.lock(1, 6400000, t - 2000) == ["ok", 0]
+        assert g.c.hget(G + "round:1", "lock_price") == "6500000"
+        assert g.bstate(0, 1, "open", t)[:2] == ["ok", 0]                 # never backwards
+        assert g.close(1, 6500100, 2) == ["ok", 1]
+        assert g.close(1, 6400000, 0) == ["ok", 0]
+        assert g.c.hget(G + "round:1", "close_price") == "6500100"
+        assert g.cancel(1, t - 2000)[0] == "err"                         # too late to cancel
+        assert g.settle(1) == ["ok", 1, "settled"]
+        assert g.final(1, 0, 0) == ["ok", 0, "settled"]
+        assert g.c.hget(G + "round:1", "seed") == "00" * 32              # segment past
+        assert g.c.hget("tp:{b1}:round:1:state", "state") == "settled"
+        # a new leader (higher epoch) repeats everything harmlessly
+        g.c.delete(G + "lease")
+        g.acquire("h2")
+        assert g.lock(1, 1, t) == ["ok", 0] and g.close(1, 1, 0) == ["ok", 0]
+        assert g.cancel(1, t)[0] == "err"
+        assert g.settle(1) == ["ok", 0, "settled"]
+
+
+def setup_bets(g, rid, n, users, rng, bands=None):
+    for u in users:
+        g.grant(u, 10**9)
+    placed = []
+    for i in range(n):
+        u = rng.choice(users)
+        band = rng.choice(bands if bands else range(NBANDS))
+        stake = rng.randint(1, 100000)
+        res = g.bet(u, rid, band, stake, f"k{i}")
+        assert res[0] == "ok", res
+        placed.append((res[1], u, band, stake))
+    return placed
+
+
+def check_settlement(g, rid, placed, refund):
+    h = g.c.hgetall(G + f"round:{rid}")
+    T = sum(s for _, _, _, s in placed)
+    assert int(h["r_total"]) == T
+    paid = {}
+    for b in range(g.B):
+        paid.update({int(k): int(v) for k, v in g.c.hgetall(g.p(b) + f"paid:{rid}").items()})
+    per_user = {}
+    if refund:
+        assert len(paid) == len(placed)
+        for bid, u, _, s in placed:
+            assert paid[bid] == s
+            per_user[u] = per_user.get(u, 0) + s
+        assert int(h["r_refunds"]) == T and int(h["r_payouts"]) == 0
+    else:
+        band = int(h["winning_band"])
+        W = sum(s for _, _, bd, s in placed if bd == band)
+        pot = int(h["pot"])
+        winners = [(bid, u, s) for bid, u, bd, s in placed if bd == band]
+        assert len(paid) == len(winners)
+        for bid, u, s in winners:
+            assert paid[bid] == s * pot // W, (bid, s, pot, W)
+            per_user[u] = per_user.get(u, 0) + paid[bid]
+        total_paid = sum(paid.values())
+        assert int(h["r_payouts"]) == total_paid
+        assert int(h["r_breakage"]) == T - int(h["r_rake"]) - total_paid >= 0
+    for b in range(g.B):
+        got = {int(k): int(v) for k, v in g.c.hgetall(g.p(b) + f"payout:{rid}").items()}
+        assert got == {u: a for u, a in per_user.items() if u % g.B == b}
+    # the outbox carries each credit exactly once
+    n = 0
+    for b in range(g.B):
+        for _, f in g.c.xrange(g.p(b) + "outbox"):
+            if f["type"] in ("payout", "refund") and f["round_id"] == str(rid):
+                n += 1
+    assert n == len(paid)
+
+
+def test_settlement_pages_1000_bets_twice():
+    with tpenv.Redis() as r:
+        g = Game(r, buckets=3)
+        g.acquire()
+        rng = random.Random(7)
+        t0, t1, t2 = past_round(g, 1)
+        g.c.delete(G + "rounds")
+        assert g.open(1, t0, now_ms() + 60000, t2)[0] == "ok"
+        placed = setup_bets(g, 1, 1000, list(range(1, 40)), rng, bands=[1, 2, 3])
+        g.conservation()
+        for b in range(3):
+            g.c.hset(g.p(b) + "round:1:state", "locks_at", t1)
+        g.c.hset(G + "round:1", "locks_at", t1)
+        assert g.lock(1, 6500000, t1) == ["ok", 1]
+        assert g.bet(1, 1, 2, 100, "late") == ["err", "round_not_open"]
+        assert g.close(1, 6500100, 2) == ["ok", 1]                       # band 2 wins
+        g.conservation()
+        # every page run twice: the repeat credits nothing
+        for b in range(3):
+            assert g.plan(b, 1)[0] == "ok"
+            assert g.plan(b, 1) == ["ok", 0]
+            while True:
+                cur = g.c.hget(g.p(b) + "plan:1", "cur")
+                r1 = g.page(b, 1, 50)
+                g.conservation()
+                done = r1[1]
+                # rewind the cursor: the same page again, as a new leader would after a crash
+                g.c.hset(g.p(b) + "plan:1", mapping={"cur": cur, "done": 0})
+                r2 = g.page(b, 1, 50)
+                assert r2[2] == 0, r2
+                g.conservation()
+                if done == 1 and r2[1] == 1:
+                    break
+            assert g.finish(b, 1, "settled")[0] == "ok"
+            g.conservation()
+            assert g.finish(b, 1, "settled")[0] == "ok"
+            g.conservation()
+        sums = [g.finish(b, 1, "settled") for b in range(3)]
+        fin = g.final(1, sum(s[1] for s in sums), sum(s[2] for s in sums))
+        assert fin == ["ok", 1, "settled"], fin
+        check_settlement(g, 1, placed, refund=False)
+        g.conservation()
+        for b in range(3):
+            assert g.c.scard(g.p(b) + "unsettled") == 0
+
+
+def test_no_winner_refunds_everything():
+    with tpenv.Redis() as r:
+        g = Game(r, buckets=2)
+        g.acquire()
+        t0, t1, t2 = past_round(g, 1)
+        assert g.open(1, t0, now_ms() + 60000, t2)[0] == "ok"
+        placed = setup_bets(g, 1, 200, list(range(1, 10)), random.Random(1), bands=[0, 1])
+        for b in range(2):
+            g.c.hset(g.p(b) + "round:1:state", "locks_at", t1)
+        g.c.hset(G + "round:1", "locks_at", t1)
+        assert g.lock(1, 6500000, t1)[0] == "ok"
+        assert g.close(1, 6600000, 4) == ["ok", 1]                       # nobody on band 4
+        assert g.c.hget(G + "round:1", "refund_all") == "1"
+        assert g.settle(1, count=7, check=g.conservation) == ["ok", 1, "settled"]
+        check_settlement(g, 1, placed, refund=True)
+        assert all(int(g.c.get(g.p(b) + "house") or 0) == 0 for b in range(2))
+        g.conservation()
+
+
+def test_cancel_refunds_everything():
+    with tpenv.Redis() as r:
+        g = Game(r, buckets=2)
+        g.acquire()
+        t = now_ms()
+        assert g.open(1, t - 10000, t + 60000, t + 120000)[0] == "ok"
+        placed = setup_bets(g, 1, 300, list(range(1, 12)), random.Random(3))
+        # too early to cancel an open round (lock + grace not missed): nothing changes
+        assert g.bstate(0, 1, "cancelled", t + 60000, 5000) == ["err", "too_early"]
+        for b in range(2):
+            g.c.hset(g.p(b) + "round:1:state", "locks_at", t - 6000)
+        assert g.cancel(1, t - 6000, 5000) == ["ok", 1]
+        assert g.cancel(1, t - 6000, 5000) == ["ok", 0]
+        assert g.bet(1, 1, 0, 100, "after") == ["err", "round_not_open"]
+        assert g.c.hget(G + "current", "open") is None
+        g.conservation()
+        assert g.settle(1, final="cancelled", count=20, check=g.conservation) == \
+            ["ok", 1, "cancelled"]
+        check_settlement(g, 1, placed, refund=True)
+        assert g.c.hget("tp:{b0}:round:1:state", "state") == "cancelled"
+        g.conservation()
+
+
+def test_ticks_fenced_and_deduplicated():
+    with tpenv.Redis() as r:
+        g = Game(r)
+        g.acquire()
+        k = [G + "lease", G + "ticks"]
+        assert g.run("tick", k, g.fence() + [6000, 1000, 1, 1100, 2]) == ["ok", 2]
+        assert g.run("tick", k, g.fence() + [6000, 1100, 2, 1200, 3]) == ["ok", 1]
+        ids = [i for i, _ in g.c.xrange(G + "ticks")]
+        assert ids == ["1000-0", "1100-0", "1200-0"]
+
+
+if __name__ == "__main__":
+    tpenv.main()
