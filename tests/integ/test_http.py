@@ -113,6 +113,19 @@ def test_healthz_https_and_defaults():
         assert 0 < ms <= 10000, ms
 
 
+def test_readyz_tracks_redis():
+    with tpenv.Redis() as redis, tpenv.Server(redis=redis) as s:
+        def redis_up():
+            st, _, body = s.http("GET", "/readyz")
+            return b"redis down" not in body and (st == 200 or b"postgres down" in body)
+        tpenv.wait_until(redis_up, timeout=10, what="/readyz to see Redis")
+        redis.stop()
+        tpenv.wait_until(lambda: b"redis down" in s.http("GET", "/readyz")[2], timeout=10,
+                         what="/readyz to report Redis down")
+        assert s.http("GET", "/readyz")[0] == 503
+        assert s.http("GET", "/healthz")[0] == 200  # liveness does not depend on Redis
+
+
 def test_cli():
     env = dict(os.environ, TICKPOOL_SERVER_HTTP_PORT="notaport")
     out = subprocess.run([tpenv.BIN, "--check-config"], cwd=tpenv.SRC, env=env,
