@@ -1,0 +1,96 @@
+/*
+ * Postgres write-behind: one writer thread per worker process drains the durable Redis outbox
+ * streams (`tp:{bN}:outbox` for every bucket and the global `tp:{g}:outbox`) into Postgres.
+ *
+ * The thread runs its own ev_loop with its own tp_store and a blocking tp_pg connection. It
+ * reads with the consumer group `pgw` (consumer name "<host>:<pid>"), maps a batch of events to
+ * rows (users, rounds, grants, bets, payouts and the double-entry ledger), writes them in ONE
+ * transaction with INSERT … ON CONFLICT DO NOTHING (idempotent by id), and only after COMMIT
+ * XACKs and XDELs the entries. Entries left pending by a dead consumer are claimed again, so a
+ * kill -9 mid-batch loses nothing and doubles nothing. A Postgres outage only grows the backlog
+ * in Redis; the bet path never waits for Postgres.
+ *
+ * Because acknowledged entries are deleted at once, XLEN of an outbox is its backlog and the id
+ * of its first entry dates the oldest unwritten event (metrics outbox_lag_entries/_seconds).
+ * The outbox therefore has exactly one consumer group (`pgw`).
+ */
+#ifndef TP_PGW_H
+#define TP_PGW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tp_config;
+struct tp_pgw;
+struct tp_buf;
+
+/* Consumer group name on every outbox stream. */
+#define TP_PGW_GROUP "pgw"
+/* Entries per stream and per read. */
+#define TP_PGW_BATCH 500
+/* Pending entries idle this long (ms) are taken over from a consumer on another host. */
+#define TP_PGW_CLAIM_IDLE_MS 30000
+
+/**
+ * Registers worker hooks that start a writer in every worker process (tp_worker_on_init) and
+ * stop it on drain (tp_worker_on_drain). Call once before tp_master_run. Worker 0's writer also
+ * publishes the outbox lag metrics (one process reports, so the summed gauge stays right).
+ */
+void tp_pgw_register(void);
+
+/**
+ * Starts a writer thread for `cfg` (borrowed: must outlive the writer). `report_lag`: this
+ * writer sets the outbox_lag_* gauges. Returns NULL (logged) when the thread cannot start or
+ * redis.url is empty.
+ */
+struct tp_pgw *tp_pgw_start(const struct tp_config *cfg, bool report_lag);
+
+/**
+ * Stops a writer: lets a batch being written commit and be acknowledged, breaks the thread's
+ * loop and joins it. Unacknowledged entries stay pending in Redis for the next writer.
+ * NULL is a no-op.
+ */
+void tp_pgw_stop(struct tp_pgw *w);
+
+/* --- Batch mapping (pure; exposed for unit tests) --- */
+
+/* One outbox event: its stream id, the bucket of its stream (-1 = global) and its fields,
+ * all borrowed. */
+struct tp_pgw_event {
+    const char *id;
+    int bucket;
+    size_t nfields;
+    const char *const *keys;
+    const char *const *vals;
+};
+
+/* Rows of one batch, as JSON arrays of objects per table (see migrations/0002_pgw.sql). */
+struct tp_pgw_batch {
+    size_t nrows[7];
+    struct tp_buf *json[7]; /* users, rounds, round_results, grants, bets, payouts, ledger */
+    size_t skipped;         /* malformed or unknown events (logged, acknowledged) */
+};
+
+enum tp_pgw_table {
+    TP_PGW_USERS,
+    TP_PGW_ROUNDS,
+    TP_PGW_ROUND_RESULTS,
+    TP_PGW_GRANTS,
+    TP_PGW_BETS,
+    TP_PGW_PAYOUTS,
+    TP_PGW_LEDGER,
+    TP_PGW_NTABLES
+};
+
+/** Initialises an empty batch. */
+void tp_pgw_batch_init(struct tp_pgw_batch *b);
+/** Frees a batch's buffers. */
+void tp_pgw_batch_deinit(struct tp_pgw_batch *b);
+/**
+ * Maps one event to rows (money events also to two ledger rows that sum to zero). Returns 0,
+ * or TP_EINVAL for a malformed or unknown event (nothing added; counted in `skipped`).
+ */
+int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev);
+
+#endif
