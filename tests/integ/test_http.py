@@ -345,6 +345,13 @@ def test_websocket_upgrade_checks():
         assert st == 101, st
         assert h["sec-websocket-protocol"] == "tickpool.v1"
         assert h["upgrade"].lower() == "websocket"
+        # A masked ping is answered with a pong carrying the same payload.
+        mask = os.urandom(4)
+        sock.sendall(b"\x89\x84" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"abcd")))
+        while len(r.buf) < 6:
+            r._fill()
+        assert r.buf[:6] == b"\x8a\x04abcd", r.buf
+        r.buf = r.buf[6:]
         # A masked close frame gets a close frame back, then the socket closes.
         mask = os.urandom(4)
         payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"\x03\xe8"))
@@ -356,6 +363,33 @@ def test_websocket_upgrade_checks():
         sock.close()
         text = s.http("GET", "/metrics")[2].decode()
         assert metric(text, "ws_connections_open") == 0
+
+
+def test_websocket_over_tls():
+    with tpenv.Server() as s:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        raw = socket.create_connection(("127.0.0.1", s.https_port), timeout=5)
+        sock = ctx.wrap_socket(raw)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{s.https_port}\r\n"
+                      f"Origin: https://127.0.0.1:{s.https_port}\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tickpool.v1\r\n\r\n"
+                      ).encode())
+        r = Reader(sock)
+        st, h, _ = r.response()
+        assert st == 101 and h["sec-websocket-protocol"] == "tickpool.v1", (st, h)
+        mask = os.urandom(4)
+        sock.sendall(b"\x89\x82" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hi")))
+        while len(r.buf) < 4:
+            r._fill()
+        assert r.buf[:4] == b"\x8a\x02hi", r.buf
+        text = s.http("GET", "/metrics")[2].decode()
+        assert metric(text, "ws_connections_open") == 1
+        assert metric(text, "tls_handshakes_total") >= 1
+        sock.close()
 
 
 def test_sigterm_drains_and_exits():
