@@ -405,6 +405,10 @@ static void process_input(struct tp_conn *c)
             flush_slots(c);
             break;
         } else {
+            /* Interim 100 only when no earlier response is still owed: it must not overtake
+             * them. Otherwise the client sends the body after its own short wait. */
+            if (tp_http_parser_take_continue(c->parser) && c->nslots == 0)
+                tp_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
             break;
         }
     }

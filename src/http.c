@@ -40,6 +40,7 @@ struct tp_http_parser {
     size_t nhdrs, hdrs_cap;
     struct tp_buf body;
     bool saw_cl, saw_te;
+    bool want_continue; /* "Expect: 100-continue" seen, body still to come */
     bool dead;
     int err_status;
     const char *err_reason;
@@ -176,6 +177,16 @@ static int on_headers_complete(llhttp_t *ll)
     if ((ll->flags & F_CONTENT_LENGTH) && ll->content_length > p->lim.max_body)
         return fail(p, 413, "request body too large");
     p->phase = PH_BODY;
+    if ((ll->flags & (F_CONTENT_LENGTH | F_CHUNKED)) &&
+        !((ll->flags & F_CONTENT_LENGTH) && ll->content_length == 0)) {
+        const char *a = tp_buf_ptr(&p->arena);
+        for (size_t i = 0; i < p->nhdrs; i++) {
+            const struct hdr_span *h = &p->hdrs[i];
+            if (h->name_len == 6 && strncasecmp(a + h->name_off, "expect", 6) == 0 &&
+                h->val_len >= 12 && strncasecmp(a + h->val_off, "100-continue", 12) == 0)
+                p->want_continue = true;
+        }
+    }
     return 0;
 }
 
@@ -335,6 +346,7 @@ static int on_message_complete(llhttp_t *ll)
     if (req == NULL)
         return -1;
     p->ready = req;
+    p->want_continue = false;
     p->phase = PH_IDLE;
     p->head_used = 0;
     tp_buf_reset(&p->arena);
@@ -451,6 +463,13 @@ int tp_http_parser_error_status(const struct tp_http_parser *p)
 const char *tp_http_parser_error_reason(const struct tp_http_parser *p)
 {
     return p->err_reason ? p->err_reason : "malformed request";
+}
+
+bool tp_http_parser_take_continue(struct tp_http_parser *p)
+{
+    bool r = p->want_continue;
+    p->want_continue = false;
+    return r;
 }
 
 bool tp_http_parser_in_request(const struct tp_http_parser *p)

@@ -87,6 +87,9 @@ struct tp_http_request *tp_http_parser_take(struct tp_http_parser *p);
 int tp_http_parser_error_status(const struct tp_http_parser *p);
 /** After TP_HTTP_ERROR: a short human-readable reason (static string). */
 const char *tp_http_parser_error_reason(const struct tp_http_parser *p);
+/** True once (then false) when the request being received sent "Expect: 100-continue" and
+ * its body has not arrived: the caller may answer "HTTP/1.1 100 Continue" first. */
+bool tp_http_parser_take_continue(struct tp_http_parser *p);
 /** True while a request has started but is not complete (for header/idle timeouts). */
 bool tp_http_parser_in_request(const struct tp_http_parser *p);
 

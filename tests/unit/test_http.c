@@ -373,6 +373,25 @@ static void test_upgrade_stops(void **state)
     tp_http_parser_free(p);
 }
 
+static void test_expect_continue(void **state)
+{
+    (void)state;
+    struct tp_http_parser *p = tp_http_parser_new(&limits);
+    const char *head = "POST /x HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
+    size_t used;
+    assert_int_equal(tp_http_parser_feed(p, head, strlen(head), &used), TP_HTTP_NEED_MORE);
+    assert_true(tp_http_parser_take_continue(p));
+    assert_false(tp_http_parser_take_continue(p));
+    assert_int_equal(tp_http_parser_feed(p, "abc", 3, &used), TP_HTTP_REQUEST);
+    tp_http_request_free(tp_http_parser_take(p));
+    /* Without a body there is nothing to continue. */
+    const char *nobody = "GET /x HTTP/1.1\r\nExpect: 100-continue\r\n\r\n";
+    assert_int_equal(tp_http_parser_feed(p, nobody, strlen(nobody), &used), TP_HTTP_REQUEST);
+    assert_false(tp_http_parser_take_continue(p));
+    tp_http_request_free(tp_http_parser_take(p));
+    tp_http_parser_free(p);
+}
+
 static void test_methods(void **state)
 {
     (void)state;
@@ -486,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_upgrade_stops),
         cmocka_unit_test(test_methods),
+        cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_guard_page),
         cmocka_unit_test(test_decode),
         cmocka_unit_test(test_response_writer),
