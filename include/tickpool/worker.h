@@ -74,7 +74,8 @@ const struct tp_config *tp_worker_config(const struct tp_worker *w);
 int tp_worker_index(const struct tp_worker *w);
 /** True once SIGTERM started the drain. */
 bool tp_worker_is_draining(const struct tp_worker *w);
-/** Module-private pointer slots: modules pick a distinct `key` (0…15) and keep one pointer. */
+/** Module-private pointer slots: modules pick a distinct `key` (0…15) and keep one pointer.
+ * Keys in use (add yours here): 7 = leader (TP_LEADER_DATA_KEY). */
 void tp_worker_set_data(struct tp_worker *w, int key, void *p);
 void *tp_worker_data(const struct tp_worker *w, int key);
 
