@@ -11,6 +11,10 @@ All KEYS live in the player's bucket N (hash tag {bN}, see scripts/lua/README.md
   KEYS[6] tp:{bN}:bets:<round_id>:<band>    HASH bet_id -> "<user_id>:<stake>"
   KEYS[7] tp:{bN}:outbox                    STREAM money events
   KEYS[8] tp:{bN}:seq                       STRING bet counter of the bucket
+  KEYS[9] tp:{bN}:ubets:<user_id>           LIST "bet_id:round_id:band:stake", newest first,
+                                            trimmed to 1000 (GET /api/v1/me/bets)
+  KEYS[10] tp:{bN}:net                      ZSET user_id -> net winnings (-stake here,
+                                            +payout/refund at settlement; leaderboard)
 ARGV (decimal integers without sign or leading zeros unless noted):
   [1] user_id  [2] round_id  [3] band  [4] stake
   [5] idempotency key (1..128 bytes, as sent by the client; also part of KEYS[2])
@@ -61,8 +65,8 @@ local min_stake, max_stake = uint(ARGV[9]), uint(ARGV[10])
 local ttl = uint(ARGV[11])
 local bucket, nbuckets = uint(ARGV[12]), uint(ARGV[13])
 
-if #KEYS ~= 8 or #ARGV ~= 13 then
-    return bug('want 8 KEYS and 13 ARGV')
+if #KEYS ~= 10 or #ARGV ~= 13 then
+    return bug('want 10 KEYS and 13 ARGV')
 end
 if not user or user == 0 then return bug('bad user_id') end
 if type(req_hash) ~= 'string' or #req_hash ~= 64 or req_hash:match('[^0-9a-f]') then
@@ -90,7 +94,8 @@ if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'idem:' .. user_s .. ':' .. idem_key
     or KEYS[3] ~= p .. 'round:' .. round_s .. ':state' or KEYS[4] ~= p .. 'pool:' .. round_s
     or KEYS[5] ~= p .. 'ustake:' .. round_s
     or KEYS[6] ~= p .. 'bets:' .. round_s .. ':' .. band_s
-    or KEYS[7] ~= p .. 'outbox' or KEYS[8] ~= p .. 'seq' then
+    or KEYS[7] ~= p .. 'outbox' or KEYS[8] ~= p .. 'seq'
+    or KEYS[9] ~= p .. 'ubets:' .. user_s or KEYS[10] ~= p .. 'net' then
     return bug('KEYS do not match the key layout for this bucket/user/round/band')
 end
 
@@ -133,6 +138,9 @@ redis.call('HSET', KEYS[6], bet_id, user_s .. ':' .. stake_s)
 redis.call('XADD', KEYS[7], '*', 'type', 'bet', 'bet_id', bet_id, 'user_id', user_s,
            'round_id', round_s, 'band', band_s, 'stake', stake_s, 'balance', str(new_bal),
            'ts', ARGV[7])
+redis.call('LPUSH', KEYS[9], table.concat({bet_id, round_s, band_s, stake_s}, ':'))
+redis.call('LTRIM', KEYS[9], 0, 999)
+redis.call('ZINCRBY', KEYS[10], '-' .. stake_s, user_s)
 redis.call('SET', KEYS[2], table.concat({'1', req_hash, bet_id, round_s, band_s, stake_s,
                                          str(new_bal)}, '|'), 'EX', ARGV[11])
 return {'ok', tonumber(bet_id), tonumber(round_s), band, stake, new_bal, 0}

@@ -57,7 +57,8 @@ class Money:
     def bet_keys(self, user, rid, band, key):
         p = self.p(user)
         return [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
-                p + f"ustake:{rid}", p + f"bets:{rid}:{band}", p + "outbox", p + "seq"]
+                p + f"ustake:{rid}", p + f"bets:{rid}:{band}", p + "outbox", p + "seq",
+                p + f"ubets:{user}", p + "net"]
 
     def bet(self, user, rid, band, stake, key, now=5000, req_hash=None, client=None,
             nbands=NBANDS, keys=None):
@@ -276,10 +277,10 @@ def test_bet_caller_bugs_raise_errors():
         keys[5] = "tp:{b1}:bets:1:1"  # band in the key name differs from ARGV
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
         keys = [k.replace("{b1}", "{b0}") for k in m.bet_keys(3, 1, 0, "k")]
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 8, *keys, 3, 1, 0, 100, "k",
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 10, *keys, 3, 1, 0, 100, "k",
                                                canon_hash(1, 0, 100), 5000, NBANDS, MIN_STAKE,
                                                MAX_STAKE, IDEM_TTL, 0, 2), "not in this bucket")
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 2, *keys[:2], 3), "want 8 KEYS")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 2, *keys[:2], 3), "want 10 KEYS")
         assert m.snapshot() == before
 
 
@@ -367,6 +368,57 @@ def test_bet_concurrent_never_overdraws():
         # Conservation for the bucket: balances + open stakes = grants.
         assert bal + stakes == int(m.c.get(p + "granted"))
 
+
+
+# --- per-player bet list and net winnings (GET /me/bets, /leaderboard) ---
+
+def test_bet_records_player_list_and_net():
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=2)
+        m.grant(3, 10000)
+        m.open_round(7)
+        a = m.bet(3, 7, 1, 100, "a")
+        b = m.bet(3, 7, 2, 250, "b")
+        m.bet(3, 7, 2, 250, "b")  # replay: no second entry
+        assert m.c.lrange("tp:{b1}:ubets:3", 0, -1) == [f"{b[1]}:7:2:250", f"{a[1]}:7:1:100"]
+        assert m.c.zscore("tp:{b1}:net", "3") == -350
+        before = m.snapshot()
+        expect_err(lambda: m.bet(3, 7, 9, 100, "c"), "invalid_band")
+        assert m.snapshot() == before
+
+
+def test_bet_list_is_trimmed():
+    with tpenv.Redis() as r:
+        m = Money(r)
+        m.grant(4, 10**9)
+        m.open_round(1)
+        for i in range(1005):
+            m.bet(4, 1, 0, 100, f"k{i}")
+        assert m.c.llen("tp:{b0}:ubets:4") == 1000
+
+
+# --- signup.lua ---
+
+def _signup(c, sha, lower, name, uid, pw="$argon2id$v=19$m=19456,t=2,p=1$x$y", now=1):
+    return c.evalsha(sha, 3, "tp:{g}:usernames", f"tp:{{g}}:user:{uid}", "tp:{g}:outbox",
+                     lower, name, uid, pw, now)
+
+
+def test_signup_claims_once():
+    with tpenv.Redis() as r:
+        c = r.client()
+        with open(os.path.join(SRC, "scripts", "lua", "signup.lua")) as f:
+            sha = c.script_load(f.read())
+        assert _signup(c, sha, "alice", "Alice", 1) == ["ok", 1]
+        assert c.hgetall("tp:{g}:user:1")["username"] == "Alice"
+        assert _signup(c, sha, "alice", "ALICE", 2) == ["taken", 1]
+        assert not c.exists("tp:{g}:user:2")
+        assert c.xlen("tp:{g}:outbox") == 1
+        expect_redis_error(lambda: _signup(c, sha, "bob", "bob", 1), "in use")
+        expect_redis_error(lambda: _signup(c, sha, "b b", "b b", 3), "bad username")
+        expect_redis_error(lambda: c.evalsha(sha, 3, "tp:{g}:usernames", "tp:{g}:user:5",
+                                             "tp:{g}:outbox", "bob", "bob", 4, "h" * 20, 1),
+                           "key layout")
 
 if __name__ == "__main__":
     tpenv.main()

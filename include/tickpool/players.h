@@ -1,0 +1,25 @@
+/*
+ * Player views read from Redis only (they work without the Postgres writer):
+ *   GET /api/v1/me/bets?limit=N&before=ID  the caller's bets, newest first, with status and payout
+ *   GET /api/v1/leaderboard?limit=N        players by net winnings
+ *
+ * Sources: bet.lua's per-player list tp:{bN}:ubets:<user> ("bet_id:round:band:stake", newest
+ * first, last 1000) and per-bucket ZSET tp:{bN}:net (−stake at bet time, +payout/refund at
+ * settlement); round outcomes from tp:{g}:round:<id> (state, winning_band, winning_stake,
+ * refund_all) and payouts from tp:{bN}:paid:<round_id> (HASH bet_id → amount).
+ */
+#ifndef TP_PLAYERS_H
+#define TP_PLAYERS_H
+
+struct tp_worker;
+
+/* Bounds of the `limit` query parameters. */
+#define TP_PLAYERS_BETS_DEFAULT 50
+#define TP_PLAYERS_BETS_MAX 200
+#define TP_PLAYERS_BOARD_DEFAULT 10
+#define TP_PLAYERS_BOARD_MAX 100
+
+/** Adds the two routes to w's router (called from tp_api_install's worker hook). */
+void tp_players_register(struct tp_worker *w);
+
+#endif
