@@ -11,6 +11,7 @@
 CREATE TABLE pgw_users (
     user_id    bigint PRIMARY KEY,
     username   text   NOT NULL,
+    pw_hash    text,
     created_at bigint NOT NULL
 );
 

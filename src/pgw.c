@@ -223,14 +223,14 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
             row(b, TP_PGW_ROUND_RESULTS, 8, kv);
             rc = 0;
         }
-    } else if (strcmp(type, "user") == 0 || strcmp(type, "user_created") == 0) {
+    } else if (strcmp(type, "user") == 0) {
+        /* scripts/lua/signup.lua: user_id, username, pw_hash, created_at. The hash is kept so
+         * the system of record can restore accounts; it is only ever passed as a parameter. */
         const char *id = field(ev, "user_id"), *name = field(ev, "username");
-        const char *ts = field(ev, "ts");
-        if (ts == NULL)
-            ts = field(ev, "created_at");
-        if (is_uint(id) && is_ident(name) && is_uint(ts)) {
-            const char *kv[] = {"user_id", id, "username", name, "ts", ts};
-            row(b, TP_PGW_USERS, 3, kv);
+        const char *ts = field(ev, "created_at"), *pw = field(ev, "pw_hash");
+        if (is_uint(id) && is_ident(name) && is_uint(ts) && (pw == NULL || strlen(pw) < 512)) {
+            const char *kv[] = {"user_id", id, "username", name, "pw_hash", pw, "ts", ts};
+            row(b, TP_PGW_USERS, 4, kv);
             rc = 0;
         }
     }
@@ -247,10 +247,10 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
  * replayed batch a no-op. Order matters inside the transaction: rounds before their results.
  */
 static const char *const table_sql[TP_PGW_NTABLES] = {
-    [TP_PGW_USERS] = "INSERT INTO pgw_users (user_id, username, created_at) "
-                     "SELECT DISTINCT ON (user_id) user_id, username, ts "
+    [TP_PGW_USERS] = "INSERT INTO pgw_users (user_id, username, pw_hash, created_at) "
+                     "SELECT DISTINCT ON (user_id) user_id, username, pw_hash, ts "
                      "FROM json_to_recordset($1::json) AS x(user_id bigint, username text, "
-                     "ts bigint) ON CONFLICT DO NOTHING",
+                     "pw_hash text, ts bigint) ON CONFLICT DO NOTHING",
     [TP_PGW_ROUNDS] = "INSERT INTO pgw_rounds (id, opens_at, locks_at, closes_at, seed_hash) "
                       "SELECT DISTINCT ON (id) id, opens_at, locks_at, closes_at, seed_hash "
                       "FROM json_to_recordset($1::json) AS x(id bigint, opens_at bigint, "

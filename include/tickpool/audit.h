@@ -1,0 +1,30 @@
+/*
+ * `tickpool audit`: checks that money is conserved, in Redis and between Redis and Postgres.
+ *
+ *  1. Redis, per bucket and in total: Σ balances + house + Σ stakes still held by unsettled
+ *     rounds (pool total − already credited) = granted, and the grant ledger sums to granted.
+ *  2. Every settled or cancelled round's receipt: payouts + rake + breakage + refunds = total.
+ *  3. After the outbox drained (waits up to --wait seconds): Postgres agrees with Redis —
+ *     per-user ledger balances, the house, grants, bets and payouts per round — and every
+ *     ledger entry sums to zero.
+ *
+ * Prints each check with its numbers and a readable diff on mismatch.
+ */
+#ifndef TP_AUDIT_H
+#define TP_AUDIT_H
+
+struct tp_config;
+
+/* Exit statuses of tp_audit_main. */
+#define TP_AUDIT_OK 0
+#define TP_AUDIT_MISMATCH 1
+#define TP_AUDIT_USAGE 2
+
+/**
+ * Runs the audit; argv[0] is "audit", options: --wait S (default 10), --redis-only, -h.
+ * Returns TP_AUDIT_OK when every check holds, TP_AUDIT_MISMATCH on any mismatch (or an outbox
+ * that did not drain in time), TP_AUDIT_USAGE on bad options or when Redis/Postgres is unreachable.
+ */
+int tp_audit_main(const struct tp_config *cfg, int argc, char **argv);
+
+#endif
