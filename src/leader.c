@@ -29,6 +29,7 @@
 #include "tickpool/worker.h"
 
 #include <ev.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -827,7 +828,8 @@ static void decide(struct tp_leader *l)
     choose_segment(l, now);
     int64_t max_id = l->nsnap ? l->snap[l->nsnap - 1].r.id : 0;
     bool have_open = false;
-    for (int i = 0; i < l->nsnap; i++) {
+    /* Newest first: a lock (the round taking bets) goes before the previous round's close. */
+    for (int i = l->nsnap - 1; i >= 0; i--) {
         const struct tp_game_round *r = &l->snap[i].r;
         enum tp_round_state st;
         if (strcmp(r->state, "open") == 0)
@@ -939,10 +941,8 @@ static void on_snap_ids(int err, const struct tp_store_reply *r, void *ud)
     l->snap_pending = 1;
     for (int i = 0; i < l->nsnap; i++) {
         /* ZREVRANGE is newest first: store ascending. */
-        long long id = strtoll(
-            tp_reply_str(
-                tp_reply_at(r, n - 1 - (size_t)(l->nsnap - 1 - i) - (n - (size_t)l->nsnap)), NULL),
-            NULL, 10);
+        const struct tp_store_reply *e = tp_reply_at(r, (size_t)(l->nsnap - 1 - i));
+        long long id = strtoll(tp_reply_str(e, NULL) ? tp_reply_str(e, NULL) : "0", NULL, 10);
         memset(&l->snap[i], 0, sizeof(l->snap[i]));
         snap_fire(l, i, on_snap_round, "HGETALL " TP_GAME_G "round:%lld", id);
         snap_fire(l, i, on_snap_seed, "GET " TP_GAME_G "seed:%lld", id);
