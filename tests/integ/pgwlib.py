@@ -1,0 +1,138 @@
+"""Shared helpers of test_pgw.py and test_audit.py: drive money through the real Lua scripts
+(scripts/lua/grant.lua, bet.lua) with python-redis, exactly as the C store calls them, and read
+back what the Postgres writer wrote.
+"""
+
+import hashlib
+import os
+import subprocess
+import time
+
+import tpenv
+
+SRC = tpenv.SRC
+NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL = 5, 100, 100000, 86400
+
+
+def migrate(srv, pg):
+    """Applies the schema: `tickpool migrate` when implemented, else every migrations/*.sql."""
+    r = srv.run_cli("migrate")
+    if r.returncode == 0:
+        return
+    mdir = os.path.join(SRC, "migrations")
+    for name in sorted(os.listdir(mdir)):
+        if name.endswith(".sql"):
+            out = subprocess.run(["psql", pg.url, "-v", "ON_ERROR_STOP=1", "-qX", "-f",
+                                  os.path.join(mdir, name)], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise AssertionError(f"{name}: {out.stderr}")
+
+
+class Money:
+    """grant.lua and bet.lua loaded into one Redis, with keys built like the C store."""
+
+    def __init__(self, r, buckets=1):
+        self.c = r.client()
+        self.buckets = buckets
+        self.sha = {}
+        for name in ("bet", "grant"):
+            with open(os.path.join(SRC, "scripts", "lua", name + ".lua")) as f:
+                text = f.read()
+            self.sha[name] = self.c.script_load(text)
+            if name == "bet":  # the script grew per-player bet lists and a leaderboard
+                self.bet_extra = "KEYS[9]" in text
+
+    def p(self, user):
+        return "tp:{b%d}:" % (user % self.buckets)
+
+    def grant(self, user, amount, grant_id=None, now=1000):
+        p = self.p(user)
+        res = self.c.evalsha(self.sha["grant"], 4, p + "bal", p + "grants", p + "granted",
+                             p + "outbox", user, grant_id or f"signup:{user}", amount, now,
+                             user % self.buckets, self.buckets)
+        assert res[0] == "ok", res
+        return res
+
+    def open_round(self, rid, locks_at=10**13):
+        """What bucket_state.lua does for `open`: a state copy and the unsettled set, per bucket."""
+        for b in range(self.buckets):
+            self.c.hset("tp:{b%d}:round:%s:state" % (b, rid),
+                        mapping={"state": "open", "locks_at": locks_at})
+            self.c.sadd("tp:{b%d}:unsettled" % b, rid)
+
+    def bet(self, user, rid, band, stake, key, now=5000):
+        p = self.p(user)
+        ks = [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
+              p + f"ustake:{rid}", p + f"bets:{rid}:{band}", p + "outbox", p + "seq"]
+        if self.bet_extra:
+            ks += [p + f"ubets:{user}", p + "net"]
+        h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
+        res = self.c.evalsha(self.sha["bet"], len(ks), *ks, user, rid, band, stake, key, h, now,
+                             NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL, user % self.buckets,
+                             self.buckets)
+        assert res[0] == "ok", res
+        return res
+
+    def balances(self):
+        out = {}
+        for b in range(self.buckets):
+            for u, v in self.c.hgetall("tp:{b%d}:bal" % b).items():
+                out[int(u)] = int(v)
+        return out
+
+    def backlog(self):
+        keys = ["tp:{g}:outbox"] + ["tp:{b%d}:outbox" % b for b in range(self.buckets)]
+        return sum(self.c.xlen(k) for k in keys)
+
+    def pending(self):
+        keys = ["tp:{g}:outbox"] + ["tp:{b%d}:outbox" % b for b in range(self.buckets)]
+        n = 0
+        for k in keys:
+            try:
+                n += self.c.xpending(k, "pgw")["pending"]
+            except Exception:
+                pass
+        return n
+
+    def workload(self, nusers, nbets, rid=1, start=1, grant=100000):
+        """Grants nusers players and places nbets bets round-robin; returns Σ stakes."""
+        self.open_round(rid)
+        users = list(range(start, start + nusers))
+        for u in users:
+            self.grant(u, grant)
+        total = 0
+        pipe_n = 0
+        for i in range(nbets):
+            u = users[i % nusers]
+            stake = 100 + (i * 37) % 900
+            self.bet(u, rid, i % NBANDS, stake, f"k{rid}-{i}")
+            total += stake
+            pipe_n += 1
+        return total
+
+
+def pg_scalar(pg, sql):
+    rows = pg.psql(sql)
+    return rows[0][0] if rows else None
+
+
+def pg_counts(pg):
+    """(users, grants, Σgrants, bets, Σstakes, ledger rows, entries not summing to zero)."""
+    row = pg.psql("SELECT (SELECT count(*) FROM pgw_grants), "
+                  "(SELECT coalesce(sum(amount),0) FROM pgw_grants), "
+                  "(SELECT count(*) FROM pgw_bets), (SELECT coalesce(sum(stake),0) FROM pgw_bets), "
+                  "(SELECT count(*) FROM pgw_ledger), "
+                  "(SELECT count(*) FROM (SELECT entry_id FROM pgw_ledger GROUP BY 1 "
+                  " HAVING sum(amount) <> 0) x)")[0]
+    return tuple(int(x) for x in row)
+
+
+def pg_balances(pg):
+    rows = pg.psql("SELECT substr(account, 6), sum(amount) FROM pgw_ledger "
+                   "WHERE account LIKE 'user:%' GROUP BY 1")
+    return {int(u): int(v) for u, v in rows}
+
+
+def wait_drained(money, pg, want_bets, timeout=30):
+    tpenv.wait_until(lambda: money.backlog() == 0 and pg_counts(pg)[2] == want_bets,
+                     timeout=timeout, what=f"outbox drained with {want_bets} bets in Postgres")
