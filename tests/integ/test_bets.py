@@ -1,0 +1,295 @@
+"""POST /api/v1/bets, GET /api/v1/me/bets and GET /api/v1/leaderboard against a real server and
+Redis. Rounds are made OPEN directly in Redis (the per-bucket state copy and the global round
+hash), as the game leader's round scripts would; no leader runs here (game.betting_s is huge).
+"""
+
+import http.client
+import json
+import threading
+import time
+
+import msgpack
+import tpenv
+
+FAR = 10**13
+
+
+def server(r, **env):
+    e = {"TICKPOOL_GAME_START_BALANCE": "100000", "TICKPOOL_GAME_MIN_STAKE": "100",
+         "TICKPOOL_GAME_MAX_STAKE": "100000"}
+    e.update(env)
+    return tpenv.Server(redis=r, env=e, https=False, migrate=False)
+
+
+def open_round(r, rid, state="open", locks_at=FAR, buckets=1):
+    c = r.client()
+    for b in range(buckets):
+        c.hset(f"tp:{{b{b}}}:round:{rid}:state", mapping={"state": state, "locks_at": locks_at})
+    c.hset(f"tp:{{g}}:round:{rid}", mapping={"id": rid, "state": state, "locks_at": locks_at})
+
+
+def user(s, name):
+    tpenv.wait_until(lambda: s.http("POST", "/api/v1/sessions",
+                                    {"username": "nobody", "password": "x" * 8})[0] == 401,
+                     what="accounts ready")
+    st, v = s.json("POST", "/api/v1/accounts", {"username": name, "password": "password1"})
+    assert st == 201, (st, v)
+    return v["user_id"], {"Authorization": "Bearer " + v["token"]}
+
+
+def bet(s, auth, body, key="k1", ctype="application/json", accept=None):
+    h = dict(auth)
+    if key is not None:
+        h["Idempotency-Key"] = key
+    if ctype is not None:
+        h["Content-Type"] = ctype
+    if accept:
+        h["Accept"] = accept
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    return s.http("POST", "/api/v1/bets", body, headers=h)
+
+
+def code(b):
+    return json.loads(b)["error"]["code"]
+
+
+def snapshot(r):
+    import redis
+    raw = redis.Redis(host="127.0.0.1", port=r.port)
+    return {k: raw.dump(k) for k in sorted(raw.keys("tp:{b*"))}
+
+
+def test_bet_happy_and_replay_bytes():
+    with tpenv.Redis() as r, server(r) as s:
+        uid, auth = user(s, "alice")
+        open_round(r, 5)
+        st, h, b = bet(s, auth, {"round_id": 5, "band": 2, "stake": 1500})
+        assert st == 201, (st, b)
+        v = json.loads(b)
+        assert list(v) == ["bet_id", "round_id", "band", "stake", "balance"]
+        assert v["round_id"] == 5 and v["band"] == 2 and v["stake"] == 1500 and v["balance"] == 98500
+        # Same key, same canonical body in another encoding and spacing: same bytes.
+        st2, _, b2 = bet(s, auth, b'{ "stake" : 1500, "band":2, "round_id":5 }')
+        assert st2 == 201 and b2 == b
+        st3, h3, b3 = bet(s, auth, msgpack.packb({"round_id": 5, "band": 2, "stake": 1500}),
+                          ctype="application/msgpack", accept="application/msgpack")
+        assert st3 == 201 and h3["content-type"] == "application/msgpack"
+        assert msgpack.unpackb(b3) == v
+        assert r.client().hget("tp:{b0}:bal", str(uid)) == "98500"
+        # Recorded for /me/bets and the leaderboard.
+        st, mb = s.json("GET", "/api/v1/me/bets", headers=auth)
+        assert st == 200 and mb == {"bets": [{"bet_id": v["bet_id"], "round_id": 5, "band": 2,
+                                              "stake": 1500, "status": "pending", "payout": None}]}
+        st, lb = s.json("GET", "/api/v1/leaderboard")
+        assert st == 200 and lb == {"players": [{"user_id": uid, "username": "alice", "net": -1500}]}
+
+
+def test_concurrent_identical_requests_debit_once():
+    with tpenv.Redis() as r, server(r, TICKPOOL_SERVER_WORKERS="2") as s:
+        uid, auth = user(s, "bob")
+        open_round(r, 1)
+        out = []
+        lock = threading.Lock()
+
+        def go():
+            res = bet(s, auth, {"round_id": 1, "band": 0, "stake": 700}, key="same")
+            with lock:
+                out.append(res)
+        ts = [threading.Thread(target=go) for _ in range(10)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        ok = [b for st, _, b in out if st == 201]
+        assert ok and all(b == ok[0] for b in ok), out
+        # Others may only be the in-flight 409; retrying them gives the same bytes.
+        for st, _, b in out:
+            assert st == 201 or (st == 409 and code(b) == "idempotency_conflict"), (st, b)
+        st, _, b = bet(s, auth, {"round_id": 1, "band": 0, "stake": 700}, key="same")
+        assert st == 201 and b == ok[0]
+        assert r.client().hget("tp:{b0}:bal", str(uid)) == "99300"
+        assert r.client().llen(f"tp:{{b0}}:ubets:{uid}") == 1
+
+
+def test_same_key_other_body_conflicts_without_effect():
+    with tpenv.Redis() as r, server(r) as s:
+        uid, auth = user(s, "carol")
+        open_round(r, 1)
+        st, _, first = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100}, key="x")
+        assert st == 201
+        before = snapshot(r)
+        st, _, b = bet(s, auth, {"round_id": 1, "band": 0, "stake": 200}, key="x")
+        assert st == 409 and code(b) == "idempotency_conflict"
+        assert snapshot(r) == before
+        # Another user may use the same key.
+        uid2, auth2 = user(s, "carol2")
+        assert bet(s, auth2, {"round_id": 1, "band": 0, "stake": 200}, key="x")[0] == 201
+
+
+def test_insufficient_funds_and_round_states():
+    with tpenv.Redis() as r, server(r, TICKPOOL_GAME_START_BALANCE="1000") as s:
+        uid, auth = user(s, "dan")
+        open_round(r, 1)
+        open_round(r, 2, state="live")
+        open_round(r, 3, locks_at=int(time.time() * 1000) - 1)
+        before = snapshot(r)
+        for body, st_want, c_want in (
+                ({"round_id": 1, "band": 0, "stake": 1001}, 402, "insufficient_funds"),
+                ({"round_id": 2, "band": 0, "stake": 100}, 409, "round_not_open"),
+                ({"round_id": 3, "band": 0, "stake": 100}, 409, "round_not_open"),
+                ({"round_id": 99, "band": 0, "stake": 100}, 404, "round_not_found")):
+            st, _, b = bet(s, auth, body, key="k-" + str(body["round_id"]))
+            assert st == st_want and code(b) == c_want, (body, st, b)
+        assert snapshot(r) == before
+        # A rejection leaves no record: the same key is evaluated afresh later.
+        st, _, b = bet(s, auth, {"round_id": 1, "band": 0, "stake": 1000}, key="k-1")
+        assert st == 201, b
+
+
+BAD = [
+    # (body bytes, content type, status, code)
+    (b'{"round_id":1,"band":0,"stake":1.0}', "application/json", 400, "invalid_stake"),
+    (b'{"round_id":1,"band":0,"stake":1e2}', "application/json", 400, "invalid_stake"),
+    (b'{"round_id":1,"band":0,"stake":"100"}', "application/json", 400, "invalid_stake"),
+    (b'{"round_id":1,"band":0,"stake":true}', "application/json", 400, "invalid_stake"),
+    (b'{"round_id":1,"band":0,"stake":null}', "application/json", 400, "invalid_stake"),
+    (b'{"round_id":1,"band":0,"stake":99999999999999999999999}', "application/json", 400,
+     "invalid_stake"),
+    (b'{"round_id":1,"band":0,"stake":99}', "application/json", 400, "invalid_stake"),
+    (b'{"round_id":1,"band":0,"stake":100001}', "application/json", 400, "invalid_stake"),
+    (b'{"round_id":1,"band":0,"stake":-100}', "application/json", 400, "invalid_stake"),
+    (b'{"round_id":1,"band":0,"stake":NaN}', "application/json", 400, "invalid_request"),
+    (b'{"round_id":1,"band":5,"stake":100}', "application/json", 400, "invalid_band"),
+    (b'{"round_id":1,"band":-1,"stake":100}', "application/json", 400, "invalid_band"),
+    (b'{"round_id":1,"band":"0","stake":100}', "application/json", 400, "invalid_band"),
+    (b'{"round_id":1,"band":0.0,"stake":100}', "application/json", 400, "invalid_band"),
+    (b'{"round_id":0,"band":0,"stake":100}', "application/json", 400, "invalid_request"),
+    (b'{"round_id":"1","band":0,"stake":100}', "application/json", 400, "invalid_request"),
+    (b'{"round_id":1.5,"band":0,"stake":100}', "application/json", 400, "invalid_request"),
+    (b'{"band":0,"stake":100}', "application/json", 400, "invalid_request"),
+    (b'{"round_id":1,"stake":100}', "application/json", 400, "invalid_request"),
+    (b'{"round_id":1,"band":0}', "application/json", 400, "invalid_request"),
+    (b'[1,0,100]', "application/json", 400, "invalid_request"),
+    (b'{"round_id":1,"band":0,"stake":100', "application/json", 400, "invalid_request"),
+    (b'', "application/json", 400, "invalid_request"),
+    (b'{"round_id":1,"band":0,"stake":100}', "text/plain", 400, "invalid_request"),
+    (b'{"round_id":1,"band":0,"stake":100,"pad":"' + b"x" * 5000 + b'"}', "application/json",
+     400, "invalid_request"),
+    (msgpack.packb({"round_id": 1, "band": 0, "stake": 100.0}), "application/msgpack", 400,
+     "invalid_stake"),
+    (msgpack.packb({"round_id": 1, "band": 0, "stake": 2**64 - 1}), "application/msgpack", 400,
+     "invalid_stake"),
+    (msgpack.packb([1, 0, 100]), "application/msgpack", 400, "invalid_request"),
+    (b"\xc1", "application/msgpack", 400, "invalid_request"),
+]
+
+
+def test_every_bad_input_has_no_effect():
+    with tpenv.Redis() as r, server(r) as s:
+        uid, auth = user(s, "erin")
+        open_round(r, 1)
+        before = snapshot(r)
+        for body, ct, st_want, c_want in BAD:
+            st, _, b = bet(s, auth, body, ctype=ct)
+            assert st == st_want and code(b) == c_want, (body[:60], st, b)
+        ok = {"round_id": 1, "band": 0, "stake": 100}
+        for key in (None, "", "k" * 129, "a b", "é"):
+            h = dict(auth, **({"Idempotency-Key": key} if key is not None else {}))
+            h["Content-Type"] = "application/json"
+            try:
+                st, _, b = s.http("POST", "/api/v1/bets", json.dumps(ok).encode(), headers=h)
+            except Exception:
+                continue  # the client library may refuse to send a non-ASCII header
+            assert st == 422 and code(b) == "idempotency_key_required", (key, st, b)
+        for hdr in ({}, {"Authorization": "Bearer nope"}):
+            st, _, b = s.http("POST", "/api/v1/bets", json.dumps(ok).encode(),
+                              headers=dict(hdr, **{"Idempotency-Key": "z"}))
+            assert st == 401 and code(b) == "unauthorized"
+        assert snapshot(r) == before
+        assert bet(s, auth, ok, key="k" * 128)[0] == 201
+
+
+def test_overload_429_and_nothing_half_done():
+    with tpenv.Redis() as r, server(r, TICKPOOL_LIMITS_MAX_INFLIGHT_BETS="1") as s:
+        uid, auth = user(s, "fay")
+        open_round(r, 1)
+        out = []
+        lock = threading.Lock()
+        # 60 parallel connections: with one slot, requests arriving while one waits for
+        # Redis are refused up front.
+        def go(i):
+            res = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100}, key=f"o{i}")
+            with lock:
+                out.append((i, res))
+        ts = [threading.Thread(target=go, args=(i,)) for i in range(60)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        ok = [i for i, (st, _, _) in out if st == 201]
+        over = [(i, h) for i, (st, h, b) in out if st == 429]
+        assert len(ok) + len(over) == 60, [x[1][0] for x in out]
+        assert over, "expected some 429 with max_inflight_bets=1"
+        assert all(h.get("retry-after") == "1" for _, h in over)
+        c = r.client()
+        assert c.hget("tp:{b0}:bal", str(uid)) == str(100000 - 100 * len(ok))
+        assert c.llen(f"tp:{{b0}}:ubets:{uid}") == len(ok)
+        for i, _ in over:
+            assert not c.exists(f"tp:{{b0}}:idem:{uid}:o{i}")
+
+
+def test_redis_down_503_fast():
+    with tpenv.Redis() as r, server(r) as s:
+        uid, auth = user(s, "gus")
+        open_round(r, 1)
+        r.stop()
+        t0 = time.monotonic()
+        st, _, b = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100})
+        assert st == 503 and code(b) == "unavailable", (st, b)
+        assert time.monotonic() - t0 < 2.0
+        st, _, b = s.http("GET", "/api/v1/me/bets", headers=auth)
+        assert st == 503
+        r.start()
+
+
+def test_my_bets_statuses_paging_and_leaderboard():
+    with tpenv.Redis() as r, server(r, TICKPOOL_GAME_BUCKETS="2") as s:
+        u1, a1 = user(s, "hal")
+        u2, a2 = user(s, "ivy")
+        for rid in (1, 2, 3, 4):
+            open_round(r, rid, buckets=2)
+        ids = []
+        for rid, band, stake in ((1, 0, 100), (2, 1, 200), (3, 2, 300), (4, 3, 400)):
+            st, _, b = bet(s, a1, {"round_id": rid, "band": band, "stake": stake}, key=f"r{rid}")
+            assert st == 201, b
+            ids.append(json.loads(b)["bet_id"])
+        assert bet(s, a2, {"round_id": 1, "band": 1, "stake": 5000}, key="z")[0] == 201
+        c = r.client()
+        b1 = u1 % 2
+        # Round 1 settled, band 0 won; round 2 settled, refund-all; round 3 cancelled.
+        c.hset("tp:{g}:round:1", mapping={"state": "settled", "winning_band": 0,
+                                           "winning_stake": 100, "refund_all": 0})
+        c.hset(f"tp:{{b{b1}}}:paid:1", ids[0], 4950)
+        c.hset("tp:{g}:round:2", mapping={"state": "settled", "winning_band": 3,
+                                           "winning_stake": 0, "refund_all": 1})
+        c.hset("tp:{g}:round:3", mapping={"state": "cancelled"})
+        st, v = s.json("GET", "/api/v1/me/bets", headers=a1)
+        assert st == 200
+        got = [(x["bet_id"], x["status"], x["payout"]) for x in v["bets"]]
+        assert got == [(ids[3], "pending", None), (ids[2], "refunded", 300),
+                       (ids[1], "refunded", 200), (ids[0], "won", 4950)], got
+        st, v = s.json("GET", f"/api/v1/me/bets?limit=2&before={ids[2]}", headers=a1)
+        assert [x["bet_id"] for x in v["bets"]] == [ids[1], ids[0]]
+        st, v = s.json("GET", "/api/v1/me/bets", headers=a2)
+        assert [x["status"] for x in v["bets"]] == ["lost"] and v["bets"][0]["payout"] == 0
+        for q in ("limit=0", "limit=201", "limit=x", "before=-1"):
+            assert s.http("GET", "/api/v1/me/bets?" + q, headers=a1)[0] == 400, q
+        assert s.http("GET", "/api/v1/me/bets")[0] == 401
+        # Settlement would add the payout to net; simulate it for hal.
+        c.zincrby(f"tp:{{b{b1}}}:net", 4950, str(u1))
+        st, lb = s.json("GET", "/api/v1/leaderboard?limit=5")
+        assert lb["players"] == [{"user_id": u1, "username": "hal", "net": 3950},
+                                 {"user_id": u2, "username": "ivy", "net": -5000}], lb
+        st, lb = s.json("GET", "/api/v1/leaderboard?limit=1")
+        assert [p["username"] for p in lb["players"]] == ["hal"]
+
+
+if __name__ == "__main__":
+    tpenv.main()
