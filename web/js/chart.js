@@ -13,6 +13,7 @@ function css(name, fallback) {
   return v || fallback;
 }
 
+const fmtTime = (s) => new Date(s * 1000).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 const fmtUsd = (v) => "$" + v.toLocaleString("en-US", { maximumFractionDigits: 0 });
 
 export class PriceChart {
@@ -38,7 +39,10 @@ export class PriceChart {
         y: { range: (u, min, max) => this.yRange(min, max) },
       },
       axes: [
-        { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, font: "11px system-ui, sans-serif" },
+        {
+          stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, space: 70,
+          font: "11px system-ui, sans-serif", values: (u, vals) => vals.map(fmtTime),
+        },
         {
           stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, size: 64,
           font: "11px system-ui, sans-serif", values: (u, vals) => vals.map(fmtUsd),
@@ -100,7 +104,8 @@ export class PriceChart {
 
   xRange() {
     const now = this.now() / 1000;
-    return [now - PAST_S, now + AHEAD_S];
+    const past = this.el.clientWidth < 500 ? PAST_S / 2 : PAST_S;
+    return [now - past, now + AHEAD_S];
   }
 
   yRange(min, max) {
@@ -144,6 +149,7 @@ export class PriceChart {
     ctx.clip();
     ctx.font = `${11 * dpr}px system-ui, sans-serif`;
     ctx.textBaseline = "bottom";
+    ctx.textAlign = "left"; // uPlot leaves "right" behind from its y axis labels
     const textColor = css("--muted", "#9aa7b5");
     if (this.live) {
       const L = this.live.lock;
@@ -179,10 +185,10 @@ export class PriceChart {
       ctx.stroke();
       ctx.fillStyle = css("--lock", "#f5b942");
       ctx.fillText(`lock $${(L / 100).toFixed(2)}`, left + 4 * dpr, yl - 2 * dpr);
-      this.vline(u, this.live.locks_at, css("--lock", "#f5b942"), "lock");
-      this.vline(u, this.live.closes_at, css("--close", "#ff7a90"), "close");
+      this.vline(u, this.live.locks_at, css("--lock", "#f5b942"), "lock", false, 0);
+      this.vline(u, this.live.closes_at, css("--close", "#ff7a90"), "close", false, 1);
     }
-    if (this.nextLock) this.vline(u, this.nextLock, textColor, "next lock", true);
+    if (this.nextLock) this.vline(u, this.nextLock, textColor, "next lock", true, 2);
     const n = this.ts.length;
     if (n) {
       const x = u.valToPos(this.ts[n - 1] / 1000, "x", true);
@@ -195,7 +201,7 @@ export class PriceChart {
     ctx.restore();
   }
 
-  vline(u, ms, color, label, dashed = false) {
+  vline(u, ms, color, label, dashed, row) {
     if (ms == null) return;
     const ctx = u.ctx;
     const dpr = devicePixelRatio || 1;
@@ -213,7 +219,7 @@ export class PriceChart {
     ctx.fillStyle = color;
     ctx.textBaseline = "top";
     const w = ctx.measureText(label).width;
-    ctx.fillText(label, Math.min(x + 3 * dpr, left + width - w - 2 * dpr), top + 2 * dpr);
+    ctx.fillText(label, Math.min(x + 3 * dpr, left + width - w - 2 * dpr), top + (2 + 14 * row) * dpr);
     ctx.textBaseline = "bottom";
   }
 }

@@ -148,6 +148,7 @@ function soon(name, fn, ms) {
 function setBalance(b) {
   state.balance = b;
   setText($("balance"), money(b));
+  setText($("slip-balance"), money(b));
 }
 
 function showAccount() {
@@ -156,6 +157,7 @@ function showAccount() {
   $("who").hidden = !inside;
   $("auth").hidden = inside;
   $("mybets-box").hidden = !inside;
+  $("slip-balance-box").hidden = !inside;
   setText($("who-name"), state.user ? state.user.username : "");
   if (!inside) setText($("balance"), "–");
   renderSlipButton();
