@@ -69,7 +69,7 @@ def test_kill9_mid_drain_loses_and_doubles_nothing():
         s = server(r, pg, workers=2)
         pgwlib.migrate(s, pg)
         nbets = 20000
-        stakes = money.workload(nusers=50, nbets=nbets)  # queued before any writer runs
+        stakes = money.workload(nusers=200, nbets=nbets)  # queued before any writer runs
         s.start()
         try:
             tpenv.wait_until(lambda: pgwlib.pg_counts(pg)[2] > 0, timeout=20,
@@ -83,7 +83,7 @@ def test_kill9_mid_drain_loses_and_doubles_nothing():
         assert money.backlog() > 0 or written == nbets
         with s:  # restart: dead consumers' pending entries are claimed at once
             pgwlib.wait_drained(money, pg, nbets, timeout=60)
-            check_consistent(money, pg, 50, nbets, stakes)
+            check_consistent(money, pg, 200, nbets, stakes)
 
 
 def test_postgres_outage_never_blocks_redis():
