@@ -52,8 +52,14 @@ function onClosed(code, wasSynced, helloSeen) {
 function onMessage(m) {
   switch (m.t) {
     case "hello":
-      if (m.user_id != null && typeof m.balance === "number") setBalance(m.balance);
-      else if (state.token) signOut("Your session has expired. Please sign in again.");
+      if (m.user_id != null && typeof m.balance === "number") {
+        setBalance(m.balance);
+      } else if (state.token) {
+        // Anonymous hello although we hold a token: authenticate in-band (contract §6), and
+        // drop the session only if the server says it is no longer valid.
+        socket.send({ t: "auth", token: state.token });
+        refreshMe();
+      }
       break;
     case "snapshot":
       state.open = (m.rounds && m.rounds.open) || null;
