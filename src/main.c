@@ -6,6 +6,12 @@
 #include "tickpool/config.h"
 #include "tickpool/log.h"
 #include "tickpool/master.h"
+#include "tickpool/accounts.h"
+#include "tickpool/audit.h"
+#include "tickpool/leader.h"
+#include "tickpool/pgw.h"
+#include "tickpool/verify.h"
+#include "tickpool/worker.h"
 
 #if __has_include("tickpool/migrate.h")
 #include "tickpool/migrate.h"
@@ -120,14 +126,22 @@ int main(int argc, char **argv)
         tp_config_print(&config, stdout);
         return 0;
     }
-    if (strcmp(cmd, "serve") == 0 && nargs == 0)
+    if (strcmp(cmd, "serve") == 0 && nargs == 0) {
+        /* Every module plugs into each worker through an init hook (run after fork). */
+        tp_api_install();                             /* accounts, sessions, bets, players */
+        tp_worker_on_init(tp_game_worker_init, NULL); /* game leader + rounds/prices API */
+        tp_pgw_register();                            /* outbox → Postgres writer thread */
         return tp_master_run(&config);
+    }
+    if (strcmp(cmd, "verify") == 0 && nargs == 1)
+        return tp_verify_main(&config, nargs, argv + optind + 1);
+    if (strcmp(cmd, "audit") == 0)
+        return tp_audit_main(&config, nargs, argv + optind + 1);
 #ifdef HAVE_MIGRATE
     if (strcmp(cmd, "migrate") == 0 && nargs == 0)
         return tp_migrate_run(&config) == 0 ? 0 : 1;
 #endif
-    if ((strcmp(cmd, "audit") == 0 && nargs == 0) || (strcmp(cmd, "verify") == 0 && nargs == 1) ||
-        strcmp(cmd, "migrate") == 0) {
+    if (strcmp(cmd, "migrate") == 0) {
         fprintf(stderr, "tickpool %s: not implemented yet\n", cmd);
         return EXIT_USAGE;
     }

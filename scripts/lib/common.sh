@@ -7,7 +7,7 @@ TP_BUILD_PACKAGES="build-essential meson ninja-build pkg-config libev-dev libhir
  libmsgpack-dev libwslay-dev libmbedtls-dev node-llhttp libjansson-dev libinih-dev libargon2-dev"
 TP_RUN_PACKAGES="redis-server postgresql openssl ca-certificates procps"
 TP_TEST_PACKAGES="libcmocka-dev clang libclang-rt-14-dev python3 python3-msgpack python3-websocket
- python3-redis python3-psycopg2 chromium nodejs npm wrk"
+ python3-redis python3-psycopg2 chromium wrk"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -29,6 +29,14 @@ install_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
+}
+
+# install_node: Node.js and npm for the web client and the browser tests. Debian's packages are
+# used only when no node/npm is installed yet: a machine may already carry a newer Node.js whose
+# npm conflicts with Debian's.
+install_node() {
+    command -v node >/dev/null && command -v npm >/dev/null && return 0
+    install_packages nodejs npm
 }
 
 # npm_install DIR: installs DIR's npm packages exactly as its package-lock.json pins them.
