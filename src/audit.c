@@ -517,8 +517,19 @@ static void usage(FILE *out)
           out);
 }
 
-int tp_audit_main(const struct tp_config *cfg, int argc, char **argv)
+int tp_audit_main(const struct tp_config *cfg, int nargs, char **args)
 {
+    /* getopt wants a program name in argv[0]: args are what followed "audit". */
+    char *argv[64];
+    int argc = 0;
+    argv[argc++] = "audit";
+    for (int i = 0; i < nargs && argc < 63; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+    if (nargs > 62) {
+        usage(stderr);
+        return TP_AUDIT_USAGE;
+    }
     static const struct option opts[] = {
         {"wait", required_argument, NULL, 'w'},
         {"redis-only", no_argument, NULL, 'r'},
@@ -528,7 +539,7 @@ int tp_audit_main(const struct tp_config *cfg, int argc, char **argv)
     double wait_s = 10;
     bool redis_only = false;
     int ch;
-    optind = 1;
+    optind = 0; /* glibc: 0 also resets getopt's state after main's own parsing */
     while ((ch = getopt_long(argc, argv, "w:rh", opts, NULL)) != -1) {
         char *end = NULL;
         switch (ch) {

@@ -123,9 +123,12 @@ static void ledger(struct tp_pgw_batch *b, const char *entry, const char *from, 
                    const char *amount, const char *ts)
 {
     char neg[32];
-    snprintf(neg, sizeof(neg), "-%s", amount);
-    if (strcmp(amount, "0") == 0)
+    if (amount[0] == '-')
+        snprintf(neg, sizeof(neg), "%s", amount + 1);
+    else if (strcmp(amount, "0") == 0)
         snprintf(neg, sizeof(neg), "0");
+    else
+        snprintf(neg, sizeof(neg), "-%s", amount);
     const char *a[] = {"entry_id", entry, "account", from, "amount", neg, "ts", ts};
     row(b, TP_PGW_LEDGER, 4, a);
     const char *c[] = {"entry_id", entry, "account", to, "amount", amount, "ts", ts};
@@ -188,10 +191,14 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
                strcmp(type, "payout") == 0 || strcmp(type, "refund") == 0) {
         rc = ev->bucket >= 0 ? add_money(b, ev, type) : TP_EINVAL;
     } else if (strcmp(type, "house") == 0) {
-        /* A bucket's unpaid stakes of a round (rake + breakage) go to the house. */
+        /* A bucket's stakes not paid out go to the house: T_b - paid_b, negative when this
+         * bucket's winners won more than it staked (the other buckets make up for it). */
         const char *round = field(ev, "round_id"), *amount = field(ev, "amount");
         const char *ts = field(ev, "ts");
-        if (ev->bucket >= 0 && is_uint(round) && is_uint(amount) && is_uint(ts)) {
+        bool amount_ok =
+            amount != NULL &&
+            (is_uint(amount) || (amount[0] == '-' && amount[1] != '0' && is_uint(amount + 1)));
+        if (ev->bucket >= 0 && is_uint(round) && amount_ok && is_uint(ts)) {
             char entry[64], acct_round[40];
             snprintf(entry, sizeof(entry), "house:%s:b%d", round, ev->bucket);
             snprintf(acct_round, sizeof(acct_round), "round:%s", round);

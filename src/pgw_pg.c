@@ -1,13 +1,20 @@
 /*
- * Blocking Postgres adapter of the writer and the audit (src/pgw_internal.h), on top of the
- * project's libpq wrapper. Until tickpool/pg.h exists every call reports TP_EUNAVAIL, so the
- * writer keeps the backlog in Redis and the audit reports Postgres unreachable.
+ * Blocking Postgres adapter of the writer and the audit (src/pgw_internal.h) on top of the
+ * project's libpq wrapper (tickpool/pg.h): it copies results into plain strings so the two
+ * callers share one tiny interface.
  */
 #include "pgw_internal.h"
 #include "tickpool/common.h"
+#include "tickpool/config.h"
+#include "tickpool/pg.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+struct tp_pgw_pg {
+    struct tp_pg *pg;
+};
 
 void tp_pgw_rows_free(struct tp_pgw_rows *r)
 {
@@ -26,40 +33,55 @@ const char *tp_pgw_rows_get(const struct tp_pgw_rows *r, size_t row, size_t col)
     return r->vals[row * r->ncols + col];
 }
 
-#if __has_include("tickpool/pg.h") && defined(TP_PGW_HAVE_PG)
-#include "tickpool/pg.h"
-/* TODO(pgw): bind to tickpool/pg.h once its API is final. */
-#else
 struct tp_pgw_pg *tp_pgw_pg_open(const struct tp_config_postgres *cfg)
 {
-    (void)cfg;
-    return NULL;
+    char err[256];
+    struct tp_pg *pg = tp_pg_connect(cfg->url, cfg->timeout_ms, err, sizeof(err));
+    if (pg == NULL)
+        return NULL;
+    struct tp_pgw_pg *p = tp_xmalloc(sizeof(*p));
+    p->pg = pg;
+    return p;
 }
 
-int tp_pgw_pg_exec(struct tp_pgw_pg *pg, const char *sql, int nparams, const char *const *params,
-                   char *err, size_t errlen)
-{
-    (void)pg, (void)sql, (void)nparams, (void)params;
-    if (err != NULL && errlen > 0)
-        strncpy(err, "no Postgres driver", errlen - 1), err[errlen - 1] = '\0';
-    return TP_EUNAVAIL;
-}
-
-int tp_pgw_pg_query(struct tp_pgw_pg *pg, const char *sql, int nparams, const char *const *params,
+int tp_pgw_pg_query(struct tp_pgw_pg *p, const char *sql, int nparams, const char *const *params,
                     struct tp_pgw_rows *out, char *err, size_t errlen)
 {
-    memset(out, 0, sizeof(*out));
-    return tp_pgw_pg_exec(pg, sql, nparams, params, err, errlen);
+    struct tp_pg_result *res = NULL;
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    int rc = tp_pg_exec_params(p->pg, sql, nparams, params, out ? &res : NULL, err, errlen);
+    if (rc != 0 || out == NULL) {
+        tp_pg_result_free(res);
+        return rc;
+    }
+    out->nrows = (size_t)TP_MAX(tp_pg_result_rows(res), 0);
+    out->ncols = (size_t)TP_MAX(tp_pg_result_cols(res), 0);
+    out->vals = tp_xcalloc(out->nrows * out->ncols + 1, sizeof(char *));
+    for (size_t i = 0; i < out->nrows; i++)
+        for (size_t j = 0; j < out->ncols; j++) {
+            const char *v = tp_pg_result_get(res, (int)i, (int)j);
+            out->vals[i * out->ncols + j] = v ? tp_xstrdup(v) : NULL;
+        }
+    tp_pg_result_free(res);
+    return 0;
 }
 
-bool tp_pgw_pg_ok(const struct tp_pgw_pg *pg)
+int tp_pgw_pg_exec(struct tp_pgw_pg *p, const char *sql, int nparams, const char *const *params,
+                   char *err, size_t errlen)
 {
-    (void)pg;
-    return false;
+    return tp_pgw_pg_query(p, sql, nparams, params, NULL, err, errlen);
 }
 
-void tp_pgw_pg_close(struct tp_pgw_pg *pg)
+bool tp_pgw_pg_ok(const struct tp_pgw_pg *p)
 {
-    (void)pg;
+    return p != NULL && tp_pg_ok(p->pg);
 }
-#endif
+
+void tp_pgw_pg_close(struct tp_pgw_pg *p)
+{
+    if (p == NULL)
+        return;
+    tp_pg_close(p->pg);
+    free(p);
+}

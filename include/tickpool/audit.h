@@ -21,10 +21,11 @@ struct tp_config;
 #define TP_AUDIT_USAGE 2
 
 /**
- * Runs the audit; argv[0] is "audit", options: --wait S (default 10), --redis-only, -h.
+ * Runs the audit with the `nargs` arguments `args` that followed "audit" on the command line:
+ * --wait S (default 10), --redis-only, -h.
  * Returns TP_AUDIT_OK when every check holds, TP_AUDIT_MISMATCH on any mismatch (or an outbox
  * that did not drain in time), TP_AUDIT_USAGE on bad options or when Redis/Postgres is unreachable.
  */
-int tp_audit_main(const struct tp_config *cfg, int argc, char **argv);
+int tp_audit_main(const struct tp_config *cfg, int nargs, char **args);
 
 #endif

@@ -94,8 +94,9 @@ class Money:
                 pass
         return n
 
-    def workload(self, nusers, nbets, rid=1, start=1, grant=100000):
-        """Grants nusers players and places nbets bets round-robin; returns Σ stakes."""
+    def workload(self, nusers, nbets, rid=900001, start=1, grant=100000):
+        """Grants nusers players and places nbets bets round-robin; returns Σ stakes. The round id is
+        far above what a running leader opens (ids have no gaps), so the two never collide."""
         self.open_round(rid)
         users = list(range(start, start + nusers))
         for u in users:

@@ -31,7 +31,7 @@ def check_consistent(money, pg, nusers, nbets, stakes):
     assert unbalanced == 0, "a ledger entry does not sum to zero"
     assert pgwlib.pg_balances(pg) == money.balances(), "per-user balances differ"
     round_acct = int(pgwlib.pg_scalar(pg, "SELECT sum(amount) FROM pgw_ledger "
-                                          "WHERE account = 'round:1'"))
+                                          "WHERE account = 'round:900001'"))
     assert round_acct == stakes, (round_acct, stakes)
     assert money.pending() == 0, "entries left pending"
 
@@ -44,14 +44,14 @@ def test_drain_rows_and_ledger():
             c = money.c
             c.xadd("tp:{g}:outbox", {"type": "user", "user_id": "1", "username": "alice",
                                      "pw_hash": "$argon2id$v=19$x", "created_at": "1000"})
-            c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "1", "opens_at": "1",
+            c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "900001", "opens_at": "1",
                                      "locks_at": "2", "closes_at": "3", "seed_hash": "ab" * 32})
             stakes = money.workload(nusers=20, nbets=300)
             pgwlib.wait_drained(money, pg, 300)
             check_consistent(money, pg, 20, 300, stakes)
-            assert pg.psql("SELECT username, pw_hash FROM pgw_users") == [
+            assert pg.psql("SELECT username, pw_hash FROM pgw_users WHERE user_id = 1") == [
                 ["alice", "$argon2id$v=19$x"]]
-            assert pg.psql("SELECT id, seed_hash FROM pgw_rounds") == [["1", "ab" * 32]]
+            assert pg.psql("SELECT seed_hash FROM pgw_rounds WHERE id = 900001") == [["ab" * 32]]
             # A replayed event (same ids) writes nothing twice.
             c.xadd("tp:{b1}:outbox", {"type": "grant", "grant_id": "signup:1", "user_id": "1",
                                       "amount": "100000", "balance": "1", "ts": "1"})
@@ -111,7 +111,7 @@ def test_postgres_outage_never_blocks_redis():
                 t0 = time.monotonic()
                 for i in range(500):
                     u = 1 + i % 10
-                    money.bet(u, 1, i % 5, 100, f"out-{i}")
+                    money.bet(u, 900001, i % 5, 100, f"out-{i}")
                     stakes += 100
                 assert time.monotonic() - t0 < 10
                 time.sleep(2)
