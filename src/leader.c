@@ -778,6 +778,7 @@ static void settle_page(struct tp_leader *l)
     a_fmt(&a, "tp:{b%d}:outbox", b);
     for (int i = 0; i < l->nbands; i++)
         a_fmt(&a, "tp:{b%d}:bets:%lld:%d", b, id, i);
+    a_fmt(&a, "tp:{b%d}:net", b); /* leaderboard: credits add to each player's net winnings */
     int nkeys = a.n;
     a_fmt(&a, "%lld", id);
     a_str(&a, PAGE_SIZE);

@@ -5,12 +5,13 @@ settle_page.lua: pay (or refund) one HSCAN page of bucket N's bets of a round, e
 KEYS[1] tp:{bN}:plan:<id>     KEYS[2] tp:{bN}:bal       KEYS[3] tp:{bN}:paid:<id>
 KEYS[4] tp:{bN}:payout:<id>   KEYS[5] tp:{bN}:outbox
 KEYS[6 .. 5+nbands] tp:{bN}:bets:<id>:<band> for band 0 .. nbands-1
+KEYS[6+nbands] tp:{bN}:net    ZSET user -> net winnings (bet.lua subtracts stakes; we add credits)
 ARGV[1] round id  ARGV[2] page size (HSCAN COUNT)  ARGV[3] now_ms
 Plan (bucket_plan.lua): win → scans only the winning band, each bet of stake s gets
 floor(s * pot / W); refund → scans every band, each bet gets its stake back.
 Each bet is credited at most once (HSETNX paid bet_id amount), even when a page is repeated
 (a leader died after the page ran but before it saw the reply). Per page every player is
-credited once with his sum (HINCRBY bal), `payout:<id>` keeps his round total, and each bet's
+credited once with his sum (HINCRBY bal, ZINCRBY net), `payout:<id>` keeps his round total, and each bet's
 credit is XADDed to the outbox: type payout|refund, bet_id, user_id, round_id, amount,
 balance (after this page's credit), ts. The cursor lives in the plan, so a new leader resumes.
 Returns {'ok', done (0|1), bets credited by this call}, or {'err', 'no_plan'}.
@@ -21,7 +22,7 @@ if not p[1] then return {'err', 'no_plan'} end
 if p[8] == '1' then return {'ok', 1, 0} end
 local band, pot, w, refund = tonumber(p[1]), tonumber(p[2]), tonumber(p[3]), p[4] == '1'
 local nbands, pos, cur = tonumber(p[5]), tonumber(p[6]), p[7]
-if #KEYS ~= 5 + nbands then return redis.error_reply('ERR tp_settle_page: want 5 + nbands KEYS') end
+if #KEYS ~= 6 + nbands then return redis.error_reply('ERR tp_settle_page: want 6 + nbands KEYS') end
 
 -- floor(a * b / c) exactly for 0 <= a, 0 <= b < c < 2^52 (doubles hold integers < 2^53 only,
 -- and a * b may not): binary long multiplication keeping quotient and remainder.
@@ -74,6 +75,7 @@ local total = 0
 for _, user in ipairs(order) do
     bal[user] = redis.call('HINCRBY', KEYS[2], user, str(sums[user]))
     redis.call('HINCRBY', KEYS[4], user, str(sums[user]))
+    redis.call('ZINCRBY', KEYS[6 + nbands], str(sums[user]), user)
     total = total + sums[user]
 end
 local kind = refund and 'refund' or 'payout'
