@@ -178,7 +178,9 @@ void tp_game_round_write(struct tp_wr *w, const struct tp_game_round *r)
             mult[i] = NAN;
     bool final = strcmp(r->state, "settled") == 0 || strcmp(r->state, "cancelled") == 0;
 
-    tp_wr_map(w, 15);
+    /* 15 contract fields plus vol_ppb and tick_ms: the integers a verifier (the web client's
+     * fairness check) needs to recompute the ticks without touching floats. */
+    tp_wr_map(w, 17);
     tp_wr_key(w, "id");
     tp_wr_int(w, r->id);
     tp_wr_key(w, "state");
@@ -193,6 +195,10 @@ void tp_game_round_write(struct tp_wr *w, const struct tp_game_round *r)
     tp_wr_str(w, r->seed_hash);
     tp_wr_key(w, "seed");
     tp_wr_str(w, r->seed[0] ? r->seed : NULL);
+    tp_wr_key(w, "vol_ppb");
+    tp_wr_int(w, r->vol_ppb);
+    tp_wr_key(w, "tick_ms");
+    tp_wr_int(w, r->tick_ms);
     tp_wr_key(w, "lock_price");
     if (r->has_lock)
         tp_wr_int(w, r->lock_price);
