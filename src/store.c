@@ -24,6 +24,7 @@
 #include "tickpool/config.h"
 #include "tickpool/crypto.h"
 #include "tickpool/log.h"
+#include "tickpool/metrics.h"
 
 #include <ev.h>
 #include <hiredis/hiredis.h>
@@ -382,10 +383,13 @@ static void complete(struct tp_store *s, struct pending *p, int err, const redis
     TP_ASSERT(cb != NULL);
     unlink_pending(s, p);
     p->cb = NULL;
-    if (err == TP_ETIMEDOUT)
+    if (err == TP_ETIMEDOUT) {
         s->stats.timeouts++;
-    else if (err != 0 || (reply != NULL && reply->type == REDIS_REPLY_ERROR))
+        tp_metrics_inc(TP_METRIC_REDIS_TIMEOUTS_TOTAL);
+    } else if (err != 0 || (reply != NULL && reply->type == REDIS_REPLY_ERROR)) {
         s->stats.errors++;
+        tp_metrics_inc(TP_METRIC_REDIS_ERRORS_TOTAL);
+    }
     cb(err, (const struct tp_store_reply *)reply, p->ud);
 }
 
@@ -526,8 +530,10 @@ static void on_handshake(redisAsyncContext *ac, void *r, void *privdata)
 static void on_ready(struct tp_store *s)
 {
     ev_timer_stop(s->loop, &s->connect_timer);
-    if (s->ever_connected)
+    if (s->ever_connected) {
         s->stats.reconnects++;
+        tp_metrics_inc(TP_METRIC_REDIS_RECONNECTS_TOTAL);
+    }
     tp_log_info(MOD, "redis connected\thost=%s port=%d db=%d scripts=%zu after_attempts=%u",
                 s->url.path[0] ? s->url.path : s->url.host, s->url.port, s->url.db, s->nscripts,
                 s->attempts);
@@ -737,6 +743,7 @@ static void track(struct tp_store *s, struct pending *p)
     if (s->inflight++ == 0)
         s->last_progress = now;
     s->stats.commands++;
+    tp_metrics_inc(TP_METRIC_REDIS_COMMANDS_TOTAL);
     bool was_empty = s->head == NULL;
     link_pending(s, p);
     if (was_empty)
