@@ -269,6 +269,6 @@ fail:
 
 int tp_migrate_run(const struct tp_config *cfg)
 {
-    const char *dir = getenv("TICKPOOL_MIGRATIONS_DIR");
+    const char *dir = getenv("TP_MIGRATIONS_DIR");
     return tp_migrate_dir(cfg, dir != NULL && dir[0] != '\0' ? dir : "migrations");
 }

@@ -17,7 +17,7 @@ struct tp_config;
  */
 int tp_migrate_dir(const struct tp_config *cfg, const char *dir);
 
-/** tp_migrate_dir with $TICKPOOL_MIGRATIONS_DIR, or "migrations" (relative to the cwd). */
+/** tp_migrate_dir with $TP_MIGRATIONS_DIR, or "migrations" (relative to the cwd). */
 int tp_migrate_run(const struct tp_config *cfg);
 
 #endif

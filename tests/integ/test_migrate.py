@@ -1,0 +1,182 @@
+"""`tickpool migrate` against a private Postgres: applies every migration once, is idempotent,
+refuses a changed migration, rolls back a failing one, serialises concurrent runs, and the
+0001_init schema enforces its money rules."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import tpenv
+
+MIGRATIONS = os.path.join(tpenv.SRC, "migrations")
+
+
+def files():
+    return sorted(f[:-4] for f in os.listdir(MIGRATIONS) if f.endswith(".sql"))
+
+
+def migrate(pg_url, mdir=None, timeout=60):
+    env = dict(os.environ)
+    env["TICKPOOL_POSTGRES_URL"] = pg_url
+    env["TICKPOOL_SERVER_VAR_DIR"] = tempfile.gettempdir()
+    env.pop("TP_MIGRATIONS_DIR", None)
+    if mdir is not None:
+        env["TP_MIGRATIONS_DIR"] = mdir
+    return subprocess.run([tpenv.BIN, "migrate"], cwd=tpenv.SRC, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def copy_migrations():
+    d = tempfile.mkdtemp(prefix="tp-mig-")
+    for f in os.listdir(MIGRATIONS):
+        if f.endswith(".sql"):
+            shutil.copy(os.path.join(MIGRATIONS, f), d)
+    return d
+
+
+def test_applies_all_then_nothing():
+    with tpenv.Postgres() as pg:
+        r = migrate(pg.url)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for name in files():
+            assert f"applying {name} ... ok" in r.stdout, r.stdout
+        assert f"{len(files())} applied, 0 already applied" in r.stdout, r.stdout
+
+        rows = pg.psql("SELECT version, name, length(checksum) FROM schema_migrations ORDER BY 1")
+        assert [row[1] for row in rows] == files()
+        assert all(row[2] == "64" for row in rows)
+        tables = {row[0] for row in pg.psql(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        for t in ("users", "grants", "rounds", "bets", "payouts", "ledger", "schema_migrations"):
+            assert t in tables, tables
+
+        r = migrate(pg.url)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "applying" not in r.stdout, r.stdout
+        assert f"0 applied, {len(files())} already applied" in r.stdout, r.stdout
+        assert len(pg.psql("SELECT 1 FROM schema_migrations")) == len(files())
+
+
+def test_changed_migration_is_refused():
+    d = copy_migrations()
+    try:
+        with tpenv.Postgres() as pg:
+            assert migrate(pg.url, d).returncode == 0
+            with open(os.path.join(d, "0001_init.sql"), "a") as f:
+                f.write("\n-- edited after it was applied\n")
+            with open(os.path.join(d, "0999_later.sql"), "w") as f:
+                f.write("CREATE TABLE later_table (x int);\n")
+            r = migrate(pg.url, d)
+            assert r.returncode != 0, r.stdout
+            assert "0001_init.sql" in r.stderr and "changed" in r.stderr, r.stderr
+            # Nothing newer was applied on top of the mismatch.
+            assert pg.psql("SELECT to_regclass('later_table') IS NULL") == [["t"]]
+            assert pg.psql("SELECT count(*) FROM schema_migrations WHERE version = 999") == [["0"]]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_failing_migration_rolls_back_and_names_the_file():
+    d = copy_migrations()
+    try:
+        with tpenv.Postgres() as pg:
+            bad = os.path.join(d, "0998_broken.sql")
+            with open(bad, "w") as f:
+                f.write("CREATE TABLE half_done (x int);\nSELECT 1 / 0;\n")
+            r = migrate(pg.url, d)
+            assert r.returncode != 0, r.stdout
+            assert "0998_broken.sql" in r.stderr and "division by zero" in r.stderr, r.stderr
+            assert "applying 0998_broken ... FAILED" in r.stdout, r.stdout
+            # The earlier files stay applied; the broken one left nothing behind.
+            assert pg.psql("SELECT to_regclass('half_done') IS NULL") == [["t"]]
+            assert pg.psql("SELECT count(*) FROM schema_migrations WHERE version = 998") == [["0"]]
+            assert pg.psql("SELECT count(*) FROM schema_migrations")[0][0] == str(len(files()))
+            with open(bad, "w") as f:
+                f.write("CREATE TABLE half_done (x int);\n")
+            r = migrate(pg.url, d)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert "applying 0998_broken ... ok" in r.stdout
+            assert "1 applied" in r.stdout
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_concurrent_runs_apply_each_file_once():
+    with tpenv.Postgres() as pg:
+        env = dict(os.environ, TICKPOOL_POSTGRES_URL=pg.url)
+        env.pop("TP_MIGRATIONS_DIR", None)
+        procs = [subprocess.Popen([tpenv.BIN, "migrate"], cwd=tpenv.SRC, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        outs = [p.communicate(timeout=60) for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        applied = sum(o.count("... ok") for o, _ in outs)
+        assert applied == len(files()), outs
+        assert len(pg.psql("SELECT 1 FROM schema_migrations")) == len(files())
+
+
+def test_bad_file_name_and_unreachable_database():
+    d = tempfile.mkdtemp(prefix="tp-mig-")
+    try:
+        with open(os.path.join(d, "init.sql"), "w") as f:
+            f.write("SELECT 1;\n")
+        with tpenv.Postgres() as pg:
+            r = migrate(pg.url, d)
+            assert r.returncode != 0
+            assert "init.sql" in r.stderr and "NNNN_name.sql" in r.stderr, r.stderr
+        port = tpenv.free_port()
+        r = migrate(f"postgresql://postgres@127.0.0.1:{port}/nope?connect_timeout=2")
+        assert r.returncode != 0
+        assert "cannot connect" in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_schema_rules():
+    with tpenv.Postgres() as pg:
+        assert migrate(pg.url).returncode == 0
+
+        def refused(sql):
+            try:
+                pg.psql(sql)
+            except RuntimeError:
+                return True
+            return False
+
+        pg.psql("INSERT INTO users (id, username, password_hash) VALUES (1, 'Alice', 'h')")
+        assert refused("INSERT INTO users (id, username, password_hash) VALUES (2, 'alice', 'h')")
+        assert refused("INSERT INTO users (id, username, password_hash) VALUES (3, 'a b', 'h')")
+        # Money is integral minor units: a fraction sent as a text parameter (as the writer
+        # sends values) and negative stakes are refused.
+        assert refused("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                       "placed_at) VALUES ('b1', 1, 1, 0, '1.5', 'k', 0)")
+        assert refused("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                       "placed_at) VALUES ('b1', 1, 1, 0, -100, 'k', 0)")
+        pg.psql("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                "placed_at) VALUES ('b1', 1, 1, 0, 100, 'k', 0)")
+        assert refused("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                       "placed_at) VALUES ('b2', 1, 1, 0, 100, 'k', 0)")
+        # A settled round's receipt must add up.
+        seed_hash = "ab" * 32
+        assert refused("INSERT INTO rounds (id, state, opens_at, locks_at, closes_at, "
+                       "band_edges_bps, rake_bps, seed_hash, total, winning_stake, rake, "
+                       "breakage, payouts, refunds) VALUES (1, 'settled', 0, 1, 2, "
+                       f"'{{-10,10}}', 300, '{seed_hash}', 1000, 500, 30, 1, 900, 0)")
+        pg.psql("INSERT INTO rounds (id, state, opens_at, locks_at, closes_at, band_edges_bps, "
+                "rake_bps, seed_hash, total, winning_stake, rake, breakage, payouts, refunds) "
+                f"VALUES (1, 'settled', 0, 1, 2, '{{-10,10}}', 300, '{seed_hash}', 1000, 500, "
+                "30, 1, 969, 0)")
+        # Ledger entries replay idempotently and balance.
+        for _ in range(2):
+            pg.psql("INSERT INTO ledger (entry_id, account, amount, kind) VALUES "
+                    "('bet:b1', 'user:1', -100, 'bet'), ('bet:b1', 'round:1', 100, 'bet') "
+                    "ON CONFLICT (entry_id, account) DO NOTHING")
+        assert pg.psql("SELECT count(*) FROM ledger") == [["2"]]
+        assert pg.psql("SELECT count(*) FROM ledger_unbalanced") == [["0"]]
+        assert refused("INSERT INTO ledger (entry_id, account, amount, kind) VALUES "
+                       "('x', 'nobody', 1, 'bet')")
+
+
+if __name__ == "__main__":
+    tpenv.main()
