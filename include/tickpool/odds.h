@@ -1,0 +1,29 @@
+/*
+ * Odds projector: runs in every worker but works only while this process holds the game lease
+ * (tp_leader_is_leader). Every 100 ms it reads the open round's pools from every bucket and,
+ * when they changed, PUBLISHes one pre-encoded `odds` message
+ * {t, round_id, pools, total, multipliers} on tp:bcast.
+ */
+#ifndef TP_ODDS_H
+#define TP_ODDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct tp_buf;
+struct tp_worker;
+
+/* Worker data slot used by the odds projector (tp_worker_set_data). */
+#define TP_ODDS_DATA_KEY 10
+/* Projection period. */
+#define TP_ODDS_PERIOD_MS 100
+
+/** Starts the projector timer of worker `w`. Idempotent per worker. */
+void tp_odds_start(struct tp_worker *w);
+
+/** Appends the MessagePack `odds` message for `pools` (n bands) of round `round_id` to `out`:
+ * multipliers from tp_settle_multipliers, nil where a pool is empty. Pure. */
+void tp_odds_encode(struct tp_buf *out, int64_t round_id, const int64_t *pools, int n,
+                    int rake_bps);
+
+#endif
