@@ -37,7 +37,7 @@ struct integ_redis {
 };
 
 /* True when `bin` is an executable in PATH. */
-static bool integ_have(const char *bin)
+static __attribute__((unused)) bool integ_have(const char *bin)
 {
     const char *path = getenv("PATH");
     if (path == NULL)
@@ -54,7 +54,7 @@ static bool integ_have(const char *bin)
 }
 
 /* Exits 77 (skip) when `bin` is missing. */
-static void integ_require(const char *bin)
+static __attribute__((unused)) void integ_require(const char *bin)
 {
     if (!integ_have(bin)) {
         fprintf(stderr, "skip: %s not installed\n", bin);
@@ -63,7 +63,7 @@ static void integ_require(const char *bin)
 }
 
 /* A TCP port that was free a moment ago on 127.0.0.1. */
-static int integ_free_port(void)
+static __attribute__((unused)) int integ_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -77,7 +77,7 @@ static int integ_free_port(void)
     return ntohs(a.sin_port);
 }
 
-static double integ_now(void)
+static __attribute__((unused)) double integ_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -85,7 +85,7 @@ static double integ_now(void)
 }
 
 /* Sends PING over a fresh TCP connection; true on +PONG. */
-static bool integ_redis_ping(int port)
+static __attribute__((unused)) bool integ_redis_ping(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET,
@@ -104,7 +104,7 @@ static bool integ_redis_ping(int port)
 
 /* Starts redis-server (first call: picks a port and a temp dir; later calls reuse both, so a
  * restart comes back on the same address). Waits until it answers PING. */
-static void integ_redis_start(struct integ_redis *r)
+static __attribute__((unused)) void integ_redis_start(struct integ_redis *r)
 {
     if (r->port == 0) {
         r->port = integ_free_port();
@@ -148,7 +148,7 @@ static void integ_redis_start(struct integ_redis *r)
 }
 
 /* Kills the server hard (SIGKILL: a crash, not a clean shutdown) and reaps it. */
-static void integ_redis_stop(struct integ_redis *r)
+static __attribute__((unused)) void integ_redis_stop(struct integ_redis *r)
 {
     if (r->pid > 0) {
         kill(r->pid, SIGKILL);
@@ -158,7 +158,7 @@ static void integ_redis_stop(struct integ_redis *r)
 }
 
 /* Stops the server and removes its directory. */
-static void integ_redis_cleanup(struct integ_redis *r)
+static __attribute__((unused)) void integ_redis_cleanup(struct integ_redis *r)
 {
     integ_redis_stop(r);
     if (r->dir[0]) {
@@ -170,7 +170,7 @@ static void integ_redis_cleanup(struct integ_redis *r)
     }
 }
 
-static void integ_tick(struct ev_loop *loop, ev_timer *w, int revents)
+static __attribute__((unused)) void integ_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)w;
@@ -179,7 +179,8 @@ static void integ_tick(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* Runs `loop` until *flag becomes true or `max_s` seconds pass; returns *flag. A 10 ms ticker
  * keeps ev_run from blocking forever when nothing else is armed. */
-static bool integ_run_until(struct ev_loop *loop, const volatile bool *flag, double max_s)
+static __attribute__((unused)) bool integ_run_until(struct ev_loop *loop, const volatile bool *flag,
+                                                    double max_s)
 {
     ev_timer tick;
     ev_timer_init(&tick, integ_tick, 0.01, 0.01);
@@ -192,10 +193,98 @@ static bool integ_run_until(struct ev_loop *loop, const volatile bool *flag, dou
 }
 
 /* Runs `loop` for `s` seconds. */
-static void integ_run_for(struct ev_loop *loop, double s)
+static __attribute__((unused)) void integ_run_for(struct ev_loop *loop, double s)
 {
     static const volatile bool never = false;
     integ_run_until(loop, &never, s);
+}
+
+/* --- Postgres --- */
+
+#define INTEG_PG_BIN "/usr/lib/postgresql/15/bin"
+
+struct integ_pg {
+    char dir[256]; /* private cluster directory, empty when using the shared cluster */
+    char admin_url[256];
+    char db[64];
+    char url[400]; /* the fresh database */
+    bool private_cluster;
+};
+
+/* Runs a shell command; exits the test with a message on failure. */
+static __attribute__((unused)) void integ_sh(const char *cmd)
+{
+    if (system(cmd) != 0) {
+        fprintf(stderr, "command failed: %s\n", cmd);
+        exit(1);
+    }
+}
+
+/* A fresh database: in the shared test cluster ($TP_TEST_PG_ADMIN_URL, as scripts/test runs
+ * one) or in a private cluster initialised here. Exits 77 when Postgres is not installed. */
+static __attribute__((unused)) void integ_pg_start(struct integ_pg *pg)
+{
+    char cmd[1400];
+    const char *admin = getenv("TP_TEST_PG_ADMIN_URL");
+    memset(pg, 0, sizeof(*pg));
+    if (admin != NULL && admin[0] != '\0') {
+        snprintf(pg->admin_url, sizeof(pg->admin_url), "%s", admin);
+    } else {
+        if (access(INTEG_PG_BIN "/initdb", X_OK) != 0) {
+            fprintf(stderr, "skip: postgresql not installed\n");
+            exit(77);
+        }
+        const char *as_pg = geteuid() == 0 ? "runuser -u postgres -- " : "";
+        int port = integ_free_port();
+        snprintf(pg->dir, sizeof(pg->dir), "/tmp/tp-integ-pg-XXXXXX");
+        if (mkdtemp(pg->dir) == NULL) {
+            perror("mkdtemp");
+            exit(1);
+        }
+        chmod(pg->dir, 0755);
+        if (geteuid() == 0) {
+            snprintf(cmd, sizeof(cmd), "chown postgres:postgres '%s'", pg->dir);
+            integ_sh(cmd);
+        }
+        snprintf(cmd, sizeof(cmd),
+                 "%s" INTEG_PG_BIN "/initdb -D '%s/data' -U postgres --auth=trust -E UTF8 "
+                 "--no-sync >/dev/null 2>&1",
+                 as_pg, pg->dir);
+        integ_sh(cmd);
+        snprintf(cmd, sizeof(cmd),
+                 "%s" INTEG_PG_BIN "/pg_ctl -D '%s/data' -l '%s/log' -w -o '-p %d -k %s "
+                 "-c listen_addresses=127.0.0.1 -c fsync=off' start >/dev/null",
+                 as_pg, pg->dir, pg->dir, port, pg->dir);
+        integ_sh(cmd);
+        pg->private_cluster = true;
+        snprintf(pg->admin_url, sizeof(pg->admin_url),
+                 "postgresql://postgres@127.0.0.1:%d/postgres", port);
+    }
+    snprintf(pg->db, sizeof(pg->db), "tp_integ_%d_%ld", (int)getpid(), (long)time(NULL));
+    snprintf(cmd, sizeof(cmd), "psql '%s' -qX -c 'CREATE DATABASE %s' >/dev/null", pg->admin_url,
+             pg->db);
+    integ_sh(cmd);
+    const char *slash = strrchr(pg->admin_url, '/');
+    snprintf(pg->url, sizeof(pg->url), "%.*s/%s", (int)(slash - pg->admin_url), pg->admin_url,
+             pg->db);
+}
+
+/* Drops the database, or stops and removes the private cluster. */
+static __attribute__((unused)) void integ_pg_stop(struct integ_pg *pg)
+{
+    char cmd[1400];
+    if (pg->private_cluster) {
+        snprintf(cmd, sizeof(cmd),
+                 "%s" INTEG_PG_BIN "/pg_ctl -D '%s/data' -m immediate stop >/dev/null 2>&1; "
+                 "rm -rf '%s'",
+                 geteuid() == 0 ? "runuser -u postgres -- " : "", pg->dir, pg->dir);
+    } else {
+        snprintf(cmd, sizeof(cmd),
+                 "psql '%s' -qX -c 'DROP DATABASE IF EXISTS %s WITH (FORCE)' >/dev/null 2>&1",
+                 pg->admin_url, pg->db);
+    }
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup failed: %s\n", cmd);
 }
 
 #endif

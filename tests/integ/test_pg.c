@@ -1,0 +1,236 @@
+/*
+ * Integration test of src/pg.c against a real Postgres (the shared test cluster or a private
+ * one): statements, parameters, results, error mapping, statement_timeout, transactions, a
+ * killed backend and reconnect, and the health probe thread.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "integ_env.h"
+#include "tickpool/common.h"
+#include "tickpool/config.h"
+#include "tickpool/pg.h"
+
+static struct integ_pg pgenv;
+
+static struct tp_pg *open_pg(int timeout_ms)
+{
+    char err[256] = "";
+    struct tp_pg *pg = tp_pg_connect(pgenv.url, timeout_ms, err, sizeof(err));
+    if (pg == NULL)
+        fprintf(stderr, "connect: %s\n", err);
+    assert_non_null(pg);
+    assert_true(tp_pg_ok(pg));
+    return pg;
+}
+
+static void test_connect_errors(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    char url[128];
+    snprintf(url, sizeof(url), "postgresql://postgres@127.0.0.1:%d/x", integ_free_port());
+    assert_null(tp_pg_connect(url, 0, err, sizeof(err)));
+    assert_non_null(strstr(err, "cannot connect"));
+    assert_null(strchr(err, '\n'));
+    assert_null(tp_pg_connect(NULL, 0, err, sizeof(err)));
+    assert_null(tp_pg_connect(pgenv.url, -1, NULL, 0));
+    tp_pg_close(NULL);
+}
+
+static void test_statements_and_results(void **state)
+{
+    (void)state;
+    struct tp_pg *pg = open_pg(5000);
+    char err[256];
+    assert_int_equal(tp_pg_exec(pg,
+                                "CREATE TABLE t (id bigint PRIMARY KEY, name text, n bigint);"
+                                "INSERT INTO t VALUES (1, 'one', 10), (2, NULL, -9000000000);",
+                                err, sizeof(err)),
+                     0);
+    assert_string_equal(tp_pg_sqlstate(pg), "");
+
+    const char *params[] = {"3", NULL, "42"};
+    struct tp_pg_result *res = NULL;
+    assert_int_equal(tp_pg_exec_params(pg, "INSERT INTO t VALUES ($1, $2, $3)", 3, params, &res,
+                                       err, sizeof(err)),
+                     0);
+    assert_int_equal(tp_pg_result_affected(res), 1);
+    assert_int_equal(tp_pg_result_rows(res), 0);
+    tp_pg_result_free(res);
+
+    const char *p2[] = {"0"};
+    assert_int_equal(tp_pg_exec_params(pg, "SELECT id, name, n FROM t WHERE id > $1 ORDER BY id", 1,
+                                       p2, &res, err, sizeof(err)),
+                     0);
+    assert_int_equal(tp_pg_result_rows(res), 3);
+    assert_int_equal(tp_pg_result_cols(res), 3);
+    assert_string_equal(tp_pg_result_get(res, 0, 1), "one");
+    assert_null(tp_pg_result_get(res, 1, 1));
+    assert_true(tp_pg_result_is_null(res, 1, 1));
+    assert_false(tp_pg_result_is_null(res, 0, 1));
+    int64_t v = 0;
+    assert_int_equal(tp_pg_result_int64(res, 1, 2, &v), 0);
+    assert_true(v == -9000000000LL);
+    assert_int_equal(tp_pg_result_int64(res, 0, 1, &v), TP_EINVAL); /* "one" */
+    assert_int_equal(tp_pg_result_int64(res, 1, 1, &v), TP_EINVAL); /* NULL */
+    /* Out of range is harmless. */
+    assert_null(tp_pg_result_get(res, 3, 0));
+    assert_null(tp_pg_result_get(res, 0, 3));
+    assert_null(tp_pg_result_get(res, -1, 0));
+    assert_true(tp_pg_result_is_null(res, 9, 9));
+    tp_pg_result_free(res);
+    tp_pg_result_free(NULL);
+    assert_int_equal(tp_pg_result_rows(NULL), 0);
+
+    /* Parameters are values, never SQL. */
+    const char *hostile[] = {"1; DROP TABLE t; --"};
+    assert_int_equal(tp_pg_exec_params(pg, "SELECT count(*) FROM t WHERE name = $1", 1, hostile,
+                                       &res, err, sizeof(err)),
+                     0);
+    assert_string_equal(tp_pg_result_get(res, 0, 0), "0");
+    tp_pg_result_free(res);
+    assert_int_equal(tp_pg_query(pg, "SELECT count(*) FROM t", &res, err, sizeof(err)), 0);
+    assert_string_equal(tp_pg_result_get(res, 0, 0), "3");
+    tp_pg_result_free(res);
+
+    /* Error mapping. */
+    const char *dup[] = {"1", "again", "0"};
+    assert_int_equal(
+        tp_pg_exec_params(pg, "INSERT INTO t VALUES ($1, $2, $3)", 3, dup, &res, err, sizeof(err)),
+        TP_ECONFLICT);
+    assert_null(res);
+    assert_string_equal(tp_pg_sqlstate(pg), "23505");
+    assert_non_null(strstr(err, "23505"));
+    assert_int_equal(tp_pg_exec(pg, "SELEC 1", err, sizeof(err)), TP_EIO);
+    assert_string_equal(tp_pg_sqlstate(pg), "42601");
+    const char *notint[] = {"1.5"};
+    assert_int_equal(tp_pg_exec_params(pg, "SELECT $1::bigint", 1, notint, NULL, err, sizeof(err)),
+                     TP_EIO);
+    assert_int_equal(tp_pg_exec_params(pg, "SELECT 1", 1, NULL, NULL, err, sizeof(err)), TP_EINVAL);
+    assert_int_equal(tp_pg_exec(pg, "SELECT 1", NULL, 0), 0); /* err is optional */
+    tp_pg_close(pg);
+}
+
+static void test_transactions(void **state)
+{
+    (void)state;
+    struct tp_pg *pg = open_pg(5000);
+    char err[256];
+    struct tp_pg_result *res = NULL;
+    assert_int_equal(tp_pg_exec(pg, "CREATE TABLE tx (x int)", err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_begin(pg, err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_exec(pg, "INSERT INTO tx VALUES (1)", err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_rollback(pg, err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_begin(pg, err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_exec(pg, "INSERT INTO tx VALUES (2)", err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_commit(pg, err, sizeof(err)), 0);
+    /* A failed statement aborts the transaction; COMMIT then rolls back. */
+    assert_int_equal(tp_pg_begin(pg, err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_exec(pg, "INSERT INTO tx VALUES (3)", err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_exec(pg, "SELECT 1/0", err, sizeof(err)), TP_EIO);
+    assert_int_equal(tp_pg_rollback(pg, err, sizeof(err)), 0);
+    assert_int_equal(
+        tp_pg_query(pg, "SELECT string_agg(x::text, ',') FROM tx", &res, err, sizeof(err)), 0);
+    assert_string_equal(tp_pg_result_get(res, 0, 0), "2");
+    tp_pg_result_free(res);
+    tp_pg_close(pg);
+}
+
+static void test_statement_timeout(void **state)
+{
+    (void)state;
+    struct tp_pg *pg = open_pg(200);
+    char err[256];
+    double t0 = integ_now();
+    assert_int_equal(tp_pg_exec(pg, "SELECT pg_sleep(2)", err, sizeof(err)), TP_ETIMEDOUT);
+    assert_true(integ_now() - t0 < 1.5);
+    assert_string_equal(tp_pg_sqlstate(pg), "57014");
+    assert_true(tp_pg_ok(pg));
+    assert_int_equal(tp_pg_exec(pg, "SELECT 1", err, sizeof(err)), 0);
+    tp_pg_close(pg);
+}
+
+static void test_killed_backend_and_reset(void **state)
+{
+    (void)state;
+    struct tp_pg *victim = open_pg(5000), *killer = open_pg(5000);
+    char err[256];
+    struct tp_pg_result *res = NULL;
+    assert_int_equal(tp_pg_query(victim, "SELECT pg_backend_pid()", &res, err, sizeof(err)), 0);
+    const char *pid[] = {tp_pg_result_get(res, 0, 0)};
+    assert_int_equal(tp_pg_exec_params(killer, "SELECT pg_terminate_backend($1::int)", 1, pid, NULL,
+                                       err, sizeof(err)),
+                     0);
+    tp_pg_result_free(res);
+    usleep(100000);
+    assert_int_equal(tp_pg_exec(victim, "SELECT 1", err, sizeof(err)), TP_EUNAVAIL);
+    assert_false(tp_pg_ok(victim));
+    assert_int_equal(tp_pg_reset(victim, err, sizeof(err)), 0);
+    assert_true(tp_pg_ok(victim));
+    /* statement_timeout is re-applied on reset. */
+    assert_int_equal(tp_pg_query(victim, "SHOW statement_timeout", &res, err, sizeof(err)), 0);
+    assert_string_equal(tp_pg_result_get(res, 0, 0), "5s");
+    tp_pg_result_free(res);
+    tp_pg_close(victim);
+    tp_pg_close(killer);
+}
+
+static void test_health_probe(void **state)
+{
+    (void)state;
+    struct tp_config_postgres cfg = {.timeout_ms = 5000};
+    assert_false(tp_pg_health_ok());
+    snprintf(cfg.url, sizeof(cfg.url), "%s", pgenv.url);
+    assert_int_equal(tp_pg_health_start(&cfg), 0);
+    assert_int_equal(tp_pg_health_start(&cfg), 0); /* idempotent */
+    double end = integ_now() + 5;
+    while (!tp_pg_health_ok() && integ_now() < end)
+        usleep(20000);
+    assert_true(tp_pg_health_ok());
+    tp_pg_health_stop();
+    assert_false(tp_pg_health_ok());
+
+    /* An unreachable database never reports healthy. */
+    snprintf(cfg.url, sizeof(cfg.url), "postgresql://postgres@127.0.0.1:%d/x", integ_free_port());
+    assert_int_equal(tp_pg_health_start(&cfg), 0);
+    usleep(1200000);
+    assert_false(tp_pg_health_ok());
+    tp_pg_health_stop();
+    tp_pg_health_stop(); /* harmless twice */
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    integ_pg_start(&pgenv);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    integ_pg_stop(&pgenv);
+    return 0;
+}
+
+int main(void)
+{
+    if (access(INTEG_PG_BIN "/initdb", X_OK) != 0 && getenv("TP_TEST_PG_ADMIN_URL") == NULL) {
+        fprintf(stderr, "skip: postgresql not installed\n");
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_errors),
+        cmocka_unit_test(test_statements_and_results),
+        cmocka_unit_test(test_transactions),
+        cmocka_unit_test(test_statement_timeout),
+        cmocka_unit_test(test_killed_backend_and_reset),
+        cmocka_unit_test(test_health_probe),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
