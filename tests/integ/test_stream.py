@@ -1,0 +1,402 @@
+"""Live streaming over /ws (CONTRACT.md §6) against a real server, Redis and the game leader:
+hello/snapshot, the tick stream, odds after a bet, round changes, payouts, WebSocket bets with
+idempotent replays, malformed input, limits, two workers and a slow consumer. Rounds are short
+(betting 2 s, live 2 s); no Postgres is needed (the writer only lags).
+"""
+
+import socket
+import time
+import uuid
+
+import msgpack
+import tpenv
+import websocket
+
+NBANDS = 5
+
+
+def server(r, workers=1, **env):
+    e = {"TICKPOOL_GAME_BETTING_S": "2", "TICKPOOL_GAME_LIVE_S": "2",
+         "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_START_BALANCE": "100000",
+         "TICKPOOL_GAME_MIN_STAKE": "100", "TICKPOOL_GAME_MAX_STAKE": "100000"}
+    e.update(env)
+    return tpenv.Server(redis=r, env=e, workers=workers, https=False, migrate=False)
+
+
+def user(s, name):
+    tpenv.wait_until(lambda: s.http("POST", "/api/v1/sessions",
+                                    {"username": "nobody", "password": "x" * 8})[0] == 401,
+                     what="accounts ready")
+    st, v = s.json("POST", "/api/v1/accounts", {"username": name, "password": "password1"})
+    assert st == 201, (st, v)
+    return v["user_id"], v["token"]
+
+
+def wait_game(s):
+    """Waits until the leader runs: an open round and some ticks."""
+    def ready():
+        st, v = s.json("GET", "/api/v1/rounds/current")
+        if st != 200 or not v or not v.get("open"):
+            return False
+        st, p = s.json("GET", "/api/v1/prices")
+        return st == 200 and len(p) >= 5
+    tpenv.wait_until(ready, timeout=20, what="game leader running")
+
+
+class WS:
+    def __init__(self, s, token=None, timeout=10):
+        q = f"?token={token}" if token else ""
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{s.http_port}/ws{q}",
+                                              subprotocols=["tickpool.v1"], timeout=timeout)
+        self.backlog = []
+
+    def send(self, msg):
+        self.ws.send_binary(msgpack.packb(msg))
+
+    def send_raw(self, data, binary=True):
+        if binary:
+            self.ws.send_binary(data)
+        else:
+            self.ws.send(data)
+
+    def recv(self, timeout=5):
+        """Next message (dict), ("close", code) on a close frame, or None on timeout."""
+        if self.backlog:
+            return self.backlog.pop(0)
+        self.ws.settimeout(timeout)
+        while True:
+            try:
+                op, data = self.ws.recv_data(control_frame=True)
+            except websocket.WebSocketTimeoutException:
+                return None
+            except (websocket.WebSocketConnectionClosedException, ConnectionError):
+                return ("close", None)
+            if op == websocket.ABNF.OPCODE_BINARY:
+                return msgpack.unpackb(data)
+            if op == websocket.ABNF.OPCODE_CLOSE:
+                code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+                return ("close", code)
+
+    def wait_for(self, pred, timeout=10, keep=False):
+        """Reads until pred(msg) holds; other messages are dropped (or kept with keep)."""
+        end = time.time() + timeout
+        skipped = []
+        while time.time() < end:
+            m = self.recv(timeout=max(0.05, end - time.time()))
+            if m is None:
+                continue
+            if isinstance(m, tuple):
+                raise AssertionError(f"socket closed {m} while waiting")
+            if pred(m):
+                if keep:
+                    self.backlog = skipped + self.backlog
+                return m
+            if keep:
+                skipped.append(m)
+        raise AssertionError("message not received in time")
+
+    def close(self):
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+
+def is_t(t):
+    return lambda m: isinstance(m, dict) and m.get("t") == t
+
+
+def current_open(s):
+    st, v = s.json("GET", "/api/v1/rounds/current")
+    assert st == 200, (st, v)
+    return v["open"]
+
+
+def test_hello_then_snapshot():
+    with tpenv.Redis() as r, server(r) as s:
+        wait_game(s)
+        uid, tok = user(s, "alice")
+        n_prices = len(s.json("GET", "/api/v1/prices")[1])
+        for token, want_uid in ((None, None), (tok, uid)):
+            w = WS(s, token)
+            hello = w.recv()
+            assert hello["t"] == "hello", hello
+            assert abs(hello["server_time"] - time.time() * 1000) < 5000
+            assert hello["user_id"] == want_uid
+            assert hello["balance"] == (100000 if token else None)
+            snap = w.recv()
+            assert snap["t"] == "snapshot", snap
+            assert set(snap["rounds"]) == {"open", "live"}
+            assert snap["rounds"]["open"]["state"] == "open"
+            assert len(snap["rounds"]["open"]["bands"]) == NBANDS
+            ticks = snap["ticks"]
+            assert len(ticks) >= min(n_prices, 590) - 2, (len(ticks), n_prices)
+            assert all(len(t) == 2 and isinstance(t[1], int) for t in ticks)
+            assert [t[0] for t in ticks] == sorted({t[0] for t in ticks})
+            w.close()
+
+
+def test_ticks_stream():
+    with tpenv.Redis() as r, server(r) as s:
+        wait_game(s)
+        w = WS(s)
+        w.wait_for(is_t("snapshot"))
+        ts = []
+        end = time.time() + 3
+        while time.time() < end:
+            m = w.recv(timeout=1)
+            if isinstance(m, dict) and m["t"] == "tick":
+                assert isinstance(m["price"], int) and m["price"] > 0
+                ts.append(m["ts"])
+        assert len(ts) >= 20, len(ts)
+        assert ts == sorted(set(ts)), "tick ts must increase"
+        gaps = [b - a for a, b in zip(ts, ts[1:])]
+        assert all(g % 100 == 0 for g in gaps), gaps
+        w.close()
+
+
+def test_http_bet_produces_odds_for_others():
+    with tpenv.Redis() as r, server(r) as s:
+        wait_game(s)
+        _, tok_a = user(s, "alice")
+        b = WS(s)
+        b.wait_for(is_t("snapshot"))
+        rnd = current_open(s)
+        t0 = time.time()
+        st, _, body = s.http("POST", "/api/v1/bets",
+                             {"round_id": rnd["id"], "band": 2, "stake": 700},
+                             headers={"Authorization": "Bearer " + tok_a,
+                                      "Idempotency-Key": "odds-1"})
+        assert st == 201, (st, body)
+        m = b.wait_for(lambda m: m.get("t") == "odds" and m["round_id"] == rnd["id"]
+                       and m["total"] >= 700, timeout=3)
+        dt = time.time() - t0
+        assert dt < 1.0, f"odds took {dt:.3f}s"
+        assert len(m["pools"]) == NBANDS and m["pools"][2] >= 700
+        assert len(m["multipliers"]) == NBANDS
+        assert m["multipliers"][0] is None and isinstance(m["multipliers"][2], float)
+        print(f"    odds latency {dt * 1000:.0f} ms")
+        b.close()
+
+
+def test_ws_bets_rounds_and_payout():
+    with tpenv.Redis() as r, server(r) as s:
+        wait_game(s)
+        uid, tok = user(s, "carol")
+        w = WS(s, tok)
+        w.wait_for(is_t("snapshot"))
+        # Wait for a fresh round so the bets land well before its lock.
+        m = w.wait_for(lambda m: m.get("t") == "round" and m["round"]["state"] == "open")
+        rid = m["round"]["id"]
+        bet_ids = []
+        for band in range(NBANDS):
+            w.send({"t": "bet", "req": band, "key": f"k{band}", "round_id": rid, "band": band,
+                    "stake": 1000})
+            ok = w.wait_for(lambda m: m.get("t") in ("bet_ok", "bet_err") and m["req"] == band,
+                            keep=True)
+            assert ok["t"] == "bet_ok", ok
+            assert ok["round_id"] == rid and ok["band"] == band and ok["stake"] == 1000
+            assert ok["balance"] == 100000 - 1000 * (band + 1)
+            bet_ids.append(ok["bet_id"])
+        # Replay: same key and body → same bet, no second debit.
+        w.send({"t": "bet", "req": "again", "key": "k0", "round_id": rid, "band": 0,
+                "stake": 1000})
+        again = w.wait_for(lambda m: m.get("req") == "again", keep=True)
+        assert again["t"] == "bet_ok" and again["bet_id"] == bet_ids[0], again
+        assert again["balance"] == 99000
+        # Same key, different body → conflict.
+        w.send({"t": "bet", "req": "conf", "key": "k0", "round_id": rid, "band": 1,
+                "stake": 1000})
+        conf = w.wait_for(lambda m: m.get("req") == "conf", keep=True)
+        assert conf["t"] == "bet_err" and conf["code"] == "idempotency_conflict", conf
+        st, me = s.json("GET", "/api/v1/me", headers={"Authorization": "Bearer " + tok})
+        assert st == 200 and me["balance"] == 100000 - 5000, me
+        # open → live → settled, then a payout (one player on every band always wins).
+        states = []
+        payout = None
+        end = time.time() + 15
+        while time.time() < end and payout is None:
+            m = w.recv(timeout=1)
+            if isinstance(m, dict) and m["t"] == "round" and m["round"]["id"] == rid:
+                states.append(m["round"]["state"])
+            if isinstance(m, dict) and m["t"] == "payout" and m["round_id"] == rid:
+                payout = m
+        assert "live" in states and "settled" in states, states
+        assert states.index("live") < states.index("settled"), states
+        assert payout is not None, f"no payout; states {states}"
+        assert 0 < payout["amount"] <= 5000
+        st, me = s.json("GET", "/api/v1/me", headers={"Authorization": "Bearer " + tok})
+        assert payout["balance"] == me["balance"] == 95000 + payout["amount"], (payout, me)
+        w.close()
+
+
+def test_malformed_messages_keep_socket_usable():
+    with tpenv.Redis() as r, server(r) as s:
+        wait_game(s)
+        _, tok = user(s, "dave")
+        w = WS(s, tok)
+        w.wait_for(is_t("snapshot"))
+        rid = current_open(s)["id"]
+        cases = [
+            (b"\xc1", "error"),                                  # never-used msgpack byte
+            (b"\x92\x01", "error"),                              # truncated array
+            (msgpack.packb([1, 2]), "error"),                    # not a map
+            (msgpack.packb({"x": 1}), "error"),                  # no t
+            (msgpack.packb({"t": 5}), "error"),                  # t not a string
+            (msgpack.packb({"t": "dance"}), "error"),            # unknown t
+            (msgpack.packb({"t": "ping"}), "error"),             # missing ts
+            (msgpack.packb({"t": "auth"}), "error"),             # missing token
+            (msgpack.packb({"t": "bet", "req": 9}), "bet_err"),  # missing fields
+            (msgpack.packb({"t": "bet", "req": 10, "key": "s", "round_id": rid, "band": 1,
+                            "stake": "100"}), "bet_err"),        # string stake
+            (msgpack.packb({"t": "bet", "req": 11, "round_id": rid, "band": 1,
+                            "stake": 100}), "bet_err"),          # no key
+        ]
+        for i, (raw, want) in enumerate(cases):
+            w.send_raw(raw)
+            m = w.wait_for(lambda m: m.get("t") in ("error", "bet_err", "bet_ok"))
+            assert m["t"] == want, (i, m)
+            assert isinstance(m["code"], str) and isinstance(m["message"], str)
+            if want == "bet_err":
+                assert m["req"] in (9, 10, 11), m
+            w.send({"t": "ping", "ts": 1000 + i})
+            p = w.wait_for(is_t("pong"))
+            assert p["ts"] == 1000 + i
+        w.send_raw("text frame", binary=False)
+        assert w.wait_for(lambda m: m.get("t") in ("error", "pong"))["t"] == "error"
+        w.close()
+
+
+def test_anonymous_bet_unauthorized_then_auth_message():
+    with tpenv.Redis() as r, server(r) as s:
+        wait_game(s)
+        uid, tok = user(s, "erin")
+        w = WS(s)
+        w.wait_for(is_t("snapshot"))
+        rid = current_open(s)["id"]
+        w.send({"t": "bet", "req": 1, "key": "a", "round_id": rid, "band": 0, "stake": 100})
+        m = w.wait_for(is_t("bet_err"))
+        assert m["code"] == "unauthorized" and m["req"] == 1
+        w.send({"t": "auth", "token": "garbage"})
+        assert w.wait_for(is_t("error"))["code"] == "unauthorized"
+        w.send({"t": "auth", "token": tok})
+        h = w.wait_for(is_t("hello"))
+        assert h["user_id"] == uid and h["balance"] == 100000
+        w.close()
+
+
+def test_message_rate_limit_closes_1008():
+    with tpenv.Redis() as r, server(r, TICKPOOL_LIMITS_WS_MSG_RATE="5") as s:
+        wait_game(s)
+        w = WS(s)
+        w.wait_for(is_t("snapshot"))
+        for i in range(30):
+            try:
+                w.send({"t": "ping", "ts": i})
+            except Exception:
+                break
+        end = time.time() + 5
+        while time.time() < end:
+            m = w.recv(timeout=1)
+            if isinstance(m, tuple):
+                assert m[1] in (1008, None), m
+                return
+        raise AssertionError("socket over the message rate was not closed")
+
+
+def test_per_user_socket_cap():
+    with tpenv.Redis() as r, server(r, TICKPOOL_LIMITS_WS_MAX_PER_USER="2") as s:
+        wait_game(s)
+        _, tok = user(s, "frank")
+        a, b = WS(s, tok), WS(s, tok)
+        a.wait_for(is_t("snapshot"))
+        b.wait_for(is_t("snapshot"))
+        c = WS(s, tok)
+        m = c.recv()
+        while isinstance(m, dict):
+            m = c.recv()
+        assert m == ("close", 1008), m
+        a.send({"t": "ping", "ts": 1})
+        assert a.wait_for(is_t("pong"))["ts"] == 1
+        for x in (a, b, c):
+            x.close()
+
+
+def test_bad_token_on_upgrade_closes_1008():
+    with tpenv.Redis() as r, server(r) as s:
+        wait_game(s)
+        w = WS(s, "A" * 66)
+        m = w.recv()
+        while isinstance(m, dict):
+            m = w.recv()
+        assert m == ("close", 1008), m
+
+
+def test_two_workers_every_socket_gets_ticks():
+    with tpenv.Redis() as r, server(r, workers=2) as s:
+        wait_game(s)
+        socks = [WS(s) for _ in range(8)]
+        for w in socks:
+            w.wait_for(is_t("snapshot"))
+        t_start = time.time()
+        seen = [set() for _ in socks]
+        while time.time() < t_start + 2:
+            for i, w in enumerate(socks):
+                m = w.recv(timeout=0.05)
+                while isinstance(m, dict):
+                    if m["t"] == "tick":
+                        seen[i].add(m["ts"])
+                    m = w.recv(timeout=0.01)
+        counts = [len(x) for x in seen]
+        assert min(counts) >= 12, counts
+        common = set.intersection(*seen)
+        assert len(common) >= 8, counts
+        for w in socks:
+            w.close()
+
+
+def test_slow_consumer_does_not_delay_others_and_is_closed():
+    env = {"TICKPOOL_LIMITS_WS_MSG_RATE": "1000000", "TICKPOOL_LIMITS_WS_SEND_QUEUE": "64k"}
+    with tpenv.Redis() as r, server(r, **env) as s:
+        wait_game(s)
+        good = WS(s)
+        good.wait_for(is_t("snapshot"))
+        # A raw socket with a tiny receive window that never reads, flooding pings: their
+        # pongs (direct, never dropped) pile up until the server cuts it.
+        slow = socket.create_connection(("127.0.0.1", s.http_port))
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tickpool.v1\r\n\r\n")
+        body = msgpack.packb({"t": "ping", "ts": 1.5})
+        frame = bytes([0x82, 0x80 | len(body)]) + b"\0\0\0\0" + body
+        burst = frame * 200
+        slow.settimeout(0.01)
+        closed = False
+        last_tick = time.time()
+        max_gap = 0.0
+        end = time.time() + 30
+        while time.time() < end and not closed:
+            try:
+                slow.send(burst)
+            except socket.timeout:
+                pass
+            except OSError:
+                closed = True
+            m = good.recv(timeout=0.01)
+            while isinstance(m, dict):
+                if m["t"] == "tick":
+                    now = time.time()
+                    max_gap = max(max_gap, now - last_tick)
+                    last_tick = now
+                m = good.recv(timeout=0.001)
+        assert closed, "slow consumer was never closed"
+        assert max_gap < 1.0, f"good socket stalled {max_gap:.2f}s"
+        good.send({"t": "ping", "ts": 7})
+        assert good.wait_for(is_t("pong"))["ts"] == 7
+        slow.close()
+        good.close()
+
+
+if __name__ == "__main__":
+    tpenv.main()
