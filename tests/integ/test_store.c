@@ -382,6 +382,40 @@ static void test_connect_later(void **state)
     ev_loop_destroy(loop);
 }
 
+/* A hung server (SIGSTOP: like a network black hole, TCP stays up): commands time out one by
+ * one, then the connection is declared stalled and dropped, so later commands fail fast; when
+ * the server resumes, the store reconnects. */
+static void test_stalled_server(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(0);
+    struct tp_store *s = open_store(loop, redis.url, 200);
+    kill(redis.pid, SIGSTOP);
+    struct rec first = {0};
+    assert_int_equal(tp_store_command(s, rec_cb, &first, "PING"), 0);
+    assert_true(integ_run_until(loop, &first.done, 1));
+    assert_int_equal(first.err, TP_ETIMEDOUT);
+    double end = integ_now() + 8;
+    int rc = 0;
+    struct rec more[64];
+    memset(more, 0, sizeof(more));
+    for (int i = 0; i < 64 && integ_now() < end; i++) {
+        rc = tp_store_command(s, rec_cb, &more[i], "PING");
+        if (rc != 0)
+            break;
+        assert_true(integ_run_until(loop, &more[i].done, 1));
+        assert_int_equal(more[i].err, TP_ETIMEDOUT);
+    }
+    assert_int_equal(rc, TP_EUNAVAIL);
+    assert_false(tp_store_is_connected(s));
+    kill(redis.pid, SIGCONT);
+    assert_true(wait_connected(loop, s, 8));
+    struct rec r = run_cmd(loop, s, "ECHO %s", "resumed");
+    assert_string_equal(r.str, "resumed");
+    tp_store_free(s);
+    ev_loop_destroy(loop);
+}
+
 struct freeing {
     struct tp_store *store;
     struct rec others[3];
@@ -580,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_disconnect_reconnect),
         cmocka_unit_test(test_connect_later),
+        cmocka_unit_test(test_stalled_server),
         cmocka_unit_test(test_free_with_pending),
         cmocka_unit_test(test_auth_and_unix),
         cmocka_unit_test(test_pubsub),
