@@ -406,8 +406,7 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
     struct tp_pgw_rows r;
     /* Every ledger entry sums to zero. */
     if (!query(pg,
-               "SELECT entry_id, sum(amount) FROM pgw_ledger GROUP BY entry_id "
-               "HAVING sum(amount) <> 0 ORDER BY entry_id LIMIT 20",
+               "SELECT entry_id, imbalance FROM ledger_unbalanced ORDER BY entry_id LIMIT 20",
                &r))
         return -1;
     report(a, r.nrows == 0, "postgres ledger: every entry sums to zero%s",
@@ -418,7 +417,7 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
 
     /* Per-user balances. */
     if (!query(pg,
-               "SELECT substr(account, 6)::bigint AS u, sum(amount) FROM pgw_ledger "
+               "SELECT substr(account, 6)::bigint AS u, sum(amount) FROM ledger "
                "WHERE account LIKE 'user:%' GROUP BY u ORDER BY u",
                &r))
         return -1;
@@ -438,9 +437,9 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
 
     /* House, grants. */
     if (!query(pg,
-               "SELECT (SELECT coalesce(sum(amount), 0) FROM pgw_ledger WHERE account = 'house'),"
-               " (SELECT count(*) FROM pgw_grants), (SELECT coalesce(sum(amount), 0) FROM "
-               "pgw_grants)",
+               "SELECT (SELECT coalesce(sum(amount), 0) FROM ledger WHERE account = 'house'),"
+               " (SELECT count(*) FROM grants), (SELECT coalesce(sum(amount), 0) FROM "
+               "grants)",
                &r))
         return -1;
     int64_t house = cell(&r, 0, 0), gn = cell(&r, 0, 1), gs = cell(&r, 0, 2);
@@ -456,9 +455,9 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
      * payouts and refunds (= receipt). */
     if (!query(pg,
                "SELECT r, sum(bn), sum(bs), sum(ps), sum(rs) FROM ("
-               " SELECT round_id r, count(*) bn, sum(stake) bs, 0 ps, 0 rs FROM pgw_bets GROUP BY 1"
-               " UNION ALL SELECT round_id, 0, 0, sum(amount) FILTER (WHERE kind = 'payout'),"
-               " sum(amount) FILTER (WHERE kind = 'refund') FROM pgw_payouts GROUP BY 1"
+               " SELECT round_id r, count(*) bn, sum(stake) bs, 0 ps, 0 rs FROM bets GROUP BY 1"
+               " UNION ALL SELECT round_id, 0, 0, sum(amount) FILTER (WHERE kind = 'win'),"
+               " sum(amount) FILTER (WHERE kind = 'refund') FROM payouts GROUP BY 1"
                ") x GROUP BY r ORDER BY r",
                &r))
         return -1;

@@ -118,40 +118,40 @@ static void row(struct tp_pgw_batch *b, enum tp_pgw_table t, size_t n, const cha
     }
 }
 
-/* Two ledger rows of one entry: `from` gives `amount`, `to` receives it (sum zero). */
-static void ledger(struct tp_pgw_batch *b, const char *entry, const char *from, const char *to,
-                   const char *amount, const char *ts)
+/* Two ledger rows of one entry: `from` gives `amount`, `to` receives it (sum zero). A zero
+ * amount writes nothing (the ledger refuses zero rows). */
+static void ledger(struct tp_pgw_batch *b, const char *entry, const char *kind, const char *from,
+                   const char *to, const char *amount)
 {
     char neg[32];
+    if (strcmp(amount, "0") == 0)
+        return;
     if (amount[0] == '-')
         snprintf(neg, sizeof(neg), "%s", amount + 1);
-    else if (strcmp(amount, "0") == 0)
-        snprintf(neg, sizeof(neg), "0");
     else
         snprintf(neg, sizeof(neg), "-%s", amount);
-    const char *a[] = {"entry_id", entry, "account", from, "amount", neg, "ts", ts};
+    const char *a[] = {"entry_id", entry, "account", from, "amount", neg, "kind", kind};
     row(b, TP_PGW_LEDGER, 4, a);
-    const char *c[] = {"entry_id", entry, "account", to, "amount", amount, "ts", ts};
+    const char *c[] = {"entry_id", entry, "account", to, "amount", amount, "kind", kind};
     row(b, TP_PGW_LEDGER, 4, c);
 }
 
 static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, const char *type)
 {
-    const char *user = field(ev, "user_id"), *ts = field(ev, "ts"), *bal = field(ev, "balance");
+    const char *user = field(ev, "user_id"), *ts = field(ev, "ts");
     char entry[192], acct_user[40], acct_round[40];
-    if (!is_uint(user) || !is_uint(ts) || !is_uint(bal))
+    if (!is_uint(user) || !is_uint(ts))
         return TP_EINVAL;
     snprintf(acct_user, sizeof(acct_user), "user:%s", user);
 
     if (strcmp(type, "grant") == 0) {
         const char *gid = field(ev, "grant_id"), *amount = field(ev, "amount");
-        if (!is_ident(gid) || !is_uint(amount))
+        if (!is_ident(gid) || !is_uint(amount) || strcmp(amount, "0") == 0)
             return TP_EINVAL;
-        const char *kv[] = {"grant_id", gid,       "user_id", user, "amount",
-                            amount,     "balance", bal,       "ts", ts};
-        row(b, TP_PGW_GRANTS, 5, kv);
+        const char *kv[] = {"id", gid, "user_id", user, "amount", amount, "ts", ts};
+        row(b, TP_PGW_GRANTS, 4, kv);
         snprintf(entry, sizeof(entry), "grant:%s", gid);
-        ledger(b, entry, "system", acct_user, amount, ts);
+        ledger(b, entry, "grant", "system", acct_user, amount);
         return 0;
     }
     const char *bet = field(ev, "bet_id"), *round = field(ev, "round_id");
@@ -160,25 +160,48 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
     snprintf(acct_round, sizeof(acct_round), "round:%s", round);
     if (strcmp(type, "bet") == 0) {
         const char *band = field(ev, "band"), *stake = field(ev, "stake");
-        if (!is_uint(band) || !is_uint(stake))
+        /* The idempotency key, when the bet script sends it; else a per-bet placeholder (the
+         * table wants one, unique per player). */
+        const char *key = field(ev, "idem_key");
+        char key_buf[48];
+        if (key == NULL || key[0] == '\0' || strlen(key) > 128) {
+            snprintf(key_buf, sizeof(key_buf), "bet:%s", bet);
+            key = key_buf;
+        }
+        if (!is_uint(band) || !is_uint(stake) || strcmp(stake, "0") == 0)
             return TP_EINVAL;
-        const char *kv[] = {"bet_id", bet,     "user_id", user,      "round_id", round, "band",
-                            band,     "stake", stake,     "balance", bal,        "ts",  ts};
+        const char *kv[] = {"id",        bet,  "user_id", user,  "round_id",        round,
+                            "band",      band, "stake",   stake, "idempotency_key", key,
+                            "placed_at", ts};
         row(b, TP_PGW_BETS, 7, kv);
         snprintf(entry, sizeof(entry), "bet:%s", bet);
-        ledger(b, entry, acct_user, acct_round, stake, ts);
+        ledger(b, entry, "bet", acct_user, acct_round, stake);
         return 0;
     }
     /* payout | refund */
     const char *amount = field(ev, "amount");
     if (!is_uint(amount))
         return TP_EINVAL;
-    const char *kv[] = {"bet_id", bet,      "kind", type,      "user_id", user, "round_id",
-                        round,    "amount", amount, "balance", bal,       "ts", ts};
-    row(b, TP_PGW_PAYOUTS, 7, kv);
+    const char *kind = strcmp(type, "payout") == 0 ? "win" : "refund";
     snprintf(entry, sizeof(entry), "%s:%s", type, bet);
-    ledger(b, entry, acct_round, acct_user, amount, ts);
+    const char *kv[] = {"id",       entry, "bet_id", bet,    "user_id", user,
+                        "round_id", round, "amount", amount, "kind",    kind};
+    row(b, TP_PGW_PAYOUTS, 6, kv);
+    ledger(b, entry, type, acct_round, acct_user, amount);
     return 0;
+}
+
+/* Appends "{e1,e2,…}" (a Postgres int[] literal) of the comma list `edges` into out[n]. */
+static bool edges_literal(const char *edges, char *out, size_t n)
+{
+    size_t len = strlen(edges);
+    if (len + 3 > n)
+        return false;
+    for (const char *p = edges; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || *p == '-' || *p == ','))
+            return false;
+    snprintf(out, n, "{%s}", edges);
+    return true;
 }
 
 int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
@@ -191,28 +214,25 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
                strcmp(type, "payout") == 0 || strcmp(type, "refund") == 0) {
         rc = ev->bucket >= 0 ? add_money(b, ev, type) : TP_EINVAL;
     } else if (strcmp(type, "house") == 0) {
-        /* A bucket's stakes not paid out go to the house: T_b - paid_b, negative when this
-         * bucket's winners won more than it staked (the other buckets make up for it). */
-        const char *round = field(ev, "round_id"), *amount = field(ev, "amount");
-        const char *ts = field(ev, "ts");
-        bool amount_ok =
-            amount != NULL &&
-            (is_uint(amount) || (amount[0] == '-' && amount[1] != '0' && is_uint(amount + 1)));
-        if (ev->bucket >= 0 && is_uint(round) && amount_ok && is_uint(ts)) {
-            char entry[64], acct_round[40];
-            snprintf(entry, sizeof(entry), "house:%s:b%d", round, ev->bucket);
-            snprintf(acct_round, sizeof(acct_round), "round:%s", round);
-            ledger(b, entry, acct_round, "house", amount, ts);
-            rc = 0;
-        }
+        /* A bucket's share of rake + breakage: Redis bookkeeping per bucket only. The ledger
+         * moves the round's rake and breakage to the house once, from the receipt. */
+        rc = ev->bucket >= 0 ? 0 : TP_EINVAL;
     } else if (strcmp(type, "round_opened") == 0) {
         const char *id = field(ev, "round_id"), *o = field(ev, "opens_at");
         const char *l = field(ev, "locks_at"), *c = field(ev, "closes_at");
-        const char *h = field(ev, "seed_hash");
-        if (is_uint(id) && is_uint(o) && is_uint(l) && is_uint(c) && is_ident(h)) {
-            const char *kv[] = {"id", id,          "opens_at", o,           "locks_at",
-                                l,    "closes_at", c,          "seed_hash", h};
-            row(b, TP_PGW_ROUNDS, 5, kv);
+        const char *h = field(ev, "seed_hash"), *edges = field(ev, "edges");
+        const char *rake = field(ev, "rake_bps");
+        char lit[256];
+        if (edges == NULL)
+            edges = b->default_edges;
+        if (rake == NULL)
+            rake = b->default_rake_bps;
+        if (is_uint(id) && is_uint(o) && is_uint(l) && is_uint(c) && is_ident(h) && edges != NULL &&
+            edges_literal(edges, lit, sizeof(lit)) && is_uint(rake)) {
+            const char *kv[] = {"id",        id, "opens_at",       o,   "locks_at", l,
+                                "closes_at", c,  "band_edges_bps", lit, "rake_bps", rake,
+                                "seed_hash", h};
+            row(b, TP_PGW_ROUNDS, 7, kv);
             rc = 0;
         }
     } else if (strcmp(type, "round_settled") == 0 || strcmp(type, "round_cancelled") == 0) {
@@ -228,6 +248,13 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
         }
         if (ok) {
             row(b, TP_PGW_ROUND_RESULTS, 8, kv);
+            /* The round's stakes not paid out go to the house: rake and breakage. */
+            char entry[64], acct_round[40];
+            snprintf(acct_round, sizeof(acct_round), "round:%s", id);
+            snprintf(entry, sizeof(entry), "rake:%s", id);
+            ledger(b, entry, "rake", acct_round, "house", field(ev, "rake"));
+            snprintf(entry, sizeof(entry), "breakage:%s", id);
+            ledger(b, entry, "breakage", acct_round, "house", field(ev, "breakage"));
             rc = 0;
         }
     } else if (strcmp(type, "user") == 0) {
@@ -235,8 +262,8 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
          * the system of record can restore accounts; it is only ever passed as a parameter. */
         const char *id = field(ev, "user_id"), *name = field(ev, "username");
         const char *ts = field(ev, "created_at"), *pw = field(ev, "pw_hash");
-        if (is_uint(id) && is_ident(name) && is_uint(ts) && (pw == NULL || strlen(pw) < 512)) {
-            const char *kv[] = {"user_id", id, "username", name, "pw_hash", pw, "ts", ts};
+        if (is_uint(id) && is_ident(name) && is_uint(ts) && pw != NULL && strlen(pw) < 512) {
+            const char *kv[] = {"id", id, "username", name, "password_hash", pw, "ts", ts};
             row(b, TP_PGW_USERS, 4, kv);
             rc = 0;
         }
@@ -249,43 +276,55 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
 /* --- SQL --- */
 
 /*
- * One statement per table, each taking the batch's JSON array as $1. DISTINCT ON removes
- * duplicates within the batch (a repeated entry, a claim race); ON CONFLICT DO NOTHING makes a
- * replayed batch a no-op. Order matters inside the transaction: rounds before their results.
+ * Statements per table (up to two), each taking the batch's JSON array of that table as $1,
+ * against migrations/0001_init.sql. DISTINCT ON removes duplicates within the batch (a
+ * repeated entry, a claim race); ON CONFLICT DO NOTHING makes a replayed batch a no-op, and
+ * the UPDATEs only move state forward. Order matters inside the transaction: rounds before
+ * their results, bets before the payouts that mark them won or refunded.
  */
-static const char *const table_sql[TP_PGW_NTABLES] = {
-    [TP_PGW_USERS] = "INSERT INTO pgw_users (user_id, username, pw_hash, created_at) "
-                     "SELECT DISTINCT ON (user_id) user_id, username, pw_hash, ts "
-                     "FROM json_to_recordset($1::json) AS x(user_id bigint, username text, "
-                     "pw_hash text, ts bigint) ON CONFLICT DO NOTHING",
-    [TP_PGW_ROUNDS] = "INSERT INTO pgw_rounds (id, opens_at, locks_at, closes_at, seed_hash) "
-                      "SELECT DISTINCT ON (id) id, opens_at, locks_at, closes_at, seed_hash "
-                      "FROM json_to_recordset($1::json) AS x(id bigint, opens_at bigint, "
-                      "locks_at bigint, closes_at bigint, seed_hash text) ON CONFLICT DO NOTHING",
+static const char *const table_sql[TP_PGW_NTABLES][2] = {
+    [TP_PGW_USERS] = {"INSERT INTO users (id, username, password_hash, created_at) "
+                      "SELECT DISTINCT ON (id) id, username, password_hash, "
+                      "to_timestamp(ts / 1000.0) FROM json_to_recordset($1::json) AS x(id "
+                      "bigint, username text, password_hash text, ts bigint) "
+                      "ON CONFLICT DO NOTHING"},
+    [TP_PGW_ROUNDS] = {"INSERT INTO rounds (id, state, opens_at, locks_at, closes_at, "
+                       "band_edges_bps, rake_bps, seed_hash) SELECT DISTINCT ON (id) id, 'open', "
+                       "opens_at, locks_at, closes_at, band_edges_bps::int[], rake_bps, seed_hash "
+                       "FROM json_to_recordset($1::json) AS x(id bigint, opens_at bigint, "
+                       "locks_at bigint, closes_at bigint, band_edges_bps text, rake_bps int, "
+                       "seed_hash text) ON CONFLICT DO NOTHING"},
     [TP_PGW_ROUND_RESULTS] =
-        "INSERT INTO pgw_round_results (id, state, total, winning_stake, rake, breakage, payouts, "
-        "refunds) SELECT DISTINCT ON (id) id, state, total, winning_stake, rake, breakage, "
-        "payouts, refunds FROM json_to_recordset($1::json) AS x(id bigint, state text, total "
-        "bigint, winning_stake bigint, rake bigint, breakage bigint, payouts bigint, refunds "
-        "bigint) ON CONFLICT DO NOTHING",
-    [TP_PGW_GRANTS] = "INSERT INTO pgw_grants (grant_id, user_id, amount, balance, ts) "
-                      "SELECT DISTINCT ON (grant_id) grant_id, user_id, amount, balance, ts "
-                      "FROM json_to_recordset($1::json) AS x(grant_id text, user_id bigint, "
-                      "amount bigint, balance bigint, ts bigint) ON CONFLICT DO NOTHING",
-    [TP_PGW_BETS] = "INSERT INTO pgw_bets (bet_id, user_id, round_id, band, stake, balance, ts) "
-                    "SELECT DISTINCT ON (bet_id) bet_id, user_id, round_id, band, stake, balance, "
-                    "ts FROM json_to_recordset($1::json) AS x(bet_id bigint, user_id bigint, "
-                    "round_id bigint, band int, stake bigint, balance bigint, ts bigint) "
-                    "ON CONFLICT DO NOTHING",
+        {"UPDATE rounds r SET state = x.state, total = x.total, winning_stake = x.winning_stake, "
+         "rake = x.rake, breakage = x.breakage, payouts = x.payouts, refunds = x.refunds, "
+         "settled_at = (extract(epoch FROM now()) * 1000)::bigint "
+         "FROM json_to_recordset($1::json) AS x(id bigint, state text, total bigint, "
+         "winning_stake bigint, rake bigint, breakage bigint, payouts bigint, refunds bigint) "
+         "WHERE r.id = x.id AND r.state NOT IN ('settled', 'cancelled')",
+         /* Bets of a settled round without a payout lost (a payout applied later wins). */
+         "UPDATE bets b SET status = 'lost' FROM json_to_recordset($1::json) AS x(id bigint, "
+         "state text) WHERE b.round_id = x.id AND x.state = 'settled' AND b.status = 'pending'"},
+    [TP_PGW_GRANTS] = {"INSERT INTO grants (id, user_id, amount, created_at) "
+                       "SELECT DISTINCT ON (id) id, user_id, amount, to_timestamp(ts / 1000.0) "
+                       "FROM json_to_recordset($1::json) AS x(id text, user_id bigint, "
+                       "amount bigint, ts bigint) ON CONFLICT DO NOTHING"},
+    [TP_PGW_BETS] = {"INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                     "placed_at) SELECT DISTINCT ON (id) id, user_id, round_id, band, stake, "
+                     "idempotency_key, placed_at FROM json_to_recordset($1::json) AS x(id text, "
+                     "user_id bigint, round_id bigint, band smallint, stake bigint, "
+                     "idempotency_key text, placed_at bigint) ON CONFLICT DO NOTHING"},
     [TP_PGW_PAYOUTS] =
-        "INSERT INTO pgw_payouts (bet_id, kind, user_id, round_id, amount, balance, ts) "
-        "SELECT DISTINCT ON (bet_id, kind) bet_id, kind, user_id, round_id, amount, balance, ts "
-        "FROM json_to_recordset($1::json) AS x(bet_id bigint, kind text, user_id bigint, "
-        "round_id bigint, amount bigint, balance bigint, ts bigint) ON CONFLICT DO NOTHING",
-    [TP_PGW_LEDGER] = "INSERT INTO pgw_ledger (entry_id, account, amount, ts) "
-                      "SELECT DISTINCT ON (entry_id, account) entry_id, account, amount, ts "
-                      "FROM json_to_recordset($1::json) AS x(entry_id text, account text, "
-                      "amount bigint, ts bigint) ON CONFLICT DO NOTHING",
+        {"INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) "
+         "SELECT DISTINCT ON (id) id, bet_id, user_id, round_id, amount, kind "
+         "FROM json_to_recordset($1::json) AS x(id text, bet_id text, user_id bigint, "
+         "round_id bigint, amount bigint, kind text) ON CONFLICT DO NOTHING",
+         "UPDATE bets b SET status = CASE x.kind WHEN 'win' THEN 'won' ELSE 'refunded' END, "
+         "payout = x.amount FROM json_to_recordset($1::json) AS x(bet_id text, amount bigint, "
+         "kind text) WHERE b.id = x.bet_id"},
+    [TP_PGW_LEDGER] = {"INSERT INTO ledger (entry_id, account, amount, kind) "
+                       "SELECT DISTINCT ON (entry_id, account) entry_id, account, amount, kind "
+                       "FROM json_to_recordset($1::json) AS x(entry_id text, account text, "
+                       "amount bigint, kind text) ON CONFLICT DO NOTHING"},
 };
 
 /* Writes a batch in one transaction. Returns 0 after COMMIT, or a TP_E* code (rolled back). */
@@ -300,9 +339,11 @@ static int write_batch(struct tp_pgw_pg *pg, struct tp_pgw_batch *b, char *err, 
         tp_buf_puts(b->json[t], "]");
         tp_buf_append(b->json[t], "", 1); /* NUL for the text parameter */
         const char *param = tp_buf_ptr(b->json[t]);
-        rc = tp_pgw_pg_exec(pg, table_sql[t], 1, &param, err, errlen);
-        if (rc != 0)
-            goto fail;
+        for (int i = 0; i < 2 && table_sql[t][i] != NULL; i++) {
+            rc = tp_pgw_pg_exec(pg, table_sql[t][i], 1, &param, err, errlen);
+            if (rc != 0)
+                goto fail;
+        }
     }
     rc = tp_pgw_pg_exec(pg, "COMMIT", 0, NULL, err, errlen);
     if (rc != 0)
@@ -334,6 +375,8 @@ struct tp_pgw {
     char **streams; /* [0] = global outbox, [1 + N] = bucket N's outbox */
     char consumer[160];
     char host[128];
+    char edges[200];   /* game.band_edges_bps as "e1,e2,…" (for round events without them) */
+    char rake_bps[16]; /* game.rake_bps */
 
     enum phase phase;
     int outstanding; /* replies awaited in the current phase */
@@ -611,6 +654,8 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
     }
     struct tp_pgw_batch b;
     tp_pgw_batch_init(&b);
+    b.default_edges = w->edges;
+    b.default_rake_bps = w->rake_bps;
     size_t total = 0;
     /* Reply: nil (BLOCK timed out) or [[stream, [[id, [k, v, …] | nil], …]], …]. */
     for (size_t s = 0; s < tp_reply_len(r); s++) {
@@ -855,6 +900,11 @@ struct tp_pgw *tp_pgw_start(const struct tp_config *cfg, bool report_lag)
     if (gethostname(w->host, sizeof(w->host) - 1) != 0)
         snprintf(w->host, sizeof(w->host), "localhost");
     snprintf(w->consumer, sizeof(w->consumer), "%s:%ld", w->host, (long)getpid());
+    size_t off = 0;
+    for (int i = 0; i < cfg->game.n_band_edges && off + 16 < sizeof(w->edges); i++)
+        off += snprintf(w->edges + off, sizeof(w->edges) - off, "%s%d", i ? "," : "",
+                        cfg->game.band_edges_bps[i]);
+    snprintf(w->rake_bps, sizeof(w->rake_bps), "%d", cfg->game.rake_bps);
     w->nstreams = cfg->game.buckets + 1;
     w->streams = tp_xcalloc(w->nstreams, sizeof(char *));
     w->streams[0] = tp_xstrdup("tp:{g}:outbox");

@@ -65,11 +65,15 @@ struct tp_pgw_event {
     const char *const *vals;
 };
 
-/* Rows of one batch, as JSON arrays of objects per table (see migrations/0002_pgw.sql). */
+/* Rows of one batch, as JSON arrays of objects per table (migrations/0001_init.sql). */
 struct tp_pgw_batch {
     size_t nrows[7];
     struct tp_buf *json[7]; /* users, rounds, round_results, grants, bets, payouts, ledger */
     size_t skipped;         /* malformed or unknown events (logged, acknowledged) */
+    /* For round_opened events without `edges` / `rake_bps` fields: "e1,e2,…" and a decimal
+     * (borrowed; set by the caller after init; NULL: such events are skipped). */
+    const char *default_edges;
+    const char *default_rake_bps;
 };
 
 enum tp_pgw_table {

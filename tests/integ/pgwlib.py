@@ -118,18 +118,16 @@ def pg_scalar(pg, sql):
 
 
 def pg_counts(pg):
-    """(users, grants, Σgrants, bets, Σstakes, ledger rows, entries not summing to zero)."""
-    row = pg.psql("SELECT (SELECT count(*) FROM pgw_grants), "
-                  "(SELECT coalesce(sum(amount),0) FROM pgw_grants), "
-                  "(SELECT count(*) FROM pgw_bets), (SELECT coalesce(sum(stake),0) FROM pgw_bets), "
-                  "(SELECT count(*) FROM pgw_ledger), "
-                  "(SELECT count(*) FROM (SELECT entry_id FROM pgw_ledger GROUP BY 1 "
-                  " HAVING sum(amount) <> 0) x)")[0]
+    """(grants, Σgrants, bets, Σstakes, ledger rows, entries not summing to zero)."""
+    row = pg.psql("SELECT (SELECT count(*) FROM grants), "
+                  "(SELECT coalesce(sum(amount),0) FROM grants), "
+                  "(SELECT count(*) FROM bets), (SELECT coalesce(sum(stake),0) FROM bets), "
+                  "(SELECT count(*) FROM ledger), (SELECT count(*) FROM ledger_unbalanced)")[0]
     return tuple(int(x) for x in row)
 
 
 def pg_balances(pg):
-    rows = pg.psql("SELECT substr(account, 6), sum(amount) FROM pgw_ledger "
+    rows = pg.psql("SELECT substr(account, 6), sum(amount) FROM ledger "
                    "WHERE account LIKE 'user:%' GROUP BY 1")
     return {int(u): int(v) for u, v in rows}
 

@@ -64,6 +64,15 @@ def test_audit_passes_then_shows_tampering():
             assert "all checks passed" in out
             assert re.search(r"receipts: [1-9]\d* settled/cancelled", out), out
             assert "FAIL" not in out
+            # The system of record followed the rounds: receipts, bet outcomes, no skipped event.
+            ids = ",".join(sorted(rounds))
+            states = pg.psql(f"SELECT DISTINCT state FROM rounds WHERE id IN ({ids})")
+            assert {x[0] for x in states} <= {"settled", "cancelled"}, states
+            assert pg.psql(f"SELECT count(*) FROM bets WHERE round_id IN ({ids}) "
+                           "AND status = 'pending'") == [["0"]]
+            assert pg.psql("SELECT (SELECT coalesce(sum(payout), 0) FROM bets) = "
+                           "(SELECT coalesce(sum(amount), 0) FROM payouts)") == [["t"]]
+            assert "skipping a malformed" not in s.log_text()
 
             # One balance off by -100 in Redis: conservation and the Postgres diff show it.
             before = int(c.hget("tp:{b1}:bal", "3"))
