@@ -46,8 +46,8 @@
 
 /* --- Options --- */
 
-enum mode { M_HTTP_BET, M_WS_BET, M_REDIS_BET, M_VIEWERS };
-static const char *const mode_names[] = {"http-bet", "ws-bet", "redis-bet", "viewers"};
+enum mode { M_HTTP_BET, M_WS_BET, M_REDIS_BET, M_VIEWERS, M_USERS };
+static const char *const mode_names[] = {"http-bet", "ws-bet", "redis-bet", "viewers", "users"};
 
 struct user {
     int64_t id;
@@ -111,6 +111,7 @@ static void usage(FILE *f)
                "              script; pipelined, needs the users' ids and an open round)\n"
                "  viewers     N anonymous /ws sockets; counts tick/odds/round messages and the\n"
                "              tick delivery lag = local receive time - tick ts (same host clock)\n"
+               "  users       only create --users K accounts and write them to --tokens FILE\n"
                "\n"
                "Target:\n"
                "  -H, --host ADDR         tickpool address [127.0.0.1]\n"
@@ -441,6 +442,7 @@ static void encode_request(struct conn *c, uint64_t seq)
         break;
     }
     case M_VIEWERS:
+    case M_USERS:
         break;
     }
 }
@@ -1359,8 +1361,9 @@ static void report(void)
     double cpu_per = ops ? (cpu_u + cpu_s) * 1e6 / (double)ops : 0.0;
     tp_buf_printf(&j,
                   "},\"error_total\":%" PRIu64 ",\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,"
-                  "\"cpu_us_per_op\":%.2f}\n",
-                  nerr, cpu_u, cpu_s, cpu_per);
+                  "\"cpu_us_per_op\":%.2f,\"ok_total\":%" PRIu64 ",\"err_total_all\":%" PRIu64
+                  "}\n",
+                  nerr, cpu_u, cpu_s, cpu_per, res.total_ok, res.total_err);
     fprintf(stderr,
             "  errors total %" PRIu64 "; loadgen CPU %.2fs user + %.2fs sys = %.2f us per %s\n",
             nerr, cpu_u, cpu_s, cpu_per, opt.mode == M_VIEWERS ? "message" : "ok request");
@@ -1517,7 +1520,7 @@ int main(int argc, char **argv)
         return 2;
     }
     int m = -1;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (strcmp(argv[optind], mode_names[i]) == 0)
             m = i;
     if (m < 0 || opt.conns < 1 || opt.duration <= 0 || opt.warmup < 0 || opt.pipeline < 1 ||
@@ -1541,6 +1544,10 @@ int main(int argc, char **argv)
         if (nusers == 0) {
             fprintf(stderr, "loadgen: bet modes need users: --users K or --tokens FILE\n");
             return 2;
+        }
+        if (opt.mode == M_USERS) {
+            printf("{\"tool\":\"loadgen\",\"mode\":\"users\",\"users\":%d}\n", nusers);
+            return 0;
         }
         if (opt.round_id < 0 || opt.bands <= 0)
             find_round();
