@@ -216,7 +216,11 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
     } else if (strcmp(type, "house") == 0) {
         /* A bucket's share of rake + breakage: Redis bookkeeping per bucket only. The ledger
          * moves the round's rake and breakage to the house once, from the receipt. */
-        rc = ev->bucket >= 0 ? 0 : TP_EINVAL;
+        const char *round = field(ev, "round_id"), *amount = field(ev, "amount");
+        bool amount_ok =
+            amount != NULL &&
+            (is_uint(amount) || (amount[0] == '-' && amount[1] != '0' && is_uint(amount + 1)));
+        rc = ev->bucket >= 0 && is_uint(round) && amount_ok ? 0 : TP_EINVAL;
     } else if (strcmp(type, "round_opened") == 0) {
         const char *id = field(ev, "round_id"), *o = field(ev, "opens_at");
         const char *l = field(ev, "locks_at"), *c = field(ev, "closes_at");
