@@ -9,6 +9,7 @@
 #include "tickpool/accounts.h"
 #include "tickpool/audit.h"
 #include "tickpool/leader.h"
+#include "tickpool/pg.h"
 #include "tickpool/pgw.h"
 #include "tickpool/verify.h"
 #include "tickpool/worker.h"
@@ -71,6 +72,15 @@ static void usage(FILE *out)
           out);
 }
 
+/* Worker init hook: each process probes Postgres in the background for /readyz. */
+static void start_pg_health(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    const struct tp_config *cfg = tp_worker_config(w);
+    if (cfg->postgres.url[0] != '\0')
+        tp_pg_health_start(&cfg->postgres);
+}
+
 static int load(const char *path)
 {
     char err[512];
@@ -131,6 +141,7 @@ int main(int argc, char **argv)
         tp_api_install();                             /* accounts, sessions, bets, players */
         tp_worker_on_init(tp_game_worker_init, NULL); /* game leader + rounds/prices API */
         tp_pgw_register();                            /* outbox → Postgres writer thread */
+        tp_worker_on_init(start_pg_health, NULL);     /* readiness probe of Postgres */
         return tp_master_run(&config);
     }
     if (strcmp(cmd, "verify") == 0 && nargs == 1)
