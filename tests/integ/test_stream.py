@@ -398,5 +398,52 @@ def test_slow_consumer_does_not_delay_others_and_is_closed():
         good.close()
 
 
+SECRET = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+
+def forge_token(uid, expires_ms, secret_hex=SECRET):
+    """A token as tickpool/token.h lays it out, signed with the shared test secret."""
+    import base64
+    import hashlib
+    import hmac
+    head = bytes([1]) + uid.to_bytes(8, "big") + expires_ms.to_bytes(8, "big")
+    mac = hmac.new(bytes.fromhex(secret_hex), b"tickpool.token\0" + head, hashlib.sha256)
+    return base64.urlsafe_b64encode(head + mac.digest()).rstrip(b"=").decode()
+
+
+def test_token_expiry_closes_1008():
+    with tpenv.Redis() as r, server(r, TICKPOOL_AUTH_SECRET=SECRET) as s:
+        wait_game(s)
+        uid, _ = user(s, "gina")
+        w = WS(s, forge_token(uid, int(time.time() * 1000) + 2500))
+        h = w.recv()
+        assert h["t"] == "hello" and h["user_id"] == uid, h
+        t0 = time.time()
+        m = w.recv(timeout=6)
+        while isinstance(m, dict):
+            m = w.recv(timeout=6)
+        assert m == ("close", 1008), m
+        assert 1.5 < time.time() - t0 < 5.5, time.time() - t0
+        # An already expired token is refused at the upgrade.
+        w2 = WS(s, forge_token(uid, int(time.time() * 1000) - 1000))
+        m = w2.recv()
+        while isinstance(m, dict):
+            m = w2.recv()
+        assert m == ("close", 1008), m
+
+
+def test_resubscribe_resyncs_with_snapshot():
+    with tpenv.Redis() as r, server(r) as s:
+        wait_game(s)
+        w = WS(s)
+        w.wait_for(is_t("snapshot"))
+        # Cut every pub/sub connection: the subscriber reconnects and resyncs its sockets.
+        r.cli("CLIENT", "KILL", "TYPE", "pubsub")
+        snap = w.wait_for(is_t("snapshot"), timeout=10)
+        assert snap["rounds"]["open"] is not None and len(snap["ticks"]) > 0
+        w.wait_for(is_t("tick"), timeout=5)
+        w.close()
+
+
 if __name__ == "__main__":
     tpenv.main()
