@@ -41,8 +41,10 @@
 #define SNAPSHOT_TICKS_MS 61000
 /* Longest `req` correlation value echoed back (string bytes). */
 #define REQ_MAX 128
-/* Housekeeping period (token expiry). */
+/* Housekeeping period (token expiry, keepalive). */
 #define HOUSEKEEP_S 1.0
+/* Keepalive: ping after this much silence from the peer, close after twice as much. */
+#define IDLE_PING_MS 20000
 
 /* --- Per-worker and per-socket state --- */
 
@@ -56,12 +58,13 @@ struct sw {
 
 struct sess {
     struct sw *sw;
-    struct tp_conn *c; /* NULL once the socket closed */
-    int refs;          /* 1 for the socket + 1 per pending async operation */
-    int64_t user_id;   /* 0 = anonymous */
-    int64_t exp_ms;    /* token expiry (Unix ms) when user_id != 0 */
-    bool ready;        /* snapshot queued: broadcasts flow */
-    double tokens;     /* message rate token bucket */
+    struct tp_conn *c;  /* NULL once the socket closed */
+    int refs;           /* 1 for the socket + 1 per pending async operation */
+    int64_t user_id;    /* 0 = anonymous */
+    int64_t exp_ms;     /* token expiry (Unix ms) when user_id != 0 */
+    bool ready;         /* snapshot queued: broadcasts flow */
+    int64_t pinged_for; /* tp_conn_ws_last_seen_ms value a keepalive ping was sent for */
+    double tokens;      /* message rate token bucket */
     int64_t tb_ms;
 };
 
@@ -684,25 +687,52 @@ static void on_close(struct tp_conn *c, void *ud)
     sess_unref(s);
 }
 
-/* --- Housekeeping: token expiry --- */
+/* --- Housekeeping: token expiry, keepalive --- */
 
 struct expired {
     struct tp_conn **v;
+    bool *idle; /* per entry: closed for silence (else: token expired) */
     size_t n, cap;
     int64_t now;
 };
+
+/* True when the socket must close for silence. Pings go out after IDLE_PING_MS of silence
+ * (once per silent stretch); a peer still silent IDLE_PING_MS later is dead. Needs the
+ * connection layer's keepalive accessors (TP_CONN_WS_KEEPALIVE in tickpool/conn.h); without
+ * them idle sockets stay open until TCP notices. */
+static bool idle_check(struct tp_conn *c, struct sess *s)
+{
+#ifdef TP_CONN_WS_KEEPALIVE
+    int64_t seen = tp_conn_ws_last_seen_ms(c);
+    int64_t idle = tp_mono_ms() - seen;
+    if (idle >= 2 * IDLE_PING_MS)
+        return true;
+    if (idle >= IDLE_PING_MS && s->pinged_for != seen) {
+        s->pinged_for = seen;
+        tp_conn_ws_ping(c);
+    }
+#else
+    (void)c, (void)s;
+#endif
+    return false;
+}
 
 static void find_expired(struct tp_conn *c, void *ud)
 {
     struct expired *e = ud;
     struct sess *s = conn_sess(c);
-    if (s == NULL || s->user_id <= 0 || s->exp_ms <= 0 || s->exp_ms > e->now)
+    if (s == NULL)
+        return;
+    bool idle = idle_check(c, s);
+    if (!idle && (s->user_id <= 0 || s->exp_ms <= 0 || s->exp_ms > e->now))
         return;
     if (e->n == e->cap) {
         e->cap = e->cap ? e->cap * 2 : 16;
         e->v = realloc(e->v, e->cap * sizeof(*e->v));
-        TP_ASSERT(e->v != NULL);
+        e->idle = realloc(e->idle, e->cap * sizeof(*e->idle));
+        TP_ASSERT(e->v != NULL && e->idle != NULL);
     }
+    e->idle[e->n] = idle;
     e->v[e->n++] = c;
 }
 
@@ -710,12 +740,16 @@ static void housekeep_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop, (void)revents;
     struct sw *sw = t->data;
-    struct expired e = {NULL, 0, 0, tp_now_ms()};
+    struct expired e = {.now = tp_now_ms()};
     /* Collect first: sockets may not be closed from inside the iteration. */
     tp_worker_foreach_ws(sw->w, find_expired, &e);
     for (size_t i = 0; i < e.n; i++)
-        tp_conn_ws_close(e.v[i], TP_WS_CLOSE_POLICY, "token expired");
+        if (e.idle[i])
+            tp_conn_ws_close(e.v[i], TP_WS_CLOSE_GOING_AWAY, "idle");
+        else
+            tp_conn_ws_close(e.v[i], TP_WS_CLOSE_POLICY, "token expired");
     free(e.v);
+    free(e.idle);
 }
 
 static void worker_init(struct tp_worker *w, void *ud)
