@@ -385,7 +385,8 @@ struct tp_pgw {
     enum phase phase;
     int outstanding; /* replies awaited in the current phase */
     bool pending_mode;
-    bool busy; /* a command of the main sequence is in flight */
+    bool claim_again; /* the last claim took a full page: claim again after writing it */
+    bool busy;        /* a command of the main sequence is in flight */
     int backoff_ms;
     bool outage; /* an error was logged and not yet followed by a success */
     int64_t last_claim_ms;
@@ -474,7 +475,22 @@ static bool dead_local(const struct tp_pgw *w, const char *name)
         strncmp(name, w->host, colon - name) != 0 || !is_uint(colon + 1))
         return false;
     long pid = atol(colon + 1);
-    return pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    if (pid <= 0)
+        return false;
+    if (kill((pid_t)pid, 0) != 0)
+        return errno == ESRCH;
+    /* A killed worker may linger as a zombie (containers whose init does not reap): that is
+     * dead too. A reused pid only delays the takeover to the idle rule. */
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren != NULL && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
 }
 
 struct claim_ctx {
@@ -506,6 +522,10 @@ static void on_xclaim(int err, const struct tp_store_reply *r, void *ud)
         tp_log_info(MOD, "claimed pending outbox entries\tstream=%s entries=%zu",
                     w->streams[c->stream], tp_reply_len(r));
         w->pending_mode = true;
+        /* A full page: more may wait behind it (XPENDING lists our own entries first once
+         * claimed), so claim again as soon as these are written. */
+        if (tp_reply_len(r) >= TP_PGW_BATCH)
+            w->claim_again = true;
     }
     free(c);
     claim_done(w);
@@ -694,6 +714,10 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
     }
     if (total == 0) {
         tp_pgw_batch_deinit(&b);
+        if (w->pending_mode && w->claim_again) {
+            w->claim_again = false;
+            w->last_claim_ms = tp_mono_ms() - CLAIM_EVERY_MS; /* claim on the next step */
+        }
         w->pending_mode = false;
         w->busy = false;
         succeeded(w);

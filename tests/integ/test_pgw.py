@@ -92,7 +92,7 @@ def test_kill9_mid_drain_loses_and_doubles_nothing():
             check_consistent(money, pg, 200, nbets, stakes)
             if pending:
                 assert "claimed pending outbox entries" in s.log_text()
-                assert time.monotonic() - t0 < 25
+                assert time.monotonic() - t0 < 10, "pending entries waited for the idle rule"
 
 
 def test_postgres_outage_never_blocks_redis():
