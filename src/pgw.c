@@ -422,14 +422,6 @@ static void succeeded(struct tp_pgw *w)
     w->backoff_ms = 0;
 }
 
-static int bucket_of(const struct tp_pgw *w, const char *stream)
-{
-    for (int i = 0; i < w->nstreams; i++)
-        if (strcmp(w->streams[i], stream) == 0)
-            return i - 1;
-    return -2;
-}
-
 static int stream_index(const struct tp_pgw *w, const char *stream)
 {
     for (int i = 0; i < w->nstreams; i++)
@@ -660,6 +652,115 @@ static void send_acks(struct tp_pgw *w)
 /* Fixed-capacity field arrays for one event (our events have < 16 fields). */
 #define MAX_FIELDS 32
 
+/* Calls fn for every entry of an XREADGROUP reply (nil: BLOCK timed out, or
+ * [[stream, [[id, [k, v, …] | nil], …]], …]); a pending entry deleted from the stream comes back
+ * with nil fields and is passed with ev == NULL. `only` >= 0 visits that entry only (by
+ * position). Returns the number of entries. */
+typedef void (*event_fn)(struct tp_pgw *w, int stream, const char *id,
+                         const struct tp_pgw_event *ev, void *ud);
+
+static size_t each_event(struct tp_pgw *w, const struct tp_store_reply *r, long only, event_fn fn,
+                         void *ud)
+{
+    size_t total = 0;
+    for (size_t s = 0; s < tp_reply_len(r); s++) {
+        const struct tp_store_reply *sr = tp_reply_at(r, s);
+        const char *name = tp_reply_str(tp_reply_at(sr, 0), NULL);
+        int si = name ? stream_index(w, name) : -1;
+        if (si < 0)
+            continue;
+        const struct tp_store_reply *entries = tp_reply_at(sr, 1);
+        for (size_t i = 0; i < tp_reply_len(entries); i++) {
+            const struct tp_store_reply *e = tp_reply_at(entries, i);
+            const char *id = tp_reply_str(tp_reply_at(e, 0), NULL);
+            const struct tp_store_reply *kv = tp_reply_at(e, 1);
+            if (id == NULL)
+                continue;
+            if (only >= 0 && (size_t)only != total) {
+                total++;
+                continue;
+            }
+            total++;
+            if (kv == NULL || tp_reply_type(kv) != TP_REPLY_ARRAY) {
+                fn(w, si, id, NULL, ud);
+                continue;
+            }
+            const char *keys[MAX_FIELDS], *vals[MAX_FIELDS];
+            size_t nf = TP_MIN(tp_reply_len(kv) / 2, (size_t)MAX_FIELDS);
+            for (size_t f = 0; f < nf; f++) {
+                keys[f] = tp_reply_str(tp_reply_at(kv, 2 * f), NULL);
+                vals[f] = tp_reply_str(tp_reply_at(kv, 2 * f + 1), NULL);
+            }
+            struct tp_pgw_event ev = {id, si - 1, nf, keys, vals};
+            fn(w, si, id, &ev, ud);
+        }
+    }
+    return total;
+}
+
+/* Collects the id for XACK and maps the event into the batch `ud`. */
+static void add_to_batch(struct tp_pgw *w, int stream, const char *id,
+                         const struct tp_pgw_event *ev, void *ud)
+{
+    w->ack_ids[stream][w->ack_n[stream]++] = tp_xstrdup(id);
+    if (ev != NULL && tp_pgw_batch_add(ud, ev) != 0)
+        tp_log_error(MOD, "skipping a malformed or unknown outbox event\tstream=%s id=%s",
+                     w->streams[stream], id);
+}
+
+/* Maps one event into the batch `ud` (no ack bookkeeping). */
+static void map_only(struct tp_pgw *w, int stream, const char *id, const struct tp_pgw_event *ev,
+                     void *ud)
+{
+    (void)w, (void)stream, (void)id;
+    if (ev != NULL)
+        tp_pgw_batch_add(ud, ev);
+}
+
+/* Logs an event's fields (for a quarantined entry, so an operator can replay it by hand). */
+static void log_event(struct tp_pgw *w, int stream, const char *id, const struct tp_pgw_event *ev,
+                      void *ud)
+{
+    struct tp_buf line;
+    tp_buf_init(&line);
+    for (size_t i = 0; ev != NULL && i < ev->nfields; i++)
+        tp_buf_printf(&line, "%s%s=%s", i ? " " : "", ev->keys[i] ? ev->keys[i] : "?",
+                      ev->vals[i] ? ev->vals[i] : "?");
+    tp_buf_append(&line, "", 1);
+    tp_log_error(MOD,
+                 "Postgres refused an outbox event; acknowledged without a row (audit will "
+                 "show it)\tstream=%s id=%s error=\"%s\" event=\"%s\"",
+                 w->streams[stream], id, (const char *)ud, tp_buf_ptr(&line));
+    tp_buf_deinit(&line);
+}
+
+/*
+ * A batch Postgres refused while the connection is fine (a CHECK or type error: one bad event,
+ * not an outage) is written again one event per transaction, so one poisoned entry cannot stop
+ * the outbox forever; each event Postgres still refuses is logged with all its fields and
+ * acknowledged. Returns 0, or the error of a connection lost meanwhile (then nothing is acked).
+ */
+static int write_one_by_one(struct tp_pgw *w, const struct tp_store_reply *r, size_t total)
+{
+    for (size_t i = 0; i < total; i++) {
+        struct tp_pgw_batch one;
+        tp_pgw_batch_init(&one);
+        one.default_edges = w->edges;
+        one.default_rake_bps = w->rake_bps;
+        each_event(w, r, (long)i, map_only, &one);
+        char perr[256] = "";
+        int rc = write_batch(w->pg, &one, perr, sizeof(perr));
+        tp_pgw_batch_deinit(&one);
+        if (rc != 0 && !tp_pgw_pg_ok(w->pg))
+            return rc;
+        if (rc == TP_ETIMEDOUT || rc == TP_EAGAIN)
+            return rc;
+        if (rc != 0)
+            each_event(w, r, (long)i, log_event, perr);
+    }
+    return 0;
+}
+
 static void on_read(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_pgw *w = ud;
@@ -680,38 +781,7 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
     tp_pgw_batch_init(&b);
     b.default_edges = w->edges;
     b.default_rake_bps = w->rake_bps;
-    size_t total = 0;
-    /* Reply: nil (BLOCK timed out) or [[stream, [[id, [k, v, …] | nil], …]], …]. */
-    for (size_t s = 0; s < tp_reply_len(r); s++) {
-        const struct tp_store_reply *sr = tp_reply_at(r, s);
-        const char *name = tp_reply_str(tp_reply_at(sr, 0), NULL);
-        int si = name ? stream_index(w, name) : -1;
-        if (si < 0)
-            continue;
-        const struct tp_store_reply *entries = tp_reply_at(sr, 1);
-        for (size_t i = 0; i < tp_reply_len(entries); i++) {
-            const struct tp_store_reply *e = tp_reply_at(entries, i);
-            const char *id = tp_reply_str(tp_reply_at(e, 0), NULL);
-            const struct tp_store_reply *kv = tp_reply_at(e, 1);
-            if (id == NULL)
-                continue;
-            total++;
-            w->ack_ids[si][w->ack_n[si]++] = tp_xstrdup(id);
-            /* A pending entry deleted from the stream comes back with nil fields: just ack. */
-            if (kv == NULL || tp_reply_type(kv) != TP_REPLY_ARRAY)
-                continue;
-            const char *keys[MAX_FIELDS], *vals[MAX_FIELDS];
-            size_t nf = TP_MIN(tp_reply_len(kv) / 2, (size_t)MAX_FIELDS);
-            for (size_t f = 0; f < nf; f++) {
-                keys[f] = tp_reply_str(tp_reply_at(kv, 2 * f), NULL);
-                vals[f] = tp_reply_str(tp_reply_at(kv, 2 * f + 1), NULL);
-            }
-            struct tp_pgw_event ev = {id, bucket_of(w, name), nf, keys, vals};
-            if (tp_pgw_batch_add(&b, &ev) != 0)
-                tp_log_error(MOD, "skipping a malformed or unknown outbox event\tstream=%s id=%s",
-                             name, id);
-        }
-    }
+    size_t total = each_event(w, r, -1, add_to_batch, &b);
     if (total == 0) {
         tp_pgw_batch_deinit(&b);
         if (w->pending_mode && w->claim_again) {
@@ -730,6 +800,11 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
         w->pg = tp_pgw_pg_open(&w->cfg->postgres);
     if (w->pg != NULL) {
         rc = write_batch(w->pg, &b, perr, sizeof(perr));
+        if (rc != 0 && rc != TP_ETIMEDOUT && rc != TP_EAGAIN && tp_pgw_pg_ok(w->pg)) {
+            tp_log_warn(MOD, "Postgres refused a batch, retrying event by event\terror=\"%s\"",
+                        perr);
+            rc = write_one_by_one(w, r, total);
+        }
         if (rc != 0 && !tp_pgw_pg_ok(w->pg)) {
             tp_pgw_pg_close(w->pg);
             w->pg = NULL;
