@@ -532,7 +532,7 @@ static void on_xpending(int err, const struct tp_store_reply *r, void *ud)
         free(c);
         return;
     }
-    const char *argv[4 + TP_PGW_BATCH + 1];
+    const char *argv[6 + TP_PGW_BATCH]; /* XCLAIM key group consumer 0 ids… JUSTID */
     int argc = 0;
     if (!reply_is_error(err, r)) {
         argv[argc++] = "XCLAIM";
@@ -828,7 +828,7 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
 static void issue_read(struct tp_pgw *w)
 {
     int n = w->nstreams;
-    const char **argv = tp_xmalloc((8 + 2 * n) * sizeof(*argv));
+    const char **argv = tp_xmalloc((10 + 2 * (size_t)n) * sizeof(*argv)); /* 9 fixed words */
     char count[16], block[16];
     snprintf(count, sizeof(count), "%d", TP_PGW_BATCH);
     /* BLOCK well below the store's command deadline, so a quiet stream is not a timeout. */
