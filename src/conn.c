@@ -721,6 +721,19 @@ int tp_conn_ws_send_frame(struct tp_conn *c, struct tp_ws_frame *f)
     return ws_result(c, tp_ws_send_frame(c->ws, f));
 }
 
+void tp_conn_ws_ping(struct tp_conn *c)
+{
+    if (closed(c) || c->ws == NULL)
+        return;
+    tp_ws_ping(c->ws);
+    mark_dirty(c);
+}
+
+int64_t tp_conn_ws_last_seen_ms(const struct tp_conn *c)
+{
+    return c->ws != NULL ? tp_ws_last_seen_ms(c->ws) : 0;
+}
+
 void tp_conn_ws_close(struct tp_conn *c, uint16_t code, const char *reason)
 {
     if (closed(c) || c->ws == NULL)

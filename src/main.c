@@ -11,6 +11,7 @@
 #include "tickpool/leader.h"
 #include "tickpool/pg.h"
 #include "tickpool/pgw.h"
+#include "tickpool/session.h"
 #include "tickpool/verify.h"
 #include "tickpool/worker.h"
 
@@ -140,6 +141,7 @@ int main(int argc, char **argv)
         /* Every module plugs into each worker through an init hook (run after fork). */
         tp_api_install();                             /* accounts, sessions, bets, players */
         tp_worker_on_init(tp_game_worker_init, NULL); /* game leader + rounds/prices API */
+        tp_session_install();                         /* /ws protocol, fan-out, odds */
         tp_pgw_register();                            /* outbox → Postgres writer thread */
         tp_worker_on_init(start_pg_health, NULL);     /* readiness probe of Postgres */
         return tp_master_run(&config);

@@ -697,12 +697,10 @@ struct expired {
 };
 
 /* True when the socket must close for silence. Pings go out after IDLE_PING_MS of silence
- * (once per silent stretch); a peer still silent IDLE_PING_MS later is dead. Needs the
- * connection layer's keepalive accessors (TP_CONN_WS_KEEPALIVE in tickpool/conn.h); without
- * them idle sockets stay open until TCP notices. */
+ * (once per silent stretch); a peer still silent IDLE_PING_MS later is dead. A pong counts
+ * as hearing from the peer (tp_conn_ws_last_seen_ms). */
 static bool idle_check(struct tp_conn *c, struct sess *s)
 {
-#ifdef TP_CONN_WS_KEEPALIVE
     int64_t seen = tp_conn_ws_last_seen_ms(c);
     int64_t idle = tp_mono_ms() - seen;
     if (idle >= 2 * IDLE_PING_MS)
@@ -711,9 +709,6 @@ static bool idle_check(struct tp_conn *c, struct sess *s)
         s->pinged_for = seen;
         tp_conn_ws_ping(c);
     }
-#else
-    (void)c, (void)s;
-#endif
     return false;
 }
 

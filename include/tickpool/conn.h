@@ -42,6 +42,10 @@ int tp_conn_ws_send(struct tp_conn *c, const void *payload, size_t len);
 int tp_conn_ws_send_frame(struct tp_conn *c, struct tp_ws_frame *f);
 /** Starts the WebSocket close handshake; the connection closes once it is flushed. */
 void tp_conn_ws_close(struct tp_conn *c, uint16_t code, const char *reason);
+/** Queues a ping (keepalive of an idle socket). No-op when not a live WebSocket. */
+void tp_conn_ws_ping(struct tp_conn *c);
+/** When the peer last sent anything (tp_mono_ms clock); 0 when not a WebSocket. */
+int64_t tp_conn_ws_last_seen_ms(const struct tp_conn *c);
 
 /* --- Worker side --- */
 
