@@ -242,16 +242,24 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
     } else if (strcmp(type, "round_settled") == 0 || strcmp(type, "round_cancelled") == 0) {
         static const char *names[] = {"total",    "winning_stake", "rake",
                                       "breakage", "payouts",       "refunds"};
+        /* Known once the round got that far; absent (SQL NULL) for an early cancel. */
+        static const char *optional[] = {"lock_price", "close_price", "winning_band", "seed"};
         const char *id = field(ev, "round_id");
-        const char *kv[2 * 8] = {"id", id, "state", type + 6};
+        const char *kv[2 * 12] = {"id", id, "state", type + 6};
         bool ok = is_uint(id);
         for (int i = 0; i < 6; i++) {
             kv[4 + 2 * i] = names[i];
             kv[5 + 2 * i] = field(ev, names[i]);
             ok = ok && is_uint(kv[5 + 2 * i]);
         }
+        for (int i = 0; i < 4; i++) {
+            const char *v = field(ev, optional[i]);
+            kv[16 + 2 * i] = optional[i];
+            kv[17 + 2 * i] = v;
+            ok = ok && (v == NULL || (i < 3 ? is_uint(v) : is_ident(v)));
+        }
         if (ok) {
-            row(b, TP_PGW_ROUND_RESULTS, 8, kv);
+            row(b, TP_PGW_ROUND_RESULTS, 12, kv);
             /* The round's stakes not paid out go to the house: rake and breakage. */
             char entry[64], acct_round[40];
             snprintf(acct_round, sizeof(acct_round), "round:%s", id);
@@ -301,9 +309,12 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
     [TP_PGW_ROUND_RESULTS] =
         {"UPDATE rounds r SET state = x.state, total = x.total, winning_stake = x.winning_stake, "
          "rake = x.rake, breakage = x.breakage, payouts = x.payouts, refunds = x.refunds, "
+         "lock_price = x.lock_price, close_price = x.close_price, "
+         "winning_band = x.winning_band, seed = x.seed, "
          "settled_at = (extract(epoch FROM now()) * 1000)::bigint "
          "FROM json_to_recordset($1::json) AS x(id bigint, state text, total bigint, "
-         "winning_stake bigint, rake bigint, breakage bigint, payouts bigint, refunds bigint) "
+         "winning_stake bigint, rake bigint, breakage bigint, payouts bigint, refunds bigint, "
+         "lock_price bigint, close_price bigint, winning_band smallint, seed text) "
          "WHERE r.id = x.id AND r.state NOT IN ('settled', 'cancelled')",
          /* Bets of a settled round without a payout lost (a payout applied later wins). */
          "UPDATE bets b SET status = 'lost' FROM json_to_recordset($1::json) AS x(id bigint, "

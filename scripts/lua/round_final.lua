@@ -2,7 +2,8 @@
 --[[
 round_final.lua: settling -> settled or cancelling -> cancelled with the receipt, fenced; run
 after settle_finish in every bucket. Reveals the seed when its segment is past (Redis TIME >=
-locks_at + betting_ms; otherwise the next round's lock reveals it), XADDs the receipt.
+locks_at + betting_ms; otherwise the next round's lock reveals it), XADDs the receipt with the
+lock and close prices, winning band and (when revealed) seed for the system of record.
 
 KEYS[1] tp:{g}:lease  KEYS[2] tp:{g}:round:<id>  KEYS[3] tp:{g}:seed:<id>  KEYS[4] tp:{g}:outbox
 ARGV[1] holder  ARGV[2] epoch  ARGV[3] id  ARGV[4] Σ T_b  ARGV[5] Σ paid_b (payouts or refunds)
@@ -15,7 +16,7 @@ Returns {'ok', 1, state}, {'ok', 0, state} (already final), {'err', 'stale_epoch
 if #KEYS ~= 4 or #ARGV ~= 5 then return redis.error_reply('ERR tp_round_final: want 4 KEYS, 5 ARGV') end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] .. '|' .. ARGV[2] then return {'err', 'stale_epoch'} end
 local r = redis.call('HMGET', KEYS[2], 'state', 'total', 'winning_stake', 'rake', 'refund_all',
-                     'locks_at', 'betting_ms')
+                     'locks_at', 'betting_ms', 'lock_price', 'close_price', 'winning_band')
 if not r[1] then return {'err', 'not_found'} end
 if r[1] == 'settled' or r[1] == 'cancelled' then return {'ok', 0, r[1]} end
 if r[1] ~= 'settling' and r[1] ~= 'cancelling' then return {'err', 'bad_state'} end
@@ -39,11 +40,21 @@ redis.call('HSET', KEYS[2], 'state', final, 'r_total', s(total), 'r_winning_stak
            'r_refunds', s(refunds))
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ev = {'type', 'round_' .. final, 'round_id', ARGV[3], 'total', s(total),
+            'winning_stake', s(w), 'rake', s(rake), 'breakage', s(breakage),
+            'payouts', s(payouts), 'refunds', s(refunds)}
 if now >= tonumber(r[6]) + tonumber(r[7]) then
     local seed = redis.call('GET', KEYS[3])
-    if seed then redis.call('HSET', KEYS[2], 'seed', seed) end
+    if seed then
+        redis.call('HSET', KEYS[2], 'seed', seed)
+        ev[#ev + 1], ev[#ev + 2] = 'seed', seed
+    end
 end
-redis.call('XADD', KEYS[4], '*', 'type', 'round_' .. final, 'round_id', ARGV[3],
-           'total', s(total), 'winning_stake', s(w), 'rake', s(rake), 'breakage', s(breakage),
-           'payouts', s(payouts), 'refunds', s(refunds))
+-- Optional fields (absent for a round cancelled before its lock or close).
+if r[8] then ev[#ev + 1], ev[#ev + 2] = 'lock_price', r[8] end
+if r[9] and final == 'settled' then
+    ev[#ev + 1], ev[#ev + 2] = 'close_price', r[9]
+    if r[10] then ev[#ev + 1], ev[#ev + 2] = 'winning_band', r[10] end
+end
+redis.call('XADD', KEYS[4], '*', unpack(ev))
 return {'ok', 1, final}

@@ -26,5 +26,6 @@ redis.call('SET', KEYS[3], ARGV[7])
 redis.call('ZADD', KEYS[4], id, ARGV[3])
 redis.call('HSET', KEYS[5], 'open', ARGV[3])
 redis.call('XADD', KEYS[6], '*', 'type', 'round_opened', 'round_id', ARGV[3],
-           'opens_at', ARGV[4], 'locks_at', ARGV[5], 'closes_at', ARGV[6], 'seed_hash', ARGV[8])
+           'opens_at', ARGV[4], 'locks_at', ARGV[5], 'closes_at', ARGV[6], 'seed_hash', ARGV[8],
+           'edges', ARGV[11], 'rake_bps', ARGV[10])
 return {'ok', 1}
