@@ -402,17 +402,16 @@ static void encode_request(struct conn *c, uint64_t seq)
         /* Exactly the KEYS/ARGV src/bet.c passes (scripts/lua/bet.lua header). */
         const struct user *u = &users[user_rr++ % (uint64_t)nusers];
         int nb = opt.buckets, b = (int)(u->id % nb);
-        char k[10][160], a[13][80];
+        char k[9][160], a[13][80];
         snprintf(k[0], sizeof(k[0]), "tp:{b%d}:bal", b);
         snprintf(k[1], sizeof(k[1]), "tp:{b%d}:idem:%" PRId64 ":%s", b, u->id, key);
         snprintf(k[2], sizeof(k[2]), "tp:{b%d}:round:%" PRId64 ":state", b, opt.round_id);
         snprintf(k[3], sizeof(k[3]), "tp:{b%d}:pool:%" PRId64, b, opt.round_id);
-        snprintf(k[4], sizeof(k[4]), "tp:{b%d}:ustake:%" PRId64, b, opt.round_id);
-        snprintf(k[5], sizeof(k[5]), "tp:{b%d}:bets:%" PRId64 ":%d", b, opt.round_id, band);
-        snprintf(k[6], sizeof(k[6]), "tp:{b%d}:outbox", b);
-        snprintf(k[7], sizeof(k[7]), "tp:{b%d}:seq", b);
-        snprintf(k[8], sizeof(k[8]), "tp:{b%d}:ubets:%" PRId64, b, u->id);
-        snprintf(k[9], sizeof(k[9]), "tp:{b%d}:net", b);
+        snprintf(k[4], sizeof(k[4]), "tp:{b%d}:bets:%" PRId64 ":%d", b, opt.round_id, band);
+        snprintf(k[5], sizeof(k[5]), "tp:{b%d}:outbox", b);
+        snprintf(k[6], sizeof(k[6]), "tp:{b%d}:seq", b);
+        snprintf(k[7], sizeof(k[7]), "tp:{b%d}:ubets:%" PRId64, b, u->id);
+        snprintf(k[8], sizeof(k[8]), "tp:{b%d}:net", b);
         char canon[96];
         int cl = snprintf(canon, sizeof(canon), "v1|%" PRId64 "|%d|%" PRId64, opt.round_id, band,
                           opt.stake);
@@ -431,11 +430,11 @@ static void encode_request(struct conn *c, uint64_t seq)
         snprintf(a[10], sizeof(a[10]), "%d", 86400);
         snprintf(a[11], sizeof(a[11]), "%d", b);
         snprintf(a[12], sizeof(a[12]), "%d", nb);
-        tp_buf_puts(&c->out, "*26\r\n");
+        tp_buf_puts(&c->out, "*25\r\n");
         put_bulk(&c->out, "EVALSHA", 7);
         put_bulk(&c->out, redis_sha, 40);
-        put_bulk(&c->out, "10", 2);
-        for (int i = 0; i < 10; i++)
+        put_bulk(&c->out, "9", 1);
+        for (int i = 0; i < 9; i++)
             put_bulk(&c->out, k[i], strlen(k[i]));
         for (int i = 0; i < 13; i++)
             put_bulk(&c->out, a[i], strlen(a[i]));

@@ -339,23 +339,23 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     char hash[TP_BET_HASH_LEN];
     tp_bet_request_hash(req, hash);
 
-    char k[10][TP_BET_KEY_MAX + 96], a[13][40];
+    /* The 9 KEYS and 13 ARGV of scripts/lua/bet.lua (its header is the reference). */
+    char k[9][TP_BET_KEY_MAX + 96], a[13][40];
     int i = 0;
 #define KEY(...) snprintf(k[i++], sizeof(k[0]), __VA_ARGS__)
     KEY("tp:{b%d}:bal", bucket);
     KEY("tp:{b%d}:idem:%lld:%.*s", bucket, (long long)user_id, (int)len, key);
     KEY("tp:{b%d}:round:%lld:state", bucket, (long long)req->round_id);
     KEY("tp:{b%d}:pool:%lld", bucket, (long long)req->round_id);
-    KEY("tp:{b%d}:ustake:%lld", bucket, (long long)req->round_id);
     KEY("tp:{b%d}:bets:%lld:%d", bucket, (long long)req->round_id, req->band);
     KEY("tp:{b%d}:outbox", bucket);
     KEY("tp:{b%d}:seq", bucket);
     KEY("tp:{b%d}:ubets:%lld", bucket, (long long)user_id);
     KEY("tp:{b%d}:net", bucket);
 #undef KEY
-    const char *argv[23];
-    size_t argvlen[23];
-    for (int j = 0; j < 10; j++) {
+    const char *argv[22];
+    size_t argvlen[22];
+    for (int j = 0; j < 9; j++) {
         argv[j] = k[j];
         argvlen[j] = strlen(k[j]);
     }
@@ -371,13 +371,13 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     snprintf(a[11], sizeof(a[11]), "%d", bucket);
     snprintf(a[12], sizeof(a[12]), "%d", nb);
     for (int j = 0; j < 13; j++) {
-        argv[10 + j] = a[j];
-        argvlen[10 + j] = strlen(a[j]);
+        argv[9 + j] = a[j];
+        argvlen[9 + j] = strlen(a[j]);
     }
-    argv[14] = key;
-    argvlen[14] = len;
-    argv[15] = hash;
-    argvlen[15] = 64;
+    argv[9 + 4] = key;
+    argvlen[9 + 4] = len;
+    argv[9 + 5] = hash;
+    argvlen[9 + 5] = 64;
 
     struct pending_bet *p = tp_xmalloc(sizeof(*p));
     p->cb = cb;
@@ -386,7 +386,7 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     p->klen = len;
     memcpy(p->key, key, len);
     rc = store == NULL ? TP_EUNAVAIL
-                       : tp_store_script(store, "bet", 10, 23, argv, argvlen, on_script, p);
+                       : tp_store_script(store, "bet", 9, 22, argv, argvlen, on_script, p);
     if (rc != 0) {
         free(p);
         tp_limiter_release(limiter, user_id, key, len);

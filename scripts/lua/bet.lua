@@ -7,13 +7,12 @@ All KEYS live in the player's bucket N (hash tag {bN}, see scripts/lua/README.md
   KEYS[2] tp:{bN}:idem:<user_id>:<key>      STRING idempotency record
   KEYS[3] tp:{bN}:round:<round_id>:state    HASH state, locks_at (written by the round scripts)
   KEYS[4] tp:{bN}:pool:<round_id>           HASH band -> stake sum, "total"
-  KEYS[5] tp:{bN}:ustake:<round_id>         HASH "<user_id>:<band>" -> stake sum
-  KEYS[6] tp:{bN}:bets:<round_id>:<band>    HASH bet_id -> "<user_id>:<stake>"
-  KEYS[7] tp:{bN}:outbox                    STREAM money events
-  KEYS[8] tp:{bN}:seq                       STRING bet counter of the bucket
-  KEYS[9] tp:{bN}:ubets:<user_id>           LIST "bet_id:round_id:band:stake", newest first,
+  KEYS[5] tp:{bN}:bets:<round_id>:<band>    HASH bet_id -> "<user_id>:<stake>"
+  KEYS[6] tp:{bN}:outbox                    STREAM money events
+  KEYS[7] tp:{bN}:seq                       STRING bet counter of the bucket
+  KEYS[8] tp:{bN}:ubets:<user_id>           LIST "bet_id:round_id:band:stake", newest first,
                                             trimmed to 1000 (GET /api/v1/me/bets)
-  KEYS[10] tp:{bN}:net                      ZSET user_id -> net winnings (-stake here,
+  KEYS[9] tp:{bN}:net                       ZSET user_id -> net winnings (-stake here,
                                             +payout/refund at settlement; leaderboard)
 ARGV (decimal integers without sign or leading zeros unless noted):
   [1] user_id  [2] round_id  [3] band  [4] stake
@@ -33,51 +32,53 @@ Returns a flat array:
 
 Every check runs before the first write: Redis does not roll a script back, so a rejected bet
 must leave no trace (only successful bets store an idempotency record; see README).
+
+Cost (bench/README.md "Bet path profile"): Redis runs this script for every bet, single-threaded,
+so it is written for instruction count: each redis.call costs far more than the command itself
+(argument and reply conversion, AOF propagation of writes), hence no write nobody reads and LTRIM
+only when the list is over its bound; each check is one pattern match or comparison, and strings
+are built with one `..` chain (one concatenation) rather than table.concat.
 ]]
+
+local KEYS, ARGV = KEYS, ARGV
+local call = redis.call
+local format = string.format
 
 local function uint(s)
     -- A canonical non-negative decimal integer below 10^15 (exact in a Lua double), else nil.
-    if type(s) ~= 'string' or #s == 0 or #s > 15 or not s:match('^%d+$') then
-        return nil
-    end
-    if #s > 1 and s:sub(1, 1) == '0' then
-        return nil
-    end
-    return tonumber(s)
+    -- One anchored pattern: "0", or a non-zero digit then digits (no sign, no leading zeros).
+    if #s > 15 then return nil end
+    if s:find('^[1-9]%d*$') then return tonumber(s) end
+    if s == '0' then return 0 end
+    return nil
 end
 
 local function bug(what)
     return redis.error_reply('ERR tp_bet: ' .. what)
 end
 
-local function str(n)
-    -- tostring() would print large integers as 1.2e+14; %.0f is exact for integral doubles.
-    return string.format('%.0f', n)
+-- Counted first: every ARGV element is then a string (Redis passes nothing else).
+if #KEYS ~= 9 or #ARGV ~= 13 then
+    return bug('want 9 KEYS and 13 ARGV')
 end
 
 local user_s, round_s, band_s, stake_s = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local idem_key, req_hash = ARGV[5], ARGV[6]
+local idem_key, req_hash, now_s, bucket_s = ARGV[5], ARGV[6], ARGV[7], ARGV[12]
 
 local user = uint(user_s)
-local now = uint(ARGV[7])
-local nbands = uint(ARGV[8])
-local min_stake, max_stake = uint(ARGV[9]), uint(ARGV[10])
-local ttl = uint(ARGV[11])
-local bucket, nbuckets = uint(ARGV[12]), uint(ARGV[13])
-
-if #KEYS ~= 10 or #ARGV ~= 13 then
-    return bug('want 10 KEYS and 13 ARGV')
-end
 if not user or user == 0 then return bug('bad user_id') end
-if type(req_hash) ~= 'string' or #req_hash ~= 64 or req_hash:match('[^0-9a-f]') then
-    return bug('bad request hash')
-end
+if #req_hash ~= 64 or req_hash:find('[^0-9a-f]') then return bug('bad request hash') end
+local now = uint(now_s)
 if not now then return bug('bad now_ms') end
+local nbands = uint(ARGV[8])
 if not nbands or nbands < 1 then return bug('bad band count') end
+local min_stake, max_stake = uint(ARGV[9]), uint(ARGV[10])
 if not min_stake or not max_stake or min_stake < 1 or min_stake > max_stake then
     return bug('bad stake bounds')
 end
+local ttl = uint(ARGV[11])
 if not ttl or ttl < 1 then return bug('bad idempotency ttl') end
+local bucket, nbuckets = uint(bucket_s), uint(ARGV[13])
 if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
     return bug('bad bucket')
 end
@@ -85,22 +86,21 @@ if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
 
 -- The client-supplied parts of key names: a key outside the layout would be a different slot
 -- or a different round, so refuse rather than touch it.
-if type(idem_key) ~= 'string' or #idem_key < 1 or #idem_key > 128 or not uint(round_s) then
+if #idem_key < 1 or #idem_key > 128 or not uint(round_s) then
     return {'err', 'invalid_request'}
 end
 
-local p = 'tp:{b' .. ARGV[12] .. '}:'
+local p = 'tp:{b' .. bucket_s .. '}:'
 if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'idem:' .. user_s .. ':' .. idem_key
     or KEYS[3] ~= p .. 'round:' .. round_s .. ':state' or KEYS[4] ~= p .. 'pool:' .. round_s
-    or KEYS[5] ~= p .. 'ustake:' .. round_s
-    or KEYS[6] ~= p .. 'bets:' .. round_s .. ':' .. band_s
-    or KEYS[7] ~= p .. 'outbox' or KEYS[8] ~= p .. 'seq'
-    or KEYS[9] ~= p .. 'ubets:' .. user_s or KEYS[10] ~= p .. 'net' then
+    or KEYS[5] ~= p .. 'bets:' .. round_s .. ':' .. band_s
+    or KEYS[6] ~= p .. 'outbox' or KEYS[7] ~= p .. 'seq'
+    or KEYS[8] ~= p .. 'ubets:' .. user_s or KEYS[9] ~= p .. 'net' then
     return bug('KEYS do not match the key layout for this bucket/user/round/band')
 end
 
 -- (1) Idempotency: a stored success is replayed exactly, whatever the round state is now.
-local rec = redis.call('GET', KEYS[2])
+local rec = call('GET', KEYS[2])
 if rec then
     local h, b_id, r_id, bnd, stk, bal =
         rec:match('^1|(%x+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)$')
@@ -110,9 +110,9 @@ if rec then
 end
 
 -- (2) The round must be OPEN in this bucket's copy of its state, and not past its lock time.
-local st = redis.call('HMGET', KEYS[3], 'state', 'locks_at')
+local st = call('HMGET', KEYS[3], 'state', 'locks_at')
 if not st[1] then return {'err', 'round_not_found'} end
-local locks_at = uint(st[2])
+local locks_at = st[2] and uint(st[2])
 if st[1] ~= 'open' or not locks_at or now >= locks_at then
     return {'err', 'round_not_open'}
 end
@@ -124,23 +124,26 @@ local stake = uint(stake_s)
 if not stake or stake < min_stake or stake > max_stake then return {'err', 'invalid_stake'} end
 
 -- (4) Funds. A player without a balance field has nothing to bet.
-local bal = tonumber(redis.call('HGET', KEYS[1], user_s) or '0')
+local bal = tonumber(call('HGET', KEYS[1], user_s) or '0')
 if bal < stake then return {'err', 'insufficient_funds'} end
 
 -- Writes: nothing below can fail for a well-formed key space (WRONGTYPE would be a layout bug).
-local new_bal = redis.call('HINCRBY', KEYS[1], user_s, '-' .. stake_s)
-local seq = redis.call('INCR', KEYS[8])
-local bet_id = str(seq * nbuckets + bucket)
-redis.call('HINCRBY', KEYS[4], band_s, stake_s)
-redis.call('HINCRBY', KEYS[4], 'total', stake_s)
-redis.call('HINCRBY', KEYS[5], user_s .. ':' .. band_s, stake_s)
-redis.call('HSET', KEYS[6], bet_id, user_s .. ':' .. stake_s)
-redis.call('XADD', KEYS[7], '*', 'type', 'bet', 'bet_id', bet_id, 'user_id', user_s,
-           'round_id', round_s, 'band', band_s, 'stake', stake_s, 'balance', str(new_bal),
-           'ts', ARGV[7])
-redis.call('LPUSH', KEYS[9], table.concat({bet_id, round_s, band_s, stake_s}, ':'))
-redis.call('LTRIM', KEYS[9], 0, 999)
-redis.call('ZINCRBY', KEYS[10], '-' .. stake_s, user_s)
-redis.call('SET', KEYS[2], table.concat({'1', req_hash, bet_id, round_s, band_s, stake_s,
-                                         str(new_bal)}, '|'), 'EX', ARGV[11])
+-- Numbers are formatted here (%.0f: exact for integral doubles; tostring would print 1.2e+14)
+-- and every argument is passed as a string, so Redis does not format them again.
+local neg = '-' .. stake_s
+local new_bal = call('HINCRBY', KEYS[1], user_s, neg)
+local bal_s = format('%.0f', new_bal)
+local bet_id = format('%.0f', call('INCR', KEYS[7]) * nbuckets + bucket)
+call('HINCRBY', KEYS[4], band_s, stake_s)
+call('HINCRBY', KEYS[4], 'total', stake_s)
+call('HSET', KEYS[5], bet_id, user_s .. ':' .. stake_s)
+call('XADD', KEYS[6], '*', 'type', 'bet', 'bet_id', bet_id, 'user_id', user_s,
+     'round_id', round_s, 'band', band_s, 'stake', stake_s, 'balance', bal_s, 'ts', now_s)
+-- The list holds at most 1000 entries after every bet; LTRIM only when this push went over.
+if call('LPUSH', KEYS[8], bet_id .. ':' .. round_s .. ':' .. band_s .. ':' .. stake_s) > 1000 then
+    call('LTRIM', KEYS[8], '0', '999')
+end
+call('ZINCRBY', KEYS[9], neg, user_s)
+call('SET', KEYS[2], '1|' .. req_hash .. '|' .. bet_id .. '|' .. round_s .. '|' .. band_s .. '|'
+     .. stake_s .. '|' .. bal_s, 'EX', ARGV[11])
 return {'ok', tonumber(bet_id), tonumber(round_s), band, stake, new_bal, 0}

@@ -57,8 +57,7 @@ class Money:
     def bet_keys(self, user, rid, band, key):
         p = self.p(user)
         return [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
-                p + f"ustake:{rid}", p + f"bets:{rid}:{band}", p + "outbox", p + "seq",
-                p + f"ubets:{user}", p + "net"]
+                p + f"bets:{rid}:{band}", p + "outbox", p + "seq", p + f"ubets:{user}", p + "net"]
 
     def bet(self, user, rid, band, stake, key, now=5000, req_hash=None, client=None,
             nbands=NBANDS, keys=None):
@@ -145,7 +144,7 @@ def test_bet_happy_path():
         p = "tp:{b1}:"
         assert m.balance(user) == 7500
         assert m.c.hgetall(p + "pool:42") == {"3": "2500", "total": "2500"}
-        assert m.c.hgetall(p + "ustake:42") == {"9:3": "2500"}
+        assert not m.c.exists(p + "ustake:42")  # no per-player stake hash: nothing read it
         assert m.c.hgetall(p + "bets:42:3") == {"5": "9:2500"}
         assert m.c.get(p + "seq") == "1"
         ev = [f for _, f in m.c.xrange(p + "outbox") if f["type"] == "bet"]
@@ -274,13 +273,13 @@ def test_bet_caller_bugs_raise_errors():
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", now="-1"), "now_ms")
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", nbands=0), "band count")
         keys = m.bet_keys(3, 1, 0, "k")
-        keys[5] = "tp:{b1}:bets:1:1"  # band in the key name differs from ARGV
+        keys[4] = "tp:{b1}:bets:1:1"  # band in the key name differs from ARGV
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
         keys = [k.replace("{b1}", "{b0}") for k in m.bet_keys(3, 1, 0, "k")]
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 10, *keys, 3, 1, 0, 100, "k",
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 9, *keys, 3, 1, 0, 100, "k",
                                                canon_hash(1, 0, 100), 5000, NBANDS, MIN_STAKE,
                                                MAX_STAKE, IDEM_TTL, 0, 2), "not in this bucket")
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 2, *keys[:2], 3), "want 10 KEYS")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 2, *keys[:2], 3), "want 9 KEYS")
         assert m.snapshot() == before
 
 
@@ -357,7 +356,6 @@ def test_bet_concurrent_never_overdraws():
         pool = {k: int(v) for k, v in m.c.hgetall(p + "pool:5").items()}
         assert pool.pop("total") == stakes
         assert sum(pool.values()) == stakes
-        assert sum(int(v) for v in m.c.hgetall(p + "ustake:5").values()) == stakes
         nbets = sum(m.c.hlen(p + f"bets:5:{b}") for b in range(NBANDS))
         assert nbets == len(accepted)
         ids = sorted(x[1] for x in accepted.values())
@@ -392,9 +390,9 @@ def test_bet_list_is_trimmed():
         m = Money(r)
         m.grant(4, 10**9)
         m.open_round(1)
-        for i in range(1005):
-            m.bet(4, 1, 0, 100, f"k{i}")
-        assert m.c.llen("tp:{b0}:ubets:4") == 1000
+        ids = [m.bet(4, 1, 0, 100, f"k{i}")[1] for i in range(1005)]
+        # LTRIM runs only when a push goes over 1000: the newest 1000 stay, newest first.
+        assert m.c.lrange("tp:{b0}:ubets:4", 0, -1) == [f"{i}:1:0:100" for i in ids[::-1][:1000]]
 
 
 # --- signup.lua ---
