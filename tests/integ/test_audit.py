@@ -59,6 +59,14 @@ def test_audit_passes_then_shows_tampering():
             ids = ",".join(sorted(rounds))
             states = pg.psql(f"SELECT DISTINCT state FROM rounds WHERE id IN ({ids})")
             assert {x[0] for x in states} <= {"settled", "cancelled"}, states
+            # Settled rounds carry their prices, winning band and revealed seed in Postgres too.
+            rows = pg.psql(f"SELECT id, lock_price, close_price, winning_band, seed FROM rounds "
+                           f"WHERE id IN ({ids}) AND state = 'settled'")
+            for rid, lock, close, band, seed in rows:
+                h = c.hgetall("tp:{g}:round:" + rid)
+                assert (lock, close, band) == (h["lock_price"], h["close_price"],
+                                               h["winning_band"]), (rid, lock, close, band, h)
+                assert seed == h.get("seed", ""), (rid, seed, h.get("seed"))
             assert pg.psql(f"SELECT count(*) FROM bets WHERE round_id IN ({ids}) "
                            "AND status = 'pending'") == [["0"]]
             assert pg.psql("SELECT (SELECT coalesce(sum(payout), 0) FROM bets) = "
