@@ -74,6 +74,13 @@ static struct {
     const char *json_file;
     const char *label;
     bool quiet;
+    int ncpu_watch;
+    struct cpu_watch {
+        char name[32];
+        int npids;
+        int pids[64];
+        uint64_t t0, t1; /* Σ utime+stime (clock ticks) at measure start / end */
+    } cpu_watch[8];
 } opt = {
     .host = "127.0.0.1",
     .port = 8080,
@@ -109,8 +116,10 @@ static void usage(FILE *f)
                "  ws-bet      {t:bet} messages over /ws?token=..., answers matched by req\n"
                "  redis-bet   EVALSHA bet.lua sent straight to Redis (the ceiling for the same\n"
                "              script; pipelined, needs the users' ids and an open round)\n"
-               "  viewers     N anonymous /ws sockets; counts tick/odds/round messages and the\n"
+               "  viewers     N anonymous /ws sockets; counts tick/odds/round messages, the\n"
                "              tick delivery lag = local receive time - tick ts (same host clock)\n"
+               "              and the fan-out spread = receive time - first receipt of the same\n"
+               "              message on any socket (ticks and odds)\n"
                "  users       only create --users K accounts and write them to --tokens FILE\n"
                "\n"
                "Target:\n"
@@ -143,6 +152,9 @@ static void usage(FILE *f)
                "Output:\n"
                "      --json FILE         also append the JSON line to FILE\n"
                "      --label TEXT        label copied into the JSON line\n"
+               "      --cpu-pid NAME=PID[,PID...]  report the CPU (utime+stime from /proc) these\n"
+               "                          processes used during the measured window only, as\n"
+               "                          cpu_window_us.NAME (repeatable, at most 8)\n"
                "  -q, --quiet             no per-second progress\n"
                "  -h, --help              this text\n");
 }
@@ -234,7 +246,9 @@ static struct {
     struct errs errs;            /* "status code" → count, measured window only */
     uint64_t ok, sent, answered; /* measured window */
     uint64_t total_ok, total_err, overflow, conn_fail, conn_closed;
-    uint64_t msgs[5]; /* viewers: tick, odds, round, hello/snapshot, other */
+    uint64_t msgs[5];                     /* viewers: tick, odds, round, hello/snapshot, other */
+    struct hist spread_tick, spread_odds; /* viewers: receive time - first receipt, µs */
+    uint64_t lag_min;                     /* viewers: smallest tick lag, µs */
     uint64_t sec_ok, sec_err, sec_msgs;
     struct rusage ru0, ru1;
     uint64_t t_measure0, t_measure1;
@@ -287,7 +301,8 @@ static uint64_t t0, t_meas, t_end; /* mono ns: load start, measuring start, sche
 static uint64_t next_k;            /* next request of the global schedule */
 static uint64_t user_rr;
 static bool stopping;
-static ev_timer sched_timer, tick_timer, connect_timer;
+static int window_phase; /* 0 before the measured window, 1 in it, 2 after */
+static ev_timer sched_timer, tick_timer, connect_timer, window_timer;
 static int connected, opened;
 static char redis_sha[41];
 static uint64_t rng_state = 88172645463325252ull;
@@ -700,9 +715,105 @@ static bool read_resp(struct conn *c)
     }
 }
 
+/* Viewers: every broadcast reaches all sockets of a server worker as the same bytes, so each
+ * distinct payload is decoded once and remembered with the time its first copy arrived (on any
+ * socket). Later copies cost a hash and a memcmp, and their arrival minus the first one's is
+ * the fan-out spread: how much later this socket got the message than the first socket did,
+ * which needs no server timestamp (odds carry none). */
+#define SEEN_N 64
+#define SEEN_MAX_LEN 512
+
+struct seen {
+    uint64_t hash, first_ns;
+    size_t len;
+    int kind;   /* 0 tick, 1 odds, 2 round, 3 hello/snapshot, 4 other */
+    int64_t ts; /* tick ts (ms), -1 when none */
+    char bytes[SEEN_MAX_LEN];
+};
+
+static struct seen seen[SEEN_N];
+static unsigned seen_next;
+
+static uint64_t fnv1a(const char *p, size_t n)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+    return h;
+}
+
+static int kind_of(const char *t)
+{
+    return strcmp(t, "tick") == 0                                    ? 0
+           : strcmp(t, "odds") == 0                                  ? 1
+           : strcmp(t, "round") == 0                                 ? 2
+           : (strcmp(t, "hello") == 0 || strcmp(t, "snapshot") == 0) ? 3
+                                                                     : 4;
+}
+
+/* Decodes a viewer message (or finds it among the recent ones); NULL when not MessagePack. */
+static const struct seen *viewer_decode(const char *p, size_t n, uint64_t now, struct seen *tmp)
+{
+    uint64_t h = fnv1a(p, n);
+    bool cacheable = n <= SEEN_MAX_LEN;
+    if (cacheable) {
+        for (unsigned i = 0; i < SEEN_N; i++) {
+            const struct seen *e = &seen[(seen_next - 1 - i) & (SEEN_N - 1)];
+            if (e->hash == h && e->len == n && memcmp(e->bytes, p, n) == 0)
+                return e;
+        }
+    }
+    struct tp_doc *doc = tp_doc_parse(TP_FMT_MSGPACK, p, n, NULL, 0);
+    if (doc == NULL)
+        return NULL;
+    struct seen *e = cacheable ? &seen[seen_next++ & (SEEN_N - 1)] : tmp;
+    const char *t = NULL;
+    if (tp_val_get_str(tp_doc_root(doc), "t", &t, NULL) != 0)
+        t = "";
+    e->hash = h;
+    e->len = n;
+    e->first_ns = now;
+    e->kind = kind_of(t);
+    if (e->kind != 0 || tp_val_get_int(tp_doc_root(doc), "ts", &e->ts) != 0)
+        e->ts = -1;
+    if (cacheable)
+        memcpy(e->bytes, p, n);
+    tp_doc_free(doc);
+    return e;
+}
+
+static void on_viewer_message(const char *p, size_t n)
+{
+    uint64_t now = mono_ns();
+    struct seen tmp;
+    const struct seen *e = viewer_decode(p, n, now, &tmp);
+    if (e == NULL) {
+        err_count("bad_msgpack");
+        return;
+    }
+    res.sec_msgs++;
+    if (now < t_meas || now >= t_end)
+        return;
+    res.msgs[e->kind]++;
+    if (e->kind == 0 && e->ts >= 0) {
+        int64_t lag = (int64_t)wall_us() - e->ts * 1000;
+        uint64_t l = lag > 0 ? (uint64_t)lag : 0;
+        h_record(&res.lat, l);
+        if (res.lag_min == 0 || l < res.lag_min)
+            res.lag_min = l;
+    }
+    if (e->kind <= 1)
+        h_record(e->kind == 0 ? &res.spread_tick : &res.spread_odds, (now - e->first_ns) / 1000);
+}
+
 /* One complete WebSocket message (binary MessagePack) from the server. */
 static void on_ws_message(struct conn *c, const char *p, size_t n)
 {
+    if (opt.mode == M_VIEWERS) {
+        (void)c;
+        on_viewer_message(p, n);
+        return;
+    }
     struct tp_doc *doc = tp_doc_parse(TP_FMT_MSGPACK, p, n, NULL, 0);
     if (doc == NULL) {
         err_count("bad_msgpack");
@@ -712,24 +823,7 @@ static void on_ws_message(struct conn *c, const char *p, size_t n)
     const char *t = NULL;
     if (tp_val_get_str(root, "t", &t, NULL) != 0)
         t = "";
-    uint64_t now = mono_ns();
-    bool in_window = now >= t_meas && now < t_end;
-    if (opt.mode == M_VIEWERS) {
-        int kind = strcmp(t, "tick") == 0                                    ? 0
-                   : strcmp(t, "odds") == 0                                  ? 1
-                   : strcmp(t, "round") == 0                                 ? 2
-                   : (strcmp(t, "hello") == 0 || strcmp(t, "snapshot") == 0) ? 3
-                                                                             : 4;
-        res.sec_msgs++;
-        if (in_window) {
-            res.msgs[kind]++;
-            int64_t ts;
-            if (kind == 0 && tp_val_get_int(root, "ts", &ts) == 0) {
-                int64_t lag = (int64_t)wall_us() - ts * 1000;
-                h_record(&res.lat, lag > 0 ? (uint64_t)lag : 0);
-            }
-        }
-    } else if (opt.mode == M_WS_BET) {
+    if (opt.mode == M_WS_BET) {
         int64_t req;
         bool ok = strcmp(t, "bet_ok") == 0;
         if ((ok || strcmp(t, "bet_err") == 0) && tp_val_get_int(root, "req", &req) == 0 &&
@@ -986,10 +1080,16 @@ static double sec(uint64_t ns)
     return (double)ns / 1e9;
 }
 
+static void window_sample(void);
+
 static void finish(void)
 {
-    getrusage(RUSAGE_SELF, &res.ru1);
-    res.t_measure1 = mono_ns();
+    while (window_phase < 2)
+        window_sample();
+    if (res.t_measure1 == 0) {
+        getrusage(RUSAGE_SELF, &res.ru1);
+        res.t_measure1 = mono_ns();
+    }
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -1089,6 +1189,94 @@ static void on_connect_timer(struct ev_loop *l, ev_timer *w, int revents)
     }
 }
 
+/* --- CPU of other processes over the measured window (--cpu-pid) --- */
+
+/* Σ utime+stime (clock ticks) of the watch's processes; a vanished pid counts 0. */
+static uint64_t watch_ticks(const struct cpu_watch *cw)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < cw->npids; i++) {
+        char path[64], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%d/stat", cw->pids[i]);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = 0;
+        const char *q = strrchr(buf, ')');
+        unsigned long long ut, st;
+        /* After "(comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+         * cmajflt utime stime. */
+        if (q != NULL &&
+            sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+            sum += ut + st;
+    }
+    return sum;
+}
+
+static bool parse_cpu_watch(const char *arg)
+{
+    if (opt.ncpu_watch >= (int)TP_ARRAY_LEN(opt.cpu_watch))
+        return false;
+    const char *eq = strchr(arg, '=');
+    if (eq == NULL || eq == arg || (size_t)(eq - arg) >= sizeof(opt.cpu_watch[0].name))
+        return false;
+    struct cpu_watch *cw = &opt.cpu_watch[opt.ncpu_watch];
+    memcpy(cw->name, arg, (size_t)(eq - arg));
+    cw->name[eq - arg] = 0;
+    for (const char *q = eq + 1; *q != 0;) {
+        char *end;
+        long pid = strtol(q, &end, 10);
+        if (end == q || pid <= 0 || cw->npids >= (int)TP_ARRAY_LEN(cw->pids))
+            return false;
+        cw->pids[cw->npids++] = (int)pid;
+        q = end;
+        while (*q == ',' || *q == ' ')
+            q++;
+    }
+    if (cw->npids == 0)
+        return false;
+    opt.ncpu_watch++;
+    return true;
+}
+
+/* Samples the watched processes (and, for viewers, loadgen's own rusage, so connect and
+ * warm-up are excluded) when the measured window starts or ends. */
+static void window_sample(void)
+{
+    if (window_phase >= 2)
+        return;
+    uint64_t now = mono_ns();
+    for (int i = 0; i < opt.ncpu_watch; i++) {
+        if (window_phase == 0)
+            opt.cpu_watch[i].t0 = watch_ticks(&opt.cpu_watch[i]);
+        else
+            opt.cpu_watch[i].t1 = watch_ticks(&opt.cpu_watch[i]);
+    }
+    if (window_phase == 0 && res.t_measure0 == 0) {
+        getrusage(RUSAGE_SELF, &res.ru0);
+        res.t_measure0 = now;
+    } else if (window_phase == 1 && opt.mode == M_VIEWERS) {
+        getrusage(RUSAGE_SELF, &res.ru1);
+        res.t_measure1 = now;
+    }
+    window_phase++;
+}
+
+static void on_window(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)revents;
+    window_sample();
+    if (window_phase == 1) {
+        uint64_t now = mono_ns();
+        ev_timer_set(w, sec(t_end > now ? t_end - now : 0), 0.);
+        ev_timer_start(l, w);
+    }
+}
+
 static void start_load(void)
 {
     t0 = mono_ns();
@@ -1105,6 +1293,8 @@ static void start_load(void)
             flush_dirty();
         }
     }
+    ev_timer_init(&window_timer, on_window, opt.warmup, 0.);
+    ev_timer_start(loop, &window_timer);
     ev_timer_init(&tick_timer, on_tick, 1.0, 1.0);
     ev_timer_start(loop, &tick_timer);
     if (opt.warmup <= 0) {
@@ -1322,6 +1512,15 @@ static void report(void)
                       opened ? (double)res.msgs[0] / win / opened : 0.0,
                       opened ? (double)res.msgs[1] / win / opened : 0.0, h_pct(h, 50), h_pct(h, 99),
                       h_pct(h, 99.9), h->max);
+        const struct hist *st = &res.spread_tick, *so = &res.spread_odds;
+        tp_buf_printf(&j,
+                      "\"hello\":%" PRIu64 ",\"lag_min_us\":%" PRIu64
+                      ",\"spread_tick_p50_us\":%" PRIu64 ",\"spread_tick_p99_us\":%" PRIu64
+                      ",\"spread_tick_p999_us\":%" PRIu64 ",\"spread_tick_max_us\":%" PRIu64
+                      ",\"spread_odds_p50_us\":%" PRIu64 ",\"spread_odds_p99_us\":%" PRIu64
+                      ",\"spread_odds_p999_us\":%" PRIu64 ",\"spread_odds_max_us\":%" PRIu64 ",",
+                      res.msgs[3], res.lag_min, h_pct(st, 50), h_pct(st, 99), h_pct(st, 99.9),
+                      st->max, h_pct(so, 50), h_pct(so, 99), h_pct(so, 99.9), so->max);
         fprintf(stderr,
                 "\nviewers: %d sockets open (%" PRIu64 " failed, %" PRIu64 " closed) over %.1fs\n"
                 "  messages: tick %" PRIu64 " (%.2f/s per socket), odds %" PRIu64 " (%.2f/s per "
@@ -1332,6 +1531,11 @@ static void report(void)
                 opened ? (double)res.msgs[1] / win / opened : 0.0, res.msgs[2],
                 res.msgs[3] + res.msgs[4], h_pct(h, 50) / 1e3, h_pct(h, 99) / 1e3,
                 h_pct(h, 99.9) / 1e3, h->max / 1e3);
+        fprintf(stderr,
+                "  tick lag min %.3f ms; fan-out spread (after the first socket): ticks p50 %.3f "
+                "p99 %.3f max %.3f ms, odds p50 %.3f p99 %.3f max %.3f ms\n",
+                res.lag_min / 1e3, h_pct(st, 50) / 1e3, h_pct(st, 99) / 1e3, st->max / 1e3,
+                h_pct(so, 50) / 1e3, h_pct(so, 99) / 1e3, so->max / 1e3);
     } else {
         double tput = (double)res.ok / win;
         tp_buf_printf(&j,
@@ -1358,6 +1562,14 @@ static void report(void)
     }
     uint64_t ops = opt.mode == M_VIEWERS ? res.msgs[0] + res.msgs[1] + res.msgs[2] : res.ok;
     double cpu_per = ops ? (cpu_u + cpu_s) * 1e6 / (double)ops : 0.0;
+    tp_buf_printf(&j, "},\"cpu_window_us\":{");
+    long tck = sysconf(_SC_CLK_TCK);
+    for (int i = 0; i < opt.ncpu_watch; i++) {
+        const struct cpu_watch *cw = &opt.cpu_watch[i];
+        uint64_t us = cw->t1 >= cw->t0 ? (cw->t1 - cw->t0) * 1000000u / (uint64_t)tck : 0;
+        tp_buf_printf(&j, "%s\"%s\":%" PRIu64, i ? "," : "", cw->name, us);
+        fprintf(stderr, "  CPU of %s in the measured window: %.3f s\n", cw->name, us / 1e6);
+    }
     tp_buf_printf(&j,
                   "},\"error_total\":%" PRIu64 ",\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,"
                   "\"cpu_us_per_op\":%.2f,\"ok_total\":%" PRIu64 ",\"err_total_all\":%" PRIu64
@@ -1405,7 +1617,8 @@ int main(int argc, char **argv)
         O_BUCKETS,
         O_SCRIPT,
         O_JSON,
-        O_LABEL
+        O_LABEL,
+        O_CPU_PID
     };
     static const struct option lo[] = {
         {"host", 1, 0, 'H'},
@@ -1430,6 +1643,7 @@ int main(int argc, char **argv)
         {"script", 1, 0, O_SCRIPT},
         {"json", 1, 0, O_JSON},
         {"label", 1, 0, O_LABEL},
+        {"cpu-pid", 1, 0, O_CPU_PID},
         {"quiet", 0, 0, 'q'},
         {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
@@ -1502,6 +1716,13 @@ int main(int argc, char **argv)
             break;
         case O_LABEL:
             opt.label = optarg;
+            break;
+        case O_CPU_PID:
+            if (!parse_cpu_watch(optarg)) {
+                fprintf(stderr, "loadgen: bad --cpu-pid %s (NAME=PID[,PID...], at most 8)\n",
+                        optarg);
+                return 2;
+            }
             break;
         case 'q':
             opt.quiet = true;
