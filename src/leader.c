@@ -85,22 +85,24 @@ struct tp_leader {
     } op;
 };
 
-/* Argument vector of one script call: numbers are formatted into fixed slots. */
+/* Argument vector of one script call: numbers are formatted into fixed slots. The largest call
+ * is a tick backfill after a failover: 2 KEYS + holder, epoch, MAXLEN + 2 per tick. */
+#define ARGS_MAX (8 + 2 * MAX_BACKFILL)
 struct args {
-    const char *v[48];
-    char num[48][72];
+    const char *v[ARGS_MAX];
+    char num[ARGS_MAX][72];
     int n;
 };
 
 static void a_str(struct args *a, const char *s)
 {
-    TP_ASSERT(a->n < 48);
+    TP_ASSERT(a->n < ARGS_MAX);
     a->v[a->n++] = s;
 }
 
 __attribute__((format(printf, 2, 3))) static void a_fmt(struct args *a, const char *fmt, ...)
 {
-    TP_ASSERT(a->n < 48);
+    TP_ASSERT(a->n < ARGS_MAX);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(a->num[a->n], sizeof(a->num[0]), fmt, ap);

@@ -287,3 +287,27 @@ class RawWS:
             self.sock.close()
         except OSError:
             pass
+
+
+def place_bets(s, users, rid, jobs, nthreads=16, tag="b"):
+    """Places jobs [(band, stake)] into round rid round-robin over users [(uid, token)], from
+    nthreads keep-alive connections. Returns {bet_id: (uid, band, stake)} of the 201s and the
+    list of (status, body) of the others."""
+    def worker(t):
+        conn = Http(s)
+        ok, other = {}, []
+        for n in range(t, len(jobs), nthreads):
+            band, stake = jobs[n]
+            uid, tok = users[n % len(users)]
+            st, body = bet(conn, tok, rid, band, stake, f"{tag}-{rid}-{n}")
+            if st == 201:
+                ok[body["bet_id"]] = (uid, band, stake)
+            else:
+                other.append((st, body))
+        conn.close()
+        return ok, other
+    ok, other = {}, []
+    for o, x in run_threads(worker, [(t,) for t in range(nthreads)]):
+        ok.update(o)
+        other.extend(x)
+    return ok, other
