@@ -253,8 +253,12 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
         const struct tp_val *r = tp_val_get(m, "round");
         const char *state = NULL;
         int64_t id = 0;
+        /* Only the final announcement carries the receipt: a round being cancelled is shown
+         * as cancelled before its refunds are credited, and looking up payouts then would find
+         * none and skip the refunded players. */
+        bool has_receipt = tp_val_type(tp_val_get(r, "receipt")) == TP_VAL_MAP;
         if (tp_val_get_str(r, "state", &state, NULL) == 0 && tp_val_get_int(r, "id", &id) == 0 &&
-            (strcmp(state, "settled") == 0 || strcmp(state, "cancelled") == 0))
+            has_receipt && (strcmp(state, "settled") == 0 || strcmp(state, "cancelled") == 0))
             start_payouts(bc, id);
     }
     tp_doc_free(doc);

@@ -15,10 +15,7 @@
 #include "tickpool/verify.h"
 #include "tickpool/worker.h"
 
-#if __has_include("tickpool/migrate.h")
 #include "tickpool/migrate.h"
-#define HAVE_MIGRATE 1
-#endif
 
 #include <getopt.h>
 #include <stdio.h>
@@ -150,14 +147,8 @@ int main(int argc, char **argv)
         return tp_verify_main(&config, nargs, argv + optind + 1);
     if (strcmp(cmd, "audit") == 0)
         return tp_audit_main(&config, nargs, argv + optind + 1);
-#ifdef HAVE_MIGRATE
     if (strcmp(cmd, "migrate") == 0 && nargs == 0)
         return tp_migrate_run(&config) == 0 ? 0 : 1;
-#endif
-    if (strcmp(cmd, "migrate") == 0) {
-        fprintf(stderr, "tickpool %s: not implemented yet\n", cmd);
-        return EXIT_USAGE;
-    }
     fprintf(stderr, "tickpool: unknown command or wrong arguments: %s\nTry 'tickpool --help'.\n",
             cmd);
     return EXIT_USAGE;

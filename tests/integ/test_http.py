@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import time
 
@@ -323,6 +324,25 @@ def ws_handshake(s, origin=None, protocol="tickpool.v1", key=None):
     return sock, r, r.response()
 
 
+def drop_data_frames(r):
+    """Drops the server's binary messages (hello, snapshot, ticks) queued ahead of the next
+    control frame, so a test can look at that control frame."""
+    while True:
+        while len(r.buf) < 2:
+            r._fill()
+        op, n, hdr = r.buf[0] & 0x0F, r.buf[1] & 0x7F, 2
+        if op != 0x2:
+            return
+        if n >= 126:
+            hdr = 4 if n == 126 else 10
+            while len(r.buf) < hdr:
+                r._fill()
+            n = struct.unpack("!H" if n == 126 else "!Q", r.buf[2:hdr])[0]
+        while len(r.buf) < hdr + n:
+            r._fill()
+        r.buf = r.buf[hdr + n:]
+
+
 def test_websocket_upgrade_checks():
     with tpenv.Server() as s:
         same = f"http://127.0.0.1:{s.http_port}"
@@ -348,6 +368,7 @@ def test_websocket_upgrade_checks():
         # A masked ping is answered with a pong carrying the same payload.
         mask = os.urandom(4)
         sock.sendall(b"\x89\x84" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"abcd")))
+        drop_data_frames(r)
         while len(r.buf) < 6:
             r._fill()
         assert r.buf[:6] == b"\x8a\x04abcd", r.buf
@@ -383,6 +404,7 @@ def test_websocket_over_tls():
         assert st == 101 and h["sec-websocket-protocol"] == "tickpool.v1", (st, h)
         mask = os.urandom(4)
         sock.sendall(b"\x89\x82" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hi")))
+        drop_data_frames(r)
         while len(r.buf) < 4:
             r._fill()
         assert r.buf[:4] == b"\x8a\x02hi", r.buf
