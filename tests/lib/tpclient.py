@@ -311,3 +311,14 @@ def place_bets(s, users, rid, jobs, nthreads=16, tag="b"):
         ok.update(o)
         other.extend(x)
     return ok, other
+
+
+def fresh_open_round(s, min_left_ms=1500, timeout=30):
+    """GET /rounds/current until its open round locks at least min_left_ms from now."""
+    def find():
+        st, v = s.json("GET", "/api/v1/rounds/current")
+        o = v and v.get("open")
+        if st == 200 and o and o["locks_at"] - time.time() * 1000 >= min_left_ms:
+            return o
+        return None
+    return tpenv.wait_until(find, timeout=timeout, interval=0.05, what="a freshly opened round")
