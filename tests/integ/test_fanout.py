@@ -150,10 +150,10 @@ def test_slow_consumers_do_not_hurt_others():
             assert t == sorted(set(t))
             if any(b - a > 10 for a, b in zip(t, t[1:])):
                 dropped += 1
-            assert len(payouts) == 1, (len(payouts), len(t), t[:3], t[-3:], time.time() * 1000,
-                                       s.log_text().count("slow consumer"), w.msgs[0], [
-                (m.get("t"), m.get("round", {}).get("id"), m.get("round", {}).get("state"))
-                for m in w.msgs if m.get("t") not in ("tick", "odds")])
+            # A socket that stops here was never written to again after its buffers drained.
+            assert len(payouts) == 1, (
+                f"payout missing: {len(t)} ticks, last {t[-1:]} vs now {time.time() * 1000:.0f}",
+                [m.get("t") for m in w.msgs if m.get("t") not in ("tick", "odds")])
             assert payouts[0]["amount"] > 0
         print(f"    stalled sockets: {closed} closed, {dropped} dropped ticks, "
               f"{50 - closed - dropped} neither")
