@@ -1,8 +1,10 @@
 /*
  * Game leader (see include/tickpool/leader.h and scripts/lua/README.md, "Game engine").
  *
- * Three ev_timers per process: the lease (500 ms, always running), and while leader the step
- * (50 ms) and the tick (tick_ms). A step reads a snapshot of the last rounds from Redis and does
+ * Three watchers per process: the lease timer (500 ms, always running), and while leader the
+ * step timer (50 ms) and the tick, an ev_periodic on the wall-clock tick grid (2 ms after each
+ * multiple of tick_ms), so a tick goes out right after its own timestamp rather than up to a
+ * whole tick_ms late. A step reads a snapshot of the last rounds from Redis and does
  * at most ONE action (open, lock, close, cancel or settle one round), as a short asynchronous
  * chain of fenced scripts; the next step re-reads Redis, so a chain interrupted by a crash or a
  * lost lease is simply resumed by whoever leads next (every script is idempotent). Only one
@@ -43,6 +45,7 @@
 #define SNAP_ROUNDS 6
 #define PAGE_SIZE "500"
 #define TICKS_MAXLEN "6000"
+#define TICK_LAG_S 0.002 /* fire just after a grid point, so its tick is due */
 #define MAX_BACKFILL 50
 
 struct snap_round {
@@ -60,7 +63,8 @@ struct tp_leader {
     long long epoch;
     bool leader;
     int64_t last_renew_ms;
-    ev_timer lease_t, step_t, tick_t;
+    ev_timer lease_t, step_t;
+    ev_periodic tick_p;
     bool lease_busy, step_busy, tick_busy;
 
     /* Snapshot of the newest rounds (ascending ids) and of the tick stream's end. */
@@ -224,7 +228,7 @@ static void on_tick(int err, const struct tp_store_reply *r, void *ud)
     }
 }
 
-static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+static void tick_cb(struct ev_loop *loop, ev_periodic *t, int revents)
 {
     (void)loop, (void)revents;
     struct tp_leader *l = t->data;
@@ -992,7 +996,7 @@ static void lose(struct tp_leader *l, const char *why)
         return;
     l->leader = false;
     ev_timer_stop(l->loop, &l->step_t);
-    ev_timer_stop(l->loop, &l->tick_t);
+    ev_periodic_stop(l->loop, &l->tick_p);
     l->seg_ok = false;
     tp_metrics_set(TP_METRIC_IS_LEADER, 0);
     tp_log_warn(MOD, "lost the leader lease\tholder=%s epoch=%lld reason=\"%s\"", l->holder,
@@ -1024,7 +1028,8 @@ static void on_lease(int err, const struct tp_store_reply *r, void *ud)
         tp_log_info(MOD, "acquired the leader lease\tholder=%s epoch=%lld pid=%d", l->holder, e,
                     (int)getpid());
         ev_timer_again(l->loop, &l->step_t);
-        ev_timer_again(l->loop, &l->tick_t);
+        if (!ev_is_active(&l->tick_p))
+            ev_periodic_start(l->loop, &l->tick_p);
     }
 }
 
@@ -1067,8 +1072,9 @@ void tp_leader_start(struct tp_worker *w)
     }
     ev_timer_init(&l->lease_t, lease_cb, 0.01, LEASE_PERIOD);
     ev_timer_init(&l->step_t, step_cb, 0., STEP_PERIOD);
-    ev_timer_init(&l->tick_t, tick_cb, 0., l->g->tick_ms / 1000.0);
-    l->lease_t.data = l->step_t.data = l->tick_t.data = l;
+    /* Tick timestamps are multiples of tick_ms (rounds are aligned to the wall clock). */
+    ev_periodic_init(&l->tick_p, tick_cb, TICK_LAG_S, l->g->tick_ms / 1000.0, NULL);
+    l->lease_t.data = l->step_t.data = l->tick_p.data = l;
     ev_timer_start(l->loop, &l->lease_t);
     tp_worker_set_data(w, TP_LEADER_DATA_KEY, l);
 }
