@@ -127,25 +127,14 @@ void tp_hex_encode(const void *data, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* On TP_EINVAL the output may be partially written; callers must not use it. */
 int tp_hex_decode(const char *in, uint8_t *out, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        int hi = hex_val(in[2 * i]);
+        int hi = tp_hex_digit(in[2 * i]);
         if (hi < 0)
             return TP_EINVAL;
-        int lo = hex_val(in[2 * i + 1]);
+        int lo = tp_hex_digit(in[2 * i + 1]);
         if (lo < 0)
             return TP_EINVAL;
         out[i] = (uint8_t)(hi << 4 | lo);

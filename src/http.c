@@ -503,17 +503,6 @@ const char *tp_http_request_param(const struct tp_http_request *req, const char 
     return NULL;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int tp_http_decode(const char *in, size_t n, char *out, bool plus_space)
 {
     size_t o = 0;
@@ -522,7 +511,7 @@ int tp_http_decode(const char *in, size_t n, char *out, bool plus_space)
         if (c == '%') {
             if (i + 2 >= n)
                 return TP_EINVAL;
-            int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
+            int hi = tp_hex_digit(in[i + 1]), lo = tp_hex_digit(in[i + 2]);
             if (hi < 0 || lo < 0)
                 return TP_EINVAL;
             c = (char)(hi * 16 + lo);

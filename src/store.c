@@ -126,17 +126,6 @@ static void schedule_retry(struct tp_store *s);
 
 /* --- URL parsing --- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Copies [p, p+n) into out (size cap) percent-decoding it; TP_EINVAL when it does not fit or a
  * %XX escape is broken. */
 static int copy_decoded(char *out, size_t cap, const char *p, size_t n)
@@ -147,7 +136,7 @@ static int copy_decoded(char *out, size_t cap, const char *p, size_t n)
         if (c == '%') {
             if (i + 2 >= n)
                 return TP_EINVAL;
-            int h = hexval(p[i + 1]), l = hexval(p[i + 2]);
+            int h = tp_hex_digit(p[i + 1]), l = tp_hex_digit(p[i + 2]);
             if (h < 0 || l < 0)
                 return TP_EINVAL;
             c = h * 16 + l;

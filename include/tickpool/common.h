@@ -50,6 +50,18 @@ int64_t tp_mono_ms(void);
     } while (0)
 _Noreturn void tp_assert_fail(const char *expr, const char *file, int line);
 
+/** Value of one hexadecimal digit (either case), or -1. */
+static inline int tp_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 #define TP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define TP_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define TP_MAX(a, b) ((a) > (b) ? (a) : (b))
