@@ -138,7 +138,8 @@ call('HINCRBY', KEYS[4], band_s, stake_s)
 call('HINCRBY', KEYS[4], 'total', stake_s)
 call('HSET', KEYS[5], bet_id, user_s .. ':' .. stake_s)
 call('XADD', KEYS[6], '*', 'type', 'bet', 'bet_id', bet_id, 'user_id', user_s,
-     'round_id', round_s, 'band', band_s, 'stake', stake_s, 'balance', bal_s, 'ts', now_s)
+     'round_id', round_s, 'band', band_s, 'stake', stake_s, 'balance', bal_s, 'ts', now_s,
+     'idem_key', idem_key)
 -- The list holds at most 1000 entries after every bet; LTRIM only when this push went over.
 if call('LPUSH', KEYS[8], bet_id .. ':' .. round_s .. ':' .. band_s .. ':' .. stake_s) > 1000 then
     call('LTRIM', KEYS[8], '0', '999')

@@ -149,7 +149,7 @@ def test_bet_happy_path():
         assert m.c.get(p + "seq") == "1"
         ev = [f for _, f in m.c.xrange(p + "outbox") if f["type"] == "bet"]
         assert ev == [{"type": "bet", "bet_id": "5", "user_id": "9", "round_id": "42", "band": "3",
-                       "stake": "2500", "balance": "7500", "ts": "5000"}], ev
+                       "stake": "2500", "balance": "7500", "ts": "5000", "idem_key": "k1"}], ev
         rec = m.c.get(p + "idem:9:k1")
         assert rec == "1|%s|5|42|3|2500|7500" % canon_hash(42, 3, 2500), rec
         ttl = m.c.ttl(p + "idem:9:k1")

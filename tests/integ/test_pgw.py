@@ -49,6 +49,9 @@ def test_drain_rows_and_ledger():
             stakes = money.workload(nusers=20, nbets=300)
             pgwlib.wait_drained(money, pg, 300)
             check_consistent(money, pg, 20, 300, stakes)
+            # Each bet row keeps the client's Idempotency-Key (workload keys are k<round>-<i>).
+            assert pg.psql("SELECT count(*) FROM bets WHERE idempotency_key !~ '^k[0-9]+-[0-9]+$'"
+                           ) == [["0"]]
             assert pg.psql("SELECT username, password_hash FROM users WHERE id = 1") == [
                 ["alice", "$argon2id$v=19$x"]]
             assert pg.psql("SELECT seed_hash, state, rake_bps FROM rounds WHERE id = 900001") == [["ab" * 32, "open", "300"]]
