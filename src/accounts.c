@@ -619,7 +619,9 @@ static void init_worker(struct tp_worker *w, void *ud)
         uint8_t c[32];
         TP_ASSERT(tp_random_bytes(c, sizeof(c)) == 0);
         tp_hex_encode(c, sizeof(c), candidate);
-        ev_timer_init(&secret_timer, try_secret, 0.0, 0.2);
+        /* Every 20 ms until known: tokens answer 503 until then, so keep that window to a
+         * few ms after Redis connects (SET NX GET is idempotent if two overlap). */
+        ev_timer_init(&secret_timer, try_secret, 0.0, 0.02);
         ev_timer_start(tp_worker_loop(w), &secret_timer);
         ev_unref(tp_worker_loop(w)); /* never keep a draining loop alive */
         timer_active = true;

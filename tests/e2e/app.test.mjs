@@ -58,7 +58,9 @@ const SETUP = "starts tickpool (real Redis, Postgres, 4 s phases) and Chromium";
       // Business answers (402 insufficient funds, 409 round closed, 429 busy) are not faults.
       if (/Failed to load resource: .*status of (401|402|409|429)/.test(m.text())) return;
       // While the server is deliberately down, the socket and fetches fail.
-      if (env.restarting && /ERR_CONNECTION_REFUSED|WebSocket connection/.test(m.text())) return;
+      // While the server is deliberately down, the socket and fetches fail; right after it is
+      // back, a resync request may meet a 503 "retry" before the game and auth are ready.
+      if (env.restarting && /ERR_CONNECTION_REFUSED|WebSocket connection|status of 503/.test(m.text())) return;
       problems.push(`console: ${m.text()}`);
     });
   });
@@ -177,9 +179,9 @@ const SETUP = "starts tickpool (real Redis, Postgres, 4 s phases) and Chromium";
     await sleep(1000);
     await env.server.start();
     await waitFor(async () => (await text("connection-state")) === "live", { timeout: 30000, what: "live after the restart" });
-    env.restarting = false;
     const p = await text("price");
     await waitFor(async () => (await text("price")) !== p, { timeout: ROUND_MS + 5000, what: "ticks after the restart" });
+    env.restarting = false;
     assert.ok(credits(await text("balance")) > 0, "balance resynced");
     await waitFor(async () => Number(await text("lock-countdown")) > 0, { timeout: ROUND_MS, what: "an open round after resync" });
   });
