@@ -405,8 +405,7 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
 {
     struct tp_pgw_rows r;
     /* Every ledger entry sums to zero. */
-    if (!query(pg,
-               "SELECT entry_id, imbalance FROM ledger_unbalanced ORDER BY entry_id LIMIT 20",
+    if (!query(pg, "SELECT entry_id, imbalance FROM ledger_unbalanced ORDER BY entry_id LIMIT 20",
                &r))
         return -1;
     report(a, r.nrows == 0, "postgres ledger: every entry sums to zero%s",

@@ -56,9 +56,9 @@ static void vlog(enum tp_log_level level, const char *mod, const char *fmt, va_l
     int n = snprintf(line, sizeof(line),
                      "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ level=%s pid=%d role=%s mod=%s "
                      "msg=\"%s\"%s%s\n",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level], (int)getpid(), role,
-                     mod, msg, kv ? " " : "", kv ? kv : "");
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(tv.tv_usec / 1000), level_names[level], (int)getpid(), role, mod, msg,
+                     kv ? " " : "", kv ? kv : "");
     if (n < 0)
         return;
     if ((size_t)n >= sizeof(line)) {
