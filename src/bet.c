@@ -401,7 +401,8 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
 
 static void reply_bet_error(struct tp_http_ctx *ctx, enum tp_bet_code c)
 {
-    if (c == TP_BET_OVERLOADED)
+    /* Both are "come back shortly": say when, as the game API's 503s do. */
+    if (c == TP_BET_OVERLOADED || c == TP_BET_UNAVAILABLE)
         tp_http_ctx_add_header(ctx, "Retry-After", "1");
     tp_http_reply_error(ctx, tp_bet_code_status(c), tp_bet_code_name(c), tp_bet_code_message(c));
 }

@@ -241,9 +241,10 @@ def test_redis_down_503_fast():
         open_round(r, 1)
         r.stop()
         t0 = time.monotonic()
-        st, _, b = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100})
+        st, h, b = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100})
         assert st == 503 and code(b) == "unavailable", (st, b)
         assert time.monotonic() - t0 < 2.0
+        assert h.get("retry-after") == "1", h
         st, _, b = s.http("GET", "/api/v1/me/bets", headers=auth)
         assert st == 503
         r.start()
