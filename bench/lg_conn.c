@@ -1,0 +1,568 @@
+/*
+ * loadgen connections: request encoders, non-blocking socket I/O, and the per-mode readers that
+ * match answers to requests (HTTP pipelining in order, RESP in order, WebSocket bets by `req`).
+ *
+ * Every request has a sequence number per connection; its due time sits in c->sched, a ring of
+ * LG_RING slots: head = oldest unanswered, sent = next to write, tail = next to assign. At most
+ * --pipeline requests are written ahead of head; the rest wait in the ring (and that wait counts
+ * as latency, since latency runs from the due time).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "tickpool/buf.h"
+#include "tickpool/codec.h"
+#include "tickpool/common.h"
+#include "tickpool/crypto.h"
+
+#include "lg.h"
+#include "lg_proto.h"
+
+static uint64_t user_rr;
+static int connected;
+static uint64_t rng_state = 88172645463325252ull;
+
+void lg_rng_seed(uint64_t run_id)
+{
+    rng_state ^= run_id | 1;
+}
+
+static uint32_t rnd32(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)rng_state;
+}
+
+uint64_t lg_inflight_total(void)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < lg_opt.conns; i++)
+        n += lg_conns[i].tail - lg_conns[i].head;
+    return n;
+}
+
+/* --- Request encoders --- */
+
+static int bands(void)
+{
+    return lg_opt.bands > 0 ? lg_opt.bands : 5;
+}
+
+/* Appends request `seq` of connection c to its output buffer. */
+static void encode_request(struct lg_conn *c, uint64_t seq)
+{
+    int band = (int)((seq + (uint64_t)c->idx) % (uint64_t)bands());
+    char key[64];
+    snprintf(key, sizeof(key), "lg%" PRIx64 "-%d-%" PRIu64, lg_run_id, c->idx, seq);
+    switch (lg_opt.mode) {
+    case LG_M_HTTP_BET: {
+        const struct lg_user *u = &lg_users[user_rr++ % (uint64_t)lg_nusers];
+        char body[128];
+        int bl = snprintf(body, sizeof(body),
+                          "{\"round_id\":%" PRId64 ",\"band\":%d,\"stake\":%" PRId64 "}",
+                          lg_opt.round_id, band, lg_opt.stake);
+        tp_buf_printf(&c->out,
+                      "POST /api/v1/bets HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
+                      "Idempotency-Key: %s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %d\r\n\r\n%s",
+                      lg_opt.host, lg_opt.port, u->token, key, bl, body);
+        break;
+    }
+    case LG_M_WS_BET: {
+        struct tp_buf m;
+        tp_buf_init(&m);
+        struct tp_wr w;
+        tp_wr_init(&w, &m, TP_FMT_MSGPACK);
+        tp_wr_map(&w, 6);
+        tp_wr_key(&w, "t");
+        tp_wr_str(&w, "bet");
+        tp_wr_key(&w, "req");
+        tp_wr_uint(&w, seq);
+        tp_wr_key(&w, "key");
+        tp_wr_str(&w, key);
+        tp_wr_key(&w, "round_id");
+        tp_wr_int(&w, lg_opt.round_id);
+        tp_wr_key(&w, "band");
+        tp_wr_int(&w, band);
+        tp_wr_key(&w, "stake");
+        tp_wr_int(&w, lg_opt.stake);
+        lg_ws_frame(&c->out, 2, tp_buf_ptr(&m), tp_buf_size(&m), rnd32());
+        tp_buf_deinit(&m);
+        break;
+    }
+    case LG_M_REDIS_BET: {
+        /* Exactly the KEYS/ARGV src/bet.c passes (scripts/lua/bet.lua header). */
+        const struct lg_user *u = &lg_users[user_rr++ % (uint64_t)lg_nusers];
+        int nb = lg_opt.buckets, b = (int)(u->id % nb);
+        char k[9][160], a[13][80];
+        snprintf(k[0], sizeof(k[0]), "tp:{b%d}:bal", b);
+        snprintf(k[1], sizeof(k[1]), "tp:{b%d}:idem:%" PRId64 ":%s", b, u->id, key);
+        snprintf(k[2], sizeof(k[2]), "tp:{b%d}:round:%" PRId64 ":state", b, lg_opt.round_id);
+        snprintf(k[3], sizeof(k[3]), "tp:{b%d}:pool:%" PRId64, b, lg_opt.round_id);
+        snprintf(k[4], sizeof(k[4]), "tp:{b%d}:bets:%" PRId64 ":%d", b, lg_opt.round_id, band);
+        snprintf(k[5], sizeof(k[5]), "tp:{b%d}:outbox", b);
+        snprintf(k[6], sizeof(k[6]), "tp:{b%d}:seq", b);
+        snprintf(k[7], sizeof(k[7]), "tp:{b%d}:ubets:%" PRId64, b, u->id);
+        snprintf(k[8], sizeof(k[8]), "tp:{b%d}:net", b);
+        char canon[96];
+        int cl = snprintf(canon, sizeof(canon), "v1|%" PRId64 "|%d|%" PRId64, lg_opt.round_id, band,
+                          lg_opt.stake);
+        uint8_t h[TP_SHA256_LEN];
+        tp_sha256(canon, (size_t)cl, h);
+        snprintf(a[0], sizeof(a[0]), "%" PRId64, u->id);
+        snprintf(a[1], sizeof(a[1]), "%" PRId64, lg_opt.round_id);
+        snprintf(a[2], sizeof(a[2]), "%d", band);
+        snprintf(a[3], sizeof(a[3]), "%" PRId64, lg_opt.stake);
+        snprintf(a[4], sizeof(a[4]), "%s", key);
+        tp_hex_encode(h, sizeof(h), a[5]);
+        snprintf(a[6], sizeof(a[6]), "%" PRIu64, lg_wall_us() / 1000);
+        snprintf(a[7], sizeof(a[7]), "%d", bands());
+        snprintf(a[8], sizeof(a[8]), "%" PRId64, lg_opt.min_stake);
+        snprintf(a[9], sizeof(a[9]), "%" PRId64, lg_opt.max_stake);
+        snprintf(a[10], sizeof(a[10]), "%d", 86400);
+        snprintf(a[11], sizeof(a[11]), "%d", b);
+        snprintf(a[12], sizeof(a[12]), "%d", nb);
+        tp_buf_puts(&c->out, "*25\r\n");
+        lg_resp_bulk(&c->out, "EVALSHA", 7);
+        lg_resp_bulk(&c->out, lg_redis_sha, 40);
+        lg_resp_bulk(&c->out, "9", 1);
+        for (int i = 0; i < 9; i++)
+            lg_resp_bulk(&c->out, k[i], strlen(k[i]));
+        for (int i = 0; i < 13; i++)
+            lg_resp_bulk(&c->out, a[i], strlen(a[i]));
+        break;
+    }
+    case LG_M_VIEWERS:
+    case LG_M_USERS:
+        break;
+    }
+}
+
+/* --- Connection I/O --- */
+
+static void conn_kill(struct lg_conn *c, const char *why);
+
+static void conn_flush(struct lg_conn *c)
+{
+    while (tp_buf_size(&c->out) > 0) {
+        ssize_t n = write(c->fd, tp_buf_ptr(&c->out), tp_buf_size(&c->out));
+        if (n > 0) {
+            tp_buf_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(lg_loop, &c->wio);
+            return;
+        }
+        conn_kill(c, "write_error");
+        return;
+    }
+    ev_io_stop(lg_loop, &c->wio);
+}
+
+/* Writes requests from c->sent up to the pipeline window. */
+static void conn_pump(struct lg_conn *c)
+{
+    if (c->st != LG_C_OPEN)
+        return;
+    while (c->sent < c->tail && c->sent - c->head < (uint64_t)lg_opt.pipeline)
+        encode_request(c, c->sent++);
+    c->dirty = true;
+}
+
+void lg_enqueue(struct lg_conn *c, uint64_t due)
+{
+    if (c->st == LG_C_DEAD) {
+        if (lg_measured(due))
+            lg_err_count("conn_dead");
+        return;
+    }
+    if (c->tail - c->head >= LG_RING) {
+        lg_res.overflow++;
+        if (lg_measured(due))
+            lg_err_count("backlog_overflow");
+        return;
+    }
+    c->sched[c->tail & (LG_RING - 1)] = due;
+    if (c->done != NULL)
+        c->done[c->tail & (LG_RING - 1)] = 0;
+    c->tail++;
+    if (lg_measured(due))
+        lg_res.sent++;
+    conn_pump(c);
+}
+
+void lg_flush_dirty(void)
+{
+    for (int i = 0; i < lg_opt.conns; i++) {
+        if (lg_conns[i].dirty) {
+            lg_conns[i].dirty = false;
+            if (lg_conns[i].st == LG_C_OPEN)
+                conn_flush(&lg_conns[i]);
+        }
+    }
+}
+
+/* One answer to request `seq`: ok or an error named `err`. */
+static void complete(struct lg_conn *c, uint64_t seq, const char *err)
+{
+    uint64_t due = c->sched[seq & (LG_RING - 1)];
+    uint64_t now = lg_mono_ns();
+    if (lg_measured(due)) {
+        lg_res.answered++;
+        if (err == NULL) {
+            lg_res.ok++;
+            lg_hist_record(&lg_res.lat, now > due ? (now - due) / 1000 : 0);
+        } else {
+            lg_err_count(err);
+        }
+    }
+    if (err == NULL) {
+        lg_res.total_ok++;
+        lg_res.sec_ok++;
+    } else {
+        lg_res.total_err++;
+        lg_res.sec_err++;
+    }
+    /* Closed loop: each answer immediately schedules the next request. */
+    if (lg_opt.rate <= 0 && !lg_stopping)
+        lg_enqueue(c, now);
+}
+
+static void advance_ws(struct lg_conn *c)
+{
+    while (c->head < c->sent && c->done[c->head & (LG_RING - 1)])
+        c->head++;
+}
+
+/* --- Response readers --- */
+
+/* Parses pipelined HTTP responses; returns false when the connection must close. */
+static bool read_http(struct lg_conn *c)
+{
+    for (;;) {
+        const char *p = tp_buf_ptr(&c->in);
+        size_t n = tp_buf_size(&c->in);
+        int status;
+        size_t clen;
+        long hlen = lg_http_head(p, n, &status, &clen);
+        if (hlen <= 0)
+            return hlen == 0;
+        size_t hl = (size_t)hlen;
+        if (n < hl + clen)
+            return true;
+        if (status == 100) {
+            tp_buf_consume(&c->in, hl);
+            continue;
+        }
+        if (c->head >= c->sent)
+            return false; /* an answer nobody asked for */
+        char name[96], code[64];
+        if (status == 201) {
+            complete(c, c->head, NULL);
+        } else {
+            snprintf(name, sizeof(name), "%d %s", status,
+                     lg_http_error_code(p + hl, clen, code, sizeof(code)));
+            complete(c, c->head, name);
+        }
+        c->head++;
+        tp_buf_consume(&c->in, hl + clen);
+        conn_pump(c);
+    }
+}
+
+static bool read_resp(struct lg_conn *c)
+{
+    for (;;) {
+        const char *p = tp_buf_ptr(&c->in);
+        size_t n = tp_buf_size(&c->in);
+        if (n == 0)
+            return true;
+        long l = lg_resp_len(p, n);
+        if (l < 0)
+            return false;
+        if (l == 0)
+            return true;
+        if (c->head >= c->sent)
+            return false;
+        char a[64] = "", b[64] = "", name[140];
+        if (p[0] == '*') {
+            const char *e1 = strstr(p, "\r\n") + 2;
+            lg_resp_str(e1, a, sizeof(a));
+            if (strcmp(a, "ok") == 0) {
+                complete(c, c->head, NULL);
+            } else {
+                const char *e2 = e1 + lg_resp_len(e1, n - (size_t)(e1 - p));
+                lg_resp_str(e2, b, sizeof(b));
+                snprintf(name, sizeof(name), "%s %s", a, b);
+                complete(c, c->head, name);
+            }
+        } else {
+            lg_resp_str(p, a, sizeof(a));
+            char *sp = strchr(a, ' ');
+            if (sp != NULL && strncmp(a, "-ERR", 4) != 0)
+                *sp = 0;
+            snprintf(name, sizeof(name), "redis %.60s", a);
+            complete(c, c->head, name);
+        }
+        c->head++;
+        tp_buf_consume(&c->in, (size_t)l);
+        conn_pump(c);
+    }
+}
+
+/* One complete WebSocket message (binary MessagePack) from the server. */
+static void on_ws_message(struct lg_conn *c, const char *p, size_t n)
+{
+    if (lg_opt.mode == LG_M_VIEWERS) {
+        (void)c;
+        lg_viewer_message(p, n);
+        return;
+    }
+    struct tp_doc *doc = tp_doc_parse(TP_FMT_MSGPACK, p, n, NULL, 0);
+    if (doc == NULL) {
+        lg_err_count("bad_msgpack");
+        return;
+    }
+    const struct tp_val *root = tp_doc_root(doc);
+    const char *t = NULL;
+    if (tp_val_get_str(root, "t", &t, NULL) != 0)
+        t = "";
+    if (lg_opt.mode == LG_M_WS_BET) {
+        int64_t req;
+        bool ok = strcmp(t, "bet_ok") == 0;
+        if ((ok || strcmp(t, "bet_err") == 0) && tp_val_get_int(root, "req", &req) == 0 &&
+            (uint64_t)req >= c->head && (uint64_t)req < c->sent &&
+            !c->done[(uint64_t)req & (LG_RING - 1)]) {
+            char name[96];
+            const char *code = NULL;
+            if (!ok && tp_val_get_str(root, "code", &code, NULL) != 0)
+                code = "?";
+            snprintf(name, sizeof(name), "bet_err %s", ok ? "" : code);
+            c->done[(uint64_t)req & (LG_RING - 1)] = 1;
+            complete(c, (uint64_t)req, ok ? NULL : name);
+            advance_ws(c);
+            conn_pump(c);
+        } else if (strcmp(t, "error") == 0) {
+            lg_err_count("ws error message");
+        }
+    }
+    tp_doc_free(doc);
+}
+
+/* Parses server frames (unmasked); returns false when the connection must close. */
+static bool read_ws(struct lg_conn *c)
+{
+    for (;;) {
+        const uint8_t *p = (const uint8_t *)tp_buf_ptr(&c->in);
+        size_t n = tp_buf_size(&c->in);
+        bool fin;
+        int op;
+        uint64_t len;
+        int hlen = lg_ws_header(p, n, &fin, &op, &len);
+        if (hlen <= 0)
+            return hlen == 0;
+        size_t h = (size_t)hlen;
+        if (n < h + len)
+            return true;
+        const char *pl = (const char *)p + h;
+        if (op == 0x8) {
+            return false; /* close */
+        } else if (op == 0x9) {
+            lg_ws_frame(&c->out, 0xA, pl, (size_t)len, rnd32());
+            c->dirty = true;
+        } else if (op == 0xA) {
+            /* pong: ignore */
+        } else if (op == 0 || op == 1 || op == 2) {
+            if (op != 0)
+                c->frag_op = op;
+            if (fin && tp_buf_size(&c->frag) == 0) {
+                on_ws_message(c, pl, (size_t)len);
+            } else {
+                tp_buf_append(&c->frag, pl, (size_t)len);
+                if (fin) {
+                    on_ws_message(c, tp_buf_ptr(&c->frag), tp_buf_size(&c->frag));
+                    tp_buf_reset(&c->frag);
+                }
+            }
+        } else {
+            return false;
+        }
+        tp_buf_consume(&c->in, h + (size_t)len);
+    }
+}
+
+static bool read_handshake(struct lg_conn *c)
+{
+    const char *p = tp_buf_ptr(&c->in);
+    size_t n = tp_buf_size(&c->in);
+    const char *eoh = memmem(p, n, "\r\n\r\n", 4);
+    if (eoh == NULL)
+        return n < 16384;
+    size_t hl = (size_t)(eoh - p) + 4;
+    if (n < 12 || atoi(p + 9) != 101) {
+        char name[64];
+        snprintf(name, sizeof(name), "ws upgrade %d", n >= 12 ? atoi(p + 9) : 0);
+        lg_err_count(name);
+        return false;
+    }
+    char hdr[8192];
+    size_t cl = TP_MIN(hl, sizeof(hdr) - 1);
+    memcpy(hdr, p, cl);
+    hdr[cl] = 0;
+    const char *acc = strcasestr(hdr, "\r\nsec-websocket-accept:");
+    if (acc == NULL || strstr(acc, c->ws_accept) == NULL) {
+        lg_err_count("ws bad accept");
+        return false;
+    }
+    tp_buf_consume(&c->in, hl);
+    c->st = LG_C_OPEN;
+    lg_opened++;
+    conn_pump(c);
+    return read_ws(c);
+}
+
+static void on_read(struct ev_loop *l, ev_io *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    struct lg_conn *c = w->data;
+    for (;;) {
+        char *dst = tp_buf_reserve(&c->in, 65536);
+        ssize_t n = read(c->fd, dst, 65536);
+        if (n > 0) {
+            tp_buf_commit(&c->in, (size_t)n);
+            if (n < 65536)
+                break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        conn_kill(c, n == 0 ? "closed_by_peer" : "read_error");
+        return;
+    }
+    bool keep;
+    if (c->st == LG_C_HANDSHAKE)
+        keep = read_handshake(c);
+    else if (lg_opt.mode == LG_M_HTTP_BET)
+        keep = read_http(c);
+    else if (lg_opt.mode == LG_M_REDIS_BET)
+        keep = read_resp(c);
+    else
+        keep = read_ws(c);
+    if (!keep) {
+        conn_kill(c, "protocol_or_close");
+        return;
+    }
+    if (c->dirty) {
+        c->dirty = false;
+        conn_flush(c);
+    }
+    lg_maybe_finish();
+}
+
+static void start_ws_handshake(struct lg_conn *c)
+{
+    uint8_t raw[16];
+    for (int i = 0; i < 16; i++)
+        raw[i] = (uint8_t)rnd32();
+    lg_ws_upgrade(&c->out, lg_opt.host, lg_opt.port, c->user != NULL ? c->user->token : NULL, raw,
+                  c->ws_accept, sizeof(c->ws_accept));
+    c->st = LG_C_HANDSHAKE;
+}
+
+static void on_write(struct ev_loop *l, ev_io *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    struct lg_conn *c = w->data;
+    if (c->st == LG_C_CONNECTING) {
+        int err = 0;
+        socklen_t el = sizeof(err);
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err != 0) {
+            lg_res.conn_fail++;
+            conn_kill(c, "connect_failed");
+            return;
+        }
+        connected++;
+        ev_io_start(lg_loop, &c->rio);
+        if (lg_opt.mode == LG_M_WS_BET || lg_opt.mode == LG_M_VIEWERS) {
+            start_ws_handshake(c);
+        } else {
+            c->st = LG_C_OPEN;
+            lg_opened++;
+            conn_pump(c);
+        }
+    }
+    conn_flush(c);
+}
+
+static void conn_kill(struct lg_conn *c, const char *why)
+{
+    if (c->st == LG_C_DEAD)
+        return;
+    bool was_open = c->st == LG_C_OPEN;
+    ev_io_stop(lg_loop, &c->rio);
+    ev_io_stop(lg_loop, &c->wio);
+    close(c->fd);
+    c->fd = -1;
+    c->st = LG_C_DEAD;
+    if (was_open)
+        lg_opened--;
+    if (!lg_stopping) {
+        lg_res.conn_closed++;
+        lg_err_count(why);
+    }
+    /* Everything still in flight on it is lost. */
+    for (uint64_t s = c->head; s < c->tail; s++) {
+        if (c->done != NULL && c->done[s & (LG_RING - 1)])
+            continue;
+        if (lg_measured(c->sched[s & (LG_RING - 1)]))
+            lg_err_count("lost_on_close");
+    }
+    c->head = c->sent = c->tail;
+}
+
+int lg_conn_start(struct lg_conn *c, const char *host, int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return -1;
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ev_io_init(&c->rio, on_read, c->fd, EV_READ);
+    ev_io_init(&c->wio, on_write, c->fd, EV_WRITE);
+    c->rio.data = c->wio.data = c;
+    c->st = LG_C_CONNECTING;
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno != EINPROGRESS) {
+        close(c->fd);
+        c->fd = -1;
+        c->st = LG_C_DEAD;
+        lg_res.conn_fail++;
+        return -1;
+    }
+    ev_io_start(lg_loop, &c->wio);
+    return 0;
+}

@@ -1,0 +1,104 @@
+/*
+ * loadgen viewers mode: accounts the broadcasts (tick, odds, round...) each anonymous socket
+ * receives: message counts, tick delivery lag and the fan-out spread between sockets.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "tickpool/codec.h"
+#include "tickpool/common.h"
+
+#include "lg.h"
+
+/* Viewers: every broadcast reaches all sockets of a server worker as the same bytes, so each
+ * distinct payload is decoded once and remembered with the time its first copy arrived (on any
+ * socket). Later copies cost a hash and a memcmp, and their arrival minus the first one's is
+ * the fan-out spread: how much later this socket got the message than the first socket did,
+ * which needs no server timestamp (odds carry none). */
+#define SEEN_N 64
+#define SEEN_MAX_LEN 512
+
+struct seen {
+    uint64_t hash, first_ns;
+    size_t len;
+    int kind;   /* 0 tick, 1 odds, 2 round, 3 hello/snapshot, 4 other */
+    int64_t ts; /* tick ts (ms), -1 when none */
+    char bytes[SEEN_MAX_LEN];
+};
+
+static struct seen seen[SEEN_N];
+static unsigned seen_next;
+
+static uint64_t fnv1a(const char *p, size_t n)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+    return h;
+}
+
+static int kind_of(const char *t)
+{
+    return strcmp(t, "tick") == 0                                    ? 0
+           : strcmp(t, "odds") == 0                                  ? 1
+           : strcmp(t, "round") == 0                                 ? 2
+           : (strcmp(t, "hello") == 0 || strcmp(t, "snapshot") == 0) ? 3
+                                                                     : 4;
+}
+
+/* Decodes a viewer message (or finds it among the recent ones); NULL when not MessagePack. */
+static const struct seen *viewer_decode(const char *p, size_t n, uint64_t now, struct seen *tmp)
+{
+    uint64_t h = fnv1a(p, n);
+    bool cacheable = n <= SEEN_MAX_LEN;
+    if (cacheable) {
+        for (unsigned i = 0; i < SEEN_N; i++) {
+            const struct seen *e = &seen[(seen_next - 1 - i) & (SEEN_N - 1)];
+            if (e->hash == h && e->len == n && memcmp(e->bytes, p, n) == 0)
+                return e;
+        }
+    }
+    struct tp_doc *doc = tp_doc_parse(TP_FMT_MSGPACK, p, n, NULL, 0);
+    if (doc == NULL)
+        return NULL;
+    struct seen *e = cacheable ? &seen[seen_next++ & (SEEN_N - 1)] : tmp;
+    const char *t = NULL;
+    if (tp_val_get_str(tp_doc_root(doc), "t", &t, NULL) != 0)
+        t = "";
+    e->hash = h;
+    e->len = n;
+    e->first_ns = now;
+    e->kind = kind_of(t);
+    if (e->kind != 0 || tp_val_get_int(tp_doc_root(doc), "ts", &e->ts) != 0)
+        e->ts = -1;
+    if (cacheable)
+        memcpy(e->bytes, p, n);
+    tp_doc_free(doc);
+    return e;
+}
+
+void lg_viewer_message(const char *p, size_t n)
+{
+    uint64_t now = lg_mono_ns();
+    struct seen tmp;
+    const struct seen *e = viewer_decode(p, n, now, &tmp);
+    if (e == NULL) {
+        lg_err_count("bad_msgpack");
+        return;
+    }
+    lg_res.sec_msgs++;
+    if (now < lg_t_meas || now >= lg_t_end)
+        return;
+    lg_res.msgs[e->kind]++;
+    if (e->kind == 0 && e->ts >= 0) {
+        int64_t lag = (int64_t)lg_wall_us() - e->ts * 1000;
+        uint64_t l = lag > 0 ? (uint64_t)lag : 0;
+        lg_hist_record(&lg_res.lat, l);
+        if (lg_res.lag_min == 0 || l < lg_res.lag_min)
+            lg_res.lag_min = l;
+    }
+    if (e->kind <= 1)
+        lg_hist_record(e->kind == 0 ? &lg_res.spread_tick : &lg_res.spread_odds,
+                       (now - e->first_ns) / 1000);
+}
