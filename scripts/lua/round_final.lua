@@ -35,15 +35,19 @@ else
 end
 local final = r[1] == 'settling' and 'settled' or 'cancelled'
 local function s(n) return string.format('%.0f', n) end
+-- Everything that can fail (TIME, locks_at/betting_ms arithmetic) runs before the first write:
+-- Redis does not roll back, and a state already final with no receipt XADDed could never be
+-- repaired (a rerun answers {'ok', 0} and the system of record never gets the receipt).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local reveal = now >= tonumber(r[6]) + tonumber(r[7])
 redis.call('HSET', KEYS[2], 'state', final, 'r_total', s(total), 'r_winning_stake', s(w),
            'r_rake', s(rake), 'r_breakage', s(breakage), 'r_payouts', s(payouts),
            'r_refunds', s(refunds))
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ev = {'type', 'round_' .. final, 'round_id', ARGV[3], 'total', s(total),
             'winning_stake', s(w), 'rake', s(rake), 'breakage', s(breakage),
             'payouts', s(payouts), 'refunds', s(refunds)}
-if now >= tonumber(r[6]) + tonumber(r[7]) then
+if reveal then
     local seed = redis.call('GET', KEYS[3])
     if seed then
         redis.call('HSET', KEYS[2], 'seed', seed)

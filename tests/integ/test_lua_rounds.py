@@ -10,6 +10,7 @@ import os
 import random
 import time
 
+import redis
 import tpenv
 
 SRC = tpenv.SRC
@@ -407,6 +408,32 @@ def test_cancel_refunds_everything():
         check_settlement(g, 1, placed, refund=True)
         assert g.c.hget("tp:{b0}:round:1:state", "state") == "cancelled"
         g.conservation()
+
+
+def test_round_final_failure_writes_nothing():
+    """round_final must fail before its first write: a round left final without its receipt
+    event could never be repaired (a rerun answers ['ok', 0] and the outbox never gets it)."""
+    with tpenv.Redis() as r:
+        g = Game(r)
+        g.acquire()
+        t = now_ms()
+        assert g.open(1, t - 10000, t + 60000, t + 120000)[0] == "ok"
+        g.c.hset("tp:{b0}:round:1:state", "locks_at", t - 6000)
+        assert g.cancel(1, t - 6000, 5000) == ["ok", 1]
+        assert g.plan(0, 1)[0] == "ok"
+        while g.page(0, 1)[1] != 1:
+            pass
+        assert g.finish(0, 1, "cancelled")[0] == "ok"
+        g.c.hdel(G + "round:1", "betting_ms")                # e.g. a hash from an older version
+        before = {k: g.c.dump(k) for k in (G + "round:1", G + "outbox")}
+        try:
+            g.final(1, 0, 0)
+            raise AssertionError("round_final accepted a round without betting_ms")
+        except redis.exceptions.ResponseError:
+            pass
+        after = {k: g.c.dump(k) for k in (G + "round:1", G + "outbox")}
+        assert before == after, "round_final wrote before failing"
+        assert g.c.hget(G + "round:1", "state") == "cancelling"
 
 
 def test_ticks_fenced_and_deduplicated():
