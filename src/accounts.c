@@ -292,10 +292,18 @@ static int run_grant(struct op *o, tp_store_cb cb)
 /* Reads grant.lua's {"ok", balance, replayed}; false for anything else (logged). */
 static bool grant_balance(int err, const struct tp_store_reply *r, int64_t *bal)
 {
-    if (err != 0 || tp_reply_type(r) != TP_REPLY_ARRAY || tp_reply_len(r) != 3)
+    if (err != 0 || tp_reply_type(r) != TP_REPLY_ARRAY || tp_reply_len(r) < 2)
         goto bad;
     const char *tag = tp_reply_str(tp_reply_at(r, 0), NULL);
-    if (tag == NULL || strcmp(tag, "ok") != 0 ||
+    const char *code = tp_reply_str(tp_reply_at(r, 1), NULL);
+    if (tag != NULL && strcmp(tag, "err") == 0 && code != NULL &&
+        strcmp(code, "grant_conflict") == 0) {
+        /* "signup:<uid>" was applied with another amount: game.start_balance changed since
+         * this account was created. Its grant is done; the balance is not known here. */
+        *bal = -1;
+        return true;
+    }
+    if (tag == NULL || strcmp(tag, "ok") != 0 || tp_reply_len(r) != 3 ||
         tp_reply_type(tp_reply_at(r, 1)) != TP_REPLY_INTEGER)
         goto bad;
     *bal = tp_reply_integer(tp_reply_at(r, 1));
@@ -336,6 +344,10 @@ static void signup_granted(int err, const struct tp_store_reply *r, void *ud)
     }
     if (o->taken) {
         fail(o, 409, "username_taken", "this username is taken");
+        return;
+    }
+    if (bal < 0) { /* a fresh user id whose grant id already exists: never expected */
+        fail(o, 503, "unavailable", "storage unavailable, retry");
         return;
     }
     struct tp_buf b;

@@ -104,7 +104,8 @@ static const struct centry table[] = {
     {"game", "rake_bps", CT_INT, 0, 1000, "300", F(game.rake_bps), 0, NULL},
     {"game", "min_stake", CT_INT64, 1, MAX_STAKE_BOUND, "100", F(game.min_stake), 0, NULL},
     {"game", "max_stake", CT_INT64, 1, MAX_STAKE_BOUND, "100000", F(game.max_stake), 0, NULL},
-    {"game", "start_balance", CT_INT64, 0, MAX_STAKE_BOUND, "100000", F(game.start_balance), 0,
+    /* At least 1: sign-up grants are the only way money enters the game. */
+    {"game", "start_balance", CT_INT64, 1, MAX_STAKE_BOUND, "100000", F(game.start_balance), 0,
      NULL},
     {"game", "tick_ms", CT_DUR, 10, 10000, "100", F(game.tick_ms), 1, NULL},
     {"game", "volatility", CT_DOUBLE, 0, 0, "0.8", F(game.volatility), 0, check_volatility},

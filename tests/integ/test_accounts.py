@@ -150,6 +150,28 @@ def test_secret_shared_through_redis_and_env():
             assert s3.http("GET", "/api/v1/me", headers={"Authorization": "Bearer " + v2["token"]})[0] == 200
 
 
+def test_start_balance_change_keeps_existing_accounts_working():
+    """Regression (review of the money path): a changed game.start_balance made every existing
+    user's sign-in re-run its start grant with the new amount, answer grant_conflict, and 503."""
+    with tpenv.Redis() as r:
+        with server(r) as s:
+            wait_ready(s)
+            st, old = signup(s, "veteran")
+            assert st == 201 and old["balance"] == 100000, (st, old)
+        with server(r, TICKPOOL_GAME_START_BALANCE="50000") as s:
+            wait_ready(s)
+            st, ses = s.json("POST", "/api/v1/sessions",
+                             {"username": "veteran", "password": "correct horse"})
+            assert st == 200 and ses["user_id"] == old["user_id"], (st, ses)
+            st, me = s.json("GET", "/api/v1/me",
+                            headers={"Authorization": "Bearer " + ses["token"]})
+            assert st == 200 and me["balance"] == 100000, (st, me)  # granted once, not twice
+            st, v = signup(s, "veteran")
+            assert st == 409 and v["error"]["code"] == "username_taken", (st, v)
+            st, new = signup(s, "newcomer")
+            assert st == 201 and new["balance"] == 50000, (st, new)
+
+
 def test_msgpack_signup():
     import msgpack
     with tpenv.Redis() as r, server(r) as s:
