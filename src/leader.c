@@ -83,6 +83,7 @@ struct tp_leader {
         int kind;
         struct tp_game_round r;
         int pending, err, bucket;
+        char err_code[32]; /* the first failing reply's code: replies die with their callback */
         int64_t pools[TP_ROUND_MAX_BANDS];
         int64_t sum_t, sum_paid;
         int64_t tick_last;
@@ -352,14 +353,13 @@ static void all_buckets(struct tp_leader *l, int64_t id, const char *state, int6
 /* Counts a fan-out reply; returns true when it was the last one. */
 static bool fan_in(struct tp_leader *l, int err, const struct tp_store_reply *r, const char **code)
 {
-    static const char *first;
     if (l->op.err == 0 && !reply_ok(err, r, code)) {
         l->op.err = 1;
-        first = *code;
+        snprintf(l->op.err_code, sizeof(l->op.err_code), "%s", *code);
     }
     if (--l->op.pending > 0)
         return false;
-    *code = l->op.err ? first : "ok";
+    *code = l->op.err ? l->op.err_code : "ok";
     return true;
 }
 

@@ -157,6 +157,9 @@ def test_schema_rules():
                 "placed_at) VALUES ('b1', 1, 1, 0, 100, 'k', 0)")
         assert refused("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
                        "placed_at) VALUES ('b2', 1, 1, 0, 100, 'k', 0)")
+        # …but a key Redis forgot after 24 h may name a new bet in a later round (0002).
+        pg.psql("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                "placed_at) VALUES ('b3', 1, 2, 0, 100, 'k', 0)")
         # A settled round's receipt must add up.
         seed_hash = "ab" * 32
         assert refused("INSERT INTO rounds (id, state, opens_at, locks_at, closes_at, "

@@ -154,5 +154,24 @@ def test_postgres_outage_never_blocks_redis():
         cluster.stop()
 
 
+def test_key_reused_in_a_later_round_is_kept():
+    """Regression (review of the money path): Redis forgets a bet's key after 24 h, so a player
+    may reuse it in a later round; Postgres must keep both bets, not drop the second."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=1)
+        with server(r, pg) as s:
+            pgwlib.migrate(s, pg)
+            money.open_round(900001)
+            money.open_round(900002)
+            money.grant(1, 10000)
+            money.bet(1, 900001, 0, 100, "same-key")
+            money.c.delete("tp:{b0}:idem:1:same-key")  # what the 24 h TTL does
+            money.bet(1, 900002, 1, 200, "same-key")
+            pgwlib.wait_drained(money, pg, 2)
+            assert pg.psql("SELECT round_id, stake FROM bets WHERE user_id = 1 AND "
+                           "idempotency_key = 'same-key' ORDER BY round_id") == [
+                ["900001", "100"], ["900002", "200"]]
+
+
 if __name__ == "__main__":
     tpenv.main()
