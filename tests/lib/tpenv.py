@@ -240,13 +240,16 @@ class Server:
             wait_until(lambda: self.proc.poll() is None and
                        self.http("GET", "/healthz")[0] == 200,
                        timeout=15, what="tickpool /healthz")
-            if self.pg is not None and "TICKPOOL_REDIS_URL" in self.env:
+            if "TICKPOOL_REDIS_URL" in self.env:
                 # Workers listen a few ms before their Redis connection is up (and answer 503
-                # meanwhile); give readiness a moment, but a test that starts the server with
-                # a service down on purpose still gets its server.
+                # meanwhile): wait until /readyz no longer reports Redis (nor, when this test
+                # has one, Postgres) down. A test that starts the server with a service down
+                # on purpose still gets its server after a moment.
+                def ready():
+                    st, _, body = self.http("GET", "/readyz")
+                    return st == 200 or (self.pg is None and b"redis down" not in body)
                 try:
-                    wait_until(lambda: self.http("GET", "/readyz")[0] == 200, timeout=5,
-                               what="tickpool /readyz")
+                    wait_until(ready, timeout=5, what="tickpool /readyz")
                 except AssertionError:
                     pass
         return self
