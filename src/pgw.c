@@ -327,7 +327,16 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                      "placed_at) SELECT DISTINCT ON (id) id, user_id, round_id, band, stake, "
                      "idempotency_key, placed_at FROM json_to_recordset($1::json) AS x(id text, "
                      "user_id bigint, round_id bigint, band smallint, stake bigint, "
-                     "idempotency_key text, placed_at bigint) ON CONFLICT DO NOTHING"},
+                     "idempotency_key text, placed_at bigint) ON CONFLICT DO NOTHING",
+                     /* A bet written after its round's result or its payout (both sit in
+                      * other streams, drained in any order after a backlog) takes its final
+                      * status now: the UPDATEs of those events found no row to mark. */
+                     "UPDATE bets b SET status = CASE WHEN p.kind = 'win' THEN 'won' "
+                     "WHEN p.kind IS NOT NULL THEN 'refunded' ELSE 'lost' END, "
+                     "payout = coalesce(p.amount, 0) FROM json_to_recordset($1::json) AS "
+                     "x(id text) LEFT JOIN payouts p ON p.bet_id = x.id WHERE b.id = x.id AND "
+                     "b.status = 'pending' AND (p.bet_id IS NOT NULL OR EXISTS (SELECT 1 FROM "
+                     "rounds r WHERE r.id = b.round_id AND r.state = 'settled'))"},
     [TP_PGW_PAYOUTS] =
         {"INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) "
          "SELECT DISTINCT ON (id) id, bet_id, user_id, round_id, amount, kind "
@@ -348,6 +357,12 @@ static int write_batch(struct tp_pgw_pg *pg, struct tp_pgw_batch *b, char *err, 
     int rc = tp_pgw_pg_exec(pg, "BEGIN", 0, NULL, err, errlen);
     if (rc != 0)
         return rc;
+    /* One batch at a time across all writers: a bet and its round's result or payout may be in
+     * two writers' concurrent batches, and then neither transaction's UPDATE would see the
+     * other's uncommitted row (the bet would stay 'pending' forever). */
+    rc = tp_pgw_pg_exec(pg, "SELECT pg_advisory_xact_lock(1953523575)", 0, NULL, err, errlen);
+    if (rc != 0)
+        goto fail;
     for (int t = 0; t < TP_PGW_NTABLES; t++) {
         if (b->nrows[t] == 0)
             continue;
