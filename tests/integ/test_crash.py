@@ -161,7 +161,8 @@ def check_all(s, r, pg, load, timeout=40):
                                 ["tp:{b%d}:outbox" % b for b in range(BUCKETS)]},
               "pending bets in Postgres:", pg.psql("SELECT round_id, count(*) FROM bets "
                                                    "WHERE status = 'pending' GROUP BY 1"))
-        print("\n".join(x for x in s.log_text().splitlines() if "mod=leader" not in x)[-6000:])
+        print("\n".join(x for x in s.log_text().splitlines()
+                        if "mod=leader" not in x)[-6000:])  # the writer's story
         raise
     code, out = tpclient.audit(s, "30")
     assert code == 0, out
@@ -180,6 +181,14 @@ def check_all(s, r, pg, load, timeout=40):
                                        f"{extra[:5]}; {len(missing)} 201s missing: {missing[:5]}")
     diff = [(k, want[k], got[k]) for k in want if want[k] != got[k]]
     assert not diff, diff[:5]
+    # Each bet's status and payout in Postgres follow its credit and its round's outcome, even
+    # when the bet row was written after them (streams drain in any order after a backlog).
+    wrong = pg.psql("SELECT b.id, b.status, b.payout, p.kind, p.amount, r.state FROM bets b "
+                    "JOIN rounds r ON r.id = b.round_id LEFT JOIN payouts p ON p.bet_id = b.id "
+                    "WHERE b.status <> CASE WHEN p.kind = 'win' THEN 'won' WHEN p.kind = "
+                    "'refund' THEN 'refunded' WHEN r.state = 'settled' THEN 'lost' ELSE "
+                    "'pending' END OR b.payout <> coalesce(p.amount, 0)")
+    assert not wrong, f"{len(wrong)} bets with a wrong status/payout: {wrong[:5]}"
     # Replays after the crashes: the same 201 body (bet_id, balance at the time), no new debit.
     before = tpclient.balances(c, BUCKETS)
     sample = [x for x in ok if x["tries"]] + random.Random(1).sample(ok, min(100, len(ok)))
