@@ -31,11 +31,11 @@ enum tp_err {
 const char *tp_strerror(int err);
 
 /** malloc/calloc/realloc/strdup that abort the process on OOM (redis zmalloc rule). */
-void *tp_xmalloc(size_t n);
-void *tp_xcalloc(size_t count, size_t n);
-void *tp_xrealloc(void *p, size_t n);
-char *tp_xstrdup(const char *s);
-char *tp_xstrndup(const char *s, size_t n);
+void *tp_xmalloc(size_t n) __attribute__((malloc, returns_nonnull));
+void *tp_xcalloc(size_t count, size_t n) __attribute__((malloc, returns_nonnull));
+void *tp_xrealloc(void *p, size_t n) __attribute__((returns_nonnull));
+char *tp_xstrdup(const char *s) __attribute__((malloc, returns_nonnull));
+char *tp_xstrndup(const char *s, size_t n) __attribute__((malloc, returns_nonnull));
 
 /** Wall clock in Unix milliseconds (what the contract calls "times"). */
 int64_t tp_now_ms(void);

@@ -170,9 +170,11 @@ static char *head_of_size(size_t n)
     const char *post = "\r\n\r\n";
     size_t fixed = strlen(pre) + strlen(post);
     assert_true(n > fixed);
-    char *s = malloc(n + 1);
+    char *s = tp_xmalloc(n + 1);
     strcpy(s, pre);
-    memset(s + strlen(pre), 'a', n - fixed);
+    /* A loop, not memset: gcc 12's -O2 + ASan bounds analysis misfires on the memset here. */
+    for (size_t i = strlen(pre); i < n - strlen(post); i++)
+        s[i] = 'a';
     strcpy(s + n - strlen(post), post);
     assert_int_equal(strlen(s), n);
     return s;
