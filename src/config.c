@@ -12,6 +12,7 @@
  * Only this file includes libinih (<ini.h>).
  */
 #include "tickpool/config.h"
+#include "tickpool/round.h"
 #include "tickpool/common.h"
 #include "tickpool/log.h"
 
@@ -746,6 +747,17 @@ static int check_relations(const struct tp_config *cfg, char *err, size_t errlen
         snprintf(err, errlen, "server.https_port: must differ from server.http_port (both %d)%s",
                  cfg->server.http_port,
                  pair_note(cfg, "server", "http_port", "server", "https_port", note, sizeof(note)));
+        return TP_EINVAL;
+    }
+    /* Ticks sit on a grid of tick_ms inside each phase (src/price_sim.c segments). */
+    const struct tp_config_game *g = &cfg->game;
+    if (tp_round_check_timing((int64_t)g->betting_s * 1000, (int64_t)g->live_s * 1000,
+                              g->tick_ms) != 0) {
+        snprintf(err, errlen,
+                 "game.tick_ms: must divide game.betting_s and game.live_s (%d ms into %d s and "
+                 "%d s)%s",
+                 g->tick_ms, g->betting_s, g->live_s,
+                 pair_note(cfg, "game", "tick_ms", "game", "betting_s", note, sizeof(note)));
         return TP_EINVAL;
     }
     if ((cfg->server.tls_cert[0] == '\0') != (cfg->server.tls_key[0] == '\0')) {

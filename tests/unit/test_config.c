@@ -334,6 +334,9 @@ static void test_relations(void **state)
                  "game.min_stake: must not exceed game.max_stake (5000 > 4999)");
     expect_error("[server]\nhttp_port = 9000\nhttps_port = 9000\n", "must differ");
     expect_error("[server]\ntls_cert = /etc/cert.pem\n", "set both or neither");
+    expect_error("[game]\ntick_ms = 70\n", "game.tick_ms: must divide game.betting_s and "
+                                           "game.live_s (70 ms into 30 s and 30 s)");
+    expect_error("[game]\ntick_ms = 300\nbetting_s = 2\nlive_s = 3\n", "must divide");
     setenv("TICKPOOL_GAME_MAX_STAKE", "50", 1);
     expect_error(NULL, "[from TICKPOOL_GAME_MAX_STAKE]");
     unsetenv("TICKPOOL_GAME_MAX_STAKE");
