@@ -74,6 +74,7 @@ struct tp_leader {
 
     /* The segment the tick loop follows. */
     bool seg_ok;
+    bool seg_known; /* choose_segment ran since this lease began: seg_ok is meaningful */
     int64_t seg_id, seg_lock, seg_L, seg_vol, seg_n, seg_tick_ms;
     uint8_t seg_seed[TP_PRICE_SIM_SEED_LEN];
     int64_t cache_idx, cache_price; /* price after cache_idx ticks of the segment */
@@ -229,13 +230,46 @@ static void on_tick(int err, const struct tp_store_reply *r, void *ud)
     }
 }
 
+/*
+ * No live segment yet (a fresh game before its first lock): tick the flat price every tick_ms,
+ * so players see a price at once. It is the price the next lock takes as L (lock_price_of: the
+ * last tick, else the start price), so the path stays continuous and verifiable.
+ */
+static void flat_tick(struct tp_leader *l, int64_t now)
+{
+    int64_t tick_ms = l->g->tick_ms;
+    int64_t ts = now - now % tick_ms;
+    if (ts <= l->last_tick_ts)
+        return;
+    struct args a = {.n = 0};
+    a_str(&a, TP_GAME_G "lease");
+    a_str(&a, TP_GAME_G "ticks");
+    fence(l, &a);
+    a_str(&a, TICKS_MAXLEN);
+    a_fmt(&a, "%lld", (long long)ts);
+    l->cache_price = l->last_price > 0 ? l->last_price : TP_PRICE_SIM_START_PRICE;
+    a_fmt(&a, "%lld", (long long)l->cache_price);
+    l->cache_idx = -1; /* the segment path recomputes its own position */
+    l->op.tick_last = ts;
+    l->tick_busy = true;
+    if (run(l, "tick", 2, &a, on_tick) != 0)
+        l->tick_busy = false;
+}
+
 static void tick_cb(struct ev_loop *loop, ev_periodic *t, int revents)
 {
     (void)loop, (void)revents;
     struct tp_leader *l = t->data;
-    if (!l->leader || l->tick_busy || !l->seg_ok || !tp_store_is_connected(l->store))
+    if (!l->leader || l->tick_busy || !tp_store_is_connected(l->store))
         return;
     int64_t now = tp_now_ms();
+    if (!l->seg_ok) {
+        /* Only once the rounds were read: a new leader must not tick flat over a segment it
+         * has not loaded yet. */
+        if (l->seg_known)
+            flat_tick(l, now);
+        return;
+    }
     int64_t due = (now - l->seg_lock) / l->seg_tick_ms;
     if (due > l->seg_n)
         due = l->seg_n;
@@ -295,9 +329,11 @@ static void choose_segment(struct tp_leader *l, int64_t now)
             l->cache_idx = -1;
             l->seg_ok = true;
         }
+        l->seg_known = true;
         return;
     }
     l->seg_ok = false;
+    l->seg_known = true;
 }
 
 /* --- Actions --- */
@@ -997,7 +1033,7 @@ static void lose(struct tp_leader *l, const char *why)
     l->leader = false;
     ev_timer_stop(l->loop, &l->step_t);
     ev_periodic_stop(l->loop, &l->tick_p);
-    l->seg_ok = false;
+    l->seg_ok = l->seg_known = false;
     tp_metrics_set(TP_METRIC_IS_LEADER, 0);
     tp_log_warn(MOD, "lost the leader lease\tholder=%s epoch=%lld reason=\"%s\"", l->holder,
                 l->epoch, why);
@@ -1024,6 +1060,7 @@ static void on_lease(int err, const struct tp_store_reply *r, void *ud)
         l->leader = true;
         l->last_tick_ts = 0;
         l->cache_idx = -1;
+        l->seg_ok = l->seg_known = false;
         tp_metrics_set(TP_METRIC_IS_LEADER, 1);
         tp_log_info(MOD, "acquired the leader lease\tholder=%s epoch=%lld pid=%d", l->holder, e,
                     (int)getpid());

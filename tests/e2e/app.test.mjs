@@ -91,7 +91,7 @@ const SETUP = "starts tickpool (real Redis, Postgres, 4 s phases) and Chromium";
   it("goes live over wss and the chart receives ticks", async () => {
     await page.goto(`${env.server.httpsUrl}/`);
     await waitFor(async () => (await text("connection-state")) === "live", { timeout: 15000, what: "connection-state live" });
-    // A freshly started server ticks from its first lock on (up to one betting phase away).
+    // A freshly started server ticks within a beat or two of its leader taking the lease.
     await waitFor(async () => /^[0-9,]+\.[0-9]{2}$/.test(await text("price")), { timeout: ROUND_MS + 4000, what: "a price" });
     const p1 = await text("price");
     assert.match(p1, /^[0-9,]+\.[0-9]{2}$/);

@@ -92,6 +92,29 @@ def test_verify_passes_then_catches_tampering():
         assert s.run_cli("verify", "999999").returncode != 0
 
 
+def test_fresh_game_ticks_before_its_first_lock():
+    """Players see a price at once: before the first lock the leader ticks the flat start price,
+    and that is the lock price the first round then takes (the path stays continuous)."""
+    env = dict(ENV, TICKPOOL_GAME_BETTING_S="4", TICKPOOL_GAME_LIVE_S="4")
+    with tpenv.Redis() as r, tpenv.Server(redis=r, https=False, env=env) as s:
+        first = tpenv.wait_until(lambda: s.json("GET", "/api/v1/rounds/1")[1]
+                                 if s.json("GET", "/api/v1/rounds/1")[0] == 200 else None,
+                                 what="round 1")
+        locks_at = first["locks_at"]
+        tpenv.wait_until(lambda: s.json("GET", "/api/v1/rounds/1")[1]["lock_price"] is not None,
+                         timeout=10, what="round 1 locked")
+        ticks = s.json("GET", "/api/v1/prices?since=0")[1]
+        before = [t for t in ticks if t["ts"] <= locks_at]
+        if locks_at - ticks[0]["ts"] >= 1000:  # the game started a while before its first lock
+            assert len(before) >= 5, before
+        assert before, ticks[:5]
+        assert {t["price"] for t in before} == {6500000}, before
+        assert s.json("GET", "/api/v1/rounds/1")[1]["lock_price"] == before[-1]["price"]
+        # On the tick grid, strictly increasing (a beat the busy machine skipped is no error).
+        assert all(t["ts"] % 100 == 0 for t in before), before
+        assert all(a["ts"] < b["ts"] for a, b in zip(before, before[1:])), before
+
+
 def test_failover_after_kill_9():
     with tpenv.Redis() as r, tpenv.Server(redis=r, https=False, workers=2, env=ENV) as s:
         c = r.client()
