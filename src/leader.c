@@ -74,7 +74,8 @@ struct tp_leader {
 
     /* The segment the tick loop follows. */
     bool seg_ok;
-    bool seg_known; /* choose_segment ran since this lease began: seg_ok is meaningful */
+    bool seg_known;      /* choose_segment ran since this lease began: seg_ok is meaningful */
+    int64_t open_synced; /* open round whose bucket copies this lease wrote (0: none yet) */
     int64_t seg_id, seg_lock, seg_L, seg_vol, seg_n, seg_tick_ms;
     uint8_t seg_seed[TP_PRICE_SIM_SEED_LEN];
     int64_t cache_idx, cache_price; /* price after cache_idx ticks of the segment */
@@ -412,8 +413,34 @@ static void on_open_bucket(int err, const struct tp_store_reply *r, void *ud)
     }
     tp_log_info(MOD, "round opened\tround=%lld locks_at=%lld", (long long)l->op.r.id,
                 (long long)l->op.r.t.locks_at);
+    l->open_synced = l->op.r.id;
     publish_round(l, l->op.r.id);
     step_end(l);
+}
+
+/*
+ * Re-writes the open round's bucket copies once per lease: a leader that died between
+ * round_open and a bucket's copy left that bucket answering round_not_found for the round.
+ * bucket_state.lua never moves a state backwards, so this is a no-op where it was done.
+ */
+static void on_resync_bucket(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!fan_in(l, err, r, &code))
+        return;
+    if (l->op.err) {
+        op_fail(l, "open (bucket resync)", code);
+        return;
+    }
+    l->open_synced = l->op.r.id;
+    step_end(l);
+}
+
+static void resync_open(struct tp_leader *l, const struct tp_game_round *r)
+{
+    l->op.r = *r;
+    all_buckets(l, r->id, "open", r->t.locks_at, on_resync_bucket);
 }
 
 static void on_open(int err, const struct tp_store_reply *r, void *ud)
@@ -912,6 +939,13 @@ static void decide(struct tp_leader *l)
         do_open(l, max_id + 1, tp_round_align_open(now, (int64_t)l->g->betting_s * 1000));
         return;
     }
+    for (int i = l->nsnap - 1; i >= 0; i--) {
+        const struct tp_game_round *r = &l->snap[i].r;
+        if (strcmp(r->state, "open") == 0 && r->id != l->open_synced) {
+            resync_open(l, r);
+            return;
+        }
+    }
     step_end(l);
 }
 
@@ -1061,6 +1095,7 @@ static void on_lease(int err, const struct tp_store_reply *r, void *ud)
         l->last_tick_ts = 0;
         l->cache_idx = -1;
         l->seg_ok = l->seg_known = false;
+        l->open_synced = 0;
         tp_metrics_set(TP_METRIC_IS_LEADER, 1);
         tp_log_info(MOD, "acquired the leader lease\tholder=%s epoch=%lld pid=%d", l->holder, e,
                     (int)getpid());

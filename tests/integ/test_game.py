@@ -143,5 +143,28 @@ def test_failover_after_kill_9():
             assert st in ("open", "live", "settling", "settled", "cancelled", "cancelling")
 
 
+def test_new_leader_repairs_a_missing_bucket_copy_of_the_open_round():
+    """Regression (review of the money path): a leader dying between round_open and a bucket's
+    state copy left that bucket answering round_not_found all round; the next leader re-writes
+    the open round's bucket copies once (bucket_state never moves a state backwards)."""
+    env = dict(ENV, TICKPOOL_GAME_BETTING_S="8", TICKPOOL_GAME_LIVE_S="8")
+    with tpenv.Redis() as r, tpenv.Server(redis=r, https=False, workers=2, env=env) as s:
+        c = r.client()
+        holder = tpenv.wait_until(lambda: c.get("tp:{g}:lease"), what="a leader")
+
+        def roomy_open_round():  # an open round that locks at least 5 s from now
+            rid = c.hget("tp:{g}:current", "open")
+            lk = rid and c.hget("tp:{g}:round:" + rid, "locks_at")
+            return rid if lk and int(lk) - time.time() * 1000 > 5000 else None
+        rid = tpenv.wait_until(roomy_open_round, timeout=20, what="a roomy open round")
+        key = "tp:{b0}:round:%s:state" % rid
+        assert c.hget(key, "state") == "open"
+        c.delete(key)  # as if the leader had died before writing this copy
+        os.kill(int(holder.split("|")[0].split("-")[1]), signal.SIGKILL)
+        tpenv.wait_until(lambda: c.hget(key, "state") == "open", timeout=4, interval=0.05,
+                         what="the new leader to restore the bucket copy")
+        assert int(c.hget(key, "locks_at")) == int(c.hget("tp:{g}:round:" + rid, "locks_at"))
+
+
 if __name__ == "__main__":
     tpenv.main()
