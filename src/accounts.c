@@ -110,12 +110,13 @@ static void try_secret(struct ev_loop *loop, ev_timer *t, int revents)
     (void)tp_store_command(st, on_secret, NULL, "SET %s %s NX GET", SECRET_KEY, candidate);
 }
 
-int tp_accounts_verify_token(const char *token, size_t len, int64_t *user_id)
+int tp_accounts_verify_token(const char *token, size_t len, int64_t *user_id, int64_t *expires_ms)
 {
     if (secret_len == 0)
         return TP_EUNAVAIL;
     int64_t exp;
-    return tp_token_verify(secret, secret_len, token, len, tp_now_ms(), user_id, &exp);
+    return tp_token_verify(secret, secret_len, token, len, tp_now_ms(), user_id,
+                           expires_ms != NULL ? expires_ms : &exp);
 }
 
 int tp_accounts_auth(struct tp_http_ctx *ctx, int64_t *user_id)
@@ -129,7 +130,7 @@ int tp_accounts_auth(struct tp_http_ctx *ctx, int64_t *user_id)
         size_t n = strlen(t);
         while (n > 0 && t[n - 1] == ' ')
             n--;
-        rc = tp_accounts_verify_token(t, n, user_id);
+        rc = tp_accounts_verify_token(t, n, user_id, NULL);
     }
     if (rc == TP_EUNAVAIL)
         tp_http_reply_error(ctx, 503, "unavailable", "authentication not ready, retry");

@@ -12,6 +12,7 @@
  */
 #include "tickpool/session.h"
 
+#include "tickpool/accounts.h"
 #include "tickpool/bcast.h"
 #include "tickpool/bet.h"
 #include "tickpool/buf.h"
@@ -26,10 +27,6 @@
 #include "tickpool/store.h"
 #include "tickpool/worker.h"
 #include "tickpool/ws.h"
-
-#if __has_include("tickpool/accounts.h")
-#include "tickpool/accounts.h"
-#endif
 
 #include <ev.h>
 #include <stdlib.h>
@@ -137,65 +134,6 @@ static void send_bet_err(struct sess *s, const void *req, size_t reqlen, enum tp
     tp_wr_str(&w, tp_bet_code_message(code));
     send_buf(s, &b);
     tp_buf_deinit(&b);
-}
-
-/* --- Tokens --- */
-
-static int b64url_val(char ch)
-{
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '-')
-        return 62;
-    if (ch == '_')
-        return 63;
-    return -1;
-}
-
-/* Reads the expiry of an already verified token (tickpool/token.h layout: version, user id,
- * expires_ms big-endian at bytes 9..16; the first 24 characters encode bytes 0..17). The
- * accounts helper exposes only the user id, and the session must close the socket when the
- * token expires. Returns 0 when unreadable (then only the verification time counts). */
-static int64_t token_expiry(const char *tok, size_t len)
-{
-    uint8_t raw[18];
-    if (len < 24)
-        return 0;
-    for (size_t i = 0; i < 6; i++) {
-        uint32_t v = 0;
-        for (size_t j = 0; j < 4; j++) {
-            int d = b64url_val(tok[i * 4 + j]);
-            if (d < 0)
-                return 0;
-            v = (v << 6) | (uint32_t)d;
-        }
-        raw[i * 3] = (uint8_t)(v >> 16);
-        raw[i * 3 + 1] = (uint8_t)(v >> 8);
-        raw[i * 3 + 2] = (uint8_t)v;
-    }
-    uint64_t e = 0;
-    for (int i = 9; i < 17; i++)
-        e = (e << 8) | raw[i];
-    return (int64_t)e;
-}
-
-/* Verifies a token: 0 and *uid / *exp, or a negative TP_E*. */
-static int verify_token(const char *tok, size_t len, int64_t *uid, int64_t *exp)
-{
-#if __has_include("tickpool/accounts.h")
-    int rc = tp_accounts_verify_token(tok, len, uid);
-    if (rc != 0)
-        return rc;
-    *exp = token_expiry(tok, len);
-    return 0;
-#else
-    (void)tok, (void)len, (void)uid, (void)exp;
-    return TP_EUNAVAIL;
-#endif
 }
 
 struct count_user {
@@ -555,7 +493,7 @@ static void handle_auth(struct sess *s, const struct tp_val *m)
         return;
     }
     int64_t uid, exp;
-    int rc = verify_token(tok, len, &uid, &exp);
+    int rc = tp_accounts_verify_token(tok, len, &uid, &exp);
     if (rc != 0) {
         send_error(s, rc == TP_EUNAVAIL ? "unavailable" : "unauthorized",
                    rc == TP_ETIMEDOUT ? "token expired" : "invalid token");
@@ -663,7 +601,7 @@ static void on_open(struct tp_conn *c, const struct tp_http_request *req, void *
     const char *tok = req != NULL ? tp_http_request_param(req, "token") : NULL;
     if (tok != NULL && *tok != '\0') {
         int64_t uid, exp;
-        int rc = verify_token(tok, strlen(tok), &uid, &exp);
+        int rc = tp_accounts_verify_token(tok, strlen(tok), &uid, &exp);
         if (rc != 0) {
             tp_conn_ws_close(c, TP_WS_CLOSE_POLICY,
                              rc == TP_ETIMEDOUT ? "token expired" : "invalid token");

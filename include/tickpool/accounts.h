@@ -35,10 +35,11 @@ void tp_api_install(void);
 
 /**
  * Resolves a bearer token (token[len], without "Bearer ") to its user id, in memory: 0 and
- * *user_id; TP_EINVAL (malformed, tampered), TP_ETIMEDOUT (expired), TP_EUNAVAIL (this process
- * has no signing secret yet: Redis not reached since start).
+ * *user_id and, when `expires_ms` is not NULL, *expires_ms; TP_EINVAL (malformed, tampered),
+ * TP_ETIMEDOUT (expired), TP_EUNAVAIL (this process has no signing secret yet: Redis not
+ * reached since start).
  */
-int tp_accounts_verify_token(const char *token, size_t len, int64_t *user_id);
+int tp_accounts_verify_token(const char *token, size_t len, int64_t *user_id, int64_t *expires_ms);
 
 /**
  * Authenticates an HTTP request by its "Authorization: Bearer <token>" header: returns 0 and
