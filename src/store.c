@@ -23,6 +23,7 @@
 #include "tickpool/common.h"
 #include "tickpool/config.h"
 #include "tickpool/crypto.h"
+#include "tickpool/http.h"
 #include "tickpool/log.h"
 #include "tickpool/metrics.h"
 
@@ -126,27 +127,18 @@ static void schedule_retry(struct tp_store *s);
 
 /* --- URL parsing --- */
 
-/* Copies [p, p+n) into out (size cap) percent-decoding it; TP_EINVAL when it does not fit or a
- * %XX escape is broken. */
+/* Copies [p, p+n) into out (size cap) percent-decoding it with the project's decoder
+ * (tp_http_decode); TP_EINVAL when it does not fit or an escape is broken or encodes NUL. */
 static int copy_decoded(char *out, size_t cap, const char *p, size_t n)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)p[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return TP_EINVAL;
-            int h = tp_hex_digit(p[i + 1]), l = tp_hex_digit(p[i + 2]);
-            if (h < 0 || l < 0)
-                return TP_EINVAL;
-            c = h * 16 + l;
-            i += 2;
-        }
-        if (o + 1 >= cap)
-            return TP_EINVAL;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
+    /* A field is part of redis.url, and decoding never lengthens it. */
+    char tmp[sizeof(((struct tp_config_redis *)0)->url)];
+    if (n >= sizeof(tmp))
+        return TP_EINVAL;
+    int len = tp_http_decode(p, n, tmp, false);
+    if (len < 0 || (size_t)len >= cap)
+        return TP_EINVAL;
+    memcpy(out, tmp, (size_t)len + 1);
     return 0;
 }
 

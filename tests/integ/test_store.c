@@ -131,6 +131,7 @@ static void test_url_parse(void **state)
                          "redis://host:12ab",
                          "redis://host/x",
                          "redis://:pw%4@host",
+                         "redis://:pw%00x@host", /* an encoded NUL would cut the password */
                          "redis://[::1",
                          "unix://relative.sock",
                          "unix://",
