@@ -20,7 +20,7 @@
 
 #include <ev.h>
 
-#include "tickpool/buf.h"
+#include "tickpool/base/buf.h"
 
 #include "lg_hist.h"
 

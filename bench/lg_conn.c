@@ -22,10 +22,10 @@
 
 #include <ev.h>
 
-#include "tickpool/buf.h"
-#include "tickpool/codec.h"
-#include "tickpool/common.h"
-#include "tickpool/crypto.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/crypto.h"
 
 #include "lg.h"
 #include "lg_proto.h"
@@ -105,7 +105,7 @@ static void encode_request(struct lg_conn *c, uint64_t seq)
         break;
     }
     case LG_M_REDIS_BET: {
-        /* Exactly the KEYS/ARGV src/bet.c passes (scripts/lua/bet.lua header). */
+        /* Exactly the KEYS/ARGV src/money/bet.c passes (scripts/lua/bet.lua header). */
         const struct lg_user *u = &lg_users[user_rr++ % (uint64_t)lg_nusers];
         int nb = lg_opt.buckets, b = (int)(u->id % nb);
         char k[9][160], a[13][80];

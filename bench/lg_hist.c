@@ -3,7 +3,7 @@
  */
 #include <math.h>
 
-#include "tickpool/common.h"
+#include "tickpool/base/common.h"
 
 #include "lg_hist.h"
 

@@ -8,9 +8,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "tickpool/buf.h"
-#include "tickpool/common.h"
-#include "tickpool/crypto.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/crypto.h"
 
 #include "lg_proto.h"
 

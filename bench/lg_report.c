@@ -13,8 +13,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "tickpool/buf.h"
-#include "tickpool/common.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/common.h"
 
 #include "lg.h"
 

@@ -15,9 +15,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "tickpool/buf.h"
-#include "tickpool/codec.h"
-#include "tickpool/common.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
 
 #include "lg.h"
 #include "lg_proto.h"

@@ -6,8 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "tickpool/codec.h"
-#include "tickpool/common.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
 
 #include "lg.h"
 

@@ -32,8 +32,8 @@
 
 #include <ev.h>
 
-#include "tickpool/common.h"
-#include "tickpool/crypto.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/crypto.h"
 
 #include "lg.h"
 

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for src/codec.c. For each input:
+ * libFuzzer target for src/base/codec.c. For each input:
  *  1. parse it as JSON and as MessagePack; whatever parses is re-emitted with the writer in the
  *     same format, which must parse again and re-emit to the very same bytes (determinism);
  *  2. a JSON doc converted to MessagePack and back must give the same JSON bytes; a MessagePack
@@ -8,7 +8,7 @@
  *     input whenever the input is valid UTF-8 (MessagePack str parsing is the UTF-8 oracle).
  * Build (see the codec report / tests/fuzz/meson.build):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude \
- *     tests/fuzz/fuzz_codec.c src/codec.c src/common.c src/buf.c src/log.c \
+ *     tests/fuzz/fuzz_codec.c src/base/codec.c src/base/common.c src/base/buf.c src/base/log.c \
  *     -ljansson -lmsgpackc -lm -o fuzz_codec
  */
 #include <stdint.h>
@@ -16,9 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tickpool/buf.h"
-#include "tickpool/codec.h"
-#include "tickpool/common.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
 
 #define CHECK(c)                                                                                   \
     do {                                                                                           \

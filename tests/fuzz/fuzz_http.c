@@ -7,10 +7,10 @@
  * Input layout: byte 0 picks the limits, byte 1 seeds the read-boundary generator, the rest is
  * the byte stream.
  */
-#include "tickpool/buf.h"
-#include "tickpool/common.h"
-#include "tickpool/http.h"
-#include "tickpool/router.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/common.h"
+#include "tickpool/net/http.h"
+#include "tickpool/net/router.h"
 
 #include <stdint.h>
 #include <stdlib.h>

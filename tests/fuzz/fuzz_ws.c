@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for src/ws.c. For each input:
+ * libFuzzer target for src/net/ws.c. For each input:
  *  1. byte 0 picks how the rest is cut into tp_ws_feed calls and how the fake socket behaves
  *     (short writes, WANT_WRITE); the rest is fed as client bytes to a session with small
  *     limits whose on_message echoes, and which also gets shared tick/odds frames queued;
@@ -10,18 +10,18 @@
  *     tp_ws_origin_allowed (which must never accept a key that is not 24 characters).
  * Build:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude \
- *     tests/fuzz/fuzz_ws.c src/ws.c src/crypto.c src/metrics.c src/common.c src/buf.c \
- *     src/log.c -lwslay -lmbedcrypto -o fuzz_ws
+ *     tests/fuzz/fuzz_ws.c src/net/ws.c src/base/crypto.c src/base/metrics.c src/base/common.c
+ * src/base/buf.c \ src/base/log.c -lwslay -lmbedcrypto -o fuzz_ws
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "tickpool/buf.h"
-#include "tickpool/common.h"
-#include "tickpool/io.h"
-#include "tickpool/ws.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/common.h"
+#include "tickpool/net/io.h"
+#include "tickpool/net/ws.h"
 
 #define CHECK(c)                                                                                   \
     do {                                                                                           \

@@ -2,7 +2,7 @@
 "Game engine"): fencing, CAS transitions, settlement pages run twice, refunds, conservation.
 
 Scripts are run with EVALSHA exactly as the leader does; the Python `Game` below drives them in
-the leader's order (src/leader.c) so each step can be checked and repeated.
+the leader's order (src/game/leader.c) so each step can be checked and repeated.
 """
 
 import hashlib

@@ -1,5 +1,5 @@
 /*
- * Integration test of src/pg.c against a real Postgres (the shared test cluster or a private
+ * Integration test of src/store/pg.c against a real Postgres (the shared test cluster or a private
  * one): statements, parameters, results, error mapping, statement_timeout, transactions, a
  * killed backend and reconnect, and the health probe thread.
  */
@@ -11,9 +11,9 @@
 #include <cmocka.h>
 
 #include "integ_env.h"
-#include "tickpool/common.h"
-#include "tickpool/config.h"
-#include "tickpool/pg.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/store/pg.h"
 
 static struct integ_pg pgenv;
 

@@ -1,4 +1,4 @@
-"""Postgres write-behind (src/pgw.c) against a real Redis, Postgres and tickpool server.
+"""Postgres write-behind (src/store/pgw.c) against a real Redis, Postgres and tickpool server.
 
 Money goes through the real Lua scripts (grant.lua, bet.lua via python-redis) while the
 server's workers drain the outbox into Postgres. Checked: rows and the double-entry ledger,

@@ -1,5 +1,5 @@
 /*
- * Integration test of src/store.c against a private redis-server: round trips, reply types,
+ * Integration test of src/store/store.c against a private redis-server: round trips, reply types,
  * scripts (EVALSHA, NOSCRIPT recovery after SCRIPT FLUSH), per-command timeouts with late
  * replies, disconnects (exactly-once failure, fail-fast), reconnects, AUTH, unix sockets, pub/sub
  * resync and freeing the store from inside its own callback.
@@ -12,9 +12,9 @@
 #include <cmocka.h>
 
 #include "integ_env.h"
-#include "tickpool/common.h"
-#include "tickpool/config.h"
-#include "tickpool/store.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/store/store.h"
 
 static struct integ_redis redis;
 static char scripts_dir[300];

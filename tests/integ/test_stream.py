@@ -402,7 +402,7 @@ SECRET = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
 
 def forge_token(uid, expires_ms, secret_hex=SECRET):
-    """A token as tickpool/token.h lays it out, signed with the shared test secret."""
+    """A token as tickpool/money/token.h lays it out, signed with the shared test secret."""
     import base64
     import hashlib
     import hmac

@@ -1,0 +1,67 @@
+/*
+ * Game read API: the Round view built from Redis (scripts/lua/README.md, "Game engine"), its
+ * contract encoding (CONTRACT.md §5) shared by the HTTP handlers, the leader's `round`
+ * broadcasts and `tickpool verify`, and the handlers for /api/v1/rounds… and /api/v1/prices.
+ */
+#ifndef TP_GAME_API_H
+#define TP_GAME_API_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tickpool/game/round.h"
+#include "tickpool/game/settle.h"
+
+struct tp_store;
+struct tp_store_reply;
+struct tp_worker;
+struct tp_wr;
+
+/* Redis key prefix of the global (game) keys; every one carries the {g} hash tag. */
+#define TP_GAME_G "tp:{g}:"
+/* Pub/sub channel of the pre-encoded MessagePack broadcasts (tick, round). */
+#define TP_GAME_BCAST_CHANNEL "tp:bcast"
+
+/** One round as stored in tp:{g}:round:<id> (+ the bucket pools while they are not recorded). */
+struct tp_game_round {
+    int64_t id;
+    char state[16]; /* open, live, settling, settled, cancelling, cancelled */
+    struct tp_round_times t;
+    char seed_hash[65];
+    char seed[65]; /* "" until revealed */
+    bool has_lock, has_close;
+    int64_t lock_price, close_price;
+    int winning_band; /* -1 until known */
+    int edges[TP_ROUND_MAX_EDGES];
+    int n_edges;
+    int rake_bps;
+    int64_t vol_ppb, betting_ms, tick_ms;
+    bool has_plan; /* close or cancel recorded: total .. refund_all valid */
+    int64_t total, winning_stake, rake, pot;
+    bool refund_all;
+    bool has_pools; /* pools[] valid (recorded at close/cancel, or summed from the buckets) */
+    int64_t pools[TP_ROUND_MAX_BANDS];
+    bool has_receipt;
+    struct tp_settle_receipt receipt;
+};
+
+/** Parses an HGETALL reply of a round hash. Returns 0, TP_ENOTFOUND (empty) or TP_EINVAL. */
+int tp_game_round_parse(const struct tp_store_reply *r, struct tp_game_round *out);
+
+/** Writes the contract's Round object (§5): settling shows as live, cancelling as cancelled;
+ * multipliers are null where a pool is empty; receipt null until final. */
+void tp_game_round_write(struct tp_wr *w, const struct tp_game_round *r);
+
+/** Completion of tp_game_round_load: err 0 and `r` (borrowed during the call), or an error. */
+typedef void (*tp_game_round_cb)(int err, const struct tp_game_round *r, void *ud);
+
+/** Loads round `id` and, unless recorded, sums its pools over `buckets` buckets. cb is called
+ * exactly once when 0 is returned (TP_ENOTFOUND for a missing round). */
+int tp_game_round_load(struct tp_store *store, int buckets, int64_t id, tp_game_round_cb cb,
+                       void *ud);
+
+/** Registers GET /api/v1/rounds/current, /api/v1/rounds/{id}, /api/v1/rounds and
+ * /api/v1/prices on the worker's router (call from a worker init hook). */
+void tp_game_api_register(struct tp_worker *w);
+
+#endif

@@ -1,0 +1,130 @@
+/*
+ * Bet admission: validation of a bet request in memory (pure, no I/O), and the asynchronous
+ * submission through scripts/lua/bet.lua that the HTTP handler (POST /api/v1/bets) and the
+ * WebSocket session layer (`bet` messages) share.
+ *
+ * Order on every path: validate (tp_bet_parse*, tp_bet_check_key) → tp_bet_submit, which takes a
+ * limiter slot (429 / in-flight 409) and makes exactly one Redis round trip (bet.lua). A replayed
+ * request (same user, key and canonical body) gets the first outcome's fields, so a response
+ * formatted with tp_bet_write_fields is byte-identical to the first one.
+ */
+#ifndef TP_BET_H
+#define TP_BET_H
+
+#include "tickpool/base/codec.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tp_worker;
+struct tp_http_ctx;
+struct tp_config_game;
+
+/* Longest idempotency key, in bytes (each byte printable ASCII 0x21..0x7e). */
+#define TP_BET_KEY_MAX 128
+/* Largest bet request body accepted (both formats). */
+#define TP_BET_MAX_BODY 4096
+/* Largest round id (bet.lua keeps integers below 10^15, exact in a Lua double). */
+#define TP_BET_ROUND_MAX 999999999999999LL
+/* Buffer size for tp_bet_request_hash (64 hex digits and a NUL). */
+#define TP_BET_HASH_LEN 65
+
+/* Outcome codes; TP_BET_OK is 0. Names and HTTP statuses: tp_bet_code_name/_status. */
+enum tp_bet_code {
+    TP_BET_OK = 0,
+    TP_BET_INVALID_REQUEST,      /* 400 invalid_request */
+    TP_BET_INVALID_STAKE,        /* 400 invalid_stake */
+    TP_BET_INVALID_BAND,         /* 400 invalid_band */
+    TP_BET_UNAUTHORIZED,         /* 401 unauthorized */
+    TP_BET_INSUFFICIENT_FUNDS,   /* 402 insufficient_funds */
+    TP_BET_ROUND_NOT_FOUND,      /* 404 round_not_found */
+    TP_BET_ROUND_NOT_OPEN,       /* 409 round_not_open */
+    TP_BET_IDEMPOTENCY_CONFLICT, /* 409 idempotency_conflict */
+    TP_BET_KEY_REQUIRED,         /* 422 idempotency_key_required */
+    TP_BET_OVERLOADED,           /* 429 overloaded (send Retry-After: 1) */
+    TP_BET_UNAVAILABLE,          /* 503 unavailable */
+};
+
+/* Game bounds a request is validated against (from struct tp_config_game). */
+struct tp_bet_limits {
+    int nbands;        /* number of bands: band_edges + 1 */
+    int64_t min_stake; /* inclusive */
+    int64_t max_stake; /* inclusive */
+};
+
+/* A validated bet request. */
+struct tp_bet_req {
+    int64_t round_id; /* 1 … TP_BET_ROUND_MAX */
+    int band;         /* 0 … nbands-1 */
+    int64_t stake;    /* min_stake … max_stake */
+};
+
+/* The outcome of a submission: on TP_BET_OK every field is set; otherwise only `code`. */
+struct tp_bet_result {
+    enum tp_bet_code code;
+    int64_t bet_id;
+    int64_t round_id;
+    int band;
+    int64_t stake;
+    int64_t balance; /* the balance right after this bet (the first outcome's, on a replay) */
+    bool replayed;   /* true when bet.lua answered from the idempotency record */
+};
+
+/** Completion of tp_bet_submit (on the worker's loop thread); `res` is borrowed. */
+typedef void (*tp_bet_cb)(const struct tp_bet_result *res, void *ud);
+
+/** The contract's error code string ("invalid_stake", …; "ok" for TP_BET_OK). */
+const char *tp_bet_code_name(enum tp_bet_code c);
+/** The HTTP status for a code (201 for TP_BET_OK). */
+int tp_bet_code_status(enum tp_bet_code c);
+/** A short human-readable message for a code. */
+const char *tp_bet_code_message(enum tp_bet_code c);
+
+/** Fills `out` from the game configuration section. */
+void tp_bet_limits_from_config(const struct tp_config_game *g, struct tp_bet_limits *out);
+
+/** Picks the body format from a Content-Type value (NULL/empty = JSON; parameters ignored):
+ * 0 and *fmt, or TP_EINVAL for an unsupported type. */
+int tp_bet_body_format(const char *content_type, enum tp_fmt *fmt);
+
+/**
+ * Validates a request body of `len` bytes in `fmt`: a map with integer round_id, band and stake
+ * (other members are ignored). Returns TP_BET_OK and fills *out, or INVALID_REQUEST (malformed,
+ * too big, not a map, a member missing, round_id not in 1…TP_BET_ROUND_MAX), INVALID_BAND,
+ * INVALID_STAKE (any non-integer, including 1.0, 1e2, "100", true, null, overflow; or out of
+ * bounds). `out` is untouched on error.
+ */
+enum tp_bet_code tp_bet_parse(enum tp_fmt fmt, const void *body, size_t len,
+                              const struct tp_bet_limits *lim, struct tp_bet_req *out);
+/** As tp_bet_parse on an already parsed map (a WebSocket `bet` message). */
+enum tp_bet_code tp_bet_parse_val(const struct tp_val *map, const struct tp_bet_limits *lim,
+                                  struct tp_bet_req *out);
+/** Checks an idempotency key: 1…TP_BET_KEY_MAX bytes, each printable ASCII (0x21…0x7e).
+ * TP_BET_OK or TP_BET_KEY_REQUIRED (key may be NULL). */
+enum tp_bet_code tp_bet_check_key(const char *key, size_t len);
+/** Writes the canonical request hash: lowercase hex SHA-256 of "v1|<round_id>|<band>|<stake>". */
+void tp_bet_request_hash(const struct tp_bet_req *r, char out[TP_BET_HASH_LEN]);
+
+/** Writes the 5 pairs bet_id, round_id, band, stake, balance (in that order) into a map the
+ * caller opened (the HTTP 201 body is a map of exactly these; `bet_ok` adds t and req). */
+void tp_bet_write_fields(struct tp_wr *w, const struct tp_bet_result *res);
+
+/**
+ * Submits a validated bet of `user_id` with idempotency key key[len] (checked by
+ * tp_bet_check_key) on worker `w`: takes a slot of this process's limiter, runs bet.lua once.
+ * Returns 0 (cb is called exactly once, later, on w's loop), or with cb never called:
+ * TP_EAGAIN (overloaded), TP_ECONFLICT (same user and key in flight), TP_EUNAVAIL (Redis down),
+ * TP_EINVAL (bad argument). Map these with tp_bet_code_from_err. Counts bets metrics.
+ */
+int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
+                  const char *key, size_t len, tp_bet_cb cb, void *ud);
+/** The outcome code for a tp_bet_submit return value (TP_BET_OK for 0). */
+enum tp_bet_code tp_bet_code_from_err(int err);
+/** Counts one bet rejected before submission (validation, auth) in the metrics. */
+void tp_bet_count_rejected(void);
+
+/** POST /api/v1/bets handler (registered by tp_api_install). */
+void tp_bet_http_handler(struct tp_http_ctx *ctx, void *ud);
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * Internals shared by the Postgres writer (src/store/pgw.c) and `tickpool audit` (src/cli/audit.c):
+ * a thin blocking Postgres adapter (src/store/pgw_pg.c) over the project's libpq wrapper
+ * (tickpool/store/pg.h), so the two modules name exactly the few calls they need.
+ */
+#ifndef TP_PGW_PG_H
+#define TP_PGW_PG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct tp_config_postgres;
+struct tp_pgw_pg;
+
+/* Rows of a query, every value as text (NULL for SQL NULL); owned by the caller. */
+struct tp_pgw_rows {
+    size_t nrows, ncols;
+    char **vals; /* nrows * ncols */
+};
+
+/** Connects (blocking) with statement_timeout = cfg->timeout_ms. NULL (logged once by the
+ * caller) when Postgres is unreachable. */
+struct tp_pgw_pg *tp_pgw_pg_open(const struct tp_config_postgres *cfg);
+/** Runs one statement with text parameters. Returns 0 or TP_EIO / TP_EUNAVAIL; `err` (may be
+ * NULL) gets the server's message. */
+int tp_pgw_pg_exec(struct tp_pgw_pg *pg, const char *sql, int nparams, const char *const *params,
+                   char *err, size_t errlen);
+/** Like tp_pgw_pg_exec, returning the rows in `out` (free with tp_pgw_rows_free). */
+int tp_pgw_pg_query(struct tp_pgw_pg *pg, const char *sql, int nparams, const char *const *params,
+                    struct tp_pgw_rows *out, char *err, size_t errlen);
+/** False once the connection is broken (reconnect with a new tp_pgw_pg_open). */
+bool tp_pgw_pg_ok(const struct tp_pgw_pg *pg);
+/** Closes; NULL is a no-op. */
+void tp_pgw_pg_close(struct tp_pgw_pg *pg);
+/** Frees the values of a result. */
+void tp_pgw_rows_free(struct tp_pgw_rows *r);
+/** Value (row, col), or NULL. */
+const char *tp_pgw_rows_get(const struct tp_pgw_rows *r, size_t row, size_t col);
+
+#endif

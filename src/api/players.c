@@ -1,0 +1,434 @@
+/*
+ * GET /api/v1/me/bets and GET /api/v1/leaderboard from Redis (see tickpool/api/players.h).
+ *
+ * Both are two rounds of pipelined commands joined by a pending counter: first the list (or
+ * each bucket's top N), then everything it names (round outcomes and payouts, or usernames).
+ * Every command goes out before any reply is handled, so a request costs two round trips
+ * whatever N is.
+ */
+#include "tickpool/api/players.h"
+#include "tickpool/money/accounts.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/base/log.h"
+#include "tickpool/net/router.h"
+#include "tickpool/store/store.h"
+#include "tickpool/net/worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "players"
+#define UBETS_MAX 1000
+
+struct pbet {
+    int64_t bet_id, round_id, stake;
+    int band;
+    int round_idx; /* index into op->rounds */
+    bool has_paid;
+    int64_t paid;
+};
+
+struct pround {
+    int64_t id;
+    char state[16];
+    int winning_band; /* -1 unknown */
+    int64_t winning_stake;
+    bool refund_all;
+};
+
+struct pplayer {
+    int64_t user_id, net;
+    char username[40];
+};
+
+struct slot {
+    struct pop *op;
+    int idx;
+};
+
+struct pop {
+    struct tp_http_ctx *ctx;
+    struct tp_worker *w;
+    int64_t uid, before;
+    int limit, nb;
+    int pending;
+    bool failed;
+    void (*next)(struct pop *o); /* runs once all pending replies are in */
+    struct pbet bets[TP_PLAYERS_BETS_MAX];
+    int nbets;
+    struct pround rounds[TP_PLAYERS_BETS_MAX];
+    int nrounds;
+    struct pplayer *players;
+    int nplayers, cap;
+    struct slot *slots;
+    int nslots;
+};
+
+static void pop_free(struct pop *o)
+{
+    free(o->players);
+    free(o->slots);
+    free(o);
+}
+
+static struct slot *new_slots(struct pop *o, int n)
+{
+    free(o->slots);
+    o->slots = tp_xcalloc((size_t)TP_MAX(n, 1), sizeof(*o->slots));
+    o->nslots = n;
+    for (int i = 0; i < n; i++)
+        o->slots[i] = (struct slot){o, i};
+    return o->slots;
+}
+
+static void finish_or_fail(struct pop *o)
+{
+    if (o->pending > 0)
+        return;
+    if (o->failed) {
+        tp_http_reply_error(o->ctx, 503, "unavailable", "storage unavailable, retry");
+        pop_free(o);
+        return;
+    }
+    o->next(o);
+}
+
+static int parse_limit(struct tp_http_ctx *ctx, const char *name, int64_t def, int64_t max,
+                       int64_t *out)
+{
+    const char *v = tp_http_ctx_query(ctx, name);
+    if (v == NULL || v[0] == '\0') {
+        *out = def;
+        return 0;
+    }
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (*end != '\0' || n < 1 || v[0] == '-' || v[0] == '+' || n > max)
+        return TP_EINVAL;
+    *out = n;
+    return 0;
+}
+
+static bool reply_ok(int err, const struct tp_store_reply *r, enum tp_reply_type t)
+{
+    return err == 0 && tp_reply_type(r) == t;
+}
+
+static void write_out(struct pop *o, struct tp_buf *b, bool mp)
+{
+    tp_http_reply(o->ctx, 200, mp ? "application/msgpack" : "application/json", tp_buf_ptr(b),
+                  tp_buf_size(b));
+    tp_buf_deinit(b);
+    pop_free(o);
+}
+
+/* --- GET /api/v1/me/bets --- */
+
+static const char *status_of(const struct pbet *b, const struct pround *r)
+{
+    if (strcmp(r->state, "cancelled") == 0)
+        return "refunded";
+    if (strcmp(r->state, "settled") != 0)
+        return "pending";
+    if (r->refund_all || r->winning_stake == 0)
+        return "refunded";
+    return b->band == r->winning_band ? "won" : "lost";
+}
+
+static void bets_reply(struct pop *o)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    bool mp = tp_http_ctx_wants_msgpack(o->ctx);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_wr_map(&w, 1);
+    tp_wr_key(&w, "bets");
+    tp_wr_array(&w, (size_t)o->nbets);
+    for (int i = 0; i < o->nbets; i++) {
+        const struct pbet *bt = &o->bets[i];
+        const char *st = status_of(bt, &o->rounds[bt->round_idx]);
+        tp_wr_map(&w, 6);
+        tp_wr_key(&w, "bet_id");
+        tp_wr_int(&w, bt->bet_id);
+        tp_wr_key(&w, "round_id");
+        tp_wr_int(&w, bt->round_id);
+        tp_wr_key(&w, "band");
+        tp_wr_int(&w, bt->band);
+        tp_wr_key(&w, "stake");
+        tp_wr_int(&w, bt->stake);
+        tp_wr_key(&w, "status");
+        tp_wr_str(&w, st);
+        tp_wr_key(&w, "payout");
+        if (strcmp(st, "pending") == 0)
+            tp_wr_null(&w);
+        else if (bt->has_paid)
+            tp_wr_int(&w, bt->paid);
+        else
+            tp_wr_int(&w, strcmp(st, "refunded") == 0 ? bt->stake : 0);
+    }
+    write_out(o, &b, mp);
+}
+
+static void on_round(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct slot *s = ud;
+    struct pop *o = s->op;
+    o->pending--;
+    if (!reply_ok(err, r, TP_REPLY_ARRAY) || tp_reply_len(r) != 4) {
+        o->failed = true;
+    } else {
+        struct pround *rd = &o->rounds[s->idx];
+        const char *st = tp_reply_str(tp_reply_at(r, 0), NULL);
+        const char *wb = tp_reply_str(tp_reply_at(r, 1), NULL);
+        const char *ws = tp_reply_str(tp_reply_at(r, 2), NULL);
+        const char *ra = tp_reply_str(tp_reply_at(r, 3), NULL);
+        snprintf(rd->state, sizeof(rd->state), "%s", st ? st : "");
+        rd->winning_band = wb && wb[0] ? (int)strtol(wb, NULL, 10) : -1;
+        rd->winning_stake = ws && ws[0] ? strtoll(ws, NULL, 10) : -1;
+        rd->refund_all = ra != NULL && strcmp(ra, "1") == 0;
+    }
+    finish_or_fail(o);
+}
+
+static void on_paid(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct slot *s = ud;
+    struct pop *o = s->op;
+    o->pending--;
+    int ri = s->idx - o->nrounds;
+    if (!reply_ok(err, r, TP_REPLY_ARRAY)) {
+        o->failed = true;
+    } else {
+        /* Elements follow the bets of this round in list order. */
+        size_t k = 0;
+        for (int i = 0; i < o->nbets; i++) {
+            if (o->bets[i].round_idx != ri)
+                continue;
+            const char *v = tp_reply_str(tp_reply_at(r, k++), NULL);
+            if (v != NULL) {
+                o->bets[i].has_paid = true;
+                o->bets[i].paid = strtoll(v, NULL, 10);
+            }
+        }
+    }
+    finish_or_fail(o);
+}
+
+static void on_list(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct pop *o = ud;
+    if (!reply_ok(err, r, TP_REPLY_ARRAY)) {
+        tp_http_reply_error(o->ctx, 503, "unavailable", "storage unavailable, retry");
+        pop_free(o);
+        return;
+    }
+    for (size_t i = 0; i < tp_reply_len(r) && o->nbets < o->limit; i++) {
+        const char *e = tp_reply_str(tp_reply_at(r, i), NULL);
+        long long id, rid, band, stake;
+        if (e == NULL || sscanf(e, "%lld:%lld:%lld:%lld", &id, &rid, &band, &stake) != 4)
+            continue;
+        if (o->before > 0 && id >= o->before)
+            continue;
+        struct pbet *b = &o->bets[o->nbets++];
+        *b = (struct pbet){.bet_id = id, .round_id = rid, .band = (int)band, .stake = stake};
+        int j = 0;
+        while (j < o->nrounds && o->rounds[j].id != rid)
+            j++;
+        if (j == o->nrounds)
+            o->rounds[o->nrounds++] = (struct pround){.id = rid, .winning_band = -1};
+        b->round_idx = j;
+    }
+    o->next = bets_reply;
+    struct tp_store *st = tp_worker_store(o->w);
+    struct slot *s = new_slots(o, 2 * o->nrounds);
+    int64_t bucket = o->uid % o->nb;
+    for (int j = 0; j < o->nrounds; j++) {
+        if (tp_store_command(st, on_round, &s[j],
+                             "HMGET tp:{g}:round:%lld state winning_band winning_stake refund_all",
+                             (long long)o->rounds[j].id) == 0)
+            o->pending++;
+        else
+            o->failed = true;
+        /* HMGET of this round's bet ids in the player's bucket payout hash. */
+        const char *argv[2 + TP_PLAYERS_BETS_MAX];
+        char key[64], ids[TP_PLAYERS_BETS_MAX][24];
+        int argc = 0;
+        snprintf(key, sizeof(key), "tp:{b%lld}:paid:%lld", (long long)bucket,
+                 (long long)o->rounds[j].id);
+        argv[argc++] = "HMGET";
+        argv[argc++] = key;
+        for (int i = 0; i < o->nbets; i++) {
+            if (o->bets[i].round_idx != j)
+                continue;
+            snprintf(ids[argc - 2], sizeof(ids[0]), "%lld", (long long)o->bets[i].bet_id);
+            argv[argc] = ids[argc - 2];
+            argc++;
+        }
+        if (tp_store_commandargv(st, on_paid, &s[o->nrounds + j], argc, argv, NULL) == 0)
+            o->pending++;
+        else
+            o->failed = true;
+    }
+    finish_or_fail(o);
+}
+
+static void get_my_bets(struct tp_http_ctx *ctx, void *ud)
+{
+    (void)ud;
+    int64_t uid, limit, before = 0;
+    if (tp_accounts_auth(ctx, &uid) != 0)
+        return;
+    if (parse_limit(ctx, "limit", TP_PLAYERS_BETS_DEFAULT, TP_PLAYERS_BETS_MAX, &limit) != 0 ||
+        parse_limit(ctx, "before", 0, INT64_MAX, &before) != 0) {
+        tp_http_reply_error(ctx, 400, "invalid_request", "limit must be 1-200, before a bet id");
+        return;
+    }
+    struct tp_worker *w = tp_http_ctx_worker(ctx);
+    struct tp_store *st = w ? tp_worker_store(w) : NULL;
+    struct pop *o = tp_xcalloc(1, sizeof(*o));
+    o->ctx = ctx;
+    o->w = w;
+    o->uid = uid;
+    o->limit = (int)limit;
+    o->before = before;
+    o->nb = TP_MAX(tp_worker_config(w)->game.buckets, 1);
+    if (st == NULL ||
+        tp_store_command(st, on_list, o, "LRANGE tp:{b%lld}:ubets:%lld 0 %d",
+                         (long long)(uid % o->nb), (long long)uid, UBETS_MAX - 1) != 0) {
+        tp_http_reply_error(ctx, 503, "unavailable", "storage unavailable, retry");
+        pop_free(o);
+    }
+}
+
+/* --- GET /api/v1/leaderboard --- */
+
+static void board_reply(struct pop *o)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    bool mp = tp_http_ctx_wants_msgpack(o->ctx);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_wr_map(&w, 1);
+    tp_wr_key(&w, "players");
+    tp_wr_array(&w, (size_t)o->nplayers);
+    for (int i = 0; i < o->nplayers; i++) {
+        tp_wr_map(&w, 3);
+        tp_wr_key(&w, "user_id");
+        tp_wr_int(&w, o->players[i].user_id);
+        tp_wr_key(&w, "username");
+        tp_wr_str(&w, o->players[i].username);
+        tp_wr_key(&w, "net");
+        tp_wr_int(&w, o->players[i].net);
+    }
+    write_out(o, &b, mp);
+}
+
+static void on_name(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct slot *s = ud;
+    struct pop *o = s->op;
+    o->pending--;
+    if (err != 0 || (tp_reply_type(r) != TP_REPLY_STRING && tp_reply_type(r) != TP_REPLY_NIL))
+        o->failed = true;
+    else
+        snprintf(o->players[s->idx].username, sizeof(o->players[0].username), "%s",
+                 tp_reply_str(r, NULL) ? tp_reply_str(r, NULL) : "");
+    finish_or_fail(o);
+}
+
+static int by_net(const void *a, const void *b)
+{
+    const struct pplayer *x = a, *y = b;
+    if (x->net != y->net)
+        return x->net > y->net ? -1 : 1;
+    return x->user_id < y->user_id ? -1 : x->user_id > y->user_id;
+}
+
+/* All buckets' top lists are in: keep the global top N, then fetch their usernames. */
+static void board_names(struct pop *o)
+{
+    qsort(o->players, (size_t)o->nplayers, sizeof(*o->players), by_net);
+    if (o->nplayers > o->limit)
+        o->nplayers = o->limit;
+    o->next = board_reply;
+    struct slot *s = new_slots(o, o->nplayers);
+    struct tp_store *st = tp_worker_store(o->w);
+    for (int i = 0; i < o->nplayers; i++) {
+        if (tp_store_command(st, on_name, &s[i], "HGET tp:{g}:user:%lld username",
+                             (long long)o->players[i].user_id) == 0)
+            o->pending++;
+        else
+            o->failed = true;
+    }
+    finish_or_fail(o);
+}
+
+static void on_top(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct slot *s = ud;
+    struct pop *o = s->op;
+    o->pending--;
+    if (!reply_ok(err, r, TP_REPLY_ARRAY)) {
+        o->failed = true;
+    } else {
+        for (size_t i = 0; i + 1 < tp_reply_len(r); i += 2) {
+            const char *u = tp_reply_str(tp_reply_at(r, i), NULL);
+            const char *sc = tp_reply_str(tp_reply_at(r, i + 1), NULL);
+            if (u == NULL || sc == NULL)
+                continue;
+            if (o->nplayers == o->cap) {
+                o->cap = o->cap ? 2 * o->cap : 64;
+                o->players = tp_xrealloc(o->players, (size_t)o->cap * sizeof(*o->players));
+            }
+            struct pplayer *p = &o->players[o->nplayers++];
+            memset(p, 0, sizeof(*p));
+            p->user_id = strtoll(u, NULL, 10);
+            p->net = (int64_t)strtod(sc, NULL);
+        }
+    }
+    finish_or_fail(o);
+}
+
+static void get_leaderboard(struct tp_http_ctx *ctx, void *ud)
+{
+    (void)ud;
+    int64_t limit;
+    if (parse_limit(ctx, "limit", TP_PLAYERS_BOARD_DEFAULT, TP_PLAYERS_BOARD_MAX, &limit) != 0) {
+        tp_http_reply_error(ctx, 400, "invalid_request", "limit must be 1-100");
+        return;
+    }
+    struct tp_worker *w = tp_http_ctx_worker(ctx);
+    struct tp_store *st = w ? tp_worker_store(w) : NULL;
+    if (st == NULL || !tp_store_is_connected(st)) {
+        tp_http_reply_error(ctx, 503, "unavailable", "storage unavailable, retry");
+        return;
+    }
+    struct pop *o = tp_xcalloc(1, sizeof(*o));
+    o->ctx = ctx;
+    o->w = w;
+    o->limit = (int)limit;
+    o->nb = TP_MAX(tp_worker_config(w)->game.buckets, 1);
+    o->next = board_names;
+    struct slot *s = new_slots(o, o->nb);
+    for (int b = 0; b < o->nb; b++) {
+        if (tp_store_command(st, on_top, &s[b], "ZREVRANGE tp:{b%d}:net 0 %d WITHSCORES", b,
+                             o->limit - 1) == 0)
+            o->pending++;
+        else
+            o->failed = true;
+    }
+    finish_or_fail(o);
+}
+
+void tp_players_register(struct tp_worker *w)
+{
+    struct tp_router *r = tp_worker_router(w);
+    TP_ASSERT(tp_router_add(r, "GET", "/api/v1/me/bets", get_my_bets, NULL) == 0);
+    TP_ASSERT(tp_router_add(r, "GET", "/api/v1/leaderboard", get_leaderboard, NULL) == 0);
+}

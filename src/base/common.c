@@ -1,0 +1,106 @@
+/* Error names, aborting allocators, clocks and the assertion handler. */
+#include "tickpool/base/common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *tp_strerror(int err)
+{
+    switch (err) {
+    case TP_OK:
+        return "ok";
+    case TP_EINVAL:
+        return "invalid argument";
+    case TP_ENOMEM:
+        return "out of memory";
+    case TP_EIO:
+        return "I/O error";
+    case TP_ETIMEDOUT:
+        return "timed out";
+    case TP_ENOTFOUND:
+        return "not found";
+    case TP_ECONFLICT:
+        return "conflict";
+    case TP_EAGAIN:
+        return "try again";
+    case TP_ECLOSED:
+        return "closed";
+    case TP_ETOOBIG:
+        return "too big";
+    case TP_EPROTO:
+        return "protocol error";
+    case TP_EUNAVAIL:
+        return "unavailable";
+    case TP_ESTALE:
+        return "stale fencing epoch";
+    }
+    return "unknown error";
+}
+
+static _Noreturn void oom(size_t n)
+{
+    fprintf(stderr, "tickpool: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *tp_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL)
+        oom(n);
+    return p;
+}
+
+void *tp_xcalloc(size_t count, size_t n)
+{
+    void *p = calloc(count ? count : 1, n ? n : 1);
+    if (p == NULL)
+        oom(count * n);
+    return p;
+}
+
+void *tp_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (q == NULL)
+        oom(n);
+    return q;
+}
+
+char *tp_xstrdup(const char *s)
+{
+    return tp_xstrndup(s, strlen(s));
+}
+
+char *tp_xstrndup(const char *s, size_t n)
+{
+    char *p = tp_xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+static int64_t clock_ms(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t tp_now_ms(void)
+{
+    return clock_ms(CLOCK_REALTIME);
+}
+
+int64_t tp_mono_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
+}
+
+void tp_assert_fail(const char *expr, const char *file, int line)
+{
+    fprintf(stderr, "tickpool: assertion failed: %s at %s:%d\n", expr, file, line);
+    abort();
+}

@@ -1,0 +1,289 @@
+/*
+ * `tickpool verify ROUND`. Redis is read through tp_store on a private ev_loop that runs until
+ * every reply is in (no synchronous client outside store.c). Checks, each printed:
+ * the round is final, the revealed seed matches seed_hash, the close price recomputed from
+ * lock_price and the seed(s) (docs/fairness.md §5), the winning band, each winning bet's payout
+ * (or each refund) against tp_settle_payout, and the receipt against tp_settle_compute.
+ */
+#include "tickpool/cli/verify.h"
+
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/base/crypto.h"
+#include "tickpool/game/game_api.h"
+#include "tickpool/game/price_sim.h"
+#include "tickpool/game/round.h"
+#include "tickpool/game/settle.h"
+#include "tickpool/store/store.h"
+
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vctx {
+    struct ev_loop *loop;
+    int pending, err;
+    struct tp_game_round r;
+    bool have_r;
+    /* Winning (or, for a refund, every) bets and what was paid: parallel arrays. */
+    int64_t *stake, *paid;
+    size_t n, cap;
+    int64_t next_seed_ok;
+    char next_seed[8][65];
+    int64_t next_vol[8];
+};
+
+static void done1(struct vctx *v)
+{
+    if (--v->pending == 0)
+        ev_break(v->loop, EVBREAK_ALL);
+}
+
+static void on_round(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct vctx *v = ud;
+    if (err != 0 || tp_game_round_parse(r, &v->r) != 0)
+        v->err = err ? err : TP_ENOTFOUND;
+    else
+        v->have_r = true;
+    done1(v);
+}
+
+/* One bucket's bets of one band (HGETALL bets) joined with its paid hash (HGETALL paid). */
+struct bets_req {
+    struct vctx *v;
+    struct tp_store *store;
+    int b;
+    long long id;
+    int band;
+    char *bets; /* copied HGETALL as "bet_id user:stake\n" lines */
+};
+
+static void on_paid(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct bets_req *q = ud;
+    struct vctx *v = q->v;
+    if (err != 0) {
+        v->err = err;
+    } else {
+        char *save = NULL;
+        for (char *line = strtok_r(q->bets, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save)) {
+            char bid[32];
+            long long user, stake;
+            if (sscanf(line, "%31s %lld:%lld", bid, &user, &stake) != 3)
+                continue;
+            int64_t amount = -1;
+            for (size_t i = 0; i + 1 < tp_reply_len(r); i += 2)
+                if (strcmp(tp_reply_str(tp_reply_at(r, i), NULL), bid) == 0)
+                    amount = strtoll(tp_reply_str(tp_reply_at(r, i + 1), NULL), NULL, 10);
+            if (v->n == v->cap) {
+                v->cap = v->cap ? 2 * v->cap : 64;
+                v->stake = tp_xrealloc(v->stake, v->cap * sizeof(int64_t));
+                v->paid = tp_xrealloc(v->paid, v->cap * sizeof(int64_t));
+            }
+            v->stake[v->n] = stake;
+            v->paid[v->n] = amount;
+            v->n++;
+        }
+    }
+    free(q->bets);
+    free(q);
+    done1(v);
+}
+
+static void on_bets(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct bets_req *q = ud;
+    size_t cap = 1, n = tp_reply_len(r);
+    for (size_t i = 0; err == 0 && i < n; i++)
+        cap += strlen(tp_reply_str(tp_reply_at(r, i), NULL)) + 1;
+    q->bets = tp_xmalloc(cap);
+    q->bets[0] = '\0';
+    size_t off = 0;
+    for (size_t i = 0; err == 0 && i + 1 < n; i += 2)
+        off += (size_t)snprintf(q->bets + off, cap - off, "%s %s\n",
+                                tp_reply_str(tp_reply_at(r, i), NULL),
+                                tp_reply_str(tp_reply_at(r, i + 1), NULL));
+    if (err != 0 ||
+        tp_store_command(q->store, on_paid, q, "HGETALL tp:{b%d}:paid:%lld", q->b, q->id) != 0) {
+        struct vctx *v = q->v;
+        v->err = err ? err : TP_EUNAVAIL;
+        free(q->bets);
+        free(q);
+        done1(v);
+    }
+}
+
+static void on_next_seed(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct vctx *v = ud;
+    struct tp_game_round nr;
+    if (err == 0 && tp_game_round_parse(r, &nr) == 0 && nr.seed[0] && nr.id - v->r.id >= 1 &&
+        nr.id - v->r.id <= 8) {
+        snprintf(v->next_seed[nr.id - v->r.id - 1], 65, "%s", nr.seed);
+        v->next_vol[nr.id - v->r.id - 1] = nr.vol_ppb;
+    }
+    done1(v);
+}
+
+static void on_connect_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct tp_store *s = t->data;
+    if (tp_store_is_connected(s))
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)t, (void)revents;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static int check(bool ok, const char *what, int *fails)
+{
+    printf("%s %s\n", ok ? "ok  " : "FAIL", what);
+    if (!ok)
+        (*fails)++;
+    return ok;
+}
+
+int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
+{
+    char *end;
+    long long id = argc == 1 ? strtoll(argv[0], &end, 10) : 0;
+    if (argc != 1 || *end != '\0' || id < 1) {
+        fprintf(stderr, "usage: tickpool verify ROUND_ID\n");
+        return 2;
+    }
+    struct vctx v = {.loop = ev_loop_new(EVFLAG_AUTO)};
+    struct tp_store *store = tp_store_new(v.loop, &cfg->redis, "scripts/lua");
+    if (store == NULL)
+        return 2;
+    ev_timer ct;
+    ev_timer_init(&ct, on_connect_timer, 0.01, 0.01);
+    ct.data = store;
+    ev_timer_start(v.loop, &ct);
+    ev_timer deadline;
+    ev_timer_init(&deadline, on_deadline, 5.0, 0.);
+    ev_timer_start(v.loop, &deadline);
+    ev_run(v.loop, 0);
+    ev_timer_stop(v.loop, &ct);
+    ev_timer_stop(v.loop, &deadline);
+    if (!tp_store_is_connected(store)) {
+        fprintf(stderr, "tickpool verify: cannot reach Redis\n");
+        tp_store_free(store);
+        return 2;
+    }
+    v.pending = 1;
+    tp_store_command(store, on_round, &v, "HGETALL " TP_GAME_G "round:%lld", id);
+    ev_run(v.loop, 0);
+    if (!v.have_r) {
+        fprintf(stderr, "tickpool verify: round %lld not found\n", id);
+        tp_store_free(store);
+        return 2;
+    }
+    struct tp_game_round *r = &v.r;
+    int fails = 0;
+    printf("round %lld: state %s, lock_price %lld, close_price %lld, winning_band %d\n", id,
+           r->state, (long long)r->lock_price, (long long)r->close_price, r->winning_band);
+    bool settled = strcmp(r->state, "settled") == 0;
+    bool cancelled = strcmp(r->state, "cancelled") == 0;
+    check(settled || cancelled, "round is final (settled or cancelled)", &fails);
+    uint8_t seed[TP_PRICE_SIM_SEED_LEN];
+    if (settled && check(r->seed[0] != '\0', "seed revealed", &fails) &&
+        check(tp_price_sim_seed_verify(r->seed, r->seed_hash, seed) == 0,
+              "SHA-256(seed) == seed_hash", &fails)) {
+        int64_t n_seg = r->betting_ms / r->tick_ms;
+        int64_t k = (r->t.closes_at - r->t.locks_at) / r->tick_ms;
+        struct tp_price_sim_seg segs[9];
+        size_t ns = 1;
+        memcpy(segs[0].seed, seed, sizeof(seed));
+        segs[0].vol_ppb = r->vol_ppb;
+        if (k > n_seg) {
+            v.pending = 0;
+            for (int j = 1; j <= 8 && j * n_seg < k; j++) {
+                v.pending++;
+                tp_store_command(store, on_next_seed, &v, "HGETALL " TP_GAME_G "round:%lld",
+                                 id + j);
+            }
+            if (v.pending)
+                ev_run(v.loop, 0);
+            for (int j = 0; j < 8 && (int64_t)ns * n_seg < k; j++) {
+                if (tp_hex_decode(v.next_seed[j], segs[ns].seed, TP_PRICE_SIM_SEED_LEN) != 0)
+                    break;
+                segs[ns++].vol_ppb = v.next_vol[j];
+            }
+        }
+        int64_t C = tp_price_sim_chain_at(segs, ns, (uint64_t)n_seg, r->lock_price, (uint64_t)k);
+        printf("     recomputed %lld ticks from lock_price %lld: close %lld\n", (long long)k,
+               (long long)r->lock_price, (long long)C);
+        check(C == r->close_price, "close_price recomputed from the seed", &fails);
+        check(tp_round_band(r->lock_price, r->close_price, r->edges, r->n_edges) == r->winning_band,
+              "winning band from lock and close price", &fails);
+    }
+    /* Bets: the winning band (or every band for a refund) of every bucket. */
+    int nb = r->n_edges + 1, buckets = cfg->game.buckets;
+    bool refund = r->refund_all;
+    v.pending = 0;
+    for (int b = 0; b < buckets; b++)
+        for (int band = 0; band < nb; band++) {
+            if (!refund && band != r->winning_band)
+                continue;
+            struct bets_req *q = tp_xcalloc(1, sizeof(*q));
+            *q = (struct bets_req){.v = &v, .store = store, .b = b, .id = id, .band = band};
+            v.pending++;
+            if (tp_store_command(store, on_bets, q, "HGETALL tp:{b%d}:bets:%lld:%d", b, id, band) !=
+                0) {
+                v.pending--;
+                free(q);
+                v.err = TP_EUNAVAIL;
+            }
+        }
+    if (v.pending)
+        ev_run(v.loop, 0);
+    if (!check(v.err == 0, "bets and payouts read", &fails))
+        goto out;
+    struct tp_settle_plan plan;
+    int64_t total = r->total, w = 0, sum = 0;
+    for (size_t i = 0; i < v.n; i++)
+        w += v.stake[i];
+    if (refund) {
+        check(w == total, "refund: the bets sum to the total", &fails);
+        plan = (struct tp_settle_plan){.total = total, .pot = total, .refund_all = true};
+    } else {
+        check(w == r->winning_stake, "winning bets sum to winning_stake", &fails);
+        check(tp_settle_plan(total, w, r->rake_bps, &plan) == 0 && plan.rake == r->rake &&
+                  plan.pot == r->pot,
+              "rake and pot from total, winning stake and rake_bps", &fails);
+    }
+    size_t bad = 0;
+    for (size_t i = 0; i < v.n; i++) {
+        int64_t want = tp_settle_payout(v.stake[i], &plan);
+        if (v.paid[i] != want)
+            bad++;
+        sum += v.paid[i];
+    }
+    char what[128];
+    snprintf(what, sizeof(what), "%zu %s, each paid exactly once as computed", v.n,
+             refund ? "refunds" : "winning bets");
+    check(bad == 0, what, &fails);
+    struct tp_settle_receipt want = {.total = total,
+                                     .winning_stake = refund ? r->winning_stake : w,
+                                     .rake = refund ? 0 : plan.rake,
+                                     .payouts = refund ? 0 : sum,
+                                     .refunds = refund ? sum : 0};
+    want.breakage = total - want.rake - want.payouts - want.refunds;
+    check(r->has_receipt && memcmp(&want, &r->receipt, sizeof(want)) == 0 &&
+              tp_settle_receipt_ok(&r->receipt),
+          "receipt matches and conserves the total", &fails);
+out:
+    printf("%s: %d check(s) failed\n", fails ? "MISMATCH" : "VERIFIED", fails);
+    free(v.stake);
+    free(v.paid);
+    tp_store_free(store);
+    ev_loop_destroy(v.loop);
+    return fails ? 1 : 0;
+}

@@ -1,0 +1,1189 @@
+/*
+ * Game leader (see include/tickpool/game/leader.h and scripts/lua/README.md, "Game engine").
+ *
+ * Three watchers per process: the lease timer (500 ms, always running), and while leader the
+ * step timer (50 ms) and the tick, an ev_periodic on the wall-clock tick grid (2 ms after each
+ * multiple of tick_ms), so a tick goes out right after its own timestamp rather than up to a
+ * whole tick_ms late. A step reads a snapshot of the last rounds from Redis and does
+ * at most ONE action (open, lock, close, cancel or settle one round), as a short asynchronous
+ * chain of fenced scripts; the next step re-reads Redis, so a chain interrupted by a crash or a
+ * lost lease is simply resumed by whoever leads next (every script is idempotent). Only one
+ * step and one tick chain are in flight at a time (busy flags).
+ *
+ * Ordering (why no bet lands after a lock is recorded): at a lock the next round is opened
+ * first (global then buckets), then every bucket copy flips to live, and only then the global
+ * lock records L. A close reads the bucket pools after they are frozen (live).
+ */
+#include "tickpool/game/leader.h"
+
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/base/crypto.h"
+#include "tickpool/game/game_api.h"
+#include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
+#include "tickpool/game/price_sim.h"
+#include "tickpool/game/round.h"
+#include "tickpool/game/settle.h"
+#include "tickpool/store/store.h"
+#include "tickpool/net/worker.h"
+
+#include <ev.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MOD "leader"
+#define LEASE_PERIOD 0.5
+#define LEASE_PX 2000
+#define LEASE_LOSS_MS 1500 /* no successful renewal for this long: assume lost */
+#define STEP_PERIOD 0.05
+#define SNAP_ROUNDS 6
+#define PAGE_SIZE "500"
+#define TICKS_MAXLEN "6000"
+#define TICK_LAG_S 0.002 /* fire just after a grid point, so its tick is due */
+#define MAX_BACKFILL 50
+
+struct snap_round {
+    struct tp_game_round r;
+    char seed_hex[65];
+};
+
+struct tp_leader {
+    struct tp_worker *w;
+    struct ev_loop *loop;
+    struct tp_store *store;
+    const struct tp_config_game *g;
+    int nbands;
+    char holder[64];
+    long long epoch;
+    bool leader;
+    int64_t last_renew_ms;
+    ev_timer lease_t, step_t;
+    ev_periodic tick_p;
+    bool lease_busy, step_busy, tick_busy;
+
+    /* Snapshot of the newest rounds (ascending ids) and of the tick stream's end. */
+    struct snap_round snap[SNAP_ROUNDS];
+    int nsnap, snap_pending, snap_err;
+    int64_t last_tick_ts, last_price;
+
+    /* The segment the tick loop follows. */
+    bool seg_ok;
+    bool seg_known;      /* choose_segment ran since this lease began: seg_ok is meaningful */
+    int64_t open_synced; /* open round whose bucket copies this lease wrote (0: none yet) */
+    int64_t seg_id, seg_lock, seg_L, seg_vol, seg_n, seg_tick_ms;
+    uint8_t seg_seed[TP_PRICE_SIM_SEED_LEN];
+    int64_t cache_idx, cache_price; /* price after cache_idx ticks of the segment */
+
+    /* The action in flight. */
+    struct {
+        int kind;
+        struct tp_game_round r;
+        int pending, err, bucket;
+        char err_code[32]; /* the first failing reply's code: replies die with their callback */
+        int64_t pools[TP_ROUND_MAX_BANDS];
+        int64_t sum_t, sum_paid;
+        int64_t tick_last;
+    } op;
+};
+
+/* Argument vector of one script call: numbers are formatted into fixed slots. The largest call
+ * is a tick backfill after a failover: 2 KEYS + holder, epoch, MAXLEN + 2 per tick. */
+#define ARGS_MAX (8 + 2 * MAX_BACKFILL)
+struct args {
+    const char *v[ARGS_MAX];
+    char num[ARGS_MAX][72];
+    int n;
+};
+
+static void a_str(struct args *a, const char *s)
+{
+    TP_ASSERT(a->n < ARGS_MAX);
+    a->v[a->n++] = s;
+}
+
+__attribute__((format(printf, 2, 3))) static void a_fmt(struct args *a, const char *fmt, ...)
+{
+    TP_ASSERT(a->n < ARGS_MAX);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->num[a->n], sizeof(a->num[0]), fmt, ap);
+    va_end(ap);
+    a->v[a->n] = a->num[a->n];
+    a->n++;
+}
+
+static void fence(struct tp_leader *l, struct args *a)
+{
+    a_str(a, l->holder);
+    a_fmt(a, "%lld", l->epoch);
+}
+
+static int run(struct tp_leader *l, const char *script, int nkeys, struct args *a, tp_store_cb cb)
+{
+    return tp_store_script(l->store, script, nkeys, a->n, a->v, NULL, cb, l);
+}
+
+/* "ok" / "err" head of a script reply; the err code in *code. */
+static bool reply_ok(int err, const struct tp_store_reply *r, const char **code)
+{
+    *code = "redis";
+    if (err != 0) {
+        *code = tp_strerror(err);
+        return false;
+    }
+    if (tp_reply_type(r) == TP_REPLY_ERROR) {
+        *code = tp_reply_str(r, NULL);
+        return false;
+    }
+    const char *h = tp_reply_str(tp_reply_at(r, 0), NULL);
+    if (h != NULL && strcmp(h, "ok") == 0)
+        return true;
+    const char *c = tp_reply_str(tp_reply_at(r, 1), NULL);
+    *code = c ? c : "bad reply";
+    return false;
+}
+
+static void lose(struct tp_leader *l, const char *why);
+static void step_end(struct tp_leader *l);
+
+/* A failed script in a chain: stale_epoch means the lease is gone. */
+static void op_fail(struct tp_leader *l, const char *what, const char *code)
+{
+    if (strcmp(code, "stale_epoch") == 0) {
+        lose(l, "stale epoch");
+    } else if (strcmp(code, "too_early") != 0) {
+        tp_log_warn(MOD, "%s failed\tround=%lld code=%s", what, (long long)l->op.r.id, code);
+    }
+    step_end(l);
+}
+
+/* --- Broadcasts --- */
+
+static void on_publish(int err, const struct tp_store_reply *r, void *ud)
+{
+    (void)err, (void)r, (void)ud;
+}
+
+static void on_round_loaded(int err, const struct tp_game_round *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    if (err != 0)
+        return;
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+    tp_wr_map(&w, 2);
+    tp_wr_key(&w, "t");
+    tp_wr_str(&w, "round");
+    tp_wr_key(&w, "round");
+    tp_game_round_write(&w, r);
+    tp_store_command(l->store, on_publish, NULL, "PUBLISH %s %b", TP_GAME_BCAST_CHANNEL,
+                     tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
+static void publish_round(struct tp_leader *l, int64_t id)
+{
+    tp_game_round_load(l->store, l->g->buckets, id, on_round_loaded, l);
+}
+
+static void publish_tick(struct tp_leader *l, int64_t ts, int64_t price)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+    tp_wr_map(&w, 3);
+    tp_wr_key(&w, "t");
+    tp_wr_str(&w, "tick");
+    tp_wr_key(&w, "ts");
+    tp_wr_int(&w, ts);
+    tp_wr_key(&w, "price");
+    tp_wr_int(&w, price);
+    tp_store_command(l->store, on_publish, NULL, "PUBLISH %s %b", TP_GAME_BCAST_CHANNEL,
+                     tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
+/* --- Ticks --- */
+
+static void on_tick(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    l->tick_busy = false;
+    if (!reply_ok(err, r, &code)) {
+        if (strcmp(code, "stale_epoch") == 0)
+            lose(l, "stale epoch on tick");
+        return;
+    }
+    if (l->op.tick_last > l->last_tick_ts) {
+        l->last_tick_ts = l->op.tick_last;
+        l->last_price = l->cache_price;
+        publish_tick(l, l->last_tick_ts, l->last_price);
+    }
+}
+
+/*
+ * No live segment yet (a fresh game before its first lock): tick the flat price every tick_ms,
+ * so players see a price at once. It is the price the next lock takes as L (lock_price_of: the
+ * last tick, else the start price), so the path stays continuous and verifiable.
+ */
+static void flat_tick(struct tp_leader *l, int64_t now)
+{
+    int64_t tick_ms = l->g->tick_ms;
+    int64_t ts = now - now % tick_ms;
+    if (ts <= l->last_tick_ts)
+        return;
+    struct args a = {.n = 0};
+    a_str(&a, TP_GAME_G "lease");
+    a_str(&a, TP_GAME_G "ticks");
+    fence(l, &a);
+    a_str(&a, TICKS_MAXLEN);
+    a_fmt(&a, "%lld", (long long)ts);
+    l->cache_price = l->last_price > 0 ? l->last_price : TP_PRICE_SIM_START_PRICE;
+    a_fmt(&a, "%lld", (long long)l->cache_price);
+    l->cache_idx = -1; /* the segment path recomputes its own position */
+    l->op.tick_last = ts;
+    l->tick_busy = true;
+    if (run(l, "tick", 2, &a, on_tick) != 0)
+        l->tick_busy = false;
+}
+
+static void tick_cb(struct ev_loop *loop, ev_periodic *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct tp_leader *l = t->data;
+    if (!l->leader || l->tick_busy || !tp_store_is_connected(l->store))
+        return;
+    int64_t now = tp_now_ms();
+    if (!l->seg_ok) {
+        /* Only once the rounds were read: a new leader must not tick flat over a segment it
+         * has not loaded yet. */
+        if (l->seg_known)
+            flat_tick(l, now);
+        return;
+    }
+    int64_t due = (now - l->seg_lock) / l->seg_tick_ms;
+    if (due > l->seg_n)
+        due = l->seg_n;
+    int64_t from = (l->last_tick_ts - l->seg_lock) / l->seg_tick_ms + 1;
+    if (l->last_tick_ts < l->seg_lock)
+        from = 1;
+    if (from < due - MAX_BACKFILL + 1)
+        from = due - MAX_BACKFILL + 1;
+    if (due < 1 || from > due)
+        return;
+    if (l->cache_idx != from - 1) {
+        int64_t p = tp_price_sim_price_at(l->seg_seed, l->seg_vol, l->seg_L, (uint64_t)(from - 1));
+        if (p < 1)
+            return;
+        l->cache_idx = from - 1;
+        l->cache_price = p;
+    }
+    struct args a = {.n = 0};
+    a_str(&a, TP_GAME_G "lease");
+    a_str(&a, TP_GAME_G "ticks");
+    fence(l, &a);
+    a_str(&a, TICKS_MAXLEN);
+    for (int64_t i = from; i <= due; i++) {
+        l->cache_price = tp_price_sim_tick(l->seg_seed, (uint64_t)i, l->cache_price, l->seg_vol);
+        l->cache_idx = i;
+        a_fmt(&a, "%lld", (long long)(l->seg_lock + i * l->seg_tick_ms));
+        a_fmt(&a, "%lld", (long long)l->cache_price);
+    }
+    l->op.tick_last = l->seg_lock + due * l->seg_tick_ms;
+    l->tick_busy = true;
+    if (run(l, "tick", 2, &a, on_tick) != 0) {
+        l->tick_busy = false;
+        l->cache_idx = -1;
+    }
+}
+
+/* Picks the segment the ticks follow: the newest locked, not cancelled round with its seed. */
+static void choose_segment(struct tp_leader *l, int64_t now)
+{
+    for (int i = l->nsnap - 1; i >= 0; i--) {
+        const struct snap_round *s = &l->snap[i];
+        const char *st = s->r.state;
+        if (!s->r.has_lock || s->r.t.locks_at > now || strcmp(st, "cancelling") == 0 ||
+            strcmp(st, "cancelled") == 0 || s->seed_hex[0] == '\0' || s->r.tick_ms <= 0)
+            continue;
+        uint8_t seed[TP_PRICE_SIM_SEED_LEN];
+        if (tp_hex_decode(s->seed_hex, seed, sizeof(seed)) != 0)
+            return;
+        if (!l->seg_ok || l->seg_id != s->r.id) {
+            l->seg_id = s->r.id;
+            memcpy(l->seg_seed, seed, sizeof(seed));
+            l->seg_lock = s->r.t.locks_at;
+            l->seg_L = s->r.lock_price;
+            l->seg_vol = s->r.vol_ppb;
+            l->seg_tick_ms = s->r.tick_ms;
+            l->seg_n = s->r.betting_ms / s->r.tick_ms;
+            l->cache_idx = -1;
+            l->seg_ok = true;
+        }
+        l->seg_known = true;
+        return;
+    }
+    l->seg_ok = false;
+    l->seg_known = true;
+}
+
+/* --- Actions --- */
+
+enum { OP_NONE, OP_OPEN, OP_LOCK, OP_CLOSE, OP_CANCEL, OP_SETTLE };
+
+static void step_end(struct tp_leader *l)
+{
+    l->step_busy = false;
+    l->op.kind = OP_NONE;
+}
+
+static const struct snap_round *snap_find(const struct tp_leader *l, int64_t id)
+{
+    for (int i = 0; i < l->nsnap; i++)
+        if (l->snap[i].r.id == id)
+            return &l->snap[i];
+    return NULL;
+}
+
+static void edges_str(const struct tp_leader *l, char *out, size_t n)
+{
+    size_t off = 0;
+    out[0] = '\0';
+    for (int i = 0; i < l->g->n_band_edges && off < n; i++)
+        off += (size_t)snprintf(out + off, n - off, "%s%d", i ? "," : "", l->g->band_edges_bps[i]);
+}
+
+static void bucket_state(struct tp_leader *l, int b, int64_t id, const char *state,
+                         int64_t locks_at, tp_store_cb cb)
+{
+    struct args a = {.n = 0};
+    a_fmt(&a, "tp:{b%d}:round:%lld:state", b, (long long)id);
+    a_fmt(&a, "tp:{b%d}:unsettled", b);
+    a_fmt(&a, "%lld", (long long)id);
+    a_str(&a, state);
+    a_fmt(&a, "%lld", (long long)locks_at);
+    a_fmt(&a, "%d", l->g->grace_ms);
+    if (run(l, "bucket_state", 2, &a, cb) != 0)
+        cb(TP_EUNAVAIL, NULL, l);
+}
+
+/* Fires one call per bucket; `cb` counts op.pending down. */
+static void all_buckets(struct tp_leader *l, int64_t id, const char *state, int64_t locks_at,
+                        tp_store_cb cb)
+{
+    l->op.pending = l->g->buckets;
+    l->op.err = 0;
+    for (int b = 0; b < l->g->buckets; b++)
+        bucket_state(l, b, id, state, locks_at, cb);
+}
+
+/* Counts a fan-out reply; returns true when it was the last one. */
+static bool fan_in(struct tp_leader *l, int err, const struct tp_store_reply *r, const char **code)
+{
+    if (l->op.err == 0 && !reply_ok(err, r, code)) {
+        l->op.err = 1;
+        snprintf(l->op.err_code, sizeof(l->op.err_code), "%s", *code);
+    }
+    if (--l->op.pending > 0)
+        return false;
+    *code = l->op.err ? l->op.err_code : "ok";
+    return true;
+}
+
+/* Open: round_open (global), then every bucket copy. */
+static void on_open_bucket(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!fan_in(l, err, r, &code))
+        return;
+    if (l->op.err) {
+        op_fail(l, "open (bucket)", code);
+        return;
+    }
+    tp_log_info(MOD, "round opened\tround=%lld locks_at=%lld", (long long)l->op.r.id,
+                (long long)l->op.r.t.locks_at);
+    l->open_synced = l->op.r.id;
+    publish_round(l, l->op.r.id);
+    step_end(l);
+}
+
+/*
+ * Re-writes the open round's bucket copies once per lease: a leader that died between
+ * round_open and a bucket's copy left that bucket answering round_not_found for the round.
+ * bucket_state.lua never moves a state backwards, so this is a no-op where it was done.
+ */
+static void on_resync_bucket(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!fan_in(l, err, r, &code))
+        return;
+    if (l->op.err) {
+        op_fail(l, "open (bucket resync)", code);
+        return;
+    }
+    l->open_synced = l->op.r.id;
+    step_end(l);
+}
+
+static void resync_open(struct tp_leader *l, const struct tp_game_round *r)
+{
+    l->op.r = *r;
+    all_buckets(l, r->id, "open", r->t.locks_at, on_resync_bucket);
+}
+
+static void on_open(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!reply_ok(err, r, &code)) {
+        op_fail(l, "open", code);
+        return;
+    }
+    all_buckets(l, l->op.r.id, "open", l->op.r.t.locks_at, on_open_bucket);
+}
+
+static void do_open(struct tp_leader *l, int64_t id, int64_t opens_at)
+{
+    int64_t bet_ms = (int64_t)l->g->betting_s * 1000, live_ms = (int64_t)l->g->live_s * 1000;
+    struct tp_round_times t;
+    uint8_t seed[TP_PRICE_SIM_SEED_LEN];
+    char hex[65], hash[65], edges[256];
+    int64_t vol = tp_price_sim_vol_ppb(l->g->volatility, l->g->tick_ms);
+    if (tp_round_schedule(opens_at, bet_ms, live_ms, &t) != 0 || vol < 0 ||
+        tp_random_bytes(seed, sizeof(seed)) != 0) {
+        tp_log_error(MOD, "cannot open round\tround=%lld", (long long)id);
+        step_end(l);
+        return;
+    }
+    tp_hex_encode(seed, sizeof(seed), hex);
+    tp_price_sim_seed_hash(seed, hash);
+    edges_str(l, edges, sizeof(edges));
+    l->op.kind = OP_OPEN;
+    l->op.r.id = id;
+    l->op.r.t = t;
+    struct args a = {.n = 0};
+    a_str(&a, TP_GAME_G "lease");
+    a_fmt(&a, TP_GAME_G "round:%lld", (long long)id);
+    a_fmt(&a, TP_GAME_G "seed:%lld", (long long)id);
+    a_str(&a, TP_GAME_G "rounds");
+    a_str(&a, TP_GAME_G "current");
+    a_str(&a, TP_GAME_G "outbox");
+    fence(l, &a);
+    a_fmt(&a, "%lld", (long long)id);
+    a_fmt(&a, "%lld", (long long)t.opens_at);
+    a_fmt(&a, "%lld", (long long)t.locks_at);
+    a_fmt(&a, "%lld", (long long)t.closes_at);
+    a_str(&a, hex);
+    a_str(&a, hash);
+    a_fmt(&a, "%lld", (long long)vol);
+    a_fmt(&a, "%d", l->g->rake_bps);
+    a_str(&a, edges);
+    a_fmt(&a, "%d", l->g->tick_ms);
+    a_fmt(&a, "%lld", (long long)bet_ms);
+    if (run(l, "round_open", 6, &a, on_open) != 0)
+        step_end(l);
+}
+
+/* Lock: every bucket live, then round_lock with L. */
+static int64_t lock_price_of(struct tp_leader *l, const struct tp_game_round *r)
+{
+    const struct snap_round *p = snap_find(l, r->id - 1);
+    uint8_t seed[TP_PRICE_SIM_SEED_LEN];
+    if (p != NULL && p->r.has_lock && p->r.tick_ms > 0 && strcmp(p->r.state, "cancelling") != 0 &&
+        strcmp(p->r.state, "cancelled") != 0 &&
+        p->r.t.locks_at + p->r.betting_ms == r->t.locks_at &&
+        tp_hex_decode(p->seed_hex, seed, sizeof(seed)) == 0) {
+        int64_t L = tp_price_sim_price_at(seed, p->r.vol_ppb, p->r.lock_price,
+                                          (uint64_t)(p->r.betting_ms / p->r.tick_ms));
+        if (L >= 1)
+            return L;
+    }
+    return l->last_price > 0 ? l->last_price : TP_PRICE_SIM_START_PRICE;
+}
+
+static void on_lock(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!reply_ok(err, r, &code)) {
+        op_fail(l, "lock", code);
+        return;
+    }
+    tp_log_info(MOD, "round locked\tround=%lld lock_price=%lld", (long long)l->op.r.id,
+                (long long)l->op.r.lock_price);
+    publish_round(l, l->op.r.id);
+    step_end(l);
+}
+
+static void on_lock_bucket(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!fan_in(l, err, r, &code))
+        return;
+    if (l->op.err) {
+        op_fail(l, "lock (bucket)", code);
+        return;
+    }
+    int64_t L = lock_price_of(l, &l->op.r);
+    l->op.r.lock_price = L;
+    struct args a = {.n = 0};
+    a_str(&a, TP_GAME_G "lease");
+    a_fmt(&a, TP_GAME_G "round:%lld", (long long)l->op.r.id);
+    a_str(&a, TP_GAME_G "current");
+    a_fmt(&a, TP_GAME_G "round:%lld", (long long)l->op.r.id - 1);
+    a_fmt(&a, TP_GAME_G "seed:%lld", (long long)l->op.r.id - 1);
+    fence(l, &a);
+    a_fmt(&a, "%lld", (long long)l->op.r.id);
+    a_fmt(&a, "%lld", (long long)L);
+    if (run(l, "round_lock", 5, &a, on_lock) != 0)
+        step_end(l);
+}
+
+static void do_lock(struct tp_leader *l, const struct tp_game_round *r)
+{
+    l->op.kind = OP_LOCK;
+    l->op.r = *r;
+    all_buckets(l, r->id, "live", r->t.locks_at, on_lock_bucket);
+}
+
+/* Pools of every bucket into op.pools, then `next`. */
+static void (*pools_next)(struct tp_leader *l);
+
+static void on_pool(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    if (err != 0 || tp_reply_type(r) != TP_REPLY_ARRAY)
+        l->op.err = 1;
+    else
+        for (size_t i = 0; i + 1 < tp_reply_len(r); i += 2) {
+            const char *k = tp_reply_str(tp_reply_at(r, i), NULL);
+            const char *v = tp_reply_str(tp_reply_at(r, i + 1), NULL);
+            if (k && v && strcmp(k, "total") != 0) {
+                int b = atoi(k);
+                if (b >= 0 && b < l->nbands)
+                    l->op.pools[b] += strtoll(v, NULL, 10);
+            }
+        }
+    if (--l->op.pending > 0)
+        return;
+    if (l->op.err) {
+        op_fail(l, "read pools", "redis");
+        return;
+    }
+    pools_next(l);
+}
+
+static void read_pools(struct tp_leader *l, void (*next)(struct tp_leader *l))
+{
+    memset(l->op.pools, 0, sizeof(l->op.pools));
+    l->op.err = 0;
+    l->op.pending = l->g->buckets;
+    pools_next = next;
+    for (int b = 0; b < l->g->buckets; b++)
+        if (tp_store_command(l->store, on_pool, l, "HGETALL tp:{b%d}:pool:%lld", b,
+                             (long long)l->op.r.id) != 0)
+            on_pool(TP_EUNAVAIL, NULL, l);
+}
+
+static void pools_str(const struct tp_leader *l, char *out, size_t n)
+{
+    size_t off = 0;
+    for (int i = 0; i < l->nbands && off < n; i++)
+        off +=
+            (size_t)snprintf(out + off, n - off, "%s%lld", i ? "," : "", (long long)l->op.pools[i]);
+}
+
+static int64_t pools_total(const struct tp_leader *l)
+{
+    int64_t t = 0;
+    for (int i = 0; i < l->nbands; i++)
+        t += l->op.pools[i];
+    return t;
+}
+
+/* Cancel: every bucket cancelled, pools, round_cancel. */
+static void on_cancel(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!reply_ok(err, r, &code)) {
+        op_fail(l, "cancel", code);
+        return;
+    }
+    tp_log_warn(MOD, "round cancelled (deadline missed)\tround=%lld", (long long)l->op.r.id);
+    publish_round(l, l->op.r.id);
+    step_end(l);
+}
+
+static void cancel_pools_read(struct tp_leader *l)
+{
+    char pools[512];
+    pools_str(l, pools, sizeof(pools));
+    struct args a = {.n = 0};
+    a_str(&a, TP_GAME_G "lease");
+    a_fmt(&a, TP_GAME_G "round:%lld", (long long)l->op.r.id);
+    a_str(&a, TP_GAME_G "current");
+    fence(l, &a);
+    a_fmt(&a, "%lld", (long long)l->op.r.id);
+    a_fmt(&a, "%lld", (long long)pools_total(l));
+    a_str(&a, pools);
+    a_str(&a, "deadline missed");
+    if (run(l, "round_cancel", 3, &a, on_cancel) != 0)
+        step_end(l);
+}
+
+static void on_cancel_bucket(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!fan_in(l, err, r, &code))
+        return;
+    if (l->op.err) {
+        op_fail(l, "cancel (bucket)", code);
+        return;
+    }
+    read_pools(l, cancel_pools_read);
+}
+
+static void do_cancel(struct tp_leader *l, const struct tp_game_round *r)
+{
+    l->op.kind = OP_CANCEL;
+    l->op.r = *r;
+    all_buckets(l, r->id, "cancelled", r->t.locks_at, on_cancel_bucket);
+}
+
+/* Close: pools (frozen), C from the seed(s), band, plan, round_close. */
+static void on_close(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!reply_ok(err, r, &code)) {
+        op_fail(l, "close", code);
+        return;
+    }
+    tp_log_info(MOD, "round closed\tround=%lld close_price=%lld band=%d", (long long)l->op.r.id,
+                (long long)l->op.r.close_price, l->op.r.winning_band);
+    step_end(l);
+}
+
+/* C of round r: tick live_ms/tick_ms along the chain of segments r, r+1, ... (docs/fairness.md
+ * §5). Returns the price or a negative error when a later seed is missing. */
+static int64_t close_price_of(struct tp_leader *l, const struct tp_game_round *r)
+{
+    struct tp_price_sim_seg segs[SNAP_ROUNDS];
+    size_t n = 0;
+    int64_t seg_ticks = r->betting_ms / r->tick_ms;
+    int64_t k = (r->t.closes_at - r->t.locks_at) / r->tick_ms;
+    for (int64_t id = r->id; n < SNAP_ROUNDS; id++) {
+        const struct snap_round *s = snap_find(l, id);
+        if (s == NULL || tp_hex_decode(s->seed_hex, segs[n].seed, TP_PRICE_SIM_SEED_LEN) != 0)
+            break;
+        segs[n++].vol_ppb = s->r.vol_ppb;
+        if ((int64_t)n * seg_ticks >= k)
+            break;
+    }
+    if (n == 0)
+        return TP_EINVAL;
+    return tp_price_sim_chain_at(segs, n, (uint64_t)seg_ticks, r->lock_price, (uint64_t)k);
+}
+
+static void close_pools_read(struct tp_leader *l)
+{
+    struct tp_game_round *r = &l->op.r;
+    int64_t C = close_price_of(l, r);
+    if (C < 1) {
+        tp_log_warn(MOD, "close price unknown (missing seed): cancelling\tround=%lld",
+                    (long long)r->id);
+        struct tp_game_round copy = *r;
+        do_cancel(l, &copy);
+        return;
+    }
+    int band = tp_round_band(r->lock_price, C, r->edges, r->n_edges);
+    int64_t T = pools_total(l);
+    struct tp_settle_plan plan;
+    if (band < 0 || tp_settle_plan(T, l->op.pools[band], r->rake_bps, &plan) != 0) {
+        op_fail(l, "close plan", "invalid");
+        return;
+    }
+    r->close_price = C;
+    r->winning_band = band;
+    char pools[512];
+    pools_str(l, pools, sizeof(pools));
+    struct args a = {.n = 0};
+    a_str(&a, TP_GAME_G "lease");
+    a_fmt(&a, TP_GAME_G "round:%lld", (long long)r->id);
+    a_str(&a, TP_GAME_G "current");
+    fence(l, &a);
+    a_fmt(&a, "%lld", (long long)r->id);
+    a_fmt(&a, "%lld", (long long)C);
+    a_fmt(&a, "%d", band);
+    a_fmt(&a, "%lld", (long long)plan.total);
+    a_fmt(&a, "%lld", (long long)plan.winning_stake);
+    a_fmt(&a, "%lld", (long long)plan.rake);
+    a_fmt(&a, "%lld", (long long)plan.pot);
+    a_str(&a, plan.refund_all ? "1" : "0");
+    a_str(&a, pools);
+    if (run(l, "round_close", 3, &a, on_close) != 0)
+        step_end(l);
+}
+
+static void do_close(struct tp_leader *l, const struct tp_game_round *r)
+{
+    l->op.kind = OP_CLOSE;
+    l->op.r = *r;
+    read_pools(l, close_pools_read);
+}
+
+/* Settle: per bucket plan → pages → finish, then round_final. */
+static void settle_bucket(struct tp_leader *l);
+
+static void on_final(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!reply_ok(err, r, &code)) {
+        op_fail(l, "final", code);
+        return;
+    }
+    if (tp_reply_integer(tp_reply_at(r, 1)) == 1) {
+        bool cancelled = l->op.r.refund_all && strcmp(l->op.r.state, "cancelling") == 0;
+        tp_metrics_inc(cancelled ? TP_METRIC_ROUNDS_CANCELLED_TOTAL
+                                 : TP_METRIC_ROUNDS_SETTLED_TOTAL);
+        tp_log_info(MOD, "round %s\tround=%lld total=%lld paid=%lld",
+                    cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
+                    (long long)l->op.sum_t, (long long)l->op.sum_paid);
+        publish_round(l, l->op.r.id);
+    }
+    step_end(l);
+}
+
+static void on_finish(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!reply_ok(err, r, &code)) {
+        op_fail(l, "settle finish", code);
+        return;
+    }
+    l->op.sum_t += tp_reply_integer(tp_reply_at(r, 1));
+    l->op.sum_paid += tp_reply_integer(tp_reply_at(r, 2));
+    if (++l->op.bucket < l->g->buckets) {
+        settle_bucket(l);
+        return;
+    }
+    struct args a = {.n = 0};
+    a_str(&a, TP_GAME_G "lease");
+    a_fmt(&a, TP_GAME_G "round:%lld", (long long)l->op.r.id);
+    a_fmt(&a, TP_GAME_G "seed:%lld", (long long)l->op.r.id);
+    a_str(&a, TP_GAME_G "outbox");
+    fence(l, &a);
+    a_fmt(&a, "%lld", (long long)l->op.r.id);
+    a_fmt(&a, "%lld", (long long)l->op.sum_t);
+    a_fmt(&a, "%lld", (long long)l->op.sum_paid);
+    if (run(l, "round_final", 4, &a, on_final) != 0)
+        step_end(l);
+}
+
+static void settle_finish(struct tp_leader *l)
+{
+    int b = l->op.bucket;
+    long long id = (long long)l->op.r.id;
+    struct args a = {.n = 0};
+    a_fmt(&a, "tp:{b%d}:plan:%lld", b, id);
+    a_fmt(&a, "tp:{b%d}:pool:%lld", b, id);
+    a_fmt(&a, "tp:{b%d}:house", b);
+    a_fmt(&a, "tp:{b%d}:unsettled", b);
+    a_fmt(&a, "tp:{b%d}:round:%lld:state", b, id);
+    a_fmt(&a, "tp:{b%d}:outbox", b);
+    a_fmt(&a, "%lld", id);
+    a_str(&a, strcmp(l->op.r.state, "cancelling") == 0 ? "cancelled" : "settled");
+    a_fmt(&a, "%lld", (long long)tp_now_ms());
+    if (run(l, "settle_finish", 6, &a, on_finish) != 0)
+        step_end(l);
+}
+
+static void settle_page(struct tp_leader *l);
+
+static void on_page(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!reply_ok(err, r, &code)) {
+        op_fail(l, "settle page", code);
+        return;
+    }
+    if (!l->leader) {
+        step_end(l);
+        return;
+    }
+    if (tp_reply_integer(tp_reply_at(r, 1)) == 1)
+        settle_finish(l);
+    else
+        settle_page(l);
+}
+
+static void settle_page(struct tp_leader *l)
+{
+    int b = l->op.bucket;
+    long long id = (long long)l->op.r.id;
+    struct args a = {.n = 0};
+    a_fmt(&a, "tp:{b%d}:plan:%lld", b, id);
+    a_fmt(&a, "tp:{b%d}:bal", b);
+    a_fmt(&a, "tp:{b%d}:paid:%lld", b, id);
+    a_fmt(&a, "tp:{b%d}:payout:%lld", b, id);
+    a_fmt(&a, "tp:{b%d}:outbox", b);
+    for (int i = 0; i < l->nbands; i++)
+        a_fmt(&a, "tp:{b%d}:bets:%lld:%d", b, id, i);
+    a_fmt(&a, "tp:{b%d}:net", b); /* leaderboard: credits add to each player's net winnings */
+    int nkeys = a.n;
+    a_fmt(&a, "%lld", id);
+    a_str(&a, PAGE_SIZE);
+    a_fmt(&a, "%lld", (long long)tp_now_ms());
+    if (run(l, "settle_page", nkeys, &a, on_page) != 0)
+        step_end(l);
+}
+
+static void on_plan(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!reply_ok(err, r, &code)) {
+        op_fail(l, "settle plan", code);
+        return;
+    }
+    settle_page(l);
+}
+
+static void settle_bucket(struct tp_leader *l)
+{
+    const struct tp_game_round *r = &l->op.r;
+    struct args a = {.n = 0};
+    a_fmt(&a, "tp:{b%d}:plan:%lld", l->op.bucket, (long long)r->id);
+    a_fmt(&a, "%d", r->winning_band < 0 ? 0 : r->winning_band);
+    a_fmt(&a, "%lld", (long long)r->pot);
+    a_fmt(&a, "%lld", (long long)r->winning_stake);
+    a_str(&a, r->refund_all ? "1" : "0");
+    a_fmt(&a, "%d", r->n_edges + 1);
+    if (run(l, "bucket_plan", 1, &a, on_plan) != 0)
+        step_end(l);
+}
+
+static void do_settle(struct tp_leader *l, const struct tp_game_round *r)
+{
+    l->op.kind = OP_SETTLE;
+    l->op.r = *r;
+    l->op.bucket = 0;
+    l->op.sum_t = l->op.sum_paid = 0;
+    settle_bucket(l);
+}
+
+/* --- Step: snapshot, then one action --- */
+
+static void decide(struct tp_leader *l)
+{
+    int64_t now = tp_now_ms();
+    choose_segment(l, now);
+    int64_t max_id = l->nsnap ? l->snap[l->nsnap - 1].r.id : 0;
+    bool have_open = false;
+    /* Newest first: a lock (the round taking bets) goes before the previous round's close. */
+    for (int i = l->nsnap - 1; i >= 0; i--) {
+        const struct tp_game_round *r = &l->snap[i].r;
+        enum tp_round_state st;
+        if (strcmp(r->state, "open") == 0)
+            st = TP_ROUND_OPEN, have_open = true;
+        else if (strcmp(r->state, "live") == 0)
+            st = TP_ROUND_LIVE;
+        else
+            continue;
+        enum tp_round_event ev;
+        if (tp_round_due(st, &r->t, now, l->g->grace_ms, &ev) != 1)
+            continue;
+        if (ev == TP_ROUND_EV_CANCEL) {
+            do_cancel(l, r);
+            return;
+        }
+        if (ev == TP_ROUND_EV_LOCK) {
+            /* The next round opens first, at this lock time, so one round is always open. */
+            if (r->id == max_id)
+                do_open(l, r->id + 1, r->t.locks_at);
+            else
+                do_lock(l, r);
+            return;
+        }
+        if (ev == TP_ROUND_EV_CLOSE) {
+            do_close(l, r);
+            return;
+        }
+    }
+    for (int i = 0; i < l->nsnap; i++) {
+        const struct tp_game_round *r = &l->snap[i].r;
+        if (strcmp(r->state, "settling") == 0 || strcmp(r->state, "cancelling") == 0) {
+            do_settle(l, r);
+            return;
+        }
+    }
+    if (!have_open) {
+        do_open(l, max_id + 1, tp_round_align_open(now, (int64_t)l->g->betting_s * 1000));
+        return;
+    }
+    for (int i = l->nsnap - 1; i >= 0; i--) {
+        const struct tp_game_round *r = &l->snap[i].r;
+        if (strcmp(r->state, "open") == 0 && r->id != l->open_synced) {
+            resync_open(l, r);
+            return;
+        }
+    }
+    step_end(l);
+}
+
+static void snap_done(struct tp_leader *l)
+{
+    if (l->snap_err || !l->leader) {
+        step_end(l);
+        return;
+    }
+    int k = 0;
+    for (int i = 0; i < l->nsnap; i++)
+        if (l->snap[i].r.id > 0)
+            l->snap[k++] = l->snap[i];
+    l->nsnap = k;
+    decide(l);
+}
+
+struct snap_ref {
+    struct tp_leader *l;
+    int i;
+};
+
+static void on_snap_round(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct snap_ref *s = ud;
+    struct tp_leader *l = s->l;
+    if (err != 0 || tp_game_round_parse(r, &l->snap[s->i].r) != 0)
+        l->snap_err = 1;
+    free(s);
+    if (--l->snap_pending == 0)
+        snap_done(l);
+}
+
+static void on_snap_seed(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct snap_ref *s = ud;
+    struct tp_leader *l = s->l;
+    const char *v = err == 0 ? tp_reply_str(r, NULL) : NULL;
+    if (err != 0)
+        l->snap_err = 1;
+    snprintf(l->snap[s->i].seed_hex, sizeof(l->snap[0].seed_hex), "%s", v ? v : "");
+    free(s);
+    if (--l->snap_pending == 0)
+        snap_done(l);
+}
+
+static void snap_fire(struct tp_leader *l, int i, tp_store_cb cb, const char *fmt, long long id)
+{
+    struct snap_ref *s = tp_xmalloc(sizeof(*s));
+    s->l = l;
+    s->i = i;
+    l->snap_pending++;
+    if (tp_store_command(l->store, cb, s, fmt, id) != 0) {
+        free(s);
+        l->snap_pending--;
+        l->snap_err = 1;
+    }
+}
+
+static void on_snap_ids(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    if (err != 0 || tp_reply_type(r) != TP_REPLY_ARRAY) {
+        step_end(l);
+        return;
+    }
+    size_t n = tp_reply_len(r);
+    l->nsnap = (int)TP_MIN(n, (size_t)SNAP_ROUNDS);
+    l->snap_err = 0;
+    l->snap_pending = 1;
+    for (int i = 0; i < l->nsnap; i++) {
+        /* ZREVRANGE is newest first: store ascending. */
+        const struct tp_store_reply *e = tp_reply_at(r, (size_t)(l->nsnap - 1 - i));
+        long long id = strtoll(tp_reply_str(e, NULL) ? tp_reply_str(e, NULL) : "0", NULL, 10);
+        memset(&l->snap[i], 0, sizeof(l->snap[i]));
+        snap_fire(l, i, on_snap_round, "HGETALL " TP_GAME_G "round:%lld", id);
+        snap_fire(l, i, on_snap_seed, "GET " TP_GAME_G "seed:%lld", id);
+    }
+    if (--l->snap_pending == 0)
+        snap_done(l);
+}
+
+static void on_last_tick(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    if (err != 0 || tp_reply_len(r) != 1)
+        return;
+    const struct tp_store_reply *e = tp_reply_at(r, 0);
+    const char *id = tp_reply_str(tp_reply_at(e, 0), NULL);
+    const char *p = tp_reply_str(tp_reply_at(tp_reply_at(e, 1), 1), NULL);
+    if (id == NULL || p == NULL)
+        return;
+    int64_t ts = strtoll(id, NULL, 10);
+    if (ts >= l->last_tick_ts) {
+        l->last_tick_ts = ts;
+        l->last_price = strtoll(p, NULL, 10);
+    }
+}
+
+static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct tp_leader *l = t->data;
+    if (!l->leader || l->step_busy || !tp_store_is_connected(l->store))
+        return;
+    l->step_busy = true;
+    tp_store_command(l->store, on_last_tick, l, "XREVRANGE " TP_GAME_G "ticks + - COUNT 1");
+    if (tp_store_command(l->store, on_snap_ids, l, "ZREVRANGE " TP_GAME_G "rounds 0 %d",
+                         SNAP_ROUNDS - 1) != 0)
+        step_end(l);
+}
+
+/* --- Lease --- */
+
+static void lose(struct tp_leader *l, const char *why)
+{
+    if (!l->leader)
+        return;
+    l->leader = false;
+    ev_timer_stop(l->loop, &l->step_t);
+    ev_periodic_stop(l->loop, &l->tick_p);
+    l->seg_ok = l->seg_known = false;
+    tp_metrics_set(TP_METRIC_IS_LEADER, 0);
+    tp_log_warn(MOD, "lost the leader lease\tholder=%s epoch=%lld reason=\"%s\"", l->holder,
+                l->epoch, why);
+}
+
+static void on_lease(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    l->lease_busy = false;
+    if (!reply_ok(err, r, &code)) {
+        if (err == 0 && strcmp(code, "held") == 0)
+            lose(l, "lease held by another process");
+        else if (l->leader && tp_now_ms() - l->last_renew_ms > LEASE_LOSS_MS)
+            lose(l, "lease not renewed in time");
+        return;
+    }
+    long long e = tp_reply_integer(tp_reply_at(r, 1));
+    l->last_renew_ms = tp_now_ms();
+    if (e == 0)
+        return; /* a release */
+    if (!l->leader || e != l->epoch) {
+        l->epoch = e;
+        l->leader = true;
+        l->last_tick_ts = 0;
+        l->cache_idx = -1;
+        l->seg_ok = l->seg_known = false;
+        l->open_synced = 0;
+        tp_metrics_set(TP_METRIC_IS_LEADER, 1);
+        tp_log_info(MOD, "acquired the leader lease\tholder=%s epoch=%lld pid=%d", l->holder, e,
+                    (int)getpid());
+        ev_timer_again(l->loop, &l->step_t);
+        if (!ev_is_active(&l->tick_p))
+            ev_periodic_start(l->loop, &l->tick_p);
+    }
+}
+
+static void lease_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct tp_leader *l = t->data;
+    if (l->lease_busy || !tp_store_is_connected(l->store)) {
+        if (l->leader && tp_now_ms() - l->last_renew_ms > LEASE_LOSS_MS)
+            lose(l, "Redis unreachable");
+        return;
+    }
+    struct args a = {.n = 0};
+    a_str(&a, TP_GAME_G "lease");
+    a_str(&a, TP_GAME_G "epoch");
+    a_str(&a, l->holder);
+    a_fmt(&a, "%lld", l->leader ? l->epoch : 0LL);
+    a_fmt(&a, "%d", LEASE_PX);
+    l->lease_busy = true;
+    if (run(l, "lease", 2, &a, on_lease) != 0)
+        l->lease_busy = false;
+}
+
+void tp_leader_start(struct tp_worker *w)
+{
+    if (tp_worker_data(w, TP_LEADER_DATA_KEY) != NULL)
+        return;
+    struct tp_leader *l = tp_xcalloc(1, sizeof(*l));
+    l->w = w;
+    l->loop = tp_worker_loop(w);
+    l->store = tp_worker_store(w);
+    l->g = &tp_worker_config(w)->game;
+    l->nbands = l->g->n_band_edges + 1;
+    l->cache_idx = -1;
+    snprintf(l->holder, sizeof(l->holder), "pid-%d-w%d", (int)getpid(), tp_worker_index(w));
+    if (l->store == NULL) {
+        tp_log_warn(MOD, "no Redis store: this process never leads");
+        free(l);
+        return;
+    }
+    ev_timer_init(&l->lease_t, lease_cb, 0.01, LEASE_PERIOD);
+    ev_timer_init(&l->step_t, step_cb, 0., STEP_PERIOD);
+    /* Tick timestamps are multiples of tick_ms (rounds are aligned to the wall clock). */
+    ev_periodic_init(&l->tick_p, tick_cb, TICK_LAG_S, l->g->tick_ms / 1000.0, NULL);
+    l->lease_t.data = l->step_t.data = l->tick_p.data = l;
+    ev_timer_start(l->loop, &l->lease_t);
+    tp_worker_set_data(w, TP_LEADER_DATA_KEY, l);
+}
+
+void tp_leader_stop(struct tp_leader *l)
+{
+    if (l == NULL)
+        return;
+    bool was = l->leader;
+    lose(l, "stopping");
+    ev_timer_stop(l->loop, &l->lease_t);
+    if (was) {
+        struct args a = {.n = 0};
+        a_str(&a, TP_GAME_G "lease");
+        a_str(&a, TP_GAME_G "epoch");
+        a_str(&a, l->holder);
+        a_fmt(&a, "%lld", l->epoch);
+        a_str(&a, "0");
+        run(l, "lease", 2, &a, on_publish);
+    }
+}
+
+bool tp_leader_is_leader(const struct tp_leader *l)
+{
+    return l != NULL && l->leader;
+}
+
+static void on_drain(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    tp_leader_stop(tp_worker_data(w, TP_LEADER_DATA_KEY));
+}
+
+void tp_game_worker_init(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    tp_game_api_register(w);
+    tp_leader_start(w);
+    tp_worker_on_drain(on_drain, NULL);
+}

@@ -1,0 +1,131 @@
+/*
+ * Parimutuel settlement arithmetic. Integer-only: T * r and stake * pot are formed in __int128
+ * so no amount that fits in int64 can overflow; floor is plain division because every operand
+ * is non-negative. The Lua settlement script must produce the same numbers (see CONTRACT §4).
+ */
+#include "tickpool/game/settle.h"
+
+#include "tickpool/base/common.h"
+
+#include <math.h>
+
+int tp_settle_plan(int64_t total, int64_t winning_stake, int rake_bps, struct tp_settle_plan *out)
+{
+    if (out == NULL || total < 0 || winning_stake < 0 || winning_stake > total || rake_bps < 0 ||
+        rake_bps > TP_SETTLE_MAX_RAKE_BPS)
+        return TP_EINVAL;
+    out->total = total;
+    out->winning_stake = winning_stake;
+    if (winning_stake == 0) {
+        /* Nobody backed the winning band: every stake goes back, the house takes nothing. */
+        out->refund_all = true;
+        out->rake = 0;
+    } else {
+        out->refund_all = false;
+        int64_t rake = (int64_t)((__int128)total * rake_bps / 10000);
+        /* Capping at T - W means pot >= W, so each winner gets at least the stake back. */
+        out->rake = TP_MIN(rake, total - winning_stake);
+    }
+    out->pot = total - out->rake;
+    return 0;
+}
+
+int64_t tp_settle_payout(int64_t stake, const struct tp_settle_plan *plan)
+{
+    if (plan == NULL || stake <= 0)
+        return TP_EINVAL;
+    if (plan->refund_all)
+        return stake <= plan->total ? stake : TP_EINVAL;
+    if (stake > plan->winning_stake)
+        return TP_EINVAL;
+    return (int64_t)((__int128)stake * plan->pot / plan->winning_stake);
+}
+
+int tp_settle_compute(int64_t total, int rake_bps, const int64_t *win_stakes, size_t n,
+                      int64_t *payouts, struct tp_settle_receipt *out)
+{
+    if (out == NULL || (n > 0 && win_stakes == NULL))
+        return TP_EINVAL;
+    int64_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (win_stakes[i] <= 0 || win_stakes[i] > INT64_MAX - w)
+            return TP_EINVAL;
+        w += win_stakes[i];
+    }
+    struct tp_settle_plan plan;
+    int rc = tp_settle_plan(total, w, rake_bps, &plan);
+    if (rc != 0)
+        return rc;
+    out->total = total;
+    out->winning_stake = w;
+    out->rake = plan.rake;
+    if (plan.refund_all) {
+        out->payouts = 0;
+        out->breakage = 0;
+        out->refunds = total;
+        return 0;
+    }
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t p = tp_settle_payout(win_stakes[i], &plan);
+        TP_ASSERT(p >= win_stakes[i]);
+        if (payouts != NULL)
+            payouts[i] = p;
+        sum += p; /* sum <= pot: each floor(s * pot / W) <= s * pot / W, and the s sum to W */
+    }
+    TP_ASSERT(sum <= plan.pot);
+    out->payouts = sum;
+    out->breakage = plan.pot - sum;
+    out->refunds = 0;
+    return 0;
+}
+
+int tp_settle_cancelled(int64_t total, struct tp_settle_receipt *out)
+{
+    if (out == NULL || total < 0)
+        return TP_EINVAL;
+    *out = (struct tp_settle_receipt){.total = total, .refunds = total};
+    return 0;
+}
+
+bool tp_settle_receipt_ok(const struct tp_settle_receipt *r)
+{
+    if (r == NULL)
+        return false;
+    if (r->total < 0 || r->winning_stake < 0 || r->rake < 0 || r->breakage < 0 || r->payouts < 0 ||
+        r->refunds < 0 || r->winning_stake > r->total)
+        return false;
+    __int128 sum = (__int128)r->payouts + r->rake + r->breakage + r->refunds;
+    if (sum != r->total)
+        return false;
+    if (r->refunds != 0)
+        return r->refunds == r->total && r->payouts == 0 && r->rake == 0 && r->breakage == 0;
+    return r->rake <= r->total - r->winning_stake && r->payouts >= r->winning_stake;
+}
+
+bool tp_settle_multiplier(int64_t total, int64_t pool_b, int rake_bps, double *out)
+{
+    struct tp_settle_plan plan;
+    *out = NAN;
+    if (pool_b <= 0 || tp_settle_plan(total, pool_b, rake_bps, &plan) != 0)
+        return false;
+    *out = (double)plan.pot / (double)pool_b;
+    return true;
+}
+
+int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, double *out)
+{
+    if (n_bands < 0 || (n_bands > 0 && (pools == NULL || out == NULL)))
+        return TP_EINVAL;
+    if (rake_bps < 0 || rake_bps > TP_SETTLE_MAX_RAKE_BPS)
+        return TP_EINVAL;
+    int64_t total = 0;
+    for (int i = 0; i < n_bands; i++) {
+        if (pools[i] < 0 || pools[i] > INT64_MAX - total)
+            return TP_EINVAL;
+        total += pools[i];
+    }
+    for (int i = 0; i < n_bands; i++)
+        tp_settle_multiplier(total, pools[i], rake_bps, &out[i]);
+    return 0;
+}

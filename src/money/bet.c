@@ -1,0 +1,458 @@
+/*
+ * Bet admission (see tickpool/money/bet.h): request validation, the bet.lua submission shared by
+ * HTTP and WebSocket, and the POST /api/v1/bets handler.
+ *
+ * The limiter is per process (one worker per process), created on first use from
+ * limits.max_inflight_bets; it is only touched on the worker's loop thread.
+ */
+#include "tickpool/money/bet.h"
+#include "tickpool/money/accounts.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/base/crypto.h"
+#include "tickpool/money/limiter.h"
+#include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
+#include "tickpool/net/router.h"
+#include "tickpool/store/store.h"
+#include "tickpool/net/worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MOD "bet"
+/* Idempotency records live 24 h (scripts/lua/README.md). */
+#define IDEM_TTL_S 86400
+
+static const struct {
+    const char *name;
+    int status;
+    const char *message;
+} codes[] = {
+    [TP_BET_OK] = {"ok", 201, "bet accepted"},
+    [TP_BET_INVALID_REQUEST] = {"invalid_request", 400,
+                                "body must be an object with integer round_id, band and stake"},
+    [TP_BET_INVALID_STAKE] = {"invalid_stake", 400,
+                              "stake must be an integer within the stake bounds"},
+    [TP_BET_INVALID_BAND] = {"invalid_band", 400, "band must be an integer band index"},
+    [TP_BET_UNAUTHORIZED] = {"unauthorized", 401, "missing, invalid or expired token"},
+    [TP_BET_INSUFFICIENT_FUNDS] = {"insufficient_funds", 402, "balance below the stake"},
+    [TP_BET_ROUND_NOT_FOUND] = {"round_not_found", 404, "no such round"},
+    [TP_BET_ROUND_NOT_OPEN] = {"round_not_open", 409, "the round is not open for bets"},
+    [TP_BET_IDEMPOTENCY_CONFLICT] = {"idempotency_conflict", 409,
+                                     "this idempotency key was used for another request or is "
+                                     "still in flight"},
+    [TP_BET_KEY_REQUIRED] = {"idempotency_key_required", 422,
+                             "Idempotency-Key header of 1-128 printable characters required"},
+    [TP_BET_OVERLOADED] = {"overloaded", 429, "too many bets in flight, retry shortly"},
+    [TP_BET_UNAVAILABLE] = {"unavailable", 503, "storage unavailable, retry with the same key"},
+};
+
+const char *tp_bet_code_name(enum tp_bet_code c)
+{
+    return (unsigned)c < TP_ARRAY_LEN(codes) ? codes[c].name : "unavailable";
+}
+
+int tp_bet_code_status(enum tp_bet_code c)
+{
+    return (unsigned)c < TP_ARRAY_LEN(codes) ? codes[c].status : 503;
+}
+
+const char *tp_bet_code_message(enum tp_bet_code c)
+{
+    return (unsigned)c < TP_ARRAY_LEN(codes) ? codes[c].message : "unavailable";
+}
+
+void tp_bet_limits_from_config(const struct tp_config_game *g, struct tp_bet_limits *out)
+{
+    out->nbands = g->n_band_edges + 1;
+    out->min_stake = g->min_stake;
+    out->max_stake = g->max_stake;
+}
+
+/* --- Validation (pure) --- */
+
+int tp_bet_body_format(const char *ct, enum tp_fmt *fmt)
+{
+    if (ct == NULL) {
+        *fmt = TP_FMT_JSON;
+        return 0;
+    }
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, "; \t");
+    if (n == 0 || (n == 16 && strncasecmp(ct, "application/json", n) == 0)) {
+        *fmt = TP_FMT_JSON;
+        return 0;
+    }
+    if ((n == 19 && strncasecmp(ct, "application/msgpack", n) == 0) ||
+        (n == 21 && strncasecmp(ct, "application/x-msgpack", n) == 0) ||
+        (n == 22 && strncasecmp(ct, "application/vnd.msgpack", n) == 0)) {
+        *fmt = TP_FMT_MSGPACK;
+        return 0;
+    }
+    return TP_EINVAL;
+}
+
+/*
+ * jansson rejects a whole document holding an integer beyond int64 ("numeric overflow at byte
+ * N"), so there is no tree to ask which member it was. Recover the member name from the text
+ * just before byte N (`"name" :` then the number) to answer invalid_stake / invalid_band like
+ * any other bad value of that member. Returns the code, INVALID_REQUEST when unsure.
+ */
+static enum tp_bet_code overflow_code(const char *body, size_t len, const char *err)
+{
+    const char *at = strstr(err, "at byte ");
+    if (at == NULL)
+        return TP_BET_INVALID_REQUEST;
+    long pos = strtol(at + 8, NULL, 10);
+    if (pos < 0 || (size_t)pos > len)
+        pos = (long)len;
+    /* Back over the number itself (digits, sign, dot, exponent), spaces, to the colon. */
+    long i = pos - 1;
+    while (i >= 0 && body[i] != ':' && body[i] != ',' && body[i] != '{' && body[i] != '"')
+        i--;
+    if (i < 0 || body[i] != ':')
+        return TP_BET_INVALID_REQUEST;
+    i--;
+    while (i >= 0 && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r'))
+        i--;
+    if (i < 1 || body[i] != '"')
+        return TP_BET_INVALID_REQUEST;
+    long end = i;
+    i--;
+    while (i >= 0 && body[i] != '"')
+        i--;
+    if (i < 0)
+        return TP_BET_INVALID_REQUEST;
+    size_t klen = (size_t)(end - i - 1);
+    const char *k = body + i + 1;
+    if (klen == 5 && memcmp(k, "stake", 5) == 0)
+        return TP_BET_INVALID_STAKE;
+    if (klen == 4 && memcmp(k, "band", 4) == 0)
+        return TP_BET_INVALID_BAND;
+    return TP_BET_INVALID_REQUEST;
+}
+
+enum tp_bet_code tp_bet_parse_val(const struct tp_val *map, const struct tp_bet_limits *lim,
+                                  struct tp_bet_req *out)
+{
+    if (tp_val_type(map) != TP_VAL_MAP)
+        return TP_BET_INVALID_REQUEST;
+    const struct tp_val *vr = tp_val_get(map, "round_id"), *vb = tp_val_get(map, "band"),
+                        *vs = tp_val_get(map, "stake");
+    if (vr == NULL || vb == NULL || vs == NULL)
+        return TP_BET_INVALID_REQUEST;
+    int64_t round_id, band, stake;
+    if (tp_val_get_int(map, "round_id", &round_id) != 0 || round_id < 1 ||
+        round_id > TP_BET_ROUND_MAX)
+        return TP_BET_INVALID_REQUEST;
+    if (tp_val_get_int(map, "band", &band) != 0 || band < 0 || band >= lim->nbands)
+        return TP_BET_INVALID_BAND;
+    if (tp_val_get_int(map, "stake", &stake) != 0 || stake < lim->min_stake ||
+        stake > lim->max_stake)
+        return TP_BET_INVALID_STAKE;
+    out->round_id = round_id;
+    out->band = (int)band;
+    out->stake = stake;
+    return TP_BET_OK;
+}
+
+enum tp_bet_code tp_bet_parse(enum tp_fmt fmt, const void *body, size_t len,
+                              const struct tp_bet_limits *lim, struct tp_bet_req *out)
+{
+    if (body == NULL || len == 0 || len > TP_BET_MAX_BODY)
+        return TP_BET_INVALID_REQUEST;
+    struct tp_doc *doc = NULL;
+    char err[160] = "";
+    int rc = tp_doc_parse_ex(fmt, body, len, TP_BET_MAX_BODY, &doc, err, sizeof(err));
+    if (rc == TP_ETOOBIG && fmt == TP_FMT_JSON)
+        return overflow_code(body, len, err);
+    if (rc != 0)
+        return TP_BET_INVALID_REQUEST;
+    enum tp_bet_code c = tp_bet_parse_val(tp_doc_root(doc), lim, out);
+    tp_doc_free(doc);
+    return c;
+}
+
+enum tp_bet_code tp_bet_check_key(const char *key, size_t len)
+{
+    if (key == NULL || len == 0 || len > TP_BET_KEY_MAX)
+        return TP_BET_KEY_REQUIRED;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)key[i] < 0x21 || (unsigned char)key[i] > 0x7e)
+            return TP_BET_KEY_REQUIRED;
+    return TP_BET_OK;
+}
+
+void tp_bet_request_hash(const struct tp_bet_req *r, char out[TP_BET_HASH_LEN])
+{
+    char canon[80];
+    int n = snprintf(canon, sizeof(canon), "v1|%lld|%d|%lld", (long long)r->round_id, r->band,
+                     (long long)r->stake);
+    uint8_t h[TP_SHA256_LEN];
+    tp_sha256(canon, (size_t)n, h);
+    tp_hex_encode(h, sizeof(h), out);
+}
+
+void tp_bet_write_fields(struct tp_wr *w, const struct tp_bet_result *res)
+{
+    tp_wr_key(w, "bet_id");
+    tp_wr_int(w, res->bet_id);
+    tp_wr_key(w, "round_id");
+    tp_wr_int(w, res->round_id);
+    tp_wr_key(w, "band");
+    tp_wr_int(w, res->band);
+    tp_wr_key(w, "stake");
+    tp_wr_int(w, res->stake);
+    tp_wr_key(w, "balance");
+    tp_wr_int(w, res->balance);
+}
+
+/* --- Submission through bet.lua --- */
+
+static struct tp_limiter *limiter; /* this process's; created on first submit */
+
+struct pending_bet {
+    tp_bet_cb cb;
+    void *ud;
+    int64_t user;
+    size_t klen;
+    char key[TP_BET_KEY_MAX];
+};
+
+static enum tp_bet_code code_from_script(const char *s)
+{
+    for (unsigned i = 1; i < TP_ARRAY_LEN(codes); i++)
+        if (strcmp(s, codes[i].name) == 0)
+            return (enum tp_bet_code)i;
+    return TP_BET_UNAVAILABLE;
+}
+
+static bool reply_int(const struct tp_store_reply *r, int64_t *out)
+{
+    if (r == NULL || tp_reply_type(r) != TP_REPLY_INTEGER)
+        return false;
+    *out = tp_reply_integer(r);
+    return true;
+}
+
+/* Reads bet.lua's reply into `res`; anything unexpected is 503 (and logged: a bug or -OOM). */
+static void read_reply(int err, const struct tp_store_reply *r, struct tp_bet_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    res->code = TP_BET_UNAVAILABLE;
+    if (err != 0) {
+        tp_log_warn(MOD, "bet script failed\terr=%s", tp_strerror(err));
+        return;
+    }
+    if (tp_reply_type(r) == TP_REPLY_ERROR) {
+        tp_log_error(MOD, "bet script error\treply=\"%.200s\"", tp_reply_str(r, NULL));
+        return;
+    }
+    const char *tag = tp_reply_str(tp_reply_at(r, 0), NULL);
+    if (tp_reply_type(r) != TP_REPLY_ARRAY || tag == NULL)
+        goto bad;
+    if (strcmp(tag, "err") == 0) {
+        const char *c = tp_reply_str(tp_reply_at(r, 1), NULL);
+        if (c == NULL)
+            goto bad;
+        res->code = code_from_script(c);
+        if (res->code == TP_BET_UNAVAILABLE)
+            goto bad;
+        return;
+    }
+    int64_t v[6];
+    if (strcmp(tag, "ok") != 0 || tp_reply_len(r) != 7)
+        goto bad;
+    for (int i = 0; i < 6; i++)
+        if (!reply_int(tp_reply_at(r, (size_t)i + 1), &v[i]))
+            goto bad;
+    res->code = TP_BET_OK;
+    res->bet_id = v[0];
+    res->round_id = v[1];
+    res->band = (int)v[2];
+    res->stake = v[3];
+    res->balance = v[4];
+    res->replayed = v[5] != 0;
+    return;
+bad:
+    res->code = TP_BET_UNAVAILABLE;
+    tp_log_error(MOD, "unexpected bet script reply");
+}
+
+static void on_script(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct pending_bet *p = ud;
+    struct tp_bet_result res;
+    read_reply(err, r, &res);
+    tp_limiter_release(limiter, p->user, p->key, p->klen);
+    tp_metrics_add(TP_METRIC_BETS_INFLIGHT, -1);
+    tp_metrics_inc(res.code == TP_BET_OK ? TP_METRIC_BETS_ACCEPTED_TOTAL
+                                         : TP_METRIC_BETS_REJECTED_TOTAL);
+    p->cb(&res, p->ud);
+    free(p);
+}
+
+enum tp_bet_code tp_bet_code_from_err(int err)
+{
+    switch (err) {
+    case 0:
+        return TP_BET_OK;
+    case TP_EAGAIN:
+        return TP_BET_OVERLOADED;
+    case TP_ECONFLICT:
+        return TP_BET_IDEMPOTENCY_CONFLICT;
+    case TP_EINVAL:
+        return TP_BET_INVALID_REQUEST;
+    default:
+        return TP_BET_UNAVAILABLE;
+    }
+}
+
+void tp_bet_count_rejected(void)
+{
+    tp_metrics_inc(TP_METRIC_BETS_REJECTED_TOTAL);
+}
+
+int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
+                  const char *key, size_t len, tp_bet_cb cb, void *ud)
+{
+    if (w == NULL || user_id < 1 || tp_bet_check_key(key, len) != TP_BET_OK || cb == NULL)
+        return TP_EINVAL;
+    const struct tp_config *cfg = tp_worker_config(w);
+    struct tp_store *store = tp_worker_store(w);
+    if (limiter == NULL)
+        limiter = tp_limiter_new(TP_MAX(cfg->limits.max_inflight_bets, 1));
+    int rc = tp_limiter_acquire(limiter, user_id, key, len);
+    if (rc != 0) {
+        tp_bet_count_rejected();
+        return rc;
+    }
+
+    int nb = TP_MAX(cfg->game.buckets, 1);
+    int bucket = (int)(user_id % nb);
+    char hash[TP_BET_HASH_LEN];
+    tp_bet_request_hash(req, hash);
+
+    /* The 9 KEYS and 13 ARGV of scripts/lua/bet.lua (its header is the reference). */
+    char k[9][TP_BET_KEY_MAX + 96], a[13][40];
+    int i = 0;
+#define KEY(...) snprintf(k[i++], sizeof(k[0]), __VA_ARGS__)
+    KEY("tp:{b%d}:bal", bucket);
+    KEY("tp:{b%d}:idem:%lld:%.*s", bucket, (long long)user_id, (int)len, key);
+    KEY("tp:{b%d}:round:%lld:state", bucket, (long long)req->round_id);
+    KEY("tp:{b%d}:pool:%lld", bucket, (long long)req->round_id);
+    KEY("tp:{b%d}:bets:%lld:%d", bucket, (long long)req->round_id, req->band);
+    KEY("tp:{b%d}:outbox", bucket);
+    KEY("tp:{b%d}:seq", bucket);
+    KEY("tp:{b%d}:ubets:%lld", bucket, (long long)user_id);
+    KEY("tp:{b%d}:net", bucket);
+#undef KEY
+    const char *argv[22];
+    size_t argvlen[22];
+    for (int j = 0; j < 9; j++) {
+        argv[j] = k[j];
+        argvlen[j] = strlen(k[j]);
+    }
+    snprintf(a[0], sizeof(a[0]), "%lld", (long long)user_id);
+    snprintf(a[1], sizeof(a[1]), "%lld", (long long)req->round_id);
+    snprintf(a[2], sizeof(a[2]), "%d", req->band);
+    snprintf(a[3], sizeof(a[3]), "%lld", (long long)req->stake);
+    snprintf(a[6], sizeof(a[6]), "%lld", (long long)tp_now_ms());
+    snprintf(a[7], sizeof(a[7]), "%d", cfg->game.n_band_edges + 1);
+    snprintf(a[8], sizeof(a[8]), "%lld", (long long)cfg->game.min_stake);
+    snprintf(a[9], sizeof(a[9]), "%lld", (long long)cfg->game.max_stake);
+    snprintf(a[10], sizeof(a[10]), "%d", IDEM_TTL_S);
+    snprintf(a[11], sizeof(a[11]), "%d", bucket);
+    snprintf(a[12], sizeof(a[12]), "%d", nb);
+    for (int j = 0; j < 13; j++) {
+        argv[9 + j] = a[j];
+        argvlen[9 + j] = strlen(a[j]);
+    }
+    argv[9 + 4] = key;
+    argvlen[9 + 4] = len;
+    argv[9 + 5] = hash;
+    argvlen[9 + 5] = 64;
+
+    struct pending_bet *p = tp_xmalloc(sizeof(*p));
+    p->cb = cb;
+    p->ud = ud;
+    p->user = user_id;
+    p->klen = len;
+    memcpy(p->key, key, len);
+    rc = store == NULL ? TP_EUNAVAIL
+                       : tp_store_script(store, "bet", 9, 22, argv, argvlen, on_script, p);
+    if (rc != 0) {
+        free(p);
+        tp_limiter_release(limiter, user_id, key, len);
+        tp_bet_count_rejected();
+        return rc == TP_EINVAL || rc == TP_ENOTFOUND ? TP_EUNAVAIL : rc;
+    }
+    tp_metrics_add(TP_METRIC_BETS_INFLIGHT, 1);
+    return 0;
+}
+
+/* --- HTTP: POST /api/v1/bets --- */
+
+static void reply_bet_error(struct tp_http_ctx *ctx, enum tp_bet_code c)
+{
+    /* Both are "come back shortly": say when, as the game API's 503s do. */
+    if (c == TP_BET_OVERLOADED || c == TP_BET_UNAVAILABLE)
+        tp_http_ctx_add_header(ctx, "Retry-After", "1");
+    tp_http_reply_error(ctx, tp_bet_code_status(c), tp_bet_code_name(c), tp_bet_code_message(c));
+}
+
+static void on_http_bet(const struct tp_bet_result *res, void *ud)
+{
+    struct tp_http_ctx *ctx = ud;
+    if (res->code != TP_BET_OK) {
+        reply_bet_error(ctx, res->code);
+        return;
+    }
+    bool mp = tp_http_ctx_wants_msgpack(ctx);
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_wr_map(&w, 5);
+    tp_bet_write_fields(&w, res);
+    tp_http_reply(ctx, 201, mp ? "application/msgpack" : "application/json", tp_buf_ptr(&b),
+                  tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
+void tp_bet_http_handler(struct tp_http_ctx *ctx, void *ud)
+{
+    (void)ud;
+    int64_t user;
+    if (tp_accounts_auth(ctx, &user) != 0) {
+        tp_bet_count_rejected();
+        return;
+    }
+    const char *key = tp_http_ctx_header(ctx, "Idempotency-Key");
+    enum tp_bet_code c = tp_bet_check_key(key, key ? strlen(key) : 0);
+    struct tp_bet_req req;
+    if (c == TP_BET_OK) {
+        enum tp_fmt fmt;
+        size_t len;
+        const char *body = tp_http_ctx_body(ctx, &len);
+        struct tp_bet_limits lim;
+        tp_bet_limits_from_config(&tp_worker_config(tp_http_ctx_worker(ctx))->game, &lim);
+        if (tp_bet_body_format(tp_http_ctx_header(ctx, "Content-Type"), &fmt) != 0)
+            c = TP_BET_INVALID_REQUEST;
+        else
+            c = tp_bet_parse(fmt, body, len, &lim, &req);
+    }
+    if (c == TP_BET_OK)
+        c = tp_bet_code_from_err(
+            tp_bet_submit(tp_http_ctx_worker(ctx), user, &req, key, strlen(key), on_http_bet, ctx));
+    else
+        tp_bet_count_rejected();
+    if (c != TP_BET_OK)
+        reply_bet_error(ctx, c);
+}

@@ -1,0 +1,59 @@
+/*
+ * Plain TCP implementation of the tp_io vtable (see tickpool/net/io.h); the TLS one is
+ * src/net/tls.c.
+ */
+#include "tickpool/net/io.h"
+#include "tickpool/base/common.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static ssize_t plain_read(struct tp_io *io, void *buf, size_t n)
+{
+    for (;;) {
+        ssize_t r = recv(io->fd, buf, n, 0);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return TP_IO_WANT_READ;
+        return errno == ECONNRESET ? TP_ECLOSED : TP_EIO;
+    }
+}
+
+static ssize_t plain_write(struct tp_io *io, const void *buf, size_t n)
+{
+    for (;;) {
+        /* MSG_NOSIGNAL: a peer that went away must not kill the worker with SIGPIPE. */
+        ssize_t r = send(io->fd, buf, n, MSG_NOSIGNAL);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return TP_IO_WANT_WRITE;
+        return (errno == EPIPE || errno == ECONNRESET) ? TP_ECLOSED : TP_EIO;
+    }
+}
+
+static int plain_handshake(struct tp_io *io)
+{
+    (void)io;
+    return 0;
+}
+
+static const struct tp_io_ops plain_ops = {
+    .read = plain_read,
+    .write = plain_write,
+    .handshake = plain_handshake,
+    .deinit = NULL,
+};
+
+void tp_io_plain_init(struct tp_io *io, int fd)
+{
+    io->ops = &plain_ops;
+    io->fd = fd;
+    io->_impl = NULL;
+}

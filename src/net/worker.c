@@ -1,0 +1,411 @@
+/*
+ * Worker processes (see tickpool/net/worker.h).
+ *
+ * Each worker binds its own listeners with SO_REUSEPORT, so the kernel spreads new connections
+ * across workers and no accept lock or fd passing is needed (lwan, h2o with reuseport). The
+ * loop is libev on epoll; the ev_prepare hook runs deferred connection work (async replies,
+ * pipelined requests, batched WebSocket output) and frees connections flagged
+ * TP_CONN_CLOSE_ASAP, always outside any connection's own callback.
+ */
+#include "tickpool/net/worker.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/net/conn.h"
+#include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
+#include "tickpool/api/ops.h"
+#include "tickpool/net/router.h"
+#include "tickpool/net/static.h"
+#include "tickpool/store/store.h"
+#include "tickpool/net/tls.h"
+
+#include "worker_internal.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_HOOKS 32
+#define ACCEPTS_PER_EVENT 64
+#define LISTEN_BACKLOG 1024
+#define SCRIPTS_DIR "scripts/lua"
+
+struct hook {
+    tp_worker_hook fn;
+    void *ud;
+};
+static struct hook init_hooks[MAX_HOOKS], drain_hooks[MAX_HOOKS];
+static int n_init_hooks, n_drain_hooks;
+
+void tp_worker_on_init(tp_worker_hook fn, void *ud)
+{
+    TP_ASSERT(n_init_hooks < MAX_HOOKS);
+    init_hooks[n_init_hooks++] = (struct hook){fn, ud};
+}
+
+void tp_worker_on_drain(tp_worker_hook fn, void *ud)
+{
+    TP_ASSERT(n_drain_hooks < MAX_HOOKS);
+    drain_hooks[n_drain_hooks++] = (struct hook){fn, ud};
+}
+
+/* --- Listeners --- */
+
+/* Opens a non-blocking SO_REUSEPORT listener on bind:port. Returns the fd or -1 (err set). */
+static int open_listener(const char *bind_addr, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int gai = getaddrinfo(bind_addr[0] ? bind_addr : NULL, portstr, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "server.bind '%s': %s", bind_addr, gai_strerror(gai));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, LISTEN_BACKLOG) == 0)
+            break;
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", bind_addr, port, strerror(errno));
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void set_accepting(struct tp_worker *w, bool on)
+{
+    for (int i = 0; i < w->nlisteners; i++) {
+        if (on)
+            ev_io_start(w->loop, &w->listeners[i].io);
+        else
+            ev_io_stop(w->loop, &w->listeners[i].io);
+    }
+}
+
+static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tp_worker *w = t->data;
+    if (!w->draining)
+        set_accepting(w, true);
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tp_listener *l = io->data;
+    struct tp_worker *w = l->w;
+    for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop accepting for a moment instead of spinning on a
+                 * level-triggered listener that stays readable. */
+                tp_log_warn("worker", "accept failed, pausing 100 ms\terr=\"%s\"", strerror(errno));
+                set_accepting(w, false);
+                ev_timer_stop(w->loop, &w->accept_retry);
+                ev_timer_set(&w->accept_retry, 0.1, 0.0);
+                ev_timer_start(w->loop, &w->accept_retry);
+            }
+            return;
+        }
+        if (w->nconns >= (size_t)w->cfg->server.max_connections) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (tp_conn_new(w, fd, l->tls) == NULL)
+            close(fd);
+    }
+}
+
+/* --- Loop hooks, signals, drain --- */
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)revents;
+    struct tp_worker *w = p->data;
+    tp_conn_run_dirty(w);
+    tp_conn_reap(w);
+    if (w->draining && w->nconns == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void start_drain(struct tp_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    tp_log_info("worker", "draining\tconnections=%zu", w->nconns);
+    set_accepting(w, false);
+    ev_timer_stop(w->loop, &w->accept_retry);
+    for (int i = 0; i < w->nlisteners; i++) {
+        close(w->listeners[i].fd);
+        w->listeners[i].fd = -1;
+    }
+    w->nlisteners = 0;
+    for (int i = 0; i < n_drain_hooks; i++)
+        drain_hooks[i].fn(w, drain_hooks[i].ud);
+    tp_conn_drain_all(w);
+    ev_timer_set(&w->drain_timer, w->cfg->server.shutdown_timeout_ms / 1000.0, 0.0);
+    ev_timer_start(w->loop, &w->drain_timer);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    (void)loop;
+    (void)revents;
+    start_drain(s->data);
+}
+
+static void on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct tp_worker *w = t->data;
+    tp_log_warn("worker", "drain timed out, closing remaining connections\tconnections=%zu",
+                w->nconns);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* Pins the process to the index-th CPU it may run on (wrapping), so workers spread over cores
+ * and keep their caches. Failure is harmless and only logged. */
+static int pin_cpu(int index)
+{
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+        return -1;
+    int n = CPU_COUNT(&allowed);
+    if (n <= 0)
+        return -1;
+    int want = index % n, seen = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &allowed))
+            continue;
+        if (seen++ == want) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            if (sched_setaffinity(0, sizeof(one), &one) != 0)
+                return -1;
+            return cpu;
+        }
+    }
+    return -1;
+}
+
+static void add_listener(struct tp_worker *w, int port, bool tls)
+{
+    char err[256];
+    int fd = open_listener(w->cfg->server.bind, port, err, sizeof(err));
+    if (fd < 0) {
+        tp_log_error("worker", "%s", err);
+        exit(TP_WORKER_EXIT_FATAL);
+    }
+    struct tp_listener *l = &w->listeners[w->nlisteners++];
+    l->w = w;
+    l->fd = fd;
+    l->tls = tls;
+    ev_io_init(&l->io, on_accept, fd, EV_READ);
+    l->io.data = l;
+}
+
+void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
+{
+    /* Die with the master: a worker must never outlive it (STYLE: nothing outlives scripts/up).
+     * SIGTERM rather than SIGKILL so an orphan still drains. Re-check the parent afterwards in
+     * case the master died before prctl took effect. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != master_pid)
+        _exit(0);
+
+    char role[32];
+    snprintf(role, sizeof(role), "worker.%d", index);
+    enum tp_log_level lvl = TP_LOG_INFO;
+    tp_log_level_parse(cfg->log.level, &lvl);
+    tp_log_setup(lvl, role);
+    tp_metrics_attach(index + 1);
+    int cpu = pin_cpu(index);
+
+    struct tp_worker *w = tp_xcalloc(1, sizeof(*w));
+    w->cfg = cfg;
+    w->index = index;
+    w->loop = ev_loop_new(EVBACKEND_EPOLL);
+    if (w->loop == NULL) {
+        tp_log_error("worker", "cannot create an epoll event loop");
+        exit(TP_WORKER_EXIT_FATAL);
+    }
+    w->http_limits.max_header = TP_HTTP_MAX_HEADER_BYTES;
+    w->http_limits.max_body = cfg->server.max_body;
+    w->ws_limits.max_message = cfg->limits.ws_max_message;
+    w->ws_limits.max_queue = cfg->limits.ws_send_queue;
+
+    w->router = tp_router_new();
+    tp_ops_register(w);
+    char err[512];
+    w->stat = tp_static_new(cfg->server.web_root, err, sizeof(err));
+    if (w->stat != NULL)
+        tp_router_set_fallback(w->router, tp_static_handle, w->stat);
+    else if (index == 0)
+        tp_log_warn("worker", "static files disabled\treason=\"%s\"", err);
+
+    if (cfg->server.https_port != 0) {
+        int r = tp_tls_ctx_new(&cfg->server, &w->tls, err, sizeof(err));
+        if (r != 0) {
+            tp_log_error("worker", "TLS setup failed: %s", err);
+            exit(TP_WORKER_EXIT_FATAL);
+        }
+    }
+    if (cfg->server.http_port != 0)
+        add_listener(w, cfg->server.http_port, false);
+    if (cfg->server.https_port != 0)
+        add_listener(w, cfg->server.https_port, true);
+
+    /* An empty redis.url after config loading means no embedded Redis was found under var_dir:
+     * serve anyway (static files, /healthz) and report not ready. */
+    if (cfg->redis.url[0] != '\0')
+        w->store = tp_store_new(w->loop, &cfg->redis, SCRIPTS_DIR);
+    if (w->store == NULL && index == 0)
+        tp_log_warn("worker", "Redis store unavailable (redis.url empty or invalid)");
+
+    ev_prepare_init(&w->prepare, on_prepare);
+    w->prepare.data = w;
+    ev_prepare_start(w->loop, &w->prepare);
+    ev_signal_init(&w->sigterm, on_signal, SIGTERM);
+    w->sigterm.data = w;
+    ev_signal_start(w->loop, &w->sigterm);
+    ev_signal_init(&w->sigint, on_signal, SIGINT);
+    w->sigint.data = w;
+    ev_signal_start(w->loop, &w->sigint);
+    ev_timer_init(&w->drain_timer, on_drain_timeout, 0.0, 0.0);
+    w->drain_timer.data = w;
+    ev_timer_init(&w->accept_retry, on_accept_retry, 0.0, 0.0);
+    w->accept_retry.data = w;
+
+    for (int i = 0; i < n_init_hooks; i++)
+        init_hooks[i].fn(w, init_hooks[i].ud);
+
+    set_accepting(w, true);
+    tp_log_info("worker", "ready\tcpu=%d http_port=%d https_port=%d", cpu, cfg->server.http_port,
+                cfg->server.https_port);
+    ev_run(w->loop, 0);
+
+    /* Drained or timed out: whatever is left is closed now. */
+    tp_conn_close_all_and_reap(w);
+    tp_store_free(w->store);
+    tp_tls_ctx_free(w->tls);
+    tp_static_free(w->stat);
+    tp_router_free(w->router);
+    ev_loop_destroy(w->loop);
+    tp_log_info("worker", "exited");
+    free(w);
+    exit(0);
+}
+
+/* --- Accessors and WebSocket fan-out --- */
+
+struct ev_loop *tp_worker_loop(struct tp_worker *w)
+{
+    return w->loop;
+}
+
+struct tp_router *tp_worker_router(struct tp_worker *w)
+{
+    return w->router;
+}
+
+struct tp_store *tp_worker_store(struct tp_worker *w)
+{
+    return w->store;
+}
+
+const struct tp_config *tp_worker_config(const struct tp_worker *w)
+{
+    return w->cfg;
+}
+
+int tp_worker_index(const struct tp_worker *w)
+{
+    return w->index;
+}
+
+bool tp_worker_is_draining(const struct tp_worker *w)
+{
+    return w->draining;
+}
+
+void tp_worker_set_data(struct tp_worker *w, int key, void *p)
+{
+    TP_ASSERT(key >= 0 && key < TP_WORKER_MAX_DATA);
+    w->data[key] = p;
+}
+
+void *tp_worker_data(const struct tp_worker *w, int key)
+{
+    TP_ASSERT(key >= 0 && key < TP_WORKER_MAX_DATA);
+    return w->data[key];
+}
+
+void tp_worker_set_ws_hooks(struct tp_worker *w, const struct tp_worker_ws_hooks *hooks, void *ud)
+{
+    w->ws_hooks = *hooks;
+    w->ws_ud = ud;
+}
+
+struct broadcast {
+    struct tp_ws_frame *f;
+    size_t n;
+};
+
+static void broadcast_one(struct tp_conn *c, void *ud)
+{
+    struct broadcast *b = ud;
+    if (tp_conn_ws_send_frame(c, b->f) == 0)
+        b->n++;
+}
+
+size_t tp_worker_broadcast(struct tp_worker *w, struct tp_ws_frame *f)
+{
+    struct broadcast b = {f, 0};
+    tp_conn_foreach_ws(w, broadcast_one, &b);
+    return b.n;
+}
+
+void tp_worker_foreach_ws(struct tp_worker *w, void (*fn)(struct tp_conn *c, void *ud), void *ud)
+{
+    tp_conn_foreach_ws(w, fn, ud);
+}
+
+size_t tp_worker_nconns(const struct tp_worker *w)
+{
+    return w->nconns;
+}
+
+size_t tp_worker_nws(const struct tp_worker *w)
+{
+    return w->nws;
+}

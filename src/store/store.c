@@ -1,0 +1,1036 @@
+/*
+ * Redis store over hiredis 0.14 (async, libev adapter). The only file that includes hiredis.
+ *
+ * hiredis 0.14 has no command timeouts, so every user command is a `struct pending` kept in a
+ * FIFO list with its deadline; since one store has one timeout, the list is ordered by deadline
+ * and a single ev_timer watching the head suffices (h2o lib/common/redis.c keeps one timer per
+ * command; one per store is cheaper and equivalent here).
+ *
+ * Ownership of a pending: hiredis holds it as privdata until its reply callback runs (exactly
+ * once: with a reply, or with NULL when the context goes away). Separately, the user callback is
+ * owed while `cb != NULL`. A timeout or a teardown calls the user callback early and clears
+ * `cb`; the late hiredis callback then only frees the struct. So the user callback runs exactly
+ * once and the struct is freed exactly once, whatever the order of events.
+ *
+ * Stale contexts: when we abandon a context ourselves (connect timeout, handshake failure,
+ * stall, tp_store_free) we set `ac->data = NULL` first, so every later hiredis callback on it
+ * (replies, NULL replies, disconnect) sees no store and does nothing but free its pending.
+ *
+ * Re-entrancy: user callbacks may call tp_store_free. Every entry from the loop increments
+ * `depth`; tp_store_free tears down at once but frees the struct only when depth returns to 0.
+ */
+#include "tickpool/store/store.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/base/crypto.h"
+#include "tickpool/net/http.h"
+#include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
+
+#include <ev.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libev.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MOD "store"
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define MAX_SCRIPT_SIZE (1 << 20)
+#define MAX_SCRIPTS 64
+
+struct script {
+    char name[64];
+    char *body;
+    size_t len;
+    char sha[TP_SHA1_LEN * 2 + 1];
+};
+
+enum state {
+    ST_DOWN,       /* no context; retry timer armed (or closed) */
+    ST_CONNECTING, /* context exists: TCP connect and handshake in progress */
+    ST_READY,      /* handshake done: commands accepted */
+    ST_CLOSED,     /* tp_store_free was called */
+};
+
+struct pending {
+    struct pending *prev, *next; /* in store->pending while the user callback is owed */
+    tp_store_cb cb;              /* NULL once the user callback has been called */
+    void *ud;
+    double deadline; /* ev_now() seconds */
+    /* EVALSHA only: a copy of the command for the one NOSCRIPT retry */
+    const struct script *script;
+    bool retried;
+    int argc;
+    const char **argv;
+    size_t *argvlen;
+};
+
+struct sub {
+    struct sub *next;
+    struct tp_store *store; /* NULL once the store is gone (the sub waits for hiredis) */
+    tp_store_cb cb;
+    void *ud;
+    bool attached;  /* a SUBSCRIBE is registered in the current context */
+    bool confirmed; /* the server confirmed it at least once */
+    bool gap;       /* a reconnect happened since: report TP_EUNAVAIL on re-confirmation */
+    char channel[];
+};
+
+/* Tags for handshake commands, passed as privdata (never dereferenced). */
+enum hs_kind { HS_AUTH = 1, HS_SELECT, HS_SCRIPT, HS_READY, HS_RELOAD };
+
+struct tp_store {
+    struct ev_loop *loop;
+    struct tp_store_url url;
+    int timeout_ms;
+    redisAsyncContext *ac;
+    enum state state;
+    struct pending *head, *tail; /* owed user callbacks, by deadline */
+    size_t inflight;             /* user commands sent on the current context */
+    double last_progress;        /* last reply (or first send after idle) */
+    ev_timer cmd_timer;          /* earliest command deadline, and stall detection */
+    ev_timer retry_timer;        /* reconnect backoff */
+    ev_timer connect_timer;      /* bounds TCP connect + handshake */
+    int backoff_ms;
+    unsigned attempts;   /* failed attempts since the last success */
+    uint64_t rng;        /* xorshift state for backoff jitter (random() is shared state) */
+    bool up;             /* READY was reached on the current context (for the log) */
+    bool ever_connected; /* for the reconnects counter and the log */
+    bool down_logged;    /* "unreachable" logged for the current outage */
+    struct script *scripts;
+    size_t nscripts;
+    struct sub *subs;
+    struct tp_store_stats stats;
+    unsigned depth; /* nested entries from the loop */
+    bool dead;      /* tp_store_free was called; free the struct when depth drops to 0 */
+};
+
+_Static_assert((int)TP_REPLY_STRING == REDIS_REPLY_STRING &&
+                   (int)TP_REPLY_ARRAY == REDIS_REPLY_ARRAY &&
+                   (int)TP_REPLY_INTEGER == REDIS_REPLY_INTEGER &&
+                   (int)TP_REPLY_NIL == REDIS_REPLY_NIL &&
+                   (int)TP_REPLY_STATUS == REDIS_REPLY_STATUS &&
+                   (int)TP_REPLY_ERROR == REDIS_REPLY_ERROR,
+               "tp_reply_type mirrors hiredis reply types");
+
+static void start_connect(struct tp_store *s);
+static void schedule_retry(struct tp_store *s);
+
+/* --- URL parsing --- */
+
+/* Copies [p, p+n) into out (size cap) percent-decoding it with the project's decoder
+ * (tp_http_decode); TP_EINVAL when it does not fit or an escape is broken or encodes NUL. */
+static int copy_decoded(char *out, size_t cap, const char *p, size_t n)
+{
+    /* A field is part of redis.url, and decoding never lengthens it. */
+    char tmp[sizeof(((struct tp_config_redis *)0)->url)];
+    if (n >= sizeof(tmp))
+        return TP_EINVAL;
+    int len = tp_http_decode(p, n, tmp, false);
+    if (len < 0 || (size_t)len >= cap)
+        return TP_EINVAL;
+    memcpy(out, tmp, (size_t)len + 1);
+    return 0;
+}
+
+static int parse_int(const char *p, size_t n, int min, int max, int *out)
+{
+    if (n == 0 || n > 9)
+        return TP_EINVAL;
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return TP_EINVAL;
+        v = v * 10 + (p[i] - '0');
+    }
+    if (v < min || v > max)
+        return TP_EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Parses an optional "?db=N" query at q (length n). */
+static int parse_query(const char *q, size_t n, int *db)
+{
+    if (n == 0)
+        return 0;
+    if (n < 4 || memcmp(q, "db=", 3) != 0)
+        return TP_EINVAL;
+    return parse_int(q + 3, n - 3, 0, 1000000, db);
+}
+
+int tp_store_url_parse(const char *url, struct tp_store_url *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->port = 6379;
+    if (url == NULL)
+        return TP_EINVAL;
+    if (strncmp(url, "unix://", 7) == 0) {
+        const char *p = url + 7, *q = strchr(p, '?');
+        size_t n = q ? (size_t)(q - p) : strlen(p);
+        if (n == 0 || p[0] != '/' || n >= sizeof(out->path))
+            return TP_EINVAL;
+        memcpy(out->path, p, n);
+        out->port = 0;
+        return q ? parse_query(q + 1, strlen(q + 1), &out->db) : 0;
+    }
+    if (strncmp(url, "redis://", 8) != 0)
+        return TP_EINVAL;
+    const char *p = url + 8;
+    const char *end = p + strcspn(p, "/?");
+    const char *at = NULL;
+    for (const char *c = p; c < end; c++)
+        if (*c == '@')
+            at = c;
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon != NULL) {
+            if (copy_decoded(out->user, sizeof(out->user), p, (size_t)(colon - p)) != 0 ||
+                copy_decoded(out->password, sizeof(out->password), colon + 1,
+                             (size_t)(at - colon - 1)) != 0)
+                return TP_EINVAL;
+        } else if (copy_decoded(out->user, sizeof(out->user), p, (size_t)(at - p)) != 0) {
+            return TP_EINVAL;
+        }
+        p = at + 1;
+    }
+    /* host, "[v6]", optional ":port" */
+    const char *hend, *portp = NULL;
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', (size_t)(end - p));
+        if (rb == NULL)
+            return TP_EINVAL;
+        if ((size_t)(rb - p - 1) >= sizeof(out->host))
+            return TP_EINVAL;
+        memcpy(out->host, p + 1, (size_t)(rb - p - 1));
+        hend = rb + 1;
+        if (hend < end) {
+            if (*hend != ':')
+                return TP_EINVAL;
+            portp = hend + 1;
+        }
+    } else {
+        const char *colon = memchr(p, ':', (size_t)(end - p));
+        hend = colon ? colon : end;
+        if ((size_t)(hend - p) >= sizeof(out->host))
+            return TP_EINVAL;
+        memcpy(out->host, p, (size_t)(hend - p));
+        if (colon)
+            portp = colon + 1;
+    }
+    if (out->host[0] == '\0')
+        return TP_EINVAL;
+    if (portp != NULL && parse_int(portp, (size_t)(end - portp), 1, 65535, &out->port) != 0)
+        return TP_EINVAL;
+    p = end;
+    if (*p == '/') {
+        p++;
+        size_t n = strcspn(p, "?");
+        if (n > 0 && parse_int(p, n, 0, 1000000, &out->db) != 0)
+            return TP_EINVAL;
+        p += n;
+    }
+    if (*p == '?')
+        return parse_query(p + 1, strlen(p + 1), &out->db);
+    return 0;
+}
+
+/* --- Scripts --- */
+
+static int cmp_script(const void *a, const void *b)
+{
+    return strcmp(((const struct script *)a)->name, ((const struct script *)b)->name);
+}
+
+/* Reads every dir/<name>.lua into s->scripts. Returns 0 or TP_EIO / TP_ETOOBIG (logged). */
+static int load_scripts(struct tp_store *s, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        tp_log_error(MOD, "cannot open scripts directory\tdir=%s error=\"%s\"", dir,
+                     strerror(errno));
+        return TP_EIO;
+    }
+    int ret = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n <= 4 || strcmp(e->d_name + n - 4, ".lua") != 0 || e->d_name[0] == '.')
+            continue;
+        if (n - 4 >= sizeof(s->scripts[0].name) || s->nscripts >= MAX_SCRIPTS) {
+            tp_log_error(MOD, "script name too long or too many scripts\tfile=%s", e->d_name);
+            ret = TP_ETOOBIG;
+            break;
+        }
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        struct stat st;
+        if (f == NULL || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) ||
+            st.st_size > MAX_SCRIPT_SIZE) {
+            tp_log_error(MOD, "cannot read script\tfile=%s", path);
+            if (f != NULL)
+                fclose(f);
+            ret = TP_EIO;
+            break;
+        }
+        struct script *sc;
+        s->scripts = tp_xrealloc(s->scripts, (s->nscripts + 1) * sizeof(*s->scripts));
+        sc = &s->scripts[s->nscripts];
+        memset(sc, 0, sizeof(*sc));
+        memcpy(sc->name, e->d_name, n - 4);
+        sc->body = tp_xmalloc((size_t)st.st_size + 1);
+        sc->len = fread(sc->body, 1, (size_t)st.st_size, f);
+        sc->body[sc->len] = '\0';
+        fclose(f);
+        s->nscripts++;
+        uint8_t digest[TP_SHA1_LEN];
+        tp_sha1(sc->body, sc->len, digest);
+        tp_hex_encode(digest, sizeof(digest), sc->sha);
+    }
+    closedir(d);
+    if (s->nscripts > 1)
+        qsort(s->scripts, s->nscripts, sizeof(*s->scripts), cmp_script);
+    return ret;
+}
+
+static const struct script *find_script(const struct tp_store *s, const char *name)
+{
+    for (size_t i = 0; i < s->nscripts; i++)
+        if (strcmp(s->scripts[i].name, name) == 0)
+            return &s->scripts[i];
+    return NULL;
+}
+
+/* --- Pending list and user callbacks --- */
+
+static void link_pending(struct tp_store *s, struct pending *p)
+{
+    p->next = NULL;
+    p->prev = s->tail;
+    if (s->tail)
+        s->tail->next = p;
+    else
+        s->head = p;
+    s->tail = p;
+}
+
+static void unlink_pending(struct tp_store *s, struct pending *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        s->head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        s->tail = p->prev;
+    p->prev = p->next = NULL;
+}
+
+static void destroy(struct tp_store *s);
+
+static void enter(struct tp_store *s)
+{
+    s->depth++;
+}
+
+/* Leaves a loop entry; frees the store if it was freed meanwhile. Returns true when it is gone
+ * (the caller must not touch it). */
+static bool leave(struct tp_store *s)
+{
+    TP_ASSERT(s->depth > 0);
+    if (--s->depth == 0 && s->dead) {
+        destroy(s);
+        return true;
+    }
+    return false;
+}
+
+/* Calls p's user callback once: unlinks p and clears its cb first, so a re-entrant call (a
+ * timeout, a teardown) can never call it again. Does not free p (hiredis may still hold it). */
+static void complete(struct tp_store *s, struct pending *p, int err, const redisReply *reply)
+{
+    tp_store_cb cb = p->cb;
+    TP_ASSERT(cb != NULL);
+    unlink_pending(s, p);
+    p->cb = NULL;
+    if (err == TP_ETIMEDOUT) {
+        s->stats.timeouts++;
+        tp_metrics_inc(TP_METRIC_REDIS_TIMEOUTS_TOTAL);
+    } else if (err != 0 || (reply != NULL && reply->type == REDIS_REPLY_ERROR)) {
+        s->stats.errors++;
+        tp_metrics_inc(TP_METRIC_REDIS_ERRORS_TOTAL);
+    }
+    cb(err, (const struct tp_store_reply *)reply, p->ud);
+}
+
+/* Completes every owed callback with `err` (teardown or abandoned context). The caller holds a
+ * depth reference, so the store stays allocated even if a callback frees it. */
+static void fail_all(struct tp_store *s, int err)
+{
+    while (s->head != NULL)
+        complete(s, s->head, err, NULL);
+}
+
+static void arm_cmd_timer(struct tp_store *s)
+{
+    if (s->head == NULL) {
+        ev_timer_stop(s->loop, &s->cmd_timer);
+        return;
+    }
+    double after = s->head->deadline - ev_now(s->loop);
+    ev_timer_stop(s->loop, &s->cmd_timer);
+    ev_timer_set(&s->cmd_timer, after > 0 ? after : 0, 0);
+    ev_timer_start(s->loop, &s->cmd_timer);
+}
+
+/* --- Connection lifecycle --- */
+
+static void log_down(struct tp_store *s, const char *why)
+{
+    if (s->up) {
+        s->up = false;
+        tp_log_warn(MOD, "redis connection lost, reconnecting\treason=\"%s\"", why);
+        s->down_logged = true;
+    } else if (!s->down_logged) {
+        tp_log_warn(MOD, "redis unreachable, retrying with backoff\treason=\"%s\" host=%s port=%d",
+                    why, s->url.path[0] ? s->url.path : s->url.host, s->url.port);
+        s->down_logged = true;
+    } else {
+        tp_log_debug(MOD, "redis connect attempt failed\treason=\"%s\" attempt=%u", why,
+                     s->attempts);
+    }
+}
+
+/* Abandons the current context ourselves: owed callbacks get `err`, later hiredis callbacks on
+ * the context become no-ops (ac->data = NULL). Safe inside a hiredis callback: redisAsyncFree is
+ * then deferred by hiredis until the callback returns. */
+static void drop_context(struct tp_store *s, int err)
+{
+    redisAsyncContext *ac = s->ac;
+    s->ac = NULL;
+    s->inflight = 0;
+    ev_timer_stop(s->loop, &s->connect_timer);
+    for (struct sub *sb = s->subs; sb; sb = sb->next)
+        if (sb->confirmed)
+            sb->gap = true;
+    if (ac != NULL)
+        ac->data = NULL;
+    fail_all(s, err);
+    if (ac != NULL)
+        redisAsyncFree(ac);
+}
+
+/* The connection is gone or failed: drop it and schedule the next attempt. */
+static void connection_failed(struct tp_store *s, const char *why)
+{
+    if (s->dead)
+        return;
+    log_down(s, why);
+    s->state = ST_DOWN;
+    s->attempts++;
+    drop_context(s, TP_EUNAVAIL);
+    if (!s->dead)
+        schedule_retry(s);
+}
+
+static void schedule_retry(struct tp_store *s)
+{
+    /* Full backoff doubles per failure up to the cap; the delay is drawn from [b/2, b) so many
+     * workers restarting together do not hammer Redis in lock step. */
+    int b = s->backoff_ms;
+    s->rng ^= s->rng << 13;
+    s->rng ^= s->rng >> 7;
+    s->rng ^= s->rng << 17;
+    double delay = (b / 2 + (double)(s->rng % (uint64_t)(b / 2 + 1))) / 1000.0;
+    s->backoff_ms = TP_MIN(b * 2, BACKOFF_MAX_MS);
+    ev_timer_stop(s->loop, &s->retry_timer);
+    ev_timer_set(&s->retry_timer, delay, 0);
+    ev_timer_start(s->loop, &s->retry_timer);
+}
+
+static void on_ready(struct tp_store *s);
+static void subscribe_one(struct tp_store *s, struct sub *sb);
+
+/* Handshake replies (AUTH, SELECT, SCRIPT LOAD, the final PING). */
+static void on_handshake(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct tp_store *s = ac->data;
+    redisReply *reply = r;
+    enum hs_kind kind = (enum hs_kind)(intptr_t)privdata;
+    if (s == NULL || reply == NULL)
+        return; /* stale context, or the disconnect path reports the failure */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        switch (kind) {
+        case HS_AUTH:
+        case HS_SELECT:
+        case HS_READY:
+            enter(s);
+            /* Once per outage at error level (a wrong password would otherwise log on every
+             * retry), then at debug level. */
+            tp_log(s->down_logged ? TP_LOG_DEBUG : TP_LOG_ERROR, MOD,
+                   "redis handshake failed\tstep=%s error=\"%s\"",
+                   kind == HS_AUTH     ? "auth"
+                   : kind == HS_SELECT ? "select"
+                                       : "ping",
+                   reply->str);
+            connection_failed(s, "handshake refused");
+            leave(s);
+            return;
+        case HS_SCRIPT:
+        case HS_RELOAD:
+            /* A broken script is a bug in the script; EVALSHA will report NOSCRIPT. */
+            tp_log_error(MOD, "SCRIPT LOAD failed\terror=\"%s\"", reply->str);
+            return;
+        }
+    }
+    if (kind == HS_SCRIPT && reply->type == REDIS_REPLY_STRING) {
+        bool known = false;
+        for (size_t i = 0; i < s->nscripts; i++)
+            known |= strcmp(s->scripts[i].sha, reply->str) == 0;
+        if (!known)
+            tp_log_warn(MOD, "SCRIPT LOAD returned an unexpected sha\tsha=%s", reply->str);
+    }
+    if (kind == HS_READY && s->state == ST_CONNECTING) {
+        enter(s);
+        on_ready(s);
+        leave(s);
+    }
+}
+
+static void on_ready(struct tp_store *s)
+{
+    ev_timer_stop(s->loop, &s->connect_timer);
+    if (s->ever_connected) {
+        s->stats.reconnects++;
+        tp_metrics_inc(TP_METRIC_REDIS_RECONNECTS_TOTAL);
+    }
+    tp_log_info(MOD, "redis connected\thost=%s port=%d db=%d scripts=%zu after_attempts=%u",
+                s->url.path[0] ? s->url.path : s->url.host, s->url.port, s->url.db, s->nscripts,
+                s->attempts);
+    s->state = ST_READY;
+    s->up = true;
+    s->ever_connected = true;
+    s->down_logged = false;
+    s->attempts = 0;
+    s->backoff_ms = BACKOFF_MIN_MS;
+    for (struct sub *sb = s->subs; sb && !s->dead; sb = sb->next)
+        subscribe_one(s, sb);
+}
+
+static void on_connect(const redisAsyncContext *cac, int status)
+{
+    struct tp_store *s = cac->data;
+    if (s == NULL)
+        return;
+    redisAsyncContext *ac = s->ac; /* the same context, non-const */
+    TP_ASSERT(ac == cac);
+    enter(s);
+    if (status != REDIS_OK) {
+        /* hiredis frees the context right after this callback (no onDisconnect follows). */
+        char why[128];
+        snprintf(why, sizeof(why), "%s", cac->errstr ? cac->errstr : "connect failed");
+        ac->data = NULL;
+        s->ac = NULL;
+        connection_failed(s, why);
+        leave(s);
+        return;
+    }
+    if (ac->c.fd >= 0 && s->url.path[0] == '\0')
+        redisEnableKeepAlive(&ac->c);
+    /* The handshake is pipelined; the PING reply marks the connection ready. */
+    int rc = 0;
+    if (s->url.password[0] && s->url.user[0])
+        rc |= redisAsyncCommand(ac, on_handshake, (void *)(intptr_t)HS_AUTH, "AUTH %s %s",
+                                s->url.user, s->url.password);
+    else if (s->url.password[0])
+        rc |= redisAsyncCommand(ac, on_handshake, (void *)(intptr_t)HS_AUTH, "AUTH %s",
+                                s->url.password);
+    if (s->url.db != 0)
+        rc |= redisAsyncCommand(ac, on_handshake, (void *)(intptr_t)HS_SELECT, "SELECT %d",
+                                s->url.db);
+    for (size_t i = 0; i < s->nscripts; i++)
+        rc |= redisAsyncCommand(ac, on_handshake, (void *)(intptr_t)HS_SCRIPT, "SCRIPT LOAD %b",
+                                s->scripts[i].body, s->scripts[i].len);
+    rc |= redisAsyncCommand(ac, on_handshake, (void *)(intptr_t)HS_READY, "PING");
+    if (rc != REDIS_OK)
+        connection_failed(s, "cannot queue handshake");
+    leave(s);
+}
+
+static void on_disconnect(const redisAsyncContext *cac, int status)
+{
+    struct tp_store *s = cac->data;
+    (void)status;
+    if (s == NULL)
+        return;
+    /* hiredis already delivered NULL replies to every pending command and frees the context
+     * after we return: forget it without freeing it. */
+    char why[128];
+    snprintf(why, sizeof(why), "%s", cac->err ? cac->errstr : "closed by server");
+    enter(s);
+    if (s->ac == cac) {
+        s->ac->data = NULL;
+        s->ac = NULL;
+    }
+    connection_failed(s, why);
+    leave(s);
+}
+
+static void start_connect(struct tp_store *s)
+{
+    redisAsyncContext *ac = s->url.path[0] ? redisAsyncConnectUnix(s->url.path)
+                                           : redisAsyncConnect(s->url.host, s->url.port);
+    if (ac == NULL) {
+        connection_failed(s, "out of memory");
+        return;
+    }
+    if (ac->err) {
+        char why[128];
+        snprintf(why, sizeof(why), "%s", ac->errstr);
+        redisAsyncFree(ac);
+        connection_failed(s, why);
+        return;
+    }
+    s->ac = ac;
+    s->state = ST_CONNECTING;
+    ac->data = s;
+    /* Attach before setting the connect callback: setting it arms the first write event. */
+    redisLibevAttach(s->loop, ac);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    double t = TP_MAX(s->timeout_ms, 1000) / 1000.0;
+    ev_timer_set(&s->connect_timer, t, 0);
+    ev_timer_start(s->loop, &s->connect_timer);
+}
+
+static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct tp_store *s = w->data;
+    (void)loop;
+    (void)revents;
+    enter(s);
+    if (s->state == ST_DOWN && s->ac == NULL)
+        start_connect(s);
+    leave(s);
+}
+
+static void on_connect_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct tp_store *s = w->data;
+    (void)loop;
+    (void)revents;
+    enter(s);
+    if (s->state == ST_CONNECTING)
+        connection_failed(s, "connect or handshake timed out");
+    leave(s);
+}
+
+/* Times out owed callbacks whose deadline passed. A late reply then finds cb == NULL and is
+ * dropped. If Redis has sent nothing at all for a long time while commands are outstanding,
+ * the connection is considered stalled (network black hole, hung server) and is dropped, so
+ * later commands fail fast instead of each waiting out its deadline. */
+static void on_cmd_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct tp_store *s = w->data;
+    (void)revents;
+    double now = ev_now(loop);
+    enter(s);
+    while (s->head != NULL && s->head->deadline <= now + 0.0005 && !s->dead)
+        complete(s, s->head, TP_ETIMEDOUT, NULL);
+    if (!s->dead) {
+        double stall = TP_MAX(4.0 * s->timeout_ms, 5000.0) / 1000.0;
+        if (s->state == ST_READY && s->inflight > 0 && now - s->last_progress >= stall)
+            connection_failed(s, "no reply from redis, connection stalled");
+    }
+    if (!s->dead)
+        arm_cmd_timer(s);
+    leave(s);
+}
+
+/* --- Commands --- */
+
+static void retry_script(struct tp_store *s, redisAsyncContext *ac, struct pending *p);
+
+static bool is_noscript(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR && r->len >= 8 && memcmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+/* The hiredis callback of every user command: see the ownership note at the top. */
+static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct pending *p = privdata;
+    struct tp_store *s = ac->data;
+    redisReply *reply = r;
+    if (s != NULL) {
+        TP_ASSERT(s->inflight > 0);
+        s->inflight--;
+        if (reply != NULL)
+            s->last_progress = ev_now(s->loop);
+    }
+    if (p->cb == NULL) { /* timed out earlier, or failed by a teardown: drop the late reply */
+        free(p);
+        return;
+    }
+    TP_ASSERT(s != NULL); /* whoever detaches a context completes its callbacks first */
+    enter(s);
+    if (reply == NULL) {
+        /* The context is going down (hiredis calls onDisconnect right after): refuse new
+         * commands from now on, including from this very callback. */
+        if (s->state == ST_READY)
+            s->state = ST_DOWN;
+        complete(s, p, TP_EUNAVAIL, NULL);
+    } else if (p->script != NULL && !p->retried && is_noscript(reply) && s->state == ST_READY) {
+        retry_script(s, ac, p);
+    } else {
+        complete(s, p, 0, reply);
+    }
+    if (p->cb == NULL)
+        free(p);
+    leave(s);
+}
+
+/* NOSCRIPT (Redis restarted or SCRIPT FLUSH): load the script and re-send the EVALSHA on the
+ * same pending, keeping its place and deadline. Both are pipelined, so the retry finds it. */
+static void retry_script(struct tp_store *s, redisAsyncContext *ac, struct pending *p)
+{
+    p->retried = true;
+    tp_log_info(MOD, "script missing in redis, reloading\tscript=%s", p->script->name);
+    if (redisAsyncCommand(ac, on_handshake, (void *)(intptr_t)HS_RELOAD, "SCRIPT LOAD %b",
+                          p->script->body, p->script->len) != REDIS_OK ||
+        redisAsyncCommandArgv(ac, on_reply, p, p->argc, p->argv, p->argvlen) != REDIS_OK) {
+        complete(s, p, TP_EUNAVAIL, NULL);
+        return;
+    }
+    s->inflight++;
+}
+
+/* Registers p as owed and sent: deadline, list, timer. */
+static void track(struct tp_store *s, struct pending *p)
+{
+    double now = ev_now(s->loop);
+    p->deadline = now + s->timeout_ms / 1000.0;
+    if (s->inflight++ == 0)
+        s->last_progress = now;
+    s->stats.commands++;
+    tp_metrics_inc(TP_METRIC_REDIS_COMMANDS_TOTAL);
+    bool was_empty = s->head == NULL;
+    link_pending(s, p);
+    if (was_empty)
+        arm_cmd_timer(s);
+}
+
+static int check_usable(const struct tp_store *s, tp_store_cb cb)
+{
+    if (cb == NULL || s->subs != NULL)
+        return TP_EINVAL;
+    if (s->state != ST_READY || s->ac == NULL)
+        return TP_EUNAVAIL;
+    return 0;
+}
+
+static int command_v(struct tp_store *s, tp_store_cb cb, void *ud, const char *fmt, va_list ap)
+{
+    int err = check_usable(s, cb);
+    if (err != 0)
+        return err;
+    struct pending *p = tp_xcalloc(1, sizeof(*p));
+    p->cb = cb;
+    p->ud = ud;
+    if (redisvAsyncCommand(s->ac, on_reply, p, fmt, ap) != REDIS_OK) {
+        free(p);
+        return TP_EINVAL;
+    }
+    track(s, p);
+    return 0;
+}
+
+int tp_store_command(struct tp_store *s, tp_store_cb cb, void *ud, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = command_v(s, cb, ud, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int tp_store_commandargv(struct tp_store *s, tp_store_cb cb, void *ud, int argc, const char **argv,
+                         const size_t *argvlen)
+{
+    int err = check_usable(s, cb);
+    if (err != 0)
+        return err;
+    if (argc <= 0 || argv == NULL)
+        return TP_EINVAL;
+    size_t lens_stack[16], *lens = NULL;
+    if (argvlen == NULL) {
+        lens = argc <= 16 ? lens_stack : tp_xmalloc((size_t)argc * sizeof(*lens));
+        for (int i = 0; i < argc; i++)
+            lens[i] = strlen(argv[i]);
+        argvlen = lens;
+    }
+    struct pending *p = tp_xcalloc(1, sizeof(*p));
+    p->cb = cb;
+    p->ud = ud;
+    int rc = redisAsyncCommandArgv(s->ac, on_reply, p, argc, argv, argvlen);
+    if (lens != NULL && lens != lens_stack)
+        free(lens);
+    if (rc != REDIS_OK) {
+        free(p);
+        return TP_EINVAL;
+    }
+    track(s, p);
+    return 0;
+}
+
+int tp_store_script(struct tp_store *s, const char *name, int nkeys, int argc, const char **argv,
+                    const size_t *argvlen, tp_store_cb cb, void *ud)
+{
+    int err = check_usable(s, cb);
+    if (err != 0 && err != TP_EUNAVAIL)
+        return err;
+    const struct script *sc = find_script(s, name);
+    if (sc == NULL)
+        return TP_ENOTFOUND;
+    if (argc < 0 || nkeys < 0 || nkeys > argc || (argc > 0 && argv == NULL))
+        return TP_EINVAL;
+    if (err != 0)
+        return err;
+
+    /* One allocation: the pending, then the EVALSHA argv (3 + argc) and lengths, then the bytes
+     * of the caller's arguments, copied for the NOSCRIPT retry. */
+    int n = argc + 3;
+    size_t bytes = 0;
+    for (int i = 0; i < argc; i++)
+        bytes += argvlen ? argvlen[i] : strlen(argv[i]);
+    char nk[16];
+    int nklen = snprintf(nk, sizeof(nk), "%d", nkeys);
+    size_t total = sizeof(struct pending) + (size_t)n * (sizeof(char *) + sizeof(size_t)) +
+                   sizeof(sc->sha) + (size_t)nklen + 1 + bytes;
+    struct pending *p = tp_xcalloc(1, total);
+    p->argv = (const char **)(p + 1);
+    p->argvlen = (size_t *)(p->argv + n);
+    char *data = (char *)(p->argvlen + n);
+    p->argv[0] = "EVALSHA";
+    p->argvlen[0] = 7;
+    p->argv[1] = sc->sha;
+    p->argvlen[1] = strlen(sc->sha);
+    memcpy(data, nk, (size_t)nklen + 1);
+    p->argv[2] = data;
+    p->argvlen[2] = (size_t)nklen;
+    data += nklen + 1;
+    for (int i = 0; i < argc; i++) {
+        size_t l = argvlen ? argvlen[i] : strlen(argv[i]);
+        memcpy(data, argv[i], l);
+        p->argv[3 + i] = data;
+        p->argvlen[3 + i] = l;
+        data += l;
+    }
+    p->argc = n;
+    p->script = sc;
+    p->cb = cb;
+    p->ud = ud;
+    if (redisAsyncCommandArgv(s->ac, on_reply, p, p->argc, p->argv, p->argvlen) != REDIS_OK) {
+        free(p);
+        return TP_EUNAVAIL;
+    }
+    track(s, p);
+    return 0;
+}
+
+const char *tp_store_script_sha(const struct tp_store *s, const char *name)
+{
+    const struct script *sc = find_script(s, name);
+    return sc ? sc->sha : NULL;
+}
+
+/* --- Pub/sub --- */
+
+static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct sub *sb = privdata;
+    redisReply *reply = r;
+    if (reply == NULL) {
+        /* The context is going away: this is hiredis's last call with this privdata. */
+        sb->attached = false;
+        if (sb->store == NULL)
+            free(sb);
+        return;
+    }
+    struct tp_store *s = ac->data;
+    if (s == NULL || sb->store == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = reply->element[0]->str;
+    enter(s);
+    if (strcmp(kind, "subscribe") == 0) {
+        sb->confirmed = true;
+        if (sb->gap) {
+            sb->gap = false;
+            sb->cb(TP_EUNAVAIL, NULL, sb->ud);
+        }
+    } else if (strcmp(kind, "message") == 0) {
+        sb->cb(0, (const struct tp_store_reply *)reply, sb->ud);
+    }
+    leave(s);
+}
+
+static void subscribe_one(struct tp_store *s, struct sub *sb)
+{
+    if (sb->attached || s->ac == NULL)
+        return;
+    if (redisAsyncCommand(s->ac, on_sub_reply, sb, "SUBSCRIBE %s", sb->channel) == REDIS_OK)
+        sb->attached = true;
+}
+
+int tp_store_subscribe(struct tp_store *s, const char *channel, tp_store_cb cb, void *ud)
+{
+    if (cb == NULL || channel == NULL || channel[0] == '\0' || s->head != NULL ||
+        s->state == ST_CLOSED)
+        return TP_EINVAL;
+    for (struct sub *sb = s->subs; sb; sb = sb->next)
+        if (strcmp(sb->channel, channel) == 0)
+            return TP_ECONFLICT;
+    size_t n = strlen(channel);
+    struct sub *sb = tp_xcalloc(1, sizeof(*sb) + n + 1);
+    memcpy(sb->channel, channel, n + 1);
+    sb->store = s;
+    sb->cb = cb;
+    sb->ud = ud;
+    sb->next = s->subs;
+    s->subs = sb;
+    if (s->state == ST_READY)
+        subscribe_one(s, sb);
+    return 0;
+}
+
+/* --- Lifecycle --- */
+
+struct tp_store *tp_store_new(struct ev_loop *loop, const struct tp_config_redis *cfg,
+                              const char *scripts_dir)
+{
+    struct tp_store *s = tp_xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 2000;
+    if (tp_store_url_parse(cfg->url, &s->url) != 0) {
+        tp_log_error(MOD, "invalid redis.url (expected redis://[[user]:password@]host[:port]"
+                          "[/db] or unix:///path[?db=N])");
+        goto fail;
+    }
+    if (scripts_dir != NULL && load_scripts(s, scripts_dir) != 0)
+        goto fail;
+    s->backoff_ms = BACKOFF_MIN_MS;
+    s->rng = ((uint64_t)tp_mono_ms() << 20) ^ ((uint64_t)getpid() << 8) ^ (uintptr_t)s;
+    if (s->rng == 0)
+        s->rng = 88172645463325252ull;
+    ev_timer_init(&s->cmd_timer, on_cmd_timer, 0, 0);
+    ev_timer_init(&s->retry_timer, on_retry_timer, 0, 0);
+    ev_timer_init(&s->connect_timer, on_connect_timer, 0, 0);
+    s->cmd_timer.data = s->retry_timer.data = s->connect_timer.data = s;
+    s->state = ST_DOWN;
+    start_connect(s);
+    return s;
+fail:
+    destroy(s);
+    return NULL;
+}
+
+static void destroy(struct tp_store *s)
+{
+    for (size_t i = 0; i < s->nscripts; i++)
+        free(s->scripts[i].body);
+    free(s->scripts);
+    free(s);
+}
+
+void tp_store_free(struct tp_store *s)
+{
+    if (s == NULL || s->dead)
+        return;
+    s->dead = true;
+    s->depth++; /* no callback below may free the struct under us */
+    s->state = ST_CLOSED;
+    ev_timer_stop(s->loop, &s->cmd_timer);
+    ev_timer_stop(s->loop, &s->retry_timer);
+    ev_timer_stop(s->loop, &s->connect_timer);
+    /* Subscriptions first: each gets its final TP_ECLOSED; the ones hiredis still holds are
+     * freed by their last (NULL) hiredis callback, the others here. */
+    struct sub *subs = s->subs;
+    s->subs = NULL;
+    for (struct sub *sb = subs; sb; sb = sb->next) {
+        sb->store = NULL;
+        sb->cb(TP_ECLOSED, NULL, sb->ud);
+    }
+    while (subs != NULL) {
+        struct sub *next = subs->next;
+        if (!subs->attached)
+            free(subs); /* else hiredis holds it: its NULL callback (in drop_context, or
+                           deferred until hiredis leaves its callback) frees it */
+        subs = next;
+    }
+    drop_context(s, TP_ECLOSED);
+    if (--s->depth == 0)
+        destroy(s);
+}
+
+bool tp_store_is_connected(const struct tp_store *s)
+{
+    return s != NULL && s->state == ST_READY;
+}
+
+void tp_store_get_stats(const struct tp_store *s, struct tp_store_stats *out)
+{
+    *out = s->stats;
+}
+
+/* --- Replies --- */
+
+enum tp_reply_type tp_reply_type(const struct tp_store_reply *r)
+{
+    return (enum tp_reply_type)((const redisReply *)r)->type;
+}
+
+long long tp_reply_integer(const struct tp_store_reply *r)
+{
+    const redisReply *x = (const redisReply *)r;
+    return x->type == REDIS_REPLY_INTEGER ? x->integer : 0;
+}
+
+const char *tp_reply_str(const struct tp_store_reply *r, size_t *len)
+{
+    const redisReply *x = (const redisReply *)r;
+    if (x->type != REDIS_REPLY_STRING && x->type != REDIS_REPLY_STATUS &&
+        x->type != REDIS_REPLY_ERROR) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    if (len)
+        *len = x->len;
+    return x->str;
+}
+
+size_t tp_reply_len(const struct tp_store_reply *r)
+{
+    const redisReply *x = (const redisReply *)r;
+    return x->type == REDIS_REPLY_ARRAY ? x->elements : 0;
+}
+
+const struct tp_store_reply *tp_reply_at(const struct tp_store_reply *r, size_t i)
+{
+    const redisReply *x = (const redisReply *)r;
+    if (x->type != REDIS_REPLY_ARRAY || i >= x->elements)
+        return NULL;
+    return (const struct tp_store_reply *)x->element[i];
+}

@@ -1,0 +1,303 @@
+/*
+ * Cross-process broadcaster (see tickpool/stream/bcast.h). Each worker keeps a dedicated subscriber
+ * tp_store on its own loop (a subscribed Redis connection accepts no other commands) and turns
+ * every message of tp:bcast into one refcounted frame shared by all of its ready sockets, so a
+ * message costs one allocation per worker whatever the number of sockets.
+ *
+ * Payouts: when a `round` message says settled or cancelled, the worker collects the distinct
+ * user ids of its sockets, groups them by bucket and asks Redis with two HMGETs per bucket (the
+ * round's payout hash and the balances), then queues `payout` to each socket of each user with
+ * a record. Settlement writes payout:<id> before the round turns settled, so the hash is
+ * complete when the message arrives.
+ */
+#include "tickpool/stream/bcast.h"
+
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/net/conn.h"
+#include "tickpool/game/game_api.h"
+#include "tickpool/base/log.h"
+#include "tickpool/stream/session.h"
+#include "tickpool/store/store.h"
+#include "tickpool/net/worker.h"
+#include "tickpool/net/ws.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "bcast"
+#define DISPATCH_MAX_LEN (1024 * 1024)
+
+struct bcast {
+    struct tp_worker *w;
+    struct tp_store *sub;   /* subscriber connection */
+    struct tp_store *store; /* the worker's command store (payout lookups) */
+    int buckets;
+    int64_t last_paid_round; /* payouts already announced up to this round id */
+};
+
+/* --- Forwarding --- */
+
+static void send_ready(struct tp_conn *c, void *ud)
+{
+    if (tp_session_ready(c))
+        tp_conn_ws_send_frame(c, ud);
+}
+
+/* --- Payouts --- */
+
+struct payout_user {
+    int64_t uid;
+    bool has_amount, has_balance;
+    int64_t amount, balance;
+};
+
+struct payout_op {
+    struct bcast *bc;
+    int64_t round_id;
+    struct payout_user *users; /* sorted by uid */
+    size_t n, cap;
+    int pending;
+};
+
+static int cmp_user(const void *a, const void *b)
+{
+    int64_t x = ((const struct payout_user *)a)->uid, y = ((const struct payout_user *)b)->uid;
+    return x < y ? -1 : x > y;
+}
+
+static struct payout_user *find_user(struct payout_op *op, int64_t uid)
+{
+    struct payout_user key = {.uid = uid};
+    return bsearch(&key, op->users, op->n, sizeof(key), cmp_user);
+}
+
+static void collect_user(struct tp_conn *c, void *ud)
+{
+    struct payout_op *op = ud;
+    int64_t uid = tp_session_user(c);
+    if (uid <= 0)
+        return;
+    if (op->n == op->cap) {
+        op->cap = op->cap ? op->cap * 2 : 32;
+        op->users = realloc(op->users, op->cap * sizeof(*op->users));
+        TP_ASSERT(op->users != NULL);
+    }
+    op->users[op->n++] = (struct payout_user){.uid = uid};
+}
+
+static void send_payout(struct tp_conn *c, void *ud)
+{
+    struct payout_op *op = ud;
+    int64_t uid = tp_session_user(c);
+    struct payout_user *u = uid > 0 ? find_user(op, uid) : NULL;
+    if (u == NULL || !u->has_amount)
+        return;
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+    tp_wr_map(&w, 4);
+    tp_wr_key(&w, "t");
+    tp_wr_str(&w, "payout");
+    tp_wr_key(&w, "round_id");
+    tp_wr_int(&w, op->round_id);
+    tp_wr_key(&w, "amount");
+    tp_wr_int(&w, u->amount);
+    tp_wr_key(&w, "balance");
+    if (u->has_balance)
+        tp_wr_int(&w, u->balance);
+    else
+        tp_wr_null(&w);
+    tp_conn_ws_send(c, tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
+static void payout_done(struct payout_op *op)
+{
+    if (--op->pending > 0)
+        return;
+    tp_worker_foreach_ws(op->bc->w, send_payout, op);
+    free(op->users);
+    free(op);
+}
+
+/* One HMGET reply for the users of one bucket, in the order they were asked. */
+struct payout_req {
+    struct payout_op *op;
+    bool balances; /* false: the payout hash */
+    size_t n;
+    int64_t uids[];
+};
+
+static void on_hmget(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct payout_req *rq = ud;
+    if (err == 0 && tp_reply_len(r) == rq->n) {
+        for (size_t i = 0; i < rq->n; i++) {
+            const char *v = tp_reply_str(tp_reply_at(r, i), NULL);
+            struct payout_user *u = find_user(rq->op, rq->uids[i]);
+            if (v == NULL || u == NULL)
+                continue;
+            if (rq->balances) {
+                u->balance = strtoll(v, NULL, 10);
+                u->has_balance = true;
+            } else {
+                u->amount = strtoll(v, NULL, 10);
+                u->has_amount = true;
+            }
+        }
+    }
+    struct payout_op *op = rq->op;
+    free(rq);
+    payout_done(op);
+}
+
+/* Submits HMGET `key` uid… for the users of bucket `b`. */
+static void hmget_bucket(struct payout_op *op, int b, bool balances)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < op->n; i++)
+        if (op->users[i].uid % op->bc->buckets == b)
+            n++;
+    if (n == 0)
+        return;
+    struct payout_req *rq = tp_xmalloc(sizeof(*rq) + n * sizeof(int64_t));
+    rq->op = op;
+    rq->balances = balances;
+    rq->n = n;
+    const char **argv = tp_xmalloc((n + 2) * sizeof(*argv));
+    char *nums = tp_xmalloc(n * 24);
+    char key[96];
+    if (balances)
+        snprintf(key, sizeof(key), "tp:{b%d}:bal", b);
+    else
+        snprintf(key, sizeof(key), "tp:{b%d}:payout:%lld", b, (long long)op->round_id);
+    argv[0] = "HMGET";
+    argv[1] = key;
+    size_t k = 0;
+    for (size_t i = 0; i < op->n; i++) {
+        if (op->users[i].uid % op->bc->buckets != b)
+            continue;
+        rq->uids[k] = op->users[i].uid;
+        snprintf(nums + k * 24, 24, "%lld", (long long)op->users[i].uid);
+        argv[k + 2] = nums + k * 24;
+        k++;
+    }
+    op->pending++;
+    if (tp_store_commandargv(op->bc->store, on_hmget, rq, (int)(n + 2), argv, NULL) != 0) {
+        op->pending--;
+        free(rq);
+    }
+    free(argv);
+    free(nums);
+}
+
+static void start_payouts(struct bcast *bc, int64_t round_id)
+{
+    if (round_id <= bc->last_paid_round || bc->store == NULL)
+        return;
+    bc->last_paid_round = round_id;
+    struct payout_op *op = tp_xcalloc(1, sizeof(*op));
+    op->bc = bc;
+    op->round_id = round_id;
+    tp_worker_foreach_ws(bc->w, collect_user, op);
+    if (op->n == 0) {
+        free(op);
+        return;
+    }
+    qsort(op->users, op->n, sizeof(*op->users), cmp_user);
+    size_t j = 0; /* dedupe */
+    for (size_t i = 0; i < op->n; i++)
+        if (j == 0 || op->users[j - 1].uid != op->users[i].uid)
+            op->users[j++] = op->users[i];
+    op->n = j;
+    op->pending = 1; /* held until every command is submitted */
+    for (int b = 0; b < bc->buckets; b++) {
+        hmget_bucket(op, b, false);
+        hmget_bucket(op, b, true);
+    }
+    payout_done(op);
+}
+
+/* --- Dispatch --- */
+
+void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
+{
+    struct bcast *bc = tp_worker_data(w, TP_BCAST_DATA_KEY);
+    struct tp_doc *doc = NULL;
+    if (tp_doc_parse_ex(TP_FMT_MSGPACK, data, len, DISPATCH_MAX_LEN, &doc, NULL, 0) != 0) {
+        tp_log_warn(MOD, "dropped a malformed broadcast\tlen=%zu", len);
+        return;
+    }
+    const struct tp_val *m = tp_doc_root(doc);
+    const char *t = NULL;
+    if (tp_val_get_str(m, "t", &t, NULL) != 0) {
+        tp_log_warn(MOD, "dropped a broadcast without t\tlen=%zu", len);
+        tp_doc_free(doc);
+        return;
+    }
+    enum tp_ws_kind kind = TP_WS_KIND_DIRECT;
+    if (strcmp(t, "tick") == 0)
+        kind = TP_WS_KIND_TICK;
+    else if (strcmp(t, "odds") == 0)
+        kind = TP_WS_KIND_ODDS;
+    struct tp_ws_frame *f = tp_ws_frame_new(data, len, kind);
+    tp_worker_foreach_ws(w, send_ready, f);
+    tp_ws_frame_unref(f);
+
+    if (bc != NULL && strcmp(t, "round") == 0) {
+        const struct tp_val *r = tp_val_get(m, "round");
+        const char *state = NULL;
+        int64_t id = 0;
+        /* Only the final announcement carries the receipt: a round being cancelled is shown
+         * as cancelled before its refunds are credited, and looking up payouts then would find
+         * none and skip the refunded players. */
+        bool has_receipt = tp_val_type(tp_val_get(r, "receipt")) == TP_VAL_MAP;
+        if (tp_val_get_str(r, "state", &state, NULL) == 0 && tp_val_get_int(r, "id", &id) == 0 &&
+            has_receipt && (strcmp(state, "settled") == 0 || strcmp(state, "cancelled") == 0))
+            start_payouts(bc, id);
+    }
+    tp_doc_free(doc);
+}
+
+static void on_sub(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct bcast *bc = ud;
+    if (err == TP_EUNAVAIL) {
+        /* Resubscribed after a drop: messages may have been lost meanwhile. */
+        tp_log_info(MOD, "resubscribed: resyncing sockets");
+        tp_session_resync(bc->w);
+        return;
+    }
+    if (err != 0 || tp_reply_len(r) < 3)
+        return;
+    const char *kind = tp_reply_str(tp_reply_at(r, 0), NULL);
+    size_t len = 0;
+    const char *payload = tp_reply_str(tp_reply_at(r, 2), &len);
+    if (kind == NULL || strcmp(kind, "message") != 0 || payload == NULL)
+        return;
+    tp_bcast_dispatch(bc->w, (const uint8_t *)payload, len);
+}
+
+void tp_bcast_start(struct tp_worker *w)
+{
+    if (tp_worker_data(w, TP_BCAST_DATA_KEY) != NULL)
+        return;
+    const struct tp_config *cfg = tp_worker_config(w);
+    struct bcast *bc = tp_xcalloc(1, sizeof(*bc));
+    bc->w = w;
+    bc->store = tp_worker_store(w);
+    bc->buckets = cfg->game.buckets > 0 ? cfg->game.buckets : 1;
+    tp_worker_set_data(w, TP_BCAST_DATA_KEY, bc);
+    bc->sub = tp_store_new(tp_worker_loop(w), &cfg->redis, NULL);
+    if (bc->sub == NULL) {
+        tp_log_warn(MOD, "no subscriber store: sockets of this worker get no broadcasts");
+        return;
+    }
+    if (tp_store_subscribe(bc->sub, TP_GAME_BCAST_CHANNEL, on_sub, bc) != 0)
+        tp_log_warn(MOD, "subscribe to %s failed", TP_GAME_BCAST_CHANNEL);
+}

@@ -1,0 +1,187 @@
+/*
+ * Odds projector (see tickpool/stream/odds.h). One instance per worker; only the lease holder does
+ * anything, so exactly one process in the deployment publishes odds. A cycle is: HGET the open
+ * round id, then one HGETALL per bucket (B is small), sum, compare with the last published
+ * pools, PUBLISH when different. Cycles never overlap (busy flag): a slow Redis stretches the
+ * period instead of piling up commands.
+ */
+#include "tickpool/stream/odds.h"
+
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/game/game_api.h"
+#include "tickpool/game/leader.h"
+#include "tickpool/base/log.h"
+#include "tickpool/game/settle.h"
+#include "tickpool/store/store.h"
+#include "tickpool/net/worker.h"
+
+#include <ev.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "odds"
+
+struct odds {
+    struct tp_worker *w;
+    struct tp_store *store;
+    const struct tp_config_game *g;
+    int nbands;
+    ev_timer timer;
+    bool busy;
+    int64_t round_id; /* round of the cycle in progress */
+    int pending;      /* bucket replies still expected */
+    bool failed;
+    int64_t pools[TP_ROUND_MAX_BANDS];
+    int64_t last_round; /* last published: round and pools */
+    int64_t last_pools[TP_ROUND_MAX_BANDS];
+};
+
+void tp_odds_encode(struct tp_buf *out, int64_t round_id, const int64_t *pools, int n, int rake_bps)
+{
+    double mult[TP_ROUND_MAX_BANDS];
+    int64_t total = 0;
+    TP_ASSERT(n > 0 && n <= TP_ROUND_MAX_BANDS);
+    for (int i = 0; i < n; i++)
+        total += pools[i];
+    if (tp_settle_multipliers(pools, n, rake_bps, mult) != 0)
+        for (int i = 0; i < n; i++)
+            mult[i] = NAN;
+    struct tp_wr w;
+    tp_wr_init(&w, out, TP_FMT_MSGPACK);
+    tp_wr_map(&w, 5);
+    tp_wr_key(&w, "t");
+    tp_wr_str(&w, "odds");
+    tp_wr_key(&w, "round_id");
+    tp_wr_int(&w, round_id);
+    tp_wr_key(&w, "pools");
+    tp_wr_array(&w, (size_t)n);
+    for (int i = 0; i < n; i++)
+        tp_wr_int(&w, pools[i]);
+    tp_wr_key(&w, "total");
+    tp_wr_int(&w, total);
+    tp_wr_key(&w, "multipliers");
+    tp_wr_array(&w, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        if (isnan(mult[i]))
+            tp_wr_null(&w);
+        else
+            tp_wr_double(&w, mult[i]);
+    }
+}
+
+static void on_publish(int err, const struct tp_store_reply *r, void *ud)
+{
+    (void)err, (void)r, (void)ud;
+}
+
+/* Every bucket answered: publish when the sum differs from what was last published. */
+static void finish(struct odds *o)
+{
+    o->busy = false;
+    if (o->failed)
+        return;
+    if (o->round_id == o->last_round &&
+        memcmp(o->pools, o->last_pools, sizeof(int64_t) * (size_t)o->nbands) == 0)
+        return;
+    int64_t total = 0;
+    for (int i = 0; i < o->nbands; i++)
+        total += o->pools[i];
+    /* A round nobody has bet on yet is not worth a message; a new round still resets the
+     * comparison so its first bet is announced. */
+    o->last_round = o->round_id;
+    memcpy(o->last_pools, o->pools, sizeof(int64_t) * (size_t)o->nbands);
+    if (total == 0)
+        return;
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_odds_encode(&b, o->round_id, o->pools, o->nbands, o->g->rake_bps);
+    tp_store_command(o->store, on_publish, NULL, "PUBLISH %s %b", TP_GAME_BCAST_CHANNEL,
+                     tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
+/* HGETALL of one bucket's pool hash: fields are band indexes (and `total`, skipped). */
+static void on_pool(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct odds *o = ud;
+    if (err != 0 || tp_reply_type(r) != TP_REPLY_ARRAY) {
+        o->failed = true;
+    } else {
+        size_t n = tp_reply_len(r);
+        for (size_t i = 0; i + 1 < n; i += 2) {
+            const char *k = tp_reply_str(tp_reply_at(r, i), NULL);
+            const char *v = tp_reply_str(tp_reply_at(r, i + 1), NULL);
+            if (k == NULL || v == NULL || strcmp(k, "total") == 0)
+                continue;
+            char *end;
+            long band = strtol(k, &end, 10);
+            if (*end != '\0' || band < 0 || band >= o->nbands)
+                continue;
+            o->pools[band] += strtoll(v, NULL, 10);
+        }
+    }
+    if (--o->pending == 0)
+        finish(o);
+}
+
+static void on_current(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct odds *o = ud;
+    const char *s = err == 0 ? tp_reply_str(r, NULL) : NULL;
+    long long id = s != NULL ? strtoll(s, NULL, 10) : 0;
+    if (id <= 0) {
+        o->busy = false;
+        return;
+    }
+    o->round_id = id;
+    o->failed = false;
+    memset(o->pools, 0, sizeof(o->pools));
+    o->pending = 1; /* held until every command is submitted */
+    for (int b = 0; b < o->g->buckets; b++) {
+        o->pending++;
+        if (tp_store_command(o->store, on_pool, o, "HGETALL tp:{b%d}:pool:%lld", b, id) != 0) {
+            o->pending--;
+            o->failed = true;
+        }
+    }
+    if (--o->pending == 0)
+        finish(o);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct odds *o = t->data;
+    if (o->busy || !tp_leader_is_leader(tp_worker_data(o->w, TP_LEADER_DATA_KEY)) ||
+        !tp_store_is_connected(o->store))
+        return;
+    o->busy = true;
+    if (tp_store_command(o->store, on_current, o, "HGET " TP_GAME_G "current open") != 0)
+        o->busy = false;
+}
+
+void tp_odds_start(struct tp_worker *w)
+{
+    if (tp_worker_data(w, TP_ODDS_DATA_KEY) != NULL)
+        return;
+    struct tp_store *store = tp_worker_store(w);
+    if (store == NULL) {
+        tp_log_warn(MOD, "no Redis store: no odds from this process");
+        return;
+    }
+    struct odds *o = tp_xcalloc(1, sizeof(*o));
+    o->w = w;
+    o->store = store;
+    o->g = &tp_worker_config(w)->game;
+    o->nbands = o->g->n_band_edges + 1;
+    TP_ASSERT(o->nbands <= TP_ROUND_MAX_BANDS);
+    o->last_round = -1;
+    ev_timer_init(&o->timer, timer_cb, TP_ODDS_PERIOD_MS / 1000.0, TP_ODDS_PERIOD_MS / 1000.0);
+    o->timer.data = o;
+    ev_timer_start(tp_worker_loop(w), &o->timer);
+    tp_worker_set_data(w, TP_ODDS_DATA_KEY, o);
+}

@@ -1,0 +1,713 @@
+/*
+ * WebSocket session protocol (see tickpool/stream/session.h and CONTRACT.md §6).
+ *
+ * A `struct sess` hangs off every WebSocket connection (tp_conn_set_data). Asynchronous work
+ * (balance read, snapshot load, bet submission) holds a reference on it, so a socket that
+ * closes while Redis is still answering leaves a detached session (c == NULL) that the last
+ * callback frees; replies to a detached session are dropped.
+ *
+ * Ordering: `hello` is queued before the snapshot load starts, and the session is `ready` (it
+ * receives broadcasts, see bcast.c) only once its snapshot is queued, so a client always sees
+ * hello, snapshot, then ticks/odds/rounds.
+ */
+#include "tickpool/stream/session.h"
+
+#include "tickpool/money/accounts.h"
+#include "tickpool/stream/bcast.h"
+#include "tickpool/money/bet.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/net/conn.h"
+#include "tickpool/game/game_api.h"
+#include "tickpool/net/http.h"
+#include "tickpool/base/log.h"
+#include "tickpool/stream/odds.h"
+#include "tickpool/store/store.h"
+#include "tickpool/net/worker.h"
+#include "tickpool/net/ws.h"
+
+#include <ev.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "session"
+
+/* Ticks included in a snapshot: the contract asks for at least the last 60 s. */
+#define SNAPSHOT_TICKS_MS 61000
+/* Longest `req` correlation value echoed back (string bytes). */
+#define REQ_MAX 128
+/* Housekeeping period (token expiry, keepalive). */
+#define HOUSEKEEP_S 1.0
+/* Keepalive: ping after this much silence from the peer, close after twice as much. */
+#define IDLE_PING_MS 20000
+
+/* --- Per-worker and per-socket state --- */
+
+struct sw {
+    struct tp_worker *w;
+    const struct tp_config *cfg;
+    struct tp_store *store;
+    struct tp_bet_limits lim;
+    ev_timer timer;
+};
+
+struct sess {
+    struct sw *sw;
+    struct tp_conn *c;  /* NULL once the socket closed */
+    int refs;           /* 1 for the socket + 1 per pending async operation */
+    int64_t user_id;    /* 0 = anonymous */
+    int64_t exp_ms;     /* token expiry (Unix ms) when user_id != 0 */
+    bool ready;         /* snapshot queued: broadcasts flow */
+    int64_t pinged_for; /* tp_conn_ws_last_seen_ms value a keepalive ping was sent for */
+    double tokens;      /* message rate token bucket */
+    int64_t tb_ms;
+};
+
+static void sess_unref(struct sess *s)
+{
+    if (--s->refs == 0)
+        free(s);
+}
+
+static struct sess *conn_sess(const struct tp_conn *c)
+{
+    return c != NULL && (tp_conn_flags(c) & TP_CONN_WS) ? tp_conn_data(c) : NULL;
+}
+
+int64_t tp_session_user(const struct tp_conn *c)
+{
+    struct sess *s = conn_sess(c);
+    return s != NULL ? s->user_id : 0;
+}
+
+bool tp_session_ready(const struct tp_conn *c)
+{
+    struct sess *s = conn_sess(c);
+    return s != NULL && s->ready;
+}
+
+/* Queues an encoded message to the session's socket, if it is still there. */
+static void send_buf(struct sess *s, const struct tp_buf *b)
+{
+    if (s->c != NULL)
+        tp_conn_ws_send(s->c, tp_buf_ptr(b), tp_buf_size(b));
+}
+
+/* Sends {t:"error", code, message}. */
+static void send_error(struct sess *s, const char *code, const char *message)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+    tp_wr_map(&w, 3);
+    tp_wr_key(&w, "t");
+    tp_wr_str(&w, "error");
+    tp_wr_key(&w, "code");
+    tp_wr_str(&w, code);
+    tp_wr_key(&w, "message");
+    tp_wr_str(&w, message);
+    send_buf(s, &b);
+    tp_buf_deinit(&b);
+}
+
+/* Sends {t:"bet_err", req, code, message}; `req` is an encoded MessagePack value (NULL: nil). */
+static void send_bet_err(struct sess *s, const void *req, size_t reqlen, enum tp_bet_code code)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+    tp_wr_map(&w, 4);
+    tp_wr_key(&w, "t");
+    tp_wr_str(&w, "bet_err");
+    tp_wr_key(&w, "req");
+    if (req != NULL && reqlen > 0)
+        tp_wr_raw(&w, req, reqlen);
+    else
+        tp_wr_null(&w);
+    tp_wr_key(&w, "code");
+    tp_wr_str(&w, tp_bet_code_name(code));
+    tp_wr_key(&w, "message");
+    tp_wr_str(&w, tp_bet_code_message(code));
+    send_buf(s, &b);
+    tp_buf_deinit(&b);
+}
+
+struct count_user {
+    int64_t uid;
+    const struct tp_conn *self;
+    int n;
+};
+
+static void count_one(struct tp_conn *c, void *ud)
+{
+    struct count_user *cu = ud;
+    struct sess *s = conn_sess(c);
+    if (c != cu->self && s != NULL && s->c != NULL && s->user_id == cu->uid &&
+        !(tp_conn_flags(c) & TP_CONN_CLOSE_ASAP))
+        cu->n++;
+}
+
+/* Binds the session to user `uid` unless that passes the per-user socket cap of this worker.
+ * Returns false (and closes the socket 1008) when the cap is reached. */
+static bool bind_user(struct sess *s, int64_t uid, int64_t exp)
+{
+    struct count_user cu = {uid, s->c, 0};
+    tp_worker_foreach_ws(s->sw->w, count_one, &cu);
+    int cap = s->sw->cfg->limits.ws_max_per_user;
+    if (cap > 0 && cu.n >= cap) {
+        tp_log_info(MOD, "socket cap reached\tuser=%lld sockets=%d", (long long)uid, cu.n);
+        tp_conn_ws_close(s->c, TP_WS_CLOSE_POLICY, "too many sockets");
+        return false;
+    }
+    s->user_id = uid;
+    s->exp_ms = exp;
+    return true;
+}
+
+/* --- hello and snapshot --- */
+
+static void write_hello(struct sess *s, bool has_balance, int64_t balance, struct tp_buf *b)
+{
+    struct tp_wr w;
+    tp_wr_init(&w, b, TP_FMT_MSGPACK);
+    tp_wr_map(&w, 4);
+    tp_wr_key(&w, "t");
+    tp_wr_str(&w, "hello");
+    tp_wr_key(&w, "server_time");
+    tp_wr_int(&w, tp_now_ms());
+    tp_wr_key(&w, "user_id");
+    if (s->user_id > 0)
+        tp_wr_int(&w, s->user_id);
+    else
+        tp_wr_null(&w);
+    tp_wr_key(&w, "balance");
+    if (s->user_id > 0 && has_balance)
+        tp_wr_int(&w, balance);
+    else
+        tp_wr_null(&w);
+}
+
+/* A snapshot load: current round ids, both rounds, the recent ticks. `s` NULL means a resync
+ * of every ready socket of the worker. */
+struct snap {
+    struct sw *sw;
+    struct sess *s;
+    int pending;
+    bool have[2];
+    struct tp_game_round rounds[2]; /* open, live */
+    int64_t *ticks;                 /* ts, price pairs */
+    size_t nticks;
+};
+
+static void snap_send_one(struct tp_conn *c, void *ud)
+{
+    struct sess *s = conn_sess(c);
+    if (s != NULL && s->ready)
+        tp_conn_ws_send_frame(c, ud);
+}
+
+static void snap_finish(struct snap *sn)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+    tp_wr_map(&w, 3);
+    tp_wr_key(&w, "t");
+    tp_wr_str(&w, "snapshot");
+    tp_wr_key(&w, "rounds");
+    tp_wr_map(&w, 2);
+    static const char *const names[2] = {"open", "live"};
+    for (int i = 0; i < 2; i++) {
+        tp_wr_key(&w, names[i]);
+        if (sn->have[i])
+            tp_game_round_write(&w, &sn->rounds[i]);
+        else
+            tp_wr_null(&w);
+    }
+    tp_wr_key(&w, "ticks");
+    tp_wr_array(&w, sn->nticks);
+    for (size_t i = 0; i < sn->nticks; i++) {
+        tp_wr_array(&w, 2);
+        tp_wr_int(&w, sn->ticks[2 * i]);
+        tp_wr_int(&w, sn->ticks[2 * i + 1]);
+    }
+    if (sn->s != NULL) {
+        if (sn->s->c != NULL) {
+            send_buf(sn->s, &b);
+            sn->s->ready = true;
+        }
+        sess_unref(sn->s);
+    } else {
+        struct tp_ws_frame *f = tp_ws_frame_new(tp_buf_ptr(&b), tp_buf_size(&b), TP_WS_KIND_DIRECT);
+        tp_worker_foreach_ws(sn->sw->w, snap_send_one, f);
+        tp_ws_frame_unref(f);
+    }
+    tp_buf_deinit(&b);
+    free(sn->ticks);
+    free(sn);
+}
+
+static void snap_done(struct snap *sn)
+{
+    if (--sn->pending == 0)
+        snap_finish(sn);
+}
+
+struct snap_slot {
+    struct snap *sn;
+    int i;
+};
+
+static void on_snap_round(int err, const struct tp_game_round *r, void *ud)
+{
+    struct snap_slot *sl = ud;
+    if (err == 0 && r != NULL) {
+        sl->sn->rounds[sl->i] = *r;
+        sl->sn->have[sl->i] = true;
+    }
+    struct snap *sn = sl->sn;
+    free(sl);
+    snap_done(sn);
+}
+
+static void on_snap_current(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct snap *sn = ud;
+    if (err == 0 && tp_reply_len(r) == 2) {
+        for (int i = 0; i < 2; i++) {
+            const char *v = tp_reply_str(tp_reply_at(r, (size_t)i), NULL);
+            long long id = v != NULL ? strtoll(v, NULL, 10) : 0;
+            if (id <= 0)
+                continue;
+            struct snap_slot *sl = tp_xmalloc(sizeof(*sl));
+            sl->sn = sn;
+            sl->i = i;
+            sn->pending++;
+            if (tp_game_round_load(sn->sw->store, sn->sw->cfg->game.buckets, id, on_snap_round,
+                                   sl) != 0) {
+                free(sl);
+                sn->pending--;
+            }
+        }
+    }
+    snap_done(sn);
+}
+
+/* XRANGE reply: entries [id "<ts>-0", [price, "<p>"]]. */
+static void on_snap_ticks(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct snap *sn = ud;
+    if (err == 0 && tp_reply_type(r) == TP_REPLY_ARRAY) {
+        size_t n = tp_reply_len(r);
+        sn->ticks = tp_xmalloc(sizeof(int64_t) * 2 * (n > 0 ? n : 1));
+        for (size_t i = 0; i < n; i++) {
+            const struct tp_store_reply *e = tp_reply_at(r, i);
+            const char *id = tp_reply_str(tp_reply_at(e, 0), NULL);
+            const struct tp_store_reply *f = tp_reply_at(e, 1);
+            const char *price = NULL;
+            for (size_t k = 0; k + 1 < tp_reply_len(f); k += 2) {
+                const char *name = tp_reply_str(tp_reply_at(f, k), NULL);
+                if (name != NULL && strcmp(name, "price") == 0)
+                    price = tp_reply_str(tp_reply_at(f, k + 1), NULL);
+            }
+            if (id == NULL || price == NULL)
+                continue;
+            sn->ticks[2 * sn->nticks] = strtoll(id, NULL, 10);
+            sn->ticks[2 * sn->nticks + 1] = strtoll(price, NULL, 10);
+            sn->nticks++;
+        }
+    }
+    snap_done(sn);
+}
+
+/* Starts a snapshot load for `s` (holding a reference) or, with s NULL, a worker resync. */
+static void snap_start(struct sw *sw, struct sess *s)
+{
+    struct snap *sn = tp_xcalloc(1, sizeof(*sn));
+    sn->sw = sw;
+    sn->s = s;
+    if (s != NULL)
+        s->refs++;
+    sn->pending = 1; /* held until both commands are submitted */
+    if (sw->store != NULL) {
+        sn->pending++;
+        if (tp_store_command(sw->store, on_snap_current, sn,
+                             "HMGET " TP_GAME_G "current open live") != 0)
+            sn->pending--;
+        sn->pending++;
+        if (tp_store_command(sw->store, on_snap_ticks, sn, "XRANGE " TP_GAME_G "ticks %lld +",
+                             (long long)(tp_now_ms() - SNAPSHOT_TICKS_MS)) != 0)
+            sn->pending--;
+    }
+    snap_done(sn);
+}
+
+void tp_session_resync(struct tp_worker *w)
+{
+    struct sw *sw = tp_worker_data(w, TP_SESSION_DATA_KEY);
+    if (sw != NULL)
+        snap_start(sw, NULL);
+}
+
+struct hello_op {
+    struct sess *s;
+    bool snapshot; /* also send the snapshot afterwards (on open) */
+};
+
+static void hello_then(struct sess *s, bool has_balance, int64_t balance, bool snapshot)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    write_hello(s, has_balance, balance, &b);
+    send_buf(s, &b);
+    tp_buf_deinit(&b);
+    if (snapshot && s->c != NULL)
+        snap_start(s->sw, s);
+}
+
+static void on_balance(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct hello_op *op = ud;
+    const char *v = err == 0 ? tp_reply_str(r, NULL) : NULL;
+    bool nil = err == 0 && tp_reply_type(r) == TP_REPLY_NIL;
+    int64_t bal = v != NULL ? strtoll(v, NULL, 10) : 0;
+    hello_then(op->s, v != NULL || nil, bal, op->snapshot);
+    sess_unref(op->s);
+    free(op);
+}
+
+/* Sends hello (reading the balance first when authenticated), then optionally the snapshot. */
+static void start_hello(struct sess *s, bool snapshot)
+{
+    struct sw *sw = s->sw;
+    if (s->user_id > 0 && sw->store != NULL) {
+        struct hello_op *op = tp_xmalloc(sizeof(*op));
+        op->s = s;
+        op->snapshot = snapshot;
+        s->refs++;
+        int buckets = sw->cfg->game.buckets > 0 ? sw->cfg->game.buckets : 1;
+        if (tp_store_command(sw->store, on_balance, op, "HGET tp:{b%d}:bal %lld",
+                             (int)(s->user_id % buckets), (long long)s->user_id) == 0)
+            return;
+        s->refs--;
+        free(op);
+    }
+    hello_then(s, false, 0, snapshot);
+}
+
+/* --- Client messages --- */
+
+struct bet_op {
+    struct sess *s;
+    size_t reqlen;
+    uint8_t req[REQ_MAX + 16];
+};
+
+static void on_bet(const struct tp_bet_result *res, void *ud)
+{
+    struct bet_op *op = ud;
+    struct sess *s = op->s;
+    if (res->code != TP_BET_OK) {
+        send_bet_err(s, op->req, op->reqlen, res->code);
+    } else {
+        struct tp_buf b;
+        tp_buf_init(&b);
+        struct tp_wr w;
+        tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+        tp_wr_map(&w, 7);
+        tp_wr_key(&w, "t");
+        tp_wr_str(&w, "bet_ok");
+        tp_wr_key(&w, "req");
+        if (op->reqlen > 0)
+            tp_wr_raw(&w, op->req, op->reqlen);
+        else
+            tp_wr_null(&w);
+        tp_bet_write_fields(&w, res);
+        send_buf(s, &b);
+        tp_buf_deinit(&b);
+    }
+    sess_unref(s);
+    free(op);
+}
+
+static void handle_bet(struct sess *s, const struct tp_val *m)
+{
+    struct bet_op *op = tp_xcalloc(1, sizeof(*op));
+    op->s = s;
+    /* req: echoed as given; an integer or a short string (anything else is invalid). */
+    const struct tp_val *req = tp_val_get(m, "req");
+    enum tp_val_type rt = tp_val_type(req);
+    bool req_ok = req == NULL || rt == TP_VAL_NULL || rt == TP_VAL_INT || rt == TP_VAL_UINT ||
+                  (rt == TP_VAL_STR && tp_val_len(req) <= REQ_MAX);
+    if (req != NULL && req_ok) {
+        struct tp_buf b;
+        tp_buf_init(&b);
+        struct tp_wr w;
+        tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+        tp_wr_val(&w, req);
+        TP_ASSERT(tp_buf_size(&b) <= sizeof(op->req));
+        memcpy(op->req, tp_buf_ptr(&b), tp_buf_size(&b));
+        op->reqlen = tp_buf_size(&b);
+        tp_buf_deinit(&b);
+    }
+    enum tp_bet_code code = TP_BET_OK;
+    const char *key = NULL;
+    size_t klen = 0;
+    struct tp_bet_req br;
+    if (!req_ok)
+        code = TP_BET_INVALID_REQUEST;
+    else if (s->user_id <= 0)
+        code = TP_BET_UNAUTHORIZED;
+    else if ((code = tp_bet_parse_val(m, &s->sw->lim, &br)) != TP_BET_OK)
+        ;
+    else if (tp_val_get_str(m, "key", &key, &klen) != 0)
+        code = tp_val_get(m, "key") == NULL ? TP_BET_KEY_REQUIRED : TP_BET_INVALID_REQUEST;
+    else
+        code = tp_bet_check_key(key, klen);
+    if (code != TP_BET_OK) {
+        tp_bet_count_rejected();
+        send_bet_err(s, op->req, op->reqlen, code);
+        free(op);
+        return;
+    }
+    s->refs++;
+    int rc = tp_bet_submit(s->sw->w, s->user_id, &br, key, klen, on_bet, op);
+    if (rc != 0) {
+        s->refs--;
+        send_bet_err(s, op->req, op->reqlen, tp_bet_code_from_err(rc));
+        free(op);
+    }
+}
+
+static void handle_auth(struct sess *s, const struct tp_val *m)
+{
+    const char *tok;
+    size_t len;
+    if (tp_val_get_str(m, "token", &tok, &len) != 0) {
+        send_error(s, "invalid_request", "auth needs a string token");
+        return;
+    }
+    int64_t uid, exp;
+    int rc = tp_accounts_verify_token(tok, len, &uid, &exp);
+    if (rc != 0) {
+        send_error(s, rc == TP_EUNAVAIL ? "unavailable" : "unauthorized",
+                   rc == TP_ETIMEDOUT ? "token expired" : "invalid token");
+        return;
+    }
+    if (s->user_id > 0 && s->user_id != uid) {
+        send_error(s, "invalid_request", "socket already authenticated as another user");
+        return;
+    }
+    if (s->user_id != uid && !bind_user(s, uid, exp))
+        return;
+    s->exp_ms = exp;
+    start_hello(s, false);
+}
+
+static void handle_ping(struct sess *s, const struct tp_val *m)
+{
+    const struct tp_val *ts = tp_val_get(m, "ts");
+    enum tp_val_type t = tp_val_type(ts);
+    if (ts == NULL || (t != TP_VAL_INT && t != TP_VAL_UINT && t != TP_VAL_FLOAT)) {
+        send_error(s, "invalid_request", "ping needs a numeric ts");
+        return;
+    }
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+    tp_wr_map(&w, 2);
+    tp_wr_key(&w, "t");
+    tp_wr_str(&w, "pong");
+    tp_wr_key(&w, "ts");
+    tp_wr_val(&w, ts);
+    send_buf(s, &b);
+    tp_buf_deinit(&b);
+}
+
+/* Token bucket of limits.ws_msg_rate messages per second (burst of one second's worth). */
+static bool rate_ok(struct sess *s)
+{
+    int rate = s->sw->cfg->limits.ws_msg_rate;
+    if (rate <= 0)
+        return true;
+    int64_t now = tp_mono_ms();
+    s->tokens += (double)(now - s->tb_ms) * rate / 1000.0;
+    s->tb_ms = now;
+    if (s->tokens > rate)
+        s->tokens = rate;
+    if (s->tokens < 1.0)
+        return false;
+    s->tokens -= 1.0;
+    return true;
+}
+
+static void on_message(struct tp_conn *c, const uint8_t *data, size_t len, bool binary, void *ud)
+{
+    (void)ud;
+    struct sess *s = conn_sess(c);
+    if (s == NULL)
+        return;
+    if (!rate_ok(s)) {
+        tp_log_info(MOD, "message rate exceeded\tuser=%lld", (long long)s->user_id);
+        tp_conn_ws_close(c, TP_WS_CLOSE_POLICY, "message rate exceeded");
+        return;
+    }
+    if (!binary) {
+        send_error(s, "invalid_request", "messages are binary MessagePack frames");
+        return;
+    }
+    struct tp_doc *doc = NULL;
+    char err[128];
+    int rc = tp_doc_parse_ex(TP_FMT_MSGPACK, data, len, s->sw->cfg->limits.ws_max_message, &doc,
+                             err, sizeof(err));
+    if (rc != 0) {
+        send_error(s, "invalid_request", "invalid MessagePack");
+        return;
+    }
+    const struct tp_val *m = tp_doc_root(doc);
+    const char *t;
+    if (tp_val_type(m) != TP_VAL_MAP) {
+        send_error(s, "invalid_request", "a message is a map");
+    } else if (tp_val_get_str(m, "t", &t, NULL) != 0) {
+        send_error(s, "invalid_request", "a message needs a string field t");
+    } else if (strcmp(t, "bet") == 0) {
+        handle_bet(s, m);
+    } else if (strcmp(t, "ping") == 0) {
+        handle_ping(s, m);
+    } else if (strcmp(t, "auth") == 0) {
+        handle_auth(s, m);
+    } else {
+        send_error(s, "unknown_type", "unknown message type");
+    }
+    tp_doc_free(doc);
+}
+
+static void on_open(struct tp_conn *c, const struct tp_http_request *req, void *ud)
+{
+    struct sw *sw = ud;
+    struct sess *s = tp_xcalloc(1, sizeof(*s));
+    s->sw = sw;
+    s->c = c;
+    s->refs = 1;
+    s->tb_ms = tp_mono_ms();
+    s->tokens = sw->cfg->limits.ws_msg_rate;
+    tp_conn_set_data(c, s);
+    const char *tok = req != NULL ? tp_http_request_param(req, "token") : NULL;
+    if (tok != NULL && *tok != '\0') {
+        int64_t uid, exp;
+        int rc = tp_accounts_verify_token(tok, strlen(tok), &uid, &exp);
+        if (rc != 0) {
+            tp_conn_ws_close(c, TP_WS_CLOSE_POLICY,
+                             rc == TP_ETIMEDOUT ? "token expired" : "invalid token");
+            return;
+        }
+        if (!bind_user(s, uid, exp))
+            return;
+    }
+    start_hello(s, true);
+}
+
+static void on_close(struct tp_conn *c, void *ud)
+{
+    (void)ud;
+    struct sess *s = tp_conn_data(c);
+    if (s == NULL)
+        return;
+    tp_conn_set_data(c, NULL);
+    s->c = NULL;
+    s->ready = false;
+    sess_unref(s);
+}
+
+/* --- Housekeeping: token expiry, keepalive --- */
+
+struct expired {
+    struct tp_conn **v;
+    bool *idle; /* per entry: closed for silence (else: token expired) */
+    size_t n, cap;
+    int64_t now;
+};
+
+/* True when the socket must close for silence. Pings go out after IDLE_PING_MS of silence
+ * (once per silent stretch); a peer still silent IDLE_PING_MS later is dead. A pong counts
+ * as hearing from the peer (tp_conn_ws_last_seen_ms). */
+static bool idle_check(struct tp_conn *c, struct sess *s)
+{
+    int64_t seen = tp_conn_ws_last_seen_ms(c);
+    int64_t idle = tp_mono_ms() - seen;
+    if (idle >= 2 * IDLE_PING_MS)
+        return true;
+    if (idle >= IDLE_PING_MS && s->pinged_for != seen) {
+        s->pinged_for = seen;
+        tp_conn_ws_ping(c);
+    }
+    return false;
+}
+
+static void find_expired(struct tp_conn *c, void *ud)
+{
+    struct expired *e = ud;
+    struct sess *s = conn_sess(c);
+    if (s == NULL)
+        return;
+    bool idle = idle_check(c, s);
+    if (!idle && (s->user_id <= 0 || s->exp_ms <= 0 || s->exp_ms > e->now))
+        return;
+    if (e->n == e->cap) {
+        e->cap = e->cap ? e->cap * 2 : 16;
+        e->v = realloc(e->v, e->cap * sizeof(*e->v));
+        e->idle = realloc(e->idle, e->cap * sizeof(*e->idle));
+        TP_ASSERT(e->v != NULL && e->idle != NULL);
+    }
+    e->idle[e->n] = idle;
+    e->v[e->n++] = c;
+}
+
+static void housekeep_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct sw *sw = t->data;
+    struct expired e = {.now = tp_now_ms()};
+    /* Collect first: sockets may not be closed from inside the iteration. */
+    tp_worker_foreach_ws(sw->w, find_expired, &e);
+    for (size_t i = 0; i < e.n; i++)
+        if (e.idle[i])
+            tp_conn_ws_close(e.v[i], TP_WS_CLOSE_GOING_AWAY, "idle");
+        else
+            tp_conn_ws_close(e.v[i], TP_WS_CLOSE_POLICY, "token expired");
+    free(e.v);
+    free(e.idle);
+}
+
+static void worker_init(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    struct sw *sw = tp_xcalloc(1, sizeof(*sw));
+    sw->w = w;
+    sw->cfg = tp_worker_config(w);
+    sw->store = tp_worker_store(w);
+    tp_bet_limits_from_config(&sw->cfg->game, &sw->lim);
+    ev_timer_init(&sw->timer, housekeep_cb, HOUSEKEEP_S, HOUSEKEEP_S);
+    sw->timer.data = sw;
+    ev_timer_start(tp_worker_loop(w), &sw->timer);
+    tp_worker_set_data(w, TP_SESSION_DATA_KEY, sw);
+    struct tp_worker_ws_hooks hooks = {
+        .on_open = on_open,
+        .on_message = on_message,
+        .on_close = on_close,
+    };
+    tp_worker_set_ws_hooks(w, &hooks, sw);
+    tp_bcast_start(w);
+    tp_odds_start(w);
+}
+
+void tp_session_install(void)
+{
+    tp_worker_on_init(worker_init, NULL);
+}

@@ -1,0 +1,353 @@
+/*
+ * Parimutuel settlement: the plan (refund, rake cap), payouts and breakage, receipts and their
+ * checker (including tampered receipts), live multipliers, and a property test over thousands
+ * of random pools: money is conserved and no winner gets back less than the stake.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <math.h>
+
+#include <cmocka.h>
+
+#include "tickpool/base/common.h"
+#include "tickpool/game/settle.h"
+
+static void test_plan_refund(void **state)
+{
+    (void)state;
+    struct tp_settle_plan p;
+    /* W = 0: nobody backed the winner, everything back, no rake */
+    assert_int_equal(tp_settle_plan(10000, 0, 300, &p), 0);
+    assert_true(p.refund_all);
+    assert_int_equal(p.rake, 0);
+    assert_int_equal(p.pot, 10000);
+    assert_int_equal(tp_settle_payout(2500, &p), 2500);
+    assert_int_equal(tp_settle_payout(10000, &p), 10000);
+    assert_int_equal(tp_settle_payout(10001, &p), TP_EINVAL);
+    /* empty round */
+    assert_int_equal(tp_settle_plan(0, 0, 300, &p), 0);
+    assert_true(p.refund_all);
+    assert_int_equal(p.pot, 0);
+
+    struct tp_settle_receipt r;
+    const int64_t none[1] = {0};
+    assert_int_equal(tp_settle_compute(10000, 300, none, 0, NULL, &r), 0);
+    assert_int_equal(r.total, 10000);
+    assert_int_equal(r.winning_stake, 0);
+    assert_int_equal(r.refunds, 10000);
+    assert_int_equal(r.rake + r.breakage + r.payouts, 0);
+    assert_true(tp_settle_receipt_ok(&r));
+}
+
+static void test_plan_all_on_winner(void **state)
+{
+    (void)state;
+    struct tp_settle_plan p;
+    /* W = T: the rake is capped at T - W = 0, every winner gets exactly the stake back */
+    assert_int_equal(tp_settle_plan(10000, 10000, 300, &p), 0);
+    assert_false(p.refund_all);
+    assert_int_equal(p.rake, 0);
+    assert_int_equal(p.pot, 10000);
+    const int64_t stakes[] = {3333, 3333, 3334};
+    int64_t pay[3];
+    struct tp_settle_receipt r;
+    assert_int_equal(tp_settle_compute(10000, 300, stakes, 3, pay, &r), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pay[i], stakes[i]);
+    assert_int_equal(r.payouts, 10000);
+    assert_int_equal(r.rake, 0);
+    assert_int_equal(r.breakage, 0);
+    assert_int_equal(r.refunds, 0);
+    assert_true(tp_settle_receipt_ok(&r));
+}
+
+static void test_one_winner(void **state)
+{
+    (void)state;
+    struct tp_settle_plan p;
+    assert_int_equal(tp_settle_plan(10000, 1000, 300, &p), 0);
+    assert_int_equal(p.rake, 300);
+    assert_int_equal(p.pot, 9700);
+    assert_int_equal(tp_settle_payout(1000, &p), 9700);
+    const int64_t one[] = {1000};
+    int64_t pay[1];
+    struct tp_settle_receipt r;
+    assert_int_equal(tp_settle_compute(10000, 300, one, 1, pay, &r), 0);
+    assert_int_equal(pay[0], 9700);
+    assert_int_equal(r.payouts, 9700);
+    assert_int_equal(r.rake, 300);
+    assert_int_equal(r.breakage, 0);
+    assert_true(tp_settle_receipt_ok(&r));
+    /* rake 0 */
+    assert_int_equal(tp_settle_plan(10000, 1000, 0, &p), 0);
+    assert_int_equal(tp_settle_payout(1000, &p), 10000);
+}
+
+static void test_rake_floor_and_cap(void **state)
+{
+    (void)state;
+    struct tp_settle_plan p;
+    /* floor(999 * 300 / 10000) = floor(29.97) = 29 */
+    assert_int_equal(tp_settle_plan(999, 100, 300, &p), 0);
+    assert_int_equal(p.rake, 29);
+    /* floor rake 300 > T - W = 100: capped, so the winners only get their stakes back */
+    assert_int_equal(tp_settle_plan(10000, 9900, 300, &p), 0);
+    assert_int_equal(p.rake, 100);
+    assert_int_equal(p.pot, 9900);
+    assert_int_equal(tp_settle_payout(9900, &p), 9900);
+    /* exactly at the cap */
+    assert_int_equal(tp_settle_plan(10000, 9700, 300, &p), 0);
+    assert_int_equal(p.rake, 300);
+    assert_int_equal(tp_settle_plan(10000, 9701, 300, &p), 0);
+    assert_int_equal(p.rake, 299);
+    /* maximum rake of the contract (1000 bps) and of the function (10000 bps) */
+    assert_int_equal(tp_settle_plan(10000, 1000, 1000, &p), 0);
+    assert_int_equal(p.rake, 1000);
+    assert_int_equal(tp_settle_plan(10000, 1000, 10000, &p), 0);
+    assert_int_equal(p.rake, 9000); /* capped at T - W */
+    assert_int_equal(p.pot, 1000);
+    /* no overflow near INT64_MAX: T * r needs more than 64 bits */
+    const int64_t T = INT64_MAX;
+    assert_int_equal(tp_settle_plan(T, T / 2, 1000, &p), 0);
+    assert_int_equal(p.rake, T / 10); /* floor(T * 1000 / 10000) */
+    assert_int_equal(p.pot, T - T / 10);
+    assert_int_equal(tp_settle_payout(T / 2, &p), p.pot);
+    assert_int_equal(tp_settle_payout(1, &p), (int64_t)((__int128)p.pot / (T / 2)));
+}
+
+static void test_breakage(void **state)
+{
+    (void)state;
+    /* T = 1000, rake 30, pot 970, three winners of 100: 323.33 each -> 323, breakage 1 */
+    const int64_t w[] = {100, 100, 100};
+    int64_t pay[7];
+    struct tp_settle_receipt r;
+    assert_int_equal(tp_settle_compute(1000, 300, w, 3, pay, &r), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pay[i], 323);
+    assert_int_equal(r.winning_stake, 300);
+    assert_int_equal(r.rake, 30);
+    assert_int_equal(r.payouts, 969);
+    assert_int_equal(r.breakage, 1);
+    assert_int_equal(r.refunds, 0);
+    assert_true(tp_settle_receipt_ok(&r));
+    /* uneven stakes: 7 * 970 / 10 = 679 and 3 * 970 / 10 = 291 exactly, no breakage */
+    const int64_t u[] = {7, 3};
+    assert_int_equal(tp_settle_compute(1000, 300, u, 2, pay, &r), 0);
+    assert_int_equal(pay[0], 679);
+    assert_int_equal(pay[1], 291);
+    assert_int_equal(r.breakage, 0);
+    /* 1-unit stakes among many: the floor drops every fraction */
+    const int64_t many[] = {1, 1, 1, 1, 1, 1, 1};
+    assert_int_equal(tp_settle_compute(1000, 300, many, 7, pay, &r), 0);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(pay[i], 138); /* 970 / 7 = 138.57 */
+    assert_int_equal(r.breakage, 970 - 7 * 138);
+    assert_true(tp_settle_receipt_ok(&r));
+}
+
+static void test_invalid(void **state)
+{
+    (void)state;
+    struct tp_settle_plan p;
+    assert_int_equal(tp_settle_plan(100, 101, 300, &p), TP_EINVAL);
+    assert_int_equal(tp_settle_plan(-1, 0, 300, &p), TP_EINVAL);
+    assert_int_equal(tp_settle_plan(100, -1, 300, &p), TP_EINVAL);
+    assert_int_equal(tp_settle_plan(100, 50, -1, &p), TP_EINVAL);
+    assert_int_equal(tp_settle_plan(100, 50, 10001, &p), TP_EINVAL);
+    assert_int_equal(tp_settle_plan(100, 50, 300, NULL), TP_EINVAL);
+    assert_int_equal(tp_settle_plan(100, 50, 300, &p), 0);
+    assert_int_equal(tp_settle_payout(0, &p), TP_EINVAL);
+    assert_int_equal(tp_settle_payout(-5, &p), TP_EINVAL);
+    assert_int_equal(tp_settle_payout(51, &p), TP_EINVAL);
+    assert_int_equal(tp_settle_payout(10, NULL), TP_EINVAL);
+
+    struct tp_settle_receipt r;
+    const int64_t zero[] = {100, 0};
+    const int64_t neg[] = {100, -1};
+    const int64_t big[] = {INT64_MAX, 1};
+    const int64_t over[] = {60, 50};
+    assert_int_equal(tp_settle_compute(1000, 300, zero, 2, NULL, &r), TP_EINVAL);
+    assert_int_equal(tp_settle_compute(1000, 300, neg, 2, NULL, &r), TP_EINVAL);
+    assert_int_equal(tp_settle_compute(INT64_MAX, 300, big, 2, NULL, &r), TP_EINVAL);
+    assert_int_equal(tp_settle_compute(100, 300, over, 2, NULL, &r), TP_EINVAL); /* W > T */
+    assert_int_equal(tp_settle_compute(1000, 300, NULL, 2, NULL, &r), TP_EINVAL);
+    assert_int_equal(tp_settle_compute(1000, 20000, over, 2, NULL, &r), TP_EINVAL);
+    assert_int_equal(tp_settle_compute(1000, 300, over, 2, NULL, NULL), TP_EINVAL);
+
+    assert_int_equal(tp_settle_cancelled(-1, &r), TP_EINVAL);
+    assert_int_equal(tp_settle_cancelled(5000, &r), 0);
+    assert_int_equal(r.refunds, 5000);
+    assert_int_equal(r.total, 5000);
+    assert_true(tp_settle_receipt_ok(&r));
+}
+
+static void test_receipt_checker(void **state)
+{
+    (void)state;
+    const int64_t w[] = {100, 100, 100};
+    struct tp_settle_receipt ok, r;
+    assert_int_equal(tp_settle_compute(1000, 300, w, 3, NULL, &ok), 0);
+    assert_true(tp_settle_receipt_ok(&ok));
+    assert_false(tp_settle_receipt_ok(NULL));
+    r = ok, r.payouts++;
+    assert_false(tp_settle_receipt_ok(&r)); /* money created */
+    r = ok, r.breakage--;
+    assert_false(tp_settle_receipt_ok(&r)); /* money lost */
+    r = ok, r.rake += 1, r.breakage -= 1;
+    assert_true(tp_settle_receipt_ok(&r)); /* still conserved, still within the cap */
+    r = ok, r.rake = 701, r.payouts = 299, r.breakage = 0;
+    assert_false(tp_settle_receipt_ok(&r)); /* rake over T - W, winners lose */
+    r = ok, r.refunds = 1, r.breakage = 0;
+    assert_false(tp_settle_receipt_ok(&r)); /* partial refund */
+    r = ok, r.breakage = -1, r.payouts = 971;
+    assert_false(tp_settle_receipt_ok(&r)); /* negative field */
+    r = ok, r.winning_stake = 1001;
+    assert_false(tp_settle_receipt_ok(&r));
+    r = ok, r.total = INT64_MAX, r.payouts = INT64_MAX, r.rake = 1, r.breakage = 0;
+    assert_false(tp_settle_receipt_ok(&r)); /* the sum must not wrap */
+    r = (struct tp_settle_receipt){.total = 500, .refunds = 500};
+    assert_true(tp_settle_receipt_ok(&r));
+    r.rake = 1, r.refunds = 499;
+    assert_false(tp_settle_receipt_ok(&r)); /* a refunding round takes no rake */
+}
+
+static void test_multiplier(void **state)
+{
+    (void)state;
+    double m = 0;
+    assert_false(tp_settle_multiplier(10000, 0, 300, &m));
+    assert_true(isnan(m));
+    assert_true(tp_settle_multiplier(10000, 1000, 300, &m));
+    assert_true(fabs(m - 9.7) < 1e-12);
+    assert_true(tp_settle_multiplier(10000, 9000, 300, &m)); /* rake 300 <= T - W = 1000 */
+    assert_true(fabs(m - 9700.0 / 9000.0) < 1e-12);
+    assert_true(tp_settle_multiplier(10000, 9900, 300, &m)); /* capped: winners break even */
+    assert_true(fabs(m - 1.0) < 1e-12);
+    assert_true(tp_settle_multiplier(500, 500, 300, &m));
+    assert_true(fabs(m - 1.0) < 1e-12);
+    assert_false(tp_settle_multiplier(100, 200, 300, &m));
+    assert_false(tp_settle_multiplier(100, -1, 300, &m));
+
+    const int64_t pools[5] = {0, 1000, 5000, 4000, 0};
+    double out[5];
+    assert_int_equal(tp_settle_multipliers(pools, 5, 300, out), 0);
+    assert_true(isnan(out[0]) && isnan(out[4]));
+    assert_true(fabs(out[1] - 9.7) < 1e-12);
+    assert_true(fabs(out[2] - 9700.0 / 5000) < 1e-12);
+    assert_true(fabs(out[3] - 9700.0 / 4000) < 1e-12);
+    const int64_t bad[2] = {5, -5};
+    const int64_t ovf[2] = {INT64_MAX, 1};
+    assert_int_equal(tp_settle_multipliers(bad, 2, 300, out), TP_EINVAL);
+    assert_int_equal(tp_settle_multipliers(ovf, 2, 300, out), TP_EINVAL);
+    assert_int_equal(tp_settle_multipliers(pools, 5, 10001, out), TP_EINVAL);
+    assert_int_equal(tp_settle_multipliers(NULL, 0, 300, NULL), 0);
+}
+
+/* xorshift64*: fixed-seed PRNG, so a failure reproduces */
+static uint64_t rng_state = UINT64_C(0x2545f4914f6cdd1d);
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * UINT64_C(2685821657736338717);
+}
+
+static int64_t rnd_stake(int mode)
+{
+    switch (mode) {
+    case 0:
+        return 100 + (int64_t)(rnd() % 99901); /* contract bounds [100, 100000] */
+    case 1:
+        return 1 + (int64_t)(rnd() % 7); /* tiny: maximal breakage */
+    default:
+        return 1 + (int64_t)(rnd() % INT64_C(1000000000000)); /* huge */
+    }
+}
+
+/*
+ * Thousands of random rounds: random band count, bets, stakes (normal, tiny, huge), rake and
+ * winning band. For each: the receipt passes the checker, the per-bet payouts sum to it, no
+ * winner gets less than the stake, breakage < number of winners, and what every bettor gets
+ * back plus rake plus breakage is exactly T.
+ */
+static void test_property_random_pools(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 20000, MAX_BETS = 300 };
+    static int64_t stake[MAX_BETS], win[MAX_BETS], pay[MAX_BETS];
+    static int band[MAX_BETS];
+    static const int rakes[] = {0, 1, 250, 300, 999, 1000, 10000};
+    long refunds_seen = 0, capped_seen = 0, breakage_seen = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        int n_bands = 2 + (int)(rnd() % 5);
+        int n_bets = (int)(rnd() % MAX_BETS) + (round % 10 == 0 ? 0 : 1);
+        int mode = (int)(rnd() % 3);
+        int rake_bps = rakes[rnd() % TP_ARRAY_LEN(rakes)];
+        int winner = (int)(rnd() % (uint64_t)n_bands);
+        int64_t total = 0, w = 0;
+        int n_win = 0;
+        for (int i = 0; i < n_bets; i++) {
+            stake[i] = rnd_stake(mode);
+            /* skew bets so that the winner sometimes holds all, most or none of the pool */
+            band[i] = (round % 7 == 0) ? winner : (int)(rnd() % (uint64_t)n_bands);
+            total += stake[i];
+            if (band[i] == winner) {
+                win[n_win++] = stake[i];
+                w += stake[i];
+            }
+        }
+        struct tp_settle_receipt r;
+        assert_int_equal(tp_settle_compute(total, rake_bps, win, (size_t)n_win, pay, &r), 0);
+        assert_true(tp_settle_receipt_ok(&r));
+        assert_int_equal(r.total, total);
+        assert_int_equal(r.winning_stake, w);
+        __int128 back = 0;
+        if (w == 0) {
+            refunds_seen++;
+            assert_int_equal(r.refunds, total);
+            back = total; /* every bet refunded */
+        } else {
+            int64_t sum = 0;
+            for (int i = 0; i < n_win; i++) {
+                assert_true(pay[i] >= win[i]);
+                sum += pay[i];
+            }
+            assert_int_equal(sum, r.payouts);
+            assert_true(r.breakage < n_win);
+            int64_t floor_rake = (int64_t)((__int128)total * rake_bps / 10000);
+            assert_int_equal(r.rake, TP_MIN(floor_rake, total - w));
+            if (r.rake < floor_rake)
+                capped_seen++;
+            if (r.breakage > 0)
+                breakage_seen++;
+            back = sum;
+        }
+        assert_true(back + r.rake + r.breakage == total);
+    }
+    printf("# %d rounds: %ld refunded, %ld rake-capped, %ld with breakage\n", ROUNDS, refunds_seen,
+           capped_seen, breakage_seen);
+    /* the generator really reached every branch */
+    assert_true(refunds_seen > 100 && capped_seen > 100 && breakage_seen > 1000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plan_refund),
+        cmocka_unit_test(test_plan_all_on_winner),
+        cmocka_unit_test(test_one_winner),
+        cmocka_unit_test(test_rake_floor_and_cap),
+        cmocka_unit_test(test_breakage),
+        cmocka_unit_test(test_invalid),
+        cmocka_unit_test(test_receipt_checker),
+        cmocka_unit_test(test_multiplier),
+        cmocka_unit_test(test_property_random_pools),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

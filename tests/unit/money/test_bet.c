@@ -1,0 +1,296 @@
+/* Unit tests for bet request validation (src/money/bet.c): pure, no loop, no Redis. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "tickpool/money/bet.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct tp_bet_limits lim = {.nbands = 5, .min_stake = 100, .max_stake = 100000};
+
+static enum tp_bet_code pj(const char *json)
+{
+    struct tp_bet_req r = {-1, -1, -1};
+    enum tp_bet_code c = tp_bet_parse(TP_FMT_JSON, json, strlen(json), &lim, &r);
+    if (c != TP_BET_OK) /* untouched on error */
+        assert_true(r.round_id == -1 && r.band == -1 && r.stake == -1);
+    return c;
+}
+
+static void test_valid_json(void **state)
+{
+    (void)state;
+    struct tp_bet_req r;
+    const char *b = " {\"stake\": 100000, \"band\":4 ,\"round_id\":999999999999999, \"x\":[1]} ";
+    assert_int_equal(tp_bet_parse(TP_FMT_JSON, b, strlen(b), &lim, &r), TP_BET_OK);
+    assert_int_equal(r.round_id, 999999999999999LL);
+    assert_int_equal(r.band, 4);
+    assert_int_equal(r.stake, 100000);
+    assert_int_equal(pj("{\"round_id\":1,\"band\":0,\"stake\":100}"), TP_BET_OK);
+}
+
+static void test_bad_stakes(void **state)
+{
+    (void)state;
+    static const char *bad[] = {"1.0",
+                                "100.0",
+                                "1e2",
+                                "1E2",
+                                "100e0",
+                                "\"100\"",
+                                "true",
+                                "false",
+                                "null",
+                                "[100]",
+                                "{}",
+                                "99",
+                                "100001",
+                                "-100",
+                                "0",
+                                "99999999999999999999",
+                                "-99999999999999999999",
+                                "1e400",
+                                "9223372036854775808"};
+    char buf[128];
+    for (size_t i = 0; i < TP_ARRAY_LEN(bad); i++) {
+        snprintf(buf, sizeof(buf), "{\"round_id\":1,\"band\":0,\"stake\":%s}", bad[i]);
+        if (pj(buf) != TP_BET_INVALID_STAKE)
+            fail_msg("stake %s accepted or misclassified", bad[i]);
+        /* The overflow classifier also works when stake is not the last member. */
+        snprintf(buf, sizeof(buf), "{\"stake\" : %s , \"round_id\":1,\"band\":0}", bad[i]);
+        if (pj(buf) != TP_BET_INVALID_STAKE)
+            fail_msg("stake %s (first) accepted or misclassified", bad[i]);
+    }
+    /* NaN/Infinity are not JSON at all. */
+    assert_int_equal(pj("{\"round_id\":1,\"band\":0,\"stake\":NaN}"), TP_BET_INVALID_REQUEST);
+    assert_int_equal(pj("{\"round_id\":1,\"band\":0,\"stake\":Infinity}"), TP_BET_INVALID_REQUEST);
+}
+
+static void test_bad_bands(void **state)
+{
+    (void)state;
+    static const char *bad[] = {"5",    "-1",   "0.0", "1e0",        "\"0\"",
+                                "null", "true", "[0]", "2147483648", "99999999999999999999"};
+    char buf[128];
+    for (size_t i = 0; i < TP_ARRAY_LEN(bad); i++) {
+        snprintf(buf, sizeof(buf), "{\"round_id\":1,\"band\":%s,\"stake\":100}", bad[i]);
+        if (pj(buf) != TP_BET_INVALID_BAND)
+            fail_msg("band %s accepted or misclassified", bad[i]);
+    }
+}
+
+static void test_bad_round_ids_and_shapes(void **state)
+{
+    (void)state;
+    static const char *bad_round[] = {
+        "0", "-1", "1.0", "\"1\"", "null", "true", "1000000000000000", "99999999999999999999"};
+    char buf[128];
+    for (size_t i = 0; i < TP_ARRAY_LEN(bad_round); i++) {
+        snprintf(buf, sizeof(buf), "{\"round_id\":%s,\"band\":0,\"stake\":100}", bad_round[i]);
+        if (pj(buf) != TP_BET_INVALID_REQUEST)
+            fail_msg("round_id %s accepted or misclassified", bad_round[i]);
+    }
+    static const char *bad[] = {"",
+                                " ",
+                                "[]",
+                                "1",
+                                "\"x\"",
+                                "null",
+                                "{",
+                                "{\"round_id\":1,\"band\":0,\"stake\":100}x",
+                                "{\"round_id\":1,\"band\":0,\"stake\":100,\"stake\":200}",
+                                "{\"band\":0,\"stake\":100}",
+                                "{\"round_id\":1,\"stake\":100}",
+                                "{\"round_id\":1,\"band\":0}",
+                                "{\"round_id\":1,\"band\":0,\"stake\":100,\"z\":\"\xff\"}",
+                                "{\"Round_id\":1,\"band\":0,\"stake\":100}"};
+    for (size_t i = 0; i < TP_ARRAY_LEN(bad); i++)
+        if (pj(bad[i]) != TP_BET_INVALID_REQUEST)
+            fail_msg("body %zu accepted or misclassified", i);
+    /* A missing member outranks a bad one. */
+    assert_int_equal(pj("{\"round_id\":1,\"band\":9}"), TP_BET_INVALID_REQUEST);
+}
+
+static void test_oversized(void **state)
+{
+    (void)state;
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_buf_puts(&b, "{\"round_id\":1,\"band\":0,\"stake\":100,\"pad\":\"");
+    while (tp_buf_size(&b) < TP_BET_MAX_BODY)
+        tp_buf_puts(&b, "xxxxxxxx");
+    tp_buf_puts(&b, "\"}");
+    struct tp_bet_req r;
+    assert_int_equal(tp_bet_parse(TP_FMT_JSON, tp_buf_ptr(&b), tp_buf_size(&b), &lim, &r),
+                     TP_BET_INVALID_REQUEST);
+    /* Deep nesting is refused by the parser, not by the stack. */
+    tp_buf_reset(&b);
+    for (int i = 0; i < 1000; i++)
+        tp_buf_puts(&b, "[");
+    assert_int_equal(tp_bet_parse(TP_FMT_JSON, tp_buf_ptr(&b), tp_buf_size(&b), &lim, &r),
+                     TP_BET_INVALID_REQUEST);
+    assert_int_equal(tp_bet_parse(TP_FMT_MSGPACK, tp_buf_ptr(&b), tp_buf_size(&b), &lim, &r),
+                     TP_BET_INVALID_REQUEST);
+    assert_int_equal(tp_bet_parse(TP_FMT_JSON, NULL, 0, &lim, &r), TP_BET_INVALID_REQUEST);
+    tp_buf_deinit(&b);
+}
+
+/* MessagePack bodies built with the codec writer. */
+enum kind { K_INT, K_UINT, K_DBL, K_STR, K_NIL, K_BOOL };
+static enum tp_bet_code pm(enum kind k, int64_t round_id, int64_t band, uint64_t stake_u,
+                           double stake_d)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+    tp_wr_map(&w, 3);
+    tp_wr_key(&w, "round_id");
+    tp_wr_int(&w, round_id);
+    tp_wr_key(&w, "band");
+    tp_wr_int(&w, band);
+    tp_wr_key(&w, "stake");
+    switch (k) {
+    case K_INT:
+        tp_wr_int(&w, (int64_t)stake_u);
+        break;
+    case K_UINT:
+        tp_wr_uint(&w, stake_u);
+        break;
+    case K_DBL:
+        tp_wr_double(&w, stake_d);
+        break;
+    case K_STR:
+        tp_wr_str(&w, "100");
+        break;
+    case K_NIL:
+        tp_wr_null(&w);
+        break;
+    case K_BOOL:
+        tp_wr_bool(&w, true);
+        break;
+    }
+    struct tp_bet_req r;
+    enum tp_bet_code c = tp_bet_parse(TP_FMT_MSGPACK, tp_buf_ptr(&b), tp_buf_size(&b), &lim, &r);
+    tp_buf_deinit(&b);
+    return c;
+}
+
+static void test_msgpack(void **state)
+{
+    (void)state;
+    assert_int_equal(pm(K_INT, 1, 0, 100, 0), TP_BET_OK);
+    assert_int_equal(pm(K_UINT, 1, 0, 100, 0), TP_BET_OK);
+    assert_int_equal(pm(K_UINT, 1, 0, UINT64_MAX, 0), TP_BET_INVALID_STAKE);
+    assert_int_equal(pm(K_DBL, 1, 0, 0, 100.0), TP_BET_INVALID_STAKE);
+    assert_int_equal(pm(K_STR, 1, 0, 0, 0), TP_BET_INVALID_STAKE);
+    assert_int_equal(pm(K_NIL, 1, 0, 0, 0), TP_BET_INVALID_STAKE);
+    assert_int_equal(pm(K_BOOL, 1, 0, 0, 0), TP_BET_INVALID_STAKE);
+    assert_int_equal(pm(K_INT, 1, 5, 100, 0), TP_BET_INVALID_BAND);
+    assert_int_equal(pm(K_INT, 0, 0, 100, 0), TP_BET_INVALID_REQUEST);
+    assert_int_equal(pm(K_INT, 1, 0, 99, 0), TP_BET_INVALID_STAKE);
+    /* Malformed MessagePack: truncated map, reserved byte 0xc1, array root, trailing bytes. */
+    static const struct {
+        const char *p;
+        size_t n;
+    } bad[] = {{"\x83\xa8round_id\x01", 11},
+               {"\xc1", 1},
+               {"\x93\x01\x00\x64", 4},
+               {"\x81\xa1x\x01\x00", 5}};
+    struct tp_bet_req r;
+    for (size_t i = 0; i < TP_ARRAY_LEN(bad); i++)
+        assert_int_equal(tp_bet_parse(TP_FMT_MSGPACK, bad[i].p, bad[i].n, &lim, &r),
+                         TP_BET_INVALID_REQUEST);
+}
+
+static void test_keys(void **state)
+{
+    (void)state;
+    char k[TP_BET_KEY_MAX + 1];
+    memset(k, 'a', sizeof(k));
+    assert_int_equal(tp_bet_check_key(NULL, 0), TP_BET_KEY_REQUIRED);
+    assert_int_equal(tp_bet_check_key("", 0), TP_BET_KEY_REQUIRED);
+    assert_int_equal(tp_bet_check_key(k, 1), TP_BET_OK);
+    assert_int_equal(tp_bet_check_key(k, TP_BET_KEY_MAX), TP_BET_OK);
+    assert_int_equal(tp_bet_check_key(k, TP_BET_KEY_MAX + 1), TP_BET_KEY_REQUIRED);
+    assert_int_equal(tp_bet_check_key("~!{}:|", 6), TP_BET_OK);
+    static const char *bad[] = {"a b", "a\tb", "a\x7f", "\xc3\xa9", "a\nb", "a\rb"};
+    for (size_t i = 0; i < TP_ARRAY_LEN(bad); i++)
+        assert_int_equal(tp_bet_check_key(bad[i], strlen(bad[i])), TP_BET_KEY_REQUIRED);
+    assert_int_equal(tp_bet_check_key("a\0b", 3), TP_BET_KEY_REQUIRED);
+}
+
+static void test_hash_vector(void **state)
+{
+    (void)state;
+    struct tp_bet_req r = {.round_id = 42, .band = 3, .stake = 1500};
+    char h[TP_BET_HASH_LEN];
+    tp_bet_request_hash(&r, h);
+    /* sha256("v1|42|3|1500") */
+    assert_string_equal(h, "18bffd1e0977eab2474c574f9a075fba221a05e08f0ffe39c649db1149e9822d");
+}
+
+static void test_formats_and_codes(void **state)
+{
+    (void)state;
+    enum tp_fmt f;
+    assert_int_equal(tp_bet_body_format(NULL, &f), 0);
+    assert_int_equal(f, TP_FMT_JSON);
+    assert_int_equal(tp_bet_body_format("application/json; charset=utf-8", &f), 0);
+    assert_int_equal(f, TP_FMT_JSON);
+    assert_int_equal(tp_bet_body_format("Application/MsgPack", &f), 0);
+    assert_int_equal(f, TP_FMT_MSGPACK);
+    assert_int_equal(tp_bet_body_format("text/plain", &f), TP_EINVAL);
+    assert_int_equal(tp_bet_body_format("application/jsonx", &f), TP_EINVAL);
+    assert_int_equal(tp_bet_body_format("application/x-www-form-urlencoded", &f), TP_EINVAL);
+    assert_string_equal(tp_bet_code_name(TP_BET_INVALID_STAKE), "invalid_stake");
+    assert_int_equal(tp_bet_code_status(TP_BET_INSUFFICIENT_FUNDS), 402);
+    assert_int_equal(tp_bet_code_status(TP_BET_KEY_REQUIRED), 422);
+    assert_int_equal(tp_bet_code_status(TP_BET_OVERLOADED), 429);
+    assert_int_equal(tp_bet_code_status(TP_BET_ROUND_NOT_OPEN), 409);
+    assert_int_equal(tp_bet_code_from_err(TP_EAGAIN), TP_BET_OVERLOADED);
+    assert_int_equal(tp_bet_code_from_err(TP_ECONFLICT), TP_BET_IDEMPOTENCY_CONFLICT);
+    assert_int_equal(tp_bet_code_from_err(TP_EUNAVAIL), TP_BET_UNAVAILABLE);
+}
+
+static void test_write_fields_deterministic(void **state)
+{
+    (void)state;
+    struct tp_bet_result res = {
+        .code = TP_BET_OK, .bet_id = 9, .round_id = 5, .band = 2, .stake = 1500, .balance = 98500};
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_JSON);
+    tp_wr_map(&w, 5);
+    tp_bet_write_fields(&w, &res);
+    assert_true(tp_wr_done(&w));
+    const char want[] = "{\"bet_id\":9,\"round_id\":5,\"band\":2,\"stake\":1500,\"balance\":98500}";
+    assert_int_equal(tp_buf_size(&b), sizeof(want) - 1);
+    assert_memory_equal(tp_buf_ptr(&b), want, sizeof(want) - 1);
+    tp_buf_deinit(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_json),
+        cmocka_unit_test(test_bad_stakes),
+        cmocka_unit_test(test_bad_bands),
+        cmocka_unit_test(test_bad_round_ids_and_shapes),
+        cmocka_unit_test(test_oversized),
+        cmocka_unit_test(test_msgpack),
+        cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_hash_vector),
+        cmocka_unit_test(test_formats_and_codes),
+        cmocka_unit_test(test_write_fields_deterministic),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,225 @@
+/*
+ * Postgres writer batch mapping (pure): every event type becomes the right rows, money events
+ * become ledger entries that sum to zero, and malformed or hostile events are refused without
+ * adding anything (they would otherwise block the outbox or corrupt the system of record).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/store/pgw.h"
+
+/* Adds one event given as a NULL-terminated list of key, value. */
+static int add(struct tp_pgw_batch *b, int bucket, ...)
+{
+    const char *keys[32], *vals[32];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, bucket);
+    for (const char *k; (k = va_arg(ap, const char *)) != NULL && n < 32; n++) {
+        keys[n] = k;
+        vals[n] = va_arg(ap, const char *);
+    }
+    va_end(ap);
+    struct tp_pgw_event ev = {"1-0", bucket, n, keys, vals};
+    return tp_pgw_batch_add(b, &ev);
+}
+
+/* The table's JSON array, closed and parsed (asserts it is valid JSON). */
+static struct tp_doc *table(struct tp_pgw_batch *b, enum tp_pgw_table t)
+{
+    struct tp_buf copy;
+    tp_buf_init(&copy);
+    tp_buf_append(&copy, tp_buf_ptr(b->json[t]), tp_buf_size(b->json[t]));
+    tp_buf_puts(&copy, "]");
+    char err[128];
+    struct tp_doc *d =
+        tp_doc_parse(TP_FMT_JSON, tp_buf_ptr(&copy), tp_buf_size(&copy), err, sizeof(err));
+    if (d == NULL)
+        fail_msg("invalid JSON %.*s: %s", (int)tp_buf_size(&copy), tp_buf_ptr(&copy), err);
+    tp_buf_deinit(&copy);
+    return d;
+}
+
+static const char *str_at(const struct tp_doc *d, size_t row, const char *key)
+{
+    const struct tp_val *v = tp_val_get(tp_val_at(tp_doc_root(d), row), key);
+    return v ? tp_val_str(v, NULL) : NULL;
+}
+
+/* Σ ledger amounts per entry are zero, and returns the number of ledger rows. */
+static size_t ledger_balanced(struct tp_pgw_batch *b)
+{
+    struct tp_doc *d = table(b, TP_PGW_LEDGER);
+    size_t n = tp_val_len(tp_doc_root(d));
+    assert_int_equal(n % 2, 0);
+    for (size_t i = 0; i < n; i += 2) {
+        assert_string_equal(str_at(d, i, "entry_id"), str_at(d, i + 1, "entry_id"));
+        long long a = atoll(str_at(d, i, "amount")), c = atoll(str_at(d, i + 1, "amount"));
+        assert_true(a + c == 0);
+        assert_true(a != 0);
+    }
+    tp_doc_free(d);
+    return n;
+}
+
+static void test_money_events(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    assert_int_equal(add(&b, 1, "type", "grant", "grant_id", "signup:7", "user_id", "7", "amount",
+                         "100000", "balance", "100000", "ts", "1000", NULL),
+                     0);
+    assert_int_equal(add(&b, 1, "type", "bet", "bet_id", "13", "user_id", "7", "round_id", "5",
+                         "band", "2", "stake", "250", "balance", "99750", "ts", "2000", NULL),
+                     0);
+    assert_int_equal(add(&b, 1, "type", "payout", "bet_id", "13", "user_id", "7", "round_id", "5",
+                         "amount", "600", "balance", "100350", "ts", "3000", NULL),
+                     0);
+    assert_int_equal(add(&b, 1, "type", "refund", "bet_id", "15", "user_id", "7", "round_id", "6",
+                         "amount", "100", "balance", "100450", "ts", "3000", NULL),
+                     0);
+    assert_int_equal(b.nrows[TP_PGW_GRANTS], 1);
+    assert_int_equal(b.nrows[TP_PGW_BETS], 1);
+    assert_int_equal(b.nrows[TP_PGW_PAYOUTS], 2);
+    assert_int_equal(ledger_balanced(&b), 8);
+
+    struct tp_doc *d = table(&b, TP_PGW_LEDGER);
+    assert_string_equal(str_at(d, 0, "entry_id"), "grant:signup:7");
+    assert_string_equal(str_at(d, 0, "account"), "system");
+    assert_string_equal(str_at(d, 1, "account"), "user:7");
+    assert_string_equal(str_at(d, 1, "amount"), "100000");
+    assert_string_equal(str_at(d, 2, "account"), "user:7"); /* bet: user → round */
+    assert_string_equal(str_at(d, 2, "amount"), "-250");
+    assert_string_equal(str_at(d, 3, "account"), "round:5");
+    assert_string_equal(str_at(d, 4, "account"), "round:5"); /* payout: round → user */
+    assert_string_equal(str_at(d, 5, "kind"), "payout");
+    tp_doc_free(d);
+
+    d = table(&b, TP_PGW_PAYOUTS);
+    assert_string_equal(str_at(d, 0, "id"), "payout:13");
+    assert_string_equal(str_at(d, 0, "kind"), "win");
+    assert_string_equal(str_at(d, 1, "kind"), "refund");
+    tp_doc_free(d);
+    d = table(&b, TP_PGW_BETS);
+    assert_string_equal(str_at(d, 0, "idempotency_key"), "bet:13"); /* placeholder */
+    assert_string_equal(str_at(d, 0, "placed_at"), "2000");
+    tp_doc_free(d);
+    assert_int_equal(b.skipped, 0);
+    tp_pgw_batch_deinit(&b);
+}
+
+static void test_round_and_user_events(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    /* Without defaults a round_opened lacking edges/rake cannot be written. */
+    const char *h = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    assert_int_equal(add(&b, -1, "type", "round_opened", "round_id", "5", "opens_at", "1",
+                         "locks_at", "2", "closes_at", "3", "seed_hash", h, NULL),
+                     TP_EINVAL);
+    b.default_edges = "-10,-3,3,10";
+    b.default_rake_bps = "300";
+    assert_int_equal(add(&b, -1, "type", "round_opened", "round_id", "5", "opens_at", "1",
+                         "locks_at", "2", "closes_at", "3", "seed_hash", h, NULL),
+                     0);
+    struct tp_doc *d = table(&b, TP_PGW_ROUNDS);
+    assert_string_equal(str_at(d, 0, "band_edges_bps"), "{-10,-3,3,10}");
+    tp_doc_free(d);
+    /* Receipt: rake and breakage go round → house; zero amounts write no ledger rows. */
+    assert_int_equal(add(&b, -1, "type", "round_settled", "round_id", "5", "total", "1000",
+                         "winning_stake", "400", "rake", "30", "breakage", "0", "payouts", "970",
+                         "refunds", "0", NULL),
+                     0);
+    assert_int_equal(add(&b, -1, "type", "round_cancelled", "round_id", "6", "total", "500",
+                         "winning_stake", "0", "rake", "0", "breakage", "0", "payouts", "0",
+                         "refunds", "500", NULL),
+                     0);
+    assert_int_equal(b.nrows[TP_PGW_ROUND_RESULTS], 2);
+    assert_int_equal(ledger_balanced(&b), 2);
+    d = table(&b, TP_PGW_ROUND_RESULTS);
+    assert_string_equal(str_at(d, 0, "state"), "settled");
+    assert_string_equal(str_at(d, 1, "state"), "cancelled");
+    tp_doc_free(d);
+    /* A bucket's house share (even negative) is Redis bookkeeping only. */
+    assert_int_equal(add(&b, 0, "type", "house", "round_id", "5", "amount", "-20", "ts", "1", NULL),
+                     0);
+    assert_int_equal(ledger_balanced(&b), 2);
+    /* A password hash with JSON metacharacters stays one valid string. */
+    assert_int_equal(add(&b, -1, "type", "user", "user_id", "7", "username", "alice", "pw_hash",
+                         "$argon2id$\"\\\n", "created_at", "1000", NULL),
+                     0);
+    d = table(&b, TP_PGW_USERS);
+    assert_string_equal(str_at(d, 0, "password_hash"), "$argon2id$\"\\\n");
+    tp_doc_free(d);
+    tp_pgw_batch_deinit(&b);
+}
+
+static void test_hostile_events_refused(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    b.default_edges = "1,2";
+    b.default_rake_bps = "300";
+    /* non-canonical or signed integers, wrong stream, missing fields, unknown types */
+    assert_int_equal(add(&b, 0, "type", "bet", "bet_id", "013", "user_id", "7", "round_id", "5",
+                         "band", "2", "stake", "250", "balance", "1", "ts", "2", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, 0, "type", "bet", "bet_id", "13", "user_id", "7", "round_id", "5",
+                         "band", "2", "stake", "-250", "balance", "1", "ts", "2", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, 0, "type", "bet", "bet_id", "13", "user_id", "7", "round_id", "5",
+                         "band", "2", "stake", "0", "balance", "1", "ts", "2", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, 0, "type", "bet", "bet_id", "13", "user_id", "7", "round_id", "1e3",
+                         "band", "2", "stake", "250", "balance", "1", "ts", "2", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, -1, "type", "grant", "grant_id", "g", "user_id", "7", "amount", "5",
+                         "balance", "5", "ts", "1", NULL),
+                     TP_EINVAL); /* money on the global stream */
+    assert_int_equal(add(&b, 0, "type", "grant", "grant_id", "g'; DROP TABLE x", "user_id", "7",
+                         "amount", "5", "balance", "5", "ts", "1", NULL),
+                     TP_EINVAL);
+    assert_int_equal(
+        add(&b, 0, "type", "grant", "user_id", "7", "amount", "5", "balance", "5", "ts", "1", NULL),
+        TP_EINVAL);
+    assert_int_equal(add(&b, 0, "type", "house", "round_id", "5", "amount", "-0", "ts", "1", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, -1, "type", "user", "user_id", "7", "username", "bad name", "pw_hash",
+                         "x", "created_at", "1", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, -1, "type", "round_opened", "round_id", "5", "opens_at", "1",
+                         "locks_at", "2", "closes_at", "3", "seed_hash", "ab", "edges", "1);--",
+                         NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, -1, "type", "round_settled", "round_id", "5", "total", "1", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, 0, "type", "mystery", NULL), TP_EINVAL);
+    assert_int_equal(add(&b, 0, NULL), TP_EINVAL);
+    assert_int_equal(b.skipped, 13);
+    for (int t = 0; t < TP_PGW_NTABLES; t++)
+        assert_int_equal(b.nrows[t], 0);
+    tp_pgw_batch_deinit(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_money_events),
+        cmocka_unit_test(test_round_and_user_events),
+        cmocka_unit_test(test_hostile_events_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
