@@ -136,11 +136,11 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "serve") == 0 && nargs == 0) {
         /* Every module plugs into each worker through an init hook (run after fork). */
-        tp_api_install();                             /* accounts, sessions, bets, players */
-        tp_worker_on_init(tp_game_worker_init, NULL); /* game leader + rounds/prices API */
-        tp_session_install();                         /* /ws protocol, fan-out, odds */
-        tp_pgw_register();                            /* outbox → Postgres writer thread */
-        tp_worker_on_init(start_pg_health, NULL);     /* readiness probe of Postgres */
+        tp_api_install();                         /* accounts, sessions, bets, players */
+        tp_game_install();                        /* game leader + rounds/prices API */
+        tp_session_install();                     /* /ws protocol, fan-out, odds */
+        tp_pgw_register();                        /* outbox → Postgres writer thread */
+        tp_worker_on_init(start_pg_health, NULL); /* readiness probe of Postgres */
         return tp_master_run(&config);
     }
     if (strcmp(cmd, "verify") == 0 && nargs == 1)

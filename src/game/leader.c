@@ -89,6 +89,7 @@ struct tp_leader {
         int64_t pools[TP_ROUND_MAX_BANDS];
         int64_t sum_t, sum_paid;
         int64_t tick_last;
+        void (*pools_next)(struct tp_leader *l); /* read_pools' continuation */
     } op;
 };
 
@@ -559,9 +560,6 @@ static void do_lock(struct tp_leader *l, const struct tp_game_round *r)
     all_buckets(l, r->id, "live", r->t.locks_at, on_lock_bucket);
 }
 
-/* Pools of every bucket into op.pools, then `next`. */
-static void (*pools_next)(struct tp_leader *l);
-
 static void on_pool(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
@@ -583,15 +581,16 @@ static void on_pool(int err, const struct tp_store_reply *r, void *ud)
         op_fail(l, "read pools", "redis");
         return;
     }
-    pools_next(l);
+    l->op.pools_next(l);
 }
 
+/* Pools of every bucket into op.pools, then `next`. */
 static void read_pools(struct tp_leader *l, void (*next)(struct tp_leader *l))
 {
     memset(l->op.pools, 0, sizeof(l->op.pools));
     l->op.err = 0;
     l->op.pending = l->g->buckets;
-    pools_next = next;
+    l->op.pools_next = next;
     for (int b = 0; b < l->g->buckets; b++)
         if (tp_store_command(l->store, on_pool, l, "HGETALL tp:{b%d}:pool:%lld", b,
                              (long long)l->op.r.id) != 0)
@@ -1125,9 +1124,12 @@ static void lease_cb(struct ev_loop *loop, ev_timer *t, int revents)
         l->lease_busy = false;
 }
 
+/* The worker slot holding this process's leader (tp_game_install hands it out). */
+static size_t slot = SIZE_MAX;
+
 void tp_leader_start(struct tp_worker *w)
 {
-    if (tp_worker_data(w, TP_LEADER_DATA_KEY) != NULL)
+    if (tp_leader_of(w) != NULL)
         return;
     struct tp_leader *l = tp_xcalloc(1, sizeof(*l));
     l->w = w;
@@ -1148,7 +1150,7 @@ void tp_leader_start(struct tp_worker *w)
     ev_periodic_init(&l->tick_p, tick_cb, TICK_LAG_S, l->g->tick_ms / 1000.0, NULL);
     l->lease_t.data = l->step_t.data = l->tick_p.data = l;
     ev_timer_start(l->loop, &l->lease_t);
-    tp_worker_set_data(w, TP_LEADER_DATA_KEY, l);
+    tp_worker_slot_set(w, slot, l);
 }
 
 void tp_leader_stop(struct tp_leader *l)
@@ -1174,16 +1176,27 @@ bool tp_leader_is_leader(const struct tp_leader *l)
     return l != NULL && l->leader;
 }
 
+struct tp_leader *tp_leader_of(const struct tp_worker *w)
+{
+    return slot == SIZE_MAX ? NULL : tp_worker_slot_get(w, slot);
+}
+
 static void on_drain(struct tp_worker *w, void *ud)
 {
     (void)ud;
-    tp_leader_stop(tp_worker_data(w, TP_LEADER_DATA_KEY));
+    tp_leader_stop(tp_leader_of(w));
 }
 
-void tp_game_worker_init(struct tp_worker *w, void *ud)
+static void on_init(struct tp_worker *w, void *ud)
 {
     (void)ud;
     tp_game_api_register(w);
     tp_leader_start(w);
     tp_worker_on_drain(on_drain, NULL);
+}
+
+void tp_game_install(void)
+{
+    slot = tp_worker_slot_new();
+    tp_worker_on_init(on_init, NULL);
 }

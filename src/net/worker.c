@@ -358,16 +358,26 @@ bool tp_worker_is_draining(const struct tp_worker *w)
     return w->draining;
 }
 
-void tp_worker_set_data(struct tp_worker *w, int key, void *p)
+/* Slot ids are handed out in the master before fork (or in a test): a worker inherits the
+ * count, and only the worker's own loop thread reads or sets its slots. */
+static size_t n_slots;
+
+size_t tp_worker_slot_new(void)
 {
-    TP_ASSERT(key >= 0 && key < TP_WORKER_MAX_DATA);
-    w->data[key] = p;
+    TP_ASSERT(n_slots < TP_WORKER_MAX_SLOTS);
+    return n_slots++;
 }
 
-void *tp_worker_data(const struct tp_worker *w, int key)
+void tp_worker_slot_set(struct tp_worker *w, size_t slot, void *p)
 {
-    TP_ASSERT(key >= 0 && key < TP_WORKER_MAX_DATA);
-    return w->data[key];
+    TP_ASSERT(slot < n_slots);
+    w->slots[slot] = p;
+}
+
+void *tp_worker_slot_get(const struct tp_worker *w, size_t slot)
+{
+    TP_ASSERT(slot < n_slots);
+    return w->slots[slot];
 }
 
 void tp_worker_set_ws_hooks(struct tp_worker *w, const struct tp_worker_ws_hooks *hooks, void *ud)

@@ -14,8 +14,6 @@
 struct tp_tls_ctx;
 struct tp_static;
 
-#define TP_WORKER_MAX_DATA 16
-
 struct tp_listener {
     struct tp_worker *w;
     int fd;
@@ -42,7 +40,7 @@ struct tp_worker {
     struct tp_ws_limits ws_limits;
     struct tp_worker_ws_hooks ws_hooks;
     void *ws_ud;
-    void *data[TP_WORKER_MAX_DATA];
+    void *slots[TP_WORKER_MAX_SLOTS];
 
     /* Connection lists, manipulated by conn.c only. */
     struct tp_conn *conns;   /* every connection (doubly linked) */

@@ -1095,25 +1095,25 @@ void tp_pgw_stop(struct tp_pgw *w)
 
 /* --- Worker hooks --- */
 
-/* One writer per worker process (a process runs exactly one worker). */
-static struct tp_pgw *proc_writer;
+/* The worker slot holding the worker's writer (tp_pgw_register hands it out). */
+static size_t slot = SIZE_MAX;
 
 static void on_worker_init(struct tp_worker *wk, void *ud)
 {
     (void)ud;
-    proc_writer = tp_pgw_start(tp_worker_config(wk), tp_worker_index(wk) == 0);
+    tp_worker_slot_set(wk, slot, tp_pgw_start(tp_worker_config(wk), tp_worker_index(wk) == 0));
 }
 
 static void on_worker_drain(struct tp_worker *wk, void *ud)
 {
-    (void)wk;
     (void)ud;
-    tp_pgw_stop(proc_writer);
-    proc_writer = NULL;
+    tp_pgw_stop(tp_worker_slot_get(wk, slot));
+    tp_worker_slot_set(wk, slot, NULL);
 }
 
 void tp_pgw_register(void)
 {
+    slot = tp_worker_slot_new();
     tp_worker_on_init(on_worker_init, NULL);
     tp_worker_on_drain(on_worker_drain, NULL);
 }

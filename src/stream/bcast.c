@@ -39,6 +39,15 @@ struct bcast {
     int64_t last_paid_round; /* payouts already announced up to this round id */
 };
 
+/* The worker slot holding struct bcast (tp_bcast_install hands it out). */
+static size_t slot = SIZE_MAX;
+
+/* This worker's broadcaster, NULL before tp_bcast_start (or without tp_bcast_install). */
+static struct bcast *bcast_of(const struct tp_worker *w)
+{
+    return slot == SIZE_MAX ? NULL : tp_worker_slot_get(w, slot);
+}
+
 /* --- Forwarding --- */
 
 static void send_ready(struct tp_conn *c, void *ud)
@@ -227,7 +236,7 @@ static void start_payouts(struct bcast *bc, int64_t round_id)
 
 void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
 {
-    struct bcast *bc = tp_worker_data(w, TP_BCAST_DATA_KEY);
+    struct bcast *bc = bcast_of(w);
     struct tp_doc *doc = NULL;
     if (tp_doc_parse_ex(TP_FMT_MSGPACK, data, len, DISPATCH_MAX_LEN, &doc, NULL, 0) != 0) {
         tp_log_warn(MOD, "dropped a malformed broadcast\tlen=%zu", len);
@@ -285,14 +294,14 @@ static void on_sub(int err, const struct tp_store_reply *r, void *ud)
 
 void tp_bcast_start(struct tp_worker *w)
 {
-    if (tp_worker_data(w, TP_BCAST_DATA_KEY) != NULL)
+    if (bcast_of(w) != NULL)
         return;
     const struct tp_config *cfg = tp_worker_config(w);
     struct bcast *bc = tp_xcalloc(1, sizeof(*bc));
     bc->w = w;
     bc->store = tp_worker_store(w);
     bc->buckets = cfg->game.buckets > 0 ? cfg->game.buckets : 1;
-    tp_worker_set_data(w, TP_BCAST_DATA_KEY, bc);
+    tp_worker_slot_set(w, slot, bc);
     bc->sub = tp_store_new(tp_worker_loop(w), &cfg->redis, NULL);
     if (bc->sub == NULL) {
         tp_log_warn(MOD, "no subscriber store: sockets of this worker get no broadcasts");
@@ -300,4 +309,16 @@ void tp_bcast_start(struct tp_worker *w)
     }
     if (tp_store_subscribe(bc->sub, TP_GAME_BCAST_CHANNEL, on_sub, bc) != 0)
         tp_log_warn(MOD, "subscribe to %s failed", TP_GAME_BCAST_CHANNEL);
+}
+
+static void on_init(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    tp_bcast_start(w);
+}
+
+void tp_bcast_install(void)
+{
+    slot = tp_worker_slot_new();
+    tp_worker_on_init(on_init, NULL);
 }

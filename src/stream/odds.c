@@ -40,6 +40,9 @@ struct odds {
     int64_t last_pools[TP_ROUND_MAX_BANDS];
 };
 
+/* The worker slot holding struct odds (tp_odds_install hands it out). */
+static size_t slot = SIZE_MAX;
+
 void tp_odds_encode(struct tp_buf *out, int64_t round_id, const int64_t *pools, int n, int rake_bps)
 {
     double mult[TP_ROUND_MAX_BANDS];
@@ -156,8 +159,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop, (void)revents;
     struct odds *o = t->data;
-    if (o->busy || !tp_leader_is_leader(tp_worker_data(o->w, TP_LEADER_DATA_KEY)) ||
-        !tp_store_is_connected(o->store))
+    if (o->busy || !tp_leader_is_leader(tp_leader_of(o->w)) || !tp_store_is_connected(o->store))
         return;
     o->busy = true;
     if (tp_store_command(o->store, on_current, o, "HGET " TP_GAME_G "current open") != 0)
@@ -166,7 +168,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 void tp_odds_start(struct tp_worker *w)
 {
-    if (tp_worker_data(w, TP_ODDS_DATA_KEY) != NULL)
+    if (tp_worker_slot_get(w, slot) != NULL)
         return;
     struct tp_store *store = tp_worker_store(w);
     if (store == NULL) {
@@ -183,5 +185,17 @@ void tp_odds_start(struct tp_worker *w)
     ev_timer_init(&o->timer, timer_cb, TP_ODDS_PERIOD_MS / 1000.0, TP_ODDS_PERIOD_MS / 1000.0);
     o->timer.data = o;
     ev_timer_start(tp_worker_loop(w), &o->timer);
-    tp_worker_set_data(w, TP_ODDS_DATA_KEY, o);
+    tp_worker_slot_set(w, slot, o);
+}
+
+static void on_init(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    tp_odds_start(w);
+}
+
+void tp_odds_install(void)
+{
+    slot = tp_worker_slot_new();
+    tp_worker_on_init(on_init, NULL);
 }

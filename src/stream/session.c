@@ -53,6 +53,9 @@ struct sw {
     ev_timer timer;
 };
 
+/* The worker slot holding struct sw (tp_session_install hands it out). */
+static size_t slot = SIZE_MAX;
+
 struct sess {
     struct sw *sw;
     struct tp_conn *c;  /* NULL once the socket closed */
@@ -349,7 +352,7 @@ static void snap_start(struct sw *sw, struct sess *s)
 
 void tp_session_resync(struct tp_worker *w)
 {
-    struct sw *sw = tp_worker_data(w, TP_SESSION_DATA_KEY);
+    struct sw *sw = tp_worker_slot_get(w, slot);
     if (sw != NULL)
         snap_start(sw, NULL);
 }
@@ -696,18 +699,19 @@ static void worker_init(struct tp_worker *w, void *ud)
     ev_timer_init(&sw->timer, housekeep_cb, HOUSEKEEP_S, HOUSEKEEP_S);
     sw->timer.data = sw;
     ev_timer_start(tp_worker_loop(w), &sw->timer);
-    tp_worker_set_data(w, TP_SESSION_DATA_KEY, sw);
+    tp_worker_slot_set(w, slot, sw);
     struct tp_worker_ws_hooks hooks = {
         .on_open = on_open,
         .on_message = on_message,
         .on_close = on_close,
     };
     tp_worker_set_ws_hooks(w, &hooks, sw);
-    tp_bcast_start(w);
-    tp_odds_start(w);
 }
 
 void tp_session_install(void)
 {
+    slot = tp_worker_slot_new();
     tp_worker_on_init(worker_init, NULL);
+    tp_bcast_install();
+    tp_odds_install();
 }

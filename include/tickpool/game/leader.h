@@ -15,19 +15,19 @@ struct tp_worker;
 struct tp_leader;
 
 /** Starts this process's leader instance on the worker's loop and store (idempotent per
- * worker; kept in worker data slot TP_LEADER_DATA_KEY). */
+ * worker; kept in the leader's worker slot, so tp_game_install must have run). */
 void tp_leader_start(struct tp_worker *w);
 /** Stops the timers and releases the lease if held (drain). NULL is a no-op. */
 void tp_leader_stop(struct tp_leader *l);
 /** True while this instance holds the lease. */
 bool tp_leader_is_leader(const struct tp_leader *l);
+/** The worker's leader instance (borrowed), NULL when none was started on `w`. */
+struct tp_leader *tp_leader_of(const struct tp_worker *w);
 
-/** Worker init hook wiring the whole game into a worker: the read API routes
- * (tp_game_api_register) and the leader (tp_leader_start), plus a drain hook that releases the
- * lease. Register once in main.c: tp_worker_on_init(tp_game_worker_init, NULL). */
-void tp_game_worker_init(struct tp_worker *w, void *ud);
-
-/* Worker data slot used by the leader (tp_worker_set_data). */
-#define TP_LEADER_DATA_KEY 7
+/** Wires the whole game into every worker: takes the leader's worker slot and registers an
+ * init hook adding the read API routes (tp_game_api_register) and the leader
+ * (tp_leader_start), plus a drain hook that releases the lease. Call once before
+ * tp_master_run. */
+void tp_game_install(void);
 
 #endif

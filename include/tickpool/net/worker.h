@@ -74,10 +74,22 @@ const struct tp_config *tp_worker_config(const struct tp_worker *w);
 int tp_worker_index(const struct tp_worker *w);
 /** True once SIGTERM started the drain. */
 bool tp_worker_is_draining(const struct tp_worker *w);
-/** Module-private pointer slots: modules pick a distinct `key` (0…15) and keep one pointer.
- * Keys in use (add yours here): 7 = leader (TP_LEADER_DATA_KEY). */
-void tp_worker_set_data(struct tp_worker *w, int key, void *p);
-void *tp_worker_data(const struct tp_worker *w, int key);
+/* Per-worker module state (h2o's _config_slot): a module takes a slot id once, when it
+ * registers, and keeps it private; every worker then has one pointer in that slot. A module
+ * whose state another one needs exposes a typed accessor, never its slot id. */
+
+/* Slots available to all modules together. */
+#define TP_WORKER_MAX_SLOTS 32
+
+/**
+ * Hands out a new slot id (0, 1, …): call once per module at registration, before
+ * tp_master_run, so every worker has the slot from its start. Aborts past TP_WORKER_MAX_SLOTS.
+ */
+size_t tp_worker_slot_new(void);
+/** Sets this worker's pointer in `slot` (from tp_worker_slot_new; borrowed, never freed here). */
+void tp_worker_slot_set(struct tp_worker *w, size_t slot, void *p);
+/** This worker's pointer in `slot`; NULL until set. */
+void *tp_worker_slot_get(const struct tp_worker *w, size_t slot);
 
 /**
  * Queues one shared frame to every WebSocket of this worker (each takes a reference; the

@@ -33,8 +33,8 @@ struct tp_buf;
 #define TP_PGW_CLAIM_IDLE_MS 30000
 
 /**
- * Registers worker hooks that start a writer in every worker process (tp_worker_on_init) and
- * stop it on drain (tp_worker_on_drain). Call once before tp_master_run. Worker 0's writer also
+ * Registers worker hooks that start a writer in every worker (kept in the writer's worker slot)
+ * and stop it on drain (tp_worker_on_drain). Call once before tp_master_run. Worker 0's writer also
  * publishes the outbox lag metrics (one process reports, so the summed gauge stays right).
  */
 void tp_pgw_register(void);

@@ -14,9 +14,9 @@
 
 struct tp_worker;
 
-/* Worker data slot used by the broadcaster (tp_worker_set_data). */
-#define TP_BCAST_DATA_KEY 9
-
+/** Takes the broadcaster's worker slot and registers an init hook running tp_bcast_start in
+ * every worker. Call once before tp_master_run (tp_session_install does). */
+void tp_bcast_install(void);
 /** Starts this worker's subscriber (a dedicated tp_store). Idempotent per worker. */
 void tp_bcast_start(struct tp_worker *w);
 

@@ -13,11 +13,12 @@
 struct tp_buf;
 struct tp_worker;
 
-/* Worker data slot used by the odds projector (tp_worker_set_data). */
-#define TP_ODDS_DATA_KEY 10
 /* Projection period. */
 #define TP_ODDS_PERIOD_MS 100
 
+/** Takes the projector's worker slot and registers an init hook running tp_odds_start in every
+ * worker. Call once before tp_master_run (tp_session_install does). */
+void tp_odds_install(void);
 /** Starts the projector timer of worker `w`. Idempotent per worker. */
 void tp_odds_start(struct tp_worker *w);
 

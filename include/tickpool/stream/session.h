@@ -15,12 +15,9 @@
 struct tp_conn;
 struct tp_worker;
 
-/* Worker data slot used by the session layer (tp_worker_set_data). */
-#define TP_SESSION_DATA_KEY 8
-
-/** Registers the session layer in every worker (a tp_worker_on_init hook that installs the
- * WebSocket hooks and starts tp_bcast_start and tp_odds_start). Call once in main, before
- * tp_master_run. */
+/** Registers the session layer in every worker (its worker slot and a tp_worker_on_init hook
+ * that installs the WebSocket hooks), then the broadcaster and the odds projector
+ * (tp_bcast_install, tp_odds_install). Call once in main, before tp_master_run. */
 void tp_session_install(void);
 
 /** The user id of a session (0: anonymous, or `c` has no session). */
