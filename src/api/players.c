@@ -13,6 +13,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
+#include "tickpool/game/round.h"
 #include "tickpool/net/router.h"
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
@@ -34,8 +35,8 @@ struct pbet {
 
 struct pround {
     int64_t id;
-    char state[16];
-    int winning_band; /* -1 unknown */
+    enum tp_round_state state; /* TP_ROUND_NONE when missing */
+    int winning_band;          /* -1 unknown */
     int64_t winning_stake;
     bool refund_all;
 };
@@ -130,9 +131,9 @@ static void write_out(struct pop *o, struct tp_buf *b, bool mp)
 
 static const char *status_of(const struct pbet *b, const struct pround *r)
 {
-    if (strcmp(r->state, "cancelled") == 0)
+    if (r->state == TP_ROUND_CANCELLED)
         return "refunded";
-    if (strcmp(r->state, "settled") != 0)
+    if (r->state != TP_ROUND_SETTLED)
         return "pending";
     if (r->refund_all || r->winning_stake == 0)
         return "refunded";
@@ -187,7 +188,8 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
         const char *wb = tp_reply_str(tp_reply_at(r, 1), NULL);
         const char *ws = tp_reply_str(tp_reply_at(r, 2), NULL);
         const char *ra = tp_reply_str(tp_reply_at(r, 3), NULL);
-        snprintf(rd->state, sizeof(rd->state), "%s", st ? st : "");
+        if (st == NULL || tp_round_state_parse(st, strlen(st), &rd->state) != 0)
+            rd->state = TP_ROUND_NONE;
         rd->winning_band = wb && wb[0] ? (int)strtol(wb, NULL, 10) : -1;
         rd->winning_stake = ws && ws[0] ? strtoll(ws, NULL, 10) : -1;
         rd->refund_all = ra != NULL && strcmp(ra, "1") == 0;

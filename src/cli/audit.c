@@ -11,6 +11,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
+#include "tickpool/game/round.h"
 #include "tickpool/store/store.h"
 
 #include <ev.h>
@@ -179,6 +180,15 @@ static void kvs_add(struct kvs *s, int64_t k, int64_t v)
 
 /* --- Check 1: conservation in Redis --- */
 
+/* A stored round state (NULL for a missing field); TP_ROUND_NONE when absent or unknown. */
+static enum tp_round_state state_of(const char *s)
+{
+    enum tp_round_state st = TP_ROUND_NONE;
+    if (s != NULL && tp_round_state_parse(s, strlen(s), &st) != 0)
+        st = TP_ROUND_NONE;
+    return st;
+}
+
 struct totals {
     int64_t bal, house, held, granted, grants_sum, grants_n;
     struct kvs users;
@@ -248,8 +258,8 @@ static void check_bucket(struct audit *a, int bucket, struct totals *t)
                 continue;
             snprintf(key, sizeof(key), "%sround:%s:state", p, rid);
             struct rv *st = cmd(a, "HGET %s state", key, NULL);
-            if (st != NULL && st->s != NULL &&
-                (strcmp(st->s, "open") == 0 || strcmp(st->s, "live") == 0)) {
+            enum tp_round_state rs = state_of(st != NULL ? st->s : NULL);
+            if (rs == TP_ROUND_OPEN || rs == TP_ROUND_LIVE) {
                 int64_t h = held_by_round(a, p, rid);
                 held += h;
                 nrounds++;
@@ -315,8 +325,7 @@ static size_t check_receipts(struct audit *a, struct receipt **out)
         if (h == NULL || h->n != 6)
             break;
         rs[i].id = num(ids->a[i]);
-        const char *st = h->a[0]->s ? h->a[0]->s : "";
-        if (strcmp(st, "settled") == 0 || strcmp(st, "cancelled") == 0) {
+        if (tp_round_is_final(state_of(h->a[0]->s))) {
             int64_t total = num(h->a[1]), pay = num(h->a[2]), rake = num(h->a[3]);
             int64_t brk = num(h->a[4]), ref = num(h->a[5]);
             rs[i] = (struct receipt){rs[i].id, total, pay, ref, true};

@@ -188,9 +188,10 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
     struct tp_game_round *r = &v.r;
     int fails = 0;
     printf("round %lld: state %s, lock_price %lld, close_price %lld, winning_band %d\n", id,
-           r->state, (long long)r->lock_price, (long long)r->close_price, r->winning_band);
-    bool settled = strcmp(r->state, "settled") == 0;
-    bool cancelled = strcmp(r->state, "cancelled") == 0;
+           tp_round_state_name(r->state), (long long)r->lock_price, (long long)r->close_price,
+           r->winning_band);
+    bool settled = r->state == TP_ROUND_SETTLED;
+    bool cancelled = r->state == TP_ROUND_CANCELLED;
     check(settled || cancelled, "round is final (settled or cancelled)", &fails);
     uint8_t seed[TP_PRICE_SIM_SEED_LEN];
     if (settled && check(r->seed[0] != '\0', "seed revealed", &fails) &&

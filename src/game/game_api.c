@@ -80,7 +80,8 @@ int tp_game_round_parse(const struct tp_store_reply *r, struct tp_game_round *ou
             out->id = x;
             has_id = true;
         } else if (strcmp(k, "state") == 0) {
-            snprintf(out->state, sizeof(out->state), "%s", v);
+            if (tp_round_state_parse(v, strlen(v), &out->state) != 0)
+                return TP_EINVAL;
         } else if (strcmp(k, "opens_at") == 0 && num) {
             out->t.opens_at = x;
         } else if (strcmp(k, "locks_at") == 0 && num) {
@@ -148,21 +149,13 @@ int tp_game_round_parse(const struct tp_store_reply *r, struct tp_game_round *ou
         }
     }
     out->has_receipt = has_rcpt;
-    if (!has_id || out->state[0] == '\0' || tp_round_check_edges(out->edges, out->n_edges) != 0)
+    if (!has_id || out->state == TP_ROUND_NONE ||
+        tp_round_check_edges(out->edges, out->n_edges) != 0)
         return TP_EINVAL;
     return 0;
 }
 
 /* --- Encoding --- */
-
-static const char *public_state(const char *s)
-{
-    if (strcmp(s, "settling") == 0)
-        return "live";
-    if (strcmp(s, "cancelling") == 0)
-        return "cancelled";
-    return s;
-}
 
 void tp_game_round_write(struct tp_wr *w, const struct tp_game_round *r)
 {
@@ -176,7 +169,7 @@ void tp_game_round_write(struct tp_wr *w, const struct tp_game_round *r)
     if (tp_settle_multipliers(r->pools, nb, r->rake_bps, mult) != 0)
         for (int i = 0; i < nb; i++)
             mult[i] = NAN;
-    bool final = strcmp(r->state, "settled") == 0 || strcmp(r->state, "cancelled") == 0;
+    bool final = tp_round_is_final(r->state);
 
     /* 15 contract fields plus vol_ppb and tick_ms: the integers a verifier (the web client's
      * fairness check) needs to recompute the ticks without touching floats. */
@@ -184,7 +177,7 @@ void tp_game_round_write(struct tp_wr *w, const struct tp_game_round *r)
     tp_wr_key(w, "id");
     tp_wr_int(w, r->id);
     tp_wr_key(w, "state");
-    tp_wr_str(w, public_state(r->state));
+    tp_wr_str(w, tp_round_state_name(tp_round_state_public(r->state)));
     tp_wr_key(w, "opens_at");
     tp_wr_int(w, r->t.opens_at);
     tp_wr_key(w, "locks_at");

@@ -313,9 +313,9 @@ static void choose_segment(struct tp_leader *l, int64_t now)
 {
     for (int i = l->nsnap - 1; i >= 0; i--) {
         const struct snap_round *s = &l->snap[i];
-        const char *st = s->r.state;
-        if (!s->r.has_lock || s->r.t.locks_at > now || strcmp(st, "cancelling") == 0 ||
-            strcmp(st, "cancelled") == 0 || s->seed_hex[0] == '\0' || s->r.tick_ms <= 0)
+        enum tp_round_state st = s->r.state;
+        if (!s->r.has_lock || s->r.t.locks_at > now || st == TP_ROUND_CANCELLING ||
+            st == TP_ROUND_CANCELLED || s->seed_hex[0] == '\0' || s->r.tick_ms <= 0)
             continue;
         uint8_t seed[TP_PRICE_SIM_SEED_LEN];
         if (tp_hex_decode(s->seed_hex, seed, sizeof(seed)) != 0)
@@ -502,9 +502,8 @@ static int64_t lock_price_of(struct tp_leader *l, const struct tp_game_round *r)
 {
     const struct snap_round *p = snap_find(l, r->id - 1);
     uint8_t seed[TP_PRICE_SIM_SEED_LEN];
-    if (p != NULL && p->r.has_lock && p->r.tick_ms > 0 && strcmp(p->r.state, "cancelling") != 0 &&
-        strcmp(p->r.state, "cancelled") != 0 &&
-        p->r.t.locks_at + p->r.betting_ms == r->t.locks_at &&
+    if (p != NULL && p->r.has_lock && p->r.tick_ms > 0 && p->r.state != TP_ROUND_CANCELLING &&
+        p->r.state != TP_ROUND_CANCELLED && p->r.t.locks_at + p->r.betting_ms == r->t.locks_at &&
         tp_hex_decode(p->seed_hex, seed, sizeof(seed)) == 0) {
         int64_t L = tp_price_sim_price_at(seed, p->r.vol_ppb, p->r.lock_price,
                                           (uint64_t)(p->r.betting_ms / p->r.tick_ms));
@@ -758,7 +757,7 @@ static void on_final(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     if (tp_reply_integer(tp_reply_at(r, 1)) == 1) {
-        bool cancelled = l->op.r.refund_all && strcmp(l->op.r.state, "cancelling") == 0;
+        bool cancelled = l->op.r.refund_all && l->op.r.state == TP_ROUND_CANCELLING;
         tp_metrics_inc(cancelled ? TP_METRIC_ROUNDS_CANCELLED_TOTAL
                                  : TP_METRIC_ROUNDS_SETTLED_TOTAL);
         tp_log_info(MOD, "round %s\tround=%lld total=%lld paid=%lld",
@@ -808,7 +807,8 @@ static void settle_finish(struct tp_leader *l)
     a_fmt(&a, "tp:{b%d}:round:%lld:state", b, id);
     a_fmt(&a, "tp:{b%d}:outbox", b);
     a_fmt(&a, "%lld", id);
-    a_str(&a, strcmp(l->op.r.state, "cancelling") == 0 ? "cancelled" : "settled");
+    bool cancel = l->op.r.state == TP_ROUND_CANCELLING;
+    a_str(&a, tp_round_state_name(cancel ? TP_ROUND_CANCELLED : TP_ROUND_SETTLED));
     a_fmt(&a, "%lld", (long long)tp_now_ms());
     if (run(l, "settle_finish", 6, &a, on_finish) != 0)
         step_end(l);
@@ -900,15 +900,12 @@ static void decide(struct tp_leader *l)
     /* Newest first: a lock (the round taking bets) goes before the previous round's close. */
     for (int i = l->nsnap - 1; i >= 0; i--) {
         const struct tp_game_round *r = &l->snap[i].r;
-        enum tp_round_state st;
-        if (strcmp(r->state, "open") == 0)
-            st = TP_ROUND_OPEN, have_open = true;
-        else if (strcmp(r->state, "live") == 0)
-            st = TP_ROUND_LIVE;
-        else
+        if (r->state == TP_ROUND_OPEN)
+            have_open = true;
+        else if (r->state != TP_ROUND_LIVE)
             continue;
         enum tp_round_event ev;
-        if (tp_round_due(st, &r->t, now, l->g->grace_ms, &ev) != 1)
+        if (tp_round_due(r->state, &r->t, now, l->g->grace_ms, &ev) != 1)
             continue;
         if (ev == TP_ROUND_EV_CANCEL) {
             do_cancel(l, r);
@@ -929,7 +926,7 @@ static void decide(struct tp_leader *l)
     }
     for (int i = 0; i < l->nsnap; i++) {
         const struct tp_game_round *r = &l->snap[i].r;
-        if (strcmp(r->state, "settling") == 0 || strcmp(r->state, "cancelling") == 0) {
+        if (r->state == TP_ROUND_SETTLING || r->state == TP_ROUND_CANCELLING) {
             do_settle(l, r);
             return;
         }
@@ -940,7 +937,7 @@ static void decide(struct tp_leader *l)
     }
     for (int i = l->nsnap - 1; i >= 0; i--) {
         const struct tp_game_round *r = &l->snap[i].r;
-        if (strcmp(r->state, "open") == 0 && r->id != l->open_synced) {
+        if (r->state == TP_ROUND_OPEN && r->id != l->open_synced) {
             resync_open(l, r);
             return;
         }

@@ -10,15 +10,15 @@
 #include <string.h>
 
 static const char *const state_names[] = {
-    [TP_ROUND_NONE] = "none",       [TP_ROUND_OPEN] = "open",           [TP_ROUND_LIVE] = "live",
-    [TP_ROUND_SETTLED] = "settled", [TP_ROUND_CANCELLED] = "cancelled",
+    [TP_ROUND_NONE] = "none",           [TP_ROUND_OPEN] = "open",
+    [TP_ROUND_LIVE] = "live",           [TP_ROUND_SETTLING] = "settling",
+    [TP_ROUND_SETTLED] = "settled",     [TP_ROUND_CANCELLING] = "cancelling",
+    [TP_ROUND_CANCELLED] = "cancelled",
 };
 
 static const char *const event_names[] = {
-    [TP_ROUND_EV_OPEN] = "open",
-    [TP_ROUND_EV_LOCK] = "lock",
-    [TP_ROUND_EV_CLOSE] = "close",
-    [TP_ROUND_EV_CANCEL] = "cancel",
+    [TP_ROUND_EV_OPEN] = "open",     [TP_ROUND_EV_LOCK] = "lock",   [TP_ROUND_EV_CLOSE] = "close",
+    [TP_ROUND_EV_CANCEL] = "cancel", [TP_ROUND_EV_FINAL] = "final",
 };
 
 static bool state_valid(int s)
@@ -28,7 +28,7 @@ static bool state_valid(int s)
 
 static bool event_valid(int ev)
 {
-    return ev >= TP_ROUND_EV_OPEN && ev <= TP_ROUND_EV_CANCEL;
+    return ev >= TP_ROUND_EV_OPEN && ev <= TP_ROUND_EV_FINAL;
 }
 
 const char *tp_round_state_name(enum tp_round_state s)
@@ -49,6 +49,17 @@ int tp_round_state_parse(const char *s, size_t n, enum tp_round_state *out)
     return TP_EINVAL;
 }
 
+/* The one place the stored/public difference lives: a settling round keeps counting as live
+ * until its receipt exists, a cancelling one is already cancelled for a player. */
+enum tp_round_state tp_round_state_public(enum tp_round_state s)
+{
+    if (s == TP_ROUND_SETTLING)
+        return TP_ROUND_LIVE;
+    if (s == TP_ROUND_CANCELLING)
+        return TP_ROUND_CANCELLED;
+    return s;
+}
+
 const char *tp_round_event_name(enum tp_round_event ev)
 {
     return event_valid((int)ev) ? event_names[ev] : "unknown";
@@ -58,13 +69,15 @@ const char *tp_round_event_name(enum tp_round_event ev)
  * The whole lifecycle in one table, so nothing else in the code base decides what may follow
  * what. 0 marks an illegal move (TP_ROUND_NONE is never a target).
  */
-static const enum tp_round_state transitions[5][4] = {
-    /*                      OPEN           LOCK           CLOSE             CANCEL */
-    [TP_ROUND_NONE] = {TP_ROUND_OPEN, 0, 0, 0},
-    [TP_ROUND_OPEN] = {0, TP_ROUND_LIVE, 0, TP_ROUND_CANCELLED},
-    [TP_ROUND_LIVE] = {0, 0, TP_ROUND_SETTLED, TP_ROUND_CANCELLED},
-    [TP_ROUND_SETTLED] = {0, 0, 0, 0},
-    [TP_ROUND_CANCELLED] = {0, 0, 0, 0},
+static const enum tp_round_state transitions[TP_ROUND_CANCELLED + 1][TP_ROUND_EV_FINAL + 1] = {
+    /*                   OPEN           LOCK           CLOSE              CANCEL            FINAL */
+    [TP_ROUND_NONE] = {TP_ROUND_OPEN, 0, 0, 0, 0},
+    [TP_ROUND_OPEN] = {0, TP_ROUND_LIVE, 0, TP_ROUND_CANCELLING, 0},
+    [TP_ROUND_LIVE] = {0, 0, TP_ROUND_SETTLING, TP_ROUND_CANCELLING, 0},
+    [TP_ROUND_SETTLING] = {0, 0, 0, 0, TP_ROUND_SETTLED},
+    [TP_ROUND_SETTLED] = {0, 0, 0, 0, 0},
+    [TP_ROUND_CANCELLING] = {0, 0, 0, 0, TP_ROUND_CANCELLED},
+    [TP_ROUND_CANCELLED] = {0, 0, 0, 0, 0},
 };
 
 int tp_round_next_state(enum tp_round_state s, enum tp_round_event ev)

@@ -53,7 +53,8 @@ static int map_sqlstate(const char *st)
 {
     if (st == NULL || st[0] == '\0')
         return TP_EIO;
-    if (strcmp(st, "57014") == 0) /* query_canceled: statement_timeout */
+    /* 57014 is query_canceled, which statement_timeout raises */
+    if (strcmp(st, "57014") == 0)
         return TP_ETIMEDOUT;
     if (strncmp(st, "23", 2) == 0)
         return TP_ECONFLICT;

@@ -18,6 +18,7 @@
 #include "tickpool/base/config.h"
 #include "tickpool/net/conn.h"
 #include "tickpool/game/game_api.h"
+#include "tickpool/game/round.h"
 #include "tickpool/base/log.h"
 #include "tickpool/stream/session.h"
 #include "tickpool/store/store.h"
@@ -261,13 +262,16 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
     if (bc != NULL && strcmp(t, "round") == 0) {
         const struct tp_val *r = tp_val_get(m, "round");
         const char *state = NULL;
+        size_t state_len = 0;
+        enum tp_round_state st = TP_ROUND_NONE;
         int64_t id = 0;
         /* Only the final announcement carries the receipt: a round being cancelled is shown
          * as cancelled before its refunds are credited, and looking up payouts then would find
          * none and skip the refunded players. */
         bool has_receipt = tp_val_type(tp_val_get(r, "receipt")) == TP_VAL_MAP;
-        if (tp_val_get_str(r, "state", &state, NULL) == 0 && tp_val_get_int(r, "id", &id) == 0 &&
-            has_receipt && (strcmp(state, "settled") == 0 || strcmp(state, "cancelled") == 0))
+        if (tp_val_get_str(r, "state", &state, &state_len) == 0 &&
+            tp_round_state_parse(state, state_len, &st) == 0 && tp_val_get_int(r, "id", &id) == 0 &&
+            has_receipt && tp_round_is_final(st))
             start_payouts(bc, id);
     }
     tp_doc_free(doc);

@@ -25,7 +25,7 @@ struct tp_wr;
 /** One round as stored in tp:{g}:round:<id> (+ the bucket pools while they are not recorded). */
 struct tp_game_round {
     int64_t id;
-    char state[16]; /* open, live, settling, settled, cancelling, cancelled */
+    enum tp_round_state state; /* as stored: settling and cancelling included */
     struct tp_round_times t;
     char seed_hash[65];
     char seed[65]; /* "" until revealed */

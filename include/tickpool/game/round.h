@@ -1,5 +1,6 @@
 /*
- * Round rules, pure: the state machine (open -> live -> settled, or cancelled), the wall-clock
+ * Round rules, pure: the state machine (open -> live -> settling -> settled, or open|live ->
+ * cancelling -> cancelled), the wall-clock
  * aligned schedule, and band assignment by exact integer comparison. No I/O, no clock: callers
  * pass `now`.
  */
@@ -13,21 +14,26 @@
 #define TP_ROUND_MAX_EDGES 15
 #define TP_ROUND_MAX_BANDS (TP_ROUND_MAX_EDGES + 1)
 
-/* TP_ROUND_NONE is the pseudo-state before a round exists (the source of the OPEN event);
- * it is never stored nor shown to clients. */
+/* Every state a round hash stores (scripts/lua/README.md, "Game engine"). TP_ROUND_NONE is the
+ * pseudo-state before a round exists (the source of the OPEN event); it is never stored nor
+ * shown to clients. SETTLING and CANCELLING (payout/refund pages in progress) are stored but
+ * never shown: tp_round_state_public maps them. */
 enum tp_round_state {
     TP_ROUND_NONE = 0,
     TP_ROUND_OPEN,
     TP_ROUND_LIVE,
+    TP_ROUND_SETTLING,
     TP_ROUND_SETTLED,
+    TP_ROUND_CANCELLING,
     TP_ROUND_CANCELLED,
 };
 
 enum tp_round_event {
     TP_ROUND_EV_OPEN = 0, /* none -> open */
     TP_ROUND_EV_LOCK,     /* open -> live, lock price known */
-    TP_ROUND_EV_CLOSE,    /* live -> settled, close price known */
-    TP_ROUND_EV_CANCEL,   /* open|live -> cancelled, every stake refunded */
+    TP_ROUND_EV_CLOSE,    /* live -> settling, close price and plan recorded */
+    TP_ROUND_EV_CANCEL,   /* open|live -> cancelling, every stake will be refunded */
+    TP_ROUND_EV_FINAL,    /* settling -> settled, cancelling -> cancelled: every page paid */
 };
 
 /** The times of one round, Unix ms. */
@@ -45,18 +51,24 @@ struct tp_round_band_desc {
     int lo_bps, hi_bps;
 };
 
-/** Contract name of a state ("open", "live", "settled", "cancelled"; "none"), or "unknown". */
+/** Stored name of a state ("open", "live", "settling", "settled", "cancelling", "cancelled";
+ * "none"), or "unknown". */
 const char *tp_round_state_name(enum tp_round_state s);
 
-/** Parses exactly one of the four contract state names (n bytes, not NUL-terminated).
- * Returns 0 and sets *out, or TP_EINVAL ("none" is refused). */
+/** The one parser of a round state: exactly one of the six stored names (n bytes, not
+ * NUL-terminated). Returns 0 and sets *out, or TP_EINVAL ("none" is refused). */
 int tp_round_state_parse(const char *s, size_t n, enum tp_round_state *out);
 
-/** Name of an event ("open", "lock", "close", "cancel") or "unknown". */
+/** The state clients see (docs/http-api.md, Round): settling shows as live (its payouts are not
+ * all credited yet), cancelling as cancelled; every other state as itself. */
+enum tp_round_state tp_round_state_public(enum tp_round_state s);
+
+/** Name of an event ("open", "lock", "close", "cancel", "final") or "unknown". */
 const char *tp_round_event_name(enum tp_round_event ev);
 
 /** The one transition function: the state after `ev`, or TP_ECONFLICT for an illegal move
- * (anything out of settled or cancelled, lock twice, ...) and TP_EINVAL for unknown values. */
+ * (anything out of settled or cancelled, lock twice, cancel while settling, ...) and TP_EINVAL
+ * for unknown values. */
 int tp_round_next_state(enum tp_round_state s, enum tp_round_event ev);
 
 /** True for settled and cancelled: no event applies any more. */

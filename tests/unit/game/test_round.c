@@ -1,7 +1,7 @@
 /*
- * Round rules: the state machine (every state x event pair), names, band assignment at and
- * around every edge (exact arithmetic, huge and tiny prices, negative edges), descriptors, the
- * aligned schedule and due events.
+ * Round rules: the state machine (every state x event pair), names, the public state, band
+ * assignment at and around every edge (exact arithmetic, huge and tiny prices, negative edges),
+ * descriptors, the aligned schedule and due events.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,8 +20,8 @@ static const int def_edges[] = {-10, -3, 3, 10};
 static void test_state_names(void **state)
 {
     (void)state;
-    static const char *names[] = {"open", "live", "settled", "cancelled"};
-    for (int i = 0; i < 4; i++) {
+    static const char *names[] = {"open", "live", "settling", "settled", "cancelling", "cancelled"};
+    for (int i = 0; i < 6; i++) {
         enum tp_round_state s = TP_ROUND_NONE;
         assert_int_equal(tp_round_state_parse(names[i], strlen(names[i]), &s), 0);
         assert_int_equal(s, TP_ROUND_OPEN + i);
@@ -42,6 +42,7 @@ static void test_state_names(void **state)
     assert_int_equal(s, TP_ROUND_LIVE);
     assert_int_equal(tp_round_state_parse(NULL, 0, &s), TP_EINVAL);
     assert_string_equal(tp_round_event_name(TP_ROUND_EV_LOCK), "lock");
+    assert_string_equal(tp_round_event_name(TP_ROUND_EV_FINAL), "final");
     assert_string_equal(tp_round_event_name((enum tp_round_event)9), "unknown");
 }
 
@@ -49,15 +50,17 @@ static void test_transitions(void **state)
 {
     (void)state;
     /* expected[state][event]; -1 = refused */
-    static const int expected[5][4] = {
-        [TP_ROUND_NONE] = {TP_ROUND_OPEN, -1, -1, -1},
-        [TP_ROUND_OPEN] = {-1, TP_ROUND_LIVE, -1, TP_ROUND_CANCELLED},
-        [TP_ROUND_LIVE] = {-1, -1, TP_ROUND_SETTLED, TP_ROUND_CANCELLED},
-        [TP_ROUND_SETTLED] = {-1, -1, -1, -1},
-        [TP_ROUND_CANCELLED] = {-1, -1, -1, -1},
+    static const int expected[7][5] = {
+        [TP_ROUND_NONE] = {TP_ROUND_OPEN, -1, -1, -1, -1},
+        [TP_ROUND_OPEN] = {-1, TP_ROUND_LIVE, -1, TP_ROUND_CANCELLING, -1},
+        [TP_ROUND_LIVE] = {-1, -1, TP_ROUND_SETTLING, TP_ROUND_CANCELLING, -1},
+        [TP_ROUND_SETTLING] = {-1, -1, -1, -1, TP_ROUND_SETTLED},
+        [TP_ROUND_SETTLED] = {-1, -1, -1, -1, -1},
+        [TP_ROUND_CANCELLING] = {-1, -1, -1, -1, TP_ROUND_CANCELLED},
+        [TP_ROUND_CANCELLED] = {-1, -1, -1, -1, -1},
     };
     for (int s = TP_ROUND_NONE; s <= TP_ROUND_CANCELLED; s++) {
-        for (int ev = TP_ROUND_EV_OPEN; ev <= TP_ROUND_EV_CANCEL; ev++) {
+        for (int ev = TP_ROUND_EV_OPEN; ev <= TP_ROUND_EV_FINAL; ev++) {
             int got = tp_round_next_state((enum tp_round_state)s, (enum tp_round_event)ev);
             if (expected[s][ev] < 0)
                 assert_int_equal(got, TP_ECONFLICT);
@@ -71,22 +74,41 @@ static void test_transitions(void **state)
     assert_int_equal(tp_round_next_state(TP_ROUND_CANCELLED, TP_ROUND_EV_OPEN), TP_ECONFLICT);
     assert_int_equal(tp_round_next_state(TP_ROUND_OPEN, TP_ROUND_EV_CLOSE), TP_ECONFLICT);
     assert_int_equal(tp_round_next_state(TP_ROUND_LIVE, TP_ROUND_EV_LOCK), TP_ECONFLICT);
+    assert_int_equal(tp_round_next_state(TP_ROUND_SETTLING, TP_ROUND_EV_CANCEL), TP_ECONFLICT);
+    assert_int_equal(tp_round_next_state(TP_ROUND_LIVE, TP_ROUND_EV_FINAL), TP_ECONFLICT);
     /* garbage values */
-    assert_int_equal(tp_round_next_state((enum tp_round_state)5, TP_ROUND_EV_LOCK), TP_EINVAL);
+    assert_int_equal(tp_round_next_state((enum tp_round_state)7, TP_ROUND_EV_LOCK), TP_EINVAL);
     assert_int_equal(tp_round_next_state((enum tp_round_state) - 1, TP_ROUND_EV_LOCK), TP_EINVAL);
-    assert_int_equal(tp_round_next_state(TP_ROUND_OPEN, (enum tp_round_event)4), TP_EINVAL);
+    assert_int_equal(tp_round_next_state(TP_ROUND_OPEN, (enum tp_round_event)5), TP_EINVAL);
     assert_int_equal(tp_round_next_state(TP_ROUND_OPEN, (enum tp_round_event) - 1), TP_EINVAL);
     /* a whole life */
     int s = TP_ROUND_NONE;
     s = tp_round_next_state(s, TP_ROUND_EV_OPEN);
     s = tp_round_next_state(s, TP_ROUND_EV_LOCK);
     s = tp_round_next_state(s, TP_ROUND_EV_CLOSE);
+    assert_int_equal(s, TP_ROUND_SETTLING);
+    s = tp_round_next_state(s, TP_ROUND_EV_FINAL);
     assert_int_equal(s, TP_ROUND_SETTLED);
+    s = tp_round_next_state(TP_ROUND_OPEN, TP_ROUND_EV_CANCEL);
+    assert_int_equal(tp_round_next_state(s, TP_ROUND_EV_FINAL), TP_ROUND_CANCELLED);
     assert_true(tp_round_is_final(TP_ROUND_SETTLED));
     assert_true(tp_round_is_final(TP_ROUND_CANCELLED));
     assert_false(tp_round_is_final(TP_ROUND_OPEN));
     assert_false(tp_round_is_final(TP_ROUND_LIVE));
     assert_false(tp_round_is_final(TP_ROUND_NONE));
+    assert_false(tp_round_is_final(TP_ROUND_SETTLING));
+    assert_false(tp_round_is_final(TP_ROUND_CANCELLING));
+}
+
+/* Clients never see the two in-progress states (docs/http-api.md, Round). */
+static void test_public_state(void **state)
+{
+    (void)state;
+    assert_int_equal(tp_round_state_public(TP_ROUND_SETTLING), TP_ROUND_LIVE);
+    assert_int_equal(tp_round_state_public(TP_ROUND_CANCELLING), TP_ROUND_CANCELLED);
+    for (int s = TP_ROUND_NONE; s <= TP_ROUND_CANCELLED; s++)
+        if (s != TP_ROUND_SETTLING && s != TP_ROUND_CANCELLING)
+            assert_int_equal(tp_round_state_public((enum tp_round_state)s), s);
 }
 
 static void test_check_edges(void **state)
@@ -373,10 +395,15 @@ static void test_due(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_state_names), cmocka_unit_test(test_transitions),
-        cmocka_unit_test(test_check_edges), cmocka_unit_test(test_band_edges),
-        cmocka_unit_test(test_band_random), cmocka_unit_test(test_band_descriptors),
-        cmocka_unit_test(test_schedule),    cmocka_unit_test(test_due),
+        cmocka_unit_test(test_state_names),
+        cmocka_unit_test(test_transitions),
+        cmocka_unit_test(test_public_state),
+        cmocka_unit_test(test_check_edges),
+        cmocka_unit_test(test_band_edges),
+        cmocka_unit_test(test_band_random),
+        cmocka_unit_test(test_band_descriptors),
+        cmocka_unit_test(test_schedule),
+        cmocka_unit_test(test_due),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
