@@ -1,9 +1,9 @@
 /*
  * /healthz, /readyz and /metrics (see tickpool/api/ops.h).
  *
- * Readiness reads state the worker already tracks (its Redis store's connection flag, the pg
- * writer's last health probe) instead of probing per request: a load balancer polling /readyz
- * must not add load to Redis or Postgres.
+ * Readiness reads state the store layer already tracks for the worker (its Redis store's
+ * connection flag, its Postgres probe's last success) instead of probing per request: a load
+ * balancer polling /readyz must not add load to Redis or Postgres.
  */
 #include "tickpool/api/ops.h"
 #include "tickpool/base/buf.h"
@@ -39,9 +39,9 @@ static void readyz(struct tp_http_ctx *ctx, void *ud)
 {
     (void)ud;
     struct tp_worker *w = tp_http_ctx_worker(ctx);
-    struct tp_store *store = w ? tp_worker_store(w) : NULL;
+    struct tp_store *store = w ? tp_store_of(w) : NULL;
     bool redis_ok = store != NULL && tp_store_is_connected(store);
-    bool pg_ok = tp_pg_health_ok();
+    bool pg_ok = w != NULL && tp_pg_health_ok(tp_pg_health_of(w));
     add_worker_header(ctx);
     tp_http_ctx_add_header(ctx, "Cache-Control", "no-store");
     if (!redis_ok || !pg_ok) {
@@ -68,10 +68,16 @@ static void metrics(struct tp_http_ctx *ctx, void *ud)
     tp_buf_deinit(&b);
 }
 
-void tp_ops_register(struct tp_worker *w)
+static void on_worker_init(struct tp_worker *w, void *ud)
 {
+    (void)ud;
     struct tp_router *r = tp_worker_router(w);
     TP_ASSERT(tp_router_add(r, "GET", "/healthz", healthz, NULL) == 0);
     TP_ASSERT(tp_router_add(r, "GET", "/readyz", readyz, NULL) == 0);
     TP_ASSERT(tp_router_add(r, "GET", "/metrics", metrics, NULL) == 0);
+}
+
+void tp_ops_install(void)
+{
+    tp_worker_on_init(on_worker_init, NULL);
 }

@@ -246,7 +246,7 @@ static void on_list(int err, const struct tp_store_reply *r, void *ud)
         b->round_idx = j;
     }
     o->next = bets_reply;
-    struct tp_store *st = tp_worker_store(o->w);
+    struct tp_store *st = tp_store_of(o->w);
     struct slot *s = new_slots(o, 2 * o->nrounds);
     int64_t bucket = o->uid % o->nb;
     for (int j = 0; j < o->nrounds; j++) {
@@ -291,7 +291,7 @@ static void get_my_bets(struct tp_http_ctx *ctx, void *ud)
         return;
     }
     struct tp_worker *w = tp_http_ctx_worker(ctx);
-    struct tp_store *st = w ? tp_worker_store(w) : NULL;
+    struct tp_store *st = w ? tp_store_of(w) : NULL;
     struct pop *o = tp_xcalloc(1, sizeof(*o));
     o->ctx = ctx;
     o->w = w;
@@ -360,7 +360,7 @@ static void board_names(struct pop *o)
         o->nplayers = o->limit;
     o->next = board_reply;
     struct slot *s = new_slots(o, o->nplayers);
-    struct tp_store *st = tp_worker_store(o->w);
+    struct tp_store *st = tp_store_of(o->w);
     for (int i = 0; i < o->nplayers; i++) {
         if (tp_store_command(st, on_name, &s[i], "HGET tp:{g}:user:%lld username",
                              (long long)o->players[i].user_id) == 0)
@@ -406,7 +406,7 @@ static void get_leaderboard(struct tp_http_ctx *ctx, void *ud)
         return;
     }
     struct tp_worker *w = tp_http_ctx_worker(ctx);
-    struct tp_store *st = w ? tp_worker_store(w) : NULL;
+    struct tp_store *st = w ? tp_store_of(w) : NULL;
     if (st == NULL || !tp_store_is_connected(st)) {
         tp_http_reply_error(ctx, 503, "unavailable", "storage unavailable, retry");
         return;

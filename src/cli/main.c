@@ -11,9 +11,10 @@
 #include "tickpool/game/leader.h"
 #include "tickpool/store/pg.h"
 #include "tickpool/store/pgw.h"
+#include "tickpool/store/store.h"
+#include "tickpool/api/ops.h"
 #include "tickpool/stream/session.h"
 #include "tickpool/cli/verify.h"
-#include "tickpool/net/worker.h"
 
 #include "tickpool/store/migrate.h"
 
@@ -68,15 +69,6 @@ static void usage(FILE *out)
           "(Prometheus), /api/v1/..., /ws (WebSocket, subprotocol tickpool.v1), static files\n"
           "from server.web_root.\n",
           out);
-}
-
-/* Worker init hook: each process probes Postgres in the background for /readyz. */
-static void start_pg_health(struct tp_worker *w, void *ud)
-{
-    (void)ud;
-    const struct tp_config *cfg = tp_worker_config(w);
-    if (cfg->postgres.url[0] != '\0')
-        tp_pg_health_start(&cfg->postgres);
 }
 
 static int load(const char *path)
@@ -135,12 +127,15 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "serve") == 0 && nargs == 0) {
-        /* Every module plugs into each worker through an init hook (run after fork). */
-        tp_api_install();                         /* accounts, sessions, bets, players */
-        tp_game_install();                        /* game leader + rounds/prices API */
-        tp_session_install();                     /* /ws protocol, fan-out, odds */
-        tp_pgw_register();                        /* outbox → Postgres writer thread */
-        tp_worker_on_init(start_pg_health, NULL); /* readiness probe of Postgres */
+        /* Every module plugs into each worker through an init hook (run after fork), in this
+         * order: the store first, since the others take it at init. */
+        tp_store_install();     /* the worker's Redis store */
+        tp_ops_install();       /* /healthz, /readyz, /metrics */
+        tp_api_install();       /* accounts, sessions, bets, players */
+        tp_game_install();      /* game leader + rounds/prices API */
+        tp_session_install();   /* /ws protocol, fan-out, odds */
+        tp_pgw_register();      /* outbox → Postgres writer thread */
+        tp_pg_health_install(); /* readiness probe of Postgres */
         return tp_master_run(&config);
     }
     if (strcmp(cmd, "verify") == 0 && nargs == 1)

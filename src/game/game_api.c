@@ -374,7 +374,7 @@ static struct tp_store *ctx_store(struct tp_http_ctx *ctx, int *buckets)
     if (w == NULL)
         return NULL;
     *buckets = tp_worker_config(w)->game.buckets;
-    struct tp_store *s = tp_worker_store(w);
+    struct tp_store *s = tp_store_of(w);
     return s != NULL && tp_store_is_connected(s) ? s : NULL;
 }
 

@@ -1131,7 +1131,7 @@ void tp_leader_start(struct tp_worker *w)
     struct tp_leader *l = tp_xcalloc(1, sizeof(*l));
     l->w = w;
     l->loop = tp_worker_loop(w);
-    l->store = tp_worker_store(w);
+    l->store = tp_store_of(w);
     l->g = &tp_worker_config(w)->game;
     l->nbands = l->g->n_band_edges + 1;
     l->cache_idx = -1;

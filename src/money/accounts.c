@@ -104,7 +104,7 @@ static void try_secret(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)t;
     (void)revents;
-    struct tp_store *st = tp_worker_store(worker);
+    struct tp_store *st = tp_store_of(worker);
     if (secret_len != 0 || st == NULL || !tp_store_is_connected(st))
         return;
     (void)tp_store_command(st, on_secret, NULL, "SET %s %s NX GET", SECRET_KEY, candidate);
@@ -287,7 +287,7 @@ static int run_grant(struct op *o, tp_store_cb cb)
     snprintf(a[4], sizeof(a[4]), "%lld", (long long)b);
     snprintf(a[5], sizeof(a[5]), "%d", nb);
     const char *argv[10] = {k[0], k[1], k[2], k[3], a[0], a[1], a[2], a[3], a[4], a[5]};
-    return tp_store_script(tp_worker_store(o->w), "grant", 4, 10, argv, NULL, cb, o);
+    return tp_store_script(tp_store_of(o->w), "grant", 4, 10, argv, NULL, cb, o);
 }
 
 /* Reads grant.lua's {"ok", balance, replayed}; false for anything else (logged). */
@@ -401,7 +401,7 @@ static void signup_got_id(int err, const struct tp_store_reply *r, void *ud)
     snprintf(now, sizeof(now), "%lld", (long long)tp_now_ms());
     const char *argv[8] = {"tp:{g}:usernames", ukey, "tp:{g}:outbox", o->lower,
                            o->username,        id,   o->hash,         now};
-    int rc = tp_store_script(tp_worker_store(o->w), "signup", 3, 8, argv, NULL, signup_stored, o);
+    int rc = tp_store_script(tp_store_of(o->w), "signup", 3, 8, argv, NULL, signup_stored, o);
     if (rc != 0)
         unavailable(o, "signup script", rc);
 }
@@ -413,7 +413,7 @@ static void signup_hashed(int err, void *ud)
         unavailable(o, "password hash", err != 0 ? err : o->rc);
         return;
     }
-    int rc = tp_store_command(tp_worker_store(o->w), signup_got_id, o, "INCR tp:{g}:user_seq");
+    int rc = tp_store_command(tp_store_of(o->w), signup_got_id, o, "INCR tp:{g}:user_seq");
     if (rc != 0)
         unavailable(o, "user_seq", rc);
 }
@@ -421,8 +421,8 @@ static void signup_hashed(int err, void *ud)
 static bool ready(struct tp_http_ctx *ctx)
 {
     struct tp_worker *w = tp_http_ctx_worker(ctx);
-    if (secret_len == 0 || pool == NULL || w == NULL || tp_worker_store(w) == NULL ||
-        !tp_store_is_connected(tp_worker_store(w))) {
+    if (secret_len == 0 || pool == NULL || w == NULL || tp_store_of(w) == NULL ||
+        !tp_store_is_connected(tp_store_of(w))) {
         tp_http_reply_error(ctx, 503, "unavailable", "storage unavailable, retry");
         return false;
     }
@@ -527,8 +527,8 @@ static void session_id(int err, const struct tp_store_reply *r, void *ud)
         start_verify(o);
         return;
     }
-    int rc = tp_store_command(tp_worker_store(o->w), session_user, o,
-                              "HMGET tp:{g}:user:%lld pw_hash", (long long)o->uid);
+    int rc = tp_store_command(tp_store_of(o->w), session_user, o, "HMGET tp:{g}:user:%lld pw_hash",
+                              (long long)o->uid);
     if (rc != 0)
         unavailable(o, "user lookup", rc);
 }
@@ -545,8 +545,8 @@ static void post_sessions(struct tp_http_ctx *ctx, void *ud)
         start_verify(o);
         return;
     }
-    int rc = tp_store_command(tp_worker_store(o->w), session_id, o, "HGET tp:{g}:usernames %s",
-                              o->lower);
+    int rc =
+        tp_store_command(tp_store_of(o->w), session_id, o, "HGET tp:{g}:usernames %s", o->lower);
     if (rc != 0)
         unavailable(o, "username lookup", rc);
 }
@@ -592,7 +592,7 @@ static void me_user(int err, const struct tp_store_reply *r, void *ud)
     memcpy(o->username, name, n + 1);
     int nb;
     int64_t b = bucket_of(o, o->uid, &nb);
-    int rc = tp_store_command(tp_worker_store(o->w), me_balance, o, "HGET tp:{b%lld}:bal %lld",
+    int rc = tp_store_command(tp_store_of(o->w), me_balance, o, "HGET tp:{b%lld}:bal %lld",
                               (long long)b, (long long)o->uid);
     if (rc != 0)
         unavailable(o, "balance", rc);
@@ -610,7 +610,7 @@ static void get_me(struct tp_http_ctx *ctx, void *ud)
     o->ctx = ctx;
     o->w = tp_http_ctx_worker(ctx);
     o->uid = uid;
-    int rc = tp_store_command(tp_worker_store(o->w), me_user, o, "HGET tp:{g}:user:%lld username",
+    int rc = tp_store_command(tp_store_of(o->w), me_user, o, "HGET tp:{g}:user:%lld username",
                               (long long)uid);
     if (rc != 0)
         unavailable(o, "user lookup", rc);

@@ -325,7 +325,7 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     if (w == NULL || user_id < 1 || tp_bet_check_key(key, len) != TP_BET_OK || cb == NULL)
         return TP_EINVAL;
     const struct tp_config *cfg = tp_worker_config(w);
-    struct tp_store *store = tp_worker_store(w);
+    struct tp_store *store = tp_store_of(w);
     if (limiter == NULL)
         limiter = tp_limiter_new(TP_MAX(cfg->limits.max_inflight_bets, 1));
     int rc = tp_limiter_acquire(limiter, user_id, key, len);

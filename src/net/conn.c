@@ -28,7 +28,7 @@
 #include "tickpool/net/tls.h"
 #include "tickpool/net/ws.h"
 
-#include "worker_internal.h"
+#include <ev.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -50,7 +50,7 @@ struct slot {
 };
 
 struct tp_conn {
-    struct tp_worker *w;
+    struct tp_conn_host *h;
     int fd;
     unsigned flags;
     enum cstate state;
@@ -73,8 +73,8 @@ struct tp_conn {
     int64_t accepted_ms, req_start_ms, progress_ms, linger_ms;
     struct tp_ws *ws;
     void *data;
-    struct tp_conn *prev, *next;       /* w->conns */
-    struct tp_conn *ws_prev, *ws_next; /* w->ws_list */
+    struct tp_conn *prev, *next;       /* h->conns */
+    struct tp_conn *ws_prev, *ws_next; /* h->ws_list */
     struct tp_conn *dirty_next, *close_next;
 };
 
@@ -95,8 +95,8 @@ static void mark_dirty(struct tp_conn *c)
     if (c->dirty || closed(c))
         return;
     c->dirty = true;
-    c->dirty_next = c->w->dirty;
-    c->w->dirty = c;
+    c->dirty_next = c->h->dirty;
+    c->h->dirty = c;
 }
 
 static bool has_output(const struct tp_conn *c)
@@ -140,10 +140,10 @@ static void update_events(struct tp_conn *c)
     }
     if (ev == c->events)
         return;
-    ev_io_stop(c->w->loop, &c->watcher);
+    ev_io_stop(c->h->loop, &c->watcher);
     if (ev != 0) {
         ev_io_set(&c->watcher, c->fd, ev);
-        ev_io_start(c->w->loop, &c->watcher);
+        ev_io_start(c->h->loop, &c->watcher);
     }
     c->events = ev;
 }
@@ -153,7 +153,7 @@ static void arm_timer(struct tp_conn *c)
 {
     if (closed(c))
         return;
-    const struct tp_config_server *cfg = &c->w->cfg->server;
+    const struct tp_config_server *cfg = &c->h->cfg->server;
     int64_t deadline;
     switch (c->state) {
     case CS_HANDSHAKE:
@@ -163,7 +163,7 @@ static void arm_timer(struct tp_conn *c)
         deadline = c->linger_ms + LINGER_MS;
         break;
     case CS_WS:
-        ev_timer_stop(c->w->loop, &c->timer);
+        ev_timer_stop(c->h->loop, &c->timer);
         return;
     case CS_HTTP:
     default:
@@ -176,9 +176,9 @@ static void arm_timer(struct tp_conn *c)
         break;
     }
     double after = (double)(deadline - tp_mono_ms()) / 1000.0;
-    ev_timer_stop(c->w->loop, &c->timer);
+    ev_timer_stop(c->h->loop, &c->timer);
     ev_timer_set(&c->timer, after > 0 ? after : 0.0, 0.0);
-    ev_timer_start(c->w->loop, &c->timer);
+    ev_timer_start(c->h->loop, &c->timer);
 }
 
 static void count_response(int status)
@@ -200,8 +200,8 @@ static void ws_on_message(struct tp_ws *ws, const uint8_t *data, size_t len, boo
     (void)ws;
     struct tp_conn *c = ud;
     tp_metrics_inc(TP_METRIC_WS_MESSAGES_IN_TOTAL);
-    if (c->w->ws_hooks.on_message != NULL && !closed(c))
-        c->w->ws_hooks.on_message(c, data, len, binary, c->w->ws_ud);
+    if (c->h->ws_hooks.on_message != NULL && !closed(c))
+        c->h->ws_hooks.on_message(c, data, len, binary, c->h->ws_ud);
 }
 
 static void ws_on_close(struct tp_ws *ws, uint16_t code, void *ud)
@@ -221,19 +221,19 @@ static const struct tp_ws_callbacks ws_callbacks = {
  * after the upgrade request belongs to the new protocol. */
 static void switch_to_ws(struct tp_conn *c, struct tp_http_ctx *ctx)
 {
-    struct tp_worker *w = c->w;
+    struct tp_conn_host *h = c->h;
     c->state = CS_WS;
     c->flags |= TP_CONN_WS;
-    c->ws = tp_ws_new(&w->ws_limits, &ws_callbacks, c);
+    c->ws = tp_ws_new(&h->ws_limits, &ws_callbacks, c);
     c->ws_prev = NULL;
-    c->ws_next = w->ws_list;
-    if (w->ws_list != NULL)
-        w->ws_list->ws_prev = c;
-    w->ws_list = c;
-    w->nws++;
+    c->ws_next = h->ws_list;
+    if (h->ws_list != NULL)
+        h->ws_list->ws_prev = c;
+    h->ws_list = c;
+    h->nws++;
     tp_metrics_add(TP_METRIC_WS_CONNECTIONS_OPEN, 1);
-    if (w->ws_hooks.on_open != NULL)
-        w->ws_hooks.on_open(c, tp_http_ctx_request(ctx), w->ws_ud);
+    if (h->ws_hooks.on_open != NULL)
+        h->ws_hooks.on_open(c, tp_http_ctx_request(ctx), h->ws_ud);
     if (tp_buf_size(&c->in) > 0 && !closed(c)) {
         tp_ws_feed(c->ws, tp_buf_ptr(&c->in), tp_buf_size(&c->in));
         tp_buf_reset(&c->in);
@@ -252,7 +252,7 @@ static void ws_upgrade(struct tp_conn *c, struct tp_http_ctx *ctx)
         return;
     }
     if (!tp_ws_origin_allowed(tp_http_request_header(req, "Origin"),
-                              c->w->cfg->server.allowed_origins,
+                              c->h->cfg->server.allowed_origins,
                               tp_http_request_header(req, "Host"))) {
         tp_http_ctx_set_close(ctx);
         tp_http_reply_error(ctx, 403, "forbidden", "origin not allowed");
@@ -291,7 +291,7 @@ static void on_ctx_done(struct tp_http_ctx *ctx, void *ud)
 static struct tp_http_ctx *push_slot(struct tp_conn *c, struct tp_http_request *req, bool ka)
 {
     struct tp_http_ctx *ctx = tp_http_ctx_new(req, ka, on_ctx_done, c);
-    tp_http_ctx_set_worker(ctx, c->w);
+    tp_http_ctx_set_worker(ctx, c->h->worker);
     struct slot *s = tp_xmalloc(sizeof(*s));
     s->ctx = ctx;
     s->next = NULL;
@@ -351,14 +351,14 @@ static void flush_slots(struct tp_conn *c)
 
 static void handle_request(struct tp_conn *c, struct tp_http_request *req)
 {
-    struct tp_worker *w = c->w;
+    struct tp_conn_host *h = c->h;
     tp_metrics_inc(TP_METRIC_HTTP_REQUESTS_TOTAL);
     c->in_request = false;
     c->served++;
     c->progress_ms = tp_mono_ms();
     bool is_ws_path = strcmp(req->path, "/ws") == 0;
     bool ws_up = req->upgrade && is_ws_path;
-    bool ka = req->keep_alive && !w->draining && (!req->upgrade || ws_up);
+    bool ka = req->keep_alive && !h->draining && (!req->upgrade || ws_up);
     if (!ka || req->upgrade)
         c->stop_parsing = true;
     struct tp_http_ctx *ctx = push_slot(c, req, ka);
@@ -368,7 +368,7 @@ static void handle_request(struct tp_conn *c, struct tp_http_request *req)
         tp_http_ctx_add_header(ctx, "Upgrade", "websocket");
         tp_http_reply_error(ctx, 426, "upgrade_required", "/ws needs a WebSocket upgrade");
     } else {
-        tp_router_dispatch(w->router, ctx);
+        tp_router_dispatch(h->router, ctx);
     }
 }
 
@@ -542,7 +542,7 @@ static void do_write(struct tp_conn *c)
         start_linger(c);
         return;
     }
-    if (c->w->draining && http_idle(c))
+    if (c->h->draining && http_idle(c))
         start_linger(c);
 }
 
@@ -593,15 +593,15 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* --- Public --- */
 
-struct tp_conn *tp_conn_new(struct tp_worker *w, int fd, bool tls)
+struct tp_conn *tp_conn_new(struct tp_conn_host *h, int fd, bool tls)
 {
     struct tp_conn *c = tp_xcalloc(1, sizeof(*c));
-    c->w = w;
+    c->h = h;
     c->fd = fd;
     c->state = CS_HTTP;
     if (tls) {
         c->flags |= TP_CONN_TLS;
-        if (tp_tls_io_init(&c->io, w->tls, fd) != 0) {
+        if (tp_tls_io_init(&c->io, h->tls, fd) != 0) {
             free(c);
             return NULL;
         }
@@ -609,21 +609,21 @@ struct tp_conn *tp_conn_new(struct tp_worker *w, int fd, bool tls)
     } else {
         tp_io_plain_init(&c->io, fd);
     }
-    c->parser = tp_http_parser_new(&w->http_limits);
+    c->parser = tp_http_parser_new(&h->http_limits);
     tp_buf_init(&c->in);
     tp_buf_init(&c->out);
     c->accepted_ms = c->progress_ms = tp_mono_ms();
     ev_io_init(&c->watcher, on_io, fd, EV_READ);
     c->watcher.data = c;
-    ev_io_start(w->loop, &c->watcher);
+    ev_io_start(h->loop, &c->watcher);
     c->events = EV_READ;
     ev_timer_init(&c->timer, on_timer, 0.0, 0.0);
     c->timer.data = c;
-    c->next = w->conns;
-    if (w->conns != NULL)
-        w->conns->prev = c;
-    w->conns = c;
-    w->nconns++;
+    c->next = h->conns;
+    if (h->conns != NULL)
+        h->conns->prev = c;
+    h->conns = c;
+    h->nconns++;
     tp_metrics_add(TP_METRIC_HTTP_CONNECTIONS_OPEN, 1);
     arm_timer(c);
     return c;
@@ -634,30 +634,30 @@ void tp_conn_close(struct tp_conn *c)
     if (closed(c))
         return;
     c->flags |= TP_CONN_CLOSE_ASAP;
-    ev_io_stop(c->w->loop, &c->watcher);
-    ev_timer_stop(c->w->loop, &c->timer);
-    c->close_next = c->w->closing;
-    c->w->closing = c;
+    ev_io_stop(c->h->loop, &c->watcher);
+    ev_timer_stop(c->h->loop, &c->timer);
+    c->close_next = c->h->closing;
+    c->h->closing = c;
 }
 
 void tp_conn_free(struct tp_conn *c)
 {
     if (c == NULL)
         return;
-    struct tp_worker *w = c->w;
-    ev_io_stop(w->loop, &c->watcher);
-    ev_timer_stop(w->loop, &c->timer);
+    struct tp_conn_host *h = c->h;
+    ev_io_stop(h->loop, &c->watcher);
+    ev_timer_stop(h->loop, &c->timer);
     if (c->ws != NULL) {
-        if (w->ws_hooks.on_close != NULL)
-            w->ws_hooks.on_close(c, w->ws_ud);
+        if (h->ws_hooks.on_close != NULL)
+            h->ws_hooks.on_close(c, h->ws_ud);
         tp_ws_free(c->ws);
         if (c->ws_prev != NULL)
             c->ws_prev->ws_next = c->ws_next;
         else
-            w->ws_list = c->ws_next;
+            h->ws_list = c->ws_next;
         if (c->ws_next != NULL)
             c->ws_next->ws_prev = c->ws_prev;
-        w->nws--;
+        h->nws--;
         tp_metrics_add(TP_METRIC_WS_CONNECTIONS_OPEN, -1);
     }
     drop_slots(c);
@@ -669,10 +669,10 @@ void tp_conn_free(struct tp_conn *c)
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
-        w->conns = c->next;
+        h->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
-    w->nconns--;
+    h->nconns--;
     tp_metrics_add(TP_METRIC_HTTP_CONNECTIONS_OPEN, -1);
     free(c);
 }
@@ -684,7 +684,7 @@ unsigned tp_conn_flags(const struct tp_conn *c)
 
 struct tp_worker *tp_conn_worker(const struct tp_conn *c)
 {
-    return c->w;
+    return c->h->worker;
 }
 
 void tp_conn_set_data(struct tp_conn *c, void *data)
@@ -782,16 +782,16 @@ void tp_conn_drain(struct tp_conn *c)
     }
 }
 
-/* --- Worker side --- */
+/* --- Host side --- */
 
-void tp_conn_run_dirty(struct tp_worker *w)
+void tp_conn_run_dirty(struct tp_conn_host *h)
 {
     /* Running a connection can mark others (or itself) dirty again; every round consumes
      * buffered input or output, so this terminates, and nothing is left behind before the
      * loop blocks. */
-    while (w->dirty != NULL) {
-        struct tp_conn *list = w->dirty;
-        w->dirty = NULL;
+    while (h->dirty != NULL) {
+        struct tp_conn *list = h->dirty;
+        h->dirty = NULL;
         while (list != NULL) {
             struct tp_conn *c = list;
             list = c->dirty_next;
@@ -801,37 +801,37 @@ void tp_conn_run_dirty(struct tp_worker *w)
     }
 }
 
-void tp_conn_reap(struct tp_worker *w)
+void tp_conn_reap(struct tp_conn_host *h)
 {
-    while (w->closing != NULL) {
-        struct tp_conn *c = w->closing;
-        w->closing = c->close_next;
+    while (h->closing != NULL) {
+        struct tp_conn *c = h->closing;
+        h->closing = c->close_next;
         tp_conn_free(c);
     }
 }
 
-void tp_conn_foreach_ws(struct tp_worker *w, void (*fn)(struct tp_conn *c, void *ud), void *ud)
+void tp_conn_foreach_ws(struct tp_conn_host *h, void (*fn)(struct tp_conn *c, void *ud), void *ud)
 {
     struct tp_conn *next;
-    for (struct tp_conn *c = w->ws_list; c != NULL; c = next) {
+    for (struct tp_conn *c = h->ws_list; c != NULL; c = next) {
         next = c->ws_next;
         if (!closed(c))
             fn(c, ud);
     }
 }
 
-void tp_conn_drain_all(struct tp_worker *w)
+void tp_conn_drain_all(struct tp_conn_host *h)
 {
     struct tp_conn *next;
-    for (struct tp_conn *c = w->conns; c != NULL; c = next) {
+    for (struct tp_conn *c = h->conns; c != NULL; c = next) {
         next = c->next;
         tp_conn_drain(c);
     }
 }
 
-void tp_conn_close_all_and_reap(struct tp_worker *w)
+void tp_conn_close_all_and_reap(struct tp_conn_host *h)
 {
-    for (struct tp_conn *c = w->conns; c != NULL; c = c->next)
+    for (struct tp_conn *c = h->conns; c != NULL; c = c->next)
         tp_conn_close(c);
-    tp_conn_reap(w);
+    tp_conn_reap(h);
 }

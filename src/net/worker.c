@@ -10,17 +10,14 @@
 #include "tickpool/net/worker.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
-#include "tickpool/net/conn.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
-#include "tickpool/api/ops.h"
+#include "tickpool/net/conn.h"
 #include "tickpool/net/router.h"
 #include "tickpool/net/static.h"
-#include "tickpool/store/store.h"
 #include "tickpool/net/tls.h"
 
-#include "worker_internal.h"
-
+#include <ev.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -37,14 +34,33 @@
 #define MAX_HOOKS 32
 #define ACCEPTS_PER_EVENT 64
 #define LISTEN_BACKLOG 1024
-#define SCRIPTS_DIR "scripts/lua"
+
+struct tp_listener {
+    struct tp_worker *w;
+    int fd;
+    bool tls;
+    ev_io io;
+};
+
+struct tp_worker {
+    struct tp_conn_host host; /* loop, config, router, TLS, limits, hooks, connection lists */
+    int index;
+    struct tp_static *stat;
+    struct tp_listener listeners[2];
+    int nlisteners;
+    ev_timer accept_retry; /* re-enables accepting after EMFILE/ENFILE */
+    ev_prepare prepare;    /* deferred work and frees, before the loop blocks */
+    ev_signal sigterm, sigint;
+    ev_timer drain_timer; /* bounds the drain at server.shutdown_timeout */
+    void *slots[TP_WORKER_MAX_SLOTS];
+};
 
 struct hook {
     tp_worker_hook fn;
     void *ud;
 };
-static struct hook init_hooks[MAX_HOOKS], drain_hooks[MAX_HOOKS];
-static int n_init_hooks, n_drain_hooks;
+static struct hook init_hooks[MAX_HOOKS], drain_hooks[MAX_HOOKS], exit_hooks[MAX_HOOKS];
+static int n_init_hooks, n_drain_hooks, n_exit_hooks;
 
 void tp_worker_on_init(tp_worker_hook fn, void *ud)
 {
@@ -56,6 +72,12 @@ void tp_worker_on_drain(tp_worker_hook fn, void *ud)
 {
     TP_ASSERT(n_drain_hooks < MAX_HOOKS);
     drain_hooks[n_drain_hooks++] = (struct hook){fn, ud};
+}
+
+void tp_worker_on_exit(tp_worker_hook fn, void *ud)
+{
+    TP_ASSERT(n_exit_hooks < MAX_HOOKS);
+    exit_hooks[n_exit_hooks++] = (struct hook){fn, ud};
 }
 
 /* --- Listeners --- */
@@ -96,9 +118,9 @@ static void set_accepting(struct tp_worker *w, bool on)
 {
     for (int i = 0; i < w->nlisteners; i++) {
         if (on)
-            ev_io_start(w->loop, &w->listeners[i].io);
+            ev_io_start(w->host.loop, &w->listeners[i].io);
         else
-            ev_io_stop(w->loop, &w->listeners[i].io);
+            ev_io_stop(w->host.loop, &w->listeners[i].io);
     }
 }
 
@@ -107,7 +129,7 @@ static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     struct tp_worker *w = t->data;
-    if (!w->draining)
+    if (!w->host.draining)
         set_accepting(w, true);
 }
 
@@ -127,19 +149,19 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
                  * level-triggered listener that stays readable. */
                 tp_log_warn("worker", "accept failed, pausing 100 ms\terr=\"%s\"", strerror(errno));
                 set_accepting(w, false);
-                ev_timer_stop(w->loop, &w->accept_retry);
+                ev_timer_stop(w->host.loop, &w->accept_retry);
                 ev_timer_set(&w->accept_retry, 0.1, 0.0);
-                ev_timer_start(w->loop, &w->accept_retry);
+                ev_timer_start(w->host.loop, &w->accept_retry);
             }
             return;
         }
-        if (w->nconns >= (size_t)w->cfg->server.max_connections) {
+        if (w->host.nconns >= (size_t)w->host.cfg->server.max_connections) {
             close(fd);
             continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (tp_conn_new(w, fd, l->tls) == NULL)
+        if (tp_conn_new(&w->host, fd, l->tls) == NULL)
             close(fd);
     }
 }
@@ -150,20 +172,20 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)revents;
     struct tp_worker *w = p->data;
-    tp_conn_run_dirty(w);
-    tp_conn_reap(w);
-    if (w->draining && w->nconns == 0)
+    tp_conn_run_dirty(&w->host);
+    tp_conn_reap(&w->host);
+    if (w->host.draining && w->host.nconns == 0)
         ev_break(loop, EVBREAK_ALL);
 }
 
 static void start_drain(struct tp_worker *w)
 {
-    if (w->draining)
+    if (w->host.draining)
         return;
-    w->draining = true;
-    tp_log_info("worker", "draining\tconnections=%zu", w->nconns);
+    w->host.draining = true;
+    tp_log_info("worker", "draining\tconnections=%zu", w->host.nconns);
     set_accepting(w, false);
-    ev_timer_stop(w->loop, &w->accept_retry);
+    ev_timer_stop(w->host.loop, &w->accept_retry);
     for (int i = 0; i < w->nlisteners; i++) {
         close(w->listeners[i].fd);
         w->listeners[i].fd = -1;
@@ -171,9 +193,9 @@ static void start_drain(struct tp_worker *w)
     w->nlisteners = 0;
     for (int i = 0; i < n_drain_hooks; i++)
         drain_hooks[i].fn(w, drain_hooks[i].ud);
-    tp_conn_drain_all(w);
-    ev_timer_set(&w->drain_timer, w->cfg->server.shutdown_timeout_ms / 1000.0, 0.0);
-    ev_timer_start(w->loop, &w->drain_timer);
+    tp_conn_drain_all(&w->host);
+    ev_timer_set(&w->drain_timer, w->host.cfg->server.shutdown_timeout_ms / 1000.0, 0.0);
+    ev_timer_start(w->host.loop, &w->drain_timer);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
@@ -188,7 +210,7 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     struct tp_worker *w = t->data;
     tp_log_warn("worker", "drain timed out, closing remaining connections\tconnections=%zu",
-                w->nconns);
+                w->host.nconns);
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -221,7 +243,7 @@ static int pin_cpu(int index)
 static void add_listener(struct tp_worker *w, int port, bool tls)
 {
     char err[256];
-    int fd = open_listener(w->cfg->server.bind, port, err, sizeof(err));
+    int fd = open_listener(w->host.cfg->server.bind, port, err, sizeof(err));
     if (fd < 0) {
         tp_log_error("worker", "%s", err);
         exit(TP_WORKER_EXIT_FATAL);
@@ -252,29 +274,29 @@ void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
     int cpu = pin_cpu(index);
 
     struct tp_worker *w = tp_xcalloc(1, sizeof(*w));
-    w->cfg = cfg;
+    w->host.worker = w;
+    w->host.cfg = cfg;
     w->index = index;
-    w->loop = ev_loop_new(EVBACKEND_EPOLL);
-    if (w->loop == NULL) {
+    w->host.loop = ev_loop_new(EVBACKEND_EPOLL);
+    if (w->host.loop == NULL) {
         tp_log_error("worker", "cannot create an epoll event loop");
         exit(TP_WORKER_EXIT_FATAL);
     }
-    w->http_limits.max_header = TP_HTTP_MAX_HEADER_BYTES;
-    w->http_limits.max_body = cfg->server.max_body;
-    w->ws_limits.max_message = cfg->limits.ws_max_message;
-    w->ws_limits.max_queue = cfg->limits.ws_send_queue;
+    w->host.http_limits.max_header = TP_HTTP_MAX_HEADER_BYTES;
+    w->host.http_limits.max_body = cfg->server.max_body;
+    w->host.ws_limits.max_message = cfg->limits.ws_max_message;
+    w->host.ws_limits.max_queue = cfg->limits.ws_send_queue;
 
-    w->router = tp_router_new();
-    tp_ops_register(w);
+    w->host.router = tp_router_new();
     char err[512];
     w->stat = tp_static_new(cfg->server.web_root, err, sizeof(err));
     if (w->stat != NULL)
-        tp_router_set_fallback(w->router, tp_static_handle, w->stat);
+        tp_router_set_fallback(w->host.router, tp_static_handle, w->stat);
     else if (index == 0)
         tp_log_warn("worker", "static files disabled\treason=\"%s\"", err);
 
     if (cfg->server.https_port != 0) {
-        int r = tp_tls_ctx_new(&cfg->server, &w->tls, err, sizeof(err));
+        int r = tp_tls_ctx_new(&cfg->server, &w->host.tls, err, sizeof(err));
         if (r != 0) {
             tp_log_error("worker", "TLS setup failed: %s", err);
             exit(TP_WORKER_EXIT_FATAL);
@@ -285,22 +307,15 @@ void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
     if (cfg->server.https_port != 0)
         add_listener(w, cfg->server.https_port, true);
 
-    /* An empty redis.url after config loading means no embedded Redis was found under var_dir:
-     * serve anyway (static files, /healthz) and report not ready. */
-    if (cfg->redis.url[0] != '\0')
-        w->store = tp_store_new(w->loop, &cfg->redis, SCRIPTS_DIR);
-    if (w->store == NULL && index == 0)
-        tp_log_warn("worker", "Redis store unavailable (redis.url empty or invalid)");
-
     ev_prepare_init(&w->prepare, on_prepare);
     w->prepare.data = w;
-    ev_prepare_start(w->loop, &w->prepare);
+    ev_prepare_start(w->host.loop, &w->prepare);
     ev_signal_init(&w->sigterm, on_signal, SIGTERM);
     w->sigterm.data = w;
-    ev_signal_start(w->loop, &w->sigterm);
+    ev_signal_start(w->host.loop, &w->sigterm);
     ev_signal_init(&w->sigint, on_signal, SIGINT);
     w->sigint.data = w;
-    ev_signal_start(w->loop, &w->sigint);
+    ev_signal_start(w->host.loop, &w->sigint);
     ev_timer_init(&w->drain_timer, on_drain_timeout, 0.0, 0.0);
     w->drain_timer.data = w;
     ev_timer_init(&w->accept_retry, on_accept_retry, 0.0, 0.0);
@@ -312,15 +327,16 @@ void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
     set_accepting(w, true);
     tp_log_info("worker", "ready\tcpu=%d http_port=%d https_port=%d", cpu, cfg->server.http_port,
                 cfg->server.https_port);
-    ev_run(w->loop, 0);
+    ev_run(w->host.loop, 0);
 
     /* Drained or timed out: whatever is left is closed now. */
-    tp_conn_close_all_and_reap(w);
-    tp_store_free(w->store);
-    tp_tls_ctx_free(w->tls);
+    tp_conn_close_all_and_reap(&w->host);
+    for (int i = n_exit_hooks - 1; i >= 0; i--)
+        exit_hooks[i].fn(w, exit_hooks[i].ud);
+    tp_tls_ctx_free(w->host.tls);
     tp_static_free(w->stat);
-    tp_router_free(w->router);
-    ev_loop_destroy(w->loop);
+    tp_router_free(w->host.router);
+    ev_loop_destroy(w->host.loop);
     tp_log_info("worker", "exited");
     free(w);
     exit(0);
@@ -330,22 +346,17 @@ void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
 
 struct ev_loop *tp_worker_loop(struct tp_worker *w)
 {
-    return w->loop;
+    return w->host.loop;
 }
 
 struct tp_router *tp_worker_router(struct tp_worker *w)
 {
-    return w->router;
-}
-
-struct tp_store *tp_worker_store(struct tp_worker *w)
-{
-    return w->store;
+    return w->host.router;
 }
 
 const struct tp_config *tp_worker_config(const struct tp_worker *w)
 {
-    return w->cfg;
+    return w->host.cfg;
 }
 
 int tp_worker_index(const struct tp_worker *w)
@@ -355,7 +366,7 @@ int tp_worker_index(const struct tp_worker *w)
 
 bool tp_worker_is_draining(const struct tp_worker *w)
 {
-    return w->draining;
+    return w->host.draining;
 }
 
 /* Slot ids are handed out in the master before fork (or in a test): a worker inherits the
@@ -380,10 +391,10 @@ void *tp_worker_slot_get(const struct tp_worker *w, size_t slot)
     return w->slots[slot];
 }
 
-void tp_worker_set_ws_hooks(struct tp_worker *w, const struct tp_worker_ws_hooks *hooks, void *ud)
+void tp_worker_set_ws_hooks(struct tp_worker *w, const struct tp_conn_ws_hooks *hooks, void *ud)
 {
-    w->ws_hooks = *hooks;
-    w->ws_ud = ud;
+    w->host.ws_hooks = *hooks;
+    w->host.ws_ud = ud;
 }
 
 struct broadcast {
@@ -401,21 +412,21 @@ static void broadcast_one(struct tp_conn *c, void *ud)
 size_t tp_worker_broadcast(struct tp_worker *w, struct tp_ws_frame *f)
 {
     struct broadcast b = {f, 0};
-    tp_conn_foreach_ws(w, broadcast_one, &b);
+    tp_conn_foreach_ws(&w->host, broadcast_one, &b);
     return b.n;
 }
 
 void tp_worker_foreach_ws(struct tp_worker *w, void (*fn)(struct tp_conn *c, void *ud), void *ud)
 {
-    tp_conn_foreach_ws(w, fn, ud);
+    tp_conn_foreach_ws(&w->host, fn, ud);
 }
 
 size_t tp_worker_nconns(const struct tp_worker *w)
 {
-    return w->nconns;
+    return w->host.nconns;
 }
 
 size_t tp_worker_nws(const struct tp_worker *w)
 {
-    return w->nws;
+    return w->host.nws;
 }

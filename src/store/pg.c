@@ -1,11 +1,12 @@
 /*
  * Blocking Postgres access over libpq (the only file that includes libpq-fe.h), and the
- * per-process health probe thread behind /readyz.
+ * per-worker health probe thread behind /readyz.
  */
 #include "tickpool/store/pg.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
+#include "tickpool/net/worker.h"
 
 #include <libpq-fe.h>
 
@@ -307,32 +308,31 @@ void tp_pg_result_free(struct tp_pg_result *r)
 
 /* The probe thread writes the monotonic time of its last good `SELECT 1`; readers compare. A
  * condition variable lets tp_pg_health_stop wake it from its 1 s sleep. */
-static struct {
+struct tp_pg_health {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     pthread_t thread;
-    pid_t pid; /* process that started the thread: a forked child must start its own */
     bool stop;
     char url[sizeof(((struct tp_config_postgres *)0)->url)];
     int timeout_ms;
-} health = {.mu = PTHREAD_MUTEX_INITIALIZER};
-static _Atomic int64_t health_last_ok_ms = INT64_MIN / 2;
+    _Atomic int64_t last_ok_ms;
+};
 
 #define HEALTH_INTERVAL_MS 1000
 #define HEALTH_MAX_AGE_MS 3000
 
 static void *health_main(void *arg)
 {
-    (void)arg;
+    struct tp_pg_health *h = arg;
     struct tp_pg *pg = NULL;
     bool was_ok = true; /* log the first failure */
     char err[256];
-    pthread_mutex_lock(&health.mu);
-    while (!health.stop) {
-        pthread_mutex_unlock(&health.mu);
+    pthread_mutex_lock(&h->mu);
+    while (!h->stop) {
+        pthread_mutex_unlock(&h->mu);
         int rc = TP_EUNAVAIL;
         if (pg == NULL)
-            pg = pg_new(health.url, health.timeout_ms, true, err, sizeof(err));
+            pg = pg_new(h->url, h->timeout_ms, true, err, sizeof(err));
         if (pg != NULL) {
             rc = tp_pg_exec(pg, "SELECT 1", err, sizeof(err));
             if (rc != 0 && !tp_pg_ok(pg)) {
@@ -341,7 +341,7 @@ static void *health_main(void *arg)
             }
         }
         if (rc == 0) {
-            atomic_store(&health_last_ok_ms, tp_mono_ms());
+            atomic_store(&h->last_ok_ms, tp_mono_ms());
             if (!was_ok)
                 tp_log_info(MOD, "postgres reachable again");
             was_ok = true;
@@ -349,66 +349,82 @@ static void *health_main(void *arg)
             tp_log_warn(MOD, "postgres health probe failing\terror=\"%s\"", err);
             was_ok = false;
         }
-        pthread_mutex_lock(&health.mu);
-        if (health.stop)
+        pthread_mutex_lock(&h->mu);
+        if (h->stop)
             break;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += HEALTH_INTERVAL_MS / 1000;
-        pthread_cond_timedwait(&health.cond, &health.mu, &ts);
+        pthread_cond_timedwait(&h->cond, &h->mu, &ts);
     }
-    pthread_mutex_unlock(&health.mu);
+    pthread_mutex_unlock(&h->mu);
     tp_pg_close(pg);
     return NULL;
 }
 
-int tp_pg_health_start(const struct tp_config_postgres *cfg)
+struct tp_pg_health *tp_pg_health_start(const struct tp_config_postgres *cfg)
 {
-    pthread_mutex_lock(&health.mu);
-    if (health.pid == getpid()) {
-        pthread_mutex_unlock(&health.mu);
-        return 0;
-    }
-    snprintf(health.url, sizeof(health.url), "%s", cfg->url);
+    struct tp_pg_health *h = tp_xcalloc(1, sizeof(*h));
+    snprintf(h->url, sizeof(h->url), "%s", cfg->url);
     /* The probe must answer within the readiness window whatever postgres.timeout says. */
-    health.timeout_ms = cfg->timeout_ms > 0 ? TP_MIN(cfg->timeout_ms, 2000) : 2000;
-    health.stop = false;
-    atomic_store(&health_last_ok_ms, INT64_MIN / 2);
+    h->timeout_ms = cfg->timeout_ms > 0 ? TP_MIN(cfg->timeout_ms, 2000) : 2000;
+    atomic_init(&h->last_ok_ms, INT64_MIN / 2);
+    pthread_mutex_init(&h->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&health.cond, &ca);
+    pthread_cond_init(&h->cond, &ca);
     pthread_condattr_destroy(&ca);
-    int rc = pthread_create(&health.thread, NULL, health_main, NULL);
-    if (rc == 0)
-        health.pid = getpid();
-    pthread_mutex_unlock(&health.mu);
+    int rc = pthread_create(&h->thread, NULL, health_main, h);
     if (rc != 0) {
         tp_log_error(MOD, "cannot start the postgres health thread\terror=\"%s\"", strerror(rc));
-        return TP_EIO;
+        pthread_cond_destroy(&h->cond);
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return NULL;
     }
-    return 0;
+    return h;
 }
 
-bool tp_pg_health_ok(void)
+bool tp_pg_health_ok(const struct tp_pg_health *h)
 {
-    return tp_mono_ms() - atomic_load(&health_last_ok_ms) <= HEALTH_MAX_AGE_MS;
+    return h != NULL && tp_mono_ms() - atomic_load(&h->last_ok_ms) <= HEALTH_MAX_AGE_MS;
 }
 
-void tp_pg_health_stop(void)
+void tp_pg_health_stop(struct tp_pg_health *h)
 {
-    pthread_mutex_lock(&health.mu);
-    if (health.pid != getpid()) {
-        pthread_mutex_unlock(&health.mu);
+    if (h == NULL)
         return;
-    }
-    health.stop = true;
-    pthread_cond_signal(&health.cond);
-    pthread_mutex_unlock(&health.mu);
-    pthread_join(health.thread, NULL);
-    pthread_mutex_lock(&health.mu);
-    health.pid = 0;
-    pthread_cond_destroy(&health.cond);
-    pthread_mutex_unlock(&health.mu);
-    atomic_store(&health_last_ok_ms, INT64_MIN / 2);
+    pthread_mutex_lock(&h->mu);
+    h->stop = true;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(h->thread, NULL);
+    pthread_cond_destroy(&h->cond);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+/* --- The worker's probe --- */
+
+/* The worker slot holding the worker's probe (tp_pg_health_install hands it out). */
+static size_t health_slot = SIZE_MAX;
+
+static void on_worker_init(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    const struct tp_config *cfg = tp_worker_config(w);
+    if (cfg->postgres.url[0] != '\0')
+        tp_worker_slot_set(w, health_slot, tp_pg_health_start(&cfg->postgres));
+}
+
+void tp_pg_health_install(void)
+{
+    health_slot = tp_worker_slot_new();
+    tp_worker_on_init(on_worker_init, NULL);
+}
+
+struct tp_pg_health *tp_pg_health_of(const struct tp_worker *w)
+{
+    return health_slot == SIZE_MAX ? NULL : tp_worker_slot_get(w, health_slot);
 }

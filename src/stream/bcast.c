@@ -303,7 +303,7 @@ void tp_bcast_start(struct tp_worker *w)
     const struct tp_config *cfg = tp_worker_config(w);
     struct bcast *bc = tp_xcalloc(1, sizeof(*bc));
     bc->w = w;
-    bc->store = tp_worker_store(w);
+    bc->store = tp_store_of(w);
     bc->buckets = cfg->game.buckets > 0 ? cfg->game.buckets : 1;
     tp_worker_slot_set(w, slot, bc);
     bc->sub = tp_store_new(tp_worker_loop(w), &cfg->redis, NULL);

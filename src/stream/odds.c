@@ -170,7 +170,7 @@ void tp_odds_start(struct tp_worker *w)
 {
     if (tp_worker_slot_get(w, slot) != NULL)
         return;
-    struct tp_store *store = tp_worker_store(w);
+    struct tp_store *store = tp_store_of(w);
     if (store == NULL) {
         tp_log_warn(MOD, "no Redis store: no odds from this process");
         return;

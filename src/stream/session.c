@@ -694,13 +694,13 @@ static void worker_init(struct tp_worker *w, void *ud)
     struct sw *sw = tp_xcalloc(1, sizeof(*sw));
     sw->w = w;
     sw->cfg = tp_worker_config(w);
-    sw->store = tp_worker_store(w);
+    sw->store = tp_store_of(w);
     tp_bet_limits_from_config(&sw->cfg->game, &sw->lim);
     ev_timer_init(&sw->timer, housekeep_cb, HOUSEKEEP_S, HOUSEKEEP_S);
     sw->timer.data = sw;
     ev_timer_start(tp_worker_loop(w), &sw->timer);
     tp_worker_slot_set(w, slot, sw);
-    struct tp_worker_ws_hooks hooks = {
+    struct tp_conn_ws_hooks hooks = {
         .on_open = on_open,
         .on_message = on_message,
         .on_close = on_close,

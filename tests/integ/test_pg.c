@@ -184,24 +184,24 @@ static void test_health_probe(void **state)
 {
     (void)state;
     struct tp_config_postgres cfg = {.timeout_ms = 5000};
-    assert_false(tp_pg_health_ok());
+    assert_false(tp_pg_health_ok(NULL)); /* no probe: never healthy */
     snprintf(cfg.url, sizeof(cfg.url), "%s", pgenv.url);
-    assert_int_equal(tp_pg_health_start(&cfg), 0);
-    assert_int_equal(tp_pg_health_start(&cfg), 0); /* idempotent */
+    struct tp_pg_health *h = tp_pg_health_start(&cfg);
+    assert_non_null(h);
     double end = integ_now() + 5;
-    while (!tp_pg_health_ok() && integ_now() < end)
+    while (!tp_pg_health_ok(h) && integ_now() < end)
         usleep(20000);
-    assert_true(tp_pg_health_ok());
-    tp_pg_health_stop();
-    assert_false(tp_pg_health_ok());
+    assert_true(tp_pg_health_ok(h));
+    tp_pg_health_stop(h);
 
     /* An unreachable database never reports healthy. */
     snprintf(cfg.url, sizeof(cfg.url), "postgresql://postgres@127.0.0.1:%d/x", integ_free_port());
-    assert_int_equal(tp_pg_health_start(&cfg), 0);
+    h = tp_pg_health_start(&cfg);
+    assert_non_null(h);
     usleep(1200000);
-    assert_false(tp_pg_health_ok());
-    tp_pg_health_stop();
-    tp_pg_health_stop(); /* harmless twice */
+    assert_false(tp_pg_health_ok(h));
+    tp_pg_health_stop(h);
+    tp_pg_health_stop(NULL); /* harmless */
 }
 
 static int group_setup(void **state)

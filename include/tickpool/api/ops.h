@@ -5,9 +5,8 @@
 #ifndef TP_OPS_H
 #define TP_OPS_H
 
-struct tp_worker;
-
-/** Registers /healthz, /readyz and /metrics on the worker's router. */
-void tp_ops_register(struct tp_worker *w);
+/** Registers /healthz, /readyz and /metrics on every worker's router (an init hook). Call once
+ * before tp_master_run. */
+void tp_ops_install(void);
 
 #endif

@@ -7,28 +7,74 @@
 #ifndef TP_CONN_H
 #define TP_CONN_H
 
+#include "tickpool/net/http.h"
+#include "tickpool/net/ws.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct ev_loop;
+struct tp_config;
 struct tp_conn;
+struct tp_router;
+struct tp_tls_ctx;
 struct tp_worker;
 struct tp_ws_frame;
+
+/* WebSocket session hooks, set by the session layer through tp_worker_set_ws_hooks. Every
+ * pointer is borrowed for the duration of the call; the conn stays valid until on_close
+ * returns. */
+struct tp_conn_ws_hooks {
+    /** A socket switched to WebSocket (the 101 is queued); `req` is the upgrade request
+     * (for ?token=). */
+    void (*on_open)(struct tp_conn *c, const struct tp_http_request *req, void *ud);
+    /** One complete message. */
+    void (*on_message)(struct tp_conn *c, const uint8_t *data, size_t len, bool binary, void *ud);
+    /** The socket is going away (any reason); drop every pointer to `c`. */
+    void (*on_close)(struct tp_conn *c, void *ud);
+};
+
+/*
+ * What connections need from the process that owns them, and its connection lists. The worker
+ * embeds one host, fills the settings before it accepts and passes it to tp_conn_new: a
+ * connection never sees the worker's own structure, so conn stays below worker. Only conn.c
+ * touches the lists and counters.
+ */
+struct tp_conn_host {
+    struct tp_worker *worker; /* reported by tp_conn_worker and tp_http_ctx_worker; may be NULL */
+    struct ev_loop *loop;
+    const struct tp_config *cfg;
+    struct tp_router *router; /* where requests other than /ws go */
+    struct tp_tls_ctx *tls;   /* for connections accepted on the HTTPS listener */
+    struct tp_http_limits http_limits;
+    struct tp_ws_limits ws_limits;
+    struct tp_conn_ws_hooks ws_hooks; /* all NULL: every WebSocket message is ignored */
+    void *ws_ud;
+    bool draining; /* no keep-alive: set when the drain starts, with tp_conn_drain_all */
+
+    struct tp_conn *conns;   /* every connection (doubly linked) */
+    struct tp_conn *ws_list; /* WebSocket connections (doubly linked) */
+    struct tp_conn *dirty;   /* connections with deferred work (singly linked) */
+    struct tp_conn *closing; /* flagged TP_CONN_CLOSE_ASAP, freed in reap (singly linked) */
+    size_t nconns, nws;
+};
 
 /* Connection flags. */
 #define TP_CONN_CLOSE_ASAP 0x1u /* free in the next ev_prepare; no more I/O */
 #define TP_CONN_TLS 0x2u        /* accepted on the HTTPS listener */
 #define TP_CONN_WS 0x4u         /* switched to WebSocket */
 
-/** Accepts ownership of connected socket `fd` on worker `w` (tls: HTTPS listener). */
-struct tp_conn *tp_conn_new(struct tp_worker *w, int fd, bool tls);
-/** Frees a connection (worker's prepare hook only). */
+/** Accepts ownership of connected socket `fd` on host `h` (tls: HTTPS listener). Returns NULL
+ * when the TLS session cannot be set up (the caller still owns and closes `fd`). */
+struct tp_conn *tp_conn_new(struct tp_conn_host *h, int fd, bool tls);
+/** Frees a connection (the host's prepare hook only, through tp_conn_reap). */
 void tp_conn_free(struct tp_conn *c);
 /** Flags the connection TP_CONN_CLOSE_ASAP: I/O stops now, the worker frees it soon. */
 void tp_conn_close(struct tp_conn *c);
 /** TP_CONN_* flags. */
 unsigned tp_conn_flags(const struct tp_conn *c);
-/** The worker owning the connection. */
+/** The worker owning the connection (its host's `worker`). */
 struct tp_worker *tp_conn_worker(const struct tp_conn *c);
 
 /** Session-layer pointer attached to a WebSocket connection (NULL initially). */
@@ -47,11 +93,21 @@ void tp_conn_ws_ping(struct tp_conn *c);
 /** When the peer last sent anything (tp_mono_ms clock); 0 when not a WebSocket. */
 int64_t tp_conn_ws_last_seen_ms(const struct tp_conn *c);
 
-/* --- Worker side --- */
+/* --- Host side (the worker's loop hooks) --- */
 
 /** Runs deferred work (pipelined input, output) of a connection marked dirty. */
 void tp_conn_run_deferred(struct tp_conn *c);
 /** Drain started: close at once when idle, otherwise close after the current response. */
 void tp_conn_drain(struct tp_conn *c);
+/** Runs the deferred work of every dirty connection of `h` (ev_prepare, before blocking). */
+void tp_conn_run_dirty(struct tp_conn_host *h);
+/** Frees every connection of `h` flagged TP_CONN_CLOSE_ASAP (ev_prepare, outside callbacks). */
+void tp_conn_reap(struct tp_conn_host *h);
+/** Calls fn on every live WebSocket connection of `h` (fn must not close sockets). */
+void tp_conn_foreach_ws(struct tp_conn_host *h, void (*fn)(struct tp_conn *c, void *ud), void *ud);
+/** Starts draining every connection of `h` (tp_conn_drain on each). */
+void tp_conn_drain_all(struct tp_conn_host *h);
+/** Closes and frees every connection of `h` (process exit). */
+void tp_conn_close_all_and_reap(struct tp_conn_host *h);
 
 #endif

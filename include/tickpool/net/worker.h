@@ -1,15 +1,18 @@
 /*
  * A worker process: one libev loop (epoll) pinned to one CPU, its own SO_REUSEPORT listeners
- * for HTTP and HTTPS, its connections, its routing table, its Redis store and its WebSocket
- * sockets. Everything here runs on the worker's loop thread only; other threads reach a worker
- * through an ev_async-backed queue (src/mq.c).
+ * for HTTP and HTTPS, its connections, its routing table, its WebSocket sockets and the
+ * per-worker state of the modules above it (slots). Everything here runs on the worker's loop
+ * thread only; other threads reach a worker through an ev_async-backed queue (src/mq.c).
  *
  * Other modules plug in with tp_worker_on_init (called in every worker after fork, before it
- * accepts): register routes on tp_worker_router, start watchers on tp_worker_loop, and set the
- * WebSocket hooks.
+ * accepts): register routes on tp_worker_router, start watchers on tp_worker_loop, keep their
+ * state in a slot (tp_worker_slot_new), and set the WebSocket hooks. The worker knows nothing
+ * of them: src/cli/main.c wires them in.
  */
 #ifndef TP_WORKER_H
 #define TP_WORKER_H
+
+#include "tickpool/net/conn.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,10 +22,8 @@ struct ev_loop;
 struct tp_config;
 struct tp_conn;
 struct tp_router;
-struct tp_store;
 struct tp_worker;
 struct tp_ws_frame;
-struct tp_http_request;
 
 /* Exit status of a worker that cannot start (bad listener, bad TLS files): the master stops the
  * whole server instead of restarting it in a loop. */
@@ -32,27 +33,20 @@ struct tp_http_request;
 typedef void (*tp_worker_hook)(struct tp_worker *w, void *ud);
 
 /**
- * Registers `fn` to run in every worker after its loop, router and store exist and before it
- * accepts connections (in registration order). Call before tp_master_run. At most 32 hooks.
+ * Registers `fn` to run in every worker after its loop and router exist and before it accepts
+ * connections (in registration order, so a module whose state others use at init registers
+ * first). Call before tp_master_run. At most 32 hooks.
  */
 void tp_worker_on_init(tp_worker_hook fn, void *ud);
 /** Registers `fn` to run when the worker starts draining (SIGTERM), before connections close. */
 void tp_worker_on_drain(tp_worker_hook fn, void *ud);
+/** Registers `fn` to run when the worker exits, after every connection is closed and freed
+ * (in reverse registration order): frees what an init hook created. */
+void tp_worker_on_exit(tp_worker_hook fn, void *ud);
 
-/* WebSocket session hooks, set by the session layer in an init hook. Every pointer is borrowed
- * for the duration of the call; the conn stays valid until on_close returns. */
-struct tp_worker_ws_hooks {
-    /** A socket switched to WebSocket (the 101 is queued); `req` is the upgrade request
-     * (for ?token=). */
-    void (*on_open)(struct tp_conn *c, const struct tp_http_request *req, void *ud);
-    /** One complete message. */
-    void (*on_message)(struct tp_conn *c, const uint8_t *data, size_t len, bool binary, void *ud);
-    /** The socket is going away (any reason); drop every pointer to `c`. */
-    void (*on_close)(struct tp_conn *c, void *ud);
-};
-
-/** Installs the WebSocket hooks (copied). Without hooks every message is ignored. */
-void tp_worker_set_ws_hooks(struct tp_worker *w, const struct tp_worker_ws_hooks *hooks, void *ud);
+/** Installs the WebSocket hooks (copied; see struct tp_conn_ws_hooks). Without hooks every
+ * message is ignored. */
+void tp_worker_set_ws_hooks(struct tp_worker *w, const struct tp_conn_ws_hooks *hooks, void *ud);
 
 /**
  * Runs worker `index` (0-based) in the current, freshly forked process of master `master_pid`
@@ -66,8 +60,6 @@ _Noreturn void tp_worker_main(const struct tp_config *cfg, int index, int master
 struct ev_loop *tp_worker_loop(struct tp_worker *w);
 /** The worker's routing table (add routes from an init hook). */
 struct tp_router *tp_worker_router(struct tp_worker *w);
-/** The worker's Redis store (NULL when it could not be created). */
-struct tp_store *tp_worker_store(struct tp_worker *w);
 /** The effective configuration (frozen). */
 const struct tp_config *tp_worker_config(const struct tp_worker *w);
 /** This worker's index, 0 … workers-1. */

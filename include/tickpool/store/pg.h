@@ -18,6 +18,8 @@
 
 struct tp_config_postgres;
 struct tp_pg;
+struct tp_pg_health;
+struct tp_worker;
 /* Rows of one statement; owned by the caller, free with tp_pg_result_free. */
 struct tp_pg_result;
 
@@ -66,15 +68,26 @@ int tp_pg_result_int64(const struct tp_pg_result *res, int row, int col, int64_t
 /** Frees a result (NULL: no-op). */
 void tp_pg_result_free(struct tp_pg_result *res);
 
+/* --- Health probe (behind /readyz) --- */
+
 /**
- * Starts this process's Postgres health probe: one background thread that (re)connects to
- * cfg->url and runs `SELECT 1` every second. Idempotent (later calls return 0 and do nothing).
- * `cfg` is copied. Returns 0 or TP_EIO when the thread cannot start. Call after fork.
+ * Starts a Postgres health probe: one background thread that (re)connects to cfg->url and runs
+ * `SELECT 1` every second. `cfg` is copied. Returns the probe, or NULL (logged) when the thread
+ * cannot start. Call after fork: a thread does not survive it.
  */
-int tp_pg_health_start(const struct tp_config_postgres *cfg);
-/** True when the last successful probe is at most 3 s old. Lock-free; any thread. */
-bool tp_pg_health_ok(void);
-/** Stops and joins the probe thread (for clean shutdown and leak checkers). */
-void tp_pg_health_stop(void);
+struct tp_pg_health *tp_pg_health_start(const struct tp_config_postgres *cfg);
+/** True when the probe's last success is at most 3 s old; false for NULL. Lock-free; any
+ * thread. */
+bool tp_pg_health_ok(const struct tp_pg_health *h);
+/** Stops and joins the probe thread and frees it (clean shutdown, leak checkers). NULL is a
+ * no-op. */
+void tp_pg_health_stop(struct tp_pg_health *h);
+
+/** Gives every worker its probe when postgres.url is set (an init hook keeping it in a worker
+ * slot; it lives as long as the process). Call once before tp_master_run. */
+void tp_pg_health_install(void);
+/** The worker's probe (borrowed), NULL when postgres.url is empty or without
+ * tp_pg_health_install. */
+struct tp_pg_health *tp_pg_health_of(const struct tp_worker *w);
 
 #endif

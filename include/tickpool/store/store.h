@@ -21,6 +21,7 @@
 struct ev_loop;
 struct tp_config_redis;
 struct tp_store;
+struct tp_worker;
 /* A reply, borrowed during the callback only (copy what you keep). */
 struct tp_store_reply;
 
@@ -58,6 +59,18 @@ void tp_store_free(struct tp_store *store);
 bool tp_store_is_connected(const struct tp_store *store);
 /** Copies the store's counters. */
 void tp_store_get_stats(const struct tp_store *store, struct tp_store_stats *out);
+
+/* --- The worker's store --- */
+
+/**
+ * Gives every worker its command store (scripts from scripts/lua): an init hook creates it in a
+ * worker slot, an exit hook frees it once the connections are gone. Call once before
+ * tp_master_run and before every module that calls tp_store_of from its own init hook.
+ */
+void tp_store_install(void);
+/** The worker's store (borrowed), NULL when redis.url is empty or invalid or without
+ * tp_store_install. */
+struct tp_store *tp_store_of(const struct tp_worker *w);
 
 /**
  * Sends one command in hiredis printf format (`%s` C string, `%b` pointer+size_t length).

@@ -13,8 +13,7 @@
 #include "tickpool/net/conn.h"
 #include "tickpool/net/router.h"
 
-#include "../../../src/net/worker_internal.h"
-
+#include <ev.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -24,7 +23,7 @@
 #include <unistd.h>
 
 static struct tp_config cfg;
-static struct tp_worker w;
+static struct tp_conn_host host; /* a host without a worker process */
 static ev_prepare prep;
 
 struct late {
@@ -48,7 +47,7 @@ static void h_slow(struct tp_http_ctx *ctx, void *ud)
     struct late *l = tp_xcalloc(1, sizeof(*l));
     l->ctx = ctx;
     ev_timer_init(&l->t, on_late, 0.05, 0.0);
-    ev_timer_start(w.loop, &l->t);
+    ev_timer_start(host.loop, &l->t);
 }
 
 static void h_fast(struct tp_http_ctx *ctx, void *ud)
@@ -62,8 +61,8 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     (void)loop;
     (void)p;
     (void)revents;
-    tp_conn_run_dirty(&w);
-    tp_conn_reap(&w);
+    tp_conn_run_dirty(&host);
+    tp_conn_reap(&host);
 }
 
 static int setup(void **state)
@@ -72,28 +71,28 @@ static int setup(void **state)
     tp_config_defaults(&cfg);
     cfg.server.header_timeout_ms = 200;
     cfg.server.keepalive_timeout_ms = 5000;
-    memset(&w, 0, sizeof(w));
-    w.cfg = &cfg;
-    w.loop = ev_loop_new(EVBACKEND_EPOLL);
-    w.http_limits.max_header = TP_HTTP_MAX_HEADER_BYTES;
-    w.http_limits.max_body = 1024;
-    w.router = tp_router_new();
-    tp_router_add(w.router, "GET", "/slow", h_slow, NULL);
-    tp_router_add(w.router, "GET", "/fast", h_fast, NULL);
+    memset(&host, 0, sizeof(host));
+    host.cfg = &cfg;
+    host.loop = ev_loop_new(EVBACKEND_EPOLL);
+    host.http_limits.max_header = TP_HTTP_MAX_HEADER_BYTES;
+    host.http_limits.max_body = 1024;
+    host.router = tp_router_new();
+    tp_router_add(host.router, "GET", "/slow", h_slow, NULL);
+    tp_router_add(host.router, "GET", "/fast", h_fast, NULL);
     ev_prepare_init(&prep, on_prepare);
-    ev_prepare_start(w.loop, &prep);
+    ev_prepare_start(host.loop, &prep);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tp_conn_close_all_and_reap(&w);
+    tp_conn_close_all_and_reap(&host);
     /* Let parked timers fire into orphaned contexts, then stop. */
     for (int i = 0; i < 20; i++)
-        ev_run(w.loop, EVRUN_NOWAIT);
-    tp_router_free(w.router);
-    ev_loop_destroy(w.loop);
+        ev_run(host.loop, EVRUN_NOWAIT);
+    tp_router_free(host.router);
+    ev_loop_destroy(host.loop);
     return 0;
 }
 
@@ -103,7 +102,7 @@ static int pair(void)
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    assert_non_null(tp_conn_new(&w, sv[0], false));
+    assert_non_null(tp_conn_new(&host, sv[0], false));
     fcntl(sv[1], F_SETFL, O_NONBLOCK);
     return sv[1];
 }
@@ -116,7 +115,7 @@ static size_t pump(int fd, char *buf, size_t cap, size_t want, int ms, bool *eof
     *eof = false;
     int64_t end = tp_mono_ms() + ms;
     while (tp_mono_ms() < end && got < want) {
-        ev_run(w.loop, EVRUN_NOWAIT);
+        ev_run(host.loop, EVRUN_NOWAIT);
         ssize_t n = recv(fd, buf + got, cap - got - 1, 0);
         if (n > 0) {
             got += (size_t)n;
@@ -167,8 +166,8 @@ static void test_async_order(void **state)
     assert_true(c < d);
     close(fd);
     for (int i = 0; i < 10; i++)
-        ev_run(w.loop, EVRUN_NOWAIT);
-    assert_int_equal(w.nconns, 0);
+        ev_run(host.loop, EVRUN_NOWAIT);
+    assert_int_equal(host.nconns, 0);
 }
 
 static void test_client_gone_before_async_reply(void **state)
@@ -178,15 +177,15 @@ static void test_client_gone_before_async_reply(void **state)
     const char req[] = "GET /slow HTTP/1.1\r\n\r\nGET /slow HTTP/1.1\r\n\r\n";
     send(fd, req, sizeof(req) - 1, 0);
     for (int i = 0; i < 5; i++)
-        ev_run(w.loop, EVRUN_NOWAIT);
+        ev_run(host.loop, EVRUN_NOWAIT);
     close(fd); /* gone while both replies are pending */
     int64_t end = tp_mono_ms() + 300;
     while (tp_mono_ms() < end) {
-        ev_run(w.loop, EVRUN_NOWAIT);
+        ev_run(host.loop, EVRUN_NOWAIT);
         usleep(1000);
     }
     /* The conn was freed, the late replies hit orphaned contexts and freed them. */
-    assert_int_equal(w.nconns, 0);
+    assert_int_equal(host.nconns, 0);
 }
 
 static void test_pipeline_window(void **state)
