@@ -4,8 +4,9 @@
  * Three watchers per process: the lease timer (500 ms, always running), and while leader the
  * step timer (50 ms) and the tick, an ev_periodic on the wall-clock tick grid (2 ms after each
  * multiple of tick_ms), so a tick goes out right after its own timestamp rather than up to a
- * whole tick_ms late. A step reads a snapshot of the last rounds from Redis and does
- * at most ONE action (open, lock, close, cancel or settle one round), as a short asynchronous
+ * whole tick_ms late. A step reads a snapshot of the last rounds from Redis, asks the planner
+ * (planner.h, pure) for the action owed and does at most that ONE action (open, lock, close,
+ * cancel, settle or resync one round), as a short asynchronous
  * chain of fenced scripts; the next step re-reads Redis, so a chain interrupted by a crash or a
  * lost lease is simply resumed by whoever leads next (every script is idempotent). Only one
  * step and one tick chain are in flight at a time (busy flags).
@@ -24,6 +25,7 @@
 #include "tickpool/game/game_api.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
+#include "tickpool/game/planner.h"
 #include "tickpool/game/price_sim.h"
 #include "tickpool/game/round.h"
 #include "tickpool/game/settle.h"
@@ -42,7 +44,6 @@
 #define LEASE_PX 2000
 #define LEASE_LOSS_MS 1500 /* no successful renewal for this long: assume lost */
 #define STEP_PERIOD 0.05
-#define SNAP_ROUNDS 6
 #define PAGE_SIZE "500"
 #define TICKS_MAXLEN "6000"
 #define TICK_LAG_S 0.002 /* fire just after a grid point, so its tick is due */
@@ -59,6 +60,7 @@ struct tp_leader {
     struct tp_store *store;
     const struct tp_config_game *g;
     int nbands;
+    struct tp_planner_config pc; /* betting phase, grace and snapshot window, from g */
     char holder[64];
     long long epoch;
     bool leader;
@@ -68,7 +70,7 @@ struct tp_leader {
     bool lease_busy, step_busy, tick_busy;
 
     /* Snapshot of the newest rounds (ascending ids) and of the tick stream's end. */
-    struct snap_round snap[SNAP_ROUNDS];
+    struct snap_round snap[TP_PLANNER_WINDOW];
     int nsnap, snap_pending, snap_err;
     int64_t last_tick_ts, last_price;
 
@@ -681,11 +683,11 @@ static void on_close(int err, const struct tp_store_reply *r, void *ud)
  * §5). Returns the price or a negative error when a later seed is missing. */
 static int64_t close_price_of(struct tp_leader *l, const struct tp_game_round *r)
 {
-    struct tp_price_sim_seg segs[SNAP_ROUNDS];
+    struct tp_price_sim_seg segs[TP_PLANNER_WINDOW];
     size_t n = 0;
     int64_t seg_ticks = r->betting_ms / r->tick_ms;
     int64_t k = (r->t.closes_at - r->t.locks_at) / r->tick_ms;
-    for (int64_t id = r->id; n < SNAP_ROUNDS; id++) {
+    for (int64_t id = r->id; n < TP_PLANNER_WINDOW; id++) {
         const struct snap_round *s = snap_find(l, id);
         if (s == NULL || tp_hex_decode(s->seed_hex, segs[n].seed, TP_PRICE_SIM_SEED_LEN) != 0)
             break;
@@ -891,58 +893,49 @@ static void do_settle(struct tp_leader *l, const struct tp_game_round *r)
 
 /* --- Step: snapshot, then one action --- */
 
-static void decide(struct tp_leader *l)
+/* Asks the planner for the one action owed now and starts it; the action's chain ends the
+ * step (step_end) when its last reply is in. */
+static void execute(struct tp_leader *l)
 {
     int64_t now = tp_now_ms();
     choose_segment(l, now);
-    int64_t max_id = l->nsnap ? l->snap[l->nsnap - 1].r.id : 0;
-    bool have_open = false;
-    /* Newest first: a lock (the round taking bets) goes before the previous round's close. */
-    for (int i = l->nsnap - 1; i >= 0; i--) {
-        const struct tp_game_round *r = &l->snap[i].r;
-        if (r->state == TP_ROUND_OPEN)
-            have_open = true;
-        else if (r->state != TP_ROUND_LIVE)
-            continue;
-        enum tp_round_event ev;
-        if (tp_round_due(r->state, &r->t, now, l->g->grace_ms, &ev) != 1)
-            continue;
-        if (ev == TP_ROUND_EV_CANCEL) {
-            do_cancel(l, r);
-            return;
-        }
-        if (ev == TP_ROUND_EV_LOCK) {
-            /* The next round opens first, at this lock time, so one round is always open. */
-            if (r->id == max_id)
-                do_open(l, r->id + 1, r->t.locks_at);
-            else
-                do_lock(l, r);
-            return;
-        }
-        if (ev == TP_ROUND_EV_CLOSE) {
-            do_close(l, r);
-            return;
-        }
-    }
-    for (int i = 0; i < l->nsnap; i++) {
-        const struct tp_game_round *r = &l->snap[i].r;
-        if (r->state == TP_ROUND_SETTLING || r->state == TP_ROUND_CANCELLING) {
-            do_settle(l, r);
-            return;
-        }
-    }
-    if (!have_open) {
-        do_open(l, max_id + 1, tp_round_align_open(now, (int64_t)l->g->betting_s * 1000));
+    struct tp_planner_round in[TP_PLANNER_WINDOW];
+    for (int i = 0; i < l->nsnap; i++)
+        in[i] = (struct tp_planner_round){l->snap[i].r.id, l->snap[i].r.state, l->snap[i].r.t};
+    struct tp_planner_action a;
+    if (tp_planner_next(&l->pc, in, l->nsnap, now, l->open_synced, &a) != 0) {
+        step_end(l);
         return;
     }
-    for (int i = l->nsnap - 1; i >= 0; i--) {
-        const struct tp_game_round *r = &l->snap[i].r;
-        if (r->state == TP_ROUND_OPEN && r->id != l->open_synced) {
-            resync_open(l, r);
-            return;
-        }
+    if (a.op == TP_PLANNER_OPEN) {
+        do_open(l, a.round_id, a.opens_at);
+        return;
     }
-    step_end(l);
+    const struct snap_round *s = snap_find(l, a.round_id);
+    if (a.op == TP_PLANNER_NONE || s == NULL) {
+        step_end(l);
+        return;
+    }
+    switch (a.op) {
+    case TP_PLANNER_LOCK:
+        do_lock(l, &s->r);
+        break;
+    case TP_PLANNER_CLOSE:
+        do_close(l, &s->r);
+        break;
+    case TP_PLANNER_CANCEL:
+        do_cancel(l, &s->r);
+        break;
+    case TP_PLANNER_SETTLE:
+        do_settle(l, &s->r);
+        break;
+    case TP_PLANNER_RESYNC:
+        resync_open(l, &s->r);
+        break;
+    default:
+        step_end(l);
+        break;
+    }
 }
 
 static void snap_done(struct tp_leader *l)
@@ -956,7 +949,7 @@ static void snap_done(struct tp_leader *l)
         if (l->snap[i].r.id > 0)
             l->snap[k++] = l->snap[i];
     l->nsnap = k;
-    decide(l);
+    execute(l);
 }
 
 struct snap_ref {
@@ -1009,7 +1002,7 @@ static void on_snap_ids(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     size_t n = tp_reply_len(r);
-    l->nsnap = (int)TP_MIN(n, (size_t)SNAP_ROUNDS);
+    l->nsnap = (int)TP_MIN(n, (size_t)l->pc.window);
     l->snap_err = 0;
     l->snap_pending = 1;
     for (int i = 0; i < l->nsnap; i++) {
@@ -1050,7 +1043,7 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
     l->step_busy = true;
     tp_store_command(l->store, on_last_tick, l, "XREVRANGE " TP_GAME_G "ticks + - COUNT 1");
     if (tp_store_command(l->store, on_snap_ids, l, "ZREVRANGE " TP_GAME_G "rounds 0 %d",
-                         SNAP_ROUNDS - 1) != 0)
+                         l->pc.window - 1) != 0)
         step_end(l);
 }
 
@@ -1134,6 +1127,7 @@ void tp_leader_start(struct tp_worker *w)
     l->store = tp_store_of(w);
     l->g = &tp_worker_config(w)->game;
     l->nbands = l->g->n_band_edges + 1;
+    tp_planner_config_init(&l->pc, l->g);
     l->cache_idx = -1;
     snprintf(l->holder, sizeof(l->holder), "pid-%d-w%d", (int)getpid(), tp_worker_index(w));
     if (l->store == NULL) {

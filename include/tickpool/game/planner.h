@@ -1,0 +1,69 @@
+/*
+ * Game planner, pure: from a snapshot of the newest rounds, the clock and the game config it
+ * picks the ONE action the leader owes next (open, lock, close, cancel, settle, resync or
+ * nothing). It knows no loop, no Redis and no sockets: the leader loads the snapshot, asks,
+ * executes the action through the fenced scripts and asks again on its next step, so a crash
+ * between two actions only repeats the planning.
+ */
+#ifndef TP_PLANNER_H
+#define TP_PLANNER_H
+
+#include <stdint.h>
+
+#include "tickpool/game/round.h"
+
+struct tp_config_game;
+
+/*
+ * How many of the newest rounds the leader loads per step. A known limitation (issue 16): one
+ * round opens per betting phase, so once live_s >= 5 * betting_s a round whose close falls due
+ * is already older than the window and is never closed, cancelled or settled; a round stuck in
+ * settling falls out the same way. Kept as it is by the refactor that introduced the planner.
+ */
+#define TP_PLANNER_WINDOW 6
+
+/** What the planner reads of the game config. */
+struct tp_planner_config {
+    int64_t betting_ms; /* a round opens every betting phase, aligned to the wall clock */
+    int64_t grace_ms;   /* a lock or close missed by more than this cancels the round */
+    int window;         /* rounds in the snapshot (the newest ones), 1..TP_PLANNER_WINDOW */
+};
+
+/** What the planner reads of one round: its id, stored state and schedule. */
+struct tp_planner_round {
+    int64_t id;
+    enum tp_round_state state;
+    struct tp_round_times t;
+};
+
+enum tp_planner_op {
+    TP_PLANNER_NONE = 0, /* nothing is due */
+    TP_PLANNER_OPEN,     /* open round `round_id` at `opens_at` */
+    TP_PLANNER_LOCK,     /* lock round `round_id` (its lock time has come) */
+    TP_PLANNER_CLOSE,    /* close round `round_id` (its close time has come) */
+    TP_PLANNER_CANCEL,   /* cancel round `round_id` (lock or close missed by more than grace) */
+    TP_PLANNER_SETTLE,   /* run the payout or refund pages of settling/cancelling `round_id` */
+    TP_PLANNER_RESYNC,   /* re-write the bucket copies of open round `round_id` */
+};
+
+/** The one action owed next. opens_at is set for TP_PLANNER_OPEN only (0 otherwise). */
+struct tp_planner_action {
+    enum tp_planner_op op;
+    int64_t round_id;
+    int64_t opens_at;
+};
+
+/** Fills *out from the game config: betting phase, grace and the snapshot window. */
+void tp_planner_config_init(struct tp_planner_config *out, const struct tp_config_game *g);
+
+/** The action owed at now_ms given rounds[0..n) (ascending ids, the newest c->window ones at
+ * most) and open_synced (the open round whose bucket copies this lease wrote, 0: none yet).
+ * Returns 0 and sets *out, or TP_EINVAL (bad config, n out of 0..window). */
+int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_round *rounds, int n,
+                    int64_t now_ms, int64_t open_synced, struct tp_planner_action *out);
+
+/** Name of an op ("none", "open", "lock", "close", "cancel", "settle", "resync") or
+ * "unknown": for logs and tests. */
+const char *tp_planner_op_name(enum tp_planner_op op);
+
+#endif

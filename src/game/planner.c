@@ -1,0 +1,106 @@
+/*
+ * Game planner (see include/tickpool/game/planner.h): the leader's decision, pure.
+ *
+ * Priorities, in this order, one action per call:
+ *  1. a lock, close or cancel due on an open or live round, newest round first, so the round
+ *     taking bets locks before the previous round closes. The newest round's lock is preceded
+ *     by opening the next round at that lock time, so one round is always open;
+ *  2. the oldest settling or cancelling round gets its pages run (a restart mid-settlement
+ *     simply resumes here: every settlement script is idempotent);
+ *  3. no open round at all (a fresh game, or every round cancelled after a clock jump): open
+ *     the next id at the first betting boundary not before now;
+ *  4. an open round's bucket copies are re-written once per lease (a dead leader may have left
+ *     a bucket without one), newest first. Only one id is remembered as synced, so two open
+ *     rounds (possible only after the clock went backwards) are re-written in turn every step:
+ *     harmless (bucket_state.lua never moves a state backwards), and kept as it was.
+ */
+#include "tickpool/game/planner.h"
+
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+
+static const char *const op_names[] = {
+    [TP_PLANNER_NONE] = "none",     [TP_PLANNER_OPEN] = "open",     [TP_PLANNER_LOCK] = "lock",
+    [TP_PLANNER_CLOSE] = "close",   [TP_PLANNER_CANCEL] = "cancel", [TP_PLANNER_SETTLE] = "settle",
+    [TP_PLANNER_RESYNC] = "resync",
+};
+
+const char *tp_planner_op_name(enum tp_planner_op op)
+{
+    return (int)op >= TP_PLANNER_NONE && op <= TP_PLANNER_RESYNC ? op_names[op] : "unknown";
+}
+
+void tp_planner_config_init(struct tp_planner_config *out, const struct tp_config_game *g)
+{
+    out->betting_ms = (int64_t)g->betting_s * 1000;
+    out->grace_ms = g->grace_ms;
+    out->window = TP_PLANNER_WINDOW;
+}
+
+static struct tp_planner_action act(enum tp_planner_op op, int64_t id, int64_t opens_at)
+{
+    return (struct tp_planner_action){.op = op, .round_id = id, .opens_at = opens_at};
+}
+
+/* Priority 1: the event the newest due open/live round needs, if any. */
+static bool plan_due(const struct tp_planner_config *c, const struct tp_planner_round *rounds,
+                     int n, int64_t now_ms, struct tp_planner_action *out)
+{
+    int64_t max_id = n > 0 ? rounds[n - 1].id : 0;
+    for (int i = n - 1; i >= 0; i--) {
+        const struct tp_planner_round *r = &rounds[i];
+        enum tp_round_event ev;
+        if (r->state != TP_ROUND_OPEN && r->state != TP_ROUND_LIVE)
+            continue;
+        if (tp_round_due(r->state, &r->t, now_ms, c->grace_ms, &ev) != 1)
+            continue;
+        switch (ev) {
+        case TP_ROUND_EV_CANCEL:
+            *out = act(TP_PLANNER_CANCEL, r->id, 0);
+            return true;
+        case TP_ROUND_EV_LOCK:
+            /* The next round opens first, at this lock time, so one round is always open. */
+            *out = r->id == max_id ? act(TP_PLANNER_OPEN, r->id + 1, r->t.locks_at)
+                                   : act(TP_PLANNER_LOCK, r->id, 0);
+            return true;
+        case TP_ROUND_EV_CLOSE:
+            *out = act(TP_PLANNER_CLOSE, r->id, 0);
+            return true;
+        default:
+            break;
+        }
+    }
+    return false;
+}
+
+int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_round *rounds, int n,
+                    int64_t now_ms, int64_t open_synced, struct tp_planner_action *out)
+{
+    if (c == NULL || out == NULL || c->betting_ms <= 0 || c->grace_ms < 0 || c->window < 1 ||
+        c->window > TP_PLANNER_WINDOW || n < 0 || n > c->window || (n > 0 && rounds == NULL))
+        return TP_EINVAL;
+    *out = act(TP_PLANNER_NONE, 0, 0);
+    if (plan_due(c, rounds, n, now_ms, out))
+        return 0;
+    for (int i = 0; i < n; i++) {
+        if (rounds[i].state == TP_ROUND_SETTLING || rounds[i].state == TP_ROUND_CANCELLING) {
+            *out = act(TP_PLANNER_SETTLE, rounds[i].id, 0);
+            return 0;
+        }
+    }
+    bool have_open = false;
+    for (int i = 0; i < n; i++)
+        have_open = have_open || rounds[i].state == TP_ROUND_OPEN;
+    if (!have_open) {
+        int64_t max_id = n > 0 ? rounds[n - 1].id : 0;
+        *out = act(TP_PLANNER_OPEN, max_id + 1, tp_round_align_open(now_ms, c->betting_ms));
+        return 0;
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        if (rounds[i].state == TP_ROUND_OPEN && rounds[i].id != open_synced) {
+            *out = act(TP_PLANNER_RESYNC, rounds[i].id, 0);
+            return 0;
+        }
+    }
+    return 0;
+}
