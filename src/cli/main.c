@@ -7,6 +7,8 @@
 #include "tickpool/base/log.h"
 #include "tickpool/net/master.h"
 #include "tickpool/money/accounts.h"
+#include "tickpool/api/bets.h"
+#include "tickpool/money/bet.h"
 #include "tickpool/cli/audit.h"
 #include "tickpool/game/leader.h"
 #include "tickpool/store/pg.h"
@@ -131,7 +133,9 @@ int main(int argc, char **argv)
          * order: the store first, since the others take it at init. */
         tp_store_install();     /* the worker's Redis store */
         tp_ops_install();       /* /healthz, /readyz, /metrics */
-        tp_api_install();       /* accounts, sessions, bets, players */
+        tp_api_install();       /* accounts, sessions, players */
+        tp_bet_install();       /* bet admission's per-worker limiter */
+        tp_bets_install();      /* POST /api/v1/bets */
         tp_game_install();      /* game leader + rounds/prices API */
         tp_session_install();   /* /ws protocol, fan-out, odds */
         tp_pgw_register();      /* outbox → Postgres writer thread */

@@ -8,7 +8,6 @@
  * Process-wide state (one worker per process): the token secret and the hashing pool.
  */
 #include "tickpool/money/accounts.h"
-#include "tickpool/money/bet.h"
 #include "tickpool/base/buf.h"
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
@@ -217,7 +216,7 @@ static struct op *read_credentials(struct tp_http_ctx *ctx, bool signup)
     const char *body = tp_http_ctx_body(ctx, &len);
     enum tp_fmt fmt;
     struct tp_doc *doc = NULL;
-    if (tp_bet_body_format(tp_http_ctx_header(ctx, "Content-Type"), &fmt) != 0 ||
+    if (tp_http_ctx_body_format(ctx, &fmt) != 0 ||
         tp_doc_parse_ex(fmt, body, len, BODY_MAX, &doc, NULL, 0) != 0 ||
         tp_val_type(tp_doc_root(doc)) != TP_VAL_MAP) {
         tp_doc_free(doc);
@@ -651,7 +650,6 @@ static void init_worker(struct tp_worker *w, void *ud)
     TP_ASSERT(tp_router_add(r, "POST", "/api/v1/accounts", post_accounts, NULL) == 0);
     TP_ASSERT(tp_router_add(r, "POST", "/api/v1/sessions", post_sessions, NULL) == 0);
     TP_ASSERT(tp_router_add(r, "GET", "/api/v1/me", get_me, NULL) == 0);
-    TP_ASSERT(tp_router_add(r, "POST", "/api/v1/bets", tp_bet_http_handler, NULL) == 0);
     tp_players_register(w);
 }
 

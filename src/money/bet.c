@@ -1,13 +1,11 @@
 /*
- * Bet admission (see tickpool/money/bet.h): request validation, the bet.lua submission shared by
- * HTTP and WebSocket, and the POST /api/v1/bets handler.
+ * Bet admission (see tickpool/money/bet.h): request validation and the bet.lua submission shared
+ * by HTTP and WebSocket.
  *
- * The limiter is per process (one worker per process), created on first use from
- * limits.max_inflight_bets; it is only touched on the worker's loop thread.
+ * The limiter is the worker's (a worker slot, filled by tp_bet_install's init hook from
+ * limits.max_inflight_bets); it is only touched on that worker's loop thread.
  */
 #include "tickpool/money/bet.h"
-#include "tickpool/money/accounts.h"
-#include "tickpool/base/buf.h"
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
@@ -15,14 +13,12 @@
 #include "tickpool/money/limiter.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
-#include "tickpool/net/router.h"
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define MOD "bet"
 /* Idempotency records live 24 h (scripts/lua/README.md). */
@@ -30,36 +26,29 @@
 
 static const struct {
     const char *name;
-    int status;
     const char *message;
 } codes[] = {
-    [TP_BET_OK] = {"ok", 201, "bet accepted"},
-    [TP_BET_INVALID_REQUEST] = {"invalid_request", 400,
+    [TP_BET_OK] = {"ok", "bet accepted"},
+    [TP_BET_INVALID_REQUEST] = {"invalid_request",
                                 "body must be an object with integer round_id, band and stake"},
-    [TP_BET_INVALID_STAKE] = {"invalid_stake", 400,
-                              "stake must be an integer within the stake bounds"},
-    [TP_BET_INVALID_BAND] = {"invalid_band", 400, "band must be an integer band index"},
-    [TP_BET_UNAUTHORIZED] = {"unauthorized", 401, "missing, invalid or expired token"},
-    [TP_BET_INSUFFICIENT_FUNDS] = {"insufficient_funds", 402, "balance below the stake"},
-    [TP_BET_ROUND_NOT_FOUND] = {"round_not_found", 404, "no such round"},
-    [TP_BET_ROUND_NOT_OPEN] = {"round_not_open", 409, "the round is not open for bets"},
-    [TP_BET_IDEMPOTENCY_CONFLICT] = {"idempotency_conflict", 409,
+    [TP_BET_INVALID_STAKE] = {"invalid_stake", "stake must be an integer within the stake bounds"},
+    [TP_BET_INVALID_BAND] = {"invalid_band", "band must be an integer band index"},
+    [TP_BET_UNAUTHORIZED] = {"unauthorized", "missing, invalid or expired token"},
+    [TP_BET_INSUFFICIENT_FUNDS] = {"insufficient_funds", "balance below the stake"},
+    [TP_BET_ROUND_NOT_FOUND] = {"round_not_found", "no such round"},
+    [TP_BET_ROUND_NOT_OPEN] = {"round_not_open", "the round is not open for bets"},
+    [TP_BET_IDEMPOTENCY_CONFLICT] = {"idempotency_conflict",
                                      "this idempotency key was used for another request or is "
                                      "still in flight"},
-    [TP_BET_KEY_REQUIRED] = {"idempotency_key_required", 422,
+    [TP_BET_KEY_REQUIRED] = {"idempotency_key_required",
                              "Idempotency-Key header of 1-128 printable characters required"},
-    [TP_BET_OVERLOADED] = {"overloaded", 429, "too many bets in flight, retry shortly"},
-    [TP_BET_UNAVAILABLE] = {"unavailable", 503, "storage unavailable, retry with the same key"},
+    [TP_BET_OVERLOADED] = {"overloaded", "too many bets in flight, retry shortly"},
+    [TP_BET_UNAVAILABLE] = {"unavailable", "storage unavailable, retry with the same key"},
 };
 
 const char *tp_bet_code_name(enum tp_bet_code c)
 {
     return (unsigned)c < TP_ARRAY_LEN(codes) ? codes[c].name : "unavailable";
-}
-
-int tp_bet_code_status(enum tp_bet_code c)
-{
-    return (unsigned)c < TP_ARRAY_LEN(codes) ? codes[c].status : 503;
 }
 
 const char *tp_bet_code_message(enum tp_bet_code c)
@@ -75,28 +64,6 @@ void tp_bet_limits_from_config(const struct tp_config_game *g, struct tp_bet_lim
 }
 
 /* --- Validation (pure) --- */
-
-int tp_bet_body_format(const char *ct, enum tp_fmt *fmt)
-{
-    if (ct == NULL) {
-        *fmt = TP_FMT_JSON;
-        return 0;
-    }
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
-    size_t n = strcspn(ct, "; \t");
-    if (n == 0 || (n == 16 && strncasecmp(ct, "application/json", n) == 0)) {
-        *fmt = TP_FMT_JSON;
-        return 0;
-    }
-    if ((n == 19 && strncasecmp(ct, "application/msgpack", n) == 0) ||
-        (n == 21 && strncasecmp(ct, "application/x-msgpack", n) == 0) ||
-        (n == 22 && strncasecmp(ct, "application/vnd.msgpack", n) == 0)) {
-        *fmt = TP_FMT_MSGPACK;
-        return 0;
-    }
-    return TP_EINVAL;
-}
 
 /*
  * jansson rejects a whole document holding an integer beyond int64 ("numeric overflow at byte
@@ -215,9 +182,24 @@ void tp_bet_write_fields(struct tp_wr *w, const struct tp_bet_result *res)
 
 /* --- Submission through bet.lua --- */
 
-static struct tp_limiter *limiter; /* this process's; created on first submit */
+/* The worker slot holding the worker's struct tp_limiter (tp_bet_install hands it out). */
+static size_t slot = SIZE_MAX;
+
+static void init_worker(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    const struct tp_config *cfg = tp_worker_config(w);
+    tp_worker_slot_set(w, slot, tp_limiter_new(TP_MAX(cfg->limits.max_inflight_bets, 1)));
+}
+
+void tp_bet_install(void)
+{
+    slot = tp_worker_slot_new();
+    tp_worker_on_init(init_worker, NULL);
+}
 
 struct pending_bet {
+    struct tp_limiter *limiter; /* the submitting worker's */
     tp_bet_cb cb;
     void *ud;
     int64_t user;
@@ -290,7 +272,7 @@ static void on_script(int err, const struct tp_store_reply *r, void *ud)
     struct pending_bet *p = ud;
     struct tp_bet_result res;
     read_reply(err, r, &res);
-    tp_limiter_release(limiter, p->user, p->key, p->klen);
+    tp_limiter_release(p->limiter, p->user, p->key, p->klen);
     tp_metrics_add(TP_METRIC_BETS_INFLIGHT, -1);
     tp_metrics_inc(res.code == TP_BET_OK ? TP_METRIC_BETS_ACCEPTED_TOTAL
                                          : TP_METRIC_BETS_REJECTED_TOTAL);
@@ -322,12 +304,11 @@ void tp_bet_count_rejected(void)
 int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
                   const char *key, size_t len, tp_bet_cb cb, void *ud)
 {
-    if (w == NULL || user_id < 1 || tp_bet_check_key(key, len) != TP_BET_OK || cb == NULL)
+    struct tp_limiter *limiter = w != NULL && slot != SIZE_MAX ? tp_worker_slot_get(w, slot) : NULL;
+    if (limiter == NULL || user_id < 1 || tp_bet_check_key(key, len) != TP_BET_OK || cb == NULL)
         return TP_EINVAL;
     const struct tp_config *cfg = tp_worker_config(w);
     struct tp_store *store = tp_store_of(w);
-    if (limiter == NULL)
-        limiter = tp_limiter_new(TP_MAX(cfg->limits.max_inflight_bets, 1));
     int rc = tp_limiter_acquire(limiter, user_id, key, len);
     if (rc != 0) {
         tp_bet_count_rejected();
@@ -380,6 +361,7 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     argvlen[9 + 5] = 64;
 
     struct pending_bet *p = tp_xmalloc(sizeof(*p));
+    p->limiter = limiter;
     p->cb = cb;
     p->ud = ud;
     p->user = user_id;
@@ -395,64 +377,4 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     }
     tp_metrics_add(TP_METRIC_BETS_INFLIGHT, 1);
     return 0;
-}
-
-/* --- HTTP: POST /api/v1/bets --- */
-
-static void reply_bet_error(struct tp_http_ctx *ctx, enum tp_bet_code c)
-{
-    /* Both are "come back shortly": say when, as the game API's 503s do. */
-    if (c == TP_BET_OVERLOADED || c == TP_BET_UNAVAILABLE)
-        tp_http_ctx_add_header(ctx, "Retry-After", "1");
-    tp_http_reply_error(ctx, tp_bet_code_status(c), tp_bet_code_name(c), tp_bet_code_message(c));
-}
-
-static void on_http_bet(const struct tp_bet_result *res, void *ud)
-{
-    struct tp_http_ctx *ctx = ud;
-    if (res->code != TP_BET_OK) {
-        reply_bet_error(ctx, res->code);
-        return;
-    }
-    bool mp = tp_http_ctx_wants_msgpack(ctx);
-    struct tp_buf b;
-    tp_buf_init(&b);
-    struct tp_wr w;
-    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
-    tp_wr_map(&w, 5);
-    tp_bet_write_fields(&w, res);
-    tp_http_reply(ctx, 201, mp ? "application/msgpack" : "application/json", tp_buf_ptr(&b),
-                  tp_buf_size(&b));
-    tp_buf_deinit(&b);
-}
-
-void tp_bet_http_handler(struct tp_http_ctx *ctx, void *ud)
-{
-    (void)ud;
-    int64_t user;
-    if (tp_accounts_auth(ctx, &user) != 0) {
-        tp_bet_count_rejected();
-        return;
-    }
-    const char *key = tp_http_ctx_header(ctx, "Idempotency-Key");
-    enum tp_bet_code c = tp_bet_check_key(key, key ? strlen(key) : 0);
-    struct tp_bet_req req;
-    if (c == TP_BET_OK) {
-        enum tp_fmt fmt;
-        size_t len;
-        const char *body = tp_http_ctx_body(ctx, &len);
-        struct tp_bet_limits lim;
-        tp_bet_limits_from_config(&tp_worker_config(tp_http_ctx_worker(ctx))->game, &lim);
-        if (tp_bet_body_format(tp_http_ctx_header(ctx, "Content-Type"), &fmt) != 0)
-            c = TP_BET_INVALID_REQUEST;
-        else
-            c = tp_bet_parse(fmt, body, len, &lim, &req);
-    }
-    if (c == TP_BET_OK)
-        c = tp_bet_code_from_err(
-            tp_bet_submit(tp_http_ctx_worker(ctx), user, &req, key, strlen(key), on_http_bet, ctx));
-    else
-        tp_bet_count_rejected();
-    if (c != TP_BET_OK)
-        reply_bet_error(ctx, c);
 }

@@ -322,6 +322,33 @@ const char *tp_http_ctx_body(const struct tp_http_ctx *ctx, size_t *len)
     return ctx->req->body;
 }
 
+int tp_http_body_format(const char *ct, enum tp_fmt *fmt)
+{
+    if (ct == NULL) {
+        *fmt = TP_FMT_JSON;
+        return 0;
+    }
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, "; \t");
+    if (n == 0 || (n == 16 && strncasecmp(ct, "application/json", n) == 0)) {
+        *fmt = TP_FMT_JSON;
+        return 0;
+    }
+    if ((n == 19 && strncasecmp(ct, "application/msgpack", n) == 0) ||
+        (n == 21 && strncasecmp(ct, "application/x-msgpack", n) == 0) ||
+        (n == 22 && strncasecmp(ct, "application/vnd.msgpack", n) == 0)) {
+        *fmt = TP_FMT_MSGPACK;
+        return 0;
+    }
+    return TP_EINVAL;
+}
+
+int tp_http_ctx_body_format(const struct tp_http_ctx *ctx, enum tp_fmt *fmt)
+{
+    return tp_http_body_format(tp_http_ctx_header(ctx, "Content-Type"), fmt);
+}
+
 bool tp_http_ctx_wants_msgpack(const struct tp_http_ctx *ctx)
 {
     const char *accept = tp_http_ctx_header(ctx, "Accept");

@@ -28,8 +28,8 @@ struct tp_http_ctx;
 #define TP_ACCOUNTS_TOKEN_TTL_MS (24LL * 3600 * 1000)
 
 /**
- * Registers every API route of this module, bets and players (tp_worker_on_init hook: the
- * auth secret, the hashing thread pool, the routes). Call once in main, before tp_master_run.
+ * Registers every API route of this module and players (tp_worker_on_init hook: the auth
+ * secret, the hashing thread pool, the routes). Call once in main, before tp_master_run.
  */
 void tp_api_install(void);
 

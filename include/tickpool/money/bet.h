@@ -1,12 +1,13 @@
 /*
  * Bet admission: validation of a bet request in memory (pure, no I/O), and the asynchronous
- * submission through scripts/lua/bet.lua that the HTTP handler (POST /api/v1/bets) and the
- * WebSocket session layer (`bet` messages) share.
+ * submission through scripts/lua/bet.lua that the HTTP handler (POST /api/v1/bets, in
+ * tickpool/api/bets.h) and the WebSocket session layer (`bet` messages) share. Nothing here knows
+ * a transport: requests come in as structs and values, outcomes go out as struct tp_bet_result.
  *
  * Order on every path: validate (tp_bet_parse*, tp_bet_check_key) → tp_bet_submit, which takes a
- * limiter slot (429 / in-flight 409) and makes exactly one Redis round trip (bet.lua). A replayed
- * request (same user, key and canonical body) gets the first outcome's fields, so a response
- * formatted with tp_bet_write_fields is byte-identical to the first one.
+ * limiter slot (overloaded / in-flight conflict) and makes exactly one Redis round trip (bet.lua).
+ * A replayed request (same user, key and canonical body) gets the first outcome's fields, so a
+ * response formatted with tp_bet_write_fields is byte-identical to the first one.
  */
 #ifndef TP_BET_H
 #define TP_BET_H
@@ -18,7 +19,6 @@
 #include <stdint.h>
 
 struct tp_worker;
-struct tp_http_ctx;
 struct tp_config_game;
 
 /* Longest idempotency key, in bytes (each byte printable ASCII 0x21..0x7e). */
@@ -30,7 +30,8 @@ struct tp_config_game;
 /* Buffer size for tp_bet_request_hash (64 hex digits and a NUL). */
 #define TP_BET_HASH_LEN 65
 
-/* Outcome codes; TP_BET_OK is 0. Names and HTTP statuses: tp_bet_code_name/_status. */
+/* Outcome codes; TP_BET_OK is 0. Names: tp_bet_code_name; the HTTP status beside each is the
+ * one tp_bets_status (tickpool/api/bets.h) answers. */
 enum tp_bet_code {
     TP_BET_OK = 0,
     TP_BET_INVALID_REQUEST,      /* 400 invalid_request */
@@ -76,17 +77,11 @@ typedef void (*tp_bet_cb)(const struct tp_bet_result *res, void *ud);
 
 /** The contract's error code string ("invalid_stake", …; "ok" for TP_BET_OK). */
 const char *tp_bet_code_name(enum tp_bet_code c);
-/** The HTTP status for a code (201 for TP_BET_OK). */
-int tp_bet_code_status(enum tp_bet_code c);
 /** A short human-readable message for a code. */
 const char *tp_bet_code_message(enum tp_bet_code c);
 
 /** Fills `out` from the game configuration section. */
 void tp_bet_limits_from_config(const struct tp_config_game *g, struct tp_bet_limits *out);
-
-/** Picks the body format from a Content-Type value (NULL/empty = JSON; parameters ignored):
- * 0 and *fmt, or TP_EINVAL for an unsupported type. */
-int tp_bet_body_format(const char *content_type, enum tp_fmt *fmt);
 
 /**
  * Validates a request body of `len` bytes in `fmt`: a map with integer round_id, band and stake
@@ -106,16 +101,22 @@ enum tp_bet_code tp_bet_check_key(const char *key, size_t len);
 /** Writes the canonical request hash: lowercase hex SHA-256 of "v1|<round_id>|<band>|<stake>". */
 void tp_bet_request_hash(const struct tp_bet_req *r, char out[TP_BET_HASH_LEN]);
 
+/** Gives every worker its limiter of limits.max_inflight_bets (a worker slot and an init hook).
+ * Call once in main, before tp_master_run. */
+void tp_bet_install(void);
+
 /** Writes the 5 pairs bet_id, round_id, band, stake, balance (in that order) into a map the
  * caller opened (the HTTP 201 body is a map of exactly these; `bet_ok` adds t and req). */
 void tp_bet_write_fields(struct tp_wr *w, const struct tp_bet_result *res);
 
 /**
  * Submits a validated bet of `user_id` with idempotency key key[len] (checked by
- * tp_bet_check_key) on worker `w`: takes a slot of this process's limiter, runs bet.lua once.
+ * tp_bet_check_key) on worker `w`: takes a slot of w's limiter (tp_bet_install), runs bet.lua
+ * once.
  * Returns 0 (cb is called exactly once, later, on w's loop), or with cb never called:
  * TP_EAGAIN (overloaded), TP_ECONFLICT (same user and key in flight), TP_EUNAVAIL (Redis down),
- * TP_EINVAL (bad argument). Map these with tp_bet_code_from_err. Counts bets metrics.
+ * TP_EINVAL (bad argument; also without tp_bet_install). Map these with tp_bet_code_from_err.
+ * Counts bets metrics.
  */
 int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
                   const char *key, size_t len, tp_bet_cb cb, void *ud);
@@ -123,8 +124,5 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
 enum tp_bet_code tp_bet_code_from_err(int err);
 /** Counts one bet rejected before submission (validation, auth) in the metrics. */
 void tp_bet_count_rejected(void);
-
-/** POST /api/v1/bets handler (registered by tp_api_install). */
-void tp_bet_http_handler(struct tp_http_ctx *ctx, void *ud);
 
 #endif

@@ -10,6 +10,8 @@
 #ifndef TP_ROUTER_H
 #define TP_ROUTER_H
 
+#include "tickpool/base/codec.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -79,6 +81,11 @@ const char *tp_http_ctx_query(const struct tp_http_ctx *ctx, const char *name);
 const char *tp_http_ctx_header(const struct tp_http_ctx *ctx, const char *name);
 /** The request body and its length (never NULL; NUL-terminated). */
 const char *tp_http_ctx_body(const struct tp_http_ctx *ctx, size_t *len);
+/** The body format a Content-Type value names (NULL/empty = JSON; parameters ignored):
+ * 0 and *fmt, or TP_EINVAL for a type the API does not read. */
+int tp_http_body_format(const char *content_type, enum tp_fmt *fmt);
+/** tp_http_body_format of the request's Content-Type header. */
+int tp_http_ctx_body_format(const struct tp_http_ctx *ctx, enum tp_fmt *fmt);
 /** True when the client asked for MessagePack (Accept: application/msgpack). */
 bool tp_http_ctx_wants_msgpack(const struct tp_http_ctx *ctx);
 /** The worker serving this request (NULL in unit tests). */

@@ -226,12 +226,29 @@ static void test_bad_patterns(void **state)
     tp_router_free(r);
 }
 
+/* Content-Type → body format: JSON by default, the three MessagePack spellings, nothing else. */
+static void test_body_format(void **state)
+{
+    (void)state;
+    enum tp_fmt f = TP_FMT_MSGPACK;
+    assert_int_equal(tp_http_body_format(NULL, &f), 0);
+    assert_int_equal(f, TP_FMT_JSON);
+    assert_int_equal(tp_http_body_format("application/json; charset=utf-8", &f), 0);
+    assert_int_equal(f, TP_FMT_JSON);
+    assert_int_equal(tp_http_body_format("Application/MsgPack", &f), 0);
+    assert_int_equal(f, TP_FMT_MSGPACK);
+    assert_int_equal(tp_http_body_format("text/plain", &f), TP_EINVAL);
+    assert_int_equal(tp_http_body_format("application/jsonx", &f), TP_EINVAL);
+    assert_int_equal(tp_http_body_format("application/x-www-form-urlencoded", &f), TP_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes_and_params), cmocka_unit_test(test_404_405),
         cmocka_unit_test(test_head_and_msgpack),  cmocka_unit_test(test_fallback_and_headers),
         cmocka_unit_test(test_async_and_orphan),  cmocka_unit_test(test_bad_patterns),
+        cmocka_unit_test(test_body_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

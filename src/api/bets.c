@@ -1,0 +1,106 @@
+/*
+ * POST /api/v1/bets (see tickpool/api/bets.h): the HTTP face of bet admission. Parsing and
+ * replying live here; validation, the limiter and bet.lua stay in money/bet.c.
+ */
+#include "tickpool/api/bets.h"
+#include "tickpool/money/accounts.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/money/bet.h"
+#include "tickpool/net/router.h"
+#include "tickpool/net/worker.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+static const int statuses[] = {
+    [TP_BET_OK] = 201,
+    [TP_BET_INVALID_REQUEST] = 400,
+    [TP_BET_INVALID_STAKE] = 400,
+    [TP_BET_INVALID_BAND] = 400,
+    [TP_BET_UNAUTHORIZED] = 401,
+    [TP_BET_INSUFFICIENT_FUNDS] = 402,
+    [TP_BET_ROUND_NOT_FOUND] = 404,
+    [TP_BET_ROUND_NOT_OPEN] = 409,
+    [TP_BET_IDEMPOTENCY_CONFLICT] = 409,
+    [TP_BET_KEY_REQUIRED] = 422,
+    [TP_BET_OVERLOADED] = 429,
+    [TP_BET_UNAVAILABLE] = 503,
+};
+
+int tp_bets_status(enum tp_bet_code c)
+{
+    return (unsigned)c < TP_ARRAY_LEN(statuses) ? statuses[c] : 503;
+}
+
+static void reply_bet_error(struct tp_http_ctx *ctx, enum tp_bet_code c)
+{
+    /* Both are "come back shortly": say when, as the game API's 503s do. */
+    if (c == TP_BET_OVERLOADED || c == TP_BET_UNAVAILABLE)
+        tp_http_ctx_add_header(ctx, "Retry-After", "1");
+    tp_http_reply_error(ctx, tp_bets_status(c), tp_bet_code_name(c), tp_bet_code_message(c));
+}
+
+static void on_bet(const struct tp_bet_result *res, void *ud)
+{
+    struct tp_http_ctx *ctx = ud;
+    if (res->code != TP_BET_OK) {
+        reply_bet_error(ctx, res->code);
+        return;
+    }
+    bool mp = tp_http_ctx_wants_msgpack(ctx);
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_wr_map(&w, 5);
+    tp_bet_write_fields(&w, res);
+    tp_http_reply(ctx, 201, mp ? "application/msgpack" : "application/json", tp_buf_ptr(&b),
+                  tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
+/* Checks in the contract's order: token, Idempotency-Key, body; then one submission. */
+static void post_bets(struct tp_http_ctx *ctx, void *ud)
+{
+    (void)ud;
+    int64_t user;
+    if (tp_accounts_auth(ctx, &user) != 0) {
+        tp_bet_count_rejected();
+        return;
+    }
+    struct tp_worker *w = tp_http_ctx_worker(ctx);
+    const char *key = tp_http_ctx_header(ctx, "Idempotency-Key");
+    enum tp_bet_code c = tp_bet_check_key(key, key ? strlen(key) : 0);
+    struct tp_bet_req req;
+    if (c == TP_BET_OK) {
+        enum tp_fmt fmt;
+        size_t len;
+        const char *body = tp_http_ctx_body(ctx, &len);
+        struct tp_bet_limits lim;
+        tp_bet_limits_from_config(&tp_worker_config(w)->game, &lim);
+        if (tp_http_ctx_body_format(ctx, &fmt) != 0)
+            c = TP_BET_INVALID_REQUEST;
+        else
+            c = tp_bet_parse(fmt, body, len, &lim, &req);
+    }
+    if (c == TP_BET_OK)
+        c = tp_bet_code_from_err(tp_bet_submit(w, user, &req, key, strlen(key), on_bet, ctx));
+    else
+        tp_bet_count_rejected();
+    if (c != TP_BET_OK)
+        reply_bet_error(ctx, c);
+}
+
+static void register_routes(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    TP_ASSERT(tp_router_add(tp_worker_router(w), "POST", "/api/v1/bets", post_bets, NULL) == 0);
+}
+
+void tp_bets_install(void)
+{
+    tp_worker_on_init(register_routes, NULL);
+}
