@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for src/base/codec.c. For each input:
+ * libFuzzer target for the wire codec (src/base/codec_*.c). For each input:
  *  1. parse it as JSON and as MessagePack; whatever parses is re-emitted with the writer in the
  *     same format, which must parse again and re-emit to the very same bytes (determinism);
  *  2. a JSON doc converted to MessagePack and back must give the same JSON bytes; a MessagePack
@@ -8,7 +8,7 @@
  *     input whenever the input is valid UTF-8 (MessagePack str parsing is the UTF-8 oracle).
  * Build (see the codec report / tests/fuzz/meson.build):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude \
- *     tests/fuzz/fuzz_codec.c src/base/codec.c src/base/common.c src/base/buf.c src/base/log.c \
+ *     tests/fuzz/fuzz_codec.c src/base/codec_*.c src/base/common.c src/base/buf.c src/base/log.c \
  *     -ljansson -lmsgpackc -lm -o fuzz_codec
  */
 #include <stdint.h>

@@ -1,8 +1,8 @@
 /*
- * Tests for src/base/codec.c: exact JSON and MessagePack bytes, round trips of every type in both
- * formats, the strict getters the bet path relies on (every stake class), and hostile input
- * (truncation, deep nesting, lying lengths, duplicates, trailing garbage, bad UTF-8), including
- * guard-page runs that fault on any read past the input.
+ * Tests for the wire codec (src/base/codec_*.c): exact JSON and MessagePack bytes, round trips
+ * of every type in both formats, the strict getters the bet path relies on (every stake class),
+ * and hostile input (truncation, deep nesting, lying lengths, duplicates, trailing garbage, bad
+ * UTF-8), including guard-page runs that fault on any read past the input.
  */
 #include <setjmp.h>
 #include <stdarg.h>
