@@ -3,7 +3,7 @@
  * replying live here; validation, the limiter and bet.lua stay in money/bet.c.
  */
 #include "tickpool/api/bets.h"
-#include "tickpool/money/accounts.h"
+#include "tickpool/api/accounts.h"
 #include "tickpool/base/buf.h"
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
@@ -67,7 +67,7 @@ static void post_bets(struct tp_http_ctx *ctx, void *ud)
 {
     (void)ud;
     int64_t user;
-    if (tp_accounts_auth(ctx, &user) != 0) {
+    if (tp_api_accounts_auth(ctx, &user) != 0) {
         tp_bet_count_rejected();
         return;
     }

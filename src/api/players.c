@@ -1,5 +1,7 @@
 /*
- * GET /api/v1/me/bets and GET /api/v1/leaderboard from Redis (see tickpool/api/players.h).
+ * GET /api/v1/me, GET /api/v1/me/bets and GET /api/v1/leaderboard (see tickpool/api/players.h).
+ *
+ * /me is the accounts core's profile (tickpool/money/accounts.h).
  *
  * Both are two rounds of pipelined commands joined by a pending counter: first the list (or
  * each bucket's top N), then everything it names (round outcomes and payouts, or usernames).
@@ -7,13 +9,14 @@
  * whatever N is.
  */
 #include "tickpool/api/players.h"
-#include "tickpool/money/accounts.h"
+#include "tickpool/api/accounts.h"
 #include "tickpool/base/buf.h"
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
 #include "tickpool/game/round.h"
+#include "tickpool/money/accounts.h"
 #include "tickpool/net/router.h"
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
@@ -125,6 +128,46 @@ static void write_out(struct pop *o, struct tp_buf *b, bool mp)
                   tp_buf_size(b));
     tp_buf_deinit(b);
     pop_free(o);
+}
+
+/* --- GET /api/v1/me --- */
+
+static void on_profile(const struct tp_accounts_result *res, void *ud)
+{
+    struct tp_http_ctx *ctx = ud;
+    if (res->code == TP_ACCOUNTS_UNKNOWN_USER) {
+        tp_http_reply_error(ctx, 401, "unauthorized", "unknown user");
+        return;
+    }
+    if (res->code != TP_ACCOUNTS_OK) {
+        tp_http_reply_error(ctx, 503, "unavailable", "storage unavailable, retry");
+        return;
+    }
+    struct tp_buf b;
+    tp_buf_init(&b);
+    bool mp = tp_http_ctx_wants_msgpack(ctx);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_wr_map(&w, 3);
+    tp_wr_key(&w, "user_id");
+    tp_wr_int(&w, res->user_id);
+    tp_wr_key(&w, "username");
+    tp_wr_str(&w, res->username);
+    tp_wr_key(&w, "balance");
+    tp_wr_int(&w, res->balance);
+    tp_http_reply(ctx, 200, mp ? "application/msgpack" : "application/json", tp_buf_ptr(&b),
+                  tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
+static void get_me(struct tp_http_ctx *ctx, void *ud)
+{
+    (void)ud;
+    int64_t uid;
+    if (tp_api_accounts_auth(ctx, &uid) != 0)
+        return;
+    if (tp_accounts_profile(tp_http_ctx_worker(ctx), uid, on_profile, ctx) != 0)
+        tp_http_reply_error(ctx, 503, "unavailable", "storage unavailable, retry");
 }
 
 /* --- GET /api/v1/me/bets --- */
@@ -283,7 +326,7 @@ static void get_my_bets(struct tp_http_ctx *ctx, void *ud)
 {
     (void)ud;
     int64_t uid, limit, before = 0;
-    if (tp_accounts_auth(ctx, &uid) != 0)
+    if (tp_api_accounts_auth(ctx, &uid) != 0)
         return;
     if (parse_limit(ctx, "limit", TP_PLAYERS_BETS_DEFAULT, TP_PLAYERS_BETS_MAX, &limit) != 0 ||
         parse_limit(ctx, "before", 0, INT64_MAX, &before) != 0) {
@@ -428,9 +471,16 @@ static void get_leaderboard(struct tp_http_ctx *ctx, void *ud)
     finish_or_fail(o);
 }
 
-void tp_players_register(struct tp_worker *w)
+static void register_routes(struct tp_worker *w, void *ud)
 {
+    (void)ud;
     struct tp_router *r = tp_worker_router(w);
+    TP_ASSERT(tp_router_add(r, "GET", "/api/v1/me", get_me, NULL) == 0);
     TP_ASSERT(tp_router_add(r, "GET", "/api/v1/me/bets", get_my_bets, NULL) == 0);
     TP_ASSERT(tp_router_add(r, "GET", "/api/v1/leaderboard", get_leaderboard, NULL) == 0);
+}
+
+void tp_players_install(void)
+{
+    tp_worker_on_init(register_routes, NULL);
 }

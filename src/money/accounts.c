@@ -1,32 +1,28 @@
 /*
- * Accounts, sessions, token checks and the API installer (see tickpool/money/accounts.h).
+ * Accounts core: sign-up, sign-in, profiles and token checks (see tickpool/money/accounts.h).
  *
- * Each request that needs Redis or argon2 is a small heap `struct op` walked through its steps
- * by callbacks on the worker's loop; it holds the http ctx until its single reply (a ctx whose
- * connection died meanwhile is freed by the router on that reply).
+ * Each operation that needs Redis or argon2 is a small heap `struct op` walked through its steps
+ * by callbacks on the worker's loop; it holds the caller's callback until its single outcome.
  *
- * Process-wide state (one worker per process): the token secret and the hashing pool.
+ * Per-worker state (a worker slot, filled by tp_accounts_install's init hook): the token secret,
+ * the hashing pool and the dummy hash; only the worker's loop thread touches it (the pool's jobs
+ * get an op each).
  */
 #include "tickpool/money/accounts.h"
-#include "tickpool/base/buf.h"
-#include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
 #include "tickpool/base/log.h"
 #include "tickpool/money/password.h"
-#include "tickpool/api/players.h"
-#include "tickpool/net/router.h"
-#include "tickpool/store/store.h"
 #include "tickpool/money/token.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/net/workq.h"
+#include "tickpool/store/store.h"
 
 #include <ev.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define MOD "accounts"
 #define SECRET_KEY "tp:{g}:auth_secret"
@@ -34,116 +30,125 @@
 #define NAME_MIN 3
 #define NAME_MAX 32
 #define PW_MIN 8
-#define BODY_MAX 4096
 #define HASH_THREADS 2
 #define HASH_QUEUE 256
 
-static uint8_t secret[SECRET_MAX];
-static size_t secret_len; /* 0 until known */
-static struct tp_workq *pool;
-static char dummy_hash[TP_PASSWORD_ENCODED_MAX]; /* verified for unknown users (timing) */
-static ev_timer secret_timer;
-static struct tp_worker *worker;
+struct accounts {
+    struct tp_worker *w;
+    uint8_t secret[SECRET_MAX];
+    size_t secret_len; /* 0 until known */
+    struct tp_workq *pool;
+    char dummy_hash[TP_PASSWORD_ENCODED_MAX]; /* verified for unknown users (timing) */
+    ev_timer secret_timer;
+    bool timer_active;
+    char candidate[65]; /* our random secret (hex), offered to Redis with SET NX */
+};
+
+static const char *const names[] = {
+    [TP_ACCOUNTS_OK] = "ok",
+    [TP_ACCOUNTS_INVALID_REQUEST] = "invalid_request",
+    [TP_ACCOUNTS_INVALID_USERNAME] = "invalid_username",
+    [TP_ACCOUNTS_WEAK_PASSWORD] = "weak_password",
+    [TP_ACCOUNTS_USERNAME_TAKEN] = "username_taken",
+    [TP_ACCOUNTS_BAD_CREDENTIALS] = "bad_credentials",
+    [TP_ACCOUNTS_UNKNOWN_USER] = "unauthorized",
+    [TP_ACCOUNTS_OVERLOADED] = "overloaded",
+    [TP_ACCOUNTS_UNAVAILABLE] = "unavailable",
+};
+
+const char *tp_accounts_code_name(enum tp_accounts_code c)
+{
+    return (unsigned)c < TP_ARRAY_LEN(names) ? names[c] : "unavailable";
+}
+
+/* The worker slot holding struct accounts (tp_accounts_install hands it out). */
+static size_t slot = SIZE_MAX;
+
+/* w's accounts state; NULL without a worker (unit tests) or before tp_accounts_install. */
+static struct accounts *accounts_of(struct tp_worker *w)
+{
+    return w != NULL && slot != SIZE_MAX ? tp_worker_slot_get(w, slot) : NULL;
+}
 
 /* --- Token secret --- */
 
 /* TICKPOOL_AUTH_SECRET: even-length hex of >= 16 bytes is decoded, anything else used raw. */
-static int secret_from_env(void)
+static int secret_from_env(struct accounts *a)
 {
     const char *s = getenv("TICKPOOL_AUTH_SECRET");
     if (s == NULL || s[0] == '\0')
         return TP_ENOTFOUND;
     size_t n = strlen(s);
     if (n % 2 == 0 && n / 2 >= TP_TOKEN_MIN_SECRET && n / 2 <= SECRET_MAX &&
-        tp_hex_decode(s, secret, n / 2) == 0) {
-        secret_len = n / 2;
+        tp_hex_decode(s, a->secret, n / 2) == 0) {
+        a->secret_len = n / 2;
         return 0;
     }
     if (n < TP_TOKEN_MIN_SECRET || n > SECRET_MAX)
         tp_log_fatal(MOD, "TICKPOOL_AUTH_SECRET must hold 16-128 bytes (raw or hex)");
-    memcpy(secret, s, n);
-    secret_len = n;
+    memcpy(a->secret, s, n);
+    a->secret_len = n;
     return 0;
 }
 
-static char candidate[65]; /* our random secret (hex), offered to Redis with SET NX */
-static bool timer_active;
-
-static void stop_secret_timer(struct ev_loop *loop)
+static void stop_secret_timer(struct accounts *a)
 {
-    if (!timer_active)
+    if (!a->timer_active)
         return;
-    timer_active = false;
+    a->timer_active = false;
+    struct ev_loop *loop = tp_worker_loop(a->w);
     ev_ref(loop); /* balance the ev_unref of init_worker before stopping (libev rule) */
-    ev_timer_stop(loop, &secret_timer);
+    ev_timer_stop(loop, &a->secret_timer);
 }
 
 /* SET NX GET: nil means our candidate was stored, a string is the secret someone set first. */
 static void on_secret(int err, const struct tp_store_reply *r, void *ud)
 {
-    (void)ud;
-    if (err != 0 || secret_len != 0)
+    struct accounts *a = ud;
+    if (err != 0 || a->secret_len != 0)
         return; /* the timer retries */
     size_t n = 0;
-    const char *s = tp_reply_type(r) == TP_REPLY_NIL      ? candidate
+    const char *s = tp_reply_type(r) == TP_REPLY_NIL      ? a->candidate
                     : tp_reply_type(r) == TP_REPLY_STRING ? tp_reply_str(r, &n)
                                                           : NULL;
-    if (s == candidate)
+    if (s == a->candidate)
         n = 64;
-    if (s == NULL || n != 64 || tp_hex_decode(s, secret, 32) != 0) {
+    if (s == NULL || n != 64 || tp_hex_decode(s, a->secret, 32) != 0) {
         tp_log_error(MOD, "cannot read %s from Redis", SECRET_KEY);
         return;
     }
-    secret_len = 32;
-    stop_secret_timer(tp_worker_loop(worker));
+    a->secret_len = 32;
+    stop_secret_timer(a);
 }
 
 static void try_secret(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
-    (void)t;
     (void)revents;
-    struct tp_store *st = tp_store_of(worker);
-    if (secret_len != 0 || st == NULL || !tp_store_is_connected(st))
+    struct accounts *a = t->data;
+    struct tp_store *st = tp_store_of(a->w);
+    if (a->secret_len != 0 || st == NULL || !tp_store_is_connected(st))
         return;
-    (void)tp_store_command(st, on_secret, NULL, "SET %s %s NX GET", SECRET_KEY, candidate);
+    (void)tp_store_command(st, on_secret, a, "SET %s %s NX GET", SECRET_KEY, a->candidate);
 }
 
-int tp_accounts_verify_token(const char *token, size_t len, int64_t *user_id, int64_t *expires_ms)
+int tp_accounts_verify_token(struct tp_worker *w, const char *token, size_t len, int64_t *user_id,
+                             int64_t *expires_ms)
 {
-    if (secret_len == 0)
+    struct accounts *a = accounts_of(w);
+    if (a == NULL || a->secret_len == 0)
         return TP_EUNAVAIL;
     int64_t exp;
-    return tp_token_verify(secret, secret_len, token, len, tp_now_ms(), user_id,
+    return tp_token_verify(a->secret, a->secret_len, token, len, tp_now_ms(), user_id,
                            expires_ms != NULL ? expires_ms : &exp);
 }
 
-int tp_accounts_auth(struct tp_http_ctx *ctx, int64_t *user_id)
-{
-    const char *h = tp_http_ctx_header(ctx, "Authorization");
-    int rc = TP_EINVAL;
-    if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0) {
-        const char *t = h + 7;
-        while (*t == ' ')
-            t++;
-        size_t n = strlen(t);
-        while (n > 0 && t[n - 1] == ' ')
-            n--;
-        rc = tp_accounts_verify_token(t, n, user_id, NULL);
-    }
-    if (rc == TP_EUNAVAIL)
-        tp_http_reply_error(ctx, 503, "unavailable", "authentication not ready, retry");
-    else if (rc != 0)
-        tp_http_reply_error(ctx, 401, "unauthorized", "missing, invalid or expired token");
-    return rc;
-}
-
-/* --- Shared request plumbing --- */
+/* --- Shared operation plumbing --- */
 
 struct op {
-    struct tp_http_ctx *ctx;
-    struct tp_worker *w;
-    bool signup;
+    struct accounts *a;
+    tp_accounts_cb cb;
+    void *ud;
     char username[NAME_MAX + 1];
     char lower[NAME_MAX + 1];
     char pw[TP_PASSWORD_MAX + 1];
@@ -156,45 +161,39 @@ struct op {
     int64_t balance;
 };
 
-static void op_free(struct op *o)
+static struct tp_store *op_store(const struct op *o)
 {
+    return tp_store_of(o->a->w);
+}
+
+static const struct tp_config *op_config(const struct op *o)
+{
+    return tp_worker_config(o->a->w);
+}
+
+/* Delivers the outcome and frees the op: its callback runs exactly once, here. */
+static void finish(struct op *o, struct tp_accounts_result *res)
+{
+    o->cb(res, o->ud);
     explicit_bzero(o->pw, sizeof(o->pw));
     free(o);
 }
 
-static void fail(struct op *o, int status, const char *code, const char *msg)
+static void fail(struct op *o, enum tp_accounts_code code)
 {
-    if (status == 429)
-        tp_http_ctx_add_header(o->ctx, "Retry-After", "1");
-    tp_http_reply_error(o->ctx, status, code, msg);
-    op_free(o);
+    struct tp_accounts_result res = {.code = code};
+    finish(o, &res);
 }
 
 static void unavailable(struct op *o, const char *what, int err)
 {
     tp_log_warn(MOD, "%s failed\terr=%s", what, tp_strerror(err));
-    fail(o, 503, "unavailable", "storage unavailable, retry");
-}
-
-/* Starts a writer on `b` in the client's format. */
-static bool start_reply(struct tp_http_ctx *ctx, struct tp_buf *b, struct tp_wr *w)
-{
-    bool mp = tp_http_ctx_wants_msgpack(ctx);
-    tp_buf_init(b);
-    tp_wr_init(w, b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
-    return mp;
-}
-
-static void finish_reply(struct tp_http_ctx *ctx, int status, bool mp, struct tp_buf *b)
-{
-    tp_http_reply(ctx, status, mp ? "application/msgpack" : "application/json", tp_buf_ptr(b),
-                  tp_buf_size(b));
-    tp_buf_deinit(b);
+    fail(o, TP_ACCOUNTS_UNAVAILABLE);
 }
 
 static bool valid_username(const char *s, size_t n)
 {
-    if (n < NAME_MIN || n > NAME_MAX)
+    if (s == NULL || n < NAME_MIN || n > NAME_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
@@ -205,67 +204,57 @@ static bool valid_username(const char *s, size_t n)
     return true;
 }
 
-/*
- * Reads {username, password} into a new op. Returns NULL after replying 400 when the body is
- * unusable. Sign-up checks the rules (invalid_username / weak_password); sign-in only the
- * shape, so any bad credential is the same 401 later.
- */
-static struct op *read_credentials(struct tp_http_ctx *ctx, bool signup)
+enum tp_accounts_code tp_accounts_check_signup(const struct tp_accounts_creds *c)
 {
-    size_t len;
-    const char *body = tp_http_ctx_body(ctx, &len);
-    enum tp_fmt fmt;
-    struct tp_doc *doc = NULL;
-    if (tp_http_ctx_body_format(ctx, &fmt) != 0 ||
-        tp_doc_parse_ex(fmt, body, len, BODY_MAX, &doc, NULL, 0) != 0 ||
-        tp_val_type(tp_doc_root(doc)) != TP_VAL_MAP) {
-        tp_doc_free(doc);
-        tp_http_reply_error(ctx, 400, "invalid_request",
-                            "body must be an object with string username and password");
-        return NULL;
-    }
-    const struct tp_val *root = tp_doc_root(doc);
-    const char *name = NULL, *pw = NULL;
-    size_t nlen = 0, pwlen = 0;
-    bool name_ok =
-        tp_val_get_str(root, "username", &name, &nlen) == 0 && valid_username(name, nlen);
-    bool pw_ok = tp_val_get_str(root, "password", &pw, &pwlen) == 0;
-    if (signup && !name_ok) {
-        tp_doc_free(doc);
-        tp_http_reply_error(ctx, 400, "invalid_username",
-                            "username must be 3-32 characters of A-Z a-z 0-9 _ -");
-        return NULL;
-    }
-    if (signup && (!pw_ok || pwlen < PW_MIN || pwlen > TP_PASSWORD_MAX)) {
-        tp_doc_free(doc);
-        tp_http_reply_error(ctx, 400, "weak_password", "password must be 8-1024 bytes");
-        return NULL;
-    }
-    if (!signup && (!pw_ok || (name != NULL && nlen > NAME_MAX) || pwlen > TP_PASSWORD_MAX)) {
-        tp_doc_free(doc);
-        tp_http_reply_error(ctx, 400, "invalid_request",
-                            "body must be an object with string username and password");
-        return NULL;
-    }
+    if (!valid_username(c->username, c->username_len))
+        return TP_ACCOUNTS_INVALID_USERNAME;
+    if (c->password == NULL || c->password_len < PW_MIN || c->password_len > TP_PASSWORD_MAX)
+        return TP_ACCOUNTS_WEAK_PASSWORD;
+    return TP_ACCOUNTS_OK;
+}
+
+enum tp_accounts_code tp_accounts_check_signin(const struct tp_accounts_creds *c)
+{
+    if (c->password == NULL || (c->username != NULL && c->username_len > NAME_MAX) ||
+        c->password_len > TP_PASSWORD_MAX)
+        return TP_ACCOUNTS_INVALID_REQUEST;
+    return TP_ACCOUNTS_OK;
+}
+
+bool tp_accounts_ready(struct tp_worker *w)
+{
+    struct accounts *a = accounts_of(w);
+    return a != NULL && a->secret_len != 0 && a->pool != NULL && tp_store_of(w) != NULL &&
+           tp_store_is_connected(tp_store_of(w));
+}
+
+/*
+ * A new op for credentials that passed their check. A username that breaks the rules leaves
+ * `known` false: sign-in then verifies against the dummy hash and answers BAD_CREDENTIALS.
+ */
+static struct op *new_op(struct tp_worker *w, const struct tp_accounts_creds *c, tp_accounts_cb cb,
+                         void *ud)
+{
     struct op *o = tp_xcalloc(1, sizeof(*o));
-    o->ctx = ctx;
-    o->w = tp_http_ctx_worker(ctx);
-    o->signup = signup;
-    o->known = name_ok;
-    if (name_ok) {
-        memcpy(o->username, name, nlen);
-        for (size_t i = 0; i < nlen; i++)
-            o->lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    o->a = accounts_of(w);
+    o->cb = cb;
+    o->ud = ud;
+    o->known = valid_username(c->username, c->username_len);
+    if (o->known) {
+        memcpy(o->username, c->username, c->username_len);
+        for (size_t i = 0; i < c->username_len; i++) {
+            char ch = c->username[i];
+            o->lower[i] = (char)((ch >= 'A' && ch <= 'Z') ? ch + 32 : ch);
+        }
     }
-    memcpy(o->pw, pw, pwlen);
-    o->pwlen = pwlen;
-    tp_doc_free(doc);
+    memcpy(o->pw, c->password, c->password_len);
+    o->pwlen = c->password_len;
     return o;
 }
 
 static int64_t bucket_of(const struct op *o, int64_t uid, int *nb)
 {
-    *nb = TP_MAX(tp_worker_config(o->w)->game.buckets, 1);
+    *nb = TP_MAX(op_config(o)->game.buckets, 1);
     return uid % *nb;
 }
 
@@ -281,12 +270,12 @@ static int run_grant(struct op *o, tp_store_cb cb)
     snprintf(k[3], sizeof(k[3]), "tp:{b%lld}:outbox", (long long)b);
     snprintf(a[0], sizeof(a[0]), "%lld", (long long)o->uid);
     snprintf(a[1], sizeof(a[1]), "signup:%lld", (long long)o->uid);
-    snprintf(a[2], sizeof(a[2]), "%lld", (long long)tp_worker_config(o->w)->game.start_balance);
+    snprintf(a[2], sizeof(a[2]), "%lld", (long long)op_config(o)->game.start_balance);
     snprintf(a[3], sizeof(a[3]), "%lld", (long long)tp_now_ms());
     snprintf(a[4], sizeof(a[4]), "%lld", (long long)b);
     snprintf(a[5], sizeof(a[5]), "%d", nb);
     const char *argv[10] = {k[0], k[1], k[2], k[3], a[0], a[1], a[2], a[3], a[4], a[5]};
-    return tp_store_script(tp_store_of(o->w), "grant", 4, 10, argv, NULL, cb, o);
+    return tp_store_script(op_store(o), "grant", 4, 10, argv, NULL, cb, o);
 }
 
 /* Reads grant.lua's {"ok", balance, replayed}; false for anything else (logged). */
@@ -314,18 +303,17 @@ bad:
     return false;
 }
 
-static void write_token(struct tp_wr *w, int64_t uid, int64_t *exp_out)
+/* Signs a fresh token for o->uid into `tok` and fills the result's token and expiry. */
+static void sign_token(const struct op *o, char tok[TP_TOKEN_LEN + 1],
+                       struct tp_accounts_result *res)
 {
-    char tok[TP_TOKEN_LEN + 1];
-    int64_t exp = tp_now_ms() + TP_ACCOUNTS_TOKEN_TTL_MS;
-    TP_ASSERT(tp_token_sign(secret, secret_len, uid, exp, tok, sizeof(tok)) == 0);
-    tp_wr_key(w, "token");
-    tp_wr_str(w, tok);
-    if (exp_out != NULL)
-        *exp_out = exp;
+    res->expires_ms = tp_now_ms() + TP_ACCOUNTS_TOKEN_TTL_MS;
+    TP_ASSERT(tp_token_sign(o->a->secret, o->a->secret_len, o->uid, res->expires_ms, tok,
+                            TP_TOKEN_LEN + 1) == 0);
+    res->token = tok;
 }
 
-/* --- POST /api/v1/accounts --- */
+/* --- Sign-up --- */
 
 static void hash_job(void *ud)
 {
@@ -339,31 +327,23 @@ static void signup_granted(int err, const struct tp_store_reply *r, void *ud)
     struct op *o = ud;
     int64_t bal;
     if (!grant_balance(err, r, &bal)) {
-        fail(o, 503, "unavailable", "storage unavailable, retry");
+        fail(o, TP_ACCOUNTS_UNAVAILABLE);
         return;
     }
     if (o->taken) {
-        fail(o, 409, "username_taken", "this username is taken");
+        fail(o, TP_ACCOUNTS_USERNAME_TAKEN);
         return;
     }
     if (bal < 0) { /* a fresh user id whose grant id already exists: never expected */
-        fail(o, 503, "unavailable", "storage unavailable, retry");
+        fail(o, TP_ACCOUNTS_UNAVAILABLE);
         return;
     }
-    struct tp_buf b;
-    struct tp_wr w;
-    bool mp = start_reply(o->ctx, &b, &w);
-    tp_wr_map(&w, 4);
-    tp_wr_key(&w, "user_id");
-    tp_wr_int(&w, o->uid);
-    tp_wr_key(&w, "username");
-    tp_wr_str(&w, o->username);
-    write_token(&w, o->uid, NULL);
-    tp_wr_key(&w, "balance");
-    tp_wr_int(&w, bal);
-    finish_reply(o->ctx, 201, mp, &b);
+    char tok[TP_TOKEN_LEN + 1];
+    struct tp_accounts_result res = {
+        .code = TP_ACCOUNTS_OK, .user_id = o->uid, .username = o->username, .balance = bal};
+    sign_token(o, tok, &res);
     tp_log_info(MOD, "account created\tuser_id=%lld", (long long)o->uid);
-    op_free(o);
+    finish(o, &res);
 }
 
 static void signup_stored(int err, const struct tp_store_reply *r, void *ud)
@@ -380,7 +360,7 @@ static void signup_stored(int err, const struct tp_store_reply *r, void *ud)
     o->taken = strcmp(tag, "taken") == 0;
     o->uid = tp_reply_integer(tp_reply_at(r, 1));
     /* Taken: re-apply that user's start grant (a no-op unless a crash interrupted its
-     * sign-up after signup.lua), then answer 409. */
+     * sign-up after signup.lua), then answer username_taken. */
     int rc = run_grant(o, signup_granted);
     if (rc != 0)
         unavailable(o, "grant", rc);
@@ -400,7 +380,7 @@ static void signup_got_id(int err, const struct tp_store_reply *r, void *ud)
     snprintf(now, sizeof(now), "%lld", (long long)tp_now_ms());
     const char *argv[8] = {"tp:{g}:usernames", ukey, "tp:{g}:outbox", o->lower,
                            o->username,        id,   o->hash,         now};
-    int rc = tp_store_script(tp_store_of(o->w), "signup", 3, 8, argv, NULL, signup_stored, o);
+    int rc = tp_store_script(op_store(o), "signup", 3, 8, argv, NULL, signup_stored, o);
     if (rc != 0)
         unavailable(o, "signup script", rc);
 }
@@ -412,41 +392,34 @@ static void signup_hashed(int err, void *ud)
         unavailable(o, "password hash", err != 0 ? err : o->rc);
         return;
     }
-    int rc = tp_store_command(tp_store_of(o->w), signup_got_id, o, "INCR tp:{g}:user_seq");
+    int rc = tp_store_command(op_store(o), signup_got_id, o, "INCR tp:{g}:user_seq");
     if (rc != 0)
         unavailable(o, "user_seq", rc);
 }
 
-static bool ready(struct tp_http_ctx *ctx)
+int tp_accounts_signup(struct tp_worker *w, const struct tp_accounts_creds *c, tp_accounts_cb cb,
+                       void *ud)
 {
-    struct tp_worker *w = tp_http_ctx_worker(ctx);
-    if (secret_len == 0 || pool == NULL || w == NULL || tp_store_of(w) == NULL ||
-        !tp_store_is_connected(tp_store_of(w))) {
-        tp_http_reply_error(ctx, 503, "unavailable", "storage unavailable, retry");
-        return false;
+    if (c == NULL || cb == NULL || tp_accounts_check_signup(c) != TP_ACCOUNTS_OK)
+        return TP_EINVAL;
+    if (!tp_accounts_ready(w))
+        return TP_EUNAVAIL;
+    struct op *o = new_op(w, c, cb, ud);
+    if (tp_workq_submit(o->a->pool, hash_job, signup_hashed, o) != 0) {
+        explicit_bzero(o->pw, sizeof(o->pw));
+        free(o);
+        return TP_EAGAIN;
     }
-    return true;
+    return 0;
 }
 
-static void post_accounts(struct tp_http_ctx *ctx, void *ud)
-{
-    (void)ud;
-    if (!ready(ctx))
-        return;
-    struct op *o = read_credentials(ctx, true);
-    if (o == NULL)
-        return;
-    if (tp_workq_submit(pool, hash_job, signup_hashed, o) != 0)
-        fail(o, 429, "overloaded", "too many sign-ups in progress, retry shortly");
-}
-
-/* --- POST /api/v1/sessions --- */
+/* --- Sign-in --- */
 
 static void verify_job(void *ud)
 {
     struct op *o = ud;
     /* Unknown users cost one argon2 verification too, so timing does not reveal them. */
-    o->rc = tp_password_verify(o->known ? o->hash : dummy_hash, o->pw, o->pwlen);
+    o->rc = tp_password_verify(o->known ? o->hash : o->a->dummy_hash, o->pw, o->pwlen);
     explicit_bzero(o->pw, sizeof(o->pw));
 }
 
@@ -455,21 +428,13 @@ static void session_granted(int err, const struct tp_store_reply *r, void *ud)
     struct op *o = ud;
     int64_t bal;
     if (!grant_balance(err, r, &bal)) {
-        fail(o, 503, "unavailable", "storage unavailable, retry");
+        fail(o, TP_ACCOUNTS_UNAVAILABLE);
         return;
     }
-    struct tp_buf b;
-    struct tp_wr w;
-    bool mp = start_reply(o->ctx, &b, &w);
-    int64_t exp;
-    tp_wr_map(&w, 3);
-    tp_wr_key(&w, "user_id");
-    tp_wr_int(&w, o->uid);
-    write_token(&w, o->uid, &exp);
-    tp_wr_key(&w, "expires_at");
-    tp_wr_int(&w, exp);
-    finish_reply(o->ctx, 200, mp, &b);
-    op_free(o);
+    char tok[TP_TOKEN_LEN + 1];
+    struct tp_accounts_result res = {.code = TP_ACCOUNTS_OK, .user_id = o->uid};
+    sign_token(o, tok, &res);
+    finish(o, &res);
 }
 
 static void session_verified(int err, void *ud)
@@ -480,7 +445,7 @@ static void session_verified(int err, void *ud)
         return;
     }
     if (!o->known || o->rc != 0) {
-        fail(o, 401, "bad_credentials", "unknown username or wrong password");
+        fail(o, TP_ACCOUNTS_BAD_CREDENTIALS);
         return;
     }
     /* Heal a sign-up interrupted before its grant (idempotent no-op otherwise). */
@@ -489,10 +454,16 @@ static void session_verified(int err, void *ud)
         unavailable(o, "grant", rc);
 }
 
+static int submit_verify(struct op *o)
+{
+    return tp_workq_submit(o->a->pool, verify_job, session_verified, o) != 0 ? TP_EAGAIN : 0;
+}
+
+/* A lookup step's verification: queue full here, after the submit returned, is an outcome. */
 static void start_verify(struct op *o)
 {
-    if (tp_workq_submit(pool, verify_job, session_verified, o) != 0)
-        fail(o, 429, "overloaded", "too many sign-ins in progress, retry shortly");
+    if (submit_verify(o) != 0)
+        fail(o, TP_ACCOUNTS_OVERLOADED);
 }
 
 static void session_user(int err, const struct tp_store_reply *r, void *ud)
@@ -526,33 +497,40 @@ static void session_id(int err, const struct tp_store_reply *r, void *ud)
         start_verify(o);
         return;
     }
-    int rc = tp_store_command(tp_store_of(o->w), session_user, o, "HMGET tp:{g}:user:%lld pw_hash",
+    int rc = tp_store_command(op_store(o), session_user, o, "HMGET tp:{g}:user:%lld pw_hash",
                               (long long)o->uid);
     if (rc != 0)
         unavailable(o, "user lookup", rc);
 }
 
-static void post_sessions(struct tp_http_ctx *ctx, void *ud)
+int tp_accounts_signin(struct tp_worker *w, const struct tp_accounts_creds *c, tp_accounts_cb cb,
+                       void *ud)
 {
-    (void)ud;
-    if (!ready(ctx))
-        return;
-    struct op *o = read_credentials(ctx, false);
-    if (o == NULL)
-        return;
+    if (c == NULL || cb == NULL || tp_accounts_check_signin(c) != TP_ACCOUNTS_OK)
+        return TP_EINVAL;
+    if (!tp_accounts_ready(w))
+        return TP_EUNAVAIL;
+    struct op *o = new_op(w, c, cb, ud);
+    int rc;
     if (!o->known) {
-        start_verify(o);
-        return;
+        rc = submit_verify(o);
+    } else {
+        rc = tp_store_command(op_store(o), session_id, o, "HGET tp:{g}:usernames %s", o->lower);
+        if (rc != 0) {
+            tp_log_warn(MOD, "username lookup failed\terr=%s", tp_strerror(rc));
+            rc = TP_EUNAVAIL;
+        }
     }
-    int rc =
-        tp_store_command(tp_store_of(o->w), session_id, o, "HGET tp:{g}:usernames %s", o->lower);
-    if (rc != 0)
-        unavailable(o, "username lookup", rc);
+    if (rc != 0) {
+        explicit_bzero(o->pw, sizeof(o->pw));
+        free(o);
+    }
+    return rc;
 }
 
-/* --- GET /api/v1/me --- */
+/* --- Profile --- */
 
-static void me_balance(int err, const struct tp_store_reply *r, void *ud)
+static void profile_balance(int err, const struct tp_store_reply *r, void *ud)
 {
     struct op *o = ud;
     if (err != 0 || (tp_reply_type(r) != TP_REPLY_NIL && tp_reply_type(r) != TP_REPLY_STRING)) {
@@ -560,21 +538,14 @@ static void me_balance(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     const char *s = tp_reply_str(r, NULL);
-    struct tp_buf b;
-    struct tp_wr w;
-    bool mp = start_reply(o->ctx, &b, &w);
-    tp_wr_map(&w, 3);
-    tp_wr_key(&w, "user_id");
-    tp_wr_int(&w, o->uid);
-    tp_wr_key(&w, "username");
-    tp_wr_str(&w, o->username);
-    tp_wr_key(&w, "balance");
-    tp_wr_int(&w, s ? strtoll(s, NULL, 10) : 0);
-    finish_reply(o->ctx, 200, mp, &b);
-    op_free(o);
+    struct tp_accounts_result res = {.code = TP_ACCOUNTS_OK,
+                                     .user_id = o->uid,
+                                     .username = o->username,
+                                     .balance = s ? strtoll(s, NULL, 10) : 0};
+    finish(o, &res);
 }
 
-static void me_user(int err, const struct tp_store_reply *r, void *ud)
+static void profile_user(int err, const struct tp_store_reply *r, void *ud)
 {
     struct op *o = ud;
     if (err != 0 || (tp_reply_type(r) != TP_REPLY_NIL && tp_reply_type(r) != TP_REPLY_STRING)) {
@@ -585,34 +556,35 @@ static void me_user(int err, const struct tp_store_reply *r, void *ud)
     const char *name = tp_reply_str(r, &n);
     if (name == NULL || n > NAME_MAX) {
         /* A valid token for a user this Redis does not know (data reset). */
-        fail(o, 401, "unauthorized", "unknown user");
+        fail(o, TP_ACCOUNTS_UNKNOWN_USER);
         return;
     }
     memcpy(o->username, name, n + 1);
     int nb;
     int64_t b = bucket_of(o, o->uid, &nb);
-    int rc = tp_store_command(tp_store_of(o->w), me_balance, o, "HGET tp:{b%lld}:bal %lld",
+    int rc = tp_store_command(op_store(o), profile_balance, o, "HGET tp:{b%lld}:bal %lld",
                               (long long)b, (long long)o->uid);
     if (rc != 0)
         unavailable(o, "balance", rc);
 }
 
-static void get_me(struct tp_http_ctx *ctx, void *ud)
+int tp_accounts_profile(struct tp_worker *w, int64_t user_id, tp_accounts_cb cb, void *ud)
 {
-    (void)ud;
-    int64_t uid;
-    if (tp_accounts_auth(ctx, &uid) != 0)
-        return;
-    if (!ready(ctx))
-        return;
+    if (cb == NULL || !tp_accounts_ready(w))
+        return TP_EUNAVAIL;
     struct op *o = tp_xcalloc(1, sizeof(*o));
-    o->ctx = ctx;
-    o->w = tp_http_ctx_worker(ctx);
-    o->uid = uid;
-    int rc = tp_store_command(tp_store_of(o->w), me_user, o, "HGET tp:{g}:user:%lld username",
-                              (long long)uid);
-    if (rc != 0)
-        unavailable(o, "user lookup", rc);
+    o->a = accounts_of(w);
+    o->cb = cb;
+    o->ud = ud;
+    o->uid = user_id;
+    int rc = tp_store_command(op_store(o), profile_user, o, "HGET tp:{g}:user:%lld username",
+                              (long long)user_id);
+    if (rc != 0) {
+        tp_log_warn(MOD, "user lookup failed\terr=%s", tp_strerror(rc));
+        free(o);
+        return TP_EUNAVAIL;
+    }
+    return 0;
 }
 
 /* --- Installation --- */
@@ -620,41 +592,41 @@ static void get_me(struct tp_http_ctx *ctx, void *ud)
 static void on_drain(struct tp_worker *w, void *ud)
 {
     (void)ud;
-    stop_secret_timer(tp_worker_loop(w));
+    struct accounts *a = accounts_of(w);
+    if (a != NULL)
+        stop_secret_timer(a);
 }
 
 static void init_worker(struct tp_worker *w, void *ud)
 {
     (void)ud;
-    worker = w;
-    if (secret_from_env() != 0) {
+    struct accounts *a = tp_xcalloc(1, sizeof(*a));
+    a->w = w;
+    if (secret_from_env(a) != 0) {
         uint8_t c[32];
         TP_ASSERT(tp_random_bytes(c, sizeof(c)) == 0);
-        tp_hex_encode(c, sizeof(c), candidate);
-        /* Every 20 ms until known: tokens answer 503 until then, so keep that window to a
-         * few ms after Redis connects (SET NX GET is idempotent if two overlap). */
-        ev_timer_init(&secret_timer, try_secret, 0.0, 0.02);
-        ev_timer_start(tp_worker_loop(w), &secret_timer);
+        tp_hex_encode(c, sizeof(c), a->candidate);
+        /* Every 20 ms until known: tokens answer unavailable until then, so keep that window
+         * to a few ms after Redis connects (SET NX GET is idempotent if two overlap). */
+        ev_timer_init(&a->secret_timer, try_secret, 0.0, 0.02);
+        a->secret_timer.data = a;
+        ev_timer_start(tp_worker_loop(w), &a->secret_timer);
         ev_unref(tp_worker_loop(w)); /* never keep a draining loop alive */
-        timer_active = true;
+        a->timer_active = true;
     }
     /* One ~30 ms hash per worker start, before accepting: the dummy for unknown users. */
     uint8_t rnd[16];
     char pw[33];
     TP_ASSERT(tp_random_bytes(rnd, sizeof(rnd)) == 0);
     tp_hex_encode(rnd, sizeof(rnd), pw);
-    TP_ASSERT(tp_password_hash(pw, strlen(pw), dummy_hash, sizeof(dummy_hash)) == 0);
-    pool = tp_workq_new(tp_worker_loop(w), HASH_THREADS, HASH_QUEUE);
-
-    struct tp_router *r = tp_worker_router(w);
-    TP_ASSERT(tp_router_add(r, "POST", "/api/v1/accounts", post_accounts, NULL) == 0);
-    TP_ASSERT(tp_router_add(r, "POST", "/api/v1/sessions", post_sessions, NULL) == 0);
-    TP_ASSERT(tp_router_add(r, "GET", "/api/v1/me", get_me, NULL) == 0);
-    tp_players_register(w);
+    TP_ASSERT(tp_password_hash(pw, strlen(pw), a->dummy_hash, sizeof(a->dummy_hash)) == 0);
+    a->pool = tp_workq_new(tp_worker_loop(w), HASH_THREADS, HASH_QUEUE);
+    tp_worker_slot_set(w, slot, a);
 }
 
-void tp_api_install(void)
+void tp_accounts_install(void)
 {
+    slot = tp_worker_slot_new();
     tp_worker_on_init(init_worker, NULL);
     tp_worker_on_drain(on_drain, NULL);
 }

@@ -496,7 +496,7 @@ static void handle_auth(struct sess *s, const struct tp_val *m)
         return;
     }
     int64_t uid, exp;
-    int rc = tp_accounts_verify_token(tok, len, &uid, &exp);
+    int rc = tp_accounts_verify_token(s->sw->w, tok, len, &uid, &exp);
     if (rc != 0) {
         send_error(s, rc == TP_EUNAVAIL ? "unavailable" : "unauthorized",
                    rc == TP_ETIMEDOUT ? "token expired" : "invalid token");
@@ -604,7 +604,7 @@ static void on_open(struct tp_conn *c, const struct tp_http_request *req, void *
     const char *tok = req != NULL ? tp_http_request_param(req, "token") : NULL;
     if (tok != NULL && *tok != '\0') {
         int64_t uid, exp;
-        int rc = tp_accounts_verify_token(tok, strlen(tok), &uid, &exp);
+        int rc = tp_accounts_verify_token(sw->w, tok, strlen(tok), &uid, &exp);
         if (rc != 0) {
             tp_conn_ws_close(c, TP_WS_CLOSE_POLICY,
                              rc == TP_ETIMEDOUT ? "token expired" : "invalid token");

@@ -1,5 +1,6 @@
 /*
  * Player views read from Redis only (they work without the Postgres writer):
+ *   GET /api/v1/me                         the caller's user_id, username and balance
  *   GET /api/v1/me/bets?limit=N&before=ID  the caller's bets, newest first, with status and payout
  *   GET /api/v1/leaderboard?limit=N        players by net winnings
  *
@@ -11,15 +12,14 @@
 #ifndef TP_PLAYERS_H
 #define TP_PLAYERS_H
 
-struct tp_worker;
-
 /* Bounds of the `limit` query parameters. */
 #define TP_PLAYERS_BETS_DEFAULT 50
 #define TP_PLAYERS_BETS_MAX 200
 #define TP_PLAYERS_BOARD_DEFAULT 10
 #define TP_PLAYERS_BOARD_MAX 100
 
-/** Adds the two routes to w's router (called from tp_api_install's worker hook). */
-void tp_players_register(struct tp_worker *w);
+/** Registers the three routes in every worker (a tp_worker_on_init hook). Call once in main,
+ * after tp_accounts_install and before tp_master_run. */
+void tp_players_install(void);
 
 #endif
