@@ -122,9 +122,10 @@ static void reply_map(struct tp_http_ctx *ctx, int status, const struct tp_accou
     tp_buf_deinit(&b);
 }
 
-/* --- POST /api/v1/accounts --- */
+/* --- POST /api/v1/accounts and POST /api/v1/sessions --- */
 
 #define SIGNUPS_BUSY "too many sign-ups in progress, retry shortly"
+#define SIGNINS_BUSY "too many sign-ins in progress, retry shortly"
 
 static void on_signup(const struct tp_accounts_result *res, void *ud)
 {
@@ -134,34 +135,6 @@ static void on_signup(const struct tp_accounts_result *res, void *ud)
         reply_map(ud, 201, res, true);
 }
 
-static void post_accounts(struct tp_http_ctx *ctx, void *ud)
-{
-    (void)ud;
-    struct tp_worker *w = tp_http_ctx_worker(ctx);
-    if (!tp_accounts_ready(w)) {
-        reply_error(ctx, TP_ACCOUNTS_UNAVAILABLE, NULL);
-        return;
-    }
-    struct tp_doc *doc;
-    struct tp_accounts_creds c;
-    if (!read_credentials(ctx, &doc, &c))
-        return;
-    enum tp_accounts_code code = tp_accounts_check_signup(&c);
-    if (code == TP_ACCOUNTS_OK) {
-        int rc = tp_accounts_signup(w, &c, on_signup, ctx);
-        code = rc == 0           ? TP_ACCOUNTS_OK
-               : rc == TP_EAGAIN ? TP_ACCOUNTS_OVERLOADED
-                                 : TP_ACCOUNTS_UNAVAILABLE;
-    }
-    tp_doc_free(doc);
-    if (code != TP_ACCOUNTS_OK)
-        reply_error(ctx, code, SIGNUPS_BUSY);
-}
-
-/* --- POST /api/v1/sessions --- */
-
-#define SIGNINS_BUSY "too many sign-ins in progress, retry shortly"
-
 static void on_signin(const struct tp_accounts_result *res, void *ud)
 {
     if (res->code != TP_ACCOUNTS_OK)
@@ -170,9 +143,24 @@ static void on_signin(const struct tp_accounts_result *res, void *ud)
         reply_map(ud, 200, res, false);
 }
 
-static void post_sessions(struct tp_http_ctx *ctx, void *ud)
+/* The two endpoints differ only in their rules, their core call and their reply. */
+struct endpoint {
+    enum tp_accounts_code (*check)(const struct tp_accounts_creds *c);
+    int (*start)(struct tp_worker *w, const struct tp_accounts_creds *c, tp_accounts_cb cb,
+                 void *ud);
+    tp_accounts_cb done;
+    const char *busy;
+};
+
+static const struct endpoint signup = {tp_accounts_check_signup, tp_accounts_signup, on_signup,
+                                       SIGNUPS_BUSY};
+static const struct endpoint signin = {tp_accounts_check_signin, tp_accounts_signin, on_signin,
+                                       SIGNINS_BUSY};
+
+/* `ud` is the route's struct endpoint. */
+static void post_credentials(struct tp_http_ctx *ctx, void *ud)
 {
-    (void)ud;
+    const struct endpoint *e = ud;
     struct tp_worker *w = tp_http_ctx_worker(ctx);
     if (!tp_accounts_ready(w)) {
         reply_error(ctx, TP_ACCOUNTS_UNAVAILABLE, NULL);
@@ -182,24 +170,24 @@ static void post_sessions(struct tp_http_ctx *ctx, void *ud)
     struct tp_accounts_creds c;
     if (!read_credentials(ctx, &doc, &c))
         return;
-    enum tp_accounts_code code = tp_accounts_check_signin(&c);
+    enum tp_accounts_code code = e->check(&c);
     if (code == TP_ACCOUNTS_OK) {
-        int rc = tp_accounts_signin(w, &c, on_signin, ctx);
+        int rc = e->start(w, &c, e->done, ctx);
         code = rc == 0           ? TP_ACCOUNTS_OK
                : rc == TP_EAGAIN ? TP_ACCOUNTS_OVERLOADED
                                  : TP_ACCOUNTS_UNAVAILABLE;
     }
-    tp_doc_free(doc);
+    tp_doc_free(doc); /* the core copied what it keeps */
     if (code != TP_ACCOUNTS_OK)
-        reply_error(ctx, code, SIGNINS_BUSY);
+        reply_error(ctx, code, e->busy);
 }
 
 static void register_routes(struct tp_worker *w, void *ud)
 {
     (void)ud;
     struct tp_router *r = tp_worker_router(w);
-    TP_ASSERT(tp_router_add(r, "POST", "/api/v1/accounts", post_accounts, NULL) == 0);
-    TP_ASSERT(tp_router_add(r, "POST", "/api/v1/sessions", post_sessions, NULL) == 0);
+    TP_ASSERT(tp_router_add(r, "POST", "/api/v1/accounts", post_credentials, (void *)&signup) == 0);
+    TP_ASSERT(tp_router_add(r, "POST", "/api/v1/sessions", post_credentials, (void *)&signin) == 0);
 }
 
 void tp_api_accounts_install(void)
