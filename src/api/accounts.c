@@ -96,11 +96,9 @@ static bool read_credentials(struct tp_http_ctx *ctx, struct tp_doc **doc,
 static void reply_map(struct tp_http_ctx *ctx, int status, const struct tp_accounts_result *res,
                       bool signup)
 {
-    bool mp = tp_http_ctx_wants_msgpack(ctx);
     struct tp_buf b;
-    tp_buf_init(&b);
     struct tp_wr w;
-    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_http_body_init(ctx, &b, &w);
     tp_wr_map(&w, signup ? 4 : 3);
     tp_wr_key(&w, "user_id");
     tp_wr_int(&w, res->user_id);
@@ -117,9 +115,7 @@ static void reply_map(struct tp_http_ctx *ctx, int status, const struct tp_accou
         tp_wr_key(&w, "expires_at");
         tp_wr_int(&w, res->expires_ms);
     }
-    tp_http_reply(ctx, status, mp ? "application/msgpack" : "application/json", tp_buf_ptr(&b),
-                  tp_buf_size(&b));
-    tp_buf_deinit(&b);
+    tp_http_reply_body(ctx, status, &b);
 }
 
 /* --- POST /api/v1/accounts and POST /api/v1/sessions --- */

@@ -50,16 +50,12 @@ static void on_bet(const struct tp_bet_result *res, void *ud)
         reply_bet_error(ctx, res->code);
         return;
     }
-    bool mp = tp_http_ctx_wants_msgpack(ctx);
     struct tp_buf b;
-    tp_buf_init(&b);
     struct tp_wr w;
-    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_http_body_init(ctx, &b, &w);
     tp_wr_map(&w, 5);
     tp_bet_write_fields(&w, res);
-    tp_http_reply(ctx, 201, mp ? "application/msgpack" : "application/json", tp_buf_ptr(&b),
-                  tp_buf_size(&b));
-    tp_buf_deinit(&b);
+    tp_http_reply_body(ctx, 201, &b);
 }
 
 /* Checks in the contract's order: token, Idempotency-Key, body; then one submission. */

@@ -122,11 +122,9 @@ static bool reply_ok(int err, const struct tp_store_reply *r, enum tp_reply_type
     return err == 0 && tp_reply_type(r) == t;
 }
 
-static void write_out(struct pop *o, struct tp_buf *b, bool mp)
+static void write_out(struct pop *o, struct tp_buf *b)
 {
-    tp_http_reply(o->ctx, 200, mp ? "application/msgpack" : "application/json", tp_buf_ptr(b),
-                  tp_buf_size(b));
-    tp_buf_deinit(b);
+    tp_http_reply_body(o->ctx, 200, b);
     pop_free(o);
 }
 
@@ -144,10 +142,8 @@ static void on_profile(const struct tp_accounts_result *res, void *ud)
         return;
     }
     struct tp_buf b;
-    tp_buf_init(&b);
-    bool mp = tp_http_ctx_wants_msgpack(ctx);
     struct tp_wr w;
-    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_http_body_init(ctx, &b, &w);
     tp_wr_map(&w, 3);
     tp_wr_key(&w, "user_id");
     tp_wr_int(&w, res->user_id);
@@ -155,9 +151,7 @@ static void on_profile(const struct tp_accounts_result *res, void *ud)
     tp_wr_str(&w, res->username);
     tp_wr_key(&w, "balance");
     tp_wr_int(&w, res->balance);
-    tp_http_reply(ctx, 200, mp ? "application/msgpack" : "application/json", tp_buf_ptr(&b),
-                  tp_buf_size(&b));
-    tp_buf_deinit(&b);
+    tp_http_reply_body(ctx, 200, &b);
 }
 
 static void get_me(struct tp_http_ctx *ctx, void *ud)
@@ -186,10 +180,8 @@ static const char *status_of(const struct pbet *b, const struct pround *r)
 static void bets_reply(struct pop *o)
 {
     struct tp_buf b;
-    tp_buf_init(&b);
-    bool mp = tp_http_ctx_wants_msgpack(o->ctx);
     struct tp_wr w;
-    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_http_body_init(o->ctx, &b, &w);
     tp_wr_map(&w, 1);
     tp_wr_key(&w, "bets");
     tp_wr_array(&w, (size_t)o->nbets);
@@ -215,7 +207,7 @@ static void bets_reply(struct pop *o)
         else
             tp_wr_int(&w, strcmp(st, "refunded") == 0 ? bt->stake : 0);
     }
-    write_out(o, &b, mp);
+    write_out(o, &b);
 }
 
 static void on_round(int err, const struct tp_store_reply *r, void *ud)
@@ -355,10 +347,8 @@ static void get_my_bets(struct tp_http_ctx *ctx, void *ud)
 static void board_reply(struct pop *o)
 {
     struct tp_buf b;
-    tp_buf_init(&b);
-    bool mp = tp_http_ctx_wants_msgpack(o->ctx);
     struct tp_wr w;
-    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_http_body_init(o->ctx, &b, &w);
     tp_wr_map(&w, 1);
     tp_wr_key(&w, "players");
     tp_wr_array(&w, (size_t)o->nplayers);
@@ -371,7 +361,7 @@ static void board_reply(struct pop *o)
         tp_wr_key(&w, "net");
         tp_wr_int(&w, o->players[i].net);
     }
-    write_out(o, &b, mp);
+    write_out(o, &b);
 }
 
 static void on_name(int err, const struct tp_store_reply *r, void *ud)

@@ -392,13 +392,25 @@ void tp_http_reply(struct tp_http_ctx *ctx, int status, const char *content_type
         ctx->done(ctx, ctx->done_ud);
 }
 
+void tp_http_body_init(const struct tp_http_ctx *ctx, struct tp_buf *b, struct tp_wr *w)
+{
+    tp_buf_init(b);
+    tp_wr_init(w, b, tp_http_ctx_wants_msgpack(ctx) ? TP_FMT_MSGPACK : TP_FMT_JSON);
+}
+
+void tp_http_reply_body(struct tp_http_ctx *ctx, int status, struct tp_buf *b)
+{
+    /* The same question tp_http_body_init asked: the request's Accept does not change. */
+    const char *ctype = tp_http_ctx_wants_msgpack(ctx) ? "application/msgpack" : "application/json";
+    tp_http_reply(ctx, status, ctype, tp_buf_ptr(b), tp_buf_size(b));
+    tp_buf_deinit(b);
+}
+
 void tp_http_reply_error(struct tp_http_ctx *ctx, int status, const char *code, const char *message)
 {
     struct tp_buf b;
-    tp_buf_init(&b);
-    bool mp = tp_http_ctx_wants_msgpack(ctx);
     struct tp_wr w;
-    tp_wr_init(&w, &b, mp ? TP_FMT_MSGPACK : TP_FMT_JSON);
+    tp_http_body_init(ctx, &b, &w);
     tp_wr_map(&w, 1);
     tp_wr_key(&w, "error");
     tp_wr_map(&w, 2);
@@ -406,7 +418,5 @@ void tp_http_reply_error(struct tp_http_ctx *ctx, int status, const char *code, 
     tp_wr_str(&w, code);
     tp_wr_key(&w, "message");
     tp_wr_str(&w, message);
-    const char *ctype = mp ? "application/msgpack" : "application/json";
-    tp_http_reply(ctx, status, ctype, tp_buf_ptr(&b), tp_buf_size(&b));
-    tp_buf_deinit(&b);
+    tp_http_reply_body(ctx, status, &b);
 }

@@ -100,6 +100,12 @@ void tp_http_ctx_set_close(struct tp_http_ctx *ctx);
  * Exactly once per context. */
 void tp_http_reply(struct tp_http_ctx *ctx, int status, const char *content_type, const void *body,
                    size_t len);
+/** Starts a response body in the client's format (MessagePack when it asked, else JSON):
+ * initialises the caller's `b` and a writer `w` into it, for tp_http_reply_body. */
+void tp_http_body_init(const struct tp_http_ctx *ctx, struct tp_buf *b, struct tp_wr *w);
+/** Replies `status` with the body written into `b` since tp_http_body_init, typed in that
+ * format, and frees b's storage. Exactly once per context (it is a tp_http_reply). */
+void tp_http_reply_body(struct tp_http_ctx *ctx, int status, struct tp_buf *b);
 /** Replies with the contract's error body {"error":{"code","message"}}, as JSON or, when the
  * client asked for it, MessagePack. */
 void tp_http_reply_error(struct tp_http_ctx *ctx, int status, const char *code,
