@@ -2,7 +2,7 @@
  * A worker process: one libev loop (epoll) pinned to one CPU, its own SO_REUSEPORT listeners
  * for HTTP and HTTPS, its connections, its routing table, its WebSocket sockets and the
  * per-worker state of the modules above it (slots). Everything here runs on the worker's loop
- * thread only; other threads reach a worker through an ev_async-backed queue (src/mq.c).
+ * thread only; other threads reach a worker through an ev_async (tp_workq's completions).
  *
  * Other modules plug in with tp_worker_on_init (called in every worker after fork, before it
  * accepts): register routes on tp_worker_router, start watchers on tp_worker_loop, keep their
