@@ -11,6 +11,7 @@
 #include "tickpool/api/bets.h"
 #include "tickpool/money/bet.h"
 #include "tickpool/api/players.h"
+#include "tickpool/api/rounds.h"
 #include "tickpool/cli/audit.h"
 #include "tickpool/game/leader.h"
 #include "tickpool/store/pg.h"
@@ -140,7 +141,8 @@ int main(int argc, char **argv)
         tp_bet_install();          /* bet admission's per-worker limiter */
         tp_bets_install();         /* POST /api/v1/bets */
         tp_players_install();      /* /api/v1/me, /me/bets, leaderboard */
-        tp_game_install();         /* game leader + rounds/prices API */
+        tp_rounds_install();       /* rounds and prices API */
+        tp_game_install();         /* game leader */
         tp_session_install();      /* /ws protocol, fan-out, odds */
         tp_pgw_register();         /* outbox → Postgres writer thread */
         tp_pg_health_install();    /* readiness probe of Postgres */

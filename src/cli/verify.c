@@ -10,7 +10,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
-#include "tickpool/game/game_api.h"
+#include "tickpool/game/game_round.h"
 #include "tickpool/game/price_sim.h"
 #include "tickpool/game/round.h"
 #include "tickpool/game/settle.h"

@@ -17,12 +17,10 @@
  */
 #include "tickpool/game/leader.h"
 
-#include "tickpool/base/buf.h"
-#include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
-#include "tickpool/game/game_api.h"
+#include "tickpool/game/game_round.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
 #include "tickpool/game/planner.h"
@@ -68,6 +66,8 @@ struct tp_leader {
     ev_timer lease_t, step_t;
     ev_periodic tick_p;
     bool lease_busy, step_busy, tick_busy;
+    const struct tp_leader_observer *obs; /* who announces rounds and ticks (NULL: nobody) */
+    void *obs_ud;
 
     /* Snapshot of the newest rounds (ascending ids) and of the tick stream's end. */
     struct snap_round snap[TP_PLANNER_WINDOW];
@@ -166,53 +166,23 @@ static void op_fail(struct tp_leader *l, const char *what, const char *code)
     step_end(l);
 }
 
-/* --- Broadcasts --- */
+/* --- Announcements (struct tp_leader_observer) --- */
 
-static void on_publish(int err, const struct tp_store_reply *r, void *ud)
+static void on_ignored(int err, const struct tp_store_reply *r, void *ud)
 {
     (void)err, (void)r, (void)ud;
 }
 
-static void on_round_loaded(int err, const struct tp_game_round *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    if (err != 0)
-        return;
-    struct tp_buf b;
-    tp_buf_init(&b);
-    struct tp_wr w;
-    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
-    tp_wr_map(&w, 2);
-    tp_wr_key(&w, "t");
-    tp_wr_str(&w, "round");
-    tp_wr_key(&w, "round");
-    tp_game_round_write(&w, r);
-    tp_store_command(l->store, on_publish, NULL, "PUBLISH %s %b", TP_GAME_BCAST_CHANNEL,
-                     tp_buf_ptr(&b), tp_buf_size(&b));
-    tp_buf_deinit(&b);
-}
-
 static void publish_round(struct tp_leader *l, int64_t id)
 {
-    tp_game_round_load(l->store, l->g->buckets, id, on_round_loaded, l);
+    if (l->obs != NULL && l->obs->on_round != NULL)
+        l->obs->on_round(l->obs_ud, id);
 }
 
 static void publish_tick(struct tp_leader *l, int64_t ts, int64_t price)
 {
-    struct tp_buf b;
-    tp_buf_init(&b);
-    struct tp_wr w;
-    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
-    tp_wr_map(&w, 3);
-    tp_wr_key(&w, "t");
-    tp_wr_str(&w, "tick");
-    tp_wr_key(&w, "ts");
-    tp_wr_int(&w, ts);
-    tp_wr_key(&w, "price");
-    tp_wr_int(&w, price);
-    tp_store_command(l->store, on_publish, NULL, "PUBLISH %s %b", TP_GAME_BCAST_CHANNEL,
-                     tp_buf_ptr(&b), tp_buf_size(&b));
-    tp_buf_deinit(&b);
+    if (l->obs != NULL && l->obs->on_tick != NULL)
+        l->obs->on_tick(l->obs_ud, ts, price);
 }
 
 /* --- Ticks --- */
@@ -1158,8 +1128,18 @@ void tp_leader_stop(struct tp_leader *l)
         a_str(&a, l->holder);
         a_fmt(&a, "%lld", l->epoch);
         a_str(&a, "0");
-        run(l, "lease", 2, &a, on_publish);
+        run(l, "lease", 2, &a, on_ignored);
     }
+}
+
+int tp_leader_set_observer(struct tp_worker *w, const struct tp_leader_observer *obs, void *ud)
+{
+    struct tp_leader *l = tp_leader_of(w);
+    if (l == NULL)
+        return TP_ENOTFOUND;
+    l->obs = obs;
+    l->obs_ud = ud;
+    return 0;
 }
 
 bool tp_leader_is_leader(const struct tp_leader *l)
@@ -1181,7 +1161,6 @@ static void on_drain(struct tp_worker *w, void *ud)
 static void on_init(struct tp_worker *w, void *ud)
 {
     (void)ud;
-    tp_game_api_register(w);
     tp_leader_start(w);
     tp_worker_on_drain(on_drain, NULL);
 }

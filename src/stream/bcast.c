@@ -9,6 +9,10 @@
  * round's payout hash and the balances), then queues `payout` to each socket of each user with
  * a record. Settlement writes payout:<id> before the round turns settled, so the hash is
  * complete when the message arrives.
+ *
+ * Publishing: the leader's observer runs in the leader's process on its worker's loop and
+ * publishes with the worker's command store, the connection the leader's scripts use, so a
+ * `round` is published after the script that changed the round (it reloads the round first).
  */
 #include "tickpool/stream/bcast.h"
 
@@ -16,14 +20,15 @@
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
-#include "tickpool/net/conn.h"
-#include "tickpool/game/game_api.h"
-#include "tickpool/game/round.h"
 #include "tickpool/base/log.h"
-#include "tickpool/stream/session.h"
-#include "tickpool/store/store.h"
+#include "tickpool/game/game_round.h"
+#include "tickpool/game/leader.h"
+#include "tickpool/game/round.h"
+#include "tickpool/net/conn.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/net/ws.h"
+#include "tickpool/store/store.h"
+#include "tickpool/stream/protocol.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +39,7 @@
 
 struct bcast {
     struct tp_worker *w;
+    const struct tp_bcast_sessions *sessions;
     struct tp_store *sub;   /* subscriber connection */
     struct tp_store *store; /* the worker's command store (payout lookups) */
     int buckets;
@@ -42,6 +48,8 @@ struct bcast {
 
 /* The worker slot holding struct bcast (tp_bcast_install hands it out). */
 static size_t slot = SIZE_MAX;
+/* The sockets' owner, as given to tp_bcast_install (static, shared by every worker). */
+static const struct tp_bcast_sessions *sessions;
 
 /* This worker's broadcaster, NULL before tp_bcast_start (or without tp_bcast_install). */
 static struct bcast *bcast_of(const struct tp_worker *w)
@@ -51,10 +59,16 @@ static struct bcast *bcast_of(const struct tp_worker *w)
 
 /* --- Forwarding --- */
 
+struct forward {
+    const struct tp_bcast_sessions *sessions;
+    struct tp_ws_frame *f;
+};
+
 static void send_ready(struct tp_conn *c, void *ud)
 {
-    if (tp_session_ready(c))
-        tp_conn_ws_send_frame(c, ud);
+    struct forward *fw = ud;
+    if (fw->sessions->ready(c))
+        tp_conn_ws_send_frame(c, fw->f);
 }
 
 /* --- Payouts --- */
@@ -88,7 +102,7 @@ static struct payout_user *find_user(struct payout_op *op, int64_t uid)
 static void collect_user(struct tp_conn *c, void *ud)
 {
     struct payout_op *op = ud;
-    int64_t uid = tp_session_user(c);
+    int64_t uid = op->bc->sessions->user(c);
     if (uid <= 0)
         return;
     if (op->n == op->cap) {
@@ -102,26 +116,13 @@ static void collect_user(struct tp_conn *c, void *ud)
 static void send_payout(struct tp_conn *c, void *ud)
 {
     struct payout_op *op = ud;
-    int64_t uid = tp_session_user(c);
+    int64_t uid = op->bc->sessions->user(c);
     struct payout_user *u = uid > 0 ? find_user(op, uid) : NULL;
     if (u == NULL || !u->has_amount)
         return;
     struct tp_buf b;
     tp_buf_init(&b);
-    struct tp_wr w;
-    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
-    tp_wr_map(&w, 4);
-    tp_wr_key(&w, "t");
-    tp_wr_str(&w, "payout");
-    tp_wr_key(&w, "round_id");
-    tp_wr_int(&w, op->round_id);
-    tp_wr_key(&w, "amount");
-    tp_wr_int(&w, u->amount);
-    tp_wr_key(&w, "balance");
-    if (u->has_balance)
-        tp_wr_int(&w, u->balance);
-    else
-        tp_wr_null(&w);
+    tp_protocol_payout(&b, op->round_id, u->amount, u->has_balance, u->balance);
     tp_conn_ws_send(c, tp_buf_ptr(&b), tp_buf_size(&b));
     tp_buf_deinit(&b);
 }
@@ -255,9 +256,11 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
         kind = TP_WS_KIND_TICK;
     else if (strcmp(t, "odds") == 0)
         kind = TP_WS_KIND_ODDS;
-    struct tp_ws_frame *f = tp_ws_frame_new(data, len, kind);
-    tp_worker_foreach_ws(w, send_ready, f);
-    tp_ws_frame_unref(f);
+    if (bc != NULL) {
+        struct forward fw = {bc->sessions, tp_ws_frame_new(data, len, kind)};
+        tp_worker_foreach_ws(w, send_ready, &fw);
+        tp_ws_frame_unref(fw.f);
+    }
 
     if (bc != NULL && strcmp(t, "round") == 0) {
         const struct tp_val *r = tp_val_get(m, "round");
@@ -283,7 +286,7 @@ static void on_sub(int err, const struct tp_store_reply *r, void *ud)
     if (err == TP_EUNAVAIL) {
         /* Resubscribed after a drop: messages may have been lost meanwhile. */
         tp_log_info(MOD, "resubscribed: resyncing sockets");
-        tp_session_resync(bc->w);
+        bc->sessions->resync(bc->w);
         return;
     }
     if (err != 0 || tp_reply_len(r) < 3)
@@ -296,6 +299,53 @@ static void on_sub(int err, const struct tp_store_reply *r, void *ud)
     tp_bcast_dispatch(bc->w, (const uint8_t *)payload, len);
 }
 
+/* --- Publishing --- */
+
+static void on_publish(int err, const struct tp_store_reply *r, void *ud)
+{
+    (void)err, (void)r, (void)ud;
+}
+
+int tp_bcast_publish(struct tp_store *store, const void *msg, size_t len)
+{
+    return tp_store_command(store, on_publish, NULL, "PUBLISH %s %b", TP_GAME_BCAST_CHANNEL, msg,
+                            len);
+}
+
+/* The leader's announcements: a round is loaded (with its live pools) and published whole. */
+static void on_round_loaded(int err, const struct tp_game_round *r, void *ud)
+{
+    struct bcast *bc = ud;
+    if (err != 0)
+        return;
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_protocol_round(&b, r);
+    tp_bcast_publish(bc->store, tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
+static void leader_round(void *ud, int64_t id)
+{
+    struct bcast *bc = ud;
+    tp_game_round_load(bc->store, bc->buckets, id, on_round_loaded, bc);
+}
+
+static void leader_tick(void *ud, int64_t ts, int64_t price)
+{
+    struct bcast *bc = ud;
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_protocol_tick(&b, ts, price);
+    tp_bcast_publish(bc->store, tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
+static const struct tp_leader_observer leader_obs = {
+    .on_round = leader_round,
+    .on_tick = leader_tick,
+};
+
 void tp_bcast_start(struct tp_worker *w)
 {
     if (bcast_of(w) != NULL)
@@ -303,9 +353,12 @@ void tp_bcast_start(struct tp_worker *w)
     const struct tp_config *cfg = tp_worker_config(w);
     struct bcast *bc = tp_xcalloc(1, sizeof(*bc));
     bc->w = w;
+    bc->sessions = sessions;
     bc->store = tp_store_of(w);
     bc->buckets = cfg->game.buckets > 0 ? cfg->game.buckets : 1;
     tp_worker_slot_set(w, slot, bc);
+    if (bc->store != NULL && tp_leader_set_observer(w, &leader_obs, bc) != 0)
+        tp_log_warn(MOD, "no game leader in this worker: its rounds and ticks go unannounced");
     bc->sub = tp_store_new(tp_worker_loop(w), &cfg->redis, NULL);
     if (bc->sub == NULL) {
         tp_log_warn(MOD, "no subscriber store: sockets of this worker get no broadcasts");
@@ -321,8 +374,9 @@ static void on_init(struct tp_worker *w, void *ud)
     tp_bcast_start(w);
 }
 
-void tp_bcast_install(void)
+void tp_bcast_install(const struct tp_bcast_sessions *s)
 {
+    sessions = s;
     slot = tp_worker_slot_new();
     tp_worker_on_init(on_init, NULL);
 }

@@ -8,18 +8,17 @@
 #include "tickpool/stream/odds.h"
 
 #include "tickpool/base/buf.h"
-#include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
-#include "tickpool/game/game_api.h"
-#include "tickpool/game/leader.h"
 #include "tickpool/base/log.h"
-#include "tickpool/game/settle.h"
-#include "tickpool/store/store.h"
+#include "tickpool/game/game_round.h"
+#include "tickpool/game/leader.h"
 #include "tickpool/net/worker.h"
+#include "tickpool/store/store.h"
+#include "tickpool/stream/bcast.h"
+#include "tickpool/stream/protocol.h"
 
 #include <ev.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,44 +42,6 @@ struct odds {
 /* The worker slot holding struct odds (tp_odds_install hands it out). */
 static size_t slot = SIZE_MAX;
 
-void tp_odds_encode(struct tp_buf *out, int64_t round_id, const int64_t *pools, int n, int rake_bps)
-{
-    double mult[TP_ROUND_MAX_BANDS];
-    int64_t total = 0;
-    TP_ASSERT(n > 0 && n <= TP_ROUND_MAX_BANDS);
-    for (int i = 0; i < n; i++)
-        total += pools[i];
-    if (tp_settle_multipliers(pools, n, rake_bps, mult) != 0)
-        for (int i = 0; i < n; i++)
-            mult[i] = NAN;
-    struct tp_wr w;
-    tp_wr_init(&w, out, TP_FMT_MSGPACK);
-    tp_wr_map(&w, 5);
-    tp_wr_key(&w, "t");
-    tp_wr_str(&w, "odds");
-    tp_wr_key(&w, "round_id");
-    tp_wr_int(&w, round_id);
-    tp_wr_key(&w, "pools");
-    tp_wr_array(&w, (size_t)n);
-    for (int i = 0; i < n; i++)
-        tp_wr_int(&w, pools[i]);
-    tp_wr_key(&w, "total");
-    tp_wr_int(&w, total);
-    tp_wr_key(&w, "multipliers");
-    tp_wr_array(&w, (size_t)n);
-    for (int i = 0; i < n; i++) {
-        if (isnan(mult[i]))
-            tp_wr_null(&w);
-        else
-            tp_wr_double(&w, mult[i]);
-    }
-}
-
-static void on_publish(int err, const struct tp_store_reply *r, void *ud)
-{
-    (void)err, (void)r, (void)ud;
-}
-
 /* Every bucket answered: publish when the sum differs from what was last published. */
 static void finish(struct odds *o)
 {
@@ -101,9 +62,8 @@ static void finish(struct odds *o)
         return;
     struct tp_buf b;
     tp_buf_init(&b);
-    tp_odds_encode(&b, o->round_id, o->pools, o->nbands, o->g->rake_bps);
-    tp_store_command(o->store, on_publish, NULL, "PUBLISH %s %b", TP_GAME_BCAST_CHANNEL,
-                     tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_protocol_odds(&b, o->round_id, o->pools, o->nbands, o->g->rake_bps);
+    tp_bcast_publish(o->store, tp_buf_ptr(&b), tp_buf_size(&b));
     tp_buf_deinit(&b);
 }
 

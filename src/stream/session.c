@@ -1,5 +1,5 @@
 /*
- * WebSocket session protocol (see tickpool/stream/session.h and CONTRACT.md §6).
+ * WebSocket session protocol (see tickpool/stream/session.h and docs/protocol.md).
  *
  * A `struct sess` hangs off every WebSocket connection (tp_conn_set_data). Asynchronous work
  * (balance read, snapshot load, bet submission) holds a reference on it, so a socket that
@@ -12,21 +12,22 @@
  */
 #include "tickpool/stream/session.h"
 
-#include "tickpool/money/accounts.h"
-#include "tickpool/stream/bcast.h"
-#include "tickpool/money/bet.h"
 #include "tickpool/base/buf.h"
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
-#include "tickpool/net/conn.h"
-#include "tickpool/game/game_api.h"
-#include "tickpool/net/http.h"
 #include "tickpool/base/log.h"
-#include "tickpool/stream/odds.h"
-#include "tickpool/store/store.h"
+#include "tickpool/game/game_round.h"
+#include "tickpool/money/accounts.h"
+#include "tickpool/money/bet.h"
+#include "tickpool/net/conn.h"
+#include "tickpool/net/http.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/net/ws.h"
+#include "tickpool/store/store.h"
+#include "tickpool/stream/bcast.h"
+#include "tickpool/stream/odds.h"
+#include "tickpool/stream/protocol.h"
 
 #include <ev.h>
 #include <stdlib.h>
@@ -79,13 +80,16 @@ static struct sess *conn_sess(const struct tp_conn *c)
     return c != NULL && (tp_conn_flags(c) & TP_CONN_WS) ? tp_conn_data(c) : NULL;
 }
 
-int64_t tp_session_user(const struct tp_conn *c)
+/* The user of a session (0: anonymous, or `c` has no session). */
+static int64_t session_user(const struct tp_conn *c)
 {
     struct sess *s = conn_sess(c);
     return s != NULL ? s->user_id : 0;
 }
 
-bool tp_session_ready(const struct tp_conn *c)
+/* True once the session sent its `snapshot`: broadcasts go only to ready sessions, so a client
+ * sees hello, snapshot, then the stream. */
+static bool session_ready(const struct tp_conn *c)
 {
     struct sess *s = conn_sess(c);
     return s != NULL && s->ready;
@@ -103,15 +107,7 @@ static void send_error(struct sess *s, const char *code, const char *message)
 {
     struct tp_buf b;
     tp_buf_init(&b);
-    struct tp_wr w;
-    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
-    tp_wr_map(&w, 3);
-    tp_wr_key(&w, "t");
-    tp_wr_str(&w, "error");
-    tp_wr_key(&w, "code");
-    tp_wr_str(&w, code);
-    tp_wr_key(&w, "message");
-    tp_wr_str(&w, message);
+    tp_protocol_error(&b, code, message);
     send_buf(s, &b);
     tp_buf_deinit(&b);
 }
@@ -121,20 +117,7 @@ static void send_bet_err(struct sess *s, const void *req, size_t reqlen, enum tp
 {
     struct tp_buf b;
     tp_buf_init(&b);
-    struct tp_wr w;
-    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
-    tp_wr_map(&w, 4);
-    tp_wr_key(&w, "t");
-    tp_wr_str(&w, "bet_err");
-    tp_wr_key(&w, "req");
-    if (req != NULL && reqlen > 0)
-        tp_wr_raw(&w, req, reqlen);
-    else
-        tp_wr_null(&w);
-    tp_wr_key(&w, "code");
-    tp_wr_str(&w, tp_bet_code_name(code));
-    tp_wr_key(&w, "message");
-    tp_wr_str(&w, tp_bet_code_message(code));
+    tp_protocol_bet_err(&b, req, reqlen, code);
     send_buf(s, &b);
     tp_buf_deinit(&b);
 }
@@ -173,27 +156,6 @@ static bool bind_user(struct sess *s, int64_t uid, int64_t exp)
 
 /* --- hello and snapshot --- */
 
-static void write_hello(struct sess *s, bool has_balance, int64_t balance, struct tp_buf *b)
-{
-    struct tp_wr w;
-    tp_wr_init(&w, b, TP_FMT_MSGPACK);
-    tp_wr_map(&w, 4);
-    tp_wr_key(&w, "t");
-    tp_wr_str(&w, "hello");
-    tp_wr_key(&w, "server_time");
-    tp_wr_int(&w, tp_now_ms());
-    tp_wr_key(&w, "user_id");
-    if (s->user_id > 0)
-        tp_wr_int(&w, s->user_id);
-    else
-        tp_wr_null(&w);
-    tp_wr_key(&w, "balance");
-    if (s->user_id > 0 && has_balance)
-        tp_wr_int(&w, balance);
-    else
-        tp_wr_null(&w);
-}
-
 /* A snapshot load: current round ids, both rounds, the recent ticks. `s` NULL means a resync
  * of every ready socket of the worker. */
 struct snap {
@@ -217,28 +179,8 @@ static void snap_finish(struct snap *sn)
 {
     struct tp_buf b;
     tp_buf_init(&b);
-    struct tp_wr w;
-    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
-    tp_wr_map(&w, 3);
-    tp_wr_key(&w, "t");
-    tp_wr_str(&w, "snapshot");
-    tp_wr_key(&w, "rounds");
-    tp_wr_map(&w, 2);
-    static const char *const names[2] = {"open", "live"};
-    for (int i = 0; i < 2; i++) {
-        tp_wr_key(&w, names[i]);
-        if (sn->have[i])
-            tp_game_round_write(&w, &sn->rounds[i]);
-        else
-            tp_wr_null(&w);
-    }
-    tp_wr_key(&w, "ticks");
-    tp_wr_array(&w, sn->nticks);
-    for (size_t i = 0; i < sn->nticks; i++) {
-        tp_wr_array(&w, 2);
-        tp_wr_int(&w, sn->ticks[2 * i]);
-        tp_wr_int(&w, sn->ticks[2 * i + 1]);
-    }
+    tp_protocol_snapshot(&b, sn->have[0] ? &sn->rounds[0] : NULL,
+                         sn->have[1] ? &sn->rounds[1] : NULL, sn->ticks, sn->nticks);
     if (sn->s != NULL) {
         if (sn->s->c != NULL) {
             send_buf(sn->s, &b);
@@ -350,7 +292,9 @@ static void snap_start(struct sw *sw, struct sess *s)
     snap_done(sn);
 }
 
-void tp_session_resync(struct tp_worker *w)
+/* Loads a fresh snapshot once and queues it to every ready socket of `w` (one shared frame,
+ * after the broadcast subscription came back). */
+static void session_resync(struct tp_worker *w)
 {
     struct sw *sw = tp_worker_slot_get(w, slot);
     if (sw != NULL)
@@ -366,7 +310,7 @@ static void hello_then(struct sess *s, bool has_balance, int64_t balance, bool s
 {
     struct tp_buf b;
     tp_buf_init(&b);
-    write_hello(s, has_balance, balance, &b);
+    tp_protocol_hello(&b, tp_now_ms(), s->user_id, has_balance, balance);
     send_buf(s, &b);
     tp_buf_deinit(&b);
     if (snapshot && s->c != NULL)
@@ -420,17 +364,7 @@ static void on_bet(const struct tp_bet_result *res, void *ud)
     } else {
         struct tp_buf b;
         tp_buf_init(&b);
-        struct tp_wr w;
-        tp_wr_init(&w, &b, TP_FMT_MSGPACK);
-        tp_wr_map(&w, 7);
-        tp_wr_key(&w, "t");
-        tp_wr_str(&w, "bet_ok");
-        tp_wr_key(&w, "req");
-        if (op->reqlen > 0)
-            tp_wr_raw(&w, op->req, op->reqlen);
-        else
-            tp_wr_null(&w);
-        tp_bet_write_fields(&w, res);
+        tp_protocol_bet_ok(&b, op->req, op->reqlen, res);
         send_buf(s, &b);
         tp_buf_deinit(&b);
     }
@@ -522,13 +456,7 @@ static void handle_ping(struct sess *s, const struct tp_val *m)
     }
     struct tp_buf b;
     tp_buf_init(&b);
-    struct tp_wr w;
-    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
-    tp_wr_map(&w, 2);
-    tp_wr_key(&w, "t");
-    tp_wr_str(&w, "pong");
-    tp_wr_key(&w, "ts");
-    tp_wr_val(&w, ts);
+    tp_protocol_pong(&b, ts);
     send_buf(s, &b);
     tp_buf_deinit(&b);
 }
@@ -688,6 +616,13 @@ static void housekeep_cb(struct ev_loop *loop, ev_timer *t, int revents)
     free(e.idle);
 }
 
+/* What bcast needs to know about this layer's sockets (it may not include this module). */
+static const struct tp_bcast_sessions bcast_sessions = {
+    .ready = session_ready,
+    .user = session_user,
+    .resync = session_resync,
+};
+
 static void worker_init(struct tp_worker *w, void *ud)
 {
     (void)ud;
@@ -712,6 +647,6 @@ void tp_session_install(void)
 {
     slot = tp_worker_slot_new();
     tp_worker_on_init(worker_init, NULL);
-    tp_bcast_install();
+    tp_bcast_install(&bcast_sessions);
     tp_odds_install();
 }

@@ -1,6 +1,6 @@
 /*
  * Common definitions every tickpool module uses: error codes, allocation that aborts on OOM,
- * always-on assertions and clocks.
+ * always-on assertions, clocks and strict integer parsing.
  */
 #ifndef TP_COMMON_H
 #define TP_COMMON_H
@@ -36,6 +36,10 @@ void *tp_xcalloc(size_t count, size_t n) __attribute__((malloc, returns_nonnull)
 void *tp_xrealloc(void *p, size_t n) __attribute__((returns_nonnull));
 char *tp_xstrdup(const char *s) __attribute__((malloc, returns_nonnull));
 char *tp_xstrndup(const char *s, size_t n) __attribute__((malloc, returns_nonnull));
+
+/** True when `s` (NULL allowed) is a whole base-10 integer in int64 range, as strtoll reads
+ * it (no trailing bytes; "" is not a number); stores it in *out. For Redis fields and ids. */
+bool tp_parse_i64(const char *s, int64_t *out);
 
 /** Wall clock in Unix milliseconds (what the contract calls "times"). */
 int64_t tp_now_ms(void);

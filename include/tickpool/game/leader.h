@@ -4,6 +4,13 @@
  * loop, round opening/locking/closing, cancellation of missed rounds and paged settlement, all
  * through fenced Lua scripts (scripts/lua/README.md, "Game engine"). Losing the lease stops
  * every game timer at once.
+ *
+ * Announcements: the leader decides, it does not speak the wire protocol (the game layer sits
+ * below stream). It reports facts to one observer per process, which the stream layer installs
+ * at worker start-up (tp_bcast_start): a round changed state, a tick was written. The observer
+ * encodes each fact once and PUBLISHes it on the broadcast channel with this worker's store, the
+ * connection the leader's scripts use, so the order of announcements and script effects is the
+ * one Redis sees. Without an observer the game runs silently.
  */
 #ifndef TP_LEADER_H
 #define TP_LEADER_H
@@ -24,10 +31,23 @@ bool tp_leader_is_leader(const struct tp_leader *l);
 /** The worker's leader instance (borrowed), NULL when none was started on `w`. */
 struct tp_leader *tp_leader_of(const struct tp_worker *w);
 
+/** What the leader reports, on the worker's loop, while it holds the lease. */
+struct tp_leader_observer {
+    /** Round `id` was opened, locked, settled, or its cancellation started or finished. */
+    void (*on_round)(void *ud, int64_t id);
+    /** Tick (ts, price) is recorded; after a catch-up only the newest is reported. */
+    void (*on_tick)(void *ud, int64_t ts, int64_t price);
+};
+
+/** Installs `obs` (borrowed, must outlive the worker) with `ud` on the leader of worker `w`,
+ * replacing any previous one. Returns 0, or TP_ENOTFOUND when `w` runs no leader (no Redis
+ * store, or tp_leader_start has not run yet: register the caller's init hook after the game's). */
+int tp_leader_set_observer(struct tp_worker *w, const struct tp_leader_observer *obs, void *ud);
+
 /** Wires the whole game into every worker: takes the leader's worker slot and registers an
- * init hook adding the read API routes (tp_game_api_register) and the leader
- * (tp_leader_start), plus a drain hook that releases the lease. Call once before
- * tp_master_run. */
+ * init hook adding the leader (tp_leader_start) and a drain hook that releases the lease.
+ * Call once before tp_master_run, and before the stream layer's install (tp_bcast_install),
+ * whose init hook installs the leader's observer. */
 void tp_game_install(void);
 
 #endif

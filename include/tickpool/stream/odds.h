@@ -1,8 +1,8 @@
 /*
  * Odds projector: runs in every worker but works only while this process holds the game lease
  * (tp_leader_is_leader). Every 100 ms it reads the open round's pools from every bucket and,
- * when they changed, PUBLISHes one pre-encoded `odds` message
- * {t, round_id, pools, total, multipliers} on tp:bcast.
+ * when they changed, PUBLISHes one `odds` message (tp_protocol_odds) on the broadcast channel
+ * (tp_bcast_publish).
  */
 #ifndef TP_ODDS_H
 #define TP_ODDS_H
@@ -10,7 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct tp_buf;
 struct tp_worker;
 
 /* Projection period. */
@@ -21,10 +20,5 @@ struct tp_worker;
 void tp_odds_install(void);
 /** Starts the projector timer of worker `w`. Idempotent per worker. */
 void tp_odds_start(struct tp_worker *w);
-
-/** Appends the MessagePack `odds` message for `pools` (n bands) of round `round_id` to `out`:
- * multipliers from tp_settle_multipliers, nil where a pool is empty. Pure. */
-void tp_odds_encode(struct tp_buf *out, int64_t round_id, const int64_t *pools, int n,
-                    int rake_bps);
 
 #endif

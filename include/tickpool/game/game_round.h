@@ -1,10 +1,12 @@
 /*
- * Game read API: the Round view built from Redis (scripts/lua/README.md, "Game engine"), its
- * contract encoding (CONTRACT.md §5) shared by the HTTP handlers, the leader's `round`
- * broadcasts and `tickpool verify`, and the handlers for /api/v1/rounds… and /api/v1/prices.
+ * A round as the game keeps it in Redis (tp:{g}:round:<id>, scripts/lua/README.md, "Game
+ * engine"): parsed from its hash, or loaded asynchronously with the bucket pools of a round that
+ * still takes bets. Read by the leader, `tickpool verify`, the WebSocket snapshot, the
+ * leader's `round` broadcasts and the rounds API; its wire form (the Round object) is
+ * tp_protocol_write_round.
  */
-#ifndef TP_GAME_API_H
-#define TP_GAME_API_H
+#ifndef TP_GAME_ROUND_H
+#define TP_GAME_ROUND_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -14,8 +16,6 @@
 
 struct tp_store;
 struct tp_store_reply;
-struct tp_worker;
-struct tp_wr;
 
 /* Redis key prefix of the global (game) keys; every one carries the {g} hash tag. */
 #define TP_GAME_G "tp:{g}:"
@@ -48,10 +48,6 @@ struct tp_game_round {
 /** Parses an HGETALL reply of a round hash. Returns 0, TP_ENOTFOUND (empty) or TP_EINVAL. */
 int tp_game_round_parse(const struct tp_store_reply *r, struct tp_game_round *out);
 
-/** Writes the contract's Round object (§5): settling shows as live, cancelling as cancelled;
- * multipliers are null where a pool is empty; receipt null until final. */
-void tp_game_round_write(struct tp_wr *w, const struct tp_game_round *r);
-
 /** Completion of tp_game_round_load: err 0 and `r` (borrowed during the call), or an error. */
 typedef void (*tp_game_round_cb)(int err, const struct tp_game_round *r, void *ud);
 
@@ -59,9 +55,5 @@ typedef void (*tp_game_round_cb)(int err, const struct tp_game_round *r, void *u
  * exactly once when 0 is returned (TP_ENOTFOUND for a missing round). */
 int tp_game_round_load(struct tp_store *store, int buckets, int64_t id, tp_game_round_cb cb,
                        void *ud);
-
-/** Registers GET /api/v1/rounds/current, /api/v1/rounds/{id}, /api/v1/rounds and
- * /api/v1/prices on the worker's router (call from a worker init hook). */
-void tp_game_api_register(struct tp_worker *w);
 
 #endif

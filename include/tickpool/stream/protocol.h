@@ -1,0 +1,70 @@
+/*
+ * The WebSocket protocol `tickpool.v1` on the wire (docs/protocol.md): one encoder per server
+ * message, and the Round object the HTTP API shares. This is the only place that knows a
+ * message's field names, order and nil rules; session, bcast, odds and the leader's broadcasts
+ * (installed by bcast) call these and never write a message by hand.
+ *
+ * Every message is one MessagePack map with a string `t`, appended to a caller-owned tp_buf
+ * (never reset, so several may be batched) through the codec writer. Output is deterministic:
+ * the same arguments give the same bytes (odds change detection and pub/sub fan-out, which
+ * forwards bytes unchanged, rely on it). Pure: no I/O, no clock.
+ */
+#ifndef TP_PROTOCOL_H
+#define TP_PROTOCOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tickpool/money/bet.h"
+
+struct tp_buf;
+struct tp_game_round;
+struct tp_val;
+struct tp_wr;
+
+/** Writes the Round object (docs/http-api.md §3, in the writer's format): settling shows as
+ * live, cancelling as cancelled; multipliers nil where a pool is empty; receipt nil until final. */
+void tp_protocol_write_round(struct tp_wr *w, const struct tp_game_round *r);
+
+/** {t:"hello", server_time, user_id, balance}: user_id nil when user_id <= 0 (anonymous);
+ * balance nil when anonymous or !has_balance (Redis could not be read). */
+void tp_protocol_hello(struct tp_buf *out, int64_t server_time, int64_t user_id, bool has_balance,
+                       int64_t balance);
+
+/** {t:"snapshot", rounds:{open, live}, ticks}: `open`/`live` NULL write nil; `ticks` holds
+ * nticks (ts, price) pairs, oldest first (may be NULL when nticks is 0). */
+void tp_protocol_snapshot(struct tp_buf *out, const struct tp_game_round *open,
+                          const struct tp_game_round *live, const int64_t *ticks, size_t nticks);
+
+/** {t:"tick", ts, price}. */
+void tp_protocol_tick(struct tp_buf *out, int64_t ts, int64_t price);
+
+/** {t:"odds", round_id, pools, total, multipliers} for pools[0..n) (1 <= n <=
+ * TP_ROUND_MAX_BANDS): multipliers from tp_settle_multipliers, nil where a pool is empty. */
+void tp_protocol_odds(struct tp_buf *out, int64_t round_id, const int64_t *pools, int n,
+                      int rake_bps);
+
+/** {t:"round", round: Round object}: the leader's announcement of a state change. */
+void tp_protocol_round(struct tp_buf *out, const struct tp_game_round *r);
+
+/** {t:"bet_ok", req, bet_id, round_id, band, stake, balance}: `req` is the client's value as
+ * one encoded MessagePack value (reqlen 0: nil); the rest as tp_bet_write_fields. */
+void tp_protocol_bet_ok(struct tp_buf *out, const void *req, size_t reqlen,
+                        const struct tp_bet_result *res);
+
+/** {t:"bet_err", req, code, message}: `req` as for bet_ok; code and message from
+ * tp_bet_code_name/tp_bet_code_message. */
+void tp_protocol_bet_err(struct tp_buf *out, const void *req, size_t reqlen, enum tp_bet_code code);
+
+/** {t:"payout", round_id, amount, balance}: balance nil when !has_balance. */
+void tp_protocol_payout(struct tp_buf *out, int64_t round_id, int64_t amount, bool has_balance,
+                        int64_t balance);
+
+/** {t:"pong", ts}: the client's `ts` value echoed with its type (borrowed). */
+void tp_protocol_pong(struct tp_buf *out, const struct tp_val *ts);
+
+/** {t:"error", code, message} (both NUL-terminated, docs/protocol.md §2.1 `error`). */
+void tp_protocol_error(struct tp_buf *out, const char *code, const char *message);
+
+#endif

@@ -1,0 +1,208 @@
+/*
+ * A round as stored in Redis (see tickpool/game/game_round.h): parsing of the round hash and the
+ * asynchronous load that sums the bucket pools of a round still taking bets.
+ */
+#include "tickpool/game/game_round.h"
+
+#include "tickpool/base/common.h"
+#include "tickpool/store/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- Parsing --- */
+
+/* Parses a comma list of integers ("-10,-3,3,10"; "" is empty) into out[0..cap). Returns the
+ * count or -1. */
+static int parse_list(const char *s, int64_t *out, int cap)
+{
+    int n = 0;
+    if (*s == '\0')
+        return 0;
+    while (n < cap) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (errno != 0 || end == s || (*end != ',' && *end != '\0'))
+            return -1;
+        out[n++] = v;
+        if (*end == '\0')
+            return n;
+        s = end + 1;
+    }
+    return -1;
+}
+
+int tp_game_round_parse(const struct tp_store_reply *r, struct tp_game_round *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->winning_band = -1;
+    if (tp_reply_type(r) != TP_REPLY_ARRAY)
+        return TP_EINVAL;
+    size_t n = tp_reply_len(r);
+    if (n == 0)
+        return TP_ENOTFOUND;
+    bool has_id = false, has_rcpt = false;
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        const char *k = tp_reply_str(tp_reply_at(r, i), NULL);
+        const char *v = tp_reply_str(tp_reply_at(r, i + 1), NULL);
+        if (k == NULL || v == NULL)
+            return TP_EINVAL;
+        int64_t x = 0;
+        bool num = tp_parse_i64(v, &x);
+        if (strcmp(k, "id") == 0 && num) {
+            out->id = x;
+            has_id = true;
+        } else if (strcmp(k, "state") == 0) {
+            if (tp_round_state_parse(v, strlen(v), &out->state) != 0)
+                return TP_EINVAL;
+        } else if (strcmp(k, "opens_at") == 0 && num) {
+            out->t.opens_at = x;
+        } else if (strcmp(k, "locks_at") == 0 && num) {
+            out->t.locks_at = x;
+        } else if (strcmp(k, "closes_at") == 0 && num) {
+            out->t.closes_at = x;
+        } else if (strcmp(k, "seed_hash") == 0) {
+            snprintf(out->seed_hash, sizeof(out->seed_hash), "%s", v);
+        } else if (strcmp(k, "seed") == 0) {
+            snprintf(out->seed, sizeof(out->seed), "%s", v);
+        } else if (strcmp(k, "lock_price") == 0 && num) {
+            out->lock_price = x;
+            out->has_lock = true;
+        } else if (strcmp(k, "close_price") == 0 && num) {
+            out->close_price = x;
+            out->has_close = true;
+        } else if (strcmp(k, "winning_band") == 0 && num) {
+            out->winning_band = (int)x;
+        } else if (strcmp(k, "edges") == 0) {
+            int64_t e[TP_ROUND_MAX_EDGES];
+            int ne = parse_list(v, e, TP_ROUND_MAX_EDGES);
+            if (ne < 0)
+                return TP_EINVAL;
+            for (int j = 0; j < ne; j++)
+                out->edges[j] = (int)e[j];
+            out->n_edges = ne;
+        } else if (strcmp(k, "rake_bps") == 0 && num) {
+            out->rake_bps = (int)x;
+        } else if (strcmp(k, "vol_ppb") == 0 && num) {
+            out->vol_ppb = x;
+        } else if (strcmp(k, "betting_ms") == 0 && num) {
+            out->betting_ms = x;
+        } else if (strcmp(k, "tick_ms") == 0 && num) {
+            out->tick_ms = x;
+        } else if (strcmp(k, "total") == 0 && num) {
+            out->total = x;
+            out->has_plan = true;
+        } else if (strcmp(k, "winning_stake") == 0 && num) {
+            out->winning_stake = x;
+        } else if (strcmp(k, "rake") == 0 && num) {
+            out->rake = x;
+        } else if (strcmp(k, "pot") == 0 && num) {
+            out->pot = x;
+        } else if (strcmp(k, "refund_all") == 0) {
+            out->refund_all = strcmp(v, "1") == 0;
+        } else if (strcmp(k, "pools") == 0) {
+            int np = parse_list(v, out->pools, TP_ROUND_MAX_BANDS);
+            if (np < 0)
+                return TP_EINVAL;
+            out->has_pools = true;
+        } else if (strncmp(k, "r_", 2) == 0 && num) {
+            has_rcpt = true;
+            if (strcmp(k, "r_total") == 0)
+                out->receipt.total = x;
+            else if (strcmp(k, "r_winning_stake") == 0)
+                out->receipt.winning_stake = x;
+            else if (strcmp(k, "r_rake") == 0)
+                out->receipt.rake = x;
+            else if (strcmp(k, "r_breakage") == 0)
+                out->receipt.breakage = x;
+            else if (strcmp(k, "r_payouts") == 0)
+                out->receipt.payouts = x;
+            else if (strcmp(k, "r_refunds") == 0)
+                out->receipt.refunds = x;
+        }
+    }
+    out->has_receipt = has_rcpt;
+    if (!has_id || out->state == TP_ROUND_NONE ||
+        tp_round_check_edges(out->edges, out->n_edges) != 0)
+        return TP_EINVAL;
+    return 0;
+}
+
+/* --- Async round loading --- */
+
+struct load {
+    struct tp_store *store;
+    int buckets;
+    int pending;
+    int err;
+    tp_game_round_cb cb;
+    void *ud;
+    struct tp_game_round round;
+};
+
+static void load_done(struct load *l)
+{
+    l->cb(l->err, l->err == 0 ? &l->round : NULL, l->ud);
+    free(l);
+}
+
+static void on_pool(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct load *l = ud;
+    if (err != 0 && l->err == 0)
+        l->err = err;
+    if (err == 0 && tp_reply_type(r) == TP_REPLY_ARRAY) {
+        size_t n = tp_reply_len(r);
+        for (size_t i = 0; i + 1 < n; i += 2) {
+            const char *k = tp_reply_str(tp_reply_at(r, i), NULL);
+            const char *v = tp_reply_str(tp_reply_at(r, i + 1), NULL);
+            int64_t band, amount;
+            if (k && v && tp_parse_i64(k, &band) && tp_parse_i64(v, &amount) && band >= 0 &&
+                band < TP_ROUND_MAX_BANDS)
+                l->round.pools[band] += amount;
+        }
+    }
+    if (--l->pending == 0)
+        load_done(l);
+}
+
+static void on_round(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct load *l = ud;
+    if (err == 0)
+        err = tp_game_round_parse(r, &l->round);
+    if (err != 0 || l->round.has_pools) {
+        l->err = err;
+        load_done(l);
+        return;
+    }
+    /* Pools not recorded yet (open or live round): sum the buckets' live pools. */
+    l->pending = l->buckets;
+    for (int b = 0; b < l->buckets; b++) {
+        if (tp_store_command(l->store, on_pool, l, "HGETALL tp:{b%d}:pool:%lld", b,
+                             (long long)l->round.id) != 0) {
+            l->err = TP_EUNAVAIL;
+            if (--l->pending == 0)
+                load_done(l);
+        }
+    }
+}
+
+int tp_game_round_load(struct tp_store *store, int buckets, int64_t id, tp_game_round_cb cb,
+                       void *ud)
+{
+    if (store == NULL)
+        return TP_EUNAVAIL;
+    struct load *l = tp_xcalloc(1, sizeof(*l));
+    l->store = store;
+    l->buckets = buckets;
+    l->cb = cb;
+    l->ud = ud;
+    int rc = tp_store_command(store, on_round, l, "HGETALL " TP_GAME_G "round:%lld", (long long)id);
+    if (rc != 0)
+        free(l);
+    return rc;
+}

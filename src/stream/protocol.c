@@ -1,0 +1,261 @@
+/*
+ * WebSocket messages and the Round object (see tickpool/stream/protocol.h and docs/protocol.md).
+ * Field order is part of the wire format: clients only look fields up by name, but the bytes
+ * must stay those the integration and browser tests were written against.
+ */
+#include "tickpool/stream/protocol.h"
+
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/game/game_round.h"
+#include "tickpool/game/round.h"
+#include "tickpool/game/settle.h"
+
+#include <math.h>
+#include <string.h>
+
+/* --- Shared pieces --- */
+
+/* Writes the pools, total and multipliers fields that `odds` and the Round object share:
+ * multipliers are what a winner would get per unit if the round closed now, nil for an empty
+ * pool (tp_settle_multipliers refuses a round without stakes: all nil). */
+static void write_pools(struct tp_wr *w, const int64_t *pools, int n, int rake_bps)
+{
+    double mult[TP_ROUND_MAX_BANDS];
+    int64_t total = 0;
+    TP_ASSERT(n > 0 && n <= TP_ROUND_MAX_BANDS);
+    for (int i = 0; i < n; i++)
+        total += pools[i];
+    if (tp_settle_multipliers(pools, n, rake_bps, mult) != 0)
+        for (int i = 0; i < n; i++)
+            mult[i] = NAN;
+    tp_wr_key(w, "pools");
+    tp_wr_array(w, (size_t)n);
+    for (int i = 0; i < n; i++)
+        tp_wr_int(w, pools[i]);
+    tp_wr_key(w, "total");
+    tp_wr_int(w, total);
+    tp_wr_key(w, "multipliers");
+    tp_wr_array(w, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        if (isnan(mult[i]))
+            tp_wr_null(w);
+        else
+            tp_wr_double(w, mult[i]);
+    }
+}
+
+/* Starts message `t` with `nfields` fields after t (a map of nfields + 1 pairs). */
+static void begin(struct tp_wr *w, struct tp_buf *out, const char *t, size_t nfields)
+{
+    tp_wr_init(w, out, TP_FMT_MSGPACK);
+    tp_wr_map(w, nfields + 1);
+    tp_wr_key(w, "t");
+    tp_wr_str(w, t);
+}
+
+static void write_int_or_nil(struct tp_wr *w, bool has, int64_t v)
+{
+    if (has)
+        tp_wr_int(w, v);
+    else
+        tp_wr_null(w);
+}
+
+/* The client's `req`, spliced as it was encoded (nil when absent). */
+static void write_req(struct tp_wr *w, const void *req, size_t reqlen)
+{
+    tp_wr_key(w, "req");
+    if (req != NULL && reqlen > 0)
+        tp_wr_raw(w, req, reqlen);
+    else
+        tp_wr_null(w);
+}
+
+/* --- Round object --- */
+
+void tp_protocol_write_round(struct tp_wr *w, const struct tp_game_round *r)
+{
+    struct tp_round_band_desc bands[TP_ROUND_MAX_BANDS];
+    int nb = tp_round_bands(r->edges, r->n_edges, bands, TP_ROUND_MAX_BANDS);
+    TP_ASSERT(nb > 0);
+    bool final = tp_round_is_final(r->state);
+
+    /* 15 contract fields plus vol_ppb and tick_ms: the integers a verifier (the web client's
+     * fairness check) needs to recompute the ticks without touching floats. */
+    tp_wr_map(w, 17);
+    tp_wr_key(w, "id");
+    tp_wr_int(w, r->id);
+    tp_wr_key(w, "state");
+    tp_wr_str(w, tp_round_state_name(tp_round_state_public(r->state)));
+    tp_wr_key(w, "opens_at");
+    tp_wr_int(w, r->t.opens_at);
+    tp_wr_key(w, "locks_at");
+    tp_wr_int(w, r->t.locks_at);
+    tp_wr_key(w, "closes_at");
+    tp_wr_int(w, r->t.closes_at);
+    tp_wr_key(w, "seed_hash");
+    tp_wr_str(w, r->seed_hash);
+    tp_wr_key(w, "seed");
+    tp_wr_str(w, r->seed[0] ? r->seed : NULL);
+    tp_wr_key(w, "vol_ppb");
+    tp_wr_int(w, r->vol_ppb);
+    tp_wr_key(w, "tick_ms");
+    tp_wr_int(w, r->tick_ms);
+    tp_wr_key(w, "lock_price");
+    write_int_or_nil(w, r->has_lock, r->lock_price);
+    tp_wr_key(w, "close_price");
+    write_int_or_nil(w, r->has_close, r->close_price);
+    tp_wr_key(w, "bands");
+    tp_wr_array(w, (size_t)nb);
+    for (int i = 0; i < nb; i++) {
+        tp_wr_map(w, 3);
+        tp_wr_key(w, "index");
+        tp_wr_int(w, bands[i].index);
+        tp_wr_key(w, "lo_bps");
+        write_int_or_nil(w, bands[i].has_lo, bands[i].lo_bps);
+        tp_wr_key(w, "hi_bps");
+        write_int_or_nil(w, bands[i].has_hi, bands[i].hi_bps);
+    }
+    write_pools(w, r->pools, nb, r->rake_bps);
+    tp_wr_key(w, "winning_band");
+    write_int_or_nil(w, r->winning_band >= 0 && r->has_close, r->winning_band);
+    tp_wr_key(w, "receipt");
+    if (final && r->has_receipt) {
+        tp_wr_map(w, 6);
+        tp_wr_key(w, "total");
+        tp_wr_int(w, r->receipt.total);
+        tp_wr_key(w, "winning_stake");
+        tp_wr_int(w, r->receipt.winning_stake);
+        tp_wr_key(w, "rake");
+        tp_wr_int(w, r->receipt.rake);
+        tp_wr_key(w, "breakage");
+        tp_wr_int(w, r->receipt.breakage);
+        tp_wr_key(w, "payouts");
+        tp_wr_int(w, r->receipt.payouts);
+        tp_wr_key(w, "refunds");
+        tp_wr_int(w, r->receipt.refunds);
+    } else {
+        tp_wr_null(w);
+    }
+}
+
+/* --- Server messages --- */
+
+void tp_protocol_hello(struct tp_buf *out, int64_t server_time, int64_t user_id, bool has_balance,
+                       int64_t balance)
+{
+    struct tp_wr w;
+    begin(&w, out, "hello", 3);
+    tp_wr_key(&w, "server_time");
+    tp_wr_int(&w, server_time);
+    tp_wr_key(&w, "user_id");
+    write_int_or_nil(&w, user_id > 0, user_id);
+    tp_wr_key(&w, "balance");
+    write_int_or_nil(&w, user_id > 0 && has_balance, balance);
+}
+
+void tp_protocol_snapshot(struct tp_buf *out, const struct tp_game_round *open,
+                          const struct tp_game_round *live, const int64_t *ticks, size_t nticks)
+{
+    struct tp_wr w;
+    begin(&w, out, "snapshot", 2);
+    tp_wr_key(&w, "rounds");
+    tp_wr_map(&w, 2);
+    const struct tp_game_round *rounds[2] = {open, live};
+    static const char *const names[2] = {"open", "live"};
+    for (int i = 0; i < 2; i++) {
+        tp_wr_key(&w, names[i]);
+        if (rounds[i] != NULL)
+            tp_protocol_write_round(&w, rounds[i]);
+        else
+            tp_wr_null(&w);
+    }
+    tp_wr_key(&w, "ticks");
+    tp_wr_array(&w, nticks);
+    for (size_t i = 0; i < nticks; i++) {
+        tp_wr_array(&w, 2);
+        tp_wr_int(&w, ticks[2 * i]);
+        tp_wr_int(&w, ticks[2 * i + 1]);
+    }
+}
+
+void tp_protocol_tick(struct tp_buf *out, int64_t ts, int64_t price)
+{
+    struct tp_wr w;
+    begin(&w, out, "tick", 2);
+    tp_wr_key(&w, "ts");
+    tp_wr_int(&w, ts);
+    tp_wr_key(&w, "price");
+    tp_wr_int(&w, price);
+}
+
+void tp_protocol_odds(struct tp_buf *out, int64_t round_id, const int64_t *pools, int n,
+                      int rake_bps)
+{
+    struct tp_wr w;
+    begin(&w, out, "odds", 4);
+    tp_wr_key(&w, "round_id");
+    tp_wr_int(&w, round_id);
+    write_pools(&w, pools, n, rake_bps);
+}
+
+void tp_protocol_round(struct tp_buf *out, const struct tp_game_round *r)
+{
+    struct tp_wr w;
+    begin(&w, out, "round", 1);
+    tp_wr_key(&w, "round");
+    tp_protocol_write_round(&w, r);
+}
+
+void tp_protocol_bet_ok(struct tp_buf *out, const void *req, size_t reqlen,
+                        const struct tp_bet_result *res)
+{
+    struct tp_wr w;
+    begin(&w, out, "bet_ok", 6);
+    write_req(&w, req, reqlen);
+    tp_bet_write_fields(&w, res);
+}
+
+void tp_protocol_bet_err(struct tp_buf *out, const void *req, size_t reqlen, enum tp_bet_code code)
+{
+    struct tp_wr w;
+    begin(&w, out, "bet_err", 3);
+    write_req(&w, req, reqlen);
+    tp_wr_key(&w, "code");
+    tp_wr_str(&w, tp_bet_code_name(code));
+    tp_wr_key(&w, "message");
+    tp_wr_str(&w, tp_bet_code_message(code));
+}
+
+void tp_protocol_payout(struct tp_buf *out, int64_t round_id, int64_t amount, bool has_balance,
+                        int64_t balance)
+{
+    struct tp_wr w;
+    begin(&w, out, "payout", 3);
+    tp_wr_key(&w, "round_id");
+    tp_wr_int(&w, round_id);
+    tp_wr_key(&w, "amount");
+    tp_wr_int(&w, amount);
+    tp_wr_key(&w, "balance");
+    write_int_or_nil(&w, has_balance, balance);
+}
+
+void tp_protocol_pong(struct tp_buf *out, const struct tp_val *ts)
+{
+    struct tp_wr w;
+    begin(&w, out, "pong", 1);
+    tp_wr_key(&w, "ts");
+    tp_wr_val(&w, ts);
+}
+
+void tp_protocol_error(struct tp_buf *out, const char *code, const char *message)
+{
+    struct tp_wr w;
+    begin(&w, out, "error", 2);
+    tp_wr_key(&w, "code");
+    tp_wr_str(&w, code);
+    tp_wr_key(&w, "message");
+    tp_wr_str(&w, message);
+}

@@ -1,0 +1,544 @@
+/*
+ * Unit tests of the WebSocket protocol encoders (src/stream/protocol.c): every server message
+ * of docs/protocol.md is encoded, decoded with the codec's MessagePack reader and checked field
+ * by field (count, names, types, nil rules); the Round object in both formats; the exact bytes
+ * of a `tick` (clients and the fan-out depend on the wire form); and determinism, which odds
+ * change detection relies on.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+#include "tickpool/game/game_round.h"
+#include "tickpool/game/settle.h"
+#include "tickpool/stream/protocol.h"
+
+/* --- Helpers --- */
+
+struct msg {
+    struct tp_buf b;
+    struct tp_doc *d;
+    const struct tp_val *m;
+};
+
+/* Decodes out's bytes as one MessagePack map of `nfields` pairs whose `t` is `t`. */
+static void decode(struct msg *x, const char *t, size_t nfields)
+{
+    assert_int_equal(tp_doc_parse_ex(TP_FMT_MSGPACK, tp_buf_ptr(&x->b), tp_buf_size(&x->b), 1 << 20,
+                                     &x->d, NULL, 0),
+                     0);
+    x->m = tp_doc_root(x->d);
+    assert_int_equal(tp_val_type(x->m), TP_VAL_MAP);
+    assert_int_equal(tp_val_len(x->m), nfields);
+    const char *got;
+    assert_int_equal(tp_val_get_str(x->m, "t", &got, NULL), 0);
+    assert_string_equal(got, t);
+}
+
+static void done(struct msg *x)
+{
+    tp_doc_free(x->d);
+    tp_buf_deinit(&x->b);
+}
+
+static int64_t get_int(const struct tp_val *m, const char *key)
+{
+    int64_t v = 0;
+    assert_int_equal(tp_val_get_int(m, key, &v), 0);
+    return v;
+}
+
+static void assert_str(const struct tp_val *m, const char *key, const char *want)
+{
+    const char *got;
+    assert_int_equal(tp_val_get_str(m, key, &got, NULL), 0);
+    assert_string_equal(got, want);
+}
+
+static void assert_nil(const struct tp_val *m, const char *key)
+{
+    const struct tp_val *v = tp_val_get(m, key);
+    assert_non_null(v); /* present, as nil */
+    assert_int_equal(tp_val_type(v), TP_VAL_NULL);
+}
+
+/* A settled round: 3 bands (edges -10, 10 bps), pools recorded, receipt set. */
+static void settled_round(struct tp_game_round *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->id = 12;
+    r->state = TP_ROUND_SETTLED;
+    r->t = (struct tp_round_times){.opens_at = 1000, .locks_at = 31000, .closes_at = 61000};
+    snprintf(r->seed_hash, sizeof(r->seed_hash), "%064d", 7);
+    snprintf(r->seed, sizeof(r->seed), "%064d", 8);
+    r->has_lock = r->has_close = true;
+    r->lock_price = 6501301;
+    r->close_price = 6502000;
+    r->winning_band = 1;
+    r->edges[0] = -10;
+    r->edges[1] = 10;
+    r->n_edges = 2;
+    r->rake_bps = 300;
+    r->vol_ppb = 250;
+    r->betting_ms = 30000;
+    r->tick_ms = 100;
+    r->has_pools = true;
+    r->pools[0] = 0;
+    r->pools[1] = 500;
+    r->pools[2] = 1500;
+    r->has_receipt = true;
+    r->receipt = (struct tp_settle_receipt){.total = 2000,
+                                            .winning_stake = 500,
+                                            .rake = 60,
+                                            .breakage = 1,
+                                            .payouts = 1939,
+                                            .refunds = 0};
+}
+
+/* Checks a Round object against `r` as the contract shows it (`state` is the public name). */
+static void check_round(const struct tp_val *o, const struct tp_game_round *r, const char *state,
+                        bool receipt)
+{
+    assert_int_equal(tp_val_type(o), TP_VAL_MAP);
+    assert_int_equal(tp_val_len(o), 17);
+    assert_int_equal(get_int(o, "id"), r->id);
+    assert_str(o, "state", state);
+    assert_int_equal(get_int(o, "opens_at"), r->t.opens_at);
+    assert_int_equal(get_int(o, "locks_at"), r->t.locks_at);
+    assert_int_equal(get_int(o, "closes_at"), r->t.closes_at);
+    assert_str(o, "seed_hash", r->seed_hash);
+    if (r->seed[0])
+        assert_str(o, "seed", r->seed);
+    else
+        assert_nil(o, "seed");
+    assert_int_equal(get_int(o, "vol_ppb"), r->vol_ppb);
+    assert_int_equal(get_int(o, "tick_ms"), r->tick_ms);
+    if (r->has_lock)
+        assert_int_equal(get_int(o, "lock_price"), r->lock_price);
+    else
+        assert_nil(o, "lock_price");
+    if (r->has_close) {
+        assert_int_equal(get_int(o, "close_price"), r->close_price);
+        assert_int_equal(get_int(o, "winning_band"), r->winning_band);
+    } else {
+        assert_nil(o, "close_price");
+        assert_nil(o, "winning_band");
+    }
+    int nb = r->n_edges + 1;
+    const struct tp_val *bands = tp_val_get(o, "bands");
+    assert_int_equal(tp_val_len(bands), (size_t)nb);
+    for (int i = 0; i < nb; i++) {
+        const struct tp_val *b = tp_val_at(bands, (size_t)i);
+        assert_int_equal(tp_val_len(b), 3);
+        assert_int_equal(get_int(b, "index"), i);
+        if (i == 0)
+            assert_nil(b, "lo_bps");
+        else
+            assert_int_equal(get_int(b, "lo_bps"), r->edges[i - 1]);
+        if (i == nb - 1)
+            assert_nil(b, "hi_bps");
+        else
+            assert_int_equal(get_int(b, "hi_bps"), r->edges[i]);
+    }
+    const struct tp_val *pools = tp_val_get(o, "pools");
+    const struct tp_val *mult = tp_val_get(o, "multipliers");
+    assert_int_equal(tp_val_len(pools), (size_t)nb);
+    assert_int_equal(tp_val_len(mult), (size_t)nb);
+    int64_t total = 0;
+    double want[TP_ROUND_MAX_BANDS];
+    bool any = tp_settle_multipliers(r->pools, nb, r->rake_bps, want) == 0;
+    for (int i = 0; i < nb; i++) {
+        assert_int_equal(tp_val_int(tp_val_at(pools, (size_t)i)), r->pools[i]);
+        total += r->pools[i];
+        if (!any || r->pools[i] == 0) {
+            assert_int_equal(tp_val_type(tp_val_at(mult, (size_t)i)), TP_VAL_NULL);
+        } else {
+            assert_int_equal(tp_val_type(tp_val_at(mult, (size_t)i)), TP_VAL_FLOAT);
+            assert_true(tp_val_double(tp_val_at(mult, (size_t)i)) == want[i]);
+        }
+    }
+    assert_int_equal(get_int(o, "total"), total);
+    if (!receipt) {
+        assert_nil(o, "receipt");
+        return;
+    }
+    const struct tp_val *rc = tp_val_get(o, "receipt");
+    assert_int_equal(tp_val_len(rc), 6);
+    assert_int_equal(get_int(rc, "total"), r->receipt.total);
+    assert_int_equal(get_int(rc, "winning_stake"), r->receipt.winning_stake);
+    assert_int_equal(get_int(rc, "rake"), r->receipt.rake);
+    assert_int_equal(get_int(rc, "breakage"), r->receipt.breakage);
+    assert_int_equal(get_int(rc, "payouts"), r->receipt.payouts);
+    assert_int_equal(get_int(rc, "refunds"), r->receipt.refunds);
+}
+
+/* --- Messages --- */
+
+static void test_hello(void **state)
+{
+    (void)state;
+    struct msg x;
+    tp_buf_init(&x.b);
+    tp_protocol_hello(&x.b, 1718000000123, 42, true, 99500);
+    decode(&x, "hello", 4);
+    assert_int_equal(get_int(x.m, "server_time"), 1718000000123);
+    assert_int_equal(get_int(x.m, "user_id"), 42);
+    assert_int_equal(get_int(x.m, "balance"), 99500);
+    done(&x);
+
+    /* Balance unreadable: nil. Anonymous: both nil, whatever the balance says. */
+    tp_buf_init(&x.b);
+    tp_protocol_hello(&x.b, 5, 42, false, 99500);
+    decode(&x, "hello", 4);
+    assert_int_equal(get_int(x.m, "user_id"), 42);
+    assert_nil(x.m, "balance");
+    done(&x);
+    tp_buf_init(&x.b);
+    tp_protocol_hello(&x.b, 5, 0, true, 99500);
+    decode(&x, "hello", 4);
+    assert_nil(x.m, "user_id");
+    assert_nil(x.m, "balance");
+    done(&x);
+}
+
+static void test_snapshot(void **state)
+{
+    (void)state;
+    struct tp_game_round open, live;
+    settled_round(&live);
+    live.id = 11;
+    live.state = TP_ROUND_SETTLING; /* shows as live */
+    live.has_receipt = false;
+    live.has_close = false;
+    settled_round(&open);
+    open.state = TP_ROUND_OPEN;
+    open.seed[0] = '\0';
+    open.has_lock = open.has_close = open.has_receipt = false;
+    open.winning_band = -1;
+    int64_t ticks[6] = {1718000000000, 6501234, 1718000000100, 6501190, 1718000000200, 1};
+    struct msg x;
+    tp_buf_init(&x.b);
+    tp_protocol_snapshot(&x.b, &open, &live, ticks, 3);
+    decode(&x, "snapshot", 3);
+    const struct tp_val *rounds = tp_val_get(x.m, "rounds");
+    assert_int_equal(tp_val_len(rounds), 2);
+    check_round(tp_val_get(rounds, "open"), &open, "open", false);
+    check_round(tp_val_get(rounds, "live"), &live, "live", false);
+    const struct tp_val *t = tp_val_get(x.m, "ticks");
+    assert_int_equal(tp_val_len(t), 3);
+    for (size_t i = 0; i < 3; i++) {
+        const struct tp_val *p = tp_val_at(t, i);
+        assert_int_equal(tp_val_type(p), TP_VAL_ARRAY);
+        assert_int_equal(tp_val_len(p), 2);
+        assert_int_equal(tp_val_int(tp_val_at(p, 0)), ticks[2 * i]);
+        assert_int_equal(tp_val_int(tp_val_at(p, 1)), ticks[2 * i + 1]);
+    }
+    done(&x);
+
+    /* No rounds, no ticks: nil rounds and an empty array. */
+    tp_buf_init(&x.b);
+    tp_protocol_snapshot(&x.b, NULL, NULL, NULL, 0);
+    decode(&x, "snapshot", 3);
+    rounds = tp_val_get(x.m, "rounds");
+    assert_int_equal(tp_val_len(rounds), 2);
+    assert_nil(rounds, "open");
+    assert_nil(rounds, "live");
+    assert_int_equal(tp_val_type(tp_val_get(x.m, "ticks")), TP_VAL_ARRAY);
+    assert_int_equal(tp_val_len(tp_val_get(x.m, "ticks")), 0);
+    done(&x);
+}
+
+static void test_tick_and_its_bytes(void **state)
+{
+    (void)state;
+    struct msg x;
+    tp_buf_init(&x.b);
+    tp_protocol_tick(&x.b, 1718000000200, 6501301);
+    /* fixmap 3, "t" "tick", "ts" uint64, "price" uint32: the exact wire form. */
+    static const uint8_t want[] = {0x83, 0xa1, 't',  0xa4, 't',  'i',  'c',  'k',  0xa2, 't',  's',
+                                   0xcf, 0x00, 0x00, 0x01, 0x90, 0x00, 0xc7, 0x9c, 0xc8, 0xa5, 'p',
+                                   'r',  'i',  'c',  'e',  0xce, 0x00, 0x63, 0x33, 0xb5};
+    assert_int_equal(tp_buf_size(&x.b), sizeof(want));
+    assert_memory_equal(tp_buf_ptr(&x.b), want, sizeof(want));
+    decode(&x, "tick", 3);
+    assert_int_equal(get_int(x.m, "ts"), 1718000000200);
+    assert_int_equal(get_int(x.m, "price"), 6501301);
+    done(&x);
+}
+
+static void test_odds(void **state)
+{
+    (void)state;
+    int64_t pools[5] = {0, 1000, 3000, 0, 6000};
+    struct msg x;
+    tp_buf_init(&x.b);
+    tp_protocol_odds(&x.b, 42, pools, 5, 300);
+    decode(&x, "odds", 5);
+    assert_int_equal(get_int(x.m, "round_id"), 42);
+    assert_int_equal(get_int(x.m, "total"), 10000);
+    const struct tp_val *p = tp_val_get(x.m, "pools");
+    const struct tp_val *m = tp_val_get(x.m, "multipliers");
+    assert_int_equal(tp_val_len(p), 5);
+    assert_int_equal(tp_val_len(m), 5);
+    double want[5];
+    assert_int_equal(tp_settle_multipliers(pools, 5, 300, want), 0);
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(tp_val_int(tp_val_at(p, i)), pools[i]);
+        if (pools[i] == 0) {
+            assert_int_equal(tp_val_type(tp_val_at(m, i)), TP_VAL_NULL);
+        } else {
+            assert_int_equal(tp_val_type(tp_val_at(m, i)), TP_VAL_FLOAT);
+            assert_true(tp_val_double(tp_val_at(m, i)) == want[i]);
+        }
+    }
+    done(&x);
+
+    /* All empty, or a negative pool (corrupt data): every multiplier nil, never garbage. */
+    int64_t empty[2] = {0, 0}, bad[2] = {-5, 10};
+    for (int k = 0; k < 2; k++) {
+        tp_buf_init(&x.b);
+        tp_protocol_odds(&x.b, 1, k == 0 ? empty : bad, 2, 300);
+        decode(&x, "odds", 5);
+        const struct tp_val *mm = tp_val_get(x.m, "multipliers");
+        for (size_t i = 0; i < 2; i++)
+            assert_int_equal(tp_val_type(tp_val_at(mm, i)), TP_VAL_NULL);
+        done(&x);
+    }
+}
+
+static void test_odds_deterministic(void **state)
+{
+    (void)state;
+    int64_t pools[3] = {500, 0, 700};
+    struct tp_buf a, b;
+    tp_buf_init(&a);
+    tp_buf_init(&b);
+    tp_protocol_odds(&a, 7, pools, 3, 0);
+    tp_protocol_odds(&b, 7, pools, 3, 0);
+    assert_int_equal(tp_buf_size(&a), tp_buf_size(&b));
+    assert_memory_equal(tp_buf_ptr(&a), tp_buf_ptr(&b), tp_buf_size(&a));
+    tp_buf_deinit(&a);
+    tp_buf_deinit(&b);
+}
+
+static void test_round(void **state)
+{
+    (void)state;
+    struct tp_game_round r;
+    settled_round(&r);
+    struct msg x;
+    tp_buf_init(&x.b);
+    tp_protocol_round(&x.b, &r);
+    decode(&x, "round", 2);
+    check_round(tp_val_get(x.m, "round"), &r, "settled", true);
+    done(&x);
+
+    /* Cancellation started: shown as cancelled, receipt nil until the refunds are done. */
+    r.state = TP_ROUND_CANCELLING;
+    r.has_close = false;
+    tp_buf_init(&x.b);
+    tp_protocol_round(&x.b, &r);
+    decode(&x, "round", 2);
+    check_round(tp_val_get(x.m, "round"), &r, "cancelled", false);
+    done(&x);
+
+    /* A final state without a recorded receipt writes nil. */
+    r.state = TP_ROUND_CANCELLED;
+    r.has_receipt = false;
+    tp_buf_init(&x.b);
+    tp_protocol_round(&x.b, &r);
+    decode(&x, "round", 2);
+    check_round(tp_val_get(x.m, "round"), &r, "cancelled", false);
+    done(&x);
+}
+
+static void test_round_object_json(void **state)
+{
+    (void)state;
+    /* The HTTP API writes the same object in JSON: same fields, same values. */
+    struct tp_game_round r;
+    settled_round(&r);
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_JSON);
+    tp_protocol_write_round(&w, &r);
+    assert_true(tp_wr_done(&w));
+    struct tp_doc *d = tp_doc_parse(TP_FMT_JSON, tp_buf_ptr(&b), tp_buf_size(&b), NULL, 0);
+    assert_non_null(d);
+    check_round(tp_doc_root(d), &r, "settled", true);
+    tp_doc_free(d);
+    tp_buf_deinit(&b);
+}
+
+/* Encodes one MessagePack value the way the session keeps a client's `req`. */
+static size_t encode_req(uint8_t *out, size_t cap, bool is_str)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_wr w;
+    tp_wr_init(&w, &b, TP_FMT_MSGPACK);
+    if (is_str)
+        tp_wr_str(&w, "req-7");
+    else
+        tp_wr_int(&w, 7);
+    size_t n = tp_buf_size(&b);
+    assert_true(n <= cap);
+    memcpy(out, tp_buf_ptr(&b), n);
+    tp_buf_deinit(&b);
+    return n;
+}
+
+static void test_bet_ok(void **state)
+{
+    (void)state;
+    struct tp_bet_result res = {.code = TP_BET_OK,
+                                .bet_id = 1031,
+                                .round_id = 12,
+                                .band = 2,
+                                .stake = 500,
+                                .balance = 99000};
+    uint8_t req[32];
+    size_t reqlen = encode_req(req, sizeof(req), false);
+    struct msg x;
+    tp_buf_init(&x.b);
+    tp_protocol_bet_ok(&x.b, req, reqlen, &res);
+    decode(&x, "bet_ok", 7);
+    assert_int_equal(get_int(x.m, "req"), 7);
+    assert_int_equal(get_int(x.m, "bet_id"), 1031);
+    assert_int_equal(get_int(x.m, "round_id"), 12);
+    assert_int_equal(get_int(x.m, "band"), 2);
+    assert_int_equal(get_int(x.m, "stake"), 500);
+    assert_int_equal(get_int(x.m, "balance"), 99000);
+    done(&x);
+
+    tp_buf_init(&x.b);
+    tp_protocol_bet_ok(&x.b, NULL, 0, &res);
+    decode(&x, "bet_ok", 7);
+    assert_nil(x.m, "req");
+    done(&x);
+}
+
+static void test_bet_err(void **state)
+{
+    (void)state;
+    uint8_t req[32];
+    size_t reqlen = encode_req(req, sizeof(req), true);
+    struct msg x;
+    tp_buf_init(&x.b);
+    tp_protocol_bet_err(&x.b, req, reqlen, TP_BET_ROUND_NOT_OPEN);
+    decode(&x, "bet_err", 4);
+    assert_str(x.m, "req", "req-7");
+    assert_str(x.m, "code", "round_not_open");
+    assert_str(x.m, "message", tp_bet_code_message(TP_BET_ROUND_NOT_OPEN));
+    done(&x);
+
+    tp_buf_init(&x.b);
+    tp_protocol_bet_err(&x.b, NULL, 0, TP_BET_UNAUTHORIZED);
+    decode(&x, "bet_err", 4);
+    assert_nil(x.m, "req");
+    assert_str(x.m, "code", "unauthorized");
+    done(&x);
+}
+
+static void test_payout(void **state)
+{
+    (void)state;
+    struct msg x;
+    tp_buf_init(&x.b);
+    tp_protocol_payout(&x.b, 12, 1745, true, 100745);
+    decode(&x, "payout", 4);
+    assert_int_equal(get_int(x.m, "round_id"), 12);
+    assert_int_equal(get_int(x.m, "amount"), 1745);
+    assert_int_equal(get_int(x.m, "balance"), 100745);
+    done(&x);
+
+    tp_buf_init(&x.b);
+    tp_protocol_payout(&x.b, 12, 1745, false, 100745);
+    decode(&x, "payout", 4);
+    assert_nil(x.m, "balance");
+    done(&x);
+}
+
+static void test_pong(void **state)
+{
+    (void)state;
+    /* ts is echoed with its type: an integer stays an integer, a float a float. */
+    static const char *const pings[2] = {"{\"ts\":1718000000500}", "{\"ts\":1.5}"};
+    for (int k = 0; k < 2; k++) {
+        struct tp_doc *in = tp_doc_parse(TP_FMT_JSON, pings[k], strlen(pings[k]), NULL, 0);
+        assert_non_null(in);
+        struct msg x;
+        tp_buf_init(&x.b);
+        tp_protocol_pong(&x.b, tp_val_get(tp_doc_root(in), "ts"));
+        decode(&x, "pong", 2);
+        const struct tp_val *ts = tp_val_get(x.m, "ts");
+        if (k == 0) {
+            assert_int_equal(tp_val_type(ts), TP_VAL_INT);
+            assert_int_equal(tp_val_int(ts), 1718000000500);
+        } else {
+            assert_int_equal(tp_val_type(ts), TP_VAL_FLOAT);
+            assert_true(tp_val_double(ts) == 1.5);
+        }
+        done(&x);
+        tp_doc_free(in);
+    }
+}
+
+static void test_error(void **state)
+{
+    (void)state;
+    struct msg x;
+    tp_buf_init(&x.b);
+    tp_protocol_error(&x.b, "unknown_type", "unknown message type");
+    decode(&x, "error", 3);
+    assert_str(x.m, "code", "unknown_type");
+    assert_str(x.m, "message", "unknown message type");
+    done(&x);
+}
+
+static void test_appends(void **state)
+{
+    (void)state;
+    /* Encoders append: two messages in one buffer are the two encodings back to back. */
+    struct tp_buf one, two;
+    tp_buf_init(&one);
+    tp_buf_init(&two);
+    tp_protocol_tick(&one, 1, 2);
+    size_t n = tp_buf_size(&one);
+    tp_protocol_tick(&two, 1, 2);
+    tp_protocol_tick(&two, 1, 2);
+    assert_int_equal(tp_buf_size(&two), 2 * n);
+    assert_memory_equal(tp_buf_ptr(&two), tp_buf_ptr(&one), n);
+    assert_memory_equal(tp_buf_ptr(&two) + n, tp_buf_ptr(&one), n);
+    tp_buf_deinit(&one);
+    tp_buf_deinit(&two);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hello),
+        cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_tick_and_its_bytes),
+        cmocka_unit_test(test_odds),
+        cmocka_unit_test(test_odds_deterministic),
+        cmocka_unit_test(test_round),
+        cmocka_unit_test(test_round_object_json),
+        cmocka_unit_test(test_bet_ok),
+        cmocka_unit_test(test_bet_err),
+        cmocka_unit_test(test_payout),
+        cmocka_unit_test(test_pong),
+        cmocka_unit_test(test_error),
+        cmocka_unit_test(test_appends),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
