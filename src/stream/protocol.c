@@ -82,9 +82,10 @@ void tp_protocol_write_round(struct tp_wr *w, const struct tp_game_round *r)
     TP_ASSERT(nb > 0);
     bool final = tp_round_is_final(r->state);
 
-    /* 15 contract fields plus vol_ppb and tick_ms: the integers a verifier (the web client's
-     * fairness check) needs to recompute the ticks without touching floats. */
-    tp_wr_map(w, 17);
+    /* 15 contract fields plus vol_ppb and tick_ms, the integers a verifier (the web client's
+     * fairness check) needs to recompute the ticks without touching floats, and rake_bps, which
+     * a client needs to price a bet before placing it (the bet slip's potential payout). */
+    tp_wr_map(w, 18);
     tp_wr_key(w, "id");
     tp_wr_int(w, r->id);
     tp_wr_key(w, "state");
@@ -103,6 +104,8 @@ void tp_protocol_write_round(struct tp_wr *w, const struct tp_game_round *r)
     tp_wr_int(w, r->vol_ppb);
     tp_wr_key(w, "tick_ms");
     tp_wr_int(w, r->tick_ms);
+    tp_wr_key(w, "rake_bps");
+    tp_wr_int(w, r->rake_bps);
     tp_wr_key(w, "lock_price");
     write_int_or_nil(w, r->has_lock, r->lock_price);
     tp_wr_key(w, "close_price");

@@ -12,7 +12,7 @@ import tpenv
 
 ENV = {"TICKPOOL_GAME_BETTING_S": "2", "TICKPOOL_GAME_LIVE_S": "2", "TICKPOOL_GAME_TICK_MS": "100"}
 ROUND_KEYS = {"id", "state", "opens_at", "locks_at", "closes_at", "seed_hash", "seed",
-              "vol_ppb", "tick_ms",
+              "vol_ppb", "tick_ms", "rake_bps",
               "lock_price", "close_price", "bands", "pools", "total", "multipliers",
               "winning_band", "receipt"}
 

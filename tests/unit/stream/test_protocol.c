@@ -108,7 +108,7 @@ static void check_round(const struct tp_val *o, const struct tp_game_round *r, c
                         bool receipt)
 {
     assert_int_equal(tp_val_type(o), TP_VAL_MAP);
-    assert_int_equal(tp_val_len(o), 17);
+    assert_int_equal(tp_val_len(o), 18);
     assert_int_equal(get_int(o, "id"), r->id);
     assert_str(o, "state", state);
     assert_int_equal(get_int(o, "opens_at"), r->t.opens_at);
@@ -121,6 +121,7 @@ static void check_round(const struct tp_val *o, const struct tp_game_round *r, c
         assert_nil(o, "seed");
     assert_int_equal(get_int(o, "vol_ppb"), r->vol_ppb);
     assert_int_equal(get_int(o, "tick_ms"), r->tick_ms);
+    assert_int_equal(get_int(o, "rake_bps"), r->rake_bps);
     if (r->has_lock)
         assert_int_equal(get_int(o, "lock_price"), r->lock_price);
     else
