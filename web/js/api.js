@@ -57,13 +57,16 @@ async function call(method, path, { body, headers = {}, timeoutMs = 10000 } = {}
   return data;
 }
 
+// `before` of the list endpoints: exclusive, the oldest id already shown.
+const page = (before) => (before == null ? "" : `&before=${encodeURIComponent(before)}`);
+
 export const api = {
   signUp: (username, password) => call("POST", "/accounts", { body: { username, password } }),
   signIn: (username, password) => call("POST", "/sessions", { body: { username, password } }),
   me: () => call("GET", "/me"),
-  myBets: (limit = 20) => call("GET", `/me/bets?limit=${limit}`),
+  myBets: (limit = 20, before) => call("GET", `/me/bets?limit=${limit}${page(before)}`),
   current: () => call("GET", "/rounds/current"),
-  rounds: (limit = 12) => call("GET", `/rounds?limit=${limit}`),
+  rounds: (limit = 12, before) => call("GET", `/rounds?limit=${limit}${page(before)}`),
   round: (id) => call("GET", `/rounds/${encodeURIComponent(id)}`),
   leaderboard: (limit = 10) => call("GET", `/leaderboard?limit=${limit}`),
   prices: (since) => call("GET", `/prices?since=${Math.floor(since)}`),

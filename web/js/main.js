@@ -6,9 +6,13 @@ import { api, setToken, ApiError } from "./api.js";
 import { Socket } from "./socket.js";
 import { PriceChart } from "./chart.js";
 import { verifyRound } from "./fairness.js";
+import { potentialPayout, refundBands, roundOutcome } from "./payout.js";
 import {
   $, el, setText, money, parseStake, bandLabel, bandName, mult, pct, timeOf, toast, errorWords, newKey,
 } from "./ui.js";
+
+const ROUNDS_PAGE = 12;
+const BETS_PAGE = 20;
 
 const state = {
   token: null,
@@ -18,7 +22,10 @@ const state = {
   live: null,
   lastPrice: null,
   rounds: new Map(), // id → Round (recent)
+  roundsKeep: ROUNDS_PAGE, // how many rounds the list shows: one page more per "older rounds"
+  roundsEnd: false, // the server has no older round than the list's last
   myBets: [],
+  betsEnd: false, // no bet older than the list's last
   leaders: [],
   selected: null,
   bandsFor: null, // round id the band buttons were built for
@@ -72,12 +79,10 @@ function onMessage(m) {
     case "tick":
       chart.add([[m.ts, m.price]]);
       setPrice(m.price);
+      if (m.odds) applyOdds(m.odds); // a beat may carry the open round's new pools
       break;
     case "odds":
-      if (state.open && state.open.id === m.round_id) {
-        Object.assign(state.open, { pools: m.pools, total: m.total, multipliers: m.multipliers });
-        renderBands();
-      }
+      applyOdds(m);
       break;
     case "round":
       if (m.round) applyRound(m.round);
@@ -95,11 +100,18 @@ function onMessage(m) {
     }
     case "payout":
       if (typeof m.balance === "number") setBalance(m.balance);
-      toast(`Round #${m.round_id} paid you ${money(m.amount)} credits.`);
+      if (!showResult(state.rounds.get(m.round_id), m.amount)) toast(`Round #${m.round_id} paid you ${money(m.amount)} credits.`);
       refreshMyBets();
       break;
     default:
       break; // pong and anything newer
+  }
+}
+
+function applyOdds(m) {
+  if (state.open && state.open.id === m.round_id) {
+    Object.assign(state.open, { pools: m.pools, total: m.total, multipliers: m.multipliers });
+    renderBands();
   }
 }
 
@@ -112,6 +124,7 @@ function applyRound(r) {
   } else {
     if (state.live && state.live.id === r.id) state.live = null;
     if (state.open && state.open.id === r.id) state.open = null;
+    showResult(r);
     soon("settled", () => {
       refreshMyBets();
       refreshMe();
@@ -127,6 +140,40 @@ function roundsChanged() {
   renderBands();
   renderLive();
   renderRounds();
+}
+
+// The banner for the player's bets in a round that just became final. `paid` (a payout
+// message: the total credited for the round) replaces the amount computed from the receipt.
+// Returns whether the round had bets of the player's to show.
+function showResult(r, paid) {
+  const o = roundOutcome(r, state.myBets);
+  if (!o) return false;
+  if (typeof paid === "number") {
+    if (o.outcome === "refunded") o.refunded = paid;
+    else o.won = paid;
+  }
+  const k = (r.bands && r.bands.length) || 5;
+  const bits = [];
+  if (o.won) bits.push(el("strong", { class: "up" }, `won ${money(o.won)}`));
+  if (o.lost) bits.push(el("strong", { class: "down" }, `lost ${money(o.lost)}`));
+  if (o.refunded) bits.push(el("strong", {}, `got ${money(o.refunded)} back`));
+  const parts = [`Round #${r.id}: you `];
+  bits.forEach((b, i) => parts.push(i ? " and " : "", b));
+  if (o.outcome === "refunded") {
+    parts.push(r.state === "cancelled" ? ": the round was cancelled, every stake is refunded." : ": nobody backed the winning band, every stake is refunded.");
+  } else {
+    parts.push(` on ${money(o.staked)} staked. ${bandName(r.winning_band, k)} won.`);
+  }
+  const box = $("round-result");
+  box.dataset.roundId = r.id;
+  box.dataset.outcome = o.outcome;
+  box.dataset.amount = String(o.won + o.refunded);
+  $("round-result-text").replaceChildren(...parts);
+  box.hidden = false;
+  soon("result", () => {
+    box.hidden = true;
+  }, 20000);
+  return true;
 }
 
 // Everything REST knows, after each (re)connect: what happened while we were away.
@@ -189,6 +236,7 @@ function signOut(message) {
   state.user = null;
   state.balance = null;
   state.myBets = [];
+  state.betsEnd = false;
   setToken(null);
   try {
     localStorage.removeItem("tp.session");
@@ -249,12 +297,41 @@ function refreshMe() {
   });
 }
 
+// The newest page replaces what it covers; pages loaded with "older bets" stay below it.
 function refreshMyBets() {
   if (!state.token) return;
-  api.myBets(20).then((r) => {
-    state.myBets = (r && r.bets) || [];
+  api.myBets(BETS_PAGE).then((r) => {
+    const fresh = (r && r.bets) || [];
+    if (fresh.length < BETS_PAGE) {
+      state.myBets = fresh;
+      state.betsEnd = true;
+    } else {
+      const oldest = fresh[fresh.length - 1].bet_id;
+      const older = state.myBets.filter((b) => b.bet_id < oldest);
+      if (!older.length) state.betsEnd = false;
+      state.myBets = fresh.concat(older);
+    }
     renderMyBets();
   }).catch(() => {});
+}
+
+async function loadOlderBets() {
+  const last = state.myBets[state.myBets.length - 1];
+  if (!state.token || !last) return;
+  const btn = $("my-bets-older");
+  btn.disabled = true;
+  try {
+    const r = await api.myBets(BETS_PAGE, last.bet_id);
+    const got = (r && r.bets) || [];
+    const have = new Set(state.myBets.map((b) => b.bet_id));
+    state.myBets.push(...got.filter((b) => !have.has(b.bet_id)));
+    if (got.length < BETS_PAGE) state.betsEnd = true;
+    renderMyBets();
+  } catch (e) {
+    toast(errorWords(e.code, e.message));
+  } finally {
+    btn.disabled = false;
+  }
 }
 
 function renderMyBets() {
@@ -275,6 +352,7 @@ function renderMyBets() {
       el("span", { class: "num right" }, result));
   }));
   $("my-bets-empty").hidden = state.myBets.length > 0;
+  $("my-bets-older").hidden = state.betsEnd || state.myBets.length === 0;
 }
 
 // ---------------------------------------------------------------- market
@@ -343,12 +421,62 @@ function renderBands() {
       `${bandName(i, k)}, ${bandLabel(b)}, pool ${money(pool)} credits, multiplier ${mult(r.multipliers && r.multipliers[i])}`);
   });
   renderSlipButton();
+  renderPotential();
 }
 
 function selectBand(i) {
   state.selected = i;
   renderBands();
   setText($("bet-message"), "");
+}
+
+// What the slip's stake would pay if its band won at the open round's current pools (with the
+// stake itself in them), and which outcomes would only refund it. Redrawn on every odds update.
+function renderPotential() {
+  const line = $("bet-potential");
+  const note = $("potential-note");
+  const r = state.open;
+  const i = state.selected;
+  const stake = parseStake($("stake").value);
+  let parts;
+  let sub = "";
+  let data = {};
+  if (!r || !Array.isArray(r.bands)) {
+    parts = ["No round is taking bets right now."];
+  } else if (i == null || i >= r.bands.length) {
+    parts = ["Pick a band to see what your stake would pay."];
+  } else if (stake == null || stake <= 0) {
+    parts = ["Enter a stake to see what it would pay."];
+  } else if (typeof r.rake_bps !== "number") {
+    parts = ["The odds are not known yet."];
+  } else {
+    const k = r.bands.length;
+    const pools = r.bands.map((_, b) => (r.pools && r.pools[b]) || 0);
+    const p = potentialPayout(pools, i, stake, r.rake_bps);
+    const empty = refundBands(pools, i).map((b) => bandName(b, k));
+    parts = ["Pays ", el("strong", { class: "num" }, money(p.payout)), ` if ${bandName(i, k)} wins `,
+      el("span", { class: "num muted" }, `(×${(p.payout / stake).toFixed(2)})`)];
+    if (p.others === 0) {
+      sub = "Nobody has bet on another band yet: whichever band wins, you would only get your stake back (a refund if it is another band).";
+      data = { payout: p.payout, refund: "all" };
+    } else {
+      if (empty.length) sub = `Refunded if ${listWords(empty)} wins: nobody has backed ${empty.length > 1 ? "them" : "it"} yet. `;
+      sub += "Odds move until betting closes.";
+      data = { payout: p.payout, refund: empty.length ? "some" : "none" };
+    }
+  }
+  const key = JSON.stringify([parts.map((x) => (typeof x === "string" ? x : x.textContent)), sub]);
+  if (line.dataset.key === key) return;
+  line.dataset.key = key;
+  delete line.dataset.payout;
+  delete line.dataset.refund;
+  Object.assign(line.dataset, data);
+  line.replaceChildren(...parts);
+  setText(note, sub);
+}
+
+function listWords(xs) {
+  return xs.length < 2 ? xs.join("") : `${xs.slice(0, -1).join(", ")} or ${xs[xs.length - 1]}`;
 }
 
 function renderSlipButton() {
@@ -463,21 +591,51 @@ function refreshOddsSoon() {
 
 // ---------------------------------------------------------------- rounds, fairness, leaders
 
+function mergeRounds(rows) {
+  for (const x of rows) {
+    const had = state.rounds.get(x.id);
+    if (!had || had.state === x.state || x.state === "settled" || x.state === "cancelled") state.rounds.set(x.id, x);
+  }
+}
+
 function refreshRounds() {
-  api.rounds(12).then((r) => {
-    for (const x of (r && r.rounds) || []) {
-      const had = state.rounds.get(x.id);
-      if (!had || had.state === x.state || x.state === "settled" || x.state === "cancelled") state.rounds.set(x.id, x);
-    }
+  api.rounds(ROUNDS_PAGE).then((r) => {
+    const rows = (r && r.rounds) || [];
+    mergeRounds(rows);
+    if (rows.length < ROUNDS_PAGE && state.rounds.size <= ROUNDS_PAGE) state.roundsEnd = true;
     renderRounds();
   }).catch(() => {});
 }
 
+// One page further back than the oldest round shown; the list keeps that many rows from then on.
+async function loadOlderRounds() {
+  const ids = [...state.rounds.keys()];
+  if (!ids.length) return;
+  const btn = $("rounds-older");
+  btn.disabled = true;
+  try {
+    const r = await api.rounds(ROUNDS_PAGE, Math.min(...ids));
+    const rows = (r && r.rounds) || [];
+    mergeRounds(rows);
+    state.roundsKeep = Math.max(state.roundsKeep, state.rounds.size);
+    if (rows.length < ROUNDS_PAGE) state.roundsEnd = true;
+    renderRounds();
+  } catch (e) {
+    toast(errorWords(e.code, e.message));
+  } finally {
+    btn.disabled = false;
+  }
+}
+
 function renderRounds() {
   const ids = [...state.rounds.keys()].sort((a, b) => b - a);
-  for (const id of ids.slice(12)) state.rounds.delete(id);
+  for (const id of ids.slice(state.roundsKeep)) {
+    state.rounds.delete(id);
+    state.roundsEnd = false; // new rounds pushed the oldest out: they can be loaded again
+  }
+  $("rounds-older").hidden = state.roundsEnd || ids.length === 0 || ids[Math.min(ids.length, state.roundsKeep) - 1] <= 1;
   const k = (state.open && state.open.bands && state.open.bands.length) || 5;
-  $("rounds").replaceChildren(...ids.slice(0, 12).map((id) => {
+  $("rounds").replaceChildren(...ids.slice(0, state.roundsKeep).map((id) => {
     const r = state.rounds.get(id);
     const rc = r.receipt;
     const parts = [];
@@ -579,12 +737,19 @@ function start() {
   $("signin-form").addEventListener("submit", onSignIn);
   $("signout").addEventListener("click", () => signOut("Signed out."));
   $("slip").addEventListener("submit", placeBet);
+  $("stake").addEventListener("input", renderPotential);
   for (const b of document.querySelectorAll("[data-quick]")) {
     b.addEventListener("click", () => {
       $("stake").value = b.dataset.quick;
       setText($("bet-message"), "");
+      renderPotential();
     });
   }
+  $("rounds-older").addEventListener("click", loadOlderRounds);
+  $("my-bets-older").addEventListener("click", loadOlderBets);
+  $("round-result-close").addEventListener("click", () => {
+    $("round-result").hidden = true;
+  });
   let saved = null;
   try {
     saved = JSON.parse(localStorage.getItem("tp.session") || "null");
