@@ -1,10 +1,10 @@
 // Browser end-to-end: Debian's Chromium (playwright-core) against the REAL tickpool server with a
 // private Redis and Postgres and 4-second phases. Tests share one server and one page and run in
 // order (a later step builds on an earlier one: sign up → bet → settle → fairness → restart).
-import { test, after } from "node:test";
+import { after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startEnv, launchBrowser, screenshotDir, waitFor, sleep } from "./lib/env.mjs";
+import { startEnv, launchBrowser, screenshotDir, waitFor, sleep, steps, watchPage } from "./lib/env.mjs";
 
 const PHASE_S = 4;
 const ROUND_MS = 2 * PHASE_S * 1000;
@@ -17,7 +17,6 @@ let page;
 const problems = []; // page errors and unexpected console errors
 const user = `e2e_${Date.now().toString(36)}`;
 let startBalance;
-let failed = false;
 
 async function text(id) {
   return (await page.locator(tid(id)).first().textContent()).trim();
@@ -32,43 +31,25 @@ async function myBetCount() {
   return page.locator(tid("my-bet")).count();
 }
 
-// Every step is its own test (so a broken server counts as failures, not as cancelled tests);
-// each needs the page the first one sets up.
-function it(name, fn) {
-  test(name, { timeout: 60000 }, async () => {
-    assert.ok(name === SETUP || page, "no environment: the set-up step failed");
-    try {
-      await fn();
-    } catch (e) {
-      failed = true;
-      throw e;
-    }
-  });
-}
-const SETUP = "starts tickpool (real Redis, Postgres, 4 s phases) and Chromium";
+const { it, failed } = steps(() => page);
 
 {
-  it(SETUP, async () => {
+  it("starts tickpool (real Redis, Postgres, 4 s phases) and Chromium", async () => {
     env = await startEnv();
     browser = await launchBrowser({ width: 1280, height: 900 });
     page = browser.context.pages()[0] || (await browser.context.newPage());
-    page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
-    page.on("console", (m) => {
-      if (m.type() !== "error") return;
+    watchPage(page, problems, (text) =>
       // Business answers (402 insufficient funds, 409 round closed, 429 busy) are not faults.
-      if (/Failed to load resource: .*status of (401|402|409|429)/.test(m.text())) return;
-      // While the server is deliberately down, the socket and fetches fail.
+      /Failed to load resource: .*status of (401|402|409|429)/.test(text) ||
       // While the server is deliberately down, the socket and fetches fail; right after it is
       // back, a resync request may meet a 503 "retry" before the game and auth are ready.
-      if (env.restarting && /ERR_CONNECTION_REFUSED|WebSocket connection|status of 503/.test(m.text())) return;
-      problems.push(`console: ${m.text()}`);
-    });
+      (env.restarting && /ERR_CONNECTION_REFUSED|WebSocket connection|status of 503/.test(text)));
   });
 
   after(async () => {
     if (browser) await browser.close();
     if (env) {
-      if (failed) process.stderr.write(`---- tickpool log (tail) ----\n${env.server.logTail()}\n`);
+      if (failed()) process.stderr.write(`---- tickpool log (tail) ----\n${env.server.logTail()}\n`);
       await env.stop();
     }
   });

@@ -2,11 +2,11 @@
 // against the REAL tickpool with a private Redis and Postgres and 4-second phases. The bet slip's
 // potential payout against the game's formula for the pools on screen, the result banner after
 // settlement, paging further back in "Recent rounds" and "My bets". Steps run in order on one page.
-import { test, after } from "node:test";
+import { after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
-import { startEnv, launchBrowser, screenshotDir, waitFor, sleep } from "./lib/env.mjs";
+import { startEnv, launchBrowser, screenshotDir, waitFor, sleep, steps, watchPage } from "./lib/env.mjs";
 
 const PHASE_S = 4;
 const ROUND_MS = 2 * PHASE_S * 1000;
@@ -20,7 +20,6 @@ let page;
 let token; // the page's player
 let other; // a second player betting over HTTP, so the pools are not the page's alone
 const problems = [];
-let failed = false;
 let betRound; // the round the page bet on in the potential step
 
 async function text(id) {
@@ -73,30 +72,14 @@ async function readSlip() {
     payout: s.payout == null ? null : Number(s.payout) };
 }
 
-function it(name, fn, timeout = 60000) {
-  test(name, { timeout }, async () => {
-    assert.ok(name === SETUP || page, "no environment: the set-up step failed");
-    try {
-      await fn();
-    } catch (e) {
-      failed = true;
-      throw e;
-    }
-  });
-}
-const SETUP = "starts tickpool (real Redis, Postgres, 4 s phases), Chromium, and signs up";
+const { it, failed } = steps(() => page);
 
 {
-  it(SETUP, async () => {
+  it("starts tickpool (real Redis, Postgres, 4 s phases), Chromium, and signs up", async () => {
     env = await startEnv();
     browser = await launchBrowser({ width: 1280, height: 900 });
     page = browser.context.pages()[0] || (await browser.context.newPage());
-    page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
-    page.on("console", (m) => {
-      if (m.type() !== "error") return;
-      if (/Failed to load resource: .*status of (401|402|403|409|429)/.test(m.text())) return;
-      problems.push(`console: ${m.text()}`);
-    });
+    watchPage(page, problems, (text) => /Failed to load resource: .*status of (401|402|403|409|429)/.test(text));
     other = await signUp(`e2e_o_${Date.now().toString(36)}`);
     await page.goto(`${env.server.httpUrl}/`);
     await waitFor(async () => (await text("connection-state")) === "live", { what: "connection-state live" });
@@ -234,7 +217,7 @@ const SETUP = "starts tickpool (real Redis, Postgres, 4 s phases), Chromium, and
   after(async () => {
     if (browser) await browser.close();
     if (env) {
-      if (failed) process.stderr.write(`---- tickpool log (tail) ----\n${env.server.logTail()}\n`);
+      if (failed()) process.stderr.write(`---- tickpool log (tail) ----\n${env.server.logTail()}\n`);
       await env.stop();
     }
   });

@@ -202,6 +202,7 @@ function setBalance(b) {
   state.balance = b;
   setText($("balance"), money(b));
   setText($("slip-balance"), money(b));
+  renderPotential(); // a stake over the balance is said there
 }
 
 function showAccount() {
@@ -315,18 +316,25 @@ function refreshMyBets() {
   }).catch(() => {});
 }
 
-async function loadOlderBets() {
+function loadOlderBets() {
   const last = state.myBets[state.myBets.length - 1];
   if (!state.token || !last) return;
-  const btn = $("my-bets-older");
-  btn.disabled = true;
-  try {
+  withButton($("my-bets-older"), async () => {
     const r = await api.myBets(BETS_PAGE, last.bet_id);
     const got = (r && r.bets) || [];
     const have = new Set(state.myBets.map((b) => b.bet_id));
     state.myBets.push(...got.filter((b) => !have.has(b.bet_id)));
     if (got.length < BETS_PAGE) state.betsEnd = true;
     renderMyBets();
+  });
+}
+
+// Runs a request behind `btn` (disabled meanwhile, so a double click asks once); a failure is
+// told in a toast.
+async function withButton(btn, fn) {
+  btn.disabled = true;
+  try {
+    await fn();
   } catch (e) {
     toast(errorWords(e.code, e.message));
   } finally {
@@ -447,6 +455,8 @@ function renderPotential() {
     parts = ["Pick a band to see what your stake would pay."];
   } else if (stake == null || stake <= 0) {
     parts = ["Enter a stake to see what it would pay."];
+  } else if (state.token && state.balance != null && stake > state.balance) {
+    parts = [`That is more than your balance of ${money(state.balance)}.`];
   } else if (typeof r.rake_bps !== "number") {
     parts = ["The odds are not known yet."];
   } else {
@@ -608,23 +618,17 @@ function refreshRounds() {
 }
 
 // One page further back than the oldest round shown; the list keeps that many rows from then on.
-async function loadOlderRounds() {
+function loadOlderRounds() {
   const ids = [...state.rounds.keys()];
   if (!ids.length) return;
-  const btn = $("rounds-older");
-  btn.disabled = true;
-  try {
+  withButton($("rounds-older"), async () => {
     const r = await api.rounds(ROUNDS_PAGE, Math.min(...ids));
     const rows = (r && r.rounds) || [];
     mergeRounds(rows);
     state.roundsKeep = Math.max(state.roundsKeep, state.rounds.size);
     if (rows.length < ROUNDS_PAGE) state.roundsEnd = true;
     renderRounds();
-  } catch (e) {
-    toast(errorWords(e.code, e.message));
-  } finally {
-    btn.disabled = false;
-  }
+  });
 }
 
 function renderRounds() {

@@ -5,6 +5,7 @@
 // Env: TP_BIN (tickpool binary), TP_SRC (repo root), TP_TEST_PG_ADMIN_URL (Postgres admin URL;
 // without it a private cluster is initialised), TP_TEST_OUTPUT (artifacts).
 
+import { test } from "node:test";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, chmodSync, chownSync, existsSync, mkdirSync, openSync, closeSync, readFileSync } from "node:fs";
 import { createServer, connect } from "node:net";
@@ -303,4 +304,40 @@ export function screenshotDir() {
   const d = join(OUTPUT, "screenshots");
   mkdirSync(d, { recursive: true });
   return d;
+}
+
+/**
+ * Ordered steps on one shared environment. Every step is its own test (so a broken server counts
+ * as failures, not as cancelled tests); every step after the first fails at once unless
+ * `ready()` says the first one set the environment up. Returns {it(name, fn, timeout), failed()}:
+ * failed() tells whether a step threw (then dump the server log).
+ */
+export function steps(ready) {
+  let first = true;
+  let failed = false;
+  const it = (name, fn, timeout = 60000) => {
+    const setup = first;
+    first = false;
+    test(name, { timeout }, async () => {
+      if (!setup && !ready()) throw new Error("no environment: the set-up step failed");
+      try {
+        await fn();
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    });
+  };
+  return { it, failed: () => failed };
+}
+
+/**
+ * Collects the page's uncaught errors and console errors into `problems` (a test asserts it stays
+ * empty), except console lines `expected(text)` accepts.
+ */
+export function watchPage(page, problems, expected = () => false) {
+  page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error" && !expected(m.text())) problems.push(`console: ${m.text()}`);
+  });
 }
