@@ -1,0 +1,106 @@
+/*
+ * Redis key schema: the one place in C that spells a key, a key prefix, the user → bucket rule
+ * or a pub/sub channel. scripts/lua/README.md describes the layout (types, writers, content);
+ * each script's header comment gives the keys it takes. Tests in Python spell keys on their own
+ * (they check the layout from outside).
+ *
+ * Two hash tags keep every script single-slot in a Redis Cluster: `tp:{bN}:` for the keys of
+ * bucket N (a player's money, bets and the bucket's copies of round state), `tp:{g}:` for the
+ * global keys (accounts, rounds, ticks, the leader lease).
+ *
+ * Builders write into a caller-owned struct tp_key and return its string, so a call site reads
+ * `tp_store_command(st, cb, ud, "HGET %s %lld", tp_keys_bal(&k, b), uid)`. The result stays
+ * valid until `k` is reused or goes out of scope.
+ */
+#ifndef TP_KEYS_H
+#define TP_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Prefix of every global key (hash tag {g}). */
+#define TP_KEYS_GLOBAL "tp:{g}:"
+
+/* Global keys without an id. */
+#define TP_KEYS_LEASE TP_KEYS_GLOBAL "lease"             /* STRING "<holder>|<epoch>" */
+#define TP_KEYS_EPOCH TP_KEYS_GLOBAL "epoch"             /* STRING fencing epoch */
+#define TP_KEYS_ROUNDS TP_KEYS_GLOBAL "rounds"           /* ZSET round ids */
+#define TP_KEYS_CURRENT TP_KEYS_GLOBAL "current"         /* HASH open, live → round id */
+#define TP_KEYS_TICKS TP_KEYS_GLOBAL "ticks"             /* STREAM price ticks */
+#define TP_KEYS_GLOBAL_OUTBOX TP_KEYS_GLOBAL "outbox"    /* STREAM global events */
+#define TP_KEYS_USER_SEQ TP_KEYS_GLOBAL "user_seq"       /* STRING INCR → user id */
+#define TP_KEYS_USERNAMES TP_KEYS_GLOBAL "usernames"     /* HASH lower-cased name → id */
+#define TP_KEYS_AUTH_SECRET TP_KEYS_GLOBAL "auth_secret" /* STRING token signing secret */
+
+/* Pub/sub channel of the pre-encoded MessagePack broadcasts (tick, round, odds). */
+#define TP_KEYS_BCAST_CHANNEL "tp:bcast"
+
+/* Longest idempotency key a builder accepts (the bet contract's bound). */
+#define TP_KEYS_IDEM_MAX 128
+/* Room for the longest key: the idempotency key of bucket 16383 (config's maximum), a 20-digit
+ * user id and a TP_KEYS_IDEM_MAX-byte client key. */
+#define TP_KEYS_MAX 192
+
+/* A built key; `s` is NUL-terminated, `len` its length. */
+struct tp_key {
+    char s[TP_KEYS_MAX];
+    size_t len;
+};
+
+/**
+ * The bucket of a player: user_id mod buckets (ids come from a sequence, so plain modulo spreads
+ * them evenly). `buckets` is config's game.buckets, which the config table bounds to ≥ 1, so no
+ * guard against 0 here (asserted). Result in [0, buckets) for user_id ≥ 0.
+ */
+int tp_bucket_of(int64_t user_id, int buckets);
+
+/* --- Bucket keys: tp:{bN}:… (all return k->s) --- */
+
+/** tp:{bN}: (the prefix alone; for audits that list a bucket's keys). */
+const char *tp_keys_bucket(struct tp_key *k, int bucket);
+/** tp:{bN}:bal — HASH user_id → balance. */
+const char *tp_keys_bal(struct tp_key *k, int bucket);
+/** tp:{bN}:grants — HASH grant_id → "<user_id>:<amount>". */
+const char *tp_keys_grants(struct tp_key *k, int bucket);
+/** tp:{bN}:granted — STRING Σ grants. */
+const char *tp_keys_granted(struct tp_key *k, int bucket);
+/** tp:{bN}:house — STRING house balance of the bucket. */
+const char *tp_keys_house(struct tp_key *k, int bucket);
+/** tp:{bN}:seq — STRING bet counter. */
+const char *tp_keys_seq(struct tp_key *k, int bucket);
+/** tp:{bN}:outbox — STREAM money events. */
+const char *tp_keys_outbox(struct tp_key *k, int bucket);
+/** tp:{bN}:net — ZSET user_id → net winnings (leaderboard). */
+const char *tp_keys_net(struct tp_key *k, int bucket);
+/** tp:{bN}:unsettled — SET round ids whose stakes the bucket holds. */
+const char *tp_keys_unsettled(struct tp_key *k, int bucket);
+/** tp:{bN}:idem:<user_id>:<key> — `key` is `len` bytes (≤ TP_KEYS_IDEM_MAX, asserted). */
+const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t user_id, const char *key,
+                         size_t len);
+/** tp:{bN}:ubets:<user_id> — LIST of the player's bets, newest first. */
+const char *tp_keys_ubets(struct tp_key *k, int bucket, int64_t user_id);
+/** tp:{bN}:round:<round_id>:state — HASH the bucket's copy of the round state. */
+const char *tp_keys_round_state(struct tp_key *k, int bucket, int64_t round_id);
+/** tp:{bN}:pool:<round_id> — HASH band → Σ stakes, total. */
+const char *tp_keys_pool(struct tp_key *k, int bucket, int64_t round_id);
+/** tp:{bN}:pool:* — SCAN MATCH pattern of every pool of the bucket. */
+const char *tp_keys_pool_pattern(struct tp_key *k, int bucket);
+/** tp:{bN}:bets:<round_id>:<band> — HASH bet_id → "<user_id>:<stake>". */
+const char *tp_keys_bets(struct tp_key *k, int bucket, int64_t round_id, int band);
+/** tp:{bN}:plan:<round_id> — HASH settlement plan and progress. */
+const char *tp_keys_plan(struct tp_key *k, int bucket, int64_t round_id);
+/** tp:{bN}:paid:<round_id> — HASH bet_id → amount credited. */
+const char *tp_keys_paid(struct tp_key *k, int bucket, int64_t round_id);
+/** tp:{bN}:payout:<round_id> — HASH user_id → round total credited. */
+const char *tp_keys_payout(struct tp_key *k, int bucket, int64_t round_id);
+
+/* --- Global keys with an id: tp:{g}:… --- */
+
+/** tp:{g}:round:<round_id> — HASH the round. */
+const char *tp_keys_round(struct tp_key *k, int64_t round_id);
+/** tp:{g}:seed:<round_id> — STRING the round's secret seed. */
+const char *tp_keys_seed(struct tp_key *k, int64_t round_id);
+/** tp:{g}:user:<user_id> — HASH username, pw_hash, created_at. */
+const char *tp_keys_user(struct tp_key *k, int64_t user_id);
+
+#endif

@@ -1,0 +1,100 @@
+/* Unit tests for the Redis key schema (src/store/keys.c): every builder against the layout in
+ * scripts/lua/README.md, the user → bucket rule, and the bounds of the longest key. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "tickpool/store/keys.h"
+
+#include <string.h>
+
+static void test_bucket_of(void **state)
+{
+    (void)state;
+    assert_int_equal(tp_bucket_of(1, 1), 0);
+    assert_int_equal(tp_bucket_of(123456789, 1), 0);
+    assert_int_equal(tp_bucket_of(7, 4), 3);
+    assert_int_equal(tp_bucket_of(8, 4), 0);
+    assert_int_equal(tp_bucket_of(16385, 16384), 1);
+    assert_int_equal(tp_bucket_of(INT64_MAX, 16384), (int)(INT64_MAX % 16384));
+    /* every bucket gets a share of consecutive ids */
+    int seen[5] = {0};
+    for (int64_t u = 1; u <= 50; u++)
+        seen[tp_bucket_of(u, 5)]++;
+    for (int b = 0; b < 5; b++)
+        assert_int_equal(seen[b], 10);
+}
+
+static void test_bucket_keys(void **state)
+{
+    (void)state;
+    struct tp_key k;
+    assert_string_equal(tp_keys_bucket(&k, 3), "tp:{b3}:");
+    assert_string_equal(tp_keys_bal(&k, 0), "tp:{b0}:bal");
+    assert_int_equal(k.len, strlen("tp:{b0}:bal"));
+    assert_string_equal(tp_keys_grants(&k, 1), "tp:{b1}:grants");
+    assert_string_equal(tp_keys_granted(&k, 1), "tp:{b1}:granted");
+    assert_string_equal(tp_keys_house(&k, 2), "tp:{b2}:house");
+    assert_string_equal(tp_keys_seq(&k, 2), "tp:{b2}:seq");
+    assert_string_equal(tp_keys_outbox(&k, 12), "tp:{b12}:outbox");
+    assert_string_equal(tp_keys_net(&k, 0), "tp:{b0}:net");
+    assert_string_equal(tp_keys_unsettled(&k, 0), "tp:{b0}:unsettled");
+    assert_string_equal(tp_keys_idem(&k, 1, 5, "abc-1xyz", 5), "tp:{b1}:idem:5:abc-1");
+    assert_string_equal(tp_keys_ubets(&k, 1, 5), "tp:{b1}:ubets:5");
+    assert_string_equal(tp_keys_round_state(&k, 0, 42), "tp:{b0}:round:42:state");
+    assert_string_equal(tp_keys_pool(&k, 3, 42), "tp:{b3}:pool:42");
+    assert_string_equal(tp_keys_pool_pattern(&k, 3), "tp:{b3}:pool:*");
+    assert_string_equal(tp_keys_bets(&k, 3, 42, 7), "tp:{b3}:bets:42:7");
+    assert_string_equal(tp_keys_plan(&k, 0, 9), "tp:{b0}:plan:9");
+    assert_string_equal(tp_keys_paid(&k, 0, 9), "tp:{b0}:paid:9");
+    assert_string_equal(tp_keys_payout(&k, 0, 9), "tp:{b0}:payout:9");
+}
+
+static void test_global_keys(void **state)
+{
+    (void)state;
+    struct tp_key k;
+    assert_string_equal(tp_keys_round(&k, 17), "tp:{g}:round:17");
+    assert_string_equal(tp_keys_round(&k, 0), "tp:{g}:round:0"); /* round_lock of round 1 */
+    assert_string_equal(tp_keys_seed(&k, 17), "tp:{g}:seed:17");
+    assert_string_equal(tp_keys_user(&k, 4), "tp:{g}:user:4");
+    assert_string_equal(TP_KEYS_LEASE, "tp:{g}:lease");
+    assert_string_equal(TP_KEYS_EPOCH, "tp:{g}:epoch");
+    assert_string_equal(TP_KEYS_ROUNDS, "tp:{g}:rounds");
+    assert_string_equal(TP_KEYS_CURRENT, "tp:{g}:current");
+    assert_string_equal(TP_KEYS_TICKS, "tp:{g}:ticks");
+    assert_string_equal(TP_KEYS_GLOBAL_OUTBOX, "tp:{g}:outbox");
+    assert_string_equal(TP_KEYS_USER_SEQ, "tp:{g}:user_seq");
+    assert_string_equal(TP_KEYS_USERNAMES, "tp:{g}:usernames");
+    assert_string_equal(TP_KEYS_AUTH_SECRET, "tp:{g}:auth_secret");
+    assert_string_equal(TP_KEYS_BCAST_CHANNEL, "tp:bcast");
+}
+
+/* The longest key fits: the largest bucket, the largest user id, a full idempotency key. */
+static void test_longest_key(void **state)
+{
+    (void)state;
+    char idem[TP_KEYS_IDEM_MAX];
+    memset(idem, '~', sizeof(idem));
+    struct tp_key k;
+    tp_keys_idem(&k, 16383, INT64_MAX, idem, sizeof(idem));
+    assert_int_equal(k.len, strlen("tp:{b16383}:idem:9223372036854775807:") + TP_KEYS_IDEM_MAX);
+    assert_int_equal(k.s[k.len], '\0');
+    assert_true(k.len < TP_KEYS_MAX);
+    tp_keys_bets(&k, 16383, INT64_MAX, 15);
+    assert_true(k.len < TP_KEYS_MAX);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bucket_of),
+        cmocka_unit_test(test_bucket_keys),
+        cmocka_unit_test(test_global_keys),
+        cmocka_unit_test(test_longest_key),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
