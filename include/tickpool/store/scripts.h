@@ -1,0 +1,204 @@
+/*
+ * One typed stub per Lua script of scripts/lua/: the only place in C that knows a script's
+ * KEYS and ARGV order. Each stub fills the script's KEYS (from the key schema, keys.h) and ARGV
+ * in one argument-building function in src/store/scripts.c, next to a pointer at the script's
+ * header comment (the reference), and runs it with tp_store_script.
+ *
+ * Contract of every stub, as tp_store_script: returns 0 and calls cb exactly once with the
+ * script's reply, or returns an error (TP_EUNAVAIL when not connected or `store` is NULL,
+ * TP_ENOTFOUND when the script was not loaded, TP_EINVAL) and never calls cb. Replies are the
+ * ones the script's header documents; reading them stays with the caller. Pointers in the
+ * argument structs are borrowed for the call only (the store copies what it keeps).
+ */
+#ifndef TP_SCRIPTS_H
+#define TP_SCRIPTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tickpool/store/store.h"
+
+/* The fencing pair of every leader script whose first key is the lease (lease.lua's holder and
+ * the epoch it granted). */
+struct tp_script_fence {
+    const char *holder;
+    int64_t epoch;
+};
+
+/* bet.lua: one bet of `user_id` (bucket = tp_bucket_of(user_id, buckets)). */
+struct tp_script_bet_args {
+    int64_t user_id, round_id;
+    int band;
+    int64_t stake;
+    const char *idem_key; /* idem_len bytes, 1..TP_KEYS_IDEM_MAX */
+    size_t idem_len;
+    const char *req_hash; /* 64 lowercase hex (tp_bet_request_hash) */
+    int64_t now_ms;
+    int nbands;
+    int64_t min_stake, max_stake;
+    int idem_ttl_s;
+    int buckets;
+};
+/** Runs bet.lua. */
+int tp_script_bet(struct tp_store *store, const struct tp_script_bet_args *a, tp_store_cb cb,
+                  void *ud);
+
+/* grant.lua: credit `amount` to `user_id` once per `grant_id`. */
+struct tp_script_grant_args {
+    int64_t user_id;
+    const char *grant_id;
+    int64_t amount, now_ms;
+    int buckets;
+};
+/** Runs grant.lua. */
+int tp_script_grant(struct tp_store *store, const struct tp_script_grant_args *a, tp_store_cb cb,
+                    void *ud);
+
+/* signup.lua: claim `lower` and create user `user_id`. */
+struct tp_script_signup_args {
+    const char *lower, *username;
+    int64_t user_id;
+    const char *pw_hash;
+    int64_t now_ms;
+};
+/** Runs signup.lua. */
+int tp_script_signup(struct tp_store *store, const struct tp_script_signup_args *a, tp_store_cb cb,
+                     void *ud);
+
+/* lease.lua: acquire or renew (`px_ms` > 0) or release (`px_ms` == 0) the leader lease;
+ * `epoch` is the one the caller believes it holds (0: none). */
+struct tp_script_lease_args {
+    const char *holder;
+    int64_t epoch;
+    int px_ms;
+};
+/** Runs lease.lua. */
+int tp_script_lease(struct tp_store *store, const struct tp_script_lease_args *a, tp_store_cb cb,
+                    void *ud);
+
+/* Most ticks one tick.lua call carries (a backfill after a failover is bounded by this). */
+#define TP_SCRIPT_TICKS_MAX 64
+/* tick.lua: append n (≤ TP_SCRIPT_TICKS_MAX) ticks ts[i], price[i], ascending ts. */
+struct tp_script_tick_args {
+    struct tp_script_fence fence;
+    int64_t maxlen;
+    const int64_t *ts, *price;
+    size_t n;
+};
+/** Runs tick.lua. TP_EINVAL when n is 0 or over TP_SCRIPT_TICKS_MAX. */
+int tp_script_tick(struct tp_store *store, const struct tp_script_tick_args *a, tp_store_cb cb,
+                   void *ud);
+
+/* Most bands a round has (= TP_ROUND_MAX_BANDS; the store layer sits below game). */
+#define TP_SCRIPT_BANDS_MAX 16
+
+/* round_open.lua: create round `id` (seed and its hash as 64 hex). */
+struct tp_script_round_open_args {
+    struct tp_script_fence fence;
+    int64_t id, opens_at, locks_at, closes_at;
+    const char *seed_hex, *seed_hash;
+    int64_t vol_ppb;
+    int rake_bps;
+    const int *edges_bps; /* n_edges band edges, sent as a comma list */
+    int n_edges;
+    int tick_ms;
+    int64_t betting_ms;
+};
+/** Runs round_open.lua. TP_EINVAL when n_edges is out of [0, TP_SCRIPT_BANDS_MAX). */
+int tp_script_round_open(struct tp_store *store, const struct tp_script_round_open_args *a,
+                         tp_store_cb cb, void *ud);
+
+/* round_lock.lua: lock round `id` at `lock_price` (also reveals round id-1's seed). */
+struct tp_script_round_lock_args {
+    struct tp_script_fence fence;
+    int64_t id, lock_price;
+};
+/** Runs round_lock.lua. */
+int tp_script_round_lock(struct tp_store *store, const struct tp_script_round_lock_args *a,
+                         tp_store_cb cb, void *ud);
+
+/* round_close.lua: live → settling with the close price and the settlement plan. */
+struct tp_script_round_close_args {
+    struct tp_script_fence fence;
+    int64_t id, close_price;
+    int winning_band;
+    int64_t total, winning_stake, rake, pot;
+    bool refund_all;
+    const int64_t *pools; /* npools per-band totals, sent as a comma list */
+    int npools;
+};
+/** Runs round_close.lua. TP_EINVAL when npools is out of [1, TP_SCRIPT_BANDS_MAX]. */
+int tp_script_round_close(struct tp_store *store, const struct tp_script_round_close_args *a,
+                          tp_store_cb cb, void *ud);
+
+/* round_cancel.lua: open|live → cancelling. */
+struct tp_script_round_cancel_args {
+    struct tp_script_fence fence;
+    int64_t id, total;
+    const int64_t *pools; /* npools per-band totals, sent as a comma list */
+    int npools;
+    const char *reason;
+};
+/** Runs round_cancel.lua. TP_EINVAL when npools is out of [1, TP_SCRIPT_BANDS_MAX]. */
+int tp_script_round_cancel(struct tp_store *store, const struct tp_script_round_cancel_args *a,
+                           tp_store_cb cb, void *ud);
+
+/* round_final.lua: settling|cancelling → final with the bucket sums. */
+struct tp_script_round_final_args {
+    struct tp_script_fence fence;
+    int64_t id, sum_t, sum_paid;
+};
+/** Runs round_final.lua. */
+int tp_script_round_final(struct tp_store *store, const struct tp_script_round_final_args *a,
+                          tp_store_cb cb, void *ud);
+
+/* bucket_state.lua: bucket `bucket`'s copy of round `id` becomes `state`. */
+struct tp_script_bucket_state_args {
+    int bucket;
+    int64_t id;
+    const char *state; /* open, live or cancelled */
+    int64_t locks_at;
+    int grace_ms;
+};
+/** Runs bucket_state.lua. */
+int tp_script_bucket_state(struct tp_store *store, const struct tp_script_bucket_state_args *a,
+                           tp_store_cb cb, void *ud);
+
+/* bucket_plan.lua: record the bucket's settlement plan of round `id` (first writer wins). */
+struct tp_script_bucket_plan_args {
+    int bucket;
+    int64_t id;
+    int winning_band;
+    int64_t pot, winning_stake;
+    bool refund_all;
+    int nbands;
+};
+/** Runs bucket_plan.lua. */
+int tp_script_bucket_plan(struct tp_store *store, const struct tp_script_bucket_plan_args *a,
+                          tp_store_cb cb, void *ud);
+
+/* settle_page.lua: pay one page of the bucket's bets of round `id`. */
+struct tp_script_settle_page_args {
+    int bucket;
+    int64_t id;
+    int nbands;
+    int page_size;
+    int64_t now_ms;
+};
+/** Runs settle_page.lua. TP_EINVAL when nbands is out of [1, TP_SCRIPT_BANDS_MAX]. */
+int tp_script_settle_page(struct tp_store *store, const struct tp_script_settle_page_args *a,
+                          tp_store_cb cb, void *ud);
+
+/* settle_finish.lua: close the bucket's part of round `id`. */
+struct tp_script_settle_finish_args {
+    int bucket;
+    int64_t id;
+    const char *final_state; /* settled or cancelled */
+    int64_t now_ms;
+};
+/** Runs settle_finish.lua. */
+int tp_script_settle_finish(struct tp_store *store, const struct tp_script_settle_finish_args *a,
+                            tp_store_cb cb, void *ud);
+
+#endif

@@ -1,0 +1,482 @@
+/*
+ * Typed stubs of the Lua scripts (see include/tickpool/store/scripts.h).
+ *
+ * Every script has exactly one argument builder below, `<script>_args`, which pushes its KEYS
+ * (built by keys.c) and then its ARGV in the order of the script's header comment; the stub
+ * only runs what the builder produced. So a reordering in a script is one edit here, checked by
+ * tests/unit/store/test_scripts.c, which calls the builders directly.
+ */
+#include "tickpool/store/scripts.h"
+
+#include "tickpool/base/common.h"
+#include "tickpool/store/keys.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* The longest call: tick.lua with 2 KEYS, holder, epoch, MAXLEN and two numbers per tick. */
+#define ARGS_MAX (5 + 2 * TP_SCRIPT_TICKS_MAX)
+/* Bytes of formatted keys and numbers: bet.lua's 9 keys are the most (< 9 * TP_KEYS_MAX). */
+#define ARGS_BUF 4096
+
+/* --- The argument builder --- */
+
+/* One script call: argv[0..nkeys) are KEYS, the rest ARGV. Keys and numbers are formatted into
+ * `buf`; string arguments are borrowed from the caller's argument struct. */
+struct args {
+    const char *script;
+    int nkeys, n;
+    const char *v[ARGS_MAX];
+    size_t len[ARGS_MAX];
+    char buf[ARGS_BUF];
+    size_t used;
+};
+
+static void start(struct args *a, const char *script)
+{
+    a->script = script;
+    a->nkeys = a->n = 0;
+    a->used = 0;
+}
+
+static void push(struct args *a, const char *p, size_t len)
+{
+    TP_ASSERT(a->n < ARGS_MAX);
+    a->v[a->n] = p;
+    a->len[a->n] = len;
+    a->n++;
+}
+
+/* Copies `len` bytes into the buffer and pushes them. */
+static void push_copy(struct args *a, const char *p, size_t len)
+{
+    TP_ASSERT(len < sizeof(a->buf) - a->used);
+    char *d = a->buf + a->used;
+    memcpy(d, p, len);
+    d[len] = '\0';
+    a->used += len + 1;
+    push(a, d, len);
+}
+
+/* A KEYS entry; every key is pushed before the first ARGV entry. */
+static void key(struct args *a, const char *k)
+{
+    TP_ASSERT(a->nkeys == a->n);
+    push_copy(a, k, strlen(k));
+    a->nkeys++;
+}
+
+static void arg_int(struct args *a, int64_t v)
+{
+    char num[24];
+    int n = snprintf(num, sizeof(num), "%lld", (long long)v);
+    push_copy(a, num, (size_t)n);
+}
+
+/* A borrowed string (NUL-terminated). */
+static void arg_str(struct args *a, const char *s)
+{
+    push(a, s, strlen(s));
+}
+
+/* A comma list of integers ("" for none), the form round_open/round_close/round_cancel take. */
+static void arg_list(struct args *a, const int64_t *v, int n)
+{
+    char list[TP_SCRIPT_BANDS_MAX * 21];
+    size_t off = 0;
+    list[0] = '\0';
+    for (int i = 0; i < n; i++)
+        off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%lld", i ? "," : "",
+                                (long long)v[i]);
+    TP_ASSERT(off < sizeof(list));
+    push_copy(a, list, off);
+}
+
+static void fence(struct args *a, const struct tp_script_fence *f)
+{
+    arg_str(a, f->holder);
+    arg_int(a, f->epoch);
+}
+
+static int run(struct tp_store *store, struct args *a, tp_store_cb cb, void *ud)
+{
+    if (store == NULL)
+        return TP_EUNAVAIL;
+    return tp_store_script(store, a->script, a->nkeys, a->n, a->v, a->len, cb, ud);
+}
+
+/* --- Bucket scripts: money --- */
+
+/* scripts/lua/bet.lua header: 9 KEYS in the player's bucket, 13 ARGV. */
+static void bet_args(const struct tp_script_bet_args *b, struct args *a)
+{
+    struct tp_key k;
+    int n = tp_bucket_of(b->user_id, b->buckets);
+    start(a, "bet");
+    key(a, tp_keys_bal(&k, n));
+    key(a, tp_keys_idem(&k, n, b->user_id, b->idem_key, b->idem_len));
+    key(a, tp_keys_round_state(&k, n, b->round_id));
+    key(a, tp_keys_pool(&k, n, b->round_id));
+    key(a, tp_keys_bets(&k, n, b->round_id, b->band));
+    key(a, tp_keys_outbox(&k, n));
+    key(a, tp_keys_seq(&k, n));
+    key(a, tp_keys_ubets(&k, n, b->user_id));
+    key(a, tp_keys_net(&k, n));
+    arg_int(a, b->user_id);
+    arg_int(a, b->round_id);
+    arg_int(a, b->band);
+    arg_int(a, b->stake);
+    push(a, b->idem_key, b->idem_len);
+    push(a, b->req_hash, 64);
+    arg_int(a, b->now_ms);
+    arg_int(a, b->nbands);
+    arg_int(a, b->min_stake);
+    arg_int(a, b->max_stake);
+    arg_int(a, b->idem_ttl_s);
+    arg_int(a, n);
+    arg_int(a, b->buckets);
+}
+
+int tp_script_bet(struct tp_store *store, const struct tp_script_bet_args *b, tp_store_cb cb,
+                  void *ud)
+{
+    if (b->idem_len < 1 || b->idem_len > TP_KEYS_IDEM_MAX)
+        return TP_EINVAL;
+    struct args a;
+    bet_args(b, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/grant.lua header: 4 KEYS in the player's bucket, 6 ARGV. */
+static void grant_args(const struct tp_script_grant_args *g, struct args *a)
+{
+    struct tp_key k;
+    int n = tp_bucket_of(g->user_id, g->buckets);
+    start(a, "grant");
+    key(a, tp_keys_bal(&k, n));
+    key(a, tp_keys_grants(&k, n));
+    key(a, tp_keys_granted(&k, n));
+    key(a, tp_keys_outbox(&k, n));
+    arg_int(a, g->user_id);
+    arg_str(a, g->grant_id);
+    arg_int(a, g->amount);
+    arg_int(a, g->now_ms);
+    arg_int(a, n);
+    arg_int(a, g->buckets);
+}
+
+int tp_script_grant(struct tp_store *store, const struct tp_script_grant_args *g, tp_store_cb cb,
+                    void *ud)
+{
+    struct args a;
+    grant_args(g, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* --- Global scripts: accounts --- */
+
+/* scripts/lua/signup.lua header: 3 global KEYS, 5 ARGV. */
+static void signup_args(const struct tp_script_signup_args *s, struct args *a)
+{
+    struct tp_key k;
+    start(a, "signup");
+    key(a, TP_KEYS_USERNAMES);
+    key(a, tp_keys_user(&k, s->user_id));
+    key(a, TP_KEYS_GLOBAL_OUTBOX);
+    arg_str(a, s->lower);
+    arg_str(a, s->username);
+    arg_int(a, s->user_id);
+    arg_str(a, s->pw_hash);
+    arg_int(a, s->now_ms);
+}
+
+int tp_script_signup(struct tp_store *store, const struct tp_script_signup_args *s, tp_store_cb cb,
+                     void *ud)
+{
+    struct args a;
+    signup_args(s, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* --- Global scripts: the leader (fenced by the lease) --- */
+
+/* scripts/lua/lease.lua header: lease, epoch; holder, epoch, PX (0 = release). */
+static void lease_args(const struct tp_script_lease_args *l, struct args *a)
+{
+    start(a, "lease");
+    key(a, TP_KEYS_LEASE);
+    key(a, TP_KEYS_EPOCH);
+    arg_str(a, l->holder);
+    arg_int(a, l->epoch);
+    arg_int(a, l->px_ms);
+}
+
+int tp_script_lease(struct tp_store *store, const struct tp_script_lease_args *l, tp_store_cb cb,
+                    void *ud)
+{
+    struct args a;
+    lease_args(l, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/tick.lua header: lease, ticks; fence, MAXLEN, then ts, price pairs. */
+static void tick_args(const struct tp_script_tick_args *t, struct args *a)
+{
+    start(a, "tick");
+    key(a, TP_KEYS_LEASE);
+    key(a, TP_KEYS_TICKS);
+    fence(a, &t->fence);
+    arg_int(a, t->maxlen);
+    for (size_t i = 0; i < t->n; i++) {
+        arg_int(a, t->ts[i]);
+        arg_int(a, t->price[i]);
+    }
+}
+
+int tp_script_tick(struct tp_store *store, const struct tp_script_tick_args *t, tp_store_cb cb,
+                   void *ud)
+{
+    if (t->n == 0 || t->n > TP_SCRIPT_TICKS_MAX)
+        return TP_EINVAL;
+    struct args a;
+    tick_args(t, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/round_open.lua header: 6 global KEYS; fence + 11 ARGV. */
+static void round_open_args(const struct tp_script_round_open_args *o, struct args *a)
+{
+    struct tp_key k;
+    int64_t edges[TP_SCRIPT_BANDS_MAX];
+    for (int i = 0; i < o->n_edges; i++)
+        edges[i] = o->edges_bps[i];
+    start(a, "round_open");
+    key(a, TP_KEYS_LEASE);
+    key(a, tp_keys_round(&k, o->id));
+    key(a, tp_keys_seed(&k, o->id));
+    key(a, TP_KEYS_ROUNDS);
+    key(a, TP_KEYS_CURRENT);
+    key(a, TP_KEYS_GLOBAL_OUTBOX);
+    fence(a, &o->fence);
+    arg_int(a, o->id);
+    arg_int(a, o->opens_at);
+    arg_int(a, o->locks_at);
+    arg_int(a, o->closes_at);
+    arg_str(a, o->seed_hex);
+    arg_str(a, o->seed_hash);
+    arg_int(a, o->vol_ppb);
+    arg_int(a, o->rake_bps);
+    arg_list(a, edges, o->n_edges);
+    arg_int(a, o->tick_ms);
+    arg_int(a, o->betting_ms);
+}
+
+int tp_script_round_open(struct tp_store *store, const struct tp_script_round_open_args *o,
+                         tp_store_cb cb, void *ud)
+{
+    if (o->n_edges < 0 || o->n_edges >= TP_SCRIPT_BANDS_MAX)
+        return TP_EINVAL;
+    struct args a;
+    round_open_args(o, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/round_lock.lua header: lease, round, current, round and seed of id-1; fence,
+ * id, lock price. */
+static void round_lock_args(const struct tp_script_round_lock_args *l, struct args *a)
+{
+    struct tp_key k;
+    start(a, "round_lock");
+    key(a, TP_KEYS_LEASE);
+    key(a, tp_keys_round(&k, l->id));
+    key(a, TP_KEYS_CURRENT);
+    key(a, tp_keys_round(&k, l->id - 1));
+    key(a, tp_keys_seed(&k, l->id - 1));
+    fence(a, &l->fence);
+    arg_int(a, l->id);
+    arg_int(a, l->lock_price);
+}
+
+int tp_script_round_lock(struct tp_store *store, const struct tp_script_round_lock_args *l,
+                         tp_store_cb cb, void *ud)
+{
+    struct args a;
+    round_lock_args(l, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/round_close.lua header: lease, round, current; fence + 9 ARGV. */
+static void round_close_args(const struct tp_script_round_close_args *c, struct args *a)
+{
+    struct tp_key k;
+    start(a, "round_close");
+    key(a, TP_KEYS_LEASE);
+    key(a, tp_keys_round(&k, c->id));
+    key(a, TP_KEYS_CURRENT);
+    fence(a, &c->fence);
+    arg_int(a, c->id);
+    arg_int(a, c->close_price);
+    arg_int(a, c->winning_band);
+    arg_int(a, c->total);
+    arg_int(a, c->winning_stake);
+    arg_int(a, c->rake);
+    arg_int(a, c->pot);
+    arg_int(a, c->refund_all);
+    arg_list(a, c->pools, c->npools);
+}
+
+int tp_script_round_close(struct tp_store *store, const struct tp_script_round_close_args *c,
+                          tp_store_cb cb, void *ud)
+{
+    if (c->npools < 1 || c->npools > TP_SCRIPT_BANDS_MAX)
+        return TP_EINVAL;
+    struct args a;
+    round_close_args(c, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/round_cancel.lua header: lease, round, current; fence, id, total, pools, reason. */
+static void round_cancel_args(const struct tp_script_round_cancel_args *c, struct args *a)
+{
+    struct tp_key k;
+    start(a, "round_cancel");
+    key(a, TP_KEYS_LEASE);
+    key(a, tp_keys_round(&k, c->id));
+    key(a, TP_KEYS_CURRENT);
+    fence(a, &c->fence);
+    arg_int(a, c->id);
+    arg_int(a, c->total);
+    arg_list(a, c->pools, c->npools);
+    arg_str(a, c->reason);
+}
+
+int tp_script_round_cancel(struct tp_store *store, const struct tp_script_round_cancel_args *c,
+                           tp_store_cb cb, void *ud)
+{
+    if (c->npools < 1 || c->npools > TP_SCRIPT_BANDS_MAX)
+        return TP_EINVAL;
+    struct args a;
+    round_cancel_args(c, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/round_final.lua header: lease, round, seed, outbox; fence, id, Σ T_b, Σ paid_b. */
+static void round_final_args(const struct tp_script_round_final_args *f, struct args *a)
+{
+    struct tp_key k;
+    start(a, "round_final");
+    key(a, TP_KEYS_LEASE);
+    key(a, tp_keys_round(&k, f->id));
+    key(a, tp_keys_seed(&k, f->id));
+    key(a, TP_KEYS_GLOBAL_OUTBOX);
+    fence(a, &f->fence);
+    arg_int(a, f->id);
+    arg_int(a, f->sum_t);
+    arg_int(a, f->sum_paid);
+}
+
+int tp_script_round_final(struct tp_store *store, const struct tp_script_round_final_args *f,
+                          tp_store_cb cb, void *ud)
+{
+    struct args a;
+    round_final_args(f, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* --- Bucket scripts: round state and settlement (not fenced: monotonic instead) --- */
+
+/* scripts/lua/bucket_state.lua header: state copy, unsettled; id, state, locks_at, grace_ms. */
+static void bucket_state_args(const struct tp_script_bucket_state_args *s, struct args *a)
+{
+    struct tp_key k;
+    start(a, "bucket_state");
+    key(a, tp_keys_round_state(&k, s->bucket, s->id));
+    key(a, tp_keys_unsettled(&k, s->bucket));
+    arg_int(a, s->id);
+    arg_str(a, s->state);
+    arg_int(a, s->locks_at);
+    arg_int(a, s->grace_ms);
+}
+
+int tp_script_bucket_state(struct tp_store *store, const struct tp_script_bucket_state_args *s,
+                           tp_store_cb cb, void *ud)
+{
+    struct args a;
+    bucket_state_args(s, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/bucket_plan.lua header: plan; band, pot, W, refund_all, nbands. */
+static void bucket_plan_args(const struct tp_script_bucket_plan_args *p, struct args *a)
+{
+    struct tp_key k;
+    start(a, "bucket_plan");
+    key(a, tp_keys_plan(&k, p->bucket, p->id));
+    arg_int(a, p->winning_band);
+    arg_int(a, p->pot);
+    arg_int(a, p->winning_stake);
+    arg_int(a, p->refund_all);
+    arg_int(a, p->nbands);
+}
+
+int tp_script_bucket_plan(struct tp_store *store, const struct tp_script_bucket_plan_args *p,
+                          tp_store_cb cb, void *ud)
+{
+    struct args a;
+    bucket_plan_args(p, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/settle_page.lua header: plan, bal, paid, payout, outbox, one bets key per band,
+ * net; id, page size, now_ms. */
+static void settle_page_args(const struct tp_script_settle_page_args *p, struct args *a)
+{
+    struct tp_key k;
+    start(a, "settle_page");
+    key(a, tp_keys_plan(&k, p->bucket, p->id));
+    key(a, tp_keys_bal(&k, p->bucket));
+    key(a, tp_keys_paid(&k, p->bucket, p->id));
+    key(a, tp_keys_payout(&k, p->bucket, p->id));
+    key(a, tp_keys_outbox(&k, p->bucket));
+    for (int band = 0; band < p->nbands; band++)
+        key(a, tp_keys_bets(&k, p->bucket, p->id, band));
+    key(a, tp_keys_net(&k, p->bucket)); /* leaderboard: credits add to net winnings */
+    arg_int(a, p->id);
+    arg_int(a, p->page_size);
+    arg_int(a, p->now_ms);
+}
+
+int tp_script_settle_page(struct tp_store *store, const struct tp_script_settle_page_args *p,
+                          tp_store_cb cb, void *ud)
+{
+    if (p->nbands < 1 || p->nbands > TP_SCRIPT_BANDS_MAX)
+        return TP_EINVAL;
+    struct args a;
+    settle_page_args(p, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/settle_finish.lua header: plan, pool, house, unsettled, state copy, outbox;
+ * id, final state, now_ms. */
+static void settle_finish_args(const struct tp_script_settle_finish_args *f, struct args *a)
+{
+    struct tp_key k;
+    start(a, "settle_finish");
+    key(a, tp_keys_plan(&k, f->bucket, f->id));
+    key(a, tp_keys_pool(&k, f->bucket, f->id));
+    key(a, tp_keys_house(&k, f->bucket));
+    key(a, tp_keys_unsettled(&k, f->bucket));
+    key(a, tp_keys_round_state(&k, f->bucket, f->id));
+    key(a, tp_keys_outbox(&k, f->bucket));
+    arg_int(a, f->id);
+    arg_str(a, f->final_state);
+    arg_int(a, f->now_ms);
+}
+
+int tp_script_settle_finish(struct tp_store *store, const struct tp_script_settle_finish_args *f,
+                            tp_store_cb cb, void *ud)
+{
+    struct args a;
+    settle_finish_args(f, &a);
+    return run(store, &a, cb, ud);
+}

@@ -1,0 +1,308 @@
+/* Unit tests for the Lua script stubs (src/store/scripts.c), with no Redis: each script's
+ * argument builder is called directly (the .c is included) and its KEYS and ARGV are compared
+ * with the order written in the script's header comment. The KEYS are also matched against the
+ * `KEYS[i] <pattern>` lines of scripts/lua/<script>.lua itself, so a header and its C builder
+ * cannot drift apart silently. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "../../../src/store/scripts.c"
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* --- Helpers --- */
+
+static void expect(const struct args *a, const char *script, int nkeys, const char *const *want,
+                   int n)
+{
+    assert_string_equal(a->script, script);
+    assert_int_equal(a->nkeys, nkeys);
+    for (int i = 0; i < n && i < a->n; i++) {
+        char got[512];
+        snprintf(got, sizeof(got), "%.*s", (int)a->len[i], a->v[i]);
+        if (strcmp(got, want[i]) != 0)
+            fail_msg("%s argv[%d]: got \"%s\", want \"%s\"", script, i, got, want[i]);
+    }
+    assert_int_equal(a->n, n);
+}
+
+#define EXPECT(a, script, nkeys, ...)                                                              \
+    do {                                                                                           \
+        const char *const want_[] = {__VA_ARGS__};                                                 \
+        expect(a, script, nkeys, want_, (int)(sizeof(want_) / sizeof(want_[0])));                  \
+    } while (0)
+
+/* Turns a header pattern such as tp:{bN}:round:<id>:state into an anchored POSIX regex. */
+static void pattern_regex(const char *pat, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[o++] = '^';
+    for (const char *p = pat; *p && o + 16 < cap; p++) {
+        if (strncmp(p, "{bN}", 4) == 0) {
+            o += (size_t)snprintf(out + o, cap - o, "\\{b[0-9]+\\}");
+            p += 3;
+        } else if (*p == '<') {
+            o += (size_t)snprintf(out + o, cap - o, "[^:]+");
+            while (*p && *p != '>')
+                p++;
+        } else {
+            if (strchr(".[]{}()*+?^$|\\", *p))
+                out[o++] = '\\';
+            out[o++] = *p;
+        }
+    }
+    out[o++] = '$';
+    out[o] = '\0';
+}
+
+/* Matches every `KEYS[i] pattern` of the script's header comment against key i of `a`, and
+ * checks that the header names as many keys as the builder pushes (`fixed_keys`: the keys the
+ * header numbers, when the rest are a variable run described in words). */
+static void check_header(const struct args *a, int fixed_keys)
+{
+    const char *src = getenv("TP_SRC");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/scripts/lua/%s.lua", src ? src : ".", a->script);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        fail_msg("cannot open %s (set TP_SRC)", path);
+    char text[16384];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *end = strstr(text, "]]"); /* the header comment only */
+    if (end)
+        *end = '\0';
+    regex_t line;
+    assert_int_equal(regcomp(&line, "KEYS\\[([0-9]+)\\][ \t]+(tp:[^ \t\n]+)", REG_EXTENDED), 0);
+    int seen = 0;
+    regmatch_t m[3];
+    for (const char *p = text; regexec(&line, p, 3, m, 0) == 0; p += m[0].rm_eo) {
+        int i = atoi(p + m[1].rm_so) - 1;
+        char pat[128], re[512];
+        snprintf(pat, sizeof(pat), "%.*s", (int)(m[2].rm_eo - m[2].rm_so), p + m[2].rm_so);
+        pattern_regex(pat, re, sizeof(re));
+        regex_t key;
+        assert_int_equal(regcomp(&key, re, REG_EXTENDED | REG_NOSUB), 0);
+        assert_true(i >= 0 && i < a->nkeys);
+        char got[TP_KEYS_MAX];
+        snprintf(got, sizeof(got), "%.*s", (int)a->len[i], a->v[i]);
+        if (regexec(&key, got, 0, NULL, 0) != 0)
+            fail_msg("%s KEYS[%d] = \"%s\" does not match the header's %s", a->script, i + 1, got,
+                     pat);
+        regfree(&key);
+        seen = i + 1 > seen ? i + 1 : seen;
+    }
+    regfree(&line);
+    assert_int_equal(seen, fixed_keys);
+}
+
+static const char HASH[] = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/* --- Money --- */
+
+static void test_bet(void **state)
+{
+    (void)state;
+    struct tp_script_bet_args b = {.user_id = 7,
+                                   .round_id = 42,
+                                   .band = 2,
+                                   .stake = 150,
+                                   .idem_key = "k-1xx",
+                                   .idem_len = 3,
+                                   .req_hash = HASH,
+                                   .now_ms = 1700000000000,
+                                   .nbands = 5,
+                                   .min_stake = 10,
+                                   .max_stake = 100000,
+                                   .idem_ttl_s = 86400,
+                                   .buckets = 4};
+    static struct args a;
+    bet_args(&b, &a);
+    EXPECT(&a, "bet", 9, "tp:{b3}:bal", "tp:{b3}:idem:7:k-1", "tp:{b3}:round:42:state",
+           "tp:{b3}:pool:42", "tp:{b3}:bets:42:2", "tp:{b3}:outbox", "tp:{b3}:seq",
+           "tp:{b3}:ubets:7", "tp:{b3}:net", "7", "42", "2", "150", "k-1", HASH, "1700000000000",
+           "5", "10", "100000", "86400", "3", "4");
+    check_header(&a, 9);
+    /* a key the builder cannot hold is refused before anything is sent */
+    b.idem_len = 0;
+    assert_int_equal(tp_script_bet(NULL, &b, NULL, NULL), TP_EINVAL);
+    b.idem_len = TP_KEYS_IDEM_MAX + 1;
+    assert_int_equal(tp_script_bet(NULL, &b, NULL, NULL), TP_EINVAL);
+    b.idem_len = 3;
+    assert_int_equal(tp_script_bet(NULL, &b, NULL, NULL), TP_EUNAVAIL);
+}
+
+static void test_grant_signup(void **state)
+{
+    (void)state;
+    static struct args a;
+    struct tp_script_grant_args g = {
+        .user_id = 9, .grant_id = "signup:9", .amount = 100000, .now_ms = 5, .buckets = 2};
+    grant_args(&g, &a);
+    EXPECT(&a, "grant", 4, "tp:{b1}:bal", "tp:{b1}:grants", "tp:{b1}:granted", "tp:{b1}:outbox",
+           "9", "signup:9", "100000", "5", "1", "2");
+    check_header(&a, 4);
+    struct tp_script_signup_args s = {
+        .lower = "alice", .username = "Alice", .user_id = 3, .pw_hash = "$argon2id$x", .now_ms = 6};
+    signup_args(&s, &a);
+    EXPECT(&a, "signup", 3, "tp:{g}:usernames", "tp:{g}:user:3", "tp:{g}:outbox", "alice", "Alice",
+           "3", "$argon2id$x", "6");
+    check_header(&a, 3);
+}
+
+/* --- Leader --- */
+
+static const struct tp_script_fence F = {.holder = "pid-1-w0", .epoch = 12};
+
+static void test_lease_tick(void **state)
+{
+    (void)state;
+    static struct args a;
+    struct tp_script_lease_args l = {.holder = "pid-1-w0", .epoch = 0, .px_ms = 2000};
+    lease_args(&l, &a);
+    EXPECT(&a, "lease", 2, "tp:{g}:lease", "tp:{g}:epoch", "pid-1-w0", "0", "2000");
+    check_header(&a, 2);
+    int64_t ts[] = {1000, 1250}, price[] = {100000, 100007};
+    struct tp_script_tick_args t = {.fence = F, .maxlen = 6000, .ts = ts, .price = price, .n = 2};
+    tick_args(&t, &a);
+    EXPECT(&a, "tick", 2, "tp:{g}:lease", "tp:{g}:ticks", "pid-1-w0", "12", "6000", "1000",
+           "100000", "1250", "100007");
+    check_header(&a, 2);
+    /* the largest backfill fits one call */
+    int64_t many[TP_SCRIPT_TICKS_MAX] = {0};
+    t = (struct tp_script_tick_args){
+        .fence = F, .maxlen = 1, .ts = many, .price = many, .n = TP_SCRIPT_TICKS_MAX};
+    tick_args(&t, &a);
+    assert_int_equal(a.n, 5 + 2 * TP_SCRIPT_TICKS_MAX);
+    t.n = 0;
+    assert_int_equal(tp_script_tick(NULL, &t, NULL, NULL), TP_EINVAL);
+    t.n = TP_SCRIPT_TICKS_MAX + 1;
+    assert_int_equal(tp_script_tick(NULL, &t, NULL, NULL), TP_EINVAL);
+}
+
+static void test_rounds(void **state)
+{
+    (void)state;
+    static struct args a;
+    int edges[] = {-50, 0, 50};
+    struct tp_script_round_open_args o = {.fence = F,
+                                          .id = 8,
+                                          .opens_at = 100,
+                                          .locks_at = 200,
+                                          .closes_at = 300,
+                                          .seed_hex = "ab",
+                                          .seed_hash = "cd",
+                                          .vol_ppb = 777,
+                                          .rake_bps = 500,
+                                          .edges_bps = edges,
+                                          .n_edges = 3,
+                                          .tick_ms = 250,
+                                          .betting_ms = 10000};
+    round_open_args(&o, &a);
+    EXPECT(&a, "round_open", 6, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:seed:8", "tp:{g}:rounds",
+           "tp:{g}:current", "tp:{g}:outbox", "pid-1-w0", "12", "8", "100", "200", "300", "ab",
+           "cd", "777", "500", "-50,0,50", "250", "10000");
+    check_header(&a, 6);
+    o.n_edges = 0; /* one band: an empty list */
+    round_open_args(&o, &a);
+    assert_int_equal(a.len[16], 0);
+
+    struct tp_script_round_lock_args l = {.fence = F, .id = 8, .lock_price = 123456};
+    round_lock_args(&l, &a);
+    EXPECT(&a, "round_lock", 5, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:current",
+           "tp:{g}:round:7", "tp:{g}:seed:7", "pid-1-w0", "12", "8", "123456");
+    check_header(&a, 5);
+
+    int64_t pools[] = {100, 0, 250, 7};
+    struct tp_script_round_close_args c = {.fence = F,
+                                           .id = 8,
+                                           .close_price = 123999,
+                                           .winning_band = 2,
+                                           .total = 357,
+                                           .winning_stake = 250,
+                                           .rake = 17,
+                                           .pot = 340,
+                                           .refund_all = false,
+                                           .pools = pools,
+                                           .npools = 4};
+    round_close_args(&c, &a);
+    EXPECT(&a, "round_close", 3, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:current", "pid-1-w0",
+           "12", "8", "123999", "2", "357", "250", "17", "340", "0", "100,0,250,7");
+    check_header(&a, 3);
+
+    struct tp_script_round_cancel_args x = {.fence = F,
+                                            .id = 8,
+                                            .total = 357,
+                                            .pools = pools,
+                                            .npools = 4,
+                                            .reason = "deadline missed"};
+    round_cancel_args(&x, &a);
+    EXPECT(&a, "round_cancel", 3, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:current", "pid-1-w0",
+           "12", "8", "357", "100,0,250,7", "deadline missed");
+    check_header(&a, 3);
+    x.npools = 0;
+    assert_int_equal(tp_script_round_cancel(NULL, &x, NULL, NULL), TP_EINVAL);
+
+    struct tp_script_round_final_args f = {.fence = F, .id = 8, .sum_t = 357, .sum_paid = 340};
+    round_final_args(&f, &a);
+    EXPECT(&a, "round_final", 4, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:seed:8", "tp:{g}:outbox",
+           "pid-1-w0", "12", "8", "357", "340");
+    check_header(&a, 4);
+}
+
+/* --- Buckets --- */
+
+static void test_buckets(void **state)
+{
+    (void)state;
+    static struct args a;
+    struct tp_script_bucket_state_args s = {
+        .bucket = 1, .id = 8, .state = "live", .locks_at = 200, .grace_ms = 3000};
+    bucket_state_args(&s, &a);
+    EXPECT(&a, "bucket_state", 2, "tp:{b1}:round:8:state", "tp:{b1}:unsettled", "8", "live", "200",
+           "3000");
+    check_header(&a, 2);
+
+    struct tp_script_bucket_plan_args p = {.bucket = 1,
+                                           .id = 8,
+                                           .winning_band = 2,
+                                           .pot = 340,
+                                           .winning_stake = 250,
+                                           .refund_all = true,
+                                           .nbands = 4};
+    bucket_plan_args(&p, &a);
+    EXPECT(&a, "bucket_plan", 1, "tp:{b1}:plan:8", "2", "340", "250", "1", "4");
+    check_header(&a, 1);
+
+    struct tp_script_settle_page_args g = {
+        .bucket = 1, .id = 8, .nbands = 3, .page_size = 500, .now_ms = 9};
+    settle_page_args(&g, &a);
+    EXPECT(&a, "settle_page", 9, "tp:{b1}:plan:8", "tp:{b1}:bal", "tp:{b1}:paid:8",
+           "tp:{b1}:payout:8", "tp:{b1}:outbox", "tp:{b1}:bets:8:0", "tp:{b1}:bets:8:1",
+           "tp:{b1}:bets:8:2", "tp:{b1}:net", "8", "500", "9");
+    check_header(&a, 5); /* then one bets key per band and net, described in words */
+
+    struct tp_script_settle_finish_args f = {
+        .bucket = 1, .id = 8, .final_state = "settled", .now_ms = 9};
+    settle_finish_args(&f, &a);
+    EXPECT(&a, "settle_finish", 6, "tp:{b1}:plan:8", "tp:{b1}:pool:8", "tp:{b1}:house",
+           "tp:{b1}:unsettled", "tp:{b1}:round:8:state", "tp:{b1}:outbox", "8", "settled", "9");
+    check_header(&a, 6);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bet),        cmocka_unit_test(test_grant_signup),
+        cmocka_unit_test(test_lease_tick), cmocka_unit_test(test_rounds),
+        cmocka_unit_test(test_buckets),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
