@@ -18,6 +18,7 @@
 #include "tickpool/game/round.h"
 #include "tickpool/money/accounts.h"
 #include "tickpool/net/router.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
 
@@ -283,22 +284,22 @@ static void on_list(int err, const struct tp_store_reply *r, void *ud)
     o->next = bets_reply;
     struct tp_store *st = tp_store_of(o->w);
     struct slot *s = new_slots(o, 2 * o->nrounds);
-    int64_t bucket = o->uid % o->nb;
+    int bucket = tp_bucket_of(o->uid, o->nb);
     for (int j = 0; j < o->nrounds; j++) {
+        struct tp_key rk;
         if (tp_store_command(st, on_round, &s[j],
-                             "HMGET tp:{g}:round:%lld state winning_band winning_stake refund_all",
-                             (long long)o->rounds[j].id) == 0)
+                             "HMGET %s state winning_band winning_stake refund_all",
+                             tp_keys_round(&rk, o->rounds[j].id)) == 0)
             o->pending++;
         else
             o->failed = true;
         /* HMGET of this round's bet ids in the player's bucket payout hash. */
         const char *argv[2 + TP_PLAYERS_BETS_MAX];
-        char key[64], ids[TP_PLAYERS_BETS_MAX][24];
+        struct tp_key key;
+        char ids[TP_PLAYERS_BETS_MAX][24];
         int argc = 0;
-        snprintf(key, sizeof(key), "tp:{b%lld}:paid:%lld", (long long)bucket,
-                 (long long)o->rounds[j].id);
         argv[argc++] = "HMGET";
-        argv[argc++] = key;
+        argv[argc++] = tp_keys_paid(&key, bucket, o->rounds[j].id);
         for (int i = 0; i < o->nbets; i++) {
             if (o->bets[i].round_idx != j)
                 continue;
@@ -333,10 +334,11 @@ static void get_my_bets(struct tp_http_ctx *ctx, void *ud)
     o->uid = uid;
     o->limit = (int)limit;
     o->before = before;
-    o->nb = TP_MAX(tp_worker_config(w)->game.buckets, 1);
+    o->nb = tp_worker_config(w)->game.buckets;
+    struct tp_key k;
     if (st == NULL ||
-        tp_store_command(st, on_list, o, "LRANGE tp:{b%lld}:ubets:%lld 0 %d",
-                         (long long)(uid % o->nb), (long long)uid, UBETS_MAX - 1) != 0) {
+        tp_store_command(st, on_list, o, "LRANGE %s 0 %d",
+                         tp_keys_ubets(&k, tp_bucket_of(uid, o->nb), uid), UBETS_MAX - 1) != 0) {
         tp_http_reply_error(ctx, 503, "unavailable", "storage unavailable, retry");
         pop_free(o);
     }
@@ -395,8 +397,9 @@ static void board_names(struct pop *o)
     struct slot *s = new_slots(o, o->nplayers);
     struct tp_store *st = tp_store_of(o->w);
     for (int i = 0; i < o->nplayers; i++) {
-        if (tp_store_command(st, on_name, &s[i], "HGET tp:{g}:user:%lld username",
-                             (long long)o->players[i].user_id) == 0)
+        struct tp_key k;
+        if (tp_store_command(st, on_name, &s[i], "HGET %s username",
+                             tp_keys_user(&k, o->players[i].user_id)) == 0)
             o->pending++;
         else
             o->failed = true;
@@ -448,11 +451,12 @@ static void get_leaderboard(struct tp_http_ctx *ctx, void *ud)
     o->ctx = ctx;
     o->w = w;
     o->limit = (int)limit;
-    o->nb = TP_MAX(tp_worker_config(w)->game.buckets, 1);
+    o->nb = tp_worker_config(w)->game.buckets;
     o->next = board_names;
     struct slot *s = new_slots(o, o->nb);
     for (int b = 0; b < o->nb; b++) {
-        if (tp_store_command(st, on_top, &s[b], "ZREVRANGE tp:{b%d}:net 0 %d WITHSCORES", b,
+        struct tp_key k;
+        if (tp_store_command(st, on_top, &s[b], "ZREVRANGE %s 0 %d WITHSCORES", tp_keys_net(&k, b),
                              o->limit - 1) == 0)
             o->pending++;
         else

@@ -13,6 +13,7 @@
 #include "tickpool/game/game_round.h"
 #include "tickpool/net/router.h"
 #include "tickpool/net/worker.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 #include "tickpool/stream/protocol.h"
 
@@ -161,7 +162,7 @@ static void get_current(struct tp_http_ctx *ctx, void *ud)
     m->kind = M_CURRENT;
     m->n = 2;
     if (store == NULL ||
-        tp_store_command(store, on_current, m, "HMGET " TP_GAME_G "current open live") != 0) {
+        tp_store_command(store, on_current, m, "HMGET " TP_KEYS_CURRENT " open live") != 0) {
         free(m);
         reply_unavailable(ctx);
     }
@@ -222,7 +223,7 @@ static void get_list(struct tp_http_ctx *ctx, void *ud)
         snprintf(max, sizeof(max), "+inf");
     if (store == NULL ||
         tp_store_command(store, on_list, m,
-                         "ZREVRANGEBYSCORE " TP_GAME_G "rounds %s -inf LIMIT 0 %lld", max,
+                         "ZREVRANGEBYSCORE " TP_KEYS_ROUNDS " %s -inf LIMIT 0 %lld", max,
                          (long long)limit) != 0) {
         free(m);
         reply_unavailable(ctx);
@@ -301,7 +302,7 @@ static void get_prices(struct tp_http_ctx *ctx, void *ud)
     }
     int buckets;
     struct tp_store *store = ctx_store(ctx, &buckets);
-    if (store == NULL || tp_store_command(store, on_prices, ctx, "XRANGE " TP_GAME_G "ticks %lld +",
+    if (store == NULL || tp_store_command(store, on_prices, ctx, "XRANGE " TP_KEYS_TICKS " %lld +",
                                           (long long)since) != 0)
         reply_unavailable(ctx);
 }

@@ -12,6 +12,7 @@
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
 #include "tickpool/game/round.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 
 #include <ev.h>
@@ -197,24 +198,20 @@ struct totals {
 
 /* Σ stakes a bucket still holds for round `rid`: pool total minus what settlement pages have
  * already credited (a round in mid-settlement has paid some players but keeps its pool). */
-static int64_t held_by_round(struct audit *a, const char *p, const char *rid)
+static int64_t held_by_round(struct audit *a, int bucket, int64_t rid)
 {
-    char key[160];
-    snprintf(key, sizeof(key), "%spool:%s", p, rid);
-    int64_t total = get_int(a, "HGET %s total", key, NULL);
-    snprintf(key, sizeof(key), "%splan:%s", p, rid);
-    int64_t paid = get_int(a, "HGET %s paid", key, NULL);
+    struct tp_key key;
+    int64_t total = get_int(a, "HGET %s total", tp_keys_pool(&key, bucket, rid), NULL);
+    int64_t paid = get_int(a, "HGET %s paid", tp_keys_plan(&key, bucket, rid), NULL);
     return total - paid;
 }
 
 static void check_bucket(struct audit *a, int bucket, struct totals *t)
 {
-    char p[32], key[160];
-    snprintf(p, sizeof(p), "tp:{b%d}:", bucket);
+    struct tp_key key;
     int64_t bal = 0, held = 0, nusers = 0, negative = 0;
 
-    snprintf(key, sizeof(key), "%sbal", p);
-    struct rv *v = cmd(a, "HGETALL %s", key, NULL);
+    struct rv *v = cmd(a, "HGETALL %s", tp_keys_bal(&key, bucket), NULL);
     for (size_t i = 0; v != NULL && i + 1 < v->n; i += 2) {
         int64_t b = num(v->a[i + 1]);
         bal += b;
@@ -225,27 +222,24 @@ static void check_bucket(struct audit *a, int bucket, struct totals *t)
     }
     rv_free(v);
 
-    snprintf(key, sizeof(key), "%shouse", p);
-    int64_t house = get_int(a, "GET %s", key, NULL);
-    snprintf(key, sizeof(key), "%sgranted", p);
-    int64_t granted = get_int(a, "GET %s", key, NULL);
+    int64_t house = get_int(a, "GET %s", tp_keys_house(&key, bucket), NULL);
+    int64_t granted = get_int(a, "GET %s", tp_keys_granted(&key, bucket), NULL);
 
     /* Rounds holding stakes: the bucket's `unsettled` set, plus (defensively) any pool whose
      * round state copy is still open or live but is missing from the set. */
-    snprintf(key, sizeof(key), "%sunsettled", p);
-    struct rv *uns = cmd(a, "SMEMBERS %s", key, NULL);
+    struct rv *uns = cmd(a, "SMEMBERS %s", tp_keys_unsettled(&key, bucket), NULL);
     int nrounds = 0;
     for (size_t i = 0; uns != NULL && i < uns->n; i++) {
-        int64_t h = held_by_round(a, p, uns->a[i]->s);
+        int64_t h = held_by_round(a, bucket, num(uns->a[i]));
         held += h;
         nrounds++;
         kvs_add(&t->round_stakes, num(uns->a[i]), h);
     }
     char cursor[32] = "0";
     do {
-        char match[64];
-        snprintf(match, sizeof(match), "%spool:*", p);
-        struct rv *s = cmd(a, "SCAN %s MATCH %s COUNT 1000", cursor, match);
+        struct tp_key match;
+        struct rv *s =
+            cmd(a, "SCAN %s MATCH %s COUNT 1000", cursor, tp_keys_pool_pattern(&match, bucket));
         if (s == NULL || s->n != 2)
             break;
         snprintf(cursor, sizeof(cursor), "%s", s->a[0]->s ? s->a[0]->s : "0");
@@ -256,14 +250,14 @@ static void check_bucket(struct audit *a, int bucket, struct totals *t)
                 listed = listed || strcmp(uns->a[j]->s, rid) == 0;
             if (listed)
                 continue;
-            snprintf(key, sizeof(key), "%sround:%s:state", p, rid);
-            struct rv *st = cmd(a, "HGET %s state", key, NULL);
+            int64_t id = strtoll(rid, NULL, 10);
+            struct rv *st = cmd(a, "HGET %s state", tp_keys_round_state(&key, bucket, id), NULL);
             enum tp_round_state rs = state_of(st != NULL ? st->s : NULL);
             if (rs == TP_ROUND_OPEN || rs == TP_ROUND_LIVE) {
-                int64_t h = held_by_round(a, p, rid);
+                int64_t h = held_by_round(a, bucket, id);
                 held += h;
                 nrounds++;
-                kvs_add(&t->round_stakes, strtoll(rid, NULL, 10), h);
+                kvs_add(&t->round_stakes, id, h);
             }
             rv_free(st);
         }
@@ -271,8 +265,7 @@ static void check_bucket(struct audit *a, int bucket, struct totals *t)
     } while (strcmp(cursor, "0") != 0 && !a->redis_failed);
     rv_free(uns);
 
-    snprintf(key, sizeof(key), "%sgrants", p);
-    struct rv *g = cmd(a, "HVALS %s", key, NULL);
+    struct rv *g = cmd(a, "HVALS %s", tp_keys_grants(&key, bucket), NULL);
     int64_t gsum = 0;
     for (size_t i = 0; g != NULL && i < g->n; i++) {
         const char *colon = g->a[i]->s ? strchr(g->a[i]->s, ':') : NULL;
@@ -314,14 +307,13 @@ struct receipt {
 
 static size_t check_receipts(struct audit *a, struct receipt **out)
 {
-    struct rv *ids = cmd(a, "ZRANGE %s 0 -1", "tp:{g}:rounds", NULL);
+    struct rv *ids = cmd(a, "ZRANGE %s 0 -1", TP_KEYS_ROUNDS, NULL);
     size_t n = ids ? ids->n : 0, nfinal = 0, nbad = 0;
     struct receipt *rs = tp_xcalloc(n + 1, sizeof(*rs));
     for (size_t i = 0; i < n; i++) {
-        char key[96];
-        snprintf(key, sizeof(key), "tp:{g}:round:%s", ids->a[i]->s);
-        struct rv *h =
-            cmd(a, "HMGET %s state r_total r_payouts r_rake r_breakage r_refunds", key, NULL);
+        struct tp_key key;
+        struct rv *h = cmd(a, "HMGET %s state r_total r_payouts r_rake r_breakage r_refunds",
+                           tp_keys_round(&key, num(ids->a[i])), NULL);
         if (h == NULL || h->n != 6)
             break;
         rs[i].id = num(ids->a[i]);
@@ -356,11 +348,10 @@ static size_t check_receipts(struct audit *a, struct receipt **out)
 
 static int64_t outbox_backlog(struct audit *a)
 {
-    int64_t n = get_int(a, "XLEN %s", "tp:{g}:outbox", NULL);
+    int64_t n = get_int(a, "XLEN %s", TP_KEYS_GLOBAL_OUTBOX, NULL);
     for (int b = 0; b < a->cfg->game.buckets; b++) {
-        char key[48];
-        snprintf(key, sizeof(key), "tp:{b%d}:outbox", b);
-        n += get_int(a, "XLEN %s", key, NULL);
+        struct tp_key key;
+        n += get_int(a, "XLEN %s", tp_keys_outbox(&key, b), NULL);
     }
     return n;
 }

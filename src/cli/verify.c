@@ -14,6 +14,7 @@
 #include "tickpool/game/price_sim.h"
 #include "tickpool/game/round.h"
 #include "tickpool/game/settle.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 
 #include <ev.h>
@@ -106,8 +107,9 @@ static void on_bets(int err, const struct tp_store_reply *r, void *ud)
         off += (size_t)snprintf(q->bets + off, cap - off, "%s %s\n",
                                 tp_reply_str(tp_reply_at(r, i), NULL),
                                 tp_reply_str(tp_reply_at(r, i + 1), NULL));
+    struct tp_key k;
     if (err != 0 ||
-        tp_store_command(q->store, on_paid, q, "HGETALL tp:{b%d}:paid:%lld", q->b, q->id) != 0) {
+        tp_store_command(q->store, on_paid, q, "HGETALL %s", tp_keys_paid(&k, q->b, q->id)) != 0) {
         struct vctx *v = q->v;
         v->err = err ? err : TP_EUNAVAIL;
         free(q->bets);
@@ -178,7 +180,8 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
         return 2;
     }
     v.pending = 1;
-    tp_store_command(store, on_round, &v, "HGETALL " TP_GAME_G "round:%lld", id);
+    struct tp_key rk;
+    tp_store_command(store, on_round, &v, "HGETALL %s", tp_keys_round(&rk, id));
     ev_run(v.loop, 0);
     if (!v.have_r) {
         fprintf(stderr, "tickpool verify: round %lld not found\n", id);
@@ -207,8 +210,7 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
             v.pending = 0;
             for (int j = 1; j <= 8 && j * n_seg < k; j++) {
                 v.pending++;
-                tp_store_command(store, on_next_seed, &v, "HGETALL " TP_GAME_G "round:%lld",
-                                 id + j);
+                tp_store_command(store, on_next_seed, &v, "HGETALL %s", tp_keys_round(&rk, id + j));
             }
             if (v.pending)
                 ev_run(v.loop, 0);
@@ -236,7 +238,7 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
             struct bets_req *q = tp_xcalloc(1, sizeof(*q));
             *q = (struct bets_req){.v = &v, .store = store, .b = b, .id = id, .band = band};
             v.pending++;
-            if (tp_store_command(store, on_bets, q, "HGETALL tp:{b%d}:bets:%lld:%d", b, id, band) !=
+            if (tp_store_command(store, on_bets, q, "HGETALL %s", tp_keys_bets(&rk, b, id, band)) !=
                 0) {
                 v.pending--;
                 free(q);

@@ -5,6 +5,7 @@
 #include "tickpool/game/game_round.h"
 
 #include "tickpool/base/common.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 
 #include <errno.h>
@@ -182,8 +183,9 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
     /* Pools not recorded yet (open or live round): sum the buckets' live pools. */
     l->pending = l->buckets;
     for (int b = 0; b < l->buckets; b++) {
-        if (tp_store_command(l->store, on_pool, l, "HGETALL tp:{b%d}:pool:%lld", b,
-                             (long long)l->round.id) != 0) {
+        struct tp_key k;
+        if (tp_store_command(l->store, on_pool, l, "HGETALL %s",
+                             tp_keys_pool(&k, b, l->round.id)) != 0) {
             l->err = TP_EUNAVAIL;
             if (--l->pending == 0)
                 load_done(l);
@@ -201,7 +203,8 @@ int tp_game_round_load(struct tp_store *store, int buckets, int64_t id, tp_game_
     l->buckets = buckets;
     l->cb = cb;
     l->ud = ud;
-    int rc = tp_store_command(store, on_round, l, "HGETALL " TP_GAME_G "round:%lld", (long long)id);
+    struct tp_key k;
+    int rc = tp_store_command(store, on_round, l, "HGETALL %s", tp_keys_round(&k, id));
     if (rc != 0)
         free(l);
     return rc;

@@ -27,11 +27,12 @@
 #include "tickpool/game/price_sim.h"
 #include "tickpool/game/round.h"
 #include "tickpool/game/settle.h"
+#include "tickpool/store/keys.h"
+#include "tickpool/store/scripts.h"
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
 
 #include <ev.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +43,8 @@
 #define LEASE_PX 2000
 #define LEASE_LOSS_MS 1500 /* no successful renewal for this long: assume lost */
 #define STEP_PERIOD 0.05
-#define PAGE_SIZE "500"
-#define TICKS_MAXLEN "6000"
+#define PAGE_SIZE 500
+#define TICKS_MAXLEN 6000
 #define TICK_LAG_S 0.002 /* fire just after a grid point, so its tick is due */
 #define MAX_BACKFILL 50
 
@@ -95,41 +96,13 @@ struct tp_leader {
     } op;
 };
 
-/* Argument vector of one script call: numbers are formatted into fixed slots. The largest call
- * is a tick backfill after a failover: 2 KEYS + holder, epoch, MAXLEN + 2 per tick. */
-#define ARGS_MAX (8 + 2 * MAX_BACKFILL)
-struct args {
-    const char *v[ARGS_MAX];
-    char num[ARGS_MAX][72];
-    int n;
-};
+_Static_assert(MAX_BACKFILL <= TP_SCRIPT_TICKS_MAX, "a backfill fits one tick.lua call");
+_Static_assert(TP_ROUND_MAX_BANDS == TP_SCRIPT_BANDS_MAX, "the script stubs carry every band");
 
-static void a_str(struct args *a, const char *s)
+/* The fencing pair of the leader scripts (scripts/lua/README.md, "Game engine"). */
+static struct tp_script_fence fence(const struct tp_leader *l)
 {
-    TP_ASSERT(a->n < ARGS_MAX);
-    a->v[a->n++] = s;
-}
-
-__attribute__((format(printf, 2, 3))) static void a_fmt(struct args *a, const char *fmt, ...)
-{
-    TP_ASSERT(a->n < ARGS_MAX);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(a->num[a->n], sizeof(a->num[0]), fmt, ap);
-    va_end(ap);
-    a->v[a->n] = a->num[a->n];
-    a->n++;
-}
-
-static void fence(struct tp_leader *l, struct args *a)
-{
-    a_str(a, l->holder);
-    a_fmt(a, "%lld", l->epoch);
-}
-
-static int run(struct tp_leader *l, const char *script, int nkeys, struct args *a, tp_store_cb cb)
-{
-    return tp_store_script(l->store, script, nkeys, a->n, a->v, NULL, cb, l);
+    return (struct tp_script_fence){.holder = l->holder, .epoch = l->epoch};
 }
 
 /* "ok" / "err" head of a script reply; the err code in *code. */
@@ -215,18 +188,13 @@ static void flat_tick(struct tp_leader *l, int64_t now)
     int64_t ts = now - now % tick_ms;
     if (ts <= l->last_tick_ts)
         return;
-    struct args a = {.n = 0};
-    a_str(&a, TP_GAME_G "lease");
-    a_str(&a, TP_GAME_G "ticks");
-    fence(l, &a);
-    a_str(&a, TICKS_MAXLEN);
-    a_fmt(&a, "%lld", (long long)ts);
     l->cache_price = l->last_price > 0 ? l->last_price : TP_PRICE_SIM_START_PRICE;
-    a_fmt(&a, "%lld", (long long)l->cache_price);
+    struct tp_script_tick_args a = {
+        .fence = fence(l), .maxlen = TICKS_MAXLEN, .ts = &ts, .price = &l->cache_price, .n = 1};
     l->cache_idx = -1; /* the segment path recomputes its own position */
     l->op.tick_last = ts;
     l->tick_busy = true;
-    if (run(l, "tick", 2, &a, on_tick) != 0)
+    if (tp_script_tick(l->store, &a, on_tick, l) != 0)
         l->tick_busy = false;
 }
 
@@ -261,20 +229,19 @@ static void tick_cb(struct ev_loop *loop, ev_periodic *t, int revents)
         l->cache_idx = from - 1;
         l->cache_price = p;
     }
-    struct args a = {.n = 0};
-    a_str(&a, TP_GAME_G "lease");
-    a_str(&a, TP_GAME_G "ticks");
-    fence(l, &a);
-    a_str(&a, TICKS_MAXLEN);
+    int64_t ts[MAX_BACKFILL], price[MAX_BACKFILL];
+    size_t n = 0;
     for (int64_t i = from; i <= due; i++) {
         l->cache_price = tp_price_sim_tick(l->seg_seed, (uint64_t)i, l->cache_price, l->seg_vol);
         l->cache_idx = i;
-        a_fmt(&a, "%lld", (long long)(l->seg_lock + i * l->seg_tick_ms));
-        a_fmt(&a, "%lld", (long long)l->cache_price);
+        ts[n] = l->seg_lock + i * l->seg_tick_ms;
+        price[n++] = l->cache_price;
     }
+    struct tp_script_tick_args a = {
+        .fence = fence(l), .maxlen = TICKS_MAXLEN, .ts = ts, .price = price, .n = n};
     l->op.tick_last = l->seg_lock + due * l->seg_tick_ms;
     l->tick_busy = true;
-    if (run(l, "tick", 2, &a, on_tick) != 0) {
+    if (tp_script_tick(l->store, &a, on_tick, l) != 0) {
         l->tick_busy = false;
         l->cache_idx = -1;
     }
@@ -328,25 +295,12 @@ static const struct snap_round *snap_find(const struct tp_leader *l, int64_t id)
     return NULL;
 }
 
-static void edges_str(const struct tp_leader *l, char *out, size_t n)
-{
-    size_t off = 0;
-    out[0] = '\0';
-    for (int i = 0; i < l->g->n_band_edges && off < n; i++)
-        off += (size_t)snprintf(out + off, n - off, "%s%d", i ? "," : "", l->g->band_edges_bps[i]);
-}
-
 static void bucket_state(struct tp_leader *l, int b, int64_t id, const char *state,
                          int64_t locks_at, tp_store_cb cb)
 {
-    struct args a = {.n = 0};
-    a_fmt(&a, "tp:{b%d}:round:%lld:state", b, (long long)id);
-    a_fmt(&a, "tp:{b%d}:unsettled", b);
-    a_fmt(&a, "%lld", (long long)id);
-    a_str(&a, state);
-    a_fmt(&a, "%lld", (long long)locks_at);
-    a_fmt(&a, "%d", l->g->grace_ms);
-    if (run(l, "bucket_state", 2, &a, cb) != 0)
+    struct tp_script_bucket_state_args a = {
+        .bucket = b, .id = id, .state = state, .locks_at = locks_at, .grace_ms = l->g->grace_ms};
+    if (tp_script_bucket_state(l->store, &a, cb, l) != 0)
         cb(TP_EUNAVAIL, NULL, l);
 }
 
@@ -432,7 +386,7 @@ static void do_open(struct tp_leader *l, int64_t id, int64_t opens_at)
     int64_t bet_ms = (int64_t)l->g->betting_s * 1000, live_ms = (int64_t)l->g->live_s * 1000;
     struct tp_round_times t;
     uint8_t seed[TP_PRICE_SIM_SEED_LEN];
-    char hex[65], hash[65], edges[256];
+    char hex[65], hash[65];
     int64_t vol = tp_price_sim_vol_ppb(l->g->volatility, l->g->tick_ms);
     if (tp_round_schedule(opens_at, bet_ms, live_ms, &t) != 0 || vol < 0 ||
         tp_random_bytes(seed, sizeof(seed)) != 0) {
@@ -442,30 +396,23 @@ static void do_open(struct tp_leader *l, int64_t id, int64_t opens_at)
     }
     tp_hex_encode(seed, sizeof(seed), hex);
     tp_price_sim_seed_hash(seed, hash);
-    edges_str(l, edges, sizeof(edges));
     l->op.kind = OP_OPEN;
     l->op.r.id = id;
     l->op.r.t = t;
-    struct args a = {.n = 0};
-    a_str(&a, TP_GAME_G "lease");
-    a_fmt(&a, TP_GAME_G "round:%lld", (long long)id);
-    a_fmt(&a, TP_GAME_G "seed:%lld", (long long)id);
-    a_str(&a, TP_GAME_G "rounds");
-    a_str(&a, TP_GAME_G "current");
-    a_str(&a, TP_GAME_G "outbox");
-    fence(l, &a);
-    a_fmt(&a, "%lld", (long long)id);
-    a_fmt(&a, "%lld", (long long)t.opens_at);
-    a_fmt(&a, "%lld", (long long)t.locks_at);
-    a_fmt(&a, "%lld", (long long)t.closes_at);
-    a_str(&a, hex);
-    a_str(&a, hash);
-    a_fmt(&a, "%lld", (long long)vol);
-    a_fmt(&a, "%d", l->g->rake_bps);
-    a_str(&a, edges);
-    a_fmt(&a, "%d", l->g->tick_ms);
-    a_fmt(&a, "%lld", (long long)bet_ms);
-    if (run(l, "round_open", 6, &a, on_open) != 0)
+    struct tp_script_round_open_args a = {.fence = fence(l),
+                                          .id = id,
+                                          .opens_at = t.opens_at,
+                                          .locks_at = t.locks_at,
+                                          .closes_at = t.closes_at,
+                                          .seed_hex = hex,
+                                          .seed_hash = hash,
+                                          .vol_ppb = vol,
+                                          .rake_bps = l->g->rake_bps,
+                                          .edges_bps = l->g->band_edges_bps,
+                                          .n_edges = l->g->n_band_edges,
+                                          .tick_ms = l->g->tick_ms,
+                                          .betting_ms = bet_ms};
+    if (tp_script_round_open(l->store, &a, on_open, l) != 0)
         step_end(l);
 }
 
@@ -511,16 +458,8 @@ static void on_lock_bucket(int err, const struct tp_store_reply *r, void *ud)
     }
     int64_t L = lock_price_of(l, &l->op.r);
     l->op.r.lock_price = L;
-    struct args a = {.n = 0};
-    a_str(&a, TP_GAME_G "lease");
-    a_fmt(&a, TP_GAME_G "round:%lld", (long long)l->op.r.id);
-    a_str(&a, TP_GAME_G "current");
-    a_fmt(&a, TP_GAME_G "round:%lld", (long long)l->op.r.id - 1);
-    a_fmt(&a, TP_GAME_G "seed:%lld", (long long)l->op.r.id - 1);
-    fence(l, &a);
-    a_fmt(&a, "%lld", (long long)l->op.r.id);
-    a_fmt(&a, "%lld", (long long)L);
-    if (run(l, "round_lock", 5, &a, on_lock) != 0)
+    struct tp_script_round_lock_args a = {.fence = fence(l), .id = l->op.r.id, .lock_price = L};
+    if (tp_script_round_lock(l->store, &a, on_lock, l) != 0)
         step_end(l);
 }
 
@@ -562,18 +501,12 @@ static void read_pools(struct tp_leader *l, void (*next)(struct tp_leader *l))
     l->op.err = 0;
     l->op.pending = l->g->buckets;
     l->op.pools_next = next;
-    for (int b = 0; b < l->g->buckets; b++)
-        if (tp_store_command(l->store, on_pool, l, "HGETALL tp:{b%d}:pool:%lld", b,
-                             (long long)l->op.r.id) != 0)
+    for (int b = 0; b < l->g->buckets; b++) {
+        struct tp_key k;
+        if (tp_store_command(l->store, on_pool, l, "HGETALL %s", tp_keys_pool(&k, b, l->op.r.id)) !=
+            0)
             on_pool(TP_EUNAVAIL, NULL, l);
-}
-
-static void pools_str(const struct tp_leader *l, char *out, size_t n)
-{
-    size_t off = 0;
-    for (int i = 0; i < l->nbands && off < n; i++)
-        off +=
-            (size_t)snprintf(out + off, n - off, "%s%lld", i ? "," : "", (long long)l->op.pools[i]);
+    }
 }
 
 static int64_t pools_total(const struct tp_leader *l)
@@ -600,18 +533,13 @@ static void on_cancel(int err, const struct tp_store_reply *r, void *ud)
 
 static void cancel_pools_read(struct tp_leader *l)
 {
-    char pools[512];
-    pools_str(l, pools, sizeof(pools));
-    struct args a = {.n = 0};
-    a_str(&a, TP_GAME_G "lease");
-    a_fmt(&a, TP_GAME_G "round:%lld", (long long)l->op.r.id);
-    a_str(&a, TP_GAME_G "current");
-    fence(l, &a);
-    a_fmt(&a, "%lld", (long long)l->op.r.id);
-    a_fmt(&a, "%lld", (long long)pools_total(l));
-    a_str(&a, pools);
-    a_str(&a, "deadline missed");
-    if (run(l, "round_cancel", 3, &a, on_cancel) != 0)
+    struct tp_script_round_cancel_args a = {.fence = fence(l),
+                                            .id = l->op.r.id,
+                                            .total = pools_total(l),
+                                            .pools = l->op.pools,
+                                            .npools = l->nbands,
+                                            .reason = "deadline missed"};
+    if (tp_script_round_cancel(l->store, &a, on_cancel, l) != 0)
         step_end(l);
 }
 
@@ -690,23 +618,18 @@ static void close_pools_read(struct tp_leader *l)
     }
     r->close_price = C;
     r->winning_band = band;
-    char pools[512];
-    pools_str(l, pools, sizeof(pools));
-    struct args a = {.n = 0};
-    a_str(&a, TP_GAME_G "lease");
-    a_fmt(&a, TP_GAME_G "round:%lld", (long long)r->id);
-    a_str(&a, TP_GAME_G "current");
-    fence(l, &a);
-    a_fmt(&a, "%lld", (long long)r->id);
-    a_fmt(&a, "%lld", (long long)C);
-    a_fmt(&a, "%d", band);
-    a_fmt(&a, "%lld", (long long)plan.total);
-    a_fmt(&a, "%lld", (long long)plan.winning_stake);
-    a_fmt(&a, "%lld", (long long)plan.rake);
-    a_fmt(&a, "%lld", (long long)plan.pot);
-    a_str(&a, plan.refund_all ? "1" : "0");
-    a_str(&a, pools);
-    if (run(l, "round_close", 3, &a, on_close) != 0)
+    struct tp_script_round_close_args a = {.fence = fence(l),
+                                           .id = r->id,
+                                           .close_price = C,
+                                           .winning_band = band,
+                                           .total = plan.total,
+                                           .winning_stake = plan.winning_stake,
+                                           .rake = plan.rake,
+                                           .pot = plan.pot,
+                                           .refund_all = plan.refund_all,
+                                           .pools = l->op.pools,
+                                           .npools = l->nbands};
+    if (tp_script_round_close(l->store, &a, on_close, l) != 0)
         step_end(l);
 }
 
@@ -754,35 +677,21 @@ static void on_finish(int err, const struct tp_store_reply *r, void *ud)
         settle_bucket(l);
         return;
     }
-    struct args a = {.n = 0};
-    a_str(&a, TP_GAME_G "lease");
-    a_fmt(&a, TP_GAME_G "round:%lld", (long long)l->op.r.id);
-    a_fmt(&a, TP_GAME_G "seed:%lld", (long long)l->op.r.id);
-    a_str(&a, TP_GAME_G "outbox");
-    fence(l, &a);
-    a_fmt(&a, "%lld", (long long)l->op.r.id);
-    a_fmt(&a, "%lld", (long long)l->op.sum_t);
-    a_fmt(&a, "%lld", (long long)l->op.sum_paid);
-    if (run(l, "round_final", 4, &a, on_final) != 0)
+    struct tp_script_round_final_args a = {
+        .fence = fence(l), .id = l->op.r.id, .sum_t = l->op.sum_t, .sum_paid = l->op.sum_paid};
+    if (tp_script_round_final(l->store, &a, on_final, l) != 0)
         step_end(l);
 }
 
 static void settle_finish(struct tp_leader *l)
 {
-    int b = l->op.bucket;
-    long long id = (long long)l->op.r.id;
-    struct args a = {.n = 0};
-    a_fmt(&a, "tp:{b%d}:plan:%lld", b, id);
-    a_fmt(&a, "tp:{b%d}:pool:%lld", b, id);
-    a_fmt(&a, "tp:{b%d}:house", b);
-    a_fmt(&a, "tp:{b%d}:unsettled", b);
-    a_fmt(&a, "tp:{b%d}:round:%lld:state", b, id);
-    a_fmt(&a, "tp:{b%d}:outbox", b);
-    a_fmt(&a, "%lld", id);
     bool cancel = l->op.r.state == TP_ROUND_CANCELLING;
-    a_str(&a, tp_round_state_name(cancel ? TP_ROUND_CANCELLED : TP_ROUND_SETTLED));
-    a_fmt(&a, "%lld", (long long)tp_now_ms());
-    if (run(l, "settle_finish", 6, &a, on_finish) != 0)
+    struct tp_script_settle_finish_args a = {
+        .bucket = l->op.bucket,
+        .id = l->op.r.id,
+        .final_state = tp_round_state_name(cancel ? TP_ROUND_CANCELLED : TP_ROUND_SETTLED),
+        .now_ms = tp_now_ms()};
+    if (tp_script_settle_finish(l->store, &a, on_finish, l) != 0)
         step_end(l);
 }
 
@@ -808,22 +717,12 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
 
 static void settle_page(struct tp_leader *l)
 {
-    int b = l->op.bucket;
-    long long id = (long long)l->op.r.id;
-    struct args a = {.n = 0};
-    a_fmt(&a, "tp:{b%d}:plan:%lld", b, id);
-    a_fmt(&a, "tp:{b%d}:bal", b);
-    a_fmt(&a, "tp:{b%d}:paid:%lld", b, id);
-    a_fmt(&a, "tp:{b%d}:payout:%lld", b, id);
-    a_fmt(&a, "tp:{b%d}:outbox", b);
-    for (int i = 0; i < l->nbands; i++)
-        a_fmt(&a, "tp:{b%d}:bets:%lld:%d", b, id, i);
-    a_fmt(&a, "tp:{b%d}:net", b); /* leaderboard: credits add to each player's net winnings */
-    int nkeys = a.n;
-    a_fmt(&a, "%lld", id);
-    a_str(&a, PAGE_SIZE);
-    a_fmt(&a, "%lld", (long long)tp_now_ms());
-    if (run(l, "settle_page", nkeys, &a, on_page) != 0)
+    struct tp_script_settle_page_args a = {.bucket = l->op.bucket,
+                                           .id = l->op.r.id,
+                                           .nbands = l->nbands,
+                                           .page_size = PAGE_SIZE,
+                                           .now_ms = tp_now_ms()};
+    if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
         step_end(l);
 }
 
@@ -841,14 +740,15 @@ static void on_plan(int err, const struct tp_store_reply *r, void *ud)
 static void settle_bucket(struct tp_leader *l)
 {
     const struct tp_game_round *r = &l->op.r;
-    struct args a = {.n = 0};
-    a_fmt(&a, "tp:{b%d}:plan:%lld", l->op.bucket, (long long)r->id);
-    a_fmt(&a, "%d", r->winning_band < 0 ? 0 : r->winning_band);
-    a_fmt(&a, "%lld", (long long)r->pot);
-    a_fmt(&a, "%lld", (long long)r->winning_stake);
-    a_str(&a, r->refund_all ? "1" : "0");
-    a_fmt(&a, "%d", r->n_edges + 1);
-    if (run(l, "bucket_plan", 1, &a, on_plan) != 0)
+    struct tp_script_bucket_plan_args a = {.bucket = l->op.bucket,
+                                           .id = r->id,
+                                           .winning_band =
+                                               r->winning_band < 0 ? 0 : r->winning_band,
+                                           .pot = r->pot,
+                                           .winning_stake = r->winning_stake,
+                                           .refund_all = r->refund_all,
+                                           .nbands = r->n_edges + 1};
+    if (tp_script_bucket_plan(l->store, &a, on_plan, l) != 0)
         step_end(l);
 }
 
@@ -951,13 +851,13 @@ static void on_snap_seed(int err, const struct tp_store_reply *r, void *ud)
         snap_done(l);
 }
 
-static void snap_fire(struct tp_leader *l, int i, tp_store_cb cb, const char *fmt, long long id)
+static void snap_fire(struct tp_leader *l, int i, tp_store_cb cb, const char *fmt, const char *key)
 {
     struct snap_ref *s = tp_xmalloc(sizeof(*s));
     s->l = l;
     s->i = i;
     l->snap_pending++;
-    if (tp_store_command(l->store, cb, s, fmt, id) != 0) {
+    if (tp_store_command(l->store, cb, s, fmt, key) != 0) {
         free(s);
         l->snap_pending--;
         l->snap_err = 1;
@@ -980,8 +880,9 @@ static void on_snap_ids(int err, const struct tp_store_reply *r, void *ud)
         const struct tp_store_reply *e = tp_reply_at(r, (size_t)(l->nsnap - 1 - i));
         long long id = strtoll(tp_reply_str(e, NULL) ? tp_reply_str(e, NULL) : "0", NULL, 10);
         memset(&l->snap[i], 0, sizeof(l->snap[i]));
-        snap_fire(l, i, on_snap_round, "HGETALL " TP_GAME_G "round:%lld", id);
-        snap_fire(l, i, on_snap_seed, "GET " TP_GAME_G "seed:%lld", id);
+        struct tp_key k;
+        snap_fire(l, i, on_snap_round, "HGETALL %s", tp_keys_round(&k, id));
+        snap_fire(l, i, on_snap_seed, "GET %s", tp_keys_seed(&k, id));
     }
     if (--l->snap_pending == 0)
         snap_done(l);
@@ -1011,8 +912,8 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!l->leader || l->step_busy || !tp_store_is_connected(l->store))
         return;
     l->step_busy = true;
-    tp_store_command(l->store, on_last_tick, l, "XREVRANGE " TP_GAME_G "ticks + - COUNT 1");
-    if (tp_store_command(l->store, on_snap_ids, l, "ZREVRANGE " TP_GAME_G "rounds 0 %d",
+    tp_store_command(l->store, on_last_tick, l, "XREVRANGE " TP_KEYS_TICKS " + - COUNT 1");
+    if (tp_store_command(l->store, on_snap_ids, l, "ZREVRANGE " TP_KEYS_ROUNDS " 0 %d",
                          l->pc.window - 1) != 0)
         step_end(l);
 }
@@ -1073,14 +974,10 @@ static void lease_cb(struct ev_loop *loop, ev_timer *t, int revents)
             lose(l, "Redis unreachable");
         return;
     }
-    struct args a = {.n = 0};
-    a_str(&a, TP_GAME_G "lease");
-    a_str(&a, TP_GAME_G "epoch");
-    a_str(&a, l->holder);
-    a_fmt(&a, "%lld", l->leader ? l->epoch : 0LL);
-    a_fmt(&a, "%d", LEASE_PX);
+    struct tp_script_lease_args a = {
+        .holder = l->holder, .epoch = l->leader ? l->epoch : 0, .px_ms = LEASE_PX};
     l->lease_busy = true;
-    if (run(l, "lease", 2, &a, on_lease) != 0)
+    if (tp_script_lease(l->store, &a, on_lease, l) != 0)
         l->lease_busy = false;
 }
 
@@ -1122,13 +1019,8 @@ void tp_leader_stop(struct tp_leader *l)
     lose(l, "stopping");
     ev_timer_stop(l->loop, &l->lease_t);
     if (was) {
-        struct args a = {.n = 0};
-        a_str(&a, TP_GAME_G "lease");
-        a_str(&a, TP_GAME_G "epoch");
-        a_str(&a, l->holder);
-        a_fmt(&a, "%lld", l->epoch);
-        a_str(&a, "0");
-        run(l, "lease", 2, &a, on_ignored);
+        struct tp_script_lease_args a = {.holder = l->holder, .epoch = l->epoch, .px_ms = 0};
+        tp_script_lease(l->store, &a, on_ignored, l);
     }
 }
 

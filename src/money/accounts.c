@@ -17,6 +17,8 @@
 #include "tickpool/money/token.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/net/workq.h"
+#include "tickpool/store/keys.h"
+#include "tickpool/store/scripts.h"
 #include "tickpool/store/store.h"
 
 #include <ev.h>
@@ -25,7 +27,7 @@
 #include <string.h>
 
 #define MOD "accounts"
-#define SECRET_KEY "tp:{g}:auth_secret"
+#define SECRET_KEY TP_KEYS_AUTH_SECRET
 #define SECRET_MAX 128
 #define NAME_MIN 3
 #define NAME_MAX 32
@@ -252,30 +254,18 @@ static struct op *new_op(struct tp_worker *w, const struct tp_accounts_creds *c,
     return o;
 }
 
-static int64_t bucket_of(const struct op *o, int64_t uid, int *nb)
-{
-    *nb = TP_MAX(op_config(o)->game.buckets, 1);
-    return uid % *nb;
-}
-
 /* grant.lua "signup:<uid>" of the start balance: idempotent, so every caller may run it. */
 static int run_grant(struct op *o, tp_store_cb cb)
 {
-    int nb;
-    int64_t b = bucket_of(o, o->uid, &nb);
-    char k[4][40], a[6][48];
-    snprintf(k[0], sizeof(k[0]), "tp:{b%lld}:bal", (long long)b);
-    snprintf(k[1], sizeof(k[1]), "tp:{b%lld}:grants", (long long)b);
-    snprintf(k[2], sizeof(k[2]), "tp:{b%lld}:granted", (long long)b);
-    snprintf(k[3], sizeof(k[3]), "tp:{b%lld}:outbox", (long long)b);
-    snprintf(a[0], sizeof(a[0]), "%lld", (long long)o->uid);
-    snprintf(a[1], sizeof(a[1]), "signup:%lld", (long long)o->uid);
-    snprintf(a[2], sizeof(a[2]), "%lld", (long long)op_config(o)->game.start_balance);
-    snprintf(a[3], sizeof(a[3]), "%lld", (long long)tp_now_ms());
-    snprintf(a[4], sizeof(a[4]), "%lld", (long long)b);
-    snprintf(a[5], sizeof(a[5]), "%d", nb);
-    const char *argv[10] = {k[0], k[1], k[2], k[3], a[0], a[1], a[2], a[3], a[4], a[5]};
-    return tp_store_script(op_store(o), "grant", 4, 10, argv, NULL, cb, o);
+    const struct tp_config_game *g = &op_config(o)->game;
+    char grant_id[32];
+    snprintf(grant_id, sizeof(grant_id), "signup:%lld", (long long)o->uid);
+    struct tp_script_grant_args a = {.user_id = o->uid,
+                                     .grant_id = grant_id,
+                                     .amount = g->start_balance,
+                                     .now_ms = tp_now_ms(),
+                                     .buckets = g->buckets};
+    return tp_script_grant(op_store(o), &a, cb, o);
 }
 
 /* Reads grant.lua's {"ok", balance, replayed}; false for anything else (logged). */
@@ -374,13 +364,12 @@ static void signup_got_id(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     o->uid = tp_reply_integer(r);
-    char id[24], ukey[48], now[24];
-    snprintf(id, sizeof(id), "%lld", (long long)o->uid);
-    snprintf(ukey, sizeof(ukey), "tp:{g}:user:%lld", (long long)o->uid);
-    snprintf(now, sizeof(now), "%lld", (long long)tp_now_ms());
-    const char *argv[8] = {"tp:{g}:usernames", ukey, "tp:{g}:outbox", o->lower,
-                           o->username,        id,   o->hash,         now};
-    int rc = tp_store_script(op_store(o), "signup", 3, 8, argv, NULL, signup_stored, o);
+    struct tp_script_signup_args a = {.lower = o->lower,
+                                      .username = o->username,
+                                      .user_id = o->uid,
+                                      .pw_hash = o->hash,
+                                      .now_ms = tp_now_ms()};
+    int rc = tp_script_signup(op_store(o), &a, signup_stored, o);
     if (rc != 0)
         unavailable(o, "signup script", rc);
 }
@@ -392,7 +381,7 @@ static void signup_hashed(int err, void *ud)
         unavailable(o, "password hash", err != 0 ? err : o->rc);
         return;
     }
-    int rc = tp_store_command(op_store(o), signup_got_id, o, "INCR tp:{g}:user_seq");
+    int rc = tp_store_command(op_store(o), signup_got_id, o, "INCR " TP_KEYS_USER_SEQ);
     if (rc != 0)
         unavailable(o, "user_seq", rc);
 }
@@ -497,8 +486,9 @@ static void session_id(int err, const struct tp_store_reply *r, void *ud)
         start_verify(o);
         return;
     }
-    int rc = tp_store_command(op_store(o), session_user, o, "HMGET tp:{g}:user:%lld pw_hash",
-                              (long long)o->uid);
+    struct tp_key k;
+    int rc = tp_store_command(op_store(o), session_user, o, "HMGET %s pw_hash",
+                              tp_keys_user(&k, o->uid));
     if (rc != 0)
         unavailable(o, "user lookup", rc);
 }
@@ -515,7 +505,8 @@ int tp_accounts_signin(struct tp_worker *w, const struct tp_accounts_creds *c, t
     if (!o->known) {
         rc = submit_verify(o);
     } else {
-        rc = tp_store_command(op_store(o), session_id, o, "HGET tp:{g}:usernames %s", o->lower);
+        rc =
+            tp_store_command(op_store(o), session_id, o, "HGET " TP_KEYS_USERNAMES " %s", o->lower);
         if (rc != 0) {
             tp_log_warn(MOD, "username lookup failed\terr=%s", tp_strerror(rc));
             rc = TP_EUNAVAIL;
@@ -560,10 +551,10 @@ static void profile_user(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     memcpy(o->username, name, n + 1);
-    int nb;
-    int64_t b = bucket_of(o, o->uid, &nb);
-    int rc = tp_store_command(op_store(o), profile_balance, o, "HGET tp:{b%lld}:bal %lld",
-                              (long long)b, (long long)o->uid);
+    struct tp_key k;
+    int b = tp_bucket_of(o->uid, op_config(o)->game.buckets);
+    int rc = tp_store_command(op_store(o), profile_balance, o, "HGET %s %lld", tp_keys_bal(&k, b),
+                              (long long)o->uid);
     if (rc != 0)
         unavailable(o, "balance", rc);
 }
@@ -577,8 +568,9 @@ int tp_accounts_profile(struct tp_worker *w, int64_t user_id, tp_accounts_cb cb,
     o->cb = cb;
     o->ud = ud;
     o->uid = user_id;
-    int rc = tp_store_command(op_store(o), profile_user, o, "HGET tp:{g}:user:%lld username",
-                              (long long)user_id);
+    struct tp_key k;
+    int rc = tp_store_command(op_store(o), profile_user, o, "HGET %s username",
+                              tp_keys_user(&k, user_id));
     if (rc != 0) {
         tp_log_warn(MOD, "user lookup failed\terr=%s", tp_strerror(rc));
         free(o);

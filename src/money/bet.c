@@ -13,6 +13,8 @@
 #include "tickpool/money/limiter.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
+#include "tickpool/store/keys.h"
+#include "tickpool/store/scripts.h"
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
 
@@ -301,6 +303,8 @@ void tp_bet_count_rejected(void)
     tp_metrics_inc(TP_METRIC_BETS_REJECTED_TOTAL);
 }
 
+_Static_assert(TP_BET_KEY_MAX <= TP_KEYS_IDEM_MAX, "every valid idempotency key has a Redis key");
+
 int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
                   const char *key, size_t len, tp_bet_cb cb, void *ud)
 {
@@ -315,50 +319,21 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
         return rc;
     }
 
-    int nb = TP_MAX(cfg->game.buckets, 1);
-    int bucket = (int)(user_id % nb);
     char hash[TP_BET_HASH_LEN];
     tp_bet_request_hash(req, hash);
-
-    /* The 9 KEYS and 13 ARGV of scripts/lua/bet.lua (its header is the reference). */
-    char k[9][TP_BET_KEY_MAX + 96], a[13][40];
-    int i = 0;
-#define KEY(...) snprintf(k[i++], sizeof(k[0]), __VA_ARGS__)
-    KEY("tp:{b%d}:bal", bucket);
-    KEY("tp:{b%d}:idem:%lld:%.*s", bucket, (long long)user_id, (int)len, key);
-    KEY("tp:{b%d}:round:%lld:state", bucket, (long long)req->round_id);
-    KEY("tp:{b%d}:pool:%lld", bucket, (long long)req->round_id);
-    KEY("tp:{b%d}:bets:%lld:%d", bucket, (long long)req->round_id, req->band);
-    KEY("tp:{b%d}:outbox", bucket);
-    KEY("tp:{b%d}:seq", bucket);
-    KEY("tp:{b%d}:ubets:%lld", bucket, (long long)user_id);
-    KEY("tp:{b%d}:net", bucket);
-#undef KEY
-    const char *argv[22];
-    size_t argvlen[22];
-    for (int j = 0; j < 9; j++) {
-        argv[j] = k[j];
-        argvlen[j] = strlen(k[j]);
-    }
-    snprintf(a[0], sizeof(a[0]), "%lld", (long long)user_id);
-    snprintf(a[1], sizeof(a[1]), "%lld", (long long)req->round_id);
-    snprintf(a[2], sizeof(a[2]), "%d", req->band);
-    snprintf(a[3], sizeof(a[3]), "%lld", (long long)req->stake);
-    snprintf(a[6], sizeof(a[6]), "%lld", (long long)tp_now_ms());
-    snprintf(a[7], sizeof(a[7]), "%d", cfg->game.n_band_edges + 1);
-    snprintf(a[8], sizeof(a[8]), "%lld", (long long)cfg->game.min_stake);
-    snprintf(a[9], sizeof(a[9]), "%lld", (long long)cfg->game.max_stake);
-    snprintf(a[10], sizeof(a[10]), "%d", IDEM_TTL_S);
-    snprintf(a[11], sizeof(a[11]), "%d", bucket);
-    snprintf(a[12], sizeof(a[12]), "%d", nb);
-    for (int j = 0; j < 13; j++) {
-        argv[9 + j] = a[j];
-        argvlen[9 + j] = strlen(a[j]);
-    }
-    argv[9 + 4] = key;
-    argvlen[9 + 4] = len;
-    argv[9 + 5] = hash;
-    argvlen[9 + 5] = 64;
+    struct tp_script_bet_args args = {.user_id = user_id,
+                                      .round_id = req->round_id,
+                                      .band = req->band,
+                                      .stake = req->stake,
+                                      .idem_key = key,
+                                      .idem_len = len,
+                                      .req_hash = hash,
+                                      .now_ms = tp_now_ms(),
+                                      .nbands = cfg->game.n_band_edges + 1,
+                                      .min_stake = cfg->game.min_stake,
+                                      .max_stake = cfg->game.max_stake,
+                                      .idem_ttl_s = IDEM_TTL_S,
+                                      .buckets = cfg->game.buckets};
 
     struct pending_bet *p = tp_xmalloc(sizeof(*p));
     p->limiter = limiter;
@@ -367,8 +342,7 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     p->user = user_id;
     p->klen = len;
     memcpy(p->key, key, len);
-    rc = store == NULL ? TP_EUNAVAIL
-                       : tp_store_script(store, "bet", 9, 22, argv, argvlen, on_script, p);
+    rc = tp_script_bet(store, &args, on_script, p);
     if (rc != 0) {
         free(p);
         tp_limiter_release(limiter, user_id, key, len);

@@ -25,6 +25,7 @@
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
 
@@ -1036,11 +1037,10 @@ struct tp_pgw *tp_pgw_start(const struct tp_config *cfg, bool report_lag)
     snprintf(w->rake_bps, sizeof(w->rake_bps), "%d", cfg->game.rake_bps);
     w->nstreams = cfg->game.buckets + 1;
     w->streams = tp_xcalloc(w->nstreams, sizeof(char *));
-    w->streams[0] = tp_xstrdup("tp:{g}:outbox");
+    w->streams[0] = tp_xstrdup(TP_KEYS_GLOBAL_OUTBOX);
     for (int i = 1; i < w->nstreams; i++) {
-        char name[64];
-        snprintf(name, sizeof(name), "tp:{b%d}:outbox", i - 1);
-        w->streams[i] = tp_xstrdup(name);
+        struct tp_key k;
+        w->streams[i] = tp_xstrdup(tp_keys_outbox(&k, i - 1));
     }
     w->ack_ids = tp_xcalloc(w->nstreams, sizeof(char **));
     w->ack_n = tp_xcalloc(w->nstreams, sizeof(size_t));

@@ -27,6 +27,7 @@
 #include "tickpool/net/conn.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/net/ws.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 #include "tickpool/stream/protocol.h"
 
@@ -172,7 +173,7 @@ static void hmget_bucket(struct payout_op *op, int b, bool balances)
 {
     size_t n = 0;
     for (size_t i = 0; i < op->n; i++)
-        if (op->users[i].uid % op->bc->buckets == b)
+        if (tp_bucket_of(op->users[i].uid, op->bc->buckets) == b)
             n++;
     if (n == 0)
         return;
@@ -182,16 +183,12 @@ static void hmget_bucket(struct payout_op *op, int b, bool balances)
     rq->n = n;
     const char **argv = tp_xmalloc((n + 2) * sizeof(*argv));
     char *nums = tp_xmalloc(n * 24);
-    char key[96];
-    if (balances)
-        snprintf(key, sizeof(key), "tp:{b%d}:bal", b);
-    else
-        snprintf(key, sizeof(key), "tp:{b%d}:payout:%lld", b, (long long)op->round_id);
+    struct tp_key key;
     argv[0] = "HMGET";
-    argv[1] = key;
+    argv[1] = balances ? tp_keys_bal(&key, b) : tp_keys_payout(&key, b, op->round_id);
     size_t k = 0;
     for (size_t i = 0; i < op->n; i++) {
-        if (op->users[i].uid % op->bc->buckets != b)
+        if (tp_bucket_of(op->users[i].uid, op->bc->buckets) != b)
             continue;
         rq->uids[k] = op->users[i].uid;
         snprintf(nums + k * 24, 24, "%lld", (long long)op->users[i].uid);
@@ -308,7 +305,7 @@ static void on_publish(int err, const struct tp_store_reply *r, void *ud)
 
 int tp_bcast_publish(struct tp_store *store, const void *msg, size_t len)
 {
-    return tp_store_command(store, on_publish, NULL, "PUBLISH %s %b", TP_GAME_BCAST_CHANNEL, msg,
+    return tp_store_command(store, on_publish, NULL, "PUBLISH %s %b", TP_KEYS_BCAST_CHANNEL, msg,
                             len);
 }
 
@@ -355,7 +352,7 @@ void tp_bcast_start(struct tp_worker *w)
     bc->w = w;
     bc->sessions = sessions;
     bc->store = tp_store_of(w);
-    bc->buckets = cfg->game.buckets > 0 ? cfg->game.buckets : 1;
+    bc->buckets = cfg->game.buckets;
     tp_worker_slot_set(w, slot, bc);
     if (bc->store != NULL && tp_leader_set_observer(w, &leader_obs, bc) != 0)
         tp_log_warn(MOD, "no game leader in this worker: its rounds and ticks go unannounced");
@@ -364,8 +361,8 @@ void tp_bcast_start(struct tp_worker *w)
         tp_log_warn(MOD, "no subscriber store: sockets of this worker get no broadcasts");
         return;
     }
-    if (tp_store_subscribe(bc->sub, TP_GAME_BCAST_CHANNEL, on_sub, bc) != 0)
-        tp_log_warn(MOD, "subscribe to %s failed", TP_GAME_BCAST_CHANNEL);
+    if (tp_store_subscribe(bc->sub, TP_KEYS_BCAST_CHANNEL, on_sub, bc) != 0)
+        tp_log_warn(MOD, "subscribe to %s failed", TP_KEYS_BCAST_CHANNEL);
 }
 
 static void on_init(struct tp_worker *w, void *ud)

@@ -14,6 +14,7 @@
 #include "tickpool/game/game_round.h"
 #include "tickpool/game/leader.h"
 #include "tickpool/net/worker.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 #include "tickpool/stream/bcast.h"
 #include "tickpool/stream/protocol.h"
@@ -106,7 +107,8 @@ static void on_current(int err, const struct tp_store_reply *r, void *ud)
     o->pending = 1; /* held until every command is submitted */
     for (int b = 0; b < o->g->buckets; b++) {
         o->pending++;
-        if (tp_store_command(o->store, on_pool, o, "HGETALL tp:{b%d}:pool:%lld", b, id) != 0) {
+        struct tp_key k;
+        if (tp_store_command(o->store, on_pool, o, "HGETALL %s", tp_keys_pool(&k, b, id)) != 0) {
             o->pending--;
             o->failed = true;
         }
@@ -122,7 +124,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (o->busy || !tp_leader_is_leader(tp_leader_of(o->w)) || !tp_store_is_connected(o->store))
         return;
     o->busy = true;
-    if (tp_store_command(o->store, on_current, o, "HGET " TP_GAME_G "current open") != 0)
+    if (tp_store_command(o->store, on_current, o, "HGET " TP_KEYS_CURRENT " open") != 0)
         o->busy = false;
 }
 

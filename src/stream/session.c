@@ -24,6 +24,7 @@
 #include "tickpool/net/http.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/net/ws.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 #include "tickpool/stream/bcast.h"
 #include "tickpool/stream/odds.h"
@@ -282,10 +283,10 @@ static void snap_start(struct sw *sw, struct sess *s)
     if (sw->store != NULL) {
         sn->pending++;
         if (tp_store_command(sw->store, on_snap_current, sn,
-                             "HMGET " TP_GAME_G "current open live") != 0)
+                             "HMGET " TP_KEYS_CURRENT " open live") != 0)
             sn->pending--;
         sn->pending++;
-        if (tp_store_command(sw->store, on_snap_ticks, sn, "XRANGE " TP_GAME_G "ticks %lld +",
+        if (tp_store_command(sw->store, on_snap_ticks, sn, "XRANGE " TP_KEYS_TICKS " %lld +",
                              (long long)(tp_now_ms() - SNAPSHOT_TICKS_MS)) != 0)
             sn->pending--;
     }
@@ -337,9 +338,10 @@ static void start_hello(struct sess *s, bool snapshot)
         op->s = s;
         op->snapshot = snapshot;
         s->refs++;
-        int buckets = sw->cfg->game.buckets > 0 ? sw->cfg->game.buckets : 1;
-        if (tp_store_command(sw->store, on_balance, op, "HGET tp:{b%d}:bal %lld",
-                             (int)(s->user_id % buckets), (long long)s->user_id) == 0)
+        struct tp_key k;
+        int b = tp_bucket_of(s->user_id, sw->cfg->game.buckets);
+        if (tp_store_command(sw->store, on_balance, op, "HGET %s %lld", tp_keys_bal(&k, b),
+                             (long long)s->user_id) == 0)
             return;
         s->refs--;
         free(op);

@@ -17,11 +17,6 @@
 struct tp_store;
 struct tp_store_reply;
 
-/* Redis key prefix of the global (game) keys; every one carries the {g} hash tag. */
-#define TP_GAME_G "tp:{g}:"
-/* Pub/sub channel of the pre-encoded MessagePack broadcasts (tick, round). */
-#define TP_GAME_BCAST_CHANNEL "tp:bcast"
-
 /** One round as stored in tp:{g}:round:<id> (+ the bucket pools while they are not recorded). */
 struct tp_game_round {
     int64_t id;

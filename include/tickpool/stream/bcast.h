@@ -1,6 +1,6 @@
 /*
  * Cross-process fan-out: every worker process subscribes to the pub/sub channel tp:bcast
- * (TP_GAME_BCAST_CHANNEL) with its own Redis connection and forwards each message's bytes
+ * (TP_KEYS_BCAST_CHANNEL) with its own Redis connection and forwards each message's bytes
  * unchanged, as one shared WebSocket frame per message, to its ready sockets. `tick` and
  * `odds` are droppable (newest wins), everything else direct. After a resubscription every
  * socket is resynced with a snapshot; a settled or cancelled `round` sends each connected
