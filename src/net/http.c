@@ -12,6 +12,7 @@
 #include "tickpool/net/http.h"
 #include "tickpool/base/buf.h"
 #include "tickpool/base/common.h"
+#include "tickpool/base/url.h"
 
 #include <llhttp.h>
 
@@ -230,14 +231,14 @@ static int split_query(const char *q, struct tp_http_kv *out, char **w)
         if (seg > 0) {
             const char *eq = memchr(q, '=', seg);
             size_t nlen = eq ? (size_t)(eq - q) : seg;
-            int r = tp_http_decode(q, nlen, *w, true);
+            int r = tp_url_decode(q, nlen, *w, true);
             if (r < 0)
                 return r;
             out[n].name = *w;
             *w += r + 1;
             const char *v = eq ? eq + 1 : q + seg;
             size_t vlen = eq ? seg - nlen - 1 : 0;
-            r = tp_http_decode(v, vlen, *w, true);
+            r = tp_url_decode(v, vlen, *w, true);
             if (r < 0)
                 return r;
             out[n].value = *w;
@@ -501,32 +502,6 @@ const char *tp_http_request_param(const struct tp_http_request *req, const char 
         if (strcmp(req->params[i].name, name) == 0)
             return req->params[i].value;
     return NULL;
-}
-
-int tp_http_decode(const char *in, size_t n, char *out, bool plus_space)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = in[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return TP_EINVAL;
-            int hi = tp_hex_digit(in[i + 1]), lo = tp_hex_digit(in[i + 2]);
-            if (hi < 0 || lo < 0)
-                return TP_EINVAL;
-            c = (char)(hi * 16 + lo);
-            if (c == '\0')
-                return TP_EINVAL;
-            i += 2;
-        } else if (c == '+' && plus_space) {
-            c = ' ';
-        } else if (c == '\0') {
-            return TP_EINVAL;
-        }
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return (int)o;
 }
 
 const char *tp_http_status_text(int status)

@@ -8,6 +8,7 @@
 #include "tickpool/base/buf.h"
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
+#include "tickpool/base/url.h"
 #include "tickpool/net/http.h"
 
 #include <stdint.h>
@@ -160,7 +161,7 @@ static int match(const struct route *rt, char **segs, size_t nsegs, struct tp_ht
             continue;
         size_t l = strlen(segs[i]);
         char *v = tp_xmalloc(l + 1);
-        if (tp_http_decode(segs[i], l, v, false) < 0) {
+        if (tp_url_decode(segs[i], l, v, false) < 0) {
             free(v);
             clear_params(ctx);
             return TP_EINVAL;

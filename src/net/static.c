@@ -8,6 +8,7 @@
  */
 #include "tickpool/net/static.h"
 #include "tickpool/base/common.h"
+#include "tickpool/base/url.h"
 #include "tickpool/net/http.h"
 #include "tickpool/base/log.h"
 #include "tickpool/net/router.h"
@@ -67,7 +68,7 @@ int tp_static_resolve(const struct tp_static *s, const char *raw_path, char *out
         strstr(raw_path, "%00") != NULL)
         return TP_ENOTFOUND;
     char dec[PATH_MAX];
-    if (tp_http_decode(raw_path, n, dec, false) < 0)
+    if (tp_url_decode(raw_path, n, dec, false) < 0)
         return TP_EINVAL;
     if (strchr(dec, '\\') != NULL)
         return TP_ENOTFOUND;

@@ -23,9 +23,9 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
-#include "tickpool/net/http.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
+#include "tickpool/base/url.h"
 #include "tickpool/net/worker.h"
 
 #include <ev.h>
@@ -91,7 +91,7 @@ enum hs_kind { HS_AUTH = 1, HS_SELECT, HS_SCRIPT, HS_READY, HS_RELOAD };
 
 struct tp_store {
     struct ev_loop *loop;
-    struct tp_store_url url;
+    struct tp_url_redis url;
     int timeout_ms;
     redisAsyncContext *ac;
     enum state state;
@@ -125,125 +125,6 @@ _Static_assert((int)TP_REPLY_STRING == REDIS_REPLY_STRING &&
 
 static void start_connect(struct tp_store *s);
 static void schedule_retry(struct tp_store *s);
-
-/* --- URL parsing --- */
-
-/* Copies [p, p+n) into out (size cap) percent-decoding it with the project's decoder
- * (tp_http_decode); TP_EINVAL when it does not fit or an escape is broken or encodes NUL. */
-static int copy_decoded(char *out, size_t cap, const char *p, size_t n)
-{
-    /* A field is part of redis.url, and decoding never lengthens it. */
-    char tmp[sizeof(((struct tp_config_redis *)0)->url)];
-    if (n >= sizeof(tmp))
-        return TP_EINVAL;
-    int len = tp_http_decode(p, n, tmp, false);
-    if (len < 0 || (size_t)len >= cap)
-        return TP_EINVAL;
-    memcpy(out, tmp, (size_t)len + 1);
-    return 0;
-}
-
-static int parse_int(const char *p, size_t n, int min, int max, int *out)
-{
-    if (n == 0 || n > 9)
-        return TP_EINVAL;
-    int v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return TP_EINVAL;
-        v = v * 10 + (p[i] - '0');
-    }
-    if (v < min || v > max)
-        return TP_EINVAL;
-    *out = v;
-    return 0;
-}
-
-/* Parses an optional "?db=N" query at q (length n). */
-static int parse_query(const char *q, size_t n, int *db)
-{
-    if (n == 0)
-        return 0;
-    if (n < 4 || memcmp(q, "db=", 3) != 0)
-        return TP_EINVAL;
-    return parse_int(q + 3, n - 3, 0, 1000000, db);
-}
-
-int tp_store_url_parse(const char *url, struct tp_store_url *out)
-{
-    memset(out, 0, sizeof(*out));
-    out->port = 6379;
-    if (url == NULL)
-        return TP_EINVAL;
-    if (strncmp(url, "unix://", 7) == 0) {
-        const char *p = url + 7, *q = strchr(p, '?');
-        size_t n = q ? (size_t)(q - p) : strlen(p);
-        if (n == 0 || p[0] != '/' || n >= sizeof(out->path))
-            return TP_EINVAL;
-        memcpy(out->path, p, n);
-        out->port = 0;
-        return q ? parse_query(q + 1, strlen(q + 1), &out->db) : 0;
-    }
-    if (strncmp(url, "redis://", 8) != 0)
-        return TP_EINVAL;
-    const char *p = url + 8;
-    const char *end = p + strcspn(p, "/?");
-    const char *at = NULL;
-    for (const char *c = p; c < end; c++)
-        if (*c == '@')
-            at = c;
-    if (at != NULL) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon != NULL) {
-            if (copy_decoded(out->user, sizeof(out->user), p, (size_t)(colon - p)) != 0 ||
-                copy_decoded(out->password, sizeof(out->password), colon + 1,
-                             (size_t)(at - colon - 1)) != 0)
-                return TP_EINVAL;
-        } else if (copy_decoded(out->user, sizeof(out->user), p, (size_t)(at - p)) != 0) {
-            return TP_EINVAL;
-        }
-        p = at + 1;
-    }
-    /* host, "[v6]", optional ":port" */
-    const char *hend, *portp = NULL;
-    if (*p == '[') {
-        const char *rb = memchr(p, ']', (size_t)(end - p));
-        if (rb == NULL)
-            return TP_EINVAL;
-        if ((size_t)(rb - p - 1) >= sizeof(out->host))
-            return TP_EINVAL;
-        memcpy(out->host, p + 1, (size_t)(rb - p - 1));
-        hend = rb + 1;
-        if (hend < end) {
-            if (*hend != ':')
-                return TP_EINVAL;
-            portp = hend + 1;
-        }
-    } else {
-        const char *colon = memchr(p, ':', (size_t)(end - p));
-        hend = colon ? colon : end;
-        if ((size_t)(hend - p) >= sizeof(out->host))
-            return TP_EINVAL;
-        memcpy(out->host, p, (size_t)(hend - p));
-        if (colon)
-            portp = colon + 1;
-    }
-    if (out->host[0] == '\0')
-        return TP_EINVAL;
-    if (portp != NULL && parse_int(portp, (size_t)(end - portp), 1, 65535, &out->port) != 0)
-        return TP_EINVAL;
-    p = end;
-    if (*p == '/') {
-        p++;
-        size_t n = strcspn(p, "?");
-        if (n > 0 && parse_int(p, n, 0, 1000000, &out->db) != 0)
-            return TP_EINVAL;
-        p += n;
-    }
-    if (*p == '?')
-        return parse_query(p + 1, strlen(p + 1), &out->db);
-    return 0;
-}
 
 /* --- Scripts --- */
 
@@ -757,6 +638,11 @@ static int command_v(struct tp_store *s, tp_store_cb cb, void *ud, const char *f
     return 0;
 }
 
+int tp_store_commandv(struct tp_store *s, tp_store_cb cb, void *ud, const char *fmt, va_list ap)
+{
+    return command_v(s, cb, ud, fmt, ap);
+}
+
 int tp_store_command(struct tp_store *s, tp_store_cb cb, void *ud, const char *fmt, ...)
 {
     va_list ap;
@@ -924,7 +810,7 @@ struct tp_store *tp_store_new(struct ev_loop *loop, const struct tp_config_redis
     struct tp_store *s = tp_xcalloc(1, sizeof(*s));
     s->loop = loop;
     s->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 2000;
-    if (tp_store_url_parse(cfg->url, &s->url) != 0) {
+    if (tp_url_parse_redis(cfg->url, &s->url) != 0) {
         tp_log_error(MOD, "invalid redis.url (expected redis://[[user]:password@]host[:port]"
                           "[/db] or unix:///path[?db=N])");
         goto fail;

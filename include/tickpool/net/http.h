@@ -100,13 +100,6 @@ const char *tp_http_request_header(const struct tp_http_request *req, const char
 /** Decoded query parameter by exact name (first occurrence), or NULL. */
 const char *tp_http_request_param(const struct tp_http_request *req, const char *name);
 
-/**
- * Percent-decodes `n` bytes of `in` into `out` (room for n+1 bytes), NUL-terminating it.
- * `plus_space` turns '+' into ' ' (query strings). Returns the decoded length, or TP_EINVAL on a
- * malformed escape or an encoded NUL.
- */
-int tp_http_decode(const char *in, size_t n, char *out, bool plus_space);
-
 /** The reason phrase for a status code ("Not Found"), or "Unknown". */
 const char *tp_http_status_text(int status);
 /** The contract's error code for a status ("not_found", "payload_too_large", ...). */

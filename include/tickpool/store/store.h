@@ -14,6 +14,7 @@
 #ifndef TP_STORE_H
 #define TP_STORE_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,8 +48,9 @@ struct tp_store_stats {
 
 /**
  * Creates a store on `loop` and starts connecting to cfg->url (`redis://[[user]:pass@]host
- * [:port][/db]` or `unix:///path.sock[?db=N]`). Reads every `<name>.lua` in scripts_dir (NULL:
- * none). Returns NULL (logged) on a bad URL or an unreadable script. `cfg` is copied.
+ * [:port][/db]` or `unix:///path.sock[?db=N]`, parsed by tp_url_parse_redis). Reads every
+ * `<name>.lua` in scripts_dir (NULL: none). Returns NULL (logged) on a bad URL or an unreadable
+ * script. `cfg` is copied.
  */
 struct tp_store *tp_store_new(struct ev_loop *loop, const struct tp_config_redis *cfg,
                               const char *scripts_dir);
@@ -78,6 +80,9 @@ struct tp_store *tp_store_of(const struct tp_worker *w);
  * bad format or on a store used for subscriptions.
  */
 int tp_store_command(struct tp_store *store, tp_store_cb cb, void *ud, const char *fmt, ...);
+/** Like tp_store_command with a va_list (for wrappers such as store/sync). */
+int tp_store_commandv(struct tp_store *store, tp_store_cb cb, void *ud, const char *fmt,
+                      va_list ap);
 /** Like tp_store_command with an argument vector (`argvlen` NULL: strlen of each). */
 int tp_store_commandargv(struct tp_store *store, tp_store_cb cb, void *ud, int argc,
                          const char **argv, const size_t *argvlen);
@@ -112,19 +117,5 @@ const char *tp_reply_str(const struct tp_store_reply *r, size_t *len);
 size_t tp_reply_len(const struct tp_store_reply *r);
 /** Element `i` of an ARRAY reply, or NULL when out of range or not an array. */
 const struct tp_store_reply *tp_reply_at(const struct tp_store_reply *r, size_t i);
-
-/* A parsed Redis URL (tp_store_url_parse). `path` non-empty means a unix socket. */
-struct tp_store_url {
-    char host[256];
-    int port;
-    char path[256];
-    char user[128];
-    char password[256];
-    int db;
-};
-
-/** Parses a Redis URL (syntax as in tp_store_new) into `out`; exposed for tests and the CLI.
- * Returns 0 or TP_EINVAL. */
-int tp_store_url_parse(const char *url, struct tp_store_url *out);
 
 #endif

@@ -449,23 +449,6 @@ static void test_guard_page(void **state)
     munmap(map, (size_t)pg * 2);
 }
 
-static void test_decode(void **state)
-{
-    (void)state;
-    char out[64];
-    assert_int_equal(tp_http_decode("a%20b+c", 7, out, true), 5);
-    assert_string_equal(out, "a b c");
-    assert_int_equal(tp_http_decode("a%20b+c", 7, out, false), 5);
-    assert_string_equal(out, "a b+c");
-    assert_int_equal(tp_http_decode("%2e%2E", 6, out, false), 2);
-    assert_string_equal(out, "..");
-    assert_int_equal(tp_http_decode("%", 1, out, false), TP_EINVAL);
-    assert_int_equal(tp_http_decode("%4", 2, out, false), TP_EINVAL);
-    assert_int_equal(tp_http_decode("%g0", 3, out, false), TP_EINVAL);
-    assert_int_equal(tp_http_decode("a%00", 4, out, false), TP_EINVAL);
-    assert_int_equal(tp_http_decode("", 0, out, false), 0);
-}
-
 static void test_response_writer(void **state)
 {
     (void)state;
@@ -509,7 +492,6 @@ int main(void)
         cmocka_unit_test(test_methods),
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_guard_page),
-        cmocka_unit_test(test_decode),
         cmocka_unit_test(test_response_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
