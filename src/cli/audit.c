@@ -1,10 +1,10 @@
 /*
  * `tickpool audit` (see include/tickpool/cli/audit.h).
  *
- * Redis is read through a private loop and tp_store, one command at a time (the audit is an
- * operator command, not a hot path: clarity over pipelining). Reads are not one atomic snapshot,
- * so run it against a quiet system for an exact answer; on a busy one a bet landing between two
- * reads can show up as a transient mismatch (the audit says so in its hint line).
+ * Redis is read through store/sync (a private loop and tp_store), one command at a time (the audit
+ * is an operator command, not a hot path: clarity over pipelining). Reads are not one atomic
+ * snapshot, so run it against a quiet system for an exact answer; on a busy one a bet landing
+ * between two reads can show up as a transient mismatch (the audit says so in its hint line).
  */
 #include "tickpool/cli/audit.h"
 #include "tickpool/store/pgw_pg.h"
@@ -14,8 +14,7 @@
 #include "tickpool/game/round.h"
 #include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
-
-#include <ev.h>
+#include "tickpool/store/sync.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -25,117 +24,53 @@
 #include <string.h>
 #include <time.h>
 
-/* --- Synchronous Redis over the async store --- */
-
-/* A deep copy of a reply (store replies live only during their callback). */
-struct rv {
-    enum tp_reply_type type;
-    long long i;
-    char *s;
-    size_t n;
-    struct rv **a;
-};
-
-static struct rv *copy(const struct tp_store_reply *r)
-{
-    struct rv *v = tp_xcalloc(1, sizeof(*v));
-    v->type = tp_reply_type(r);
-    v->i = tp_reply_integer(r);
-    size_t len = 0;
-    const char *s = tp_reply_str(r, &len);
-    if (s != NULL)
-        v->s = tp_xstrndup(s, len);
-    v->n = tp_reply_len(r);
-    if (v->n > 0) {
-        v->a = tp_xcalloc(v->n, sizeof(*v->a));
-        for (size_t i = 0; i < v->n; i++)
-            v->a[i] = copy(tp_reply_at(r, i));
-    }
-    return v;
-}
-
-static void rv_free(struct rv *v)
-{
-    if (v == NULL)
-        return;
-    for (size_t i = 0; i < v->n; i++)
-        rv_free(v->a[i]);
-    free(v->a);
-    free(v->s);
-    free(v);
-}
+/* --- Redis, one command at a time (store/sync) --- */
 
 struct audit {
     const struct tp_config *cfg;
-    struct ev_loop *loop;
-    struct tp_store *store;
-    bool done;
-    int err;
-    struct rv *reply;
+    struct tp_store_sync *redis;
     int mismatches;
     bool redis_failed;
 };
 
-static void on_reply(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct audit *a = ud;
-    a->done = true;
-    a->err = err;
-    a->reply = err == 0 ? copy(r) : NULL;
-}
-
 /* Runs one command and waits for it. Returns the reply (caller frees) or NULL on failure
  * (Redis error replies included), after which the audit stops with exit 2. */
-static struct rv *cmd(struct audit *a, const char *fmt, ...)
+static struct tp_store_value *cmd(struct audit *a, const char *fmt, ...)
 {
     if (a->redis_failed)
         return NULL;
     va_list ap;
     va_start(ap, fmt);
-    char *line = NULL;
-    if (vasprintf(&line, fmt, ap) < 0)
-        tp_log_fatal("audit", "out of memory");
+    struct tp_store_value *v;
+    int rc = tp_store_sync_commandv(a->redis, &v, fmt, ap);
     va_end(ap);
-    /* Split on spaces: our arguments (key names, ids) never contain one. */
-    const char *argv[16];
-    int argc = 0;
-    for (char *save = NULL, *t = strtok_r(line, " ", &save); t && argc < 16;
-         t = strtok_r(NULL, " ", &save))
-        argv[argc++] = t;
-    a->done = false;
-    int rc = tp_store_commandargv(a->store, on_reply, a, argc, argv, NULL);
-    if (rc == 0)
-        while (!a->done)
-            ev_run(a->loop, EVRUN_ONCE);
-    struct rv *v = rc == 0 && a->err == 0 ? a->reply : NULL;
+    int name = (int)strcspn(fmt, " "); /* the command, for the message */
     if (v != NULL && v->type == TP_REPLY_ERROR) {
-        fprintf(stderr, "audit: redis %s: %s\n", argv[0], v->s);
-        rv_free(v);
+        fprintf(stderr, "audit: redis %.*s: %s\n", name, fmt, v->str);
+        tp_store_value_free(v);
         v = NULL;
     } else if (v == NULL) {
-        fprintf(stderr, "audit: redis %s failed: %s\n", argv[0],
-                tp_strerror(rc != 0 ? rc : a->err));
+        fprintf(stderr, "audit: redis %.*s failed: %s\n", name, fmt, tp_strerror(rc));
     }
     if (v == NULL)
         a->redis_failed = true;
-    free(line);
     return v;
 }
 
-static int64_t num(const struct rv *v)
+static int64_t num(const struct tp_store_value *v)
 {
     if (v == NULL)
         return 0;
     if (v->type == TP_REPLY_INTEGER)
-        return v->i;
-    return v->s ? strtoll(v->s, NULL, 10) : 0;
+        return v->integer;
+    return v->str ? strtoll(v->str, NULL, 10) : 0;
 }
 
 static int64_t get_int(struct audit *a, const char *fmt, const char *arg1, const char *arg2)
 {
-    struct rv *v = cmd(a, fmt, arg1, arg2);
+    struct tp_store_value *v = cmd(a, fmt, arg1, arg2);
     int64_t n = num(v);
-    rv_free(v);
+    tp_store_value_free(v);
     return n;
 }
 
@@ -211,68 +146,69 @@ static void check_bucket(struct audit *a, int bucket, struct totals *t)
     struct tp_key key;
     int64_t bal = 0, held = 0, nusers = 0, negative = 0;
 
-    struct rv *v = cmd(a, "HGETALL %s", tp_keys_bal(&key, bucket), NULL);
+    struct tp_store_value *v = cmd(a, "HGETALL %s", tp_keys_bal(&key, bucket), NULL);
     for (size_t i = 0; v != NULL && i + 1 < v->n; i += 2) {
-        int64_t b = num(v->a[i + 1]);
+        int64_t b = num(v->elem[i + 1]);
         bal += b;
         nusers++;
         if (b < 0)
             negative++;
-        kvs_add(&t->users, num(v->a[i]), b);
+        kvs_add(&t->users, num(v->elem[i]), b);
     }
-    rv_free(v);
+    tp_store_value_free(v);
 
     int64_t house = get_int(a, "GET %s", tp_keys_house(&key, bucket), NULL);
     int64_t granted = get_int(a, "GET %s", tp_keys_granted(&key, bucket), NULL);
 
     /* Rounds holding stakes: the bucket's `unsettled` set, plus (defensively) any pool whose
      * round state copy is still open or live but is missing from the set. */
-    struct rv *uns = cmd(a, "SMEMBERS %s", tp_keys_unsettled(&key, bucket), NULL);
+    struct tp_store_value *uns = cmd(a, "SMEMBERS %s", tp_keys_unsettled(&key, bucket), NULL);
     int nrounds = 0;
     for (size_t i = 0; uns != NULL && i < uns->n; i++) {
-        int64_t h = held_by_round(a, bucket, num(uns->a[i]));
+        int64_t h = held_by_round(a, bucket, num(uns->elem[i]));
         held += h;
         nrounds++;
-        kvs_add(&t->round_stakes, num(uns->a[i]), h);
+        kvs_add(&t->round_stakes, num(uns->elem[i]), h);
     }
     char cursor[32] = "0";
     do {
         struct tp_key match;
-        struct rv *s =
+        struct tp_store_value *s =
             cmd(a, "SCAN %s MATCH %s COUNT 1000", cursor, tp_keys_pool_pattern(&match, bucket));
         if (s == NULL || s->n != 2)
             break;
-        snprintf(cursor, sizeof(cursor), "%s", s->a[0]->s ? s->a[0]->s : "0");
-        for (size_t i = 0; i < s->a[1]->n; i++) {
-            const char *rid = strrchr(s->a[1]->a[i]->s, ':') + 1;
+        snprintf(cursor, sizeof(cursor), "%s", s->elem[0]->str ? s->elem[0]->str : "0");
+        for (size_t i = 0; i < s->elem[1]->n; i++) {
+            const char *rid = strrchr(s->elem[1]->elem[i]->str, ':') + 1;
             bool listed = false;
             for (size_t j = 0; uns != NULL && j < uns->n; j++)
-                listed = listed || strcmp(uns->a[j]->s, rid) == 0;
+                listed = listed || strcmp(uns->elem[j]->str, rid) == 0;
             if (listed)
                 continue;
             int64_t id = strtoll(rid, NULL, 10);
-            struct rv *st = cmd(a, "HGET %s state", tp_keys_round_state(&key, bucket, id), NULL);
-            enum tp_round_state rs = state_of(st != NULL ? st->s : NULL);
+            struct tp_store_value *st =
+                cmd(a, "HGET %s state", tp_keys_round_state(&key, bucket, id), NULL);
+            enum tp_round_state rs = state_of(st != NULL ? st->str : NULL);
             if (rs == TP_ROUND_OPEN || rs == TP_ROUND_LIVE) {
                 int64_t h = held_by_round(a, bucket, id);
                 held += h;
                 nrounds++;
                 kvs_add(&t->round_stakes, id, h);
             }
-            rv_free(st);
+            tp_store_value_free(st);
         }
-        rv_free(s);
+        tp_store_value_free(s);
     } while (strcmp(cursor, "0") != 0 && !a->redis_failed);
-    rv_free(uns);
+    tp_store_value_free(uns);
 
-    struct rv *g = cmd(a, "HVALS %s", tp_keys_grants(&key, bucket), NULL);
+    struct tp_store_value *g = cmd(a, "HVALS %s", tp_keys_grants(&key, bucket), NULL);
     int64_t gsum = 0;
     for (size_t i = 0; g != NULL && i < g->n; i++) {
-        const char *colon = g->a[i]->s ? strchr(g->a[i]->s, ':') : NULL;
+        const char *colon = g->elem[i]->str ? strchr(g->elem[i]->str, ':') : NULL;
         gsum += colon ? strtoll(colon + 1, NULL, 10) : 0;
     }
     int64_t gn = g ? (int64_t)g->n : 0;
-    rv_free(g);
+    tp_store_value_free(g);
 
     int64_t lhs = bal + house + held;
     report(a, lhs == granted,
@@ -307,19 +243,20 @@ struct receipt {
 
 static size_t check_receipts(struct audit *a, struct receipt **out)
 {
-    struct rv *ids = cmd(a, "ZRANGE %s 0 -1", TP_KEYS_ROUNDS, NULL);
+    struct tp_store_value *ids = cmd(a, "ZRANGE %s 0 -1", TP_KEYS_ROUNDS, NULL);
     size_t n = ids ? ids->n : 0, nfinal = 0, nbad = 0;
     struct receipt *rs = tp_xcalloc(n + 1, sizeof(*rs));
     for (size_t i = 0; i < n; i++) {
         struct tp_key key;
-        struct rv *h = cmd(a, "HMGET %s state r_total r_payouts r_rake r_breakage r_refunds",
-                           tp_keys_round(&key, num(ids->a[i])), NULL);
+        struct tp_store_value *h =
+            cmd(a, "HMGET %s state r_total r_payouts r_rake r_breakage r_refunds",
+                tp_keys_round(&key, num(ids->elem[i])), NULL);
         if (h == NULL || h->n != 6)
             break;
-        rs[i].id = num(ids->a[i]);
-        if (tp_round_is_final(state_of(h->a[0]->s))) {
-            int64_t total = num(h->a[1]), pay = num(h->a[2]), rake = num(h->a[3]);
-            int64_t brk = num(h->a[4]), ref = num(h->a[5]);
+        rs[i].id = num(ids->elem[i]);
+        if (tp_round_is_final(state_of(h->elem[0]->str))) {
+            int64_t total = num(h->elem[1]), pay = num(h->elem[2]), rake = num(h->elem[3]);
+            int64_t brk = num(h->elem[4]), ref = num(h->elem[5]);
             rs[i] = (struct receipt){rs[i].id, total, pay, ref, true};
             nfinal++;
             if (pay + rake + brk + ref != total || pay < 0 || rake < 0 || brk < 0 || ref < 0) {
@@ -328,18 +265,18 @@ static size_t check_receipts(struct audit *a, struct receipt **out)
                        "round %s receipt: payouts %" PRId64 " + rake %" PRId64
                        " + breakage %" PRId64 " + refunds %" PRId64 " = %" PRId64 ", total %" PRId64
                        ", diff %+" PRId64,
-                       ids->a[i]->s, pay, rake, brk, ref, pay + rake + brk + ref, total,
+                       ids->elem[i]->str, pay, rake, brk, ref, pay + rake + brk + ref, total,
                        pay + rake + brk + ref - total);
             }
         }
-        rv_free(h);
+        tp_store_value_free(h);
     }
     if (nbad == 0)
         report(a, true,
                "receipts: %zu settled/cancelled rounds of %zu, each payouts + rake + breakage + "
                "refunds = total",
                nfinal, n);
-    rv_free(ids);
+    tp_store_value_free(ids);
     *out = rs;
     return n;
 }
@@ -569,16 +506,11 @@ int tp_audit_main(const struct tp_config *cfg, int nargs, char **args)
     struct receipt *rs = NULL;
     struct tp_pgw_pg *pg = NULL;
     int status = TP_AUDIT_USAGE;
-    a.loop = ev_loop_new(EVFLAG_AUTO);
-    if (a.loop == NULL || cfg->redis.url[0] == '\0') {
+    if (cfg->redis.url[0] == '\0') {
         fprintf(stderr, "audit: no Redis configured (redis.url)\n");
         goto out;
     }
-    a.store = tp_store_new(a.loop, &cfg->redis, NULL);
-    int64_t deadline = tp_mono_ms() + TP_MAX(cfg->redis.timeout_ms, 3000);
-    while (a.store != NULL && !tp_store_is_connected(a.store) && tp_mono_ms() < deadline)
-        ev_run(a.loop, EVRUN_ONCE);
-    if (a.store == NULL || !tp_store_is_connected(a.store)) {
+    if (tp_store_sync_open(&cfg->redis, NULL, TP_MAX(cfg->redis.timeout_ms, 3000), &a.redis) != 0) {
         fprintf(stderr, "audit: cannot connect to Redis\n");
         goto out;
     }
@@ -632,8 +564,6 @@ out:
     free(rs);
     free(t.users.a);
     free(t.round_stakes.a);
-    tp_store_free(a.store);
-    if (a.loop != NULL)
-        ev_loop_destroy(a.loop);
+    tp_store_sync_close(a.redis);
     return status;
 }

@@ -1,7 +1,7 @@
 /*
- * `tickpool verify ROUND`. Redis is read through tp_store on a private ev_loop that runs until
- * every reply is in (no synchronous client outside store.c). Checks, each printed:
- * the round is final, the revealed seed matches seed_hash, the close price recomputed from
+ * `tickpool verify ROUND`. Redis is read through store/sync: commands are fanned out on its
+ * store and its private loop runs until every reply is in (no second Redis client). Checks, each
+ * printed: the round is final, the revealed seed matches seed_hash, the close price recomputed from
  * lock_price and the seed(s) (docs/fairness.md §5), the winning band, each winning bet's payout
  * (or each refund) against tp_settle_payout, and the receipt against tp_settle_compute.
  */
@@ -16,14 +16,13 @@
 #include "tickpool/game/settle.h"
 #include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
+#include "tickpool/store/sync.h"
 
-#include <ev.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct vctx {
-    struct ev_loop *loop;
     int pending, err;
     struct tp_game_round r;
     bool have_r;
@@ -37,8 +36,7 @@ struct vctx {
 
 static void done1(struct vctx *v)
 {
-    if (--v->pending == 0)
-        ev_break(v->loop, EVBREAK_ALL);
+    v->pending--;
 }
 
 static void on_round(int err, const struct tp_store_reply *r, void *ud)
@@ -130,20 +128,6 @@ static void on_next_seed(int err, const struct tp_store_reply *r, void *ud)
     done1(v);
 }
 
-static void on_connect_timer(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)revents;
-    struct tp_store *s = t->data;
-    if (tp_store_is_connected(s))
-        ev_break(loop, EVBREAK_ALL);
-}
-
-static void on_deadline(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)t, (void)revents;
-    ev_break(loop, EVBREAK_ALL);
-}
-
 static int check(bool ok, const char *what, int *fails)
 {
     printf("%s %s\n", ok ? "ok  " : "FAIL", what);
@@ -160,32 +144,22 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
         fprintf(stderr, "usage: tickpool verify ROUND_ID\n");
         return 2;
     }
-    struct vctx v = {.loop = ev_loop_new(EVFLAG_AUTO)};
-    struct tp_store *store = tp_store_new(v.loop, &cfg->redis, "scripts/lua");
-    if (store == NULL)
-        return 2;
-    ev_timer ct;
-    ev_timer_init(&ct, on_connect_timer, 0.01, 0.01);
-    ct.data = store;
-    ev_timer_start(v.loop, &ct);
-    ev_timer deadline;
-    ev_timer_init(&deadline, on_deadline, 5.0, 0.);
-    ev_timer_start(v.loop, &deadline);
-    ev_run(v.loop, 0);
-    ev_timer_stop(v.loop, &ct);
-    ev_timer_stop(v.loop, &deadline);
-    if (!tp_store_is_connected(store)) {
+    struct vctx v = {0};
+    struct tp_store_sync *redis;
+    int rc = tp_store_sync_open(&cfg->redis, "scripts/lua", 5000, &redis);
+    if (rc == TP_EUNAVAIL)
         fprintf(stderr, "tickpool verify: cannot reach Redis\n");
-        tp_store_free(store);
+    if (rc != 0)
         return 2;
-    }
-    v.pending = 1;
+    struct tp_store *store = tp_store_sync_store(redis);
     struct tp_key rk;
-    tp_store_command(store, on_round, &v, "HGETALL %s", tp_keys_round(&rk, id));
-    ev_run(v.loop, 0);
+    v.pending = 1;
+    if (tp_store_command(store, on_round, &v, "HGETALL %s", tp_keys_round(&rk, id)) != 0)
+        v.pending = 0;
+    tp_store_sync_wait(redis, &v.pending);
     if (!v.have_r) {
         fprintf(stderr, "tickpool verify: round %lld not found\n", id);
-        tp_store_free(store);
+        tp_store_sync_close(redis);
         return 2;
     }
     struct tp_game_round *r = &v.r;
@@ -208,12 +182,11 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
         segs[0].vol_ppb = r->vol_ppb;
         if (k > n_seg) {
             v.pending = 0;
-            for (int j = 1; j <= 8 && j * n_seg < k; j++) {
-                v.pending++;
-                tp_store_command(store, on_next_seed, &v, "HGETALL %s", tp_keys_round(&rk, id + j));
-            }
-            if (v.pending)
-                ev_run(v.loop, 0);
+            for (int j = 1; j <= 8 && j * n_seg < k; j++)
+                if (tp_store_command(store, on_next_seed, &v, "HGETALL %s",
+                                     tp_keys_round(&rk, id + j)) == 0)
+                    v.pending++;
+            tp_store_sync_wait(redis, &v.pending);
             for (int j = 0; j < 8 && (int64_t)ns * n_seg < k; j++) {
                 if (tp_hex_decode(v.next_seed[j], segs[ns].seed, TP_PRICE_SIM_SEED_LEN) != 0)
                     break;
@@ -245,8 +218,7 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
                 v.err = TP_EUNAVAIL;
             }
         }
-    if (v.pending)
-        ev_run(v.loop, 0);
+    tp_store_sync_wait(redis, &v.pending);
     if (!check(v.err == 0, "bets and payouts read", &fails))
         goto out;
     struct tp_settle_plan plan;
@@ -286,7 +258,6 @@ out:
     printf("%s: %d check(s) failed\n", fails ? "MISMATCH" : "VERIFIED", fails);
     free(v.stake);
     free(v.paid);
-    tp_store_free(store);
-    ev_loop_destroy(v.loop);
+    tp_store_sync_close(redis);
     return fails ? 1 : 0;
 }
