@@ -17,13 +17,11 @@
 #include "tickpool/stream/bcast.h"
 
 #include "tickpool/base/buf.h"
-#include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
 #include "tickpool/game/game_round.h"
 #include "tickpool/game/leader.h"
-#include "tickpool/game/round.h"
 #include "tickpool/net/conn.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/net/ws.h"
@@ -36,7 +34,6 @@
 #include <string.h>
 
 #define MOD "bcast"
-#define DISPATCH_MAX_LEN (1024 * 1024)
 
 struct bcast {
     struct tp_worker *w;
@@ -236,45 +233,29 @@ static void start_payouts(struct bcast *bc, int64_t round_id)
 void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
 {
     struct bcast *bc = bcast_of(w);
-    struct tp_doc *doc = NULL;
-    if (tp_doc_parse_ex(TP_FMT_MSGPACK, data, len, DISPATCH_MAX_LEN, &doc, NULL, 0) != 0) {
+    struct tp_protocol_peek pk;
+    int rc = tp_protocol_peek(data, len, &pk);
+    if (rc == TP_ENOTFOUND) {
+        tp_log_warn(MOD, "dropped a broadcast without t\tlen=%zu", len);
+        return;
+    }
+    if (rc != 0) {
         tp_log_warn(MOD, "dropped a malformed broadcast\tlen=%zu", len);
         return;
     }
-    const struct tp_val *m = tp_doc_root(doc);
-    const char *t = NULL;
-    if (tp_val_get_str(m, "t", &t, NULL) != 0) {
-        tp_log_warn(MOD, "dropped a broadcast without t\tlen=%zu", len);
-        tp_doc_free(doc);
+    if (bc == NULL)
         return;
-    }
-    enum tp_ws_kind kind = TP_WS_KIND_DIRECT;
-    if (strcmp(t, "tick") == 0)
-        kind = TP_WS_KIND_TICK;
-    else if (strcmp(t, "odds") == 0)
-        kind = TP_WS_KIND_ODDS;
-    if (bc != NULL) {
-        struct forward fw = {bc->sessions, tp_ws_frame_new(data, len, kind)};
-        tp_worker_foreach_ws(w, send_ready, &fw);
-        tp_ws_frame_unref(fw.f);
-    }
-
-    if (bc != NULL && strcmp(t, "round") == 0) {
-        const struct tp_val *r = tp_val_get(m, "round");
-        const char *state = NULL;
-        size_t state_len = 0;
-        enum tp_round_state st = TP_ROUND_NONE;
-        int64_t id = 0;
-        /* Only the final announcement carries the receipt: a round being cancelled is shown
-         * as cancelled before its refunds are credited, and looking up payouts then would find
-         * none and skip the refunded players. */
-        bool has_receipt = tp_val_type(tp_val_get(r, "receipt")) == TP_VAL_MAP;
-        if (tp_val_get_str(r, "state", &state, &state_len) == 0 &&
-            tp_round_state_parse(state, state_len, &st) == 0 && tp_val_get_int(r, "id", &id) == 0 &&
-            has_receipt && tp_round_is_final(st))
-            start_payouts(bc, id);
-    }
-    tp_doc_free(doc);
+    enum tp_ws_kind kind = pk.kind == TP_PROTOCOL_TICK   ? TP_WS_KIND_TICK
+                           : pk.kind == TP_PROTOCOL_ODDS ? TP_WS_KIND_ODDS
+                                                         : TP_WS_KIND_DIRECT;
+    struct forward fw = {bc->sessions, tp_ws_frame_new(data, len, kind)};
+    tp_worker_foreach_ws(w, send_ready, &fw);
+    tp_ws_frame_unref(fw.f);
+    /* Only the final announcement carries the receipt: a round being cancelled is shown as
+     * cancelled before its refunds are credited, and looking up payouts then would find none
+     * and skip the refunded players. */
+    if (pk.kind == TP_PROTOCOL_ROUND && pk.round_paid)
+        start_payouts(bc, pk.round_id);
 }
 
 static void on_sub(int err, const struct tp_store_reply *r, void *ud)

@@ -262,3 +262,38 @@ void tp_protocol_error(struct tp_buf *out, const char *code, const char *message
     tp_wr_key(&w, "message");
     tp_wr_str(&w, message);
 }
+
+/* --- Reading a broadcast back --- */
+
+int tp_protocol_peek(const void *data, size_t len, struct tp_protocol_peek *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct tp_doc *doc = NULL;
+    if (tp_doc_parse_ex(TP_FMT_MSGPACK, data, len, TP_DOC_MAX_LEN, &doc, NULL, 0) != 0)
+        return TP_EINVAL;
+    const struct tp_val *m = tp_doc_root(doc);
+    const char *t = NULL;
+    if (tp_val_get_str(m, "t", &t, NULL) != 0) {
+        tp_doc_free(doc);
+        return TP_ENOTFOUND;
+    }
+    if (strcmp(t, "tick") == 0) {
+        out->kind = TP_PROTOCOL_TICK;
+    } else if (strcmp(t, "odds") == 0) {
+        out->kind = TP_PROTOCOL_ODDS;
+    } else if (strcmp(t, "round") == 0) {
+        out->kind = TP_PROTOCOL_ROUND;
+        const struct tp_val *r = tp_val_get(m, "round");
+        const char *name = NULL;
+        size_t name_len = 0;
+        enum tp_round_state st = TP_ROUND_NONE;
+        bool has_receipt = tp_val_type(tp_val_get(r, "receipt")) == TP_VAL_MAP;
+        if (tp_val_get_int(r, "id", &out->round_id) != 0)
+            out->round_id = 0;
+        out->round_paid = out->round_id != 0 && has_receipt &&
+                          tp_val_get_str(r, "state", &name, &name_len) == 0 &&
+                          tp_round_state_parse(name, name_len, &st) == 0 && tp_round_is_final(st);
+    }
+    tp_doc_free(doc);
+    return 0;
+}

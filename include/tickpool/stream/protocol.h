@@ -67,4 +67,28 @@ void tp_protocol_pong(struct tp_buf *out, const struct tp_val *ts);
 /** {t:"error", code, message} (both NUL-terminated, docs/protocol.md §2.1 `error`). */
 void tp_protocol_error(struct tp_buf *out, const char *code, const char *message);
 
+/* --- Reading a broadcast back --- */
+
+/** Kinds of server message the fan-out treats differently. */
+enum tp_protocol_kind {
+    TP_PROTOCOL_OTHER, /* forwarded as is */
+    TP_PROTOCOL_TICK,  /* droppable: a newer tick replaces it */
+    TP_PROTOCOL_ODDS,  /* droppable: newer odds replace them */
+    TP_PROTOCOL_ROUND, /* may announce payouts */
+};
+
+/** What the fan-out needs to know about one encoded server message. */
+struct tp_protocol_peek {
+    enum tp_protocol_kind kind;
+    int64_t round_id; /* TP_PROTOCOL_ROUND: the round's id (0 if unreadable) */
+    /* TP_PROTOCOL_ROUND: settled or cancelled with its receipt, i.e. the payouts are credited
+     * (a cancellation is announced once without receipt before its refunds are done). */
+    bool round_paid;
+};
+
+/** Reads the kind of the encoded server message data[0..len) (at most TP_DOC_MAX_LEN bytes).
+ * Returns 0 and *out; TP_EINVAL when it is no MessagePack value; TP_ENOTFOUND when it has no
+ * string `t`. */
+int tp_protocol_peek(const void *data, size_t len, struct tp_protocol_peek *out);
+
 #endif

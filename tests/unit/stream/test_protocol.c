@@ -2,8 +2,8 @@
  * Unit tests of the WebSocket protocol encoders (src/stream/protocol.c): every server message
  * of docs/protocol.md is encoded, decoded with the codec's MessagePack reader and checked field
  * by field (count, names, types, nil rules); the Round object in both formats; the exact bytes
- * of a `tick` (clients and the fan-out depend on the wire form); and determinism, which odds
- * change detection relies on.
+ * of a `tick` (clients and the fan-out depend on the wire form); determinism, which odds
+ * change detection relies on; and tp_protocol_peek reading each kind back for the fan-out.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -524,6 +524,59 @@ static void test_appends(void **state)
     tp_buf_deinit(&two);
 }
 
+/* --- Reading broadcasts back --- */
+
+static void peek_of(struct tp_buf *b, struct tp_protocol_peek *pk)
+{
+    assert_int_equal(tp_protocol_peek(tp_buf_ptr(b), tp_buf_size(b), pk), 0);
+    tp_buf_reset(b);
+}
+
+static void test_peek(void **state)
+{
+    (void)state;
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_protocol_peek pk;
+    int64_t pools[2] = {1, 2};
+    tp_protocol_tick(&b, 1, 2);
+    peek_of(&b, &pk);
+    assert_int_equal(pk.kind, TP_PROTOCOL_TICK);
+    tp_protocol_odds(&b, 3, pools, 2, 0);
+    peek_of(&b, &pk);
+    assert_int_equal(pk.kind, TP_PROTOCOL_ODDS);
+    tp_protocol_hello(&b, 1, 0, false, 0);
+    peek_of(&b, &pk);
+    assert_int_equal(pk.kind, TP_PROTOCOL_OTHER);
+
+    /* Payouts are due once a round is final with its receipt: settled, or cancelled once the
+     * refunds are done; not while it is live or its cancellation is running. */
+    static const struct {
+        enum tp_round_state st;
+        bool receipt, paid;
+    } cases[] = {
+        {TP_ROUND_SETTLED, true, true},     {TP_ROUND_CANCELLED, true, true},
+        {TP_ROUND_CANCELLING, true, false}, {TP_ROUND_CANCELLED, false, false},
+        {TP_ROUND_SETTLING, true, false},   {TP_ROUND_OPEN, false, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct tp_game_round r;
+        settled_round(&r);
+        r.state = cases[i].st;
+        r.has_receipt = cases[i].receipt;
+        tp_protocol_round(&b, &r);
+        peek_of(&b, &pk);
+        assert_int_equal(pk.kind, TP_PROTOCOL_ROUND);
+        assert_int_equal(pk.round_id, 12);
+        assert_int_equal(pk.round_paid, cases[i].paid);
+    }
+
+    /* Not MessagePack; a map without t. */
+    assert_int_equal(tp_protocol_peek("\xc1", 1, &pk), TP_EINVAL);
+    assert_int_equal(tp_protocol_peek("\x81\xa1u\x01", 4, &pk), TP_ENOTFOUND);
+    tp_buf_deinit(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_pong),
         cmocka_unit_test(test_error),
         cmocka_unit_test(test_appends),
+        cmocka_unit_test(test_peek),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
