@@ -6,16 +6,19 @@
  * multiple of tick_ms), so a tick goes out right after its own timestamp rather than up to a
  * whole tick_ms late. A step reads a snapshot of the last rounds from Redis, asks the planner
  * (planner.h, pure) for the action owed and does at most that ONE action (open, lock, close,
- * cancel, settle or resync one round), as a short asynchronous
- * chain of fenced scripts; the next step re-reads Redis, so a chain interrupted by a crash or a
- * lost lease is simply resumed by whoever leads next (every script is idempotent). Only one
- * step and one tick chain are in flight at a time (busy flags).
+ * cancel, settle or resync one round), as a short asynchronous chain of fenced scripts; the
+ * next step re-reads Redis, so a chain interrupted by a crash or a lost lease is simply resumed
+ * by whoever leads next (every script is idempotent). Only one step and one tick chain are in
+ * flight at a time (busy flags).
+ *
+ * This file holds the lease, the step and the open/lock/close/cancel chains; the price feed is
+ * in leader_tick.c and the settlement driver in leader_settle.c (leader_internal.h).
  *
  * Ordering (why no bet lands after a lock is recorded): at a lock the next round is opened
  * first (global then buckets), then every bucket copy flips to live, and only then the global
  * lock records L. A close reads the bucket pools after they are frozen (live).
  */
-#include "tickpool/game/leader.h"
+#include "leader_internal.h"
 
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
@@ -43,70 +46,18 @@
 #define LEASE_PX 2000
 #define LEASE_LOSS_MS 1500 /* no successful renewal for this long: assume lost */
 #define STEP_PERIOD 0.05
-#define PAGE_SIZE 500
-#define TICKS_MAXLEN 6000
 #define TICK_LAG_S 0.002 /* fire just after a grid point, so its tick is due */
-#define MAX_BACKFILL 50
 
-struct snap_round {
-    struct tp_game_round r;
-    char seed_hex[65];
-};
-
-struct tp_leader {
-    struct tp_worker *w;
-    struct ev_loop *loop;
-    struct tp_store *store;
-    const struct tp_config_game *g;
-    int nbands;
-    struct tp_planner_config pc; /* betting phase, grace and snapshot window, from g */
-    char holder[64];
-    long long epoch;
-    bool leader;
-    int64_t last_renew_ms;
-    ev_timer lease_t, step_t;
-    ev_periodic tick_p;
-    bool lease_busy, step_busy, tick_busy;
-    const struct tp_leader_observer *obs; /* who announces rounds and ticks (NULL: nobody) */
-    void *obs_ud;
-
-    /* Snapshot of the newest rounds (ascending ids) and of the tick stream's end. */
-    struct snap_round snap[TP_PLANNER_WINDOW];
-    int nsnap, snap_pending, snap_err;
-    int64_t last_tick_ts, last_price;
-
-    /* The segment the tick loop follows. */
-    bool seg_ok;
-    bool seg_known;      /* choose_segment ran since this lease began: seg_ok is meaningful */
-    int64_t open_synced; /* open round whose bucket copies this lease wrote (0: none yet) */
-    int64_t seg_id, seg_lock, seg_L, seg_vol, seg_n, seg_tick_ms;
-    uint8_t seg_seed[TP_PRICE_SIM_SEED_LEN];
-    int64_t cache_idx, cache_price; /* price after cache_idx ticks of the segment */
-
-    /* The action in flight. */
-    struct {
-        int kind;
-        struct tp_game_round r;
-        int pending, err, bucket;
-        char err_code[32]; /* the first failing reply's code: replies die with their callback */
-        int64_t pools[TP_ROUND_MAX_BANDS];
-        int64_t sum_t, sum_paid;
-        int64_t tick_last;
-        void (*pools_next)(struct tp_leader *l); /* read_pools' continuation */
-    } op;
-};
-
-_Static_assert(MAX_BACKFILL <= TP_SCRIPT_TICKS_MAX, "a backfill fits one tick.lua call");
 _Static_assert(TP_ROUND_MAX_BANDS == TP_SCRIPT_BANDS_MAX, "the script stubs carry every band");
 
 /* The fencing pair of the leader scripts (scripts/lua/README.md, "Game engine"). */
-static struct tp_script_fence fence(const struct tp_leader *l)
+struct tp_script_fence tp_leader_fence(const struct tp_leader *l)
 {
     return (struct tp_script_fence){.holder = l->holder, .epoch = l->epoch};
 }
 
 /* "ok" / "err" head of a script reply; the err code in *code. */
-static bool reply_ok(int err, const struct tp_store_reply *r, const char **code)
+bool tp_leader_reply_ok(int err, const struct tp_store_reply *r, const char **code)
 {
     *code = "redis";
     if (err != 0) {
@@ -125,18 +76,15 @@ static bool reply_ok(int err, const struct tp_store_reply *r, const char **code)
     return false;
 }
 
-static void lose(struct tp_leader *l, const char *why);
-static void step_end(struct tp_leader *l);
-
 /* A failed script in a chain: stale_epoch means the lease is gone. */
-static void op_fail(struct tp_leader *l, const char *what, const char *code)
+void tp_leader_op_fail(struct tp_leader *l, const char *what, const char *code)
 {
     if (strcmp(code, "stale_epoch") == 0) {
-        lose(l, "stale epoch");
+        tp_leader_lose(l, "stale epoch");
     } else if (strcmp(code, "too_early") != 0) {
         tp_log_warn(MOD, "%s failed\tround=%lld code=%s", what, (long long)l->op.r.id, code);
     }
-    step_end(l);
+    tp_leader_step_end(l);
 }
 
 /* --- Announcements (struct tp_leader_observer) --- */
@@ -146,148 +94,20 @@ static void on_ignored(int err, const struct tp_store_reply *r, void *ud)
     (void)err, (void)r, (void)ud;
 }
 
-static void publish_round(struct tp_leader *l, int64_t id)
+void tp_leader_publish_round(struct tp_leader *l, int64_t id)
 {
     if (l->obs != NULL && l->obs->on_round != NULL)
         l->obs->on_round(l->obs_ud, id);
 }
 
-static void publish_tick(struct tp_leader *l, int64_t ts, int64_t price)
-{
-    if (l->obs != NULL && l->obs->on_tick != NULL)
-        l->obs->on_tick(l->obs_ud, ts, price);
-}
-
-/* --- Ticks --- */
-
-static void on_tick(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    l->tick_busy = false;
-    if (!reply_ok(err, r, &code)) {
-        if (strcmp(code, "stale_epoch") == 0)
-            lose(l, "stale epoch on tick");
-        return;
-    }
-    if (l->op.tick_last > l->last_tick_ts) {
-        l->last_tick_ts = l->op.tick_last;
-        l->last_price = l->cache_price;
-        publish_tick(l, l->last_tick_ts, l->last_price);
-    }
-}
-
-/*
- * No live segment yet (a fresh game before its first lock): tick the flat price every tick_ms,
- * so players see a price at once. It is the price the next lock takes as L (lock_price_of: the
- * last tick, else the start price), so the path stays continuous and verifiable.
- */
-static void flat_tick(struct tp_leader *l, int64_t now)
-{
-    int64_t tick_ms = l->g->tick_ms;
-    int64_t ts = now - now % tick_ms;
-    if (ts <= l->last_tick_ts)
-        return;
-    l->cache_price = l->last_price > 0 ? l->last_price : TP_PRICE_SIM_START_PRICE;
-    struct tp_script_tick_args a = {
-        .fence = fence(l), .maxlen = TICKS_MAXLEN, .ts = &ts, .price = &l->cache_price, .n = 1};
-    l->cache_idx = -1; /* the segment path recomputes its own position */
-    l->op.tick_last = ts;
-    l->tick_busy = true;
-    if (tp_script_tick(l->store, &a, on_tick, l) != 0)
-        l->tick_busy = false;
-}
-
-static void tick_cb(struct ev_loop *loop, ev_periodic *t, int revents)
-{
-    (void)loop, (void)revents;
-    struct tp_leader *l = t->data;
-    if (!l->leader || l->tick_busy || !tp_store_is_connected(l->store))
-        return;
-    int64_t now = tp_now_ms();
-    if (!l->seg_ok) {
-        /* Only once the rounds were read: a new leader must not tick flat over a segment it
-         * has not loaded yet. */
-        if (l->seg_known)
-            flat_tick(l, now);
-        return;
-    }
-    int64_t due = (now - l->seg_lock) / l->seg_tick_ms;
-    if (due > l->seg_n)
-        due = l->seg_n;
-    int64_t from = (l->last_tick_ts - l->seg_lock) / l->seg_tick_ms + 1;
-    if (l->last_tick_ts < l->seg_lock)
-        from = 1;
-    if (from < due - MAX_BACKFILL + 1)
-        from = due - MAX_BACKFILL + 1;
-    if (due < 1 || from > due)
-        return;
-    if (l->cache_idx != from - 1) {
-        int64_t p = tp_price_sim_price_at(l->seg_seed, l->seg_vol, l->seg_L, (uint64_t)(from - 1));
-        if (p < 1)
-            return;
-        l->cache_idx = from - 1;
-        l->cache_price = p;
-    }
-    int64_t ts[MAX_BACKFILL], price[MAX_BACKFILL];
-    size_t n = 0;
-    for (int64_t i = from; i <= due; i++) {
-        l->cache_price = tp_price_sim_tick(l->seg_seed, (uint64_t)i, l->cache_price, l->seg_vol);
-        l->cache_idx = i;
-        ts[n] = l->seg_lock + i * l->seg_tick_ms;
-        price[n++] = l->cache_price;
-    }
-    struct tp_script_tick_args a = {
-        .fence = fence(l), .maxlen = TICKS_MAXLEN, .ts = ts, .price = price, .n = n};
-    l->op.tick_last = l->seg_lock + due * l->seg_tick_ms;
-    l->tick_busy = true;
-    if (tp_script_tick(l->store, &a, on_tick, l) != 0) {
-        l->tick_busy = false;
-        l->cache_idx = -1;
-    }
-}
-
-/* Picks the segment the ticks follow: the newest locked, not cancelled round with its seed. */
-static void choose_segment(struct tp_leader *l, int64_t now)
-{
-    for (int i = l->nsnap - 1; i >= 0; i--) {
-        const struct snap_round *s = &l->snap[i];
-        enum tp_round_state st = s->r.state;
-        if (!s->r.has_lock || s->r.t.locks_at > now || st == TP_ROUND_CANCELLING ||
-            st == TP_ROUND_CANCELLED || s->seed_hex[0] == '\0' || s->r.tick_ms <= 0)
-            continue;
-        uint8_t seed[TP_PRICE_SIM_SEED_LEN];
-        if (tp_hex_decode(s->seed_hex, seed, sizeof(seed)) != 0)
-            return;
-        if (!l->seg_ok || l->seg_id != s->r.id) {
-            l->seg_id = s->r.id;
-            memcpy(l->seg_seed, seed, sizeof(seed));
-            l->seg_lock = s->r.t.locks_at;
-            l->seg_L = s->r.lock_price;
-            l->seg_vol = s->r.vol_ppb;
-            l->seg_tick_ms = s->r.tick_ms;
-            l->seg_n = s->r.betting_ms / s->r.tick_ms;
-            l->cache_idx = -1;
-            l->seg_ok = true;
-        }
-        l->seg_known = true;
-        return;
-    }
-    l->seg_ok = false;
-    l->seg_known = true;
-}
-
 /* --- Actions --- */
 
-enum { OP_NONE, OP_OPEN, OP_LOCK, OP_CLOSE, OP_CANCEL, OP_SETTLE };
-
-static void step_end(struct tp_leader *l)
+void tp_leader_step_end(struct tp_leader *l)
 {
     l->step_busy = false;
-    l->op.kind = OP_NONE;
 }
 
-static const struct snap_round *snap_find(const struct tp_leader *l, int64_t id)
+const struct tp_leader_snap *tp_leader_snap_find(const struct tp_leader *l, int64_t id)
 {
     for (int i = 0; i < l->nsnap; i++)
         if (l->snap[i].r.id == id)
@@ -317,7 +137,7 @@ static void all_buckets(struct tp_leader *l, int64_t id, const char *state, int6
 /* Counts a fan-out reply; returns true when it was the last one. */
 static bool fan_in(struct tp_leader *l, int err, const struct tp_store_reply *r, const char **code)
 {
-    if (l->op.err == 0 && !reply_ok(err, r, code)) {
+    if (l->op.err == 0 && !tp_leader_reply_ok(err, r, code)) {
         l->op.err = 1;
         snprintf(l->op.err_code, sizeof(l->op.err_code), "%s", *code);
     }
@@ -335,14 +155,14 @@ static void on_open_bucket(int err, const struct tp_store_reply *r, void *ud)
     if (!fan_in(l, err, r, &code))
         return;
     if (l->op.err) {
-        op_fail(l, "open (bucket)", code);
+        tp_leader_op_fail(l, "open (bucket)", code);
         return;
     }
     tp_log_info(MOD, "round opened\tround=%lld locks_at=%lld", (long long)l->op.r.id,
                 (long long)l->op.r.t.locks_at);
     l->open_synced = l->op.r.id;
-    publish_round(l, l->op.r.id);
-    step_end(l);
+    tp_leader_publish_round(l, l->op.r.id);
+    tp_leader_step_end(l);
 }
 
 /*
@@ -357,11 +177,11 @@ static void on_resync_bucket(int err, const struct tp_store_reply *r, void *ud)
     if (!fan_in(l, err, r, &code))
         return;
     if (l->op.err) {
-        op_fail(l, "open (bucket resync)", code);
+        tp_leader_op_fail(l, "open (bucket resync)", code);
         return;
     }
     l->open_synced = l->op.r.id;
-    step_end(l);
+    tp_leader_step_end(l);
 }
 
 static void resync_open(struct tp_leader *l, const struct tp_game_round *r)
@@ -374,8 +194,8 @@ static void on_open(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     const char *code;
-    if (!reply_ok(err, r, &code)) {
-        op_fail(l, "open", code);
+    if (!tp_leader_reply_ok(err, r, &code)) {
+        tp_leader_op_fail(l, "open", code);
         return;
     }
     all_buckets(l, l->op.r.id, "open", l->op.r.t.locks_at, on_open_bucket);
@@ -391,15 +211,14 @@ static void do_open(struct tp_leader *l, int64_t id, int64_t opens_at)
     if (tp_round_schedule(opens_at, bet_ms, live_ms, &t) != 0 || vol < 0 ||
         tp_random_bytes(seed, sizeof(seed)) != 0) {
         tp_log_error(MOD, "cannot open round\tround=%lld", (long long)id);
-        step_end(l);
+        tp_leader_step_end(l);
         return;
     }
     tp_hex_encode(seed, sizeof(seed), hex);
     tp_price_sim_seed_hash(seed, hash);
-    l->op.kind = OP_OPEN;
     l->op.r.id = id;
     l->op.r.t = t;
-    struct tp_script_round_open_args a = {.fence = fence(l),
+    struct tp_script_round_open_args a = {.fence = tp_leader_fence(l),
                                           .id = id,
                                           .opens_at = t.opens_at,
                                           .locks_at = t.locks_at,
@@ -413,37 +232,22 @@ static void do_open(struct tp_leader *l, int64_t id, int64_t opens_at)
                                           .tick_ms = l->g->tick_ms,
                                           .betting_ms = bet_ms};
     if (tp_script_round_open(l->store, &a, on_open, l) != 0)
-        step_end(l);
+        tp_leader_step_end(l);
 }
 
 /* Lock: every bucket live, then round_lock with L. */
-static int64_t lock_price_of(struct tp_leader *l, const struct tp_game_round *r)
-{
-    const struct snap_round *p = snap_find(l, r->id - 1);
-    uint8_t seed[TP_PRICE_SIM_SEED_LEN];
-    if (p != NULL && p->r.has_lock && p->r.tick_ms > 0 && p->r.state != TP_ROUND_CANCELLING &&
-        p->r.state != TP_ROUND_CANCELLED && p->r.t.locks_at + p->r.betting_ms == r->t.locks_at &&
-        tp_hex_decode(p->seed_hex, seed, sizeof(seed)) == 0) {
-        int64_t L = tp_price_sim_price_at(seed, p->r.vol_ppb, p->r.lock_price,
-                                          (uint64_t)(p->r.betting_ms / p->r.tick_ms));
-        if (L >= 1)
-            return L;
-    }
-    return l->last_price > 0 ? l->last_price : TP_PRICE_SIM_START_PRICE;
-}
-
 static void on_lock(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     const char *code;
-    if (!reply_ok(err, r, &code)) {
-        op_fail(l, "lock", code);
+    if (!tp_leader_reply_ok(err, r, &code)) {
+        tp_leader_op_fail(l, "lock", code);
         return;
     }
     tp_log_info(MOD, "round locked\tround=%lld lock_price=%lld", (long long)l->op.r.id,
                 (long long)l->op.r.lock_price);
-    publish_round(l, l->op.r.id);
-    step_end(l);
+    tp_leader_publish_round(l, l->op.r.id);
+    tp_leader_step_end(l);
 }
 
 static void on_lock_bucket(int err, const struct tp_store_reply *r, void *ud)
@@ -453,19 +257,19 @@ static void on_lock_bucket(int err, const struct tp_store_reply *r, void *ud)
     if (!fan_in(l, err, r, &code))
         return;
     if (l->op.err) {
-        op_fail(l, "lock (bucket)", code);
+        tp_leader_op_fail(l, "lock (bucket)", code);
         return;
     }
-    int64_t L = lock_price_of(l, &l->op.r);
+    int64_t L = tp_leader_lock_price(l, &l->op.r);
     l->op.r.lock_price = L;
-    struct tp_script_round_lock_args a = {.fence = fence(l), .id = l->op.r.id, .lock_price = L};
+    struct tp_script_round_lock_args a = {
+        .fence = tp_leader_fence(l), .id = l->op.r.id, .lock_price = L};
     if (tp_script_round_lock(l->store, &a, on_lock, l) != 0)
-        step_end(l);
+        tp_leader_step_end(l);
 }
 
 static void do_lock(struct tp_leader *l, const struct tp_game_round *r)
 {
-    l->op.kind = OP_LOCK;
     l->op.r = *r;
     all_buckets(l, r->id, "live", r->t.locks_at, on_lock_bucket);
 }
@@ -488,7 +292,7 @@ static void on_pool(int err, const struct tp_store_reply *r, void *ud)
     if (--l->op.pending > 0)
         return;
     if (l->op.err) {
-        op_fail(l, "read pools", "redis");
+        tp_leader_op_fail(l, "read pools", "redis");
         return;
     }
     l->op.pools_next(l);
@@ -522,25 +326,25 @@ static void on_cancel(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     const char *code;
-    if (!reply_ok(err, r, &code)) {
-        op_fail(l, "cancel", code);
+    if (!tp_leader_reply_ok(err, r, &code)) {
+        tp_leader_op_fail(l, "cancel", code);
         return;
     }
     tp_log_warn(MOD, "round cancelled (deadline missed)\tround=%lld", (long long)l->op.r.id);
-    publish_round(l, l->op.r.id);
-    step_end(l);
+    tp_leader_publish_round(l, l->op.r.id);
+    tp_leader_step_end(l);
 }
 
 static void cancel_pools_read(struct tp_leader *l)
 {
-    struct tp_script_round_cancel_args a = {.fence = fence(l),
+    struct tp_script_round_cancel_args a = {.fence = tp_leader_fence(l),
                                             .id = l->op.r.id,
                                             .total = pools_total(l),
                                             .pools = l->op.pools,
                                             .npools = l->nbands,
                                             .reason = "deadline missed"};
     if (tp_script_round_cancel(l->store, &a, on_cancel, l) != 0)
-        step_end(l);
+        tp_leader_step_end(l);
 }
 
 static void on_cancel_bucket(int err, const struct tp_store_reply *r, void *ud)
@@ -550,7 +354,7 @@ static void on_cancel_bucket(int err, const struct tp_store_reply *r, void *ud)
     if (!fan_in(l, err, r, &code))
         return;
     if (l->op.err) {
-        op_fail(l, "cancel (bucket)", code);
+        tp_leader_op_fail(l, "cancel (bucket)", code);
         return;
     }
     read_pools(l, cancel_pools_read);
@@ -558,7 +362,6 @@ static void on_cancel_bucket(int err, const struct tp_store_reply *r, void *ud)
 
 static void do_cancel(struct tp_leader *l, const struct tp_game_round *r)
 {
-    l->op.kind = OP_CANCEL;
     l->op.r = *r;
     all_buckets(l, r->id, "cancelled", r->t.locks_at, on_cancel_bucket);
 }
@@ -568,40 +371,19 @@ static void on_close(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     const char *code;
-    if (!reply_ok(err, r, &code)) {
-        op_fail(l, "close", code);
+    if (!tp_leader_reply_ok(err, r, &code)) {
+        tp_leader_op_fail(l, "close", code);
         return;
     }
     tp_log_info(MOD, "round closed\tround=%lld close_price=%lld band=%d", (long long)l->op.r.id,
                 (long long)l->op.r.close_price, l->op.r.winning_band);
-    step_end(l);
-}
-
-/* C of round r: tick live_ms/tick_ms along the chain of segments r, r+1, ... (docs/fairness.md
- * §5). Returns the price or a negative error when a later seed is missing. */
-static int64_t close_price_of(struct tp_leader *l, const struct tp_game_round *r)
-{
-    struct tp_price_sim_seg segs[TP_PLANNER_WINDOW];
-    size_t n = 0;
-    int64_t seg_ticks = r->betting_ms / r->tick_ms;
-    int64_t k = (r->t.closes_at - r->t.locks_at) / r->tick_ms;
-    for (int64_t id = r->id; n < TP_PLANNER_WINDOW; id++) {
-        const struct snap_round *s = snap_find(l, id);
-        if (s == NULL || tp_hex_decode(s->seed_hex, segs[n].seed, TP_PRICE_SIM_SEED_LEN) != 0)
-            break;
-        segs[n++].vol_ppb = s->r.vol_ppb;
-        if ((int64_t)n * seg_ticks >= k)
-            break;
-    }
-    if (n == 0)
-        return TP_EINVAL;
-    return tp_price_sim_chain_at(segs, n, (uint64_t)seg_ticks, r->lock_price, (uint64_t)k);
+    tp_leader_step_end(l);
 }
 
 static void close_pools_read(struct tp_leader *l)
 {
     struct tp_game_round *r = &l->op.r;
-    int64_t C = close_price_of(l, r);
+    int64_t C = tp_leader_close_price(l, r);
     if (C < 1) {
         tp_log_warn(MOD, "close price unknown (missing seed): cancelling\tround=%lld",
                     (long long)r->id);
@@ -613,12 +395,12 @@ static void close_pools_read(struct tp_leader *l)
     int64_t T = pools_total(l);
     struct tp_settle_plan plan;
     if (band < 0 || tp_settle_plan(T, l->op.pools[band], r->rake_bps, &plan) != 0) {
-        op_fail(l, "close plan", "invalid");
+        tp_leader_op_fail(l, "close plan", "invalid");
         return;
     }
     r->close_price = C;
     r->winning_band = band;
-    struct tp_script_round_close_args a = {.fence = fence(l),
+    struct tp_script_round_close_args a = {.fence = tp_leader_fence(l),
                                            .id = r->id,
                                            .close_price = C,
                                            .winning_band = band,
@@ -630,135 +412,13 @@ static void close_pools_read(struct tp_leader *l)
                                            .pools = l->op.pools,
                                            .npools = l->nbands};
     if (tp_script_round_close(l->store, &a, on_close, l) != 0)
-        step_end(l);
+        tp_leader_step_end(l);
 }
 
 static void do_close(struct tp_leader *l, const struct tp_game_round *r)
 {
-    l->op.kind = OP_CLOSE;
     l->op.r = *r;
     read_pools(l, close_pools_read);
-}
-
-/* Settle: per bucket plan → pages → finish, then round_final. */
-static void settle_bucket(struct tp_leader *l);
-
-static void on_final(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    if (!reply_ok(err, r, &code)) {
-        op_fail(l, "final", code);
-        return;
-    }
-    if (tp_reply_integer(tp_reply_at(r, 1)) == 1) {
-        bool cancelled = l->op.r.refund_all && l->op.r.state == TP_ROUND_CANCELLING;
-        tp_metrics_inc(cancelled ? TP_METRIC_ROUNDS_CANCELLED_TOTAL
-                                 : TP_METRIC_ROUNDS_SETTLED_TOTAL);
-        tp_log_info(MOD, "round %s\tround=%lld total=%lld paid=%lld",
-                    cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
-                    (long long)l->op.sum_t, (long long)l->op.sum_paid);
-        publish_round(l, l->op.r.id);
-    }
-    step_end(l);
-}
-
-static void on_finish(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    if (!reply_ok(err, r, &code)) {
-        op_fail(l, "settle finish", code);
-        return;
-    }
-    l->op.sum_t += tp_reply_integer(tp_reply_at(r, 1));
-    l->op.sum_paid += tp_reply_integer(tp_reply_at(r, 2));
-    if (++l->op.bucket < l->g->buckets) {
-        settle_bucket(l);
-        return;
-    }
-    struct tp_script_round_final_args a = {
-        .fence = fence(l), .id = l->op.r.id, .sum_t = l->op.sum_t, .sum_paid = l->op.sum_paid};
-    if (tp_script_round_final(l->store, &a, on_final, l) != 0)
-        step_end(l);
-}
-
-static void settle_finish(struct tp_leader *l)
-{
-    bool cancel = l->op.r.state == TP_ROUND_CANCELLING;
-    struct tp_script_settle_finish_args a = {
-        .bucket = l->op.bucket,
-        .id = l->op.r.id,
-        .final_state = tp_round_state_name(cancel ? TP_ROUND_CANCELLED : TP_ROUND_SETTLED),
-        .now_ms = tp_now_ms()};
-    if (tp_script_settle_finish(l->store, &a, on_finish, l) != 0)
-        step_end(l);
-}
-
-static void settle_page(struct tp_leader *l);
-
-static void on_page(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    if (!reply_ok(err, r, &code)) {
-        op_fail(l, "settle page", code);
-        return;
-    }
-    if (!l->leader) {
-        step_end(l);
-        return;
-    }
-    if (tp_reply_integer(tp_reply_at(r, 1)) == 1)
-        settle_finish(l);
-    else
-        settle_page(l);
-}
-
-static void settle_page(struct tp_leader *l)
-{
-    struct tp_script_settle_page_args a = {.bucket = l->op.bucket,
-                                           .id = l->op.r.id,
-                                           .nbands = l->nbands,
-                                           .page_size = PAGE_SIZE,
-                                           .now_ms = tp_now_ms()};
-    if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
-        step_end(l);
-}
-
-static void on_plan(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    if (!reply_ok(err, r, &code)) {
-        op_fail(l, "settle plan", code);
-        return;
-    }
-    settle_page(l);
-}
-
-static void settle_bucket(struct tp_leader *l)
-{
-    const struct tp_game_round *r = &l->op.r;
-    struct tp_script_bucket_plan_args a = {.bucket = l->op.bucket,
-                                           .id = r->id,
-                                           .winning_band =
-                                               r->winning_band < 0 ? 0 : r->winning_band,
-                                           .pot = r->pot,
-                                           .winning_stake = r->winning_stake,
-                                           .refund_all = r->refund_all,
-                                           .nbands = r->n_edges + 1};
-    if (tp_script_bucket_plan(l->store, &a, on_plan, l) != 0)
-        step_end(l);
-}
-
-static void do_settle(struct tp_leader *l, const struct tp_game_round *r)
-{
-    l->op.kind = OP_SETTLE;
-    l->op.r = *r;
-    l->op.bucket = 0;
-    l->op.sum_t = l->op.sum_paid = 0;
-    settle_bucket(l);
 }
 
 /* --- Step: snapshot, then one action --- */
@@ -768,22 +428,22 @@ static void do_settle(struct tp_leader *l, const struct tp_game_round *r)
 static void execute(struct tp_leader *l)
 {
     int64_t now = tp_now_ms();
-    choose_segment(l, now);
+    tp_leader_choose_segment(l, now);
     struct tp_planner_round in[TP_PLANNER_WINDOW];
     for (int i = 0; i < l->nsnap; i++)
         in[i] = (struct tp_planner_round){l->snap[i].r.id, l->snap[i].r.state, l->snap[i].r.t};
     struct tp_planner_action a;
     if (tp_planner_next(&l->pc, in, l->nsnap, now, l->open_synced, &a) != 0) {
-        step_end(l);
+        tp_leader_step_end(l);
         return;
     }
     if (a.op == TP_PLANNER_OPEN) {
         do_open(l, a.round_id, a.opens_at);
         return;
     }
-    const struct snap_round *s = snap_find(l, a.round_id);
+    const struct tp_leader_snap *s = tp_leader_snap_find(l, a.round_id);
     if (a.op == TP_PLANNER_NONE || s == NULL) {
-        step_end(l);
+        tp_leader_step_end(l);
         return;
     }
     switch (a.op) {
@@ -797,13 +457,13 @@ static void execute(struct tp_leader *l)
         do_cancel(l, &s->r);
         break;
     case TP_PLANNER_SETTLE:
-        do_settle(l, &s->r);
+        tp_leader_settle(l, &s->r);
         break;
     case TP_PLANNER_RESYNC:
         resync_open(l, &s->r);
         break;
     default:
-        step_end(l);
+        tp_leader_step_end(l);
         break;
     }
 }
@@ -811,7 +471,7 @@ static void execute(struct tp_leader *l)
 static void snap_done(struct tp_leader *l)
 {
     if (l->snap_err || !l->leader) {
-        step_end(l);
+        tp_leader_step_end(l);
         return;
     }
     int k = 0;
@@ -868,7 +528,7 @@ static void on_snap_ids(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     if (err != 0 || tp_reply_type(r) != TP_REPLY_ARRAY) {
-        step_end(l);
+        tp_leader_step_end(l);
         return;
     }
     size_t n = tp_reply_len(r);
@@ -915,12 +575,12 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
     tp_store_command(l->store, on_last_tick, l, "XREVRANGE " TP_KEYS_TICKS " + - COUNT 1");
     if (tp_store_command(l->store, on_snap_ids, l, "ZREVRANGE " TP_KEYS_ROUNDS " 0 %d",
                          l->pc.window - 1) != 0)
-        step_end(l);
+        tp_leader_step_end(l);
 }
 
 /* --- Lease --- */
 
-static void lose(struct tp_leader *l, const char *why)
+void tp_leader_lose(struct tp_leader *l, const char *why)
 {
     if (!l->leader)
         return;
@@ -938,11 +598,11 @@ static void on_lease(int err, const struct tp_store_reply *r, void *ud)
     struct tp_leader *l = ud;
     const char *code;
     l->lease_busy = false;
-    if (!reply_ok(err, r, &code)) {
+    if (!tp_leader_reply_ok(err, r, &code)) {
         if (err == 0 && strcmp(code, "held") == 0)
-            lose(l, "lease held by another process");
+            tp_leader_lose(l, "lease held by another process");
         else if (l->leader && tp_now_ms() - l->last_renew_ms > LEASE_LOSS_MS)
-            lose(l, "lease not renewed in time");
+            tp_leader_lose(l, "lease not renewed in time");
         return;
     }
     long long e = tp_reply_integer(tp_reply_at(r, 1));
@@ -971,7 +631,7 @@ static void lease_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct tp_leader *l = t->data;
     if (l->lease_busy || !tp_store_is_connected(l->store)) {
         if (l->leader && tp_now_ms() - l->last_renew_ms > LEASE_LOSS_MS)
-            lose(l, "Redis unreachable");
+            tp_leader_lose(l, "Redis unreachable");
         return;
     }
     struct tp_script_lease_args a = {
@@ -1005,7 +665,7 @@ void tp_leader_start(struct tp_worker *w)
     ev_timer_init(&l->lease_t, lease_cb, 0.01, LEASE_PERIOD);
     ev_timer_init(&l->step_t, step_cb, 0., STEP_PERIOD);
     /* Tick timestamps are multiples of tick_ms (rounds are aligned to the wall clock). */
-    ev_periodic_init(&l->tick_p, tick_cb, TICK_LAG_S, l->g->tick_ms / 1000.0, NULL);
+    ev_periodic_init(&l->tick_p, tp_leader_tick_cb, TICK_LAG_S, l->g->tick_ms / 1000.0, NULL);
     l->lease_t.data = l->step_t.data = l->tick_p.data = l;
     ev_timer_start(l->loop, &l->lease_t);
     tp_worker_slot_set(w, slot, l);
@@ -1016,7 +676,7 @@ void tp_leader_stop(struct tp_leader *l)
     if (l == NULL)
         return;
     bool was = l->leader;
-    lose(l, "stopping");
+    tp_leader_lose(l, "stopping");
     ev_timer_stop(l->loop, &l->lease_t);
     if (was) {
         struct tp_script_lease_args a = {.holder = l->holder, .epoch = l->epoch, .px_ms = 0};

@@ -1,0 +1,124 @@
+/*
+ * Internals of the game leader shared by its files (private to module game/leader):
+ * leader.c (lease, step, snapshot, and the open/lock/close/cancel chains the planner's actions
+ * start), leader_tick.c (the price feed: ticks along the current segment, and the lock and
+ * close prices over the chain of seeds) and leader_settle.c (the paged settlement driver).
+ *
+ * Everything runs on the worker's loop; one step (op) and one tick chain are in flight at a
+ * time. A chain ends its step with tp_leader_step_end, or through tp_leader_op_fail.
+ */
+#ifndef TP_LEADER_INTERNAL_H
+#define TP_LEADER_INTERNAL_H
+
+#include "tickpool/game/game_round.h"
+#include "tickpool/game/leader.h"
+#include "tickpool/game/planner.h"
+#include "tickpool/game/price_sim.h"
+#include "tickpool/game/round.h"
+#include "tickpool/store/scripts.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct tp_config_game;
+struct tp_store;
+struct tp_store_reply;
+struct tp_worker;
+
+/* One round of the step's snapshot, with its secret seed ("" when absent). */
+struct tp_leader_snap {
+    struct tp_game_round r;
+    char seed_hex[65];
+};
+
+struct tp_leader {
+    struct tp_worker *w;
+    struct ev_loop *loop;
+    struct tp_store *store;
+    const struct tp_config_game *g;
+    int nbands;
+    struct tp_planner_config pc; /* betting phase, grace and snapshot window, from g */
+    char holder[64];
+    long long epoch;
+    bool leader;
+    int64_t last_renew_ms;
+    ev_timer lease_t, step_t;
+    ev_periodic tick_p;
+    bool lease_busy, step_busy, tick_busy;
+    const struct tp_leader_observer *obs; /* who announces rounds and ticks (NULL: nobody) */
+    void *obs_ud;
+
+    /* Snapshot of the newest rounds (ascending ids) and of the tick stream's end. */
+    struct tp_leader_snap snap[TP_PLANNER_WINDOW];
+    int nsnap, snap_pending, snap_err;
+    int64_t last_tick_ts, last_price;
+
+    /* The segment the tick loop follows. */
+    bool seg_ok;
+    bool seg_known;      /* choose_segment ran since this lease began: seg_ok is meaningful */
+    int64_t open_synced; /* open round whose bucket copies this lease wrote (0: none yet) */
+    int64_t seg_id, seg_lock, seg_L, seg_vol, seg_n, seg_tick_ms;
+    uint8_t seg_seed[TP_PRICE_SIM_SEED_LEN];
+    int64_t cache_idx, cache_price; /* price after cache_idx ticks of the segment */
+
+    /* The action in flight. */
+    struct {
+        struct tp_game_round r;
+        int pending, err, bucket;
+        char err_code[32]; /* the first failing reply's code: replies die with their callback */
+        int64_t pools[TP_ROUND_MAX_BANDS];
+        int64_t sum_t, sum_paid;
+        int64_t tick_last;
+        void (*pools_next)(struct tp_leader *l); /* read_pools' continuation */
+    } op;
+};
+
+/** The fencing pair (holder, epoch) of this lease, for the leader scripts. */
+struct tp_script_fence tp_leader_fence(const struct tp_leader *l);
+
+/** True for an {'ok', ...} script reply; otherwise false with the error code in *code
+ * (borrowed: valid during the callback). */
+bool tp_leader_reply_ok(int err, const struct tp_store_reply *r, const char **code);
+
+/** Ends the step in flight: the next step timer may start another. */
+void tp_leader_step_end(struct tp_leader *l);
+
+/** A failed script in a chain: logs it (unless too_early), drops the lease on stale_epoch,
+ * and ends the step. */
+void tp_leader_op_fail(struct tp_leader *l, const char *what, const char *code);
+
+/** Stops every game timer: the lease is gone (or the process stops). No-op when not leader. */
+void tp_leader_lose(struct tp_leader *l, const char *why);
+
+/** Round `id` of the snapshot (borrowed until the next step), or NULL. */
+const struct tp_leader_snap *tp_leader_snap_find(const struct tp_leader *l, int64_t id);
+
+/** Tells the observer, if any, that round `id` changed. */
+void tp_leader_publish_round(struct tp_leader *l, int64_t id);
+
+/* --- leader_tick.c --- */
+
+/** The tick watcher (ev_periodic on the tick grid): writes the ticks due, flat before the
+ * first lock, along the current segment after it. */
+void tp_leader_tick_cb(struct ev_loop *loop, ev_periodic *t, int revents);
+
+/** Picks the segment the ticks follow from the snapshot: the newest locked, not cancelled
+ * round with its seed (none: flat ticks). */
+void tp_leader_choose_segment(struct tp_leader *l, int64_t now);
+
+/** L of round r: the end of the previous round's segment when it leads into r, else the last
+ * tick, else the start price. Always >= 1. */
+int64_t tp_leader_lock_price(struct tp_leader *l, const struct tp_game_round *r);
+
+/** C of round r along the chain of segments r, r+1, ... (docs/fairness.md §5); a negative
+ * error when a later seed is missing from the snapshot. */
+int64_t tp_leader_close_price(struct tp_leader *l, const struct tp_game_round *r);
+
+/* --- leader_settle.c --- */
+
+/** Runs the payout (settling) or refund (cancelling) pages of round r in every bucket, then
+ * round_final; ends the step. */
+void tp_leader_settle(struct tp_leader *l, const struct tp_game_round *r);
+
+#endif

@@ -1,0 +1,137 @@
+/*
+ * Game leader, the settlement driver (see leader_internal.h and scripts/lua/README.md, "Game
+ * engine"): per bucket bucket_plan (first writer wins), settle_page until done, settle_finish;
+ * then round_final. Every script is idempotent, so a new leader resumes where a dead one
+ * stopped.
+ */
+#include "leader_internal.h"
+
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
+#include "tickpool/store/store.h"
+
+#define MOD "leader"
+#define PAGE_SIZE 500
+
+static void settle_bucket(struct tp_leader *l);
+
+static void on_final(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!tp_leader_reply_ok(err, r, &code)) {
+        tp_leader_op_fail(l, "final", code);
+        return;
+    }
+    if (tp_reply_integer(tp_reply_at(r, 1)) == 1) {
+        bool cancelled = l->op.r.refund_all && l->op.r.state == TP_ROUND_CANCELLING;
+        tp_metrics_inc(cancelled ? TP_METRIC_ROUNDS_CANCELLED_TOTAL
+                                 : TP_METRIC_ROUNDS_SETTLED_TOTAL);
+        tp_log_info(MOD, "round %s\tround=%lld total=%lld paid=%lld",
+                    cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
+                    (long long)l->op.sum_t, (long long)l->op.sum_paid);
+        tp_leader_publish_round(l, l->op.r.id);
+    }
+    tp_leader_step_end(l);
+}
+
+static void on_finish(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!tp_leader_reply_ok(err, r, &code)) {
+        tp_leader_op_fail(l, "settle finish", code);
+        return;
+    }
+    l->op.sum_t += tp_reply_integer(tp_reply_at(r, 1));
+    l->op.sum_paid += tp_reply_integer(tp_reply_at(r, 2));
+    if (++l->op.bucket < l->g->buckets) {
+        settle_bucket(l);
+        return;
+    }
+    struct tp_script_round_final_args a = {.fence = tp_leader_fence(l),
+                                           .id = l->op.r.id,
+                                           .sum_t = l->op.sum_t,
+                                           .sum_paid = l->op.sum_paid};
+    if (tp_script_round_final(l->store, &a, on_final, l) != 0)
+        tp_leader_step_end(l);
+}
+
+static void settle_finish(struct tp_leader *l)
+{
+    bool cancel = l->op.r.state == TP_ROUND_CANCELLING;
+    struct tp_script_settle_finish_args a = {
+        .bucket = l->op.bucket,
+        .id = l->op.r.id,
+        .final_state = tp_round_state_name(cancel ? TP_ROUND_CANCELLED : TP_ROUND_SETTLED),
+        .now_ms = tp_now_ms()};
+    if (tp_script_settle_finish(l->store, &a, on_finish, l) != 0)
+        tp_leader_step_end(l);
+}
+
+static void settle_page(struct tp_leader *l);
+
+static void on_page(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!tp_leader_reply_ok(err, r, &code)) {
+        tp_leader_op_fail(l, "settle page", code);
+        return;
+    }
+    if (!l->leader) {
+        tp_leader_step_end(l);
+        return;
+    }
+    if (tp_reply_integer(tp_reply_at(r, 1)) == 1)
+        settle_finish(l);
+    else
+        settle_page(l);
+}
+
+static void settle_page(struct tp_leader *l)
+{
+    struct tp_script_settle_page_args a = {.bucket = l->op.bucket,
+                                           .id = l->op.r.id,
+                                           .nbands = l->nbands,
+                                           .page_size = PAGE_SIZE,
+                                           .now_ms = tp_now_ms()};
+    if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
+        tp_leader_step_end(l);
+}
+
+static void on_plan(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!tp_leader_reply_ok(err, r, &code)) {
+        tp_leader_op_fail(l, "settle plan", code);
+        return;
+    }
+    settle_page(l);
+}
+
+static void settle_bucket(struct tp_leader *l)
+{
+    const struct tp_game_round *r = &l->op.r;
+    struct tp_script_bucket_plan_args a = {.bucket = l->op.bucket,
+                                           .id = r->id,
+                                           .winning_band =
+                                               r->winning_band < 0 ? 0 : r->winning_band,
+                                           .pot = r->pot,
+                                           .winning_stake = r->winning_stake,
+                                           .refund_all = r->refund_all,
+                                           .nbands = r->n_edges + 1};
+    if (tp_script_bucket_plan(l->store, &a, on_plan, l) != 0)
+        tp_leader_step_end(l);
+}
+
+void tp_leader_settle(struct tp_leader *l, const struct tp_game_round *r)
+{
+    l->op.r = *r;
+    l->op.bucket = 0;
+    l->op.sum_t = l->op.sum_paid = 0;
+    settle_bucket(l);
+}
