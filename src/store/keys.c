@@ -33,11 +33,6 @@ __attribute__((format(printf, 2, 3))) static const char *fmt(struct tp_key *k, c
 
 /* --- Bucket keys --- */
 
-const char *tp_keys_bucket(struct tp_key *k, int bucket)
-{
-    return fmt(k, BUCKET, bucket);
-}
-
 const char *tp_keys_bal(struct tp_key *k, int bucket)
 {
     return fmt(k, BUCKET "bal", bucket);

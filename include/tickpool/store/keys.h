@@ -56,8 +56,6 @@ int tp_bucket_of(int64_t user_id, int buckets);
 
 /* --- Bucket keys: tp:{bN}:… (all return k->s) --- */
 
-/** tp:{bN}: (the prefix alone; for audits that list a bucket's keys). */
-const char *tp_keys_bucket(struct tp_key *k, int bucket);
 /** tp:{bN}:bal — HASH user_id → balance. */
 const char *tp_keys_bal(struct tp_key *k, int bucket);
 /** tp:{bN}:grants — HASH grant_id → "<user_id>:<amount>". */

@@ -32,7 +32,6 @@ static void test_bucket_keys(void **state)
 {
     (void)state;
     struct tp_key k;
-    assert_string_equal(tp_keys_bucket(&k, 3), "tp:{b3}:");
     assert_string_equal(tp_keys_bal(&k, 0), "tp:{b0}:bal");
     assert_int_equal(k.len, strlen("tp:{b0}:bal"));
     assert_string_equal(tp_keys_grants(&k, 1), "tp:{b1}:grants");
