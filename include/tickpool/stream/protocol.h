@@ -1,8 +1,10 @@
 /*
  * The WebSocket protocol `tickpool.v1` on the wire (docs/protocol.md): one encoder per server
- * message, and the Round object the HTTP API shares. This is the only place that knows a
- * message's field names, order and nil rules; session, bcast, odds and the leader's broadcasts
- * (installed by bcast) call these and never write a message by hand.
+ * message, the Round object the HTTP API shares, and tp_protocol_peek, which reads a broadcast
+ * back for the fan-out. This is the only place that knows a message's field names, order and
+ * nil rules; session, bcast, odds and the leader's broadcasts (installed by bcast) call these
+ * and never write or pick apart a server message by hand. A new message kind gets its encoder
+ * here, its section in docs/protocol.md and its case in tests/unit/stream/test_protocol.c.
  *
  * Every message is one MessagePack map with a string `t`, appended to a caller-owned tp_buf
  * (never reset, so several may be batched) through the codec writer. Output is deterministic:
