@@ -25,7 +25,8 @@
 #include "tickpool/base/buf.h"
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
-#include "tickpool/base/crypto.h"
+#include "tickpool/money/bet.h"
+#include "tickpool/store/scripts.h"
 
 #include "lg.h"
 #include "lg_proto.h"
@@ -105,45 +106,34 @@ static void encode_request(struct lg_conn *c, uint64_t seq)
         break;
     }
     case LG_M_REDIS_BET: {
-        /* Exactly the KEYS/ARGV src/money/bet.c passes (scripts/lua/bet.lua header). */
+        /* The call src/money/bet.c makes, built by the same function (store/scripts). */
         const struct lg_user *u = &lg_users[user_rr++ % (uint64_t)lg_nusers];
-        int nb = lg_opt.buckets, b = (int)(u->id % nb);
-        char k[9][160], a[13][80];
-        snprintf(k[0], sizeof(k[0]), "tp:{b%d}:bal", b);
-        snprintf(k[1], sizeof(k[1]), "tp:{b%d}:idem:%" PRId64 ":%s", b, u->id, key);
-        snprintf(k[2], sizeof(k[2]), "tp:{b%d}:round:%" PRId64 ":state", b, lg_opt.round_id);
-        snprintf(k[3], sizeof(k[3]), "tp:{b%d}:pool:%" PRId64, b, lg_opt.round_id);
-        snprintf(k[4], sizeof(k[4]), "tp:{b%d}:bets:%" PRId64 ":%d", b, lg_opt.round_id, band);
-        snprintf(k[5], sizeof(k[5]), "tp:{b%d}:outbox", b);
-        snprintf(k[6], sizeof(k[6]), "tp:{b%d}:seq", b);
-        snprintf(k[7], sizeof(k[7]), "tp:{b%d}:ubets:%" PRId64, b, u->id);
-        snprintf(k[8], sizeof(k[8]), "tp:{b%d}:net", b);
-        char canon[96];
-        int cl = snprintf(canon, sizeof(canon), "v1|%" PRId64 "|%d|%" PRId64, lg_opt.round_id, band,
-                          lg_opt.stake);
-        uint8_t h[TP_SHA256_LEN];
-        tp_sha256(canon, (size_t)cl, h);
-        snprintf(a[0], sizeof(a[0]), "%" PRId64, u->id);
-        snprintf(a[1], sizeof(a[1]), "%" PRId64, lg_opt.round_id);
-        snprintf(a[2], sizeof(a[2]), "%d", band);
-        snprintf(a[3], sizeof(a[3]), "%" PRId64, lg_opt.stake);
-        snprintf(a[4], sizeof(a[4]), "%s", key);
-        tp_hex_encode(h, sizeof(h), a[5]);
-        snprintf(a[6], sizeof(a[6]), "%" PRIu64, lg_wall_us() / 1000);
-        snprintf(a[7], sizeof(a[7]), "%d", bands());
-        snprintf(a[8], sizeof(a[8]), "%" PRId64, lg_opt.min_stake);
-        snprintf(a[9], sizeof(a[9]), "%" PRId64, lg_opt.max_stake);
-        snprintf(a[10], sizeof(a[10]), "%d", 86400);
-        snprintf(a[11], sizeof(a[11]), "%d", b);
-        snprintf(a[12], sizeof(a[12]), "%d", nb);
-        tp_buf_puts(&c->out, "*25\r\n");
+        struct tp_bet_req req = {.round_id = lg_opt.round_id, .band = band, .stake = lg_opt.stake};
+        char hash[TP_BET_HASH_LEN];
+        tp_bet_request_hash(&req, hash);
+        struct tp_script_bet_args args = {.user_id = u->id,
+                                          .round_id = lg_opt.round_id,
+                                          .band = band,
+                                          .stake = lg_opt.stake,
+                                          .idem_key = key,
+                                          .idem_len = strlen(key),
+                                          .req_hash = hash,
+                                          .now_ms = (int64_t)(lg_wall_us() / 1000),
+                                          .nbands = bands(),
+                                          .min_stake = lg_opt.min_stake,
+                                          .max_stake = lg_opt.max_stake,
+                                          .idem_ttl_s = 86400,
+                                          .buckets = lg_opt.buckets};
+        static struct tp_script_call call; /* one thread; large for the stack of a hot path */
+        tp_script_bet_call(&args, &call);
+        char nk[16];
+        int nkl = snprintf(nk, sizeof(nk), "%d", call.nkeys);
+        tp_buf_printf(&c->out, "*%d\r\n", 3 + call.argc);
         lg_resp_bulk(&c->out, "EVALSHA", 7);
         lg_resp_bulk(&c->out, lg_redis_sha, 40);
-        lg_resp_bulk(&c->out, "9", 1);
-        for (int i = 0; i < 9; i++)
-            lg_resp_bulk(&c->out, k[i], strlen(k[i]));
-        for (int i = 0; i < 13; i++)
-            lg_resp_bulk(&c->out, a[i], strlen(a[i]));
+        lg_resp_bulk(&c->out, nk, (size_t)nkl);
+        for (int i = 0; i < call.argc; i++)
+            lg_resp_bulk(&c->out, call.argv[i], call.len[i]);
         break;
     }
     case LG_M_VIEWERS:

@@ -1,9 +1,10 @@
 /*
  * Typed stubs of the Lua scripts (see include/tickpool/store/scripts.h).
  *
- * Every script has exactly one argument builder below, `<script>_args`, which pushes its KEYS
- * (built by keys.c) and then its ARGV in the order of the script's header comment; the stub
- * only runs what the builder produced. So a reordering in a script is one edit here, checked by
+ * Every script has exactly one argument builder below, `<script>_args` (bet's is public as
+ * tp_script_bet_call, for bench/loadgen), which pushes its KEYS (built by keys.c) and then its
+ * ARGV in the order of the script's header comment into a struct tp_script_call; the stub only
+ * runs what the builder produced. So a reordering in a script is one edit here, checked by
  * tests/unit/store/test_scripts.c, which calls the builders directly.
  */
 #include "tickpool/store/scripts.h"
@@ -14,59 +15,43 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The longest call: tick.lua with 2 KEYS, holder, epoch, MAXLEN and two numbers per tick. */
-#define ARGS_MAX (5 + 2 * TP_SCRIPT_TICKS_MAX)
-/* Bytes of formatted keys and numbers: bet.lua's 9 keys are the most (< 9 * TP_KEYS_MAX). */
-#define ARGS_BUF 4096
-
 /* --- The argument builder --- */
 
-/* One script call: argv[0..nkeys) are KEYS, the rest ARGV. Keys and numbers are formatted into
- * `buf`; string arguments are borrowed from the caller's argument struct. */
-struct args {
-    const char *script;
-    int nkeys, n;
-    const char *v[ARGS_MAX];
-    size_t len[ARGS_MAX];
-    char buf[ARGS_BUF];
-    size_t used;
-};
-
-static void start(struct args *a, const char *script)
+static void start(struct tp_script_call *a, const char *script)
 {
     a->script = script;
-    a->nkeys = a->n = 0;
-    a->used = 0;
+    a->nkeys = a->argc = 0;
+    a->_used = 0;
 }
 
-static void push(struct args *a, const char *p, size_t len)
+static void push(struct tp_script_call *a, const char *p, size_t len)
 {
-    TP_ASSERT(a->n < ARGS_MAX);
-    a->v[a->n] = p;
-    a->len[a->n] = len;
-    a->n++;
+    TP_ASSERT(a->argc < TP_SCRIPT_ARGS_MAX);
+    a->argv[a->argc] = p;
+    a->len[a->argc] = len;
+    a->argc++;
 }
 
 /* Copies `len` bytes into the buffer and pushes them. */
-static void push_copy(struct args *a, const char *p, size_t len)
+static void push_copy(struct tp_script_call *a, const char *p, size_t len)
 {
-    TP_ASSERT(len < sizeof(a->buf) - a->used);
-    char *d = a->buf + a->used;
+    TP_ASSERT(len < sizeof(a->_buf) - a->_used);
+    char *d = a->_buf + a->_used;
     memcpy(d, p, len);
     d[len] = '\0';
-    a->used += len + 1;
+    a->_used += len + 1;
     push(a, d, len);
 }
 
 /* A KEYS entry; every key is pushed before the first ARGV entry. */
-static void key(struct args *a, const char *k)
+static void key(struct tp_script_call *a, const char *k)
 {
-    TP_ASSERT(a->nkeys == a->n);
+    TP_ASSERT(a->nkeys == a->argc);
     push_copy(a, k, strlen(k));
     a->nkeys++;
 }
 
-static void arg_int(struct args *a, int64_t v)
+static void arg_int(struct tp_script_call *a, int64_t v)
 {
     char num[24];
     int n = snprintf(num, sizeof(num), "%lld", (long long)v);
@@ -74,13 +59,13 @@ static void arg_int(struct args *a, int64_t v)
 }
 
 /* A borrowed string (NUL-terminated). */
-static void arg_str(struct args *a, const char *s)
+static void arg_str(struct tp_script_call *a, const char *s)
 {
     push(a, s, strlen(s));
 }
 
 /* A comma list of integers ("" for none), the form round_open/round_close/round_cancel take. */
-static void arg_list(struct args *a, const int64_t *v, int n)
+static void arg_list(struct tp_script_call *a, const int64_t *v, int n)
 {
     char list[TP_SCRIPT_BANDS_MAX * 21];
     size_t off = 0;
@@ -92,23 +77,23 @@ static void arg_list(struct args *a, const int64_t *v, int n)
     push_copy(a, list, off);
 }
 
-static void fence(struct args *a, const struct tp_script_fence *f)
+static void fence(struct tp_script_call *a, const struct tp_script_fence *f)
 {
     arg_str(a, f->holder);
     arg_int(a, f->epoch);
 }
 
-static int run(struct tp_store *store, struct args *a, tp_store_cb cb, void *ud)
+static int run(struct tp_store *store, struct tp_script_call *a, tp_store_cb cb, void *ud)
 {
     if (store == NULL)
         return TP_EUNAVAIL;
-    return tp_store_script(store, a->script, a->nkeys, a->n, a->v, a->len, cb, ud);
+    return tp_store_script(store, a->script, a->nkeys, a->argc, a->argv, a->len, cb, ud);
 }
 
 /* --- Bucket scripts: money --- */
 
 /* scripts/lua/bet.lua header: 9 KEYS in the player's bucket, 13 ARGV. */
-static void bet_args(const struct tp_script_bet_args *b, struct args *a)
+void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_call *a)
 {
     struct tp_key k;
     int n = tp_bucket_of(b->user_id, b->buckets);
@@ -142,13 +127,13 @@ int tp_script_bet(struct tp_store *store, const struct tp_script_bet_args *b, tp
 {
     if (b->idem_len < 1 || b->idem_len > TP_KEYS_IDEM_MAX)
         return TP_EINVAL;
-    struct args a;
-    bet_args(b, &a);
+    struct tp_script_call a;
+    tp_script_bet_call(b, &a);
     return run(store, &a, cb, ud);
 }
 
 /* scripts/lua/grant.lua header: 4 KEYS in the player's bucket, 6 ARGV. */
-static void grant_args(const struct tp_script_grant_args *g, struct args *a)
+static void grant_args(const struct tp_script_grant_args *g, struct tp_script_call *a)
 {
     struct tp_key k;
     int n = tp_bucket_of(g->user_id, g->buckets);
@@ -168,7 +153,7 @@ static void grant_args(const struct tp_script_grant_args *g, struct args *a)
 int tp_script_grant(struct tp_store *store, const struct tp_script_grant_args *g, tp_store_cb cb,
                     void *ud)
 {
-    struct args a;
+    struct tp_script_call a;
     grant_args(g, &a);
     return run(store, &a, cb, ud);
 }
@@ -176,7 +161,7 @@ int tp_script_grant(struct tp_store *store, const struct tp_script_grant_args *g
 /* --- Global scripts: accounts --- */
 
 /* scripts/lua/signup.lua header: 3 global KEYS, 5 ARGV. */
-static void signup_args(const struct tp_script_signup_args *s, struct args *a)
+static void signup_args(const struct tp_script_signup_args *s, struct tp_script_call *a)
 {
     struct tp_key k;
     start(a, "signup");
@@ -193,7 +178,7 @@ static void signup_args(const struct tp_script_signup_args *s, struct args *a)
 int tp_script_signup(struct tp_store *store, const struct tp_script_signup_args *s, tp_store_cb cb,
                      void *ud)
 {
-    struct args a;
+    struct tp_script_call a;
     signup_args(s, &a);
     return run(store, &a, cb, ud);
 }
@@ -201,7 +186,7 @@ int tp_script_signup(struct tp_store *store, const struct tp_script_signup_args 
 /* --- Global scripts: the leader (fenced by the lease) --- */
 
 /* scripts/lua/lease.lua header: lease, epoch; holder, epoch, PX (0 = release). */
-static void lease_args(const struct tp_script_lease_args *l, struct args *a)
+static void lease_args(const struct tp_script_lease_args *l, struct tp_script_call *a)
 {
     start(a, "lease");
     key(a, TP_KEYS_LEASE);
@@ -214,13 +199,13 @@ static void lease_args(const struct tp_script_lease_args *l, struct args *a)
 int tp_script_lease(struct tp_store *store, const struct tp_script_lease_args *l, tp_store_cb cb,
                     void *ud)
 {
-    struct args a;
+    struct tp_script_call a;
     lease_args(l, &a);
     return run(store, &a, cb, ud);
 }
 
 /* scripts/lua/tick.lua header: lease, ticks; fence, MAXLEN, then ts, price pairs. */
-static void tick_args(const struct tp_script_tick_args *t, struct args *a)
+static void tick_args(const struct tp_script_tick_args *t, struct tp_script_call *a)
 {
     start(a, "tick");
     key(a, TP_KEYS_LEASE);
@@ -238,13 +223,13 @@ int tp_script_tick(struct tp_store *store, const struct tp_script_tick_args *t, 
 {
     if (t->n == 0 || t->n > TP_SCRIPT_TICKS_MAX)
         return TP_EINVAL;
-    struct args a;
+    struct tp_script_call a;
     tick_args(t, &a);
     return run(store, &a, cb, ud);
 }
 
 /* scripts/lua/round_open.lua header: 6 global KEYS; fence + 11 ARGV. */
-static void round_open_args(const struct tp_script_round_open_args *o, struct args *a)
+static void round_open_args(const struct tp_script_round_open_args *o, struct tp_script_call *a)
 {
     struct tp_key k;
     int64_t edges[TP_SCRIPT_BANDS_MAX];
@@ -276,14 +261,14 @@ int tp_script_round_open(struct tp_store *store, const struct tp_script_round_op
 {
     if (o->n_edges < 0 || o->n_edges >= TP_SCRIPT_BANDS_MAX)
         return TP_EINVAL;
-    struct args a;
+    struct tp_script_call a;
     round_open_args(o, &a);
     return run(store, &a, cb, ud);
 }
 
 /* scripts/lua/round_lock.lua header: lease, round, current, round and seed of id-1; fence,
  * id, lock price. */
-static void round_lock_args(const struct tp_script_round_lock_args *l, struct args *a)
+static void round_lock_args(const struct tp_script_round_lock_args *l, struct tp_script_call *a)
 {
     struct tp_key k;
     start(a, "round_lock");
@@ -300,13 +285,13 @@ static void round_lock_args(const struct tp_script_round_lock_args *l, struct ar
 int tp_script_round_lock(struct tp_store *store, const struct tp_script_round_lock_args *l,
                          tp_store_cb cb, void *ud)
 {
-    struct args a;
+    struct tp_script_call a;
     round_lock_args(l, &a);
     return run(store, &a, cb, ud);
 }
 
 /* scripts/lua/round_close.lua header: lease, round, current; fence + 9 ARGV. */
-static void round_close_args(const struct tp_script_round_close_args *c, struct args *a)
+static void round_close_args(const struct tp_script_round_close_args *c, struct tp_script_call *a)
 {
     struct tp_key k;
     start(a, "round_close");
@@ -330,13 +315,13 @@ int tp_script_round_close(struct tp_store *store, const struct tp_script_round_c
 {
     if (c->npools < 1 || c->npools > TP_SCRIPT_BANDS_MAX)
         return TP_EINVAL;
-    struct args a;
+    struct tp_script_call a;
     round_close_args(c, &a);
     return run(store, &a, cb, ud);
 }
 
 /* scripts/lua/round_cancel.lua header: lease, round, current; fence, id, total, pools, reason. */
-static void round_cancel_args(const struct tp_script_round_cancel_args *c, struct args *a)
+static void round_cancel_args(const struct tp_script_round_cancel_args *c, struct tp_script_call *a)
 {
     struct tp_key k;
     start(a, "round_cancel");
@@ -355,13 +340,13 @@ int tp_script_round_cancel(struct tp_store *store, const struct tp_script_round_
 {
     if (c->npools < 1 || c->npools > TP_SCRIPT_BANDS_MAX)
         return TP_EINVAL;
-    struct args a;
+    struct tp_script_call a;
     round_cancel_args(c, &a);
     return run(store, &a, cb, ud);
 }
 
 /* scripts/lua/round_final.lua header: lease, round, seed, outbox; fence, id, Σ T_b, Σ paid_b. */
-static void round_final_args(const struct tp_script_round_final_args *f, struct args *a)
+static void round_final_args(const struct tp_script_round_final_args *f, struct tp_script_call *a)
 {
     struct tp_key k;
     start(a, "round_final");
@@ -378,7 +363,7 @@ static void round_final_args(const struct tp_script_round_final_args *f, struct 
 int tp_script_round_final(struct tp_store *store, const struct tp_script_round_final_args *f,
                           tp_store_cb cb, void *ud)
 {
-    struct args a;
+    struct tp_script_call a;
     round_final_args(f, &a);
     return run(store, &a, cb, ud);
 }
@@ -386,7 +371,7 @@ int tp_script_round_final(struct tp_store *store, const struct tp_script_round_f
 /* --- Bucket scripts: round state and settlement (not fenced: monotonic instead) --- */
 
 /* scripts/lua/bucket_state.lua header: state copy, unsettled; id, state, locks_at, grace_ms. */
-static void bucket_state_args(const struct tp_script_bucket_state_args *s, struct args *a)
+static void bucket_state_args(const struct tp_script_bucket_state_args *s, struct tp_script_call *a)
 {
     struct tp_key k;
     start(a, "bucket_state");
@@ -401,13 +386,13 @@ static void bucket_state_args(const struct tp_script_bucket_state_args *s, struc
 int tp_script_bucket_state(struct tp_store *store, const struct tp_script_bucket_state_args *s,
                            tp_store_cb cb, void *ud)
 {
-    struct args a;
+    struct tp_script_call a;
     bucket_state_args(s, &a);
     return run(store, &a, cb, ud);
 }
 
 /* scripts/lua/bucket_plan.lua header: plan; band, pot, W, refund_all, nbands. */
-static void bucket_plan_args(const struct tp_script_bucket_plan_args *p, struct args *a)
+static void bucket_plan_args(const struct tp_script_bucket_plan_args *p, struct tp_script_call *a)
 {
     struct tp_key k;
     start(a, "bucket_plan");
@@ -422,14 +407,14 @@ static void bucket_plan_args(const struct tp_script_bucket_plan_args *p, struct 
 int tp_script_bucket_plan(struct tp_store *store, const struct tp_script_bucket_plan_args *p,
                           tp_store_cb cb, void *ud)
 {
-    struct args a;
+    struct tp_script_call a;
     bucket_plan_args(p, &a);
     return run(store, &a, cb, ud);
 }
 
 /* scripts/lua/settle_page.lua header: plan, bal, paid, payout, outbox, one bets key per band,
  * net; id, page size, now_ms. */
-static void settle_page_args(const struct tp_script_settle_page_args *p, struct args *a)
+static void settle_page_args(const struct tp_script_settle_page_args *p, struct tp_script_call *a)
 {
     struct tp_key k;
     start(a, "settle_page");
@@ -451,14 +436,15 @@ int tp_script_settle_page(struct tp_store *store, const struct tp_script_settle_
 {
     if (p->nbands < 1 || p->nbands > TP_SCRIPT_BANDS_MAX)
         return TP_EINVAL;
-    struct args a;
+    struct tp_script_call a;
     settle_page_args(p, &a);
     return run(store, &a, cb, ud);
 }
 
 /* scripts/lua/settle_finish.lua header: plan, pool, house, unsettled, state copy, outbox;
  * id, final state, now_ms. */
-static void settle_finish_args(const struct tp_script_settle_finish_args *f, struct args *a)
+static void settle_finish_args(const struct tp_script_settle_finish_args *f,
+                               struct tp_script_call *a)
 {
     struct tp_key k;
     start(a, "settle_finish");
@@ -476,7 +462,7 @@ static void settle_finish_args(const struct tp_script_settle_finish_args *f, str
 int tp_script_settle_finish(struct tp_store *store, const struct tp_script_settle_finish_args *f,
                             tp_store_cb cb, void *ud)
 {
-    struct args a;
+    struct tp_script_call a;
     settle_finish_args(f, &a);
     return run(store, &a, cb, ud);
 }

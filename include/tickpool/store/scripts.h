@@ -26,6 +26,24 @@ struct tp_script_fence {
     int64_t epoch;
 };
 
+/* Most ticks one tick.lua call carries (a backfill after a failover is bounded by this). */
+#define TP_SCRIPT_TICKS_MAX 64
+/* Most arguments of one call (tick.lua: 2 KEYS, holder, epoch, MAXLEN, two per tick), and the
+ * bytes of formatted keys and numbers (bet.lua's 9 keys are the most: < 9 * TP_KEYS_MAX). */
+#define TP_SCRIPT_ARGS_MAX (5 + 2 * TP_SCRIPT_TICKS_MAX)
+#define TP_SCRIPT_BUF 4096
+
+/* One built script call: argv[0..nkeys) are KEYS, the rest ARGV; argv[i] is len[i] bytes, either
+ * in _buf (keys, numbers) or borrowed from the argument struct it was built from (strings). */
+struct tp_script_call {
+    const char *script; /* file name without .lua */
+    int nkeys, argc;
+    const char *argv[TP_SCRIPT_ARGS_MAX];
+    size_t len[TP_SCRIPT_ARGS_MAX];
+    char _buf[TP_SCRIPT_BUF];
+    size_t _used;
+};
+
 /* bet.lua: one bet of `user_id` (bucket = tp_bucket_of(user_id, buckets)). */
 struct tp_script_bet_args {
     int64_t user_id, round_id;
@@ -40,6 +58,9 @@ struct tp_script_bet_args {
     int idem_ttl_s;
     int buckets;
 };
+/** Builds bet.lua's call without sending it, for clients that write RESP themselves
+ * (bench/loadgen): tp_script_bet runs the same builder. Strings of `a` must outlive `out`. */
+void tp_script_bet_call(const struct tp_script_bet_args *a, struct tp_script_call *out);
 /** Runs bet.lua. */
 int tp_script_bet(struct tp_store *store, const struct tp_script_bet_args *a, tp_store_cb cb,
                   void *ud);
@@ -77,8 +98,6 @@ struct tp_script_lease_args {
 int tp_script_lease(struct tp_store *store, const struct tp_script_lease_args *a, tp_store_cb cb,
                     void *ud);
 
-/* Most ticks one tick.lua call carries (a backfill after a failover is bounded by this). */
-#define TP_SCRIPT_TICKS_MAX 64
 /* tick.lua: append n (≤ TP_SCRIPT_TICKS_MAX) ticks ts[i], price[i], ascending ts. */
 struct tp_script_tick_args {
     struct tp_script_fence fence;

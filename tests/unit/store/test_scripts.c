@@ -18,18 +18,18 @@
 
 /* --- Helpers --- */
 
-static void expect(const struct args *a, const char *script, int nkeys, const char *const *want,
-                   int n)
+static void expect(const struct tp_script_call *a, const char *script, int nkeys,
+                   const char *const *want, int n)
 {
     assert_string_equal(a->script, script);
     assert_int_equal(a->nkeys, nkeys);
-    for (int i = 0; i < n && i < a->n; i++) {
+    for (int i = 0; i < n && i < a->argc; i++) {
         char got[512];
-        snprintf(got, sizeof(got), "%.*s", (int)a->len[i], a->v[i]);
+        snprintf(got, sizeof(got), "%.*s", (int)a->len[i], a->argv[i]);
         if (strcmp(got, want[i]) != 0)
             fail_msg("%s argv[%d]: got \"%s\", want \"%s\"", script, i, got, want[i]);
     }
-    assert_int_equal(a->n, n);
+    assert_int_equal(a->argc, n);
 }
 
 #define EXPECT(a, script, nkeys, ...)                                                              \
@@ -64,7 +64,7 @@ static void pattern_regex(const char *pat, char *out, size_t cap)
 /* Matches every `KEYS[i] pattern` of the script's header comment against key i of `a`, and
  * checks that the header names as many keys as the builder pushes (`fixed_keys`: the keys the
  * header numbers, when the rest are a variable run described in words). */
-static void check_header(const struct args *a, int fixed_keys)
+static void check_header(const struct tp_script_call *a, int fixed_keys)
 {
     const char *src = getenv("TP_SRC");
     char path[1024];
@@ -92,7 +92,7 @@ static void check_header(const struct args *a, int fixed_keys)
         assert_int_equal(regcomp(&key, re, REG_EXTENDED | REG_NOSUB), 0);
         assert_true(i >= 0 && i < a->nkeys);
         char got[TP_KEYS_MAX];
-        snprintf(got, sizeof(got), "%.*s", (int)a->len[i], a->v[i]);
+        snprintf(got, sizeof(got), "%.*s", (int)a->len[i], a->argv[i]);
         if (regexec(&key, got, 0, NULL, 0) != 0)
             fail_msg("%s KEYS[%d] = \"%s\" does not match the header's %s", a->script, i + 1, got,
                      pat);
@@ -123,8 +123,8 @@ static void test_bet(void **state)
                                    .max_stake = 100000,
                                    .idem_ttl_s = 86400,
                                    .buckets = 4};
-    static struct args a;
-    bet_args(&b, &a);
+    static struct tp_script_call a;
+    tp_script_bet_call(&b, &a);
     EXPECT(&a, "bet", 9, "tp:{b3}:bal", "tp:{b3}:idem:7:k-1", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:bets:42:2", "tp:{b3}:outbox", "tp:{b3}:seq",
            "tp:{b3}:ubets:7", "tp:{b3}:net", "7", "42", "2", "150", "k-1", HASH, "1700000000000",
@@ -142,7 +142,7 @@ static void test_bet(void **state)
 static void test_grant_signup(void **state)
 {
     (void)state;
-    static struct args a;
+    static struct tp_script_call a;
     struct tp_script_grant_args g = {
         .user_id = 9, .grant_id = "signup:9", .amount = 100000, .now_ms = 5, .buckets = 2};
     grant_args(&g, &a);
@@ -164,7 +164,7 @@ static const struct tp_script_fence F = {.holder = "pid-1-w0", .epoch = 12};
 static void test_lease_tick(void **state)
 {
     (void)state;
-    static struct args a;
+    static struct tp_script_call a;
     struct tp_script_lease_args l = {.holder = "pid-1-w0", .epoch = 0, .px_ms = 2000};
     lease_args(&l, &a);
     EXPECT(&a, "lease", 2, "tp:{g}:lease", "tp:{g}:epoch", "pid-1-w0", "0", "2000");
@@ -180,7 +180,7 @@ static void test_lease_tick(void **state)
     t = (struct tp_script_tick_args){
         .fence = F, .maxlen = 1, .ts = many, .price = many, .n = TP_SCRIPT_TICKS_MAX};
     tick_args(&t, &a);
-    assert_int_equal(a.n, 5 + 2 * TP_SCRIPT_TICKS_MAX);
+    assert_int_equal(a.argc, 5 + 2 * TP_SCRIPT_TICKS_MAX);
     t.n = 0;
     assert_int_equal(tp_script_tick(NULL, &t, NULL, NULL), TP_EINVAL);
     t.n = TP_SCRIPT_TICKS_MAX + 1;
@@ -190,7 +190,7 @@ static void test_lease_tick(void **state)
 static void test_rounds(void **state)
 {
     (void)state;
-    static struct args a;
+    static struct tp_script_call a;
     int edges[] = {-50, 0, 50};
     struct tp_script_round_open_args o = {.fence = F,
                                           .id = 8,
@@ -262,7 +262,7 @@ static void test_rounds(void **state)
 static void test_buckets(void **state)
 {
     (void)state;
-    static struct args a;
+    static struct tp_script_call a;
     struct tp_script_bucket_state_args s = {
         .bucket = 1, .id = 8, .state = "live", .locks_at = 200, .grace_ms = 3000};
     bucket_state_args(&s, &a);
