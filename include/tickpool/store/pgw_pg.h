@@ -1,7 +1,7 @@
 /*
- * Internals shared by the Postgres writer (src/store/pgw.c) and `tickpool audit` (src/cli/audit.c):
- * a thin blocking Postgres adapter (src/store/pgw_pg.c) over the project's libpq wrapper
- * (tickpool/store/pg.h), so the two modules name exactly the few calls they need.
+ * Internals shared by the Postgres writer (src/store/pgw_write.c) and `tickpool audit`
+ * (src/cli/audit.c): a thin blocking Postgres adapter (src/store/pgw_pg.c) over the project's
+ * libpq wrapper (tickpool/store/pg.h), so the two modules name exactly the few calls they need.
  */
 #ifndef TP_PGW_PG_H
 #define TP_PGW_PG_H

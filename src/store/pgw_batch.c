@@ -1,0 +1,357 @@
+/*
+ * Postgres writer, batch → SQL (pure; see include/tickpool/store/pgw.h): outbox events become
+ * rows per table (JSON arrays of objects), money events also two ledger rows that sum to zero,
+ * and a batch becomes the statements of one transaction. No Redis, no Postgres, no clock here,
+ * so tests/unit/store/test_pgw.c covers it all.
+ *
+ * Events are checked as hostile input: every integer must be canonical, every identifier from
+ * a small alphabet, and a malformed or unknown event adds nothing (it is logged and
+ * acknowledged by the caller, so one bad entry cannot block the outbox).
+ */
+#include "pgw_internal.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/codec.h"
+#include "tickpool/base/common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- Events → rows --- */
+
+static const char *field(const struct tp_pgw_event *ev, const char *key)
+{
+    for (size_t i = 0; i < ev->nfields; i++)
+        if (ev->keys[i] != NULL && strcmp(ev->keys[i], key) == 0)
+            return ev->vals[i];
+    return NULL;
+}
+
+/* A canonical non-negative decimal below 10^18 (what the Lua scripts write). */
+bool tp_pgw_is_uint(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 18 || (s[0] == '0' && s[1] != '\0'))
+        return false;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return true;
+}
+
+/* Grant ids, usernames, hashes: 1..128 bytes of [A-Za-z0-9_.:-]. */
+static bool is_ident(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 128)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '.' || *p == ':' || *p == '-'))
+            return false;
+    return true;
+}
+
+void tp_pgw_batch_init(struct tp_pgw_batch *b)
+{
+    memset(b, 0, sizeof(*b));
+    for (int t = 0; t < TP_PGW_NTABLES; t++) {
+        b->json[t] = tp_xmalloc(sizeof(struct tp_buf));
+        tp_buf_init(b->json[t]);
+        tp_buf_puts(b->json[t], "[");
+    }
+}
+
+void tp_pgw_batch_deinit(struct tp_pgw_batch *b)
+{
+    for (int t = 0; t < TP_PGW_NTABLES; t++) {
+        if (b->json[t] != NULL) {
+            tp_buf_deinit(b->json[t]);
+            free(b->json[t]);
+            b->json[t] = NULL;
+        }
+    }
+}
+
+/* Appends one row object {k0: v0, …} (all values as JSON strings or null; Postgres casts them
+ * to the column types in json_populate_recordset). */
+static void row(struct tp_pgw_batch *b, enum tp_pgw_table t, size_t n, const char *const *kv)
+{
+    struct tp_buf *out = b->json[t];
+    if (b->nrows[t]++ > 0)
+        tp_buf_puts(out, ",");
+    struct tp_wr w;
+    tp_wr_init(&w, out, TP_FMT_JSON);
+    tp_wr_map(&w, n);
+    for (size_t i = 0; i < n; i++) {
+        tp_wr_key(&w, kv[2 * i]);
+        if (kv[2 * i + 1] == NULL)
+            tp_wr_null(&w);
+        else
+            tp_wr_str(&w, kv[2 * i + 1]);
+    }
+}
+
+/* Two ledger rows of one entry: `from` gives `amount`, `to` receives it (sum zero). A zero
+ * amount writes nothing (the ledger refuses zero rows). */
+static void ledger(struct tp_pgw_batch *b, const char *entry, const char *kind, const char *from,
+                   const char *to, const char *amount)
+{
+    char neg[32];
+    if (strcmp(amount, "0") == 0)
+        return;
+    if (amount[0] == '-')
+        snprintf(neg, sizeof(neg), "%s", amount + 1);
+    else
+        snprintf(neg, sizeof(neg), "-%s", amount);
+    const char *a[] = {"entry_id", entry, "account", from, "amount", neg, "kind", kind};
+    row(b, TP_PGW_LEDGER, 4, a);
+    const char *c[] = {"entry_id", entry, "account", to, "amount", amount, "kind", kind};
+    row(b, TP_PGW_LEDGER, 4, c);
+}
+
+static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, const char *type)
+{
+    const char *user = field(ev, "user_id"), *ts = field(ev, "ts");
+    char entry[192], acct_user[40], acct_round[40];
+    if (!tp_pgw_is_uint(user) || !tp_pgw_is_uint(ts))
+        return TP_EINVAL;
+    snprintf(acct_user, sizeof(acct_user), "user:%s", user);
+
+    if (strcmp(type, "grant") == 0) {
+        const char *gid = field(ev, "grant_id"), *amount = field(ev, "amount");
+        if (!is_ident(gid) || !tp_pgw_is_uint(amount) || strcmp(amount, "0") == 0)
+            return TP_EINVAL;
+        const char *kv[] = {"id", gid, "user_id", user, "amount", amount, "ts", ts};
+        row(b, TP_PGW_GRANTS, 4, kv);
+        snprintf(entry, sizeof(entry), "grant:%s", gid);
+        ledger(b, entry, "grant", "system", acct_user, amount);
+        return 0;
+    }
+    const char *bet = field(ev, "bet_id"), *round = field(ev, "round_id");
+    if (!tp_pgw_is_uint(bet) || !tp_pgw_is_uint(round))
+        return TP_EINVAL;
+    snprintf(acct_round, sizeof(acct_round), "round:%s", round);
+    if (strcmp(type, "bet") == 0) {
+        const char *band = field(ev, "band"), *stake = field(ev, "stake");
+        /* The idempotency key, when the bet script sends it; else a per-bet placeholder (the
+         * table wants one, unique per player). */
+        const char *key = field(ev, "idem_key");
+        char key_buf[48];
+        if (key == NULL || key[0] == '\0' || strlen(key) > 128) {
+            snprintf(key_buf, sizeof(key_buf), "bet:%s", bet);
+            key = key_buf;
+        }
+        if (!tp_pgw_is_uint(band) || !tp_pgw_is_uint(stake) || strcmp(stake, "0") == 0)
+            return TP_EINVAL;
+        const char *kv[] = {"id",        bet,  "user_id", user,  "round_id",        round,
+                            "band",      band, "stake",   stake, "idempotency_key", key,
+                            "placed_at", ts};
+        row(b, TP_PGW_BETS, 7, kv);
+        snprintf(entry, sizeof(entry), "bet:%s", bet);
+        ledger(b, entry, "bet", acct_user, acct_round, stake);
+        return 0;
+    }
+    /* payout | refund */
+    const char *amount = field(ev, "amount");
+    if (!tp_pgw_is_uint(amount))
+        return TP_EINVAL;
+    const char *kind = strcmp(type, "payout") == 0 ? "win" : "refund";
+    snprintf(entry, sizeof(entry), "%s:%s", type, bet);
+    const char *kv[] = {"id",       entry, "bet_id", bet,    "user_id", user,
+                        "round_id", round, "amount", amount, "kind",    kind};
+    row(b, TP_PGW_PAYOUTS, 6, kv);
+    ledger(b, entry, type, acct_round, acct_user, amount);
+    return 0;
+}
+
+/* Appends "{e1,e2,…}" (a Postgres int[] literal) of the comma list `edges` into out[n]. */
+static bool edges_literal(const char *edges, char *out, size_t n)
+{
+    size_t len = strlen(edges);
+    if (len + 3 > n)
+        return false;
+    for (const char *p = edges; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || *p == '-' || *p == ','))
+            return false;
+    snprintf(out, n, "{%s}", edges);
+    return true;
+}
+
+int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
+{
+    const char *type = field(ev, "type");
+    int rc = TP_EINVAL;
+    if (type == NULL) {
+        rc = TP_EINVAL;
+    } else if (strcmp(type, "grant") == 0 || strcmp(type, "bet") == 0 ||
+               strcmp(type, "payout") == 0 || strcmp(type, "refund") == 0) {
+        rc = ev->bucket >= 0 ? add_money(b, ev, type) : TP_EINVAL;
+    } else if (strcmp(type, "house") == 0) {
+        /* A bucket's share of rake + breakage: Redis bookkeeping per bucket only. The ledger
+         * moves the round's rake and breakage to the house once, from the receipt. */
+        const char *round = field(ev, "round_id"), *amount = field(ev, "amount");
+        bool amount_ok = amount != NULL &&
+                         (tp_pgw_is_uint(amount) ||
+                          (amount[0] == '-' && amount[1] != '0' && tp_pgw_is_uint(amount + 1)));
+        rc = ev->bucket >= 0 && tp_pgw_is_uint(round) && amount_ok ? 0 : TP_EINVAL;
+    } else if (strcmp(type, "round_opened") == 0) {
+        const char *id = field(ev, "round_id"), *o = field(ev, "opens_at");
+        const char *l = field(ev, "locks_at"), *c = field(ev, "closes_at");
+        const char *h = field(ev, "seed_hash"), *edges = field(ev, "edges");
+        const char *rake = field(ev, "rake_bps");
+        char lit[256];
+        if (edges == NULL)
+            edges = b->default_edges;
+        if (rake == NULL)
+            rake = b->default_rake_bps;
+        if (tp_pgw_is_uint(id) && tp_pgw_is_uint(o) && tp_pgw_is_uint(l) && tp_pgw_is_uint(c) &&
+            is_ident(h) && edges != NULL && edges_literal(edges, lit, sizeof(lit)) &&
+            tp_pgw_is_uint(rake)) {
+            const char *kv[] = {"id",        id, "opens_at",       o,   "locks_at", l,
+                                "closes_at", c,  "band_edges_bps", lit, "rake_bps", rake,
+                                "seed_hash", h};
+            row(b, TP_PGW_ROUNDS, 7, kv);
+            rc = 0;
+        }
+    } else if (strcmp(type, "round_settled") == 0 || strcmp(type, "round_cancelled") == 0) {
+        static const char *names[] = {"total",    "winning_stake", "rake",
+                                      "breakage", "payouts",       "refunds"};
+        /* Known once the round got that far; absent (SQL NULL) for an early cancel. */
+        static const char *optional[] = {"lock_price", "close_price", "winning_band", "seed"};
+        const char *id = field(ev, "round_id");
+        const char *kv[2 * 12] = {"id", id, "state", type + 6};
+        bool ok = tp_pgw_is_uint(id);
+        for (int i = 0; i < 6; i++) {
+            kv[4 + 2 * i] = names[i];
+            kv[5 + 2 * i] = field(ev, names[i]);
+            ok = ok && tp_pgw_is_uint(kv[5 + 2 * i]);
+        }
+        for (int i = 0; i < 4; i++) {
+            const char *v = field(ev, optional[i]);
+            kv[16 + 2 * i] = optional[i];
+            kv[17 + 2 * i] = v;
+            ok = ok && (v == NULL || (i < 3 ? tp_pgw_is_uint(v) : is_ident(v)));
+        }
+        if (ok) {
+            row(b, TP_PGW_ROUND_RESULTS, 12, kv);
+            /* The round's stakes not paid out go to the house: rake and breakage. */
+            char entry[64], acct_round[40];
+            snprintf(acct_round, sizeof(acct_round), "round:%s", id);
+            snprintf(entry, sizeof(entry), "rake:%s", id);
+            ledger(b, entry, "rake", acct_round, "house", field(ev, "rake"));
+            snprintf(entry, sizeof(entry), "breakage:%s", id);
+            ledger(b, entry, "breakage", acct_round, "house", field(ev, "breakage"));
+            rc = 0;
+        }
+    } else if (strcmp(type, "user") == 0) {
+        /* scripts/lua/signup.lua: user_id, username, pw_hash, created_at. The hash is kept so
+         * the system of record can restore accounts; it is only ever passed as a parameter. */
+        const char *id = field(ev, "user_id"), *name = field(ev, "username");
+        const char *ts = field(ev, "created_at"), *pw = field(ev, "pw_hash");
+        if (tp_pgw_is_uint(id) && is_ident(name) && tp_pgw_is_uint(ts) && pw != NULL &&
+            strlen(pw) < 512) {
+            const char *kv[] = {"id", id, "username", name, "password_hash", pw, "ts", ts};
+            row(b, TP_PGW_USERS, 4, kv);
+            rc = 0;
+        }
+    }
+    if (rc != 0)
+        b->skipped++;
+    return rc;
+}
+
+/* --- Batch → statements --- */
+
+/*
+ * Statements per table (up to two), each taking the batch's JSON array of that table as $1,
+ * against migrations/0001_init.sql. DISTINCT ON removes duplicates within the batch (a
+ * repeated entry, a claim race); ON CONFLICT DO NOTHING makes a replayed batch a no-op, and
+ * the UPDATEs only move state forward. Order matters inside the transaction: rounds before
+ * their results, bets before the payouts that mark them won or refunded.
+ */
+static const char *const table_sql[TP_PGW_NTABLES][2] = {
+    [TP_PGW_USERS] = {"INSERT INTO users (id, username, password_hash, created_at) "
+                      "SELECT DISTINCT ON (id) id, username, password_hash, "
+                      "to_timestamp(ts / 1000.0) FROM json_to_recordset($1::json) AS x(id "
+                      "bigint, username text, password_hash text, ts bigint) "
+                      "ON CONFLICT DO NOTHING"},
+    [TP_PGW_ROUNDS] = {"INSERT INTO rounds (id, state, opens_at, locks_at, closes_at, "
+                       "band_edges_bps, rake_bps, seed_hash) SELECT DISTINCT ON (id) id, 'open', "
+                       "opens_at, locks_at, closes_at, band_edges_bps::int[], rake_bps, seed_hash "
+                       "FROM json_to_recordset($1::json) AS x(id bigint, opens_at bigint, "
+                       "locks_at bigint, closes_at bigint, band_edges_bps text, rake_bps int, "
+                       "seed_hash text) ON CONFLICT DO NOTHING"},
+    [TP_PGW_ROUND_RESULTS] =
+        {"UPDATE rounds r SET state = x.state, total = x.total, winning_stake = x.winning_stake, "
+         "rake = x.rake, breakage = x.breakage, payouts = x.payouts, refunds = x.refunds, "
+         "lock_price = x.lock_price, close_price = x.close_price, "
+         "winning_band = x.winning_band, seed = x.seed, "
+         "settled_at = (extract(epoch FROM now()) * 1000)::bigint "
+         "FROM json_to_recordset($1::json) AS x(id bigint, state text, total bigint, "
+         "winning_stake bigint, rake bigint, breakage bigint, payouts bigint, refunds bigint, "
+         "lock_price bigint, close_price bigint, winning_band smallint, seed text) "
+         "WHERE r.id = x.id AND r.state NOT IN ('settled', 'cancelled')",
+         /* Bets of a settled round without a payout lost (a payout applied later wins). */
+         "UPDATE bets b SET status = 'lost' FROM json_to_recordset($1::json) AS x(id bigint, "
+         "state text) WHERE b.round_id = x.id AND x.state = 'settled' AND b.status = 'pending'"},
+    [TP_PGW_GRANTS] = {"INSERT INTO grants (id, user_id, amount, created_at) "
+                       "SELECT DISTINCT ON (id) id, user_id, amount, to_timestamp(ts / 1000.0) "
+                       "FROM json_to_recordset($1::json) AS x(id text, user_id bigint, "
+                       "amount bigint, ts bigint) ON CONFLICT DO NOTHING"},
+    [TP_PGW_BETS] = {"INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                     "placed_at) SELECT DISTINCT ON (id) id, user_id, round_id, band, stake, "
+                     "idempotency_key, placed_at FROM json_to_recordset($1::json) AS x(id text, "
+                     "user_id bigint, round_id bigint, band smallint, stake bigint, "
+                     "idempotency_key text, placed_at bigint) ON CONFLICT DO NOTHING",
+                     /* A bet written after its round's result or its payout (both sit in
+                      * other streams, drained in any order after a backlog) takes its final
+                      * status now: the UPDATEs of those events found no row to mark. */
+                     "UPDATE bets b SET status = CASE WHEN p.kind = 'win' THEN 'won' "
+                     "WHEN p.kind IS NOT NULL THEN 'refunded' ELSE 'lost' END, "
+                     "payout = coalesce(p.amount, 0) FROM json_to_recordset($1::json) AS "
+                     "x(id text) LEFT JOIN payouts p ON p.bet_id = x.id WHERE b.id = x.id AND "
+                     "b.status = 'pending' AND (p.bet_id IS NOT NULL OR EXISTS (SELECT 1 FROM "
+                     "rounds r WHERE r.id = b.round_id AND r.state = 'settled'))"},
+    [TP_PGW_PAYOUTS] =
+        {"INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) "
+         "SELECT DISTINCT ON (id) id, bet_id, user_id, round_id, amount, kind "
+         "FROM json_to_recordset($1::json) AS x(id text, bet_id text, user_id bigint, "
+         "round_id bigint, amount bigint, kind text) ON CONFLICT DO NOTHING",
+         "UPDATE bets b SET status = CASE x.kind WHEN 'win' THEN 'won' ELSE 'refunded' END, "
+         "payout = x.amount FROM json_to_recordset($1::json) AS x(bet_id text, amount bigint, "
+         "kind text) WHERE b.id = x.bet_id"},
+    [TP_PGW_LEDGER] = {"INSERT INTO ledger (entry_id, account, amount, kind) "
+                       "SELECT DISTINCT ON (entry_id, account) entry_id, account, amount, kind "
+                       "FROM json_to_recordset($1::json) AS x(entry_id text, account text, "
+                       "amount bigint, kind text) ON CONFLICT DO NOTHING"},
+};
+
+/* Closes a table's array once: "]" and the NUL its text parameter needs. Row values are C
+ * strings, so only a closed array ends in a NUL. */
+static const char *closed_array(struct tp_buf *json)
+{
+    size_t n = tp_buf_size(json);
+    if (n == 0 || tp_buf_ptr(json)[n - 1] != '\0') {
+        tp_buf_puts(json, "]");
+        tp_buf_append(json, "", 1);
+    }
+    return tp_buf_ptr(json);
+}
+
+size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out)
+{
+    size_t n = 0;
+    out[n++] = (struct tp_pgw_stmt){"BEGIN", NULL};
+    /* One batch at a time across all writers: a bet and its round's result or payout may be in
+     * two writers' concurrent batches, and then neither transaction's UPDATE would see the
+     * other's uncommitted row (the bet would stay 'pending' forever). */
+    out[n++] = (struct tp_pgw_stmt){"SELECT pg_advisory_xact_lock(1953523575)", NULL};
+    for (int t = 0; t < TP_PGW_NTABLES; t++) {
+        if (b->nrows[t] == 0)
+            continue;
+        const char *param = closed_array(b->json[t]);
+        for (int i = 0; i < 2 && table_sql[t][i] != NULL; i++)
+            out[n++] = (struct tp_pgw_stmt){table_sql[t][i], param};
+    }
+    out[n++] = (struct tp_pgw_stmt){"COMMIT", NULL};
+    return n;
+}

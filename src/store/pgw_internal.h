@@ -1,0 +1,147 @@
+/*
+ * Internals of the Postgres writer shared by its files (private to module store/pgw):
+ *
+ *   pgw.c        the writer's life: thread and loop, the step sequence, backoff and health,
+ *                outbox lag metrics, worker hooks
+ *   pgw_outbox.c the Redis side: consumer groups, claims from dead consumers, XREADGROUP,
+ *                XACK + XDEL after COMMIT
+ *   pgw_write.c  the Postgres side: one transaction per batch, event-by-event retry of a
+ *                refused batch
+ *   pgw_batch.c  pure: outbox events → rows → the statements of a batch's transaction
+ *
+ * Everything but pgw_batch.c runs on the writer's own thread only, so struct tp_pgw needs no
+ * lock; `stop` is the one field another thread (tp_pgw_stop) touches.
+ */
+#ifndef TP_PGW_INTERNAL_H
+#define TP_PGW_INTERNAL_H
+
+#include "tickpool/store/pgw.h"
+
+#include <ev.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tp_config;
+struct tp_pgw_pg;
+struct tp_store;
+struct tp_store_reply;
+
+/* Claims are looked for this often (ms) while reading. */
+#define TP_PGW_CLAIM_EVERY_MS 10000
+
+/* --- Writer state --- */
+
+/* The main sequence (see pgw.c): one phase at a time, one command batch in flight. */
+enum tp_pgw_phase { TP_PGW_PH_GROUPS, TP_PGW_PH_CLAIM, TP_PGW_PH_READ, TP_PGW_PH_ACK };
+
+struct tp_pgw {
+    const struct tp_config *cfg;
+    bool report_lag;
+    pthread_t thread;
+    bool started;
+    struct ev_loop *loop;
+    struct tp_store *store;
+    struct tp_pgw_pg *pg;
+    ev_async stop_async;
+    ev_timer retry;    /* backoff before the next step */
+    ev_timer periodic; /* claims and lag metrics */
+    atomic_bool stop;
+
+    int nstreams;
+    char **streams; /* [0] = global outbox, [1 + N] = bucket N's outbox */
+    char consumer[160];
+    char host[128];
+    char edges[200];   /* game.band_edges_bps as "e1,e2,…" (for round events without them) */
+    char rake_bps[16]; /* game.rake_bps */
+
+    enum tp_pgw_phase phase;
+    int outstanding; /* replies awaited in the current phase */
+    bool pending_mode;
+    bool claim_again; /* the last claim took a full page: claim again after writing it */
+    bool busy;        /* a command of the main sequence is in flight */
+    int backoff_ms;
+    bool outage; /* an error was logged and not yet followed by a success */
+    int64_t last_claim_ms;
+
+    /* Lag probes (their own small sequence, independent of the main one). */
+    int lag_outstanding;
+    int64_t lag_entries;
+    int64_t lag_oldest_ms;
+
+    /* Ids acknowledged by the current TP_PGW_PH_ACK, per stream. */
+    char ***ack_ids;
+    size_t *ack_n;
+};
+
+/* --- Sequence and health (pgw.c) --- */
+
+/** Runs the next command of the main sequence unless one is in flight or a backoff runs. */
+void tp_pgw_step(struct tp_pgw *w);
+/** Logs `what` failed (once per outage) and steps again after a doubling backoff. */
+void tp_pgw_fail_soon(struct tp_pgw *w, const char *what, int err);
+/** Ends an outage (logged once) and resets the backoff. */
+void tp_pgw_succeeded(struct tp_pgw *w);
+
+/* --- Redis side (pgw_outbox.c): each phase's commands; their replies step the sequence --- */
+
+/** TP_PGW_PH_GROUPS: XGROUP CREATE … MKSTREAM on every stream, then TP_PGW_PH_CLAIM. */
+void tp_pgw_create_groups(struct tp_pgw *w);
+/** TP_PGW_PH_CLAIM: XPENDING per stream and XCLAIM of dead or idle consumers' entries (then
+ * pending mode), then TP_PGW_PH_READ. */
+void tp_pgw_claim(struct tp_pgw *w);
+/** TP_PGW_PH_READ: XREADGROUP of our pending entries (pending mode) or of new ones (BLOCK);
+ * the reply is written to Postgres and acknowledged, or retried after a backoff. */
+void tp_pgw_read(struct tp_pgw *w);
+/** Frees the ids collected for acknowledgement. */
+void tp_pgw_free_acks(struct tp_pgw *w);
+/** True for a failed command or an error reply. */
+bool tp_pgw_reply_is_error(int err, const struct tp_store_reply *r);
+
+/*
+ * Calls fn for every entry of an XREADGROUP reply (nil: BLOCK timed out, or
+ * [[stream, [[id, [k, v, …] | nil], …]], …]); a pending entry deleted from the stream comes back
+ * with nil fields and is passed with ev == NULL. `only` >= 0 visits that entry only (by
+ * position). Returns the number of entries.
+ */
+typedef void (*tp_pgw_event_fn)(struct tp_pgw *w, int stream, const char *id,
+                                const struct tp_pgw_event *ev, void *ud);
+size_t tp_pgw_each_event(struct tp_pgw *w, const struct tp_store_reply *r, long only,
+                         tp_pgw_event_fn fn, void *ud);
+
+/* --- Postgres side (pgw_write.c) --- */
+
+/**
+ * Writes batch `b` (the `total` entries of XREADGROUP reply `r`) in one transaction, connecting
+ * first if needed; a batch refused on a healthy connection is retried event by event, events
+ * still refused are logged and count as written. Returns 0 (ack the entries) or a TP_E* code
+ * with `err` set (nothing may be acked); a broken connection is closed for the next try.
+ */
+int tp_pgw_write(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
+                 struct tp_pgw_batch *b, char *err, size_t errlen);
+
+/* --- Batch → SQL (pgw_batch.c; pure) --- */
+
+/* One statement of a batch's transaction: its SQL and its only text parameter (NULL: none). */
+struct tp_pgw_stmt {
+    const char *sql;
+    const char *param;
+};
+
+/* BEGIN, the advisory lock, up to two statements per table, COMMIT. */
+#define TP_PGW_MAX_STMTS (3 + 2 * TP_PGW_NTABLES)
+
+/**
+ * The statements of `b`'s transaction, in order, into out[TP_PGW_MAX_STMTS]: BEGIN, the
+ * advisory lock that serialises all writers' batches, each table's statements with the table's
+ * JSON array as parameter (tables without rows skipped), COMMIT. Closes the arrays (repeat
+ * calls give the same statements); the statements borrow from `b`. Returns their number.
+ */
+size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out);
+/** A canonical non-negative decimal below 10^18 (what the Lua scripts write). */
+bool tp_pgw_is_uint(const char *s);
+
+#endif

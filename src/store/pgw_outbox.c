@@ -1,0 +1,406 @@
+/*
+ * Postgres writer, the Redis side: the commands of each phase of the sequence (pgw.c) on the
+ * outbox streams, and their replies.
+ *
+ *   groups → XGROUP CREATE <stream> pgw 0 MKSTREAM on every stream (BUSYGROUP is fine)
+ *   claim  → XPENDING per stream; entries of dead local consumers (same host, pid gone) or idle
+ *            ≥ TP_PGW_CLAIM_IDLE_MS on another consumer are XCLAIMed (JUSTID) to us, and we
+ *            switch to "pending" mode
+ *   read   → pending mode: XREADGROUP … STREAMS … 0 (our own pending entries, no BLOCK) until
+ *            none is left; otherwise XREADGROUP … BLOCK … STREAMS … > (new entries); the
+ *            entries are written to Postgres (pgw_write.c)
+ *   ack    → after COMMIT: XACK + XDEL per stream; then read again
+ *
+ * A failed write drops the in-memory batch and re-reads our pending entries after a backoff,
+ * so a batch is always rebuilt from Redis, never from memory that might diverge from it.
+ */
+#include "pgw_internal.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/base/log.h"
+#include "tickpool/store/store.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "pgw"
+
+static int stream_index(const struct tp_pgw *w, const char *stream)
+{
+    for (int i = 0; i < w->nstreams; i++)
+        if (strcmp(w->streams[i], stream) == 0)
+            return i;
+    return -1;
+}
+
+bool tp_pgw_reply_is_error(int err, const struct tp_store_reply *r)
+{
+    return err != 0 || r == NULL || tp_reply_type(r) == TP_REPLY_ERROR;
+}
+
+/* --- Consumer groups --- */
+
+/* TP_PGW_PH_GROUPS: every XGROUP CREATE answered (OK or BUSYGROUP). */
+static void on_group(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_pgw *w = ud;
+    if (err == TP_ECLOSED)
+        return;
+    if (err == 0 && r != NULL && tp_reply_type(r) == TP_REPLY_ERROR &&
+        strncmp(tp_reply_str(r, NULL), "BUSYGROUP", 9) != 0) {
+        tp_log_error(MOD, "XGROUP CREATE refused\treply=\"%s\"", tp_reply_str(r, NULL));
+        err = TP_EIO;
+    }
+    if (err != 0)
+        w->outstanding = -1000; /* poison: the phase restarts after a backoff */
+    if (--w->outstanding > 0)
+        return;
+    if (w->outstanding < 0) {
+        tp_pgw_fail_soon(w, "creating the consumer groups", err != 0 ? err : TP_EIO);
+        return;
+    }
+    w->phase = TP_PGW_PH_CLAIM;
+    w->busy = false;
+    tp_pgw_step(w);
+}
+
+void tp_pgw_create_groups(struct tp_pgw *w)
+{
+    w->outstanding = 1; /* guard: released below once all are submitted */
+    for (int i = 0; i < w->nstreams; i++) {
+        const char *argv[] = {"XGROUP", "CREATE", w->streams[i], TP_PGW_GROUP, "0", "MKSTREAM"};
+        if (tp_store_commandargv(w->store, on_group, w, 6, argv, NULL) == 0)
+            w->outstanding++;
+    }
+    on_group(0, NULL, w);
+}
+
+/* --- Claiming from dead consumers --- */
+
+/* Is consumer `name` ("host:pid") a writer of this host whose process is gone? */
+static bool dead_local(const struct tp_pgw *w, const char *name)
+{
+    const char *colon = strrchr(name, ':');
+    if (colon == NULL || (size_t)(colon - name) != strlen(w->host) ||
+        strncmp(name, w->host, colon - name) != 0 || !tp_pgw_is_uint(colon + 1))
+        return false;
+    long pid = atol(colon + 1);
+    if (pid <= 0)
+        return false;
+    if (kill((pid_t)pid, 0) != 0)
+        return errno == ESRCH;
+    /* A killed worker may linger as a zombie (containers whose init does not reap): that is
+     * dead too. A reused pid only delays the takeover to the idle rule. */
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren != NULL && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+struct claim_ctx {
+    struct tp_pgw *w;
+    int stream;
+};
+
+static void claim_done(struct tp_pgw *w)
+{
+    if (--w->outstanding > 0)
+        return;
+    w->last_claim_ms = tp_mono_ms();
+    if (w->phase == TP_PGW_PH_CLAIM) {
+        w->phase = TP_PGW_PH_READ;
+        w->busy = false;
+        tp_pgw_step(w);
+    }
+}
+
+static void on_xclaim(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct claim_ctx *c = ud;
+    struct tp_pgw *w = c->w;
+    if (err == TP_ECLOSED) {
+        free(c);
+        return;
+    }
+    if (!tp_pgw_reply_is_error(err, r) && tp_reply_len(r) > 0) {
+        tp_log_info(MOD, "claimed pending outbox entries\tstream=%s entries=%zu",
+                    w->streams[c->stream], tp_reply_len(r));
+        w->pending_mode = true;
+        /* A full page: more may wait behind it (XPENDING lists our own entries first once
+         * claimed), so claim again as soon as these are written. */
+        if (tp_reply_len(r) >= TP_PGW_BATCH)
+            w->claim_again = true;
+    }
+    free(c);
+    claim_done(w);
+}
+
+/* XPENDING <stream> pgw - + N: [[id, consumer, idle_ms, deliveries], …]. */
+static void on_xpending(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct claim_ctx *c = ud;
+    struct tp_pgw *w = c->w;
+    if (err == TP_ECLOSED) {
+        free(c);
+        return;
+    }
+    const char *argv[6 + TP_PGW_BATCH]; /* XCLAIM key group consumer 0 ids… JUSTID */
+    int argc = 0;
+    if (!tp_pgw_reply_is_error(err, r)) {
+        argv[argc++] = "XCLAIM";
+        argv[argc++] = w->streams[c->stream];
+        argv[argc++] = TP_PGW_GROUP;
+        argv[argc++] = w->consumer;
+        argv[argc++] = "0";
+        for (size_t i = 0; i < tp_reply_len(r) && argc < 5 + TP_PGW_BATCH; i++) {
+            const struct tp_store_reply *e = tp_reply_at(r, i);
+            const char *id = tp_reply_str(tp_reply_at(e, 0), NULL);
+            const char *who = tp_reply_str(tp_reply_at(e, 1), NULL);
+            long long idle = tp_reply_integer(tp_reply_at(e, 2));
+            if (id == NULL || who == NULL || strcmp(who, w->consumer) == 0)
+                continue;
+            if (dead_local(w, who) || idle >= TP_PGW_CLAIM_IDLE_MS)
+                argv[argc++] = id;
+        }
+    }
+    if (argc > 5) {
+        const char *jid = "JUSTID";
+        argv[argc++] = jid;
+        if (tp_store_commandargv(w->store, on_xclaim, c, argc, argv, NULL) == 0)
+            return; /* the ids are copied by the store at submission */
+    }
+    free(c);
+    claim_done(w);
+}
+
+void tp_pgw_claim(struct tp_pgw *w)
+{
+    w->outstanding = 1; /* guard: released below once all are submitted */
+    for (int i = 0; i < w->nstreams; i++) {
+        struct claim_ctx *c = tp_xmalloc(sizeof(*c));
+        c->w = w;
+        c->stream = i;
+        char count[16];
+        snprintf(count, sizeof(count), "%d", TP_PGW_BATCH);
+        const char *argv[] = {"XPENDING", w->streams[i], TP_PGW_GROUP, "-", "+", count};
+        w->outstanding++;
+        if (tp_store_commandargv(w->store, on_xpending, c, 6, argv, NULL) != 0) {
+            free(c);
+            w->outstanding--;
+        }
+    }
+    claim_done(w);
+}
+
+/* --- Acknowledging --- */
+
+void tp_pgw_free_acks(struct tp_pgw *w)
+{
+    for (int s = 0; s < w->nstreams; s++) {
+        for (size_t i = 0; i < w->ack_n[s]; i++)
+            free(w->ack_ids[s][i]);
+        w->ack_n[s] = 0;
+    }
+}
+
+static void ack_release(struct tp_pgw *w);
+
+static void on_ack(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_pgw *w = ud;
+    if (err == TP_ECLOSED)
+        return;
+    if (tp_pgw_reply_is_error(err, r) && !w->outage)
+        tp_log_warn(MOD,
+                    "XACK/XDEL failed (entries stay pending and are rewritten idempotently)"
+                    "\terr=%s",
+                    tp_strerror(err));
+    ack_release(w);
+}
+
+/* Counts one answered XACK/XDEL; the last one moves on to the next read. */
+static void ack_release(struct tp_pgw *w)
+{
+    if (--w->outstanding > 0)
+        return;
+    tp_pgw_free_acks(w);
+    w->phase = TP_PGW_PH_READ;
+    w->busy = false;
+    if (atomic_load(&w->stop)) {
+        ev_break(w->loop, EVBREAK_ALL);
+        return;
+    }
+    tp_pgw_step(w);
+}
+
+/* XACK then XDEL of the written ids: acknowledged entries leave the stream at once, so XLEN
+ * is the backlog. XDEL only ever names ids just acknowledged by our single group. */
+static void send_acks(struct tp_pgw *w)
+{
+    w->phase = TP_PGW_PH_ACK;
+    w->outstanding = 1;
+    for (int s = 0; s < w->nstreams; s++) {
+        if (w->ack_n[s] == 0)
+            continue;
+        size_t n = w->ack_n[s];
+        const char **argv = tp_xmalloc((n + 3) * sizeof(*argv));
+        argv[0] = "XACK";
+        argv[1] = w->streams[s];
+        argv[2] = TP_PGW_GROUP;
+        for (size_t i = 0; i < n; i++)
+            argv[3 + i] = w->ack_ids[s][i];
+        if (tp_store_commandargv(w->store, on_ack, w, (int)n + 3, argv, NULL) == 0)
+            w->outstanding++;
+        /* XDEL <stream> ids…: reuse the vector from index 1. */
+        argv[1] = "XDEL";
+        argv[2] = w->streams[s];
+        if (tp_store_commandargv(w->store, on_ack, w, (int)n + 2, argv + 1, NULL) == 0)
+            w->outstanding++;
+        free(argv);
+    }
+    ack_release(w);
+}
+
+/* --- Reading --- */
+
+/* Fixed-capacity field arrays for one event (our events have < 16 fields). */
+#define MAX_FIELDS 32
+
+size_t tp_pgw_each_event(struct tp_pgw *w, const struct tp_store_reply *r, long only,
+                         tp_pgw_event_fn fn, void *ud)
+{
+    size_t total = 0;
+    for (size_t s = 0; s < tp_reply_len(r); s++) {
+        const struct tp_store_reply *sr = tp_reply_at(r, s);
+        const char *name = tp_reply_str(tp_reply_at(sr, 0), NULL);
+        int si = name ? stream_index(w, name) : -1;
+        if (si < 0)
+            continue;
+        const struct tp_store_reply *entries = tp_reply_at(sr, 1);
+        for (size_t i = 0; i < tp_reply_len(entries); i++) {
+            const struct tp_store_reply *e = tp_reply_at(entries, i);
+            const char *id = tp_reply_str(tp_reply_at(e, 0), NULL);
+            const struct tp_store_reply *kv = tp_reply_at(e, 1);
+            if (id == NULL)
+                continue;
+            if (only >= 0 && (size_t)only != total) {
+                total++;
+                continue;
+            }
+            total++;
+            if (kv == NULL || tp_reply_type(kv) != TP_REPLY_ARRAY) {
+                fn(w, si, id, NULL, ud);
+                continue;
+            }
+            const char *keys[MAX_FIELDS], *vals[MAX_FIELDS];
+            size_t nf = TP_MIN(tp_reply_len(kv) / 2, (size_t)MAX_FIELDS);
+            for (size_t f = 0; f < nf; f++) {
+                keys[f] = tp_reply_str(tp_reply_at(kv, 2 * f), NULL);
+                vals[f] = tp_reply_str(tp_reply_at(kv, 2 * f + 1), NULL);
+            }
+            struct tp_pgw_event ev = {id, si - 1, nf, keys, vals};
+            fn(w, si, id, &ev, ud);
+        }
+    }
+    return total;
+}
+
+/* Collects the id for XACK and maps the event into the batch `ud`. */
+static void add_to_batch(struct tp_pgw *w, int stream, const char *id,
+                         const struct tp_pgw_event *ev, void *ud)
+{
+    w->ack_ids[stream][w->ack_n[stream]++] = tp_xstrdup(id);
+    if (ev != NULL && tp_pgw_batch_add(ud, ev) != 0)
+        tp_log_error(MOD, "skipping a malformed or unknown outbox event\tstream=%s id=%s",
+                     w->streams[stream], id);
+}
+
+static void on_read(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_pgw *w = ud;
+    if (err == TP_ECLOSED)
+        return;
+    if (tp_pgw_reply_is_error(err, r)) {
+        if (err == 0 && r != NULL && strstr(tp_reply_str(r, NULL), "NOGROUP") != NULL)
+            w->phase = TP_PGW_PH_GROUPS; /* the stream was deleted (FLUSHALL): recreate */
+        tp_pgw_fail_soon(w, "XREADGROUP", err != 0 ? err : TP_EIO);
+        return;
+    }
+    if (atomic_load(&w->stop)) {
+        /* Whatever we just read stays pending under our name; the next writer claims it. */
+        ev_break(w->loop, EVBREAK_ALL);
+        return;
+    }
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    b.default_edges = w->edges;
+    b.default_rake_bps = w->rake_bps;
+    size_t total = tp_pgw_each_event(w, r, -1, add_to_batch, &b);
+    if (total == 0) {
+        tp_pgw_batch_deinit(&b);
+        if (w->pending_mode && w->claim_again) {
+            w->claim_again = false;
+            w->last_claim_ms = tp_mono_ms() - TP_PGW_CLAIM_EVERY_MS; /* claim on the next step */
+        }
+        w->pending_mode = false;
+        w->busy = false;
+        tp_pgw_succeeded(w);
+        tp_pgw_step(w);
+        return;
+    }
+    char perr[256];
+    int rc = tp_pgw_write(w, r, total, &b, perr, sizeof(perr));
+    tp_log_debug(MOD, "batch\tentries=%zu skipped=%zu pending_mode=%d rc=%d", total, b.skipped,
+                 (int)w->pending_mode, rc);
+    tp_pgw_batch_deinit(&b);
+    if (rc != 0) {
+        tp_pgw_free_acks(w);
+        w->pending_mode = true; /* rebuild the batch from Redis after the backoff */
+        if (!w->outage)
+            tp_log_error(MOD, "Postgres write failed\terror=\"%s\"", perr);
+        tp_pgw_fail_soon(w, "writing a batch to Postgres", rc);
+        return;
+    }
+    tp_pgw_succeeded(w);
+    send_acks(w);
+}
+
+void tp_pgw_read(struct tp_pgw *w)
+{
+    int n = w->nstreams;
+    const char **argv = tp_xmalloc((10 + 2 * (size_t)n) * sizeof(*argv)); /* 9 fixed words */
+    char count[16], block[16];
+    snprintf(count, sizeof(count), "%d", TP_PGW_BATCH);
+    /* BLOCK well below the store's command deadline, so a quiet stream is not a timeout. */
+    snprintf(block, sizeof(block), "%d", TP_MAX(TP_MIN(1000, w->cfg->redis.timeout_ms / 2), 10));
+    int argc = 0;
+    argv[argc++] = "XREADGROUP";
+    argv[argc++] = "GROUP";
+    argv[argc++] = TP_PGW_GROUP;
+    argv[argc++] = w->consumer;
+    argv[argc++] = "COUNT";
+    argv[argc++] = count;
+    if (!w->pending_mode) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = block;
+    }
+    argv[argc++] = "STREAMS";
+    for (int i = 0; i < n; i++)
+        argv[argc++] = w->streams[i];
+    for (int i = 0; i < n; i++)
+        argv[argc++] = w->pending_mode ? "0" : ">";
+    w->busy = true;
+    int rc = tp_store_commandargv(w->store, on_read, w, argc, argv, NULL);
+    free(argv);
+    if (rc != 0)
+        tp_pgw_fail_soon(w, "XREADGROUP submit", rc);
+}

@@ -1,0 +1,109 @@
+/*
+ * Postgres writer, the Postgres side: a batch goes into Postgres in one transaction (blocking;
+ * the writer's thread only), built by tp_pgw_batch_sql. Every INSERT is ON CONFLICT DO NOTHING
+ * keyed by the event's id, so writing a batch twice (crash between COMMIT and XACK, a claim
+ * race) changes nothing; the caller acknowledges the entries only after this returns 0.
+ */
+#include "pgw_internal.h"
+#include "tickpool/base/buf.h"
+#include "tickpool/base/common.h"
+#include "tickpool/base/log.h"
+#include "tickpool/base/config.h"
+#include "tickpool/store/pgw_pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define MOD "pgw"
+
+/* Writes a batch in one transaction. Returns 0 after COMMIT, or a TP_E* code (rolled back). */
+static int write_batch(struct tp_pgw_pg *pg, struct tp_pgw_batch *b, char *err, size_t errlen)
+{
+    struct tp_pgw_stmt stmts[TP_PGW_MAX_STMTS];
+    size_t n = tp_pgw_batch_sql(b, stmts);
+    for (size_t i = 0; i < n; i++) {
+        int np = stmts[i].param != NULL ? 1 : 0;
+        int rc = tp_pgw_pg_exec(pg, stmts[i].sql, np, np ? &stmts[i].param : NULL, err, errlen);
+        if (rc == 0)
+            continue;
+        if (i > 0) /* a failed BEGIN opened nothing to roll back */
+            tp_pgw_pg_exec(pg, "ROLLBACK", 0, NULL, NULL, 0);
+        return rc;
+    }
+    return 0;
+}
+
+/* Maps one event into the batch `ud` (no ack bookkeeping). */
+static void map_only(struct tp_pgw *w, int stream, const char *id, const struct tp_pgw_event *ev,
+                     void *ud)
+{
+    (void)w, (void)stream, (void)id;
+    if (ev != NULL)
+        tp_pgw_batch_add(ud, ev);
+}
+
+/* Logs an event's fields (for a quarantined entry, so an operator can replay it by hand). */
+static void log_event(struct tp_pgw *w, int stream, const char *id, const struct tp_pgw_event *ev,
+                      void *ud)
+{
+    struct tp_buf line;
+    tp_buf_init(&line);
+    for (size_t i = 0; ev != NULL && i < ev->nfields; i++)
+        tp_buf_printf(&line, "%s%s=%s", i ? " " : "", ev->keys[i] ? ev->keys[i] : "?",
+                      ev->vals[i] ? ev->vals[i] : "?");
+    tp_buf_append(&line, "", 1);
+    tp_log_error(MOD,
+                 "Postgres refused an outbox event; acknowledged without a row (audit will "
+                 "show it)\tstream=%s id=%s error=\"%s\" event=\"%s\"",
+                 w->streams[stream], id, (const char *)ud, tp_buf_ptr(&line));
+    tp_buf_deinit(&line);
+}
+
+/*
+ * A batch Postgres refused while the connection is fine (a CHECK or type error: one bad event,
+ * not an outage) is written again one event per transaction, so one poisoned entry cannot stop
+ * the outbox forever; each event Postgres still refuses is logged with all its fields and
+ * acknowledged. Returns 0, or the error of a connection lost meanwhile (then nothing is acked).
+ */
+static int write_one_by_one(struct tp_pgw *w, const struct tp_store_reply *r, size_t total)
+{
+    for (size_t i = 0; i < total; i++) {
+        struct tp_pgw_batch one;
+        tp_pgw_batch_init(&one);
+        one.default_edges = w->edges;
+        one.default_rake_bps = w->rake_bps;
+        tp_pgw_each_event(w, r, (long)i, map_only, &one);
+        char perr[256] = "";
+        int rc = write_batch(w->pg, &one, perr, sizeof(perr));
+        tp_pgw_batch_deinit(&one);
+        if (rc != 0 && !tp_pgw_pg_ok(w->pg))
+            return rc;
+        if (rc == TP_ETIMEDOUT || rc == TP_EAGAIN)
+            return rc;
+        if (rc != 0)
+            tp_pgw_each_event(w, r, (long)i, log_event, perr);
+    }
+    return 0;
+}
+
+int tp_pgw_write(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
+                 struct tp_pgw_batch *b, char *err, size_t errlen)
+{
+    int rc = TP_EUNAVAIL;
+    snprintf(err, errlen, "Postgres unreachable");
+    if (w->pg == NULL)
+        w->pg = tp_pgw_pg_open(&w->cfg->postgres);
+    if (w->pg != NULL) {
+        rc = write_batch(w->pg, b, err, errlen);
+        if (rc != 0 && rc != TP_ETIMEDOUT && rc != TP_EAGAIN && tp_pgw_pg_ok(w->pg)) {
+            tp_log_warn(MOD, "Postgres refused a batch, retrying event by event\terror=\"%s\"",
+                        err);
+            rc = write_one_by_one(w, r, total);
+        }
+        if (rc != 0 && !tp_pgw_pg_ok(w->pg)) {
+            tp_pgw_pg_close(w->pg);
+            w->pg = NULL;
+        }
+    }
+    return rc;
+}
