@@ -2,6 +2,9 @@
  * Postgres writer batch mapping (pure): every event type becomes the right rows, money events
  * become ledger entries that sum to zero, and malformed or hostile events are refused without
  * adding anything (they would otherwise block the outbox or corrupt the system of record).
+ * A batch becomes one transaction whose order the exactly-once rules rely on: the advisory
+ * lock first, rounds before their results, bets (and their late final status) before payouts,
+ * and every column a statement reads is a key of its table's rows.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +20,9 @@
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/store/pgw.h"
+
+/* The batch → statements step is private to the writer (src/store/pgw_batch.c). */
+#include "../../../src/store/pgw_internal.h"
 
 /* Adds one event given as a NULL-terminated list of key, value. */
 static int add(struct tp_pgw_batch *b, int bucket, ...)
@@ -214,12 +220,190 @@ static void test_hostile_events_refused(void **state)
     tp_pgw_batch_deinit(&b);
 }
 
+/* --- Batch → statements --- */
+
+/* A batch with a row in every table: a user, a round opened and settled, a grant, a bet and
+ * its payout. */
+static void full_batch(struct tp_pgw_batch *b)
+{
+    const char *h = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    tp_pgw_batch_init(b);
+    b->default_edges = "-10,-3,3,10";
+    b->default_rake_bps = "300";
+    assert_int_equal(add(b, -1, "type", "user", "user_id", "7", "username", "alice", "pw_hash",
+                         "$argon2id$x", "created_at", "1000", NULL),
+                     0);
+    assert_int_equal(add(b, -1, "type", "round_opened", "round_id", "5", "opens_at", "1",
+                         "locks_at", "2", "closes_at", "3", "seed_hash", h, NULL),
+                     0);
+    assert_int_equal(add(b, -1, "type", "round_settled", "round_id", "5", "total", "1000",
+                         "winning_stake", "400", "rake", "30", "breakage", "0", "payouts", "970",
+                         "refunds", "0", "lock_price", "100", "winning_band", "2", NULL),
+                     0);
+    assert_int_equal(add(b, 1, "type", "grant", "grant_id", "signup:7", "user_id", "7", "amount",
+                         "100000", "balance", "100000", "ts", "1000", NULL),
+                     0);
+    assert_int_equal(add(b, 1, "type", "bet", "bet_id", "13", "user_id", "7", "round_id", "5",
+                         "band", "2", "stake", "250", "balance", "99750", "ts", "2000", NULL),
+                     0);
+    assert_int_equal(add(b, 1, "type", "payout", "bet_id", "13", "user_id", "7", "round_id", "5",
+                         "amount", "600", "balance", "100350", "ts", "3000", NULL),
+                     0);
+}
+
+/* Position of the first statement starting with `prefix`, or -1. */
+static int find_stmt(const struct tp_pgw_stmt *s, size_t n, const char *prefix)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(s[i].sql, prefix, strlen(prefix)) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void test_sql_empty_batch_is_a_locked_transaction(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    struct tp_pgw_stmt s[TP_PGW_MAX_STMTS];
+    assert_int_equal(tp_pgw_batch_sql(&b, s), 3);
+    assert_string_equal(s[0].sql, "BEGIN");
+    assert_non_null(strstr(s[1].sql, "pg_advisory_xact_lock("));
+    assert_string_equal(s[2].sql, "COMMIT");
+    for (int i = 0; i < 3; i++)
+        assert_null(s[i].param);
+    tp_pgw_batch_deinit(&b);
+}
+
+static void test_sql_order(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    full_batch(&b);
+    struct tp_pgw_stmt s[TP_PGW_MAX_STMTS];
+    size_t n = tp_pgw_batch_sql(&b, s);
+    /* Every table has rows: all of its statements, inside BEGIN, the lock and COMMIT. */
+    assert_int_equal(n, 13);
+    assert_string_equal(s[0].sql, "BEGIN");
+    assert_non_null(strstr(s[1].sql, "pg_advisory_xact_lock("));
+    assert_string_equal(s[n - 1].sql, "COMMIT");
+    int users = find_stmt(s, n, "INSERT INTO users"),
+        rounds = find_stmt(s, n, "INSERT INTO rounds");
+    int results = find_stmt(s, n, "UPDATE rounds"), lost = find_stmt(s, n, "UPDATE bets");
+    int bets = find_stmt(s, n, "INSERT INTO bets"),
+        payouts = find_stmt(s, n, "INSERT INTO payouts");
+    int grants = find_stmt(s, n, "INSERT INTO grants"),
+        ledger = find_stmt(s, n, "INSERT INTO ledger");
+    assert_true(users > 1 && grants > 1 && ledger > 1);
+    /* A round's result updates the row its opening inserted. */
+    assert_true(rounds > 1 && results > rounds);
+    /* The settled round marks its pending bets lost (right after the result), then a bet
+     * written late takes its final status (right after its INSERT), then payouts override
+     * either with won / refunded. */
+    assert_int_equal(lost, results + 1);
+    assert_non_null(strstr(s[lost].sql, "'lost'"));
+    assert_true(bets > lost && payouts > bets);
+    assert_non_null(strstr(s[bets + 1].sql, "UPDATE bets"));
+    assert_ptr_equal(s[bets + 1].param, s[bets].param);
+    assert_non_null(strstr(s[payouts + 1].sql, "UPDATE bets"));
+    /* Replays are no-ops: every INSERT ignores rows already there. */
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(s[i].sql, "INSERT", 6) == 0)
+            assert_non_null(strstr(s[i].sql, "ON CONFLICT DO NOTHING"));
+    tp_pgw_batch_deinit(&b);
+}
+
+/* Asserts that `param` is a JSON array of `rows` objects, each having every column that `sql`
+ * reads from it in json_to_recordset(...) AS x(col type, ...): a column without a key would
+ * silently be NULL in Postgres. */
+static void assert_columns_are_keys(const char *sql, const char *param, size_t rows)
+{
+    char err[128];
+    struct tp_doc *d = tp_doc_parse(TP_FMT_JSON, param, strlen(param), err, sizeof(err));
+    if (d == NULL)
+        fail_msg("invalid JSON parameter %s: %s", param, err);
+    assert_int_equal(tp_val_type(tp_doc_root(d)), TP_VAL_ARRAY);
+    assert_int_equal(tp_val_len(tp_doc_root(d)), rows);
+    const char *p = strstr(sql, "AS x(");
+    assert_non_null(p);
+    p += 5;
+    size_t ncols = 0;
+    while (*p != ')') {
+        char col[64];
+        size_t len = strcspn(p, " ");
+        assert_true(len > 0 && len < sizeof(col));
+        memcpy(col, p, len);
+        col[len] = '\0';
+        for (size_t r = 0; r < rows; r++)
+            if (tp_val_get(tp_val_at(tp_doc_root(d), r), col) == NULL)
+                fail_msg("column %s is no key of the rows of: %s", col, sql);
+        ncols++;
+        p += strcspn(p, ",)");
+        if (*p == ',')
+            p += 2;
+    }
+    assert_true(ncols > 0);
+    tp_doc_free(d);
+}
+
+/* Rows of the table whose array `param` is (asserts it is one). */
+static size_t rows_of(struct tp_pgw_batch *b, const char *param)
+{
+    for (int t = 0; t < TP_PGW_NTABLES; t++)
+        if (tp_buf_ptr(b->json[t]) == param)
+            return b->nrows[t];
+    fail_msg("a parameter that is no table's array");
+    return 0;
+}
+
+static void test_sql_columns_are_row_keys(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    full_batch(&b);
+    struct tp_pgw_stmt s[TP_PGW_MAX_STMTS];
+    size_t n = tp_pgw_batch_sql(&b, s);
+    size_t checked = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i].param == NULL)
+            continue;
+        assert_columns_are_keys(s[i].sql, s[i].param, rows_of(&b, s[i].param));
+        checked++;
+    }
+    assert_int_equal(checked, 10);
+    tp_pgw_batch_deinit(&b);
+}
+
+static void test_sql_repeat_is_stable(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    full_batch(&b);
+    struct tp_pgw_stmt s1[TP_PGW_MAX_STMTS], s2[TP_PGW_MAX_STMTS];
+    size_t n1 = tp_pgw_batch_sql(&b, s1);
+    char *users = strdup(s1[2].param);
+    size_t n2 = tp_pgw_batch_sql(&b, s2);
+    assert_int_equal(n1, n2);
+    for (size_t i = 0; i < n1; i++) {
+        assert_string_equal(s1[i].sql, s2[i].sql);
+        if (s2[i].param != NULL)
+            assert_columns_are_keys(s2[i].sql, s2[i].param, rows_of(&b, s2[i].param));
+    }
+    assert_string_equal(s2[2].param, users); /* closed once, not twice */
+    free(users);
+    tp_pgw_batch_deinit(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_money_events),
         cmocka_unit_test(test_round_and_user_events),
         cmocka_unit_test(test_hostile_events_refused),
+        cmocka_unit_test(test_sql_empty_batch_is_a_locked_transaction),
+        cmocka_unit_test(test_sql_order),
+        cmocka_unit_test(test_sql_columns_are_row_keys),
+        cmocka_unit_test(test_sql_repeat_is_stable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
