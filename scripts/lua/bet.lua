@@ -14,6 +14,8 @@ All KEYS live in the player's bucket N (hash tag {bN}, see scripts/lua/README.md
                                             trimmed to 1000 (GET /api/v1/me/bets)
   KEYS[9] tp:{bN}:net                       ZSET user_id -> net winnings (-stake here,
                                             +payout/refund at settlement; leaderboard)
+  KEYS[10] tp:{bN}:excl                     HASH user_id -> self-exclusion end, Unix ms
+                                            (written by exclusion.lua; read only here)
 ARGV (decimal integers without sign or leading zeros unless noted):
   [1] user_id  [2] round_id  [3] band  [4] stake
   [5] idempotency key (1..128 bytes, as sent by the client; also part of KEYS[2])
@@ -25,8 +27,8 @@ Returns a flat array:
       bet_id = seq * B + N (unique across buckets, increasing per player); balance is the
       player's balance right after THIS bet; replayed = 1 when the reply comes from the
       idempotency record (no effect at all), 0 for a new bet.
-  {"err", code}  with code one of: idempotency_conflict, round_not_found, round_not_open,
-      invalid_band, invalid_stake, insufficient_funds, invalid_request.
+  {"err", code}  with code one of: idempotency_conflict, self_excluded, round_not_found,
+      round_not_open, invalid_band, invalid_stake, insufficient_funds, invalid_request.
   A malformed server-side argument (user_id, hash, now, bounds, TTL, bucket, a KEYS name that
   does not match the layout) is a bug in the caller: it raises a Redis error "ERR tp_bet: ...".
 
@@ -58,8 +60,8 @@ local function bug(what)
 end
 
 -- Counted first: every ARGV element is then a string (Redis passes nothing else).
-if #KEYS ~= 9 or #ARGV ~= 13 then
-    return bug('want 9 KEYS and 13 ARGV')
+if #KEYS ~= 10 or #ARGV ~= 13 then
+    return bug('want 10 KEYS and 13 ARGV')
 end
 
 local user_s, round_s, band_s, stake_s = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -95,7 +97,7 @@ if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'idem:' .. user_s .. ':' .. idem_key
     or KEYS[3] ~= p .. 'round:' .. round_s .. ':state' or KEYS[4] ~= p .. 'pool:' .. round_s
     or KEYS[5] ~= p .. 'bets:' .. round_s .. ':' .. band_s
     or KEYS[6] ~= p .. 'outbox' or KEYS[7] ~= p .. 'seq'
-    or KEYS[8] ~= p .. 'ubets:' .. user_s or KEYS[9] ~= p .. 'net' then
+    or KEYS[8] ~= p .. 'ubets:' .. user_s or KEYS[9] ~= p .. 'net' or KEYS[10] ~= p .. 'excl' then
     return bug('KEYS do not match the key layout for this bucket/user/round/band')
 end
 
@@ -109,7 +111,13 @@ if rec then
     return {'ok', tonumber(b_id), tonumber(r_id), tonumber(bnd), tonumber(stk), tonumber(bal), 1}
 end
 
--- (2) The round must be OPEN in this bucket's copy of its state, and not past its lock time.
+-- (2) A player who excluded themselves bets nothing until the exclusion's end. Checked here, in
+-- the script that debits, so no bet can slip in after exclusion.lua answered (any worker, any
+-- host); a replay above is not a new bet and still gets its first answer.
+local excl = call('HGET', KEYS[10], user_s)
+if excl and now < tonumber(excl) then return {'err', 'self_excluded'} end
+
+-- (3) The round must be OPEN in this bucket's copy of its state, and not past its lock time.
 local st = call('HMGET', KEYS[3], 'state', 'locks_at')
 if not st[1] then return {'err', 'round_not_found'} end
 local locks_at = st[2] and uint(st[2])
@@ -117,13 +125,13 @@ if st[1] ~= 'open' or not locks_at or now >= locks_at then
     return {'err', 'round_not_open'}
 end
 
--- (3) Band and stake (the C side validated them already; this is defence in depth).
+-- (4) Band and stake (the C side validated them already; this is defence in depth).
 local band = uint(band_s)
 if not band or band >= nbands then return {'err', 'invalid_band'} end
 local stake = uint(stake_s)
 if not stake or stake < min_stake or stake > max_stake then return {'err', 'invalid_stake'} end
 
--- (4) Funds. A player without a balance field has nothing to bet.
+-- (5) Funds. A player without a balance field has nothing to bet.
 local bal = tonumber(call('HGET', KEYS[1], user_s) or '0')
 if bal < stake then return {'err', 'insufficient_funds'} end
 

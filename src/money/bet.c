@@ -36,6 +36,8 @@ static const struct {
     [TP_BET_INVALID_STAKE] = {"invalid_stake", "stake must be an integer within the stake bounds"},
     [TP_BET_INVALID_BAND] = {"invalid_band", "band must be an integer band index"},
     [TP_BET_UNAUTHORIZED] = {"unauthorized", "missing, invalid or expired token"},
+    [TP_BET_SELF_EXCLUDED] = {"self_excluded",
+                              "you excluded yourself from betting; see GET /api/v1/me/exclusion"},
     [TP_BET_INSUFFICIENT_FUNDS] = {"insufficient_funds", "balance below the stake"},
     [TP_BET_ROUND_NOT_FOUND] = {"round_not_found", "no such round"},
     [TP_BET_ROUND_NOT_OPEN] = {"round_not_open", "the round is not open for bets"},

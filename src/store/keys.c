@@ -68,6 +68,11 @@ const char *tp_keys_net(struct tp_key *k, int bucket)
     return fmt(k, BUCKET "net", bucket);
 }
 
+const char *tp_keys_excl(struct tp_key *k, int bucket)
+{
+    return fmt(k, BUCKET "excl", bucket);
+}
+
 const char *tp_keys_unsettled(struct tp_key *k, int bucket)
 {
     return fmt(k, BUCKET "unsettled", bucket);

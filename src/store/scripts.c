@@ -92,7 +92,7 @@ static int run(struct tp_store *store, struct tp_script_call *a, tp_store_cb cb,
 
 /* --- Bucket scripts: money --- */
 
-/* scripts/lua/bet.lua header: 9 KEYS in the player's bucket, 13 ARGV. */
+/* scripts/lua/bet.lua header: 10 KEYS in the player's bucket, 13 ARGV. */
 void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -107,6 +107,7 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
     key(a, tp_keys_seq(&k, n));
     key(a, tp_keys_ubets(&k, n, b->user_id));
     key(a, tp_keys_net(&k, n));
+    key(a, tp_keys_excl(&k, n));
     arg_int(a, b->user_id);
     arg_int(a, b->round_id);
     arg_int(a, b->band);
@@ -155,6 +156,28 @@ int tp_script_grant(struct tp_store *store, const struct tp_script_grant_args *g
 {
     struct tp_script_call a;
     grant_args(g, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/exclusion.lua header: 1 KEYS in the player's bucket, 5 ARGV. */
+static void exclusion_args(const struct tp_script_exclusion_args *x, struct tp_script_call *a)
+{
+    struct tp_key k;
+    int n = tp_bucket_of(x->user_id, x->buckets);
+    start(a, "exclusion");
+    key(a, tp_keys_excl(&k, n));
+    arg_int(a, x->user_id);
+    arg_int(a, x->days);
+    arg_int(a, x->now_ms);
+    arg_int(a, n);
+    arg_int(a, x->buckets);
+}
+
+int tp_script_exclusion(struct tp_store *store, const struct tp_script_exclusion_args *x,
+                        tp_store_cb cb, void *ud)
+{
+    struct tp_script_call a;
+    exclusion_args(x, &a);
     return run(store, &a, cb, ud);
 }
 

@@ -1,4 +1,4 @@
-"""Money scripts against a real redis-server: scripts/lua/bet.lua and scripts/lua/grant.lua.
+"""Money scripts against a real redis-server: scripts/lua/bet.lua, grant.lua and exclusion.lua.
 
 Each test starts a private Redis (tpenv.Redis), loads the scripts with SCRIPT LOAD and calls them
 with EVALSHA exactly as the C store does, following the key layout of scripts/lua/README.md.
@@ -31,7 +31,7 @@ class Money:
         self.raw = redis.Redis(host="127.0.0.1", port=r.port)  # bytes, for DUMP
         self.buckets = buckets
         self.sha = {}
-        for name in ("bet", "grant"):
+        for name in ("bet", "grant", "exclusion"):
             with open(os.path.join(SRC, "scripts", "lua", name + ".lua")) as f:
                 self.sha[name] = self.c.script_load(f.read())
 
@@ -57,7 +57,8 @@ class Money:
     def bet_keys(self, user, rid, band, key):
         p = self.p(user)
         return [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
-                p + f"bets:{rid}:{band}", p + "outbox", p + "seq", p + f"ubets:{user}", p + "net"]
+                p + f"bets:{rid}:{band}", p + "outbox", p + "seq", p + f"ubets:{user}", p + "net",
+                p + "excl"]
 
     def bet(self, user, rid, band, stake, key, now=5000, req_hash=None, client=None,
             nbands=NBANDS, keys=None):
@@ -236,6 +237,67 @@ def test_bet_round_not_open_changes_nothing():
         assert m.bet(3, 1, 0, 100, "k", now=5999)[0] == "ok"
 
 
+def test_bet_refuses_a_self_excluded_player_until_the_end():
+    with tpenv.Redis() as r:
+        m = Money(r)
+        m.grant(3, 10000)
+        m.grant(4, 10000)
+        m.open_round(1)
+        first = m.bet(3, 1, 0, 100, "early", now=1000)
+        assert first[0] == "ok"
+        m.c.hset("tp:{b0}:excl", "3", 9000)
+        before = m.snapshot()
+        expect_err(lambda: m.bet(3, 1, 0, 100, "k", now=5000), "self_excluded")
+        expect_err(lambda: m.bet(3, 1, 0, 100, "k", now=8999), "self_excluded")
+        assert m.snapshot() == before
+        # The replay of a bet accepted before the exclusion is no new bet: its first answer.
+        assert m.bet(3, 1, 0, 100, "early", now=5000) == first[:6] + [1]
+        assert m.snapshot() == before
+        assert m.bet(4, 1, 0, 100, "k", now=5000)[0] == "ok"  # only that player
+        assert m.bet(3, 1, 0, 100, "k", now=9000)[0] == "ok"  # from the end on
+
+
+def exclude(m, user, days, now):
+    return m.c.evalsha(m.sha["exclusion"], 1, m.p(user) + "excl", user, days, now,
+                       m.bucket(user), m.buckets)
+
+
+def test_exclusion_extends_never_shortens():
+    day = 86400000
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=2)
+        assert exclude(m, 3, 7, 1000) == ["ok", 1000 + 7 * day]
+        assert m.c.hget("tp:{b1}:excl", "3") == str(1000 + 7 * day)
+        before = m.snapshot()
+        assert exclude(m, 3, 6, 1000 + day - 1) == ["err", "exclusion_cannot_shorten", 1000 + 7 * day]
+        assert exclude(m, 3, 1, 2000) == ["err", "exclusion_cannot_shorten", 1000 + 7 * day]
+        assert m.snapshot() == before
+        assert exclude(m, 3, 6, 1000 + day) == ["ok", 1000 + 7 * day]  # the same end again
+        assert exclude(m, 3, 365, 5000) == ["ok", 5000 + 365 * day]
+        # An ended exclusion is no floor: a short one after it starts from now.
+        m.c.hset("tp:{b1}:excl", "3", 10)
+        assert exclude(m, 3, 1, 20) == ["ok", 20 + day]
+        assert exclude(m, 4, 2, 0) == ["ok", 2 * day]
+        assert m.c.hget("tp:{b0}:excl", "4") == str(2 * day)
+
+
+def test_exclusion_caller_bugs_raise_errors():
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=2)
+        before = m.snapshot()
+        for days in (0, 366, "-1", "07", "1.5", ""):
+            expect_redis_error(lambda: exclude(m, 3, days, 1000), "bad days")
+        expect_redis_error(lambda: exclude(m, 0, 1, 1000), "bad user_id")
+        expect_redis_error(lambda: exclude(m, 3, 1, "x"), "bad now_ms")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["exclusion"], 1, "tp:{b0}:excl", 3, 1, 1000,
+                                               0, 2), "not in this bucket")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["exclusion"], 1, "tp:{b1}:bal", 3, 1, 1000,
+                                               1, 2), "key layout")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["exclusion"], 0, 3, 1, 1000, 1, 2),
+                           "want 1 KEYS")
+        assert m.snapshot() == before
+
+
 def test_bet_round_missing():
     with tpenv.Redis() as r:
         m = Money(r)
@@ -276,10 +338,10 @@ def test_bet_caller_bugs_raise_errors():
         keys[4] = "tp:{b1}:bets:1:1"  # band in the key name differs from ARGV
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
         keys = [k.replace("{b1}", "{b0}") for k in m.bet_keys(3, 1, 0, "k")]
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 9, *keys, 3, 1, 0, 100, "k",
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 10, *keys, 3, 1, 0, 100, "k",
                                                canon_hash(1, 0, 100), 5000, NBANDS, MIN_STAKE,
                                                MAX_STAKE, IDEM_TTL, 0, 2), "not in this bucket")
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 2, *keys[:2], 3), "want 9 KEYS")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 2, *keys[:2], 3), "want 10 KEYS")
         assert m.snapshot() == before
 
 

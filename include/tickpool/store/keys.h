@@ -70,6 +70,8 @@ const char *tp_keys_seq(struct tp_key *k, int bucket);
 const char *tp_keys_outbox(struct tp_key *k, int bucket);
 /** tp:{bN}:net — ZSET user_id → net winnings (leaderboard). */
 const char *tp_keys_net(struct tp_key *k, int bucket);
+/** tp:{bN}:excl — HASH user_id → end of the player's self-exclusion (Unix ms). */
+const char *tp_keys_excl(struct tp_key *k, int bucket);
 /** tp:{bN}:unsettled — SET round ids whose stakes the bucket holds. */
 const char *tp_keys_unsettled(struct tp_key *k, int bucket);
 /** tp:{bN}:idem:<user_id>:<key> — `key` is `len` bytes (≤ TP_KEYS_IDEM_MAX, asserted). */

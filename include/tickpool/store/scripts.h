@@ -76,6 +76,17 @@ struct tp_script_grant_args {
 int tp_script_grant(struct tp_store *store, const struct tp_script_grant_args *a, tp_store_cb cb,
                     void *ud);
 
+/* exclusion.lua: exclude `user_id` from betting for `days` days from `now_ms` (never shorter). */
+struct tp_script_exclusion_args {
+    int64_t user_id;
+    int days;
+    int64_t now_ms;
+    int buckets;
+};
+/** Runs exclusion.lua. */
+int tp_script_exclusion(struct tp_store *store, const struct tp_script_exclusion_args *a,
+                        tp_store_cb cb, void *ud);
+
 /* signup.lua: claim `lower` and create user `user_id`. */
 struct tp_script_signup_args {
     const char *lower, *username;

@@ -40,6 +40,7 @@ static void test_bucket_keys(void **state)
     assert_string_equal(tp_keys_seq(&k, 2), "tp:{b2}:seq");
     assert_string_equal(tp_keys_outbox(&k, 12), "tp:{b12}:outbox");
     assert_string_equal(tp_keys_net(&k, 0), "tp:{b0}:net");
+    assert_string_equal(tp_keys_excl(&k, 16383), "tp:{b16383}:excl");
     assert_string_equal(tp_keys_unsettled(&k, 0), "tp:{b0}:unsettled");
     assert_string_equal(tp_keys_idem(&k, 1, 5, "abc-1xyz", 5), "tp:{b1}:idem:5:abc-1");
     assert_string_equal(tp_keys_ubets(&k, 1, 5), "tp:{b1}:ubets:5");

@@ -125,11 +125,11 @@ static void test_bet(void **state)
                                    .buckets = 4};
     static struct tp_script_call a;
     tp_script_bet_call(&b, &a);
-    EXPECT(&a, "bet", 9, "tp:{b3}:bal", "tp:{b3}:idem:7:k-1", "tp:{b3}:round:42:state",
+    EXPECT(&a, "bet", 10, "tp:{b3}:bal", "tp:{b3}:idem:7:k-1", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:bets:42:2", "tp:{b3}:outbox", "tp:{b3}:seq",
-           "tp:{b3}:ubets:7", "tp:{b3}:net", "7", "42", "2", "150", "k-1", HASH, "1700000000000",
-           "5", "10", "100000", "86400", "3", "4");
-    check_header(&a, 9);
+           "tp:{b3}:ubets:7", "tp:{b3}:net", "tp:{b3}:excl", "7", "42", "2", "150", "k-1", HASH,
+           "1700000000000", "5", "10", "100000", "86400", "3", "4");
+    check_header(&a, 10);
     /* a key the builder cannot hold is refused before anything is sent */
     b.idem_len = 0;
     assert_int_equal(tp_script_bet(NULL, &b, NULL, NULL), TP_EINVAL);
@@ -149,6 +149,10 @@ static void test_grant_signup(void **state)
     EXPECT(&a, "grant", 4, "tp:{b1}:bal", "tp:{b1}:grants", "tp:{b1}:granted", "tp:{b1}:outbox",
            "9", "signup:9", "100000", "5", "1", "2");
     check_header(&a, 4);
+    struct tp_script_exclusion_args x = {.user_id = 9, .days = 365, .now_ms = 7, .buckets = 2};
+    exclusion_args(&x, &a);
+    EXPECT(&a, "exclusion", 1, "tp:{b1}:excl", "9", "365", "7", "1", "2");
+    check_header(&a, 1);
     struct tp_script_signup_args s = {
         .lower = "alice", .username = "Alice", .user_id = 3, .pw_hash = "$argon2id$x", .now_ms = 6};
     signup_args(&s, &a);
