@@ -1,7 +1,8 @@
-// Browser end-to-end for the player's slip and history hooks: Debian's Chromium (playwright-core)
-// against the REAL tickpool with a private Redis and Postgres and 4-second phases. The bet slip's
-// potential payout against the game's formula for the pools on screen, the result banner after
-// settlement, paging further back in "Recent rounds" and "My bets". Steps run in order on one page.
+// Browser end-to-end for the player's slip, history and account hooks: Debian's Chromium
+// (playwright-core) against the REAL tickpool with a private Redis and Postgres and 4-second
+// phases. The bet slip's potential payout against the game's formula for the pools on screen, the
+// result banner after settlement, paging further back in "Recent rounds" and "My bets", and
+// self-exclusion (a bet afterwards refused in words). Steps run in order on one page.
 import { after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -208,6 +209,38 @@ const { it, failed } = steps(() => page);
     assert.deepEqual(all.slice(0, 20), firstPage);
     assert.ok(Math.max(...all.slice(20)) < Math.min(...firstPage), "the older page comes after, newest first");
     await waitFor(async () => !(await page.locator(tid("my-bets-older")).isVisible()), { what: "no more older bets" });
+  });
+
+  it("exclusion: the account panel excludes the player; a bet afterwards is refused in words", async () => {
+    const DAY = 86400000;
+    await page.locator(tid("exclusion-days")).fill("2");
+    const t0 = Date.now();
+    await page.locator(tid("exclusion-submit")).click();
+    await waitFor(async () => /excluded yourself from betting until/i.test(await text("exclusion-status")),
+      { what: "the exclusion shown" });
+    const { status, data } = await env.server.api("GET", "/me/exclusion", { token });
+    assert.equal(status, 200);
+    assert.ok(data.excluded_until >= t0 + 2 * DAY && data.excluded_until <= Date.now() + 2 * DAY, JSON.stringify(data));
+    // Shortening is refused and said so; the exclusion stays.
+    await page.locator(tid("exclusion-days")).fill("1");
+    await page.locator(tid("exclusion-submit")).click();
+    await waitFor(async () => /never shortened/i.test(await text("exclusion-status")), { what: "the refusal to shorten" });
+    assert.equal((await env.server.api("GET", "/me/exclusion", { token })).data.excluded_until, data.excluded_until);
+    // A bet is refused by the server, in words, and costs nothing.
+    await waitBettingTime(2);
+    const before = credits(await text("balance"));
+    await page.locator(tid("band-0")).click();
+    await page.locator(tid("bet-stake")).fill("1");
+    await page.locator(tid("bet-submit")).click();
+    await waitFor(async () => /excluded yourself from betting/i.test(await text("bet-message")), { what: "the refusal" });
+    await sleep(500);
+    assert.equal(credits(await text("balance")), before);
+    const dir = screenshotDir();
+    await page.locator(".panel.account").screenshot({ path: join(dir, "players-account-1280.png") });
+    await page.setViewportSize({ width: 375, height: 812 });
+    await sleep(300);
+    await page.locator(".panel.account").screenshot({ path: join(dir, "players-account-375.png") });
+    await page.setViewportSize({ width: 1280, height: 900 });
   });
 
   it("has no page or console errors", async () => {

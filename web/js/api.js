@@ -65,6 +65,8 @@ export const api = {
   signIn: (username, password) => call("POST", "/sessions", { body: { username, password } }),
   me: () => call("GET", "/me"),
   myBets: (limit = 20, before) => call("GET", `/me/bets?limit=${limit}${page(before)}`),
+  exclusion: () => call("GET", "/me/exclusion"),
+  exclude: (days) => call("POST", "/me/exclusion", { body: { days } }),
   current: () => call("GET", "/rounds/current"),
   rounds: (limit = 12, before) => call("GET", `/rounds?limit=${limit}${page(before)}`),
   round: (id) => call("GET", `/rounds/${encodeURIComponent(id)}`),

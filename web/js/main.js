@@ -8,7 +8,7 @@ import { PriceChart } from "./chart.js";
 import { verifyRound } from "./fairness.js";
 import { potentialPayout, refundBands, roundOutcome } from "./payout.js";
 import {
-  $, el, setText, money, parseStake, bandLabel, bandName, mult, pct, timeOf, toast, errorWords, newKey,
+  $, el, setText, money, parseStake, bandLabel, bandName, mult, pct, timeOf, dateTimeOf, toast, errorWords, newKey,
 } from "./ui.js";
 
 const ROUNDS_PAGE = 12;
@@ -26,6 +26,7 @@ const state = {
   roundsEnd: false, // the server has no older round than the list's last
   myBets: [],
   betsEnd: false, // no bet older than the list's last
+  excludedUntil: null, // Unix ms while the player has excluded themselves from betting
   leaders: [],
   selected: null,
   bandsFor: null, // round id the band buttons were built for
@@ -183,6 +184,7 @@ function resync() {
   if (state.token) {
     refreshMe();
     refreshMyBets();
+    refreshExclusion();
   }
   const since = socket.clock.now() - 180000;
   api.prices(since).then((rows) => {
@@ -211,6 +213,7 @@ function showAccount() {
   $("who").hidden = !inside;
   $("auth").hidden = inside;
   $("mybets-box").hidden = !inside;
+  $("exclusion-box").hidden = !inside;
   $("slip-balance-box").hidden = !inside;
   setText($("who-name"), state.user ? state.user.username : "");
   if (!inside) setText($("balance"), "–");
@@ -230,6 +233,7 @@ function signIn(token, user, balance) {
   showAccount();
   socket.start(token);
   refreshMyBets();
+  refreshExclusion();
 }
 
 function signOut(message) {
@@ -244,7 +248,9 @@ function signOut(message) {
   } catch {
     /* nothing stored */
   }
+  state.excludedUntil = null;
   renderMyBets();
+  renderExclusion();
   showAccount();
   setText($("auth-message"), message || "");
   socket.start(null);
@@ -295,6 +301,46 @@ function refreshMe() {
     }
   }).catch((e) => {
     if (e.status === 401) signOut("Your session has expired. Please sign in again.");
+  });
+}
+
+// ---------------------------------------------------------------- self-exclusion
+
+// `message` (optional) stays shown instead of the exclusion's own line.
+function refreshExclusion(message) {
+  if (!state.token) return;
+  api.exclusion().then((r) => {
+    state.excludedUntil = (r && r.excluded_until) || null;
+    renderExclusion(message);
+  }).catch(() => {});
+}
+
+function renderExclusion(message) {
+  const until = state.excludedUntil;
+  const active = until != null && until > Date.now();
+  setText($("exclusion-submit"), active ? "Extend" : "Exclude me");
+  setText($("exclusion-status"), message ||
+    (active ? `You have excluded yourself from betting until ${dateTimeOf(until)}.` : ""));
+  $("exclusion-box").dataset.excludedUntil = active ? String(until) : "";
+}
+
+async function onExclude(ev) {
+  ev.preventDefault();
+  const text = $("exclusion-days").value.trim();
+  const days = /^\d{1,3}$/.test(text) ? Number(text) : 0;
+  if (days < 1 || days > 365) return renderExclusion("Enter a whole number of days from 1 to 365.");
+  withButton($("exclusion-submit"), async () => {
+    try {
+      const r = await api.exclude(days);
+      state.excludedUntil = r.excluded_until;
+      renderExclusion();
+      toast(`No betting until ${dateTimeOf(r.excluded_until)}. Take care.`);
+    } catch (e) {
+      if (e.code !== "exclusion_cannot_shorten") throw e;
+      const words = errorWords(e.code);
+      renderExclusion(words);
+      refreshExclusion(words);
+    }
   });
 }
 
@@ -584,6 +630,10 @@ async function placeBet(ev) {
     if (e.code === "unauthorized") signOut(errorWords(e.code));
     setText(msg, errorWords(e.code, e.message));
     if (e.code === "insufficient_funds") refreshMe();
+    if (e.code === "self_excluded") {
+      if (state.excludedUntil) setText(msg, `You have excluded yourself from betting until ${dateTimeOf(state.excludedUntil)}.`);
+      refreshExclusion();
+    }
   } finally {
     state.betBusy = false;
     $("bet-submit").removeAttribute("aria-busy");
@@ -751,6 +801,7 @@ function start() {
   }
   $("rounds-older").addEventListener("click", loadOlderRounds);
   $("my-bets-older").addEventListener("click", loadOlderBets);
+  $("exclusion-form").addEventListener("submit", onExclude);
   $("round-result-close").addEventListener("click", () => {
     $("round-result").hidden = true;
   });

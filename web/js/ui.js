@@ -41,6 +41,12 @@ export function mult(m) {
   return typeof m === "number" && Number.isFinite(m) ? `×${m.toFixed(2)}` : "—";
 }
 
+/** A date and time the player reads: "12 Dec 2026, 10:04". */
+export function dateTimeOf(ms) {
+  if (typeof ms !== "number") return "–";
+  return new Date(ms).toLocaleString("en-GB", { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
 export function timeOf(ms) {
   if (typeof ms !== "number") return "–";
   return new Date(ms).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit" });
@@ -96,6 +102,8 @@ export function errorWords(code, message) {
     case "invalid_username": return "Usernames are 3 to 32 letters, digits, _ or -.";
     case "weak_password": return "Passwords need at least 8 characters.";
     case "bad_credentials": return "Wrong username or password.";
+    case "self_excluded": return "You have excluded yourself from betting for now.";
+    case "exclusion_cannot_shorten": return "Your exclusion already lasts longer: it can be extended, never shortened.";
     default: return message ? `Something went wrong: ${message}` : "Something went wrong. Try again.";
   }
 }
