@@ -36,8 +36,10 @@ int tp_bets_status(enum tp_bet_code c)
     return (unsigned)c < TP_ARRAY_LEN(statuses) ? statuses[c] : 503;
 }
 
+/* Counted before replying: a reply may free an orphaned context. */
 static void reply_bet_error(struct tp_http_ctx *ctx, enum tp_bet_code c)
 {
+    tp_bet_count_answer(TP_METRICS_TRANSPORT_HTTP, tp_http_ctx_start_ns(ctx), c);
     /* Both are "come back shortly": say when, as the game API's 503s do. */
     if (c == TP_BET_OVERLOADED || c == TP_BET_UNAVAILABLE)
         tp_http_ctx_add_header(ctx, "Retry-After", "1");
@@ -51,6 +53,7 @@ static void on_bet(const struct tp_bet_result *res, void *ud)
         reply_bet_error(ctx, res->code);
         return;
     }
+    tp_bet_count_answer(TP_METRICS_TRANSPORT_HTTP, tp_http_ctx_start_ns(ctx), TP_BET_OK);
     struct tp_buf b;
     struct tp_wr w;
     tp_http_body_init(ctx, &b, &w);
@@ -64,8 +67,11 @@ static void post_bets(struct tp_http_ctx *ctx, void *ud)
 {
     (void)ud;
     int64_t user;
-    if (tp_api_accounts_auth(ctx, &user) != 0) {
-        tp_bet_count_rejected();
+    int64_t t0 = tp_http_ctx_start_ns(ctx);
+    int rc = tp_api_accounts_auth(ctx, &user);
+    if (rc != 0) { /* answered by tp_api_accounts_auth, with one of these two codes */
+        tp_bet_count_answer(TP_METRICS_TRANSPORT_HTTP, t0,
+                            rc == TP_EUNAVAIL ? TP_BET_UNAVAILABLE : TP_BET_UNAUTHORIZED);
         return;
     }
     struct tp_worker *w = tp_http_ctx_worker(ctx);
@@ -85,8 +91,6 @@ static void post_bets(struct tp_http_ctx *ctx, void *ud)
     }
     if (c == TP_BET_OK)
         c = tp_bet_code_from_err(tp_bet_submit(w, user, &req, key, strlen(key), on_bet, ctx));
-    else
-        tp_bet_count_rejected();
     if (c != TP_BET_OK)
         reply_bet_error(ctx, c);
 }

@@ -96,11 +96,16 @@ bool tp_parse_i64(const char *s, int64_t *out)
     return true;
 }
 
-static int64_t clock_ms(clockid_t id)
+static int64_t clock_ns(clockid_t id)
 {
     struct timespec ts;
     clock_gettime(id, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t clock_ms(clockid_t id)
+{
+    return clock_ns(id) / 1000000;
 }
 
 int64_t tp_now_ms(void)
@@ -111,6 +116,16 @@ int64_t tp_now_ms(void)
 int64_t tp_mono_ms(void)
 {
     return clock_ms(CLOCK_MONOTONIC);
+}
+
+int64_t tp_now_ns(void)
+{
+    return clock_ns(CLOCK_REALTIME);
+}
+
+int64_t tp_mono_ns(void)
+{
+    return clock_ns(CLOCK_MONOTONIC);
 }
 
 void tp_assert_fail(const char *expr, const char *file, int line)

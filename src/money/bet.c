@@ -278,8 +278,6 @@ static void on_script(int err, const struct tp_store_reply *r, void *ud)
     read_reply(err, r, &res);
     tp_limiter_release(p->limiter, p->user, p->key, p->klen);
     tp_metrics_add(TP_METRIC_BETS_INFLIGHT, -1);
-    tp_metrics_inc(res.code == TP_BET_OK ? TP_METRIC_BETS_ACCEPTED_TOTAL
-                                         : TP_METRIC_BETS_REJECTED_TOTAL);
     p->cb(&res, p->ud);
     free(p);
 }
@@ -300,9 +298,15 @@ enum tp_bet_code tp_bet_code_from_err(int err)
     }
 }
 
-void tp_bet_count_rejected(void)
+void tp_bet_count_answer(enum tp_metrics_transport transport, int64_t t0_ns, enum tp_bet_code code)
 {
-    tp_metrics_inc(TP_METRIC_BETS_REJECTED_TOTAL);
+    if (code == TP_BET_OK)
+        tp_metrics_inc(TP_METRIC_BETS_ACCEPTED_TOTAL);
+    else
+        tp_metrics_family_inc(
+            TP_METRIC_FAMILY_BETS_REJECTED,
+            tp_metrics_label_index(TP_METRIC_FAMILY_BETS_REJECTED, 0, tp_bet_code_name(code)), 0);
+    tp_metrics_observe_ns(TP_METRIC_FAMILY_BET_LATENCY, (int)transport, tp_mono_ns() - t0_ns);
 }
 
 _Static_assert(TP_BET_KEY_MAX <= TP_KEYS_IDEM_MAX, "every valid idempotency key has a Redis key");
@@ -316,10 +320,8 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     const struct tp_config *cfg = tp_worker_config(w);
     struct tp_store *store = tp_store_of(w);
     int rc = tp_limiter_acquire(limiter, user_id, key, len);
-    if (rc != 0) {
-        tp_bet_count_rejected();
+    if (rc != 0)
         return rc;
-    }
 
     char hash[TP_BET_HASH_LEN];
     tp_bet_request_hash(req, hash);
@@ -348,7 +350,6 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     if (rc != 0) {
         free(p);
         tp_limiter_release(limiter, user_id, key, len);
-        tp_bet_count_rejected();
         return rc == TP_EINVAL || rc == TP_ENOTFOUND ? TP_EUNAVAIL : rc;
     }
     tp_metrics_add(TP_METRIC_BETS_INFLIGHT, 1);

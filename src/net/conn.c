@@ -181,8 +181,10 @@ static void arm_timer(struct tp_conn *c)
     ev_timer_start(c->h->loop, &c->timer);
 }
 
-static void count_response(int status)
+static void count_response(int status, int route)
 {
+    if (status >= 100 && status < 600)
+        tp_metrics_family_inc(TP_METRIC_FAMILY_HTTP_RESPONSES, route, status / 100 - 1);
     if (status >= 500)
         tp_metrics_inc(TP_METRIC_HTTP_RESPONSES_5XX_TOTAL);
     else if (status >= 400)
@@ -330,7 +332,7 @@ static void flush_slots(struct tp_conn *c)
         struct tp_buf *o = tp_http_ctx_output(ctx);
         tp_buf_append(&c->out, tp_buf_ptr(o), tp_buf_size(o));
         int status = tp_http_ctx_status(ctx);
-        count_response(status);
+        count_response(status, tp_http_ctx_route(ctx));
         c->progress_ms = tp_mono_ms();
         if (status == 101 && c->state == CS_HTTP) {
             switch_to_ws(c, ctx);
@@ -362,6 +364,8 @@ static void handle_request(struct tp_conn *c, struct tp_http_request *req)
     if (!ka || req->upgrade)
         c->stop_parsing = true;
     struct tp_http_ctx *ctx = push_slot(c, req, ka);
+    if (is_ws_path)
+        tp_http_ctx_set_route(ctx, TP_METRICS_ROUTE_WS);
     if (ws_up) {
         ws_upgrade(c, ctx);
     } else if (is_ws_path) {

@@ -8,6 +8,7 @@
 #include "tickpool/base/buf.h"
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
+#include "tickpool/base/metrics.h"
 #include "tickpool/base/url.h"
 #include "tickpool/net/http.h"
 
@@ -26,6 +27,7 @@ struct route {
     size_t nsegs;
     tp_http_handler handler;
     void *ud;
+    int metrics_route; /* TP_METRICS_ROUTE_* of `pattern` (OTHER when not listed there) */
 };
 
 struct tp_router {
@@ -46,6 +48,8 @@ struct tp_http_ctx {
     struct tp_buf extra;
     struct tp_buf out;
     int status;
+    int route;        /* TP_METRICS_ROUTE_* */
+    int64_t start_ns; /* tp_mono_ns at creation */
     bool keep_alive;
     bool replied;
     bool orphan;
@@ -115,6 +119,9 @@ int tp_router_add(struct tp_router *r, const char *method, const char *pattern,
         }
     }
     rt.method = tp_xstrdup(method);
+    rt.metrics_route = tp_metrics_label_index(TP_METRIC_FAMILY_HTTP_RESPONSES, 0, pattern);
+    if (rt.metrics_route < 0)
+        rt.metrics_route = TP_METRICS_ROUTE_OTHER;
     rt.handler = handler;
     rt.ud = ud;
     if (r->n == r->cap) {
@@ -215,6 +222,7 @@ void tp_router_dispatch(struct tp_router *r, struct tp_http_ctx *ctx)
     }
     free(copy);
     if (hit != NULL) {
+        ctx->route = hit->metrics_route;
         hit->handler(ctx, hit->ud);
         return;
     }
@@ -225,6 +233,7 @@ void tp_router_dispatch(struct tp_router *r, struct tp_http_ctx *ctx)
         return;
     }
     if (r->fallback != NULL) {
+        ctx->route = TP_METRICS_ROUTE_STATIC;
         r->fallback(ctx, r->fallback_ud);
         return;
     }
@@ -241,6 +250,8 @@ struct tp_http_ctx *tp_http_ctx_new(struct tp_http_request *req, bool keep_alive
     ctx->keep_alive = keep_alive;
     ctx->done = done;
     ctx->done_ud = done_ud;
+    ctx->route = TP_METRICS_ROUTE_OTHER;
+    ctx->start_ns = tp_mono_ns();
     tp_buf_init(&ctx->extra);
     tp_buf_init(&ctx->out);
     return ctx;
@@ -278,6 +289,21 @@ struct tp_buf *tp_http_ctx_output(struct tp_http_ctx *ctx)
 int tp_http_ctx_status(const struct tp_http_ctx *ctx)
 {
     return ctx->status;
+}
+
+int64_t tp_http_ctx_start_ns(const struct tp_http_ctx *ctx)
+{
+    return ctx->start_ns;
+}
+
+int tp_http_ctx_route(const struct tp_http_ctx *ctx)
+{
+    return ctx->route;
+}
+
+void tp_http_ctx_set_route(struct tp_http_ctx *ctx, int route)
+{
+    ctx->route = route;
 }
 
 bool tp_http_ctx_closes(const struct tp_http_ctx *ctx)

@@ -52,6 +52,7 @@ struct script {
     char *body;
     size_t len;
     char sha[TP_SHA1_LEN * 2 + 1];
+    int metrics_kind; /* TP_METRICS_REDIS_KIND_* of `name` (SCRIPT when not listed there) */
 };
 
 enum state {
@@ -66,6 +67,7 @@ struct pending {
     tp_store_cb cb;              /* NULL once the user callback has been called */
     void *ud;
     double deadline; /* ev_now() seconds */
+    int64_t sent_ns; /* tp_mono_ns at send, for tickpool_redis_command_seconds */
     /* EVALSHA only: a copy of the command for the one NOSCRIPT retry */
     const struct script *script;
     bool retried;
@@ -169,6 +171,9 @@ static int load_scripts(struct tp_store *s, const char *dir)
         sc = &s->scripts[s->nscripts];
         memset(sc, 0, sizeof(*sc));
         memcpy(sc->name, e->d_name, n - 4);
+        sc->metrics_kind = tp_metrics_label_index(TP_METRIC_FAMILY_REDIS_COMMAND, 0, sc->name);
+        if (sc->metrics_kind < 0)
+            sc->metrics_kind = TP_METRICS_REDIS_KIND_SCRIPT;
         sc->body = tp_xmalloc((size_t)st.st_size + 1);
         sc->len = fread(sc->body, 1, (size_t)st.st_size, f);
         sc->body[sc->len] = '\0';
@@ -245,6 +250,10 @@ static void complete(struct tp_store *s, struct pending *p, int err, const redis
     TP_ASSERT(cb != NULL);
     unlink_pending(s, p);
     p->cb = NULL;
+    tp_metrics_observe_ns(TP_METRIC_FAMILY_REDIS_COMMAND,
+                          p->script != NULL ? p->script->metrics_kind
+                                            : TP_METRICS_REDIS_KIND_COMMAND,
+                          tp_mono_ns() - p->sent_ns);
     if (err == TP_ETIMEDOUT) {
         s->stats.timeouts++;
         tp_metrics_inc(TP_METRIC_REDIS_TIMEOUTS_TOTAL);
@@ -602,6 +611,7 @@ static void track(struct tp_store *s, struct pending *p)
 {
     double now = ev_now(s->loop);
     p->deadline = now + s->timeout_ms / 1000.0;
+    p->sent_ns = tp_mono_ns();
     if (s->inflight++ == 0)
         s->last_progress = now;
     s->stats.commands++;

@@ -13,6 +13,11 @@
  * Publishing: the leader's observer runs in the leader's process on its worker's loop and
  * publishes with the worker's command store, the connection the leader's scripts use, so a
  * `round` is published after the script that changed the round (it reloads the round first).
+ *
+ * Beat lag (tickpool_beat_lag_seconds): a tick's `ts` is the leader's wall-clock instant of that
+ * price. Frames are only written to the sockets by the worker's ev_prepare hook, just before the
+ * loop blocks, so the lag is taken by a second prepare watcher of the lowest priority, which
+ * libev runs after the worker's: the frames are in the kernel by then.
  */
 #include "tickpool/stream/bcast.h"
 
@@ -20,6 +25,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
 #include "tickpool/game/game_round.h"
 #include "tickpool/game/leader.h"
 #include "tickpool/net/conn.h"
@@ -29,11 +35,14 @@
 #include "tickpool/store/store.h"
 #include "tickpool/stream/protocol.h"
 
+#include <ev.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MOD "bcast"
+/* Ticks dispatched within one loop iteration whose lag is pending (more are measured at once). */
+#define BEATS_MAX 8
 
 struct bcast {
     struct tp_worker *w;
@@ -42,6 +51,9 @@ struct bcast {
     struct tp_store *store; /* the worker's command store (payout lookups) */
     int buckets;
     int64_t last_paid_round; /* payouts already announced up to this round id */
+    ev_prepare flushed;      /* after the worker's writes: observes beat_ts[] */
+    int64_t beat_ts[BEATS_MAX];
+    int nbeats;
 };
 
 /* The worker slot holding struct bcast (tp_bcast_install hands it out). */
@@ -228,6 +240,34 @@ static void start_payouts(struct bcast *bc, int64_t round_id)
     payout_done(op);
 }
 
+/* --- Beat lag --- */
+
+static void observe_beat(int64_t ts_ms)
+{
+    tp_metrics_observe_ns(TP_METRIC_FAMILY_BEAT_LAG, 0, tp_now_ns() - ts_ms * 1000000);
+}
+
+static void on_flushed(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)revents;
+    struct bcast *bc = p->data;
+    for (int i = 0; i < bc->nbeats; i++)
+        observe_beat(bc->beat_ts[i]);
+    bc->nbeats = 0;
+    ev_prepare_stop(loop, p);
+}
+
+/* A tick was handed to the sockets: its lag is taken once they were written (on_flushed). */
+static void beat_sent(struct bcast *bc, int64_t ts)
+{
+    if (bc->nbeats == BEATS_MAX) {
+        observe_beat(ts);
+        return;
+    }
+    bc->beat_ts[bc->nbeats++] = ts;
+    ev_prepare_start(tp_worker_loop(bc->w), &bc->flushed);
+}
+
 /* --- Dispatch --- */
 
 void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
@@ -251,6 +291,8 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
     struct forward fw = {bc->sessions, tp_ws_frame_new(data, len, kind)};
     tp_worker_foreach_ws(w, send_ready, &fw);
     tp_ws_frame_unref(fw.f);
+    if (pk.kind == TP_PROTOCOL_TICK && pk.tick_ts > 0)
+        beat_sent(bc, pk.tick_ts);
     /* Only the final announcement carries the receipt: a round being cancelled is shown as
      * cancelled before its refunds are credited, and looking up payouts then would find none
      * and skip the refunded players. */
@@ -334,6 +376,9 @@ void tp_bcast_start(struct tp_worker *w)
     bc->sessions = sessions;
     bc->store = tp_store_of(w);
     bc->buckets = cfg->game.buckets;
+    ev_prepare_init(&bc->flushed, on_flushed);
+    ev_set_priority(&bc->flushed, EV_MINPRI); /* after the worker's prepare hook */
+    bc->flushed.data = bc;
     tp_worker_slot_set(w, slot, bc);
     if (bc->store != NULL && tp_leader_set_observer(w, &leader_obs, bc) != 0)
         tp_log_warn(MOD, "no game leader in this worker: its rounds and ticks go unannounced");

@@ -279,6 +279,8 @@ int tp_protocol_peek(const void *data, size_t len, struct tp_protocol_peek *out)
     }
     if (strcmp(t, "tick") == 0) {
         out->kind = TP_PROTOCOL_TICK;
+        if (tp_val_get_int(m, "ts", &out->tick_ts) != 0)
+            out->tick_ts = 0;
     } else if (strcmp(t, "odds") == 0) {
         out->kind = TP_PROTOCOL_ODDS;
     } else if (strcmp(t, "round") == 0) {

@@ -353,6 +353,7 @@ static void start_hello(struct sess *s, bool snapshot)
 
 struct bet_op {
     struct sess *s;
+    int64_t t0_ns; /* when the message arrived (tickpool_bet_latency_seconds) */
     size_t reqlen;
     uint8_t req[REQ_MAX + 16];
 };
@@ -361,6 +362,7 @@ static void on_bet(const struct tp_bet_result *res, void *ud)
 {
     struct bet_op *op = ud;
     struct sess *s = op->s;
+    tp_bet_count_answer(TP_METRICS_TRANSPORT_WS, op->t0_ns, res->code);
     if (res->code != TP_BET_OK) {
         send_bet_err(s, op->req, op->reqlen, res->code);
     } else {
@@ -378,6 +380,7 @@ static void handle_bet(struct sess *s, const struct tp_val *m)
 {
     struct bet_op *op = tp_xcalloc(1, sizeof(*op));
     op->s = s;
+    op->t0_ns = tp_mono_ns();
     /* req: echoed as given; an integer or a short string (anything else is invalid). */
     const struct tp_val *req = tp_val_get(m, "req");
     enum tp_val_type rt = tp_val_type(req);
@@ -409,7 +412,7 @@ static void handle_bet(struct sess *s, const struct tp_val *m)
     else
         code = tp_bet_check_key(key, klen);
     if (code != TP_BET_OK) {
-        tp_bet_count_rejected();
+        tp_bet_count_answer(TP_METRICS_TRANSPORT_WS, op->t0_ns, code);
         send_bet_err(s, op->req, op->reqlen, code);
         free(op);
         return;
@@ -418,6 +421,7 @@ static void handle_bet(struct sess *s, const struct tp_val *m)
     int rc = tp_bet_submit(s->sw->w, s->user_id, &br, key, klen, on_bet, op);
     if (rc != 0) {
         s->refs--;
+        tp_bet_count_answer(TP_METRICS_TRANSPORT_WS, op->t0_ns, tp_bet_code_from_err(rc));
         send_bet_err(s, op->req, op->reqlen, tp_bet_code_from_err(rc));
         free(op);
     }

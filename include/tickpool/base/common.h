@@ -45,6 +45,10 @@ bool tp_parse_i64(const char *s, int64_t *out);
 int64_t tp_now_ms(void);
 /** Monotonic clock in milliseconds, for timeouts and intervals. */
 int64_t tp_mono_ms(void);
+/** Wall clock in Unix nanoseconds (lag against a wall-clock timestamp from another process). */
+int64_t tp_now_ns(void);
+/** Monotonic clock in nanoseconds, for the latency histograms. */
+int64_t tp_mono_ns(void);
 
 /** Always-on assertion for cheap invariants: logs file:line and aborts. */
 #define TP_ASSERT(cond)                                                                            \

@@ -1,5 +1,5 @@
 /*
- * Process-shared counters and gauges, rendered in Prometheus text format (0.0.4) by /metrics.
+ * Process-shared metrics, rendered in Prometheus text format (0.0.4) by /metrics.
  *
  * The master calls tp_metrics_init(workers + 1) BEFORE forking: it maps one anonymous shared
  * region with one cache-line-aligned slot per process. Each process then calls
@@ -7,9 +7,19 @@
  * one process may update it too); whichever worker answers /metrics sums every slot. Gauges are
  * per-slot values (e.g. that worker's open connections) summed on render.
  *
+ * Two kinds of metric:
+ *   - plain counters and gauges (TP_METRICS_LIST: one value, no label);
+ *   - labelled families (TP_METRICS_FAMILIES: counters or histograms over at most two labels
+ *     whose values are fixed below), so the number of series is known at compile time, every
+ *     cell has its place in the slot and rendering allocates nothing but the output.
+ * Histograms are cumulative on render (`_bucket{le}`, `_sum`, `_count`) over the bucket bounds
+ * of TP_METRICS_BUCKETS; a slot stores per-bucket counts and the sum in nanoseconds.
+ *
  * Before tp_metrics_init (unit tests, the CLI) every call works on a private, process-local slot.
  *
- * Adding a metric: add one line to TP_METRICS_LIST below (ID, name, counter|gauge, help).
+ * Adding a plain metric: one line in TP_METRICS_LIST (ID, name, counter|gauge, help). Adding a
+ * family: one line in TP_METRICS_FAMILIES naming its label sets. Adding a label value (a route,
+ * a Lua script, a bet error code): one line in its TP_METRICS_SET_* list.
  */
 #ifndef TP_METRICS_H
 #define TP_METRICS_H
@@ -44,7 +54,6 @@ struct tp_buf;
     X(TLS_HANDSHAKE_FAILURES_TOTAL, tls_handshake_failures_total, counter,                         \
       "Failed TLS handshakes")                                                                     \
     X(BETS_ACCEPTED_TOTAL, bets_accepted_total, counter, "Bets accepted")                          \
-    X(BETS_REJECTED_TOTAL, bets_rejected_total, counter, "Bets rejected (any reason)")             \
     X(BETS_INFLIGHT, bets_inflight, gauge, "Bets admitted and not yet answered")                   \
     X(REDIS_COMMANDS_TOTAL, redis_commands_total, counter, "Redis commands sent")                  \
     X(REDIS_ERRORS_TOTAL, redis_errors_total, counter, "Redis commands that failed")               \
@@ -65,6 +74,129 @@ enum tp_metric {
     TP_METRICS_LIST(TP_METRIC_ENUM_)
 #undef TP_METRIC_ENUM_
         TP_METRIC_COUNT_
+};
+
+/* --- Label values: X(ID, "value"); the position in the list is the label index --- */
+
+/* For a family without (a second) label. */
+#define TP_METRICS_SET_NONE(X) X(NONE, "")
+#define TP_METRICS_SET_TRANSPORT(X) X(HTTP, "http") X(WS, "ws")
+/* Every error code a bet can be answered with (docs/http-api.md, POST /api/v1/bets). */
+#define TP_METRICS_SET_BET_CODE(X)                                                                 \
+    X(INVALID_REQUEST, "invalid_request")                                                          \
+    X(INVALID_STAKE, "invalid_stake")                                                              \
+    X(INVALID_BAND, "invalid_band")                                                                \
+    X(UNAUTHORIZED, "unauthorized")                                                                \
+    X(INSUFFICIENT_FUNDS, "insufficient_funds")                                                    \
+    X(ROUND_NOT_FOUND, "round_not_found")                                                          \
+    X(ROUND_NOT_OPEN, "round_not_open")                                                            \
+    X(IDEMPOTENCY_CONFLICT, "idempotency_conflict")                                                \
+    X(KEY_REQUIRED, "idempotency_key_required")                                                    \
+    X(OVERLOADED, "overloaded")                                                                    \
+    X(UNAVAILABLE, "unavailable")
+/* Redis round trips by what they run: a Lua script of scripts/lua/ by name, SCRIPT for a script
+ * not listed here, COMMAND for a plain command (PUBLISH, HMGET, XADD, ...). */
+#define TP_METRICS_SET_REDIS_KIND(X)                                                               \
+    X(BET, "bet")                                                                                  \
+    X(BUCKET_PLAN, "bucket_plan")                                                                  \
+    X(BUCKET_STATE, "bucket_state")                                                                \
+    X(GRANT, "grant")                                                                              \
+    X(LEASE, "lease")                                                                              \
+    X(ROUND_CANCEL, "round_cancel")                                                                \
+    X(ROUND_CLOSE, "round_close")                                                                  \
+    X(ROUND_FINAL, "round_final")                                                                  \
+    X(ROUND_LOCK, "round_lock")                                                                    \
+    X(ROUND_OPEN, "round_open")                                                                    \
+    X(SETTLE_FINISH, "settle_finish")                                                              \
+    X(SETTLE_PAGE, "settle_page")                                                                  \
+    X(SIGNUP, "signup")                                                                            \
+    X(TICK, "tick")                                                                                \
+    X(SCRIPT, "script")                                                                            \
+    X(COMMAND, "command")
+/* HTTP routes: the router's patterns, "/ws" (upgrades), "static" (the static file server behind
+ * the router), "other" (no route: 404, 405, unparsable requests, a pattern not listed here). */
+#define TP_METRICS_SET_ROUTE(X)                                                                    \
+    X(ACCOUNTS, "/api/v1/accounts")                                                                \
+    X(SESSIONS, "/api/v1/sessions")                                                                \
+    X(ME, "/api/v1/me")                                                                            \
+    X(ME_BETS, "/api/v1/me/bets")                                                                  \
+    X(BETS, "/api/v1/bets")                                                                        \
+    X(ROUNDS_CURRENT, "/api/v1/rounds/current")                                                    \
+    X(ROUND, "/api/v1/rounds/{id}")                                                                \
+    X(ROUNDS, "/api/v1/rounds")                                                                    \
+    X(PRICES, "/api/v1/prices")                                                                    \
+    X(LEADERBOARD, "/api/v1/leaderboard")                                                          \
+    X(HEALTHZ, "/healthz")                                                                         \
+    X(READYZ, "/readyz")                                                                           \
+    X(METRICS, "/metrics")                                                                         \
+    X(WS, "/ws")                                                                                   \
+    X(STATIC, "static")                                                                            \
+    X(OTHER, "other")
+#define TP_METRICS_SET_CLASS(X)                                                                    \
+    X(1XX, "1xx") X(2XX, "2xx") X(3XX, "3xx") X(4XX, "4xx") X(5XX, "5xx")
+
+/* Label indexes as enums: TP_METRICS_<SET>_<ID>, and TP_METRICS_<SET>_COUNT_ values. */
+#define TP_METRICS_LABEL_ENUM_(set, SET)                                                           \
+    enum tp_metrics_##set                                                                          \
+    {                                                                                              \
+        TP_METRICS_SET_##SET(TP_METRICS_LABEL_##SET##_) TP_METRICS_##SET##_COUNT_                  \
+    }
+#define TP_METRICS_LABEL_NONE_(id, v) TP_METRICS_NONE_##id,
+#define TP_METRICS_LABEL_TRANSPORT_(id, v) TP_METRICS_TRANSPORT_##id,
+#define TP_METRICS_LABEL_BET_CODE_(id, v) TP_METRICS_BET_CODE_##id,
+#define TP_METRICS_LABEL_REDIS_KIND_(id, v) TP_METRICS_REDIS_KIND_##id,
+#define TP_METRICS_LABEL_ROUTE_(id, v) TP_METRICS_ROUTE_##id,
+#define TP_METRICS_LABEL_CLASS_(id, v) TP_METRICS_CLASS_##id,
+TP_METRICS_LABEL_ENUM_(none, NONE);
+TP_METRICS_LABEL_ENUM_(transport, TRANSPORT);
+TP_METRICS_LABEL_ENUM_(bet_code, BET_CODE);
+TP_METRICS_LABEL_ENUM_(redis_kind, REDIS_KIND);
+TP_METRICS_LABEL_ENUM_(route, ROUTE);
+TP_METRICS_LABEL_ENUM_(class, CLASS);
+
+/* Histogram bucket upper bounds: X(microseconds, "le" as rendered), ascending; +Inf is implied.
+ * 100 us (a loopback Redis round trip) to 5 s (beyond any command timeout). */
+#define TP_METRICS_BUCKETS(X)                                                                      \
+    X(100, "0.0001")                                                                               \
+    X(250, "0.00025")                                                                              \
+    X(500, "0.0005")                                                                               \
+    X(1000, "0.001")                                                                               \
+    X(2500, "0.0025")                                                                              \
+    X(5000, "0.005")                                                                               \
+    X(10000, "0.01")                                                                               \
+    X(25000, "0.025")                                                                              \
+    X(50000, "0.05")                                                                               \
+    X(100000, "0.1")                                                                               \
+    X(250000, "0.25")                                                                              \
+    X(500000, "0.5")                                                                               \
+    X(1000000, "1")                                                                                \
+    X(2500000, "2.5")                                                                              \
+    X(5000000, "5")
+
+/*
+ * Labelled families: X(ID, name, counter|histogram, help, label1, SET1, label2, SET2), exposed
+ * as "tickpool_" name with one series per combination of the sets' values (an empty label and
+ * set NONE when unused). ID gives TP_METRIC_FAMILY_<ID>.
+ */
+#define TP_METRICS_FAMILIES(X)                                                                     \
+    X(BETS_REJECTED, bets_rejected_total, counter, "Bets rejected, by error code", code, BET_CODE, \
+      , NONE)                                                                                      \
+    X(HTTP_RESPONSES, http_responses_total, counter,                                               \
+      "HTTP responses by route pattern and status class", route, ROUTE, class, CLASS)              \
+    X(BET_LATENCY, bet_latency_seconds, histogram,                                                 \
+      "Bet requests from admission to answer, by transport", transport, TRANSPORT, , NONE)         \
+    X(REDIS_COMMAND, redis_command_seconds, histogram,                                             \
+      "Redis commands from send to reply (or failure), by script or command", kind, REDIS_KIND, ,  \
+      NONE)                                                                                        \
+    X(BEAT_LAG, beat_lag_seconds, histogram,                                                       \
+      "Delay from a tick's leader timestamp to its frame being written to the sockets", , NONE, ,  \
+      NONE)
+
+enum tp_metric_family {
+#define TP_METRIC_FAMILY_ENUM_(id, name, type, help, l1, s1, l2, s2) TP_METRIC_FAMILY_##id,
+    TP_METRICS_FAMILIES(TP_METRIC_FAMILY_ENUM_)
+#undef TP_METRIC_FAMILY_ENUM_
+        TP_METRIC_FAMILY_COUNT_
 };
 
 /* Content-Type of tp_metrics_render output. */
@@ -94,7 +226,23 @@ void tp_metrics_set(enum tp_metric m, int64_t v);
 /** Sum of the metric over every slot. */
 int64_t tp_metrics_get_total(enum tp_metric m);
 
-/** Appends every metric (summed over slots) in Prometheus text format 0.0.4 to `out`. */
+/** Adds 1 to cell (i, j) of counter family `f` (i: index in its first label's set, j: in its
+ * second's, 0 when it has none). Out-of-range indexes are ignored. */
+void tp_metrics_family_inc(enum tp_metric_family f, int i, int j);
+
+/** Records one observation of `ns` nanoseconds (negative counts as 0) in histogram family `f`,
+ * series i of its first label (0 when it has none). Out-of-range indexes are ignored. */
+void tp_metrics_observe_ns(enum tp_metric_family f, int i, int64_t ns);
+
+/** The index of `value` in label `dim` (0 or 1) of family `f`, or -1 when it is not one of
+ * the set's values (callers map that to their set's catch-all, if any). */
+int tp_metrics_label_index(enum tp_metric_family f, int dim, const char *value);
+
+/** Sum over every slot of a counter cell, or of a histogram series' observation count. */
+int64_t tp_metrics_family_get(enum tp_metric_family f, int i, int j);
+
+/** Appends every metric (summed over slots) and tickpool_build_info{version,commit} in
+ * Prometheus text format 0.0.4 to `out`. */
 void tp_metrics_render(struct tp_buf *out);
 
 #endif

@@ -13,6 +13,7 @@
 #define TP_BET_H
 
 #include "tickpool/base/codec.h"
+#include "tickpool/base/metrics.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -117,13 +118,17 @@ void tp_bet_write_fields(struct tp_wr *w, const struct tp_bet_result *res);
  * Returns 0 (cb is called exactly once, later, on w's loop), or with cb never called:
  * TP_EAGAIN (overloaded), TP_ECONFLICT (same user and key in flight), TP_EUNAVAIL (Redis down),
  * TP_EINVAL (bad argument; also without tp_bet_install). Map these with tp_bet_code_from_err.
- * Counts bets metrics.
+ * Keeps tickpool_bets_inflight; outcomes are counted by the caller (tp_bet_count_answer).
  */
 int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
                   const char *key, size_t len, tp_bet_cb cb, void *ud);
 /** The outcome code for a tp_bet_submit return value (TP_BET_OK for 0). */
 enum tp_bet_code tp_bet_code_from_err(int err);
-/** Counts one bet rejected before submission (validation, auth) in the metrics. */
-void tp_bet_count_rejected(void);
+/**
+ * Counts one answered bet request in the metrics: accepted (TP_BET_OK) or rejected by its code,
+ * and its latency from `t0_ns` (tp_mono_ns when the request arrived) for `transport`. Every
+ * transport calls it exactly once per bet request it answers, whatever the outcome.
+ */
+void tp_bet_count_answer(enum tp_metrics_transport transport, int64_t t0_ns, enum tp_bet_code code);
 
 #endif

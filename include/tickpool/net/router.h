@@ -64,6 +64,13 @@ bool tp_http_ctx_replied(const struct tp_http_ctx *ctx);
 struct tp_buf *tp_http_ctx_output(struct tp_http_ctx *ctx);
 /** The response status, 0 before the reply. */
 int tp_http_ctx_status(const struct tp_http_ctx *ctx);
+/** tp_mono_ns when the context was created (the request was read): where latencies start. */
+int64_t tp_http_ctx_start_ns(const struct tp_http_ctx *ctx);
+/** The route label of tickpool_http_responses_total (TP_METRICS_ROUTE_*): the matched route's
+ * pattern, STATIC for the fallback, OTHER (the default) when nothing matched. */
+int tp_http_ctx_route(const struct tp_http_ctx *ctx);
+/** Sets the route label, for requests answered outside the router (/ws upgrades). */
+void tp_http_ctx_set_route(struct tp_http_ctx *ctx, int route);
 /** True when the connection closes after this response. */
 bool tp_http_ctx_closes(const struct tp_http_ctx *ctx);
 /** Sets the worker reported by tp_http_ctx_worker (borrowed). */

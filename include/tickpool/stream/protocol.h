@@ -83,6 +83,7 @@ enum tp_protocol_kind {
 struct tp_protocol_peek {
     enum tp_protocol_kind kind;
     int64_t round_id; /* TP_PROTOCOL_ROUND: the round's id (0 if unreadable) */
+    int64_t tick_ts;  /* TP_PROTOCOL_TICK: the tick's leader timestamp, Unix ms (0 if unreadable) */
     /* TP_PROTOCOL_ROUND: settled or cancelled with its receipt, i.e. the payouts are credited
      * (a cancellation is announced once without receipt before its refunds are done). */
     bool round_paid;

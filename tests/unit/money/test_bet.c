@@ -248,6 +248,30 @@ static void test_codes(void **state)
     assert_int_equal(tp_bet_code_from_err(TP_EUNAVAIL), TP_BET_UNAVAILABLE);
 }
 
+/* Every error code has its series in tickpool_bets_rejected_total, and an answer lands there
+ * and in the latency histogram of its transport. A new code fails here until it is listed in
+ * TP_METRICS_SET_BET_CODE. */
+static void test_answers_counted_by_code(void **state)
+{
+    (void)state;
+    /* Past the last code tp_bet_code_name says "unavailable": 64 covers every code. */
+    for (int c = TP_BET_OK + 1; c < 64; c++)
+        if (tp_metrics_label_index(TP_METRIC_FAMILY_BETS_REJECTED, 0,
+                                   tp_bet_code_name((enum tp_bet_code)c)) < 0)
+            fail_msg("bet code %s has no tickpool_bets_rejected_total series",
+                     tp_bet_code_name((enum tp_bet_code)c));
+    enum tp_metric_family lat = TP_METRIC_FAMILY_BET_LATENCY;
+    int64_t ws = tp_metrics_family_get(lat, TP_METRICS_TRANSPORT_WS, 0);
+    int64_t ok = tp_metrics_get_total(TP_METRIC_BETS_ACCEPTED_TOTAL);
+    tp_bet_count_answer(TP_METRICS_TRANSPORT_WS, tp_mono_ns(), TP_BET_ROUND_NOT_OPEN);
+    tp_bet_count_answer(TP_METRICS_TRANSPORT_WS, tp_mono_ns(), TP_BET_OK);
+    assert_int_equal(tp_metrics_family_get(TP_METRIC_FAMILY_BETS_REJECTED,
+                                           TP_METRICS_BET_CODE_ROUND_NOT_OPEN, 0),
+                     1);
+    assert_int_equal(tp_metrics_get_total(TP_METRIC_BETS_ACCEPTED_TOTAL), ok + 1);
+    assert_int_equal(tp_metrics_family_get(lat, TP_METRICS_TRANSPORT_WS, 0), ws + 2);
+}
+
 static void test_write_fields_deterministic(void **state)
 {
     (void)state;
@@ -269,11 +293,17 @@ static void test_write_fields_deterministic(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_json), cmocka_unit_test(test_bad_stakes),
-        cmocka_unit_test(test_bad_bands),  cmocka_unit_test(test_bad_round_ids_and_shapes),
-        cmocka_unit_test(test_oversized),  cmocka_unit_test(test_msgpack),
-        cmocka_unit_test(test_keys),       cmocka_unit_test(test_hash_vector),
-        cmocka_unit_test(test_codes),      cmocka_unit_test(test_write_fields_deterministic),
+        cmocka_unit_test(test_valid_json),
+        cmocka_unit_test(test_bad_stakes),
+        cmocka_unit_test(test_bad_bands),
+        cmocka_unit_test(test_bad_round_ids_and_shapes),
+        cmocka_unit_test(test_oversized),
+        cmocka_unit_test(test_msgpack),
+        cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_hash_vector),
+        cmocka_unit_test(test_codes),
+        cmocka_unit_test(test_write_fields_deterministic),
+        cmocka_unit_test(test_answers_counted_by_code),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -539,9 +539,10 @@ static void test_peek(void **state)
     tp_buf_init(&b);
     struct tp_protocol_peek pk;
     int64_t pools[2] = {1, 2};
-    tp_protocol_tick(&b, 1, 2);
+    tp_protocol_tick(&b, 1700000000123, 2);
     peek_of(&b, &pk);
     assert_int_equal(pk.kind, TP_PROTOCOL_TICK);
+    assert_int_equal(pk.tick_ts, 1700000000123); /* the beat lag's start */
     tp_protocol_odds(&b, 3, pools, 2, 0);
     peek_of(&b, &pk);
     assert_int_equal(pk.kind, TP_PROTOCOL_ODDS);
