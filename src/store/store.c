@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -68,6 +69,7 @@ struct pending {
     void *ud;
     double deadline; /* ev_now() seconds */
     int64_t sent_ns; /* tp_mono_ns at send, for tickpool_redis_command_seconds */
+    bool blocking;   /* a blocking read: its wait is not a round trip, so it is not timed */
     /* EVALSHA only: a copy of the command for the one NOSCRIPT retry */
     const struct script *script;
     bool retried;
@@ -250,10 +252,11 @@ static void complete(struct tp_store *s, struct pending *p, int err, const redis
     TP_ASSERT(cb != NULL);
     unlink_pending(s, p);
     p->cb = NULL;
-    tp_metrics_observe_ns(TP_METRIC_FAMILY_REDIS_COMMAND,
-                          p->script != NULL ? p->script->metrics_kind
-                                            : TP_METRICS_REDIS_KIND_COMMAND,
-                          tp_mono_ns() - p->sent_ns);
+    if (!p->blocking)
+        tp_metrics_observe_ns(TP_METRIC_FAMILY_REDIS_COMMAND,
+                              p->script != NULL ? p->script->metrics_kind
+                                                : TP_METRICS_REDIS_KIND_COMMAND,
+                              tp_mono_ns() - p->sent_ns);
     if (err == TP_ETIMEDOUT) {
         s->stats.timeouts++;
         tp_metrics_inc(TP_METRIC_REDIS_TIMEOUTS_TOTAL);
@@ -622,6 +625,18 @@ static void track(struct tp_store *s, struct pending *p)
         arm_cmd_timer(s);
 }
 
+/* XREAD / XREADGROUP with BLOCK: waits for data by design (the Postgres writer's read). */
+static bool is_blocking_read(int argc, const char **argv, const size_t *len)
+{
+    if (!((len[0] == 5 && strncasecmp(argv[0], "XREAD", 5) == 0) ||
+          (len[0] == 10 && strncasecmp(argv[0], "XREADGROUP", 10) == 0)))
+        return false;
+    for (int i = 1; i < argc; i++)
+        if (len[i] == 5 && strncasecmp(argv[i], "BLOCK", 5) == 0)
+            return true;
+    return false;
+}
+
 static int check_usable(const struct tp_store *s, tp_store_cb cb)
 {
     if (cb == NULL || s->subs != NULL)
@@ -679,6 +694,7 @@ int tp_store_commandargv(struct tp_store *s, tp_store_cb cb, void *ud, int argc,
     struct pending *p = tp_xcalloc(1, sizeof(*p));
     p->cb = cb;
     p->ud = ud;
+    p->blocking = is_blocking_read(argc, argv, argvlen);
     int rc = redisAsyncCommandArgv(s->ac, on_reply, p, argc, argv, argvlen);
     if (lens != NULL && lens != lens_stack)
         free(lens);
