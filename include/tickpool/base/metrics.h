@@ -87,6 +87,7 @@ enum tp_metric {
     X(INVALID_STAKE, "invalid_stake")                                                              \
     X(INVALID_BAND, "invalid_band")                                                                \
     X(UNAUTHORIZED, "unauthorized")                                                                \
+    X(SELF_EXCLUDED, "self_excluded")                                                              \
     X(INSUFFICIENT_FUNDS, "insufficient_funds")                                                    \
     X(ROUND_NOT_FOUND, "round_not_found")                                                          \
     X(ROUND_NOT_OPEN, "round_not_open")                                                            \
@@ -121,6 +122,7 @@ enum tp_metric {
     X(SESSIONS, "/api/v1/sessions")                                                                \
     X(ME, "/api/v1/me")                                                                            \
     X(ME_BETS, "/api/v1/me/bets")                                                                  \
+    X(ME_EXCLUSION, "/api/v1/me/exclusion")                                                        \
     X(BETS, "/api/v1/bets")                                                                        \
     X(ROUNDS_CURRENT, "/api/v1/rounds/current")                                                    \
     X(ROUND, "/api/v1/rounds/{id}")                                                                \
