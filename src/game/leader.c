@@ -115,23 +115,27 @@ const struct tp_leader_snap *tp_leader_snap_find(const struct tp_leader *l, int6
     return NULL;
 }
 
-static void bucket_state(struct tp_leader *l, int b, int64_t id, const char *state,
+/* A bucket's copy of round `id` moves to `st` (open, live or cancelled; never backwards). */
+static void bucket_state(struct tp_leader *l, int b, int64_t id, enum tp_round_state st,
                          int64_t locks_at, tp_store_cb cb)
 {
-    struct tp_script_bucket_state_args a = {
-        .bucket = b, .id = id, .state = state, .locks_at = locks_at, .grace_ms = l->g->grace_ms};
+    struct tp_script_bucket_state_args a = {.bucket = b,
+                                            .id = id,
+                                            .state = tp_round_state_name(st),
+                                            .locks_at = locks_at,
+                                            .grace_ms = l->g->grace_ms};
     if (tp_script_bucket_state(l->store, &a, cb, l) != 0)
         cb(TP_EUNAVAIL, NULL, l);
 }
 
 /* Fires one call per bucket; `cb` counts op.pending down. */
-static void all_buckets(struct tp_leader *l, int64_t id, const char *state, int64_t locks_at,
+static void all_buckets(struct tp_leader *l, int64_t id, enum tp_round_state st, int64_t locks_at,
                         tp_store_cb cb)
 {
     l->op.pending = l->g->buckets;
     l->op.err = 0;
     for (int b = 0; b < l->g->buckets; b++)
-        bucket_state(l, b, id, state, locks_at, cb);
+        bucket_state(l, b, id, st, locks_at, cb);
 }
 
 /* Counts a fan-out reply; returns true when it was the last one. */
@@ -187,7 +191,7 @@ static void on_resync_bucket(int err, const struct tp_store_reply *r, void *ud)
 static void resync_open(struct tp_leader *l, const struct tp_game_round *r)
 {
     l->op.r = *r;
-    all_buckets(l, r->id, "open", r->t.locks_at, on_resync_bucket);
+    all_buckets(l, r->id, TP_ROUND_OPEN, r->t.locks_at, on_resync_bucket);
 }
 
 static void on_open(int err, const struct tp_store_reply *r, void *ud)
@@ -198,7 +202,7 @@ static void on_open(int err, const struct tp_store_reply *r, void *ud)
         tp_leader_op_fail(l, "open", code);
         return;
     }
-    all_buckets(l, l->op.r.id, "open", l->op.r.t.locks_at, on_open_bucket);
+    all_buckets(l, l->op.r.id, TP_ROUND_OPEN, l->op.r.t.locks_at, on_open_bucket);
 }
 
 static void do_open(struct tp_leader *l, int64_t id, int64_t opens_at)
@@ -271,7 +275,7 @@ static void on_lock_bucket(int err, const struct tp_store_reply *r, void *ud)
 static void do_lock(struct tp_leader *l, const struct tp_game_round *r)
 {
     l->op.r = *r;
-    all_buckets(l, r->id, "live", r->t.locks_at, on_lock_bucket);
+    all_buckets(l, r->id, TP_ROUND_LIVE, r->t.locks_at, on_lock_bucket);
 }
 
 static void on_pool(int err, const struct tp_store_reply *r, void *ud)
@@ -363,7 +367,7 @@ static void on_cancel_bucket(int err, const struct tp_store_reply *r, void *ud)
 static void do_cancel(struct tp_leader *l, const struct tp_game_round *r)
 {
     l->op.r = *r;
-    all_buckets(l, r->id, "cancelled", r->t.locks_at, on_cancel_bucket);
+    all_buckets(l, r->id, TP_ROUND_CANCELLED, r->t.locks_at, on_cancel_bucket);
 }
 
 /* Close: pools (frozen), C from the seed(s), band, plan, round_close. */
