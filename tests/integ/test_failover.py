@@ -1,8 +1,8 @@
 """Leader failover with money on the table (2 workers, real Redis + Postgres, short rounds).
 
 (a) kill -9 of the lease holder while it pays a round out in pages (thousands of bets, page size
-    500 in src/game/leader.c): another process takes the lease within 3 s, resumes from the plan's
-    cursor, and every winning bet is paid floor(s·pot/W) exactly once; balances are grants −
+    500 in src/game/leader_settle.c): another process takes the lease within 3 s, resumes from the
+    plan's cursor, and every winning bet is paid floor(s·pot/W) exactly once; balances are grants −
     stakes + credits; `tickpool audit` passes and Postgres has one payout per winning bet.
 (b) kill -9 of the leader mid-round with bets in the open and the live round (grace is short,
     so the missed lock/close cancel them): round ids go on without gaps, both rounds end settled
