@@ -69,7 +69,10 @@ struct pending {
     void *ud;
     double deadline; /* ev_now() seconds */
     int64_t sent_ns; /* tp_mono_ns at send, for tickpool_redis_command_seconds */
-    bool blocking;   /* a blocking read: its wait is not a round trip, so it is not timed */
+    /* A blocking read (XREADGROUP BLOCK), or sent behind one on this connection: Redis answers
+     * it only after that read returns, so its wait is not a round trip and is not timed. */
+    bool blocking;
+    bool blocking_read; /* this one is the blocking read (counted in s->blocking_reads) */
     /* EVALSHA only: a copy of the command for the one NOSCRIPT retry */
     const struct script *script;
     bool retried;
@@ -100,6 +103,7 @@ struct tp_store {
     enum state state;
     struct pending *head, *tail; /* owed user callbacks, by deadline */
     size_t inflight;             /* user commands sent on the current context */
+    size_t blocking_reads;       /* blocking reads owed a callback (see struct pending) */
     double last_progress;        /* last reply (or first send after idle) */
     ev_timer cmd_timer;          /* earliest command deadline, and stall detection */
     ev_timer retry_timer;        /* reconnect backoff */
@@ -252,6 +256,8 @@ static void complete(struct tp_store *s, struct pending *p, int err, const redis
     TP_ASSERT(cb != NULL);
     unlink_pending(s, p);
     p->cb = NULL;
+    if (p->blocking_read)
+        s->blocking_reads--;
     if (!p->blocking)
         tp_metrics_observe_ns(TP_METRIC_FAMILY_REDIS_COMMAND,
                               p->script != NULL ? p->script->metrics_kind
@@ -615,6 +621,9 @@ static void track(struct tp_store *s, struct pending *p)
     double now = ev_now(s->loop);
     p->deadline = now + s->timeout_ms / 1000.0;
     p->sent_ns = tp_mono_ns();
+    if (p->blocking_read)
+        s->blocking_reads++;
+    p->blocking = p->blocking_read || s->blocking_reads > 0;
     if (s->inflight++ == 0)
         s->last_progress = now;
     s->stats.commands++;
@@ -694,7 +703,7 @@ int tp_store_commandargv(struct tp_store *s, tp_store_cb cb, void *ud, int argc,
     struct pending *p = tp_xcalloc(1, sizeof(*p));
     p->cb = cb;
     p->ud = ud;
-    p->blocking = is_blocking_read(argc, argv, argvlen);
+    p->blocking_read = is_blocking_read(argc, argv, argvlen);
     int rc = redisAsyncCommandArgv(s->ac, on_reply, p, argc, argv, argvlen);
     if (lens != NULL && lens != lens_stack)
         free(lens);

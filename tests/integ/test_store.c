@@ -14,6 +14,7 @@
 #include "integ_env.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
+#include "tickpool/base/metrics.h"
 #include "tickpool/store/store.h"
 
 static struct integ_redis redis;
@@ -542,6 +543,41 @@ static void test_pubsub(void **state)
     ev_loop_destroy(loop);
 }
 
+/* tickpool_redis_command_seconds: a script counts under its kind (SCRIPT for one not listed in
+ * the metrics table), a plain command under COMMAND; a blocking read and what is queued behind
+ * it on the same connection are not timed, since their wait is not a round trip. */
+static int64_t timed(int kind)
+{
+    return tp_metrics_family_get(TP_METRIC_FAMILY_REDIS_COMMAND, kind, 0);
+}
+
+static void test_latency_metrics(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(0);
+    struct tp_store *s = open_store(loop, redis.url, 2000);
+    int64_t cmd0 = timed(TP_METRICS_REDIS_KIND_COMMAND), scr0 = timed(TP_METRICS_REDIS_KIND_SCRIPT);
+    run_cmd(loop, s, "XGROUP CREATE %s g $ MKSTREAM", "lat");
+    struct rec e = {0};
+    const char *argv[] = {"k", "a"};
+    assert_int_equal(tp_store_script(s, "echo", 1, 2, argv, NULL, rec_cb, &e), 0);
+    assert_true(integ_run_until(loop, &e.done, 5));
+    assert_int_equal(timed(TP_METRICS_REDIS_KIND_COMMAND), cmd0 + 1);
+    assert_int_equal(timed(TP_METRICS_REDIS_KIND_SCRIPT), scr0 + 1);
+
+    struct rec rd = {0}, behind = {0};
+    const char *xr[] = {"XREADGROUP", "GROUP", "g", "c", "BLOCK", "300", "STREAMS", "lat", ">"};
+    assert_int_equal(tp_store_commandargv(s, rec_cb, &rd, 9, xr, NULL), 0);
+    assert_int_equal(tp_store_command(s, rec_cb, &behind, "PING"), 0);
+    assert_true(integ_run_until(loop, &behind.done, 2));
+    assert_true(rd.done && rd.err == 0 && behind.err == 0);
+    assert_int_equal(timed(TP_METRICS_REDIS_KIND_COMMAND), cmd0 + 1);
+    run_cmd(loop, s, "ECHO %s", "timed again");
+    assert_int_equal(timed(TP_METRICS_REDIS_KIND_COMMAND), cmd0 + 2);
+    tp_store_free(s);
+    ev_loop_destroy(loop);
+}
+
 /* --- Set-up --- */
 
 static int group_setup(void **state)
@@ -581,6 +617,7 @@ int main(void)
         cmocka_unit_test(test_free_with_pending),
         cmocka_unit_test(test_auth_and_unix),
         cmocka_unit_test(test_pubsub),
+        cmocka_unit_test(test_latency_metrics),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

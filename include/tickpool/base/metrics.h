@@ -96,8 +96,9 @@ enum tp_metric {
     X(OVERLOADED, "overloaded")                                                                    \
     X(UNAVAILABLE, "unavailable")
 /* Redis round trips by what they run: a Lua script of scripts/lua/ by name, SCRIPT for a script
- * not listed here, COMMAND for a plain command (PUBLISH, HMGET, XACK, ...; blocking reads such
- * as the Postgres writer's XREADGROUP BLOCK wait by design and are not timed). */
+ * not listed here, COMMAND for a plain command (PUBLISH, HMGET, XACK, ...). A blocking read (the
+ * Postgres writer's XREADGROUP BLOCK) waits by design, and so does what is queued behind it on
+ * its connection: those are not timed. */
 #define TP_METRICS_SET_REDIS_KIND(X)                                                               \
     X(BET, "bet")                                                                                  \
     X(BUCKET_PLAN, "bucket_plan")                                                                  \
