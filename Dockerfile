@@ -5,7 +5,7 @@ FROM debian:12 AS build
 WORKDIR /src
 COPY . .
 RUN bash -c 'ROOT=/src; . scripts/lib/common.sh; install_packages $TP_BUILD_PACKAGES; \
-    rm -rf build; build build -Dbuildtype=release'
+    rm -rf build; build build -Dtests=disabled -Dbuildtype=release'
 
 FROM debian:12-slim
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
