@@ -37,9 +37,15 @@ start_redis() {
     die "redis-server did not answer on port $port (log: $dir/redis.log)"
 }
 
+# stop_redis DIR: stops the redis-server whose pid file is in DIR and waits (10 s at most) until
+# it has exited, so that a caller that returns has nothing left running.
 stop_redis() {
-    local dir=$1
-    [ -f "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null
+    local dir=$1 pid
+    [ -f "$dir/redis.pid" ] || return 0
+    pid=$(cat "$dir/redis.pid")
+    if kill "$pid" 2>/dev/null; then
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     rm -f "$dir/redis.pid"
 }
 
