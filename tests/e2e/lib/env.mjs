@@ -11,9 +11,10 @@ import { mkdtempSync, rmSync, chmodSync, chownSync, existsSync, mkdirSync, openS
 import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 
-export const SRC = resolve(process.env.TP_SRC || join(import.meta.dirname, "..", "..", ".."));
+export const SRC = resolve(process.env.TP_SRC || fileURLToPath(new URL("../../..", import.meta.url)));
 export const BIN = process.env.TP_BIN || join(SRC, "build", "tickpool");
 export const OUTPUT = process.env.TP_TEST_OUTPUT || join(SRC, "test-output");
 const PG_BIN = "/usr/lib/postgresql/15/bin";
