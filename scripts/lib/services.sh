@@ -61,11 +61,13 @@ start_postgres() {
     fi
     if [ ! -f "$data/PG_VERSION" ]; then
         say "initialising Postgres in $data"
-        $pre "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >"$data/../initdb.log" 2>&1 ||
-            die "initdb failed (log: $data/../initdb.log)"
+        # From /: the postgres user may not be able to enter the caller's directory (a clone
+        # under /root), and initdb complains when it cannot.
+        (cd / && $pre "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8) \
+            >"$data/../initdb.log" 2>&1 || die "initdb failed (log: $data/../initdb.log)"
     fi
-    $pre "$PG_BIN/pg_ctl" -D "$data" -l "$data/../postgres.log" -w -t 30 \
-        -o "-p $port -k $(dirname "$data") -c listen_addresses=127.0.0.1" start >/dev/null ||
+    (cd / && $pre "$PG_BIN/pg_ctl" -D "$data" -l "$data/../postgres.log" -w -t 30 \
+        -o "-p $port -k $(dirname "$data") -c listen_addresses=127.0.0.1" start) >/dev/null ||
         die "postgres failed to start (log: $data/../postgres.log)"
 }
 
