@@ -1,20 +1,42 @@
 /*
- * /healthz, /readyz and /metrics (see tickpool/api/ops.h).
+ * /healthz, /readyz and /metrics (see tickpool/api/ops.h and docs/operations.md).
  *
- * Readiness reads state the store layer already tracks for the worker (its Redis store's
- * connection flag, its Postgres probe's last success) instead of probing per request: a load
- * balancer polling /readyz must not add load to Redis or Postgres.
+ * Ready means playable: this worker's Redis connection is up and the game has an open round.
+ * Postgres is behind the outbox (bets never wait for it), so Postgres down only makes the answer
+ * "degraded" with the outbox lag, still 200: a load balancer following /readyz must not take
+ * every node out during a Postgres outage while they accept bets.
+ *
+ * Nothing is probed per request: the Redis flag and the Postgres probe are state the store layer
+ * already tracks for the worker, the outbox lag is the writer's shared gauge, and the open round is
+ * cached per process and re-read (one HGET) at most once per OPEN_REFRESH_MS, however often /readyz
+ * is polled.
  */
 #include "tickpool/api/ops.h"
 #include "tickpool/base/buf.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/metrics.h"
-#include "tickpool/store/pg.h"
 #include "tickpool/net/router.h"
-#include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
+#include "tickpool/store/keys.h"
+#include "tickpool/store/pg.h"
+#include "tickpool/store/store.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+
+#define OPEN_REFRESH_MS 1000
+/* round_lock.lua removes the open id a few ms before the leader opens the next round: a round
+ * seen open this recently still counts, so readiness does not flap at every lock. */
+#define OPEN_GRACE_MS 3000
+
+/* Process-wide, not in a worker slot: a worker is a process with one loop thread, and a
+ * static needs no freeing, so a reply still in flight at exit (TP_ECLOSED) finds it intact. */
+static struct {
+    int64_t checked_ms; /* monotonic time of the last read (or failed read) */
+    int64_t seen_ms;    /* monotonic time an open round was last seen */
+    int64_t open_id;    /* the open round last seen, 0 = none yet */
+    bool in_flight;
+} open_cache = {INT64_MIN / 2, INT64_MIN / 2, 0, false};
 
 static void add_worker_header(struct tp_http_ctx *ctx)
 {
@@ -35,25 +57,64 @@ static void healthz(struct tp_http_ctx *ctx, void *ud)
     tp_http_reply(ctx, 200, "application/json", body, sizeof(body) - 1);
 }
 
+static struct tp_store *connected_store(struct tp_http_ctx *ctx)
+{
+    struct tp_worker *w = tp_http_ctx_worker(ctx);
+    struct tp_store *store = w ? tp_store_of(w) : NULL;
+    return store != NULL && tp_store_is_connected(store) ? store : NULL;
+}
+
+static void readyz_reply(struct tp_http_ctx *ctx)
+{
+    add_worker_header(ctx);
+    tp_http_ctx_add_header(ctx, "Cache-Control", "no-store");
+    if (connected_store(ctx) == NULL) {
+        tp_http_reply_error(ctx, 503, "unavailable", "not ready: redis down");
+        return;
+    }
+    if (tp_mono_ms() - open_cache.seen_ms > OPEN_GRACE_MS) {
+        tp_http_reply_error(ctx, 503, "unavailable", "not ready: no open round");
+        return;
+    }
+    struct tp_worker *w = tp_http_ctx_worker(ctx);
+    bool pg_ok = w != NULL && tp_pg_health_ok(tp_pg_health_of(w));
+    char body[256];
+    int n =
+        snprintf(body, sizeof(body),
+                 "{\"status\":\"%s\",\"redis\":\"up\",\"postgres\":\"%s\",\"open_round\":%lld,"
+                 "\"outbox_lag_entries\":%lld,\"outbox_lag_seconds\":%lld}",
+                 pg_ok ? "ready" : "degraded", pg_ok ? "up" : "down", (long long)open_cache.open_id,
+                 (long long)tp_metrics_get_total(TP_METRIC_OUTBOX_LAG_ENTRIES),
+                 (long long)tp_metrics_get_total(TP_METRIC_OUTBOX_LAG_SECONDS));
+    TP_ASSERT(n > 0 && (size_t)n < sizeof(body));
+    tp_http_reply(ctx, 200, "application/json", body, (size_t)n);
+}
+
+static void on_open(int err, const struct tp_store_reply *r, void *ud)
+{
+    open_cache.in_flight = false;
+    open_cache.checked_ms = tp_mono_ms();
+    if (err == 0 && r != NULL && tp_reply_type(r) == TP_REPLY_STRING) {
+        long long id = atoll(tp_reply_str(r, NULL));
+        if (id > 0) {
+            open_cache.open_id = id;
+            open_cache.seen_ms = open_cache.checked_ms;
+        }
+    } /* nil: no open round right now; a failed read: unknown. Both keep the last one seen. */
+    readyz_reply(ud);
+}
+
 static void readyz(struct tp_http_ctx *ctx, void *ud)
 {
     (void)ud;
-    struct tp_worker *w = tp_http_ctx_worker(ctx);
-    struct tp_store *store = w ? tp_store_of(w) : NULL;
-    bool redis_ok = store != NULL && tp_store_is_connected(store);
-    bool pg_ok = w != NULL && tp_pg_health_ok(tp_pg_health_of(w));
-    add_worker_header(ctx);
-    tp_http_ctx_add_header(ctx, "Cache-Control", "no-store");
-    if (!redis_ok || !pg_ok) {
-        /* Not ready is an error in the contract's shape, naming what is down. */
-        char msg[96];
-        snprintf(msg, sizeof(msg), "not ready:%s%s", redis_ok ? "" : " redis down",
-                 pg_ok ? "" : " postgres down");
-        tp_http_reply_error(ctx, 503, "unavailable", msg);
+    struct tp_store *store = connected_store(ctx);
+    if (store != NULL && !open_cache.in_flight &&
+        tp_mono_ms() - open_cache.checked_ms >= OPEN_REFRESH_MS &&
+        tp_store_command(store, on_open, ctx, "HGET " TP_KEYS_CURRENT " open") == 0) {
+        open_cache.in_flight = true; /* on_open replies */
         return;
     }
-    static const char ready[] = "{\"status\":\"ready\",\"redis\":\"up\",\"postgres\":\"up\"}";
-    tp_http_reply(ctx, 200, "application/json", ready, sizeof(ready) - 1);
+    readyz_reply(ctx);
 }
 
 static void metrics(struct tp_http_ctx *ctx, void *ud)

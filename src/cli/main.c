@@ -71,7 +71,7 @@ static void usage(FILE *out)
           "  tickpool --check-config                    show the effective configuration\n"
           "  TICKPOOL_POSTGRES_URL=postgresql://u@db/tickpool tickpool migrate\n"
           "\n"
-          "Endpoints: /healthz (liveness), /readyz (Redis and Postgres reachable), /metrics\n"
+          "Endpoints: /healthz (liveness), /readyz (playable: Redis up, a round open), /metrics\n"
           "(Prometheus), /api/v1/..., /ws (WebSocket, subprotocol tickpool.v1), static files\n"
           "from server.web_root.\n",
           out);

@@ -2,7 +2,7 @@
 pipelining, timeouts (slowloris, idle keep-alive), static files, ops endpoints, metrics summed
 over workers, WebSocket upgrade checks, graceful SIGTERM and worker restart.
 
-Runs without Redis/Postgres: /readyz then answers 503, everything else works.
+Most run without Redis/Postgres: /readyz then answers 503, everything else works.
 """
 
 import base64
@@ -115,16 +115,69 @@ def test_healthz_https_and_defaults():
 
 
 def test_readyz_tracks_redis():
+    """Redis up, no Postgres configured: ready once a round is open, degraded (200) since
+    nothing reaches Postgres; Redis down: 503."""
     with tpenv.Redis() as redis, tpenv.Server(redis=redis) as s:
         def redis_up():
             st, _, body = s.http("GET", "/readyz")
-            return b"redis down" not in body and (st == 200 or b"postgres down" in body)
-        tpenv.wait_until(redis_up, timeout=10, what="/readyz to see Redis")
+            return st == 200
+        tpenv.wait_until(redis_up, timeout=10, what="/readyz to see Redis and an open round")
+        body = s.json("GET", "/readyz")[1]
+        assert body["redis"] == "up" and body["postgres"] == "down", body
+        assert body["status"] == "degraded" and body["open_round"] > 0, body
         redis.stop()
         tpenv.wait_until(lambda: b"redis down" in s.http("GET", "/readyz")[2], timeout=10,
                          what="/readyz to report Redis down")
         assert s.http("GET", "/readyz")[0] == 503
         assert s.http("GET", "/healthz")[0] == 200  # liveness does not depend on Redis
+
+
+class _PgUrl:
+    def __init__(self, url):
+        self.url = url
+
+
+def test_readyz_playable_and_degraded():
+    """Ready means playable: Redis up and an open round. A Postgres outage only degrades it
+    (200 with the outbox lag: bets are still accepted); no open round is 503."""
+    cluster = tpenv.PgCluster().start()
+    try:
+        with tpenv.Redis() as redis, \
+                tpenv.Server(redis=redis, pg=_PgUrl(cluster.admin_url),
+                             env={"TICKPOOL_GAME_BETTING_S": "3600"}) as s:
+            tpenv.wait_until(lambda: s.http("GET", "/readyz")[0] == 200 and
+                             s.json("GET", "/readyz")[1]["postgres"] == "up",
+                             timeout=15, what="/readyz ready with Postgres up")
+            st, body = s.json("GET", "/readyz")
+            cur = s.json("GET", "/api/v1/rounds/current")[1]
+            assert body["status"] == "ready" and body["redis"] == "up", body
+            assert cur["open"] is not None and body["open_round"] == cur["open"]["id"], (body, cur)
+            assert body["outbox_lag_entries"] >= 0 and body["outbox_lag_seconds"] >= 0, body
+
+            # Postgres goes away: still 200, reported as degraded with the outbox lag.
+            subprocess.run(tpenv._as_postgres_user() + [f"{tpenv.PG_BIN}/pg_ctl", "-D",
+                                                         cluster.data, "-m", "immediate", "stop"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            tpenv.wait_until(lambda: b'"postgres":"down"' in s.http("GET", "/readyz")[2],
+                             timeout=15, what="/readyz to report Postgres down")
+            st, body = s.json("GET", "/readyz")
+            assert st == 200 and body["status"] == "degraded", (st, body)
+            assert "outbox_lag_entries" in body and "outbox_lag_seconds" in body, body
+
+            # No open round (the leader's next round opens only after the betting phase):
+            # not playable, 503, once the cached round is older than its grace period.
+            # Long rounds: unless this one locks soon (then wait for the next), no round opens
+            # while the test looks.
+            if cur["open"]["locks_at"] - time.time() * 1000 < 20000:
+                tpenv.wait_until(lambda: (s.json("GET", "/api/v1/rounds/current")[1]["open"] or
+                                          {}).get("id", 0) > cur["open"]["id"],
+                                 timeout=40, what="the next round to open")
+            redis.cli("HDEL", "tp:{g}:current", "open")
+            tpenv.wait_until(lambda: b"no open round" in s.http("GET", "/readyz")[2],
+                             timeout=10, what="/readyz to report no open round")
+            assert s.http("GET", "/readyz")[0] == 503
+    finally:
+        cluster.stop()
 
 
 def test_cli():

@@ -242,12 +242,15 @@ class Server:
                        timeout=15, what="tickpool /healthz")
             if "TICKPOOL_REDIS_URL" in self.env:
                 # Workers listen a few ms before their Redis connection is up (and answer 503
-                # meanwhile): wait until /readyz no longer reports Redis (nor, when this test
-                # has one, Postgres) down. A test that starts the server with a service down
-                # on purpose still gets its server after a moment.
+                # meanwhile): wait until /readyz no longer reports Redis down and, when this
+                # test has Postgres, is ready (an open round) with Postgres up (a 200 may be
+                # "degraded" before the first Postgres probe). A test that starts the server
+                # with a service down on purpose still gets its server after a moment.
                 def ready():
                     st, _, body = self.http("GET", "/readyz")
-                    return st == 200 or (self.pg is None and b"redis down" not in body)
+                    if self.pg is None:
+                        return b"redis down" not in body
+                    return st == 200 and b'"postgres":"up"' in body
                 try:
                     wait_until(ready, timeout=5, what="tickpool /readyz")
                 except AssertionError:

@@ -1,6 +1,7 @@
 /*
- * Operations endpoints: GET /healthz (liveness), GET /readyz (Redis and Postgres reachable),
- * GET /metrics (Prometheus text, summed over every worker).
+ * Operations endpoints: GET /healthz (liveness), GET /readyz (playable: Redis up and a round
+ * open; Postgres down is reported as degraded, still 200), GET /metrics (Prometheus text,
+ * summed over every worker). docs/http-api.md describes the answers.
  */
 #ifndef TP_OPS_H
 #define TP_OPS_H
