@@ -1,7 +1,7 @@
 /*
  * Configuration (see include/tickpool/base/config.h).
  *
- * One static table (below, in the style of redis src/config.c static_configs) drives everything:
+ * One static table (below, in the style of Redis's config.c static_configs) drives everything:
  * defaults are the table's default strings fed through the same parsers as file and environment
  * values, so a default can never disagree with what the parser accepts; the INI handler, the
  * TICKPOOL_<SECTION>_<KEY> overrides and tp_config_print all walk the same rows.
@@ -128,7 +128,7 @@ _Static_assert(TP_ARRAY_LEN(table) <= TP_CONFIG_MAX_KEYS, "raise TP_CONFIG_MAX_K
  * (secrets stay out of the file and out of tp_config_print). Exact names, plus any name ending
  * in _PASSWORD. Everything else under TICKPOOL_ must name a key, so a typo is an error. */
 static const char *const env_allowlist[] = {
-    "TICKPOOL_AUTH_SECRET", /* token signing key (src/auth) */
+    "TICKPOOL_AUTH_SECRET", /* token signing key (src/money/accounts.c) */
 };
 #define ENV_ALLOW_SUFFIX "_PASSWORD"
 
@@ -597,8 +597,8 @@ static int on_ini_pair(void *user, const char *section, const char *name, const 
     }
     ctx->cfg->_origin[idx] = TP_CONFIG_FROM_FILE;
     if (strcmp(name, "url") == 0) {
-        /* Secrets belong in the environment (contract §3); not fatal, so an operator's existing
-         * file keeps working, but say so. */
+        /* Secrets belong in the environment (docs/operations.md §1); not fatal, so an operator's
+         * existing file keeps working, but say so. */
         char masked[600];
         tp_config_mask_url(value, masked, sizeof(masked));
         if (strcmp(masked, value) != 0)

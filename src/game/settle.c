@@ -1,7 +1,7 @@
 /*
  * Parimutuel settlement arithmetic. Integer-only: T * r and stake * pot are formed in __int128
  * so no amount that fits in int64 can overflow; floor is plain division because every operand
- * is non-negative. The Lua settlement script must produce the same numbers (see CONTRACT §4).
+ * is non-negative. The Lua settlement script must produce the same numbers (scripts/lua/README.md).
  */
 #include "tickpool/game/settle.h"
 

@@ -1,5 +1,5 @@
 /*
- * argon2id password hashes. The only file that includes <argon2.h> (STYLE.md §1).
+ * argon2id password hashes. The only file that includes <argon2.h> (docs/conventions.md §1).
  *
  * Parameters: m = 19456 KiB (19 MiB), t = 2 passes, p = 1 lane, 16-byte salt, 32-byte hash:
  * the OWASP Password Storage Cheat Sheet's first argon2id configuration. Measured at 21-30 ms

@@ -1,5 +1,6 @@
 /*
- * `tickpool migrate`: applies migrations/NNNN_name.sql in numeric order over tickpool/store/pg.h.
+ * `tickpool migrate`: applies migrations/<NNNN>_<name>.sql in numeric order over
+ * tickpool/store/pg.h.
  *
  * Order of work, and why:
  *  1. Read and checksum every file first, so a bad name or unreadable file fails before

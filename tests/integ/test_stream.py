@@ -1,4 +1,4 @@
-"""Live streaming over /ws (CONTRACT.md §6) against a real server, Redis and the game leader:
+"""Live streaming over /ws (docs/protocol.md) against a real server, Redis and the game leader:
 hello/snapshot, the tick stream, odds after a bet, round changes, payouts, WebSocket bets with
 idempotent replays, malformed input, limits, two workers and a slow consumer. Rounds are short
 (betting 2 s, live 2 s); no Postgres is needed (the writer only lags).

@@ -1,4 +1,4 @@
-"""Black-box WebSocket tests against a running tickpool (contract §6).
+"""Black-box WebSocket tests against a running tickpool (docs/protocol.md).
 
 Raw sockets, so that hostile frames (unmasked, oversized, malformed) can be sent: the upgrade
 and its subprotocol, Origin policy, close codes 1009 and 1002, ping/pong and the close

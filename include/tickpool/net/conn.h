@@ -2,7 +2,7 @@
  * A client connection: socket, plain or TLS I/O, HTTP/1.1 with keep-alive and pipelining
  * (responses strictly in request order, even when handlers answer later), timeouts, and the
  * switch to WebSocket on /ws. Connections are freed only from the worker's ev_prepare hook,
- * never inside their own callbacks (STYLE.md §5).
+ * never inside their own callbacks (docs/conventions.md §5).
  */
 #ifndef TP_CONN_H
 #define TP_CONN_H

@@ -31,7 +31,7 @@ struct tp_ws;
 
 #define TP_WS_SUBPROTOCOL "tickpool.v1"
 
-/* Defaults used by tp_ws_new when `limits` is NULL (contract §6: 64 KiB messages). */
+/* Defaults used by tp_ws_new when `limits` is NULL (docs/protocol.md §5: 64 KiB messages). */
 #define TP_WS_DEFAULT_MAX_MESSAGE (64 * 1024)
 #define TP_WS_DEFAULT_MAX_QUEUE (1024 * 1024)
 

@@ -1,5 +1,5 @@
 /*
- * Schema migrations: migrations/NNNN_name.sql applied in numeric order, each in its own
+ * Schema migrations: migrations/<NNNN>_<name>.sql applied in numeric order, each in its own
  * transaction together with its row in schema_migrations(version, name, checksum, applied_at).
  * Applied files are skipped; an applied file whose SHA-256 changed is refused. A session
  * advisory lock serialises concurrent runs (the second waits, then finds nothing to do).

@@ -2,9 +2,10 @@
  * Redis store: one asynchronous Redis connection (hiredis over libev) owned by one event loop.
  *
  * Every command carries a deadline (redis.timeout): callbacks are called exactly once when
- * submission returned 0 and never when it failed (STYLE.md §4). The connection reconnects by
- * itself with exponential backoff; while it is down, submission fails fast with TP_EUNAVAIL.
- * Lua scripts in a directory are loaded on every (re)connect and run by name with EVALSHA.
+ * submission returned 0 and never when it failed (docs/conventions.md §4). The connection
+ * reconnects by itself with exponential backoff; while it is down, submission fails fast with
+ * TP_EUNAVAIL. Lua scripts in a directory are loaded on every (re)connect and run by name with
+ * EVALSHA.
  *
  * Error meanings in a callback: 0 = a reply arrived (Redis error replies included: read them
  * with tp_reply_type() == TP_REPLY_ERROR); TP_ETIMEDOUT = no reply before the deadline;
