@@ -1,8 +1,13 @@
 // Unit test of the browser's fairness module (web/js/fairness.js) against the golden vectors of
-// docs/fairness.md §7, in Node (globalThis.crypto.subtle is the same WebCrypto the page uses).
+// docs/fairness.md §7, in Node (crypto.subtle is the same WebCrypto the page uses).
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { webcrypto } from "node:crypto";
 import * as f from "../../web/js/fairness.js";
+
+// Node 18 (Debian 12's) has WebCrypto only as node:crypto's webcrypto; Node 19+ also as
+// globalThis.crypto, which is what the page's module uses.
+if (!globalThis.crypto) globalThis.crypto = webcrypto;
 
 const SEED_A = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const SEED_B = "ff".repeat(32);
