@@ -12,8 +12,8 @@
 
 #define TP_CONFIG_MAX_BAND_EDGES 15
 #define TP_CONFIG_MAX_ORIGINS 16
-#define TP_CONFIG_MAX_KEYS 64 /* capacity of the per-key origin record (src/base/config.c table)   \
-                               */
+/* Capacity of the per-key origin record (src/base/config.c table). */
+#define TP_CONFIG_MAX_KEYS 64
 
 /* Where a key's effective value came from (shown by tp_config_print). */
 enum tp_config_origin {
