@@ -6,6 +6,7 @@ locks_at + betting_ms; otherwise the next round's lock reveals it), XADDs the re
 lock and close prices, winning band and (when revealed) seed for the system of record.
 
 KEYS[1] tp:{g}:lease  KEYS[2] tp:{g}:round:<id>  KEYS[3] tp:{g}:seed:<id>  KEYS[4] tp:{g}:outbox
+KEYS[5] tp:{g}:unfinished (the round leaves it with its final state, also on a rerun)
 ARGV[1] holder  ARGV[2] epoch  ARGV[3] id  ARGV[4] Σ T_b  ARGV[5] Σ paid_b (payouts or refunds)
 Receipt: total, winning_stake, rake, breakage, payouts, refunds with
 payouts + rake + breakage + refunds = total.
@@ -13,12 +14,15 @@ Returns {'ok', 1, state}, {'ok', 0, state} (already final), {'err', 'stale_epoch
 {'err', 'not_found'}, {'err', 'bad_state'} (not settling/cancelling), {'err', 'mismatch'}
 (bucket sums disagree with the recorded total, or negative breakage: nothing written).
 ]]
-if #KEYS ~= 4 or #ARGV ~= 5 then return redis.error_reply('ERR tp_round_final: want 4 KEYS, 5 ARGV') end
+if #KEYS ~= 5 or #ARGV ~= 5 then return redis.error_reply('ERR tp_round_final: want 5 KEYS, 5 ARGV') end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] .. '|' .. ARGV[2] then return {'err', 'stale_epoch'} end
 local r = redis.call('HMGET', KEYS[2], 'state', 'total', 'winning_stake', 'rake', 'refund_all',
                      'locks_at', 'betting_ms', 'lock_price', 'close_price', 'winning_band')
 if not r[1] then return {'err', 'not_found'} end
-if r[1] == 'settled' or r[1] == 'cancelled' then return {'ok', 0, r[1]} end
+if r[1] == 'settled' or r[1] == 'cancelled' then
+    redis.call('ZREM', KEYS[5], ARGV[3])
+    return {'ok', 0, r[1]}
+end
 if r[1] ~= 'settling' and r[1] ~= 'cancelling' then return {'err', 'bad_state'} end
 local total, w, rake = tonumber(r[2]), tonumber(r[3]), tonumber(r[4])
 local sum_t, paid = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -41,6 +45,7 @@ local function s(n) return string.format('%.0f', n) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local reveal = now >= tonumber(r[6]) + tonumber(r[7])
+redis.call('ZREM', KEYS[5], ARGV[3])
 redis.call('HSET', KEYS[2], 'state', final, 'r_total', s(total), 'r_winning_stake', s(w),
            'r_rake', s(rake), 'r_breakage', s(breakage), 'r_payouts', s(payouts),
            'r_refunds', s(refunds))

@@ -4,6 +4,7 @@ round_open.lua: create round <id> in state open (global part), fenced.
 
 KEYS[1] tp:{g}:lease  KEYS[2] tp:{g}:round:<id>  KEYS[3] tp:{g}:seed:<id>
 KEYS[4] tp:{g}:rounds (ZSET id)  KEYS[5] tp:{g}:current  KEYS[6] tp:{g}:outbox
+KEYS[7] tp:{g}:unfinished (ZSET id: rounds not yet settled or cancelled; the leader's to-do list)
 ARGV[1] holder  ARGV[2] epoch  ARGV[3] id  ARGV[4] opens_at  ARGV[5] locks_at
 ARGV[6] closes_at  ARGV[7] seed (64 hex)  ARGV[8] seed_hash (64 hex)  ARGV[9] vol_ppb
 ARGV[10] rake_bps  ARGV[11] edges (comma list of bps, may be empty)  ARGV[12] tick_ms
@@ -11,7 +12,7 @@ ARGV[13] betting_ms
 Returns {'ok', 1} (created), {'ok', 0} (the round exists already: idempotent, nothing written),
 {'err', 'stale_epoch'}, {'err', 'bad_id'} (id is not max id + 1: round ids have no gaps).
 ]]
-if #KEYS ~= 6 or #ARGV ~= 13 then return redis.error_reply('ERR tp_round_open: want 6 KEYS, 13 ARGV') end
+if #KEYS ~= 7 or #ARGV ~= 13 then return redis.error_reply('ERR tp_round_open: want 7 KEYS, 13 ARGV') end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] .. '|' .. ARGV[2] then return {'err', 'stale_epoch'} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'ok', 0} end
 local id = tonumber(ARGV[3])
@@ -24,6 +25,7 @@ redis.call('HSET', KEYS[2], 'id', ARGV[3], 'state', 'open', 'opens_at', ARGV[4],
            'rake_bps', ARGV[10], 'edges', ARGV[11], 'tick_ms', ARGV[12], 'betting_ms', ARGV[13])
 redis.call('SET', KEYS[3], ARGV[7])
 redis.call('ZADD', KEYS[4], id, ARGV[3])
+redis.call('ZADD', KEYS[7], id, ARGV[3])
 redis.call('HSET', KEYS[5], 'open', ARGV[3])
 redis.call('XADD', KEYS[6], '*', 'type', 'round_opened', 'round_id', ARGV[3],
            'opens_at', ARGV[4], 'locks_at', ARGV[5], 'closes_at', ARGV[6], 'seed_hash', ARGV[8],

@@ -433,7 +433,7 @@ static void execute(struct tp_leader *l)
 {
     int64_t now = tp_now_ms();
     tp_leader_choose_segment(l, now);
-    struct tp_planner_round in[TP_PLANNER_WINDOW];
+    struct tp_planner_round *in = l->plan_in;
     for (int i = 0; i < l->nsnap; i++)
         in[i] = (struct tp_planner_round){l->snap[i].r.id, l->snap[i].r.state, l->snap[i].r.t};
     struct tp_planner_action a;
@@ -528,28 +528,62 @@ static void snap_fire(struct tp_leader *l, int i, tp_store_cb cb, const char *fm
     }
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Both id lists are in: sorts and dedups them, then reads every round and its seed. */
+static void snap_read_rounds(struct tp_leader *l)
+{
+    qsort(l->snap_ids, (size_t)l->nids, sizeof(l->snap_ids[0]), cmp_id);
+    int n = 0;
+    for (int i = 0; i < l->nids; i++)
+        if (l->snap_ids[i] > 0 && (n == 0 || l->snap_ids[n - 1] != l->snap_ids[i]))
+            l->snap_ids[n++] = l->snap_ids[i];
+    if (n > l->snap_cap) {
+        l->snap_cap = n;
+        l->snap = tp_xrealloc(l->snap, (size_t)n * sizeof(l->snap[0]));
+        l->plan_in = tp_xrealloc(l->plan_in, (size_t)n * sizeof(l->plan_in[0]));
+    }
+    l->nsnap = n;
+    l->snap_err = 0;
+    l->snap_pending = 1;
+    for (int i = 0; i < n; i++) {
+        memset(&l->snap[i], 0, sizeof(l->snap[i]));
+        struct tp_key k;
+        snap_fire(l, i, on_snap_round, "HGETALL %s", tp_keys_round(&k, l->snap_ids[i]));
+        snap_fire(l, i, on_snap_seed, "GET %s", tp_keys_seed(&k, l->snap_ids[i]));
+    }
+    if (--l->snap_pending == 0)
+        snap_done(l);
+}
+
+/* One id list (the newest rounds, or the unfinished index) appended to snap_ids. */
 static void on_snap_ids(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     if (err != 0 || tp_reply_type(r) != TP_REPLY_ARRAY) {
+        l->snap_err = 1;
+    } else {
+        size_t n = tp_reply_len(r);
+        if ((size_t)l->nids + n > (size_t)l->ids_cap) {
+            l->ids_cap = (int)((size_t)l->nids + n) * 2;
+            l->snap_ids = tp_xrealloc(l->snap_ids, (size_t)l->ids_cap * sizeof(l->snap_ids[0]));
+        }
+        for (size_t i = 0; i < n; i++) {
+            const char *v = tp_reply_str(tp_reply_at(r, i), NULL);
+            l->snap_ids[l->nids++] = v ? strtoll(v, NULL, 10) : 0;
+        }
+    }
+    if (--l->ids_pending > 0)
+        return;
+    if (l->snap_err || !l->leader) {
         tp_leader_step_end(l);
         return;
     }
-    size_t n = tp_reply_len(r);
-    l->nsnap = (int)TP_MIN(n, (size_t)l->pc.window);
-    l->snap_err = 0;
-    l->snap_pending = 1;
-    for (int i = 0; i < l->nsnap; i++) {
-        /* ZREVRANGE is newest first: store ascending. */
-        const struct tp_store_reply *e = tp_reply_at(r, (size_t)(l->nsnap - 1 - i));
-        long long id = strtoll(tp_reply_str(e, NULL) ? tp_reply_str(e, NULL) : "0", NULL, 10);
-        memset(&l->snap[i], 0, sizeof(l->snap[i]));
-        struct tp_key k;
-        snap_fire(l, i, on_snap_round, "HGETALL %s", tp_keys_round(&k, id));
-        snap_fire(l, i, on_snap_seed, "GET %s", tp_keys_seed(&k, id));
-    }
-    if (--l->snap_pending == 0)
-        snap_done(l);
+    snap_read_rounds(l);
 }
 
 static void on_last_tick(int err, const struct tp_store_reply *r, void *ud)
@@ -577,9 +611,18 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     l->step_busy = true;
     tp_store_command(l->store, on_last_tick, l, "XREVRANGE " TP_KEYS_TICKS " + - COUNT 1");
+    /* The unfinished index makes the planner complete (issue 16); the newest rounds give it the
+     * newest id and the previous round, final or not. */
+    l->nids = 0;
+    l->snap_err = 0;
+    l->ids_pending = 2;
     if (tp_store_command(l->store, on_snap_ids, l, "ZREVRANGE " TP_KEYS_ROUNDS " 0 %d",
-                         l->pc.window - 1) != 0)
+                         TP_LEADER_RECENT - 1) != 0) {
         tp_leader_step_end(l);
+        return;
+    }
+    if (tp_store_command(l->store, on_snap_ids, l, "ZRANGE " TP_KEYS_UNFINISHED " 0 -1") != 0)
+        on_snap_ids(TP_EUNAVAIL, NULL, l);
 }
 
 /* --- Lease --- */

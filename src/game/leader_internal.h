@@ -21,6 +21,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* The newest rounds loaded besides the unfinished index: the previous round's seed and lock
+ * (lock price, segment), the newest id (the next open), and rounds left unfinished by a version
+ * that wrote no index. */
+#define TP_LEADER_RECENT 6
+
 struct tp_config_game;
 struct tp_store;
 struct tp_store_reply;
@@ -38,7 +43,7 @@ struct tp_leader {
     struct tp_store *store;
     const struct tp_config_game *g;
     int nbands;
-    struct tp_planner_config pc; /* betting phase, grace and snapshot window, from g */
+    struct tp_planner_config pc; /* betting phase and grace, from g */
     char holder[64];
     long long epoch;
     bool leader;
@@ -49,9 +54,14 @@ struct tp_leader {
     const struct tp_leader_observer *obs; /* who announces rounds and ticks (NULL: nobody) */
     void *obs_ud;
 
-    /* Snapshot of the newest rounds (ascending ids) and of the tick stream's end. */
-    struct tp_leader_snap snap[TP_PLANNER_WINDOW];
-    int nsnap, snap_pending, snap_err;
+    /* Snapshot (ascending ids): every unfinished round (tp:{g}:unfinished) and the
+     * TP_LEADER_RECENT newest ones; and the tick stream's end. snap grows to fit (snap_cap):
+     * a backlog of unfinished rounds must never be cut off (issue 16). */
+    struct tp_leader_snap *snap;
+    struct tp_planner_round *plan_in; /* the planner's view of snap, same capacity */
+    int nsnap, snap_cap, snap_pending, snap_err;
+    int64_t *snap_ids; /* ids collected from both lists before the rounds are read */
+    int nids, ids_cap, ids_pending;
     int64_t last_tick_ts, last_price;
 
     /* The segment the tick loop follows. */

@@ -10,6 +10,7 @@
 #include "tickpool/base/crypto.h"
 #include "tickpool/store/store.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define TICKS_MAXLEN 6000
@@ -162,19 +163,25 @@ int64_t tp_leader_lock_price(struct tp_leader *l, const struct tp_game_round *r)
  * §5). Returns the price or a negative error when a later seed is missing. */
 int64_t tp_leader_close_price(struct tp_leader *l, const struct tp_game_round *r)
 {
-    struct tp_price_sim_seg segs[TP_PLANNER_WINDOW];
-    size_t n = 0;
     int64_t seg_ticks = r->betting_ms / r->tick_ms;
     int64_t k = (r->t.closes_at - r->t.locks_at) / r->tick_ms;
-    for (int64_t id = r->id; n < TP_PLANNER_WINDOW; id++) {
+    if (seg_ticks <= 0 || k <= 0)
+        return TP_EINVAL;
+    /* The live phase spans ceil(k / seg_ticks) segments, one per later round, all still
+     * unfinished at this close and so all in the snapshot, however long live is (issue 16). */
+    size_t want = (size_t)((k + seg_ticks - 1) / seg_ticks), n = 0;
+    if (want > (size_t)l->nsnap)
+        return TP_EINVAL;
+    struct tp_price_sim_seg *segs = tp_xmalloc(want * sizeof(*segs));
+    for (int64_t id = r->id; n < want; id++) {
         const struct tp_leader_snap *s = tp_leader_snap_find(l, id);
         if (s == NULL || tp_hex_decode(s->seed_hex, segs[n].seed, TP_PRICE_SIM_SEED_LEN) != 0)
             break;
         segs[n++].vol_ppb = s->r.vol_ppb;
-        if ((int64_t)n * seg_ticks >= k)
-            break;
     }
-    if (n == 0)
-        return TP_EINVAL;
-    return tp_price_sim_chain_at(segs, n, (uint64_t)seg_ticks, r->lock_price, (uint64_t)k);
+    int64_t C =
+        n == 0 ? TP_EINVAL
+               : tp_price_sim_chain_at(segs, n, (uint64_t)seg_ticks, r->lock_price, (uint64_t)k);
+    free(segs);
+    return C;
 }

@@ -1,6 +1,12 @@
 /*
  * Game planner (see include/tickpool/game/planner.h): the leader's decision, pure.
  *
+ * Completeness (issue 16): the planner sees every unfinished round, not a window of the newest
+ * ones, because the leader loads them from tp:{g}:unfinished, which round_open adds to and
+ * round_final removes from in the same scripts that change the state. So a close falling due
+ * behind any number of newer rounds (live_s >= 5 x betting_s used to hide it), a round past its
+ * grace, or a round stuck in settling is always in front of the planner.
+ *
  * Priorities, in this order, one action per call:
  *  1. a lock, close or cancel due on an open or live round, newest round first, so the round
  *     taking bets locks before the previous round closes. The newest round's lock is preceded
@@ -34,7 +40,6 @@ void tp_planner_config_init(struct tp_planner_config *out, const struct tp_confi
 {
     out->betting_ms = (int64_t)g->betting_s * 1000;
     out->grace_ms = g->grace_ms;
-    out->window = TP_PLANNER_WINDOW;
 }
 
 static struct tp_planner_action act(enum tp_planner_op op, int64_t id, int64_t opens_at)
@@ -76,9 +81,12 @@ static bool plan_due(const struct tp_planner_config *c, const struct tp_planner_
 int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_round *rounds, int n,
                     int64_t now_ms, int64_t open_synced, struct tp_planner_action *out)
 {
-    if (c == NULL || out == NULL || c->betting_ms <= 0 || c->grace_ms < 0 || c->window < 1 ||
-        c->window > TP_PLANNER_WINDOW || n < 0 || n > c->window || (n > 0 && rounds == NULL))
+    if (c == NULL || out == NULL || c->betting_ms <= 0 || c->grace_ms < 0 || n < 0 ||
+        (n > 0 && rounds == NULL))
         return TP_EINVAL;
+    for (int i = 1; i < n; i++)
+        if (rounds[i].id <= rounds[i - 1].id)
+            return TP_EINVAL;
     *out = act(TP_PLANNER_NONE, 0, 0);
     if (plan_due(c, rounds, n, now_ms, out))
         return 0;

@@ -251,7 +251,7 @@ int tp_script_tick(struct tp_store *store, const struct tp_script_tick_args *t, 
     return run(store, &a, cb, ud);
 }
 
-/* scripts/lua/round_open.lua header: 6 global KEYS; fence + 11 ARGV. */
+/* scripts/lua/round_open.lua header: 7 global KEYS; fence + 11 ARGV. */
 static void round_open_args(const struct tp_script_round_open_args *o, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -265,6 +265,7 @@ static void round_open_args(const struct tp_script_round_open_args *o, struct tp
     key(a, TP_KEYS_ROUNDS);
     key(a, TP_KEYS_CURRENT);
     key(a, TP_KEYS_GLOBAL_OUTBOX);
+    key(a, TP_KEYS_UNFINISHED);
     fence(a, &o->fence);
     arg_int(a, o->id);
     arg_int(a, o->opens_at);
@@ -368,7 +369,8 @@ int tp_script_round_cancel(struct tp_store *store, const struct tp_script_round_
     return run(store, &a, cb, ud);
 }
 
-/* scripts/lua/round_final.lua header: lease, round, seed, outbox; fence, id, Σ T_b, Σ paid_b. */
+/* scripts/lua/round_final.lua header: lease, round, seed, outbox, unfinished; fence, id, Σ T_b, Σ
+ * paid_b. */
 static void round_final_args(const struct tp_script_round_final_args *f, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -377,6 +379,7 @@ static void round_final_args(const struct tp_script_round_final_args *f, struct 
     key(a, tp_keys_round(&k, f->id));
     key(a, tp_keys_seed(&k, f->id));
     key(a, TP_KEYS_GLOBAL_OUTBOX);
+    key(a, TP_KEYS_UNFINISHED);
     fence(a, &f->fence);
     arg_int(a, f->id);
     arg_int(a, f->sum_t);

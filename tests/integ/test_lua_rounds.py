@@ -75,7 +75,7 @@ class Game:
     # --- rounds ---
     def open(self, rid, opens_at, locks_at, closes_at, seed="00" * 32):
         k = [G + "lease", G + f"round:{rid}", G + f"seed:{rid}", G + "rounds", G + "current",
-             G + "outbox"]
+             G + "outbox", G + "unfinished"]
         h = hashlib.sha256(bytes.fromhex(seed)).hexdigest()
         r = self.run("round_open", k, self.fence() + [rid, opens_at, locks_at, closes_at, seed, h,
                                                        45034, 300, ",".join(map(str, EDGES)),
@@ -148,7 +148,7 @@ class Game:
 
     def final(self, rid, sum_t, paid):
         return self.run("round_final", [G + "lease", G + f"round:{rid}", G + f"seed:{rid}",
-                                        G + "outbox"], self.fence() + [rid, sum_t, paid])
+                                        G + "outbox", G + "unfinished"], self.fence() + [rid, sum_t, paid])
 
     def settle(self, rid, final="settled", check=None, count=500):
         sum_t = paid = 0

@@ -1,5 +1,6 @@
 /*
- * Game planner, pure: from a snapshot of the newest rounds, the clock and the game config it
+ * Game planner, pure: from a snapshot of the rounds still owed something, the clock and the
+ * game config it
  * picks the ONE action the leader owes next (open, lock, close, cancel, settle, resync or
  * nothing). It knows no loop, no Redis and no sockets: the leader loads the snapshot, asks,
  * executes the action through the fenced scripts and asks again on its next step, so a crash
@@ -14,19 +15,10 @@
 
 struct tp_config_game;
 
-/*
- * How many of the newest rounds the leader loads per step. A known limitation (issue 16): one
- * round opens per betting phase, so once live_s >= 5 * betting_s a round whose close falls due
- * is already older than the window and is never closed, cancelled or settled; a round stuck in
- * settling falls out the same way. Kept as it is by the refactor that introduced the planner.
- */
-#define TP_PLANNER_WINDOW 6
-
 /** What the planner reads of the game config. */
 struct tp_planner_config {
     int64_t betting_ms; /* a round opens every betting phase, aligned to the wall clock */
     int64_t grace_ms;   /* a lock or close missed by more than this cancels the round */
-    int window;         /* rounds in the snapshot (the newest ones), 1..TP_PLANNER_WINDOW */
 };
 
 /** What the planner reads of one round: its id, stored state and schedule. */
@@ -53,12 +45,14 @@ struct tp_planner_action {
     int64_t opens_at;
 };
 
-/** Fills *out from the game config: betting phase, grace and the snapshot window. */
+/** Fills *out from the game config: betting phase and grace. */
 void tp_planner_config_init(struct tp_planner_config *out, const struct tp_config_game *g);
 
-/** The action owed at now_ms given rounds[0..n) (ascending ids, the newest c->window ones at
- * most) and open_synced (the open round whose bucket copies this lease wrote, 0: none yet).
- * Returns 0 and sets *out, or TP_EINVAL (bad config, n out of 0..window). */
+/** The action owed at now_ms given rounds[0..n): strictly ascending ids, holding EVERY round
+ * not yet settled or cancelled (whatever live/betting is: issue 16) plus the newest round, and
+ * open_synced (the open round whose bucket copies this lease wrote, 0: none yet). Final rounds
+ * other than the newest may be included and are ignored. Returns 0 and sets *out, or TP_EINVAL
+ * (bad config, n < 0, ids not ascending). */
 int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_round *rounds, int n,
                     int64_t now_ms, int64_t open_synced, struct tp_planner_action *out);
 

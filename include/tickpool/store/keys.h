@@ -26,6 +26,7 @@
 #define TP_KEYS_EPOCH TP_KEYS_GLOBAL "epoch"             /* STRING fencing epoch */
 #define TP_KEYS_ROUNDS TP_KEYS_GLOBAL "rounds"           /* ZSET round ids */
 #define TP_KEYS_CURRENT TP_KEYS_GLOBAL "current"         /* HASH open, live → round id */
+#define TP_KEYS_UNFINISHED TP_KEYS_GLOBAL "unfinished"   /* ZSET ids of rounds not yet final */
 #define TP_KEYS_TICKS TP_KEYS_GLOBAL "ticks"             /* STREAM price ticks */
 #define TP_KEYS_GLOBAL_OUTBOX TP_KEYS_GLOBAL "outbox"    /* STREAM global events */
 #define TP_KEYS_USER_SEQ TP_KEYS_GLOBAL "user_seq"       /* STRING INCR → user id */

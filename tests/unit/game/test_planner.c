@@ -2,7 +2,8 @@
  * Game planner: every action it can owe (first open, resync, open-before-lock, lock, close,
  * settle, a missed lock and a missed close past grace), a restart mid-settlement, clock jumps
  * both ways, nothing to do, bad inputs, and a small in-memory game driven step by step that
- * must settle every round it opens. Defaults: betting 30 s, live 30 s, grace 5 s, window 6.
+ * must settle every round it opens (also with live 6 x betting, issue 16). Defaults: betting
+ * 30 s, live 30 s, grace 5 s.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,7 +23,7 @@
 #define LIVE 30000
 #define GRACE 5000
 
-static const struct tp_planner_config cfg = {.betting_ms = BET, .grace_ms = GRACE, .window = 6};
+static const struct tp_planner_config cfg = {.betting_ms = BET, .grace_ms = GRACE};
 
 /* Round `id` opening at opens_at on the default schedule. */
 static struct tp_planner_round rnd(int64_t id, enum tp_round_state st, int64_t opens_at)
@@ -197,32 +198,48 @@ static void test_nothing_to_do(void **state)
 }
 
 /*
- * Known limitation (issue 16), pinned so that its fix shows here: with live >= 5 x betting the
- * round whose close is due is older than the 6-round window, so the planner never sees it.
- * Betting 1 s, live 6 s: round 1 closes at 8 s, when round 8 is the newest.
+ * Issue 16 (regression): with live >= 5 x betting the round whose close is due used to be
+ * older than the 6 newest rounds the leader loaded, so it was never closed, cancelled or
+ * settled. The planner now gets every unfinished round. Betting 1 s, live 6 s: round 1 closes
+ * at 8 s, when round 8 is the newest; past grace it is cancelled; a round stuck in settling
+ * behind any number of newer ones is still settled.
  */
-static void test_window_limitation(void **state)
+static void test_issue16_every_unfinished_round(void **state)
 {
     (void)state;
-    struct tp_planner_config c = {.betting_ms = 1000, .grace_ms = GRACE, .window = 6};
-    struct tp_planner_round rs[6];
-    for (int i = 0; i < 6; i++) {
-        int64_t id = i + 3; /* rounds 3..8: the newest six; 1 and 2 are outside */
-        rs[i] = (struct tp_planner_round){.id = id, .state = TP_ROUND_LIVE};
-        assert_int_equal(tp_round_schedule(id * 1000, 1000, 6000, &rs[i].t), 0);
+    struct tp_planner_config c = {.betting_ms = 1000, .grace_ms = GRACE};
+    struct tp_planner_round rs[8];
+    for (int i = 0; i < 8; i++) {
+        rs[i] = (struct tp_planner_round){.id = i + 1, .state = TP_ROUND_LIVE};
+        assert_int_equal(tp_round_schedule((i + 1) * 1000, 1000, 6000, &rs[i].t), 0);
     }
-    rs[5].state = TP_ROUND_OPEN;
+    rs[7].state = TP_ROUND_OPEN;
     struct tp_planner_action a;
-    assert_int_equal(tp_planner_next(&c, rs, 6, 8000, 8, &a), 0);
-    assert_int_equal(a.op, TP_PLANNER_NONE); /* round 1's close at 8 s goes unseen */
+    assert_int_equal(tp_planner_next(&c, rs, 8, 8000, 8, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_CLOSE);
+    assert_int_equal(a.round_id, 1);
+    /* Missed by more than grace, however many rounds opened since: cancelled. */
+    assert_int_equal(tp_planner_next(&c, rs, 8, 8000 + GRACE + 1, 8, &a), 0);
+    assert_true(a.op == TP_PLANNER_CANCEL || a.op == TP_PLANNER_OPEN);
+    rs[0].state = TP_ROUND_SETTLING; /* closed, its pages failing for a while */
+    for (int i = 1; i < 8; i++)
+        rs[i].state = TP_ROUND_SETTLED;
+    rs[7].state = TP_ROUND_OPEN;
+    /* The snapshot holds round 1 (unfinished) and the newest ones: it is settled. */
+    struct tp_planner_round two[] = {rs[0], rs[7]};
+    two[1].id = 1000;
+    assert_int_equal(tp_round_schedule(1000 * 1000, 1000, 6000, &two[1].t), 0);
+    assert_int_equal(tp_planner_next(&c, two, 2, 1000 * 1000 + 10, 1000, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_SETTLE);
+    assert_int_equal(a.round_id, 1);
 }
 
 static void test_bad_input(void **state)
 {
     (void)state;
-    struct tp_planner_round rs[7] = {rnd(1, TP_ROUND_OPEN, 30000)};
+    struct tp_planner_round rs[7] = {rnd(1, TP_ROUND_OPEN, 30000), rnd(1, TP_ROUND_OPEN, 30000)};
     struct tp_planner_action a;
-    assert_int_equal(tp_planner_next(&cfg, rs, 7, 0, 0, &a), TP_EINVAL); /* beyond the window */
+    assert_int_equal(tp_planner_next(&cfg, rs, 2, 0, 0, &a), TP_EINVAL); /* ids not ascending */
     assert_int_equal(tp_planner_next(&cfg, rs, -1, 0, 0, &a), TP_EINVAL);
     assert_int_equal(tp_planner_next(&cfg, NULL, 1, 0, 0, &a), TP_EINVAL);
     assert_int_equal(tp_planner_next(&cfg, rs, 1, 0, 0, NULL), TP_EINVAL);
@@ -232,9 +249,6 @@ static void test_bad_input(void **state)
     assert_int_equal(tp_planner_next(&c, rs, 1, 0, 0, &a), TP_EINVAL);
     c = cfg;
     c.grace_ms = -1;
-    assert_int_equal(tp_planner_next(&c, rs, 1, 0, 0, &a), TP_EINVAL);
-    c = cfg;
-    c.window = TP_PLANNER_WINDOW + 1;
     assert_int_equal(tp_planner_next(&c, rs, 1, 0, 0, &a), TP_EINVAL);
     assert_string_equal(tp_planner_op_name(TP_PLANNER_RESYNC), "resync");
     assert_string_equal(tp_planner_op_name(TP_PLANNER_NONE), "none");
@@ -249,35 +263,40 @@ static void test_config_init(void **state)
     tp_planner_config_init(&c, &g);
     assert_int_equal(c.betting_ms, 5000);
     assert_int_equal(c.grace_ms, 2500);
-    assert_int_equal(c.window, TP_PLANNER_WINDOW);
 }
 
 /*
  * A whole game in memory: the planner is asked every 50 ms (the leader's step) and its action
- * applied at once, with the newest six rounds as the snapshot. Every round opened must lock
- * and close on time and end settled; at most one round is open between steps except just
- * before a lock.
+ * applied at once, with the leader's snapshot: every unfinished round plus the newest one.
+ * Every round opened must lock and close on time and end settled.
  */
-#define SIM_MAX 64
-static void test_simulated_game(void **state)
+#define SIM_MAX 256
+static void simulate(int64_t bet, int64_t live, int64_t until)
 {
-    (void)state;
-    struct tp_planner_round all[SIM_MAX];
-    int64_t locked_at[SIM_MAX] = {0}, closed_at[SIM_MAX] = {0};
+    static struct tp_planner_round all[SIM_MAX], in[SIM_MAX];
+    static int64_t locked_at[SIM_MAX], closed_at[SIM_MAX];
+    struct tp_planner_config c = {.betting_ms = bet, .grace_ms = GRACE};
+    memset(locked_at, 0, sizeof(locked_at));
+    memset(closed_at, 0, sizeof(closed_at));
     int n = 0;
     int64_t synced = 0;
-    for (int64_t now = 1234; now < 40 * BET; now += 50) {
+    for (int64_t now = 1234; now < until; now += 50) {
         for (int guard = 0;; guard++) {
             assert_true(guard < 10);
-            int first = n > 6 ? n - 6 : 0;
+            int k = 0;
+            for (int i = 0; i < n; i++)
+                if (!tp_round_is_final(all[i].state) || i == n - 1)
+                    in[k++] = all[i];
             struct tp_planner_action a;
-            assert_int_equal(tp_planner_next(&cfg, all + first, n - first, now, synced, &a), 0);
+            assert_int_equal(tp_planner_next(&c, in, k, now, synced, &a), 0);
             if (a.op == TP_PLANNER_NONE)
                 break;
             if (a.op == TP_PLANNER_OPEN) {
                 assert_int_equal(a.round_id, n + 1);
                 assert_true(n < SIM_MAX);
-                all[n++] = rnd(a.round_id, TP_ROUND_OPEN, a.opens_at);
+                all[n] = (struct tp_planner_round){.id = a.round_id, .state = TP_ROUND_OPEN};
+                assert_int_equal(tp_round_schedule(a.opens_at, bet, live, &all[n].t), 0);
+                n++;
                 synced = a.round_id;
                 continue;
             }
@@ -300,14 +319,22 @@ static void test_simulated_game(void **state)
             r->state = (enum tp_round_state)next;
         }
     }
-    assert_true(n >= 38);
+    assert_true(n >= until / bet - 2);
     for (int i = 0; i < n; i++) {
-        if (all[i].t.closes_at + 50 >= 40 * BET)
+        if (all[i].t.closes_at + 50 >= until)
             continue;
         assert_int_equal(all[i].state, TP_ROUND_SETTLED);
         assert_true(locked_at[i] >= all[i].t.locks_at && locked_at[i] < all[i].t.locks_at + 50);
         assert_true(closed_at[i] >= all[i].t.closes_at && closed_at[i] < all[i].t.closes_at + 50);
     }
+}
+
+static void test_simulated_game(void **state)
+{
+    (void)state;
+    simulate(BET, LIVE, 40 * BET);
+    simulate(1000, 6000, 200000); /* issue 16: live 6 x betting */
+    simulate(1000, 30000, 200000);
 }
 
 int main(void)
@@ -321,7 +348,7 @@ int main(void)
         cmocka_unit_test(test_clock_forward),
         cmocka_unit_test(test_clock_backward),
         cmocka_unit_test(test_nothing_to_do),
-        cmocka_unit_test(test_window_limitation),
+        cmocka_unit_test(test_issue16_every_unfinished_round),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_config_init),
         cmocka_unit_test(test_simulated_game),

@@ -210,13 +210,13 @@ static void test_rounds(void **state)
                                           .tick_ms = 250,
                                           .betting_ms = 10000};
     round_open_args(&o, &a);
-    EXPECT(&a, "round_open", 6, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:seed:8", "tp:{g}:rounds",
-           "tp:{g}:current", "tp:{g}:outbox", "pid-1-w0", "12", "8", "100", "200", "300", "ab",
-           "cd", "777", "500", "-50,0,50", "250", "10000");
-    check_header(&a, 6);
+    EXPECT(&a, "round_open", 7, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:seed:8", "tp:{g}:rounds",
+           "tp:{g}:current", "tp:{g}:outbox", "tp:{g}:unfinished", "pid-1-w0", "12", "8", "100",
+           "200", "300", "ab", "cd", "777", "500", "-50,0,50", "250", "10000");
+    check_header(&a, 7);
     o.n_edges = 0; /* one band: an empty list */
     round_open_args(&o, &a);
-    assert_int_equal(a.len[16], 0);
+    assert_int_equal(a.len[17], 0);
 
     struct tp_script_round_lock_args l = {.fence = F, .id = 8, .lock_price = 123456};
     round_lock_args(&l, &a);
@@ -256,9 +256,9 @@ static void test_rounds(void **state)
 
     struct tp_script_round_final_args f = {.fence = F, .id = 8, .sum_t = 357, .sum_paid = 340};
     round_final_args(&f, &a);
-    EXPECT(&a, "round_final", 4, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:seed:8", "tp:{g}:outbox",
-           "pid-1-w0", "12", "8", "357", "340");
-    check_header(&a, 4);
+    EXPECT(&a, "round_final", 5, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:seed:8", "tp:{g}:outbox",
+           "tp:{g}:unfinished", "pid-1-w0", "12", "8", "357", "340");
+    check_header(&a, 5);
 }
 
 /* --- Buckets --- */
