@@ -28,7 +28,13 @@ Returns a flat array:
       player's balance right after THIS bet; replayed = 1 when the reply comes from the
       idempotency record (no effect at all), 0 for a new bet.
   {"err", code}  with code one of: idempotency_conflict, self_excluded, round_not_found,
-      round_not_open, invalid_band, invalid_stake, insufficient_funds, invalid_request.
+      round_not_open, invalid_band, invalid_stake, insufficient_funds, pool_full,
+      invalid_request.
+  pool_full: this bucket's pool of the round would exceed floor(POOL_MAX / B), so the round's
+      total over all buckets stays <= POOL_MAX = 4 * 10^15 < 2^52, where every settlement
+      number (T, W, pot, floor(s * pot / W) in settle_page.lua, the receipt) is an exact Lua
+      double. src/base/config.c refuses a max_stake above floor(POOL_MAX / B), so a lone bet
+      of max_stake always fits (TP_CONFIG_POOL_MAX is this constant on the C side).
   A malformed server-side argument (user_id, hash, now, bounds, TTL, bucket, a KEYS name that
   does not match the layout) is a bug in the caller: it raises a Redis error "ERR tp_bet: ...".
 
@@ -54,6 +60,8 @@ local function uint(s)
     if s == '0' then return 0 end
     return nil
 end
+
+local POOL_MAX = 4000000000000000
 
 local function bug(what)
     return redis.error_reply('ERR tp_bet: ' .. what)
@@ -134,6 +142,11 @@ if not stake or stake < min_stake or stake > max_stake then return {'err', 'inva
 -- (5) Funds. A player without a balance field has nothing to bet.
 local bal = tonumber(call('HGET', KEYS[1], user_s) or '0')
 if bal < stake then return {'err', 'insufficient_funds'} end
+
+-- (6) The pool bound (see pool_full above). floor(POOL_MAX / B) is exact: the quotient is below
+-- 2^52 and at least 1/B from the next integer, more than half its ulp.
+local pooled = tonumber(call('HGET', KEYS[4], 'total') or '0')
+if pooled + stake > math.floor(POOL_MAX / nbuckets) then return {'err', 'pool_full'} end
 
 -- Writes: nothing below can fail for a well-formed key space (WRONGTYPE would be a layout bug).
 -- Numbers are formatted here (%.0f: exact for integral doubles; tostring would print 1.2e+14)

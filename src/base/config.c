@@ -70,7 +70,9 @@ static const char *check_origins(const void *field);
 #define K(n) ((int64_t)(n)*1024)
 #define M(n) ((int64_t)(n)*1024 * 1024)
 #define G(n) ((int64_t)(n)*1024 * 1024 * 1024)
-#define MAX_STAKE_BOUND INT64_C(1000000000000000) /* 10^15 minor units: far from overflow */
+/* Stakes and balances cross the Lua scripts as decimal strings of at most 15 digits (bet.lua's
+ * and grant.lua's uint: exact in a double), so 10^15 itself would make every bet and grant fail. */
+#define MAX_STAKE_BOUND INT64_C(999999999999999)
 
 /* The configuration table. Bounds are inclusive and in the field's unit. Keep config/tickpool.ini
  * (the documented defaults) in the same order and with the same defaults. */
@@ -740,6 +742,16 @@ static int check_relations(const struct tp_config *cfg, char *err, size_t errlen
         snprintf(err, errlen, "game.min_stake: must not exceed game.max_stake (%lld > %lld)%s",
                  (long long)cfg->game.min_stake, (long long)cfg->game.max_stake,
                  pair_note(cfg, "game", "min_stake", "game", "max_stake", note, sizeof(note)));
+        return TP_EINVAL;
+    }
+    if (cfg->game.max_stake > TP_CONFIG_POOL_MAX / cfg->game.buckets) {
+        snprintf(err, errlen,
+                 "game.max_stake: must not exceed %lld / game.buckets = %lld (a round's pool must "
+                 "stay below 2^52 to settle exactly; bet.lua shares that bound between the %d "
+                 "buckets)%s",
+                 (long long)TP_CONFIG_POOL_MAX, (long long)(TP_CONFIG_POOL_MAX / cfg->game.buckets),
+                 cfg->game.buckets,
+                 pair_note(cfg, "game", "max_stake", "game", "buckets", note, sizeof(note)));
         return TP_EINVAL;
     }
     if (cfg->server.http_port != 0 && cfg->server.http_port == cfg->server.https_port) {

@@ -62,7 +62,7 @@ class Game:
                      [user, f"signup:{user}", amount, 1, b, self.B])
         assert r[0] == "ok", r
 
-    def bet(self, user, rid, band, stake, key):
+    def bet(self, user, rid, band, stake, key, max_stake=10**9):
         b = user % self.B
         p = self.p(b)
         h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
@@ -70,7 +70,7 @@ class Game:
                 p + f"bets:{rid}:{band}", p + "outbox", p + "seq",
                 p + f"ubets:{user}", p + "net", p + "excl"]
         return self.run("bet", keys, [user, rid, band, stake, key, h, now_ms(), NBANDS, 1,
-                                      10**9, 3600, b, self.B])
+                                      max_stake, 3600, b, self.B])
 
     # --- rounds ---
     def open(self, rid, opens_at, locks_at, closes_at, seed="00" * 32):
@@ -384,6 +384,47 @@ def test_no_winner_refunds_everything():
         assert g.settle(1, count=7, check=g.conservation) == ["ok", 1, "settled"]
         check_settlement(g, 1, placed, refund=True)
         assert all(int(g.c.get(g.p(b) + "house") or 0) == 0 for b in range(2))
+        g.conservation()
+
+
+def test_issue16_largest_stakes_and_pool_settle_exactly():
+    """The largest stake config accepts (10^15 - 1) and a pool filled to its bound (4·10^15 / B
+    per bucket) settle to the unit: every payout is floor(s·pot/W) in exact integers, the
+    receipt adds up (no `mismatch`), conservation holds; one unit more is `pool_full`."""
+    S = 10**15 - 1
+    with tpenv.Redis() as r:
+        g = Game(r, buckets=2)
+        g.acquire()
+        t0, t1, t2 = past_round(g, 1)
+        assert g.open(1, t0, now_ms() + 60000, t2)[0] == "ok"
+        for u in range(1, 9):
+            g.grant(u, S)
+        # bucket 1: users 1, 3, 5, 7; bucket 0: users 2, 4, 6, 8. Cap per bucket: 2·10^15.
+        jobs = [(1, 1, S), (3, 2, S), (2, 1, S - 7), (4, 3, S - 3), (5, 1, 2), (6, 2, 10)]
+        placed = []
+        for i, (u, band, stake) in enumerate(jobs):
+            res = g.bet(u, 1, band, stake, f"k{i}", max_stake=S)
+            assert res[0] == "ok", (u, stake, res)
+            placed.append((res[1], u, band, stake))
+        assert g.c.hget(g.p(1) + "pool:1", "total") == str(4 * 10**15 // 2)  # exactly full
+        assert g.bet(7, 1, 1, 1, "over", max_stake=S) == ["err", "pool_full"]
+        res = g.bet(8, 1, 1, 2, "last", max_stake=S)   # bucket 0 reaches its bound exactly
+        assert res[0] == "ok" and res[6] == 0, res
+        placed.append((res[1], 8, 1, 2))
+        assert g.bet(6, 1, 1, 10**15 // 2, "big", max_stake=S) == ["err", "pool_full"]
+        g.conservation()
+        for b in range(2):
+            g.c.hset(g.p(b) + "round:1:state", "locks_at", t1)
+        g.c.hset(G + "round:1", "locks_at", t1)
+        assert g.lock(1, 6500000, t1)[0] == "ok"
+        assert g.close(1, 6500100, 1) == ["ok", 1]                       # band 1 wins
+        assert g.settle(1, count=2, check=g.conservation) == ["ok", 1, "settled"]
+        check_settlement(g, 1, placed, refund=False)
+        T = sum(s for _, _, _, s in placed)
+        assert T < 2**52 and int(g.c.hget(G + "round:1", "r_total")) == T
+        house = sum(int(g.c.get(g.p(b) + "house") or 0) for b in range(2))
+        h = g.c.hgetall(G + "round:1")
+        assert house == int(h["r_rake"]) + int(h["r_breakage"]), (house, h)
         g.conservation()
 
 

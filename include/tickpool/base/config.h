@@ -14,6 +14,10 @@
 #define TP_CONFIG_MAX_ORIGINS 16
 /* Capacity of the per-key origin record (src/base/config.c table). */
 #define TP_CONFIG_MAX_KEYS 64
+/* A round's pool over all buckets never exceeds this (bet.lua's POOL_MAX, answered pool_full):
+ * 4 * 10^15 < 2^52, so every settlement number stays an exact integer in a Lua double.
+ * game.max_stake must fit one bucket's share, floor(TP_CONFIG_POOL_MAX / game.buckets). */
+#define TP_CONFIG_POOL_MAX INT64_C(4000000000000000)
 
 /* Where a key's effective value came from (shown by tp_config_print). */
 enum tp_config_origin {

@@ -349,6 +349,28 @@ static void test_relations(void **state)
     assert_int_equal(c.server.http_port, 0);
 }
 
+/* Issue 16, exact integers: the largest stakes, balances and per-bucket max_stake the Lua
+ * scripts settle exactly are accepted; one more is refused with the key and the rule named. */
+static void test_exact_integer_bounds(void **state)
+{
+    (void)state;
+    struct tp_config c;
+    load_ok(&c, "[game]\nmax_stake = 999999999999999\nstart_balance = 999999999999999\n");
+    assert_int_equal(c.game.max_stake, INT64_C(999999999999999));
+    expect_error("[game]\nmax_stake = 1000000000000000\n",
+                 "game.max_stake: must be between 1 and 999999999999999");
+    expect_error("[game]\nstart_balance = 1000000000000000\n",
+                 "game.start_balance: must be between 1 and 999999999999999");
+    expect_error("[game]\nmin_stake = 1000000000000000\n",
+                 "game.min_stake: must be between 1 and 999999999999999");
+    /* Four buckets share 4 * 10^15: a lone max bet must fit one bucket's share. */
+    load_ok(&c, "[game]\nbuckets = 4\nmax_stake = 999999999999999\n");
+    load_ok(&c, "[game]\nbuckets = 16384\nmax_stake = 244140625000\n");
+    expect_error("[game]\nbuckets = 16384\nmax_stake = 244140625001\n",
+                 "game.max_stake: must not exceed 4000000000000000 / game.buckets = 244140625000");
+    expect_error("[game]\nbuckets = 5\nmax_stake = 800000000000001\n", "stay below 2^52");
+}
+
 /* --- File structure errors --- */
 
 static void test_file_structure(void **state)
@@ -746,6 +768,7 @@ int main(void)
         cmocka_unit_test_setup(test_bad_values_in_env, setup),
         cmocka_unit_test_setup(test_exact_env_message, setup),
         cmocka_unit_test_setup(test_relations, setup),
+        cmocka_unit_test_setup(test_exact_integer_bounds, setup),
         cmocka_unit_test_setup(test_file_structure, setup),
         cmocka_unit_test_setup(test_env_precedence, setup),
         cmocka_unit_test_setup(test_env_unknown_and_allowlist, setup),
