@@ -92,6 +92,7 @@ enum tp_metric {
     X(ROUND_NOT_FOUND, "round_not_found")                                                          \
     X(ROUND_NOT_OPEN, "round_not_open")                                                            \
     X(IDEMPOTENCY_CONFLICT, "idempotency_conflict")                                                \
+    X(POOL_FULL, "pool_full")                                                                      \
     X(KEY_REQUIRED, "idempotency_key_required")                                                    \
     X(OVERLOADED, "overloaded")                                                                    \
     X(UNAVAILABLE, "unavailable")
