@@ -10,7 +10,8 @@
  * Priorities, in this order, one action per call:
  *  1. a lock, close or cancel due on an open or live round, newest round first, so the round
  *     taking bets locks before the previous round closes. The newest round's lock is preceded
- *     by opening the next round at that lock time, so one round is always open;
+ *     by opening the next round at that lock time, so one round is always open (unless that
+ *     time is off the betting grid after a betting_s change: then a phase goes without);
  *  2. the oldest settling or cancelling round gets its pages run (a restart mid-settlement
  *     simply resumes here: every settlement script is idempotent);
  *  3. no open round at all (a fresh game, or every round cancelled after a clock jump): open
@@ -64,9 +65,14 @@ static bool plan_due(const struct tp_planner_config *c, const struct tp_planner_
             *out = act(TP_PLANNER_CANCEL, r->id, 0);
             return true;
         case TP_ROUND_EV_LOCK:
-            /* The next round opens first, at this lock time, so one round is always open. */
-            *out = r->id == max_id ? act(TP_PLANNER_OPEN, r->id + 1, r->t.locks_at)
-                                   : act(TP_PLANNER_LOCK, r->id, 0);
+            /* The next round opens first, at this lock time, so one round is always open. Not
+             * when betting_s changed with a restart and this lock is off the new grid: that
+             * open could never succeed and, being owed first, would block every other action
+             * until the round is cancelled (found by tests/unit/game/test_sim.c). The round
+             * locks instead, and rule 3 opens the next one at the next boundary. */
+            *out = r->id == max_id && r->t.locks_at % c->betting_ms == 0
+                       ? act(TP_PLANNER_OPEN, r->id + 1, r->t.locks_at)
+                       : act(TP_PLANNER_LOCK, r->id, 0);
             return true;
         case TP_ROUND_EV_CLOSE:
             *out = act(TP_PLANNER_CLOSE, r->id, 0);

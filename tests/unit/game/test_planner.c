@@ -234,6 +234,29 @@ static void test_issue16_every_unfinished_round(void **state)
     assert_int_equal(a.round_id, 1);
 }
 
+/* Issue 16 (found by test_sim): betting_s changed with a restart, the newest round's lock is
+ * off the new grid. Opening the next round there cannot succeed; owed first, it used to block
+ * every other action until the round was cancelled. The round locks, the next one opens at the
+ * next boundary of the new grid. */
+static void test_issue16_betting_change(void **state)
+{
+    (void)state;
+    struct tp_planner_config c = {.betting_ms = 7000, .grace_ms = GRACE};
+    struct tp_planner_round rs[] = {rnd(1, TP_ROUND_LIVE, 30000), rnd(2, TP_ROUND_OPEN, 60000)};
+    struct tp_planner_action a;
+    assert_int_equal(tp_planner_next(&c, rs, 2, 90000, 2, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_LOCK); /* 90 s is not a multiple of 7 s */
+    assert_int_equal(a.round_id, 2);
+    rs[1].state = TP_ROUND_LIVE;
+    assert_int_equal(tp_planner_next(&c, rs, 2, 90050, 2, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_CLOSE); /* round 1 closes at 90 s too */
+    rs[0].state = TP_ROUND_SETTLED;
+    assert_int_equal(tp_planner_next(&c, rs, 2, 90100, 2, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_OPEN);
+    assert_int_equal(a.round_id, 3);
+    assert_int_equal(a.opens_at, 91000); /* the next multiple of 7 s */
+}
+
 static void test_bad_input(void **state)
 {
     (void)state;
@@ -349,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_clock_backward),
         cmocka_unit_test(test_nothing_to_do),
         cmocka_unit_test(test_issue16_every_unfinished_round),
+        cmocka_unit_test(test_issue16_betting_change),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_config_init),
         cmocka_unit_test(test_simulated_game),

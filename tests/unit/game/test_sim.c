@@ -1,0 +1,556 @@
+/*
+ * Deterministic simulation of the game (issue 16), TigerBeetle-style: the pure planner drives an
+ * in-memory model of what the Lua scripts do (round_open/lock/close/cancel with their guards,
+ * bet.lua's debit, settle_page's exactly-once credits, settle_finish/round_final, and the
+ * tp:{g}:unfinished index those scripts keep), over random valid configurations and faults:
+ *
+ *  - configs: betting 1..10 s, live 1..60 s (so up to 60 rounds live at once), grace
+ *    100 ms..10 s, 1..16 bands, rake 0..1000 bps; the leader steps every 50 ms;
+ *  - faults: leader crash at any step or between two settlement pages (restart with a fresh
+ *    planner state after a lease gap of up to 2.5 s, sometimes with a new config), Redis
+ *    unavailable for up to 8 s (steps and bets skipped), clock jumps forward up to 30 s and
+ *    back up to 3 s.
+ *
+ * Asserted at every step: conservation (Σ balances + house + stakes still held = grants). For
+ * every round: it ends settled or cancelled by max(closes_at + grace, end of the last fault)
+ * + 2 steps per unfinished round (at the peak) + 6 steps; without faults, settled within 4
+ * steps of closes_at; a final state never changes; each bet is credited exactly once with
+ * floor(s·pot/W) or its stake (losers never), and the receipt adds up.
+ *
+ * Time-bounded: seeds run for TP_SIM_SECONDS (default 2) wall seconds, each for at least 1,000
+ * rounds; TP_SIM_SEED=<n> replays one seed. A failure prints its seed and config.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "tickpool/base/common.h"
+#include "tickpool/game/planner.h"
+#include "tickpool/game/round.h"
+#include "tickpool/game/settle.h"
+
+#define STEP_MS 50
+#define RECENT 6 /* the leader's TP_LEADER_RECENT: newest rounds loaded besides the index */
+#define NUSERS 64
+#define START_BALANCE 1000000
+
+/* --- Deterministic randomness (splitmix64) --- */
+
+static uint64_t rs;
+
+static uint64_t rnd64(void)
+{
+    uint64_t z = (rs += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [lo, hi]. */
+static int64_t rnd(int64_t lo, int64_t hi)
+{
+    return lo + (int64_t)(rnd64() % (uint64_t)(hi - lo + 1));
+}
+
+/* True with probability 1/n. */
+static bool one_in(int64_t n)
+{
+    return rnd(1, n) == 1;
+}
+
+/* --- The model of Redis --- */
+
+struct cfg {
+    int64_t betting_ms, live_ms, grace_ms;
+    int nbands, rake_bps;
+};
+
+struct bet {
+    int user, band;
+    int64_t stake, credited;
+    int credits;
+};
+
+struct round {
+    int64_t id;
+    enum tp_round_state state;
+    struct tp_round_times t;
+    int nbands, rake_bps; /* the round's own rules, fixed at open */
+    struct bet *bets;
+    int nbets, cap;
+    int64_t pools[TP_ROUND_MAX_BANDS];
+    struct tp_settle_plan plan;
+    int band;
+    int cursor;      /* settle_page's cursor in the plan */
+    int64_t paid;    /* plan.paid */
+    bool unfinished; /* member of tp:{g}:unfinished */
+    int64_t ended_at;
+};
+
+struct world {
+    uint64_t seed;
+    struct cfg cfg;
+    struct round *r;
+    int n, cap;
+    int64_t bal[NUSERS], granted, house;
+    int64_t now;
+    /* the leader */
+    bool faults; /* inject faults (off: the quiet drain, and the fault-free test) */
+    int64_t down_until, redis_down_until, disturbed_until, synced;
+    int64_t peak_unfinished; /* most rounds unfinished at once so far */
+    struct tp_planner_round *in;
+    int in_cap;
+    /* counters for the report */
+    long crashes, outages, jumps, changes, cancelled, settled, bets;
+};
+
+static struct world W;
+
+static const char *fmt(const char *f, ...)
+{
+    static char buf[512];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(buf, sizeof(buf), f, ap);
+    va_end(ap);
+    return buf;
+}
+
+#define FAIL(...)                                                                                  \
+    fail_msg("seed %llu (TP_SIM_SEED=%llu replays), now %lld, betting %lld live %lld grace %lld "  \
+             "bands %d: %s",                                                                       \
+             (unsigned long long)W.seed, (unsigned long long)W.seed, (long long)W.now,             \
+             (long long)W.cfg.betting_ms, (long long)W.cfg.live_ms, (long long)W.cfg.grace_ms,     \
+             W.cfg.nbands, fmt(__VA_ARGS__))
+
+static struct cfg random_cfg(void)
+{
+    return (struct cfg){.betting_ms = rnd(1, 10) * 1000,
+                        .live_ms = rnd(1, 60) * 1000,
+                        .grace_ms = one_in(4) ? 100 : rnd(1, 100) * 100,
+                        .nbands = (int)rnd(1, TP_ROUND_MAX_BANDS),
+                        .rake_bps = (int)rnd(0, 1000)};
+}
+
+/* Transition through the one state machine; a refused move is the script's bad_state. */
+static bool move(struct round *r, enum tp_round_event ev)
+{
+    int next = tp_round_next_state(r->state, ev);
+    if (next < 0)
+        return false;
+    if (tp_round_is_final(r->state))
+        FAIL("round %lld left final state %s", (long long)r->id, tp_round_state_name(r->state));
+    r->state = (enum tp_round_state)next;
+    return true;
+}
+
+/* round_open.lua: ids without gaps, schedule from the current config, index add. */
+static bool script_open(int64_t id, int64_t opens_at)
+{
+    if (id <= W.n)
+        return true; /* exists: idempotent */
+    if (id != W.n + 1)
+        return false; /* bad_id */
+    struct tp_round_times t;
+    if (tp_round_schedule(opens_at, W.cfg.betting_ms, W.cfg.live_ms, &t) != 0)
+        return false; /* the leader cannot open it (do_open logs and ends the step) */
+    if (W.n == W.cap) {
+        W.cap = W.cap ? W.cap * 2 : 256;
+        W.r = realloc(W.r, (size_t)W.cap * sizeof(*W.r));
+        assert_non_null(W.r);
+    }
+    struct round *r = &W.r[W.n++];
+    memset(r, 0, sizeof(*r));
+    *r = (struct round){.id = id,
+                        .state = TP_ROUND_OPEN,
+                        .t = t,
+                        .nbands = W.cfg.nbands,
+                        .rake_bps = W.cfg.rake_bps,
+                        .unfinished = true};
+    return true;
+}
+
+static int64_t total_of(const struct round *r)
+{
+    int64_t t = 0;
+    for (int b = 0; b < r->nbands; b++)
+        t += r->pools[b];
+    return t;
+}
+
+/* round_cancel.lua after bucket_state(cancelled): every stake will be refunded. */
+static bool script_cancel(struct round *r)
+{
+    if (r->state == TP_ROUND_OPEN && W.now < r->t.locks_at + W.cfg.grace_ms)
+        return false; /* bucket_state refuses to cancel an open round before lock + grace */
+    if (!move(r, TP_ROUND_EV_CANCEL))
+        return false;
+    int64_t t = total_of(r);
+    r->plan = (struct tp_settle_plan){.total = t, .pot = t, .refund_all = true};
+    return true;
+}
+
+/* round_close.lua: Redis TIME >= closes_at; the band from the price, the plan from the pools. */
+static bool script_close(struct round *r)
+{
+    if (W.now < r->t.closes_at || r->state != TP_ROUND_LIVE)
+        return false;
+    r->band = (int)rnd(0, r->nbands - 1);
+    if (tp_settle_plan(total_of(r), r->pools[r->band], r->rake_bps, &r->plan) != 0)
+        FAIL("settle plan of round %lld", (long long)r->id);
+    return move(r, TP_ROUND_EV_CLOSE);
+}
+
+/* What a bet gets from a plan: its stake on a refund, floor(s·pot/W) on the winning band. */
+static int64_t owed(const struct round *r, const struct bet *b)
+{
+    if (r->plan.refund_all)
+        return b->stake;
+    return b->band == r->band ? tp_settle_payout(b->stake, &r->plan) : 0;
+}
+
+/* settle_page.lua: one page from the plan's cursor; HSCAN may return an entry twice, which
+ * the paid HSETNX absorbs. Returns true when the pages are done. */
+static bool script_page(struct round *r, int size)
+{
+    int from = r->cursor;
+    if (from > 0 && one_in(3))
+        from -= (int)rnd(1, from < 5 ? from : 5); /* a duplicate from the scan */
+    int to = r->cursor + size < r->nbets ? r->cursor + size : r->nbets;
+    for (int i = from; i < to; i++) {
+        struct bet *b = &r->bets[i];
+        int64_t a = owed(r, b);
+        if (a == 0 || b->credits > 0)
+            continue;
+        b->credits++;
+        b->credited = a;
+        W.bal[b->user] += a;
+        r->paid += a;
+    }
+    r->cursor = to;
+    return r->cursor >= r->nbets;
+}
+
+/* settle_finish.lua in every bucket then round_final.lua: house, receipt, index removal. */
+static void script_final(struct round *r)
+{
+    int64_t t = r->plan.total;
+    if (r->plan.refund_all ? r->paid != t : t - r->plan.rake - r->paid < 0)
+        FAIL("round %lld: receipt mismatch (total %lld paid %lld rake %lld)", (long long)r->id,
+             (long long)t, (long long)r->paid, (long long)r->plan.rake);
+    W.house += t - r->paid;
+    if (!move(r, TP_ROUND_EV_FINAL))
+        FAIL("round %lld: final refused", (long long)r->id);
+    r->unfinished = false;
+    r->ended_at = W.now;
+    if (r->state == TP_ROUND_SETTLED)
+        W.settled++;
+    else
+        W.cancelled++;
+}
+
+/* bet.lua on the open round(s): state open, before locks_at, funds. */
+static void place_bets(void)
+{
+    for (int i = W.n - 1; i >= 0 && i >= W.n - 2; i--) {
+        struct round *r = &W.r[i];
+        if (r->state != TP_ROUND_OPEN || W.now >= r->t.locks_at || !one_in(3))
+            continue;
+        int user = (int)rnd(0, NUSERS - 1);
+        int64_t stake = rnd(1, 5000);
+        if (W.bal[user] < stake)
+            continue;
+        if (r->nbets == r->cap) {
+            r->cap = r->cap ? r->cap * 2 : 8;
+            r->bets = realloc(r->bets, (size_t)r->cap * sizeof(*r->bets));
+            assert_non_null(r->bets);
+        }
+        int band = (int)rnd(0, r->nbands - 1);
+        r->bets[r->nbets++] = (struct bet){.user = user, .band = band, .stake = stake};
+        W.bal[user] -= stake;
+        r->pools[band] += stake;
+        W.bets++;
+    }
+}
+
+/* --- The leader --- */
+
+static void crash(void)
+{
+    W.crashes++;
+    W.synced = 0; /* a fresh process: nothing remembered */
+    W.down_until = W.now + rnd(0, 2500);
+    if (one_in(4)) {
+        W.cfg = random_cfg(); /* a config change with the restart */
+        W.changes++;
+    }
+    W.disturbed_until = W.down_until > W.disturbed_until ? W.down_until : W.disturbed_until;
+}
+
+/* The snapshot the leader loads: the unfinished index plus the RECENT newest rounds. */
+static int snapshot(void)
+{
+    if (W.in_cap < W.n) {
+        W.in_cap = W.n * 2;
+        W.in = realloc(W.in, (size_t)W.in_cap * sizeof(*W.in));
+        assert_non_null(W.in);
+    }
+    int k = 0;
+    for (int i = 0; i < W.n; i++)
+        if (W.r[i].unfinished || i >= W.n - RECENT)
+            W.in[k++] = (struct tp_planner_round){W.r[i].id, W.r[i].state, W.r[i].t};
+    return k;
+}
+
+static void leader_step(void)
+{
+    struct tp_planner_config pc = {.betting_ms = W.cfg.betting_ms, .grace_ms = W.cfg.grace_ms};
+    int k = snapshot();
+    struct tp_planner_action a;
+    if (tp_planner_next(&pc, W.in, k, W.now, W.synced, &a) != 0)
+        FAIL("planner refused its snapshot (%d rounds)", k);
+    struct round *r = a.round_id >= 1 && a.round_id <= W.n ? &W.r[a.round_id - 1] : NULL;
+    if (getenv("TP_SIM_TRACE"))
+        printf("%lld %s %lld (n=%d k=%d synced=%lld down=%lld)\n", (long long)W.now,
+               tp_planner_op_name(a.op), (long long)a.round_id, W.n, k, (long long)W.synced,
+               (long long)W.disturbed_until);
+    switch (a.op) {
+    case TP_PLANNER_OPEN:
+        if (script_open(a.round_id, a.opens_at))
+            W.synced = a.round_id;
+        break;
+    case TP_PLANNER_LOCK:
+        if (r != NULL && W.now >= r->t.locks_at)
+            move(r, TP_ROUND_EV_LOCK);
+        break;
+    case TP_PLANNER_CLOSE:
+        if (r != NULL)
+            script_close(r);
+        break;
+    case TP_PLANNER_CANCEL:
+        if (r != NULL)
+            script_cancel(r);
+        break;
+    case TP_PLANNER_SETTLE:
+        /* Every page in this step, as leader_settle.c does; a crash may cut in between. */
+        for (int size = (int)rnd(1, 8); r != NULL;) {
+            if (script_page(r, size)) {
+                script_final(r);
+                break;
+            }
+            if (W.faults && one_in(50)) {
+                crash();
+                return;
+            }
+        }
+        break;
+    case TP_PLANNER_RESYNC:
+        W.synced = a.round_id;
+        break;
+    default:
+        break;
+    }
+}
+
+/* --- Invariants --- */
+
+static void check_conservation(void)
+{
+    int64_t sum = W.house;
+    for (int u = 0; u < NUSERS; u++)
+        sum += W.bal[u];
+    for (int i = 0; i < W.n; i++)
+        if (!tp_round_is_final(W.r[i].state))
+            sum += total_of(&W.r[i]) - W.r[i].paid;
+    if (sum != W.granted)
+        FAIL("conservation: %lld != granted %lld", (long long)sum, (long long)W.granted);
+}
+
+static int64_t n_unfinished(void)
+{
+    int64_t k = 0;
+    for (int i = 0; i < W.n; i++)
+        k += W.r[i].unfinished;
+    return k;
+}
+
+/* A round overdue (past closes_at + grace, or when a fault ended) needs at most a cancel or
+ * close step and a settle step of its own, behind as many for every other unfinished round. */
+static void check_deadlines(void)
+{
+    int64_t u = n_unfinished();
+    W.peak_unfinished = u > W.peak_unfinished ? u : W.peak_unfinished;
+    int64_t slack = STEP_MS * (2 * W.peak_unfinished + 6);
+    for (int i = 0; i < W.n; i++) {
+        const struct round *r = &W.r[i];
+        if (r->unfinished != !tp_round_is_final(r->state))
+            FAIL("round %lld: index and state disagree", (long long)r->id);
+        if (tp_round_is_final(r->state))
+            continue;
+        /* Grace is the current config's (the planner's), as in the leader. */
+        int64_t due = r->t.closes_at + W.cfg.grace_ms;
+        if (W.disturbed_until > due)
+            due = W.disturbed_until;
+        if (W.now > due + slack)
+            FAIL("round %lld (%s) not final %lld ms after closes_at %lld", (long long)r->id,
+                 tp_round_state_name(r->state), (long long)(W.now - r->t.closes_at),
+                 (long long)r->t.closes_at);
+    }
+}
+
+static void check_bets(void)
+{
+    for (int i = 0; i < W.n; i++) {
+        const struct round *r = &W.r[i];
+        if (!tp_round_is_final(r->state))
+            continue;
+        for (int j = 0; j < r->nbets; j++) {
+            const struct bet *b = &r->bets[j];
+            int64_t a = owed(r, b);
+            if (b->credits != (a > 0) || b->credited != a)
+                FAIL("round %lld bet %d: credited %d times with %lld, owed %lld", (long long)r->id,
+                     j, b->credits, (long long)b->credited, (long long)a);
+        }
+    }
+}
+
+/* --- Driver --- */
+
+static void run_seed(uint64_t seed, int min_rounds)
+{
+    for (int i = 0; i < W.n; i++)
+        free(W.r[i].bets);
+    free(W.r);
+    free(W.in);
+    memset(&W, 0, sizeof(W));
+    W.seed = seed;
+    rs = seed;
+    W.cfg = random_cfg();
+    W.now = rnd(0, 1000000) * 10 + 1700000000000LL;
+    for (int u = 0; u < NUSERS; u++)
+        W.bal[u] = START_BALANCE;
+    W.granted = (int64_t)NUSERS * START_BALANCE;
+    /* Faults while the rounds are many; then a quiet drain so every round can end. */
+    W.faults = true;
+    int64_t quiet_until = 0;
+    for (long step = 0;; step++) {
+        if (W.faults && W.n >= min_rounds) {
+            W.faults = false;
+            quiet_until = W.now + 70000 + 20000; /* live + betting + grace at most, twice over */
+        }
+        if (!W.faults && W.now >= quiet_until && W.now >= W.disturbed_until + 70000)
+            break;
+        W.now += STEP_MS;
+        if (W.faults && one_in(2000)) {
+            int64_t j = one_in(4) ? -rnd(1, 3000) : rnd(1, 30000);
+            W.now += j;
+            W.jumps++;
+            W.disturbed_until = W.now > W.disturbed_until ? W.now : W.disturbed_until;
+        }
+        if (W.faults && one_in(1500)) {
+            W.redis_down_until = W.now + rnd(100, 8000);
+            W.outages++;
+            if (W.redis_down_until > W.disturbed_until)
+                W.disturbed_until = W.redis_down_until;
+        }
+        bool redis_up = W.now >= W.redis_down_until;
+        if (redis_up)
+            place_bets();
+        if (redis_up && W.now >= W.down_until) {
+            leader_step();
+            if (W.faults && one_in(700))
+                crash();
+        }
+        check_conservation();
+        check_deadlines();
+        assert_true(step < 50000000);
+    }
+    check_deadlines();
+    check_bets();
+    /* Everything that closed long enough ago has ended. */
+    for (int i = 0; i < W.n; i++)
+        if (W.r[i].t.closes_at + 30000 < W.now - 70000 && !tp_round_is_final(W.r[i].state))
+            FAIL("round %lld never ended", (long long)W.r[i].id);
+}
+
+static double wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void test_simulation(void **state)
+{
+    (void)state;
+    const char *one = getenv("TP_SIM_SEED");
+    if (one != NULL) {
+        run_seed(strtoull(one, NULL, 10), 1000);
+        printf("sim: seed %s: %d rounds\n", one, W.n);
+        return;
+    }
+    const char *secs = getenv("TP_SIM_SECONDS");
+    double budget = secs ? atof(secs) : 2.0, t0 = wall();
+    uint64_t base = (uint64_t)time(NULL);
+    long seeds = 0, rounds = 0, settled = 0, cancelled = 0, crashes = 0, outages = 0, jumps = 0,
+         changes = 0, bets = 0;
+    do {
+        run_seed(base + (uint64_t)seeds, 1000);
+        seeds++;
+        rounds += W.n;
+        settled += W.settled;
+        cancelled += W.cancelled;
+        crashes += W.crashes;
+        outages += W.outages;
+        jumps += W.jumps;
+        changes += W.changes;
+        bets += W.bets;
+    } while (wall() - t0 < budget);
+    printf("sim: %ld seeds from %llu in %.1f s: %ld rounds (%ld settled, %ld cancelled), %ld "
+           "bets, %ld crashes (%ld with a config change), %ld Redis outages, %ld clock jumps\n",
+           seeds, (unsigned long long)base, wall() - t0, rounds, settled, cancelled, bets, crashes,
+           changes, outages, jumps);
+}
+
+/* Without faults, live = 6 x betting (the configuration of issue 16) settles every round. */
+static void test_issue16_no_faults(void **state)
+{
+    (void)state;
+    memset(&W, 0, sizeof(W));
+    rs = W.seed = 16;
+    W.cfg = (struct cfg){.betting_ms = 1000, .live_ms = 6000, .grace_ms = 5000, .nbands = 5};
+    W.now = 1700000000000LL;
+    for (int u = 0; u < NUSERS; u++)
+        W.bal[u] = START_BALANCE;
+    W.granted = (int64_t)NUSERS * START_BALANCE;
+    for (int step = 0; step < 4000; step++) {
+        W.now += STEP_MS;
+        place_bets();
+        leader_step();
+        check_conservation();
+        check_deadlines();
+    }
+    check_bets();
+    assert_true(W.n >= 195);
+    assert_int_equal(W.cancelled, 0);
+    for (int i = 0; i < W.n; i++)
+        if (W.r[i].t.closes_at + 4 * STEP_MS < W.now)
+            assert_true(W.r[i].state == TP_ROUND_SETTLED &&
+                        W.r[i].ended_at <= W.r[i].t.closes_at + 4 * STEP_MS);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_issue16_no_faults),
+        cmocka_unit_test(test_simulation),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
