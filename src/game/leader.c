@@ -289,7 +289,7 @@ static void on_pool(int err, const struct tp_store_reply *r, void *ud)
             const char *v = tp_reply_str(tp_reply_at(r, i + 1), NULL);
             if (k && v && strcmp(k, "total") != 0) {
                 int b = atoi(k);
-                if (b >= 0 && b < l->nbands)
+                if (b >= 0 && b < tp_leader_nbands(&l->op.r))
                     l->op.pools[b] += strtoll(v, NULL, 10);
             }
         }
@@ -320,7 +320,7 @@ static void read_pools(struct tp_leader *l, void (*next)(struct tp_leader *l))
 static int64_t pools_total(const struct tp_leader *l)
 {
     int64_t t = 0;
-    for (int i = 0; i < l->nbands; i++)
+    for (int i = 0; i < tp_leader_nbands(&l->op.r); i++)
         t += l->op.pools[i];
     return t;
 }
@@ -345,7 +345,7 @@ static void cancel_pools_read(struct tp_leader *l)
                                             .id = l->op.r.id,
                                             .total = pools_total(l),
                                             .pools = l->op.pools,
-                                            .npools = l->nbands,
+                                            .npools = tp_leader_nbands(&l->op.r),
                                             .reason = "deadline missed"};
     if (tp_script_round_cancel(l->store, &a, on_cancel, l) != 0)
         tp_leader_step_end(l);
@@ -414,7 +414,7 @@ static void close_pools_read(struct tp_leader *l)
                                            .pot = plan.pot,
                                            .refund_all = plan.refund_all,
                                            .pools = l->op.pools,
-                                           .npools = l->nbands};
+                                           .npools = tp_leader_nbands(&l->op.r)};
     if (tp_script_round_close(l->store, &a, on_close, l) != 0)
         tp_leader_step_end(l);
 }
@@ -700,7 +700,6 @@ void tp_leader_start(struct tp_worker *w)
     l->loop = tp_worker_loop(w);
     l->store = tp_store_of(w);
     l->g = &tp_worker_config(w)->game;
-    l->nbands = l->g->n_band_edges + 1;
     tp_planner_config_init(&l->pc, l->g);
     l->cache_idx = -1;
     snprintf(l->holder, sizeof(l->holder), "pid-%d-w%d", (int)getpid(), tp_worker_index(w));

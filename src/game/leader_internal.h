@@ -42,7 +42,6 @@ struct tp_leader {
     struct ev_loop *loop;
     struct tp_store *store;
     const struct tp_config_game *g;
-    int nbands;
     struct tp_planner_config pc; /* betting phase and grace, from g */
     char holder[64];
     long long epoch;
@@ -103,6 +102,13 @@ void tp_leader_lose(struct tp_leader *l, const char *why);
 
 /** Round `id` of the snapshot (borrowed until the next step), or NULL. */
 const struct tp_leader_snap *tp_leader_snap_find(const struct tp_leader *l, int64_t id);
+
+/** Band count of round r: its own edges (fixed when it opened), never the current config's, so
+ * a band-edge change with a restart does not strand the rounds in flight (issue 16). */
+static inline int tp_leader_nbands(const struct tp_game_round *r)
+{
+    return r->n_edges + 1;
+}
 
 /** Tells the observer, if any, that round `id` changed. */
 void tp_leader_publish_round(struct tp_leader *l, int64_t id);

@@ -95,7 +95,7 @@ static void settle_page(struct tp_leader *l)
 {
     struct tp_script_settle_page_args a = {.bucket = l->op.bucket,
                                            .id = l->op.r.id,
-                                           .nbands = l->nbands,
+                                           .nbands = tp_leader_nbands(&l->op.r),
                                            .page_size = PAGE_SIZE,
                                            .now_ms = tp_now_ms()};
     if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
@@ -123,7 +123,7 @@ static void settle_bucket(struct tp_leader *l)
                                            .pot = r->pot,
                                            .winning_stake = r->winning_stake,
                                            .refund_all = r->refund_all,
-                                           .nbands = r->n_edges + 1};
+                                           .nbands = tp_leader_nbands(r)};
     if (tp_script_bucket_plan(l->store, &a, on_plan, l) != 0)
         tp_leader_step_end(l);
 }

@@ -5,6 +5,11 @@ betting_s=1, live_s=6: a close falls due when five or more newer rounds have ope
 leader's old 6-round window never saw (every round stayed live, every stake held). Now every
 round ends settled, every bet placed is paid per the contract (floor(s·pot/W) or a refund),
 balances add up, the unfinished index empties behind the rounds, and `tickpool audit` passes.
+
+A band-edge change with bets in flight: bets on band 4 of an open round (5 bands), restart with
+3 bands. The round keeps its own 5 bands wherever the leader reads pools and pays pages (it used
+to stay live for ever, settle_page refusing `want 6 + nbands KEYS`), so it ends settled or
+cancelled with every bet paid or refunded, and later rounds run with 3 bands.
 """
 
 import time
@@ -65,6 +70,46 @@ def test_issue16_live_six_times_betting_settles_every_round():
         if code != 0:
             time.sleep(1)
             code, out = tpclient.audit(s)
+        assert code == 0, out
+
+
+def test_issue16_band_edge_change_with_bets_in_flight():
+    env = {"TICKPOOL_GAME_BETTING_S": "4", "TICKPOOL_GAME_LIVE_S": "2",
+           "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_GRACE": "10s"}
+    with tpenv.Redis() as r, tpenv.Postgres() as pg, \
+            tpenv.Server(redis=r, pg=pg, env=env, https=False) as s:
+        c = r.client()
+        tpclient.wait_game(s)
+        users = tpclient.make_users(s, 4, "be")
+        start = tpclient.balances(c, 1)
+        o = tpclient.fresh_open_round(s, 2500)
+        rid = o["id"]
+        jobs = [(4 - i % 2, 100 + i) for i in range(8)]   # bands 4 and 3: gone after the change
+        ok, other = tpclient.place_bets(s, users, rid, jobs, nthreads=2, tag="be")
+        assert len(ok) == len(jobs), other
+        s.stop()
+        s.env["TICKPOOL_GAME_BAND_EDGES_BPS"] = "-5,5"
+        s.start()
+        tpenv.wait_until(lambda: c.hget("tp:{g}:round:%d" % rid, "state") in
+                         ("settled", "cancelled"), timeout=30, what=f"round {rid} final")
+        h = tpclient.round_hash(c, rid)
+        assert h["edges"] == "-10,-3,3,10", h
+        b = tpclient.round_bets(c, rid, 1, NBANDS)
+        p = tpclient.round_paid(c, rid, 1)
+        assert p == tpclient.expected_credits(b, h), (p, h)
+        end = tpclient.balances(c, 1)
+        for uid, _ in users:
+            mine = [x for x, (u, _, _) in ok.items() if u == uid]
+            assert end[uid] == start[uid] - sum(ok[x][2] for x in mine) + \
+                sum(p.get(x, 0) for x in mine), f"user {uid} balance"
+        # Rounds opened after the restart have 3 bands and settle too.
+        later = tpenv.wait_until(lambda: next(
+            (i for i in range(rid + 1, rid + 8)
+             if c.hget("tp:{g}:round:%d" % i, "state") == "settled"), None),
+            timeout=30, what="a round settled after the change")
+        assert c.hget("tp:{g}:round:%d" % later, "edges") == "-5,5"
+        assert "assertion failed" not in s.log_text()
+        code, out = tpclient.audit(s)
         assert code == 0, out
 
 
