@@ -472,6 +472,16 @@ static void execute(struct tp_leader *l)
     }
 }
 
+bool tp_leader_boundary_due(struct tp_leader *l)
+{
+    /* plan_in still holds this step's snapshot: only the settlement in flight acted since. */
+    struct tp_planner_action a;
+    if (tp_planner_next(&l->pc, l->plan_in, l->nsnap, tp_now_ms(), l->open_synced, &a) != 0)
+        return false;
+    return a.op == TP_PLANNER_OPEN || a.op == TP_PLANNER_LOCK || a.op == TP_PLANNER_CLOSE ||
+           a.op == TP_PLANNER_CANCEL;
+}
+
 static void snap_done(struct tp_leader *l)
 {
     if (l->snap_err || !l->leader) {

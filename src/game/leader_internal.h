@@ -110,6 +110,10 @@ static inline int tp_leader_nbands(const struct tp_game_round *r)
     return r->n_edges + 1;
 }
 
+/** True when the planner, asked again with this step's snapshot and the clock now, owes an
+ * open, lock, close or cancel: the settlement in flight yields its step to it. */
+bool tp_leader_boundary_due(struct tp_leader *l);
+
 /** Tells the observer, if any, that round `id` changed. */
 void tp_leader_publish_round(struct tp_leader *l, int64_t id);
 

@@ -2,7 +2,9 @@
  * Game leader, the settlement driver (see leader_internal.h and scripts/lua/README.md, "Game
  * engine"): per bucket bucket_plan (first writer wins), settle_page until done, settle_finish;
  * then round_final. Every script is idempotent, so a new leader resumes where a dead one
- * stopped.
+ * stopped, and so does the next step when this one yields: between two pages or buckets the
+ * settlement ends its step as soon as a lock, close, open or cancel falls due, so a long
+ * settlement never delays a boundary (issue 16, finding 4).
  */
 #include "leader_internal.h"
 
@@ -48,7 +50,10 @@ static void on_finish(int err, const struct tp_store_reply *r, void *ud)
     l->op.sum_t += tp_reply_integer(tp_reply_at(r, 1));
     l->op.sum_paid += tp_reply_integer(tp_reply_at(r, 2));
     if (++l->op.bucket < l->g->buckets) {
-        settle_bucket(l);
+        if (tp_leader_boundary_due(l))
+            tp_leader_step_end(l);
+        else
+            settle_bucket(l);
         return;
     }
     struct tp_script_round_final_args a = {.fence = tp_leader_fence(l),
@@ -87,6 +92,8 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
     }
     if (tp_reply_integer(tp_reply_at(r, 1)) == 1)
         settle_finish(l);
+    else if (tp_leader_boundary_due(l))
+        tp_leader_step_end(l); /* the next step runs it, then resumes from the plan's cursor */
     else
         settle_page(l);
 }
