@@ -9,7 +9,10 @@ All KEYS live in the player's bucket N (hash tag {bN}, see scripts/lua/README.md
   KEYS[3] tp:{bN}:granted   STRING sum of all amounts in KEYS[2]
   KEYS[4] tp:{bN}:outbox    STREAM money events
 ARGV (decimal integers without sign or leading zeros unless noted):
-  [1] user_id  [2] grant_id (1..128 bytes of [A-Za-z0-9_.:-], e.g. "signup:<user_id>")
+  [1] user_id  [2] grant_id (1..128 bytes of [A-Za-z0-9_.:-] ending in ":<user_id>", e.g.
+      "signup:<user_id>": an id names its user, so its user's bucket is the one ledger that can
+      hold it, and this bucket's check makes it unique deployment-wide, as Postgres's grants
+      primary key needs; a grant of one bucket cannot read another's ledger)
   [3] amount (> 0)  [4] now_ms  [5] bucket N  [6] number of buckets B
 Returns:
   {"ok", balance, replayed}  balance = the player's balance now (integer); replayed = 1 when
@@ -52,6 +55,10 @@ local p = 'tp:{b' .. ARGV[5] .. '}:'
 if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'grants' or KEYS[3] ~= p .. 'granted'
     or KEYS[4] ~= p .. 'outbox' then
     return bug('KEYS do not match the key layout for this bucket')
+end
+
+if grant_id:sub(-(#user_s + 1)) ~= ':' .. user_s then
+    return bug('grant_id must end with :<user_id>')
 end
 
 local want = user_s .. ':' .. amount_s

@@ -110,8 +110,15 @@ def test_grant_once():
         expect_err(lambda: m.grant(7, 5), "grant_conflict")
         assert m.snapshot() == before
         # A second, distinct grant adds up.
-        assert m.grant(7, 250, grant_id="bonus:1") == ["ok", 100250, 0]
+        assert m.grant(7, 250, grant_id="bonus:1:7") == ["ok", 100250, 0]
         assert int(m.c.get("tp:{b0}:granted")) == 100250
+        # Issue 16: an id must name its user, so no two buckets can hold the same id (Postgres's
+        # grants key is deployment-wide; each bucket only checks its own ledger).
+        before = m.snapshot()
+        for gid in ("bonus:1", "bonus:17", "bonus:7x", "7"):
+            expect_redis_error(lambda: m.grant(7, 250, grant_id=gid), "must end with :<user_id>")
+        expect_redis_error(lambda: m.grant(8, 250, grant_id="bonus:1:7"), "must end with")
+        assert m.snapshot() == before
 
 
 def test_grant_rejects_bad_arguments():
