@@ -126,7 +126,7 @@ local excl = call('HGET', KEYS[10], user_s)
 if excl and now < tonumber(excl) then return {'err', 'self_excluded'} end
 
 -- (3) The round must be OPEN in this bucket's copy of its state, and not past its lock time.
-local st = call('HMGET', KEYS[3], 'state', 'locks_at')
+local st = call('HMGET', KEYS[3], 'state', 'locks_at', 'nbands')
 if not st[1] then return {'err', 'round_not_found'} end
 local locks_at = st[2] and uint(st[2])
 if st[1] ~= 'open' or not locks_at or now >= locks_at then
@@ -134,8 +134,11 @@ if st[1] ~= 'open' or not locks_at or now >= locks_at then
 end
 
 -- (4) Band and stake (the C side validated them already; this is defence in depth).
+-- The round's own band count when its copy has one (bucket_state.lua writes it), else ARGV[8]:
+-- after a band-edge change with a restart the config's count is not the round's.
 local band = uint(band_s)
-if not band or band >= nbands then return {'err', 'invalid_band'} end
+local round_nbands = st[3] and uint(st[3]) or nbands
+if not band or band >= round_nbands then return {'err', 'invalid_band'} end
 local stake = uint(stake_s)
 if not stake or stake < min_stake or stake > max_stake then return {'err', 'invalid_stake'} end
 

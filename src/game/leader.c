@@ -123,7 +123,8 @@ static void bucket_state(struct tp_leader *l, int b, int64_t id, enum tp_round_s
                                             .id = id,
                                             .state = tp_round_state_name(st),
                                             .locks_at = locks_at,
-                                            .grace_ms = l->g->grace_ms};
+                                            .grace_ms = l->g->grace_ms,
+                                            .nbands = tp_leader_nbands(&l->op.r)};
     if (tp_script_bucket_state(l->store, &a, cb, l) != 0)
         cb(TP_EUNAVAIL, NULL, l);
 }
@@ -220,8 +221,12 @@ static void do_open(struct tp_leader *l, int64_t id, int64_t opens_at)
     }
     tp_hex_encode(seed, sizeof(seed), hex);
     tp_price_sim_seed_hash(seed, hash);
+    memset(&l->op.r, 0, sizeof(l->op.r));
     l->op.r.id = id;
     l->op.r.t = t;
+    /* The round's rules are the config's at its open: its bucket copies record its band count. */
+    l->op.r.n_edges = l->g->n_band_edges;
+    memcpy(l->op.r.edges, l->g->band_edges_bps, sizeof(int) * (size_t)l->g->n_band_edges);
     struct tp_script_round_open_args a = {.fence = tp_leader_fence(l),
                                           .id = id,
                                           .opens_at = t.opens_at,

@@ -396,7 +396,8 @@ int tp_script_round_final(struct tp_store *store, const struct tp_script_round_f
 
 /* --- Bucket scripts: round state and settlement (not fenced: monotonic instead) --- */
 
-/* scripts/lua/bucket_state.lua header: state copy, unsettled; id, state, locks_at, grace_ms. */
+/* scripts/lua/bucket_state.lua header: state copy, unsettled; id, state, locks_at, grace_ms,
+ * nbands. */
 static void bucket_state_args(const struct tp_script_bucket_state_args *s, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -407,6 +408,7 @@ static void bucket_state_args(const struct tp_script_bucket_state_args *s, struc
     arg_str(a, s->state);
     arg_int(a, s->locks_at);
     arg_int(a, s->grace_ms);
+    arg_int(a, s->nbands);
 }
 
 int tp_script_bucket_state(struct tp_store *store, const struct tp_script_bucket_state_args *s,

@@ -62,14 +62,14 @@ class Game:
                      [user, f"signup:{user}", amount, 1, b, self.B])
         assert r[0] == "ok", r
 
-    def bet(self, user, rid, band, stake, key, max_stake=10**9):
+    def bet(self, user, rid, band, stake, key, max_stake=10**9, nbands=NBANDS):
         b = user % self.B
         p = self.p(b)
         h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
         keys = [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
                 p + f"bets:{rid}:{band}", p + "outbox", p + "seq",
                 p + f"ubets:{user}", p + "net", p + "excl"]
-        return self.run("bet", keys, [user, rid, band, stake, key, h, now_ms(), NBANDS, 1,
+        return self.run("bet", keys, [user, rid, band, stake, key, h, now_ms(), nbands, 1,
                                       max_stake, 3600, b, self.B])
 
     # --- rounds ---
@@ -88,7 +88,7 @@ class Game:
     def bstate(self, b, rid, state, locks_at, grace=0):
         p = self.p(b)
         return self.run("bucket_state", [p + f"round:{rid}:state", p + "unsettled"],
-                        [rid, state, locks_at, grace])
+                        [rid, state, locks_at, grace, NBANDS])
 
     def lock(self, rid, price, locks_at):
         for b in range(self.B):
@@ -425,6 +425,27 @@ def test_issue16_largest_stakes_and_pool_settle_exactly():
         house = sum(int(g.c.get(g.p(b) + "house") or 0) for b in range(2))
         h = g.c.hgetall(G + "round:1")
         assert house == int(h["r_rake"]) + int(h["r_breakage"]), (house, h)
+        g.conservation()
+
+
+def test_issue16_bet_checks_the_rounds_own_bands():
+    """A restart with more band edges must not let a bet land outside the round's bands (its
+    pools and pages would disagree with the recorded total: round_final `mismatch`, the round
+    stuck settling). The bucket copy records the round's band count and bet.lua checks it."""
+    with tpenv.Redis() as r:
+        g = Game(r, buckets=2)
+        g.acquire()
+        t0, t1, t2 = past_round(g, 1)
+        assert g.open(1, t0, now_ms() + 60000, t2)[0] == "ok"
+        for u in (1, 2):
+            g.grant(u, 10**6)
+        assert g.c.hget(g.p(1) + "round:1:state", "nbands") == str(NBANDS)
+        assert g.bet(1, 1, NBANDS, 100, "new", nbands=NBANDS + 2) == ["err", "invalid_band"]
+        assert g.bet(2, 1, NBANDS - 1, 100, "old", nbands=NBANDS + 2)[0] == "ok"
+        assert g.bet(2, 1, 0, 100, "less", nbands=3)[0] == "ok"   # fewer: the round's count
+        # A copy written by a version without nbands falls back to the config's count.
+        g.c.hdel(g.p(1) + "round:1:state", "nbands")
+        assert g.bet(1, 1, NBANDS, 100, "legacy", nbands=NBANDS + 2)[0] == "ok"
         g.conservation()
 
 

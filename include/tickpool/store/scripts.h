@@ -190,6 +190,7 @@ struct tp_script_bucket_state_args {
     const char *state; /* open, live or cancelled */
     int64_t locks_at;
     int grace_ms;
+    int nbands; /* the round's own band count, stored with a new copy */
 };
 /** Runs bucket_state.lua. */
 int tp_script_bucket_state(struct tp_store *store, const struct tp_script_bucket_state_args *a,

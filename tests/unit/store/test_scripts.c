@@ -268,10 +268,10 @@ static void test_buckets(void **state)
     (void)state;
     static struct tp_script_call a;
     struct tp_script_bucket_state_args s = {
-        .bucket = 1, .id = 8, .state = "live", .locks_at = 200, .grace_ms = 3000};
+        .bucket = 1, .id = 8, .state = "live", .locks_at = 200, .grace_ms = 3000, .nbands = 5};
     bucket_state_args(&s, &a);
     EXPECT(&a, "bucket_state", 2, "tp:{b1}:round:8:state", "tp:{b1}:unsettled", "8", "live", "200",
-           "3000");
+           "3000", "5");
     check_header(&a, 2);
 
     struct tp_script_bucket_plan_args p = {.bucket = 1,
