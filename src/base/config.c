@@ -70,9 +70,8 @@ static const char *check_origins(const void *field);
 #define K(n) ((int64_t)(n)*1024)
 #define M(n) ((int64_t)(n)*1024 * 1024)
 #define G(n) ((int64_t)(n)*1024 * 1024 * 1024)
-/* Stakes and balances cross the Lua scripts as decimal strings of at most 15 digits (bet.lua's
- * and grant.lua's uint: exact in a double), so 10^15 itself would make every bet and grant fail. */
-#define MAX_STAKE_BOUND INT64_C(999999999999999)
+#define MAX_STAKE_BOUND INT64_C(999999999999999) /* 15 digits: what the Lua scripts read exactly   \
+                                                  */
 
 /* The configuration table. Bounds are inclusive and in the field's unit. Keep config/tickpool.ini
  * (the documented defaults) in the same order and with the same defaults. */
@@ -747,10 +746,8 @@ static int check_relations(const struct tp_config *cfg, char *err, size_t errlen
     if (cfg->game.max_stake > TP_CONFIG_POOL_MAX / cfg->game.buckets) {
         snprintf(err, errlen,
                  "game.max_stake: must not exceed %lld / game.buckets = %lld (a round's pool must "
-                 "stay below 2^52 to settle exactly; bet.lua shares that bound between the %d "
-                 "buckets)%s",
+                 "stay below 2^52 to settle exactly)%s",
                  (long long)TP_CONFIG_POOL_MAX, (long long)(TP_CONFIG_POOL_MAX / cfg->game.buckets),
-                 cfg->game.buckets,
                  pair_note(cfg, "game", "max_stake", "game", "buckets", note, sizeof(note)));
         return TP_EINVAL;
     }
