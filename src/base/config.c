@@ -70,8 +70,8 @@ static const char *check_origins(const void *field);
 #define K(n) ((int64_t)(n)*1024)
 #define M(n) ((int64_t)(n)*1024 * 1024)
 #define G(n) ((int64_t)(n)*1024 * 1024 * 1024)
-#define MAX_STAKE_BOUND INT64_C(999999999999999) /* 15 digits: what the Lua scripts read exactly   \
-                                                  */
+/* 15 digits: what the Lua scripts read exactly (10^15 made every bet and grant fail). */
+#define MAX_STAKE_BOUND INT64_C(999999999999999)
 
 /* The configuration table. Bounds are inclusive and in the field's unit. Keep config/tickpool.ini
  * (the documented defaults) in the same order and with the same defaults. */
