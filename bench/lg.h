@@ -80,7 +80,8 @@ struct lg_res {
     struct lg_errs errs;         /* "status code" → count, measured window only */
     uint64_t ok, sent, answered; /* measured window */
     uint64_t total_ok, total_err, overflow, conn_fail, conn_closed;
-    uint64_t msgs[5];                        /* viewers: tick, odds, round, hello/snapshot, other */
+    uint64_t msgs[5];    /* viewers: tick (beat), odds, round, hello/snapshot, other */
+    uint64_t beats_odds; /* viewers: beats (ticks) that carried the open round's odds */
     struct lg_hist spread_tick, spread_odds; /* viewers: receive time - first receipt, µs */
     uint64_t lag_min;                        /* viewers: smallest tick lag, µs */
     uint64_t sec_ok, sec_err, sec_msgs;

@@ -131,24 +131,27 @@ void lg_report(void)
                       lg_hist_pct(h, 50), lg_hist_pct(h, 99), lg_hist_pct(h, 99.9), h->max);
         const struct lg_hist *st = &lg_res.spread_tick, *so = &lg_res.spread_odds;
         tp_buf_printf(&j,
-                      "\"hello\":%" PRIu64 ",\"lag_min_us\":%" PRIu64
+                      "\"hello\":%" PRIu64 ",\"beats_odds\":%" PRIu64
+                      ",\"beats_odds_per_socket_s\":%.3f,\"lag_min_us\":%" PRIu64
                       ",\"spread_tick_p50_us\":%" PRIu64 ",\"spread_tick_p99_us\":%" PRIu64
                       ",\"spread_tick_p999_us\":%" PRIu64 ",\"spread_tick_max_us\":%" PRIu64
                       ",\"spread_odds_p50_us\":%" PRIu64 ",\"spread_odds_p99_us\":%" PRIu64
                       ",\"spread_odds_p999_us\":%" PRIu64 ",\"spread_odds_max_us\":%" PRIu64 ",",
-                      lg_res.msgs[3], lg_res.lag_min, lg_hist_pct(st, 50), lg_hist_pct(st, 99),
-                      lg_hist_pct(st, 99.9), st->max, lg_hist_pct(so, 50), lg_hist_pct(so, 99),
-                      lg_hist_pct(so, 99.9), so->max);
+                      lg_res.msgs[3], lg_res.beats_odds,
+                      lg_opened ? (double)lg_res.beats_odds / win / lg_opened : 0.0, lg_res.lag_min,
+                      lg_hist_pct(st, 50), lg_hist_pct(st, 99), lg_hist_pct(st, 99.9), st->max,
+                      lg_hist_pct(so, 50), lg_hist_pct(so, 99), lg_hist_pct(so, 99.9), so->max);
         fprintf(stderr,
                 "\nviewers: %d sockets open (%" PRIu64 " failed, %" PRIu64 " closed) over %.1fs\n"
-                "  messages: tick %" PRIu64 " (%.2f/s per socket), odds %" PRIu64 " (%.2f/s per "
-                "socket), round %" PRIu64 ", other %" PRIu64 "\n"
+                "  messages: tick (beat) %" PRIu64 " (%.2f/s per socket, %" PRIu64
+                " with odds), odds alone %" PRIu64 " (%.2f/s per socket), round %" PRIu64
+                ", other %" PRIu64 "\n"
                 "  tick lag: p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n",
                 lg_opened, lg_res.conn_fail, lg_res.conn_closed, win, lg_res.msgs[0],
-                lg_opened ? (double)lg_res.msgs[0] / win / lg_opened : 0.0, lg_res.msgs[1],
-                lg_opened ? (double)lg_res.msgs[1] / win / lg_opened : 0.0, lg_res.msgs[2],
-                lg_res.msgs[3] + lg_res.msgs[4], lg_hist_pct(h, 50) / 1e3, lg_hist_pct(h, 99) / 1e3,
-                lg_hist_pct(h, 99.9) / 1e3, h->max / 1e3);
+                lg_opened ? (double)lg_res.msgs[0] / win / lg_opened : 0.0, lg_res.beats_odds,
+                lg_res.msgs[1], lg_opened ? (double)lg_res.msgs[1] / win / lg_opened : 0.0,
+                lg_res.msgs[2], lg_res.msgs[3] + lg_res.msgs[4], lg_hist_pct(h, 50) / 1e3,
+                lg_hist_pct(h, 99) / 1e3, lg_hist_pct(h, 99.9) / 1e3, h->max / 1e3);
         fprintf(stderr,
                 "  tick lag min %.3f ms; fan-out spread (after the first socket): ticks p50 %.3f "
                 "p99 %.3f max %.3f ms, odds p50 %.3f p99 %.3f max %.3f ms\n",

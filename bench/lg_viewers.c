@@ -1,6 +1,7 @@
 /*
  * loadgen viewers mode: accounts the broadcasts (tick, odds, round...) each anonymous socket
- * receives: message counts, tick delivery lag and the fan-out spread between sockets.
+ * receives: message counts (beats, i.e. ticks, and how many of them carried odds), tick delivery
+ * lag and the fan-out spread between sockets.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,6 +24,7 @@ struct seen {
     uint64_t hash, first_ns;
     size_t len;
     int kind;   /* 0 tick, 1 odds, 2 round, 3 hello/snapshot, 4 other */
+    bool odds;  /* a tick (beat) carrying odds */
     int64_t ts; /* tick ts (ms), -1 when none */
     char bytes[SEEN_MAX_LEN];
 };
@@ -72,6 +74,7 @@ static const struct seen *viewer_decode(const char *p, size_t n, uint64_t now, s
     e->kind = kind_of(t);
     if (e->kind != 0 || tp_val_get_int(tp_doc_root(doc), "ts", &e->ts) != 0)
         e->ts = -1;
+    e->odds = e->kind == 0 && tp_val_type(tp_val_get(tp_doc_root(doc), "odds")) == TP_VAL_MAP;
     if (cacheable)
         memcpy(e->bytes, p, n);
     tp_doc_free(doc);
@@ -91,6 +94,8 @@ void lg_viewer_message(const char *p, size_t n)
     if (now < lg_t_meas || now >= lg_t_end)
         return;
     lg_res.msgs[e->kind]++;
+    if (e->odds)
+        lg_res.beats_odds++;
     if (e->kind == 0 && e->ts >= 0) {
         int64_t lag = (int64_t)lg_wall_us() - e->ts * 1000;
         uint64_t l = lag > 0 ? (uint64_t)lag : 0;

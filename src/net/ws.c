@@ -228,14 +228,21 @@ static void overflow(struct tp_ws *ws)
  */
 static int enqueue(struct tp_ws *ws, struct tp_ws_frame *f, bool ctrl)
 {
-    if (f->kind != TP_WS_KIND_DIRECT) {
-        struct qitem *old = ws->latest[f->kind];
-        if (old != NULL && old->off == 0) {
-            q_remove(ws, old);
-            ws->dropped++;
-            stat_inc(&g_stats.dropped[f->kind]);
-            tp_metrics_inc(TP_METRIC_WS_FRAMES_DROPPED_TOTAL);
-        }
+    /* Which queued kinds a new frame of each kind makes useless (bit k: kind k). */
+    static const uint8_t supersedes[TP_WS_KIND_COUNT_] = {
+        [TP_WS_KIND_TICK] = 1u << TP_WS_KIND_TICK,
+        [TP_WS_KIND_ODDS] = 1u << TP_WS_KIND_ODDS,
+        [TP_WS_KIND_TICK_ODDS] =
+            1u << TP_WS_KIND_TICK | 1u << TP_WS_KIND_ODDS | 1u << TP_WS_KIND_TICK_ODDS,
+    };
+    for (int k = 1; k < TP_WS_KIND_COUNT_; k++) {
+        struct qitem *old = ws->latest[k];
+        if ((supersedes[f->kind] & (1u << k)) == 0 || old == NULL || old->off != 0)
+            continue;
+        q_remove(ws, old);
+        ws->dropped++;
+        stat_inc(&g_stats.dropped[k]);
+        tp_metrics_inc(TP_METRIC_WS_FRAMES_DROPPED_TOTAL);
     }
     if (f->len > ws->limits.max_queue || ws->queued > ws->limits.max_queue - f->len) {
         tp_ws_frame_unref(f);

@@ -54,6 +54,13 @@ struct bcast {
     ev_prepare flushed;      /* after the worker's writes: observes beat_ts[] */
     int64_t beat_ts[BEATS_MAX];
     int nbeats;
+    /* Leader side: odds waiting to ride on the next beat (odds_held), or sent alone by
+     * odds_timer when that beat is late. */
+    int tick_ms;
+    int64_t last_tick_mono; /* tp_mono_ms() of the leader's last tick, 0 before any */
+    bool odds_held;
+    struct tp_protocol_odds odds;
+    ev_timer odds_timer;
 };
 
 /* The worker slot holding struct bcast (tp_bcast_install hands it out). */
@@ -285,7 +292,8 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
     }
     if (bc == NULL)
         return;
-    enum tp_ws_kind kind = pk.kind == TP_PROTOCOL_TICK   ? TP_WS_KIND_TICK
+    enum tp_ws_kind kind = pk.kind == TP_PROTOCOL_TICK
+                               ? (pk.tick_odds ? TP_WS_KIND_TICK_ODDS : TP_WS_KIND_TICK)
                            : pk.kind == TP_PROTOCOL_ODDS ? TP_WS_KIND_ODDS
                                                          : TP_WS_KIND_DIRECT;
     struct forward fw = {bc->sessions, tp_ws_frame_new(data, len, kind)};
@@ -356,9 +364,53 @@ static void leader_tick(void *ud, int64_t ts, int64_t price)
     struct bcast *bc = ud;
     struct tp_buf b;
     tp_buf_init(&b);
-    tp_protocol_tick(&b, ts, price);
+    tp_protocol_tick(&b, ts, price, bc->odds_held ? &bc->odds : NULL);
     tp_bcast_publish(bc->store, tp_buf_ptr(&b), tp_buf_size(&b));
     tp_buf_deinit(&b);
+    bc->odds_held = false;
+    ev_timer_stop(tp_worker_loop(bc->w), &bc->odds_timer);
+    bc->last_tick_mono = tp_mono_ms();
+}
+
+static void publish_odds(struct tp_store *store, const struct tp_protocol_odds *odds)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_protocol_odds(&b, odds);
+    tp_bcast_publish(store, tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
+/* The beat the odds were held for did not come in time: they go alone. */
+static void on_odds_late(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct bcast *bc = t->data;
+    if (!bc->odds_held)
+        return;
+    bc->odds_held = false;
+    publish_odds(bc->store, &bc->odds);
+}
+
+void tp_bcast_odds(struct tp_worker *w, struct tp_store *store, const struct tp_protocol_odds *odds)
+{
+    struct bcast *bc = bcast_of(w);
+    int64_t now = tp_mono_ms();
+    /* Ticking (the last tick is at most two periods old) and the next one due within
+     * TP_BCAST_ODDS_WAIT_MS: the odds ride on it, one frame per socket instead of two. */
+    int64_t due = bc != NULL && bc->last_tick_mono > 0 ? bc->last_tick_mono + bc->tick_ms : 0;
+    if (bc == NULL || due == 0 || now - bc->last_tick_mono > 2 * (int64_t)bc->tick_ms ||
+        due - now > TP_BCAST_ODDS_WAIT_MS) {
+        publish_odds(store, odds);
+        return;
+    }
+    bc->odds = *odds;
+    if (!bc->odds_held) {
+        bc->odds_held = true;
+        /* Some slack past the due time: a tick a few ms late should still carry them. */
+        ev_timer_set(&bc->odds_timer, (double)(TP_MAX(due - now, 0) + 20) / 1000.0, 0.0);
+        ev_timer_start(tp_worker_loop(w), &bc->odds_timer);
+    }
 }
 
 static const struct tp_leader_observer leader_obs = {
@@ -376,6 +428,9 @@ void tp_bcast_start(struct tp_worker *w)
     bc->sessions = sessions;
     bc->store = tp_store_of(w);
     bc->buckets = cfg->game.buckets;
+    bc->tick_ms = (int)cfg->game.tick_ms;
+    ev_timer_init(&bc->odds_timer, on_odds_late, 0.0, 0.0);
+    bc->odds_timer.data = bc;
     ev_prepare_init(&bc->flushed, on_flushed);
     ev_set_priority(&bc->flushed, EV_MINPRI); /* after the worker's prepare hook */
     bc->flushed.data = bc;

@@ -7,7 +7,6 @@
  */
 #include "tickpool/stream/odds.h"
 
-#include "tickpool/base/buf.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
@@ -61,11 +60,10 @@ static void finish(struct odds *o)
     memcpy(o->last_pools, o->pools, sizeof(int64_t) * (size_t)o->nbands);
     if (total == 0)
         return;
-    struct tp_buf b;
-    tp_buf_init(&b);
-    tp_protocol_odds(&b, o->round_id, o->pools, o->nbands, o->g->rake_bps);
-    tp_bcast_publish(o->store, tp_buf_ptr(&b), tp_buf_size(&b));
-    tp_buf_deinit(&b);
+    struct tp_protocol_odds odds = {
+        .round_id = o->round_id, .n = o->nbands, .rake_bps = o->g->rake_bps};
+    memcpy(odds.pools, o->pools, sizeof(int64_t) * (size_t)o->nbands);
+    tp_bcast_odds(o->w, o->store, &odds);
 }
 
 /* HGETALL of one bucket's pool hash: fields are band indexes (and `total`, skipped). */

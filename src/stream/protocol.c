@@ -184,24 +184,35 @@ void tp_protocol_snapshot(struct tp_buf *out, const struct tp_game_round *open,
     }
 }
 
-void tp_protocol_tick(struct tp_buf *out, int64_t ts, int64_t price)
+/* round_id, pools, total, multipliers: the fields `odds` and a beat's `odds` map share. */
+static void write_odds_fields(struct tp_wr *w, const struct tp_protocol_odds *o)
+{
+    tp_wr_key(w, "round_id");
+    tp_wr_int(w, o->round_id);
+    write_pools(w, o->pools, o->n, o->rake_bps);
+}
+
+void tp_protocol_tick(struct tp_buf *out, int64_t ts, int64_t price,
+                      const struct tp_protocol_odds *odds)
 {
     struct tp_wr w;
-    begin(&w, out, "tick", 2);
+    begin(&w, out, "tick", odds != NULL ? 3 : 2);
     tp_wr_key(&w, "ts");
     tp_wr_int(&w, ts);
     tp_wr_key(&w, "price");
     tp_wr_int(&w, price);
+    if (odds != NULL) {
+        tp_wr_key(&w, "odds");
+        tp_wr_map(&w, 4);
+        write_odds_fields(&w, odds);
+    }
 }
 
-void tp_protocol_odds(struct tp_buf *out, int64_t round_id, const int64_t *pools, int n,
-                      int rake_bps)
+void tp_protocol_odds(struct tp_buf *out, const struct tp_protocol_odds *odds)
 {
     struct tp_wr w;
     begin(&w, out, "odds", 4);
-    tp_wr_key(&w, "round_id");
-    tp_wr_int(&w, round_id);
-    write_pools(&w, pools, n, rake_bps);
+    write_odds_fields(&w, odds);
 }
 
 void tp_protocol_round(struct tp_buf *out, const struct tp_game_round *r)
@@ -281,6 +292,7 @@ int tp_protocol_peek(const void *data, size_t len, struct tp_protocol_peek *out)
         out->kind = TP_PROTOCOL_TICK;
         if (tp_val_get_int(m, "ts", &out->tick_ts) != 0)
             out->tick_ts = 0;
+        out->tick_odds = tp_val_type(tp_val_get(m, "odds")) == TP_VAL_MAP;
     } else if (strcmp(t, "odds") == 0) {
         out->kind = TP_PROTOCOL_ODDS;
     } else if (strcmp(t, "round") == 0) {

@@ -155,7 +155,18 @@ def test_ticks_stream():
         w.close()
 
 
-def test_http_bet_produces_odds_for_others():
+def odds_of(m):
+    """The odds a message carries: a beat's `odds` map or an `odds` message; else None."""
+    if not isinstance(m, dict):
+        return None
+    if m.get("t") == "tick":
+        return m.get("odds")
+    return m if m.get("t") == "odds" else None
+
+
+def test_http_bet_odds_ride_on_the_beat():
+    """New pools reach other sockets inside the next beat: one `tick` frame per tick_ms that
+    carries `odds`, and no separate `odds` message while ticks are due every 100 ms."""
     with tpenv.Redis() as r, server(r) as s:
         wait_game(s)
         _, tok_a = user(s, "alice")
@@ -168,14 +179,54 @@ def test_http_bet_produces_odds_for_others():
                              headers={"Authorization": "Bearer " + tok_a,
                                       "Idempotency-Key": "odds-1"})
         assert st == 201, (st, body)
-        m = b.wait_for(lambda m: m.get("t") == "odds" and m["round_id"] == rnd["id"]
-                       and m["total"] >= 700, timeout=3)
+        m = b.wait_for(lambda m: (odds_of(m) or {}).get("round_id") == rnd["id"]
+                       and odds_of(m)["total"] >= 700, timeout=3)
         dt = time.time() - t0
         assert dt < 1.0, f"odds took {dt:.3f}s"
-        assert len(m["pools"]) == NBANDS and m["pools"][2] >= 700
-        assert len(m["multipliers"]) == NBANDS
-        assert m["multipliers"][0] is None and isinstance(m["multipliers"][2], float)
+        assert m["t"] == "tick", m  # a tick was due within 100 ms: the beat carries them
+        o = m["odds"]
+        assert set(o) == {"round_id", "pools", "total", "multipliers"}, o
+        assert len(o["pools"]) == NBANDS and o["pools"][2] >= 700
+        assert len(o["multipliers"]) == NBANDS
+        assert o["multipliers"][0] is None and isinstance(o["multipliers"][2], float)
         print(f"    odds latency {dt * 1000:.0f} ms")
+        # Later beats carry no odds while the pools stay put; no separate odds message.
+        later = [b.recv(timeout=1) for _ in range(10)]
+        assert all(isinstance(x, dict) for x in later), later
+        assert [x for x in later if x["t"] == "odds"] == [], later
+        assert [x for x in later if x["t"] == "tick" and "odds" in x] == [], later
+        b.close()
+
+
+def test_odds_alone_when_no_beat_is_due():
+    """With a 1 s tick a beat is rarely due within 100 ms of new odds: they go as `odds`
+    messages, still within ~100 ms, and each beat is a plain tick or carries them."""
+    with tpenv.Redis() as r, server(r, TICKPOOL_GAME_TICK_MS="1000") as s:
+        wait_game(s)
+        _, tok = user(s, "odette")
+        b = WS(s)
+        b.wait_for(is_t("snapshot"))
+        kinds = []
+        for i in range(3):
+            rnd = current_open(s)
+            # Odds are read for the open round only: a bet just before the lock may never
+            # show (the next round is open by the next read). Bet early in a round.
+            while rnd["locks_at"] - time.time() * 1000 < 800:
+                time.sleep(0.1)
+                rnd = current_open(s)
+            st, _, body = s.http("POST", "/api/v1/bets",
+                                 {"round_id": rnd["id"], "band": 1, "stake": 100 + i},
+                                 headers={"Authorization": "Bearer " + tok,
+                                          "Idempotency-Key": f"alone-{i}"})
+            if st != 201:  # the round locked meanwhile
+                continue
+            t0 = time.time()
+            m = b.wait_for(lambda m: (odds_of(m) or {}).get("round_id") == rnd["id"]
+                           and odds_of(m)["pools"][1] >= 100 + i, timeout=3)
+            kinds.append(m["t"])
+            assert time.time() - t0 < 0.6, time.time() - t0
+            time.sleep(0.3)
+        assert "odds" in kinds, kinds
         b.close()
 
 

@@ -48,11 +48,14 @@ enum tp_ws_close_code {
     TP_WS_CLOSE_INTERNAL = 1011,
 };
 
-/* Kinds of droppable broadcast: a newer frame of a kind supersedes a queued older one. */
+/* Kinds of droppable broadcast: a newer frame of a kind supersedes a queued older one of the
+ * same kind; a tick carrying odds supersedes queued ticks and odds of every kind, while a plain
+ * tick leaves a queued tick-with-odds alone (its odds would be lost otherwise). */
 enum tp_ws_kind {
     TP_WS_KIND_DIRECT = 0, /* never dropped: replies, round changes, payouts */
     TP_WS_KIND_TICK = 1,
     TP_WS_KIND_ODDS = 2,
+    TP_WS_KIND_TICK_ODDS = 3, /* a beat that carries the open round's odds */
     TP_WS_KIND_COUNT_
 };
 

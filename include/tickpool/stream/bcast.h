@@ -9,8 +9,10 @@
  * The publishing side lives here too: tp_bcast_publish is the one way onto the channel, and
  * tp_bcast_start installs the game leader's observer (tickpool/game/leader.h), which turns the
  * leader's facts into `round` and `tick` messages (tickpool/stream/protocol.h) and publishes
- * them. Which sockets are ready and whose they are is the session layer's business: it hands
- * bcast a struct tp_bcast_sessions, so bcast never includes session.h.
+ * them, odds included: new odds (tp_bcast_odds) ride on the next beat (`tick`) when one is due
+ * soon, so a socket gets one frame per tick. Which sockets are ready and whose they are is the
+ * session layer's business: it hands bcast a struct tp_bcast_sessions, so bcast never includes
+ * session.h.
  */
 #ifndef TP_BCAST_H
 #define TP_BCAST_H
@@ -20,6 +22,7 @@
 #include <stdint.h>
 
 struct tp_conn;
+struct tp_protocol_odds;
 struct tp_store;
 struct tp_worker;
 
@@ -44,6 +47,15 @@ void tp_bcast_start(struct tp_worker *w);
 /** PUBLISHes one encoded message on the broadcast channel with `store`, fire and forget (a lost
  * message is what resync covers). Returns 0 or the tp_store_command error. */
 int tp_bcast_publish(struct tp_store *store, const void *msg, size_t len);
+
+/* Longest wait for a beat to carry new odds; later than that they go as an `odds` message. */
+#define TP_BCAST_ODDS_WAIT_MS 100
+
+/** The leader's new odds for the open round (copied): published inside the next `tick` when one
+ * is due within TP_BCAST_ODDS_WAIT_MS on this worker, else at once as `odds` with `store`
+ * (also when that beat is more than ~20 ms late). Fire and forget, like tp_bcast_publish. */
+void tp_bcast_odds(struct tp_worker *w, struct tp_store *store,
+                   const struct tp_protocol_odds *odds);
 
 /** Forwards one published message (`data`, MessagePack with a string `t`) to the ready sockets
  * of `w` and starts the payout fan-out for a final `round`. Exposed for tests. */

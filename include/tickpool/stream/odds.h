@@ -1,8 +1,8 @@
 /*
  * Odds projector: runs in every worker but works only while this process holds the game lease
  * (tp_leader_is_leader). Every 100 ms it reads the open round's pools from every bucket and,
- * when they changed, PUBLISHes one `odds` message (tp_protocol_odds) on the broadcast channel
- * (tp_bcast_publish).
+ * when they changed, hands them to the broadcaster (tp_bcast_odds), which sends them inside the
+ * next beat or as an `odds` message.
  */
 #ifndef TP_ODDS_H
 #define TP_ODDS_H

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tickpool/game/round.h"
 #include "tickpool/money/bet.h"
 
 struct tp_buf;
@@ -39,13 +40,22 @@ void tp_protocol_hello(struct tp_buf *out, int64_t server_time, int64_t user_id,
 void tp_protocol_snapshot(struct tp_buf *out, const struct tp_game_round *open,
                           const struct tp_game_round *live, const int64_t *ticks, size_t nticks);
 
-/** {t:"tick", ts, price}. */
-void tp_protocol_tick(struct tp_buf *out, int64_t ts, int64_t price);
+/** The open round's pools as `odds` shows them: pools[0..n) (1 <= n <= TP_ROUND_MAX_BANDS)
+ * with the rake the multipliers are computed with (tp_settle_multipliers, nil where empty). */
+struct tp_protocol_odds {
+    int64_t round_id;
+    int n;
+    int rake_bps;
+    int64_t pools[TP_ROUND_MAX_BANDS];
+};
 
-/** {t:"odds", round_id, pools, total, multipliers} for pools[0..n) (1 <= n <=
- * TP_ROUND_MAX_BANDS): multipliers from tp_settle_multipliers, nil where a pool is empty. */
-void tp_protocol_odds(struct tp_buf *out, int64_t round_id, const int64_t *pools, int n,
-                      int rake_bps);
+/** The beat {t:"tick", ts, price[, odds:{round_id, pools, total, multipliers}]}: `odds` (may be
+ * NULL: no field) carries the open round's pools when they changed since the previous beat. */
+void tp_protocol_tick(struct tp_buf *out, int64_t ts, int64_t price,
+                      const struct tp_protocol_odds *odds);
+
+/** {t:"odds", round_id, pools, total, multipliers}: new odds when no beat is due soon. */
+void tp_protocol_odds(struct tp_buf *out, const struct tp_protocol_odds *odds);
 
 /** {t:"round", round: Round object}: the leader's announcement of a state change. */
 void tp_protocol_round(struct tp_buf *out, const struct tp_game_round *r);
@@ -74,7 +84,7 @@ void tp_protocol_error(struct tp_buf *out, const char *code, const char *message
 /** Kinds of server message the fan-out treats differently. */
 enum tp_protocol_kind {
     TP_PROTOCOL_OTHER, /* forwarded as is */
-    TP_PROTOCOL_TICK,  /* droppable: a newer tick replaces it */
+    TP_PROTOCOL_TICK,  /* the beat, droppable: a newer tick replaces it */
     TP_PROTOCOL_ODDS,  /* droppable: newer odds replace them */
     TP_PROTOCOL_ROUND, /* may announce payouts */
 };
@@ -84,6 +94,7 @@ struct tp_protocol_peek {
     enum tp_protocol_kind kind;
     int64_t round_id; /* TP_PROTOCOL_ROUND: the round's id (0 if unreadable) */
     int64_t tick_ts;  /* TP_PROTOCOL_TICK: the tick's leader timestamp, Unix ms (0 if unreadable) */
+    bool tick_odds;   /* TP_PROTOCOL_TICK: the beat carries `odds` */
     /* TP_PROTOCOL_ROUND: settled or cancelled with its receipt, i.e. the payouts are credited
      * (a cancellation is announced once without receipt before its refunds are done). */
     bool round_paid;

@@ -971,6 +971,33 @@ static void test_drop_oldest(void **state)
     rec_clear(&r);
 }
 
+/* A beat carrying odds supersedes queued ticks and odds; a plain tick after it leaves it queued,
+ * so a slow socket still gets the newest odds and the newest tick, in order. */
+static void test_drop_beat_with_odds(void **state)
+{
+    (void)state;
+    struct rec r;
+    struct tp_ws *ws = new_ws(&r, 1 << 16, 1 << 20);
+    struct fake_io f;
+    fio_init(&f);
+    send_owned(ws, kframe("tick1", TP_WS_KIND_TICK), 0);
+    send_owned(ws, kframe("odds1", TP_WS_KIND_ODDS), 0);
+    send_owned(ws, kframe("beat2", TP_WS_KIND_TICK_ODDS), 0); /* drops tick1 and odds1 */
+    send_owned(ws, kframe("tick3", TP_WS_KIND_TICK), 0);      /* beat2 stays: its odds */
+    send_owned(ws, kframe("tick4", TP_WS_KIND_TICK), 0);      /* drops tick3 */
+    assert_int_equal(tp_ws_flush(ws, &f.io), 0);
+    struct sframe sf[8];
+    size_t n = out_frames(&f, sf, 8);
+    const char *want[] = {"beat2", "tick4"};
+    assert_int_equal(n, TP_ARRAY_LEN(want));
+    for (size_t i = 0; i < n; i++)
+        assert_memory_equal(sf[i].payload, want[i], strlen(want[i]));
+    assert_int_equal(tp_ws_dropped(ws), 3);
+    tp_ws_free(ws);
+    fio_deinit(&f);
+    rec_clear(&r);
+}
+
 static void test_partial_write_not_dropped(void **state)
 {
     (void)state;
@@ -1141,6 +1168,7 @@ int main(void)
         cmocka_unit_test(test_64bit_lengths),
         cmocka_unit_test(test_shared_refcounts),
         cmocka_unit_test(test_drop_oldest),
+        cmocka_unit_test(test_drop_beat_with_odds),
         cmocka_unit_test(test_partial_write_not_dropped),
         cmocka_unit_test(test_short_writes_and_gathering),
         cmocka_unit_test(test_queue_bound),

@@ -262,7 +262,7 @@ static void test_tick_and_its_bytes(void **state)
     (void)state;
     struct msg x;
     tp_buf_init(&x.b);
-    tp_protocol_tick(&x.b, 1718000000200, 6501301);
+    tp_protocol_tick(&x.b, 1718000000200, 6501301, NULL);
     /* fixmap 3, "t" "tick", "ts" uint64, "price" uint32: the exact wire form. */
     static const uint8_t want[] = {0x83, 0xa1, 't',  0xa4, 't',  'i',  'c',  'k',  0xa2, 't',  's',
                                    0xcf, 0x00, 0x00, 0x01, 0x90, 0x00, 0xc7, 0x9c, 0xc8, 0xa5, 'p',
@@ -275,13 +275,52 @@ static void test_tick_and_its_bytes(void **state)
     done(&x);
 }
 
+/* A beat with odds: the plain tick's fields, then `odds` with the `odds` message's fields. */
+static void test_tick_with_odds(void **state)
+{
+    (void)state;
+    struct tp_protocol_odds o = {.round_id = 9, .n = 3, .rake_bps = 300, .pools = {0, 400, 600}};
+    struct msg x;
+    tp_buf_init(&x.b);
+    tp_protocol_tick(&x.b, 1718000000200, 6501301, &o);
+    decode(&x, "tick", 4);
+    assert_int_equal(get_int(x.m, "ts"), 1718000000200);
+    assert_int_equal(get_int(x.m, "price"), 6501301);
+    const struct tp_val *od = tp_val_get(x.m, "odds");
+    assert_int_equal(tp_val_type(od), TP_VAL_MAP);
+    assert_int_equal(tp_val_len(od), 4);
+    assert_int_equal(get_int(od, "round_id"), 9);
+    assert_int_equal(get_int(od, "total"), 1000);
+    assert_int_equal(tp_val_len(tp_val_get(od, "pools")), 3);
+    const struct tp_val *m = tp_val_get(od, "multipliers");
+    assert_int_equal(tp_val_type(tp_val_at(m, 0)), TP_VAL_NULL);
+    assert_int_equal(tp_val_type(tp_val_at(m, 1)), TP_VAL_FLOAT);
+    done(&x);
+
+    /* The map inside the beat is the `odds` message's body, byte for byte. */
+    struct tp_buf a, b;
+    tp_buf_init(&a);
+    tp_buf_init(&b);
+    tp_protocol_tick(&a, 1, 2, &o);
+    tp_protocol_odds(&b, &o);
+    static const uint8_t odds_t[] = {0xa1, 't', 0xa4, 'o', 'd', 'd', 's'};
+    size_t body = tp_buf_size(&b) - 1 - sizeof(odds_t);
+    assert_true(tp_buf_size(&a) > body);
+    assert_memory_equal(tp_buf_ptr(&a) + tp_buf_size(&a) - body,
+                        tp_buf_ptr(&b) + 1 + sizeof(odds_t), body);
+    tp_buf_deinit(&a);
+    tp_buf_deinit(&b);
+}
+
 static void test_odds(void **state)
 {
     (void)state;
     int64_t pools[5] = {0, 1000, 3000, 0, 6000};
+    struct tp_protocol_odds o = {.round_id = 42, .n = 5, .rake_bps = 300};
+    memcpy(o.pools, pools, sizeof(pools));
     struct msg x;
     tp_buf_init(&x.b);
-    tp_protocol_odds(&x.b, 42, pools, 5, 300);
+    tp_protocol_odds(&x.b, &o);
     decode(&x, "odds", 5);
     assert_int_equal(get_int(x.m, "round_id"), 42);
     assert_int_equal(get_int(x.m, "total"), 10000);
@@ -306,7 +345,9 @@ static void test_odds(void **state)
     int64_t empty[2] = {0, 0}, bad[2] = {-5, 10};
     for (int k = 0; k < 2; k++) {
         tp_buf_init(&x.b);
-        tp_protocol_odds(&x.b, 1, k == 0 ? empty : bad, 2, 300);
+        struct tp_protocol_odds ob = {.round_id = 1, .n = 2, .rake_bps = 300};
+        memcpy(ob.pools, k == 0 ? empty : bad, sizeof(empty));
+        tp_protocol_odds(&x.b, &ob);
         decode(&x, "odds", 5);
         const struct tp_val *mm = tp_val_get(x.m, "multipliers");
         for (size_t i = 0; i < 2; i++)
@@ -318,12 +359,12 @@ static void test_odds(void **state)
 static void test_odds_deterministic(void **state)
 {
     (void)state;
-    int64_t pools[3] = {500, 0, 700};
+    struct tp_protocol_odds o = {.round_id = 7, .n = 3, .pools = {500, 0, 700}};
     struct tp_buf a, b;
     tp_buf_init(&a);
     tp_buf_init(&b);
-    tp_protocol_odds(&a, 7, pools, 3, 0);
-    tp_protocol_odds(&b, 7, pools, 3, 0);
+    tp_protocol_odds(&a, &o);
+    tp_protocol_odds(&b, &o);
     assert_int_equal(tp_buf_size(&a), tp_buf_size(&b));
     assert_memory_equal(tp_buf_ptr(&a), tp_buf_ptr(&b), tp_buf_size(&a));
     tp_buf_deinit(&a);
@@ -513,10 +554,10 @@ static void test_appends(void **state)
     struct tp_buf one, two;
     tp_buf_init(&one);
     tp_buf_init(&two);
-    tp_protocol_tick(&one, 1, 2);
+    tp_protocol_tick(&one, 1, 2, NULL);
     size_t n = tp_buf_size(&one);
-    tp_protocol_tick(&two, 1, 2);
-    tp_protocol_tick(&two, 1, 2);
+    tp_protocol_tick(&two, 1, 2, NULL);
+    tp_protocol_tick(&two, 1, 2, NULL);
     assert_int_equal(tp_buf_size(&two), 2 * n);
     assert_memory_equal(tp_buf_ptr(&two), tp_buf_ptr(&one), n);
     assert_memory_equal(tp_buf_ptr(&two) + n, tp_buf_ptr(&one), n);
@@ -538,12 +579,17 @@ static void test_peek(void **state)
     struct tp_buf b;
     tp_buf_init(&b);
     struct tp_protocol_peek pk;
-    int64_t pools[2] = {1, 2};
-    tp_protocol_tick(&b, 1700000000123, 2);
+    struct tp_protocol_odds o = {.round_id = 3, .n = 2, .pools = {1, 2}};
+    tp_protocol_tick(&b, 1700000000123, 2, NULL);
     peek_of(&b, &pk);
     assert_int_equal(pk.kind, TP_PROTOCOL_TICK);
     assert_int_equal(pk.tick_ts, 1700000000123); /* the beat lag's start */
-    tp_protocol_odds(&b, 3, pools, 2, 0);
+    assert_false(pk.tick_odds);
+    tp_protocol_tick(&b, 1700000000123, 2, &o);
+    peek_of(&b, &pk);
+    assert_int_equal(pk.kind, TP_PROTOCOL_TICK);
+    assert_true(pk.tick_odds); /* fanned out as a tick that supersedes queued odds */
+    tp_protocol_odds(&b, &o);
     peek_of(&b, &pk);
     assert_int_equal(pk.kind, TP_PROTOCOL_ODDS);
     tp_protocol_hello(&b, 1, 0, false, 0);
@@ -584,6 +630,7 @@ int main(void)
         cmocka_unit_test(test_hello),
         cmocka_unit_test(test_snapshot),
         cmocka_unit_test(test_tick_and_its_bytes),
+        cmocka_unit_test(test_tick_with_odds),
         cmocka_unit_test(test_odds),
         cmocka_unit_test(test_odds_deterministic),
         cmocka_unit_test(test_round),
