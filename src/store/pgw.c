@@ -45,6 +45,11 @@ void tp_pgw_fail_soon(struct tp_pgw *w, const char *what, int err)
         tp_log_error(MOD, "%s failed, retrying with backoff\terr=%s", what, tp_strerror(err));
     w->outage = true;
     w->busy = false;
+    /* Whatever failed (Redis restarted, a reply or an XACK lost, Postgres down), entries of ours
+     * may be pending with no batch in memory: re-read them first, don't leave them to the idle
+     * claim of another writer; and trim once things work again. */
+    w->pending_mode = true;
+    w->trim_all = true;
     w->backoff_ms = w->backoff_ms == 0 ? BACKOFF_MIN_MS : TP_MIN(w->backoff_ms * 2, BACKOFF_MAX_MS);
     ev_timer_set(&w->retry, w->backoff_ms / 1000.0, 0.0);
     ev_timer_start(w->loop, &w->retry);
@@ -69,6 +74,15 @@ void tp_pgw_step(struct tp_pgw *w)
     if (!tp_store_is_connected(w->store)) {
         tp_pgw_fail_soon(w, "connecting to Redis", TP_EUNAVAIL);
         return;
+    }
+    struct tp_store_stats st;
+    tp_store_get_stats(w->store, &st);
+    if (st.reconnects != w->reconnects) {
+        /* A new connection, maybe to a restarted Redis that lost our last XACKs (AOF everysec):
+         * read our own pending entries now (XREADGROUP … 0). */
+        w->reconnects = st.reconnects;
+        w->pending_mode = true;
+        w->trim_all = true;
     }
     switch (w->phase) {
     case TP_PGW_PH_GROUPS:
@@ -230,6 +244,7 @@ struct tp_pgw *tp_pgw_start(const struct tp_config *cfg, bool report_lag)
     ev_timer_start(w->loop, &w->periodic);
     w->phase = TP_PGW_PH_GROUPS;
     w->pending_mode = true; /* a restart under the same name would find its own entries */
+    w->trim_all = true;     /* and a crash may have left committed entries untrimmed */
 
     /* The thread must never take the worker's signals (SIGTERM drives the drain). */
     sigset_t all, old;

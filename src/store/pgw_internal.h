@@ -4,7 +4,7 @@
  *   pgw.c        the writer's life: thread and loop, the step sequence, backoff and health,
  *                outbox lag metrics, worker hooks
  *   pgw_outbox.c the Redis side: consumer groups, claims from dead consumers, XREADGROUP,
- *                XACK + XDEL after COMMIT
+ *                XACK + XTRIM MINID after COMMIT
  *   pgw_write.c  the Postgres side: one transaction per batch, event-by-event retry of a
  *                refused batch
  *   pgw_batch.c  pure: outbox events → rows → the statements of a batch's transaction
@@ -59,10 +59,12 @@ struct tp_pgw {
     char rake_bps[16]; /* game.rake_bps */
 
     enum tp_pgw_phase phase;
-    int outstanding; /* replies awaited in the current phase */
-    bool pending_mode;
-    bool claim_again; /* the last claim took a full page: claim again after writing it */
-    bool busy;        /* a command of the main sequence is in flight */
+    int outstanding;     /* replies awaited in the current phase */
+    bool pending_mode;   /* the next read re-reads our own pending entries (XREADGROUP … 0) */
+    bool trim_all;       /* the next empty read trims every stream (at start, after a failure) */
+    uint64_t reconnects; /* the store's count when last stepped: a change means a new Redis */
+    bool claim_again;    /* the last claim took a full page: claim again after writing it */
+    bool busy;           /* a command of the main sequence is in flight */
     int backoff_ms;
     bool outage; /* an error was logged and not yet followed by a success */
     int64_t last_claim_ms;
@@ -96,7 +98,7 @@ void tp_pgw_claim(struct tp_pgw *w);
 /** TP_PGW_PH_READ: XREADGROUP of our pending entries (pending mode) or of new ones (BLOCK);
  * the reply is written to Postgres and acknowledged, or retried after a backoff. */
 void tp_pgw_read(struct tp_pgw *w);
-/** Frees the ids collected for acknowledgement. */
+/** Frees the ids collected for acknowledgement (and trimming). */
 void tp_pgw_free_acks(struct tp_pgw *w);
 /** True for a failed command or an error reply. */
 bool tp_pgw_reply_is_error(int err, const struct tp_store_reply *r);

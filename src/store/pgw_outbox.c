@@ -9,7 +9,9 @@
  *   read   → pending mode: XREADGROUP … STREAMS … 0 (our own pending entries, no BLOCK) until
  *            none is left; otherwise XREADGROUP … BLOCK … STREAMS … > (new entries); the
  *            entries are written to Postgres (pgw_write.c)
- *   ack    → after COMMIT: XACK + XDEL per stream; then read again
+ *   ack    → after COMMIT: XACK per stream, then XTRIM MINID below the group's oldest entry
+ *            not yet committed (see on_trim_pending for why that is safe); then read again.
+ *            An empty read after a failure (or at start) trims every stream the same way.
  *
  * A failed write drops the in-memory batch and re-reads our pending entries after a backoff,
  * so a batch is always rebuilt from Redis, never from memory that might diverge from it.
@@ -21,6 +23,7 @@
 #include "tickpool/store/store.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,8 +169,14 @@ static void on_xpending(int err, const struct tp_store_reply *r, void *ud)
             const char *id = tp_reply_str(tp_reply_at(e, 0), NULL);
             const char *who = tp_reply_str(tp_reply_at(e, 1), NULL);
             long long idle = tp_reply_integer(tp_reply_at(e, 2));
-            if (id == NULL || who == NULL || strcmp(who, w->consumer) == 0)
+            if (id == NULL || who == NULL)
                 continue;
+            if (strcmp(who, w->consumer) == 0) {
+                /* Between batches nothing of ours is in flight: this entry's XACK was lost
+                 * (Redis restarted before persisting it). Re-read it now. */
+                w->pending_mode = true;
+                continue;
+            }
             if (dead_local(w, who) || idle >= TP_PGW_CLAIM_IDLE_MS)
                 argv[argc++] = id;
         }
@@ -201,7 +210,7 @@ void tp_pgw_claim(struct tp_pgw *w)
     claim_done(w);
 }
 
-/* --- Acknowledging --- */
+/* --- Acknowledging and trimming --- */
 
 void tp_pgw_free_acks(struct tp_pgw *w)
 {
@@ -214,20 +223,28 @@ void tp_pgw_free_acks(struct tp_pgw *w)
 
 static void ack_release(struct tp_pgw *w);
 
+/* A failed XACK/XINFO/XPENDING/XTRIM: the entries stay pending (ours: re-read at once and
+ * rewritten idempotently) or untrimmed (trimmed by the next batch or the next idle read). */
+static void ack_failed(struct tp_pgw *w, const char *what, int err)
+{
+    if (!w->outage)
+        tp_log_warn(MOD, "%s failed (entries stay pending or untrimmed; nothing is lost)\terr=%s",
+                    what, tp_strerror(err != 0 ? err : TP_EIO));
+    w->pending_mode = true;
+    w->trim_all = true;
+}
+
 static void on_ack(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_pgw *w = ud;
     if (err == TP_ECLOSED)
         return;
-    if (tp_pgw_reply_is_error(err, r) && !w->outage)
-        tp_log_warn(MOD,
-                    "XACK/XDEL failed (entries stay pending and are rewritten idempotently)"
-                    "\terr=%s",
-                    tp_strerror(err));
+    if (tp_pgw_reply_is_error(err, r))
+        ack_failed(w, "XACK", err);
     ack_release(w);
 }
 
-/* Counts one answered XACK/XDEL; the last one moves on to the next read. */
+/* Counts one answered command of the phase; the last one moves on to the next read. */
 static void ack_release(struct tp_pgw *w)
 {
     if (--w->outstanding > 0)
@@ -242,30 +259,179 @@ static void ack_release(struct tp_pgw *w)
     tp_pgw_step(w);
 }
 
-/* XACK then XDEL of the written ids: acknowledged entries leave the stream at once, so XLEN
- * is the backlog. XDEL only ever names ids just acknowledged by our single group. */
-static void send_acks(struct tp_pgw *w)
+/* A stream id "ms-seq"; false for anything else. */
+static bool parse_id(const char *s, uint64_t *ms, uint64_t *seq)
+{
+    char *end;
+    if (s == NULL || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    *ms = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '-' || end[1] < '0' || end[1] > '9')
+        return false;
+    *seq = strtoull(end + 1, &end, 10);
+    return errno == 0 && *end == '\0';
+}
+
+/* One stream's trim: XINFO GROUPS then XPENDING (summary) then XTRIM, sharing this context. */
+struct trim_ctx {
+    struct tp_pgw *w;
+    int stream;
+    int refs; /* commands still holding the context */
+    bool have_ld;
+    uint64_t ld_ms, ld_seq; /* the group's last-delivered-id when XINFO ran */
+};
+
+static void trim_unref(struct trim_ctx *t)
+{
+    if (--t->refs == 0)
+        free(t);
+}
+
+/* XINFO GROUPS <stream>: [[name, "pgw", …, "last-delivered-id", id, …], …] (RESP2 pairs). */
+static void on_xinfo(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct trim_ctx *t = ud;
+    struct tp_pgw *w = t->w;
+    if (err == TP_ECLOSED) {
+        trim_unref(t);
+        return;
+    }
+    for (size_t g = 0; !tp_pgw_reply_is_error(err, r) && g < tp_reply_len(r); g++) {
+        const struct tp_store_reply *kv = tp_reply_at(r, g);
+        const char *name = NULL, *ld = NULL;
+        for (size_t i = 0; i + 1 < tp_reply_len(kv); i += 2) {
+            const char *k = tp_reply_str(tp_reply_at(kv, i), NULL);
+            if (k != NULL && strcmp(k, "name") == 0)
+                name = tp_reply_str(tp_reply_at(kv, i + 1), NULL);
+            else if (k != NULL && strcmp(k, "last-delivered-id") == 0)
+                ld = tp_reply_str(tp_reply_at(kv, i + 1), NULL);
+        }
+        if (name != NULL && strcmp(name, TP_PGW_GROUP) == 0)
+            t->have_ld = parse_id(ld, &t->ld_ms, &t->ld_seq);
+    }
+    if (!t->have_ld)
+        ack_failed(w, "XINFO GROUPS", err);
+    trim_unref(t);
+    ack_release(w);
+}
+
+static void on_xtrim(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_pgw *w = ud;
+    if (err == TP_ECLOSED)
+        return;
+    if (tp_pgw_reply_is_error(err, r))
+        ack_failed(w, "XTRIM", err);
+    ack_release(w);
+}
+
+/*
+ * XPENDING <stream> pgw (summary: [count, smallest id, greatest id, per-consumer counts]) after
+ * XINFO GROUPS gave the group's last-delivered-id LD: trims the stream below
+ *
+ *     MINID = min(smallest pending id, LD + 1)     (LD + 1 alone when nothing is pending)
+ *
+ * Why no entry that is not yet committed to Postgres is removed. One group (pgw) reads the
+ * stream; every consumer, on every worker and host, XACKs an entry only after the COMMIT that
+ * wrote it, and XADD ids only grow, so at any moment an entry is exactly one of: (a) not yet
+ * delivered, id > the group's last-delivered-id; (b) pending in the group's PEL, under some
+ * consumer, live or dead (claims move it between consumers, never out of the PEL); (c) acked,
+ * hence committed. XTRIM MINID removes only ids < MINID (exact trim, Redis ≥ 6.2). Let T1 be
+ * when XINFO ran and T2 when XPENDING ran (T1 < T2: same connection, in order). An entry with
+ * id < MINID has id ≤ LD(T1), so it was delivered by T1, and it was not pending at T2
+ * (id < smallest pending id), so it was acked by T2: it is in (c), committed. Committed stays
+ * committed, so removing it later, when XTRIM runs, is safe; entries delivered or added after
+ * T1 have ids > LD(T1) and stay. XTRIM goes out on the connection that carried T1 and T2, so
+ * a Redis restart (which could roll the stream back to its AOF) fails it instead of running it
+ * against another state.
+ *
+ * XLEN is therefore no longer exactly the backlog: committed entries above another consumer's
+ * oldest pending entry wait for that consumer's trim (at most a batch per consumer in flight).
+ */
+static void on_trim_pending(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct trim_ctx *t = ud;
+    struct tp_pgw *w = t->w;
+    if (err == TP_ECLOSED) {
+        trim_unref(t);
+        return;
+    }
+    if (tp_pgw_reply_is_error(err, r) || tp_reply_type(r) != TP_REPLY_ARRAY) {
+        ack_failed(w, "XPENDING", err);
+    } else if (t->have_ld) {
+        uint64_t ms = t->ld_ms, seq = t->ld_seq + 1; /* LD + 1 */
+        if (seq == 0)
+            ms++; /* the sequence wrapped: LD + 1 is (ms + 1)-0 */
+        uint64_t pms, pseq;
+        bool ok = true;
+        if (tp_reply_integer(tp_reply_at(r, 0)) > 0) {
+            ok = parse_id(tp_reply_str(tp_reply_at(r, 1), NULL), &pms, &pseq);
+            if (ok && (pms < ms || (pms == ms && pseq < seq))) {
+                ms = pms;
+                seq = pseq;
+            }
+        }
+        char minid[48];
+        snprintf(minid, sizeof(minid), "%" PRIu64 "-%" PRIu64, ms, seq);
+        const char *argv[] = {"XTRIM", w->streams[t->stream], "MINID", minid};
+        if (!ok)
+            ack_failed(w, "XPENDING (unreadable smallest id)", TP_EPROTO);
+        else if (tp_store_commandargv(w->store, on_xtrim, w, 4, argv, NULL) == 0)
+            w->outstanding++;
+        else
+            ack_failed(w, "XTRIM submit", TP_EUNAVAIL);
+    }
+    trim_unref(t);
+    ack_release(w);
+}
+
+/* XINFO GROUPS and XPENDING of stream s, the XTRIM following from their replies. */
+static void send_trim(struct tp_pgw *w, int s)
+{
+    struct trim_ctx *t = tp_xcalloc(1, sizeof(*t));
+    t->w = w;
+    t->stream = s;
+    t->refs = 1; /* guard: released below */
+    const char *info[] = {"XINFO", "GROUPS", w->streams[s]};
+    if (tp_store_commandargv(w->store, on_xinfo, t, 3, info, NULL) == 0) {
+        t->refs++;
+        w->outstanding++;
+        const char *pend[] = {"XPENDING", w->streams[s], TP_PGW_GROUP};
+        if (tp_store_commandargv(w->store, on_trim_pending, t, 3, pend, NULL) == 0) {
+            t->refs++;
+            w->outstanding++;
+        }
+    } else {
+        w->trim_all = true;
+    }
+    trim_unref(t);
+}
+
+/* After COMMIT: XACK of the written ids, then the trim of each stream acked (every stream when
+ * `all`: the idle trim after a failure or at start). One XTRIM per stream and batch replaces an
+ * XDEL per id; the ids' entries leave the stream once no earlier entry is still pending. */
+static void send_acks(struct tp_pgw *w, bool all)
 {
     w->phase = TP_PGW_PH_ACK;
     w->outstanding = 1;
     for (int s = 0; s < w->nstreams; s++) {
-        if (w->ack_n[s] == 0)
-            continue;
         size_t n = w->ack_n[s];
-        const char **argv = tp_xmalloc((n + 3) * sizeof(*argv));
-        argv[0] = "XACK";
-        argv[1] = w->streams[s];
-        argv[2] = TP_PGW_GROUP;
-        for (size_t i = 0; i < n; i++)
-            argv[3 + i] = w->ack_ids[s][i];
-        if (tp_store_commandargv(w->store, on_ack, w, (int)n + 3, argv, NULL) == 0)
-            w->outstanding++;
-        /* XDEL <stream> ids…: reuse the vector from index 1. */
-        argv[1] = "XDEL";
-        argv[2] = w->streams[s];
-        if (tp_store_commandargv(w->store, on_ack, w, (int)n + 2, argv + 1, NULL) == 0)
-            w->outstanding++;
-        free(argv);
+        if (n > 0) {
+            const char **argv = tp_xmalloc((n + 3) * sizeof(*argv));
+            argv[0] = "XACK";
+            argv[1] = w->streams[s];
+            argv[2] = TP_PGW_GROUP;
+            for (size_t i = 0; i < n; i++)
+                argv[3 + i] = w->ack_ids[s][i];
+            if (tp_store_commandargv(w->store, on_ack, w, (int)n + 3, argv, NULL) == 0)
+                w->outstanding++;
+            else
+                ack_failed(w, "XACK submit", TP_EUNAVAIL);
+            free(argv);
+        }
+        if (n > 0 || all)
+            send_trim(w, s);
     }
     ack_release(w);
 }
@@ -354,6 +520,11 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
         w->pending_mode = false;
         w->busy = false;
         tp_pgw_succeeded(w);
+        if (w->trim_all) {
+            w->trim_all = false; /* set again if this trim fails */
+            send_acks(w, true);
+            return;
+        }
         tp_pgw_step(w);
         return;
     }
@@ -371,7 +542,7 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     tp_pgw_succeeded(w);
-    send_acks(w);
+    send_acks(w, false);
 }
 
 void tp_pgw_read(struct tp_pgw *w)

@@ -173,5 +173,109 @@ def test_key_reused_in_a_later_round_is_kept():
                 ["900001", "100"], ["900002", "200"]]
 
 
+def cmdstat(c, name):
+    """(calls, usec) of one command in Redis INFO commandstats."""
+    st = c.info("commandstats").get("cmdstat_" + name, {})
+    return st.get("calls", 0), st.get("usec", 0)
+
+
+def stream_lens(money):
+    return [money.c.xlen(k) for k in
+            ["tp:{g}:outbox"] + ["tp:{b%d}:outbox" % b for b in range(money.buckets)]]
+
+
+def test_outbox_trimmed_while_flowing_untrimmed_while_postgres_down():
+    """The writer trims the outbox with XTRIM MINID after each batch (no XDEL per id): while bets
+    flow and Postgres is up the streams stay short; while Postgres is down nothing is trimmed
+    (no entry is committed), the backlog grows, and it drains to empty once Postgres is back."""
+    cluster = tpenv.PgCluster().start()
+    pre = tpenv._as_postgres_user()
+    ctl = [f"{tpenv.PG_BIN}/pg_ctl", "-D", cluster.data, "-w"]
+    try:
+        subprocess.run(["psql", cluster.admin_url, "-qc", "CREATE DATABASE tp_trim"],
+                       check=True, capture_output=True)
+
+        class Db:
+            url = cluster.admin_url.rsplit("/", 1)[0] + "/tp_trim"
+            psql = tpenv.Postgres.psql
+
+        pg = Db()
+        with tpenv.Redis() as r:
+            money = pgwlib.Money(r, buckets=2)
+            with server(r, pg, workers=2) as s:  # two consumers share the group
+                pgwlib.migrate(s, pg)
+                nusers, stakes, nbets = 20, money.workload(nusers=20, nbets=0), 0
+                peak = 0
+                for i in range(3000):
+                    money.bet(1 + i % nusers, 900001, i % 5, 100, f"flow-{i}")
+                    stakes += 100
+                    nbets += 1
+                    if i % 50 == 0:
+                        peak = max(peak, max(stream_lens(money)))
+                pgwlib.wait_drained(money, pg, nbets)
+                print(f"    peak stream length while flowing: {peak} (3000 bets)")
+                assert peak < 1500, f"outbox not trimmed while bets flow (peak {peak})"
+                assert cmdstat(money.c, "xtrim")[0] > 0
+                assert cmdstat(money.c, "xdel")[0] == 0, "entries deleted one by one"
+                # Postgres down: entries stay pending or undelivered, none committed, none trimmed.
+                subprocess.run(pre + ctl + ["-m", "immediate", "stop"], check=True,
+                               capture_output=True)
+                for i in range(600):
+                    money.bet(1 + i % nusers, 900001, i % 5, 100, f"down-{i}")
+                    stakes += 100
+                    nbets += 1
+                time.sleep(2)
+                assert sum(stream_lens(money)) >= 600, stream_lens(money)
+                time.sleep(1)
+                assert sum(stream_lens(money)) >= 600, "entries trimmed while Postgres was down"
+                subprocess.run(pre + ctl + ["-l", os.path.join(cluster.dir, "log"), "-o",
+                                            f"-p {cluster.port} -k {cluster.dir} "
+                                            "-c listen_addresses=127.0.0.1 -c fsync=off",
+                                            "start"], check=True, capture_output=True)
+                pgwlib.wait_drained(money, pg, nbets, timeout=40)
+                assert stream_lens(money) == [0, 0, 0]
+                check_consistent(money, pg, nusers, nbets, stakes)
+    finally:
+        cluster.stop()
+
+
+def test_own_pending_entries_reread_at_once_after_redis_restart():
+    """An entry pending under a live writer's own name with no batch in memory (its XACK was
+    lost when Redis died before persisting it) is re-read as soon as the writer reconnects,
+    not left to the 30 s idle claim of another writer (with one worker: never)."""
+    with tpenv.Redis(appendonly=True) as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=1)
+        with server(r, pg, workers=1) as s:
+            pgwlib.migrate(s, pg)
+            stakes = money.workload(nusers=5, nbets=50)
+            pgwlib.wait_drained(money, pg, 50)
+            stream = "tp:{b0}:outbox"
+            names = [c["name"] for c in money.c.xinfo_consumers(stream, "pgw")]
+            assert len(names) == 1, names
+            # Deliver a new entry to the writer's consumer name behind its back, atomically so
+            # its blocked XREADGROUP > never sees it: what a lost XACK leaves behind.
+            p = money.c.pipeline(transaction=True)
+            p.hincrby("tp:{b0}:bal", "1", 5)
+            p.xadd(stream, {"type": "grant", "grant_id": "lost-ack:1", "user_id": "1",
+                            "amount": "5", "balance": "1", "ts": "1"})
+            p.execute_command("XREADGROUP", "GROUP", "pgw", names[0], "COUNT", "10",
+                              "STREAMS", stream, ">")
+            p.execute()
+            assert money.pending() == 1
+            time.sleep(1.5)  # appendfsync everysec: the entry and its delivery are on disk
+            r.restart()      # kill -9 and start on the same port, from the AOF
+            money.c = r.client()
+            assert money.pending() == 1, "the AOF lost the injected entry"
+            t0 = time.monotonic()
+            tpenv.wait_until(lambda: money.pending() == 0 and pg.psql(
+                "SELECT count(*) FROM grants WHERE id = 'lost-ack:1'") == [["1"]],
+                timeout=20, what="own pending entry rewritten and acknowledged")
+            took = time.monotonic() - t0
+            print(f"    own pending entry rewritten {took:.1f}s after the Redis restart")
+            assert took < 8, f"waited {took:.1f}s: not re-read at once"
+            pgwlib.wait_drained(money, pg, 50)
+            check_consistent(money, pg, 5, 50, stakes, extra_grants=1)
+
+
 if __name__ == "__main__":
     tpenv.main()

@@ -6,13 +6,17 @@
  * reads with the consumer group `pgw` (consumer name "<host>:<pid>"), maps a batch of events to
  * rows (users, rounds, grants, bets, payouts and the double-entry ledger), writes them in ONE
  * transaction with INSERT … ON CONFLICT DO NOTHING (idempotent by id), and only after COMMIT
- * XACKs and XDELs the entries. Entries left pending by a dead consumer are claimed again, so a
- * kill -9 mid-batch loses nothing and doubles nothing. A Postgres outage only grows the backlog
- * in Redis; the bet path never waits for Postgres.
+ * XACKs the entries and trims each stream below the group's oldest entry not yet committed
+ * (XTRIM MINID). Entries left pending by a dead consumer are claimed again, and a writer re-reads
+ * its own pending entries at once after a failure or reconnect, so a kill -9 mid-batch loses
+ * nothing and doubles nothing. A Postgres outage only grows the backlog in Redis; the bet path
+ * never waits for Postgres.
  *
- * Because acknowledged entries are deleted at once, XLEN of an outbox is its backlog and the id
- * of its first entry dates the oldest unwritten event (metrics outbox_lag_entries/_seconds).
- * The outbox therefore has exactly one consumer group (`pgw`).
+ * Because committed entries are trimmed after every batch, XLEN of an outbox is its backlog
+ * (plus, while several writers overlap, committed entries above another writer's batch in
+ * flight) and the id of its first entry dates the oldest unwritten event (metrics
+ * outbox_lag_entries/_seconds). The trim relies on the outbox having exactly one consumer group
+ * (`pgw`): a second group's unread entries would be trimmed.
  */
 #ifndef TP_PGW_H
 #define TP_PGW_H
