@@ -223,14 +223,13 @@ void tp_pgw_free_acks(struct tp_pgw *w)
 
 static void ack_release(struct tp_pgw *w);
 
-/* A failed XACK/XINFO/XPENDING/XTRIM: the entries stay pending (ours: re-read at once and
- * rewritten idempotently) or untrimmed (trimmed by the next batch or the next idle read). */
+/* A failed XACK/XINFO/XPENDING/XTRIM: the entries stay pending or untrimmed; the next batch,
+ * or the next empty read, trims again. */
 static void ack_failed(struct tp_pgw *w, const char *what, int err)
 {
     if (!w->outage)
         tp_log_warn(MOD, "%s failed (entries stay pending or untrimmed; nothing is lost)\terr=%s",
                     what, tp_strerror(err != 0 ? err : TP_EIO));
-    w->pending_mode = true;
     w->trim_all = true;
 }
 
@@ -239,8 +238,10 @@ static void on_ack(int err, const struct tp_store_reply *r, void *ud)
     struct tp_pgw *w = ud;
     if (err == TP_ECLOSED)
         return;
-    if (tp_pgw_reply_is_error(err, r))
+    if (tp_pgw_reply_is_error(err, r)) {
         ack_failed(w, "XACK", err);
+        w->pending_mode = true; /* our entries stay pending: re-read them (idempotent) now */
+    }
     ack_release(w);
 }
 
@@ -426,8 +427,10 @@ static void send_acks(struct tp_pgw *w, bool all)
                 argv[3 + i] = w->ack_ids[s][i];
             if (tp_store_commandargv(w->store, on_ack, w, (int)n + 3, argv, NULL) == 0)
                 w->outstanding++;
-            else
+            else {
                 ack_failed(w, "XACK submit", TP_EUNAVAIL);
+                w->pending_mode = true;
+            }
             free(argv);
         }
         if (n > 0 || all)
