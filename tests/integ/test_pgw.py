@@ -109,27 +109,47 @@ def test_kill9_mid_drain_loses_and_doubles_nothing():
                 assert time.monotonic() - t0 < 10, "pending entries waited for the idle rule"
 
 
-def test_postgres_outage_never_blocks_redis():
-    cluster = tpenv.PgCluster().start()
-    pre = tpenv._as_postgres_user()
-    ctl = [f"{tpenv.PG_BIN}/pg_ctl", "-D", cluster.data, "-w"]
-    try:
-        subprocess.run(["psql", cluster.admin_url, "-qc", "CREATE DATABASE tp_outage"],
+class OutagePg:
+    """A Postgres cluster of the test's own, with one database, that the test can stop
+    (immediate, like a crash) and start again."""
+
+    psql = tpenv.Postgres.psql
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.cluster = tpenv.PgCluster().start()
+        self.ctl = tpenv._as_postgres_user() + [f"{tpenv.PG_BIN}/pg_ctl", "-D",
+                                                 self.cluster.data, "-w"]
+        subprocess.run(["psql", self.cluster.admin_url, "-qc", f"CREATE DATABASE {self.db}"],
+                       check=True, capture_output=True)
+        self.url = self.cluster.admin_url.rsplit("/", 1)[0] + "/" + self.db
+        return self
+
+    def __exit__(self, *exc):
+        self.cluster.stop()
+
+    def stop(self):
+        subprocess.run(self.ctl + ["-m", "immediate", "stop"], check=True, capture_output=True)
+
+    def start(self):
+        c = self.cluster
+        subprocess.run(self.ctl + ["-l", os.path.join(c.dir, "log"), "-o",
+                                   f"-p {c.port} -k {c.dir} "
+                                   "-c listen_addresses=127.0.0.1 -c fsync=off", "start"],
                        check=True, capture_output=True)
 
-        class Db:
-            url = cluster.admin_url.rsplit("/", 1)[0] + "/tp_outage"
-            psql = tpenv.Postgres.psql
 
-        pg = Db()
+def test_postgres_outage_never_blocks_redis():
+    with OutagePg("tp_outage") as pg:
         with tpenv.Redis() as r:
             money = pgwlib.Money(r, buckets=2)
             with server(r, pg, workers=1) as s:
                 pgwlib.migrate(s, pg)
                 stakes = money.workload(nusers=10, nbets=100)
                 pgwlib.wait_drained(money, pg, 100)
-                subprocess.run(pre + ctl + ["-m", "immediate", "stop"], check=True,
-                               capture_output=True)
+                pg.stop()
                 # Bets keep flowing into Redis at full speed while Postgres is down.
                 t0 = time.monotonic()
                 for i in range(500):
@@ -142,16 +162,11 @@ def test_postgres_outage_never_blocks_redis():
                 tpenv.wait_until(lambda: b"tickpool_outbox_lag_entries 0" not in
                                  s.http("GET", "/metrics")[2], what="lag metric > 0")
                 assert s.http("GET", "/healthz")[0] == 200
-                subprocess.run(pre + ctl + ["-l", os.path.join(cluster.dir, "log"), "-o",
-                                            f"-p {cluster.port} -k {cluster.dir} "
-                                            "-c listen_addresses=127.0.0.1 -c fsync=off",
-                                            "start"], check=True, capture_output=True)
+                pg.start()
                 pgwlib.wait_drained(money, pg, 600, timeout=40)
                 check_consistent(money, pg, 10, 600, stakes)
                 log = s.log_text()
                 assert log.count("Postgres write failed") <= 2, "errors logged more than once"
-    finally:
-        cluster.stop()
 
 
 def test_key_reused_in_a_later_round_is_kept():
@@ -188,18 +203,7 @@ def test_outbox_trimmed_while_flowing_untrimmed_while_postgres_down():
     """The writer trims the outbox with XTRIM MINID after each batch (no XDEL per id): while bets
     flow and Postgres is up the streams stay short; while Postgres is down nothing is trimmed
     (no entry is committed), the backlog grows, and it drains to empty once Postgres is back."""
-    cluster = tpenv.PgCluster().start()
-    pre = tpenv._as_postgres_user()
-    ctl = [f"{tpenv.PG_BIN}/pg_ctl", "-D", cluster.data, "-w"]
-    try:
-        subprocess.run(["psql", cluster.admin_url, "-qc", "CREATE DATABASE tp_trim"],
-                       check=True, capture_output=True)
-
-        class Db:
-            url = cluster.admin_url.rsplit("/", 1)[0] + "/tp_trim"
-            psql = tpenv.Postgres.psql
-
-        pg = Db()
+    with OutagePg("tp_trim") as pg:
         with tpenv.Redis() as r:
             money = pgwlib.Money(r, buckets=2)
             with server(r, pg, workers=2) as s:  # two consumers share the group
@@ -218,8 +222,7 @@ def test_outbox_trimmed_while_flowing_untrimmed_while_postgres_down():
                 assert cmdstat(money.c, "xtrim")[0] > 0
                 assert cmdstat(money.c, "xdel")[0] == 0, "entries deleted one by one"
                 # Postgres down: entries stay pending or undelivered, none committed, none trimmed.
-                subprocess.run(pre + ctl + ["-m", "immediate", "stop"], check=True,
-                               capture_output=True)
+                pg.stop()
                 for i in range(600):
                     money.bet(1 + i % nusers, 900001, i % 5, 100, f"down-{i}")
                     stakes += 100
@@ -228,15 +231,10 @@ def test_outbox_trimmed_while_flowing_untrimmed_while_postgres_down():
                 assert sum(stream_lens(money)) >= 600, stream_lens(money)
                 time.sleep(1)
                 assert sum(stream_lens(money)) >= 600, "entries trimmed while Postgres was down"
-                subprocess.run(pre + ctl + ["-l", os.path.join(cluster.dir, "log"), "-o",
-                                            f"-p {cluster.port} -k {cluster.dir} "
-                                            "-c listen_addresses=127.0.0.1 -c fsync=off",
-                                            "start"], check=True, capture_output=True)
+                pg.start()
                 pgwlib.wait_drained(money, pg, nbets, timeout=40)
                 assert stream_lens(money) == [0, 0, 0]
                 check_consistent(money, pg, nusers, nbets, stakes)
-    finally:
-        cluster.stop()
 
 
 def test_own_pending_entries_reread_at_once_after_redis_restart():
