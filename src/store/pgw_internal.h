@@ -98,6 +98,14 @@ void tp_pgw_claim(struct tp_pgw *w);
 /** TP_PGW_PH_READ: XREADGROUP of our pending entries (pending mode) or of new ones (BLOCK);
  * the reply is written to Postgres and acknowledged, or retried after a backoff. */
 void tp_pgw_read(struct tp_pgw *w);
+/**
+ * The XTRIM MINID threshold of a stream (pure): min(smallest pending id, last-delivered id + 1),
+ * or last-delivered + 1 when `npending` is 0; ids as "ms-seq". Writes it to `out`; returns 0,
+ * TP_EPROTO for an unreadable id, TP_ETOOBIG when `out` is too small. Why it is safe:
+ * on_trim_pending in pgw_outbox.c.
+ */
+int tp_pgw_trim_minid(const char *last_delivered, long long npending, const char *smallest,
+                      char *out, size_t outlen);
 /** Frees the ids collected for acknowledgement (and trimming). */
 void tp_pgw_free_acks(struct tp_pgw *w);
 /** True for a failed command or an error reply. */

@@ -274,13 +274,33 @@ static bool parse_id(const char *s, uint64_t *ms, uint64_t *seq)
     return errno == 0 && *end == '\0';
 }
 
+int tp_pgw_trim_minid(const char *last_delivered, long long npending, const char *smallest,
+                      char *out, size_t outlen)
+{
+    uint64_t ms, seq, pms, pseq;
+    if (!parse_id(last_delivered, &ms, &seq))
+        return TP_EPROTO;
+    if (++seq == 0)
+        ms++; /* the sequence wrapped: LD + 1 is (ms + 1)-0 */
+    if (npending > 0) {
+        if (!parse_id(smallest, &pms, &pseq))
+            return TP_EPROTO;
+        if (pms < ms || (pms == ms && pseq < seq)) {
+            ms = pms;
+            seq = pseq;
+        }
+    }
+    int n = snprintf(out, outlen, "%" PRIu64 "-%" PRIu64, ms, seq);
+    return n > 0 && (size_t)n < outlen ? 0 : TP_ETOOBIG;
+}
+
 /* One stream's trim: XINFO GROUPS then XPENDING (summary) then XTRIM, sharing this context. */
 struct trim_ctx {
     struct tp_pgw *w;
     int stream;
     int refs; /* commands still holding the context */
     bool have_ld;
-    uint64_t ld_ms, ld_seq; /* the group's last-delivered-id when XINFO ran */
+    char ld[48]; /* the group's last-delivered-id when XINFO ran */
 };
 
 static void trim_unref(struct trim_ctx *t)
@@ -308,8 +328,11 @@ static void on_xinfo(int err, const struct tp_store_reply *r, void *ud)
             else if (k != NULL && strcmp(k, "last-delivered-id") == 0)
                 ld = tp_reply_str(tp_reply_at(kv, i + 1), NULL);
         }
-        if (name != NULL && strcmp(name, TP_PGW_GROUP) == 0)
-            t->have_ld = parse_id(ld, &t->ld_ms, &t->ld_seq);
+        if (name != NULL && strcmp(name, TP_PGW_GROUP) == 0 && ld != NULL &&
+            strlen(ld) < sizeof(t->ld)) {
+            strcpy(t->ld, ld);
+            t->have_ld = true;
+        }
     }
     if (!t->have_ld)
         ack_failed(w, "XINFO GROUPS", err);
@@ -361,23 +384,11 @@ static void on_trim_pending(int err, const struct tp_store_reply *r, void *ud)
     if (tp_pgw_reply_is_error(err, r) || tp_reply_type(r) != TP_REPLY_ARRAY) {
         ack_failed(w, "XPENDING", err);
     } else if (t->have_ld) {
-        uint64_t ms = t->ld_ms, seq = t->ld_seq + 1; /* LD + 1 */
-        if (seq == 0)
-            ms++; /* the sequence wrapped: LD + 1 is (ms + 1)-0 */
-        uint64_t pms, pseq;
-        bool ok = true;
-        if (tp_reply_integer(tp_reply_at(r, 0)) > 0) {
-            ok = parse_id(tp_reply_str(tp_reply_at(r, 1), NULL), &pms, &pseq);
-            if (ok && (pms < ms || (pms == ms && pseq < seq))) {
-                ms = pms;
-                seq = pseq;
-            }
-        }
         char minid[48];
-        snprintf(minid, sizeof(minid), "%" PRIu64 "-%" PRIu64, ms, seq);
         const char *argv[] = {"XTRIM", w->streams[t->stream], "MINID", minid};
-        if (!ok)
-            ack_failed(w, "XPENDING (unreadable smallest id)", TP_EPROTO);
+        if (tp_pgw_trim_minid(t->ld, tp_reply_integer(tp_reply_at(r, 0)),
+                              tp_reply_str(tp_reply_at(r, 1), NULL), minid, sizeof(minid)) != 0)
+            ack_failed(w, "XTRIM threshold (unreadable stream id)", TP_EPROTO);
         else if (tp_store_commandargv(w->store, on_xtrim, w, 4, argv, NULL) == 0)
             w->outstanding++;
         else

@@ -394,6 +394,33 @@ static void test_sql_repeat_is_stable(void **state)
     tp_pgw_batch_deinit(&b);
 }
 
+/* The trim threshold never passes the oldest pending entry nor an undelivered one. */
+static void test_trim_minid(void **state)
+{
+    (void)state;
+    char out[48];
+    /* Nothing pending: every delivered entry is committed, LD itself included. */
+    assert_int_equal(tp_pgw_trim_minid("1700000000000-5", 0, NULL, out, sizeof(out)), 0);
+    assert_string_equal(out, "1700000000000-6");
+    /* Pending entries: the smallest one stays. */
+    assert_int_equal(tp_pgw_trim_minid("1700000000009-0", 3, "1700000000001-7", out, sizeof(out)),
+                     0);
+    assert_string_equal(out, "1700000000001-7");
+    /* A fresh group (LD 0-0) trims nothing. */
+    assert_int_equal(tp_pgw_trim_minid("0-0", 0, NULL, out, sizeof(out)), 0);
+    assert_string_equal(out, "0-1");
+    /* The sequence wraps into the next millisecond. */
+    assert_int_equal(tp_pgw_trim_minid("5-18446744073709551615", 0, NULL, out, sizeof(out)), 0);
+    assert_string_equal(out, "6-0");
+    /* Unreadable ids trim nothing. */
+    assert_int_equal(tp_pgw_trim_minid(NULL, 0, NULL, out, sizeof(out)), TP_EPROTO);
+    assert_int_equal(tp_pgw_trim_minid("5", 0, NULL, out, sizeof(out)), TP_EPROTO);
+    assert_int_equal(tp_pgw_trim_minid("5-1", 2, NULL, out, sizeof(out)), TP_EPROTO);
+    assert_int_equal(tp_pgw_trim_minid("5-1", 2, "x-1", out, sizeof(out)), TP_EPROTO);
+    assert_int_equal(tp_pgw_trim_minid("5-1x", 0, NULL, out, sizeof(out)), TP_EPROTO);
+    assert_int_equal(tp_pgw_trim_minid("5-1", 0, NULL, out, 3), TP_ETOOBIG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_sql_order),
         cmocka_unit_test(test_sql_columns_are_row_keys),
         cmocka_unit_test(test_sql_repeat_is_stable),
+        cmocka_unit_test(test_trim_minid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
