@@ -163,8 +163,13 @@ static void arm_timer(struct tp_conn *c)
         deadline = c->linger_ms + LINGER_MS;
         break;
     case CS_WS:
-        ev_timer_stop(c->h->loop, &c->timer);
-        return;
+        /* Only a closing session has a deadline: its close frame gets that long to go out. */
+        deadline = tp_ws_close_deadline_ms(c->ws);
+        if (deadline == 0) {
+            ev_timer_stop(c->h->loop, &c->timer);
+            return;
+        }
+        break;
     case CS_HTTP:
     default:
         if (c->in_request)
@@ -736,6 +741,17 @@ void tp_conn_ws_ping(struct tp_conn *c)
 int64_t tp_conn_ws_last_seen_ms(const struct tp_conn *c)
 {
     return c->ws != NULL ? tp_ws_last_seen_ms(c->ws) : 0;
+}
+
+int64_t tp_conn_ws_message_since_ms(const struct tp_conn *c)
+{
+    return c->ws != NULL ? tp_ws_message_since_ms(c->ws) : 0;
+}
+
+void tp_conn_ws_set_max_message(struct tp_conn *c, size_t max)
+{
+    if (c->ws != NULL)
+        tp_ws_set_max_message(c->ws, max);
 }
 
 void tp_conn_ws_close(struct tp_conn *c, uint16_t code, const char *reason)

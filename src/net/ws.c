@@ -64,6 +64,8 @@ struct tp_ws {
     size_t queued; /* items' unwritten bytes + pend's */
 
     int64_t last_seen;
+    int64_t close_since; /* tp_mono_ms() when closing started, 0 before */
+    int64_t msg_since;   /* tp_mono_ms() when the data message being received started, 0: none */
     uint64_t dropped;
 
     bool in_feed;      /* inside wslay_event_recv: defer wslay_event_send */
@@ -71,7 +73,7 @@ struct tp_ws {
     bool local_close;  /* tp_ws_close was called */
     bool close_queued; /* a close frame sits in (or went through) our queue */
     bool failed;       /* wslay reported a fatal error: never call it again */
-    bool dead;         /* queue overflow: output discarded, close the socket now */
+    bool dead;         /* queue overflow: output discarded but for the close frame */
     bool notified;     /* on_close fired */
 };
 
@@ -80,6 +82,14 @@ static struct tp_ws_stats g_stats;
 static void stat_inc(uint64_t *c)
 {
     __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+/* No more data either way; the close frame (if any) is on its way, within TP_WS_CLOSE_FLUSH_MS. */
+static void start_closing(struct tp_ws *ws)
+{
+    if (!ws->closing)
+        ws->close_since = tp_mono_ms();
+    ws->closing = true;
 }
 
 /* --- Frames --- */
@@ -209,15 +219,38 @@ static void discard_output(struct tp_ws *ws)
     ws->queued = 0;
 }
 
-/* The peer is too slow: free everything it has queued and mark the session dead. Its queue
- * holds nothing worth keeping, and waiting to flush a close frame would keep the memory. */
+/* Links a close frame with `code` at the tail, whatever the queue's size (it is tiny). */
+static void link_close_frame(struct tp_ws *ws, uint16_t code, const char *reason)
+{
+    uint8_t payload[2 + 123] = {(uint8_t)(code >> 8), (uint8_t)code};
+    size_t rlen = reason != NULL ? strnlen(reason, 123) : 0;
+    memcpy(payload + 2, reason, rlen);
+    struct qitem *it = tp_xcalloc(1, sizeof(*it));
+    it->f = frame_encode(0x80 | OP_CLOSE, payload, 2 + rlen, TP_WS_KIND_DIRECT);
+    q_link_after(ws, ws->tail, it);
+    ws->queued += it->f->len;
+    start_closing(ws);
+    ws->close_queued = true;
+}
+
+/* The peer is too slow: free everything it has queued but a frame already going out (never
+ * torn), and end with a close frame 1013 (try again later) so the client learns why; the
+ * socket is closed once that is written or TP_WS_CLOSE_FLUSH_MS later (tp_ws_close_deadline_ms). */
 static void overflow(struct tp_ws *ws)
 {
     tp_log_info("ws", "slow consumer closed\tqueued=%zu max_queue=%zu", ws->queued,
                 ws->limits.max_queue);
-    discard_output(ws);
+    for (struct qitem *it = ws->head, *next; it != NULL; it = next) {
+        next = it->next;
+        if (it->off == 0 && (it->f->data[0] & 0x0f) != OP_CLOSE)
+            q_remove(ws, it);
+    }
     ws->dead = true;
-    ws->closing = true;
+    if (!ws->failed)
+        wslay_event_shutdown_read(ws->ctx);
+    if (!ws->close_queued)
+        link_close_frame(ws, TP_WS_CLOSE_TRY_AGAIN, "send queue full");
+    start_closing(ws);
     stat_inc(&g_stats.overflow_closes);
 }
 
@@ -296,7 +329,7 @@ static void pump(struct tp_ws *ws)
         memcpy(f->data, p, flen);
         unsigned op = p[0] & 0x0f;
         if (op == OP_CLOSE) {
-            ws->closing = true;
+            start_closing(ws);
             ws->close_queued = true;
         }
         enqueue(ws, f, op == OP_PING || op == OP_PONG);
@@ -304,15 +337,6 @@ static void pump(struct tp_ws *ws)
         n -= flen;
     }
     tp_buf_reset(&ws->ctrl);
-}
-
-/* Queues a close frame of our own, bypassing wslay (used once wslay has failed). */
-static void queue_own_close(struct tp_ws *ws, uint16_t code)
-{
-    uint8_t payload[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-    ws->closing = true;
-    ws->close_queued = true;
-    enqueue(ws, frame_encode(0x80 | OP_CLOSE, payload, 2, TP_WS_KIND_DIRECT), false);
 }
 
 /* Copies queued bytes into `dst` (at most `cap`), consuming items; returns the count. */
@@ -347,8 +371,6 @@ int tp_ws_flush(struct tp_ws *ws, struct tp_io *io)
     /* Per thread, not per session: 64 KiB for each of 10k idle sockets would be 640 MB. */
     static __thread uint8_t gbuf[GATHER_MAX];
     for (;;) {
-        if (ws->dead)
-            return 0;
         const uint8_t *p;
         size_t n;
         bool from_pend = ws->pend != NULL;
@@ -391,7 +413,23 @@ bool tp_ws_has_output(const struct tp_ws *ws)
 
 bool tp_ws_want_close(const struct tp_ws *ws)
 {
-    return ws->dead || (ws->close_queued && !tp_ws_has_output(ws));
+    return ws->close_queued && !tp_ws_has_output(ws);
+}
+
+int64_t tp_ws_close_deadline_ms(const struct tp_ws *ws)
+{
+    return ws->closing ? ws->close_since + TP_WS_CLOSE_FLUSH_MS : 0;
+}
+
+int64_t tp_ws_message_since_ms(const struct tp_ws *ws)
+{
+    return ws->msg_since;
+}
+
+void tp_ws_set_max_message(struct tp_ws *ws, size_t max)
+{
+    ws->limits.max_message = max;
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, max);
 }
 
 size_t tp_ws_queued_bytes(const struct tp_ws *ws)
@@ -433,7 +471,7 @@ void tp_ws_close(struct tp_ws *ws, uint16_t code, const char *reason)
 {
     if (ws->closing || ws->dead || ws->failed)
         return;
-    ws->closing = true;
+    start_closing(ws);
     ws->local_close = true;
     size_t rlen = reason != NULL ? strnlen(reason, 123) : 0;
     /* NO_MORE_MSG means wslay already queued a close (a reply): that one goes out instead. */
@@ -528,12 +566,24 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     return (ssize_t)len;
 }
 
+/* A frame header arrived: a data message's first frame starts its clock (control frames
+ * interleaved with fragments do not count). */
+static void on_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
+{
+    (void)ctx;
+    struct tp_ws *ws = ud;
+    if (arg->opcode < 0x8 && ws->msg_since == 0)
+        ws->msg_since = tp_mono_ms();
+}
+
 static void on_msg_recv(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                         void *ud)
 {
     struct tp_ws *ws = ud;
     if (arg->opcode != WSLAY_TEXT_FRAME && arg->opcode != WSLAY_BINARY_FRAME)
         return; /* ping/pong/close: wslay replied; tp_ws_feed reports the close */
+    ws->msg_since = 0;
     if (ws->closing)
         return;
     bool binary = arg->opcode == WSLAY_BINARY_FRAME;
@@ -578,18 +628,18 @@ int tp_ws_feed(struct tp_ws *ws, const void *data, size_t len)
         /* The frame layer gave up (fragmented or oversized control frame, non-minimal length):
          * wslay may not be called again, so the 1002 close is ours. */
         ws->failed = true;
-        queue_own_close(ws, TP_WS_CLOSE_PROTOCOL);
+        link_close_frame(ws, TP_WS_CLOSE_PROTOCOL, NULL); /* bypassing wslay */
         stat_inc(&g_stats.protocol_closes);
         notify_close(ws, TP_WS_CLOSE_PROTOCOL);
         return 0;
     }
     pump(ws);
     if (wslay_event_get_close_received(ws->ctx)) {
-        ws->closing = true;
+        start_closing(ws);
         notify_close(ws, wslay_event_get_status_code_received(ws->ctx));
     } else if (!wslay_event_get_read_enabled(ws->ctx) && !ws->local_close && !ws->notified) {
         uint16_t code = wslay_event_get_status_code_sent(ws->ctx);
-        ws->closing = true;
+        start_closing(ws);
         stat_inc(&g_stats.protocol_closes);
         notify_close(ws, code);
     }
@@ -604,6 +654,7 @@ struct tp_ws *tp_ws_new(const struct tp_ws_limits *limits, const struct tp_ws_ca
     static const struct wslay_event_callbacks wcb = {
         .recv_callback = recv_cb,
         .send_callback = send_cb,
+        .on_frame_recv_start_callback = on_frame_start,
         .on_msg_recv_callback = on_msg_recv,
     };
     struct tp_ws *ws = tp_xcalloc(1, sizeof(*ws));

@@ -44,6 +44,14 @@
 #define HOUSEKEEP_S 1.0
 /* Keepalive: ping after this much silence from the peer, close after twice as much. */
 #define IDLE_PING_MS 20000
+/* A message (all its fragments) must arrive within this, or the socket closes 1008: a first
+ * fragment followed by pings must not hold a socket and its partial buffer for ever. */
+#define MESSAGE_MAX_MS 10000
+/* Largest message of an anonymous socket, which only sends ping and auth (a token is ~100
+ * bytes): 2,000 anonymous sockets each holding a 64 KiB partial message cost 128 MB. */
+#define ANON_MAX_MESSAGE 4096
+/* A close waiting for bet answers (rate limit) happens anyway after this. */
+#define CLOSE_WAIT_MS 5000
 
 /* --- Per-worker and per-socket state --- */
 
@@ -68,6 +76,9 @@ struct sess {
     int64_t pinged_for; /* tp_conn_ws_last_seen_ms value a keepalive ping was sent for */
     double tokens;      /* message rate token bucket */
     int64_t tb_ms;
+    int bets_inflight; /* bets submitted, not answered yet */
+    int64_t close_by;  /* != 0: close (1008 close_reason) once bets_inflight is 0, or then */
+    const char *close_reason;
 };
 
 static void sess_unref(struct sess *s)
@@ -152,6 +163,7 @@ static bool bind_user(struct sess *s, int64_t uid, int64_t exp)
     }
     s->user_id = uid;
     s->exp_ms = exp;
+    tp_conn_ws_set_max_message(s->c, s->sw->cfg->limits.ws_max_message);
     return true;
 }
 
@@ -372,6 +384,8 @@ static void on_bet(const struct tp_bet_result *res, void *ud)
         send_buf(s, &b);
         tp_buf_deinit(&b);
     }
+    if (--s->bets_inflight == 0 && s->close_by != 0 && s->c != NULL)
+        tp_conn_ws_close(s->c, TP_WS_CLOSE_POLICY, s->close_reason);
     sess_unref(s);
     free(op);
 }
@@ -418,9 +432,11 @@ static void handle_bet(struct sess *s, const struct tp_val *m)
         return;
     }
     s->refs++;
+    s->bets_inflight++;
     int rc = tp_bet_submit(s->sw->w, s->user_id, &br, key, klen, on_bet, op);
     if (rc != 0) {
         s->refs--;
+        s->bets_inflight--;
         tp_bet_count_answer(TP_METRICS_TRANSPORT_WS, op->t0_ns, tp_bet_code_from_err(rc));
         send_bet_err(s, op->req, op->reqlen, tp_bet_code_from_err(rc));
         free(op);
@@ -484,15 +500,27 @@ static bool rate_ok(struct sess *s)
     return true;
 }
 
+/* Closes 1008 `reason` once the answers to the bets already submitted are queued (a client
+ * must learn what became of each accepted bet); nothing the client sends meanwhile is read. */
+static void close_after_bets(struct sess *s, const char *reason)
+{
+    if (s->bets_inflight == 0) {
+        tp_conn_ws_close(s->c, TP_WS_CLOSE_POLICY, reason);
+        return;
+    }
+    s->close_by = tp_mono_ms() + CLOSE_WAIT_MS;
+    s->close_reason = reason;
+}
+
 static void on_message(struct tp_conn *c, const uint8_t *data, size_t len, bool binary, void *ud)
 {
     (void)ud;
     struct sess *s = conn_sess(c);
-    if (s == NULL)
+    if (s == NULL || s->close_by != 0)
         return;
     if (!rate_ok(s)) {
         tp_log_info(MOD, "message rate exceeded\tuser=%lld", (long long)s->user_id);
-        tp_conn_ws_close(c, TP_WS_CLOSE_POLICY, "message rate exceeded");
+        close_after_bets(s, "message rate exceeded");
         return;
     }
     if (!binary) {
@@ -546,6 +574,8 @@ static void on_open(struct tp_conn *c, const struct tp_http_request *req, void *
         }
         if (!bind_user(s, uid, exp))
             return;
+    } else if (sw->cfg->limits.ws_max_message > ANON_MAX_MESSAGE) {
+        tp_conn_ws_set_max_message(c, ANON_MAX_MESSAGE);
     }
     start_hello(s, true);
 }
@@ -562,11 +592,14 @@ static void on_close(struct tp_conn *c, void *ud)
     sess_unref(s);
 }
 
-/* --- Housekeeping: token expiry, keepalive --- */
+/* --- Housekeeping: token expiry, keepalive, slow messages --- */
+
+/* Why housekeeping closes a socket, with the close code and reason each gets. */
+enum why { WHY_IDLE, WHY_EXPIRED, WHY_SLOW_MESSAGE, WHY_DEFERRED };
 
 struct expired {
     struct tp_conn **v;
-    bool *idle; /* per entry: closed for silence (else: token expired) */
+    uint8_t *why; /* per entry: enum why */
     size_t n, cap;
     int64_t now;
 };
@@ -593,16 +626,25 @@ static void find_expired(struct tp_conn *c, void *ud)
     struct sess *s = conn_sess(c);
     if (s == NULL)
         return;
-    bool idle = idle_check(c, s);
-    if (!idle && (s->user_id <= 0 || s->exp_ms <= 0 || s->exp_ms > e->now))
+    int64_t mono = tp_mono_ms(), since = tp_conn_ws_message_since_ms(c);
+    enum why why;
+    if (idle_check(c, s))
+        why = WHY_IDLE;
+    else if (s->close_by != 0 && mono >= s->close_by)
+        why = WHY_DEFERRED;
+    else if (since != 0 && mono - since >= MESSAGE_MAX_MS)
+        why = WHY_SLOW_MESSAGE;
+    else if (s->user_id > 0 && s->exp_ms > 0 && s->exp_ms <= e->now)
+        why = WHY_EXPIRED;
+    else
         return;
     if (e->n == e->cap) {
         e->cap = e->cap ? e->cap * 2 : 16;
         e->v = realloc(e->v, e->cap * sizeof(*e->v));
-        e->idle = realloc(e->idle, e->cap * sizeof(*e->idle));
-        TP_ASSERT(e->v != NULL && e->idle != NULL);
+        e->why = realloc(e->why, e->cap * sizeof(*e->why));
+        TP_ASSERT(e->v != NULL && e->why != NULL);
     }
-    e->idle[e->n] = idle;
+    e->why[e->n] = (uint8_t)why;
     e->v[e->n++] = c;
 }
 
@@ -613,13 +655,25 @@ static void housekeep_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct expired e = {.now = tp_now_ms()};
     /* Collect first: sockets may not be closed from inside the iteration. */
     tp_worker_foreach_ws(sw->w, find_expired, &e);
-    for (size_t i = 0; i < e.n; i++)
-        if (e.idle[i])
+    for (size_t i = 0; i < e.n; i++) {
+        struct sess *s = conn_sess(e.v[i]);
+        switch ((enum why)e.why[i]) {
+        case WHY_IDLE:
             tp_conn_ws_close(e.v[i], TP_WS_CLOSE_GOING_AWAY, "idle");
-        else
+            break;
+        case WHY_EXPIRED:
             tp_conn_ws_close(e.v[i], TP_WS_CLOSE_POLICY, "token expired");
+            break;
+        case WHY_SLOW_MESSAGE:
+            tp_conn_ws_close(e.v[i], TP_WS_CLOSE_POLICY, "message incomplete");
+            break;
+        case WHY_DEFERRED:
+            tp_conn_ws_close(e.v[i], TP_WS_CLOSE_POLICY, s != NULL ? s->close_reason : NULL);
+            break;
+        }
+    }
     free(e.v);
-    free(e.idle);
+    free(e.why);
 }
 
 /* What bcast needs to know about this layer's sockets (it may not include this module). */

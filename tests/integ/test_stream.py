@@ -355,6 +355,106 @@ def test_message_rate_limit_closes_1008():
         raise AssertionError("socket over the message rate was not closed")
 
 
+def test_rate_limit_close_flushes_bet_answers_first():
+    """Bets accepted before the message rate is exceeded get their answers before the 1008."""
+    with tpenv.Redis() as r, server(r, TICKPOOL_LIMITS_WS_MSG_RATE="5") as s:
+        wait_game(s)
+        _, tok = user(s, "rita")
+        w = WS(s, tok)
+        w.wait_for(is_t("snapshot"))
+        rnd = current_open(s)
+        while rnd["locks_at"] - time.time() * 1000 < 1000:
+            time.sleep(0.1)
+            rnd = current_open(s)
+        # Five messages fill the bucket (burst of one second); the sixth trips the limit while
+        # the five bets are still waiting for Redis.
+        for i in range(5):
+            w.send({"t": "bet", "req": i, "key": f"rate-{i}", "round_id": rnd["id"], "band": 1,
+                    "stake": 100})
+        for i in range(5):
+            w.send({"t": "ping", "ts": i})
+        answers, end = {}, time.time() + 8
+        while time.time() < end:
+            m = w.recv(timeout=1)
+            if isinstance(m, tuple):
+                assert m[1] == 1008, m
+                break
+            if isinstance(m, dict) and m.get("t") in ("bet_ok", "bet_err"):
+                answers[m["req"]] = m["t"]
+            assert not (isinstance(m, dict) and m.get("t") == "pong"), "read after the limit"
+        else:
+            raise AssertionError("socket over the message rate was not closed")
+        assert answers == {i: "bet_ok" for i in range(5)}, answers
+
+
+def test_overflowing_socket_gets_close_1013():
+    """A socket whose send queue overflows (here: a snapshot above a 4 KiB queue, with 10 ms
+    ticks) gets a close frame 1013 before the TCP close, not a bare cut (1006)."""
+    with tpenv.Redis() as r, server(r, TICKPOOL_GAME_TICK_MS="10",
+                                    TICKPOOL_LIMITS_WS_SEND_QUEUE="4k") as s:
+        wait_game(s)
+        tpenv.wait_until(lambda: len(s.json("GET", "/api/v1/prices")[1]) >= 400, timeout=20,
+                         what="a snapshot above 4 KiB")
+        # Raw frames: some client libraries (python websocket-client among them) refuse 1013.
+        c = socket.create_connection(("127.0.0.1", s.http_port), timeout=5)
+        c.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tickpool.v1\r\n\r\n")
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        c.close()
+        assert data.startswith(b"HTTP/1.1 101"), data[:40]
+        data = data[data.index(b"\r\n\r\n") + 4:]
+        frames = []
+        while len(data) >= 2:
+            n, hl = data[1] & 0x7F, 2
+            if n == 126:
+                n, hl = int.from_bytes(data[2:4], "big"), 4
+            elif n == 127:
+                n, hl = int.from_bytes(data[2:10], "big"), 10
+            frames.append((data[0] & 0x0F, data[hl:hl + n]))
+            data = data[hl + n:]
+        assert data == b"", data
+        kinds = [msgpack.unpackb(p)["t"] if op == 2 else op for op, p in frames]
+        assert frames and frames[-1][0] == 0x8, kinds  # the last frame before EOF: a close
+        assert int.from_bytes(frames[-1][1][:2], "big") == 1013, frames[-1]
+        assert frames[-1][1][2:] == b"send queue full", frames[-1]
+        assert "snapshot" not in kinds, kinds
+
+
+def test_anonymous_message_cap_4k():
+    """Anonymous sockets only send ping and auth: 4 KiB messages at most (1009); a signed-in
+    socket keeps limits.ws_max_message."""
+    with tpenv.Redis() as r, server(r) as s:
+        wait_game(s)
+        _, tok = user(s, "anna")
+        pad = "x" * 5000
+        a = WS(s)
+        a.wait_for(is_t("snapshot"))
+        a.send({"t": "ping", "ts": 1, "pad": pad[:3000]})
+        assert a.wait_for(is_t("pong"))["ts"] == 1
+        a.send({"t": "ping", "ts": 2, "pad": pad})
+        m = None
+        end = time.time() + 5
+        while time.time() < end and not isinstance(m, tuple):
+            m = a.recv(timeout=1)
+        assert m == ("close", 1009), m
+        for on_upgrade in (True, False):
+            b = WS(s, tok if on_upgrade else None)
+            b.wait_for(is_t("snapshot"))
+            if not on_upgrade:
+                b.send({"t": "auth", "token": tok})  # signing in lifts the cap
+                b.wait_for(is_t("hello"))
+            b.send({"t": "ping", "ts": 3, "pad": pad})
+            assert b.wait_for(is_t("pong"))["ts"] == 3
+            b.close()
+        a.close()
+
+
 def test_per_user_socket_cap():
     with tpenv.Redis() as r, server(r, TICKPOOL_LIMITS_WS_MAX_PER_USER="2") as s:
         wait_game(s)

@@ -11,6 +11,7 @@ import hashlib
 import os
 import socket
 import struct
+import time
 
 import tpenv
 
@@ -220,6 +221,44 @@ def test_oversized_message_1009():
     try:
         # Announce 70000 bytes (over 64 KiB) and send a little: the header alone decides.
         c.send_frame(0x2, b"\x00" * 1024, length=70000)
+        assert c.recv_close_code() == 1009
+        c.expect_eof()
+    finally:
+        c.close()
+
+
+def test_unfinished_fragmented_message_1008():
+    """A first fragment followed only by pings must complete within 10 s: close 1008."""
+    c, _ = open_ws()
+    try:
+        c.send_frame(0x2, b"\x81", fin=False)
+        t0 = time.time()
+        c.sock.settimeout(1)
+        code = None
+        while time.time() - t0 < 15 and code is None:
+            c.send_frame(0x9, b"still here")
+            try:
+                while True:
+                    fin, op, payload = c.recv_frame()
+                    if op == 0x8:
+                        code = struct.unpack("!H", payload[:2])[0]
+                        break
+            except socket.timeout:
+                pass
+        dt = time.time() - t0
+        assert code == 1008, code
+        assert 9.5 <= dt <= 12.5, dt
+        c.sock.settimeout(5)
+        c.expect_eof()
+    finally:
+        c.close()
+
+
+def test_anonymous_message_cap_1009():
+    """Anonymous sockets get a 4 KiB message cap: 5000 bytes close 1009 at the header."""
+    c, _ = open_ws()
+    try:
+        c.send_frame(0x2, b"\x00" * 16, length=5000)
         assert c.recv_close_code() == 1009
         c.expect_eof()
     finally:

@@ -92,6 +92,11 @@ void tp_conn_ws_close(struct tp_conn *c, uint16_t code, const char *reason);
 void tp_conn_ws_ping(struct tp_conn *c);
 /** When the peer last sent anything (tp_mono_ms clock); 0 when not a WebSocket. */
 int64_t tp_conn_ws_last_seen_ms(const struct tp_conn *c);
+/** When the data message being received began (tp_mono_ms clock); 0 when none is in progress
+ * or not a WebSocket (tp_ws_message_since_ms). */
+int64_t tp_conn_ws_message_since_ms(const struct tp_conn *c);
+/** Sets the largest message this WebSocket accepts (bigger: close 1009). No-op otherwise. */
+void tp_conn_ws_set_max_message(struct tp_conn *c, size_t max);
 
 /* --- Host side (the worker's loop hooks) --- */
 

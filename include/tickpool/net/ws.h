@@ -5,7 +5,7 @@
  * Broadcasts are encoded once into a refcounted `tp_ws_frame` and shared by every socket of a
  * worker. A socket that cannot keep up drops a queued, not-yet-started droppable frame when a
  * newer one of the same kind arrives (newest wins), never a direct message, and is closed once
- * its queue passes `max_queue` bytes.
+ * its queue passes `max_queue` bytes: its queue is discarded and a close 1013 sent instead.
  *
  * How the owner (the connection code) drives a session:
  *   1. tp_ws_origin_allowed + tp_ws_check_upgrade on the request, send 101, then tp_ws_new;
@@ -34,6 +34,8 @@ struct tp_ws;
 /* Defaults used by tp_ws_new when `limits` is NULL (docs/protocol.md §5: 64 KiB messages). */
 #define TP_WS_DEFAULT_MAX_MESSAGE (64 * 1024)
 #define TP_WS_DEFAULT_MAX_QUEUE (1024 * 1024)
+/* Once closing, a session whose close frame is not written within this is cut anyway. */
+#define TP_WS_CLOSE_FLUSH_MS 2000
 
 /* RFC 6455 close codes used by tickpool. */
 enum tp_ws_close_code {
@@ -46,6 +48,7 @@ enum tp_ws_close_code {
     TP_WS_CLOSE_POLICY = 1008,
     TP_WS_CLOSE_TOO_BIG = 1009,
     TP_WS_CLOSE_INTERNAL = 1011,
+    TP_WS_CLOSE_TRY_AGAIN = 1013, /* send queue overflow: reconnect later */
 };
 
 /* Kinds of droppable broadcast: a newer frame of a kind supersedes a queued older one of the
@@ -132,7 +135,7 @@ void tp_ws_free(struct tp_ws *ws);
 int tp_ws_feed(struct tp_ws *ws, const void *data, size_t len);
 
 /** Queues a direct binary message (never dropped). Returns 0, TP_ETOOBIG for the send that
- * overflowed the queue (once: the session is then dead and tp_ws_want_close true), or
+ * overflowed the queue (once: the queue is then replaced by a close 1013 frame), or
  * TP_ECLOSED once a close was started or the session is dead. */
 int tp_ws_send(struct tp_ws *ws, const void *payload, size_t len);
 /** Queues a shared frame (takes its own reference; the caller keeps its one). A droppable kind
@@ -152,9 +155,17 @@ int64_t tp_ws_last_seen_ms(const struct tp_ws *ws);
 int tp_ws_flush(struct tp_ws *ws, struct tp_io *io);
 /** True when output is queued. */
 bool tp_ws_has_output(const struct tp_ws *ws);
-/** True once the session is over and its output flushed (or discarded after an overflow):
- * the owner should close the connection. */
+/** True once the session is over and its close frame flushed: the owner should close the
+ * connection. */
 bool tp_ws_want_close(const struct tp_ws *ws);
+/** tp_mono_ms() deadline by which the owner closes the connection even if the close frame is
+ * still queued (a peer that reads nothing must not hold it); 0 while not closing. */
+int64_t tp_ws_close_deadline_ms(const struct tp_ws *ws);
+/** tp_mono_ms() when the data message being received (first fragment or frame header) began;
+ * 0 when no message is in progress. Owners bound how long a message may take. */
+int64_t tp_ws_message_since_ms(const struct tp_ws *ws);
+/** Changes the largest message accepted (bigger ones close 1009), e.g. once a socket signs in. */
+void tp_ws_set_max_message(struct tp_ws *ws, size_t max);
 /** Bytes queued for output (for metrics and slow-consumer checks). */
 size_t tp_ws_queued_bytes(const struct tp_ws *ws);
 /** Droppable frames this session superseded so far. */

@@ -1112,9 +1112,12 @@ static void test_queue_bound(void **state)
     assert_int_equal(tp_ws_queued_bytes(ws), 912);
     assert_false(tp_ws_want_close(ws));
     assert_int_equal(tp_ws_send(ws, payload, sizeof(payload)), TP_ETOOBIG);
-    assert_true(tp_ws_want_close(ws));
-    assert_false(tp_ws_has_output(ws));
-    assert_int_equal(tp_ws_queued_bytes(ws), 0);
+    /* The queue is replaced by a close 1013 frame, which goes out before the connection. */
+    assert_true(tp_ws_close_deadline_ms(ws) > tp_mono_ms());
+    assert_true(tp_ws_close_deadline_ms(ws) <= tp_mono_ms() + TP_WS_CLOSE_FLUSH_MS);
+    assert_false(tp_ws_want_close(ws));
+    assert_true(tp_ws_has_output(ws));
+    assert_int_equal(tp_ws_queued_bytes(ws), 2 + 2 + strlen("send queue full"));
     assert_int_equal(tp_ws_send(ws, "x", 1), TP_ECLOSED); /* TP_ETOOBIG is reported once */
     struct tp_ws_frame *f = kframe("tick", TP_WS_KIND_TICK);
     assert_int_equal(tp_ws_send_frame(ws, f), TP_ECLOSED);
@@ -1124,7 +1127,12 @@ static void test_queue_bound(void **state)
     struct fake_io io;
     fio_init(&io);
     assert_int_equal(tp_ws_flush(ws, &io.io), 0);
-    assert_int_equal(io.calls, 0);
+    struct sframe sf[4];
+    assert_int_equal(out_frames(&io, sf, 4), 1);
+    assert_int_equal(sf[0].op, 0x8);
+    assert_int_equal(sf[0].payload[0] << 8 | sf[0].payload[1], TP_WS_CLOSE_TRY_AGAIN);
+    assert_true(tp_ws_want_close(ws));
+    tp_buf_reset(&io.out);
     tp_ws_stats_get(&s1);
     assert_int_equal(s1.overflow_closes, s0.overflow_closes + 1);
     tp_ws_free(ws);
@@ -1133,7 +1141,7 @@ static void test_queue_bound(void **state)
     ws = new_ws(&r, 1 << 16, 1000);
     uint8_t big[1200] = {0};
     assert_int_equal(tp_ws_send(ws, big, sizeof(big)), TP_ETOOBIG);
-    assert_true(tp_ws_want_close(ws));
+    assert_false(tp_ws_want_close(ws)); /* its close frame first */
     tp_ws_free(ws);
     ws = new_ws(&r, 1 << 16, 1000);
     io.max_write = 100;
@@ -1143,6 +1151,11 @@ static void test_queue_bound(void **state)
     assert_int_equal(tp_ws_queued_bytes(ws), 904 - 100);
     assert_int_equal(tp_ws_send(ws, big, 100), 0);
     assert_int_equal(tp_ws_send(ws, big, 100), TP_ETOOBIG);
+    /* The frame already going out is finished (never torn), the rest replaced by the close. */
+    tp_buf_reset(&io.out);
+    io.max_write = 0;
+    assert_int_equal(tp_ws_flush(ws, &io.io), 0);
+    assert_int_equal(tp_buf_size(&io.out), 904 - 100 + 2 + 2 + strlen("send queue full"));
     tp_ws_free(ws);
     fio_deinit(&io);
     rec_clear(&r);
