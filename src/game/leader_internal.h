@@ -50,6 +50,8 @@ struct tp_leader {
     ev_timer lease_t, step_t;
     ev_periodic tick_p;
     bool lease_busy, step_busy, tick_busy;
+    bool acted; /* this step started an action (not NONE) */
+    int burst;  /* steps started at once after an action, since the planner last owed nothing */
     const struct tp_leader_observer *obs; /* who announces rounds and ticks (NULL: nobody) */
     void *obs_ud;
 

@@ -113,5 +113,21 @@ def test_issue16_band_edge_change_with_bets_in_flight():
         assert code == 0, out
 
 
+def test_small_grace_boundary_actions_run_back_to_back():
+    """live_s = betting_s with the smallest grace (100 ms): at each boundary the leader owes an
+    open, a lock and a close. At one action per 50 ms step the close came ~100+ ms late and
+    every round was cancelled; steps now follow an action at once, so rounds settle."""
+    env = {"TICKPOOL_GAME_BETTING_S": "1", "TICKPOOL_GAME_LIVE_S": "1",
+           "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_GRACE": "100ms"}
+    with tpenv.Redis() as r, tpenv.Server(redis=r, env=env, https=False) as s:
+        c = r.client()
+        tpclient.wait_game(s)
+        time.sleep(10)
+        states = [c.hget("tp:{g}:round:%d" % i, "state") for i in range(1, 40)]
+        final = [x for x in states if x in ("settled", "cancelled")]
+        print(f"    {len(final)} final rounds: {final.count('settled')} settled")
+        assert len(final) >= 5 and final.count("settled") >= len(final) // 2, states
+
+
 if __name__ == "__main__":
     tpenv.main()
