@@ -804,28 +804,52 @@ void tp_conn_drain(struct tp_conn *c)
 
 /* --- Host side --- */
 
-void tp_conn_run_dirty(struct tp_conn_host *h)
+bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns)
 {
     /* Running a connection can mark others (or itself) dirty again; every round consumes
-     * buffered input or output, so this terminates, and nothing is left behind before the
-     * loop blocks. */
+     * buffered input or output, so this terminates. The list is last-marked first, so a reply
+     * marked while a fan-out's sockets wait for their slice goes before them. */
+    int64_t until = budget_ns > 0 ? tp_mono_ns() + budget_ns : 0;
+    unsigned n = 0;
     while (h->dirty != NULL) {
         struct tp_conn *list = h->dirty;
         h->dirty = NULL;
         while (list != NULL) {
+            /* The clock is read every 16 connections: a write costs a few µs. */
+            if (until != 0 && (++n & 15) == 0 && tp_mono_ns() >= until) {
+                /* Slice spent: the rest waits behind what was marked meanwhile. */
+                struct tp_conn **tail = &h->dirty;
+                while (*tail != NULL)
+                    tail = &(*tail)->dirty_next;
+                *tail = list;
+                return true;
+            }
             struct tp_conn *c = list;
             list = c->dirty_next;
             c->dirty = false;
             tp_conn_run_deferred(c);
         }
     }
+    return false;
+}
+
+bool tp_conn_has_dirty(const struct tp_conn_host *h)
+{
+    return h->dirty != NULL;
 }
 
 void tp_conn_reap(struct tp_conn_host *h)
 {
-    while (h->closing != NULL) {
-        struct tp_conn *c = h->closing;
-        h->closing = c->close_next;
+    /* A closed connection still on the dirty list (waiting for its slice) is freed once the
+     * list has let go of it. */
+    struct tp_conn **pp = &h->closing;
+    while (*pp != NULL) {
+        struct tp_conn *c = *pp;
+        if (c->dirty) {
+            pp = &c->close_next;
+            continue;
+        }
+        *pp = c->close_next;
         tp_conn_free(c);
     }
 }
@@ -853,5 +877,9 @@ void tp_conn_close_all_and_reap(struct tp_conn_host *h)
 {
     for (struct tp_conn *c = h->conns; c != NULL; c = c->next)
         tp_conn_close(c);
+    while (h->dirty != NULL) { /* closed: nothing left to write */
+        h->dirty->dirty = false;
+        h->dirty = h->dirty->dirty_next;
+    }
     tp_conn_reap(h);
 }

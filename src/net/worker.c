@@ -50,6 +50,7 @@ struct tp_worker {
     int nlisteners;
     ev_timer accept_retry; /* re-enables accepting after EMFILE/ENFILE */
     ev_prepare prepare;    /* deferred work and frees, before the loop blocks */
+    ev_idle more;          /* active while writes wait for their next slice: no blocking */
     ev_signal sigterm, sigint;
     ev_timer drain_timer; /* bounds the drain at server.shutdown_timeout */
     void *slots[TP_WORKER_MAX_SLOTS];
@@ -168,11 +169,28 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
 
 /* --- Loop hooks, signals, drain --- */
 
+/* Nothing to do: being active keeps the loop from blocking until the writes are done. */
+static void on_more(struct ev_loop *loop, ev_idle *i, int revents)
+{
+    (void)loop, (void)i, (void)revents;
+}
+
+bool tp_worker_output_pending(const struct tp_worker *w)
+{
+    return tp_conn_has_dirty(&w->host);
+}
+
 static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)revents;
     struct tp_worker *w = p->data;
-    tp_conn_run_dirty(&w->host);
+    /* A fan-out to thousands of sockets is written in slices, with the loop's I/O (bets, Redis
+     * replies, new connections) served in between; sockets waiting meanwhile coalesce their
+     * ticks and odds (newest wins). */
+    if (tp_conn_run_dirty(&w->host, TP_WORKER_SLICE_NS))
+        ev_idle_start(loop, &w->more);
+    else
+        ev_idle_stop(loop, &w->more);
     tp_conn_reap(&w->host);
     if (w->host.draining && w->host.nconns == 0)
         ev_break(loop, EVBREAK_ALL);
@@ -307,6 +325,7 @@ void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
     if (cfg->server.https_port != 0)
         add_listener(w, cfg->server.https_port, true);
 
+    ev_idle_init(&w->more, on_more);
     ev_prepare_init(&w->prepare, on_prepare);
     w->prepare.data = w;
     ev_prepare_start(w->host.loop, &w->prepare);

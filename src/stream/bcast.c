@@ -17,7 +17,9 @@
  * Beat lag (tickpool_beat_lag_seconds): a tick's `ts` is the leader's wall-clock instant of that
  * price. Frames are only written to the sockets by the worker's ev_prepare hook, just before the
  * loop blocks, so the lag is taken by a second prepare watcher of the lowest priority, which
- * libev runs after the worker's: the frames are in the kernel by then.
+ * libev runs after the worker's: the frames are in the kernel by then, unless the fan-out is
+ * still being written in slices (tp_worker_output_pending), in which case it waits for the
+ * last slice.
  */
 #include "tickpool/stream/bcast.h"
 
@@ -258,6 +260,8 @@ static void on_flushed(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)revents;
     struct bcast *bc = p->data;
+    if (tp_worker_output_pending(bc->w))
+        return; /* the fan-out is written in slices: the beat is not out yet */
     for (int i = 0; i < bc->nbeats; i++)
         observe_beat(bc->beat_ts[i]);
     bc->nbeats = 0;

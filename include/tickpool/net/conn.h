@@ -104,8 +104,12 @@ void tp_conn_ws_set_max_message(struct tp_conn *c, size_t max);
 void tp_conn_run_deferred(struct tp_conn *c);
 /** Drain started: close at once when idle, otherwise close after the current response. */
 void tp_conn_drain(struct tp_conn *c);
-/** Runs the deferred work of every dirty connection of `h` (ev_prepare, before blocking). */
-void tp_conn_run_dirty(struct tp_conn_host *h);
+/** Runs the deferred work (mostly writes) of the dirty connections of `h` (ev_prepare) for at
+ * most about `budget_ns` (0: all of them). Returns true when some are left for the next loop
+ * iteration: the caller keeps the loop from blocking so I/O is served between slices. */
+bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns);
+/** True while dirty connections wait for a tp_conn_run_dirty slice. */
+bool tp_conn_has_dirty(const struct tp_conn_host *h);
 /** Frees every connection of `h` flagged TP_CONN_CLOSE_ASAP (ev_prepare, outside callbacks). */
 void tp_conn_reap(struct tp_conn_host *h);
 /** Calls fn on every live WebSocket connection of `h` (fn must not close sockets). */

@@ -18,6 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Longest stretch of one loop iteration spent writing to connections (ns). */
+#define TP_WORKER_SLICE_NS (2 * 1000 * 1000)
+
 struct ev_loop;
 struct tp_config;
 struct tp_conn;
@@ -58,6 +61,9 @@ _Noreturn void tp_worker_main(const struct tp_config *cfg, int index, int master
 
 /** The worker's loop. */
 struct ev_loop *tp_worker_loop(struct tp_worker *w);
+/** True while connection writes wait for the next slice of the loop (a large fan-out is written
+ * in slices of about TP_WORKER_SLICE_NS so bets and Redis replies are served in between). */
+bool tp_worker_output_pending(const struct tp_worker *w);
 /** The worker's routing table (add routes from an init hook). */
 struct tp_router *tp_worker_router(struct tp_worker *w);
 /** The effective configuration (frozen). */

@@ -25,6 +25,8 @@
 static struct tp_config cfg;
 static struct tp_conn_host host; /* a host without a worker process */
 static ev_prepare prep;
+static int64_t budget_ns; /* slice given to tp_conn_run_dirty (0: all) */
+static int slices_left;   /* prepare calls that left dirty connections behind */
 
 struct late {
     ev_timer t;
@@ -61,7 +63,8 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     (void)loop;
     (void)p;
     (void)revents;
-    tp_conn_run_dirty(&host);
+    if (tp_conn_run_dirty(&host, budget_ns))
+        slices_left++;
     tp_conn_reap(&host);
 }
 
@@ -79,6 +82,8 @@ static int setup(void **state)
     host.router = tp_router_new();
     tp_router_add(host.router, "GET", "/slow", h_slow, NULL);
     tp_router_add(host.router, "GET", "/fast", h_fast, NULL);
+    budget_ns = 0;
+    slices_left = 0;
     ev_prepare_init(&prep, on_prepare);
     ev_prepare_start(host.loop, &prep);
     return 0;
@@ -166,6 +171,42 @@ static void test_async_order(void **state)
     assert_true(c < d);
     close(fd);
     for (int i = 0; i < 10; i++)
+        ev_run(host.loop, EVRUN_NOWAIT);
+    assert_int_equal(host.nconns, 0);
+}
+
+/* Writes are run in slices (a 1 ns budget: 16 connections per slice) and every connection
+ * still gets its answer, also while half the clients leave between slices. */
+static void test_sliced_writes(void **state)
+{
+    (void)state;
+    enum { N = 64 };
+    int fds[N];
+    budget_ns = 1;
+    for (int i = 0; i < N; i++) {
+        fds[i] = pair();
+        const char req[] = "GET /slow HTTP/1.1\r\n\r\n";
+        assert_int_equal(send(fds[i], req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
+    }
+    /* The 64 timers fire in one iteration: 64 dirty connections, written 16 at a time. */
+    int64_t end = tp_mono_ms() + 2000;
+    while (slices_left == 0 && tp_mono_ms() < end)
+        ev_run(host.loop, EVRUN_NOWAIT);
+    assert_true(slices_left > 0);
+    for (int i = 0; i < N; i += 2) /* half the clients leave meanwhile */
+        close(fds[i]);
+    end = tp_mono_ms() + 2000;
+    while ((slices_left < N / 16 - 1 || tp_conn_has_dirty(&host)) && tp_mono_ms() < end)
+        ev_run(host.loop, EVRUN_NOWAIT);
+    assert_false(tp_conn_has_dirty(&host));
+    for (int i = 1; i < N; i += 2) {
+        static char buf[4096];
+        bool eof;
+        pump(fds[i], buf, sizeof(buf), 40, 2000, &eof);
+        assert_non_null(strstr(buf, "\r\n\r\nslow"));
+        close(fds[i]);
+    }
+    for (int i = 0; i < 20; i++)
         ev_run(host.loop, EVRUN_NOWAIT);
     assert_int_equal(host.nconns, 0);
 }
@@ -260,6 +301,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_async_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_gone_before_async_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sliced_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipeline_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_limit_answers_then_closes, setup, teardown),
