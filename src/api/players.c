@@ -390,7 +390,8 @@ static int by_net(const void *a, const void *b)
 /* All buckets' top lists are in: keep the global top N, then fetch their usernames. */
 static void board_names(struct pop *o)
 {
-    qsort(o->players, (size_t)o->nplayers, sizeof(*o->players), by_net);
+    if (o->nplayers > 0) /* players may be NULL when no bucket has any */
+        qsort(o->players, (size_t)o->nplayers, sizeof(*o->players), by_net);
     if (o->nplayers > o->limit)
         o->nplayers = o->limit;
     o->next = board_reply;

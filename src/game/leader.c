@@ -567,7 +567,8 @@ static int cmp_id(const void *a, const void *b)
 /* Both id lists are in: sorts and dedups them, then reads every round and its seed. */
 static void snap_read_rounds(struct tp_leader *l)
 {
-    qsort(l->snap_ids, (size_t)l->nids, sizeof(l->snap_ids[0]), cmp_id);
+    if (l->nids > 0) /* a fresh game has no id yet, and snap_ids may still be NULL */
+        qsort(l->snap_ids, (size_t)l->nids, sizeof(l->snap_ids[0]), cmp_id);
     int n = 0;
     for (int i = 0; i < l->nids; i++)
         if (l->snap_ids[i] > 0 && (n == 0 || l->snap_ids[n - 1] != l->snap_ids[i]))

@@ -224,7 +224,8 @@ static void link_close_frame(struct tp_ws *ws, uint16_t code, const char *reason
 {
     uint8_t payload[2 + 123] = {(uint8_t)(code >> 8), (uint8_t)code};
     size_t rlen = reason != NULL ? strnlen(reason, 123) : 0;
-    memcpy(payload + 2, reason, rlen);
+    if (rlen > 0) /* memcpy's source must not be NULL, even for 0 bytes */
+        memcpy(payload + 2, reason, rlen);
     struct qitem *it = tp_xcalloc(1, sizeof(*it));
     it->f = frame_encode(0x80 | OP_CLOSE, payload, 2 + rlen, TP_WS_KIND_DIRECT);
     q_link_after(ws, ws->tail, it);
