@@ -115,9 +115,8 @@ static void on_get(int err, const struct tp_store_reply *r, void *ud)
     if (err == 0 && tp_reply_type(r) == TP_REPLY_NIL) {
         res.code = TP_EXCLUSION_OK;
     } else if (err == 0 && tp_reply_type(r) == TP_REPLY_STRING) {
-        char *end = NULL;
-        long long until = strtoll(tp_reply_str(r, NULL), &end, 10);
-        if (end != NULL && *end == '\0' && until >= 0) {
+        int64_t until;
+        if (tp_parse_i64(tp_reply_str(r, NULL), &until) && until >= 0) {
             res.code = TP_EXCLUSION_OK;
             /* An ended exclusion stays stored (bet.lua compares with now): none in force. */
             res.excluded_until = until > tp_now_ms() ? until : 0;
