@@ -1,6 +1,6 @@
 /*
  * Configuration: config/tickpool.ini, then TICKPOOL_<SECTION>_<KEY> environment overrides,
- * validated by one table (src/base/config.c) and frozen. Modules get a const pointer to their own
+ * validated by one table (src/base/config_table.c) and frozen. Modules get a const pointer to their own
  * sub-struct.
  */
 #ifndef TP_CONFIG_H
@@ -12,7 +12,7 @@
 
 #define TP_CONFIG_MAX_BAND_EDGES 15
 #define TP_CONFIG_MAX_ORIGINS 16
-/* Capacity of the per-key origin record (src/base/config.c table). */
+/* Capacity of the per-key origin record (src/base/config_table.c). */
 #define TP_CONFIG_MAX_KEYS 64
 /* A round's pool over all buckets never exceeds this (bet.lua's POOL_MAX, answered pool_full):
  * 4 * 10^15 < 2^52, so every settlement number stays an exact integer in a Lua double.

@@ -1,0 +1,101 @@
+/*
+ * The configuration key table: every key's section, name, type, bounds and default. Defaults
+ * are the default strings fed through the same parsers as file and environment values, so a
+ * default can never disagree with what the parser accepts.
+ */
+#include "config_internal.h"
+
+#include "tickpool/base/common.h"
+#include "tickpool/base/log.h"
+
+#include <stdint.h>
+
+/* Cross-checks for one key beyond its type and bounds: NULL or a message. */
+static const char *check_volatility(const void *field)
+{
+    double v = *(const double *)field;
+    return v > 0 && v <= 10 ? NULL : "must be greater than 0 and at most 10";
+}
+
+static const char *check_log_level(const void *field)
+{
+    enum tp_log_level l;
+    return tp_log_level_parse(field, &l) == 0 ? NULL : "must be debug, info, warn or error";
+}
+
+static const char *check_nonempty(const void *field)
+{
+    return *(const char *)field != '\0' ? NULL : "must not be empty";
+}
+
+static const char *check_origins(const void *field)
+{
+    const char *s = field;
+    if (*s == '\0')
+        return NULL;
+    int n = 1;
+    for (; *s; s++)
+        n += *s == ',';
+    return n <= TP_CONFIG_MAX_ORIGINS ? NULL : "too many origins (at most 16)";
+}
+
+#define F(path) offsetof(struct tp_config, path), sizeof(((struct tp_config *)0)->path)
+#define K(n) ((int64_t)(n)*1024)
+#define M(n) ((int64_t)(n)*1024 * 1024)
+#define G(n) ((int64_t)(n)*1024 * 1024 * 1024)
+/* 15 digits: what the Lua scripts read exactly (10^15 made every bet and grant fail). */
+#define MAX_STAKE_BOUND INT64_C(999999999999999)
+
+/* The configuration table. Bounds are inclusive and in the field's unit. Keep config/tickpool.ini
+ * (the documented defaults) in the same order and with the same defaults. */
+const struct centry tp_config_table[] = {
+    {"server", "http_port", CT_INT, 0, 65535, "8080", F(server.http_port), 0, NULL},
+    {"server", "https_port", CT_INT, 0, 65535, "8443", F(server.https_port), 0, NULL},
+    {"server", "bind", CT_STRING, 0, 0, "0.0.0.0", F(server.bind), 0, check_nonempty},
+    {"server", "workers", CT_WORKERS, 1, 1024, "auto", F(server.workers), 0, NULL},
+    {"server", "web_root", CT_STRING, 0, 0, "web", F(server.web_root), 0, NULL},
+    {"server", "allowed_origins", CT_STRING, 0, 0, "", F(server.allowed_origins), 0, check_origins},
+    {"server", "tls_cert", CT_STRING, 0, 0, "", F(server.tls_cert), 0, NULL},
+    {"server", "tls_key", CT_STRING, 0, 0, "", F(server.tls_key), 0, NULL},
+    {"server", "var_dir", CT_STRING, 0, 0, "var", F(server.var_dir), 0, check_nonempty},
+    {"server", "max_body", CT_SIZE, 1, G(1), "64k", F(server.max_body), 0, NULL},
+    {"server", "header_timeout", CT_DUR, 100, 3600000, "10s", F(server.header_timeout_ms), 1, NULL},
+    {"server", "keepalive_timeout", CT_DUR, 100, 3600000, "30s", F(server.keepalive_timeout_ms), 1,
+     NULL},
+    {"server", "shutdown_timeout", CT_DUR, 0, 600000, "5s", F(server.shutdown_timeout_ms), 1, NULL},
+    {"server", "max_connections", CT_INT, 1, 1000000, "20000", F(server.max_connections), 0, NULL},
+
+    {"redis", "url", CT_STRING, 0, 0, "", F(redis.url), 0, NULL},
+    {"redis", "timeout", CT_DUR, 10, 600000, "2s", F(redis.timeout_ms), 1, NULL},
+
+    {"postgres", "url", CT_STRING, 0, 0, "", F(postgres.url), 0, NULL},
+    {"postgres", "timeout", CT_DUR, 10, 600000, "5s", F(postgres.timeout_ms), 1, NULL},
+
+    {"game", "betting_s", CT_DUR, 1, 86400, "30", F(game.betting_s), 1000, NULL},
+    {"game", "live_s", CT_DUR, 1, 86400, "30", F(game.live_s), 1000, NULL},
+    {"game", "band_edges_bps", CT_INTLIST, -10000, 10000, "-10,-3,3,10", F(game.band_edges_bps), 0,
+     NULL},
+    {"game", "rake_bps", CT_INT, 0, 1000, "300", F(game.rake_bps), 0, NULL},
+    {"game", "min_stake", CT_INT64, 1, MAX_STAKE_BOUND, "100", F(game.min_stake), 0, NULL},
+    {"game", "max_stake", CT_INT64, 1, MAX_STAKE_BOUND, "100000", F(game.max_stake), 0, NULL},
+    /* At least 1: sign-up grants are the only way money enters the game. */
+    {"game", "start_balance", CT_INT64, 1, MAX_STAKE_BOUND, "100000", F(game.start_balance), 0,
+     NULL},
+    {"game", "tick_ms", CT_DUR, 10, 10000, "100", F(game.tick_ms), 1, NULL},
+    {"game", "volatility", CT_DOUBLE, 0, 0, "0.8", F(game.volatility), 0, check_volatility},
+    {"game", "buckets", CT_INT, 1, 16384, "1", F(game.buckets), 0, NULL},
+    {"game", "grace", CT_DUR, 100, 3600000, "5s", F(game.grace_ms), 1, NULL},
+
+    {"limits", "max_inflight_bets", CT_INT, 1, 1000000, "4096", F(limits.max_inflight_bets), 0,
+     NULL},
+    {"limits", "ws_max_per_user", CT_INT, 1, 10000, "8", F(limits.ws_max_per_user), 0, NULL},
+    {"limits", "ws_msg_rate", CT_INT, 1, 1000000, "50", F(limits.ws_msg_rate), 0, NULL},
+    {"limits", "ws_max_message", CT_SIZE, 128, M(64), "64k", F(limits.ws_max_message), 0, NULL},
+    {"limits", "ws_send_queue", CT_SIZE, K(4), G(1), "1m", F(limits.ws_send_queue), 0, NULL},
+
+    {"log", "level", CT_STRING, 0, 0, "info", F(log.level), 0, check_log_level},
+};
+
+_Static_assert(TP_ARRAY_LEN(tp_config_table) <= TP_CONFIG_MAX_KEYS, "raise TP_CONFIG_MAX_KEYS");
+
+const size_t tp_config_table_len = TP_ARRAY_LEN(tp_config_table);
