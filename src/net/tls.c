@@ -560,6 +560,42 @@ int tp_tls_prepare(const struct tp_config_server *cfg, char *err, size_t errlen)
     return ret;
 }
 
+/* A context with every part initialised (so tp_tls_ctx_free may run at any point). */
+static struct tp_tls_ctx *ctx_alloc(void)
+{
+    struct tp_tls_ctx *ctx = tp_xcalloc(1, sizeof *ctx);
+    mbedtls_entropy_init(&ctx->entropy);
+    mbedtls_ctr_drbg_init(&ctx->drbg);
+    mbedtls_x509_crt_init(&ctx->cert);
+    mbedtls_pk_init(&ctx->key);
+    mbedtls_ssl_ticket_init(&ctx->ticket);
+    mbedtls_ssl_config_init(&ctx->conf);
+    return ctx;
+}
+
+/* The settings a server and a client share: TLS 1.2 only with our suites and curves, no peer
+ * certificate check (the server asks for none; see the client context), no renegotiation. */
+static int conf_common(struct tp_tls_ctx *ctx, int endpoint, char *err, size_t errlen)
+{
+    mbedtls_ssl_config *conf = &ctx->conf;
+    int rc = mbedtls_ssl_config_defaults(conf, endpoint, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                         MBEDTLS_SSL_PRESET_DEFAULT);
+    if (rc != 0) {
+        set_mbed_err(err, errlen, rc, "TLS configuration defaults");
+        return TP_EIO;
+    }
+    mbedtls_ssl_conf_rng(conf, mbedtls_ctr_drbg_random, &ctx->drbg);
+    /* Debian's build enables TLS 1.0 and 1.1; the contract wants 1.2 only (2.28's TLS 1.3 is
+     * experimental and not compiled in). */
+    mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_ciphersuites(conf, ciphersuites);
+    mbedtls_ssl_conf_curves(conf, curves);
+    mbedtls_ssl_conf_authmode(conf, MBEDTLS_SSL_VERIFY_NONE);
+    mbedtls_ssl_conf_renegotiation(conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    return 0;
+}
+
 /* --- Server context (each worker, after fork) --- */
 
 int tp_tls_ctx_new(const struct tp_config_server *cfg, struct tp_tls_ctx **out, char *err,
@@ -579,13 +615,7 @@ int tp_tls_ctx_new(const struct tp_config_server *cfg, struct tp_tls_ctx **out, 
         (ret = tp_tls_prepare(cfg, err, errlen)) != 0)
         return ret;
 
-    struct tp_tls_ctx *ctx = tp_xcalloc(1, sizeof *ctx);
-    mbedtls_entropy_init(&ctx->entropy);
-    mbedtls_ctr_drbg_init(&ctx->drbg);
-    mbedtls_x509_crt_init(&ctx->cert);
-    mbedtls_pk_init(&ctx->key);
-    mbedtls_ssl_ticket_init(&ctx->ticket);
-    mbedtls_ssl_config_init(&ctx->conf);
+    struct tp_tls_ctx *ctx = ctx_alloc();
 
     if ((ret = seed_drbg(&ctx->entropy, &ctx->drbg, err, errlen)) != 0)
         goto fail;
@@ -593,21 +623,9 @@ int tp_tls_ctx_new(const struct tp_config_server *cfg, struct tp_tls_ctx **out, 
         goto fail;
 
     mbedtls_ssl_config *conf = &ctx->conf;
-    ret = TP_EIO;
-    if ((rc = mbedtls_ssl_config_defaults(conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
-                                          MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
-        set_mbed_err(err, errlen, rc, "TLS configuration defaults");
+    if ((ret = conf_common(ctx, MBEDTLS_SSL_IS_SERVER, err, errlen)) != 0)
         goto fail;
-    }
-    mbedtls_ssl_conf_rng(conf, mbedtls_ctr_drbg_random, &ctx->drbg);
-    /* Debian's build enables TLS 1.0 and 1.1; the contract wants 1.2 only (2.28's TLS 1.3 is
-     * experimental and not compiled in). */
-    mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
-    mbedtls_ssl_conf_max_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
-    mbedtls_ssl_conf_ciphersuites(conf, ciphersuites);
-    mbedtls_ssl_conf_curves(conf, curves);
-    mbedtls_ssl_conf_authmode(conf, MBEDTLS_SSL_VERIFY_NONE);
-    mbedtls_ssl_conf_renegotiation(conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    ret = TP_EIO;
     if ((rc = mbedtls_ssl_conf_own_cert(conf, &ctx->cert, &ctx->key)) != 0) {
         set_mbed_err(err, errlen, rc, "TLS certificate %s", cert_path);
         goto fail;
@@ -642,6 +660,26 @@ void tp_tls_ctx_free(struct tp_tls_ctx *ctx)
     mbedtls_ctr_drbg_free(&ctx->drbg);
     mbedtls_entropy_free(&ctx->entropy);
     free(ctx);
+}
+
+/* --- Client context (tools and tests: loadgen's wss) --- */
+
+int tp_tls_client_ctx_new(struct tp_tls_ctx **out, char *err, size_t errlen)
+{
+    int ret;
+    struct tp_tls_ctx *ctx = ctx_alloc();
+    *out = NULL;
+    if ((ret = seed_drbg(&ctx->entropy, &ctx->drbg, err, errlen)) != 0)
+        goto fail;
+    /* Loopback tools talk to a server whose self-signed certificate they cannot know: no
+     * verification (conf_common), which is why this context is for tools and tests only. */
+    if ((ret = conf_common(ctx, MBEDTLS_SSL_IS_CLIENT, err, errlen)) != 0)
+        goto fail;
+    *out = ctx;
+    return 0;
+fail:
+    tp_tls_ctx_free(ctx);
+    return ret;
 }
 
 /* --- tp_io over mbedTLS --- */

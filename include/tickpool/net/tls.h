@@ -28,11 +28,18 @@ int tp_tls_prepare(const struct tp_config_server *cfg, char *err, size_t errlen)
  */
 int tp_tls_ctx_new(const struct tp_config_server *cfg, struct tp_tls_ctx **out, char *err,
                    size_t errlen);
+/**
+ * Client context for loopback tools and tests (loadgen's wss): the server's TLS 1.2 suites, and
+ * the peer's certificate is NOT verified. Use with tp_tls_io_init (which then makes client
+ * sessions). Returns 0 and sets *out, or a TP_E* code with a message in err.
+ */
+int tp_tls_client_ctx_new(struct tp_tls_ctx **out, char *err, size_t errlen);
 /** Frees a context; NULL is a no-op. Every io made from it must be deinited first. */
 void tp_tls_ctx_free(struct tp_tls_ctx *ctx);
 
 /**
- * Initialises `io` as the server side of a TLS session on non-blocking `fd` (borrowed).
+ * Initialises `io` as a TLS session on non-blocking `fd` (borrowed): the server side with a
+ * server context, the client side with a client one.
  * The caller drives tp_io_handshake until it returns 0, reads until TP_IO_WANT_READ (mbedTLS may
  * hold decrypted bytes poll cannot see), retries a write that returned TP_IO_WANT_* with the same
  * leading bytes, and calls tp_io_deinit BEFORE closing fd. Returns 0 or a TP_E* code.

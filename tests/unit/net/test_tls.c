@@ -621,6 +621,62 @@ static void test_bad_peers(void **state)
     tp_tls_ctx_free(ctx);
 }
 
+/*
+ * The client context (loadgen's wss) against our own server over a socketpair: both handshakes
+ * driven in turn, then a message each way and the server's close_notify seen as EOF. Also a
+ * "server" that answers plain HTTP: the client fails, it does not hang.
+ */
+static void test_client_ctx(void **state)
+{
+    struct fixture *f = *state;
+    char err[512];
+    struct tp_tls_ctx *sctx = NULL, *cctx = NULL;
+    assert_int_equal(tp_tls_ctx_new(&f->cfg, &sctx, err, sizeof err), 0);
+    assert_int_equal(tp_tls_client_ctx_new(&cctx, err, sizeof err), 0);
+
+    int sv[2];
+    struct tp_io sio, cio;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    assert_int_equal(tp_tls_io_init(&sio, sctx, sv[0]), 0);
+    assert_int_equal(tp_tls_io_init(&cio, cctx, sv[1]), 0);
+    int rs = TP_IO_WANT_READ, rc = TP_IO_WANT_READ;
+    for (int i = 0; i < 100 && (rs != 0 || rc != 0); i++) {
+        rc = tp_io_handshake(&cio);
+        rs = tp_io_handshake(&sio);
+        assert_true(rc == 0 || rc == TP_IO_WANT_READ || rc == TP_IO_WANT_WRITE);
+        assert_true(rs == 0 || rs == TP_IO_WANT_READ || rs == TP_IO_WANT_WRITE);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(rs, 0);
+
+    char buf[64];
+    assert_int_equal(tp_io_write(&cio, "ping", 4), 4);
+    assert_int_equal(tp_io_read(&sio, buf, sizeof buf), 4);
+    assert_memory_equal(buf, "ping", 4);
+    assert_int_equal(tp_io_write(&sio, "pong!", 5), 5);
+    assert_int_equal(tp_io_read(&cio, buf, sizeof buf), 5);
+    assert_memory_equal(buf, "pong!", 5);
+    assert_int_equal(tp_io_read(&cio, buf, sizeof buf), TP_IO_WANT_READ);
+    tp_io_deinit(&sio); /* sends close_notify */
+    assert_int_equal(tp_io_read(&cio, buf, sizeof buf), 0);
+    tp_io_deinit(&cio);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* Hostile: the peer answers the ClientHello with plain HTTP. */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    assert_int_equal(tp_tls_io_init(&cio, cctx, sv[1]), 0);
+    assert_int_equal(tp_io_handshake(&cio), TP_IO_WANT_READ);
+    const char *http = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+    assert_int_equal(write(sv[0], http, strlen(http)), (ssize_t)strlen(http));
+    assert_int_equal(tp_io_handshake(&cio), TP_EPROTO);
+    tp_io_deinit(&cio);
+    close(sv[0]);
+    close(sv[1]);
+    tp_tls_ctx_free(cctx);
+    tp_tls_ctx_free(sctx);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -636,6 +692,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handshake_rsa, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_peers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_ctx, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
