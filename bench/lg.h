@@ -21,6 +21,7 @@
 #include <ev.h>
 
 #include "tickpool/base/buf.h"
+#include "tickpool/net/io.h"
 
 #include "lg_hist.h"
 
@@ -39,6 +40,9 @@ struct lg_cpu_watch {
     int npids;
     int pids[64];
     uint64_t t0, t1; /* Σ utime+stime (clock ticks) at measure start / end */
+    /* Σ resident set (KiB) before the first connect, at measure start and at its end: the
+     * growth to measure start ÷ sockets is the memory each open, idle socket costs. */
+    uint64_t rss_before, rss0, rss1;
 };
 
 struct lg_opt {
@@ -61,6 +65,7 @@ struct lg_opt {
     const char *json_file;
     const char *label;
     bool quiet;
+    bool tls; /* --tls: every connection is TLS (https/wss) */
     int ncpu_watch;
     struct lg_cpu_watch cpu_watch[8];
 };
@@ -84,6 +89,7 @@ struct lg_res {
     uint64_t beats_odds; /* viewers: beats (ticks) that carried the open round's odds */
     struct lg_hist spread_tick, spread_odds; /* viewers: receive time - first receipt, µs */
     uint64_t lag_min;                        /* viewers: smallest tick lag, µs */
+    uint64_t beat_bytes;                     /* viewers: Σ payload bytes of the beats counted */
     uint64_t sec_ok, sec_err, sec_msgs;
     struct rusage ru0, ru1;
     uint64_t t_measure0, t_measure1;
@@ -96,6 +102,9 @@ void lg_err_count(const char *name);
 /** Σ utime+stime (clock ticks) of the watch's processes; a vanished pid counts 0. */
 uint64_t lg_cpu_watch_ticks(const struct lg_cpu_watch *cw);
 
+/** Σ resident set size (KiB) of the watch's processes from /proc/<pid>/statm. */
+uint64_t lg_cpu_watch_rss_kb(const struct lg_cpu_watch *cw);
+
 /** Adds the --cpu-pid NAME=PID[,PID...] watch `arg` to lg_opt; false when malformed or full. */
 bool lg_cpu_watch_parse(const char *arg);
 
@@ -106,11 +115,12 @@ void lg_report(void);
 
 #define LG_RING 65536 /* per-connection in-flight + backlog capacity (power of two) */
 
-enum lg_cstate { LG_C_CONNECTING, LG_C_HANDSHAKE, LG_C_OPEN, LG_C_DEAD };
+enum lg_cstate { LG_C_CONNECTING, LG_C_TLS, LG_C_HANDSHAKE, LG_C_OPEN, LG_C_DEAD };
 
 struct lg_conn {
     int idx, fd;
     enum lg_cstate st;
+    struct tp_io io; /* plain or TLS (--tls) over fd */
     ev_io rio, wio;
     struct tp_buf in, out, frag;
     int frag_op;
@@ -121,6 +131,10 @@ struct lg_conn {
     uint64_t head, sent, tail;  /* oldest unanswered seq, next to write, next to assign */
     bool dirty;
 };
+
+struct tp_tls_ctx;
+/** The client TLS context of --tls (tp_tls_client_ctx_new), NULL for plain connections. */
+extern struct tp_tls_ctx *lg_tls_ctx;
 
 /** Seeds the generator of WebSocket keys and masks with the run id. */
 void lg_rng_seed(uint64_t run_id);

@@ -26,10 +26,14 @@
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/money/bet.h"
+#include "tickpool/net/io.h"
+#include "tickpool/net/tls.h"
 #include "tickpool/store/scripts.h"
 
 #include "lg.h"
 #include "lg_proto.h"
+
+struct tp_tls_ctx *lg_tls_ctx;
 
 static uint64_t user_rr;
 static int connected;
@@ -145,21 +149,23 @@ static void encode_request(struct lg_conn *c, uint64_t seq)
 /* --- Connection I/O --- */
 
 static void conn_kill(struct lg_conn *c, const char *why);
+static void tls_step(struct lg_conn *c);
 
 static void conn_flush(struct lg_conn *c)
 {
     while (tp_buf_size(&c->out) > 0) {
-        ssize_t n = write(c->fd, tp_buf_ptr(&c->out), tp_buf_size(&c->out));
+        /* TLS: a write that wanted more is retried with the same leading bytes (c->out). */
+        ssize_t n = tp_io_write(&c->io, tp_buf_ptr(&c->out), tp_buf_size(&c->out));
         if (n > 0) {
             tp_buf_consume(&c->out, (size_t)n);
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (n == TP_IO_WANT_WRITE) {
             ev_io_start(lg_loop, &c->wio);
             return;
         }
+        if (n == TP_IO_WANT_READ)
+            return; /* TLS wants the peer's bytes first; rio is always on */
         conn_kill(c, "write_error");
         return;
     }
@@ -433,18 +439,21 @@ static void on_read(struct ev_loop *l, ev_io *w, int revents)
     (void)l;
     (void)revents;
     struct lg_conn *c = w->data;
+    if (c->st == LG_C_TLS) {
+        tls_step(c);
+        return;
+    }
     for (;;) {
         char *dst = tp_buf_reserve(&c->in, 65536);
-        ssize_t n = read(c->fd, dst, 65536);
+        ssize_t n = tp_io_read(&c->io, dst, 65536);
         if (n > 0) {
             tp_buf_commit(&c->in, (size_t)n);
-            if (n < 65536)
+            /* A short plain read drained the socket; TLS may still hold decrypted bytes. */
+            if (n < 65536 && lg_tls_ctx == NULL)
                 break;
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n == TP_IO_WANT_READ || n == TP_IO_WANT_WRITE)
             break;
         conn_kill(c, n == 0 ? "closed_by_peer" : "read_error");
         return;
@@ -479,6 +488,39 @@ static void start_ws_handshake(struct lg_conn *c)
     c->st = LG_C_HANDSHAKE;
 }
 
+/* The byte stream is up (TCP connected, TLS handshake done): HTTP bets start, WebSockets
+ * upgrade. */
+static void transport_ready(struct lg_conn *c)
+{
+    if (lg_opt.mode == LG_M_WS_BET || lg_opt.mode == LG_M_VIEWERS) {
+        start_ws_handshake(c);
+    } else {
+        c->st = LG_C_OPEN;
+        lg_opened++;
+        conn_pump(c);
+    }
+}
+
+/* Advances a TLS handshake on readiness; once done, the connection goes on as plain does. */
+static void tls_step(struct lg_conn *c)
+{
+    int rc = tp_io_handshake(&c->io);
+    if (rc == TP_IO_WANT_WRITE) {
+        ev_io_start(lg_loop, &c->wio);
+        return;
+    }
+    ev_io_stop(lg_loop, &c->wio);
+    if (rc == TP_IO_WANT_READ)
+        return;
+    if (rc != 0) {
+        lg_res.conn_fail++;
+        conn_kill(c, "tls_handshake");
+        return;
+    }
+    transport_ready(c);
+    conn_flush(c);
+}
+
 static void on_write(struct ev_loop *l, ev_io *w, int revents)
 {
     (void)l;
@@ -495,13 +537,20 @@ static void on_write(struct ev_loop *l, ev_io *w, int revents)
         }
         connected++;
         ev_io_start(lg_loop, &c->rio);
-        if (lg_opt.mode == LG_M_WS_BET || lg_opt.mode == LG_M_VIEWERS) {
-            start_ws_handshake(c);
-        } else {
-            c->st = LG_C_OPEN;
-            lg_opened++;
-            conn_pump(c);
+        if (lg_tls_ctx != NULL) {
+            if (tp_tls_io_init(&c->io, lg_tls_ctx, c->fd) != 0) {
+                lg_res.conn_fail++;
+                conn_kill(c, "tls_init");
+                return;
+            }
+            c->st = LG_C_TLS;
+            tls_step(c);
+            return;
         }
+        transport_ready(c);
+    } else if (c->st == LG_C_TLS) {
+        tls_step(c);
+        return;
     }
     conn_flush(c);
 }
@@ -513,6 +562,7 @@ static void conn_kill(struct lg_conn *c, const char *why)
     bool was_open = c->st == LG_C_OPEN;
     ev_io_stop(lg_loop, &c->rio);
     ev_io_stop(lg_loop, &c->wio);
+    tp_io_deinit(&c->io); /* before close: TLS sends close_notify on this fd */
     close(c->fd);
     c->fd = -1;
     c->st = LG_C_DEAD;
@@ -542,6 +592,7 @@ int lg_conn_start(struct lg_conn *c, const char *host, int port)
         return -1;
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    tp_io_plain_init(&c->io, c->fd);
     ev_io_init(&c->rio, on_read, c->fd, EV_READ);
     ev_io_init(&c->wio, on_write, c->fd, EV_WRITE);
     c->rio.data = c->wio.data = c;

@@ -67,6 +67,23 @@ uint64_t lg_cpu_watch_ticks(const struct lg_cpu_watch *cw)
     return sum;
 }
 
+uint64_t lg_cpu_watch_rss_kb(const struct lg_cpu_watch *cw)
+{
+    uint64_t kb = 0, page_kb = (uint64_t)sysconf(_SC_PAGESIZE) / 1024u;
+    for (int i = 0; i < cw->npids; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/statm", cw->pids[i]);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        unsigned long long size, resident;
+        if (fscanf(f, "%llu %llu", &size, &resident) == 2)
+            kb += resident * page_kb;
+        fclose(f);
+    }
+    return kb;
+}
+
 bool lg_cpu_watch_parse(const char *arg)
 {
     if (lg_opt.ncpu_watch >= (int)TP_ARRAY_LEN(lg_opt.cpu_watch))
@@ -131,12 +148,15 @@ void lg_report(void)
                       lg_hist_pct(h, 50), lg_hist_pct(h, 99), lg_hist_pct(h, 99.9), h->max);
         const struct lg_hist *st = &lg_res.spread_tick, *so = &lg_res.spread_odds;
         tp_buf_printf(&j,
+                      "\"tls\":%s,\"beat_bytes_mean\":%.1f,"
                       "\"hello\":%" PRIu64 ",\"beats_odds\":%" PRIu64
                       ",\"beats_odds_per_socket_s\":%.3f,\"lag_min_us\":%" PRIu64
                       ",\"spread_tick_p50_us\":%" PRIu64 ",\"spread_tick_p99_us\":%" PRIu64
                       ",\"spread_tick_p999_us\":%" PRIu64 ",\"spread_tick_max_us\":%" PRIu64
                       ",\"spread_odds_p50_us\":%" PRIu64 ",\"spread_odds_p99_us\":%" PRIu64
                       ",\"spread_odds_p999_us\":%" PRIu64 ",\"spread_odds_max_us\":%" PRIu64 ",",
+                      lg_opt.tls ? "true" : "false",
+                      lg_res.msgs[0] ? (double)lg_res.beat_bytes / (double)lg_res.msgs[0] : 0.0,
                       lg_res.msgs[3], lg_res.beats_odds,
                       lg_opened ? (double)lg_res.beats_odds / win / lg_opened : 0.0, lg_res.lag_min,
                       lg_hist_pct(st, 50), lg_hist_pct(st, 99), lg_hist_pct(st, 99.9), st->max,
@@ -194,6 +214,12 @@ void lg_report(void)
         uint64_t us = cw->t1 >= cw->t0 ? (cw->t1 - cw->t0) * 1000000u / (uint64_t)tck : 0;
         tp_buf_printf(&j, "%s\"%s\":%" PRIu64, i ? "," : "", cw->name, us);
         fprintf(stderr, "  CPU of %s in the measured window: %.3f s\n", cw->name, us / 1e6);
+    }
+    tp_buf_puts(&j, "},\"rss_kb\":{");
+    for (int i = 0; i < lg_opt.ncpu_watch; i++) {
+        const struct lg_cpu_watch *cw = &lg_opt.cpu_watch[i];
+        tp_buf_printf(&j, "%s\"%s\":[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", i ? "," : "", cw->name,
+                      cw->rss_before, cw->rss0, cw->rss1);
     }
     tp_buf_printf(&j,
                   "},\"error_total\":%" PRIu64 ",\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,"

@@ -96,6 +96,8 @@ void lg_viewer_message(const char *p, size_t n)
     lg_res.msgs[e->kind]++;
     if (e->odds)
         lg_res.beats_odds++;
+    if (e->kind == 0)
+        lg_res.beat_bytes += n;
     if (e->kind == 0 && e->ts >= 0) {
         int64_t lag = (int64_t)lg_wall_us() - e->ts * 1000;
         uint64_t l = lag > 0 ? (uint64_t)lag : 0;

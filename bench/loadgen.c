@@ -34,6 +34,7 @@
 
 #include "tickpool/base/common.h"
 #include "tickpool/base/crypto.h"
+#include "tickpool/net/tls.h"
 
 #include "lg.h"
 
@@ -87,6 +88,9 @@ static void usage(FILE *f)
                "  -p, --port N            tickpool HTTP port [8080]\n"
                "      --redis-host ADDR   Redis address for redis-bet [127.0.0.1]\n"
                "      --redis-port N      Redis port for redis-bet [6379]\n"
+               "      --tls               TLS to the server (https/wss; -p is then tickpool's\n"
+               "                          https_port). The certificate is not verified:\n"
+               "                          loopback benchmarks only\n"
                "Load:\n"
                "  -c, --conns N           connections (viewers: sockets) [16]\n"
                "  -r, --rate R            requests per second over all connections; 0 = closed\n"
@@ -114,7 +118,9 @@ static void usage(FILE *f)
                "      --label TEXT        label copied into the JSON line\n"
                "      --cpu-pid NAME=PID[,PID...]  report the CPU (utime+stime from /proc) these\n"
                "                          processes used during the measured window only, as\n"
-               "                          cpu_window_us.NAME (repeatable, at most 8)\n"
+               "                          cpu_window_us.NAME (repeatable, at most 8), and\n"
+               "                          their resident memory before the first connect and\n"
+               "                          at the window's start and end as rss_kb.NAME\n"
                "  -q, --quiet             no per-second progress\n"
                "  -h, --help              this text\n");
 }
@@ -260,10 +266,14 @@ static void window_sample(void)
         return;
     uint64_t now = lg_mono_ns();
     for (int i = 0; i < lg_opt.ncpu_watch; i++) {
-        if (window_phase == 0)
-            lg_opt.cpu_watch[i].t0 = lg_cpu_watch_ticks(&lg_opt.cpu_watch[i]);
-        else
-            lg_opt.cpu_watch[i].t1 = lg_cpu_watch_ticks(&lg_opt.cpu_watch[i]);
+        struct lg_cpu_watch *cw = &lg_opt.cpu_watch[i];
+        if (window_phase == 0) {
+            cw->t0 = lg_cpu_watch_ticks(cw);
+            cw->rss0 = lg_cpu_watch_rss_kb(cw);
+        } else {
+            cw->t1 = lg_cpu_watch_ticks(cw);
+            cw->rss1 = lg_cpu_watch_rss_kb(cw);
+        }
     }
     if (window_phase == 0 && lg_res.t_measure0 == 0) {
         getrusage(RUSAGE_SELF, &lg_res.ru0);
@@ -340,7 +350,8 @@ int main(int argc, char **argv)
         O_SCRIPT,
         O_JSON,
         O_LABEL,
-        O_CPU_PID
+        O_CPU_PID,
+        O_TLS
     };
     static const struct option lo[] = {
         {"host", 1, 0, 'H'},
@@ -366,6 +377,7 @@ int main(int argc, char **argv)
         {"json", 1, 0, O_JSON},
         {"label", 1, 0, O_LABEL},
         {"cpu-pid", 1, 0, O_CPU_PID},
+        {"tls", 0, 0, O_TLS},
         {"quiet", 0, 0, 'q'},
         {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
@@ -446,6 +458,9 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_TLS:
+            lg_opt.tls = true;
+            break;
         case 'q':
             lg_opt.quiet = true;
             break;
@@ -498,6 +513,17 @@ int main(int argc, char **argv)
             lg_load_script();
     }
 
+    if (lg_opt.tls) {
+        char err[256];
+        if (lg_opt.mode == LG_M_REDIS_BET ||
+            tp_tls_client_ctx_new(&lg_tls_ctx, err, sizeof(err)) != 0) {
+            fprintf(stderr, "loadgen: --tls: %s\n",
+                    lg_opt.mode == LG_M_REDIS_BET ? "not for redis-bet" : err);
+            return 2;
+        }
+    }
+    for (int i = 0; i < lg_opt.ncpu_watch; i++)
+        lg_opt.cpu_watch[i].rss_before = lg_cpu_watch_rss_kb(&lg_opt.cpu_watch[i]);
     lg_loop = ev_default_loop(EVFLAG_AUTO);
     lg_conns = tp_xcalloc((size_t)lg_opt.conns, sizeof(*lg_conns));
     for (int i = 0; i < lg_opt.conns; i++) {
@@ -523,5 +549,6 @@ int main(int argc, char **argv)
     ev_timer_start(lg_loop, &connect_timer);
     ev_run(lg_loop, 0);
     lg_report();
+    tp_tls_ctx_free(lg_tls_ctx);
     return lg_res.ok > 0 || (lg_opt.mode == LG_M_VIEWERS && lg_res.msgs[0] > 0) ? 0 : 1;
 }
