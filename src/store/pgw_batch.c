@@ -38,6 +38,13 @@ bool tp_pgw_is_uint(const char *s)
     return true;
 }
 
+/* tp_pgw_is_uint, or "-" and a non-zero one. */
+static bool is_int(const char *s)
+{
+    return s != NULL &&
+           (tp_pgw_is_uint(s) || (s[0] == '-' && s[1] != '0' && tp_pgw_is_uint(s + 1)));
+}
+
 /* Grant ids, usernames, hashes: 1..128 bytes of [A-Za-z0-9_.:-]. */
 static bool is_ident(const char *s)
 {
@@ -117,8 +124,9 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
     snprintf(acct_user, sizeof(acct_user), "user:%s", user);
 
     if (strcmp(type, "grant") == 0) {
+        /* Negative: an operator's correction (grant.lua keeps the balance non-negative). */
         const char *gid = field(ev, "grant_id"), *amount = field(ev, "amount");
-        if (!is_ident(gid) || !tp_pgw_is_uint(amount) || strcmp(amount, "0") == 0)
+        if (!is_ident(gid) || !is_int(amount) || strcmp(amount, "0") == 0)
             return TP_EINVAL;
         const char *kv[] = {"id", gid, "user_id", user, "amount", amount, "ts", ts};
         row(b, TP_PGW_GRANTS, 4, kv);
@@ -163,6 +171,45 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
     return 0;
 }
 
+/* A text of 1..max bytes (0..max when `empty_ok`) without control bytes. */
+static bool is_text(const char *s, size_t max, bool empty_ok)
+{
+    if (s == NULL || strlen(s) > max || (!empty_ok && s[0] == '\0'))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
+/* An admin action (scripts/lua/README.md "Admin actions"): written by the script that performed
+ * it, in whichever outbox that script writes. `detail` must be a JSON object (it becomes jsonb:
+ * anything else would fail the whole batch's cast). */
+static int add_admin(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
+{
+    const char *id = field(ev, "action_id"), *action = field(ev, "action");
+    const char *actor = field(ev, "actor"), *user = field(ev, "user_id");
+    const char *detail = field(ev, "detail"), *reason = field(ev, "reason");
+    const char *ts = field(ev, "ts");
+    if (!is_ident(id) || action == NULL || action[0] == '\0' || strlen(action) > 32 ||
+        strspn(action, "abcdefghijklmnopqrstuvwxyz_") != strlen(action) ||
+        !is_text(actor, 160, false) || !is_text(reason, 1000, true) || !tp_pgw_is_uint(ts) ||
+        (user != NULL && user[0] != '\0' && !tp_pgw_is_uint(user)) || detail == NULL)
+        return TP_EINVAL;
+    char err[64];
+    struct tp_doc *doc = tp_doc_parse(TP_FMT_JSON, detail, strlen(detail), err, sizeof(err));
+    bool object = doc != NULL && tp_val_type(tp_doc_root(doc)) == TP_VAL_MAP;
+    tp_doc_free(doc);
+    if (!object)
+        return TP_EINVAL;
+    const char *kv[] = {"id",     id,     "action",  action,
+                        "actor",  actor,  "user_id", user != NULL && user[0] != '\0' ? user : NULL,
+                        "detail", detail, "reason",  reason,
+                        "at",     ts};
+    row(b, TP_PGW_ADMIN_ACTIONS, 7, kv);
+    return 0;
+}
+
 /* Appends "{e1,e2,…}" (a Postgres int[] literal) of the comma list `edges` into out[n]. */
 static bool edges_literal(const char *edges, char *out, size_t n)
 {
@@ -189,10 +236,9 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
         /* A bucket's share of rake + breakage: Redis bookkeeping per bucket only. The ledger
          * moves the round's rake and breakage to the house once, from the receipt. */
         const char *round = field(ev, "round_id"), *amount = field(ev, "amount");
-        bool amount_ok = amount != NULL &&
-                         (tp_pgw_is_uint(amount) ||
-                          (amount[0] == '-' && amount[1] != '0' && tp_pgw_is_uint(amount + 1)));
-        rc = ev->bucket >= 0 && tp_pgw_is_uint(round) && amount_ok ? 0 : TP_EINVAL;
+        rc = ev->bucket >= 0 && tp_pgw_is_uint(round) && is_int(amount) ? 0 : TP_EINVAL;
+    } else if (strcmp(type, "admin") == 0) {
+        rc = add_admin(b, ev);
     } else if (strcmp(type, "round_opened") == 0) {
         const char *id = field(ev, "round_id"), *o = field(ev, "opens_at");
         const char *l = field(ev, "locks_at"), *c = field(ev, "closes_at");
@@ -319,6 +365,11 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
          "UPDATE bets b SET status = CASE x.kind WHEN 'win' THEN 'won' ELSE 'refunded' END, "
          "payout = x.amount FROM json_to_recordset($1::json) AS x(bet_id text, amount bigint, "
          "kind text) WHERE b.id = x.bet_id"},
+    [TP_PGW_ADMIN_ACTIONS] = {"INSERT INTO admin_actions (id, action, actor, user_id, detail, "
+                              "reason, at) SELECT DISTINCT ON (id) id, action, actor, user_id, "
+                              "detail::jsonb, reason, at FROM json_to_recordset($1::json) AS "
+                              "x(id text, action text, actor text, user_id bigint, detail text, "
+                              "reason text, at bigint) ON CONFLICT DO NOTHING"},
     [TP_PGW_LEDGER] = {"INSERT INTO ledger (entry_id, account, amount, kind) "
                        "SELECT DISTINCT ON (entry_id, account) entry_id, account, amount, kind "
                        "FROM json_to_recordset($1::json) AS x(entry_id text, account text, "

@@ -69,10 +69,12 @@ struct tp_pgw_event {
     const char *const *vals;
 };
 
-/* Rows of one batch, as JSON arrays of objects per table (migrations/0001_init.sql). */
+/* Rows of one batch, as JSON arrays of objects per table (migrations/0001_init.sql, and
+ * 0003_admin_actions.sql). */
 struct tp_pgw_batch {
-    size_t nrows[7];
-    struct tp_buf *json[7]; /* users, rounds, round_results, grants, bets, payouts, ledger */
+    size_t nrows[8];
+    struct tp_buf *json[8]; /* users, rounds, round_results, grants, bets, payouts, ledger,
+                               admin_actions */
     size_t skipped;         /* malformed or unknown events (logged, acknowledged) */
     /* For round_opened events without `edges` / `rake_bps` fields: "e1,e2,…" and a decimal
      * (borrowed; set by the caller after init; NULL: such events are skipped). */
@@ -88,6 +90,7 @@ enum tp_pgw_table {
     TP_PGW_BETS,
     TP_PGW_PAYOUTS,
     TP_PGW_LEDGER,
+    TP_PGW_ADMIN_ACTIONS,
     TP_PGW_NTABLES
 };
 

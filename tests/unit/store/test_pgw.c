@@ -125,6 +125,66 @@ static void test_money_events(void **state)
     tp_pgw_batch_deinit(&b);
 }
 
+/* Admin actions (from any outbox) and an operator's negative grant (a correction). */
+static void test_admin_events(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    assert_int_equal(add(&b, 1, "type", "grant", "grant_id", "fix:7", "user_id", "7", "amount",
+                         "-250", "balance", "0", "ts", "1000", NULL),
+                     0);
+    assert_int_equal(add(&b, 1, "type", "admin", "action_id", "grant:fix:7", "action", "grant",
+                         "actor", "ops@host", "user_id", "7", "reason", "chargeback \"x\"", "ts",
+                         "1000", "detail", "{\"grant_id\":\"fix:7\",\"amount\":-250}", NULL),
+                     0);
+    assert_int_equal(add(&b, -1, "type", "admin", "action_id", "resume-2-cd", "action", "resume",
+                         "actor", "ops@host", "user_id", "", "reason", "", "ts", "2000", "detail",
+                         "{\"paused_since\":1}", NULL),
+                     0);
+    assert_int_equal(ledger_balanced(&b), 2);
+    struct tp_doc *d = table(&b, TP_PGW_LEDGER);
+    assert_string_equal(str_at(d, 0, "account"), "system");
+    assert_string_equal(str_at(d, 0, "amount"), "250");
+    assert_string_equal(str_at(d, 1, "amount"), "-250");
+    tp_doc_free(d);
+    d = table(&b, TP_PGW_ADMIN_ACTIONS);
+    assert_string_equal(str_at(d, 0, "id"), "grant:fix:7");
+    assert_string_equal(str_at(d, 0, "user_id"), "7");
+    assert_string_equal(str_at(d, 0, "reason"), "chargeback \"x\"");
+    assert_string_equal(str_at(d, 0, "at"), "1000");
+    assert_null(str_at(d, 1, "user_id")); /* the whole game: NULL */
+    tp_doc_free(d);
+    /* Hostile: bad ids, actions, actors, users, details; nothing is added. */
+    const char *bad[][2] = {
+        {"action_id", "a b"}, {"action", "Pause"}, {"action", ""},      {"actor", ""},
+        {"actor", "a\nb"},    {"user_id", "-7"},   {"detail", "[1]"},   {"detail", "{\"a\":"},
+        {"detail", "1"},      {"ts", "x"},         {"reason", "a\x01"}, {"action_id", ""},
+    };
+    size_t before = b.nrows[TP_PGW_ADMIN_ACTIONS];
+    for (size_t i = 0; i < TP_ARRAY_LEN(bad); i++) {
+        const char *k[8] = {"action_id", "action", "actor", "user_id", "reason", "ts", "detail"};
+        const char *v[8] = {"id-1", "grant", "ops", "7", "", "1", "{}"};
+        for (int j = 0; j < 7; j++)
+            if (strcmp(k[j], bad[i][0]) == 0)
+                v[j] = bad[i][1];
+        struct tp_pgw_event ev = {"1-0", 0, 8, (const char *const *)k, (const char *const *)v};
+        k[7] = "type";
+        v[7] = "admin";
+        if (tp_pgw_batch_add(&b, &ev) != TP_EINVAL)
+            fail_msg("admin event with %s=\"%s\" accepted", bad[i][0], bad[i][1]);
+    }
+    assert_int_equal(b.nrows[TP_PGW_ADMIN_ACTIONS], before);
+    /* A negative grant of "-0" or with a leading zero is refused too. */
+    assert_int_equal(add(&b, 1, "type", "grant", "grant_id", "g:7", "user_id", "7", "amount", "-0",
+                         "balance", "0", "ts", "1", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, 1, "type", "grant", "grant_id", "g:7", "user_id", "7", "amount", "-05",
+                         "balance", "0", "ts", "1", NULL),
+                     TP_EINVAL);
+    tp_pgw_batch_deinit(&b);
+}
+
 static void test_round_and_user_events(void **state)
 {
     (void)state;
@@ -249,6 +309,10 @@ static void full_batch(struct tp_pgw_batch *b)
     assert_int_equal(add(b, 1, "type", "payout", "bet_id", "13", "user_id", "7", "round_id", "5",
                          "amount", "600", "balance", "100350", "ts", "3000", NULL),
                      0);
+    assert_int_equal(add(b, -1, "type", "admin", "action_id", "pause-1-ab", "action", "pause",
+                         "actor", "ops@h", "user_id", "", "reason", "", "ts", "4000", "detail",
+                         "{}", NULL),
+                     0);
 }
 
 /* Position of the first statement starting with `prefix`, or -1. */
@@ -283,7 +347,7 @@ static void test_sql_order(void **state)
     struct tp_pgw_stmt s[TP_PGW_MAX_STMTS];
     size_t n = tp_pgw_batch_sql(&b, s);
     /* Every table has rows: all of its statements, inside BEGIN, the lock and COMMIT. */
-    assert_int_equal(n, 13);
+    assert_int_equal(n, 14);
     assert_string_equal(s[0].sql, "BEGIN");
     assert_non_null(strstr(s[1].sql, "pg_advisory_xact_lock("));
     assert_string_equal(s[n - 1].sql, "COMMIT");
@@ -370,7 +434,7 @@ static void test_sql_columns_are_row_keys(void **state)
         assert_columns_are_keys(s[i].sql, s[i].param, rows_of(&b, s[i].param));
         checked++;
     }
-    assert_int_equal(checked, 10);
+    assert_int_equal(checked, 11);
     tp_pgw_batch_deinit(&b);
 }
 
@@ -424,6 +488,7 @@ static void test_trim_minid(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_admin_events),
         cmocka_unit_test(test_money_events),
         cmocka_unit_test(test_round_and_user_events),
         cmocka_unit_test(test_hostile_events_refused),
