@@ -16,6 +16,8 @@ All KEYS live in the player's bucket N (hash tag {bN}, see scripts/lua/README.md
                                             +payout/refund at settlement; leaderboard)
   KEYS[10] tp:{bN}:excl                     HASH user_id -> self-exclusion end, Unix ms
                                             (written by exclusion.lua; read only here)
+  KEYS[11] tp:{bN}:paused                   STRING present while the operator has paused the
+                                            game (`tickpool admin pause`; see pause.lua)
 ARGV (decimal integers without sign or leading zeros unless noted):
   [1] user_id  [2] round_id  [3] band  [4] stake
   [5] idempotency key (1..128 bytes, as sent by the client; also part of KEYS[2])
@@ -27,7 +29,7 @@ Returns a flat array:
       bet_id = seq * B + N (unique across buckets, increasing per player); balance is the
       player's balance right after THIS bet; replayed = 1 when the reply comes from the
       idempotency record (no effect at all), 0 for a new bet.
-  {"err", code}  with code one of: idempotency_conflict, self_excluded, round_not_found,
+  {"err", code}  with code one of: idempotency_conflict, game_paused, self_excluded, round_not_found,
       round_not_open, invalid_band, invalid_stake, insufficient_funds, pool_full,
       invalid_request.
   pool_full: this bucket's pool of the round would exceed floor(POOL_MAX / B), so the round's
@@ -68,8 +70,8 @@ local function bug(what)
 end
 
 -- Counted first: every ARGV element is then a string (Redis passes nothing else).
-if #KEYS ~= 10 or #ARGV ~= 13 then
-    return bug('want 10 KEYS and 13 ARGV')
+if #KEYS ~= 11 or #ARGV ~= 13 then
+    return bug('want 11 KEYS and 13 ARGV')
 end
 
 local user_s, round_s, band_s, stake_s = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -105,7 +107,8 @@ if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'idem:' .. user_s .. ':' .. idem_key
     or KEYS[3] ~= p .. 'round:' .. round_s .. ':state' or KEYS[4] ~= p .. 'pool:' .. round_s
     or KEYS[5] ~= p .. 'bets:' .. round_s .. ':' .. band_s
     or KEYS[6] ~= p .. 'outbox' or KEYS[7] ~= p .. 'seq'
-    or KEYS[8] ~= p .. 'ubets:' .. user_s or KEYS[9] ~= p .. 'net' or KEYS[10] ~= p .. 'excl' then
+    or KEYS[8] ~= p .. 'ubets:' .. user_s or KEYS[9] ~= p .. 'net' or KEYS[10] ~= p .. 'excl'
+    or KEYS[11] ~= p .. 'paused' then
     return bug('KEYS do not match the key layout for this bucket/user/round/band')
 end
 
@@ -118,6 +121,10 @@ if rec then
     if h ~= req_hash then return {'err', 'idempotency_conflict'} end
     return {'ok', tonumber(b_id), tonumber(r_id), tonumber(bnd), tonumber(stk), tonumber(bal), 1}
 end
+
+-- (1b) The operator's pause: no new bet while the game is paused, on any worker or host, from
+-- the moment `tickpool admin pause` wrote this bucket's copy. A replay above still answers.
+if call('EXISTS', KEYS[11]) == 1 then return {'err', 'game_paused'} end
 
 -- (2) A player who excluded themselves bets nothing until the exclusion's end. Checked here, in
 -- the script that debits, so no bet can slip in after exclusion.lua answered (any worker, any

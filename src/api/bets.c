@@ -27,6 +27,7 @@ static const int statuses[] = {
     [TP_BET_ROUND_NOT_OPEN] = 409,
     [TP_BET_IDEMPOTENCY_CONFLICT] = 409,
     [TP_BET_POOL_FULL] = 409,
+    [TP_BET_GAME_PAUSED] = 409,
     [TP_BET_KEY_REQUIRED] = 422,
     [TP_BET_OVERLOADED] = 429,
     [TP_BET_UNAVAILABLE] = 503,

@@ -45,6 +45,8 @@ static const struct {
                                      "this idempotency key was used for another request or is "
                                      "still in flight"},
     [TP_BET_POOL_FULL] = {"pool_full", "the round's pool is full: bet on the next round"},
+    [TP_BET_GAME_PAUSED] = {"game_paused",
+                            "the game is paused by its operator: no bets until it resumes"},
     [TP_BET_KEY_REQUIRED] = {"idempotency_key_required",
                              "Idempotency-Key header of 1-128 printable characters required"},
     [TP_BET_OVERLOADED] = {"overloaded", "too many bets in flight, retry shortly"},

@@ -73,6 +73,11 @@ const char *tp_keys_excl(struct tp_key *k, int bucket)
     return fmt(k, BUCKET "excl", bucket);
 }
 
+const char *tp_keys_paused(struct tp_key *k, int bucket)
+{
+    return fmt(k, BUCKET "paused", bucket);
+}
+
 const char *tp_keys_unsettled(struct tp_key *k, int bucket)
 {
     return fmt(k, BUCKET "unsettled", bucket);

@@ -92,7 +92,7 @@ static int run(struct tp_store *store, struct tp_script_call *a, tp_store_cb cb,
 
 /* --- Bucket scripts: money --- */
 
-/* scripts/lua/bet.lua header: 10 KEYS in the player's bucket, 13 ARGV. */
+/* scripts/lua/bet.lua header: 11 KEYS in the player's bucket, 13 ARGV. */
 void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -108,6 +108,7 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
     key(a, tp_keys_ubets(&k, n, b->user_id));
     key(a, tp_keys_net(&k, n));
     key(a, tp_keys_excl(&k, n));
+    key(a, tp_keys_paused(&k, n));
     arg_int(a, b->user_id);
     arg_int(a, b->round_id);
     arg_int(a, b->band);
@@ -133,7 +134,7 @@ int tp_script_bet(struct tp_store *store, const struct tp_script_bet_args *b, tp
     return run(store, &a, cb, ud);
 }
 
-/* scripts/lua/grant.lua header: 4 KEYS in the player's bucket, 6 ARGV. */
+/* scripts/lua/grant.lua header: 4 KEYS in the player's bucket, 6 ARGV (9 with an admin action). */
 static void grant_args(const struct tp_script_grant_args *g, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -149,6 +150,11 @@ static void grant_args(const struct tp_script_grant_args *g, struct tp_script_ca
     arg_int(a, g->now_ms);
     arg_int(a, n);
     arg_int(a, g->buckets);
+    if (g->admin != NULL) {
+        arg_str(a, g->admin->action_id);
+        arg_str(a, g->admin->actor);
+        arg_str(a, g->admin->reason);
+    }
 }
 
 int tp_script_grant(struct tp_store *store, const struct tp_script_grant_args *g, tp_store_cb cb,
@@ -182,6 +188,27 @@ int tp_script_exclusion(struct tp_store *store, const struct tp_script_exclusion
 }
 
 /* --- Global scripts: accounts --- */
+
+/* scripts/lua/pause.lua header: 2 global KEYS, 5 ARGV. */
+static void pause_args(const struct tp_script_pause_args *p, struct tp_script_call *a)
+{
+    start(a, "pause");
+    key(a, TP_KEYS_PAUSE);
+    key(a, TP_KEYS_GLOBAL_OUTBOX);
+    arg_str(a, p->resume ? "resume" : "pause");
+    arg_int(a, p->now_ms);
+    arg_str(a, p->admin.action_id);
+    arg_str(a, p->admin.actor);
+    arg_str(a, p->admin.reason);
+}
+
+int tp_script_pause(struct tp_store *store, const struct tp_script_pause_args *p, tp_store_cb cb,
+                    void *ud)
+{
+    struct tp_script_call a;
+    pause_args(p, &a);
+    return run(store, &a, cb, ud);
+}
 
 /* scripts/lua/signup.lua header: 3 global KEYS, 5 ARGV. */
 static void signup_args(const struct tp_script_signup_args *s, struct tp_script_call *a)

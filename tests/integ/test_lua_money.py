@@ -41,12 +41,13 @@ class Money:
     def p(self, user):
         return "tp:{b%d}:" % self.bucket(user)
 
-    def grant(self, user, amount, grant_id=None, now=1000):
+    def grant(self, user, amount, grant_id=None, now=1000, admin=()):
+        """admin: () for the sign-up credit, or (action_id, actor, reason) for an operator's."""
         p = self.p(user)
         gid = grant_id or f"signup:{user}"
         return self.c.evalsha(self.sha["grant"], 4, p + "bal", p + "grants", p + "granted",
                               p + "outbox", user, gid, amount, now, self.bucket(user),
-                              self.buckets)
+                              self.buckets, *admin)
 
     def open_round(self, rid, locks_at=10**13, state="open"):
         """What the round scripts do: one state copy per bucket."""
@@ -58,7 +59,7 @@ class Money:
         p = self.p(user)
         return [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
                 p + f"bets:{rid}:{band}", p + "outbox", p + "seq", p + f"ubets:{user}", p + "net",
-                p + "excl"]
+                p + "excl", p + "paused"]
 
     def bet(self, user, rid, band, stake, key, now=5000, req_hash=None, client=None,
             nbands=NBANDS, keys=None):
@@ -264,6 +265,59 @@ def test_bet_refuses_a_self_excluded_player_until_the_end():
         assert m.bet(3, 1, 0, 100, "k", now=9000)[0] == "ok"  # from the end on
 
 
+def test_operator_grant_and_correction():
+    """grant.lua with an admin action: credits and corrections, never below zero, recorded once
+    (the grant and the admin event in one step), replays change nothing."""
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=2)
+        m.grant(3, 1000)
+        adm = ("grant:fix-1:3", "ops@host", "refund of a lost bet")
+        assert m.grant(3, 250, grant_id="fix-1:3", now=2000, admin=adm) == ["ok", 1250, 0]
+        assert m.grant(3, 250, grant_id="fix-1:3", now=3000, admin=adm) == ["ok", 1250, 1]
+        ev = m.c.xrange("tp:{b1}:outbox")
+        assert [e[1]["type"] for e in ev] == ["grant", "grant", "admin"], ev
+        assert ev[2][1] == {"type": "admin", "action_id": "grant:fix-1:3", "action": "grant",
+                            "actor": "ops@host", "user_id": "3", "reason": "refund of a lost bet",
+                            "ts": "2000", "detail": '{"grant_id":"fix-1:3","amount":250,'
+                                                    '"balance":1250}'}, ev[2]
+        # A correction down to exactly zero is fine; one more unit is refused with no effect.
+        adm2 = ("grant:fix-2:3", "ops@host", "duplicate credit")
+        before = m.snapshot()
+        assert m.grant(3, "-1251", grant_id="fix-2:3", admin=adm2) == \
+            ["err", "insufficient_funds", 1250]
+        assert m.snapshot() == before
+        assert m.grant(3, "-1250", grant_id="fix-2:3", admin=adm2) == ["ok", 0, 0]
+        assert m.c.hget("tp:{b1}:grants", "fix-2:3") == "3:-1250"
+        assert int(m.c.get("tp:{b1}:granted")) == 0 and m.balance(3) == 0
+        # A negative amount without an admin action (the sign-up path) is a caller bug.
+        before = m.snapshot()
+        expect_redis_error(lambda: m.grant(3, "-5", grant_id="x:3"), "bad amount")
+        for bad in ("-0", "--5", "-05", "0"):
+            expect_redis_error(lambda: m.grant(3, bad, grant_id="y:3", admin=adm2), "bad amount")
+        expect_redis_error(lambda: m.grant(3, 5, grant_id="y:3", admin=("a b", "x", "")),
+                           "bad admin action id")
+        expect_redis_error(lambda: m.grant(3, 5, grant_id="y:3", admin=("a", "", "")),
+                           "bad admin action id or actor")
+        assert m.snapshot() == before
+
+
+def test_bet_refused_while_paused():
+    """The bucket's pause copy refuses new bets (game_paused) with no effect; a replay of a bet
+    accepted before the pause still gets its first answer."""
+    with tpenv.Redis() as r:
+        m = Money(r)
+        m.grant(3, 10000)
+        m.open_round(1)
+        first = m.bet(3, 1, 0, 100, "early")
+        m.c.set("tp:{b0}:paused", 123)
+        before = m.snapshot()
+        expect_err(lambda: m.bet(3, 1, 0, 100, "k"), "game_paused")
+        assert m.snapshot() == before
+        assert m.bet(3, 1, 0, 100, "early") == first[:6] + [1]
+        m.c.delete("tp:{b0}:paused")
+        assert m.bet(3, 1, 0, 100, "k")[0] == "ok"
+
+
 def exclude(m, user, days, now):
     return m.c.evalsha(m.sha["exclusion"], 1, m.p(user) + "excl", user, days, now,
                        m.bucket(user), m.buckets)
@@ -345,10 +399,10 @@ def test_bet_caller_bugs_raise_errors():
         keys[4] = "tp:{b1}:bets:1:1"  # band in the key name differs from ARGV
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
         keys = [k.replace("{b1}", "{b0}") for k in m.bet_keys(3, 1, 0, "k")]
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 10, *keys, 3, 1, 0, 100, "k",
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], len(keys), *keys, 3, 1, 0, 100, "k",
                                                canon_hash(1, 0, 100), 5000, NBANDS, MIN_STAKE,
                                                MAX_STAKE, IDEM_TTL, 0, 2), "not in this bucket")
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 2, *keys[:2], 3), "want 10 KEYS")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 2, *keys[:2], 3), "want 11 KEYS")
         assert m.snapshot() == before
 
 

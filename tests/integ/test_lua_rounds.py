@@ -68,7 +68,7 @@ class Game:
         h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
         keys = [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
                 p + f"bets:{rid}:{band}", p + "outbox", p + "seq",
-                p + f"ubets:{user}", p + "net", p + "excl"]
+                p + f"ubets:{user}", p + "net", p + "excl", p + "paused"]
         return self.run("bet", keys, [user, rid, band, stake, key, h, now_ms(), nbands, 1,
                                       max_stake, 3600, b, self.B])
 

@@ -93,6 +93,7 @@ enum tp_metric {
     X(ROUND_NOT_OPEN, "round_not_open")                                                            \
     X(IDEMPOTENCY_CONFLICT, "idempotency_conflict")                                                \
     X(POOL_FULL, "pool_full")                                                                      \
+    X(GAME_PAUSED, "game_paused")                                                                  \
     X(KEY_REQUIRED, "idempotency_key_required")                                                    \
     X(OVERLOADED, "overloaded")                                                                    \
     X(UNAVAILABLE, "unavailable")

@@ -45,6 +45,7 @@ enum tp_bet_code {
     TP_BET_ROUND_NOT_OPEN,       /* 409 round_not_open */
     TP_BET_IDEMPOTENCY_CONFLICT, /* 409 idempotency_conflict */
     TP_BET_POOL_FULL,            /* 409 pool_full (the round's pool is at its exact bound) */
+    TP_BET_GAME_PAUSED,          /* 409 game_paused (`tickpool admin pause`) */
     TP_BET_KEY_REQUIRED,         /* 422 idempotency_key_required */
     TP_BET_OVERLOADED,           /* 429 overloaded (send Retry-After: 1) */
     TP_BET_UNAVAILABLE,          /* 503 unavailable */

@@ -32,6 +32,8 @@
 #define TP_KEYS_USER_SEQ TP_KEYS_GLOBAL "user_seq"       /* STRING INCR → user id */
 #define TP_KEYS_USERNAMES TP_KEYS_GLOBAL "usernames"     /* HASH lower-cased name → id */
 #define TP_KEYS_AUTH_SECRET TP_KEYS_GLOBAL "auth_secret" /* STRING token signing secret */
+#define TP_KEYS_PAUSE TP_KEYS_GLOBAL "pause"     /* HASH the operator's pause (absent: running) */
+#define TP_KEYS_WORKERS TP_KEYS_GLOBAL "workers" /* ZSET "<host>|<pid>|<index>" → heartbeat ms */
 
 /* Pub/sub channel of the pre-encoded MessagePack broadcasts (tick, round, odds). */
 #define TP_KEYS_BCAST_CHANNEL "tp:bcast"
@@ -73,6 +75,9 @@ const char *tp_keys_outbox(struct tp_key *k, int bucket);
 const char *tp_keys_net(struct tp_key *k, int bucket);
 /** tp:{bN}:excl — HASH user_id → end of the player's self-exclusion (Unix ms). */
 const char *tp_keys_excl(struct tp_key *k, int bucket);
+/** tp:{bN}:paused — STRING the bucket's copy of the pause (since, Unix ms; absent: running),
+ * read by bet.lua. */
+const char *tp_keys_paused(struct tp_key *k, int bucket);
 /** tp:{bN}:unsettled — SET round ids whose stakes the bucket holds. */
 const char *tp_keys_unsettled(struct tp_key *k, int bucket);
 /** tp:{bN}:idem:<user_id>:<key> — `key` is `len` bytes (≤ TP_KEYS_IDEM_MAX, asserted). */

@@ -29,7 +29,7 @@ struct tp_script_fence {
 /* Most ticks one tick.lua call carries (a backfill after a failover is bounded by this). */
 #define TP_SCRIPT_TICKS_MAX 64
 /* Most arguments of one call (tick.lua: 2 KEYS, holder, epoch, MAXLEN, two per tick), and the
- * bytes of formatted keys and numbers (bet.lua's 9 keys are the most: < 9 * TP_KEYS_MAX). */
+ * bytes of formatted keys and numbers (bet.lua's 11 keys are the most: < 11 * TP_KEYS_MAX). */
 #define TP_SCRIPT_ARGS_MAX (5 + 2 * TP_SCRIPT_TICKS_MAX)
 #define TP_SCRIPT_BUF 4096
 
@@ -65,12 +65,20 @@ void tp_script_bet_call(const struct tp_script_bet_args *a, struct tp_script_cal
 int tp_script_bet(struct tp_store *store, const struct tp_script_bet_args *a, tp_store_cb cb,
                   void *ud);
 
-/* grant.lua: credit `amount` to `user_id` once per `grant_id`. */
+/* The admin action a script records next to its effect (`tickpool admin`; scripts/lua/README.md
+ * "Admin actions"): its id (1..128 bytes of [A-Za-z0-9_.:-]), who acts, and why ("" for none). */
+struct tp_script_admin {
+    const char *action_id, *actor, *reason;
+};
+
+/* grant.lua: credit `amount` to `user_id` once per `grant_id`; a negative amount (a correction)
+ * only with `admin` set, and never below a zero balance. */
 struct tp_script_grant_args {
     int64_t user_id;
     const char *grant_id;
     int64_t amount, now_ms;
     int buckets;
+    const struct tp_script_admin *admin; /* NULL: not an operator's grant (the sign-up credit) */
 };
 /** Runs grant.lua. */
 int tp_script_grant(struct tp_store *store, const struct tp_script_grant_args *a, tp_store_cb cb,
@@ -86,6 +94,16 @@ struct tp_script_exclusion_args {
 /** Runs exclusion.lua. */
 int tp_script_exclusion(struct tp_store *store, const struct tp_script_exclusion_args *a,
                         tp_store_cb cb, void *ud);
+
+/* pause.lua: pause (`resume` false) or resume the game, recording the admin action. */
+struct tp_script_pause_args {
+    bool resume;
+    int64_t now_ms;
+    struct tp_script_admin admin;
+};
+/** Runs pause.lua (the caller writes the bucket copies first: see the script's header). */
+int tp_script_pause(struct tp_store *store, const struct tp_script_pause_args *a, tp_store_cb cb,
+                    void *ud);
 
 /* signup.lua: claim `lower` and create user `user_id`. */
 struct tp_script_signup_args {

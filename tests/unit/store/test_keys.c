@@ -42,6 +42,7 @@ static void test_bucket_keys(void **state)
     assert_string_equal(tp_keys_net(&k, 0), "tp:{b0}:net");
     assert_string_equal(tp_keys_excl(&k, 16383), "tp:{b16383}:excl");
     assert_string_equal(tp_keys_unsettled(&k, 0), "tp:{b0}:unsettled");
+    assert_string_equal(tp_keys_paused(&k, 7), "tp:{b7}:paused");
     assert_string_equal(tp_keys_idem(&k, 1, 5, "abc-1xyz", 5), "tp:{b1}:idem:5:abc-1");
     assert_string_equal(tp_keys_ubets(&k, 1, 5), "tp:{b1}:ubets:5");
     assert_string_equal(tp_keys_round_state(&k, 0, 42), "tp:{b0}:round:42:state");
@@ -68,6 +69,8 @@ static void test_global_keys(void **state)
     assert_string_equal(TP_KEYS_TICKS, "tp:{g}:ticks");
     assert_string_equal(TP_KEYS_GLOBAL_OUTBOX, "tp:{g}:outbox");
     assert_string_equal(TP_KEYS_USER_SEQ, "tp:{g}:user_seq");
+    assert_string_equal(TP_KEYS_PAUSE, "tp:{g}:pause");
+    assert_string_equal(TP_KEYS_WORKERS, "tp:{g}:workers");
     assert_string_equal(TP_KEYS_USERNAMES, "tp:{g}:usernames");
     assert_string_equal(TP_KEYS_AUTH_SECRET, "tp:{g}:auth_secret");
     assert_string_equal(TP_KEYS_BCAST_CHANNEL, "tp:bcast");

@@ -125,11 +125,11 @@ static void test_bet(void **state)
                                    .buckets = 4};
     static struct tp_script_call a;
     tp_script_bet_call(&b, &a);
-    EXPECT(&a, "bet", 10, "tp:{b3}:bal", "tp:{b3}:idem:7:k-1", "tp:{b3}:round:42:state",
+    EXPECT(&a, "bet", 11, "tp:{b3}:bal", "tp:{b3}:idem:7:k-1", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:bets:42:2", "tp:{b3}:outbox", "tp:{b3}:seq",
-           "tp:{b3}:ubets:7", "tp:{b3}:net", "tp:{b3}:excl", "7", "42", "2", "150", "k-1", HASH,
-           "1700000000000", "5", "10", "100000", "86400", "3", "4");
-    check_header(&a, 10);
+           "tp:{b3}:ubets:7", "tp:{b3}:net", "tp:{b3}:excl", "tp:{b3}:paused", "7", "42", "2",
+           "150", "k-1", HASH, "1700000000000", "5", "10", "100000", "86400", "3", "4");
+    check_header(&a, 11);
     /* a key the builder cannot hold is refused before anything is sent */
     b.idem_len = 0;
     assert_int_equal(tp_script_bet(NULL, &b, NULL, NULL), TP_EINVAL);
@@ -159,6 +159,32 @@ static void test_grant_signup(void **state)
     EXPECT(&a, "signup", 3, "tp:{g}:usernames", "tp:{g}:user:3", "tp:{g}:outbox", "alice", "Alice",
            "3", "$argon2id$x", "6");
     check_header(&a, 3);
+}
+
+static void test_admin(void **state)
+{
+    (void)state;
+    static struct tp_script_call a;
+    struct tp_script_admin adm = {.action_id = "grant-1-ab", .actor = "ops@h", .reason = "why"};
+    struct tp_script_grant_args g = {.user_id = 9,
+                                     .grant_id = "fix:9",
+                                     .amount = -250,
+                                     .now_ms = 5,
+                                     .buckets = 2,
+                                     .admin = &adm};
+    grant_args(&g, &a);
+    EXPECT(&a, "grant", 4, "tp:{b1}:bal", "tp:{b1}:grants", "tp:{b1}:granted", "tp:{b1}:outbox",
+           "9", "fix:9", "-250", "5", "1", "2", "grant-1-ab", "ops@h", "why");
+    check_header(&a, 4);
+    struct tp_script_pause_args p = {.resume = false, .now_ms = 7, .admin = adm};
+    pause_args(&p, &a);
+    EXPECT(&a, "pause", 2, "tp:{g}:pause", "tp:{g}:outbox", "pause", "7", "grant-1-ab", "ops@h",
+           "why");
+    check_header(&a, 2);
+    p.resume = true;
+    pause_args(&p, &a);
+    EXPECT(&a, "pause", 2, "tp:{g}:pause", "tp:{g}:outbox", "resume", "7", "grant-1-ab", "ops@h",
+           "why");
 }
 
 /* --- Leader --- */
@@ -304,9 +330,9 @@ static void test_buckets(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bet),        cmocka_unit_test(test_grant_signup),
-        cmocka_unit_test(test_lease_tick), cmocka_unit_test(test_rounds),
-        cmocka_unit_test(test_buckets),
+        cmocka_unit_test(test_bet),    cmocka_unit_test(test_grant_signup),
+        cmocka_unit_test(test_admin),  cmocka_unit_test(test_lease_tick),
+        cmocka_unit_test(test_rounds), cmocka_unit_test(test_buckets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
