@@ -591,6 +591,8 @@ static void snap_read_rounds(struct tp_leader *l)
         snap_done(l);
 }
 
+static void snap_lists_done(struct tp_leader *l);
+
 /* One id list (the newest rounds, or the unfinished index) appended to snap_ids. */
 static void on_snap_ids(int err, const struct tp_store_reply *r, void *ud)
 {
@@ -608,6 +610,31 @@ static void on_snap_ids(int err, const struct tp_store_reply *r, void *ud)
             l->snap_ids[l->nids++] = v ? strtoll(v, NULL, 10) : 0;
         }
     }
+    snap_lists_done(l);
+}
+
+/* The operator's pause, re-read every step: the planner obeys it, and a change (or the first
+ * read of a lease: a change may have happened while nobody led) is announced. */
+static void on_snap_pause(int err, const struct tp_game_pause *p, void *ud)
+{
+    struct tp_leader *l = ud;
+    if (err != 0) {
+        l->snap_err = 1;
+    } else {
+        bool changed =
+            !l->pause_known || p->paused != l->pause.paused || p->since != l->pause.since;
+        l->pause = *p;
+        l->pause_known = true;
+        l->pc.paused = p->paused;
+        if (changed && l->obs != NULL && l->obs->on_pause != NULL)
+            l->obs->on_pause(l->obs_ud, p);
+    }
+    snap_lists_done(l);
+}
+
+/* One of the step's first reads is in; the last one goes on with the rounds. */
+static void snap_lists_done(struct tp_leader *l)
+{
     if (--l->ids_pending > 0)
         return;
     if (l->snap_err || !l->leader) {
@@ -647,7 +674,7 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
      * newest id and the previous round, final or not. */
     l->nids = 0;
     l->snap_err = 0;
-    l->ids_pending = 2;
+    l->ids_pending = 3;
     if (tp_store_command(l->store, on_snap_ids, l, "ZREVRANGE " TP_KEYS_ROUNDS " 0 %d",
                          TP_LEADER_RECENT - 1) != 0) {
         tp_leader_step_end(l);
@@ -655,6 +682,8 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     if (tp_store_command(l->store, on_snap_ids, l, "ZRANGE " TP_KEYS_UNFINISHED " 0 -1") != 0)
         on_snap_ids(TP_EUNAVAIL, NULL, l);
+    if (tp_game_pause_load(l->store, on_snap_pause, l) != 0)
+        on_snap_pause(TP_EUNAVAIL, NULL, l);
 }
 
 /* --- Lease --- */
@@ -695,6 +724,7 @@ static void on_lease(int err, const struct tp_store_reply *r, void *ud)
         l->cache_idx = -1;
         l->seg_ok = l->seg_known = false;
         l->open_synced = 0;
+        l->pause_known = false;
         tp_metrics_set(TP_METRIC_IS_LEADER, 1);
         tp_log_info(MOD, "acquired the leader lease\tholder=%s epoch=%lld pid=%d", l->holder, e,
                     (int)getpid());

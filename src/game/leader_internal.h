@@ -12,6 +12,7 @@
 
 #include "tickpool/game/game_round.h"
 #include "tickpool/game/leader.h"
+#include "tickpool/game/pause.h"
 #include "tickpool/game/planner.h"
 #include "tickpool/game/price_sim.h"
 #include "tickpool/game/round.h"
@@ -42,7 +43,9 @@ struct tp_leader {
     struct ev_loop *loop;
     struct tp_store *store;
     const struct tp_config_game *g;
-    struct tp_planner_config pc; /* betting phase and grace, from g */
+    struct tp_planner_config pc; /* betting phase and grace, from g; the pause, every step */
+    struct tp_game_pause pause;  /* the operator's pause as last read */
+    bool pause_known;            /* read since this lease began (else the next read announces) */
     char holder[64];
     long long epoch;
     bool leader;

@@ -16,6 +16,9 @@
  *     simply resumes here: every settlement script is idempotent);
  *  3. no open round at all (a fresh game, or every round cancelled after a clock jump): open
  *     the next id at the first betting boundary not before now;
+ *  While the operator has paused the game (c->paused), nothing opens: the newest round locks
+ *  without opening its successor (rule 1) and rule 3 owes nothing, so after a resume rule 3
+ *  opens the next round on the betting grid, as at a fresh start.
  *  4. an open round's bucket copies are re-written once per lease (a dead leader may have left
  *     a bucket without one), newest first. Only one id is remembered as synced, so two open
  *     rounds (possible only after the clock went backwards) are re-written in turn every step:
@@ -41,6 +44,7 @@ void tp_planner_config_init(struct tp_planner_config *out, const struct tp_confi
 {
     out->betting_ms = (int64_t)g->betting_s * 1000;
     out->grace_ms = g->grace_ms;
+    out->paused = false;
 }
 
 static struct tp_planner_action act(enum tp_planner_op op, int64_t id, int64_t opens_at)
@@ -70,7 +74,7 @@ static bool plan_due(const struct tp_planner_config *c, const struct tp_planner_
              * open could never succeed and, being owed first, would block every other action
              * until the round is cancelled (found by tests/unit/game/test_sim.c). The round
              * locks instead, and rule 3 opens the next one at the next boundary. */
-            *out = r->id == max_id && r->t.locks_at % c->betting_ms == 0
+            *out = r->id == max_id && r->t.locks_at % c->betting_ms == 0 && !c->paused
                        ? act(TP_PLANNER_OPEN, r->id + 1, r->t.locks_at)
                        : act(TP_PLANNER_LOCK, r->id, 0);
             return true;
@@ -105,7 +109,7 @@ int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_r
     bool have_open = false;
     for (int i = 0; i < n; i++)
         have_open = have_open || rounds[i].state == TP_ROUND_OPEN;
-    if (!have_open) {
+    if (!have_open && !c->paused) {
         int64_t max_id = n > 0 ? rounds[n - 1].id : 0;
         *out = act(TP_PLANNER_OPEN, max_id + 1, tp_round_align_open(now_ms, c->betting_ms));
         return 0;

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct tp_game_pause;
 struct tp_worker;
 struct tp_leader;
 
@@ -37,6 +38,9 @@ struct tp_leader_observer {
     void (*on_round)(void *ud, int64_t id);
     /** Tick (ts, price) is recorded; after a catch-up only the newest is reported. */
     void (*on_tick)(void *ud, int64_t ts, int64_t price);
+    /** The operator's pause changed (`p` borrowed during the call), or was read for the first
+     * time by this lease (it may have changed while no process led). */
+    void (*on_pause)(void *ud, const struct tp_game_pause *p);
 };
 
 /** Installs `obs` (borrowed, must outlive the worker) with `ud` on the leader of worker `w`,

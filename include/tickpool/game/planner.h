@@ -9,16 +9,20 @@
 #ifndef TP_PLANNER_H
 #define TP_PLANNER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "tickpool/game/round.h"
 
 struct tp_config_game;
 
-/** What the planner reads of the game config. */
+/** What the planner reads of the game config, and the operator's pause. */
 struct tp_planner_config {
     int64_t betting_ms; /* a round opens every betting phase, aligned to the wall clock */
     int64_t grace_ms;   /* a lock or close missed by more than this cancels the round */
+    /* `tickpool admin pause` (tp:{g}:pause, which the leader re-reads every step; false from
+     * tp_planner_config_init): no round opens, the rounds in flight lock, close and settle. */
+    bool paused;
 };
 
 /** What the planner reads of one round: its id, stored state and schedule. */

@@ -278,6 +278,40 @@ static void test_bad_input(void **state)
     assert_string_equal(tp_planner_op_name((enum tp_planner_op)42), "unknown");
 }
 
+/* The operator's pause: rounds in flight lock, close and settle; nothing opens until resumed,
+ * then the next round opens on the betting grid. */
+static void test_paused(void **state)
+{
+    (void)state;
+    struct tp_planner_config pc = cfg;
+    pc.paused = true;
+    struct tp_planner_action a;
+    struct tp_planner_round rs[2] = {rnd(1, TP_ROUND_LIVE, 30000), rnd(2, TP_ROUND_OPEN, 60000)};
+    /* Round 2's lock is due: it locks without opening round 3 first. */
+    assert_int_equal(tp_planner_next(&pc, rs, 2, 90000, 2, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_LOCK);
+    assert_int_equal(a.round_id, 2);
+    rs[1].state = TP_ROUND_LIVE;
+    assert_int_equal(tp_planner_next(&pc, rs, 2, 90000, 2, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_CLOSE);
+    assert_int_equal(a.round_id, 1);
+    rs[0].state = TP_ROUND_SETTLING;
+    assert_int_equal(tp_planner_next(&pc, rs, 2, 90100, 2, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_SETTLE);
+    rs[0].state = TP_ROUND_SETTLED;
+    /* No open round and paused: nothing is owed, however long the pause lasts. */
+    assert_int_equal(tp_planner_next(&pc, rs, 2, 100000, 2, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_NONE);
+    rs[1].state = TP_ROUND_SETTLED;
+    assert_int_equal(tp_planner_next(&pc, rs, 2, 500000, 2, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_NONE);
+    /* Resumed at 500.001 s: round 3 opens at the next boundary, 510 s. */
+    expect(rs, 2, 500001, 2, TP_PLANNER_OPEN, 3, 510000);
+    /* Paused on a fresh game: nothing opens at all. */
+    assert_int_equal(tp_planner_next(&pc, NULL, 0, 1000, 0, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_NONE);
+}
+
 static void test_config_init(void **state)
 {
     (void)state;
@@ -286,6 +320,7 @@ static void test_config_init(void **state)
     tp_planner_config_init(&c, &g);
     assert_int_equal(c.betting_ms, 5000);
     assert_int_equal(c.grace_ms, 2500);
+    assert_false(c.paused);
 }
 
 /*
@@ -374,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_issue16_every_unfinished_round),
         cmocka_unit_test(test_issue16_betting_change),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_paused),
         cmocka_unit_test(test_config_init),
         cmocka_unit_test(test_simulated_game),
     };
