@@ -13,10 +13,12 @@
 #include "tickpool/money/bet.h"
 #include "tickpool/api/players.h"
 #include "tickpool/api/rounds.h"
+#include "tickpool/cli/admin.h"
 #include "tickpool/cli/audit.h"
 #include "tickpool/game/leader.h"
 #include "tickpool/store/pg.h"
 #include "tickpool/store/pgw.h"
+#include "tickpool/store/registry.h"
 #include "tickpool/store/store.h"
 #include "tickpool/api/ops.h"
 #include "tickpool/stream/session.h"
@@ -47,6 +49,8 @@ static void usage(FILE *out)
           "  migrate         apply pending Postgres migrations (migrations/*.sql) and exit\n"
           "  audit           check money conservation against Redis and Postgres\n"
           "  verify ROUND    recompute round ROUND's ticks and lock/close prices from its seed\n"
+          "  admin CMD ...   operate the game: status, pause/resume, grants, ... (see\n"
+          "                  `tickpool admin --help`)\n"
           "\n"
           "Options:\n"
           "  -c, --config FILE   configuration file (default: config/tickpool.ini if present,\n"
@@ -148,10 +152,13 @@ int main(int argc, char **argv)
         tp_session_install();       /* /ws protocol, fan-out, odds */
         tp_pgw_register();          /* outbox → Postgres writer thread */
         tp_pg_health_install();     /* readiness probe of Postgres */
+        tp_registry_install();      /* heartbeat for `tickpool admin status` */
         return tp_master_run(&config);
     }
     if (strcmp(cmd, "verify") == 0 && nargs == 1)
         return tp_verify_main(&config, nargs, argv + optind + 1);
+    if (strcmp(cmd, "admin") == 0)
+        return tp_admin_main(&config, nargs, argv + optind + 1);
     if (strcmp(cmd, "audit") == 0)
         return tp_audit_main(&config, nargs, argv + optind + 1);
     if (strcmp(cmd, "migrate") == 0 && nargs == 0)

@@ -1,0 +1,272 @@
+"""`tickpool admin` against a real server, Redis and Postgres: each command's effect and its
+refusals, and the admin_actions rows the outbox writes to Postgres.
+
+- usage: --help of admin and of every command, unknown commands and options, bad arguments
+  (exit 2, nothing changed);
+- grant: credit and correction, by username (any case) and #id, idempotent by --id, refused
+  for an unknown user (exit 1), an amount that would make the balance negative (exit 1, no
+  effect), a reused id with another amount; `tickpool audit` exact afterwards; grants, ledger and
+  admin_actions rows in Postgres;
+- status: leader, epoch, open round, workers of the host (--json);
+- pause/resume: bets refused with 409 game_paused (HTTP) and bet_err (WebSocket) while paused,
+  the open round locks and settles, no new round opens, pause twice and resume when running
+  refused (exit 1), the next round opens on the betting grid after resume, one admin_actions
+  row per action.
+"""
+
+import json
+import os
+import signal
+import time
+
+import msgpack
+import websocket
+
+import tpclient
+import tpenv
+
+BET_S = 2
+BASE = {"TICKPOOL_GAME_BETTING_S": str(BET_S), "TICKPOOL_GAME_LIVE_S": "2",
+        "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_START_BALANCE": "10000"}
+
+
+def admin(s, *args):
+    r = s.run_cli("admin", "--actor", "tester@ci", *args)
+    return r.returncode, r.stdout, r.stderr
+
+
+def rows(pg, sql):
+    return pg.psql(sql)
+
+
+def wait_rows(pg, sql, n, what):
+    return tpenv.wait_until(lambda: (lambda r: r if len(r) == n else None)(pg.psql(sql)),
+                            timeout=20, what=what)
+
+
+def balance(s, token):
+    st, v = s.json("GET", "/api/v1/me", headers=tpclient.auth(token))
+    assert st == 200, (st, v)
+    return v["balance"]
+
+
+def test_usage_and_help():
+    with tpenv.Redis() as r:
+        s = tpenv.Server(redis=r, env=BASE)
+        for args in (("--help",), ("status", "--help"), ("pause", "-h"), ("resume", "--help"),
+                     ("grant", "--help")):
+            rc, out, err = admin(s, *args)
+            assert rc == 0 and out.startswith("Usage: tickpool"), (args, rc, out, err)
+        rc, out, _ = admin(s, "--help")
+        for cmd in ("status", "pause", "resume", "grant"):
+            assert f"\n  {cmd}" in out, out
+        cases = [((), "Usage"), (("frobnicate",), "unknown command"),
+                 (("status", "--bogus"), "unknown option"), (("status", "extra"), "unexpected"),
+                 (("pause", "--reason"), "wants a value"),
+                 (("pause", "--reason", ""), "--reason wants"),
+                 (("pause", "--reason", "a\x01b"), "--reason wants"),
+                 (("pause", "--reason", "x" * 201), "--reason wants"),
+                 (("grant", "alice", "100"), "--reason is required"),
+                 (("grant", "alice", "--reason", "x"), "wants USER and AMOUNT"),
+                 (("grant", "alice", "0", "--reason", "x"), "non-zero"),
+                 (("grant", "alice", "1.5", "--reason", "x"), "non-zero"),
+                 (("grant", "alice", "-07", "--reason", "x"), "non-zero"),
+                 (("grant", "alice", "1000000000000000", "--reason", "x"), "non-zero"),
+                 (("grant", "alice", "5", "--reason", "x", "--id", "a b"), "--id wants"),
+                 (("grant", "alice", "5", "--reason", "x", "--reason", "y"), "given twice"),
+                 (("grant", "a!ice", "5", "--reason", "x"), "no username"),
+                 (("grant", "#0", "5", "--reason", "x"), "#ID wants"),
+                 (("grant", "#x", "5", "--reason", "x"), "#ID wants")]
+        for args, want in cases:
+            rc, out, err = admin(s, *args)
+            assert rc == 2 and want in err, (args, rc, out, err)
+        # Nothing was written by any of them.
+        assert r.client().keys("tp:*") == [], r.client().keys("tp:*")
+        # Redis unreachable: exit 3.
+        s.env["TICKPOOL_REDIS_URL"] = "redis://127.0.0.1:%d" % tpenv.free_port()
+        rc, out, err = admin(s, "status")
+        assert rc == 3 and "cannot connect to Redis" in err, (rc, out, err)
+
+
+def test_grant_and_audit():
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        with tpenv.Server(redis=r, pg=pg, env=BASE) as s:
+            (uid, tok), (uid2, tok2) = tpclient.make_users(s, 2, prefix="Grantee")
+            assert balance(s, tok) == 10000
+            # Credit by username in another case, then a correction by #id.
+            rc, out, err = admin(s, "grant", "GRANTEE0", "2500", "--reason", "goodwill",
+                                 "--id", "ticket-17")
+            assert rc == 0 and f"balance now 12500 (grant id ticket-17:{uid})" in out, (out, err)
+            assert balance(s, tok) == 12500
+            # The same command again (a retry): nothing changes, exit 0.
+            rc, out, err = admin(s, "grant", "grantee0", "2500", "--reason", "goodwill",
+                                 "--id", "ticket-17")
+            assert rc == 0 and "applied before: nothing changed" in out, (out, err)
+            assert balance(s, tok) == 12500
+            # The same id with another amount: refused.
+            rc, out, err = admin(s, "grant", "grantee0", "2600", "--reason", "x", "--id",
+                                 "ticket-17")
+            assert rc == 1 and "used before" in err, (out, err)
+            rc, out, err = admin(s, "grant", f"#{uid}", "-12500", "--reason", "chargeback",
+                                 "--id", f"cb-1:{uid}")
+            assert rc == 0 and "balance now 0" in out, (out, err)
+            # Beyond the balance: refused with no effect.
+            before = r.client().hgetall("tp:{b0}:grants")
+            rc, out, err = admin(s, "grant", f"#{uid2}", "-10001", "--reason", "too much")
+            assert rc == 1 and "has 10000" in err and "negative" in err, (out, err)
+            assert r.client().hgetall("tp:{b0}:grants") == before
+            assert balance(s, tok2) == 10000
+            # Unknown users.
+            for who in ("nobody", "#999999"):
+                rc, out, err = admin(s, "grant", who, "5", "--reason", "x")
+                assert rc == 1 and "no such user" in err, (who, out, err)
+            # A generated id is printed, and unique.
+            rc, out, err = admin(s, "grant", "grantee1", "1", "--reason", "a")
+            rc2, out2, _ = admin(s, "grant", "grantee1", "1", "--reason", "a")
+            assert rc == rc2 == 0 and out != out2 and f":{uid2})" in out, (out, out2)
+            assert balance(s, tok2) == 10002
+            # The audit stays exact, Postgres included.
+            code, text = tpclient.audit(s)
+            assert code == 0, text
+            assert "grants: redis 6 summing to 10002, postgres 6 summing to 10002" in text, text
+            # admin_actions: one row per applied grant, with who, what and why.
+            got = wait_rows(pg, "SELECT id, action, actor, user_id, detail->>'amount', reason "
+                            "FROM admin_actions ORDER BY at, id", 4, "4 admin_actions rows")
+            assert got[0] == [f"grant:ticket-17:{uid}", "grant", "tester@ci", str(uid), "2500",
+                              "goodwill"], got
+            assert got[1] == [f"grant:cb-1:{uid}", "grant", "tester@ci", str(uid), "-12500",
+                              "chargeback"], got
+            assert pg.psql(f"SELECT amount FROM grants WHERE id = 'cb-1:{uid}'") == [["-12500"]]
+
+
+def test_status():
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        with tpenv.Server(redis=r, pg=pg, env=BASE, workers=2) as s:
+            tpclient.wait_game(s)
+            lease = tpclient.lease(r.client())
+
+            def two_workers():
+                rc, out, err = admin(s, "status", "--json")
+                assert rc == 0, (out, err)
+                v = json.loads(out)
+                return v if len(v["workers"]) == 2 else None
+            v = tpenv.wait_until(two_workers, timeout=10, what="both workers registered")
+            assert v["leader"]["holder"] == lease[0] and v["leader"]["pid"] == lease[1], v
+            assert v["leader"]["epoch"] == lease[2] == v["epoch"], v
+            assert v["leader"]["host"] == v["workers"][0]["host"], v
+            assert sorted(w["pid"] for w in v["workers"]) == sorted(s.worker_pids()), v
+            assert v["paused"] is None and v["paused_buckets"] == [0, 1], v
+            assert v["open"]["id"] >= 1 and v["redis"]["used_memory"] > 0, v
+            assert {h["state"] for h in v["hot_rounds"]} <= {"open", "live", "settling"}, v
+            rc, out, err = admin(s, "status")
+            assert rc == 0 and out.startswith("leader     pid-") and "game       running" in out
+            assert "workers    2 alive" in out, out
+
+
+def bet_http(s, tok, rid, key):
+    return s.http("POST", "/api/v1/bets", {"round_id": rid, "band": 0, "stake": 100},
+                  tpclient.auth(tok, key))
+
+
+def ws_bet(s, tok, rid, key):
+    """One bet over /ws; returns its bet_ok or bet_err message."""
+    ws = websocket.create_connection(f"ws://127.0.0.1:{s.http_port}/ws?token={tok}",
+                                     subprotocols=["tickpool.v1"], timeout=10)
+    try:
+        ws.send_binary(msgpack.packb({"t": "bet", "req": 7, "key": key, "round_id": rid,
+                                      "band": 0, "stake": 100}))
+        end = time.time() + 10
+        while time.time() < end:
+            m = msgpack.unpackb(ws.recv())
+            if m.get("t") in ("bet_ok", "bet_err"):
+                return m
+        raise AssertionError("no answer to a WebSocket bet")
+    finally:
+        ws.close()
+
+
+def test_pause_resume():
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        with tpenv.Server(redis=r, pg=pg, env=BASE) as s:
+            (uid, tok), = tpclient.make_users(s, 1, prefix="pauser")
+            rc, out, err = admin(s, "resume")
+            assert rc == 1 and "not paused" in err, (out, err)
+            o = tpclient.fresh_open_round(s, min_left_ms=1200)
+            st, _, _ = bet_http(s, tok, o["id"], "before")
+            assert st == 201
+            rc, out, err = admin(s, "pause", "--reason", "db maintenance")
+            assert rc == 0 and out.startswith("paused at"), (out, err)
+            # Bets are refused at once, over HTTP and WebSocket, with no effect.
+            st, _, body = bet_http(s, tok, o["id"], "during")
+            assert st == 409 and json.loads(body)["error"]["code"] == "game_paused", (st, body)
+            assert ws_bet(s, tok, o["id"], "ws-during")["code"] == "game_paused"
+            rc, out, err = admin(s, "pause")
+            assert rc == 1 and "already paused" in err and "db maintenance" in err, (out, err)
+            # The open round locks and settles; no new round opens.
+            tpenv.wait_until(lambda: r.client().hget(f"tp:{{g}}:round:{o['id']}", "state") ==
+                             "settled", timeout=15, what="the paused round settles")
+            time.sleep(BET_S + 0.5)
+            assert r.client().hget("tp:{g}:current", "open") is None
+            assert r.client().zrevrange("tp:{g}:rounds", 0, 0) == [str(o["id"])]
+            # Resume: the next round opens at the next betting boundary.
+            t0 = time.time() * 1000
+            rc, out, err = admin(s, "resume", "--reason", "done")
+            assert rc == 0 and "the next round opens at" in out, (out, err)
+            nxt = tpclient.wait_game(s, timeout=10)["open"]
+            assert nxt["id"] == o["id"] + 1 and nxt["opens_at"] % (BET_S * 1000) == 0, nxt
+            assert t0 - BET_S * 1000 <= nxt["opens_at"] <= t0 + BET_S * 1000, (t0, nxt)
+            st, _, _ = bet_http(s, tok, nxt["id"], "after")
+            assert st == 201
+            got = wait_rows(pg, "SELECT action, actor, reason, user_id FROM admin_actions "
+                            "ORDER BY at", 2, "pause and resume rows")
+            assert got == [["pause", "tester@ci", "db maintenance", ""],
+                           ["resume", "tester@ci", "done", ""]], got
+            code, text = tpclient.audit(s)
+            assert code == 0, text
+
+
+def test_pause_survives_leader_kill():
+    """kill -9 of the lease holder while paused: the next leader reads the pause before it acts,
+    so no round opens and bets stay refused; resume under the new leader opens the next round."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        with tpenv.Server(redis=r, pg=pg, env=BASE, workers=2) as s:
+            (uid, tok), = tpclient.make_users(s, 1, prefix="failover")
+            c = r.client()
+            o = tpclient.fresh_open_round(s, min_left_ms=500)
+            rc, out, err = admin(s, "pause", "--reason", "failover drill")
+            assert rc == 0, (out, err)
+            last = int(c.zrevrange("tp:{g}:rounds", 0, 0)[0])
+            old = tpclient.lease(c)
+            os.kill(old[1], signal.SIGKILL)
+            new = tpenv.wait_until(lambda: (lambda l: l if l and l[0] != old[0] else None)(
+                tpclient.lease(c)), timeout=10, interval=0.02, what="a new leader")
+            assert new[2] > old[2]
+            # Rounds in flight end; nothing new opens for several betting phases.
+            tpenv.wait_until(lambda: c.zcard("tp:{g}:unfinished") == 0, timeout=20,
+                             what="every round in flight ends")
+            time.sleep(3 * BET_S)
+            assert int(c.zrevrange("tp:{g}:rounds", 0, 0)[0]) == last
+            assert c.hget("tp:{g}:current", "open") is None
+            st, _, body = bet_http(s, tok, last, "while-paused")
+            assert st == 409 and json.loads(body)["error"]["code"] == "game_paused", (st, body)
+            rc, out, err = admin(s, "status", "--json")
+            v = json.loads(out)
+            assert v["paused"]["reason"] == "failover drill" and v["leader"]["epoch"] == new[2], v
+            # Resume with the new leader; kill it too: the next one keeps running the game.
+            rc, out, err = admin(s, "resume")
+            assert rc == 0, (out, err)
+            nxt = tpclient.wait_game(s, timeout=10)["open"]
+            assert nxt["id"] == last + 1, nxt
+            os.kill(new[1], signal.SIGKILL)
+            tpenv.wait_until(lambda: (lambda l: l and l[0] != new[0])(tpclient.lease(c)),
+                             timeout=10, what="a third leader")
+            tpenv.wait_until(lambda: int(c.zrevrange("tp:{g}:rounds", 0, 0)[0]) > nxt["id"],
+                             timeout=15, what="rounds open again after the second kill")
+            st, _, _ = bet_http(s, tok, tpclient.fresh_open_round(s, 800)["id"], "after")
+            assert st == 201
+            code, text = tpclient.audit(s)
+            assert code == 0, text
+
+
+if __name__ == "__main__":
+    tpenv.main()
