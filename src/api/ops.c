@@ -1,7 +1,9 @@
 /*
  * /healthz, /readyz and /metrics (see tickpool/api/ops.h and docs/operations.md).
  *
- * Ready means playable: this worker's Redis connection is up and the game has an open round.
+ * Ready means playable: this worker's Redis connection is up and the game has an open round, or
+ * the operator paused it (`tickpool admin pause`): a paused node is healthy and keeps serving
+ * the client, prices and history, so it answers 200 "paused" rather than 503 "no open round".
  * Postgres is behind the outbox (bets never wait for it), so Postgres down only makes the answer
  * "degraded" with the outbox lag, still 200: a load balancer following /readyz must not take
  * every node out during a Postgres outage while they accept bets.
@@ -15,6 +17,7 @@
 #include "tickpool/base/buf.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/metrics.h"
+#include "tickpool/game/pause.h"
 #include "tickpool/net/router.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/store/keys.h"
@@ -35,8 +38,9 @@ static struct {
     int64_t checked_ms; /* monotonic time of the last read (or failed read) */
     int64_t seen_ms;    /* monotonic time an open round was last seen */
     int64_t open_id;    /* the open round last seen, 0 = none yet */
-    bool in_flight;
-} open_cache = {INT64_MIN / 2, INT64_MIN / 2, 0, false};
+    bool paused;        /* the operator's pause, as last read */
+    int in_flight;      /* reads of the refresh still out (open round, pause) */
+} open_cache = {INT64_MIN / 2, INT64_MIN / 2, 0, false, 0};
 
 static void add_worker_header(struct tp_http_ctx *ctx)
 {
@@ -72,46 +76,65 @@ static void readyz_reply(struct tp_http_ctx *ctx)
         tp_http_reply_error(ctx, 503, "unavailable", "not ready: redis down");
         return;
     }
-    if (tp_mono_ms() - open_cache.seen_ms > OPEN_GRACE_MS) {
+    bool no_round = tp_mono_ms() - open_cache.seen_ms > OPEN_GRACE_MS;
+    if (no_round && !open_cache.paused) {
         tp_http_reply_error(ctx, 503, "unavailable", "not ready: no open round");
         return;
     }
     struct tp_worker *w = tp_http_ctx_worker(ctx);
     bool pg_ok = w != NULL && tp_pg_health_ok(tp_pg_health_of(w));
     char body[256];
-    int n =
-        snprintf(body, sizeof(body),
-                 "{\"status\":\"%s\",\"redis\":\"up\",\"postgres\":\"%s\",\"open_round\":%lld,"
-                 "\"outbox_lag_entries\":%lld,\"outbox_lag_seconds\":%lld}",
-                 pg_ok ? "ready" : "degraded", pg_ok ? "up" : "down", (long long)open_cache.open_id,
-                 (long long)tp_metrics_get_total(TP_METRIC_OUTBOX_LAG_ENTRIES),
-                 (long long)tp_metrics_get_total(TP_METRIC_OUTBOX_LAG_SECONDS));
+    int n = snprintf(body, sizeof(body),
+                     "{\"status\":\"%s\",\"redis\":\"up\",\"postgres\":\"%s\",\"open_round\":%lld,"
+                     "\"outbox_lag_entries\":%lld,\"outbox_lag_seconds\":%lld}",
+                     open_cache.paused ? "paused"
+                     : pg_ok           ? "ready"
+                                       : "degraded",
+                     pg_ok ? "up" : "down", no_round ? 0LL : (long long)open_cache.open_id,
+                     (long long)tp_metrics_get_total(TP_METRIC_OUTBOX_LAG_ENTRIES),
+                     (long long)tp_metrics_get_total(TP_METRIC_OUTBOX_LAG_SECONDS));
     TP_ASSERT(n > 0 && (size_t)n < sizeof(body));
     tp_http_reply(ctx, 200, "application/json", body, (size_t)n);
 }
 
+/* One read of the refresh is in; the last one replies. */
+static void refresh_done(struct tp_http_ctx *ctx)
+{
+    if (--open_cache.in_flight > 0)
+        return;
+    open_cache.checked_ms = tp_mono_ms();
+    readyz_reply(ctx);
+}
+
+static void on_pause(int err, const struct tp_game_pause *p, void *ud)
+{
+    if (err == 0)
+        open_cache.paused = p->paused; /* a failed read keeps the last one */
+    refresh_done(ud);
+}
+
 static void on_open(int err, const struct tp_store_reply *r, void *ud)
 {
-    open_cache.in_flight = false;
-    open_cache.checked_ms = tp_mono_ms();
     if (err == 0 && r != NULL && tp_reply_type(r) == TP_REPLY_STRING) {
         long long id = atoll(tp_reply_str(r, NULL));
         if (id > 0) {
             open_cache.open_id = id;
-            open_cache.seen_ms = open_cache.checked_ms;
+            open_cache.seen_ms = tp_mono_ms();
         }
     } /* nil: no open round right now; a failed read: unknown. Both keep the last one seen. */
-    readyz_reply(ud);
+    refresh_done(ud);
 }
 
 static void readyz(struct tp_http_ctx *ctx, void *ud)
 {
     (void)ud;
     struct tp_store *store = connected_store(ctx);
-    if (store != NULL && !open_cache.in_flight &&
+    if (store != NULL && open_cache.in_flight == 0 &&
         tp_mono_ms() - open_cache.checked_ms >= OPEN_REFRESH_MS &&
         tp_store_command(store, on_open, ctx, "HGET " TP_KEYS_CURRENT " open") == 0) {
-        open_cache.in_flight = true; /* on_open replies */
+        open_cache.in_flight = 2; /* the last of on_open and on_pause replies */
+        if (tp_game_pause_load(store, on_pause, ctx) != 0)
+            open_cache.in_flight--;
         return;
     }
     readyz_reply(ctx);

@@ -11,6 +11,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/game/game_round.h"
+#include "tickpool/game/pause.h"
 #include "tickpool/net/router.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/store/keys.h"
@@ -32,6 +33,10 @@ struct multi {
     int n, pending, err;
     bool have[LIST_MAX];
     struct tp_game_round rounds[LIST_MAX];
+    /* M_CURRENT: the current ids and the pause, read in parallel before the rounds. */
+    int first_pending;
+    int64_t current[2];
+    struct tp_game_pause pause;
 };
 
 struct slot {
@@ -73,7 +78,7 @@ static void multi_finish(struct multi *m)
     struct tp_wr w;
     tp_http_body_init(m->ctx, &b, &w);
     if (m->kind == M_CURRENT) {
-        tp_wr_map(&w, 2);
+        tp_wr_map(&w, 3);
         tp_wr_key(&w, "open");
         if (m->have[0])
             tp_protocol_write_round(&w, &m->rounds[0]);
@@ -84,6 +89,8 @@ static void multi_finish(struct multi *m)
             tp_protocol_write_round(&w, &m->rounds[1]);
         else
             tp_wr_null(&w);
+        tp_wr_key(&w, "paused");
+        tp_protocol_write_paused(&w, &m->pause);
     } else {
         int k = 0;
         for (int i = 0; i < m->n; i++)
@@ -135,21 +142,40 @@ static void multi_load(struct multi *m, struct tp_store *store, int buckets, con
         multi_finish(m);
 }
 
-static void on_current(int err, const struct tp_store_reply *r, void *ud)
+/* Both first reads of /rounds/current are in: the rounds are loaded next. */
+static void current_first_done(struct multi *m)
 {
-    struct multi *m = ud;
+    if (--m->first_pending > 0)
+        return;
     int buckets = 1;
     struct tp_store *store = ctx_store(m->ctx, &buckets);
-    if (err != 0 || store == NULL || tp_reply_len(r) != 2) {
+    if (m->err != 0 || store == NULL) {
         m->err = TP_EUNAVAIL;
         multi_finish(m);
         return;
     }
-    int64_t ids[2] = {0, 0};
-    for (int i = 0; i < 2; i++)
-        if (!tp_parse_i64(tp_reply_str(tp_reply_at(r, (size_t)i), NULL), &ids[i]))
-            ids[i] = 0;
-    multi_load(m, store, buckets, ids);
+    multi_load(m, store, buckets, m->current);
+}
+
+static void on_current(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct multi *m = ud;
+    if (err != 0 || tp_reply_len(r) != 2)
+        m->err = TP_EUNAVAIL;
+    for (int i = 0; i < 2 && m->err == 0; i++)
+        if (!tp_parse_i64(tp_reply_str(tp_reply_at(r, (size_t)i), NULL), &m->current[i]))
+            m->current[i] = 0;
+    current_first_done(m);
+}
+
+static void on_current_pause(int err, const struct tp_game_pause *p, void *ud)
+{
+    struct multi *m = ud;
+    if (err != 0)
+        m->err = TP_EUNAVAIL;
+    else
+        m->pause = *p;
+    current_first_done(m);
 }
 
 static void get_current(struct tp_http_ctx *ctx, void *ud)
@@ -161,11 +187,15 @@ static void get_current(struct tp_http_ctx *ctx, void *ud)
     m->ctx = ctx;
     m->kind = M_CURRENT;
     m->n = 2;
+    m->first_pending = 2;
     if (store == NULL ||
         tp_store_command(store, on_current, m, "HMGET " TP_KEYS_CURRENT " open live") != 0) {
         free(m);
         reply_unavailable(ctx);
+        return;
     }
+    if (tp_game_pause_load(store, on_current_pause, m) != 0)
+        on_current_pause(TP_EUNAVAIL, NULL, m);
 }
 
 static void on_list(int err, const struct tp_store_reply *r, void *ud)

@@ -376,6 +376,18 @@ static void leader_tick(void *ud, int64_t ts, int64_t price)
     bc->last_tick_mono = tp_mono_ms();
 }
 
+/* The operator paused or resumed: every socket is told at once (a new socket reads it in its
+ * snapshot). */
+static void leader_pause(void *ud, const struct tp_game_pause *p)
+{
+    struct bcast *bc = ud;
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_protocol_pause(&b, p);
+    tp_bcast_publish(bc->store, tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_buf_deinit(&b);
+}
+
 static void publish_odds(struct tp_store *store, const struct tp_protocol_odds *odds)
 {
     struct tp_buf b;
@@ -420,6 +432,7 @@ void tp_bcast_odds(struct tp_worker *w, struct tp_store *store, const struct tp_
 static const struct tp_leader_observer leader_obs = {
     .on_round = leader_round,
     .on_tick = leader_tick,
+    .on_pause = leader_pause,
 };
 
 void tp_bcast_start(struct tp_worker *w)

@@ -9,6 +9,7 @@
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/game/game_round.h"
+#include "tickpool/game/pause.h"
 #include "tickpool/game/round.h"
 #include "tickpool/game/settle.h"
 
@@ -159,11 +160,33 @@ void tp_protocol_hello(struct tp_buf *out, int64_t server_time, int64_t user_id,
     write_int_or_nil(&w, user_id > 0 && has_balance, balance);
 }
 
-void tp_protocol_snapshot(struct tp_buf *out, const struct tp_game_round *open,
-                          const struct tp_game_round *live, const int64_t *ticks, size_t nticks)
+void tp_protocol_write_paused(struct tp_wr *w, const struct tp_game_pause *p)
+{
+    if (p == NULL || !p->paused) {
+        tp_wr_null(w);
+        return;
+    }
+    tp_wr_map(w, 2);
+    tp_wr_key(w, "since");
+    tp_wr_int(w, p->since);
+    tp_wr_key(w, "reason");
+    tp_wr_str(w, p->reason);
+}
+
+void tp_protocol_pause(struct tp_buf *out, const struct tp_game_pause *p)
 {
     struct tp_wr w;
-    begin(&w, out, "snapshot", 2);
+    begin(&w, out, "pause", 1);
+    tp_wr_key(&w, "paused");
+    tp_protocol_write_paused(&w, p);
+}
+
+void tp_protocol_snapshot(struct tp_buf *out, const struct tp_game_round *open,
+                          const struct tp_game_round *live, const int64_t *ticks, size_t nticks,
+                          const struct tp_game_pause *paused)
+{
+    struct tp_wr w;
+    begin(&w, out, "snapshot", 3);
     tp_wr_key(&w, "rounds");
     tp_wr_map(&w, 2);
     const struct tp_game_round *rounds[2] = {open, live};
@@ -182,6 +205,8 @@ void tp_protocol_snapshot(struct tp_buf *out, const struct tp_game_round *open,
         tp_wr_int(&w, ticks[2 * i]);
         tp_wr_int(&w, ticks[2 * i + 1]);
     }
+    tp_wr_key(&w, "paused");
+    tp_protocol_write_paused(&w, paused);
 }
 
 /* round_id, pools, total, multipliers: the fields `odds` and a beat's `odds` map share. */

@@ -18,6 +18,7 @@
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
 #include "tickpool/game/game_round.h"
+#include "tickpool/game/pause.h"
 #include "tickpool/money/accounts.h"
 #include "tickpool/money/bet.h"
 #include "tickpool/net/conn.h"
@@ -169,14 +170,15 @@ static bool bind_user(struct sess *s, int64_t uid, int64_t exp)
 
 /* --- hello and snapshot --- */
 
-/* A snapshot load: current round ids, both rounds, the recent ticks. `s` NULL means a resync
- * of every ready socket of the worker. */
+/* A snapshot load: current round ids, both rounds, the recent ticks, the pause. `s` NULL means
+ * a resync of every ready socket of the worker. */
 struct snap {
     struct sw *sw;
     struct sess *s;
     int pending;
     bool have[2];
     struct tp_game_round rounds[2]; /* open, live */
+    struct tp_game_pause pause;     /* running unless read as paused */
     int64_t *ticks;                 /* ts, price pairs */
     size_t nticks;
 };
@@ -193,7 +195,7 @@ static void snap_finish(struct snap *sn)
     struct tp_buf b;
     tp_buf_init(&b);
     tp_protocol_snapshot(&b, sn->have[0] ? &sn->rounds[0] : NULL,
-                         sn->have[1] ? &sn->rounds[1] : NULL, sn->ticks, sn->nticks);
+                         sn->have[1] ? &sn->rounds[1] : NULL, sn->ticks, sn->nticks, &sn->pause);
     if (sn->s != NULL) {
         if (sn->s->c != NULL) {
             send_buf(sn->s, &b);
@@ -256,6 +258,14 @@ static void on_snap_current(int err, const struct tp_store_reply *r, void *ud)
     snap_done(sn);
 }
 
+static void on_snap_pause(int err, const struct tp_game_pause *p, void *ud)
+{
+    struct snap *sn = ud;
+    if (err == 0)
+        sn->pause = *p; /* a failed read shows running, as a failed round read shows nil */
+    snap_done(sn);
+}
+
 /* XRANGE reply: entries [id "<ts>-0", [price, "<p>"]]. */
 static void on_snap_ticks(int err, const struct tp_store_reply *r, void *ud)
 {
@@ -291,7 +301,7 @@ static void snap_start(struct sw *sw, struct sess *s)
     sn->s = s;
     if (s != NULL)
         s->refs++;
-    sn->pending = 1; /* held until both commands are submitted */
+    sn->pending = 1; /* held until every command is submitted */
     if (sw->store != NULL) {
         sn->pending++;
         if (tp_store_command(sw->store, on_snap_current, sn,
@@ -300,6 +310,9 @@ static void snap_start(struct sw *sw, struct sess *s)
         sn->pending++;
         if (tp_store_command(sw->store, on_snap_ticks, sn, "XRANGE " TP_KEYS_TICKS " %lld +",
                              (long long)(tp_now_ms() - SNAPSHOT_TICKS_MS)) != 0)
+            sn->pending--;
+        sn->pending++;
+        if (tp_game_pause_load(sw->store, on_snap_pause, sn) != 0)
             sn->pending--;
     }
     snap_done(sn);

@@ -168,6 +168,16 @@ def bet_http(s, tok, rid, key):
                   tpclient.auth(tok, key))
 
 
+def ws_until(ws, t, timeout=10):
+    """Reads messages until one of type t (ticks flow meanwhile); returns it."""
+    end = time.time() + timeout
+    while time.time() < end:
+        m = msgpack.unpackb(ws.recv())
+        if m.get("t") == t:
+            return m
+    raise AssertionError(f"no {t} message within {timeout} s")
+
+
 def ws_bet(s, tok, rid, key):
     """One bet over /ws; returns its bet_ok or bet_err message."""
     ws = websocket.create_connection(f"ws://127.0.0.1:{s.http_port}/ws?token={tok}",
@@ -194,26 +204,50 @@ def test_pause_resume():
             o = tpclient.fresh_open_round(s, min_left_ms=1200)
             st, _, _ = bet_http(s, tok, o["id"], "before")
             assert st == 201
+            ws = websocket.create_connection(f"ws://127.0.0.1:{s.http_port}/ws",
+                                             subprotocols=["tickpool.v1"], timeout=10)
+            assert ws_until(ws, "snapshot")["paused"] is None
+            t0 = int(time.time() * 1000)
             rc, out, err = admin(s, "pause", "--reason", "db maintenance")
             assert rc == 0 and out.startswith("paused at"), (out, err)
+            c = r.client()
+            last = int(c.zrevrange("tp:{g}:rounds", 0, 0)[0])  # o, or o + 1 if o just locked
+            # Players are told: the `pause` message, /rounds/current, a new socket's snapshot.
+            m = ws_until(ws, "pause")
+            assert m["paused"]["reason"] == "db maintenance", m
+            assert t0 <= m["paused"]["since"] <= time.time() * 1000, (t0, m)
+            st, cur = s.json("GET", "/api/v1/rounds/current")
+            assert st == 200 and cur["paused"] == m["paused"], cur
             # Bets are refused at once, over HTTP and WebSocket, with no effect.
-            st, _, body = bet_http(s, tok, o["id"], "during")
+            st, _, body = bet_http(s, tok, last, "during")
             assert st == 409 and json.loads(body)["error"]["code"] == "game_paused", (st, body)
-            assert ws_bet(s, tok, o["id"], "ws-during")["code"] == "game_paused"
+            assert ws_bet(s, tok, last, "ws-during")["code"] == "game_paused"
             rc, out, err = admin(s, "pause")
             assert rc == 1 and "already paused" in err and "db maintenance" in err, (out, err)
-            # The open round locks and settles; no new round opens.
-            tpenv.wait_until(lambda: r.client().hget(f"tp:{{g}}:round:{o['id']}", "state") ==
-                             "settled", timeout=15, what="the paused round settles")
+            # The rounds in flight lock and settle; no new round opens.
+            tpenv.wait_until(lambda: c.zcard("tp:{g}:unfinished") == 0, timeout=15,
+                             what="the rounds in flight settle")
+            assert c.hget(f"tp:{{g}}:round:{o['id']}", "state") == "settled"
             time.sleep(BET_S + 0.5)
-            assert r.client().hget("tp:{g}:current", "open") is None
-            assert r.client().zrevrange("tp:{g}:rounds", 0, 0) == [str(o["id"])]
+            assert c.hget("tp:{g}:current", "open") is None
+            assert c.zrevrange("tp:{g}:rounds", 0, 0) == [str(last)]
+            # A paused node stays ready (200 "paused"), with no open round.
+            st, _, body = s.http("GET", "/readyz")
+            v = json.loads(body)
+            assert st == 200 and v["status"] == "paused" and v["open_round"] == 0, (st, body)
+            w2 = websocket.create_connection(f"ws://127.0.0.1:{s.http_port}/ws",
+                                             subprotocols=["tickpool.v1"], timeout=10)
+            assert ws_until(w2, "snapshot")["paused"] == m["paused"]
+            w2.close()
             # Resume: the next round opens at the next betting boundary.
             t0 = time.time() * 1000
             rc, out, err = admin(s, "resume", "--reason", "done")
             assert rc == 0 and "the next round opens at" in out, (out, err)
+            assert ws_until(ws, "pause")["paused"] is None
+            ws.close()
             nxt = tpclient.wait_game(s, timeout=10)["open"]
-            assert nxt["id"] == o["id"] + 1 and nxt["opens_at"] % (BET_S * 1000) == 0, nxt
+            assert nxt["id"] == last + 1 and nxt["opens_at"] % (BET_S * 1000) == 0, nxt
+            assert s.json("GET", "/api/v1/rounds/current")[1]["paused"] is None
             assert t0 - BET_S * 1000 <= nxt["opens_at"] <= t0 + BET_S * 1000, (t0, nxt)
             st, _, _ = bet_http(s, tok, nxt["id"], "after")
             assert st == 201

@@ -45,7 +45,7 @@ def settled_round(s, timeout=15):
 def test_rounds_advance_and_api_shapes():
     with tpenv.Redis() as r, tpenv.Server(redis=r, https=False, env=ENV) as s:
         st, cur = s.json("GET", "/api/v1/rounds/current")
-        assert st == 200 and set(cur) == {"open", "live"}
+        assert st == 200 and set(cur) == {"open", "live", "paused"} and cur["paused"] is None
         rnd = settled_round(s)
         check_round(rnd)
         st, one = s.json("GET", f"/api/v1/rounds/{rnd['id']}")

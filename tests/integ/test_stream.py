@@ -126,7 +126,7 @@ def test_hello_then_snapshot():
             assert hello["balance"] == (100000 if token else None)
             snap = w.recv()
             assert snap["t"] == "snapshot", snap
-            assert set(snap["rounds"]) == {"open", "live"}
+            assert set(snap["rounds"]) == {"open", "live"} and snap["paused"] is None
             assert snap["rounds"]["open"]["state"] == "open"
             assert len(snap["rounds"]["open"]["bands"]) == NBANDS
             ticks = snap["ticks"]

@@ -22,6 +22,7 @@
 #include "tickpool/money/bet.h"
 
 struct tp_buf;
+struct tp_game_pause;
 struct tp_game_round;
 struct tp_val;
 struct tp_wr;
@@ -35,10 +36,20 @@ void tp_protocol_write_round(struct tp_wr *w, const struct tp_game_round *r);
 void tp_protocol_hello(struct tp_buf *out, int64_t server_time, int64_t user_id, bool has_balance,
                        int64_t balance);
 
-/** {t:"snapshot", rounds:{open, live}, ticks}: `open`/`live` NULL write nil; `ticks` holds
- * nticks (ts, price) pairs, oldest first (may be NULL when nticks is 0). */
+/** The game's pause state as clients see it (docs/http-api.md §3, "paused"): nil when `p` is
+ * NULL or not paused, else {since, reason}. Shared by /rounds/current, `snapshot` and `pause`. */
+void tp_protocol_write_paused(struct tp_wr *w, const struct tp_game_pause *p);
+
+/** {t:"snapshot", rounds:{open, live}, ticks, paused}: `open`/`live` NULL write nil; `ticks`
+ * holds nticks (ts, price) pairs, oldest first (may be NULL when nticks is 0); `paused` as
+ * tp_protocol_write_paused. */
 void tp_protocol_snapshot(struct tp_buf *out, const struct tp_game_round *open,
-                          const struct tp_game_round *live, const int64_t *ticks, size_t nticks);
+                          const struct tp_game_round *live, const int64_t *ticks, size_t nticks,
+                          const struct tp_game_pause *paused);
+
+/** {t:"pause", paused}: the operator paused (paused = {since, reason}) or resumed (nil) the
+ * game; tp_protocol_write_paused. */
+void tp_protocol_pause(struct tp_buf *out, const struct tp_game_pause *p);
 
 /** The open round's pools as `odds` shows them: pools[0..n) (1 <= n <= TP_ROUND_MAX_BANDS)
  * with the rake the multipliers are computed with (tp_settle_multipliers, nil where empty). */

@@ -18,6 +18,7 @@
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/game/game_round.h"
+#include "tickpool/game/pause.h"
 #include "tickpool/game/settle.h"
 #include "tickpool/stream/protocol.h"
 
@@ -227,8 +228,14 @@ static void test_snapshot(void **state)
     int64_t ticks[6] = {1718000000000, 6501234, 1718000000100, 6501190, 1718000000200, 1};
     struct msg x;
     tp_buf_init(&x.b);
-    tp_protocol_snapshot(&x.b, &open, &live, ticks, 3);
-    decode(&x, "snapshot", 3);
+    struct tp_game_pause paused = {.paused = true, .since = 1718000000000, .by = "ops@h"};
+    snprintf(paused.reason, sizeof(paused.reason), "maintenance \"db\"");
+    tp_protocol_snapshot(&x.b, &open, &live, ticks, 3, &paused);
+    decode(&x, "snapshot", 4);
+    const struct tp_val *pv = tp_val_get(x.m, "paused");
+    assert_int_equal(tp_val_len(pv), 2); /* since and reason; never who paused */
+    assert_int_equal(tp_val_int(tp_val_get(pv, "since")), 1718000000000);
+    assert_string_equal(tp_val_str(tp_val_get(pv, "reason"), NULL), "maintenance \"db\"");
     const struct tp_val *rounds = tp_val_get(x.m, "rounds");
     assert_int_equal(tp_val_len(rounds), 2);
     check_round(tp_val_get(rounds, "open"), &open, "open", false);
@@ -246,14 +253,39 @@ static void test_snapshot(void **state)
 
     /* No rounds, no ticks: nil rounds and an empty array. */
     tp_buf_init(&x.b);
-    tp_protocol_snapshot(&x.b, NULL, NULL, NULL, 0);
-    decode(&x, "snapshot", 3);
+    tp_protocol_snapshot(&x.b, NULL, NULL, NULL, 0, NULL);
+    decode(&x, "snapshot", 4);
+    assert_nil(x.m, "paused");
     rounds = tp_val_get(x.m, "rounds");
     assert_int_equal(tp_val_len(rounds), 2);
     assert_nil(rounds, "open");
     assert_nil(rounds, "live");
     assert_int_equal(tp_val_type(tp_val_get(x.m, "ticks")), TP_VAL_ARRAY);
     assert_int_equal(tp_val_len(tp_val_get(x.m, "ticks")), 0);
+    done(&x);
+}
+
+static void test_pause(void **state)
+{
+    (void)state;
+    struct msg x;
+    struct tp_game_pause p = {.paused = true, .since = 5, .reason = "", .by = "x"};
+    tp_buf_init(&x.b);
+    tp_protocol_pause(&x.b, &p);
+    decode(&x, "pause", 2);
+    const struct tp_val *pv = tp_val_get(x.m, "paused");
+    assert_int_equal(tp_val_int(tp_val_get(pv, "since")), 5);
+    assert_string_equal(tp_val_str(tp_val_get(pv, "reason"), NULL), "");
+    done(&x);
+    /* Resumed: paused is nil, and a pause forwards as is (no special kind). */
+    p.paused = false;
+    tp_buf_init(&x.b);
+    tp_protocol_pause(&x.b, &p);
+    decode(&x, "pause", 2);
+    assert_nil(x.m, "paused");
+    struct tp_protocol_peek pk;
+    assert_int_equal(tp_protocol_peek(tp_buf_ptr(&x.b), tp_buf_size(&x.b), &pk), 0);
+    assert_int_equal(pk.kind, TP_PROTOCOL_OTHER);
     done(&x);
 }
 
@@ -629,6 +661,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello),
         cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_pause),
         cmocka_unit_test(test_tick_and_its_bytes),
         cmocka_unit_test(test_tick_with_odds),
         cmocka_unit_test(test_odds),
