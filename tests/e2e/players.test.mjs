@@ -2,12 +2,14 @@
 // (playwright-core) against the REAL tickpool with a private Redis and Postgres and 4-second
 // phases. The bet slip's potential payout against the game's formula for the pools on screen, the
 // result banner after settlement, paging further back in "Recent rounds" and "My bets", and
-// self-exclusion (a bet afterwards refused in words). Steps run in order on one page.
+// self-exclusion (a bet afterwards refused in words), the operator's pause (`tickpool admin
+// pause`) shown with its reason. Steps run in order on one page.
 import { after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
-import { startEnv, launchBrowser, screenshotDir, waitFor, sleep, steps, watchPage } from "./lib/env.mjs";
+import { execFileSync } from "node:child_process";
+import { startEnv, launchBrowser, screenshotDir, waitFor, sleep, steps, watchPage, BIN, SRC } from "./lib/env.mjs";
 
 const PHASE_S = 4;
 const ROUND_MS = 2 * PHASE_S * 1000;
@@ -241,6 +243,28 @@ const { it, failed } = steps(() => page);
     await sleep(300);
     await page.locator(".panel.account").screenshot({ path: join(dir, "players-account-375.png") });
     await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  it("game-paused: the operator's pause shows with its reason, and goes away on resume", async () => {
+    const admin = (...args) => execFileSync(BIN, ["admin", "--actor", "e2e", ...args],
+      { cwd: SRC, env: env.server.env, encoding: "utf8", timeout: 30000, stdio: "pipe" });
+    assert.equal(await page.locator(tid("game-paused")).isVisible(), false);
+    admin("pause", "--reason", "Scheduled maintenance");
+    // Told at once by the `pause` message, without a reload.
+    await waitFor(async () => page.locator(tid("game-paused")).isVisible(), { what: "the paused banner" });
+    assert.match(await text("game-paused"), /^Paused\s+Scheduled maintenance\./);
+    assert.equal(await text("bet-submit"), "Paused");
+    // A page opened now learns it from its snapshot.
+    const fresh = await browser.context.newPage();
+    await fresh.goto(`${env.server.httpUrl}/`);
+    await waitFor(async () => fresh.locator(tid("game-paused")).isVisible(), { what: "the paused banner on a new page" });
+    await fresh.close();
+    await page.locator("#bet-slip").screenshot({ path: join(screenshotDir(), "players-paused-1280.png") });
+    admin("resume");
+    await waitFor(async () => !(await page.locator(tid("game-paused")).isVisible()), { what: "the banner gone" });
+    assert.notEqual(await text("bet-submit"), "Paused");
+    // The next round opens on the betting grid.
+    await waitFor(async () => Number(await text("lock-countdown")) > 0, { timeout: ROUND_MS + 5000, what: "a round open again" });
   });
 
   it("has no page or console errors", async () => {

@@ -27,6 +27,7 @@ const state = {
   myBets: [],
   betsEnd: false, // no bet older than the list's last
   excludedUntil: null, // Unix ms while the player has excluded themselves from betting
+  paused: null, // {since, reason} while the operator has paused the game
   leaders: [],
   selected: null,
   bandsFor: null, // round id the band buttons were built for
@@ -72,6 +73,7 @@ function onMessage(m) {
     case "snapshot":
       state.open = (m.rounds && m.rounds.open) || null;
       state.live = (m.rounds && m.rounds.live) || null;
+      setPaused(m.paused);
       if (Array.isArray(m.ticks)) chart.add(m.ticks);
       if (m.ticks && m.ticks.length) setPrice(m.ticks[m.ticks.length - 1][1]);
       roundsChanged();
@@ -87,6 +89,9 @@ function onMessage(m) {
       break;
     case "round":
       if (m.round) applyRound(m.round);
+      break;
+    case "pause":
+      setPaused(m.paused);
       break;
     case "bet_ok":
     case "bet_err": {
@@ -134,6 +139,19 @@ function applyRound(r) {
   }
   state.rounds.set(r.id, r);
   roundsChanged();
+}
+
+// The operator's pause (`paused` of the snapshot, /rounds/current and the `pause` message):
+// bets are refused until it resumes; the rounds in flight still lock and settle.
+function setPaused(p) {
+  state.paused = p && typeof p === "object" ? p : null;
+  const box = $("game-paused");
+  box.hidden = !state.paused;
+  setText($("game-paused-reason"), state.paused
+    ? `${state.paused.reason ? `${state.paused.reason}. ` : ""}No new round opens and bets are refused until the game resumes.`
+    : "");
+  renderLive();
+  renderSlipButton();
 }
 
 function roundsChanged() {
@@ -429,7 +447,8 @@ function renderLive() {
   const info = $("live-info");
   const lv = state.live;
   if (!lv) {
-    setText(info, state.open ? `Round #${state.open.id} takes bets; it goes live at the lock.` : "Waiting for the next round…");
+    setText(info, state.open ? `Round #${state.open.id} takes bets; it goes live at the lock.`
+      : state.paused ? "The game is paused: no round is running." : "Waiting for the next round…");
     return;
   }
   setText(info, `Round #${lv.id} is live: locked at $${money(lv.lock_price)}. Dashed lines are its band edges; the shaded band would win if it closed now.`);
@@ -539,7 +558,8 @@ function renderSlipButton() {
   const btn = $("bet-submit");
   const r = state.open;
   let label = "Place bet";
-  if (!state.token) label = "Sign in to bet";
+  if (state.paused) label = "Paused";
+  else if (!state.token) label = "Sign in to bet";
   else if (state.selected == null) label = "Pick a band";
   else if (r && r.bands) label = `Bet on ${bandName(state.selected, r.bands.length)}`;
   setText(btn, label);
@@ -644,6 +664,7 @@ async function placeBet(ev) {
 function refreshOddsSoon() {
   if (socket.isLive) return;
   soon("odds", () => api.current().then((c) => {
+    if (c && "paused" in c) setPaused(c.paused);
     if (c && c.open) applyRound(c.open);
     if (c && c.live) applyRound(c.live);
   }).catch(() => {}), 200);
@@ -823,6 +844,7 @@ function start() {
   api.current().then((c) => {
     if (c && c.open && !state.open) state.open = c.open;
     if (c && c.live && !state.live) state.live = c.live;
+    if (c && "paused" in c && !socket.isLive) setPaused(c.paused);
     roundsChanged();
   }).catch(() => {});
   resync();

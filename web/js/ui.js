@@ -98,6 +98,7 @@ export function errorWords(code, message) {
     case "unauthorized": return "Please sign in again to place a bet.";
     case "idempotency_conflict": return "That bet was already sent with different details. Try again.";
     case "pool_full": return "This round's pool is full. Bet on the next round.";
+    case "game_paused": return "The game is paused: no bets until it resumes.";
     case "network": return "Can't reach the server. Check your connection and try again.";
     case "username_taken": return "That username is taken. Try another one.";
     case "invalid_username": return "Usernames are 3 to 32 letters, digits, _ or -.";
