@@ -5,7 +5,8 @@ bet.lua: place one parimutuel bet atomically (debit, pools, bet list, outbox, id
 All KEYS live in the player's bucket N (hash tag {bN}, see scripts/lua/README.md):
   KEYS[1] tp:{bN}:bal                       HASH user_id -> balance (minor units)
   KEYS[2] tp:{bN}:idem:<user_id>:<key>      STRING idempotency record
-  KEYS[3] tp:{bN}:round:<round_id>:state    HASH state, locks_at (written by the round scripts)
+  KEYS[3] tp:{bN}:round:<round_id>:state    HASH state, locks_at, nbands, min_stake, max_stake
+                                            (bucket_state.lua: the round's copy and rules)
   KEYS[4] tp:{bN}:pool:<round_id>           HASH band -> stake sum, "total"
   KEYS[5] tp:{bN}:bets:<round_id>:<band>    HASH bet_id -> "<user_id>:<stake>"
   KEYS[6] tp:{bN}:outbox                    STREAM money events
@@ -22,7 +23,9 @@ ARGV (decimal integers without sign or leading zeros unless noted):
   [1] user_id  [2] round_id  [3] band  [4] stake
   [5] idempotency key (1..128 bytes, as sent by the client; also part of KEYS[2])
   [6] request hash: 64 lowercase hex = SHA-256 of "v1|<round_id>|<band>|<stake>"
-  [7] now_ms  [8] number of bands  [9] min_stake  [10] max_stake
+  [7] now_ms  [8] number of bands  [9] min_stake  [10] max_stake  (8-10: the config's, used
+      only for a round whose state copy predates per-round rules; a round's own band count and
+      stake bounds, fixed when it opened, are in its copy, KEYS[3])
   [11] idempotency TTL in seconds  [12] bucket N  [13] number of buckets B
 Returns a flat array:
   {"ok", bet_id, round_id, band, stake, balance, replayed}   all integers but "ok";
@@ -132,28 +135,34 @@ if call('EXISTS', KEYS[11]) == 1 then return {'err', 'game_paused'} end
 local excl = call('HGET', KEYS[10], user_s)
 if excl and now < tonumber(excl) then return {'err', 'self_excluded'} end
 
--- (3) The round must be OPEN in this bucket's copy of its state, and not past its lock time.
-local st = call('HMGET', KEYS[3], 'state', 'locks_at', 'nbands')
+-- (3) The round's copy in this bucket: its state and its own rules (bucket_state.lua).
+local st = call('HMGET', KEYS[3], 'state', 'locks_at', 'nbands', 'min_stake', 'max_stake')
 if not st[1] then return {'err', 'round_not_found'} end
+
+-- (4) Band and stake against the ROUND's rules, fixed when it opened: after a restart with new
+-- band edges or stake bounds the config's are not the round's. ARGV[8..10] only stand in for a
+-- copy written before rounds carried them. The C side checks only the shape (integers, band
+-- below 16, stake of 1..15 digits): this is the authority. Bad input still goes before a
+-- closed round (invalid_stake, not round_not_open), as when the C side knew the bounds.
+local band = uint(band_s)
+local round_nbands = st[3] and uint(st[3]) or nbands
+if not band or band >= round_nbands then return {'err', 'invalid_band'} end
+local stake = uint(stake_s)
+local lo = st[4] and uint(st[4]) or min_stake
+local hi = st[5] and uint(st[5]) or max_stake
+if not stake or stake < lo or stake > hi then return {'err', 'invalid_stake'} end
+
+-- (5) The round must be OPEN in this copy, and not past its lock time.
 local locks_at = st[2] and uint(st[2])
 if st[1] ~= 'open' or not locks_at or now >= locks_at then
     return {'err', 'round_not_open'}
 end
 
--- (4) Band and stake (the C side validated them already; this is defence in depth).
--- The round's own band count when its copy has one (bucket_state.lua writes it), else ARGV[8]:
--- after a band-edge change with a restart the config's count is not the round's.
-local band = uint(band_s)
-local round_nbands = st[3] and uint(st[3]) or nbands
-if not band or band >= round_nbands then return {'err', 'invalid_band'} end
-local stake = uint(stake_s)
-if not stake or stake < min_stake or stake > max_stake then return {'err', 'invalid_stake'} end
-
--- (5) Funds. A player without a balance field has nothing to bet.
+-- (6) Funds. A player without a balance field has nothing to bet.
 local bal = tonumber(call('HGET', KEYS[1], user_s) or '0')
 if bal < stake then return {'err', 'insufficient_funds'} end
 
--- (6) The pool bound (see pool_full above). floor(POOL_MAX / B) is exact: the quotient is below
+-- (7) The pool bound (see pool_full above). floor(POOL_MAX / B) is exact: the quotient is below
 -- 2^52 and at least 1/B from the next integer, more than half its ulp.
 local pooled = tonumber(call('HGET', KEYS[4], 'total') or '0')
 if pooled + stake > math.floor(POOL_MAX / nbuckets) then return {'err', 'pool_full'} end

@@ -7,7 +7,6 @@
 #include "tickpool/base/buf.h"
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
-#include "tickpool/base/config.h"
 #include "tickpool/money/bet.h"
 #include "tickpool/net/router.h"
 #include "tickpool/net/worker.h"
@@ -85,7 +84,7 @@ static void post_bets(struct tp_http_ctx *ctx, void *ud)
         size_t len;
         const char *body = tp_http_ctx_body(ctx, &len);
         struct tp_bet_limits lim;
-        tp_bet_limits_from_config(&tp_worker_config(w)->game, &lim);
+        tp_bet_limits_any(&lim);
         if (tp_http_ctx_body_format(ctx, &fmt) != 0)
             c = TP_BET_INVALID_REQUEST;
         else

@@ -87,6 +87,10 @@ int tp_game_round_parse(const struct tp_store_reply *r, struct tp_game_round *ou
             out->n_edges = ne;
         } else if (strcmp(k, "rake_bps") == 0 && num) {
             out->rake_bps = (int)x;
+        } else if (strcmp(k, "min_stake") == 0 && num) {
+            out->min_stake = x;
+        } else if (strcmp(k, "max_stake") == 0 && num) {
+            out->max_stake = x;
         } else if (strcmp(k, "vol_ppb") == 0 && num) {
             out->vol_ppb = x;
         } else if (strcmp(k, "betting_ms") == 0 && num) {

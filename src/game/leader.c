@@ -136,7 +136,9 @@ static void bucket_state(struct tp_leader *l, int b, int64_t id, enum tp_round_s
                                             .state = tp_round_state_name(st),
                                             .locks_at = locks_at,
                                             .grace_ms = l->g->grace_ms,
-                                            .nbands = tp_leader_nbands(&l->op.r)};
+                                            .nbands = tp_leader_nbands(&l->op.r),
+                                            .min_stake = l->op.r.min_stake,
+                                            .max_stake = l->op.r.max_stake};
     if (tp_script_bucket_state(l->store, &a, cb, l) != 0)
         cb(TP_EUNAVAIL, NULL, l);
 }
@@ -236,9 +238,13 @@ static void do_open(struct tp_leader *l, int64_t id, int64_t opens_at)
     memset(&l->op.r, 0, sizeof(l->op.r));
     l->op.r.id = id;
     l->op.r.t = t;
-    /* The round's rules are the config's at its open: its bucket copies record its band count. */
+    /* The round's rules are the config's at its open, stored with it for good (round_open) and
+     * in its bucket copies (band count and stake bounds, what bet.lua checks). */
     l->op.r.n_edges = l->g->n_band_edges;
     memcpy(l->op.r.edges, l->g->band_edges_bps, sizeof(int) * (size_t)l->g->n_band_edges);
+    l->op.r.rake_bps = l->g->rake_bps;
+    l->op.r.min_stake = l->g->min_stake;
+    l->op.r.max_stake = l->g->max_stake;
     struct tp_script_round_open_args a = {.fence = tp_leader_fence(l),
                                           .id = id,
                                           .opens_at = t.opens_at,
@@ -251,7 +257,9 @@ static void do_open(struct tp_leader *l, int64_t id, int64_t opens_at)
                                           .edges_bps = l->g->band_edges_bps,
                                           .n_edges = l->g->n_band_edges,
                                           .tick_ms = l->g->tick_ms,
-                                          .betting_ms = bet_ms};
+                                          .betting_ms = bet_ms,
+                                          .min_stake = l->g->min_stake,
+                                          .max_stake = l->g->max_stake};
     if (tp_script_round_open(l->store, &a, on_open, l) != 0)
         tp_leader_step_end(l);
 }

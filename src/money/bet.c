@@ -13,6 +13,7 @@
 #include "tickpool/money/limiter.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
+#include "tickpool/game/round.h"
 #include "tickpool/store/keys.h"
 #include "tickpool/store/scripts.h"
 #include "tickpool/store/store.h"
@@ -63,11 +64,11 @@ const char *tp_bet_code_message(enum tp_bet_code c)
     return (unsigned)c < TP_ARRAY_LEN(codes) ? codes[c].message : "unavailable";
 }
 
-void tp_bet_limits_from_config(const struct tp_config_game *g, struct tp_bet_limits *out)
+void tp_bet_limits_any(struct tp_bet_limits *out)
 {
-    out->nbands = g->n_band_edges + 1;
-    out->min_stake = g->min_stake;
-    out->max_stake = g->max_stake;
+    out->nbands = TP_ROUND_MAX_BANDS;
+    out->min_stake = 1;
+    out->max_stake = TP_BET_STAKE_MAX;
 }
 
 /* --- Validation (pure) --- */
@@ -336,6 +337,7 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
                                       .idem_len = len,
                                       .req_hash = hash,
                                       .now_ms = tp_now_ms(),
+                                      /* stand-ins for a round without its own rules */
                                       .nbands = cfg->game.n_band_edges + 1,
                                       .min_stake = cfg->game.min_stake,
                                       .max_stake = cfg->game.max_stake,

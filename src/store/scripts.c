@@ -278,7 +278,7 @@ int tp_script_tick(struct tp_store *store, const struct tp_script_tick_args *t, 
     return run(store, &a, cb, ud);
 }
 
-/* scripts/lua/round_open.lua header: 7 global KEYS; fence + 11 ARGV. */
+/* scripts/lua/round_open.lua header: 7 global KEYS; fence + 13 ARGV. */
 static void round_open_args(const struct tp_script_round_open_args *o, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -305,6 +305,8 @@ static void round_open_args(const struct tp_script_round_open_args *o, struct tp
     arg_list(a, edges, o->n_edges);
     arg_int(a, o->tick_ms);
     arg_int(a, o->betting_ms);
+    arg_int(a, o->min_stake);
+    arg_int(a, o->max_stake);
 }
 
 int tp_script_round_open(struct tp_store *store, const struct tp_script_round_open_args *o,
@@ -424,7 +426,7 @@ int tp_script_round_final(struct tp_store *store, const struct tp_script_round_f
 /* --- Bucket scripts: round state and settlement (not fenced: monotonic instead) --- */
 
 /* scripts/lua/bucket_state.lua header: state copy, unsettled; id, state, locks_at, grace_ms,
- * nbands. */
+ * and the round's rules: nbands, min_stake, max_stake. */
 static void bucket_state_args(const struct tp_script_bucket_state_args *s, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -436,6 +438,8 @@ static void bucket_state_args(const struct tp_script_bucket_state_args *s, struc
     arg_int(a, s->locks_at);
     arg_int(a, s->grace_ms);
     arg_int(a, s->nbands);
+    arg_int(a, s->min_stake);
+    arg_int(a, s->max_stake);
 }
 
 int tp_script_bucket_state(struct tp_store *store, const struct tp_script_bucket_state_args *s,

@@ -1,9 +1,10 @@
 /*
  * Odds projector (see tickpool/stream/odds.h). One instance per worker; only the lease holder does
  * anything, so exactly one process in the deployment publishes odds. A cycle is: HGET the open
- * round id, then one HGETALL per bucket (B is small), sum, compare with the last published
- * pools, PUBLISH when different. Cycles never overlap (busy flag): a slow Redis stretches the
- * period instead of piling up commands.
+ * round id, then the round hash (its own band count and rake, fixed when it opened: after a
+ * restart with new band edges or rake the config's are not the round's) and one HGETALL per
+ * bucket (B is small), sum, compare with the last published pools, PUBLISH when different. Cycles
+ * never overlap (busy flag): a slow Redis stretches the period instead of piling up commands.
  */
 #include "tickpool/stream/odds.h"
 
@@ -28,12 +29,12 @@ struct odds {
     struct tp_worker *w;
     struct tp_store *store;
     const struct tp_config_game *g;
-    int nbands;
     ev_timer timer;
     bool busy;
     int64_t round_id; /* round of the cycle in progress */
-    int pending;      /* bucket replies still expected */
+    int pending;      /* replies still expected: the round and every bucket */
     bool failed;
+    int nbands, rake_bps; /* the round's own, from its hash */
     int64_t pools[TP_ROUND_MAX_BANDS];
     int64_t last_round; /* last published: round and pools */
     int64_t last_pools[TP_ROUND_MAX_BANDS];
@@ -61,7 +62,7 @@ static void finish(struct odds *o)
     if (total == 0)
         return;
     struct tp_protocol_odds odds = {
-        .round_id = o->round_id, .n = o->nbands, .rake_bps = o->g->rake_bps};
+        .round_id = o->round_id, .n = o->nbands, .rake_bps = o->rake_bps};
     memcpy(odds.pools, o->pools, sizeof(int64_t) * (size_t)o->nbands);
     tp_bcast_odds(o->w, o->store, &odds);
 }
@@ -81,10 +82,25 @@ static void on_pool(int err, const struct tp_store_reply *r, void *ud)
                 continue;
             char *end;
             long band = strtol(k, &end, 10);
-            if (*end != '\0' || band < 0 || band >= o->nbands)
+            if (*end != '\0' || band < 0 || band >= TP_ROUND_MAX_BANDS)
                 continue;
             o->pools[band] += strtoll(v, NULL, 10);
         }
+    }
+    if (--o->pending == 0)
+        finish(o);
+}
+
+/* The round hash: its band count and rake. */
+static void on_round(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct odds *o = ud;
+    struct tp_game_round rd;
+    if (err != 0 || tp_game_round_parse(r, &rd) != 0 || rd.id != o->round_id) {
+        o->failed = true;
+    } else {
+        o->nbands = rd.n_edges + 1;
+        o->rake_bps = rd.rake_bps;
     }
     if (--o->pending == 0)
         finish(o);
@@ -102,7 +118,12 @@ static void on_current(int err, const struct tp_store_reply *r, void *ud)
     o->round_id = id;
     o->failed = false;
     memset(o->pools, 0, sizeof(o->pools));
-    o->pending = 1; /* held until every command is submitted */
+    o->pending = 2; /* held until every command is submitted, and the round */
+    struct tp_key rk;
+    if (tp_store_command(o->store, on_round, o, "HGETALL %s", tp_keys_round(&rk, id)) != 0) {
+        o->pending--;
+        o->failed = true;
+    }
     for (int b = 0; b < o->g->buckets; b++) {
         o->pending++;
         struct tp_key k;
@@ -139,8 +160,6 @@ void tp_odds_start(struct tp_worker *w)
     o->w = w;
     o->store = store;
     o->g = &tp_worker_config(w)->game;
-    o->nbands = o->g->n_band_edges + 1;
-    TP_ASSERT(o->nbands <= TP_ROUND_MAX_BANDS);
     o->last_round = -1;
     ev_timer_init(&o->timer, timer_cb, TP_ODDS_PERIOD_MS / 1000.0, TP_ODDS_PERIOD_MS / 1000.0);
     o->timer.data = o;

@@ -84,9 +84,11 @@ void tp_protocol_write_round(struct tp_wr *w, const struct tp_game_round *r)
     bool final = tp_round_is_final(r->state);
 
     /* 15 contract fields plus vol_ppb and tick_ms, the integers a verifier (the web client's
-     * fairness check) needs to recompute the ticks without touching floats, and rake_bps, which
-     * a client needs to price a bet before placing it (the bet slip's potential payout). */
-    tp_wr_map(w, 18);
+     * fairness check) needs to recompute the ticks without touching floats, rake_bps, which
+     * a client needs to price a bet before placing it (the bet slip's potential payout), and
+     * min_stake/max_stake, the round's own stake bounds (null for a round opened before rounds
+     * carried them): a restart may have changed the config's since it opened. */
+    tp_wr_map(w, 20);
     tp_wr_key(w, "id");
     tp_wr_int(w, r->id);
     tp_wr_key(w, "state");
@@ -107,6 +109,10 @@ void tp_protocol_write_round(struct tp_wr *w, const struct tp_game_round *r)
     tp_wr_int(w, r->tick_ms);
     tp_wr_key(w, "rake_bps");
     tp_wr_int(w, r->rake_bps);
+    tp_wr_key(w, "min_stake");
+    write_int_or_nil(w, r->min_stake > 0, r->min_stake);
+    tp_wr_key(w, "max_stake");
+    write_int_or_nil(w, r->max_stake > 0, r->max_stake);
     tp_wr_key(w, "lock_price");
     write_int_or_nil(w, r->has_lock, r->lock_price);
     tp_wr_key(w, "close_price");

@@ -703,7 +703,7 @@ static void worker_init(struct tp_worker *w, void *ud)
     sw->w = w;
     sw->cfg = tp_worker_config(w);
     sw->store = tp_store_of(w);
-    tp_bet_limits_from_config(&sw->cfg->game, &sw->lim);
+    tp_bet_limits_any(&sw->lim);
     ev_timer_init(&sw->timer, housekeep_cb, HOUSEKEEP_S, HOUSEKEEP_S);
     sw->timer.data = sw;
     ev_timer_start(tp_worker_loop(w), &sw->timer);

@@ -12,7 +12,7 @@ import tpenv
 
 ENV = {"TICKPOOL_GAME_BETTING_S": "2", "TICKPOOL_GAME_LIVE_S": "2", "TICKPOOL_GAME_TICK_MS": "100"}
 ROUND_KEYS = {"id", "state", "opens_at", "locks_at", "closes_at", "seed_hash", "seed",
-              "vol_ppb", "tick_ms", "rake_bps",
+              "vol_ppb", "tick_ms", "rake_bps", "min_stake", "max_stake",
               "lock_price", "close_price", "bands", "pools", "total", "multipliers",
               "winning_band", "receipt"}
 
@@ -25,6 +25,7 @@ def check_round(r):
     assert len(r["pools"]) == 5 and len(r["multipliers"]) == 5
     assert r["locks_at"] - r["opens_at"] == 2000 and r["closes_at"] - r["locks_at"] == 2000
     assert len(r["seed_hash"]) == 64
+    assert (r["min_stake"], r["max_stake"]) == (100, 100000), r   # the defaults at its open
     if r["state"] == "settled":
         rc = r["receipt"]
         assert rc["payouts"] + rc["rake"] + rc["breakage"] + rc["refunds"] == rc["total"]

@@ -73,22 +73,23 @@ class Game:
                                       max_stake, 3600, b, self.B])
 
     # --- rounds ---
-    def open(self, rid, opens_at, locks_at, closes_at, seed="00" * 32):
+    def open(self, rid, opens_at, locks_at, closes_at, seed="00" * 32, stakes=(1, 10**9)):
+        """round_open, then every bucket copy; `stakes` are the round's (min, max)."""
         k = [G + "lease", G + f"round:{rid}", G + f"seed:{rid}", G + "rounds", G + "current",
              G + "outbox", G + "unfinished"]
         h = hashlib.sha256(bytes.fromhex(seed)).hexdigest()
         r = self.run("round_open", k, self.fence() + [rid, opens_at, locks_at, closes_at, seed, h,
                                                        45034, 300, ",".join(map(str, EDGES)),
-                                                       100, locks_at - opens_at])
+                                                       100, locks_at - opens_at, *stakes])
         if r[0] == "ok":
             for b in range(self.B):
-                self.bstate(b, rid, "open", locks_at)
+                self.bstate(b, rid, "open", locks_at, stakes=stakes)
         return r
 
-    def bstate(self, b, rid, state, locks_at, grace=0):
+    def bstate(self, b, rid, state, locks_at, grace=0, stakes=(1, 10**9)):
         p = self.p(b)
         return self.run("bucket_state", [p + f"round:{rid}:state", p + "unsettled"],
-                        [rid, state, locks_at, grace, NBANDS])
+                        [rid, state, locks_at, grace, NBANDS, *stakes])
 
     def lock(self, rid, price, locks_at):
         for b in range(self.B):
@@ -387,7 +388,7 @@ def test_no_winner_refunds_everything():
         g.conservation()
 
 
-def test_issue16_largest_stakes_and_pool_settle_exactly():
+def test_largest_stakes_and_pool_settle_exactly():
     """The largest stake config accepts (10^15 - 1) and a pool filled to its bound (4·10^15 / B
     per bucket) settle to the unit: every payout is floor(s·pot/W) in exact integers, the
     receipt adds up (no `mismatch`), conservation holds; one unit more is `pool_full`."""
@@ -396,7 +397,7 @@ def test_issue16_largest_stakes_and_pool_settle_exactly():
         g = Game(r, buckets=2)
         g.acquire()
         t0, t1, t2 = past_round(g, 1)
-        assert g.open(1, t0, now_ms() + 60000, t2)[0] == "ok"
+        assert g.open(1, t0, now_ms() + 60000, t2, stakes=(1, S))[0] == "ok"
         for u in range(1, 9):
             g.grant(u, S)
         # bucket 1: users 1, 3, 5, 7; bucket 0: users 2, 4, 6, 8. Cap per bucket: 2·10^15.
@@ -428,24 +429,44 @@ def test_issue16_largest_stakes_and_pool_settle_exactly():
         g.conservation()
 
 
-def test_issue16_bet_checks_the_rounds_own_bands():
-    """A restart with more band edges must not let a bet land outside the round's bands (its
-    pools and pages would disagree with the recorded total: round_final `mismatch`, the round
-    stuck settling). The bucket copy records the round's band count and bet.lua checks it."""
+def test_bet_checks_the_rounds_own_rules():
+    """A restart with other band edges or stake bounds must not change a round in flight: a bet
+    outside the round's bands would make its pools and pages disagree with the recorded total
+    (round_final `mismatch`, the round stuck settling), and a stake the round's rules refuse must
+    stay refused. round_open stores the rules, the bucket copy records the band count and stake
+    bounds, and bet.lua checks them whatever the caller's (the config's) ARGV say."""
     with tpenv.Redis() as r:
         g = Game(r, buckets=2)
         g.acquire()
         t0, t1, t2 = past_round(g, 1)
-        assert g.open(1, t0, now_ms() + 60000, t2)[0] == "ok"
+        assert g.open(1, t0, now_ms() + 60000, t2, stakes=(200, 5000))[0] == "ok"
+        h = g.c.hgetall(G + "round:1")
+        assert (h["min_stake"], h["max_stake"], h["rake_bps"]) == ("200", "5000", "300"), h
         for u in (1, 2):
             g.grant(u, 10**6)
-        assert g.c.hget(g.p(1) + "round:1:state", "nbands") == str(NBANDS)
-        assert g.bet(1, 1, NBANDS, 100, "new", nbands=NBANDS + 2) == ["err", "invalid_band"]
-        assert g.bet(2, 1, NBANDS - 1, 100, "old", nbands=NBANDS + 2)[0] == "ok"
-        assert g.bet(2, 1, 0, 100, "less", nbands=3)[0] == "ok"   # fewer: the round's count
-        # A copy written by a version without nbands falls back to the config's count.
-        g.c.hdel(g.p(1) + "round:1:state", "nbands")
-        assert g.bet(1, 1, NBANDS, 100, "legacy", nbands=NBANDS + 2)[0] == "ok"
+        copy = g.c.hgetall(g.p(1) + "round:1:state")
+        assert (copy["nbands"], copy["min_stake"], copy["max_stake"]) == (str(NBANDS), "200",
+                                                                          "5000"), copy
+        before = g.c.hgetall(g.p(1) + "bal")
+        assert g.bet(1, 1, NBANDS, 200, "new", nbands=NBANDS + 2) == ["err", "invalid_band"]
+        # The config's bounds (ARGV 9 and 10, here 1 .. 10^9) do not widen the round's.
+        assert g.bet(1, 1, 0, 199, "low") == ["err", "invalid_stake"]
+        assert g.bet(1, 1, 0, 5001, "high") == ["err", "invalid_stake"]
+        assert g.c.hgetall(g.p(1) + "bal") == before
+        assert g.bet(2, 1, NBANDS - 1, 5000, "old", nbands=NBANDS + 2)[0] == "ok"
+        assert g.bet(2, 1, 0, 200, "less", nbands=3)[0] == "ok"   # fewer: the round's count
+        # Bad input is answered before a closed round, as when the C side knew the bounds.
+        assert g.open(2, t0, t1, t2, stakes=(200, 5000))[0] == "ok"   # lock time passed
+        assert g.bet(1, 2, 0, 199, "late") == ["err", "invalid_stake"]
+        assert g.bet(1, 2, 0, 200, "late") == ["err", "round_not_open"]
+        # A copy written by a version without the rules falls back to the config's.
+        assert g.open(3, t0, now_ms() + 60000, t2)[0] == "ok"
+        g.c.hdel(g.p(1) + "round:3:state", "nbands", "min_stake", "max_stake")
+        assert g.bet(1, 3, NBANDS, 100, "legacy", nbands=NBANDS + 2)[0] == "ok"
+        assert g.bet(1, 3, 0, 99, "legacy-low")[0] == "ok"
+        # bucket_state writes no bounds for a round that has none (min_stake 0).
+        g.bstate(0, 4, "open", now_ms() + 60000, stakes=(0, 0))
+        assert "min_stake" not in g.c.hgetall(g.p(0) + "round:4:state")
         g.conservation()
 
 

@@ -1,4 +1,4 @@
-"""Every round ends, under every configuration the server accepts (issue 16), with a real Redis,
+"""Every round ends, under every configuration the server accepts, with a real Redis,
 Postgres and server.
 
 betting_s=1, live_s=6: a close falls due when five or more newer rounds have opened, which the
@@ -10,12 +10,17 @@ A band-edge change with bets in flight: bets on band 4 of an open round (5 bands
 3 bands. The round keeps its own 5 bands wherever the leader reads pools and pays pages (it used
 to stay live for ever, settle_page refusing `want 6 + nbands KEYS`), so it ends settled or
 cancelled with every bet paid or refunded, and later rounds run with 3 bands.
+
+Any rule change with bets in flight (bands, rake, stake bounds): the round keeps its own rules
+for bets (HTTP and WebSocket), odds and settlement; the next round has the new ones.
 """
 
 import time
 
+import msgpack
 import tpclient
 import tpenv
+import websocket
 
 NBANDS = 5
 ENV = {"TICKPOOL_GAME_BETTING_S": "1", "TICKPOOL_GAME_LIVE_S": "6",
@@ -24,7 +29,7 @@ ENV = {"TICKPOOL_GAME_BETTING_S": "1", "TICKPOOL_GAME_LIVE_S": "6",
        "TICKPOOL_GAME_MAX_STAKE": "100000"}
 
 
-def test_issue16_live_six_times_betting_settles_every_round():
+def test_live_six_times_betting_settles_every_round():
     with tpenv.Redis() as r, tpenv.Postgres() as pg, \
             tpenv.Server(redis=r, pg=pg, env=ENV, workers=2, https=False) as s:
         c = r.client()
@@ -73,7 +78,7 @@ def test_issue16_live_six_times_betting_settles_every_round():
         assert code == 0, out
 
 
-def test_issue16_band_edge_change_with_bets_in_flight():
+def test_band_edge_change_with_bets_in_flight():
     env = {"TICKPOOL_GAME_BETTING_S": "4", "TICKPOOL_GAME_LIVE_S": "2",
            "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_GRACE": "10s"}
     with tpenv.Redis() as r, tpenv.Postgres() as pg, \
@@ -108,6 +113,134 @@ def test_issue16_band_edge_change_with_bets_in_flight():
              if c.hget("tp:{g}:round:%d" % i, "state") == "settled"), None),
             timeout=30, what="a round settled after the change")
         assert c.hget("tp:{g}:round:%d" % later, "edges") == "-5,5"
+        assert "assertion failed" not in s.log_text()
+        code, out = tpclient.audit(s)
+        assert code == 0, out
+
+
+def ws_odds(s, rid, then, timeout=8):
+    """Connects an anonymous WebSocket, runs then(), and returns the first odds of round rid
+    (a beat's `odds` or an `odds` message) whose band 0 pool is not empty."""
+    ws = websocket.create_connection(f"ws://127.0.0.1:{s.http_port}/ws",
+                                     subprotocols=["tickpool.v1"], timeout=timeout)
+    end = time.time() + timeout
+    try:
+        then()
+        while time.time() < end:
+            op, data = ws.recv_data()
+            if op != websocket.ABNF.OPCODE_BINARY:
+                continue
+            m = msgpack.unpackb(data)
+            o = m if m.get("t") == "odds" else m.get("odds") if m.get("t") == "tick" else None
+            if o and o["round_id"] == rid and o["pools"][0] > 0:
+                return o
+    finally:
+        ws.close()
+    raise AssertionError(f"no odds for round {rid}")
+
+
+def ws_bet(s, token, rid, band, stake, key):
+    """One `bet` over an authenticated WebSocket: ("ok", bet_ok) or (code, bet_err)."""
+    ws = websocket.create_connection(f"ws://127.0.0.1:{s.http_port}/ws?token={token}",
+                                     subprotocols=["tickpool.v1"], timeout=10)
+    try:
+        ws.send_binary(msgpack.packb({"t": "bet", "req": 1, "key": key, "round_id": rid,
+                                      "band": band, "stake": stake}))
+        while True:
+            op, data = ws.recv_data()
+            m = msgpack.unpackb(data) if op == websocket.ABNF.OPCODE_BINARY else {}
+            if m.get("t") in ("bet_ok", "bet_err"):
+                return ("ok" if m["t"] == "bet_ok" else m["code"]), m
+    finally:
+        ws.close()
+
+
+def test_rules_change_with_bets_in_flight():
+    """A round carries its own rules. Bets on an open round (5 bands, rake 300, stakes 100 ..
+    100,000), restart with 3 bands, rake 1000 and stakes 500 .. 1,000. The round in flight keeps
+    its rules wherever they apply: HTTP and WebSocket bets on it are checked against its bands
+    and bounds (band 4 and a stake of 200 are accepted, 100,001 refused), its odds have 5
+    pools priced at rake 300, and it settles at rake 300 with every bet paid or refunded. The
+    first round the restarted server opens has the new rules (and refuses what they refuse)."""
+    env = {"TICKPOOL_GAME_BETTING_S": "10", "TICKPOOL_GAME_LIVE_S": "2",
+           "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_GRACE": "10s",
+           "TICKPOOL_GAME_BUCKETS": "2"}
+    with tpenv.Redis() as r, tpenv.Postgres() as pg, \
+            tpenv.Server(redis=r, pg=pg, env=env, https=False) as s:
+        c = r.client()
+        tpclient.wait_game(s)
+        users = tpclient.make_users(s, 4, "rc")
+        start = tpclient.balances(c, 2)
+        o = tpclient.fresh_open_round(s, 8000)
+        rid = o["id"]
+        assert (o["min_stake"], o["max_stake"], o["rake_bps"], len(o["bands"])) == \
+            (100, 100000, 300, 5), o
+        jobs = [(4 - i % 3, 100 + i * 50) for i in range(9)]   # bands 4, 3, 2
+        ok, other = tpclient.place_bets(s, users, rid, jobs, nthreads=2, tag="rc")
+        assert len(ok) == len(jobs), other
+        s.stop()
+        s.env.update({"TICKPOOL_GAME_BAND_EDGES_BPS": "-5,5", "TICKPOOL_GAME_RAKE_BPS": "1000",
+                      "TICKPOOL_GAME_MIN_STAKE": "500", "TICKPOOL_GAME_MAX_STAKE": "1000"})
+        s.start()
+        tpclient.wait_game(s)
+        # The round in flight, still open: its own bands and bounds, not the new config's.
+        assert c.hget("tp:{g}:round:%d" % rid, "state") == "open", "restart took too long"
+        conn = tpclient.Http(s)
+        for i, (band, stake, st_want, code) in enumerate((
+                (4, 200, 201, None), (3, 5000, 201, None), (4, 100001, 400, "invalid_stake"),
+                (2, 99, 400, "invalid_stake"), (5, 500, 400, "invalid_band"))):
+            uid, tok = users[i % len(users)]
+            st, b = tpclient.bet(conn, tok, rid, band, stake, f"after-{i}")
+            assert st == st_want and (code is None or b["error"]["code"] == code), (band, stake, b)
+            if st == 201:
+                ok[b["bet_id"]] = (uid, band, stake)
+        code, m = ws_bet(s, users[1][1], rid, 4, 150, "ws-after")
+        assert code == "ok", m
+        ok[m["bet_id"]] = (users[1][0], 4, 150)
+        assert ws_bet(s, users[1][1], rid, 0, 100001, "ws-big")[0] == "invalid_stake"
+        assert ws_bet(s, users[1][1], rid, 5, 500, "ws-band")[0] == "invalid_band"
+        # Its odds: 5 pools, multipliers at rake 300 (a bet on band 0 moves them).
+        def trigger():
+            st, tb = tpclient.bet(conn, users[2][1], rid, 0, 300, "odds-trigger")
+            assert st == 201, tb
+            ok[tb["bet_id"]] = (users[2][0], 0, 300)
+        odds = ws_odds(s, rid, trigger)
+        pools = odds["pools"]
+        assert len(pools) == 5, odds
+        T = sum(pools)
+        for p, m in zip(pools, odds["multipliers"]):
+            assert (m is None) if p == 0 else abs(m - (T - min(T * 300 // 10000, T - p)) / p) \
+                < 1e-9, odds
+        conn.close()
+        tpenv.wait_until(lambda: c.hget("tp:{g}:round:%d" % rid, "state") in
+                         ("settled", "cancelled"), timeout=30, what=f"round {rid} final")
+        h = tpclient.round_hash(c, rid)
+        assert (h["edges"], h["rake_bps"], h["min_stake"], h["max_stake"]) == \
+            ("-10,-3,3,10", "300", "100", "100000"), h
+        b = tpclient.round_bets(c, rid, 2, 5)
+        assert b == ok, (b, ok)
+        p = tpclient.round_paid(c, rid, 2)
+        assert p == tpclient.expected_credits(b, h), (p, h)   # rake from the round: 300
+        end = tpclient.balances(c, 2)
+        for uid, _ in users:
+            mine = [x for x, (u, _, _) in b.items() if u == uid]
+            assert end[uid] == start[uid] - sum(b[x][2] for x in mine) + \
+                sum(p.get(x, 0) for x in mine), f"user {uid} balance"
+        # The next round is the restarted server's first: the new rules, and only those.
+        st, nxt = s.json("GET", f"/api/v1/rounds/{rid + 1}")
+        assert st == 200 and (nxt["min_stake"], nxt["max_stake"], nxt["rake_bps"],
+                              len(nxt["bands"])) == (500, 1000, 1000, 3), nxt
+        if nxt["state"] == "open" and nxt["locks_at"] - time.time() * 1000 > 1000:
+            conn = tpclient.Http(s)
+            tok = users[3][1]
+            assert tpclient.bet(conn, tok, rid + 1, 0, 200, "n1")[1]["error"]["code"] == \
+                "invalid_stake"
+            assert tpclient.bet(conn, tok, rid + 1, 0, 1001, "n2")[1]["error"]["code"] == \
+                "invalid_stake"
+            assert tpclient.bet(conn, tok, rid + 1, 3, 500, "n3")[1]["error"]["code"] == \
+                "invalid_band"
+            assert tpclient.bet(conn, tok, rid + 1, 2, 500, "n4")[0] == 201
+            conn.close()
         assert "assertion failed" not in s.log_text()
         code, out = tpclient.audit(s)
         assert code == 0, out

@@ -30,6 +30,8 @@ struct tp_game_round {
     int edges[TP_ROUND_MAX_EDGES];
     int n_edges;
     int rake_bps;
+    int64_t min_stake, max_stake; /* the round's stake bounds; 0 for a round opened before rounds
+                                     carried them (bet.lua then uses the config's) */
     int64_t vol_ppb, betting_ms, tick_ms;
     bool has_plan; /* close or cancel recorded: total .. refund_all valid */
     int64_t total, winning_stake, rake, pot;

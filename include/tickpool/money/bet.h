@@ -20,7 +20,6 @@
 #include <stdint.h>
 
 struct tp_worker;
-struct tp_config_game;
 
 /* Longest idempotency key, in bytes (each byte printable ASCII 0x21..0x7e). */
 #define TP_BET_KEY_MAX 128
@@ -28,6 +27,8 @@ struct tp_config_game;
 #define TP_BET_MAX_BODY 4096
 /* Largest round id (bet.lua keeps integers below 10^15, exact in a Lua double). */
 #define TP_BET_ROUND_MAX 999999999999999LL
+/* Largest stake any round can accept (the same 15-digit bound; the config's max_stake is). */
+#define TP_BET_STAKE_MAX 999999999999999LL
 /* Buffer size for tp_bet_request_hash (64 hex digits and a NUL). */
 #define TP_BET_HASH_LEN 65
 
@@ -51,7 +52,7 @@ enum tp_bet_code {
     TP_BET_UNAVAILABLE,          /* 503 unavailable */
 };
 
-/* Game bounds a request is validated against (from struct tp_config_game). */
+/* Bounds a request is validated against before bet.lua (tp_bet_limits_any). */
 struct tp_bet_limits {
     int nbands;        /* number of bands: band_edges + 1 */
     int64_t min_stake; /* inclusive */
@@ -84,8 +85,11 @@ const char *tp_bet_code_name(enum tp_bet_code c);
 /** A short human-readable message for a code. */
 const char *tp_bet_code_message(enum tp_bet_code c);
 
-/** Fills `out` from the game configuration section. */
-void tp_bet_limits_from_config(const struct tp_config_game *g, struct tp_bet_limits *out);
+/** Fills `out` with the widest bounds of any round: TP_ROUND_MAX_BANDS bands, stakes 1 …
+ * TP_BET_STAKE_MAX. A round's own band count and stake bounds are fixed when it opens and may
+ * differ from today's config (a restart changed it), so only bet.lua, which reads them from
+ * the round, checks a bet against them; this check keeps malformed input off Redis. */
+void tp_bet_limits_any(struct tp_bet_limits *out);
 
 /**
  * Validates a request body of `len` bytes in `fmt`: a map with integer round_id, band and stake

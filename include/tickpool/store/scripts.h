@@ -53,7 +53,7 @@ struct tp_script_bet_args {
     size_t idem_len;
     const char *req_hash; /* 64 lowercase hex (tp_bet_request_hash) */
     int64_t now_ms;
-    int nbands;
+    int nbands; /* nbands and the stake bounds: the config's, for a round without its own */
     int64_t min_stake, max_stake;
     int idem_ttl_s;
     int buckets;
@@ -152,6 +152,7 @@ struct tp_script_round_open_args {
     int n_edges;
     int tick_ms;
     int64_t betting_ms;
+    int64_t min_stake, max_stake; /* the round's stake bounds (bet.lua reads them per round) */
 };
 /** Runs round_open.lua. TP_EINVAL when n_edges is out of [0, TP_SCRIPT_BANDS_MAX). */
 int tp_script_round_open(struct tp_store *store, const struct tp_script_round_open_args *a,
@@ -208,7 +209,8 @@ struct tp_script_bucket_state_args {
     const char *state; /* open, live or cancelled */
     int64_t locks_at;
     int grace_ms;
-    int nbands; /* the round's own band count, stored with a new copy */
+    int nbands;                   /* the round's own band count, stored with a new copy */
+    int64_t min_stake, max_stake; /* its stake bounds, stored with it; 0: the round has none */
 };
 /** Runs bucket_state.lua. */
 int tp_script_bucket_state(struct tp_store *store, const struct tp_script_bucket_state_args *a,

@@ -36,6 +36,30 @@ static void test_valid_json(void **state)
     assert_int_equal(pj("{\"round_id\":1,\"band\":0,\"stake\":100}"), TP_BET_OK);
 }
 
+/* What every request is checked against before bet.lua: the widest rules any round can have
+ * (a round's own bounds, fixed at its open, are bet.lua's to check). */
+static void test_limits_any(void **state)
+{
+    (void)state;
+    struct tp_bet_limits any;
+    tp_bet_limits_any(&any);
+    struct tp_bet_req r;
+    static const struct {
+        const char *body;
+        enum tp_bet_code want;
+    } cases[] = {
+        {"{\"round_id\":1,\"band\":15,\"stake\":1}", TP_BET_OK},
+        {"{\"round_id\":1,\"band\":0,\"stake\":999999999999999}", TP_BET_OK},
+        {"{\"round_id\":1,\"band\":16,\"stake\":1}", TP_BET_INVALID_BAND},
+        {"{\"round_id\":1,\"band\":0,\"stake\":1000000000000000}", TP_BET_INVALID_STAKE},
+        {"{\"round_id\":1,\"band\":0,\"stake\":0}", TP_BET_INVALID_STAKE},
+        {"{\"round_id\":1,\"band\":-1,\"stake\":1}", TP_BET_INVALID_BAND},
+    };
+    for (size_t i = 0; i < TP_ARRAY_LEN(cases); i++)
+        assert_int_equal(tp_bet_parse(TP_FMT_JSON, cases[i].body, strlen(cases[i].body), &any, &r),
+                         cases[i].want);
+}
+
 static void test_bad_stakes(void **state)
 {
     (void)state;
@@ -294,6 +318,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_json),
+        cmocka_unit_test(test_limits_any),
         cmocka_unit_test(test_bad_stakes),
         cmocka_unit_test(test_bad_bands),
         cmocka_unit_test(test_bad_round_ids_and_shapes),

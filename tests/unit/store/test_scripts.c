@@ -234,11 +234,14 @@ static void test_rounds(void **state)
                                           .edges_bps = edges,
                                           .n_edges = 3,
                                           .tick_ms = 250,
-                                          .betting_ms = 10000};
+                                          .betting_ms = 10000,
+                                          .min_stake = 100,
+                                          .max_stake = 999999999999999};
     round_open_args(&o, &a);
     EXPECT(&a, "round_open", 7, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:seed:8", "tp:{g}:rounds",
            "tp:{g}:current", "tp:{g}:outbox", "tp:{g}:unfinished", "pid-1-w0", "12", "8", "100",
-           "200", "300", "ab", "cd", "777", "500", "-50,0,50", "250", "10000");
+           "200", "300", "ab", "cd", "777", "500", "-50,0,50", "250", "10000", "100",
+           "999999999999999");
     check_header(&a, 7);
     o.n_edges = 0; /* one band: an empty list */
     round_open_args(&o, &a);
@@ -293,11 +296,17 @@ static void test_buckets(void **state)
 {
     (void)state;
     static struct tp_script_call a;
-    struct tp_script_bucket_state_args s = {
-        .bucket = 1, .id = 8, .state = "live", .locks_at = 200, .grace_ms = 3000, .nbands = 5};
+    struct tp_script_bucket_state_args s = {.bucket = 1,
+                                            .id = 8,
+                                            .state = "live",
+                                            .locks_at = 200,
+                                            .grace_ms = 3000,
+                                            .nbands = 5,
+                                            .min_stake = 100,
+                                            .max_stake = 100000};
     bucket_state_args(&s, &a);
     EXPECT(&a, "bucket_state", 2, "tp:{b1}:round:8:state", "tp:{b1}:unsettled", "8", "live", "200",
-           "3000", "5");
+           "3000", "5", "100", "100000");
     check_header(&a, 2);
 
     struct tp_script_bucket_plan_args p = {.bucket = 1,

@@ -88,6 +88,8 @@ static void settled_round(struct tp_game_round *r)
     r->edges[1] = 10;
     r->n_edges = 2;
     r->rake_bps = 300;
+    r->min_stake = 100;
+    r->max_stake = 100000;
     r->vol_ppb = 250;
     r->betting_ms = 30000;
     r->tick_ms = 100;
@@ -109,7 +111,7 @@ static void check_round(const struct tp_val *o, const struct tp_game_round *r, c
                         bool receipt)
 {
     assert_int_equal(tp_val_type(o), TP_VAL_MAP);
-    assert_int_equal(tp_val_len(o), 18);
+    assert_int_equal(tp_val_len(o), 20);
     assert_int_equal(get_int(o, "id"), r->id);
     assert_str(o, "state", state);
     assert_int_equal(get_int(o, "opens_at"), r->t.opens_at);
@@ -123,6 +125,13 @@ static void check_round(const struct tp_val *o, const struct tp_game_round *r, c
     assert_int_equal(get_int(o, "vol_ppb"), r->vol_ppb);
     assert_int_equal(get_int(o, "tick_ms"), r->tick_ms);
     assert_int_equal(get_int(o, "rake_bps"), r->rake_bps);
+    if (r->min_stake > 0) {
+        assert_int_equal(get_int(o, "min_stake"), r->min_stake);
+        assert_int_equal(get_int(o, "max_stake"), r->max_stake);
+    } else {
+        assert_nil(o, "min_stake");
+        assert_nil(o, "max_stake");
+    }
     if (r->has_lock)
         assert_int_equal(get_int(o, "lock_price"), r->lock_price);
     else
@@ -220,6 +229,7 @@ static void test_snapshot(void **state)
     live.state = TP_ROUND_SETTLING; /* shows as live */
     live.has_receipt = false;
     live.has_close = false;
+    live.min_stake = live.max_stake = 0; /* opened before rounds carried their bounds: null */
     settled_round(&open);
     open.state = TP_ROUND_OPEN;
     open.seed[0] = '\0';
