@@ -239,6 +239,7 @@ static void check_bucket(struct audit *a, int bucket, struct totals *t)
 struct receipt {
     int64_t id, total, payouts, refunds;
     bool final;
+    enum tp_round_state state; /* as stored (TP_ROUND_NONE: no hash) */
 };
 
 static size_t check_receipts(struct audit *a, struct receipt **out)
@@ -254,10 +255,11 @@ static size_t check_receipts(struct audit *a, struct receipt **out)
         if (h == NULL || h->n != 6)
             break;
         rs[i].id = num(ids->elem[i]);
-        if (tp_round_is_final(state_of(h->elem[0]->str))) {
+        rs[i].state = state_of(h->elem[0]->str);
+        if (tp_round_is_final(rs[i].state)) {
             int64_t total = num(h->elem[1]), pay = num(h->elem[2]), rake = num(h->elem[3]);
             int64_t brk = num(h->elem[4]), ref = num(h->elem[5]);
-            rs[i] = (struct receipt){rs[i].id, total, pay, ref, true};
+            rs[i] = (struct receipt){rs[i].id, total, pay, ref, true, rs[i].state};
             nfinal++;
             if (pay + rake + brk + ref != total || pay < 0 || rake < 0 || brk < 0 || ref < 0) {
                 nbad++;
@@ -281,7 +283,60 @@ static size_t check_receipts(struct audit *a, struct receipt **out)
     return n;
 }
 
-/* --- Check 3: Postgres against Redis --- */
+/* --- Check 3: the unfinished index --- */
+
+static bool has_id(const struct tp_store_value *ids, int64_t id)
+{
+    for (size_t i = 0; ids != NULL && i < ids->n; i++)
+        if (num(ids->elem[i]) == id)
+            return true;
+    return false;
+}
+
+/*
+ * The leader finds the rounds it owes something only through tp:{g}:unfinished: a round open,
+ * live, settling or cancelling that is not in it may never end (its stakes held for good), and
+ * a finished one left in it costs the leader reads every step. `before` was read before the
+ * round states, the index is read again after them: a round that opened or ended meanwhile is
+ * in one of the two reads, so only a real finding is reported (a missing round is in neither,
+ * a stale one in both).
+ */
+static void check_unfinished(struct audit *a, const struct tp_store_value *before,
+                             const struct receipt *rs, size_t n)
+{
+    struct tp_store_value *after = cmd(a, "ZRANGE %s 0 -1", TP_KEYS_UNFINISHED, NULL);
+    if (after == NULL)
+        return;
+    size_t missing = 0, stale = 0, listed = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool in_before = has_id(before, rs[i].id), in_after = has_id(after, rs[i].id);
+        listed += in_after;
+        if (rs[i].state != TP_ROUND_NONE && !tp_round_is_final(rs[i].state) && !in_before &&
+            !in_after && missing++ < 20)
+            printf("     round %" PRId64 " is %s but not in %s: the leader does not see it, "
+                   "so it may never end\n",
+                   rs[i].id, tp_round_state_name(rs[i].state), TP_KEYS_UNFINISHED);
+    }
+    for (size_t i = 0; i < after->n; i++) {
+        int64_t id = num(after->elem[i]);
+        if (!has_id(before, id))
+            continue;
+        enum tp_round_state st = TP_ROUND_NONE;
+        for (size_t k = 0; k < n; k++)
+            if (rs[k].id == id)
+                st = rs[k].state;
+        if ((st == TP_ROUND_NONE || tp_round_is_final(st)) && stale++ < 20)
+            printf("     round %" PRId64 " is in %s but %s\n", id, TP_KEYS_UNFINISHED,
+                   st == TP_ROUND_NONE ? "does not exist" : tp_round_state_name(st));
+    }
+    report(a, missing == 0 && stale == 0,
+           "unfinished index: %zu rounds listed, every open, live, settling or cancelling round "
+           "among them%s (%zu missing, %zu finished or unknown listed)",
+           listed, missing + stale ? " — not so" : "", missing, stale);
+    tp_store_value_free(after);
+}
+
+/* --- Check 4: Postgres against Redis --- */
 
 static int64_t outbox_backlog(struct audit *a)
 {
@@ -446,9 +501,10 @@ static void usage(FILE *out)
 {
     fputs("Usage: tickpool audit [--wait S] [--redis-only]\n"
           "Checks money conservation in Redis (per bucket and in total), every settled round's\n"
-          "receipt, and, once the outbox has drained (waiting up to S seconds, default 10),\n"
-          "that Postgres agrees with Redis. Exit 0 when all hold, 1 on a mismatch, 2 on usage\n"
-          "or connection errors.\n",
+          "receipt, that every round not yet settled or cancelled is in the leader's index of\n"
+          "unfinished rounds (and no other round is), and, once the outbox has drained\n"
+          "(waiting up to S seconds, default 10), that Postgres agrees with Redis. Exit 0 when\n"
+          "all hold, 1 on a mismatch, 2 on usage or connection errors.\n",
           out);
 }
 
@@ -526,7 +582,11 @@ int tp_audit_main(const struct tp_config *cfg, int nargs, char **args)
            "redis total: balances %" PRId64 " + house %" PRId64 " + held %" PRId64 " = %" PRId64
            ", granted %" PRId64 ", diff %+" PRId64,
            t.bal, t.house, t.held, lhs, t.granted, lhs - t.granted);
+    struct tp_store_value *index_before = cmd(&a, "ZRANGE %s 0 -1", TP_KEYS_UNFINISHED, NULL);
     size_t nrs = check_receipts(&a, &rs);
+    if (!a.redis_failed)
+        check_unfinished(&a, index_before, rs, nrs);
+    tp_store_value_free(index_before);
     if (a.redis_failed)
         goto out;
 

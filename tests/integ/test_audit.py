@@ -2,8 +2,8 @@
 
 Bets go through the real bet script into the rounds the server's game leader opens, the leader
 settles them (payouts, house), the writer drains everything to Postgres, and then the audit must
-pass; after tampering with one balance (or one receipt) in Redis it must fail with a readable
-diff. Usage and connection errors exit 2.
+pass; after tampering with one balance (or one receipt, or the index of unfinished rounds) in
+Redis it must fail with a readable diff. Usage and connection errors exit 2.
 """
 
 import re
@@ -93,6 +93,19 @@ def test_audit_passes_then_shows_tampering():
             assert code == 1, out
             assert f"round {rid} receipt:" in out and "diff +1" in out, out
             c.hincrby(key, "r_breakage", -1)
+
+            # The leader's index of unfinished rounds: the open round missing from it (the
+            # leader would not see it once 6 newer rounds opened), a settled round listed.
+            open_id = c.hget("tp:{g}:current", "open")
+            c.zrem("tp:{g}:unfinished", open_id)
+            c.zadd("tp:{g}:unfinished", {rid: int(rid)})
+            code, out = audit(s, "--redis-only")
+            assert code == 1, out
+            assert re.search(rf"round {open_id} is (open|live) but not in tp:{{g}}:unfinished",
+                             out), out
+            assert re.search(rf"round {rid} is in tp:{{g}}:unfinished but (settled|cancelled)",
+                             out), out
+            assert "FAIL unfinished index" in out, out
 
 
 def test_audit_usage_backlog_and_unreachable():
