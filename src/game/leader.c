@@ -673,7 +673,10 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop, (void)revents;
     struct tp_leader *l = t->data;
-    if (!l->leader || l->step_busy || !tp_store_is_connected(l->store))
+    if (!l->leader || !tp_store_is_connected(l->store))
+        return;
+    tp_leader_index_scan(l); /* beside the steps, once per lease */
+    if (l->step_busy)
         return;
     l->step_busy = true;
     l->acted = false;

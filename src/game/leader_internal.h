@@ -76,6 +76,15 @@ struct tp_leader {
     uint8_t seg_seed[TP_PRICE_SIM_SEED_LEN];
     int64_t cache_idx, cache_price; /* price after cache_idx ticks of the segment */
 
+    /* The walk adding rounds left outside the unfinished index (leader_index.c). */
+    struct {
+        bool busy;
+        long long epoch, done_epoch; /* lease it runs under; lease it completed under (0: none) */
+        int64_t mark, added;
+        int64_t ids[TP_SCRIPT_INDEX_MAX];
+        int n;
+    } index;
+
     /* The action in flight. */
     struct {
         struct tp_game_round r;
@@ -139,6 +148,13 @@ int64_t tp_leader_lock_price(struct tp_leader *l, const struct tp_game_round *r)
 /** C of round r along the chain of segments r, r+1, ... (docs/fairness.md §5); a negative
  * error when a later seed is missing from the snapshot. */
 int64_t tp_leader_close_price(struct tp_leader *l, const struct tp_game_round *r);
+
+/* --- leader_index.c --- */
+
+/** Once per lease (called by every step; a no-op while it runs and once it completed under this
+ * lease): adds every round left in flight outside tp:{g}:unfinished to it, walking the round ids
+ * above the scan mark. A failed walk is retried by a later step. */
+void tp_leader_index_scan(struct tp_leader *l);
 
 /* --- leader_settle.c --- */
 

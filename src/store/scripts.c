@@ -423,6 +423,35 @@ int tp_script_round_final(struct tp_store *store, const struct tp_script_round_f
     return run(store, &a, cb, ud);
 }
 
+/* scripts/lua/round_index.lua header: lease, unfinished, scan mark, a round per id; fence, mark,
+ * ids. */
+static void round_index_args(const struct tp_script_round_index_args *x, struct tp_script_call *a)
+{
+    struct tp_key k;
+    start(a, "round_index");
+    key(a, TP_KEYS_LEASE);
+    key(a, TP_KEYS_UNFINISHED);
+    key(a, TP_KEYS_UNFINISHED_SCAN);
+    for (int i = 0; i < x->n; i++)
+        key(a, tp_keys_round(&k, x->ids[i]));
+    fence(a, &x->fence);
+    arg_int(a, x->mark);
+    for (int i = 0; i < x->n; i++)
+        arg_int(a, x->ids[i]);
+}
+
+_Static_assert(6 + 2 * TP_SCRIPT_INDEX_MAX <= TP_SCRIPT_ARGS_MAX, "a round_index page fits");
+
+int tp_script_round_index(struct tp_store *store, const struct tp_script_round_index_args *x,
+                          tp_store_cb cb, void *ud)
+{
+    if (x->n < 0 || x->n > TP_SCRIPT_INDEX_MAX)
+        return TP_EINVAL;
+    struct tp_script_call a;
+    round_index_args(x, &a);
+    return run(store, &a, cb, ud);
+}
+
 /* --- Bucket scripts: round state and settlement (not fenced: monotonic instead) --- */
 
 /* scripts/lua/bucket_state.lua header: state copy, unsettled; id, state, locks_at, grace_ms,

@@ -18,7 +18,7 @@ EDGES = [-10, -3, 3, 10]
 NBANDS = len(EDGES) + 1
 NAMES = ["lease", "tick", "round_open", "round_lock", "round_close", "round_cancel",
          "round_final", "bucket_state", "bucket_plan", "settle_page", "settle_finish", "bet",
-         "grant"]
+         "grant", "round_index"]
 G = "tp:{g}:"
 
 
@@ -517,6 +517,43 @@ def test_round_final_failure_writes_nothing():
         after = {k: g.c.dump(k) for k in (G + "round:1", G + "outbox")}
         assert before == after, "round_final wrote before failing"
         assert g.c.hget(G + "round:1", "state") == "cancelling"
+
+
+def test_round_index_adds_only_unfinished_rounds():
+    """round_index.lua: rounds a server without the unfinished index left in flight (any state
+    but settled or cancelled) join the index; final or missing rounds do not; the scan mark only
+    rises; a stale epoch or keys that do not match the ids change nothing."""
+    with tpenv.Redis() as r:
+        g = Game(r)
+        g.acquire()
+        states = {1: "settled", 2: "live", 3: "settling", 4: "cancelled", 5: "open",
+                  6: "cancelling"}
+        for rid, st in states.items():   # what an older server leaves: no index entry
+            g.c.hset(G + f"round:{rid}", mapping={"id": rid, "state": st})
+            g.c.zadd(G + "rounds", {str(rid): rid})
+        g.c.zadd(G + "unfinished", {"5": 5})   # already indexed (by round_open)
+
+        def index(ids, mark, fence=None, keys=None):
+            k = keys or [G + f"round:{i}" for i in ids]
+            return g.run("round_index", [G + "lease", G + "unfinished", G + "unfinished_scan", *k],
+                         (fence or g.fence()) + [mark, *ids])
+
+        before = {k: g.c.dump(k) for k in g.c.keys("*")}
+        assert index([2, 3], 3, fence=[g.holder, g.epoch + 1]) == ["err", "stale_epoch"]
+        for ids, keys, why in (([2, 3], [G + "round:3", G + "round:2"], "match"),
+                               ([0], [G + "round:0"], "match"), (["x"], [G + "round:x"], "match")):
+            try:
+                index(ids, 3, keys=keys)
+                raise AssertionError("accepted " + why)
+            except redis.exceptions.ResponseError as e:
+                assert "tp_round_index" in str(e), e
+        assert {k: g.c.dump(k) for k in g.c.keys("*")} == before   # nothing written
+        assert index([1, 2, 3, 4, 5, 6, 7], 7) == ["ok", 3]   # 2, 3, 6 (7 has no hash)
+        assert g.c.zrange(G + "unfinished", 0, -1) == ["2", "3", "5", "6"]
+        assert g.c.get(G + "unfinished_scan") == "7"
+        assert index([2], 2) == ["ok", 0]                      # again: nothing new
+        assert g.c.get(G + "unfinished_scan") == "7"           # the mark never falls
+        assert index([], 7) == ["ok", 0]
 
 
 def test_ticks_fenced_and_deduplicated():

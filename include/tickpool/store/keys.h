@@ -35,6 +35,9 @@
 #define TP_KEYS_PAUSE TP_KEYS_GLOBAL "pause"     /* HASH the operator's pause (absent: running) */
 #define TP_KEYS_WORKERS TP_KEYS_GLOBAL "workers" /* ZSET "<host>|<pid>|<index>" → heartbeat ms */
 
+/* STRING: the highest round id round_index.lua checked (the leader's walk resumes above it). */
+#define TP_KEYS_UNFINISHED_SCAN TP_KEYS_GLOBAL "unfinished_scan"
+
 /* Pub/sub channel of the pre-encoded MessagePack broadcasts (tick, round, odds). */
 #define TP_KEYS_BCAST_CHANNEL "tp:bcast"
 

@@ -193,6 +193,21 @@ struct tp_script_round_cancel_args {
 int tp_script_round_cancel(struct tp_store *store, const struct tp_script_round_cancel_args *a,
                            tp_store_cb cb, void *ud);
 
+/* Most round ids one round_index call checks (its KEYS and ARGV fit TP_SCRIPT_ARGS_MAX). */
+#define TP_SCRIPT_INDEX_MAX 60
+
+/* round_index.lua: add the unfinished ones of rounds ids[0..n) to the unfinished index and
+ * raise the scan mark to `mark` (the page's highest id). */
+struct tp_script_round_index_args {
+    struct tp_script_fence fence;
+    int64_t mark;
+    const int64_t *ids;
+    int n;
+};
+/** Runs round_index.lua. TP_EINVAL when n is out of [0, TP_SCRIPT_INDEX_MAX]. */
+int tp_script_round_index(struct tp_store *store, const struct tp_script_round_index_args *a,
+                          tp_store_cb cb, void *ud);
+
 /* round_final.lua: settling|cancelling → final with the bucket sums. */
 struct tp_script_round_final_args {
     struct tp_script_fence fence;

@@ -283,6 +283,16 @@ static void test_rounds(void **state)
     x.npools = 0;
     assert_int_equal(tp_script_round_cancel(NULL, &x, NULL, NULL), TP_EINVAL);
 
+    int64_t ids[] = {3, 5, 9};
+    struct tp_script_round_index_args x2 = {.fence = F, .mark = 9, .ids = ids, .n = 3};
+    round_index_args(&x2, &a);
+    EXPECT(&a, "round_index", 6, "tp:{g}:lease", "tp:{g}:unfinished", "tp:{g}:unfinished_scan",
+           "tp:{g}:round:3", "tp:{g}:round:5", "tp:{g}:round:9", "pid-1-w0", "12", "9", "3", "5",
+           "9");
+    check_header(&a, 3);
+    x2.n = TP_SCRIPT_INDEX_MAX + 1;
+    assert_int_equal(tp_script_round_index(NULL, &x2, NULL, NULL), TP_EINVAL);
+
     struct tp_script_round_final_args f = {.fence = F, .id = 8, .sum_t = 357, .sum_paid = 340};
     round_final_args(&f, &a);
     EXPECT(&a, "round_final", 5, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:seed:8", "tp:{g}:outbox",
