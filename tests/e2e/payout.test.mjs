@@ -2,7 +2,7 @@
 // potential payout and the result banner's amounts against hand-worked cases of the game rules.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { potentialPayout, refundBands, roundOutcome } from "../../web/js/payout.js";
+import { potentialPayout, refundBands, roundOutcome, stakeAllowed } from "../../web/js/payout.js";
 
 test("potential payout: the stake joins the pool it would share, rake capped at T' - pool'", () => {
   // T' = 2100 + 750, pool' = 700 + 750, rake' = min(⌊2850·300/10000⌋ = 85, 1400) = 85,
@@ -57,4 +57,14 @@ test("round outcome from the receipt: won, lost, mixed, refunded, cancelled", ()
   assert.equal(roundOutcome(cancelled, bets).refunded, 700);
   assert.equal(roundOutcome({ id: 12, state: "live" }, bets), null);
   assert.equal(roundOutcome(settled, [bets[2]]), null);
+});
+
+test("stake bounds: the round's own, inclusive; a round without them is the server's to judge", () => {
+  const r = { id: 7, min_stake: 500, max_stake: 1000 };
+  assert.equal(stakeAllowed(r, 500), true);
+  assert.equal(stakeAllowed(r, 1000), true);
+  assert.equal(stakeAllowed(r, 499), false);
+  assert.equal(stakeAllowed(r, 1001), false);
+  assert.equal(stakeAllowed({ id: 6, min_stake: null, max_stake: null }, 1), true);
+  assert.equal(stakeAllowed(null, 1), true);
 });

@@ -6,7 +6,7 @@ import { api, setToken, ApiError } from "./api.js";
 import { Socket } from "./socket.js";
 import { PriceChart } from "./chart.js";
 import { verifyRound } from "./fairness.js";
-import { potentialPayout, refundBands, roundOutcome } from "./payout.js";
+import { potentialPayout, refundBands, roundOutcome, stakeAllowed } from "./payout.js";
 import {
   $, el, setText, money, parseStake, bandLabel, bandName, mult, pct, timeOf, dateTimeOf, toast, errorWords, newKey,
 } from "./ui.js";
@@ -406,9 +406,22 @@ async function withButton(btn, fn) {
   }
 }
 
+// Band count of round `id`: its own bands (a restart may change them for later rounds), else
+// the open round's when that round is not loaded.
+function bandsOf(id) {
+  const r = state.rounds.get(id) || (state.open && state.open.id === id ? state.open : null);
+  const any = r || state.open;
+  return (any && Array.isArray(any.bands) && any.bands.length) || 5;
+}
+
+// A message when `stake` is outside round r's own stake bounds (fixed when it opened), else null.
+function stakeOutside(r, stake) {
+  if (stakeAllowed(r, stake)) return null;
+  return `Stakes in round #${r.id} go from ${money(r.min_stake)} to ${money(r.max_stake)}.`;
+}
+
 function renderMyBets() {
   const ul = $("my-bets");
-  const k = (state.open && state.open.bands && state.open.bands.length) || 5;
   ul.replaceChildren(...state.myBets.map((b) => {
     const status = b.status || "pending";
     let result = "—";
@@ -418,7 +431,7 @@ function renderMyBets() {
     else result = "waiting";
     return el("li", { class: "bet-row", dataset: { testid: "my-bet", status, betId: b.bet_id } },
       el("span", { class: "num" }, `#${b.round_id}`),
-      el("span", {}, bandName(b.band, k)),
+      el("span", {}, bandName(b.band, bandsOf(b.round_id))),
       el("span", { class: "num right" }, money(b.stake)),
       el("span", { class: `badge ${status}` }, status),
       el("span", { class: "num right" }, result));
@@ -522,6 +535,8 @@ function renderPotential() {
     parts = ["Enter a stake to see what it would pay."];
   } else if (state.token && state.balance != null && stake > state.balance) {
     parts = [`That is more than your balance of ${money(state.balance)}.`];
+  } else if (stakeOutside(r, stake)) {
+    parts = [stakeOutside(r, stake)];
   } else if (typeof r.rake_bps !== "number") {
     parts = ["The odds are not known yet."];
   } else {
@@ -615,6 +630,7 @@ async function placeBet(ev) {
   if (state.balance != null && stake > state.balance) {
     return setText(msg, `Not enough credits: your balance is ${money(state.balance)}.`);
   }
+  if (stakeOutside(r, stake)) return setText(msg, stakeOutside(r, stake));
   const body = { round_id: r.id, band: state.selected, stake };
   // One idempotency key per slip: a repeat of the same slip right after (a double click, a
   // retry after a lost answer) reuses it, so the server debits at most once.
@@ -709,7 +725,6 @@ function renderRounds() {
     state.roundsEnd = false; // new rounds pushed the oldest out: they can be loaded again
   }
   $("rounds-older").hidden = state.roundsEnd || ids.length === 0 || ids[Math.min(ids.length, state.roundsKeep) - 1] <= 1;
-  const k = (state.open && state.open.bands && state.open.bands.length) || 5;
   $("rounds").replaceChildren(...ids.slice(0, state.roundsKeep).map((id) => {
     const r = state.rounds.get(id);
     const rc = r.receipt;
@@ -732,7 +747,7 @@ function renderRounds() {
       el("span", { class: "num rid" }, `#${r.id}`),
       el("span", { class: `badge ${r.state}` }, r.state),
       el("span", { class: "num prices small" }, parts.join(" → ") || timeOf(r.locks_at)),
-      el("span", { class: "win" }, r.winning_band != null ? `Won: ${bandName(r.winning_band, k)}` : ""),
+      el("span", { class: "win" }, r.winning_band != null ? `Won: ${bandName(r.winning_band, bandsOf(r.id))}` : ""),
       el("span", { class: "num small muted receipt" }, receipt)));
   }));
 }

@@ -68,3 +68,13 @@ export function roundOutcome(r, bets) {
   res.outcome = res.winners && res.losers ? "mixed" : res.winners ? "won" : "lost";
   return res;
 }
+
+/**
+ * Whether round r takes a stake of `stake` minor units: within its own min_stake..max_stake,
+ * fixed when it opened (a restarted server may use other bounds for later rounds). A round
+ * without them (opened by an older server) is left to the server to judge: true.
+ */
+export function stakeAllowed(r, stake) {
+  if (!r || typeof r.min_stake !== "number" || typeof r.max_stake !== "number") return true;
+  return stake >= r.min_stake && stake <= r.max_stake;
+}
