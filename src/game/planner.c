@@ -1,7 +1,7 @@
 /*
  * Game planner (see include/tickpool/game/planner.h): the leader's decision, pure.
  *
- * Completeness (issue 16): the planner sees every unfinished round, not a window of the newest
+ * Completeness: the planner sees every unfinished round, not a window of the newest
  * ones, because the leader loads them from tp:{g}:unfinished, which round_open adds to and
  * round_final removes from in the same scripts that change the state. So a close falling due
  * behind any number of newer rounds (live_s >= 5 x betting_s used to hide it), a round past its

@@ -113,7 +113,7 @@ def test_grant_once():
         # A second, distinct grant adds up.
         assert m.grant(7, 250, grant_id="bonus:1:7") == ["ok", 100250, 0]
         assert int(m.c.get("tp:{b0}:granted")) == 100250
-        # Issue 16: an id must name its user, so no two buckets can hold the same id (Postgres's
+        # An id must name its user, so no two buckets can hold the same id (Postgres's
         # grants key is deployment-wide; each bucket only checks its own ledger).
         before = m.snapshot()
         for gid in ("bonus:1", "bonus:17", "bonus:7x", "7"):

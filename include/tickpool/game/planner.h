@@ -53,7 +53,7 @@ struct tp_planner_action {
 void tp_planner_config_init(struct tp_planner_config *out, const struct tp_config_game *g);
 
 /** The action owed at now_ms given rounds[0..n): strictly ascending ids, holding EVERY round
- * not yet settled or cancelled (whatever live/betting is: issue 16) plus the newest round, and
+ * not yet settled or cancelled (whatever live/betting is) plus the newest round, and
  * open_synced (the open round whose bucket copies this lease wrote, 0: none yet). Final rounds
  * other than the newest may be included and are ignored. Returns 0 and sets *out, or TP_EINVAL
  * (bad config, n < 0, ids not ascending). */

@@ -349,7 +349,7 @@ static void test_relations(void **state)
     assert_int_equal(c.server.http_port, 0);
 }
 
-/* Issue 16, exact integers: the largest stakes, balances and per-bucket max_stake the Lua
+/* Exact integers: the largest stakes, balances and per-bucket max_stake the Lua
  * scripts settle exactly are accepted; one more is refused with the key and the rule named. */
 static void test_exact_integer_bounds(void **state)
 {

@@ -2,7 +2,7 @@
  * Game planner: every action it can owe (first open, resync, open-before-lock, lock, close,
  * settle, a missed lock and a missed close past grace), a restart mid-settlement, clock jumps
  * both ways, nothing to do, bad inputs, and a small in-memory game driven step by step that
- * must settle every round it opens (also with live 6 x betting, issue 16). Defaults: betting
+ * must settle every round it opens (also with live 6 x betting). Defaults: betting
  * 30 s, live 30 s, grace 5 s.
  */
 #include <setjmp.h>
@@ -198,13 +198,13 @@ static void test_nothing_to_do(void **state)
 }
 
 /*
- * Issue 16 (regression): with live >= 5 x betting the round whose close is due used to be
+ * Regression: with live >= 5 x betting the round whose close is due used to be
  * older than the 6 newest rounds the leader loaded, so it was never closed, cancelled or
  * settled. The planner now gets every unfinished round. Betting 1 s, live 6 s: round 1 closes
  * at 8 s, when round 8 is the newest; past grace it is cancelled; a round stuck in settling
  * behind any number of newer ones is still settled.
  */
-static void test_issue16_every_unfinished_round(void **state)
+static void test_every_unfinished_round(void **state)
 {
     (void)state;
     struct tp_planner_config c = {.betting_ms = 1000, .grace_ms = GRACE};
@@ -234,11 +234,11 @@ static void test_issue16_every_unfinished_round(void **state)
     assert_int_equal(a.round_id, 1);
 }
 
-/* Issue 16 (found by test_sim): betting_s changed with a restart, the newest round's lock is
+/* Found by test_sim: betting_s changed with a restart, the newest round's lock is
  * off the new grid. Opening the next round there cannot succeed; owed first, it used to block
  * every other action until the round was cancelled. The round locks, the next one opens at the
  * next boundary of the new grid. */
-static void test_issue16_betting_change(void **state)
+static void test_betting_change(void **state)
 {
     (void)state;
     struct tp_planner_config c = {.betting_ms = 7000, .grace_ms = GRACE};
@@ -391,7 +391,7 @@ static void test_simulated_game(void **state)
 {
     (void)state;
     simulate(BET, LIVE, 40 * BET);
-    simulate(1000, 6000, 200000); /* issue 16: live 6 x betting */
+    simulate(1000, 6000, 200000); /* live 6 x betting */
     simulate(1000, 30000, 200000);
 }
 
@@ -406,8 +406,8 @@ int main(void)
         cmocka_unit_test(test_clock_forward),
         cmocka_unit_test(test_clock_backward),
         cmocka_unit_test(test_nothing_to_do),
-        cmocka_unit_test(test_issue16_every_unfinished_round),
-        cmocka_unit_test(test_issue16_betting_change),
+        cmocka_unit_test(test_every_unfinished_round),
+        cmocka_unit_test(test_betting_change),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_paused),
         cmocka_unit_test(test_config_init),

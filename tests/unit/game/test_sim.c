@@ -1,5 +1,5 @@
 /*
- * Deterministic simulation of the game (issue 16), TigerBeetle-style: the pure planner drives an
+ * Deterministic simulation of the game, TigerBeetle-style: the pure planner drives an
  * in-memory model of what the Lua scripts do (round_open/lock/close/cancel with their guards,
  * bet.lua's debit, settle_page's exactly-once credits, settle_finish/round_final, and the
  * tp:{g}:unfinished index those scripts keep), over random valid configurations and faults:
@@ -540,8 +540,9 @@ static void test_simulation(void **state)
            changes, outages, jumps, yields);
 }
 
-/* Without faults, live = 6 x betting (the configuration of issue 16) settles every round. */
-static void test_issue16_no_faults(void **state)
+/* Without faults, live = 6 x betting (the ratio the old 6-round window lost) settles every round.
+ */
+static void test_live_six_times_betting_no_faults(void **state)
 {
     (void)state;
     memset(&W, 0, sizeof(W));
@@ -584,7 +585,7 @@ static void test_issue16_no_faults(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_issue16_no_faults),
+        cmocka_unit_test(test_live_six_times_betting_no_faults),
         cmocka_unit_test(test_simulation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
