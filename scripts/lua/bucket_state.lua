@@ -4,7 +4,8 @@ bucket_state.lua: write bucket N's copy of a round's state (what bet.lua reads).
 (a cluster script cannot read the {g} lease from a {bN} slot): monotonic compare-and-set
 instead, so a stale leader can never move a state backwards nor lock a bucket early.
 
-KEYS[1] tp:{bN}:round:<id>:state (HASH state, locks_at, nbands, min_stake, max_stake)  KEYS[2] tp:{bN}:unsettled (SET)
+KEYS[1] tp:{bN}:round:<id>:state (HASH state, locks_at, nbands, min_stake, max_stake)
+KEYS[2] tp:{bN}:unsettled (SET)
 ARGV[1] id  ARGV[2] new state: open | live | cancelled  ARGV[3] locks_at (Unix ms)
 ARGV[4] grace_ms (cancel of an open round is refused before locks_at + grace)
 ARGV[5] the round's own band count  ARGV[6] its min_stake  ARGV[7] its max_stake (the round's
