@@ -56,12 +56,15 @@
 
 /* --- Per-worker and per-socket state --- */
 
+struct snap;
+
 struct sw {
     struct tp_worker *w;
     const struct tp_config *cfg;
     struct tp_store *store;
     struct tp_bet_limits lim;
     ev_timer timer;
+    struct snap *loading; /* the sockets' snapshot load in flight, which new sockets join */
 };
 
 /* The worker slot holding struct sw (tp_session_install hands it out). */
@@ -170,11 +173,20 @@ static bool bind_user(struct sess *s, int64_t uid, int64_t exp)
 
 /* --- hello and snapshot --- */
 
-/* A snapshot load: current round ids, both rounds, the recent ticks, the pause. `s` NULL means
- * a resync of every ready socket of the worker. */
+/*
+ * A snapshot load: current round ids, both rounds, the recent ticks, the pause (Redis commands,
+ * the XRANGE of ~600 ticks the largest reply). Sockets opening while a load is in flight join it
+ * (waiters) instead of starting their own, and all get the same encoded frame: 10,000 sockets
+ * opening at 2,000/s otherwise queue 8,000 commands a second ahead of the bets and the
+ * leader's lease on the worker's one Redis connection, which timed them all out. A joiner's
+ * snapshot is no older than the other waiters' (the same race as a load of its own: ticks
+ * published between the XRANGE and the snapshot being queued are missed). No waiters means a
+ * resync of every ready socket of the worker.
+ */
 struct snap {
     struct sw *sw;
-    struct sess *s;
+    struct sess **waiters;
+    size_t nwait, capwait;
     int pending;
     bool have[2];
     struct tp_game_round rounds[2]; /* open, live */
@@ -192,24 +204,41 @@ static void snap_send_one(struct tp_conn *c, void *ud)
 
 static void snap_finish(struct snap *sn)
 {
+    if (sn->sw->loading == sn)
+        sn->sw->loading = NULL;
     struct tp_buf b;
     tp_buf_init(&b);
     tp_protocol_snapshot(&b, sn->have[0] ? &sn->rounds[0] : NULL,
                          sn->have[1] ? &sn->rounds[1] : NULL, sn->ticks, sn->nticks, &sn->pause);
-    if (sn->s != NULL) {
-        if (sn->s->c != NULL) {
-            send_buf(sn->s, &b);
-            sn->s->ready = true;
+    struct tp_ws_frame *f = tp_ws_frame_new(tp_buf_ptr(&b), tp_buf_size(&b), TP_WS_KIND_DIRECT);
+    if (sn->nwait > 0) {
+        for (size_t i = 0; i < sn->nwait; i++) {
+            struct sess *s = sn->waiters[i];
+            if (s->c != NULL) {
+                tp_conn_ws_send_frame(s->c, f);
+                s->ready = true;
+            }
+            sess_unref(s);
         }
-        sess_unref(sn->s);
     } else {
-        struct tp_ws_frame *f = tp_ws_frame_new(tp_buf_ptr(&b), tp_buf_size(&b), TP_WS_KIND_DIRECT);
         tp_worker_foreach_ws(sn->sw->w, snap_send_one, f);
-        tp_ws_frame_unref(f);
     }
+    tp_ws_frame_unref(f);
     tp_buf_deinit(&b);
+    free(sn->waiters);
     free(sn->ticks);
     free(sn);
+}
+
+/* Adds `s` (holding a reference) to the sockets a load answers. */
+static void snap_join(struct snap *sn, struct sess *s)
+{
+    if (sn->nwait == sn->capwait) {
+        sn->capwait = sn->capwait ? 2 * sn->capwait : 4;
+        sn->waiters = tp_xrealloc(sn->waiters, sn->capwait * sizeof(*sn->waiters));
+    }
+    s->refs++;
+    sn->waiters[sn->nwait++] = s;
 }
 
 static void snap_done(struct snap *sn)
@@ -293,14 +322,20 @@ static void on_snap_ticks(int err, const struct tp_store_reply *r, void *ud)
     snap_done(sn);
 }
 
-/* Starts a snapshot load for `s` (holding a reference) or, with s NULL, a worker resync. */
+/* Starts a snapshot load for `s` (holding a reference), or joins the one in flight; with s
+ * NULL, a worker resync (never joined: it answers every ready socket). */
 static void snap_start(struct sw *sw, struct sess *s)
 {
+    if (s != NULL && sw->loading != NULL) {
+        snap_join(sw->loading, s);
+        return;
+    }
     struct snap *sn = tp_xcalloc(1, sizeof(*sn));
     sn->sw = sw;
-    sn->s = s;
-    if (s != NULL)
-        s->refs++;
+    if (s != NULL) {
+        snap_join(sn, s);
+        sw->loading = sn;
+    }
     sn->pending = 1; /* held until every command is submitted */
     if (sw->store != NULL) {
         sn->pending++;
