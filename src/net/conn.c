@@ -241,10 +241,14 @@ static void switch_to_ws(struct tp_conn *c, struct tp_http_ctx *ctx)
     tp_metrics_add(TP_METRIC_WS_CONNECTIONS_OPEN, 1);
     if (h->ws_hooks.on_open != NULL)
         h->ws_hooks.on_open(c, tp_http_ctx_request(ctx), h->ws_ud);
-    if (tp_buf_size(&c->in) > 0 && !closed(c)) {
+    if (tp_buf_size(&c->in) > 0 && !closed(c))
         tp_ws_feed(c->ws, tp_buf_ptr(&c->in), tp_buf_size(&c->in));
-        tp_buf_reset(&c->in);
-    }
+    /* A WebSocket reads through a stack buffer (do_read) and never parses HTTP again: the
+     * input buffer (16 KiB once read into) and the parser would be an idle socket's largest
+     * memory. process_input stops at once now that the state is CS_WS. */
+    tp_buf_deinit(&c->in);
+    tp_http_parser_free(c->parser);
+    c->parser = NULL;
     mark_dirty(c);
 }
 
@@ -481,17 +485,20 @@ static void on_eof(struct tp_conn *c)
 
 static void do_read(struct tp_conn *c)
 {
+    char stack[READ_CHUNK];
     for (int i = 0; i < MAX_READS_PER_EVENT && want_read(c); i++) {
-        char *p = tp_buf_reserve(&c->in, READ_CHUNK);
+        /* tp_ws_feed consumes all it is given (wslay copies what it keeps), so a WebSocket's
+         * bytes need no buffer of their own. */
+        bool ws = c->state == CS_WS;
+        char *p = ws ? stack : tp_buf_reserve(&c->in, READ_CHUNK);
         ssize_t n = tp_io_read(&c->io, p, READ_CHUNK);
         if (n > 0) {
-            tp_buf_commit(&c->in, (size_t)n);
             tp_metrics_add(TP_METRIC_HTTP_BYTES_IN_TOTAL, n);
             c->read_needs_write = false;
-            if (c->state == CS_WS) {
-                tp_ws_feed(c->ws, tp_buf_ptr(&c->in), tp_buf_size(&c->in));
-                tp_buf_reset(&c->in);
+            if (ws) {
+                tp_ws_feed(c->ws, p, (size_t)n);
             } else {
+                tp_buf_commit(&c->in, (size_t)n);
                 process_input(c);
             }
             continue;
@@ -534,6 +541,7 @@ static void do_write(struct tp_conn *c)
         return;
     }
     if (c->ws != NULL) {
+        tp_buf_deinit(&c->out); /* the 101 is out; frames are written from the ws queue */
         size_t before = tp_ws_queued_bytes(c->ws);
         int r = tp_ws_flush(c->ws, &c->io);
         size_t after = tp_ws_queued_bytes(c->ws);
