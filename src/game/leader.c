@@ -631,10 +631,15 @@ static void on_snap_pause(int err, const struct tp_game_pause *p, void *ud)
     } else {
         bool changed =
             !l->pause_known || p->paused != l->pause.paused || p->since != l->pause.since;
+        if (changed && p->paused)
+            tp_log_info(MOD, "game paused: no new round opens\tby=\"%s\" reason=\"%s\"", p->by,
+                        p->reason);
+        else if (changed && l->pause_known)
+            tp_log_info(MOD, "game resumed");
         l->pause = *p;
         l->pause_known = true;
         l->pc.paused = p->paused;
-        if (changed && l->obs != NULL && l->obs->on_pause != NULL)
+        if (changed && l->leader && l->obs != NULL && l->obs->on_pause != NULL)
             l->obs->on_pause(l->obs_ud, p);
     }
     snap_lists_done(l);
