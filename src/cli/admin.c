@@ -9,6 +9,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
+#include "tickpool/base/log.h"
 #include "tickpool/store/keys.h"
 
 #include <getopt.h>
@@ -384,6 +385,8 @@ int tp_admin_main(const struct tp_config *cfg, int nargs, char **args)
             return TP_ADMIN_OK;
         }
     }
+    /* The store's connection notes are for servers; a command prints its own outcome. */
+    tp_log_setup(TP_LOG_WARN, "admin");
     struct tp_admin a = {.cfg = cfg};
     if (set_actor(&a, actor)) {
         status = c->run(&a, sub_argc, sub_argv);

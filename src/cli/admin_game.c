@@ -8,7 +8,8 @@
  * pause / resume: the bucket copies that bet.lua reads are written first (SET or DEL in every
  * bucket), then scripts/lua/pause.lua flips tp:{g}:pause and records the admin action in one
  * step. A command cut half-way leaves the global key as it was, so running it again finishes it;
- * the refusals (already paused, not paused) look at the global key only.
+ * the refusals (already paused, not paused) look at the global key only, after making the
+ * bucket copies agree with it (so either command repairs a copy that went missing).
  */
 #include "admin_internal.h"
 
@@ -262,8 +263,8 @@ static void print_status(const struct tp_admin *a, const struct status *st)
     int buckets = a->cfg->game.buckets;
     int want = st->pause.paused ? buckets : 0;
     if (st->paused_buckets != want)
-        printf("           WARNING: %d of %d bucket copies say paused: run `tickpool admin %s` "
-               "again to finish it\n",
+        printf("           WARNING: %d of %d bucket copies say paused: `tickpool admin %s` "
+               "repairs them\n",
                st->paused_buckets, buckets, st->pause.paused ? "pause" : "resume");
     if (st->open_id > 0)
         printf("open       #%" PRId64 ", locks at %s (in %.1f s)\n", st->open_id,
@@ -472,13 +473,16 @@ static int pause_or_resume(struct tp_admin *a, bool resume, const char *reason)
     if (rc != TP_ADMIN_OK)
         return rc;
     char t[32];
-    if (!resume && p.paused) {
-        fprintf(stderr, "admin pause: already paused since %s by %s%s%s\n",
-                iso(p.since, t, sizeof(t)), p.by, p.reason[0] ? ": " : "", p.reason);
-        return TP_ADMIN_REFUSED;
-    }
-    if (resume && !p.paused) {
-        fprintf(stderr, "admin resume: the game is not paused\n");
+    if (resume != p.paused) {
+        /* Refused; but the bucket copies are made to agree with the global key first, so a
+         * copy lost or left behind (status warns of it) is repaired by running either command. */
+        if (!write_copies(a, p.paused, p.since))
+            return TP_ADMIN_UNAVAILABLE;
+        if (p.paused)
+            fprintf(stderr, "admin pause: already paused since %s by %s%s%s\n",
+                    iso(p.since, t, sizeof(t)), p.by, p.reason[0] ? ": " : "", p.reason);
+        else
+            fprintf(stderr, "admin resume: the game is not paused\n");
         return TP_ADMIN_REFUSED;
     }
     int64_t now = tp_now_ms();

@@ -222,8 +222,14 @@ def test_pause_resume():
             st, _, body = bet_http(s, tok, last, "during")
             assert st == 409 and json.loads(body)["error"]["code"] == "game_paused", (st, body)
             assert ws_bet(s, tok, last, "ws-during")["code"] == "game_paused"
+            # A lost bucket copy: status warns, a second pause repairs it and is refused.
+            c.delete("tp:{b0}:paused")
+            rc, out, err = admin(s, "status")
+            assert "WARNING: 0 of 1 bucket copies say paused" in out, out
             rc, out, err = admin(s, "pause")
             assert rc == 1 and "already paused" in err and "db maintenance" in err, (out, err)
+            assert c.exists("tp:{b0}:paused") and "WARNING" not in admin(s, "status")[1]
+            assert "ts=" not in err, err  # no server log lines in a command's output
             # The rounds in flight lock and settle; no new round opens.
             tpenv.wait_until(lambda: c.zcard("tp:{g}:unfinished") == 0, timeout=15,
                              what="the rounds in flight settle")
