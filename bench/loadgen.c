@@ -59,7 +59,7 @@ struct lg_opt lg_opt = {
     .stake = 100,
     .min_stake = 100,
     .max_stake = 100000,
-    .script = "scripts/lua/bet.lua",
+    .script = "bench/lua/bet.lua",
     .connect_rate = 2000,
 };
 
@@ -112,7 +112,7 @@ static void usage(FILE *f)
                "      --stake N           stake per bet in minor units [100]\n"
                "      --min-stake N, --max-stake N   bounds passed to bet.lua (redis-bet)\n"
                "      --buckets B         game.buckets of the server (redis-bet) [1]\n"
-               "      --script FILE       bet.lua for redis-bet [scripts/lua/bet.lua]\n"
+               "      --script FILE       bet.lua for redis-bet [bench/lua/bet.lua]\n"
                "Output:\n"
                "      --json FILE         also append the JSON line to FILE\n"
                "      --label TEXT        label copied into the JSON line\n"

@@ -1,31 +1,20 @@
 /*
- * Bet admission (see tickpool/money/bet.h): request validation and the bet.lua submission shared
- * by HTTP and WebSocket.
- *
- * The limiter is the worker's (a worker slot, filled by tp_bet_install's init hook from
- * limits.max_inflight_bets); it is only touched on that worker's loop thread.
+ * Bet admission (see tickpool/money/bet.h): request validation, codes and the 201 fields shared
+ * by HTTP and WebSocket. The submission (the worker's batches of bet_batch.lua) is bet_batch.c.
  */
 #include "tickpool/money/bet.h"
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
-#include "tickpool/money/limiter.h"
-#include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
 #include "tickpool/game/round.h"
-#include "tickpool/store/keys.h"
-#include "tickpool/store/scripts.h"
-#include "tickpool/store/store.h"
-#include "tickpool/net/worker.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MOD "bet"
-/* Idempotency records live 24 h (scripts/lua/README.md). */
-#define IDEM_TTL_S 86400
 
 static const struct {
     const char *name;
@@ -188,104 +177,6 @@ void tp_bet_write_fields(struct tp_wr *w, const struct tp_bet_result *res)
     tp_wr_int(w, res->balance);
 }
 
-/* --- Submission through bet.lua --- */
-
-/* The worker slot holding the worker's struct tp_limiter (tp_bet_install hands it out). */
-static size_t slot = SIZE_MAX;
-
-static void init_worker(struct tp_worker *w, void *ud)
-{
-    (void)ud;
-    const struct tp_config *cfg = tp_worker_config(w);
-    tp_worker_slot_set(w, slot, tp_limiter_new(TP_MAX(cfg->limits.max_inflight_bets, 1)));
-}
-
-void tp_bet_install(void)
-{
-    slot = tp_worker_slot_new();
-    tp_worker_on_init(init_worker, NULL);
-}
-
-struct pending_bet {
-    struct tp_limiter *limiter; /* the submitting worker's */
-    tp_bet_cb cb;
-    void *ud;
-    int64_t user;
-    size_t klen;
-    char key[TP_BET_KEY_MAX];
-};
-
-static enum tp_bet_code code_from_script(const char *s)
-{
-    for (unsigned i = 1; i < TP_ARRAY_LEN(codes); i++)
-        if (strcmp(s, codes[i].name) == 0)
-            return (enum tp_bet_code)i;
-    return TP_BET_UNAVAILABLE;
-}
-
-static bool reply_int(const struct tp_store_reply *r, int64_t *out)
-{
-    if (r == NULL || tp_reply_type(r) != TP_REPLY_INTEGER)
-        return false;
-    *out = tp_reply_integer(r);
-    return true;
-}
-
-/* Reads bet.lua's reply into `res`; anything unexpected is 503 (and logged: a bug or -OOM). */
-static void read_reply(int err, const struct tp_store_reply *r, struct tp_bet_result *res)
-{
-    memset(res, 0, sizeof(*res));
-    res->code = TP_BET_UNAVAILABLE;
-    if (err != 0) {
-        tp_log_warn(MOD, "bet script failed\terr=%s", tp_strerror(err));
-        return;
-    }
-    if (tp_reply_type(r) == TP_REPLY_ERROR) {
-        tp_log_error(MOD, "bet script error\treply=\"%.200s\"", tp_reply_str(r, NULL));
-        return;
-    }
-    const char *tag = tp_reply_str(tp_reply_at(r, 0), NULL);
-    if (tp_reply_type(r) != TP_REPLY_ARRAY || tag == NULL)
-        goto bad;
-    if (strcmp(tag, "err") == 0) {
-        const char *c = tp_reply_str(tp_reply_at(r, 1), NULL);
-        if (c == NULL)
-            goto bad;
-        res->code = code_from_script(c);
-        if (res->code == TP_BET_UNAVAILABLE)
-            goto bad;
-        return;
-    }
-    int64_t v[6];
-    if (strcmp(tag, "ok") != 0 || tp_reply_len(r) != 7)
-        goto bad;
-    for (int i = 0; i < 6; i++)
-        if (!reply_int(tp_reply_at(r, (size_t)i + 1), &v[i]))
-            goto bad;
-    res->code = TP_BET_OK;
-    res->bet_id = v[0];
-    res->round_id = v[1];
-    res->band = (int)v[2];
-    res->stake = v[3];
-    res->balance = v[4];
-    res->replayed = v[5] != 0;
-    return;
-bad:
-    res->code = TP_BET_UNAVAILABLE;
-    tp_log_error(MOD, "unexpected bet script reply");
-}
-
-static void on_script(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct pending_bet *p = ud;
-    struct tp_bet_result res;
-    read_reply(err, r, &res);
-    tp_limiter_release(p->limiter, p->user, p->key, p->klen);
-    tp_metrics_add(TP_METRIC_BETS_INFLIGHT, -1);
-    p->cb(&res, p->ud);
-    free(p);
-}
-
 enum tp_bet_code tp_bet_code_from_err(int err)
 {
     switch (err) {
@@ -311,52 +202,4 @@ void tp_bet_count_answer(enum tp_metrics_transport transport, int64_t t0_ns, enu
             TP_METRIC_FAMILY_BETS_REJECTED,
             tp_metrics_label_index(TP_METRIC_FAMILY_BETS_REJECTED, 0, tp_bet_code_name(code)), 0);
     tp_metrics_observe_ns(TP_METRIC_FAMILY_BET_LATENCY, (int)transport, tp_mono_ns() - t0_ns);
-}
-
-_Static_assert(TP_BET_KEY_MAX <= TP_KEYS_IDEM_MAX, "every valid idempotency key has a Redis key");
-
-int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
-                  const char *key, size_t len, tp_bet_cb cb, void *ud)
-{
-    struct tp_limiter *limiter = w != NULL && slot != SIZE_MAX ? tp_worker_slot_get(w, slot) : NULL;
-    if (limiter == NULL || user_id < 1 || tp_bet_check_key(key, len) != TP_BET_OK || cb == NULL)
-        return TP_EINVAL;
-    const struct tp_config *cfg = tp_worker_config(w);
-    struct tp_store *store = tp_store_of(w);
-    int rc = tp_limiter_acquire(limiter, user_id, key, len);
-    if (rc != 0)
-        return rc;
-
-    char hash[TP_BET_HASH_LEN];
-    tp_bet_request_hash(req, hash);
-    struct tp_script_bet_args args = {.user_id = user_id,
-                                      .round_id = req->round_id,
-                                      .band = req->band,
-                                      .stake = req->stake,
-                                      .idem_key = key,
-                                      .idem_len = len,
-                                      .req_hash = hash,
-                                      .now_ms = tp_now_ms(),
-                                      /* stand-ins for a round without its own rules */
-                                      .nbands = cfg->game.n_band_edges + 1,
-                                      .min_stake = cfg->game.min_stake,
-                                      .max_stake = cfg->game.max_stake,
-                                      .idem_ttl_s = IDEM_TTL_S,
-                                      .buckets = cfg->game.buckets};
-
-    struct pending_bet *p = tp_xmalloc(sizeof(*p));
-    p->limiter = limiter;
-    p->cb = cb;
-    p->ud = ud;
-    p->user = user_id;
-    p->klen = len;
-    memcpy(p->key, key, len);
-    rc = tp_script_bet(store, &args, on_script, p);
-    if (rc != 0) {
-        free(p);
-        tp_limiter_release(limiter, user_id, key, len);
-        return rc == TP_EINVAL || rc == TP_ENOTFOUND ? TP_EUNAVAIL : rc;
-    }
-    tp_metrics_add(TP_METRIC_BETS_INFLIGHT, 1);
-    return 0;
 }

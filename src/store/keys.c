@@ -83,7 +83,8 @@ const char *tp_keys_unsettled(struct tp_key *k, int bucket)
     return fmt(k, BUCKET "unsettled", bucket);
 }
 
-const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t user_id, const char *key, size_t len)
+const char *tp_keys_ref_idem(struct tp_key *k, int bucket, int64_t user_id, const char *key,
+                             size_t len)
 {
     TP_ASSERT(len <= TP_KEYS_IDEM_MAX);
     return fmt(k, BUCKET "idem:%lld:%.*s", bucket, (long long)user_id, (int)len, key);
@@ -92,6 +93,11 @@ const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t user_id, const ch
 const char *tp_keys_ubets(struct tp_key *k, int bucket, int64_t user_id)
 {
     return fmt(k, BUCKET "ubets:%lld", bucket, (long long)user_id);
+}
+
+const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t round_id)
+{
+    return fmt(k, BUCKET "idem:%lld", bucket, (long long)round_id);
 }
 
 const char *tp_keys_round_state(struct tp_key *k, int bucket, int64_t round_id)

@@ -210,6 +210,68 @@ static int add_admin(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
     return 0;
 }
 
+/* One bet line of a `bets` event (bet_batch.lua): "<bet_id>,<user_id>,<band>,<stake>,<balance>,
+ * <idem_key>", the key last (it may hold commas). Splits `line` in place; false if malformed. */
+static bool bet_line(char *line, const char *f[6])
+{
+    char *p = line;
+    for (int i = 0; i < 5; i++) {
+        char *c = strchr(p, ',');
+        if (c == NULL)
+            return false;
+        *c = '\0';
+        f[i] = p;
+        p = c + 1;
+    }
+    f[5] = p;
+    size_t klen = strlen(p);
+    if (klen < 1 || klen > 128)
+        return false;
+    for (int i = 0; i < 5; i++)
+        if (!tp_pgw_is_uint(f[i]))
+            return false;
+    return strcmp(f[3], "0") != 0 && strcmp(f[1], "0") != 0;
+}
+
+/* A `bets` event: the accepted bets of one bet_batch.lua call, one round, one `ts`. All lines
+ * are checked before any row is added, so a malformed entry adds nothing (as for one bet). */
+static int add_bets(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
+{
+    const char *round = field(ev, "round_id"), *ts = field(ev, "ts"), *list = field(ev, "bets");
+    if (!tp_pgw_is_uint(round) || !tp_pgw_is_uint(ts) || list == NULL || list[0] == '\0')
+        return TP_EINVAL;
+    char *copy = tp_xstrdup(list);
+    int rc = 0;
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        if (pass == 1) {
+            free(copy);
+            copy = tp_xstrdup(list);
+        }
+        char *save = NULL;
+        for (char *line = strtok_r(copy, "\n", &save); line != NULL;
+             line = strtok_r(NULL, "\n", &save)) {
+            const char *f[6];
+            if (!bet_line(line, f)) {
+                rc = TP_EINVAL;
+                break;
+            }
+            if (pass == 0)
+                continue;
+            char entry[48], acct_user[40], acct_round[40];
+            snprintf(acct_user, sizeof(acct_user), "user:%s", f[1]);
+            snprintf(acct_round, sizeof(acct_round), "round:%s", round);
+            const char *kv[] = {"id",        f[0], "user_id", f[1], "round_id",        round,
+                                "band",      f[2], "stake",   f[3], "idempotency_key", f[5],
+                                "placed_at", ts};
+            row(b, TP_PGW_BETS, 7, kv);
+            snprintf(entry, sizeof(entry), "bet:%s", f[0]);
+            ledger(b, entry, "bet", acct_user, acct_round, f[3]);
+        }
+    }
+    free(copy);
+    return rc;
+}
+
 /* Appends "{e1,e2,…}" (a Postgres int[] literal) of the comma list `edges` into out[n]. */
 static bool edges_literal(const char *edges, char *out, size_t n)
 {
@@ -232,6 +294,8 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
     } else if (strcmp(type, "grant") == 0 || strcmp(type, "bet") == 0 ||
                strcmp(type, "payout") == 0 || strcmp(type, "refund") == 0) {
         rc = ev->bucket >= 0 ? add_money(b, ev, type) : TP_EINVAL;
+    } else if (strcmp(type, "bets") == 0) {
+        rc = ev->bucket >= 0 ? add_bets(b, ev) : TP_EINVAL;
     } else if (strcmp(type, "house") == 0) {
         /* A bucket's share of rake + breakage: Redis bookkeeping per bucket only. The ledger
          * moves the round's rake and breakage to the house once, from the receipt. */

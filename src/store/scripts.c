@@ -13,6 +13,7 @@
 #include "tickpool/store/keys.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* --- The argument builder --- */
@@ -21,12 +22,36 @@ static void start(struct tp_script_call *a, const char *script)
 {
     a->script = script;
     a->nkeys = a->argc = 0;
+    a->argv = a->_argv;
+    a->len = a->_len;
+    a->_buf = a->_inline;
     a->_used = 0;
+    a->_bufcap = sizeof(a->_inline);
+    a->_cap = TP_SCRIPT_ARGS_MAX;
+    a->_heap = NULL;
+}
+
+/* As start, with room for `args` arguments and `bytes` of copied ones on the heap. */
+static void start_heap(struct tp_script_call *a, const char *script, int args, size_t bytes)
+{
+    start(a, script);
+    a->_heap = tp_xmalloc((size_t)args * (sizeof(char *) + sizeof(size_t)) + bytes);
+    a->argv = a->_heap;
+    a->len = (size_t *)(a->argv + args);
+    a->_buf = (char *)(a->len + args);
+    a->_bufcap = bytes;
+    a->_cap = args;
+}
+
+void tp_script_call_release(struct tp_script_call *a)
+{
+    free(a->_heap);
+    a->_heap = NULL;
 }
 
 static void push(struct tp_script_call *a, const char *p, size_t len)
 {
-    TP_ASSERT(a->argc < TP_SCRIPT_ARGS_MAX);
+    TP_ASSERT(a->argc < a->_cap);
     a->argv[a->argc] = p;
     a->len[a->argc] = len;
     a->argc++;
@@ -35,7 +60,7 @@ static void push(struct tp_script_call *a, const char *p, size_t len)
 /* Copies `len` bytes into the buffer and pushes them. */
 static void push_copy(struct tp_script_call *a, const char *p, size_t len)
 {
-    TP_ASSERT(len < sizeof(a->_buf) - a->_used);
+    TP_ASSERT(len < a->_bufcap - a->_used);
     char *d = a->_buf + a->_used;
     memcpy(d, p, len);
     d[len] = '\0';
@@ -92,14 +117,14 @@ static int run(struct tp_store *store, struct tp_script_call *a, tp_store_cb cb,
 
 /* --- Bucket scripts: money --- */
 
-/* scripts/lua/bet.lua header: 11 KEYS in the player's bucket, 13 ARGV. */
+/* bench/lua/bet.lua header (the one-bet reference): 11 KEYS in the player's bucket, 13 ARGV. */
 void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_call *a)
 {
     struct tp_key k;
     int n = tp_bucket_of(b->user_id, b->buckets);
     start(a, "bet");
     key(a, tp_keys_bal(&k, n));
-    key(a, tp_keys_idem(&k, n, b->user_id, b->idem_key, b->idem_len));
+    key(a, tp_keys_ref_idem(&k, n, b->user_id, b->idem_key, b->idem_len));
     key(a, tp_keys_round_state(&k, n, b->round_id));
     key(a, tp_keys_pool(&k, n, b->round_id));
     key(a, tp_keys_bets(&k, n, b->round_id, b->band));
@@ -124,14 +149,74 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
     arg_int(a, b->buckets);
 }
 
-int tp_script_bet(struct tp_store *store, const struct tp_script_bet_args *b, tp_store_cb cb,
-                  void *ud)
+/* scripts/lua/bet_batch.lua header: 9 KEYS, one bets key per distinct band and one ubets key per
+ * distinct player (first appearance order); 9 ARGV, then 5 per bet. Distinct bands and players
+ * are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a table). */
+static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_script_call *a)
 {
-    if (b->idem_len < 1 || b->idem_len > TP_KEYS_IDEM_MAX)
+    struct tp_key k;
+    int n = b->bucket;
+    size_t cnt = b->n;
+    /* Keys: 9 + ≤ 2 per bet, each < TP_KEYS_MAX; numbers: ≤ 9 + 3 per bet, each < 24 bytes. */
+    start_heap(a, "bet_batch", (int)(18 + 7 * cnt),
+               (9 + 2 * cnt) * TP_KEYS_MAX + (9 + 3 * cnt) * 24);
+    key(a, tp_keys_bal(&k, n));
+    key(a, tp_keys_idem(&k, n, b->round_id));
+    key(a, tp_keys_round_state(&k, n, b->round_id));
+    key(a, tp_keys_pool(&k, n, b->round_id));
+    key(a, tp_keys_outbox(&k, n));
+    key(a, tp_keys_seq(&k, n));
+    key(a, tp_keys_net(&k, n));
+    key(a, tp_keys_excl(&k, n));
+    key(a, tp_keys_paused(&k, n));
+    for (size_t i = 0; i < cnt; i++) {
+        size_t j = 0;
+        while (j < i && b->bets[j].band != b->bets[i].band)
+            j++;
+        if (j == i)
+            key(a, tp_keys_bets(&k, n, b->round_id, b->bets[i].band));
+    }
+    for (size_t i = 0; i < cnt; i++) {
+        size_t j = 0;
+        while (j < i && b->bets[j].user_id != b->bets[i].user_id)
+            j++;
+        if (j == i)
+            key(a, tp_keys_ubets(&k, n, b->bets[i].user_id));
+    }
+    arg_int(a, b->round_id);
+    arg_int(a, b->now_ms);
+    arg_int(a, b->nbands);
+    arg_int(a, b->min_stake);
+    arg_int(a, b->max_stake);
+    arg_int(a, b->idem_ttl_s);
+    arg_int(a, n);
+    arg_int(a, b->buckets);
+    arg_int(a, (int64_t)cnt);
+    for (size_t i = 0; i < cnt; i++) {
+        const struct tp_script_batch_bet *x = &b->bets[i];
+        arg_int(a, x->user_id);
+        arg_int(a, x->band);
+        arg_int(a, x->stake);
+        push(a, x->idem_key, x->idem_len);
+        push(a, x->req_hash, 64);
+    }
+}
+
+int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch_args *b,
+                        tp_store_cb cb, void *ud)
+{
+    if (b->n < 1 || b->n > TP_SCRIPT_BATCH_MAX || b->buckets < 1 || b->bucket < 0 ||
+        b->bucket >= b->buckets)
         return TP_EINVAL;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->bets[i].idem_len < 1 || b->bets[i].idem_len > TP_KEYS_IDEM_MAX ||
+            b->bets[i].user_id < 1 || tp_bucket_of(b->bets[i].user_id, b->buckets) != b->bucket)
+            return TP_EINVAL;
     struct tp_script_call a;
-    tp_script_bet_call(b, &a);
-    return run(store, &a, cb, ud);
+    bet_batch_args(b, &a);
+    int rc = run(store, &a, cb, ud);
+    tp_script_call_release(&a);
+    return rc;
 }
 
 /* scripts/lua/grant.lua header: 4 KEYS in the player's bucket, 6 ARGV (9 with an admin action). */

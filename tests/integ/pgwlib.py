@@ -30,17 +30,17 @@ def migrate(srv, pg):
 
 
 class Money:
-    """grant.lua and bet.lua loaded into one Redis, with keys built like the C store."""
+    """grant.lua and bet_batch.lua loaded into one Redis, with keys built like the C store."""
 
     def __init__(self, r, buckets=1):
         self.c = r.client()
         self.buckets = buckets
         self.sha = {}
-        for name in ("bet", "grant"):
+        for name in ("bet_batch", "grant"):
             with open(os.path.join(SRC, "scripts", "lua", name + ".lua")) as f:
                 text = f.read()
             self.sha[name] = self.c.script_load(text)
-            if name == "bet":  # the KEYS list is read from the script's header comment
+            if name == "bet_batch":  # the fixed KEYS are read from the script's header comment
                 self.bet_tmpl = [t for _, t in sorted(
                     (int(n), t) for n, t in re.findall(r"KEYS\[(\d+)\]\s+(tp:\{bN\}:\S+)", text))]
 
@@ -62,21 +62,31 @@ class Money:
                         mapping={"state": "open", "locks_at": locks_at})
             self.c.sadd("tp:{b%d}:unsettled" % b, rid)
 
-    def bet_keys(self, user, rid, band, key):
-        b = "{b%d}" % (user % self.buckets)
-        return [t.replace("{bN}", b).replace("<user_id>", str(user))
-                 .replace("<round_id>", str(rid)).replace("<band>", str(band))
-                 .replace("<key>", key) for t in self.bet_tmpl]
+    def bets(self, rid, bets, now=5000, check=True):
+        """bets: [(user, band, stake, key)] of one bucket as one bet_batch.lua call (one outbox
+        entry for all); returns the answers."""
+        bucket = bets[0][0] % self.buckets
+        b = "{b%d}" % bucket
+        ks = [t.replace("{bN}", b).replace("<round_id>", str(rid)) for t in self.bet_tmpl]
+        bands, users = [], []
+        for u, band, _, _ in bets:
+            if band not in bands:
+                bands.append(band)
+            if u not in users:
+                users.append(u)
+        ks += ["tp:%s:bets:%s:%s" % (b, rid, band) for band in bands]
+        ks += ["tp:%s:ubets:%s" % (b, u) for u in users]
+        argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL, bucket, self.buckets, len(bets)]
+        for u, band, stake, key in bets:
+            h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
+            argv += [u, band, stake, key, h]
+        res = self.c.evalsha(self.sha["bet_batch"], len(ks), *ks, *argv)
+        if check:
+            assert all(r[0] == "ok" for r in res), res
+        return res
 
     def bet(self, user, rid, band, stake, key, now=5000, check=True):
-        ks = self.bet_keys(user, rid, band, key)
-        h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
-        res = self.c.evalsha(self.sha["bet"], len(ks), *ks, user, rid, band, stake, key, h, now,
-                             NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL, user % self.buckets,
-                             self.buckets)
-        if check:
-            assert res[0] == "ok", res
-        return res
+        return self.bets(rid, [(user, band, stake, key)], now, check)[0]
 
     def balances(self):
         out = {}

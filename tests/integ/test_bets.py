@@ -236,7 +236,7 @@ def test_overload_429_and_nothing_half_done():
         assert c.hget("tp:{b0}:bal", str(uid)) == str(100000 - 100 * len(ok))
         assert c.llen(f"tp:{{b0}}:ubets:{uid}") == len(ok)
         for i, _ in over:
-            assert not c.exists(f"tp:{{b0}}:idem:{uid}:o{i}")
+            assert not c.hexists(f"tp:{{b0}}:idem:1", f"{uid}:o{i}")
 
 
 def test_redis_down_503_fast():

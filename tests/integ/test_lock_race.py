@@ -101,7 +101,7 @@ def test_bets_racing_the_lock():
         assert bets == want, (len(bets), len(want))
         pipe = c.pipeline()
         for x in no:
-            pipe.exists("tp:{b%d}:idem:%d:%s" % (x["uid"] % BUCKETS, x["uid"], x["key"]))
+            pipe.hexists("tp:{b%d}:idem:%d" % (x["uid"] % BUCKETS, rid), "%d:%s" % (x["uid"], x["key"]))
         assert not any(pipe.execute()), "a refused bet left an idempotency record"
 
         # Σ accepted = Redis pools = the API's total once locked.

@@ -1,4 +1,5 @@
-"""Money scripts against a real redis-server: scripts/lua/bet.lua, grant.lua and exclusion.lua.
+"""Money scripts against a real redis-server: scripts/lua/bet_batch.lua (here one bet per call;
+test_lua_batch.py compares batches with one-by-one admission), grant.lua and exclusion.lua.
 
 Each test starts a private Redis (tpenv.Redis), loads the scripts with SCRIPT LOAD and calls them
 with EVALSHA exactly as the C store does, following the key layout of scripts/lua/README.md.
@@ -31,7 +32,7 @@ class Money:
         self.raw = redis.Redis(host="127.0.0.1", port=r.port)  # bytes, for DUMP
         self.buckets = buckets
         self.sha = {}
-        for name in ("bet", "grant", "exclusion"):
+        for name in ("bet_batch", "grant", "exclusion"):
             with open(os.path.join(SRC, "scripts", "lua", name + ".lua")) as f:
                 self.sha[name] = self.c.script_load(f.read())
 
@@ -57,17 +58,22 @@ class Money:
 
     def bet_keys(self, user, rid, band, key):
         p = self.p(user)
-        return [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
-                p + f"bets:{rid}:{band}", p + "outbox", p + "seq", p + f"ubets:{user}", p + "net",
-                p + "excl", p + "paused"]
+        return [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
+                p + "outbox", p + "seq", p + "net", p + "excl", p + "paused",
+                p + f"bets:{rid}:{band}",
+                p + f"ubets:{user}"]
 
     def bet(self, user, rid, band, stake, key, now=5000, req_hash=None, client=None,
-            nbands=NBANDS, keys=None):
+            nbands=NBANDS, keys=None, bucket=None):
+        """One bet as a batch of one; returns its answer."""
         h = req_hash or canon_hash(rid, band, stake)
         ks = keys or self.bet_keys(user, rid, band, key)
-        return (client or self.c).evalsha(
-            self.sha["bet"], len(ks), *ks, user, rid, band, stake, key, h, now, nbands,
-            MIN_STAKE, MAX_STAKE, IDEM_TTL, self.bucket(user), self.buckets)
+        res = (client or self.c).evalsha(
+            self.sha["bet_batch"], len(ks), *ks, rid, now, nbands, MIN_STAKE, MAX_STAKE,
+            IDEM_TTL, self.bucket(user) if bucket is None else bucket, self.buckets, 1,
+            user, band, stake, key, h)
+        assert len(res) == 1, res
+        return res[0]
 
     def balance(self, user):
         return int(self.c.hget(self.p(user) + "bal", str(user)) or 0)
@@ -156,12 +162,12 @@ def test_bet_happy_path():
         assert not m.c.exists(p + "ustake:42")  # no per-player stake hash: nothing read it
         assert m.c.hgetall(p + "bets:42:3") == {"5": "9:2500"}
         assert m.c.get(p + "seq") == "1"
-        ev = [f for _, f in m.c.xrange(p + "outbox") if f["type"] == "bet"]
-        assert ev == [{"type": "bet", "bet_id": "5", "user_id": "9", "round_id": "42", "band": "3",
-                       "stake": "2500", "balance": "7500", "ts": "5000", "idem_key": "k1"}], ev
-        rec = m.c.get(p + "idem:9:k1")
+        ev = [f for _, f in m.c.xrange(p + "outbox") if f["type"] == "bets"]
+        assert ev == [{"type": "bets", "round_id": "42", "ts": "5000",
+                       "bets": "5,9,3,2500,7500,k1"}], ev
+        rec = m.c.hget(p + "idem:42", "9:k1")
         assert rec == "1|%s|5|42|3|2500|7500" % canon_hash(42, 3, 2500), rec
-        ttl = m.c.ttl(p + "idem:9:k1")
+        ttl = m.c.ttl(p + "idem:42")
         assert IDEM_TTL - 5 <= ttl <= IDEM_TTL, ttl
         # A second bet by the same player on another band: ids increase, pools add up.
         res = m.bet(user, 42, 0, 100, "k2", now=5001)
@@ -396,13 +402,15 @@ def test_bet_caller_bugs_raise_errors():
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", now="-1"), "now_ms")
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", nbands=0), "band count")
         keys = m.bet_keys(3, 1, 0, "k")
-        keys[4] = "tp:{b1}:bets:1:1"  # band in the key name differs from ARGV
+        keys[9] = "tp:{b1}:bets:1:1"  # band in the key name differs from ARGV
+        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
+        keys = m.bet_keys(3, 1, 0, "k")
+        keys[1] = "tp:{b1}:idem:3"  # another round's records
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
         keys = [k.replace("{b1}", "{b0}") for k in m.bet_keys(3, 1, 0, "k")]
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], len(keys), *keys, 3, 1, 0, 100, "k",
-                                               canon_hash(1, 0, 100), 5000, NBANDS, MIN_STAKE,
-                                               MAX_STAKE, IDEM_TTL, 0, 2), "not in this bucket")
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet"], 2, *keys[:2], 3), "want 11 KEYS")
+        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys, bucket=0),
+                           "not in this bucket")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet_batch"], 2, *keys[:2], 3), "want 9")
         assert m.snapshot() == before
 
 
@@ -483,9 +491,10 @@ def test_bet_concurrent_never_overdraws():
         assert nbets == len(accepted)
         ids = sorted(x[1] for x in accepted.values())
         assert len(set(ids)) == len(ids) and all(i % 3 == user % 3 for i in ids)
-        bet_events = [f for _, f in m.c.xrange(p + "outbox") if f["type"] == "bet"]
-        assert len(bet_events) == len(accepted)
-        assert sum(int(f["stake"]) for f in bet_events) == stakes
+        lines = [ln.split(",") for _, f in m.c.xrange(p + "outbox") if f["type"] == "bets"
+                 for ln in f["bets"].split("\n")]
+        assert len(lines) == len(accepted)
+        assert sum(int(x[3]) for x in lines) == stakes
         # Conservation for the bucket: balances + open stakes = grants.
         assert bal + stakes == int(m.c.get(p + "granted"))
 

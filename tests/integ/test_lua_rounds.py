@@ -17,7 +17,7 @@ SRC = tpenv.SRC
 EDGES = [-10, -3, 3, 10]
 NBANDS = len(EDGES) + 1
 NAMES = ["lease", "tick", "round_open", "round_lock", "round_close", "round_cancel",
-         "round_final", "bucket_state", "bucket_plan", "settle_page", "settle_finish", "bet",
+         "round_final", "bucket_state", "bucket_plan", "settle_page", "settle_finish", "bet_batch",
          "grant", "round_index"]
 G = "tp:{g}:"
 
@@ -66,11 +66,13 @@ class Game:
         b = user % self.B
         p = self.p(b)
         h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
-        keys = [p + "bal", p + f"idem:{user}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
-                p + f"bets:{rid}:{band}", p + "outbox", p + "seq",
-                p + f"ubets:{user}", p + "net", p + "excl", p + "paused"]
-        return self.run("bet", keys, [user, rid, band, stake, key, h, now_ms(), nbands, 1,
-                                      max_stake, 3600, b, self.B])
+        keys = [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
+                p + "outbox", p + "seq", p + "net", p + "excl", p + "paused",
+                p + f"bets:{rid}:{band}",
+                p + f"ubets:{user}"]
+        res = self.run("bet_batch", keys, [rid, now_ms(), nbands, 1, max_stake, 3600, b, self.B, 1,
+                                           user, band, stake, key, h])
+        return res[0]
 
     # --- rounds ---
     def open(self, rid, opens_at, locks_at, closes_at, seed="00" * 32, stakes=(1, 10**9)):

@@ -170,8 +170,10 @@ def test_postgres_outage_never_blocks_redis():
 
 
 def test_key_reused_in_a_later_round_is_kept():
-    """Regression (review of the money path): Redis forgets a bet's key after 24 h, so a player
-    may reuse it in a later round; Postgres must keep both bets, not drop the second."""
+    """Regression (review of the money path): idempotency keys are per player and round (Redis
+    keeps a round's records in the round's own hash), so a player may reuse a key in a later
+    round; Postgres must keep both bets, not drop the second. The second round's bets come as
+    one batch (one outbox entry): each of its bets is one row."""
     with tpenv.Redis() as r, tpenv.Postgres() as pg:
         money = pgwlib.Money(r, buckets=1)
         with server(r, pg) as s:
@@ -180,12 +182,19 @@ def test_key_reused_in_a_later_round_is_kept():
             money.open_round(900002)
             money.grant(1, 10000)
             money.bet(1, 900001, 0, 100, "same-key")
-            money.c.delete("tp:{b0}:idem:1:same-key")  # what the 24 h TTL does
-            money.bet(1, 900002, 1, 200, "same-key")
-            pgwlib.wait_drained(money, pg, 2)
+            money.grant(2, 10000)
+            res = money.bets(900002, [(1, 1, 200, "same-key"), (2, 3, 300, "k,with,commas"),
+                                      (1, 1, 200, "same-key"), (1, 2, 150, "other")], check=False)
+            assert [x[6] for x in res] == [0, 0, 1, 0], res
+            pgwlib.wait_drained(money, pg, 4)
             assert pg.psql("SELECT round_id, stake FROM bets WHERE user_id = 1 AND "
                            "idempotency_key = 'same-key' ORDER BY round_id") == [
                 ["900001", "100"], ["900002", "200"]]
+            assert pg.psql("SELECT id, user_id, band, stake, idempotency_key FROM bets WHERE "
+                           "round_id = 900002 ORDER BY id") == [
+                [str(res[0][1]), "1", "1", "200", "same-key"],
+                [str(res[1][1]), "2", "3", "300", "k,with,commas"],
+                [str(res[3][1]), "1", "2", "150", "other"]]
 
 
 def cmdstat(c, name):

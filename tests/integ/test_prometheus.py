@@ -293,7 +293,7 @@ def test_dashboard_and_alerts_in_prometheus():
             assert by_code[c] > 0, (c, by_code)
         kinds = {r["metric"]["kind"] for r in
                  finite(values[("Redis command p99 by kind", "{{kind}}")])}
-        assert {"bet", "tick", "lease", "signup", "command"} <= kinds, kinds
+        assert {"bet_batch", "tick", "lease", "signup", "command"} <= kinds, kinds
         routes = {(r["metric"]["route"], r["metric"]["class"]) for r in
                   values[("HTTP responses by route and class", "{{route}} {{class}}")]}
         assert {("/api/v1/bets", "2xx"), ("/api/v1/bets", "4xx"), ("/ws", "1xx"),

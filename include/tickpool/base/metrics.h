@@ -102,7 +102,7 @@ enum tp_metric {
  * Postgres writer's XREADGROUP BLOCK) waits by design, and so does what is queued behind it on
  * its connection: those are not timed. */
 #define TP_METRICS_SET_REDIS_KIND(X)                                                               \
-    X(BET, "bet")                                                                                  \
+    X(BET_BATCH, "bet_batch")                                                                      \
     X(BUCKET_PLAN, "bucket_plan")                                                                  \
     X(BUCKET_STATE, "bucket_state")                                                                \
     X(GRANT, "grant")                                                                              \

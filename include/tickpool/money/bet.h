@@ -1,11 +1,13 @@
 /*
  * Bet admission: validation of a bet request in memory (pure, no I/O), and the asynchronous
- * submission through scripts/lua/bet.lua that the HTTP handler (POST /api/v1/bets, in
+ * submission through scripts/lua/bet_batch.lua that the HTTP handler (POST /api/v1/bets, in
  * tickpool/api/bets.h) and the WebSocket session layer (`bet` messages) share. Nothing here knows
  * a transport: requests come in as structs and values, outcomes go out as struct tp_bet_result.
  *
  * Order on every path: validate (tp_bet_parse*, tp_bet_check_key) → tp_bet_submit, which takes a
- * limiter slot (overloaded / in-flight conflict) and makes exactly one Redis round trip (bet.lua).
+ * limiter slot (overloaded / in-flight conflict) and queues the bet in the worker's batch: the
+ * bets of one loop iteration go to Redis per bucket and round as one bet_batch.lua call, sent
+ * before the loop next blocks, and each gets its own answer.
  * A replayed request (same user, key and canonical body) gets the first outcome's fields, so a
  * response formatted with tp_bet_write_fields is byte-identical to the first one.
  */
@@ -74,7 +76,7 @@ struct tp_bet_result {
     int band;
     int64_t stake;
     int64_t balance; /* the balance right after this bet (the first outcome's, on a replay) */
-    bool replayed;   /* true when bet.lua answered from the idempotency record */
+    bool replayed;   /* true when the script answered from the idempotency record */
 };
 
 /** Completion of tp_bet_submit (on the worker's loop thread); `res` is borrowed. */
@@ -109,8 +111,8 @@ enum tp_bet_code tp_bet_check_key(const char *key, size_t len);
 /** Writes the canonical request hash: lowercase hex SHA-256 of "v1|<round_id>|<band>|<stake>". */
 void tp_bet_request_hash(const struct tp_bet_req *r, char out[TP_BET_HASH_LEN]);
 
-/** Gives every worker its limiter of limits.max_inflight_bets (a worker slot and an init hook).
- * Call once in main, before tp_master_run. */
+/** Gives every worker its limiter of limits.max_inflight_bets and its batch (a worker slot and
+ * an init hook). Call once in main, before tp_master_run. */
 void tp_bet_install(void);
 
 /** Writes the 5 pairs bet_id, round_id, band, stake, balance (in that order) into a map the
@@ -119,8 +121,9 @@ void tp_bet_write_fields(struct tp_wr *w, const struct tp_bet_result *res);
 
 /**
  * Submits a validated bet of `user_id` with idempotency key key[len] (checked by
- * tp_bet_check_key) on worker `w`: takes a slot of w's limiter (tp_bet_install), runs bet.lua
- * once.
+ * tp_bet_check_key) on worker `w`: takes a slot of w's limiter (tp_bet_install) and adds the bet
+ * to w's batch, sent as one bet_batch.lua call with the iteration's other bets of its bucket and
+ * round (at once when the batch is full).
  * Returns 0 (cb is called exactly once, later, on w's loop), or with cb never called:
  * TP_EAGAIN (overloaded), TP_ECONFLICT (same user and key in flight), TP_EUNAVAIL (Redis down),
  * TP_EINVAL (bad argument; also without tp_bet_install). Map these with tp_bet_code_from_err.

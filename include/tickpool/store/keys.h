@@ -83,13 +83,16 @@ const char *tp_keys_excl(struct tp_key *k, int bucket);
 const char *tp_keys_paused(struct tp_key *k, int bucket);
 /** tp:{bN}:unsettled — SET round ids whose stakes the bucket holds. */
 const char *tp_keys_unsettled(struct tp_key *k, int bucket);
-/** tp:{bN}:idem:<user_id>:<key> — `key` is `len` bytes (≤ TP_KEYS_IDEM_MAX, asserted). */
-const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t user_id, const char *key,
-                         size_t len);
+/** tp:{bN}:idem:<user_id>:<key> — STRING record of the one-bet reference script only
+ * (bench/lua/bet.lua); `key` is `len` bytes (≤ TP_KEYS_IDEM_MAX, asserted). */
+const char *tp_keys_ref_idem(struct tp_key *k, int bucket, int64_t user_id, const char *key,
+                             size_t len);
 /** tp:{bN}:ubets:<user_id> — LIST of the player's bets, newest first. */
 const char *tp_keys_ubets(struct tp_key *k, int bucket, int64_t user_id);
 /** tp:{bN}:round:<round_id>:state — HASH the bucket's copy of the round state. */
 const char *tp_keys_round_state(struct tp_key *k, int bucket, int64_t round_id);
+/** tp:{bN}:idem:<round_id> — HASH "<user_id>:<key>" → idempotency record of the round's bets. */
+const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t round_id);
 /** tp:{bN}:pool:<round_id> — HASH band → Σ stakes, total. */
 const char *tp_keys_pool(struct tp_key *k, int bucket, int64_t round_id);
 /** tp:{bN}:pool:* — SCAN MATCH pattern of every pool of the bucket. */

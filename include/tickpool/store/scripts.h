@@ -28,23 +28,33 @@ struct tp_script_fence {
 
 /* Most ticks one tick.lua call carries (a backfill after a failover is bounded by this). */
 #define TP_SCRIPT_TICKS_MAX 64
-/* Most arguments of one call (tick.lua: 2 KEYS, holder, epoch, MAXLEN, two per tick), and the
- * bytes of formatted keys and numbers (bet.lua's 11 keys are the most: < 11 * TP_KEYS_MAX). */
+/* Most arguments of one call with the inline buffers (tick.lua: 2 KEYS, holder, epoch, MAXLEN,
+ * two per tick), and their bytes of formatted keys and numbers. A bet batch is larger: its
+ * builder moves the call to the heap (tp_script_call_release frees it). */
 #define TP_SCRIPT_ARGS_MAX (5 + 2 * TP_SCRIPT_TICKS_MAX)
 #define TP_SCRIPT_BUF 4096
 
 /* One built script call: argv[0..nkeys) are KEYS, the rest ARGV; argv[i] is len[i] bytes, either
- * in _buf (keys, numbers) or borrowed from the argument struct it was built from (strings). */
+ * in the call's buffer (keys, numbers) or borrowed from the argument struct it was built from
+ * (strings). argv, len and the buffer are the inline arrays below or, for a batch, the heap. */
 struct tp_script_call {
     const char *script; /* file name without .lua */
     int nkeys, argc;
-    const char *argv[TP_SCRIPT_ARGS_MAX];
-    size_t len[TP_SCRIPT_ARGS_MAX];
-    char _buf[TP_SCRIPT_BUF];
-    size_t _used;
+    const char **argv;
+    size_t *len;
+    char *_buf;
+    size_t _used, _bufcap;
+    int _cap;
+    void *_heap;
+    const char *_argv[TP_SCRIPT_ARGS_MAX];
+    size_t _len[TP_SCRIPT_ARGS_MAX];
+    char _inline[TP_SCRIPT_BUF];
 };
+/** Frees what a builder put on the heap for `a` (nothing for a call in its inline buffers). */
+void tp_script_call_release(struct tp_script_call *a);
 
-/* bet.lua: one bet of `user_id` (bucket = tp_bucket_of(user_id, buckets)). */
+/* The one-bet reference script bench/lua/bet.lua (admission before batching, kept as the bench's
+ * same-run ceiling): one bet of `user_id` (bucket = tp_bucket_of(user_id, buckets)). */
 struct tp_script_bet_args {
     int64_t user_id, round_id;
     int band;
@@ -58,12 +68,37 @@ struct tp_script_bet_args {
     int idem_ttl_s;
     int buckets;
 };
-/** Builds bet.lua's call without sending it, for clients that write RESP themselves
- * (bench/loadgen): tp_script_bet runs the same builder. Strings of `a` must outlive `out`. */
+/** Builds bench/lua/bet.lua's call without sending it, for bench/loadgen, which writes RESP
+ * itself (the server admits every bet through bet_batch.lua). Strings of `a` must outlive `out`. */
 void tp_script_bet_call(const struct tp_script_bet_args *a, struct tp_script_call *out);
-/** Runs bet.lua. */
-int tp_script_bet(struct tp_store *store, const struct tp_script_bet_args *a, tp_store_cb cb,
-                  void *ud);
+
+/* Most bets one bet_batch.lua call carries. */
+#define TP_SCRIPT_BATCH_MAX 128
+
+/* One bet of a batch; strings are borrowed for the call. */
+struct tp_script_batch_bet {
+    int64_t user_id;
+    int band;
+    int64_t stake;
+    const char *idem_key; /* idem_len bytes, 1..TP_KEYS_IDEM_MAX */
+    size_t idem_len;
+    const char *req_hash; /* 64 lowercase hex (tp_bet_request_hash) */
+};
+/* bet_batch.lua: n bets of players of bucket `bucket`, all on round `round_id`. */
+struct tp_script_bet_batch_args {
+    int64_t round_id, now_ms;
+    int nbands;
+    int64_t min_stake, max_stake;
+    int idem_ttl_s;
+    int bucket, buckets;
+    const struct tp_script_batch_bet *bets;
+    size_t n; /* 1..TP_SCRIPT_BATCH_MAX */
+};
+/** Runs bet_batch.lua. TP_EINVAL when n is 0 or over TP_SCRIPT_BATCH_MAX, an idempotency key
+ * is not 1..TP_KEYS_IDEM_MAX bytes or a player is not in `bucket`. The reply holds one answer
+ * per bet, in order (the script's header). */
+int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch_args *a,
+                        tp_store_cb cb, void *ud);
 
 /* The admin action a script records next to its effect (`tickpool admin`; scripts/lua/README.md
  * "Admin actions"): its id (1..128 bytes of [A-Za-z0-9_.:-]), who acts, and why ("" for none). */

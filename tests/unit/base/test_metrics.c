@@ -254,7 +254,7 @@ static void test_families_sum_over_slots(void **state)
     assert_contains(s, "tickpool_redis_command_seconds_bucket{kind=\"tick\",le=\"0.0005\"} 1\n"
                        "tickpool_redis_command_seconds_bucket{kind=\"tick\",le=\"0.001\"} 2\n");
     assert_contains(s, "tickpool_redis_command_seconds_sum{kind=\"tick\"} 0.000900000\n");
-    assert_contains(s, "tickpool_redis_command_seconds_count{kind=\"bet\"} 0\n");
+    assert_contains(s, "tickpool_redis_command_seconds_count{kind=\"bet_batch\"} 0\n");
     free(s);
 }
 

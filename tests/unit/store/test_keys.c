@@ -43,7 +43,8 @@ static void test_bucket_keys(void **state)
     assert_string_equal(tp_keys_excl(&k, 16383), "tp:{b16383}:excl");
     assert_string_equal(tp_keys_unsettled(&k, 0), "tp:{b0}:unsettled");
     assert_string_equal(tp_keys_paused(&k, 7), "tp:{b7}:paused");
-    assert_string_equal(tp_keys_idem(&k, 1, 5, "abc-1xyz", 5), "tp:{b1}:idem:5:abc-1");
+    assert_string_equal(tp_keys_ref_idem(&k, 1, 5, "abc-1xyz", 5), "tp:{b1}:idem:5:abc-1");
+    assert_string_equal(tp_keys_idem(&k, 1, 42), "tp:{b1}:idem:42");
     assert_string_equal(tp_keys_ubets(&k, 1, 5), "tp:{b1}:ubets:5");
     assert_string_equal(tp_keys_round_state(&k, 0, 42), "tp:{b0}:round:42:state");
     assert_string_equal(tp_keys_pool(&k, 3, 42), "tp:{b3}:pool:42");
@@ -83,7 +84,7 @@ static void test_longest_key(void **state)
     char idem[TP_KEYS_IDEM_MAX];
     memset(idem, '~', sizeof(idem));
     struct tp_key k;
-    tp_keys_idem(&k, 16383, INT64_MAX, idem, sizeof(idem));
+    tp_keys_ref_idem(&k, 16383, INT64_MAX, idem, sizeof(idem));
     assert_int_equal(k.len, strlen("tp:{b16383}:idem:9223372036854775807:") + TP_KEYS_IDEM_MAX);
     assert_int_equal(k.s[k.len], '\0');
     assert_true(k.len < TP_KEYS_MAX);

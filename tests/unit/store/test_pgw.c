@@ -185,6 +185,58 @@ static void test_admin_events(void **state)
     tp_pgw_batch_deinit(&b);
 }
 
+/* bet_batch.lua's `bets` entry: one row and two ledger rows per line; the idempotency key is
+ * the rest of the line (commas included); one bad line refuses the whole entry. */
+static void test_bets_event(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    assert_int_equal(add(&b, 1, "type", "bets", "round_id", "5", "ts", "2000", "bets",
+                         "13,7,2,250,99750,k-1\n17,9,0,100,900,a,b,c", NULL),
+                     0);
+    assert_int_equal(b.nrows[TP_PGW_BETS], 2);
+    assert_int_equal(ledger_balanced(&b), 4);
+    struct tp_doc *d = table(&b, TP_PGW_BETS);
+    assert_string_equal(str_at(d, 0, "id"), "13");
+    assert_string_equal(str_at(d, 0, "user_id"), "7");
+    assert_string_equal(str_at(d, 0, "round_id"), "5");
+    assert_string_equal(str_at(d, 0, "band"), "2");
+    assert_string_equal(str_at(d, 0, "stake"), "250");
+    assert_string_equal(str_at(d, 0, "idempotency_key"), "k-1");
+    assert_string_equal(str_at(d, 0, "placed_at"), "2000");
+    assert_string_equal(str_at(d, 1, "idempotency_key"), "a,b,c");
+    tp_doc_free(d);
+    d = table(&b, TP_PGW_LEDGER);
+    assert_string_equal(str_at(d, 2, "entry_id"), "bet:17");
+    assert_string_equal(str_at(d, 2, "account"), "user:9");
+    assert_string_equal(str_at(d, 3, "account"), "round:5");
+    tp_doc_free(d);
+    /* hostile entries add nothing, not even their good lines */
+    static const char *bad[] = {
+        "13,7,2,250,99750,k\n14,7,2,0,1,k2", /* zero stake on line 2 */
+        "13,7,2,250,99750",                  /* no key */
+        "13,7,2,250,99750,",                 /* empty key */
+        "13,07,2,250,1,k",                   /* non-canonical user */
+        "13,0,2,250,1,k",                    /* user 0 */
+        "13,7,-2,250,1,k",                   /* signed band */
+        "",                                  /* no bets */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(
+            add(&b, 1, "type", "bets", "round_id", "5", "ts", "2000", "bets", bad[i], NULL),
+            TP_EINVAL);
+    assert_int_equal(
+        add(&b, 1, "type", "bets", "round_id", "x", "ts", "2000", "bets", "13,7,2,250,1,k", NULL),
+        TP_EINVAL);
+    assert_int_equal(
+        add(&b, -1, "type", "bets", "round_id", "5", "ts", "2000", "bets", "13,7,2,250,1,k", NULL),
+        TP_EINVAL); /* money on the global stream */
+    assert_int_equal(b.nrows[TP_PGW_BETS], 2);
+    assert_int_equal(ledger_balanced(&b), 4);
+    tp_pgw_batch_deinit(&b);
+}
+
 static void test_round_and_user_events(void **state)
 {
     (void)state;
@@ -490,6 +542,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_admin_events),
         cmocka_unit_test(test_money_events),
+        cmocka_unit_test(test_bets_event),
         cmocka_unit_test(test_round_and_user_events),
         cmocka_unit_test(test_hostile_events_refused),
         cmocka_unit_test(test_sql_empty_batch_is_a_locked_transaction),

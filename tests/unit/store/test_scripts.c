@@ -70,6 +70,10 @@ static void check_header(const struct tp_script_call *a, int fixed_keys)
     char path[1024];
     snprintf(path, sizeof(path), "%s/scripts/lua/%s.lua", src ? src : ".", a->script);
     FILE *f = fopen(path, "r");
+    if (f == NULL) { /* the one-bet reference script lives with the bench */
+        snprintf(path, sizeof(path), "%s/bench/lua/%s.lua", src ? src : ".", a->script);
+        f = fopen(path, "r");
+    }
     if (f == NULL)
         fail_msg("cannot open %s (set TP_SRC)", path);
     char text[16384];
@@ -130,13 +134,51 @@ static void test_bet(void **state)
            "tp:{b3}:ubets:7", "tp:{b3}:net", "tp:{b3}:excl", "tp:{b3}:paused", "7", "42", "2",
            "150", "k-1", HASH, "1700000000000", "5", "10", "100000", "86400", "3", "4");
     check_header(&a, 11);
-    /* a key the builder cannot hold is refused before anything is sent */
-    b.idem_len = 0;
-    assert_int_equal(tp_script_bet(NULL, &b, NULL, NULL), TP_EINVAL);
-    b.idem_len = TP_KEYS_IDEM_MAX + 1;
-    assert_int_equal(tp_script_bet(NULL, &b, NULL, NULL), TP_EINVAL);
-    b.idem_len = 3;
-    assert_int_equal(tp_script_bet(NULL, &b, NULL, NULL), TP_EUNAVAIL);
+}
+
+static void test_bet_batch(void **state)
+{
+    (void)state;
+    /* users 7 and 3 in bucket 3 of 4; bands 2, 0, 2: two bands keys, two ubets keys */
+    struct tp_script_batch_bet bets[] = {
+        {.user_id = 7, .band = 2, .stake = 150, .idem_key = "k-1", .idem_len = 3, .req_hash = HASH},
+        {.user_id = 3, .band = 0, .stake = 10, .idem_key = "a,b", .idem_len = 3, .req_hash = HASH},
+        {.user_id = 7, .band = 2, .stake = 20, .idem_key = "k-2", .idem_len = 3, .req_hash = HASH},
+    };
+    struct tp_script_bet_batch_args b = {.round_id = 42,
+                                         .now_ms = 1700000000000,
+                                         .nbands = 5,
+                                         .min_stake = 10,
+                                         .max_stake = 100000,
+                                         .idem_ttl_s = 86400,
+                                         .bucket = 3,
+                                         .buckets = 4,
+                                         .bets = bets,
+                                         .n = 3};
+    struct tp_script_call a;
+    bet_batch_args(&b, &a);
+    EXPECT(&a, "bet_batch", 13, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
+           "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
+           "tp:{b3}:paused", "tp:{b3}:bets:42:2", "tp:{b3}:bets:42:0", "tp:{b3}:ubets:7",
+           "tp:{b3}:ubets:3", "42", "1700000000000", "5", "10", "100000", "86400", "3", "4", "3",
+           "7", "2", "150", "k-1", HASH, "3", "0", "10", "a,b", HASH, "7", "2", "20", "k-2", HASH);
+    check_header(&a, 9); /* then the bets and ubets keys, described in words */
+    tp_script_call_release(&a);
+    /* refused before anything is built or sent */
+    bets[1].idem_len = 0;
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    bets[1].idem_len = TP_KEYS_IDEM_MAX + 1;
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    bets[1].idem_len = 3;
+    bets[1].user_id = 4; /* bucket 0 */
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    bets[1].user_id = 3;
+    b.n = 0;
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    b.n = TP_SCRIPT_BATCH_MAX + 1;
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    b.n = 3;
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EUNAVAIL);
 }
 
 static void test_grant_signup(void **state)
@@ -349,9 +391,10 @@ static void test_buckets(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bet),    cmocka_unit_test(test_grant_signup),
-        cmocka_unit_test(test_admin),  cmocka_unit_test(test_lease_tick),
-        cmocka_unit_test(test_rounds), cmocka_unit_test(test_buckets),
+        cmocka_unit_test(test_bet),          cmocka_unit_test(test_bet_batch),
+        cmocka_unit_test(test_grant_signup), cmocka_unit_test(test_admin),
+        cmocka_unit_test(test_lease_tick),   cmocka_unit_test(test_rounds),
+        cmocka_unit_test(test_buckets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,274 @@
+#!lua
+--[[
+bet_batch.lua: admit N bets of one bucket and one round atomically, each with its own outcome:
+the same answers, balances, pools and bets as placing them one by one, in ARGV order.
+
+KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
+  KEYS[1] tp:{bN}:bal                       HASH user_id -> balance (minor units)
+  KEYS[2] tp:{bN}:idem:<round_id>           HASH "<user_id>:<key>" -> idempotency record
+  KEYS[3] tp:{bN}:round:<round_id>:state    HASH state, locks_at, nbands, min_stake, max_stake
+                                            (bucket_state.lua: the round's copy and rules)
+  KEYS[4] tp:{bN}:pool:<round_id>           HASH band -> stake sum, "total"
+  KEYS[5] tp:{bN}:outbox                    STREAM money events
+  KEYS[6] tp:{bN}:seq                       STRING bet counter of the bucket
+  KEYS[7] tp:{bN}:net                       ZSET user_id -> net winnings (leaderboard)
+  KEYS[8] tp:{bN}:excl                      HASH user_id -> self-exclusion end, Unix ms
+  KEYS[9] tp:{bN}:paused                    STRING present while the operator has paused the
+                                            game (`tickpool admin pause`; see pause.lua)
+  then one tp:{bN}:bets:<round_id>:<band> (HASH bet_id -> "<user_id>:<stake>") per distinct
+  band of the batch, in order of first appearance in ARGV,
+  then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order.
+ARGV (decimal integers without sign or leading zeros):
+  [1] round_id  [2] now_ms  [3] number of bands  [4] min_stake  [5] max_stake  (3-5: the
+      config's, used only for a round whose state copy predates per-round rules; a round's own
+      band count and stake bounds, fixed when it opened, are in its copy, KEYS[3])
+  [6] idempotency TTL in seconds  [7] bucket N  [8] number of buckets B  [9] n bets (>= 1)
+  then 5 per bet: user_id, band, stake, idempotency key (1..128 bytes, as sent by the client),
+  request hash (64 lowercase hex = SHA-256 of "v1|<round_id>|<band>|<stake>").
+Returns an array of n replies, one per bet in ARGV order, each exactly what bet.lua answered:
+  {"ok", bet_id, round_id, band, stake, balance, replayed}  (all integers but "ok")
+  {"err", code}  idempotency_conflict, game_paused, self_excluded, round_not_found, round_not_open,
+      invalid_band, invalid_stake, insufficient_funds, pool_full, invalid_request.
+  A malformed server-side argument or KEYS name is a caller bug: the whole call raises
+  "ERR tp_bet_batch: ..." before any write.
+
+Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after the other, so
+a player's second bet sees the first one's debit and a repeated (user, key) is a replay of the
+first when that one was accepted; one bet's refusal never touches another. Every check runs
+before the first write, and the writes are aggregated: one HSET per hash, one HINCRBY per band,
+one INCRBY of the sequence, one XADD carrying every accepted bet, one LPUSH and ZINCRBY per
+player. Redis runs this for every batch single-threaded, so per-bet work is kept to table
+lookups and one string per record.
+]]
+
+local KEYS, ARGV = KEYS, ARGV
+local call = redis.call
+local format = string.format
+local tonumber = tonumber
+
+local function uint(s)
+    -- A canonical non-negative decimal integer below 10^15 (exact in a Lua double), else nil.
+    if #s > 15 then return nil end
+    if s:find('^[1-9]%d*$') then return tonumber(s) end
+    if s == '0' then return 0 end
+    return nil
+end
+
+local POOL_MAX = 4000000000000000
+-- Balances are kept in Lua doubles across the batch: exact below 2^53.
+local EXACT = 9007199254740992
+
+local function bug(what)
+    return redis.error_reply('ERR tp_bet_batch: ' .. what)
+end
+
+local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
+local n = tonumber(ARGV[9] or '')
+if #KEYS < 11 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 9 + 5 * n then
+    return bug('want 9 + bands + users KEYS and 9 + 5n ARGV')
+end
+local now = uint(now_s)
+if not now then return bug('bad now_ms') end
+local nbands = uint(ARGV[3])
+if not nbands or nbands < 1 then return bug('bad band count') end
+local min_stake, max_stake = uint(ARGV[4]), uint(ARGV[5])
+if not min_stake or not max_stake or min_stake < 1 or min_stake > max_stake then
+    return bug('bad stake bounds')
+end
+local ttl = uint(ARGV[6])
+if not ttl or ttl < 1 then return bug('bad idempotency ttl') end
+local bucket, nbuckets = uint(bucket_s), uint(ARGV[8])
+if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
+    return bug('bad bucket')
+end
+
+-- Per-bet server-side arguments, and the distinct bands and users (their KEYS follow).
+local p = 'tp:{b' .. bucket_s .. '}:'
+local bands, users, nb, nu = {}, {}, 0, 0
+for i = 0, n - 1 do
+    local o = 10 + 5 * i
+    local user_s, band_s, hash = ARGV[o], ARGV[o + 1], ARGV[o + 4]
+    local user = uint(user_s)
+    if not user or user == 0 then return bug('bad user_id') end
+    if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
+    if #hash ~= 64 or hash:find('[^0-9a-f]') then return bug('bad request hash') end
+    if not bands[band_s] then nb = nb + 1; bands[band_s] = 9 + nb end
+    if not users[user_s] then nu = nu + 1; users[user_s] = nu end
+end
+if #KEYS ~= 9 + nb + nu then return bug('want 9 + bands + users KEYS') end
+
+-- A round id outside the layout would name another round's keys: every bet is refused, as
+-- bet.lua refuses it (the key names below are then not checked, nothing is touched).
+if not uint(round_s) then
+    local out = {}
+    for i = 1, n do out[i] = {'err', 'invalid_request'} end
+    return out
+end
+if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'idem:' .. round_s
+    or KEYS[3] ~= p .. 'round:' .. round_s .. ':state' or KEYS[4] ~= p .. 'pool:' .. round_s
+    or KEYS[5] ~= p .. 'outbox' or KEYS[6] ~= p .. 'seq' or KEYS[7] ~= p .. 'net'
+    or KEYS[8] ~= p .. 'excl' or KEYS[9] ~= p .. 'paused' then
+    return bug('KEYS do not match the key layout for this bucket/round')
+end
+for band_s, k in pairs(bands) do
+    if KEYS[k] ~= p .. 'bets:' .. round_s .. ':' .. band_s then
+        return bug('KEYS do not match the key layout for this bucket/round/band')
+    end
+end
+local ulist = {}
+for user_s, k in pairs(users) do
+    if KEYS[9 + nb + k] ~= p .. 'ubets:' .. user_s then
+        return bug('KEYS do not match the key layout for this bucket/user')
+    end
+    ulist[k] = user_s
+end
+
+-- Reads, once per batch: records of every (user, key), the pause, balances and exclusions of
+-- every player, the round state, the pool total.
+local fields = {}
+for i = 0, n - 1 do
+    local o = 10 + 5 * i
+    fields[i + 1] = ARGV[o] .. ':' .. ARGV[o + 3]
+end
+local recs = call('HMGET', KEYS[2], unpack(fields))
+local paused = call('EXISTS', KEYS[9]) == 1
+local balv = call('HMGET', KEYS[1], unpack(ulist))
+local exclv = call('HMGET', KEYS[8], unpack(ulist))
+local bal, excl = {}, {}
+for k = 1, nu do
+    local b = tonumber(balv[k] or '0')
+    if b >= EXACT then return bug('balance beyond 2^53') end
+    bal[ulist[k]] = b
+    excl[ulist[k]] = exclv[k] and tonumber(exclv[k])
+end
+-- The round's copy: its state and its own rules (bucket_state.lua), fixed when it opened; after
+-- a restart with new band edges or stake bounds the config's (ARGV[3..5]) are not the round's
+-- and only stand in for a copy written before rounds carried them.
+local st = call('HMGET', KEYS[3], 'state', 'locks_at', 'nbands', 'min_stake', 'max_stake')
+local found, open = st[1] and true or false, false
+if found then
+    local locks_at = st[2] and uint(st[2])
+    open = st[1] == 'open' and locks_at and now < locks_at or false
+end
+local round_nbands = st[3] and uint(st[3]) or nbands
+local lo = st[4] and uint(st[4]) or min_stake
+local hi = st[5] and uint(st[5]) or max_stake
+local pooled = tonumber(call('HGET', KEYS[4], 'total') or '0')
+local pool_cap = math.floor(POOL_MAX / nbuckets)
+
+-- Each bet in order. `acc` lists accepted bets: {i, user_s, band_s, stake_s, balance};
+-- `fresh` maps a field accepted in this batch to its index in acc (a later duplicate is its
+-- replay); replies of accepted bets are filled in once the bet ids are known.
+local out, acc, fresh, nacc = {}, {}, {}, 0
+local band_sum, user_sum, added = {}, {}, 0
+for i = 1, n do
+    local o = 5 + 5 * i
+    local user_s, band_s, stake_s, key, hash = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3],
+        ARGV[o + 4]
+    local f = fields[i]
+    if #key < 1 or #key > 128 then
+        out[i] = {'err', 'invalid_request'}
+    elseif fresh[f] then
+        -- (1) a repeat of a bet accepted earlier in this batch: its replay, or a conflict.
+        local a = acc[fresh[f]]
+        if a[6] ~= hash then out[i] = {'err', 'idempotency_conflict'} else out[i] = fresh[f] end
+    elseif recs[i] then
+        -- (1) a stored success is replayed exactly, whatever the round state is now.
+        local h, b_id, r_id, bnd, stk, b =
+            recs[i]:match('^1|(%x+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)$')
+        if not h then return bug('corrupt idempotency record') end
+        if h ~= hash then
+            out[i] = {'err', 'idempotency_conflict'}
+        else
+            out[i] = {'ok', tonumber(b_id), tonumber(r_id), tonumber(bnd), tonumber(stk),
+                      tonumber(b), 1}
+        end
+    elseif paused then
+        out[i] = {'err', 'game_paused'} -- (1b) the operator's pause; a replay above still answers
+    elseif excl[user_s] and now < excl[user_s] then
+        out[i] = {'err', 'self_excluded'} -- (2)
+    elseif not found then
+        out[i] = {'err', 'round_not_found'} -- (3)
+    else
+        -- (4) band and stake against the round's rules, before its state: bad input is
+        -- answered as such even for a closed round. The C side checks only their shape.
+        local band, stake = uint(band_s), uint(stake_s)
+        if not band or band >= round_nbands then
+            out[i] = {'err', 'invalid_band'}
+        elseif not stake or stake < lo or stake > hi then
+            out[i] = {'err', 'invalid_stake'}
+        elseif not open then
+            out[i] = {'err', 'round_not_open'} -- (5)
+        elseif bal[user_s] < stake then
+            out[i] = {'err', 'insufficient_funds'} -- (6)
+        elseif pooled + stake > pool_cap then
+            out[i] = {'err', 'pool_full'} -- (7)
+        else
+            bal[user_s] = bal[user_s] - stake
+            pooled = pooled + stake
+            added = added + stake
+            band_sum[band_s] = (band_sum[band_s] or 0) + stake
+            user_sum[user_s] = (user_sum[user_s] or 0) + stake
+            nacc = nacc + 1
+            acc[nacc] = {i, user_s, band_s, stake_s, bal[user_s], hash}
+            fresh[f] = nacc
+        end
+    end
+end
+if nacc == 0 then return out end
+
+-- Writes: nothing below can fail for a well-formed key space. Numbers are formatted once
+-- (%.0f: exact for integral doubles) and passed as strings.
+local last = call('INCRBY', KEYS[6], nacc)
+local first = last - nacc + 1
+local balw, idemw, lines, bets_by_band, pushes = {}, {}, {}, {}, {}
+for k = 1, nacc do
+    local a = acc[k]
+    local i, user_s, band_s, stake_s = a[1], a[2], a[3], a[4]
+    local id = (first + k - 1) * nbuckets + bucket
+    local id_s, bal_s = format('%.0f', id), format('%.0f', a[5])
+    local key = ARGV[8 + 5 * i]
+    out[i] = {'ok', id, tonumber(round_s), tonumber(band_s), tonumber(stake_s), a[5], 0}
+    a[7] = out[i]
+    idemw[#idemw + 1] = fields[i]
+    idemw[#idemw + 1] = '1|' .. a[6] .. '|' .. id_s .. '|' .. round_s .. '|' .. band_s .. '|'
+        .. stake_s .. '|' .. bal_s
+    lines[k] = id_s .. ',' .. user_s .. ',' .. band_s .. ',' .. stake_s .. ',' .. bal_s .. ','
+        .. key
+    local bb = bets_by_band[band_s]
+    if not bb then bb = {}; bets_by_band[band_s] = bb end
+    bb[#bb + 1] = id_s
+    bb[#bb + 1] = user_s .. ':' .. stake_s
+    local pu = pushes[user_s]
+    if not pu then pu = {}; pushes[user_s] = pu end
+    pu[#pu + 1] = id_s .. ':' .. round_s .. ':' .. band_s .. ':' .. stake_s
+end
+-- Replays of a bet accepted in this batch answer what it answered, flagged as a replay.
+for i = 1, n do
+    local r = out[i]
+    if type(r) == 'number' then
+        local a = acc[r][7]
+        out[i] = {'ok', a[2], a[3], a[4], a[5], a[6], 1}
+    end
+end
+for user_s, sum in pairs(user_sum) do
+    balw[#balw + 1] = user_s
+    balw[#balw + 1] = format('%.0f', bal[user_s])
+    call('ZINCRBY', KEYS[7], format('-%.0f', sum), user_s)
+    local k = 9 + nb + users[user_s]
+    -- The list holds at most 1000 entries after every batch; LTRIM only when over.
+    if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > 1000 then
+        call('LTRIM', KEYS[k], '0', '999')
+    end
+end
+call('HSET', KEYS[1], unpack(balw))
+for band_s, sum in pairs(band_sum) do
+    call('HINCRBY', KEYS[4], band_s, format('%.0f', sum))
+    call('HSET', KEYS[bands[band_s]], unpack(bets_by_band[band_s]))
+end
+call('HINCRBY', KEYS[4], 'total', format('%.0f', added))
+call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'bets',
+     table.concat(lines, '\n'))
+call('HSET', KEYS[2], unpack(idemw))
+call('EXPIRE', KEYS[2], ARGV[6])
+return out

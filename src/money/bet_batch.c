@@ -1,0 +1,300 @@
+/*
+ * Bet submission in batches (see tickpool/money/bet.h, tp_bet_submit): every worker collects the
+ * bets that arrive in one loop iteration and sends them per (bucket, round) as one bet_batch.lua
+ * call, so Redis pays the fixed cost of a script call, the argument checks and the aggregated
+ * writes once per batch instead of once per bet.
+ *
+ * The flush runs from an ev_prepare watcher of the lowest priority: libev calls it after every
+ * event of the iteration was handled and just before it would block, so a lone bet is sent in
+ * the iteration it arrived in and waits for nothing. A group that reaches TP_SCRIPT_BATCH_MAX
+ * bets or BATCH_BYTES bytes of arguments is sent at once. Each bet keeps its own answer: the
+ * script answers one reply per bet, in order, and each goes to that bet's callback.
+ *
+ * State is per worker (a worker slot filled by tp_bet_install's init hook): the limiter of
+ * limits.max_inflight_bets and the open groups; only that worker's loop thread touches it.
+ */
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
+#include "tickpool/money/bet.h"
+#include "tickpool/money/limiter.h"
+#include "tickpool/net/worker.h"
+#include "tickpool/store/keys.h"
+#include "tickpool/store/scripts.h"
+#include "tickpool/store/store.h"
+
+#include <ev.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "bet"
+/* Idempotency records live 24 h after a round's last bet (scripts/lua/README.md). */
+#define IDEM_TTL_S 86400
+/* Bytes of per-bet arguments (key, hash, numbers) one call carries at most: a batch of long
+ * keys is sent before it makes one large Redis request. */
+#define BATCH_BYTES (32 * 1024)
+/* Groups one worker holds open in one iteration (distinct bucket and round pairs); one more is
+ * sent at once instead of waiting. */
+#define GROUPS_MAX 64
+
+_Static_assert(TP_BET_KEY_MAX <= TP_KEYS_IDEM_MAX, "every valid idempotency key has a Redis key");
+
+/* One submitted bet waiting for its answer. */
+struct pending_bet {
+    tp_bet_cb cb;
+    void *ud;
+    int64_t user;
+    struct tp_bet_req req;
+    char hash[TP_BET_HASH_LEN];
+    size_t klen;
+    char key[TP_BET_KEY_MAX];
+};
+
+/* Bets of one bucket and round, in arrival order: collected, then one call in flight. */
+struct group {
+    struct batcher *b;
+    int bucket;
+    int64_t round_id;
+    size_t n, bytes;
+    struct pending_bet *bets[TP_SCRIPT_BATCH_MAX];
+};
+
+/* The worker's state. */
+struct batcher {
+    struct tp_worker *w;
+    struct tp_limiter *limiter;
+    ev_prepare flush;
+    int ngroups;
+    struct group *open[GROUPS_MAX];
+};
+
+/* The worker slot holding struct batcher (tp_bet_install hands it out). */
+static size_t slot = SIZE_MAX;
+
+/* --- Answers --- */
+
+static enum tp_bet_code code_from_script(const char *s)
+{
+    for (int c = TP_BET_OK + 1; c <= TP_BET_UNAVAILABLE; c++)
+        if (strcmp(s, tp_bet_code_name((enum tp_bet_code)c)) == 0)
+            return (enum tp_bet_code)c;
+    return TP_BET_UNAVAILABLE;
+}
+
+/* Reads one bet's answer ({"ok", 6 integers} or {"err", code}); false if malformed. */
+static bool read_answer(const struct tp_store_reply *r, struct tp_bet_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    const char *tag = tp_reply_str(tp_reply_at(r, 0), NULL);
+    if (tp_reply_type(r) != TP_REPLY_ARRAY || tag == NULL)
+        return false;
+    if (strcmp(tag, "err") == 0) {
+        const char *c = tp_reply_str(tp_reply_at(r, 1), NULL);
+        res->code = c != NULL ? code_from_script(c) : TP_BET_UNAVAILABLE;
+        return res->code != TP_BET_UNAVAILABLE;
+    }
+    int64_t v[6];
+    if (strcmp(tag, "ok") != 0 || tp_reply_len(r) != 7)
+        return false;
+    for (int i = 0; i < 6; i++) {
+        const struct tp_store_reply *e = tp_reply_at(r, (size_t)i + 1);
+        if (e == NULL || tp_reply_type(e) != TP_REPLY_INTEGER)
+            return false;
+        v[i] = tp_reply_integer(e);
+    }
+    *res = (struct tp_bet_result){.code = TP_BET_OK,
+                                  .bet_id = v[0],
+                                  .round_id = v[1],
+                                  .band = (int)v[2],
+                                  .stake = v[3],
+                                  .balance = v[4],
+                                  .replayed = v[5] != 0};
+    return true;
+}
+
+/* Answers bet `p` with `res` and frees it. */
+static void answer(struct batcher *b, struct pending_bet *p, const struct tp_bet_result *res)
+{
+    tp_limiter_release(b->limiter, p->user, p->key, p->klen);
+    tp_metrics_add(TP_METRIC_BETS_INFLIGHT, -1);
+    p->cb(res, p->ud);
+    free(p);
+}
+
+/* The script's reply: one answer per bet of the group, in order. Anything else (an error, -OOM,
+ * a short array) answers every bet 503, logged: each bet is all in or all out, so a retry with
+ * the same key is safe. */
+static void on_batch(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct group *g = ud;
+    struct batcher *b = g->b;
+    bool whole = err == 0 && tp_reply_type(r) == TP_REPLY_ARRAY && tp_reply_len(r) == g->n;
+    if (err != 0)
+        tp_log_warn(MOD, "bet batch failed\terr=%s\tbets=%zu", tp_strerror(err), g->n);
+    else if (tp_reply_type(r) == TP_REPLY_ERROR)
+        tp_log_error(MOD, "bet batch script error\treply=\"%.200s\"", tp_reply_str(r, NULL));
+    else if (!whole)
+        tp_log_error(MOD, "unexpected bet batch reply\tbets=%zu", g->n);
+    for (size_t i = 0; i < g->n; i++) {
+        struct tp_bet_result res;
+        if (!whole || !read_answer(tp_reply_at(r, i), &res)) {
+            if (whole)
+                tp_log_error(MOD, "unexpected bet answer\tindex=%zu", i);
+            memset(&res, 0, sizeof(res));
+            res.code = TP_BET_UNAVAILABLE;
+        }
+        answer(b, g->bets[i], &res);
+    }
+    free(g);
+}
+
+/* --- Flushing --- */
+
+/* Sends group `g` (taken out of the open list by the caller) as one script call. */
+static void send_group(struct batcher *b, struct group *g)
+{
+    const struct tp_config *cfg = tp_worker_config(b->w);
+    struct tp_script_batch_bet bets[TP_SCRIPT_BATCH_MAX];
+    for (size_t i = 0; i < g->n; i++) {
+        const struct pending_bet *p = g->bets[i];
+        bets[i] = (struct tp_script_batch_bet){.user_id = p->user,
+                                               .band = p->req.band,
+                                               .stake = p->req.stake,
+                                               .idem_key = p->key,
+                                               .idem_len = p->klen,
+                                               .req_hash = p->hash};
+    }
+    /* now_ms is taken when the batch leaves: a bet is never admitted later than the clock says. */
+    struct tp_script_bet_batch_args args = {.round_id = g->round_id,
+                                            .now_ms = tp_now_ms(),
+                                            .nbands = cfg->game.n_band_edges + 1,
+                                            .min_stake = cfg->game.min_stake,
+                                            .max_stake = cfg->game.max_stake,
+                                            .idem_ttl_s = IDEM_TTL_S,
+                                            .bucket = g->bucket,
+                                            .buckets = cfg->game.buckets,
+                                            .bets = bets,
+                                            .n = g->n};
+    int rc = tp_script_bet_batch(tp_store_of(b->w), &args, on_batch, g);
+    if (rc != 0) {
+        /* The script never ran: each bet is answered now, as if Redis were down. */
+        tp_log_warn(MOD, "bet batch not sent\terr=%s\tbets=%zu", tp_strerror(rc), g->n);
+        struct tp_bet_result res = {.code = TP_BET_UNAVAILABLE};
+        for (size_t i = 0; i < g->n; i++)
+            answer(b, g->bets[i], &res);
+        free(g);
+    }
+}
+
+static void flush_all(struct batcher *b)
+{
+    /* Sending may answer bets at once (Redis down), and an answer may submit a new bet: take
+     * the list first, so what is added meanwhile waits for the next flush. */
+    int n = b->ngroups;
+    struct group *open[GROUPS_MAX];
+    memcpy(open, b->open, (size_t)n * sizeof(open[0]));
+    b->ngroups = 0;
+    for (int i = 0; i < n; i++)
+        send_group(b, open[i]);
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    struct batcher *b = w->data;
+    if (b->ngroups == 0) {
+        ev_prepare_stop(loop, w);
+        return;
+    }
+    flush_all(b);
+    if (b->ngroups == 0)
+        ev_prepare_stop(loop, w);
+}
+
+/* The open group of (bucket, round), or a new one; NULL-free: a full list sends its oldest. */
+static struct group *group_for(struct batcher *b, int bucket, int64_t round_id)
+{
+    for (int i = 0; i < b->ngroups; i++)
+        if (b->open[i]->bucket == bucket && b->open[i]->round_id == round_id)
+            return b->open[i];
+    if (b->ngroups == GROUPS_MAX) {
+        struct group *old = b->open[0];
+        memmove(b->open, b->open + 1, (size_t)(GROUPS_MAX - 1) * sizeof(b->open[0]));
+        b->ngroups--;
+        send_group(b, old);
+    }
+    struct group *g = tp_xcalloc(1, sizeof(*g));
+    g->b = b;
+    g->bucket = bucket;
+    g->round_id = round_id;
+    b->open[b->ngroups++] = g;
+    return g;
+}
+
+/* Takes `g` out of the open list and sends it. */
+static void send_now(struct batcher *b, struct group *g)
+{
+    for (int i = 0; i < b->ngroups; i++) {
+        if (b->open[i] == g) {
+            memmove(b->open + i, b->open + i + 1, (size_t)(b->ngroups - i - 1) * sizeof(g));
+            b->ngroups--;
+            break;
+        }
+    }
+    send_group(b, g);
+}
+
+/* --- Worker set-up and submission --- */
+
+static void init_worker(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    const struct tp_config *cfg = tp_worker_config(w);
+    struct batcher *b = tp_xcalloc(1, sizeof(*b));
+    b->w = w;
+    b->limiter = tp_limiter_new(TP_MAX(cfg->limits.max_inflight_bets, 1));
+    ev_prepare_init(&b->flush, on_prepare);
+    ev_set_priority(&b->flush, EV_MINPRI); /* after every other prepare of the iteration */
+    b->flush.data = b;
+    tp_worker_slot_set(w, slot, b);
+}
+
+void tp_bet_install(void)
+{
+    slot = tp_worker_slot_new();
+    tp_worker_on_init(init_worker, NULL);
+}
+
+int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
+                  const char *key, size_t len, tp_bet_cb cb, void *ud)
+{
+    struct batcher *b = w != NULL && slot != SIZE_MAX ? tp_worker_slot_get(w, slot) : NULL;
+    if (b == NULL || user_id < 1 || tp_bet_check_key(key, len) != TP_BET_OK || cb == NULL)
+        return TP_EINVAL;
+    if (!tp_store_is_connected(tp_store_of(w)))
+        return TP_EUNAVAIL;
+    int rc = tp_limiter_acquire(b->limiter, user_id, key, len);
+    if (rc != 0)
+        return rc;
+
+    struct pending_bet *p = tp_xmalloc(sizeof(*p));
+    p->cb = cb;
+    p->ud = ud;
+    p->user = user_id;
+    p->req = *req;
+    tp_bet_request_hash(req, p->hash);
+    p->klen = len;
+    memcpy(p->key, key, len);
+    tp_metrics_add(TP_METRIC_BETS_INFLIGHT, 1);
+
+    struct group *g =
+        group_for(b, tp_bucket_of(user_id, tp_worker_config(w)->game.buckets), req->round_id);
+    g->bets[g->n++] = p;
+    g->bytes += len + TP_BET_HASH_LEN + 3 * 20;
+    if (g->n == TP_SCRIPT_BATCH_MAX || g->bytes >= BATCH_BYTES)
+        send_now(b, g);
+    else
+        ev_prepare_start(tp_worker_loop(w), &b->flush);
+    return 0;
+}

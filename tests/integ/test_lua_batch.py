@@ -1,0 +1,312 @@
+"""scripts/lua/bet_batch.lua against a real redis-server, compared with one-by-one admission.
+
+Every scenario runs twice on fresh Redis servers: once as batches of bet_batch.lua, once as the
+same bets placed one at a time through the one-bet reference script (bench/lua/bet.lua, the
+admission path before batching). Answers, balances, pools, bet lists, the leaderboard, the
+sequence, idempotency records and the outbox's bets must be identical. A third run sends every
+bet as a batch of one, so the batch script agrees with itself whatever the batch size.
+"""
+
+import hashlib
+import os
+import random
+
+import redis
+import tpenv
+
+SRC = tpenv.SRC
+NBANDS, MIN_STAKE, MAX_STAKE, TTL = 5, 100, 100000, 86400
+
+
+def canon_hash(round_id, band, stake):
+    return hashlib.sha256(f"v1|{round_id}|{band}|{stake}".encode()).hexdigest()
+
+
+def load(c, *path):
+    with open(os.path.join(SRC, *path)) as f:
+        return c.script_load(f.read())
+
+
+class Side:
+    """One Redis with the scripts loaded; bets go in as batches (batch=True) or one by one."""
+
+    def __init__(self, r, buckets):
+        self.c = r.client()
+        self.raw = redis.Redis(host="127.0.0.1", port=r.port)
+        self.b = buckets
+        self.batch_sha = load(self.c, "scripts", "lua", "bet_batch.lua")
+        self.one_sha = load(self.c, "bench", "lua", "bet.lua")
+        self.grant_sha = load(self.c, "scripts", "lua", "grant.lua")
+
+    def p(self, user):
+        return "tp:{b%d}:" % (user % self.b)
+
+    def grant(self, user, amount):
+        p = self.p(user)
+        self.c.evalsha(self.grant_sha, 4, p + "bal", p + "grants", p + "granted", p + "outbox",
+                       user, f"signup:{user}", amount, 1000, user % self.b, self.b)
+
+    def open_round(self, rid, locks_at=10**13, state="open", nbands=None, stakes=None):
+        """A state copy per bucket; nbands and stakes (min, max): the round's own rules."""
+        for b in range(self.b):
+            m = {"state": state, "locks_at": locks_at}
+            if nbands is not None:
+                m["nbands"] = nbands
+            if stakes is not None:
+                m["min_stake"], m["max_stake"] = stakes
+            self.c.hset("tp:{b%d}:round:%s:state" % (b, rid), mapping=m)
+
+    def batch_call(self, bucket, rid, bets, now, hashes=None, keys=None):
+        """bets: (user, band, stake, key); the KEYS and ARGV the C stub builds."""
+        p = "tp:{b%d}:" % bucket
+        bands, users = [], []
+        for u, band, _, _ in bets:
+            if str(band) not in bands:
+                bands.append(str(band))
+            if u not in users:
+                users.append(u)
+        ks = keys or ([p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
+                       p + "outbox", p + "seq", p + "net", p + "excl", p + "paused"] +
+                      [p + f"bets:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users])
+        argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, TTL, bucket, self.b, len(bets)]
+        for j, (u, band, stake, key) in enumerate(bets):
+            h = hashes[j] if hashes else canon_hash(rid, band, stake)
+            argv += [u, band, stake, key, h]
+        return self.c.evalsha(self.batch_sha, len(ks), *ks, *argv)
+
+    def one(self, rid, bet, now):
+        u, band, stake, key = bet
+        p = self.p(u)
+        ks = [p + "bal", p + f"idem:{u}:{key}", p + f"round:{rid}:state", p + f"pool:{rid}",
+              p + f"bets:{rid}:{band}", p + "outbox", p + "seq", p + f"ubets:{u}", p + "net",
+              p + "excl", p + "paused"]
+        return self.c.evalsha(self.one_sha, len(ks), *ks, u, rid, band, stake, key,
+                              canon_hash(rid, band, stake), now, NBANDS, MIN_STAKE, MAX_STAKE, TTL,
+                              u % self.b, self.b)
+
+    def state(self):
+        """Everything a reader sees, independent of how the idempotency records are keyed."""
+        c, out = self.c, {}
+        for k in sorted(c.keys("*")):
+            t = c.type(k)
+            if ":idem:" in k:
+                # tp:{bN}:idem:<user>:<key> (STRING) or tp:{bN}:idem:<round> (HASH
+                # "<user>:<key>"): the same records under (bucket, user, key).
+                if t == "string":
+                    pre, user, key = k.split(":", 4)[1], k.split(":")[3], k.split(":", 4)[4]
+                    out[("idem", pre, user, key)] = c.get(k)
+                else:
+                    pre = k.split(":")[1]
+                    for f, v in c.hgetall(k).items():
+                        user, key = f.split(":", 1)
+                        out[("idem", pre, user, key)] = v
+            elif k.endswith(":outbox"):
+                evs = []
+                for _, f in c.xrange(k):
+                    if f["type"] == "bet":
+                        evs.append((f["bet_id"], f["user_id"], f["round_id"], f["band"],
+                                    f["stake"], f["balance"], f["ts"], f["idem_key"]))
+                    elif f["type"] == "bets":
+                        for line in f["bets"].split("\n"):
+                            bid, user, band, stake, bal, key = line.split(",", 5)
+                            evs.append((bid, user, f["round_id"], band, stake, bal, f["ts"], key))
+                    else:
+                        evs.append(tuple(sorted(f.items())))
+                out[k] = evs
+            elif t == "hash":
+                out[k] = c.hgetall(k)
+            elif t == "list":
+                out[k] = c.lrange(k, 0, -1)
+            elif t == "zset":
+                out[k] = c.zrange(k, 0, -1, withscores=True)
+            else:
+                out[k] = c.get(k)
+        return out
+
+    def snapshot(self):
+        return {k: (self.raw.type(k), self.raw.dump(k)) for k in sorted(self.raw.keys("*"))}
+
+
+def run_three(buckets, setup, batches, between=None, later=()):
+    """batches: [(rid, now, [(user, band, stake, key), ...])] in the order a worker flushes them
+    (all bets of one call in one bucket); `between(side)` runs on every side after them, then
+    the `later` batches. Returns the answers and the first side's state, asserting the three
+    sides agree."""
+    results = []
+    with tpenv.Redis() as r1, tpenv.Redis() as r2, tpenv.Redis() as r3:
+        sides = [Side(r, buckets) for r in (r1, r2, r3)]
+        for s in sides:
+            setup(s)
+        a_batch, a_one, a_single = [], [], []
+        for item in list(batches) + [None] + list(later):
+            if item is None:
+                for s in sides:
+                    if between:
+                        between(s)
+                continue
+            rid, now, bets = item
+            bucket = bets[0][0] % buckets
+            a_batch += sides[0].batch_call(bucket, rid, bets, now)
+            a_one += [sides[1].one(rid, b, now) for b in bets]
+            a_single += [sides[2].batch_call(bucket, rid, [b], now)[0] for b in bets]
+        assert a_batch == a_one, list(zip(a_batch, a_one))
+        assert a_single == a_one
+        st = [s.state() for s in sides]
+        assert st[0] == st[1], diff(st[0], st[1])
+        assert st[2] == st[1], diff(st[2], st[1])
+        results = (a_batch, st[0])
+    return results
+
+
+def diff(a, b):
+    return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+
+
+def codes(answers):
+    return [a[1] if a[0] == "err" else ("replay" if a[6] else "ok") for a in answers]
+
+
+def test_mixed_batch_matches_one_by_one():
+    def setup(s):
+        for u in (1, 2, 3, 4):
+            s.grant(u, 1000)
+        s.open_round(7)
+        s.open_round(8, state="live")
+        s.c.hset("tp:{b0}:round:10:state", "state", "open")  # no lock time: fail closed
+
+    bets = [
+        (1, 0, 300, "a"),         # ok
+        (2, 1, 5000, "b"),        # insufficient_funds
+        (3, 9, 100, "c"),         # invalid_band (C validated it; defence in depth)
+        (1, 2, 300, "a2"),        # ok: sees the first debit (400 left)
+        (1, 0, 300, "a"),         # replay of the first, within the batch
+        (1, 3, 300, "a"),         # same key, other body: conflict
+        (1, 1, 400, "a3"),        # drains player 1 exactly
+        (1, 1, 100, "a4"),        # insufficient_funds
+        (2, 0, 99, "d"),          # invalid_stake
+        (2, 0, 1000, "b"),        # the refused key "b" is new again: accepted
+        (4, 4, 100, "x" * 129),   # invalid_request (key too long)
+        (3, 4, 100, "c"),         # the refused "c" again, valid now
+    ]
+    answers, st = run_three(1, setup, [(7, 5000, bets)])
+    assert codes(answers) == ["ok", "insufficient_funds", "invalid_band", "ok", "replay",
+                              "idempotency_conflict", "ok", "insufficient_funds",
+                              "invalid_stake", "ok", "invalid_request", "ok"], codes(answers)
+    assert answers[4][:6] == answers[0][:6]
+    assert [a[5] for a in answers if a[0] == "ok"] == [700, 400, 700, 0, 0, 900]
+    assert st["tp:{b0}:bal"] == {"1": "0", "2": "0", "3": "900", "4": "1000"}
+    # A replay in a later batch, and the round at its lock, and a round that is not open.
+    later = [(7, 5000, [(1, 0, 300, "a"), (4, 0, 100, "late")]),
+             (7, 10**13, [(4, 0, 100, "at-lock"), (1, 0, 300, "a")]),
+             (8, 5000, [(4, 0, 100, "live")]),
+             (9, 5000, [(4, 0, 100, "none")]),
+             (10, 5000, [(4, 0, 100, "nolock")])]
+    answers, _ = run_three(1, setup, [(7, 5000, bets)] + later)
+    assert codes(answers[12:]) == ["replay", "ok", "round_not_open", "replay", "round_not_open",
+                                   "round_not_found", "round_not_open"], codes(answers[12:])
+
+
+def test_random_batches_match_one_by_one():
+    rng = random.Random(11)
+    users = list(range(1, 41))
+
+    def setup(s):
+        for u in users:
+            if rng_grant[u]:
+                s.grant(u, rng_grant[u])
+        # The round's own rules: band 4 and stakes outside 150..4000 are invalid.
+        s.open_round(3, nbands=4, stakes=(150, 4000))
+
+    rng_grant = {u: rng.choice([0, 150, 1000, 5000, 20000]) for u in users}
+    batches = []
+    keys = {}
+    for _ in range(30):
+        bucket = rng.randrange(4)
+        bets = []
+        for _ in range(rng.randrange(1, 40)):
+            u = rng.choice([u for u in users if u % 4 == bucket])
+            if keys.get(u) and rng.random() < 0.25:
+                k, band, stake = rng.choice(keys[u])  # a retry, maybe with another body
+                if rng.random() < 0.3:
+                    stake += 100
+            else:
+                k = "k%d" % rng.randrange(10**6)
+                band, stake = rng.randrange(5), rng.choice([100, 150, 250, 1000, 4000, 4001])
+                keys.setdefault(u, []).append((k, band, stake))
+            bets.append((u, band, stake, k))
+        batches.append((3, 5000 + len(batches), bets))
+    answers, st = run_three(4, setup, batches)
+    got = set(codes(answers))
+    assert {"ok", "replay", "insufficient_funds", "idempotency_conflict", "invalid_band",
+            "invalid_stake"} <= got, got
+
+
+def test_self_exclusion_and_pool_full():
+    def setup(s):
+        for u in (1, 2):
+            s.grant(u, 10**6)
+        s.open_round(5)
+        s.c.hset("tp:{b0}:excl", "2", 6000)
+        s.c.hset("tp:{b0}:pool:5", mapping={"0": 4 * 10**15 - 150, "total": 4 * 10**15 - 150})
+
+    answers, _ = run_three(1, setup, [(5, 5000, [(2, 0, 100, "e"), (1, 0, 100, "f"),
+                                                (1, 1, 100, "g"), (1, 0, 100, "f")]),
+                                      (5, 6000, [(2, 0, 50 + 50, "e2")])])
+    assert codes(answers) == ["self_excluded", "ok", "pool_full", "replay", "pool_full"], answers
+
+
+def test_paused_game_refuses_new_bets_not_replays():
+    def setup(s):
+        s.grant(1, 1000)
+        s.open_round(4)
+
+    def pause(s):
+        s.c.set("tp:{b0}:paused", 1)
+
+    answers, _ = run_three(1, setup, [(4, 5000, [(1, 0, 100, "a"), (1, 1, 100, "b")])],
+                           between=pause, later=[(4, 5000, [(1, 0, 100, "a"), (1, 2, 100, "c"),
+                                                            (1, 1, 100, "b")])])
+    assert codes(answers) == ["ok", "ok", "replay", "game_paused", "replay"], answers
+
+
+def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
+    with tpenv.Redis() as r:
+        s = Side(r, 2)
+        s.grant(2, 100)
+        s.open_round(1)
+        before = s.snapshot()
+        res = s.batch_call(0, 1, [(2, 0, 500, "k"), (2, 0, 99, "j"), (2, 7, 100, "i")], 5000)
+        assert codes(res) == ["insufficient_funds", "invalid_stake", "invalid_band"]
+        assert s.snapshot() == before
+        for bets, hashes, text in (
+                ([(3, 0, 100, "k")], None, "not in this bucket"),
+                ([(2, 0, 100, "k")], ["x" * 64], "bad request hash"),
+                ([(0, 0, 100, "k")], None, "bad user_id")):
+            try:
+                s.batch_call(0, 1, bets, 5000, hashes=hashes)
+            except redis.ResponseError as e:
+                assert text in str(e), e
+            else:
+                raise AssertionError(text)
+        try:
+            s.batch_call(0, 1, [(2, 0, 100, "k")], 5000,
+                         keys=["tp:{b0}:bal", "tp:{b0}:idem:2", "tp:{b0}:round:1:state",
+                               "tp:{b0}:pool:1", "tp:{b0}:outbox", "tp:{b0}:seq", "tp:{b0}:net",
+                               "tp:{b0}:excl", "tp:{b0}:paused", "tp:{b0}:bets:1:0",
+                               "tp:{b0}:ubets:2"])
+        except redis.ResponseError as e:
+            assert "key layout" in str(e), e
+        else:
+            raise AssertionError("wrong idem key accepted")
+        assert s.snapshot() == before
+        # A good batch writes one outbox entry for all its bets.
+        s.grant(4, 1000)
+        res = s.batch_call(0, 1, [(2, 0, 100, "k"), (4, 1, 200, "k")], 5000)
+        assert codes(res) == ["ok", "ok"]
+        evs = [f for _, f in s.c.xrange("tp:{b0}:outbox") if f["type"] == "bets"]
+        assert len(evs) == 1 and evs[0]["bets"].count("\n") == 1, evs
+        assert 86000 <= s.c.ttl("tp:{b0}:idem:1") <= TTL
+
+
+if __name__ == "__main__":
+    tpenv.main()
