@@ -281,6 +281,47 @@ def test_ws_bets_rounds_and_payout():
         w.close()
 
 
+def test_ws_burst_is_one_batch_with_answers_per_bet():
+    """Bets that arrive in one read are admitted as one script call (one outbox entry for all
+    of them), and each still gets its own answer: a player's bets debit in order, the one that
+    no longer fits is refused alone, a second use of a key still in flight is a conflict."""
+    with tpenv.Redis() as r, server(r) as s:
+        wait_game(s)
+        uid, tok = user(s, "burst")
+        w = WS(s, tok)
+        w.wait_for(is_t("snapshot"))
+        m = w.wait_for(lambda m: m.get("t") == "round" and m["round"]["state"] == "open")
+        rid = m["round"]["id"]
+        msgs = [{"t": "bet", "req": i, "key": f"b{i}", "round_id": rid, "band": i % NBANDS,
+                 "stake": 9000} for i in range(10)]
+        msgs.append({"t": "bet", "req": 10, "key": "b10", "round_id": rid, "band": 0,
+                     "stake": 20000})   # 10,000 left: refused alone
+        msgs.append({"t": "bet", "req": 11, "key": "b0", "round_id": rid, "band": 0,
+                     "stake": 9000})    # b0 still in flight
+        msgs.append({"t": "bet", "req": 12, "key": "b12", "round_id": rid, "band": 1,
+                     "stake": 10000})   # drains the balance exactly
+        frames = b"".join(websocket.ABNF.create_frame(msgpack.packb(x), websocket.ABNF.OPCODE_BINARY)
+                          .format() for x in msgs)
+        w.ws.sock.sendall(frames)
+        got = {}
+        while len(got) < len(msgs):
+            a = w.wait_for(lambda m: m.get("t") in ("bet_ok", "bet_err"))
+            got[a["req"]] = a
+        assert [got[i]["t"] for i in range(10)] == ["bet_ok"] * 10, got
+        assert [got[i]["balance"] for i in range(10)] == [100000 - 9000 * (i + 1)
+                                                         for i in range(10)]
+        assert got[10]["t"] == "bet_err" and got[10]["code"] == "insufficient_funds", got[10]
+        assert got[11]["t"] == "bet_err" and got[11]["code"] == "idempotency_conflict", got[11]
+        assert got[12]["t"] == "bet_ok" and got[12]["balance"] == 0, got[12]
+        c = r.client()
+        entries = [f for _, f in c.xrange("tp:{b0}:outbox") if f["type"] == "bets"
+                   and f["round_id"] == str(rid)]
+        lines = [ln for f in entries for ln in f["bets"].split("\n")]
+        assert len(lines) == 11, entries
+        assert len(entries) <= 2, entries  # one read, one batch (two if the burst was split)
+        w.close()
+
+
 def test_malformed_messages_keep_socket_usable():
     with tpenv.Redis() as r, server(r) as s:
         wait_game(s)
