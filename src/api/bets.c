@@ -1,6 +1,6 @@
 /*
  * POST /api/v1/bets (see tickpool/api/bets.h): the HTTP face of bet admission. Parsing and
- * replying live here; validation, the limiter and bet.lua stay in money/bet.c.
+ * replying live here; validation, the limiter and the batched bet script stay in money/bet*.c.
  */
 #include "tickpool/api/bets.h"
 #include "tickpool/api/accounts.h"

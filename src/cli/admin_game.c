@@ -5,7 +5,7 @@
  * copies), the open and live rounds, the unfinished index, the outbox streams, INFO memory and
  * the worker registry. Reads are not one snapshot; each line is true when it was read.
  *
- * pause / resume: the bucket copies that bet.lua reads are written first (SET or DEL in every
+ * pause / resume: the bucket copies the bet script reads are written first (SET or DEL in every
  * bucket), then scripts/lua/pause.lua flips tp:{g}:pause and records the admin action in one
  * step. A command cut half-way leaves the global key as it was, so running it again finishes it;
  * the refusals (already paused, not paused) look at the global key only, after making the

@@ -118,7 +118,7 @@ static void on_get(int err, const struct tp_store_reply *r, void *ud)
         int64_t until;
         if (tp_parse_i64(tp_reply_str(r, NULL), &until) && until >= 0) {
             res.code = TP_EXCLUSION_OK;
-            /* An ended exclusion stays stored (bet.lua compares with now): none in force. */
+            /* An ended exclusion stays stored (bet_batch.lua compares with now): none in force. */
             res.excluded_until = until > tp_now_ms() ? until : 0;
         }
     }

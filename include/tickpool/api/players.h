@@ -4,7 +4,7 @@
  *   GET /api/v1/me/bets?limit=N&before=ID  the caller's bets, newest first, with status and payout
  *   GET /api/v1/leaderboard?limit=N        players by net winnings
  *
- * Sources: bet.lua's per-player list tp:{bN}:ubets:<user> ("bet_id:round:band:stake", newest
+ * Sources: the bet script's per-player list tp:{bN}:ubets:<user> ("bet_id:round:band:stake", newest
  * first, last 1000) and per-bucket ZSET tp:{bN}:net (−stake at bet time, +payout/refund at
  * settlement); round outcomes from tp:{g}:round:<id> (state, winning_band, winning_stake,
  * refund_all) and payouts from tp:{bN}:paid:<round_id> (HASH bet_id → amount).

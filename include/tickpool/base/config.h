@@ -14,7 +14,7 @@
 #define TP_CONFIG_MAX_ORIGINS 16
 /* Capacity of the per-key origin record (src/base/config_table.c). */
 #define TP_CONFIG_MAX_KEYS 64
-/* A round's pool over all buckets never exceeds this (bet.lua's POOL_MAX, answered pool_full):
+/* A round's pool over all buckets never exceeds this (the bet script's POOL_MAX: pool_full):
  * 4 * 10^15 < 2^52, so every settlement number stays an exact integer in a Lua double.
  * game.max_stake must fit one bucket's share, floor(TP_CONFIG_POOL_MAX / game.buckets). */
 #define TP_CONFIG_POOL_MAX INT64_C(4000000000000000)

@@ -2,8 +2,8 @@
  * The operator's pause (`tickpool admin pause|resume`), read side: the stored form of
  * tp:{g}:pause (scripts/lua/pause.lua writes it) as one struct, for everyone who shows or obeys
  * it (the leader's planner, /rounds/current, the `round` and `snapshot` messages, /readyz,
- * `tickpool admin status`). While paused the leader opens no new round and bet.lua refuses bets
- * (game_paused); docs/operations.md "Pausing the game".
+ * `tickpool admin status`). While paused the leader opens no new round and the bet script refuses
+ * bets (game_paused); docs/operations.md "Pausing the game".
  */
 #ifndef TP_GAME_PAUSE_H
 #define TP_GAME_PAUSE_H

@@ -27,7 +27,7 @@ struct tp_worker;
 #define TP_BET_KEY_MAX 128
 /* Largest bet request body accepted (both formats). */
 #define TP_BET_MAX_BODY 4096
-/* Largest round id (bet.lua keeps integers below 10^15, exact in a Lua double). */
+/* Largest round id (the bet script keeps integers below 10^15, exact in a Lua double). */
 #define TP_BET_ROUND_MAX 999999999999999LL
 /* Largest stake any round can accept (the same 15-digit bound; the config's max_stake is). */
 #define TP_BET_STAKE_MAX 999999999999999LL

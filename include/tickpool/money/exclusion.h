@@ -1,7 +1,7 @@
 /*
  * Self-exclusion: a player stops their own betting for 1 to 365 days. Stored per player in Redis
  * (tp:{bN}:excl, written only by scripts/lua/exclusion.lua, which refuses to shorten one in
- * force); bet.lua reads the same field in the script that would debit, so once a request here
+ * force); bet_batch.lua reads the same field in the script that would debit, so once a request here
  * was answered no bet of that player is accepted on any worker (self_excluded). No transport
  * here: the HTTP face is tickpool/api/exclusion.h.
  */
