@@ -166,7 +166,9 @@ for i = 1, n do
     local user_s, band_s, stake_s, key, hash = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3],
         ARGV[o + 4]
     local f = fields[i]
-    if #key < 1 or #key > 128 then
+    if #key < 1 or #key > 128 or key:find('[^\33-\126]') then
+        -- Keys are printable ASCII (the C side checks it); a newline would split the outbox
+        -- entry's line, so anything else is refused here too.
         out[i] = {'err', 'invalid_request'}
     elseif fresh[f] then
         -- (1) a repeat of a bet accepted earlier in this batch: its replay, or a conflict.

@@ -207,7 +207,10 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
         ev_prepare_stop(loop, w);
         return;
     }
-    flush_all(b);
+    /* An answer given while sending (Redis down) may queue a new bet; send it now too, since
+     * the loop is about to block and would hold it until the next event. */
+    for (int i = 0; i < 4 && b->ngroups > 0; i++)
+        flush_all(b);
     if (b->ngroups == 0)
         ev_prepare_stop(loop, w);
 }

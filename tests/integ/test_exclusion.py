@@ -33,9 +33,13 @@ def money(r, uid):
     """What a bet of `uid` in round 5 would change (the leader's own rounds keep moving)."""
     import redis
     raw = redis.Redis(host="127.0.0.1", port=r.port)
-    keys = ["tp:{b0}:bal", "tp:{b0}:seq", "tp:{b0}:net", "tp:{b0}:outbox", "tp:{b0}:pool:5",
+    keys = ["tp:{b0}:bal", "tp:{b0}:seq", "tp:{b0}:net", "tp:{b0}:pool:5",
             f"tp:{{b0}}:ubets:{uid}", "tp:{b0}:idem:5"] + sorted(raw.keys("tp:{b0}:bets:5:*"))
-    return {k: raw.dump(k) for k in keys}
+    out = {k: raw.dump(k) for k in keys}
+    # The outbox's entries; its DUMP also holds the writer's consumer group, whose delivery
+    # counts move whenever the writer re-reads (Postgres is down here).
+    out["tp:{b0}:outbox"] = raw.xrange("tp:{b0}:outbox")
+    return out
 
 
 def now_ms():

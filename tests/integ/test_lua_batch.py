@@ -275,8 +275,11 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         s.grant(2, 100)
         s.open_round(1)
         before = s.snapshot()
-        res = s.batch_call(0, 1, [(2, 0, 500, "k"), (2, 0, 99, "j"), (2, 7, 100, "i")], 5000)
-        assert codes(res) == ["insufficient_funds", "invalid_stake", "invalid_band"]
+        res = s.batch_call(0, 1, [(2, 0, 500, "k"), (2, 0, 99, "j"), (2, 7, 100, "i"),
+                                  (2, 0, 100, "a\nb"), (2, 0, 100, "a b"), (2, 0, 100, "x" * 129)],
+                           5000)
+        assert codes(res) == ["insufficient_funds", "invalid_stake", "invalid_band",
+                              "invalid_request", "invalid_request", "invalid_request"], res
         assert s.snapshot() == before
         for bets, hashes, text in (
                 ([(3, 0, 100, "k")], None, "not in this bucket"),
