@@ -1,5 +1,5 @@
 """Shared helpers of test_pgw.py and test_audit.py: drive money through the real Lua scripts
-(scripts/lua/grant.lua, bet.lua) with python-redis, exactly as the C store calls them, and read
+(scripts/lua/grant.lua, bet_batch.lua) with python-redis, exactly as the C store calls them, and read
 back what the Postgres writer wrote.
 """
 

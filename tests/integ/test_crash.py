@@ -10,7 +10,7 @@ SAME key and body until it gets a definitive answer, as a real client must be ab
     times, then the whole server (master + workers) twice and start it again, all under load.
 (b) test_postgres_outage_under_load: Postgres stopped for 10 s under load: bets keep being
     accepted, the outbox backlog grows and drains after the restart. (test_pgw.py's outage test
-    feeds bet.lua directly from Python with one worker and a fake round; this one goes through
+    feeds bet_batch.lua directly from Python with one worker and a fake round; this one goes through
     HTTP, real leader rounds and settlement.)
 
 Afterwards, for both: every round with bets ends settled or cancelled, the outbox drains,

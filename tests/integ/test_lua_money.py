@@ -146,7 +146,7 @@ def test_grant_rejects_bad_arguments():
         assert m.snapshot() == before
 
 
-# --- bet.lua ---
+# --- bet_batch.lua, one bet per call ---
 
 def test_bet_happy_path():
     with tpenv.Redis() as r:

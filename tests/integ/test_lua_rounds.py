@@ -436,7 +436,7 @@ def test_bet_checks_the_rounds_own_rules():
     outside the round's bands would make its pools and pages disagree with the recorded total
     (round_final `mismatch`, the round stuck settling), and a stake the round's rules refuse must
     stay refused. round_open stores the rules, the bucket copy records the band count and stake
-    bounds, and bet.lua checks them whatever the caller's (the config's) ARGV say."""
+    bounds, and bet_batch.lua checks them whatever the caller's (the config's) ARGV say."""
     with tpenv.Redis() as r:
         g = Game(r, buckets=2)
         g.acquire()

@@ -1,6 +1,6 @@
 """Postgres write-behind (src/store/pgw.c) against a real Redis, Postgres and tickpool server.
 
-Money goes through the real Lua scripts (grant.lua, bet.lua via python-redis) while the
+Money goes through the real Lua scripts (grant.lua, bet_batch.lua via python-redis) while the
 server's workers drain the outbox into Postgres. Checked: rows and the double-entry ledger,
 idempotence across kill -9 mid-drain, and a Postgres outage that never touches Redis.
 """
