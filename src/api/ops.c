@@ -11,7 +11,9 @@
  * Nothing is probed per request: the Redis flag and the Postgres probe are state the store layer
  * already tracks for the worker, the outbox lag is the writer's shared gauge, and the open round is
  * cached per process and re-read (one HGET) at most once per OPEN_REFRESH_MS, however often /readyz
- * is polled.
+ * is polled (while there is none and no pause, at every poll: readiness comes as soon as the
+ * first round opens). A boundary locks the open round and opens the next in one script, so a
+ * running game always has an open round and readiness needs no grace period.
  */
 #include "tickpool/api/ops.h"
 #include "tickpool/base/buf.h"
@@ -28,19 +30,15 @@
 #include <stdlib.h>
 
 #define OPEN_REFRESH_MS 1000
-/* round_lock.lua removes the open id a few ms before the leader opens the next round: a round
- * seen open this recently still counts, so readiness does not flap at every lock. */
-#define OPEN_GRACE_MS 3000
 
 /* Process-wide, not in a worker slot: a worker is a process with one loop thread, and a
  * static needs no freeing, so a reply still in flight at exit (TP_ECLOSED) finds it intact. */
 static struct {
     int64_t checked_ms; /* monotonic time of the last read (or failed read) */
-    int64_t seen_ms;    /* monotonic time an open round was last seen */
-    int64_t open_id;    /* the open round last seen, 0 = none yet */
+    int64_t open_id;    /* the open round of the last successful read, 0 = none */
     bool paused;        /* the operator's pause, as last read */
     int in_flight;      /* reads of the refresh still out (open round, pause) */
-} open_cache = {INT64_MIN / 2, INT64_MIN / 2, 0, false, 0};
+} open_cache = {INT64_MIN / 2, 0, false, 0};
 
 static void add_worker_header(struct tp_http_ctx *ctx)
 {
@@ -76,8 +74,7 @@ static void readyz_reply(struct tp_http_ctx *ctx)
         tp_http_reply_error(ctx, 503, "unavailable", "not ready: redis down");
         return;
     }
-    bool no_round = tp_mono_ms() - open_cache.seen_ms > OPEN_GRACE_MS;
-    if (no_round && !open_cache.paused) {
+    if (open_cache.open_id <= 0 && !open_cache.paused) {
         tp_http_reply_error(ctx, 503, "unavailable", "not ready: no open round");
         return;
     }
@@ -90,7 +87,7 @@ static void readyz_reply(struct tp_http_ctx *ctx)
                      open_cache.paused ? "paused"
                      : pg_ok           ? "ready"
                                        : "degraded",
-                     pg_ok ? "up" : "down", no_round ? 0LL : (long long)open_cache.open_id,
+                     pg_ok ? "up" : "down", (long long)open_cache.open_id,
                      (long long)tp_metrics_get_total(TP_METRIC_OUTBOX_LAG_ENTRIES),
                      (long long)tp_metrics_get_total(TP_METRIC_OUTBOX_LAG_SECONDS));
     TP_ASSERT(n > 0 && (size_t)n < sizeof(body));
@@ -116,12 +113,11 @@ static void on_pause(int err, const struct tp_game_pause *p, void *ud)
 static void on_open(int err, const struct tp_store_reply *r, void *ud)
 {
     if (err == 0 && r != NULL && tp_reply_type(r) == TP_REPLY_STRING) {
-        long long id = atoll(tp_reply_str(r, NULL));
-        if (id > 0) {
-            open_cache.open_id = id;
-            open_cache.seen_ms = tp_mono_ms();
-        }
-    } /* nil: no open round right now; a failed read: unknown. Both keep the last one seen. */
+        int64_t id;
+        open_cache.open_id = tp_parse_i64(tp_reply_str(r, NULL), &id) && id > 0 ? id : 0;
+    } else if (err == 0 && r != NULL && tp_reply_type(r) == TP_REPLY_NIL) {
+        open_cache.open_id = 0;
+    } /* a failed read: unknown, the last answer stands. */
     refresh_done(ud);
 }
 
@@ -130,7 +126,8 @@ static void readyz(struct tp_http_ctx *ctx, void *ud)
     (void)ud;
     struct tp_store *store = connected_store(ctx);
     if (store != NULL && open_cache.in_flight == 0 &&
-        tp_mono_ms() - open_cache.checked_ms >= OPEN_REFRESH_MS &&
+        ((open_cache.open_id <= 0 && !open_cache.paused) ||
+         tp_mono_ms() - open_cache.checked_ms >= OPEN_REFRESH_MS) &&
         tp_store_command(store, on_open, ctx, "HGET " TP_KEYS_CURRENT " open") == 0) {
         open_cache.in_flight = 2; /* the last of on_open and on_pause replies */
         if (tp_game_pause_load(store, on_pause, ctx) != 0)

@@ -33,9 +33,8 @@ struct multi {
     int n, pending, err;
     bool have[LIST_MAX];
     struct tp_game_round rounds[LIST_MAX];
-    /* M_CURRENT: the current ids and the pause, read in parallel before the rounds. */
+    /* M_CURRENT: the current pair (with its rounds) and the pause, read in parallel. */
     int first_pending;
-    int64_t current[2];
     struct tp_game_pause pause;
 };
 
@@ -142,30 +141,28 @@ static void multi_load(struct multi *m, struct tp_store *store, int buckets, con
         multi_finish(m);
 }
 
-/* Both first reads of /rounds/current are in: the rounds are loaded next. */
-static void current_first_done(struct multi *m)
+/* Both reads of /rounds/current are in (the current pair with its rounds, and the pause). */
+static void current_part_done(struct multi *m)
 {
-    if (--m->first_pending > 0)
-        return;
-    int buckets = 1;
-    struct tp_store *store = ctx_store(m->ctx, &buckets);
-    if (m->err != 0 || store == NULL) {
-        m->err = TP_EUNAVAIL;
+    if (--m->first_pending == 0)
         multi_finish(m);
-        return;
-    }
-    multi_load(m, store, buckets, m->current);
 }
 
-static void on_current(int err, const struct tp_store_reply *r, void *ud)
+static void on_current(int err, const struct tp_game_round *open, const struct tp_game_round *live,
+                       void *ud)
 {
     struct multi *m = ud;
-    if (err != 0 || tp_reply_len(r) != 2)
-        m->err = TP_EUNAVAIL;
-    for (int i = 0; i < 2 && m->err == 0; i++)
-        if (!tp_parse_i64(tp_reply_str(tp_reply_at(r, (size_t)i), NULL), &m->current[i]))
-            m->current[i] = 0;
-    current_first_done(m);
+    if (err != 0)
+        m->err = err;
+    if (open != NULL) {
+        m->rounds[0] = *open;
+        m->have[0] = true;
+    }
+    if (live != NULL) {
+        m->rounds[1] = *live;
+        m->have[1] = true;
+    }
+    current_part_done(m);
 }
 
 static void on_current_pause(int err, const struct tp_game_pause *p, void *ud)
@@ -175,7 +172,7 @@ static void on_current_pause(int err, const struct tp_game_pause *p, void *ud)
         m->err = TP_EUNAVAIL;
     else
         m->pause = *p;
-    current_first_done(m);
+    current_part_done(m);
 }
 
 static void get_current(struct tp_http_ctx *ctx, void *ud)
@@ -188,8 +185,7 @@ static void get_current(struct tp_http_ctx *ctx, void *ud)
     m->kind = M_CURRENT;
     m->n = 2;
     m->first_pending = 2;
-    if (store == NULL ||
-        tp_store_command(store, on_current, m, "HMGET " TP_KEYS_CURRENT " open live") != 0) {
+    if (store == NULL || tp_game_round_load_current(store, buckets, on_current, m) != 0) {
         free(m);
         reply_unavailable(ctx);
         return;

@@ -213,3 +213,108 @@ int tp_game_round_load(struct tp_store *store, int buckets, int64_t id, tp_game_
         free(l);
     return rc;
 }
+
+/* --- The current pair --- */
+
+#define CURRENT_TRIES 4
+
+struct current {
+    struct tp_store *store;
+    int buckets, pending, err, tries;
+    tp_game_round_current_cb cb;
+    void *ud;
+    bool have[2];
+    struct tp_game_round rounds[2]; /* open, live */
+};
+
+static int current_read(struct current *c);
+
+/* The slots agree with the rounds' states: the open one is open, the live one live (or
+ * settling, which is live to a player). */
+static bool current_consistent(const struct current *c)
+{
+    return (!c->have[0] || c->rounds[0].state == TP_ROUND_OPEN) &&
+           (!c->have[1] || tp_round_state_public(c->rounds[1].state) == TP_ROUND_LIVE);
+}
+
+static void current_done(struct current *c)
+{
+    if (--c->pending > 0)
+        return;
+    if (c->err == 0 && !current_consistent(c) && ++c->tries < CURRENT_TRIES && current_read(c) == 0)
+        return;
+    if (c->err == 0 && !current_consistent(c))
+        c->err = TP_EUNAVAIL;
+    bool ok = c->err == 0;
+    c->cb(c->err, ok && c->have[0] ? &c->rounds[0] : NULL, ok && c->have[1] ? &c->rounds[1] : NULL,
+          c->ud);
+    free(c);
+}
+
+struct current_slot {
+    struct current *c;
+    int i;
+};
+
+static void on_current_round(int err, const struct tp_game_round *r, void *ud)
+{
+    struct current_slot *sl = ud;
+    struct current *c = sl->c;
+    if (err == 0) {
+        c->rounds[sl->i] = *r;
+        c->have[sl->i] = true;
+    } else if (err != TP_ENOTFOUND && c->err == 0) {
+        c->err = err;
+    }
+    free(sl);
+    current_done(c);
+}
+
+static void on_current_ids(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct current *c = ud;
+    if (err != 0 || tp_reply_len(r) != 2) {
+        c->err = err != 0 ? err : TP_EUNAVAIL;
+        current_done(c);
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        int64_t id;
+        if (!tp_parse_i64(tp_reply_str(tp_reply_at(r, (size_t)i), NULL), &id) || id <= 0)
+            continue;
+        struct current_slot *sl = tp_xmalloc(sizeof(*sl));
+        sl->c = c;
+        sl->i = i;
+        c->pending++;
+        if (tp_game_round_load(c->store, c->buckets, id, on_current_round, sl) != 0) {
+            free(sl);
+            c->pending--;
+            c->err = TP_EUNAVAIL;
+        }
+    }
+    current_done(c);
+}
+
+/* One read of the pair: pending holds 1 for the ids until they are in. */
+static int current_read(struct current *c)
+{
+    c->have[0] = c->have[1] = false;
+    c->pending = 1;
+    return tp_store_command(c->store, on_current_ids, c, "HMGET " TP_KEYS_CURRENT " open live");
+}
+
+int tp_game_round_load_current(struct tp_store *store, int buckets, tp_game_round_current_cb cb,
+                               void *ud)
+{
+    if (store == NULL)
+        return TP_EUNAVAIL;
+    struct current *c = tp_xcalloc(1, sizeof(*c));
+    c->store = store;
+    c->buckets = buckets;
+    c->cb = cb;
+    c->ud = ud;
+    int rc = current_read(c);
+    if (rc != 0)
+        free(c);
+    return rc;
+}

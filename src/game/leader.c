@@ -1,22 +1,21 @@
 /*
  * Game leader (see include/tickpool/game/leader.h and scripts/lua/README.md, "Game engine").
  *
- * Three watchers per process: the lease timer (500 ms, always running), and while leader the
- * step timer (50 ms) and the tick, an ev_periodic on the wall-clock tick grid (2 ms after each
- * multiple of tick_ms), so a tick goes out right after its own timestamp rather than up to a
- * whole tick_ms late. A step reads a snapshot of the last rounds from Redis, asks the planner
- * (planner.h, pure) for the action owed and does at most that ONE action (open, lock, close,
- * cancel, settle or resync one round), as a short asynchronous chain of fenced scripts; the
- * next step re-reads Redis, so a chain interrupted by a crash or a lost lease is simply resumed
- * by whoever leads next (every script is idempotent). Only one step and one tick chain are in
- * flight at a time (busy flags).
+ * Four watchers per process: the lease timer (500 ms, always running), and while leader the
+ * boundary timer (an ev_periodic at the wall-clock time of the next lock or close, see
+ * leader_boundary.c), the safety step timer (250 ms: settlement, cancellation past grace,
+ * resync and retries; no boundary waits for it) and the tick, an ev_periodic on the wall-clock
+ * tick grid (2 ms after each multiple of tick_ms), so a tick goes out right after its own
+ * timestamp rather than up to a whole tick_ms late. A step reads a snapshot of the last rounds
+ * from Redis, asks the planner (planner.h, pure) for the action owed and does at most that ONE
+ * action (a boundary, or cancel, settle or resync one round), as a short asynchronous chain of
+ * fenced scripts; the next step re-reads Redis, so a chain interrupted by a crash or a lost
+ * lease is simply resumed by whoever leads next (every script is idempotent). Only one step and
+ * one tick chain are in flight at a time (busy flags).
  *
- * This file holds the lease, the step and the open/lock/close/cancel chains; the price feed is
- * in leader_tick.c and the settlement driver in leader_settle.c (leader_internal.h).
- *
- * Ordering (why no bet lands after a lock is recorded): at a lock the next round is opened
- * first (global then buckets), then every bucket copy flips to live, and only then the global
- * lock records L. A close reads the bucket pools after they are frozen (live).
+ * This file holds the lease, the step and the cancel and resync chains; the boundary is in
+ * leader_boundary.c, the price feed in leader_tick.c and the settlement driver in
+ * leader_settle.c (leader_internal.h).
  */
 #include "leader_internal.h"
 
@@ -45,9 +44,9 @@
 #define LEASE_PERIOD 0.5
 #define LEASE_PX 2000
 #define LEASE_LOSS_MS 1500 /* no successful renewal for this long: assume lost */
-#define STEP_PERIOD 0.05
-#define STEP_BURST 16    /* steps run back to back before the 50 ms pace resumes */
-#define TICK_LAG_S 0.002 /* fire just after a grid point, so its tick is due */
+#define STEP_PERIOD 0.25   /* the safety step: boundaries run on their own timer */
+#define STEP_BURST 16      /* steps run back to back before the safety pace resumes */
+#define TICK_LAG_S 0.002   /* fire just after a grid point, so its tick is due */
 
 _Static_assert(TP_ROUND_MAX_BANDS == TP_SCRIPT_BANDS_MAX, "the script stubs carry every band");
 
@@ -82,7 +81,11 @@ void tp_leader_op_fail(struct tp_leader *l, const char *what, const char *code)
 {
     if (strcmp(code, "stale_epoch") == 0) {
         tp_leader_lose(l, "stale epoch");
-    } else if (strcmp(code, "too_early") != 0) {
+    } else if (strcmp(code, "too_early") == 0) {
+        /* Redis's clock is behind ours: retry shortly rather than in a burst of refusals. */
+        l->acted = false;
+        tp_leader_boundary_retry(l, 2);
+    } else {
         tp_log_warn(MOD, "%s failed\tround=%lld code=%s", what, (long long)l->op.r.id, code);
     }
     tp_leader_step_end(l);
@@ -103,19 +106,41 @@ void tp_leader_publish_round(struct tp_leader *l, int64_t id)
 
 /* --- Actions --- */
 
+static void step_start_now(struct tp_leader *l)
+{
+    ev_timer_stop(l->loop, &l->step_t);
+    ev_timer_set(&l->step_t, 0., STEP_PERIOD);
+    ev_timer_start(l->loop, &l->step_t);
+}
+
+void tp_leader_step_now(struct tp_leader *l)
+{
+    if (!l->leader)
+        return;
+    if (l->step_busy)
+        l->step_owed = true;
+    else
+        step_start_now(l);
+}
+
 void tp_leader_step_end(struct tp_leader *l)
 {
     l->step_busy = false;
-    /* After an action the next may be owed already (a boundary owes open, lock and close in a
-     * row): the next step starts now rather than up to 50 ms later, which with a small grace
-     * cancelled the round whose close came third. Bounded, so a failing action retries at the
-     * normal pace. */
-    if (l->acted && l->leader && l->burst < STEP_BURST) {
+    if (!l->leader)
+        return;
+    /* The boundary timer fired meanwhile (a settlement page was in flight): its step now. */
+    if (l->step_owed) {
+        l->step_owed = false;
+        step_start_now(l);
+        return;
+    }
+    /* After an action the next may be owed already (a cancel's settlement, a close behind the
+     * boundary): the next step starts now rather than at the safety pace. Bounded, so a
+     * failing action retries at the normal pace. */
+    if (l->acted && l->burst < STEP_BURST) {
         l->acted = false;
         l->burst++;
-        ev_timer_stop(l->loop, &l->step_t);
-        ev_timer_set(&l->step_t, 0., STEP_PERIOD);
-        ev_timer_start(l->loop, &l->step_t);
+        step_start_now(l);
     }
 }
 
@@ -127,14 +152,13 @@ const struct tp_leader_snap *tp_leader_snap_find(const struct tp_leader *l, int6
     return NULL;
 }
 
-/* A bucket's copy of round `id` moves to `st` (open, live or cancelled; never backwards). */
-static void bucket_state(struct tp_leader *l, int b, int64_t id, enum tp_round_state st,
-                         int64_t locks_at, tp_store_cb cb)
+/* A bucket's copy of round op.r moves to `st` (open, live or cancelled; never backwards). */
+static void bucket_state(struct tp_leader *l, int b, enum tp_round_state st, tp_store_cb cb)
 {
     struct tp_script_bucket_state_args a = {.bucket = b,
-                                            .id = id,
+                                            .id = l->op.r.id,
                                             .state = tp_round_state_name(st),
-                                            .locks_at = locks_at,
+                                            .locks_at = l->op.r.t.locks_at,
                                             .grace_ms = l->g->grace_ms,
                                             .nbands = tp_leader_nbands(&l->op.r),
                                             .min_stake = l->op.r.min_stake,
@@ -143,18 +167,16 @@ static void bucket_state(struct tp_leader *l, int b, int64_t id, enum tp_round_s
         cb(TP_EUNAVAIL, NULL, l);
 }
 
-/* Fires one call per bucket; `cb` counts op.pending down. */
-static void all_buckets(struct tp_leader *l, int64_t id, enum tp_round_state st, int64_t locks_at,
-                        tp_store_cb cb)
+void tp_leader_all_buckets(struct tp_leader *l, enum tp_round_state st, tp_store_cb cb)
 {
     l->op.pending = l->g->buckets;
     l->op.err = 0;
     for (int b = 0; b < l->g->buckets; b++)
-        bucket_state(l, b, id, st, locks_at, cb);
+        bucket_state(l, b, st, cb);
 }
 
-/* Counts a fan-out reply; returns true when it was the last one. */
-static bool fan_in(struct tp_leader *l, int err, const struct tp_store_reply *r, const char **code)
+bool tp_leader_fan_in(struct tp_leader *l, int err, const struct tp_store_reply *r,
+                      const char **code)
 {
     if (l->op.err == 0 && !tp_leader_reply_ok(err, r, code)) {
         l->op.err = 1;
@@ -166,34 +188,16 @@ static bool fan_in(struct tp_leader *l, int err, const struct tp_store_reply *r,
     return true;
 }
 
-/* Open: round_open (global), then every bucket copy. */
-static void on_open_bucket(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    if (!fan_in(l, err, r, &code))
-        return;
-    if (l->op.err) {
-        tp_leader_op_fail(l, "open (bucket)", code);
-        return;
-    }
-    tp_log_info(MOD, "round opened\tround=%lld locks_at=%lld", (long long)l->op.r.id,
-                (long long)l->op.r.t.locks_at);
-    l->open_synced = l->op.r.id;
-    tp_leader_publish_round(l, l->op.r.id);
-    tp_leader_step_end(l);
-}
-
 /*
  * Re-writes the open round's bucket copies once per lease: a leader that died between
- * round_open and a bucket's copy left that bucket answering round_not_found for the round.
- * bucket_state.lua never moves a state backwards, so this is a no-op where it was done.
+ * round_boundary's open and a bucket's copy left that bucket answering round_not_found for the
+ * round. bucket_state.lua never moves a state backwards, so this is a no-op where it was done.
  */
 static void on_resync_bucket(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     const char *code;
-    if (!fan_in(l, err, r, &code))
+    if (!tp_leader_fan_in(l, err, r, &code))
         return;
     if (l->op.err) {
         tp_leader_op_fail(l, "open (bucket resync)", code);
@@ -206,101 +210,7 @@ static void on_resync_bucket(int err, const struct tp_store_reply *r, void *ud)
 static void resync_open(struct tp_leader *l, const struct tp_game_round *r)
 {
     l->op.r = *r;
-    all_buckets(l, r->id, TP_ROUND_OPEN, r->t.locks_at, on_resync_bucket);
-}
-
-static void on_open(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    if (!tp_leader_reply_ok(err, r, &code)) {
-        tp_leader_op_fail(l, "open", code);
-        return;
-    }
-    all_buckets(l, l->op.r.id, TP_ROUND_OPEN, l->op.r.t.locks_at, on_open_bucket);
-}
-
-static void do_open(struct tp_leader *l, int64_t id, int64_t opens_at)
-{
-    int64_t bet_ms = (int64_t)l->g->betting_s * 1000, live_ms = (int64_t)l->g->live_s * 1000;
-    struct tp_round_times t;
-    uint8_t seed[TP_PRICE_SIM_SEED_LEN];
-    char hex[65], hash[65];
-    int64_t vol = tp_price_sim_vol_ppb(l->g->volatility, l->g->tick_ms);
-    if (tp_round_schedule(opens_at, bet_ms, live_ms, &t) != 0 || vol < 0 ||
-        tp_random_bytes(seed, sizeof(seed)) != 0) {
-        tp_log_error(MOD, "cannot open round\tround=%lld", (long long)id);
-        tp_leader_step_end(l);
-        return;
-    }
-    tp_hex_encode(seed, sizeof(seed), hex);
-    tp_price_sim_seed_hash(seed, hash);
-    memset(&l->op.r, 0, sizeof(l->op.r));
-    l->op.r.id = id;
-    l->op.r.t = t;
-    /* The round's rules are the config's at its open, stored with it for good (round_open) and
-     * in its bucket copies (band count and stake bounds, what bet.lua checks). */
-    l->op.r.n_edges = l->g->n_band_edges;
-    memcpy(l->op.r.edges, l->g->band_edges_bps, sizeof(int) * (size_t)l->g->n_band_edges);
-    l->op.r.rake_bps = l->g->rake_bps;
-    l->op.r.min_stake = l->g->min_stake;
-    l->op.r.max_stake = l->g->max_stake;
-    struct tp_script_round_open_args a = {.fence = tp_leader_fence(l),
-                                          .id = id,
-                                          .opens_at = t.opens_at,
-                                          .locks_at = t.locks_at,
-                                          .closes_at = t.closes_at,
-                                          .seed_hex = hex,
-                                          .seed_hash = hash,
-                                          .vol_ppb = vol,
-                                          .rake_bps = l->g->rake_bps,
-                                          .edges_bps = l->g->band_edges_bps,
-                                          .n_edges = l->g->n_band_edges,
-                                          .tick_ms = l->g->tick_ms,
-                                          .betting_ms = bet_ms,
-                                          .min_stake = l->g->min_stake,
-                                          .max_stake = l->g->max_stake};
-    if (tp_script_round_open(l->store, &a, on_open, l) != 0)
-        tp_leader_step_end(l);
-}
-
-/* Lock: every bucket live, then round_lock with L. */
-static void on_lock(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    if (!tp_leader_reply_ok(err, r, &code)) {
-        tp_leader_op_fail(l, "lock", code);
-        return;
-    }
-    tp_log_info(MOD, "round locked\tround=%lld lock_price=%lld", (long long)l->op.r.id,
-                (long long)l->op.r.lock_price);
-    tp_leader_publish_round(l, l->op.r.id);
-    tp_leader_step_end(l);
-}
-
-static void on_lock_bucket(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    if (!fan_in(l, err, r, &code))
-        return;
-    if (l->op.err) {
-        tp_leader_op_fail(l, "lock (bucket)", code);
-        return;
-    }
-    int64_t L = tp_leader_lock_price(l, &l->op.r);
-    l->op.r.lock_price = L;
-    struct tp_script_round_lock_args a = {
-        .fence = tp_leader_fence(l), .id = l->op.r.id, .lock_price = L};
-    if (tp_script_round_lock(l->store, &a, on_lock, l) != 0)
-        tp_leader_step_end(l);
-}
-
-static void do_lock(struct tp_leader *l, const struct tp_game_round *r)
-{
-    l->op.r = *r;
-    all_buckets(l, r->id, TP_ROUND_LIVE, r->t.locks_at, on_lock_bucket);
+    tp_leader_all_buckets(l, TP_ROUND_OPEN, on_resync_bucket);
 }
 
 static void on_pool(int err, const struct tp_store_reply *r, void *ud)
@@ -327,8 +237,7 @@ static void on_pool(int err, const struct tp_store_reply *r, void *ud)
     l->op.pools_next(l);
 }
 
-/* Pools of every bucket into op.pools, then `next`. */
-static void read_pools(struct tp_leader *l, void (*next)(struct tp_leader *l))
+void tp_leader_read_pools(struct tp_leader *l, void (*next)(struct tp_leader *l))
 {
     memset(l->op.pools, 0, sizeof(l->op.pools));
     l->op.err = 0;
@@ -342,7 +251,7 @@ static void read_pools(struct tp_leader *l, void (*next)(struct tp_leader *l))
     }
 }
 
-static int64_t pools_total(const struct tp_leader *l)
+int64_t tp_leader_pools_total(const struct tp_leader *l)
 {
     int64_t t = 0;
     for (int i = 0; i < tp_leader_nbands(&l->op.r); i++)
@@ -368,7 +277,7 @@ static void cancel_pools_read(struct tp_leader *l)
 {
     struct tp_script_round_cancel_args a = {.fence = tp_leader_fence(l),
                                             .id = l->op.r.id,
-                                            .total = pools_total(l),
+                                            .total = tp_leader_pools_total(l),
                                             .pools = l->op.pools,
                                             .npools = tp_leader_nbands(&l->op.r),
                                             .reason = "deadline missed"};
@@ -380,74 +289,19 @@ static void on_cancel_bucket(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     const char *code;
-    if (!fan_in(l, err, r, &code))
+    if (!tp_leader_fan_in(l, err, r, &code))
         return;
     if (l->op.err) {
         tp_leader_op_fail(l, "cancel (bucket)", code);
         return;
     }
-    read_pools(l, cancel_pools_read);
+    tp_leader_read_pools(l, cancel_pools_read);
 }
 
-static void do_cancel(struct tp_leader *l, const struct tp_game_round *r)
+void tp_leader_cancel(struct tp_leader *l, const struct tp_game_round *r)
 {
     l->op.r = *r;
-    all_buckets(l, r->id, TP_ROUND_CANCELLED, r->t.locks_at, on_cancel_bucket);
-}
-
-/* Close: pools (frozen), C from the seed(s), band, plan, round_close. */
-static void on_close(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    if (!tp_leader_reply_ok(err, r, &code)) {
-        tp_leader_op_fail(l, "close", code);
-        return;
-    }
-    tp_log_info(MOD, "round closed\tround=%lld close_price=%lld band=%d", (long long)l->op.r.id,
-                (long long)l->op.r.close_price, l->op.r.winning_band);
-    tp_leader_step_end(l);
-}
-
-static void close_pools_read(struct tp_leader *l)
-{
-    struct tp_game_round *r = &l->op.r;
-    int64_t C = tp_leader_close_price(l, r);
-    if (C < 1) {
-        tp_log_warn(MOD, "close price unknown (missing seed): cancelling\tround=%lld",
-                    (long long)r->id);
-        struct tp_game_round copy = *r;
-        do_cancel(l, &copy);
-        return;
-    }
-    int band = tp_round_band(r->lock_price, C, r->edges, r->n_edges);
-    int64_t T = pools_total(l);
-    struct tp_settle_plan plan;
-    if (band < 0 || tp_settle_plan(T, l->op.pools[band], r->rake_bps, &plan) != 0) {
-        tp_leader_op_fail(l, "close plan", "invalid");
-        return;
-    }
-    r->close_price = C;
-    r->winning_band = band;
-    struct tp_script_round_close_args a = {.fence = tp_leader_fence(l),
-                                           .id = r->id,
-                                           .close_price = C,
-                                           .winning_band = band,
-                                           .total = plan.total,
-                                           .winning_stake = plan.winning_stake,
-                                           .rake = plan.rake,
-                                           .pot = plan.pot,
-                                           .refund_all = plan.refund_all,
-                                           .pools = l->op.pools,
-                                           .npools = tp_leader_nbands(&l->op.r)};
-    if (tp_script_round_close(l->store, &a, on_close, l) != 0)
-        tp_leader_step_end(l);
-}
-
-static void do_close(struct tp_leader *l, const struct tp_game_round *r)
-{
-    l->op.r = *r;
-    read_pools(l, close_pools_read);
+    tp_leader_all_buckets(l, TP_ROUND_CANCELLED, on_cancel_bucket);
 }
 
 /* --- Step: snapshot, then one action --- */
@@ -469,8 +323,9 @@ static void execute(struct tp_leader *l)
     l->acted = a.op != TP_PLANNER_NONE;
     if (!l->acted)
         l->burst = 0;
-    if (a.op == TP_PLANNER_OPEN) {
-        do_open(l, a.round_id, a.opens_at);
+    tp_leader_boundary_arm(l);
+    if (a.op == TP_PLANNER_BOUNDARY) {
+        tp_leader_boundary(l, &a);
         return;
     }
     const struct tp_leader_snap *s = tp_leader_snap_find(l, a.round_id);
@@ -479,14 +334,8 @@ static void execute(struct tp_leader *l)
         return;
     }
     switch (a.op) {
-    case TP_PLANNER_LOCK:
-        do_lock(l, &s->r);
-        break;
-    case TP_PLANNER_CLOSE:
-        do_close(l, &s->r);
-        break;
     case TP_PLANNER_CANCEL:
-        do_cancel(l, &s->r);
+        tp_leader_cancel(l, &s->r);
         break;
     case TP_PLANNER_SETTLE:
         tp_leader_settle(l, &s->r);
@@ -506,8 +355,7 @@ bool tp_leader_boundary_due(struct tp_leader *l)
     struct tp_planner_action a;
     if (tp_planner_next(&l->pc, l->plan_in, l->nsnap, tp_now_ms(), l->open_synced, &a) != 0)
         return false;
-    return a.op == TP_PLANNER_OPEN || a.op == TP_PLANNER_LOCK || a.op == TP_PLANNER_CLOSE ||
-           a.op == TP_PLANNER_CANCEL;
+    return a.op == TP_PLANNER_BOUNDARY || a.op == TP_PLANNER_CANCEL;
 }
 
 static void snap_done(struct tp_leader *l)
@@ -709,8 +557,10 @@ void tp_leader_lose(struct tp_leader *l, const char *why)
     if (!l->leader)
         return;
     l->leader = false;
+    l->step_owed = false;
     ev_timer_stop(l->loop, &l->step_t);
     ev_periodic_stop(l->loop, &l->tick_p);
+    ev_periodic_stop(l->loop, &l->boundary_p);
     l->seg_ok = l->seg_known = false;
     tp_metrics_set(TP_METRIC_IS_LEADER, 0);
     tp_log_warn(MOD, "lost the leader lease\tholder=%s epoch=%lld reason=\"%s\"", l->holder,
@@ -790,7 +640,8 @@ void tp_leader_start(struct tp_worker *w)
     ev_timer_init(&l->step_t, step_cb, 0., STEP_PERIOD);
     /* Tick timestamps are multiples of tick_ms (rounds are aligned to the wall clock). */
     ev_periodic_init(&l->tick_p, tp_leader_tick_cb, TICK_LAG_S, l->g->tick_ms / 1000.0, NULL);
-    l->lease_t.data = l->step_t.data = l->tick_p.data = l;
+    ev_periodic_init(&l->boundary_p, tp_leader_boundary_cb, 0., 0., NULL);
+    l->lease_t.data = l->step_t.data = l->tick_p.data = l->boundary_p.data = l;
     ev_timer_start(l->loop, &l->lease_t);
     tp_worker_slot_set(w, slot, l);
 }

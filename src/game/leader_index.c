@@ -2,13 +2,13 @@
  * Game leader, the unfinished-index scan (see leader_internal.h and scripts/lua/round_index.lua).
  *
  * The planner sees a round only through tp:{g}:unfinished (plus the newest few), which
- * round_open and round_final keep. A server older than that index left its rounds in flight
+ * round_boundary and round_final keep. A server older than that index left its rounds in flight
  * outside it, and one left live for ever by the old 6-round window can be any number of rounds
  * back: without this scan no leader would ever close, cancel or settle it, and its stakes would
  * stay held. So once per lease the leader walks the round ids above the scan mark
  * (tp:{g}:unfinished_scan), a page at a time, and round_index.lua adds the unfinished ones. The
  * first lease after an upgrade walks the whole history once; later ones only the rounds opened
- * since (already indexed by round_open), so a failover costs a page or two.
+ * since (already indexed by round_boundary), so a failover costs a page or two.
  *
  * The walk runs beside the steps (it never holds step_busy: a long history must not delay a
  * boundary); every call is fenced, so a lost lease stops it, and the next lease walks again

@@ -1,8 +1,9 @@
 /*
  * Internals of the game leader shared by its files (private to module game/leader):
- * leader.c (lease, step, snapshot, and the open/lock/close/cancel chains the planner's actions
- * start), leader_tick.c (the price feed: ticks along the current segment, and the lock and
- * close prices over the chain of seeds) and leader_settle.c (the paged settlement driver).
+ * leader.c (lease, step, snapshot, and the cancel and resync chains), leader_boundary.c (the
+ * boundary: close, lock and open in one fenced script, and the timer that runs it on time),
+ * leader_tick.c (the price feed: ticks along the current segment, and the lock and close prices
+ * over the chain of seeds) and leader_settle.c (the paged settlement driver).
  *
  * Everything runs on the worker's loop; one step (op) and one tick chain are in flight at a
  * time. A chain ends its step with tp_leader_step_end, or through tp_leader_op_fail.
@@ -52,9 +53,11 @@ struct tp_leader {
     int64_t last_renew_ms;
     ev_timer lease_t, step_t;
     ev_periodic tick_p;
+    ev_periodic boundary_p; /* at the next boundary's wall-clock time (leader_boundary.c) */
     bool lease_busy, step_busy, tick_busy;
-    bool acted; /* this step started an action (not NONE) */
-    int burst;  /* steps started at once after an action, since the planner last owed nothing */
+    bool step_owed; /* the boundary timer fired during a step: the next one starts at its end */
+    bool acted;     /* this step started an action (not NONE) */
+    int burst;      /* steps started at once after an action, since the planner last owed nothing */
     const struct tp_leader_observer *obs; /* who announces rounds and ticks (NULL: nobody) */
     void *obs_ud;
 
@@ -95,6 +98,16 @@ struct tp_leader {
         int64_t tick_last;
         void (*pools_next)(struct tp_leader *l); /* read_pools' continuation */
     } op;
+
+    /* The boundary in flight (leader_boundary.c): its parts, as the planner owed them. */
+    struct {
+        bool has_close, has_lock, has_open;
+        struct tp_game_round close, lock, open;
+        int64_t due_ms; /* the boundary's time T: the lock or close time, or the open's */
+        struct tp_settle_plan plan;
+        int64_t pools[TP_ROUND_MAX_BANDS]; /* the closing round's */
+        char seed_hex[65];
+    } bnd;
 };
 
 /** The fencing pair (holder, epoch) of this lease, for the leader scripts. */
@@ -130,6 +143,42 @@ bool tp_leader_boundary_due(struct tp_leader *l);
 
 /** Tells the observer, if any, that round `id` changed. */
 void tp_leader_publish_round(struct tp_leader *l, int64_t id);
+
+/** Starts the next step now, or at the end of the one in flight. */
+void tp_leader_step_now(struct tp_leader *l);
+
+/** Moves every bucket copy of round op.r to `st` (its band count from op.r); `cb` counts
+ * op.pending down with tp_leader_fan_in. */
+void tp_leader_all_buckets(struct tp_leader *l, enum tp_round_state st, tp_store_cb cb);
+
+/** Counts a fan-out reply; true when it was the last one, with *code "ok" or the first
+ * failure's code (op.err set). */
+bool tp_leader_fan_in(struct tp_leader *l, int err, const struct tp_store_reply *r,
+                      const char **code);
+
+/** Sums the pools of round op.r over every bucket into op.pools, then calls `next`. */
+void tp_leader_read_pools(struct tp_leader *l, void (*next)(struct tp_leader *l));
+
+/** Σ op.pools over op.r's bands. */
+int64_t tp_leader_pools_total(const struct tp_leader *l);
+
+/** Cancels round r (every bucket copy, then round_cancel); ends the step. */
+void tp_leader_cancel(struct tp_leader *l, const struct tp_game_round *r);
+
+/* --- leader_boundary.c --- */
+
+/** Runs the boundary `a` (TP_PLANNER_BOUNDARY) of this step's snapshot; ends the step. */
+void tp_leader_boundary(struct tp_leader *l, const struct tp_planner_action *a);
+
+/** Arms the boundary timer at the next lock or close time of this step's snapshot (stops it
+ * when there is none). */
+void tp_leader_boundary_arm(struct tp_leader *l);
+
+/** Arms the boundary timer `ms` from now: a boundary refused as too early is retried then. */
+void tp_leader_boundary_retry(struct tp_leader *l, int ms);
+
+/** The boundary timer's callback (ev_periodic). */
+void tp_leader_boundary_cb(struct ev_loop *loop, ev_periodic *p, int revents);
 
 /* --- leader_tick.c --- */
 

@@ -2,16 +2,19 @@
  * Game planner (see include/tickpool/game/planner.h): the leader's decision, pure.
  *
  * Completeness: the planner sees every unfinished round, not a window of the newest
- * ones, because the leader loads them from tp:{g}:unfinished, which round_open adds to and
- * round_final removes from in the same scripts that change the state. So a close falling due
+ * ones, because the leader loads them from tp:{g}:unfinished, which round_boundary's open adds
+ * to and round_final removes from in the same scripts that change the state. So a close falling due
  * behind any number of newer rounds (live_s >= 5 x betting_s used to hide it), a round past its
  * grace, or a round stuck in settling is always in front of the planner.
  *
  * Priorities, in this order, one action per call:
  *  1. a lock, close or cancel due on an open or live round, newest round first, so the round
- *     taking bets locks before the previous round closes. The newest round's lock is preceded
- *     by opening the next round at that lock time, so one round is always open (unless that
- *     time is off the betting grid after a betting_s change: then a phase goes without);
+ *     taking bets locks before the previous round closes. The newest round's lock is a whole
+ *     boundary: the live round whose close is due (the one closing at that same time when
+ *     live_s is a multiple of betting_s) and the open of the next round at that lock time go
+ *     with it, so one round is always open and `live` is always `open - 1` (unless that time
+ *     is off the betting grid after a betting_s change: then a phase goes without an open
+ *     round). Any other due lock or close is a boundary of that one part;
  *  2. the oldest settling or cancelling round gets its pages run (a restart mid-settlement
  *     simply resumes here: every settlement script is idempotent);
  *  3. no open round at all (a fresh game, or every round cancelled after a clock jump): open
@@ -30,8 +33,8 @@
 #include "tickpool/base/config.h"
 
 static const char *const op_names[] = {
-    [TP_PLANNER_NONE] = "none",     [TP_PLANNER_OPEN] = "open",     [TP_PLANNER_LOCK] = "lock",
-    [TP_PLANNER_CLOSE] = "close",   [TP_PLANNER_CANCEL] = "cancel", [TP_PLANNER_SETTLE] = "settle",
+    [TP_PLANNER_NONE] = "none",     [TP_PLANNER_BOUNDARY] = "boundary",
+    [TP_PLANNER_CANCEL] = "cancel", [TP_PLANNER_SETTLE] = "settle",
     [TP_PLANNER_RESYNC] = "resync",
 };
 
@@ -47,9 +50,34 @@ void tp_planner_config_init(struct tp_planner_config *out, const struct tp_confi
     out->paused = false;
 }
 
-static struct tp_planner_action act(enum tp_planner_op op, int64_t id, int64_t opens_at)
+static struct tp_planner_action act(enum tp_planner_op op, int64_t id)
 {
-    return (struct tp_planner_action){.op = op, .round_id = id, .opens_at = opens_at};
+    return (struct tp_planner_action){.op = op, .round_id = id};
+}
+
+static struct tp_planner_action boundary(int64_t close_id, int64_t lock_id, int64_t open_id,
+                                         int64_t opens_at)
+{
+    return (struct tp_planner_action){.op = TP_PLANNER_BOUNDARY,
+                                      .close_id = close_id,
+                                      .lock_id = lock_id,
+                                      .open_id = open_id,
+                                      .opens_at = opens_at};
+}
+
+/* The newest live round before rounds[below] whose close is due and still within grace (0:
+ * none): it closes in the same step as the lock at rounds[below]. */
+static int64_t close_due_with(const struct tp_planner_config *c,
+                              const struct tp_planner_round *rounds, int below, int64_t now_ms)
+{
+    for (int i = below - 1; i >= 0; i--) {
+        enum tp_round_event ev;
+        if (rounds[i].state == TP_ROUND_LIVE &&
+            tp_round_due(rounds[i].state, &rounds[i].t, now_ms, c->grace_ms, &ev) == 1 &&
+            ev == TP_ROUND_EV_CLOSE)
+            return rounds[i].id;
+    }
+    return 0;
 }
 
 /* Priority 1: the event the newest due open/live round needs, if any. */
@@ -66,26 +94,40 @@ static bool plan_due(const struct tp_planner_config *c, const struct tp_planner_
             continue;
         switch (ev) {
         case TP_ROUND_EV_CANCEL:
-            *out = act(TP_PLANNER_CANCEL, r->id, 0);
+            *out = act(TP_PLANNER_CANCEL, r->id);
             return true;
         case TP_ROUND_EV_LOCK:
-            /* The next round opens first, at this lock time, so one round is always open. Not
-             * when betting_s changed with a restart and this lock is off the new grid: that
-             * open could never succeed and, being owed first, would block every other action
-             * until the round is cancelled (found by tests/unit/game/test_sim.c). The round
-             * locks instead, and rule 3 opens the next one at the next boundary. */
-            *out = r->id == max_id && r->t.locks_at % c->betting_ms == 0 && !c->paused
-                       ? act(TP_PLANNER_OPEN, r->id + 1, r->t.locks_at)
-                       : act(TP_PLANNER_LOCK, r->id, 0);
+            /* The next round opens in the same step, at this lock time. Not while the operator
+             * has paused the game, nor when betting_s changed with a restart and this lock is
+             * off the new grid: that round could never be opened (found by
+             * tests/unit/game/test_sim.c). The round locks alone, and rule 3 opens the next one
+             * at the next boundary. */
+            if (r->id == max_id && r->t.locks_at % c->betting_ms == 0 && !c->paused)
+                *out =
+                    boundary(close_due_with(c, rounds, i, now_ms), r->id, r->id + 1, r->t.locks_at);
+            else
+                *out = boundary(close_due_with(c, rounds, i, now_ms), r->id, 0, 0);
             return true;
         case TP_ROUND_EV_CLOSE:
-            *out = act(TP_PLANNER_CLOSE, r->id, 0);
+            *out = boundary(r->id, 0, 0, 0);
             return true;
         default:
             break;
         }
     }
     return false;
+}
+
+int64_t tp_planner_next_due(const struct tp_planner_round *rounds, int n)
+{
+    int64_t due = INT64_MAX;
+    for (int i = 0; rounds != NULL && i < n; i++) {
+        int64_t at = rounds[i].state == TP_ROUND_OPEN   ? rounds[i].t.locks_at
+                     : rounds[i].state == TP_ROUND_LIVE ? rounds[i].t.closes_at
+                                                        : INT64_MAX;
+        due = at < due ? at : due;
+    }
+    return due;
 }
 
 int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_round *rounds, int n,
@@ -97,12 +139,12 @@ int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_r
     for (int i = 1; i < n; i++)
         if (rounds[i].id <= rounds[i - 1].id)
             return TP_EINVAL;
-    *out = act(TP_PLANNER_NONE, 0, 0);
+    *out = act(TP_PLANNER_NONE, 0);
     if (plan_due(c, rounds, n, now_ms, out))
         return 0;
     for (int i = 0; i < n; i++) {
         if (rounds[i].state == TP_ROUND_SETTLING || rounds[i].state == TP_ROUND_CANCELLING) {
-            *out = act(TP_PLANNER_SETTLE, rounds[i].id, 0);
+            *out = act(TP_PLANNER_SETTLE, rounds[i].id);
             return 0;
         }
     }
@@ -111,12 +153,12 @@ int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_r
         have_open = have_open || rounds[i].state == TP_ROUND_OPEN;
     if (!have_open && !c->paused) {
         int64_t max_id = n > 0 ? rounds[n - 1].id : 0;
-        *out = act(TP_PLANNER_OPEN, max_id + 1, tp_round_align_open(now_ms, c->betting_ms));
+        *out = boundary(0, 0, max_id + 1, tp_round_align_open(now_ms, c->betting_ms));
         return 0;
     }
     for (int i = n - 1; i >= 0; i--) {
         if (rounds[i].state == TP_ROUND_OPEN && rounds[i].id != open_synced) {
-            *out = act(TP_PLANNER_RESYNC, rounds[i].id, 0);
+            *out = act(TP_PLANNER_RESYNC, rounds[i].id);
             return 0;
         }
     }

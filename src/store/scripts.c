@@ -89,7 +89,7 @@ static void arg_str(struct tp_script_call *a, const char *s)
     push(a, s, strlen(s));
 }
 
-/* A comma list of integers ("" for none), the form round_open/round_close/round_cancel take. */
+/* A comma list of integers ("" for none), the form round_boundary/round_cancel take. */
 static void arg_list(struct tp_script_call *a, const int64_t *v, int n)
 {
     char list[TP_SCRIPT_BANDS_MAX * 21];
@@ -363,22 +363,45 @@ int tp_script_tick(struct tp_store *store, const struct tp_script_tick_args *t, 
     return run(store, &a, cb, ud);
 }
 
-/* scripts/lua/round_open.lua header: 7 global KEYS; fence + 13 ARGV. */
-static void round_open_args(const struct tp_script_round_open_args *o, struct tp_script_call *a)
+/* scripts/lua/round_boundary.lua header: 11 global KEYS (a part left out names round 0's);
+ * fence, then the close, lock and open parts (id 0: left out). */
+static void round_boundary_args(const struct tp_script_round_boundary_args *b,
+                                struct tp_script_call *a)
 {
+    static const struct tp_script_round_close_args no_close = {0};
+    static const struct tp_script_round_lock_args no_lock = {0};
+    static const struct tp_script_round_open_args no_open = {.seed_hex = "", .seed_hash = ""};
+    const struct tp_script_round_close_args *c = b->close ? b->close : &no_close;
+    const struct tp_script_round_lock_args *l = b->lock ? b->lock : &no_lock;
+    const struct tp_script_round_open_args *o = b->open ? b->open : &no_open;
     struct tp_key k;
     int64_t edges[TP_SCRIPT_BANDS_MAX];
     for (int i = 0; i < o->n_edges; i++)
         edges[i] = o->edges_bps[i];
-    start(a, "round_open");
+    start(a, "round_boundary");
     key(a, TP_KEYS_LEASE);
-    key(a, tp_keys_round(&k, o->id));
-    key(a, tp_keys_seed(&k, o->id));
-    key(a, TP_KEYS_ROUNDS);
     key(a, TP_KEYS_CURRENT);
     key(a, TP_KEYS_GLOBAL_OUTBOX);
+    key(a, TP_KEYS_ROUNDS);
     key(a, TP_KEYS_UNFINISHED);
-    fence(a, &o->fence);
+    key(a, tp_keys_round(&k, c->id));
+    key(a, tp_keys_round(&k, l->id));
+    key(a, tp_keys_round(&k, l->id > 0 ? l->id - 1 : 0));
+    key(a, tp_keys_seed(&k, l->id > 0 ? l->id - 1 : 0));
+    key(a, tp_keys_round(&k, o->id));
+    key(a, tp_keys_seed(&k, o->id));
+    fence(a, &b->fence);
+    arg_int(a, c->id);
+    arg_int(a, c->close_price);
+    arg_int(a, c->winning_band);
+    arg_int(a, c->total);
+    arg_int(a, c->winning_stake);
+    arg_int(a, c->rake);
+    arg_int(a, c->pot);
+    arg_int(a, c->refund_all);
+    arg_list(a, c->pools, c->npools);
+    arg_int(a, l->id);
+    arg_int(a, l->lock_price);
     arg_int(a, o->id);
     arg_int(a, o->opens_at);
     arg_int(a, o->locks_at);
@@ -394,67 +417,15 @@ static void round_open_args(const struct tp_script_round_open_args *o, struct tp
     arg_int(a, o->max_stake);
 }
 
-int tp_script_round_open(struct tp_store *store, const struct tp_script_round_open_args *o,
-                         tp_store_cb cb, void *ud)
+int tp_script_round_boundary(struct tp_store *store, const struct tp_script_round_boundary_args *b,
+                             tp_store_cb cb, void *ud)
 {
-    if (o->n_edges < 0 || o->n_edges >= TP_SCRIPT_BANDS_MAX)
+    if ((b->close == NULL && b->lock == NULL && b->open == NULL) ||
+        (b->open != NULL && (b->open->n_edges < 0 || b->open->n_edges >= TP_SCRIPT_BANDS_MAX)) ||
+        (b->close != NULL && (b->close->npools < 1 || b->close->npools > TP_SCRIPT_BANDS_MAX)))
         return TP_EINVAL;
     struct tp_script_call a;
-    round_open_args(o, &a);
-    return run(store, &a, cb, ud);
-}
-
-/* scripts/lua/round_lock.lua header: lease, round, current, round and seed of id-1; fence,
- * id, lock price. */
-static void round_lock_args(const struct tp_script_round_lock_args *l, struct tp_script_call *a)
-{
-    struct tp_key k;
-    start(a, "round_lock");
-    key(a, TP_KEYS_LEASE);
-    key(a, tp_keys_round(&k, l->id));
-    key(a, TP_KEYS_CURRENT);
-    key(a, tp_keys_round(&k, l->id - 1));
-    key(a, tp_keys_seed(&k, l->id - 1));
-    fence(a, &l->fence);
-    arg_int(a, l->id);
-    arg_int(a, l->lock_price);
-}
-
-int tp_script_round_lock(struct tp_store *store, const struct tp_script_round_lock_args *l,
-                         tp_store_cb cb, void *ud)
-{
-    struct tp_script_call a;
-    round_lock_args(l, &a);
-    return run(store, &a, cb, ud);
-}
-
-/* scripts/lua/round_close.lua header: lease, round, current; fence + 9 ARGV. */
-static void round_close_args(const struct tp_script_round_close_args *c, struct tp_script_call *a)
-{
-    struct tp_key k;
-    start(a, "round_close");
-    key(a, TP_KEYS_LEASE);
-    key(a, tp_keys_round(&k, c->id));
-    key(a, TP_KEYS_CURRENT);
-    fence(a, &c->fence);
-    arg_int(a, c->id);
-    arg_int(a, c->close_price);
-    arg_int(a, c->winning_band);
-    arg_int(a, c->total);
-    arg_int(a, c->winning_stake);
-    arg_int(a, c->rake);
-    arg_int(a, c->pot);
-    arg_int(a, c->refund_all);
-    arg_list(a, c->pools, c->npools);
-}
-
-int tp_script_round_close(struct tp_store *store, const struct tp_script_round_close_args *c,
-                          tp_store_cb cb, void *ud)
-{
-    if (c->npools < 1 || c->npools > TP_SCRIPT_BANDS_MAX)
-        return TP_EINVAL;
-    struct tp_script_call a;
-    round_close_args(c, &a);
+    round_boundary_args(b, &a);
     return run(store, &a, cb, ud);
 }
 

@@ -12,7 +12,10 @@
  *
  * Publishing: the leader's observer runs in the leader's process on its worker's loop and
  * publishes with the worker's command store, the connection the leader's scripts use, so a
- * `round` is published after the script that changed the round (it reloads the round first).
+ * `round` is published after the script that changed the round. Each `round` carries the
+ * current pair (rounds: {open, live}) read after that script, so a boundary, one script in
+ * Redis, is one consistent state in every message announcing it. Announcements are loaded and
+ * published one at a time, in the order the leader reported them.
  *
  * Beat lag (tickpool_beat_lag_seconds): a tick's `ts` is the leader's wall-clock instant of that
  * price. Frames are only written to the sockets by the worker's ev_prepare hook, just before the
@@ -63,6 +66,17 @@ struct bcast {
     bool odds_held;
     struct tp_protocol_odds odds;
     ev_timer odds_timer;
+    /* Leader side: rounds to announce, oldest first; the head is being loaded. */
+    struct announce *ann_head, *ann_tail;
+};
+
+/* A round announcement waiting for (or in) its load: the round and the current pair. */
+struct announce {
+    struct announce *next;
+    struct bcast *bc;
+    int64_t id;
+    bool have_open, have_live;
+    struct tp_game_round open, live;
 };
 
 /* The worker slot holding struct bcast (tp_bcast_install hands it out). */
@@ -344,23 +358,89 @@ int tp_bcast_publish(struct tp_store *store, const void *msg, size_t len)
                             len);
 }
 
-/* The leader's announcements: a round is loaded (with its live pools) and published whole. */
-static void on_round_loaded(int err, const struct tp_game_round *r, void *ud)
+/* --- The leader's announcements: a round (with its live pools) and the current pair --- */
+
+static void announce_next(struct bcast *bc);
+
+/* The head announcement is done (published or dropped): the next one starts. */
+static void announce_pop(struct bcast *bc)
 {
-    struct bcast *bc = ud;
-    if (err != 0)
-        return;
+    struct announce *a = bc->ann_head;
+    bc->ann_head = a->next;
+    if (bc->ann_head == NULL)
+        bc->ann_tail = NULL;
+    free(a);
+    announce_next(bc);
+}
+
+static void announce_publish(struct announce *a, const struct tp_game_round *r)
+{
     struct tp_buf b;
     tp_buf_init(&b);
-    tp_protocol_round(&b, r);
-    tp_bcast_publish(bc->store, tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_protocol_round(&b, r, a->have_open ? &a->open : NULL, a->have_live ? &a->live : NULL);
+    tp_bcast_publish(a->bc->store, tp_buf_ptr(&b), tp_buf_size(&b));
     tp_buf_deinit(&b);
+}
+
+static void on_announce_round(int err, const struct tp_game_round *r, void *ud)
+{
+    struct announce *a = ud;
+    if (err == 0)
+        announce_publish(a, r);
+    else
+        tp_log_warn(MOD, "round not announced	round=%lld err=%d", (long long)a->id, err);
+    announce_pop(a->bc);
+}
+
+static void on_announce_current(int err, const struct tp_game_round *open,
+                                const struct tp_game_round *live, void *ud)
+{
+    struct announce *a = ud;
+    if (err != 0) {
+        tp_log_warn(MOD, "round not announced	round=%lld err=%d", (long long)a->id, err);
+        announce_pop(a->bc);
+        return;
+    }
+    if ((a->have_open = open != NULL))
+        a->open = *open;
+    if ((a->have_live = live != NULL))
+        a->live = *live;
+    /* A round of the pair is announced as read with it; any other is read on its own. */
+    if (a->have_open && a->open.id == a->id)
+        announce_publish(a, &a->open);
+    else if (a->have_live && a->live.id == a->id)
+        announce_publish(a, &a->live);
+    else if (tp_game_round_load(a->bc->store, a->bc->buckets, a->id, on_announce_round, a) == 0)
+        return;
+    announce_pop(a->bc);
+}
+
+static void announce_next(struct bcast *bc)
+{
+    while (bc->ann_head != NULL) {
+        struct announce *a = bc->ann_head;
+        if (tp_game_round_load_current(bc->store, bc->buckets, on_announce_current, a) == 0)
+            return;
+        bc->ann_head = a->next;
+        free(a);
+    }
+    bc->ann_tail = NULL;
 }
 
 static void leader_round(void *ud, int64_t id)
 {
     struct bcast *bc = ud;
-    tp_game_round_load(bc->store, bc->buckets, id, on_round_loaded, bc);
+    struct announce *a = tp_xcalloc(1, sizeof(*a));
+    a->bc = bc;
+    a->id = id;
+    bool idle = bc->ann_head == NULL;
+    if (bc->ann_tail != NULL)
+        bc->ann_tail->next = a;
+    else
+        bc->ann_head = a;
+    bc->ann_tail = a;
+    if (idle)
+        announce_next(bc);
 }
 
 static void leader_tick(void *ud, int64_t ts, int64_t price)

@@ -187,23 +187,30 @@ void tp_protocol_pause(struct tp_buf *out, const struct tp_game_pause *p)
     tp_protocol_write_paused(&w, p);
 }
 
+/* rounds: {open, live}, the game's current pair (nil where there is none). */
+static void write_rounds(struct tp_wr *w, const struct tp_game_round *open,
+                         const struct tp_game_round *live)
+{
+    tp_wr_key(w, "rounds");
+    tp_wr_map(w, 2);
+    const struct tp_game_round *rounds[2] = {open, live};
+    static const char *const names[2] = {"open", "live"};
+    for (int i = 0; i < 2; i++) {
+        tp_wr_key(w, names[i]);
+        if (rounds[i] != NULL)
+            tp_protocol_write_round(w, rounds[i]);
+        else
+            tp_wr_null(w);
+    }
+}
+
 void tp_protocol_snapshot(struct tp_buf *out, const struct tp_game_round *open,
                           const struct tp_game_round *live, const int64_t *ticks, size_t nticks,
                           const struct tp_game_pause *paused)
 {
     struct tp_wr w;
     begin(&w, out, "snapshot", 3);
-    tp_wr_key(&w, "rounds");
-    tp_wr_map(&w, 2);
-    const struct tp_game_round *rounds[2] = {open, live};
-    static const char *const names[2] = {"open", "live"};
-    for (int i = 0; i < 2; i++) {
-        tp_wr_key(&w, names[i]);
-        if (rounds[i] != NULL)
-            tp_protocol_write_round(&w, rounds[i]);
-        else
-            tp_wr_null(&w);
-    }
+    write_rounds(&w, open, live);
     tp_wr_key(&w, "ticks");
     tp_wr_array(&w, nticks);
     for (size_t i = 0; i < nticks; i++) {
@@ -246,12 +253,14 @@ void tp_protocol_odds(struct tp_buf *out, const struct tp_protocol_odds *odds)
     write_odds_fields(&w, odds);
 }
 
-void tp_protocol_round(struct tp_buf *out, const struct tp_game_round *r)
+void tp_protocol_round(struct tp_buf *out, const struct tp_game_round *r,
+                       const struct tp_game_round *open, const struct tp_game_round *live)
 {
     struct tp_wr w;
-    begin(&w, out, "round", 1);
+    begin(&w, out, "round", 2);
     tp_wr_key(&w, "round");
     tp_protocol_write_round(&w, r);
+    write_rounds(&w, open, live);
 }
 
 void tp_protocol_bet_ok(struct tp_buf *out, const void *req, size_t reqlen,

@@ -247,41 +247,15 @@ static void snap_done(struct snap *sn)
         snap_finish(sn);
 }
 
-struct snap_slot {
-    struct snap *sn;
-    int i;
-};
-
-static void on_snap_round(int err, const struct tp_game_round *r, void *ud)
-{
-    struct snap_slot *sl = ud;
-    if (err == 0 && r != NULL) {
-        sl->sn->rounds[sl->i] = *r;
-        sl->sn->have[sl->i] = true;
-    }
-    struct snap *sn = sl->sn;
-    free(sl);
-    snap_done(sn);
-}
-
-static void on_snap_current(int err, const struct tp_store_reply *r, void *ud)
+static void on_snap_current(int err, const struct tp_game_round *open,
+                            const struct tp_game_round *live, void *ud)
 {
     struct snap *sn = ud;
-    if (err == 0 && tp_reply_len(r) == 2) {
-        for (int i = 0; i < 2; i++) {
-            const char *v = tp_reply_str(tp_reply_at(r, (size_t)i), NULL);
-            long long id = v != NULL ? strtoll(v, NULL, 10) : 0;
-            if (id <= 0)
-                continue;
-            struct snap_slot *sl = tp_xmalloc(sizeof(*sl));
-            sl->sn = sn;
-            sl->i = i;
-            sn->pending++;
-            if (tp_game_round_load(sn->sw->store, sn->sw->cfg->game.buckets, id, on_snap_round,
-                                   sl) != 0) {
-                free(sl);
-                sn->pending--;
-            }
+    const struct tp_game_round *rounds[2] = {open, live};
+    for (int i = 0; err == 0 && i < 2; i++) {
+        if (rounds[i] != NULL) {
+            sn->rounds[i] = *rounds[i];
+            sn->have[i] = true;
         }
     }
     snap_done(sn);
@@ -339,8 +313,7 @@ static void snap_start(struct sw *sw, struct sess *s)
     sn->pending = 1; /* held until every command is submitted */
     if (sw->store != NULL) {
         sn->pending++;
-        if (tp_store_command(sw->store, on_snap_current, sn,
-                             "HMGET " TP_KEYS_CURRENT " open live") != 0)
+        if (tp_game_round_load_current(sw->store, sw->cfg->game.buckets, on_snap_current, sn) != 0)
             sn->pending--;
         sn->pending++;
         if (tp_store_command(sw->store, on_snap_ticks, sn, "XRANGE " TP_KEYS_TICKS " %lld +",

@@ -145,7 +145,7 @@ def test_failover_after_kill_9():
 
 
 def test_new_leader_repairs_a_missing_bucket_copy_of_the_open_round():
-    """Regression (review of the money path): a leader dying between round_open and a bucket's
+    """Regression (review of the money path): a leader dying between round_boundary's open and a bucket's
     state copy left that bucket answering round_not_found all round; the next leader re-writes
     the open round's bucket copies once (bucket_state never moves a state backwards)."""
     env = dict(ENV, TICKPOOL_GAME_BETTING_S="8", TICKPOOL_GAME_LIVE_S="8")

@@ -16,7 +16,7 @@ import tpenv
 SRC = tpenv.SRC
 EDGES = [-10, -3, 3, 10]
 NBANDS = len(EDGES) + 1
-NAMES = ["lease", "tick", "round_open", "round_lock", "round_close", "round_cancel",
+NAMES = ["lease", "tick", "round_boundary", "round_cancel",
          "round_final", "bucket_state", "bucket_plan", "settle_page", "settle_finish", "bet_batch",
          "grant", "round_index"]
 G = "tp:{g}:"
@@ -75,14 +75,38 @@ class Game:
         return res[0]
 
     # --- rounds ---
+    # round_boundary.lua: close, lock and open parts, each None to leave it out
+    def boundary(self, close=None, lock=None, open=None):
+        c = close or {"id": 0}
+        lk = lock or {"id": 0}
+        o = open or {"id": 0}
+        keys = [G + "lease", G + "current", G + "outbox", G + "rounds", G + "unfinished",
+                G + f"round:{c['id']}", G + f"round:{lk['id']}",
+                G + f"round:{max(lk['id'] - 1, 0)}", G + f"seed:{max(lk['id'] - 1, 0)}",
+                G + f"round:{o['id']}", G + f"seed:{o['id']}"]
+        seed = o.get("seed", "00" * 32 if o["id"] else "")
+        h = hashlib.sha256(bytes.fromhex(seed)).hexdigest() if o["id"] else ""
+        args = self.fence()
+        args += [c["id"], c.get("price", 0), c.get("band", 0), c.get("T", 0), c.get("W", 0),
+                 c.get("rake", 0), c.get("pot", 0), c.get("refund", 0), c.get("pools", "")]
+        args += [lk["id"], lk.get("price", 0)]
+        args += [o["id"], o.get("opens_at", 0), o.get("locks_at", 0), o.get("closes_at", 0),
+                 seed, h, 45034 if o["id"] else 0, 300 if o["id"] else 0,
+                 ",".join(map(str, EDGES)) if o["id"] else "", 100 if o["id"] else 0,
+                 o.get("locks_at", 0) - o.get("opens_at", 0), *o.get("stakes", (0, 0))]
+        return self.run("round_boundary", keys, args)
+
+    @staticmethod
+    def part(r, i):
+        """One part's answer in the shape of the old one-part scripts: ['ok', done] or
+        ['err', code]."""
+        return ["ok", r[i]] if r[0] == "ok" else r[:2]
+
     def open(self, rid, opens_at, locks_at, closes_at, seed="00" * 32, stakes=(1, 10**9)):
-        """round_open, then every bucket copy; `stakes` are the round's (min, max)."""
-        k = [G + "lease", G + f"round:{rid}", G + f"seed:{rid}", G + "rounds", G + "current",
-             G + "outbox", G + "unfinished"]
-        h = hashlib.sha256(bytes.fromhex(seed)).hexdigest()
-        r = self.run("round_open", k, self.fence() + [rid, opens_at, locks_at, closes_at, seed, h,
-                                                       45034, 300, ",".join(map(str, EDGES)),
-                                                       100, locks_at - opens_at, *stakes])
+        """round_boundary's open, then every bucket copy; `stakes` are the round's (min, max)."""
+        r = self.part(self.boundary(open={"id": rid, "opens_at": opens_at, "locks_at": locks_at,
+                                          "closes_at": closes_at, "seed": seed,
+                                          "stakes": stakes}), 3)
         if r[0] == "ok":
             for b in range(self.B):
                 self.bstate(b, rid, "open", locks_at, stakes=stakes)
@@ -98,9 +122,7 @@ class Game:
             r = self.bstate(b, rid, "live", locks_at)
             if r[0] != "ok":
                 return r
-        return self.run("round_lock", [G + "lease", G + f"round:{rid}", G + "current",
-                                       G + f"round:{rid - 1}", G + f"seed:{rid - 1}"],
-                        self.fence() + [rid, price])
+        return self.part(self.boundary(lock={"id": rid, "price": price}), 2)
 
     def pools(self, rid):
         pools = [0] * NBANDS
@@ -110,7 +132,7 @@ class Game:
                 pools[i] += int(h.get(str(i), 0))
         return pools
 
-    def close(self, rid, close_price, band, rake_bps=300):
+    def close_part(self, rid, close_price, band, rake_bps=300):
         pools = self.pools(rid)
         T, W = sum(pools), pools[band]
         if W == 0:
@@ -118,10 +140,12 @@ class Game:
         else:
             rake = min(T * rake_bps // 10000, T - W)
             pot, refund = T - rake, 0
-        r = self.run("round_close", [G + "lease", G + f"round:{rid}", G + "current"],
-                     self.fence() + [rid, close_price, band, T, W, rake, pot, refund,
-                                     ",".join(map(str, pools))])
-        return r
+        return {"id": rid, "price": close_price, "band": band, "T": T, "W": W, "rake": rake,
+                "pot": pot, "refund": refund, "pools": ",".join(map(str, pools))}
+
+    def close(self, rid, close_price, band, rake_bps=300):
+        return self.part(self.boundary(close=self.close_part(rid, close_price, band, rake_bps)),
+                         1)
 
     def cancel(self, rid, locks_at, grace=0):
         for b in range(self.B):
@@ -221,10 +245,9 @@ def test_stale_epoch_refused_everywhere():
         calls = [
             lambda: g.run("tick", [G + "lease", G + "ticks"], g.fence() + [6000, t1, 6500000]),
             lambda: g.open(2, t1, t2, t2 + 1000),
-            lambda: g.run("round_lock", [G + "lease", G + "round:1", G + "current",
-                                         G + "round:0", G + "seed:0"], g.fence() + [1, 6500000]),
-            lambda: g.run("round_close", [G + "lease", G + "round:1", G + "current"],
-                          g.fence() + [1, 6500000, 2, 0, 0, 0, 0, 1, "0,0,0,0,0"]),
+            lambda: g.boundary(lock={"id": 1, "price": 6500000})[:2],
+            lambda: g.boundary(close={"id": 1, "price": 6500000, "band": 2, "refund": 1,
+                                      "pools": "0,0,0,0,0"})[:2],
             lambda: g.run("round_cancel", [G + "lease", G + "round:1", G + "current"],
                           g.fence() + [1, 0, "0,0,0,0,0", "x"]),
             lambda: g.final(1, 0, 0),
@@ -246,8 +269,7 @@ def test_transitions_cas_idempotent_and_timed():
         assert g.open(3, t, t + 60000, t + 120000) == ["err", "bad_id"]  # no gaps
         assert g.lock(1, 6500000, t + 60000) == ["err", "too_early"]
         assert g.c.hget("tp:{b0}:round:1:state", "state") == "open"
-        assert g.run("round_lock", [G + "lease", G + "round:1", G + "current", G + "round:0",
-                                    G + "seed:0"], g.fence() + [1, 6500000]) == ["err", "too_early"]
+        assert g.boundary(lock={"id": 1, "price": 6500000}) == ["err", "too_early", "lock"]
         # a round in the past: open -> live -> settling -> settled, each step repeatable
         g.c.hset(G + "round:1", mapping={"locks_at": t - 2000, "closes_at": t - 1000,
                                          "betting_ms": 1000})
@@ -435,7 +457,7 @@ def test_bet_checks_the_rounds_own_rules():
     """A restart with other band edges or stake bounds must not change a round in flight: a bet
     outside the round's bands would make its pools and pages disagree with the recorded total
     (round_final `mismatch`, the round stuck settling), and a stake the round's rules refuse must
-    stay refused. round_open stores the rules, the bucket copy records the band count and stake
+    stay refused. round_boundary stores the rules, the bucket copy records the band count and stake
     bounds, and bet_batch.lua checks them whatever the caller's (the config's) ARGV say."""
     with tpenv.Redis() as r:
         g = Game(r, buckets=2)
@@ -470,6 +492,60 @@ def test_bet_checks_the_rounds_own_rules():
         g.bstate(0, 4, "open", now_ms() + 60000, stakes=(0, 0))
         assert "min_stake" not in g.c.hgetall(g.p(0) + "round:4:state")
         g.conservation()
+
+
+def test_boundary_is_one_step():
+    """At a boundary the close of N-1, the lock of N and the open of N+1 are one script: the
+    current pair goes from (open N, live N-1) to (open N+1, live N), and a part that cannot be
+    done (too early, wrong state, a gap in the ids, a stale epoch) leaves everything as it was,
+    including the parts that could have been."""
+    with tpenv.Redis() as r:
+        g = Game(r, buckets=2)
+        g.acquire()
+        t = now_ms()
+        assert g.open(1, t - 3000, t - 2000, t - 1000) == ["ok", 1]
+        assert g.lock(1, 6500000, t - 2000) == ["ok", 1]
+        assert g.open(2, t - 2000, t - 1000, t + 60000) == ["ok", 1]
+        assert g.c.hgetall(G + "current") == {"open": "2", "live": "1"}
+        for b in range(2):
+            assert g.bstate(b, 2, "live", t - 1000)[0] == "ok"
+        nxt = {"id": 3, "opens_at": t - 1000, "locks_at": t + 60000, "closes_at": t + 120000}
+        close1 = g.close_part(1, 6500100, 2)
+
+        def frozen(call, want):
+            before = {k: g.c.dump(k) for k in g.c.keys("tp:{g}:*")}
+            assert call() == want
+            assert {k: g.c.dump(k) for k in g.c.keys("tp:{g}:*")} == before
+
+        # any one part refused: nothing at all is written
+        frozen(lambda: g.boundary(close=dict(close1, id=2), lock={"id": 2, "price": 1},
+                                  open=nxt), ["err", "bad_state", "close"])
+        frozen(lambda: g.boundary(close=close1, lock={"id": 2, "price": 1},
+                                  open=dict(nxt, id=4)), ["err", "bad_id", "open"])
+        frozen(lambda: g.boundary(close=close1, lock={"id": 3, "price": 1}, open=nxt),
+               ["err", "not_found", "lock"])
+        g.c.hset(G + "round:1", "closes_at", t + 60000)
+        frozen(lambda: g.boundary(close=close1, lock={"id": 2, "price": 1}, open=nxt),
+               ["err", "too_early", "close"])
+        g.c.hset(G + "round:1", "closes_at", t - 1000)
+        g.epoch += 1
+        frozen(lambda: g.boundary(close=close1, lock={"id": 2, "price": 1}, open=nxt),
+               ["err", "stale_epoch", "fence"])
+        g.epoch -= 1
+        # all three at once, then again (a repeated step): nothing more
+        assert g.boundary(close=close1, lock={"id": 2, "price": 6500100}, open=nxt) == \
+            ["ok", 1, 1, 1]
+        assert g.c.hgetall(G + "current") == {"open": "3", "live": "2"}
+        assert g.c.hget(G + "round:1", "state") == "settling"
+        assert g.c.hget(G + "round:2", "state") == "live"
+        assert g.c.hget(G + "round:3", "state") == "open"
+        assert g.c.zrange(G + "unfinished", 0, -1) == ["1", "2", "3"]
+        assert g.boundary(close=close1, lock={"id": 2, "price": 1}, open=nxt) == \
+            ["ok", 0, 0, 0]
+        assert g.c.hget(G + "round:2", "lock_price") == "6500100"
+        assert g.c.hgetall(G + "current") == {"open": "3", "live": "2"}
+        opened = [e for _, e in g.c.xrange(G + "outbox") if e.get("type") == "round_opened"]
+        assert [e["round_id"] for e in opened] == ["1", "2", "3"]
 
 
 def test_cancel_refunds_everything():
@@ -533,7 +609,7 @@ def test_round_index_adds_only_unfinished_rounds():
         for rid, st in states.items():   # what an older server leaves: no index entry
             g.c.hset(G + f"round:{rid}", mapping={"id": rid, "state": st})
             g.c.zadd(G + "rounds", {str(rid): rid})
-        g.c.zadd(G + "unfinished", {"5": 5})   # already indexed (by round_open)
+        g.c.zadd(G + "unfinished", {"5": 5})   # already indexed (by round_boundary)
 
         def index(ids, mark, fence=None, keys=None):
             k = keys or [G + f"round:{i}" for i in ids]

@@ -89,6 +89,12 @@ function onMessage(m) {
       break;
     case "round":
       if (m.round) applyRound(m.round);
+      // The pair right after this change: a boundary (lock of N, open of N+1) is one state.
+      if (m.rounds) {
+        state.open = m.rounds.open || null;
+        state.live = m.rounds.live || null;
+        roundsChanged();
+      }
       break;
     case "pause":
       setPaused(m.paused);

@@ -107,11 +107,9 @@ enum tp_metric {
     X(BUCKET_STATE, "bucket_state")                                                                \
     X(GRANT, "grant")                                                                              \
     X(LEASE, "lease")                                                                              \
+    X(ROUND_BOUNDARY, "round_boundary")                                                            \
     X(ROUND_CANCEL, "round_cancel")                                                                \
-    X(ROUND_CLOSE, "round_close")                                                                  \
     X(ROUND_FINAL, "round_final")                                                                  \
-    X(ROUND_LOCK, "round_lock")                                                                    \
-    X(ROUND_OPEN, "round_open")                                                                    \
     X(SETTLE_FINISH, "settle_finish")                                                              \
     X(SETTLE_PAGE, "settle_page")                                                                  \
     X(SIGNUP, "signup")                                                                            \

@@ -53,4 +53,17 @@ typedef void (*tp_game_round_cb)(int err, const struct tp_game_round *r, void *u
 int tp_game_round_load(struct tp_store *store, int buckets, int64_t id, tp_game_round_cb cb,
                        void *ud);
 
+/** Completion of tp_game_round_load_current: err 0 with the open and live rounds (each NULL
+ * when there is none; borrowed during the call), or an error (both NULL). */
+typedef void (*tp_game_round_current_cb)(int err, const struct tp_game_round *open,
+                                         const struct tp_game_round *live, void *ud);
+
+/** Loads the game's current pair (tp:{g}:current, as `/rounds/current` answers it): the ids,
+ * then both rounds. A boundary between the two reads would mix them (an "open" round already
+ * live), so the pair is read again until each round's state agrees with its slot (a few
+ * times at most: boundaries are a phase apart). cb is called exactly once when 0 is
+ * returned. */
+int tp_game_round_load_current(struct tp_store *store, int buckets, tp_game_round_current_cb cb,
+                               void *ud);
+
 #endif

@@ -1,10 +1,14 @@
 /*
  * Game planner, pure: from a snapshot of the rounds still owed something, the clock and the
- * game config it
- * picks the ONE action the leader owes next (open, lock, close, cancel, settle, resync or
- * nothing). It knows no loop, no Redis and no sockets: the leader loads the snapshot, asks,
- * executes the action through the fenced scripts and asks again on its next step, so a crash
- * between two actions only repeats the planning.
+ * game config it picks the ONE action the leader owes next (a boundary, cancel, settle, resync
+ * or nothing), and the time the next boundary falls due (the leader's timer). It knows no loop,
+ * no Redis and no sockets: the leader loads the snapshot, asks, executes the action through the
+ * fenced scripts and asks again on its next step, so a crash between two actions only repeats
+ * the planning.
+ *
+ * A boundary is one action with up to three parts, executed as one all-or-nothing script: at
+ * the lock time T of round N, the close of the live round due at T, the lock of N and the open
+ * of N+1 at T, so no reader sees the game between (open N, live N-1) and (open N+1, live N).
  */
 #ifndef TP_PLANNER_H
 #define TP_PLANNER_H
@@ -34,19 +38,19 @@ struct tp_planner_round {
 
 enum tp_planner_op {
     TP_PLANNER_NONE = 0, /* nothing is due */
-    TP_PLANNER_OPEN,     /* open round `round_id` at `opens_at` */
-    TP_PLANNER_LOCK,     /* lock round `round_id` (its lock time has come) */
-    TP_PLANNER_CLOSE,    /* close round `round_id` (its close time has come) */
+    TP_PLANNER_BOUNDARY, /* close `close_id`, lock `lock_id`, open `open_id` at `opens_at`, as one
+                            step (an id of 0 leaves that part out; at least one is set) */
     TP_PLANNER_CANCEL,   /* cancel round `round_id` (lock or close missed by more than grace) */
     TP_PLANNER_SETTLE,   /* run the payout or refund pages of settling/cancelling `round_id` */
     TP_PLANNER_RESYNC,   /* re-write the bucket copies of open round `round_id` */
 };
 
-/** The one action owed next. opens_at is set for TP_PLANNER_OPEN only (0 otherwise). */
+/** The one action owed next. round_id is set for CANCEL, SETTLE and RESYNC; the boundary's
+ * parts for BOUNDARY (every unused field is 0). */
 struct tp_planner_action {
     enum tp_planner_op op;
     int64_t round_id;
-    int64_t opens_at;
+    int64_t close_id, lock_id, open_id, opens_at;
 };
 
 /** Fills *out from the game config: betting phase and grace. */
@@ -60,8 +64,12 @@ void tp_planner_config_init(struct tp_planner_config *out, const struct tp_confi
 int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_round *rounds, int n,
                     int64_t now_ms, int64_t open_synced, struct tp_planner_action *out);
 
-/** Name of an op ("none", "open", "lock", "close", "cancel", "settle", "resync") or
- * "unknown": for logs and tests. */
+/** The earliest lock time of an open round or close time of a live round in rounds[0..n)
+ * (possibly past), INT64_MAX when there is none: when the leader's boundary timer fires. */
+int64_t tp_planner_next_due(const struct tp_planner_round *rounds, int n);
+
+/** Name of an op ("none", "boundary", "cancel", "settle", "resync") or "unknown": for logs and
+ * tests. */
 const char *tp_planner_op_name(enum tp_planner_op op);
 
 #endif

@@ -176,9 +176,8 @@ int tp_script_tick(struct tp_store *store, const struct tp_script_tick_args *a, 
 /* Most bands a round has (= TP_ROUND_MAX_BANDS; the store layer sits below game). */
 #define TP_SCRIPT_BANDS_MAX 16
 
-/* round_open.lua: create round `id` (seed and its hash as 64 hex). */
+/* The open part of round_boundary.lua: create round `id` (seed and its hash as 64 hex). */
 struct tp_script_round_open_args {
-    struct tp_script_fence fence;
     int64_t id, opens_at, locks_at, closes_at;
     const char *seed_hex, *seed_hash;
     int64_t vol_ppb;
@@ -189,22 +188,15 @@ struct tp_script_round_open_args {
     int64_t betting_ms;
     int64_t min_stake, max_stake; /* the round's stake bounds (bet.lua reads them per round) */
 };
-/** Runs round_open.lua. TP_EINVAL when n_edges is out of [0, TP_SCRIPT_BANDS_MAX). */
-int tp_script_round_open(struct tp_store *store, const struct tp_script_round_open_args *a,
-                         tp_store_cb cb, void *ud);
 
-/* round_lock.lua: lock round `id` at `lock_price` (also reveals round id-1's seed). */
+/* The lock part of round_boundary.lua: lock round `id` at `lock_price` (also reveals round
+ * id-1's seed). */
 struct tp_script_round_lock_args {
-    struct tp_script_fence fence;
     int64_t id, lock_price;
 };
-/** Runs round_lock.lua. */
-int tp_script_round_lock(struct tp_store *store, const struct tp_script_round_lock_args *a,
-                         tp_store_cb cb, void *ud);
 
-/* round_close.lua: live → settling with the close price and the settlement plan. */
+/* The close part of round_boundary.lua: live → settling with the close price and the plan. */
 struct tp_script_round_close_args {
-    struct tp_script_fence fence;
     int64_t id, close_price;
     int winning_band;
     int64_t total, winning_stake, rake, pot;
@@ -212,9 +204,19 @@ struct tp_script_round_close_args {
     const int64_t *pools; /* npools per-band totals, sent as a comma list */
     int npools;
 };
-/** Runs round_close.lua. TP_EINVAL when npools is out of [1, TP_SCRIPT_BANDS_MAX]. */
-int tp_script_round_close(struct tp_store *store, const struct tp_script_round_close_args *a,
-                          tp_store_cb cb, void *ud);
+
+/* round_boundary.lua: the close, the lock and the open of one boundary in one fenced,
+ * all-or-nothing script; NULL leaves a part out (at least one part). */
+struct tp_script_round_boundary_args {
+    struct tp_script_fence fence;
+    const struct tp_script_round_close_args *close;
+    const struct tp_script_round_lock_args *lock;
+    const struct tp_script_round_open_args *open;
+};
+/** Runs round_boundary.lua. TP_EINVAL when every part is NULL, the open's n_edges is out of
+ * [0, TP_SCRIPT_BANDS_MAX) or the close's npools out of [1, TP_SCRIPT_BANDS_MAX]. */
+int tp_script_round_boundary(struct tp_store *store, const struct tp_script_round_boundary_args *a,
+                             tp_store_cb cb, void *ud);
 
 /* round_cancel.lua: open|live → cancelling. */
 struct tp_script_round_cancel_args {

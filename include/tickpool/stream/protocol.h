@@ -68,8 +68,11 @@ void tp_protocol_tick(struct tp_buf *out, int64_t ts, int64_t price,
 /** {t:"odds", round_id, pools, total, multipliers}: new odds when no beat is due soon. */
 void tp_protocol_odds(struct tp_buf *out, const struct tp_protocol_odds *odds);
 
-/** {t:"round", round: Round object}: the leader's announcement of a state change. */
-void tp_protocol_round(struct tp_buf *out, const struct tp_game_round *r);
+/** {t:"round", round, rounds:{open, live}}: the leader's announcement of a state change of
+ * `round`, with the game's current pair right after it (`open`/`live` NULL write nil), so a
+ * client sees each boundary as one consistent state. */
+void tp_protocol_round(struct tp_buf *out, const struct tp_game_round *r,
+                       const struct tp_game_round *open, const struct tp_game_round *live);
 
 /** {t:"bet_ok", req, bet_id, round_id, band, stake, balance}: `req` is the client's value as
  * one encoded MessagePack value (reqlen 0: nil); the rest as tp_bet_write_fields. */

@@ -1,6 +1,7 @@
 /*
- * Game planner: every action it can owe (first open, resync, open-before-lock, lock, close,
- * settle, a missed lock and a missed close past grace), a restart mid-settlement, clock jumps
+ * Game planner: every action it can owe (first open, resync, the boundary with its close,
+ * lock and open parts, a lone lock or close, settle, a missed lock and a missed close past
+ * grace), the time the next boundary falls due, a restart mid-settlement, clock jumps
  * both ways, nothing to do, bad inputs, and a small in-memory game driven step by step that
  * must settle every round it opens (also with live 6 x betting). Defaults: betting
  * 30 s, live 30 s, grace 5 s.
@@ -33,59 +34,91 @@ static struct tp_planner_round rnd(int64_t id, enum tp_round_state st, int64_t o
     return r;
 }
 
-/* Plans with the default config and checks the op and round id (and opens_at for OPEN). */
-static void expect(const struct tp_planner_round *rs, int n, int64_t now, int64_t synced,
-                   enum tp_planner_op op, int64_t id, int64_t opens_at)
+/* Plans with `c` and checks the op and every id. */
+static void expect_with(const struct tp_planner_config *c, const struct tp_planner_round *rs, int n,
+                        int64_t now, int64_t synced, struct tp_planner_action want)
 {
     struct tp_planner_action a = {.op = (enum tp_planner_op) - 1};
-    assert_int_equal(tp_planner_next(&cfg, rs, n, now, synced, &a), 0);
-    if (a.op != op || a.round_id != id)
-        fail_msg("now=%lld: got %s %lld, want %s %lld", (long long)now, tp_planner_op_name(a.op),
-                 (long long)a.round_id, tp_planner_op_name(op), (long long)id);
-    assert_int_equal(a.opens_at, op == TP_PLANNER_OPEN ? opens_at : 0);
+    assert_int_equal(tp_planner_next(c, rs, n, now, synced, &a), 0);
+    if (a.op != want.op || a.round_id != want.round_id || a.close_id != want.close_id ||
+        a.lock_id != want.lock_id || a.open_id != want.open_id || a.opens_at != want.opens_at)
+        fail_msg("now=%lld: got %s %lld (close %lld lock %lld open %lld at %lld), want %s %lld "
+                 "(close %lld lock %lld open %lld at %lld)",
+                 (long long)now, tp_planner_op_name(a.op), (long long)a.round_id,
+                 (long long)a.close_id, (long long)a.lock_id, (long long)a.open_id,
+                 (long long)a.opens_at, tp_planner_op_name(want.op), (long long)want.round_id,
+                 (long long)want.close_id, (long long)want.lock_id, (long long)want.open_id,
+                 (long long)want.opens_at);
+}
+
+/* A cancel, settle, resync or nothing (id 0) with the default config. */
+static void expect(const struct tp_planner_round *rs, int n, int64_t now, int64_t synced,
+                   enum tp_planner_op op, int64_t id)
+{
+    expect_with(&cfg, rs, n, now, synced, (struct tp_planner_action){.op = op, .round_id = id});
+}
+
+static struct tp_planner_action bnd(int64_t close_id, int64_t lock_id, int64_t open_id,
+                                    int64_t opens_at)
+{
+    struct tp_planner_action a = {.op = TP_PLANNER_BOUNDARY, .close_id = close_id};
+    a.lock_id = lock_id;
+    a.open_id = open_id;
+    a.opens_at = opens_at;
+    return a;
+}
+
+/* A boundary with the default config: close, lock, open at opens_at (0: part left out). */
+static void expect_b(const struct tp_planner_round *rs, int n, int64_t now, int64_t synced,
+                     int64_t close_id, int64_t lock_id, int64_t open_id, int64_t opens_at)
+{
+    expect_with(&cfg, rs, n, now, synced, bnd(close_id, lock_id, open_id, opens_at));
 }
 
 static void test_fresh_game(void **state)
 {
     (void)state;
     /* First open on an empty game: the next betting boundary not before now. */
-    expect(NULL, 0, 1000, 0, TP_PLANNER_OPEN, 1, 30000);
-    expect(NULL, 0, 30000, 0, TP_PLANNER_OPEN, 1, 30000);
-    expect(NULL, 0, 0, 0, TP_PLANNER_OPEN, 1, 0);
+    expect_b(NULL, 0, 1000, 0, 0, 0, 1, 30000);
+    expect_b(NULL, 0, 30000, 0, 0, 0, 1, 30000);
+    expect_b(NULL, 0, 0, 0, 0, 0, 1, 0);
     /* Once open: a new lease re-writes its bucket copies once, then nothing is due. */
     struct tp_planner_round rs[] = {rnd(1, TP_ROUND_OPEN, 30000)};
-    expect(rs, 1, 45000, 0, TP_PLANNER_RESYNC, 1, 0);
-    expect(rs, 1, 45000, 1, TP_PLANNER_NONE, 0, 0);
-    expect(rs, 1, 59999, 1, TP_PLANNER_NONE, 0, 0);
+    expect(rs, 1, 45000, 0, TP_PLANNER_RESYNC, 1);
+    expect(rs, 1, 45000, 1, TP_PLANNER_NONE, 0);
+    expect(rs, 1, 59999, 1, TP_PLANNER_NONE, 0);
 }
 
 static void test_lock_close_settle(void **state)
 {
     (void)state;
-    /* Round 1's lock is due while it is the newest: round 2 opens first, at that lock time. */
+    /* Round 1's lock is due while it is the newest: it locks and round 2 opens at that lock
+     * time, in one step. */
     struct tp_planner_round rs[6] = {rnd(1, TP_ROUND_OPEN, 30000)};
-    expect(rs, 1, 60000, 1, TP_PLANNER_OPEN, 2, 60000);
-    rs[1] = rnd(2, TP_ROUND_OPEN, 60000);
-    expect(rs, 2, 60000, 2, TP_PLANNER_LOCK, 1, 0);
-    expect(rs, 2, 65000, 2, TP_PLANNER_LOCK, 1, 0); /* still within grace */
+    assert_int_equal(tp_planner_next_due(rs, 1), 60000);
+    expect_b(rs, 1, 60000, 1, 0, 1, 2, 60000);
+    expect_b(rs, 1, 65000, 1, 0, 1, 2, 60000); /* still within grace */
     rs[0].state = TP_ROUND_LIVE;
-    expect(rs, 2, 60050, 2, TP_PLANNER_NONE, 0, 0);
-    expect(rs, 2, 89999, 2, TP_PLANNER_NONE, 0, 0);
-    /* At 90 s round 2 locks and round 1 closes: newest first, so round 3 opens, 2 locks, and
-     * only then 1 closes. */
-    expect(rs, 2, 90000, 2, TP_PLANNER_OPEN, 3, 90000);
+    rs[1] = rnd(2, TP_ROUND_OPEN, 60000);
+    assert_int_equal(tp_planner_next_due(rs, 2), 90000);
+    expect(rs, 2, 60050, 2, TP_PLANNER_NONE, 0);
+    expect(rs, 2, 89999, 2, TP_PLANNER_NONE, 0);
+    /* At 90 s round 2 locks and round 1 closes: one boundary closes 1, locks 2, opens 3. */
+    expect_b(rs, 2, 90000, 2, 1, 2, 3, 90000);
+    expect_b(rs, 2, 95000, 2, 1, 2, 3, 90000); /* still within grace */
+    /* Done in part only (a step of an older version): what is left is owed, alone. */
     rs[2] = rnd(3, TP_ROUND_OPEN, 90000);
-    expect(rs, 3, 90000, 3, TP_PLANNER_LOCK, 2, 0);
+    expect_b(rs, 3, 90000, 3, 1, 2, 0, 0);
     rs[1].state = TP_ROUND_LIVE;
-    expect(rs, 3, 90000, 3, TP_PLANNER_CLOSE, 1, 0);
-    expect(rs, 3, 95000, 3, TP_PLANNER_CLOSE, 1, 0); /* still within grace */
+    expect_b(rs, 3, 90000, 3, 1, 0, 0, 0);
+    expect_b(rs, 3, 95000, 3, 1, 0, 0, 0); /* still within grace */
     rs[0].state = TP_ROUND_SETTLING;
-    expect(rs, 3, 90100, 3, TP_PLANNER_SETTLE, 1, 0);
+    expect(rs, 3, 90100, 3, TP_PLANNER_SETTLE, 1);
     rs[0].state = TP_ROUND_SETTLED;
-    expect(rs, 3, 90200, 3, TP_PLANNER_NONE, 0, 0);
-    /* A due lock goes before an unfinished settlement. */
+    expect(rs, 3, 90200, 3, TP_PLANNER_NONE, 0);
+    /* A due boundary goes before an unfinished settlement. */
     rs[0].state = TP_ROUND_SETTLING;
-    expect(rs, 3, 120000, 3, TP_PLANNER_OPEN, 4, 120000);
+    expect_b(rs, 3, 120000, 3, 2, 3, 4, 120000);
 }
 
 static void test_missed_lock(void **state)
@@ -93,17 +126,17 @@ static void test_missed_lock(void **state)
     (void)state;
     struct tp_planner_round rs[6] = {rnd(1, TP_ROUND_OPEN, 30000)};
     /* 5 s late is on time; 5.001 s late cancels, and no next round is opened for it. */
-    expect(rs, 1, 65000, 1, TP_PLANNER_OPEN, 2, 60000);
-    expect(rs, 1, 65001, 1, TP_PLANNER_CANCEL, 1, 0);
+    expect_b(rs, 1, 65000, 1, 0, 1, 2, 60000);
+    expect(rs, 1, 65001, 1, TP_PLANNER_CANCEL, 1);
     /* An older open round missed its lock while a newer one is on time. */
     rs[1] = rnd(2, TP_ROUND_OPEN, 60000);
-    expect(rs, 2, 65001, 2, TP_PLANNER_CANCEL, 1, 0);
+    expect(rs, 2, 65001, 2, TP_PLANNER_CANCEL, 1);
     /* Cancelling: its refunds are settled, then a fresh round opens only if none is open. */
     rs[0].state = TP_ROUND_CANCELLING;
-    expect(rs, 2, 65100, 2, TP_PLANNER_SETTLE, 1, 0);
+    expect(rs, 2, 65100, 2, TP_PLANNER_SETTLE, 1);
     rs[0].state = TP_ROUND_CANCELLED;
-    expect(rs, 2, 65200, 2, TP_PLANNER_NONE, 0, 0);
-    expect(rs, 1, 65200, 1, TP_PLANNER_OPEN, 2, 90000);
+    expect(rs, 2, 65200, 2, TP_PLANNER_NONE, 0);
+    expect_b(rs, 1, 65200, 1, 0, 0, 2, 90000);
 }
 
 /*
@@ -114,15 +147,15 @@ static void test_missed_lock(void **state)
 static void both_missed(int64_t now, int64_t next_open)
 {
     struct tp_planner_round rs[6] = {rnd(1, TP_ROUND_LIVE, 30000), rnd(2, TP_ROUND_OPEN, 60000)};
-    expect(rs, 2, now, 2, TP_PLANNER_CANCEL, 2, 0);
+    expect(rs, 2, now, 2, TP_PLANNER_CANCEL, 2);
     rs[1].state = TP_ROUND_CANCELLING;
-    expect(rs, 2, now, 2, TP_PLANNER_CANCEL, 1, 0);
+    expect(rs, 2, now, 2, TP_PLANNER_CANCEL, 1);
     rs[0].state = TP_ROUND_CANCELLING;
-    expect(rs, 2, now, 2, TP_PLANNER_SETTLE, 1, 0);
+    expect(rs, 2, now, 2, TP_PLANNER_SETTLE, 1);
     rs[0].state = TP_ROUND_CANCELLED;
-    expect(rs, 2, now, 2, TP_PLANNER_SETTLE, 2, 0);
+    expect(rs, 2, now, 2, TP_PLANNER_SETTLE, 2);
     rs[1].state = TP_ROUND_CANCELLED;
-    expect(rs, 2, now, 2, TP_PLANNER_OPEN, 3, next_open);
+    expect_b(rs, 2, now, 2, 0, 0, 3, next_open);
 }
 
 static void test_missed_close(void **state)
@@ -131,8 +164,8 @@ static void test_missed_close(void **state)
     both_missed(95001, 120000);
     /* A live round past its close but within grace is closed, not cancelled. */
     struct tp_planner_round one[] = {rnd(1, TP_ROUND_LIVE, 30000)};
-    expect(one, 1, 95000, 0, TP_PLANNER_CLOSE, 1, 0);
-    expect(one, 1, 95001, 0, TP_PLANNER_CANCEL, 1, 0);
+    expect_b(one, 1, 95000, 0, 1, 0, 0, 0);
+    expect(one, 1, 95001, 0, TP_PLANNER_CANCEL, 1);
 }
 
 static void test_restart_mid_settlement(void **state)
@@ -145,15 +178,15 @@ static void test_restart_mid_settlement(void **state)
         rnd(3, TP_ROUND_CANCELLING, 90000), rnd(4, TP_ROUND_LIVE, 120000),
         rnd(5, TP_ROUND_OPEN, 150000),
     };
-    expect(rs, 5, 160000, 0, TP_PLANNER_SETTLE, 2, 0);
+    expect(rs, 5, 160000, 0, TP_PLANNER_SETTLE, 2);
     rs[1].state = TP_ROUND_SETTLED;
-    expect(rs, 5, 160000, 0, TP_PLANNER_SETTLE, 3, 0);
+    expect(rs, 5, 160000, 0, TP_PLANNER_SETTLE, 3);
     rs[2].state = TP_ROUND_CANCELLED;
-    expect(rs, 5, 160000, 0, TP_PLANNER_RESYNC, 5, 0);
-    expect(rs, 5, 160000, 5, TP_PLANNER_NONE, 0, 0);
+    expect(rs, 5, 160000, 0, TP_PLANNER_RESYNC, 5);
+    expect(rs, 5, 160000, 5, TP_PLANNER_NONE, 0);
     /* A settlement still unfinished does not hold back the boundary at 180 s. */
     rs[1].state = TP_ROUND_SETTLING;
-    expect(rs, 5, 180000, 5, TP_PLANNER_OPEN, 6, 180000);
+    expect_b(rs, 5, 180000, 5, 4, 5, 6, 180000);
 }
 
 static void test_clock_forward(void **state)
@@ -171,17 +204,17 @@ static void test_clock_backward(void **state)
     (void)state;
     /* The clock goes back before every deadline: nothing is due, nothing is undone. */
     struct tp_planner_round rs[6] = {rnd(1, TP_ROUND_LIVE, 30000), rnd(2, TP_ROUND_OPEN, 60000)};
-    expect(rs, 2, 10000, 2, TP_PLANNER_NONE, 0, 0);
-    expect(rs, 2, 0, 2, TP_PLANNER_NONE, 0, 0);
+    expect(rs, 2, 10000, 2, TP_PLANNER_NONE, 0);
+    expect(rs, 2, 0, 2, TP_PLANNER_NONE, 0);
     /* Back while every round is final: the next id opens on the (earlier) grid point. */
     rs[0].state = TP_ROUND_SETTLED;
     rs[1].state = TP_ROUND_CANCELLED;
-    expect(rs, 2, 10000, 2, TP_PLANNER_OPEN, 3, 30000);
+    expect_b(rs, 2, 10000, 2, 0, 0, 3, 30000);
     /* Back between round 3's opening and round 2's lock: both open. Only one id is remembered
      * as synced, so the two are re-written in turn (harmless, no state moves back). */
     struct tp_planner_round two[] = {rnd(2, TP_ROUND_OPEN, 30000), rnd(3, TP_ROUND_OPEN, 60000)};
-    expect(two, 2, 50000, 3, TP_PLANNER_RESYNC, 2, 0);
-    expect(two, 2, 50000, 2, TP_PLANNER_RESYNC, 3, 0);
+    expect(two, 2, 50000, 3, TP_PLANNER_RESYNC, 2);
+    expect(two, 2, 50000, 2, TP_PLANNER_RESYNC, 3);
 }
 
 static void test_nothing_to_do(void **state)
@@ -194,7 +227,7 @@ static void test_nothing_to_do(void **state)
         rnd(5, TP_ROUND_LIVE, 150000),   rnd(6, TP_ROUND_OPEN, 180000),
     };
     for (int64_t now = 180000; now < 210000; now += 1000)
-        expect(rs, 6, now, 6, TP_PLANNER_NONE, 0, 0);
+        expect(rs, 6, now, 6, TP_PLANNER_NONE, 0);
 }
 
 /*
@@ -214,13 +247,12 @@ static void test_every_unfinished_round(void **state)
         assert_int_equal(tp_round_schedule((i + 1) * 1000, 1000, 6000, &rs[i].t), 0);
     }
     rs[7].state = TP_ROUND_OPEN;
-    struct tp_planner_action a;
-    assert_int_equal(tp_planner_next(&c, rs, 8, 8000, 8, &a), 0);
-    assert_int_equal(a.op, TP_PLANNER_CLOSE);
-    assert_int_equal(a.round_id, 1);
+    /* At 8 s round 1 closes (round 8, the newest, locks at 9 s). */
+    expect_with(&c, rs, 8, 8000, 8, bnd(1, 0, 0, 0));
     /* Missed by more than grace, however many rounds opened since: cancelled. */
+    struct tp_planner_action a;
     assert_int_equal(tp_planner_next(&c, rs, 8, 8000 + GRACE + 1, 8, &a), 0);
-    assert_true(a.op == TP_PLANNER_CANCEL || a.op == TP_PLANNER_OPEN);
+    assert_true(a.op == TP_PLANNER_CANCEL || (a.op == TP_PLANNER_BOUNDARY && a.close_id != 1));
     rs[0].state = TP_ROUND_SETTLING; /* closed, its pages failing for a while */
     for (int i = 1; i < 8; i++)
         rs[i].state = TP_ROUND_SETTLED;
@@ -243,18 +275,11 @@ static void test_betting_change(void **state)
     (void)state;
     struct tp_planner_config c = {.betting_ms = 7000, .grace_ms = GRACE};
     struct tp_planner_round rs[] = {rnd(1, TP_ROUND_LIVE, 30000), rnd(2, TP_ROUND_OPEN, 60000)};
-    struct tp_planner_action a;
-    assert_int_equal(tp_planner_next(&c, rs, 2, 90000, 2, &a), 0);
-    assert_int_equal(a.op, TP_PLANNER_LOCK); /* 90 s is not a multiple of 7 s */
-    assert_int_equal(a.round_id, 2);
-    rs[1].state = TP_ROUND_LIVE;
-    assert_int_equal(tp_planner_next(&c, rs, 2, 90050, 2, &a), 0);
-    assert_int_equal(a.op, TP_PLANNER_CLOSE); /* round 1 closes at 90 s too */
+    /* 90 s is not a multiple of 7 s: round 1 closes and 2 locks, nothing opens. */
+    expect_with(&c, rs, 2, 90000, 2, bnd(1, 2, 0, 0));
     rs[0].state = TP_ROUND_SETTLED;
-    assert_int_equal(tp_planner_next(&c, rs, 2, 90100, 2, &a), 0);
-    assert_int_equal(a.op, TP_PLANNER_OPEN);
-    assert_int_equal(a.round_id, 3);
-    assert_int_equal(a.opens_at, 91000); /* the next multiple of 7 s */
+    rs[1].state = TP_ROUND_LIVE;
+    expect_with(&c, rs, 2, 90100, 2, bnd(0, 0, 3, 91000)); /* the next multiple of 7 s */
 }
 
 static void test_bad_input(void **state)
@@ -274,6 +299,8 @@ static void test_bad_input(void **state)
     c.grace_ms = -1;
     assert_int_equal(tp_planner_next(&c, rs, 1, 0, 0, &a), TP_EINVAL);
     assert_string_equal(tp_planner_op_name(TP_PLANNER_RESYNC), "resync");
+    assert_string_equal(tp_planner_op_name(TP_PLANNER_BOUNDARY), "boundary");
+    assert_int_equal(tp_planner_next_due(NULL, 0), INT64_MAX);
     assert_string_equal(tp_planner_op_name(TP_PLANNER_NONE), "none");
     assert_string_equal(tp_planner_op_name((enum tp_planner_op)42), "unknown");
 }
@@ -287,14 +314,9 @@ static void test_paused(void **state)
     pc.paused = true;
     struct tp_planner_action a;
     struct tp_planner_round rs[2] = {rnd(1, TP_ROUND_LIVE, 30000), rnd(2, TP_ROUND_OPEN, 60000)};
-    /* Round 2's lock is due: it locks without opening round 3 first. */
-    assert_int_equal(tp_planner_next(&pc, rs, 2, 90000, 2, &a), 0);
-    assert_int_equal(a.op, TP_PLANNER_LOCK);
-    assert_int_equal(a.round_id, 2);
+    /* Round 2's lock is due: the boundary closes 1 and locks 2 without opening round 3. */
+    expect_with(&pc, rs, 2, 90000, 2, bnd(1, 2, 0, 0));
     rs[1].state = TP_ROUND_LIVE;
-    assert_int_equal(tp_planner_next(&pc, rs, 2, 90000, 2, &a), 0);
-    assert_int_equal(a.op, TP_PLANNER_CLOSE);
-    assert_int_equal(a.round_id, 1);
     rs[0].state = TP_ROUND_SETTLING;
     assert_int_equal(tp_planner_next(&pc, rs, 2, 90100, 2, &a), 0);
     assert_int_equal(a.op, TP_PLANNER_SETTLE);
@@ -306,7 +328,7 @@ static void test_paused(void **state)
     assert_int_equal(tp_planner_next(&pc, rs, 2, 500000, 2, &a), 0);
     assert_int_equal(a.op, TP_PLANNER_NONE);
     /* Resumed at 500.001 s: round 3 opens at the next boundary, 510 s. */
-    expect(rs, 2, 500001, 2, TP_PLANNER_OPEN, 3, 510000);
+    expect_b(rs, 2, 500001, 2, 0, 0, 3, 510000);
     /* Paused on a fresh game: nothing opens at all. */
     assert_int_equal(tp_planner_next(&pc, NULL, 0, 1000, 0, &a), 0);
     assert_int_equal(a.op, TP_PLANNER_NONE);
@@ -326,7 +348,8 @@ static void test_config_init(void **state)
 /*
  * A whole game in memory: the planner is asked every 50 ms (the leader's step) and its action
  * applied at once, with the leader's snapshot: every unfinished round plus the newest one.
- * Every round opened must lock and close on time and end settled.
+ * Every round opened must lock and close on time and end settled, and after every step the
+ * newest round is open with the one below it live.
  */
 #define SIM_MAX 256
 static void simulate(int64_t bet, int64_t live, int64_t until)
@@ -349,32 +372,43 @@ static void simulate(int64_t bet, int64_t live, int64_t until)
             assert_int_equal(tp_planner_next(&c, in, k, now, synced, &a), 0);
             if (a.op == TP_PLANNER_NONE)
                 break;
-            if (a.op == TP_PLANNER_OPEN) {
-                assert_int_equal(a.round_id, n + 1);
-                assert_true(n < SIM_MAX);
-                all[n] = (struct tp_planner_round){.id = a.round_id, .state = TP_ROUND_OPEN};
-                assert_int_equal(tp_round_schedule(a.opens_at, bet, live, &all[n].t), 0);
-                n++;
+            if (a.op == TP_PLANNER_RESYNC) {
                 synced = a.round_id;
                 continue;
             }
-            struct tp_planner_round *r = &all[a.round_id - 1];
-            enum tp_round_event ev = TP_ROUND_EV_FINAL;
-            if (a.op == TP_PLANNER_LOCK) {
-                ev = TP_ROUND_EV_LOCK;
-                locked_at[r->id - 1] = now;
-            } else if (a.op == TP_PLANNER_CLOSE) {
-                ev = TP_ROUND_EV_CLOSE;
-                closed_at[r->id - 1] = now;
-            } else if (a.op == TP_PLANNER_CANCEL) {
-                fail_msg("round %lld cancelled at %lld", (long long)r->id, (long long)now);
-            } else if (a.op == TP_PLANNER_RESYNC) {
-                synced = r->id;
+            if (a.op == TP_PLANNER_SETTLE) {
+                assert_int_equal(all[a.round_id - 1].state, TP_ROUND_SETTLING);
+                all[a.round_id - 1].state = TP_ROUND_SETTLED;
                 continue;
             }
-            int next = tp_round_next_state(r->state, ev);
-            assert_true(next > 0);
-            r->state = (enum tp_round_state)next;
+            if (a.op != TP_PLANNER_BOUNDARY)
+                fail_msg("%s round %lld at %lld", tp_planner_op_name(a.op), (long long)a.round_id,
+                         (long long)now);
+            if (a.close_id > 0) {
+                struct tp_planner_round *r = &all[a.close_id - 1];
+                assert_int_equal(r->state, TP_ROUND_LIVE);
+                r->state = TP_ROUND_SETTLING;
+                closed_at[r->id - 1] = now;
+            }
+            if (a.lock_id > 0) {
+                struct tp_planner_round *r = &all[a.lock_id - 1];
+                assert_int_equal(r->state, TP_ROUND_OPEN);
+                r->state = TP_ROUND_LIVE;
+                locked_at[r->id - 1] = now;
+                /* The lock of the newest round opens the next one in the same step. */
+                assert_int_equal(a.open_id, a.lock_id + 1);
+            }
+            if (a.open_id > 0) {
+                assert_int_equal(a.open_id, n + 1);
+                assert_true(n < SIM_MAX);
+                all[n] = (struct tp_planner_round){.id = a.open_id, .state = TP_ROUND_OPEN};
+                assert_int_equal(tp_round_schedule(a.opens_at, bet, live, &all[n].t), 0);
+                n++;
+                synced = a.open_id;
+            }
+            /* After every step: one round open, the newest live one right below it. */
+            assert_int_equal(all[n - 1].state, TP_ROUND_OPEN);
+            assert_true(n == 1 || all[n - 2].state == TP_ROUND_LIVE);
         }
     }
     assert_true(n >= until / bet - 2);

@@ -264,8 +264,7 @@ static void test_rounds(void **state)
     (void)state;
     static struct tp_script_call a;
     int edges[] = {-50, 0, 50};
-    struct tp_script_round_open_args o = {.fence = F,
-                                          .id = 8,
+    struct tp_script_round_open_args o = {.id = 9,
                                           .opens_at = 100,
                                           .locks_at = 200,
                                           .closes_at = 300,
@@ -279,25 +278,9 @@ static void test_rounds(void **state)
                                           .betting_ms = 10000,
                                           .min_stake = 100,
                                           .max_stake = 999999999999999};
-    round_open_args(&o, &a);
-    EXPECT(&a, "round_open", 7, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:seed:8", "tp:{g}:rounds",
-           "tp:{g}:current", "tp:{g}:outbox", "tp:{g}:unfinished", "pid-1-w0", "12", "8", "100",
-           "200", "300", "ab", "cd", "777", "500", "-50,0,50", "250", "10000", "100",
-           "999999999999999");
-    check_header(&a, 7);
-    o.n_edges = 0; /* one band: an empty list */
-    round_open_args(&o, &a);
-    assert_int_equal(a.len[17], 0);
-
-    struct tp_script_round_lock_args l = {.fence = F, .id = 8, .lock_price = 123456};
-    round_lock_args(&l, &a);
-    EXPECT(&a, "round_lock", 5, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:current",
-           "tp:{g}:round:7", "tp:{g}:seed:7", "pid-1-w0", "12", "8", "123456");
-    check_header(&a, 5);
-
+    struct tp_script_round_lock_args l = {.id = 8, .lock_price = 123456};
     int64_t pools[] = {100, 0, 250, 7};
-    struct tp_script_round_close_args c = {.fence = F,
-                                           .id = 8,
+    struct tp_script_round_close_args c = {.id = 7,
                                            .close_price = 123999,
                                            .winning_band = 2,
                                            .total = 357,
@@ -307,10 +290,31 @@ static void test_rounds(void **state)
                                            .refund_all = false,
                                            .pools = pools,
                                            .npools = 4};
-    round_close_args(&c, &a);
-    EXPECT(&a, "round_close", 3, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:current", "pid-1-w0",
-           "12", "8", "123999", "2", "357", "250", "17", "340", "0", "100,0,250,7");
-    check_header(&a, 3);
+    struct tp_script_round_boundary_args bd = {.fence = F, .close = &c, .lock = &l, .open = &o};
+    round_boundary_args(&bd, &a);
+    EXPECT(&a, "round_boundary", 11, "tp:{g}:lease", "tp:{g}:current", "tp:{g}:outbox",
+           "tp:{g}:rounds", "tp:{g}:unfinished", "tp:{g}:round:7", "tp:{g}:round:8",
+           "tp:{g}:round:7", "tp:{g}:seed:7", "tp:{g}:round:9", "tp:{g}:seed:9", "pid-1-w0", "12",
+           "7", "123999", "2", "357", "250", "17", "340", "0", "100,0,250,7", "8", "123456", "9",
+           "100", "200", "300", "ab", "cd", "777", "500", "-50,0,50", "250", "10000", "100",
+           "999999999999999");
+    check_header(&a, 11);
+    o.n_edges = 0; /* one band: an empty list */
+    round_boundary_args(&bd, &a);
+    assert_int_equal(a.len[32], 0); /* the edges */
+    /* A part left out: id 0, round 0's keys, empty strings; the others unchanged. */
+    bd = (struct tp_script_round_boundary_args){.fence = F, .lock = &l};
+    round_boundary_args(&bd, &a);
+    EXPECT(&a, "round_boundary", 11, "tp:{g}:lease", "tp:{g}:current", "tp:{g}:outbox",
+           "tp:{g}:rounds", "tp:{g}:unfinished", "tp:{g}:round:0", "tp:{g}:round:8",
+           "tp:{g}:round:7", "tp:{g}:seed:7", "tp:{g}:round:0", "tp:{g}:seed:0", "pid-1-w0", "12",
+           "0", "0", "0", "0", "0", "0", "0", "0", "", "8", "123456", "0", "0", "0", "0", "", "",
+           "0", "0", "", "0", "0", "0", "0");
+    bd = (struct tp_script_round_boundary_args){.fence = F};
+    assert_int_equal(tp_script_round_boundary(NULL, &bd, NULL, NULL), TP_EINVAL);
+    c.npools = 0;
+    bd.close = &c;
+    assert_int_equal(tp_script_round_boundary(NULL, &bd, NULL, NULL), TP_EINVAL);
 
     struct tp_script_round_cancel_args x = {.fence = F,
                                             .id = 8,

@@ -420,17 +420,38 @@ static void test_round(void **state)
     settled_round(&r);
     struct msg x;
     tp_buf_init(&x.b);
-    tp_protocol_round(&x.b, &r);
-    decode(&x, "round", 2);
+    tp_protocol_round(&x.b, &r, NULL, NULL);
+    decode(&x, "round", 3);
     check_round(tp_val_get(x.m, "round"), &r, "settled", true);
+    assert_nil(tp_val_get(x.m, "rounds"), "open");
+    assert_nil(tp_val_get(x.m, "rounds"), "live");
+    done(&x);
+
+    /* A boundary: round 12 locked, announced with the pair it left (open 13, live 12). */
+    struct tp_game_round live = r, open = r;
+    live.state = TP_ROUND_LIVE;
+    live.has_close = live.has_receipt = false;
+    open.id = 13;
+    open.state = TP_ROUND_OPEN;
+    open.seed[0] = '\0';
+    open.has_lock = open.has_close = open.has_receipt = false;
+    open.winning_band = -1;
+    tp_buf_init(&x.b);
+    tp_protocol_round(&x.b, &live, &open, &live);
+    decode(&x, "round", 3);
+    check_round(tp_val_get(x.m, "round"), &live, "live", false);
+    const struct tp_val *rounds = tp_val_get(x.m, "rounds");
+    assert_int_equal(tp_val_len(rounds), 2);
+    check_round(tp_val_get(rounds, "open"), &open, "open", false);
+    check_round(tp_val_get(rounds, "live"), &live, "live", false);
     done(&x);
 
     /* Cancellation started: shown as cancelled, receipt nil until the refunds are done. */
     r.state = TP_ROUND_CANCELLING;
     r.has_close = false;
     tp_buf_init(&x.b);
-    tp_protocol_round(&x.b, &r);
-    decode(&x, "round", 2);
+    tp_protocol_round(&x.b, &r, NULL, NULL);
+    decode(&x, "round", 3);
     check_round(tp_val_get(x.m, "round"), &r, "cancelled", false);
     done(&x);
 
@@ -438,8 +459,8 @@ static void test_round(void **state)
     r.state = TP_ROUND_CANCELLED;
     r.has_receipt = false;
     tp_buf_init(&x.b);
-    tp_protocol_round(&x.b, &r);
-    decode(&x, "round", 2);
+    tp_protocol_round(&x.b, &r, NULL, NULL);
+    decode(&x, "round", 3);
     check_round(tp_val_get(x.m, "round"), &r, "cancelled", false);
     done(&x);
 }
@@ -653,7 +674,7 @@ static void test_peek(void **state)
         settled_round(&r);
         r.state = cases[i].st;
         r.has_receipt = cases[i].receipt;
-        tp_protocol_round(&b, &r);
+        tp_protocol_round(&b, &r, NULL, NULL);
         peek_of(&b, &pk);
         assert_int_equal(pk.kind, TP_PROTOCOL_ROUND);
         assert_int_equal(pk.round_id, 12);

@@ -1,0 +1,301 @@
+/*
+ * Game leader, the boundary (see leader_internal.h and scripts/lua/README.md, "Game engine"):
+ * at the lock time T of round N the close of the live round due at T, the lock of N and the
+ * open of N+1 are ONE fenced script, round_boundary.lua, so Redis (and so `/rounds/current`, the
+ * `round` messages and bets) goes from (open N, live N-1) to (open N+1, live N) with nothing in
+ * between. The step runs on a timer at T (an ev_periodic on the wall clock), not when a polling
+ * step happens to notice it.
+ *
+ * The chain, each stage one round trip (bucket stages fan out to every bucket at once):
+ *  1. the closing round's pools (frozen since its lock) are summed, its close price C computed
+ *     from the seeds and its settlement planned;
+ *  2. every bucket copy of N flips to live, so no bet lands in N once its lock is recorded
+ *     (bucket_state.lua refuses it before locks_at by Redis TIME);
+ *  3. round_boundary.lua: close, lock with L, open, all checked before anything is written;
+ *  4. every bucket copy of N+1 is written open (a failure is repaired by the planner's resync),
+ *     then the rounds are announced: N (live), then N+1 (open).
+ * A failed stage ends the step; the next step plans the boundary again from Redis, and every
+ * stage is idempotent.
+ */
+#include "leader_internal.h"
+
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/base/crypto.h"
+#include "tickpool/base/log.h"
+#include "tickpool/game/price_sim.h"
+#include "tickpool/game/settle.h"
+#include "tickpool/store/scripts.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MOD "leader"
+/* Fire just after T, so Redis TIME (the same clock on one host) has reached it too. */
+#define BOUNDARY_LAG_S 0.0002
+
+static void bnd_script(struct tp_leader *l);
+
+/* --- Timer --- */
+
+void tp_leader_boundary_cb(struct ev_loop *loop, ev_periodic *p, int revents)
+{
+    (void)loop, (void)revents;
+    tp_leader_step_now(p->data);
+}
+
+static void arm_at(struct tp_leader *l, double at)
+{
+    ev_periodic_stop(l->loop, &l->boundary_p);
+    ev_periodic_set(&l->boundary_p, at, 0., NULL);
+    ev_periodic_start(l->loop, &l->boundary_p);
+}
+
+void tp_leader_boundary_arm(struct tp_leader *l)
+{
+    int64_t due = tp_planner_next_due(l->plan_in, l->nsnap);
+    if (due == INT64_MAX) {
+        ev_periodic_stop(l->loop, &l->boundary_p);
+        return;
+    }
+    /* A time already past (a boundary owed now, or missed past grace) is this step's action;
+     * only a future one needs the timer. */
+    if (due > tp_now_ms())
+        arm_at(l, (double)due / 1000.0 + BOUNDARY_LAG_S);
+}
+
+void tp_leader_boundary_retry(struct tp_leader *l, int ms)
+{
+    if (l->leader)
+        arm_at(l, ev_now(l->loop) + ms / 1000.0);
+}
+
+/* --- Stage 4: bucket copies of the new round, announcements --- */
+
+static void bnd_done(struct tp_leader *l)
+{
+    int64_t late = tp_now_ms() - l->bnd.due_ms;
+    tp_log_info(
+        MOD,
+        "boundary\tclosed=%lld close_price=%lld band=%d locked=%lld lock_price=%lld "
+        "opened=%lld locks_at=%lld late_ms=%lld",
+        (long long)(l->bnd.has_close ? l->bnd.close.id : 0), (long long)l->bnd.close.close_price,
+        l->bnd.close.winning_band, (long long)(l->bnd.has_lock ? l->bnd.lock.id : 0),
+        (long long)l->bnd.lock.lock_price, (long long)(l->bnd.has_open ? l->bnd.open.id : 0),
+        (long long)l->bnd.open.t.locks_at, (long long)late);
+    /* A closing round shows as live until it is settled: nothing to announce for it. */
+    if (l->bnd.has_lock)
+        tp_leader_publish_round(l, l->bnd.lock.id);
+    if (l->bnd.has_open)
+        tp_leader_publish_round(l, l->bnd.open.id);
+    tp_leader_step_end(l);
+}
+
+static void on_open_bucket(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!tp_leader_fan_in(l, err, r, &code))
+        return;
+    if (l->op.err) {
+        /* The round is open globally; the planner's resync re-writes the copies. */
+        tp_leader_op_fail(l, "boundary (bucket open)", code);
+        return;
+    }
+    l->open_synced = l->bnd.open.id;
+    bnd_done(l);
+}
+
+/* --- Stage 3: the script --- */
+
+static void on_script(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!tp_leader_reply_ok(err, r, &code)) {
+        const char *part = err == 0 ? tp_reply_str(tp_reply_at(r, 2), NULL) : NULL;
+        char what[48];
+        snprintf(what, sizeof(what), "boundary (%s)", part ? part : "script");
+        l->op.r.id = l->bnd.has_lock ? l->bnd.lock.id : l->bnd.close.id; /* for the log */
+        tp_leader_op_fail(l, what, code);
+        return;
+    }
+    if (!l->bnd.has_open) {
+        bnd_done(l);
+        return;
+    }
+    l->op.r = l->bnd.open;
+    tp_leader_all_buckets(l, TP_ROUND_OPEN, on_open_bucket);
+}
+
+static void bnd_script(struct tp_leader *l)
+{
+    struct tp_script_round_close_args c = {0};
+    struct tp_script_round_lock_args k = {0};
+    struct tp_script_round_open_args o = {0};
+    struct tp_script_round_boundary_args a = {.fence = tp_leader_fence(l)};
+    if (l->bnd.has_close) {
+        const struct tp_game_round *r = &l->bnd.close;
+        c = (struct tp_script_round_close_args){.id = r->id,
+                                                .close_price = r->close_price,
+                                                .winning_band = r->winning_band,
+                                                .total = l->bnd.plan.total,
+                                                .winning_stake = l->bnd.plan.winning_stake,
+                                                .rake = l->bnd.plan.rake,
+                                                .pot = l->bnd.plan.pot,
+                                                .refund_all = l->bnd.plan.refund_all,
+                                                .pools = l->bnd.pools,
+                                                .npools = tp_leader_nbands(r)};
+        a.close = &c;
+    }
+    if (l->bnd.has_lock) {
+        /* L after the buckets flipped: the previous segment's end (leader_tick.c). */
+        l->bnd.lock.lock_price = tp_leader_lock_price(l, &l->bnd.lock);
+        k = (struct tp_script_round_lock_args){.id = l->bnd.lock.id,
+                                               .lock_price = l->bnd.lock.lock_price};
+        a.lock = &k;
+    }
+    char hash[65];
+    if (l->bnd.has_open) {
+        const struct tp_game_round *r = &l->bnd.open;
+        uint8_t seed[TP_PRICE_SIM_SEED_LEN];
+        tp_hex_decode(l->bnd.seed_hex, seed, sizeof(seed));
+        tp_price_sim_seed_hash(seed, hash);
+        o = (struct tp_script_round_open_args){.id = r->id,
+                                               .opens_at = r->t.opens_at,
+                                               .locks_at = r->t.locks_at,
+                                               .closes_at = r->t.closes_at,
+                                               .seed_hex = l->bnd.seed_hex,
+                                               .seed_hash = hash,
+                                               .vol_ppb = r->vol_ppb,
+                                               .rake_bps = r->rake_bps,
+                                               .edges_bps = r->edges,
+                                               .n_edges = r->n_edges,
+                                               .tick_ms = (int)r->tick_ms,
+                                               .betting_ms = r->betting_ms,
+                                               .min_stake = r->min_stake,
+                                               .max_stake = r->max_stake};
+        a.open = &o;
+    }
+    if (tp_script_round_boundary(l->store, &a, on_script, l) != 0)
+        tp_leader_step_end(l);
+}
+
+/* --- Stage 2: the locking round's bucket copies go live --- */
+
+static void on_live_bucket(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    if (!tp_leader_fan_in(l, err, r, &code))
+        return;
+    if (l->op.err) {
+        tp_leader_op_fail(l, "boundary (bucket live)", code);
+        return;
+    }
+    bnd_script(l);
+}
+
+static void bnd_lock(struct tp_leader *l)
+{
+    if (!l->bnd.has_lock) {
+        bnd_script(l);
+        return;
+    }
+    l->op.r = l->bnd.lock;
+    tp_leader_all_buckets(l, TP_ROUND_LIVE, on_live_bucket);
+}
+
+/* --- Stage 1: the closing round's price and plan --- */
+
+static void close_pools_read(struct tp_leader *l)
+{
+    struct tp_game_round *r = &l->bnd.close;
+    int64_t C = tp_leader_close_price(l, r);
+    if (C < 1) {
+        /* A seed of its live phase is missing: the round cannot be priced. Alone, it is
+         * cancelled now; with a lock or open, the boundary goes without it and the next step
+         * owes its close alone. */
+        tp_log_warn(MOD, "close price unknown (missing seed): cancelling\tround=%lld",
+                    (long long)r->id);
+        if (!l->bnd.has_lock && !l->bnd.has_open) {
+            struct tp_game_round copy = *r;
+            tp_leader_cancel(l, &copy);
+            return;
+        }
+        l->bnd.has_close = false;
+        bnd_lock(l);
+        return;
+    }
+    int band = tp_round_band(r->lock_price, C, r->edges, r->n_edges);
+    int64_t T = tp_leader_pools_total(l);
+    if (band < 0 || tp_settle_plan(T, l->op.pools[band], r->rake_bps, &l->bnd.plan) != 0) {
+        tp_leader_op_fail(l, "close plan", "invalid");
+        return;
+    }
+    r->close_price = C;
+    r->winning_band = band;
+    memcpy(l->bnd.pools, l->op.pools, sizeof(l->bnd.pools));
+    bnd_lock(l);
+}
+
+/* The new round's schedule, seed and rules (bands, rake, stake bounds): the config's at its
+ * open, stored with it for good (round_boundary) and in its bucket copies (band count and stake
+ * bounds, what bet.lua checks). */
+static bool prepare_open(struct tp_leader *l, int64_t id, int64_t opens_at)
+{
+    struct tp_game_round *r = &l->bnd.open;
+    uint8_t seed[TP_PRICE_SIM_SEED_LEN];
+    memset(r, 0, sizeof(*r));
+    r->id = id;
+    r->state = TP_ROUND_OPEN;
+    r->winning_band = -1;
+    r->betting_ms = (int64_t)l->g->betting_s * 1000;
+    r->tick_ms = l->g->tick_ms;
+    r->vol_ppb = tp_price_sim_vol_ppb(l->g->volatility, l->g->tick_ms);
+    r->rake_bps = l->g->rake_bps;
+    r->min_stake = l->g->min_stake;
+    r->max_stake = l->g->max_stake;
+    r->n_edges = l->g->n_band_edges;
+    memcpy(r->edges, l->g->band_edges_bps, sizeof(int) * (size_t)l->g->n_band_edges);
+    if (tp_round_schedule(opens_at, r->betting_ms, (int64_t)l->g->live_s * 1000, &r->t) != 0 ||
+        r->vol_ppb < 0 || tp_random_bytes(seed, sizeof(seed)) != 0) {
+        tp_log_error(MOD, "cannot open round\tround=%lld", (long long)id);
+        return false;
+    }
+    tp_hex_encode(seed, sizeof(seed), l->bnd.seed_hex);
+    return true;
+}
+
+void tp_leader_boundary(struct tp_leader *l, const struct tp_planner_action *a)
+{
+    const struct tp_leader_snap *c = a->close_id ? tp_leader_snap_find(l, a->close_id) : NULL;
+    const struct tp_leader_snap *k = a->lock_id ? tp_leader_snap_find(l, a->lock_id) : NULL;
+    memset(&l->bnd, 0, sizeof(l->bnd));
+    l->bnd.close.winning_band = l->bnd.lock.winning_band = l->bnd.open.winning_band = -1;
+    if (c != NULL) {
+        l->bnd.has_close = true;
+        l->bnd.close = c->r;
+        l->bnd.due_ms = c->r.t.closes_at;
+    }
+    if (k != NULL) {
+        l->bnd.has_lock = true;
+        l->bnd.lock = k->r;
+        l->bnd.due_ms = k->r.t.locks_at;
+    }
+    if (a->open_id > 0 && prepare_open(l, a->open_id, a->opens_at)) {
+        l->bnd.has_open = true;
+        if (!l->bnd.has_lock && !l->bnd.has_close)
+            l->bnd.due_ms = tp_now_ms(); /* a first open is owed at once */
+    }
+    if (!l->bnd.has_close && !l->bnd.has_lock && !l->bnd.has_open) {
+        tp_leader_step_end(l);
+        return;
+    }
+    if (!l->bnd.has_close) {
+        bnd_lock(l);
+        return;
+    }
+    l->op.r = l->bnd.close;
+    tp_leader_read_pools(l, close_pools_read);
+}
