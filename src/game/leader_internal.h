@@ -74,6 +74,7 @@ struct tp_leader {
     /* The segment the tick loop follows. */
     bool seg_ok;
     bool seg_known;      /* choose_segment ran since this lease began: seg_ok is meaningful */
+    int64_t flat_until;  /* no segment: flat ticks up to this lock time (INT64_MAX: no lock) */
     int64_t open_synced; /* open round whose bucket copies this lease wrote (0: none yet) */
     int64_t seg_id, seg_lock, seg_L, seg_vol, seg_n, seg_tick_ms;
     uint8_t seg_seed[TP_PRICE_SIM_SEED_LEN];

@@ -50,6 +50,10 @@ static void flat_tick(struct tp_leader *l, int64_t now)
 {
     int64_t tick_ms = l->g->tick_ms;
     int64_t ts = now - now % tick_ms;
+    /* Past the first lock the ticks are that round's segment, not flat: wait for the step
+     * that switches to it (a few ms, the boundary runs at the lock time). */
+    if (ts > l->flat_until)
+        ts = l->flat_until - l->flat_until % tick_ms;
     if (ts <= l->last_tick_ts)
         return;
     l->cache_price = l->last_price > 0 ? l->last_price : TP_PRICE_SIM_START_PRICE;
@@ -83,12 +87,24 @@ void tp_leader_tick_cb(struct ev_loop *loop, ev_periodic *t, int revents)
     if (due > l->seg_n)
         due = l->seg_n;
     int64_t from = (l->last_tick_ts - l->seg_lock) / l->seg_tick_ms + 1;
+    /* The tick at the lock itself (index 0, price L: the previous segment's end, or the flat
+     * price) is still owed when the segment switched before it was written: the boundary runs
+     * at the lock time, often before the tick watcher's turn. */
     if (l->last_tick_ts < l->seg_lock)
-        from = 1;
+        from = 0;
     if (from < due - MAX_BACKFILL + 1)
         from = due - MAX_BACKFILL + 1;
-    if (due < 1 || from > due)
+    if (from > due)
         return;
+    int64_t ts[MAX_BACKFILL], price[MAX_BACKFILL];
+    size_t n = 0;
+    if (from == 0) {
+        l->cache_idx = 0;
+        l->cache_price = l->seg_L;
+        ts[n] = l->seg_lock;
+        price[n++] = l->seg_L;
+        from = 1;
+    }
     if (l->cache_idx != from - 1) {
         int64_t p = tp_price_sim_price_at(l->seg_seed, l->seg_vol, l->seg_L, (uint64_t)(from - 1));
         if (p < 1)
@@ -96,8 +112,6 @@ void tp_leader_tick_cb(struct ev_loop *loop, ev_periodic *t, int revents)
         l->cache_idx = from - 1;
         l->cache_price = p;
     }
-    int64_t ts[MAX_BACKFILL], price[MAX_BACKFILL];
-    size_t n = 0;
     for (int64_t i = from; i <= due; i++) {
         l->cache_price = tp_price_sim_tick(l->seg_seed, (uint64_t)i, l->cache_price, l->seg_vol);
         l->cache_idx = i;
@@ -142,6 +156,10 @@ void tp_leader_choose_segment(struct tp_leader *l, int64_t now)
     }
     l->seg_ok = false;
     l->seg_known = true;
+    l->flat_until = INT64_MAX;
+    for (int i = 0; i < l->nsnap; i++)
+        if (l->snap[i].r.state == TP_ROUND_OPEN && l->snap[i].r.t.locks_at < l->flat_until)
+            l->flat_until = l->snap[i].r.t.locks_at;
 }
 
 int64_t tp_leader_lock_price(struct tp_leader *l, const struct tp_game_round *r)

@@ -405,14 +405,34 @@ static void on_announce_current(int err, const struct tp_game_round *open,
         a->open = *open;
     if ((a->have_live = live != NULL))
         a->live = *live;
-    /* A round of the pair is announced as read with it; any other is read on its own. */
-    if (a->have_open && a->open.id == a->id)
-        announce_publish(a, &a->open);
-    else if (a->have_live && a->live.id == a->id)
-        announce_publish(a, &a->live);
-    else if (tp_game_round_load(a->bc->store, a->bc->buckets, a->id, on_announce_round, a) == 0)
-        return;
-    announce_pop(a->bc);
+    /* A round of the pair is announced as read with it; any other is read on its own. The
+     * announcements queued meanwhile for rounds of the same pair (a boundary reports its lock
+     * and its open back to back) go out with this read, without one of their own. */
+    struct bcast *bc = a->bc;
+    for (;;) {
+        const struct tp_game_round *r = a->have_open && a->open.id == a->id   ? &a->open
+                                        : a->have_live && a->live.id == a->id ? &a->live
+                                                                              : NULL;
+        if (r == NULL)
+            break;
+        announce_publish(a, r);
+        struct announce *next = a->next;
+        if (next == NULL || !((a->have_open && a->open.id == next->id) ||
+                              (a->have_live && a->live.id == next->id))) {
+            announce_pop(bc);
+            return;
+        }
+        /* The next one takes this read over. */
+        next->have_open = a->have_open;
+        next->have_live = a->have_live;
+        next->open = a->open;
+        next->live = a->live;
+        bc->ann_head = next;
+        free(a);
+        a = next;
+    }
+    if (tp_game_round_load(bc->store, bc->buckets, a->id, on_announce_round, a) != 0)
+        announce_pop(bc);
 }
 
 static void announce_next(struct bcast *bc)
