@@ -8,7 +8,9 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/log.h"
 
+#include <arpa/inet.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Cross-checks for one key beyond its type and bounds: NULL or a message. */
 static const char *check_volatility(const void *field)
@@ -26,6 +28,31 @@ static const char *check_log_level(const void *field)
 static const char *check_nonempty(const void *field)
 {
     return *(const char *)field != '\0' ? NULL : "must not be empty";
+}
+
+/* A comma list of at most TP_CONFIG_MAX_PROXIES IPv4 or IPv6 literals, no spaces. */
+static const char *check_proxies(const void *field)
+{
+    const char *s = field;
+    int n = 0;
+    while (*s != '\0') {
+        const char *end = strchr(s, ',');
+        size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+        char one[INET6_ADDRSTRLEN];
+        unsigned char bin[sizeof(struct in6_addr)];
+        if (len == 0 || len >= sizeof(one))
+            return "must be a comma list of IP addresses";
+        memcpy(one, s, len);
+        one[len] = '\0';
+        if (inet_pton(AF_INET, one, bin) != 1 && inet_pton(AF_INET6, one, bin) != 1)
+            return "must be a comma list of IP addresses (no names, no ranges)";
+        if (++n > TP_CONFIG_MAX_PROXIES)
+            return "too many proxies (at most 16)";
+        s += len + (end != NULL);
+        if (end != NULL && *s == '\0')
+            return "must be a comma list of IP addresses";
+    }
+    return NULL;
 }
 
 static const char *check_origins(const void *field)
@@ -55,6 +82,7 @@ const struct centry tp_config_table[] = {
     {"server", "workers", CT_WORKERS, 1, 1024, "auto", F(server.workers), 0, NULL},
     {"server", "web_root", CT_STRING, 0, 0, "web", F(server.web_root), 0, NULL},
     {"server", "allowed_origins", CT_STRING, 0, 0, "", F(server.allowed_origins), 0, check_origins},
+    {"server", "trusted_proxies", CT_STRING, 0, 0, "", F(server.trusted_proxies), 0, check_proxies},
     {"server", "tls_cert", CT_STRING, 0, 0, "", F(server.tls_cert), 0, NULL},
     {"server", "tls_key", CT_STRING, 0, 0, "", F(server.tls_key), 0, NULL},
     {"server", "var_dir", CT_STRING, 0, 0, "var", F(server.var_dir), 0, check_nonempty},
@@ -92,6 +120,10 @@ const struct centry tp_config_table[] = {
     {"limits", "ws_msg_rate", CT_INT, 1, 1000000, "50", F(limits.ws_msg_rate), 0, NULL},
     {"limits", "ws_max_message", CT_SIZE, 128, M(64), "64k", F(limits.ws_max_message), 0, NULL},
     {"limits", "ws_send_queue", CT_SIZE, K(4), G(1), "1m", F(limits.ws_send_queue), 0, NULL},
+    {"limits", "signup_per_min", CT_INT, 0, 60000, "10", F(limits.signup_per_min), 0, NULL},
+    {"limits", "signup_burst", CT_INT, 1, 10000, "5", F(limits.signup_burst), 0, NULL},
+    {"limits", "signin_per_min", CT_INT, 0, 60000, "60", F(limits.signin_per_min), 0, NULL},
+    {"limits", "signin_burst", CT_INT, 1, 10000, "20", F(limits.signin_burst), 0, NULL},
 
     {"log", "level", CT_STRING, 0, 0, "info", F(log.level), 0, check_log_level},
 };

@@ -31,6 +31,7 @@
 #include <ev.h>
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -71,6 +72,7 @@ struct tp_conn {
     bool was_paused;
     unsigned served;
     int64_t accepted_ms, req_start_ms, progress_ms, linger_ms;
+    struct tp_http_peer peer; /* read once at accept: per-client limits key on it */
     struct tp_ws *ws;
     void *data;
     struct tp_conn *prev, *next;       /* h->conns */
@@ -303,6 +305,7 @@ static struct tp_http_ctx *push_slot(struct tp_conn *c, struct tp_http_request *
 {
     struct tp_http_ctx *ctx = tp_http_ctx_new(req, ka, on_ctx_done, c);
     tp_http_ctx_set_worker(ctx, c->h->worker);
+    tp_http_ctx_set_peer(ctx, &c->peer);
     struct slot *s = tp_xmalloc(sizeof(*s));
     s->ctx = ctx;
     s->next = NULL;
@@ -610,11 +613,36 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* --- Public --- */
 
+/* The peer of socket `fd`; an IPv4-mapped IPv6 address (a dual-stack listener) as IPv4, so one
+ * client has one key whichever listener it reached. */
+static void read_peer(int fd, struct tp_http_peer *p)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    memset(p, 0, sizeof(*p));
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        p->family = AF_INET;
+        memcpy(p->addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            p->family = AF_INET;
+            memcpy(p->addr, a->s6_addr + 12, 4);
+        } else {
+            p->family = AF_INET6;
+            memcpy(p->addr, a->s6_addr, 16);
+        }
+    }
+}
+
 struct tp_conn *tp_conn_new(struct tp_conn_host *h, int fd, bool tls)
 {
     struct tp_conn *c = tp_xcalloc(1, sizeof(*c));
     c->h = h;
     c->fd = fd;
+    read_peer(fd, &c->peer);
     c->state = CS_HTTP;
     if (tls) {
         c->flags |= TP_CONN_TLS;

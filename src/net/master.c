@@ -14,6 +14,7 @@
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
+#include "tickpool/base/ratelimit.h"
 #include "tickpool/net/tls.h"
 #include "tickpool/net/worker.h"
 
@@ -163,6 +164,11 @@ int tp_master_run(const struct tp_config *cfg)
     }
     if (tp_metrics_init(n + 1) != 0) {
         tp_log_error("master", "cannot map the shared metrics region");
+        return 1;
+    }
+    /* Per-client limits count over every worker of the host: one table mapped before fork. */
+    if (tp_ratelimit_init() != 0) {
+        tp_log_error("master", "cannot map the shared rate limit table");
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);

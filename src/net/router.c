@@ -45,6 +45,7 @@ struct tp_http_ctx {
     tp_http_done_cb done;
     void *done_ud;
     struct tp_worker *worker;
+    struct tp_http_peer peer;
     struct tp_buf extra;
     struct tp_buf out;
     int status;
@@ -309,6 +310,16 @@ void tp_http_ctx_set_route(struct tp_http_ctx *ctx, int route)
 bool tp_http_ctx_closes(const struct tp_http_ctx *ctx)
 {
     return !ctx->keep_alive;
+}
+
+void tp_http_ctx_set_peer(struct tp_http_ctx *ctx, const struct tp_http_peer *peer)
+{
+    ctx->peer = *peer;
+}
+
+const struct tp_http_peer *tp_http_ctx_peer(const struct tp_http_ctx *ctx)
+{
+    return &ctx->peer;
 }
 
 void tp_http_ctx_set_worker(struct tp_http_ctx *ctx, struct tp_worker *w)

@@ -210,6 +210,10 @@ class Server:
             "TICKPOOL_SERVER_WORKERS": str(workers),
             "TICKPOOL_SERVER_VAR_DIR": os.path.join(self.dir, "var"),
             "TICKPOOL_SERVER_WEB_ROOT": os.path.join(SRC, "web"),
+            # Suites sign up and in many players from one address: no per-client limits
+            # unless a test sets them (tests/integ/test_ratelimit.py does).
+            "TICKPOOL_LIMITS_SIGNUP_PER_MIN": "0",
+            "TICKPOOL_LIMITS_SIGNIN_PER_MIN": "0",
         })
         if redis is not None:
             self.env["TICKPOOL_REDIS_URL"] = redis.url

@@ -1,7 +1,7 @@
 /*
  * Configuration: config/tickpool.ini, then TICKPOOL_<SECTION>_<KEY> environment overrides,
- * validated by one table (src/base/config_table.c) and frozen. Modules get a const pointer to their own
- * sub-struct.
+ * validated by one table (src/base/config_table.c) and frozen. Modules get a const pointer to their
+ * own sub-struct.
  */
 #ifndef TP_CONFIG_H
 #define TP_CONFIG_H
@@ -12,6 +12,7 @@
 
 #define TP_CONFIG_MAX_BAND_EDGES 15
 #define TP_CONFIG_MAX_ORIGINS 16
+#define TP_CONFIG_MAX_PROXIES 16
 /* Capacity of the per-key origin record (src/base/config_table.c). */
 #define TP_CONFIG_MAX_KEYS 64
 /* A round's pool over all buckets never exceeds this (the bet script's POOL_MAX: pool_full):
@@ -34,8 +35,12 @@ struct tp_config_server {
     int workers;                /* server.workers [auto]: 0 means one per core */
     char web_root[512];         /* server.web_root [web] */
     char allowed_origins[1024]; /* server.allowed_origins: comma list, empty = same host */
-    char tls_cert[512];         /* server.tls_cert: PEM path, empty = self-signed under var_dir */
-    char tls_key[512];          /* server.tls_key */
+    /* server.trusted_proxies: comma list of at most TP_CONFIG_MAX_PROXIES IP addresses whose
+     * X-Forwarded-For is believed (the client is its last address not in the list); empty =
+     * the peer address is the client. */
+    char trusted_proxies[1024];
+    char tls_cert[512];       /* server.tls_cert: PEM path, empty = self-signed under var_dir */
+    char tls_key[512];        /* server.tls_key */
     char var_dir[512];        /* server.var_dir [var]: runtime state (certificate, embedded dbs) */
     size_t max_body;          /* server.max_body [64k]: request body limit (413 beyond) */
     int header_timeout_ms;    /* server.header_timeout [10s]: slowloris bound */
@@ -75,6 +80,12 @@ struct tp_config_limits {
     int ws_msg_rate;       /* limits.ws_msg_rate [50] messages/s per socket */
     size_t ws_max_message; /* limits.ws_max_message [64k] (close 1009 beyond) */
     size_t ws_send_queue;  /* limits.ws_send_queue [1m]: bytes queued before a socket is cut */
+    /* Per client address and host (429 rate_limited beyond): requests per minute (0 = no
+     * limit) and how many may come at once. */
+    int signup_per_min; /* limits.signup_per_min [10] */
+    int signup_burst;   /* limits.signup_burst [5] */
+    int signin_per_min; /* limits.signin_per_min [60]: sign-ins and password changes */
+    int signin_burst;   /* limits.signin_burst [20] */
 };
 
 struct tp_config_log {

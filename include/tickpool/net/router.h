@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct tp_http_request;
 struct tp_http_ctx;
@@ -76,6 +77,15 @@ bool tp_http_ctx_closes(const struct tp_http_ctx *ctx);
 /** Sets the worker reported by tp_http_ctx_worker (borrowed). */
 void tp_http_ctx_set_worker(struct tp_http_ctx *ctx, struct tp_worker *w);
 
+/* The address of a connection's peer: AF_INET (addr[0..4)), AF_INET6 (addr[0..16)), or 0 when
+ * unknown (unit tests). An IPv4-mapped IPv6 peer is given as AF_INET. */
+struct tp_http_peer {
+    int family;
+    uint8_t addr[16];
+};
+/** Sets the peer reported by tp_http_ctx_peer (copied). */
+void tp_http_ctx_set_peer(struct tp_http_ctx *ctx, const struct tp_http_peer *peer);
+
 /* --- Context: the handler's view --- */
 
 /** The request (borrowed, lives as long as the context); NULL for parser-error contexts. */
@@ -97,6 +107,8 @@ int tp_http_ctx_body_format(const struct tp_http_ctx *ctx, enum tp_fmt *fmt);
 bool tp_http_ctx_wants_msgpack(const struct tp_http_ctx *ctx);
 /** The worker serving this request (NULL in unit tests). */
 struct tp_worker *tp_http_ctx_worker(const struct tp_http_ctx *ctx);
+/** The connection's peer address (family 0 when unknown); never NULL. */
+const struct tp_http_peer *tp_http_ctx_peer(const struct tp_http_ctx *ctx);
 /** Adds a response header ("Retry-After", "5"); ignored when it holds CR or LF. Call before
  * the reply. */
 void tp_http_ctx_add_header(struct tp_http_ctx *ctx, const char *name, const char *value);

@@ -168,6 +168,9 @@ class Server {
       TICKPOOL_SERVER_WEB_ROOT: join(SRC, "web"),
       TICKPOOL_REDIS_URL: this.redis.url,
       TICKPOOL_POSTGRES_URL: this.pg.url,
+      // The tests sign up many players from one address: no per-client limits.
+      TICKPOOL_LIMITS_SIGNUP_PER_MIN: "0",
+      TICKPOOL_LIMITS_SIGNIN_PER_MIN: "0",
       ...this.extra,
     };
     this.httpUrl = `http://127.0.0.1:${this.httpPort}`;
