@@ -15,6 +15,8 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
   KEYS[8] tp:{bN}:excl                      HASH user_id -> self-exclusion end, Unix ms
   KEYS[9] tp:{bN}:paused                    STRING present while the operator has paused the
                                             game (`tickpool admin pause`; see pause.lua)
+  KEYS[10] tp:{bN}:disabled                 HASH user_id -> when an operator disabled the
+                                            account (`tickpool admin disable`; account_flag.lua)
   then one tp:{bN}:bets:<round_id>:<band> (HASH bet_id -> "<user_id>:<stake>") per distinct
   band of the batch, in order of first appearance in ARGV,
   then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order.
@@ -27,8 +29,9 @@ ARGV (decimal integers without sign or leading zeros):
   request hash (64 lowercase hex = SHA-256 of "v1|<round_id>|<band>|<stake>").
 Returns an array of n replies, one per bet in ARGV order, each exactly what bet.lua answered:
   {"ok", bet_id, round_id, band, stake, balance, replayed}  (all integers but "ok")
-  {"err", code}  idempotency_conflict, game_paused, self_excluded, round_not_found, round_not_open,
-      invalid_band, invalid_stake, insufficient_funds, pool_full, invalid_request.
+  {"err", code}  idempotency_conflict, game_paused, self_excluded, account_disabled,
+      round_not_found, round_not_open, invalid_band, invalid_stake, insufficient_funds, pool_full,
+      invalid_request.
   A malformed server-side argument or KEYS name is a caller bug: the whole call raises
   "ERR tp_bet_batch: ..." before any write.
 
@@ -64,8 +67,8 @@ end
 
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
-if #KEYS < 11 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 9 + 5 * n then
-    return bug('want 9 + bands + users KEYS and 9 + 5n ARGV')
+if #KEYS < 12 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 9 + 5 * n then
+    return bug('want 10 + bands + users KEYS and 9 + 5n ARGV')
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
@@ -92,10 +95,10 @@ for i = 0, n - 1 do
     if not user or user == 0 then return bug('bad user_id') end
     if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
     if #hash ~= 64 or hash:find('[^0-9a-f]') then return bug('bad request hash') end
-    if not bands[band_s] then nb = nb + 1; bands[band_s] = 9 + nb end
+    if not bands[band_s] then nb = nb + 1; bands[band_s] = 10 + nb end
     if not users[user_s] then nu = nu + 1; users[user_s] = nu end
 end
-if #KEYS ~= 9 + nb + nu then return bug('want 9 + bands + users KEYS') end
+if #KEYS ~= 10 + nb + nu then return bug('want 10 + bands + users KEYS') end
 
 -- A round id outside the layout would name another round's keys: every bet is refused, as
 -- bet.lua refuses it (the key names below are then not checked, nothing is touched).
@@ -107,7 +110,7 @@ end
 if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'idem:' .. round_s
     or KEYS[3] ~= p .. 'round:' .. round_s .. ':state' or KEYS[4] ~= p .. 'pool:' .. round_s
     or KEYS[5] ~= p .. 'outbox' or KEYS[6] ~= p .. 'seq' or KEYS[7] ~= p .. 'net'
-    or KEYS[8] ~= p .. 'excl' or KEYS[9] ~= p .. 'paused' then
+    or KEYS[8] ~= p .. 'excl' or KEYS[9] ~= p .. 'paused' or KEYS[10] ~= p .. 'disabled' then
     return bug('KEYS do not match the key layout for this bucket/round')
 end
 for band_s, k in pairs(bands) do
@@ -117,7 +120,7 @@ for band_s, k in pairs(bands) do
 end
 local ulist = {}
 for user_s, k in pairs(users) do
-    if KEYS[9 + nb + k] ~= p .. 'ubets:' .. user_s then
+    if KEYS[10 + nb + k] ~= p .. 'ubets:' .. user_s then
         return bug('KEYS do not match the key layout for this bucket/user')
     end
     ulist[k] = user_s
@@ -134,12 +137,16 @@ local recs = call('HMGET', KEYS[2], unpack(fields))
 local paused = call('EXISTS', KEYS[9]) == 1
 local balv = call('HMGET', KEYS[1], unpack(ulist))
 local exclv = call('HMGET', KEYS[8], unpack(ulist))
-local bal, excl = {}, {}
+-- Accounts an operator disabled (account_flag.lua): workers refuse their tokens in memory too,
+-- this covers the moment before a worker hears of it.
+local disv = call('HMGET', KEYS[10], unpack(ulist))
+local bal, excl, disabled = {}, {}, {}
 for k = 1, nu do
     local b = tonumber(balv[k] or '0')
     if b >= EXACT then return bug('balance beyond 2^53') end
     bal[ulist[k]] = b
     excl[ulist[k]] = exclv[k] and tonumber(exclv[k])
+    disabled[ulist[k]] = disv[k] and true or false
 end
 -- The round's copy: its state and its own rules (bucket_state.lua), fixed when it opened; after
 -- a restart with new band edges or stake bounds the config's (ARGV[3..5]) are not the round's
@@ -189,6 +196,8 @@ for i = 1, n do
         out[i] = {'err', 'game_paused'} -- (1b) the operator's pause; a replay above still answers
     elseif excl[user_s] and now < excl[user_s] then
         out[i] = {'err', 'self_excluded'} -- (2)
+    elseif disabled[user_s] then
+        out[i] = {'err', 'account_disabled'} -- (2b) tickpool admin disable
     elseif not found then
         out[i] = {'err', 'round_not_found'} -- (3)
     else
@@ -257,7 +266,7 @@ for user_s, sum in pairs(user_sum) do
     balw[#balw + 1] = user_s
     balw[#balw + 1] = format('%.0f', bal[user_s])
     call('ZINCRBY', KEYS[7], format('-%.0f', sum), user_s)
-    local k = 9 + nb + users[user_s]
+    local k = 10 + nb + users[user_s]
     -- The list holds at most 1000 entries after every batch; LTRIM only when over.
     if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > 1000 then
         call('LTRIM', KEYS[k], '0', '999')

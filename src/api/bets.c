@@ -21,6 +21,7 @@ static const int statuses[] = {
     [TP_BET_INVALID_BAND] = 400,
     [TP_BET_UNAUTHORIZED] = 401,
     [TP_BET_SELF_EXCLUDED] = 403,
+    [TP_BET_ACCOUNT_DISABLED] = 403,
     [TP_BET_INSUFFICIENT_FUNDS] = 402,
     [TP_BET_ROUND_NOT_FOUND] = 404,
     [TP_BET_ROUND_NOT_OPEN] = 409,
@@ -70,9 +71,11 @@ static void post_bets(struct tp_http_ctx *ctx, void *ud)
     int64_t user;
     int64_t t0 = tp_http_ctx_start_ns(ctx);
     int rc = tp_api_accounts_auth(ctx, &user);
-    if (rc != 0) { /* answered by tp_api_accounts_auth, with one of these two codes */
+    if (rc != 0) { /* answered by tp_api_accounts_auth, with one of these three codes */
         tp_bet_count_answer(TP_METRICS_TRANSPORT_HTTP, t0,
-                            rc == TP_EUNAVAIL ? TP_BET_UNAVAILABLE : TP_BET_UNAUTHORIZED);
+                            rc == TP_EUNAVAIL ? TP_BET_UNAVAILABLE
+                            : rc == TP_EPERM  ? TP_BET_ACCOUNT_DISABLED
+                                              : TP_BET_UNAUTHORIZED);
         return;
     }
     struct tp_worker *w = tp_http_ctx_worker(ctx);

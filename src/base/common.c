@@ -36,6 +36,8 @@ const char *tp_strerror(int err)
         return "unavailable";
     case TP_ESTALE:
         return "stale fencing epoch";
+    case TP_EPERM:
+        return "not permitted";
     }
     return "unknown error";
 }

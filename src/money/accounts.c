@@ -13,6 +13,7 @@
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
 #include "tickpool/base/log.h"
+#include "tickpool/money/access.h"
 #include "tickpool/money/password.h"
 #include "tickpool/money/token.h"
 #include "tickpool/net/worker.h"
@@ -56,6 +57,8 @@ static const char *const names[] = {
     [TP_ACCOUNTS_UNKNOWN_USER] = "unauthorized",
     [TP_ACCOUNTS_OVERLOADED] = "overloaded",
     [TP_ACCOUNTS_UNAVAILABLE] = "unavailable",
+    [TP_ACCOUNTS_DISABLED] = "account_disabled",
+    [TP_ACCOUNTS_WRONG_PASSWORD] = "wrong_password",
 };
 
 const char *tp_accounts_code_name(enum tp_accounts_code c)
@@ -140,9 +143,25 @@ int tp_accounts_verify_token(struct tp_worker *w, const char *token, size_t len,
     struct accounts *a = accounts_of(w);
     if (a == NULL || a->secret_len == 0)
         return TP_EUNAVAIL;
-    int64_t exp;
-    return tp_token_verify(a->secret, a->secret_len, token, len, tp_now_ms(), user_id,
-                           expires_ms != NULL ? expires_ms : &exp);
+    int64_t uid, exp;
+    int rc = tp_token_verify(a->secret, a->secret_len, token, len, tp_now_ms(), &uid, &exp);
+    if (rc != 0)
+        return rc;
+    switch (tp_access_check(w, uid, exp)) {
+    case TP_ACCESS_OK:
+        break;
+    case TP_ACCESS_REVOKED:
+        return TP_EINVAL;
+    case TP_ACCESS_DISABLED:
+        return TP_EPERM;
+    case TP_ACCESS_UNKNOWN:
+        return TP_EUNAVAIL;
+    }
+    if (user_id != NULL)
+        *user_id = uid;
+    if (expires_ms != NULL)
+        *expires_ms = exp;
+    return 0;
 }
 
 /* --- Shared operation plumbing --- */
@@ -155,7 +174,10 @@ struct op {
     char lower[NAME_MAX + 1];
     char pw[TP_PASSWORD_MAX + 1];
     size_t pwlen;
+    char npw[TP_PASSWORD_MAX + 1]; /* password change: the new password */
+    size_t npwlen;
     char hash[TP_PASSWORD_ENCODED_MAX];
+    char nhash[TP_PASSWORD_ENCODED_MAX]; /* password change: the new password's hash */
     int rc;
     bool known; /* sign-in: the user exists */
     bool taken; /* sign-up: the name was claimed already */
@@ -178,6 +200,7 @@ static void finish(struct op *o, struct tp_accounts_result *res)
 {
     o->cb(res, o->ud);
     explicit_bzero(o->pw, sizeof(o->pw));
+    explicit_bzero(o->npw, sizeof(o->npw));
     free(o);
 }
 
@@ -293,14 +316,21 @@ bad:
     return false;
 }
 
-/* Signs a fresh token for o->uid into `tok` and fills the result's token and expiry. */
-static void sign_token(const struct op *o, char tok[TP_TOKEN_LEN + 1],
-                       struct tp_accounts_result *res)
+/* Signs a fresh token for o->uid into `tok` and fills the result's token and expiry: the usual
+ * lifetime, or just past `after_ms` (a revocation watermark the token must outlive). */
+static void sign_token_after(const struct op *o, int64_t after_ms, char tok[TP_TOKEN_LEN + 1],
+                             struct tp_accounts_result *res)
 {
-    res->expires_ms = tp_now_ms() + TP_ACCOUNTS_TOKEN_TTL_MS;
+    res->expires_ms = TP_MAX(tp_now_ms() + TP_ACCOUNTS_TOKEN_TTL_MS, after_ms + 1);
     TP_ASSERT(tp_token_sign(o->a->secret, o->a->secret_len, o->uid, res->expires_ms, tok,
                             TP_TOKEN_LEN + 1) == 0);
     res->token = tok;
+}
+
+static void sign_token(const struct op *o, char tok[TP_TOKEN_LEN + 1],
+                       struct tp_accounts_result *res)
+{
+    sign_token_after(o, 0, tok, res);
 }
 
 /* --- Sign-up --- */
@@ -426,6 +456,25 @@ static void session_granted(int err, const struct tp_store_reply *r, void *ud)
     finish(o, &res);
 }
 
+/* The account's disabled flag, read from Redis (the authority; the workers' copy may be a
+ * moment behind): a disabled account gets no token. */
+static void session_enabled(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct op *o = ud;
+    if (err != 0 || tp_reply_type(r) != TP_REPLY_INTEGER) {
+        unavailable(o, "disabled flag", err);
+        return;
+    }
+    if (tp_reply_integer(r) != 0) {
+        fail(o, TP_ACCOUNTS_DISABLED);
+        return;
+    }
+    /* Heal a sign-up interrupted before its grant (idempotent no-op otherwise). */
+    int rc = run_grant(o, session_granted);
+    if (rc != 0)
+        unavailable(o, "grant", rc);
+}
+
 static void session_verified(int err, void *ud)
 {
     struct op *o = ud;
@@ -437,10 +486,13 @@ static void session_verified(int err, void *ud)
         fail(o, TP_ACCOUNTS_BAD_CREDENTIALS);
         return;
     }
-    /* Heal a sign-up interrupted before its grant (idempotent no-op otherwise). */
-    int rc = run_grant(o, session_granted);
+    /* Only after the password: whether an account is disabled is its owner's business. */
+    struct tp_key k;
+    int b = tp_bucket_of(o->uid, op_config(o)->game.buckets);
+    int rc = tp_store_command(op_store(o), session_enabled, o, "HEXISTS %s %lld",
+                              tp_keys_disabled(&k, b), (long long)o->uid);
     if (rc != 0)
-        unavailable(o, "grant", rc);
+        unavailable(o, "disabled flag", rc);
 }
 
 static int submit_verify(struct op *o)
@@ -519,6 +571,178 @@ int tp_accounts_signin(struct tp_worker *w, const struct tp_accounts_creds *c, t
     return rc;
 }
 
+/* --- Password change --- */
+
+enum tp_accounts_code tp_accounts_check_password(const struct tp_accounts_creds *c)
+{
+    if (c->password == NULL || c->password_len > TP_PASSWORD_MAX)
+        return TP_ACCOUNTS_INVALID_REQUEST;
+    if (c->new_password == NULL || c->new_password_len < PW_MIN ||
+        c->new_password_len > TP_PASSWORD_MAX)
+        return TP_ACCOUNTS_WEAK_PASSWORD;
+    return TP_ACCOUNTS_OK;
+}
+
+/* Both argon2 steps in one job: the old password against the stored hash, then (only if it
+ * matched) the new one's hash. */
+static void change_job(void *ud)
+{
+    struct op *o = ud;
+    o->rc = tp_password_verify(o->hash, o->pw, o->pwlen);
+    if (o->rc == 0)
+        o->rc = tp_password_hash(o->npw, o->npwlen, o->nhash, sizeof(o->nhash));
+    else if (o->rc != TP_ENOMEM)
+        o->rc = TP_EINVAL;
+    explicit_bzero(o->pw, sizeof(o->pw));
+    explicit_bzero(o->npw, sizeof(o->npw));
+}
+
+static void change_stored(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct op *o = ud;
+    const char *tag = err == 0 ? tp_reply_str(tp_reply_at(r, 0), NULL) : NULL;
+    if (tag != NULL && strcmp(tag, "err") == 0) {
+        const char *c = tp_reply_str(tp_reply_at(r, 1), NULL);
+        /* "changed": another change won meanwhile, so the old password is not current. */
+        fail(o, c != NULL && strcmp(c, "unknown_user") == 0 ? TP_ACCOUNTS_UNKNOWN_USER
+                                                            : TP_ACCOUNTS_WRONG_PASSWORD);
+        return;
+    }
+    if (tag == NULL || strcmp(tag, "ok") != 0 ||
+        tp_reply_type(tp_reply_at(r, 1)) != TP_REPLY_INTEGER) {
+        if (err == 0 && tp_reply_type(r) == TP_REPLY_ERROR)
+            tp_log_error(MOD, "password script: %s", tp_reply_str(r, NULL));
+        unavailable(o, "password script", err);
+        return;
+    }
+    char tok[TP_TOKEN_LEN + 1];
+    struct tp_accounts_result res = {.code = TP_ACCOUNTS_OK, .user_id = o->uid};
+    sign_token_after(o, tp_reply_integer(tp_reply_at(r, 1)), tok, &res);
+    tp_log_info(MOD, "password changed	user_id=%lld", (long long)o->uid);
+    finish(o, &res);
+}
+
+static void change_hashed(int err, void *ud)
+{
+    struct op *o = ud;
+    if (err != 0 || o->rc == TP_ENOMEM || (o->rc != 0 && o->rc != TP_EINVAL)) {
+        unavailable(o, "password change hash", err != 0 ? err : o->rc);
+        return;
+    }
+    if (o->rc != 0) {
+        fail(o, TP_ACCOUNTS_WRONG_PASSWORD);
+        return;
+    }
+    /* Every token signed so far expires at or before now + TTL: that is the watermark. */
+    int64_t now = tp_now_ms();
+    struct tp_script_password_args a = {.user_id = o->uid,
+                                        .old_hash = o->hash,
+                                        .new_hash = o->nhash,
+                                        .before_ms = now + TP_ACCOUNTS_TOKEN_TTL_MS,
+                                        .now_ms = now};
+    int rc = tp_script_password(op_store(o), &a, change_stored, o);
+    if (rc != 0)
+        unavailable(o, "password script", rc);
+}
+
+/*
+ * Reads the reply of an HGET on the user's record: the field (and *n) when present and at most
+ * `max` bytes; otherwise finishes the op (UNAVAILABLE, or UNKNOWN_USER: a valid token of a user
+ * this Redis does not know, after a data reset) and returns NULL.
+ */
+static const char *user_field(struct op *o, int err, const struct tp_store_reply *r, size_t max,
+                              size_t *n)
+{
+    if (err != 0 || (tp_reply_type(r) != TP_REPLY_NIL && tp_reply_type(r) != TP_REPLY_STRING)) {
+        unavailable(o, "user lookup", err);
+        return NULL;
+    }
+    const char *v = tp_reply_str(r, n);
+    if (v == NULL || *n > max) {
+        fail(o, TP_ACCOUNTS_UNKNOWN_USER);
+        return NULL;
+    }
+    return v;
+}
+
+static void change_user(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct op *o = ud;
+    size_t n;
+    const char *h = user_field(o, err, r, sizeof(o->hash) - 1, &n);
+    if (h == NULL)
+        return;
+    memcpy(o->hash, h, n + 1);
+    if (tp_workq_submit(o->a->pool, change_job, change_hashed, o) != 0)
+        fail(o, TP_ACCOUNTS_OVERLOADED);
+}
+
+int tp_accounts_change_password(struct tp_worker *w, int64_t user_id,
+                                const struct tp_accounts_creds *c, tp_accounts_cb cb, void *ud)
+{
+    if (c == NULL || cb == NULL || user_id < 1 || tp_accounts_check_password(c) != TP_ACCOUNTS_OK)
+        return TP_EINVAL;
+    if (!tp_accounts_ready(w))
+        return TP_EUNAVAIL;
+    struct op *o = tp_xcalloc(1, sizeof(*o));
+    o->a = accounts_of(w);
+    o->cb = cb;
+    o->ud = ud;
+    o->uid = user_id;
+    memcpy(o->pw, c->password, c->password_len);
+    o->pwlen = c->password_len;
+    memcpy(o->npw, c->new_password, c->new_password_len);
+    o->npwlen = c->new_password_len;
+    struct tp_key k;
+    int rc =
+        tp_store_command(op_store(o), change_user, o, "HGET %s pw_hash", tp_keys_user(&k, user_id));
+    if (rc != 0) {
+        tp_log_warn(MOD, "user lookup failed	err=%s", tp_strerror(rc));
+        explicit_bzero(o->pw, sizeof(o->pw));
+        explicit_bzero(o->npw, sizeof(o->npw));
+        free(o);
+        return TP_EUNAVAIL;
+    }
+    return 0;
+}
+
+/* --- Logout --- */
+
+static void logout_done(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct op *o = ud;
+    const char *tag = err == 0 ? tp_reply_str(tp_reply_at(r, 0), NULL) : NULL;
+    if (tag == NULL || strcmp(tag, "ok") != 0) {
+        if (err == 0 && tp_reply_type(r) == TP_REPLY_ERROR)
+            tp_log_error(MOD, "revoke script: %s", tp_reply_str(r, NULL));
+        unavailable(o, "revoke script", err);
+        return;
+    }
+    struct tp_accounts_result res = {.code = TP_ACCOUNTS_OK, .user_id = o->uid};
+    finish(o, &res);
+}
+
+int tp_accounts_logout(struct tp_worker *w, int64_t user_id, int64_t expires_ms, tp_accounts_cb cb,
+                       void *ud)
+{
+    if (cb == NULL || user_id < 1 || expires_ms < 1 || !tp_accounts_ready(w))
+        return TP_EUNAVAIL;
+    struct op *o = tp_xcalloc(1, sizeof(*o));
+    o->a = accounts_of(w);
+    o->cb = cb;
+    o->ud = ud;
+    o->uid = user_id;
+    struct tp_script_revoke_args a = {
+        .user_id = user_id, .before_ms = expires_ms, .now_ms = tp_now_ms()};
+    int rc = tp_script_revoke(op_store(o), &a, logout_done, o);
+    if (rc != 0) {
+        tp_log_warn(MOD, "revoke script failed	err=%s", tp_strerror(rc));
+        free(o);
+        return TP_EUNAVAIL;
+    }
+    return 0;
+}
+
 /* --- Profile --- */
 
 static void profile_balance(int err, const struct tp_store_reply *r, void *ud)
@@ -539,17 +763,10 @@ static void profile_balance(int err, const struct tp_store_reply *r, void *ud)
 static void profile_user(int err, const struct tp_store_reply *r, void *ud)
 {
     struct op *o = ud;
-    if (err != 0 || (tp_reply_type(r) != TP_REPLY_NIL && tp_reply_type(r) != TP_REPLY_STRING)) {
-        unavailable(o, "user lookup", err);
-        return;
-    }
     size_t n;
-    const char *name = tp_reply_str(r, &n);
-    if (name == NULL || n > NAME_MAX) {
-        /* A valid token for a user this Redis does not know (data reset). */
-        fail(o, TP_ACCOUNTS_UNKNOWN_USER);
+    const char *name = user_field(o, err, r, NAME_MAX, &n);
+    if (name == NULL)
         return;
-    }
     memcpy(o->username, name, n + 1);
     struct tp_key k;
     int b = tp_bucket_of(o->uid, op_config(o)->game.buckets);
@@ -618,6 +835,7 @@ static void init_worker(struct tp_worker *w, void *ud)
 
 void tp_accounts_install(void)
 {
+    tp_access_install();
     slot = tp_worker_slot_new();
     tp_worker_on_init(init_worker, NULL);
     tp_worker_on_drain(on_drain, NULL);

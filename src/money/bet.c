@@ -28,6 +28,7 @@ static const struct {
     [TP_BET_UNAUTHORIZED] = {"unauthorized", "missing, invalid or expired token"},
     [TP_BET_SELF_EXCLUDED] = {"self_excluded",
                               "you excluded yourself from betting; see GET /api/v1/me/exclusion"},
+    [TP_BET_ACCOUNT_DISABLED] = {"account_disabled", "this account is disabled"},
     [TP_BET_INSUFFICIENT_FUNDS] = {"insufficient_funds", "balance below the stake"},
     [TP_BET_ROUND_NOT_FOUND] = {"round_not_found", "no such round"},
     [TP_BET_ROUND_NOT_OPEN] = {"round_not_open", "the round is not open for bets"},
@@ -188,6 +189,8 @@ enum tp_bet_code tp_bet_code_from_err(int err)
         return TP_BET_IDEMPOTENCY_CONFLICT;
     case TP_EINVAL:
         return TP_BET_INVALID_REQUEST;
+    case TP_EPERM:
+        return TP_BET_ACCOUNT_DISABLED;
     default:
         return TP_BET_UNAVAILABLE;
     }

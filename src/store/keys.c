@@ -78,6 +78,11 @@ const char *tp_keys_paused(struct tp_key *k, int bucket)
     return fmt(k, BUCKET "paused", bucket);
 }
 
+const char *tp_keys_disabled(struct tp_key *k, int bucket)
+{
+    return fmt(k, BUCKET "disabled", bucket);
+}
+
 const char *tp_keys_unsettled(struct tp_key *k, int bucket)
 {
     return fmt(k, BUCKET "unsettled", bucket);

@@ -359,8 +359,19 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
         const char *ts = field(ev, "created_at"), *pw = field(ev, "pw_hash");
         if (tp_pgw_is_uint(id) && is_ident(name) && tp_pgw_is_uint(ts) && pw != NULL &&
             strlen(pw) < 512) {
-            const char *kv[] = {"id", id, "username", name, "password_hash", pw, "ts", ts};
-            row(b, TP_PGW_USERS, 4, kv);
+            const char *kv[] = {"id", id,   "username", name,      "password_hash",
+                                pw,   "ts", ts,         "changed", NULL};
+            row(b, TP_PGW_USERS, 5, kv);
+            rc = 0;
+        }
+    } else if (strcmp(type, "password") == 0) {
+        /* scripts/lua/password.lua: user_id, pw_hash, ts. A users row without a username is
+         * an update of an existing user (the second statement of TP_PGW_USERS). */
+        const char *id = field(ev, "user_id"), *ts = field(ev, "ts"), *pw = field(ev, "pw_hash");
+        if (tp_pgw_is_uint(id) && tp_pgw_is_uint(ts) && pw != NULL && strlen(pw) < 512) {
+            const char *kv[] = {"id", id,   "username", NULL,      "password_hash",
+                                pw,   "ts", NULL,       "changed", ts};
+            row(b, TP_PGW_USERS, 5, kv);
             rc = 0;
         }
     }
@@ -383,7 +394,13 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                       "SELECT DISTINCT ON (id) id, username, password_hash, "
                       "to_timestamp(ts / 1000.0) FROM json_to_recordset($1::json) AS x(id "
                       "bigint, username text, password_hash text, ts bigint) "
-                      "ON CONFLICT DO NOTHING"},
+                      "WHERE username IS NOT NULL ON CONFLICT DO NOTHING",
+                      /* Password changes, after the sign-ups of the same batch; the latest of
+                       * a user's changes in the batch wins. */
+                      "UPDATE users u SET password_hash = x.password_hash FROM (SELECT DISTINCT "
+                      "ON (id) id, password_hash FROM json_to_recordset($1::json) AS x(id "
+                      "bigint, password_hash text, changed bigint) WHERE changed IS NOT NULL "
+                      "ORDER BY id, changed DESC) x WHERE u.id = x.id"},
     [TP_PGW_ROUNDS] = {"INSERT INTO rounds (id, state, opens_at, locks_at, closes_at, "
                        "band_edges_bps, rake_bps, seed_hash) SELECT DISTINCT ON (id) id, 'open', "
                        "opens_at, locks_at, closes_at, band_edges_bps::int[], rake_bps, seed_hash "

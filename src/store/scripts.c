@@ -149,7 +149,7 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
     arg_int(a, b->buckets);
 }
 
-/* scripts/lua/bet_batch.lua header: 9 KEYS, one bets key per distinct band and one ubets key per
+/* scripts/lua/bet_batch.lua header: 10 KEYS, one bets key per distinct band and one ubets key per
  * distinct player (first appearance order); 9 ARGV, then 5 per bet. Distinct bands and players
  * are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a table). */
 static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_script_call *a)
@@ -157,9 +157,9 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     struct tp_key k;
     int n = b->bucket;
     size_t cnt = b->n;
-    /* Keys: 9 + ≤ 2 per bet, each < TP_KEYS_MAX; numbers: ≤ 9 + 3 per bet, each < 24 bytes. */
-    start_heap(a, "bet_batch", (int)(18 + 7 * cnt),
-               (9 + 2 * cnt) * TP_KEYS_MAX + (9 + 3 * cnt) * 24);
+    /* Keys: 10 + ≤ 2 per bet, each < TP_KEYS_MAX; numbers: ≤ 9 + 3 per bet, each < 24 bytes. */
+    start_heap(a, "bet_batch", (int)(19 + 7 * cnt),
+               (10 + 2 * cnt) * TP_KEYS_MAX + (9 + 3 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_idem(&k, n, b->round_id));
     key(a, tp_keys_round_state(&k, n, b->round_id));
@@ -169,6 +169,7 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     key(a, tp_keys_net(&k, n));
     key(a, tp_keys_excl(&k, n));
     key(a, tp_keys_paused(&k, n));
+    key(a, tp_keys_disabled(&k, n));
     for (size_t i = 0; i < cnt; i++) {
         size_t j = 0;
         while (j < i && b->bets[j].band != b->bets[i].band)
@@ -315,6 +316,77 @@ int tp_script_signup(struct tp_store *store, const struct tp_script_signup_args 
 {
     struct tp_script_call a;
     signup_args(s, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/revoke.lua header: the revoked ZSET; user, watermark, now, channel. */
+static void revoke_args(const struct tp_script_revoke_args *r, struct tp_script_call *a)
+{
+    start(a, "revoke");
+    key(a, TP_KEYS_REVOKED);
+    arg_int(a, r->user_id);
+    arg_int(a, r->before_ms);
+    arg_int(a, r->now_ms);
+    arg_str(a, TP_KEYS_BCAST_CHANNEL);
+}
+
+int tp_script_revoke(struct tp_store *store, const struct tp_script_revoke_args *r, tp_store_cb cb,
+                     void *ud)
+{
+    struct tp_script_call a;
+    revoke_args(r, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/password.lua header: user, revoked, outbox; user, old, new, watermark, now,
+ * channel. */
+static void password_args(const struct tp_script_password_args *p, struct tp_script_call *a)
+{
+    struct tp_key k;
+    start(a, "password");
+    key(a, tp_keys_user(&k, p->user_id));
+    key(a, TP_KEYS_REVOKED);
+    key(a, TP_KEYS_GLOBAL_OUTBOX);
+    arg_int(a, p->user_id);
+    arg_str(a, p->old_hash);
+    arg_str(a, p->new_hash);
+    arg_int(a, p->before_ms);
+    arg_int(a, p->now_ms);
+    arg_str(a, TP_KEYS_BCAST_CHANNEL);
+}
+
+int tp_script_password(struct tp_store *store, const struct tp_script_password_args *p,
+                       tp_store_cb cb, void *ud)
+{
+    struct tp_script_call a;
+    password_args(p, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/account_flag.lua header: 2 KEYS in the user's bucket, 9 ARGV. */
+static void account_flag_args(const struct tp_script_account_flag_args *f, struct tp_script_call *a)
+{
+    struct tp_key k;
+    int n = tp_bucket_of(f->user_id, f->buckets);
+    start(a, "account_flag");
+    key(a, tp_keys_disabled(&k, n));
+    key(a, tp_keys_outbox(&k, n));
+    arg_int(a, f->user_id);
+    arg_int(a, f->disabled ? 1 : 0);
+    arg_int(a, f->now_ms);
+    arg_int(a, n);
+    arg_int(a, f->buckets);
+    arg_str(a, TP_KEYS_BCAST_CHANNEL);
+    arg_str(a, f->admin.action_id);
+    arg_str(a, f->admin.actor);
+    arg_str(a, f->admin.reason);
+}
+
+int tp_script_account_flag(struct tp_store *store, const struct tp_script_account_flag_args *f,
+                           tp_store_cb cb, void *ud)
+{
+    struct tp_script_call a;
+    account_flag_args(f, &a);
     return run(store, &a, cb, ud);
 }
 

@@ -796,10 +796,13 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
     const char *kind = reply->element[0]->str;
     enter(s);
     if (strcmp(kind, "subscribe") == 0) {
+        bool first = !sb->confirmed;
         sb->confirmed = true;
         if (sb->gap) {
             sb->gap = false;
             sb->cb(TP_EUNAVAIL, NULL, sb->ud);
+        } else if (first) {
+            sb->cb(0, (const struct tp_store_reply *)reply, sb->ud);
         }
     } else if (strcmp(kind, "message") == 0) {
         sb->cb(0, (const struct tp_store_reply *)reply, sb->ud);

@@ -33,6 +33,7 @@
 #include "tickpool/base/metrics.h"
 #include "tickpool/game/game_round.h"
 #include "tickpool/game/leader.h"
+#include "tickpool/money/access.h"
 #include "tickpool/net/conn.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/net/ws.h"
@@ -308,6 +309,10 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
         tp_log_warn(MOD, "dropped a malformed broadcast\tlen=%zu", len);
         return;
     }
+    if (pk.kind == TP_PROTOCOL_ACCOUNT) { /* internal: for this worker's token checks only */
+        tp_access_apply(w, &pk.account);
+        return;
+    }
     if (bc == NULL)
         return;
     enum tp_ws_kind kind = pk.kind == TP_PROTOCOL_TICK
@@ -333,11 +338,17 @@ static void on_sub(int err, const struct tp_store_reply *r, void *ud)
         /* Resubscribed after a drop: messages may have been lost meanwhile. */
         tp_log_info(MOD, "resubscribed: resyncing sockets");
         bc->sessions->resync(bc->w);
+        tp_access_reload(bc->w);
         return;
     }
     if (err != 0 || tp_reply_len(r) < 3)
         return;
     const char *kind = tp_reply_str(tp_reply_at(r, 0), NULL);
+    if (kind != NULL && strcmp(kind, "subscribe") == 0) {
+        /* Subscribed: from now on no account change is missed, so read the current state. */
+        tp_access_reload(bc->w);
+        return;
+    }
     size_t len = 0;
     const char *payload = tp_reply_str(tp_reply_at(r, 2), &len);
     if (kind == NULL || strcmp(kind, "message") != 0 || payload == NULL)

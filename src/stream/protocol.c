@@ -335,6 +335,15 @@ int tp_protocol_peek(const void *data, size_t len, struct tp_protocol_peek *out)
         out->tick_odds = tp_val_type(tp_val_get(m, "odds")) == TP_VAL_MAP;
     } else if (strcmp(t, "odds") == 0) {
         out->kind = TP_PROTOCOL_ODDS;
+    } else if (strcmp(t, "account") == 0) {
+        out->kind = TP_PROTOCOL_ACCOUNT;
+        struct tp_access_update *u = &out->account;
+        const struct tp_val *d = tp_val_get(m, "disabled");
+        if (tp_val_get_int(m, "user_id", &u->user_id) != 0 || u->user_id <= 0)
+            u->user_id = 0;
+        u->has_revoked = tp_val_get_int(m, "revoked_before", &u->revoked_before) == 0;
+        u->has_disabled = tp_val_type(d) == TP_VAL_BOOL;
+        u->disabled = u->has_disabled && tp_val_bool(d);
     } else if (strcmp(t, "round") == 0) {
         out->kind = TP_PROTOCOL_ROUND;
         const struct tp_val *r = tp_val_get(m, "round");

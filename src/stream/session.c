@@ -19,6 +19,7 @@
 #include "tickpool/base/log.h"
 #include "tickpool/game/game_round.h"
 #include "tickpool/game/pause.h"
+#include "tickpool/money/access.h"
 #include "tickpool/money/accounts.h"
 #include "tickpool/money/bet.h"
 #include "tickpool/net/conn.h"
@@ -411,6 +412,24 @@ static void on_bet(const struct tp_bet_result *res, void *ud)
     free(op);
 }
 
+/* The socket's token against the worker's account state (memory only): a token revoked or an
+ * account disabled since the socket authenticated stops betting at once, whatever
+ * housekeeping does with the socket later. */
+static enum tp_bet_code access_code(const struct sess *s)
+{
+    switch (tp_access_check(s->sw->w, s->user_id, s->exp_ms)) {
+    case TP_ACCESS_OK:
+        return TP_BET_OK;
+    case TP_ACCESS_DISABLED:
+        return TP_BET_ACCOUNT_DISABLED;
+    case TP_ACCESS_UNKNOWN:
+        return TP_BET_UNAVAILABLE;
+    case TP_ACCESS_REVOKED:
+        break;
+    }
+    return TP_BET_UNAUTHORIZED;
+}
+
 static void handle_bet(struct sess *s, const struct tp_val *m)
 {
     struct bet_op *op = tp_xcalloc(1, sizeof(*op));
@@ -440,6 +459,8 @@ static void handle_bet(struct sess *s, const struct tp_val *m)
         code = TP_BET_INVALID_REQUEST;
     else if (s->user_id <= 0)
         code = TP_BET_UNAUTHORIZED;
+    else if ((code = access_code(s)) != TP_BET_OK)
+        ;
     else if ((code = tp_bet_parse_val(m, &s->sw->lim, &br)) != TP_BET_OK)
         ;
     else if (tp_val_get_str(m, "key", &key, &klen) != 0)
@@ -475,8 +496,13 @@ static void handle_auth(struct sess *s, const struct tp_val *m)
     int64_t uid, exp;
     int rc = tp_accounts_verify_token(s->sw->w, tok, len, &uid, &exp);
     if (rc != 0) {
-        send_error(s, rc == TP_EUNAVAIL ? "unavailable" : "unauthorized",
-                   rc == TP_ETIMEDOUT ? "token expired" : "invalid token");
+        send_error(s,
+                   rc == TP_EUNAVAIL ? "unavailable"
+                   : rc == TP_EPERM  ? "account_disabled"
+                                     : "unauthorized",
+                   rc == TP_ETIMEDOUT ? "token expired"
+                   : rc == TP_EPERM   ? "this account is disabled"
+                                      : "invalid token");
         return;
     }
     if (s->user_id > 0 && s->user_id != uid) {
@@ -590,7 +616,9 @@ static void on_open(struct tp_conn *c, const struct tp_http_request *req, void *
         int rc = tp_accounts_verify_token(sw->w, tok, strlen(tok), &uid, &exp);
         if (rc != 0) {
             tp_conn_ws_close(c, TP_WS_CLOSE_POLICY,
-                             rc == TP_ETIMEDOUT ? "token expired" : "invalid token");
+                             rc == TP_ETIMEDOUT ? "token expired"
+                             : rc == TP_EPERM   ? "account disabled"
+                                                : "invalid token");
             return;
         }
         if (!bind_user(s, uid, exp))
@@ -616,7 +644,7 @@ static void on_close(struct tp_conn *c, void *ud)
 /* --- Housekeeping: token expiry, keepalive, slow messages --- */
 
 /* Why housekeeping closes a socket, with the close code and reason each gets. */
-enum why { WHY_IDLE, WHY_EXPIRED, WHY_SLOW_MESSAGE, WHY_DEFERRED };
+enum why { WHY_IDLE, WHY_EXPIRED, WHY_REVOKED, WHY_SLOW_MESSAGE, WHY_DEFERRED };
 
 struct expired {
     struct tp_conn **v;
@@ -657,6 +685,9 @@ static void find_expired(struct tp_conn *c, void *ud)
         why = WHY_SLOW_MESSAGE;
     else if (s->user_id > 0 && s->exp_ms > 0 && s->exp_ms <= e->now)
         why = WHY_EXPIRED;
+    else if (s->user_id > 0 &&
+             tp_access_check(s->sw->w, s->user_id, s->exp_ms) == TP_ACCESS_REVOKED)
+        why = WHY_REVOKED;
     else
         return;
     if (e->n == e->cap) {
@@ -684,6 +715,9 @@ static void housekeep_cb(struct ev_loop *loop, ev_timer *t, int revents)
             break;
         case WHY_EXPIRED:
             tp_conn_ws_close(e.v[i], TP_WS_CLOSE_POLICY, "token expired");
+            break;
+        case WHY_REVOKED: /* a logout or password change elsewhere: the player's data stops */
+            tp_conn_ws_close(e.v[i], TP_WS_CLOSE_POLICY, "token revoked");
             break;
         case WHY_SLOW_MESSAGE:
             tp_conn_ws_close(e.v[i], TP_WS_CLOSE_POLICY, "message incomplete");

@@ -66,7 +66,8 @@ class Side:
             if u not in users:
                 users.append(u)
         ks = keys or ([p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
-                       p + "outbox", p + "seq", p + "net", p + "excl", p + "paused"] +
+                       p + "outbox", p + "seq", p + "net", p + "excl", p + "paused",
+                       p + "disabled"] +
                       [p + f"bets:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users])
         argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, TTL, bucket, self.b, len(bets)]
         for j, (u, band, stake, key) in enumerate(bets):
@@ -295,7 +296,8 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
             s.batch_call(0, 1, [(2, 0, 100, "k")], 5000,
                          keys=["tp:{b0}:bal", "tp:{b0}:idem:2", "tp:{b0}:round:1:state",
                                "tp:{b0}:pool:1", "tp:{b0}:outbox", "tp:{b0}:seq", "tp:{b0}:net",
-                               "tp:{b0}:excl", "tp:{b0}:paused", "tp:{b0}:bets:1:0",
+                               "tp:{b0}:excl", "tp:{b0}:paused", "tp:{b0}:disabled",
+                               "tp:{b0}:bets:1:0",
                                "tp:{b0}:ubets:2"])
         except redis.ResponseError as e:
             assert "key layout" in str(e), e

@@ -1,5 +1,6 @@
 """Money scripts against a real redis-server: scripts/lua/bet_batch.lua (here one bet per call;
-test_lua_batch.py compares batches with one-by-one admission), grant.lua and exclusion.lua.
+test_lua_batch.py compares batches with one-by-one admission), grant.lua and exclusion.lua, and
+the account scripts revoke.lua, password.lua and account_flag.lua.
 
 Each test starts a private Redis (tpenv.Redis), loads the scripts with SCRIPT LOAD and calls them
 with EVALSHA exactly as the C store does, following the key layout of scripts/lua/README.md.
@@ -11,6 +12,7 @@ import os
 import random
 import threading
 
+import msgpack
 import redis
 import tpenv
 
@@ -32,7 +34,7 @@ class Money:
         self.raw = redis.Redis(host="127.0.0.1", port=r.port)  # bytes, for DUMP
         self.buckets = buckets
         self.sha = {}
-        for name in ("bet_batch", "grant", "exclusion"):
+        for name in ("bet_batch", "grant", "exclusion", "revoke", "password", "account_flag"):
             with open(os.path.join(SRC, "scripts", "lua", name + ".lua")) as f:
                 self.sha[name] = self.c.script_load(f.read())
 
@@ -59,7 +61,7 @@ class Money:
     def bet_keys(self, user, rid, band, key):
         p = self.p(user)
         return [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
-                p + "outbox", p + "seq", p + "net", p + "excl", p + "paused",
+                p + "outbox", p + "seq", p + "net", p + "excl", p + "paused", p + "disabled",
                 p + f"bets:{rid}:{band}",
                 p + f"ubets:{user}"]
 
@@ -324,6 +326,88 @@ def test_bet_refused_while_paused():
         assert m.bet(3, 1, 0, 100, "k")[0] == "ok"
 
 
+def flag(m, user, disabled, now=1000, action="a-1", client=None):
+    p = m.p(user)
+    return (client or m.c).evalsha(m.sha["account_flag"], 2, p + "disabled", p + "outbox", user,
+                                   1 if disabled else 0, now, m.bucket(user), m.buckets,
+                                   "tp:bcast", action, "ops", "spam")
+
+
+def test_bet_refuses_a_disabled_account():
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=2)
+        m.grant(3, 10000)
+        m.open_round(1)
+        first = m.bet(3, 1, 0, 100, "early")
+        sub = m.raw.pubsub()  # bytes: the messages are MessagePack
+        sub.subscribe("tp:bcast")
+        # Subscribed once confirmed: a message published before would be missed.
+        tpenv.wait_until(lambda: (lambda x: x is not None and x["type"] == "subscribe")(
+            sub.get_message(timeout=0.1)), what="subscribed")
+        assert flag(m, 3, True) == ["ok", 1]
+        assert flag(m, 3, True, action="a-2") == ["ok", 0]  # already so: recorded, unchanged
+        assert m.c.hget("tp:{b1}:disabled", "3") == "1000"
+        before = m.snapshot()
+        expect_err(lambda: m.bet(3, 1, 0, 100, "k"), "account_disabled")
+        assert m.snapshot() == before
+        # A replay of a bet accepted before is no new bet: its first answer.
+        assert m.bet(3, 1, 0, 100, "early") == first[:6] + [1]
+        assert flag(m, 3, False, action="a-3") == ["ok", 1]
+        assert m.bet(3, 1, 0, 100, "k")[0] == "ok"
+        # Each call published the account message and recorded the admin action.
+        msgs = []
+        for _ in range(20):
+            x = sub.get_message(timeout=0.2)
+            if x and x["type"] == "message":
+                msgs.append(msgpack.unpackb(x["data"]))
+            if len(msgs) == 3:
+                break
+        assert msgs == [{"t": "account", "user_id": 3, "disabled": True}] * 2 + \
+            [{"t": "account", "user_id": 3, "disabled": False}], msgs
+        acts = [e for _, e in m.c.xrange("tp:{b1}:outbox") if e["type"] == "admin"]
+        assert [(a["action_id"], a["action"], a["detail"]) for a in acts] == [
+            ("a-1", "disable", '{"changed":true}'), ("a-2", "disable", '{"changed":false}'),
+            ("a-3", "enable", '{"changed":true}')]
+        assert all(a["user_id"] == "3" and a["actor"] == "ops" and a["reason"] == "spam"
+                   for a in acts)
+        expect_redis_error(lambda: flag(m, 3, True, action="bad id"), "action id")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["account_flag"], 2, "tp:{b0}:disabled",
+                                               "tp:{b0}:outbox", 3, 1, 1, 0, 2, "tp:bcast", "a",
+                                               "o", ""), "not in this bucket")
+
+
+def test_revoke_and_password_watermarks():
+    with tpenv.Redis() as r:
+        m = Money(r)
+        rev = lambda user, w, now: m.c.evalsha(m.sha["revoke"], 1, "tp:{g}:revoked", user, w,
+                                               now, "tp:bcast")
+        assert rev(5, 9000, 1000) == ["ok", 9000]
+        assert rev(5, 8000, 1000) == ["ok", 9000]  # a lower watermark never lowers it
+        assert rev(5, 9500, 1000) == ["ok", 9500]
+        assert rev(6, 2000, 1000) == ["ok", 2000]
+        # Watermarks that have passed revoke nothing live any more: removed by the next call.
+        assert rev(7, 50000, 3000) == ["ok", 50000]
+        assert m.c.zrange("tp:{g}:revoked", 0, -1, withscores=True) == [("5", 9500.0),
+                                                                        ("7", 50000.0)]
+        m.c.hset("tp:{g}:user:5", mapping={"username": "eve", "pw_hash": "h" * 20})
+        pw = lambda old, new, w, now=4000: m.c.evalsha(
+            m.sha["password"], 3, "tp:{g}:user:5", "tp:{g}:revoked", "tp:{g}:outbox", 5, old,
+            new, w, now, "tp:bcast")
+        assert pw("x" * 20, "n" * 20, 90000) == ["err", "changed"]  # not the stored hash
+        assert m.c.hget("tp:{g}:user:5", "pw_hash") == "h" * 20
+        assert pw("h" * 20, "n" * 20, 90000) == ["ok", 90000]
+        assert m.c.hget("tp:{g}:user:5", "pw_hash") == "n" * 20
+        assert pw("h" * 20, "m" * 20, 95000) == ["err", "changed"]  # the first change won
+        ev = [e for _, e in m.c.xrange("tp:{g}:outbox")]
+        assert ev == [{"type": "password", "user_id": "5", "pw_hash": "n" * 20, "ts": "4000"}]
+        assert m.c.evalsha(m.sha["password"], 3, "tp:{g}:user:9", "tp:{g}:revoked",
+                           "tp:{g}:outbox", 9, "a" * 20, "b" * 20, 1, 1, "tp:bcast") == [
+            "err", "unknown_user"]
+        expect_redis_error(lambda: rev(5, 9000, 1000) and m.c.evalsha(
+            m.sha["revoke"], 1, "tp:{g}:other", 5, 1, 1, "tp:bcast"), "key layout")
+        expect_redis_error(lambda: rev("05", 9000, 1000), "bad argument")
+
+
 def exclude(m, user, days, now):
     return m.c.evalsha(m.sha["exclusion"], 1, m.p(user) + "excl", user, days, now,
                        m.bucket(user), m.buckets)
@@ -410,7 +494,7 @@ def test_bet_caller_bugs_raise_errors():
         keys = [k.replace("{b1}", "{b0}") for k in m.bet_keys(3, 1, 0, "k")]
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys, bucket=0),
                            "not in this bucket")
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet_batch"], 2, *keys[:2], 3), "want 9")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet_batch"], 2, *keys[:2], 3), "want 10")
         assert m.snapshot() == before
 
 

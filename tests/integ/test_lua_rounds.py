@@ -67,7 +67,7 @@ class Game:
         p = self.p(b)
         h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
         keys = [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
-                p + "outbox", p + "seq", p + "net", p + "excl", p + "paused",
+                p + "outbox", p + "seq", p + "net", p + "excl", p + "paused", p + "disabled",
                 p + f"bets:{rid}:{band}",
                 p + f"ubets:{user}"]
         res = self.run("bet_batch", keys, [rid, now_ms(), nbands, 1, max_stake, 3600, b, self.B, 1,

@@ -24,7 +24,8 @@ enum tp_err {
     TP_EPROTO = -10,   /* protocol violation */
     TP_EUNAVAIL = -11, /* dependency (Redis, Postgres) unreachable */
     TP_ESTALE = -12,   /* fencing epoch no longer ours */
-    TP_ERR_MIN_ = -12
+    TP_EPERM = -13,    /* refused by policy (a disabled account) */
+    TP_ERR_MIN_ = -13
 };
 
 /** Returns a static, human-readable name for a TP_E* code (or "unknown error"). */

@@ -88,6 +88,7 @@ enum tp_metric {
     X(INVALID_BAND, "invalid_band")                                                                \
     X(UNAUTHORIZED, "unauthorized")                                                                \
     X(SELF_EXCLUDED, "self_excluded")                                                              \
+    X(ACCOUNT_DISABLED, "account_disabled")                                                        \
     X(INSUFFICIENT_FUNDS, "insufficient_funds")                                                    \
     X(ROUND_NOT_FOUND, "round_not_found")                                                          \
     X(ROUND_NOT_OPEN, "round_not_open")                                                            \
@@ -102,11 +103,14 @@ enum tp_metric {
  * Postgres writer's XREADGROUP BLOCK) waits by design, and so does what is queued behind it on
  * its connection: those are not timed. */
 #define TP_METRICS_SET_REDIS_KIND(X)                                                               \
+    X(ACCOUNT_FLAG, "account_flag")                                                                \
     X(BET_BATCH, "bet_batch")                                                                      \
     X(BUCKET_PLAN, "bucket_plan")                                                                  \
     X(BUCKET_STATE, "bucket_state")                                                                \
     X(GRANT, "grant")                                                                              \
     X(LEASE, "lease")                                                                              \
+    X(PASSWORD, "password")                                                                        \
+    X(REVOKE, "revoke")                                                                            \
     X(ROUND_BOUNDARY, "round_boundary")                                                            \
     X(ROUND_CANCEL, "round_cancel")                                                                \
     X(ROUND_FINAL, "round_final")                                                                  \
@@ -124,6 +128,8 @@ enum tp_metric {
     X(ME, "/api/v1/me")                                                                            \
     X(ME_BETS, "/api/v1/me/bets")                                                                  \
     X(ME_EXCLUSION, "/api/v1/me/exclusion")                                                        \
+    X(ME_PASSWORD, "/api/v1/me/password")                                                          \
+    X(SESSIONS_CURRENT, "/api/v1/sessions/current")                                                \
     X(BETS, "/api/v1/bets")                                                                        \
     X(ROUNDS_CURRENT, "/api/v1/rounds/current")                                                    \
     X(ROUND, "/api/v1/rounds/{id}")                                                                \

@@ -12,7 +12,8 @@
  * is grant.lua with grant id "signup:<id>", re-applied idempotently by a retried sign-up
  * (username_taken) and by every sign-in, so a crash between the two scripts never loses the grant.
  *
- * Tokens (tickpool/money/token.h) live 24 h and are checked in memory. The signing secret is the
+ * Tokens (tickpool/money/token.h) live 24 h and are checked in memory, revocations and disabled
+ * accounts included (tickpool/money/access.h). The signing secret is the
  * env variable TICKPOOL_AUTH_SECRET (hex, or raw bytes; ≥ 16 bytes) or else one random secret
  * shared by every process and host through Redis (SET tp:{g}:auth_secret NX GET) at worker start.
  */
@@ -39,14 +40,19 @@ enum tp_accounts_code {
     TP_ACCOUNTS_UNKNOWN_USER,     /* profile: a valid token of a user Redis does not know */
     TP_ACCOUNTS_OVERLOADED,       /* the hashing queue is full */
     TP_ACCOUNTS_UNAVAILABLE,      /* Redis or the hashing pool failed */
+    TP_ACCOUNTS_DISABLED,         /* sign-in, any token: an operator disabled the account */
+    TP_ACCOUNTS_WRONG_PASSWORD,   /* password change: the old password is not the current one */
 };
 
-/* Credentials as a client sent them (borrowed); a member that is absent or not a string is NULL. */
+/* Credentials as a client sent them (borrowed); a member that is absent or not a string is NULL.
+ * A password change sends the old password as `password` and the new one as `new_password`. */
 struct tp_accounts_creds {
     const char *username;
     size_t username_len;
     const char *password;
     size_t password_len;
+    const char *new_password;
+    size_t new_password_len;
 };
 
 /* The outcome of an operation; on TP_ACCOUNTS_OK the members its operation names are set. The
@@ -55,8 +61,8 @@ struct tp_accounts_result {
     enum tp_accounts_code code;
     int64_t user_id;
     const char *username; /* sign-up, profile: as first registered */
-    const char *token;    /* sign-up, sign-in: a fresh bearer token */
-    int64_t expires_ms;   /* sign-up, sign-in: the token's expiry (unix ms) */
+    const char *token;    /* sign-up, sign-in, password change: a fresh bearer token */
+    int64_t expires_ms;   /* sign-up, sign-in, password change: the token's expiry (unix ms) */
     int64_t balance;      /* sign-up, profile */
 };
 
@@ -100,6 +106,27 @@ int tp_accounts_signup(struct tp_worker *w, const struct tp_accounts_creds *c, t
  */
 int tp_accounts_signin(struct tp_worker *w, const struct tp_accounts_creds *c, tp_accounts_cb cb,
                        void *ud);
+/** Checks a password change's shape: OK, INVALID_REQUEST (no old password string, or an
+ * impossible length) or WEAK_PASSWORD (the new one breaks the sign-up rule). */
+enum tp_accounts_code tp_accounts_check_password(const struct tp_accounts_creds *c);
+/**
+ * Changes `user_id`'s password from c->password to c->new_password (checked by
+ * tp_accounts_check_password; copied): one argon2 verification and one hash on the pool, then
+ * scripts/lua/password.lua, which also revokes every token issued so far (on every worker within
+ * about a second). Returns as tp_accounts_signup; cb gets OK with user_id, token (a fresh one,
+ * the only valid token of the user then) and expires_ms; WRONG_PASSWORD; UNKNOWN_USER;
+ * UNAVAILABLE.
+ */
+int tp_accounts_change_password(struct tp_worker *w, int64_t user_id,
+                                const struct tp_accounts_creds *c, tp_accounts_cb cb, void *ud);
+/**
+ * Logs out: revokes the token of `user_id` expiring at `expires_ms` and every earlier one
+ * (scripts/lua/revoke.lua; every worker within about a second). Returns 0 (cb called exactly
+ * once, later: OK or UNAVAILABLE) or TP_EUNAVAIL with cb never called.
+ */
+int tp_accounts_logout(struct tp_worker *w, int64_t user_id, int64_t expires_ms, tp_accounts_cb cb,
+                       void *ud);
+
 /**
  * Reads `user_id`'s username and balance. Returns 0 (cb called exactly once, later: OK with
  * user_id, username, balance; UNKNOWN_USER; UNAVAILABLE), or TP_EUNAVAIL with cb never called.
@@ -107,9 +134,10 @@ int tp_accounts_signin(struct tp_worker *w, const struct tp_accounts_creds *c, t
 int tp_accounts_profile(struct tp_worker *w, int64_t user_id, tp_accounts_cb cb, void *ud);
 
 /**
- * Resolves a bearer token (token[len], without "Bearer ") with w's secret, in memory: 0 and
- * *user_id and, when `expires_ms` is not NULL, *expires_ms; TP_EINVAL (malformed, tampered),
- * TP_ETIMEDOUT (expired), TP_EUNAVAIL (w has no signing secret yet: Redis not reached since start).
+ * Resolves a bearer token (token[len], without "Bearer ") with w's secret and w's account state
+ * (tickpool/money/access.h), in memory: 0 and *user_id and, when `expires_ms` is not NULL,
+ * *expires_ms; TP_EINVAL (malformed, tampered, revoked), TP_ETIMEDOUT (expired), TP_EPERM (the
+ * account is disabled), TP_EUNAVAIL (w has no signing secret or account state yet).
  */
 int tp_accounts_verify_token(struct tp_worker *w, const char *token, size_t len, int64_t *user_id,
                              int64_t *expires_ms);

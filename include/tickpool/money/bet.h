@@ -43,6 +43,7 @@ enum tp_bet_code {
     TP_BET_INVALID_BAND,         /* 400 invalid_band */
     TP_BET_UNAUTHORIZED,         /* 401 unauthorized */
     TP_BET_SELF_EXCLUDED,        /* 403 self_excluded (tickpool/money/exclusion.h) */
+    TP_BET_ACCOUNT_DISABLED,     /* 403 account_disabled (tickpool/money/access.h) */
     TP_BET_INSUFFICIENT_FUNDS,   /* 402 insufficient_funds */
     TP_BET_ROUND_NOT_FOUND,      /* 404 round_not_found */
     TP_BET_ROUND_NOT_OPEN,       /* 409 round_not_open */

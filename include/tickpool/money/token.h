@@ -4,8 +4,9 @@
  * Layout (49 bytes, then base64url without padding = 66 characters, safe in a URL query):
  *   version (1 byte, 1) | user_id (int64 big-endian) | expires_ms (int64 big-endian) |
  *   HMAC-SHA256(secret, "tickpool.token\0" | the 17 bytes before) (32 bytes)
- * The label separates these MACs from any other use of the same secret. Tokens cannot be
- * revoked before they expire; keep lifetimes short and rotate the secret to revoke them all.
+ * The label separates these MACs from any other use of the same secret. A token itself cannot
+ * be revoked: revocation is a per-user watermark on the expiry, kept by tickpool/money/access.h
+ * (rotating the secret still revokes them all).
  * No allocation, no global state: safe from any thread.
  */
 #ifndef TP_TOKEN_H

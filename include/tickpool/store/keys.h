@@ -34,6 +34,9 @@
 #define TP_KEYS_AUTH_SECRET TP_KEYS_GLOBAL "auth_secret" /* STRING token signing secret */
 #define TP_KEYS_PAUSE TP_KEYS_GLOBAL "pause"     /* HASH the operator's pause (absent: running) */
 #define TP_KEYS_WORKERS TP_KEYS_GLOBAL "workers" /* ZSET "<host>|<pid>|<index>" → heartbeat ms */
+/* ZSET user_id → token watermark (Unix ms): the user's tokens expiring at or before it are
+ * revoked (scripts/lua/revoke.lua, password.lua). */
+#define TP_KEYS_REVOKED TP_KEYS_GLOBAL "revoked"
 
 /* STRING: the highest round id round_index.lua checked (the leader's walk resumes above it). */
 #define TP_KEYS_UNFINISHED_SCAN TP_KEYS_GLOBAL "unfinished_scan"
@@ -81,6 +84,8 @@ const char *tp_keys_excl(struct tp_key *k, int bucket);
 /** tp:{bN}:paused — STRING the bucket's copy of the pause (since, Unix ms; absent: running),
  * read by bet.lua. */
 const char *tp_keys_paused(struct tp_key *k, int bucket);
+/** tp:{bN}:disabled — HASH user_id → when an operator disabled the account (Unix ms). */
+const char *tp_keys_disabled(struct tp_key *k, int bucket);
 /** tp:{bN}:unsettled — SET round ids whose stakes the bucket holds. */
 const char *tp_keys_unsettled(struct tp_key *k, int bucket);
 /** tp:{bN}:idem:<user_id>:<key> — STRING record of the one-bet reference script only

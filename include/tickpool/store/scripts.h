@@ -151,6 +151,36 @@ struct tp_script_signup_args {
 int tp_script_signup(struct tp_store *store, const struct tp_script_signup_args *a, tp_store_cb cb,
                      void *ud);
 
+/* revoke.lua: revoke `user_id`'s tokens expiring at or before `before_ms` (and publish it). */
+struct tp_script_revoke_args {
+    int64_t user_id, before_ms, now_ms;
+};
+/** Runs revoke.lua. */
+int tp_script_revoke(struct tp_store *store, const struct tp_script_revoke_args *a, tp_store_cb cb,
+                     void *ud);
+
+/* password.lua: replace `old_hash` by `new_hash` and revoke tokens up to `before_ms`. */
+struct tp_script_password_args {
+    int64_t user_id;
+    const char *old_hash, *new_hash;
+    int64_t before_ms, now_ms;
+};
+/** Runs password.lua. */
+int tp_script_password(struct tp_store *store, const struct tp_script_password_args *a,
+                       tp_store_cb cb, void *ud);
+
+/* account_flag.lua: disable (`disabled`) or enable account `user_id` (and publish it). */
+struct tp_script_account_flag_args {
+    int64_t user_id;
+    bool disabled;
+    int64_t now_ms;
+    int buckets;
+    struct tp_script_admin admin;
+};
+/** Runs account_flag.lua. */
+int tp_script_account_flag(struct tp_store *store, const struct tp_script_account_flag_args *a,
+                           tp_store_cb cb, void *ud);
+
 /* lease.lua: acquire or renew (`px_ms` > 0) or release (`px_ms` == 0) the leader lease;
  * `epoch` is the one the caller believes it holds (0: none). */
 struct tp_script_lease_args {

@@ -100,10 +100,11 @@ const char *tp_store_script_sha(const struct tp_store *store, const char *name);
 
 /**
  * Subscribes to `channel` (use a dedicated store: one with subscriptions accepts no other
- * commands). cb(0, reply) for each message, reply = ["message", channel, payload]; after a
- * reconnect the channel is resubscribed and cb(TP_EUNAVAIL, NULL) is called once so the owner
- * can resync; tp_store_free calls cb(TP_ECLOSED, NULL) last. Returns 0, TP_ECONFLICT when
- * already subscribed, TP_EINVAL.
+ * commands). cb(0, reply) once when the subscription is first confirmed, reply = ["subscribe",
+ * channel, count] (what was published before may be missing: load it now), then for each
+ * message, reply = ["message", channel, payload]; after a reconnect the channel is resubscribed
+ * and cb(TP_EUNAVAIL, NULL) is called once so the owner can resync; tp_store_free calls
+ * cb(TP_ECLOSED, NULL) last. Returns 0, TP_ECONFLICT when already subscribed, TP_EINVAL.
  */
 int tp_store_subscribe(struct tp_store *store, const char *channel, tp_store_cb cb, void *ud);
 

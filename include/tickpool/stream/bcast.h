@@ -4,7 +4,9 @@
  * unchanged, as one shared WebSocket frame per message, to its ready sockets. `tick` and
  * `odds` are droppable (newest wins), everything else direct. After a resubscription every
  * socket is resynced with a snapshot; a settled or cancelled `round` sends each connected
- * player with a payout record a `payout` message.
+ * player with a payout record a `payout` message. Internal `account` messages (a token
+ * revocation, a disabled account) go to tickpool/money/access.h instead of the sockets, and the
+ * account state is reloaded once subscribed and after every resubscription.
  *
  * The publishing side lives here too: tp_bcast_publish is the one way onto the channel, and
  * tp_bcast_start installs the game leader's observer (tickpool/game/leader.h), which turns the

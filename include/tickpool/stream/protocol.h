@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "tickpool/game/round.h"
+#include "tickpool/money/access.h"
 #include "tickpool/money/bet.h"
 
 struct tp_buf;
@@ -101,6 +102,10 @@ enum tp_protocol_kind {
     TP_PROTOCOL_TICK,  /* the beat, droppable: a newer tick replaces it */
     TP_PROTOCOL_ODDS,  /* droppable: newer odds replace them */
     TP_PROTOCOL_ROUND, /* may announce payouts */
+    /* Internal, never forwarded to sockets: an account's access changed (token revocation,
+     * disabled flag). Written by scripts/lua/revoke.lua, password.lua and account_flag.lua as
+     * {t: "account", user_id, revoked_before?: Unix ms, disabled?: bool}. */
+    TP_PROTOCOL_ACCOUNT,
 };
 
 /** What the fan-out needs to know about one encoded server message. */
@@ -112,6 +117,8 @@ struct tp_protocol_peek {
     /* TP_PROTOCOL_ROUND: settled or cancelled with its receipt, i.e. the payouts are credited
      * (a cancellation is announced once without receipt before its refunds are done). */
     bool round_paid;
+    /* TP_PROTOCOL_ACCOUNT: the change (user_id 0 when unreadable). */
+    struct tp_access_update account;
 };
 
 /** Reads the kind of the encoded server message data[0..len) (at most TP_DOC_MAX_LEN bytes).

@@ -16,7 +16,10 @@
 
 static struct tp_accounts_creds creds(const char *name, const char *pw)
 {
-    return (struct tp_accounts_creds){name, name ? strlen(name) : 0, pw, pw ? strlen(pw) : 0};
+    return (struct tp_accounts_creds){.username = name,
+                                      .username_len = name ? strlen(name) : 0,
+                                      .password = pw,
+                                      .password_len = pw ? strlen(pw) : 0};
 }
 
 static void test_signup_rules(void **state)
@@ -60,6 +63,28 @@ static void test_signin_shape(void **state)
     assert_int_equal(tp_accounts_check_signin(&c), TP_ACCOUNTS_INVALID_REQUEST);
 }
 
+static void test_password_change_shape(void **state)
+{
+    (void)state;
+    struct tp_accounts_creds c = creds(NULL, "old");
+    c.new_password = "new-password";
+    c.new_password_len = strlen(c.new_password);
+    assert_int_equal(tp_accounts_check_password(&c), TP_ACCOUNTS_OK);
+    c.new_password_len = 7; /* the sign-up rule: 8-1024 bytes */
+    assert_int_equal(tp_accounts_check_password(&c), TP_ACCOUNTS_WEAK_PASSWORD);
+    c.new_password = NULL;
+    assert_int_equal(tp_accounts_check_password(&c), TP_ACCOUNTS_WEAK_PASSWORD);
+    c = creds(NULL, NULL);
+    c.new_password = "new-password";
+    c.new_password_len = strlen(c.new_password);
+    assert_int_equal(tp_accounts_check_password(&c), TP_ACCOUNTS_INVALID_REQUEST);
+    c = creds(NULL, "old");
+    c.password_len = TP_PASSWORD_MAX + 1;
+    assert_int_equal(tp_accounts_check_password(&c), TP_ACCOUNTS_INVALID_REQUEST);
+    assert_string_equal(tp_accounts_code_name(TP_ACCOUNTS_WRONG_PASSWORD), "wrong_password");
+    assert_string_equal(tp_accounts_code_name(TP_ACCOUNTS_DISABLED), "account_disabled");
+}
+
 static void test_names_and_no_worker(void **state)
 {
     (void)state;
@@ -76,6 +101,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signup_rules),
         cmocka_unit_test(test_signin_shape),
+        cmocka_unit_test(test_password_change_shape),
         cmocka_unit_test(test_names_and_no_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

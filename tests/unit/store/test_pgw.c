@@ -324,9 +324,11 @@ static void test_hostile_events_refused(void **state)
                      TP_EINVAL);
     assert_int_equal(add(&b, -1, "type", "round_settled", "round_id", "5", "total", "1", NULL),
                      TP_EINVAL);
+    assert_int_equal(add(&b, -1, "type", "password", "user_id", "7", "pw_hash", "x", NULL),
+                     TP_EINVAL); /* no ts */
     assert_int_equal(add(&b, 0, "type", "mystery", NULL), TP_EINVAL);
     assert_int_equal(add(&b, 0, NULL), TP_EINVAL);
-    assert_int_equal(b.skipped, 13);
+    assert_int_equal(b.skipped, 14);
     for (int t = 0; t < TP_PGW_NTABLES; t++)
         assert_int_equal(b.nrows[t], 0);
     tp_pgw_batch_deinit(&b);
@@ -344,6 +346,9 @@ static void full_batch(struct tp_pgw_batch *b)
     b->default_rake_bps = "300";
     assert_int_equal(add(b, -1, "type", "user", "user_id", "7", "username", "alice", "pw_hash",
                          "$argon2id$x", "created_at", "1000", NULL),
+                     0);
+    assert_int_equal(add(b, -1, "type", "password", "user_id", "7", "pw_hash", "$argon2id$y", "ts",
+                         "1500", NULL),
                      0);
     assert_int_equal(add(b, -1, "type", "round_opened", "round_id", "5", "opens_at", "1",
                          "locks_at", "2", "closes_at", "3", "seed_hash", h, NULL),
@@ -399,7 +404,7 @@ static void test_sql_order(void **state)
     struct tp_pgw_stmt s[TP_PGW_MAX_STMTS];
     size_t n = tp_pgw_batch_sql(&b, s);
     /* Every table has rows: all of its statements, inside BEGIN, the lock and COMMIT. */
-    assert_int_equal(n, 14);
+    assert_int_equal(n, 15);
     assert_string_equal(s[0].sql, "BEGIN");
     assert_non_null(strstr(s[1].sql, "pg_advisory_xact_lock("));
     assert_string_equal(s[n - 1].sql, "COMMIT");
@@ -411,6 +416,8 @@ static void test_sql_order(void **state)
     int grants = find_stmt(s, n, "INSERT INTO grants"),
         ledger = find_stmt(s, n, "INSERT INTO ledger");
     assert_true(users > 1 && grants > 1 && ledger > 1);
+    /* A password change updates the user its sign-up (maybe in the same batch) inserted. */
+    assert_int_equal(find_stmt(s, n, "UPDATE users"), users + 1);
     /* A round's result updates the row its opening inserted. */
     assert_true(rounds > 1 && results > rounds);
     /* The settled round marks its pending bets lost (right after the result), then a bet
@@ -486,7 +493,7 @@ static void test_sql_columns_are_row_keys(void **state)
         assert_columns_are_keys(s[i].sql, s[i].param, rows_of(&b, s[i].param));
         checked++;
     }
-    assert_int_equal(checked, 11);
+    assert_int_equal(checked, 12);
     tp_pgw_batch_deinit(&b);
 }
 

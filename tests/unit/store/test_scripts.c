@@ -157,12 +157,12 @@ static void test_bet_batch(void **state)
                                          .n = 3};
     struct tp_script_call a;
     bet_batch_args(&b, &a);
-    EXPECT(&a, "bet_batch", 13, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
+    EXPECT(&a, "bet_batch", 14, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
-           "tp:{b3}:paused", "tp:{b3}:bets:42:2", "tp:{b3}:bets:42:0", "tp:{b3}:ubets:7",
+           "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:bets:42:2", "tp:{b3}:bets:42:0", "tp:{b3}:ubets:7",
            "tp:{b3}:ubets:3", "42", "1700000000000", "5", "10", "100000", "86400", "3", "4", "3",
            "7", "2", "150", "k-1", HASH, "3", "0", "10", "a,b", HASH, "7", "2", "20", "k-2", HASH);
-    check_header(&a, 9); /* then the bets and ubets keys, described in words */
+    check_header(&a, 10); /* then the bets and ubets keys, described in words */
     tp_script_call_release(&a);
     /* refused before anything is built or sent */
     bets[1].idem_len = 0;
@@ -227,6 +227,33 @@ static void test_admin(void **state)
     pause_args(&p, &a);
     EXPECT(&a, "pause", 2, "tp:{g}:pause", "tp:{g}:outbox", "resume", "7", "grant-1-ab", "ops@h",
            "why");
+    check_header(&a, 2);
+}
+
+static void test_account_scripts(void **state)
+{
+    (void)state;
+    static struct tp_script_call a;
+    struct tp_script_revoke_args r = {.user_id = 9, .before_ms = 86400005, .now_ms = 5};
+    revoke_args(&r, &a);
+    EXPECT(&a, "revoke", 1, "tp:{g}:revoked", "9", "86400005", "5", "tp:bcast");
+    check_header(&a, 1);
+    struct tp_script_password_args p = {
+        .user_id = 3, .old_hash = "$old", .new_hash = "$new", .before_ms = 8, .now_ms = 6};
+    password_args(&p, &a);
+    EXPECT(&a, "password", 3, "tp:{g}:user:3", "tp:{g}:revoked", "tp:{g}:outbox", "3", "$old",
+           "$new", "8", "6", "tp:bcast");
+    check_header(&a, 3);
+    struct tp_script_account_flag_args f = {
+        .user_id = 9,
+        .disabled = true,
+        .now_ms = 7,
+        .buckets = 4,
+        .admin = {.action_id = "a-1", .actor = "ops@host", .reason = "spam"}};
+    account_flag_args(&f, &a);
+    EXPECT(&a, "account_flag", 2, "tp:{b1}:disabled", "tp:{b1}:outbox", "9", "1", "7", "1", "4",
+           "tp:bcast", "a-1", "ops@host", "spam");
+    check_header(&a, 2);
 }
 
 /* --- Leader --- */
@@ -399,6 +426,7 @@ int main(void)
         cmocka_unit_test(test_grant_signup), cmocka_unit_test(test_admin),
         cmocka_unit_test(test_lease_tick),   cmocka_unit_test(test_rounds),
         cmocka_unit_test(test_buckets),
+        cmocka_unit_test(test_account_scripts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,295 @@
+"""Token revocation and disabled accounts against a real server with two workers and a real
+Redis: logout (DELETE /api/v1/sessions/current) and password change (POST /api/v1/me/password)
+revoke the user's earlier tokens on BOTH workers within a second; a WebSocket authenticated with
+a revoked token is closed; a disabled account cannot sign in, its tokens and bets are refused
+(403 account_disabled, HTTP and WebSocket) on both workers, also by the bet script before a
+worker hears of it, and enabling restores it.
+
+Each worker is reached deterministically: keep-alive connections are opened until one is held by
+each worker (the X-Tickpool-Worker header of /healthz).
+"""
+
+import http.client
+import json
+import os
+import time
+
+import msgpack
+import redis as redislib
+import tpenv
+import websocket
+
+from test_bets import bet, code, open_round
+
+PW = "password1"
+
+
+def server(r, pg=None, **env):
+    e = {"TICKPOOL_GAME_START_BALANCE": "100000", "TICKPOOL_GAME_MIN_STAKE": "100",
+         "TICKPOOL_GAME_MAX_STAKE": "100000"}
+    e.update(env)
+    return tpenv.Server(redis=r, pg=pg, env=e, workers=2, https=False, migrate=pg is not None)
+
+
+def worker_conns(s):
+    """One keep-alive HTTPConnection held by each worker: {index: conn} (X-Tickpool-Worker)."""
+    conns, spare = {}, []
+    for _ in range(64):
+        c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
+        c.request("GET", "/healthz")
+        resp = c.getresponse()
+        resp.read()
+        w = resp.getheader("X-Tickpool-Worker")
+        if w is not None and w not in conns:
+            conns[w] = c
+        else:
+            spare.append(c)
+        if len(conns) == 2:
+            break
+    for c in spare:
+        c.close()
+    assert len(conns) == 2, "could not reach both workers"
+    return conns
+
+
+def req(conn, method, path, token=None, body=None):
+    h = {}
+    if token:
+        h["Authorization"] = "Bearer " + token
+    if body is not None:
+        body = json.dumps(body).encode()
+        h["Content-Type"] = "application/json"
+    conn.request(method, path, body=body, headers=h)
+    resp = conn.getresponse()
+    data = resp.read()
+    return resp.status, (json.loads(data) if data else None)
+
+
+def signup(s, name):
+    tpenv.wait_until(lambda: s.http("POST", "/api/v1/sessions",
+                                    {"username": "nobody", "password": "x" * 8})[0] == 401,
+                     what="accounts ready")
+    st, v = s.json("POST", "/api/v1/accounts", {"username": name, "password": PW})
+    assert st == 201, (st, v)
+    return v["user_id"], v["token"]
+
+
+def signin(s, name, pw=PW):
+    return s.json("POST", "/api/v1/sessions", {"username": name, "password": pw})
+
+
+def until_everywhere(conns, token, want, limit=1.0):
+    """Polls GET /api/v1/me with `token` on every worker until each answers `want`; returns the
+    seconds it took (fails beyond `limit`)."""
+    t0 = time.monotonic()
+    left = dict(conns)
+    while left:
+        for pid, c in list(left.items()):
+            st, _ = req(c, "GET", "/api/v1/me", token)
+            if st == want:
+                del left[pid]
+        el = time.monotonic() - t0
+        assert not left or el < limit, f"not {want} on workers {list(left)} after {el:.2f} s"
+        time.sleep(0.01)
+    return time.monotonic() - t0
+
+
+def ws_open(s, token):
+    return websocket.create_connection(f"ws://127.0.0.1:{s.http_port}/ws?token={token}",
+                                       subprotocols=["tickpool.v1"], timeout=10)
+
+
+def ws_until(ws, pred, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        op, data = ws.recv_data()
+        if op == websocket.ABNF.OPCODE_CLOSE:
+            return ("close", int.from_bytes(data[:2], "big"), data[2:].decode())
+        m = msgpack.unpackb(data)
+        if pred(m):
+            return m
+    raise AssertionError("no matching message")
+
+
+def test_logout_revokes_on_both_workers():
+    with tpenv.Redis() as r, server(r) as s:
+        uid, t1 = signup(s, "alice")
+        time.sleep(0.005)
+        _, v = signin(s, "alice")
+        t2 = v["token"]
+        conns = worker_conns(s)
+        for c in conns.values():
+            assert req(c, "GET", "/api/v1/me", t1)[0] == 200
+        ws = ws_open(s, t1)
+        ws_until(ws, lambda m: m.get("t") == "snapshot")
+        time.sleep(0.005)
+        # Logging out with t2 revokes t2 and t1 (signed before it), not a token signed after.
+        _, v = signin(s, "alice")
+        t3 = v["token"]
+        st, _, body = s.http("DELETE", "/api/v1/sessions/current",
+                             headers={"Authorization": "Bearer " + t2})
+        assert st == 204 and body == b"", (st, body)
+        took = max(until_everywhere(conns, t2, 401), until_everywhere(conns, t1, 401))
+        for c in conns.values():
+            assert req(c, "GET", "/api/v1/me", t3)[0] == 200
+        st, v = req(conns[min(conns)], "GET", "/api/v1/me", t1)
+        assert v["error"]["code"] == "unauthorized" and "revoked" in v["error"]["message"]
+        # The socket authenticated with t1 is closed by its worker's housekeeping (1 s period).
+        t0 = time.monotonic()
+        assert ws_until(ws, lambda m: False) == ("close", 1008, "token revoked")
+        assert time.monotonic() - t0 < 2.5
+        ws.close()
+        # A revoked token cannot log out again, open a socket or bet.
+        assert s.http("DELETE", "/api/v1/sessions/current",
+                      headers={"Authorization": "Bearer " + t1})[0] == 401
+        ws = ws_open(s, t1)
+        assert ws_until(ws, lambda m: False) == ("close", 1008, "invalid token")
+        ws.close()
+        assert bet(s, {"Authorization": "Bearer " + t2}, {"round_id": 5, "band": 0,
+                                                          "stake": 100})[0] == 401
+        # The watermark is in Redis for every later worker: it is the logged-out token's expiry.
+        wm = r.client().zscore("tp:{g}:revoked", str(uid))
+        assert wm is not None and wm > time.time() * 1000 + 23 * 3600 * 1000
+        print(f"logout: revoked on both workers after {took * 1000:.0f} ms")
+
+
+def test_revocations_survive_a_worker_restart():
+    """A worker that starts after a logout loads the watermarks; after a Redis restart (the
+    subscription drops and comes back) every worker reloads them, so a change whose message
+    was lost still takes effect."""
+    with tpenv.Redis(appendonly=True) as r, server(r) as s:
+        uid, t1 = signup(s, "bob")
+        assert s.http("DELETE", "/api/v1/sessions/current",
+                      headers={"Authorization": "Bearer " + t1})[0] == 204
+        time.sleep(0.3)
+        for pid in s.worker_pids():
+            os.kill(pid, 9)
+        tpenv.wait_until(lambda: len(s.worker_pids()) == 2 and
+                         s.http("GET", "/healthz")[0] == 200, what="workers restarted")
+        conns = worker_conns(s)
+        until_everywhere(conns, t1, 401, limit=5)
+        _, v = signin(s, "bob")
+        t2 = v["token"]
+        until_everywhere(conns, t2, 200)
+        # A revocation whose message never arrived (written without publishing): the workers
+        # keep accepting t2 until they reload, which a resubscription does.
+        r.client().zadd("tp:{g}:revoked", {str(uid): v["expires_at"]})
+        time.sleep(0.2)
+        for c in conns.values():
+            assert req(c, "GET", "/api/v1/me", t2)[0] == 200
+        r.restart()
+        conns = worker_conns(s)
+        took = until_everywhere(conns, t2, 401, limit=10)
+        print(f"after a Redis restart: reloaded on both workers within {took * 1000:.0f} ms")
+
+
+def test_password_change():
+    with tpenv.Redis() as r, tpenv.Postgres() as pg, server(r, pg) as s:
+        uid, t1 = signup(s, "carol")
+        time.sleep(0.005)
+        _, v = signin(s, "carol")
+        t2 = v["token"]
+        auth = {"Authorization": "Bearer " + t2}
+        path = "/api/v1/me/password"
+        # Hostile and wrong input: a clear error each, nothing changed.
+        stored = r.client().hget(f"tp:{{g}}:user:{uid}", "pw_hash")
+        for body, want in [({"old": "nope-nope", "new": "another1"}, (403, "wrong_password")),
+                           ({"old": PW, "new": "short"}, (400, "weak_password")),
+                           ({"old": PW, "new": "x" * 1025}, (400, "weak_password")),
+                           ({"old": PW}, (400, "weak_password")),
+                           ({"new": "another1"}, (400, "invalid_request")),
+                           ({"old": 12345678, "new": "another1"}, (400, "invalid_request")),
+                           ([PW, "another1"], (400, "invalid_request")),
+                           (b"{not json", (400, "invalid_request"))]:
+            st, _, b = s.http("POST", path, body, headers={**auth, "Content-Type":
+                                                           "application/json"})
+            assert (st, code(b)) == want, (body, st, b)
+        assert r.client().hget(f"tp:{{g}}:user:{uid}", "pw_hash") == stored
+        st, _, b = s.http("POST", path, {"old": PW, "new": "another1"})
+        assert st == 401 and code(b) == "unauthorized"
+        conns = worker_conns(s)
+        st, v = s.json("POST", path, {"old": PW, "new": "another1"}, headers=auth)
+        assert st == 200 and set(v) == {"user_id", "token", "expires_at"}, v
+        t3 = v["token"]
+        took = max(until_everywhere(conns, t1, 401), until_everywhere(conns, t2, 401))
+        for c in conns.values():
+            assert req(c, "GET", "/api/v1/me", t3)[0] == 200
+        assert signin(s, "carol")[0] == 401
+        st, v = signin(s, "carol", "another1")
+        assert st == 200
+        # The system of record follows: Postgres holds the new hash (written behind).
+        new_hash = r.client().hget(f"tp:{{g}}:user:{uid}", "pw_hash")
+        assert new_hash != stored
+        tpenv.wait_until(lambda: pg.psql(f"SELECT password_hash FROM users WHERE id = {uid}")
+                         == [[new_hash]], what="password hash in Postgres")
+        # A revoked token cannot change the password back.
+        st, _, b = s.http("POST", path, {"old": "another1", "new": PW}, headers=auth)
+        assert st == 401
+        print(f"password change: old tokens revoked on both workers after {took * 1000:.0f} ms")
+
+
+def flag(r, uid, disabled, buckets=1):
+    """What `tickpool admin disable/enable` runs: account_flag.lua."""
+    c = r.client()
+    src = open(os.path.join(tpenv.SRC, "scripts/lua/account_flag.lua")).read()
+    b = uid % buckets
+    return c.eval(src, 2, f"tp:{{b{b}}}:disabled", f"tp:{{b{b}}}:outbox", uid,
+                  1 if disabled else 0, int(time.time() * 1000), b, buckets, "tp:bcast",
+                  f"test-{time.time()}", "test", "")
+
+
+def test_disable_and_enable():
+    with tpenv.Redis() as r, server(r) as s:
+        uid, tok = signup(s, "dave")
+        auth = {"Authorization": "Bearer " + tok}
+        open_round(r, 5)
+        assert bet(s, auth, {"round_id": 5, "band": 0, "stake": 100}, key="a")[0] == 201
+        conns = worker_conns(s)
+        ws = ws_open(s, tok)
+        ws_until(ws, lambda m: m.get("t") == "snapshot")
+        assert flag(r, uid, True) == ["ok", 1]
+        took = until_everywhere(conns, tok, 403)
+        for c in conns.values():
+            st, v = req(c, "GET", "/api/v1/me", tok)
+            assert st == 403 and v["error"]["code"] == "account_disabled", v
+        st, _, b = bet(s, auth, {"round_id": 5, "band": 0, "stake": 100}, key="b")
+        assert st == 403 and code(b) == "account_disabled", (st, b)
+        ws.send_binary(msgpack.packb({"t": "bet", "req": 1, "key": "w", "round_id": 5,
+                                      "band": 0, "stake": 100}))
+        m = ws_until(ws, lambda m: m.get("t") in ("bet_ok", "bet_err"))
+        assert m["t"] == "bet_err" and m["code"] == "account_disabled", m
+        st, v = signin(s, "dave")
+        assert st == 403 and v["error"]["code"] == "account_disabled", v
+        # A wrong password still says only that: a stranger learns nothing of the flag.
+        st, v = signin(s, "dave", "wrong-password")
+        assert st == 401 and v["error"]["code"] == "bad_credentials"
+        assert flag(r, uid, True) == ["ok", 0]
+        assert flag(r, uid, False) == ["ok", 1]
+        until_everywhere(conns, tok, 200)
+        assert bet(s, auth, {"round_id": 5, "band": 0, "stake": 100}, key="c")[0] == 201
+        assert signin(s, "dave")[0] == 200
+        ws.send_binary(msgpack.packb({"t": "bet", "req": 2, "key": "w2", "round_id": 5,
+                                      "band": 0, "stake": 100}))
+        m = ws_until(ws, lambda m: m.get("t") in ("bet_ok", "bet_err"))
+        assert m["t"] == "bet_ok", m
+        ws.close()
+        print(f"disable: refused on both workers after {took * 1000:.0f} ms")
+
+
+def test_bet_script_refuses_before_workers_know():
+    """The bet script (bet_batch.lua) is the authority: with the flag set in Redis and no
+    message published (a worker that has not heard yet), the bet is still refused and leaves no
+    trace."""
+    with tpenv.Redis() as r, server(r) as s:
+        uid, tok = signup(s, "erin")
+        open_round(r, 5)
+        r.client().hset("tp:{b0}:disabled", str(uid), "1")
+        st, _, b = bet(s, {"Authorization": "Bearer " + tok},
+                       {"round_id": 5, "band": 0, "stake": 100})
+        assert st == 403 and code(b) == "account_disabled", (st, b)
+        assert r.client().hget("tp:{b0}:bal", str(uid)) == "100000"
+        assert not r.client().exists("tp:{b0}:pool:5")
+
+
+if __name__ == "__main__":
+    tpenv.main()
