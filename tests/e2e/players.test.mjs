@@ -1,9 +1,10 @@
 // Browser end-to-end for the player's slip, history and account hooks: Debian's Chromium
 // (playwright-core) against the REAL tickpool with a private Redis and Postgres and 4-second
 // phases. The bet slip's potential payout against the game's formula for the pools on screen, the
-// result banner after settlement, paging further back in "Recent rounds" and "My bets", and
+// result banner after settlement, paging further back in "Recent rounds" and "My bets",
 // self-exclusion (a bet afterwards refused in words), the operator's pause (`tickpool admin
-// pause`) shown with its reason. Steps run in order on one page.
+// pause`) shown with its reason, a password change and sign-out (both revoke the old token on the
+// server). Steps run in order on one page.
 import { after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -21,6 +22,7 @@ let env;
 let browser;
 let page;
 let token; // the page's player
+let username; // and its name
 let other; // a second player betting over HTTP, so the pools are not the page's alone
 const problems = [];
 let betRound; // the round the page bet on in the potential step
@@ -86,7 +88,8 @@ const { it, failed } = steps(() => page);
     other = await signUp(`e2e_o_${Date.now().toString(36)}`);
     await page.goto(`${env.server.httpUrl}/`);
     await waitFor(async () => (await text("connection-state")) === "live", { what: "connection-state live" });
-    await page.locator(tid("signup-username")).fill(`e2e_p_${Date.now().toString(36)}`);
+    username = `e2e_p_${Date.now().toString(36)}`;
+    await page.locator(tid("signup-username")).fill(username);
     await page.locator(tid("signup-password")).fill("correct horse battery");
     await page.locator(tid("signup-submit")).click();
     await waitFor(async () => /\d/.test(await text("balance")), { what: "a balance" });
@@ -265,6 +268,35 @@ const { it, failed } = steps(() => page);
     assert.notEqual(await text("bet-submit"), "Paused");
     // The next round opens on the betting grid.
     await waitFor(async () => Number(await text("lock-countdown")) > 0, { timeout: ROUND_MS + 5000, what: "a round open again" });
+  });
+
+  it("password: the account panel changes the password; the old token stops working, the page carries on", async () => {
+    const old = token;
+    await page.locator(tid("password-old")).fill("not my password");
+    await page.locator(tid("password-new")).fill("a new horse battery");
+    await page.locator(tid("password-submit")).click();
+    await waitFor(async () => /not your current password/i.test(await text("password-status")), { what: "the wrong-password refusal" });
+    await page.locator(tid("password-old")).fill("correct horse battery");
+    await page.locator(tid("password-submit")).click();
+    await waitFor(async () => /password changed/i.test(await text("password-status")), { what: "the change confirmed" });
+    token = await page.evaluate(() => JSON.parse(localStorage.getItem("tp.session")).token);
+    assert.notEqual(token, old);
+    await waitFor(async () => (await env.server.api("GET", "/me", { token: old })).status === 401, { what: "the old token revoked" });
+    assert.equal((await env.server.api("GET", "/me", { token })).status, 200);
+    await waitFor(async () => (await text("connection-state")) === "live", { what: "live with the new token" });
+    assert.match(await text("balance"), /\d/);
+  });
+
+  it("signout: Sign out revokes the token on the server, not only in the page", async () => {
+    await page.locator(tid("signout")).click();
+    await waitFor(async () => (await env.server.api("GET", "/me", { token })).status === 401, { what: "the token revoked" });
+    assert.equal(await page.evaluate(() => localStorage.getItem("tp.session")), null);
+    await waitFor(async () => await page.locator(tid("signin-submit")).isVisible(), { what: "the sign-in form" });
+    // The new password signs in again, from the page.
+    await page.locator(tid("signin-username")).fill(username);
+    await page.locator(tid("signin-password")).fill("a new horse battery");
+    await page.locator(tid("signin-submit")).click();
+    await waitFor(async () => /\d/.test(await text("balance")), { what: "signed in with the new password" });
   });
 
   it("has no page or console errors", async () => {

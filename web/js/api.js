@@ -64,6 +64,10 @@ export const api = {
   signUp: (username, password) => call("POST", "/accounts", { body: { username, password } }),
   signIn: (username, password) => call("POST", "/sessions", { body: { username, password } }),
   me: () => call("GET", "/me"),
+  // Revokes this token and every earlier one of the player, on every server.
+  logout: () => call("DELETE", "/sessions/current"),
+  changePassword: (oldPassword, newPassword) =>
+    call("POST", "/me/password", { body: { old: oldPassword, new: newPassword } }),
   myBets: (limit = 20, before) => call("GET", `/me/bets?limit=${limit}${page(before)}`),
   exclusion: () => call("GET", "/me/exclusion"),
   exclude: (days) => call("POST", "/me/exclusion", { body: { days } }),

@@ -238,6 +238,7 @@ function showAccount() {
   $("auth").hidden = inside;
   $("mybets-box").hidden = !inside;
   $("exclusion-box").hidden = !inside;
+  $("password-box").hidden = !inside;
   $("slip-balance-box").hidden = !inside;
   setText($("who-name"), state.user ? state.user.username : "");
   if (!inside) setText($("balance"), "–");
@@ -278,6 +279,35 @@ function signOut(message) {
   showAccount();
   setText($("auth-message"), message || "");
   socket.start(null);
+}
+
+// Sign out asks the server to revoke the token first (every copy of it, on every server), then
+// forgets it here whatever the answer: a token the server already refuses is as good as gone.
+async function onSignOut() {
+  if (state.token) await api.logout().catch(() => {});
+  signOut("Signed out.");
+}
+
+async function onChangePassword(ev) {
+  ev.preventDefault();
+  const oldPassword = $("password-old").value;
+  const newPassword = $("password-new").value;
+  const status = $("password-status");
+  if (!oldPassword) return setText(status, "Enter your current password.");
+  if (newPassword.length < 8) return setText(status, errorWords("weak_password"));
+  setText(status, "Changing your password…");
+  withButton($("password-submit"), async () => {
+    try {
+      const r = await api.changePassword(oldPassword, newPassword);
+      $("password-old").value = "";
+      $("password-new").value = "";
+      setText(status, "Password changed. Other devices have been signed out.");
+      // Every earlier token is revoked, this tab's included: carry on with the new one.
+      signIn(r.token, state.user, state.balance);
+    } catch (e) {
+      setText(status, errorWords(e.code, e.message));
+    }
+  });
 }
 
 async function onSignUp(ev) {
@@ -324,7 +354,8 @@ function refreshMe() {
       showAccount();
     }
   }).catch((e) => {
-    if (e.status === 401) signOut("Your session has expired. Please sign in again.");
+    if (e.status === 401) signOut("Your session has ended. Please sign in again.");
+    else if (e.code === "account_disabled") toast(errorWords(e.code));
   });
 }
 
@@ -831,7 +862,8 @@ function refreshLeaders() {
 function start() {
   $("signup-form").addEventListener("submit", onSignUp);
   $("signin-form").addEventListener("submit", onSignIn);
-  $("signout").addEventListener("click", () => signOut("Signed out."));
+  $("signout").addEventListener("click", onSignOut);
+  $("password-form").addEventListener("submit", onChangePassword);
   $("slip").addEventListener("submit", placeBet);
   $("stake").addEventListener("input", renderPotential);
   for (const b of document.querySelectorAll("[data-quick]")) {

@@ -104,6 +104,9 @@ export function errorWords(code, message) {
     case "invalid_username": return "Usernames are 3 to 32 letters, digits, _ or -.";
     case "weak_password": return "Passwords need at least 8 characters.";
     case "bad_credentials": return "Wrong username or password.";
+    case "wrong_password": return "That is not your current password.";
+    case "account_disabled": return "This account has been disabled. Contact the operator.";
+    case "rate_limited": return "Too many attempts from your address: wait a little and try again.";
     case "self_excluded": return "You have excluded yourself from betting for now.";
     case "exclusion_cannot_shorten": return "Your exclusion already lasts longer: it can be extended, never shortened.";
     default: return message ? `Something went wrong: ${message}` : "Something went wrong. Try again.";
