@@ -5,6 +5,7 @@
  *                  admin action ids and reasons
  *   admin_game.c   status, pause, resume
  *   admin_money.c  grant
+ *   admin_accounts.c  disable, enable
  *
  * A command group is one file exporting its `struct tp_admin_cmd`s; admin.c lists them in its
  * command table (the order of `tickpool admin --help`). A command that changes state records
@@ -67,6 +68,7 @@ int tp_admin_args(int argc, char **argv, const struct tp_admin_opt *opts, size_t
 /* The commands, by group. */
 extern const struct tp_admin_cmd tp_admin_cmd_status, tp_admin_cmd_pause, tp_admin_cmd_resume;
 extern const struct tp_admin_cmd tp_admin_cmd_grant;
+extern const struct tp_admin_cmd tp_admin_cmd_disable, tp_admin_cmd_enable;
 
 /* --- Redis --- */
 

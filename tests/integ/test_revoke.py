@@ -228,30 +228,31 @@ def test_password_change():
         print(f"password change: old tokens revoked on both workers after {took * 1000:.0f} ms")
 
 
-def flag(r, uid, disabled, buckets=1):
-    """What `tickpool admin disable/enable` runs: account_flag.lua."""
-    c = r.client()
-    src = open(os.path.join(tpenv.SRC, "scripts/lua/account_flag.lua")).read()
-    b = uid % buckets
-    return c.eval(src, 2, f"tp:{{b{b}}}:disabled", f"tp:{{b{b}}}:outbox", uid,
-                  1 if disabled else 0, int(time.time() * 1000), b, buckets, "tp:bcast",
-                  f"test-{time.time()}", "test", "")
+def admin(s, *args):
+    r = s.run_cli("admin", "--actor", "tester@ci", *args)
+    return r.returncode, r.stdout, r.stderr
 
 
 def test_disable_and_enable():
-    with tpenv.Redis() as r, server(r) as s:
+    """tickpool admin disable / enable against two workers with 2 buckets, the actions recorded
+    in Postgres."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg, \
+            server(r, pg, TICKPOOL_GAME_BUCKETS="2") as s:
         uid, tok = signup(s, "dave")
+        _, other = signup(s, "frank")
         auth = {"Authorization": "Bearer " + tok}
-        open_round(r, 5)
+        open_round(r, 5, buckets=2)
         assert bet(s, auth, {"round_id": 5, "band": 0, "stake": 100}, key="a")[0] == 201
         conns = worker_conns(s)
         ws = ws_open(s, tok)
         ws_until(ws, lambda m: m.get("t") == "snapshot")
-        assert flag(r, uid, True) == ["ok", 1]
+        rc, out, err = admin(s, "disable", "DAVE", "--reason", "chargebacks")
+        assert rc == 0 and f"disabled dave (#{uid})" in out, (rc, out, err)
         took = until_everywhere(conns, tok, 403)
         for c in conns.values():
             st, v = req(c, "GET", "/api/v1/me", tok)
             assert st == 403 and v["error"]["code"] == "account_disabled", v
+            assert req(c, "GET", "/api/v1/me", other)[0] == 200  # only that account
         st, _, b = bet(s, auth, {"round_id": 5, "band": 0, "stake": 100}, key="b")
         assert st == 403 and code(b) == "account_disabled", (st, b)
         ws.send_binary(msgpack.packb({"t": "bet", "req": 1, "key": "w", "round_id": 5,
@@ -263,8 +264,18 @@ def test_disable_and_enable():
         # A wrong password still says only that: a stranger learns nothing of the flag.
         st, v = signin(s, "dave", "wrong-password")
         assert st == 401 and v["error"]["code"] == "bad_credentials"
-        assert flag(r, uid, True) == ["ok", 0]
-        assert flag(r, uid, False) == ["ok", 1]
+        # The balance is untouched (one bet of 100 before).
+        assert r.client().hget(f"tp:{{b{uid % 2}}}:bal", str(uid)) == "99900"
+        rc, out, _ = admin(s, "disable", f"#{uid}")
+        assert rc == 0 and "already" in out, out
+        # Refusals: nothing changes.
+        assert admin(s, "disable", "nobody")[0] == 1
+        assert admin(s, "disable")[0] == 2
+        assert admin(s, "disable", "a b")[0] == 2
+        assert admin(s, "disable", "dave", "--reason", "x\ny")[0] == 2
+        assert admin(s, "enable", "dave", "extra")[0] == 2
+        rc, out, _ = admin(s, "enable", "dave", "--reason", "appeal accepted")
+        assert rc == 0 and f"enabled dave (#{uid})" in out, out
         until_everywhere(conns, tok, 200)
         assert bet(s, auth, {"round_id": 5, "band": 0, "stake": 100}, key="c")[0] == 201
         assert signin(s, "dave")[0] == 200
@@ -273,7 +284,18 @@ def test_disable_and_enable():
         m = ws_until(ws, lambda m: m.get("t") in ("bet_ok", "bet_err"))
         assert m["t"] == "bet_ok", m
         ws.close()
+        # Every run is an admin_actions row: who, what, why, and whether it changed anything.
+        got = tpenv.wait_until(
+            lambda: (lambda x: x if len(x) == 3 else None)(pg.psql(
+                "SELECT action, actor, user_id, reason, detail->>'changed' FROM admin_actions "
+                "ORDER BY at, id")), timeout=20, what="3 admin_actions rows")
+        assert got == [["disable", "tester@ci", str(uid), "chargebacks", "true"],
+                       ["disable", "tester@ci", str(uid), "", "false"],
+                       ["enable", "tester@ci", str(uid), "appeal accepted", "true"]], got
         print(f"disable: refused on both workers after {took * 1000:.0f} ms")
+    # Redis unreachable: exit 3.
+    s = tpenv.Server(env={"TICKPOOL_REDIS_URL": "redis://127.0.0.1:1"})
+    assert admin(s, "disable", "dave")[0] == 3
 
 
 def test_bet_script_refuses_before_workers_know():
