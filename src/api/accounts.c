@@ -14,6 +14,7 @@
 #include "tickpool/base/config.h"
 #include "tickpool/base/ratelimit.h"
 #include "tickpool/money/accounts.h"
+#include "tickpool/net/http.h"
 #include "tickpool/net/router.h"
 #include "tickpool/net/worker.h"
 
@@ -140,15 +141,18 @@ static bool is_proxy(const struct tp_http_peer *p)
 
 /*
  * The client a request counts for: its peer, unless the peer is a trusted proxy; then the
- * X-Forwarded-For entries are walked from the right (the nearest hop) past trusted proxies to
- * the first other address. An entry that is no address stops the walk at the last trusted hop:
+ * entries of the last X-Forwarded-For header (a proxy appends to it, or adds its own after one
+ * the client sent) are walked from the right (the nearest hop) past trusted proxies to the
+ * first other address. An entry that is no address stops the walk at the last trusted hop:
  * what lies further left was written by the client and proves nothing.
  */
 static struct tp_http_peer client_of(struct tp_http_ctx *ctx)
 {
     struct tp_http_peer c = *tp_http_ctx_peer(ctx);
-    const char *xff =
-        nproxies > 0 && is_proxy(&c) ? tp_http_ctx_header(ctx, "X-Forwarded-For") : NULL;
+    const struct tp_http_request *req = tp_http_ctx_request(ctx);
+    const char *xff = nproxies > 0 && is_proxy(&c) && req != NULL
+                          ? tp_http_request_header_last(req, "X-Forwarded-For")
+                          : NULL;
     if (xff == NULL)
         return c;
     size_t end = strlen(xff);

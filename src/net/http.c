@@ -496,6 +496,14 @@ const char *tp_http_request_header(const struct tp_http_request *req, const char
     return NULL;
 }
 
+const char *tp_http_request_header_last(const struct tp_http_request *req, const char *name)
+{
+    for (size_t i = req->nheaders; i-- > 0;)
+        if (strcasecmp(req->headers[i].name, name) == 0)
+            return req->headers[i].value;
+    return NULL;
+}
+
 const char *tp_http_request_param(const struct tp_http_request *req, const char *name)
 {
     for (size_t i = 0; i < req->nparams; i++)

@@ -10,6 +10,7 @@ Two clients on one machine: the loopback range is 127.0.0.0/8, so a second clien
 
 import http.client
 import json
+import socket
 import statistics
 import threading
 import time
@@ -40,6 +41,21 @@ def post(s, path, body, src=HOSTILE, headers=None):
                 json.loads(data) if data else None, time.monotonic() - t0)
     finally:
         c.close()
+
+
+def raw_signup(s, name, forwarded):
+    """A sign-up with one X-Forwarded-For header line per entry of `forwarded` (http.client
+    sends one line per name); returns the status."""
+    body = json.dumps({"username": name, "password": PW}).encode()
+    head = "".join(f"X-Forwarded-For: {f}\r\n" for f in forwarded)
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as c:
+        c.sendall((f"POST /api/v1/accounts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{head}"
+                   "\r\n").encode() + body)
+        data = b""
+        while chunk := c.recv(4096):
+            data += chunk
+    return int(data.split(b" ", 2)[1])
 
 
 def wait_ready(s):
@@ -203,6 +219,8 @@ def test_forwarded_for_only_from_a_trusted_proxy():
         st, _, _, _ = post(s, "/api/v1/accounts", {"username": "proxied10", "password": PW}, HOSTILE,
                            {"X-Forwarded-For": "192.0.2.1, 203.0.113.3"})
         assert st == 429
+        # Nor with a header of its own before the one the proxy added: the last one counts.
+        assert raw_signup(s, "proxied11", ["192.0.2.2", "203.0.113.3"]) == 429
         # A peer that is no trusted proxy is its own client, whatever it forwards.
         assert post(s, "/api/v1/accounts", {"username": "direct1", "password": PW}, OTHER,
                     {"X-Forwarded-For": "192.0.2.50"})[0] == 201

@@ -97,6 +97,9 @@ bool tp_http_parser_in_request(const struct tp_http_parser *p);
 void tp_http_request_free(struct tp_http_request *req);
 /** Header value by case-insensitive name (first occurrence), or NULL. */
 const char *tp_http_request_header(const struct tp_http_request *req, const char *name);
+/** The value of the LAST header called `name`, or NULL: what the nearest proxy wrote when a
+ * client sent a header of the same name before it (X-Forwarded-For). */
+const char *tp_http_request_header_last(const struct tp_http_request *req, const char *name);
 /** Decoded query parameter by exact name (first occurrence), or NULL. */
 const char *tp_http_request_param(const struct tp_http_request *req, const char *name);
 
