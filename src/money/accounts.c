@@ -183,6 +183,7 @@ struct op {
     bool taken; /* sign-up: the name was claimed already */
     int64_t uid;
     int64_t balance;
+    int64_t started_ms; /* sign-in: when it began (its token's age counts from then) */
 };
 
 static struct tp_store *op_store(const struct op *o)
@@ -274,6 +275,7 @@ static struct op *new_op(struct tp_worker *w, const struct tp_accounts_creds *c,
     }
     memcpy(o->pw, c->password, c->password_len);
     o->pwlen = c->password_len;
+    o->started_ms = tp_now_ms();
     return o;
 }
 
@@ -316,21 +318,16 @@ bad:
     return false;
 }
 
-/* Signs a fresh token for o->uid into `tok` and fills the result's token and expiry: the usual
- * lifetime, or just past `after_ms` (a revocation watermark the token must outlive). */
-static void sign_token_after(const struct op *o, int64_t after_ms, char tok[TP_TOKEN_LEN + 1],
-                             struct tp_accounts_result *res)
+/* Signs a token for o->uid expiring at `expires_ms` into `tok` and fills the result's token and
+ * expiry. A token's expiry is its identity for revocation (tickpool/money/access.h): revoked
+ * when at or before the user's watermark. */
+static void sign_token_exp(const struct op *o, int64_t expires_ms, char tok[TP_TOKEN_LEN + 1],
+                           struct tp_accounts_result *res)
 {
-    res->expires_ms = TP_MAX(tp_now_ms() + TP_ACCOUNTS_TOKEN_TTL_MS, after_ms + 1);
+    res->expires_ms = expires_ms;
     TP_ASSERT(tp_token_sign(o->a->secret, o->a->secret_len, o->uid, res->expires_ms, tok,
                             TP_TOKEN_LEN + 1) == 0);
     res->token = tok;
-}
-
-static void sign_token(const struct op *o, char tok[TP_TOKEN_LEN + 1],
-                       struct tp_accounts_result *res)
-{
-    sign_token_after(o, 0, tok, res);
 }
 
 /* --- Sign-up --- */
@@ -361,7 +358,7 @@ static void signup_granted(int err, const struct tp_store_reply *r, void *ud)
     char tok[TP_TOKEN_LEN + 1];
     struct tp_accounts_result res = {
         .code = TP_ACCOUNTS_OK, .user_id = o->uid, .username = o->username, .balance = bal};
-    sign_token(o, tok, &res);
+    sign_token_exp(o, tp_now_ms() + TP_ACCOUNTS_TOKEN_TTL_MS, tok, &res);
     tp_log_info(MOD, "account created\tuser_id=%lld", (long long)o->uid);
     finish(o, &res);
 }
@@ -452,7 +449,9 @@ static void session_granted(int err, const struct tp_store_reply *r, void *ud)
     }
     char tok[TP_TOKEN_LEN + 1];
     struct tp_accounts_result res = {.code = TP_ACCOUNTS_OK, .user_id = o->uid};
-    sign_token(o, tok, &res);
+    /* Dated from when the sign-in began, not from now: a password change that lands while the
+     * old password is being verified revokes this token too (its watermark is later). */
+    sign_token_exp(o, o->started_ms + TP_ACCOUNTS_TOKEN_TTL_MS, tok, &res);
     finish(o, &res);
 }
 
@@ -617,7 +616,10 @@ static void change_stored(int err, const struct tp_store_reply *r, void *ud)
     }
     char tok[TP_TOKEN_LEN + 1];
     struct tp_accounts_result res = {.code = TP_ACCOUNTS_OK, .user_id = o->uid};
-    sign_token_after(o, tp_reply_integer(tp_reply_at(r, 1)), tok, &res);
+    /* Past the watermark in force, which may be a moment ahead of this worker's clock. */
+    sign_token_exp(
+        o, TP_MAX(tp_now_ms() + TP_ACCOUNTS_TOKEN_TTL_MS, tp_reply_integer(tp_reply_at(r, 1)) + 1),
+        tok, &res);
     tp_log_info(MOD, "password changed	user_id=%lld", (long long)o->uid);
     finish(o, &res);
 }
