@@ -279,6 +279,17 @@ static struct op *new_op(struct tp_worker *w, const struct tp_accounts_creds *c,
     return o;
 }
 
+/* A new op acting on the account `user_id` (profile, password change, logout). */
+static struct op *user_op(struct tp_worker *w, int64_t user_id, tp_accounts_cb cb, void *ud)
+{
+    struct op *o = tp_xcalloc(1, sizeof(*o));
+    o->a = accounts_of(w);
+    o->cb = cb;
+    o->ud = ud;
+    o->uid = user_id;
+    return o;
+}
+
 /* grant.lua "signup:<uid>" of the start balance: idempotent, so every caller may run it. */
 static int run_grant(struct op *o, tp_store_cb cb)
 {
@@ -620,7 +631,7 @@ static void change_stored(int err, const struct tp_store_reply *r, void *ud)
     sign_token_exp(
         o, TP_MAX(tp_now_ms() + TP_ACCOUNTS_TOKEN_TTL_MS, tp_reply_integer(tp_reply_at(r, 1)) + 1),
         tok, &res);
-    tp_log_info(MOD, "password changed	user_id=%lld", (long long)o->uid);
+    tp_log_info(MOD, "password changed\tuser_id=%lld", (long long)o->uid);
     finish(o, &res);
 }
 
@@ -686,11 +697,7 @@ int tp_accounts_change_password(struct tp_worker *w, int64_t user_id,
         return TP_EINVAL;
     if (!tp_accounts_ready(w))
         return TP_EUNAVAIL;
-    struct op *o = tp_xcalloc(1, sizeof(*o));
-    o->a = accounts_of(w);
-    o->cb = cb;
-    o->ud = ud;
-    o->uid = user_id;
+    struct op *o = user_op(w, user_id, cb, ud);
     memcpy(o->pw, c->password, c->password_len);
     o->pwlen = c->password_len;
     memcpy(o->npw, c->new_password, c->new_password_len);
@@ -699,7 +706,7 @@ int tp_accounts_change_password(struct tp_worker *w, int64_t user_id,
     int rc =
         tp_store_command(op_store(o), change_user, o, "HGET %s pw_hash", tp_keys_user(&k, user_id));
     if (rc != 0) {
-        tp_log_warn(MOD, "user lookup failed	err=%s", tp_strerror(rc));
+        tp_log_warn(MOD, "user lookup failed\terr=%s", tp_strerror(rc));
         explicit_bzero(o->pw, sizeof(o->pw));
         explicit_bzero(o->npw, sizeof(o->npw));
         free(o);
@@ -729,16 +736,12 @@ int tp_accounts_logout(struct tp_worker *w, int64_t user_id, int64_t expires_ms,
 {
     if (cb == NULL || user_id < 1 || expires_ms < 1 || !tp_accounts_ready(w))
         return TP_EUNAVAIL;
-    struct op *o = tp_xcalloc(1, sizeof(*o));
-    o->a = accounts_of(w);
-    o->cb = cb;
-    o->ud = ud;
-    o->uid = user_id;
+    struct op *o = user_op(w, user_id, cb, ud);
     struct tp_script_revoke_args a = {
         .user_id = user_id, .before_ms = expires_ms, .now_ms = tp_now_ms()};
     int rc = tp_script_revoke(op_store(o), &a, logout_done, o);
     if (rc != 0) {
-        tp_log_warn(MOD, "revoke script failed	err=%s", tp_strerror(rc));
+        tp_log_warn(MOD, "revoke script failed\terr=%s", tp_strerror(rc));
         free(o);
         return TP_EUNAVAIL;
     }
@@ -782,11 +785,7 @@ int tp_accounts_profile(struct tp_worker *w, int64_t user_id, tp_accounts_cb cb,
 {
     if (cb == NULL || !tp_accounts_ready(w))
         return TP_EUNAVAIL;
-    struct op *o = tp_xcalloc(1, sizeof(*o));
-    o->a = accounts_of(w);
-    o->cb = cb;
-    o->ud = ud;
-    o->uid = user_id;
+    struct op *o = user_op(w, user_id, cb, ud);
     struct tp_key k;
     int rc = tp_store_command(op_store(o), profile_user, o, "HGET %s username",
                               tp_keys_user(&k, user_id));
