@@ -14,7 +14,11 @@
  *  - faults: leader crash at any step or between two settlement pages (restart with a fresh
  *    planner state after a lease gap of up to 2.5 s, sometimes with a new config), Redis
  *    unavailable for up to 8 s (steps and bets skipped), clock jumps forward up to 30 s and
- *    back up to 3 s.
+ *    back up to 3 s;
+ *  - an upgrade (a third of the seeds): the game starts under a version without the unfinished
+ *    index (its leader sees only the 6 newest rounds, its scripts keep no index) for 5..60 s,
+ *    then restarts under this one, whose new lease walks the round ids 60 a step and indexes
+ *    those not yet final, as leader_index.c and round_index.lua do.
  *
  * Asserted at every step: conservation (Σ balances + house + stakes still held = grants); the
  * boundary is atomic: a step that locks N and opens N+1 leaves the pair (open N+1, live N);
@@ -124,10 +128,15 @@ struct world {
     int64_t cur_open, cur_live; /* tp:{g}:current */
     int64_t boundaries;         /* steps that locked a round and opened the next */
     int64_t peak_unfinished;    /* most rounds unfinished at once so far */
+    int64_t old_until;          /* a version without the index leads until the clock reaches it */
+    bool old;      /* ... and has not been upgraded yet (a clock jump back must not bring it
+                      back) */
+    bool walking;  /* the new lease's walk over the round ids is under way */
+    int walk_mark; /* rounds [0, walk_mark) walked (tp:{g}:unfinished_scan) */
     struct tp_planner_round *in;
     int in_cap;
     /* counters for the report */
-    long crashes, outages, jumps, changes, cancelled, settled, bets, yields;
+    long crashes, outages, jumps, changes, cancelled, settled, bets, yields, upgrades;
 };
 
 static struct world W;
@@ -158,6 +167,13 @@ static struct cfg random_cfg(void)
                         .rake_bps = (int)rnd(0, 1000)};
 }
 
+/* A version without the unfinished index leads: its scripts keep none, its leader loads the
+ * RECENT newest rounds only. */
+static bool old_version(void)
+{
+    return W.old;
+}
+
 /* Transition through the one state machine; a refused move is the script's bad_state. */
 static bool move(struct round *r, enum tp_round_event ev)
 {
@@ -185,7 +201,7 @@ static void open_round(int64_t id, const struct tp_round_times *t)
                         .t = *t,
                         .nbands = W.cfg.nbands,
                         .rake_bps = W.cfg.rake_bps,
-                        .unfinished = true};
+                        .unfinished = !old_version()};
     W.cur_open = id;
 }
 
@@ -321,7 +337,7 @@ static void script_final(struct round *r)
     W.house += t - r->paid;
     if (!move(r, TP_ROUND_EV_FINAL))
         FAIL("round %lld: final refused", (long long)r->id);
-    r->unfinished = false;
+    r->unfinished = false; /* (never set under the old version) */
     r->ended_at = W.now;
     if (r->state == TP_ROUND_SETTLED)
         W.settled++;
@@ -367,6 +383,20 @@ static void crash(void)
     W.disturbed_until = W.down_until > W.disturbed_until ? W.down_until : W.disturbed_until;
 }
 
+/* One page of the new lease's walk (round_index.lua over 60 ids above the mark): rounds not
+ * final join the index. The walk runs beside the steps; until it ends the rounds it has not
+ * reached are outside the planner's view, so it counts as a disturbance. */
+static void walk_page(void)
+{
+    int end = W.walk_mark + 60 < W.n ? W.walk_mark + 60 : W.n;
+    for (int i = W.walk_mark; i < end; i++)
+        if (!tp_round_is_final(W.r[i].state))
+            W.r[i].unfinished = true;
+    W.walk_mark = end;
+    W.walking = end < W.n;
+    W.disturbed_until = W.now > W.disturbed_until ? W.now : W.disturbed_until;
+}
+
 /* The snapshot the leader loads: the unfinished index plus the RECENT newest rounds. */
 static int snapshot(void)
 {
@@ -386,6 +416,8 @@ static int snapshot(void)
 static bool leader_step(void)
 {
     struct tp_planner_config pc = {.betting_ms = W.cfg.betting_ms, .grace_ms = W.cfg.grace_ms};
+    if (W.walking)
+        walk_page();
     int k = snapshot();
     struct tp_planner_action a;
     if (tp_planner_next(&pc, W.in, k, W.now, W.synced, &a) != 0)
@@ -510,7 +542,7 @@ static void check_deadlines(void)
     int64_t slack = STEP_MS * (2 * W.peak_unfinished + 6) + 2 * 20 * (pending_bets / 4 + u);
     for (int i = 0; i < W.n; i++) {
         const struct round *r = &W.r[i];
-        if (r->unfinished != !tp_round_is_final(r->state))
+        if (!old_version() && !W.walking && r->unfinished != !tp_round_is_final(r->state))
             FAIL("round %lld: index and state disagree", (long long)r->id);
         if (tp_round_is_final(r->state))
             continue;
@@ -557,6 +589,12 @@ static void run_seed(uint64_t seed, int min_rounds)
     for (int u = 0; u < NUSERS; u++)
         W.bal[u] = START_BALANCE;
     W.granted = (int64_t)NUSERS * START_BALANCE;
+    if (one_in(3)) { /* begins under a version without the index, upgraded later */
+        W.old_until = W.now + rnd(5000, 60000);
+        W.old = true;
+        W.disturbed_until = W.old_until;
+        W.upgrades++;
+    }
     /* Faults while the rounds are many; then a quiet drain so every round can end. */
     W.faults = true;
     int64_t quiet_until = 0;
@@ -571,6 +609,11 @@ static void run_seed(uint64_t seed, int min_rounds)
         int64_t next = W.now + STEP_MS;
         timer_step(next);
         W.now = next > W.now ? next : W.now;
+        if (W.old && W.now >= W.old_until) {
+            crash(); /* the upgrade: a restart under this version, whose lease walks */
+            W.old = false;
+            W.walking = true;
+        }
         if (W.faults && one_in(2000)) {
             int64_t j = one_in(4) ? -rnd(1, 3000) : rnd(1, 30000);
             W.now += j;
@@ -621,7 +664,7 @@ static void test_simulation(void **state)
     double budget = secs ? atof(secs) : 2.0, t0 = wall();
     uint64_t base = (uint64_t)time(NULL);
     long seeds = 0, rounds = 0, settled = 0, cancelled = 0, crashes = 0, outages = 0, jumps = 0,
-         changes = 0, bets = 0, yields = 0;
+         changes = 0, bets = 0, yields = 0, upgrades = 0;
     do {
         run_seed(base + (uint64_t)seeds, 1000);
         seeds++;
@@ -634,12 +677,13 @@ static void test_simulation(void **state)
         changes += W.changes;
         bets += W.bets;
         yields += W.yields;
+        upgrades += W.upgrades;
     } while (wall() - t0 < budget);
     printf("sim: %ld seeds from %llu in %.1f s: %ld rounds (%ld settled, %ld cancelled), %ld "
            "bets, %ld crashes (%ld with a config change), %ld Redis outages, %ld clock jumps, "
-           "%ld settlements yielded to a boundary\n",
+           "%ld settlements yielded to a boundary, %ld upgrades from a version without the index\n",
            seeds, (unsigned long long)base, wall() - t0, rounds, settled, cancelled, bets, crashes,
-           changes, outages, jumps, yields);
+           changes, outages, jumps, yields, upgrades);
 }
 
 /* A fault-free game of `steps` safety steps with `cfg`, `bets` bet attempts per step, the
