@@ -534,8 +534,8 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
     l->step_busy = true;
     l->acted = false;
     tp_store_command(l->store, on_last_tick, l, "XREVRANGE " TP_KEYS_TICKS " + - COUNT 1");
-    /* The unfinished index makes the planner complete (issue 16); the newest rounds give it the
-     * newest id and the previous round, final or not. */
+    /* The unfinished index makes the planner complete (no ratio of live to betting hides a round);
+     * the newest rounds give it the newest id and the previous round, final or not. */
     l->nids = 0;
     l->snap_err = 0;
     l->ids_pending = 3;

@@ -63,7 +63,7 @@ struct tp_leader {
 
     /* Snapshot (ascending ids): every unfinished round (tp:{g}:unfinished) and the
      * TP_LEADER_RECENT newest ones; and the tick stream's end. snap grows to fit (snap_cap):
-     * a backlog of unfinished rounds must never be cut off (issue 16). */
+     * a backlog of unfinished rounds must never be cut off. */
     struct tp_leader_snap *snap;
     struct tp_planner_round *plan_in; /* the planner's view of snap, same capacity */
     int nsnap, snap_cap, snap_pending, snap_err;
@@ -132,7 +132,7 @@ void tp_leader_lose(struct tp_leader *l, const char *why);
 const struct tp_leader_snap *tp_leader_snap_find(const struct tp_leader *l, int64_t id);
 
 /** Band count of round r: its own edges (fixed when it opened), never the current config's, so
- * a band-edge change with a restart does not strand the rounds in flight (issue 16). */
+ * a band-edge change with a restart does not strand the rounds in flight. */
 static inline int tp_leader_nbands(const struct tp_game_round *r)
 {
     return r->n_edges + 1;

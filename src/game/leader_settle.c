@@ -4,7 +4,7 @@
  * then round_final. Every script is idempotent, so a new leader resumes where a dead one
  * stopped, and so does the next step when this one yields: between two pages or buckets the
  * settlement ends its step as soon as a lock, close, open or cancel falls due, so a long
- * settlement never delays a boundary (issue 16, finding 4).
+ * settlement never delays a boundary.
  */
 #include "leader_internal.h"
 

@@ -186,7 +186,7 @@ int64_t tp_leader_close_price(struct tp_leader *l, const struct tp_game_round *r
     if (seg_ticks <= 0 || k <= 0)
         return TP_EINVAL;
     /* The live phase spans ceil(k / seg_ticks) segments, one per later round, all still
-     * unfinished at this close and so all in the snapshot, however long live is (issue 16). */
+     * unfinished at this close and so all in the snapshot, however long live is. */
     size_t want = (size_t)((k + seg_ticks - 1) / seg_ticks), n = 0;
     if (want > (size_t)l->nsnap)
         return TP_EINVAL;
