@@ -1,12 +1,12 @@
 #!lua
 --[[
 round_index.lua: put the unfinished rounds among a page of ids into tp:{g}:unfinished, fenced.
-The leader finds the rounds it owes something only through that index, which round_open and
-round_final keep; rounds a server without the index left in flight are not in it. A new lease
-runs this over every round id above the scan mark, a page at a time (src/game/leader_index.c):
-the first time over the whole history, then only over the rounds opened since, which
-round_open indexed already. Reading a round's state and adding it in one script cannot race
-round_final (which leaves the index in the script that finishes the round).
+The leader finds the rounds it owes something only through that index, which round_boundary
+(its open) and round_final keep; rounds a server without the index left in flight are not in
+it. A new lease runs this over every round id above the scan mark, a page at a time
+(src/game/leader_index.c): the first time over the whole history, then only over the rounds
+opened since, which round_boundary indexed already. Reading a round's state and adding it in
+one script cannot race round_final (which leaves the index in the script that finishes it).
 
 KEYS[1] tp:{g}:lease  KEYS[2] tp:{g}:unfinished  KEYS[3] tp:{g}:unfinished_scan (STRING: the
 highest round id checked)  KEYS[3 + i] tp:{g}:round:<ARGV[3 + i]>, i = 1..n (n <= 256)
