@@ -39,8 +39,8 @@ Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after 
 a player's second bet sees the first one's debit and a repeated (user, key) is a replay of the
 first when that one was accepted; one bet's refusal never touches another. Every check runs
 before the first write, and the writes are aggregated: one HSET per hash, one HINCRBY per band,
-one INCRBY of the sequence, one XADD carrying every accepted bet, one LPUSH and ZINCRBY per
-player. Redis runs this for every batch single-threaded, so per-bet work is kept to table
+one INCRBY of the sequence, one XADD carrying every accepted bet, one ZADD of the players' net
+winnings, one LPUSH per player. Redis runs this for every batch single-threaded, so per-bet work is kept to table
 lookups and one string per record.
 ]]
 
@@ -262,10 +262,19 @@ for i = 1, n do
         out[i] = {'ok', a[2], a[3], a[4], a[5], a[6], 1}
     end
 end
+-- Net winnings: one ZMSCORE and one ZADD for all players (exact: |net| < 2^53) instead of a
+-- ZINCRBY each.
+local ulist_acc = {}
+for user_s in pairs(user_sum) do ulist_acc[#ulist_acc + 1] = user_s end
+local nets, zadd = call('ZMSCORE', KEYS[7], unpack(ulist_acc)), {}
+for j, user_s in ipairs(ulist_acc) do
+    zadd[2 * j - 1] = format('%.0f', tonumber(nets[j] or '0') - user_sum[user_s])
+    zadd[2 * j] = user_s
+end
+call('ZADD', KEYS[7], unpack(zadd))
 for user_s, sum in pairs(user_sum) do
     balw[#balw + 1] = user_s
     balw[#balw + 1] = format('%.0f', bal[user_s])
-    call('ZINCRBY', KEYS[7], format('-%.0f', sum), user_s)
     local k = 10 + nb + users[user_s]
     -- The list holds at most 1000 entries after every batch; LTRIM only when over.
     if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > 1000 then
