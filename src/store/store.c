@@ -958,3 +958,22 @@ const struct tp_store_reply *tp_reply_at(const struct tp_store_reply *r, size_t 
         return NULL;
     return (const struct tp_store_reply *)x->element[i];
 }
+
+struct tp_store_reply *tp_store_reply_parse(const char *resp, size_t len)
+{
+    redisReader *rd = redisReaderCreate();
+    void *r = NULL;
+    if (redisReaderFeed(rd, resp, len) != REDIS_OK || redisReaderGetReply(rd, &r) != REDIS_OK ||
+        r == NULL || rd->pos != rd->len) {
+        if (r != NULL)
+            freeReplyObject(r);
+        r = NULL;
+    }
+    redisReaderFree(rd);
+    return r;
+}
+
+void tp_store_reply_free(struct tp_store_reply *r)
+{
+    freeReplyObject(r); /* NULL is a no-op */
+}

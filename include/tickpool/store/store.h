@@ -119,5 +119,11 @@ const char *tp_reply_str(const struct tp_store_reply *r, size_t *len);
 size_t tp_reply_len(const struct tp_store_reply *r);
 /** Element `i` of an ARRAY reply, or NULL when out of range or not an array. */
 const struct tp_store_reply *tp_reply_at(const struct tp_store_reply *r, size_t i);
+/** Parses exactly one RESP-encoded reply into an owned reply (recorded replies in tests, the
+ * cluster mode's merged reads); NULL when `resp` is anything else. Free with
+ * tp_store_reply_free. */
+struct tp_store_reply *tp_store_reply_parse(const char *resp, size_t len);
+/** Frees a reply from tp_store_reply_parse (NULL is a no-op). */
+void tp_store_reply_free(struct tp_store_reply *r);
 
 #endif
