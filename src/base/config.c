@@ -16,6 +16,7 @@
 #include "tickpool/base/config.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/log.h"
+#include "tickpool/base/url.h"
 
 #include <ini.h>
 
@@ -290,13 +291,13 @@ static int check_relations(const struct tp_config *cfg, char *err, size_t errlen
 
 /* Fills an empty <svc>.url from <var_dir>/<svc>.url (written by scripts/up for the embedded
  * services), first line only. A missing file is fine; an unreadable or oversized one is not. */
-static int load_var_url(struct tp_config *cfg, const char *svc, char *url, size_t urlsize,
-                        char *err, size_t errlen)
+static int load_var_url(struct tp_config *cfg, const char *svc, const char *key, char *url,
+                        size_t urlsize, char *err, size_t errlen)
 {
-    if (url[0] != '\0')
+    if (strcmp(key, "url") == 0 && url[0] != '\0')
         return 0;
     char path[700];
-    snprintf(path, sizeof(path), "%s/%s.url", cfg->server.var_dir, svc);
+    snprintf(path, sizeof(path), "%s/%s.%s", cfg->server.var_dir, svc, key);
     FILE *f = fopen(path, "r");
     if (f == NULL) {
         if (errno == ENOENT || errno == ENOTDIR)
@@ -313,12 +314,56 @@ static int load_var_url(struct tp_config *cfg, const char *svc, char *url, size_
     while (n > 0 && isspace((unsigned char)line[n - 1]))
         line[--n] = '\0';
     if (n >= urlsize) {
-        snprintf(err, errlen, "%s: url too long (%zu bytes, at most %zu)", path, n, urlsize - 1);
+        snprintf(err, errlen, "%s: value too long (%zu bytes, at most %zu)", path, n, urlsize - 1);
+        return TP_EINVAL;
+    }
+    if (n == 0 && strcmp(key, "url") != 0)
+        return 0; /* an empty file: the key keeps its value */
+    if (strcmp(key, "mode") == 0 && strcmp(line, "standalone") != 0 &&
+        strcmp(line, "cluster") != 0) {
+        snprintf(err, errlen, "%s: must be standalone or cluster", path);
         return TP_EINVAL;
     }
     memcpy(url, line, n + 1);
     if (n > 0)
-        cfg->_origin[index_of(svc, "url")] = TP_CONFIG_FROM_VAR_DIR;
+        cfg->_origin[index_of(svc, key)] = TP_CONFIG_FROM_VAR_DIR;
+    return 0;
+}
+
+/* redis.url against redis.mode, once the URL is final: standalone takes one URL; cluster takes
+ * comma-separated redis:// seeds (no unix socket, no database: a cluster has only db 0). */
+static int check_redis_url(const struct tp_config *cfg, char *err, size_t errlen)
+{
+    char note[1300];
+    bool cluster = strcmp(cfg->redis.mode, "cluster") == 0;
+    const char *u = cfg->redis.url;
+    if (u[0] == '\0')
+        return 0;
+    if (!cluster && strchr(u, ',') != NULL) {
+        snprintf(err, errlen,
+                 "redis.url: one URL in standalone mode (a list of seed nodes needs "
+                 "redis.mode = cluster)%s",
+                 pair_note(cfg, "redis", "url", "redis", "mode", note, sizeof(note)));
+        return TP_EINVAL;
+    }
+    if (!cluster)
+        return 0;
+    for (const char *p = u; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        char one[sizeof(cfg->redis.url)];
+        memcpy(one, p, n);
+        one[n] = '\0';
+        struct tp_url_redis ur;
+        if (tp_url_parse_redis(one, &ur) != 0 || ur.path[0] != '\0' || ur.db != 0) {
+            snprintf(err, errlen,
+                     "redis.url: seed \"%.*s\" must be redis://[[user]:password@]"
+                     "host[:port] (cluster mode: no unix socket, no database)%s",
+                     (int)TP_MIN(n, (size_t)200), p,
+                     pair_note(cfg, "redis", "url", "redis", "mode", note, sizeof(note)));
+            return TP_EINVAL;
+        }
+        p += n + (p[n] == ',');
+    }
     return 0;
 }
 
@@ -350,10 +395,18 @@ int tp_config_load(struct tp_config *cfg, const char *path, char *err, size_t er
     rc = check_relations(cfg, err, errlen);
     if (rc != 0)
         return rc;
-    rc = load_var_url(cfg, "redis", cfg->redis.url, sizeof(cfg->redis.url), err, errlen);
+    bool redis_embedded = cfg->redis.url[0] == '\0';
+    rc = load_var_url(cfg, "redis", "url", cfg->redis.url, sizeof(cfg->redis.url), err, errlen);
+    /* An embedded Redis describes itself: scripts/up --redis-cluster writes var/redis.mode. */
+    if (rc == 0 && redis_embedded && cfg->redis.url[0] != '\0')
+        rc = load_var_url(cfg, "redis", "mode", cfg->redis.mode, sizeof(cfg->redis.mode), err,
+                          errlen);
+    if (rc == 0)
+        rc = check_redis_url(cfg, err, errlen);
     if (rc != 0)
         return rc;
-    return load_var_url(cfg, "postgres", cfg->postgres.url, sizeof(cfg->postgres.url), err, errlen);
+    return load_var_url(cfg, "postgres", "url", cfg->postgres.url, sizeof(cfg->postgres.url), err,
+                        errlen);
 }
 
 int tp_config_workers(const struct tp_config *cfg)

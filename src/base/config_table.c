@@ -55,6 +55,14 @@ static const char *check_proxies(const void *field)
     return NULL;
 }
 
+static const char *check_redis_mode(const void *field)
+{
+    const char *s = field;
+    return strcmp(s, "standalone") == 0 || strcmp(s, "cluster") == 0
+               ? NULL
+               : "must be standalone or cluster";
+}
+
 static const char *check_origins(const void *field)
 {
     const char *s = field;
@@ -95,6 +103,8 @@ const struct centry tp_config_table[] = {
 
     {"redis", "url", CT_STRING, 0, 0, "", F(redis.url), 0, NULL},
     {"redis", "timeout", CT_DUR, 10, 600000, "2s", F(redis.timeout_ms), 1, NULL},
+    {"redis", "mode", CT_STRING, 0, 0, "standalone", F(redis.mode), 0, check_redis_mode},
+    {"redis", "replicas_ack", CT_INT, 0, 0, "0", F(redis.replicas_ack), 0, NULL},
 
     {"postgres", "url", CT_STRING, 0, 0, "", F(postgres.url), 0, NULL},
     {"postgres", "timeout", CT_DUR, 10, 600000, "5s", F(postgres.timeout_ms), 1, NULL},

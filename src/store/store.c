@@ -2,9 +2,9 @@
  * Redis store over hiredis 0.14 (async, libev adapter). The only file that includes hiredis.
  *
  * hiredis 0.14 has no command timeouts, so every user command is a `struct pending` kept in a
- * FIFO list with its deadline; since one store has one timeout, the list is ordered by deadline
- * and a single ev_timer watching the head suffices (h2o lib/common/redis.c keeps one timer per
- * command; one per store is cheaper and equivalent here).
+ * list ordered by deadline (one timeout per store: appended; a redirected cluster command keeps
+ * an earlier one) and a single ev_timer watching the head suffices (h2o lib/common/redis.c
+ * keeps one timer per command; one per store is cheaper and equivalent here).
  *
  * Ownership of a pending: hiredis holds it as privdata until its reply callback runs (exactly
  * once: with a reply, or with NULL when the context goes away). Separately, the user callback is
@@ -19,7 +19,8 @@
  * Re-entrancy: user callbacks may call tp_store_free. Every entry from the loop increments
  * `depth`; tp_store_free tears down at once but frees the struct only when depth returns to 0.
  */
-#include "tickpool/store/store.h"
+#include "store_internal.h"
+
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
@@ -32,29 +33,17 @@
 #include <hiredis/async.h>
 #include <hiredis/adapters/libev.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define MOD "store"
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define MAX_SCRIPT_SIZE (1 << 20)
-#define MAX_SCRIPTS 64
-
-struct script {
-    char name[64];
-    char *body;
-    size_t len;
-    char sha[TP_SHA1_LEN * 2 + 1];
-    int metrics_kind; /* TP_METRICS_REDIS_KIND_* of `name` (SCRIPT when not listed there) */
-};
 
 enum state {
     ST_DOWN,       /* no context; retry timer armed (or closed) */
@@ -74,7 +63,7 @@ struct pending {
     bool blocking;
     bool blocking_read; /* this one is the blocking read (counted in s->blocking_reads) */
     /* EVALSHA only: a copy of the command for the one NOSCRIPT retry */
-    const struct script *script;
+    const struct tp_store_script *script;
     bool retried;
     int argc;
     const char **argv;
@@ -102,6 +91,7 @@ struct tp_store {
     redisAsyncContext *ac;
     enum state state;
     struct pending *head, *tail; /* owed user callbacks, by deadline */
+    size_t owed;                 /* their number */
     size_t inflight;             /* user commands sent on the current context */
     size_t blocking_reads;       /* blocking reads owed a callback (see struct pending) */
     double last_progress;        /* last reply (or first send after idle) */
@@ -114,12 +104,13 @@ struct tp_store {
     bool up;             /* READY was reached on the current context (for the log) */
     bool ever_connected; /* for the reconnects counter and the log */
     bool down_logged;    /* "unreachable" logged for the current outage */
-    struct script *scripts;
+    struct tp_store_script *scripts;
     size_t nscripts;
     struct sub *subs;
     struct tp_store_stats stats;
-    unsigned depth; /* nested entries from the loop */
-    bool dead;      /* tp_store_free was called; free the struct when depth drops to 0 */
+    struct tp_store_cluster *cl; /* redis.mode = cluster: every call goes there */
+    unsigned depth;              /* nested entries from the loop */
+    bool dead; /* tp_store_free was called; free the struct when depth drops to 0 */
 };
 
 _Static_assert((int)TP_REPLY_STRING == REDIS_REPLY_STRING &&
@@ -133,91 +124,32 @@ _Static_assert((int)TP_REPLY_STRING == REDIS_REPLY_STRING &&
 static void start_connect(struct tp_store *s);
 static void schedule_retry(struct tp_store *s);
 
-/* --- Scripts --- */
-
-static int cmp_script(const void *a, const void *b)
-{
-    return strcmp(((const struct script *)a)->name, ((const struct script *)b)->name);
-}
-
-/* Reads every dir/<name>.lua into s->scripts. Returns 0 or TP_EIO / TP_ETOOBIG (logged). */
-static int load_scripts(struct tp_store *s, const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        tp_log_error(MOD, "cannot open scripts directory\tdir=%s error=\"%s\"", dir,
-                     strerror(errno));
-        return TP_EIO;
-    }
-    int ret = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        size_t n = strlen(e->d_name);
-        if (n <= 4 || strcmp(e->d_name + n - 4, ".lua") != 0 || e->d_name[0] == '.')
-            continue;
-        if (n - 4 >= sizeof(s->scripts[0].name) || s->nscripts >= MAX_SCRIPTS) {
-            tp_log_error(MOD, "script name too long or too many scripts\tfile=%s", e->d_name);
-            ret = TP_ETOOBIG;
-            break;
-        }
-        char path[1024];
-        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        FILE *f = fopen(path, "rb");
-        struct stat st;
-        if (f == NULL || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) ||
-            st.st_size > MAX_SCRIPT_SIZE) {
-            tp_log_error(MOD, "cannot read script\tfile=%s", path);
-            if (f != NULL)
-                fclose(f);
-            ret = TP_EIO;
-            break;
-        }
-        struct script *sc;
-        s->scripts = tp_xrealloc(s->scripts, (s->nscripts + 1) * sizeof(*s->scripts));
-        sc = &s->scripts[s->nscripts];
-        memset(sc, 0, sizeof(*sc));
-        memcpy(sc->name, e->d_name, n - 4);
-        sc->metrics_kind = tp_metrics_label_index(TP_METRIC_FAMILY_REDIS_COMMAND, 0, sc->name);
-        if (sc->metrics_kind < 0)
-            sc->metrics_kind = TP_METRICS_REDIS_KIND_SCRIPT;
-        sc->body = tp_xmalloc((size_t)st.st_size + 1);
-        sc->len = fread(sc->body, 1, (size_t)st.st_size, f);
-        sc->body[sc->len] = '\0';
-        fclose(f);
-        s->nscripts++;
-        uint8_t digest[TP_SHA1_LEN];
-        tp_sha1(sc->body, sc->len, digest);
-        tp_hex_encode(digest, sizeof(digest), sc->sha);
-    }
-    closedir(d);
-    if (s->nscripts > 1)
-        qsort(s->scripts, s->nscripts, sizeof(*s->scripts), cmp_script);
-    return ret;
-}
-
-static const struct script *find_script(const struct tp_store *s, const char *name)
-{
-    for (size_t i = 0; i < s->nscripts; i++)
-        if (strcmp(s->scripts[i].name, name) == 0)
-            return &s->scripts[i];
-    return NULL;
-}
+#define find_script(s, name) tp_store_scripts_find((s)->scripts, (s)->nscripts, name)
 
 /* --- Pending list and user callbacks --- */
 
+/* Inserts p by deadline, searching from the tail (see the top: almost always the end). */
 static void link_pending(struct tp_store *s, struct pending *p)
 {
-    p->next = NULL;
-    p->prev = s->tail;
-    if (s->tail)
-        s->tail->next = p;
+    s->owed++;
+    struct pending *after = s->tail;
+    while (after != NULL && after->deadline > p->deadline)
+        after = after->prev;
+    p->prev = after;
+    p->next = after ? after->next : s->head;
+    if (p->next)
+        p->next->prev = p;
+    else
+        s->tail = p;
+    if (after)
+        after->next = p;
     else
         s->head = p;
-    s->tail = p;
 }
 
 static void unlink_pending(struct tp_store *s, struct pending *p)
 {
+    s->owed--;
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -615,11 +547,12 @@ static void retry_script(struct tp_store *s, redisAsyncContext *ac, struct pendi
     s->inflight++;
 }
 
-/* Registers p as owed and sent: deadline, list, timer. */
-static void track(struct tp_store *s, struct pending *p)
+/* Registers p as owed and sent: deadline (`deadline` 0: the store's timeout from now), list,
+ * timer. */
+static void track(struct tp_store *s, struct pending *p, double deadline)
 {
     double now = ev_now(s->loop);
-    p->deadline = now + s->timeout_ms / 1000.0;
+    p->deadline = deadline > 0 ? deadline : now + s->timeout_ms / 1000.0;
     p->sent_ns = tp_mono_ns();
     if (p->blocking_read)
         s->blocking_reads++;
@@ -628,9 +561,8 @@ static void track(struct tp_store *s, struct pending *p)
         s->last_progress = now;
     s->stats.commands++;
     tp_metrics_inc(TP_METRIC_REDIS_COMMANDS_TOTAL);
-    bool was_empty = s->head == NULL;
     link_pending(s, p);
-    if (was_empty)
+    if (s->head == p)
         arm_cmd_timer(s);
 }
 
@@ -655,8 +587,24 @@ static int check_usable(const struct tp_store *s, tp_store_cb cb)
     return 0;
 }
 
-static int command_v(struct tp_store *s, tp_store_cb cb, void *ud, const char *fmt, va_list ap)
+/* ASKING right before the command, on the same connection (an ASK redirect): its reply is not
+ * needed (an error there shows in the command's own reply as another redirect). */
+static int send_asking(struct tp_store *s, const struct tp_store_send *o)
 {
+    if (o == NULL || !o->asking)
+        return 0;
+    return redisAsyncCommand(s->ac, NULL, NULL, "ASKING") == REDIS_OK ? 0 : TP_EUNAVAIL;
+}
+
+int tp_store_commandv(struct tp_store *s, tp_store_cb cb, void *ud, const char *fmt, va_list ap)
+{
+    if (s->cl != NULL) { /* formatted as hiredis would send it, then routed by its words */
+        char *cmd = NULL;
+        int len = redisvFormatCommand(&cmd, fmt, ap);
+        int rc = len > 0 ? tp_store_cluster_resp(s->cl, cb, ud, cmd, (size_t)len) : TP_EINVAL;
+        free(cmd);
+        return rc;
+    }
     int err = check_usable(s, cb);
     if (err != 0)
         return err;
@@ -667,26 +615,29 @@ static int command_v(struct tp_store *s, tp_store_cb cb, void *ud, const char *f
         free(p);
         return TP_EINVAL;
     }
-    track(s, p);
+    track(s, p, 0);
     return 0;
-}
-
-int tp_store_commandv(struct tp_store *s, tp_store_cb cb, void *ud, const char *fmt, va_list ap)
-{
-    return command_v(s, cb, ud, fmt, ap);
 }
 
 int tp_store_command(struct tp_store *s, tp_store_cb cb, void *ud, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int r = command_v(s, cb, ud, fmt, ap);
+    int r = tp_store_commandv(s, cb, ud, fmt, ap);
     va_end(ap);
     return r;
 }
 
 int tp_store_commandargv(struct tp_store *s, tp_store_cb cb, void *ud, int argc, const char **argv,
                          const size_t *argvlen)
+{
+    if (s->cl != NULL)
+        return tp_store_cluster_argv(s->cl, cb, ud, argc, argv, argvlen);
+    return tp_store_send_argv(s, NULL, cb, ud, argc, argv, argvlen);
+}
+
+int tp_store_send_argv(struct tp_store *s, const struct tp_store_send *o, tp_store_cb cb, void *ud,
+                       int argc, const char **argv, const size_t *argvlen)
 {
     int err = check_usable(s, cb);
     if (err != 0)
@@ -704,24 +655,41 @@ int tp_store_commandargv(struct tp_store *s, tp_store_cb cb, void *ud, int argc,
     p->cb = cb;
     p->ud = ud;
     p->blocking_read = is_blocking_read(argc, argv, argvlen);
-    int rc = redisAsyncCommandArgv(s->ac, on_reply, p, argc, argv, argvlen);
+    int rc = send_asking(s, o) != 0
+                 ? REDIS_ERR
+                 : redisAsyncCommandArgv(s->ac, on_reply, p, argc, argv, argvlen);
     if (lens != NULL && lens != lens_stack)
         free(lens);
     if (rc != REDIS_OK) {
         free(p);
         return TP_EINVAL;
     }
-    track(s, p);
+    track(s, p, o ? o->deadline : 0);
     return 0;
 }
 
 int tp_store_script(struct tp_store *s, const char *name, int nkeys, int argc, const char **argv,
                     const size_t *argvlen, tp_store_cb cb, void *ud)
 {
+    if (s->cl == NULL)
+        return tp_store_send_script(s, NULL, name, nkeys, argc, argv, argvlen, cb, ud);
+    if (cb == NULL || tp_store_cluster_subscribed(s->cl) ||
+        (find_script(s, name) != NULL &&
+         (argc < 0 || nkeys < 0 || nkeys > argc || (argc > 0 && argv == NULL))))
+        return TP_EINVAL;
+    if (find_script(s, name) == NULL)
+        return TP_ENOTFOUND;
+    return tp_store_cluster_script(s->cl, name, nkeys, argc, argv, argvlen, cb, ud);
+}
+
+int tp_store_send_script(struct tp_store *s, const struct tp_store_send *o, const char *name,
+                         int nkeys, int argc, const char **argv, const size_t *argvlen,
+                         tp_store_cb cb, void *ud)
+{
     int err = check_usable(s, cb);
     if (err != 0 && err != TP_EUNAVAIL)
         return err;
-    const struct script *sc = find_script(s, name);
+    const struct tp_store_script *sc = find_script(s, name);
     if (sc == NULL)
         return TP_ENOTFOUND;
     if (argc < 0 || nkeys < 0 || nkeys > argc || (argc > 0 && argv == NULL))
@@ -762,17 +730,18 @@ int tp_store_script(struct tp_store *s, const char *name, int nkeys, int argc, c
     p->script = sc;
     p->cb = cb;
     p->ud = ud;
-    if (redisAsyncCommandArgv(s->ac, on_reply, p, p->argc, p->argv, p->argvlen) != REDIS_OK) {
+    if (send_asking(s, o) != 0 ||
+        redisAsyncCommandArgv(s->ac, on_reply, p, p->argc, p->argv, p->argvlen) != REDIS_OK) {
         free(p);
         return TP_EUNAVAIL;
     }
-    track(s, p);
+    track(s, p, o ? o->deadline : 0);
     return 0;
 }
 
 const char *tp_store_script_sha(const struct tp_store *s, const char *name)
 {
-    const struct script *sc = find_script(s, name);
+    const struct tp_store_script *sc = find_script(s, name);
     return sc ? sc->sha : NULL;
 }
 
@@ -820,6 +789,8 @@ static void subscribe_one(struct tp_store *s, struct sub *sb)
 
 int tp_store_subscribe(struct tp_store *s, const char *channel, tp_store_cb cb, void *ud)
 {
+    if (s->cl != NULL)
+        return tp_store_cluster_subscribe(s->cl, channel, cb, ud);
     if (cb == NULL || channel == NULL || channel[0] == '\0' || s->head != NULL ||
         s->state == ST_CLOSED)
         return TP_EINVAL;
@@ -841,40 +812,67 @@ int tp_store_subscribe(struct tp_store *s, const char *channel, tp_store_cb cb, 
 
 /* --- Lifecycle --- */
 
-struct tp_store *tp_store_new(struct ev_loop *loop, const struct tp_config_redis *cfg,
-                              const char *scripts_dir)
+/* The fields every store needs, before it connects (standalone) or hands over (cluster). */
+static struct tp_store *store_alloc(struct ev_loop *loop, int timeout_ms, const char *scripts_dir)
 {
     struct tp_store *s = tp_xcalloc(1, sizeof(*s));
     s->loop = loop;
-    s->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 2000;
-    if (tp_url_parse_redis(cfg->url, &s->url) != 0) {
-        tp_log_error(MOD, "invalid redis.url (expected redis://[[user]:password@]host[:port]"
-                          "[/db] or unix:///path[?db=N])");
-        goto fail;
-    }
-    if (scripts_dir != NULL && load_scripts(s, scripts_dir) != 0)
-        goto fail;
-    s->backoff_ms = BACKOFF_MIN_MS;
-    s->rng = ((uint64_t)tp_mono_ms() << 20) ^ ((uint64_t)getpid() << 8) ^ (uintptr_t)s;
-    if (s->rng == 0)
-        s->rng = 88172645463325252ull;
+    s->timeout_ms = timeout_ms > 0 ? timeout_ms : 2000;
+    s->state = ST_DOWN;
     ev_timer_init(&s->cmd_timer, on_cmd_timer, 0, 0);
     ev_timer_init(&s->retry_timer, on_retry_timer, 0, 0);
     ev_timer_init(&s->connect_timer, on_connect_timer, 0, 0);
     s->cmd_timer.data = s->retry_timer.data = s->connect_timer.data = s;
-    s->state = ST_DOWN;
+    if (scripts_dir != NULL && tp_store_scripts_load(scripts_dir, &s->scripts, &s->nscripts) != 0) {
+        destroy(s);
+        return NULL;
+    }
+    return s;
+}
+
+struct tp_store *tp_store_new_at(struct ev_loop *loop, const struct tp_url_redis *url,
+                                 int timeout_ms, const char *scripts_dir)
+{
+    struct tp_store *s = store_alloc(loop, timeout_ms, scripts_dir);
+    if (s == NULL)
+        return NULL;
+    s->url = *url;
+    s->backoff_ms = BACKOFF_MIN_MS;
+    s->rng = ((uint64_t)tp_mono_ms() << 20) ^ ((uint64_t)getpid() << 8) ^ (uintptr_t)s;
+    if (s->rng == 0)
+        s->rng = 88172645463325252ull;
     start_connect(s);
     return s;
-fail:
-    destroy(s);
-    return NULL;
+}
+
+struct tp_store *tp_store_new(struct ev_loop *loop, const struct tp_config_redis *cfg,
+                              const char *scripts_dir)
+{
+    if (strcmp(cfg->mode, "cluster") == 0) {
+        /* The outer store keeps the scripts (names and digests for callers); the cluster client
+         * gives each node's connection its own copy to load. */
+        struct tp_store *s = store_alloc(loop, cfg->timeout_ms, scripts_dir);
+        if (s == NULL)
+            return NULL;
+        s->cl = tp_store_cluster_new(loop, cfg, scripts_dir);
+        if (s->cl == NULL) {
+            destroy(s);
+            return NULL;
+        }
+        return s;
+    }
+    struct tp_url_redis url;
+    if (tp_url_parse_redis(cfg->url, &url) != 0) {
+        tp_log_error(MOD, "invalid redis.url (expected redis://[[user]:password@]host[:port]"
+                          "[/db] or unix:///path[?db=N])");
+        return NULL;
+    }
+    return tp_store_new_at(loop, &url, cfg->timeout_ms, scripts_dir);
 }
 
 static void destroy(struct tp_store *s)
 {
-    for (size_t i = 0; i < s->nscripts; i++)
-        free(s->scripts[i].body);
-    free(s->scripts);
+    tp_store_scripts_free(s->scripts, s->nscripts);
     free(s);
 }
 
@@ -883,6 +881,13 @@ void tp_store_free(struct tp_store *s)
     if (s == NULL || s->dead)
         return;
     s->dead = true;
+    if (s->cl != NULL) { /* the cluster client owes every callback; this store owes none */
+        struct tp_store_cluster *cl = s->cl;
+        s->cl = NULL;
+        tp_store_cluster_free(cl);
+        destroy(s);
+        return;
+    }
     s->depth++; /* no callback below may free the struct under us */
     s->state = ST_CLOSED;
     ev_timer_stop(s->loop, &s->cmd_timer);
@@ -910,11 +915,22 @@ void tp_store_free(struct tp_store *s)
 
 bool tp_store_is_connected(const struct tp_store *s)
 {
+    if (s != NULL && s->cl != NULL)
+        return tp_store_cluster_ready(s->cl);
     return s != NULL && s->state == ST_READY;
+}
+
+size_t tp_store_owed(const struct tp_store *s)
+{
+    return s->owed;
 }
 
 void tp_store_get_stats(const struct tp_store *s, struct tp_store_stats *out)
 {
+    if (s->cl != NULL) {
+        tp_store_cluster_stats(s->cl, out);
+        return;
+    }
     *out = s->stats;
 }
 

@@ -11,6 +11,10 @@
  * with tp_reply_type() == TP_REPLY_ERROR); TP_ETIMEDOUT = no reply before the deadline;
  * TP_EUNAVAIL = the connection was lost while the command was pending; TP_ECLOSED = the store
  * was freed. After TP_ETIMEDOUT or TP_EUNAVAIL the command may or may not have run.
+ *
+ * With redis.mode = cluster the same calls speak to a Redis Cluster (src/store/store_cluster.c):
+ * each command goes to the master of its keys' slot, `MOVED`/`ASK` are followed and
+ * `TRYAGAIN`/`CLUSTERDOWN` retried within the command's deadline, invisibly to the caller.
  */
 #ifndef TP_STORE_H
 #define TP_STORE_H

@@ -1,0 +1,92 @@
+/*
+ * Private to the store module (store.c, store_load.c, store_cluster.c): the script files, the
+ * send options the cluster mode needs from one node's connection, and the cluster mode's entry
+ * points, which the public functions of store.c hand over to when redis.mode is cluster.
+ */
+#ifndef TP_STORE_INTERNAL_H
+#define TP_STORE_INTERNAL_H
+
+#include "tickpool/base/crypto.h"
+#include "tickpool/base/url.h"
+#include "tickpool/store/store.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct ev_loop;
+struct tp_config_redis;
+struct tp_store_cluster;
+
+/* --- Script files (store_load.c) --- */
+
+struct tp_store_script {
+    char name[64];
+    char *body;
+    size_t len;
+    char sha[TP_SHA1_LEN * 2 + 1];
+    int metrics_kind; /* TP_METRICS_REDIS_KIND_* of `name` (SCRIPT when not listed there) */
+};
+
+/** Reads every dir/<name>.lua, sorted by name, into *out (*n entries; free with
+ * tp_store_scripts_free). Returns 0 or TP_EIO / TP_ETOOBIG (logged; *out then holds what was
+ * read so far). */
+int tp_store_scripts_load(const char *dir, struct tp_store_script **out, size_t *n);
+/** The script called `name` among `n`, or NULL. */
+const struct tp_store_script *tp_store_scripts_find(const struct tp_store_script *scripts, size_t n,
+                                                    const char *name);
+/** Frees what tp_store_scripts_load returned. */
+void tp_store_scripts_free(struct tp_store_script *scripts, size_t n);
+
+/* --- One node's connection, as the cluster mode drives it (store.c) --- */
+
+/* How one command is sent: `deadline` (ev_now seconds, 0 = now + redis.timeout) keeps a
+ * redirected command's first deadline; `asking` sends ASKING right before it (an ASK redirect). */
+struct tp_store_send {
+    double deadline;
+    bool asking;
+};
+
+/** A standalone store connected to `url` (copied); scripts from scripts_dir (NULL: none).
+ * NULL when a script cannot be read (logged). */
+struct tp_store *tp_store_new_at(struct ev_loop *loop, const struct tp_url_redis *url,
+                                 int timeout_ms, const char *scripts_dir);
+/** tp_store_commandargv of a standalone store with send options (`o` NULL: defaults). */
+int tp_store_send_argv(struct tp_store *s, const struct tp_store_send *o, tp_store_cb cb, void *ud,
+                       int argc, const char **argv, const size_t *argvlen);
+/** tp_store_script of a standalone store with send options (`o` NULL: defaults). */
+int tp_store_send_script(struct tp_store *s, const struct tp_store_send *o, const char *name,
+                         int nkeys, int argc, const char **argv, const size_t *argvlen,
+                         tp_store_cb cb, void *ud);
+/** Callbacks a standalone store still owes. */
+size_t tp_store_owed(const struct tp_store *s);
+
+/* --- The cluster mode (store_cluster.c) --- */
+
+/** A cluster client over the seeds of cfg->url (comma-separated redis:// URLs); NULL (logged)
+ * on a bad URL or an unreadable script. */
+struct tp_store_cluster *tp_store_cluster_new(struct ev_loop *loop,
+                                              const struct tp_config_redis *cfg,
+                                              const char *scripts_dir);
+/** Frees the client: every owed callback gets TP_ECLOSED exactly once before this returns. */
+void tp_store_cluster_free(struct tp_store_cluster *c);
+/** True once the slot map covers every slot and every master's connection is ready. */
+bool tp_store_cluster_ready(const struct tp_store_cluster *c);
+/** Sums of the node connections' counters. */
+void tp_store_cluster_stats(const struct tp_store_cluster *c, struct tp_store_stats *out);
+/** tp_store_commandargv in cluster mode: routed by the slot of the command's keys. */
+int tp_store_cluster_argv(struct tp_store_cluster *c, tp_store_cb cb, void *ud, int argc,
+                          const char **argv, const size_t *argvlen);
+/** tp_store_command in cluster mode: `cmd` is the command as hiredis formats it (RESP). */
+int tp_store_cluster_resp(struct tp_store_cluster *c, tp_store_cb cb, void *ud, const char *cmd,
+                          size_t len);
+/** tp_store_script in cluster mode: routed by the slot of its first key. */
+int tp_store_cluster_script(struct tp_store_cluster *c, const char *name, int nkeys, int argc,
+                            const char **argv, const size_t *argvlen, tp_store_cb cb, void *ud);
+/** tp_store_subscribe in cluster mode (plain pub/sub on one node, moved on failure). */
+int tp_store_cluster_subscribe(struct tp_store_cluster *c, const char *channel, tp_store_cb cb,
+                               void *ud);
+/** True when a subscription was made (the client then accepts no commands). */
+bool tp_store_cluster_subscribed(const struct tp_store_cluster *c);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * Script files of the store (src/store/store_internal.h): read once per store, loaded into Redis
+ * by store.c on every (re)connect. Apart from store.c so the one file that includes hiredis
+ * stays about Redis connections.
+ */
+#include "store_internal.h"
+
+#include "tickpool/base/common.h"
+#include "tickpool/base/crypto.h"
+#include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MOD "store"
+#define MAX_SCRIPT_SIZE (1 << 20)
+#define MAX_SCRIPTS 64
+
+static int cmp_script(const void *a, const void *b)
+{
+    return strcmp(((const struct tp_store_script *)a)->name,
+                  ((const struct tp_store_script *)b)->name);
+}
+
+int tp_store_scripts_load(const char *dir, struct tp_store_script **out, size_t *nout)
+{
+    struct tp_store_script *scripts = NULL;
+    size_t n_scripts = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        tp_log_error(MOD, "cannot open scripts directory\tdir=%s error=\"%s\"", dir,
+                     strerror(errno));
+        return TP_EIO;
+    }
+    int ret = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n <= 4 || strcmp(e->d_name + n - 4, ".lua") != 0 || e->d_name[0] == '.')
+            continue;
+        if (n - 4 >= sizeof(scripts[0].name) || n_scripts >= MAX_SCRIPTS) {
+            tp_log_error(MOD, "script name too long or too many scripts\tfile=%s", e->d_name);
+            ret = TP_ETOOBIG;
+            break;
+        }
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        struct stat st;
+        if (f == NULL || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) ||
+            st.st_size > MAX_SCRIPT_SIZE) {
+            tp_log_error(MOD, "cannot read script\tfile=%s", path);
+            if (f != NULL)
+                fclose(f);
+            ret = TP_EIO;
+            break;
+        }
+        struct tp_store_script *sc;
+        scripts = tp_xrealloc(scripts, (n_scripts + 1) * sizeof(*scripts));
+        sc = &scripts[n_scripts];
+        memset(sc, 0, sizeof(*sc));
+        memcpy(sc->name, e->d_name, n - 4);
+        sc->metrics_kind = tp_metrics_label_index(TP_METRIC_FAMILY_REDIS_COMMAND, 0, sc->name);
+        if (sc->metrics_kind < 0)
+            sc->metrics_kind = TP_METRICS_REDIS_KIND_SCRIPT;
+        sc->body = tp_xmalloc((size_t)st.st_size + 1);
+        sc->len = fread(sc->body, 1, (size_t)st.st_size, f);
+        sc->body[sc->len] = '\0';
+        fclose(f);
+        n_scripts++;
+        uint8_t digest[TP_SHA1_LEN];
+        tp_sha1(sc->body, sc->len, digest);
+        tp_hex_encode(digest, sizeof(digest), sc->sha);
+    }
+    closedir(d);
+    if (n_scripts > 1)
+        qsort(scripts, n_scripts, sizeof(*scripts), cmp_script);
+    *out = scripts;
+    *nout = n_scripts;
+    return ret;
+}
+
+void tp_store_scripts_free(struct tp_store_script *scripts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(scripts[i].body);
+    free(scripts);
+}
+
+const struct tp_store_script *tp_store_scripts_find(const struct tp_store_script *scripts, size_t n,
+                                                    const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(scripts[i].name, name) == 0)
+            return &scripts[i];
+    return NULL;
+}
