@@ -42,7 +42,9 @@ if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
     return bug('bad bucket')
 end
 if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
-local p = 'tp:{b' .. ARGV[4] .. '}:'
+-- tp:{bN}: or, in cluster mode, tp:{bN.K}: (src/store/keys.c); every key carries the same one.
+local p = KEYS[1]:match('^tp:{b' .. ARGV[4] .. '}:')
+    or KEYS[1]:match('^tp:{b' .. ARGV[4] .. '%.%d+}:') or 'tp:{b' .. ARGV[4] .. '}:'
 if KEYS[1] ~= p .. 'disabled' or KEYS[2] ~= p .. 'outbox' or ARGV[6] == '' then
     return bug('KEYS do not match the key layout for this bucket')
 end

@@ -86,7 +86,11 @@ if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
 end
 
 -- Per-bet server-side arguments, and the distinct bands and users (their KEYS follow).
-local p = 'tp:{b' .. bucket_s .. '}:'
+-- The bucket's prefix, tp:{bN}: or, in cluster mode, tp:{bN.K}: (src/store/keys.c picks K to
+-- spread the buckets over the slot space); every key must carry the same one (checked below).
+local k1 = KEYS[1] or ''
+local p = k1:match('^tp:{b' .. bucket_s .. '}:') or k1:match('^tp:{b' .. bucket_s .. '%.%d+}:')
+    or 'tp:{b' .. bucket_s .. '}:'
 local bands, users, nb, nu = {}, {}, 0, 0
 for i = 0, n - 1 do
     local o = 10 + 5 * i

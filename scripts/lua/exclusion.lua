@@ -45,7 +45,9 @@ if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
     return bug('bad bucket')
 end
 if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
-if KEYS[1] ~= 'tp:{b' .. ARGV[4] .. '}:excl' then
+-- tp:{bN}:excl or, in cluster mode, tp:{bN.K}:excl (src/store/keys.c).
+if KEYS[1] ~= 'tp:{b' .. ARGV[4] .. '}:excl'
+    and not KEYS[1]:match('^tp:{b' .. ARGV[4] .. '%.%d+}:excl$') then
     return bug('KEYS do not match the key layout for this bucket')
 end
 

@@ -61,7 +61,10 @@ if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
     return bug('bad bucket')
 end
 if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
-local p = 'tp:{b' .. ARGV[5] .. '}:'
+-- tp:{bN}: or, in cluster mode, tp:{bN.K}: (src/store/keys.c); every key carries the same one.
+local p = KEYS[1]:match('^tp:{b' .. ARGV[5] .. '}:')
+    or KEYS[1]:match('^tp:{b' .. ARGV[5] .. '%.%d+}:')
+if not p then return bug('KEYS do not match the key layout for this bucket') end
 if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'grants' or KEYS[3] ~= p .. 'granted'
     or KEYS[4] ~= p .. 'outbox' then
     return bug('KEYS do not match the key layout for this bucket')

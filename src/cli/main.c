@@ -18,6 +18,7 @@
 #include "tickpool/game/leader.h"
 #include "tickpool/store/pg.h"
 #include "tickpool/store/pgw.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/registry.h"
 #include "tickpool/store/store.h"
 #include "tickpool/api/ops.h"
@@ -91,6 +92,9 @@ static int load(const char *path)
     enum tp_log_level lvl = TP_LOG_INFO;
     tp_log_level_parse(config.log.level, &lvl);
     tp_log_setup(lvl, "master");
+    /* A cluster spreads the buckets over its masters by their key names (store/keys). */
+    if (strcmp(config.redis.mode, "cluster") == 0)
+        tp_keys_spread(config.game.buckets);
     return 0;
 }
 

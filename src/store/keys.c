@@ -6,11 +6,20 @@
 #include "tickpool/store/keys.h"
 
 #include "tickpool/base/common.h"
+#include "tickpool/store/cluster.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
-#define BUCKET "tp:{b%d}:"
+/* Most cells of the slot space buckets are spread over (cluster mode): with more buckets, several
+ * share a cell of 16384 / 256 = 64 slots, which keeps the tag search short. */
+#define SPREAD_CELLS 256
+
+/* Cluster mode's bucket tags: bucket N's keys are tp:{bN.<spread[N]>}:…, else tp:{bN}:…. Set
+ * once at start-up (tp_keys_spread), before any worker or thread exists; read-only after. */
+static int32_t *spread;
+static int spread_buckets;
 
 int tp_bucket_of(int64_t user_id, int buckets)
 {
@@ -31,113 +40,165 @@ __attribute__((format(printf, 2, 3))) static const char *fmt(struct tp_key *k, c
     return k->s;
 }
 
+int tp_keys_spread(int buckets)
+{
+    if (buckets < 0 || buckets > TP_CLUSTER_SLOTS)
+        return TP_EINVAL;
+    if (buckets == 0) {
+        free(spread);
+        spread = NULL;
+        spread_buckets = 0;
+        return 0;
+    }
+    int32_t *t = tp_xmalloc((size_t)buckets * sizeof(*t));
+    int cells = TP_MIN(buckets, SPREAD_CELLS);
+    for (int b = 0; b < buckets; b++) {
+        int cell = (int)((int64_t)b * cells / buckets);
+        int lo = cell * TP_CLUSTER_SLOTS / cells, hi = (cell + 1) * TP_CLUSTER_SLOTS / cells;
+        for (int32_t k = 0;; k++) { /* ~cells tries: CRC16 spreads short strings evenly */
+            char tag[32];
+            int n = snprintf(tag, sizeof(tag), "b%d.%d", b, (int)k);
+            int slot = tp_cluster_slot(tag, (size_t)n);
+            if (slot >= lo && slot < hi) {
+                t[b] = k;
+                break;
+            }
+        }
+    }
+    free(spread);
+    spread = t;
+    spread_buckets = buckets;
+    return 0;
+}
+
+/* tp:{bN}: or tp:{bN.K}: (cluster mode), then `f` with its arguments. */
+__attribute__((format(printf, 3, 4))) static const char *bfmt(struct tp_key *k, int bucket,
+                                                              const char *f, ...)
+{
+    int n;
+    if (spread != NULL) {
+        TP_ASSERT(bucket >= 0 && bucket < spread_buckets);
+        n = snprintf(k->s, sizeof(k->s), "tp:{b%d.%d}:", bucket, (int)spread[bucket]);
+    } else {
+        n = snprintf(k->s, sizeof(k->s), "tp:{b%d}:", bucket);
+    }
+    TP_ASSERT(n > 0 && (size_t)n < sizeof(k->s));
+    va_list ap;
+    va_start(ap, f);
+    int m = vsnprintf(k->s + n, sizeof(k->s) - (size_t)n, f, ap);
+    va_end(ap);
+    TP_ASSERT(m >= 0 && (size_t)(n + m) < sizeof(k->s));
+    k->len = (size_t)(n + m);
+    return k->s;
+}
+
 /* --- Bucket keys --- */
 
 const char *tp_keys_bal(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "bal", bucket);
+    return bfmt(k, bucket, "bal");
 }
 
 const char *tp_keys_grants(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "grants", bucket);
+    return bfmt(k, bucket, "grants");
 }
 
 const char *tp_keys_granted(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "granted", bucket);
+    return bfmt(k, bucket, "granted");
 }
 
 const char *tp_keys_house(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "house", bucket);
+    return bfmt(k, bucket, "house");
 }
 
 const char *tp_keys_seq(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "seq", bucket);
+    return bfmt(k, bucket, "seq");
 }
 
 const char *tp_keys_outbox(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "outbox", bucket);
+    return bfmt(k, bucket, "outbox");
 }
 
 const char *tp_keys_net(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "net", bucket);
+    return bfmt(k, bucket, "net");
 }
 
 const char *tp_keys_excl(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "excl", bucket);
+    return bfmt(k, bucket, "excl");
 }
 
 const char *tp_keys_paused(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "paused", bucket);
+    return bfmt(k, bucket, "paused");
 }
 
 const char *tp_keys_disabled(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "disabled", bucket);
+    return bfmt(k, bucket, "disabled");
 }
 
 const char *tp_keys_unsettled(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "unsettled", bucket);
+    return bfmt(k, bucket, "unsettled");
 }
 
 const char *tp_keys_ref_idem(struct tp_key *k, int bucket, int64_t user_id, const char *key,
                              size_t len)
 {
     TP_ASSERT(len <= TP_KEYS_IDEM_MAX);
-    return fmt(k, BUCKET "idem:%lld:%.*s", bucket, (long long)user_id, (int)len, key);
+    return bfmt(k, bucket, "idem:%lld:%.*s", (long long)user_id, (int)len, key);
 }
 
 const char *tp_keys_ubets(struct tp_key *k, int bucket, int64_t user_id)
 {
-    return fmt(k, BUCKET "ubets:%lld", bucket, (long long)user_id);
+    return bfmt(k, bucket, "ubets:%lld", (long long)user_id);
 }
 
 const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return fmt(k, BUCKET "idem:%lld", bucket, (long long)round_id);
+    return bfmt(k, bucket, "idem:%lld", (long long)round_id);
 }
 
 const char *tp_keys_round_state(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return fmt(k, BUCKET "round:%lld:state", bucket, (long long)round_id);
+    return bfmt(k, bucket, "round:%lld:state", (long long)round_id);
 }
 
 const char *tp_keys_pool(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return fmt(k, BUCKET "pool:%lld", bucket, (long long)round_id);
+    return bfmt(k, bucket, "pool:%lld", (long long)round_id);
 }
 
 const char *tp_keys_pool_pattern(struct tp_key *k, int bucket)
 {
-    return fmt(k, BUCKET "pool:*", bucket);
+    return bfmt(k, bucket, "pool:*");
 }
 
 const char *tp_keys_bets(struct tp_key *k, int bucket, int64_t round_id, int band)
 {
-    return fmt(k, BUCKET "bets:%lld:%d", bucket, (long long)round_id, band);
+    return bfmt(k, bucket, "bets:%lld:%d", (long long)round_id, band);
 }
 
 const char *tp_keys_plan(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return fmt(k, BUCKET "plan:%lld", bucket, (long long)round_id);
+    return bfmt(k, bucket, "plan:%lld", (long long)round_id);
 }
 
 const char *tp_keys_paid(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return fmt(k, BUCKET "paid:%lld", bucket, (long long)round_id);
+    return bfmt(k, bucket, "paid:%lld", (long long)round_id);
 }
 
 const char *tp_keys_payout(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return fmt(k, BUCKET "payout:%lld", bucket, (long long)round_id);
+    return bfmt(k, bucket, "payout:%lld", (long long)round_id);
 }
 
 /* --- Global keys with an id --- */

@@ -444,6 +444,9 @@ def test_exclusion_caller_bugs_raise_errors():
                                                0, 2), "not in this bucket")
         expect_redis_error(lambda: m.c.evalsha(m.sha["exclusion"], 1, "tp:{b1}:bal", 3, 1, 1000,
                                                1, 2), "key layout")
+        for bad in ("tp:{b10.3}:excl", "tp:{b1.x}:excl", "tp:{b1.7}:excl2"):
+            expect_redis_error(lambda: m.c.evalsha(m.sha["exclusion"], 1, bad, 3, 1, 1000, 1, 2),
+                               "key layout")
         expect_redis_error(lambda: m.c.evalsha(m.sha["exclusion"], 0, 3, 1, 1000, 1, 2),
                            "want 1 KEYS")
         assert m.snapshot() == before
@@ -495,6 +498,14 @@ def test_bet_caller_bugs_raise_errors():
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys, bucket=0),
                            "not in this bucket")
         expect_redis_error(lambda: m.c.evalsha(m.sha["bet_batch"], 2, *keys[:2], 3), "want 10")
+        # Cluster mode's tags (tp:{bN.K}:): another bucket's tag, a mixed prefix, a tag that
+        # only starts like the bucket's, all refused.
+        for bad in ("{b1.x}", "{b10.3}", "{b1.}", "{b1.2.3}"):
+            keys = [k.replace("{b1}", bad) for k in m.bet_keys(3, 1, 0, "k")]
+            expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
+        keys = m.bet_keys(3, 1, 0, "k")
+        keys[0] = keys[0].replace("{b1}", "{b1.7}")
+        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
         assert m.snapshot() == before
 
 
@@ -633,6 +644,23 @@ def test_signup_claims_once():
         expect_redis_error(lambda: c.evalsha(sha, 3, "tp:{g}:usernames", "tp:{g}:user:5",
                                              "tp:{g}:outbox", "bob", "bob", 4, "h" * 20, 1),
                            "key layout")
+
+def test_cluster_mode_tags_are_one_bucket():
+    """The scripts accept cluster mode's bucket tags (tp:{bN.K}:, src/store/keys.c) as long as
+    every key carries the same one: a grant and a bet go through under tp:{b1.7}:."""
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=2)
+        m.p = lambda user: "tp:{b%d.7}:" % m.bucket(user)
+        assert m.grant(3, 1000) is not None
+        assert m.c.hget("tp:{b1.7}:bal", "3") == "1000"
+        m.open_round(1)
+        for k in m.c.keys("tp:{b1}:round:1:state"):
+            m.c.rename(k, "tp:{b1.7}:round:1:state")
+        res = m.bet(3, 1, 0, 100, "k")
+        assert res[0] == "ok", res
+        assert m.c.hget("tp:{b1.7}:bal", "3") == "900"
+        assert not m.c.exists("tp:{b1}:bal")
+
 
 if __name__ == "__main__":
     tpenv.main()

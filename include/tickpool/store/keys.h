@@ -6,7 +6,9 @@
  *
  * Two hash tags keep every script single-slot in a Redis Cluster: `tp:{bN}:` for the keys of
  * bucket N (a player's money, bets and the bucket's copies of round state), `tp:{g}:` for the
- * global keys (accounts, rounds, ticks, the leader lease).
+ * global keys (accounts, rounds, ticks, the leader lease). In cluster mode (tp_keys_spread) a
+ * bucket's tag is `bN.K` instead, K chosen so that the B buckets' slots spread evenly over the
+ * slot space, hence over the masters; "tp:{bN}:" below stands for either.
  *
  * Builders write into a caller-owned struct tp_key and return its string, so a call site reads
  * `tp_store_command(st, cb, ud, "HGET %s %lld", tp_keys_bal(&k, b), uid)`. The result stays
@@ -62,6 +64,15 @@ struct tp_key {
  * guard against 0 here (asserted). Result in [0, buckets) for user_id ≥ 0.
  */
 int tp_bucket_of(int64_t user_id, int buckets);
+
+/**
+ * Switches the bucket keys to cluster mode's tags for `buckets` buckets: bucket N's tag is
+ * `bN.K` with the smallest K ≥ 0 whose slot lies in bucket N's share of the slot space (shares
+ * of at least 64 slots). Call once at start-up, before any key is built and before workers or
+ * threads start. 0 buckets restores the standalone layout (tests). Returns 0 or TP_EINVAL
+ * (buckets outside [0, 16384]).
+ */
+int tp_keys_spread(int buckets);
 
 /* --- Bucket keys: tp:{bN}:… (all return k->s) --- */
 

@@ -7,6 +7,8 @@
 
 #include <cmocka.h>
 
+#include "tickpool/base/common.h"
+#include "tickpool/store/cluster.h"
 #include "tickpool/store/keys.h"
 
 #include <string.h>
@@ -92,12 +94,52 @@ static void test_longest_key(void **state)
     assert_true(k.len < TP_KEYS_MAX);
 }
 
+/* Cluster mode's tags: bucket N's slot lies in its share of the slot space, so B buckets spread
+ * evenly over masters that split the slots evenly; every key of a bucket keeps one slot. */
+static void test_spread(void **state)
+{
+    (void)state;
+    struct tp_key k, k2;
+    assert_int_equal(tp_keys_spread(12), 0);
+    int per_master[3] = {0};
+    for (int b = 0; b < 12; b++) {
+        tp_keys_bal(&k, b);
+        assert_true(strncmp(k.s, "tp:{b", 5) == 0);
+        int slot = tp_cluster_slot(k.s, k.len);
+        assert_true(slot >= b * 16384 / 12 && slot < (b + 1) * 16384 / 12);
+        assert_int_equal(tp_cluster_slot(tp_keys_bets(&k2, b, 77, 3), k2.len), slot);
+        assert_int_equal(tp_cluster_slot(tp_keys_idem(&k2, b, 77), k2.len), slot);
+        per_master[slot * 3 / 16384]++; /* redis-cli --cluster create's even split */
+    }
+    assert_int_equal(per_master[0], 4);
+    assert_int_equal(per_master[1], 4);
+    assert_int_equal(per_master[2], 4);
+    /* the bucket number stays readable: tp:{b7.K}: */
+    tp_keys_bal(&k, 7);
+    assert_true(strncmp(k.s, "tp:{b7.", 7) == 0);
+    /* many buckets share cells of 64 slots: still even over any 3-way split */
+    assert_int_equal(tp_keys_spread(16384), 0);
+    int counts[3] = {0};
+    for (int b = 0; b < 16384; b++)
+        counts[tp_cluster_slot(tp_keys_seq(&k, b), k.len) * 3 / 16384]++;
+    for (int m = 0; m < 3; m++)
+        assert_true(counts[m] >= 5400 && counts[m] <= 5520);
+    /* the longest keys still fit */
+    tp_keys_ubets(&k, 16383, INT64_MAX);
+    assert_true(k.len < TP_KEYS_MAX);
+    tp_keys_bets(&k, 16383, INT64_MAX, 15);
+    assert_true(k.len < TP_KEYS_MAX);
+    assert_int_equal(tp_keys_spread(-1), TP_EINVAL);
+    assert_int_equal(tp_keys_spread(16385), TP_EINVAL);
+    assert_int_equal(tp_keys_spread(0), 0);
+    assert_string_equal(tp_keys_bal(&k, 3), "tp:{b3}:bal");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bucket_of),
-        cmocka_unit_test(test_bucket_keys),
-        cmocka_unit_test(test_global_keys),
+        cmocka_unit_test(test_bucket_of),   cmocka_unit_test(test_spread),
+        cmocka_unit_test(test_bucket_keys), cmocka_unit_test(test_global_keys),
         cmocka_unit_test(test_longest_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
