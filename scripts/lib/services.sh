@@ -49,6 +49,54 @@ stop_redis() {
     rm -f "$dir/redis.pid"
 }
 
+# start_redis_cluster DIR PORT MASTERS [node timeout ms]: a Redis Cluster of MASTERS masters and
+# one replica each on ports PORT .. PORT+2*MASTERS-1, one AOF directory per node under DIR/<port>
+# (created by redis-cli --cluster create, or restarted as it was when every node has its
+# nodes.conf). Waits until every slot is served (cluster_state:ok) and every replica is in sync
+# (CLUSTER SLOTS lists a replica only from then on). A small node timeout (2 s by default) makes
+# a killed master's replica take over within a few seconds.
+start_redis_cluster() {
+    local dir=$1 port=$2 masters=$3 timeout=${4:-2000} n p nodes=()
+    n=$((masters * 2))
+    [ "$masters" -ge 3 ] || die "a Redis Cluster needs at least 3 masters (got $masters)"
+    local again=1
+    for p in $(seq "$port" $((port + n - 1))); do
+        [ -s "$dir/$p/nodes.conf" ] || again=
+    done
+    for p in $(seq "$port" $((port + n - 1))); do
+        # A cluster made earlier with these ports restarts with its data and slot assignment;
+        # anything else is made afresh.
+        [ -n "$again" ] || rm -rf "$dir/$p/nodes.conf" "$dir/$p/dump.rdb" "$dir/$p/appendonlydir"
+        start_redis "$dir/$p" "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout "$timeout" --cluster-replica-validity-factor 0 \
+            --cluster-require-full-coverage no
+        nodes+=("127.0.0.1:$p")
+    done
+    if [ -z "$again" ]; then
+        redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+            >"$dir/create.log" 2>&1 || die "redis-cli --cluster create failed (log: $dir/create.log)"
+    fi
+    for _ in $(seq 1 300); do
+        if redis-cli -p "$port" CLUSTER INFO 2>/dev/null | grep -q '^cluster_state:ok' &&
+            [ "$(redis-cli -p "$port" CLUSTER NODES 2>/dev/null | grep -c ' slave ')" -eq "$masters" ] &&
+            [ "$(for p in "${nodes[@]}"; do redis-cli -p "${p#*:}" INFO replication; done 2>/dev/null |
+                grep -c '^master_link_status:up')" -eq "$masters" ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "Redis Cluster on ports $port.. did not become ready (logs: $dir/*/redis.log)"
+}
+
+# stop_redis_cluster DIR: stops every node started by start_redis_cluster in DIR.
+stop_redis_cluster() {
+    local d
+    for d in "$1"/*/; do
+        [ -f "$d/redis.pid" ] && stop_redis "${d%/}"
+    done
+    return 0
+}
+
 # start_postgres DATA PORT: initialises DATA on first use (trust auth on loopback only) and
 # starts the server; prints nothing, dies on failure.
 start_postgres() {

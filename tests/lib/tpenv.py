@@ -119,6 +119,78 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _ports_free(ports):
+    for p in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
+class RedisCluster:
+    """A private Redis Cluster: `masters` masters with one replica each, started by the same
+    shell function as `scripts/up --redis-cluster` (scripts/lib/services.sh) on consecutive
+    free ports (each node also uses port + 10000 for the cluster bus). `url` lists every node as
+    a seed; `mode` is "cluster" (tpenv.Server passes both to tickpool)."""
+
+    mode = "cluster"
+
+    def __init__(self, masters=3, node_timeout_ms=2000):
+        if shutil.which("redis-server") is None:
+            raise Skip("redis-server not installed")
+        self.masters = masters
+        self.node_timeout_ms = node_timeout_ms
+        self.dir = _tmpdir("tp-rcluster-")
+        n = 2 * masters
+        for _ in range(50):
+            base = free_port()
+            if base + n + 10000 < 65000 and \
+                    _ports_free(list(range(base, base + n)) + list(range(base + 10000, base + 10000 + n))):
+                break
+        self.port = base
+        self.ports = list(range(base, base + n))
+        self.url = ",".join(f"redis://127.0.0.1:{p}" for p in self.ports)
+
+    def _sh(self, fn, *args):
+        cmd = f'. "{SRC}/scripts/lib/common.sh"; . "{SRC}/scripts/lib/services.sh"; {fn} "$@"'
+        out = subprocess.run(["bash", "-c", cmd, "sh", *map(str, args)], capture_output=True,
+                             text=True, timeout=120)
+        if out.returncode != 0:
+            raise AssertionError(f"{fn} failed: {out.stdout}{out.stderr}")
+
+    def start(self):
+        self._sh("start_redis_cluster", self.dir, self.port, self.masters, self.node_timeout_ms)
+        return self
+
+    def stop(self):
+        self._sh("stop_redis_cluster", self.dir)
+
+    def cli(self, port, *args):
+        """One command to the node on `port` (redis-cli -c follows redirects); output stripped."""
+        out = subprocess.run(["redis-cli", "-c", "-p", str(port), *map(str, args)],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def master_ports(self):
+        """Ports of the nodes that are masters now (after a failover too)."""
+        lines = self.cli(self.ports[0], "CLUSTER", "NODES").splitlines()
+        return sorted(int(ln.split()[1].split("@")[0].rsplit(":", 1)[1]) for ln in lines
+                      if "master" in ln.split()[2] and "fail" not in ln.split()[2])
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def _as_postgres_user():
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -217,6 +289,7 @@ class Server:
         })
         if redis is not None:
             self.env["TICKPOOL_REDIS_URL"] = redis.url
+            self.env["TICKPOOL_REDIS_MODE"] = getattr(redis, "mode", "standalone")
         if pg is not None:
             self.env["TICKPOOL_POSTGRES_URL"] = pg.url
         self.env.update(env or {})
