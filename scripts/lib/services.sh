@@ -67,9 +67,7 @@ start_redis_cluster() {
         # A cluster made earlier with these ports restarts with its data and slot assignment;
         # anything else is made afresh.
         [ -n "$again" ] || rm -rf "$dir/$p/nodes.conf" "$dir/$p/dump.rdb" "$dir/$p/appendonlydir"
-        start_redis "$dir/$p" "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
-            --cluster-node-timeout "$timeout" --cluster-replica-validity-factor 0 \
-            --cluster-require-full-coverage no
+        start_redis_cluster_node "$dir" "$p" "$timeout"
         nodes+=("127.0.0.1:$p")
     done
     if [ -z "$again" ]; then
@@ -86,6 +84,14 @@ start_redis_cluster() {
         sleep 0.1
     done
     die "Redis Cluster on ports $port.. did not become ready (logs: $dir/*/redis.log)"
+}
+
+# start_redis_cluster_node DIR PORT TIMEOUT: one node of such a cluster in DIR/PORT (a node that
+# was killed rejoins with its nodes.conf: a former master comes back as a replica).
+start_redis_cluster_node() {
+    start_redis "$1/$2" "$2" --cluster-enabled yes --cluster-config-file nodes.conf \
+        --cluster-node-timeout "$3" --cluster-replica-validity-factor 0 \
+        --cluster-require-full-coverage no
 }
 
 # stop_redis_cluster DIR: stops every node started by start_redis_cluster in DIR.

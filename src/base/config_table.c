@@ -104,7 +104,7 @@ const struct centry tp_config_table[] = {
     {"redis", "url", CT_STRING, 0, 0, "", F(redis.url), 0, NULL},
     {"redis", "timeout", CT_DUR, 10, 600000, "2s", F(redis.timeout_ms), 1, NULL},
     {"redis", "mode", CT_STRING, 0, 0, "standalone", F(redis.mode), 0, check_redis_mode},
-    {"redis", "replicas_ack", CT_INT, 0, 0, "0", F(redis.replicas_ack), 0, NULL},
+    {"redis", "replicas_ack", CT_INT, 0, 16, "0", F(redis.replicas_ack), 0, NULL},
 
     {"postgres", "url", CT_STRING, 0, 0, "", F(postgres.url), 0, NULL},
     {"postgres", "timeout", CT_DUR, 10, 600000, "5s", F(postgres.timeout_ms), 1, NULL},

@@ -71,7 +71,9 @@ struct ccmd {
     bool asking;
     bool waiting;
     struct tp_cluster_redirect ask;
-    char script[64]; /* empty: a plain command */
+    struct node *node;  /* where the last attempt went (WAIT goes there too) */
+    struct tp_buf held; /* a script's reply while WAIT runs (redis.replicas_ack) */
+    char script[64];    /* empty: a plain command */
     int nkeys;
     ev_timer timer;
     int argc;
@@ -100,6 +102,8 @@ struct split {
 struct tp_store_cluster {
     struct ev_loop *loop;
     int timeout_ms;
+    int replicas_ack, wait_ms; /* redis.replicas_ack; WAIT's own timeout */
+    uint64_t wait_short;       /* WAITs that fell short (logged every 100th) */
     char *scripts_dir;
     struct tp_url_redis seeds[MAX_SEEDS];
     int nseeds;
@@ -288,6 +292,7 @@ static void split_part_done(struct split *sp, int err, const struct tp_store_rep
 
 static void ccmd_free(struct ccmd *c)
 {
+    tp_buf_deinit(&c->held);
     free(c);
 }
 
@@ -325,8 +330,10 @@ static int send_cmd(struct ccmd *c)
                  ? tp_store_send_script(n->st, &o, c->script, c->nkeys, c->argc, c->argv, c->lens,
                                         on_node_reply, c)
                  : tp_store_send_argv(n->st, &o, on_node_reply, c, c->argc, c->argv, c->lens);
-    if (rc == 0)
+    if (rc == 0) {
         c->attempts++;
+        c->node = n;
+    }
     return rc;
 }
 
@@ -380,6 +387,55 @@ static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
     leave(cl);
 }
 
+/* --- Acked means replicated (redis.replicas_ack) --- */
+
+static void resp_append(struct tp_buf *b, const struct tp_store_reply *r);
+
+/* WAIT's answer: the held script reply goes out only when enough replicas have the write. A
+ * shortfall, or no answer, is TP_EUNAVAIL: the write ran on the master but may not survive its
+ * failover, so the caller answers 503 and the client retries with its idempotency key (the
+ * retry then replays the write, or places it if it was lost). */
+static void on_wait(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct ccmd *c = ud;
+    struct tp_store_cluster *cl = c->cl;
+    enter(cl);
+    if (cl->dead) {
+        finish(c, TP_ECLOSED, NULL);
+    } else if (err != 0 || tp_reply_type(r) != TP_REPLY_INTEGER ||
+               tp_reply_integer(r) < cl->replicas_ack) {
+        if (cl->wait_short++ % 100 == 0)
+            tp_log_warn(MOD,
+                        "redis cluster: a write was not acknowledged by enough replicas, "
+                        "answering unavailable\treplicas_ack=%d acked=%lld err=%d times=%llu",
+                        cl->replicas_ack, r && err == 0 ? tp_reply_integer(r) : -1LL, err,
+                        (unsigned long long)cl->wait_short);
+        finish(c, err == TP_ETIMEDOUT ? TP_ETIMEDOUT : TP_EUNAVAIL, NULL);
+    } else {
+        struct tp_store_reply *held =
+            tp_store_reply_parse(tp_buf_ptr(&c->held), tp_buf_size(&c->held));
+        finish(c, held ? 0 : TP_EPROTO, held);
+        tp_store_reply_free(held);
+    }
+    leave(cl);
+}
+
+/* Keeps the script's reply and sends WAIT N to the node that ran it (same connection, so WAIT
+ * covers that write). WAIT holds the connection up to wait_ms when replicas lag. */
+static void wait_replicas(struct ccmd *c, const struct tp_store_reply *r)
+{
+    struct tp_store_cluster *cl = c->cl;
+    tp_buf_init(&c->held);
+    resp_append(&c->held, r);
+    char n[16], ms[16];
+    snprintf(n, sizeof(n), "%d", cl->replicas_ack);
+    snprintf(ms, sizeof(ms), "%d", cl->wait_ms);
+    const char *argv[] = {"WAIT", n, ms};
+    struct tp_store_send o = {.deadline = c->deadline};
+    if (c->node == NULL || tp_store_send_argv(c->node->st, &o, on_wait, c, 3, argv, NULL) != 0)
+        finish(c, TP_EUNAVAIL, NULL);
+}
+
 static void on_node_reply(int err, const struct tp_store_reply *r, void *ud)
 {
     struct ccmd *c = ud;
@@ -405,7 +461,10 @@ static void on_node_reply(int err, const struct tp_store_reply *r, void *ud)
     if (d.refresh)
         refresh(cl);
     if (d.action == TP_CLUSTER_DELIVER || ev_now(cl->loop) >= c->deadline) {
-        finish(c, 0, r);
+        if (c->script[0] && cl->replicas_ack > 0 && tp_reply_type(r) != TP_REPLY_ERROR)
+            wait_replicas(c, r);
+        else
+            finish(c, 0, r);
     } else {
         cl->redirects++;
         c->asking = d.asking;
@@ -832,6 +891,8 @@ struct tp_store_cluster *tp_store_cluster_new(struct ev_loop *loop,
     struct tp_store_cluster *cl = tp_xcalloc(1, sizeof(*cl));
     cl->loop = loop;
     cl->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 2000;
+    cl->replicas_ack = cfg->replicas_ack;
+    cl->wait_ms = TP_MAX(10, TP_MIN(cl->timeout_ms / 10, 500));
     cl->scripts_dir = scripts_dir ? tp_xstrdup(scripts_dir) : NULL;
     cl->map = tp_xmalloc(sizeof(*cl->map));
     tp_cluster_map_init(cl->map);

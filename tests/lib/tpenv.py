@@ -167,6 +167,16 @@ class RedisCluster:
     def stop(self):
         self._sh("stop_redis_cluster", self.dir)
 
+    def kill_node(self, port):
+        """kill -9 of one node; returns its pid."""
+        pid = int(open(os.path.join(self.dir, str(port), "redis.pid")).read())
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def restart_node(self, port):
+        """Starts a killed node again: it rejoins the cluster (a former master as a replica)."""
+        self._sh("start_redis_cluster_node", self.dir, port, self.node_timeout_ms)
+
     def cli(self, port, *args):
         """One command to the node on `port` (redis-cli -c follows redirects); output stripped."""
         out = subprocess.run(["redis-cli", "-c", "-p", str(port), *map(str, args)],
@@ -175,7 +185,11 @@ class RedisCluster:
 
     def master_ports(self):
         """Ports of the nodes that are masters now (after a failover too)."""
-        lines = self.cli(self.ports[0], "CLUSTER", "NODES").splitlines()
+        lines = []
+        for p in self.ports:  # the first node that answers (a killed one does not)
+            lines = self.cli(p, "CLUSTER", "NODES").splitlines()
+            if lines:
+                break
         return sorted(int(ln.split()[1].split("@")[0].rsplit(":", 1)[1]) for ln in lines
                       if "master" in ln.split()[2] and "fail" not in ln.split()[2])
 

@@ -53,7 +53,7 @@ struct tp_config_redis {
     char url[512];    /* redis.url, empty = embedded under var/ (redis://127.0.0.1:6380) */
     int timeout_ms;   /* redis.timeout [2s]: per-command deadline */
     char mode[16];    /* redis.mode [standalone]: standalone | cluster (url lists seeds) */
-    int replicas_ack; /* redis.replicas_ack [0]: replicas a money write waits for (WAIT) */
+    int replicas_ack; /* redis.replicas_ack [0]: replicas a script's write waits for (WAIT) */
 };
 
 struct tp_config_postgres {
