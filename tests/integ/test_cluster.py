@@ -61,10 +61,12 @@ def test_full_game_on_a_cluster():
         assert len(rc.master_ports()) == 3
         tpclient.wait_game(s, timeout=30)
         # every worker's view (each caches the open round for up to 1 s)
+        def ready():
+            st, v = s.json("GET", "/readyz")
+            return v if st == 200 else None
         for _ in range(4):
-            ready = tpenv.wait_until(lambda: s.json("GET", "/readyz")[0] == 200 and
-                                     s.json("GET", "/readyz")[1], timeout=10, what="/readyz 200")
-            assert ready["redis"] == "up", ready
+            v = tpenv.wait_until(ready, timeout=10, what="/readyz 200")
+            assert v["redis"] == "up", v
         users = tpclient.make_users(s, 2 * BUCKETS, prefix="cl")
         assert {uid % BUCKETS for uid, _ in users} == set(range(BUCKETS))
 

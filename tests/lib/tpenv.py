@@ -143,11 +143,16 @@ class RedisCluster:
         self.masters = masters
         self.node_timeout_ms = node_timeout_ms
         self.dir = _tmpdir("tp-rcluster-")
-        n = 2 * masters
-        for _ in range(50):
-            base = free_port()
-            if base + n + 10000 < 65000 and \
-                    _ports_free(list(range(base, base + n)) + list(range(base + 10000, base + 10000 + n))):
+        self._pick_ports()
+
+    def _pick_ports(self):
+        # Below the kernel's ephemeral range (32768+), bus ports (+10000) included: an outgoing
+        # connection elsewhere on the machine cannot take one between the check and the start.
+        import random
+        n = 2 * self.masters
+        for _ in range(200):
+            base = random.randrange(20000, 22768 - n)
+            if _ports_free(list(range(base, base + n)) + list(range(base + 10000, base + 10000 + n))):
                 break
         self.port = base
         self.ports = list(range(base, base + n))
@@ -161,8 +166,18 @@ class RedisCluster:
             raise AssertionError(f"{fn} failed: {out.stdout}{out.stderr}")
 
     def start(self):
-        self._sh("start_redis_cluster", self.dir, self.port, self.masters, self.node_timeout_ms)
-        return self
+        for attempt in range(3):  # a port taken meanwhile by another test: other ports
+            try:
+                self._sh("start_redis_cluster", self.dir, self.port, self.masters,
+                         self.node_timeout_ms)
+                return self
+            except AssertionError:
+                self.stop()
+                if attempt == 2:
+                    raise
+                shutil.rmtree(self.dir, ignore_errors=True)
+                self.dir = _tmpdir("tp-rcluster-")
+                self._pick_ports()
 
     def stop(self):
         self._sh("stop_redis_cluster", self.dir)
@@ -198,6 +213,7 @@ class RedisCluster:
             return self.start()
         except BaseException:
             self.stop()
+            shutil.rmtree(self.dir, ignore_errors=True)
             raise
 
     def __exit__(self, *exc):

@@ -1,0 +1,161 @@
+"""Shared by the Redis Cluster tests (test_cluster_failover.py, test_cluster_reshard.py): the
+server's environment, which master holds what, a steady HTTP bet load that retries 503s with
+the same idempotency key, and the after-checks (every acked bet in Redis and Postgres once)."""
+
+import collections
+import subprocess
+import threading
+import time
+
+import tpclient
+
+BUCKETS = 12
+
+
+def env(ack=0):
+    return {"TICKPOOL_GAME_BUCKETS": str(BUCKETS), "TICKPOOL_GAME_BETTING_S": "3",
+            "TICKPOOL_GAME_LIVE_S": "2", "TICKPOOL_GAME_TICK_MS": "100",
+            "TICKPOOL_GAME_START_BALANCE": "1000000000", "TICKPOOL_GAME_MIN_STAKE": "100",
+            "TICKPOOL_GAME_MAX_STAKE": "100000", "TICKPOOL_REDIS_REPLICAS_ACK": str(ack)}
+
+
+def slot_owner(rc, key):
+    """Port of the master serving `key` (asks the first node that answers)."""
+    for p in rc.ports:
+        nodes = rc.cli(p, "CLUSTER", "NODES")
+        if nodes:
+            slot = int(rc.cli(p, "CLUSTER", "KEYSLOT", key))
+            break
+    for ln in nodes.splitlines():
+        f = ln.split()
+        if "master" not in f[2] or "fail" in f[2]:
+            continue
+        for rng in f[8:]:
+            lo, _, hi = rng.partition("-")
+            if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
+                return int(f[1].split("@")[0].rsplit(":", 1)[1])
+    return None
+
+
+def scan(port, pattern):
+    """Keys matching pattern on one node."""
+    return subprocess.run(["redis-cli", "-p", str(port), "--scan", "--pattern", pattern],
+                          capture_output=True, text=True, timeout=30).stdout.split()
+
+
+def bucket_tag(rc, bucket):
+    """tp:{bN.K} of a bucket, read from the cluster (the server chose K)."""
+    for p in rc.master_ports():
+        for k in scan(p, "tp:{b%d.*}:bal" % bucket):
+            return k.split("}")[0] + "}"
+    return None
+
+
+class Load:
+    """NTHREADS clients betting 100 on the open round, round-robin over `users`, each bet with a
+    fresh key; a 503 is retried with the same key (every 50 ms, for 20 s). `acked` maps key ->
+    (bet_id, user_id); `unavailable[True/False]` the times of 503s for users in `marked` or
+    not; `other` counts other answers."""
+
+    def __init__(self, s, users, marked=(), nthreads=8):
+        self.s, self.users, self.marked, self.nthreads = s, users, set(marked), nthreads
+        self.rid, self.stopping = None, False
+        self.acked, self.retried = {}, set()
+        self.unavailable = collections.defaultdict(list)
+        self.other = collections.Counter()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._poll)] + \
+            [threading.Thread(target=self._bettor, args=(t,)) for t in range(nthreads)]
+        self.t0 = time.monotonic()
+
+    def __enter__(self):
+        for th in self.threads:
+            th.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping = True
+        for th in self.threads:
+            th.join()
+        self.elapsed = time.monotonic() - self.t0
+
+    def _poll(self):
+        while not self.stopping:
+            try:
+                st, v = self.s.json("GET", "/api/v1/rounds/current")
+                o = v.get("open") if st == 200 and v else None
+                self.rid = o["id"] if o and o["locks_at"] - time.time() * 1000 > 300 else None
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def _bettor(self, t):
+        conn = tpclient.Http(self.s, timeout=10)
+        n = 0
+        while not self.stopping:
+            rid = self.rid
+            if rid is None:
+                time.sleep(0.01)
+                continue
+            uid, tok = self.users[(t + n * self.nthreads) % len(self.users)]
+            key = f"t{t}-{n}"
+            n += 1
+            body = {"round_id": rid, "band": n % 5, "stake": 100}
+            until = time.monotonic() + 20
+            while time.monotonic() < until:
+                try:
+                    st, v = conn.request("POST", "/api/v1/bets", body, tpclient.auth(tok, key))
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+                if st == 201:
+                    with self.lock:
+                        assert key not in self.acked, (key, self.acked[key], v)
+                        self.acked[key] = (v["bet_id"], uid)
+                    break
+                if st == 503:
+                    with self.lock:
+                        self.retried.add(key)
+                        self.unavailable[uid in self.marked].append(time.monotonic())
+                    time.sleep(0.05)
+                    continue
+                with self.lock:
+                    self.other[(st, v["error"]["code"] if v else None)] += 1
+                break
+        conn.close()
+
+
+def bets_in_redis(rc):
+    """{bet_id: [bets hash keys holding it]} over every master."""
+    out = {}
+    for p in rc.master_ports():
+        for k in scan(p, "tp:{b*}:bets:*"):
+            ids = subprocess.run(["redis-cli", "-p", str(p), "HKEYS", k], capture_output=True,
+                                 text=True, timeout=10).stdout.split()
+            for bid in ids:
+                out.setdefault(int(bid), []).append(k)
+    return out
+
+
+def acked_missing(rc, pg, acked):
+    """(acked bets missing in Redis, missing in Postgres, bet ids in two bets hashes)."""
+    in_redis = bets_in_redis(rc)
+    ids = {v[0] for v in acked.values()}
+    assert len(ids) == len(acked)  # one bet per key
+    rows = pg.psql("SELECT user_id, idempotency_key, id FROM bets")
+    pg_bets = {(int(r[0]), r[1]): int(r[2]) for r in rows}
+    lost_pg = sorted(k for k, v in acked.items() if pg_bets.get((v[1], k)) != v[0])
+    return (sorted(ids - set(in_redis)), lost_pg,
+            [b for b, ks in in_redis.items() if len(ks) > 1])
+
+
+def audit_clean(s, timeout=90):
+    """Retries `tickpool audit` until clean (rounds still settling); False and prints if not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, out = tpclient.audit(s, wait="5")
+        if code == 0:
+            return True
+        time.sleep(2)
+    print(out)
+    return False
