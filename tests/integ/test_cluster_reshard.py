@@ -47,7 +47,7 @@ def test_reshard_a_bucket_under_load():
               f"{len(load.unavailable[False])}, other answers: {dict(load.other)}")
         assert owner == dst, (owner, dst)
         assert nkeys > 10  # balances, outbox, pools, bets, bet lists, idempotency records
-        assert set(k for k, _ in load.other) <= {409}, load.other
+        assert clusterlib.only_round_not_open(load.other), load.other
         assert not load.unavailable[False], "a bet answered 503 during the reshard"
         assert clusterlib.audit_clean(s)
         lost_redis, lost_pg, doubled = clusterlib.acked_missing(rc, pg, load.acked)
