@@ -165,3 +165,10 @@ def audit_clean(s, timeout=90):
 def only_round_not_open(other):
     """The one refusal a steady load may see: a bet that reaches a round after its lock."""
     return set(other) <= {(409, "round_not_open")}
+
+
+def healthy(s):
+    """No worker of `s` died and no sanitizer spoke (a restarted worker would hide both)."""
+    log = s.log_text()
+    for bad in ("worker died", "AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        assert bad not in log, f"{bad!r} in the server log"

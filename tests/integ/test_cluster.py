@@ -129,7 +129,10 @@ def test_full_game_on_a_cluster():
         assert v.returncode == 0 and "VERIFIED" in v.stdout, v.stdout + v.stderr
         rows = pg.psql(f"SELECT count(*) FROM bets WHERE round_id = {rid}")
         assert int(rows[0][0]) == taken[rid], rows
-        assert "CROSSSLOT" not in s.log_text()
+        log = s.log_text()
+        assert "CROSSSLOT" not in log
+        for bad in ("worker died", "AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            assert bad not in log, bad
 
 
 def test_bad_cluster_configuration_is_refused():

@@ -63,6 +63,7 @@ def run(ack):
         assert v503 and max(v503) < 15, v503  # bounded pause, then success
         assert clusterlib.only_round_not_open(load.other), load.other
 
+        clusterlib.healthy(s)
         clean = clusterlib.audit_clean(s)
         lost_redis, lost_pg, doubled = clusterlib.acked_missing(rc, pg, load.acked)
         print(f"replicas_ack={ack}: acked bets missing afterwards: {len(lost_redis)} in Redis, "

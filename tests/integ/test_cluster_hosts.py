@@ -53,6 +53,7 @@ def test_leader_host_dies():
         assert not load.unavailable[False], "the surviving host answered 503"
         assert clusterlib.only_round_not_open(load.other), load.other
         # every round with bets ends (settled, or cancelled and refunded) and money adds up
+        clusterlib.healthy(other)
         assert clusterlib.audit_clean(other, timeout=120)
         acked = dict(load.acked)
         acked.update(on_leader.acked)

@@ -49,6 +49,7 @@ def test_reshard_a_bucket_under_load():
         assert nkeys > 10  # balances, outbox, pools, bets, bet lists, idempotency records
         assert clusterlib.only_round_not_open(load.other), load.other
         assert not load.unavailable[False], "a bet answered 503 during the reshard"
+        clusterlib.healthy(s)
         assert clusterlib.audit_clean(s)
         lost_redis, lost_pg, doubled = clusterlib.acked_missing(rc, pg, load.acked)
         assert not lost_redis and not lost_pg and not doubled, (lost_redis, lost_pg, doubled)
