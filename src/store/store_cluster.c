@@ -846,19 +846,22 @@ bool tp_store_cluster_subscribed(const struct tp_store_cluster *cl)
 
 /* --- Lifecycle --- */
 
-static bool masters_ready(const struct tp_store_cluster *cl)
+/* How many masters of the map are connected, and whether all of them are. */
+static size_t masters_up(const struct tp_store_cluster *cl, bool *all)
 {
-    if (!cl->have_map)
-        return false;
-    for (size_t i = 0; i < cl->map->nnodes; i++) {
+    size_t up = 0;
+    *all = cl->have_map;
+    for (size_t i = 0; cl->have_map && i < cl->map->nnodes; i++) {
         const struct tp_cluster_node *m = &cl->map->nodes[i];
         if (!m->master)
             continue;
         struct node *n = node_find((struct tp_store_cluster *)cl, m->host, m->port);
-        if (n == NULL || !tp_store_is_connected(n->st))
-            return false;
+        if (n != NULL && tp_store_is_connected(n->st))
+            up++;
+        else
+            *all = false;
     }
-    return true;
+    return up;
 }
 
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
@@ -867,7 +870,10 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     enter(cl);
     double now = ev_now(loop);
-    bool ready = tp_store_cluster_ready(cl);
+    bool ready; /* every master connected, every slot served: refresh less often */
+    masters_up(cl, &ready);
+    ready = cl->sub_channel ? tp_store_cluster_ready(cl)
+                            : ready && tp_cluster_map_covered(cl->map) == TP_CLUSTER_SLOTS;
     if (!cl->have_map && cl->sub_channel == NULL)
         for (int i = 0; i < cl->nseeds; i++)
             if (node_find(cl, cl->seeds[i].host, cl->seeds[i].port) == NULL)
@@ -971,9 +977,11 @@ void tp_store_cluster_free(struct tp_store_cluster *cl)
 
 bool tp_store_cluster_ready(const struct tp_store_cluster *cl)
 {
-    return cl->sub_channel != NULL
-               ? cl->sub != NULL && tp_store_is_connected(cl->sub)
-               : masters_ready(cl) && tp_cluster_map_covered(cl->map) == TP_CLUSTER_SLOTS;
+    /* Usable while some master answers: a command whose own master is down fails fast at
+     * submission (TP_EUNAVAIL), so one failing-over master stops only its own buckets. */
+    bool all;
+    return cl->sub_channel != NULL ? cl->sub != NULL && tp_store_is_connected(cl->sub)
+                                   : masters_up(cl, &all) > 0;
 }
 
 void tp_store_cluster_stats(const struct tp_store_cluster *cl, struct tp_store_stats *out)

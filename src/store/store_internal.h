@@ -70,7 +70,8 @@ struct tp_store_cluster *tp_store_cluster_new(struct ev_loop *loop,
                                               const char *scripts_dir);
 /** Frees the client: every owed callback gets TP_ECLOSED exactly once before this returns. */
 void tp_store_cluster_free(struct tp_store_cluster *c);
-/** True once the slot map covers every slot and every master's connection is ready. */
+/** True while the slot map is known and at least one master's connection is ready (a command
+ * for a master that is not fails at submission), or, subscribing, while subscribed. */
 bool tp_store_cluster_ready(const struct tp_store_cluster *c);
 /** Sums of the node connections' counters. */
 void tp_store_cluster_stats(const struct tp_store_cluster *c, struct tp_store_stats *out);

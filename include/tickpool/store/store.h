@@ -62,7 +62,9 @@ struct tp_store *tp_store_new(struct ev_loop *loop, const struct tp_config_redis
 /** Closes the connection; every pending callback gets TP_ECLOSED exactly once (before this
  * returns). NULL is a no-op. Safe to call from inside a store callback. */
 void tp_store_free(struct tp_store *store);
-/** True while connected, authenticated and scripts loaded (commands are accepted). */
+/** True while connected, authenticated and scripts loaded (commands are accepted). In cluster
+ * mode: while the slot map is known and some master is connected (a command whose own master
+ * is not fails at submission with TP_EUNAVAIL). */
 bool tp_store_is_connected(const struct tp_store *store);
 /** Copies the store's counters. */
 void tp_store_get_stats(const struct tp_store *store, struct tp_store_stats *out);
