@@ -17,6 +17,7 @@
 #include "tickpool/cli/audit.h"
 #include "tickpool/game/leader.h"
 #include "tickpool/store/pg.h"
+#include "tickpool/store/pgr.h"
 #include "tickpool/store/pgw.h"
 #include "tickpool/store/keys.h"
 #include "tickpool/store/registry.h"
@@ -157,6 +158,7 @@ int main(int argc, char **argv)
         tp_pgw_register();          /* outbox → Postgres writer thread */
         tp_pg_health_install();     /* readiness probe of Postgres */
         tp_registry_install();      /* heartbeat for `tickpool admin status` */
+        tp_pgr_install();           /* history reads from Postgres */
         return tp_master_run(&config);
     }
     if (strcmp(cmd, "verify") == 0 && nargs == 1)

@@ -1,7 +1,10 @@
 /*
  * Integration test of src/store/pg.c against a real Postgres (the shared test cluster or a private
  * one): statements, parameters, results, error mapping, statement_timeout, transactions, a
- * killed backend and reconnect, and the health probe thread.
+ * killed backend and reconnect, the health probe thread, and the reader (src/store/pgr.c) that
+ * serves an event loop: completions on the loop exactly once, a statement timeout, an unreachable
+ * Postgres answered fast, a full queue refused without a callback, and a loop that keeps turning
+ * while a query sleeps in Postgres.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +17,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/store/pg.h"
+#include "tickpool/store/pgr.h"
 
 static struct integ_pg pgenv;
 
@@ -204,6 +208,100 @@ static void test_health_probe(void **state)
     tp_pg_health_stop(NULL); /* harmless */
 }
 
+/* --- The reader --- */
+
+struct answer {
+    int calls, err;
+    char value[64];
+    bool done;
+};
+
+static void on_answer(int err, const struct tp_pg_result *res, void *ud)
+{
+    struct answer *a = ud;
+    a->calls++;
+    a->err = err;
+    const char *v = err == 0 ? tp_pg_result_get(res, 0, 0) : NULL;
+    snprintf(a->value, sizeof(a->value), "%s", v ? v : "");
+    a->done = true;
+}
+
+static int ticks;
+
+static void count_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    ticks++;
+}
+
+static void test_reader(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct tp_pgr *r = tp_pgr_new(loop, pgenv.url, 300, 2);
+    struct answer a = {0}, slow = {0};
+    const char *p[] = {"21"};
+    assert_int_equal(tp_pgr_query(r, "SELECT $1::int * 2", 1, p, on_answer, &a), 0);
+    assert_int_equal(a.calls, 0); /* never inline */
+    assert_true(integ_run_until(loop, &a.done, 5));
+    assert_int_equal(a.err, 0);
+    assert_string_equal(a.value, "42");
+    /* A query past the statement timeout: TP_ETIMEDOUT, and the loop turned meanwhile. */
+    ev_timer tick;
+    ev_timer_init(&tick, count_tick, 0.01, 0.01);
+    ev_timer_start(loop, &tick);
+    ticks = 0;
+    assert_int_equal(tp_pgr_query(r, "SELECT pg_sleep(2)", 0, NULL, on_answer, &slow), 0);
+    assert_true(integ_run_until(loop, &slow.done, 5));
+    ev_timer_stop(loop, &tick);
+    assert_int_equal(slow.err, TP_ETIMEDOUT);
+    assert_true(ticks >= 10);
+    /* Bad SQL: an error, once. */
+    struct answer bad = {0};
+    assert_int_equal(tp_pgr_query(r, "SELECT nope FROM nowhere", 0, NULL, on_answer, &bad), 0);
+    assert_true(integ_run_until(loop, &bad.done, 5));
+    assert_int_equal(bad.err, TP_EIO);
+    assert_int_equal(bad.calls, 1);
+    /* Hostile arguments are refused without a callback. */
+    assert_int_equal(tp_pgr_query(r, NULL, 0, NULL, on_answer, &bad), TP_EINVAL);
+    assert_int_equal(tp_pgr_query(r, "SELECT 1", TP_PGR_MAX_PARAMS + 1, p, on_answer, &bad),
+                     TP_EINVAL);
+    /* A full queue: TP_EAGAIN and no callback; the queued ones complete once each. */
+    struct answer q[4] = {{0}};
+    int queued = 0, refused = 0;
+    for (int i = 0; i < 4; i++) {
+        int rc = tp_pgr_query(r, "SELECT pg_sleep(0.1)", 0, NULL, on_answer, &q[i]);
+        queued += rc == 0;
+        refused += rc == TP_EAGAIN;
+    }
+    assert_true(refused >= 1 && queued + refused == 4);
+    integ_run_for(loop, 1.5);
+    for (int i = 0; i < 4; i++)
+        assert_true(q[i].calls <= 1);
+    tp_pgr_free(r);
+
+    /* An unreachable Postgres: TP_EUNAVAIL, and the next query is refused at once. */
+    char url[128];
+    snprintf(url, sizeof(url), "postgresql://postgres@127.0.0.1:%d/x", integ_free_port());
+    r = tp_pgr_new(loop, url, 300, 8);
+    struct answer d1 = {0}, d2 = {0};
+    assert_int_equal(tp_pgr_query(r, "SELECT 1", 0, NULL, on_answer, &d1), 0);
+    assert_true(integ_run_until(loop, &d1.done, 5));
+    assert_int_equal(d1.err, TP_EUNAVAIL);
+    double t0 = integ_now();
+    assert_int_equal(tp_pgr_query(r, "SELECT 1", 0, NULL, on_answer, &d2), 0);
+    assert_true(integ_run_until(loop, &d2.done, 5));
+    assert_int_equal(d2.err, TP_EUNAVAIL);
+    assert_true(integ_now() - t0 < 0.2);
+    /* Freed with a query waiting: it completes with TP_ECLOSED, once. */
+    struct answer late = {0};
+    assert_int_equal(tp_pgr_query(r, "SELECT 1", 0, NULL, on_answer, &late), 0);
+    tp_pgr_free(r);
+    assert_true(late.calls == 1 && (late.err == TP_ECLOSED || late.err == TP_EUNAVAIL));
+    tp_pgr_free(NULL);
+    ev_loop_destroy(loop);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -231,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_statement_timeout),
         cmocka_unit_test(test_killed_backend_and_reset),
         cmocka_unit_test(test_health_probe),
+        cmocka_unit_test(test_reader),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
