@@ -7,7 +7,8 @@ one), written together so that no reader of the global keys ever sees one withou
 
   close C: live -> settling with the close price and the settlement plan;
   lock  L: open -> live with the lock price; reveals round L-1's seed when that round is final
-           (its segment ends at this lock);
+           (its segment ends at this lock), and XADDs it (type round_seed) for the system of
+           record, whose receipt of that round went out without it;
   open  O: creates round O in state open (O must be the max id + 1: ids have no gaps).
 
 Every part is checked before anything is written (Redis does not roll a script back); a part
@@ -87,7 +88,11 @@ if do_lock then
     local ps = call('HMGET', KEYS[8], 'state', 'seed')
     if (ps[1] == 'settled' or ps[1] == 'cancelled') and not ps[2] then
         local seed = call('GET', KEYS[9])
-        if seed then call('HSET', KEYS[8], 'seed', seed) end
+        if seed then
+            call('HSET', KEYS[8], 'seed', seed)
+            call('XADD', KEYS[3], '*', 'type', 'round_seed', 'round_id',
+                 string.format('%.0f', tonumber(l_id) - 1), 'seed', seed)
+        end
     end
 end
 if do_open then
@@ -101,6 +106,7 @@ if do_open then
     call('HSET', KEYS[2], 'open', o_id)
     call('XADD', KEYS[3], '*', 'type', 'round_opened', 'round_id', o_id, 'opens_at', ARGV[15],
          'locks_at', ARGV[16], 'closes_at', ARGV[17], 'seed_hash', ARGV[19], 'edges', ARGV[22],
-         'rake_bps', ARGV[21])
+         'rake_bps', ARGV[21], 'vol_ppb', ARGV[20], 'tick_ms', ARGV[23], 'betting_ms', ARGV[24],
+         'min_stake', ARGV[25], 'max_stake', ARGV[26])
 end
 return {'ok', do_close and 1 or 0, do_lock and 1 or 0, do_open and 1 or 0}

@@ -17,7 +17,8 @@ Returns {'ok', 1, state}, {'ok', 0, state} (already final), {'err', 'stale_epoch
 if #KEYS ~= 5 or #ARGV ~= 5 then return redis.error_reply('ERR tp_round_final: want 5 KEYS, 5 ARGV') end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] .. '|' .. ARGV[2] then return {'err', 'stale_epoch'} end
 local r = redis.call('HMGET', KEYS[2], 'state', 'total', 'winning_stake', 'rake', 'refund_all',
-                     'locks_at', 'betting_ms', 'lock_price', 'close_price', 'winning_band')
+                     'locks_at', 'betting_ms', 'lock_price', 'close_price', 'winning_band',
+                     'pools')
 if not r[1] then return {'err', 'not_found'} end
 if r[1] == 'settled' or r[1] == 'cancelled' then
     redis.call('ZREM', KEYS[5], ARGV[3])
@@ -51,7 +52,10 @@ redis.call('HSET', KEYS[2], 'state', final, 'r_total', s(total), 'r_winning_stak
            'r_refunds', s(refunds))
 local ev = {'type', 'round_' .. final, 'round_id', ARGV[3], 'total', s(total),
             'winning_stake', s(w), 'rake', s(rake), 'breakage', s(breakage),
-            'payouts', s(payouts), 'refunds', s(refunds)}
+            'payouts', s(payouts), 'refunds', s(refunds),
+            'refund_all', r[5] == '1' and '1' or '0'}
+-- The pools per band, recorded at close or cancel (what the Round object shows once final).
+if r[11] then ev[#ev + 1], ev[#ev + 2] = 'pools', r[11] end
 if reveal then
     local seed = redis.call('GET', KEYS[3])
     if seed then

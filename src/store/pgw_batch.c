@@ -308,6 +308,10 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
         const char *l = field(ev, "locks_at"), *c = field(ev, "closes_at");
         const char *h = field(ev, "seed_hash"), *edges = field(ev, "edges");
         const char *rake = field(ev, "rake_bps");
+        /* The price walk's parameters (absent from events written before they were added:
+         * SQL NULL, and such a round stays in Redis). */
+        const char *vol = field(ev, "vol_ppb"), *tick = field(ev, "tick_ms");
+        const char *bet_ms = field(ev, "betting_ms");
         char lit[256];
         if (edges == NULL)
             edges = b->default_edges;
@@ -315,11 +319,13 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
             rake = b->default_rake_bps;
         if (tp_pgw_is_uint(id) && tp_pgw_is_uint(o) && tp_pgw_is_uint(l) && tp_pgw_is_uint(c) &&
             is_ident(h) && edges != NULL && edges_literal(edges, lit, sizeof(lit)) &&
-            tp_pgw_is_uint(rake)) {
-            const char *kv[] = {"id",        id, "opens_at",       o,   "locks_at", l,
-                                "closes_at", c,  "band_edges_bps", lit, "rake_bps", rake,
-                                "seed_hash", h};
-            row(b, TP_PGW_ROUNDS, 7, kv);
+            tp_pgw_is_uint(rake) && (vol == NULL || tp_pgw_is_uint(vol)) &&
+            (tick == NULL || tp_pgw_is_uint(tick)) && (bet_ms == NULL || tp_pgw_is_uint(bet_ms))) {
+            const char *kv[] = {"id",         id,    "opens_at",       o,   "locks_at", l,
+                                "closes_at",  c,     "band_edges_bps", lit, "rake_bps", rake,
+                                "seed_hash",  h,     "vol_ppb",        vol, "tick_ms",  tick,
+                                "betting_ms", bet_ms};
+            row(b, TP_PGW_ROUNDS, 10, kv);
             rc = 0;
         }
     } else if (strcmp(type, "round_settled") == 0 || strcmp(type, "round_cancelled") == 0) {
@@ -328,7 +334,10 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
         /* Known once the round got that far; absent (SQL NULL) for an early cancel. */
         static const char *optional[] = {"lock_price", "close_price", "winning_band", "seed"};
         const char *id = field(ev, "round_id");
-        const char *kv[2 * 12] = {"id", id, "state", type + 6};
+        const char *kv[2 * 14] = {"id", id, "state", type + 6};
+        /* The pools per band and refund_all (absent from older events: SQL NULL). */
+        const char *pools = field(ev, "pools"), *refund_all = field(ev, "refund_all");
+        char pools_lit[512];
         bool ok = tp_pgw_is_uint(id);
         for (int i = 0; i < 6; i++) {
             kv[4 + 2 * i] = names[i];
@@ -341,8 +350,14 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
             kv[17 + 2 * i] = v;
             ok = ok && (v == NULL || (i < 3 ? tp_pgw_is_uint(v) : is_ident(v)));
         }
+        ok = ok && (pools == NULL || (strchr(pools, '-') == NULL &&
+                                      edges_literal(pools, pools_lit, sizeof(pools_lit))));
+        ok = ok &&
+             (refund_all == NULL || strcmp(refund_all, "0") == 0 || strcmp(refund_all, "1") == 0);
+        kv[24] = "pools", kv[25] = pools != NULL ? pools_lit : NULL;
+        kv[26] = "refund_all", kv[27] = refund_all;
         if (ok) {
-            row(b, TP_PGW_ROUND_RESULTS, 12, kv);
+            row(b, TP_PGW_ROUND_RESULTS, 14, kv);
             /* The round's stakes not paid out go to the house: rake and breakage. */
             char entry[64], acct_round[40];
             snprintf(acct_round, sizeof(acct_round), "round:%s", id);
@@ -350,6 +365,14 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
             ledger(b, entry, "rake", acct_round, "house", field(ev, "rake"));
             snprintf(entry, sizeof(entry), "breakage:%s", id);
             ledger(b, entry, "breakage", acct_round, "house", field(ev, "breakage"));
+            rc = 0;
+        }
+    } else if (strcmp(type, "round_seed") == 0) {
+        /* A seed revealed after its round's receipt (by the next round's lock). */
+        const char *id = field(ev, "round_id"), *seed = field(ev, "seed");
+        if (tp_pgw_is_uint(id) && is_ident(seed)) {
+            const char *kv[] = {"id", id, "seed", seed};
+            row(b, TP_PGW_ROUND_SEEDS, 2, kv);
             rc = 0;
         }
     } else if (strcmp(type, "user") == 0) {
@@ -402,24 +425,31 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                       "bigint, password_hash text, changed bigint) WHERE changed IS NOT NULL "
                       "ORDER BY id, changed DESC) x WHERE u.id = x.id"},
     [TP_PGW_ROUNDS] = {"INSERT INTO rounds (id, state, opens_at, locks_at, closes_at, "
-                       "band_edges_bps, rake_bps, seed_hash) SELECT DISTINCT ON (id) id, 'open', "
-                       "opens_at, locks_at, closes_at, band_edges_bps::int[], rake_bps, seed_hash "
+                       "band_edges_bps, rake_bps, seed_hash, vol_ppb, tick_ms, betting_ms) "
+                       "SELECT DISTINCT ON (id) id, 'open', "
+                       "opens_at, locks_at, closes_at, band_edges_bps::int[], rake_bps, seed_hash, "
+                       "vol_ppb, tick_ms, betting_ms "
                        "FROM json_to_recordset($1::json) AS x(id bigint, opens_at bigint, "
                        "locks_at bigint, closes_at bigint, band_edges_bps text, rake_bps int, "
-                       "seed_hash text) ON CONFLICT DO NOTHING"},
+                       "seed_hash text, vol_ppb bigint, tick_ms bigint, betting_ms bigint) "
+                       "ON CONFLICT DO NOTHING"},
     [TP_PGW_ROUND_RESULTS] =
         {"UPDATE rounds r SET state = x.state, total = x.total, winning_stake = x.winning_stake, "
          "rake = x.rake, breakage = x.breakage, payouts = x.payouts, refunds = x.refunds, "
          "lock_price = x.lock_price, close_price = x.close_price, "
-         "winning_band = x.winning_band, seed = x.seed, "
+         "winning_band = x.winning_band, seed = coalesce(x.seed, r.seed), "
+         "pools = x.pools::bigint[], refund_all = x.refund_all, "
          "settled_at = (extract(epoch FROM now()) * 1000)::bigint "
          "FROM json_to_recordset($1::json) AS x(id bigint, state text, total bigint, "
          "winning_stake bigint, rake bigint, breakage bigint, payouts bigint, refunds bigint, "
-         "lock_price bigint, close_price bigint, winning_band smallint, seed text) "
+         "lock_price bigint, close_price bigint, winning_band smallint, seed text, pools text, "
+         "refund_all boolean) "
          "WHERE r.id = x.id AND r.state NOT IN ('settled', 'cancelled')",
          /* Bets of a settled round without a payout lost (a payout applied later wins). */
          "UPDATE bets b SET status = 'lost' FROM json_to_recordset($1::json) AS x(id bigint, "
          "state text) WHERE b.round_id = x.id AND x.state = 'settled' AND b.status = 'pending'"},
+    [TP_PGW_ROUND_SEEDS] = {"UPDATE rounds r SET seed = x.seed FROM json_to_recordset($1::json) "
+                            "AS x(id bigint, seed text) WHERE r.id = x.id AND r.seed IS NULL"},
     [TP_PGW_GRANTS] = {"INSERT INTO grants (id, user_id, amount, created_at) "
                        "SELECT DISTINCT ON (id) id, user_id, amount, to_timestamp(ts / 1000.0) "
                        "FROM json_to_recordset($1::json) AS x(id text, user_id bigint, "

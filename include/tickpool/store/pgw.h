@@ -69,12 +69,12 @@ struct tp_pgw_event {
     const char *const *vals;
 };
 
-/* Rows of one batch, as JSON arrays of objects per table (migrations/0001_init.sql, and
- * 0003_admin_actions.sql). */
+/* Rows of one batch, as JSON arrays of objects per table (migrations/0001_init.sql,
+ * 0003_admin_actions.sql and 0004_round_history.sql). */
 struct tp_pgw_batch {
-    size_t nrows[8];
-    struct tp_buf *json[8]; /* users, rounds, round_results, grants, bets, payouts, ledger,
-                               admin_actions */
+    size_t nrows[9];
+    struct tp_buf *json[9]; /* users, rounds, round_results, round_seeds, grants, bets, payouts,
+                             * ledger, admin_actions */
     size_t skipped;         /* malformed or unknown events (logged, acknowledged) */
     /* For round_opened events without `edges` / `rake_bps` fields: "e1,e2,…" and a decimal
      * (borrowed; set by the caller after init; NULL: such events are skipped). */
@@ -86,6 +86,7 @@ enum tp_pgw_table {
     TP_PGW_USERS,
     TP_PGW_ROUNDS,
     TP_PGW_ROUND_RESULTS,
+    TP_PGW_ROUND_SEEDS,
     TP_PGW_GRANTS,
     TP_PGW_BETS,
     TP_PGW_PAYOUTS,

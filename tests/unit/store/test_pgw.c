@@ -284,6 +284,56 @@ static void test_round_and_user_events(void **state)
     tp_pgw_batch_deinit(&b);
 }
 
+/* What a round needs to be served from Postgres once it leaves Redis: the price walk's
+ * parameters, the pools and refund_all, and a seed revealed after the receipt. */
+static void test_round_history_fields(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    const char *h = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    assert_int_equal(add(&b, -1, "type", "round_opened", "round_id", "5", "opens_at", "1",
+                         "locks_at", "2", "closes_at", "3", "seed_hash", h, "edges", "-3,3",
+                         "rake_bps", "300", "vol_ppb", "1234", "tick_ms", "100", "betting_ms",
+                         "30000", NULL),
+                     0);
+    struct tp_doc *d = table(&b, TP_PGW_ROUNDS);
+    assert_string_equal(str_at(d, 0, "vol_ppb"), "1234");
+    assert_string_equal(str_at(d, 0, "betting_ms"), "30000");
+    tp_doc_free(d);
+    assert_int_equal(add(&b, -1, "type", "round_settled", "round_id", "5", "total", "1000",
+                         "winning_stake", "400", "rake", "30", "breakage", "0", "payouts", "970",
+                         "refunds", "0", "refund_all", "0", "pools", "400,0,600", NULL),
+                     0);
+    d = table(&b, TP_PGW_ROUND_RESULTS);
+    assert_string_equal(str_at(d, 0, "pools"), "{400,0,600}");
+    assert_string_equal(str_at(d, 0, "refund_all"), "0");
+    tp_doc_free(d);
+    assert_int_equal(add(&b, -1, "type", "round_seed", "round_id", "5", "seed", h, NULL), 0);
+    assert_int_equal(b.nrows[TP_PGW_ROUND_SEEDS], 1);
+    /* Hostile: a negative pool, a refund_all that is no flag, a seed with SQL in it, a
+     * non-canonical vol_ppb. */
+    size_t before = b.skipped;
+    assert_int_equal(add(&b, -1, "type", "round_settled", "round_id", "6", "total", "1",
+                         "winning_stake", "0", "rake", "0", "breakage", "0", "payouts", "0",
+                         "refunds", "1", "pools", "1,-1", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, -1, "type", "round_settled", "round_id", "6", "total", "1",
+                         "winning_stake", "0", "rake", "0", "breakage", "0", "payouts", "0",
+                         "refunds", "1", "refund_all", "yes", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, -1, "type", "round_seed", "round_id", "6", "seed", "x'; DROP", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, -1, "type", "round_opened", "round_id", "7", "opens_at", "1",
+                         "locks_at", "2", "closes_at", "3", "seed_hash", h, "edges", "-3,3",
+                         "rake_bps", "300", "vol_ppb", "012", NULL),
+                     TP_EINVAL);
+    assert_int_equal(b.skipped, before + 4);
+    assert_int_equal(b.nrows[TP_PGW_ROUND_RESULTS], 1);
+    assert_int_equal(b.nrows[TP_PGW_ROUND_SEEDS], 1);
+    tp_pgw_batch_deinit(&b);
+}
+
 static void test_hostile_events_refused(void **state)
 {
     (void)state;
@@ -551,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_money_events),
         cmocka_unit_test(test_bets_event),
         cmocka_unit_test(test_round_and_user_events),
+        cmocka_unit_test(test_round_history_fields),
         cmocka_unit_test(test_hostile_events_refused),
         cmocka_unit_test(test_sql_empty_batch_is_a_locked_transaction),
         cmocka_unit_test(test_sql_order),

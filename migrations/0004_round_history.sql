@@ -1,0 +1,13 @@
+-- A round as the API shows it, kept whole in Postgres.
+--
+-- Settled and cancelled rounds leave Redis after a retention window (game.retain_s) and are
+-- then served from here, with the same Round object as before. 0001 lacked what that object
+-- needs beyond the receipt: the price-walk parameters a verifier recomputes the ticks from
+-- (vol_ppb, tick_ms, betting_ms), the pools per band, and whether the round refunded everyone
+-- (GET /me/bets shows such bets as refunded). Rounds written before this migration have them
+-- NULL; they are never archived from Redis (the archiver compares both copies first).
+ALTER TABLE rounds ADD COLUMN IF NOT EXISTS vol_ppb    bigint;
+ALTER TABLE rounds ADD COLUMN IF NOT EXISTS tick_ms    bigint;
+ALTER TABLE rounds ADD COLUMN IF NOT EXISTS betting_ms bigint;
+ALTER TABLE rounds ADD COLUMN IF NOT EXISTS pools      bigint[];
+ALTER TABLE rounds ADD COLUMN IF NOT EXISTS refund_all boolean;
