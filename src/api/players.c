@@ -7,6 +7,10 @@
  * each bucket's top N), then everything it names (round outcomes and payouts, or usernames).
  * Every command goes out before any reply is handled, so a request costs two round trips
  * whatever N is.
+ *
+ * A bet whose round has left Redis (archived, or being archived: its paid hash may be gone)
+ * takes its round's outcome and its payout from Postgres, one query each through the worker's
+ * reader, so its line reads as it did before archival; Postgres down → 503 with Retry-After.
  */
 #include "tickpool/api/players.h"
 #include "tickpool/api/accounts.h"
@@ -15,10 +19,13 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
+#include "tickpool/game/game_round.h"
 #include "tickpool/game/round.h"
 #include "tickpool/money/accounts.h"
 #include "tickpool/net/router.h"
 #include "tickpool/store/keys.h"
+#include "tickpool/store/pg.h"
+#include "tickpool/store/pgr.h"
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
 
@@ -43,6 +50,7 @@ struct pround {
     int winning_band;          /* -1 unknown */
     int64_t winning_stake;
     bool refund_all;
+    bool from_pg; /* archived: outcome and payouts from Postgres */
 };
 
 struct pplayer {
@@ -71,6 +79,7 @@ struct pop {
     int nplayers, cap;
     struct slot *slots;
     int nslots;
+    int pg_step; /* /me/bets: 0 nothing asked of Postgres, 1 rounds asked, 2 payouts asked */
 };
 
 static void pop_free(struct pop *o)
@@ -178,8 +187,100 @@ static const char *status_of(const struct pbet *b, const struct pround *r)
     return b->band == r->winning_band ? "won" : "lost";
 }
 
+static void bets_reply(struct pop *o);
+
+static void pg_failed(struct pop *o)
+{
+    tp_http_ctx_add_header(o->ctx, "Retry-After", "1");
+    tp_http_reply_error(o->ctx, 503, "unavailable", "history storage unavailable, retry");
+    pop_free(o);
+}
+
+static void on_pg_paid(int err, const struct tp_pg_result *res, void *ud)
+{
+    struct pop *o = ud;
+    if (err != 0) {
+        pg_failed(o);
+        return;
+    }
+    for (int i = 0; i < tp_pg_result_rows(res); i++) {
+        int64_t bet, amount;
+        const char *b = tp_pg_result_get(res, i, 0);
+        if (b == NULL || !tp_parse_i64(b, &bet) || tp_pg_result_int64(res, i, 1, &amount) != 0)
+            continue;
+        for (int j = 0; j < o->nbets; j++)
+            if (o->bets[j].bet_id == bet && o->rounds[o->bets[j].round_idx].from_pg) {
+                o->bets[j].has_paid = true;
+                o->bets[j].paid = amount;
+            }
+    }
+    bets_reply(o);
+}
+
+static void on_pg_rounds(int err, const struct tp_game_round *rounds, int n, void *ud)
+{
+    struct pop *o = ud;
+    if (err != 0) {
+        pg_failed(o);
+        return;
+    }
+    for (int j = 0; j < o->nrounds; j++) {
+        struct pround *rd = &o->rounds[j];
+        if (!rd->from_pg)
+            continue;
+        rd->state = TP_ROUND_NONE; /* a round neither store has stays pending */
+        for (int i = 0; i < n; i++)
+            if (rounds[i].id == rd->id)
+                *rd = (struct pround){.id = rd->id,
+                                      .state = rounds[i].state,
+                                      .winning_band = rounds[i].winning_band,
+                                      .winning_stake = rounds[i].winning_stake,
+                                      .refund_all = rounds[i].refund_all,
+                                      .from_pg = true};
+    }
+    struct tp_buf ids;
+    tp_buf_init(&ids);
+    tp_buf_puts(&ids, "{");
+    int k = 0;
+    for (int j = 0; j < o->nbets; j++)
+        if (o->rounds[o->bets[j].round_idx].from_pg)
+            tp_buf_printf(&ids, "%s%lld", k++ ? "," : "", (long long)o->bets[j].bet_id);
+    tp_buf_puts(&ids, "}");
+    tp_buf_append(&ids, "", 1);
+    const char *params[1] = {tp_buf_ptr(&ids)};
+    o->pg_step = 2;
+    int rc = tp_pgr_query(tp_pgr_of(o->w),
+                          "SELECT bet_id, amount FROM payouts WHERE bet_id = ANY($1::text[])", 1,
+                          params, on_pg_paid, o);
+    tp_buf_deinit(&ids);
+    if (rc != 0)
+        pg_failed(o);
+}
+
+/* Asks Postgres about the archived rounds among the bets' rounds. Returns true when its answer
+ * will reply. */
+static bool ask_pg(struct pop *o)
+{
+    int64_t ids[TP_PLAYERS_BETS_MAX];
+    int n = 0;
+    for (int j = 0; j < o->nrounds; j++)
+        if (o->rounds[j].from_pg)
+            ids[n++] = o->rounds[j].id;
+    struct tp_pgr *r = tp_pgr_of(o->w);
+    o->pg_step = 1;
+    if (n == 0 || r == NULL) /* without Postgres nothing is ever archived */
+        return false;
+    if (tp_game_round_load_pg(r, ids, n, on_pg_rounds, o) != 0) {
+        pg_failed(o);
+        return true;
+    }
+    return true;
+}
+
 static void bets_reply(struct pop *o)
 {
+    if (o->pg_step == 0 && ask_pg(o))
+        return;
     struct tp_buf b;
     struct tp_wr w;
     tp_http_body_init(o->ctx, &b, &w);
@@ -216,7 +317,7 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
     struct slot *s = ud;
     struct pop *o = s->op;
     o->pending--;
-    if (!reply_ok(err, r, TP_REPLY_ARRAY) || tp_reply_len(r) != 4) {
+    if (!reply_ok(err, r, TP_REPLY_ARRAY) || tp_reply_len(r) != 5) {
         o->failed = true;
     } else {
         struct pround *rd = &o->rounds[s->idx];
@@ -229,6 +330,8 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
         rd->winning_band = wb && wb[0] ? (int)strtol(wb, NULL, 10) : -1;
         rd->winning_stake = ws && ws[0] ? strtoll(ws, NULL, 10) : -1;
         rd->refund_all = ra != NULL && strcmp(ra, "1") == 0;
+        const char *ar = tp_reply_str(tp_reply_at(r, 4), NULL);
+        rd->from_pg = rd->state == TP_ROUND_NONE || (ar != NULL && strcmp(ar, "1") == 0);
     }
     finish_or_fail(o);
 }
@@ -288,7 +391,7 @@ static void on_list(int err, const struct tp_store_reply *r, void *ud)
     for (int j = 0; j < o->nrounds; j++) {
         struct tp_key rk;
         if (tp_store_command(st, on_round, &s[j],
-                             "HMGET %s state winning_band winning_stake refund_all",
+                             "HMGET %s state winning_band winning_stake refund_all archiving",
                              tp_keys_round(&rk, o->rounds[j].id)) == 0)
             o->pending++;
         else

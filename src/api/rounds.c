@@ -2,7 +2,9 @@
  * Rounds and prices HTTP API (see tickpool/api/rounds.h and docs/http-api.md). Everything is
  * asynchronous on the worker's store; a handler replies exactly once (503 `unavailable` when
  * Redis is down or slow). Rounds come from tp_game_round_load and are written as
- * tp_protocol_write_round, the same Round object the WebSocket messages carry.
+ * tp_protocol_write_round, the same Round object the WebSocket messages carry. A round that has
+ * left Redis (archived after game.retain_s) is read from Postgres through the worker's reader
+ * (tp_game_round_load_pg) and written by the same encoder; Postgres down → 503 for that request.
  */
 #include "tickpool/api/rounds.h"
 
@@ -15,6 +17,7 @@
 #include "tickpool/net/router.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/store/keys.h"
+#include "tickpool/store/pgr.h"
 #include "tickpool/store/store.h"
 #include "tickpool/stream/protocol.h"
 
@@ -26,11 +29,16 @@
 #define LIST_MAX 100
 #define PRICES_WINDOW_MS (5 * 60 * 1000)
 
-/* A multi-round request: up to LIST_MAX rounds loaded in parallel, written in slot order. */
+/* A multi-round request: up to LIST_MAX rounds loaded in parallel, written in slot order.
+ * Rounds Redis no longer has are then asked of Postgres in one query. */
 struct multi {
     struct tp_http_ctx *ctx;
-    enum { M_CURRENT, M_LIST } kind;
+    enum { M_CURRENT, M_LIST, M_ONE } kind;
     int n, pending, err;
+    int64_t before; /* M_LIST: ids below it (0: none) */
+    int limit;      /* M_LIST: at most this many */
+    bool asked_pg;
+    int64_t ids[LIST_MAX];
     bool have[LIST_MAX];
     struct tp_game_round rounds[LIST_MAX];
     /* M_CURRENT: the current pair (with its rounds) and the pause, read in parallel. */
@@ -66,17 +74,64 @@ static struct tp_store *ctx_store(struct tp_http_ctx *ctx, int *buckets)
     return s != NULL && tp_store_is_connected(s) ? s : NULL;
 }
 
+static void multi_finish(struct multi *m);
+
+/* Postgres's answer for the rounds Redis did not have. */
+static void on_pg_rounds(int err, const struct tp_game_round *rounds, int n, void *ud)
+{
+    struct multi *m = ud;
+    if (err != 0)
+        m->err = err;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m->n; i++)
+            if (!m->have[i] && m->ids[i] == rounds[j].id) {
+                m->rounds[i] = rounds[j];
+                m->have[i] = true;
+            }
+    multi_finish(m);
+}
+
+/* Asks Postgres for the rounds Redis did not have (archived ones). Returns true when the
+ * answer will finish the request. */
+static bool ask_pg(struct multi *m)
+{
+    int64_t missing[LIST_MAX];
+    int k = 0;
+    for (int i = 0; i < m->n; i++)
+        if (!m->have[i] && m->ids[i] > 0)
+            missing[k++] = m->ids[i];
+    m->asked_pg = true;
+    if (k == 0 || m->kind == M_CURRENT)
+        return false;
+    struct tp_worker *w = tp_http_ctx_worker(m->ctx);
+    struct tp_pgr *r = w != NULL ? tp_pgr_of(w) : NULL;
+    if (r == NULL) /* without Postgres nothing is ever archived */
+        return false;
+    if (tp_game_round_load_pg(r, missing, k, on_pg_rounds, m) != 0)
+        m->err = TP_EUNAVAIL;
+    return m->err == 0;
+}
+
 static void multi_finish(struct multi *m)
 {
+    if (m->err == 0 && !m->asked_pg && ask_pg(m))
+        return;
     if (m->err != 0) {
         reply_unavailable(m->ctx);
+        free(m);
+        return;
+    }
+    if (m->kind == M_ONE && !m->have[0]) {
+        tp_http_reply_error(m->ctx, 404, "not_found", "no such round");
         free(m);
         return;
     }
     struct tp_buf b;
     struct tp_wr w;
     tp_http_body_init(m->ctx, &b, &w);
-    if (m->kind == M_CURRENT) {
+    if (m->kind == M_ONE) {
+        tp_protocol_write_round(&w, &m->rounds[0]);
+    } else if (m->kind == M_CURRENT) {
         tp_wr_map(&w, 3);
         tp_wr_key(&w, "open");
         if (m->have[0])
@@ -125,6 +180,7 @@ static void multi_load(struct multi *m, struct tp_store *store, int buckets, con
 {
     m->pending = 1; /* held until every load is submitted */
     for (int i = 0; i < m->n; i++) {
+        m->ids[i] = ids[i];
         if (ids[i] <= 0)
             continue;
         struct slot *s = tp_xmalloc(sizeof(*s));
@@ -204,12 +260,16 @@ static void on_list(int err, const struct tp_store_reply *r, void *ud)
         multi_finish(m);
         return;
     }
-    int64_t ids[LIST_MAX];
-    size_t n = tp_reply_len(r);
+    /* Round ids have no gaps (round_open takes only max + 1) and the newest round is never
+     * archived, so the page is the `limit` ids below `before` up to the newest one. */
+    int64_t ids[LIST_MAX], top = 0;
+    if (tp_reply_len(r) != 1 || !tp_parse_i64(tp_reply_str(tp_reply_at(r, 0), NULL), &top))
+        top = 0;
+    if (m->before > 0 && m->before - 1 < top)
+        top = m->before - 1;
     m->n = 0;
-    for (size_t i = 0; i < n && m->n < LIST_MAX; i++)
-        if (tp_parse_i64(tp_reply_str(tp_reply_at(r, i), NULL), &ids[m->n]))
-            m->n++;
+    for (int64_t id = top; id >= 1 && m->n < m->limit; id--)
+        ids[m->n++] = id;
     multi_load(m, store, buckets, ids);
 }
 
@@ -242,36 +302,13 @@ static void get_list(struct tp_http_ctx *ctx, void *ud)
     struct multi *m = tp_xcalloc(1, sizeof(*m));
     m->ctx = ctx;
     m->kind = M_LIST;
-    char max[32];
-    if (before > 0)
-        snprintf(max, sizeof(max), "(%lld", (long long)before);
-    else
-        snprintf(max, sizeof(max), "+inf");
+    m->before = before;
+    m->limit = (int)limit;
     if (store == NULL ||
-        tp_store_command(store, on_list, m,
-                         "ZREVRANGEBYSCORE " TP_KEYS_ROUNDS " %s -inf LIMIT 0 %lld", max,
-                         (long long)limit) != 0) {
+        tp_store_command(store, on_list, m, "ZREVRANGE " TP_KEYS_ROUNDS " 0 0") != 0) {
         free(m);
         reply_unavailable(ctx);
     }
-}
-
-static void on_one(int err, const struct tp_game_round *r, void *ud)
-{
-    struct tp_http_ctx *ctx = ud;
-    if (err == TP_ENOTFOUND) {
-        tp_http_reply_error(ctx, 404, "not_found", "no such round");
-        return;
-    }
-    if (err != 0) {
-        reply_unavailable(ctx);
-        return;
-    }
-    struct tp_buf b;
-    struct tp_wr w;
-    tp_http_body_init(ctx, &b, &w);
-    tp_protocol_write_round(&w, r);
-    reply_ok(ctx, &b);
 }
 
 static void get_one(struct tp_http_ctx *ctx, void *ud)
@@ -286,8 +323,15 @@ static void get_one(struct tp_http_ctx *ctx, void *ud)
     }
     int buckets;
     struct tp_store *store = ctx_store(ctx, &buckets);
-    if (store == NULL || tp_game_round_load(store, buckets, id, on_one, ctx) != 0)
+    if (store == NULL) {
         reply_unavailable(ctx);
+        return;
+    }
+    struct multi *m = tp_xcalloc(1, sizeof(*m));
+    m->ctx = ctx;
+    m->kind = M_ONE;
+    m->n = 1;
+    multi_load(m, store, buckets, &id);
 }
 
 static void on_prices(int err, const struct tp_store_reply *r, void *ud)

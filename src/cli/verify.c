@@ -4,6 +4,8 @@
  * printed: the round is final, the revealed seed matches seed_hash, the close price recomputed from
  * lock_price and the seed(s) (docs/fairness.md §5), the winning band, each winning bet's payout
  * (or each refund) against tp_settle_payout, and the receipt against tp_settle_compute.
+ * A round no longer in Redis (archived) is read from Postgres, with the same checks
+ * (src/cli/verify_pg.c).
  */
 #include "tickpool/cli/verify.h"
 
@@ -17,22 +19,11 @@
 #include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 #include "tickpool/store/sync.h"
+#include "verify_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct vctx {
-    int pending, err;
-    struct tp_game_round r;
-    bool have_r;
-    /* Winning (or, for a refund, every) bets and what was paid: parallel arrays. */
-    int64_t *stake, *paid;
-    size_t n, cap;
-    int64_t next_seed_ok;
-    char next_seed[8][65];
-    int64_t next_vol[8];
-};
 
 static void done1(struct vctx *v)
 {
@@ -77,14 +68,7 @@ static void on_paid(int err, const struct tp_store_reply *r, void *ud)
             for (size_t i = 0; i + 1 < tp_reply_len(r); i += 2)
                 if (strcmp(tp_reply_str(tp_reply_at(r, i), NULL), bid) == 0)
                     amount = strtoll(tp_reply_str(tp_reply_at(r, i + 1), NULL), NULL, 10);
-            if (v->n == v->cap) {
-                v->cap = v->cap ? 2 * v->cap : 64;
-                v->stake = tp_xrealloc(v->stake, v->cap * sizeof(int64_t));
-                v->paid = tp_xrealloc(v->paid, v->cap * sizeof(int64_t));
-            }
-            v->stake[v->n] = stake;
-            v->paid[v->n] = amount;
-            v->n++;
+            tp_verify_add_bet(v, stake, amount);
         }
     }
     free(q->bets);
@@ -128,6 +112,18 @@ static void on_next_seed(int err, const struct tp_store_reply *r, void *ud)
     done1(v);
 }
 
+void tp_verify_add_bet(struct vctx *v, int64_t stake, int64_t paid)
+{
+    if (v->n == v->cap) {
+        v->cap = v->cap ? 2 * v->cap : 64;
+        v->stake = tp_xrealloc(v->stake, v->cap * sizeof(int64_t));
+        v->paid = tp_xrealloc(v->paid, v->cap * sizeof(int64_t));
+    }
+    v->stake[v->n] = stake;
+    v->paid[v->n] = paid;
+    v->n++;
+}
+
 static int check(bool ok, const char *what, int *fails)
 {
     printf("%s %s\n", ok ? "ok  " : "FAIL", what);
@@ -157,8 +153,26 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
     if (tp_store_command(store, on_round, &v, "HGETALL %s", tp_keys_round(&rk, id)) != 0)
         v.pending = 0;
     tp_store_sync_wait(redis, &v.pending);
+    if (!v.have_r && v.err == TP_ENOTFOUND && cfg->postgres.url[0] != '\0') {
+        rc = tp_verify_pg_open(cfg, id, &v);
+        if (rc == TP_EUNAVAIL) {
+            fprintf(stderr,
+                    "tickpool verify: round %lld is not in Redis and Postgres is "
+                    "unreachable\n",
+                    id);
+            tp_store_sync_close(redis);
+            return 2;
+        }
+    }
+    /* Being archived: some of its bucket keys may be gone already, Postgres has them all. */
+    if (v.have_r && v.r.archiving && cfg->postgres.url[0] != '\0' &&
+        tp_verify_pg_connect(cfg, &v) != 0) {
+        tp_store_sync_close(redis);
+        return 2;
+    }
     if (!v.have_r) {
         fprintf(stderr, "tickpool verify: round %lld not found\n", id);
+        tp_verify_pg_close(&v);
         tp_store_sync_close(redis);
         return 2;
     }
@@ -187,6 +201,9 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
                                      tp_keys_round(&rk, id + j)) == 0)
                     v.pending++;
             tp_store_sync_wait(redis, &v.pending);
+            for (int j = 1; j <= 8 && j * n_seg < k; j++)
+                if (v.next_seed[j - 1][0] == '\0')
+                    tp_verify_pg_next_seed(&v, id + j);
             for (int j = 0; j < 8 && (int64_t)ns * n_seg < k; j++) {
                 if (tp_hex_decode(v.next_seed[j], segs[ns].seed, TP_PRICE_SIM_SEED_LEN) != 0)
                     break;
@@ -204,6 +221,10 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
     int nb = r->n_edges + 1, buckets = cfg->game.buckets;
     bool refund = r->refund_all;
     v.pending = 0;
+    if (v.pg != NULL) { /* archived: its bets and payouts are in Postgres */
+        buckets = 0;
+        v.err = tp_verify_pg_bets(&v);
+    }
     for (int b = 0; b < buckets; b++)
         for (int band = 0; band < nb; band++) {
             if (!refund && band != r->winning_band)
@@ -258,6 +279,7 @@ out:
     printf("%s: %d check(s) failed\n", fails ? "MISMATCH" : "VERIFIED", fails);
     free(v.stake);
     free(v.paid);
+    tp_verify_pg_close(&v);
     tp_store_sync_close(redis);
     return fails ? 1 : 0;
 }

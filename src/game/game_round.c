@@ -113,6 +113,8 @@ int tp_game_round_parse(const struct tp_store_reply *r, struct tp_game_round *ou
             if (np < 0)
                 return TP_EINVAL;
             out->has_pools = true;
+        } else if (strcmp(k, "archiving") == 0) {
+            out->archiving = strcmp(v, "1") == 0;
         } else if (strncmp(k, "r_", 2) == 0 && num) {
             has_rcpt = true;
             if (strcmp(k, "r_total") == 0)

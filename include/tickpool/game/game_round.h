@@ -14,6 +14,8 @@
 #include "tickpool/game/round.h"
 #include "tickpool/game/settle.h"
 
+struct tp_pg_result;
+struct tp_pgr;
 struct tp_store;
 struct tp_store_reply;
 
@@ -40,6 +42,7 @@ struct tp_game_round {
     int64_t pools[TP_ROUND_MAX_BANDS];
     bool has_receipt;
     struct tp_settle_receipt receipt;
+    bool archiving; /* the archiver has started deleting its keys (history reads Postgres) */
 };
 
 /** Parses an HGETALL reply of a round hash. Returns 0, TP_ENOTFOUND (empty) or TP_EINVAL. */
@@ -65,5 +68,35 @@ typedef void (*tp_game_round_current_cb)(int err, const struct tp_game_round *op
  * returned. */
 int tp_game_round_load_current(struct tp_store *store, int buckets, tp_game_round_current_cb cb,
                                void *ud);
+
+/* --- The same round from Postgres (settled and cancelled rounds that left Redis) --- */
+
+/* The columns tp_game_round_from_pg reads, in its order: `SELECT TP_GAME_ROUND_PG_COLUMNS FROM
+ * rounds WHERE …`. */
+#define TP_GAME_ROUND_PG_COLUMNS                                                                   \
+    "id, state, opens_at, locks_at, closes_at, seed_hash, coalesce(seed, ''), vol_ppb, tick_ms, "  \
+    "betting_ms, rake_bps, lock_price, close_price, winning_band, "                                \
+    "array_to_string(band_edges_bps, ','), array_to_string(pools, ','), total, winning_stake, "    \
+    "rake, breakage, payouts, refunds, refund_all"
+
+/**
+ * Parses row `row` of a TP_GAME_ROUND_PG_COLUMNS result into the round a Redis read of the same
+ * final round gives. Returns 0; TP_ENOTFOUND when the row is not a final round with everything
+ * the Round object shows (a round written before Postgres kept it whole); TP_EINVAL if malformed.
+ */
+int tp_game_round_from_pg(const struct tp_pg_result *res, int row, struct tp_game_round *out);
+
+/** True when a and b show the same Round object and the same outcome to /me/bets (the fields
+ * Postgres keeps): what the archiver checks before a round may leave Redis. */
+bool tp_game_round_same(const struct tp_game_round *a, const struct tp_game_round *b);
+
+/** Completion of tp_game_round_load_pg: err 0 and the final rounds found (`n` of them, sorted
+ * by id, borrowed during the call), or an error (TP_EUNAVAIL, TP_ETIMEDOUT, …) and n 0. */
+typedef void (*tp_game_rounds_cb)(int err, const struct tp_game_round *rounds, int n, void *ud);
+
+/** Loads the final rounds among ids[0..n) (n <= 200) from Postgres through reader `r`. Returns
+ * 0 (cb called exactly once, later) or an error (cb never called). */
+int tp_game_round_load_pg(struct tp_pgr *r, const int64_t *ids, int n, tp_game_rounds_cb cb,
+                          void *ud);
 
 #endif
