@@ -123,6 +123,7 @@ const struct centry tp_config_table[] = {
     {"game", "volatility", CT_DOUBLE, 0, 0, "0.8", F(game.volatility), 0, check_volatility},
     {"game", "buckets", CT_INT, 1, 16384, "1", F(game.buckets), 0, NULL},
     {"game", "grace", CT_DUR, 100, 3600000, "5s", F(game.grace_ms), 1, NULL},
+    {"game", "retain_s", CT_DUR, 0, 2592000, "3600", F(game.retain_s), 1000, NULL},
 
     {"limits", "max_inflight_bets", CT_INT, 1, 1000000, "4096", F(limits.max_inflight_bets), 0,
      NULL},

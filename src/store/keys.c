@@ -201,6 +201,21 @@ const char *tp_keys_payout(struct tp_key *k, int bucket, int64_t round_id)
     return bfmt(k, bucket, "payout:%lld", (long long)round_id);
 }
 
+int tp_keys_round_bucket(struct tp_key *out, int cap, int bucket, int64_t round_id, int nbands)
+{
+    TP_ASSERT(nbands >= 1 && nbands <= 64 && cap >= 6 + nbands);
+    int n = 0;
+    tp_keys_idem(&out[n++], bucket, round_id);
+    tp_keys_round_state(&out[n++], bucket, round_id);
+    tp_keys_pool(&out[n++], bucket, round_id);
+    tp_keys_plan(&out[n++], bucket, round_id);
+    tp_keys_paid(&out[n++], bucket, round_id);
+    tp_keys_payout(&out[n++], bucket, round_id);
+    for (int band = 0; band < nbands; band++)
+        tp_keys_bets(&out[n++], bucket, round_id, band);
+    return n;
+}
+
 /* --- Global keys with an id --- */
 
 const char *tp_keys_round(struct tp_key *k, int64_t round_id)

@@ -1,6 +1,7 @@
-"""Shared helpers of test_pgw.py and test_audit.py: drive money through the real Lua scripts
-(scripts/lua/grant.lua, bet_batch.lua) with python-redis, exactly as the C store calls them, and read
-back what the Postgres writer wrote.
+"""Shared helpers of test_pgw.py, test_audit.py and test_archive.py: drive money through the
+real Lua scripts (scripts/lua/grant.lua, bet_batch.lua) with python-redis, exactly as the C store
+calls them, and read back what the Postgres writer wrote; a Postgres the test can stop and start
+again.
 """
 
 import hashlib
@@ -150,3 +151,35 @@ def pg_balances(pg):
 def wait_drained(money, pg, want_bets, timeout=30):
     tpenv.wait_until(lambda: money.backlog() == 0 and pg_counts(pg)[2] == want_bets,
                      timeout=timeout, what=f"outbox drained with {want_bets} bets in Postgres")
+
+
+class OutagePg:
+    """A Postgres cluster of the test's own, with one database, that the test can stop
+    (immediate, like a crash) and start again."""
+
+    psql = tpenv.Postgres.psql
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.cluster = tpenv.PgCluster().start()
+        self.ctl = tpenv._as_postgres_user() + [f"{tpenv.PG_BIN}/pg_ctl", "-D",
+                                                 self.cluster.data, "-w"]
+        subprocess.run(["psql", self.cluster.admin_url, "-qc", f"CREATE DATABASE {self.db}"],
+                       check=True, capture_output=True)
+        self.url = self.cluster.admin_url.rsplit("/", 1)[0] + "/" + self.db
+        return self
+
+    def __exit__(self, *exc):
+        self.cluster.stop()
+
+    def stop(self):
+        subprocess.run(self.ctl + ["-m", "immediate", "stop"], check=True, capture_output=True)
+
+    def start(self):
+        c = self.cluster
+        subprocess.run(self.ctl + ["-l", os.path.join(c.dir, "log"), "-o",
+                                   f"-p {c.port} -k {c.dir} "
+                                   "-c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                       check=True, capture_output=True)

@@ -109,40 +109,8 @@ def test_kill9_mid_drain_loses_and_doubles_nothing():
                 assert time.monotonic() - t0 < 10, "pending entries waited for the idle rule"
 
 
-class OutagePg:
-    """A Postgres cluster of the test's own, with one database, that the test can stop
-    (immediate, like a crash) and start again."""
-
-    psql = tpenv.Postgres.psql
-
-    def __init__(self, db):
-        self.db = db
-
-    def __enter__(self):
-        self.cluster = tpenv.PgCluster().start()
-        self.ctl = tpenv._as_postgres_user() + [f"{tpenv.PG_BIN}/pg_ctl", "-D",
-                                                 self.cluster.data, "-w"]
-        subprocess.run(["psql", self.cluster.admin_url, "-qc", f"CREATE DATABASE {self.db}"],
-                       check=True, capture_output=True)
-        self.url = self.cluster.admin_url.rsplit("/", 1)[0] + "/" + self.db
-        return self
-
-    def __exit__(self, *exc):
-        self.cluster.stop()
-
-    def stop(self):
-        subprocess.run(self.ctl + ["-m", "immediate", "stop"], check=True, capture_output=True)
-
-    def start(self):
-        c = self.cluster
-        subprocess.run(self.ctl + ["-l", os.path.join(c.dir, "log"), "-o",
-                                   f"-p {c.port} -k {c.dir} "
-                                   "-c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                       check=True, capture_output=True)
-
-
 def test_postgres_outage_never_blocks_redis():
-    with OutagePg("tp_outage") as pg:
+    with pgwlib.OutagePg("tp_outage") as pg:
         with tpenv.Redis() as r:
             money = pgwlib.Money(r, buckets=2)
             with server(r, pg, workers=1) as s:
@@ -212,7 +180,7 @@ def test_outbox_trimmed_while_flowing_untrimmed_while_postgres_down():
     """The writer trims the outbox with XTRIM MINID after each batch (no XDEL per id): while bets
     flow and Postgres is up the streams stay short; while Postgres is down nothing is trimmed
     (no entry is committed), the backlog grows, and it drains to empty once Postgres is back."""
-    with OutagePg("tp_trim") as pg:
+    with pgwlib.OutagePg("tp_trim") as pg:
         with tpenv.Redis() as r:
             money = pgwlib.Money(r, buckets=2)
             with server(r, pg, workers=2) as s:  # two consumers share the group

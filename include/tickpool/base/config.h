@@ -74,6 +74,7 @@ struct tp_config_game {
     double volatility;                            /* game.volatility [0.8], annualised */
     int buckets;                                  /* game.buckets [1] */
     int grace_ms; /* game.grace [5s]: missed lock/close → cancel */
+    int retain_s; /* game.retain_s [3600]: a final round stays in Redis this long after close */
 };
 
 struct tp_config_limits {

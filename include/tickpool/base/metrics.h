@@ -67,7 +67,10 @@ struct tp_buf;
     X(ROUNDS_SETTLED_TOTAL, rounds_settled_total, counter,                                         \
       "Rounds settled by this deployment's leader")                                                \
     X(ROUNDS_CANCELLED_TOTAL, rounds_cancelled_total, counter, "Rounds cancelled and refunded")    \
-    X(IS_LEADER, is_leader, gauge, "1 in the process holding the game leader lease")
+    X(IS_LEADER, is_leader, gauge, "1 in the process holding the game leader lease")               \
+    X(REDIS_USED_MEMORY_BYTES, redis_used_memory_bytes, gauge,                                     \
+      "Redis used_memory, sampled by the leader every 10 s")                                       \
+    X(ROUNDS_HOT, rounds_hot, gauge, "Rounds kept in Redis (not yet archived to Postgres)")
 
 enum tp_metric {
 #define TP_METRIC_ENUM_(id, name, type, help) TP_METRIC_##id,

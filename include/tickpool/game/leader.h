@@ -54,4 +54,12 @@ int tp_leader_set_observer(struct tp_worker *w, const struct tp_leader_observer 
  * whose init hook installs the leader's observer. */
 void tp_game_install(void);
 
+/**
+ * Registers archival in every worker: while its process leads, settled and cancelled rounds
+ * older than game.retain_s that Postgres holds whole leave Redis in bounded steps
+ * (src/game/leader_archive.c). Call once after tp_game_install, tp_store_install and
+ * tp_pgr_install (their init hooks must run first).
+ */
+void tp_leader_archive_install(void);
+
 #endif

@@ -122,6 +122,18 @@ const char *tp_keys_paid(struct tp_key *k, int bucket, int64_t round_id);
 /** tp:{bN}:payout:<round_id> — HASH user_id → round total credited. */
 const char *tp_keys_payout(struct tp_key *k, int bucket, int64_t round_id);
 
+/* Most keys one round owns in one bucket (idempotency records, state copy, pool, plan, paid,
+ * payout, one bets hash per band). */
+#define TP_KEYS_ROUND_BUCKET_MAX (6 + 64)
+
+/**
+ * Every key round `round_id` owns in bucket N, for a round of `nbands` bands (1..64): what
+ * archival deletes once the round is in Postgres. Writes them into out[0..cap) and returns
+ * their number (at most TP_KEYS_ROUND_BUCKET_MAX); a key family that belongs to a round is
+ * added here, and archival follows.
+ */
+int tp_keys_round_bucket(struct tp_key *out, int cap, int bucket, int64_t round_id, int nbands);
+
 /* --- Global keys with an id: tp:{g}:… --- */
 
 /** tp:{g}:round:<round_id> — HASH the round. */

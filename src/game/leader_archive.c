@@ -1,0 +1,468 @@
+/*
+ * Archival: the leader's process moves settled and cancelled rounds out of Redis once Postgres
+ * has them whole, so Redis holds the hot game only (see tp_leader_archive_install in
+ * tickpool/game/leader.h, docs/operations.md §4).
+ *
+ * Once a second, while this process leads, one pass walks the oldest rounds of tp:{g}:rounds
+ * (never the newest KEEP_NEWEST: the leader's own view reads them). A round is archived when
+ *   - it is final with its receipt and its seed revealed, and game.retain_s has passed since
+ *     its close;
+ *   - Postgres (read through the worker's tp_pgr, never on the loop) holds the same round
+ *     (tp_game_round_same: every field the Round object and /me/bets show), and as many bets and
+ *     payouts as Redis does, i.e. the writer has written them: checked, never assumed.
+ * Then, in bounded steps that each hold Redis for a few O(1) commands (UNLINK frees big hashes
+ * in Redis's background thread), so bets keep flowing between them:
+ *   1. HSET archiving=1 on the round hash (history readers take the round's bets from Postgres
+ *      from now on);
+ *   2. one UNLINK per bucket of every key tp_keys_round_bucket names;
+ *   3. UNLINK of the round hash and its seed: from here history reads Postgres;
+ *   4. ZREM from tp:{g}:rounds, which is the to-do mark: a kill -9 anywhere before it leaves
+ *      the id there, and the next pass finds the round (its hash marked, or already gone) and
+ *      finishes the job after asking Postgres again. No step leaves a round history cannot
+ *      serve: Redis keeps the round hash until Postgres was found to hold it.
+ * A Postgres outage stops archival (logged once) until Postgres answers again; Redis only keeps
+ * rounds longer. The pass also exports the hot rounds and Redis's used_memory as gauges.
+ */
+#include "tickpool/game/leader.h"
+
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
+#include "tickpool/game/game_round.h"
+#include "tickpool/net/worker.h"
+#include "tickpool/store/keys.h"
+#include "tickpool/store/pg.h"
+#include "tickpool/store/pgr.h"
+#include "tickpool/store/store.h"
+
+#include <ev.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "archive"
+#define PERIOD_S 1.0
+/* The newest rounds never leave Redis whatever retain_s says: the leader reads the 6 newest
+ * every step, and the rounds API finds the newest id in tp:{g}:rounds. */
+#define KEEP_NEWEST 16
+/* Oldest ids looked at per pass, and rounds archived per pass at most. */
+#define CANDIDATES 32
+#define PER_PASS 8
+#define MEMORY_EVERY_MS 10000
+
+struct arch {
+    struct tp_worker *w;
+    struct ev_loop *loop;
+    struct tp_store *store;
+    struct tp_pgr *pgr;
+    const struct tp_config_game *g;
+    ev_timer timer;
+    bool busy;
+    bool gauges_set;
+    int64_t memory_at_ms;
+    bool pg_waiting; /* logged "waiting for Postgres", not yet followed by a success */
+
+    int64_t cand[CANDIDATES];
+    int ncand, ci, done;
+    int64_t top;
+
+    /* The round being archived. */
+    int64_t id;
+    bool in_redis; /* its hash is still in Redis */
+    struct tp_game_round r;
+    int nbands;
+    int pending, err;
+    int64_t redis_bets, redis_paid, pg_bets, pg_paid;
+    int bucket; /* the next bucket to clear */
+};
+
+static void next_candidate(struct arch *a);
+
+static void pass_end(struct arch *a)
+{
+    a->busy = false;
+}
+
+static bool reply_bad(int err, const struct tp_store_reply *r)
+{
+    return err != 0 || tp_reply_type(r) == TP_REPLY_ERROR;
+}
+
+/* The round failed a check: leave it in Redis and look at the next one. */
+static void skip(struct arch *a)
+{
+    a->ci++;
+    next_candidate(a);
+}
+
+static void pg_failed(struct arch *a, int err)
+{
+    if (!a->pg_waiting)
+        tp_log_warn(MOD, "archival waits for Postgres\tround=%lld error=%d", (long long)a->id, err);
+    a->pg_waiting = true;
+    pass_end(a);
+}
+
+/* --- 4. Done: the id leaves the to-do list --- */
+
+static void on_zrem(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (reply_bad(err, r)) {
+        pass_end(a);
+        return;
+    }
+    tp_log_info(MOD, "round archived to Postgres\tround=%lld", (long long)a->id);
+    a->done++;
+    a->ci++;
+    next_candidate(a);
+}
+
+static void on_unlink_round(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (reply_bad(err, r) || tp_store_command(a->store, on_zrem, a, "ZREM " TP_KEYS_ROUNDS " %lld",
+                                              (long long)a->id) != 0)
+        pass_end(a);
+}
+
+/* --- 2. One bucket per step, then 3. the round hash and seed --- */
+
+static void clear_next_bucket(struct arch *a);
+
+static void on_unlink_bucket(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (reply_bad(err, r)) {
+        pass_end(a);
+        return;
+    }
+    a->bucket++;
+    clear_next_bucket(a);
+}
+
+static void clear_next_bucket(struct arch *a)
+{
+    if (a->bucket >= a->g->buckets) {
+        struct tp_key rk, sk;
+        if (tp_store_command(a->store, on_unlink_round, a, "UNLINK %s %s",
+                             tp_keys_round(&rk, a->id), tp_keys_seed(&sk, a->id)) != 0)
+            pass_end(a);
+        return;
+    }
+    struct tp_key keys[TP_KEYS_ROUND_BUCKET_MAX];
+    int n = tp_keys_round_bucket(keys, TP_KEYS_ROUND_BUCKET_MAX, a->bucket, a->id, a->nbands);
+    const char *argv[1 + TP_KEYS_ROUND_BUCKET_MAX];
+    size_t lens[1 + TP_KEYS_ROUND_BUCKET_MAX];
+    argv[0] = "UNLINK";
+    lens[0] = 6;
+    for (int i = 0; i < n; i++) {
+        argv[1 + i] = keys[i].s;
+        lens[1 + i] = keys[i].len;
+    }
+    if (tp_store_commandargv(a->store, on_unlink_bucket, a, 1 + n, argv, lens) != 0)
+        pass_end(a);
+}
+
+static void on_marked(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (reply_bad(err, r)) {
+        pass_end(a);
+        return;
+    }
+    a->bucket = 0;
+    clear_next_bucket(a);
+}
+
+/* 1. The mark, then the buckets. */
+static void archive_now(struct arch *a)
+{
+    struct tp_key k;
+    if (!a->in_redis || a->r.archiving) {
+        a->bucket = 0;
+        clear_next_bucket(a);
+        return;
+    }
+    if (tp_store_command(a->store, on_marked, a, "HSET %s archiving 1", tp_keys_round(&k, a->id)) !=
+        0)
+        pass_end(a);
+}
+
+/* --- The counts: Redis and Postgres hold the same bets and payouts --- */
+
+static void counts_done(struct arch *a)
+{
+    if (--a->pending > 0)
+        return;
+    if (a->err != 0) {
+        if (a->err == TP_EUNAVAIL || a->err == TP_ETIMEDOUT)
+            pg_failed(a, a->err);
+        else
+            pass_end(a);
+        return;
+    }
+    a->pg_waiting = false;
+    if (a->redis_bets != a->pg_bets || a->redis_paid != a->pg_paid) {
+        tp_log_debug(MOD,
+                     "round not yet in Postgres\tround=%lld redis_bets=%lld pg_bets=%lld "
+                     "redis_paid=%lld pg_paid=%lld",
+                     (long long)a->id, (long long)a->redis_bets, (long long)a->pg_bets,
+                     (long long)a->redis_paid, (long long)a->pg_paid);
+        skip(a);
+        return;
+    }
+    archive_now(a);
+}
+
+static void on_hlen(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_INTEGER)
+        a->err = a->err ? a->err : TP_EIO;
+    counts_done(a);
+}
+
+static void on_hlen_bets(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (!reply_bad(err, r) && tp_reply_type(r) == TP_REPLY_INTEGER)
+        a->redis_bets += tp_reply_integer(r);
+    on_hlen(err, r, ud);
+}
+
+static void on_hlen_paid(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (!reply_bad(err, r) && tp_reply_type(r) == TP_REPLY_INTEGER)
+        a->redis_paid += tp_reply_integer(r);
+    on_hlen(err, r, ud);
+}
+
+static void on_pg_counts(int err, const struct tp_pg_result *res, void *ud)
+{
+    struct arch *a = ud;
+    if (err != 0 || tp_pg_result_int64(res, 0, 0, &a->pg_bets) != 0 ||
+        tp_pg_result_int64(res, 0, 1, &a->pg_paid) != 0)
+        a->err = err ? err : TP_EIO;
+    counts_done(a);
+}
+
+static void count(struct arch *a)
+{
+    char id[24];
+    snprintf(id, sizeof(id), "%lld", (long long)a->id);
+    const char *params[1] = {id};
+    a->redis_bets = a->redis_paid = a->pg_bets = a->pg_paid = 0;
+    a->err = 0;
+    a->pending = 1;
+    if (tp_pgr_query(a->pgr,
+                     "SELECT (SELECT count(*) FROM bets WHERE round_id = $1::bigint), "
+                     "(SELECT count(*) FROM payouts WHERE round_id = $1::bigint)",
+                     1, params, on_pg_counts, a) != 0) {
+        pg_failed(a, TP_EAGAIN);
+        return;
+    }
+    for (int b = 0; b < a->g->buckets; b++) {
+        struct tp_key k;
+        for (int band = 0; band < a->nbands; band++) {
+            a->pending++;
+            if (tp_store_command(a->store, on_hlen_bets, a, "HLEN %s",
+                                 tp_keys_bets(&k, b, a->id, band)) != 0) {
+                a->pending--;
+                a->err = TP_EUNAVAIL;
+            }
+        }
+        a->pending++;
+        if (tp_store_command(a->store, on_hlen_paid, a, "HLEN %s", tp_keys_paid(&k, b, a->id)) !=
+            0) {
+            a->pending--;
+            a->err = TP_EUNAVAIL;
+        }
+    }
+    /* The Postgres query is in flight: its completion ends the wait. */
+}
+
+/* --- Postgres holds the same round --- */
+
+static void on_pg_round(int err, const struct tp_game_round *rounds, int n, void *ud)
+{
+    struct arch *a = ud;
+    if (err != 0) {
+        pg_failed(a, err);
+        return;
+    }
+    if (n != 1) {
+        tp_log_debug(MOD, "round not yet whole in Postgres\tround=%lld", (long long)a->id);
+        skip(a);
+        return;
+    }
+    if (!a->in_redis || a->r.archiving) {
+        /* Resuming: Redis's copy is (partly) gone, Postgres was checked before the mark. */
+        a->pg_waiting = false;
+        a->nbands = rounds[0].n_edges + 1;
+        archive_now(a);
+        return;
+    }
+    if (!tp_game_round_same(&a->r, &rounds[0])) {
+        tp_log_debug(MOD, "Postgres's copy differs from Redis's (not yet written)\tround=%lld",
+                     (long long)a->id);
+        skip(a);
+        return;
+    }
+    count(a);
+}
+
+static void ask_pg(struct arch *a)
+{
+    if (tp_game_round_load_pg(a->pgr, &a->id, 1, on_pg_round, a) != 0)
+        pg_failed(a, TP_EAGAIN);
+}
+
+static void on_round(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (reply_bad(err, r)) {
+        pass_end(a);
+        return;
+    }
+    int rc = tp_game_round_parse(r, &a->r);
+    a->in_redis = rc != TP_ENOTFOUND;
+    if (rc == TP_ENOTFOUND) {
+        ask_pg(a); /* a pass killed between steps 3 and 4 */
+        return;
+    }
+    if (rc != 0) {
+        skip(a);
+        return;
+    }
+    a->nbands = a->r.n_edges + 1;
+    if (a->r.archiving) {
+        ask_pg(a);
+        return;
+    }
+    if (!tp_round_is_final(a->r.state) || !a->r.has_receipt || a->r.seed[0] == '\0') {
+        skip(a); /* a round still settling, or whose seed is not revealed yet */
+        return;
+    }
+    if (tp_now_ms() < a->r.t.closes_at + (int64_t)a->g->retain_s * 1000) {
+        pass_end(a); /* newer rounds closed later still */
+        return;
+    }
+    ask_pg(a);
+}
+
+static void next_candidate(struct arch *a)
+{
+    if (a->ci >= a->ncand || a->done >= PER_PASS || a->cand[a->ci] > a->top - KEEP_NEWEST ||
+        !tp_leader_is_leader(tp_leader_of(a->w))) {
+        pass_end(a);
+        return;
+    }
+    a->id = a->cand[a->ci];
+    memset(&a->r, 0, sizeof(a->r));
+    struct tp_key k;
+    if (tp_store_command(a->store, on_round, a, "HGETALL %s", tp_keys_round(&k, a->id)) != 0)
+        pass_end(a);
+}
+
+/* --- The pass --- */
+
+static void on_top(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    int64_t top;
+    if (reply_bad(err, r) || tp_reply_len(r) != 1 ||
+        !tp_parse_i64(tp_reply_str(tp_reply_at(r, 0), NULL), &top)) {
+        pass_end(a);
+        return;
+    }
+    a->top = top;
+    next_candidate(a);
+}
+
+static void on_oldest(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_ARRAY) {
+        pass_end(a);
+        return;
+    }
+    a->ncand = 0;
+    for (size_t i = 0; i < tp_reply_len(r) && a->ncand < CANDIDATES; i++)
+        if (tp_parse_i64(tp_reply_str(tp_reply_at(r, i), NULL), &a->cand[a->ncand]))
+            a->ncand++;
+    a->ci = a->done = 0;
+    if (tp_store_command(a->store, on_top, a, "ZREVRANGE " TP_KEYS_ROUNDS " 0 0") != 0)
+        pass_end(a);
+}
+
+static void on_hot(int err, const struct tp_store_reply *r, void *ud)
+{
+    (void)ud;
+    if (!reply_bad(err, r) && tp_reply_type(r) == TP_REPLY_INTEGER)
+        tp_metrics_set(TP_METRIC_ROUNDS_HOT, tp_reply_integer(r));
+}
+
+static void on_memory(int err, const struct tp_store_reply *r, void *ud)
+{
+    (void)ud;
+    const char *s = reply_bad(err, r) ? NULL : tp_reply_str(r, NULL);
+    const char *p = s != NULL ? strstr(s, "used_memory:") : NULL;
+    if (p != NULL)
+        tp_metrics_set(TP_METRIC_REDIS_USED_MEMORY_BYTES, strtoll(p + 12, NULL, 10));
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct arch *a = t->data;
+    bool leader = tp_leader_is_leader(tp_leader_of(a->w));
+    if (!leader) {
+        /* The gauges are summed over processes: only the leader's count. */
+        if (a->gauges_set) {
+            tp_metrics_set(TP_METRIC_ROUNDS_HOT, 0);
+            tp_metrics_set(TP_METRIC_REDIS_USED_MEMORY_BYTES, 0);
+            a->gauges_set = false;
+        }
+        return;
+    }
+    if (a->store == NULL || !tp_store_is_connected(a->store))
+        return;
+    a->gauges_set = true;
+    tp_store_command(a->store, on_hot, a, "ZCARD " TP_KEYS_ROUNDS);
+    if (tp_mono_ms() - a->memory_at_ms >= MEMORY_EVERY_MS) {
+        a->memory_at_ms = tp_mono_ms();
+        tp_store_command(a->store, on_memory, a, "INFO memory");
+    }
+    if (a->busy || a->pgr == NULL)
+        return;
+    a->busy = true;
+    if (tp_store_command(a->store, on_oldest, a, "ZRANGE " TP_KEYS_ROUNDS " 0 %d",
+                         CANDIDATES - 1) != 0)
+        pass_end(a);
+}
+
+static void on_init(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    struct arch *a = tp_xcalloc(1, sizeof(*a));
+    a->w = w;
+    a->loop = tp_worker_loop(w);
+    a->store = tp_store_of(w);
+    a->pgr = tp_pgr_of(w);
+    a->g = &tp_worker_config(w)->game;
+    a->memory_at_ms = INT64_MIN / 2;
+    ev_timer_init(&a->timer, timer_cb, PERIOD_S, PERIOD_S);
+    a->timer.data = a;
+    ev_timer_start(a->loop, &a->timer);
+    /* Idle work: the timer must not keep a draining loop alive. */
+    ev_unref(a->loop);
+}
+
+void tp_leader_archive_install(void)
+{
+    tp_worker_on_init(on_init, NULL);
+}
