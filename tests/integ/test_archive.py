@@ -46,7 +46,7 @@ def player_state(c):
     for k in c.keys("*"):
         if any(f in k for f in (":round:", ":pool:", ":plan:", ":paid:", ":payout:", ":bets:",
                                 ":seed:", "outbox", "ticks", "lease", "current", "rounds",
-                                "unfinished", "unsettled", "epoch", ":idem:")):
+                                "unfinished", "unsettled", "epoch", ":idem:", "workers")):
             continue
         out[k] = c.dump(k)
     return out
