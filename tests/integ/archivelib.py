@@ -1,0 +1,83 @@
+"""Shared helpers of test_archive.py and test_archive_kill.py: a fast game (1 s rounds, two
+buckets, game.retain_s 1), the keys of one round as scripts/lua/README.md names them, and the
+bytes history shows of a round (Round object in JSON and MessagePack, the rounds list, every
+player's /me/bets and `tickpool verify`).
+"""
+
+import tpclient
+import tpenv
+
+NBANDS = 5
+B = 2
+ENV = {"TICKPOOL_GAME_BETTING_S": "1", "TICKPOOL_GAME_LIVE_S": "1",
+       "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_BUCKETS": str(B),
+       "TICKPOOL_GAME_GRACE": "2s", "TICKPOOL_GAME_MIN_STAKE": "1",
+       "TICKPOOL_GAME_RETAIN_S": "1"}
+MSGPACK = {"Accept": "application/msgpack"}
+G = "tp:{g}:"
+
+
+def round_keys(c, rid):
+    """Every key of round rid, as the layout in scripts/lua/README.md names them."""
+    keys = set()
+    for b in range(B):
+        p = f"tp:{{b{b}}}:"
+        keys |= {p + f"round:{rid}:state", p + f"pool:{rid}", p + f"plan:{rid}",
+                 p + f"paid:{rid}", p + f"payout:{rid}"}
+        keys |= {p + f"bets:{rid}:{band}" for band in range(NBANDS)}
+    keys |= {G + f"round:{rid}", G + f"seed:{rid}"}
+    return {k for k in keys if c.exists(k)}
+
+
+def player_state(c):
+    """Every key that is no round's (balances, grants, house, lists, accounts…) with its value."""
+    out = {}
+    for k in c.keys("*"):
+        if any(f in k for f in (":round:", ":pool:", ":plan:", ":paid:", ":payout:", ":bets:",
+                                ":seed:", "outbox", "ticks", "lease", "current", "rounds",
+                                "unfinished", "unsettled", "epoch", "workers")):
+            continue
+        out[k] = c.dump(k)
+    return out
+
+
+def history(s, rid, users):
+    """The bytes history shows of round rid and the players' bets."""
+    got = {}
+    for name, h in (("json", None), ("msgpack", MSGPACK)):
+        st, _, body = s.http("GET", f"/api/v1/rounds/{rid}", headers=h)
+        assert st == 200, (st, body)
+        got["round." + name] = body
+        st, _, body = s.http("GET", f"/api/v1/rounds?before={rid + 1}&limit=3", headers=h)
+        assert st == 200, (st, body)
+        got["list." + name] = body
+    v = s.run_cli("verify", str(rid))
+    assert v.returncode == 0, v.stdout + v.stderr
+    # Where it read the round from is the one line that differs.
+    got["verify"] = "".join(l for l in v.stdout.splitlines(True) if "read from Postgres" not in l)
+    for uid, tok in users:
+        st, _, body = s.http("GET", "/api/v1/me/bets?limit=200",
+                             headers={"Authorization": "Bearer " + tok})
+        assert st == 200, (st, body)
+        got[f"bets.{uid}"] = body
+    return got
+
+
+def bet_round(s, users, tag):
+    """Bets on every band of a fresh open round; returns its id once it is final in Redis with
+    its seed revealed."""
+    o = tpclient.fresh_open_round(s, 400)
+    jobs = [(i % NBANDS, 10 + i) for i in range(20)]
+    ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=4, tag=tag)
+    assert ok and all(st == 409 for st, _ in other), other[:3]
+    return o["id"]
+
+
+def wait_final(c, rid):
+    tpenv.wait_until(lambda: c.hget(G + f"round:{rid}", "state") in ("settled", "cancelled")
+                     and c.hget(G + f"round:{rid}", "seed"), timeout=30,
+                     what=f"round {rid} final with its seed")
+
+
+def archived(c, rid):
+    return not c.exists(G + f"round:{rid}") and c.zscore(G + "rounds", rid) is None
