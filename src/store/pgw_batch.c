@@ -148,12 +148,16 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
             snprintf(key_buf, sizeof(key_buf), "bet:%s", bet);
             key = key_buf;
         }
-        if (!tp_pgw_is_uint(band) || !tp_pgw_is_uint(stake) || strcmp(stake, "0") == 0)
+        /* The balance right after the bet: a replay of the bet once its round left Redis answers
+         * with it (SQL NULL when absent). */
+        const char *bal = field(ev, "balance");
+        if (!tp_pgw_is_uint(band) || !tp_pgw_is_uint(stake) || strcmp(stake, "0") == 0 ||
+            (bal != NULL && !tp_pgw_is_uint(bal)))
             return TP_EINVAL;
         const char *kv[] = {"id",        bet,  "user_id", user,  "round_id",        round,
                             "band",      band, "stake",   stake, "idempotency_key", key,
-                            "placed_at", ts};
-        row(b, TP_PGW_BETS, 7, kv);
+                            "placed_at", ts,   "balance", bal};
+        row(b, TP_PGW_BETS, 8, kv);
         snprintf(entry, sizeof(entry), "bet:%s", bet);
         ledger(b, entry, "bet", acct_user, acct_round, stake);
         return 0;
@@ -455,10 +459,11 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                        "FROM json_to_recordset($1::json) AS x(id text, user_id bigint, "
                        "amount bigint, ts bigint) ON CONFLICT DO NOTHING"},
     [TP_PGW_BETS] = {"INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
-                     "placed_at) SELECT DISTINCT ON (id) id, user_id, round_id, band, stake, "
-                     "idempotency_key, placed_at FROM json_to_recordset($1::json) AS x(id text, "
-                     "user_id bigint, round_id bigint, band smallint, stake bigint, "
-                     "idempotency_key text, placed_at bigint) ON CONFLICT DO NOTHING",
+                     "placed_at, balance_after) SELECT DISTINCT ON (id) id, user_id, round_id, "
+                     "band, stake, idempotency_key, placed_at, balance FROM "
+                     "json_to_recordset($1::json) AS x(id text, user_id bigint, round_id bigint, "
+                     "band smallint, stake bigint, idempotency_key text, placed_at bigint, "
+                     "balance bigint) ON CONFLICT DO NOTHING",
                      /* A bet written after its round's result or its payout (both sit in
                       * other streams, drained in any order after a backlog) takes its final
                       * status now: the UPDATEs of those events found no row to mark. */
