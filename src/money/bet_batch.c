@@ -12,7 +12,11 @@
  *
  * State is per worker (a worker slot filled by tp_bet_install's init hook): the limiter of
  * limits.max_inflight_bets and the open groups; only that worker's loop thread touches it.
+ *
+ * A bet the script refuses with round_not_found may be on an archived round (its keys left
+ * Redis): bet_replay.c asks Postgres for its answer before it is given.
  */
+#include "bet_internal.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
@@ -29,8 +33,6 @@
 #include <string.h>
 
 #define MOD "bet"
-/* Idempotency records live 24 h after a round's last bet (scripts/lua/README.md). */
-#define IDEM_TTL_S 86400
 /* Bytes of per-bet arguments (key, hash, numbers) one call carries at most: a batch of long
  * keys is sent before it makes one large Redis request. */
 #define BATCH_BYTES (32 * 1024)
@@ -42,6 +44,7 @@ _Static_assert(TP_BET_KEY_MAX <= TP_KEYS_IDEM_MAX, "every valid idempotency key 
 
 /* One submitted bet waiting for its answer. */
 struct pending_bet {
+    struct batcher *b;
     tp_bet_cb cb;
     void *ud;
     int64_t user;
@@ -122,6 +125,13 @@ static void answer(struct batcher *b, struct pending_bet *p, const struct tp_bet
     free(p);
 }
 
+/* Postgres's answer for a bet on a round Redis no longer has. */
+static void answer_archived(const struct tp_bet_result *res, void *ud)
+{
+    struct pending_bet *p = ud;
+    answer(p->b, p, res);
+}
+
 /* The script's reply: one answer per bet of the group, in order. Anything else (an error, -OOM,
  * a short array) answers every bet 503, logged: each bet is all in or all out, so a retry with
  * the same key is safe. */
@@ -144,7 +154,14 @@ static void on_batch(int err, const struct tp_store_reply *r, void *ud)
             memset(&res, 0, sizeof(res));
             res.code = TP_BET_UNAVAILABLE;
         }
-        answer(b, g->bets[i], &res);
+        struct pending_bet *p = g->bets[i];
+        /* An archived round: Redis forgot it, Postgres answers (a replay keeps its first answer).
+         */
+        if (res.code == TP_BET_ROUND_NOT_FOUND &&
+            tp_bet_replay_archived(b->w, p->user, &p->req, p->key, p->klen, answer_archived, p) ==
+                0)
+            continue;
+        answer(b, p, &res);
     }
     free(g);
 }
@@ -171,7 +188,7 @@ static void send_group(struct batcher *b, struct group *g)
                                             .nbands = cfg->game.n_band_edges + 1,
                                             .min_stake = cfg->game.min_stake,
                                             .max_stake = cfg->game.max_stake,
-                                            .idem_ttl_s = IDEM_TTL_S,
+                                            .idem_ttl_s = TP_BET_IDEM_TTL_S,
                                             .bucket = g->bucket,
                                             .buckets = cfg->game.buckets,
                                             .bets = bets,
@@ -282,6 +299,7 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
         return rc;
 
     struct pending_bet *p = tp_xmalloc(sizeof(*p));
+    p->b = b;
     p->cb = cb;
     p->ud = ud;
     p->user = user_id;

@@ -4,7 +4,9 @@ passed, and their history reads the same bytes from Postgres.
 
 Checked: archival deletes exactly the round's keys in every bucket (and the keys of no player,
 no other family); the Round object (JSON and MessagePack), the rounds list, /me/bets and
-`tickpool verify` give the same bytes before and after; archival waits while Postgres is down
+`tickpool verify` give the same bytes before and after; a replay of a bet of an archived round
+answers its first bytes without a second debit (from Postgres once its idempotency record is
+gone), another body with its key 409; archival waits while Postgres is down
 and resumes after; history answers 503 `unavailable` with Retry-After while Postgres is down
 and bets still go through. Killed leaders: test_archive_kill.py.
 """
@@ -14,6 +16,22 @@ import tpclient
 import tpenv
 from archivelib import (ENV, G, archived, bet_round, history, player_state, round_keys,
                         wait_final)
+
+
+def replays(s, rid, user):
+    """A replay of the round's first bet (archivelib.bet_round: key a-<rid>-0, band 0, stake 10,
+    by users[0]), the same key with another body, and a new key: status and bytes of each, and
+    the player's balance after them."""
+    uid, tok = user
+    out = []
+    for key, stake in ((f"a-{rid}-0", 10), (f"a-{rid}-0", 11), (f"new-{rid}", 10)):
+        st, _, body = s.http("POST", "/api/v1/bets", {"round_id": rid, "band": 0, "stake": stake},
+                             headers=tpclient.auth(tok, key))
+        out.append((st, body))
+    assert out[0][0] == 201 and out[1][0] == 409 and b"idempotency_conflict" in out[1][1], out
+    assert out[2][0] == 409 and b"round_not_open" in out[2][1], out
+    st, me = s.json("GET", "/api/v1/me", headers=tpclient.auth(tok))
+    return out, me["balance"]
 
 
 def test_archival_exact_keys_same_bytes_and_postgres_outage():
@@ -29,6 +47,7 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
         assert G + f"round:{rid}" in keys and any(":bets:" in k for k in keys)
         assert any("{b1}" in k for k in keys), keys
         before = history(s, rid, users)
+        before["replays"] = replays(s, rid, users[0])
         players = player_state(c)
         tpenv.wait_until(lambda: archived(c, rid), timeout=60, what=f"round {rid} archived")
         # Exactly the round's keys left, in every bucket; no player key changed.
@@ -36,8 +55,17 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
         assert player_state(c) == players
         # The same bytes from Postgres.
         after = history(s, rid, users)
+        after["replays"] = replays(s, rid, users[0])
         for k in before:
             assert after[k] == before[k], k
+        # Once the idempotency record is gone too (it leaves with its round when it belongs
+        # to it), Postgres answers the replay: the same bytes, no second debit.
+        uid = users[0][0]
+        gone = c.keys(f"tp:{{b{uid % 2}}}:idem:{uid}:*")
+        assert gone
+        c.delete(*gone)
+        assert replays(s, rid, users[0]) == before["replays"]
+        assert player_state(c) == {k: v for k, v in players.items() if k not in gone}
         # Postgres down: history answers 503 unavailable with Retry-After; bets go on.
         pg.stop()
         try:

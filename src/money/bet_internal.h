@@ -1,0 +1,33 @@
+/*
+ * Internals of bet admission shared by its files (private to module money/bet):
+ *
+ *   bet.c         validation, codes, the 201 fields
+ *   bet_batch.c   the submission in batches of bet_batch.lua and their answers
+ *   bet_replay.c  the answer for a round Redis no longer has (archived): from Postgres
+ */
+#ifndef TP_BET_INTERNAL_H
+#define TP_BET_INTERNAL_H
+
+#include "tickpool/money/bet.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct tp_worker;
+
+/* Idempotency records live 24 h (scripts/lua/README.md): a replay older than that is a new
+ * request. */
+#define TP_BET_IDEM_TTL_S 86400
+
+/**
+ * bet_batch.lua answered round_not_found: the round may have been archived (its keys left Redis for
+ * Postgres). Asks Postgres through the worker's reader whether (user, round, key) names a bet
+ * placed within TP_BET_IDEM_TTL_S: the same band and stake → that bet's first answer (replayed,
+ * nothing debited); another body → idempotency_conflict; no such bet but the round exists →
+ * round_not_open; no round → round_not_found; Postgres unreachable → unavailable. Returns 0
+ * (cb called exactly once, later) or an error (no reader: cb never called).
+ */
+int tp_bet_replay_archived(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
+                           const char *key, size_t len, tp_bet_cb cb, void *ud);
+
+#endif

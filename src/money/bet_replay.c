@@ -1,0 +1,89 @@
+/*
+ * A bet on a round Redis no longer has (see bet_internal.h). Archival deletes a round's keys,
+ * and with them what bet.lua would answer a replay from, so the answer comes from the bet's
+ * row in Postgres: the same fields, in the same order, as the first answer (bets.balance_after
+ * keeps its balance). Only bets bet_batch.lua refused with round_not_found come here, so new
+ * bets never wait for Postgres.
+ */
+#include "bet_internal.h"
+
+#include "tickpool/base/common.h"
+#include "tickpool/base/log.h"
+#include "tickpool/net/worker.h"
+#include "tickpool/store/pg.h"
+#include "tickpool/store/pgr.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "bet"
+
+struct replay {
+    struct tp_bet_req req;
+    tp_bet_cb cb;
+    void *ud;
+};
+
+static void on_row(int err, const struct tp_pg_result *res, void *ud)
+{
+    struct replay *p = ud;
+    struct tp_bet_result out = {.code = TP_BET_UNAVAILABLE};
+    int64_t bet_id, band, stake, balance;
+    if (err != 0) {
+        tp_log_warn(MOD, "replay of an archived round's bet: Postgres unreachable\terr=%s",
+                    tp_strerror(err));
+    } else if (tp_pg_result_rows(res) == 0) {
+        out.code = TP_BET_ROUND_NOT_FOUND;
+    } else if (tp_pg_result_is_null(res, 0, 0)) {
+        out.code = TP_BET_ROUND_NOT_OPEN; /* the round was, this key named none of its bets */
+    } else if (tp_pg_result_int64(res, 0, 0, &bet_id) != 0 ||
+               tp_pg_result_int64(res, 0, 1, &band) != 0 ||
+               tp_pg_result_int64(res, 0, 2, &stake) != 0) {
+        tp_log_error(MOD, "unreadable bet row in Postgres");
+    } else if (band != p->req.band || stake != p->req.stake) {
+        out.code = TP_BET_IDEMPOTENCY_CONFLICT; /* round, band, stake: the request hash */
+    } else if (tp_pg_result_int64(res, 0, 3, &balance) == 0) {
+        out = (struct tp_bet_result){.code = TP_BET_OK,
+                                     .bet_id = bet_id,
+                                     .round_id = p->req.round_id,
+                                     .band = (int)band,
+                                     .stake = stake,
+                                     .balance = balance,
+                                     .replayed = true};
+    } else {
+        /* Written before Postgres kept the balance: the first answer cannot be rebuilt. */
+        tp_log_warn(MOD, "replay of an archived bet without its balance\tbet_id=%lld",
+                    (long long)bet_id);
+    }
+    p->cb(&out, p->ud);
+    free(p);
+}
+
+int tp_bet_replay_archived(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
+                           const char *key, size_t len, tp_bet_cb cb, void *ud)
+{
+    struct tp_pgr *r = w != NULL ? tp_pgr_of(w) : NULL;
+    if (r == NULL)
+        return TP_EUNAVAIL;
+    char uid[24], rid[24], since[24], k[TP_BET_KEY_MAX + 1];
+    snprintf(uid, sizeof(uid), "%lld", (long long)user_id);
+    snprintf(rid, sizeof(rid), "%lld", (long long)req->round_id);
+    snprintf(since, sizeof(since), "%lld", (long long)(tp_now_ms() - TP_BET_IDEM_TTL_S * 1000LL));
+    snprintf(k, sizeof(k), "%.*s", (int)len, key);
+    const char *params[] = {uid, rid, k, since};
+    struct replay *p = tp_xmalloc(sizeof(*p));
+    p->req = *req;
+    p->cb = cb;
+    p->ud = ud;
+    /* One row when the round exists; its bet columns NULL unless the key names a bet of it. */
+    int rc = tp_pgr_query(r,
+                          "SELECT b.id, b.band, b.stake, b.balance_after FROM rounds r "
+                          "LEFT JOIN bets b ON b.round_id = r.id AND b.user_id = $1::bigint "
+                          "AND b.idempotency_key = $3 AND b.placed_at >= $4::bigint "
+                          "WHERE r.id = $2::bigint",
+                          4, params, on_row, p);
+    if (rc != 0)
+        free(p);
+    return rc;
+}
