@@ -41,6 +41,8 @@ enum {
     C_PAYOUTS,
     C_REFUNDS,
     C_REFUND_ALL,
+    C_MIN_STAKE,
+    C_MAX_STAKE,
     C_N
 };
 
@@ -119,6 +121,9 @@ int tp_game_round_from_pg(const struct tp_pg_result *res, int row, struct tp_gam
         !get_i64(res, row, C_PAYOUTS, &out->receipt.payouts) ||
         !get_i64(res, row, C_REFUNDS, &out->receipt.refunds))
         return TP_EINVAL;
+    if (!get_i64(res, row, C_MIN_STAKE, &out->min_stake) ||
+        !get_i64(res, row, C_MAX_STAKE, &out->max_stake))
+        return TP_EINVAL;
     out->pot = out->total - out->rake;
     out->has_receipt = true;
     out->receipt.total = out->total;
@@ -133,7 +138,8 @@ bool tp_game_round_same(const struct tp_game_round *a, const struct tp_game_roun
         a->t.locks_at != b->t.locks_at || a->t.closes_at != b->t.closes_at ||
         strcmp(a->seed_hash, b->seed_hash) != 0 || strcmp(a->seed, b->seed) != 0 ||
         a->vol_ppb != b->vol_ppb || a->tick_ms != b->tick_ms || a->betting_ms != b->betting_ms ||
-        a->rake_bps != b->rake_bps || a->has_lock != b->has_lock ||
+        a->rake_bps != b->rake_bps || a->min_stake != b->min_stake ||
+        a->max_stake != b->max_stake || a->has_lock != b->has_lock ||
         (a->has_lock && a->lock_price != b->lock_price) || a->has_close != b->has_close ||
         (a->has_close && a->close_price != b->close_price) ||
         (a->has_close && a->winning_band != b->winning_band) || a->n_edges != b->n_edges ||

@@ -316,6 +316,7 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
          * SQL NULL, and such a round stays in Redis). */
         const char *vol = field(ev, "vol_ppb"), *tick = field(ev, "tick_ms");
         const char *bet_ms = field(ev, "betting_ms");
+        const char *mins = field(ev, "min_stake"), *maxs = field(ev, "max_stake");
         char lit[256];
         if (edges == NULL)
             edges = b->default_edges;
@@ -324,12 +325,13 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
         if (tp_pgw_is_uint(id) && tp_pgw_is_uint(o) && tp_pgw_is_uint(l) && tp_pgw_is_uint(c) &&
             is_ident(h) && edges != NULL && edges_literal(edges, lit, sizeof(lit)) &&
             tp_pgw_is_uint(rake) && (vol == NULL || tp_pgw_is_uint(vol)) &&
-            (tick == NULL || tp_pgw_is_uint(tick)) && (bet_ms == NULL || tp_pgw_is_uint(bet_ms))) {
-            const char *kv[] = {"id",         id,    "opens_at",       o,   "locks_at", l,
-                                "closes_at",  c,     "band_edges_bps", lit, "rake_bps", rake,
-                                "seed_hash",  h,     "vol_ppb",        vol, "tick_ms",  tick,
-                                "betting_ms", bet_ms};
-            row(b, TP_PGW_ROUNDS, 10, kv);
+            (tick == NULL || tp_pgw_is_uint(tick)) && (bet_ms == NULL || tp_pgw_is_uint(bet_ms)) &&
+            (mins == NULL || tp_pgw_is_uint(mins)) && (maxs == NULL || tp_pgw_is_uint(maxs))) {
+            const char *kv[] = {"id",         id,     "opens_at",       o,    "locks_at",  l,
+                                "closes_at",  c,      "band_edges_bps", lit,  "rake_bps",  rake,
+                                "seed_hash",  h,      "vol_ppb",        vol,  "tick_ms",   tick,
+                                "betting_ms", bet_ms, "min_stake",      mins, "max_stake", maxs};
+            row(b, TP_PGW_ROUNDS, 12, kv);
             rc = 0;
         }
     } else if (strcmp(type, "round_settled") == 0 || strcmp(type, "round_cancelled") == 0) {
@@ -429,14 +431,14 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                       "bigint, password_hash text, changed bigint) WHERE changed IS NOT NULL "
                       "ORDER BY id, changed DESC) x WHERE u.id = x.id"},
     [TP_PGW_ROUNDS] = {"INSERT INTO rounds (id, state, opens_at, locks_at, closes_at, "
-                       "band_edges_bps, rake_bps, seed_hash, vol_ppb, tick_ms, betting_ms) "
-                       "SELECT DISTINCT ON (id) id, 'open', "
+                       "band_edges_bps, rake_bps, seed_hash, vol_ppb, tick_ms, betting_ms, "
+                       "min_stake, max_stake) SELECT DISTINCT ON (id) id, 'open', "
                        "opens_at, locks_at, closes_at, band_edges_bps::int[], rake_bps, seed_hash, "
-                       "vol_ppb, tick_ms, betting_ms "
+                       "vol_ppb, tick_ms, betting_ms, min_stake, max_stake "
                        "FROM json_to_recordset($1::json) AS x(id bigint, opens_at bigint, "
                        "locks_at bigint, closes_at bigint, band_edges_bps text, rake_bps int, "
-                       "seed_hash text, vol_ppb bigint, tick_ms bigint, betting_ms bigint) "
-                       "ON CONFLICT DO NOTHING"},
+                       "seed_hash text, vol_ppb bigint, tick_ms bigint, betting_ms bigint, "
+                       "min_stake bigint, max_stake bigint) ON CONFLICT DO NOTHING"},
     [TP_PGW_ROUND_RESULTS] =
         {"UPDATE rounds r SET state = x.state, total = x.total, winning_stake = x.winning_stake, "
          "rake = x.rake, breakage = x.breakage, payouts = x.payouts, refunds = x.refunds, "

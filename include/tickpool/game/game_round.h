@@ -77,7 +77,7 @@ int tp_game_round_load_current(struct tp_store *store, int buckets, tp_game_roun
     "id, state, opens_at, locks_at, closes_at, seed_hash, coalesce(seed, ''), vol_ppb, tick_ms, "  \
     "betting_ms, rake_bps, lock_price, close_price, winning_band, "                                \
     "array_to_string(band_edges_bps, ','), array_to_string(pools, ','), total, winning_stake, "    \
-    "rake, breakage, payouts, refunds, refund_all"
+    "rake, breakage, payouts, refunds, refund_all, coalesce(min_stake, 0), coalesce(max_stake, 0)"
 
 /**
  * Parses row `row` of a TP_GAME_ROUND_PG_COLUMNS result into the round a Redis read of the same

@@ -296,10 +296,11 @@ static void test_round_history_fields(void **state)
     assert_int_equal(add(&b, -1, "type", "round_opened", "round_id", "5", "opens_at", "1",
                          "locks_at", "2", "closes_at", "3", "seed_hash", h, "edges", "-3,3",
                          "rake_bps", "300", "vol_ppb", "1234", "tick_ms", "100", "betting_ms",
-                         "30000", NULL),
+                         "30000", "min_stake", "100", "max_stake", "100000", NULL),
                      0);
     struct tp_doc *d = table(&b, TP_PGW_ROUNDS);
     assert_string_equal(str_at(d, 0, "vol_ppb"), "1234");
+    assert_string_equal(str_at(d, 0, "max_stake"), "100000");
     assert_string_equal(str_at(d, 0, "betting_ms"), "30000");
     tp_doc_free(d);
     assert_int_equal(add(&b, -1, "type", "round_settled", "round_id", "5", "total", "1000",
