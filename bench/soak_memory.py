@@ -1,0 +1,208 @@
+#!/usr/bin/python3
+"""bench/soak_memory.py — is Redis memory bounded over a long run (run it as bench/run soak-memory).
+
+    bench/soak_memory.py [--seconds 1200] [--rate 2000] [--players 1000] [--retain 60]
+                         [--build-dir build-release] [--workers 2]
+
+Starts a private Redis (AOF on), Postgres and tickpool with 5 s betting + 5 s live rounds and
+game.retain_s = --retain, signs up --players accounts (bench/loadgen users), then for every
+round that opens runs one `loadgen ws-bet` on it at --rate bets/s over --players sockets until
+just before its lock, for --seconds. Every 10 s it samples Redis `used_memory`, DBSIZE and the
+server's `tickpool_rounds_hot`. At the end it lets the last rounds settle and the outbox drain,
+runs `tickpool audit`, and asks `/api/v1/rounds/{id}` and `tickpool verify` of every round that
+was archived (no longer in Redis).
+
+Pass: after the first 5 minutes (or a quarter of a shorter run), the least-squares slope of
+used_memory is under 1 % of its mean per 10 minutes; the audit is clean; every archived round
+answers 200 and verifies from Postgres. The report (samples, slope, an SVG plot of used_memory)
+goes to stdout and bench/reports/<date>-soak-memory.md (+ .svg).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+import tpenv  # noqa: E402
+
+SAMPLE_S = 10
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def slope_per_s(points):
+    """Least-squares slope of [(t, y)]."""
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    my = sum(y for _, y in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (y - my) for t, y in points) / den if den else 0.0
+
+
+def svg(samples, t0):
+    """A plot of used_memory (MB) over minutes."""
+    w, h, pad = 720, 300, 40
+    ts = [(s["t"] - t0) / 60 for s in samples]
+    ys = [s["used_memory"] / 1e6 for s in samples]
+    tmax, ymax = max(ts) or 1, max(ys) * 1.1 or 1
+    pts = " ".join(f"{pad + t / tmax * (w - 2 * pad):.1f},{h - pad - y / ymax * (h - 2 * pad):.1f}"
+                   for t, y in zip(ts, ys))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}">'
+            f'<rect width="{w}" height="{h}" fill="white"/>'
+            f'<polyline fill="none" stroke="#c33" stroke-width="2" points="{pts}"/>'
+            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>'
+            f'<text x="{pad}" y="{pad - 10}" font-size="12">Redis used_memory, MB '
+            f'(max {ymax / 1.1:.1f})</text>'
+            f'<text x="{w - pad - 80}" y="{h - 10}" font-size="12">{tmax:.0f} min</text></svg>')
+
+
+def metric(s, name):
+    st, _, body = s.http("GET", "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=int, default=1200)
+    ap.add_argument("--rate", type=int, default=2000)
+    ap.add_argument("--players", type=int, default=1000)
+    ap.add_argument("--retain", type=int, default=60)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--build-dir", default="build-release")
+    args = ap.parse_args()
+    bdir = args.build_dir if os.path.isabs(args.build_dir) else os.path.join(ROOT, args.build_dir)
+    tpenv.BIN = os.path.join(bdir, "tickpool")
+    loadgen = os.path.join(bdir, "bench", "loadgen")
+    env = {"TICKPOOL_GAME_BETTING_S": "5", "TICKPOOL_GAME_LIVE_S": "5",
+           "TICKPOOL_GAME_RETAIN_S": str(args.retain),
+           "TICKPOOL_GAME_START_BALANCE": "1000000000000", "TICKPOOL_GAME_MIN_STAKE": "100",
+           "TICKPOOL_GAME_MAX_STAKE": "100000", "TICKPOOL_LIMITS_MAX_INFLIGHT_BETS": "100000",
+           "TICKPOOL_LIMITS_WS_MSG_RATE": "1000000", "TICKPOOL_LIMITS_WS_MAX_PER_USER": "10000",
+           "TICKPOOL_LOG_LEVEL": "warn"}
+    problems, samples, runs = [], [], []
+    tmp = tpenv._tmpdir("tp-soakmem-")
+    tokens = os.path.join(tmp, "tokens")
+    results = os.path.join(tmp, "loadgen.jsonl")
+    with tpenv.Redis(appendonly=True) as r, tpenv.Postgres() as pg, \
+            tpenv.Server(redis=r, pg=pg, env=env, workers=args.workers, https=False) as s:
+        c = r.client()
+        port = str(s.http_port)
+        subprocess.run([loadgen, "users", "-p", port, "-u", str(args.players), "-t", tokens, "-q"],
+                       check=True, stdout=subprocess.DEVNULL, timeout=600)
+        log(f"{args.players} players; betting {args.rate}/s for {args.seconds} s")
+        stop = threading.Event()
+        t0 = time.time()
+
+        def sample():
+            while not stop.is_set():
+                info = c.info("memory")
+                samples.append({"t": time.time(), "used_memory": info["used_memory"],
+                                "dbsize": c.dbsize(), "rounds_hot": metric(s, "tickpool_rounds_hot")})
+                x = samples[-1]
+                log(f"{(x['t'] - t0) / 60:5.1f} min used_memory {x['used_memory'] / 1e6:.1f} MB "
+                    f"dbsize {x['dbsize']} hot rounds {x['rounds_hot']}")
+                stop.wait(SAMPLE_S)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        driven, procs = set(), []
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:
+            st, cur = s.json("GET", "/api/v1/rounds/current")
+            o = cur.get("open") if st == 200 else None
+            left = (o["locks_at"] / 1000 - time.time()) if o else 0
+            if o and o["id"] not in driven and left > 1.5:
+                driven.add(o["id"])
+                d = max(1, int(left - 0.7))
+                procs.append(subprocess.Popen(
+                    [loadgen, "ws-bet", "-p", port, "-t", tokens, "--round", str(o["id"]),
+                     "-c", str(args.players), "-r", str(args.rate), "-d", str(d), "-w", "0",
+                     "--drain", "3", "-q", "--json", results, "--label", str(o["id"])],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                runs.append((o["id"], d))
+            procs = [p for p in procs if p.poll() is None]
+            time.sleep(0.1)
+        for p in procs:
+            p.wait(timeout=60)
+        # The last rounds settle; then the outbox drains (audit --wait) and memory settles.
+        time.sleep(12)
+        stop.set()
+        sampler.join()
+        a = s.run_cli("audit", "--wait", "120", timeout=300)
+        if a.returncode != 0:
+            problems.append(f"audit failed (exit {a.returncode}): {a.stdout[-1500:]}")
+        top = int(c.zrevrange("tp:{g}:rounds", 0, 0)[0])
+        hot = {int(x) for x in c.zrange("tp:{g}:rounds", 0, -1)}
+        archived = [rid for rid in range(1, top + 1) if rid not in hot]
+        bad = []
+        for rid in archived:
+            st, _, _ = s.http("GET", f"/api/v1/rounds/{rid}")
+            v = s.run_cli("verify", str(rid))
+            if st != 200 or v.returncode != 0 or "read from Postgres" not in v.stdout:
+                bad.append((rid, st, v.returncode))
+        if bad:
+            problems.append(f"{len(bad)} archived rounds not served from Postgres: {bad[:5]}")
+        if not archived:
+            problems.append("no round was archived")
+    bets = ok = 0
+    if os.path.exists(results):
+        for line in open(results):
+            j = json.loads(line)
+            bets += j.get("sent", 0)
+            ok += j.get("ok", 0)
+    skip = min(300, args.seconds / 4)
+    window = [(x["t"] - t0, x["used_memory"]) for x in samples if x["t"] - t0 >= skip]
+    mean = sum(y for _, y in window) / max(1, len(window))
+    per10 = slope_per_s(window) * 600 if len(window) >= 3 else float("nan")
+    ratio = per10 / mean * 100 if mean else float("nan")
+    if not ratio < 1:
+        problems.append(f"used_memory slope {ratio:.2f} % of its mean per 10 min (want < 1 %)")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    os.makedirs(os.path.join(ROOT, "bench", "reports"), exist_ok=True)
+    base = os.path.join(ROOT, "bench", "reports", f"{stamp}-soak-memory")
+    if samples:
+        with open(base + ".svg", "w") as f:
+            f.write(svg(samples, t0))
+    rows = [f"| {(x['t'] - t0) / 60:.1f} | {x['used_memory']} | {x['dbsize']} | {x['rounds_hot']} |"
+            for x in samples]
+    text = "\n".join([
+        f"# tickpool soak-memory, {datetime.datetime.now().isoformat(timespec='seconds')}",
+        "",
+        f"- {args.seconds} s of 5 s + 5 s rounds, game.retain_s {args.retain}, {args.workers} "
+        f"workers; one `loadgen ws-bet` per round at {args.rate} bets/s over {args.players} "
+        f"sockets until just before its lock ({len(runs)} rounds driven)",
+        f"- bets sent {bets}, answered bet_ok {ok} ({ok / max(1, args.seconds):.0f}/s averaged "
+        "over the run)",
+        f"- used_memory after {skip:.0f} s: mean {mean / 1e6:.2f} MB, least-squares slope "
+        f"{per10 / 1e6:+.3f} MB per 10 min = {ratio:+.2f} % of the mean (pass: < 1 %)",
+        f"- archived rounds: {len(archived)}, each answering /rounds/{{id}} and `verify` from "
+        f"Postgres: {len(archived) - len(bad)}",
+        f"- `tickpool audit`: exit {a.returncode}",
+        "",
+        "| min | used_memory | DBSIZE | rounds_hot |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "verdict: " + ("PASS" if not problems else "FAIL\n" + "\n".join(problems)),
+    ])
+    print(text)
+    with open(base + ".md", "w") as f:
+        f.write(text + "\n")
+    print(f"report: {base}.md")
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
