@@ -264,10 +264,11 @@ static int add_bets(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
             char entry[48], acct_user[40], acct_round[40];
             snprintf(acct_user, sizeof(acct_user), "user:%s", f[1]);
             snprintf(acct_round, sizeof(acct_round), "round:%s", round);
+            /* balance: what a replay answers once the round left Redis (bets.balance_after). */
             const char *kv[] = {"id",        f[0], "user_id", f[1], "round_id",        round,
                                 "band",      f[2], "stake",   f[3], "idempotency_key", f[5],
-                                "placed_at", ts};
-            row(b, TP_PGW_BETS, 7, kv);
+                                "placed_at", ts,   "balance", f[4]};
+            row(b, TP_PGW_BETS, 8, kv);
             snprintf(entry, sizeof(entry), "bet:%s", f[0]);
             ledger(b, entry, "bet", acct_user, acct_round, f[3]);
         }
