@@ -260,7 +260,7 @@ static void on_list(int err, const struct tp_store_reply *r, void *ud)
         multi_finish(m);
         return;
     }
-    /* Round ids have no gaps (round_open takes only max + 1) and the newest round is never
+    /* Round ids have no gaps (round_boundary opens only max + 1) and the newest round is never
      * archived, so the page is the `limit` ids below `before` up to the newest one. */
     int64_t ids[LIST_MAX], top = 0;
     if (tp_reply_len(r) != 1 || !tp_parse_i64(tp_reply_str(tp_reply_at(r, 0), NULL), &top))
