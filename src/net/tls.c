@@ -57,11 +57,15 @@ struct tp_tls_ctx {
     mbedtls_pk_context key;
     mbedtls_ssl_ticket_context ticket;
     mbedtls_ssl_config conf;
+    /* Client contexts: the last session established, resumed by the next connection. */
+    bool client, has_session;
+    mbedtls_ssl_session session;
 };
 
 /* Per-connection state behind tp_io._impl. */
 struct tls_conn {
     mbedtls_ssl_context ssl;
+    struct tp_tls_ctx *ctx;
     int fd;
     bool handshake_done;
     /* Plaintext bytes mbedTLS already took into a record it could not finish sending (see
@@ -570,6 +574,7 @@ static struct tp_tls_ctx *ctx_alloc(void)
     mbedtls_pk_init(&ctx->key);
     mbedtls_ssl_ticket_init(&ctx->ticket);
     mbedtls_ssl_config_init(&ctx->conf);
+    mbedtls_ssl_session_init(&ctx->session);
     return ctx;
 }
 
@@ -653,6 +658,7 @@ void tp_tls_ctx_free(struct tp_tls_ctx *ctx)
 {
     if (ctx == NULL)
         return;
+    mbedtls_ssl_session_free(&ctx->session);
     mbedtls_ssl_config_free(&ctx->conf);
     mbedtls_ssl_ticket_free(&ctx->ticket);
     mbedtls_pk_free(&ctx->key);
@@ -675,6 +681,7 @@ int tp_tls_client_ctx_new(struct tp_tls_ctx **out, char *err, size_t errlen)
      * verification (conf_common), which is why this context is for tools and tests only. */
     if ((ret = conf_common(ctx, MBEDTLS_SSL_IS_CLIENT, err, errlen)) != 0)
         goto fail;
+    ctx->client = true;
     *out = ctx;
     return 0;
 fail:
@@ -804,6 +811,13 @@ static int tls_handshake(struct tp_io *io)
     int rc = mbedtls_ssl_handshake(&c->ssl);
     if (rc == 0) {
         c->handshake_done = true;
+        /* A client keeps the session (its ticket) for the next connection to resume, as a
+         * browser that reconnects does: no ECDHE and no signature to check then. */
+        if (c->ctx->client) {
+            mbedtls_ssl_session_free(&c->ctx->session);
+            mbedtls_ssl_session_init(&c->ctx->session);
+            c->ctx->has_session = mbedtls_ssl_get_session(&c->ssl, &c->ctx->session) == 0;
+        }
         tp_metrics_inc(TP_METRIC_TLS_HANDSHAKES_TOTAL);
         tp_log_debug(MOD, "handshake done\tfd=%d version=%s cipher=%s", c->fd,
                      mbedtls_ssl_get_version(&c->ssl), mbedtls_ssl_get_ciphersuite(&c->ssl));
@@ -860,6 +874,11 @@ int tp_tls_io_init(struct tp_io *io, struct tp_tls_ctx *ctx, int fd)
         return rc == MBEDTLS_ERR_SSL_ALLOC_FAILED ? TP_ENOMEM : TP_EIO;
     }
     mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    c->ctx = ctx;
+    /* A session the server no longer knows (another worker's ticket key, expired) just
+     * falls back to a full handshake. */
+    if (ctx->client && ctx->has_session)
+        (void)mbedtls_ssl_set_session(&c->ssl, &ctx->session);
     io->ops = &tls_ops;
     io->fd = fd;
     io->_impl = c;

@@ -31,7 +31,8 @@ int tp_tls_ctx_new(const struct tp_config_server *cfg, struct tp_tls_ctx **out, 
 /**
  * Client context for loopback tools and tests (loadgen's wss): the server's TLS 1.2 suites, and
  * the peer's certificate is NOT verified. Use with tp_tls_io_init (which then makes client
- * sessions). Returns 0 and sets *out, or a TP_E* code with a message in err.
+ * sessions); each connection resumes the last session the context established (its ticket),
+ * falling back to a full handshake. Returns 0 and sets *out, or a TP_E* code and err.
  */
 int tp_tls_client_ctx_new(struct tp_tls_ctx **out, char *err, size_t errlen);
 /** Frees a context; NULL is a no-op. Every io made from it must be deinited first. */

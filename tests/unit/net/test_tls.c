@@ -634,34 +634,42 @@ static void test_client_ctx(void **state)
     assert_int_equal(tp_tls_ctx_new(&f->cfg, &sctx, err, sizeof err), 0);
     assert_int_equal(tp_tls_client_ctx_new(&cctx, err, sizeof err), 0);
 
+    /* The first session is a full handshake, the second resumes it (the client context keeps
+     * its ticket), the third meets a server whose ticket key is new: a full handshake again. */
+    struct tp_tls_ctx *other = NULL;
+    assert_int_equal(tp_tls_ctx_new(&f->cfg, &other, err, sizeof err), 0);
+    struct tp_tls_ctx *servers[] = {sctx, sctx, other};
     int sv[2];
     struct tp_io sio, cio;
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    assert_int_equal(tp_tls_io_init(&sio, sctx, sv[0]), 0);
-    assert_int_equal(tp_tls_io_init(&cio, cctx, sv[1]), 0);
-    int rs = TP_IO_WANT_READ, rc = TP_IO_WANT_READ;
-    for (int i = 0; i < 100 && (rs != 0 || rc != 0); i++) {
-        rc = tp_io_handshake(&cio);
-        rs = tp_io_handshake(&sio);
-        assert_true(rc == 0 || rc == TP_IO_WANT_READ || rc == TP_IO_WANT_WRITE);
-        assert_true(rs == 0 || rs == TP_IO_WANT_READ || rs == TP_IO_WANT_WRITE);
-    }
-    assert_int_equal(rc, 0);
-    assert_int_equal(rs, 0);
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+        assert_int_equal(tp_tls_io_init(&sio, servers[k], sv[0]), 0);
+        assert_int_equal(tp_tls_io_init(&cio, cctx, sv[1]), 0);
+        int rs = TP_IO_WANT_READ, rc = TP_IO_WANT_READ;
+        for (int i = 0; i < 100 && (rs != 0 || rc != 0); i++) {
+            rc = tp_io_handshake(&cio);
+            rs = tp_io_handshake(&sio);
+            assert_true(rc == 0 || rc == TP_IO_WANT_READ || rc == TP_IO_WANT_WRITE);
+            assert_true(rs == 0 || rs == TP_IO_WANT_READ || rs == TP_IO_WANT_WRITE);
+        }
+        assert_int_equal(rc, 0);
+        assert_int_equal(rs, 0);
 
-    char buf[64];
-    assert_int_equal(tp_io_write(&cio, "ping", 4), 4);
-    assert_int_equal(tp_io_read(&sio, buf, sizeof buf), 4);
-    assert_memory_equal(buf, "ping", 4);
-    assert_int_equal(tp_io_write(&sio, "pong!", 5), 5);
-    assert_int_equal(tp_io_read(&cio, buf, sizeof buf), 5);
-    assert_memory_equal(buf, "pong!", 5);
-    assert_int_equal(tp_io_read(&cio, buf, sizeof buf), TP_IO_WANT_READ);
-    tp_io_deinit(&sio); /* sends close_notify */
-    assert_int_equal(tp_io_read(&cio, buf, sizeof buf), 0);
-    tp_io_deinit(&cio);
-    close(sv[0]);
-    close(sv[1]);
+        char buf[64];
+        assert_int_equal(tp_io_write(&cio, "ping", 4), 4);
+        assert_int_equal(tp_io_read(&sio, buf, sizeof buf), 4);
+        assert_memory_equal(buf, "ping", 4);
+        assert_int_equal(tp_io_write(&sio, "pong!", 5), 5);
+        assert_int_equal(tp_io_read(&cio, buf, sizeof buf), 5);
+        assert_memory_equal(buf, "pong!", 5);
+        assert_int_equal(tp_io_read(&cio, buf, sizeof buf), TP_IO_WANT_READ);
+        tp_io_deinit(&sio); /* sends close_notify */
+        assert_int_equal(tp_io_read(&cio, buf, sizeof buf), 0);
+        tp_io_deinit(&cio);
+        close(sv[0]);
+        close(sv[1]);
+    }
+    tp_tls_ctx_free(other);
 
     /* Hostile: the peer answers the ClientHello with plain HTTP. */
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
