@@ -166,6 +166,11 @@ const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t round_id)
     return bfmt(k, bucket, "idem:%lld", (long long)round_id);
 }
 
+const char *tp_keys_wsock(struct tp_key *k, int bucket, int64_t user_id)
+{
+    return bfmt(k, bucket, "wsock:%lld", (long long)user_id);
+}
+
 const char *tp_keys_round_state(struct tp_key *k, int bucket, int64_t round_id)
 {
     return bfmt(k, bucket, "round:%lld:state", (long long)round_id);

@@ -501,6 +501,26 @@ int tp_script_round_boundary(struct tp_store *store, const struct tp_script_roun
     return run(store, &a, cb, ud);
 }
 
+/* scripts/lua/ws_sockets.lua header: the user's socket set; op, socket, cap, TTL. */
+static void ws_sockets_args(const struct tp_script_ws_sockets_args *w, struct tp_script_call *a)
+{
+    struct tp_key k;
+    start(a, "ws_sockets");
+    key(a, tp_keys_wsock(&k, w->bucket, w->user_id));
+    arg_str(a, w->op);
+    arg_str(a, w->socket);
+    arg_int(a, w->cap);
+    arg_int(a, w->ttl_ms);
+}
+
+int tp_script_ws_sockets(struct tp_store *store, const struct tp_script_ws_sockets_args *w,
+                         tp_store_cb cb, void *ud)
+{
+    struct tp_script_call a;
+    ws_sockets_args(w, &a);
+    return run(store, &a, cb, ud);
+}
+
 /* scripts/lua/round_cancel.lua header: lease, round, current; fence, id, total, pools, reason. */
 static void round_cancel_args(const struct tp_script_round_cancel_args *c, struct tp_script_call *a)
 {

@@ -27,14 +27,18 @@
 #include "tickpool/net/worker.h"
 #include "tickpool/net/ws.h"
 #include "tickpool/store/keys.h"
+#include "tickpool/store/registry.h"
+#include "tickpool/store/scripts.h"
 #include "tickpool/store/store.h"
 #include "tickpool/stream/bcast.h"
 #include "tickpool/stream/odds.h"
 #include "tickpool/stream/protocol.h"
 
 #include <ev.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MOD "session"
 
@@ -54,6 +58,10 @@
 #define ANON_MAX_MESSAGE 4096
 /* A close waiting for bet answers (rate limit) happens anyway after this. */
 #define CLOSE_WAIT_MS 5000
+/* An authenticated socket counts against its user's cap in Redis for this long unless its
+ * worker keeps it (every SOCKETS_KEEP_MS): the sockets of a worker that died stop counting. */
+#define SOCKETS_TTL_MS 60000
+#define SOCKETS_KEEP_MS 20000
 
 /* --- Per-worker and per-socket state --- */
 
@@ -66,6 +74,8 @@ struct sw {
     struct tp_bet_limits lim;
     ev_timer timer;
     struct snap *loading; /* the sockets' snapshot load in flight, which new sockets join */
+    char worker_id[TP_REGISTRY_MEMBER_MAX]; /* names this worker's sockets in Redis */
+    uint64_t next_serial;
 };
 
 /* The worker slot holding struct sw (tp_session_install hands it out). */
@@ -84,6 +94,9 @@ struct sess {
     int bets_inflight; /* bets submitted, not answered yet */
     int64_t close_by;  /* != 0: close (1008 close_reason) once bets_inflight is 0, or then */
     const char *close_reason;
+    bool counted;    /* taken in the user's socket set in Redis: given back at close */
+    uint64_t serial; /* this socket in that set, with sw->worker_id */
+    int64_t kept_ms; /* tp_mono_ms() of the last take or keep */
 };
 
 static void sess_unref(struct sess *s)
@@ -154,8 +167,64 @@ static void count_one(struct tp_conn *c, void *ud)
         cu->n++;
 }
 
-/* Binds the session to user `uid` unless that passes the per-user socket cap of this worker.
- * Returns false (and closes the socket 1008) when the cap is reached. */
+/* --- The per-user socket cap across the deployment (scripts/lua/ws_sockets.lua) --- */
+
+static void close_after_bets(struct sess *s, const char *reason);
+
+/* Runs ws_sockets.lua `op` for this socket of its user. Returns 0 or the submit error. */
+static int sockets_call(struct sess *s, const char *op, tp_store_cb cb, void *ud)
+{
+    char socket[TP_REGISTRY_MEMBER_MAX + 24];
+    snprintf(socket, sizeof(socket), "%s|%llu", s->sw->worker_id, (unsigned long long)s->serial);
+    struct tp_script_ws_sockets_args a = {.bucket =
+                                              tp_bucket_of(s->user_id, s->sw->cfg->game.buckets),
+                                          .user_id = s->user_id,
+                                          .op = op,
+                                          .socket = socket,
+                                          .cap = s->sw->cfg->limits.ws_max_per_user,
+                                          .ttl_ms = SOCKETS_TTL_MS};
+    return s->sw->store != NULL ? tp_script_ws_sockets(s->sw->store, &a, cb, ud) : TP_EUNAVAIL;
+}
+
+static void on_sockets_ignored(int err, const struct tp_store_reply *r, void *ud)
+{
+    (void)err, (void)r, (void)ud;
+}
+
+/* The user's sockets on every worker: over the cap, this one closes 1008 like a socket over
+ * this worker's own count (after the answers to bets it sent meanwhile). Redis unreachable:
+ * only this worker's count applies. */
+static void on_sockets_take(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct sess *s = ud;
+    const char *head = err == 0 ? tp_reply_str(tp_reply_at(r, 0), NULL) : NULL;
+    const char *code = err == 0 ? tp_reply_str(tp_reply_at(r, 1), NULL) : NULL;
+    if (s->c != NULL && head != NULL && strcmp(head, "err") == 0 && code != NULL &&
+        strcmp(code, "too_many") == 0) {
+        tp_log_info(MOD, "socket cap reached\tuser=%lld sockets=%lld scope=deployment",
+                    (long long)s->user_id, tp_reply_integer(tp_reply_at(r, 2)));
+        s->counted = false;
+        close_after_bets(s, "too many sockets");
+    }
+    sess_unref(s);
+}
+
+/* Counts the socket of a newly bound user in Redis (the reply may close it). */
+static void sockets_take(struct sess *s)
+{
+    if (s->sw->cfg->limits.ws_max_per_user <= 0)
+        return;
+    s->serial = ++s->sw->next_serial;
+    s->counted = true;
+    s->kept_ms = tp_mono_ms();
+    s->refs++;
+    if (sockets_call(s, "take", on_sockets_take, s) != 0)
+        s->refs--;
+}
+
+/* Binds the session to user `uid` unless that passes the per-user socket cap of this worker
+ * (the deployment's is checked in Redis next, sockets_take). Returns false (and closes the
+ * socket 1008) when the cap is reached. */
 static bool bind_user(struct sess *s, int64_t uid, int64_t exp)
 {
     struct count_user cu = {uid, s->c, 0};
@@ -169,6 +238,7 @@ static bool bind_user(struct sess *s, int64_t uid, int64_t exp)
     s->user_id = uid;
     s->exp_ms = exp;
     tp_conn_ws_set_max_message(s->c, s->sw->cfg->limits.ws_max_message);
+    sockets_take(s);
     return true;
 }
 
@@ -638,6 +708,9 @@ static void on_close(struct tp_conn *c, void *ud)
     tp_conn_set_data(c, NULL);
     s->c = NULL;
     s->ready = false;
+    /* After a take still in flight on the same connection: Redis runs them in order. */
+    if (s->counted)
+        sockets_call(s, "give", on_sockets_ignored, NULL);
     sess_unref(s);
 }
 
@@ -676,6 +749,10 @@ static void find_expired(struct tp_conn *c, void *ud)
     if (s == NULL)
         return;
     int64_t mono = tp_mono_ms(), since = tp_conn_ws_message_since_ms(c);
+    if (s->counted && mono - s->kept_ms >= SOCKETS_KEEP_MS) {
+        s->kept_ms = mono;
+        sockets_call(s, "keep", on_sockets_ignored, NULL);
+    }
     enum why why;
     if (idle_check(c, s))
         why = WHY_IDLE;
@@ -746,6 +823,11 @@ static void worker_init(struct tp_worker *w, void *ud)
     sw->cfg = tp_worker_config(w);
     sw->store = tp_store_of(w);
     tp_bet_limits_any(&sw->lim);
+    char host[64] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+        snprintf(host, sizeof(host), "unknown");
+    tp_registry_member(sw->worker_id, sizeof(sw->worker_id), host, (long)getpid(),
+                       tp_worker_index(w));
     ev_timer_init(&sw->timer, housekeep_cb, HOUSEKEEP_S, HOUSEKEEP_S);
     sw->timer.data = sw;
     ev_timer_start(tp_worker_loop(w), &sw->timer);

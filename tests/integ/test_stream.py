@@ -514,6 +514,50 @@ def test_per_user_socket_cap():
             x.close()
 
 
+def test_per_user_socket_cap_across_workers():
+    """The cap counts a user's sockets on every worker (in Redis), not per process: with two
+    workers and a cap of 3, exactly 3 of 8 sockets stay open wherever the kernel put them (a
+    per-worker count would let up to 6 through), and closing one makes room for another."""
+    with tpenv.Redis() as r, server(r, workers=2, TICKPOOL_LIMITS_WS_MAX_PER_USER="3") as s:
+        wait_game(s)
+        uid, tok = user(s, "grace")
+        socks = [WS(s, tok) for _ in range(8)]
+
+        def outcome(w):
+            """The close code, or 'open' when no close came and a ping gets its pong (a ping
+            written to a socket the server closed could reset it before its close is read)."""
+            end = time.time() + 1.5
+            while time.time() < end:
+                m = w.recv(timeout=0.3)
+                if isinstance(m, tuple):
+                    return m[1]
+            w.send({"t": "ping", "ts": 7})
+            end = time.time() + 10
+            while time.time() < end:
+                m = w.recv(timeout=1)
+                if isinstance(m, tuple):
+                    return m[1]
+                if isinstance(m, dict) and m.get("t") == "pong":
+                    return "open"
+            return "timeout"
+        time.sleep(0.5)  # every take has its answer: the over-cap sockets are closing
+        got = [outcome(w) for w in socks]
+        assert sorted(got, key=str) == [1008] * 5 + ["open"] * 3, got
+        assert r.client().zcard("tp:{b0}:wsock:%d" % uid) == 3
+        opened = [w for w, g in zip(socks, got) if g == "open"]
+        for w, g in zip(socks, got):
+            if g != "open":
+                w.close()
+        opened[0].close()
+        tpenv.wait_until(lambda: r.client().zcard("tp:{b0}:wsock:%d" % uid) == 2,
+                         what="the closed socket given back")
+        again = WS(s, tok)
+        again.wait_for(is_t("snapshot"))
+        assert outcome(again) == "open"
+        for w in socks + [again]:
+            w.close()
+
+
 def test_bad_token_on_upgrade_closes_1008():
     with tpenv.Redis() as r, server(r) as s:
         wait_game(s)

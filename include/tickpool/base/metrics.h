@@ -121,6 +121,7 @@ enum tp_metric {
     X(SETTLE_PAGE, "settle_page")                                                                  \
     X(SIGNUP, "signup")                                                                            \
     X(TICK, "tick")                                                                                \
+    X(WS_SOCKETS, "ws_sockets")                                                                    \
     X(SCRIPT, "script")                                                                            \
     X(COMMAND, "command")
 /* HTTP routes: the router's patterns, "/ws" (upgrades), "static" (the static file server behind

@@ -105,6 +105,8 @@ const char *tp_keys_ref_idem(struct tp_key *k, int bucket, int64_t user_id, cons
                              size_t len);
 /** tp:{bN}:ubets:<user_id> — LIST of the player's bets, newest first. */
 const char *tp_keys_ubets(struct tp_key *k, int bucket, int64_t user_id);
+/** tp:{bN}:wsock:<user_id> — ZSET the player's open WebSocket sockets → expiry (ws_sockets.lua). */
+const char *tp_keys_wsock(struct tp_key *k, int bucket, int64_t user_id);
 /** tp:{bN}:round:<round_id>:state — HASH the bucket's copy of the round state. */
 const char *tp_keys_round_state(struct tp_key *k, int bucket, int64_t round_id);
 /** tp:{bN}:idem:<round_id> — HASH "<user_id>:<key>" → idempotency record of the round's bets. */

@@ -248,6 +248,19 @@ struct tp_script_round_boundary_args {
 int tp_script_round_boundary(struct tp_store *store, const struct tp_script_round_boundary_args *a,
                              tp_store_cb cb, void *ud);
 
+/* ws_sockets.lua: count (take, keep) or uncount (give) one WebSocket socket of `user_id`. */
+struct tp_script_ws_sockets_args {
+    int bucket;
+    int64_t user_id;
+    const char *op;     /* "take", "keep" or "give" */
+    const char *socket; /* "<host>|<pid>|<index>|<serial>" */
+    int cap;
+    int64_t ttl_ms;
+};
+/** Runs ws_sockets.lua. */
+int tp_script_ws_sockets(struct tp_store *store, const struct tp_script_ws_sockets_args *a,
+                         tp_store_cb cb, void *ud);
+
 /* round_cancel.lua: open|live → cancelling. */
 struct tp_script_round_cancel_args {
     struct tp_script_fence fence;

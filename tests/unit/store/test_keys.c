@@ -48,6 +48,7 @@ static void test_bucket_keys(void **state)
     assert_string_equal(tp_keys_ref_idem(&k, 1, 5, "abc-1xyz", 5), "tp:{b1}:idem:5:abc-1");
     assert_string_equal(tp_keys_idem(&k, 1, 42), "tp:{b1}:idem:42");
     assert_string_equal(tp_keys_ubets(&k, 1, 5), "tp:{b1}:ubets:5");
+    assert_string_equal(tp_keys_wsock(&k, 1, 5), "tp:{b1}:wsock:5");
     assert_string_equal(tp_keys_round_state(&k, 0, 42), "tp:{b0}:round:42:state");
     assert_string_equal(tp_keys_pool(&k, 3, 42), "tp:{b3}:pool:42");
     assert_string_equal(tp_keys_pool_pattern(&k, 3), "tp:{b3}:pool:*");

@@ -343,6 +343,12 @@ static void test_rounds(void **state)
     bd.close = &c;
     assert_int_equal(tp_script_round_boundary(NULL, &bd, NULL, NULL), TP_EINVAL);
 
+    struct tp_script_ws_sockets_args ws = {
+        .bucket = 3, .user_id = 42, .op = "take", .socket = "h|7|0|9", .cap = 8, .ttl_ms = 60000};
+    ws_sockets_args(&ws, &a);
+    EXPECT(&a, "ws_sockets", 1, "tp:{b3}:wsock:42", "take", "h|7|0|9", "8", "60000");
+    check_header(&a, 1);
+
     struct tp_script_round_cancel_args x = {.fence = F,
                                             .id = 8,
                                             .total = 357,
