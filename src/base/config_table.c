@@ -135,6 +135,8 @@ const struct centry tp_config_table[] = {
     {"limits", "signup_burst", CT_INT, 1, 10000, "5", F(limits.signup_burst), 0, NULL},
     {"limits", "signin_per_min", CT_INT, 0, 60000, "60", F(limits.signin_per_min), 0, NULL},
     {"limits", "signin_burst", CT_INT, 1, 10000, "20", F(limits.signin_burst), 0, NULL},
+    {"limits", "ws_partial_budget", CT_SIZE, K(64), G(16), "64m", F(limits.ws_partial_budget), 0,
+     NULL},
 
     {"log", "level", CT_STRING, 0, 0, "info", F(log.level), 0, check_log_level},
 };

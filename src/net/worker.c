@@ -304,6 +304,7 @@ void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
     w->host.http_limits.max_body = cfg->server.max_body;
     w->host.ws_limits.max_message = cfg->limits.ws_max_message;
     w->host.ws_limits.max_queue = cfg->limits.ws_send_queue;
+    w->host.ws_limits.partial_budget = cfg->limits.ws_partial_budget;
 
     w->host.router = tp_router_new();
     char err[512];

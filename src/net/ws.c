@@ -30,6 +30,7 @@
 #define OP_CLOSE 0x8
 #define OP_PING 0x9
 #define OP_PONG 0xA
+#define PARTIAL_REASON "message budget exceeded"
 
 struct tp_ws_frame {
     int refs;     /* atomic */
@@ -66,6 +67,7 @@ struct tp_ws {
     int64_t last_seen;
     int64_t close_since; /* tp_mono_ms() when closing started, 0 before */
     int64_t msg_since;   /* tp_mono_ms() when the data message being received started, 0: none */
+    size_t partial;      /* payload bytes announced by the unfinished message's frames so far */
     uint64_t dropped;
 
     bool in_feed;      /* inside wslay_event_recv: defer wslay_event_send */
@@ -78,6 +80,18 @@ struct tp_ws {
 };
 
 static struct tp_ws_stats g_stats;
+
+/* Unfinished incoming messages' bytes in this process (a worker is a process with one loop
+ * thread): wslay allocates each data frame's announced payload when its header arrives, so
+ * that is what is counted against limits.partial_budget. */
+static size_t g_partial;
+
+static void partial_release(struct tp_ws *ws)
+{
+    g_partial -= ws->partial;
+    ws->partial = 0;
+    __atomic_store_n(&g_stats.partial_bytes, (uint64_t)g_partial, __ATOMIC_RELAXED);
+}
 
 static void stat_inc(uint64_t *c)
 {
@@ -448,6 +462,7 @@ void tp_ws_stats_get(struct tp_ws_stats *out)
     for (int k = 0; k < TP_WS_KIND_COUNT_; k++)
         out->dropped[k] = __atomic_load_n(&g_stats.dropped[k], __ATOMIC_RELAXED);
     out->overflow_closes = __atomic_load_n(&g_stats.overflow_closes, __ATOMIC_RELAXED);
+    out->partial_bytes = __atomic_load_n(&g_stats.partial_bytes, __ATOMIC_RELAXED);
     out->protocol_closes = __atomic_load_n(&g_stats.protocol_closes, __ATOMIC_RELAXED);
 }
 
@@ -568,14 +583,31 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 }
 
 /* A frame header arrived: a data message's first frame starts its clock (control frames
- * interleaved with fragments do not count). */
+ * interleaved with fragments do not count), and its payload counts against the process's
+ * budget for unfinished messages until the message is complete or the session ends. */
 static void on_frame_start(wslay_event_context_ptr ctx,
                            const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
 {
-    (void)ctx;
     struct tp_ws *ws = ud;
-    if (arg->opcode < 0x8 && ws->msg_since == 0)
+    if (arg->opcode >= 0x8)
+        return;
+    if (ws->msg_since == 0)
         ws->msg_since = tp_mono_ms();
+    size_t n = (size_t)TP_MIN(arg->payload_length, (uint64_t)SIZE_MAX / 4);
+    size_t budget = ws->limits.partial_budget;
+    if (budget > 0 && g_partial + n > budget) {
+        /* wslay is about to hold n more bytes for this socket: it is closed instead (its
+         * buffer goes with the session, moments later), and the bytes are not counted, so the
+         * sockets that keep within the budget are not refused meanwhile. */
+        (void)wslay_event_queue_close(ctx, TP_WS_CLOSE_POLICY, (const uint8_t *)PARTIAL_REASON,
+                                      sizeof(PARTIAL_REASON) - 1);
+        wslay_event_shutdown_read(ctx);
+        stat_inc(&g_stats.protocol_closes);
+        return;
+    }
+    ws->partial += n;
+    g_partial += n;
+    __atomic_store_n(&g_stats.partial_bytes, (uint64_t)g_partial, __ATOMIC_RELAXED);
 }
 
 static void on_msg_recv(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -585,6 +617,7 @@ static void on_msg_recv(wslay_event_context_ptr ctx, const struct wslay_event_on
     if (arg->opcode != WSLAY_TEXT_FRAME && arg->opcode != WSLAY_BINARY_FRAME)
         return; /* ping/pong/close: wslay replied; tp_ws_feed reports the close */
     ws->msg_since = 0;
+    partial_release(ws); /* wslay frees the message's buffers when this callback returns */
     if (ws->closing)
         return;
     bool binary = arg->opcode == WSLAY_BINARY_FRAME;
@@ -680,6 +713,7 @@ void tp_ws_free(struct tp_ws *ws)
     if (ws == NULL)
         return;
     TP_ASSERT(!ws->in_feed);
+    partial_release(ws);
     discard_output(ws);
     tp_buf_deinit(&ws->ctrl);
     wslay_event_context_free(ws->ctx);

@@ -265,6 +265,83 @@ def test_anonymous_message_cap_1009():
         c.close()
 
 
+def close_code_within(c, secs):
+    """The code of a close frame arriving within `secs` (data frames skipped), or None: a
+    socket holding an unfinished message keeps getting ticks, so a blocking read never times
+    out."""
+    end = time.time() + secs
+    c.sock.settimeout(0.05)
+    while time.time() < end:
+        try:
+            _, op, payload = c.recv_frame()
+        except socket.timeout:
+            continue
+        except (EOFError, ConnectionError):
+            return "eof"
+        if op == 0x8:
+            return struct.unpack("!H", payload[:2])[0]
+    return None
+
+
+def test_unfinished_messages_share_a_budget():
+    """2,000 anonymous sockets each announcing a 4,000-byte message and sending 100 bytes of
+    it: the worker holds at most limits.ws_partial_budget (256k here) of unfinished messages,
+    the sockets over it are closed 1008 at their frame header, its memory does not grow with
+    the sockets' announcements, and once they go the budget is free again."""
+    import resource
+
+    import tpclient
+    n_sock, budget, announce = 2000, 256 * 1024, 4000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n_sock + 200:
+        if hard != resource.RLIM_INFINITY and hard < n_sock + 200:
+            raise tpenv.Skip(f"RLIMIT_NOFILE hard limit {hard} too low for {n_sock} sockets")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n_sock + 200, hard))
+    env = {"TICKPOOL_LIMITS_WS_PARTIAL_BUDGET": "256k", "TICKPOOL_SERVER_MAX_CONNECTIONS": "5000"}
+    with tpenv.Redis() as r, tpenv.Server(redis=r, env=env, https=False, migrate=False) as s:
+        pids = s.worker_pids()
+        conns = []
+        try:
+            for _ in range(n_sock):
+                c = Conn(s.http_port)
+                status, _, _ = c.upgrade()
+                assert status == 101, status
+                conns.append(c)
+            rss0 = tpclient.rss_kb(pids)
+            for c in conns:
+                c.send_frame(0x2, b"\x00" * 100, length=announce)
+            time.sleep(1)  # the refusals are written by now
+            closed, held = 0, 0
+            for c in conns:
+                code = close_code_within(c, 0.25)
+                if code is None:
+                    held += 1
+                else:
+                    assert code == 1008, code
+                    closed += 1
+            rss1 = tpclient.rss_kb(pids)
+            print(f"    {held} sockets hold an unfinished message, {closed} closed 1008; worker "
+                  f"RSS {rss0} -> {rss1} kB")
+            assert held <= budget // announce, held
+            assert closed >= n_sock - budget // announce, closed
+            # Far less than the 8 MB the announcements would take unbounded.
+            assert rss1 - rss0 < 4 * 1024, (rss0, rss1)
+        finally:
+            for c in conns:
+                c.close()
+        # Every socket gone (the worker notices each EOF): the budget is free again.
+        def unfinished_message_held():
+            c = Conn(s.http_port)
+            try:
+                assert c.upgrade()[0] == 101
+                c.send_frame(0x2, b"\x00" * 100, length=announce)
+                return close_code_within(c, 1.0) is None
+            finally:
+                c.close()
+        tpenv.wait_until(unfinished_message_held, timeout=15, interval=0.5,
+                         what="the budget given back by closed sockets")
+
+
 def test_unmasked_frame_1002():
     c, _ = open_ws()
     try:

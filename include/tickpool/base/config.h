@@ -85,10 +85,11 @@ struct tp_config_limits {
     size_t ws_send_queue;  /* limits.ws_send_queue [1m]: bytes queued before a socket is cut */
     /* Per client address and host (429 rate_limited beyond): requests per minute (0 = no
      * limit) and how many may come at once. */
-    int signup_per_min; /* limits.signup_per_min [10] */
-    int signup_burst;   /* limits.signup_burst [5] */
-    int signin_per_min; /* limits.signin_per_min [60]: sign-ins and password changes */
-    int signin_burst;   /* limits.signin_burst [20] */
+    int signup_per_min;       /* limits.signup_per_min [10] */
+    int signup_burst;         /* limits.signup_burst [5] */
+    int signin_per_min;       /* limits.signin_per_min [60]: sign-ins and password changes */
+    int signin_burst;         /* limits.signin_burst [20] */
+    size_t ws_partial_budget; /* limits.ws_partial_budget [64m]: unfinished messages, per process */
 };
 
 struct tp_config_log {

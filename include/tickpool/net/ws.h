@@ -90,6 +90,9 @@ struct tp_ws_callbacks {
 struct tp_ws_limits {
     size_t max_message; /* bigger messages close with 1009 */
     size_t max_queue;   /* queued output bytes beyond which the socket is closed */
+    /* Bytes all unfinished incoming messages of the process may hold (0: no bound): a frame
+     * whose announced payload would pass it closes its socket 1008 before it is read. */
+    size_t partial_budget;
 };
 
 /* Process-wide counters (summed over every session of the process; relaxed atomics). Of the
@@ -98,6 +101,7 @@ struct tp_ws_limits {
 struct tp_ws_stats {
     uint64_t dropped[TP_WS_KIND_COUNT_]; /* droppable frames superseded by a newer one */
     uint64_t overflow_closes;            /* sessions closed because max_queue was passed */
+    uint64_t partial_bytes;              /* held now by unfinished incoming messages */
     uint64_t protocol_closes;            /* sessions closed with 1002/1007/1009 */
 };
 
