@@ -399,7 +399,7 @@ static void on_announce_round(int err, const struct tp_game_round *r, void *ud)
     if (err == 0)
         announce_publish(a, r);
     else
-        tp_log_warn(MOD, "round not announced	round=%lld err=%d", (long long)a->id, err);
+        tp_log_warn(MOD, "round not announced\tround=%lld err=%d", (long long)a->id, err);
     announce_pop(a->bc);
 }
 
@@ -408,7 +408,7 @@ static void on_announce_current(int err, const struct tp_game_round *open,
 {
     struct announce *a = ud;
     if (err != 0) {
-        tp_log_warn(MOD, "round not announced	round=%lld err=%d", (long long)a->id, err);
+        tp_log_warn(MOD, "round not announced\tround=%lld err=%d", (long long)a->id, err);
         announce_pop(a->bc);
         return;
     }
