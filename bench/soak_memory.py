@@ -142,7 +142,7 @@ def main():
         sampler.join()
         a = s.run_cli("audit", "--wait", "120", timeout=300)
         if a.returncode != 0:
-            problems.append(f"audit failed (exit {a.returncode}): {a.stdout[-1500:]}")
+            problems.append(f"audit failed (exit {a.returncode}): {a.stdout[-1500:]}{a.stderr}")
         top = int(c.zrevrange("tp:{g}:rounds", 0, 0)[0])
         hot = {int(x) for x in c.zrange("tp:{g}:rounds", 0, -1)}
         archived = [rid for rid in range(1, top + 1) if rid not in hot]
@@ -151,7 +151,8 @@ def main():
             st, _, _ = s.http("GET", f"/api/v1/rounds/{rid}")
             v = s.run_cli("verify", str(rid))
             if st != 200 or v.returncode != 0 or "read from Postgres" not in v.stdout:
-                bad.append((rid, st, v.returncode))
+                bad.append((rid, st, v.returncode,
+                            [l for l in v.stdout.splitlines() if l.startswith("FAIL")] + [v.stderr]))
         if bad:
             problems.append(f"{len(bad)} archived rounds not served from Postgres: {bad[:5]}")
         if not archived:
@@ -167,6 +168,12 @@ def main():
     mean = sum(y for _, y in window) / max(1, len(window))
     per10 = slope_per_s(window) * 600 if len(window) >= 3 else float("nan")
     ratio = per10 / mean * 100 if mean else float("nan")
+    # For the reader: the same slope over the run's second half, when the per-player bet
+    # lists (GET /me/bets, capped at 1000 entries) have long reached their cap.
+    late = [(t, y) for t, y in window if t >= args.seconds / 2]
+    late_mean = sum(y for _, y in late) / max(1, len(late))
+    late_ratio = (slope_per_s(late) * 600 / late_mean * 100 if len(late) >= 3 and late_mean
+                  else float("nan"))
     if not ratio < 1:
         problems.append(f"used_memory slope {ratio:.2f} % of its mean per 10 min (want < 1 %)")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -186,7 +193,8 @@ def main():
         f"- bets sent {bets}, answered bet_ok {ok} ({ok / max(1, args.seconds):.0f}/s averaged "
         "over the run)",
         f"- used_memory after {skip:.0f} s: mean {mean / 1e6:.2f} MB, least-squares slope "
-        f"{per10 / 1e6:+.3f} MB per 10 min = {ratio:+.2f} % of the mean (pass: < 1 %)",
+        f"{per10 / 1e6:+.3f} MB per 10 min = {ratio:+.2f} % of the mean (pass: < 1 %); over "
+        f"the second half: {late_ratio:+.2f} %",
         f"- archived rounds: {len(archived)}, each answering /rounds/{{id}} and `verify` from "
         f"Postgres: {len(archived) - len(bad)}",
         f"- `tickpool audit`: exit {a.returncode}",
