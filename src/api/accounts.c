@@ -71,7 +71,7 @@ static void reply_error(struct tp_http_ctx *ctx, enum tp_accounts_code c, const 
         [TP_ACCOUNTS_OVERLOADED] = {429, NULL},
         [TP_ACCOUNTS_UNAVAILABLE] = {503, "storage unavailable, retry"},
         [TP_ACCOUNTS_DISABLED] = {403, "this account is disabled"},
-        [TP_ACCOUNTS_WRONG_PASSWORD] = {403, "the old password is wrong"},
+        [TP_ACCOUNTS_WRONG_PASSWORD] = {401, "the old password is wrong"},
     };
     if (c == TP_ACCOUNTS_OK || (unsigned)c >= TP_ARRAY_LEN(errors))
         c = TP_ACCOUNTS_UNAVAILABLE;
@@ -353,8 +353,8 @@ static void on_password(const struct tp_accounts_result *res, void *ud)
 {
     if (res->code != TP_ACCOUNTS_OK)
         reply_error(ud, res->code, PASSWORDS_BUSY);
-    else
-        reply_map(ud, 200, res, false);
+    else /* every token is revoked, this one included: the client signs in with the new one */
+        tp_http_reply(ud, 204, NULL, NULL, 0);
 }
 
 static void post_password(struct tp_http_ctx *ctx, void *ud)

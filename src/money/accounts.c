@@ -58,7 +58,8 @@ static const char *const names[] = {
     [TP_ACCOUNTS_OVERLOADED] = "overloaded",
     [TP_ACCOUNTS_UNAVAILABLE] = "unavailable",
     [TP_ACCOUNTS_DISABLED] = "account_disabled",
-    [TP_ACCOUNTS_WRONG_PASSWORD] = "wrong_password",
+    [TP_ACCOUNTS_WRONG_PASSWORD] =
+        "bad_credentials", /* the sign-in code: same meaning to a client */
 };
 
 const char *tp_accounts_code_name(enum tp_accounts_code c)

@@ -298,14 +298,18 @@ async function onChangePassword(ev) {
   setText(status, "Changing your password…");
   withButton($("password-submit"), async () => {
     try {
-      const r = await api.changePassword(oldPassword, newPassword);
+      const user = state.user;
+      await api.changePassword(oldPassword, newPassword);
       $("password-old").value = "";
       $("password-new").value = "";
+      // Every earlier token is revoked, this tab's included: sign in again with the new password,
+      // then say so (the confirmation means this tab already holds its new token).
+      const r = await api.signIn(user.username, newPassword);
+      signIn(r.token, user, state.balance);
       setText(status, "Password changed. Other devices have been signed out.");
-      // Every earlier token is revoked, this tab's included: carry on with the new one.
-      signIn(r.token, state.user, state.balance);
     } catch (e) {
-      setText(status, errorWords(e.code, e.message));
+      // The old password is checked like a sign-in: a wrong one is bad_credentials.
+      setText(status, e.code === "bad_credentials" ? "That is not your current password." : errorWords(e.code, e.message));
     }
   });
 }

@@ -104,7 +104,6 @@ export function errorWords(code, message) {
     case "invalid_username": return "Usernames are 3 to 32 letters, digits, _ or -.";
     case "weak_password": return "Passwords need at least 8 characters.";
     case "bad_credentials": return "Wrong username or password.";
-    case "wrong_password": return "That is not your current password.";
     case "account_disabled": return "This account has been disabled. Contact the operator.";
     case "rate_limited": return "Too many attempts from your address: wait a little and try again.";
     case "self_excluded": return "You have excluded yourself from betting for now.";

@@ -81,7 +81,7 @@ static void test_password_change_shape(void **state)
     c = creds(NULL, "old");
     c.password_len = TP_PASSWORD_MAX + 1;
     assert_int_equal(tp_accounts_check_password(&c), TP_ACCOUNTS_INVALID_REQUEST);
-    assert_string_equal(tp_accounts_code_name(TP_ACCOUNTS_WRONG_PASSWORD), "wrong_password");
+    assert_string_equal(tp_accounts_code_name(TP_ACCOUNTS_WRONG_PASSWORD), "bad_credentials");
     assert_string_equal(tp_accounts_code_name(TP_ACCOUNTS_DISABLED), "account_disabled");
 }
 
