@@ -20,6 +20,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/metrics.h"
 #include "tickpool/game/pause.h"
+#include "tickpool/money/access.h"
 #include "tickpool/net/router.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/store/keys.h"
@@ -79,6 +80,11 @@ static void readyz_reply(struct tp_http_ctx *ctx)
         return;
     }
     struct tp_worker *w = tp_http_ctx_worker(ctx);
+    if (w != NULL && !tp_access_ready(w)) {
+        /* Token checks answer 503 until the revocations are loaded: not ready for players. */
+        tp_http_reply_error(ctx, 503, "unavailable", "not ready: account state loading");
+        return;
+    }
     bool pg_ok = w != NULL && tp_pg_health_ok(tp_pg_health_of(w));
     char body[256];
     int n = snprintf(body, sizeof(body),

@@ -162,6 +162,12 @@ enum tp_access tp_access_check(struct tp_worker *w, int64_t user_id, int64_t exp
     return tp_access_table_check(a->table, user_id, exp_ms);
 }
 
+bool tp_access_ready(struct tp_worker *w)
+{
+    struct access *a = access_of(w);
+    return a != NULL && a->table != NULL;
+}
+
 void tp_access_apply(struct tp_worker *w, const struct tp_access_update *u)
 {
     struct access *a = access_of(w);

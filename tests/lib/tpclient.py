@@ -86,11 +86,20 @@ def bet(conn, token, rid, band, stake, key):
 
 
 def wait_game(s, timeout=20):
-    """Waits until the leader runs: an open round exists. Returns /rounds/current."""
+    """Waits until the leader runs (an open round exists) and the workers answer /readyz 200
+    (after a restart the round is already open while a worker still loads the account state,
+    and its token checks answer 503). Returns /rounds/current."""
     def ready():
         st, v = s.json("GET", "/api/v1/rounds/current")
         return v if st == 200 and v and v.get("open") else None
-    return tpenv.wait_until(ready, timeout=timeout, what="game leader running")
+    v = tpenv.wait_until(ready, timeout=timeout, what="game leader running")
+    streak = [0]
+
+    def readyz():  # several fresh connections in a row, so every worker is asked
+        streak[0] = streak[0] + 1 if s.json("GET", "/readyz")[0] == 200 else 0
+        return streak[0] >= 6
+    tpenv.wait_until(readyz, timeout=timeout, what="every worker ready")
+    return v
 
 
 def run_threads(fn, args_list):

@@ -68,6 +68,10 @@ void tp_access_install(void);
 /** The access of a token of `user_id` expiring at `exp_ms` on worker `w`, from memory. */
 enum tp_access tp_access_check(struct tp_worker *w, int64_t user_id, int64_t exp_ms);
 
+/** True once w has loaded the state: before that every token check answers UNKNOWN (503), so
+ * /readyz is not ready either. */
+bool tp_access_ready(struct tp_worker *w);
+
 /** Applies one `account` message on `w` (the broadcaster's call). */
 void tp_access_apply(struct tp_worker *w, const struct tp_access_update *u);
 
