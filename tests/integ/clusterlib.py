@@ -64,6 +64,7 @@ class Load:
         self.acked, self.retried = {}, set()
         self.unavailable = collections.defaultdict(list)
         self.other = collections.Counter()
+        self.no_answer = 0  # requests that got no answer within the client's 10 s (retried)
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._poll)] + \
             [threading.Thread(target=self._bettor, args=(t,)) for t in range(nthreads)]
@@ -107,6 +108,8 @@ class Load:
                 try:
                     st, v = conn.request("POST", "/api/v1/bets", body, tpclient.auth(tok, key))
                 except OSError:
+                    with self.lock:
+                        self.no_answer += 1
                     time.sleep(0.05)
                     continue
                 if st == 201:
