@@ -324,8 +324,12 @@ def test_unfinished_messages_share_a_budget():
                   f"RSS {rss0} -> {rss1} kB")
             assert held <= budget // announce, held
             assert closed >= n_sock - budget // announce, closed
-            # Far less than the 8 MB the announcements would take unbounded.
-            assert rss1 - rss0 < 4 * 1024, (rss0, rss1)
+            # Far less than the 8 MB the announcements would take unbounded. Not under
+            # AddressSanitizer: its quarantine keeps freed memory resident (seen: +17 MB).
+            with open(tpenv.BIN, "rb") as f:
+                sanitized = b"__asan_init" in f.read()
+            if not sanitized:
+                assert rss1 - rss0 < 4 * 1024, (rss0, rss1)
         finally:
             for c in conns:
                 c.close()
