@@ -1,7 +1,8 @@
 /*
  * The master process: prepares what workers share (TLS certificate files, the shared metrics
- * region, the per-client rate limit table), forks one worker per configured process, restarts crashed workers with backoff, and
- * on SIGTERM/SIGINT drains them within server.shutdown_timeout before exiting.
+ * region, the per-client rate limit table), forks one worker per configured process, restarts
+ * crashed workers with backoff, and on SIGTERM/SIGINT drains them within server.shutdown_timeout
+ * before exiting.
  */
 #ifndef TP_MASTER_H
 #define TP_MASTER_H

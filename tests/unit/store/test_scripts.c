@@ -159,9 +159,10 @@ static void test_bet_batch(void **state)
     bet_batch_args(&b, &a);
     EXPECT(&a, "bet_batch", 14, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
-           "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:bets:42:2", "tp:{b3}:bets:42:0", "tp:{b3}:ubets:7",
-           "tp:{b3}:ubets:3", "42", "1700000000000", "5", "10", "100000", "86400", "3", "4", "3",
-           "7", "2", "150", "k-1", HASH, "3", "0", "10", "a,b", HASH, "7", "2", "20", "k-2", HASH);
+           "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:bets:42:2", "tp:{b3}:bets:42:0",
+           "tp:{b3}:ubets:7", "tp:{b3}:ubets:3", "42", "1700000000000", "5", "10", "100000",
+           "86400", "3", "4", "3", "7", "2", "150", "k-1", HASH, "3", "0", "10", "a,b", HASH, "7",
+           "2", "20", "k-2", HASH);
     check_header(&a, 10); /* then the bets and ubets keys, described in words */
     tp_script_call_release(&a);
     /* refused before anything is built or sent */
@@ -431,8 +432,7 @@ int main(void)
         cmocka_unit_test(test_bet),          cmocka_unit_test(test_bet_batch),
         cmocka_unit_test(test_grant_signup), cmocka_unit_test(test_admin),
         cmocka_unit_test(test_lease_tick),   cmocka_unit_test(test_rounds),
-        cmocka_unit_test(test_buckets),
-        cmocka_unit_test(test_account_scripts),
+        cmocka_unit_test(test_buckets),      cmocka_unit_test(test_account_scripts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
