@@ -14,7 +14,6 @@ RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq 
     && rm -rf /var/lib/apt/lists/* && useradd --system --home /app tickpool
 WORKDIR /app
 COPY --from=build /src/build/tickpool /usr/local/bin/tickpool
-COPY --from=build /src/scripts/lua scripts/lua
 COPY --from=build /src/migrations migrations
 COPY --from=build /src/config config
 COPY --from=build /src/web web

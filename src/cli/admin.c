@@ -19,9 +19,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The server's scripts directory, relative to the working directory, as the workers load it. */
-#define SCRIPTS_DIR "scripts/lua"
-
 /* --- The command table: the order of `tickpool admin --help` --- */
 
 static const struct tp_admin_cmd *const commands[] = {
@@ -73,13 +70,11 @@ struct tp_store_sync *tp_admin_redis(struct tp_admin *a)
         fprintf(stderr, "admin: no Redis configured (redis.url, or var/redis.url of scripts/up)\n");
         return NULL;
     }
-    int rc = tp_store_sync_open(&a->cfg->redis, SCRIPTS_DIR, TP_MAX(a->cfg->redis.timeout_ms, 3000),
-                                &a->redis);
+    int rc = tp_store_sync_open(&a->cfg->redis, TP_STORE_SCRIPTS_BUILTIN,
+                                TP_MAX(a->cfg->redis.timeout_ms, 3000), &a->redis);
     if (rc != 0) {
         fprintf(stderr, "admin: cannot connect to Redis: %s\n",
-                rc == TP_EINVAL ? "bad redis.url or unreadable " SCRIPTS_DIR " (run from the "
-                                  "repository or install directory)"
-                                : tp_strerror(rc));
+                rc == TP_EINVAL ? "bad redis.url" : tp_strerror(rc));
         a->redis = NULL;
     }
     return a->redis;

@@ -142,7 +142,7 @@ int tp_verify_main(const struct tp_config *cfg, int argc, char **argv)
     }
     struct vctx v = {0};
     struct tp_store_sync *redis;
-    int rc = tp_store_sync_open(&cfg->redis, "scripts/lua", 5000, &redis);
+    int rc = tp_store_sync_open(&cfg->redis, TP_STORE_SCRIPTS_BUILTIN, 5000, &redis);
     if (rc == TP_EUNAVAIL)
         fprintf(stderr, "tickpool verify: cannot reach Redis\n");
     if (rc != 0)

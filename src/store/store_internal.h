@@ -28,10 +28,17 @@ struct tp_store_script {
     int metrics_kind; /* TP_METRICS_REDIS_KIND_* of `name` (SCRIPT when not listed there) */
 };
 
-/** Reads every dir/<name>.lua, sorted by name, into *out (*n entries; free with
- * tp_store_scripts_free). Returns 0 or TP_EIO / TP_ETOOBIG (logged; *out then holds what was
- * read so far). */
+/** Reads every dir/<name>.lua, or the built-in scripts when dir is TP_STORE_SCRIPTS_BUILTIN,
+ * sorted by name, into *out (*n entries; free with tp_store_scripts_free). Returns 0 or TP_EIO /
+ * TP_ETOOBIG (logged; *out then holds what was read so far). */
 int tp_store_scripts_load(const char *dir, struct tp_store_script **out, size_t *n);
+/* The scripts built into the binary: scripts/embed-lua generates them from scripts/lua at build
+ * time, sorted by name; each body is the file's exact bytes, NUL-terminated. */
+extern const size_t tp_lua_count;
+extern const char *const tp_lua_names[];
+extern const char *const tp_lua_bodies[];
+extern const size_t tp_lua_lens[];
+
 /** The script called `name` among `n`, or NULL. */
 const struct tp_store_script *tp_store_scripts_find(const struct tp_store_script *scripts, size_t n,
                                                     const char *name);

@@ -27,10 +27,60 @@ static int cmp_script(const void *a, const void *b)
                   ((const struct tp_store_script *)b)->name);
 }
 
+/* Appends a copy of one script (name without .lua) with its digest and metrics kind. */
+static void add_script(struct tp_store_script **scripts, size_t *n, const char *name,
+                       const char *body, size_t len)
+{
+    *scripts = tp_xrealloc(*scripts, (*n + 1) * sizeof(**scripts));
+    struct tp_store_script *sc = &(*scripts)[(*n)++];
+    memset(sc, 0, sizeof(*sc));
+    snprintf(sc->name, sizeof(sc->name), "%s", name);
+    sc->metrics_kind = tp_metrics_label_index(TP_METRIC_FAMILY_REDIS_COMMAND, 0, sc->name);
+    if (sc->metrics_kind < 0)
+        sc->metrics_kind = TP_METRICS_REDIS_KIND_SCRIPT;
+    sc->body = tp_xmalloc(len + 1);
+    memcpy(sc->body, body, len);
+    sc->body[len] = '\0';
+    sc->len = len;
+    uint8_t digest[TP_SHA1_LEN];
+    tp_sha1(sc->body, sc->len, digest);
+    tp_hex_encode(digest, sizeof(digest), sc->sha);
+}
+
+/* The scripts built into the binary (scripts/embed-lua), already sorted by name. */
+static int load_builtin(struct tp_store_script **out, size_t *nout)
+{
+    for (size_t i = 0; i < tp_lua_count; i++)
+        add_script(out, nout, tp_lua_names[i], tp_lua_bodies[i], tp_lua_lens[i]);
+    return 0;
+}
+
+/* Reads one regular file of at most MAX_SCRIPT_SIZE bytes. Returns 0 (*body malloc'd) or TP_EIO. */
+static int read_script(const char *path, char **body, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    if (f == NULL || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) ||
+        st.st_size > MAX_SCRIPT_SIZE) {
+        tp_log_error(MOD, "cannot read script\tfile=%s", path);
+        if (f != NULL)
+            fclose(f);
+        return TP_EIO;
+    }
+    *body = tp_xmalloc((size_t)st.st_size + 1);
+    *len = fread(*body, 1, (size_t)st.st_size, f);
+    fclose(f);
+    return 0;
+}
+
 int tp_store_scripts_load(const char *dir, struct tp_store_script **out, size_t *nout)
 {
     struct tp_store_script *scripts = NULL;
     size_t n_scripts = 0;
+    *out = NULL;
+    *nout = 0;
+    if (strcmp(dir, TP_STORE_SCRIPTS_BUILTIN) == 0)
+        return load_builtin(out, nout);
     DIR *d = opendir(dir);
     if (d == NULL) {
         tp_log_error(MOD, "cannot open scripts directory\tdir=%s error=\"%s\"", dir,
@@ -48,34 +98,15 @@ int tp_store_scripts_load(const char *dir, struct tp_store_script **out, size_t 
             ret = TP_ETOOBIG;
             break;
         }
-        char path[1024];
+        char path[1024], name[sizeof(scripts[0].name)];
         snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        FILE *f = fopen(path, "rb");
-        struct stat st;
-        if (f == NULL || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) ||
-            st.st_size > MAX_SCRIPT_SIZE) {
-            tp_log_error(MOD, "cannot read script\tfile=%s", path);
-            if (f != NULL)
-                fclose(f);
-            ret = TP_EIO;
+        snprintf(name, sizeof(name), "%.*s", (int)(n - 4), e->d_name);
+        char *body;
+        size_t len;
+        if ((ret = read_script(path, &body, &len)) != 0)
             break;
-        }
-        struct tp_store_script *sc;
-        scripts = tp_xrealloc(scripts, (n_scripts + 1) * sizeof(*scripts));
-        sc = &scripts[n_scripts];
-        memset(sc, 0, sizeof(*sc));
-        memcpy(sc->name, e->d_name, n - 4);
-        sc->metrics_kind = tp_metrics_label_index(TP_METRIC_FAMILY_REDIS_COMMAND, 0, sc->name);
-        if (sc->metrics_kind < 0)
-            sc->metrics_kind = TP_METRICS_REDIS_KIND_SCRIPT;
-        sc->body = tp_xmalloc((size_t)st.st_size + 1);
-        sc->len = fread(sc->body, 1, (size_t)st.st_size, f);
-        sc->body[sc->len] = '\0';
-        fclose(f);
-        n_scripts++;
-        uint8_t digest[TP_SHA1_LEN];
-        tp_sha1(sc->body, sc->len, digest);
-        tp_hex_encode(digest, sizeof(digest), sc->sha);
+        add_script(&scripts, &n_scripts, name, body, len);
+        free(body);
     }
     closedir(d);
     if (n_scripts > 1)

@@ -11,8 +11,6 @@
 
 #include <stdint.h>
 
-#define SCRIPTS_DIR "scripts/lua"
-
 /* The worker slot holding the worker's store (tp_store_install hands it out). */
 static size_t worker_slot = SIZE_MAX;
 
@@ -24,7 +22,7 @@ static void on_worker_init(struct tp_worker *w, void *ud)
     /* An empty redis.url after config loading means no embedded Redis was found under var_dir:
      * serve anyway (static files, /healthz) and report not ready. */
     if (cfg->redis.url[0] != '\0')
-        s = tp_store_new(tp_worker_loop(w), &cfg->redis, SCRIPTS_DIR);
+        s = tp_store_new(tp_worker_loop(w), &cfg->redis, TP_STORE_SCRIPTS_BUILTIN);
     if (s == NULL && tp_worker_index(w) == 0)
         tp_log_warn("worker", "Redis store unavailable (redis.url empty or invalid)");
     tp_worker_slot_set(w, worker_slot, s);

@@ -17,6 +17,7 @@ refusals, and the admin_actions rows the outbox writes to Postgres.
 import json
 import os
 import signal
+import tempfile
 import time
 
 import msgpack
@@ -158,6 +159,12 @@ def test_status():
             assert v["paused"] is None and v["paused_buckets"] == [0, 1], v
             assert v["open"]["id"] >= 1 and v["redis"]["used_memory"] > 0, v
             assert {h["state"] for h in v["hot_rounds"]} <= {"open", "live", "settling"}, v
+            # The Lua scripts are built into the binary: admin and verify run from any directory.
+            with tempfile.TemporaryDirectory() as elsewhere:
+                r2 = s.run_cli("admin", "status", "--json", cwd=elsewhere)
+                assert r2.returncode == 0 and json.loads(r2.stdout)["epoch"] >= 1, r2
+                r2 = s.run_cli("verify", str(v["open"]["id"]), cwd=elsewhere)
+                assert "cannot reach Redis" not in r2.stderr and r2.returncode in (0, 1), r2
             rc, out, err = admin(s, "status")
             assert rc == 0 and out.startswith("leader     pid-") and "game       running" in out
             assert "workers    2 alive" in out, out

@@ -329,9 +329,10 @@ class Server:
         self.proc = None
         self.log = None
 
-    def run_cli(self, *args, timeout=60):
-        """Runs `tickpool ARGS` with this server's environment; returns CompletedProcess."""
-        return subprocess.run([BIN, *args], cwd=SRC, env=self.env, capture_output=True,
+    def run_cli(self, *args, timeout=60, cwd=SRC):
+        """Runs `tickpool ARGS` with this server's environment (in the source tree unless `cwd`
+        says otherwise); returns CompletedProcess."""
+        return subprocess.run([BIN, *args], cwd=cwd, env=self.env, capture_output=True,
                               text=True, timeout=timeout)
 
     def start(self, wait=True):

@@ -51,11 +51,15 @@ struct tp_store_stats {
     uint64_t reconnects; /* successful connections after the first one */
 };
 
+/* scripts_dir naming the Lua scripts built into the binary (scripts/lua at build time), so the
+ * server and the CLI run from any working directory. */
+#define TP_STORE_SCRIPTS_BUILTIN "builtin:"
+
 /**
  * Creates a store on `loop` and starts connecting to cfg->url (`redis://[[user]:pass@]host
  * [:port][/db]` or `unix:///path.sock[?db=N]`, parsed by tp_url_parse_redis). Reads every
- * `<name>.lua` in scripts_dir (NULL: none). Returns NULL (logged) on a bad URL or an unreadable
- * script. `cfg` is copied.
+ * `<name>.lua` in scripts_dir (NULL: none; TP_STORE_SCRIPTS_BUILTIN: the built-in scripts). Returns
+ * NULL (logged) on a bad URL or an unreadable script. `cfg` is copied.
  */
 struct tp_store *tp_store_new(struct ev_loop *loop, const struct tp_config_redis *cfg,
                               const char *scripts_dir);
@@ -72,7 +76,7 @@ void tp_store_get_stats(const struct tp_store *store, struct tp_store_stats *out
 /* --- The worker's store --- */
 
 /**
- * Gives every worker its command store (scripts from scripts/lua): an init hook creates it in a
+ * Gives every worker its command store (the built-in scripts): an init hook creates it in a
  * worker slot, an exit hook frees it once the connections are gone. Call once before
  * tp_master_run and before every module that calls tp_store_of from its own init hook.
  */
