@@ -14,7 +14,8 @@
  *
  * The slot map comes from `CLUSTER SLOTS`, asked of any ready node: at start (through the
  * seeds), after MOVED or CLUSTERDOWN, after a lost connection, while a master is down (its
- * replica's promotion shows there), and every 10 s; never more than once per 200 ms.
+ * replica's promotion shows there), and every 10 s; never more than once per 200 ms. The node
+ * connections and the map live in store_cluster_map.c (store_cluster_internal.h).
  *
  * Reads of several streams (the outbox writer's XREADGROUP over every bucket) span slots, which
  * a cluster refuses: they are split into one read per stream, without BLOCK, polled every 25 ms
@@ -26,6 +27,7 @@
  * node stays unreachable for 2 s the subscription moves to another node and the owner gets
  * TP_EUNAVAIL (resync), as after a reconnect.
  */
+#include "store_cluster_internal.h"
 #include "store_internal.h"
 
 #include "tickpool/base/buf.h"
@@ -42,8 +44,6 @@
 #include <strings.h>
 
 #define MOD "store"
-#define MAX_SEEDS 16
-#define REFRESH_MIN_S 0.2
 #define REFRESH_EVERY_S 10.0
 #define TICK_READY_S 1.0
 #define TICK_STARTING_S 0.1
@@ -51,86 +51,6 @@
 #define SPLIT_POLL_S 0.025
 #define RESEND_WAIT_MS 20
 
-struct node {
-    struct node *next;
-    struct tp_url_redis url;
-    struct tp_store *st;
-};
-
-struct split;
-
-struct ccmd {
-    struct ccmd *prev, *next; /* cl->waiting while on the back-off timer */
-    struct tp_store_cluster *cl;
-    tp_store_cb cb;
-    void *ud;
-    struct split *sp; /* a part of a split read: completes into sp, not to a user */
-    double deadline;
-    int attempts;
-    int slot;
-    bool asking;
-    bool waiting;
-    struct tp_cluster_redirect ask;
-    struct node *node;  /* where the last attempt went (WAIT goes there too) */
-    struct tp_buf held; /* a script's reply while WAIT runs (redis.replicas_ack) */
-    char script[64];    /* empty: a plain command */
-    int nkeys;
-    ev_timer timer;
-    int argc;
-    const char **argv;
-    size_t *lens;
-};
-
-/* A read of several streams split by stream (see the top). */
-struct split {
-    struct split *prev, *next; /* cl->splits */
-    struct tp_store_cluster *cl;
-    tp_store_cb cb;
-    void *ud;
-    double deadline, until; /* until: end of BLOCK (0: no BLOCK) */
-    int nparts, left, err;
-    struct tp_buf merged; /* "[stream, entries]" of each part that had entries */
-    int nmerged;
-    struct tp_buf error; /* the first error reply of a part, RESP */
-    ev_timer poll;
-    /* the template: words before STREAMS without BLOCK n, then the streams and their ids */
-    int nprefix, nstreams;
-    const char **argv;
-    size_t *lens;
-};
-
-struct tp_store_cluster {
-    struct ev_loop *loop;
-    int timeout_ms;
-    int replicas_ack, wait_ms; /* redis.replicas_ack; WAIT's own timeout */
-    uint64_t wait_short;       /* WAITs that fell short (logged every 100th) */
-    char *scripts_dir;
-    struct tp_url_redis seeds[MAX_SEEDS];
-    int nseeds;
-    struct tp_cluster_map *map;
-    bool have_map;
-    struct node *nodes;
-    struct ccmd *waiting;
-    struct split *splits;
-    ev_timer tick;
-    double last_refresh, last_full;
-    bool refreshing;
-    char refresh_host[TP_CLUSTER_HOST_MAX];
-    unsigned rr;
-    uint64_t redirects;
-    /* the subscription (one channel) */
-    struct tp_store *sub;
-    char *sub_channel;
-    tp_store_cb sub_cb;
-    void *sub_ud;
-    double sub_down_since;
-    unsigned sub_next;
-    bool sub_moving;
-    unsigned depth;
-    bool dead;
-};
-
-static void refresh(struct tp_store_cluster *cl);
 static void cl_destroy(struct tp_store_cluster *cl);
 
 static void enter(struct tp_store_cluster *cl)
@@ -146,144 +66,6 @@ static bool leave(struct tp_store_cluster *cl)
         return true;
     }
     return false;
-}
-
-/* --- Nodes --- */
-
-static struct node *node_find(struct tp_store_cluster *cl, const char *host, int port)
-{
-    for (struct node *n = cl->nodes; n; n = n->next)
-        if (n->url.port == port && strcmp(n->url.host, host) == 0)
-            return n;
-    return NULL;
-}
-
-/* A connection to `u`, added to the nodes. */
-static struct node *node_add(struct tp_store_cluster *cl, const struct tp_url_redis *u)
-{
-    struct tp_store *st = tp_store_new_at(cl->loop, u, cl->timeout_ms, cl->scripts_dir);
-    if (st == NULL)
-        return NULL;
-    struct node *n = tp_xcalloc(1, sizeof(*n));
-    n->url = *u;
-    n->st = st;
-    n->next = cl->nodes;
-    cl->nodes = n;
-    return n;
-}
-
-/* The node's connection, created on first use with the first seed's credentials. */
-static struct node *node_get(struct tp_store_cluster *cl, const char *host, int port)
-{
-    struct node *n = node_find(cl, host, port);
-    if (n != NULL)
-        return n;
-    struct tp_url_redis u = cl->seeds[0];
-    if (strlen(host) >= sizeof(u.host))
-        return NULL;
-    snprintf(u.host, sizeof(u.host), "%s", host);
-    u.port = port;
-    return node_add(cl, &u);
-}
-
-static bool node_is_master(const struct tp_store_cluster *cl, const struct node *n)
-{
-    if (!cl->have_map)
-        return false;
-    for (size_t i = 0; i < cl->map->nnodes; i++)
-        if (cl->map->nodes[i].master && cl->map->nodes[i].port == n->url.port &&
-            strcmp(cl->map->nodes[i].host, n->url.host) == 0)
-            return true;
-    return false;
-}
-
-/* Any ready master, in turn (keyless commands, map refreshes); else any ready node. */
-static struct node *node_any(struct tp_store_cluster *cl, bool masters_only)
-{
-    size_t count = 0;
-    for (struct node *n = cl->nodes; n; n = n->next)
-        count++;
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && masters_only)
-            break;
-        struct node *n = cl->nodes;
-        for (size_t skip = count ? cl->rr % count : 0; skip > 0; skip--)
-            n = n->next;
-        for (size_t i = 0; i < count; i++) {
-            if (tp_store_is_connected(n->st) && (pass == 1 || node_is_master(cl, n))) {
-                cl->rr++;
-                return n;
-            }
-            n = n->next ? n->next : cl->nodes;
-        }
-    }
-    return NULL;
-}
-
-/* Frees connections to nodes that are neither masters nor seeds and owe nothing. */
-static void prune(struct tp_store_cluster *cl)
-{
-    for (struct node **pn = &cl->nodes; *pn;) {
-        struct node *n = *pn;
-        bool seed = false;
-        for (int i = 0; i < cl->nseeds; i++)
-            seed |= cl->seeds[i].port == n->url.port && strcmp(cl->seeds[i].host, n->url.host) == 0;
-        if (!seed && !node_is_master(cl, n) && tp_store_owed(n->st) == 0) {
-            *pn = n->next;
-            tp_store_free(n->st);
-            free(n);
-        } else {
-            pn = &n->next;
-        }
-    }
-}
-
-/* --- Slot map --- */
-
-static void on_slots(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_store_cluster *cl = ud;
-    cl->refreshing = false;
-    if (cl->dead || err != 0)
-        return;
-    struct tp_cluster_map *m = tp_xmalloc(sizeof(*m));
-    int rc = tp_cluster_map_parse(m, r, cl->refresh_host);
-    if (rc != 0) {
-        tp_log_warn(MOD, "unreadable CLUSTER SLOTS reply\terror=%d", rc);
-        free(m);
-        return;
-    }
-    bool changed = !cl->have_map || memcmp(m->owner, cl->map->owner, sizeof(m->owner)) != 0;
-    free(cl->map);
-    cl->map = m;
-    cl->have_map = true;
-    size_t masters = 0;
-    for (size_t i = 0; i < m->nnodes; i++)
-        if (m->nodes[i].master) {
-            masters++;
-            node_get(cl, m->nodes[i].host, m->nodes[i].port);
-        }
-    if (changed)
-        tp_log_info(MOD, "redis cluster slot map\tmasters=%zu nodes=%zu covered=%d", masters,
-                    m->nnodes, tp_cluster_map_covered(m));
-    prune(cl);
-}
-
-/* Asks a ready node for the slot map, at most once per REFRESH_MIN_S (the tick retries). */
-static void refresh(struct tp_store_cluster *cl)
-{
-    double now = ev_now(cl->loop);
-    if (cl->refreshing || cl->dead || now - cl->last_refresh < REFRESH_MIN_S)
-        return;
-    struct node *n = node_any(cl, false);
-    if (n == NULL)
-        return;
-    const char *argv[] = {"CLUSTER", "SLOTS"};
-    if (tp_store_send_argv(n->st, NULL, on_slots, cl, 2, argv, NULL) == 0) {
-        cl->refreshing = true;
-        cl->last_refresh = now;
-        snprintf(cl->refresh_host, sizeof(cl->refresh_host), "%s", n->url.host);
-    }
 }
 
 /* --- Commands --- */
@@ -315,13 +97,13 @@ static int send_cmd(struct ccmd *c)
     struct tp_store_cluster *cl = c->cl;
     struct node *n = NULL;
     if (c->asking) {
-        n = node_get(cl, c->ask.host, c->ask.port);
+        n = tp_store_cluster_node_get(cl, c->ask.host, c->ask.port);
     } else if (c->slot >= 0) {
         const struct tp_cluster_node *m =
             cl->have_map ? tp_cluster_map_route(cl->map, c->slot) : NULL;
-        n = m ? node_get(cl, m->host, m->port) : NULL;
+        n = m ? tp_store_cluster_node_get(cl, m->host, m->port) : NULL;
     } else {
-        n = node_any(cl, true);
+        n = tp_store_cluster_node_any(cl, true);
     }
     if (n == NULL)
         return TP_EUNAVAIL;
@@ -381,7 +163,7 @@ static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
     enter(cl);
     unwait(c);
     if (send_cmd(c) != 0) {
-        refresh(cl);
+        tp_store_cluster_refresh(cl);
         later(c, RESEND_WAIT_MS);
     }
     leave(cl);
@@ -444,7 +226,7 @@ static void on_node_reply(int err, const struct tp_store_reply *r, void *ud)
     if (cl->dead || err != 0) {
         /* TP_ECLOSED from a node's connection while we live: it was pruned or replaced. */
         if (!cl->dead && (err == TP_EUNAVAIL || err == TP_ECLOSED))
-            refresh(cl);
+            tp_store_cluster_refresh(cl);
         finish(c, cl->dead ? TP_ECLOSED : err == TP_ECLOSED ? TP_EUNAVAIL : err, NULL);
         leave(cl);
         return;
@@ -456,10 +238,10 @@ static void on_node_reply(int err, const struct tp_store_reply *r, void *ud)
         tp_cluster_redirect_parse(s, len, &rd);
     }
     struct tp_cluster_decision d = tp_cluster_decide(&rd, c->attempts);
-    if (d.update && cl->have_map)
-        tp_cluster_map_move(cl->map, &rd);
+    if (d.update && cl->have_map && tp_cluster_map_move(cl->map, &rd) == 0)
+        cl->map_changes++; /* MOVED: the slot's owner is another node (store_cluster_map.c) */
     if (d.refresh)
-        refresh(cl);
+        tp_store_cluster_refresh(cl);
     if (d.action == TP_CLUSTER_DELIVER || ev_now(cl->loop) >= c->deadline) {
         if (c->script[0] && cl->replicas_ack > 0 && tp_reply_type(r) != TP_REPLY_ERROR)
             wait_replicas(c, r);
@@ -510,7 +292,7 @@ static int submit(struct ccmd *c)
     int rc = send_cmd(c);
     if (rc != 0) {
         if (rc == TP_EUNAVAIL)
-            refresh(c->cl);
+            tp_store_cluster_refresh(c->cl);
         ccmd_free(c);
     }
     return rc;
@@ -855,7 +637,8 @@ static size_t masters_up(const struct tp_store_cluster *cl, bool *all)
         const struct tp_cluster_node *m = &cl->map->nodes[i];
         if (!m->master)
             continue;
-        struct node *n = node_find((struct tp_store_cluster *)cl, m->host, m->port);
+        struct node *n =
+            tp_store_cluster_node_find((struct tp_store_cluster *)cl, m->host, m->port);
         if (n != NULL && tp_store_is_connected(n->st))
             up++;
         else
@@ -876,12 +659,12 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
                             : ready && tp_cluster_map_covered(cl->map) == TP_CLUSTER_SLOTS;
     if (!cl->have_map && cl->sub_channel == NULL)
         for (int i = 0; i < cl->nseeds; i++)
-            if (node_find(cl, cl->seeds[i].host, cl->seeds[i].port) == NULL)
-                node_add(cl, &cl->seeds[i]);
+            if (tp_store_cluster_node_find(cl, cl->seeds[i].host, cl->seeds[i].port) == NULL)
+                tp_store_cluster_node_add(cl, &cl->seeds[i]);
     if (cl->sub_channel == NULL && (!ready || now - cl->last_full >= REFRESH_EVERY_S)) {
         if (ready)
             cl->last_full = now;
-        refresh(cl);
+        tp_store_cluster_refresh(cl);
     }
     sub_check(cl);
     ev_timer_stop(loop, &cl->tick);
@@ -902,7 +685,7 @@ struct tp_store_cluster *tp_store_cluster_new(struct ev_loop *loop,
     cl->scripts_dir = scripts_dir ? tp_xstrdup(scripts_dir) : NULL;
     cl->map = tp_xmalloc(sizeof(*cl->map));
     tp_cluster_map_init(cl->map);
-    for (const char *p = cfg->url; *p != '\0' && cl->nseeds < MAX_SEEDS;) {
+    for (const char *p = cfg->url; *p != '\0' && cl->nseeds < TP_STORE_CLUSTER_SEEDS_MAX;) {
         size_t n = strcspn(p, ",");
         char one[sizeof(cfg->url)];
         memcpy(one, p, n);
@@ -995,4 +778,5 @@ void tp_store_cluster_stats(const struct tp_store_cluster *cl, struct tp_store_s
         out->timeouts += s.timeouts;
         out->reconnects += s.reconnects;
     }
+    out->map_changes = cl->map_changes;
 }

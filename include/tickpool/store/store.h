@@ -45,10 +45,11 @@ typedef void (*tp_store_cb)(int err, const struct tp_store_reply *reply, void *u
 
 /* Counters of one store (also exported as metrics where the metrics module exists). */
 struct tp_store_stats {
-    uint64_t commands;   /* commands submitted successfully */
-    uint64_t errors;     /* commands that ended in TP_EUNAVAIL/TP_ECLOSED or a Redis error */
-    uint64_t timeouts;   /* commands that ended in TP_ETIMEDOUT */
-    uint64_t reconnects; /* successful connections after the first one */
+    uint64_t commands;    /* commands submitted successfully */
+    uint64_t errors;      /* commands that ended in TP_EUNAVAIL/TP_ECLOSED or a Redis error */
+    uint64_t timeouts;    /* commands that ended in TP_ETIMEDOUT */
+    uint64_t reconnects;  /* successful connections after the first one */
+    uint64_t map_changes; /* cluster mode: slot maps (or MOVEDs) that gave a slot another owner */
 };
 
 /* scripts_dir naming the Lua scripts built into the binary (scripts/lua at build time), so the
