@@ -204,7 +204,45 @@ static void on_resync_bucket(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     l->open_synced = l->op.r.id;
+    if (l->repairing)
+        tp_log_info(MOD, "bucket copies re-written\tround=%lld", (long long)l->op.r.id);
+    l->repairing = false;
     tp_leader_step_end(l);
+}
+
+/*
+ * The copies of the open round can go missing on a Redis Cluster after the boundary wrote them:
+ * a promoted replica misses a write its dead master acknowledged without replicating it
+ * (replicas_ack = 0), a reshard moves a slot. Bets there answer round_not_found until the copy
+ * is back, so the open round's copies are re-written at once (the planner's resync; every write
+ * is idempotent and monotonic) when the store's slot map changed since the last check, or when a
+ * bet asked for it (tp:{g}:repair) about the open round.
+ */
+static void check_copies(struct tp_leader *l)
+{
+    struct tp_store_stats st;
+    tp_store_get_stats(l->store, &st);
+    int64_t open = 0;
+    for (int i = 0; i < l->nsnap; i++)
+        if (l->snap[i].r.state == TP_ROUND_OPEN)
+            open = l->snap[i].r.id;
+    const char *why = st.map_changes != l->map_changes            ? "slot map changed"
+                      : l->repair_id != 0 && l->repair_id == open ? "a bet found a copy missing"
+                                                                  : NULL;
+    l->map_changes = st.map_changes;
+    l->repair_id = 0;
+    if (why == NULL || open == 0 || l->open_synced != open)
+        return; /* nothing open, or its copies are owed anyway */
+    tp_log_info(MOD, "re-writing the open round's bucket copies\tround=%lld reason=\"%s\"",
+                (long long)open, why);
+    l->open_synced = 0;
+    l->repairing = true;
+}
+
+int tp_leader_ask_repair(struct tp_store *store, int64_t id)
+{
+    return tp_store_command(store, on_ignored, NULL, "SET " TP_KEYS_REPAIR " %lld PX 5000",
+                            (long long)id);
 }
 
 static void resync_open(struct tp_leader *l, const struct tp_game_round *r)
@@ -312,6 +350,7 @@ static void execute(struct tp_leader *l)
 {
     int64_t now = tp_now_ms();
     tp_leader_choose_segment(l, now);
+    check_copies(l);
     struct tp_planner_round *in = l->plan_in;
     for (int i = 0; i < l->nsnap; i++)
         in[i] = (struct tp_planner_round){l->snap[i].r.id, l->snap[i].r.state, l->snap[i].r.t};
@@ -493,6 +532,16 @@ static void on_snap_pause(int err, const struct tp_game_pause *p, void *ud)
     snap_lists_done(l);
 }
 
+/* A round a bet found a bucket copy of missing (tp_leader_ask_repair), taken for check_copies. */
+static void on_snap_repair(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *v = err == 0 ? tp_reply_str(r, NULL) : NULL;
+    if (v != NULL)
+        l->repair_id = strtoll(v, NULL, 10);
+    snap_lists_done(l);
+}
+
 /* One of the step's first reads is in; the last one goes on with the rounds. */
 static void snap_lists_done(struct tp_leader *l)
 {
@@ -538,7 +587,7 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
      * the newest rounds give it the newest id and the previous round, final or not. */
     l->nids = 0;
     l->snap_err = 0;
-    l->ids_pending = 3;
+    l->ids_pending = 4;
     if (tp_store_command(l->store, on_snap_ids, l, "ZREVRANGE " TP_KEYS_ROUNDS " 0 %d",
                          TP_LEADER_RECENT - 1) != 0) {
         tp_leader_step_end(l);
@@ -548,6 +597,8 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
         on_snap_ids(TP_EUNAVAIL, NULL, l);
     if (tp_game_pause_load(l->store, on_snap_pause, l) != 0)
         on_snap_pause(TP_EUNAVAIL, NULL, l);
+    if (tp_store_command(l->store, on_snap_repair, l, "GETDEL " TP_KEYS_REPAIR) != 0)
+        on_snap_repair(TP_EUNAVAIL, NULL, l);
 }
 
 /* --- Lease --- */

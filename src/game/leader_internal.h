@@ -73,9 +73,12 @@ struct tp_leader {
 
     /* The segment the tick loop follows. */
     bool seg_ok;
-    bool seg_known;      /* choose_segment ran since this lease began: seg_ok is meaningful */
-    int64_t flat_until;  /* no segment: flat ticks up to this lock time (INT64_MAX: no lock) */
-    int64_t open_synced; /* open round whose bucket copies this lease wrote (0: none yet) */
+    bool seg_known;       /* choose_segment ran since this lease began: seg_ok is meaningful */
+    int64_t flat_until;   /* no segment: flat ticks up to this lock time (INT64_MAX: no lock) */
+    int64_t open_synced;  /* open round whose bucket copies this lease wrote (0: none yet) */
+    uint64_t map_changes; /* the store's slot map changes when the copies were last checked */
+    int64_t repair_id;    /* a round a bet found a copy of missing (tp:{g}:repair), 0: none */
+    bool repairing;       /* the resync in flight was asked for by a change or a bet: logged */
     int64_t seg_id, seg_lock, seg_L, seg_vol, seg_n, seg_tick_ms;
     uint8_t seg_seed[TP_PRICE_SIM_SEED_LEN];
     int64_t cache_idx, cache_price; /* price after cache_idx ticks of the segment */

@@ -14,13 +14,17 @@
  * limits.max_inflight_bets and the open groups; only that worker's loop thread touches it.
  *
  * A bet the script refuses with round_not_found may be on an archived round (its keys left
- * Redis): bet_replay.c asks Postgres for its answer before it is given.
+ * Redis): bet_replay.c asks Postgres for its answer before it is given. Or its bucket's copy of
+ * the round is missing (on a Redis Cluster, a promoted replica that missed the write): the
+ * leader is asked to re-write the copies (tp_leader_ask_repair), at most every REPAIR_EVERY_S
+ * per worker.
  */
 #include "bet_internal.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
+#include "tickpool/game/leader.h"
 #include "tickpool/money/bet.h"
 #include "tickpool/money/limiter.h"
 #include "tickpool/net/worker.h"
@@ -39,6 +43,8 @@
 /* Groups one worker holds open in one iteration (distinct bucket and round pairs); one more is
  * sent at once instead of waiting. */
 #define GROUPS_MAX 64
+/* Seconds between two repair requests of one worker (the leader steps every 250 ms). */
+#define REPAIR_EVERY_S 0.25
 
 _Static_assert(TP_BET_KEY_MAX <= TP_KEYS_IDEM_MAX, "every valid idempotency key has a Redis key");
 
@@ -68,6 +74,7 @@ struct batcher {
     struct tp_worker *w;
     struct tp_limiter *limiter;
     ev_prepare flush;
+    double repair_at; /* when this worker last asked the leader for a repair (ev_now) */
     int ngroups;
     struct group *open[GROUPS_MAX];
 };
@@ -146,6 +153,7 @@ static void on_batch(int err, const struct tp_store_reply *r, void *ud)
         tp_log_error(MOD, "bet batch script error\treply=\"%.200s\"", tp_reply_str(r, NULL));
     else if (!whole)
         tp_log_error(MOD, "unexpected bet batch reply\tbets=%zu", g->n);
+    bool repair = false;
     for (size_t i = 0; i < g->n; i++) {
         struct tp_bet_result res;
         if (!whole || !read_answer(tp_reply_at(r, i), &res)) {
@@ -157,11 +165,17 @@ static void on_batch(int err, const struct tp_store_reply *r, void *ud)
         struct pending_bet *p = g->bets[i];
         /* An archived round: Redis forgot it, Postgres answers (a replay keeps its first answer).
          */
+        repair |= res.code == TP_BET_ROUND_NOT_FOUND;
         if (res.code == TP_BET_ROUND_NOT_FOUND &&
             tp_bet_replay_archived(b->w, p->user, &p->req, p->key, p->klen, answer_archived, p) ==
                 0)
             continue;
         answer(b, p, &res);
+    }
+    double now = ev_now(tp_worker_loop(b->w));
+    if (repair && now - b->repair_at >= REPAIR_EVERY_S) {
+        b->repair_at = now;
+        tp_leader_ask_repair(tp_store_of(b->w), g->round_id);
     }
     free(g);
 }

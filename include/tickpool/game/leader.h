@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 struct tp_game_pause;
+struct tp_store;
 struct tp_worker;
 struct tp_leader;
 
@@ -42,6 +43,12 @@ struct tp_leader_observer {
      * time by this lease (it may have changed while no process led). */
     void (*on_pause)(void *ud, const struct tp_game_pause *p);
 };
+
+/** Asks whoever leads to re-write the bucket copies of round `id` at its next step: a bet found
+ * its bucket's copy missing (a promoted replica that missed the write, a reshard). Fire and
+ * forget on `store`; the leader ignores an id that is not its open round, so a bet on a round
+ * that never was costs one small write. Returns 0 or the submit error. */
+int tp_leader_ask_repair(struct tp_store *store, int64_t id);
 
 /** Installs `obs` (borrowed, must outlive the worker) with `ud` on the leader of worker `w`,
  * replacing any previous one. Returns 0, or TP_ENOTFOUND when `w` runs no leader (no Redis

@@ -43,6 +43,10 @@
 /* STRING: the highest round id round_index.lua checked (the leader's walk resumes above it). */
 #define TP_KEYS_UNFINISHED_SCAN TP_KEYS_GLOBAL "unfinished_scan"
 
+/* STRING: a round whose bucket copy a bet found missing; the leader takes it (GETDEL) and
+ * re-writes that round's copies (tp_leader_ask_repair). */
+#define TP_KEYS_REPAIR TP_KEYS_GLOBAL "repair"
+
 /* Pub/sub channel of the pre-encoded MessagePack broadcasts (tick, round, odds). */
 #define TP_KEYS_BCAST_CHANNEL "tp:bcast"
 
