@@ -53,9 +53,13 @@ def bucket_tag(rc, bucket):
 
 class Load:
     """NTHREADS clients betting 100 on the open round, round-robin over `users`, each bet with a
-    fresh key (prefixed by `tag`: two loads on the same users need different tags); a 503 is retried with the same key (every 50 ms, for 20 s). `acked` maps key ->
-    (bet_id, user_id); `unavailable[True/False]` the times of 503s for users in `marked` or
-    not; `other` counts other answers."""
+    fresh key (prefixed by `tag`: two loads on the same users need different tags); a 503 is
+    retried with the same key (every 50 ms, for 20 s). `acked` maps key -> (bet_id, user_id);
+    `unavailable[True/False]` the times of 503s for users in `marked` or not; `missing_copy` the
+    times of refusals that mean the bucket's copy of the open round was missing: 404
+    round_not_found, or 409 round_not_open once Postgres knows the round, for a bet sent more
+    than 1 s before the round's lock; each with how long the round had been seen open then (a
+    bet right after a boundary can precede the leader's copies); `other` counts other answers."""
 
     def __init__(self, s, users, marked=(), nthreads=8, tag="t"):
         self.s, self.users, self.marked, self.nthreads = s, users, set(marked), nthreads
@@ -63,6 +67,9 @@ class Load:
         self.rid, self.stopping = None, False
         self.acked, self.retried = {}, set()
         self.unavailable = collections.defaultdict(list)
+        self.missing_copy = []
+        self.seen = {}  # round id -> when _poll first saw it open
+        self.locks_at = 0
         self.other = collections.Counter()
         self.no_answer = 0  # requests that got no answer within the client's 10 s (retried)
         self.lock = threading.Lock()
@@ -87,6 +94,9 @@ class Load:
                 st, v = self.s.json("GET", "/api/v1/rounds/current")
                 o = v.get("open") if st == 200 and v else None
                 self.rid = o["id"] if o and o["locks_at"] - time.time() * 1000 > 300 else None
+                if self.rid is not None:
+                    self.locks_at = o["locks_at"]
+                    self.seen.setdefault(self.rid, time.monotonic())
             except OSError:
                 pass
             time.sleep(0.05)
@@ -95,7 +105,7 @@ class Load:
         conn = tpclient.Http(self.s, timeout=10)
         n = 0
         while not self.stopping:
-            rid = self.rid
+            rid, locks_at = self.rid, self.locks_at
             if rid is None:
                 time.sleep(0.01)
                 continue
@@ -124,7 +134,12 @@ class Load:
                     time.sleep(0.05)
                     continue
                 with self.lock:
-                    self.other[(st, v["error"]["code"] if v else None)] += 1
+                    code = v["error"]["code"] if v else None
+                    self.other[(st, code)] += 1
+                    if (st, code) in ((404, "round_not_found"), (409, "round_not_open")) and \
+                            locks_at - time.time() * 1000 > 1000:
+                        now = time.monotonic()
+                        self.missing_copy.append((now, now - self.seen.get(rid, now)))
                 break
         conn.close()
 

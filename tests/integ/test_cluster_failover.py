@@ -4,10 +4,12 @@
 Clients bet continuously over HTTP on every bucket and retry a 503 with the same idempotency
 key, as the contract asks. A master holding 4 buckets (not the game's {g} slot) is killed; its
 replica takes over, and the killed node is started again and rejoins as the new master's
-replica (until then, replicas_ack = 1 cannot be met on that shard). Checked: bets for those
-buckets answer 503 with Retry-After only for a bounded time, then succeed; other buckets keep
-being answered; every bet answered 201 is in Redis and, after the drain, in Postgres exactly
-once (a retried key is a replay, never a second bet); `tickpool audit` is clean. Run with
+replica (until then, replicas_ack = 1 cannot be met on that shard). Checked, money first:
+every bet answered 201 is in Redis and, after the drain, in Postgres exactly once (a retried key
+is a replay, never a second bet) and `tickpool audit` is clean; then bets for those buckets
+answer 503 with Retry-After only for a bounded time, then succeed; other buckets keep being
+answered; no bet on the open round is refused for a missing bucket copy (404 round_not_found,
+or 409 round_not_open) later than 1.5 s after the promotion (the leader re-writes the round's bucket copies when the slot map changes). Run with
 redis.replicas_ack = 1 (nothing acked may be lost) and with 0, which may lose acked writes
 (Redis replication is asynchronous): that run only reports what it lost. The figures are
 printed for the notes.
@@ -52,25 +54,21 @@ def run(ack):
             time.sleep(6)
         v503 = [t - kill_t for t in load.unavailable[True] if t >= kill_t]
         o503 = [t - kill_t for t in load.unavailable[False] if t >= kill_t]
+        n404 = [(t - kill_t, age) for t, age in load.missing_copy if t >= kill_t]
         print(f"replicas_ack={ack}: {len(load.acked)} bets acked ({before} in the 4 s before the "
               f"kill, ~{len(load.acked) / load.elapsed:.0f}/s overall), "
               f"{len(load.retried & set(load.acked))} of them after a 503 and a retry; replica "
               f"promoted {promoted_after:.1f} s after kill -9, old master back as its replica "
               f"after {rejoined_after:.1f} s; 503s on the dead master's buckets: {len(v503)} "
               f"from +{min(v503, default=0):.2f} s to +{max(v503, default=0):.2f} s; on the "
-              f"other buckets: {len(o503)}; other answers: {dict(load.other)}; requests without an answer "
-              f"within 10 s: {load.no_answer}")
+              f"other buckets: {len(o503)}; refused for a missing copy of the open round: {len(n404)} "
+              f"(last +{max((t for t, _ in n404), default=0):.2f} s); other answers: {dict(load.other)}; "
+              f"requests without an answer within 10 s: {load.no_answer}")
         assert before > 100 and len(load.acked) > before
-        # A bounded pause, then success. One fresh-root CI run with replicas_ack = 1 saw no 503 at
-        # all on the dead master's buckets (the no-answer count above says whether those bets
-        # waited instead); the acked-bets checks below hold either way.
-        assert max(v503, default=0) < 15, v503
-        # A round opened while the master was dead can miss that master's bucket copies (the
-        # leader's fan-out failed there): its bets for those buckets are refused with 404
-        # round_not_found, a refusal like round_not_open, never an accepted bet lost.
-        refused = {k: v for k, v in load.other.items() if k != (404, "round_not_found")}
-        assert clusterlib.only_round_not_open(refused), load.other
 
+        # The criterion first: money. Every bet answered 201 is in Redis and, after the drain,
+        # in Postgres exactly once (a retried key is a replay, never a second bet), and the
+        # audit is clean, whatever the pause looked like.
         clusterlib.healthy(s)
         clean = clusterlib.audit_clean(s)
         lost_redis, lost_pg, doubled = clusterlib.acked_missing(rc, pg, load.acked)
@@ -80,6 +78,24 @@ def run(ack):
         if ack >= 1:
             assert clean and not doubled
             assert not lost_redis and not lost_pg, (lost_redis[:10], lost_pg[:10])
+
+        # Then availability. A bounded pause: one fresh-root CI run with replicas_ack = 1 saw no
+        # 503 at all on the dead master's buckets (the no-answer count above says whether those
+        # bets waited instead), so a pause is not required, only bounded.
+        assert max(v503, default=0) < 15, v503
+        # A bet on the open round may find its bucket's copy missing (404 round_not_found, or
+        # 409 round_not_open once Postgres has the round) only while the promotion
+        # is under way (a round opened while the master was dead, or a copy the dead master
+        # acknowledged without replicating it): once tickpool sees the new slot map, the leader
+        # re-writes the copies at its next step. Allowed: up to 1.5 s after the test saw the
+        # promotion (tickpool polls the map every 100 ms while a master is down, the leader
+        # steps every 250 ms, on a loaded machine), and in the first 0.5 s of a round (a bet
+        # can reach a bucket before the boundary's copy does, as without a failover).
+        late = [(t, age) for t, age in n404 if t > promoted_after + 1.5 and age > 0.5]
+        assert not late, (promoted_after, late[:10])
+        refused = {k: v for k, v in load.other.items() if k != (404, "round_not_found")}
+        assert clusterlib.only_round_not_open(refused), load.other
+
 
 
 def test_master_failover_with_replicas_ack_1():
