@@ -51,6 +51,46 @@
 #define SPLIT_POLL_S 0.025
 #define RESEND_WAIT_MS 20
 
+struct ccmd {
+    struct ccmd *prev, *next; /* cl->waiting while on the back-off timer */
+    struct tp_store_cluster *cl;
+    tp_store_cb cb;
+    void *ud;
+    struct split *sp; /* a part of a split read: completes into sp, not to a user */
+    double deadline;
+    int attempts;
+    int slot;
+    bool asking;
+    bool waiting;
+    struct tp_cluster_redirect ask;
+    struct tp_store_node *node; /* where the last attempt went (WAIT goes there too) */
+    struct tp_buf held;         /* a script's reply while WAIT runs (redis.replicas_ack) */
+    char script[64];            /* empty: a plain command */
+    int nkeys;
+    ev_timer timer;
+    int argc;
+    const char **argv;
+    size_t *lens;
+};
+
+/* A read of several streams split by stream (see the top). */
+struct split {
+    struct split *prev, *next; /* cl->splits */
+    struct tp_store_cluster *cl;
+    tp_store_cb cb;
+    void *ud;
+    double deadline, until; /* until: end of BLOCK (0: no BLOCK) */
+    int nparts, left, err;
+    struct tp_buf merged; /* "[stream, entries]" of each part that had entries */
+    int nmerged;
+    struct tp_buf error; /* the first error reply of a part, RESP */
+    ev_timer poll;
+    /* the template: words before STREAMS without BLOCK n, then the streams and their ids */
+    int nprefix, nstreams;
+    const char **argv;
+    size_t *lens;
+};
+
 static void cl_destroy(struct tp_store_cluster *cl);
 
 static void enter(struct tp_store_cluster *cl)
@@ -95,7 +135,7 @@ static void on_node_reply(int err, const struct tp_store_reply *r, void *ud);
 static int send_cmd(struct ccmd *c)
 {
     struct tp_store_cluster *cl = c->cl;
-    struct node *n = NULL;
+    struct tp_store_node *n = NULL;
     if (c->asking) {
         n = tp_store_cluster_node_get(cl, c->ask.host, c->ask.port);
     } else if (c->slot >= 0) {
@@ -637,7 +677,7 @@ static size_t masters_up(const struct tp_store_cluster *cl, bool *all)
         const struct tp_cluster_node *m = &cl->map->nodes[i];
         if (!m->master)
             continue;
-        struct node *n =
+        struct tp_store_node *n =
             tp_store_cluster_node_find((struct tp_store_cluster *)cl, m->host, m->port);
         if (n != NULL && tp_store_is_connected(n->st))
             up++;
@@ -715,7 +755,7 @@ struct tp_store_cluster *tp_store_cluster_new(struct ev_loop *loop,
 static void cl_destroy(struct tp_store_cluster *cl)
 {
     while (cl->nodes != NULL) {
-        struct node *n = cl->nodes;
+        struct tp_store_node *n = cl->nodes;
         cl->nodes = n->next;
         free(n);
     }
@@ -747,7 +787,7 @@ void tp_store_cluster_free(struct tp_store_cluster *cl)
             cb(TP_ECLOSED, NULL, ud);
         }
     }
-    for (struct node *n = cl->nodes; n; n = n->next) {
+    for (struct tp_store_node *n = cl->nodes; n; n = n->next) {
         struct tp_store *st = n->st;
         n->st = NULL;
         tp_store_free(st); /* its owed callbacks reach on_node_reply with TP_ECLOSED */
@@ -770,7 +810,7 @@ bool tp_store_cluster_ready(const struct tp_store_cluster *cl)
 void tp_store_cluster_stats(const struct tp_store_cluster *cl, struct tp_store_stats *out)
 {
     memset(out, 0, sizeof(*out));
-    for (const struct node *n = cl->nodes; n; n = n->next) {
+    for (const struct tp_store_node *n = cl->nodes; n; n = n->next) {
         struct tp_store_stats s;
         tp_store_get_stats(n->st, &s);
         out->commands += s.commands;

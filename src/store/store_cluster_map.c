@@ -21,21 +21,23 @@
 
 /* --- Nodes --- */
 
-struct node *tp_store_cluster_node_find(struct tp_store_cluster *cl, const char *host, int port)
+struct tp_store_node *tp_store_cluster_node_find(struct tp_store_cluster *cl, const char *host,
+                                                 int port)
 {
-    for (struct node *n = cl->nodes; n; n = n->next)
+    for (struct tp_store_node *n = cl->nodes; n; n = n->next)
         if (n->url.port == port && strcmp(n->url.host, host) == 0)
             return n;
     return NULL;
 }
 
 /* A connection to `u`, added to the nodes. */
-struct node *tp_store_cluster_node_add(struct tp_store_cluster *cl, const struct tp_url_redis *u)
+struct tp_store_node *tp_store_cluster_node_add(struct tp_store_cluster *cl,
+                                                const struct tp_url_redis *u)
 {
     struct tp_store *st = tp_store_new_at(cl->loop, u, cl->timeout_ms, cl->scripts_dir);
     if (st == NULL)
         return NULL;
-    struct node *n = tp_xcalloc(1, sizeof(*n));
+    struct tp_store_node *n = tp_xcalloc(1, sizeof(*n));
     n->url = *u;
     n->st = st;
     n->next = cl->nodes;
@@ -44,9 +46,10 @@ struct node *tp_store_cluster_node_add(struct tp_store_cluster *cl, const struct
 }
 
 /* The node's connection, created on first use with the first seed's credentials. */
-struct node *tp_store_cluster_node_get(struct tp_store_cluster *cl, const char *host, int port)
+struct tp_store_node *tp_store_cluster_node_get(struct tp_store_cluster *cl, const char *host,
+                                                int port)
 {
-    struct node *n = tp_store_cluster_node_find(cl, host, port);
+    struct tp_store_node *n = tp_store_cluster_node_find(cl, host, port);
     if (n != NULL)
         return n;
     struct tp_url_redis u = cl->seeds[0];
@@ -57,7 +60,7 @@ struct node *tp_store_cluster_node_get(struct tp_store_cluster *cl, const char *
     return tp_store_cluster_node_add(cl, &u);
 }
 
-static bool node_is_master(const struct tp_store_cluster *cl, const struct node *n)
+static bool node_is_master(const struct tp_store_cluster *cl, const struct tp_store_node *n)
 {
     if (!cl->have_map)
         return false;
@@ -69,15 +72,15 @@ static bool node_is_master(const struct tp_store_cluster *cl, const struct node 
 }
 
 /* Any ready master, in turn (keyless commands, map refreshes); else any ready node. */
-struct node *tp_store_cluster_node_any(struct tp_store_cluster *cl, bool masters_only)
+struct tp_store_node *tp_store_cluster_node_any(struct tp_store_cluster *cl, bool masters_only)
 {
     size_t count = 0;
-    for (struct node *n = cl->nodes; n; n = n->next)
+    for (struct tp_store_node *n = cl->nodes; n; n = n->next)
         count++;
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1 && masters_only)
             break;
-        struct node *n = cl->nodes;
+        struct tp_store_node *n = cl->nodes;
         for (size_t skip = count ? cl->rr % count : 0; skip > 0; skip--)
             n = n->next;
         for (size_t i = 0; i < count; i++) {
@@ -94,8 +97,8 @@ struct node *tp_store_cluster_node_any(struct tp_store_cluster *cl, bool masters
 /* Frees connections to nodes that are neither masters nor seeds and owe nothing. */
 static void prune(struct tp_store_cluster *cl)
 {
-    for (struct node **pn = &cl->nodes; *pn;) {
-        struct node *n = *pn;
+    for (struct tp_store_node **pn = &cl->nodes; *pn;) {
+        struct tp_store_node *n = *pn;
         bool seed = false;
         for (int i = 0; i < cl->nseeds; i++)
             seed |= cl->seeds[i].port == n->url.port && strcmp(cl->seeds[i].host, n->url.host) == 0;
@@ -168,7 +171,7 @@ void tp_store_cluster_refresh(struct tp_store_cluster *cl)
     double now = ev_now(cl->loop);
     if (cl->refreshing || cl->dead || now - cl->last_refresh < REFRESH_MIN_S)
         return;
-    struct node *n = tp_store_cluster_node_any(cl, false);
+    struct tp_store_node *n = tp_store_cluster_node_any(cl, false);
     if (n == NULL)
         return;
     const char *argv[] = {"CLUSTER", "SLOTS"};
