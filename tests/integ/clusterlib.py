@@ -68,6 +68,7 @@ class Load:
         self.acked, self.retried = {}, set()
         self.unavailable = collections.defaultdict(list)
         self.missing_copy = []
+        self.ok_times = collections.defaultdict(list)  # [marked?] -> times of 201s
         self.seen = {}  # round id -> when _poll first saw it open
         self.locks_at = 0
         self.other = collections.Counter()
@@ -126,6 +127,7 @@ class Load:
                     with self.lock:
                         assert key not in self.acked, (key, self.acked[key], v)
                         self.acked[key] = (v["bet_id"], uid)
+                        self.ok_times[uid in self.marked].append(time.monotonic())
                     break
                 if st == 503:
                     with self.lock:

@@ -55,6 +55,9 @@ def run(ack):
         v503 = [t - kill_t for t in load.unavailable[True] if t >= kill_t]
         o503 = [t - kill_t for t in load.unavailable[False] if t >= kill_t]
         n404 = [(t - kill_t, age) for t, age in load.missing_copy if t >= kill_t]
+        # 201s on the dead master's buckets between the kill and the promotion: none can be
+        # answered by a dead master; a count here means those buckets lived elsewhere.
+        ok_dead = [t - kill_t for t in load.ok_times[True] if 0 <= t - kill_t < promoted_after]
         print(f"replicas_ack={ack}: {len(load.acked)} bets acked ({before} in the 4 s before the "
               f"kill, ~{len(load.acked) / load.elapsed:.0f}/s overall), "
               f"{len(load.retried & set(load.acked))} of them after a 503 and a retry; replica "
@@ -63,7 +66,10 @@ def run(ack):
               f"from +{min(v503, default=0):.2f} s to +{max(v503, default=0):.2f} s; on the "
               f"other buckets: {len(o503)}; refused for a missing copy of the open round: {len(n404)} "
               f"(last +{max((t for t, _ in n404), default=0):.2f} s); other answers: {dict(load.other)}; "
-              f"requests without an answer within 10 s: {load.no_answer}")
+              f"requests without an answer within 10 s: {load.no_answer}; 201s on the dead master's "
+              f"buckets before the promotion: {len(ok_dead)} (last +{max(ok_dead, default=0):.2f} s), "
+              f"on its buckets in all {len(load.ok_times[True])}, on the others "
+              f"{len(load.ok_times[False])}")
         assert before > 100 and len(load.acked) > before
 
         # The criterion first: money. Every bet answered 201 is in Redis and, after the drain,
