@@ -17,6 +17,10 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
                                             game (`tickpool admin pause`; see pause.lua)
   KEYS[10] tp:{bN}:disabled                 HASH user_id -> when an operator disabled the
                                             account (`tickpool admin disable`; account_flag.lua)
+  KEYS[11] tp:{bN}:idemidx:<w>              HASH "<user_id>:<key>" -> "<round_id>:<placed_ms>",
+                                            the key index of window w = floor(now_ms / (TTL *
+                                            1000)): which round each key of the last 24 h bet on
+  KEYS[12] tp:{bN}:idemidx:<w-1>            the previous window's index (read only)
   then one tp:{bN}:bets:<round_id>:<band> (HASH bet_id -> "<user_id>:<stake>") per distinct
   band of the batch, in order of first appearance in ARGV,
   then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order.
@@ -37,11 +41,13 @@ Returns an array of n replies, one per bet in ARGV order, each exactly what bet.
 
 Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after the other, so
 a player's second bet sees the first one's debit and a repeated (user, key) is a replay of the
-first when that one was accepted; one bet's refusal never touches another. Every check runs
-before the first write, and the writes are aggregated: one HSET per hash, one HINCRBY per band,
-one INCRBY of the sequence, one XADD carrying every accepted bet, one ZADD of the players' net
-winnings, one LPUSH per player. Redis runs this for every batch single-threaded, so per-bet work is kept to table
-lookups and one string per record.
+first when that one was accepted, or idempotency_conflict when the key's accepted bet of the
+last TTL was on another round (the key index, KEYS[11..12]); one bet's refusal never touches
+another. Every check runs before the first write, and the writes are aggregated: one HSET per
+hash, one HINCRBY per band, one INCRBY of the sequence, one XADD carrying every accepted bet,
+one ZADD of the players' net winnings, one LPUSH per player, one HSET of the records and one
+of the key index. Redis runs this for every batch single-threaded, so per-bet work is kept to
+table lookups and one string per record.
 ]]
 
 local KEYS, ARGV = KEYS, ARGV
@@ -58,6 +64,8 @@ local function uint(s)
 end
 
 local POOL_MAX = 4000000000000000
+-- How long a key index outlives its last reader's window (clocks of hosts and Redis differ).
+local IDX_SLACK_MS = 600000
 -- Balances are kept in Lua doubles across the batch: exact below 2^53.
 local EXACT = 9007199254740992
 
@@ -67,8 +75,8 @@ end
 
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
-if #KEYS < 12 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 9 + 5 * n then
-    return bug('want 10 + bands + users KEYS and 9 + 5n ARGV')
+if #KEYS < 14 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 9 + 5 * n then
+    return bug('want 12 + bands + users KEYS and 9 + 5n ARGV')
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
@@ -99,10 +107,10 @@ for i = 0, n - 1 do
     if not user or user == 0 then return bug('bad user_id') end
     if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
     if #hash ~= 64 or hash:find('[^0-9a-f]') then return bug('bad request hash') end
-    if not bands[band_s] then nb = nb + 1; bands[band_s] = 10 + nb end
+    if not bands[band_s] then nb = nb + 1; bands[band_s] = 12 + nb end
     if not users[user_s] then nu = nu + 1; users[user_s] = nu end
 end
-if #KEYS ~= 10 + nb + nu then return bug('want 10 + bands + users KEYS') end
+if #KEYS ~= 12 + nb + nu then return bug('want 12 + bands + users KEYS') end
 
 -- A round id outside the layout would name another round's keys: every bet is refused, as
 -- bet.lua refuses it (the key names below are then not checked, nothing is touched).
@@ -122,9 +130,17 @@ for band_s, k in pairs(bands) do
         return bug('KEYS do not match the key layout for this bucket/round/band')
     end
 end
+-- The key index's windows: each is one TTL long, so an entry written in window w is read while
+-- the caller's clock is in w or w + 1, which covers its TTL.
+local span = ttl * 1000
+local win = math.floor(now / span)
+if KEYS[11] ~= p .. 'idemidx:' .. format('%.0f', win)
+    or KEYS[12] ~= p .. 'idemidx:' .. format('%.0f', win - 1) then
+    return bug('KEYS do not match the key layout for this bucket/window')
+end
 local ulist = {}
 for user_s, k in pairs(users) do
-    if KEYS[10 + nb + k] ~= p .. 'ubets:' .. user_s then
+    if KEYS[12 + nb + k] ~= p .. 'ubets:' .. user_s then
         return bug('KEYS do not match the key layout for this bucket/user')
     end
     ulist[k] = user_s
@@ -138,6 +154,8 @@ for i = 0, n - 1 do
     fields[i + 1] = ARGV[o] .. ':' .. ARGV[o + 3]
 end
 local recs = call('HMGET', KEYS[2], unpack(fields))
+local idx = call('HMGET', KEYS[11], unpack(fields))
+local idx_prev = call('HMGET', KEYS[12], unpack(fields))
 local paused = call('EXISTS', KEYS[9]) == 1
 local balv = call('HMGET', KEYS[1], unpack(ulist))
 local exclv = call('HMGET', KEYS[8], unpack(ulist))
@@ -177,6 +195,14 @@ for i = 1, n do
     local user_s, band_s, stake_s, key, hash = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3],
         ARGV[o + 4]
     local f = fields[i]
+    -- The round an accepted bet used this (user, key) for within the TTL, if another one: the
+    -- body (round_id is part of it) differs. Entries of the current window are always live.
+    local other, e = false, idx[i] or idx_prev[i]
+    if e then
+        local e_round, e_ms = e:match('^(%d+):(%d+)$')
+        if not e_round then return bug('corrupt idempotency key index entry') end
+        other = e_round ~= round_s and now - tonumber(e_ms) < span
+    end
     if #key < 1 or #key > 128 or key:find('[^\33-\126]') then
         -- Keys are printable ASCII (the C side checks it); a newline would split the outbox
         -- entry's line, so anything else is refused here too.
@@ -196,6 +222,10 @@ for i = 1, n do
             out[i] = {'ok', tonumber(b_id), tonumber(r_id), tonumber(bnd), tonumber(stk),
                       tonumber(b), 1}
         end
+    elseif other then
+        -- (1a) the key placed a bet on another round within the TTL: still 24 h after that
+        -- round left Redis (archival), the index knows it.
+        out[i] = {'err', 'idempotency_conflict'}
     elseif paused then
         out[i] = {'err', 'game_paused'} -- (1b) the operator's pause; a replay above still answers
     elseif excl[user_s] and now < excl[user_s] then
@@ -236,7 +266,8 @@ if nacc == 0 then return out end
 -- (%.0f: exact for integral doubles) and passed as strings.
 local last = call('INCRBY', KEYS[6], nacc)
 local first = last - nacc + 1
-local balw, idemw, lines, bets_by_band, pushes = {}, {}, {}, {}, {}
+local balw, idemw, idxw, lines, bets_by_band, pushes = {}, {}, {}, {}, {}, {}
+local placed = round_s .. ':' .. now_s
 for k = 1, nacc do
     local a = acc[k]
     local i, user_s, band_s, stake_s = a[1], a[2], a[3], a[4]
@@ -246,6 +277,8 @@ for k = 1, nacc do
     out[i] = {'ok', id, tonumber(round_s), tonumber(band_s), tonumber(stake_s), a[5], 0}
     a[7] = out[i]
     idemw[#idemw + 1] = fields[i]
+    idxw[2 * k - 1] = fields[i]
+    idxw[2 * k] = placed
     idemw[#idemw + 1] = '1|' .. a[6] .. '|' .. id_s .. '|' .. round_s .. '|' .. band_s .. '|'
         .. stake_s .. '|' .. bal_s
     lines[k] = id_s .. ',' .. user_s .. ',' .. band_s .. ',' .. stake_s .. ',' .. bal_s .. ','
@@ -279,7 +312,7 @@ call('ZADD', KEYS[7], unpack(zadd))
 for user_s, sum in pairs(user_sum) do
     balw[#balw + 1] = user_s
     balw[#balw + 1] = format('%.0f', bal[user_s])
-    local k = 10 + nb + users[user_s]
+    local k = 12 + nb + users[user_s]
     -- The list holds at most 1000 entries after every batch; LTRIM only when over.
     if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > 1000 then
         call('LTRIM', KEYS[k], '0', '999')
@@ -295,4 +328,8 @@ call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'be
      table.concat(lines, '\n'))
 call('HSET', KEYS[2], unpack(idemw))
 call('EXPIRE', KEYS[2], ARGV[6])
+-- The window's index lives until the end of the next window (its last reader), plus slack for
+-- a host whose clock lags the writer's; NX: set once, by the batch that created it.
+call('HSET', KEYS[11], unpack(idxw))
+call('PEXPIRE', KEYS[11], format('%.0f', (win + 2) * span - now + IDX_SLACK_MS), 'NX')
 return out

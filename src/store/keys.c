@@ -166,6 +166,17 @@ const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t round_id)
     return bfmt(k, bucket, "idem:%lld", (long long)round_id);
 }
 
+int64_t tp_keys_idem_window(int64_t now_ms, int ttl_s)
+{
+    TP_ASSERT(ttl_s > 0 && now_ms >= 0);
+    return now_ms / ((int64_t)ttl_s * 1000);
+}
+
+const char *tp_keys_idem_index(struct tp_key *k, int bucket, int64_t window)
+{
+    return bfmt(k, bucket, "idemidx:%lld", (long long)window);
+}
+
 const char *tp_keys_wsock(struct tp_key *k, int bucket, int64_t user_id)
 {
     return bfmt(k, bucket, "wsock:%lld", (long long)user_id);

@@ -149,7 +149,7 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
     arg_int(a, b->buckets);
 }
 
-/* scripts/lua/bet_batch.lua header: 10 KEYS, one bets key per distinct band and one ubets key per
+/* scripts/lua/bet_batch.lua header: 12 KEYS, one bets key per distinct band and one ubets key per
  * distinct player (first appearance order); 9 ARGV, then 5 per bet. Distinct bands and players
  * are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a table). */
 static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_script_call *a)
@@ -157,9 +157,10 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     struct tp_key k;
     int n = b->bucket;
     size_t cnt = b->n;
-    /* Keys: 10 + ≤ 2 per bet, each < TP_KEYS_MAX; numbers: ≤ 9 + 3 per bet, each < 24 bytes. */
-    start_heap(a, "bet_batch", (int)(19 + 7 * cnt),
-               (10 + 2 * cnt) * TP_KEYS_MAX + (9 + 3 * cnt) * 24);
+    int64_t win = tp_keys_idem_window(b->now_ms, b->idem_ttl_s);
+    /* Keys: 12 + ≤ 2 per bet, each < TP_KEYS_MAX; numbers: ≤ 9 + 3 per bet, each < 24 bytes. */
+    start_heap(a, "bet_batch", (int)(21 + 7 * cnt),
+               (12 + 2 * cnt) * TP_KEYS_MAX + (9 + 3 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_idem(&k, n, b->round_id));
     key(a, tp_keys_round_state(&k, n, b->round_id));
@@ -170,6 +171,8 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     key(a, tp_keys_excl(&k, n));
     key(a, tp_keys_paused(&k, n));
     key(a, tp_keys_disabled(&k, n));
+    key(a, tp_keys_idem_index(&k, n, win));
+    key(a, tp_keys_idem_index(&k, n, win - 1));
     for (size_t i = 0; i < cnt; i++) {
         size_t j = 0;
         while (j < i && b->bets[j].band != b->bets[i].band)
@@ -207,7 +210,7 @@ int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch
                         tp_store_cb cb, void *ud)
 {
     if (b->n < 1 || b->n > TP_SCRIPT_BATCH_MAX || b->buckets < 1 || b->bucket < 0 ||
-        b->bucket >= b->buckets)
+        b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0)
         return TP_EINVAL;
     for (size_t i = 0; i < b->n; i++)
         if (b->bets[i].idem_len < 1 || b->bets[i].idem_len > TP_KEYS_IDEM_MAX ||

@@ -6,7 +6,8 @@ Checked: archival deletes exactly the round's keys in every bucket (and the keys
 no other family); the Round object (JSON and MessagePack), the rounds list, /me/bets and
 `tickpool verify` give the same bytes before and after; a replay of a bet of an archived round
 answers its first bytes without a second debit (from Postgres: its idempotency record left with
-the round), another body with its key 409; archival waits while Postgres is down
+the round), another body with its key 409, on the open round too (the key index outlives the
+round); archival waits while Postgres is down
 and resumes after; history answers 503 `unavailable` with Retry-After while Postgres is down
 and bets still go through. Killed leaders: test_archive_kill.py.
 """
@@ -20,16 +21,20 @@ from archivelib import (ENV, G, archived, bet_round, history, player_state, roun
 
 def replays(s, rid, user):
     """A replay of the round's first bet (archivelib.bet_round: key a-<rid>-0, band 0, stake 10,
-    by users[0]), the same key with another body, and a new key: status and bytes of each, and
-    the player's balance after them."""
+    by users[0]), the same key with another body, the same key on the round open now, and a new
+    key: status and bytes of each, and the player's balance after them."""
     uid, tok = user
     out = []
-    for key, stake in ((f"a-{rid}-0", 10), (f"a-{rid}-0", 11), (f"new-{rid}", 10)):
-        st, _, body = s.http("POST", "/api/v1/bets", {"round_id": rid, "band": 0, "stake": stake},
+    st, cur = s.json("GET", "/api/v1/rounds/current")
+    assert st == 200 and cur["open"]["id"] > rid, cur
+    for key, r, stake in ((f"a-{rid}-0", rid, 10), (f"a-{rid}-0", rid, 11),
+                          (f"a-{rid}-0", cur["open"]["id"], 10), (f"new-{rid}", rid, 10)):
+        st, _, body = s.http("POST", "/api/v1/bets", {"round_id": r, "band": 0, "stake": stake},
                              headers=tpclient.auth(tok, key))
         out.append((st, body))
     assert out[0][0] == 201 and out[1][0] == 409 and b"idempotency_conflict" in out[1][1], out
-    assert out[2][0] == 409 and b"round_not_open" in out[2][1], out
+    assert out[2][0] == 409 and b"idempotency_conflict" in out[2][1], out
+    assert out[3][0] == 409 and b"round_not_open" in out[3][1], out
     st, me = s.json("GET", "/api/v1/me", headers=tpclient.auth(tok))
     return out, me["balance"]
 

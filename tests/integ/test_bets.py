@@ -129,6 +129,34 @@ def test_same_key_other_body_conflicts_without_effect():
         assert bet(s, auth2, {"round_id": 1, "band": 0, "stake": 200}, key="x")[0] == 201
 
 
+def test_key_reused_on_another_round_conflicts():
+    """A key is the player's for 24 h, whatever the round: round_id is part of the body, so the
+    same key on another round is 409 with no effect, and the first round's replay keeps its
+    bytes. A refused bet does not take its key."""
+    with tpenv.Redis() as r, server(r) as s:
+        uid, auth = user(s, "erin")
+        open_round(r, 1)
+        open_round(r, 2)
+        st, _, first = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100}, key="x")
+        assert st == 201, (st, first)
+        before = snapshot(r)
+        for body in ({"round_id": 2, "band": 0, "stake": 100},
+                     {"round_id": 2, "band": 1, "stake": 300},
+                     {"round_id": 3, "band": 0, "stake": 100}):  # a round Redis does not know
+            st, _, b = bet(s, auth, body, key="x")
+            assert st == 409 and code(b) == "idempotency_conflict", (body, st, b)
+        assert snapshot(r) == before
+        st, _, again = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100}, key="x")
+        assert st == 201 and again == first
+        st, _, b = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100000}, key="y")
+        assert st == 402, (st, b)
+        st, _, b = bet(s, auth, {"round_id": 2, "band": 0, "stake": 100}, key="y")
+        assert st == 201, (st, b)
+        st, _, b = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100}, key="y")
+        assert st == 409 and code(b) == "idempotency_conflict", (st, b)
+        assert r.client().hget("tp:{b0}:bal", str(uid)) == "99800"
+
+
 def test_insufficient_funds_and_round_states():
     with tpenv.Redis() as r, server(r, TICKPOOL_GAME_START_BALANCE="1000") as s:
         uid, auth = user(s, "dan")

@@ -4,7 +4,10 @@ Every scenario runs twice on fresh Redis servers: once as batches of bet_batch.l
 same bets placed one at a time through the one-bet reference script (bench/lua/bet.lua, the
 admission path before batching). Answers, balances, pools, bet lists, the leaderboard, the
 sequence, idempotency records and the outbox's bets must be identical. A third run sends every
-bet as a batch of one, so the batch script agrees with itself whatever the batch size.
+bet as a batch of one, so the batch script agrees with itself whatever the batch size; the key
+index (which round a key bet on, only the batch script keeps one) must agree between those two.
+The reference keeps one record per (user, key) for 24 h, so it answers a key reused on another
+round with idempotency_conflict: the answer the key index gives the batch script.
 """
 
 import hashlib
@@ -16,6 +19,7 @@ import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, TTL = 5, 100, 100000, 86400
+DAY = TTL * 1000
 
 
 def canon_hash(round_id, band, stake):
@@ -65,9 +69,10 @@ class Side:
                 bands.append(str(band))
             if u not in users:
                 users.append(u)
+        w = now // DAY
         ks = keys or ([p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                        p + "outbox", p + "seq", p + "net", p + "excl", p + "paused",
-                       p + "disabled"] +
+                       p + "disabled", p + f"idemidx:{w}", p + f"idemidx:{w - 1}"] +
                       [p + f"bets:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users])
         argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, TTL, bucket, self.b, len(bets)]
         for j, (u, band, stake, key) in enumerate(bets):
@@ -85,11 +90,18 @@ class Side:
                               canon_hash(rid, band, stake), now, NBANDS, MIN_STAKE, MAX_STAKE, TTL,
                               u % self.b, self.b)
 
+    def index(self):
+        """The batch script's key index: every window's entries."""
+        return {k: self.c.hgetall(k) for k in sorted(self.c.keys("*:idemidx:*"))}
+
     def state(self):
-        """Everything a reader sees, independent of how the idempotency records are keyed."""
+        """Everything a reader sees, independent of how the idempotency records are keyed (the
+        key index aside: see index())."""
         c, out = self.c, {}
         for k in sorted(c.keys("*")):
             t = c.type(k)
+            if ":idemidx:" in k:
+                continue
             if ":idem:" in k:
                 # tp:{bN}:idem:<user>:<key> (STRING) or tp:{bN}:idem:<round> (HASH
                 # "<user>:<key>"): the same records under (bucket, user, key).
@@ -155,6 +167,7 @@ def run_three(buckets, setup, batches, between=None, later=()):
         st = [s.state() for s in sides]
         assert st[0] == st[1], diff(st[0], st[1])
         assert st[2] == st[1], diff(st[2], st[1])
+        assert sides[0].index() == sides[2].index()
         results = (a_batch, st[0])
     return results
 
@@ -297,12 +310,25 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
                          keys=["tp:{b0}:bal", "tp:{b0}:idem:2", "tp:{b0}:round:1:state",
                                "tp:{b0}:pool:1", "tp:{b0}:outbox", "tp:{b0}:seq", "tp:{b0}:net",
                                "tp:{b0}:excl", "tp:{b0}:paused", "tp:{b0}:disabled",
-                               "tp:{b0}:bets:1:0",
+                               "tp:{b0}:idemidx:0", "tp:{b0}:idemidx:-1", "tp:{b0}:bets:1:0",
                                "tp:{b0}:ubets:2"])
         except redis.ResponseError as e:
             assert "key layout" in str(e), e
         else:
             raise AssertionError("wrong idem key accepted")
+        for w in ((1, 0), (0, 0), (0, 1)):  # key index windows other than now's and the one before
+            try:
+                s.batch_call(0, 1, [(2, 0, 100, "k")], 5000,
+                             keys=["tp:{b0}:bal", "tp:{b0}:idem:1", "tp:{b0}:round:1:state",
+                                   "tp:{b0}:pool:1", "tp:{b0}:outbox", "tp:{b0}:seq",
+                                   "tp:{b0}:net", "tp:{b0}:excl", "tp:{b0}:paused",
+                                   "tp:{b0}:disabled", "tp:{b0}:idemidx:%d" % w[0],
+                                   "tp:{b0}:idemidx:%d" % w[1], "tp:{b0}:bets:1:0",
+                                   "tp:{b0}:ubets:2"])
+            except redis.ResponseError as e:
+                assert "bucket/window" in str(e), e
+            else:
+                raise AssertionError(f"wrong key index windows {w} accepted")
         assert s.snapshot() == before
         # A good batch writes one outbox entry for all its bets.
         s.grant(4, 1000)
@@ -311,6 +337,78 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         evs = [f for _, f in s.c.xrange("tp:{b0}:outbox") if f["type"] == "bets"]
         assert len(evs) == 1 and evs[0]["bets"].count("\n") == 1, evs
         assert 86000 <= s.c.ttl("tp:{b0}:idem:1") <= TTL
+
+
+
+def test_key_reused_on_another_round_conflicts():
+    """A key is the player's for 24 h whatever the round: on another round it is another body
+    (idempotency_conflict, no effect); on its own round it still replays; a refused bet leaves
+    no index entry. The one-by-one reference agrees (its record is per user and key)."""
+    def setup(s):
+        for u in (1, 2):
+            s.grant(u, 1000)
+        s.open_round(7)
+        s.open_round(8)
+
+    batches = [(7, 5000, [(1, 0, 100, "a"), (2, 0, 100, "b"), (2, 0, 5000, "r")]),
+               (8, 6000, [(1, 0, 100, "a"), (1, 0, 100, "c"), (2, 1, 200, "b"), (2, 0, 100, "d"),
+                          (2, 0, 100, "r")]),
+               (7, 7000, [(1, 0, 100, "a"), (1, 0, 100, "c"), (2, 0, 100, "d")]),
+               (8, 8000, [(1, 0, 100, "c"), (1, 0, 100, "a")])]
+    answers, st = run_three(1, setup, batches)
+    assert codes(answers) == ["ok", "ok", "insufficient_funds",
+                              "idempotency_conflict", "ok", "idempotency_conflict", "ok", "ok",
+                              "replay", "idempotency_conflict", "idempotency_conflict",
+                              "replay", "idempotency_conflict"], codes(answers)
+    assert answers[8] == answers[0][:6] + [1] and answers[11] == answers[4][:6] + [1]
+    assert st["tp:{b0}:bal"] == {"1": "800", "2": "700"}
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        setup(s)
+        for rid, now, bets in batches:
+            s.batch_call(0, rid, bets, now)
+        assert s.index() == {"tp:{b0}:idemidx:0": {"1:a": "7:5000", "2:b": "7:5000",
+                                                   "1:c": "8:6000", "2:d": "8:6000",
+                                                   "2:r": "8:6000"}}
+        # Lives until the end of the next window, plus 10 min for lagging clocks.
+        assert 2 * DAY - 5000 < s.c.pttl("tp:{b0}:idemidx:0") <= 2 * DAY - 5000 + 600000
+
+
+def test_key_index_covers_24_h_across_windows_and_archival():
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10000)
+        for rid in (7, 8, 9):
+            s.open_round(rid)
+        t0 = 5 * DAY - 1000  # a second before window 5
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0)) == ["ok"]
+        # Found in the previous window, until the TTL has passed since the bet.
+        for now in (t0 + 2000, t0 + DAY - 1):
+            before = s.snapshot()
+            assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], now)) == ["idempotency_conflict"]
+            assert s.snapshot() == before
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
+        assert s.c.hget("tp:{b0}:idemidx:5", "1:a") == "8:%d" % (t0 + DAY)
+        # Archival deletes a round's records and state copy; the index still names the round:
+        # another round's bet with its key is a conflict, its own round's is round_not_found
+        # (the server then answers from Postgres).
+        now = t0 + DAY + 10
+        assert codes(s.batch_call(0, 9, [(1, 0, 100, "b")], now)) == ["ok"]
+        s.c.delete("tp:{b0}:idem:9", "tp:{b0}:round:9:state")
+        before = s.snapshot()
+        res = s.batch_call(0, 8, [(1, 0, 100, "b"), (1, 1, 100, "b")], now + 1)
+        assert codes(res) == ["idempotency_conflict", "idempotency_conflict"], res
+        assert codes(s.batch_call(0, 9, [(1, 0, 100, "b")], now + 2)) == ["round_not_found"]
+        assert s.snapshot() == before
+        # A corrupt index entry is a bug: the whole call fails, nothing is written.
+        s.c.hset("tp:{b0}:idemidx:5", "1:z", "junk")
+        try:
+            s.batch_call(0, 8, [(1, 0, 100, "y"), (1, 0, 100, "z")], now + 3)
+        except redis.ResponseError as e:
+            assert "corrupt idempotency key index" in str(e), e
+        else:
+            raise AssertionError("corrupt index entry accepted")
+        assert s.c.hget("tp:{b0}:bal", "1") == "9700"
 
 
 if __name__ == "__main__":

@@ -58,18 +58,19 @@ class Money:
             self.c.hset("tp:{b%d}:round:%s:state" % (b, rid),
                         mapping={"state": state, "locks_at": locks_at})
 
-    def bet_keys(self, user, rid, band, key):
+    def bet_keys(self, user, rid, band, key, now=5000):
         p = self.p(user)
+        w = int(now) // (IDEM_TTL * 1000)  # the key index windows (now's and the one before)
         return [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                 p + "outbox", p + "seq", p + "net", p + "excl", p + "paused", p + "disabled",
-                p + f"bets:{rid}:{band}",
+                p + f"idemidx:{w}", p + f"idemidx:{w - 1}", p + f"bets:{rid}:{band}",
                 p + f"ubets:{user}"]
 
     def bet(self, user, rid, band, stake, key, now=5000, req_hash=None, client=None,
             nbands=NBANDS, keys=None, bucket=None):
         """One bet as a batch of one; returns its answer."""
         h = req_hash or canon_hash(rid, band, stake)
-        ks = keys or self.bet_keys(user, rid, band, key)
+        ks = keys or self.bet_keys(user, rid, band, key, now)
         res = (client or self.c).evalsha(
             self.sha["bet_batch"], len(ks), *ks, rid, now, nbands, MIN_STAKE, MAX_STAKE,
             IDEM_TTL, self.bucket(user) if bucket is None else bucket, self.buckets, 1,
@@ -489,7 +490,7 @@ def test_bet_caller_bugs_raise_errors():
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", now="-1"), "now_ms")
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", nbands=0), "band count")
         keys = m.bet_keys(3, 1, 0, "k")
-        keys[9] = "tp:{b1}:bets:1:1"  # band in the key name differs from ARGV
+        keys[12] = "tp:{b1}:bets:1:1"  # band in the key name differs from ARGV
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
         keys = m.bet_keys(3, 1, 0, "k")
         keys[1] = "tp:{b1}:idem:3"  # another round's records
@@ -497,7 +498,7 @@ def test_bet_caller_bugs_raise_errors():
         keys = [k.replace("{b1}", "{b0}") for k in m.bet_keys(3, 1, 0, "k")]
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys, bucket=0),
                            "not in this bucket")
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet_batch"], 2, *keys[:2], 3), "want 10")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet_batch"], 2, *keys[:2], 3), "want 12")
         # Cluster mode's tags (tp:{bN.K}:): another bucket's tag, a mixed prefix, a tag that
         # only starts like the bucket's, all refused.
         for bad in ("{b1.x}", "{b10.3}", "{b1.}", "{b1.2.3}"):

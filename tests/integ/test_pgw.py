@@ -138,10 +138,10 @@ def test_postgres_outage_never_blocks_redis():
 
 
 def test_key_reused_in_a_later_round_is_kept():
-    """Regression (review of the money path): idempotency keys are per player and round (Redis
-    keeps a round's records in the round's own hash), so a player may reuse a key in a later
-    round; Postgres must keep both bets, not drop the second. The second round's bets come as
-    one batch (one outbox entry): each of its bets is one row."""
+    """Regression (review of the money path): an idempotency key is the player's for 24 h, after
+    which the player may reuse it in a later round; Postgres must keep both bets, not drop the
+    second. The second round's bets come as one batch (one outbox entry): each of its bets is
+    one row."""
     with tpenv.Redis() as r, tpenv.Postgres() as pg:
         money = pgwlib.Money(r, buckets=1)
         with server(r, pg) as s:
@@ -152,7 +152,8 @@ def test_key_reused_in_a_later_round_is_kept():
             money.bet(1, 900001, 0, 100, "same-key")
             money.grant(2, 10000)
             res = money.bets(900002, [(1, 1, 200, "same-key"), (2, 3, 300, "k,with,commas"),
-                                      (1, 1, 200, "same-key"), (1, 2, 150, "other")], check=False)
+                                      (1, 1, 200, "same-key"), (1, 2, 150, "other")],
+                             now=5000 + pgwlib.IDEM_TTL * 1000, check=False)
             assert [x[6] for x in res] == [0, 0, 1, 0], res
             pgwlib.wait_drained(money, pg, 4)
             assert pg.psql("SELECT round_id, stake FROM bets WHERE user_id = 1 AND "

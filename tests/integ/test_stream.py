@@ -285,6 +285,19 @@ def test_ws_bets_rounds_and_payout():
         assert 0 < payout["amount"] <= 5000
         st, me = s.json("GET", "/api/v1/me", headers={"Authorization": "Bearer " + tok})
         assert payout["balance"] == me["balance"] == 95000 + payout["amount"], (payout, me)
+        # The key on a later round is another body (409, whatever that round's state); on its
+        # own settled round it still replays the first bet_ok.
+        nxt = current_open(s)["id"]
+        assert nxt > rid
+        w.send({"t": "bet", "req": "next", "key": "k0", "round_id": nxt, "band": 0,
+                "stake": 1000})
+        m = w.wait_for(lambda m: m.get("req") == "next", keep=True)
+        assert m["t"] == "bet_err" and m["code"] == "idempotency_conflict", m
+        w.send({"t": "bet", "req": "old", "key": "k0", "round_id": rid, "band": 0, "stake": 1000})
+        m = w.wait_for(lambda m: m.get("req") == "old", keep=True)
+        assert m == dict(again, req="old"), (m, again)
+        st, me2 = s.json("GET", "/api/v1/me", headers={"Authorization": "Bearer " + tok})
+        assert me2["balance"] == me["balance"], (me, me2)
         w.close()
 
 

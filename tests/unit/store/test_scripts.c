@@ -157,13 +157,14 @@ static void test_bet_batch(void **state)
                                          .n = 3};
     struct tp_script_call a;
     bet_batch_args(&b, &a);
-    EXPECT(&a, "bet_batch", 14, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
+    /* key index windows: 1700000000000 ms / 86400000 = day 19675, and the day before */
+    EXPECT(&a, "bet_batch", 16, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
-           "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:bets:42:2", "tp:{b3}:bets:42:0",
-           "tp:{b3}:ubets:7", "tp:{b3}:ubets:3", "42", "1700000000000", "5", "10", "100000",
-           "86400", "3", "4", "3", "7", "2", "150", "k-1", HASH, "3", "0", "10", "a,b", HASH, "7",
-           "2", "20", "k-2", HASH);
-    check_header(&a, 10); /* then the bets and ubets keys, described in words */
+           "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemidx:19675", "tp:{b3}:idemidx:19674",
+           "tp:{b3}:bets:42:2", "tp:{b3}:bets:42:0", "tp:{b3}:ubets:7", "tp:{b3}:ubets:3", "42",
+           "1700000000000", "5", "10", "100000", "86400", "3", "4", "3", "7", "2", "150", "k-1",
+           HASH, "3", "0", "10", "a,b", HASH, "7", "2", "20", "k-2", HASH);
+    check_header(&a, 12); /* then the bets and ubets keys, described in words */
     tp_script_call_release(&a);
     /* refused before anything is built or sent */
     bets[1].idem_len = 0;
@@ -179,6 +180,9 @@ static void test_bet_batch(void **state)
     b.n = TP_SCRIPT_BATCH_MAX + 1;
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
     b.n = 3;
+    b.idem_ttl_s = 0;
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    b.idem_ttl_s = 86400;
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EUNAVAIL);
 }
 
