@@ -290,14 +290,18 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         s.open_round(1)
         before = s.snapshot()
         res = s.batch_call(0, 1, [(2, 0, 500, "k"), (2, 0, 99, "j"), (2, 7, 100, "i"),
-                                  (2, 0, 100, "a\nb"), (2, 0, 100, "a b"), (2, 0, 100, "x" * 129)],
+                                  (2, 0, 100, "a\nb"), (2, 0, 100, "a b"), (2, 0, 100, "x" * 129),
+                                  (2, 0, 100, "a\x7f"), (2, 0, 100, "k\u00e9"), (2, 0, 100, "\x01")],
                            5000)
-        assert codes(res) == ["insufficient_funds", "invalid_stake", "invalid_band",
-                              "invalid_request", "invalid_request", "invalid_request"], res
+        assert codes(res) == ["insufficient_funds", "invalid_stake", "invalid_band"] + \
+            ["invalid_request"] * 6, res
         assert s.snapshot() == before
         for bets, hashes, text in (
                 ([(3, 0, 100, "k")], None, "not in this bucket"),
                 ([(2, 0, 100, "k")], ["x" * 64], "bad request hash"),
+                ([(2, 0, 100, "k")], ["A" * 64], "bad request hash"),
+                ([(2, 0, 100, "k")], ["a" * 63 + "|"], "bad request hash"),
+                ([(2, 0, 100, "k")], ["a" * 65], "bad request hash"),
                 ([(0, 0, 100, "k")], None, "bad user_id")):
             try:
                 s.batch_call(0, 1, bets, 5000, hashes=hashes)
