@@ -415,5 +415,32 @@ def test_key_index_covers_24_h_across_windows_and_archival():
         assert s.c.hget("tp:{b0}:bal", "1") == "9700"
 
 
+
+def test_history_is_one_lpush_per_player_per_batch():
+    """A batch writes each player's history list once (one LPUSH of all their bets, newest
+    first as one LPUSH per bet would leave it) and trims it once, only when over its cap
+    (whatever the cap, from 15 to 1000: players 1 and 2 stay under it, player 3 goes over)."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        for u in (1, 2, 3):
+            s.grant(u, 10**9)
+        s.open_round(7)
+        s.c.rpush("tp:{b0}:ubets:3", *["0:1:0:100"] * 999)
+
+        def calls(cmd):
+            return s.c.info("commandstats").get("cmdstat_" + cmd, {}).get("calls", 0)
+        before = {c: calls(c) for c in ("lpush", "ltrim")}
+        bets = [(u, i % NBANDS, 100 + i, f"h{i}") for i in range(15) for u in (1, 2, 3)]
+        res = s.batch_call(0, 7, bets, 5000)
+        assert codes(res) == ["ok"] * 45, res
+        assert calls("lpush") - before["lpush"] == 3
+        assert calls("ltrim") - before["ltrim"] == 1  # only player 3's list went over
+        mine = [f"{a[1]}:7:{a[3]}:{a[4]}" for a, (u, _, _, _) in zip(res, bets) if u == 1]
+        assert s.c.lrange("tp:{b0}:ubets:1", 0, -1) == mine[::-1]
+        assert 15 <= s.c.llen("tp:{b0}:ubets:3") < 999 + 15
+        assert s.c.lrange("tp:{b0}:ubets:3", 0, 14) == [
+            f"{a[1]}:7:{a[3]}:{a[4]}" for a, (u, _, _, _) in zip(res, bets) if u == 3][::-1]
+
+
 if __name__ == "__main__":
     tpenv.main()
