@@ -9,7 +9,7 @@ RUN bash -c 'ROOT=/src; . scripts/lib/common.sh; install_packages $TP_BUILD_PACK
 
 FROM debian:12-slim
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        libev4 libhiredis0.14 libpq5 libmsgpackc2 libwslay1 libmbedtls14 libmbedx509-1 \
+        libev4 libhiredis0.14 libpq5 libmsgpackc2 libmbedtls14 libmbedx509-1 \
         libmbedcrypto7 libjansson4 libinih1 libargon2-1 ca-certificates \
     && rm -rf /var/lib/apt/lists/* && useradd --system --home /app tickpool
 WORKDIR /app

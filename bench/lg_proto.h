@@ -1,7 +1,7 @@
 /*
  * loadgen's wire formats, written by hand (bench only): the client side of exactly the messages
- * loadgen exchanges needs a few dozen lines each, no general library (the server's wslay and
- * llhttp are server-side only). Pure functions on buffers: no sockets, no loadgen state.
+ * loadgen exchanges needs a few dozen lines each, no general library (the server's WebSocket
+ * framer and llhttp are server-side only). Pure functions on buffers: no sockets, no loadgen state.
  */
 #ifndef TP_BENCH_LG_PROTO_H
 #define TP_BENCH_LG_PROTO_H

@@ -17,7 +17,7 @@
  * Only libev's header from outside the project: MessagePack goes through the project's codec,
  * SHA-1/SHA-256/base64 through crypto.h; the WebSocket client framer, the HTTP response reader
  * and the RESP reader (lg_proto.c) are a few dozen lines each because a client for exactly these
- * messages needs no general library (the server's wslay/llhttp are server-side only).
+ * messages needs no general library (the server's framer and llhttp are server-side only).
  *
  * This file: options, main, the schedule and the run phases. lg.h lists the other files.
  */

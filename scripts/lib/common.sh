@@ -4,7 +4,7 @@
 # Debian 12 packages tickpool needs to build, run and test. Keep in sync with the Dockerfile
 # (which calls this same function).
 TP_BUILD_PACKAGES="build-essential meson ninja-build pkg-config libev-dev libhiredis-dev libpq-dev
- libmsgpack-dev libwslay-dev libmbedtls-dev node-llhttp libjansson-dev libinih-dev libargon2-dev"
+ libmsgpack-dev libmbedtls-dev node-llhttp libjansson-dev libinih-dev libargon2-dev"
 TP_RUN_PACKAGES="redis-server postgresql openssl ca-certificates procps"
 TP_TEST_PACKAGES="libcmocka-dev git clang clang-format libclang-rt-14-dev python3 python3-msgpack python3-websocket
  python3-redis python3-psycopg2 chromium wrk prometheus"
@@ -68,7 +68,7 @@ npm_install() {
 # Meson dependency name -> the Debian package that provides it, so a failed configure can name
 # the package to install (and the list in this file that should carry it).
 TP_MESON_DEPS="ev:libev-dev hiredis:libhiredis-dev libpq:libpq-dev msgpack:libmsgpack-dev
- jansson:libjansson-dev inih:libinih-dev libargon2:libargon2-dev wslay:libwslay-dev
+ jansson:libjansson-dev inih:libinih-dev libargon2:libargon2-dev
  mbedtls:libmbedtls-dev mbedx509:libmbedtls-dev mbedcrypto:libmbedtls-dev cmocka:libcmocka-dev"
 
 # meson_failure LOG DIR: explains a failed `meson setup` and exits.

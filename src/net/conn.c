@@ -490,7 +490,7 @@ static void do_read(struct tp_conn *c)
 {
     char stack[READ_CHUNK];
     for (int i = 0; i < MAX_READS_PER_EVENT && want_read(c); i++) {
-        /* tp_ws_feed consumes all it is given (wslay copies what it keeps), so a WebSocket's
+        /* tp_ws_feed consumes all it is given (the framer copies what it keeps), so a WebSocket's
          * bytes need no buffer of their own. */
         bool ws = c->state == CS_WS;
         char *p = ws ? stack : tp_buf_reserve(&c->in, READ_CHUNK);

@@ -10,8 +10,8 @@
  *     tp_ws_origin_allowed (which must never accept a key that is not 24 characters).
  * Build:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude \
- *     tests/fuzz/fuzz_ws.c src/net/ws.c src/base/crypto.c src/base/metrics.c src/base/common.c
- * src/base/buf.c \ src/base/log.c -lwslay -lmbedcrypto -o fuzz_ws
+ *     tests/fuzz/fuzz_ws.c src/net/ws.c src/net/ws_frame.c src/base/crypto.c \
+ *     src/base/metrics.c src/base/common.c src/base/buf.c src/base/log.c -lmbedcrypto -o fuzz_ws
  */
 #include <stdint.h>
 #include <stdio.h>

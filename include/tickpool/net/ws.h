@@ -1,6 +1,7 @@
 /*
- * WebSocket (RFC 6455) server side, glued to wslay: upgrade validation, frame parsing, and an
- * outgoing queue with two classes of message. The only module that includes wslay.
+ * WebSocket (RFC 6455) server sessions: upgrade validation, the close handshake, limits on what
+ * a peer may make the server hold, and an outgoing queue with two classes of message. Frames
+ * themselves (encoding, parsing) are net/ws_frame's.
  *
  * Broadcasts are encoded once into a refcounted `tp_ws_frame` and shared by every socket of a
  * worker. A socket that cannot keep up drops a queued, not-yet-started droppable frame when a
@@ -26,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tickpool/net/ws_frame.h"
+
 struct tp_io;
 struct tp_ws;
 
@@ -50,32 +53,6 @@ enum tp_ws_close_code {
     TP_WS_CLOSE_INTERNAL = 1011,
     TP_WS_CLOSE_TRY_AGAIN = 1013, /* send queue overflow: reconnect later */
 };
-
-/* Kinds of droppable broadcast: a newer frame of a kind supersedes a queued older one of the
- * same kind; a tick carrying odds supersedes queued ticks and odds of every kind, while a plain
- * tick leaves a queued tick-with-odds alone (its odds would be lost otherwise). */
-enum tp_ws_kind {
-    TP_WS_KIND_DIRECT = 0, /* never dropped: replies, round changes, payouts */
-    TP_WS_KIND_TICK = 1,
-    TP_WS_KIND_ODDS = 2,
-    TP_WS_KIND_TICK_ODDS = 3, /* a beat that carries the open round's odds */
-    TP_WS_KIND_COUNT_
-};
-
-/** A pre-encoded server frame (header + payload in one allocation), refcounted, shared. */
-struct tp_ws_frame;
-
-/** Encodes one unmasked binary frame (FIN, opcode 2) carrying `payload` (copied). Refcount
- * starts at 1 and belongs to the caller. */
-struct tp_ws_frame *tp_ws_frame_new(const void *payload, size_t len, enum tp_ws_kind kind);
-/** Adds a reference (atomic: frames may be handed between threads). */
-void tp_ws_frame_ref(struct tp_ws_frame *f);
-/** Drops a reference; frees at zero. NULL is a no-op. */
-void tp_ws_frame_unref(struct tp_ws_frame *f);
-/** The encoded frame bytes (header + payload) and their count, borrowed from `f`. */
-const uint8_t *tp_ws_frame_bytes(const struct tp_ws_frame *f, size_t *len);
-/** Current reference count (for tests and assertions). */
-int tp_ws_frame_refs(const struct tp_ws_frame *f);
 
 struct tp_ws_callbacks {
     /** A complete data message (binary or text, text already checked to be UTF-8) arrived;

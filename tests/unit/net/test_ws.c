@@ -432,7 +432,7 @@ static const struct tp_ws_callbacks count_cb = {.on_message = count_on_message};
 static void test_many_frames_one_feed(void **state)
 {
     (void)state;
-    /* More input than wslay's 4 KiB buffer in one call, frames straddling its end. */
+    /* More input than one read's 4 KiB in one call, frames straddling that boundary. */
     struct tp_buf b;
     tp_buf_init(&b);
     uint8_t payload[97];
