@@ -46,7 +46,11 @@ struct tp_ws {
 
     struct qitem *head, *tail;
     struct qitem *latest[TP_WS_KIND_COUNT_]; /* newest queued item of each droppable kind */
-    uint8_t *pend;                           /* bytes taken from the queue, not yet written */
+    /* A queue usually holds at most one frame (the beat being written): this item serves it
+     * without a malloc and free per socket and beat. */
+    struct qitem spare;
+    bool spare_used;
+    uint8_t *pend; /* bytes taken from the queue, not yet written */
     size_t pend_off, pend_len;
     size_t queued; /* items' unwritten bytes + pend's */
 
@@ -133,9 +137,14 @@ static void q_link_after(struct tp_ws *ws, struct qitem *prev, struct qitem *it)
         ws->head = it;
 }
 
-static struct qitem *q_item(struct tp_ws_frame *f, bool ctrl)
+static struct qitem *q_item(struct tp_ws *ws, struct tp_ws_frame *f, bool ctrl)
 {
-    struct qitem *it = tp_xcalloc(1, sizeof(*it));
+    struct qitem *it = &ws->spare;
+    if (ws->spare_used)
+        it = tp_xmalloc(sizeof(*it));
+    else
+        ws->spare_used = true;
+    memset(it, 0, sizeof(*it));
     it->f = f;
     it->data = tp_ws_frame_bytes(f, &it->len);
     it->kind = (uint8_t)tp_ws_frame_kind(f);
@@ -143,15 +152,24 @@ static struct qitem *q_item(struct tp_ws_frame *f, bool ctrl)
     return it;
 }
 
-/* Removes an item, forgetting its unwritten bytes, and drops its frame reference. */
+/* Drops an unlinked item's frame reference and frees it (or gives the spare back). */
+static void q_free(struct tp_ws *ws, struct qitem *it)
+{
+    tp_ws_frame_unref(it->f);
+    if (it == &ws->spare)
+        ws->spare_used = false;
+    else
+        free(it);
+}
+
+/* Removes an item, forgetting its unwritten bytes. */
 static void q_remove(struct tp_ws *ws, struct qitem *it)
 {
     q_unlink(ws, it);
     ws->queued -= it->len - it->off;
     if (ws->latest[it->kind] == it)
         ws->latest[it->kind] = NULL;
-    tp_ws_frame_unref(it->f);
-    free(it);
+    q_free(ws, it);
 }
 
 static void discard_output(struct tp_ws *ws)
@@ -180,7 +198,7 @@ static void link_close_frame(struct tp_ws *ws, uint16_t code, const char *reason
         memcpy(payload + 2, reason, rlen);
         len += rlen;
     }
-    struct qitem *it = q_item(tp_ws_frame_new_control(TP_WS_OP_CLOSE, payload, len), false);
+    struct qitem *it = q_item(ws, tp_ws_frame_new_control(TP_WS_OP_CLOSE, payload, len), false);
     q_link_after(ws, ws->tail, it);
     ws->queued += it->len;
     start_closing(ws);
@@ -221,19 +239,19 @@ static int enqueue(struct tp_ws *ws, struct tp_ws_frame *f, bool ctrl)
         [TP_WS_KIND_TICK_ODDS] =
             1u << TP_WS_KIND_TICK | 1u << TP_WS_KIND_ODDS | 1u << TP_WS_KIND_TICK_ODDS,
     };
-    struct qitem *it = q_item(f, ctrl);
+    enum tp_ws_kind kind = tp_ws_frame_kind(f);
     for (int k = 1; k < TP_WS_KIND_COUNT_; k++) {
         struct qitem *old = ws->latest[k];
-        if ((supersedes[it->kind] & (1u << k)) == 0 || old == NULL || old->off != 0)
+        if ((supersedes[kind] & (1u << k)) == 0 || old == NULL || old->off != 0)
             continue;
         q_remove(ws, old);
         ws->dropped++;
         stat_inc(&g_stats.dropped[k]);
         tp_metrics_inc(TP_METRIC_WS_FRAMES_DROPPED_TOTAL);
     }
+    struct qitem *it = q_item(ws, f, ctrl); /* after the drops: the spare may be free again */
     if (it->len > ws->limits.max_queue || ws->queued > ws->limits.max_queue - it->len) {
-        tp_ws_frame_unref(f);
-        free(it);
+        q_free(ws, it);
         overflow(ws);
         return TP_ETOOBIG;
     }
