@@ -13,66 +13,17 @@
 
 #include <cmocka.h>
 
+#include "tickpool/base/buf.h"
 #include "tickpool/base/common.h"
 #include "tickpool/net/ws_frame.h"
 
+#include "ws_client.h"
+
 /* --- Client frames --- */
 
-struct cbuf {
-    uint8_t *p;
-    size_t len, cap;
-};
-
-static void cb_put(struct cbuf *b, const void *data, size_t n)
+static void frame(struct tp_buf *b, bool fin, int op, const void *payload, size_t len)
 {
-    if (b->len + n > b->cap) {
-        b->cap = (b->len + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    if (n > 0)
-        memcpy(b->p + b->len, data, n);
-    b->len += n;
-}
-
-/* Appends one client frame. `b0` is the first byte as sent (FIN, RSV, opcode); `len_bytes`
- * forces the length encoding (0: minimal, 2 or 8); `masked` false sends it unmasked. */
-static void frame_raw(struct cbuf *b, uint8_t b0, const void *payload, size_t len, bool masked,
-                      int len_bytes)
-{
-    static const uint8_t key[4] = {0xa1, 0x5e, 0x07, 0xc3};
-    uint8_t h[14] = {b0, masked ? 0x80 : 0};
-    size_t hl = 2;
-    if (len_bytes == 0)
-        len_bytes = len < 126 ? 0 : len <= 0xffff ? 2 : 8;
-    if (len_bytes == 0) {
-        h[1] |= (uint8_t)len;
-    } else if (len_bytes == 2) {
-        h[1] |= 126;
-        h[2] = (uint8_t)(len >> 8);
-        h[3] = (uint8_t)len;
-        hl = 4;
-    } else {
-        h[1] |= 127;
-        for (int i = 0; i < 8; i++)
-            h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
-        hl = 10;
-    }
-    if (masked) {
-        memcpy(h + hl, key, 4);
-        hl += 4;
-    }
-    cb_put(b, h, hl);
-    const uint8_t *src = payload;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = (uint8_t)(masked ? src[i] ^ key[i % 4] : src[i]);
-        cb_put(b, &c, 1);
-    }
-}
-
-static void frame(struct cbuf *b, bool fin, int op, const void *payload, size_t len)
-{
-    frame_raw(b, (uint8_t)((fin ? 0x80 : 0) | op), payload, len, true, 0);
+    cframe_ex(b, fin, 0, op, payload, len, true, 0);
 }
 
 /* --- Driving the parser --- */
@@ -140,18 +91,18 @@ static size_t run(struct tp_ws_frame_parser *p, const uint8_t *in, size_t n, siz
 }
 
 /* The last event of feeding `b` whole to a fresh parser with `max_message`. */
-static struct got parse_all(const struct cbuf *b, size_t max_message)
+static struct got parse_all(const struct tp_buf *b, size_t max_message)
 {
     struct tp_ws_frame_parser p;
     tp_ws_frame_parser_init(&p, max_message);
     struct got g;
     memset(&g, 0, sizeof(g));
-    run(&p, b->p, b->len, 0, &g);
+    run(&p, (const uint8_t *)tp_buf_ptr(b), tp_buf_size(b), 0, &g);
     tp_ws_frame_parser_deinit(&p);
     return g;
 }
 
-static void expect_error(const struct cbuf *b, size_t max_message, uint16_t code)
+static void expect_error(const struct tp_buf *b, size_t max_message, uint16_t code)
 {
     struct got g = parse_all(b, max_message);
     assert_true(g.n > 0);
@@ -201,7 +152,8 @@ static void test_encode(void **state)
 static void test_every_split_point(void **state)
 {
     (void)state;
-    struct cbuf b = {0};
+    struct tp_buf b;
+    tp_buf_init(&b);
     uint8_t mid[300];
     for (size_t i = 0; i < sizeof(mid); i++)
         mid[i] = (uint8_t)(i * 7);
@@ -213,12 +165,13 @@ static void test_every_split_point(void **state)
     frame(&b, true, TP_WS_OP_CONTINUATION, mid + 100, 200);
     frame(&b, true, TP_WS_OP_BINARY, NULL, 0);
     frame(&b, true, TP_WS_OP_PONG, NULL, 0);
-    for (size_t chunk = 0; chunk <= b.len; chunk++) {
+    for (size_t chunk = 0; chunk <= tp_buf_size(&b); chunk++) {
         struct tp_ws_frame_parser p;
         tp_ws_frame_parser_init(&p, 1024);
         struct got g;
         memset(&g, 0, sizeof(g));
-        assert_int_equal(run(&p, b.p, b.len, chunk, &g), b.len);
+        assert_int_equal(run(&p, (const uint8_t *)tp_buf_ptr(&b), tp_buf_size(&b), chunk, &g),
+                         tp_buf_size(&b));
         enum tp_ws_frame_ev want[] = {
             TP_WS_EV_DATA_HEADER, TP_WS_EV_MESSAGE,     TP_WS_EV_DATA_HEADER, TP_WS_EV_MESSAGE,
             TP_WS_EV_DATA_HEADER, TP_WS_EV_PING,        TP_WS_EV_DATA_HEADER, TP_WS_EV_DATA_HEADER,
@@ -240,7 +193,7 @@ static void test_every_split_point(void **state)
         got_clear(&g);
         tp_ws_frame_parser_deinit(&p);
     }
-    free(b.p);
+    tp_buf_deinit(&b);
 }
 
 static void test_close_frames(void **state)
@@ -248,7 +201,8 @@ static void test_close_frames(void **state)
     (void)state;
     uint16_t ok[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1013, 3000, 4999};
     for (size_t i = 0; i < TP_ARRAY_LEN(ok); i++) {
-        struct cbuf b = {0};
+        struct tp_buf b;
+        tp_buf_init(&b);
         uint8_t pl[6] = {(uint8_t)(ok[i] >> 8), (uint8_t)ok[i], 'b', 'y', 'e', '!'};
         frame(&b, true, TP_WS_OP_CLOSE, pl, sizeof(pl));
         frame(&b, true, TP_WS_OP_BINARY, "late", 4); /* the caller stops reading */
@@ -259,19 +213,20 @@ static void test_close_frames(void **state)
         assert_int_equal(g.len[0], sizeof(pl)); /* the whole payload, to echo */
         assert_memory_equal(g.data[0], pl, sizeof(pl));
         got_clear(&g);
-        free(b.p);
+        tp_buf_deinit(&b);
     }
     /* No payload: reported as 1005, echoed empty. */
-    struct cbuf b = {0};
+    struct tp_buf b;
+    tp_buf_init(&b);
     frame(&b, true, TP_WS_OP_CLOSE, NULL, 0);
     struct got g = parse_all(&b, 1024);
     assert_int_equal(g.type[0], TP_WS_EV_CLOSE);
     assert_int_equal(g.code[0], 1005);
     assert_int_equal(g.len[0], 0);
     got_clear(&g);
-    free(b.p);
+    tp_buf_deinit(&b);
     /* A close between the fragments of a message. */
-    b = (struct cbuf){0};
+    tp_buf_init(&b);
     frame(&b, false, TP_WS_OP_TEXT, "ab", 2);
     frame(&b, true, TP_WS_OP_CLOSE, "\x03\xe9", 2);
     g = parse_all(&b, 1024);
@@ -279,7 +234,7 @@ static void test_close_frames(void **state)
     assert_int_equal(g.type[1], TP_WS_EV_CLOSE);
     assert_int_equal(g.code[1], 1001);
     got_clear(&g);
-    free(b.p);
+    tp_buf_deinit(&b);
 }
 
 /* --- Hostile input --- */
@@ -287,21 +242,22 @@ static void test_close_frames(void **state)
 static void test_hostile_headers(void **state)
 {
     (void)state;
-    struct cbuf b = {0};
+    struct tp_buf b;
+    tp_buf_init(&b);
     /* unmasked client frame */
-    frame_raw(&b, 0x82, "abc", 3, false, 0);
+    cframe_ex(&b, 1, 0, 0x2, "abc", 3, false, 0);
     expect_error(&b, 1024, 1002);
     /* reserved bits without an extension */
-    for (int rsv = 0x10; rsv <= 0x40; rsv <<= 1) {
-        b.len = 0;
-        frame_raw(&b, (uint8_t)(0x82 | rsv), "abc", 3, true, 0);
+    for (int rsv = 1; rsv <= 4; rsv <<= 1) {
+        tp_buf_reset(&b);
+        cframe_ex(&b, 1, rsv, 0x2, "abc", 3, true, 0);
         expect_error(&b, 1024, 1002);
     }
     /* reserved opcodes, data and control */
     for (int op = 0x3; op <= 0xF; op++) {
         if (op >= 0x8 && op <= 0xA)
             continue;
-        b.len = 0;
+        tp_buf_reset(&b);
         frame(&b, true, op, "abc", 3);
         expect_error(&b, 1024, 1002);
     }
@@ -309,29 +265,29 @@ static void test_hostile_headers(void **state)
     uint8_t big[200] = {0};
     int ctl[] = {TP_WS_OP_CLOSE, TP_WS_OP_PING, TP_WS_OP_PONG};
     for (size_t i = 0; i < TP_ARRAY_LEN(ctl); i++) {
-        b.len = 0;
+        tp_buf_reset(&b);
         frame(&b, true, ctl[i], big, 126);
         expect_error(&b, 1024, 1002);
-        b.len = 0;
+        tp_buf_reset(&b);
         frame(&b, false, ctl[i], "\x03\xe8", 2);
         expect_error(&b, 1024, 1002);
     }
     /* continuation without a start; a new message inside an unfinished one */
-    b.len = 0;
+    tp_buf_reset(&b);
     frame(&b, true, TP_WS_OP_CONTINUATION, "abc", 3);
     expect_error(&b, 1024, 1002);
-    b.len = 0;
+    tp_buf_reset(&b);
     frame(&b, false, TP_WS_OP_BINARY, "abc", 3);
     frame(&b, true, TP_WS_OP_TEXT, "def", 3);
     expect_error(&b, 1024, 1002);
     /* non-minimal length encodings */
-    b.len = 0;
-    frame_raw(&b, 0x82, "abc", 3, true, 2);
+    tp_buf_reset(&b);
+    cframe_ex(&b, 1, 0, 0x2, "abc", 3, true, 2);
     expect_error(&b, 1024, 1002);
-    b.len = 0;
-    frame_raw(&b, 0x82, big, 200, true, 8);
+    tp_buf_reset(&b);
+    cframe_ex(&b, 1, 0, 0x2, big, 200, true, 8);
     expect_error(&b, 1024, 1002);
-    free(b.p);
+    tp_buf_deinit(&b);
 }
 
 static void test_hostile_lengths(void **state)
@@ -340,45 +296,47 @@ static void test_hostile_lengths(void **state)
     /* 64-bit length with the top bit set: refused from the header alone, before any payload
      * (even with a limit that would let every length through). */
     uint8_t top[14] = {0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4};
-    struct cbuf b = {0};
-    cb_put(&b, top, sizeof(top));
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_buf_append(&b, top, sizeof(top));
     expect_error(&b, SIZE_MAX, 1002);
     /* the largest 63-bit length: over any limit (1009), nothing allocated */
     uint8_t huge[14] = {0x82, 0x80 | 127, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3};
-    b.len = 0;
-    cb_put(&b, huge, sizeof(huge));
+    tp_buf_reset(&b);
+    tp_buf_append(&b, huge, sizeof(huge));
     expect_error(&b, 1 << 20, 1009);
     /* one byte over the limit; exactly at it is fine */
     uint8_t pl[1025] = {0};
-    b.len = 0;
+    tp_buf_reset(&b);
     frame(&b, true, TP_WS_OP_BINARY, pl, 1025);
     expect_error(&b, 1024, 1009);
-    b.len = 0;
+    tp_buf_reset(&b);
     frame(&b, true, TP_WS_OP_BINARY, pl, 1024);
     struct got g = parse_all(&b, 1024);
     assert_int_equal(g.type[g.n - 1], TP_WS_EV_MESSAGE);
     assert_int_equal(g.len[g.n - 1], 1024);
     got_clear(&g);
     /* fragments adding up past the limit: refused at the header that passes it */
-    b.len = 0;
+    tp_buf_reset(&b);
     frame(&b, false, TP_WS_OP_BINARY, pl, 600);
     frame(&b, true, TP_WS_OP_CONTINUATION, pl, 425);
     struct tp_ws_frame_parser p;
     tp_ws_frame_parser_init(&p, 1024);
     memset(&g, 0, sizeof(g));
-    size_t used = run(&p, b.p, b.len, 0, &g);
+    size_t used = run(&p, (const uint8_t *)tp_buf_ptr(&b), tp_buf_size(&b), 0, &g);
     assert_int_equal(g.type[g.n - 1], TP_WS_EV_ERROR);
     assert_int_equal(g.code[g.n - 1], 1009);
     assert_int_equal(used, 4 + 4 + 600 + 8); /* the second header, none of its payload */
     assert_null(p.msg);                      /* failing frees the unfinished message */
     /* once failed, always failed, and nothing more is read */
     struct tp_ws_frame_event ev;
-    assert_int_equal(tp_ws_frame_parse(&p, b.p, b.len, &ev), 0);
+    assert_int_equal(tp_ws_frame_parse(&p, (const uint8_t *)tp_buf_ptr(&b), tp_buf_size(&b), &ev),
+                     0);
     assert_int_equal(ev.type, TP_WS_EV_ERROR);
     assert_int_equal(ev.code, 1009);
     got_clear(&g);
     tp_ws_frame_parser_deinit(&p);
-    free(b.p);
+    tp_buf_deinit(&b);
 }
 
 static void test_hostile_close(void **state)
@@ -386,15 +344,16 @@ static void test_hostile_close(void **state)
     (void)state;
     /* codes a peer may not send */
     uint16_t bad[] = {0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535};
-    struct cbuf b = {0};
+    struct tp_buf b;
+    tp_buf_init(&b);
     for (size_t i = 0; i < TP_ARRAY_LEN(bad); i++) {
         uint8_t pl[2] = {(uint8_t)(bad[i] >> 8), (uint8_t)bad[i]};
-        b.len = 0;
+        tp_buf_reset(&b);
         frame(&b, true, TP_WS_OP_CLOSE, pl, 2);
         expect_error(&b, 1024, 1002);
     }
     /* a one-byte payload cannot hold a code */
-    b.len = 0;
+    tp_buf_reset(&b);
     frame(&b, true, TP_WS_OP_CLOSE, "\x03", 1);
     expect_error(&b, 1024, 1002);
     /* a reason that is not UTF-8 */
@@ -403,11 +362,11 @@ static void test_hostile_close(void **state)
                              "ab\xc3",
                              "\x03\xe8\xed\xa0\x80"};
     for (size_t i = 0; i < TP_ARRAY_LEN(reasons); i++) {
-        b.len = 0;
+        tp_buf_reset(&b);
         frame(&b, true, TP_WS_OP_CLOSE, reasons[i], strlen(reasons[i]));
         expect_error(&b, 1024, 1007);
     }
-    free(b.p);
+    tp_buf_deinit(&b);
 }
 
 static void test_text_utf8(void **state)
@@ -415,19 +374,20 @@ static void test_text_utf8(void **state)
     (void)state;
     const char *bad[] = {"\xc0\x80",         "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
                          "\xf5\x80\x80\x80", "ab\xc3",       "\x80",         "\xff"};
-    struct cbuf b = {0};
+    struct tp_buf b;
+    tp_buf_init(&b);
     for (size_t i = 0; i < TP_ARRAY_LEN(bad); i++) {
-        b.len = 0;
+        tp_buf_reset(&b);
         frame(&b, true, TP_WS_OP_TEXT, bad[i], strlen(bad[i]));
         expect_error(&b, 1024, 1007);
         /* the same bytes in fragments (the buffered path) */
-        b.len = 0;
+        tp_buf_reset(&b);
         frame(&b, false, TP_WS_OP_TEXT, bad[i], 1);
         frame(&b, true, TP_WS_OP_CONTINUATION, bad[i] + 1, strlen(bad[i]) - 1);
         expect_error(&b, 1024, 1007);
     }
     /* a code point split between fragments is fine once whole */
-    b.len = 0;
+    tp_buf_reset(&b);
     frame(&b, false, TP_WS_OP_TEXT, "\xf0\x9d", 2);
     frame(&b, true, TP_WS_OP_CONTINUATION, "\x84\x9e", 2);
     struct got g = parse_all(&b, 1024);
@@ -435,12 +395,12 @@ static void test_text_utf8(void **state)
     assert_memory_equal(g.data[g.n - 1], "\xf0\x9d\x84\x9e", 4);
     got_clear(&g);
     /* binary messages are not checked */
-    b.len = 0;
+    tp_buf_reset(&b);
     frame(&b, true, TP_WS_OP_BINARY, "\xff\xfe", 2);
     g = parse_all(&b, 1024);
     assert_int_equal(g.type[g.n - 1], TP_WS_EV_MESSAGE);
     got_clear(&g);
-    free(b.p);
+    tp_buf_deinit(&b);
 }
 
 /* --- Memory --- */
@@ -451,14 +411,15 @@ static void test_memory_follows_bytes(void **state)
 {
     (void)state;
     static uint8_t pl[60000];
-    struct cbuf b = {0};
+    struct tp_buf b;
+    tp_buf_init(&b);
     frame(&b, true, TP_WS_OP_BINARY, pl, sizeof(pl));
     struct tp_ws_frame_parser p;
     tp_ws_frame_parser_init(&p, 1 << 20);
     struct got g;
     memset(&g, 0, sizeof(g));
     /* the header and 10 payload bytes */
-    run(&p, b.p, 4 + 4 + 10, 0, &g);
+    run(&p, (const uint8_t *)tp_buf_ptr(&b), 4 + 4 + 10, 0, &g);
     assert_int_equal(g.n, 1);
     assert_int_equal(g.type[0], TP_WS_EV_DATA_HEADER);
     assert_int_equal(g.len[0], sizeof(pl));
@@ -467,10 +428,10 @@ static void test_memory_follows_bytes(void **state)
     /* the rest, a byte at a time at first: the buffer at most doubles what arrived */
     size_t off = 18;
     for (; off < 1000; off++) {
-        run(&p, b.p + off, 1, 0, &g);
+        run(&p, (const uint8_t *)tp_buf_ptr(&b) + off, 1, 0, &g);
         assert_true(p.msg_cap <= 2 * p.msg_len + 64);
     }
-    run(&p, b.p + off, b.len - off, 0, &g);
+    run(&p, (const uint8_t *)tp_buf_ptr(&b) + off, tp_buf_size(&b) - off, 0, &g);
     assert_int_equal(g.type[g.n - 1], TP_WS_EV_MESSAGE);
     assert_int_equal(g.len[g.n - 1], sizeof(pl));
     assert_true(p.msg_cap <= sizeof(pl));
@@ -482,14 +443,14 @@ static void test_memory_follows_bytes(void **state)
     assert_false(tp_ws_frame_parser_in_message(&p));
     got_clear(&g);
     /* a small message that arrives whole is never given a buffer */
-    b.len = 0;
+    tp_buf_reset(&b);
     frame(&b, true, TP_WS_OP_BINARY, "bet", 3);
-    run(&p, b.p, b.len, 0, &g);
+    run(&p, (const uint8_t *)tp_buf_ptr(&b), tp_buf_size(&b), 0, &g);
     assert_int_equal(g.type[g.n - 1], TP_WS_EV_MESSAGE);
     assert_null(p.msg);
     got_clear(&g);
     tp_ws_frame_parser_deinit(&p);
-    free(b.p);
+    tp_buf_deinit(&b);
 }
 
 /* --- Randomized --- */
@@ -501,7 +462,8 @@ static void test_random_fragmentation(void **state)
     (void)state;
     srand(1234);
     for (int round = 0; round < 200; round++) {
-        struct cbuf b = {0};
+        struct tp_buf b;
+        tp_buf_init(&b);
         int nmsg = 1 + rand() % 5, pings = 0;
         uint8_t *msgs[5];
         size_t lens[5];
@@ -533,7 +495,8 @@ static void test_random_fragmentation(void **state)
         struct got g;
         memset(&g, 0, sizeof(g));
         size_t chunk = 1 + (size_t)rand() % 700;
-        assert_int_equal(run(&p, b.p, b.len, chunk, &g), b.len);
+        assert_int_equal(run(&p, (const uint8_t *)tp_buf_ptr(&b), tp_buf_size(&b), chunk, &g),
+                         tp_buf_size(&b));
         int m = 0, seen_pings = 0;
         for (int i = 0; i < g.n; i++) {
             if (g.type[i] == TP_WS_EV_PING) {
@@ -554,7 +517,7 @@ static void test_random_fragmentation(void **state)
             free(msgs[k]);
         got_clear(&g);
         tp_ws_frame_parser_deinit(&p);
-        free(b.p);
+        tp_buf_deinit(&b);
     }
 }
 
