@@ -1,32 +1,83 @@
 #!lua
 --[[
-settle_page.lua: pay (or refund) one HSCAN page of bucket N's bets of a round, exactly once.
+settle_page.lua: pay (or refund) one page of bucket N's bets of a round, exactly once. A page is
+bounded in bets (ARGV[2], the leader's estimate of what fits its time target) and in Redis time
+(ARGV[4]: no further HSCAN chunk starts once the script has run that long), so Redis serves the
+bets queued behind it within about a page's time; the leader sizes the next page from the time
+this one reports.
 
 KEYS[1] tp:{bN}:plan:<id>     KEYS[2] tp:{bN}:bal       KEYS[3] tp:{bN}:paid:<id>
 KEYS[4] tp:{bN}:payout:<id>   KEYS[5] tp:{bN}:outbox
 KEYS[6 .. 5+nbands] tp:{bN}:bets:<id>:<band> for band 0 .. nbands-1
-KEYS[6+nbands] tp:{bN}:net    ZSET user -> net winnings (bet.lua subtracts stakes; we add credits)
-ARGV[1] round id  ARGV[2] page size (HSCAN COUNT)  ARGV[3] now_ms
+KEYS[6+nbands] tp:{bN}:net    ZSET user -> net winnings (bet_batch.lua subtracts stakes; we add credits)
+ARGV[1] round id  ARGV[2] most bets to scan (>= 1)  ARGV[3] now_ms  ARGV[4] time budget in µs
 Plan (bucket_plan.lua): win → scans only the winning band, each bet of stake s gets
-floor(s * pot / W); refund → scans every band, each bet gets its stake back.
-Each bet is credited at most once (HSETNX paid bet_id amount), even when a page is repeated
-(a leader died after the page ran but before it saw the reply). Per page every player is
-credited once with his sum (HINCRBY bal, ZINCRBY net), `payout:<id>` keeps his round total, and each bet's
-credit is XADDed to the outbox: type payout|refund, bet_id, user_id, round_id, amount,
-balance (after this page's credit), ts. The cursor lives in the plan, so a new leader resumes.
-Returns {'ok', done (0|1), bets credited by this call}, or {'err', 'no_plan'}.
+floor(s * pot / W); refund → scans every band in turn, each bet gets its stake back.
+Each bet is credited at most once: `paid:<id>` (bet_id → amount) is read for the page's bets
+before anything is written, so a repeated page (a leader died after the page ran but before it
+saw the reply, or HSCAN returned an entry twice) credits nothing again. Writes are per page:
+one HSET of `paid`; every player once with his sum (`bal`, `payout:<id>` his round total, `net`),
+read and written with one command per key; and ONE outbox entry carrying every credit of the
+page: type credits, kind payout|refund, round_id, ts, credits = one line per bet
+"<bet_id>,<user_id>,<amount>,<balance>" (balance after this page's credit), `\n`-separated.
+The cursor lives in the plan, so a new leader resumes.
+Returns {'ok', done (0|1), bets credited by this call, bets scanned, µs of Redis time this
+call took}, or {'err', 'no_plan'}. Malformed arguments or bets entries are script errors with
+nothing written.
 ]]
-if #KEYS < 6 or #ARGV ~= 3 then return redis.error_reply('ERR tp_settle_page: bad KEYS/ARGV') end
-local p = redis.call('HMGET', KEYS[1], 'band', 'pot', 'w', 'refund', 'nbands', 'pos', 'cur', 'done')
+
+local KEYS, ARGV = KEYS, ARGV
+local call, format, tonumber = redis.call, string.format, tonumber
+
+local function bug(what)
+    return redis.error_reply('ERR tp_settle_page: ' .. what)
+end
+
+local function uint(s)
+    -- A canonical non-negative decimal integer below 10^15 (exact in a Lua double), else nil.
+    if type(s) ~= 'string' or #s > 15 then return nil end
+    if s:find('^[1-9]%d*$') then return tonumber(s) end
+    if s == '0' then return 0 end
+    return nil
+end
+
+local t0 = call('TIME')
+local function elapsed_us()
+    local t = call('TIME')
+    return (tonumber(t[1]) - tonumber(t0[1])) * 1000000 + tonumber(t[2]) - tonumber(t0[2])
+end
+
+if #KEYS < 7 or #ARGV ~= 4 then return bug('bad KEYS/ARGV') end
+local max_bets, budget = uint(ARGV[2]), uint(ARGV[4])
+if not max_bets or max_bets < 1 or not budget or not uint(ARGV[1]) or not uint(ARGV[3]) then
+    return bug('bad ARGV')
+end
+local p = call('HMGET', KEYS[1], 'band', 'pot', 'w', 'refund', 'nbands', 'pos', 'cur', 'done')
 if not p[1] then return {'err', 'no_plan'} end
-if p[8] == '1' then return {'ok', 1, 0} end
+if p[8] == '1' then return {'ok', 1, 0, 0, elapsed_us()} end
 local band, pot, w, refund = tonumber(p[1]), tonumber(p[2]), tonumber(p[3]), p[4] == '1'
 local nbands, pos, cur = tonumber(p[5]), tonumber(p[6]), p[7]
-if #KEYS ~= 6 + nbands then return redis.error_reply('ERR tp_settle_page: want 6 + nbands KEYS') end
+if #KEYS ~= 6 + nbands then return bug('want 6 + nbands KEYS') end
+
+-- Up to 8000 values fit Lua's stack at once: long argument lists go in slices.
+local SLICE = 4000
+local function sliced(cmd, key, list, out)
+    for i = 1, #list, SLICE do
+        local r = call(cmd, key, unpack(list, i, math.min(i + SLICE - 1, #list)))
+        if out then
+            for j = 1, #r do out[#out + 1] = r[j] end
+        end
+    end
+    return out
+end
 
 -- floor(a * b / c) exactly for 0 <= a, 0 <= b < c < 2^52 (doubles hold integers < 2^53 only,
--- and a * b may not): binary long multiplication keeping quotient and remainder.
+-- and a * b may not): a * b directly when it is exact, else binary long multiplication keeping
+-- quotient and remainder.
+local EXACT = 9007199254740992
 local function mulfloordiv(a, b, c)
+    local ab = a * b
+    if ab < EXACT then return (ab - ab % c) / c end
     local bits = {}
     while a > 0 do
         bits[#bits + 1] = a % 2
@@ -48,51 +99,101 @@ if not refund then
     r0 = pot % w
     q0 = (pot - r0) / w
 end
-local function str(n) return string.format('%.0f', n) end
 
+-- Scan: HSCAN chunks until the page is full, its time is spent or the bets are done.
+local CHUNK = 128
+local ids, users, amounts, seen = {}, {}, {}, {}
+local scanned, done = 0, false
 local scan_band = refund and pos or band
-local res = redis.call('HSCAN', KEYS[6 + scan_band], cur, 'COUNT', ARGV[2])
-local items = res[2]
-local sums, order, credits = {}, {}, {}
-local n = 0
-for i = 1, #items, 2 do
-    local bet_id, v = items[i], items[i + 1]
-    local user, stake = v:match('^(%d+):(%d+)$')
-    stake = tonumber(stake)
-    local amount = refund and stake or (stake * q0 + mulfloordiv(stake, r0, w))
-    if redis.call('HSETNX', KEYS[3], bet_id, str(amount)) == 1 then
-        if not sums[user] then
-            sums[user] = 0
-            order[#order + 1] = user
+while true do
+    local res = call('HSCAN', KEYS[6 + scan_band], cur, 'COUNT', math.min(CHUNK, max_bets - scanned))
+    cur = res[1]
+    local items = res[2]
+    for i = 1, #items, 2 do
+        local bet_id = items[i]
+        local user, stake = items[i + 1]:match('^(%d+):(%d+)$')
+        stake = uint(stake)
+        if not stake or not uint(bet_id) then return bug('bad bets entry ' .. bet_id) end
+        if not seen[bet_id] then -- HSCAN may return an entry twice
+            seen[bet_id] = true
+            local k = #ids + 1
+            ids[k], users[k] = bet_id, user
+            amounts[k] = refund and stake or (stake * q0 + mulfloordiv(stake, r0, w))
         end
-        sums[user] = sums[user] + amount
-        credits[#credits + 1] = {bet_id, user, amount}
-        n = n + 1
     end
+    scanned = scanned + #items / 2
+    if cur == '0' then
+        if refund and scan_band + 1 < nbands then
+            scan_band = scan_band + 1
+        else
+            done = true
+        end
+    end
+    if done or scanned >= max_bets or elapsed_us() >= budget then break end
 end
-local bal = {}
+
+-- Credits: the page's bets not paid yet (one HMGET), summed per player.
+local credits, sums, order = {}, {}, {}
+if #ids > 0 then
+    local paidv = sliced('HMGET', KEYS[3], ids, {})
+    local paidw = {}
+    for i = 1, #ids do
+        if not paidv[i] then
+            local user, amount = users[i], amounts[i]
+            credits[#credits + 1] = i
+            paidw[#paidw + 1] = ids[i]
+            paidw[#paidw + 1] = format('%.0f', amount)
+            if not sums[user] then
+                sums[user] = 0
+                order[#order + 1] = user
+            end
+            sums[user] = sums[user] + amount
+        end
+    end
+    if #paidw > 0 then sliced('HSET', KEYS[3], paidw) end
+end
+
+-- Players: balance, round total and net winnings, each key read once and written once.
 local total = 0
-for _, user in ipairs(order) do
-    bal[user] = redis.call('HINCRBY', KEYS[2], user, str(sums[user]))
-    redis.call('HINCRBY', KEYS[4], user, str(sums[user]))
-    redis.call('ZINCRBY', KEYS[6 + nbands], str(sums[user]), user)
-    total = total + sums[user]
-end
-local kind = refund and 'refund' or 'payout'
-for _, c in ipairs(credits) do
-    redis.call('XADD', KEYS[5], '*', 'type', kind, 'bet_id', c[1], 'user_id', c[2],
-               'round_id', ARGV[1], 'amount', str(c[3]), 'balance', str(bal[c[2]]), 'ts', ARGV[3])
-end
-local done = '0'
-if res[1] == '0' then
-    if refund and pos + 1 < nbands then
-        redis.call('HSET', KEYS[1], 'pos', str(pos + 1), 'cur', '0')
-    else
-        done = '1'
+local balance = {}
+if #order > 0 then
+    local balv = sliced('HMGET', KEYS[2], order, {})
+    local payv = sliced('HMGET', KEYS[4], order, {})
+    local netv = sliced('ZMSCORE', KEYS[6 + nbands], order, {})
+    local balw, payw, netw = {}, {}, {}
+    for j, user in ipairs(order) do
+        local sum = sums[user]
+        total = total + sum
+        local b = uint(balv[j] or '0')
+        if b and b + sum < EXACT then
+            balance[user] = format('%.0f', b + sum)
+            balw[#balw + 1] = user
+            balw[#balw + 1] = balance[user]
+        else -- beyond a double's exact range: Redis adds in 64 bits
+            call('HINCRBY', KEYS[2], user, format('%.0f', sum))
+            balance[user] = call('HGET', KEYS[2], user)
+        end
+        payw[#payw + 1] = user
+        payw[#payw + 1] = format('%.0f', tonumber(payv[j] or '0') + sum)
+        netw[#netw + 1] = format('%.0f', tonumber(netv[j] or '0') + sum)
+        netw[#netw + 1] = user
     end
-else
-    redis.call('HSET', KEYS[1], 'cur', res[1])
+    if #balw > 0 then sliced('HSET', KEYS[2], balw) end
+    sliced('HSET', KEYS[4], payw)
+    sliced('ZADD', KEYS[6 + nbands], netw)
+    local lines = {}
+    for k, i in ipairs(credits) do
+        lines[k] = ids[i] .. ',' .. users[i] .. ',' .. format('%.0f', amounts[i]) .. ',' ..
+            balance[users[i]]
+    end
+    call('XADD', KEYS[5], '*', 'type', 'credits', 'kind', refund and 'refund' or 'payout',
+         'round_id', ARGV[1], 'ts', ARGV[3], 'credits', table.concat(lines, '\n'))
 end
-redis.call('HSET', KEYS[1], 'done', done)
-if total > 0 then redis.call('HINCRBY', KEYS[1], 'paid', str(total)) end
-return {'ok', tonumber(done), n}
+
+if done then
+    call('HSET', KEYS[1], 'pos', format('%d', scan_band), 'cur', '0', 'done', '1')
+else
+    call('HSET', KEYS[1], 'pos', format('%d', scan_band), 'cur', cur, 'done', '0')
+end
+if total > 0 then call('HINCRBY', KEYS[1], 'paid', format('%.0f', total)) end
+return {'ok', done and 1 or 0, #credits, scanned, elapsed_us()}

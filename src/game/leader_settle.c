@@ -4,7 +4,9 @@
  * then round_final. Every script is idempotent, so a new leader resumes where a dead one
  * stopped, and so does the next step when this one yields: between two pages or buckets the
  * settlement ends its step as soon as a lock, close, open or cancel falls due, so a long
- * settlement never delays a boundary.
+ * settlement never delays a boundary. Pages are sized by Redis time (tp_settle_page_size from
+ * the time each page reports), and the next page is sent only after the last one's reply, so
+ * the bets that arrived meanwhile run between two pages.
  */
 #include "leader_internal.h"
 
@@ -12,10 +14,10 @@
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
+#include "tickpool/game/settle.h"
 #include "tickpool/store/store.h"
 
 #define MOD "leader"
-#define PAGE_SIZE 500
 
 static void settle_bucket(struct tp_leader *l);
 
@@ -31,9 +33,10 @@ static void on_final(int err, const struct tp_store_reply *r, void *ud)
         bool cancelled = l->op.r.refund_all && l->op.r.state == TP_ROUND_CANCELLING;
         tp_metrics_inc(cancelled ? TP_METRIC_ROUNDS_CANCELLED_TOTAL
                                  : TP_METRIC_ROUNDS_SETTLED_TOTAL);
-        tp_log_info(MOD, "round %s\tround=%lld total=%lld paid=%lld",
+        tp_log_info(MOD, "round %s\tround=%lld total=%lld paid=%lld pages=%d page_us_max=%lld",
                     cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
-                    (long long)l->op.sum_t, (long long)l->op.sum_paid);
+                    (long long)l->op.sum_t, (long long)l->op.sum_paid, l->op.pages,
+                    (long long)l->op.page_us_max);
         tp_leader_publish_round(l, l->op.r.id);
     }
     tp_leader_step_end(l);
@@ -90,6 +93,14 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
         tp_leader_step_end(l);
         return;
     }
+    /* {'ok', done, credited, scanned, µs}: the next page is sized from this one's time. */
+    if (tp_reply_len(r) >= 5) {
+        int64_t scanned = tp_reply_integer(tp_reply_at(r, 3));
+        int64_t us = tp_reply_integer(tp_reply_at(r, 4));
+        l->page_bets = tp_settle_page_size(l->page_bets, scanned, us);
+        l->op.page_us_max = TP_MAX(l->op.page_us_max, us);
+    }
+    l->op.pages++;
     if (tp_reply_integer(tp_reply_at(r, 1)) == 1)
         settle_finish(l);
     else if (tp_leader_boundary_due(l))
@@ -100,11 +111,14 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
 
 static void settle_page(struct tp_leader *l)
 {
+    if (l->page_bets < TP_SETTLE_PAGE_MIN)
+        l->page_bets = TP_SETTLE_PAGE_START;
     struct tp_script_settle_page_args a = {.bucket = l->op.bucket,
                                            .id = l->op.r.id,
                                            .nbands = tp_leader_nbands(&l->op.r),
-                                           .page_size = PAGE_SIZE,
-                                           .now_ms = tp_now_ms()};
+                                           .max_bets = l->page_bets,
+                                           .now_ms = tp_now_ms(),
+                                           .budget_us = TP_SETTLE_PAGE_SCAN_US};
     if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
         tp_leader_step_end(l);
 }
@@ -140,5 +154,7 @@ void tp_leader_settle(struct tp_leader *l, const struct tp_game_round *r)
     l->op.r = *r;
     l->op.bucket = 0;
     l->op.sum_t = l->op.sum_paid = 0;
+    l->op.pages = 0;
+    l->op.page_us_max = 0;
     settle_bucket(l);
 }

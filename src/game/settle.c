@@ -129,3 +129,15 @@ int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, doubl
         tp_settle_multiplier(total, pools[i], rake_bps, &out[i]);
     return 0;
 }
+
+int tp_settle_page_size(int prev, int64_t scanned, int64_t us)
+{
+    int64_t next = prev;
+    /* A short page (a band's last bets) is mostly fixed cost: it says little about the rate. */
+    if (scanned >= 16 && us > 0) {
+        next = scanned * TP_SETTLE_PAGE_TARGET_US / us;
+        next = TP_MAX(next, (int64_t)prev / 2);
+        next = TP_MIN(next, (int64_t)prev * 2);
+    }
+    return (int)TP_MAX(TP_MIN(next, TP_SETTLE_PAGE_MAX), TP_SETTLE_PAGE_MIN);
+}

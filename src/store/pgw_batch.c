@@ -277,6 +277,64 @@ static int add_bets(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
     return rc;
 }
 
+/* One line of a `credits` event (settle_page.lua): "<bet_id>,<user_id>,<amount>,<balance>", all
+ * canonical integers, user and amount non-zero. Splits `line` in place; false if malformed. */
+static bool credit_line(char *line, const char *f[4])
+{
+    for (int i = 0; i < 4; i++) {
+        char *c = strchr(line, ',');
+        if ((c == NULL) != (i == 3))
+            return false;
+        f[i] = line;
+        if (c != NULL) {
+            *c = '\0';
+            line = c + 1;
+        }
+        if (!tp_pgw_is_uint(f[i]))
+            return false;
+    }
+    return strcmp(f[1], "0") != 0 && strcmp(f[2], "0") != 0;
+}
+
+/* A `credits` event: every payout or every refund one settle_page.lua call made, one round.
+ * Each line becomes the payout row and the two ledger rows a one-bet `payout`/`refund` event
+ * gives (same ids, so a repeated entry or page adds nothing in Postgres). The lines are all
+ * parsed before any row is added: a malformed entry adds nothing. */
+static int add_credits(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
+{
+    const char *round = field(ev, "round_id"), *kind = field(ev, "kind");
+    const char *list = field(ev, "credits");
+    if (!tp_pgw_is_uint(round) || !tp_pgw_is_uint(field(ev, "ts")) || kind == NULL ||
+        (strcmp(kind, "payout") != 0 && strcmp(kind, "refund") != 0) || list == NULL ||
+        list[0] == '\0')
+        return TP_EINVAL;
+    char *copy = tp_xstrdup(list);
+    size_t cap = 1, n = 0;
+    for (const char *p = copy; *p; p++)
+        cap += *p == '\n';
+    const char *(*f)[4] = tp_xmalloc(cap * sizeof(*f));
+    int rc = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(copy, "\n", &save); line != NULL && rc == 0;
+         line = strtok_r(NULL, "\n", &save))
+        rc = credit_line(line, f[n++]) ? 0 : TP_EINVAL;
+    char acct_round[40];
+    snprintf(acct_round, sizeof(acct_round), "round:%s", round);
+    const char *pkind = strcmp(kind, "payout") == 0 ? "win" : "refund";
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char entry[48], acct_user[40];
+        snprintf(entry, sizeof(entry), "%s:%s", kind, f[i][0]);
+        snprintf(acct_user, sizeof(acct_user), "user:%s", f[i][1]);
+        const char *kv[] = {"id",       entry, "bet_id", f[i][0], "user_id", f[i][1],
+                            "round_id", round, "amount", f[i][2], "kind",    pkind};
+        row(b, TP_PGW_PAYOUTS, 6, kv);
+        ledger(b, entry, kind, acct_round, acct_user, f[i][2]);
+    }
+    free(f);
+    free(copy);
+    return n == 0 ? TP_EINVAL : rc;
+}
+
 /* Appends "{e1,e2,…}" (a Postgres int[] literal) of the comma list `edges` into out[n]. */
 static bool edges_literal(const char *edges, char *out, size_t n)
 {
@@ -301,6 +359,8 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
         rc = ev->bucket >= 0 ? add_money(b, ev, type) : TP_EINVAL;
     } else if (strcmp(type, "bets") == 0) {
         rc = ev->bucket >= 0 ? add_bets(b, ev) : TP_EINVAL;
+    } else if (strcmp(type, "credits") == 0) {
+        rc = ev->bucket >= 0 ? add_credits(b, ev) : TP_EINVAL;
     } else if (strcmp(type, "house") == 0) {
         /* A bucket's share of rake + breakage: Redis bookkeeping per bucket only. The ledger
          * moves the round's rake and breakage to the house once, from the receipt. */

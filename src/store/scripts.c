@@ -652,7 +652,7 @@ int tp_script_bucket_plan(struct tp_store *store, const struct tp_script_bucket_
 }
 
 /* scripts/lua/settle_page.lua header: plan, bal, paid, payout, outbox, one bets key per band,
- * net; id, page size, now_ms. */
+ * net; id, most bets to scan, now_ms, time budget in µs. */
 static void settle_page_args(const struct tp_script_settle_page_args *p, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -666,14 +666,15 @@ static void settle_page_args(const struct tp_script_settle_page_args *p, struct 
         key(a, tp_keys_bets(&k, p->bucket, p->id, band));
     key(a, tp_keys_net(&k, p->bucket)); /* leaderboard: credits add to net winnings */
     arg_int(a, p->id);
-    arg_int(a, p->page_size);
+    arg_int(a, p->max_bets);
     arg_int(a, p->now_ms);
+    arg_int(a, p->budget_us);
 }
 
 int tp_script_settle_page(struct tp_store *store, const struct tp_script_settle_page_args *p,
                           tp_store_cb cb, void *ud)
 {
-    if (p->nbands < 1 || p->nbands > TP_SCRIPT_BANDS_MAX)
+    if (p->nbands < 1 || p->nbands > TP_SCRIPT_BANDS_MAX || p->max_bets < 1 || p->budget_us < 0)
         return TP_EINVAL;
     struct tp_script_call a;
     settle_page_args(p, &a);

@@ -167,7 +167,7 @@ class Game:
         keys = [p + f"plan:{rid}", p + "bal", p + f"paid:{rid}", p + f"payout:{rid}", p + "outbox"]
         keys += [p + f"bets:{rid}:{i}" for i in range(NBANDS)]
         keys += [p + "net"]
-        return self.run("settle_page", keys, [rid, count, now_ms()])
+        return self.run("settle_page", keys, [rid, count, now_ms(), 10**9])
 
     def finish(self, b, rid, final):
         p = self.p(b)
@@ -340,13 +340,14 @@ def check_settlement(g, rid, placed, refund):
     for b in range(g.B):
         got = {int(k): int(v) for k, v in g.c.hgetall(g.p(b) + f"payout:{rid}").items()}
         assert got == {u: a for u, a in per_user.items() if u % g.B == b}
-    # the outbox carries each credit exactly once
-    n = 0
+    # the outbox carries each credit exactly once: one `credits` entry per page, one line per bet
+    lines = []
     for b in range(g.B):
         for _, f in g.c.xrange(g.p(b) + "outbox"):
-            if f["type"] in ("payout", "refund") and f["round_id"] == str(rid):
-                n += 1
-    assert n == len(paid)
+            if f["type"] == "credits" and f["round_id"] == str(rid):
+                assert f["kind"] == ("refund" if refund else "payout"), f
+                lines += [ln.split(",") for ln in f["credits"].split("\n")]
+    assert sorted((int(x[0]), int(x[2])) for x in lines) == sorted(paid.items())
 
 
 def test_settlement_pages_1000_bets_twice():

@@ -64,4 +64,20 @@ bool tp_settle_multiplier(int64_t total, int64_t pool_b, int rake_bps, double *o
  * (null on the wire). Returns 0 or TP_EINVAL (negative pool, overflow, bad rake). */
 int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, double *out);
 
+/* Settlement pages (scripts/lua/settle_page.lua) are sized by Redis time: a page holds Redis
+ * for about TP_SETTLE_PAGE_TARGET_US, so a bet queued behind one waits no longer. The script
+ * starts no HSCAN chunk after TP_SETTLE_PAGE_SCAN_US (its writes follow), so a page stays
+ * short even when the size estimate is stale (the machine slowed down). */
+#define TP_SETTLE_PAGE_TARGET_US 1500
+#define TP_SETTLE_PAGE_SCAN_US 1000
+#define TP_SETTLE_PAGE_MIN 32
+#define TP_SETTLE_PAGE_MAX 4096
+#define TP_SETTLE_PAGE_START 256
+
+/** The next page's size in bets after a page of `prev` bets scanned `scanned` bets in `us` µs of
+ * Redis time: what fits TP_SETTLE_PAGE_TARGET_US at that rate, at most halved or doubled per
+ * page and within [TP_SETTLE_PAGE_MIN, TP_SETTLE_PAGE_MAX]; `prev` (clamped) when the page
+ * scanned too few bets to tell. */
+int tp_settle_page_size(int prev, int64_t scanned, int64_t us);
+
 #endif

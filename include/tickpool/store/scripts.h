@@ -324,15 +324,18 @@ struct tp_script_bucket_plan_args {
 int tp_script_bucket_plan(struct tp_store *store, const struct tp_script_bucket_plan_args *a,
                           tp_store_cb cb, void *ud);
 
-/* settle_page.lua: pay one page of the bucket's bets of round `id`. */
+/* settle_page.lua: pay one page of the bucket's bets of round `id`; the page ends at
+ * `max_bets` bets scanned or once the script has run `budget_us` (no further HSCAN chunk). */
 struct tp_script_settle_page_args {
     int bucket;
     int64_t id;
     int nbands;
-    int page_size;
+    int max_bets;
     int64_t now_ms;
+    int budget_us;
 };
-/** Runs settle_page.lua. TP_EINVAL when nbands is out of [1, TP_SCRIPT_BANDS_MAX]. */
+/** Runs settle_page.lua: {'ok', done, credited, scanned, µs of Redis time}. TP_EINVAL when
+ * nbands is out of [1, TP_SCRIPT_BANDS_MAX] or max_bets < 1 or budget_us < 0. */
 int tp_script_settle_page(struct tp_store *store, const struct tp_script_settle_page_args *a,
                           tp_store_cb cb, void *ud);
 

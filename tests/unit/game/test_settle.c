@@ -336,6 +336,27 @@ static void test_property_random_pools(void **state)
     assert_true(refunds_seen > 100 && capped_seen > 100 && breakage_seen > 1000);
 }
 
+/* Page sizes follow the measured Redis time toward the target, by at most ×2 per page. */
+static void test_page_size(void **state)
+{
+    (void)state;
+    /* 500 bets in 3000 µs: 250 fit 1500 µs. */
+    assert_int_equal(tp_settle_page_size(500, 500, 3000), 250);
+    /* 256 bets in 500 µs: 768 would fit, but a page at most doubles. */
+    assert_int_equal(tp_settle_page_size(256, 256, 500), 512);
+    /* a page ten times too slow only halves the next one */
+    assert_int_equal(tp_settle_page_size(1000, 1000, 15000), 500);
+    /* too few bets scanned to tell: unchanged */
+    assert_int_equal(tp_settle_page_size(300, 10, 900), 300);
+    assert_int_equal(tp_settle_page_size(300, 300, 0), 300);
+    /* the bounds */
+    assert_int_equal(tp_settle_page_size(40, 40, 100000), TP_SETTLE_PAGE_MIN);
+    assert_int_equal(tp_settle_page_size(4000, 4000, 1000), TP_SETTLE_PAGE_MAX);
+    assert_int_equal(tp_settle_page_size(0, 0, 0), TP_SETTLE_PAGE_MIN);
+    /* steady state: the size that fits the target stays */
+    assert_int_equal(tp_settle_page_size(600, 600, TP_SETTLE_PAGE_TARGET_US), 600);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_receipt_checker),
         cmocka_unit_test(test_multiplier),
         cmocka_unit_test(test_property_random_pools),
+        cmocka_unit_test(test_page_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -306,7 +306,7 @@ static int64_t owed(const struct round *r, const struct bet *b)
 }
 
 /* settle_page.lua: one page from the plan's cursor; HSCAN may return an entry twice, which
- * the paid HSETNX absorbs. Returns true when the pages are done. */
+ * the paid record absorbs. Returns true when the pages are done. */
 static bool script_page(struct round *r, int size)
 {
     int from = r->cursor;

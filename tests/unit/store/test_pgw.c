@@ -239,6 +239,86 @@ static void test_bets_event(void **state)
     tp_pgw_batch_deinit(&b);
 }
 
+/* The rows of table t in both batches are the same bytes. */
+static void same_rows(struct tp_pgw_batch *a, struct tp_pgw_batch *b, enum tp_pgw_table t)
+{
+    assert_int_equal(a->nrows[t], b->nrows[t]);
+    assert_int_equal(tp_buf_size(a->json[t]), tp_buf_size(b->json[t]));
+    assert_memory_equal(tp_buf_ptr(a->json[t]), tp_buf_ptr(b->json[t]), tp_buf_size(a->json[t]));
+}
+
+/* settle_page.lua's `credits` entry gives exactly the rows of one `payout` / `refund` event per
+ * line (same payout ids and ledger entries, so Postgres dedups a page written both ways), and
+ * one bad line refuses the whole entry. */
+static void test_credits_event(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch one, page;
+    tp_pgw_batch_init(&one);
+    tp_pgw_batch_init(&page);
+    assert_int_equal(add(&one, 1, "type", "payout", "bet_id", "13", "user_id", "7", "round_id", "5",
+                         "amount", "600", "balance", "100350", "ts", "3000", NULL),
+                     0);
+    assert_int_equal(add(&one, 1, "type", "payout", "bet_id", "17", "user_id", "9", "round_id", "5",
+                         "amount", "1", "balance", "901", "ts", "3000", NULL),
+                     0);
+    assert_int_equal(add(&one, 1, "type", "refund", "bet_id", "21", "user_id", "7", "round_id", "6",
+                         "amount", "100", "balance", "100450", "ts", "3000", NULL),
+                     0);
+    assert_int_equal(add(&page, 1, "type", "credits", "kind", "payout", "round_id", "5", "ts",
+                         "3000", "credits", "13,7,600,100350\n17,9,1,901", NULL),
+                     0);
+    assert_int_equal(add(&page, 1, "type", "credits", "kind", "refund", "round_id", "6", "ts",
+                         "3000", "credits", "21,7,100,100450", NULL),
+                     0);
+    same_rows(&one, &page, TP_PGW_PAYOUTS);
+    same_rows(&one, &page, TP_PGW_LEDGER);
+    assert_int_equal(page.nrows[TP_PGW_PAYOUTS], 3);
+    assert_int_equal(ledger_balanced(&page), 6);
+    struct tp_doc *d = table(&page, TP_PGW_PAYOUTS);
+    assert_string_equal(str_at(d, 1, "id"), "payout:17");
+    assert_string_equal(str_at(d, 1, "kind"), "win");
+    assert_string_equal(str_at(d, 2, "id"), "refund:21");
+    assert_string_equal(str_at(d, 2, "kind"), "refund");
+    tp_doc_free(d);
+    /* hostile entries add nothing, not even their good lines */
+    static const char *bad[] = {
+        "13,7,600,100350\n14,7,0,1",  /* zero amount on line 2 */
+        "13,7,600",                   /* no balance */
+        "13,7,600,1,2",               /* a field too many */
+        "13,07,600,1",                /* non-canonical user */
+        "13,0,600,1",                 /* user 0 */
+        "13,7,-600,1",                /* negative amount */
+        "13,7,600,1\n\n",             /* only separators after the line: fine, below */
+        "",                           /* no credits */
+        "\n",                         /* no credits either */
+        "x,7,600,1",                  /* bet id not a number */
+        "13,7,1000000000000000000,1", /* beyond 10^18 */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int want = i == 6 ? 0 : TP_EINVAL;
+        assert_int_equal(add(&page, 1, "type", "credits", "kind", "payout", "round_id", "5", "ts",
+                             "3000", "credits", bad[i], NULL),
+                         want);
+    }
+    assert_int_equal(add(&page, 1, "type", "credits", "kind", "win", "round_id", "5", "ts", "3000",
+                         "credits", "13,7,600,1", NULL),
+                     TP_EINVAL); /* unknown kind */
+    assert_int_equal(add(&page, 1, "type", "credits", "round_id", "5", "ts", "3000", "credits",
+                         "13,7,600,1", NULL),
+                     TP_EINVAL); /* no kind */
+    assert_int_equal(add(&page, 1, "type", "credits", "kind", "payout", "round_id", "5", "credits",
+                         "13,7,600,1", NULL),
+                     TP_EINVAL); /* no ts */
+    assert_int_equal(add(&page, -1, "type", "credits", "kind", "payout", "round_id", "5", "ts",
+                         "3000", "credits", "13,7,600,1", NULL),
+                     TP_EINVAL);                     /* money on the global stream */
+    assert_int_equal(page.nrows[TP_PGW_PAYOUTS], 4); /* the 3 above and the accepted repeat */
+    assert_int_equal(page.skipped, 14);
+    tp_pgw_batch_deinit(&one);
+    tp_pgw_batch_deinit(&page);
+}
+
 static void test_round_and_user_events(void **state)
 {
     (void)state;
@@ -603,6 +683,7 @@ int main(void)
         cmocka_unit_test(test_admin_events),
         cmocka_unit_test(test_money_events),
         cmocka_unit_test(test_bets_event),
+        cmocka_unit_test(test_credits_event),
         cmocka_unit_test(test_round_and_user_events),
         cmocka_unit_test(test_round_history_fields),
         cmocka_unit_test(test_hostile_events_refused),

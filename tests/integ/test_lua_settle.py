@@ -1,0 +1,270 @@
+"""settle_page.lua against a real redis-server, page by page (scripts/lua/README.md, "Game
+engine"): pages bounded in bets and in Redis time, repeated pages credit nothing, and the
+aggregated pages give exactly what the per-bet script gave before them
+(tests/integ/lua/settle_page_per_bet.lua, the reference): the same amount per bet, balances,
+round totals per player and net winnings, and, once each page's `credits` entry is expanded line
+by line, the same outbox credits, each with the balance its player had after that page.
+
+The bucket's keys are written directly (bets hashes, balances, the plan by bucket_plan.lua), so
+each case is only the settlement; test_lua_rounds.py runs the whole round.
+"""
+
+import os
+import random
+
+import redis
+import tpenv
+
+SRC = tpenv.SRC
+NBANDS = 3
+RID = 7
+
+
+def load(c, path):
+    with open(os.path.join(SRC, path)) as f:
+        return c.script_load(f.read())
+
+
+class Bucket:
+    """Bucket b of one Redis: its settlement keys and scripts."""
+
+    def __init__(self, c, b):
+        self.c, self.b = c, b
+        self.p = "tp:{b%d}:" % b
+        self.new = load(c, "scripts/lua/settle_page.lua")
+        self.ref = load(c, "tests/integ/lua/settle_page_per_bet.lua")
+        self.plan_sha = load(c, "scripts/lua/bucket_plan.lua")
+
+    def keys(self):
+        p = self.p
+        return ([p + f"plan:{RID}", p + "bal", p + f"paid:{RID}", p + f"payout:{RID}",
+                 p + "outbox"] + [p + f"bets:{RID}:{i}" for i in range(NBANDS)] + [p + "net"])
+
+    def fill(self, bets, balances):
+        """bets: (bet_id, user, band, stake); balances: user → start balance."""
+        self.c.hset(self.p + "bal", mapping={str(u): str(v) for u, v in balances.items()})
+        for band in range(NBANDS):
+            m = {str(i): f"{u}:{s}" for i, u, bd, s in bets if bd == band}
+            if m:
+                self.c.hset(self.p + f"bets:{RID}:{band}", mapping=m)
+
+    def plan(self, band, pot, w, refund):
+        r = self.c.evalsha(self.plan_sha, 1, self.p + f"plan:{RID}", band, pot, w,
+                           1 if refund else 0, NBANDS)
+        assert r[0] == "ok", r
+
+    def page(self, max_bets=500, budget_us=10**9, now=5000):
+        k = self.keys()
+        return self.c.evalsha(self.new, len(k), *k, RID, max_bets, now, budget_us)
+
+    def ref_page(self, count=500, now=5000):
+        k = self.keys()
+        return self.c.evalsha(self.ref, len(k), *k, RID, count, now)
+
+    def state(self):
+        """Everything a settlement writes but the outbox: balances, credits per bet, round
+        totals per player, net winnings, the plan's sum paid and its done flag."""
+        p = self.p
+        return {"bal": self.c.hgetall(p + "bal"),
+                "paid": self.c.hgetall(p + f"paid:{RID}"),
+                "payout": self.c.hgetall(p + f"payout:{RID}"),
+                "net": dict(self.c.zrange(p + "net", 0, -1, withscores=True)),
+                "plan": self.c.hmget(p + f"plan:{RID}", "paid", "done")}
+
+    def entries(self):
+        """The outbox's credits per entry, one (kind, bet_id, user_id, round_id, amount,
+        balance, ts) per bet: a per-bet event as it is, a page's entry expanded line by line."""
+        out = []
+        for _, f in self.c.xrange(self.p + "outbox"):
+            if f["type"] in ("payout", "refund"):
+                out.append([(f["type"], f["bet_id"], f["user_id"], f["round_id"], f["amount"],
+                             f["balance"], f["ts"])])
+            elif f["type"] == "credits":
+                assert set(f) == {"type", "kind", "round_id", "ts", "credits"}, f
+                lines = []
+                for line in f["credits"].split("\n"):
+                    bet, user, amount, bal = line.split(",")
+                    lines.append((f["kind"], bet, user, f["round_id"], amount, bal, f["ts"]))
+                out.append(lines)
+            else:
+                raise AssertionError(f)
+        return out
+
+    def credits(self):
+        return [c for e in self.entries() for c in e]
+
+
+def make_bets(rng, n, users, bands, big=False):
+    bets = []
+    for i in range(n):
+        stake = rng.choice([rng.randint(1, 1000), rng.randint(1, 10**12)]) if big else \
+            rng.randint(1, 100000)
+        bets.append((1000 + i, rng.choice(users), rng.choice(bands), stake))
+    return bets
+
+
+def expected(bets, band, pot, w, refund):
+    """floor(s·pot/W) per winning bet (its stake on a refund), in exact integers."""
+    return {bid: s if refund else s * pot // w for bid, _, bd, s in bets if refund or bd == band}
+
+
+def page_balances_consistent(start, entries):
+    """Each line's balance is its player's balance right after its page: replaying the pages'
+    entries in order from the start balances gives exactly those numbers. Returns the final
+    balances."""
+    bal = dict(start)
+    for lines in entries:
+        for _, _, user, _, amount, _, _ in lines:
+            bal[user] = bal.get(user, 0) + int(amount)
+        for _, bet, user, _, _, b, _ in lines:
+            assert int(b) == bal[user], (bet, user, b, bal[user])
+    return bal
+
+
+def settle_new(bk, rng):
+    """Pages of random sizes and budgets until done; about every second page is repeated from
+    the same cursor (as after a leader's crash), which must credit and write nothing."""
+    while bk.c.hget(bk.p + f"plan:{RID}", "done") != "1":
+        cur = bk.c.hmget(bk.p + f"plan:{RID}", "pos", "cur")
+        max_bets = rng.choice([1, 7, 128, 300, 700, 4096])
+        budget = rng.choice([0, 200, 10**9])
+        r = bk.page(max_bets, budget)
+        # a chunk is HSCAN COUNT 128 at most, but a hash small enough to be a listpack (512
+        # entries by default) comes back whole
+        assert r[0] == "ok" and r[3] <= max(max_bets + 2 * 128, 512) and r[4] >= 0, r
+        if rng.random() < 0.5:
+            xlen = bk.c.xlen(bk.p + "outbox")
+            before = bk.state()
+            bk.c.hset(bk.p + f"plan:{RID}", mapping={"pos": cur[0], "cur": cur[1], "done": 0})
+            r2 = bk.page(max_bets, budget)
+            assert r2[0] == "ok" and r2[2] == 0, r2
+            assert bk.c.xlen(bk.p + "outbox") == xlen
+            after = bk.state()
+            before.pop("plan"), after.pop("plan")  # the repeat may stop elsewhere (its budget)
+            assert before == after
+
+
+def settle_ref(bk):
+    while bk.ref_page(500)[1] != 1:
+        pass
+
+
+def compare(bets, balances, band, pot, w, refund, seed):
+    with tpenv.Redis() as r:
+        c = r.client()
+        ref, new = Bucket(c, 0), Bucket(c, 1)
+        for bk in (ref, new):
+            bk.fill(bets, balances)
+            bk.c.zadd(bk.p + "net", {str(u): -5 for u in balances})
+            bk.plan(band, pot, w, refund)
+        settle_ref(ref)
+        settle_new(new, random.Random(seed))
+        want = expected(bets, band, pot, w, refund)
+        assert ref.state() == new.state()
+        assert {int(k): int(v) for k, v in new.state()["paid"].items()} == want
+        a, b = ref.credits(), new.credits()
+        strip = lambda cs: sorted(x[:5] + x[6:] for x in cs)  # noqa: E731 (all but the balance)
+        assert strip(a) == strip(b)
+        assert len(b) == len(want) == len({x[1] for x in b})  # each bet once
+        start = {str(u): v for u, v in balances.items()}
+        final = page_balances_consistent(start, new.entries())
+        assert {u: str(v) for u, v in final.items()} == new.state()["bal"]
+        assert c.xlen(new.p + "outbox") < len(b) / 5  # aggregated: one entry per page
+
+
+def test_pages_equal_the_per_bet_script_on_a_win():
+    rng = random.Random(11)
+    users = list(range(1, 60))
+    bets = make_bets(rng, 3000, users, [0, 1, 2])
+    W = sum(s for _, _, bd, s in bets if bd == 1)
+    T = sum(s for _, _, _, s in bets)
+    pot = T - T * 3 // 100
+    compare(bets, {u: rng.randint(0, 10**6) for u in users}, 1, pot, W, False, 1)
+
+
+def test_pages_equal_the_per_bet_script_with_large_stakes():
+    """stake · (pot mod W) beyond 2^53: the exact long multiplication, not the double."""
+    rng = random.Random(12)
+    users = list(range(1, 20))
+    bets = make_bets(rng, 600, users, [0, 2], big=True)
+    W = sum(s for _, _, bd, s in bets if bd == 2)
+    T = sum(s for _, _, _, s in bets)
+    pot = T - 12345
+    assert max(s * (pot % W) for _, _, bd, s in bets if bd == 2) > 2**53
+    compare(bets, {u: 0 for u in users}, 2, pot, W, False, 2)
+
+
+def test_pages_equal_the_per_bet_script_on_a_refund():
+    """A refund walks every band; a page may end in one band and the next go on in another."""
+    rng = random.Random(13)
+    users = list(range(1, 30))
+    bets = make_bets(rng, 1500, users, [0, 1, 2])
+    T = sum(s for _, _, _, s in bets)
+    compare(bets, {u: rng.randint(0, 10**6) for u in users}, 0, T, 0, True, 3)
+
+
+def test_time_budget_ends_a_page_and_large_pages_work():
+    """With a budget of 0 µs a page stops after its first HSCAN chunk whatever its size; with a
+    large budget one page takes 5,000 bets at once (its argument lists go to Redis in slices)."""
+    rng = random.Random(14)
+    users = list(range(1, 200))
+    bets = make_bets(rng, 5000, users, [1])
+    W = T = sum(s for *_, s in bets)
+    with tpenv.Redis() as r:
+        c = r.client()
+        bk = Bucket(c, 0)
+        bk.fill(bets, {u: 0 for u in users})
+        bk.plan(1, T, W, False)
+        first = bk.page(4096, 0)
+        assert first[0] == "ok" and first[1] == 0 and 0 < first[3] <= 2 * 128, first
+        assert first[2] == first[3]  # nothing paid before: every scanned bet credited
+        big = bk.page(5000, 10**9)
+        assert big[0] == "ok" and big[1] == 1, big
+        assert first[2] + big[2] == 5000
+        assert c.hlen(bk.p + f"paid:{RID}") == 5000
+        assert c.xlen(bk.p + "outbox") == 2
+        assert sum(int(v) for v in c.hvals(bk.p + "bal")) == T
+        assert bk.page(10, 0)[:4] == ["ok", 1, 0, 0]  # done: nothing more
+
+
+def test_hostile_input_writes_nothing():
+    """Bad arguments and a malformed bets entry are errors before the first write."""
+    with tpenv.Redis() as r:
+        c = r.client()
+        bk = Bucket(c, 0)
+        bets = [(1000 + i, 1 + i % 5, 1, 100) for i in range(300)]
+        bk.fill(bets, {u: 0 for u in range(1, 6)})
+        bk.plan(1, 30000, 30000, False)
+        snap = lambda: {k: c.dump(k) for k in c.keys("*")}  # noqa: E731
+        before = snap()
+        k = bk.keys()
+        bad_args = [[RID, 0, 5000, 100], [RID, -1, 5000, 100], [RID, 10, 5000, -1],
+                    [RID, "x", 5000, 100], [RID, 10, 5000], ["r7", 10, 5000, 100],
+                    [RID, 10, "now", 100], [RID, 10**16, 5000, 100]]
+        for args in bad_args:
+            try:
+                c.evalsha(bk.new, len(k), *k, *args)
+                raise AssertionError(f"accepted {args}")
+            except redis.ResponseError as e:
+                assert "tp_settle_page" in str(e), e
+        try:
+            c.evalsha(bk.new, len(k) - 1, *k[:-1], RID, 10, 5000, 100)  # a KEY missing
+            raise AssertionError("accepted missing KEYS")
+        except redis.ResponseError as e:
+            assert "tp_settle_page" in str(e), e
+        assert snap() == before
+        # one bets entry that is not "<user>:<stake>": the page refuses before writing
+        c.hset(bk.p + f"bets:{RID}:1", "1150", "7:12x")
+        before = snap()
+        for _ in range(3):
+            try:
+                bk.page(4096, 10**9)
+                raise AssertionError("accepted a malformed bets entry")
+            except redis.ResponseError as e:
+                assert "bad bets entry" in str(e), e
+        assert snap() == before
+        assert c.xlen(bk.p + "outbox") == 0
+
+
+if __name__ == "__main__":
+    tpenv.main()
