@@ -102,7 +102,10 @@ end
 
 -- Scan: HSCAN chunks until the page is full, its time is spent or the bets are done.
 local CHUNK = 128
-local ids, users, amounts, seen = {}, {}, {}, {}
+local match, find = string.match, string.find
+-- What a stake is owed (stakes repeat: the same few amounts are most bets).
+local owed = {}
+local ids, users, amounts, seen, n = {}, {}, {}, {}, 0
 local scanned, done = 0, false
 local scan_band = refund and pos or band
 while true do
@@ -111,14 +114,19 @@ while true do
     local items = res[2]
     for i = 1, #items, 2 do
         local bet_id = items[i]
-        local user, stake = items[i + 1]:match('^(%d+):(%d+)$')
-        stake = uint(stake)
-        if not stake or not uint(bet_id) then return bug('bad bets entry ' .. bet_id) end
+        local user, stake_s = match(items[i + 1], '^([1-9]%d*):([1-9]%d*)$')
+        if not find(bet_id, '^[1-9]%d*$') then return bug('bad bet id ' .. bet_id) end
+        local amount = stake_s and owed[stake_s]
+        if not amount then
+            local stake = uint(stake_s)
+            if not stake then return bug('bad bets entry ' .. bet_id) end
+            amount = refund and stake or (stake * q0 + mulfloordiv(stake, r0, w))
+            owed[stake_s] = amount
+        end
         if not seen[bet_id] then -- HSCAN may return an entry twice
             seen[bet_id] = true
-            local k = #ids + 1
-            ids[k], users[k] = bet_id, user
-            amounts[k] = refund and stake or (stake * q0 + mulfloordiv(stake, r0, w))
+            n = n + 1
+            ids[n], users[n], amounts[n] = bet_id, user, amount
         end
     end
     scanned = scanned + #items / 2

@@ -17,6 +17,7 @@
 #include "tickpool/game/planner.h"
 #include "tickpool/game/price_sim.h"
 #include "tickpool/game/round.h"
+#include "tickpool/game/settle.h"
 #include "tickpool/store/scripts.h"
 
 #include <ev.h>
@@ -58,7 +59,7 @@ struct tp_leader {
     bool step_owed; /* the boundary timer fired during a step: the next one starts at its end */
     bool acted;     /* this step started an action (not NONE) */
     int burst;      /* steps started at once after an action, since the planner last owed nothing */
-    int page_bets;  /* the next settlement page's size, from the last page's Redis time (0: none) */
+    struct tp_settle_pager pager;         /* settlement page sizes, from the pages' Redis time */
     const struct tp_leader_observer *obs; /* who announces rounds and ticks (NULL: nobody) */
     void *obs_ud;
 
@@ -100,8 +101,8 @@ struct tp_leader {
         char err_code[32]; /* the first failing reply's code: replies die with their callback */
         int64_t pools[TP_ROUND_MAX_BANDS];
         int64_t sum_t, sum_paid;
-        int pages;           /* settle_page calls of this settlement step */
-        int64_t page_us_max; /* the longest one's Redis time, µs */
+        int pages, pages_slow; /* settle_page calls of this settlement step; those over 2 ms */
+        int64_t page_us_max;   /* the longest one's Redis time, µs */
         int64_t tick_last;
         void (*pools_next)(struct tp_leader *l); /* read_pools' continuation */
     } op;

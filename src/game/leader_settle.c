@@ -4,8 +4,8 @@
  * then round_final. Every script is idempotent, so a new leader resumes where a dead one
  * stopped, and so does the next step when this one yields: between two pages or buckets the
  * settlement ends its step as soon as a lock, close, open or cancel falls due, so a long
- * settlement never delays a boundary. Pages are sized by Redis time (tp_settle_page_size from
- * the time each page reports), and the next page is sent only after the last one's reply, so
+ * settlement never delays a boundary. Pages are sized by Redis time (tp_settle_pager from the
+ * time each page reports), and the next page is sent only after the last one's reply, so
  * the bets that arrived meanwhile run between two pages.
  */
 #include "leader_internal.h"
@@ -33,10 +33,12 @@ static void on_final(int err, const struct tp_store_reply *r, void *ud)
         bool cancelled = l->op.r.refund_all && l->op.r.state == TP_ROUND_CANCELLING;
         tp_metrics_inc(cancelled ? TP_METRIC_ROUNDS_CANCELLED_TOTAL
                                  : TP_METRIC_ROUNDS_SETTLED_TOTAL);
-        tp_log_info(MOD, "round %s\tround=%lld total=%lld paid=%lld pages=%d page_us_max=%lld",
+        tp_log_info(MOD,
+                    "round %s\tround=%lld total=%lld paid=%lld pages=%d pages_over_2ms=%d "
+                    "page_us_max=%lld",
                     cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
                     (long long)l->op.sum_t, (long long)l->op.sum_paid, l->op.pages,
-                    (long long)l->op.page_us_max);
+                    l->op.pages_slow, (long long)l->op.page_us_max);
         tp_leader_publish_round(l, l->op.r.id);
     }
     tp_leader_step_end(l);
@@ -97,8 +99,9 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
     if (tp_reply_len(r) >= 5) {
         int64_t scanned = tp_reply_integer(tp_reply_at(r, 3));
         int64_t us = tp_reply_integer(tp_reply_at(r, 4));
-        l->page_bets = tp_settle_page_size(l->page_bets, scanned, us);
+        tp_settle_pager_page(&l->pager, scanned, us);
         l->op.page_us_max = TP_MAX(l->op.page_us_max, us);
+        l->op.pages_slow += us > 2000;
     }
     l->op.pages++;
     if (tp_reply_integer(tp_reply_at(r, 1)) == 1)
@@ -111,12 +114,10 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
 
 static void settle_page(struct tp_leader *l)
 {
-    if (l->page_bets < TP_SETTLE_PAGE_MIN)
-        l->page_bets = TP_SETTLE_PAGE_START;
     struct tp_script_settle_page_args a = {.bucket = l->op.bucket,
                                            .id = l->op.r.id,
                                            .nbands = tp_leader_nbands(&l->op.r),
-                                           .max_bets = l->page_bets,
+                                           .max_bets = tp_settle_pager_size(&l->pager),
                                            .now_ms = tp_now_ms(),
                                            .budget_us = TP_SETTLE_PAGE_SCAN_US};
     if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
@@ -154,7 +155,7 @@ void tp_leader_settle(struct tp_leader *l, const struct tp_game_round *r)
     l->op.r = *r;
     l->op.bucket = 0;
     l->op.sum_t = l->op.sum_paid = 0;
-    l->op.pages = 0;
+    l->op.pages = l->op.pages_slow = 0;
     l->op.page_us_max = 0;
     settle_bucket(l);
 }

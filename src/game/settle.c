@@ -130,14 +130,23 @@ int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, doubl
     return 0;
 }
 
-int tp_settle_page_size(int prev, int64_t scanned, int64_t us)
+int tp_settle_pager_size(const struct tp_settle_pager *p)
 {
-    int64_t next = prev;
-    /* A short page (a band's last bets) is mostly fixed cost: it says little about the rate. */
-    if (scanned >= 16 && us > 0) {
-        next = scanned * TP_SETTLE_PAGE_TARGET_US / us;
-        next = TP_MAX(next, (int64_t)prev / 2);
-        next = TP_MIN(next, (int64_t)prev * 2);
-    }
-    return (int)TP_MAX(TP_MIN(next, TP_SETTLE_PAGE_MAX), TP_SETTLE_PAGE_MIN);
+    return p->size > 0 ? p->size : TP_SETTLE_PAGE_START;
+}
+
+int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us)
+{
+    int prev = tp_settle_pager_size(p);
+    if (scanned < 16 || us <= 0)
+        return p->size = prev;
+    p->ns_per_bet[p->next] = TP_MAX(us * 1000 / scanned, 1);
+    p->next = (p->next + 1) % TP_SETTLE_PAGER_WINDOW;
+    p->n = TP_MIN(p->n + 1, TP_SETTLE_PAGER_WINDOW);
+    int64_t best = INT64_MAX;
+    for (int i = 0; i < p->n; i++)
+        best = TP_MIN(best, p->ns_per_bet[i]);
+    int64_t next = (int64_t)TP_SETTLE_PAGE_TARGET_US * 1000 / best;
+    next = TP_MIN(TP_MAX(next, (int64_t)prev / 2), (int64_t)prev * 2);
+    return p->size = (int)TP_MAX(TP_MIN(next, TP_SETTLE_PAGE_MAX), TP_SETTLE_PAGE_MIN);
 }

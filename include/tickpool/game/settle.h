@@ -67,17 +67,32 @@ int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, doubl
 /* Settlement pages (scripts/lua/settle_page.lua) are sized by Redis time: a page holds Redis
  * for about TP_SETTLE_PAGE_TARGET_US, so a bet queued behind one waits no longer. The script
  * starts no HSCAN chunk after TP_SETTLE_PAGE_SCAN_US (its writes follow), so a page stays
- * short even when the size estimate is stale (the machine slowed down). */
+ * short even when the size estimate is stale. */
 #define TP_SETTLE_PAGE_TARGET_US 1500
 #define TP_SETTLE_PAGE_SCAN_US 1000
 #define TP_SETTLE_PAGE_MIN 32
 #define TP_SETTLE_PAGE_MAX 4096
 #define TP_SETTLE_PAGE_START 256
+#define TP_SETTLE_PAGER_WINDOW 16
 
-/** The next page's size in bets after a page of `prev` bets scanned `scanned` bets in `us` µs of
- * Redis time: what fits TP_SETTLE_PAGE_TARGET_US at that rate, at most halved or doubled per
- * page and within [TP_SETTLE_PAGE_MIN, TP_SETTLE_PAGE_MAX]; `prev` (clamped) when the page
- * scanned too few bets to tell. */
-int tp_settle_page_size(int prev, int64_t scanned, int64_t us);
+/* The page sizer: a page's time is wall time (Redis has no CPU clock for scripts), so on a
+ * busy host one that lost the CPU mid-way looks many times slower than its work. Preemption
+ * only ever adds, so the cost per bet is the lowest of the last TP_SETTLE_PAGER_WINDOW pages:
+ * a real rise in cost (bigger stakes, more players per page) shows once those pages age out,
+ * and the script's scan budget bounds a page meanwhile. Zeroed = no page seen yet. */
+struct tp_settle_pager {
+    int64_t ns_per_bet[TP_SETTLE_PAGER_WINDOW];
+    int n, next; /* entries filled, next slot */
+    int size;    /* the next page's size in bets (0: TP_SETTLE_PAGE_START) */
+};
+
+/** The next page's size in bets (TP_SETTLE_PAGE_START before any page). */
+int tp_settle_pager_size(const struct tp_settle_pager *p);
+
+/** Records a page that scanned `scanned` bets in `us` µs and returns the next page's size: what
+ * fits TP_SETTLE_PAGE_TARGET_US at the window's lowest cost per bet, at most halved or doubled
+ * per page, within [TP_SETTLE_PAGE_MIN, TP_SETTLE_PAGE_MAX]. A page of fewer than 16 bets (a
+ * band's tail, mostly fixed cost) changes nothing. */
+int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us);
 
 #endif

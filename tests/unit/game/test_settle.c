@@ -336,25 +336,41 @@ static void test_property_random_pools(void **state)
     assert_true(refunds_seen > 100 && capped_seen > 100 && breakage_seen > 1000);
 }
 
-/* Page sizes follow the measured Redis time toward the target, by at most ×2 per page. */
-static void test_page_size(void **state)
+/* Page sizes follow the measured Redis time toward the target, by at most ×2 per page, from
+ * the cheapest page of the window: a page slowed by preemption does not shrink the next ones. */
+static void test_pager(void **state)
 {
     (void)state;
-    /* 500 bets in 3000 µs: 250 fit 1500 µs. */
-    assert_int_equal(tp_settle_page_size(500, 500, 3000), 250);
-    /* 256 bets in 500 µs: 768 would fit, but a page at most doubles. */
-    assert_int_equal(tp_settle_page_size(256, 256, 500), 512);
-    /* a page ten times too slow only halves the next one */
-    assert_int_equal(tp_settle_page_size(1000, 1000, 15000), 500);
-    /* too few bets scanned to tell: unchanged */
-    assert_int_equal(tp_settle_page_size(300, 10, 900), 300);
-    assert_int_equal(tp_settle_page_size(300, 300, 0), 300);
-    /* the bounds */
-    assert_int_equal(tp_settle_page_size(40, 40, 100000), TP_SETTLE_PAGE_MIN);
-    assert_int_equal(tp_settle_page_size(4000, 4000, 1000), TP_SETTLE_PAGE_MAX);
-    assert_int_equal(tp_settle_page_size(0, 0, 0), TP_SETTLE_PAGE_MIN);
-    /* steady state: the size that fits the target stays */
-    assert_int_equal(tp_settle_page_size(600, 600, TP_SETTLE_PAGE_TARGET_US), 600);
+    struct tp_settle_pager p = {0};
+    assert_int_equal(tp_settle_pager_size(&p), TP_SETTLE_PAGE_START);
+    /* 3 µs per bet: 500 fit 1500 µs; reached by doubling from 256 */
+    assert_int_equal(tp_settle_pager_page(&p, 256, 768), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 500, 1500), 500);
+    /* a page that lost the CPU for 40 ms: nothing changes */
+    assert_int_equal(tp_settle_pager_page(&p, 500, 41500), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 500, 1500), 500);
+    /* too few bets to tell (a band's tail) */
+    assert_int_equal(tp_settle_pager_page(&p, 10, 900), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 300, 0), 500);
+    /* a real rise in cost (10 µs per bet) shows once the cheap pages leave the window, and then
+     * halves the size per page down to what fits */
+    int size = 500, steps = 0;
+    while (size > 150 && steps++ < 100)
+        size = tp_settle_pager_page(&p, size, (int64_t)size * 10);
+    assert_int_equal(size, 150);
+    assert_true(steps >= TP_SETTLE_PAGER_WINDOW - 4 && steps <= TP_SETTLE_PAGER_WINDOW + 3);
+    /* cheaper again: at most doubling per page, up to the bound */
+    struct tp_settle_pager q = {0};
+    assert_int_equal(tp_settle_pager_page(&q, 256, 64), 512);
+    assert_int_equal(tp_settle_pager_page(&q, 512, 128), 1024);
+    assert_int_equal(tp_settle_pager_page(&q, 1024, 256), 2048);
+    assert_int_equal(tp_settle_pager_page(&q, 2048, 512), TP_SETTLE_PAGE_MAX);
+    assert_int_equal(tp_settle_pager_page(&q, 4096, 1024), TP_SETTLE_PAGE_MAX);
+    /* very expensive bets: down to the lower bound, never below */
+    struct tp_settle_pager r = {0};
+    for (int i = 0; i < 10; i++)
+        size = tp_settle_pager_page(&r, tp_settle_pager_size(&r), 100000);
+    assert_int_equal(size, TP_SETTLE_PAGE_MIN);
 }
 
 int main(void)
@@ -369,7 +385,7 @@ int main(void)
         cmocka_unit_test(test_receipt_checker),
         cmocka_unit_test(test_multiplier),
         cmocka_unit_test(test_property_random_pools),
-        cmocka_unit_test(test_page_size),
+        cmocka_unit_test(test_pager),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
