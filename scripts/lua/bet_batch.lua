@@ -66,6 +66,9 @@ end
 local POOL_MAX = 4000000000000000
 -- How long a key index outlives its last reader's window (clocks of hosts and Redis differ).
 local IDX_SLACK_MS = 600000
+-- Entries of a player's GET /me/bets list kept in Redis (TP_PLAYERS_BETS_HOT in
+-- include/tickpool/api/players.h must not be higher).
+local UBETS_KEEP = 50
 -- Balances are kept in Lua doubles across the batch: exact below 2^53.
 local EXACT = 9007199254740992
 
@@ -315,9 +318,10 @@ for user_s, sum in pairs(user_sum) do
     balw[#balw + 1] = user_s
     balw[#balw + 1] = format('%.0f', bal[user_s])
     local k = 12 + nb + users[user_s]
-    -- The list holds at most 1000 entries after every batch; LTRIM only when over.
-    if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > 1000 then
-        call('LTRIM', KEYS[k], '0', '999')
+    -- The list holds the newest UBETS_KEEP after every batch (older ones: Postgres); LTRIM
+    -- only when over.
+    if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > UBETS_KEEP then
+        call('LTRIM', KEYS[k], '0', UBETS_KEEP - 1)
     end
 end
 call('HSET', KEYS[1], unpack(balw))

@@ -29,12 +29,12 @@
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MOD "players"
-#define UBETS_MAX 1000
 
 struct pbet {
     int64_t bet_id, round_id, stake;
@@ -79,7 +79,8 @@ struct pop {
     int nplayers, cap;
     struct slot *slots;
     int nslots;
-    int pg_step; /* /me/bets: 0 nothing asked of Postgres, 1 rounds asked, 2 payouts asked */
+    int pg_step;    /* /me/bets: 0 nothing asked of Postgres, 1 rounds asked, 2 payouts asked */
+    int64_t cursor; /* /me/bets: older bets than this come from Postgres, 0 when none do */
 };
 
 static void pop_free(struct pop *o)
@@ -120,8 +121,9 @@ static int parse_limit(struct tp_http_ctx *ctx, const char *name, int64_t def, i
         return 0;
     }
     char *end;
+    errno = 0;
     long long n = strtoll(v, &end, 10);
-    if (*end != '\0' || n < 1 || v[0] == '-' || v[0] == '+' || n > max)
+    if (*end != '\0' || errno == ERANGE || n < 1 || v[0] == '-' || v[0] == '+' || n > max)
         return TP_EINVAL;
     *out = n;
     return 0;
@@ -360,6 +362,61 @@ static void on_paid(int err, const struct tp_store_reply *r, void *ud)
     finish_or_fail(o);
 }
 
+static void add_bet(struct pop *o, int64_t id, int64_t rid, int band, int64_t stake)
+{
+    struct pbet *b = &o->bets[o->nbets++];
+    *b = (struct pbet){.bet_id = id, .round_id = rid, .band = band, .stake = stake};
+    int j = 0;
+    while (j < o->nrounds && o->rounds[j].id != rid)
+        j++;
+    if (j == o->nrounds)
+        o->rounds[o->nrounds++] = (struct pround){.id = rid, .winning_band = -1};
+    b->round_idx = j;
+}
+
+static void lookup_rounds(struct pop *o);
+
+static void on_pg_older(int err, const struct tp_pg_result *res, void *ud)
+{
+    struct pop *o = ud;
+    if (err != 0) {
+        pg_failed(o);
+        return;
+    }
+    for (int i = 0; i < tp_pg_result_rows(res) && o->nbets < o->limit; i++) {
+        int64_t id, rid, band, stake;
+        const char *b = tp_pg_result_get(res, i, 0);
+        if (b == NULL || !tp_parse_i64(b, &id) || tp_pg_result_int64(res, i, 1, &rid) != 0 ||
+            tp_pg_result_int64(res, i, 2, &band) != 0 || tp_pg_result_int64(res, i, 3, &stake) != 0)
+            continue;
+        add_bet(o, id, rid, (int)band, stake);
+    }
+    lookup_rounds(o);
+}
+
+/* The page goes on past the Redis list: the player's bets below the cursor, from Postgres (the
+ * bet ids of one player grow with time, as the list's order; ordered by length, then bytes, as
+ * migration 0005's index, that is their numeric order). Returns true when its answer will reply;
+ * false without a reader (no Postgres: the list is all there is). */
+static bool ask_older(struct pop *o)
+{
+    struct tp_pgr *r = tp_pgr_of(o->w);
+    if (r == NULL)
+        return false;
+    char uid[24], cur[24], lim[24];
+    snprintf(uid, sizeof(uid), "%lld", (long long)o->uid);
+    snprintf(cur, sizeof(cur), "%lld", (long long)o->cursor);
+    snprintf(lim, sizeof(lim), "%d", o->limit - o->nbets);
+    const char *params[3] = {uid, cur, lim};
+    if (tp_pgr_query(r,
+                     "SELECT id, round_id, band, stake FROM bets WHERE user_id = $1 AND "
+                     "(length(id), id COLLATE \"C\") < (length($2::text), $2::text COLLATE \"C\") "
+                     "ORDER BY length(id) DESC, id COLLATE \"C\" DESC LIMIT $3",
+                     3, params, on_pg_older, o) != 0)
+        pg_failed(o);
+    return true;
+}
+
 static void on_list(int err, const struct tp_store_reply *r, void *ud)
 {
     struct pop *o = ud;
@@ -368,22 +425,30 @@ static void on_list(int err, const struct tp_store_reply *r, void *ud)
         pop_free(o);
         return;
     }
-    for (size_t i = 0; i < tp_reply_len(r) && o->nbets < o->limit; i++) {
+    /* The list is the player's newest bets only: once it is full, older ones may have been
+     * trimmed, so the page continues in Postgres below its oldest entry. */
+    int64_t oldest = 0;
+    for (size_t i = 0; i < tp_reply_len(r); i++) {
         const char *e = tp_reply_str(tp_reply_at(r, i), NULL);
         long long id, rid, band, stake;
         if (e == NULL || sscanf(e, "%lld:%lld:%lld:%lld", &id, &rid, &band, &stake) != 4)
             continue;
-        if (o->before > 0 && id >= o->before)
+        oldest = id;
+        if ((o->before > 0 && id >= o->before) || o->nbets == o->limit)
             continue;
-        struct pbet *b = &o->bets[o->nbets++];
-        *b = (struct pbet){.bet_id = id, .round_id = rid, .band = (int)band, .stake = stake};
-        int j = 0;
-        while (j < o->nrounds && o->rounds[j].id != rid)
-            j++;
-        if (j == o->nrounds)
-            o->rounds[o->nrounds++] = (struct pround){.id = rid, .winning_band = -1};
-        b->round_idx = j;
+        add_bet(o, id, rid, (int)band, stake);
     }
+    if (tp_reply_len(r) >= TP_PLAYERS_BETS_HOT && oldest > 0)
+        o->cursor = o->before > 0 && o->before < oldest ? o->before : oldest;
+    if (o->cursor > 0 && o->nbets < o->limit && ask_older(o))
+        return;
+    lookup_rounds(o);
+}
+
+/* Asks Redis for the outcome of every round of the page and the payouts of its bets; rounds
+ * that have left Redis then go to Postgres (bets_reply). */
+static void lookup_rounds(struct pop *o)
+{
     o->next = bets_reply;
     struct tp_store *st = tp_store_of(o->w);
     struct slot *s = new_slots(o, 2 * o->nrounds);
@@ -439,9 +504,9 @@ static void get_my_bets(struct tp_http_ctx *ctx, void *ud)
     o->before = before;
     o->nb = tp_worker_config(w)->game.buckets;
     struct tp_key k;
-    if (st == NULL ||
-        tp_store_command(st, on_list, o, "LRANGE %s 0 %d",
-                         tp_keys_ubets(&k, tp_bucket_of(uid, o->nb), uid), UBETS_MAX - 1) != 0) {
+    if (st == NULL || tp_store_command(st, on_list, o, "LRANGE %s 0 %d",
+                                       tp_keys_ubets(&k, tp_bucket_of(uid, o->nb), uid),
+                                       TP_PLAYERS_BETS_HOT - 1) != 0) {
         tp_http_reply_error(ctx, 503, "unavailable", "storage unavailable, retry");
         pop_free(o);
     }

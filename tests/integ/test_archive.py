@@ -12,11 +12,13 @@ and resumes after; history answers 503 `unavailable` with Retry-After while Post
 and bets still go through. Killed leaders: test_archive_kill.py.
 """
 
+import json
+
 import pgwlib
 import tpclient
 import tpenv
-from archivelib import (ENV, G, archived, bet_round, history, player_state, round_keys,
-                        wait_final)
+from archivelib import (ENV, NBANDS, B, G, archived, bet_round, history, player_state,
+                        round_keys, wait_final)
 
 
 def replays(s, rid, user):
@@ -86,6 +88,75 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
         assert st == 200
         code, out = tpclient.audit(s)
         assert code == 0, out
+
+
+def my_bets(s, tok, query):
+    st, h, body = s.http("GET", "/api/v1/me/bets?" + query,
+                         headers={"Authorization": "Bearer " + tok})
+    return st, h, body
+
+
+def test_my_bets_past_the_redis_list_come_from_postgres():
+    """Redis keeps a player's newest 50 bets; older pages come from Postgres with the same
+    entries in the same order, before and after their rounds are archived."""
+    with pgwlib.OutagePg("tp_archive_mb") as pg, tpenv.Redis() as r, \
+            tpenv.Server(redis=r, pg=pg, env=ENV, https=False) as s:
+        c = r.client()
+        tpclient.wait_game(s)
+        (uid, tok), = users = tpclient.make_users(s, 1, "mb")
+        placed, rids = {}, []
+        while len(placed) < 70:
+            o = tpclient.fresh_open_round(s, 600)
+            jobs = [(i % NBANDS, 10 + i) for i in range(40)]
+            ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=8,
+                                            tag=f"m{len(rids)}")
+            assert all(st == 409 for st, _ in other), other[:3]
+            placed.update(ok)
+            rids.append(o["id"])
+        ids = sorted(placed, reverse=True)
+        # Redis holds only the newest 50.
+        p = f"tp:{{b{uid % B}}}:ubets:{uid}"
+        assert [int(e.split(":")[0]) for e in c.lrange(p, 0, -1)] == ids[:50]
+        tpenv.wait_until(lambda: pg.psql(f"SELECT count(*) FROM bets WHERE user_id = {uid}")
+                         == [[str(len(ids))]], what="the player's bets in Postgres")
+        for rid in rids:
+            wait_final(c, rid)
+
+        def pages(limit):
+            out, before = [], ""
+            while True:
+                st, _, body = my_bets(s, tok, f"limit={limit}&before={before}")
+                assert st == 200, (st, body)
+                got = json.loads(body)["bets"]
+                if not got:
+                    return out
+                out += got
+                before = got[-1]["bet_id"]
+        st, _, full = my_bets(s, tok, "limit=200")
+        assert st == 200, full
+        bets = json.loads(full)["bets"]
+        assert [b["bet_id"] for b in bets] == ids
+        assert all(b["stake"] == placed[b["bet_id"]][2] and b["band"] == placed[b["bet_id"]][1]
+                   and b["status"] != "pending" for b in bets), bets
+        # Every page size walks the same list, across the Redis/Postgres boundary.
+        for limit in (7, 50, 51):
+            assert pages(limit) == bets, limit
+        assert json.loads(my_bets(s, tok, f"limit=200&before={ids[-1]}")[2])["bets"] == []
+        assert my_bets(s, tok, "limit=200&before=9223372036854775807")[2] == full
+        assert my_bets(s, tok, "before=99999999999999999999")[0] == 400
+        # The same bytes once the rounds have left Redis.
+        tpenv.wait_until(lambda: all(archived(c, rid) for rid in rids), timeout=60,
+                         what="the rounds archived")
+        assert my_bets(s, tok, "limit=200")[2] == full
+        # Postgres down: a page past the list is 503 unavailable with Retry-After.
+        pg.stop()
+        try:
+            st, h, body = my_bets(s, tok, f"limit=5&before={ids[55]}")
+            assert st == 503 and b'"unavailable"' in body and h.get("retry-after"), (st, body)
+        finally:
+            pg.start()
+        tpenv.wait_until(lambda: my_bets(s, tok, "limit=200")[2] == full, timeout=20,
+                         what="history back with Postgres")
 
 
 if __name__ == "__main__":
