@@ -3,8 +3,11 @@
  * has them whole, so Redis holds the hot game only (see tp_leader_archive_install in
  * tickpool/game/leader.h, docs/operations.md §4).
  *
- * Once a second, while this process leads, one pass walks the oldest rounds of tp:{g}:rounds
- * (never the newest KEEP_NEWEST: the leader's own view reads them). A round is archived when
+ * Once a second, while this process leads, one pass walks up to CANDIDATES rounds of
+ * tp:{g}:rounds, oldest first (never the newest KEEP_NEWEST: the leader's own view reads them);
+ * the next pass goes on after the last round it left in Redis, so rounds that cannot be
+ * archived yet (or ever: see docs/operations.md) never hold up newer ones. A round is archived
+ * when
  *   - it is final with its receipt and its seed revealed, and game.retain_s has passed since
  *     its close;
  *   - Postgres (read through the worker's tp_pgr, never on the loop) holds the same round
@@ -67,6 +70,11 @@ struct arch {
     int64_t cand[CANDIDATES];
     int ncand, ci, done;
     int64_t top;
+    /* The sweep: a pass starts after `after` (0: the oldest round). A round left in Redis (not
+     * archivable yet, or never: written before Postgres kept whole rounds) must not hold up
+     * the newer ones, so the next pass goes on past the last one left (`last_left`) until the
+     * sweep reaches rounds too new to archive, then starts again from the oldest. */
+    int64_t after, last_left;
 
     /* The round being archived. */
     int64_t id;
@@ -90,9 +98,18 @@ static bool reply_bad(int err, const struct tp_store_reply *r)
     return err != 0 || tp_reply_type(r) == TP_REPLY_ERROR;
 }
 
+/* The sweep reached rounds too new to archive (or lost the lead): the next pass starts again
+ * from the oldest round. */
+static void sweep_end(struct arch *a)
+{
+    a->after = 0;
+    pass_end(a);
+}
+
 /* The round failed a check: leave it in Redis and look at the next one. */
 static void skip(struct arch *a)
 {
+    a->last_left = a->id;
     a->ci++;
     next_candidate(a);
 }
@@ -348,7 +365,7 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     if (tp_now_ms() < a->r.t.closes_at + (int64_t)a->g->retain_s * 1000) {
-        pass_end(a); /* newer rounds closed later still */
+        sweep_end(a); /* newer rounds closed later still */
         return;
     }
     ask_pg(a);
@@ -356,8 +373,14 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
 
 static void next_candidate(struct arch *a)
 {
-    if (a->ci >= a->ncand || a->done >= PER_PASS || a->cand[a->ci] > a->top - KEEP_NEWEST ||
-        !tp_leader_is_leader(tp_leader_of(a->w))) {
+    if (a->ci >= a->ncand
+            ? a->ncand < CANDIDATES
+            : a->cand[a->ci] > a->top - KEEP_NEWEST || !tp_leader_is_leader(tp_leader_of(a->w))) {
+        sweep_end(a);
+        return;
+    }
+    if (a->ci >= a->ncand || a->done >= PER_PASS) {
+        a->after = a->last_left; /* the next pass goes on from here */
         pass_end(a);
         return;
     }
@@ -395,6 +418,7 @@ static void on_oldest(int err, const struct tp_store_reply *r, void *ud)
         if (tp_parse_i64(tp_reply_str(tp_reply_at(r, i), NULL), &a->cand[a->ncand]))
             a->ncand++;
     a->ci = a->done = 0;
+    a->last_left = a->after;
     if (tp_store_command(a->store, on_top, a, "ZREVRANGE " TP_KEYS_ROUNDS " 0 0") != 0)
         pass_end(a);
 }
@@ -440,8 +464,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (a->busy || a->pgr == NULL)
         return;
     a->busy = true;
-    if (tp_store_command(a->store, on_oldest, a, "ZRANGE " TP_KEYS_ROUNDS " 0 %d",
-                         CANDIDATES - 1) != 0)
+    if (tp_store_command(a->store, on_oldest, a,
+                         "ZRANGEBYSCORE " TP_KEYS_ROUNDS " (%lld +inf LIMIT 0 %d",
+                         (long long)a->after, CANDIDATES) != 0)
         pass_end(a);
 }
 

@@ -159,5 +159,30 @@ def test_my_bets_past_the_redis_list_come_from_postgres():
                          what="history back with Postgres")
 
 
+def test_rounds_postgres_lacks_stay_in_redis_and_hold_up_nothing():
+    """Rounds whose Postgres copy lacks what the Round object shows (written before migration
+    0004, simulated here by a trigger that nulls vol_ppb) stay in Redis and keep answering
+    from there; more of them than one archival pass looks at do not stop newer rounds from
+    being archived."""
+    k = 34  # more than the 32 rounds one pass looks at
+    with tpenv.Postgres() as pg, tpenv.Redis() as r, \
+            tpenv.Server(redis=r, pg=pg, env=ENV, https=False) as s:
+        c = r.client()
+        pg.psql("CREATE FUNCTION old_round() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$BEGIN NEW.vol_ppb := NULL; RETURN NEW; END$$; "
+                "CREATE TRIGGER old_round BEFORE INSERT OR UPDATE ON rounds FOR EACH ROW "
+                f"WHEN (NEW.id <= {k}) EXECUTE FUNCTION old_round(); "
+                f"UPDATE rounds SET vol_ppb = NULL WHERE id <= {k}")
+        tpclient.wait_game(s)
+        tpenv.wait_until(lambda: int((c.zrevrange(G + "rounds", 0, 0) or [0])[0]) > k + 20 and
+                         all(archived(c, rid) for rid in range(k + 1, k + 4)),
+                         timeout=120, what="rounds after the old ones archived")
+        for rid in (1, k // 2, k):
+            assert c.exists(G + f"round:{rid}") and c.zscore(G + "rounds", rid) is not None, rid
+            assert s.http("GET", f"/api/v1/rounds/{rid}")[0] == 200, rid
+        assert pg.psql(f"SELECT count(*) FROM rounds WHERE id <= {k} AND vol_ppb IS NULL") \
+            == [[str(k)]]
+
+
 if __name__ == "__main__":
     tpenv.main()
