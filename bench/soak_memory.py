@@ -168,8 +168,8 @@ def main():
     mean = sum(y for _, y in window) / max(1, len(window))
     per10 = slope_per_s(window) * 600 if len(window) >= 3 else float("nan")
     ratio = per10 / mean * 100 if mean else float("nan")
-    # For the reader: the same slope over the run's second half, when the per-player bet
-    # lists (GET /me/bets, capped at 1000 entries) have long reached their cap.
+    # For the reader: the same slope over the run's second half, when every per-player list
+    # (GET /me/bets' newest 50 bets) has long reached its length.
     late = [(t, y) for t, y in window if t >= args.seconds / 2]
     late_mean = sum(y for _, y in late) / max(1, len(late))
     late_ratio = (slope_per_s(late) * 600 / late_mean * 100 if len(late) >= 3 and late_mean

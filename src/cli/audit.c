@@ -535,12 +535,14 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
 
 static void usage(FILE *out)
 {
-    fputs("Usage: tickpool audit [--wait S] [--redis-only]\n"
+    fputs("Usage: tickpool audit [--wait S] [--pg-timeout S] [--redis-only]\n"
           "Checks money conservation in Redis (per bucket and in total), every settled round's\n"
           "receipt, that every round not yet settled or cancelled is in the leader's index of\n"
           "unfinished rounds (and no other round is), and, once the outbox has drained\n"
-          "(waiting up to S seconds, default 10), that Postgres agrees with Redis. Exit 0 when\n"
-          "all hold, 1 on a mismatch, 2 on usage or connection errors.\n",
+          "(waiting up to S seconds, default 10), that Postgres agrees with Redis. Its queries\n"
+          "scan whole tables: each may take up to --pg-timeout seconds (default 600), not\n"
+          "postgres.timeout. Exit 0 when all hold, 1 on a mismatch, 2 on usage or connection\n"
+          "errors.\n",
           out);
 }
 
@@ -560,20 +562,29 @@ int tp_audit_main(const struct tp_config *cfg, int nargs, char **args)
     static const struct option opts[] = {
         {"wait", required_argument, NULL, 'w'},
         {"redis-only", no_argument, NULL, 'r'},
+        {"pg-timeout", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    double wait_s = 10;
+    double wait_s = 10, pg_timeout_s = 600;
     bool redis_only = false;
     int ch;
     optind = 0; /* glibc: 0 also resets getopt's state after main's own parsing */
-    while ((ch = getopt_long(argc, argv, "w:rh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "w:t:rh", opts, NULL)) != -1) {
         char *end = NULL;
         switch (ch) {
         case 'w':
             wait_s = strtod(optarg, &end);
             if (end == optarg || *end != '\0' || !(wait_s >= 0 && wait_s <= 86400)) {
                 fprintf(stderr, "audit: --wait wants seconds (0..86400), got '%s'\n", optarg);
+                return TP_AUDIT_USAGE;
+            }
+            break;
+        case 't':
+            pg_timeout_s = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || !(pg_timeout_s >= 0.01 && pg_timeout_s <= 86400)) {
+                fprintf(stderr, "audit: --pg-timeout wants seconds (0.01..86400), got '%s'\n",
+                        optarg);
                 return TP_AUDIT_USAGE;
             }
             break;
@@ -640,7 +651,11 @@ int tp_audit_main(const struct tp_config *cfg, int nargs, char **args)
                    backlog, wait_s);
         } else {
             report(&a, true, "outbox: drained");
-            pg = tp_pgw_pg_open(&cfg->postgres);
+            /* Whole-table scans: postgres.timeout is the server's bound for its short
+             * statements, and a large ledger takes longer than that to sum. */
+            struct tp_config_postgres pcfg = cfg->postgres;
+            pcfg.timeout_ms = (int)(pg_timeout_s * 1000);
+            pg = tp_pgw_pg_open(&pcfg);
             if (pg == NULL) {
                 fprintf(stderr, "audit: cannot connect to Postgres\n");
                 goto out;

@@ -30,10 +30,15 @@ static int load_round(struct tp_pg *pg, int64_t id, struct tp_game_round *out)
     return rc;
 }
 
+/* Statement bound of the CLI's reads: postgres.timeout bounds the server's short statements, and
+ * a round's bets joined with their credits may take longer on a large, busy database. */
+#define VERIFY_PG_TIMEOUT_MS 60000
+
 int tp_verify_pg_connect(const struct tp_config *cfg, struct vctx *v)
 {
     char err[256];
-    v->pg = tp_pg_connect(cfg->postgres.url, cfg->postgres.timeout_ms, err, sizeof(err));
+    v->pg = tp_pg_connect(cfg->postgres.url, TP_MAX(cfg->postgres.timeout_ms, VERIFY_PG_TIMEOUT_MS),
+                          err, sizeof(err));
     if (v->pg == NULL) {
         fprintf(stderr, "tickpool verify: %s\n", err);
         return TP_EUNAVAIL;

@@ -73,6 +73,22 @@ def test_audit_passes_then_shows_tampering():
                            "(SELECT coalesce(sum(amount), 0) FROM payouts)") == [["t"]]
             assert "skipping a malformed" not in s.log_text()
 
+            # A ledger too big to sum within postgres.timeout, the server's bound for its short
+            # statements: the audit's scans run under its own --pg-timeout (a soak's 1.8 M bets
+            # took its first query past 5 s and the audit exited 2). The padding is balanced,
+            # on accounts no check compares.
+            pg.psql("INSERT INTO ledger (entry_id, account, amount, kind) SELECT 'pad:' || g, "
+                    "v.a, v.n, 'grant' FROM generate_series(1, 150000) g, "
+                    "(VALUES ('system', 1), ('round:0', -1)) v(a, n)")
+            s.env["TICKPOOL_POSTGRES_TIMEOUT"] = "10ms"
+            code, out = audit(s, "--wait", "20")
+            assert code == 0 and "all checks passed" in out, out
+            code, out = audit(s, "--wait", "20", "--pg-timeout", "0.01")
+            assert code == 2 and "statement timeout" in out, out
+            for bad in ("0", "x", "-1", "100000"):
+                assert audit(s, "--pg-timeout", bad)[0] == 2, bad
+            del s.env["TICKPOOL_POSTGRES_TIMEOUT"]
+
             # One balance off by -100 in Redis: conservation and the Postgres diff show it.
             before = int(c.hget("tp:{b1}:bal", "3"))
             c.hincrby("tp:{b1}:bal", "3", -100)
