@@ -58,6 +58,8 @@ struct lg_opt {
     int users_create;
     const char *tokens_file;
     int64_t round_id;
+    int64_t follow_ms; /* --follow-rounds: phase length (ms); 0 = bet on round_id only */
+    int64_t follow_t0; /* opens_at of round_id (ms), with follow_ms */
     int bands, buckets;
     int64_t stake, min_stake, max_stake;
     const char *script;
@@ -90,6 +92,9 @@ struct lg_res {
     struct lg_hist spread_tick, spread_odds; /* viewers: receive time - first receipt, µs */
     uint64_t lag_min;                        /* viewers: smallest tick lag, µs */
     uint64_t beat_bytes;                     /* viewers: Σ payload bytes of the beats counted */
+    struct lg_hist round_lag;  /* viewers: `round` message receipt - its boundary T, µs */
+    uint64_t round_boundaries; /* viewers: distinct boundaries T announced in the window */
+    int64_t round_last_t;      /* viewers: the newest of them (ms) */
     uint64_t sec_ok, sec_err, sec_msgs;
     struct rusage ru0, ru1;
     uint64_t t_measure0, t_measure1;
@@ -164,7 +169,8 @@ void lg_create_users(void);
 /** Reads 'user_id token' lines of --tokens FILE into lg_users. */
 void lg_read_tokens(void);
 
-/** Fills lg_opt.round_id and lg_opt.bands, when not given, from the open round. */
+/** Fills lg_opt.round_id and lg_opt.bands, when not given, from the open round, and with
+ * --follow-rounds the opens_at of round_id (which must then be the open round). */
 void lg_find_round(void);
 
 /** SCRIPT LOADs --script into Redis and keeps its SHA-1 in lg_redis_sha. */

@@ -67,9 +67,20 @@ static int bands(void)
     return lg_opt.bands > 0 ? lg_opt.bands : 5;
 }
 
+/* The round a bet sent now goes to: --round, or with --follow-rounds the one open now (a bet
+ * sent just before a boundary can arrive after it and be refused round_not_open: a lock race). */
+static int64_t bet_round(void)
+{
+    if (lg_opt.follow_ms <= 0)
+        return lg_opt.round_id;
+    int64_t now = (int64_t)(lg_wall_us() / 1000);
+    return lg_opt.round_id + (now - lg_opt.follow_t0) / lg_opt.follow_ms;
+}
+
 /* Appends request `seq` of connection c to its output buffer. */
 static void encode_request(struct lg_conn *c, uint64_t seq)
 {
+    int64_t round_id = bet_round();
     int band = (int)((seq + (uint64_t)c->idx) % (uint64_t)bands());
     char key[64];
     snprintf(key, sizeof(key), "lg%" PRIx64 "-%d-%" PRIu64, lg_run_id, c->idx, seq);
@@ -78,8 +89,8 @@ static void encode_request(struct lg_conn *c, uint64_t seq)
         const struct lg_user *u = &lg_users[user_rr++ % (uint64_t)lg_nusers];
         char body[128];
         int bl = snprintf(body, sizeof(body),
-                          "{\"round_id\":%" PRId64 ",\"band\":%d,\"stake\":%" PRId64 "}",
-                          lg_opt.round_id, band, lg_opt.stake);
+                          "{\"round_id\":%" PRId64 ",\"band\":%d,\"stake\":%" PRId64 "}", round_id,
+                          band, lg_opt.stake);
         tp_buf_printf(&c->out,
                       "POST /api/v1/bets HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
                       "Idempotency-Key: %s\r\nContent-Type: application/json\r\n"
@@ -100,7 +111,7 @@ static void encode_request(struct lg_conn *c, uint64_t seq)
         tp_wr_key(&w, "key");
         tp_wr_str(&w, key);
         tp_wr_key(&w, "round_id");
-        tp_wr_int(&w, lg_opt.round_id);
+        tp_wr_int(&w, round_id);
         tp_wr_key(&w, "band");
         tp_wr_int(&w, band);
         tp_wr_key(&w, "stake");

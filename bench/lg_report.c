@@ -161,6 +161,13 @@ void lg_report(void)
                       lg_opened ? (double)lg_res.beats_odds / win / lg_opened : 0.0, lg_res.lag_min,
                       lg_hist_pct(st, 50), lg_hist_pct(st, 99), lg_hist_pct(st, 99.9), st->max,
                       lg_hist_pct(so, 50), lg_hist_pct(so, 99), lg_hist_pct(so, 99.9), so->max);
+        const struct lg_hist *rl = &lg_res.round_lag;
+        tp_buf_printf(&j,
+                      "\"round_boundaries\":%" PRIu64 ",\"round_lag_n\":%" PRIu64
+                      ",\"round_lag_p50_us\":%" PRIu64 ",\"round_lag_p99_us\":%" PRIu64
+                      ",\"round_lag_p999_us\":%" PRIu64 ",\"round_lag_max_us\":%" PRIu64 ",",
+                      lg_res.round_boundaries, rl->n, lg_hist_pct(rl, 50), lg_hist_pct(rl, 99),
+                      lg_hist_pct(rl, 99.9), rl->max);
         fprintf(stderr,
                 "\nviewers: %d sockets open (%" PRIu64 " failed, %" PRIu64 " closed) over %.1fs\n"
                 "  messages: tick (beat) %" PRIu64 " (%.2f/s per socket, %" PRIu64
@@ -177,6 +184,11 @@ void lg_report(void)
                 "p99 %.3f max %.3f ms, odds p50 %.3f p99 %.3f max %.3f ms\n",
                 lg_res.lag_min / 1e3, lg_hist_pct(st, 50) / 1e3, lg_hist_pct(st, 99) / 1e3,
                 st->max / 1e3, lg_hist_pct(so, 50) / 1e3, lg_hist_pct(so, 99) / 1e3, so->max / 1e3);
+        fprintf(stderr,
+                "  round message after its boundary T: %" PRIu64 " boundaries, %" PRIu64
+                " receipts, p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",
+                lg_res.round_boundaries, rl->n, lg_hist_pct(rl, 50) / 1e3,
+                lg_hist_pct(rl, 99) / 1e3, rl->max / 1e3);
     } else {
         double tput = (double)lg_res.ok / win;
         tp_buf_printf(&j,

@@ -156,6 +156,12 @@ void lg_find_round(void)
     }
     if (lg_opt.round_id < 0)
         lg_opt.round_id = id;
+    if (lg_opt.follow_ms > 0 &&
+        (id != lg_opt.round_id || tp_val_get_int(open, "opens_at", &lg_opt.follow_t0) != 0)) {
+        fprintf(stderr, "loadgen: --follow-rounds: round %" PRId64 " is not the open one\n",
+                lg_opt.round_id);
+        exit(1);
+    }
     if (lg_opt.bands <= 0 && tp_val_type(tp_val_get(open, "bands")) == TP_VAL_ARRAY)
         lg_opt.bands = (int)tp_val_len(tp_val_get(open, "bands"));
     tp_doc_free(d);

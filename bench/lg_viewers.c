@@ -1,7 +1,8 @@
 /*
  * loadgen viewers mode: accounts the broadcasts (tick, odds, round...) each anonymous socket
  * receives: message counts (beats, i.e. ticks, and how many of them carried odds), tick delivery
- * lag and the fan-out spread between sockets.
+ * lag, the fan-out spread between sockets, and how long after its boundary T each `round`
+ * message arrived.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,14 +19,16 @@
  * the fan-out spread: how much later this socket got the message than the first socket did,
  * which needs no server timestamp (odds carry none). */
 #define SEEN_N 64
-#define SEEN_MAX_LEN 512
+/* `round` messages (a round and the current pair) are larger than beats: they are cached too,
+ * or loadgen would decode each of their thousands of copies at a boundary and fall behind. */
+#define SEEN_MAX_LEN 4096
 
 struct seen {
     uint64_t hash, first_ns;
     size_t len;
     int kind;   /* 0 tick, 1 odds, 2 round, 3 hello/snapshot, 4 other */
     bool odds;  /* a tick (beat) carrying odds */
-    int64_t ts; /* tick ts (ms), -1 when none */
+    int64_t ts; /* tick ts, or a round message's boundary T (ms); -1 when none */
     char bytes[SEEN_MAX_LEN];
 };
 
@@ -47,6 +50,20 @@ static int kind_of(const char *t)
            : strcmp(t, "round") == 0                                 ? 2
            : (strcmp(t, "hello") == 0 || strcmp(t, "snapshot") == 0) ? 3
                                                                      : 4;
+}
+
+/* The boundary T a `round` message announces: an open round's opens_at, a live round's locks_at
+ * (both happen at the same T); -1 for the other states (a close is announced at settlement). */
+static int64_t round_boundary_ms(const struct tp_val *r)
+{
+    const char *st = NULL;
+    int64_t t;
+    if (tp_val_get_str(r, "state", &st, NULL) != 0)
+        return -1;
+    const char *f = strcmp(st, "open") == 0   ? "opens_at"
+                    : strcmp(st, "live") == 0 ? "locks_at"
+                                              : NULL;
+    return f != NULL && tp_val_get_int(r, f, &t) == 0 ? t : -1;
 }
 
 /* Decodes a viewer message (or finds it among the recent ones); NULL when not MessagePack. */
@@ -72,7 +89,9 @@ static const struct seen *viewer_decode(const char *p, size_t n, uint64_t now, s
     e->len = n;
     e->first_ns = now;
     e->kind = kind_of(t);
-    if (e->kind != 0 || tp_val_get_int(tp_doc_root(doc), "ts", &e->ts) != 0)
+    if (e->kind == 2)
+        e->ts = round_boundary_ms(tp_val_get(tp_doc_root(doc), "round"));
+    else if (e->kind != 0 || tp_val_get_int(tp_doc_root(doc), "ts", &e->ts) != 0)
         e->ts = -1;
     e->odds = e->kind == 0 && tp_val_type(tp_val_get(tp_doc_root(doc), "odds")) == TP_VAL_MAP;
     if (cacheable)
@@ -104,6 +123,15 @@ void lg_viewer_message(const char *p, size_t n)
         lg_hist_record(&lg_res.lat, l);
         if (lg_res.lag_min == 0 || l < lg_res.lag_min)
             lg_res.lag_min = l;
+    }
+    if (e->kind == 2 && e->ts > 0) {
+        /* Every receipt counts (what each client sees); a boundary counts once, at its first. */
+        int64_t lag = (int64_t)lg_wall_us() - e->ts * 1000;
+        lg_hist_record(&lg_res.round_lag, lag > 0 ? (uint64_t)lag : 0);
+        if (e->ts > lg_res.round_last_t) {
+            lg_res.round_last_t = e->ts;
+            lg_res.round_boundaries++;
+        }
     }
     if (e->kind <= 1)
         lg_hist_record(e->kind == 0 ? &lg_res.spread_tick : &lg_res.spread_odds,

@@ -108,6 +108,9 @@ static void usage(FILE *f)
                "                          --users is given\n"
                "      --round ID          round to bet on [the open round from\n"
                "                          GET /api/v1/rounds/current]\n"
+               "      --follow-rounds MS  rounds open every MS ms: a bet goes to the round open\n"
+               "                          when it is sent (--round's or the open one, plus the\n"
+               "                          boundaries since) [off]\n"
                "      --bands N           bands are 0..N-1, bets cycle over them [from the round]\n"
                "      --stake N           stake per bet in minor units [100]\n"
                "      --min-stake N, --max-stake N   bounds passed to bet.lua (redis-bet)\n"
@@ -342,6 +345,7 @@ int main(int argc, char **argv)
         O_PIPELINE,
         O_CONNECT_RATE,
         O_ROUND,
+        O_FOLLOW,
         O_BANDS,
         O_STAKE,
         O_MIN_STAKE,
@@ -368,6 +372,7 @@ int main(int argc, char **argv)
         {"users", 1, 0, 'u'},
         {"tokens", 1, 0, 't'},
         {"round", 1, 0, O_ROUND},
+        {"follow-rounds", 1, 0, O_FOLLOW},
         {"bands", 1, 0, O_BANDS},
         {"stake", 1, 0, O_STAKE},
         {"min-stake", 1, 0, O_MIN_STAKE},
@@ -426,6 +431,9 @@ int main(int argc, char **argv)
             break;
         case O_ROUND:
             lg_opt.round_id = atoll(optarg);
+            break;
+        case O_FOLLOW:
+            lg_opt.follow_ms = atoll(optarg);
             break;
         case O_BANDS:
             lg_opt.bands = atoi(optarg);
@@ -507,7 +515,7 @@ int main(int argc, char **argv)
             printf("{\"tool\":\"loadgen\",\"mode\":\"users\",\"users\":%d}\n", lg_nusers);
             return 0;
         }
-        if (lg_opt.round_id < 0 || lg_opt.bands <= 0)
+        if (lg_opt.round_id < 0 || lg_opt.bands <= 0 || lg_opt.follow_ms > 0)
             lg_find_round();
         if (lg_opt.mode == LG_M_REDIS_BET)
             lg_load_script();
