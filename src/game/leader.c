@@ -354,17 +354,24 @@ static void execute(struct tp_leader *l)
     struct tp_planner_round *in = l->plan_in;
     for (int i = 0; i < l->nsnap; i++)
         in[i] = (struct tp_planner_round){l->snap[i].r.id, l->snap[i].r.state, l->snap[i].r.t};
+    /* A boundary due within the lead is planned as of its time T, so that only its writes are
+     * left for T (leader_boundary.c); anything else is planned as of now. */
+    int64_t due = tp_planner_next_due(in, l->nsnap);
     struct tp_planner_action a;
-    if (tp_planner_next(&l->pc, in, l->nsnap, now, l->open_synced, &a) != 0) {
+    bool early = due > now && due - now <= TP_LEADER_BOUNDARY_LEAD_MS &&
+                 tp_planner_next(&l->pc, in, l->nsnap, due, l->open_synced, &a) == 0 &&
+                 a.op == TP_PLANNER_BOUNDARY;
+    if (!early && tp_planner_next(&l->pc, in, l->nsnap, now, l->open_synced, &a) != 0) {
         tp_leader_step_end(l);
         return;
     }
     l->acted = a.op != TP_PLANNER_NONE;
     if (!l->acted)
         l->burst = 0;
-    tp_leader_boundary_arm(l);
+    if (!early) /* the step after an early boundary arms the next one */
+        tp_leader_boundary_arm(l);
     if (a.op == TP_PLANNER_BOUNDARY) {
-        tp_leader_boundary(l, &a);
+        tp_leader_boundary(l, &a, early);
         return;
     }
     const struct tp_leader_snap *s = tp_leader_snap_find(l, a.round_id);
@@ -390,9 +397,11 @@ static void execute(struct tp_leader *l)
 
 bool tp_leader_boundary_due(struct tp_leader *l)
 {
-    /* plan_in still holds this step's snapshot: only the settlement in flight acted since. */
+    /* plan_in still holds this step's snapshot: only the settlement in flight acted since. A
+     * boundary within the lead counts: its step prepares it before T. */
     struct tp_planner_action a;
-    if (tp_planner_next(&l->pc, l->plan_in, l->nsnap, tp_now_ms(), l->open_synced, &a) != 0)
+    if (tp_planner_next(&l->pc, l->plan_in, l->nsnap, tp_now_ms() + TP_LEADER_BOUNDARY_LEAD_MS,
+                        l->open_synced, &a) != 0)
         return false;
     return a.op == TP_PLANNER_BOUNDARY || a.op == TP_PLANNER_CANCEL;
 }
@@ -692,7 +701,9 @@ void tp_leader_start(struct tp_worker *w)
     /* Tick timestamps are multiples of tick_ms (rounds are aligned to the wall clock). */
     ev_periodic_init(&l->tick_p, tp_leader_tick_cb, TICK_LAG_S, l->g->tick_ms / 1000.0, NULL);
     ev_periodic_init(&l->boundary_p, tp_leader_boundary_cb, 0., 0., NULL);
+    ev_periodic_init(&l->boundary_at, tp_leader_boundary_at_cb, 0., 0., NULL);
     l->lease_t.data = l->step_t.data = l->tick_p.data = l->boundary_p.data = l;
+    l->boundary_at.data = l;
     ev_timer_start(l->loop, &l->lease_t);
     tp_worker_slot_set(w, slot, l);
 }

@@ -3,12 +3,15 @@
  * at the lock time T of round N the close of the live round due at T, the lock of N and the
  * open of N+1 are ONE fenced script, round_boundary.lua, so Redis (and so `/rounds/current`, the
  * `round` messages and bets) goes from (open N, live N-1) to (open N+1, live N) with nothing in
- * between. The step runs on a timer at T (an ev_periodic on the wall clock), not when a polling
- * step happens to notice it.
+ * between. The step runs on a timer (an ev_periodic on the wall clock), not when a polling step
+ * happens to notice it: TP_LEADER_BOUNDARY_LEAD_MS before T, planned as of T, so the snapshot,
+ * the closing round's pools and prices and the new round's seed are ready at T, when a second
+ * timer (boundary_at) lets the writes go. Every write is refused before T by Redis TIME anyway
+ * (bucket_state.lua, round_boundary.lua): the lead saves time, it grants no early write.
  *
  * The chain, each stage one round trip (bucket stages fan out to every bucket at once):
  *  1. the closing round's pools (frozen since its lock) are summed, its close price C computed
- *     from the seeds and its settlement planned;
+ *     from the seeds and its settlement planned; a step started early waits for T here;
  *  2. every bucket copy of N flips to live, so no bet lands in N once its lock is recorded
  *     (bucket_state.lua refuses it before locks_at by Redis TIME);
  *  3. round_boundary.lua: close, lock with L, open, all checked before anything is written;
@@ -33,8 +36,11 @@
 #define MOD "leader"
 /* Fire just after T, so Redis TIME (the same clock on one host) has reached it too. */
 #define BOUNDARY_LAG_S 0.0002
+/* Within the lead of a boundary a step that planned something else is followed this soon. */
+#define BOUNDARY_SOON_S 0.005
 
 static void bnd_script(struct tp_leader *l);
+static void bnd_lock(struct tp_leader *l);
 
 /* --- Timer --- */
 
@@ -59,9 +65,26 @@ void tp_leader_boundary_arm(struct tp_leader *l)
         return;
     }
     /* A time already past (a boundary owed now, or missed past grace) is this step's action;
-     * only a future one needs the timer. */
-    if (due > tp_now_ms())
-        arm_at(l, (double)due / 1000.0 + BOUNDARY_LAG_S);
+     * only a future one needs the timer. Within the lead already, the step that planned
+     * something else goes first: the next one follows shortly, at T at the latest. */
+    if (due > tp_now_ms()) {
+        double at = (double)(due - TP_LEADER_BOUNDARY_LEAD_MS) / 1000.0;
+        double soon = ev_time() + BOUNDARY_SOON_S;
+        arm_at(l, at > soon ? at : TP_MIN(soon, (double)due / 1000.0 + BOUNDARY_LAG_S));
+    }
+}
+
+/* The writes of a boundary prepared before T, from T on (stage 2). */
+void tp_leader_boundary_at_cb(struct ev_loop *loop, ev_periodic *p, int revents)
+{
+    (void)revents;
+    struct tp_leader *l = p->data;
+    ev_periodic_stop(loop, p);
+    if (!l->leader) { /* the lease went while it waited: whoever leads plans it again */
+        tp_leader_step_end(l);
+        return;
+    }
+    bnd_lock(l);
 }
 
 void tp_leader_boundary_retry(struct tp_leader *l, int ms)
@@ -78,16 +101,21 @@ static void bnd_done(struct tp_leader *l)
     tp_log_info(
         MOD,
         "boundary\tclosed=%lld close_price=%lld band=%d locked=%lld lock_price=%lld "
-        "opened=%lld locks_at=%lld late_ms=%lld",
+        "opened=%lld locks_at=%lld ready_ms=%lld late_ms=%lld",
         (long long)(l->bnd.has_close ? l->bnd.close.id : 0), (long long)l->bnd.close.close_price,
         l->bnd.close.winning_band, (long long)(l->bnd.has_lock ? l->bnd.lock.id : 0),
         (long long)l->bnd.lock.lock_price, (long long)(l->bnd.has_open ? l->bnd.open.id : 0),
-        (long long)l->bnd.open.t.locks_at, (long long)late);
+        (long long)l->bnd.open.t.locks_at, (long long)(l->bnd.ready_ms - l->bnd.due_ms),
+        (long long)late);
     /* A closing round shows as live until it is settled: nothing to announce for it. */
-    if (l->bnd.has_lock)
-        tp_leader_publish_round(l, l->bnd.lock.id);
-    if (l->bnd.has_open)
-        tp_leader_publish_round(l, l->bnd.open.id);
+    if (l->bnd.has_lock && l->bnd.has_open && l->obs != NULL && l->obs->on_boundary != NULL) {
+        l->obs->on_boundary(l->obs_ud, l->bnd.open.id, l->bnd.lock.id);
+    } else {
+        if (l->bnd.has_lock)
+            tp_leader_publish_round(l, l->bnd.lock.id);
+        if (l->bnd.has_open)
+            tp_leader_publish_round(l, l->bnd.open.id);
+    }
     tp_leader_step_end(l);
 }
 
@@ -198,6 +226,15 @@ static void on_live_bucket(int err, const struct tp_store_reply *r, void *ud)
 
 static void bnd_lock(struct tp_leader *l)
 {
+    double at = (double)l->bnd.due_ms / 1000.0 + BOUNDARY_LAG_S;
+    if (l->bnd.ready_ms == 0)
+        l->bnd.ready_ms = tp_now_ms();
+    if (l->bnd.early && ev_time() < at) {
+        /* Prepared before T: the writes wait for it (tp_leader_boundary_at_cb). */
+        ev_periodic_set(&l->boundary_at, at, 0., NULL);
+        ev_periodic_start(l->loop, &l->boundary_at);
+        return;
+    }
     if (!l->bnd.has_lock) {
         bnd_script(l);
         return;
@@ -267,11 +304,12 @@ static bool prepare_open(struct tp_leader *l, int64_t id, int64_t opens_at)
     return true;
 }
 
-void tp_leader_boundary(struct tp_leader *l, const struct tp_planner_action *a)
+void tp_leader_boundary(struct tp_leader *l, const struct tp_planner_action *a, bool early)
 {
     const struct tp_leader_snap *c = a->close_id ? tp_leader_snap_find(l, a->close_id) : NULL;
     const struct tp_leader_snap *k = a->lock_id ? tp_leader_snap_find(l, a->lock_id) : NULL;
     memset(&l->bnd, 0, sizeof(l->bnd));
+    l->bnd.early = early;
     l->bnd.close.winning_band = l->bnd.lock.winning_band = l->bnd.open.winning_band = -1;
     if (c != NULL) {
         l->bnd.has_close = true;

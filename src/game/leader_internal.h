@@ -54,7 +54,9 @@ struct tp_leader {
     int64_t last_renew_ms;
     ev_timer lease_t, step_t;
     ev_periodic tick_p;
-    ev_periodic boundary_p; /* at the next boundary's wall-clock time (leader_boundary.c) */
+    ev_periodic boundary_p;  /* TP_LEADER_BOUNDARY_LEAD_MS before the next boundary's wall-clock
+                                time (leader_boundary.c) */
+    ev_periodic boundary_at; /* at that time T itself: the prepared boundary goes on */
     bool lease_busy, step_busy, tick_busy;
     bool step_owed; /* the boundary timer fired during a step: the next one starts at its end */
     bool acted;     /* this step started an action (not NONE) */
@@ -111,7 +113,9 @@ struct tp_leader {
     struct {
         bool has_close, has_lock, has_open;
         struct tp_game_round close, lock, open;
-        int64_t due_ms; /* the boundary's time T: the lock or close time, or the open's */
+        int64_t due_ms;   /* the boundary's time T: the lock or close time, or the open's */
+        bool early;       /* planned before T: its writes wait for T (boundary_at) */
+        int64_t ready_ms; /* when its reads were done, for the log (0: not yet) */
         struct tp_settle_plan plan;
         int64_t pools[TP_ROUND_MAX_BANDS]; /* the closing round's */
         char seed_hex[65];
@@ -149,6 +153,11 @@ static inline int tp_leader_nbands(const struct tp_game_round *r)
  * open, lock, close or cancel: the settlement in flight yields its step to it. */
 bool tp_leader_boundary_due(struct tp_leader *l);
 
+/* How long before a boundary T its step starts: the snapshot, the closing round's pools and
+ * prices and the new round's seed are read and computed before T, so only the writes (whose
+ * scripts refuse anything before T by Redis TIME) and the announcement are left after it. */
+#define TP_LEADER_BOUNDARY_LEAD_MS 60
+
 /** Tells the observer, if any, that round `id` changed. */
 void tp_leader_publish_round(struct tp_leader *l, int64_t id);
 
@@ -175,11 +184,12 @@ void tp_leader_cancel(struct tp_leader *l, const struct tp_game_round *r);
 
 /* --- leader_boundary.c --- */
 
-/** Runs the boundary `a` (TP_PLANNER_BOUNDARY) of this step's snapshot; ends the step. */
-void tp_leader_boundary(struct tp_leader *l, const struct tp_planner_action *a);
+/** Runs the boundary `a` (TP_PLANNER_BOUNDARY) of this step's snapshot; ends the step. `early`:
+ * planned as of its time T, which is still ahead: the reads run now, the writes from T on. */
+void tp_leader_boundary(struct tp_leader *l, const struct tp_planner_action *a, bool early);
 
-/** Arms the boundary timer at the next lock or close time of this step's snapshot (stops it
- * when there is none). */
+/** Arms the boundary timer TP_LEADER_BOUNDARY_LEAD_MS before the next lock or close time of
+ * this step's snapshot (stops it when there is none). */
 void tp_leader_boundary_arm(struct tp_leader *l);
 
 /** Arms the boundary timer `ms` from now: a boundary refused as too early is retried then. */
@@ -187,6 +197,9 @@ void tp_leader_boundary_retry(struct tp_leader *l, int ms);
 
 /** The boundary timer's callback (ev_periodic). */
 void tp_leader_boundary_cb(struct ev_loop *loop, ev_periodic *p, int revents);
+
+/** The callback of boundary_at: a boundary prepared before T goes on with its writes. */
+void tp_leader_boundary_at_cb(struct ev_loop *loop, ev_periodic *p, int revents);
 
 /* --- leader_tick.c --- */
 
