@@ -145,13 +145,17 @@ struct load {
     int buckets;
     int pending;
     int err;
+    bool pools_ahead; /* the pools were asked with the round, into sum[] (one round trip) */
     tp_game_round_cb cb;
     void *ud;
     struct tp_game_round round;
+    int64_t sum[TP_ROUND_MAX_BANDS];
 };
 
 static void load_done(struct load *l)
 {
+    if (l->err == 0 && l->pools_ahead && !l->round.has_pools)
+        memcpy(l->round.pools, l->sum, sizeof(l->sum));
     l->cb(l->err, l->err == 0 ? &l->round : NULL, l->ud);
     free(l);
 }
@@ -169,7 +173,7 @@ static void on_pool(int err, const struct tp_store_reply *r, void *ud)
             int64_t band, amount;
             if (k && v && tp_parse_i64(k, &band) && tp_parse_i64(v, &amount) && band >= 0 &&
                 band < TP_ROUND_MAX_BANDS)
-                l->round.pools[band] += amount;
+                *(l->pools_ahead ? &l->sum[band] : &l->round.pools[band]) += amount;
         }
     }
     if (--l->pending == 0)
@@ -181,6 +185,13 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
     struct load *l = ud;
     if (err == 0)
         err = tp_game_round_parse(r, &l->round);
+    if (l->pools_ahead) {
+        if (err != 0 && l->err == 0)
+            l->err = err;
+        if (--l->pending == 0)
+            load_done(l);
+        return;
+    }
     if (err != 0 || l->round.has_pools) {
         l->err = err;
         load_done(l);
@@ -199,8 +210,11 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
     }
 }
 
-int tp_game_round_load(struct tp_store *store, int buckets, int64_t id, tp_game_round_cb cb,
-                       void *ud)
+/* pools_ahead: the bucket pools are asked together with the round (one round trip, for a
+ * round known to be open or live, whose pools are not recorded); else only once the round
+ * shows they are not recorded. */
+static int load_start(struct tp_store *store, int buckets, int64_t id, bool pools_ahead,
+                      tp_game_round_cb cb, void *ud)
 {
     if (store == NULL)
         return TP_EUNAVAIL;
@@ -209,11 +223,28 @@ int tp_game_round_load(struct tp_store *store, int buckets, int64_t id, tp_game_
     l->buckets = buckets;
     l->cb = cb;
     l->ud = ud;
+    l->pools_ahead = pools_ahead;
+    l->pending = 1;
     struct tp_key k;
     int rc = tp_store_command(store, on_round, l, "HGETALL %s", tp_keys_round(&k, id));
-    if (rc != 0)
+    if (rc != 0) {
         free(l);
-    return rc;
+        return rc;
+    }
+    for (int b = 0; pools_ahead && b < buckets; b++) {
+        l->pending++;
+        if (tp_store_command(store, on_pool, l, "HGETALL %s", tp_keys_pool(&k, b, id)) != 0) {
+            l->err = TP_EUNAVAIL;
+            l->pending--;
+        }
+    }
+    return 0;
+}
+
+int tp_game_round_load(struct tp_store *store, int buckets, int64_t id, tp_game_round_cb cb,
+                       void *ud)
+{
+    return load_start(store, buckets, id, false, cb, ud);
 }
 
 /* --- The current pair --- */
@@ -223,6 +254,7 @@ int tp_game_round_load(struct tp_store *store, int buckets, int64_t id, tp_game_
 struct current {
     struct tp_store *store;
     int buckets, pending, err, tries;
+    bool pools_ahead; /* the ids were given (a boundary): pools asked with the rounds */
     tp_game_round_current_cb cb;
     void *ud;
     bool have[2];
@@ -272,6 +304,25 @@ static void on_current_round(int err, const struct tp_game_round *r, void *ud)
     current_done(c);
 }
 
+/* Loads the rounds ids[0] (open) and ids[1] (live), 0 for none; pending holds 1 for the caller,
+ * which ends with current_done. */
+static void current_load(struct current *c, const int64_t ids[2])
+{
+    for (int i = 0; i < 2; i++) {
+        if (ids[i] <= 0)
+            continue;
+        struct current_slot *sl = tp_xmalloc(sizeof(*sl));
+        sl->c = c;
+        sl->i = i;
+        c->pending++;
+        if (load_start(c->store, c->buckets, ids[i], c->pools_ahead, on_current_round, sl) != 0) {
+            free(sl);
+            c->pending--;
+            c->err = TP_EUNAVAIL;
+        }
+    }
+}
+
 static void on_current_ids(int err, const struct tp_store_reply *r, void *ud)
 {
     struct current *c = ud;
@@ -280,20 +331,11 @@ static void on_current_ids(int err, const struct tp_store_reply *r, void *ud)
         current_done(c);
         return;
     }
-    for (int i = 0; i < 2; i++) {
-        int64_t id;
-        if (!tp_parse_i64(tp_reply_str(tp_reply_at(r, (size_t)i), NULL), &id) || id <= 0)
-            continue;
-        struct current_slot *sl = tp_xmalloc(sizeof(*sl));
-        sl->c = c;
-        sl->i = i;
-        c->pending++;
-        if (tp_game_round_load(c->store, c->buckets, id, on_current_round, sl) != 0) {
-            free(sl);
-            c->pending--;
-            c->err = TP_EUNAVAIL;
-        }
-    }
+    int64_t ids[2] = {0, 0};
+    for (int i = 0; i < 2; i++)
+        if (!tp_parse_i64(tp_reply_str(tp_reply_at(r, (size_t)i), NULL), &ids[i]))
+            ids[i] = 0;
+    current_load(c, ids);
     current_done(c);
 }
 
@@ -302,6 +344,7 @@ static int current_read(struct current *c)
 {
     c->have[0] = c->have[1] = false;
     c->pending = 1;
+    c->pools_ahead = false;
     return tp_store_command(c->store, on_current_ids, c, "HMGET " TP_KEYS_CURRENT " open live");
 }
 
@@ -319,4 +362,27 @@ int tp_game_round_load_current(struct tp_store *store, int buckets, tp_game_roun
     if (rc != 0)
         free(c);
     return rc;
+}
+
+int tp_game_round_load_pair(struct tp_store *store, int buckets, int64_t open_id, int64_t live_id,
+                            tp_game_round_current_cb cb, void *ud)
+{
+    if (store == NULL)
+        return TP_EUNAVAIL;
+    struct current *c = tp_xcalloc(1, sizeof(*c));
+    c->store = store;
+    c->buckets = buckets;
+    c->cb = cb;
+    c->ud = ud;
+    c->pools_ahead = true;
+    c->pending = 1;
+    const int64_t ids[2] = {open_id, live_id};
+    current_load(c, ids);
+    if (c->pending == 1 && c->err != 0) { /* nothing was asked: no callback */
+        int rc = c->err;
+        free(c);
+        return rc;
+    }
+    current_done(c);
+    return 0;
 }

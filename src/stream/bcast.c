@@ -76,6 +76,7 @@ struct announce {
     struct announce *next;
     struct bcast *bc;
     int64_t id;
+    int64_t pair_open, pair_live; /* a boundary's pair, known without reading it (0: read it) */
     bool have_open, have_live;
     struct tp_game_round open, live;
 };
@@ -450,7 +451,11 @@ static void announce_next(struct bcast *bc)
 {
     while (bc->ann_head != NULL) {
         struct announce *a = bc->ann_head;
-        if (tp_game_round_load_current(bc->store, bc->buckets, on_announce_current, a) == 0)
+        int rc = a->pair_open > 0
+                     ? tp_game_round_load_pair(bc->store, bc->buckets, a->pair_open, a->pair_live,
+                                               on_announce_current, a)
+                     : tp_game_round_load_current(bc->store, bc->buckets, on_announce_current, a);
+        if (rc == 0)
             return;
         bc->ann_head = a->next;
         free(a);
@@ -458,18 +463,38 @@ static void announce_next(struct bcast *bc)
     bc->ann_tail = NULL;
 }
 
-static void leader_round(void *ud, int64_t id)
+static struct announce *announce_add(struct bcast *bc, int64_t id)
 {
-    struct bcast *bc = ud;
     struct announce *a = tp_xcalloc(1, sizeof(*a));
     a->bc = bc;
     a->id = id;
-    bool idle = bc->ann_head == NULL;
     if (bc->ann_tail != NULL)
         bc->ann_tail->next = a;
     else
         bc->ann_head = a;
     bc->ann_tail = a;
+    return a;
+}
+
+static void leader_round(void *ud, int64_t id)
+{
+    struct bcast *bc = ud;
+    bool idle = bc->ann_head == NULL;
+    announce_add(bc, id);
+    if (idle)
+        announce_next(bc);
+}
+
+/* A boundary: the lock and the open go out from one read of the pair the leader just wrote,
+ * rounds and pools in one round trip (the open takes the lock's read over). */
+static void leader_boundary(void *ud, int64_t open_id, int64_t live_id)
+{
+    struct bcast *bc = ud;
+    bool idle = bc->ann_head == NULL;
+    struct announce *a = announce_add(bc, live_id);
+    a->pair_open = open_id;
+    a->pair_live = live_id;
+    announce_add(bc, open_id);
     if (idle)
         announce_next(bc);
 }
@@ -542,6 +567,7 @@ void tp_bcast_odds(struct tp_worker *w, struct tp_store *store, const struct tp_
 
 static const struct tp_leader_observer leader_obs = {
     .on_round = leader_round,
+    .on_boundary = leader_boundary,
     .on_tick = leader_tick,
     .on_pause = leader_pause,
 };

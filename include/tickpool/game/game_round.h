@@ -69,6 +69,12 @@ typedef void (*tp_game_round_current_cb)(int err, const struct tp_game_round *op
 int tp_game_round_load_current(struct tp_store *store, int buckets, tp_game_round_current_cb cb,
                                void *ud);
 
+/** The same when the pair's ids are known (a boundary just wrote them): both rounds and their
+ * pools in one round trip, no read of the ids; an answer that does not fit the slots is read
+ * again as tp_game_round_load_current does. cb is called exactly once when 0 is returned. */
+int tp_game_round_load_pair(struct tp_store *store, int buckets, int64_t open_id, int64_t live_id,
+                            tp_game_round_current_cb cb, void *ud);
+
 /* --- The same round from Postgres (settled and cancelled rounds that left Redis) --- */
 
 /* The columns tp_game_round_from_pg reads, in its order: `SELECT TP_GAME_ROUND_PG_COLUMNS FROM

@@ -37,6 +37,9 @@ struct tp_leader *tp_leader_of(const struct tp_worker *w);
 struct tp_leader_observer {
     /** Round `id` was opened, locked, settled, or its cancellation started or finished. */
     void (*on_round)(void *ud, int64_t id);
+    /** A boundary locked `live_id` and opened `open_id`, the game's pair from now on: both are
+     * announced, in that order (NULL: on_round is called for each). */
+    void (*on_boundary)(void *ud, int64_t open_id, int64_t live_id);
     /** Tick (ts, price) is recorded; after a catch-up only the newest is reported. */
     void (*on_tick)(void *ud, int64_t ts, int64_t price);
     /** The operator's pause changed (`p` borrowed during the call), or was read for the first
