@@ -348,17 +348,25 @@ static int current_read(struct current *c)
     return tp_store_command(c->store, on_current_ids, c, "HMGET " TP_KEYS_CURRENT " open live");
 }
 
-int tp_game_round_load_current(struct tp_store *store, int buckets, tp_game_round_current_cb cb,
-                               void *ud)
+/* A pair read with nothing asked yet (NULL without a store). */
+static struct current *current_new(struct tp_store *store, int buckets, tp_game_round_current_cb cb,
+                                   void *ud)
 {
     if (store == NULL)
-        return TP_EUNAVAIL;
+        return NULL;
     struct current *c = tp_xcalloc(1, sizeof(*c));
     c->store = store;
     c->buckets = buckets;
     c->cb = cb;
     c->ud = ud;
-    int rc = current_read(c);
+    return c;
+}
+
+int tp_game_round_load_current(struct tp_store *store, int buckets, tp_game_round_current_cb cb,
+                               void *ud)
+{
+    struct current *c = current_new(store, buckets, cb, ud);
+    int rc = c != NULL ? current_read(c) : TP_EUNAVAIL;
     if (rc != 0)
         free(c);
     return rc;
@@ -367,13 +375,9 @@ int tp_game_round_load_current(struct tp_store *store, int buckets, tp_game_roun
 int tp_game_round_load_pair(struct tp_store *store, int buckets, int64_t open_id, int64_t live_id,
                             tp_game_round_current_cb cb, void *ud)
 {
-    if (store == NULL)
+    struct current *c = current_new(store, buckets, cb, ud);
+    if (c == NULL)
         return TP_EUNAVAIL;
-    struct current *c = tp_xcalloc(1, sizeof(*c));
-    c->store = store;
-    c->buckets = buckets;
-    c->cb = cb;
-    c->ud = ud;
     c->pools_ahead = true;
     c->pending = 1;
     const int64_t ids[2] = {open_id, live_id};
