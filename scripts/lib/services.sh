@@ -25,12 +25,14 @@ pg_data_dir() {
 
 # start_redis DIR PORT [extra args]: runs redis-server with AOF in DIR (daemonized); waits.
 # Expired keys are freed off the main thread: a day's idempotency key index (one hash per
-# bucket) would otherwise stall every command while it is freed.
+# bucket) would otherwise stall every command while it is freed. Hashes past 128 fields become
+# hash tables: a listpack is searched linearly, and a bucket's balances (one field per player)
+# are read and written for every bet.
 start_redis() {
     local dir=$1 port=$2; shift 2
     mkdir -p "$dir"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
-        --lazyfree-lazy-expire yes --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@" ||
+        --lazyfree-lazy-expire yes --hash-max-listpack-entries 128 --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@" ||
         die "redis-server failed to start (log: $dir/redis.log)"
     for _ in $(seq 1 100); do
         redis-cli -p "$port" PING >/dev/null 2>&1 && return 0
