@@ -1,0 +1,120 @@
+#!/usr/bin/python3
+"""Redis instructions per bet inside EVALSHA of scripts/lua/bet_batch.lua, under callgrind.
+
+Instruction counts do not drift with the machine's load as CPU times do, so two versions of the
+script (or two Redis settings) compare within a fraction of a percent. Starts its own
+redis-server (AOF on, as scripts/up) under `valgrind --tool=callgrind
+--toggle-collect=evalShaCommand`, gives 200 players a balance, opens round 1 in bucket 0 of 1,
+sends BATCHES calls of BETS bets each (PLAYERS distinct players per call, fresh keys, bands
+round-robin) and prints the instructions counted inside EVALSHA divided by the bets.
+
+    bench/batch_callgrind.py                              # this tree's script, WebSocket-like
+    bench/batch_callgrind.py --players 74                 # every bet another player's (HTTP)
+    bench/batch_callgrind.py --script old.lua --redis-arg=--hash-max-listpack-entries=512
+
+Needs valgrind and python3-redis. About a minute per 100 calls of 74 bets.
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NBANDS, TTL_S, USERS = 5, 86400, 200
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def call_args(n, players, b, now, seq):
+    """KEYS and ARGV of call number b, as src/store/scripts.c builds them."""
+    p = "tp:{b0}:"
+    us = [1 + (b * players + j) % USERS for j in range(players)]
+    bets = [(us[j % players], (seq + j) % NBANDS, 100, f"cg-{seq + j}") for j in range(n)]
+    bands, users = [], []
+    for u, band, _, _ in bets:
+        if band not in bands:
+            bands.append(band)
+        if u not in users:
+            users.append(u)
+    w = now // (TTL_S * 1000)
+    keys = [p + "bal", p + "idem:1", p + "round:1:state", p + "pool:1", p + "outbox", p + "seq",
+            p + "net", p + "excl", p + "paused", p + "disabled", p + f"idemidx:{w}",
+            p + f"idemidx:{w - 1}"]
+    keys += [p + f"bets:1:{x}" for x in bands] + [p + f"ubets:{u}" for u in users]
+    argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n]
+    for u, band, stake, key in bets:
+        argv += [u, band, stake, key,
+                 hashlib.sha256(f"v1|1|{band}|{stake}".encode()).hexdigest()]
+    return keys, argv
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--script", default=os.path.join(ROOT, "scripts", "lua", "bet_batch.lua"))
+    ap.add_argument("--batches", type=int, default=200)
+    ap.add_argument("--bets", type=int, default=74, help="bets per call [74, as the ceilings]")
+    ap.add_argument("--players", type=int, default=6,
+                    help="distinct players per call [6, as ws-ceiling's sockets]")
+    ap.add_argument("--redis-arg", action="append", default=[],
+                    help="extra redis-server argument, e.g. --redis-arg=--hash-max-listpack-entries=128")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tp-cg-") as d:
+        port = free_port()
+        out = os.path.join(d, "callgrind.out")
+        extra = [x for arg in a.redis_arg for x in arg.split("=", 1)]
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
+             f"--callgrind-out-file={out}", "redis-server", "--port", str(port), "--bind",
+             "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "yes"] + extra,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            c = redis.Redis(port=port, decode_responses=True)
+            for _ in range(600):
+                try:
+                    c.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.1)
+            with open(a.script) as f:
+                sha = c.script_load(f.read())
+            c.hset("tp:{b0}:bal", mapping={str(u): 10**12 for u in range(1, USERS + 1)})
+            c.hset("tp:{b0}:round:1:state", mapping={"state": "open", "locks_at": 10**13})
+            now = int(time.time() * 1000)
+            pipe = c.pipeline(transaction=False)
+            for b in range(a.batches):
+                keys, argv = call_args(a.bets, a.players, b, now, b * a.bets)
+                pipe.evalsha(sha, len(keys), *keys, *argv)
+                if b % 10 == 9 or b == a.batches - 1:
+                    for res in pipe.execute():
+                        if any(x[0] != "ok" for x in res):
+                            sys.exit(f"a bet was refused: {res[:3]}")
+            c.shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait()
+        with open(out) as f:
+            m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+        print(f"{int(m.group(1)) / (a.batches * a.bets):.0f} instructions per bet inside EVALSHA "
+              f"({a.batches} calls of {a.bets} bets, {a.players} players per call, "
+              f"{os.path.basename(a.script)})")
+
+
+if __name__ == "__main__":
+    main()
