@@ -32,7 +32,8 @@ start_redis() {
     local dir=$1 port=$2; shift 2
     mkdir -p "$dir"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
-        --lazyfree-lazy-expire yes --hash-max-listpack-entries 128 --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@" ||
+        --lazyfree-lazy-expire yes --hash-max-listpack-entries 128 \
+        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@" ||
         die "redis-server failed to start (log: $dir/redis.log)"
     for _ in $(seq 1 100); do
         redis-cli -p "$port" PING >/dev/null 2>&1 && return 0
