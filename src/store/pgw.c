@@ -245,6 +245,9 @@ struct tp_pgw *tp_pgw_start(const struct tp_config *cfg, bool report_lag)
     w->phase = TP_PGW_PH_GROUPS;
     w->pending_mode = true; /* a restart under the same name would find its own entries */
     w->trim_all = true;     /* and a crash may have left committed entries untrimmed */
+    w->target_rows = TP_PGW_BATCH_ROWS;
+    w->read_count = 16; /* a guess (16 full `bets` entries are ~6,000 rows); the first batch
+                         * measures the rows per entry */
 
     /* The thread must never take the worker's signals (SIGTERM drives the drain). */
     sigset_t all, old;

@@ -567,14 +567,45 @@ static const char *closed_array(struct tp_buf *json)
     return tp_buf_ptr(json);
 }
 
+size_t tp_pgw_batch_rows(const struct tp_pgw_batch *b)
+{
+    size_t n = 0;
+    for (int t = 0; t < TP_PGW_NTABLES; t++)
+        n += b->nrows[t];
+    return n;
+}
+
+/*
+ * Whether a batch may share the advisory lock: it has rows, and only of tables whose rows no
+ * other batch's statement reads (bets, grants, admin actions, and the ledger rows they bring;
+ * a round result's or payout's ledger rows come with their exclusive table). Two such batches
+ * insert disjoint rows, or the same ones (a claim race: ON CONFLICT waits for the first and
+ * skips), and the late-status UPDATE after the bets reads payouts and rounds, which only
+ * exclusive batches write: an exclusive batch waits until every shared one has committed and
+ * then sees its bets, and a shared one that starts later sees the exclusive one's rows.
+ */
+static bool shares_lock(const struct tp_pgw_batch *b)
+{
+    for (int t = 0; t < TP_PGW_NTABLES; t++)
+        if (b->nrows[t] > 0 && t != TP_PGW_BETS && t != TP_PGW_LEDGER && t != TP_PGW_GRANTS &&
+            t != TP_PGW_ADMIN_ACTIONS)
+            return false;
+    return tp_pgw_batch_rows(b) > 0;
+}
+
 size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out)
 {
     size_t n = 0;
     out[n++] = (struct tp_pgw_stmt){"BEGIN", NULL};
-    /* One batch at a time across all writers: a bet and its round's result or payout may be in
-     * two writers' concurrent batches, and then neither transaction's UPDATE would see the
-     * other's uncommitted row (the bet would stay 'pending' forever). */
-    out[n++] = (struct tp_pgw_stmt){"SELECT pg_advisory_xact_lock(1953523575)", NULL};
+    /* Batches that touch rounds, payouts or users run one at a time across all writers: a bet
+     * and its round's result or payout may be in two writers' concurrent batches, and then
+     * neither transaction's UPDATE would see the other's uncommitted row (the bet would stay
+     * 'pending' forever). Bets-only batches, the bulk under load, share the lock (shares_lock),
+     * so several writers use several Postgres backends. */
+    out[n++] =
+        (struct tp_pgw_stmt){shares_lock(b) ? "SELECT pg_advisory_xact_lock_shared(1953523575)"
+                                            : "SELECT pg_advisory_xact_lock(1953523575)",
+                             NULL};
     for (int t = 0; t < TP_PGW_NTABLES; t++) {
         if (b->nrows[t] == 0)
             continue;

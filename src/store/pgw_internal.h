@@ -68,6 +68,8 @@ struct tp_pgw {
     int backoff_ms;
     bool outage; /* an error was logged and not yet followed by a success */
     int64_t last_claim_ms;
+    int read_count;  /* entries per stream the next read asks for (1..TP_PGW_BATCH) */
+    int target_rows; /* rows a batch aims at: TP_PGW_BATCH_ROWS, halved after a timeout */
 
     /* Lag probes (their own small sequence, independent of the main one). */
     int lag_outstanding;
@@ -106,6 +108,12 @@ void tp_pgw_read(struct tp_pgw *w);
  */
 int tp_pgw_trim_minid(const char *last_delivered, long long npending, const char *smallest,
                       char *out, size_t outlen);
+/**
+ * Entries per stream for the next read (pure), so that a batch maps to about `target_rows` rows:
+ * the last batch had `entries` entries from `streams` streams mapping to `rows` rows (an entry
+ * mapping to none still counts as one). Returns 1..TP_PGW_BATCH; `current` when `entries` is 0.
+ */
+int tp_pgw_read_count(int current, size_t entries, size_t rows, int streams, int target_rows);
 /** Frees the ids collected for acknowledgement (and trimming). */
 void tp_pgw_free_acks(struct tp_pgw *w);
 /** True for a failed command or an error reply. */
@@ -144,10 +152,15 @@ struct tp_pgw_stmt {
 /* BEGIN, the advisory lock, up to two statements per table, COMMIT. */
 #define TP_PGW_MAX_STMTS (3 + 2 * TP_PGW_NTABLES)
 
+/** Rows of a batch, all tables. */
+size_t tp_pgw_batch_rows(const struct tp_pgw_batch *b);
+
 /**
  * The statements of `b`'s transaction, in order, into out[TP_PGW_MAX_STMTS]: BEGIN, the
- * advisory lock that serialises all writers' batches, each table's statements with the table's
- * JSON array as parameter (tables without rows skipped), COMMIT. Closes the arrays (repeat
+ * advisory lock (shared when the batch only inserts rows no other batch's statements read:
+ * bets, grants, admin actions and their ledger; else exclusive, which serialises it with every
+ * writer's batch), each table's statements with the table's JSON array as parameter (tables
+ * without rows skipped), COMMIT. Closes the arrays (repeat
  * calls give the same statements); the statements borrow from `b`. Returns their number.
  */
 size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out);

@@ -8,7 +8,9 @@
  *            switch to "pending" mode
  *   read   → pending mode: XREADGROUP … STREAMS … 0 (our own pending entries, no BLOCK) until
  *            none is left; otherwise XREADGROUP … BLOCK … STREAMS … > (new entries); the
- *            entries are written to Postgres (pgw_write.c)
+ *            entries are written to Postgres (pgw_write.c). COUNT follows the rows per entry
+ *            of the last batch (tp_pgw_read_count): a `bets` entry is up to 128 bets, a
+ *            transaction of 500 of them outlasted the statement timeout under load.
  *   ack    → after COMMIT: XACK per stream, then XTRIM MINID below the group's oldest entry
  *            not yet committed (see on_trim_pending for why that is safe); then read again.
  *            An empty read after a failure (or at start) trims every stream the same way.
@@ -294,6 +296,15 @@ int tp_pgw_trim_minid(const char *last_delivered, long long npending, const char
     return n > 0 && (size_t)n < outlen ? 0 : TP_ETOOBIG;
 }
 
+int tp_pgw_read_count(int current, size_t entries, size_t rows, int streams, int target_rows)
+{
+    if (entries == 0)
+        return TP_MAX(1, TP_MIN(current, TP_PGW_BATCH));
+    double per_entry = (double)TP_MAX(rows, entries) / (double)entries;
+    double n = (double)target_rows / (per_entry * TP_MAX(streams, 1));
+    return n < 1 ? 1 : n > TP_PGW_BATCH ? TP_PGW_BATCH : (int)n;
+}
+
 /* One stream's trim: XINFO GROUPS then XPENDING (summary) then XTRIM, sharing this context. */
 struct trim_ctx {
     struct tp_pgw *w;
@@ -543,10 +554,34 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     char perr[256];
+    int64_t t0 = tp_mono_ms();
     int rc = tp_pgw_write(w, r, total, &b, perr, sizeof(perr));
-    tp_log_debug(MOD, "batch\tentries=%zu skipped=%zu pending_mode=%d rc=%d", total, b.skipped,
-                 (int)w->pending_mode, rc);
+    /* The write blocked this loop; without a fresh ev_now every command sent next (the XACKs)
+     * would get a deadline already past and time out before its reply, and the batch would be
+     * written again. */
+    ev_now_update(w->loop);
+    size_t rows = tp_pgw_batch_rows(&b);
+    int streams = 0;
+    for (int s = 0; s < w->nstreams; s++)
+        streams += w->ack_n[s] > 0;
+    tp_log_debug(
+        MOD, "batch\tentries=%zu rows=%zu streams=%d skipped=%zu pending_mode=%d rc=%d ms=%lld",
+        total, rows, streams, b.skipped, (int)w->pending_mode, rc, (long long)(tp_mono_ms() - t0));
     tp_pgw_batch_deinit(&b);
+    if (rc == TP_ETIMEDOUT) {
+        /* Postgres's statement timeout cut the batch: the machine is slower than the size
+         * assumes. Re-read half as many entries (the pending re-read splits this batch) and aim
+         * at half the rows until batches commit again. */
+        w->target_rows = TP_MAX(w->target_rows / 2, 64);
+        w->read_count = TP_MAX(1, w->read_count / 2);
+        tp_log_warn(MOD,
+                    "a batch outlasted postgres.timeout; writing smaller batches\trows=%zu "
+                    "entries=%zu next_entries=%d",
+                    rows, total, w->read_count);
+    } else if (rc == 0) {
+        w->target_rows = TP_MIN(w->target_rows + w->target_rows / 8 + 1, TP_PGW_BATCH_ROWS);
+        w->read_count = tp_pgw_read_count(w->read_count, total, rows, streams, w->target_rows);
+    }
     if (rc != 0) {
         tp_pgw_free_acks(w);
         w->pending_mode = true; /* rebuild the batch from Redis after the backoff */
@@ -564,7 +599,7 @@ void tp_pgw_read(struct tp_pgw *w)
     int n = w->nstreams;
     const char **argv = tp_xmalloc((10 + 2 * (size_t)n) * sizeof(*argv)); /* 9 fixed words */
     char count[16], block[16];
-    snprintf(count, sizeof(count), "%d", TP_PGW_BATCH);
+    snprintf(count, sizeof(count), "%d", w->read_count);
     /* BLOCK well below the store's command deadline, so a quiet stream is not a timeout. */
     snprintf(block, sizeof(block), "%d", TP_MAX(TP_MIN(1000, w->cfg->redis.timeout_ms / 2), 10));
     int argc = 0;

@@ -7,10 +7,12 @@
  * rows (users, rounds, grants, bets, payouts and the double-entry ledger), writes them in ONE
  * transaction with INSERT … ON CONFLICT DO NOTHING (idempotent by id), and only after COMMIT
  * XACKs the entries and trims each stream below the group's oldest entry not yet committed
- * (XTRIM MINID). Entries left pending by a dead consumer are claimed again, and a writer re-reads
- * its own pending entries at once after a failure or reconnect, so a kill -9 mid-batch loses
- * nothing and doubles nothing. A Postgres outage only grows the backlog in Redis; the bet path
- * never waits for Postgres.
+ * (XTRIM MINID). A batch is sized by rows, not entries (TP_PGW_BATCH_ROWS, halved while
+ * Postgres's statement timeout cuts batches short), and batches holding only bets, grants and
+ * admin actions of several writers run side by side. Entries left pending by a dead consumer are
+ * claimed again, and a writer re-reads its own pending entries at once after a failure or
+ * reconnect, so a kill -9 mid-batch loses nothing and doubles nothing. A Postgres outage only grows
+ * the backlog in Redis; the bet path never waits for Postgres.
  *
  * Because committed entries are trimmed after every batch, XLEN of an outbox is its backlog
  * (plus, while several writers overlap, committed entries above another writer's batch in
@@ -31,8 +33,12 @@ struct tp_buf;
 
 /* Consumer group name on every outbox stream. */
 #define TP_PGW_GROUP "pgw"
-/* Entries per stream and per read. */
+/* At most this many entries per stream and per read. */
 #define TP_PGW_BATCH 500
+/* Rows (all tables, ledger included) a batch aims at: each read asks for as many entries as the
+ * last batch's rows per entry say fit. A `bets` entry carries up to 128 bets (3 rows each), so
+ * entries alone are no measure of a transaction's size. */
+#define TP_PGW_BATCH_ROWS 8192
 /* Pending entries idle this long (ms) are taken over from a consumer on another host. */
 #define TP_PGW_CLAIM_IDLE_MS 30000
 

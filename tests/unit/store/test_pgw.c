@@ -650,6 +650,76 @@ static void test_sql_repeat_is_stable(void **state)
     tp_pgw_batch_deinit(&b);
 }
 
+/* Batches of bets, grants and admin actions share the writers' lock (they run side by side);
+ * anything a later UPDATE of another batch depends on (rounds, results, payouts, users) takes
+ * it exclusively, and so does an empty batch. */
+static void test_sql_lock_mode(void **state)
+{
+    (void)state;
+    struct tp_pgw_stmt s[TP_PGW_MAX_STMTS];
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    assert_int_equal(add(&b, 1, "type", "bets", "round_id", "5", "ts", "2000", "bets",
+                         "13,7,2,250,99750,k-1\n17,9,0,100,900,k-2", NULL),
+                     0);
+    assert_int_equal(add(&b, 1, "type", "grant", "grant_id", "signup:7", "user_id", "7", "amount",
+                         "100000", "balance", "100000", "ts", "1000", NULL),
+                     0);
+    assert_int_equal(tp_pgw_batch_rows(&b), 9); /* 2 bets, 1 grant, their 4 + 2 ledger rows */
+    tp_pgw_batch_sql(&b, s);
+    assert_string_equal(s[1].sql, "SELECT pg_advisory_xact_lock_shared(1953523575)");
+    /* A payout in the same batch: its UPDATE must see every bet committed before it. */
+    assert_int_equal(add(&b, 1, "type", "payout", "bet_id", "13", "user_id", "7", "round_id", "5",
+                         "amount", "600", "balance", "100350", "ts", "3000", NULL),
+                     0);
+    tp_pgw_batch_sql(&b, s);
+    assert_string_equal(s[1].sql, "SELECT pg_advisory_xact_lock(1953523575)");
+    tp_pgw_batch_deinit(&b);
+
+    static const char *const exclusive[][16] = {
+        {"type", "round_opened", "round_id", "5", "opens_at", "1", "locks_at", "2", "closes_at",
+         "3", "seed_hash", "ab", NULL},
+        {"type", "round_seed", "round_id", "5", "seed", "cd", NULL},
+        {"type", "password", "user_id", "7", "pw_hash", "h", "ts", "9", NULL},
+    };
+    for (size_t i = 0; i < sizeof(exclusive) / sizeof(exclusive[0]); i++) {
+        tp_pgw_batch_init(&b);
+        b.default_edges = "-100,100";
+        b.default_rake_bps = "300";
+        const char *keys[8], *vals[8];
+        size_t n = 0;
+        for (; exclusive[i][2 * n] != NULL; n++) {
+            keys[n] = exclusive[i][2 * n];
+            vals[n] = exclusive[i][2 * n + 1];
+        }
+        struct tp_pgw_event ev = {"1-0", -1, n, keys, vals};
+        assert_int_equal(tp_pgw_batch_add(&b, &ev), 0);
+        tp_pgw_batch_sql(&b, s);
+        assert_string_equal(s[1].sql, "SELECT pg_advisory_xact_lock(1953523575)");
+        tp_pgw_batch_deinit(&b);
+    }
+}
+
+/* A read asks for as many entries as the last batch's rows per entry say fit the target. */
+static void test_read_count(void **state)
+{
+    (void)state;
+    /* 10 entries of 75 bets (225 rows each) from one stream: 8192 / 225 = 36. */
+    assert_int_equal(tp_pgw_read_count(16, 10, 2250, 1, 8192), 36);
+    /* The same over two streams: half per stream. */
+    assert_int_equal(tp_pgw_read_count(16, 10, 2250, 2, 8192), 18);
+    /* One-row entries: capped at TP_PGW_BATCH. */
+    assert_int_equal(tp_pgw_read_count(16, 200, 200, 1, 8192), TP_PGW_BATCH);
+    /* Entries mapping to no row (skipped, house shares) count as one row each. */
+    assert_int_equal(tp_pgw_read_count(16, 100, 0, 1, 300), 300);
+    /* Huge entries still read one. */
+    assert_int_equal(tp_pgw_read_count(16, 1, 100000, 3, 8192), 1);
+    /* An empty read keeps the current count (clamped). */
+    assert_int_equal(tp_pgw_read_count(16, 0, 0, 0, 8192), 16);
+    assert_int_equal(tp_pgw_read_count(0, 0, 0, 1, 8192), 1);
+    assert_int_equal(tp_pgw_read_count(100000, 0, 0, 1, 8192), TP_PGW_BATCH);
+}
+
 /* The trim threshold never passes the oldest pending entry nor an undelivered one. */
 static void test_trim_minid(void **state)
 {
@@ -691,6 +761,8 @@ int main(void)
         cmocka_unit_test(test_sql_order),
         cmocka_unit_test(test_sql_columns_are_row_keys),
         cmocka_unit_test(test_sql_repeat_is_stable),
+        cmocka_unit_test(test_sql_lock_mode),
+        cmocka_unit_test(test_read_count),
         cmocka_unit_test(test_trim_minid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
