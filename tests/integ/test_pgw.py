@@ -166,6 +166,47 @@ def test_key_reused_in_a_later_round_is_kept():
                 [str(res[3][1]), "1", "2", "150", "other"]]
 
 
+def test_large_entries_drain_in_row_sized_batches():
+    """500 outbox entries of 80 bets each (what batched admission writes under load) drain with a
+    1 s statement timeout: the writer sizes its reads by rows, so no transaction carries the
+    40,000 bets that 500 entries are (such a transaction outlasts the timeout, is rolled back and
+    would be read again forever). Two workers' bets-only batches share the lock. Entries written
+    again afterwards (a replay of whole batches) change nothing."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=1)
+        s = server(r, pg, workers=2, env={"TICKPOOL_POSTGRES_TIMEOUT": "1s"})
+        pgwlib.migrate(s, pg)
+        nusers, per_entry, entries, rid = 200, 80, 500, 900001
+        money.open_round(rid)
+        for u in range(1, nusers + 1):
+            money.grant(u, 100000)
+        stakes, nbets = 0, 0
+        for e in range(entries):
+            batch = []
+            for i in range(per_entry):
+                u = 1 + (e * per_entry + i) % nusers
+                batch.append((u, i % pgwlib.NBANDS, 100 + i, f"big-{e}-{i}"))
+                stakes += 100 + i
+            money.bets(rid, batch)
+            nbets += per_entry
+        replay = [fields for _, fields in money.c.xrange("tp:{b0}:outbox", count=entries + nusers)
+                  if fields.get("type") == "bets"][:3]
+        assert len(replay) == 3 and replay[0]["bets"].count("\n") == per_entry - 1
+        with s:  # queued before any writer runs
+            t0 = time.monotonic()
+            pgwlib.wait_drained(money, pg, nbets, timeout=120)
+            took = time.monotonic() - t0
+            print(f"    {nbets} bets in {entries} entries drained in {took:.1f}s")
+            check_consistent(money, pg, nusers, nbets, stakes)
+            log = s.log_text()
+            assert "outbox event" not in log, "an entry was refused or skipped"
+            for fields in replay:
+                money.c.xadd("tp:{b0}:outbox", fields)
+            tpenv.wait_until(lambda: money.backlog() == 0 and money.pending() == 0,
+                             what="replayed entries acknowledged")
+            check_consistent(money, pg, nusers, nbets, stakes)
+
+
 def cmdstat(c, name):
     """(calls, usec) of one command in Redis INFO commandstats."""
     st = c.info("commandstats").get("cmdstat_" + name, {})
