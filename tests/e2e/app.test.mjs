@@ -140,6 +140,38 @@ const { it, failed } = steps(() => page);
     assert.equal(data.bets.filter((b) => b.stake === 500).length, 1, "the server holds one 5.00 bet");
   });
 
+  it("keeps a bet placed while an older read of 'my bets' is on its way", async () => {
+    // A round's settlement makes the page re-read its bets; hold that answer until a bet placed
+    // after it is in, then let it arrive: the stale list must not erase the new bet.
+    let release;
+    const gate = new Promise((resolve) => (release = resolve));
+    const answered = []; // each held read, fulfilled once the gate opens
+    await page.route(/\/me\/bets/, (route) => {
+      answered.push(route.fetch().then(async (response) => {
+        await gate;
+        await route.fulfill({ response });
+      }));
+    });
+    const held = () => answered.length;
+    try {
+      await waitFor(async () => held() > 0, { timeout: ROUND_MS + 5000, what: "a re-read of my bets after a settlement" });
+      await waitBettingTime(1);
+      const count = await myBetCount();
+      await page.locator(tid("band-0")).click();
+      await page.locator(tid("bet-stake")).fill("3");
+      await page.locator(tid("bet-submit")).click();
+      await waitFor(async () => /placed: 3\.00/i.test(await text("bet-message")), { what: "the bet to be placed" });
+      assert.equal(await myBetCount(), count + 1, "the new bet is listed");
+    } finally {
+      release();
+      await Promise.all(answered);
+      await page.unroute(/\/me\/bets/);
+    }
+    await sleep(500);
+    const rows = await page.locator(tid("my-bet")).allTextContents();
+    assert.ok(rows.some((row) => /3\.00/.test(row)), `the 3.00 bet is still listed after the late answer: ${rows.join(" | ")}`);
+  });
+
   it("says 'match' in the fairness view for a settled round", async () => {
     const row = page.locator(`${tid("round-row")}[data-state="settled"]`).first();
     await row.locator("button").click();

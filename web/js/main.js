@@ -26,6 +26,7 @@ const state = {
   roundsEnd: false, // the server has no older round than the list's last
   myBets: [],
   betsEnd: false, // no bet older than the list's last
+  betsPlaced: 0, // bets this page has placed: a list read before the latest of them may miss it
   excludedUntil: null, // Unix ms while the player has excluded themselves from betting
   paused: null, // {since, reason} while the operator has paused the game
   leaders: [],
@@ -404,18 +405,22 @@ async function onExclude(ev) {
 }
 
 // The newest page replaces what it covers; pages loaded with "older bets" stay below it.
+// A bet placed while the read was on its way may be missing from its answer: it stays on top.
 function refreshMyBets() {
   if (!state.token) return;
+  const placedBefore = state.betsPlaced;
   api.myBets(BETS_PAGE).then((r) => {
     const fresh = (r && r.bets) || [];
+    const have = new Set(fresh.map((b) => b.bet_id));
+    const later = state.myBets.filter((b) => b.placed > placedBefore && !have.has(b.bet_id));
     if (fresh.length < BETS_PAGE) {
-      state.myBets = fresh;
+      state.myBets = later.concat(fresh);
       state.betsEnd = true;
     } else {
       const oldest = fresh[fresh.length - 1].bet_id;
       const older = state.myBets.filter((b) => b.bet_id < oldest);
       if (!older.length) state.betsEnd = false;
-      state.myBets = fresh.concat(older);
+      state.myBets = later.concat(fresh, older);
     }
     renderMyBets();
   }).catch(() => {});
@@ -697,7 +702,7 @@ async function placeBet(ev) {
     if (typeof res.balance === "number") setBalance(res.balance);
     if (!state.myBets.some((b) => b.bet_id === res.bet_id)) {
       state.myBets.unshift({ bet_id: res.bet_id, round_id: res.round_id, band: res.band, stake: res.stake,
-        status: "pending", payout: null });
+        status: "pending", payout: null, placed: ++state.betsPlaced });
       renderMyBets();
     }
     setText(msg, `Bet placed: ${money(res.stake)} on ${bandName(res.band, r.bands.length)} in round #${res.round_id}.`);
