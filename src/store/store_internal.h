@@ -22,7 +22,8 @@ struct tp_store_cluster;
 
 struct tp_store_script {
     char name[64];
-    char *body;
+    const char *body; /* `owned`, or the binary's built-in text */
+    char *owned;      /* a body read from a file (malloc'd), or NULL */
     size_t len;
     char sha[TP_SHA1_LEN * 2 + 1];
     int metrics_kind; /* TP_METRICS_REDIS_KIND_* of `name` (SCRIPT when not listed there) */

@@ -1,7 +1,7 @@
 /*
- * Script files of the store (src/store/store_internal.h): read once per store, loaded into Redis
- * by store.c on every (re)connect. Apart from store.c so the one file that includes hiredis
- * stays about Redis connections.
+ * Script files of the store (src/store/store_internal.h): read once per store (the built-in ones
+ * once per process), loaded into Redis by store.c on every (re)connect. Apart from store.c so
+ * that file stays about Redis connections.
  */
 #include "store_internal.h"
 
@@ -11,6 +11,7 @@
 #include "tickpool/base/metrics.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,9 +28,9 @@ static int cmp_script(const void *a, const void *b)
                   ((const struct tp_store_script *)b)->name);
 }
 
-/* Appends a copy of one script (name without .lua) with its digest and metrics kind. */
+/* Appends one script (name without .lua) with its digest and metrics kind; takes `owned`. */
 static void add_script(struct tp_store_script **scripts, size_t *n, const char *name,
-                       const char *body, size_t len)
+                       const char *body, size_t len, char *owned)
 {
     *scripts = tp_xrealloc(*scripts, (*n + 1) * sizeof(**scripts));
     struct tp_store_script *sc = &(*scripts)[(*n)++];
@@ -38,20 +39,33 @@ static void add_script(struct tp_store_script **scripts, size_t *n, const char *
     sc->metrics_kind = tp_metrics_label_index(TP_METRIC_FAMILY_REDIS_COMMAND, 0, sc->name);
     if (sc->metrics_kind < 0)
         sc->metrics_kind = TP_METRICS_REDIS_KIND_SCRIPT;
-    sc->body = tp_xmalloc(len + 1);
-    memcpy(sc->body, body, len);
-    sc->body[len] = '\0';
+    sc->body = body;
+    sc->owned = owned;
     sc->len = len;
     uint8_t digest[TP_SHA1_LEN];
     tp_sha1(sc->body, sc->len, digest);
     tp_hex_encode(digest, sizeof(digest), sc->sha);
 }
 
-/* The scripts built into the binary (scripts/embed-lua), already sorted by name. */
-static int load_builtin(struct tp_store_script **out, size_t *nout)
+/* The scripts built into the binary (scripts/embed-lua), already sorted by name, digested once
+ * per process: every store (each worker's, each cluster node's, the writer thread's) shares them.
+ */
+static struct tp_store_script *builtin;
+static size_t nbuiltin;
+static pthread_once_t builtin_once = PTHREAD_ONCE_INIT;
+
+static void digest_builtin(void)
 {
     for (size_t i = 0; i < tp_lua_count; i++)
-        add_script(out, nout, tp_lua_names[i], tp_lua_bodies[i], tp_lua_lens[i]);
+        add_script(&builtin, &nbuiltin, tp_lua_names[i], tp_lua_bodies[i], tp_lua_lens[i], NULL);
+}
+
+static int load_builtin(struct tp_store_script **out, size_t *nout)
+{
+    pthread_once(&builtin_once, digest_builtin);
+    *out = tp_xmalloc(nbuiltin * sizeof(**out) + 1);
+    memcpy(*out, builtin, nbuiltin * sizeof(**out));
+    *nout = nbuiltin;
     return 0;
 }
 
@@ -69,6 +83,7 @@ static int read_script(const char *path, char **body, size_t *len)
     }
     *body = tp_xmalloc((size_t)st.st_size + 1);
     *len = fread(*body, 1, (size_t)st.st_size, f);
+    (*body)[*len] = '\0';
     fclose(f);
     return 0;
 }
@@ -105,8 +120,7 @@ int tp_store_scripts_load(const char *dir, struct tp_store_script **out, size_t 
         size_t len;
         if ((ret = read_script(path, &body, &len)) != 0)
             break;
-        add_script(&scripts, &n_scripts, name, body, len);
-        free(body);
+        add_script(&scripts, &n_scripts, name, body, len, body);
     }
     closedir(d);
     if (n_scripts > 1)
@@ -119,7 +133,7 @@ int tp_store_scripts_load(const char *dir, struct tp_store_script **out, size_t 
 void tp_store_scripts_free(struct tp_store_script *scripts, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        free(scripts[i].body);
+        free(scripts[i].owned);
     free(scripts);
 }
 
