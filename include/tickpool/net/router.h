@@ -26,7 +26,8 @@ struct tp_worker;
 
 /** A request handler; `ud` is the pointer given to tp_router_add. */
 typedef void (*tp_http_handler)(struct tp_http_ctx *ctx, void *ud);
-/** Called (by the reply functions) when a context has its response; used by conn.c. */
+/** Called (by the reply functions) when a context has its response; used by the connections
+ * (conn_http.c). */
 typedef void (*tp_http_done_cb)(struct tp_http_ctx *ctx, void *ud);
 
 /** Creates an empty routing table. */
@@ -44,7 +45,7 @@ void tp_router_set_fallback(struct tp_router *r, tp_http_handler handler, void *
 /** Routes ctx's request: calls a handler, or replies 404/405/400 itself. */
 void tp_router_dispatch(struct tp_router *r, struct tp_http_ctx *ctx);
 
-/* --- Context: creation (conn.c) --- */
+/* --- Context: creation (conn_http.c) --- */
 
 /**
  * Creates a context for `req` (taken: the context frees it; may be NULL for parser errors).
@@ -53,7 +54,7 @@ void tp_router_dispatch(struct tp_router *r, struct tp_http_ctx *ctx);
  */
 struct tp_http_ctx *tp_http_ctx_new(struct tp_http_request *req, bool keep_alive,
                                     tp_http_done_cb done, void *done_ud);
-/** Frees a context. Only its owner (conn.c) calls this, after the reply or when orphaning
+/** Frees a context. Only its owner (conn_http.c) calls this, after the reply or when orphaning
  * an already replied context. NULL is a no-op. */
 void tp_http_ctx_free(struct tp_http_ctx *ctx);
 /** The connection died: a reply still to come frees the context instead of calling done.
