@@ -256,12 +256,12 @@ bool tp_conn_has_dirty(const struct tp_conn_host *h)
 
 void tp_conn_reap(struct tp_conn_host *h)
 {
-    /* A closed connection still on the dirty list (waiting for its slice) is freed once the
-     * list has let go of it. */
+    /* A closed connection still on the dirty list (waiting for its slice) or in the handshake
+     * queue is freed once they have let go of it. */
     struct tp_conn **pp = &h->closing;
     while (*pp != NULL) {
         struct tp_conn *c = *pp;
-        if (c->dirty) {
+        if (c->dirty || c->hs_waiting) {
             pp = &c->close_next;
             continue;
         }
@@ -297,5 +297,6 @@ void tp_conn_close_all_and_reap(struct tp_conn_host *h)
         h->dirty->dirty = false;
         h->dirty = h->dirty->dirty_next;
     }
+    tp_conn_handshakes_drop(h);
     tp_conn_reap(h);
 }

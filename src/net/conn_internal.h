@@ -3,7 +3,8 @@
  *   conn.c       lifecycle (accept, close, free), the deferred-work list and the host side;
  *   conn_io.c    the socket: watched events, the state's deadline, reads, writes, linger;
  *   conn_http.c  HTTP/1.1 requests: parsing, dispatch, responses in request order;
- *   conn_ws.c    the switch to WebSocket and the session calls of tp_conn_ws_*.
+ *   conn_ws.c    the switch to WebSocket and the session calls of tp_conn_ws_*;
+ *   conn_hs.c    TLS handshake steps within a budget per loop iteration.
  * The struct below is shared by these files; nothing else includes this header.
  */
 #ifndef TP_CONN_INTERNAL_H
@@ -50,6 +51,8 @@ struct tp_conn {
     bool in_request; /* a request has started arriving and is not complete */
     bool hs_want_write, read_needs_write, write_needs_read;
     bool dirty;
+    bool hs_waiting; /* in h->hs_wait: its handshake step waits for a budget (conn_hs.c) */
+    bool hs_started; /* its handshake has taken a step */
     bool was_paused;
     unsigned served;
     int64_t accepted_ms, req_start_ms, progress_ms, linger_ms;
@@ -58,7 +61,7 @@ struct tp_conn {
     void *data;
     struct tp_conn *prev, *next;       /* h->conns */
     struct tp_conn *ws_prev, *ws_next; /* h->ws_list */
-    struct tp_conn *dirty_next, *close_next;
+    struct tp_conn *dirty_next, *close_next, *hs_next;
 };
 
 static inline bool tp_conn_is_closed(const struct tp_conn *c)
@@ -97,6 +100,9 @@ void tp_conn_write(struct tp_conn *c);
 /** Half-closes and drains unread input until EOF (for at most a few seconds), so a response is not
  * lost to an RST; closes at once when the peer already sent EOF. */
 void tp_conn_start_linger(struct tp_conn *c);
+/** One step of the connection as its watcher saw `revents` (resumed: its turn came in the
+ * handshake queue rather than from its watcher). */
+void tp_conn_io_step(struct tp_conn *c, int revents, bool resumed);
 /** The watcher's and the timer's callbacks (set by tp_conn_new). */
 void tp_conn_on_io(struct ev_loop *loop, ev_io *io, int revents);
 void tp_conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents);
@@ -117,5 +123,14 @@ void tp_conn_ws_upgrade(struct tp_conn *c, struct tp_http_ctx *ctx);
 /** The 101 left the FIFO: the connection becomes a WebSocket session (input already buffered
  * after the upgrade request is fed to it). */
 void tp_conn_ws_switch(struct tp_conn *c, struct tp_http_ctx *ctx);
+
+/* --- TLS handshakes (conn_hs.c) --- */
+
+/** Takes one handshake step if this iteration's budget allows, else queues the connection
+ * (watcher stopped) for tp_conn_run_handshakes. True once the handshake is done (the state is
+ * HTTP); false while it waits or goes on, or when it failed (the connection is closed). */
+bool tp_conn_handshake(struct tp_conn *c, bool resumed);
+/** Forgets every queued handshake (process exit: the connections are being closed). */
+void tp_conn_handshakes_drop(struct tp_conn_host *h);
 
 #endif

@@ -2,8 +2,8 @@
  * The socket side of a client connection (conn_internal.h): one ev_io watcher whose event mask
  * is recomputed after every step (tp_conn_update_events), one ev_timer whose deadline depends
  * on the state (tp_conn_arm_timer), the read path (into the HTTP parser or the WebSocket
- * session), the write path (HTTP output, then the WebSocket queue), the TLS handshake steps,
- * and the linger of a closing connection.
+ * session), the write path (HTTP output, then the WebSocket queue) and the linger of a closing
+ * connection. TLS handshake steps are conn_hs.c's.
  */
 #include "conn_internal.h"
 
@@ -228,27 +228,11 @@ void tp_conn_write(struct tp_conn *c)
         tp_conn_start_linger(c);
 }
 
-void tp_conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
+void tp_conn_io_step(struct tp_conn *c, int revents, bool resumed)
 {
-    (void)loop;
-    struct tp_conn *c = io->data;
-    if (tp_conn_is_closed(c))
-        return;
     if (c->state == TP_CONN_ST_HANDSHAKE) {
-        int r = tp_io_handshake(&c->io);
-        if (r == TP_IO_WANT_READ || r == TP_IO_WANT_WRITE) {
-            c->hs_want_write = r == TP_IO_WANT_WRITE;
-            tp_conn_update_events(c);
+        if (!tp_conn_handshake(c, resumed))
             return;
-        }
-        if (r != 0) {
-            tp_metrics_inc(TP_METRIC_TLS_HANDSHAKE_FAILURES_TOTAL);
-            tp_log_debug("conn", "TLS handshake failed\terr=\"%s\" fd=%d", tp_strerror(r), c->fd);
-            tp_conn_close(c);
-            return;
-        }
-        tp_metrics_inc(TP_METRIC_TLS_HANDSHAKES_TOTAL);
-        c->state = TP_CONN_ST_HTTP;
         revents |= EV_READ; /* application data may already sit in the TLS buffer */
     }
     if (c->state == TP_CONN_ST_LINGER) {
@@ -263,11 +247,21 @@ void tp_conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
     tp_conn_arm_timer(c);
 }
 
+void tp_conn_on_io(struct ev_loop *loop, ev_io *io, int revents)
+{
+    (void)loop;
+    struct tp_conn *c = io->data;
+    if (!tp_conn_is_closed(c))
+        tp_conn_io_step(c, revents, false);
+}
+
 void tp_conn_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
     struct tp_conn *c = t->data;
+    if (c->state == TP_CONN_ST_HANDSHAKE) /* net/tls counts the failures it sees, not this */
+        tp_metrics_inc(TP_METRIC_TLS_HANDSHAKE_FAILURES_TOTAL);
     tp_log_debug("conn", "timeout\tstate=%d in_request=%d fd=%d", (int)c->state, c->in_request,
                  c->fd);
     tp_conn_close(c);

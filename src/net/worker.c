@@ -187,7 +187,9 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     /* A fan-out to thousands of sockets is written in slices, with the loop's I/O (bets, Redis
      * replies, new connections) served in between; sockets waiting meanwhile coalesce their
      * ticks and odds (newest wins). */
-    if (tp_conn_run_dirty(&w->host, TP_WORKER_SLICE_NS))
+    bool more = tp_conn_run_dirty(&w->host, TP_WORKER_SLICE_NS);
+    /* TLS handshakes of a storm of new sockets, likewise within a budget per iteration. */
+    if (tp_conn_run_handshakes(&w->host) || more)
         ev_idle_start(loop, &w->more);
     else
         ev_idle_stop(loop, &w->more);

@@ -53,6 +53,8 @@ struct tp_buf;
     X(TLS_HANDSHAKES_TOTAL, tls_handshakes_total, counter, "Completed TLS handshakes")             \
     X(TLS_HANDSHAKE_FAILURES_TOTAL, tls_handshake_failures_total, counter,                         \
       "Failed TLS handshakes")                                                                     \
+    X(TLS_HANDSHAKES_DEFERRED_TOTAL, tls_handshakes_deferred_total, counter,                       \
+      "TLS handshake steps that waited for a later loop iteration's budget")                       \
     X(BETS_ACCEPTED_TOTAL, bets_accepted_total, counter, "Bets accepted")                          \
     X(BETS_INFLIGHT, bets_inflight, gauge, "Bets admitted and not yet answered")                   \
     X(REDIS_COMMANDS_TOTAL, redis_commands_total, counter, "Redis commands sent")                  \

@@ -38,8 +38,8 @@ struct tp_conn_ws_hooks {
 /*
  * What connections need from the process that owns them, and its connection lists. The worker
  * embeds one host, fills the settings before it accepts and passes it to tp_conn_new: a
- * connection never sees the worker's own structure, so conn stays below worker. Only conn.c
- * touches the lists and counters.
+ * connection never sees the worker's own structure, so conn stays below worker. Only the conn
+ * files touch the lists and counters.
  */
 struct tp_conn_host {
     struct tp_worker *worker; /* reported by tp_conn_worker and tp_http_ctx_worker; may be NULL */
@@ -58,6 +58,12 @@ struct tp_conn_host {
     struct tp_conn *dirty;   /* connections with deferred work (singly linked) */
     struct tp_conn *closing; /* flagged TP_CONN_CLOSE_ASAP, freed in reap (singly linked) */
     size_t nconns, nws;
+    /* TLS handshake steps waiting for a loop iteration's budget, oldest first (hs_next): [0]
+     * handshakes already under way, which go first, [1] new ones (conn_hs.c). */
+    struct tp_conn *hs_wait[2], *hs_tail[2];
+    unsigned hs_iteration; /* ev_iteration the budget below counts for */
+    int64_t hs_spent_ns;   /* handshake CPU time spent in that iteration */
+    int64_t hs_budget_ns;  /* and that iteration's budget (conn_hs.c) */
 };
 
 /* Connection flags. */
@@ -110,6 +116,9 @@ void tp_conn_drain(struct tp_conn *c);
 bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns);
 /** True while dirty connections wait for a tp_conn_run_dirty slice. */
 bool tp_conn_has_dirty(const struct tp_conn_host *h);
+/** Resumes TLS handshakes that waited for a budget, oldest first, within this iteration's
+ * budget (ev_prepare). True when some still wait: the caller keeps the loop from blocking. */
+bool tp_conn_run_handshakes(struct tp_conn_host *h);
 /** Frees every connection of `h` flagged TP_CONN_CLOSE_ASAP (ev_prepare, outside callbacks). */
 void tp_conn_reap(struct tp_conn_host *h);
 /** Calls fn on every live WebSocket connection of `h` (fn must not close sockets). */
