@@ -4,11 +4,16 @@
  * call, so Redis pays the fixed cost of a script call, the argument checks and the aggregated
  * writes once per batch instead of once per bet.
  *
- * The flush runs from an ev_prepare watcher of the lowest priority: libev calls it after every
- * event of the iteration was handled and just before it would block, so a lone bet is sent in
- * the iteration it arrived in and waits for nothing. A group that reaches TP_SCRIPT_BATCH_MAX
- * bets or BATCH_BYTES bytes of arguments is sent at once. Each bet keeps its own answer: the
- * script answers one reply per bet, in order, and each goes to that bet's callback.
+ * The flush runs from two ev_prepare watchers: libev calls them after every event of the
+ * iteration was handled and before it polls again, so a lone bet is sent in the iteration it
+ * arrived in. The first has the highest priority, so the bets read in the iteration's events
+ * leave before the worker's own prepare hook writes its slice of a fan-out (up to
+ * TP_WORKER_SLICE_NS); the second, of the lowest, sends what that hook's deferred work (pipelined
+ * requests) submitted. After a flush the commands are written to Redis at once
+ * (tp_store_flush) rather than when the loop next polls, which would be after that slice too. A
+ * group that reaches TP_SCRIPT_BATCH_MAX bets or BATCH_BYTES bytes of arguments is sent at once.
+ * Each bet keeps its own answer: the script answers one reply per bet, in order, and each goes to
+ * that bet's callback.
  *
  * State is per worker (a worker slot filled by tp_bet_install's init hook): the limiter of
  * limits.max_inflight_bets and the open groups; only that worker's loop thread touches it.
@@ -73,7 +78,7 @@ struct group {
 struct batcher {
     struct tp_worker *w;
     struct tp_limiter *limiter;
-    ev_prepare flush;
+    ev_prepare flush_first, flush; /* highest and lowest priority: see the top comment */
     double repair_at; /* when this worker last asked the leader for a repair (ev_now) */
     int ngroups;
     struct group *open[GROUPS_MAX];
@@ -234,16 +239,15 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)revents;
     struct batcher *b = w->data;
-    if (b->ngroups == 0) {
-        ev_prepare_stop(loop, w);
-        return;
-    }
     /* An answer given while sending (Redis down) may queue a new bet; send it now too, since
      * the loop is about to block and would hold it until the next event. */
     for (int i = 0; i < 4 && b->ngroups > 0; i++)
         flush_all(b);
-    if (b->ngroups == 0)
-        ev_prepare_stop(loop, w);
+    tp_store_flush(tp_store_of(b->w)); /* also a full group sent as it filled */
+    if (b->ngroups == 0) {
+        ev_prepare_stop(loop, &b->flush_first);
+        ev_prepare_stop(loop, &b->flush);
+    }
 }
 
 /* The open group of (bucket, round), or a new one; NULL-free: a full list sends its oldest. */
@@ -288,6 +292,9 @@ static void init_worker(struct tp_worker *w, void *ud)
     struct batcher *b = tp_xcalloc(1, sizeof(*b));
     b->w = w;
     b->limiter = tp_limiter_new(TP_MAX(cfg->limits.max_inflight_bets, 1));
+    ev_prepare_init(&b->flush_first, on_prepare);
+    ev_set_priority(&b->flush_first, EV_MAXPRI); /* before the worker's fan-out slice */
+    b->flush_first.data = b;
     ev_prepare_init(&b->flush, on_prepare);
     ev_set_priority(&b->flush, EV_MINPRI); /* after every other prepare of the iteration */
     b->flush.data = b;
@@ -329,7 +336,7 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     g->bytes += len + TP_BET_HASH_LEN + 3 * 20;
     if (g->n == TP_SCRIPT_BATCH_MAX || g->bytes >= BATCH_BYTES)
         send_now(b, g);
-    else
-        ev_prepare_start(tp_worker_loop(w), &b->flush);
+    ev_prepare_start(tp_worker_loop(w), &b->flush_first);
+    ev_prepare_start(tp_worker_loop(w), &b->flush);
     return 0;
 }

@@ -619,6 +619,18 @@ int tp_store_commandv(struct tp_store *s, tp_store_cb cb, void *ud, const char *
     return 0;
 }
 
+void tp_store_flush(struct tp_store *s)
+{
+    /* hiredis appends commands to its output buffer and writes them when its write watcher
+     * fires, on the loop's next poll; this is what that watcher would do. */
+    if (s == NULL || s->dead || s->cl != NULL || s->state != ST_READY || s->ac == NULL ||
+        s->depth > 0)
+        return;
+    enter(s);
+    redisAsyncHandleWrite(s->ac);
+    leave(s);
+}
+
 int tp_store_command(struct tp_store *s, tp_store_cb cb, void *ud, const char *fmt, ...)
 {
     va_list ap;

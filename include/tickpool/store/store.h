@@ -85,6 +85,11 @@ void tp_store_install(void);
 /** The worker's store (borrowed), NULL when redis.url is empty or invalid or without
  * tp_store_install. */
 struct tp_store *tp_store_of(const struct tp_worker *w);
+/** Writes the commands sent so far to Redis now, rather than when the loop next polls (a caller
+ * about to spend loop time on other work: the bet batch before a fan-out slice). Not from a
+ * store callback; a no-op there, when not connected, or in cluster mode (its node
+ * connections write at the next poll). */
+void tp_store_flush(struct tp_store *store);
 
 /**
  * Sends one command in hiredis printf format (`%s` C string, `%b` pointer+size_t length).
