@@ -26,6 +26,7 @@
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
 #include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
 #include "tickpool/game/price_sim.h"
 #include "tickpool/game/settle.h"
 #include "tickpool/store/scripts.h"
@@ -95,18 +96,32 @@ void tp_leader_boundary_retry(struct tp_leader *l, int ms)
 
 /* --- Stage 4: bucket copies of the new round, announcements --- */
 
+/* Microseconds from the boundary's T to wall-clock instant `ns` (0 when it never happened). */
+static long long after_t_us(const struct tp_leader *l, int64_t ns)
+{
+    return ns != 0 ? (long long)((ns - l->bnd.due_ms * 1000000) / 1000) : 0;
+}
+
 static void bnd_done(struct tp_leader *l)
 {
-    int64_t late = tp_now_ms() - l->bnd.due_ms;
+    int64_t now_ns = tp_now_ns();
+    int64_t late = now_ns / 1000000 - l->bnd.due_ms;
+    /* Each stage after T, so an operator (and bench/run boundaries) sees which one was late:
+     * the timer (go), the bucket copies going live, the script, the new round's copies. */
     tp_log_info(
         MOD,
         "boundary\tclosed=%lld close_price=%lld band=%d locked=%lld lock_price=%lld "
-        "opened=%lld locks_at=%lld ready_ms=%lld late_ms=%lld",
+        "opened=%lld locks_at=%lld ready_ms=%lld late_ms=%lld go_us=%lld live_us=%lld "
+        "script_us=%lld written_us=%lld",
         (long long)(l->bnd.has_close ? l->bnd.close.id : 0), (long long)l->bnd.close.close_price,
         l->bnd.close.winning_band, (long long)(l->bnd.has_lock ? l->bnd.lock.id : 0),
         (long long)l->bnd.lock.lock_price, (long long)(l->bnd.has_open ? l->bnd.open.id : 0),
         (long long)l->bnd.open.t.locks_at, (long long)(l->bnd.ready_ms - l->bnd.due_ms),
-        (long long)late);
+        (long long)late, after_t_us(l, l->bnd.go_ns), after_t_us(l, l->bnd.live_ns),
+        after_t_us(l, l->bnd.script_ns), after_t_us(l, now_ns));
+    if (l->bnd.has_lock || l->bnd.has_close) /* a first open has no T of its own */
+        tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_WRITTEN,
+                              now_ns - l->bnd.due_ms * 1000000);
     /* A closing round shows as live until it is settled: nothing to announce for it. */
     if (l->bnd.has_lock && l->bnd.has_open && l->obs != NULL && l->obs->on_boundary != NULL) {
         l->obs->on_boundary(l->obs_ud, l->bnd.open.id, l->bnd.lock.id);
@@ -140,6 +155,7 @@ static void on_script(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     const char *code;
+    l->bnd.script_ns = tp_now_ns();
     if (!tp_leader_reply_ok(err, r, &code)) {
         const char *part = err == 0 ? tp_reply_str(tp_reply_at(r, 2), NULL) : NULL;
         char what[48];
@@ -217,6 +233,7 @@ static void on_live_bucket(int err, const struct tp_store_reply *r, void *ud)
     const char *code;
     if (!tp_leader_fan_in(l, err, r, &code))
         return;
+    l->bnd.live_ns = tp_now_ns();
     if (l->op.err) {
         tp_leader_op_fail(l, "boundary (bucket live)", code);
         return;
@@ -235,6 +252,7 @@ static void bnd_lock(struct tp_leader *l)
         ev_periodic_start(l->loop, &l->boundary_at);
         return;
     }
+    l->bnd.go_ns = tp_now_ns();
     if (!l->bnd.has_lock) {
         bnd_script(l);
         return;

@@ -116,6 +116,9 @@ struct tp_leader {
         int64_t due_ms;   /* the boundary's time T: the lock or close time, or the open's */
         bool early;       /* planned before T: its writes wait for T (boundary_at) */
         int64_t ready_ms; /* when its reads were done, for the log (0: not yet) */
+        /* Wall clock (ns) at each stage after T, for the log and the round_announce_delay
+         * histogram: the writes started, the bucket copies went live, the script answered. */
+        int64_t go_ns, live_ns, script_ns;
         struct tp_settle_plan plan;
         int64_t pools[TP_ROUND_MAX_BANDS]; /* the closing round's */
         char seed_hex[65];

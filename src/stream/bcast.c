@@ -49,6 +49,14 @@
 #define MOD "bcast"
 /* Ticks dispatched within one loop iteration whose lag is pending (more are measured at once). */
 #define BEATS_MAX 8
+/* The same for `round` messages (a boundary sends two). */
+#define ROUNDS_MAX 4
+
+/* A boundary's `round` message handed to the sockets, its delivery not yet observed. */
+struct round_sent {
+    int64_t id, t_ms, received_ns;
+    int sockets;
+};
 
 struct bcast {
     struct tp_worker *w;
@@ -60,6 +68,8 @@ struct bcast {
     ev_prepare flushed;      /* after the worker's writes: observes beat_ts[] */
     int64_t beat_ts[BEATS_MAX];
     int nbeats;
+    struct round_sent rounds[ROUNDS_MAX];
+    int nrounds;
     /* Leader side: odds waiting to ride on the next beat (odds_held), or sent alone by
      * odds_timer when that beat is late. */
     int tick_ms;
@@ -97,13 +107,14 @@ static struct bcast *bcast_of(const struct tp_worker *w)
 struct forward {
     const struct tp_bcast_sessions *sessions;
     struct tp_ws_frame *f;
+    int sockets; /* sockets it was queued to */
 };
 
 static void send_ready(struct tp_conn *c, void *ud)
 {
     struct forward *fw = ud;
-    if (fw->sessions->ready(c))
-        tp_conn_ws_send_frame(c, fw->f);
+    if (fw->sessions->ready(c) && tp_conn_ws_send_frame(c, fw->f) == 0)
+        fw->sockets++;
 }
 
 /* --- Payouts --- */
@@ -265,11 +276,23 @@ static void start_payouts(struct bcast *bc, int64_t round_id)
     payout_done(op);
 }
 
-/* --- Beat lag --- */
+/* --- Beat lag, round delay --- */
 
 static void observe_beat(int64_t ts_ms)
 {
     tp_metrics_observe_ns(TP_METRIC_FAMILY_BEAT_LAG, 0, tp_now_ns() - ts_ms * 1000000);
+}
+
+/* A boundary's `round` message is in this worker's sockets: its delay from T, in the histogram
+ * and (debug) in the log with the receipt's, so each stage can be told apart. */
+static void observe_round(const struct round_sent *r)
+{
+    int64_t now = tp_now_ns(), t_ns = r->t_ms * 1000000;
+    tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_DELIVERED,
+                          now - t_ns);
+    tp_log_debug(MOD, "round delivered\tround=%lld received_us=%lld delivered_us=%lld sockets=%d",
+                 (long long)r->id, (long long)((r->received_ns - t_ns) / 1000),
+                 (long long)((now - t_ns) / 1000), r->sockets);
 }
 
 static void on_flushed(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -280,7 +303,9 @@ static void on_flushed(struct ev_loop *loop, ev_prepare *p, int revents)
         return; /* the fan-out is written in slices: the beat is not out yet */
     for (int i = 0; i < bc->nbeats; i++)
         observe_beat(bc->beat_ts[i]);
-    bc->nbeats = 0;
+    for (int i = 0; i < bc->nrounds; i++)
+        observe_round(&bc->rounds[i]);
+    bc->nbeats = bc->nrounds = 0;
     ev_prepare_stop(loop, p);
 }
 
@@ -292,6 +317,18 @@ static void beat_sent(struct bcast *bc, int64_t ts)
         return;
     }
     bc->beat_ts[bc->nbeats++] = ts;
+    ev_prepare_start(tp_worker_loop(bc->w), &bc->flushed);
+}
+
+/* A boundary's `round` message (T: the boundary it announces) was handed to the sockets. */
+static void round_sent(struct bcast *bc, int64_t id, int64_t t_ms, int64_t received_ns, int sockets)
+{
+    struct round_sent r = {id, t_ms, received_ns, sockets};
+    if (bc->nrounds == ROUNDS_MAX) {
+        observe_round(&r);
+        return;
+    }
+    bc->rounds[bc->nrounds++] = r;
     ev_prepare_start(tp_worker_loop(bc->w), &bc->flushed);
 }
 
@@ -316,15 +353,21 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
     }
     if (bc == NULL)
         return;
+    int64_t received_ns = tp_now_ns();
+    if (pk.kind == TP_PROTOCOL_ROUND && pk.round_t_ms > 0)
+        tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_RECEIVED,
+                              received_ns - pk.round_t_ms * 1000000);
     enum tp_ws_kind kind = pk.kind == TP_PROTOCOL_TICK
                                ? (pk.tick_odds ? TP_WS_KIND_TICK_ODDS : TP_WS_KIND_TICK)
                            : pk.kind == TP_PROTOCOL_ODDS ? TP_WS_KIND_ODDS
                                                          : TP_WS_KIND_DIRECT;
-    struct forward fw = {bc->sessions, tp_ws_frame_new(data, len, kind)};
+    struct forward fw = {bc->sessions, tp_ws_frame_new(data, len, kind), 0};
     tp_worker_foreach_ws(w, send_ready, &fw);
     tp_ws_frame_unref(fw.f);
     if (pk.kind == TP_PROTOCOL_TICK && pk.tick_ts > 0)
         beat_sent(bc, pk.tick_ts);
+    if (pk.kind == TP_PROTOCOL_ROUND && pk.round_t_ms > 0)
+        round_sent(bc, pk.round_id, pk.round_t_ms, received_ns, fw.sockets);
     /* Only the final announcement carries the receipt: a round being cancelled is shown as
      * cancelled before its refunds are credited, and looking up payouts then would find none
      * and skip the refunded players. */
@@ -392,6 +435,15 @@ static void announce_publish(struct announce *a, const struct tp_game_round *r)
     tp_protocol_round(&b, r, a->have_open ? &a->open : NULL, a->have_live ? &a->live : NULL);
     tp_bcast_publish(a->bc->store, tp_buf_ptr(&b), tp_buf_size(&b));
     tp_buf_deinit(&b);
+    /* An open or live round announces its boundary T (opens_at, locks_at). */
+    enum tp_round_state st = tp_round_state_public(r->state);
+    int64_t t_ms = st == TP_ROUND_OPEN ? r->t.opens_at : st == TP_ROUND_LIVE ? r->t.locks_at : 0;
+    if (t_ms > 0) {
+        int64_t d = tp_now_ns() - t_ms * 1000000;
+        tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_PUBLISHED, d);
+        tp_log_debug(MOD, "round published\tround=%lld published_us=%lld", (long long)r->id,
+                     (long long)(d / 1000));
+    }
 }
 
 static void on_announce_round(int err, const struct tp_game_round *r, void *ud)

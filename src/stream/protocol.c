@@ -353,9 +353,15 @@ int tp_protocol_peek(const void *data, size_t len, struct tp_protocol_peek *out)
         bool has_receipt = tp_val_type(tp_val_get(r, "receipt")) == TP_VAL_MAP;
         if (tp_val_get_int(r, "id", &out->round_id) != 0)
             out->round_id = 0;
-        out->round_paid = out->round_id != 0 && has_receipt &&
-                          tp_val_get_str(r, "state", &name, &name_len) == 0 &&
-                          tp_round_state_parse(name, name_len, &st) == 0 && tp_round_is_final(st);
+        if (tp_val_get_str(r, "state", &name, &name_len) != 0 ||
+            tp_round_state_parse(name, name_len, &st) != 0)
+            st = TP_ROUND_NONE;
+        out->round_paid = out->round_id != 0 && has_receipt && tp_round_is_final(st);
+        const char *tkey = st == TP_ROUND_OPEN   ? "opens_at"
+                           : st == TP_ROUND_LIVE ? "locks_at"
+                                                 : NULL;
+        if (tkey == NULL || tp_val_get_int(r, tkey, &out->round_t_ms) != 0)
+            out->round_t_ms = 0;
     }
     tp_doc_free(doc);
     return 0;

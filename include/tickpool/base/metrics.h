@@ -150,6 +150,12 @@ enum tp_metric {
     X(OTHER, "other")
 #define TP_METRICS_SET_CLASS(X)                                                                    \
     X(1XX, "1xx") X(2XX, "2xx") X(3XX, "3xx") X(4XX, "4xx") X(5XX, "5xx")
+/* Where a boundary's `round` message is, measured from the boundary time T: the leader's Redis
+ * writes done, its PUBLISH answered, a worker's subscriber receiving it, the worker's sockets
+ * written. */
+#define TP_METRICS_SET_ROUND_STAGE(X)                                                              \
+    X(WRITTEN, "written")                                                                          \
+    X(PUBLISHED, "published") X(RECEIVED, "received") X(DELIVERED, "delivered")
 
 /* Label indexes as enums: TP_METRICS_<SET>_<ID>, and TP_METRICS_<SET>_COUNT_ values. */
 #define TP_METRICS_LABEL_ENUM_(set, SET)                                                           \
@@ -163,12 +169,14 @@ enum tp_metric {
 #define TP_METRICS_LABEL_REDIS_KIND_(id, v) TP_METRICS_REDIS_KIND_##id,
 #define TP_METRICS_LABEL_ROUTE_(id, v) TP_METRICS_ROUTE_##id,
 #define TP_METRICS_LABEL_CLASS_(id, v) TP_METRICS_CLASS_##id,
+#define TP_METRICS_LABEL_ROUND_STAGE_(id, v) TP_METRICS_ROUND_STAGE_##id,
 TP_METRICS_LABEL_ENUM_(none, NONE);
 TP_METRICS_LABEL_ENUM_(transport, TRANSPORT);
 TP_METRICS_LABEL_ENUM_(bet_code, BET_CODE);
 TP_METRICS_LABEL_ENUM_(redis_kind, REDIS_KIND);
 TP_METRICS_LABEL_ENUM_(route, ROUTE);
 TP_METRICS_LABEL_ENUM_(class, CLASS);
+TP_METRICS_LABEL_ENUM_(round_stage, ROUND_STAGE);
 
 /* Histogram bucket upper bounds: X(microseconds, "le" as rendered), ascending; +Inf is implied.
  * 100 us (a loopback Redis round trip) to 5 s (beyond any command timeout). */
@@ -206,6 +214,9 @@ TP_METRICS_LABEL_ENUM_(class, CLASS);
       NONE)                                                                                        \
     X(BEAT_LAG, beat_lag_seconds, histogram,                                                       \
       "Delay from a tick's leader timestamp to its frame being written to the sockets", , NONE, ,  \
+      NONE)                                                                                        \
+    X(ROUND_DELAY, round_announce_delay_seconds, histogram,                                        \
+      "Delay from a round boundary to each stage of its round message", stage, ROUND_STAGE, ,      \
       NONE)
 
 enum tp_metric_family {

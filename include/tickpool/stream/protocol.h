@@ -117,6 +117,9 @@ struct tp_protocol_peek {
     /* TP_PROTOCOL_ROUND: settled or cancelled with its receipt, i.e. the payouts are credited
      * (a cancellation is announced once without receipt before its refunds are done). */
     bool round_paid;
+    /* TP_PROTOCOL_ROUND: the boundary the message announces, Unix ms: an open round's opens_at,
+     * a live one's locks_at (0 for any other state, or unreadable). */
+    int64_t round_t_ms;
     /* TP_PROTOCOL_ACCOUNT: the change (user_id 0 when unreadable). */
     struct tp_access_update account;
 };

@@ -668,6 +668,7 @@ static void test_peek(void **state)
         {TP_ROUND_SETTLED, true, true},     {TP_ROUND_CANCELLED, true, true},
         {TP_ROUND_CANCELLING, true, false}, {TP_ROUND_CANCELLED, false, false},
         {TP_ROUND_SETTLING, true, false},   {TP_ROUND_OPEN, false, false},
+        {TP_ROUND_LIVE, false, false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct tp_game_round r;
@@ -679,6 +680,11 @@ static void test_peek(void **state)
         assert_int_equal(pk.kind, TP_PROTOCOL_ROUND);
         assert_int_equal(pk.round_id, 12);
         assert_int_equal(pk.round_paid, cases[i].paid);
+        /* The boundary it announces: an open round's open, a live (or settling, shown as
+         * live) one's lock; none for a final round. */
+        enum tp_round_state pub = tp_round_state_public(r.state);
+        int64_t t = pub == TP_ROUND_OPEN ? r.t.opens_at : pub == TP_ROUND_LIVE ? r.t.locks_at : 0;
+        assert_int_equal(pk.round_t_ms, t);
     }
 
     /* Not MessagePack; a map without t. */
