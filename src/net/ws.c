@@ -225,10 +225,17 @@ static void overflow(struct tp_ws *ws)
     stat_inc(&g_stats.overflow_closes);
 }
 
+static bool droppable(uint8_t kind)
+{
+    return kind == TP_WS_KIND_TICK || kind == TP_WS_KIND_ODDS || kind == TP_WS_KIND_TICK_ODDS;
+}
+
 /*
  * Queues `f`, taking over the caller's reference. A droppable kind first removes the queued
  * frame of that kind unless its bytes started going out (newest wins); control frames (`ctrl`)
- * go ahead of every data frame not yet started. Returns 0 or TP_ETOOBIG after an overflow.
+ * go ahead of every data frame not yet started; a round change goes ahead of the droppable
+ * frames not yet started at the tail (never ahead of a reply or another round change, whose
+ * order is kept). Returns 0 or TP_ETOOBIG after an overflow.
  */
 static int enqueue(struct tp_ws *ws, struct tp_ws_frame *f, bool ctrl)
 {
@@ -260,10 +267,13 @@ static int enqueue(struct tp_ws *ws, struct tp_ws_frame *f, bool ctrl)
         prev = NULL;
         for (struct qitem *p = ws->head; p != NULL && (p->off > 0 || p->ctrl); p = p->next)
             prev = p;
+    } else if (kind == TP_WS_KIND_ROUND) {
+        while (prev != NULL && prev->off == 0 && !prev->ctrl && droppable(prev->kind))
+            prev = prev->prev;
     }
     q_link_after(ws, prev, it);
     ws->queued += it->len;
-    if (it->kind != TP_WS_KIND_DIRECT)
+    if (droppable(it->kind))
         ws->latest[it->kind] = it;
     return 0;
 }

@@ -359,8 +359,9 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
                               received_ns - pk.round_t_ms * 1000000);
     enum tp_ws_kind kind = pk.kind == TP_PROTOCOL_TICK
                                ? (pk.tick_odds ? TP_WS_KIND_TICK_ODDS : TP_WS_KIND_TICK)
-                           : pk.kind == TP_PROTOCOL_ODDS ? TP_WS_KIND_ODDS
-                                                         : TP_WS_KIND_DIRECT;
+                           : pk.kind == TP_PROTOCOL_ODDS  ? TP_WS_KIND_ODDS
+                           : pk.kind == TP_PROTOCOL_ROUND ? TP_WS_KIND_ROUND
+                                                          : TP_WS_KIND_DIRECT;
     struct forward fw = {bc->sessions, tp_ws_frame_new(data, len, kind), 0};
     tp_worker_foreach_ws(w, send_ready, &fw);
     tp_ws_frame_unref(fw.f);

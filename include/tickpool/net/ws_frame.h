@@ -29,14 +29,18 @@ enum tp_ws_frame_op {
     TP_WS_OP_PONG = 0xA,
 };
 
-/* Kinds of droppable broadcast: a newer frame of a kind supersedes a queued older one of the
- * same kind; a tick carrying odds supersedes queued ticks and odds of every kind, while a plain
- * tick leaves a queued tick-with-odds alone (its odds would be lost otherwise). */
+/* Kinds of frame in a socket's queue. Droppable broadcasts (tick, odds, tick with odds): a newer
+ * frame of a kind supersedes a queued older one of the same kind; a tick carrying odds
+ * supersedes queued ticks and odds of every kind, while a plain tick leaves a queued
+ * tick-with-odds alone (its odds would be lost otherwise). A round change is never dropped and
+ * goes ahead of the droppable broadcasts queued behind everything else, so a boundary is not
+ * delayed by beats still waiting to go out. */
 enum tp_ws_kind {
-    TP_WS_KIND_DIRECT = 0, /* never dropped: replies, round changes, payouts, control frames */
+    TP_WS_KIND_DIRECT = 0, /* never dropped: replies, payouts, control frames */
     TP_WS_KIND_TICK = 1,
     TP_WS_KIND_ODDS = 2,
     TP_WS_KIND_TICK_ODDS = 3, /* a beat that carries the open round's odds */
+    TP_WS_KIND_ROUND = 4,     /* never dropped; ahead of queued droppable broadcasts */
     TP_WS_KIND_COUNT_
 };
 

@@ -936,6 +936,44 @@ static void test_drop_oldest(void **state)
     rec_clear(&r);
 }
 
+/* A round change jumps the beats and odds queued behind everything else, never a reply, another
+ * round change or bytes already going out; the beats it jumps still go out, and still coalesce
+ * (newest wins) behind it. */
+static void test_round_ahead_of_beats(void **state)
+{
+    (void)state;
+    struct rec r;
+    struct tp_ws *ws = new_ws(&r, 1 << 16, 1 << 20);
+    struct fake_io f;
+    fio_init(&f);
+    f.blocked = true;
+    send_owned(ws, kframe("tick0", TP_WS_KIND_TICK), 0);
+    assert_int_equal(tp_ws_flush(ws, &f.io), TP_IO_WANT_WRITE); /* tick0 is going out */
+    send_owned(ws, kframe("tick1", TP_WS_KIND_TICK_ODDS), 0);
+    send_owned(ws, kframe("round1", TP_WS_KIND_ROUND), 0);
+    assert_int_equal(tp_ws_send(ws, "bet_ok", 6), 0);
+    send_owned(ws, kframe("odds2", TP_WS_KIND_ODDS), 0);
+    send_owned(ws, kframe("tick2", TP_WS_KIND_TICK), 0);
+    send_owned(ws, kframe("round2", TP_WS_KIND_ROUND), 0);
+    send_owned(ws, kframe("round3", TP_WS_KIND_ROUND), 0);
+    send_owned(ws, kframe("tick3", TP_WS_KIND_TICK), 0); /* supersedes tick2, behind round3 */
+    f.blocked = false;
+    assert_int_equal(tp_ws_flush(ws, &f.io), 0);
+    struct sframe sf[16];
+    size_t n = out_frames(&f, sf, 16);
+    const char *want[] = {"tick0",  "round1", "tick1", "bet_ok",
+                          "round2", "round3", "odds2", "tick3"};
+    assert_int_equal(n, TP_ARRAY_LEN(want));
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(sf[i].len, strlen(want[i]));
+        assert_memory_equal(sf[i].payload, want[i], sf[i].len);
+    }
+    assert_int_equal(tp_ws_dropped(ws), 1);
+    tp_ws_free(ws);
+    fio_deinit(&f);
+    rec_clear(&r);
+}
+
 /* A beat carrying odds supersedes queued ticks and odds; a plain tick after it leaves it queued,
  * so a slow socket still gets the newest odds and the newest tick, in order. */
 static void test_drop_beat_with_odds(void **state)
@@ -1146,6 +1184,7 @@ int main(void)
         cmocka_unit_test(test_64bit_lengths),
         cmocka_unit_test(test_shared_refcounts),
         cmocka_unit_test(test_drop_oldest),
+        cmocka_unit_test(test_round_ahead_of_beats),
         cmocka_unit_test(test_drop_beat_with_odds),
         cmocka_unit_test(test_partial_write_not_dropped),
         cmocka_unit_test(test_short_writes_and_gathering),
