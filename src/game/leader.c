@@ -306,7 +306,8 @@ static void on_cancel(int err, const struct tp_store_reply *r, void *ud)
         tp_leader_op_fail(l, "cancel", code);
         return;
     }
-    tp_log_warn(MOD, "round cancelled (deadline missed)\tround=%lld", (long long)l->op.r.id);
+    tp_log_warn(MOD, "round cancelled (%s)\tround=%lld", l->op.cancel_reason,
+                (long long)l->op.r.id);
     tp_leader_publish_round(l, l->op.r.id);
     tp_leader_step_end(l);
 }
@@ -318,7 +319,11 @@ static void cancel_pools_read(struct tp_leader *l)
                                             .total = tp_leader_pools_total(l),
                                             .pools = l->op.pools,
                                             .npools = tp_leader_nbands(&l->op.r),
-                                            .reason = "deadline missed"};
+                                            .reason = l->op.cancel_reason,
+                                            .edges = l->op.r.edges,
+                                            .nedges = l->op.r.n_edges,
+                                            .locks_at = l->op.r.t.locks_at,
+                                            .betting_ms = l->op.r.betting_ms};
     if (tp_script_round_cancel(l->store, &a, on_cancel, l) != 0)
         tp_leader_step_end(l);
 }
@@ -336,9 +341,10 @@ static void on_cancel_bucket(int err, const struct tp_store_reply *r, void *ud)
     tp_leader_read_pools(l, cancel_pools_read);
 }
 
-void tp_leader_cancel(struct tp_leader *l, const struct tp_game_round *r)
+void tp_leader_cancel(struct tp_leader *l, const struct tp_game_round *r, const char *reason)
 {
     l->op.r = *r;
+    l->op.cancel_reason = reason;
     tp_leader_all_buckets(l, TP_ROUND_CANCELLED, on_cancel_bucket);
 }
 
@@ -374,6 +380,8 @@ static void execute(struct tp_leader *l)
         tp_leader_boundary(l, &a, early);
         return;
     }
+    if (a.op == TP_PLANNER_NONE && tp_leader_lost(l))
+        return;
     const struct tp_leader_snap *s = tp_leader_snap_find(l, a.round_id);
     if (a.op == TP_PLANNER_NONE || s == NULL) {
         tp_leader_step_end(l);
@@ -381,7 +389,7 @@ static void execute(struct tp_leader *l)
     }
     switch (a.op) {
     case TP_PLANNER_CANCEL:
-        tp_leader_cancel(l, &s->r);
+        tp_leader_cancel(l, &s->r, "deadline missed");
         break;
     case TP_PLANNER_SETTLE:
         tp_leader_settle(l, &s->r);
@@ -429,8 +437,14 @@ static void on_snap_round(int err, const struct tp_store_reply *r, void *ud)
 {
     struct snap_ref *s = ud;
     struct tp_leader *l = s->l;
-    if (err != 0 || tp_game_round_parse(r, &l->snap[s->i].r) != 0)
+    int rc = err != 0 ? TP_EUNAVAIL : tp_game_round_parse(r, &l->snap[s->i].r);
+    if (rc == TP_ENOTFOUND) {
+        /* Listed, but the record is gone: one lost round must not stop the game. */
+        l->snap[s->i].r.id = l->snap_ids[s->i];
+        l->snap[s->i].lost = true;
+    } else if (rc != 0) {
         l->snap_err = 1;
+    }
     free(s);
     if (--l->snap_pending == 0)
         snap_done(l);

@@ -275,7 +275,7 @@ static void close_pools_read(struct tp_leader *l)
                     (long long)r->id);
         if (!l->bnd.has_lock && !l->bnd.has_open) {
             struct tp_game_round copy = *r;
-            tp_leader_cancel(l, &copy);
+            tp_leader_cancel(l, &copy, "deadline missed");
             return;
         }
         l->bnd.has_close = false;

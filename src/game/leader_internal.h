@@ -34,10 +34,13 @@ struct tp_store;
 struct tp_store_reply;
 struct tp_worker;
 
-/* One round of the step's snapshot, with its secret seed ("" when absent). */
+/* One round of the step's snapshot, with its secret seed ("" when absent). A round listed but
+ * whose record is missing (lost) is kept with only its id (state TP_ROUND_NONE, which the
+ * planner ignores): its id still counts for the next open, and leader_lost.c deals with it. */
 struct tp_leader_snap {
     struct tp_game_round r;
     char seed_hex[65];
+    bool lost;
 };
 
 struct tp_leader {
@@ -96,9 +99,21 @@ struct tp_leader {
         int n;
     } index;
 
+    /* Rounds whose record is missing (leader_lost.c): the one being looked at, and those found
+     * final (nothing owed) this lease, each logged once. */
+    struct {
+        long long epoch;
+        int64_t id, locks_at, min_stake, max_stake;
+        int pending, nbands, err;
+        bool unfinished, open;
+        int64_t final[TP_LEADER_RECENT * 2];
+        int nfinal;
+    } lost;
+
     /* The action in flight. */
     struct {
         struct tp_game_round r;
+        const char *cancel_reason; /* a cancel's reason, recorded in the round (static) */
         int pending, err, bucket;
         char err_code[32]; /* the first failing reply's code: replies die with their callback */
         int64_t pools[TP_ROUND_MAX_BANDS];
@@ -182,8 +197,9 @@ void tp_leader_read_pools(struct tp_leader *l, void (*next)(struct tp_leader *l)
 /** Σ op.pools over op.r's bands. */
 int64_t tp_leader_pools_total(const struct tp_leader *l);
 
-/** Cancels round r (every bucket copy, then round_cancel); ends the step. */
-void tp_leader_cancel(struct tp_leader *l, const struct tp_game_round *r);
+/** Cancels round r (every bucket copy, then round_cancel, which records `reason`, a static
+ * string); ends the step. */
+void tp_leader_cancel(struct tp_leader *l, const struct tp_game_round *r, const char *reason);
 
 /* --- leader_boundary.c --- */
 
@@ -228,6 +244,13 @@ int64_t tp_leader_close_price(struct tp_leader *l, const struct tp_game_round *r
  * lease): adds every round left in flight outside tp:{g}:unfinished to it, walking the round ids
  * above the scan mark. A failed walk is retried by a later step. */
 void tp_leader_index_scan(struct tp_leader *l);
+
+/* --- leader_lost.c --- */
+
+/** When this step's snapshot holds a round whose record is missing and not yet dealt with:
+ * starts its chain (refund it if unfinished, else note it final) and returns true, the chain
+ * ending the step; false when nothing is owed. */
+bool tp_leader_lost(struct tp_leader *l);
 
 /* --- leader_settle.c --- */
 

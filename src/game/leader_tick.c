@@ -193,7 +193,9 @@ int64_t tp_leader_close_price(struct tp_leader *l, const struct tp_game_round *r
     struct tp_price_sim_seg *segs = tp_xmalloc(want * sizeof(*segs));
     for (int64_t id = r->id; n < want; id++) {
         const struct tp_leader_snap *s = tp_leader_snap_find(l, id);
-        if (s == NULL || tp_hex_decode(s->seed_hex, segs[n].seed, TP_PRICE_SIM_SEED_LEN) != 0)
+        /* A lost round's seed may remain, but not its volatility: its segment is unknown. */
+        if (s == NULL || s->lost ||
+            tp_hex_decode(s->seed_hex, segs[n].seed, TP_PRICE_SIM_SEED_LEN) != 0)
             break;
         segs[n++].vol_ppb = s->r.vol_ppb;
     }

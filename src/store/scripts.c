@@ -524,25 +524,33 @@ int tp_script_ws_sockets(struct tp_store *store, const struct tp_script_ws_socke
     return run(store, &a, cb, ud);
 }
 
-/* scripts/lua/round_cancel.lua header: lease, round, current; fence, id, total, pools, reason. */
+/* scripts/lua/round_cancel.lua header: lease, round, current, unfinished; fence, id, total, pools,
+ * reason, edges, locks_at, betting_ms. */
 static void round_cancel_args(const struct tp_script_round_cancel_args *c, struct tp_script_call *a)
 {
     struct tp_key k;
+    int64_t edges[TP_SCRIPT_BANDS_MAX];
+    for (int i = 0; i < c->nedges; i++)
+        edges[i] = c->edges[i];
     start(a, "round_cancel");
     key(a, TP_KEYS_LEASE);
     key(a, tp_keys_round(&k, c->id));
     key(a, TP_KEYS_CURRENT);
+    key(a, TP_KEYS_UNFINISHED);
     fence(a, &c->fence);
     arg_int(a, c->id);
     arg_int(a, c->total);
     arg_list(a, c->pools, c->npools);
     arg_str(a, c->reason);
+    arg_list(a, edges, c->nedges);
+    arg_int(a, c->locks_at);
+    arg_int(a, c->betting_ms);
 }
 
 int tp_script_round_cancel(struct tp_store *store, const struct tp_script_round_cancel_args *c,
                            tp_store_cb cb, void *ud)
 {
-    if (c->npools < 1 || c->npools > TP_SCRIPT_BANDS_MAX)
+    if (c->npools < 1 || c->npools > TP_SCRIPT_BANDS_MAX || c->nedges != c->npools - 1)
         return TP_EINVAL;
     struct tp_script_call a;
     round_cancel_args(c, &a);

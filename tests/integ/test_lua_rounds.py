@@ -156,8 +156,10 @@ class Game:
         for b in range(self.B):
             self.bstate(b, rid, "cancelled", locks_at, grace)
         pools = self.pools(rid)
-        return self.run("round_cancel", [G + "lease", G + f"round:{rid}", G + "current"],
-                        self.fence() + [rid, sum(pools), ",".join(map(str, pools)), "test"])
+        return self.run("round_cancel", [G + "lease", G + f"round:{rid}", G + "current",
+                                         G + "unfinished"],
+                        self.fence() + [rid, sum(pools), ",".join(map(str, pools)), "test",
+                                        "-10,-3,3,10", locks_at, 30000])
 
     def plan(self, b, rid):
         h = self.c.hgetall(G + f"round:{rid}")
@@ -253,8 +255,9 @@ def test_stale_epoch_refused_everywhere():
             lambda: g.boundary(lock={"id": 1, "price": 6500000})[:2],
             lambda: g.boundary(close={"id": 1, "price": 6500000, "band": 2, "refund": 1,
                                       "pools": "0,0,0,0,0"})[:2],
-            lambda: g.run("round_cancel", [G + "lease", G + "round:1", G + "current"],
-                          g.fence() + [1, 0, "0,0,0,0,0", "x"]),
+            lambda: g.run("round_cancel", [G + "lease", G + "round:1", G + "current",
+                                           G + "unfinished"],
+                          g.fence() + [1, 0, "0,0,0,0,0", "x", "-10,-3,3,10", 0, 30000]),
             lambda: g.final(1, 0, 0),
         ]
         for c in calls:

@@ -85,6 +85,13 @@ def bet(conn, token, rid, band, stake, key):
                         auth(token, key))
 
 
+def balance(s, tok):
+    """The player's balance (GET /api/v1/me)."""
+    st, v = s.json("GET", "/api/v1/me", headers=auth(tok))
+    assert st == 200, (st, v)
+    return v["balance"]
+
+
 def wait_game(s, timeout=20):
     """Waits until the leader runs (an open round exists) and the workers answer /readyz 200
     (after a restart the round is already open while a worker still loads the account state,

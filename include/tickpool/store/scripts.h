@@ -261,15 +261,20 @@ struct tp_script_ws_sockets_args {
 int tp_script_ws_sockets(struct tp_store *store, const struct tp_script_ws_sockets_args *a,
                          tp_store_cb cb, void *ud);
 
-/* round_cancel.lua: open|live → cancelling. */
+/* round_cancel.lua: open|live → cancelling; a lost record of an unfinished round is written
+ * again as cancelling, from edges, locks_at and betting_ms. */
 struct tp_script_round_cancel_args {
     struct tp_script_fence fence;
     int64_t id, total;
     const int64_t *pools; /* npools per-band totals, sent as a comma list */
     int npools;
     const char *reason;
+    const int *edges; /* the round's nedges = npools - 1 band edges (bps) */
+    int nedges;
+    int64_t locks_at, betting_ms;
 };
-/** Runs round_cancel.lua. TP_EINVAL when npools is out of [1, TP_SCRIPT_BANDS_MAX]. */
+/** Runs round_cancel.lua. TP_EINVAL when npools is out of [1, TP_SCRIPT_BANDS_MAX] or nedges is
+ * not npools - 1. */
 int tp_script_round_cancel(struct tp_store *store, const struct tp_script_round_cancel_args *a,
                            tp_store_cb cb, void *ud);
 

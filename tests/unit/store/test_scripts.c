@@ -354,16 +354,25 @@ static void test_rounds(void **state)
     EXPECT(&a, "ws_sockets", 1, "tp:{b3}:wsock:42", "take", "h|7|0|9", "8", "60000");
     check_header(&a, 1);
 
+    static const int cedges[] = {-10, 3, 10};
     struct tp_script_round_cancel_args x = {.fence = F,
                                             .id = 8,
                                             .total = 357,
                                             .pools = pools,
                                             .npools = 4,
-                                            .reason = "deadline missed"};
+                                            .reason = "deadline missed",
+                                            .edges = cedges,
+                                            .nedges = 3,
+                                            .locks_at = 1700000030000,
+                                            .betting_ms = 30000};
     round_cancel_args(&x, &a);
-    EXPECT(&a, "round_cancel", 3, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:current", "pid-1-w0",
-           "12", "8", "357", "100,0,250,7", "deadline missed");
-    check_header(&a, 3);
+    EXPECT(&a, "round_cancel", 4, "tp:{g}:lease", "tp:{g}:round:8", "tp:{g}:current",
+           "tp:{g}:unfinished", "pid-1-w0", "12", "8", "357", "100,0,250,7", "deadline missed",
+           "-10,3,10", "1700000030000", "30000");
+    check_header(&a, 4);
+    x.nedges = 2;
+    assert_int_equal(tp_script_round_cancel(NULL, &x, NULL, NULL), TP_EINVAL);
+    x.nedges = 3;
     x.npools = 0;
     assert_int_equal(tp_script_round_cancel(NULL, &x, NULL, NULL), TP_EINVAL);
 
