@@ -604,6 +604,7 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (l->step_busy)
         return;
     l->step_busy = true;
+    l->step_at_ms = tp_now_ms();
     l->acted = false;
     tp_store_command(l->store, on_last_tick, l, "XREVRANGE " TP_KEYS_TICKS " + - COUNT 1");
     /* The unfinished index makes the planner complete (no ratio of live to betting hides a round);

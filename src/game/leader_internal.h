@@ -55,6 +55,7 @@ struct tp_leader {
     long long epoch;
     bool leader;
     int64_t last_renew_ms;
+    int64_t step_at_ms; /* when the step in flight started (tp_now_ms) */
     ev_timer lease_t, step_t;
     ev_periodic tick_p;
     ev_periodic boundary_p;  /* TP_LEADER_BOUNDARY_LEAD_MS before the next boundary's wall-clock

@@ -4,9 +4,12 @@
  * then round_final. Every script is idempotent, so a new leader resumes where a dead one
  * stopped, and so does the next step when this one yields: between two pages or buckets the
  * settlement ends its step as soon as a lock, close, open or cancel falls due, so a long
- * settlement never delays a boundary. Pages are sized by Redis time (tp_settle_pager from the
- * time each page reports), and the next page is sent only after the last one's reply, so
- * the bets that arrived meanwhile run between two pages.
+ * settlement never delays a boundary; and it also ends its step once the step has run
+ * SETTLE_SLICE_MS, the next step starting at once, so what changed meanwhile (a bet that found
+ * the open round's bucket copy missing, a new slot map) is read and the copy re-written before
+ * the settlement resumes: bets there are refused until then. Pages are sized by Redis time
+ * (tp_settle_pager from the time each page reports), and the next page is sent only after the last
+ * one's reply, so the bets that arrived meanwhile run between two pages.
  */
 #include "leader_internal.h"
 
@@ -18,8 +21,22 @@
 #include "tickpool/store/store.h"
 
 #define MOD "leader"
+/* Longest a settlement runs in one step (the leader's safety step period). */
+#define SETTLE_SLICE_MS 250
 
 static void settle_bucket(struct tp_leader *l);
+
+/* True when the settlement ends its step between two pages or buckets: a boundary or cancel is
+ * due, or its slice is used up (then the next step is owed at once, not at the safety pace). */
+static bool settle_yield(struct tp_leader *l)
+{
+    if (tp_leader_boundary_due(l))
+        return true;
+    if (tp_now_ms() - l->step_at_ms < SETTLE_SLICE_MS)
+        return false;
+    l->step_owed = true;
+    return true;
+}
 
 static void on_final(int err, const struct tp_store_reply *r, void *ud)
 {
@@ -55,7 +72,7 @@ static void on_finish(int err, const struct tp_store_reply *r, void *ud)
     l->op.sum_t += tp_reply_integer(tp_reply_at(r, 1));
     l->op.sum_paid += tp_reply_integer(tp_reply_at(r, 2));
     if (++l->op.bucket < l->g->buckets) {
-        if (tp_leader_boundary_due(l))
+        if (settle_yield(l))
             tp_leader_step_end(l);
         else
             settle_bucket(l);
@@ -106,7 +123,7 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
     l->op.pages++;
     if (tp_reply_integer(tp_reply_at(r, 1)) == 1)
         settle_finish(l);
-    else if (tp_leader_boundary_due(l))
+    else if (settle_yield(l))
         tp_leader_step_end(l); /* the next step runs it, then resumes from the plan's cursor */
     else
         settle_page(l);

@@ -15,17 +15,22 @@
  *     with it, so one round is always open and `live` is always `open - 1` (unless that time
  *     is off the betting grid after a betting_s change: then a phase goes without an open
  *     round). Any other due lock or close is a boundary of that one part;
- *  2. the oldest settling or cancelling round gets its pages run (a restart mid-settlement
+ *  2. the newest open round's bucket copies are re-written once per lease (a dead leader may
+ *     have left a bucket without one), and again when the leader forgets the synced id (a slot
+ *     map change, a bet that found a copy missing). Before settlement: it is one write per
+ *     bucket, and bets on a bucket without its copy are refused until it is done, so it must
+ *     never wait for a settlement of any length;
+ *  3. the oldest settling or cancelling round gets its pages run (a restart mid-settlement
  *     simply resumes here: every settlement script is idempotent);
- *  3. no open round at all (a fresh game, or every round cancelled after a clock jump): open
+ *  4. no open round at all (a fresh game, or every round cancelled after a clock jump): open
  *     the next id at the first betting boundary not before now;
+ *  5. an older open round's copies likewise (two open rounds are possible only after the clock
+ *     went backwards). Only one id is remembered as synced, so the two are re-written in turn:
+ *     harmless (bucket_state.lua never moves a state backwards), and after settlement, which
+ *     gets every other step meanwhile rather than none.
  *  While the operator has paused the game (c->paused), nothing opens: the newest round locks
- *  without opening its successor (rule 1) and rule 3 owes nothing, so after a resume rule 3
+ *  without opening its successor (rule 1) and rule 4 owes nothing, so after a resume rule 4
  *  opens the next round on the betting grid, as at a fresh start.
- *  4. an open round's bucket copies are re-written once per lease (a dead leader may have left
- *     a bucket without one), newest first. Only one id is remembered as synced, so two open
- *     rounds (possible only after the clock went backwards) are re-written in turn every step:
- *     harmless (bucket_state.lua never moves a state backwards), and kept as it was.
  */
 #include "tickpool/game/planner.h"
 
@@ -100,7 +105,7 @@ static bool plan_due(const struct tp_planner_config *c, const struct tp_planner_
             /* The next round opens in the same step, at this lock time. Not while the operator
              * has paused the game, nor when betting_s changed with a restart and this lock is
              * off the new grid: that round could never be opened (found by
-             * tests/unit/game/test_sim.c). The round locks alone, and rule 3 opens the next one
+             * tests/unit/game/test_sim.c). The round locks alone, and rule 4 opens the next one
              * at the next boundary. */
             if (r->id == max_id && r->t.locks_at % c->betting_ms == 0 && !c->paused)
                 *out =
@@ -142,6 +147,13 @@ int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_r
     *out = act(TP_PLANNER_NONE, 0);
     if (plan_due(c, rounds, n, now_ms, out))
         return 0;
+    int newest_open = -1;
+    for (int i = n - 1; i >= 0 && newest_open < 0; i--)
+        newest_open = rounds[i].state == TP_ROUND_OPEN ? i : -1;
+    if (newest_open >= 0 && rounds[newest_open].id != open_synced) {
+        *out = act(TP_PLANNER_RESYNC, rounds[newest_open].id);
+        return 0;
+    }
     for (int i = 0; i < n; i++) {
         if (rounds[i].state == TP_ROUND_SETTLING || rounds[i].state == TP_ROUND_CANCELLING) {
             *out = act(TP_PLANNER_SETTLE, rounds[i].id);
@@ -156,7 +168,7 @@ int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_r
         *out = boundary(0, 0, max_id + 1, tp_round_align_open(now_ms, c->betting_ms));
         return 0;
     }
-    for (int i = n - 1; i >= 0; i--) {
+    for (int i = newest_open - 1; i >= 0; i--) {
         if (rounds[i].state == TP_ROUND_OPEN && rounds[i].id != open_synced) {
             *out = act(TP_PLANNER_RESYNC, rounds[i].id);
             return 0;

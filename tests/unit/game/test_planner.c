@@ -171,18 +171,21 @@ static void test_missed_close(void **state)
 static void test_restart_mid_settlement(void **state)
 {
     (void)state;
-    /* A new leader (open_synced 0) finds two rounds half settled: the oldest resumes first,
-     * then the other, then the open round's copies are re-written. */
+    /* A new leader (open_synced 0) finds two rounds half settled: the open round's copies are
+     * re-written first (one write per bucket: bets there must not wait for a settlement of any
+     * length), then the oldest settlement resumes, then the other. */
     struct tp_planner_round rs[6] = {
         rnd(1, TP_ROUND_SETTLED, 30000),    rnd(2, TP_ROUND_SETTLING, 60000),
         rnd(3, TP_ROUND_CANCELLING, 90000), rnd(4, TP_ROUND_LIVE, 120000),
         rnd(5, TP_ROUND_OPEN, 150000),
     };
-    expect(rs, 5, 160000, 0, TP_PLANNER_SETTLE, 2);
-    rs[1].state = TP_ROUND_SETTLED;
-    expect(rs, 5, 160000, 0, TP_PLANNER_SETTLE, 3);
-    rs[2].state = TP_ROUND_CANCELLED;
     expect(rs, 5, 160000, 0, TP_PLANNER_RESYNC, 5);
+    expect(rs, 5, 160000, 5, TP_PLANNER_SETTLE, 2);
+    rs[1].state = TP_ROUND_SETTLED;
+    expect(rs, 5, 160000, 5, TP_PLANNER_SETTLE, 3);
+    /* A repair asked for mid-settlement (the leader forgets the synced id): the resync first. */
+    expect(rs, 5, 160000, 0, TP_PLANNER_RESYNC, 5);
+    rs[2].state = TP_ROUND_CANCELLED;
     expect(rs, 5, 160000, 5, TP_PLANNER_NONE, 0);
     /* A settlement still unfinished does not hold back the boundary at 180 s. */
     rs[1].state = TP_ROUND_SETTLING;
@@ -215,6 +218,14 @@ static void test_clock_backward(void **state)
     struct tp_planner_round two[] = {rnd(2, TP_ROUND_OPEN, 30000), rnd(3, TP_ROUND_OPEN, 60000)};
     expect(two, 2, 50000, 3, TP_PLANNER_RESYNC, 2);
     expect(two, 2, 50000, 2, TP_PLANNER_RESYNC, 3);
+    /* With a settlement owed, the older open round's turn comes after it, the newest's before:
+     * the settlement still runs every other step. */
+    struct tp_planner_round three[] = {rnd(1, TP_ROUND_SETTLING, 0), rnd(2, TP_ROUND_OPEN, 30000),
+                                       rnd(3, TP_ROUND_OPEN, 60000)};
+    expect(three, 3, 50000, 3, TP_PLANNER_SETTLE, 1);
+    expect(three, 3, 50000, 2, TP_PLANNER_RESYNC, 3);
+    three[0].state = TP_ROUND_SETTLED;
+    expect(three, 3, 50000, 3, TP_PLANNER_RESYNC, 2);
 }
 
 static void test_nothing_to_do(void **state)

@@ -1,0 +1,83 @@
+"""A repair of the open round's bucket copy never waits for a long settlement.
+
+A bet that finds its bucket's copy of the open round missing asks the leader for a repair
+(tp:{g}:repair). The leader used to read that request only when its step began, and a step
+running a settlement ran it to the end, and its planner put settlement before the re-write of
+copies anyway: bets on that bucket were refused for as long as the settlement lasted. Now the
+planner re-writes the copies first, and a settlement ends its step every 250 ms (the next one
+starts at once) so that the request is read.
+
+Real Redis and tickpool (no Postgres: the bets are placed with the real bet_batch.lua straight
+into Redis, as many as make the settlement last seconds); 4 buckets, one worker.
+"""
+
+import time
+
+import pgwlib
+import tpclient
+import tpenv
+
+B = 4
+BETS = 160000
+ENV = {"TICKPOOL_GAME_BETTING_S": "40", "TICKPOOL_GAME_LIVE_S": "4",
+       "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_BUCKETS": str(B),
+       "TICKPOOL_LOG_LEVEL": "info"}
+
+
+def test_copy_repair_runs_beside_a_long_settlement():
+    with tpenv.Redis() as r, tpenv.Server(redis=r, env=ENV, workers=1, https=False) as s:
+        c = r.client()
+        m = pgwlib.Money(r, buckets=B)
+        users = list(range(900001, 900001 + 4 * B))
+        for u in users:
+            m.grant(u, 10**12, grant_id=f"settle-repair:{u}")
+        tpenv.wait_until(lambda: c.hget("tp:{g}:current", "open"), timeout=30, what="a round")
+        o = tpclient.fresh_open_round(s, min_left_ms=35000, timeout=60)
+        rid = o["id"]
+        t0 = time.monotonic()
+        n = 0
+        m.c = c.pipeline(transaction=False)   # Money's calls go out 64 at a time
+        while n < BETS:
+            for b in range(B):
+                mine = [u for u in users if u % B == b]
+                # One band: whether it wins (paid) or not (all refunded), every bet is credited.
+                batch = [(mine[i % len(mine)], 2, 100 + i % 500, f"sr-{n + i}")
+                         for i in range(128)]
+                m.bets(rid, batch, now=int(time.time() * 1000), check=False)
+                n += len(batch)
+            if len(m.c) >= 64 or n >= BETS:
+                for res in m.c.execute():
+                    assert all(x[0] == "ok" for x in res), res[:3]
+        m.c = c
+        print(f"{n} bets placed in {time.monotonic() - t0:.1f} s")
+        assert int(time.time() * 1000) < o["locks_at"], "bets placed too slowly"
+
+        # The round closes and its settlement starts; the open round is then rid + 1.
+        tpenv.wait_until(lambda: c.hget("tp:{g}:round:%d" % rid, "state") == "settling",
+                         timeout=90, interval=0.01, what="the settlement started")
+        open_id = int(c.hget("tp:{g}:current", "open"))
+        assert open_id == rid + 1, open_id
+        key = "tp:{b1}:round:%d:state" % open_id
+        tpenv.wait_until(lambda: c.hget(key, "state") == "open", timeout=5, interval=0.01,
+                         what="the open round's copy")
+        c.delete(key)
+        c.set("tp:{g}:repair", open_id, px=5000)   # what a bet there asks (tp_leader_ask_repair)
+        t1 = time.monotonic()
+        back = settled = None
+        while time.monotonic() - t1 < 60 and (back is None or settled is None):
+            if back is None and c.hget(key, "state") == "open":
+                back = time.monotonic() - t1
+            if settled is None and c.hget("tp:{g}:round:%d" % rid, "state") == "settled":
+                settled = time.monotonic() - t1
+            time.sleep(0.01)
+        print(f"copy back after {back} s; settlement done after {settled} s")
+        assert back is not None and settled is not None, (back, settled)
+        # The settlement lasted long enough for the order to show; the copy came back well
+        # before its end (it used to come right after it).
+        assert settled > 0.8, settled
+        assert back + 0.1 < settled and back < 0.7, (back, settled)
+        assert "reason=\"a bet found a copy missing\"" in s.log_text()
+
+
+if __name__ == "__main__":
+    tpenv.main()
