@@ -22,7 +22,10 @@
  * Redis): bet_replay.c asks Postgres for its answer before it is given. Or its bucket's copy of
  * the round is missing (on a Redis Cluster, a promoted replica that missed the write): the
  * leader is asked to re-write the copies (tp_leader_ask_repair), at most every REPAIR_EVERY_S
- * per worker.
+ * per worker. To tell the two apart, the round's own record is read first (one HMGET per
+ * group): while it says open and the round's lock is ahead, the round IS open and only the copy
+ * is missing, so the honest answer is 503 unavailable (the client retries with its key once the
+ * copy is back), not round_not_found nor Postgres's round_not_open.
  */
 #include "bet_internal.h"
 #include "tickpool/base/common.h"
@@ -144,6 +147,44 @@ static void answer_archived(const struct tp_bet_result *res, void *ud)
     answer(p->b, p, res);
 }
 
+/* Bets of one group the script refused with round_not_found, waiting for the round's record. */
+struct missing {
+    struct batcher *b;
+    int64_t round_id;
+    size_t n;
+    struct pending_bet *bets[TP_SCRIPT_BATCH_MAX];
+};
+
+/* The round's record (state, locks_at): open with its lock ahead means only the bucket's copy is
+ * missing; anything else (no record: archived; another state; Redis down) goes the Postgres
+ * way, which answers archived bets, round_not_open or round_not_found as before. */
+static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct missing *m = ud;
+    struct batcher *b = m->b;
+    const char *st = err == 0 ? tp_reply_str(tp_reply_at(r, 0), NULL) : NULL;
+    const char *lk = err == 0 ? tp_reply_str(tp_reply_at(r, 1), NULL) : NULL;
+    int64_t locks_at = 0;
+    bool open = st != NULL && strcmp(st, "open") == 0 && lk != NULL &&
+                tp_parse_i64(lk, &locks_at) && tp_now_ms() < locks_at;
+    for (size_t i = 0; i < m->n; i++) {
+        struct pending_bet *p = m->bets[i];
+        struct tp_bet_result res = {.code = TP_BET_UNAVAILABLE};
+        if (!open && tp_bet_replay_archived(b->w, p->user, &p->req, p->key, p->klen,
+                                            answer_archived, p) == 0)
+            continue;
+        if (!open)
+            res.code = TP_BET_ROUND_NOT_FOUND;
+        answer(b, p, &res);
+    }
+    double now = ev_now(tp_worker_loop(b->w));
+    if (now - b->repair_at >= REPAIR_EVERY_S) {
+        b->repair_at = now;
+        tp_leader_ask_repair(tp_store_of(b->w), m->round_id);
+    }
+    free(m);
+}
+
 /* The script's reply: one answer per bet of the group, in order. Anything else (an error, -OOM,
  * a short array) answers every bet 503, logged: each bet is all in or all out, so a retry with
  * the same key is safe. */
@@ -158,7 +199,7 @@ static void on_batch(int err, const struct tp_store_reply *r, void *ud)
         tp_log_error(MOD, "bet batch script error\treply=\"%.200s\"", tp_reply_str(r, NULL));
     else if (!whole)
         tp_log_error(MOD, "unexpected bet batch reply\tbets=%zu", g->n);
-    bool repair = false;
+    struct missing *m = NULL;
     for (size_t i = 0; i < g->n; i++) {
         struct tp_bet_result res;
         if (!whole || !read_answer(tp_reply_at(r, i), &res)) {
@@ -168,20 +209,23 @@ static void on_batch(int err, const struct tp_store_reply *r, void *ud)
             res.code = TP_BET_UNAVAILABLE;
         }
         struct pending_bet *p = g->bets[i];
-        /* An archived round: Redis forgot it, Postgres answers (a replay keeps its first answer).
-         */
-        repair |= res.code == TP_BET_ROUND_NOT_FOUND;
-        if (res.code == TP_BET_ROUND_NOT_FOUND &&
-            tp_bet_replay_archived(b->w, p->user, &p->req, p->key, p->klen, answer_archived, p) ==
-                0)
+        /* A missing copy or an archived round: the round's record tells which. */
+        if (res.code == TP_BET_ROUND_NOT_FOUND) {
+            if (m == NULL) {
+                m = tp_xcalloc(1, sizeof(*m));
+                m->b = b;
+                m->round_id = g->round_id;
+            }
+            m->bets[m->n++] = p;
             continue;
+        }
         answer(b, p, &res);
     }
-    double now = ev_now(tp_worker_loop(b->w));
-    if (repair && now - b->repair_at >= REPAIR_EVERY_S) {
-        b->repair_at = now;
-        tp_leader_ask_repair(tp_store_of(b->w), g->round_id);
-    }
+    struct tp_key k;
+    if (m != NULL &&
+        tp_store_command(tp_store_of(b->w), on_round_record, m, "HMGET %s state locks_at",
+                         tp_keys_round(&k, m->round_id)) != 0)
+        on_round_record(TP_EUNAVAIL, NULL, m);
     free(g);
 }
 
