@@ -22,10 +22,10 @@
  * Redis): bet_replay.c asks Postgres for its answer before it is given. Or its bucket's copy of
  * the round is missing (on a Redis Cluster, a promoted replica that missed the write): the
  * leader is asked to re-write the copies (tp_leader_ask_repair), at most every REPAIR_EVERY_S
- * per worker. To tell the two apart, the round's own record is read first (one HMGET per
- * group): while it says open and the round's lock is ahead, the round IS open and only the copy
- * is missing, so the honest answer is 503 unavailable (the client retries with its key once the
- * copy is back), not round_not_found nor Postgres's round_not_open.
+ * per worker, and only for a round whose record says open. To tell the two apart, the round's own
+ * record is read first (one HMGET per group): while it says open and the round's lock is ahead, the
+ * round IS open and only the copy is missing, so the honest answer is 503 unavailable (the client
+ * retries with its key once the copy is back), not round_not_found nor Postgres's round_not_open.
  */
 #include "bet_internal.h"
 #include "tickpool/base/common.h"
@@ -177,8 +177,11 @@ static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
             res.code = TP_BET_ROUND_NOT_FOUND;
         answer(b, p, &res);
     }
+    /* Only for a round its record says open: tp:{g}:repair is one key, the last write wins, so a
+     * bet naming a round that never was must not overwrite (nor use up the worker's turn for) a
+     * genuine request. */
     double now = ev_now(tp_worker_loop(b->w));
-    if (now - b->repair_at >= REPAIR_EVERY_S) {
+    if (open && now - b->repair_at >= REPAIR_EVERY_S) {
         b->repair_at = now;
         tp_leader_ask_repair(tp_store_of(b->w), m->round_id);
     }

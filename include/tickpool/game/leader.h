@@ -49,8 +49,9 @@ struct tp_leader_observer {
 
 /** Asks whoever leads to re-write the bucket copies of round `id` at its next step: a bet found
  * its bucket's copy missing (a promoted replica that missed the write, a reshard). Fire and
- * forget on `store`; the leader ignores an id that is not its open round, so a bet on a round
- * that never was costs one small write. Returns 0 or the submit error. */
+ * forget on `store`. One key holds the request and the last write wins: call it only for a
+ * round whose record says open, so no other id overwrites a genuine request (the leader also
+ * ignores an id that is not its open round). Returns 0 or the submit error. */
 int tp_leader_ask_repair(struct tp_store *store, int64_t id);
 
 /** Installs `obs` (borrowed, must outlive the worker) with `ud` on the leader of worker `w`,
