@@ -55,11 +55,12 @@ class Load:
     """NTHREADS clients betting 100 on the open round, round-robin over `users`, each bet with a
     fresh key (prefixed by `tag`: two loads on the same users need different tags); a 503 is
     retried with the same key (every 50 ms, for 20 s). `acked` maps key -> (bet_id, user_id);
-    `unavailable[True/False]` the times of 503s for users in `marked` or not; `missing_copy` the
-    times of refusals that mean the bucket's copy of the open round was missing: 404
-    round_not_found, or 409 round_not_open once Postgres knows the round, for a bet sent more
-    than 1 s before the round's lock; each with how long the round had been seen open then (a
-    bet right after a boundary can precede the leader's copies); `other` counts other answers."""
+    `unavailable[True/False]` the times of 503s for users in `marked` or not (a bucket whose copy
+    of the open round is missing answers 503 too, and is counted there); `missing_copy` the
+    times of refusals that would mean a missing copy answered the old way: 404 round_not_found,
+    or 409 round_not_open, for a bet sent more than 1 s before the round's lock; each with how
+    long the round had been seen open then (a bet right after a boundary can precede the
+    leader's copies); `other` counts other answers."""
 
     def __init__(self, s, users, marked=(), nthreads=8, tag="t"):
         self.s, self.users, self.marked, self.nthreads = s, users, set(marked), nthreads
