@@ -396,8 +396,11 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
                           const struct receipt *rs, size_t nrs)
 {
     struct tp_pgw_rows r;
-    /* Every ledger entry sums to zero. */
-    if (!query(pg, "SELECT entry_id, imbalance FROM ledger_unbalanced ORDER BY entry_id LIMIT 20",
+    /* Every ledger entry sums to zero. The table alone: a bet's debit is its bets row, whose two
+     * sides (user -stake, round +stake) balance by construction (migration 0006). */
+    if (!query(pg,
+               "SELECT entry_id, sum(amount) FROM ledger GROUP BY entry_id "
+               "HAVING sum(amount) <> 0 ORDER BY entry_id LIMIT 20",
                &r))
         return -1;
     report(a, r.nrows == 0, "postgres ledger: every entry sums to zero%s",
@@ -406,10 +409,12 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
         printf("     entry %s sums to %s\n", tp_pgw_rows_get(&r, i, 0), tp_pgw_rows_get(&r, i, 1));
     tp_pgw_rows_free(&r);
 
-    /* Per-user balances. */
+    /* Per-user balances: the ledger's user rows (grants, payouts, refunds) minus every bet's
+     * stake (what the view ledger_full sums, without building its account strings). */
     if (!query(pg,
-               "SELECT substr(account, 6)::bigint AS u, sum(amount) FROM ledger "
-               "WHERE account LIKE 'user:%' GROUP BY u ORDER BY u",
+               "SELECT u, sum(a) FROM (SELECT substr(account, 6)::bigint AS u, amount AS a "
+               "FROM ledger WHERE account LIKE 'user:%' UNION ALL SELECT user_id, -stake "
+               "FROM bets) x GROUP BY u ORDER BY u",
                &r))
         return -1;
     struct kvs pgu = {0};
@@ -423,7 +428,8 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
     printf("     balances: redis %" PRId64 " over %zu users, postgres %" PRId64 " over %zu users\n",
            t->bal, t->users.n, pg_bal, pgu.n);
     size_t nd = diff_maps("user", &t->users, &pgu);
-    report(a, nd == 0, "postgres per-user ledger balances = redis balances (%zu users differ)", nd);
+    report(a, nd == 0,
+           "postgres per-user balances (ledger - stakes) = redis balances (%zu users differ)", nd);
     free(pgu.a);
 
     /* House, grants. */

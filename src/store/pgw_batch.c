@@ -1,8 +1,11 @@
 /*
  * Postgres writer, batch → SQL (pure; see include/tickpool/store/pgw.h): outbox events become
- * rows per table (JSON arrays of objects), money events also two ledger rows that sum to zero,
- * and a batch becomes the statements of one transaction. No Redis, no Postgres, no clock here,
- * so tests/unit/store/test_pgw.c covers it all.
+ * rows per table (JSON arrays of objects), grants, payouts, refunds, rake and breakage also two
+ * ledger rows that sum to zero, and a batch becomes the statements of one transaction. A bet
+ * writes no ledger rows: its bets row is the record of the debit (user → round, `stake`), and
+ * the views of migrations/0006_bets_are_debits.sql add it to the ledger for readers. That
+ * halves Postgres's cost per bet; the bets are the bulk of the writer's rows. No Redis, no
+ * Postgres, no clock here, so tests/unit/store/test_pgw.c covers it all.
  *
  * Events are checked as hostile input: every integer must be canonical, every identifier from
  * a small alphabet, and a malformed or unknown event adds nothing (it is logged and
@@ -65,6 +68,7 @@ void tp_pgw_batch_init(struct tp_pgw_batch *b)
         tp_buf_init(b->json[t]);
         tp_buf_puts(b->json[t], "[");
     }
+    b->wait_for_rounds = true;
 }
 
 void tp_pgw_batch_deinit(struct tp_pgw_batch *b)
@@ -157,9 +161,8 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
         const char *kv[] = {"id",        bet,  "user_id", user,  "round_id",        round,
                             "band",      band, "stake",   stake, "idempotency_key", key,
                             "placed_at", ts,   "balance", bal};
+        /* The bets row is the debit's record: no ledger rows (see bet_rows_are_debits). */
         row(b, TP_PGW_BETS, 8, kv);
-        snprintf(entry, sizeof(entry), "bet:%s", bet);
-        ledger(b, entry, "bet", acct_user, acct_round, stake);
         return 0;
     }
     /* payout | refund */
@@ -261,16 +264,12 @@ static int add_bets(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
             }
             if (pass == 0)
                 continue;
-            char entry[48], acct_user[40], acct_round[40];
-            snprintf(acct_user, sizeof(acct_user), "user:%s", f[1]);
-            snprintf(acct_round, sizeof(acct_round), "round:%s", round);
-            /* balance: what a replay answers once the round left Redis (bets.balance_after). */
+            /* balance: what a replay answers once the round left Redis (bets.balance_after).
+             * No ledger rows: the bets row is the debit's record. */
             const char *kv[] = {"id",        f[0], "user_id", f[1], "round_id",        round,
                                 "band",      f[2], "stake",   f[3], "idempotency_key", f[5],
                                 "placed_at", ts,   "balance", f[4]};
             row(b, TP_PGW_BETS, 8, kv);
-            snprintf(entry, sizeof(entry), "bet:%s", f[0]);
-            ledger(b, entry, "bet", acct_user, acct_round, f[3]);
         }
     }
     free(copy);
@@ -529,11 +528,19 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                      "balance bigint) ON CONFLICT DO NOTHING",
                      /* A bet written after its round's result or its payout (both sit in
                       * other streams, drained in any order after a backlog) takes its final
-                      * status now: the UPDATEs of those events found no row to mark. */
+                      * status now: the UPDATEs of those events found no row to mark. Only
+                      * rounds of the batch that are settled or have a payout are looked at
+                      * (`done`, one probe per round), so the usual batch of an open round's
+                      * bets costs no per-bet lookup here. */
+                     "WITH x AS (SELECT id, round_id FROM json_to_recordset($1::json) AS x(id "
+                     "text, round_id bigint)), done AS (SELECT d.r FROM (SELECT DISTINCT "
+                     "round_id r FROM x) d WHERE EXISTS (SELECT 1 FROM payouts p WHERE "
+                     "p.round_id = d.r) OR EXISTS (SELECT 1 FROM rounds r WHERE r.id = d.r AND "
+                     "r.state = 'settled')) "
                      "UPDATE bets b SET status = CASE WHEN p.kind = 'win' THEN 'won' "
                      "WHEN p.kind IS NOT NULL THEN 'refunded' ELSE 'lost' END, "
-                     "payout = coalesce(p.amount, 0) FROM json_to_recordset($1::json) AS "
-                     "x(id text) LEFT JOIN payouts p ON p.bet_id = x.id WHERE b.id = x.id AND "
+                     "payout = coalesce(p.amount, 0) FROM x LEFT JOIN payouts p ON p.bet_id = "
+                     "x.id WHERE x.round_id IN (SELECT r FROM done) AND b.id = x.id AND "
                      "b.status = 'pending' AND (p.bet_id IS NOT NULL OR EXISTS (SELECT 1 FROM "
                      "rounds r WHERE r.id = b.round_id AND r.state = 'settled'))"},
     [TP_PGW_PAYOUTS] =
@@ -554,6 +561,11 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                        "FROM json_to_recordset($1::json) AS x(entry_id text, account text, "
                        "amount bigint, kind text) ON CONFLICT DO NOTHING"},
 };
+
+/* The first round of a batch's results or seeds that Postgres does not hold yet. */
+static const char round_missing_sql[] =
+    "SELECT x.id FROM json_to_recordset($1::json) AS x(id bigint) WHERE NOT EXISTS "
+    "(SELECT 1 FROM rounds r WHERE r.id = x.id) LIMIT 1";
 
 /* Closes a table's array once: "]" and the NUL its text parameter needs. Row values are C
  * strings, so only a closed array ends in a NUL. */
@@ -596,23 +608,30 @@ static bool shares_lock(const struct tp_pgw_batch *b)
 size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out)
 {
     size_t n = 0;
-    out[n++] = (struct tp_pgw_stmt){"BEGIN", NULL};
+    out[n++] = (struct tp_pgw_stmt){.sql = "BEGIN"};
     /* Batches that touch rounds, payouts or users run one at a time across all writers: a bet
      * and its round's result or payout may be in two writers' concurrent batches, and then
      * neither transaction's UPDATE would see the other's uncommitted row (the bet would stay
      * 'pending' forever). Bets-only batches, the bulk under load, share the lock (shares_lock),
      * so several writers use several Postgres backends. */
-    out[n++] =
-        (struct tp_pgw_stmt){shares_lock(b) ? "SELECT pg_advisory_xact_lock_shared(1953523575)"
-                                            : "SELECT pg_advisory_xact_lock(1953523575)",
-                             NULL};
+    out[n++] = (struct tp_pgw_stmt){.sql = shares_lock(b)
+                                               ? "SELECT pg_advisory_xact_lock_shared(1953523575)"
+                                               : "SELECT pg_advisory_xact_lock(1953523575)"};
     for (int t = 0; t < TP_PGW_NTABLES; t++) {
         if (b->nrows[t] == 0)
             continue;
         const char *param = closed_array(b->json[t]);
+        /* A round's result or seed UPDATEs the round's row. Two writers draining a backlog may
+         * hold the round_opened entry and its round_settled entry in two batches, and commit
+         * them in either order: the UPDATE would find no row and the result would be lost for
+         * good (the round's INSERT after it says 'open'). So the batch waits until the round's
+         * row is committed (rounds before results within one batch: table order). */
+        if (b->wait_for_rounds && (t == TP_PGW_ROUND_RESULTS || t == TP_PGW_ROUND_SEEDS))
+            out[n++] = (struct tp_pgw_stmt){
+                .sql = round_missing_sql, .param = param, .must_be_empty = true};
         for (int i = 0; i < 2 && table_sql[t][i] != NULL; i++)
-            out[n++] = (struct tp_pgw_stmt){table_sql[t][i], param};
+            out[n++] = (struct tp_pgw_stmt){.sql = table_sql[t][i], .param = param};
     }
-    out[n++] = (struct tp_pgw_stmt){"COMMIT", NULL};
+    out[n++] = (struct tp_pgw_stmt){.sql = "COMMIT"};
     return n;
 }

@@ -32,6 +32,9 @@ struct tp_store_reply;
 
 /* Claims are looked for this often (ms) while reading. */
 #define TP_PGW_CLAIM_EVERY_MS 10000
+/* Failed writes in a row (with the backoff: about 6 min) for which a round's result or seed
+ * waits for the batch that writes the round; after that it is written without (as before). */
+#define TP_PGW_ROUND_WAITS 40
 
 /* --- Writer state --- */
 
@@ -70,6 +73,7 @@ struct tp_pgw {
     int64_t last_claim_ms;
     int read_count;  /* entries per stream the next read asks for (1..TP_PGW_BATCH) */
     int target_rows; /* rows a batch aims at: TP_PGW_BATCH_ROWS, halved after a timeout */
+    int round_waits; /* failed writes in a row that waited for a round (TP_PGW_ROUND_WAITS) */
 
     /* Lag probes (their own small sequence, independent of the main one). */
     int lag_outstanding;
@@ -147,10 +151,13 @@ int tp_pgw_write(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
 struct tp_pgw_stmt {
     const char *sql;
     const char *param;
+    /* A check: a row returned (a round id) means the round is not in Postgres yet, and the
+     * batch is rolled back and written again later (TP_EAGAIN). */
+    bool must_be_empty;
 };
 
-/* BEGIN, the advisory lock, up to two statements per table, COMMIT. */
-#define TP_PGW_MAX_STMTS (3 + 2 * TP_PGW_NTABLES)
+/* BEGIN, the advisory lock, up to two statements per table and two checks, COMMIT. */
+#define TP_PGW_MAX_STMTS (5 + 2 * TP_PGW_NTABLES)
 
 /** Rows of a batch, all tables. */
 size_t tp_pgw_batch_rows(const struct tp_pgw_batch *b);

@@ -535,6 +535,7 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
     tp_pgw_batch_init(&b);
     b.default_edges = w->edges;
     b.default_rake_bps = w->rake_bps;
+    b.wait_for_rounds = w->round_waits < TP_PGW_ROUND_WAITS;
     size_t total = tp_pgw_each_event(w, r, -1, add_to_batch, &b);
     if (total == 0) {
         tp_pgw_batch_deinit(&b);
@@ -578,7 +579,16 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
                     "a batch outlasted postgres.timeout; writing smaller batches\trows=%zu "
                     "entries=%zu next_entries=%d",
                     rows, total, w->read_count);
+    } else if (rc == TP_EAGAIN && ++w->round_waits == TP_PGW_ROUND_WAITS) {
+        /* A round's result waited this long for its round: that round_opened entry is not
+         * coming (skipped as malformed). Write the result anyway, as before waiting existed,
+         * rather than stall the outbox. */
+        tp_log_error(MOD,
+                     "a round never reached Postgres; writing its result without it\t"
+                     "error=\"%s\"",
+                     perr);
     } else if (rc == 0) {
+        w->round_waits = 0;
         w->target_rows = TP_MIN(w->target_rows + w->target_rows / 8 + 1, TP_PGW_BATCH_ROWS);
         w->read_count = tp_pgw_read_count(w->read_count, total, rows, streams, w->target_rows);
     }

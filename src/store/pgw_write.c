@@ -23,7 +23,17 @@ static int write_batch(struct tp_pgw_pg *pg, struct tp_pgw_batch *b, char *err, 
     size_t n = tp_pgw_batch_sql(b, stmts);
     for (size_t i = 0; i < n; i++) {
         int np = stmts[i].param != NULL ? 1 : 0;
-        int rc = tp_pgw_pg_exec(pg, stmts[i].sql, np, np ? &stmts[i].param : NULL, err, errlen);
+        struct tp_pgw_rows rows = {0};
+        int rc = tp_pgw_pg_query(pg, stmts[i].sql, np, np ? &stmts[i].param : NULL,
+                                 stmts[i].must_be_empty ? &rows : NULL, err, errlen);
+        if (rc == 0 && rows.nrows > 0) {
+            snprintf(err, errlen,
+                     "round %s is not in Postgres yet: its result waits for the batch that "
+                     "writes it",
+                     tp_pgw_rows_get(&rows, 0, 0) ? tp_pgw_rows_get(&rows, 0, 0) : "?");
+            rc = TP_EAGAIN;
+        }
+        tp_pgw_rows_free(&rows);
         if (rc == 0)
             continue;
         if (i > 0) /* a failed BEGIN opened nothing to roll back */
@@ -72,6 +82,7 @@ static int write_one_by_one(struct tp_pgw *w, const struct tp_store_reply *r, si
         tp_pgw_batch_init(&one);
         one.default_edges = w->edges;
         one.default_rake_bps = w->rake_bps;
+        one.wait_for_rounds = w->round_waits < TP_PGW_ROUND_WAITS;
         tp_pgw_each_event(w, r, (long)i, map_only, &one);
         char perr[256] = "";
         int rc = write_batch(w->pg, &one, perr, sizeof(perr));

@@ -170,15 +170,70 @@ def test_schema_rules():
                 "rake_bps, seed_hash, total, winning_stake, rake, breakage, payouts, refunds) "
                 f"VALUES (1, 'settled', 0, 1, 2, '{{-10,10}}', 300, '{seed_hash}', 1000, 500, "
                 "30, 1, 969, 0)")
-        # Ledger entries replay idempotently and balance.
+        # Ledger entries replay idempotently and balance, bets' debits included (0006).
         for _ in range(2):
             pg.psql("INSERT INTO ledger (entry_id, account, amount, kind) VALUES "
-                    "('bet:b1', 'user:1', -100, 'bet'), ('bet:b1', 'round:1', 100, 'bet') "
-                    "ON CONFLICT (entry_id, account) DO NOTHING")
+                    "('grant:g1', 'system', -1000, 'grant'), ('grant:g1', 'user:1', 1000, "
+                    "'grant') ON CONFLICT (entry_id, account) DO NOTHING")
         assert pg.psql("SELECT count(*) FROM ledger") == [["2"]]
         assert pg.psql("SELECT count(*) FROM ledger_unbalanced") == [["0"]]
+        assert pg.psql("SELECT balance FROM account_balances WHERE account = 'user:1'") == [
+            ["800"]]
+        assert pg.psql("SELECT account, balance FROM account_balances WHERE account LIKE "
+                       "'round:%' ORDER BY 1") == [["round:1", "100"], ["round:2", "100"]]
         assert refused("INSERT INTO ledger (entry_id, account, amount, kind) VALUES "
                        "('x', 'nobody', 1, 'bet')")
+
+
+def test_bets_are_debits_on_a_database_with_rows():
+    """0006 on a database an older writer filled: a bet's two ledger rows are removed where its
+    bets row says the same, kept where it does not (the audit must go on seeing those), and
+    the views give the same balances as the ledger gave before."""
+    d = tempfile.mkdtemp(prefix="tp-mig-")
+    try:
+        for f in os.listdir(MIGRATIONS):
+            if f.endswith(".sql") and f < "0006":
+                shutil.copy(os.path.join(MIGRATIONS, f), d)
+        with tpenv.Postgres() as pg:
+            assert migrate(pg.url, d).returncode == 0
+            pg.psql("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                    "placed_at) VALUES ('11', 1, 7, 0, 100, 'k1', 0), "
+                    "('12', 2, 7, 1, 250, 'k1', 0), ('13', 2, 8, 1, 40, 'k2', 0)")
+            pg.psql("INSERT INTO ledger (entry_id, account, amount, kind) VALUES "
+                    "('grant:g1', 'system', -1000, 'grant'), ('grant:g1', 'user:1', 1000, 'grant'),"
+                    "('grant:g2', 'system', -1000, 'grant'), ('grant:g2', 'user:2', 1000, 'grant'),"
+                    "('bet:11', 'user:1', -100, 'bet'), ('bet:11', 'round:7', 100, 'bet'),"
+                    "('bet:12', 'user:2', -250, 'bet'), ('bet:12', 'round:7', 250, 'bet'),"
+                    "('bet:13', 'user:2', -40, 'bet'), ('bet:13', 'round:8', 40, 'bet'),"
+                    # A bet the old (user, round, key) clash kept out of `bets`, and one whose
+                    # rows disagree with its bet: both stay in the ledger.
+                    "('bet:99', 'user:1', -5, 'bet'), ('bet:99', 'round:7', 5, 'bet'),"
+                    "('bet:12x', 'user:2', -1, 'bet'), ('bet:12x', 'round:7', 1, 'bet')")
+            before = pg.psql("SELECT account, sum(amount) FROM ledger GROUP BY 1 ORDER BY 1")
+            r = migrate(pg.url)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert "applying 0006_bets_are_debits ... ok" in r.stdout, r.stdout
+            assert pg.psql("SELECT entry_id FROM ledger WHERE kind = 'bet' ORDER BY 1") == [
+                ["bet:12x"], ["bet:12x"], ["bet:99"], ["bet:99"]]
+            # Same balances as the old ledger, through the views.
+            assert pg.psql("SELECT account, balance FROM account_balances ORDER BY 1") == before
+            assert pg.psql("SELECT count(*) FROM ledger_unbalanced") == [["0"]]
+            # (user, key, round) stays unique; the unused (user, placed_at) index is gone.
+            r2 = subprocess.run(["psql", pg.url, "-qXAt", "-c",
+                                 "INSERT INTO bets (id, user_id, round_id, band, stake, "
+                                 "idempotency_key, placed_at) VALUES ('14', 1, 7, 0, 1, 'k1', 0)"],
+                                capture_output=True, text=True)
+            assert r2.returncode != 0 and "bets_user_key_round" in r2.stderr, r2.stderr
+            idx = {row[0] for row in pg.psql("SELECT indexname FROM pg_indexes "
+                                             "WHERE tablename = 'bets'")}
+            assert idx == {"bets_pkey", "bets_user_key_round", "bets_round", "bets_user_bet"}, idx
+            # A lookup by (user, key) alone, with or without the round, uses the one index.
+            plan = "\n".join(x[0] for x in pg.psql(
+                "SET enable_seqscan = off; EXPLAIN SELECT id FROM bets WHERE user_id = 1 AND "
+                "idempotency_key = 'k1'"))
+            assert "bets_user_key_round" in plan, plan
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

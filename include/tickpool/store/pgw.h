@@ -4,15 +4,15 @@
  *
  * The thread runs its own ev_loop with its own tp_store and a blocking tp_pg connection. It
  * reads with the consumer group `pgw` (consumer name "<host>:<pid>"), maps a batch of events to
- * rows (users, rounds, grants, bets, payouts and the double-entry ledger), writes them in ONE
- * transaction with INSERT … ON CONFLICT DO NOTHING (idempotent by id), and only after COMMIT
- * XACKs the entries and trims each stream below the group's oldest entry not yet committed
- * (XTRIM MINID). A batch is sized by rows, not entries (TP_PGW_BATCH_ROWS, halved while
- * Postgres's statement timeout cuts batches short), and batches holding only bets, grants and
- * admin actions of several writers run side by side. Entries left pending by a dead consumer are
- * claimed again, and a writer re-reads its own pending entries at once after a failure or
- * reconnect, so a kill -9 mid-batch loses nothing and doubles nothing. A Postgres outage only grows
- * the backlog in Redis; the bet path never waits for Postgres.
+ * rows (users, rounds, grants, bets, payouts and the double-entry ledger, bets being their own
+ * debit records), writes them in ONE transaction with INSERT … ON CONFLICT DO NOTHING (idempotent
+ * by id), and only after COMMIT XACKs the entries and trims each stream below the group's oldest
+ * entry not yet committed (XTRIM MINID). A batch is sized by rows, not entries (TP_PGW_BATCH_ROWS,
+ * halved while Postgres's statement timeout cuts batches short), and batches holding only bets,
+ * grants and admin actions of several writers run side by side. Entries left pending by a dead
+ * consumer are claimed again, and a writer re-reads its own pending entries at once after a failure
+ * or reconnect, so a kill -9 mid-batch loses nothing and doubles nothing. A Postgres outage only
+ * grows the backlog in Redis; the bet path never waits for Postgres.
  *
  * Because committed entries are trimmed after every batch, XLEN of an outbox is its backlog
  * (plus, while several writers overlap, committed entries above another writer's batch in
@@ -36,8 +36,9 @@ struct tp_buf;
 /* At most this many entries per stream and per read. */
 #define TP_PGW_BATCH 500
 /* Rows (all tables, ledger included) a batch aims at: each read asks for as many entries as the
- * last batch's rows per entry say fit. A `bets` entry carries up to 128 bets (3 rows each), so
- * entries alone are no measure of a transaction's size. */
+ * last batch's rows per entry say fit. A `bets` entry carries up to 128 bets (one row each), a
+ * `credits` entry thousands of payouts (3 rows each), so entries alone are no measure of a
+ * transaction's size. */
 #define TP_PGW_BATCH_ROWS 8192
 /* Pending entries idle this long (ms) are taken over from a consumer on another host. */
 #define TP_PGW_CLAIM_IDLE_MS 30000
@@ -86,6 +87,9 @@ struct tp_pgw_batch {
      * (borrowed; set by the caller after init; NULL: such events are skipped). */
     const char *default_edges;
     const char *default_rake_bps;
+    /* A round's result or seed waits for the round's own row (true after init): see
+     * tp_pgw_batch_sql. The writer clears it after TP_PGW_ROUND_WAITS failed tries. */
+    bool wait_for_rounds;
 };
 
 enum tp_pgw_table {
@@ -106,7 +110,8 @@ void tp_pgw_batch_init(struct tp_pgw_batch *b);
 /** Frees a batch's buffers. */
 void tp_pgw_batch_deinit(struct tp_pgw_batch *b);
 /**
- * Maps one event to rows (money events also to two ledger rows that sum to zero). Returns 0,
+ * Maps one event to rows (grants and credits also to two ledger rows that sum to zero; a bet's
+ * row is its own debit record). Returns 0,
  * or TP_EINVAL for a malformed or unknown event (nothing added; counted in `skipped`).
  */
 int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev);
