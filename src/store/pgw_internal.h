@@ -32,9 +32,9 @@ struct tp_store_reply;
 
 /* Claims are looked for this often (ms) while reading. */
 #define TP_PGW_CLAIM_EVERY_MS 10000
-/* Failed writes in a row (with the backoff: about 6 min) for which a round's result or seed
+/* Failed writes in a row (with the backoff: about 2 min) for which a round's result or seed
  * waits for the batch that writes the round; after that it is written without (as before). */
-#define TP_PGW_ROUND_WAITS 40
+#define TP_PGW_ROUND_WAITS 15
 
 /* --- Writer state --- */
 

@@ -5,8 +5,8 @@
  *     rounds (pool total − already credited) = granted, and the grant ledger sums to granted.
  *  2. Every settled or cancelled round's receipt: payouts + rake + breakage + refunds = total.
  *  3. After the outbox drained (waits up to --wait seconds): Postgres agrees with Redis —
- *     per-user balances (ledger rows minus stakes), the house, grants, bets and payouts per round —
- * and every ledger entry sums to zero.
+ *     per-user balances (ledger rows minus stakes), the house, grants, bets and payouts per
+ *     round — and every ledger entry sums to zero.
  *
  * Prints each check with its numbers and a readable diff on mismatch.
  */

@@ -111,8 +111,8 @@ void tp_pgw_batch_init(struct tp_pgw_batch *b);
 void tp_pgw_batch_deinit(struct tp_pgw_batch *b);
 /**
  * Maps one event to rows (grants and credits also to two ledger rows that sum to zero; a bet's
- * row is its own debit record). Returns 0,
- * or TP_EINVAL for a malformed or unknown event (nothing added; counted in `skipped`).
+ * row is its own debit record). Returns 0, or TP_EINVAL for a malformed or unknown event
+ * (nothing added; counted in `skipped`).
  */
 int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev);
 
