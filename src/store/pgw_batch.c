@@ -161,7 +161,7 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
         const char *kv[] = {"id",        bet,  "user_id", user,  "round_id",        round,
                             "band",      band, "stake",   stake, "idempotency_key", key,
                             "placed_at", ts,   "balance", bal};
-        /* The bets row is the debit's record: no ledger rows (see bet_rows_are_debits). */
+        /* The bets row is the debit's record: no ledger rows (migration 0006). */
         row(b, TP_PGW_BETS, 8, kv);
         return 0;
     }
