@@ -4,7 +4,10 @@ A real tickpool server with a private Redis (accounts never touch Postgres on th
 """
 
 import base64
+import hashlib
+import hmac
 import json
+import struct
 import threading
 import time
 
@@ -69,11 +72,47 @@ def test_bad_credentials_and_tokens():
             st, _, b = s.http("POST", "/api/v1/sessions", body)
             assert st == 401 and err_code(b) == "bad_credentials", (body, st, b)
         tok = v["token"]
+        # The worker remembers a token that verified: the valid one first (once the account state
+        # is loaded), then near misses of it.
+        tpenv.wait_until(lambda: s.http("GET", "/api/v1/me",
+                                        headers={"Authorization": "Bearer " + tok})[0] == 200,
+                         what="account state loaded")
         bad = [None, "Bearer", "Bearer " + tok[:-1], "Bearer " + tok[:-1] + ("A" if tok[-1] != "A" else "B"),
                "Basic " + tok, "Bearer " + "A" * 66]
         for h in bad:
             st, _, b = s.http("GET", "/api/v1/me", headers={"Authorization": h} if h else {})
             assert st == 401 and err_code(b) == "unauthorized", (h, st, b)
+        assert s.http("GET", "/api/v1/me", headers={"Authorization": "Bearer " + tok})[0] == 200
+
+
+def mint_token(secret, uid, expires_ms):
+    """A token as src/money/token.c signs it: base64url(1 | uid | expiry | HMAC-SHA256)."""
+    payload = bytes([1]) + struct.pack(">qq", uid, expires_ms)
+    mac = hmac.new(secret, b"tickpool.token\0" + payload, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
+
+
+def test_remembered_token_still_expires():
+    secret = "cd" * 32
+    with tpenv.Redis() as r, server(r, TICKPOOL_AUTH_SECRET=secret) as s:
+        wait_ready(s)
+        st, v = signup(s, "hana")
+        assert st == 201
+        uid = v["user_id"]
+        # The worker's account state may still be loading (503) right after start.
+        tpenv.wait_until(lambda: s.http("GET", "/api/v1/me",
+                                        headers={"Authorization": "Bearer " + v["token"]})[0] == 200,
+                         what="account state loaded")
+        tok = mint_token(bytes.fromhex(secret), uid, int(time.time() * 1000) + 1500)
+        # Accepted (and remembered) while valid, refused once its expiry passes.
+        st, me = s.json("GET", "/api/v1/me", headers={"Authorization": "Bearer " + tok})
+        assert st == 200 and me["username"] == "hana"
+        time.sleep(2)
+        st, _, b = s.http("GET", "/api/v1/me", headers={"Authorization": "Bearer " + tok})
+        assert st == 401 and err_code(b) == "unauthorized", (st, b)
+        # Another key's MAC: refused even though the payload is a remembered token's.
+        forged = mint_token(b"\x01" * 32, uid, int(time.time() * 1000) + 60000)
+        assert s.http("GET", "/api/v1/me", headers={"Authorization": "Bearer " + forged})[0] == 401
 
 
 def test_signup_validation():
