@@ -274,9 +274,8 @@ void tp_wr_int(struct tp_wr *w, int64_t v)
 {
     before_item(w, false);
     if (w->_fmt == TP_FMT_JSON) {
-        char tmp[24];
-        int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
-        put(w, tmp, (size_t)n);
+        char tmp[TP_FMT_I64_MAX];
+        put(w, tmp, tp_fmt_i64(tmp, v));
     } else {
         tp_codec_mp_int(w->_out, v);
     }
@@ -287,9 +286,8 @@ void tp_wr_uint(struct tp_wr *w, uint64_t v)
 {
     before_item(w, false);
     if (w->_fmt == TP_FMT_JSON) {
-        char tmp[24];
-        int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
-        put(w, tmp, (size_t)n);
+        char tmp[TP_FMT_I64_MAX];
+        put(w, tmp, tp_fmt_u64(tmp, v));
     } else {
         tp_codec_mp_uint(w->_out, v);
     }

@@ -98,6 +98,29 @@ bool tp_parse_i64(const char *s, int64_t *out)
     return true;
 }
 
+size_t tp_fmt_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+    return n;
+}
+
+size_t tp_fmt_i64(char *out, int64_t v)
+{
+    if (v >= 0)
+        return tp_fmt_u64(out, (uint64_t)v);
+    out[0] = '-';
+    /* 0 - (uint64_t)v is |v| also for INT64_MIN, whose negation overflows int64. */
+    return 1 + tp_fmt_u64(out + 1, 0 - (uint64_t)v);
+}
+
 static int64_t clock_ns(clockid_t id)
 {
     struct timespec ts;

@@ -156,11 +156,18 @@ enum tp_bet_code tp_bet_check_key(const char *key, size_t len)
 
 void tp_bet_request_hash(const struct tp_bet_req *r, char out[TP_BET_HASH_LEN])
 {
-    char canon[80];
-    int n = snprintf(canon, sizeof(canon), "v1|%lld|%d|%lld", (long long)r->round_id, r->band,
-                     (long long)r->stake);
+    /* "v1|<round_id>|<band>|<stake>" in decimal: the script compares this hash, so its text
+     * never changes. */
+    char canon[3 + 3 * TP_FMT_I64_MAX + 2];
+    memcpy(canon, "v1|", 3);
+    size_t n = 3;
+    n += tp_fmt_i64(canon + n, r->round_id);
+    canon[n++] = '|';
+    n += tp_fmt_i64(canon + n, r->band);
+    canon[n++] = '|';
+    n += tp_fmt_i64(canon + n, r->stake);
     uint8_t h[TP_SHA256_LEN];
-    tp_sha256(canon, (size_t)n, h);
+    tp_sha256(canon, n, h);
     tp_hex_encode(h, sizeof(h), out);
 }
 

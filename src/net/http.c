@@ -609,13 +609,24 @@ const char *tp_http_status_code_name(int status)
 void tp_http_write_head(struct tp_buf *out, int status, const char *content_type,
                         size_t content_length, const char *extra, bool close)
 {
-    tp_buf_printf(out, "HTTP/1.1 %d %s\r\nServer: tickpool\r\n", status,
-                  tp_http_status_text(status));
-    if (content_type != NULL)
-        tp_buf_printf(out, "Content-Type: %s\r\n", content_type);
+    /* Appended piece by piece: this runs for every response, printf's parsing is not free. */
+    char num[TP_FMT_I64_MAX];
+    tp_buf_puts(out, "HTTP/1.1 ");
+    tp_buf_append(out, num, tp_fmt_i64(num, status));
+    tp_buf_puts(out, " ");
+    tp_buf_puts(out, tp_http_status_text(status));
+    tp_buf_puts(out, "\r\nServer: tickpool\r\n");
+    if (content_type != NULL) {
+        tp_buf_puts(out, "Content-Type: ");
+        tp_buf_puts(out, content_type);
+        tp_buf_puts(out, "\r\n");
+    }
     /* 1xx and 304 carry no Content-Length of their own (RFC 9110 §8.6). */
-    if (status >= 200 && status != 204 && status != 304)
-        tp_buf_printf(out, "Content-Length: %zu\r\n", content_length);
+    if (status >= 200 && status != 204 && status != 304) {
+        tp_buf_puts(out, "Content-Length: ");
+        tp_buf_append(out, num, tp_fmt_u64(num, content_length));
+        tp_buf_puts(out, "\r\n");
+    }
     if (extra != NULL)
         tp_buf_puts(out, extra);
     if (close)

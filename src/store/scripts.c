@@ -78,9 +78,8 @@ static void key(struct tp_script_call *a, const char *k)
 
 static void arg_int(struct tp_script_call *a, int64_t v)
 {
-    char num[24];
-    int n = snprintf(num, sizeof(num), "%lld", (long long)v);
-    push_copy(a, num, (size_t)n);
+    char num[TP_FMT_I64_MAX];
+    push_copy(a, num, tp_fmt_i64(num, v));
 }
 
 /* A borrowed string (NUL-terminated). */

@@ -42,6 +42,14 @@ char *tp_xstrndup(const char *s, size_t n) __attribute__((malloc, returns_nonnul
  * it (no trailing bytes; "" is not a number); stores it in *out. For Redis fields and ids. */
 bool tp_parse_i64(const char *s, int64_t *out);
 
+/** Longest decimal form of an int64 with its NUL ("-9223372036854775808"). */
+#define TP_FMT_I64_MAX 21
+/** Writes `v` in decimal (what printf's "%lld" writes) and a NUL to out[TP_FMT_I64_MAX];
+ * returns the length without the NUL. For numbers formatted per request, without printf. */
+size_t tp_fmt_i64(char *out, int64_t v);
+/** As tp_fmt_i64 for an unsigned value (out holds at least 21 bytes). */
+size_t tp_fmt_u64(char *out, uint64_t v);
+
 /** Wall clock in Unix milliseconds (what the contract calls "times"). */
 int64_t tp_now_ms(void);
 /** Monotonic clock in milliseconds, for timeouts and intervals. */
