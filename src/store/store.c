@@ -21,6 +21,7 @@
  */
 #include "store_internal.h"
 
+#include "tickpool/base/buf.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
@@ -532,6 +533,18 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
     leave(s);
 }
 
+/* Queues argv for `p` (on_reply), formatted by store_resp.c rather than hiredis's sdscatfmt. */
+static int send_argv(redisAsyncContext *ac, struct pending *p, int argc, const char **argv,
+                     const size_t *lens)
+{
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_store_resp_argv(&b, argc, argv, lens);
+    int rc = redisAsyncFormattedCommand(ac, on_reply, p, tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_buf_deinit(&b);
+    return rc;
+}
+
 /* NOSCRIPT (Redis restarted or SCRIPT FLUSH): load the script and re-send the EVALSHA on the
  * same pending, keeping its place and deadline. Both are pipelined, so the retry finds it. */
 static void retry_script(struct tp_store *s, redisAsyncContext *ac, struct pending *p)
@@ -540,7 +553,7 @@ static void retry_script(struct tp_store *s, redisAsyncContext *ac, struct pendi
     tp_log_info(MOD, "script missing in redis, reloading\tscript=%s", p->script->name);
     if (redisAsyncCommand(ac, on_handshake, (void *)(intptr_t)HS_RELOAD, "SCRIPT LOAD %b",
                           p->script->body, p->script->len) != REDIS_OK ||
-        redisAsyncCommandArgv(ac, on_reply, p, p->argc, p->argv, p->argvlen) != REDIS_OK) {
+        send_argv(ac, p, p->argc, p->argv, p->argvlen) != REDIS_OK) {
         complete(s, p, TP_EUNAVAIL, NULL);
         return;
     }
@@ -564,18 +577,6 @@ static void track(struct tp_store *s, struct pending *p, double deadline)
     link_pending(s, p);
     if (s->head == p)
         arm_cmd_timer(s);
-}
-
-/* XREAD / XREADGROUP with BLOCK: waits for data by design (the Postgres writer's read). */
-static bool is_blocking_read(int argc, const char **argv, const size_t *len)
-{
-    if (!((len[0] == 5 && strncasecmp(argv[0], "XREAD", 5) == 0) ||
-          (len[0] == 10 && strncasecmp(argv[0], "XREADGROUP", 10) == 0)))
-        return false;
-    for (int i = 1; i < argc; i++)
-        if (len[i] == 5 && strncasecmp(argv[i], "BLOCK", 5) == 0)
-            return true;
-    return false;
 }
 
 static int check_usable(const struct tp_store *s, tp_store_cb cb)
@@ -666,10 +667,8 @@ int tp_store_send_argv(struct tp_store *s, const struct tp_store_send *o, tp_sto
     struct pending *p = tp_xcalloc(1, sizeof(*p));
     p->cb = cb;
     p->ud = ud;
-    p->blocking_read = is_blocking_read(argc, argv, argvlen);
-    int rc = send_asking(s, o) != 0
-                 ? REDIS_ERR
-                 : redisAsyncCommandArgv(s->ac, on_reply, p, argc, argv, argvlen);
+    p->blocking_read = tp_store_resp_blocking_read(argc, argv, argvlen);
+    int rc = send_asking(s, o) != 0 ? REDIS_ERR : send_argv(s->ac, p, argc, argv, argvlen);
     if (lens != NULL && lens != lens_stack)
         free(lens);
     if (rc != REDIS_OK) {
@@ -715,8 +714,8 @@ int tp_store_send_script(struct tp_store *s, const struct tp_store_send *o, cons
     size_t bytes = 0;
     for (int i = 0; i < argc; i++)
         bytes += argvlen ? argvlen[i] : strlen(argv[i]);
-    char nk[16];
-    int nklen = snprintf(nk, sizeof(nk), "%d", nkeys);
+    char nk[TP_FMT_I64_MAX];
+    size_t nklen = tp_fmt_i64(nk, nkeys);
     size_t total = sizeof(struct pending) + (size_t)n * (sizeof(char *) + sizeof(size_t)) +
                    sizeof(sc->sha) + (size_t)nklen + 1 + bytes;
     struct pending *p = tp_xcalloc(1, total);
@@ -727,9 +726,9 @@ int tp_store_send_script(struct tp_store *s, const struct tp_store_send *o, cons
     p->argvlen[0] = 7;
     p->argv[1] = sc->sha;
     p->argvlen[1] = strlen(sc->sha);
-    memcpy(data, nk, (size_t)nklen + 1);
+    memcpy(data, nk, nklen + 1);
     p->argv[2] = data;
-    p->argvlen[2] = (size_t)nklen;
+    p->argvlen[2] = nklen;
     data += nklen + 1;
     for (int i = 0; i < argc; i++) {
         size_t l = argvlen ? argvlen[i] : strlen(argv[i]);
@@ -742,8 +741,7 @@ int tp_store_send_script(struct tp_store *s, const struct tp_store_send *o, cons
     p->script = sc;
     p->cb = cb;
     p->ud = ud;
-    if (send_asking(s, o) != 0 ||
-        redisAsyncCommandArgv(s->ac, on_reply, p, p->argc, p->argv, p->argvlen) != REDIS_OK) {
+    if (send_asking(s, o) != 0 || send_argv(s->ac, p, p->argc, p->argv, p->argvlen) != REDIS_OK) {
         free(p);
         return TP_EUNAVAIL;
     }

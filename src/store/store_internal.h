@@ -1,7 +1,8 @@
 /*
- * Private to the store module (store.c, store_load.c, store_cluster.c): the script files, the
- * send options the cluster mode needs from one node's connection, and the cluster mode's entry
- * points, which the public functions of store.c hand over to when redis.mode is cluster.
+ * Private to the store module (store.c, store_load.c, store_resp.c, store_cluster.c): the script
+ * files, RESP for argv commands, the send options the cluster mode needs from one node's
+ * connection, and the cluster mode's entry points, which the public functions of store.c hand over
+ * to when redis.mode is cluster.
  */
 #ifndef TP_STORE_INTERNAL_H
 #define TP_STORE_INTERNAL_H
@@ -15,6 +16,7 @@
 #include <stddef.h>
 
 struct ev_loop;
+struct tp_buf;
 struct tp_config_redis;
 struct tp_store_cluster;
 
@@ -66,6 +68,12 @@ int tp_store_send_argv(struct tp_store *s, const struct tp_store_send *o, tp_sto
 int tp_store_send_script(struct tp_store *s, const struct tp_store_send *o, const char *name,
                          int nkeys, int argc, const char **argv, const size_t *argvlen,
                          tp_store_cb cb, void *ud);
+/** Appends argv[i] (lens[i] bytes each) to out as one RESP command, byte for byte what hiredis's
+ * redisFormatCommandArgv writes (store_resp.c). */
+void tp_store_resp_argv(struct tp_buf *out, int argc, const char **argv, const size_t *lens);
+/** True for XREAD / XREADGROUP with BLOCK (store_resp.c): a command that waits for data by
+ * design (the Postgres writer's read). */
+bool tp_store_resp_blocking_read(int argc, const char **argv, const size_t *lens);
 /** Callbacks a standalone store still owes. */
 size_t tp_store_owed(const struct tp_store *s);
 
