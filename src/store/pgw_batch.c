@@ -101,6 +101,17 @@ static void row(struct tp_pgw_batch *b, enum tp_pgw_table t, size_t n, const cha
     }
 }
 
+/* `prefix` then `s` into out[cap], cut to fit as snprintf would cut it: a ledger row's negated
+ * amount (every payout and credit has one) without a printf each. */
+static void join(char *out, size_t cap, const char *prefix, const char *s)
+{
+    size_t a = TP_MIN(strlen(prefix), cap - 1);
+    size_t n = TP_MIN(strlen(s), cap - 1 - a);
+    memcpy(out, prefix, a);
+    memcpy(out + a, s, n);
+    out[a + n] = '\0';
+}
+
 /* Two ledger rows of one entry: `from` gives `amount`, `to` receives it (sum zero). A zero
  * amount writes nothing (the ledger refuses zero rows). */
 static void ledger(struct tp_pgw_batch *b, const char *entry, const char *kind, const char *from,
@@ -110,9 +121,9 @@ static void ledger(struct tp_pgw_batch *b, const char *entry, const char *kind, 
     if (strcmp(amount, "0") == 0)
         return;
     if (amount[0] == '-')
-        snprintf(neg, sizeof(neg), "%s", amount + 1);
+        join(neg, sizeof(neg), "", amount + 1);
     else
-        snprintf(neg, sizeof(neg), "-%s", amount);
+        join(neg, sizeof(neg), "-", amount);
     const char *a[] = {"entry_id", entry, "account", from, "amount", neg, "kind", kind};
     row(b, TP_PGW_LEDGER, 4, a);
     const char *c[] = {"entry_id", entry, "account", to, "amount", amount, "kind", kind};
