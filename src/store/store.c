@@ -66,9 +66,8 @@ struct pending {
     /* EVALSHA only: a copy of the command for the one NOSCRIPT retry */
     const struct tp_store_script *script;
     bool retried;
-    int argc;
-    const char **argv;
-    size_t *argvlen;
+    char *resp;
+    size_t resp_len;
 };
 
 struct sub {
@@ -533,18 +532,6 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
     leave(s);
 }
 
-/* Queues argv for `p` (on_reply), formatted by store_resp.c rather than hiredis's sdscatfmt. */
-static int send_argv(redisAsyncContext *ac, struct pending *p, int argc, const char **argv,
-                     const size_t *lens)
-{
-    struct tp_buf b;
-    tp_buf_init(&b);
-    tp_store_resp_argv(&b, argc, argv, lens);
-    int rc = redisAsyncFormattedCommand(ac, on_reply, p, tp_buf_ptr(&b), tp_buf_size(&b));
-    tp_buf_deinit(&b);
-    return rc;
-}
-
 /* NOSCRIPT (Redis restarted or SCRIPT FLUSH): load the script and re-send the EVALSHA on the
  * same pending, keeping its place and deadline. Both are pipelined, so the retry finds it. */
 static void retry_script(struct tp_store *s, redisAsyncContext *ac, struct pending *p)
@@ -553,7 +540,7 @@ static void retry_script(struct tp_store *s, redisAsyncContext *ac, struct pendi
     tp_log_info(MOD, "script missing in redis, reloading\tscript=%s", p->script->name);
     if (redisAsyncCommand(ac, on_handshake, (void *)(intptr_t)HS_RELOAD, "SCRIPT LOAD %b",
                           p->script->body, p->script->len) != REDIS_OK ||
-        send_argv(ac, p, p->argc, p->argv, p->argvlen) != REDIS_OK) {
+        redisAsyncFormattedCommand(ac, on_reply, p, p->resp, p->resp_len) != REDIS_OK) {
         complete(s, p, TP_EUNAVAIL, NULL);
         return;
     }
@@ -668,7 +655,14 @@ int tp_store_send_argv(struct tp_store *s, const struct tp_store_send *o, tp_sto
     p->cb = cb;
     p->ud = ud;
     p->blocking_read = tp_store_resp_blocking_read(argc, argv, argvlen);
-    int rc = send_asking(s, o) != 0 ? REDIS_ERR : send_argv(s->ac, p, argc, argv, argvlen);
+    /* Formatted by store_resp.c: hiredis's redisAsyncCommandArgv runs sdscatfmt per argument. */
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_store_resp_argv(&b, argc, argv, argvlen);
+    int rc = send_asking(s, o) != 0
+                 ? REDIS_ERR
+                 : redisAsyncFormattedCommand(s->ac, on_reply, p, tp_buf_ptr(&b), tp_buf_size(&b));
+    tp_buf_deinit(&b);
     if (lens != NULL && lens != lens_stack)
         free(lens);
     if (rc != REDIS_OK) {
@@ -708,40 +702,20 @@ int tp_store_send_script(struct tp_store *s, const struct tp_store_send *o, cons
     if (err != 0)
         return err;
 
-    /* One allocation: the pending, then the EVALSHA argv (3 + argc) and lengths, then the bytes
-     * of the caller's arguments, copied for the NOSCRIPT retry. */
-    int n = argc + 3;
-    size_t bytes = 0;
-    for (int i = 0; i < argc; i++)
-        bytes += argvlen ? argvlen[i] : strlen(argv[i]);
-    char nk[TP_FMT_I64_MAX];
-    size_t nklen = tp_fmt_i64(nk, nkeys);
-    size_t total = sizeof(struct pending) + (size_t)n * (sizeof(char *) + sizeof(size_t)) +
-                   sizeof(sc->sha) + (size_t)nklen + 1 + bytes;
-    struct pending *p = tp_xcalloc(1, total);
-    p->argv = (const char **)(p + 1);
-    p->argvlen = (size_t *)(p->argv + n);
-    char *data = (char *)(p->argvlen + n);
-    p->argv[0] = "EVALSHA";
-    p->argvlen[0] = 7;
-    p->argv[1] = sc->sha;
-    p->argvlen[1] = strlen(sc->sha);
-    memcpy(data, nk, nklen + 1);
-    p->argv[2] = data;
-    p->argvlen[2] = nklen;
-    data += nklen + 1;
-    for (int i = 0; i < argc; i++) {
-        size_t l = argvlen ? argvlen[i] : strlen(argv[i]);
-        memcpy(data, argv[i], l);
-        p->argv[3 + i] = data;
-        p->argvlen[3 + i] = l;
-        data += l;
-    }
-    p->argc = n;
+    /* One allocation: the pending, then the EVALSHA as RESP, kept for the NOSCRIPT retry. */
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_store_resp_evalsha(&b, sc->sha, nkeys, argc, argv, argvlen);
+    struct pending *p = tp_xcalloc(1, sizeof(*p) + tp_buf_size(&b));
+    p->resp = (char *)(p + 1);
+    p->resp_len = tp_buf_size(&b);
+    memcpy(p->resp, tp_buf_ptr(&b), p->resp_len);
+    tp_buf_deinit(&b);
     p->script = sc;
     p->cb = cb;
     p->ud = ud;
-    if (send_asking(s, o) != 0 || send_argv(s->ac, p, p->argc, p->argv, p->argvlen) != REDIS_OK) {
+    if (send_asking(s, o) != 0 ||
+        redisAsyncFormattedCommand(s->ac, on_reply, p, p->resp, p->resp_len) != REDIS_OK) {
         free(p);
         return TP_EUNAVAIL;
     }

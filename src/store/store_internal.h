@@ -71,6 +71,10 @@ int tp_store_send_script(struct tp_store *s, const struct tp_store_send *o, cons
 /** Appends argv[i] (lens[i] bytes each) to out as one RESP command, byte for byte what hiredis's
  * redisFormatCommandArgv writes (store_resp.c). */
 void tp_store_resp_argv(struct tp_buf *out, int argc, const char **argv, const size_t *lens);
+/** Appends EVALSHA sha nkeys argv... as one RESP command (`lens` NULL: the arguments are
+ * NUL-terminated strings). */
+void tp_store_resp_evalsha(struct tp_buf *out, const char *sha, int nkeys, int argc,
+                           const char **argv, const size_t *lens);
 /** True for XREAD / XREADGROUP with BLOCK (store_resp.c): a command that waits for data by
  * design (the Postgres writer's read). */
 bool tp_store_resp_blocking_read(int argc, const char **argv, const size_t *lens);

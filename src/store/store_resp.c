@@ -21,22 +21,47 @@ static size_t header(char *o, char c, size_t n)
     return k + 2;
 }
 
+/* Writes one bulk string "$<n>\r\n<bytes>\r\n" at o; returns the bytes written. */
+static size_t bulk(char *o, const char *p, size_t n)
+{
+    size_t k = header(o, '$', n);
+    memcpy(o + k, p, n);
+    memcpy(o + k + n, "\r\n", 2);
+    return k + n + 2;
+}
+
+/* A header is at most 1 + 20 digits + CRLF; a bulk string adds its bytes and CRLF. */
+#define HEADER_MAX 23
+
 void tp_store_resp_argv(struct tp_buf *out, int argc, const char **argv, const size_t *lens)
 {
     TP_ASSERT(argc >= 0);
-    /* A header is at most 1 + 20 digits + CRLF; every argument adds its CRLF. */
-    size_t need = 23;
+    size_t need = HEADER_MAX;
     for (int i = 0; i < argc; i++)
-        need += 23 + lens[i] + 2;
+        need += HEADER_MAX + lens[i] + 2;
     char *o = tp_buf_reserve(out, need), *start = o;
     o += header(o, '*', (size_t)argc);
-    for (int i = 0; i < argc; i++) {
-        o += header(o, '$', lens[i]);
-        memcpy(o, argv[i], lens[i]);
-        o += lens[i];
-        memcpy(o, "\r\n", 2);
-        o += 2;
-    }
+    for (int i = 0; i < argc; i++)
+        o += bulk(o, argv[i], lens[i]);
+    tp_buf_commit(out, (size_t)(o - start));
+}
+
+void tp_store_resp_evalsha(struct tp_buf *out, const char *sha, int nkeys, int argc,
+                           const char **argv, const size_t *lens)
+{
+    TP_ASSERT(argc >= 0 && nkeys >= 0);
+    char nk[TP_FMT_I64_MAX];
+    size_t nklen = tp_fmt_i64(nk, nkeys), shalen = strlen(sha);
+    size_t need = 4 * HEADER_MAX + 7 + shalen + nklen + 6;
+    for (int i = 0; i < argc; i++)
+        need += HEADER_MAX + (lens ? lens[i] : strlen(argv[i])) + 2;
+    char *o = tp_buf_reserve(out, need), *start = o;
+    o += header(o, '*', (size_t)argc + 3);
+    o += bulk(o, "EVALSHA", 7);
+    o += bulk(o, sha, shalen);
+    o += bulk(o, nk, nklen);
+    for (int i = 0; i < argc; i++)
+        o += bulk(o, argv[i], lens ? lens[i] : strlen(argv[i]));
     tp_buf_commit(out, (size_t)(o - start));
 }
 

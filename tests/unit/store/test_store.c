@@ -1,8 +1,8 @@
 /*
  * The store's own RESP for argv commands (src/store/store_resp.c) must be byte for byte what
- * hiredis's redisFormatCommandArgv writes: empty, binary and CRLF-holding arguments, many of
- * them (a bet batch sends hundreds), appended after bytes already in the buffer; and which argv
- * commands are blocking reads.
+ * hiredis's redisFormatCommandArgv writes, for argv commands and EVALSHA: empty, binary and
+ * CRLF-holding arguments, many of them (a bet batch sends hundreds), appended after bytes already
+ * in the buffer; and which argv commands are blocking reads.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -60,6 +60,40 @@ static void test_resp_matches_hiredis(void **state)
     check(N, a3, l3);
 }
 
+static void test_evalsha(void **state)
+{
+    (void)state;
+    const char *sha = "0123456789abcdef0123456789abcdef01234567";
+    const char *args[] = {"k1", "", "v\r\n1", "12345678901"};
+    size_t lens[] = {2, 0, 4, 11};
+    const char *full[] = {"EVALSHA", sha, "2", "k1", "", "v\r\n1", "12345678901"};
+    size_t flens[] = {7, 40, 1, 2, 0, 4, 11};
+    char *want = NULL;
+    long long n = redisFormatCommandArgv(&want, 7, full, flens);
+    assert_true(n > 0);
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_store_resp_evalsha(&b, sha, 2, 4, args, lens);
+    assert_int_equal(tp_buf_size(&b), (size_t)n);
+    assert_memory_equal(tp_buf_ptr(&b), want, (size_t)n);
+    free(want);
+    /* NUL-terminated arguments (lens NULL), no argument at all. */
+    const char *full2[] = {"EVALSHA", sha, "0", "a", "bc"};
+    n = redisFormatCommandArgv(&want, 5, full2, NULL);
+    tp_buf_reset(&b);
+    tp_store_resp_evalsha(&b, sha, 0, 2, full2 + 3, NULL);
+    assert_int_equal(tp_buf_size(&b), (size_t)n);
+    assert_memory_equal(tp_buf_ptr(&b), want, (size_t)n);
+    free(want);
+    n = redisFormatCommandArgv(&want, 3, full2, NULL);
+    tp_buf_reset(&b);
+    tp_store_resp_evalsha(&b, sha, 0, 0, NULL, NULL);
+    assert_int_equal(tp_buf_size(&b), (size_t)n);
+    assert_memory_equal(tp_buf_ptr(&b), want, (size_t)n);
+    free(want);
+    tp_buf_deinit(&b);
+}
+
 static void test_blocking_read(void **state)
 {
     (void)state;
@@ -79,6 +113,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resp_matches_hiredis),
+        cmocka_unit_test(test_evalsha),
         cmocka_unit_test(test_blocking_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
