@@ -103,6 +103,24 @@ static enum tp_bet_code overflow_code(const char *body, size_t len, const char *
     return TP_BET_INVALID_REQUEST;
 }
 
+/* A request's three members in the contract's order; `*_ok` false for a member that is not an
+ * integer. The one home of these checks, for documents and for the plain JSON form alike. */
+static enum tp_bet_code check_members(bool r_ok, int64_t round_id, bool b_ok, int64_t band,
+                                      bool s_ok, int64_t stake, const struct tp_bet_limits *lim,
+                                      struct tp_bet_req *out)
+{
+    if (!r_ok || round_id < 1 || round_id > TP_BET_ROUND_MAX)
+        return TP_BET_INVALID_REQUEST;
+    if (!b_ok || band < 0 || band >= lim->nbands)
+        return TP_BET_INVALID_BAND;
+    if (!s_ok || stake < lim->min_stake || stake > lim->max_stake)
+        return TP_BET_INVALID_STAKE;
+    out->round_id = round_id;
+    out->band = (int)band;
+    out->stake = stake;
+    return TP_BET_OK;
+}
+
 enum tp_bet_code tp_bet_parse_val(const struct tp_val *map, const struct tp_bet_limits *lim,
                                   struct tp_bet_req *out)
 {
@@ -112,19 +130,63 @@ enum tp_bet_code tp_bet_parse_val(const struct tp_val *map, const struct tp_bet_
                         *vs = tp_val_get(map, "stake");
     if (vr == NULL || vb == NULL || vs == NULL)
         return TP_BET_INVALID_REQUEST;
-    int64_t round_id, band, stake;
-    if (tp_val_get_int(map, "round_id", &round_id) != 0 || round_id < 1 ||
-        round_id > TP_BET_ROUND_MAX)
-        return TP_BET_INVALID_REQUEST;
-    if (tp_val_get_int(map, "band", &band) != 0 || band < 0 || band >= lim->nbands)
-        return TP_BET_INVALID_BAND;
-    if (tp_val_get_int(map, "stake", &stake) != 0 || stake < lim->min_stake ||
-        stake > lim->max_stake)
-        return TP_BET_INVALID_STAKE;
-    out->round_id = round_id;
-    out->band = (int)band;
-    out->stake = stake;
-    return TP_BET_OK;
+    int64_t round_id = 0, band = 0, stake = 0;
+    bool r_ok = tp_val_get_int(map, "round_id", &round_id) == 0;
+    bool b_ok = tp_val_get_int(map, "band", &band) == 0;
+    bool s_ok = tp_val_get_int(map, "stake", &stake) == 0;
+    return check_members(r_ok, round_id, b_ok, band, s_ok, stake, lim, out);
+}
+
+static const char *skip_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/*
+ * The body every client sends, {"round_id":N,"band":N,"stake":N} (members in any order, JSON
+ * whitespace, integers of 1-18 digits without sign or leading zero), read without building a
+ * document: 12k instructions of the 21k an HTTP bet spent in its handler. Anything else (other
+ * or repeated members, escapes, signs, fractions, exponents, longer numbers) returns false and
+ * takes the full parser, so every answer is the one the full parser gives.
+ */
+static bool parse_plain(const char *p, size_t len, int64_t v[3])
+{
+    static const char *const names[3] = {"round_id", "band", "stake"};
+    static const size_t lens[3] = {8, 4, 5};
+    const char *e = p + len;
+    bool seen[3] = {false, false, false};
+    p = skip_ws(p, e);
+    if (p == e || *p++ != '{')
+        return false;
+    for (int m = 0; m < 3; m++) {
+        p = skip_ws(p, e);
+        if (p == e || *p++ != '"')
+            return false;
+        int k = 0;
+        while (k < 3 && !((size_t)(e - p) > lens[k] && memcmp(p, names[k], lens[k]) == 0 &&
+                          p[lens[k]] == '"'))
+            k++;
+        if (k == 3 || seen[k])
+            return false;
+        seen[k] = true;
+        p = skip_ws(p + lens[k] + 1, e);
+        if (p == e || *p++ != ':')
+            return false;
+        p = skip_ws(p, e);
+        const char *digits = p;
+        int64_t x = 0;
+        while (p < e && *p >= '0' && *p <= '9' && p - digits < 18)
+            x = x * 10 + (*p++ - '0');
+        if (p == digits || (p - digits > 1 && *digits == '0'))
+            return false;
+        v[k] = x;
+        p = skip_ws(p, e);
+        if (p == e || *p++ != (m == 2 ? '}' : ','))
+            return false;
+    }
+    return skip_ws(p, e) == e;
 }
 
 enum tp_bet_code tp_bet_parse(enum tp_fmt fmt, const void *body, size_t len,
@@ -132,6 +194,9 @@ enum tp_bet_code tp_bet_parse(enum tp_fmt fmt, const void *body, size_t len,
 {
     if (body == NULL || len == 0 || len > TP_BET_MAX_BODY)
         return TP_BET_INVALID_REQUEST;
+    int64_t v[3];
+    if (fmt == TP_FMT_JSON && parse_plain(body, len, v))
+        return check_members(true, v[0], true, v[1], true, v[2], lim, out);
     struct tp_doc *doc = NULL;
     char err[160] = "";
     int rc = tp_doc_parse_ex(fmt, body, len, TP_BET_MAX_BODY, &doc, err, sizeof(err));

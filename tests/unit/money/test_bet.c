@@ -36,6 +36,70 @@ static void test_valid_json(void **state)
     assert_int_equal(pj("{\"round_id\":1,\"band\":0,\"stake\":100}"), TP_BET_OK);
 }
 
+/* The answer of the full parser (a document, then tp_bet_parse_val); -1 when the document is
+ * refused (tp_bet_parse then answers a 400 code of its own). */
+static int full_parse(const char *body, struct tp_bet_req *out)
+{
+    struct tp_doc *doc = NULL;
+    if (tp_doc_parse_ex(TP_FMT_JSON, body, strlen(body), TP_BET_MAX_BODY, &doc, NULL, 0) != 0)
+        return -1;
+    int c = (int)tp_bet_parse_val(tp_doc_root(doc), &lim, out);
+    tp_doc_free(doc);
+    return c;
+}
+
+/* tp_bet_parse reads the plain form {"round_id":N,"band":N,"stake":N} without a document: every
+ * body, plain or nearly so, must get exactly the full parser's answer and values. */
+static void test_plain_form_matches_full_parser(void **state)
+{
+    (void)state;
+    const char *members[][3] = {
+        {"\"round_id\":7", "\"band\":2", "\"stake\":100"},
+        {"\"round_id\" : 999999999999999", "\"band\":\t4", "\"stake\":\r\n100000"},
+        {"\"round_id\":0", "\"band\":5", "\"stake\":99"},
+        {"\"round_id\":1000000000000000", "\"band\":0", "\"stake\":100001"},
+        {"\"round_id\":123456789012345678", "\"band\":1", "\"stake\":1234567890123456789"},
+        {"\"round_id\":07", "\"band\":-1", "\"stake\":-0"},
+        {"\"round_id\":7.0", "\"band\":1e0", "\"stake\":100.5"},
+        {"\"round_id\":\"7\"", "\"band\":null", "\"stake\":true"},
+        {"\"round\\u005fid\":7", "\"band\":2", "\"stake\":99999999999999999999"},
+        {"\"round_id\":7", "\"band\":2", "\"band\":3"},
+        {"\"round_id\":7", "\"bands\":2", "\"stake\":100"},
+    };
+    static const int orders[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
+                                     {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+    const char *wraps[][2] = {{"{", "}"},  {" \n{ ", " }\t"},   {"{", "}x"},           {"[{", "}]"},
+                              {"{", ",}"}, {"{", ", \"x\":1}"}, {"\xef\xbb\xbf{", "}"}};
+    int plain_ok = 0;
+    for (size_t a = 0; a < TP_ARRAY_LEN(members); a++)
+        for (size_t b = 0; b < TP_ARRAY_LEN(members); b++)
+            for (int o = 0; o < 6; o++)
+                for (size_t w = 0; w < TP_ARRAY_LEN(wraps); w++) {
+                    /* Members from two rows mixed: member i of row a for i < 2, of row b else. */
+                    char body[512];
+                    const char *m[3];
+                    for (int i = 0; i < 3; i++)
+                        m[i] = members[i < 2 ? a : b][orders[o][i]];
+                    snprintf(body, sizeof(body), "%s%s,%s ,%s%s", wraps[w][0], m[0], m[1], m[2],
+                             wraps[w][1]);
+                    struct tp_bet_req want = {-1, -1, -1}, got = {-1, -1, -1};
+                    int c = full_parse(body, &want);
+                    enum tp_bet_code g = tp_bet_parse(TP_FMT_JSON, body, strlen(body), &lim, &got);
+                    if (c < 0) {
+                        assert_int_not_equal(g, TP_BET_OK);
+                        continue;
+                    }
+                    if ((int)g != c)
+                        fail_msg("%s: %d, full parser %d", body, (int)g, c);
+                    if (c == TP_BET_OK) {
+                        plain_ok++;
+                        assert_true(got.round_id == want.round_id && got.band == want.band &&
+                                    got.stake == want.stake);
+                    }
+                }
+    assert_true(plain_ok > 100);
+}
+
 /* What every request is checked against before bet.lua: the widest rules any round can have
  * (a round's own bounds, fixed at its open, are bet.lua's to check). */
 static void test_limits_any(void **state)
@@ -318,6 +382,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_json),
+        cmocka_unit_test(test_plain_form_matches_full_parser),
         cmocka_unit_test(test_limits_any),
         cmocka_unit_test(test_bad_stakes),
         cmocka_unit_test(test_bad_bands),
