@@ -65,7 +65,15 @@ struct tp_leader {
     bool step_owed; /* the boundary timer fired during a step: the next one starts at its end */
     bool acted;     /* this step started an action (not NONE) */
     int burst;      /* steps started at once after an action, since the planner last owed nothing */
-    struct tp_settle_pager pager;         /* settlement page sizes, from the pages' Redis time */
+    struct tp_settle_pager pager; /* settlement page sizes, from the pages' Redis time */
+    /* The settlement's figures for its `round settled` line, over every step it took (it yields
+     * its step every slice); they start again when another round settles. */
+    struct {
+        int64_t id;
+        int pages, pages_slow, pages_paired; /* settle_page calls; over 2 ms; sent as a second */
+        int steps;
+        int64_t page_us_max, page_us_sum; /* the pages' Redis time, µs */
+    } sst;
     const struct tp_leader_observer *obs; /* who announces rounds and ticks (NULL: nobody) */
     void *obs_ud;
 
@@ -119,8 +127,10 @@ struct tp_leader {
         char err_code[32]; /* the first failing reply's code: replies die with their callback */
         int64_t pools[TP_ROUND_MAX_BANDS];
         int64_t sum_t, sum_paid;
-        int pages, pages_slow; /* settle_page calls of this settlement step; those over 2 ms */
-        int64_t page_us_max;   /* the longest one's Redis time, µs */
+        int inflight;  /* settle_page calls sent whose replies are not in yet */
+        int page_stop; /* enum in leader_settle.c: why no further page goes out */
+        int64_t sent_us[TP_SETTLE_PAGER_DEPTH_MAX]; /* their send times (mono), oldest first */
+        int64_t last_reply_us; /* the bucket's last page reply (mono), 0: none yet */
         int64_t tick_last;
         void (*pools_next)(struct tp_leader *l); /* read_pools' continuation */
     } op;

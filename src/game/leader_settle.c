@@ -8,8 +8,12 @@
  * SETTLE_SLICE_MS, the next step starting at once, so what changed meanwhile (a bet that found
  * the open round's bucket copy missing, a new slot map) is read and the copy re-written before
  * the settlement resumes: bets there are refused until then. Pages are sized by Redis time
- * (tp_settle_pager from the time each page reports), and the next page is sent only after the last
- * one's reply, so the bets that arrived meanwhile run between two pages.
+ * (tp_settle_pager from the time each page reports), and each reply sends the next page at
+ * once. On a busy host most of a page's round trip is the leader and Redis each waiting for a
+ * core, not the page; while that wait outlasts the page itself, a second page is kept in flight
+ * (tp_settle_pager_gap), so that Redis finds the next page waiting instead of idling for it. It
+ * arrives while the first runs, so Redis still reads the bets that came meanwhile in the same
+ * turn; when Redis is the limit, one page at a time again.
  */
 #include "leader_internal.h"
 
@@ -19,6 +23,9 @@
 #include "tickpool/base/metrics.h"
 #include "tickpool/game/settle.h"
 #include "tickpool/store/store.h"
+
+#include <stdio.h>
+#include <string.h>
 
 #define MOD "leader"
 /* Longest a settlement runs in one step (the leader's safety step period). */
@@ -52,10 +59,11 @@ static void on_final(int err, const struct tp_store_reply *r, void *ud)
                                  : TP_METRIC_ROUNDS_SETTLED_TOTAL);
         tp_log_info(MOD,
                     "round %s\tround=%lld total=%lld paid=%lld pages=%d pages_over_2ms=%d "
-                    "page_us_max=%lld",
+                    "page_us_max=%lld page_ms_sum=%lld pages_paired=%d steps=%d",
                     cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
-                    (long long)l->op.sum_t, (long long)l->op.sum_paid, l->op.pages,
-                    l->op.pages_slow, (long long)l->op.page_us_max);
+                    (long long)l->op.sum_t, (long long)l->op.sum_paid, l->sst.pages,
+                    l->sst.pages_slow, (long long)l->sst.page_us_max,
+                    (long long)(l->sst.page_us_sum / 1000), l->sst.pages_paired, l->sst.steps);
         tp_leader_publish_round(l, l->op.r.id);
     }
     tp_leader_step_end(l);
@@ -98,38 +106,15 @@ static void settle_finish(struct tp_leader *l)
         tp_leader_step_end(l);
 }
 
-static void settle_page(struct tp_leader *l);
+/* --- Pages --- */
 
-static void on_page(int err, const struct tp_store_reply *r, void *ud)
-{
-    struct tp_leader *l = ud;
-    const char *code;
-    if (!tp_leader_reply_ok(err, r, &code)) {
-        tp_leader_op_fail(l, "settle page", code);
-        return;
-    }
-    if (!l->leader) {
-        tp_leader_step_end(l);
-        return;
-    }
-    /* {'ok', done, credited, scanned, µs}: the next page is sized from this one's time. */
-    if (tp_reply_len(r) >= 5) {
-        int64_t scanned = tp_reply_integer(tp_reply_at(r, 3));
-        int64_t us = tp_reply_integer(tp_reply_at(r, 4));
-        tp_settle_pager_page(&l->pager, scanned, us);
-        l->op.page_us_max = TP_MAX(l->op.page_us_max, us);
-        l->op.pages_slow += us > 2000;
-    }
-    l->op.pages++;
-    if (tp_reply_integer(tp_reply_at(r, 1)) == 1)
-        settle_finish(l);
-    else if (settle_yield(l))
-        tp_leader_step_end(l); /* the next step runs it, then resumes from the plan's cursor */
-    else
-        settle_page(l);
-}
+/* Why no further page goes out; the last reply in then acts on it. */
+enum { PAGES_GO, PAGES_DONE, PAGES_END, PAGES_FAIL };
 
-static void settle_page(struct tp_leader *l)
+static void on_page(int err, const struct tp_store_reply *r, void *ud);
+
+/* Sends one page; false when it could not be submitted (no callback then). */
+static bool send_page(struct tp_leader *l)
 {
     struct tp_script_settle_page_args a = {.bucket = l->op.bucket,
                                            .id = l->op.r.id,
@@ -138,7 +123,76 @@ static void settle_page(struct tp_leader *l)
                                            .now_ms = tp_now_ms(),
                                            .budget_us = TP_SETTLE_PAGE_SCAN_US};
     if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
+        return false;
+    l->sst.pages_paired += l->op.inflight > 0;
+    l->op.sent_us[l->op.inflight++] = tp_mono_ns() / 1000;
+    return true;
+}
+
+/* The pages in flight are all in: finish the bucket, fail, or end the step. */
+static void pages_over(struct tp_leader *l)
+{
+    if (l->op.page_stop == PAGES_DONE)
+        settle_finish(l);
+    else if (l->op.page_stop == PAGES_FAIL)
+        tp_leader_op_fail(l, "settle page", l->op.err_code);
+    else
         tp_leader_step_end(l);
+}
+
+/* Keeps as many pages in flight as the pager asks for. Each page reads its cursor from the
+ * plan when Redis runs it, so a second page simply continues where the first stopped (or
+ * finds the bucket done and returns at once). */
+static void pages_fill(struct tp_leader *l)
+{
+    while (l->op.inflight < tp_settle_pager_depth(&l->pager)) {
+        if (!send_page(l)) {
+            l->op.page_stop = PAGES_END;
+            if (l->op.inflight == 0)
+                tp_leader_step_end(l);
+            return;
+        }
+    }
+}
+
+static void on_page(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    int64_t now = tp_mono_ns() / 1000;
+    int64_t sent = l->op.sent_us[0];
+    for (int i = 1; i < l->op.inflight; i++)
+        l->op.sent_us[i - 1] = l->op.sent_us[i];
+    l->op.inflight--;
+    const char *code;
+    if (!tp_leader_reply_ok(err, r, &code)) {
+        if (l->op.page_stop != PAGES_FAIL)
+            snprintf(l->op.err_code, sizeof(l->op.err_code), "%s", code);
+        l->op.page_stop = PAGES_FAIL;
+    } else {
+        /* {'ok', done, credited, scanned, µs}: the next page is sized from this one's time,
+         * and the pages in flight follow how long Redis went without one of ours. */
+        if (tp_reply_len(r) >= 5) {
+            int64_t scanned = tp_reply_integer(tp_reply_at(r, 3));
+            int64_t us = tp_reply_integer(tp_reply_at(r, 4));
+            tp_settle_pager_page(&l->pager, scanned, us);
+            tp_settle_pager_gap(&l->pager, now - TP_MAX(sent, l->op.last_reply_us), us);
+            l->sst.page_us_max = TP_MAX(l->sst.page_us_max, us);
+            l->sst.page_us_sum += us;
+            l->sst.pages_slow += us > 2000;
+        }
+        l->sst.pages++;
+        if (tp_reply_integer(tp_reply_at(r, 1)) == 1 && l->op.page_stop == PAGES_GO)
+            l->op.page_stop = PAGES_DONE;
+    }
+    l->op.last_reply_us = now;
+    if (l->op.page_stop == PAGES_GO && (!l->leader || settle_yield(l)))
+        l->op.page_stop = PAGES_END; /* the next step resumes from the plan's cursor */
+    if (l->op.page_stop != PAGES_GO) {
+        if (l->op.inflight == 0)
+            pages_over(l);
+        return;
+    }
+    pages_fill(l);
 }
 
 static void on_plan(int err, const struct tp_store_reply *r, void *ud)
@@ -149,7 +203,11 @@ static void on_plan(int err, const struct tp_store_reply *r, void *ud)
         tp_leader_op_fail(l, "settle plan", code);
         return;
     }
-    settle_page(l);
+    /* The bucket's first page goes alone: two sent together would run back to back. */
+    l->op.page_stop = PAGES_GO;
+    l->op.last_reply_us = 0;
+    if (!send_page(l))
+        tp_leader_step_end(l);
 }
 
 static void settle_bucket(struct tp_leader *l)
@@ -172,7 +230,11 @@ void tp_leader_settle(struct tp_leader *l, const struct tp_game_round *r)
     l->op.r = *r;
     l->op.bucket = 0;
     l->op.sum_t = l->op.sum_paid = 0;
-    l->op.pages = l->op.pages_slow = 0;
-    l->op.page_us_max = 0;
+    if (l->sst.id != r->id) {
+        memset(&l->sst, 0, sizeof(l->sst));
+        l->sst.id = r->id;
+    }
+    l->sst.steps++;
+    l->op.inflight = 0;
     settle_bucket(l);
 }

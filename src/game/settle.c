@@ -150,3 +150,18 @@ int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us)
     next = TP_MIN(TP_MAX(next, (int64_t)prev / 2), (int64_t)prev * 2);
     return p->size = (int)TP_MAX(TP_MIN(next, TP_SETTLE_PAGE_MAX), TP_SETTLE_PAGE_MIN);
 }
+
+int tp_settle_pager_depth(const struct tp_settle_pager *p)
+{
+    return p->depth > 0 ? p->depth : 1;
+}
+
+int tp_settle_pager_gap(struct tp_settle_pager *p, int64_t gap_us, int64_t us)
+{
+    if (gap_us <= 0 || us < 0)
+        return tp_settle_pager_depth(p);
+    /* A second page in flight waits in Redis's input behind the first only when Redis is the
+     * limit; that is when it would run right after it, so then one page at a time. */
+    p->depth = gap_us - us > us ? TP_SETTLE_PAGER_DEPTH_MAX : 1;
+    return p->depth;
+}

@@ -373,6 +373,29 @@ static void test_pager(void **state)
     assert_int_equal(size, TP_SETTLE_PAGE_MIN);
 }
 
+/* Two pages in flight only while Redis waits for the leader longer than it works on a page;
+ * one at a time when Redis is the limit (a second page would run right behind the first). */
+static void test_pager_depth(void **state)
+{
+    (void)state;
+    struct tp_settle_pager p = {0};
+    assert_int_equal(tp_settle_pager_depth(&p), 1);
+    /* 1.5 ms page, 13 ms between replies: the hops dominate */
+    assert_int_equal(tp_settle_pager_gap(&p, 13000, 1500), 2);
+    assert_int_equal(tp_settle_pager_depth(&p), 2);
+    /* replies back to back: Redis is busy with our pages */
+    assert_int_equal(tp_settle_pager_gap(&p, 1700, 1500), 1);
+    /* exactly as long outside as inside: still one */
+    assert_int_equal(tp_settle_pager_gap(&p, 3000, 1500), 1);
+    assert_int_equal(tp_settle_pager_gap(&p, 3001, 1500), 2);
+    /* nothing to judge from: unchanged */
+    assert_int_equal(tp_settle_pager_gap(&p, 0, 1500), 2);
+    assert_int_equal(tp_settle_pager_gap(&p, 1000, -1), 2);
+    /* a page that returned at once (the bucket was done) */
+    assert_int_equal(tp_settle_pager_gap(&p, 400, 0), 2);
+    assert_int_equal(tp_settle_pager_gap(&p, 400, 300), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_multiplier),
         cmocka_unit_test(test_property_random_pools),
         cmocka_unit_test(test_pager),
+        cmocka_unit_test(test_pager_depth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
