@@ -1,28 +1,30 @@
 #!lua
 --[[
 settle_page.lua: pay (or refund) one page of bucket N's bets of a round, exactly once. A page is
-bounded in bets (ARGV[2], the leader's estimate of what fits its time target) and in Redis time
-(ARGV[4]: no further HSCAN chunk starts once the script has run that long), so Redis serves the
-bets queued behind it within about a page's time; the leader sizes the next page from the time
-this one reports.
+bounded in bets credited (ARGV[2], the leader's estimate of what fits its time target) and in
+Redis time (ARGV[4]: no further bet is taken once the script has run that long, checked every 8
+bets and after each HSCAN chunk), so Redis serves the bets queued behind it within about a
+page's time, however many entries one HSCAN returns; the leader sizes the next page from the
+time this one reports.
 
 KEYS[1] tp:{bN}:plan:<id>     KEYS[2] tp:{bN}:bal       KEYS[3] tp:{bN}:paid:<id>
 KEYS[4] tp:{bN}:payout:<id>   KEYS[5] tp:{bN}:outbox
 KEYS[6 .. 5+nbands] tp:{bN}:bets:<id>:<band> for band 0 .. nbands-1
 KEYS[6+nbands] tp:{bN}:net    ZSET user -> net winnings (bet_batch.lua subtracts stakes; we add credits)
-ARGV[1] round id  ARGV[2] most bets to scan (>= 1)  ARGV[3] now_ms  ARGV[4] time budget in µs
+ARGV[1] round id  ARGV[2] most bets to credit (>= 1)  ARGV[3] now_ms  ARGV[4] time budget in µs
 Plan (bucket_plan.lua): win → scans only the winning band, each bet of stake s gets
 floor(s * pot / W); refund → scans every band in turn, each bet gets its stake back.
-Each bet is credited at most once: `paid:<id>` (bet_id → amount) is read for the page's bets
+Each bet is credited at most once: `paid:<id>` (bet_id → amount) is read for each chunk's bets
 before anything is written, so a repeated page (a leader died after the page ran but before it
-saw the reply, or HSCAN returned an entry twice) credits nothing again. Writes are per page:
+saw the reply, HSCAN returned an entry twice, or a page stopped inside a chunk and the next reads
+it again) credits nothing again. Writes are per page:
 one HSET of `paid`; every player once with his sum (`bal`, `payout:<id>` his round total, `net`),
 read and written with one command per key; and ONE outbox entry carrying every credit of the
 page: type credits, kind payout|refund, round_id, ts, credits = one line per bet
 "<bet_id>,<user_id>,<amount>,<balance>" (balance after this page's credit), `\n`-separated.
 The cursor lives in the plan, so a new leader resumes.
-Returns {'ok', done (0|1), bets credited by this call, bets scanned, µs of Redis time this
-call took}, or {'err', 'no_plan'}. Malformed arguments or bets entries are script errors with
+Returns {'ok', done (0|1), bets credited by this call, bets scanned (credited, or found paid),
+µs of Redis time this call took}, or {'err', 'no_plan'}. Malformed arguments or bets entries are script errors with
 nothing written.
 ]]
 
@@ -100,36 +102,62 @@ if not refund then
     q0 = (pot - r0) / w
 end
 
--- Scan: HSCAN chunks until the page is full, its time is spent or the bets are done.
-local CHUNK = 128
+-- Scan: HSCAN chunks; each bet not paid yet is taken until the page holds max_bets bets or its
+-- time is spent. A chunk can be far longer than asked for (a hash small enough to be a listpack
+-- comes back whole, 512 entries by Redis's default), so a page may stop inside one: it then
+-- leaves the cursor where that chunk began, and the next page reads the chunk again and skips
+-- the bets this one paid.
+local CHUNK, CHECK = 128, 8
 local match, find = string.match, string.find
 -- What a stake is owed (stakes repeat: the same few amounts are most bets).
 local owed = {}
 local ids, users, amounts, seen, n = {}, {}, {}, {}, 0
-local scanned, done = 0, false
+local scanned, done, full = 0, false, false
 local scan_band = refund and pos or band
 while true do
-    local res = call('HSCAN', KEYS[6 + scan_band], cur, 'COUNT', math.min(CHUNK, max_bets - scanned))
+    local from = cur
+    local res = call('HSCAN', KEYS[6 + scan_band], cur, 'COUNT',
+                     math.max(1, math.min(CHUNK, max_bets - n)))
     cur = res[1]
     local items = res[2]
+    local cids, cusers, cstakes = {}, {}, {}
     for i = 1, #items, 2 do
         local bet_id = items[i]
         local user, stake_s = match(items[i + 1], '^([1-9]%d*):([1-9]%d*)$')
         if not find(bet_id, '^[1-9]%d*$') then return bug('bad bet id ' .. bet_id) end
-        local amount = stake_s and owed[stake_s]
-        if not amount then
-            local stake = uint(stake_s)
-            if not stake then return bug('bad bets entry ' .. bet_id) end
-            amount = refund and stake or (stake * q0 + mulfloordiv(stake, r0, w))
-            owed[stake_s] = amount
+        if not (stake_s and (owed[stake_s] or uint(stake_s))) then
+            return bug('bad bets entry ' .. bet_id)
         end
         if not seen[bet_id] then -- HSCAN may return an entry twice
             seen[bet_id] = true
-            n = n + 1
-            ids[n], users[n], amounts[n] = bet_id, user, amount
+            cids[#cids + 1], cusers[#cusers + 1], cstakes[#cstakes + 1] = bet_id, user, stake_s
         end
     end
-    scanned = scanned + #items / 2
+    -- The chunk's bets paid already (a repeated page, a chunk read again) are skipped.
+    local paidv = #cids > 0 and sliced('HMGET', KEYS[3], cids, {}) or {}
+    local looked = #cids
+    for j = 1, #cids do
+        if not paidv[j] then
+            if n >= max_bets or (n > 0 and n % CHECK == 0 and elapsed_us() >= budget) then
+                full, looked = true, j - 1
+                break
+            end
+            local stake_s = cstakes[j]
+            local amount = owed[stake_s]
+            if not amount then
+                local stake = uint(stake_s)
+                amount = refund and stake or (stake * q0 + mulfloordiv(stake, r0, w))
+                owed[stake_s] = amount
+            end
+            n = n + 1
+            ids[n], users[n], amounts[n] = cids[j], cusers[j], amount
+        end
+    end
+    scanned = scanned + looked
+    if full then
+        cur = from
+        break
+    end
     if cur == '0' then
         if refund and scan_band + 1 < nbands then
             scan_band = scan_band + 1
@@ -137,28 +165,25 @@ while true do
             done = true
         end
     end
-    if done or scanned >= max_bets or elapsed_us() >= budget then break end
+    if done or n >= max_bets or elapsed_us() >= budget then break end
 end
 
--- Credits: the page's bets not paid yet (one HMGET), summed per player.
+-- Credits: the page's bets, summed per player.
 local credits, sums, order = {}, {}, {}
-if #ids > 0 then
-    local paidv = sliced('HMGET', KEYS[3], ids, {})
+if n > 0 then
     local paidw = {}
-    for i = 1, #ids do
-        if not paidv[i] then
-            local user, amount = users[i], amounts[i]
-            credits[#credits + 1] = i
-            paidw[#paidw + 1] = ids[i]
-            paidw[#paidw + 1] = format('%.0f', amount)
-            if not sums[user] then
-                sums[user] = 0
-                order[#order + 1] = user
-            end
-            sums[user] = sums[user] + amount
+    for i = 1, n do
+        local user, amount = users[i], amounts[i]
+        credits[#credits + 1] = i
+        paidw[#paidw + 1] = ids[i]
+        paidw[#paidw + 1] = format('%.0f', amount)
+        if not sums[user] then
+            sums[user] = 0
+            order[#order + 1] = user
         end
+        sums[user] = sums[user] + amount
     end
-    if #paidw > 0 then sliced('HSET', KEYS[3], paidw) end
+    sliced('HSET', KEYS[3], paidw)
 end
 
 -- Players: balance, round total and net winnings, each key read once and written once.

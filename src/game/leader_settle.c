@@ -169,12 +169,13 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             snprintf(l->op.err_code, sizeof(l->op.err_code), "%s", code);
         l->op.page_stop = PAGES_FAIL;
     } else {
-        /* {'ok', done, credited, scanned, µs}: the next page is sized from this one's time,
-         * and the pages in flight follow how long Redis went without one of ours. */
+        /* {'ok', done, credited, scanned, µs}: the next page is sized from this one's time
+         * per bet credited (a bet found paid costs a field of one HMGET), and the pages in
+         * flight follow how long Redis went without one of ours. */
         if (tp_reply_len(r) >= 5) {
-            int64_t scanned = tp_reply_integer(tp_reply_at(r, 3));
+            int64_t credited = tp_reply_integer(tp_reply_at(r, 2));
             int64_t us = tp_reply_integer(tp_reply_at(r, 4));
-            tp_settle_pager_page(&l->pager, scanned, us);
+            tp_settle_pager_page(&l->pager, credited, us);
             tp_settle_pager_gap(&l->pager, now - TP_MAX(sent, l->op.last_reply_us), us);
             l->sst.page_us_max = TP_MAX(l->sst.page_us_max, us);
             l->sst.page_us_sum += us;

@@ -123,25 +123,31 @@ def page_balances_consistent(start, entries):
 
 def settle_new(bk, rng):
     """Pages of random sizes and budgets until done; about every second page is repeated from
-    the same cursor (as after a leader's crash), which must credit and write nothing."""
+    the same cursor (as after a leader's crash), which must credit no bet a second time: it
+    skips every bet paid and may go on to bets the first run did not reach."""
     while bk.c.hget(bk.p + f"plan:{RID}", "done") != "1":
         cur = bk.c.hmget(bk.p + f"plan:{RID}", "pos", "cur")
         max_bets = rng.choice([1, 7, 128, 300, 700, 4096])
         budget = rng.choice([0, 200, 10**9])
         r = bk.page(max_bets, budget)
-        # a chunk is HSCAN COUNT 128 at most, but a hash small enough to be a listpack (512
-        # entries by default) comes back whole
-        assert r[0] == "ok" and r[3] <= max(max_bets + 2 * 128, 512) and r[4] >= 0, r
+        # never more than asked for, even from a listpack's chunk (the whole hash, up to 512
+        # entries here), and some progress unless the bucket is done
+        assert r[0] == "ok" and 0 <= r[2] <= max_bets and r[4] >= 0, r
+        assert r[3] > 0 or r[1] == 1, r
         if rng.random() < 0.5:
             xlen = bk.c.xlen(bk.p + "outbox")
             before = bk.state()
             bk.c.hset(bk.p + f"plan:{RID}", mapping={"pos": cur[0], "cur": cur[1], "done": 0})
             r2 = bk.page(max_bets, budget)
-            assert r2[0] == "ok" and r2[2] == 0, r2
-            assert bk.c.xlen(bk.p + "outbox") == xlen
+            assert r2[0] == "ok" and r2[2] <= max_bets, r2
+            assert bk.c.xlen(bk.p + "outbox") == xlen + (1 if r2[2] > 0 else 0)
             after = bk.state()
-            before.pop("plan"), after.pop("plan")  # the repeat may stop elsewhere (its budget)
-            assert before == after
+            paid_before, paid_after = before["paid"], after["paid"]
+            assert all(paid_after[k] == v for k, v in paid_before.items())
+            assert len(paid_after) - len(paid_before) == r2[2]
+            if r2[2] == 0:
+                before.pop("plan"), after.pop("plan")  # it may stop elsewhere (its budget)
+                assert before == after
 
 
 def settle_ref(bk):
@@ -204,8 +210,9 @@ def test_pages_equal_the_per_bet_script_on_a_refund():
 
 
 def test_time_budget_ends_a_page_and_large_pages_work():
-    """With a budget of 0 µs a page stops after its first HSCAN chunk whatever its size; with a
-    large budget one page takes 5,000 bets at once (its argument lists go to Redis in slices)."""
+    """With a budget of 0 µs a page stops at its first time check (8 bets) whatever its size;
+    with a large budget one page takes 5,000 bets at once (its argument lists go to Redis in
+    slices)."""
     rng = random.Random(14)
     users = list(range(1, 200))
     bets = make_bets(rng, 5000, users, [1])
@@ -216,7 +223,7 @@ def test_time_budget_ends_a_page_and_large_pages_work():
         bk.fill(bets, {u: 0 for u in users})
         bk.plan(1, T, W, False)
         first = bk.page(4096, 0)
-        assert first[0] == "ok" and first[1] == 0 and 0 < first[3] <= 2 * 128, first
+        assert first[0] == "ok" and first[1] == 0 and first[2] == 8, first
         assert first[2] == first[3]  # nothing paid before: every scanned bet credited
         big = bk.page(5000, 10**9)
         assert big[0] == "ok" and big[1] == 1, big
@@ -225,6 +232,48 @@ def test_time_budget_ends_a_page_and_large_pages_work():
         assert c.xlen(bk.p + "outbox") == 2
         assert sum(int(v) for v in c.hvals(bk.p + "bal")) == T
         assert bk.page(10, 0)[:4] == ["ok", 1, 0, 0]  # done: nothing more
+
+
+def test_a_listpack_chunk_is_paged_too():
+    """A bets hash small enough to be a listpack (up to 512 entries, Redis's default) comes back
+    whole from one HSCAN whatever COUNT asks. A page still credits at most its size, and stops on
+    its time inside the chunk; the next page reads the chunk again and skips what is paid. The
+    stakes are the slowest there are: each a different amount, all on the exact long
+    multiplication."""
+    rng = random.Random(15)
+    users = list(range(1, 40))
+    bets = [(1000 + i, rng.choice(users), 1, 10**11 + rng.randint(0, 9 * 10**11))
+            for i in range(500)]
+    bets += [(2000 + i, rng.choice(users), 0, rng.randint(10**9, 10**11)) for i in range(40)]
+    W = sum(s for _, _, bd, s in bets if bd == 1)
+    T = sum(s for *_, s in bets)
+    pot = T - 12345
+    assert min(s * (pot % W) for _, _, bd, s in bets if bd == 1) > 2**53
+    want = expected(bets, 1, pot, W, False)
+    with tpenv.Redis() as r:
+        c = r.client()
+        c.config_set("hash-max-listpack-entries", 512)
+        ref, by_size, by_time = Bucket(c, 0), Bucket(c, 1), Bucket(c, 2)
+        for bk in (ref, by_size, by_time):
+            bk.fill(bets, {u: 0 for u in users})
+            bk.plan(1, pot, W, False)
+        assert c.object("encoding", by_size.p + f"bets:{RID}:1") == "listpack"
+        settle_ref(ref)
+        pages = []
+        while not pages or pages[-1][1] != 1:
+            pages.append(by_size.page(100, 10**9))
+        assert [p[2] for p in pages] == [100] * 5 and pages[-1][1] == 1, pages
+        assert [p[3] for p in pages] == [100, 200, 300, 400, 500], pages  # the paid, skipped
+        pages = []
+        while not pages or pages[-1][1] != 1:
+            pages.append(by_time.page(4096, 0))
+            plan = c.hmget(by_time.p + f"plan:{RID}", "cur", "done")
+            assert plan == ["0", "1" if pages[-1][1] == 1 else "0"], plan  # cursor kept
+        assert [p[2] for p in pages] == [8] * 62 + [4], pages
+        for bk in (by_size, by_time):
+            assert bk.state() == ref.state()
+            assert {int(k): int(v) for k, v in bk.state()["paid"].items()} == want
+            assert sorted(x[:5] for x in bk.credits()) == sorted(x[:5] for x in ref.credits())
 
 
 def test_hostile_input_writes_nothing():
