@@ -2,8 +2,8 @@
 --[[
 settle_page.lua: pay (or refund) one page of bucket N's bets of a round, exactly once. A page is
 bounded in bets credited (ARGV[2], the leader's estimate of what fits its time target) and in
-Redis time (ARGV[4]: no further bet is taken once the script has run that long, checked every 8
-bets and after each HSCAN chunk), so Redis serves the bets queued behind it within about a
+Redis time (ARGV[4]: no further bet is taken once the script has run that long, checked after
+each HSCAN chunk, and every 16 bets inside a listpack's chunk or on the exact slow arithmetic), so Redis serves the bets queued behind it within about a
 page's time, however many entries one HSCAN returns; the leader sizes the next page from the
 time this one reports.
 
@@ -77,6 +77,12 @@ end
 -- and a * b may not): a * b directly when it is exact, else binary long multiplication keeping
 -- quotient and remainder.
 local EXACT = 9007199254740992
+-- An integer as decimal text: '%d' (a C long) where the double is exact, which costs a tenth of
+-- the floating-point formatting of '%.0f'; '%.0f' beyond.
+local function dec(x)
+    if x < EXACT and x > -EXACT then return format('%d', x) end
+    return format('%.0f', x)
+end
 local function mulfloordiv(a, b, c)
     local ab = a * b
     if ab < EXACT then return (ab - ab % c) / c end
@@ -107,50 +113,57 @@ end
 -- comes back whole, 512 entries by Redis's default), so a page may stop inside one: it then
 -- leaves the cursor where that chunk began, and the next page reads the chunk again and skips
 -- the bets this one paid.
-local CHUNK, CHECK = 128, 8
+local CHUNK, CHECK = 128, 16
 local match, find = string.match, string.find
--- What a stake is owed (stakes repeat: the same few amounts are most bets).
-local owed = {}
-local ids, users, amounts, seen, n = {}, {}, {}, {}, 0
-local scanned, done, full = 0, false, false
+-- What a stake is owed, as a number and as text (stakes repeat: the same few amounts are most
+-- bets).
+local owed, owed_s = {}, {}
+local ids, users, amounts, amount_s, seen, n = {}, {}, {}, {}, {}, 0
+local scanned, done, full, slow = 0, false, false, false
 local scan_band = refund and pos or band
 while true do
     local from = cur
-    local res = call('HSCAN', KEYS[6 + scan_band], cur, 'COUNT',
-                     math.max(1, math.min(CHUNK, max_bets - n)))
+    local count = math.max(1, math.min(CHUNK, max_bets - n))
+    local res = call('HSCAN', KEYS[6 + scan_band], cur, 'COUNT', count)
     cur = res[1]
     local items = res[2]
-    local cids, cusers, cstakes = {}, {}, {}
+    local cids, cusers, cstakes, m = {}, {}, {}, 0
     for i = 1, #items, 2 do
         local bet_id = items[i]
         local user, stake_s = match(items[i + 1], '^([1-9]%d*):([1-9]%d*)$')
         if not find(bet_id, '^[1-9]%d*$') then return bug('bad bet id ' .. bet_id) end
-        if not (stake_s and (owed[stake_s] or uint(stake_s))) then
-            return bug('bad bets entry ' .. bet_id)
-        end
+        if not stake_s or #stake_s > 15 then return bug('bad bets entry ' .. bet_id) end
         if not seen[bet_id] then -- HSCAN may return an entry twice
             seen[bet_id] = true
-            cids[#cids + 1], cusers[#cusers + 1], cstakes[#cstakes + 1] = bet_id, user, stake_s
+            m = m + 1
+            cids[m], cusers[m], cstakes[m] = bet_id, user, stake_s
         end
     end
     -- The chunk's bets paid already (a repeated page, a chunk read again) are skipped.
-    local paidv = #cids > 0 and sliced('HMGET', KEYS[3], cids, {}) or {}
-    local looked = #cids
-    for j = 1, #cids do
+    local paidv = m > 0 and sliced('HMGET', KEYS[3], cids, {}) or {}
+    -- COUNT is a hint a hash table overshoots by a few entries (whole buckets): such a chunk
+    -- is taken whole, as reading it again would cost more; a listpack's is cut at the size.
+    -- The time is checked inside a chunk only where a chunk can take long: a listpack's, or
+    -- stakes on the exact long multiplication (slow, set below).
+    local long = m > 2 * count
+    local cap = long and max_bets or math.huge
+    local looked = m
+    for j = 1, m do
         if not paidv[j] then
-            if n >= max_bets or (n > 0 and n % CHECK == 0 and elapsed_us() >= budget) then
+            if n >= cap or ((long or slow) and n > 0 and n % CHECK == 0 and elapsed_us() >= budget) then
                 full, looked = true, j - 1
                 break
             end
             local stake_s = cstakes[j]
             local amount = owed[stake_s]
             if not amount then
-                local stake = uint(stake_s)
+                local stake = tonumber(stake_s) -- < 10^15: exact
                 amount = refund and stake or (stake * q0 + mulfloordiv(stake, r0, w))
-                owed[stake_s] = amount
+                owed[stake_s], owed_s[stake_s] = amount, dec(amount)
+                slow = slow or (not refund and stake * r0 >= EXACT)
             end
             n = n + 1
-            ids[n], users[n], amounts[n] = cids[j], cusers[j], amount
+            ids[n], users[n], amounts[n], amount_s[n] = cids[j], cusers[j], amount, owed_s[stake_s]
         end
     end
     scanned = scanned + looked
@@ -176,7 +189,7 @@ if n > 0 then
         local user, amount = users[i], amounts[i]
         credits[#credits + 1] = i
         paidw[#paidw + 1] = ids[i]
-        paidw[#paidw + 1] = format('%.0f', amount)
+        paidw[#paidw + 1] = amount_s[i]
         if not sums[user] then
             sums[user] = 0
             order[#order + 1] = user
@@ -199,16 +212,16 @@ if #order > 0 then
         total = total + sum
         local b = uint(balv[j] or '0')
         if b and b + sum < EXACT then
-            balance[user] = format('%.0f', b + sum)
+            balance[user] = dec(b + sum)
             balw[#balw + 1] = user
             balw[#balw + 1] = balance[user]
         else -- beyond a double's exact range: Redis adds in 64 bits
-            call('HINCRBY', KEYS[2], user, format('%.0f', sum))
+            call('HINCRBY', KEYS[2], user, dec(sum))
             balance[user] = call('HGET', KEYS[2], user)
         end
         payw[#payw + 1] = user
-        payw[#payw + 1] = format('%.0f', tonumber(payv[j] or '0') + sum)
-        netw[#netw + 1] = format('%.0f', tonumber(netv[j] or '0') + sum)
+        payw[#payw + 1] = dec(tonumber(payv[j] or '0') + sum)
+        netw[#netw + 1] = dec(tonumber(netv[j] or '0') + sum)
         netw[#netw + 1] = user
     end
     if #balw > 0 then sliced('HSET', KEYS[2], balw) end
@@ -216,7 +229,7 @@ if #order > 0 then
     sliced('ZADD', KEYS[6 + nbands], netw)
     local lines = {}
     for k, i in ipairs(credits) do
-        lines[k] = ids[i] .. ',' .. users[i] .. ',' .. format('%.0f', amounts[i]) .. ',' ..
+        lines[k] = ids[i] .. ',' .. users[i] .. ',' .. amount_s[i] .. ',' ..
             balance[users[i]]
     end
     call('XADD', KEYS[5], '*', 'type', 'credits', 'kind', refund and 'refund' or 'payout',
@@ -228,5 +241,5 @@ if done then
 else
     call('HSET', KEYS[1], 'pos', format('%d', scan_band), 'cur', cur, 'done', '0')
 end
-if total > 0 then call('HINCRBY', KEYS[1], 'paid', format('%.0f', total)) end
+if total > 0 then call('HINCRBY', KEYS[1], 'paid', dec(total)) end
 return {'ok', done and 1 or 0, #credits, scanned, elapsed_us()}

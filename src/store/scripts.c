@@ -659,7 +659,7 @@ int tp_script_bucket_plan(struct tp_store *store, const struct tp_script_bucket_
 }
 
 /* scripts/lua/settle_page.lua header: plan, bal, paid, payout, outbox, one bets key per band,
- * net; id, most bets to scan, now_ms, time budget in µs. */
+ * net; id, most bets to credit, now_ms, time budget in µs. */
 static void settle_page_args(const struct tp_script_settle_page_args *p, struct tp_script_call *a)
 {
     struct tp_key k;

@@ -330,7 +330,7 @@ int tp_script_bucket_plan(struct tp_store *store, const struct tp_script_bucket_
                           tp_store_cb cb, void *ud);
 
 /* settle_page.lua: pay one page of the bucket's bets of round `id`; the page ends at
- * `max_bets` bets scanned or once the script has run `budget_us` (no further HSCAN chunk). */
+ * `max_bets` bets credited or once the script has run `budget_us` (no further bet taken). */
 struct tp_script_settle_page_args {
     int bucket;
     int64_t id;
