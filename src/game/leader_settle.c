@@ -10,10 +10,11 @@
  * the settlement resumes: bets there are refused until then. Pages are sized by Redis time
  * (tp_settle_pager from the time each page reports), and each reply sends the next page at
  * once. On a busy host most of a page's round trip is the leader and Redis each waiting for a
- * core, not the page; while that wait outlasts the page itself, a second page is kept in flight
- * (tp_settle_pager_gap), so that Redis finds the next page waiting instead of idling for it. It
- * arrives while the first runs, so Redis still reads the bets that came meanwhile in the same
- * turn; when Redis is the limit, one page at a time again.
+ * core, not the page; while that wait outlasts the page itself and Redis ran the page at full
+ * speed, a second page is kept in flight (tp_settle_pager_gap), so that Redis finds the next page
+ * waiting instead of idling for it. It arrives while the first runs, so Redis still reads the
+ * bets that came meanwhile in the same turn; when Redis is the limit, or loses the CPU inside
+ * pages (a host short of cores), one page at a time.
  */
 #include "leader_internal.h"
 
@@ -176,7 +177,7 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             int64_t credited = tp_reply_integer(tp_reply_at(r, 2));
             int64_t us = tp_reply_integer(tp_reply_at(r, 4));
             tp_settle_pager_page(&l->pager, credited, us);
-            tp_settle_pager_gap(&l->pager, now - TP_MAX(sent, l->op.last_reply_us), us);
+            tp_settle_pager_gap(&l->pager, now - TP_MAX(sent, l->op.last_reply_us), credited, us);
             l->sst.page_us_max = TP_MAX(l->sst.page_us_max, us);
             l->sst.page_us_sum += us;
             l->sst.pages_slow += us > 2000;

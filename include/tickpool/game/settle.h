@@ -99,10 +99,13 @@ int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us)
 
 /** Records how long Redis went without a page of ours before this one's reply, `gap_us` (the
  * time from the later of its send and the previous reply to its reply), of which `us` in the
- * page itself, and returns how many pages to keep in flight: 2 while the round trip outside the
- * script outlasts the script (Redis idles between pages, waiting for the leader or a core), 1
- * while Redis is the limit, so that bets run between every two pages. */
-int tp_settle_pager_gap(struct tp_settle_pager *p, int64_t gap_us, int64_t us);
+ * page itself for `bets` bets, and returns how many pages to keep in flight: 2 while the round
+ * trip outside the script outlasts the script and the page ran at full speed (Redis idles
+ * between pages, waiting for the leader), 1 while Redis is the limit, so that bets run between
+ * every two pages, or lost the CPU inside the page (a host short of cores: the wait between
+ * pages is Redis waiting for a core, which a second page only lengthens for the bets). Call it
+ * after tp_settle_pager_page for the same page. */
+int tp_settle_pager_gap(struct tp_settle_pager *p, int64_t gap_us, int64_t bets, int64_t us);
 
 /** Pages to keep in flight, 1 or 2 (1 before any page). */
 int tp_settle_pager_depth(const struct tp_settle_pager *p);
