@@ -150,7 +150,8 @@ while true do
     local looked = m
     for j = 1, m do
         if not paidv[j] then
-            if n >= cap or ((long or slow) and n > 0 and n % CHECK == 0 and elapsed_us() >= budget) then
+            if n >= cap or ((long or slow) and n > 0 and n % CHECK == 0
+                            and elapsed_us() >= budget) then
                 full, looked = true, j - 1
                 break
             end
