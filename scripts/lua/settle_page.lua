@@ -3,9 +3,9 @@
 settle_page.lua: pay (or refund) one page of bucket N's bets of a round, exactly once. A page is
 bounded in bets credited (ARGV[2], the leader's estimate of what fits its time target) and in
 Redis time (ARGV[4]: no further bet is taken once the script has run that long, checked after
-each HSCAN chunk, and every 16 bets inside a listpack's chunk or on the exact slow arithmetic), so Redis serves the bets queued behind it within about a
-page's time, however many entries one HSCAN returns; the leader sizes the next page from the
-time this one reports.
+each HSCAN chunk, and every 16 bets inside a listpack's chunk or on the exact slow arithmetic),
+so Redis serves the bets queued behind it within about a page's time, however many entries one
+HSCAN returns; the leader sizes the next page from the time this one reports.
 
 KEYS[1] tp:{bN}:plan:<id>     KEYS[2] tp:{bN}:bal       KEYS[3] tp:{bN}:paid:<id>
 KEYS[4] tp:{bN}:payout:<id>   KEYS[5] tp:{bN}:outbox
