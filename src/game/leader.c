@@ -703,6 +703,7 @@ void tp_leader_start(struct tp_worker *w)
     l->loop = tp_worker_loop(w);
     l->store = tp_store_of(w);
     l->g = &tp_worker_config(w)->game;
+    l->one_server = strcmp(tp_worker_config(w)->redis.mode, "cluster") != 0;
     tp_planner_config_init(&l->pc, l->g);
     l->cache_idx = -1;
     snprintf(l->holder, sizeof(l->holder), "pid-%d-w%d", (int)getpid(), tp_worker_index(w));

@@ -9,14 +9,22 @@
  * timer (boundary_at) lets the writes go. Every write is refused before T by Redis TIME anyway
  * (bucket_state.lua, round_boundary.lua): the lead saves time, it grants no early write.
  *
- * The chain, each stage one round trip (bucket stages fan out to every bucket at once):
+ * The chain (bucket stages fan out to every bucket at once):
  *  1. the closing round's pools (frozen since its lock) are summed, its close price C computed
  *     from the seeds and its settlement planned; a step started early waits for T here;
  *  2. every bucket copy of N flips to live, so no bet lands in N once its lock is recorded
- *     (bucket_state.lua refuses it before locks_at by Redis TIME);
+ *     (bucket_state.lua refuses it before locks_at by Redis TIME; bet_batch.lua refuses a bet
+ *     from locks_at on by Redis TIME whatever the copy says);
  *  3. round_boundary.lua: close, lock with L, open, all checked before anything is written;
  *  4. every bucket copy of N+1 is written open (a failure is repaired by the planner's resync),
- *     then the rounds are announced: N (live), then N+1 (open).
+ *     and the rounds are announced: N (live), then N+1 (open), from one read of the pair.
+ * After T, on one Redis server (redis.mode standalone: one connection, commands run in the
+ * order sent) stages 2 and 3 and the announcement's read go at once, one round trip; stage 4's
+ * writes and the announcement's PUBLISH then go together, the PUBLISH running after them. On a
+ * cluster the bucket copies live on other nodes than the rounds, so each stage waits for the
+ * one before and the announcement for stage 4. Commands sent from a reply are written before
+ * the worker's next fan-out slice (tp_store_flush_soon). The announcement is held by the
+ * observer until the boundary is written, and dropped if it fails.
  * A failed stage ends the step; the next step plans the boundary again from Redis, and every
  * stage is idempotent.
  */
@@ -40,7 +48,6 @@
 /* Within the lead of a boundary a step that planned something else is followed this soon. */
 #define BOUNDARY_SOON_S 0.005
 
-static void bnd_script(struct tp_leader *l);
 static void bnd_lock(struct tp_leader *l);
 
 /* --- Timer --- */
@@ -94,7 +101,45 @@ void tp_leader_boundary_retry(struct tp_leader *l, int ms)
         arm_at(l, ev_now(l->loop) + ms / 1000.0);
 }
 
-/* --- Stage 4: bucket copies of the new round, announcements --- */
+/* --- Announcement --- */
+
+/* The observer announces the pair from a read sent right behind the script (on_boundary), held
+ * until the boundary is written (on_boundary_end); without it, each round is announced alone
+ * once written. Only a boundary with both a lock and an open is announced as a pair: a closing
+ * round shows as live until it is settled, so its close alone announces nothing. */
+static bool pair_announced(const struct tp_leader *l)
+{
+    return l->bnd.has_lock && l->bnd.has_open && l->obs != NULL && l->obs->on_boundary != NULL &&
+           l->obs->on_boundary_end != NULL;
+}
+
+static void announce_begin(struct tp_leader *l)
+{
+    if (!pair_announced(l))
+        return;
+    l->obs->on_boundary(l->obs_ud, l->bnd.open.id, l->bnd.lock.id);
+    l->bnd.announcing = true;
+}
+
+/* Lets the held announcement go (`ok`) or drops it; once per announce_begin. */
+static void announce_end(struct tp_leader *l, bool ok)
+{
+    if (!l->bnd.announcing)
+        return;
+    l->bnd.announcing = false;
+    l->obs->on_boundary_end(l->obs_ud, ok);
+}
+
+/* A stage failed: the announcement is dropped, the step ends (see tp_leader_op_fail). */
+static void bnd_fail(struct tp_leader *l, const char *what, const char *code)
+{
+    announce_end(l, false);
+    tp_leader_op_fail(l, what, code);
+}
+
+/* --- Stage 4: bucket copies of the new round --- */
+
+static void on_live_bucket(int err, const struct tp_store_reply *r, void *ud);
 
 /* Microseconds from the boundary's T to wall-clock instant `ns` (0 when it never happened). */
 static long long after_t_us(const struct tp_leader *l, int64_t ns)
@@ -122,9 +167,8 @@ static void bnd_done(struct tp_leader *l)
     if (l->bnd.has_lock || l->bnd.has_close) /* a first open has no T of its own */
         tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_WRITTEN,
                               now_ns - l->bnd.due_ms * 1000000);
-    /* A closing round shows as live until it is settled: nothing to announce for it. */
-    if (l->bnd.has_lock && l->bnd.has_open && l->obs != NULL && l->obs->on_boundary != NULL) {
-        l->obs->on_boundary(l->obs_ud, l->bnd.open.id, l->bnd.lock.id);
+    if (pair_announced(l)) {
+        announce_end(l, true); /* a no-op when the opens were sent: it went with them */
     } else {
         if (l->bnd.has_lock)
             tp_leader_publish_round(l, l->bnd.lock.id);
@@ -141,38 +185,81 @@ static void on_open_bucket(int err, const struct tp_store_reply *r, void *ud)
     if (!tp_leader_fan_in(l, err, r, &code))
         return;
     if (l->op.err) {
-        /* The round is open globally; the planner's resync re-writes the copies. */
-        tp_leader_op_fail(l, "boundary (bucket open)", code);
+        /* The round is open globally; the planner's resync re-writes the copies (and
+         * announces the round again). */
+        bnd_fail(l, "boundary (bucket open)", code);
         return;
     }
     l->open_synced = l->bnd.open.id;
     bnd_done(l);
 }
 
-/* --- Stage 3: the script --- */
-
-static void on_script(int err, const struct tp_store_reply *r, void *ud)
+/* The boundary's script and the bucket copies of N going live are both done. */
+static void bnd_written(struct tp_leader *l)
 {
-    struct tp_leader *l = ud;
-    const char *code;
-    l->bnd.script_ns = tp_now_ns();
-    if (!tp_leader_reply_ok(err, r, &code)) {
-        const char *part = err == 0 ? tp_reply_str(tp_reply_at(r, 2), NULL) : NULL;
-        char what[48];
-        snprintf(what, sizeof(what), "boundary (%s)", part ? part : "script");
-        l->op.r.id = l->bnd.has_lock ? l->bnd.lock.id : l->bnd.close.id; /* for the log */
-        tp_leader_op_fail(l, what, code);
-        return;
-    }
     if (!l->bnd.has_open) {
         bnd_done(l);
         return;
     }
     l->op.r = l->bnd.open;
     tp_leader_all_buckets(l, TP_ROUND_OPEN, on_open_bucket);
+    /* On one server the announcement's PUBLISH, sent from now on, runs after these writes: it
+     * goes now, so a client that bets on the new round on hearing of it finds it open. On a
+     * cluster the copies are on other nodes: it waits for their replies (bnd_done). */
+    if (l->one_server)
+        announce_end(l, true);
+    tp_store_flush_soon(l->w);
 }
 
-static void bnd_script(struct tp_leader *l)
+/* --- Stages 2 and 3: the locking round's bucket copies go live; the script --- */
+
+/* One of the two writes at T came back (the script, or the last bucket copy of N). Both done:
+ * a failed script ends the step. Bucket copies that failed after a script that succeeded are
+ * written live once more; bets are refused from T on by Redis TIME whatever a copy says, so the
+ * boundary goes on even if that fails too. */
+static void bnd_join(struct tp_leader *l)
+{
+    if (--l->bnd.wait > 0)
+        return;
+    if (!l->bnd.script_ok) {
+        l->op.r.id = l->bnd.has_lock ? l->bnd.lock.id : l->bnd.close.id; /* for the log */
+        bnd_fail(l, l->bnd.fail_what, l->bnd.fail_code);
+        return;
+    }
+    if (l->bnd.live_failed) {
+        tp_log_warn(MOD, "boundary (bucket live) failed after the script\tround=%lld code=%s%s",
+                    (long long)l->bnd.lock.id, l->bnd.live_code,
+                    l->bnd.relive ? " (again: going on)" : "");
+        if (!l->bnd.relive) {
+            l->bnd.relive = true;
+            l->bnd.wait = 1;
+            l->op.r = l->bnd.lock;
+            tp_leader_all_buckets(l, TP_ROUND_LIVE, on_live_bucket);
+            tp_store_flush_soon(l->w);
+            return;
+        }
+    }
+    bnd_written(l);
+}
+
+static void on_script(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_leader *l = ud;
+    const char *code;
+    l->bnd.script_ns = tp_now_ns();
+    l->bnd.script_ok = tp_leader_reply_ok(err, r, &code);
+    if (!l->bnd.script_ok) {
+        const char *part = err == 0 ? tp_reply_str(tp_reply_at(r, 2), NULL) : NULL;
+        snprintf(l->bnd.fail_what, sizeof(l->bnd.fail_what), "boundary (%s)",
+                 part ? part : "script");
+        snprintf(l->bnd.fail_code, sizeof(l->bnd.fail_code), "%s", code);
+    }
+    bnd_join(l);
+}
+
+/* Sends round_boundary.lua (and, behind it, the announcement's read); false when it could not
+ * be sent. */
+static bool bnd_script(struct tp_leader *l)
 {
     struct tp_script_round_close_args c = {0};
     struct tp_script_round_lock_args k = {0};
@@ -193,7 +280,7 @@ static void bnd_script(struct tp_leader *l)
         a.close = &c;
     }
     if (l->bnd.has_lock) {
-        /* L after the buckets flipped: the previous segment's end (leader_tick.c). */
+        /* L: the previous segment's end (leader_tick.c), known from the seeds. */
         l->bnd.lock.lock_price = tp_leader_lock_price(l, &l->bnd.lock);
         k = (struct tp_script_round_lock_args){.id = l->bnd.lock.id,
                                                .lock_price = l->bnd.lock.lock_price};
@@ -222,10 +309,19 @@ static void bnd_script(struct tp_leader *l)
         a.open = &o;
     }
     if (tp_script_round_boundary(l->store, &a, on_script, l) != 0)
-        tp_leader_step_end(l);
+        return false;
+    announce_begin(l);
+    return true;
 }
 
-/* --- Stage 2: the locking round's bucket copies go live --- */
+/* The script alone failed to be sent: like a failed script once nothing else is in flight. */
+static void script_unsent(struct tp_leader *l)
+{
+    l->bnd.script_ok = false;
+    snprintf(l->bnd.fail_what, sizeof(l->bnd.fail_what), "boundary (script)");
+    snprintf(l->bnd.fail_code, sizeof(l->bnd.fail_code), "%s", tp_strerror(TP_EUNAVAIL));
+    bnd_join(l);
+}
 
 static void on_live_bucket(int err, const struct tp_store_reply *r, void *ud)
 {
@@ -234,13 +330,29 @@ static void on_live_bucket(int err, const struct tp_store_reply *r, void *ud)
     if (!tp_leader_fan_in(l, err, r, &code))
         return;
     l->bnd.live_ns = tp_now_ns();
+    if (l->one_server) {
+        /* The script was sent behind these writes, so it ran after them. */
+        l->bnd.live_failed = l->op.err != 0;
+        snprintf(l->bnd.live_code, sizeof(l->bnd.live_code), "%s", code);
+        bnd_join(l);
+        return;
+    }
+    /* A cluster: the buckets are on other nodes than the script, which waits for every copy. */
     if (l->op.err) {
         tp_leader_op_fail(l, "boundary (bucket live)", code);
         return;
     }
-    bnd_script(l);
+    if (!bnd_script(l))
+        script_unsent(l);
+    tp_store_flush_soon(l->w);
 }
 
+/*
+ * The writes at T. On one Redis server (one connection: commands run in the order sent) the
+ * bucket copies of N going live, the script and the announcement's read go at once, one round
+ * trip; the copies still run before the script. On a cluster the copies are on other nodes than
+ * the script, so it is sent once they all answered.
+ */
 static void bnd_lock(struct tp_leader *l)
 {
     double at = (double)l->bnd.due_ms / 1000.0 + BOUNDARY_LAG_S;
@@ -253,12 +365,20 @@ static void bnd_lock(struct tp_leader *l)
         return;
     }
     l->bnd.go_ns = tp_now_ns();
+    l->bnd.script_ok = true; /* until its reply says otherwise */
     if (!l->bnd.has_lock) {
-        bnd_script(l);
-        return;
+        l->bnd.wait = 1;
+        if (!bnd_script(l))
+            script_unsent(l);
+    } else {
+        l->op.r = l->bnd.lock;
+        l->bnd.wait = l->one_server ? 2 : 1;
+        tp_leader_all_buckets(l, TP_ROUND_LIVE, on_live_bucket);
+        if (l->one_server && !bnd_script(l))
+            script_unsent(l);
     }
-    l->op.r = l->bnd.lock;
-    tp_leader_all_buckets(l, TP_ROUND_LIVE, on_live_bucket);
+    tp_store_flush(l->store); /* from a timer: not inside a store callback */
+    tp_store_flush_soon(l->w);
 }
 
 /* --- Stage 1: the closing round's price and plan --- */

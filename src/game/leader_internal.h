@@ -54,6 +54,7 @@ struct tp_leader {
     char holder[64];
     long long epoch;
     bool leader;
+    bool one_server; /* redis.mode standalone: one connection runs commands in the order sent */
     int64_t last_renew_ms;
     int64_t step_at_ms; /* when the step in flight started (tp_now_ms) */
     ev_timer lease_t, step_t;
@@ -145,6 +146,12 @@ struct tp_leader {
         /* Wall clock (ns) at each stage after T, for the log and the round_announce_delay
          * histogram: the writes started, the bucket copies went live, the script answered. */
         int64_t go_ns, live_ns, script_ns;
+        /* The writes at T (leader_boundary.c): replies still owed before stage 4 (the script,
+         * and the bucket copies of N when sent with it); their outcome. */
+        int wait;
+        bool script_ok, live_failed, relive; /* relive: the copies were sent live again */
+        char fail_what[48], fail_code[32], live_code[32];
+        bool announcing; /* the observer's on_boundary ran, its on_boundary_end is owed */
         struct tp_settle_plan plan;
         int64_t pools[TP_ROUND_MAX_BANDS]; /* the closing round's */
         char seed_hex[65];

@@ -15,7 +15,10 @@
  * `round` is published after the script that changed the round. Each `round` carries the
  * current pair (rounds: {open, live}) read after that script, so a boundary, one script in
  * Redis, is one consistent state in every message announcing it. Announcements are loaded and
- * published one at a time, in the order the leader reported them.
+ * published one at a time, in the order the leader reported them. A boundary's pair is read
+ * right behind its script (one round trip with the writes at T) and held until the leader says
+ * the boundary is written, or dropped if it failed. Publications sent from a reply callback are
+ * written before the worker's next fan-out slice (tp_store_flush_soon).
  *
  * Beat lag (tickpool_beat_lag_seconds): a tick's `ts` is the leader's wall-clock instant of that
  * price. Frames are only written to the sockets by the worker's ev_prepare hook, just before the
@@ -88,6 +91,9 @@ struct announce {
     int64_t id;
     int64_t pair_open, pair_live; /* a boundary's pair, known without reading it (0: read it) */
     bool have_open, have_live;
+    /* A boundary's: read at once, published once it is written (leader_boundary_end). */
+    enum { ANN_GO, ANN_HELD, ANN_DROP } hold;
+    bool loaded; /* held and read: waiting for leader_boundary_end */
     struct tp_game_round open, live;
 };
 
@@ -436,6 +442,7 @@ static void announce_publish(struct announce *a, const struct tp_game_round *r)
     tp_protocol_round(&b, r, a->have_open ? &a->open : NULL, a->have_live ? &a->live : NULL);
     tp_bcast_publish(a->bc->store, tp_buf_ptr(&b), tp_buf_size(&b));
     tp_buf_deinit(&b);
+    tp_store_flush_soon(a->bc->w); /* sent from a reply: not after the next fan-out slice */
     /* An open or live round announces its boundary T (opens_at, locks_at). */
     enum tp_round_state st = tp_round_state_public(r->state);
     int64_t t_ms = st == TP_ROUND_OPEN ? r->t.opens_at : st == TP_ROUND_LIVE ? r->t.locks_at : 0;
@@ -457,6 +464,8 @@ static void on_announce_round(int err, const struct tp_game_round *r, void *ud)
     announce_pop(a->bc);
 }
 
+static void announce_loaded(struct announce *a);
+
 static void on_announce_current(int err, const struct tp_game_round *open,
                                 const struct tp_game_round *live, void *ud)
 {
@@ -470,6 +479,20 @@ static void on_announce_current(int err, const struct tp_game_round *open,
         a->open = *open;
     if ((a->have_live = live != NULL))
         a->live = *live;
+    if (a->hold == ANN_HELD) { /* read behind the boundary's script: goes once it is written */
+        a->loaded = true;
+        return;
+    }
+    if (a->hold == ANN_DROP) {
+        announce_pop(a->bc);
+        return;
+    }
+    announce_loaded(a);
+}
+
+/* The head announcement's pair is read: it goes out. */
+static void announce_loaded(struct announce *a)
+{
     /* A round of the pair is announced as read with it; any other is read on its own. The
      * announcements queued meanwhile for rounds of the same pair (a boundary reports its lock
      * and its open back to back) go out with this read, without one of their own. */
@@ -504,6 +527,11 @@ static void announce_next(struct bcast *bc)
 {
     while (bc->ann_head != NULL) {
         struct announce *a = bc->ann_head;
+        if (a->hold == ANN_DROP) {
+            bc->ann_head = a->next;
+            free(a);
+            continue;
+        }
         int rc = a->pair_open > 0
                      ? tp_game_round_load_pair(bc->store, bc->buckets, a->pair_open, a->pair_live,
                                                on_announce_current, a)
@@ -538,8 +566,9 @@ static void leader_round(void *ud, int64_t id)
         announce_next(bc);
 }
 
-/* A boundary: the lock and the open go out from one read of the pair the leader just wrote,
- * rounds and pools in one round trip (the open takes the lock's read over). */
+/* A boundary: the lock and the open go out from one read of the pair the leader is writing,
+ * rounds and pools in one round trip (the open takes the lock's read over). The read is sent at
+ * once, behind the leader's script on the same connection, and held until leader_boundary_end. */
 static void leader_boundary(void *ud, int64_t open_id, int64_t live_id)
 {
     struct bcast *bc = ud;
@@ -547,9 +576,28 @@ static void leader_boundary(void *ud, int64_t open_id, int64_t live_id)
     struct announce *a = announce_add(bc, live_id);
     a->pair_open = open_id;
     a->pair_live = live_id;
-    announce_add(bc, open_id);
+    a->hold = ANN_HELD;
+    announce_add(bc, open_id)->hold = ANN_HELD;
     if (idle)
         announce_next(bc);
+}
+
+/* The boundary of the held announcements is written (they go, as soon as their read is in) or
+ * failed (they are dropped: nothing changed). */
+static void leader_boundary_end(void *ud, bool written)
+{
+    struct bcast *bc = ud;
+    for (struct announce *a = bc->ann_head; a != NULL; a = a->next)
+        if (a->hold == ANN_HELD)
+            a->hold = written ? ANN_GO : ANN_DROP;
+    struct announce *h = bc->ann_head;
+    if (h == NULL || !h->loaded)
+        return; /* its read is in flight (or it is not the boundary's): it goes on by itself */
+    h->loaded = false;
+    if (written)
+        announce_loaded(h);
+    else
+        announce_pop(bc);
 }
 
 static void leader_tick(void *ud, int64_t ts, int64_t price)
@@ -560,6 +608,7 @@ static void leader_tick(void *ud, int64_t ts, int64_t price)
     tp_protocol_tick(&b, ts, price, bc->odds_held ? &bc->odds : NULL);
     tp_bcast_publish(bc->store, tp_buf_ptr(&b), tp_buf_size(&b));
     tp_buf_deinit(&b);
+    tp_store_flush_soon(bc->w); /* from the tick script's reply */
     bc->odds_held = false;
     ev_timer_stop(tp_worker_loop(bc->w), &bc->odds_timer);
     bc->last_tick_mono = tp_mono_ms();
@@ -621,6 +670,7 @@ void tp_bcast_odds(struct tp_worker *w, struct tp_store *store, const struct tp_
 static const struct tp_leader_observer leader_obs = {
     .on_round = leader_round,
     .on_boundary = leader_boundary,
+    .on_boundary_end = leader_boundary_end,
     .on_tick = leader_tick,
     .on_pause = leader_pause,
 };

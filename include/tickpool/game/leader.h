@@ -37,9 +37,15 @@ struct tp_leader *tp_leader_of(const struct tp_worker *w);
 struct tp_leader_observer {
     /** Round `id` was opened, locked, settled, or its cancellation started or finished. */
     void (*on_round)(void *ud, int64_t id);
-    /** A boundary locked `live_id` and opened `open_id`, the game's pair from now on: both are
-     * announced, in that order (NULL: on_round is called for each). */
+    /** A boundary locks `live_id` and opens `open_id`, the game's pair from then on: both are
+     * to be announced, in that order. Called right after its script is sent, so that what reads
+     * the pair can follow the script on the connection; nothing may be published before
+     * on_boundary_end. (Either NULL: on_round is called for each once the boundary is written.) */
     void (*on_boundary)(void *ud, int64_t open_id, int64_t live_id);
+    /** Exactly once after each on_boundary: `written` true, the boundary is in Redis and its
+     * announcement may go (on one Redis server, commands sent from now on run after the
+     * boundary's last writes); false, it failed and the announcement is dropped. */
+    void (*on_boundary_end)(void *ud, bool written);
     /** Tick (ts, price) is recorded; after a catch-up only the newest is reported. */
     void (*on_tick)(void *ud, int64_t ts, int64_t price);
     /** The operator's pause changed (`p` borrowed during the call), or was read for the first

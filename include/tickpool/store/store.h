@@ -90,6 +90,10 @@ struct tp_store *tp_store_of(const struct tp_worker *w);
  * store callback; a no-op there, when not connected, or in cluster mode (its node
  * connections write at the next poll). */
 void tp_store_flush(struct tp_store *store);
+/** The worker's store writes the commands sent so far before the worker's prepare hook runs its
+ * next fan-out slice, rather than after it: for a command sent from a reply callback, where
+ * tp_store_flush cannot (the next link of a chain of round trips). No-op without a store. */
+void tp_store_flush_soon(struct tp_worker *w);
 
 /**
  * Sends one command in hiredis printf format (`%s` C string, `%b` pointer+size_t length).
