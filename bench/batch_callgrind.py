@@ -29,6 +29,7 @@ import redis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NBANDS, TTL_S, USERS = 5, 86400, 200
+FILTER_BYTES = 1 << 20  # bet_batch.lua ARGV[10]: 8 Mbit, a few bits set per call
 
 
 def free_port():
@@ -52,10 +53,10 @@ def call_args(n, players, b, now, seq):
             users.append(u)
     w = now // (TTL_S * 1000)
     keys = [p + "bal", p + "idem:1", p + "round:1:state", p + "pool:1", p + "outbox", p + "seq",
-            p + "net", p + "excl", p + "paused", p + "disabled", p + f"idemidx:{w}",
-            p + f"idemidx:{w - 1}"]
+            p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot",
+            p + f"idemfilter:{w}", p + f"idemfilter:{w - 1}"]
     keys += [p + f"bets:1:{x}" for x in bands] + [p + f"ubets:{u}" for u in users]
-    argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n]
+    argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n, FILTER_BYTES, 0]
     for u, band, stake, key in bets:
         argv += [u, band, stake, key,
                  hashlib.sha256(f"v1|1|{band}|{stake}".encode()).hexdigest()]

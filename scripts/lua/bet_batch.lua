@@ -17,10 +17,14 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
                                             game (`tickpool admin pause`; see pause.lua)
   KEYS[10] tp:{bN}:disabled                 HASH user_id -> when an operator disabled the
                                             account (`tickpool admin disable`; account_flag.lua)
-  KEYS[11] tp:{bN}:idemidx:<w>              HASH "<user_id>:<key>" -> "<round_id>:<placed_ms>",
-                                            the key index of window w = floor(now_ms / (TTL *
-                                            1000)): which round each key of the last 24 h bet on
-  KEYS[12] tp:{bN}:idemidx:<w-1>            the previous window's index (read only)
+  KEYS[11] tp:{bN}:idemhot                  HASH "<user_id>:<key>" -> "<round_id>:<placed_ms>",
+                                            the hot key index: the round each key of a round
+                                            still in Redis bet on (archival removes a round's
+                                            entries, idem_unindex.lua)
+  KEYS[12] tp:{bN}:idemfilter:<w>           STRING Bloom filter of the keys accepted in window
+                                            w = floor(now_ms / (TTL * 1000)): 5 bits of one
+                                            32-bit word per key
+  KEYS[13] tp:{bN}:idemfilter:<w-1>         the previous window's filter (read only)
   then one tp:{bN}:bets:<round_id>:<band> (HASH bet_id -> "<user_id>:<stake>") per distinct
   band of the batch, in order of first appearance in ARGV,
   then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order.
@@ -29,10 +33,16 @@ ARGV (decimal integers without sign or leading zeros):
       config's, used only for a round whose state copy predates per-round rules; a round's own
       band count and stake bounds, fixed when it opened, are in its copy, KEYS[3])
   [6] idempotency TTL in seconds  [7] bucket N  [8] number of buckets B  [9] n bets (>= 1)
+  [10] bytes of a new window's filter (4 .. 2^29, whole 32-bit words are used; an existing
+      filter keeps its own size)
+  [11] 1: skip the filter (the caller found no archived bet of these keys), else 0
   then 5 per bet: user_id, band, stake, idempotency key (1..128 bytes, as sent by the client),
   request hash (64 lowercase hex = SHA-256 of "v1|<round_id>|<band>|<stake>").
 Returns an array of n replies, one per bet in ARGV order, each exactly what bet.lua answered:
   {"ok", bet_id, round_id, band, stake, balance, replayed}  (all integers but "ok")
+  {"check"}  the key is not in the hot index but the filter says it may have been accepted
+      on an archived round within the TTL: nothing was admitted for this bet; the caller asks
+      Postgres (a replay, a conflict, or a false positive sent again with ARGV[11] = 1).
   {"err", code}  idempotency_conflict, game_paused, self_excluded, account_disabled,
       round_not_found, round_not_open, invalid_band, invalid_stake, insufficient_funds, pool_full,
       invalid_request.
@@ -42,12 +52,13 @@ Returns an array of n replies, one per bet in ARGV order, each exactly what bet.
 Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after the other, so
 a player's second bet sees the first one's debit and a repeated (user, key) is a replay of the
 first when that one was accepted, or idempotency_conflict when the key's accepted bet of the
-last TTL was on another round (the key index, KEYS[11..12]); one bet's refusal never touches
+last TTL was on another round still in Redis (the hot index, KEYS[11]), or {"check"} when it
+may have been on an archived one (the filters, KEYS[12..13]); one bet's refusal never touches
 another. Every check runs before the first write, and the writes are aggregated: one HSET per
 hash, one HINCRBY per band, one INCRBY of the sequence, one XADD carrying every accepted bet,
-one ZADD of the players' net winnings, one LPUSH per player, one HSET of the records and one
-of the key index. Redis runs this for every batch single-threaded, so per-bet work is kept to
-table lookups and one string per record.
+one ZADD of the players' net winnings, one LPUSH per player, one HSET of the records, one of
+the hot index and one BITFIELD of the filter. Redis runs this for every batch single-threaded,
+so per-bet work is kept to table lookups, one SHA-1 and one string per record.
 ]]
 
 local KEYS, ARGV = KEYS, ARGV
@@ -64,8 +75,11 @@ local function uint(s)
 end
 
 local POOL_MAX = 4000000000000000
--- How long a key index outlives its last reader's window (clocks of hosts and Redis differ).
+-- How long a filter outlives its last reader's window (clocks of hosts and Redis differ).
 local IDX_SLACK_MS = 600000
+-- Largest filter: 2^29 bytes, 2^27 words, well within an 8-hex-digit slice of the SHA-1.
+local FILTER_MAX = 536870912
+local WORD = 4294967296
 -- Entries of a player's GET /me/bets list kept in Redis (TP_PLAYERS_BETS_HOT in
 -- include/tickpool/api/players.h must not be higher).
 local UBETS_KEEP = 50
@@ -78,8 +92,8 @@ end
 
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
-if #KEYS < 14 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 9 + 5 * n then
-    return bug('want 12 + bands + users KEYS and 9 + 5n ARGV')
+if #KEYS < 15 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 11 + 5 * n then
+    return bug('want 13 + bands + users KEYS and 11 + 5n ARGV')
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
@@ -95,6 +109,10 @@ local bucket, nbuckets = uint(bucket_s), uint(ARGV[8])
 if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
     return bug('bad bucket')
 end
+local fnew = uint(ARGV[10])
+if not fnew or fnew < 4 or fnew > FILTER_MAX then return bug('bad filter size') end
+if ARGV[11] ~= '0' and ARGV[11] ~= '1' then return bug('bad filter flag') end
+local skip_filter = ARGV[11] == '1'
 
 -- Per-bet server-side arguments, and the distinct bands and users (their KEYS follow).
 -- The bucket's prefix, tp:{bN}: or, in cluster mode, tp:{bN.K}: (src/store/keys.c picks K to
@@ -104,7 +122,7 @@ local p = k1:match('^tp:{b' .. bucket_s .. '}:') or k1:match('^tp:{b' .. bucket_
     or 'tp:{b' .. bucket_s .. '}:'
 local bands, users, nb, nu = {}, {}, 0, 0
 for i = 0, n - 1 do
-    local o = 10 + 5 * i
+    local o = 12 + 5 * i
     local user_s, band_s, hash = ARGV[o], ARGV[o + 1], ARGV[o + 4]
     local user = uint(user_s)
     if not user or user == 0 then return bug('bad user_id') end
@@ -112,10 +130,10 @@ for i = 0, n - 1 do
     -- Anchored and positive: Lua retries an unanchored pattern at every position, which made a
     -- negated class ('[^0-9a-f]') over 64 bytes cost 5 times this.
     if #hash ~= 64 or not hash:find('^[0-9a-f]+$') then return bug('bad request hash') end
-    if not bands[band_s] then nb = nb + 1; bands[band_s] = 12 + nb end
+    if not bands[band_s] then nb = nb + 1; bands[band_s] = 13 + nb end
     if not users[user_s] then nu = nu + 1; users[user_s] = nu end
 end
-if #KEYS ~= 12 + nb + nu then return bug('want 12 + bands + users KEYS') end
+if #KEYS ~= 13 + nb + nu then return bug('want 13 + bands + users KEYS') end
 
 -- A round id outside the layout would name another round's keys: every bet is refused, as
 -- bet.lua refuses it (the key names below are then not checked, nothing is touched).
@@ -127,7 +145,8 @@ end
 if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'idem:' .. round_s
     or KEYS[3] ~= p .. 'round:' .. round_s .. ':state' or KEYS[4] ~= p .. 'pool:' .. round_s
     or KEYS[5] ~= p .. 'outbox' or KEYS[6] ~= p .. 'seq' or KEYS[7] ~= p .. 'net'
-    or KEYS[8] ~= p .. 'excl' or KEYS[9] ~= p .. 'paused' or KEYS[10] ~= p .. 'disabled' then
+    or KEYS[8] ~= p .. 'excl' or KEYS[9] ~= p .. 'paused' or KEYS[10] ~= p .. 'disabled'
+    or KEYS[11] ~= p .. 'idemhot' then
     return bug('KEYS do not match the key layout for this bucket/round')
 end
 for band_s, k in pairs(bands) do
@@ -135,17 +154,17 @@ for band_s, k in pairs(bands) do
         return bug('KEYS do not match the key layout for this bucket/round/band')
     end
 end
--- The key index's windows: each is one TTL long, so an entry written in window w is read while
--- the caller's clock is in w or w + 1, which covers its TTL.
+-- The filters' windows: each is one TTL long, so a key set in window w is read while the
+-- caller's clock is in w or w + 1, which covers its TTL.
 local span = ttl * 1000
 local win = math.floor(now / span)
-if KEYS[11] ~= p .. 'idemidx:' .. format('%.0f', win)
-    or KEYS[12] ~= p .. 'idemidx:' .. format('%.0f', win - 1) then
+if KEYS[12] ~= p .. 'idemfilter:' .. format('%.0f', win)
+    or KEYS[13] ~= p .. 'idemfilter:' .. format('%.0f', win - 1) then
     return bug('KEYS do not match the key layout for this bucket/window')
 end
 local ulist = {}
 for user_s, k in pairs(users) do
-    if KEYS[12 + nb + k] ~= p .. 'ubets:' .. user_s then
+    if KEYS[13 + nb + k] ~= p .. 'ubets:' .. user_s then
         return bug('KEYS do not match the key layout for this bucket/user')
     end
     ulist[k] = user_s
@@ -155,12 +174,74 @@ end
 -- every player, the round state, the pool total.
 local fields = {}
 for i = 0, n - 1 do
-    local o = 10 + 5 * i
+    local o = 12 + 5 * i
     fields[i + 1] = ARGV[o] .. ':' .. ARGV[o + 3]
 end
 local recs = call('HMGET', KEYS[2], unpack(fields))
 local idx = call('HMGET', KEYS[11], unpack(fields))
-local idx_prev = call('HMGET', KEYS[12], unpack(fields))
+
+-- The hot index: the round a key's newest accepted bet of a round still in Redis named, and
+-- when. `other`: that round is not this one and the bet is under a TTL old (the body differs:
+-- round_id is part of it). A record of this round is the key's answer unless the key's newest
+-- bet named another round (reused after the TTL). `seen`: no hot entry, so the key's last use
+-- within the TTL may be an archived round's.
+local other, seen = {}, {}
+for i = 1, n do
+    local e = idx[i]
+    if e then
+        local e_round, e_ms = e:match('^(%d+):(%d+)$')
+        if not e_round then return bug('corrupt idempotency key index entry') end
+        local live = now - tonumber(e_ms) < span
+        other[i] = e_round ~= round_s and live
+        if e_round ~= round_s then recs[i] = false end
+    elseif not recs[i] and not skip_filter then
+        seen[i] = true
+    end
+end
+
+-- The filters: blocked Bloom filters of 32-bit words. A key's SHA-1 ("<user_id>:<key>") picks
+-- one word (its first 8 hex digits modulo the words) and 5 bits in it (5 bits each of the next
+-- 8): a key with no hot entry whose 5 bits are all set in window w or w - 1 may have been
+-- accepted on an archived round. One word per key keeps the cost to one BITFIELD operation per
+-- bet and window (5 single-bit operations cost Redis 5 times this). Each filter is read with
+-- its own size (STRLEN), so a changed configuration never misreads an existing one.
+local sha1hex, band, bor = redis.sha1hex, bit.band, bit.bor
+local function slices(f)
+    local h = sha1hex(f)
+    local x, mask = tonumber(h:sub(9, 16), 16), 0
+    for _ = 1, 5 do
+        mask = bor(mask, 2 ^ (x % 32))
+        x = math.floor(x / 32)
+    end
+    return {tonumber(h:sub(1, 8), 16), mask}
+end
+local hs, maybe, known = {}, {}, {}
+local fwords = {math.floor(call('STRLEN', KEYS[12]) / 4), math.floor(call('STRLEN', KEYS[13]) / 4)}
+for w = 1, 2 do
+    local nw = fwords[w]
+    if nw > 0 then
+        local ops, at = {}, {}
+        for i = 1, n do
+            if seen[i] and not maybe[i] then
+                local h = hs[i]
+                if not h then h = slices(fields[i]); hs[i] = h end
+                at[#at + 1] = i
+                ops[#ops + 1] = 'GET'
+                ops[#ops + 1] = 'u32'
+                ops[#ops + 1] = '#' .. h[1] % nw
+            end
+        end
+        if #at > 0 then
+            local words = call('BITFIELD_RO', KEYS[11 + w], unpack(ops))
+            for q, i in ipairs(at) do
+                local mask = hs[i][2]
+                maybe[i] = band(words[q], mask) == mask
+                if w == 1 then known[hs[i][1] % nw] = words[q] end
+            end
+        end
+    end
+end
+
 local paused = call('EXISTS', KEYS[9]) == 1
 local balv = call('HMGET', KEYS[1], unpack(ulist))
 local exclv = call('HMGET', KEYS[8], unpack(ulist))
@@ -196,18 +277,10 @@ local pool_cap = math.floor(POOL_MAX / nbuckets)
 local out, acc, fresh, nacc = {}, {}, {}, 0
 local band_sum, user_sum, added = {}, {}, 0
 for i = 1, n do
-    local o = 5 + 5 * i
+    local o = 7 + 5 * i
     local user_s, band_s, stake_s, key, hash = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3],
         ARGV[o + 4]
     local f = fields[i]
-    -- The round an accepted bet used this (user, key) for within the TTL, if another one: the
-    -- body (round_id is part of it) differs. Entries of the current window are always live.
-    local other, e = false, idx[i] or idx_prev[i]
-    if e then
-        local e_round, e_ms = e:match('^(%d+):(%d+)$')
-        if not e_round then return bug('corrupt idempotency key index entry') end
-        other = e_round ~= round_s and now - tonumber(e_ms) < span
-    end
     if #key < 1 or #key > 128 or not key:find('^[\33-\126]+$') then
         -- Keys are printable ASCII (the C side checks it); a newline would split the outbox
         -- entry's line, so anything else is refused here too.
@@ -227,10 +300,12 @@ for i = 1, n do
             out[i] = {'ok', tonumber(b_id), tonumber(r_id), tonumber(bnd), tonumber(stk),
                       tonumber(b), 1}
         end
-    elseif other then
-        -- (1a) the key placed a bet on another round within the TTL: still 24 h after that
-        -- round left Redis (archival), the index knows it.
+    elseif other[i] then
+        -- (1a) the key placed a bet on another round, still in Redis, within the TTL.
         out[i] = {'err', 'idempotency_conflict'}
+    elseif maybe[i] then
+        -- (1b) perhaps on an archived round: Postgres knows; nothing is admitted here.
+        out[i] = {'check'}
     elseif paused then
         out[i] = {'err', 'game_paused'} -- (1b) the operator's pause; a replay above still answers
     elseif excl[user_s] and now < excl[user_s] then
@@ -278,12 +353,13 @@ for k = 1, nacc do
     local i, user_s, band_s, stake_s = a[1], a[2], a[3], a[4]
     local id = (first + k - 1) * nbuckets + bucket
     local id_s, bal_s = format('%.0f', id), format('%.0f', a[5])
-    local key = ARGV[8 + 5 * i]
+    local key = ARGV[10 + 5 * i]
     out[i] = {'ok', id, tonumber(round_s), tonumber(band_s), tonumber(stake_s), a[5], 0}
     a[7] = out[i]
     idemw[#idemw + 1] = fields[i]
     idxw[2 * k - 1] = fields[i]
     idxw[2 * k] = placed
+    if not hs[i] then hs[i] = slices(fields[i]) end
     idemw[#idemw + 1] = '1|' .. a[6] .. '|' .. id_s .. '|' .. round_s .. '|' .. band_s .. '|'
         .. stake_s .. '|' .. bal_s
     lines[k] = id_s .. ',' .. user_s .. ',' .. band_s .. ',' .. stake_s .. ',' .. bal_s .. ','
@@ -317,7 +393,7 @@ call('ZADD', KEYS[7], unpack(zadd))
 for user_s, sum in pairs(user_sum) do
     balw[#balw + 1] = user_s
     balw[#balw + 1] = format('%.0f', bal[user_s])
-    local k = 12 + nb + users[user_s]
+    local k = 13 + nb + users[user_s]
     -- The list holds the newest UBETS_KEEP after every batch (older ones: Postgres); LTRIM
     -- only when over.
     if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > UBETS_KEEP then
@@ -332,10 +408,45 @@ end
 call('HINCRBY', KEYS[4], 'total', format('%.0f', added))
 call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'bets',
      table.concat(lines, '\n'))
+-- The records and the hot index live until the round's archival (no TTL: a round archived
+-- late, Postgres down for hours, keeps its keys hot, so the hot index never forgets a key whose
+-- bet Postgres cannot show yet).
 call('HSET', KEYS[2], unpack(idemw))
-call('EXPIRE', KEYS[2], ARGV[6])
--- The window's index lives until the end of the next window (its last reader), plus slack for
--- a host whose clock lags the writer's; NX: set once, by the batch that created it.
 call('HSET', KEYS[11], unpack(idxw))
-call('PEXPIRE', KEYS[11], format('%.0f', (win + 2) * span - now + IDX_SLACK_MS), 'NX')
+-- The window's filter is created at its full size, so memory does not creep as it fills, and
+-- lives until the end of the next window (its last reader), plus slack for a host whose clock
+-- lags the writer's. Each word written is its value before the call (read above, or now for a
+-- bet that skipped the reads) with the masks of the call's accepted bets: one BITFIELD.
+local nw = fwords[1]
+if nw == 0 then
+    nw = math.floor(fnew / 4)
+    call('SETRANGE', KEYS[12], nw * 4 - 1, '\0')
+    call('PEXPIRE', KEYS[12], format('%.0f', (win + 2) * span - now + IDX_SLACK_MS))
+    known = nil
+end
+local add, order, unread = {}, {}, {}
+for k = 1, nacc do
+    local h = hs[acc[k][1]]
+    local wi = h[1] % nw
+    if not add[wi] then
+        add[wi] = 0
+        order[#order + 1] = wi
+        if known and not known[wi] then unread[#unread + 1] = wi end
+    end
+    add[wi] = bor(add[wi], h[2])
+end
+if #unread > 0 then
+    local ops = {}
+    for q, wi in ipairs(unread) do
+        ops[3 * q - 2], ops[3 * q - 1], ops[3 * q] = 'GET', 'u32', '#' .. wi
+    end
+    for q, v in ipairs(call('BITFIELD_RO', KEYS[12], unpack(ops))) do known[unread[q]] = v end
+end
+local setw = {}
+for q, wi in ipairs(order) do
+    local v = bor(known and known[wi] or 0, add[wi])
+    if v < 0 then v = v + WORD end
+    setw[4 * q - 3], setw[4 * q - 2], setw[4 * q - 1], setw[4 * q] = 'SET', 'u32', '#' .. wi, v
+end
+call('BITFIELD', KEYS[12], unpack(setw))
 return out

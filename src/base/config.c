@@ -262,6 +262,14 @@ static int check_relations(const struct tp_config *cfg, char *err, size_t errlen
                  pair_note(cfg, "game", "max_stake", "game", "buckets", note, sizeof(note)));
         return TP_EINVAL;
     }
+    if (cfg->game.idem_filter / (size_t)cfg->game.buckets > TP_CONFIG_IDEM_FILTER_BUCKET_MAX) {
+        snprintf(err, errlen,
+                 "game.idem_filter: must not exceed 512m per bucket (%zu bytes / game.buckets "
+                 "%d; one bucket's filter is one Redis string of at most 2^32 bits)%s",
+                 cfg->game.idem_filter, cfg->game.buckets,
+                 pair_note(cfg, "game", "idem_filter", "game", "buckets", note, sizeof(note)));
+        return TP_EINVAL;
+    }
     if (cfg->server.http_port != 0 && cfg->server.http_port == cfg->server.https_port) {
         snprintf(err, errlen, "server.https_port: must differ from server.http_port (both %d)%s",
                  cfg->server.http_port,

@@ -124,6 +124,7 @@ const struct centry tp_config_table[] = {
     {"game", "buckets", CT_INT, 1, 16384, "1", F(game.buckets), 0, NULL},
     {"game", "grace", CT_DUR, 100, 3600000, "5s", F(game.grace_ms), 1, NULL},
     {"game", "retain_s", CT_DUR, 0, 2592000, "3600", F(game.retain_s), 1000, NULL},
+    {"game", "idem_filter", CT_SIZE, K(64), G(64), "128m", F(game.idem_filter), 0, NULL},
 
     {"limits", "max_inflight_bets", CT_INT, 1, 1000000, "4096", F(limits.max_inflight_bets), 0,
      NULL},

@@ -17,7 +17,11 @@
  * in Redis's background thread), so bets keep flowing between them:
  *   1. HSET archiving=1 on the round hash (history readers take the round's bets from Postgres
  *      from now on);
- *   2. one UNLINK per bucket of every key tp_keys_round_bucket names;
+ *   2. per bucket: the round's keys leave the bucket's hot idempotency key index
+ *      (idem_unindex.lua, UNINDEX_COUNT records per step, found from the round's records: a
+ *      key no longer in the hot index is found by bets through the filter and Postgres, which
+ *      holds the round's bets by now), then one UNLINK of every key tp_keys_round_bucket
+ *      names, the records last;
  *   3. UNLINK of the round hash and its seed: from here history reads Postgres;
  *   4. ZREM from tp:{g}:rounds, which is the to-do mark: a kill -9 anywhere before it leaves
  *      the id there, and the next pass finds the round (its hash marked, or already gone) and
@@ -37,6 +41,7 @@
 #include "tickpool/store/keys.h"
 #include "tickpool/store/pg.h"
 #include "tickpool/store/pgr.h"
+#include "tickpool/store/scripts.h"
 #include "tickpool/store/store.h"
 
 #include <ev.h>
@@ -54,6 +59,9 @@
 #define CANDIDATES 32
 #define PER_PASS 8
 #define MEMORY_EVERY_MS 10000
+/* Records one idem_unindex.lua step looks at: an HSCAN, an HMGET and an HDEL of this many
+ * fields, well under the 2 ms a step may hold Redis. */
+#define UNINDEX_COUNT 256
 
 struct arch {
     struct tp_worker *w;
@@ -83,7 +91,8 @@ struct arch {
     int nbands;
     int pending, err;
     int64_t redis_bets, redis_paid, pg_bets, pg_paid;
-    int bucket; /* the next bucket to clear */
+    int bucket;      /* the next bucket to clear */
+    char cursor[24]; /* idem_unindex.lua's HSCAN cursor in that bucket */
 };
 
 static void next_candidate(struct arch *a);
@@ -160,6 +169,36 @@ static void on_unlink_bucket(int err, const struct tp_store_reply *r, void *ud)
     clear_next_bucket(a);
 }
 
+static void unlink_bucket(struct arch *a);
+static void unindex_step(struct arch *a);
+
+static void on_unindex(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    const char *next = reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_ARRAY
+                           ? NULL
+                           : tp_reply_str(tp_reply_at(r, 0), NULL);
+    if (next == NULL || strlen(next) >= sizeof(a->cursor)) {
+        tp_log_warn(MOD, "removing a round's idempotency keys failed\tround=%lld bucket=%d",
+                    (long long)a->id, a->bucket);
+        pass_end(a); /* the next pass starts this bucket again: each step is idempotent */
+        return;
+    }
+    snprintf(a->cursor, sizeof(a->cursor), "%s", next);
+    if (strcmp(next, "0") == 0)
+        unlink_bucket(a);
+    else
+        unindex_step(a);
+}
+
+static void unindex_step(struct arch *a)
+{
+    struct tp_script_idem_unindex_args u = {
+        .bucket = a->bucket, .id = a->id, .cursor = a->cursor, .count = UNINDEX_COUNT};
+    if (tp_script_idem_unindex(a->store, &u, on_unindex, a) != 0)
+        pass_end(a);
+}
+
 static void clear_next_bucket(struct arch *a)
 {
     if (a->bucket >= a->g->buckets) {
@@ -169,6 +208,13 @@ static void clear_next_bucket(struct arch *a)
             pass_end(a);
         return;
     }
+    snprintf(a->cursor, sizeof(a->cursor), "0");
+    unindex_step(a);
+}
+
+/* The bucket's keys of the round, once its index entries are gone. */
+static void unlink_bucket(struct arch *a)
+{
     struct tp_key keys[TP_KEYS_ROUND_BUCKET_MAX];
     int n = tp_keys_round_bucket(keys, TP_KEYS_ROUND_BUCKET_MAX, a->bucket, a->id, a->nbands);
     const char *argv[1 + TP_KEYS_ROUND_BUCKET_MAX];

@@ -26,6 +26,10 @@
  * record is read first (one HMGET per group): while it says open and the round's lock is ahead, the
  * round IS open and only the copy is missing, so the honest answer is 503 unavailable (the client
  * retries with its key once the copy is back), not round_not_found nor Postgres's round_not_open.
+ * A bet the script answers "check" (its key is in no round Redis holds, but the filter of
+ * archived rounds' keys says maybe) is looked up in Postgres: a replay, a conflict, or, when
+ * Postgres holds no bet of the key (a false positive), the bet is sent again in a call that
+ * skips the filter. Only that bet waits for Postgres; the others of its batch are answered.
  */
 #include "bet_internal.h"
 #include "tickpool/base/common.h"
@@ -73,6 +77,7 @@ struct group {
     struct batcher *b;
     int bucket;
     int64_t round_id;
+    bool skip_filter; /* bets Postgres found no archived bet of: no "check" answer */
     size_t n, bytes;
     struct pending_bet *bets[TP_SCRIPT_BATCH_MAX];
 };
@@ -100,13 +105,19 @@ static enum tp_bet_code code_from_script(const char *s)
     return TP_BET_UNAVAILABLE;
 }
 
-/* Reads one bet's answer ({"ok", 6 integers} or {"err", code}); false if malformed. */
-static bool read_answer(const struct tp_store_reply *r, struct tp_bet_result *res)
+/* Reads one bet's answer ({"ok", 6 integers}, {"err", code} or {"check"}: *check set); false if
+ * malformed. */
+static bool read_answer(const struct tp_store_reply *r, struct tp_bet_result *res, bool *check)
 {
     memset(res, 0, sizeof(*res));
+    *check = false;
     const char *tag = tp_reply_str(tp_reply_at(r, 0), NULL);
     if (tp_reply_type(r) != TP_REPLY_ARRAY || tag == NULL)
         return false;
+    if (strcmp(tag, "check") == 0 && tp_reply_len(r) == 1) {
+        *check = true;
+        return true;
+    }
     if (strcmp(tag, "err") == 0) {
         const char *c = tp_reply_str(tp_reply_at(r, 1), NULL);
         res->code = c != NULL ? code_from_script(c) : TP_BET_UNAVAILABLE;
@@ -188,6 +199,19 @@ static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
     free(m);
 }
 
+static void queue(struct batcher *b, struct pending_bet *p, bool skip_filter);
+
+/* Postgres's answer for a key the filter may hold: the answer, or NULL (no archived bet of the
+ * key: the bet is admitted by a call that skips the filter). */
+static void answer_checked(const struct tp_bet_result *res, void *ud)
+{
+    struct pending_bet *p = ud;
+    if (res != NULL)
+        answer(p->b, p, res);
+    else
+        queue(p->b, p, true);
+}
+
 /* The script's reply: one answer per bet of the group, in order. Anything else (an error, -OOM,
  * a short array) answers every bet 503, logged: each bet is all in or all out, so a retry with
  * the same key is safe. */
@@ -205,13 +229,23 @@ static void on_batch(int err, const struct tp_store_reply *r, void *ud)
     struct missing *m = NULL;
     for (size_t i = 0; i < g->n; i++) {
         struct tp_bet_result res;
-        if (!whole || !read_answer(tp_reply_at(r, i), &res)) {
+        bool check = false;
+        if (!whole || !read_answer(tp_reply_at(r, i), &res, &check) || (check && g->skip_filter)) {
             if (whole)
                 tp_log_error(MOD, "unexpected bet answer\tindex=%zu", i);
             memset(&res, 0, sizeof(res));
             res.code = TP_BET_UNAVAILABLE;
+            check = false;
         }
         struct pending_bet *p = g->bets[i];
+        if (check) {
+            if (tp_bet_check_archived(b->w, p->user, &p->req, p->key, p->klen, answer_checked, p) !=
+                0) {
+                res.code = TP_BET_UNAVAILABLE; /* no Postgres reader: retry with the same key */
+                answer(b, p, &res);
+            }
+            continue;
+        }
         /* A missing copy or an archived round: the round's record tells which. */
         if (res.code == TP_BET_ROUND_NOT_FOUND) {
             if (m == NULL) {
@@ -249,6 +283,7 @@ static void send_group(struct batcher *b, struct group *g)
                                                .req_hash = p->hash};
     }
     /* now_ms is taken when the batch leaves: a bet is never admitted later than the clock says. */
+    size_t filter = cfg->game.idem_filter / (size_t)cfg->game.buckets;
     struct tp_script_bet_batch_args args = {.round_id = g->round_id,
                                             .now_ms = tp_now_ms(),
                                             .nbands = cfg->game.n_band_edges + 1,
@@ -257,6 +292,8 @@ static void send_group(struct batcher *b, struct group *g)
                                             .idem_ttl_s = TP_BET_IDEM_TTL_S,
                                             .bucket = g->bucket,
                                             .buckets = cfg->game.buckets,
+                                            .filter_bytes = filter >= 4 ? (int64_t)filter : 4,
+                                            .skip_filter = g->skip_filter,
                                             .bets = bets,
                                             .n = g->n};
     int rc = tp_script_bet_batch(tp_store_of(b->w), &args, on_batch, g);
@@ -297,11 +334,13 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     }
 }
 
-/* The open group of (bucket, round), or a new one; NULL-free: a full list sends its oldest. */
-static struct group *group_for(struct batcher *b, int bucket, int64_t round_id)
+/* The open group of (bucket, round, skip_filter), or a new one; NULL-free: a full list sends its
+ * oldest. */
+static struct group *group_for(struct batcher *b, int bucket, int64_t round_id, bool skip_filter)
 {
     for (int i = 0; i < b->ngroups; i++)
-        if (b->open[i]->bucket == bucket && b->open[i]->round_id == round_id)
+        if (b->open[i]->bucket == bucket && b->open[i]->round_id == round_id &&
+            b->open[i]->skip_filter == skip_filter)
             return b->open[i];
     if (b->ngroups == GROUPS_MAX) {
         struct group *old = b->open[0];
@@ -313,6 +352,7 @@ static struct group *group_for(struct batcher *b, int bucket, int64_t round_id)
     g->b = b;
     g->bucket = bucket;
     g->round_id = round_id;
+    g->skip_filter = skip_filter;
     b->open[b->ngroups++] = g;
     return g;
 }
@@ -328,6 +368,21 @@ static void send_now(struct batcher *b, struct group *g)
         }
     }
     send_group(b, g);
+}
+
+/* Adds `p` to its group, sent in this loop iteration (at once when full). A bet Postgres
+ * cleared comes back here with skip_filter, keeping its limiter entry. */
+static void queue(struct batcher *b, struct pending_bet *p, bool skip_filter)
+{
+    const struct tp_config *cfg = tp_worker_config(b->w);
+    struct group *g =
+        group_for(b, tp_bucket_of(p->user, cfg->game.buckets), p->req.round_id, skip_filter);
+    g->bets[g->n++] = p;
+    g->bytes += p->klen + TP_BET_HASH_LEN + 3 * 20;
+    if (g->n == TP_SCRIPT_BATCH_MAX || g->bytes >= BATCH_BYTES)
+        send_now(b, g);
+    ev_prepare_start(tp_worker_loop(b->w), &b->flush_first);
+    ev_prepare_start(tp_worker_loop(b->w), &b->flush);
 }
 
 /* --- Worker set-up and submission --- */
@@ -376,14 +431,6 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     p->klen = len;
     memcpy(p->key, key, len);
     tp_metrics_add(TP_METRIC_BETS_INFLIGHT, 1);
-
-    struct group *g =
-        group_for(b, tp_bucket_of(user_id, tp_worker_config(w)->game.buckets), req->round_id);
-    g->bets[g->n++] = p;
-    g->bytes += len + TP_BET_HASH_LEN + 3 * 20;
-    if (g->n == TP_SCRIPT_BATCH_MAX || g->bytes >= BATCH_BYTES)
-        send_now(b, g);
-    ev_prepare_start(tp_worker_loop(w), &b->flush_first);
-    ev_prepare_start(tp_worker_loop(w), &b->flush);
+    queue(b, p, false);
     return 0;
 }

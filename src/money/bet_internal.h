@@ -3,7 +3,8 @@
  *
  *   bet.c         validation, codes, the 201 fields
  *   bet_batch.c   the submission in batches of bet_batch.lua and their answers
- *   bet_replay.c  the answer for a round Redis no longer has (archived): from Postgres
+ *   bet_replay.c  the answer for a round Redis no longer has (archived), and for a key the
+ *                 filter of archived keys may hold: from Postgres
  */
 #ifndef TP_BET_INTERNAL_H
 #define TP_BET_INTERNAL_H
@@ -29,5 +30,21 @@ struct tp_worker;
  */
 int tp_bet_replay_archived(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
                            const char *key, size_t len, tp_bet_cb cb, void *ud);
+
+/* tp_bet_check_archived's answer: `res` is the bet's answer, or NULL when Postgres holds no bet
+ * of the key within TP_BET_IDEM_TTL_S (the filter's false positive: admit the bet). */
+typedef void (*tp_bet_check_cb)(const struct tp_bet_result *res, void *ud);
+
+/**
+ * bet_batch.lua answered "check": the key is in no round Redis holds, but the filter of archived
+ * keys may hold it. Asks Postgres through the worker's reader for the newest bet of (user, key)
+ * placed within TP_BET_IDEM_TTL_S: the same round, band and stake → its first answer (replayed,
+ * nothing debited); another body → idempotency_conflict; none → res NULL; Postgres unreachable
+ * or slow → unavailable. Counts the outcome (bets_idem_checks_total, an error return as
+ * unavailable). Returns 0 (cb called exactly once, later) or an error (no reader, its queue
+ * full: cb never called).
+ */
+int tp_bet_check_archived(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
+                          const char *key, size_t len, tp_bet_check_cb cb, void *ud);
 
 #endif

@@ -1,14 +1,16 @@
 /*
- * A bet on a round Redis no longer has (see bet_internal.h). Archival deletes a round's keys,
- * and with them what bet.lua would answer a replay from, so the answer comes from the bet's
- * row in Postgres: the same fields, in the same order, as the first answer (bets.balance_after
- * keeps its balance). Only bets bet_batch.lua refused with round_not_found come here, so new
- * bets never wait for Postgres.
+ * A bet on a round Redis no longer has, or whose key an archived round's bet may have used (see
+ * bet_internal.h). Archival deletes a round's keys, and with them what bet_batch.lua would
+ * answer a replay or a conflict from, so the answer comes from the bet's row in Postgres: the
+ * same fields, in the same order, as the first answer (bets.balance_after keeps its balance).
+ * Only bets bet_batch.lua refused with round_not_found, or answered "check" (the filter of
+ * archived keys says maybe), come here, so ordinary new bets never wait for Postgres.
  */
 #include "bet_internal.h"
 
 #include "tickpool/base/common.h"
 #include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/store/pg.h"
 #include "tickpool/store/pgr.h"
@@ -85,5 +87,107 @@ int tp_bet_replay_archived(struct tp_worker *w, int64_t user_id, const struct tp
                           4, params, on_row, p);
     if (rc != 0)
         free(p);
+    return rc;
+}
+
+/* --- A key the filter of archived keys may hold --- */
+
+struct check {
+    struct tp_bet_req req;
+    tp_bet_check_cb cb;
+    void *ud;
+};
+
+static void count_check(enum tp_metrics_idem_check outcome)
+{
+    tp_metrics_family_inc(TP_METRIC_FAMILY_BETS_IDEM_CHECKS, (int)outcome, 0);
+}
+
+/* The same answer as the first one, when the row is that bet's (round, band, stake: the request
+ * hash); 0, or -1 when the row cannot rebuild it. */
+static int first_answer(const struct tp_pg_result *res, const struct tp_bet_req *req,
+                        struct tp_bet_result *out, bool *same)
+{
+    int64_t bet_id, round_id, band, stake, balance;
+    if (tp_pg_result_int64(res, 0, 0, &bet_id) != 0 ||
+        tp_pg_result_int64(res, 0, 1, &round_id) != 0 ||
+        tp_pg_result_int64(res, 0, 2, &band) != 0 || tp_pg_result_int64(res, 0, 3, &stake) != 0) {
+        tp_log_error(MOD, "unreadable bet row in Postgres");
+        return -1;
+    }
+    *same = round_id == req->round_id && band == req->band && stake == req->stake;
+    if (!*same)
+        return 0;
+    if (tp_pg_result_int64(res, 0, 4, &balance) != 0) {
+        /* Written before Postgres kept the balance: the first answer cannot be rebuilt. */
+        tp_log_warn(MOD, "replay of an archived bet without its balance\tbet_id=%lld",
+                    (long long)bet_id);
+        return -1;
+    }
+    *out = (struct tp_bet_result){.code = TP_BET_OK,
+                                  .bet_id = bet_id,
+                                  .round_id = round_id,
+                                  .band = (int)band,
+                                  .stake = stake,
+                                  .balance = balance,
+                                  .replayed = true};
+    return 0;
+}
+
+static void on_check(int err, const struct tp_pg_result *res, void *ud)
+{
+    struct check *c = ud;
+    struct tp_bet_result out = {.code = TP_BET_UNAVAILABLE};
+    bool same = false;
+    if (err != 0) {
+        tp_log_warn(MOD, "idempotency check of an archived key: Postgres unreachable\terr=%s",
+                    tp_strerror(err));
+        count_check(TP_METRICS_IDEM_CHECK_UNAVAILABLE);
+    } else if (tp_pg_result_rows(res) == 0) {
+        count_check(TP_METRICS_IDEM_CHECK_FALSE_POSITIVE);
+        c->cb(NULL, c->ud);
+        free(c);
+        return;
+    } else if (first_answer(res, &c->req, &out, &same) != 0) {
+        out.code = TP_BET_UNAVAILABLE;
+        count_check(TP_METRICS_IDEM_CHECK_UNAVAILABLE);
+    } else if (!same) {
+        out.code = TP_BET_IDEMPOTENCY_CONFLICT;
+        count_check(TP_METRICS_IDEM_CHECK_CONFLICT);
+    } else {
+        count_check(TP_METRICS_IDEM_CHECK_REPLAY);
+    }
+    c->cb(&out, c->ud);
+    free(c);
+}
+
+int tp_bet_check_archived(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
+                          const char *key, size_t len, tp_bet_check_cb cb, void *ud)
+{
+    struct tp_pgr *r = w != NULL ? tp_pgr_of(w) : NULL;
+    if (r == NULL) {
+        count_check(TP_METRICS_IDEM_CHECK_UNAVAILABLE);
+        return TP_EUNAVAIL;
+    }
+    char uid[24], since[24], k[TP_BET_KEY_MAX + 1];
+    snprintf(uid, sizeof(uid), "%lld", (long long)user_id);
+    snprintf(since, sizeof(since), "%lld", (long long)(tp_now_ms() - TP_BET_IDEM_TTL_S * 1000LL));
+    snprintf(k, sizeof(k), "%.*s", (int)len, key);
+    const char *params[] = {uid, k, since};
+    struct check *c = tp_xmalloc(sizeof(*c));
+    c->req = *req;
+    c->cb = cb;
+    c->ud = ud;
+    /* The key's newest bet of the TTL (bets_user: the player's bets by time). A key names one
+     * body within the TTL, so an older bet of it on another round cannot be the answer. */
+    int rc = tp_pgr_query(r,
+                          "SELECT id, round_id, band, stake, balance_after FROM bets "
+                          "WHERE user_id = $1::bigint AND idempotency_key = $2 "
+                          "AND placed_at >= $3::bigint ORDER BY placed_at DESC LIMIT 1",
+                          3, params, on_check, c);
+    if (rc != 0) {
+        free(c);
+        count_check(TP_METRICS_IDEM_CHECK_UNAVAILABLE);
+    }
     return rc;
 }

@@ -172,9 +172,14 @@ int64_t tp_keys_idem_window(int64_t now_ms, int ttl_s)
     return now_ms / ((int64_t)ttl_s * 1000);
 }
 
-const char *tp_keys_idem_index(struct tp_key *k, int bucket, int64_t window)
+const char *tp_keys_idem_hot(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "idemidx:%lld", (long long)window);
+    return bfmt(k, bucket, "idemhot");
+}
+
+const char *tp_keys_idem_filter(struct tp_key *k, int bucket, int64_t window)
+{
+    return bfmt(k, bucket, "idemfilter:%lld", (long long)window);
 }
 
 const char *tp_keys_wsock(struct tp_key *k, int bucket, int64_t user_id)

@@ -10,6 +10,7 @@
 #include "tickpool/store/scripts.h"
 
 #include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
 #include "tickpool/store/keys.h"
 
 #include <stdio.h>
@@ -148,8 +149,8 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
     arg_int(a, b->buckets);
 }
 
-/* scripts/lua/bet_batch.lua header: 12 KEYS, one bets key per distinct band and one ubets key per
- * distinct player (first appearance order); 9 ARGV, then 5 per bet. Distinct bands and players
+/* scripts/lua/bet_batch.lua header: 13 KEYS, one bets key per distinct band and one ubets key per
+ * distinct player (first appearance order); 11 ARGV, then 5 per bet. Distinct bands and players
  * are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a table). */
 static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_script_call *a)
 {
@@ -157,9 +158,9 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     int n = b->bucket;
     size_t cnt = b->n;
     int64_t win = tp_keys_idem_window(b->now_ms, b->idem_ttl_s);
-    /* Keys: 12 + ≤ 2 per bet, each < TP_KEYS_MAX; numbers: ≤ 9 + 3 per bet, each < 24 bytes. */
-    start_heap(a, "bet_batch", (int)(21 + 7 * cnt),
-               (12 + 2 * cnt) * TP_KEYS_MAX + (9 + 3 * cnt) * 24);
+    /* Keys: 13 + ≤ 2 per bet, each < TP_KEYS_MAX; numbers: ≤ 11 + 3 per bet, each < 24 bytes. */
+    start_heap(a, "bet_batch", (int)(24 + 7 * cnt),
+               (13 + 2 * cnt) * TP_KEYS_MAX + (11 + 3 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_idem(&k, n, b->round_id));
     key(a, tp_keys_round_state(&k, n, b->round_id));
@@ -170,8 +171,9 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     key(a, tp_keys_excl(&k, n));
     key(a, tp_keys_paused(&k, n));
     key(a, tp_keys_disabled(&k, n));
-    key(a, tp_keys_idem_index(&k, n, win));
-    key(a, tp_keys_idem_index(&k, n, win - 1));
+    key(a, tp_keys_idem_hot(&k, n));
+    key(a, tp_keys_idem_filter(&k, n, win));
+    key(a, tp_keys_idem_filter(&k, n, win - 1));
     for (size_t i = 0; i < cnt; i++) {
         size_t j = 0;
         while (j < i && b->bets[j].band != b->bets[i].band)
@@ -195,6 +197,8 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     arg_int(a, n);
     arg_int(a, b->buckets);
     arg_int(a, (int64_t)cnt);
+    arg_int(a, b->filter_bytes);
+    arg_int(a, b->skip_filter ? 1 : 0);
     for (size_t i = 0; i < cnt; i++) {
         const struct tp_script_batch_bet *x = &b->bets[i];
         arg_int(a, x->user_id);
@@ -209,7 +213,8 @@ int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch
                         tp_store_cb cb, void *ud)
 {
     if (b->n < 1 || b->n > TP_SCRIPT_BATCH_MAX || b->buckets < 1 || b->bucket < 0 ||
-        b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0)
+        b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0 || b->filter_bytes < 4 ||
+        b->filter_bytes > (int64_t)TP_CONFIG_IDEM_FILTER_BUCKET_MAX)
         return TP_EINVAL;
     for (size_t i = 0; i < b->n; i++)
         if (b->bets[i].idem_len < 1 || b->bets[i].idem_len > TP_KEYS_IDEM_MAX ||
@@ -711,5 +716,28 @@ int tp_script_settle_finish(struct tp_store *store, const struct tp_script_settl
 {
     struct tp_script_call a;
     settle_finish_args(f, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/idem_unindex.lua header: records, hot index; id, cursor, count, bucket. */
+static void idem_unindex_args(const struct tp_script_idem_unindex_args *u, struct tp_script_call *a)
+{
+    struct tp_key k;
+    start(a, "idem_unindex");
+    key(a, tp_keys_idem(&k, u->bucket, u->id));
+    key(a, tp_keys_idem_hot(&k, u->bucket));
+    arg_int(a, u->id);
+    arg_str(a, u->cursor);
+    arg_int(a, u->count);
+    arg_int(a, u->bucket);
+}
+
+int tp_script_idem_unindex(struct tp_store *store, const struct tp_script_idem_unindex_args *u,
+                           tp_store_cb cb, void *ud)
+{
+    if (u->count < 1 || u->count > 4096 || u->cursor == NULL)
+        return TP_EINVAL;
+    struct tp_script_call a;
+    idem_unindex_args(u, &a);
     return run(store, &a, cb, ud);
 }

@@ -35,7 +35,8 @@ def player_state(c):
     for k in c.keys("*"):
         if any(f in k for f in (":round:", ":pool:", ":plan:", ":paid:", ":payout:", ":bets:",
                                 ":seed:", "outbox", "ticks", "lease", "current", "rounds",
-                                "unfinished", "unsettled", "epoch", "workers", ":idem:")):
+                                "unfinished", "unsettled", "epoch", "workers", ":idem:",
+                                ":idemhot")):
             continue
         out[k] = c.dump(k)
     return out
@@ -77,6 +78,11 @@ def wait_final(c, rid):
     tpenv.wait_until(lambda: c.hget(G + f"round:{rid}", "state") in ("settled", "cancelled")
                      and c.hget(G + f"round:{rid}", "seed"), timeout=30,
                      what=f"round {rid} final with its seed")
+
+
+def hot_index(c):
+    """Every bucket's hot idempotency key index: {(bucket, "<user>:<key>"): "<round>:<ms>"}."""
+    return {(b, f): v for b in range(B) for f, v in c.hgetall(f"tp:{{b{b}}}:idemhot").items()}
 
 
 def archived(c, rid):

@@ -14,6 +14,7 @@ import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL = 5, 100, 100000, 86400
+FILTER_BYTES = 65536  # bet_batch.lua ARGV[10]: a new idempotency filter window's size
 
 
 def migrate(srv, pg):
@@ -68,7 +69,7 @@ class Money:
         entry for all); returns the answers."""
         bucket = bets[0][0] % self.buckets
         b = "{b%d}" % bucket
-        w = now // (IDEM_TTL * 1000)  # the key index windows: now's and the one before
+        w = now // (IDEM_TTL * 1000)  # the filter windows: now's and the one before
         ks = [t.replace("{bN}", b).replace("<round_id>", str(rid)).replace("<w-1>", str(w - 1))
               .replace("<w>", str(w)) for t in self.bet_tmpl]
         bands, users = [], []
@@ -79,7 +80,8 @@ class Money:
                 users.append(u)
         ks += ["tp:%s:bets:%s:%s" % (b, rid, band) for band in bands]
         ks += ["tp:%s:ubets:%s" % (b, u) for u in users]
-        argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL, bucket, self.buckets, len(bets)]
+        argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL, bucket, self.buckets, len(bets),
+                FILTER_BYTES, 0]
         for u, band, stake, key in bets:
             h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
             argv += [u, band, stake, key, h]

@@ -6,10 +6,11 @@ Checked: archival deletes exactly the round's keys in every bucket (and the keys
 no other family); the Round object (JSON and MessagePack), the rounds list, /me/bets and
 `tickpool verify` give the same bytes before and after; a replay of a bet of an archived round
 answers its first bytes without a second debit (from Postgres: its idempotency record left with
-the round), another body with its key 409, on the open round too (the key index outlives the
-round); archival waits while Postgres is down
-and resumes after; history answers 503 `unavailable` with Retry-After while Postgres is down
-and bets still go through. Killed leaders: test_archive_kill.py.
+the round), another body with its key 409, on the open round too (archival removed exactly the
+round's keys from the hot index; the filter of archived keys sends the bet to Postgres);
+archival waits while Postgres is down and resumes after; history answers 503 `unavailable` with
+Retry-After while Postgres is down, and so does a bet whose key the filter holds, while bets
+with fresh keys still go through. Killed leaders: test_archive_kill.py.
 """
 
 import json
@@ -17,8 +18,8 @@ import json
 import pgwlib
 import tpclient
 import tpenv
-from archivelib import (ENV, NBANDS, B, G, archived, bet_round, history, player_state,
-                        round_keys, wait_final)
+from archivelib import (ENV, NBANDS, B, G, archived, bet_round, history, hot_index,
+                        player_state, round_keys, wait_final)
 
 
 def replays(s, rid, user):
@@ -56,10 +57,15 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
         before = history(s, rid, users)
         before["replays"] = replays(s, rid, users[0])
         players = player_state(c)
+        hot = hot_index(c)
+        mine = {k for k, v in hot.items() if v.startswith(f"{rid}:")}
+        assert len(mine) == 20, hot  # bet_round's 20 bets
         tpenv.wait_until(lambda: archived(c, rid), timeout=60, what=f"round {rid} archived")
-        # Exactly the round's keys left, in every bucket; no player key changed.
+        # Exactly the round's keys left, in every bucket, and its hot index entries; no player
+        # key changed.
         assert round_keys(c, rid) == set()
         assert player_state(c) == players
+        assert hot_index(c) == {k: v for k, v in hot.items() if k not in mine}
         # The same bytes from Postgres.
         after = history(s, rid, users)
         after["replays"] = replays(s, rid, users[0])
@@ -72,6 +78,16 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
         try:
             st, h, body = s.http("GET", f"/api/v1/rounds/{rid}")
             assert st == 503 and b'"unavailable"' in body and h.get("retry-after"), (st, body)
+            # A key of the archived round, on the open round: only Postgres can tell, so 503
+            # with Retry-After, nothing debited; fresh keys are admitted meanwhile.
+            uid, tok = users[0]
+            st, cur = s.json("GET", "/api/v1/rounds/current")
+            bal = s.json("GET", "/api/v1/me", headers=tpclient.auth(tok))[1]["balance"]
+            st, h, body = s.http("POST", "/api/v1/bets",
+                                 {"round_id": cur["open"]["id"], "band": 0, "stake": 10},
+                                 headers=tpclient.auth(tok, f"a-{rid}-0"))
+            assert st == 503 and b'"unavailable"' in body and h.get("retry-after"), (st, body)
+            assert s.json("GET", "/api/v1/me", headers=tpclient.auth(tok))[1]["balance"] == bal
             rid2 = bet_round(s, users, "b")
             wait_final(c, rid2)
             # The round's wait: retain_s and 16 newer rounds pass, and it stays in Redis.

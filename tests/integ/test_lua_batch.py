@@ -19,6 +19,7 @@ import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, TTL = 5, 100, 100000, 86400
+FILTER_BYTES = 65536  # bet_batch.lua ARGV[10]: a new idempotency filter window's size
 DAY = TTL * 1000
 
 
@@ -41,6 +42,7 @@ class Side:
         self.batch_sha = load(self.c, "scripts", "lua", "bet_batch.lua")
         self.one_sha = load(self.c, "bench", "lua", "bet.lua")
         self.grant_sha = load(self.c, "scripts", "lua", "grant.lua")
+        self.unindex_sha = load(self.c, "scripts", "lua", "idem_unindex.lua")
 
     def p(self, user):
         return "tp:{b%d}:" % (user % self.b)
@@ -60,7 +62,8 @@ class Side:
                 m["min_stake"], m["max_stake"] = stakes
             self.c.hset("tp:{b%d}:round:%s:state" % (b, rid), mapping=m)
 
-    def batch_call(self, bucket, rid, bets, now, hashes=None, keys=None):
+    def batch_call(self, bucket, rid, bets, now, hashes=None, keys=None, skip=0,
+                   filt=FILTER_BYTES):
         """bets: (user, band, stake, key); the KEYS and ARGV the C stub builds."""
         p = "tp:{b%d}:" % bucket
         bands, users = [], []
@@ -72,9 +75,11 @@ class Side:
         w = now // DAY
         ks = keys or ([p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                        p + "outbox", p + "seq", p + "net", p + "excl", p + "paused",
-                       p + "disabled", p + f"idemidx:{w}", p + f"idemidx:{w - 1}"] +
+                       p + "disabled", p + "idemhot", p + f"idemfilter:{w}",
+                       p + f"idemfilter:{w - 1}"] +
                       [p + f"bets:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users])
-        argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, TTL, bucket, self.b, len(bets)]
+        argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, TTL, bucket, self.b, len(bets), filt,
+                skip]
         for j, (u, band, stake, key) in enumerate(bets):
             h = hashes[j] if hashes else canon_hash(rid, band, stake)
             argv += [u, band, stake, key, h]
@@ -91,8 +96,21 @@ class Side:
                               u % self.b, self.b)
 
     def index(self):
-        """The batch script's key index: every window's entries."""
-        return {k: self.c.hgetall(k) for k in sorted(self.c.keys("*:idemidx:*"))}
+        """The batch script's hot key index and its filters (bytes)."""
+        out = {k: self.c.hgetall(k) for k in sorted(self.c.keys("*:idemhot"))}
+        out.update({k: self.raw.get(k) for k in sorted(self.raw.keys("*:idemfilter:*"))})
+        return out
+
+    def archive_index(self, bucket, rid, count=2):
+        """What archival does to the hot index before it deletes the round's records: every
+        idem_unindex.lua step; returns the entries removed."""
+        p, cursor, removed = "tp:{b%d}:" % bucket, "0", 0
+        while True:
+            cursor, n = self.c.evalsha(self.unindex_sha, 2, p + f"idem:{rid}", p + "idemhot",
+                                       rid, cursor, count, bucket)
+            removed += n
+            if cursor == "0":
+                return removed
 
     def state(self):
         """Everything a reader sees, independent of how the idempotency records are keyed (the
@@ -100,7 +118,7 @@ class Side:
         c, out = self.c, {}
         for k in sorted(c.keys("*")):
             t = c.type(k)
-            if ":idemidx:" in k:
+            if k.endswith(":idemhot") or ":idemfilter:" in k:
                 continue
             if ":idem:" in k:
                 # tp:{bN}:idem:<user>:<key> (STRING) or tp:{bN}:idem:<round> (HASH
@@ -314,25 +332,26 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
                          keys=["tp:{b0}:bal", "tp:{b0}:idem:2", "tp:{b0}:round:1:state",
                                "tp:{b0}:pool:1", "tp:{b0}:outbox", "tp:{b0}:seq", "tp:{b0}:net",
                                "tp:{b0}:excl", "tp:{b0}:paused", "tp:{b0}:disabled",
-                               "tp:{b0}:idemidx:0", "tp:{b0}:idemidx:-1", "tp:{b0}:bets:1:0",
-                               "tp:{b0}:ubets:2"])
+                               "tp:{b0}:idemhot", "tp:{b0}:idemfilter:0",
+                               "tp:{b0}:idemfilter:-1", "tp:{b0}:bets:1:0", "tp:{b0}:ubets:2"])
         except redis.ResponseError as e:
             assert "key layout" in str(e), e
         else:
             raise AssertionError("wrong idem key accepted")
-        for w in ((1, 0), (0, 0), (0, 1)):  # key index windows other than now's and the one before
+        for w in ((1, 0), (0, 0), (0, 1)):  # filter windows other than now's and the one before
             try:
                 s.batch_call(0, 1, [(2, 0, 100, "k")], 5000,
                              keys=["tp:{b0}:bal", "tp:{b0}:idem:1", "tp:{b0}:round:1:state",
                                    "tp:{b0}:pool:1", "tp:{b0}:outbox", "tp:{b0}:seq",
                                    "tp:{b0}:net", "tp:{b0}:excl", "tp:{b0}:paused",
-                                   "tp:{b0}:disabled", "tp:{b0}:idemidx:%d" % w[0],
-                                   "tp:{b0}:idemidx:%d" % w[1], "tp:{b0}:bets:1:0",
+                                   "tp:{b0}:disabled", "tp:{b0}:idemhot",
+                                   "tp:{b0}:idemfilter:%d" % w[0],
+                                   "tp:{b0}:idemfilter:%d" % w[1], "tp:{b0}:bets:1:0",
                                    "tp:{b0}:ubets:2"])
             except redis.ResponseError as e:
                 assert "bucket/window" in str(e), e
             else:
-                raise AssertionError(f"wrong key index windows {w} accepted")
+                raise AssertionError(f"wrong filter windows {w} accepted")
         assert s.snapshot() == before
         # A good batch writes one outbox entry for all its bets.
         s.grant(4, 1000)
@@ -340,7 +359,7 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         assert codes(res) == ["ok", "ok"]
         evs = [f for _, f in s.c.xrange("tp:{b0}:outbox") if f["type"] == "bets"]
         assert len(evs) == 1 and evs[0]["bets"].count("\n") == 1, evs
-        assert 86000 <= s.c.ttl("tp:{b0}:idem:1") <= TTL
+        assert s.c.ttl("tp:{b0}:idem:1") == -1  # until the round's archival
 
 
 
@@ -371,14 +390,22 @@ def test_key_reused_on_another_round_conflicts():
         setup(s)
         for rid, now, bets in batches:
             s.batch_call(0, rid, bets, now)
-        assert s.index() == {"tp:{b0}:idemidx:0": {"1:a": "7:5000", "2:b": "7:5000",
-                                                   "1:c": "8:6000", "2:d": "8:6000",
-                                                   "2:r": "8:6000"}}
-        # Lives until the end of the next window, plus 10 min for lagging clocks.
-        assert 2 * DAY - 5000 < s.c.pttl("tp:{b0}:idemidx:0") <= 2 * DAY - 5000 + 600000
+        assert s.c.hgetall("tp:{b0}:idemhot") == {"1:a": "7:5000", "2:b": "7:5000",
+                                                  "1:c": "8:6000", "2:d": "8:6000",
+                                                  "2:r": "8:6000"}
+        # The hot index lives until archival; the day's filter until the end of the next
+        # window, plus 10 min for lagging clocks, allocated whole by the first bet.
+        assert s.c.ttl("tp:{b0}:idemhot") == -1
+        assert 2 * DAY - 5000 < s.c.pttl("tp:{b0}:idemfilter:0") <= 2 * DAY - 5000 + 600000
+        assert s.c.strlen("tp:{b0}:idemfilter:0") == FILTER_BYTES
 
 
-def test_key_index_covers_24_h_across_windows_and_archival():
+def test_hot_index_then_filter_cover_24_h_across_archival():
+    """While a key's round is in Redis the hot index answers: a conflict on another round for
+    24 h after the bet, a replay on its own. Archival removes exactly that round's entries that
+    still name it; the key is then in the day's filter, and a bet with it on any round (its own
+    included) is answered "check" with no effect (the server asks Postgres), through window
+    w + 1. A key whose last use is 24 h old is new again."""
     with tpenv.Redis() as r:
         s = Side(r, 1)
         s.grant(1, 10000)
@@ -386,34 +413,104 @@ def test_key_index_covers_24_h_across_windows_and_archival():
             s.open_round(rid)
         t0 = 5 * DAY - 1000  # a second before window 5
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0)) == ["ok"]
-        # Found in the previous window, until the TTL has passed since the bet.
         for now in (t0 + 2000, t0 + DAY - 1):
             before = s.snapshot()
             assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], now)) == ["idempotency_conflict"]
             assert s.snapshot() == before
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0 + 5)) == ["replay"]
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
-        assert s.c.hget("tp:{b0}:idemidx:5", "1:a") == "8:%d" % (t0 + DAY)
-        # Archival deletes a round's records and state copy; the index still names the round:
-        # another round's bet with its key is a conflict, its own round's is round_not_found
-        # (the server then answers from Postgres).
-        now = t0 + DAY + 10
-        assert codes(s.batch_call(0, 9, [(1, 0, 100, "b")], now)) == ["ok"]
+        assert s.c.hget("tp:{b0}:idemhot", "1:a") == "8:%d" % (t0 + DAY)
+        # Round 7's record is no longer the key's: the key names round 8 now.
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0 + DAY + 1)) == \
+            ["idempotency_conflict"]
+        # Archival of round 7 leaves the entry that names round 8.
+        assert s.archive_index(0, 7) == 0
+        assert s.c.hget("tp:{b0}:idemhot", "1:a") == "8:%d" % (t0 + DAY)
+        now = t0 + DAY + 10  # window 5
+        s.grant(2, 10000)
+        assert codes(s.batch_call(0, 9, [(1, 0, 100, "b"), (2, 1, 100, "c"), (1, 2, 100, "d")],
+                                  now)) == ["ok"] * 3
+        s.c.hset("tp:{b0}:idemhot", "2:c", "8:%d" % now)  # as if "c" were reused on round 8
+        assert s.archive_index(0, 9) == 2
+        assert s.c.hgetall("tp:{b0}:idemhot") == {"1:a": "8:%d" % (t0 + DAY),
+                                                  "2:c": "8:%d" % now}
+        assert s.archive_index(0, 9) == 0  # a repeated step (kill -9) finds nothing more
         s.c.delete("tp:{b0}:idem:9", "tp:{b0}:round:9:state")
         before = s.snapshot()
-        res = s.batch_call(0, 8, [(1, 0, 100, "b"), (1, 1, 100, "b")], now + 1)
-        assert codes(res) == ["idempotency_conflict", "idempotency_conflict"], res
-        assert codes(s.batch_call(0, 9, [(1, 0, 100, "b")], now + 2)) == ["round_not_found"]
+        for rid, later in ((8, 1), (9, 2), (8, DAY - 20), (9, DAY - 20)):
+            res = s.batch_call(0, rid, [(1, 0, 100, "b"), (1, 3, 100, "d")], now + later)
+            assert res == [["check"], ["check"]], (rid, later, res)
+        assert codes(s.batch_call(0, 9, [(1, 0, 100, "fresh")], now + 3)) == ["round_not_found"]
         assert s.snapshot() == before
+        # Windows 6 and 7: 24 h after the bet, the key is new.
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "b")], 7 * DAY + 10)) == ["ok"]
         # A corrupt index entry is a bug: the whole call fails, nothing is written.
-        s.c.hset("tp:{b0}:idemidx:5", "1:z", "junk")
+        s.c.hset("tp:{b0}:idemhot", "1:z", "junk")
+        before = s.snapshot()
         try:
-            s.batch_call(0, 8, [(1, 0, 100, "y"), (1, 0, 100, "z")], now + 3)
+            s.batch_call(0, 8, [(1, 0, 100, "y"), (1, 0, 100, "z")], 7 * DAY + 20)
         except redis.ResponseError as e:
             assert "corrupt idempotency key index" in str(e), e
         else:
             raise AssertionError("corrupt index entry accepted")
-        assert s.c.hget("tp:{b0}:bal", "1") == "9700"
+        assert s.snapshot() == before
 
+
+def test_false_positive_is_checked_then_admitted_once():
+    """A filter too small for its keys says "maybe" for a key never used: that bet is answered
+    "check" with no effect, the others of its batch as usual; sent again with the skip flag
+    (Postgres held no bet of the key) it is admitted once, and its replay and conflict then
+    come from the records as for any bet. A filter keeps the size it was created with."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 100000)
+        s.open_round(7)
+        for i in range(0, 100, 20):  # 500 bits set in a one-word filter: every bit
+            res = s.batch_call(0, 7, [(1, 0, 100, "k%d" % j) for j in range(i, i + 20)], 5000,
+                               filt=4, skip=1)
+            assert codes(res) == ["ok"] * 20, res
+        assert s.raw.get("tp:{b0}:idemfilter:0") == b"\xff" * 4
+        # (What a reader sees, not DUMP: reading a hash table mid-rehash reorders its DUMP.)
+        before = (s.state(), s.index())
+        res = s.batch_call(0, 7, [(1, 0, 100, "new"), (1, 1, 100, "k3"), (1, 2, 100, "k4")], 5000)
+        assert res[0] == ["check"], res
+        assert codes(res[1:]) == ["idempotency_conflict", "idempotency_conflict"], res
+        assert (s.state(), s.index()) == before
+        res = s.batch_call(0, 7, [(1, 0, 100, "new")], 5000, skip=1)
+        assert codes(res) == ["ok"] and res[0][5] == 100000 - 101 * 100, res
+        assert s.batch_call(0, 7, [(1, 0, 100, "new")], 5001) == [res[0][:6] + [1]]
+        assert codes(s.batch_call(0, 7, [(1, 1, 100, "new")], 5002)) == ["idempotency_conflict"]
+        assert s.c.hget("tp:{b0}:bal", "1") == str(100000 - 101 * 100)
+        assert s.c.strlen("tp:{b0}:idemfilter:0") == 4
+
+
+def test_filter_holds_the_documented_bits():
+    """The filter's layout (scripts/lua/README.md): for "<user_id>:<key>" with SHA-1 hex h, word
+    int(h[0:8], 16) mod words, bits x mod 32, x / 32 mod 32, ... (5 of them) of x = int(h[8:16],
+    16), word values big-endian as BITFIELD u32 reads them. Only accepted bets are added."""
+    with tpenv.Redis() as r:
+        s = Side(r, 2)
+        for u in (1, 3):
+            s.grant(u, 10**6)
+        s.open_round(7)
+        keys = [(u, "k%d" % i) for i in range(40) for u in (1, 3)]
+        res = s.batch_call(1, 7, [(u, i % NBANDS, 100, k) for i, (u, k) in enumerate(keys)] +
+                           [(1, 0, 10**7, "refused")], 5000, filt=64)
+        assert codes(res) == ["ok"] * 80 + ["invalid_stake"], codes(res)
+        want = bytearray(64)
+        for u, k in keys + [(3, "later")]:
+            h = hashlib.sha1(f"{u}:{k}".encode()).hexdigest()
+            w, x = int(h[0:8], 16) % 16, int(h[8:16], 16)
+            word = int.from_bytes(want[4 * w:4 * w + 4], "big")
+            for _ in range(5):
+                word |= 1 << (x % 32)
+                x //= 32
+            want[4 * w:4 * w + 4] = word.to_bytes(4, "big")
+            if (u, k) == (3, "k39"):
+                assert s.raw.get("tp:{b1}:idemfilter:0") == bytes(want)
+        # A later call ORs its words into the existing filter (one read-modify-write).
+        assert codes(s.batch_call(1, 7, [(3, 0, 100, "later")], 5001, skip=1)) == ["ok"]
+        assert s.raw.get("tp:{b1}:idemfilter:0") == bytes(want)
 
 
 def test_history_is_one_lpush_per_player_per_batch():

@@ -73,10 +73,11 @@ class Game:
         w = now // 3600000  # the key index windows of a 3600 s TTL
         keys = [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                 p + "outbox", p + "seq", p + "net", p + "excl", p + "paused", p + "disabled",
-                p + f"idemidx:{w}", p + f"idemidx:{w - 1}", p + f"bets:{rid}:{band}",
+                p + "idemhot", p + f"idemfilter:{w}", p + f"idemfilter:{w - 1}",
+                p + f"bets:{rid}:{band}",
                 p + f"ubets:{user}"]
         res = self.run("bet_batch", keys, [rid, now, nbands, 1, max_stake, 3600, b, self.B, 1,
-                                           user, band, stake, key, h])
+                                           65536, 0, user, band, stake, key, h])
         return res[0]
 
     # --- rounds ---

@@ -316,6 +316,9 @@ class Server:
             # unless a test sets them (tests/integ/test_ratelimit.py does).
             "TICKPOOL_LIMITS_SIGNUP_PER_MIN": "0",
             "TICKPOOL_LIMITS_SIGNIN_PER_MIN": "0",
+            # The idempotency filter is allocated whole by a day's first bet (128m by default:
+            # half a second of Redis on this shared machine); tests place few bets.
+            "TICKPOOL_GAME_IDEM_FILTER": "1m",
         })
         if redis is not None:
             self.env["TICKPOOL_REDIS_URL"] = redis.url

@@ -15,6 +15,8 @@
 #define TP_CONFIG_MAX_PROXIES 16
 /* Capacity of the per-key origin record (src/base/config_table.c). */
 #define TP_CONFIG_MAX_KEYS 64
+/* Largest idempotency filter of one bucket (bet_batch.lua FILTER_MAX: 2^32 bits). */
+#define TP_CONFIG_IDEM_FILTER_BUCKET_MAX ((size_t)512 * 1024 * 1024)
 /* A round's pool over all buckets never exceeds this (the bet script's POOL_MAX: pool_full):
  * 4 * 10^15 < 2^52, so every settlement number stays an exact integer in a Lua double.
  * game.max_stake must fit one bucket's share, floor(TP_CONFIG_POOL_MAX / game.buckets). */
@@ -75,6 +77,9 @@ struct tp_config_game {
     int buckets;                                  /* game.buckets [1] */
     int grace_ms; /* game.grace [5s]: missed lock/close → cancel */
     int retain_s; /* game.retain_s [3600]: a final round stays in Redis this long after close */
+    /* game.idem_filter [128m]: one day's filter of archived rounds' idempotency keys, split
+     * over the buckets; Redis holds two (docs/operations.md §4) */
+    size_t idem_filter;
 };
 
 struct tp_config_limits {

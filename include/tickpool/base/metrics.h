@@ -113,6 +113,7 @@ enum tp_metric {
     X(BUCKET_PLAN, "bucket_plan")                                                                  \
     X(BUCKET_STATE, "bucket_state")                                                                \
     X(GRANT, "grant")                                                                              \
+    X(IDEM_UNINDEX, "idem_unindex")                                                                \
     X(LEASE, "lease")                                                                              \
     X(PASSWORD, "password")                                                                        \
     X(REVOKE, "revoke")                                                                            \
@@ -156,6 +157,12 @@ enum tp_metric {
 #define TP_METRICS_SET_ROUND_STAGE(X)                                                              \
     X(WRITTEN, "written")                                                                          \
     X(PUBLISHED, "published") X(RECEIVED, "received") X(DELIVERED, "delivered")
+/* What Postgres said of a bet whose idempotency key the filter of archived keys may hold: the
+ * archived bet's replay, a conflict with it, no such bet (the filter's false positive: the bet
+ * is admitted), or no answer (503). */
+#define TP_METRICS_SET_IDEM_CHECK(X)                                                               \
+    X(REPLAY, "replay")                                                                            \
+    X(CONFLICT, "conflict") X(FALSE_POSITIVE, "false_positive") X(UNAVAILABLE, "unavailable")
 
 /* Label indexes as enums: TP_METRICS_<SET>_<ID>, and TP_METRICS_<SET>_COUNT_ values. */
 #define TP_METRICS_LABEL_ENUM_(set, SET)                                                           \
@@ -170,6 +177,7 @@ enum tp_metric {
 #define TP_METRICS_LABEL_ROUTE_(id, v) TP_METRICS_ROUTE_##id,
 #define TP_METRICS_LABEL_CLASS_(id, v) TP_METRICS_CLASS_##id,
 #define TP_METRICS_LABEL_ROUND_STAGE_(id, v) TP_METRICS_ROUND_STAGE_##id,
+#define TP_METRICS_LABEL_IDEM_CHECK_(id, v) TP_METRICS_IDEM_CHECK_##id,
 TP_METRICS_LABEL_ENUM_(none, NONE);
 TP_METRICS_LABEL_ENUM_(transport, TRANSPORT);
 TP_METRICS_LABEL_ENUM_(bet_code, BET_CODE);
@@ -177,6 +185,7 @@ TP_METRICS_LABEL_ENUM_(redis_kind, REDIS_KIND);
 TP_METRICS_LABEL_ENUM_(route, ROUTE);
 TP_METRICS_LABEL_ENUM_(class, CLASS);
 TP_METRICS_LABEL_ENUM_(round_stage, ROUND_STAGE);
+TP_METRICS_LABEL_ENUM_(idem_check, IDEM_CHECK);
 
 /* Histogram bucket upper bounds: X(microseconds, "le" as rendered), ascending; +Inf is implied.
  * 100 us (a loopback Redis round trip) to 5 s (beyond any command timeout). */
@@ -212,6 +221,10 @@ TP_METRICS_LABEL_ENUM_(round_stage, ROUND_STAGE);
     X(REDIS_COMMAND, redis_command_seconds, histogram,                                             \
       "Redis commands from send to reply (or failure), by script or command", kind, REDIS_KIND, ,  \
       NONE)                                                                                        \
+    X(BETS_IDEM_CHECKS, bets_idem_checks_total, counter,                                           \
+      "Bets whose idempotency key was looked up in Postgres (the filter of archived keys may "     \
+      "hold it), by outcome",                                                                      \
+      outcome, IDEM_CHECK, , NONE)                                                                 \
     X(BEAT_LAG, beat_lag_seconds, histogram,                                                       \
       "Delay from a tick's leader timestamp to its frame being written to the sockets", , NONE, ,  \
       NONE)                                                                                        \

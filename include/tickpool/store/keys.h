@@ -115,12 +115,15 @@ const char *tp_keys_wsock(struct tp_key *k, int bucket, int64_t user_id);
 const char *tp_keys_round_state(struct tp_key *k, int bucket, int64_t round_id);
 /** tp:{bN}:idem:<round_id> — HASH "<user_id>:<key>" → idempotency record of the round's bets. */
 const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t round_id);
-/** The key index window of `now_ms` for an idempotency TTL of `ttl_s` (> 0) seconds:
+/** The idempotency filter window of `now_ms` for an idempotency TTL of `ttl_s` (> 0) seconds:
  * floor(now_ms / (ttl_s · 1000)). bet_batch.lua computes the same and checks the names. */
 int64_t tp_keys_idem_window(int64_t now_ms, int ttl_s);
-/** tp:{bN}:idemidx:<window> — HASH "<user_id>:<key>" → "<round_id>:<placed_ms>": the round each
- * key of the window's accepted bets named (not a round's: it expires by itself). */
-const char *tp_keys_idem_index(struct tp_key *k, int bucket, int64_t window);
+/** tp:{bN}:idemhot — HASH "<user_id>:<key>" → "<round_id>:<placed_ms>": the hot key index, the
+ * round each key of a round still in Redis bet on (archival removes a round's entries). */
+const char *tp_keys_idem_hot(struct tp_key *k, int bucket);
+/** tp:{bN}:idemfilter:<window> — STRING Bloom filter of the keys accepted in the window (5 bits
+ * per "<user_id>:<key>", bet_batch.lua); created at full size, expires after its last reader. */
+const char *tp_keys_idem_filter(struct tp_key *k, int bucket, int64_t window);
 /** tp:{bN}:pool:<round_id> — HASH band → Σ stakes, total. */
 const char *tp_keys_pool(struct tp_key *k, int bucket, int64_t round_id);
 /** tp:{bN}:pool:* — SCAN MATCH pattern of every pool of the bucket. */

@@ -91,11 +91,15 @@ struct tp_script_bet_batch_args {
     int64_t min_stake, max_stake;
     int idem_ttl_s;
     int bucket, buckets;
+    int64_t filter_bytes; /* size of a window's filter the call
+                             creates, 4..TP_CONFIG_IDEM_FILTER_BUCKET_MAX */
+    bool skip_filter;     /* the bets' keys were looked up in Postgres: no "check" answers */
     const struct tp_script_batch_bet *bets;
     size_t n; /* 1..TP_SCRIPT_BATCH_MAX */
 };
 /** Runs bet_batch.lua. TP_EINVAL when n is 0 or over TP_SCRIPT_BATCH_MAX, an idempotency key
- * is not 1..TP_KEYS_IDEM_MAX bytes, a player is not in `bucket`, the TTL is < 1 or now < 0. The
+ * is not 1..TP_KEYS_IDEM_MAX bytes, a player is not in `bucket`, the TTL is < 1, now < 0 or the
+ * filter size is out of range. The
  * reply holds one answer per bet, in order (the script's header). */
 int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch_args *a,
                         tp_store_cb cb, void *ud);
@@ -354,5 +358,18 @@ struct tp_script_settle_finish_args {
 /** Runs settle_finish.lua. */
 int tp_script_settle_finish(struct tp_store *store, const struct tp_script_settle_finish_args *a,
                             tp_store_cb cb, void *ud);
+
+/* idem_unindex.lua: one step of removing round `id`'s keys from bucket `bucket`'s hot
+ * idempotency key index (archival), from HSCAN cursor `cursor` ("0" to start) of its records. */
+struct tp_script_idem_unindex_args {
+    int bucket;
+    int64_t id;
+    const char *cursor;
+    int count; /* records looked at per step, 1..4096 */
+};
+/** Runs idem_unindex.lua: {next cursor ("0": done), entries removed}. TP_EINVAL when count is out
+ * of range. */
+int tp_script_idem_unindex(struct tp_store *store, const struct tp_script_idem_unindex_args *a,
+                           tp_store_cb cb, void *ud);
 
 #endif

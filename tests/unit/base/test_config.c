@@ -369,6 +369,13 @@ static void test_exact_integer_bounds(void **state)
     expect_error("[game]\nbuckets = 16384\nmax_stake = 244140625001\n",
                  "game.max_stake: must not exceed 4000000000000000 / game.buckets = 244140625000");
     expect_error("[game]\nbuckets = 5\nmax_stake = 800000000000001\n", "stay below 2^52");
+    /* One bucket's idempotency filter is one Redis string of at most 2^32 bits. */
+    load_ok(&c, "[game]\nidem_filter = 512m\n");
+    assert_int_equal(c.game.idem_filter, (size_t)512 << 20);
+    load_ok(&c, "[game]\nbuckets = 2\nidem_filter = 1g\n");
+    expect_error("[game]\nidem_filter = 513m\n",
+                 "game.idem_filter: must not exceed 512m per bucket");
+    expect_error("[game]\nidem_filter = 63k\n", "game.idem_filter: must be between");
 }
 
 /* --- File structure errors --- */

@@ -328,7 +328,8 @@ static void test_render_format(void **state)
 #undef NB_
     int hist = TP_METRICS_TRANSPORT_COUNT_ + TP_METRICS_REDIS_KIND_COUNT_ + 1 +
                TP_METRICS_ROUND_STAGE_COUNT_;
-    int counters = TP_METRICS_BET_CODE_COUNT_ + TP_METRICS_ROUTE_COUNT_ * TP_METRICS_CLASS_COUNT_;
+    int counters = TP_METRICS_BET_CODE_COUNT_ + TP_METRICS_ROUTE_COUNT_ * TP_METRICS_CLASS_COUNT_ +
+                   TP_METRICS_IDEM_CHECK_COUNT_;
     assert_int_equal(hist_series, hist);
     assert_int_equal(counter_series, counters);
     assert_int_equal(samples, plain + counters + hist * (nb + 3) + 1);

@@ -47,8 +47,9 @@ static void test_bucket_keys(void **state)
     assert_string_equal(tp_keys_paused(&k, 7), "tp:{b7}:paused");
     assert_string_equal(tp_keys_ref_idem(&k, 1, 5, "abc-1xyz", 5), "tp:{b1}:idem:5:abc-1");
     assert_string_equal(tp_keys_idem(&k, 1, 42), "tp:{b1}:idem:42");
-    assert_string_equal(tp_keys_idem_index(&k, 1, 19675), "tp:{b1}:idemidx:19675");
-    assert_string_equal(tp_keys_idem_index(&k, 1, -1), "tp:{b1}:idemidx:-1");
+    assert_string_equal(tp_keys_idem_hot(&k, 1), "tp:{b1}:idemhot");
+    assert_string_equal(tp_keys_idem_filter(&k, 1, 19675), "tp:{b1}:idemfilter:19675");
+    assert_string_equal(tp_keys_idem_filter(&k, 1, -1), "tp:{b1}:idemfilter:-1");
     /* one window per TTL: the last millisecond of a day is in it, the next one is not */
     assert_int_equal(tp_keys_idem_window(0, 86400), 0);
     assert_int_equal(tp_keys_idem_window(86399999, 86400), 0);
@@ -117,7 +118,8 @@ static void test_spread(void **state)
         assert_true(slot >= b * 16384 / 12 && slot < (b + 1) * 16384 / 12);
         assert_int_equal(tp_cluster_slot(tp_keys_bets(&k2, b, 77, 3), k2.len), slot);
         assert_int_equal(tp_cluster_slot(tp_keys_idem(&k2, b, 77), k2.len), slot);
-        assert_int_equal(tp_cluster_slot(tp_keys_idem_index(&k2, b, 19675), k2.len), slot);
+        assert_int_equal(tp_cluster_slot(tp_keys_idem_hot(&k2, b), k2.len), slot);
+        assert_int_equal(tp_cluster_slot(tp_keys_idem_filter(&k2, b, 19675), k2.len), slot);
         per_master[slot * 3 / 16384]++; /* redis-cli --cluster create's even split */
     }
     assert_int_equal(per_master[0], 4);
