@@ -21,90 +21,23 @@
 
 #define MOD "bet"
 
-struct replay {
-    struct tp_bet_req req;
-    tp_bet_cb cb;
-    void *ud;
+/* The query parameters that name a key: user id, the key, and the oldest placed_at (ms) of the
+ * TTL. */
+struct key_params {
+    char uid[24], since[24], key[TP_BET_KEY_MAX + 1];
 };
 
-static void on_row(int err, const struct tp_pg_result *res, void *ud)
+static void key_params(struct key_params *kp, int64_t user_id, const char *key, size_t len)
 {
-    struct replay *p = ud;
-    struct tp_bet_result out = {.code = TP_BET_UNAVAILABLE};
-    int64_t bet_id, band, stake, balance;
-    if (err != 0) {
-        tp_log_warn(MOD, "replay of an archived round's bet: Postgres unreachable\terr=%s",
-                    tp_strerror(err));
-    } else if (tp_pg_result_rows(res) == 0) {
-        out.code = TP_BET_ROUND_NOT_FOUND;
-    } else if (tp_pg_result_is_null(res, 0, 0)) {
-        out.code = TP_BET_ROUND_NOT_OPEN; /* the round was, this key named none of its bets */
-    } else if (tp_pg_result_int64(res, 0, 0, &bet_id) != 0 ||
-               tp_pg_result_int64(res, 0, 1, &band) != 0 ||
-               tp_pg_result_int64(res, 0, 2, &stake) != 0) {
-        tp_log_error(MOD, "unreadable bet row in Postgres");
-    } else if (band != p->req.band || stake != p->req.stake) {
-        out.code = TP_BET_IDEMPOTENCY_CONFLICT; /* round, band, stake: the request hash */
-    } else if (tp_pg_result_int64(res, 0, 3, &balance) == 0) {
-        out = (struct tp_bet_result){.code = TP_BET_OK,
-                                     .bet_id = bet_id,
-                                     .round_id = p->req.round_id,
-                                     .band = (int)band,
-                                     .stake = stake,
-                                     .balance = balance,
-                                     .replayed = true};
-    } else {
-        /* Written before Postgres kept the balance: the first answer cannot be rebuilt. */
-        tp_log_warn(MOD, "replay of an archived bet without its balance\tbet_id=%lld",
-                    (long long)bet_id);
-    }
-    p->cb(&out, p->ud);
-    free(p);
+    snprintf(kp->uid, sizeof(kp->uid), "%lld", (long long)user_id);
+    snprintf(kp->since, sizeof(kp->since), "%lld",
+             (long long)(tp_now_ms() - TP_BET_IDEM_TTL_S * 1000LL));
+    snprintf(kp->key, sizeof(kp->key), "%.*s", (int)len, key);
 }
 
-int tp_bet_replay_archived(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
-                           const char *key, size_t len, tp_bet_cb cb, void *ud)
-{
-    struct tp_pgr *r = w != NULL ? tp_pgr_of(w) : NULL;
-    if (r == NULL)
-        return TP_EUNAVAIL;
-    char uid[24], rid[24], since[24], k[TP_BET_KEY_MAX + 1];
-    snprintf(uid, sizeof(uid), "%lld", (long long)user_id);
-    snprintf(rid, sizeof(rid), "%lld", (long long)req->round_id);
-    snprintf(since, sizeof(since), "%lld", (long long)(tp_now_ms() - TP_BET_IDEM_TTL_S * 1000LL));
-    snprintf(k, sizeof(k), "%.*s", (int)len, key);
-    const char *params[] = {uid, rid, k, since};
-    struct replay *p = tp_xmalloc(sizeof(*p));
-    p->req = *req;
-    p->cb = cb;
-    p->ud = ud;
-    /* One row when the round exists; its bet columns NULL unless the key names a bet of it. */
-    int rc = tp_pgr_query(r,
-                          "SELECT b.id, b.band, b.stake, b.balance_after FROM rounds r "
-                          "LEFT JOIN bets b ON b.round_id = r.id AND b.user_id = $1::bigint "
-                          "AND b.idempotency_key = $3 AND b.placed_at >= $4::bigint "
-                          "WHERE r.id = $2::bigint",
-                          4, params, on_row, p);
-    if (rc != 0)
-        free(p);
-    return rc;
-}
-
-/* --- A key the filter of archived keys may hold --- */
-
-struct check {
-    struct tp_bet_req req;
-    tp_bet_check_cb cb;
-    void *ud;
-};
-
-static void count_check(enum tp_metrics_idem_check outcome)
-{
-    tp_metrics_family_inc(TP_METRIC_FAMILY_BETS_IDEM_CHECKS, (int)outcome, 0);
-}
-
-/* The same answer as the first one, when the row is that bet's (round, band, stake: the request
- * hash); 0, or -1 when the row cannot rebuild it. */
+/* A bet row (id, round_id, band, stake, balance_after) against the request: the first answer
+ * (*same set) when it is that bet's (round, band, stake: the request hash), else only *same
+ * cleared; -1 (logged) when the row cannot be read or cannot rebuild the first answer. */
 static int first_answer(const struct tp_pg_result *res, const struct tp_bet_req *req,
                         struct tp_bet_result *out, bool *same)
 {
@@ -132,6 +65,75 @@ static int first_answer(const struct tp_pg_result *res, const struct tp_bet_req 
                                   .balance = balance,
                                   .replayed = true};
     return 0;
+}
+
+/* --- A bet on a round Redis no longer has --- */
+
+struct replay {
+    struct tp_bet_req req;
+    tp_bet_cb cb;
+    void *ud;
+};
+
+static void on_row(int err, const struct tp_pg_result *res, void *ud)
+{
+    struct replay *p = ud;
+    struct tp_bet_result out = {.code = TP_BET_UNAVAILABLE};
+    bool same = false;
+    if (err != 0) {
+        tp_log_warn(MOD, "replay of an archived round's bet: Postgres unreachable\terr=%s",
+                    tp_strerror(err));
+    } else if (tp_pg_result_rows(res) == 0) {
+        out.code = TP_BET_ROUND_NOT_FOUND;
+    } else if (tp_pg_result_is_null(res, 0, 0)) {
+        out.code = TP_BET_ROUND_NOT_OPEN; /* the round was, this key named none of its bets */
+    } else if (first_answer(res, &p->req, &out, &same) != 0) {
+        out.code = TP_BET_UNAVAILABLE;
+    } else if (!same) {
+        out.code = TP_BET_IDEMPOTENCY_CONFLICT;
+    }
+    p->cb(&out, p->ud);
+    free(p);
+}
+
+int tp_bet_replay_archived(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
+                           const char *key, size_t len, tp_bet_cb cb, void *ud)
+{
+    struct tp_pgr *r = w != NULL ? tp_pgr_of(w) : NULL;
+    if (r == NULL)
+        return TP_EUNAVAIL;
+    struct key_params kp;
+    key_params(&kp, user_id, key, len);
+    char rid[24];
+    snprintf(rid, sizeof(rid), "%lld", (long long)req->round_id);
+    const char *params[] = {kp.uid, rid, kp.key, kp.since};
+    struct replay *p = tp_xmalloc(sizeof(*p));
+    p->req = *req;
+    p->cb = cb;
+    p->ud = ud;
+    /* One row when the round exists; its bet columns NULL unless the key names a bet of it. */
+    int rc = tp_pgr_query(r,
+                          "SELECT b.id, b.round_id, b.band, b.stake, b.balance_after FROM rounds r "
+                          "LEFT JOIN bets b ON b.round_id = r.id AND b.user_id = $1::bigint "
+                          "AND b.idempotency_key = $3 AND b.placed_at >= $4::bigint "
+                          "WHERE r.id = $2::bigint",
+                          4, params, on_row, p);
+    if (rc != 0)
+        free(p);
+    return rc;
+}
+
+/* --- A key the filter of archived keys may hold --- */
+
+struct check {
+    struct tp_bet_req req;
+    tp_bet_check_cb cb;
+    void *ud;
+};
+
+static void count_check(enum tp_metrics_idem_check outcome)
+{
+    tp_metrics_family_inc(TP_METRIC_FAMILY_BETS_IDEM_CHECKS, (int)outcome, 0);
 }
 
 static void on_check(int err, const struct tp_pg_result *res, void *ud)
@@ -169,11 +171,9 @@ int tp_bet_check_archived(struct tp_worker *w, int64_t user_id, const struct tp_
         count_check(TP_METRICS_IDEM_CHECK_UNAVAILABLE);
         return TP_EUNAVAIL;
     }
-    char uid[24], since[24], k[TP_BET_KEY_MAX + 1];
-    snprintf(uid, sizeof(uid), "%lld", (long long)user_id);
-    snprintf(since, sizeof(since), "%lld", (long long)(tp_now_ms() - TP_BET_IDEM_TTL_S * 1000LL));
-    snprintf(k, sizeof(k), "%.*s", (int)len, key);
-    const char *params[] = {uid, k, since};
+    struct key_params kp;
+    key_params(&kp, user_id, key, len);
+    const char *params[] = {kp.uid, kp.key, kp.since};
     struct check *c = tp_xmalloc(sizeof(*c));
     c->req = *req;
     c->cb = cb;
