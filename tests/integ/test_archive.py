@@ -14,6 +14,10 @@ with fresh keys still go through. Killed leaders: test_archive_kill.py.
 """
 
 import json
+import time
+
+import msgpack
+import websocket
 
 import pgwlib
 import tpclient
@@ -104,6 +108,52 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
         assert st == 200
         code, out = tpclient.audit(s)
         assert code == 0, out
+
+
+def metric_series(s, prefix):
+    st, _, body = s.http("GET", "/metrics")
+    assert st == 200
+    return {l.split()[0]: float(l.split()[1]) for l in body.decode().splitlines()
+            if l.startswith(prefix)}
+
+
+def test_filter_false_positive_is_admitted_once():
+    """A new key the filter says "maybe" of (here: a filter with every bit set) is looked up in
+    Postgres, found nowhere, and admitted by a second call that skips the filter: one 201, one
+    debit, a replay answers its bytes (from the records, no Postgres), and the metric counts
+    one false positive. Over WebSocket too, through the same path."""
+    env = dict(ENV, TICKPOOL_GAME_BETTING_S="5", TICKPOOL_GAME_LIVE_S="5")
+    with tpenv.Postgres() as pg, tpenv.Redis() as r, \
+            tpenv.Server(redis=r, pg=pg, env=env, https=False) as s:
+        c = r.client()
+        tpclient.wait_game(s)
+        (uid, tok), = tpclient.make_users(s, 1, "fp")
+        b = uid % B
+        day = int(time.time() * 1000) // 86400000
+        for w in (day, day - 1):
+            c.set(f"tp:{{b{b}}}:idemfilter:{w}", b"\xff" * 4096, px=3600000)
+        o = tpclient.fresh_open_round(s, 3000)
+        bal = s.json("GET", "/api/v1/me", headers=tpclient.auth(tok))[1]["balance"]
+        out = [s.http("POST", "/api/v1/bets", {"round_id": o["id"], "band": 1, "stake": 10},
+                      headers=tpclient.auth(tok, "fp-1")) for _ in range(2)]
+        assert out[0][0] == 201 and out[1][0] == 201 and out[0][2] == out[1][2], out
+        assert s.json("GET", "/api/v1/me", headers=tpclient.auth(tok))[1]["balance"] == bal - 10
+        got = metric_series(s, "tickpool_bets_idem_checks_total")
+        assert got['tickpool_bets_idem_checks_total{outcome="false_positive"}'] == 1, got
+        assert sum(got.values()) == 1, got
+        ws = websocket.create_connection(f"ws://127.0.0.1:{s.http_port}/ws?token={tok}",
+                                         subprotocols=["tickpool.v1"], timeout=10)
+        try:
+            ws.send_binary(msgpack.packb({"t": "bet", "req": 7, "key": "fp-2",
+                                          "round_id": o["id"], "band": 2, "stake": 10}))
+            m = {}
+            while m.get("t") not in ("bet_ok", "bet_err"):
+                m = msgpack.unpackb(ws.recv())
+            assert m["t"] == "bet_ok", m
+        finally:
+            ws.close()
+        got = metric_series(s, "tickpool_bets_idem_checks_total")
+        assert got['tickpool_bets_idem_checks_total{outcome="false_positive"}'] == 2, got
 
 
 def my_bets(s, tok, query):
