@@ -205,17 +205,23 @@ end
 -- accepted on an archived round. One word per key keeps the cost to one BITFIELD operation per
 -- bet and window (5 single-bit operations cost Redis 5 times this). Each filter is read with
 -- its own size (STRLEN), so a changed configuration never misreads an existing one.
-local sha1hex, band, bor = redis.sha1hex, bit.band, bit.bor
-local function slices(f)
-    local h = sha1hex(f)
-    local x, mask = tonumber(h:sub(9, 16), 16), 0
-    for _ = 1, 5 do
-        mask = bor(mask, 2 ^ (x % 32))
-        x = math.floor(x / 32)
-    end
-    return {tonumber(h:sub(1, 8), 16), mask}
+-- Per-bet work is kept to one SHA-1, two hex slices and table lookups; offsets are passed as
+-- numbers (bit offset = word * 32), never formatted in Lua.
+local sha1hex, band, bor, floor = redis.sha1hex, bit.band, bit.bor, math.floor
+local POW2 = {}
+for b = 0, 31 do POW2[b] = 2 ^ b end
+local hw, hm = {}, {} -- per bet: the hash's word value (before the modulo) and its 5-bit mask
+local function slices(i)
+    local h = sha1hex(fields[i])
+    local x = tonumber(h:sub(9, 16), 16)
+    local a = x % 32; x = floor(x / 32)
+    local b = x % 32; x = floor(x / 32)
+    local c = x % 32; x = floor(x / 32)
+    local d = x % 32; x = floor(x / 32)
+    hw[i] = tonumber(h:sub(1, 8), 16)
+    hm[i] = bor(POW2[a], POW2[b], POW2[c], POW2[d], POW2[x % 32])
 end
-local hs, maybe, known = {}, {}, {}
+local maybe, known = {}, {}
 local fwords = {math.floor(call('STRLEN', KEYS[12]) / 4), math.floor(call('STRLEN', KEYS[13]) / 4)}
 for w = 1, 2 do
     local nw = fwords[w]
@@ -223,20 +229,18 @@ for w = 1, 2 do
         local ops, at = {}, {}
         for i = 1, n do
             if seen[i] and not maybe[i] then
-                local h = hs[i]
-                if not h then h = slices(fields[i]); hs[i] = h end
+                if not hw[i] then slices(i) end
+                local q = #ops
                 at[#at + 1] = i
-                ops[#ops + 1] = 'GET'
-                ops[#ops + 1] = 'u32'
-                ops[#ops + 1] = '#' .. h[1] % nw
+                ops[q + 1], ops[q + 2], ops[q + 3] = 'GET', 'u32', hw[i] % nw * 32
             end
         end
         if #at > 0 then
             local words = call('BITFIELD_RO', KEYS[11 + w], unpack(ops))
             for q, i in ipairs(at) do
-                local mask = hs[i][2]
+                local mask = hm[i]
                 maybe[i] = band(words[q], mask) == mask
-                if w == 1 then known[hs[i][1] % nw] = words[q] end
+                if w == 1 then known[hw[i] % nw] = words[q] end
             end
         end
     end
@@ -359,7 +363,7 @@ for k = 1, nacc do
     idemw[#idemw + 1] = fields[i]
     idxw[2 * k - 1] = fields[i]
     idxw[2 * k] = placed
-    if not hs[i] then hs[i] = slices(fields[i]) end
+    if not hw[i] then slices(i) end
     idemw[#idemw + 1] = '1|' .. a[6] .. '|' .. id_s .. '|' .. round_s .. '|' .. band_s .. '|'
         .. stake_s .. '|' .. bal_s
     lines[k] = id_s .. ',' .. user_s .. ',' .. band_s .. ',' .. stake_s .. ',' .. bal_s .. ','
@@ -426,19 +430,19 @@ if nw == 0 then
 end
 local add, order, unread = {}, {}, {}
 for k = 1, nacc do
-    local h = hs[acc[k][1]]
-    local wi = h[1] % nw
+    local i = acc[k][1]
+    local wi = hw[i] % nw
     if not add[wi] then
         add[wi] = 0
         order[#order + 1] = wi
         if known and not known[wi] then unread[#unread + 1] = wi end
     end
-    add[wi] = bor(add[wi], h[2])
+    add[wi] = bor(add[wi], hm[i])
 end
 if #unread > 0 then
     local ops = {}
     for q, wi in ipairs(unread) do
-        ops[3 * q - 2], ops[3 * q - 1], ops[3 * q] = 'GET', 'u32', '#' .. wi
+        ops[3 * q - 2], ops[3 * q - 1], ops[3 * q] = 'GET', 'u32', wi * 32
     end
     for q, v in ipairs(call('BITFIELD_RO', KEYS[12], unpack(ops))) do known[unread[q]] = v end
 end
@@ -446,7 +450,7 @@ local setw = {}
 for q, wi in ipairs(order) do
     local v = bor(known and known[wi] or 0, add[wi])
     if v < 0 then v = v + WORD end
-    setw[4 * q - 3], setw[4 * q - 2], setw[4 * q - 1], setw[4 * q] = 'SET', 'u32', '#' .. wi, v
+    setw[4 * q - 3], setw[4 * q - 2], setw[4 * q - 1], setw[4 * q] = 'SET', 'u32', wi * 32, v
 end
 call('BITFIELD', KEYS[12], unpack(setw))
 return out
