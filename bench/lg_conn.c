@@ -368,6 +368,18 @@ static void on_ws_message(struct lg_conn *c, const char *p, size_t n)
             conn_pump(c);
         } else if (strcmp(t, "error") == 0) {
             lg_err_count("ws error message");
+        } else if (strcmp(t, "round") == 0 && lg_opt.follow_ms > 0) {
+            /* The server's boundary: follow its open round from now on, so a late or missed
+             * boundary (a cancelled round, a grid that moved) does not leave the clock
+             * arithmetic on a round that never opens (session 5's soak: 2.3 M round_not_found
+             * after its first minute). */
+            const struct tp_val *rs = tp_val_get(root, "rounds");
+            const struct tp_val *open = rs != NULL ? tp_val_get(rs, "open") : NULL;
+            int64_t id;
+            if (open != NULL && tp_val_get_int(open, "id", &id) == 0 && id != bet_round()) {
+                lg_opt.round_id = id; /* every socket hears it: the first one re-anchors */
+                lg_opt.follow_t0 = (int64_t)(lg_wall_us() / 1000);
+            }
         }
     }
     tp_doc_free(doc);
