@@ -358,8 +358,12 @@ static int64_t cell(const struct tp_pgw_rows *r, size_t row, size_t col)
 static bool query(struct tp_pgw_pg *pg, const char *sql, struct tp_pgw_rows *out)
 {
     char err[256] = "";
-    if (tp_pgw_pg_query(pg, sql, 0, NULL, out, err, sizeof(err)) != 0) {
-        fprintf(stderr, "audit: postgres query failed: %s\n", err);
+    int rc = tp_pgw_pg_query(pg, sql, 0, NULL, out, err, sizeof(err));
+    if (rc != 0) {
+        /* Said from the SQLSTATE (57014): when the query ran in parallel, Postgres's own text
+         * may be its workers' "canceling statement due to user request". */
+        fprintf(stderr, "audit: postgres query failed%s: %s\n",
+                rc == TP_ETIMEDOUT ? " (statement timeout: see --pg-timeout)" : "", err);
         return false;
     }
     return true;

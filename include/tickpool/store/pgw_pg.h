@@ -21,8 +21,9 @@ struct tp_pgw_rows {
 /** Connects (blocking) with statement_timeout = cfg->timeout_ms. NULL (logged once by the
  * caller) when Postgres is unreachable. */
 struct tp_pgw_pg *tp_pgw_pg_open(const struct tp_config_postgres *cfg);
-/** Runs one statement with text parameters. Returns 0 or TP_EIO / TP_EUNAVAIL; `err` (may be
- * NULL) gets the server's message. */
+/** Runs one statement with text parameters. Returns 0 or TP_EIO / TP_EUNAVAIL / TP_ETIMEDOUT
+ * (statement timeout) / TP_ECONFLICT / TP_EAGAIN (see pg.h); `err` (may be NULL) gets the
+ * server's message. */
 int tp_pgw_pg_exec(struct tp_pgw_pg *pg, const char *sql, int nparams, const char *const *params,
                    char *err, size_t errlen);
 /** Like tp_pgw_pg_exec, returning the rows in `out` (free with tp_pgw_rows_free). */
