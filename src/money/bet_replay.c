@@ -178,8 +178,9 @@ int tp_bet_check_archived(struct tp_worker *w, int64_t user_id, const struct tp_
     c->req = *req;
     c->cb = cb;
     c->ud = ud;
-    /* The key's newest bet of the TTL (bets_user: the player's bets by time). A key names one
-     * body within the TTL, so an older bet of it on another round cannot be the answer. */
+    /* The key's newest bet of the TTL (bets_user_key_round: the player's bets by key). A key
+     * names one body within the TTL, so an older bet of it on another round cannot be the
+     * answer. */
     int rc = tp_pgr_query(r,
                           "SELECT id, round_id, band, stake, balance_after FROM bets "
                           "WHERE user_id = $1::bigint AND idempotency_key = $2 "
