@@ -8,7 +8,7 @@ planner re-writes the copies first, and a settlement ends its step every 250 ms 
 starts at once) so that the request is read.
 
 Real Redis and tickpool (no Postgres: the bets are placed with the real bet_batch.lua straight
-into Redis, as many as make the settlement last seconds); 4 buckets, one worker.
+into Redis, as many as make the settlement last over a second); 4 buckets, one worker.
 """
 
 import time
@@ -18,7 +18,7 @@ import tpclient
 import tpenv
 
 B = 4
-BETS = 160000
+BETS = 320000
 ENV = {"TICKPOOL_GAME_BETTING_S": "40", "TICKPOOL_GAME_LIVE_S": "4",
        "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_BUCKETS": str(B),
        "TICKPOOL_LOG_LEVEL": "info"}
@@ -72,9 +72,10 @@ def test_copy_repair_runs_beside_a_long_settlement():
             time.sleep(0.01)
         print(f"copy back after {back} s; settlement done after {settled} s")
         assert back is not None and settled is not None, (back, settled)
-        # The settlement lasted long enough for the order to show; the copy came back well
-        # before its end (it used to come right after it).
-        assert settled > 0.8, settled
+        # The settlement lasted long enough for the order to show (320k bets: 1.4 s on a quiet
+        # machine, more under load); the copy came back well before its end (it used to come
+        # right after it).
+        assert settled > 0.5, settled
         assert back + 0.1 < settled and back < 0.7, (back, settled)
         assert "reason=\"a bet found a copy missing\"" in s.log_text()
 
