@@ -75,14 +75,15 @@ static void readyz_reply(struct tp_http_ctx *ctx)
         tp_http_reply_error(ctx, 503, "unavailable", "not ready: redis down");
         return;
     }
-    if (open_cache.open_id <= 0 && !open_cache.paused) {
-        tp_http_reply_error(ctx, 503, "unavailable", "not ready: no open round");
-        return;
-    }
     struct tp_worker *w = tp_http_ctx_worker(ctx);
     if (w != NULL && !tp_access_ready(w)) {
-        /* Token checks answer 503 until the revocations are loaded: not ready for players. */
+        /* Token checks answer 503 until the revocations are loaded: not ready for players.
+         * Named before the round, so a caller can wait for this worker's own state alone. */
         tp_http_reply_error(ctx, 503, "unavailable", "not ready: account state loading");
+        return;
+    }
+    if (open_cache.open_id <= 0 && !open_cache.paused) {
+        tp_http_reply_error(ctx, 503, "unavailable", "not ready: no open round");
         return;
     }
     bool pg_ok = w != NULL && tp_pg_health_ok(tp_pg_health_of(w));

@@ -360,7 +360,9 @@ class Server:
                 def ready():
                     st, _, body = self.http("GET", "/readyz")
                     if self.pg is None:
-                        return b"redis down" not in body
+                        # Token checks answer 503 until the worker has read the account
+                        # state (after its pub/sub subscription): wait for that too.
+                        return b"redis down" not in body and b"account state" not in body
                     return st == 200 and b'"postgres":"up"' in body
                 try:
                     wait_until(ready, timeout=5, what="tickpool /readyz")
