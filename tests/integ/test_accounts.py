@@ -185,8 +185,10 @@ def test_secret_shared_through_redis_and_env():
             st, v2 = s3.json("POST", "/api/v1/sessions", {"username": "gina", "password": "correct horse"})
             assert st == 200
             # The env secret differs from Redis's: the old token is refused, the new one works.
-            assert s3.http("GET", "/api/v1/me", headers={"Authorization": "Bearer " + v["token"]})[0] == 401
-            assert s3.http("GET", "/api/v1/me", headers={"Authorization": "Bearer " + v2["token"]})[0] == 200
+            st, _, body = s3.http("GET", "/api/v1/me", headers={"Authorization": "Bearer " + v["token"]})
+            assert st == 401, (st, body)
+            st, _, body = s3.http("GET", "/api/v1/me", headers={"Authorization": "Bearer " + v2["token"]})
+            assert st == 200, (st, body)
 
 
 def test_start_balance_change_keeps_existing_accounts_working():
