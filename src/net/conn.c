@@ -132,6 +132,7 @@ void tp_conn_free(struct tp_conn *c)
         if (h->ws_hooks.on_close != NULL)
             h->ws_hooks.on_close(c, h->ws_ud);
         tp_ws_free(c->ws);
+        tp_conn_fanout_forget(c);
         if (c->ws_prev != NULL)
             c->ws_prev->ws_next = c->ws_next;
         else
@@ -298,5 +299,6 @@ void tp_conn_close_all_and_reap(struct tp_conn_host *h)
         h->dirty = h->dirty->dirty_next;
     }
     tp_conn_handshakes_drop(h);
+    tp_conn_fanout_drop(h);
     tp_conn_reap(h);
 }

@@ -4,7 +4,8 @@
  *   conn_io.c    the socket: watched events, the state's deadline, reads, writes, linger;
  *   conn_http.c  HTTP/1.1 requests: parsing, dispatch, responses in request order;
  *   conn_ws.c    the switch to WebSocket and the session calls of tp_conn_ws_*;
- *   conn_hs.c    TLS handshake steps within a budget per loop iteration.
+ *   conn_hs.c    TLS handshake steps within a budget per loop iteration;
+ *   conn_fanout.c droppable broadcasts handed to the WebSocket sockets in slices.
  * The struct below is shared by these files; nothing else includes this header.
  */
 #ifndef TP_CONN_INTERNAL_H
@@ -58,6 +59,7 @@ struct tp_conn {
     int64_t accepted_ms, req_start_ms, progress_ms, linger_ms;
     struct tp_http_peer peer; /* read once at accept: per-client limits key on it */
     struct tp_ws *ws;
+    uint64_t fan_gen; /* newest fan-out generation this socket was given or skipped */
     void *data;
     struct tp_conn *prev, *next;       /* h->conns */
     struct tp_conn *ws_prev, *ws_next; /* h->ws_list */
@@ -120,6 +122,9 @@ void tp_conn_drop_slots(struct tp_conn *c);
 
 /** Validates an upgrade request on /ws and answers 101, 403 or 400 into its slot. */
 void tp_conn_ws_upgrade(struct tp_conn *c, struct tp_http_ctx *ctx);
+/** Queues shared frame `f` on the WebSocket (counting it) without marking the connection
+ * dirty. Same returns as tp_conn_ws_send_frame. */
+int tp_conn_ws_queue(struct tp_conn *c, struct tp_ws_frame *f);
 /** The 101 left the FIFO: the connection becomes a WebSocket session (input already buffered
  * after the upgrade request is fed to it). */
 void tp_conn_ws_switch(struct tp_conn *c, struct tp_http_ctx *ctx);
@@ -132,5 +137,12 @@ void tp_conn_ws_switch(struct tp_conn *c, struct tp_http_ctx *ctx);
 bool tp_conn_handshake(struct tp_conn *c, bool resumed);
 /** Forgets every queued handshake (process exit: the connections are being closed). */
 void tp_conn_handshakes_drop(struct tp_conn_host *h);
+
+/* --- Fan-out (conn_fanout.c) --- */
+
+/** `c` leaves the WebSocket list: the fan-out's cursor moves past it. */
+void tp_conn_fanout_forget(struct tp_conn *c);
+/** Drops every pending frame (process exit). */
+void tp_conn_fanout_drop(struct tp_conn_host *h);
 
 #endif

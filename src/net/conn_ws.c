@@ -47,6 +47,7 @@ void tp_conn_ws_switch(struct tp_conn *c, struct tp_http_ctx *ctx)
     c->state = TP_CONN_ST_WS;
     c->flags |= TP_CONN_WS;
     c->ws = tp_ws_new(&h->ws_limits, &ws_callbacks, c);
+    c->fan_gen = h->fan.last; /* beats handed out before it opened are not its */
     c->ws_prev = NULL;
     c->ws_next = h->ws_list;
     if (h->ws_list != NULL)
@@ -108,12 +109,18 @@ void tp_conn_ws_upgrade(struct tp_conn *c, struct tp_http_ctx *ctx)
 
 /* --- Session calls --- */
 
-static int ws_result(struct tp_conn *c, int r)
+static int count_result(int r)
 {
     if (r == TP_ETOOBIG)
         tp_metrics_inc(TP_METRIC_WS_SLOW_CLOSED_TOTAL);
     else if (r == 0)
         tp_metrics_inc(TP_METRIC_WS_MESSAGES_OUT_TOTAL);
+    return r;
+}
+
+static int ws_result(struct tp_conn *c, int r)
+{
+    count_result(r);
     tp_conn_mark_dirty(c);
     return r;
 }
@@ -130,6 +137,18 @@ int tp_conn_ws_send_frame(struct tp_conn *c, struct tp_ws_frame *f)
     if (tp_conn_is_closed(c) || c->ws == NULL)
         return TP_ECLOSED;
     return ws_result(c, tp_ws_send_frame(c->ws, f));
+}
+
+int tp_conn_ws_queue(struct tp_conn *c, struct tp_ws_frame *f)
+{
+    if (tp_conn_is_closed(c) || c->ws == NULL)
+        return TP_ECLOSED;
+    return count_result(tp_ws_send_frame(c->ws, f));
+}
+
+void tp_conn_ws_fanout_from_now(struct tp_conn *c)
+{
+    c->fan_gen = c->h->fan.last;
 }
 
 void tp_conn_ws_ping(struct tp_conn *c)

@@ -177,7 +177,7 @@ static void on_more(struct ev_loop *loop, ev_idle *i, int revents)
 
 bool tp_worker_output_pending(const struct tp_worker *w)
 {
-    return tp_conn_has_dirty(&w->host);
+    return tp_conn_has_dirty(&w->host) || tp_conn_fanout_pending(&w->host);
 }
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -185,9 +185,15 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     (void)revents;
     struct tp_worker *w = p->data;
     /* A fan-out to thousands of sockets is written in slices, with the loop's I/O (bets, Redis
-     * replies, new connections) served in between; sockets waiting meanwhile coalesce their
-     * ticks and odds (newest wins). */
+     * replies, new connections) served in between. The dirty list first (answers, `round`
+     * changes, anything queued at once), then, with what is left of the slice, the beats still
+     * to be handed out (conn_fanout.c), which coalesce meanwhile (newest wins). */
+    int64_t start = tp_mono_ns();
     bool more = tp_conn_run_dirty(&w->host, TP_WORKER_SLICE_NS);
+    if (!more) {
+        int64_t left = TP_WORKER_SLICE_NS - (tp_mono_ns() - start);
+        more = tp_conn_run_fanout(&w->host, TP_MAX(left, 1));
+    }
     /* TLS handshakes of a storm of new sockets, likewise within a budget per iteration. */
     if (tp_conn_run_handshakes(&w->host) || more)
         ev_idle_start(loop, &w->more);
@@ -436,6 +442,12 @@ size_t tp_worker_broadcast(struct tp_worker *w, struct tp_ws_frame *f)
     struct broadcast b = {f, 0};
     tp_conn_foreach_ws(&w->host, broadcast_one, &b);
     return b.n;
+}
+
+void tp_worker_fanout(struct tp_worker *w, struct tp_ws_frame *f,
+                      bool (*ready)(const struct tp_conn *c))
+{
+    tp_conn_fanout(&w->host, f, ready); /* the prepare hook starts it before the loop blocks */
 }
 
 void tp_worker_foreach_ws(struct tp_worker *w, void (*fn)(struct tp_conn *c, void *ud), void *ud)

@@ -225,11 +225,6 @@ static void overflow(struct tp_ws *ws)
     stat_inc(&g_stats.overflow_closes);
 }
 
-static bool droppable(uint8_t kind)
-{
-    return kind == TP_WS_KIND_TICK || kind == TP_WS_KIND_ODDS || kind == TP_WS_KIND_TICK_ODDS;
-}
-
 /*
  * Queues `f`, taking over the caller's reference. A droppable kind first removes the queued
  * frame of that kind unless its bytes started going out (newest wins); control frames (`ctrl`)
@@ -239,17 +234,10 @@ static bool droppable(uint8_t kind)
  */
 static int enqueue(struct tp_ws *ws, struct tp_ws_frame *f, bool ctrl)
 {
-    /* Which queued kinds a new frame of each kind makes useless (bit k: kind k). */
-    static const uint8_t supersedes[TP_WS_KIND_COUNT_] = {
-        [TP_WS_KIND_TICK] = 1u << TP_WS_KIND_TICK,
-        [TP_WS_KIND_ODDS] = 1u << TP_WS_KIND_ODDS,
-        [TP_WS_KIND_TICK_ODDS] =
-            1u << TP_WS_KIND_TICK | 1u << TP_WS_KIND_ODDS | 1u << TP_WS_KIND_TICK_ODDS,
-    };
     enum tp_ws_kind kind = tp_ws_frame_kind(f);
     for (int k = 1; k < TP_WS_KIND_COUNT_; k++) {
         struct qitem *old = ws->latest[k];
-        if ((supersedes[kind] & (1u << k)) == 0 || old == NULL || old->off != 0)
+        if (old == NULL || old->off != 0 || !tp_ws_kind_supersedes(kind, (enum tp_ws_kind)k))
             continue;
         q_remove(ws, old);
         ws->dropped++;
@@ -268,12 +256,12 @@ static int enqueue(struct tp_ws *ws, struct tp_ws_frame *f, bool ctrl)
         for (struct qitem *p = ws->head; p != NULL && (p->off > 0 || p->ctrl); p = p->next)
             prev = p;
     } else if (kind == TP_WS_KIND_ROUND) {
-        while (prev != NULL && prev->off == 0 && !prev->ctrl && droppable(prev->kind))
+        while (prev != NULL && prev->off == 0 && !prev->ctrl && tp_ws_kind_droppable(prev->kind))
             prev = prev->prev;
     }
     q_link_after(ws, prev, it);
     ws->queued += it->len;
-    if (droppable(it->kind))
+    if (tp_ws_kind_droppable(it->kind))
         ws->latest[it->kind] = it;
     return 0;
 }

@@ -94,6 +94,25 @@ const uint8_t *tp_ws_frame_bytes(const struct tp_ws_frame *f, size_t *len)
     return f->data;
 }
 
+bool tp_ws_kind_droppable(enum tp_ws_kind kind)
+{
+    return kind == TP_WS_KIND_TICK || kind == TP_WS_KIND_ODDS || kind == TP_WS_KIND_TICK_ODDS;
+}
+
+bool tp_ws_kind_supersedes(enum tp_ws_kind newer, enum tp_ws_kind older)
+{
+    /* Which kinds a new frame of each kind makes useless (bit k: kind k). */
+    static const uint8_t supersedes[TP_WS_KIND_COUNT_] = {
+        [TP_WS_KIND_TICK] = 1u << TP_WS_KIND_TICK,
+        [TP_WS_KIND_ODDS] = 1u << TP_WS_KIND_ODDS,
+        [TP_WS_KIND_TICK_ODDS] =
+            1u << TP_WS_KIND_TICK | 1u << TP_WS_KIND_ODDS | 1u << TP_WS_KIND_TICK_ODDS,
+    };
+    if ((unsigned)newer >= TP_WS_KIND_COUNT_ || (unsigned)older >= TP_WS_KIND_COUNT_)
+        return false;
+    return (supersedes[newer] & (1u << older)) != 0;
+}
+
 enum tp_ws_kind tp_ws_frame_kind(const struct tp_ws_frame *f)
 {
     return (enum tp_ws_kind)f->kind;

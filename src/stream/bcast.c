@@ -369,7 +369,10 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
                            : pk.kind == TP_PROTOCOL_ROUND ? TP_WS_KIND_ROUND
                                                           : TP_WS_KIND_DIRECT;
     struct forward fw = {bc->sessions, tp_ws_frame_new(data, len, kind), 0};
-    tp_worker_foreach_ws(w, send_ready, &fw);
+    if (tp_ws_kind_droppable(kind)) /* beats: handed out in slices, newest wins */
+        tp_worker_fanout(w, fw.f, bc->sessions->ready);
+    else /* queued at once, ahead of the beats still to be handed out */
+        tp_worker_foreach_ws(w, send_ready, &fw);
     tp_ws_frame_unref(fw.f);
     if (pk.kind == TP_PROTOCOL_TICK && pk.tick_ts > 0)
         beat_sent(bc, pk.tick_ts);

@@ -287,6 +287,7 @@ static void snap_finish(struct snap *sn)
             struct sess *s = sn->waiters[i];
             if (s->c != NULL) {
                 tp_conn_ws_send_frame(s->c, f);
+                tp_conn_ws_fanout_from_now(s->c); /* beats older than its snapshot are not its */
                 s->ready = true;
             }
             sess_unref(s);

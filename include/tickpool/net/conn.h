@@ -35,6 +35,19 @@ struct tp_conn_ws_hooks {
     void (*on_close)(struct tp_conn *c, void *ud);
 };
 
+/* Droppable broadcasts (tick, odds) being handed to the WebSocket sockets in slices
+ * (conn_fanout.c): at most one frame per droppable kind, oldest first, each with its
+ * generation. Only the conn files touch it. */
+struct tp_conn_fanout {
+    struct tp_ws_frame *f[TP_WS_KIND_COUNT_]; /* pending frames, oldest first (n of them) */
+    uint64_t gen[TP_WS_KIND_COUNT_];          /* their generations, increasing */
+    int n;
+    uint64_t last;          /* the newest generation handed out (0: none yet) */
+    struct tp_conn *cursor; /* next socket of ws_list to visit (NULL: the list's head) */
+    size_t left;            /* visits until every socket has the newest frame */
+    bool (*ready)(const struct tp_conn *c);
+};
+
 /*
  * What connections need from the process that owns them, and its connection lists. The worker
  * embeds one host, fills the settings before it accepts and passes it to tp_conn_new: a
@@ -64,6 +77,7 @@ struct tp_conn_host {
     unsigned hs_iteration; /* ev_iteration the budget below counts for */
     int64_t hs_spent_ns;   /* handshake CPU time spent in that iteration */
     int64_t hs_budget_ns;  /* and that iteration's budget (conn_hs.c) */
+    struct tp_conn_fanout fan;
 };
 
 /* Connection flags. */
@@ -92,6 +106,9 @@ void *tp_conn_data(const struct tp_conn *c);
 int tp_conn_ws_send(struct tp_conn *c, const void *payload, size_t len);
 /** Queues a shared frame (takes a reference). Same returns as tp_conn_ws_send. */
 int tp_conn_ws_send_frame(struct tp_conn *c, struct tp_ws_frame *f);
+/** The socket gets only the droppable broadcasts handed to tp_conn_fanout from now on (its
+ * snapshot is being queued: older beats would go out after it). */
+void tp_conn_ws_fanout_from_now(struct tp_conn *c);
 /** Starts the WebSocket close handshake; the connection closes once it is flushed. */
 void tp_conn_ws_close(struct tp_conn *c, uint16_t code, const char *reason);
 /** Queues a ping (keepalive of an idle socket). No-op when not a live WebSocket. */
@@ -116,6 +133,17 @@ void tp_conn_drain(struct tp_conn *c);
 bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns);
 /** True while dirty connections wait for a tp_conn_run_dirty slice. */
 bool tp_conn_has_dirty(const struct tp_conn_host *h);
+/** Hands droppable frame `f` (tick, odds; the host takes a reference) to every WebSocket of `h`
+ * for which `ready` holds, in slices (tp_conn_run_fanout). It supersedes the pending frames its
+ * kind supersedes (tp_ws_kind_supersedes): a socket not yet visited gets only the newest. */
+void tp_conn_fanout(struct tp_conn_host *h, struct tp_ws_frame *f,
+                    bool (*ready)(const struct tp_conn *c));
+/** Visits sockets for at most about `budget_ns` (0: all), queueing each one's pending frames in
+ * order and writing them at once, from where the previous slice stopped. True when sockets are
+ * left for the next loop iteration. */
+bool tp_conn_run_fanout(struct tp_conn_host *h, int64_t budget_ns);
+/** True while frames handed to tp_conn_fanout wait for sockets still to be visited. */
+bool tp_conn_fanout_pending(const struct tp_conn_host *h);
 /** Resumes TLS handshakes that waited for a budget, oldest first, within this iteration's
  * budget (ev_prepare). True when some still wait: the caller keeps the loop from blocking. */
 bool tp_conn_run_handshakes(struct tp_conn_host *h);

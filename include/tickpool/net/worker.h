@@ -95,6 +95,13 @@ void *tp_worker_slot_get(const struct tp_worker *w, size_t slot);
  * sockets it was queued to.
  */
 size_t tp_worker_broadcast(struct tp_worker *w, struct tp_ws_frame *f);
+/**
+ * Hands droppable frame `f` (tick, odds; a reference is taken) to every WebSocket of this
+ * worker for which `ready` holds, in slices of the loop (tp_conn_fanout): sockets not yet
+ * reached when a newer frame of a superseding kind arrives get only the newer one.
+ */
+void tp_worker_fanout(struct tp_worker *w, struct tp_ws_frame *f,
+                      bool (*ready)(const struct tp_conn *c));
 /** Calls fn for every open WebSocket connection (do not close sockets from fn). */
 void tp_worker_foreach_ws(struct tp_worker *w, void (*fn)(struct tp_conn *c, void *ud), void *ud);
 /** Number of open connections and of WebSocket connections. */

@@ -44,6 +44,12 @@ enum tp_ws_kind {
     TP_WS_KIND_COUNT_
 };
 
+/** True for the kinds a newer frame may supersede (tick, odds, tick with odds). */
+bool tp_ws_kind_droppable(enum tp_ws_kind kind);
+/** True when a queued, not yet started frame of kind `older` is useless once a frame of kind
+ * `newer` is queued (the rules above); both a socket's queue and the sliced fan-out apply it. */
+bool tp_ws_kind_supersedes(enum tp_ws_kind newer, enum tp_ws_kind older);
+
 /* --- Server frames --- */
 
 /** A pre-encoded server frame (header + payload in one allocation), refcounted, shared. */

@@ -1,0 +1,281 @@
+/* Unit tests for the sliced fan-out of droppable broadcasts (src/net/conn_fanout.c) over real
+ * WebSocket connections on socketpairs and a private libev loop: slices of 16 sockets, beats
+ * arriving between slices, a `round` queued at once ahead of the beats still to be handed out,
+ * sockets not ready, and sockets freed under the walk's cursor. Every client must see its
+ * frames once each, in the order they were handed out, the newest last. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
+#include "tickpool/net/conn.h"
+#include "tickpool/net/router.h"
+#include "tickpool/net/ws.h"
+
+#include <ev.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { N = 64, SLICE = 16 /* visits between clock reads: a 1 ns budget visits 16 */ };
+
+static struct tp_config cfg;
+static struct tp_conn_host host;
+static struct tp_conn *conns[N];
+static int fds[N];
+static char ready_flag; /* tp_conn_data of a ready socket */
+
+static bool ready(const struct tp_conn *c)
+{
+    return tp_conn_data(c) == &ready_flag;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    tp_config_defaults(&cfg);
+    memset(&host, 0, sizeof(host));
+    host.cfg = &cfg;
+    host.loop = ev_loop_new(EVBACKEND_EPOLL);
+    host.http_limits.max_header = TP_HTTP_MAX_HEADER_BYTES;
+    host.http_limits.max_body = 1024;
+    host.ws_limits.max_message = 4096;
+    host.ws_limits.max_queue = 64 * 1024;
+    host.router = tp_router_new();
+    for (int i = 0; i < N; i++)
+        fds[i] = -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    tp_conn_close_all_and_reap(&host);
+    tp_router_free(host.router);
+    ev_loop_destroy(host.loop);
+    return 0;
+}
+
+/* Runs the loop until the client of socket i read the whole 101 answer. */
+static void upgrade(int i)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    fcntl(sv[1], F_SETFL, O_NONBLOCK);
+    conns[i] = tp_conn_new(&host, sv[0], false);
+    assert_non_null(conns[i]);
+    fds[i] = sv[1];
+    const char req[] = "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tickpool.v1\r\n\r\n";
+    assert_int_equal(send(fds[i], req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
+    char buf[1024];
+    size_t got = 0;
+    int64_t end = tp_mono_ms() + 2000;
+    while (tp_mono_ms() < end) {
+        ev_run(host.loop, EVRUN_NOWAIT);
+        tp_conn_run_dirty(&host, 0);
+        ssize_t n = recv(fds[i], buf + got, sizeof(buf) - 1 - got, 0);
+        if (n > 0)
+            got += (size_t)n;
+        buf[got] = '\0';
+        if (strstr(buf, "\r\n\r\n") != NULL)
+            break;
+        usleep(200);
+    }
+    assert_non_null(strstr(buf, "HTTP/1.1 101 "));
+    assert_true(tp_conn_flags(conns[i]) & TP_CONN_WS);
+}
+
+/* Reads every frame client i has received: their payloads, comma-separated, into out. */
+static void received(int i, char *out, size_t cap)
+{
+    static uint8_t buf[65536];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = recv(fds[i], buf + got, sizeof(buf) - got, 0)) > 0)
+        got += (size_t)n;
+    out[0] = '\0';
+    size_t used = 0;
+    for (size_t p = 0; p + 2 <= got;) {
+        assert_int_equal(buf[p], 0x82); /* FIN, binary */
+        size_t len = buf[p + 1];
+        assert_true(len < 126 && p + 2 + len <= got);
+        used += (size_t)snprintf(out + used, cap - used, "%s%.*s", used ? "," : "", (int)len,
+                                 (const char *)buf + p + 2);
+        p += 2 + len;
+    }
+}
+
+static void hand(const char *payload, enum tp_ws_kind kind)
+{
+    struct tp_ws_frame *f = tp_ws_frame_new(payload, strlen(payload), kind);
+    tp_conn_fanout(&host, f, ready);
+    tp_ws_frame_unref(f);
+}
+
+/* The worker's prepare hook: the dirty list, then the fan-out, one 16-socket slice each. */
+static bool slice(void)
+{
+    if (tp_conn_run_dirty(&host, 1))
+        return true;
+    return tp_conn_run_fanout(&host, 1);
+}
+
+/* Beats arrive while the walk is under way: the sockets it reached got the older beat, the
+ * others only the newer; an `odds` in between goes to every socket once, before the newer
+ * tick, whether the walk reached it before or after the tick arrived. */
+static void test_newest_wins_across_slices(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    hand("t1", TP_WS_KIND_TICK);
+    assert_true(tp_conn_fanout_pending(&host));
+    assert_true(slice()); /* 16 sockets get t1 (the clock is read every 16 visits) */
+    hand("o1", TP_WS_KIND_ODDS);
+    assert_true(slice());        /* the next 16 get t1 and o1 */
+    hand("t2", TP_WS_KIND_TICK); /* supersedes t1, not o1 */
+    int slices = 2;
+    while (slice())
+        slices++;
+    slices++;
+    assert_false(tp_conn_fanout_pending(&host));
+    /* The walk went on from where it stopped and wrapped around once: 16 + 16 + 64 visits. */
+    assert_int_equal(slices, 2 + N / SLICE);
+    int got_t1 = 0;
+    for (int i = 0; i < N; i++) {
+        char s[256];
+        received(i, s, sizeof(s));
+        if (strcmp(s, "t1,o1,t2") == 0)
+            got_t1++;
+        else
+            assert_string_equal(s, "o1,t2");
+    }
+    assert_int_equal(got_t1, 2 * SLICE);
+
+    /* A beat with odds supersedes a pending tick and odds; the next visits give only it. */
+    hand("t3", TP_WS_KIND_TICK);
+    hand("o2", TP_WS_KIND_ODDS);
+    assert_true(slice());
+    hand("x4", TP_WS_KIND_TICK_ODDS);
+    while (slice())
+        ;
+    got_t1 = 0;
+    for (int i = 0; i < N; i++) {
+        char s[256];
+        received(i, s, sizeof(s));
+        if (strcmp(s, "t3,o2,x4") == 0)
+            got_t1++;
+        else
+            assert_string_equal(s, "x4");
+    }
+    assert_int_equal(got_t1, SLICE);
+}
+
+/* A `round` queued at once goes out before the beats still to be handed out; sockets without a
+ * snapshot get nothing, and one made ready later gets only what is handed out afterwards. */
+static void test_round_first_and_not_ready(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], i % 4 == 3 ? NULL : &ready_flag);
+    }
+    hand("t1", TP_WS_KIND_TICK);
+    assert_true(slice());
+    struct tp_ws_frame *r = tp_ws_frame_new("r1", 2, TP_WS_KIND_ROUND);
+    for (int i = 0; i < N; i++)
+        if (ready(conns[i]))
+            assert_int_equal(tp_conn_ws_send_frame(conns[i], r), 0);
+    tp_ws_frame_unref(r);
+    while (slice())
+        ;
+    int early = 0;
+    for (int i = 0; i < N; i++) {
+        char s[256];
+        received(i, s, sizeof(s));
+        if (!ready(conns[i]))
+            assert_string_equal(s, "");
+        else if (strcmp(s, "t1,r1") == 0)
+            early++;
+        else
+            assert_string_equal(s, "r1,t1");
+    }
+    assert_true(early > 0 && early <= SLICE);
+
+    /* Socket 3 gets its snapshot while t2 is being handed out: t2 is older than it. */
+    hand("t2", TP_WS_KIND_TICK);
+    tp_conn_set_data(conns[3], &ready_flag);
+    tp_conn_ws_fanout_from_now(conns[3]);
+    while (slice())
+        ;
+    char s[256];
+    received(3, s, sizeof(s));
+    assert_string_equal(s, "");
+    received(0, s, sizeof(s));
+    assert_string_equal(s, "t2");
+    hand("t3", TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    received(3, s, sizeof(s));
+    assert_string_equal(s, "t3");
+    received(7, s, sizeof(s));
+    assert_string_equal(s, "");
+}
+
+/* Sockets freed under the walk (the cursor's among them) neither stop it nor are touched (run
+ * under ASan); every socket left gets the beat once. */
+static void test_sockets_freed_mid_walk(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    hand("t1", TP_WS_KIND_TICK);
+    assert_true(slice());
+    struct tp_conn *cursor = host.fan.cursor;
+    assert_non_null(cursor);
+    bool gone[N] = {false};
+    for (int i = 0; i < N; i++)
+        if (conns[i] == cursor || i % 5 == 0) {
+            tp_conn_close(conns[i]);
+            gone[i] = true;
+        }
+    tp_conn_reap(&host);
+    while (slice())
+        ;
+    for (int i = 0; i < N; i++) {
+        if (gone[i])
+            continue;
+        char s[256];
+        received(i, s, sizeof(s));
+        assert_string_equal(s, "t1");
+    }
+    assert_false(tp_conn_fanout_pending(&host));
+    assert_int_equal(host.fan.n, 0); /* the walk is over: no frame is held */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_newest_wins_across_slices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_first_and_not_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sockets_freed_mid_walk, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
