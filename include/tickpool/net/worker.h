@@ -61,8 +61,9 @@ _Noreturn void tp_worker_main(const struct tp_config *cfg, int index, int master
 
 /** The worker's loop. */
 struct ev_loop *tp_worker_loop(struct tp_worker *w);
-/** True while connection writes wait for the next slice of the loop (a large fan-out is written
- * in slices of about TP_WORKER_SLICE_NS so bets and Redis replies are served in between). */
+/** True while connection writes, or beats still to be handed to sockets (tp_worker_fanout), wait
+ * for the next slice of the loop (a large fan-out is written in slices of about
+ * TP_WORKER_SLICE_NS so bets and Redis replies are served in between). */
 bool tp_worker_output_pending(const struct tp_worker *w);
 /** The worker's routing table (add routes from an init hook). */
 struct tp_router *tp_worker_router(struct tp_worker *w);
