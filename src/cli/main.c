@@ -121,7 +121,7 @@ int main(int argc, char **argv)
             check = true;
             break;
         case 'v':
-            printf("tickpool %s\n", TP_VERSION);
+            printf("tickpool %s (commit %s)\n", TP_VERSION, tp_build_commit());
             return 0;
         case 'h':
             usage(stdout);

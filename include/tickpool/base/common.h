@@ -28,6 +28,10 @@ enum tp_err {
     TP_ERR_MIN_ = -13
 };
 
+/** The git commit this binary was built from: 12 hex digits, with "-dirty" when tracked files
+ * differed from it at build time, or "unknown" outside a checkout (meson vcs_tag). Static. */
+const char *tp_build_commit(void);
+
 /** Returns a static, human-readable name for a TP_E* code (or "unknown error"). */
 const char *tp_strerror(int err);
 
