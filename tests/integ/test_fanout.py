@@ -1,7 +1,10 @@
 """Broadcast fan-out over /ws on a 2-worker server (real Redis and game leader, short rounds).
 
 (a) 1,000 WebSocket sockets (raw, non-blocking, read with selectors): each gets hello then a
-    snapshot, then ticks (≥ 5 in 3 s each) and the same `round` message when a round changes.
+    snapshot, then ticks (5 more each, in increasing order) and the same `round` message when a
+    round changes. Delivery is asserted, not cadence (viewers-1k in bench/README.md measures it):
+    on a loaded 2-core machine the workers were runnable all of a 3 s window and ran 18 % of
+    it, and this process reads the sockets seconds behind, at a different point for each.
 (b) 50 slow consumers that never read (tiny receive buffer, small ws_send_queue) while ~10 s
     pass: a normal socket keeps getting ticks at cadence, the server's RSS (master + workers)
     stays bounded, and each stalled socket is closed, or has lost intermediate ticks (newest
@@ -67,30 +70,54 @@ def test_thousand_sockets_get_every_broadcast():
             assert w.closed is None, w.closed
             assert w.msgs[0]["t"] == "hello" and w.msgs[1]["t"] == "snapshot", w.msgs[:2]
             assert w.msgs[1]["rounds"]["open"] is not None
-        # Ticks: from now on, every socket gets at least 5 in 3 s.
+        # Ticks keep coming: every socket gets 5 more (30 are due in 3 s at tick_ms 100).
         mark = [len(w.msgs) for w in socks]
-        pump(sel, 3.0)
-        counts = [sum(1 for m in w.msgs[k:] if m.get("t") == "tick")
-                  for w, k in zip(socks, mark)]
-        print(f"    ticks per socket in 3 s: min {min(counts)}, max {max(counts)}")
-        assert min(counts) >= 5, sorted(counts)[:10]
+
+        def new_ticks():
+            return [sum(1 for m in w.msgs[k:] if m.get("t") == "tick") for w, k in zip(socks, mark)]
+        t0 = time.monotonic()
+        try:
+            tpenv.wait_until(lambda: pump(sel, 0.2) or min(new_ticks()) >= 5, timeout=60,
+                             interval=0, what="5 more ticks on every socket")
+        except AssertionError:
+            pass  # the assertion below says how many sockets and how short
+        counts = new_ticks()
+        print(f"    5 more ticks on every socket in {time.monotonic() - t0:.1f} s (min {min(counts)}"
+              f", max {max(counts)})")
+        assert min(counts) >= 5, (sum(c < 5 for c in counts), sorted(counts)[:10])
         for w in socks:
             ts = ticks_of(w)
             assert ts == sorted(set(ts)), "tick ts must increase per socket"
-        # A round change reaches every socket: the first (id, state) announced after this mark.
+        # A round change reaches every socket: the first (id, state) socket 0 reads after this
+        # point, looked for in everything each socket has read. Looking only after the same
+        # point failed on a loaded machine with hundreds of sockets "missing" a message they had
+        # read just before it: this process reads each socket at its own moment, seconds apart.
         mark = [len(w.msgs) for w in socks]
-        pump(sel, 5.0)
         first = None
-        for m in socks[0].msgs[mark[0]:]:
-            if m.get("t") == "round":
-                first = (m["round"]["id"], m["round"]["state"])
-                break
-        assert first is not None, "no round message in 5 s"
-        missing = [i for i, (w, k) in enumerate(zip(socks, mark))
-                   if first not in {(m["round"]["id"], m["round"]["state"])
-                                    for m in w.msgs[k:] if m.get("t") == "round"}]
-        assert not missing, f"{len(missing)} sockets missed round {first}"
-        assert all(w.closed is None for w in socks)
+
+        def first_round():
+            nonlocal first
+            first = next(((m["round"]["id"], m["round"]["state"]) for m in socks[0].msgs[mark[0]:]
+                          if m.get("t") == "round"), None)
+            return first is not None
+        tpenv.wait_until(lambda: pump(sel, 0.2) or first_round(), timeout=60, interval=0,
+                         what="a round message on socket 0 (rounds change every 2 s)")
+
+        left = set(range(NSOCK))
+
+        def missing():
+            for i in list(left):
+                if any(m.get("t") == "round" and (m["round"]["id"], m["round"]["state"]) == first
+                       for m in socks[i].msgs):
+                    left.discard(i)
+            return left
+        try:
+            tpenv.wait_until(lambda: pump(sel, 0.2) or not missing(), timeout=60, interval=0,
+                             what=f"round {first} on every socket")
+        except AssertionError:
+            pass
+        assert not missing(), f"{len(left)} sockets missed round {first}"
+        assert all(w.closed is None for w in socks), [w.closed for w in socks if w.closed]
         for w in socks:
             w.close()
 
