@@ -6,7 +6,9 @@ script (or two Redis settings) compare within a fraction of a percent. Starts it
 redis-server (AOF on, as scripts/up) under `valgrind --tool=callgrind
 --toggle-collect=evalShaCommand`, gives 200 players a balance, opens round 1 in bucket 0 of 1,
 sends BATCHES calls of BETS bets each (PLAYERS distinct players per call, fresh keys, bands
-round-robin) and prints the instructions counted inside EVALSHA divided by the bets.
+round-robin) and prints the instructions counted inside EVALSHA divided by the bets. The day's
+filter is built beforehand, as the leader builds it (src/game/leader_idemfilter.c), with plain
+SETRANGEs that callgrind does not count; --no-build leaves it to the bets (the fallback).
 
     bench/batch_callgrind.py                              # this tree's script, WebSocket-like
     bench/batch_callgrind.py --players 74                 # every bet another player's (HTTP)
@@ -27,9 +29,13 @@ import time
 
 import redis
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests", "lib"))
+import idemfilter  # noqa: E402  (the filter positions src/store/keys.c computes)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NBANDS, TTL_S, USERS = 5, 86400, 200
-FILTER_BYTES = 1 << 20  # bet_batch.lua ARGV[10]: 8 Mbit, a few bits set per call
+SHARD_BYTES = 1024  # bet_batch.lua ARGV[10]: 1024 shards, 8 Mbit, a few bits set per call
 
 
 def free_port():
@@ -52,14 +58,15 @@ def call_args(n, players, b, now, seq):
         if u not in users:
             users.append(u)
     w = now // (TTL_S * 1000)
+    shard_keys, per = idemfilter.batch_tail(p, w, [(u, key) for u, _, _, key in bets])
     keys = [p + "bal", p + "idem:1", p + "round:1:state", p + "pool:1", p + "outbox", p + "seq",
-            p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot",
-            p + f"idemfilter:{w}", p + f"idemfilter:{w - 1}"]
-    keys += [p + f"bets:1:{x}" for x in bands] + [p + f"ubets:{u}" for u in users]
-    argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n, FILTER_BYTES, 0]
-    for u, band, stake, key in bets:
+            p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
+    keys += idemfilter.window_keys(p, w)
+    keys += [p + f"bets:1:{x}" for x in bands] + [p + f"ubets:{u}" for u in users] + shard_keys
+    argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n, SHARD_BYTES, 0]
+    for j, (u, band, stake, key) in enumerate(bets):
         argv += [u, band, stake, key,
-                 hashlib.sha256(f"v1|1|{band}|{stake}".encode()).hexdigest()]
+                 hashlib.sha256(f"v1|1|{band}|{stake}".encode()).hexdigest()] + per[j]
     return keys, argv
 
 
@@ -72,6 +79,8 @@ def main():
                     help="distinct players per call [6, as ws-ceiling's sockets]")
     ap.add_argument("--redis-arg", action="append", default=[],
                     help="extra redis-server argument, e.g. --redis-arg=--hash-max-listpack-entries=128")
+    ap.add_argument("--no-build", action="store_true",
+                    help="no filter built ahead: the bets create the shards they write")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tp-cg-") as d:
         port = free_port()
@@ -95,6 +104,10 @@ def main():
             c.hset("tp:{b0}:bal", mapping={str(u): 10**12 for u in range(1, USERS + 1)})
             c.hset("tp:{b0}:round:1:state", mapping={"state": "open", "locks_at": 10**13})
             now = int(time.time() * 1000)
+            if not a.no_build:
+                w = now // (TTL_S * 1000)
+                for shard in range(idemfilter.SHARDS):
+                    c.setrange(idemfilter.shard_key("tp:{b0}:", w, shard), SHARD_BYTES - 1, "\0")
             pipe = c.pipeline(transaction=False)
             for b in range(a.batches):
                 keys, argv = call_args(a.bets, a.players, b, now, b * a.bets)

@@ -21,23 +21,34 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
                                             the hot key index: the round each key of a round
                                             still in Redis bet on (archival removes a round's
                                             entries, idem_unindex.lua)
-  KEYS[12] tp:{bN}:idemfilter:<w>           STRING Bloom filter of the keys accepted in window
-                                            w = floor(now_ms / (TTL * 1000)): 5 bits of one
-                                            32-bit word per key
-  KEYS[13] tp:{bN}:idemfilter:<w-1>         the previous window's filter (read only)
+  KEYS[12] tp:{bN}:idemfilter:<w>           the whole-window filter of window
+                                            w = floor(now_ms / (TTL * 1000)) written before the
+                                            filter was sharded (read only, while it exists)
+  KEYS[13] tp:{bN}:idemfilter:<w-1>         the same for window w - 1 (read only)
+  KEYS[14] tp:{bN}:idemfilter:<w>:0         shard 0 of window w's filter: its size is every
+                                            shard's of the window
+  KEYS[15] tp:{bN}:idemfilter:<w>:1023      the last shard: present once the leader built the
+                                            window whole (idem_filter_build.lua)
+  KEYS[16] tp:{bN}:idemfilter:<w-1>:0       shard 0 of window w - 1's filter
   then one tp:{bN}:bets:<round_id>:<band> (HASH bet_id -> "<user_id>:<stake>") per distinct
   band of the batch, in order of first appearance in ARGV,
-  then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order.
+  then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order,
+  then per distinct filter shard s of the bets (same order) tp:{bN}:idemfilter:<w>:<s> and
+  tp:{bN}:idemfilter:<w-1>:<s>: STRING blocked Bloom filters of the keys accepted in the window,
+  5 bits of one 32-bit word per key.
 ARGV (decimal integers without sign or leading zeros):
   [1] round_id  [2] now_ms  [3] number of bands  [4] min_stake  [5] max_stake  (3-5: the
       config's, used only for a round whose state copy predates per-round rules; a round's own
       band count and stake bounds, fixed when it opened, are in its copy, KEYS[3])
   [6] idempotency TTL in seconds  [7] bucket N  [8] number of buckets B  [9] n bets (>= 1)
-  [10] bytes of a new window's filter (4 .. 2^29, whole 32-bit words are used; an existing
-      filter keeps its own size)
+  [10] bytes of a filter shard this call creates, whole 32-bit words (4 .. 2^19): only when
+      the leader has not built window w (then shard 0 first; an existing shard 0 sets the size)
   [11] 1: skip the filter (the caller found no archived bet of these keys), else 0
-  then 5 per bet: user_id, band, stake, idempotency key (1..128 bytes, as sent by the client),
-  request hash (64 lowercase hex = SHA-256 of "v1|<round_id>|<band>|<stake>").
+  then 8 per bet: user_id, band, stake, idempotency key (1..128 bytes, as sent by the client),
+  request hash (64 lowercase hex = SHA-256 of "v1|<round_id>|<band>|<stake>"), and the key's
+  filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>" (src/store/keys.c
+  tp_keys_idem_pos): word (0 .. 2^32-1, taken modulo the shard's words), mask (the 5 bits,
+  a nonzero 32-bit value), shard (0 .. 1023).
 Returns an array of n replies, one per bet in ARGV order, each exactly what bet.lua answered:
   {"ok", bet_id, round_id, band, stake, balance, replayed}  (all integers but "ok")
   {"check"}  the key is not in the hot index but the filter says it may have been accepted
@@ -57,8 +68,11 @@ may have been on an archived one (the filters, KEYS[12..13]); one bet's refusal 
 another. Every check runs before the first write, and the writes are aggregated: one HSET per
 hash, one HINCRBY per band, one INCRBY of the sequence, one XADD carrying every accepted bet,
 one ZADD of the players' net winnings, one LPUSH per player, one HSET of the records, one of
-the hot index and one BITFIELD of the filter. Redis runs this for every batch single-threaded,
-so per-bet work is kept to table lookups, one SHA-1 and one string per record.
+the hot index and one BITFIELD per filter shard. Redis runs this for every batch single-threaded,
+so per-bet work is kept to table lookups and one string per record (the filter's hash is the
+caller's). The script never allocates a filter the leader built ahead of its window; only when
+the window is not whole (no leader for a while, the first minute of a new deployment) does it
+create the shards its accepted bets need, each at most 2^19 bytes.
 ]]
 
 local KEYS, ARGV = KEYS, ARGV
@@ -77,8 +91,9 @@ end
 local POOL_MAX = 4000000000000000
 -- How long a filter outlives its last reader's window (clocks of hosts and Redis differ).
 local IDX_SLACK_MS = 600000
--- Largest filter: 2^29 bytes, 2^27 words, well within an 8-hex-digit slice of the SHA-1.
-local FILTER_MAX = 536870912
+-- Largest shard: 2^19 bytes (2^29 bytes of a bucket's filter over 1024 shards).
+local SHARD_MAX = 524288
+local SHARDS = 1024
 local WORD = 4294967296
 -- Entries of a player's GET /me/bets list kept in Redis (TP_PLAYERS_BETS_HOT in
 -- include/tickpool/api/players.h must not be higher).
@@ -92,8 +107,8 @@ end
 
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
-if #KEYS < 15 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 11 + 5 * n then
-    return bug('want 13 + bands + users KEYS and 11 + 5n ARGV')
+if #KEYS < 20 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 11 + 8 * n then
+    return bug('want 16 + bands + users + 2 shards KEYS and 11 + 8n ARGV')
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
@@ -110,7 +125,7 @@ if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
     return bug('bad bucket')
 end
 local fnew = uint(ARGV[10])
-if not fnew or fnew < 4 or fnew > FILTER_MAX then return bug('bad filter size') end
+if not fnew or fnew < 4 or fnew > SHARD_MAX or fnew % 4 ~= 0 then return bug('bad shard size') end
 if ARGV[11] ~= '0' and ARGV[11] ~= '1' then return bug('bad filter flag') end
 local skip_filter = ARGV[11] == '1'
 
@@ -120,9 +135,13 @@ local skip_filter = ARGV[11] == '1'
 local k1 = KEYS[1] or ''
 local p = k1:match('^tp:{b' .. bucket_s .. '}:') or k1:match('^tp:{b' .. bucket_s .. '%.%d+}:')
     or 'tp:{b' .. bucket_s .. '}:'
+-- Per bet: the filter word (before the modulo), mask and shard the caller hashed, and the
+-- distinct shards in order (their KEYS follow the users').
+local tobit, floor = bit.tobit, math.floor
 local bands, users, nb, nu = {}, {}, 0, 0
+local hw, hm, hs, shards, slist = {}, {}, {}, {}, {}
 for i = 0, n - 1 do
-    local o = 12 + 5 * i
+    local o = 12 + 8 * i
     local user_s, band_s, hash = ARGV[o], ARGV[o + 1], ARGV[o + 4]
     local user = uint(user_s)
     if not user or user == 0 then return bug('bad user_id') end
@@ -130,10 +149,18 @@ for i = 0, n - 1 do
     -- Anchored and positive: Lua retries an unanchored pattern at every position, which made a
     -- negated class ('[^0-9a-f]') over 64 bytes cost 5 times this.
     if #hash ~= 64 or not hash:find('^[0-9a-f]+$') then return bug('bad request hash') end
-    if not bands[band_s] then nb = nb + 1; bands[band_s] = 13 + nb end
+    local wd, mk, sh = tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6]), tonumber(ARGV[o + 7])
+    if not wd or wd < 0 or wd >= WORD or wd ~= floor(wd) or not mk or mk < 1 or mk >= WORD
+        or mk ~= floor(mk) or not sh or sh < 0 or sh >= SHARDS or sh ~= floor(sh) then
+        return bug('bad filter position')
+    end
+    hw[i + 1], hm[i + 1], hs[i + 1] = wd, tobit(mk), sh
+    if not bands[band_s] then nb = nb + 1; bands[band_s] = 16 + nb end
     if not users[user_s] then nu = nu + 1; users[user_s] = nu end
+    if not shards[sh] then slist[#slist + 1] = sh; shards[sh] = #slist end
 end
-if #KEYS ~= 13 + nb + nu then return bug('want 13 + bands + users KEYS') end
+local ns = #slist
+if #KEYS ~= 16 + nb + nu + 2 * ns then return bug('want 16 + bands + users + 2 shards KEYS') end
 
 -- A round id outside the layout would name another round's keys: every bet is refused, as
 -- bet.lua refuses it (the key names below are then not checked, nothing is touched).
@@ -158,13 +185,20 @@ end
 -- caller's clock is in w or w + 1, which covers its TTL.
 local span = ttl * 1000
 local win = math.floor(now / span)
-if KEYS[12] ~= p .. 'idemfilter:' .. format('%.0f', win)
-    or KEYS[13] ~= p .. 'idemfilter:' .. format('%.0f', win - 1) then
+local fw, fp = p .. 'idemfilter:' .. format('%.0f', win), p .. 'idemfilter:' .. format('%.0f', win - 1)
+if KEYS[12] ~= fw or KEYS[13] ~= fp or KEYS[14] ~= fw .. ':0'
+    or KEYS[15] ~= fw .. ':' .. (SHARDS - 1) or KEYS[16] ~= fp .. ':0' then
     return bug('KEYS do not match the key layout for this bucket/window')
+end
+local sbase = 16 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase + 2j (w - 1)
+for j, sh in ipairs(slist) do
+    if KEYS[sbase + 2 * j - 1] ~= fw .. ':' .. sh or KEYS[sbase + 2 * j] ~= fp .. ':' .. sh then
+        return bug('KEYS do not match the key layout for this bucket/window/shard')
+    end
 end
 local ulist = {}
 for user_s, k in pairs(users) do
-    if KEYS[13 + nb + k] ~= p .. 'ubets:' .. user_s then
+    if KEYS[16 + nb + k] ~= p .. 'ubets:' .. user_s then
         return bug('KEYS do not match the key layout for this bucket/user')
     end
     ulist[k] = user_s
@@ -174,7 +208,7 @@ end
 -- every player, the round state, the pool total.
 local fields = {}
 for i = 0, n - 1 do
-    local o = 12 + 5 * i
+    local o = 12 + 8 * i
     fields[i + 1] = ARGV[o] .. ':' .. ARGV[o + 3]
 end
 local recs = call('HMGET', KEYS[2], unpack(fields))
@@ -199,52 +233,53 @@ for i = 1, n do
     end
 end
 
--- The filters: blocked Bloom filters of 32-bit words. A key's SHA-1 ("<user_id>:<key>") picks
--- one word (its first 8 hex digits modulo the words) and 5 bits in it (5 bits each of the next
--- 8): a key with no hot entry whose 5 bits are all set in window w or w - 1 may have been
--- accepted on an archived round. One word per key keeps the cost to one BITFIELD operation per
--- bet and window (5 single-bit operations cost Redis 5 times this). Each filter is read with
--- its own size (STRLEN), so a changed configuration never misreads an existing one.
--- Per-bet work is kept to one SHA-1, two hex slices and table lookups; offsets are passed as
--- numbers (bit offset = word * 32), never formatted in Lua.
-local sha1hex, band, bor, floor = redis.sha1hex, bit.band, bit.bor, math.floor
-local POW2 = {}
-for b = 0, 31 do POW2[b] = 2 ^ b end
-local hw, hm = {}, {} -- per bet: the hash's word value (before the modulo) and its 5-bit mask
-local function slices(i)
-    local h = sha1hex(fields[i])
-    local x = tonumber(h:sub(9, 16), 16)
-    local a = x % 32; x = floor(x / 32)
-    local b = x % 32; x = floor(x / 32)
-    local c = x % 32; x = floor(x / 32)
-    local d = x % 32; x = floor(x / 32)
-    hw[i] = tonumber(h:sub(1, 8), 16)
-    hm[i] = bor(POW2[a], POW2[b], POW2[c], POW2[d], POW2[x % 32])
-end
-local maybe, known = {}, {}
-local fwords = {math.floor(call('STRLEN', KEYS[12]) / 4), math.floor(call('STRLEN', KEYS[13]) / 4)}
-for w = 1, 2 do
-    local nw = fwords[w]
-    if nw > 0 then
-        local ops, at = {}, {}
-        for i = 1, n do
-            if seen[i] and not maybe[i] then
-                if not hw[i] then slices(i) end
-                local q = #ops
-                at[#at + 1] = i
-                ops[q + 1], ops[q + 2], ops[q + 3] = 'GET', 'u32', hw[i] % nw * 32
-            end
+-- The filters: blocked Bloom filters of 32-bit words. A key's hash (the caller's, from the
+-- SHA-1 of "<user_id>:<key>") picks a shard, one word in it (modulo the shard's words) and 5
+-- bits in the word: a key with no hot entry whose 5 bits are all set in window w or w - 1 may
+-- have been accepted on an archived round. One word per key keeps the cost to one BITFIELD
+-- operation per bet and window (5 single-bit operations cost Redis 5 times this), one call per
+-- shard. Every shard of a window has shard 0's size (whoever creates a shard, the leader or
+-- the fallback below, gives it that size), so a changed configuration never misreads an
+-- existing window. The whole-window filters of before the shards (KEYS[12..13]) are read with
+-- the same word and mask while they exist (an upgrade's last 48 h), never written.
+local band, bor = bit.band, bit.bor
+local maybe, known = {}, {} -- known[shard][word index]: window w's word as read
+local function probe(nw, key_of)
+    -- The words of every bet still `seen` and not `maybe`, one BITFIELD_RO per key.
+    local ops, at, order = {}, {}, {}
+    for i = 1, n do
+        if seen[i] and not maybe[i] then
+            local k = key_of(i)
+            local o = ops[k]
+            if not o then o = {}; ops[k] = o; at[k] = {}; order[#order + 1] = k end
+            local q = #o
+            o[q + 1], o[q + 2], o[q + 3] = 'GET', 'u32', hw[i] % nw * 32
+            at[k][#at[k] + 1] = i
         end
-        if #at > 0 then
-            local words = call('BITFIELD_RO', KEYS[11 + w], unpack(ops))
-            for q, i in ipairs(at) do
-                local mask = hm[i]
-                maybe[i] = band(words[q], mask) == mask
-                if w == 1 then known[hw[i] % nw] = words[q] end
+    end
+    return ops, at, order
+end
+local function check(nw, key_of, keep)
+    if nw == 0 then return end
+    local ops, at, order = probe(nw, key_of)
+    for _, k in ipairs(order) do
+        local words = call('BITFIELD_RO', KEYS[k], unpack(ops[k]))
+        for q, i in ipairs(at[k]) do
+            local mask = hm[i]
+            maybe[i] = band(words[q], mask) == mask
+            if keep then
+                local kn = known[hs[i]]
+                if not kn then kn = {}; known[hs[i]] = kn end
+                kn[hw[i] % nw] = words[q]
             end
         end
     end
 end
+local sw = floor(call('STRLEN', KEYS[14]) / 4)
+check(sw, function(i) return sbase + 2 * shards[hs[i]] - 1 end, true)
+check(floor(call('STRLEN', KEYS[16]) / 4), function(i) return sbase + 2 * shards[hs[i]] end, false)
+check(floor(call('STRLEN', KEYS[12]) / 4), function() return 12 end, false)
+check(floor(call('STRLEN', KEYS[13]) / 4), function() return 13 end, false)
 
 local paused = call('EXISTS', KEYS[9]) == 1
 local balv = call('HMGET', KEYS[1], unpack(ulist))
@@ -281,7 +316,7 @@ local pool_cap = math.floor(POOL_MAX / nbuckets)
 local out, acc, fresh, nacc = {}, {}, {}, 0
 local band_sum, user_sum, added = {}, {}, 0
 for i = 1, n do
-    local o = 7 + 5 * i
+    local o = 4 + 8 * i
     local user_s, band_s, stake_s, key, hash = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3],
         ARGV[o + 4]
     local f = fields[i]
@@ -357,13 +392,12 @@ for k = 1, nacc do
     local i, user_s, band_s, stake_s = a[1], a[2], a[3], a[4]
     local id = (first + k - 1) * nbuckets + bucket
     local id_s, bal_s = format('%.0f', id), format('%.0f', a[5])
-    local key = ARGV[10 + 5 * i]
+    local key = ARGV[7 + 8 * i]
     out[i] = {'ok', id, tonumber(round_s), tonumber(band_s), tonumber(stake_s), a[5], 0}
     a[7] = out[i]
     idemw[#idemw + 1] = fields[i]
     idxw[2 * k - 1] = fields[i]
     idxw[2 * k] = placed
-    if not hw[i] then slices(i) end
     idemw[#idemw + 1] = '1|' .. a[6] .. '|' .. id_s .. '|' .. round_s .. '|' .. band_s .. '|'
         .. stake_s .. '|' .. bal_s
     lines[k] = id_s .. ',' .. user_s .. ',' .. band_s .. ',' .. stake_s .. ',' .. bal_s .. ','
@@ -397,7 +431,7 @@ call('ZADD', KEYS[7], unpack(zadd))
 for user_s, sum in pairs(user_sum) do
     balw[#balw + 1] = user_s
     balw[#balw + 1] = format('%.0f', bal[user_s])
-    local k = 13 + nb + users[user_s]
+    local k = 16 + nb + users[user_s]
     -- The list holds the newest UBETS_KEEP after every batch (older ones: Postgres); LTRIM
     -- only when over.
     if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > UBETS_KEEP then
@@ -417,40 +451,61 @@ call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'be
 -- bet Postgres cannot show yet).
 call('HSET', KEYS[2], unpack(idemw))
 call('HSET', KEYS[11], unpack(idxw))
--- The window's filter is created at its full size, so memory does not creep as it fills, and
--- lives until the end of the next window (its last reader), plus slack for a host whose clock
--- lags the writer's. Each word written is its value before the call (read above, or now for a
--- bet that skipped the reads) with the masks of the call's accepted bets: one BITFIELD.
-local nw = fwords[1]
-if nw == 0 then
-    nw = math.floor(fnew / 4)
-    call('SETRANGE', KEYS[12], nw * 4 - 1, '\0')
-    call('PEXPIRE', KEYS[12], format('%.0f', (win + 2) * span - now + IDX_SLACK_MS))
-    known = nil
+-- Window w's filter: built whole by the leader ahead of the window (idem_filter_build.lua),
+-- so nothing is allocated here. Only while it is not whole (KEYS[15] missing) are the shards
+-- this call writes created if missing, shard 0 first (its size is the window's), each at most
+-- SHARD_MAX bytes, expiring with the window like the leader's: at the end of window w + 1 (its
+-- last reader) plus slack for a host whose clock lags the writer's. Each word written is its
+-- value before the call (read above, or now for a bet that skipped the reads) with the masks
+-- of the call's accepted bets: one BITFIELD per shard.
+local expire = format('%.0f', (win + 2) * span - now + IDX_SLACK_MS)
+local function create(k, bytes)
+    if call('STRLEN', KEYS[k]) == 0 then
+        call('SETRANGE', KEYS[k], bytes - 1, '\0')
+        call('PEXPIRE', KEYS[k], expire)
+        return true
+    end
+    return false
 end
-local add, order, unread = {}, {}, {}
+local whole = call('EXISTS', KEYS[15]) == 1
+if sw == 0 then
+    create(14, fnew)
+    sw = fnew / 4
+end
+local add, order = {}, {}
 for k = 1, nacc do
     local i = acc[k][1]
-    local wi = hw[i] % nw
-    if not add[wi] then
-        add[wi] = 0
-        order[#order + 1] = wi
-        if known and not known[wi] then unread[#unread + 1] = wi end
+    local sh = hs[i]
+    local a = add[sh]
+    if not a then a = {}; add[sh] = a; order[#order + 1] = sh end
+    local wi = hw[i] % sw
+    a[wi] = bor(a[wi] or 0, hm[i])
+end
+for _, sh in ipairs(order) do
+    local kk = sbase + 2 * shards[sh] - 1
+    -- A shard created just now is all zeros; else a word not read above is read now.
+    local fresh = not whole and create(kk, sw * 4)
+    local kn = fresh and {} or known[sh] or {}
+    local unread = {}
+    if not fresh then
+        for wi in pairs(add[sh]) do
+            if kn[wi] == nil then unread[#unread + 1] = wi end
+        end
     end
-    add[wi] = bor(add[wi], hm[i])
-end
-if #unread > 0 then
-    local ops = {}
-    for q, wi in ipairs(unread) do
-        ops[3 * q - 2], ops[3 * q - 1], ops[3 * q] = 'GET', 'u32', wi * 32
+    if #unread > 0 then
+        local ops = {}
+        for q, wi in ipairs(unread) do
+            ops[3 * q - 2], ops[3 * q - 1], ops[3 * q] = 'GET', 'u32', wi * 32
+        end
+        for q, v in ipairs(call('BITFIELD_RO', KEYS[kk], unpack(ops))) do kn[unread[q]] = v end
     end
-    for q, v in ipairs(call('BITFIELD_RO', KEYS[12], unpack(ops))) do known[unread[q]] = v end
+    local setw = {}
+    for wi, m in pairs(add[sh]) do
+        local v = bor(kn[wi] or 0, m)
+        if v < 0 then v = v + WORD end
+        local q = #setw
+        setw[q + 1], setw[q + 2], setw[q + 3], setw[q + 4] = 'SET', 'u32', wi * 32, v
+    end
+    call('BITFIELD', KEYS[kk], unpack(setw))
 end
-local setw = {}
-for q, wi in ipairs(order) do
-    local v = bor(known and known[wi] or 0, add[wi])
-    if v < 0 then v = v + WORD end
-    setw[4 * q - 3], setw[4 * q - 2], setw[4 * q - 1], setw[4 * q] = 'SET', 'u32', wi * 32, v
-end
-call('BITFIELD', KEYS[12], unpack(setw))
 return out

@@ -144,22 +144,23 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "serve") == 0 && nargs == 0) {
         /* Every module plugs into each worker through an init hook (run after fork), in this
          * order: the store first, since the others take it at init. */
-        tp_store_install();          /* the worker's Redis store */
-        tp_ops_install();            /* /healthz, /readyz, /metrics */
-        tp_accounts_install();       /* token secret, argon2 pool */
-        tp_api_accounts_install();   /* POST /api/v1/accounts, /sessions */
-        tp_bet_install();            /* bet admission's per-worker limiter */
-        tp_bets_install();           /* POST /api/v1/bets */
-        tp_api_exclusion_install();  /* /api/v1/me/exclusion */
-        tp_players_install();        /* /api/v1/me, /me/bets, leaderboard */
-        tp_rounds_install();         /* rounds and prices API */
-        tp_game_install();           /* game leader */
-        tp_session_install();        /* /ws protocol, fan-out, odds */
-        tp_pgw_register();           /* outbox → Postgres writer thread */
-        tp_pg_health_install();      /* readiness probe of Postgres */
-        tp_registry_install();       /* heartbeat for `tickpool admin status` */
-        tp_pgr_install();            /* history reads from Postgres */
-        tp_leader_archive_install(); /* hot rounds only in Redis */
+        tp_store_install();             /* the worker's Redis store */
+        tp_ops_install();               /* /healthz, /readyz, /metrics */
+        tp_accounts_install();          /* token secret, argon2 pool */
+        tp_api_accounts_install();      /* POST /api/v1/accounts, /sessions */
+        tp_bet_install();               /* bet admission's per-worker limiter */
+        tp_bets_install();              /* POST /api/v1/bets */
+        tp_api_exclusion_install();     /* /api/v1/me/exclusion */
+        tp_players_install();           /* /api/v1/me, /me/bets, leaderboard */
+        tp_rounds_install();            /* rounds and prices API */
+        tp_game_install();              /* game leader */
+        tp_session_install();           /* /ws protocol, fan-out, odds */
+        tp_pgw_register();              /* outbox → Postgres writer thread */
+        tp_pg_health_install();         /* readiness probe of Postgres */
+        tp_registry_install();          /* heartbeat for `tickpool admin status` */
+        tp_pgr_install();               /* history reads from Postgres */
+        tp_leader_archive_install();    /* hot rounds only in Redis */
+        tp_leader_idemfilter_install(); /* next day's idempotency filter, ahead */
         return tp_master_run(&config);
     }
     if (strcmp(cmd, "verify") == 0 && nargs == 1)

@@ -283,19 +283,19 @@ static void send_group(struct batcher *b, struct group *g)
                                                .req_hash = p->hash};
     }
     /* now_ms is taken when the batch leaves: a bet is never admitted later than the clock says. */
-    size_t filter = cfg->game.idem_filter / (size_t)cfg->game.buckets;
-    struct tp_script_bet_batch_args args = {.round_id = g->round_id,
-                                            .now_ms = tp_now_ms(),
-                                            .nbands = cfg->game.n_band_edges + 1,
-                                            .min_stake = cfg->game.min_stake,
-                                            .max_stake = cfg->game.max_stake,
-                                            .idem_ttl_s = TP_BET_IDEM_TTL_S,
-                                            .bucket = g->bucket,
-                                            .buckets = cfg->game.buckets,
-                                            .filter_bytes = filter >= 4 ? (int64_t)filter : 4,
-                                            .skip_filter = g->skip_filter,
-                                            .bets = bets,
-                                            .n = g->n};
+    struct tp_script_bet_batch_args args = {
+        .round_id = g->round_id,
+        .now_ms = tp_now_ms(),
+        .nbands = cfg->game.n_band_edges + 1,
+        .min_stake = cfg->game.min_stake,
+        .max_stake = cfg->game.max_stake,
+        .idem_ttl_s = tp_keys_idem_ttl_s(),
+        .bucket = g->bucket,
+        .buckets = cfg->game.buckets,
+        .shard_bytes = tp_keys_idem_shard_bytes(cfg->game.idem_filter, cfg->game.buckets),
+        .skip_filter = g->skip_filter,
+        .bets = bets,
+        .n = g->n};
     int rc = tp_script_bet_batch(tp_store_of(b->w), &args, on_batch, g);
     if (rc != 0) {
         /* The script never ran: each bet is answered now, as if Redis were down. */

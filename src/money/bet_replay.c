@@ -13,6 +13,7 @@
 #include "tickpool/base/metrics.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/store/pg.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/pgr.h"
 
 #include <stdio.h>
@@ -31,7 +32,7 @@ static void key_params(struct key_params *kp, int64_t user_id, const char *key, 
 {
     snprintf(kp->uid, sizeof(kp->uid), "%lld", (long long)user_id);
     snprintf(kp->since, sizeof(kp->since), "%lld",
-             (long long)(tp_now_ms() - TP_BET_IDEM_TTL_S * 1000LL));
+             (long long)(tp_now_ms() - tp_keys_idem_ttl_s() * 1000LL));
     snprintf(kp->key, sizeof(kp->key), "%.*s", (int)len, key);
 }
 

@@ -6,11 +6,13 @@
 #include "tickpool/store/keys.h"
 
 #include "tickpool/base/common.h"
+#include "tickpool/base/crypto.h"
 #include "tickpool/store/cluster.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Most cells of the slot space buckets are spread over (cluster mode): with more buckets, several
  * share a cell of 16384 / 256 = 64 slots, which keeps the tag search short. */
@@ -180,6 +182,59 @@ const char *tp_keys_idem_hot(struct tp_key *k, int bucket)
 const char *tp_keys_idem_filter(struct tp_key *k, int bucket, int64_t window)
 {
     return bfmt(k, bucket, "idemfilter:%lld", (long long)window);
+}
+
+const char *tp_keys_idem_shard(struct tp_key *k, int bucket, int64_t window, int shard)
+{
+    TP_ASSERT(shard >= 0 && shard < TP_KEYS_IDEM_SHARDS);
+    return bfmt(k, bucket, "idemfilter:%lld:%d", (long long)window, shard);
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+void tp_keys_idem_pos(int64_t user_id, const char *key, size_t len, struct tp_keys_idem_pos *out)
+{
+    TP_ASSERT(len <= TP_KEYS_IDEM_MAX);
+    char field[TP_FMT_I64_MAX + 1 + TP_KEYS_IDEM_MAX];
+    size_t n = tp_fmt_i64(field, user_id);
+    field[n++] = ':';
+    memcpy(field + n, key, len);
+    uint8_t h[TP_SHA1_LEN];
+    tp_sha1(field, n + len, h);
+    uint32_t bits = be32(h + 4);
+    out->word = be32(h);
+    out->mask = 0;
+    for (int i = 0; i < 5; i++, bits /= 32)
+        out->mask |= 1u << (bits % 32);
+    out->shard = (int)(be32(h + 8) % TP_KEYS_IDEM_SHARDS);
+}
+
+int64_t tp_keys_idem_shard_bytes(size_t filter, int buckets)
+{
+    TP_ASSERT(buckets > 0);
+    int64_t b = (int64_t)(filter / (size_t)buckets / TP_KEYS_IDEM_SHARDS) / 4 * 4;
+    return b >= 4 ? b : 4;
+}
+
+int tp_keys_idem_ttl_s(void)
+{
+    static int ttl; /* 0: not read yet; every thread reads the same value */
+    int v = __atomic_load_n(&ttl, __ATOMIC_RELAXED);
+    if (v == 0) {
+        const char *s = getenv("TP_TEST_IDEM_TTL_S");
+        char *end = NULL;
+        long t = s != NULL ? strtol(s, &end, 10) : 0;
+        v = 86400;
+        if (s != NULL && (end == s || *end != '\0' || t < 1 || t > 86400))
+            fprintf(stderr, "TP_TEST_IDEM_TTL_S=%.20s is not 1..86400: ignored\n", s);
+        else if (s != NULL)
+            v = (int)t;
+        __atomic_store_n(&ttl, v, __ATOMIC_RELAXED);
+    }
+    return v;
 }
 
 const char *tp_keys_wsock(struct tp_key *k, int bucket, int64_t user_id)

@@ -149,18 +149,23 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
     arg_int(a, b->buckets);
 }
 
-/* scripts/lua/bet_batch.lua header: 13 KEYS, one bets key per distinct band and one ubets key per
- * distinct player (first appearance order); 11 ARGV, then 5 per bet. Distinct bands and players
- * are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a table). */
+/* scripts/lua/bet_batch.lua header: 16 KEYS, one bets key per distinct band and one ubets key per
+ * distinct player (first appearance order), then the two filter shards (window w, w - 1) of each
+ * distinct shard; 11 ARGV, then 8 per bet. Distinct bands, players and shards are found by a
+ * scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a table). The filter
+ * positions are hashed here, in C, not by the script: Redis runs the script single-threaded. */
 static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_script_call *a)
 {
     struct tp_key k;
     int n = b->bucket;
     size_t cnt = b->n;
     int64_t win = tp_keys_idem_window(b->now_ms, b->idem_ttl_s);
-    /* Keys: 13 + ≤ 2 per bet, each < TP_KEYS_MAX; numbers: ≤ 11 + 3 per bet, each < 24 bytes. */
-    start_heap(a, "bet_batch", (int)(24 + 7 * cnt),
-               (13 + 2 * cnt) * TP_KEYS_MAX + (11 + 3 * cnt) * 24);
+    struct tp_keys_idem_pos pos[TP_SCRIPT_BATCH_MAX];
+    for (size_t i = 0; i < cnt; i++)
+        tp_keys_idem_pos(b->bets[i].user_id, b->bets[i].idem_key, b->bets[i].idem_len, &pos[i]);
+    /* Keys: 16 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 11 + 6 per bet, each < 24 bytes. */
+    start_heap(a, "bet_batch", (int)(27 + 12 * cnt),
+               (16 + 4 * cnt) * TP_KEYS_MAX + (11 + 6 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_idem(&k, n, b->round_id));
     key(a, tp_keys_round_state(&k, n, b->round_id));
@@ -174,6 +179,9 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     key(a, tp_keys_idem_hot(&k, n));
     key(a, tp_keys_idem_filter(&k, n, win));
     key(a, tp_keys_idem_filter(&k, n, win - 1));
+    key(a, tp_keys_idem_shard(&k, n, win, 0));
+    key(a, tp_keys_idem_shard(&k, n, win, TP_KEYS_IDEM_SHARDS - 1));
+    key(a, tp_keys_idem_shard(&k, n, win - 1, 0));
     for (size_t i = 0; i < cnt; i++) {
         size_t j = 0;
         while (j < i && b->bets[j].band != b->bets[i].band)
@@ -188,6 +196,15 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
         if (j == i)
             key(a, tp_keys_ubets(&k, n, b->bets[i].user_id));
     }
+    for (size_t i = 0; i < cnt; i++) {
+        size_t j = 0;
+        while (j < i && pos[j].shard != pos[i].shard)
+            j++;
+        if (j == i) {
+            key(a, tp_keys_idem_shard(&k, n, win, pos[i].shard));
+            key(a, tp_keys_idem_shard(&k, n, win - 1, pos[i].shard));
+        }
+    }
     arg_int(a, b->round_id);
     arg_int(a, b->now_ms);
     arg_int(a, b->nbands);
@@ -197,7 +214,7 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     arg_int(a, n);
     arg_int(a, b->buckets);
     arg_int(a, (int64_t)cnt);
-    arg_int(a, b->filter_bytes);
+    arg_int(a, b->shard_bytes);
     arg_int(a, b->skip_filter ? 1 : 0);
     for (size_t i = 0; i < cnt; i++) {
         const struct tp_script_batch_bet *x = &b->bets[i];
@@ -206,6 +223,9 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
         arg_int(a, x->stake);
         push(a, x->idem_key, x->idem_len);
         push(a, x->req_hash, 64);
+        arg_int(a, pos[i].word);
+        arg_int(a, pos[i].mask);
+        arg_int(a, pos[i].shard);
     }
 }
 
@@ -213,8 +233,8 @@ int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch
                         tp_store_cb cb, void *ud)
 {
     if (b->n < 1 || b->n > TP_SCRIPT_BATCH_MAX || b->buckets < 1 || b->bucket < 0 ||
-        b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0 || b->filter_bytes < 4 ||
-        b->filter_bytes > (int64_t)TP_CONFIG_IDEM_FILTER_BUCKET_MAX)
+        b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0 || b->shard_bytes < 4 ||
+        b->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX || b->shard_bytes % 4 != 0)
         return TP_EINVAL;
     for (size_t i = 0; i < b->n; i++)
         if (b->bets[i].idem_len < 1 || b->bets[i].idem_len > TP_KEYS_IDEM_MAX ||
@@ -740,4 +760,36 @@ int tp_script_idem_unindex(struct tp_store *store, const struct tp_script_idem_u
     struct tp_script_call a;
     idem_unindex_args(u, &a);
     return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/idem_filter_build.lua header: shard 0, then the shards; mode, bytes, expiry,
+ * window, bucket. */
+static void idem_filter_build_args(const struct tp_script_idem_filter_build_args *f,
+                                   struct tp_script_call *a)
+{
+    struct tp_key k;
+    start_heap(a, "idem_filter_build", 6 + f->n, (size_t)(1 + f->n) * TP_KEYS_MAX + 5 * 24);
+    key(a, tp_keys_idem_shard(&k, f->bucket, f->window, 0));
+    for (int s = f->first; s < f->first + f->n; s++)
+        key(a, tp_keys_idem_shard(&k, f->bucket, f->window, s));
+    arg_str(a, f->probe ? "probe" : "build");
+    arg_int(a, f->shard_bytes);
+    arg_int(a, f->expire_ms);
+    arg_int(a, f->window);
+    arg_int(a, f->bucket);
+}
+
+int tp_script_idem_filter_build(struct tp_store *store,
+                                const struct tp_script_idem_filter_build_args *f, tp_store_cb cb,
+                                void *ud)
+{
+    if (f->bucket < 0 || f->window < 0 || f->first < 0 || f->n < 1 ||
+        f->first + f->n > TP_KEYS_IDEM_SHARDS || f->shard_bytes < 4 ||
+        f->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX || f->shard_bytes % 4 != 0 || f->expire_ms < 1)
+        return TP_EINVAL;
+    struct tp_script_call a;
+    idem_filter_build_args(f, &a);
+    int rc = run(store, &a, cb, ud);
+    tp_script_call_release(&a);
+    return rc;
 }

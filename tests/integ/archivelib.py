@@ -36,7 +36,7 @@ def player_state(c):
         if any(f in k for f in (":round:", ":pool:", ":plan:", ":paid:", ":payout:", ":bets:",
                                 ":seed:", "outbox", "ticks", "lease", "current", "rounds",
                                 "unfinished", "unsettled", "epoch", "workers", ":idem:",
-                                ":idemhot")):
+                                ":idemhot", ":idemfilter:")):
             continue
         out[k] = c.dump(k)
     return out

@@ -10,11 +10,12 @@ import re
 import subprocess
 import time
 
+import idemfilter
 import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL = 5, 100, 100000, 86400
-FILTER_BYTES = 65536  # bet_batch.lua ARGV[10]: a new idempotency filter window's size
+SHARD_BYTES = 64  # bet_batch.lua ARGV[10]: a filter shard's size, 64 KiB over 1024 shards
 
 
 def migrate(srv, pg):
@@ -80,14 +81,16 @@ class Money:
                 users.append(u)
         ks += ["tp:%s:bets:%s:%s" % (b, rid, band) for band in bands]
         ks += ["tp:%s:ubets:%s" % (b, u) for u in users]
+        shard_keys, per = idemfilter.batch_tail("tp:%s:" % b, w, [(u, key) for u, _, _, key in bets])
+        ks += shard_keys
         # ARGV 11 = 1: no filter reads. The workloads' keys are fresh by construction, and tens
         # of thousands of them would make a small filter answer "check" (a false positive the
         # server resolves with Postgres; these tests drive the script directly).
         argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL, bucket, self.buckets, len(bets),
-                FILTER_BYTES, 1]
-        for u, band, stake, key in bets:
+                SHARD_BYTES, 1]
+        for j, (u, band, stake, key) in enumerate(bets):
             h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
-            argv += [u, band, stake, key, h]
+            argv += [u, band, stake, key, h] + per[j]
         res = self.c.evalsha(self.sha["bet_batch"], len(ks), *ks, *argv)
         if check:
             assert all(r[0] == "ok" for r in res), res

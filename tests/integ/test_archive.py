@@ -130,8 +130,11 @@ def test_filter_false_positive_is_admitted_once():
         (uid, tok), = tpclient.make_users(s, 1, "fp")
         b = uid % B
         day = int(time.time() * 1000) // 86400000
-        for w in (day, day - 1):
-            c.set(f"tp:{{b{b}}}:idemfilter:{w}", b"\xff" * 4096, px=3600000)
+        pipe = c.pipeline(transaction=False)
+        for w in (day, day - 1):  # every shard of both windows read (idemfilter.py)
+            for shard in range(1024):
+                pipe.set(f"tp:{{b{b}}}:idemfilter:{w}:{shard}", b"\xff" * 64, px=3600000)
+        pipe.execute()
         o = tpclient.fresh_open_round(s, 3000)
         bal = s.json("GET", "/api/v1/me", headers=tpclient.auth(tok))[1]["balance"]
         out = [s.http("POST", "/api/v1/bets", {"round_id": o["id"], "band": 1, "stake": 10},

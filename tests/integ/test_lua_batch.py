@@ -14,12 +14,13 @@ import hashlib
 import os
 import random
 
+import idemfilter
 import redis
 import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, TTL = 5, 100, 100000, 86400
-FILTER_BYTES = 65536  # bet_batch.lua ARGV[10]: a new idempotency filter window's size
+SHARD_BYTES = 64  # bet_batch.lua ARGV[10]: a filter shard's size, 64 KiB over 1024 shards
 DAY = TTL * 1000
 
 
@@ -63,8 +64,9 @@ class Side:
             self.c.hset("tp:{b%d}:round:%s:state" % (b, rid), mapping=m)
 
     def batch_call(self, bucket, rid, bets, now, hashes=None, keys=None, skip=0,
-                   filt=FILTER_BYTES):
-        """bets: (user, band, stake, key); the KEYS and ARGV the C stub builds."""
+                   filt=SHARD_BYTES, pos=None):
+        """bets: (user, band, stake, key); the KEYS and ARGV the C stub builds (pos: the
+        filter positions instead of the keys' own)."""
         p = "tp:{b%d}:" % bucket
         bands, users = [], []
         for u, band, _, _ in bets:
@@ -73,16 +75,17 @@ class Side:
             if u not in users:
                 users.append(u)
         w = now // DAY
+        shard_keys, per = idemfilter.batch_tail(p, w, [(u, key) for u, _, _, key in bets])
         ks = keys or ([p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                        p + "outbox", p + "seq", p + "net", p + "excl", p + "paused",
-                       p + "disabled", p + "idemhot", p + f"idemfilter:{w}",
-                       p + f"idemfilter:{w - 1}"] +
-                      [p + f"bets:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users])
+                       p + "disabled", p + "idemhot"] + idemfilter.window_keys(p, w) +
+                      [p + f"bets:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users] +
+                      shard_keys)
         argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, TTL, bucket, self.b, len(bets), filt,
                 skip]
         for j, (u, band, stake, key) in enumerate(bets):
             h = hashes[j] if hashes else canon_hash(rid, band, stake)
-            argv += [u, band, stake, key, h]
+            argv += [u, band, stake, key, h] + (pos[j] if pos else per[j])
         return self.c.evalsha(self.batch_sha, len(ks), *ks, *argv)
 
     def one(self, rid, bet, now):
@@ -327,31 +330,50 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
                 assert text in str(e), e
             else:
                 raise AssertionError(text)
-        try:
-            s.batch_call(0, 1, [(2, 0, 100, "k")], 5000,
-                         keys=["tp:{b0}:bal", "tp:{b0}:idem:2", "tp:{b0}:round:1:state",
-                               "tp:{b0}:pool:1", "tp:{b0}:outbox", "tp:{b0}:seq", "tp:{b0}:net",
-                               "tp:{b0}:excl", "tp:{b0}:paused", "tp:{b0}:disabled",
-                               "tp:{b0}:idemhot", "tp:{b0}:idemfilter:0",
-                               "tp:{b0}:idemfilter:-1", "tp:{b0}:bets:1:0", "tp:{b0}:ubets:2"])
-        except redis.ResponseError as e:
-            assert "key layout" in str(e), e
-        else:
-            raise AssertionError("wrong idem key accepted")
-        for w in ((1, 0), (0, 0), (0, 1)):  # filter windows other than now's and the one before
+        p = "tp:{b0}:"
+        base = [p + "bal", p + "idem:1", p + "round:1:state", p + "pool:1", p + "outbox",
+                p + "seq", p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
+        tail = [p + "bets:1:0", p + "ubets:2"]
+        shard = idemfilter.pos(2, "k")[2]
+        good = idemfilter.window_keys(p, 0) + tail + [idemfilter.shard_key(p, 0, shard),
+                                                      idemfilter.shard_key(p, -1, shard)]
+        wrong_idem = [p + "idem:2" if k == p + "idem:1" else k for k in base]
+        for keys, text in (
+                (wrong_idem + good, "key layout"),
+                # filter windows other than now's and the one before
+                (base + idemfilter.window_keys(p, 1) + good[5:], "bucket/window"),
+                (base + [k.replace(":-1", ":0") for k in good], "bucket/window"),
+                (base + good[:5] + good[5:7] + [idemfilter.shard_key(p, 0, 1023),
+                                                idemfilter.shard_key(p, -1, 1023)],
+                 "bucket/window/shard"),
+                (base + good[:5] + good[5:7] + [idemfilter.shard_key(p, 0, shard),
+                                                idemfilter.shard_key(p, 0, shard)],
+                 "bucket/window/shard"),
+                (base + good[:5] + good[5:7] + [idemfilter.shard_key(p, 0, shard)],
+                 "want 16 + bands + users + 2 shards KEYS")):
             try:
-                s.batch_call(0, 1, [(2, 0, 100, "k")], 5000,
-                             keys=["tp:{b0}:bal", "tp:{b0}:idem:1", "tp:{b0}:round:1:state",
-                                   "tp:{b0}:pool:1", "tp:{b0}:outbox", "tp:{b0}:seq",
-                                   "tp:{b0}:net", "tp:{b0}:excl", "tp:{b0}:paused",
-                                   "tp:{b0}:disabled", "tp:{b0}:idemhot",
-                                   "tp:{b0}:idemfilter:%d" % w[0],
-                                   "tp:{b0}:idemfilter:%d" % w[1], "tp:{b0}:bets:1:0",
-                                   "tp:{b0}:ubets:2"])
+                s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, keys=keys)
             except redis.ResponseError as e:
-                assert "bucket/window" in str(e), e
+                assert text in str(e), (text, e)
             else:
-                raise AssertionError(f"wrong filter windows {w} accepted")
+                raise AssertionError(f"wrong KEYS accepted: {text}")
+        # The filter position is the caller's: anything but 32-bit word and mask and a shard
+        # below 1024 is a bug.
+        for bad in ([2**32, 1, 0], [-1, 1, 0], [1.5, 1, 0], [0, 0, 0], [0, 2**32, 0],
+                    [0, 1, 1024], [0, 1, -1], ["x", 1, 0]):
+            try:
+                s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, pos=[bad])
+            except redis.ResponseError as e:
+                assert "bad filter position" in str(e) or "key layout" in str(e), (bad, e)
+            else:
+                raise AssertionError(f"filter position {bad} accepted")
+        for filt in (0, 2, 6, 2**19 + 4):
+            try:
+                s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, filt=filt)
+            except redis.ResponseError as e:
+                assert "bad shard size" in str(e), (filt, e)
+            else:
+                raise AssertionError(f"shard size {filt} accepted")
         assert s.snapshot() == before
         # A good batch writes one outbox entry for all its bets.
         s.grant(4, 1000)
@@ -393,11 +415,14 @@ def test_key_reused_on_another_round_conflicts():
         assert s.c.hgetall("tp:{b0}:idemhot") == {"1:a": "7:5000", "2:b": "7:5000",
                                                   "1:c": "8:6000", "2:d": "8:6000",
                                                   "2:r": "8:6000"}
-        # The hot index lives until archival; the day's filter until the end of the next
-        # window, plus 10 min for lagging clocks, allocated whole by the first bet.
+        # The hot index lives until archival; the day's filter shards until the end of the
+        # next window, plus 10 min for lagging clocks; with no leader to build the window,
+        # the first bets created shard 0 and their own shards, each whole.
         assert s.c.ttl("tp:{b0}:idemhot") == -1
-        assert 2 * DAY - 5000 < s.c.pttl("tp:{b0}:idemfilter:0") <= 2 * DAY - 5000 + 600000
-        assert s.c.strlen("tp:{b0}:idemfilter:0") == FILTER_BYTES
+        for shard in (0, idemfilter.pos(1, "a")[2]):
+            k = idemfilter.shard_key("tp:{b0}:", 0, shard)
+            assert 2 * DAY - 5000 < s.c.pttl(k) <= 2 * DAY - 5000 + 600000, k
+            assert s.c.strlen(k) == SHARD_BYTES
 
 
 def test_hot_index_then_filter_cover_24_h_across_archival():
@@ -465,11 +490,14 @@ def test_false_positive_is_checked_then_admitted_once():
         s = Side(r, 1)
         s.grant(1, 100000)
         s.open_round(7)
-        for i in range(0, 100, 20):  # 500 bits set in a one-word filter: every bit
+        for i in range(0, 100, 20):
             res = s.batch_call(0, 7, [(1, 0, 100, "k%d" % j) for j in range(i, i + 20)], 5000,
                                filt=4, skip=1)
             assert codes(res) == ["ok"] * 20, res
-        assert s.raw.get("tp:{b0}:idemfilter:0") == b"\xff" * 4
+        assert s.c.strlen("tp:{b0}:idemfilter:0:0") == 4
+        # Every bit of every one-word shard set: any key is a "maybe".
+        for shard in range(idemfilter.SHARDS):
+            s.raw.set(idemfilter.shard_key("tp:{b0}:", 0, shard), b"\xff" * 4)
         # (What a reader sees, not DUMP: reading a hash table mid-rehash reorders its DUMP.)
         before = (s.state(), s.index())
         res = s.batch_call(0, 7, [(1, 0, 100, "new"), (1, 1, 100, "k3"), (1, 2, 100, "k4")], 5000)
@@ -481,36 +509,121 @@ def test_false_positive_is_checked_then_admitted_once():
         assert s.batch_call(0, 7, [(1, 0, 100, "new")], 5001) == [res[0][:6] + [1]]
         assert codes(s.batch_call(0, 7, [(1, 1, 100, "new")], 5002)) == ["idempotency_conflict"]
         assert s.c.hget("tp:{b0}:bal", "1") == str(100000 - 101 * 100)
-        assert s.c.strlen("tp:{b0}:idemfilter:0") == 4
+        assert s.c.strlen(idemfilter.shard_key("tp:{b0}:", 0, idemfilter.pos(1, "new")[2])) == 4
+        # The whole-window filter of before the shards (an upgrade's) is read too, never written.
+        for shard in range(idemfilter.SHARDS):
+            s.raw.delete(idemfilter.shard_key("tp:{b0}:", 0, shard))
+        s.raw.set("tp:{b0}:idemfilter:-1", b"\xff" * 8)
+        assert s.batch_call(0, 7, [(1, 0, 100, "old")], 5003) == [["check"]]
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "old")], 5003, skip=1)) == ["ok"]
+        assert s.raw.get("tp:{b0}:idemfilter:-1") == b"\xff" * 8
 
 
 def test_filter_holds_the_documented_bits():
-    """The filter's layout (scripts/lua/README.md): for "<user_id>:<key>" with SHA-1 hex h, word
-    int(h[0:8], 16) mod words, bits x mod 32, x / 32 mod 32, ... (5 of them) of x = int(h[8:16],
-    16), word values big-endian as BITFIELD u32 reads them. Only accepted bets are added."""
+    """The filter's layout (scripts/lua/README.md): for "<user_id>:<key>" with SHA-1 bytes h,
+    shard int(h[8:12]) mod 1024, word int(h[0:4]) mod the shard's words, bits x mod 32,
+    x / 32 mod 32, ... (5 of them) of x = int(h[4:8]), all big-endian, word values as BITFIELD
+    u32 reads them. Only accepted bets are added; every shard has shard 0's size."""
     with tpenv.Redis() as r:
         s = Side(r, 2)
         for u in (1, 3):
             s.grant(u, 10**6)
         s.open_round(7)
         keys = [(u, "k%d" % i) for i in range(40) for u in (1, 3)]
+        # Shard 0 of the window exists with 16 bytes (the leader built it under another
+        # configuration): the shards this call creates get its size, not ARGV's 64.
+        s.c.setrange("tp:{b1}:idemfilter:0:0", 15, "\0")
         res = s.batch_call(1, 7, [(u, i % NBANDS, 100, k) for i, (u, k) in enumerate(keys)] +
                            [(1, 0, 10**7, "refused")], 5000, filt=64)
         assert codes(res) == ["ok"] * 80 + ["invalid_stake"], codes(res)
-        want = bytearray(64)
+        want = {0: bytearray(16)}
         for u, k in keys + [(3, "later")]:
-            h = hashlib.sha1(f"{u}:{k}".encode()).hexdigest()
-            w, x = int(h[0:8], 16) % 16, int(h[8:16], 16)
-            word = int.from_bytes(want[4 * w:4 * w + 4], "big")
+            h = hashlib.sha1(f"{u}:{k}".encode()).digest()
+            shard = int.from_bytes(h[8:12], "big") % 1024
+            w, x = int.from_bytes(h[0:4], "big") % 4, int.from_bytes(h[4:8], "big")
+            buf = want.setdefault(shard, bytearray(16))
+            word = int.from_bytes(buf[4 * w:4 * w + 4], "big")
             for _ in range(5):
                 word |= 1 << (x % 32)
                 x //= 32
-            want[4 * w:4 * w + 4] = word.to_bytes(4, "big")
+            buf[4 * w:4 * w + 4] = word.to_bytes(4, "big")
             if (u, k) == (3, "k39"):
-                assert s.raw.get("tp:{b1}:idemfilter:0") == bytes(want)
-        # A later call ORs its words into the existing filter (one read-modify-write).
+                got = {int(k.split(":")[-1]): s.raw.get(k)
+                       for k in s.c.keys("tp:{b1}:idemfilter:0:*")}
+                assert got == {sh: bytes(b) for sh, b in want.items()}
+        # A later call ORs its words into the existing shard (one read-modify-write).
         assert codes(s.batch_call(1, 7, [(3, 0, 100, "later")], 5001, skip=1)) == ["ok"]
-        assert s.raw.get("tp:{b1}:idemfilter:0") == bytes(want)
+        got = {int(k.split(":")[-1]): s.raw.get(k) for k in s.c.keys("tp:{b1}:idemfilter:0:*")}
+        assert got == {sh: bytes(b) for sh, b in want.items()}
+
+
+def test_leader_built_window_allocates_nothing_in_bets():
+    """idem_filter_build.lua, the leader's steps: shard 0 first with the step's size, every
+    other shard with shard 0's whatever a later step says, an existing shard left alone (a
+    repeated step after a kill -9 creates nothing), each expiring with its window; a probe
+    tells whether the last shard exists. Once it does, bets create nothing (no SETRANGE) and
+    set their bits in the built shards. Malformed steps raise."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        sha = load(s.c, "scripts", "lua", "idem_filter_build.lua")
+        p = "tp:{b0}:"
+
+        def build(first, n, size, mode="build", w=0, expire=2 * DAY, keys=None, bucket=0):
+            ks = keys or ([idemfilter.shard_key(p, w, 0)] +
+                          [idemfilter.shard_key(p, w, x) for x in range(first, first + n)])
+            return s.c.evalsha(sha, len(ks), *ks, mode, size, expire, w, bucket)
+
+        assert build(1023, 1, 64, "probe") == 0
+        assert build(0, 512, 64) == 512
+        s.raw.setrange(idemfilter.shard_key(p, 0, 5), 0, b"\x01")  # a bet's bit
+        assert build(0, 512, 64) == 0
+        assert build(512, 511, 128) == 511  # another configuration: shard 0's size still
+        assert build(1023, 1, 64, "probe") == 0
+        assert build(1023, 1, 64) == 1 and build(1023, 1, 64, "probe") == 1
+        assert {s.c.strlen(idemfilter.shard_key(p, 0, x)) for x in range(1024)} == {64}
+        assert s.raw.getrange(idemfilter.shard_key(p, 0, 5), 0, 0) == b"\x01"
+        assert 2 * DAY - 1000 < s.c.pttl(idemfilter.shard_key(p, 0, 1023)) <= 2 * DAY
+        s.grant(1, 10**6)
+        s.open_round(7)
+
+        def calls(cmd):
+            return s.c.info("commandstats").get("cmdstat_" + cmd, {}).get("calls", 0)
+        before = calls("setrange")
+        keys = ["k%d" % i for i in range(60)]
+        res = s.batch_call(0, 7, [(1, 0, 100, k) for k in keys], 5000, filt=4096)
+        assert codes(res) == ["ok"] * 60, res
+        assert calls("setrange") == before
+        assert {s.c.strlen(idemfilter.shard_key(p, 0, x)) for x in range(1024)} == {64}
+        assert s.c.dbsize() == len(s.c.keys("*"))
+        assert all(idemfilter.is_set(s.c, p, 0, 1, k) for k in keys)
+        assert not idemfilter.is_set(s.c, p, 0, 1, "never")
+        for args, text in (
+                (dict(first=1, n=1, size=64, mode="make"), "bad mode"),
+                (dict(first=1, n=1, size=0), "bad size"),
+                (dict(first=1, n=1, size=6), "bad size"),
+                (dict(first=1, n=1, size=2**19 + 4), "bad size"),
+                (dict(first=1, n=1, size=64, expire=0), "bad expiry"),
+                (dict(first=1, n=1, size=64, w=-1), "bad window"),
+                (dict(first=1, n=1, size=64, bucket=1), "key layout"),
+                (dict(first=1, n=1, size=64,
+                      keys=[idemfilter.shard_key(p, 0, 0), idemfilter.shard_key(p, 1, 3)]),
+                 "bucket/window/shard"),
+                (dict(first=1, n=1, size=64,
+                      keys=[idemfilter.shard_key(p, 0, 0), idemfilter.shard_key(p, 0, 1024)]),
+                 "bucket/window/shard"),
+                (dict(first=1, n=1, size=64,
+                      keys=[idemfilter.shard_key(p, 0, 0), p + "idemfilter:0:01"]),
+                 "bucket/window/shard"),
+                (dict(first=1, n=1, size=64,
+                      keys=[idemfilter.shard_key(p, 1, 0), idemfilter.shard_key(p, 0, 3)]),
+                 "key layout"),
+                (dict(first=1, n=1, size=64, keys=[idemfilter.shard_key(p, 0, 0)]), "want")):
+            try:
+                build(**args)
+            except redis.ResponseError as e:
+                assert text in str(e), (args, e)
+            else:
+                raise AssertionError(f"accepted: {args}")
 
 
 def test_history_is_one_lpush_per_player_per_batch():

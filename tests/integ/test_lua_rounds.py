@@ -10,6 +10,7 @@ import os
 import random
 import time
 
+import idemfilter
 import redis
 import tpenv
 
@@ -73,11 +74,12 @@ class Game:
         w = now // 3600000  # the key index windows of a 3600 s TTL
         keys = [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                 p + "outbox", p + "seq", p + "net", p + "excl", p + "paused", p + "disabled",
-                p + "idemhot", p + f"idemfilter:{w}", p + f"idemfilter:{w - 1}",
+                p + "idemhot"] + idemfilter.window_keys(p, w) + [
                 p + f"bets:{rid}:{band}",
-                p + f"ubets:{user}"]
+                p + f"ubets:{user}"] + idemfilter.batch_tail(p, w, [(user, key)])[0]
         res = self.run("bet_batch", keys, [rid, now, nbands, 1, max_stake, 3600, b, self.B, 1,
-                                           65536, 0, user, band, stake, key, h])
+                                           64, 0, user, band, stake, key, h,
+                                           *idemfilter.pos(user, key)])
         return res[0]
 
     # --- rounds ---

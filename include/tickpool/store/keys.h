@@ -121,9 +121,38 @@ int64_t tp_keys_idem_window(int64_t now_ms, int ttl_s);
 /** tp:{bN}:idemhot — HASH "<user_id>:<key>" → "<round_id>:<placed_ms>": the hot key index, the
  * round each key of a round still in Redis bet on (archival removes a round's entries). */
 const char *tp_keys_idem_hot(struct tp_key *k, int bucket);
-/** tp:{bN}:idemfilter:<window> — STRING Bloom filter of the keys accepted in the window (5 bits
- * per "<user_id>:<key>", bet_batch.lua); created at full size, expires after its last reader. */
+/** tp:{bN}:idemfilter:<window> — STRING, the whole-window filter written before the filter was
+ * sharded: bet_batch.lua only reads it (an upgrade's keys of the last 24 h), never creates it. */
 const char *tp_keys_idem_filter(struct tp_key *k, int bucket, int64_t window);
+
+/* Shards of one window's filter of a bucket: a key's shard is picked by its hash, never by the
+ * filter's size, so every shard name is known without reading Redis (scripts/lua/README.md). */
+#define TP_KEYS_IDEM_SHARDS 1024
+/** tp:{bN}:idemfilter:<window>:<shard> — STRING shard (0..TP_KEYS_IDEM_SHARDS-1) of the
+ * blocked Bloom filter of the keys accepted in the window: 5 bits of one 32-bit word per
+ * "<user_id>:<key>". Built ahead of its window by the leader (idem_filter_build.lua, shard 0
+ * first: its size is every shard's; shard TP_KEYS_IDEM_SHARDS-1 last: the window is whole). */
+const char *tp_keys_idem_shard(struct tp_key *k, int bucket, int64_t window, int shard);
+
+/* Where a key's 5 bits go: `word` (before the modulo by the shard's words), their `mask` and
+ * the `shard`, from the SHA-1 of "<user_id>:<key>" (bytes 0-3, 4-7 as five 5-bit bit numbers,
+ * 8-11 modulo TP_KEYS_IDEM_SHARDS; big-endian). The pre-shard filter used the same word and
+ * mask, so it is read with them too. */
+struct tp_keys_idem_pos {
+    uint32_t word, mask;
+    int shard;
+};
+/** The filter position of (user_id, key of `len` bytes). */
+void tp_keys_idem_pos(int64_t user_id, const char *key, size_t len, struct tp_keys_idem_pos *out);
+
+/** Bytes of each shard of a window's filter for game.idem_filter = `filter` bytes over `buckets`
+ * buckets: filter / buckets / TP_KEYS_IDEM_SHARDS in whole 32-bit words, at least one word. */
+int64_t tp_keys_idem_shard_bytes(size_t filter, int buckets);
+
+/** The idempotency TTL in seconds: 86400 (24 h, the contract's), unless the environment sets
+ * TP_TEST_IDEM_TTL_S (a test hook, docs/operations.md: integration tests shorten the "day" of
+ * the filter windows to see them roll; never set it in production). Read once. */
+int tp_keys_idem_ttl_s(void);
 /** tp:{bN}:pool:<round_id> — HASH band → Σ stakes, total. */
 const char *tp_keys_pool(struct tp_key *k, int bucket, int64_t round_id);
 /** tp:{bN}:pool:* — SCAN MATCH pattern of every pool of the bucket. */

@@ -72,6 +72,9 @@ struct tp_script_bet_args {
  * itself (the server admits every bet through bet_batch.lua). Strings of `a` must outlive `out`. */
 void tp_script_bet_call(const struct tp_script_bet_args *a, struct tp_script_call *out);
 
+/* Largest filter shard: TP_CONFIG_IDEM_FILTER_BUCKET_MAX (512 MiB) / TP_KEYS_IDEM_SHARDS. */
+#define TP_SCRIPT_IDEM_SHARD_MAX (512 * 1024)
+
 /* Most bets one bet_batch.lua call carries. */
 #define TP_SCRIPT_BATCH_MAX 128
 
@@ -91,15 +94,16 @@ struct tp_script_bet_batch_args {
     int64_t min_stake, max_stake;
     int idem_ttl_s;
     int bucket, buckets;
-    int64_t filter_bytes; /* size of a window's filter the call
-                             creates, 4..TP_CONFIG_IDEM_FILTER_BUCKET_MAX */
-    bool skip_filter;     /* the bets' keys were looked up in Postgres: no "check" answers */
+    int64_t shard_bytes; /* size of a filter shard the call creates when the leader has not
+                            built the window (tp_keys_idem_shard_bytes), whole words,
+                            4..TP_SCRIPT_IDEM_SHARD_MAX */
+    bool skip_filter;    /* the bets' keys were looked up in Postgres: no "check" answers */
     const struct tp_script_batch_bet *bets;
     size_t n; /* 1..TP_SCRIPT_BATCH_MAX */
 };
 /** Runs bet_batch.lua. TP_EINVAL when n is 0 or over TP_SCRIPT_BATCH_MAX, an idempotency key
  * is not 1..TP_KEYS_IDEM_MAX bytes, a player is not in `bucket`, the TTL is < 1, now < 0 or the
- * filter size is out of range. The
+ * shard size is out of range. The
  * reply holds one answer per bet, in order (the script's header). */
 int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch_args *a,
                         tp_store_cb cb, void *ud);
@@ -371,5 +375,21 @@ struct tp_script_idem_unindex_args {
  * of range. */
 int tp_script_idem_unindex(struct tp_store *store, const struct tp_script_idem_unindex_args *a,
                            tp_store_cb cb, void *ud);
+
+/* idem_filter_build.lua: shards first .. first + n - 1 of the filter of `window` in bucket
+ * `bucket` (shard 0 is always passed too: its size is every shard's). */
+struct tp_script_idem_filter_build_args {
+    int bucket;
+    int64_t window;
+    int first, n;        /* 0 ≤ first, 1 ≤ n, first + n ≤ TP_KEYS_IDEM_SHARDS */
+    int64_t shard_bytes; /* size of shard 0 when it is created, whole words, 4..SHARD_MAX */
+    int64_t expire_ms;   /* PEXPIRE of a shard it creates (> 0) */
+    bool probe;          /* create nothing: answer 1 when shard `first` exists, else 0 */
+};
+/** Runs idem_filter_build.lua: the number of shards it created (probe: 1 when shard `first`
+ * exists). TP_EINVAL for arguments out of range. */
+int tp_script_idem_filter_build(struct tp_store *store,
+                                const struct tp_script_idem_filter_build_args *f, tp_store_cb cb,
+                                void *ud);
 
 #endif

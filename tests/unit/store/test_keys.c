@@ -50,6 +50,18 @@ static void test_bucket_keys(void **state)
     assert_string_equal(tp_keys_idem_hot(&k, 1), "tp:{b1}:idemhot");
     assert_string_equal(tp_keys_idem_filter(&k, 1, 19675), "tp:{b1}:idemfilter:19675");
     assert_string_equal(tp_keys_idem_filter(&k, 1, -1), "tp:{b1}:idemfilter:-1");
+    assert_string_equal(tp_keys_idem_shard(&k, 1, 19675, 0), "tp:{b1}:idemfilter:19675:0");
+    assert_string_equal(tp_keys_idem_shard(&k, 2, 3, 1023), "tp:{b2}:idemfilter:3:1023");
+    /* the filter position of "7:k-1", as tests/lib/idemfilter.py computes it from SHA-1 */
+    struct tp_keys_idem_pos pos;
+    tp_keys_idem_pos(7, "k-1", 3, &pos);
+    assert_int_equal(pos.word, 325696117u);
+    assert_int_equal(pos.mask, 1350836224u);
+    assert_int_equal(pos.shard, 788);
+    /* the default 128 MiB over 1 bucket: 128 KiB shards; whole words, at least one */
+    assert_int_equal(tp_keys_idem_shard_bytes((size_t)128 << 20, 1), 131072);
+    assert_int_equal(tp_keys_idem_shard_bytes((size_t)128 << 20, 3), 43688);
+    assert_int_equal(tp_keys_idem_shard_bytes(65536, 64), 4);
     /* one window per TTL: the last millisecond of a day is in it, the next one is not */
     assert_int_equal(tp_keys_idem_window(0, 86400), 0);
     assert_int_equal(tp_keys_idem_window(86399999, 86400), 0);

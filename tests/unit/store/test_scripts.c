@@ -153,21 +153,28 @@ static void test_bet_batch(void **state)
                                          .idem_ttl_s = 86400,
                                          .bucket = 3,
                                          .buckets = 4,
-                                         .filter_bytes = 4096,
+                                         .shard_bytes = 4096,
                                          .skip_filter = true,
                                          .bets = bets,
                                          .n = 3};
     struct tp_script_call a;
     bet_batch_args(&b, &a);
-    /* filter windows: 1700000000000 ms / 86400000 = day 19675, and the day before */
-    EXPECT(&a, "bet_batch", 17, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
+    /* filter windows: 1700000000000 ms / 86400000 = day 19675, and the day before; the filter
+     * positions (word, mask, shard) of "7:k-1", "3:a,b" and "7:k-2" (tests/lib/idemfilter.py):
+     * three shards, two keys each */
+    EXPECT(&a, "bet_batch", 26, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
            "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675",
-           "tp:{b3}:idemfilter:19674", "tp:{b3}:bets:42:2", "tp:{b3}:bets:42:0", "tp:{b3}:ubets:7",
-           "tp:{b3}:ubets:3", "42", "1700000000000", "5", "10", "100000", "86400", "3", "4", "3",
-           "4096", "1", "7", "2", "150", "k-1", HASH, "3", "0", "10", "a,b", HASH, "7", "2", "20",
-           "k-2", HASH);
-    check_header(&a, 13); /* then the bets and ubets keys, described in words */
+           "tp:{b3}:idemfilter:19674", "tp:{b3}:idemfilter:19675:0",
+           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemfilter:19674:0", "tp:{b3}:bets:42:2",
+           "tp:{b3}:bets:42:0", "tp:{b3}:ubets:7", "tp:{b3}:ubets:3",
+           "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idemfilter:19674:788",
+           "tp:{b3}:idemfilter:19675:354", "tp:{b3}:idemfilter:19674:354",
+           "tp:{b3}:idemfilter:19675:429", "tp:{b3}:idemfilter:19674:429", "42", "1700000000000",
+           "5", "10", "100000", "86400", "3", "4", "3", "4096", "1", "7", "2", "150", "k-1", HASH,
+           "325696117", "1350836224", "788", "3", "0", "10", "a,b", HASH, "3104603225", "152043528",
+           "354", "7", "2", "20", "k-2", HASH, "3641447563", "1053057", "429");
+    check_header(&a, 16); /* then the bets, ubets and shard keys, described in words */
     tp_script_call_release(&a);
     /* refused before anything is built or sent */
     bets[1].idem_len = 0;
@@ -186,11 +193,13 @@ static void test_bet_batch(void **state)
     b.idem_ttl_s = 0;
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
     b.idem_ttl_s = 86400;
-    b.filter_bytes = 3; /* less than one 32-bit word */
+    b.shard_bytes = 0; /* less than one 32-bit word */
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
-    b.filter_bytes = 512LL * 1024 * 1024 + 1; /* over 2^32 bits */
+    b.shard_bytes = 4098; /* not whole words */
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
-    b.filter_bytes = 4096;
+    b.shard_bytes = TP_SCRIPT_IDEM_SHARD_MAX + 4; /* over 512 MiB per bucket */
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    b.shard_bytes = 4096;
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EUNAVAIL);
 }
 
