@@ -456,13 +456,55 @@ static void test_buckets(void **state)
     check_header(&a, 6);
 }
 
+static void test_idem_filter_build(void **state)
+{
+    (void)state;
+    struct tp_script_idem_filter_build_args f = {.bucket = 1,
+                                                 .window = 19675,
+                                                 .first = 1022,
+                                                 .n = 2,
+                                                 .shard_bytes = 131072,
+                                                 .expire_ms = 90000000};
+    struct tp_script_call a;
+    idem_filter_build_args(&f, &a);
+    EXPECT(&a, "idem_filter_build", 3, "tp:{b1}:idemfilter:19675:0",
+           "tp:{b1}:idemfilter:19675:1022", "tp:{b1}:idemfilter:19675:1023", "build", "131072",
+           "90000000", "19675", "1");
+    check_header(&a, 1); /* then the step's shards, described in words */
+    tp_script_call_release(&a);
+    f.probe = true;
+    idem_filter_build_args(&f, &a);
+    assert_string_equal(a.argv[3], "probe");
+    tp_script_call_release(&a);
+    /* refused before anything is built or sent */
+    f.n = 3; /* past the last shard */
+    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EINVAL);
+    f.n = 0;
+    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EINVAL);
+    f.n = 2;
+    f.shard_bytes = 6; /* not whole words */
+    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EINVAL);
+    f.shard_bytes = TP_SCRIPT_IDEM_SHARD_MAX + 4;
+    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EINVAL);
+    f.shard_bytes = 131072;
+    f.expire_ms = 0;
+    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EINVAL);
+    f.expire_ms = 90000000;
+    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EUNAVAIL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bet),          cmocka_unit_test(test_bet_batch),
-        cmocka_unit_test(test_grant_signup), cmocka_unit_test(test_admin),
-        cmocka_unit_test(test_lease_tick),   cmocka_unit_test(test_rounds),
-        cmocka_unit_test(test_buckets),      cmocka_unit_test(test_account_scripts),
+        cmocka_unit_test(test_bet),
+        cmocka_unit_test(test_bet_batch),
+        cmocka_unit_test(test_grant_signup),
+        cmocka_unit_test(test_admin),
+        cmocka_unit_test(test_lease_tick),
+        cmocka_unit_test(test_rounds),
+        cmocka_unit_test(test_buckets),
+        cmocka_unit_test(test_account_scripts),
+        cmocka_unit_test(test_idem_filter_build),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
