@@ -481,30 +481,32 @@ for k = 1, nacc do
     local wi = hw[i] % sw
     a[wi] = bor(a[wi] or 0, hm[i])
 end
+-- A word read above (or of a shard created just now: zero) is written whole (SET u32 of its
+-- value with the bits added); any other word gets its bits one by one (SET u1, which ORs
+-- without reading it first): one BITFIELD per shard either way.
+local BIT = {}
+for b = 0, 31 do BIT[tobit(2 ^ b)] = 31 - b end -- mask bit -> offset in the big-endian word
 for _, sh in ipairs(order) do
     local kk = sbase + 2 * shards[sh] - 1
-    -- A shard created just now is all zeros; else a word not read above is read now.
     local fresh = not whole and create(kk, sw * 4)
     local kn = fresh and {} or known[sh] or {}
-    local unread = {}
-    if not fresh then
-        for wi in pairs(add[sh]) do
-            if kn[wi] == nil then unread[#unread + 1] = wi end
-        end
-    end
-    if #unread > 0 then
-        local ops = {}
-        for q, wi in ipairs(unread) do
-            ops[3 * q - 2], ops[3 * q - 1], ops[3 * q] = 'GET', 'u32', wi * 32
-        end
-        for q, v in ipairs(call('BITFIELD_RO', KEYS[kk], unpack(ops))) do kn[unread[q]] = v end
-    end
-    local setw = {}
+    local setw, q = {}, 0
     for wi, m in pairs(add[sh]) do
-        local v = bor(kn[wi] or 0, m)
-        if v < 0 then v = v + WORD end
-        local q = #setw
-        setw[q + 1], setw[q + 2], setw[q + 3], setw[q + 4] = 'SET', 'u32', wi * 32, v
+        local v = kn[wi]
+        if v or fresh then
+            v = bor(v or 0, m)
+            if v < 0 then v = v + WORD end
+            setw[q + 1], setw[q + 2], setw[q + 3], setw[q + 4] = 'SET', 'u32', wi * 32, v
+            q = q + 4
+        else
+            while m ~= 0 do
+                local low = band(m, -m)
+                setw[q + 1], setw[q + 2], setw[q + 3], setw[q + 4] = 'SET', 'u1',
+                    wi * 32 + BIT[low], 1
+                q = q + 4
+                m = bit.bxor(m, low)
+            end
+        end
     end
     call('BITFIELD', KEYS[kk], unpack(setw))
 end
