@@ -88,6 +88,7 @@ const struct centry tp_config_table[] = {
     {"server", "https_port", CT_INT, 0, 65535, "8443", F(server.https_port), 0, NULL},
     {"server", "bind", CT_STRING, 0, 0, "0.0.0.0", F(server.bind), 0, check_nonempty},
     {"server", "workers", CT_WORKERS, 1, 1024, "auto", F(server.workers), 0, NULL},
+    {"server", "pin_workers", CT_BOOL, 0, 0, "true", F(server.pin_workers), 0, NULL},
     {"server", "web_root", CT_STRING, 0, 0, "web", F(server.web_root), 0, NULL},
     {"server", "allowed_origins", CT_STRING, 0, 0, "", F(server.allowed_origins), 0, check_origins},
     {"server", "trusted_proxies", CT_STRING, 0, 0, "", F(server.trusted_proxies), 0, check_proxies},

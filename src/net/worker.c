@@ -241,7 +241,9 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 }
 
 /* Pins the process to the index-th CPU it may run on (wrapping), so workers spread over cores
- * and keep their caches. Failure is harmless and only logged. */
+ * and keep their caches (server.pin_workers; the threads the worker starts later, Postgres
+ * writer and reader, password hashing, inherit the CPU). Returns the CPU, or -1 when it could
+ * not pin: harmless, only logged (the "ready" line's cpu=-1). */
 static int pin_cpu(int index)
 {
     cpu_set_t allowed;
@@ -297,7 +299,8 @@ void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
     tp_log_level_parse(cfg->log.level, &lvl);
     tp_log_setup(lvl, role);
     tp_metrics_attach(index + 1);
-    int cpu = pin_cpu(index);
+    /* -1 unpinned: the scheduler moves the worker, e.g. off a CPU another process keeps busy. */
+    int cpu = cfg->server.pin_workers ? pin_cpu(index) : -1;
 
     struct tp_worker *w = tp_xcalloc(1, sizeof(*w));
     w->host.worker = w;

@@ -515,5 +515,46 @@ def test_crashed_worker_restarted():
         assert metric(text, "worker_restarts_total") >= 1
 
 
+def test_pin_workers():
+    """server.pin_workers: by default each worker, and every thread it starts, runs on one CPU
+    of the allowed set (two workers on two CPUs); with false on all of them. --check-config
+    shows the value and refuses one that is not a boolean."""
+    mine = os.sched_getaffinity(0)
+    for pin in (True, False):
+        env = {} if pin else {"TICKPOOL_SERVER_PIN_WORKERS": "false"}
+        with tpenv.Server(workers=2, env=env) as s:
+            # Both "ready" lines, so each worker has started its threads (the server answers
+            # /healthz once one worker is up).
+            ready = tpenv.wait_until(
+                lambda: (lambda c: c if len(c) == 2 else None)(
+                    re.findall(r'msg="ready" cpu=(-?\d+)', s.log_text())),
+                what="both workers ready")
+            pids = s.worker_pids()
+            assert len(pids) == 2, pids
+            per_worker = []
+            for p in pids:
+                sets = {frozenset(os.sched_getaffinity(int(t)))
+                        for t in os.listdir(f"/proc/{p}/task")}
+                assert len(sets) == 1, (p, sets)  # every thread where the worker is
+                per_worker.append(set(sets.pop()))
+            if pin:
+                assert all(len(c) == 1 and c <= mine for c in per_worker), (per_worker, mine)
+                if len(mine) >= 2:
+                    assert per_worker[0] != per_worker[1], per_worker
+                assert sorted(int(c) for c in ready) == sorted(min(c) for c in per_worker), ready
+            else:
+                assert per_worker == [mine, mine], (per_worker, mine)
+                assert ready == ["-1", "-1"], ready
+    env = dict(os.environ, TICKPOOL_SERVER_PIN_WORKERS="false")
+    out = subprocess.run([tpenv.BIN, "--check-config"], cwd=tpenv.SRC, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "pin_workers = false" in out.stdout, (out.stdout, out.stderr)
+    env["TICKPOOL_SERVER_PIN_WORKERS"] = "sometimes"
+    out = subprocess.run([tpenv.BIN, "--check-config"], cwd=tpenv.SRC, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "server.pin_workers: must be true or false" in out.stderr, (
+        out.returncode, out.stderr)
+
+
 if __name__ == "__main__":
     tpenv.main()

@@ -6,6 +6,7 @@
 #ifndef TP_CONFIG_H
 #define TP_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +36,7 @@ struct tp_config_server {
     int http_port;              /* server.http_port [8080], 0 disables */
     int https_port;             /* server.https_port [8443], 0 disables */
     int workers;                /* server.workers [auto]: 0 means one per core */
+    bool pin_workers;           /* server.pin_workers [true]: each worker on one CPU */
     char web_root[512];         /* server.web_root [web] */
     char allowed_origins[1024]; /* server.allowed_origins: comma list, empty = same host */
     /* server.trusted_proxies: comma list of at most TP_CONFIG_MAX_PROXIES IP addresses whose

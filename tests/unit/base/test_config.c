@@ -102,6 +102,7 @@ static void test_defaults_match_contract(void **state)
     assert_int_equal(c.server.https_port, 8443);
     assert_string_equal(c.server.bind, "0.0.0.0");
     assert_int_equal(c.server.workers, 0);
+    assert_true(c.server.pin_workers);
     assert_string_equal(c.server.web_root, "web");
     assert_string_equal(c.server.allowed_origins, "");
     assert_string_equal(c.server.tls_cert, "");
@@ -276,6 +277,11 @@ static const struct bad bad_values[] = {
     {"server", "workers", "autox", "must be auto or between 1 and 1024"},
     {"server", "workers", "AUTO ", "must be auto"},
     {"server", "workers", "1025", "must be auto or between 1 and 1024"},
+    /* booleans */
+    {"server", "pin_workers", "maybe", "must be true or false (got \"maybe\")"},
+    {"server", "pin_workers", "", "must be true or false"},
+    {"server", "pin_workers", "2", "must be true or false"},
+    {"server", "pin_workers", "truely", "must be true or false"},
     /* strings */
     {"log", "level", "verbose", "must be debug, info, warn or error"},
     {"server", "bind", "", "must not be empty"},
@@ -491,6 +497,16 @@ static void test_workers(void **state)
     assert_int_equal(tp_config_workers(&c), 1);
     load_ok(&c, "[server]\nworkers = 1024\n");
     assert_int_equal(tp_config_workers(&c), 1024);
+    /* Pinning is a switch of its own (a shared host turns it off), in any spelling parse_bool
+     * knows, from the file or the environment. */
+    load_ok(&c, "[server]\npin_workers = off\n");
+    assert_false(c.server.pin_workers);
+    load_ok(&c, "[server]\npin_workers = TRUE\n");
+    assert_true(c.server.pin_workers);
+    setenv("TICKPOOL_SERVER_PIN_WORKERS", "false", 1);
+    load_ok(&c, "[server]\npin_workers = yes\n");
+    assert_false(c.server.pin_workers);
+    unsetenv("TICKPOOL_SERVER_PIN_WORKERS");
 }
 
 /* --- Units --- */
