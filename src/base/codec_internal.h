@@ -1,7 +1,7 @@
 /*
  * Internals of the wire codec shared by its files (private to module base/codec):
  * codec_write.c (the writer), codec_value.c (the tree, the document API, value access),
- * codec_json.c (jansson reader) and codec_msgpack.c (msgpack-c reader and item packer).
+ * codec_json.c (jansson reader) and codec_msgpack.c (MessagePack reader, msgpack-c item packer).
  *
  * A parsed document is built in two passes by each reader: count the nodes and string bytes,
  * then fill one allocation through a bump allocator (struct tp_codec_build).
@@ -84,7 +84,7 @@ bool tp_codec_utf8_valid(const char *p, size_t n);
 
 /** JSON through jansson (codec_json.c). */
 int tp_codec_parse_json(const char *p, size_t len, struct tp_doc **out, char *err, size_t errlen);
-/** MessagePack through a bounding pre-scan and msgpack-c (codec_msgpack.c). */
+/** MessagePack through a checking pre-scan and one building pass (codec_msgpack.c). */
 int tp_codec_parse_msgpack(const char *p, size_t len, struct tp_doc **out, char *err,
                            size_t errlen);
 

@@ -1,7 +1,14 @@
 /*
- * Wire codec, MessagePack (see include/tickpool/base/codec.h): the reader (a bounding pre-scan,
- * msgpack-c's unpacker, then a copy into one tp_doc allocation) and the item packer the writer
- * (codec_write.c) uses. The only file that includes msgpack-c.
+ * Wire codec, MessagePack (see include/tickpool/base/codec.h): the reader (a checking pre-scan,
+ * then one pass that builds the tree into one tp_doc allocation) and the item packer the writer
+ * (codec_write.c) uses. The only file that includes msgpack-c (for the packer).
+ *
+ * The reader does not use msgpack-c's unpacker: the scan below already reads every byte to
+ * check what msgpack-c does not (lengths against the data, depth, keys, UTF-8), and building the
+ * tree straight from the bytes it accepted saves msgpack-c's zone (an 8 KiB malloc per message)
+ * and its object tree, which were copied once more into ours: about half of what a WebSocket
+ * bet's 60-byte message cost to read. tests/fuzz/fuzz_codec.c checks the tree against
+ * msgpack-c's for any input.
  */
 #include "tickpool/base/codec.h"
 #include "tickpool/base/buf.h"
@@ -88,7 +95,7 @@ void tp_codec_mp_nil(struct tp_buf *out)
     msgpack_pack_nil(&pk);
 }
 
-/* --- MessagePack reader (msgpack-c) --- */
+/* --- MessagePack reader --- */
 
 static inline uint64_t be(const unsigned char *p, size_t n)
 {
@@ -98,13 +105,11 @@ static inline uint64_t be(const unsigned char *p, size_t n)
     return v;
 }
 
-/* Structural pre-scan of a MessagePack document, run before msgpack_unpack. msgpack-c
- * allocates a container's element array from its declared count before reading any element,
- * so a 5-byte array32 header claiming 4 billion elements would make it allocate ~100 GB. Here
- * every declared length is bounded by the bytes left (each element takes at least one byte),
- * which bounds msgpack-c's allocation to a small multiple of `len`. The scan also enforces
- * what msgpack-c does not: depth, string map keys without NUL, UTF-8 strings, no ext types,
- * no trailing bytes; and it counts the nodes and string bytes of the tree to allocate. */
+/* Structural pre-scan of a MessagePack document, run before build(): it checks everything,
+ * so build() checks nothing. Every declared length is bounded by the bytes left (each element
+ * takes at least one byte: a 5-byte array32 header cannot claim 4 billion elements); depth,
+ * string map keys without NUL, UTF-8 strings, no ext types, no trailing bytes. It counts the
+ * nodes and string bytes of the tree, so the document is one allocation of exactly that size. */
 static int msgpack_scan(const unsigned char *p, size_t len, size_t *nodes, size_t *bytes, char *err,
                         size_t errlen)
 {
@@ -277,59 +282,127 @@ static int msgpack_scan(const unsigned char *p, size_t len, size_t *nodes, size_
     return 0;
 }
 
-static void msgpack_fill(struct tp_codec_build *b, struct tp_val *out, const msgpack_object *o)
+/* Reads the item at p[*pos] into `out`, its containers' items into nodes taken from `b`, and
+ * moves *pos past it. Only for a document msgpack_scan accepted: every length is within the
+ * data, the depth is bounded, there are no ext types. The types are msgpack-c's reading of the
+ * same bytes: an unsigned encoding above INT64_MAX is a UINT, every other integer an INT; a
+ * float32 is widened to a double. */
+static void build(struct tp_codec_build *b, struct tp_val *out, const unsigned char *p, size_t *pos)
 {
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        out->type = TP_VAL_NULL;
-        break;
-    case MSGPACK_OBJECT_BOOLEAN:
-        out->type = TP_VAL_BOOL;
-        out->v.b = o->via.boolean;
-        break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        if (o->via.u64 <= INT64_MAX) {
-            out->type = TP_VAL_INT;
-            out->v.i = (int64_t)o->via.u64;
-        } else {
-            out->type = TP_VAL_UINT;
-            out->v.u = o->via.u64;
-        }
-        break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+    unsigned char c = p[(*pos)++];
+    uint64_t n = 0; /* str/bin: bytes; array: elements; map: pairs */
+    enum tp_val_type t;
+    if (c <= 0x7f) {
         out->type = TP_VAL_INT;
-        out->v.i = o->via.i64;
-        break;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        out->type = TP_VAL_FLOAT;
-        out->v.d = o->via.f64;
-        break;
-    case MSGPACK_OBJECT_STR:
-        tp_codec_set_str(b, out, TP_VAL_STR, o->via.str.ptr, o->via.str.size);
-        break;
-    case MSGPACK_OBJECT_BIN:
-        tp_codec_set_str(b, out, TP_VAL_BIN, o->via.bin.ptr, o->via.bin.size);
-        break;
-    case MSGPACK_OBJECT_ARRAY:
-        out->type = TP_VAL_ARRAY;
-        out->n = o->via.array.size;
-        out->v.kids = tp_codec_take_nodes(b, out->n);
-        for (size_t i = 0; i < out->n; i++)
-            msgpack_fill(b, &out->v.kids[i], &o->via.array.ptr[i]);
-        break;
-    case MSGPACK_OBJECT_MAP:
-        out->type = TP_VAL_MAP;
-        out->n = o->via.map.size;
-        out->v.kids = tp_codec_take_nodes(b, 2 * out->n);
-        for (size_t i = 0; i < out->n; i++) {
-            msgpack_fill(b, &out->v.kids[2 * i], &o->via.map.ptr[i].key);
-            msgpack_fill(b, &out->v.kids[2 * i + 1], &o->via.map.ptr[i].val);
-        }
-        break;
-    default: /* EXT: refused by msgpack_scan */
-        TP_ASSERT(!"unexpected msgpack type");
+        out->v.i = c;
+        return;
     }
+    if (c >= 0xe0) {
+        out->type = TP_VAL_INT;
+        out->v.i = (int8_t)c;
+        return;
+    }
+    if (c <= 0x8f) {
+        t = TP_VAL_MAP;
+        n = c & 0x0f;
+    } else if (c <= 0x9f) {
+        t = TP_VAL_ARRAY;
+        n = c & 0x0f;
+    } else if (c <= 0xbf) {
+        t = TP_VAL_STR;
+        n = c & 0x1f;
+    } else {
+        static const unsigned char hdr[32] = {
+            [0x04] = 1, [0x05] = 2, [0x06] = 4, [0x0a] = 4, [0x0b] = 8, [0x0c] = 1, [0x0d] = 2,
+            [0x0e] = 4, [0x0f] = 8, [0x10] = 1, [0x11] = 2, [0x12] = 4, [0x13] = 8, [0x19] = 1,
+            [0x1a] = 2, [0x1b] = 4, [0x1c] = 2, [0x1d] = 4, [0x1e] = 2, [0x1f] = 4};
+        size_t k = hdr[c - 0xc0];
+        uint64_t x = be(p + *pos, k);
+        *pos += k;
+        switch (c) {
+        case 0xc0:
+            out->type = TP_VAL_NULL;
+            return;
+        case 0xc2:
+        case 0xc3:
+            out->type = TP_VAL_BOOL;
+            out->v.b = c == 0xc3;
+            return;
+        case 0xcc:
+        case 0xcd:
+        case 0xce:
+        case 0xcf:
+            if (x <= INT64_MAX) {
+                out->type = TP_VAL_INT;
+                out->v.i = (int64_t)x;
+            } else {
+                out->type = TP_VAL_UINT;
+                out->v.u = x;
+            }
+            return;
+        case 0xd0:
+            out->type = TP_VAL_INT;
+            out->v.i = (int8_t)x;
+            return;
+        case 0xd1:
+            out->type = TP_VAL_INT;
+            out->v.i = (int16_t)x;
+            return;
+        case 0xd2:
+            out->type = TP_VAL_INT;
+            out->v.i = (int32_t)x;
+            return;
+        case 0xd3:
+            out->type = TP_VAL_INT;
+            out->v.i = (int64_t)x;
+            return;
+        case 0xca: {
+            uint32_t bits = (uint32_t)x;
+            float f;
+            memcpy(&f, &bits, sizeof(f));
+            out->type = TP_VAL_FLOAT;
+            out->v.d = f;
+            return;
+        }
+        case 0xcb:
+            out->type = TP_VAL_FLOAT;
+            memcpy(&out->v.d, &x, sizeof(out->v.d));
+            return;
+        case 0xd9:
+        case 0xda:
+        case 0xdb:
+            t = TP_VAL_STR;
+            break;
+        case 0xc4:
+        case 0xc5:
+        case 0xc6:
+            t = TP_VAL_BIN;
+            break;
+        case 0xdc:
+        case 0xdd:
+            t = TP_VAL_ARRAY;
+            break;
+        case 0xde:
+        case 0xdf:
+            t = TP_VAL_MAP;
+            break;
+        default: /* 0xc1 and ext: refused by msgpack_scan */
+            TP_ASSERT(!"unexpected msgpack type");
+            return;
+        }
+        n = x;
+    }
+    if (t == TP_VAL_STR || t == TP_VAL_BIN) {
+        tp_codec_set_str(b, out, t, (const char *)p + *pos, (size_t)n);
+        *pos += (size_t)n;
+        return;
+    }
+    out->type = t;
+    out->n = (size_t)n;
+    size_t items = t == TP_VAL_MAP ? 2 * (size_t)n : (size_t)n;
+    out->v.kids = tp_codec_take_nodes(b, items);
+    for (size_t i = 0; i < items; i++)
+        build(b, &out->v.kids[i], p, pos);
 }
 
 /* Depth-first search for a map with a duplicate key (depth bounded by the scan). */
@@ -352,24 +425,11 @@ int tp_codec_parse_msgpack(const char *p, size_t len, struct tp_doc **out, char 
     int rc = msgpack_scan((const unsigned char *)p, len, &nodes, &bytes, err, errlen);
     if (rc != 0)
         return rc;
-    msgpack_zone zone;
-    if (!msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE)) {
-        tp_codec_seterr(err, errlen, "out of memory");
-        return TP_ENOMEM;
-    }
-    msgpack_object obj;
-    size_t off = 0;
-    msgpack_unpack_return ur = msgpack_unpack(p, len, &off, &zone, &obj);
-    if (ur != MSGPACK_UNPACK_SUCCESS) { /* the scan accepted it: should not happen */
-        msgpack_zone_destroy(&zone);
-        tp_codec_seterr(err, errlen, "msgpack_unpack failed (%d)", (int)ur);
-        return ur == MSGPACK_UNPACK_NOMEM_ERROR ? TP_ENOMEM : TP_EINVAL;
-    }
     struct tp_codec_build b;
     struct tp_doc *doc = tp_codec_doc_alloc(nodes, bytes, &b);
-    msgpack_fill(&b, tp_codec_take_nodes(&b, 1), &obj);
-    TP_ASSERT(b.node == b.node_end && b.str == b.str_end);
-    msgpack_zone_destroy(&zone);
+    size_t pos = 0;
+    build(&b, tp_codec_take_nodes(&b, 1), (const unsigned char *)p, &pos);
+    TP_ASSERT(pos == len && b.node == b.node_end && b.str == b.str_end);
     if (find_dup(doc->root)) {
         free(doc);
         tp_codec_seterr(err, errlen, "duplicate map key");
