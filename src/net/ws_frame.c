@@ -203,12 +203,25 @@ static size_t fail(struct tp_ws_frame_parser *p, uint16_t code, size_t used,
     return used;
 }
 
-/* Unmasks n payload bytes of the current frame from src into dst. */
+/* Unmasks n payload bytes of the current frame from src into dst, eight at a time (a byte at a
+ * time, every message's bytes cost 8 instructions each: more than reading its frame). */
 static void unmask(struct tp_ws_frame_parser *p, uint8_t *dst, const uint8_t *src, size_t n)
 {
     uint32_t m = p->moff;
-    for (size_t i = 0; i < n; i++)
-        dst[i] = src[i] ^ p->mask[(m + i) & 3];
+    uint8_t k[8]; /* the mask from this frame offset on, twice: k[i & 7] is byte i's */
+    for (int j = 0; j < 8; j++)
+        k[j] = p->mask[(m + (uint32_t)j) & 3];
+    uint64_t k8;
+    memcpy(&k8, k, sizeof(k8));
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, src + i, sizeof(x));
+        x ^= k8;
+        memcpy(dst + i, &x, sizeof(x));
+    }
+    for (; i < n; i++)
+        dst[i] = src[i] ^ k[i & 7];
     p->moff = (uint32_t)((m + n) & 3);
 }
 
