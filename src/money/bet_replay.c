@@ -36,27 +36,30 @@ static void key_params(struct key_params *kp, int64_t user_id, const char *key, 
     snprintf(kp->key, sizeof(kp->key), "%.*s", (int)len, key);
 }
 
-/* A bet row (id, round_id, band, stake, balance_after) against the request: the first answer
- * (*same set) when it is that bet's (round, band, stake: the request hash), else only *same
- * cleared; -1 (logged) when the row cannot be read or cannot rebuild the first answer. */
-static int first_answer(const struct tp_pg_result *res, const struct tp_bet_req *req,
-                        struct tp_bet_result *out, bool *same)
+/* The answer a bet row (id, round_id, band, stake, balance_after) gives the request, in *out:
+ * the bet's first answer (TP_BET_OK, replayed) when it is that bet's (round, band, stake: the
+ * request hash), idempotency_conflict for another body, unavailable (logged) when the row cannot
+ * be read or cannot rebuild the first answer. */
+static void row_answer(const struct tp_pg_result *res, const struct tp_bet_req *req,
+                       struct tp_bet_result *out)
 {
     int64_t bet_id, round_id, band, stake, balance;
+    *out = (struct tp_bet_result){.code = TP_BET_UNAVAILABLE};
     if (tp_pg_result_int64(res, 0, 0, &bet_id) != 0 ||
         tp_pg_result_int64(res, 0, 1, &round_id) != 0 ||
         tp_pg_result_int64(res, 0, 2, &band) != 0 || tp_pg_result_int64(res, 0, 3, &stake) != 0) {
         tp_log_error(MOD, "unreadable bet row in Postgres");
-        return -1;
+        return;
     }
-    *same = round_id == req->round_id && band == req->band && stake == req->stake;
-    if (!*same)
-        return 0;
+    if (round_id != req->round_id || band != req->band || stake != req->stake) {
+        out->code = TP_BET_IDEMPOTENCY_CONFLICT;
+        return;
+    }
     if (tp_pg_result_int64(res, 0, 4, &balance) != 0) {
         /* Written before Postgres kept the balance: the first answer cannot be rebuilt. */
         tp_log_warn(MOD, "replay of an archived bet without its balance\tbet_id=%lld",
                     (long long)bet_id);
-        return -1;
+        return;
     }
     *out = (struct tp_bet_result){.code = TP_BET_OK,
                                   .bet_id = bet_id,
@@ -65,22 +68,31 @@ static int first_answer(const struct tp_pg_result *res, const struct tp_bet_req 
                                   .stake = stake,
                                   .balance = balance,
                                   .replayed = true};
-    return 0;
 }
 
-/* --- A bet on a round Redis no longer has --- */
-
-struct replay {
+/* A Postgres lookup in flight, for either entry point below: the request it answers and where
+ * the answer goes (tp_bet_cb and tp_bet_check_cb have the same signature). */
+struct lookup {
     struct tp_bet_req req;
     tp_bet_cb cb;
     void *ud;
 };
 
+static struct lookup *lookup_new(const struct tp_bet_req *req, tp_bet_cb cb, void *ud)
+{
+    struct lookup *k = tp_xmalloc(sizeof(*k));
+    k->req = *req;
+    k->cb = cb;
+    k->ud = ud;
+    return k;
+}
+
+/* --- A bet on a round Redis no longer has --- */
+
 static void on_row(int err, const struct tp_pg_result *res, void *ud)
 {
-    struct replay *p = ud;
+    struct lookup *k = ud;
     struct tp_bet_result out = {.code = TP_BET_UNAVAILABLE};
-    bool same = false;
     if (err != 0) {
         tp_log_warn(MOD, "replay of an archived round's bet: Postgres unreachable\terr=%s",
                     tp_strerror(err));
@@ -88,13 +100,11 @@ static void on_row(int err, const struct tp_pg_result *res, void *ud)
         out.code = TP_BET_ROUND_NOT_FOUND;
     } else if (tp_pg_result_is_null(res, 0, 0)) {
         out.code = TP_BET_ROUND_NOT_OPEN; /* the round was, this key named none of its bets */
-    } else if (first_answer(res, &p->req, &out, &same) != 0) {
-        out.code = TP_BET_UNAVAILABLE;
-    } else if (!same) {
-        out.code = TP_BET_IDEMPOTENCY_CONFLICT;
+    } else {
+        row_answer(res, &k->req, &out);
     }
-    p->cb(&out, p->ud);
-    free(p);
+    k->cb(&out, k->ud);
+    free(k);
 }
 
 int tp_bet_replay_archived(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
@@ -108,29 +118,20 @@ int tp_bet_replay_archived(struct tp_worker *w, int64_t user_id, const struct tp
     char rid[24];
     snprintf(rid, sizeof(rid), "%lld", (long long)req->round_id);
     const char *params[] = {kp.uid, rid, kp.key, kp.since};
-    struct replay *p = tp_xmalloc(sizeof(*p));
-    p->req = *req;
-    p->cb = cb;
-    p->ud = ud;
+    struct lookup *k = lookup_new(req, cb, ud);
     /* One row when the round exists; its bet columns NULL unless the key names a bet of it. */
     int rc = tp_pgr_query(r,
                           "SELECT b.id, b.round_id, b.band, b.stake, b.balance_after FROM rounds r "
                           "LEFT JOIN bets b ON b.round_id = r.id AND b.user_id = $1::bigint "
                           "AND b.idempotency_key = $3 AND b.placed_at >= $4::bigint "
                           "WHERE r.id = $2::bigint",
-                          4, params, on_row, p);
+                          4, params, on_row, k);
     if (rc != 0)
-        free(p);
+        free(k);
     return rc;
 }
 
 /* --- A key the filter of archived keys may hold --- */
-
-struct check {
-    struct tp_bet_req req;
-    tp_bet_check_cb cb;
-    void *ud;
-};
 
 static void count_check(enum tp_metrics_idem_check outcome)
 {
@@ -139,29 +140,24 @@ static void count_check(enum tp_metrics_idem_check outcome)
 
 static void on_check(int err, const struct tp_pg_result *res, void *ud)
 {
-    struct check *c = ud;
+    struct lookup *k = ud;
     struct tp_bet_result out = {.code = TP_BET_UNAVAILABLE};
-    bool same = false;
     if (err != 0) {
         tp_log_warn(MOD, "idempotency check of an archived key: Postgres unreachable\terr=%s",
                     tp_strerror(err));
-        count_check(TP_METRICS_IDEM_CHECK_UNAVAILABLE);
     } else if (tp_pg_result_rows(res) == 0) {
         count_check(TP_METRICS_IDEM_CHECK_FALSE_POSITIVE);
-        c->cb(NULL, c->ud);
-        free(c);
+        k->cb(NULL, k->ud);
+        free(k);
         return;
-    } else if (first_answer(res, &c->req, &out, &same) != 0) {
-        out.code = TP_BET_UNAVAILABLE;
-        count_check(TP_METRICS_IDEM_CHECK_UNAVAILABLE);
-    } else if (!same) {
-        out.code = TP_BET_IDEMPOTENCY_CONFLICT;
-        count_check(TP_METRICS_IDEM_CHECK_CONFLICT);
     } else {
-        count_check(TP_METRICS_IDEM_CHECK_REPLAY);
+        row_answer(res, &k->req, &out);
     }
-    c->cb(&out, c->ud);
-    free(c);
+    count_check(out.code == TP_BET_OK                     ? TP_METRICS_IDEM_CHECK_REPLAY
+                : out.code == TP_BET_IDEMPOTENCY_CONFLICT ? TP_METRICS_IDEM_CHECK_CONFLICT
+                                                          : TP_METRICS_IDEM_CHECK_UNAVAILABLE);
+    k->cb(&out, k->ud);
+    free(k);
 }
 
 int tp_bet_check_archived(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,
@@ -175,10 +171,7 @@ int tp_bet_check_archived(struct tp_worker *w, int64_t user_id, const struct tp_
     struct key_params kp;
     key_params(&kp, user_id, key, len);
     const char *params[] = {kp.uid, kp.key, kp.since};
-    struct check *c = tp_xmalloc(sizeof(*c));
-    c->req = *req;
-    c->cb = cb;
-    c->ud = ud;
+    struct lookup *k = lookup_new(req, cb, ud);
     /* The key's newest bet of the TTL (bets_user_key_round: the player's bets by key). A key
      * names one body within the TTL, so an older bet of it on another round cannot be the
      * answer. */
@@ -186,9 +179,9 @@ int tp_bet_check_archived(struct tp_worker *w, int64_t user_id, const struct tp_
                           "SELECT id, round_id, band, stake, balance_after FROM bets "
                           "WHERE user_id = $1::bigint AND idempotency_key = $2 "
                           "AND placed_at >= $3::bigint ORDER BY placed_at DESC LIMIT 1",
-                          3, params, on_check, c);
+                          3, params, on_check, k);
     if (rc != 0) {
-        free(c);
+        free(k);
         count_check(TP_METRICS_IDEM_CHECK_UNAVAILABLE);
     }
     return rc;
