@@ -148,9 +148,11 @@ def test_ticks_stream():
         wait_game(s)
         w = WS(s)
         w.wait_for(is_t("snapshot"))
+        # 20 ticks (2 s of them), however long a loaded machine takes to deliver them: the
+        # cadence is bench/README.md's (viewers-1k), the stream's order and grid are this test's.
         ts = []
-        end = time.time() + 3
-        while time.time() < end:
+        end = time.time() + 30
+        while time.time() < end and len(ts) < 20:
             m = w.recv(timeout=1)
             if isinstance(m, dict) and m["t"] == "tick":
                 assert isinstance(m["price"], int) and m["price"] > 0
@@ -189,7 +191,7 @@ def test_http_bet_odds_ride_on_the_beat():
         m = b.wait_for(lambda m: (odds_of(m) or {}).get("round_id") == rnd["id"]
                        and odds_of(m)["total"] >= 700, timeout=3)
         dt = time.time() - t0
-        assert dt < 1.0, f"odds took {dt:.3f}s"
+        assert dt < 3.0, f"odds took {dt:.3f}s"  # ~0.1 s on an idle machine; a loaded one lags
         assert m["t"] == "tick", m  # a tick was due within 100 ms: the beat carries them
         o = m["odds"]
         assert set(o) == {"round_id", "pools", "total", "multipliers"}, o
@@ -198,7 +200,7 @@ def test_http_bet_odds_ride_on_the_beat():
         assert o["multipliers"][0] is None and isinstance(o["multipliers"][2], float)
         print(f"    odds latency {dt * 1000:.0f} ms")
         # Later beats carry no odds while the pools stay put; no separate odds message.
-        later = [b.recv(timeout=1) for _ in range(10)]
+        later = [b.recv(timeout=5) for _ in range(10)]
         assert all(isinstance(x, dict) for x in later), later
         assert [x for x in later if x["t"] == "odds"] == [], later
         assert [x for x in later if x["t"] == "tick" and "odds" in x] == [], later
@@ -231,7 +233,9 @@ def test_odds_alone_when_no_beat_is_due():
             m = b.wait_for(lambda m: (odds_of(m) or {}).get("round_id") == rnd["id"]
                            and odds_of(m)["pools"][1] >= 100 + i, timeout=3)
             kinds.append(m["t"])
-            assert time.time() - t0 < 0.6, time.time() - t0
+            # ~0.1 s on an idle machine, seconds on a loaded one: what says the odds were not held
+            # for the next beat is their kind, asserted below (held, they would ride a tick).
+            assert time.time() - t0 < 3.0, time.time() - t0
             time.sleep(0.3)
         assert "odds" in kinds, kinds
         b.close()
@@ -591,9 +595,10 @@ def test_two_workers_every_socket_gets_ticks():
         socks = [WS(s) for _ in range(8)]
         for w in socks:
             w.wait_for(is_t("snapshot"))
+        # 20 ticks on every socket (2 s of them), however long a loaded machine takes.
         t_start = time.time()
         seen = [set() for _ in socks]
-        while time.time() < t_start + 2:
+        while time.time() < t_start + 30 and min(len(x) for x in seen) < 20:
             for i, w in enumerate(socks):
                 m = w.recv(timeout=0.05)
                 while isinstance(m, dict):
@@ -601,7 +606,7 @@ def test_two_workers_every_socket_gets_ticks():
                         seen[i].add(m["ts"])
                     m = w.recv(timeout=0.01)
         counts = [len(x) for x in seen]
-        assert min(counts) >= 12, counts
+        assert min(counts) >= 20, counts
         common = set.intersection(*seen)
         assert len(common) >= 8, counts
         for w in socks:
@@ -668,15 +673,19 @@ def test_token_expiry_closes_1008():
     with tpenv.Redis() as r, server(r, TICKPOOL_AUTH_SECRET=SECRET) as s:
         wait_game(s)
         uid, _ = user(s, "gina")
-        w = WS(s, forge_token(uid, int(time.time() * 1000) + 2500))
+        # Timed from the token's expiry, not from the hello: a bound from the hello counted the
+        # upgrade's own time, seconds on a loaded machine, against the server.
+        exp_ms = int(time.time() * 1000) + 4000
+        exp = exp_ms / 1000
+        w = WS(s, forge_token(uid, exp_ms))
         h = w.recv()
         assert h["t"] == "hello" and h["user_id"] == uid, h
-        t0 = time.time()
-        m = w.recv(timeout=6)
+        m = w.recv(timeout=10)
         while isinstance(m, dict):
-            m = w.recv(timeout=6)
+            m = w.recv(timeout=10)
         assert m == ("close", 1008), m
-        assert 1.5 < time.time() - t0 < 5.5, time.time() - t0
+        # Never before the expiry; within the 1 s housekeeping period after it, plus slack.
+        assert exp <= time.time() < exp + 5, time.time() - exp
         # An already expired token is refused at the upgrade.
         w2 = WS(s, forge_token(uid, int(time.time() * 1000) - 1000))
         m = w2.recv()
