@@ -26,6 +26,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -36,6 +37,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 import tpenv  # noqa: E402
 
 SAMPLE_S = 10
+# Every FAMILY_EVERY samples, MEMORY USAGE of every key, summed by key family.
+FAMILY_EVERY = 6
 BETTING_S = 5
 
 
@@ -68,6 +71,26 @@ def svg(samples, t0):
             f'<text x="{pad}" y="{pad - 10}" font-size="12">Redis used_memory, MB '
             f'(max {ymax / 1.1:.1f})</text>'
             f'<text x="{w - pad - 80}" y="{h - 10}" font-size="12">{tmax:.0f} min</text></svg>')
+
+
+def family(key):
+    """A key's family: its name with every number (round id, user id, window) as N."""
+    return re.sub(r"\d+", "N", key)
+
+
+def families(c):
+    """{family: [keys, MEMORY USAGE bytes]} over the whole keyspace (a few thousand keys; the
+    usage of a big hash is Redis's sampled estimate)."""
+    keys = list(c.scan_iter(count=1000))
+    pipe = c.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key)
+    out = {}
+    for key, n in zip(keys, pipe.execute()):
+        f = out.setdefault(family(key), [0, 0])
+        f[0] += 1
+        f[1] += n or 0
+    return out
 
 
 def metric(s, name):
@@ -114,8 +137,12 @@ def main():
         t0 = time.time()
 
         def sample():
+            k = 0
             while not stop.is_set():
                 info = c.info("memory")
+                la = os.getloadavg()[0]
+                seq = int(c.get("tp:{b0}:seq") or 0)
+                xlen = c.xlen("tp:{b0}:outbox") if c.exists("tp:{b0}:outbox") else 0
                 # Bets held by the hot rounds: one idempotency record each (one bucket here).
                 hot_bets = sum(c.hlen(f"tp:{{b0}}:idem:{rid}")
                                for rid in c.zrange("tp:{g}:rounds", 0, -1))
@@ -123,10 +150,23 @@ def main():
                 filt = sum(c.strlen(k) for k in c.scan_iter("tp:{b0}:idemfilter:*"))
                 samples.append({"t": time.time(), "used_memory": info["used_memory"],
                                 "dbsize": c.dbsize(), "rounds_hot": metric(s, "tickpool_rounds_hot"),
-                                "hot_bets": hot_bets, "filter": filt})
+                                "hot_bets": hot_bets, "filter": filt, "load": la, "seq": seq,
+                                "outbox": xlen, "dataset": info["used_memory_dataset"],
+                                "clients": info.get("mem_clients_normal", 0),
+                                "families": families(c) if k % FAMILY_EVERY == 0 else None})
+                k += 1
                 x = samples[-1]
+                rate = ((x["seq"] - samples[-2]["seq"]) / (x["t"] - samples[-2]["t"])
+                        if len(samples) > 1 else 0)
                 log(f"{(x['t'] - t0) / 60:5.1f} min used_memory {x['used_memory'] / 1e6:.1f} MB "
-                    f"dbsize {x['dbsize']} hot rounds {x['rounds_hot']} hot bets {hot_bets}")
+                    f"dbsize {x['dbsize']} hot rounds {x['rounds_hot']} hot bets {hot_bets} "
+                    f"accepted {rate:.0f}/s outbox {xlen} load {la:.1f}")
+                if x["families"]:
+                    log("  memory: " + " ".join(f"{n}={info.get(n)}" for n in (
+                        "used_memory_dataset", "used_memory_overhead", "used_memory_startup",
+                        "mem_clients_normal", "mem_aof_buffer", "used_memory_scripts",
+                        "mem_replication_backlog", "used_memory_vm_eval")))
+                    log("  families: " + json.dumps(x["families"], sort_keys=True))
                 stop.wait(SAMPLE_S)
 
         sampler = threading.Thread(target=sample)
@@ -154,6 +194,9 @@ def main():
                 break
         if not runs:
             problems.append("loadgen did not run")
+        # The window of the criterion ends with the load (the samples after it show the sockets
+        # closing and the last rounds settling, not the soak).
+        t_end = time.time()
         # The last rounds settle; then the outbox drains (audit --wait) and memory settles.
         time.sleep(12)
         stop.set()
@@ -185,7 +228,8 @@ def main():
             for code, n in j.get("errors", {}).items():
                 errors[code] = errors.get(code, 0) + n
     skip = min(300, args.seconds / 4)
-    window = [(x["t"] - t0, x["used_memory"]) for x in samples if x["t"] - t0 >= skip]
+    inwin = [x for x in samples if x["t"] - t0 >= skip and x["t"] <= t_end]
+    window = [(x["t"] - t0, x["used_memory"]) for x in inwin]
     mean = sum(y for _, y in window) / max(1, len(window))
     per10 = slope_per_s(window) * 600 if len(window) >= 3 else float("nan")
     ratio = per10 / mean * 100 if mean else float("nan")
@@ -198,7 +242,7 @@ def main():
     # For the reader: how much of used_memory follows the bets the hot rounds hold (least squares
     # used_memory = a + b * hot_bets over the same window), and the slope of the rest, which is
     # what a leak would show when the achieved bet rate drifts with the machine's load.
-    hw = [(x["t"] - t0, x["used_memory"], x["hot_bets"]) for x in samples if x["t"] - t0 >= skip]
+    hw = [(x["t"] - t0, x["used_memory"], x["hot_bets"]) for x in inwin]
     per_bet = slope_per_s([(h, y) for _, y, h in hw]) if len(hw) >= 3 else float("nan")
     rest = (slope_per_s([(t, y - per_bet * h) for t, y, h in hw]) * 600 / mean * 100
             if len(hw) >= 3 and mean else float("nan"))
@@ -207,10 +251,41 @@ def main():
                  if len(hw) >= 3 and hot_mean else float("nan"))
     # For the reader: the same slope against the mean without the filters (a fixed amount, which
     # makes the mean larger and so the ratio smaller).
-    filt_mean = sum(x["filter"] for x in samples if x["t"] - t0 >= skip) / max(1, len(window))
+    filt_mean = sum(x["filter"] for x in inwin) / max(1, len(window))
     net_ratio = per10 / (mean - filt_mean) * 100 if mean > filt_mean else float("nan")
+    # For the reader: where the slope is. used_memory = dataset + overhead (of which the
+    # clients' buffers); each part's slope over the window as % of the mean used_memory.
+    def part_slope(f):
+        pts = [(x["t"] - t0, f(x)) for x in inwin]
+        return slope_per_s(pts) * 600 / mean * 100 if len(pts) >= 3 and mean else float("nan")
+
+    parts = [("dataset", lambda x: x["dataset"]),
+             ("overhead (used_memory - dataset)", lambda x: x["used_memory"] - x["dataset"]),
+             ("of it, normal clients' buffers", lambda x: x["clients"])]
+    part_text = "; ".join(f"{n} {part_slope(f):+.2f} %" for n, f in parts)
+    outbox_max = max((x["outbox"] for x in inwin), default=0)
+    # The rate the server accepted (the bucket's bet counter) per sample interval, and the load.
+    rates = [((b["seq"] - a["seq"]) / (b["t"] - a["t"])) for a, b in zip(samples, samples[1:])
+             if b["t"] - t0 >= 30 and b["t"] <= t_end]
+    rates.sort()
+    rate_text = (f"accepted per 10 s interval after the first 30 s: median {rates[len(rates) // 2]:.0f}"
+                 f"/s, min {rates[0]:.0f}/s, max {rates[-1]:.0f}/s" if rates else "no rate")
+    loads = sorted(x["load"] for x in samples)
+    load_text = (f"load average (1 min) over the run: min {loads[0]:.1f}, median "
+                 f"{loads[len(loads) // 2]:.1f}, max {loads[-1]:.1f}" if loads else "")
+    # Per key family: MEMORY USAGE summed at the first and the last family sample of the window.
+    fam = [x for x in inwin if x["families"]]
+    fam_rows = []
+    if len(fam) >= 2:
+        fa, fb = fam[0]["families"], fam[-1]["families"]
+        for f in sorted(set(fa) | set(fb), key=lambda f: -abs(fb.get(f, [0, 0])[1] - fa.get(f, [0, 0])[1])):
+            ka, ba = fa.get(f, [0, 0])
+            kb, bb = fb.get(f, [0, 0])
+            fam_rows.append(f"| `{f}` | {ka} | {ba} | {kb} | {bb} | {bb - ba:+d} |")
     if not ratio < 1:
         problems.append(f"used_memory slope {ratio:.2f} % of its mean per 10 min (want < 1 %)")
+    commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     os.makedirs(os.path.join(ROOT, "bench", "reports"), exist_ok=True)
     base = os.path.join(ROOT, "bench", "reports", f"{stamp}-soak-memory")
@@ -218,9 +293,12 @@ def main():
         with open(base + ".svg", "w") as f:
             f.write(svg(samples, t0))
     rows = [f"| {(x['t'] - t0) / 60:.1f} | {x['used_memory']} | {x['dbsize']} | {x['rounds_hot']} "
-            f"| {x['hot_bets']} |" for x in samples]
+            f"| {x['hot_bets']} | {x['dataset']} | {x['outbox']} | "
+            + (f"{(x['seq'] - p['seq']) / (x['t'] - p['t']):.0f}" if p else "") + f" | {x['load']:.1f} |"
+            for p, x in zip([None] + samples, samples)]
     text = "\n".join([
-        f"# tickpool soak-memory, {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"# tickpool soak-memory, {datetime.datetime.now().isoformat(timespec='seconds')} "
+        f"(commit {commit})",
         "",
         f"- {args.seconds} s of 5 s + 5 s rounds, game.retain_s {args.retain}, {args.workers} "
         f"workers; one `loadgen ws-bet --follow-rounds {BETTING_S * 1000}` at {args.rate} "
@@ -238,9 +316,20 @@ def main():
         f"- archived rounds: {len(archived)}, each answering /rounds/{{id}} and `verify` from "
         f"Postgres: {len(archived) - len(bad)}",
         f"- `tickpool audit`: exit {a.returncode}",
+        f"- {rate_text}; loadgen sent {bets / max(1, args.seconds):.0f}/s; {load_text}",
+        f"- the window is the samples from {skip:.0f} s to the end of the load "
+        f"({(t_end - t0):.0f} s); slope per 10 min by part, as % of the mean used_memory: "
+        f"{part_text}; outbox length at most {outbox_max}",
         "",
-        "| min | used_memory | DBSIZE | rounds_hot | hot bets |",
-        "|---|---|---|---|---|",
+        f"Per key family (digits as N; MEMORY USAGE, sampled for big hashes) at "
+        f"{(fam[0]['t'] - t0) / 60 if fam else 0:.1f} and {(fam[-1]['t'] - t0) / 60 if fam else 0:.1f} min:",
+        "",
+        "| family | keys | bytes | keys | bytes | change |",
+        "|---|---|---|---|---|---|",
+        *fam_rows,
+        "",
+        "| min | used_memory | DBSIZE | rounds_hot | hot bets | dataset | outbox | accepted/s | load |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "verdict: " + ("PASS" if not problems else "FAIL\n" + "\n".join(problems)),
