@@ -146,7 +146,9 @@ struct tp_keys_idem_pos {
 void tp_keys_idem_pos(int64_t user_id, const char *key, size_t len, struct tp_keys_idem_pos *out);
 
 /** Bytes of each shard of a window's filter for game.idem_filter = `filter` bytes over `buckets`
- * buckets: filter / buckets / TP_KEYS_IDEM_SHARDS in whole 32-bit words, at least one word. */
+ * buckets: filter / buckets / TP_KEYS_IDEM_SHARDS less 16 bytes (Redis's string header and
+ * terminator, so a power-of-two share stays in its allocator size class), in whole 32-bit words,
+ * at least one word. */
 int64_t tp_keys_idem_shard_bytes(size_t filter, int buckets);
 
 /** The idempotency TTL in seconds: 86400 (24 h, the contract's), unless the environment sets
