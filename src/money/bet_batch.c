@@ -24,8 +24,17 @@
  * leader is asked to re-write the copies (tp_leader_ask_repair), at most every REPAIR_EVERY_S
  * per worker, and only for a round whose record says open. To tell the two apart, the round's own
  * record is read first (one HMGET per group): while it says open and the round's lock is ahead, the
- * round IS open and only the copy is missing, so the honest answer is 503 unavailable (the client
- * retries with its key once the copy is back), not round_not_found nor Postgres's round_not_open.
+ * round IS open and only the copy is missing. Such a bet then waits for the copy (polled every
+ * COPY_POLL_S, COPY_WAIT_MAX_S at most and never past the round's lock, on a timer: the worker
+ * goes on) and is sent once more when it is back. A copy is missing for a moment in the normal
+ * course on a Redis Cluster: /rounds/current shows a round once round_boundary.lua has run,
+ * while its bucket copies live on other masters and are written after it, and a slot moving
+ * (`redis-cli --cluster reshard`) holds its bucket's copy back for as long as the slot is in
+ * migration (TRYAGAIN, retried with back-off). The bet script refused the bet without writing
+ * anything, so sending it again with its key is safe; it keeps its limiter entry while it waits.
+ * A copy still missing after the wait (or again on the second call) is answered 503 unavailable
+ * (the client retries with its key once the copy is back), not round_not_found nor Postgres's
+ * round_not_open.
  * A bet the script answers "check" (its key is in no round Redis holds, but the filter of
  * archived rounds' keys says maybe) is looked up in Postgres: a replay, a conflict, or, when
  * Postgres holds no bet of the key (a false positive), the bet is sent again in a call that
@@ -57,6 +66,11 @@
 #define GROUPS_MAX 64
 /* Seconds between two repair requests of one worker (the leader steps every 250 ms). */
 #define REPAIR_EVERY_S 0.25
+/* A bet that found its bucket's copy of the open round missing waits this long at most for the
+ * copy (the leader re-writes it within a step of 250 ms once asked; a reshard holds it back for
+ * as long as the slot migrates), looking every COPY_POLL_S. */
+#define COPY_WAIT_MAX_S 1.0
+#define COPY_POLL_S 0.02
 
 _Static_assert(TP_BET_KEY_MAX <= TP_KEYS_IDEM_MAX, "every valid idempotency key has a Redis key");
 
@@ -68,6 +82,7 @@ struct pending_bet {
     int64_t user;
     struct tp_bet_req req;
     char hash[TP_BET_HASH_LEN];
+    bool copy_waited; /* already sent again after waiting for its bucket's round copy */
     size_t klen;
     char key[TP_BET_KEY_MAX];
 };
@@ -158,13 +173,72 @@ static void answer_archived(const struct tp_bet_result *res, void *ud)
     answer(p->b, p, res);
 }
 
-/* Bets of one group the script refused with round_not_found, waiting for the round's record. */
+/* Bets of one group the script refused with round_not_found, waiting for the round's record,
+ * then (the round open) for the bucket's copy of it. */
 struct missing {
     struct batcher *b;
+    int bucket;
     int64_t round_id;
+    ev_timer poll;
+    double until; /* ev_now by which the copy must be back */
     size_t n;
     struct pending_bet *bets[TP_SCRIPT_BATCH_MAX];
 };
+
+static void queue(struct batcher *b, struct pending_bet *p, bool skip_filter);
+
+/* The wait is over: the bets are sent once more (`back`), or answered 503. */
+static void copy_wait_end(struct missing *m, bool back)
+{
+    struct tp_bet_result res = {.code = TP_BET_UNAVAILABLE};
+    for (size_t i = 0; i < m->n; i++) {
+        struct pending_bet *p = m->bets[i];
+        p->copy_waited = true;
+        if (back)
+            queue(m->b, p, false);
+        else
+            answer(m->b, p, &res);
+    }
+    free(m);
+}
+
+static void on_copy_state(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct missing *m = ud;
+    struct ev_loop *loop = tp_worker_loop(m->b->w);
+    if (err == 0 && tp_reply_type(r) == TP_REPLY_INTEGER && tp_reply_integer(r) == 1) {
+        copy_wait_end(m, true);
+        return;
+    }
+    /* The store closing (the worker stops) ends the wait at once. */
+    if (err == TP_ECLOSED || ev_now(loop) + COPY_POLL_S >= m->until) {
+        copy_wait_end(m, false);
+        return;
+    }
+    ev_timer_set(&m->poll, COPY_POLL_S, 0.0);
+    ev_timer_start(loop, &m->poll);
+}
+
+static void on_copy_poll(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct missing *m = t->data;
+    struct tp_key k;
+    if (tp_store_command(tp_store_of(m->b->w), on_copy_state, m, "HEXISTS %s state",
+                         tp_keys_round_state(&k, m->bucket, m->round_id)) != 0)
+        on_copy_state(TP_EUNAVAIL, NULL, m);
+}
+
+/* Holds the bets of `m` (the round open until `locks_at`) until the copy is back. */
+static void copy_wait(struct missing *m, int64_t locks_at)
+{
+    struct ev_loop *loop = tp_worker_loop(m->b->w);
+    double left = (double)(locks_at - tp_now_ms()) / 1000.0;
+    m->until = ev_now(loop) + TP_MIN(COPY_WAIT_MAX_S, left);
+    ev_timer_init(&m->poll, on_copy_poll, COPY_POLL_S, 0.0);
+    m->poll.data = m;
+    ev_timer_start(loop, &m->poll);
+}
 
 /* The round's record (state, locks_at): open with its lock ahead means only the bucket's copy is
  * missing; anything else (no record: archived; another state; Redis down) goes the Postgres
@@ -178,9 +252,14 @@ static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
     int64_t locks_at = 0;
     bool open = st != NULL && strcmp(st, "open") == 0 && lk != NULL &&
                 tp_parse_i64(lk, &locks_at) && tp_now_ms() < locks_at;
+    size_t wait = 0;
     for (size_t i = 0; i < m->n; i++) {
         struct pending_bet *p = m->bets[i];
         struct tp_bet_result res = {.code = TP_BET_UNAVAILABLE};
+        if (open && !p->copy_waited) {
+            m->bets[wait++] = p; /* waits for the copy, then is sent once more */
+            continue;
+        }
         if (!open && tp_bet_replay_archived(b->w, p->user, &p->req, p->key, p->klen,
                                             answer_archived, p) == 0)
             continue;
@@ -196,10 +275,12 @@ static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
         b->repair_at = now;
         tp_leader_ask_repair(tp_store_of(b->w), m->round_id);
     }
-    free(m);
+    m->n = wait;
+    if (wait > 0)
+        copy_wait(m, locks_at);
+    else
+        free(m);
 }
-
-static void queue(struct batcher *b, struct pending_bet *p, bool skip_filter);
 
 /* Postgres's answer for a key the filter may hold: the answer, or NULL (no archived bet of the
  * key: the bet is admitted by a call that skips the filter). */
@@ -251,6 +332,7 @@ static void on_batch(int err, const struct tp_store_reply *r, void *ud)
             if (m == NULL) {
                 m = tp_xcalloc(1, sizeof(*m));
                 m->b = b;
+                m->bucket = g->bucket;
                 m->round_id = g->round_id;
             }
             m->bets[m->n++] = p;
@@ -427,6 +509,7 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     p->ud = ud;
     p->user = user_id;
     p->req = *req;
+    p->copy_waited = false;
     tp_bet_request_hash(req, p->hash);
     p->klen = len;
     memcpy(p->key, key, len);
