@@ -14,6 +14,8 @@
 
 #define BACKOFF_FIRST_MS 10
 #define BACKOFF_MAX_MS 500
+/* A slot in migration is done when its last key has moved: look again soon. */
+#define BACKOFF_MIGRATING_MAX_MS 100
 
 /* --- Slots --- */
 
@@ -336,30 +338,49 @@ enum tp_cluster_error tp_cluster_redirect_parse(const char *err, size_t len,
     return out->kind;
 }
 
-struct tp_cluster_decision tp_cluster_decide(const struct tp_cluster_redirect *rd, int attempt)
+/* 10 ms doubled for the n-th answer of a kind (n >= 1), at most `max`. */
+static int backoff_ms(int n, int max)
+{
+    int ms = BACKOFF_FIRST_MS;
+    for (int i = 1; i < n && ms < max; i++)
+        ms *= 2;
+    return TP_MIN(ms, max);
+}
+
+struct tp_cluster_decision tp_cluster_decide(const struct tp_cluster_redirect *rd,
+                                             struct tp_cluster_tries *t)
 {
     struct tp_cluster_decision d = {.action = TP_CLUSTER_DELIVER};
-    if (rd->kind == TP_CLUSTER_OK || attempt >= TP_CLUSTER_MAX_ATTEMPTS)
-        return d;
+    enum tp_cluster_error last = t->last;
+    t->last = rd->kind;
     switch (rd->kind) {
+    case TP_CLUSTER_OK:
+        break;
     case TP_CLUSTER_MOVED:
-        d.action = TP_CLUSTER_RESEND;
-        d.update = d.refresh = true;
+    case TP_CLUSTER_CLUSTERDOWN:
+        if (++t->redirects >= TP_CLUSTER_MAX_REDIRECTS)
+            break;
+        d.refresh = true;
+        if (rd->kind == TP_CLUSTER_MOVED) {
+            d.action = TP_CLUSTER_RESEND;
+            d.update = true;
+        } else {
+            d.action = TP_CLUSTER_LATER;
+            d.delay_ms = backoff_ms(t->redirects, BACKOFF_MAX_MS);
+        }
         break;
     case TP_CLUSTER_ASK:
-        d.action = TP_CLUSTER_RESEND;
-        d.asking = true;
-        break;
     case TP_CLUSTER_TRYAGAIN:
-    case TP_CLUSTER_CLUSTERDOWN:
-        d.action = TP_CLUSTER_LATER;
-        d.refresh = rd->kind == TP_CLUSTER_CLUSTERDOWN;
-        d.delay_ms = BACKOFF_FIRST_MS;
-        for (int i = 1; i < attempt && d.delay_ms < BACKOFF_MAX_MS; i++)
-            d.delay_ms *= 2;
-        d.delay_ms = TP_MIN(d.delay_ms, BACKOFF_MAX_MS);
-        break;
-    case TP_CLUSTER_OK:
+        /* Not bounded by a count (struct tp_cluster_tries); the count only grows the back-off. */
+        if (t->migrating < 1000)
+            t->migrating++;
+        if (rd->kind == TP_CLUSTER_ASK && last != TP_CLUSTER_ASK) {
+            d.action = TP_CLUSTER_RESEND;
+            d.asking = true;
+        } else {
+            d.action = TP_CLUSTER_LATER;
+            d.delay_ms = backoff_ms(t->migrating, BACKOFF_MIGRATING_MAX_MS);
+        }
         break;
     }
     return d;

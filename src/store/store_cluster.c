@@ -6,8 +6,10 @@
  * A command is a `struct ccmd` that outlives its attempts: it goes to the master of its slot
  * with its first deadline (tp_store_send), and its node's reply comes back to on_node_reply,
  * which delivers it or, after MOVED / ASK / TRYAGAIN / CLUSTERDOWN, sends it again (at once or
- * after a back-off timer) until tp_cluster_decide gives up or the deadline passes. Those errors
- * mean Redis did not run the command, so a retry cannot run it twice. A lost connection
+ * after a back-off timer) until tp_cluster_decide gives up (MOVED, CLUSTERDOWN: a number of
+ * answers) or the deadline passes (the only end of ASK and TRYAGAIN: a slot in migration answers
+ * them for as long as its keys are moving). Those errors mean Redis did not run the command, so a
+ * retry cannot run it twice. A lost connection
  * (TP_EUNAVAIL after sending) is delivered as it is, as in standalone mode: the command may have
  * run. The user callback runs exactly once: either from on_node_reply / the back-off timer, or
  * with TP_ECLOSED from tp_store_cluster_free.
@@ -58,7 +60,7 @@ struct ccmd {
     void *ud;
     struct split *sp; /* a part of a split read: completes into sp, not to a user */
     double deadline;
-    int attempts;
+    struct tp_cluster_tries tries; /* what its attempts were answered (tp_cluster_decide) */
     int slot;
     bool asking;
     bool waiting;
@@ -152,10 +154,8 @@ static int send_cmd(struct ccmd *c)
                  ? tp_store_send_script(n->st, &o, c->script, c->nkeys, c->argc, c->argv, c->lens,
                                         on_node_reply, c)
                  : tp_store_send_argv(n->st, &o, on_node_reply, c, c->argc, c->argv, c->lens);
-    if (rc == 0) {
-        c->attempts++;
+    if (rc == 0)
         c->node = n;
-    }
     return rc;
 }
 
@@ -277,7 +277,7 @@ static void on_node_reply(int err, const struct tp_store_reply *r, void *ud)
         const char *s = tp_reply_str(r, &len);
         tp_cluster_redirect_parse(s, len, &rd);
     }
-    struct tp_cluster_decision d = tp_cluster_decide(&rd, c->attempts);
+    struct tp_cluster_decision d = tp_cluster_decide(&rd, &c->tries);
     if (d.update && cl->have_map && tp_cluster_map_move(cl->map, &rd) == 0)
         cl->map_changes++; /* MOVED: the slot's owner is another node (store_cluster_map.c) */
     if (d.refresh)

@@ -18,8 +18,10 @@ struct tp_store_reply;
 /* Nodes a map can hold (masters and replicas); a bigger cluster is refused when parsed. */
 #define TP_CLUSTER_MAX_NODES 128
 #define TP_CLUSTER_HOST_MAX 256
-/* Attempts of one command before a redirection or retryable error goes back to the caller. */
-#define TP_CLUSTER_MAX_ATTEMPTS 8
+/* MOVED and CLUSTERDOWN answers one command meets before the last one goes back to the caller
+ * (a MOVED loop between two nodes that disagree ends there). ASK and TRYAGAIN are not counted
+ * here: see struct tp_cluster_tries. */
+#define TP_CLUSTER_MAX_REDIRECTS 8
 
 /* tp_cluster_command_slot: the command has no key (PING, PUBLISH, INFO): any master serves it. */
 #define TP_CLUSTER_ANY (-1)
@@ -119,12 +121,28 @@ int tp_cluster_map_move(struct tp_cluster_map *m, const struct tp_cluster_redire
 enum tp_cluster_error tp_cluster_redirect_parse(const char *err, size_t len,
                                                 struct tp_cluster_redirect *out);
 
+/* What one command's attempts were answered so far; zeroed before its first send, counted by
+ * tp_cluster_decide. */
+struct tp_cluster_tries {
+    /* MOVED and CLUSTERDOWN answers: the TP_CLUSTER_MAX_REDIRECTS-th goes back to the caller. */
+    int redirects;
+    /* ASK and TRYAGAIN answers: a slot in migration. Every script with a key on neither side (a
+     * key created on first use) meets them, ASK from the source and TRYAGAIN from the target,
+     * until the slot is assigned to its new master, which takes as long as moving the slot's
+     * keys: no count ends them, only the command's deadline (the caller's). */
+    int migrating;
+    enum tp_cluster_error last; /* the previous answer's kind (TP_CLUSTER_OK before the first) */
+};
+
 /**
- * What to do after attempt number `attempt` (1 = the first send) ended in `rd`: follow MOVED and
- * ASK at once, back off on TRYAGAIN and CLUSTERDOWN (doubling from 10 ms, at most 500 ms), and
- * deliver once TP_CLUSTER_MAX_ATTEMPTS attempts are spent. The caller also delivers once the
- * command's deadline has passed.
+ * What to do with an attempt's answer `rd`, counted into `t`: follow MOVED and ASK at once, back
+ * off on TRYAGAIN (doubling from 10 ms, at most 100 ms: a migration ends when its last key has
+ * moved, so look again soon), on CLUSTERDOWN (from 10 ms, at most 500 ms) and on an ASK right
+ * after an ASK (the target sent the command back: not Redis's normal course, so never a busy
+ * loop); deliver the TP_CLUSTER_MAX_REDIRECTS-th MOVED or CLUSTERDOWN answer. ASK and TRYAGAIN
+ * never deliver: the caller ends the command at its deadline.
  */
-struct tp_cluster_decision tp_cluster_decide(const struct tp_cluster_redirect *rd, int attempt);
+struct tp_cluster_decision tp_cluster_decide(const struct tp_cluster_redirect *rd,
+                                             struct tp_cluster_tries *t);
 
 #endif

@@ -219,36 +219,100 @@ static void test_redirect_parse(void **state)
         assert_int_equal(tp_cluster_redirect_parse(other[i], strlen(other[i]), &rd), TP_CLUSTER_OK);
 }
 
+/* One decision for an answer of `kind`, counted into `t`. */
+static struct tp_cluster_decision decide(enum tp_cluster_error kind, struct tp_cluster_tries *t)
+{
+    struct tp_cluster_redirect rd = {.kind = kind, .slot = -1};
+    return tp_cluster_decide(&rd, t);
+}
+
 static void test_decide(void **state)
 {
     (void)state;
-    struct tp_cluster_redirect rd = {.kind = TP_CLUSTER_OK};
-    assert_int_equal(tp_cluster_decide(&rd, 1).action, TP_CLUSTER_DELIVER);
-    rd.kind = TP_CLUSTER_MOVED;
-    struct tp_cluster_decision d = tp_cluster_decide(&rd, 1);
+    struct tp_cluster_tries t = {0};
+    assert_int_equal(decide(TP_CLUSTER_OK, &t).action, TP_CLUSTER_DELIVER);
+    struct tp_cluster_decision d = decide(TP_CLUSTER_MOVED, &t);
     assert_int_equal(d.action, TP_CLUSTER_RESEND);
     assert_true(d.update && d.refresh && !d.asking);
-    rd.kind = TP_CLUSTER_ASK;
-    d = tp_cluster_decide(&rd, 1);
+    t = (struct tp_cluster_tries){0};
+    d = decide(TP_CLUSTER_ASK, &t);
     assert_int_equal(d.action, TP_CLUSTER_RESEND);
     assert_true(d.asking && !d.update && !d.refresh);
-    rd.kind = TP_CLUSTER_TRYAGAIN;
-    d = tp_cluster_decide(&rd, 1);
+    t = (struct tp_cluster_tries){0};
+    d = decide(TP_CLUSTER_TRYAGAIN, &t);
     assert_int_equal(d.action, TP_CLUSTER_LATER);
     assert_int_equal(d.delay_ms, 10);
     assert_false(d.refresh);
-    assert_int_equal(tp_cluster_decide(&rd, 3).delay_ms, 40);
-    rd.kind = TP_CLUSTER_CLUSTERDOWN;
-    d = tp_cluster_decide(&rd, 7);
+    decide(TP_CLUSTER_TRYAGAIN, &t);
+    assert_int_equal(decide(TP_CLUSTER_TRYAGAIN, &t).delay_ms, 40);
+    t = (struct tp_cluster_tries){0};
+    for (int i = 1; i < 7; i++)
+        decide(TP_CLUSTER_CLUSTERDOWN, &t);
+    d = decide(TP_CLUSTER_CLUSTERDOWN, &t);
     assert_int_equal(d.action, TP_CLUSTER_LATER);
     assert_int_equal(d.delay_ms, 500); /* capped */
     assert_true(d.refresh);
-    /* bounded: the last attempt's answer goes to the caller */
-    for (int k = TP_CLUSTER_MOVED; k <= TP_CLUSTER_CLUSTERDOWN; k++) {
-        rd.kind = (enum tp_cluster_error)k;
-        assert_int_equal(tp_cluster_decide(&rd, TP_CLUSTER_MAX_ATTEMPTS).action,
-                         TP_CLUSTER_DELIVER);
+    /* bounded: the TP_CLUSTER_MAX_REDIRECTS-th MOVED or CLUSTERDOWN goes to the caller */
+    const enum tp_cluster_error bounded[] = {TP_CLUSTER_MOVED, TP_CLUSTER_CLUSTERDOWN};
+    for (size_t k = 0; k < 2; k++) {
+        t = (struct tp_cluster_tries){0};
+        for (int i = 1; i < TP_CLUSTER_MAX_REDIRECTS; i++)
+            assert_int_not_equal(decide(bounded[k], &t).action, TP_CLUSTER_DELIVER);
+        assert_int_equal(decide(bounded[k], &t).action, TP_CLUSTER_DELIVER);
     }
+}
+
+/* A slot in migration: a script with a key on neither side gets ASK from the source, then
+ * TRYAGAIN from the target under ASKING, round after round until the slot is assigned. Only the
+ * caller's deadline ends that (the 8-attempt cap ended it after 4 rounds, ~0.4 s of back-off,
+ * and bets answered 503 during a loaded reshard); the back-off stays at most 100 ms; the MOVED
+ * that ends the migration is followed, and MOVED loops stay bounded on their own count. */
+static void test_decide_migrating(void **state)
+{
+    (void)state;
+    struct tp_cluster_tries t = {0};
+    int waited = 0;
+    for (int round = 0; round < 200; round++) {
+        struct tp_cluster_decision d = decide(TP_CLUSTER_ASK, &t);
+        assert_int_equal(d.action, TP_CLUSTER_RESEND); /* at once, to the target */
+        assert_true(d.asking && !d.refresh);
+        d = decide(TP_CLUSTER_TRYAGAIN, &t);
+        assert_int_equal(d.action, TP_CLUSTER_LATER);
+        assert_true(d.delay_ms >= 10 && d.delay_ms <= 100);
+        waited += d.delay_ms;
+    }
+    assert_true(waited > 19000); /* 200 rounds, ~100 ms each: no count gave up */
+    assert_int_equal(t.redirects, 0);
+    /* the slot is assigned: the source answers MOVED, followed */
+    struct tp_cluster_decision d = decide(TP_CLUSTER_MOVED, &t);
+    assert_int_equal(d.action, TP_CLUSTER_RESEND);
+    assert_true(d.update);
+    assert_int_equal(decide(TP_CLUSTER_OK, &t).action, TP_CLUSTER_DELIVER);
+
+    /* TRYAGAIN alone (the source holds some of the keys, not all) backs off the same way */
+    t = (struct tp_cluster_tries){0};
+    for (int i = 0; i < 100; i++) {
+        d = decide(TP_CLUSTER_TRYAGAIN, &t);
+        assert_int_equal(d.action, TP_CLUSTER_LATER);
+        assert_true(d.delay_ms <= 100);
+    }
+    assert_int_equal(d.delay_ms, 100);
+
+    /* an ASK right after an ASK (the target sent it back) waits instead of looping at once */
+    t = (struct tp_cluster_tries){0};
+    assert_int_equal(decide(TP_CLUSTER_ASK, &t).action, TP_CLUSTER_RESEND);
+    d = decide(TP_CLUSTER_ASK, &t);
+    assert_int_equal(d.action, TP_CLUSTER_LATER);
+    assert_true(d.delay_ms > 0 && !d.asking);
+
+    /* MOVED between migration answers: still bounded by its own count */
+    t = (struct tp_cluster_tries){0};
+    for (int i = 1; i < TP_CLUSTER_MAX_REDIRECTS; i++) {
+        assert_int_equal(decide(TP_CLUSTER_ASK, &t).action, TP_CLUSTER_RESEND);
+        assert_int_equal(decide(TP_CLUSTER_MOVED, &t).action, TP_CLUSTER_RESEND);
+    }
+    assert_int_equal(decide(TP_CLUSTER_TRYAGAIN, &t).action, TP_CLUSTER_LATER);
+    assert_int_equal(decide(TP_CLUSTER_MOVED, &t).action, TP_CLUSTER_DELIVER);
 }
 
 /* A slot moves while a command for it is in flight: the command was routed with the old map,
@@ -268,7 +332,8 @@ static void test_map_change_mid_flight(void **state)
     const char *moved = "MOVED 11128 127.0.0.1:7101"; /* meanwhile resharded to 7101 */
     struct tp_cluster_redirect rd;
     assert_int_equal(tp_cluster_redirect_parse(moved, strlen(moved), &rd), TP_CLUSTER_MOVED);
-    struct tp_cluster_decision d = tp_cluster_decide(&rd, 1);
+    struct tp_cluster_tries t = {0};
+    struct tp_cluster_decision d = tp_cluster_decide(&rd, &t);
     assert_true(d.update);
     assert_int_equal(tp_cluster_map_move(m, &rd), 0);
     assert_int_equal(tp_cluster_map_route(m, slot)->port, 7101);
@@ -305,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_map_parse_hostile),
         cmocka_unit_test(test_redirect_parse),
         cmocka_unit_test(test_decide),
+        cmocka_unit_test(test_decide_migrating),
         cmocka_unit_test(test_map_change_mid_flight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
