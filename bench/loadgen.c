@@ -143,6 +143,7 @@ char lg_redis_sha[41];
 static uint64_t next_k;  /* next request of the global schedule */
 static int window_phase; /* 0 before the measured window, 1 in it, 2 after */
 static ev_timer sched_timer, tick_timer, connect_timer, window_timer;
+static ev_signal stop_signal;
 
 /* --- Schedule and run phases --- */
 
@@ -234,6 +235,26 @@ static void on_tick(struct ev_loop *l, ev_timer *w, int revents)
         }
         finish();
     }
+}
+
+/* SIGTERM ends the measured window now: bench/run stops its background bet driver this way once
+ * the run the driver serves is over, so the driver bets through that run however long its
+ * connect phase takes. Requests not yet due are not sent, those in flight are drained as at
+ * the planned end, and the report covers the window up to here (duration_s says how long). */
+static void on_stop(struct ev_loop *l, ev_signal *w, int revents)
+{
+    (void)w, (void)revents;
+    uint64_t now = lg_mono_ns();
+    if (lg_t0 == 0) { /* still connecting: nothing was measured */
+        ev_break(l, EVBREAK_ALL);
+        return;
+    }
+    if (now >= lg_t_end)
+        return;
+    lg_t_end = now > lg_t_meas ? now : lg_t_meas;
+    lg_opt.duration = TP_MAX(sec(lg_t_end - lg_t_meas), 0.001);
+    if (!lg_opt.quiet)
+        fprintf(stderr, "[loadgen] stopped by SIGTERM after %.1fs measured\n", lg_opt.duration);
 }
 
 /* Opens connections at --connect-rate, then starts the clock. */
@@ -555,6 +576,8 @@ int main(int argc, char **argv)
                 lg_opt.conns);
     ev_timer_init(&connect_timer, on_connect_timer, 0.0, 0.01);
     ev_timer_start(lg_loop, &connect_timer);
+    ev_signal_init(&stop_signal, on_stop, SIGTERM);
+    ev_signal_start(lg_loop, &stop_signal);
     ev_run(lg_loop, 0);
     lg_report();
     tp_tls_ctx_free(lg_tls_ctx);
