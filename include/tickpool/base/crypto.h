@@ -1,6 +1,8 @@
 /*
  * Hashes, MACs, encodings and randomness over mbedTLS's crypto library: SHA-1 (WebSocket
- * handshake), SHA-256 and HMAC-SHA256 (provably fair seeds, tokens), base64, hex, and a CSPRNG.
+ * handshake, script ids, the idempotency filter), SHA-256 (bet request hashes) and HMAC-SHA256
+ * (provably fair seeds, tokens), base64, hex, and a CSPRNG. SHA-1 and SHA-256 run on the x86 SHA
+ * extensions where the CPU has them, with the same output.
  */
 #ifndef TP_CRYPTO_H
 #define TP_CRYPTO_H
