@@ -24,9 +24,11 @@
  * leader is asked to re-write the copies (tp_leader_ask_repair), at most every REPAIR_EVERY_S
  * per worker, and only for a round whose record says open. To tell the two apart, the round's own
  * record is read first (one HMGET per group): while it says open and the round's lock is ahead, the
- * round IS open and only the copy is missing. Such a bet then waits for the copy (polled every
- * COPY_POLL_S, COPY_WAIT_MAX_S at most and never past the round's lock, on a timer: the worker
- * goes on) and is sent once more when it is back. A copy is missing for a moment in the normal
+ * round IS open and only the copy is missing. Such a bet then waits for the copy (COPY_WAIT_MAX_S
+ * at most and never past the round's lock, on a timer: the worker goes on) and is sent once more,
+ * as it was (with its skip_filter), when it is back. Every group that found the same bucket's
+ * copy of the same round missing joins one wait, which looks for the copy every COPY_POLL_S
+ * with one HEXISTS for all of them. A copy is missing for a moment in the normal
  * course on a Redis Cluster: /rounds/current shows a round once round_boundary.lua has run,
  * while its bucket copies live on other masters and are written after it, and a slot moving
  * (`redis-cli --cluster reshard`) holds its bucket's copy back for as long as the slot is in
@@ -82,7 +84,9 @@ struct pending_bet {
     int64_t user;
     struct tp_bet_req req;
     char hash[TP_BET_HASH_LEN];
-    bool copy_waited; /* already sent again after waiting for its bucket's round copy */
+    bool skip_filter;  /* Postgres found no archived bet of its key: sent without the filter */
+    bool copy_waited;  /* already sent again after waiting for its bucket's round copy */
+    double copy_until; /* while waiting for its bucket's copy: ev_now by which it must be back */
     size_t klen;
     char key[TP_BET_KEY_MAX];
 };
@@ -102,7 +106,8 @@ struct batcher {
     struct tp_worker *w;
     struct tp_limiter *limiter;
     ev_prepare flush_first, flush; /* highest and lowest priority: see the top comment */
-    double repair_at; /* when this worker last asked the leader for a repair (ev_now) */
+    double repair_at;        /* when this worker last asked the leader for a repair (ev_now) */
+    struct copy_wait *waits; /* bets waiting for a bucket's copy of a round, one per pair */
     int ngroups;
     struct group *open[GROUPS_MAX];
 };
@@ -173,71 +178,116 @@ static void answer_archived(const struct tp_bet_result *res, void *ud)
     answer(p->b, p, res);
 }
 
-/* Bets of one group the script refused with round_not_found, waiting for the round's record,
- * then (the round open) for the bucket's copy of it. */
+/* Bets of one group the script refused with round_not_found, waiting for the round's record. */
 struct missing {
     struct batcher *b;
     int bucket;
     int64_t round_id;
-    ev_timer poll;
-    double until; /* ev_now by which the copy must be back */
     size_t n;
     struct pending_bet *bets[TP_SCRIPT_BATCH_MAX];
 };
 
-static void queue(struct batcher *b, struct pending_bet *p, bool skip_filter);
+/* Bets waiting for one bucket's copy of one open round (every group that found it missing),
+ * each until its own copy_until; one HEXISTS in flight or one timer at a time. */
+struct copy_wait {
+    struct copy_wait *next; /* b->waits */
+    struct batcher *b;
+    int bucket;
+    int64_t round_id;
+    ev_timer poll;
+    size_t n, cap;
+    struct pending_bet **bets;
+};
 
-/* The wait is over: the bets are sent once more (`back`), or answered 503. */
-static void copy_wait_end(struct missing *m, bool back)
+static void queue(struct batcher *b, struct pending_bet *p);
+
+/* Takes `w` out of b->waits and frees it (its bets were handed on). */
+static void copy_wait_free(struct copy_wait *w)
+{
+    for (struct copy_wait **at = &w->b->waits; *at != NULL; at = &(*at)->next)
+        if (*at == w) {
+            *at = w->next;
+            break;
+        }
+    free(w->bets);
+    free(w);
+}
+
+/* The copy is back (`back`): every bet is sent once more. Else the bets whose wait is over
+ * (`all`: every bet) are answered 503; false when none is left waiting. */
+static bool copy_wait_end(struct copy_wait *w, bool back, bool all)
 {
     struct tp_bet_result res = {.code = TP_BET_UNAVAILABLE};
-    for (size_t i = 0; i < m->n; i++) {
-        struct pending_bet *p = m->bets[i];
+    double now = ev_now(tp_worker_loop(w->b->w));
+    size_t keep = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        struct pending_bet *p = w->bets[i];
+        if (!back && !all && now + COPY_POLL_S < p->copy_until) {
+            w->bets[keep++] = p;
+            continue;
+        }
         p->copy_waited = true;
         if (back)
-            queue(m->b, p, false);
+            queue(w->b, p);
         else
-            answer(m->b, p, &res);
+            answer(w->b, p, &res);
     }
-    free(m);
+    w->n = keep;
+    return keep > 0;
 }
 
 static void on_copy_state(int err, const struct tp_store_reply *r, void *ud)
 {
-    struct missing *m = ud;
-    struct ev_loop *loop = tp_worker_loop(m->b->w);
-    if (err == 0 && tp_reply_type(r) == TP_REPLY_INTEGER && tp_reply_integer(r) == 1) {
-        copy_wait_end(m, true);
+    struct copy_wait *w = ud;
+    struct ev_loop *loop = tp_worker_loop(w->b->w);
+    bool back = err == 0 && tp_reply_type(r) == TP_REPLY_INTEGER && tp_reply_integer(r) == 1;
+    /* The store closing (the worker stops) ends every bet's wait at once. Handing bets on cannot
+     * add to `w` meanwhile: bets join a wait only from a round record's reply. */
+    if (copy_wait_end(w, back, err == TP_ECLOSED)) {
+        ev_timer_set(&w->poll, COPY_POLL_S, 0.0);
+        ev_timer_start(loop, &w->poll);
         return;
     }
-    /* The store closing (the worker stops) ends the wait at once. */
-    if (err == TP_ECLOSED || ev_now(loop) + COPY_POLL_S >= m->until) {
-        copy_wait_end(m, false);
-        return;
-    }
-    ev_timer_set(&m->poll, COPY_POLL_S, 0.0);
-    ev_timer_start(loop, &m->poll);
+    copy_wait_free(w);
 }
 
 static void on_copy_poll(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop, (void)revents;
-    struct missing *m = t->data;
+    struct copy_wait *w = t->data;
     struct tp_key k;
-    if (tp_store_command(tp_store_of(m->b->w), on_copy_state, m, "HEXISTS %s state",
-                         tp_keys_round_state(&k, m->bucket, m->round_id)) != 0)
-        on_copy_state(TP_EUNAVAIL, NULL, m);
+    if (tp_store_command(tp_store_of(w->b->w), on_copy_state, w, "HEXISTS %s state",
+                         tp_keys_round_state(&k, w->bucket, w->round_id)) != 0)
+        on_copy_state(TP_EUNAVAIL, NULL, w);
 }
 
-/* Holds the bets of `m` (the round open until `locks_at`) until the copy is back. */
-static void copy_wait(struct missing *m, int64_t locks_at)
+/* Holds `p` (its round open until `locks_at`) until its bucket's copy is back, in the wait of
+ * that bucket and round (a new one when none runs). */
+static void copy_wait_join(struct batcher *b, int bucket, int64_t round_id, struct pending_bet *p,
+                           int64_t locks_at)
 {
-    struct ev_loop *loop = tp_worker_loop(m->b->w);
+    struct ev_loop *loop = tp_worker_loop(b->w);
     double left = (double)(locks_at - tp_now_ms()) / 1000.0;
-    m->until = ev_now(loop) + TP_MIN(COPY_WAIT_MAX_S, left);
-    ev_timer_init(&m->poll, on_copy_poll, COPY_POLL_S, 0.0);
-    m->poll.data = m;
-    ev_timer_start(loop, &m->poll);
+    p->copy_until = ev_now(loop) + TP_MIN(COPY_WAIT_MAX_S, left);
+    struct copy_wait *w = b->waits;
+    while (w != NULL && (w->bucket != bucket || w->round_id != round_id))
+        w = w->next;
+    if (w == NULL) {
+        w = tp_xcalloc(1, sizeof(*w));
+        w->b = b;
+        w->bucket = bucket;
+        w->round_id = round_id;
+        w->next = b->waits;
+        b->waits = w;
+        ev_timer_init(&w->poll, on_copy_poll, COPY_POLL_S, 0.0);
+        w->poll.data = w;
+        ev_timer_start(loop, &w->poll);
+    }
+    if (w->n == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : TP_SCRIPT_BATCH_MAX;
+        w->bets = tp_xrealloc(w->bets, w->cap * sizeof(*w->bets));
+    }
+    w->bets[w->n++] = p;
 }
 
 /* The round's record (state, locks_at): open with its lock ahead means only the bucket's copy is
@@ -252,12 +302,11 @@ static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
     int64_t locks_at = 0;
     bool open = st != NULL && strcmp(st, "open") == 0 && lk != NULL &&
                 tp_parse_i64(lk, &locks_at) && tp_now_ms() < locks_at;
-    size_t wait = 0;
     for (size_t i = 0; i < m->n; i++) {
         struct pending_bet *p = m->bets[i];
         struct tp_bet_result res = {.code = TP_BET_UNAVAILABLE};
         if (open && !p->copy_waited) {
-            m->bets[wait++] = p; /* waits for the copy, then is sent once more */
+            copy_wait_join(b, m->bucket, m->round_id, p, locks_at); /* then sent once more */
             continue;
         }
         if (!open && tp_bet_replay_archived(b->w, p->user, &p->req, p->key, p->klen,
@@ -275,11 +324,7 @@ static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
         b->repair_at = now;
         tp_leader_ask_repair(tp_store_of(b->w), m->round_id);
     }
-    m->n = wait;
-    if (wait > 0)
-        copy_wait(m, locks_at);
-    else
-        free(m);
+    free(m);
 }
 
 /* Postgres's answer for a key the filter may hold: the answer, or NULL (no archived bet of the
@@ -287,10 +332,12 @@ static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
 static void answer_checked(const struct tp_bet_result *res, void *ud)
 {
     struct pending_bet *p = ud;
-    if (res != NULL)
+    if (res != NULL) {
         answer(p->b, p, res);
-    else
-        queue(p->b, p, true);
+    } else {
+        p->skip_filter = true;
+        queue(p->b, p);
+    }
 }
 
 /* The script's reply: one answer per bet of the group, in order. Anything else (an error, -OOM,
@@ -453,12 +500,13 @@ static void send_now(struct batcher *b, struct group *g)
 }
 
 /* Adds `p` to its group, sent in this loop iteration (at once when full). A bet Postgres
- * cleared comes back here with skip_filter, keeping its limiter entry. */
-static void queue(struct batcher *b, struct pending_bet *p, bool skip_filter)
+ * cleared (skip_filter), or one back from waiting for its bucket's copy, comes back here keeping
+ * its limiter entry. */
+static void queue(struct batcher *b, struct pending_bet *p)
 {
     const struct tp_config *cfg = tp_worker_config(b->w);
     struct group *g =
-        group_for(b, tp_bucket_of(p->user, cfg->game.buckets), p->req.round_id, skip_filter);
+        group_for(b, tp_bucket_of(p->user, cfg->game.buckets), p->req.round_id, p->skip_filter);
     g->bets[g->n++] = p;
     g->bytes += p->klen + TP_BET_HASH_LEN + 3 * 20;
     if (g->n == TP_SCRIPT_BATCH_MAX || g->bytes >= BATCH_BYTES)
@@ -509,11 +557,13 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     p->ud = ud;
     p->user = user_id;
     p->req = *req;
+    p->skip_filter = false;
     p->copy_waited = false;
+    p->copy_until = 0;
     tp_bet_request_hash(req, p->hash);
     p->klen = len;
     memcpy(p->key, key, len);
     tp_metrics_add(TP_METRIC_BETS_INFLIGHT, 1);
-    queue(b, p, false);
+    queue(b, p);
     return 0;
 }

@@ -9,6 +9,7 @@ here deleted by hand) while the round is open.
    was still answers 404.
 2. A copy that stays missing (deleted again as soon as it is back) answers 503 `unavailable`
    with Retry-After after the wait (1 s at most) and one more call, nothing debited.
+   Several batches waiting for the same copy share one look for it every 20 ms.
 3. Bets naming a round that never was, sent in a tight loop meanwhile, cannot crowd out the
    repair request (tp:{g}:repair, one key, the last write wins, and one request per worker every
    250 ms): a worker asks only for a round whose record says open.
@@ -100,6 +101,40 @@ def test_bet_on_a_missing_copy_of_the_open_round_waits_for_the_repair():
             assert (st, v["error"]["code"]) == (503, "unavailable"), (st, v)
             assert h.get("retry-after") == "1", h
             assert tpclient.balance(s, tok) == before
+        # Several batches waiting for the same copy share one poll: six players of the bucket
+        # bet 40 ms apart (each bet its own batch) while the copy stays missing; the copy is
+        # looked for (HEXISTS, nothing else sends it here) at most once per 20 ms for all of
+        # them, not once per 20 ms per batch (six overlapping polls of ~1 s each).
+        waiters = [t for u, t in tpclient.make_users(s, 4 * B * 3, prefix="cmw")
+                   if u % B == 1][:6]
+        assert len(waiters) == 6
+
+        def hexists():
+            return int(c.info("commandstats").get("cmdstat_hexists", {}).get("calls", 0))
+
+        def one(i, tok):
+            time.sleep(0.04 * i)
+            answers.append(bet_raw(s, tok, rid, f"cm-w{i}")[0])
+        stop = threading.Event()
+        answers = []
+        th = threading.Thread(target=keep_deleting)
+        th.start()
+        try:
+            time.sleep(0.1)
+            n0, t0 = hexists(), time.monotonic()
+            ths = [threading.Thread(target=one, args=(i, t)) for i, t in enumerate(waiters)]
+            for w in ths:
+                w.start()
+            for w in ths:
+                w.join()
+            span, calls = time.monotonic() - t0, hexists() - n0
+        finally:
+            stop.set()
+            th.join()
+        print(f"six batches waited for one copy: {sorted(answers)} in {span:.2f} s, "
+              f"{calls} HEXISTS")
+        assert len(answers) == 6 and set(answers) <= {201, 503}, answers
+        assert calls <= span / 0.02 + 5, (calls, span)
         # A round that never was: still 404.
         st, h, v = bet_raw(s, tok, rid + 1000, "cm-2")
         assert (st, v["error"]["code"]) == (404, "round_not_found"), (st, v)
