@@ -8,9 +8,13 @@ redis-server (AOF on, as scripts/up) under `valgrind --tool=callgrind
 sends BATCHES calls of BETS bets each (PLAYERS distinct players per call, fresh keys, bands
 round-robin) and prints the instructions counted inside EVALSHA divided by the bets. The day's
 filter is built beforehand, as the leader builds it (src/game/leader_idemfilter.c), with plain
-SETRANGEs that callgrind does not count; --no-build leaves it to the bets (the fallback).
+SETRANGEs that callgrind does not count; bets only read it. --archive then runs archival's
+idempotency steps over the round's records as src/game/leader_archive.c does (HSCAN pages of
+256, one idem_unindex.lua each: the hot index entries leave, the keys enter the filter), inside
+the same count: the difference to a run without it is archival's share per bet.
 
     bench/batch_callgrind.py                              # this tree's script, WebSocket-like
+    bench/batch_callgrind.py --archive                    # and archival's steps
     bench/batch_callgrind.py --players 74                 # every bet another player's (HTTP)
     bench/batch_callgrind.py --script old.lua --redis-arg=--hash-max-listpack-entries=512
 
@@ -35,7 +39,7 @@ import idemfilter  # noqa: E402  (the filter positions src/store/keys.c computes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NBANDS, TTL_S, USERS = 5, 86400, 200
-SHARD_BYTES = 1024  # bet_batch.lua ARGV[10]: 1024 shards, 8 Mbit, a few bits set per call
+SHARD_BYTES = 1024  # 1024 shards, 8 Mbit, a few bits set per call
 
 
 def free_port():
@@ -63,7 +67,7 @@ def call_args(n, players, b, now, seq):
             p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
     keys += idemfilter.window_keys(p, w)
     keys += [p + f"bets:1:{x}" for x in bands] + [p + f"ubets:{u}" for u in users] + shard_keys
-    argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n, SHARD_BYTES, 0]
+    argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n, 0]
     for j, (u, band, stake, key) in enumerate(bets):
         argv += [u, band, stake, key,
                  hashlib.sha256(f"v1|1|{band}|{stake}".encode()).hexdigest()] + per[j]
@@ -79,8 +83,8 @@ def main():
                     help="distinct players per call [6, as ws-ceiling's sockets]")
     ap.add_argument("--redis-arg", action="append", default=[],
                     help="extra redis-server argument, e.g. --redis-arg=--hash-max-listpack-entries=128")
-    ap.add_argument("--no-build", action="store_true",
-                    help="no filter built ahead: the bets create the shards they write")
+    ap.add_argument("--archive", action="store_true",
+                    help="then archival's idem_unindex.lua steps over the round's records")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tp-cg-") as d:
         port = free_port()
@@ -104,10 +108,8 @@ def main():
             c.hset("tp:{b0}:bal", mapping={str(u): 10**12 for u in range(1, USERS + 1)})
             c.hset("tp:{b0}:round:1:state", mapping={"state": "open", "locks_at": 10**13})
             now = int(time.time() * 1000)
-            if not a.no_build:
-                w = now // (TTL_S * 1000)
-                for shard in range(idemfilter.SHARDS):
-                    c.setrange(idemfilter.shard_key("tp:{b0}:", w, shard), SHARD_BYTES - 1, "\0")
+            w = now // (TTL_S * 1000)
+            idemfilter.build(c, "tp:{b0}:", w, SHARD_BYTES)
             pipe = c.pipeline(transaction=False)
             for b in range(a.batches):
                 keys, argv = call_args(a.bets, a.players, b, now, b * a.bets)
@@ -116,6 +118,12 @@ def main():
                     for res in pipe.execute():
                         if any(x[0] != "ok" for x in res):
                             sys.exit(f"a bet was refused: {res[:3]}")
+            if a.archive:
+                with open(os.path.join(ROOT, "scripts", "lua", "idem_unindex.lua")) as f:
+                    usha = c.script_load(f.read())
+                n = idemfilter.archive_index(c, usha, "tp:{b0}:", 0, 1, w, count=256)
+                if n != a.batches * a.bets:
+                    sys.exit(f"archival removed {n} hot entries, not {a.batches * a.bets}")
             c.shutdown(nosave=True)
         except redis.ConnectionError:
             pass
@@ -127,7 +135,8 @@ def main():
             m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
         print(f"{int(m.group(1)) / (a.batches * a.bets):.0f} instructions per bet inside EVALSHA "
               f"({a.batches} calls of {a.bets} bets, {a.players} players per call, "
-              f"{os.path.basename(a.script)})")
+              f"{os.path.basename(a.script)}"
+              f"{', then archival' if a.archive else ''})")
 
 
 if __name__ == "__main__":

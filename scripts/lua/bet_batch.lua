@@ -27,23 +27,19 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
   KEYS[13] tp:{bN}:idemfilter:<w-1>         the same for window w - 1 (read only)
   KEYS[14] tp:{bN}:idemfilter:<w>:0         shard 0 of window w's filter: its size is every
                                             shard's of the window
-  KEYS[15] tp:{bN}:idemfilter:<w>:1023      the last shard: present once the leader built the
-                                            window whole (idem_filter_build.lua)
-  KEYS[16] tp:{bN}:idemfilter:<w-1>:0       shard 0 of window w - 1's filter
+  KEYS[15] tp:{bN}:idemfilter:<w-1>:0       shard 0 of window w - 1's filter
   then one tp:{bN}:bets:<round_id>:<band> (HASH bet_id -> "<user_id>:<stake>") per distinct
   band of the batch, in order of first appearance in ARGV,
   then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order,
   then per distinct filter shard s of the bets (same order) tp:{bN}:idemfilter:<w>:<s> and
-  tp:{bN}:idemfilter:<w-1>:<s>: STRING blocked Bloom filters of the keys accepted in the window,
-  5 bits of one 32-bit word per key.
+  tp:{bN}:idemfilter:<w-1>:<s>: STRING blocked Bloom filters of the keys archived in the window,
+  5 bits of one 32-bit word per key (read only: archival writes them, idem_unindex.lua).
 ARGV (decimal integers without sign or leading zeros):
   [1] round_id  [2] now_ms  [3] number of bands  [4] min_stake  [5] max_stake  (3-5: the
       config's, used only for a round whose state copy predates per-round rules; a round's own
       band count and stake bounds, fixed when it opened, are in its copy, KEYS[3])
   [6] idempotency TTL in seconds  [7] bucket N  [8] number of buckets B  [9] n bets (>= 1)
-  [10] bytes of a filter shard this call creates, whole 32-bit words (4 .. 2^19): only when
-      the leader has not built window w (then shard 0 first; an existing shard 0 sets the size)
-  [11] 1: skip the filter (the caller found no archived bet of these keys), else 0
+  [10] 1: skip the filter (the caller found no archived bet of these keys), else 0
   then 8 per bet: user_id, band, stake, idempotency key (1..128 bytes, as sent by the client),
   request hash (64 lowercase hex = SHA-256 of "v1|<round_id>|<band>|<stake>"), and the key's
   filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>" (src/store/keys.c
@@ -53,7 +49,7 @@ Returns an array of n replies, one per bet in ARGV order, each exactly what bet.
   {"ok", bet_id, round_id, band, stake, balance, replayed}  (all integers but "ok")
   {"check"}  the key is not in the hot index but the filter says it may have been accepted
       on an archived round within the TTL: nothing was admitted for this bet; the caller asks
-      Postgres (a replay, a conflict, or a false positive sent again with ARGV[11] = 1).
+      Postgres (a replay, a conflict, or a false positive sent again with ARGV[10] = 1).
   {"err", code}  idempotency_conflict, game_paused, self_excluded, account_disabled,
       round_not_found, round_not_open, invalid_band, invalid_stake, insufficient_funds, pool_full,
       invalid_request.
@@ -67,12 +63,12 @@ last TTL was on another round still in Redis (the hot index, KEYS[11]), or {"che
 may have been on an archived one (the filters, KEYS[12..13]); one bet's refusal never touches
 another. Every check runs before the first write, and the writes are aggregated: one HSET per
 hash, one HINCRBY per band, one INCRBY of the sequence, one XADD carrying every accepted bet,
-one ZADD of the players' net winnings, one LPUSH per player, one HSET of the records, one of
-the hot index and one BITFIELD per filter shard. Redis runs this for every batch single-threaded,
-so per-bet work is kept to table lookups and one string per record (the filter's hash is the
-caller's). The script never allocates a filter the leader built ahead of its window; only when
-the window is not whole (no leader for a while, the first minute of a new deployment) does it
-create the shards its accepted bets need, each at most 2^19 bytes.
+one ZADD of the players' net winnings, one LPUSH per player, one HSET of the records and one of
+the hot index. Redis runs this for every batch single-threaded, so per-bet work is kept to table
+lookups and one string per record (the filter's hash is the caller's). The filter is never
+written or created here: a key needs it only once its records and hot entry are gone, so
+archival sets its bits in the step that removes its hot entry (idem_unindex.lua; the window
+rule: scripts/lua/README.md "idem_unindex.lua").
 ]]
 
 local KEYS, ARGV = KEYS, ARGV
@@ -89,10 +85,6 @@ local function uint(s)
 end
 
 local POOL_MAX = 4000000000000000
--- How long a filter outlives its last reader's window (clocks of hosts and Redis differ).
-local IDX_SLACK_MS = 600000
--- Largest shard: 2^19 bytes (2^29 bytes of a bucket's filter over 1024 shards).
-local SHARD_MAX = 524288
 local SHARDS = 1024
 local WORD = 4294967296
 -- Entries of a player's GET /me/bets list kept in Redis (TP_PLAYERS_BETS_HOT in
@@ -107,8 +99,8 @@ end
 
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
-if #KEYS < 20 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 11 + 8 * n then
-    return bug('want 16 + bands + users + 2 shards KEYS and 11 + 8n ARGV')
+if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 8 * n then
+    return bug('want 15 + bands + users + 2 shards KEYS and 10 + 8n ARGV')
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
@@ -124,10 +116,8 @@ local bucket, nbuckets = uint(bucket_s), uint(ARGV[8])
 if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
     return bug('bad bucket')
 end
-local fnew = uint(ARGV[10])
-if not fnew or fnew < 4 or fnew > SHARD_MAX or fnew % 4 ~= 0 then return bug('bad shard size') end
-if ARGV[11] ~= '0' and ARGV[11] ~= '1' then return bug('bad filter flag') end
-local skip_filter = ARGV[11] == '1'
+if ARGV[10] ~= '0' and ARGV[10] ~= '1' then return bug('bad filter flag') end
+local skip_filter = ARGV[10] == '1'
 
 -- Per-bet server-side arguments, and the distinct bands and users (their KEYS follow).
 -- The bucket's prefix, tp:{bN}: or, in cluster mode, tp:{bN.K}: (src/store/keys.c picks K to
@@ -141,7 +131,7 @@ local tobit, floor = bit.tobit, math.floor
 local bands, users, nb, nu = {}, {}, 0, 0
 local hw, hm, hs, shards, slist = {}, {}, {}, {}, {}
 for i = 0, n - 1 do
-    local o = 12 + 8 * i
+    local o = 11 + 8 * i
     local user_s, band_s, hash = ARGV[o], ARGV[o + 1], ARGV[o + 4]
     local user = uint(user_s)
     if not user or user == 0 then return bug('bad user_id') end
@@ -155,12 +145,12 @@ for i = 0, n - 1 do
         return bug('bad filter position')
     end
     hw[i + 1], hm[i + 1], hs[i + 1] = wd, tobit(mk), sh
-    if not bands[band_s] then nb = nb + 1; bands[band_s] = 16 + nb end
+    if not bands[band_s] then nb = nb + 1; bands[band_s] = 15 + nb end
     if not users[user_s] then nu = nu + 1; users[user_s] = nu end
     if not shards[sh] then slist[#slist + 1] = sh; shards[sh] = #slist end
 end
 local ns = #slist
-if #KEYS ~= 16 + nb + nu + 2 * ns then return bug('want 16 + bands + users + 2 shards KEYS') end
+if #KEYS ~= 15 + nb + nu + 2 * ns then return bug('want 15 + bands + users + 2 shards KEYS') end
 
 -- A round id outside the layout would name another round's keys: every bet is refused, as
 -- bet.lua refuses it (the key names below are then not checked, nothing is touched).
@@ -181,16 +171,16 @@ for band_s, k in pairs(bands) do
         return bug('KEYS do not match the key layout for this bucket/round/band')
     end
 end
--- The filters' windows: each is one TTL long, so a key set in window w is read while the
--- caller's clock is in w or w + 1, which covers its TTL.
+-- The filters' windows: each is one TTL long, and both w and w - 1 are read, so a key that
+-- archival set in window w (the one current at archival, idem_unindex.lua) is found from its
+-- archival until at least one TTL after it, hence for the rest of its bet's TTL.
 local span = ttl * 1000
 local win = math.floor(now / span)
 local fw, fp = p .. 'idemfilter:' .. format('%.0f', win), p .. 'idemfilter:' .. format('%.0f', win - 1)
-if KEYS[12] ~= fw or KEYS[13] ~= fp or KEYS[14] ~= fw .. ':0'
-    or KEYS[15] ~= fw .. ':' .. (SHARDS - 1) or KEYS[16] ~= fp .. ':0' then
+if KEYS[12] ~= fw or KEYS[13] ~= fp or KEYS[14] ~= fw .. ':0' or KEYS[15] ~= fp .. ':0' then
     return bug('KEYS do not match the key layout for this bucket/window')
 end
-local sbase = 16 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase + 2j (w - 1)
+local sbase = 15 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase + 2j (w - 1)
 for j, sh in ipairs(slist) do
     if KEYS[sbase + 2 * j - 1] ~= fw .. ':' .. sh or KEYS[sbase + 2 * j] ~= fp .. ':' .. sh then
         return bug('KEYS do not match the key layout for this bucket/window/shard')
@@ -198,7 +188,7 @@ for j, sh in ipairs(slist) do
 end
 local ulist = {}
 for user_s, k in pairs(users) do
-    if KEYS[16 + nb + k] ~= p .. 'ubets:' .. user_s then
+    if KEYS[15 + nb + k] ~= p .. 'ubets:' .. user_s then
         return bug('KEYS do not match the key layout for this bucket/user')
     end
     ulist[k] = user_s
@@ -208,7 +198,7 @@ end
 -- every player, the round state, the pool total.
 local fields = {}
 for i = 0, n - 1 do
-    local o = 12 + 8 * i
+    local o = 11 + 8 * i
     fields[i + 1] = ARGV[o] .. ':' .. ARGV[o + 3]
 end
 local recs = call('HMGET', KEYS[2], unpack(fields))
@@ -236,14 +226,14 @@ end
 -- The filters: blocked Bloom filters of 32-bit words. A key's hash (the caller's, from the
 -- SHA-1 of "<user_id>:<key>") picks a shard, one word in it (modulo the shard's words) and 5
 -- bits in the word: a key with no hot entry whose 5 bits are all set in window w or w - 1 may
--- have been accepted on an archived round. One word per key keeps the cost to one BITFIELD
+-- have been accepted on an archived round. One word per key keeps the cost to one BITFIELD_RO
 -- operation per bet and window (5 single-bit operations cost Redis 5 times this), one call per
--- shard. Every shard of a window has shard 0's size (whoever creates a shard, the leader or
--- the fallback below, gives it that size), so a changed configuration never misreads an
--- existing window. The whole-window filters of before the shards (KEYS[12..13]) are read with
--- the same word and mask while they exist (an upgrade's last 48 h), never written.
-local band, bor = bit.band, bit.bor
-local maybe, known = {}, {} -- known[shard][word index]: window w's word as read
+-- shard. Every shard of a window has shard 0's size (the leader creates them all,
+-- idem_filter_build.lua), so a changed configuration never misreads an existing window. The
+-- whole-window filters of before the shards (KEYS[12..13]) are read with the same word and
+-- mask while they exist (an upgrade's last 48 h), never written.
+local band = bit.band
+local maybe = {}
 local function probe(nw, key_of)
     -- The words of every bet still `seen` and not `maybe`, one BITFIELD_RO per key.
     local ops, at, order = {}, {}, {}
@@ -259,7 +249,7 @@ local function probe(nw, key_of)
     end
     return ops, at, order
 end
-local function check(nw, key_of, keep)
+local function check(nw, key_of)
     if nw == 0 then return end
     local ops, at, order = probe(nw, key_of)
     for _, k in ipairs(order) do
@@ -267,19 +257,13 @@ local function check(nw, key_of, keep)
         for q, i in ipairs(at[k]) do
             local mask = hm[i]
             maybe[i] = band(words[q], mask) == mask
-            if keep then
-                local kn = known[hs[i]]
-                if not kn then kn = {}; known[hs[i]] = kn end
-                kn[hw[i] % nw] = words[q]
-            end
         end
     end
 end
-local sw = floor(call('STRLEN', KEYS[14]) / 4)
-check(sw, function(i) return sbase + 2 * shards[hs[i]] - 1 end, true)
-check(floor(call('STRLEN', KEYS[16]) / 4), function(i) return sbase + 2 * shards[hs[i]] end, false)
-check(floor(call('STRLEN', KEYS[12]) / 4), function() return 12 end, false)
-check(floor(call('STRLEN', KEYS[13]) / 4), function() return 13 end, false)
+check(floor(call('STRLEN', KEYS[14]) / 4), function(i) return sbase + 2 * shards[hs[i]] - 1 end)
+check(floor(call('STRLEN', KEYS[15]) / 4), function(i) return sbase + 2 * shards[hs[i]] end)
+check(floor(call('STRLEN', KEYS[12]) / 4), function() return 12 end)
+check(floor(call('STRLEN', KEYS[13]) / 4), function() return 13 end)
 
 local paused = call('EXISTS', KEYS[9]) == 1
 local balv = call('HMGET', KEYS[1], unpack(ulist))
@@ -316,7 +300,7 @@ local pool_cap = math.floor(POOL_MAX / nbuckets)
 local out, acc, fresh, nacc = {}, {}, {}, 0
 local band_sum, user_sum, added = {}, {}, 0
 for i = 1, n do
-    local o = 4 + 8 * i
+    local o = 3 + 8 * i
     local user_s, band_s, stake_s, key, hash = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3],
         ARGV[o + 4]
     local f = fields[i]
@@ -392,7 +376,7 @@ for k = 1, nacc do
     local i, user_s, band_s, stake_s = a[1], a[2], a[3], a[4]
     local id = (first + k - 1) * nbuckets + bucket
     local id_s, bal_s = format('%.0f', id), format('%.0f', a[5])
-    local key = ARGV[7 + 8 * i]
+    local key = ARGV[6 + 8 * i]
     out[i] = {'ok', id, tonumber(round_s), tonumber(band_s), tonumber(stake_s), a[5], 0}
     a[7] = out[i]
     idemw[#idemw + 1] = fields[i]
@@ -431,7 +415,7 @@ call('ZADD', KEYS[7], unpack(zadd))
 for user_s, sum in pairs(user_sum) do
     balw[#balw + 1] = user_s
     balw[#balw + 1] = format('%.0f', bal[user_s])
-    local k = 16 + nb + users[user_s]
+    local k = 15 + nb + users[user_s]
     -- The list holds the newest UBETS_KEEP after every batch (older ones: Postgres); LTRIM
     -- only when over.
     if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > UBETS_KEEP then
@@ -448,66 +432,8 @@ call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'be
      table.concat(lines, '\n'))
 -- The records and the hot index live until the round's archival (no TTL: a round archived
 -- late, Postgres down for hours, keeps its keys hot, so the hot index never forgets a key whose
--- bet Postgres cannot show yet).
+-- bet Postgres cannot show yet); archival puts each key in the filter in the step that removes
+-- its hot entry (idem_unindex.lua).
 call('HSET', KEYS[2], unpack(idemw))
 call('HSET', KEYS[11], unpack(idxw))
--- Window w's filter: built whole by the leader ahead of the window (idem_filter_build.lua),
--- so nothing is allocated here. Only while it is not whole (KEYS[15] missing) are the shards
--- this call writes created if missing, shard 0 first (its size is the window's), each at most
--- SHARD_MAX bytes, expiring with the window like the leader's: at the end of window w + 1 (its
--- last reader) plus slack for a host whose clock lags the writer's. Each word written is its
--- value before the call (read above, or now for a bet that skipped the reads) with the masks
--- of the call's accepted bets: one BITFIELD per shard.
-local expire = format('%.0f', (win + 2) * span - now + IDX_SLACK_MS)
-local function create(k, bytes)
-    if call('STRLEN', KEYS[k]) == 0 then
-        call('SETRANGE', KEYS[k], bytes - 1, '\0')
-        call('PEXPIRE', KEYS[k], expire)
-        return true
-    end
-    return false
-end
-local whole = call('EXISTS', KEYS[15]) == 1
-if sw == 0 then
-    create(14, fnew)
-    sw = fnew / 4
-end
-local add, order = {}, {}
-for k = 1, nacc do
-    local i = acc[k][1]
-    local sh = hs[i]
-    local a = add[sh]
-    if not a then a = {}; add[sh] = a; order[#order + 1] = sh end
-    local wi = hw[i] % sw
-    a[wi] = bor(a[wi] or 0, hm[i])
-end
--- A word read above (or of a shard created just now: zero) is written whole (SET u32 of its
--- value with the bits added); any other word gets its bits one by one (SET u1, which ORs
--- without reading it first): one BITFIELD per shard either way.
-local BIT = {}
-for b = 0, 31 do BIT[tobit(2 ^ b)] = 31 - b end -- mask bit -> offset in the big-endian word
-for _, sh in ipairs(order) do
-    local kk = sbase + 2 * shards[sh] - 1
-    local fresh = not whole and create(kk, sw * 4)
-    local kn = fresh and {} or known[sh] or {}
-    local setw, q = {}, 0
-    for wi, m in pairs(add[sh]) do
-        local v = kn[wi]
-        if v or fresh then
-            v = bor(v or 0, m)
-            if v < 0 then v = v + WORD end
-            setw[q + 1], setw[q + 2], setw[q + 3], setw[q + 4] = 'SET', 'u32', wi * 32, v
-            q = q + 4
-        else
-            while m ~= 0 do
-                local low = band(m, -m)
-                setw[q + 1], setw[q + 2], setw[q + 3], setw[q + 4] = 'SET', 'u1',
-                    wi * 32 + BIT[low], 1
-                q = q + 4
-                m = bit.bxor(m, low)
-            end
-        end
-    end
-    call('BITFIELD', KEYS[kk], unpack(setw))
-end
 return out

@@ -6,7 +6,7 @@ allocates it: creates the missing shards among KEYS[2..], each in one SETRANGE o
 2^19 bytes. Shard 0 (KEYS[1]) is created first when missing, with ARGV[2] bytes; every other
 shard gets shard 0's size, whatever the caller's configuration says, so a leader that changed
 hands with another game.idem_filter mid-build still builds one size. A shard that exists is
-left alone (bets may have set bits in it): a step repeated after a kill -9 or by a new leader
+left alone (archival may have set bits in it): a step repeated after a kill -9 or by a new leader
 creates only what is missing. The caller creates the last shard (1023) alone and last: its
 presence tells bet_batch.lua the window is whole.
 

@@ -1,18 +1,34 @@
 #!lua
 --[[
 idem_unindex.lua: one step of archival's removal of a round's keys from bucket N's hot
-idempotency key index (bet_batch.lua KEYS[11]). The round's records name every key its bets
-used; an index entry is removed only while it still names this round (a key reused on another
-round after the TTL names that one now). Idempotent: a step repeated after a kill -9 finds
-what is left, and the records are deleted only after the last step.
+idempotency key index (bet_batch.lua KEYS[11]), and the step that puts them in the idempotency
+filter: bets only read the filter, archival writes it. For each given field of the round's
+records (the caller HSCANs them) whose index entry still names this round (a key reused on
+another round after the TTL names that one now), the entry is removed and, unless the bet is
+past its TTL, the key's 5 bits are set in window w's filter (and w - 1's, see ARGV[4]), in this
+one atomic step: at no moment is a key in neither the index nor the filter (and its record, the
+replay's answer, is deleted only after the last step). Idempotent: a step repeated after a
+kill -9 finds the entries gone (their bits were set with their removal) and does nothing more.
 
-KEYS[1] tp:{bN}:idem:<round_id>   HASH "<user_id>:<key>" -> record (read)
-KEYS[2] tp:{bN}:idemhot           HASH "<user_id>:<key>" -> "<round_id>:<placed_ms>"
-ARGV[1] round_id  ARGV[2] HSCAN cursor of KEYS[1] ("0" to start)  ARGV[3] COUNT (1..4096)
-ARGV[4] bucket N
-Returns {next cursor ("0": the round's records are all seen), entries removed}. A record hash
-small enough to be a listpack comes back in one HSCAN whatever COUNT is (hash-max-listpack-
-entries, 128 in the embedded Redis). Malformed arguments raise "ERR tp_idem_unindex: ...".
+KEYS, all in bucket N (one hash slot: the index, the records and the filter share {bN}):
+  KEYS[1] tp:{bN}:idemhot                 HASH "<user_id>:<key>" -> "<round_id>:<placed_ms>"
+  KEYS[2] tp:{bN}:idemfilter:<w>:0        shard 0 of window w: its size is every shard's
+  KEYS[3] tp:{bN}:idemfilter:<w>:1023     present once the leader built window w whole
+  KEYS[4] tp:{bN}:idemfilter:<w-1>:0      \ only when ARGV[4] = 2
+  KEYS[5] tp:{bN}:idemfilter:<w-1>:1023   /
+  then per distinct shard s of the fields, in order of first appearance,
+  tp:{bN}:idemfilter:<w>:<s> (and tp:{bN}:idemfilter:<w-1>:<s> when ARGV[4] = 2).
+ARGV[1] round_id  ARGV[2] bucket N  ARGV[3] window w (the caller's clock, src/game/
+  leader_archive.c: the window current at archival)
+ARGV[4] windows written: 1 (w), or 2 (w and w - 1: the first minutes of window w, when a reader
+  whose clock lags may still read w - 1 and w - 2; w - 1 is written only if it is whole)
+ARGV[5] since_ms: an entry placed before it is past its TTL: removed, no bits
+ARGV[6] n fields (0 .. 4096), then 4 per field: "<user_id>:<key>", and the key's filter
+  position as src/store/keys.c tp_keys_idem_pos hashes it: word (0 .. 2^32-1, modulo the
+  shard's words), mask (the 5 bits, nonzero, < 2^32), shard (0 .. 1023).
+Returns the number of index entries removed, or -1 when window w is not whole (the leader has
+not built it yet): then nothing is written, and archival waits for the build (a step never
+allocates a shard). Malformed arguments raise "ERR tp_idem_unindex: ...".
 ]]
 local call = redis.call
 
@@ -20,30 +36,111 @@ local function bug(what)
     return redis.error_reply('ERR tp_idem_unindex: ' .. what)
 end
 
-if #KEYS ~= 2 or #ARGV ~= 4 then return bug('want 2 KEYS, 4 ARGV') end
-local round_s, cursor, count, bucket_s = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if not round_s:find('^[1-9]%d*$') or #round_s > 15 then return bug('bad round_id') end
-if not cursor:find('^%d+$') then return bug('bad cursor') end
-if not count or count < 1 or count > 4096 or count ~= math.floor(count) then
-    return bug('bad count')
+local SHARDS, WORD = 1024, 4294967296
+local round_s, bucket_s, win_s, nwin_s = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local since, n = tonumber(ARGV[5] or ''), tonumber(ARGV[6] or '')
+if not n or n < 0 or n > 4096 or n ~= math.floor(n) or #ARGV ~= 6 + 4 * n then
+    return bug('want 6 + 4n ARGV')
 end
+if not round_s:find('^[1-9]%d*$') or #round_s > 15 then return bug('bad round_id') end
 if not bucket_s:find('^%d+$') then return bug('bad bucket') end
-local p = KEYS[2]:match('^(tp:{b' .. bucket_s .. '}:)idemhot$')
-    or KEYS[2]:match('^(tp:{b' .. bucket_s .. '%.%d+}:)idemhot$')
-if not p or KEYS[1] ~= p .. 'idem:' .. round_s then
-    return bug('KEYS do not match the key layout for this bucket/round')
+if not (win_s == '0' or win_s:find('^[1-9]%d*$')) or #win_s > 15 then
+    return bug('bad window')
+end
+if nwin_s ~= '1' and nwin_s ~= '2' then return bug('bad window count') end
+if not since or since ~= math.floor(since) then return bug('bad since_ms') end
+local two = nwin_s == '2'
+local p = KEYS[1]:match('^(tp:{b' .. bucket_s .. '}:)idemhot$')
+    or KEYS[1]:match('^(tp:{b' .. bucket_s .. '%.%d+}:)idemhot$')
+local fw = p and p .. 'idemfilter:' .. win_s .. ':'
+local fp = p and p .. 'idemfilter:' .. string.format('%.0f', tonumber(win_s) - 1) .. ':'
+local fixed = two and 5 or 3
+if not p or KEYS[2] ~= fw .. '0' or KEYS[3] ~= fw .. (SHARDS - 1)
+    or (two and (KEYS[4] ~= fp .. '0' or KEYS[5] ~= fp .. (SHARDS - 1))) then
+    return bug('KEYS do not match the key layout for this bucket/window')
 end
 
-local r = call('HSCAN', KEYS[1], cursor, 'COUNT', count)
-local kv, fields = r[2], {}
-for i = 1, #kv, 2 do fields[#fields + 1] = kv[i] end
-local removed = 0
-if #fields > 0 then
-    local v = call('HMGET', KEYS[2], unpack(fields))
-    local del, mine = {}, round_s .. ':'
-    for i = 1, #fields do
-        if v[i] and v[i]:sub(1, #mine) == mine then del[#del + 1] = fields[i] end
+-- Per field: its position, and the distinct shards in order (their KEYS follow).
+local floor = math.floor
+local fields, hw, hm, hs, shards, slist = {}, {}, {}, {}, {}, {}
+for i = 1, n do
+    local o = 3 + 4 * i
+    local f = ARGV[o]
+    local wd, mk, sh = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3])
+    if not f:find('^[1-9]%d*:.') then return bug('bad field') end
+    if not wd or wd < 0 or wd >= WORD or wd ~= floor(wd) or not mk or mk < 1 or mk >= WORD
+        or mk ~= floor(mk) or not sh or sh < 0 or sh >= SHARDS or sh ~= floor(sh) then
+        return bug('bad filter position')
     end
-    if #del > 0 then removed = call('HDEL', KEYS[2], unpack(del)) end
+    fields[i], hw[i], hm[i], hs[i] = f, wd, bit.tobit(mk), sh
+    if not shards[sh] then slist[#slist + 1] = sh; shards[sh] = #slist end
 end
-return {r[1], removed}
+local per = two and 2 or 1
+if #KEYS ~= fixed + per * #slist then return bug('want 3 or 5 + shards KEYS') end
+for j, sh in ipairs(slist) do
+    local k = fixed + per * (j - 1)
+    if KEYS[k + 1] ~= fw .. sh or (two and KEYS[k + 2] ~= fp .. sh) then
+        return bug('KEYS do not match the key layout for this bucket/window/shard')
+    end
+end
+if n == 0 then return 0 end
+
+-- Window w must be whole: the leader builds the current window first (leader_idemfilter.c),
+-- so this waits seconds at a leader's start, never at the day's roll (built from 23:00).
+if call('EXISTS', KEYS[3]) == 0 then return -1 end
+local wsize = floor(call('STRLEN', KEYS[2]) / 4)
+-- Window w - 1 only if whole: not whole means no leader built it during window w - 2, and a
+-- shard is never created here (a missing one reads as empty; see scripts/lua/README.md).
+local psize = two and call('EXISTS', KEYS[5]) == 1 and floor(call('STRLEN', KEYS[4]) / 4) or 0
+
+-- The entries that still name this round; those within their TTL get their bits.
+local v = call('HMGET', KEYS[1], unpack(fields))
+local del, mine, add = {}, round_s .. ':', {}
+for i = 1, n do
+    local e = v[i]
+    if e and e:sub(1, #mine) == mine then
+        del[#del + 1] = fields[i]
+        local placed = tonumber(e:sub(#mine + 1))
+        if not placed then return bug('corrupt idempotency key index entry') end
+        if placed >= since then
+            local a = add[hs[i]]
+            if not a then a = {}; add[hs[i]] = a end
+            a[#a + 1] = i
+        end
+    end
+end
+if #del == 0 then return 0 end
+
+-- Per shard and window, one BITFIELD_RO of the words its keys use and one BITFIELD SET u32 of
+-- each with the keys' bits added: measured cheaper than one BITFIELD of 5 single-bit SETs per
+-- key (bench/README.md), whose 20 arguments Redis parses and propagates to the AOF.
+local bor, WORDS = bit.bor, {}
+local function set(key, size, list)
+    local get, at, nw = {}, {}, 0
+    for _, i in ipairs(list) do
+        local wi = hw[i] % size
+        if not at[wi] then
+            nw = nw + 1
+            at[wi] = nw
+            WORDS[nw] = 0
+            get[3 * nw - 2], get[3 * nw - 1], get[3 * nw] = 'GET', 'u32', wi * 32
+        end
+        WORDS[at[wi]] = bor(WORDS[at[wi]], hm[i])
+    end
+    local old, ops = call('BITFIELD_RO', key, unpack(get)), {}
+    for wi, j in pairs(at) do
+        local v = bor(old[j], WORDS[j])
+        if v < 0 then v = v + WORD end
+        ops[#ops + 1], ops[#ops + 2], ops[#ops + 3], ops[#ops + 4] = 'SET', 'u32', wi * 32, v
+    end
+    call('BITFIELD', key, unpack(ops))
+end
+for j, sh in ipairs(slist) do
+    local list = add[sh]
+    if list then
+        local k = fixed + per * (j - 1)
+        set(KEYS[k + 1], wsize, list)
+        if psize > 0 then set(KEYS[k + 2], psize, list) end
+    end
+end
+return call('HDEL', KEYS[1], unpack(del))

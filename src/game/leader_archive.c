@@ -17,11 +17,13 @@
  * in Redis's background thread), so bets keep flowing between them:
  *   1. HSET archiving=1 on the round hash (history readers take the round's bets from Postgres
  *      from now on);
- *   2. per bucket: the round's keys leave the bucket's hot idempotency key index
- *      (idem_unindex.lua, UNINDEX_COUNT records per step, found from the round's records: a
- *      key no longer in the hot index is found by bets through the filter and Postgres, which
- *      holds the round's bets by now), then one UNLINK of every key tp_keys_round_bucket
- *      names, the records last;
+ *   2. per bucket: the round's keys leave the bucket's hot idempotency key index and enter
+ *      the idempotency filter, both in one idem_unindex.lua step per UNINDEX_COUNT records
+ *      (an HSCAN of the round's records here, then the script with their fields: a script
+ *      declares every key it touches, and the filter shards follow from the fields), so no key
+ *      is ever in neither; bets then find it through the filter and Postgres, which holds the
+ *      round's bets by now. Then one UNLINK of every key tp_keys_round_bucket names, the
+ *      records last;
  *   3. UNLINK of the round hash and its seed: from here history reads Postgres;
  *   4. ZREM from tp:{g}:rounds, which is the to-do mark: a kill -9 anywhere before it leaves
  *      the id there, and the next pass finds the round (its hash marked, or already gone) and
@@ -59,9 +61,13 @@
 #define CANDIDATES 32
 #define PER_PASS 8
 #define MEMORY_EVERY_MS 10000
-/* Records one idem_unindex.lua step looks at: an HSCAN, an HMGET and an HDEL of this many
- * fields, well under the 2 ms a step may hold Redis. */
+/* Records one idem_unindex.lua step looks at: an HSCAN (its own command), then an HMGET, up to
+ * 256 BITFIELDs of 5 bit SETs (most keys fall in distinct shards) and an HDEL, well under the
+ * 2 ms a step may hold Redis. A records hash small enough to be a listpack (≤ 128 entries in
+ * the embedded Redis) comes back whole whatever COUNT says; HSCAN's COUNT is a hint, so a step
+ * takes at most UNINDEX_MAX fields (TP_SCRIPT_UNINDEX_MAX) and fails beyond. */
 #define UNINDEX_COUNT 256
+#define UNINDEX_MAX TP_SCRIPT_UNINDEX_MAX
 
 struct arch {
     struct tp_worker *w;
@@ -91,8 +97,10 @@ struct arch {
     int nbands;
     int pending, err;
     int64_t redis_bets, redis_paid, pg_bets, pg_paid;
-    int bucket;      /* the next bucket to clear */
-    char cursor[24]; /* idem_unindex.lua's HSCAN cursor in that bucket */
+    int bucket;          /* the next bucket to clear */
+    char cursor[24];     /* the HSCAN cursor of its records */
+    char next[24];       /* the cursor after the step under way */
+    bool filter_waiting; /* logged "waits for the filter", not yet followed by a success */
 };
 
 static void next_candidate(struct arch *a);
@@ -172,30 +180,85 @@ static void on_unlink_bucket(int err, const struct tp_store_reply *r, void *ud)
 static void unlink_bucket(struct arch *a);
 static void unindex_step(struct arch *a);
 
+static void unindex_failed(struct arch *a)
+{
+    tp_log_warn(MOD, "removing a round's idempotency keys failed\tround=%lld bucket=%d",
+                (long long)a->id, a->bucket);
+    pass_end(a); /* the next pass starts the round's buckets again: each step is idempotent */
+}
+
 static void on_unindex(int err, const struct tp_store_reply *r, void *ud)
 {
     struct arch *a = ud;
-    const char *next = reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_ARRAY
-                           ? NULL
-                           : tp_reply_str(tp_reply_at(r, 0), NULL);
-    if (next == NULL || strlen(next) >= sizeof(a->cursor)) {
-        tp_log_warn(MOD, "removing a round's idempotency keys failed\tround=%lld bucket=%d",
-                    (long long)a->id, a->bucket);
-        pass_end(a); /* the next pass starts this bucket again: each step is idempotent */
+    if (reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_INTEGER) {
+        unindex_failed(a);
         return;
     }
-    snprintf(a->cursor, sizeof(a->cursor), "%s", next);
-    if (strcmp(next, "0") == 0)
+    if (tp_reply_integer(r) < 0) {
+        /* The window is not whole: the leader's builder (leader_idemfilter.c) makes the
+         * current window first, within seconds of a leader's start; the round waits. */
+        if (!a->filter_waiting)
+            tp_log_info(MOD, "archival waits for the idempotency filter's window\tround=%lld",
+                        (long long)a->id);
+        a->filter_waiting = true;
+        pass_end(a);
+        return;
+    }
+    a->filter_waiting = false;
+    snprintf(a->cursor, sizeof(a->cursor), "%s", a->next);
+    if (strcmp(a->cursor, "0") == 0)
         unlink_bucket(a);
     else
         unindex_step(a);
 }
 
+/* The window rule (scripts/lua/README.md "idem_unindex.lua"): a key enters the filter of the
+ * window current at archival, w, by this process's clock. Bets read w and w - 1, so it is found
+ * from now until the end of window w + 1, at least one TTL from now and so past its bet's TTL.
+ * During the first TP_KEYS_IDEM_SLACK_MS of w (a tenth of a test hook's short window at most)
+ * it also enters w - 1, for a worker whose clock lags and still reads w - 1 and w - 2. A key
+ * whose bet is a TTL and the slack old needs no filter. */
+static void on_hscan(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    const struct tp_store_reply *kv = NULL;
+    size_t clen = 0;
+    const char *next = NULL;
+    if (!reply_bad(err, r) && tp_reply_type(r) == TP_REPLY_ARRAY && tp_reply_len(r) == 2) {
+        next = tp_reply_str(tp_reply_at(r, 0), &clen);
+        kv = tp_reply_at(r, 1);
+    }
+    if (next == NULL || clen >= sizeof(a->next) || tp_reply_type(kv) != TP_REPLY_ARRAY ||
+        tp_reply_len(kv) / 2 > UNINDEX_MAX) {
+        unindex_failed(a);
+        return;
+    }
+    snprintf(a->next, sizeof(a->next), "%s", next);
+    int n = (int)(tp_reply_len(kv) / 2);
+    struct tp_script_unindex_field *f = tp_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*f));
+    for (int i = 0; i < n; i++)
+        f[i].s = tp_reply_str(tp_reply_at(kv, (size_t)(2 * i)), &f[i].len);
+    int64_t now = tp_now_ms(), span = (int64_t)tp_keys_idem_ttl_s() * 1000;
+    int64_t win = tp_keys_idem_window(now, tp_keys_idem_ttl_s());
+    int64_t slack = TP_MIN(TP_KEYS_IDEM_SLACK_MS, span / 10);
+    struct tp_script_idem_unindex_args u = {.bucket = a->bucket,
+                                            .id = a->id,
+                                            .window = win,
+                                            .two = win >= 1 && now - win * span < slack,
+                                            .since_ms = now - span - TP_KEYS_IDEM_SLACK_MS,
+                                            .fields = f,
+                                            .n = n};
+    int rc = tp_script_idem_unindex(a->store, &u, on_unindex, a);
+    free(f);
+    if (rc != 0)
+        unindex_failed(a);
+}
+
 static void unindex_step(struct arch *a)
 {
-    struct tp_script_idem_unindex_args u = {
-        .bucket = a->bucket, .id = a->id, .cursor = a->cursor, .count = UNINDEX_COUNT};
-    if (tp_script_idem_unindex(a->store, &u, on_unindex, a) != 0)
+    struct tp_key k;
+    if (tp_store_command(a->store, on_hscan, a, "HSCAN %s %s COUNT %d",
+                         tp_keys_idem(&k, a->bucket, a->id), a->cursor, UNINDEX_COUNT) != 0)
         pass_end(a);
 }
 

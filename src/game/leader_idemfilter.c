@@ -10,7 +10,11 @@
  * starts, one shard of at most 2^19 bytes per idem_filter_build.lua call (several small ones
  * per call, up to STEP_BYTES), DEPTH calls in flight: no step holds Redis for more than about
  * a millisecond at the default size and bets flow between them. The last shard is created alone
- * and last; bet_batch.lua reads its presence as "the window is whole" and then creates nothing.
+ * and last; archival (idem_unindex.lua) reads its presence as "the window is whole" and writes
+ * a window only then, so nothing but this builder ever allocates a shard.
+ *
+ * The filter is written only by archival (idem_unindex.lua, src/game/leader_archive.c), into the
+ * window current at archival, which waits while that window is not whole; bets only read it.
  *
  * Each step creates only what is missing and each shard gets shard 0's size, so a kill -9 or
  * a change of leader mid-build just makes the next leader redo the probe and carry on. Old
@@ -40,8 +44,6 @@
  * them one after the other, the pipeline only hides the round trips. */
 #define STEP_BYTES (128 * 1024)
 #define DEPTH 4
-/* As bet_batch.lua's IDX_SLACK_MS: a shard outlives its last reader's window by this much. */
-#define SLACK_MS 600000LL
 
 struct build {
     struct tp_worker *w;
@@ -118,7 +120,7 @@ static bool send(struct build *b, int first, int n, bool probe)
                                                  .n = n,
                                                  .shard_bytes = b->shard_bytes,
                                                  .expire_ms = (b->win + 2) * span_ms() -
-                                                              tp_now_ms() + SLACK_MS,
+                                                              tp_now_ms() + TP_KEYS_IDEM_SLACK_MS,
                                                  .probe = probe};
     int rc = tp_script_idem_filter_build(b->store, &a, on_step, b);
     if (rc != 0) {

@@ -421,10 +421,10 @@ static void send_group(struct batcher *b, struct group *g)
         .idem_ttl_s = tp_keys_idem_ttl_s(),
         .bucket = g->bucket,
         .buckets = cfg->game.buckets,
-        .shard_bytes = tp_keys_idem_shard_bytes(cfg->game.idem_filter, cfg->game.buckets),
         .skip_filter = g->skip_filter,
         .bets = bets,
-        .n = g->n};
+        .n = g->n,
+    };
     int rc = tp_script_bet_batch(tp_store_of(b->w), &args, on_batch, g);
     if (rc != 0) {
         /* The script never ran: each bet is answered now, as if Redis were down. */

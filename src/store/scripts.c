@@ -149,9 +149,9 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
     arg_int(a, b->buckets);
 }
 
-/* scripts/lua/bet_batch.lua header: 16 KEYS, one bets key per distinct band and one ubets key per
+/* scripts/lua/bet_batch.lua header: 15 KEYS, one bets key per distinct band and one ubets key per
  * distinct player (first appearance order), then the two filter shards (window w, w - 1) of each
- * distinct shard; 11 ARGV, then 8 per bet. Distinct bands, players and shards are found by a
+ * distinct shard; 10 ARGV, then 8 per bet. Distinct bands, players and shards are found by a
  * scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a table). The filter
  * positions are hashed here, in C, not by the script: Redis runs the script single-threaded. */
 static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_script_call *a)
@@ -163,9 +163,9 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     struct tp_keys_idem_pos pos[TP_SCRIPT_BATCH_MAX];
     for (size_t i = 0; i < cnt; i++)
         tp_keys_idem_pos(b->bets[i].user_id, b->bets[i].idem_key, b->bets[i].idem_len, &pos[i]);
-    /* Keys: 16 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 11 + 6 per bet, each < 24 bytes. */
-    start_heap(a, "bet_batch", (int)(27 + 12 * cnt),
-               (16 + 4 * cnt) * TP_KEYS_MAX + (11 + 6 * cnt) * 24);
+    /* Keys: 15 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 6 per bet, each < 24 bytes. */
+    start_heap(a, "bet_batch", (int)(25 + 12 * cnt),
+               (15 + 4 * cnt) * TP_KEYS_MAX + (10 + 6 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_idem(&k, n, b->round_id));
     key(a, tp_keys_round_state(&k, n, b->round_id));
@@ -180,7 +180,6 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     key(a, tp_keys_idem_filter(&k, n, win));
     key(a, tp_keys_idem_filter(&k, n, win - 1));
     key(a, tp_keys_idem_shard(&k, n, win, 0));
-    key(a, tp_keys_idem_shard(&k, n, win, TP_KEYS_IDEM_SHARDS - 1));
     key(a, tp_keys_idem_shard(&k, n, win - 1, 0));
     for (size_t i = 0; i < cnt; i++) {
         size_t j = 0;
@@ -214,7 +213,6 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     arg_int(a, n);
     arg_int(a, b->buckets);
     arg_int(a, (int64_t)cnt);
-    arg_int(a, b->shard_bytes);
     arg_int(a, b->skip_filter ? 1 : 0);
     for (size_t i = 0; i < cnt; i++) {
         const struct tp_script_batch_bet *x = &b->bets[i];
@@ -233,8 +231,7 @@ int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch
                         tp_store_cb cb, void *ud)
 {
     if (b->n < 1 || b->n > TP_SCRIPT_BATCH_MAX || b->buckets < 1 || b->bucket < 0 ||
-        b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0 || b->shard_bytes < 4 ||
-        b->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX || b->shard_bytes % 4 != 0)
+        b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0)
         return TP_EINVAL;
     for (size_t i = 0; i < b->n; i++)
         if (b->bets[i].idem_len < 1 || b->bets[i].idem_len > TP_KEYS_IDEM_MAX ||
@@ -739,27 +736,89 @@ int tp_script_settle_finish(struct tp_store *store, const struct tp_script_settl
     return run(store, &a, cb, ud);
 }
 
-/* scripts/lua/idem_unindex.lua header: records, hot index; id, cursor, count, bucket. */
+/* A record field "<user_id>:<key>": its user id and key, or false. */
+static bool unindex_field(const struct tp_script_unindex_field *f, int64_t *user, const char **key,
+                          size_t *len)
+{
+    const char *colon = f->len > 0 ? memchr(f->s, ':', f->len) : NULL;
+    char num[TP_FMT_I64_MAX];
+    size_t ulen = colon != NULL ? (size_t)(colon - f->s) : 0;
+    if (ulen == 0 || ulen >= sizeof(num))
+        return false;
+    memcpy(num, f->s, ulen);
+    num[ulen] = '\0';
+    *key = colon + 1;
+    *len = f->len - ulen - 1;
+    return tp_parse_i64(num, user) && *user > 0 && *len >= 1 && *len <= TP_KEYS_IDEM_MAX;
+}
+
+/* scripts/lua/idem_unindex.lua header: hot index, shard 0 and the last shard of window w (and of
+ * w - 1), then the shards of the fields (w, w - 1) in order of first appearance; round, bucket,
+ * window, windows, since, n, then per field the field and its filter position (hashed here, in
+ * C, as for bets). The fields were checked by tp_script_idem_unindex. */
 static void idem_unindex_args(const struct tp_script_idem_unindex_args *u, struct tp_script_call *a)
 {
     struct tp_key k;
-    start(a, "idem_unindex");
-    key(a, tp_keys_idem(&k, u->bucket, u->id));
+    int n = u->n, per = u->two ? 2 : 1;
+    start_heap(a, "idem_unindex", 11 + (2 + 4) * n,
+               (size_t)(5 + 2 * n) * TP_KEYS_MAX + (size_t)(6 + 3 * n) * 24);
+    struct tp_keys_idem_pos *pos = tp_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*pos));
+    for (int i = 0; i < n; i++) {
+        int64_t user;
+        const char *key;
+        size_t len;
+        bool ok = unindex_field(&u->fields[i], &user, &key, &len);
+        TP_ASSERT(ok);
+        tp_keys_idem_pos(user, key, len, &pos[i]);
+    }
     key(a, tp_keys_idem_hot(&k, u->bucket));
+    for (int w = 0; w < per; w++) {
+        key(a, tp_keys_idem_shard(&k, u->bucket, u->window - w, 0));
+        key(a, tp_keys_idem_shard(&k, u->bucket, u->window - w, TP_KEYS_IDEM_SHARDS - 1));
+    }
+    /* Distinct shards: a bitmap, as n may be thousands. */
+    uint8_t seen[TP_KEYS_IDEM_SHARDS / 8] = {0};
+    for (int i = 0; i < n; i++) {
+        int s = pos[i].shard;
+        if (seen[s / 8] & (1u << (s % 8)))
+            continue;
+        seen[s / 8] |= (uint8_t)(1u << (s % 8));
+        for (int w = 0; w < per; w++)
+            key(a, tp_keys_idem_shard(&k, u->bucket, u->window - w, s));
+    }
     arg_int(a, u->id);
-    arg_str(a, u->cursor);
-    arg_int(a, u->count);
     arg_int(a, u->bucket);
+    arg_int(a, u->window);
+    arg_int(a, per);
+    arg_int(a, u->since_ms);
+    arg_int(a, n);
+    for (int i = 0; i < n; i++) {
+        push(a, u->fields[i].s, u->fields[i].len);
+        arg_int(a, pos[i].word);
+        arg_int(a, pos[i].mask);
+        arg_int(a, pos[i].shard);
+    }
+    free(pos);
 }
 
 int tp_script_idem_unindex(struct tp_store *store, const struct tp_script_idem_unindex_args *u,
                            tp_store_cb cb, void *ud)
 {
-    if (u->count < 1 || u->count > 4096 || u->cursor == NULL)
+    if (u->bucket < 0 || u->id < 1 || u->window < (u->two ? 1 : 0) || u->n < 0 ||
+        u->n > TP_SCRIPT_UNINDEX_MAX || (u->n > 0 && u->fields == NULL))
         return TP_EINVAL;
+    for (int i = 0; i < u->n; i++) {
+        int64_t user;
+        const char *key;
+        size_t len;
+        if (!unindex_field(&u->fields[i], &user, &key, &len))
+            return TP_EINVAL;
+    }
     struct tp_script_call a;
     idem_unindex_args(u, &a);
-    return run(store, &a, cb, ud);
+    int rc = run(store, &a, cb, ud);
+    tp_script_call_release(&a);
+    return rc;
 }
 
 /* scripts/lua/idem_filter_build.lua header: shard 0, then the shards; mode, bytes, expiry,

@@ -15,7 +15,6 @@ import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL = 5, 100, 100000, 86400
-SHARD_BYTES = 64  # bet_batch.lua ARGV[10]: a filter shard's size, 64 KiB over 1024 shards
 
 
 def migrate(srv, pg):
@@ -83,11 +82,11 @@ class Money:
         ks += ["tp:%s:ubets:%s" % (b, u) for u in users]
         shard_keys, per = idemfilter.batch_tail("tp:%s:" % b, w, [(u, key) for u, _, _, key in bets])
         ks += shard_keys
-        # ARGV 11 = 1: no filter reads. The workloads' keys are fresh by construction, and tens
+        # ARGV 10 = 1: no filter reads. The workloads' keys are fresh by construction, and tens
         # of thousands of them would make a small filter answer "check" (a false positive the
         # server resolves with Postgres; these tests drive the script directly).
         argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL, bucket, self.buckets, len(bets),
-                SHARD_BYTES, 1]
+                1]
         for j, (u, band, stake, key) in enumerate(bets):
             h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
             argv += [u, band, stake, key, h] + per[j]

@@ -19,11 +19,20 @@ import time
 import msgpack
 import websocket
 
+import idemfilter
 import pgwlib
 import tpclient
 import tpenv
 from archivelib import (ENV, NBANDS, B, G, archived, bet_round, history, hot_index,
                         player_state, round_keys, wait_final)
+
+
+def in_filter(c, fields):
+    """The hot index fields ((bucket, "<user>:<key>")) whose 5 bits are set in today's or
+    yesterday's filter (the windows bets read; the default 24 h TTL)."""
+    w = int(time.time() * 1000) // 86400000
+    return {(b, f) for b, f in fields for x in (w, w - 1)
+            if idemfilter.is_set(c, f"tp:{{b{b}}}:", x, *f.split(":", 1))}
 
 
 def replays(s, rid, user):
@@ -64,7 +73,12 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
         hot = hot_index(c)
         mine = {k for k, v in hot.items() if v.startswith(f"{rid}:")}
         assert len(mine) == 20, hot  # bet_round's 20 bets
+        # Bets only read the filter: no key of the round is in it while the round is hot.
+        assert in_filter(c, mine) == set()
         tpenv.wait_until(lambda: archived(c, rid), timeout=60, what=f"round {rid} archived")
+        # Archival put every key it took out of the hot index into the filter: the replays
+        # below find their keys only through it (the records and hot entries are gone).
+        assert in_filter(c, mine) == mine
         # Exactly the round's keys left, in every bucket, and its hot index entries; no player
         # key changed.
         assert round_keys(c, rid) == set()

@@ -20,7 +20,7 @@ import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, TTL = 5, 100, 100000, 86400
-SHARD_BYTES = 64  # bet_batch.lua ARGV[10]: a filter shard's size, 64 KiB over 1024 shards
+SHARD_BYTES = 64  # a filter shard's size, 64 KiB over 1024 shards (the leader builds them)
 DAY = TTL * 1000
 
 
@@ -63,8 +63,7 @@ class Side:
                 m["min_stake"], m["max_stake"] = stakes
             self.c.hset("tp:{b%d}:round:%s:state" % (b, rid), mapping=m)
 
-    def batch_call(self, bucket, rid, bets, now, hashes=None, keys=None, skip=0,
-                   filt=SHARD_BYTES, pos=None):
+    def batch_call(self, bucket, rid, bets, now, hashes=None, keys=None, skip=0, pos=None):
         """bets: (user, band, stake, key); the KEYS and ARGV the C stub builds (pos: the
         filter positions instead of the keys' own)."""
         p = "tp:{b%d}:" % bucket
@@ -81,8 +80,7 @@ class Side:
                        p + "disabled", p + "idemhot"] + idemfilter.window_keys(p, w) +
                       [p + f"bets:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users] +
                       shard_keys)
-        argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, TTL, bucket, self.b, len(bets), filt,
-                skip]
+        argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, TTL, bucket, self.b, len(bets), skip]
         for j, (u, band, stake, key) in enumerate(bets):
             h = hashes[j] if hashes else canon_hash(rid, band, stake)
             argv += [u, band, stake, key, h] + (pos[j] if pos else per[j])
@@ -104,16 +102,19 @@ class Side:
         out.update({k: self.raw.get(k) for k in sorted(self.raw.keys("*:idemfilter:*"))})
         return out
 
-    def archive_index(self, bucket, rid, count=2):
-        """What archival does to the hot index before it deletes the round's records: every
-        idem_unindex.lua step; returns the entries removed."""
-        p, cursor, removed = "tp:{b%d}:" % bucket, "0", 0
-        while True:
-            cursor, n = self.c.evalsha(self.unindex_sha, 2, p + f"idem:{rid}", p + "idemhot",
-                                       rid, cursor, count, bucket)
-            removed += n
-            if cursor == "0":
-                return removed
+    def archive_index(self, bucket, rid, now, count=2, since=0):
+        """What archival does to the hot index before it deletes the round's records, at
+        `now` (the leader's clock): every idem_unindex.lua step, the window current at `now`
+        (and the one before within the first 10 minutes of it, as src/game/leader_archive.c
+        decides) built whole first, as the leader's builder has it; returns the entries
+        removed."""
+        p, w = "tp:{b%d}:" % bucket, now // DAY
+        two = w >= 1 and now - w * DAY < 600000
+        for x in ([w, w - 1] if two else [w]):
+            if not self.c.exists(idemfilter.shard_key(p, x, idemfilter.SHARDS - 1)):
+                idemfilter.build(self.c, p, x, SHARD_BYTES)
+        return idemfilter.archive_index(self.c, self.unindex_sha, p, bucket, rid, w, count, two,
+                                        since)
 
     def state(self):
         """Everything a reader sees, independent of how the idempotency records are keyed (the
@@ -341,16 +342,16 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         for keys, text in (
                 (wrong_idem + good, "key layout"),
                 # filter windows other than now's and the one before
-                (base + idemfilter.window_keys(p, 1) + good[5:], "bucket/window"),
+                (base + idemfilter.window_keys(p, 1) + good[4:], "bucket/window"),
                 (base + [k.replace(":-1", ":0") for k in good], "bucket/window"),
-                (base + good[:5] + good[5:7] + [idemfilter.shard_key(p, 0, 1023),
+                (base + good[:4] + good[4:6] + [idemfilter.shard_key(p, 0, 1023),
                                                 idemfilter.shard_key(p, -1, 1023)],
                  "bucket/window/shard"),
-                (base + good[:5] + good[5:7] + [idemfilter.shard_key(p, 0, shard),
+                (base + good[:4] + good[4:6] + [idemfilter.shard_key(p, 0, shard),
                                                 idemfilter.shard_key(p, 0, shard)],
                  "bucket/window/shard"),
-                (base + good[:5] + good[5:7] + [idemfilter.shard_key(p, 0, shard)],
-                 "want 16 + bands + users + 2 shards KEYS")):
+                (base + good[:4] + good[4:6] + [idemfilter.shard_key(p, 0, shard)],
+                 "want 15 + bands + users + 2 shards KEYS")):
             try:
                 s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, keys=keys)
             except redis.ResponseError as e:
@@ -367,13 +368,6 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
                 assert "bad filter position" in str(e) or "key layout" in str(e), (bad, e)
             else:
                 raise AssertionError(f"filter position {bad} accepted")
-        for filt in (0, 2, 6, 2**19 + 4):
-            try:
-                s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, filt=filt)
-            except redis.ResponseError as e:
-                assert "bad shard size" in str(e), (filt, e)
-            else:
-                raise AssertionError(f"shard size {filt} accepted")
         assert s.snapshot() == before
         # A good batch writes one outbox entry for all its bets.
         s.grant(4, 1000)
@@ -415,14 +409,10 @@ def test_key_reused_on_another_round_conflicts():
         assert s.c.hgetall("tp:{b0}:idemhot") == {"1:a": "7:5000", "2:b": "7:5000",
                                                   "1:c": "8:6000", "2:d": "8:6000",
                                                   "2:r": "8:6000"}
-        # The hot index lives until archival; the day's filter shards until the end of the
-        # next window, plus 10 min for lagging clocks; with no leader to build the window,
-        # the first bets created shard 0 and their own shards, each whole.
+        # The hot index lives until archival, which writes the filter: bets neither write
+        # nor create a filter shard, even with no leader to build the window.
         assert s.c.ttl("tp:{b0}:idemhot") == -1
-        for shard in (0, idemfilter.pos(1, "a")[2]):
-            k = idemfilter.shard_key("tp:{b0}:", 0, shard)
-            assert 2 * DAY - 5000 < s.c.pttl(k) <= 2 * DAY - 5000 + 600000, k
-            assert s.c.strlen(k) == SHARD_BYTES
+        assert s.c.keys("tp:{b0}:idemfilter:*") == []
 
 
 def test_hot_index_then_filter_cover_24_h_across_archival():
@@ -449,17 +439,17 @@ def test_hot_index_then_filter_cover_24_h_across_archival():
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0 + DAY + 1)) == \
             ["idempotency_conflict"]
         # Archival of round 7 leaves the entry that names round 8.
-        assert s.archive_index(0, 7) == 0
+        assert s.archive_index(0, 7, t0 + DAY + 5) == 0
         assert s.c.hget("tp:{b0}:idemhot", "1:a") == "8:%d" % (t0 + DAY)
         now = t0 + DAY + 10  # window 5
         s.grant(2, 10000)
         assert codes(s.batch_call(0, 9, [(1, 0, 100, "b"), (2, 1, 100, "c"), (1, 2, 100, "d")],
                                   now)) == ["ok"] * 3
         s.c.hset("tp:{b0}:idemhot", "2:c", "8:%d" % now)  # as if "c" were reused on round 8
-        assert s.archive_index(0, 9) == 2
+        assert s.archive_index(0, 9, now + 5) == 2
         assert s.c.hgetall("tp:{b0}:idemhot") == {"1:a": "8:%d" % (t0 + DAY),
                                                   "2:c": "8:%d" % now}
-        assert s.archive_index(0, 9) == 0  # a repeated step (kill -9) finds nothing more
+        assert s.archive_index(0, 9, now + 6) == 0  # a repeated step (kill -9): nothing more
         s.c.delete("tp:{b0}:idem:9", "tp:{b0}:round:9:state")
         before = s.snapshot()
         for rid, later in ((8, 1), (9, 2), (8, DAY - 20), (9, DAY - 20)):
@@ -481,6 +471,89 @@ def test_hot_index_then_filter_cover_24_h_across_archival():
         assert s.snapshot() == before
 
 
+def test_archival_writes_the_filter_by_the_window_rule():
+    """Bets only read the filter; archival's step (idem_unindex.lua) removes a key's hot entry
+    and sets its bits at once, so a key is never in neither, into the window current at
+    archival: found from then to the end of the next window, past its bet's 24 h. In the first
+    10 minutes of a window the one before gets the bits too (for a worker whose clock lags),
+    if it is whole. A window not whole makes the step wait (-1, nothing written); a key past
+    its TTL leaves the index without bits."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10**6)
+        p = "tp:{b0}:"
+        for rid in (7, 8, 9, 10, 11):
+            s.open_round(rid)
+        t = 5 * DAY + 1000  # the first second of window 5
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a"), (1, 1, 100, "b")], t)) == ["ok"] * 2
+        assert s.c.keys(p + "idemfilter:*") == []
+        before = (s.snapshot(), s.index())
+        assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 7, 5, two=True) == -1
+        assert (s.snapshot(), s.index()) == before
+        # Two minutes into window 5: windows 5 and 4 (both built whole by then).
+        assert s.archive_index(0, 7, t + 120000) == 2
+        assert s.c.hgetall(p + "idemhot") == {}
+        assert all(idemfilter.is_set(s.c, p, w, 1, k) for w in (4, 5) for k in ("a", "b"))
+        assert s.archive_index(0, 7, t + 130000) == 0  # repeated after a kill -9: nothing
+        s.c.delete(p + "idem:7")  # the records' UNLINK, after the last step
+        # A worker whose clock lags (window 4: reads 4 and 3), and one at the very end of
+        # window 6: "check" (Postgres answers), nothing admitted; from window 7 on (24 h after
+        # the bet by any clock) the key is new.
+        for now in (5 * DAY - 60000, t + 200000, 7 * DAY - 1):
+            assert s.batch_call(0, 8, [(1, 0, 100, "a")], now) == [["check"]], now
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], 7 * DAY)) == ["ok"]
+        # An hour into window 7: that window only.
+        assert codes(s.batch_call(0, 9, [(1, 0, 100, "c")], 7 * DAY + 10)) == ["ok"]
+        assert s.archive_index(0, 9, 7 * DAY + 3600000) == 1
+        assert idemfilter.is_set(s.c, p, 7, 1, "c") and not idemfilter.is_set(s.c, p, 6, 1, "c")
+        # Window 8's first minute with window 7 never built (no leader then): window 8 only,
+        # no shard of window 7 created.
+        s.c.delete(*s.c.keys(p + "idemfilter:7:*"))
+        assert codes(s.batch_call(0, 10, [(1, 0, 100, "d")], 8 * DAY + 10)) == ["ok"]
+        idemfilter.build(s.c, p, 8, SHARD_BYTES)
+        assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 10, 8, two=True) == 1
+        assert idemfilter.is_set(s.c, p, 8, 1, "d") and s.c.keys(p + "idemfilter:7:*") == []
+        # A bet older than the TTL and the slack (since_ms) leaves the index without bits.
+        assert codes(s.batch_call(0, 11, [(1, 0, 100, "e")], 8 * DAY + 20)) == ["ok"]
+        assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 11, 8,
+                                        since=8 * DAY + 21) == 1
+        assert s.c.hgetall(p + "idemhot") == {"1:a": "8:%d" % (7 * DAY)}
+        assert not idemfilter.is_set(s.c, p, 8, 1, "e")
+        # Malformed steps raise before any write.
+        good = ["1:a", *idemfilter.pos(1, "a")]
+        shard = good[3]
+        keys = [p + "idemhot", idemfilter.shard_key(p, 8, 0), idemfilter.shard_key(p, 8, 1023),
+                idemfilter.shard_key(p, 8, shard)]
+        for ks, argv, text in (
+                (keys, [8, 0, 8, 1, 0, 1] + good, None),
+                (keys, [8, 1, 8, 1, 0, 1] + good, "key layout"),
+                (keys, [8, 0, 9, 1, 0, 1] + good, "bucket/window"),
+                (keys, [8, 0, 8, 3, 0, 1] + good, "bad window count"),
+                (keys, [8, 0, 8, 2, 0, 1] + good, "key layout"),
+                (keys, [8, 0, 8, 1, 0, 2] + good, "want 6 + 4n"),
+                (keys, ["08", 0, 8, 1, 0, 1] + good, "bad round_id"),
+                (keys, [8, 0, "08", 1, 0, 1] + good, "bad window"),
+                (keys, [8, 0, 8, 1, "x", 1] + good, "bad since_ms"),
+                (keys, [8, 0, 8, 1, 0, 1, "a"] + good[1:], "bad field"),
+                (keys, [8, 0, 8, 1, 0, 1, good[0], 2**32, good[2], shard], "filter position"),
+                (keys, [8, 0, 8, 1, 0, 1, good[0], good[1], 0, shard], "filter position"),
+                (keys, [8, 0, 8, 1, 0, 1, good[0], good[1], good[2], 1024], "filter position"),
+                (keys[:3] + [idemfilter.shard_key(p, 7, shard)], [8, 0, 8, 1, 0, 1] + good,
+                 "bucket/window/shard"),
+                (keys[:3], [8, 0, 8, 1, 0, 1] + good, "want 3 or 5")):
+            before = (s.snapshot(), s.index())
+            if text is None:
+                assert s.c.evalsha(s.unindex_sha, len(ks), *ks, *argv) == 1  # round 8 owns 1:a
+                continue
+            try:
+                s.c.evalsha(s.unindex_sha, len(ks), *ks, *argv)
+            except redis.ResponseError as e:
+                assert text in str(e), (text, e)
+            else:
+                raise AssertionError(f"accepted: {text}")
+            assert (s.snapshot(), s.index()) == before
+
+
 def test_false_positive_is_checked_then_admitted_once():
     """A filter too small for its keys says "maybe" for a key never used: that bet is answered
     "check" with no effect, the others of its batch as usual; sent again with the skip flag
@@ -490,9 +563,10 @@ def test_false_positive_is_checked_then_admitted_once():
         s = Side(r, 1)
         s.grant(1, 100000)
         s.open_round(7)
+        idemfilter.build(s.c, "tp:{b0}:", 0, 4)  # the leader's, one word per shard
         for i in range(0, 100, 20):
             res = s.batch_call(0, 7, [(1, 0, 100, "k%d" % j) for j in range(i, i + 20)], 5000,
-                               filt=4, skip=1)
+                               skip=1)
             assert codes(res) == ["ok"] * 20, res
         assert s.c.strlen("tp:{b0}:idemfilter:0:0") == 4
         # Every bit of every one-word shard set: any key is a "maybe".
@@ -523,20 +597,22 @@ def test_filter_holds_the_documented_bits():
     """The filter's layout (scripts/lua/README.md): for "<user_id>:<key>" with SHA-1 bytes h,
     shard int(h[8:12]) mod 1024, word int(h[0:4]) mod the shard's words, bits x mod 32,
     x / 32 mod 32, ... (5 of them) of x = int(h[4:8]), all big-endian, word values as BITFIELD
-    u32 reads them. Only accepted bets are added; every shard has shard 0's size."""
+    u32 reads them. Only archived bets are added (archival writes the filter, bets never do),
+    in shards of the size the leader built them with."""
     with tpenv.Redis() as r:
         s = Side(r, 2)
         for u in (1, 3):
             s.grant(u, 10**6)
         s.open_round(7)
         keys = [(u, "k%d" % i) for i in range(40) for u in (1, 3)]
-        # Shard 0 of the window exists with 16 bytes (the leader built it under another
-        # configuration): the shards this call creates get its size, not ARGV's 64.
-        s.c.setrange("tp:{b1}:idemfilter:0:0", 15, "\0")
+        # The leader built window 0 with 16-byte shards (another configuration than ours).
+        idemfilter.build(s.c, "tp:{b1}:", 0, 16)
         res = s.batch_call(1, 7, [(u, i % NBANDS, 100, k) for i, (u, k) in enumerate(keys)] +
-                           [(1, 0, 10**7, "refused")], 5000, filt=64)
+                           [(1, 0, 10**7, "refused")], 5000)
         assert codes(res) == ["ok"] * 80 + ["invalid_stake"], codes(res)
-        want = {0: bytearray(16)}
+        assert set(s.raw.get(k) for k in s.c.keys("tp:{b1}:idemfilter:0:*")) == {bytes(16)}
+        assert s.archive_index(1, 7, 6000, count=7) == 80
+        want = {}
         for u, k in keys + [(3, "later")]:
             h = hashlib.sha1(f"{u}:{k}".encode()).digest()
             shard = int.from_bytes(h[8:12], "big") % 1024
@@ -550,19 +626,22 @@ def test_filter_holds_the_documented_bits():
             if (u, k) == (3, "k39"):
                 got = {int(k.split(":")[-1]): s.raw.get(k)
                        for k in s.c.keys("tp:{b1}:idemfilter:0:*")}
-                assert got == {sh: bytes(b) for sh, b in want.items()}
-        # A later call ORs its words into the existing shard (one read-modify-write).
-        assert codes(s.batch_call(1, 7, [(3, 0, 100, "later")], 5001, skip=1)) == ["ok"]
+                assert got == {sh: bytes(want.get(sh, bytearray(16))) for sh in range(1024)}
+        # A later bet and archival step OR its bits into the words already there; the keys
+        # archived before have no hot entry left, so a repeated step adds nothing for them.
+        assert codes(s.batch_call(1, 7, [(3, 0, 100, "later")], 7000, skip=1)) == ["ok"]
+        assert s.archive_index(1, 7, 8000) == 1
         got = {int(k.split(":")[-1]): s.raw.get(k) for k in s.c.keys("tp:{b1}:idemfilter:0:*")}
-        assert got == {sh: bytes(b) for sh, b in want.items()}
+        assert got == {sh: bytes(want.get(sh, bytearray(16))) for sh in range(1024)}
 
 
 def test_leader_built_window_allocates_nothing_in_bets():
     """idem_filter_build.lua, the leader's steps: shard 0 first with the step's size, every
     other shard with shard 0's whatever a later step says, an existing shard left alone (a
     repeated step after a kill -9 creates nothing), each expiring with its window; a probe
-    tells whether the last shard exists. Once it does, bets create nothing (no SETRANGE) and
-    set their bits in the built shards. Malformed steps raise."""
+    tells whether the last shard exists. Bets create nothing (no SETRANGE) and set no bit;
+    archival sets their bits in the built shards, creating nothing either. Malformed steps
+    raise."""
     with tpenv.Redis() as r:
         s = Side(r, 1)
         sha = load(s.c, "scripts", "lua", "idem_filter_build.lua")
@@ -590,8 +669,10 @@ def test_leader_built_window_allocates_nothing_in_bets():
             return s.c.info("commandstats").get("cmdstat_" + cmd, {}).get("calls", 0)
         before = calls("setrange")
         keys = ["k%d" % i for i in range(60)]
-        res = s.batch_call(0, 7, [(1, 0, 100, k) for k in keys], 5000, filt=4096)
+        res = s.batch_call(0, 7, [(1, 0, 100, k) for k in keys], 5000)
         assert codes(res) == ["ok"] * 60, res
+        assert not any(idemfilter.is_set(s.c, p, 0, 1, k) for k in keys)
+        assert s.archive_index(0, 7, 6000, count=16) == 60
         assert calls("setrange") == before
         assert {s.c.strlen(idemfilter.shard_key(p, 0, x)) for x in range(1024)} == {64}
         assert s.c.dbsize() == len(s.c.keys("*"))

@@ -19,7 +19,6 @@ import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL = 5, 100, 100000, 86400
-SHARD_BYTES = 64  # bet_batch.lua ARGV[10]: a filter shard's size, 64 KiB over 1024 shards
 
 
 def canon_hash(round_id, band, stake):
@@ -70,14 +69,14 @@ class Money:
                 p + f"ubets:{user}"] + idemfilter.batch_tail(p, w, [(user, key)])[0]
 
     def bet(self, user, rid, band, stake, key, now=5000, req_hash=None, client=None,
-            nbands=NBANDS, keys=None, bucket=None, skip=0, filt=SHARD_BYTES):
+            nbands=NBANDS, keys=None, bucket=None, skip=0):
         """One bet as a batch of one; returns its answer."""
         h = req_hash or canon_hash(rid, band, stake)
         ks = keys or self.bet_keys(user, rid, band, key, now)
         res = (client or self.c).evalsha(
             self.sha["bet_batch"], len(ks), *ks, rid, now, nbands, MIN_STAKE, MAX_STAKE,
             IDEM_TTL, self.bucket(user) if bucket is None else bucket, self.buckets, 1,
-            filt, skip, user, band, stake, key, h, *idemfilter.pos(user, key))
+            skip, user, band, stake, key, h, *idemfilter.pos(user, key))
         assert len(res) == 1, res
         return res[0]
 
@@ -173,16 +172,11 @@ def test_bet_happy_path():
                        "bets": "5,9,3,2500,7500,k1"}], ev
         rec = m.c.hget(p + "idem:42", "9:k1")
         assert rec == "1|%s|5|42|3|2500|7500" % canon_hash(42, 3, 2500), rec
-        # The records and the hot index stay until the round's archival; with no leader to
-        # build the day's filter, the bet created shard 0 and its own shard whole, each living
-        # until its last reader's window ends.
+        # The records and the hot index stay until the round's archival, which puts the key in
+        # the filter (idem_unindex.lua): a bet neither writes nor creates any filter shard.
         assert m.c.ttl(p + "idem:42") == -1 and m.c.ttl(p + "idemhot") == -1
         assert m.c.hgetall(p + "idemhot") == {"9:k1": "42:5000"}
-        for shard in (0, idemfilter.pos(9, "k1")[2]):
-            k = idemfilter.shard_key(p, 0, shard)
-            assert m.c.strlen(k) == SHARD_BYTES
-            assert 2 * IDEM_TTL * 1000 - 5000 < m.c.pttl(k) <= 2 * IDEM_TTL * 1000 - 5000 + 600000
-        assert idemfilter.is_set(m.c, p, 0, 9, "k1")
+        assert m.c.keys(p + "idemfilter:*") == []
         # A second bet by the same player on another band: ids increase, pools add up.
         res = m.bet(user, 42, 0, 100, "k2", now=5001)
         assert res == ["ok", 2 * 4 + 1, 42, 0, 100, 7400, 0], res
@@ -509,7 +503,7 @@ def test_bet_caller_bugs_raise_errors():
         keys = [k.replace("{b1}", "{b0}") for k in m.bet_keys(3, 1, 0, "k")]
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys, bucket=0),
                            "not in this bucket")
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet_batch"], 2, *keys[:2], 3), "want 16")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet_batch"], 2, *keys[:2], 3), "want 15")
         keys = m.bet_keys(3, 1, 0, "k")
         keys[10] = "tp:{b1}:idemhot:1"  # the hot index is one per bucket
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "key layout")
@@ -517,13 +511,11 @@ def test_bet_caller_bugs_raise_errors():
         keys[11], keys[12] = keys[12], keys[11]  # the filters of now's window and the one before
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "bucket/window")
         keys = m.bet_keys(3, 1, 0, "k")
-        keys[13], keys[15] = keys[15], keys[13]  # shard 0 of now's window and the one before
+        keys[13], keys[14] = keys[14], keys[13]  # shard 0 of now's window and the one before
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "bucket/window")
         keys = m.bet_keys(3, 1, 0, "k")
         keys[-2], keys[-1] = keys[-1], keys[-2]  # the bet's shard in the two windows
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys), "bucket/window/shard")
-        for filt in (0, 3, 6, 2**19 + 4, "01", "-1", ""):
-            expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", filt=filt), "bad shard size")
         for flag in (2, "", "01", "-1", "yes"):
             expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", skip=flag), "bad filter flag")
         # Cluster mode's tags (tp:{bN.K}:): another bucket's tag, a mixed prefix, a tag that

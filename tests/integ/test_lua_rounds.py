@@ -78,7 +78,7 @@ class Game:
                 p + f"bets:{rid}:{band}",
                 p + f"ubets:{user}"] + idemfilter.batch_tail(p, w, [(user, key)])[0]
         res = self.run("bet_batch", keys, [rid, now, nbands, 1, max_stake, 3600, b, self.B, 1,
-                                           64, 0, user, band, stake, key, h,
+                                           0, user, band, stake, key, h,
                                            *idemfilter.pos(user, key)])
         return res[0]
 

@@ -27,10 +27,52 @@ def shard_key(prefix, window, shard):
 
 
 def window_keys(prefix, w):
-    """bet_batch.lua KEYS[12..16] for window w (the pre-shard filters, shard 0 of w, the last
-    shard of w, shard 0 of w - 1)."""
+    """bet_batch.lua KEYS[12..15] for window w (the pre-shard filters, shard 0 of w and of
+    w - 1)."""
     return [f"{prefix}idemfilter:{w}", f"{prefix}idemfilter:{w - 1}", shard_key(prefix, w, 0),
-            shard_key(prefix, w, SHARDS - 1), shard_key(prefix, w - 1, 0)]
+            shard_key(prefix, w - 1, 0)]
+
+
+def build(c, prefix, w, size):
+    """Window w's shards, each of `size` bytes, the last one last (what the leader's
+    idem_filter_build.lua steps leave): a whole window."""
+    for shard in range(SHARDS):
+        c.setrange(shard_key(prefix, w, shard), size - 1, "\0")
+
+
+def unindex(c, sha, prefix, bucket, rid, fields, w, two=False, since=0):
+    """One idem_unindex.lua step as src/store/scripts.c builds it: `fields` ("<user>:<key>")
+    leave the hot index and enter window w's filter (and w - 1's when `two`); returns its
+    answer (entries removed, or -1: window w not whole)."""
+    wins = [w, w - 1] if two else [w]
+    keys = [prefix + "idemhot"]
+    for x in wins:
+        keys += [shard_key(prefix, x, 0), shard_key(prefix, x, SHARDS - 1)]
+    argv, seen = [rid, bucket, w, len(wins), since, len(fields)], set()
+    for f in fields:
+        user, key = f.split(":", 1)
+        word, mask, shard = pos(int(user), key)
+        argv += [f, word, mask, shard]
+        if shard not in seen:
+            seen.add(shard)
+            keys += [shard_key(prefix, x, shard) for x in wins]
+    return c.evalsha(sha, len(keys), *keys, *argv)
+
+
+def archive_index(c, sha, prefix, bucket, rid, w, count=2, two=False, since=0):
+    """What archival does in a bucket before it deletes round rid's records
+    (src/game/leader_archive.c): HSCAN the records, one idem_unindex.lua step per page; returns
+    the entries removed, or -1 when window w is not whole."""
+    cursor, removed = "0", 0
+    while True:
+        cursor, kv = c.hscan(prefix + f"idem:{rid}", cursor, count=count)
+        if kv:
+            n = unindex(c, sha, prefix, bucket, rid, list(kv), w, two, since)
+            if n < 0:
+                return n
+            removed += n
+        if int(cursor) == 0:
+            return removed
 
 
 def batch_tail(prefix, w, bets):

@@ -142,6 +142,12 @@ struct tp_keys_idem_pos {
     uint32_t word, mask;
     int shard;
 };
+/* How far the clocks of hosts (and Redis) may differ: a filter shard outlives its last reader's
+ * window by this much (src/game/leader_idemfilter.c), and archival writes the previous window
+ * too during this long after a window starts (src/game/leader_archive.c), for a reader whose
+ * clock still says the previous window. */
+#define TP_KEYS_IDEM_SLACK_MS 600000LL
+
 /** The filter position of (user_id, key of `len` bytes). */
 void tp_keys_idem_pos(int64_t user_id, const char *key, size_t len, struct tp_keys_idem_pos *out);
 

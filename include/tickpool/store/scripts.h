@@ -94,16 +94,12 @@ struct tp_script_bet_batch_args {
     int64_t min_stake, max_stake;
     int idem_ttl_s;
     int bucket, buckets;
-    int64_t shard_bytes; /* size of a filter shard the call creates when the leader has not
-                            built the window (tp_keys_idem_shard_bytes), whole words,
-                            4..TP_SCRIPT_IDEM_SHARD_MAX */
-    bool skip_filter;    /* the bets' keys were looked up in Postgres: no "check" answers */
+    bool skip_filter; /* the bets' keys were looked up in Postgres: no "check" answers */
     const struct tp_script_batch_bet *bets;
     size_t n; /* 1..TP_SCRIPT_BATCH_MAX */
 };
 /** Runs bet_batch.lua. TP_EINVAL when n is 0 or over TP_SCRIPT_BATCH_MAX, an idempotency key
- * is not 1..TP_KEYS_IDEM_MAX bytes, a player is not in `bucket`, the TTL is < 1, now < 0 or the
- * shard size is out of range. The
+ * is not 1..TP_KEYS_IDEM_MAX bytes, a player is not in `bucket`, the TTL is < 1 or now < 0. The
  * reply holds one answer per bet, in order (the script's header). */
 int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch_args *a,
                         tp_store_cb cb, void *ud);
@@ -363,16 +359,29 @@ struct tp_script_settle_finish_args {
 int tp_script_settle_finish(struct tp_store *store, const struct tp_script_settle_finish_args *a,
                             tp_store_cb cb, void *ud);
 
-/* idem_unindex.lua: one step of removing round `id`'s keys from bucket `bucket`'s hot
- * idempotency key index (archival), from HSCAN cursor `cursor` ("0" to start) of its records. */
+/* Most fields one idem_unindex.lua step takes. */
+#define TP_SCRIPT_UNINDEX_MAX 4096
+
+/* One record field "<user_id>:<key>" of an archived round (borrowed for the call). */
+struct tp_script_unindex_field {
+    const char *s;
+    size_t len;
+};
+/* idem_unindex.lua: one step of archival for round `id` in bucket `bucket`: the given fields'
+ * entries leave the hot idempotency key index and their keys enter the filter of `window` (and
+ * of window - 1 when `two`), those placed before `since_ms` excepted (past their TTL). */
 struct tp_script_idem_unindex_args {
     int bucket;
     int64_t id;
-    const char *cursor;
-    int count; /* records looked at per step, 1..4096 */
+    int64_t window; /* ≥ 0 */
+    bool two;       /* also window - 1 (needs window ≥ 1) */
+    int64_t since_ms;
+    const struct tp_script_unindex_field *fields;
+    int n; /* 0..TP_SCRIPT_UNINDEX_MAX */
 };
-/** Runs idem_unindex.lua: {next cursor ("0": done), entries removed}. TP_EINVAL when count is out
- * of range. */
+/** Runs idem_unindex.lua: the entries removed, or -1 when the window is not whole yet (nothing
+ * done). TP_EINVAL for arguments out of range or a field that is not "<user_id>:<key>" with a
+ * key of 1..TP_KEYS_IDEM_MAX bytes. */
 int tp_script_idem_unindex(struct tp_store *store, const struct tp_script_idem_unindex_args *a,
                            tp_store_cb cb, void *ud);
 

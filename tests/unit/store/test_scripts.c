@@ -153,7 +153,6 @@ static void test_bet_batch(void **state)
                                          .idem_ttl_s = 86400,
                                          .bucket = 3,
                                          .buckets = 4,
-                                         .shard_bytes = 4096,
                                          .skip_filter = true,
                                          .bets = bets,
                                          .n = 3};
@@ -162,19 +161,19 @@ static void test_bet_batch(void **state)
     /* filter windows: 1700000000000 ms / 86400000 = day 19675, and the day before; the filter
      * positions (word, mask, shard) of "7:k-1", "3:a,b" and "7:k-2" (tests/lib/idemfilter.py):
      * three shards, two keys each */
-    EXPECT(&a, "bet_batch", 26, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
+    EXPECT(&a, "bet_batch", 25, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
            "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675",
            "tp:{b3}:idemfilter:19674", "tp:{b3}:idemfilter:19675:0",
-           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemfilter:19674:0", "tp:{b3}:bets:42:2",
+           "tp:{b3}:idemfilter:19674:0", "tp:{b3}:bets:42:2",
            "tp:{b3}:bets:42:0", "tp:{b3}:ubets:7", "tp:{b3}:ubets:3",
            "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idemfilter:19674:788",
            "tp:{b3}:idemfilter:19675:354", "tp:{b3}:idemfilter:19674:354",
            "tp:{b3}:idemfilter:19675:429", "tp:{b3}:idemfilter:19674:429", "42", "1700000000000",
-           "5", "10", "100000", "86400", "3", "4", "3", "4096", "1", "7", "2", "150", "k-1", HASH,
+           "5", "10", "100000", "86400", "3", "4", "3", "1", "7", "2", "150", "k-1", HASH,
            "325696117", "1350836224", "788", "3", "0", "10", "a,b", HASH, "3104603225", "152043528",
            "354", "7", "2", "20", "k-2", HASH, "3641447563", "1053057", "429");
-    check_header(&a, 16); /* then the bets, ubets and shard keys, described in words */
+    check_header(&a, 15); /* then the bets, ubets and shard keys, described in words */
     tp_script_call_release(&a);
     /* refused before anything is built or sent */
     bets[1].idem_len = 0;
@@ -193,14 +192,60 @@ static void test_bet_batch(void **state)
     b.idem_ttl_s = 0;
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
     b.idem_ttl_s = 86400;
-    b.shard_bytes = 0; /* less than one 32-bit word */
-    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
-    b.shard_bytes = 4098; /* not whole words */
-    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
-    b.shard_bytes = TP_SCRIPT_IDEM_SHARD_MAX + 4; /* over 512 MiB per bucket */
-    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
-    b.shard_bytes = 4096;
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EUNAVAIL);
+}
+
+static void test_idem_unindex(void **state)
+{
+    (void)state;
+    /* "7:k-1" and "7:k-2" of round 42, bucket 3 (the positions as in test_bet_batch); in the
+     * first minutes of day 19675 (both windows), then later (one) */
+    struct tp_script_unindex_field f[] = {{"7:k-1", 5}, {"7:k-2", 5}, {"7:k-1", 5}};
+    struct tp_script_idem_unindex_args u = {.bucket = 3,
+                                            .id = 42,
+                                            .window = 19675,
+                                            .two = true,
+                                            .since_ms = 1699913600000,
+                                            .fields = f,
+                                            .n = 3};
+    struct tp_script_call a;
+    idem_unindex_args(&u, &a);
+    EXPECT(&a, "idem_unindex", 9, "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675:0",
+           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemfilter:19674:0",
+           "tp:{b3}:idemfilter:19674:1023", "tp:{b3}:idemfilter:19675:788",
+           "tp:{b3}:idemfilter:19674:788", "tp:{b3}:idemfilter:19675:429",
+           "tp:{b3}:idemfilter:19674:429", "42", "3", "19675", "2", "1699913600000", "3", "7:k-1",
+           "325696117", "1350836224", "788", "7:k-2", "3641447563", "1053057", "429", "7:k-1",
+           "325696117", "1350836224", "788");
+    check_header(&a, 5);
+    tp_script_call_release(&a);
+    u.two = false;
+    u.n = 1;
+    idem_unindex_args(&u, &a);
+    EXPECT(&a, "idem_unindex", 4, "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675:0",
+           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemfilter:19675:788", "42", "3", "19675",
+           "1", "1699913600000", "1", "7:k-1", "325696117", "1350836224", "788");
+    tp_script_call_release(&a);
+    /* refused before anything is built or sent: fields that are not "<user_id>:<key>" */
+    const char *bad[] = {"7", "7:", ":k", "x:k", "0:k", "-1:k"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        f[0] = (struct tp_script_unindex_field){bad[i], strlen(bad[i])};
+        assert_int_equal(tp_script_idem_unindex(NULL, &u, NULL, NULL), TP_EINVAL);
+    }
+    char longkey[2 + TP_KEYS_IDEM_MAX + 1];
+    memset(longkey, 'k', sizeof(longkey));
+    longkey[0] = '7', longkey[1] = ':';
+    f[0] = (struct tp_script_unindex_field){longkey, sizeof(longkey)};
+    assert_int_equal(tp_script_idem_unindex(NULL, &u, NULL, NULL), TP_EINVAL);
+    f[0] = (struct tp_script_unindex_field){"7:k-1", 5};
+    u.n = TP_SCRIPT_UNINDEX_MAX + 1;
+    assert_int_equal(tp_script_idem_unindex(NULL, &u, NULL, NULL), TP_EINVAL);
+    u.n = 1;
+    u.two = true;
+    u.window = 0; /* no window before it */
+    assert_int_equal(tp_script_idem_unindex(NULL, &u, NULL, NULL), TP_EINVAL);
+    u.window = 19675;
+    assert_int_equal(tp_script_idem_unindex(NULL, &u, NULL, NULL), TP_EUNAVAIL);
 }
 
 static void test_grant_signup(void **state)
@@ -505,6 +550,7 @@ int main(void)
         cmocka_unit_test(test_buckets),
         cmocka_unit_test(test_account_scripts),
         cmocka_unit_test(test_idem_filter_build),
+        cmocka_unit_test(test_idem_unindex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
