@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <cmocka.h>
 
@@ -158,12 +159,40 @@ static void test_spread(void **state)
     assert_string_equal(tp_keys_bal(&k, 3), "tp:{b3}:bal");
 }
 
+/* The filter shard's key is written by hand (a batch formats two per bet): the same text as
+ * printf's for edge windows and shards, with and without cluster tags. */
+static void test_idem_shard_by_hand(void **state)
+{
+    (void)state;
+    const int64_t windows[] = {INT64_MIN, -1, 0, 19675, INT64_MAX};
+    const int shards[] = {0, 1, 9, 10, 1023};
+    const int buckets[] = {0, 7, 11};
+    for (int mode = 0; mode < 2; mode++) {
+        assert_int_equal(tp_keys_spread(mode == 0 ? 0 : 12), 0);
+        for (size_t b = 0; b < sizeof buckets / sizeof buckets[0]; b++) {
+            struct tp_key k, bal;
+            tp_keys_bal(&bal, buckets[b]);
+            bal.len -= 3; /* the bucket's prefix, tp:{bN}: or tp:{bN.K}: */
+            for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++)
+                for (size_t i = 0; i < sizeof shards / sizeof shards[0]; i++) {
+                    char want[TP_KEYS_MAX];
+                    int n = snprintf(want, sizeof want, "%.*sidemfilter:%lld:%d", (int)bal.len,
+                                     bal.s, (long long)windows[w], shards[i]);
+                    tp_keys_idem_shard(&k, buckets[b], windows[w], shards[i]);
+                    assert_string_equal(k.s, want);
+                    assert_int_equal(k.len, n);
+                }
+        }
+    }
+    assert_int_equal(tp_keys_spread(0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bucket_of),   cmocka_unit_test(test_spread),
         cmocka_unit_test(test_bucket_keys), cmocka_unit_test(test_global_keys),
-        cmocka_unit_test(test_longest_key),
+        cmocka_unit_test(test_longest_key), cmocka_unit_test(test_idem_shard_by_hand),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
