@@ -94,9 +94,12 @@ def families(c):
 
 
 def postmaster_pid(pg):
-    """The private Postgres's postmaster (first line of its postmaster.pid), or None."""
+    """The private Postgres's postmaster (first line of its postmaster.pid), or None (a
+    Postgres given by TP_TEST_PG_ADMIN_URL has no private cluster: not ours to renice)."""
+    if pg.cluster is None:
+        return None
     try:
-        with open(os.path.join(pg.data, "postmaster.pid")) as f:
+        with open(os.path.join(pg.cluster.data, "postmaster.pid")) as f:
             return int(f.readline())
     except (OSError, ValueError):
         return None
