@@ -157,6 +157,13 @@ def main():
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     bdir = args.build_dir if os.path.isabs(args.build_dir) else os.path.join(ROOT, args.build_dir)
     tpenv.BIN = os.path.join(bdir, "tickpool")
+    # Read before the run: the server's commit is the binary's (`tickpool --version`), the
+    # driver's the checkout's, which may move on during a 20-minute run.
+    version = subprocess.run([tpenv.BIN, "--version"], capture_output=True,
+                             text=True).stdout.strip()
+    driver = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    commit = f"server {version or 'unknown'}; driver {driver}"
     loadgen = os.path.join(bdir, "bench", "loadgen")
     env = {"TICKPOOL_GAME_BETTING_S": str(BETTING_S), "TICKPOOL_GAME_LIVE_S": "5",
            "TICKPOOL_GAME_RETAIN_S": str(args.retain),
@@ -334,8 +341,6 @@ def main():
             fam_rows.append(f"| `{f}` | {ka} | {ba} | {kb} | {bb} | {bb - ba:+d} |")
     if not ratio < 1:
         problems.append(f"used_memory slope {ratio:.2f} % of its mean per 10 min (want < 1 %)")
-    commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
-                            capture_output=True, text=True).stdout.strip() or "unknown"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     os.makedirs(os.path.join(ROOT, "bench", "reports"), exist_ok=True)
     base = os.path.join(ROOT, "bench", "reports", f"{stamp}-soak-memory")
