@@ -57,11 +57,13 @@ def code(b):
 def snapshot(r):
     """Every bucket key's value. A stream (the outbox) is compared by its entries: its consumer
     group's delivery times and counts move whenever the writer re-reads its pending entries on
-    its backoff timer, which DUMP would report as a change no bet made."""
+    its backoff timer, which DUMP would report as a change no bet made. The idempotency filter's
+    shards are left out: bets only read them, and the leader builds the next day's window in the
+    last hour before midnight (UTC), which changed a snapshot taken around a bet at 23:09."""
     import redis
     raw = redis.Redis(host="127.0.0.1", port=r.port)
     return {k: (raw.xrange(k) if raw.type(k) == b"stream" else raw.dump(k))
-            for k in sorted(raw.keys("tp:{b*"))}
+            for k in sorted(raw.keys("tp:{b*")) if b":idemfilter:" not in k}
 
 
 def test_bet_happy_and_replay_bytes():
