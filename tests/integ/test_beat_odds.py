@@ -25,16 +25,6 @@ ENV = {"TICKPOOL_GAME_BETTING_S": "30", "TICKPOOL_GAME_LIVE_S": "30",
        "TICKPOOL_GAME_TICK_MS": "100"}
 
 
-def pump(sel, seconds):
-    end = time.monotonic() + seconds
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        for key, _ in sel.select(timeout=min(left, 0.05)):
-            key.data.read()
-
-
 def odds_of(m):
     if m.get("t") == "tick":
         return m.get("odds")
@@ -55,7 +45,7 @@ def test_beats_carry_the_newest_odds_on_every_socket():
             w = tpclient.RawWS(s.http_port)
             socks.append(w)
             sel.register(w.sock, selectors.EVENT_READ, w)
-        tpenv.wait_until(lambda: pump(sel, 0.1) or all(
+        tpenv.wait_until(lambda: tpclient.pump(sel, 0.1) or all(
             any(m.get("t") == "snapshot" for m in w.msgs) for w in socks),
             timeout=60, interval=0, what="a snapshot on every socket")
         answers = []
@@ -71,7 +61,7 @@ def test_beats_carry_the_newest_odds_on_every_socket():
         t = threading.Thread(target=bettor, daemon=True)
         t.start()
         while t.is_alive():
-            pump(sel, 0.1)
+            tpclient.pump(sel, 0.1)
         t.join()
         assert answers == [201] * NBETS, answers
         final = NBETS * STAKE
@@ -81,7 +71,8 @@ def test_beats_carry_the_newest_odds_on_every_socket():
             seen = [o["total"] for o in map(odds_of, w.msgs)
                     if o is not None and o.get("round_id") == rnd["id"]]
             return seen[-1] if seen else None
-        tpenv.wait_until(lambda: pump(sel, 0.1) or all(last_total(w) == final for w in socks),
+        tpenv.wait_until(lambda: tpclient.pump(sel, 0.1)
+                         or all(last_total(w) == final for w in socks),
                          timeout=20, interval=0, what="the final odds on every socket")
         beats_with_odds = alone = 0
         for w in socks:

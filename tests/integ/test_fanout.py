@@ -30,17 +30,6 @@ def raise_nofile():
         raise tpenv.Skip(f"RLIMIT_NOFILE hard limit {hard} too low for {NSOCK} sockets")
 
 
-def pump(sel, seconds):
-    """Reads every ready socket for `seconds`."""
-    end = time.monotonic() + seconds
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        for key, _ in sel.select(timeout=min(left, 0.1)):
-            key.data.read()
-
-
 def ticks_of(w):
     return [m["ts"] for m in w.msgs if m.get("t") == "tick"]
 
@@ -64,8 +53,8 @@ def test_thousand_sockets_get_every_broadcast():
             socks.append(w)
             sel.register(w.sock, selectors.EVENT_READ, w)
             if i % 50 == 49:
-                pump(sel, 0)
-        tpenv.wait_until(lambda: pump(sel, 0.2) or all(len(w.msgs) >= 2 for w in socks),
+                tpclient.pump(sel, 0)
+        tpenv.wait_until(lambda: tpclient.pump(sel, 0.2) or all(len(w.msgs) >= 2 for w in socks),
                          timeout=60, interval=0, what="hello + snapshot on every socket")
         print(f"    {NSOCK} sockets upgraded with hello+snapshot in "
               f"{time.monotonic() - t0:.1f}s")
@@ -81,7 +70,7 @@ def test_thousand_sockets_get_every_broadcast():
                     for w, k in zip(socks, mark)]
         t0 = time.monotonic()
         try:
-            tpenv.wait_until(lambda: pump(sel, 0.2) or min(new_ticks()) >= 5, timeout=60,
+            tpenv.wait_until(lambda: tpclient.pump(sel, 0.2) or min(new_ticks()) >= 5, timeout=60,
                              interval=0, what="5 more ticks on every socket")
         except AssertionError:
             pass  # the assertion below says how many sockets and how short
@@ -104,7 +93,7 @@ def test_thousand_sockets_get_every_broadcast():
             first = next(((m["round"]["id"], m["round"]["state"]) for m in socks[0].msgs[mark[0]:]
                           if m.get("t") == "round"), None)
             return first is not None
-        tpenv.wait_until(lambda: pump(sel, 0.2) or first_round(), timeout=60, interval=0,
+        tpenv.wait_until(lambda: tpclient.pump(sel, 0.2) or first_round(), timeout=60, interval=0,
                          what="a round message on socket 0 (rounds change every 2 s)")
 
         left = set(range(NSOCK))
@@ -116,8 +105,8 @@ def test_thousand_sockets_get_every_broadcast():
                     left.discard(i)
             return left
         try:
-            tpenv.wait_until(lambda: pump(sel, 0.2) or not missing(), timeout=60, interval=0,
-                             what=f"round {first} on every socket")
+            tpenv.wait_until(lambda: tpclient.pump(sel, 0.2) or not missing(), timeout=60,
+                             interval=0, what=f"round {first} on every socket")
         except AssertionError:
             pass
         assert not missing(), f"{len(left)} sockets missed round {first}"
@@ -140,7 +129,7 @@ def test_slow_consumers_do_not_hurt_others():
         good = tpclient.RawWS(s.http_port)
         sel.register(good.sock, selectors.EVENT_READ, good)
         slow = [tpclient.RawWS(s.http_port, token=tok, rcvbuf=4096) for _ in range(50)]
-        pump(sel, 1.0)
+        tpclient.pump(sel, 1.0)
         assert good.msgs[:1] and good.msgs[0]["t"] == "hello"
         # The stalled player backs every band of the open round, so a payout is owed to him.
         rid = tpclient.fresh_open_round(s, 1000)["id"]
@@ -153,7 +142,7 @@ def test_slow_consumers_do_not_hurt_others():
         mark = len(good.msgs)
         t0 = time.monotonic()
         while time.monotonic() - t0 < 10:
-            pump(sel, 0.5)
+            tpclient.pump(sel, 0.5)
             rss_max = max(rss_max, tpclient.rss_kb(pids))
         ts = ticks_of(good)
         got = [m["ts"] for m in good.msgs[mark:] if m.get("t") == "tick"]
@@ -181,11 +170,11 @@ def test_slow_consumers_do_not_hurt_others():
                 for w in slow)
         t0 = time.monotonic()
         try:
-            tpenv.wait_until(lambda: pump(sel, 0.2) or drained(), timeout=30, interval=0,
+            tpenv.wait_until(lambda: tpclient.pump(sel, 0.2) or drained(), timeout=30, interval=0,
                              what="every stalled socket closed or paid")
         except AssertionError:
             pass  # the per-socket checks below say which one and how
-        pump(sel, 0.5)  # anything sent right behind the payout
+        tpclient.pump(sel, 0.5)  # anything sent right behind the payout
         print(f"    stalled sockets drained in {time.monotonic() - t0:.1f} s")
         closed = dropped = 0
         for w in slow:

@@ -318,6 +318,18 @@ class RawWS:
             pass
 
 
+def pump(sel, seconds, slice_s=0.05):
+    """Reads every RawWS registered in the selector `sel` (its data) as it becomes readable,
+    for `seconds`."""
+    end = time.monotonic() + seconds
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        for key, _ in sel.select(timeout=min(left, slice_s)):
+            key.data.read()
+
+
 def place_bets(s, users, rid, jobs, nthreads=16, tag="b"):
     """Places jobs [(band, stake)] into round rid round-robin over users [(uid, token)], from
     nthreads keep-alive connections. Returns {bet_id: (uid, band, stake)} of the 201s and the
