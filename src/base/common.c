@@ -105,17 +105,35 @@ bool tp_parse_i64(const char *s, int64_t *out)
     return true;
 }
 
+/* Two digits per division, written from the end once their count is known: about half the
+ * instructions of a digit at a time and a reversing copy (≈ 100 a call, 30 calls a bet in a
+ * batch's RESP and key names; callgrind, session 8). */
 size_t tp_fmt_u64(char *out, uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    out[n] = '\0';
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930"
+                                "31323334353637383940414243444546474849505152535455565758596061"
+                                "62636465666768697071727374757677787980818283848586878889909192"
+                                "93949596979899";
+    size_t n = 1;
+    uint64_t t = v;
+    for (; t >= 100; t /= 100)
+        n += 2;
+    n += t >= 10;
+    char *p = out + n;
+    *p = '\0';
+    while (v >= 100) {
+        size_t r = (size_t)(v % 100) * 2;
+        v /= 100;
+        p -= 2;
+        p[0] = pairs[r];
+        p[1] = pairs[r + 1];
+    }
+    if (v >= 10) {
+        p[-2] = pairs[v * 2];
+        p[-1] = pairs[v * 2 + 1];
+    } else {
+        p[-1] = (char)('0' + v);
+    }
     return n;
 }
 

@@ -55,10 +55,27 @@ static void test_fmt_matches_printf(void **state)
     assert_int_equal(out[TP_FMT_I64_MAX - 1], '\0');
 }
 
+/* Two digits at a time: every value below 100,000 and values of every length, odd and even. */
+static void test_fmt_sweep(void **state)
+{
+    (void)state;
+    for (int64_t v = 0; v < 100000; v++)
+        check_i64(v);
+    uint64_t x = 88172645463325252ull; /* xorshift64 */
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        check_u64(x >> (i % 64));
+        check_i64((int64_t)(x >> (i % 63 + 1)) * (i % 2 ? -1 : 1)); /* < 2^63: negatable */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fmt_matches_printf),
+        cmocka_unit_test(test_fmt_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
