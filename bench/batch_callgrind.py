@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -85,6 +86,10 @@ def main():
                     help="extra redis-server argument, e.g. --redis-arg=--hash-max-listpack-entries=128")
     ap.add_argument("--archive", action="store_true",
                     help="then archival's idem_unindex.lua steps over the round's records")
+    ap.add_argument("--unindex", default=os.path.join(ROOT, "scripts", "lua", "idem_unindex.lua"),
+                    help="archival's script with --archive [this tree's]")
+    ap.add_argument("--keep", metavar="FILE",
+                    help="copy callgrind's output there, for callgrind_annotate --inclusive=yes")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tp-cg-") as d:
         port = free_port()
@@ -119,7 +124,7 @@ def main():
                         if any(x[0] != "ok" for x in res):
                             sys.exit(f"a bet was refused: {res[:3]}")
             if a.archive:
-                with open(os.path.join(ROOT, "scripts", "lua", "idem_unindex.lua")) as f:
+                with open(a.unindex) as f:
                     usha = c.script_load(f.read())
                 n = idemfilter.archive_index(c, usha, "tp:{b0}:", 0, 1, w, count=256)
                 if n != a.batches * a.bets:
@@ -131,6 +136,8 @@ def main():
             if proc.poll() is None:
                 proc.terminate()
             proc.wait()
+        if a.keep:
+            shutil.copyfile(out, a.keep)
         with open(out) as f:
             m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
         print(f"{int(m.group(1)) / (a.batches * a.bets):.0f} instructions per bet inside EVALSHA "

@@ -127,27 +127,41 @@ local p = k1:match('^tp:{b' .. bucket_s .. '}:') or k1:match('^tp:{b' .. bucket_
     or 'tp:{b' .. bucket_s .. '}:'
 -- Per bet: the filter word (before the modulo), mask and shard the caller hashed, and the
 -- distinct shards in order (their KEYS follow the users').
-local tobit, floor = bit.tobit, math.floor
-local bands, users, nb, nu = {}, {}, 0, 0
-local hw, hm, hs, shards, slist = {}, {}, {}, {}, {}
+-- A user, band, stake or shard string is parsed once per batch, when first seen (`bandv`,
+-- `stakev`: its number, or false when malformed): a string-to-number conversion costs Redis
+-- two strtod calls, and a pattern match about 50 instructions per byte (bench/README.md
+-- "Session 8"). `fields` are the records' and hot index's field names, "<user_id>:<key>".
+local tobit = bit.tobit
+local bands, users, nb, nu, bandv, stakev = {}, {}, 0, 0, {}, {}
+local hw, hm, hs, shards, slist, fields = {}, {}, {}, {}, {}, {}
 for i = 0, n - 1 do
     local o = 11 + 8 * i
-    local user_s, band_s, hash = ARGV[o], ARGV[o + 1], ARGV[o + 4]
-    local user = uint(user_s)
-    if not user or user == 0 then return bug('bad user_id') end
-    if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
+    local user_s, band_s, hash, sh_s = ARGV[o], ARGV[o + 1], ARGV[o + 4], ARGV[o + 7]
+    if not users[user_s] then
+        local user = uint(user_s)
+        if not user or user == 0 then return bug('bad user_id') end
+        if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
+        nu = nu + 1; users[user_s] = nu
+    end
     -- Anchored and positive: Lua retries an unanchored pattern at every position, which made a
     -- negated class ('[^0-9a-f]') over 64 bytes cost 5 times this.
     if #hash ~= 64 or not hash:find('^[0-9a-f]+$') then return bug('bad request hash') end
-    local wd, mk, sh = tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6]), tonumber(ARGV[o + 7])
-    if not wd or wd < 0 or wd >= WORD or wd ~= floor(wd) or not mk or mk < 1 or mk >= WORD
-        or mk ~= floor(mk) or not sh or sh < 0 or sh >= SHARDS or sh ~= floor(sh) then
+    local wd, mk = tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6])
+    -- x % 1 ~= 0: not an integer (and NaN), without a call of math.floor.
+    if not wd or wd < 0 or wd >= WORD or wd % 1 ~= 0 or not mk or mk < 1 or mk >= WORD
+        or mk % 1 ~= 0 then
         return bug('bad filter position')
     end
-    hw[i + 1], hm[i + 1], hs[i + 1] = wd, tobit(mk), sh
-    if not bands[band_s] then nb = nb + 1; bands[band_s] = 15 + nb end
-    if not users[user_s] then nu = nu + 1; users[user_s] = nu end
-    if not shards[sh] then slist[#slist + 1] = sh; shards[sh] = #slist end
+    if not shards[sh_s] then
+        local sh = uint(sh_s)
+        if not sh or sh >= SHARDS then return bug('bad filter position') end
+        slist[#slist + 1] = sh_s; shards[sh_s] = #slist
+    end
+    hw[i + 1], hm[i + 1], hs[i + 1] = wd, tobit(mk), sh_s
+    if not bands[band_s] then
+        nb = nb + 1; bands[band_s] = 15 + nb; bandv[band_s] = uint(band_s) or false
+    end
+    fields[i + 1] = user_s .. ':' .. ARGV[o + 3]
 end
 local ns = #slist
 if #KEYS ~= 15 + nb + nu + 2 * ns then return bug('want 15 + bands + users + 2 shards KEYS') end
@@ -176,7 +190,7 @@ end
 -- archival until at least one TTL after it, hence for the rest of its bet's TTL.
 local span = ttl * 1000
 local win = math.floor(now / span)
-local fw, fp = p .. 'idemfilter:' .. format('%.0f', win), p .. 'idemfilter:' .. format('%.0f', win - 1)
+local fw, fp = p .. 'idemfilter:' .. format('%d', win), p .. 'idemfilter:' .. format('%d', win - 1)
 if KEYS[12] ~= fw or KEYS[13] ~= fp or KEYS[14] ~= fw .. ':0' or KEYS[15] ~= fp .. ':0' then
     return bug('KEYS do not match the key layout for this bucket/window')
 end
@@ -196,20 +210,15 @@ end
 
 -- Reads, once per batch: records of every (user, key), the pause, balances and exclusions of
 -- every player, the round state, the pool total.
-local fields = {}
-for i = 0, n - 1 do
-    local o = 11 + 8 * i
-    fields[i + 1] = ARGV[o] .. ':' .. ARGV[o + 3]
-end
 local recs = call('HMGET', KEYS[2], unpack(fields))
 local idx = call('HMGET', KEYS[11], unpack(fields))
 
 -- The hot index: the round a key's newest accepted bet of a round still in Redis named, and
 -- when. `other`: that round is not this one and the bet is under a TTL old (the body differs:
 -- round_id is part of it). A record of this round is the key's answer unless the key's newest
--- bet named another round (reused after the TTL). `seen`: no hot entry, so the key's last use
--- within the TTL may be an archived round's.
-local other, seen = {}, {}
+-- bet named another round (reused after the TTL). A key with neither a hot entry nor a record
+-- may have been used within the TTL on an archived round: the filters say (below).
+local other = {}
 for i = 1, n do
     local e = idx[i]
     if e then
@@ -218,8 +227,6 @@ for i = 1, n do
         local live = now - tonumber(e_ms) < span
         other[i] = e_round ~= round_s and live
         if e_round ~= round_s then recs[i] = false end
-    elseif not recs[i] and not skip_filter then
-        seen[i] = true
     end
 end
 
@@ -228,35 +235,24 @@ end
 -- bits in the word: a key with no hot entry whose 5 bits are all set in window w or w - 1 may
 -- have been accepted on an archived round. One word per key keeps the cost to one BITFIELD_RO
 -- operation per bet and window (5 single-bit operations cost Redis 5 times this), one call per
--- shard. Every shard of a window has shard 0's size (the leader creates them all,
--- idem_filter_build.lua), so a changed configuration never misreads an existing window. The
+-- bet and window: the bets of a call rarely share a shard (74 bets hit ~71 of 1,024), and
+-- grouping them cost more in Lua tables than the few calls it saved. The offset goes as a
+-- string (Redis formats a number argument with snprintf "%.17g"). Every shard of a window has
+-- shard 0's size (the leader creates them all, idem_filter_build.lua), so a changed
+-- configuration never misreads an existing window. The
 -- whole-window filters of before the shards (KEYS[12..13]) are read with the same word and
 -- mask while they exist (an upgrade's last 48 h), never written.
-local band = bit.band
+local band, floor = bit.band, math.floor
 local maybe = {}
-local function probe(nw, key_of)
-    -- The words of every bet still `seen` and not `maybe`, one BITFIELD_RO per key.
-    local ops, at, order = {}, {}, {}
-    for i = 1, n do
-        if seen[i] and not maybe[i] then
-            local k = key_of(i)
-            local o = ops[k]
-            if not o then o = {}; ops[k] = o; at[k] = {}; order[#order + 1] = k end
-            local q = #o
-            o[q + 1], o[q + 2], o[q + 3] = 'GET', 'u32', hw[i] % nw * 32
-            at[k][#at[k] + 1] = i
-        end
-    end
-    return ops, at, order
-end
 local function check(nw, key_of)
-    if nw == 0 then return end
-    local ops, at, order = probe(nw, key_of)
-    for _, k in ipairs(order) do
-        local words = call('BITFIELD_RO', KEYS[k], unpack(ops[k]))
-        for q, i in ipairs(at[k]) do
+    -- Every bet with neither a hot entry nor a record, and not `maybe` yet.
+    if nw == 0 or skip_filter then return end
+    for i = 1, n do
+        if not idx[i] and not recs[i] and not maybe[i] then
             local mask = hm[i]
-            maybe[i] = band(words[q], mask) == mask
+            local w = call('BITFIELD_RO', KEYS[key_of(i)], 'GET', 'u32',
+                           format('%d', hw[i] % nw * 32))[1]
+            if band(w, mask) == mask then maybe[i] = true end
         end
     end
 end
@@ -340,7 +336,8 @@ for i = 1, n do
     else
         -- (4) band and stake against the round's rules, before its state: bad input is
         -- answered as such even for a closed round. The C side checks only their shape.
-        local band, stake = uint(band_s), uint(stake_s)
+        local band, stake = bandv[band_s], stakev[stake_s]
+        if stake == nil then stake = uint(stake_s) or false; stakev[stake_s] = stake end
         if not band or band >= round_nbands then
             out[i] = {'err', 'invalid_band'}
         elseif not stake or stake < lo or stake > hi then
@@ -358,26 +355,27 @@ for i = 1, n do
             band_sum[band_s] = (band_sum[band_s] or 0) + stake
             user_sum[user_s] = (user_sum[user_s] or 0) + stake
             nacc = nacc + 1
-            acc[nacc] = {i, user_s, band_s, stake_s, bal[user_s], hash}
+            acc[nacc] = {i, user_s, band_s, stake_s, bal[user_s], hash, false}
             fresh[f] = nacc
         end
     end
 end
 if nacc == 0 then return out end
 
--- Writes: nothing below can fail for a well-formed key space. Numbers are formatted once
--- (%.0f: exact for integral doubles) and passed as strings.
+-- Writes: nothing below can fail for a well-formed key space. Numbers are formatted once and
+-- passed as strings: '%d' (a C long) is exact for every integral double below 2^53 and a tenth
+-- of the cost of '%.0f', whose float formatting made two thirds of the script's sprintf time.
 local last = call('INCRBY', KEYS[6], nacc)
 local first = last - nacc + 1
 local balw, idemw, idxw, lines, bets_by_band, pushes = {}, {}, {}, {}, {}, {}
-local placed = round_s .. ':' .. now_s
+local placed, round = round_s .. ':' .. now_s, uint(round_s)
 for k = 1, nacc do
     local a = acc[k]
     local i, user_s, band_s, stake_s = a[1], a[2], a[3], a[4]
     local id = (first + k - 1) * nbuckets + bucket
-    local id_s, bal_s = format('%.0f', id), format('%.0f', a[5])
+    local id_s, bal_s = format('%d', id), format('%d', a[5])
     local key = ARGV[6 + 8 * i]
-    out[i] = {'ok', id, tonumber(round_s), tonumber(band_s), tonumber(stake_s), a[5], 0}
+    out[i] = {'ok', id, round, bandv[band_s], stakev[stake_s], a[5], 0}
     a[7] = out[i]
     idemw[#idemw + 1] = fields[i]
     idxw[2 * k - 1] = fields[i]
@@ -408,13 +406,13 @@ local ulist_acc = {}
 for user_s in pairs(user_sum) do ulist_acc[#ulist_acc + 1] = user_s end
 local nets, zadd = call('ZMSCORE', KEYS[7], unpack(ulist_acc)), {}
 for j, user_s in ipairs(ulist_acc) do
-    zadd[2 * j - 1] = format('%.0f', tonumber(nets[j] or '0') - user_sum[user_s])
+    zadd[2 * j - 1] = format('%d', tonumber(nets[j] or '0') - user_sum[user_s])
     zadd[2 * j] = user_s
 end
 call('ZADD', KEYS[7], unpack(zadd))
 for user_s, sum in pairs(user_sum) do
     balw[#balw + 1] = user_s
-    balw[#balw + 1] = format('%.0f', bal[user_s])
+    balw[#balw + 1] = format('%d', bal[user_s])
     local k = 15 + nb + users[user_s]
     -- The list holds the newest UBETS_KEEP after every batch (older ones: Postgres); LTRIM
     -- only when over.
@@ -424,10 +422,10 @@ for user_s, sum in pairs(user_sum) do
 end
 call('HSET', KEYS[1], unpack(balw))
 for band_s, sum in pairs(band_sum) do
-    call('HINCRBY', KEYS[4], band_s, format('%.0f', sum))
+    call('HINCRBY', KEYS[4], band_s, format('%d', sum))
     call('HSET', KEYS[bands[band_s]], unpack(bets_by_band[band_s]))
 end
-call('HINCRBY', KEYS[4], 'total', format('%.0f', added))
+call('HINCRBY', KEYS[4], 'total', format('%d', added))
 call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'bets',
      table.concat(lines, '\n'))
 -- The records and the hot index live until the round's archival (no TTL: a round archived

@@ -60,20 +60,27 @@ if not p or KEYS[2] ~= fw .. '0' or KEYS[3] ~= fw .. (SHARDS - 1)
     return bug('KEYS do not match the key layout for this bucket/window')
 end
 
--- Per field: its position, and the distinct shards in order (their KEYS follow).
+-- Per field: its position, and the distinct shards in order (their KEYS follow). A shard is
+-- kept as its string, checked once when first seen (canonical, below 1024): its keys' names
+-- are then built without formatting a number (x % 1 ~= 0: not an integer, or NaN).
 local floor = math.floor
 local fields, hw, hm, hs, shards, slist = {}, {}, {}, {}, {}, {}
 for i = 1, n do
     local o = 3 + 4 * i
-    local f = ARGV[o]
-    local wd, mk, sh = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3])
+    local f, sh = ARGV[o], ARGV[o + 3]
+    local wd, mk = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
     if not f:find('^[1-9]%d*:.') then return bug('bad field') end
-    if not wd or wd < 0 or wd >= WORD or wd ~= floor(wd) or not mk or mk < 1 or mk >= WORD
-        or mk ~= floor(mk) or not sh or sh < 0 or sh >= SHARDS or sh ~= floor(sh) then
+    if not wd or wd < 0 or wd >= WORD or wd % 1 ~= 0 or not mk or mk < 1 or mk >= WORD
+        or mk % 1 ~= 0 then
         return bug('bad filter position')
     end
+    if not shards[sh] then
+        if not (sh == '0' or sh:find('^[1-9]%d?%d?%d?$')) or tonumber(sh) >= SHARDS then
+            return bug('bad filter position')
+        end
+        slist[#slist + 1] = sh; shards[sh] = #slist
+    end
     fields[i], hw[i], hm[i], hs[i] = f, wd, bit.tobit(mk), sh
-    if not shards[sh] then slist[#slist + 1] = sh; shards[sh] = #slist end
 end
 local per = two and 2 or 1
 if #KEYS ~= fixed + per * #slist then return bug('want 3 or 5 + shards KEYS') end
@@ -113,9 +120,20 @@ if #del == 0 then return 0 end
 
 -- Per shard and window, one BITFIELD_RO of the words its keys use and one BITFIELD SET u32 of
 -- each with the keys' bits added: measured cheaper than one BITFIELD of 5 single-bit SETs per
--- key (bench/README.md), whose 20 arguments Redis parses and propagates to the AOF.
-local bor, WORDS = bit.bor, {}
+-- key (bench/README.md), whose 20 arguments Redis parses and propagates to the AOF. Offsets
+-- and words go as strings formatted with '%d' (exact below 2^53): Redis formats a number
+-- argument with snprintf "%.17g", several times the cost. A step of 256 keys over 1,024
+-- shards puts one key in most shards: that case makes no tables.
+local bor, format, WORDS = bit.bor, string.format, {}
 local function set(key, size, list)
+    if #list == 1 then
+        local i = list[1]
+        local off = format('%d', hw[i] % size * 32)
+        local v = bor(call('BITFIELD_RO', key, 'GET', 'u32', off)[1], hm[i])
+        if v < 0 then v = v + WORD end
+        call('BITFIELD', key, 'SET', 'u32', off, format('%d', v))
+        return
+    end
     local get, at, nw = {}, {}, 0
     for _, i in ipairs(list) do
         local wi = hw[i] % size
@@ -123,7 +141,7 @@ local function set(key, size, list)
             nw = nw + 1
             at[wi] = nw
             WORDS[nw] = 0
-            get[3 * nw - 2], get[3 * nw - 1], get[3 * nw] = 'GET', 'u32', wi * 32
+            get[3 * nw - 2], get[3 * nw - 1], get[3 * nw] = 'GET', 'u32', format('%d', wi * 32)
         end
         WORDS[at[wi]] = bor(WORDS[at[wi]], hm[i])
     end
@@ -131,7 +149,8 @@ local function set(key, size, list)
     for wi, j in pairs(at) do
         local v = bor(old[j], WORDS[j])
         if v < 0 then v = v + WORD end
-        ops[#ops + 1], ops[#ops + 2], ops[#ops + 3], ops[#ops + 4] = 'SET', 'u32', wi * 32, v
+        ops[#ops + 1], ops[#ops + 2], ops[#ops + 3], ops[#ops + 4] = 'SET', 'u32',
+            format('%d', wi * 32), format('%d', v)
     end
     call('BITFIELD', key, unpack(ops))
 end
