@@ -82,6 +82,8 @@ struct lg_errs {
     uint64_t count[LG_MAX_ERR_KINDS];
 };
 
+#define LG_BOUNDS_MAX 256
+
 struct lg_res {
     struct lg_hist lat;          /* request latency or tick lag, µs */
     struct lg_errs errs;         /* "status code" → count, measured window only */
@@ -95,6 +97,14 @@ struct lg_res {
     struct lg_hist round_lag;  /* viewers: `round` message receipt - its boundary T, µs */
     uint64_t round_boundaries; /* viewers: distinct boundaries T announced in the window */
     int64_t round_last_t;      /* viewers: the newest of them (ms) */
+    /* viewers: per boundary T (the first LG_BOUNDS_MAX in the window), its receipts' count and
+     * their latest lag, so the report can tell which boundaries make the p99 and line them up
+     * with the server's stages for the same T. */
+    struct lg_bound {
+        int64_t t_ms;
+        uint64_t n, max_us;
+    } bounds[LG_BOUNDS_MAX];
+    int nbounds;
     uint64_t sec_ok, sec_err, sec_msgs;
     struct rusage ru0, ru1;
     uint64_t t_measure0, t_measure1;

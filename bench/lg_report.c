@@ -168,6 +168,11 @@ void lg_report(void)
                       ",\"round_lag_p999_us\":%" PRIu64 ",\"round_lag_max_us\":%" PRIu64 ",",
                       lg_res.round_boundaries, rl->n, lg_hist_pct(rl, 50), lg_hist_pct(rl, 99),
                       lg_hist_pct(rl, 99.9), rl->max);
+        tp_buf_printf(&j, "\"round_bounds\":[");
+        for (int i = 0; i < lg_res.nbounds; i++)
+            tp_buf_printf(&j, "%s[%" PRId64 ",%" PRIu64 ",%" PRIu64 "]", i ? "," : "",
+                          lg_res.bounds[i].t_ms, lg_res.bounds[i].n, lg_res.bounds[i].max_us);
+        tp_buf_printf(&j, "],");
         fprintf(stderr,
                 "\nviewers: %d sockets open (%" PRIu64 " failed, %" PRIu64 " closed) over %.1fs\n"
                 "  messages: tick (beat) %" PRIu64 " (%.2f/s per socket, %" PRIu64

@@ -100,6 +100,25 @@ static const struct seen *viewer_decode(const char *p, size_t n, uint64_t now, s
     return e;
 }
 
+/* One receipt of the `round` message of boundary `t_ms`, `lag_us` after T. A boundary's two
+ * messages (and late copies) may interleave with the next one's: the newest few are searched. */
+static void round_bound(int64_t t_ms, uint64_t lag_us)
+{
+    struct lg_bound *b = NULL;
+    for (int i = lg_res.nbounds - 1; i >= 0 && i >= lg_res.nbounds - 4; i--)
+        if (lg_res.bounds[i].t_ms == t_ms)
+            b = &lg_res.bounds[i];
+    if (b == NULL) {
+        if (lg_res.nbounds == LG_BOUNDS_MAX)
+            return;
+        b = &lg_res.bounds[lg_res.nbounds++];
+        *b = (struct lg_bound){.t_ms = t_ms};
+    }
+    b->n++;
+    if (lag_us > b->max_us)
+        b->max_us = lag_us;
+}
+
 void lg_viewer_message(const char *p, size_t n)
 {
     uint64_t now = lg_mono_ns();
@@ -127,11 +146,13 @@ void lg_viewer_message(const char *p, size_t n)
     if (e->kind == 2 && e->ts > 0) {
         /* Every receipt counts (what each client sees); a boundary counts once, at its first. */
         int64_t lag = (int64_t)lg_wall_us() - e->ts * 1000;
-        lg_hist_record(&lg_res.round_lag, lag > 0 ? (uint64_t)lag : 0);
+        uint64_t l = lag > 0 ? (uint64_t)lag : 0;
+        lg_hist_record(&lg_res.round_lag, l);
         if (e->ts > lg_res.round_last_t) {
             lg_res.round_last_t = e->ts;
             lg_res.round_boundaries++;
         }
+        round_bound(e->ts, l);
     }
     if (e->kind <= 1)
         lg_hist_record(e->kind == 0 ? &lg_res.spread_tick : &lg_res.spread_odds,
