@@ -594,11 +594,33 @@ static void on_last_tick(int err, const struct tp_store_reply *r, void *ud)
     }
 }
 
+/* While the step after a boundary is held (tp_leader_step_held), its timer looks this often
+ * whether the worker's writes are done. */
+#define HOLD_POLL_S 0.001
+
+bool tp_leader_step_held(struct tp_leader *l)
+{
+    if (l->hold_until_ms == 0)
+        return false;
+    int64_t now = tp_now_ms();
+    if (now >= l->hold_until_ms || (now >= l->hold_from_ms && !tp_worker_output_pending(l->w))) {
+        l->hold_from_ms = l->hold_until_ms = 0;
+        return false;
+    }
+    double in = now < l->hold_from_ms ? (double)(l->hold_from_ms - now) / 1000.0 : HOLD_POLL_S;
+    ev_timer_stop(l->loop, &l->step_t);
+    ev_timer_set(&l->step_t, in, STEP_PERIOD);
+    ev_timer_start(l->loop, &l->step_t);
+    return true;
+}
+
 static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop, (void)revents;
     struct tp_leader *l = t->data;
     if (!l->leader || !tp_store_is_connected(l->store))
+        return;
+    if (!l->step_busy && tp_leader_step_held(l))
         return;
     tp_leader_index_scan(l); /* beside the steps, once per lease */
     if (l->step_busy)
@@ -633,6 +655,7 @@ void tp_leader_lose(struct tp_leader *l, const char *why)
         return;
     l->leader = false;
     l->step_owed = false;
+    l->hold_from_ms = l->hold_until_ms = 0;
     ev_timer_stop(l->loop, &l->step_t);
     ev_periodic_stop(l->loop, &l->tick_p);
     ev_periodic_stop(l->loop, &l->boundary_p);

@@ -147,6 +147,27 @@ static long long after_t_us(const struct tp_leader *l, int64_t ns)
     return ns != 0 ? (long long)((ns - l->bnd.due_ms * 1000000) / 1000) : 0;
 }
 
+/*
+ * The pair's `round` messages are on their way to every worker, each writing them to its
+ * sockets. What the leader does next (the closed round's settlement: pages in Redis, payouts to
+ * Postgres, and its own `round` message to every socket; a resync) would take the CPU, the
+ * leader worker's loop and Redis from those writes, on a host short of cores: bench/run
+ * boundaries saw the leader's worker write them 30 ms after T while the settlement ran beside
+ * them. So the next step waits until this worker has written them (a sample of how far the
+ * others are), at least TP_LEADER_HOLD_MIN_MS after T and at most TP_LEADER_HOLD_MAX_MS.
+ * Nothing owed then is due within that: the next boundary is at least a phase (1 s) away, and
+ * no hold is taken when it is not (a leader catching up on missed boundaries).
+ */
+static void hold_next_step(struct tp_leader *l)
+{
+    int64_t next = l->bnd.open.t.locks_at;
+    if (next - l->bnd.due_ms <= TP_LEADER_HOLD_MAX_MS + TP_LEADER_BOUNDARY_LEAD_MS ||
+        tp_now_ms() >= l->bnd.due_ms + TP_LEADER_HOLD_MAX_MS)
+        return;
+    l->hold_from_ms = l->bnd.due_ms + TP_LEADER_HOLD_MIN_MS;
+    l->hold_until_ms = l->bnd.due_ms + TP_LEADER_HOLD_MAX_MS;
+}
+
 static void bnd_done(struct tp_leader *l)
 {
     int64_t now_ns = tp_now_ns();
@@ -169,6 +190,7 @@ static void bnd_done(struct tp_leader *l)
                               now_ns - l->bnd.due_ms * 1000000);
     if (pair_announced(l)) {
         announce_end(l, true); /* a no-op when the opens were sent: it went with them */
+        hold_next_step(l);
     } else {
         if (l->bnd.has_lock)
             tp_leader_publish_round(l, l->bnd.lock.id);

@@ -66,6 +66,9 @@ struct tp_leader {
     bool step_owed; /* the boundary timer fired during a step: the next one starts at its end */
     bool acted;     /* this step started an action (not NONE) */
     int burst;      /* steps started at once after an action, since the planner last owed nothing */
+    /* After a boundary the next step waits until this worker has written its `round` messages,
+     * from hold_from_ms to hold_until_ms at most (0: no hold; leader_boundary.c) */
+    int64_t hold_from_ms, hold_until_ms;
     struct tp_settle_pager pager; /* settlement page sizes, from the pages' Redis time */
     /* The settlement's figures for its `round settled` line, over every step it took (it yields
      * its step every slice); they start again when another round settles. */
@@ -193,6 +196,15 @@ bool tp_leader_boundary_due(struct tp_leader *l);
  * prices and the new round's seed are read and computed before T, so only the writes (whose
  * scripts refuse anything before T by Redis TIME) and the announcement are left after it. */
 #define TP_LEADER_BOUNDARY_LEAD_MS 60
+
+/* After a boundary announced as a pair, the next step (the closed round's settlement, a resync)
+ * waits until the leader's worker has written the `round` messages to its sockets, at least
+ * TP_LEADER_HOLD_MIN_MS and at most TP_LEADER_HOLD_MAX_MS after T (tp_leader_step_held). */
+#define TP_LEADER_HOLD_MIN_MS 10
+#define TP_LEADER_HOLD_MAX_MS 40
+
+/** True (and the step timer re-armed) while the step after a boundary is held; see above. */
+bool tp_leader_step_held(struct tp_leader *l);
 
 /** Tells the observer, if any, that round `id` changed. */
 void tp_leader_publish_round(struct tp_leader *l, int64_t id);
