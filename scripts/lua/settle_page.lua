@@ -61,13 +61,20 @@ local band, pot, w, refund = tonumber(p[1]), tonumber(p[2]), tonumber(p[3]), p[4
 local nbands, pos, cur = tonumber(p[5]), tonumber(p[6]), p[7]
 if #KEYS ~= 6 + nbands then return bug('want 6 + nbands KEYS') end
 
--- Up to 8000 values fit Lua's stack at once: long argument lists go in slices.
+-- Up to 8000 values fit Lua's stack at once: long argument lists go in slices. A read's
+-- replies are returned as one list (the reply itself when there is one slice, the case of
+-- pages up to 4,000 bets). Lists are filled by index, never by t[#t + 1]: `#` searches the
+-- table each time (binary search, or doubling then halving through the hash part of a table
+-- that outgrew its array), several times per bet and per player here before.
 local SLICE = 4000
-local function sliced(cmd, key, list, out)
-    for i = 1, #list, SLICE do
-        local r = call(cmd, key, unpack(list, i, math.min(i + SLICE - 1, #list)))
-        if out then
-            for j = 1, #r do out[#out + 1] = r[j] end
+local function sliced(cmd, key, list, n)
+    if n <= SLICE then return call(cmd, key, unpack(list, 1, n)) end
+    local out, k = {}, 0
+    for i = 1, n, SLICE do
+        local r = call(cmd, key, unpack(list, i, math.min(i + SLICE - 1, n)))
+        if type(r) == 'table' then
+            for j = 1, #r do out[k + j] = r[j] end
+            k = k + #r
         end
     end
     return out
@@ -114,11 +121,17 @@ end
 -- leaves the cursor where that chunk began, and the next page reads the chunk again and skips
 -- the bets this one paid.
 local CHUNK, CHECK = 128, 16
-local match, find = string.match, string.find
+local match, find, concat = string.match, string.find, table.concat
 -- What a stake is owed, as a number and as text (stakes repeat: the same few amounts are most
 -- bets).
 local owed, owed_s = {}, {}
-local ids, users, amounts, amount_s, seen, n = {}, {}, {}, {}, {}, 0
+-- A bets entry's text "<user>:<stake>" read once per page: a player's bets of one stake are one
+-- text, so most of a page's entries share a few, and each is parsed and checked once, then
+-- looked up. rec = {user, stake text, amount, amount text, bets of this page, outbox tail};
+-- the amount is worked out for a bet to credit only (a slow stake must not be worked out for a
+-- whole chunk of bets found paid before the next time check).
+local recs, used, nused = {}, {}, 0
+local ids, brecs, seen, n = {}, {}, {}, 0
 local scanned, done, full, slow = 0, false, false, false
 local scan_band = refund and pos or band
 while true do
@@ -127,20 +140,25 @@ while true do
     local res = call('HSCAN', KEYS[6 + scan_band], cur, 'COUNT', count)
     cur = res[1]
     local items = res[2]
-    local cids, cusers, cstakes, m = {}, {}, {}, 0
+    local cids, crecs, m = {}, {}, 0
     for i = 1, #items, 2 do
-        local bet_id = items[i]
-        local user, stake_s = match(items[i + 1], '^([1-9]%d*):([1-9]%d*)$')
+        local bet_id, v = items[i], items[i + 1]
         if not find(bet_id, '^[1-9]%d*$') then return bug('bad bet id ' .. bet_id) end
-        if not stake_s or #stake_s > 15 then return bug('bad bets entry ' .. bet_id) end
+        local rec = recs[v]
+        if not rec then
+            local user, stake_s = match(v, '^([1-9]%d*):([1-9]%d*)$')
+            if not stake_s or #stake_s > 15 then return bug('bad bets entry ' .. bet_id) end
+            rec = {user, stake_s, false, false, 0, false}
+            recs[v] = rec
+        end
         if not seen[bet_id] then -- HSCAN may return an entry twice
             seen[bet_id] = true
             m = m + 1
-            cids[m], cusers[m], cstakes[m] = bet_id, user, stake_s
+            cids[m], crecs[m] = bet_id, rec
         end
     end
     -- The chunk's bets paid already (a repeated page, a chunk read again) are skipped.
-    local paidv = m > 0 and sliced('HMGET', KEYS[3], cids, {}) or {}
+    local paidv = m > 0 and sliced('HMGET', KEYS[3], cids, m) or {}
     -- COUNT is a hint a hash table overshoots by a few entries (whole buckets): such a chunk
     -- is taken whole, as reading it again would cost more; a listpack's is cut at the size.
     -- The time is checked inside a chunk only where a chunk can take long: a listpack's, or
@@ -155,16 +173,23 @@ while true do
                 full, looked = true, j - 1
                 break
             end
-            local stake_s = cstakes[j]
-            local amount = owed[stake_s]
-            if not amount then
-                local stake = tonumber(stake_s) -- < 10^15: exact
-                amount = refund and stake or (stake * q0 + mulfloordiv(stake, r0, w))
-                owed[stake_s], owed_s[stake_s] = amount, dec(amount)
-                slow = slow or (not refund and stake * r0 >= EXACT)
+            local rec = crecs[j]
+            if rec[5] == 0 then -- its first bet in this page
+                local stake_s = rec[2]
+                local amount = owed[stake_s]
+                if not amount then
+                    local stake = tonumber(stake_s) -- < 10^15: exact
+                    amount = refund and stake or (stake * q0 + mulfloordiv(stake, r0, w))
+                    owed[stake_s], owed_s[stake_s] = amount, dec(amount)
+                    slow = slow or (not refund and stake * r0 >= EXACT)
+                end
+                rec[3], rec[4] = amount, owed_s[stake_s]
+                nused = nused + 1
+                used[nused] = rec
             end
+            rec[5] = rec[5] + 1
             n = n + 1
-            ids[n], users[n], amounts[n], amount_s[n] = cids[j], cusers[j], amount, owed_s[stake_s]
+            ids[n], brecs[n] = cids[j], rec
         end
     end
     scanned = scanned + looked
@@ -182,59 +207,68 @@ while true do
     if done or n >= max_bets or elapsed_us() >= budget then break end
 end
 
--- Credits: the page's bets, summed per player.
-local credits, sums, order = {}, {}, {}
+-- Credits: the page's bets, summed per player (a text's bets at once: its amount times their
+-- number, which is exact where adding them one by one is).
+local sums, order, np = {}, {}, 0
+for k = 1, nused do
+    local rec = used[k]
+    local user = rec[1]
+    local sum = sums[user]
+    if not sum then
+        np = np + 1
+        order[np] = user
+        sum = 0
+    end
+    sums[user] = sum + rec[3] * rec[5]
+end
 if n > 0 then
     local paidw = {}
     for i = 1, n do
-        local user, amount = users[i], amounts[i]
-        credits[#credits + 1] = i
-        paidw[#paidw + 1] = ids[i]
-        paidw[#paidw + 1] = amount_s[i]
-        if not sums[user] then
-            sums[user] = 0
-            order[#order + 1] = user
-        end
-        sums[user] = sums[user] + amount
+        paidw[2 * i - 1], paidw[2 * i] = ids[i], brecs[i][4]
     end
-    sliced('HSET', KEYS[3], paidw)
+    sliced('HSET', KEYS[3], paidw, 2 * n)
 end
 
 -- Players: balance, round total and net winnings, each key read once and written once.
 local total = 0
 local balance = {}
-if #order > 0 then
-    local balv = sliced('HMGET', KEYS[2], order, {})
-    local payv = sliced('HMGET', KEYS[4], order, {})
-    local netv = sliced('ZMSCORE', KEYS[6 + nbands], order, {})
-    local balw, payw, netw = {}, {}, {}
-    for j, user in ipairs(order) do
+if np > 0 then
+    local balv = sliced('HMGET', KEYS[2], order, np)
+    local payv = sliced('HMGET', KEYS[4], order, np)
+    local netv = sliced('ZMSCORE', KEYS[6 + nbands], order, np)
+    local balw, payw, netw, nb = {}, {}, {}, 0
+    for j = 1, np do
+        local user = order[j]
         local sum = sums[user]
         total = total + sum
         local b = uint(balv[j] or '0')
         if b and b + sum < EXACT then
-            balance[user] = dec(b + sum)
-            balw[#balw + 1] = user
-            balw[#balw + 1] = balance[user]
+            local bs = dec(b + sum)
+            balance[user] = bs
+            balw[nb + 1], balw[nb + 2] = user, bs
+            nb = nb + 2
         else -- beyond a double's exact range: Redis adds in 64 bits
             call('HINCRBY', KEYS[2], user, dec(sum))
             balance[user] = call('HGET', KEYS[2], user)
         end
-        payw[#payw + 1] = user
-        payw[#payw + 1] = dec(tonumber(payv[j] or '0') + sum)
-        netw[#netw + 1] = dec(tonumber(netv[j] or '0') + sum)
-        netw[#netw + 1] = user
+        payw[2 * j - 1], payw[2 * j] = user, dec(tonumber(payv[j] or '0') + sum)
+        netw[2 * j - 1], netw[2 * j] = dec(tonumber(netv[j] or '0') + sum), user
     end
-    if #balw > 0 then sliced('HSET', KEYS[2], balw) end
-    sliced('HSET', KEYS[4], payw)
-    sliced('ZADD', KEYS[6 + nbands], netw)
-    local lines = {}
-    for k, i in ipairs(credits) do
-        lines[k] = ids[i] .. ',' .. users[i] .. ',' .. amount_s[i] .. ',' ..
-            balance[users[i]]
+    if nb > 0 then sliced('HSET', KEYS[2], balw, nb) end
+    sliced('HSET', KEYS[4], payw, 2 * np)
+    sliced('ZADD', KEYS[6 + nbands], netw, 2 * np)
+    -- Each bet's line is its id and its text's tail ",<user>,<amount>,<balance>", built once
+    -- per text: the outbox entry is one concat of 3 pieces per bet (id, tail, '\n').
+    for k = 1, nused do
+        local rec = used[k]
+        rec[6] = ',' .. rec[1] .. ',' .. rec[4] .. ',' .. balance[rec[1]]
+    end
+    local pieces = {}
+    for i = 1, n do
+        pieces[3 * i - 2], pieces[3 * i - 1], pieces[3 * i] = ids[i], brecs[i][6], '\n'
     end
     call('XADD', KEYS[5], '*', 'type', 'credits', 'kind', refund and 'refund' or 'payout',
-         'round_id', ARGV[1], 'ts', ARGV[3], 'credits', table.concat(lines, '\n'))
+         'round_id', ARGV[1], 'ts', ARGV[3], 'credits', concat(pieces, '', 1, 3 * n - 1))
 end
 
 if done then
@@ -243,4 +277,4 @@ else
     call('HSET', KEYS[1], 'pos', format('%d', scan_band), 'cur', cur, 'done', '0')
 end
 if total > 0 then call('HINCRBY', KEYS[1], 'paid', dec(total)) end
-return {'ok', done and 1 or 0, #credits, scanned, elapsed_us()}
+return {'ok', done and 1 or 0, n, scanned, elapsed_us()}
