@@ -100,6 +100,8 @@ void tp_codec_mp_str(struct tp_buf *out, const char *s, size_t n);
 void tp_codec_mp_bin(struct tp_buf *out, const void *p, size_t n);
 /** A signed integer in its smallest encoding. */
 void tp_codec_mp_int(struct tp_buf *out, int64_t v);
+/** The same item through msgpack-c's packer (test_codec compares the two). */
+void tp_codec_mp_int_packer(struct tp_buf *out, int64_t v);
 /** An unsigned integer in its smallest encoding. */
 void tp_codec_mp_uint(struct tp_buf *out, uint64_t v);
 /** A float64. */

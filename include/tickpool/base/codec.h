@@ -95,6 +95,12 @@ void tp_wr_raw(struct tp_wr *w, const void *encoded, size_t n);
 /** True once the one top-level value is complete (every container closed). */
 bool tp_wr_done(const struct tp_wr *w);
 
+/** Longest MessagePack encoding of an integer (int 64: tag and 8 bytes). */
+#define TP_CODEC_MSGPACK_INT_MAX 9
+/** Writes the MessagePack encoding of `v` that tp_wr_int writes (the smallest) to
+ * out[TP_CODEC_MSGPACK_INT_MAX]; returns its length. For encoders of fixed-shape messages. */
+size_t tp_codec_msgpack_int(void *out, int64_t v);
+
 /* --- Reader --- */
 
 enum tp_val_type {

@@ -23,6 +23,8 @@
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 
+#include "../../../src/base/codec_internal.h"
+
 /* --- helpers --- */
 
 /* Writes one value with `fn` in JSON and checks the exact text. */
@@ -866,16 +868,78 @@ static void test_guard_pages(void **state)
     guard_prefixes(TP_FMT_MSGPACK, mp, sizeof mp - 1, TP_EINVAL);
 }
 
+/* The hand-written integer encoding is msgpack-c's packer's, byte for byte: at every width's
+ * boundaries, around every power of two, and for random values of every length; and a short
+ * str has its fixstr header. */
+static void test_msgpack_int_matches_packer(void **state)
+{
+    (void)state;
+    int64_t vals[4096];
+    size_t n = 0;
+    for (int b = 0; b < 63; b++) {
+        int64_t p = (int64_t)1 << b;
+        int64_t around[] = {p - 1, p, p + 1, -p - 1, -p, -p + 1};
+        for (size_t i = 0; i < TP_ARRAY_LEN(around); i++)
+            vals[n++] = around[i];
+    }
+    vals[n++] = INT64_MAX;
+    vals[n++] = INT64_MIN;
+    vals[n++] = INT64_MIN + 1;
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    while (n < TP_ARRAY_LEN(vals)) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        vals[n] = (int64_t)(x >> (n % 64));
+        n++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct tp_buf want, got;
+        tp_buf_init(&want);
+        tp_buf_init(&got);
+        tp_codec_mp_int_packer(&want, vals[i]);
+        tp_codec_mp_int(&got, vals[i]);
+        uint8_t raw[TP_CODEC_MSGPACK_INT_MAX];
+        size_t len = tp_codec_msgpack_int(raw, vals[i]);
+        assert_int_equal(tp_buf_size(&got), tp_buf_size(&want));
+        assert_memory_equal(tp_buf_ptr(&got), tp_buf_ptr(&want), tp_buf_size(&want));
+        assert_int_equal(len, tp_buf_size(&want));
+        assert_memory_equal(raw, tp_buf_ptr(&want), len);
+        tp_buf_deinit(&want);
+        tp_buf_deinit(&got);
+    }
+    struct tp_buf b;
+    tp_buf_init(&b);
+    tp_codec_mp_str(&b, "", 0);
+    tp_codec_mp_str(&b, "0123456789012345678901234567890", 31);
+    tp_codec_mp_str(&b, "01234567890123456789012345678901", 32);
+    const uint8_t *p = (const uint8_t *)tp_buf_ptr(&b);
+    assert_int_equal(tp_buf_size(&b), 1 + 32 + 34);
+    assert_int_equal(p[0], 0xa0);
+    assert_int_equal(p[1], 0xbf);
+    assert_int_equal(p[33], 0xd9); /* str 8 */
+    assert_int_equal(p[34], 32);
+    tp_buf_deinit(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json_object_bytes),  cmocka_unit_test(test_json_string_escaping),
-        cmocka_unit_test(test_json_doubles),       cmocka_unit_test(test_writer_misuse),
-        cmocka_unit_test(test_msgpack_bytes),      cmocka_unit_test(test_round_trip_json),
-        cmocka_unit_test(test_round_trip_msgpack), cmocka_unit_test(test_msgpack_only_types),
-        cmocka_unit_test(test_stake_classes_json), cmocka_unit_test(test_stake_classes_msgpack),
-        cmocka_unit_test(test_get_str_and_bool),   cmocka_unit_test(test_json_hostile),
-        cmocka_unit_test(test_msgpack_hostile),    cmocka_unit_test(test_guard_pages),
+        cmocka_unit_test(test_json_object_bytes),
+        cmocka_unit_test(test_json_string_escaping),
+        cmocka_unit_test(test_json_doubles),
+        cmocka_unit_test(test_writer_misuse),
+        cmocka_unit_test(test_msgpack_bytes),
+        cmocka_unit_test(test_round_trip_json),
+        cmocka_unit_test(test_round_trip_msgpack),
+        cmocka_unit_test(test_msgpack_only_types),
+        cmocka_unit_test(test_stake_classes_json),
+        cmocka_unit_test(test_stake_classes_msgpack),
+        cmocka_unit_test(test_get_str_and_bool),
+        cmocka_unit_test(test_json_hostile),
+        cmocka_unit_test(test_msgpack_hostile),
+        cmocka_unit_test(test_guard_pages),
+        cmocka_unit_test(test_msgpack_int_matches_packer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
