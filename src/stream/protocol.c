@@ -263,13 +263,42 @@ void tp_protocol_round(struct tp_buf *out, const struct tp_game_round *r,
     write_rounds(&w, open, live);
 }
 
+/* A MessagePack fixstr (n <= 31) at o; returns the bytes written. */
+static size_t put_fixstr(char *o, const char *s, size_t n)
+{
+    o[0] = (char)(0xa0 | n);
+    memcpy(o + 1, s, n);
+    return n + 1;
+}
+
+/* The bytes the generic writer gives for {t, req, then tp_bet_write_fields' five integers},
+ * written without it: the keys are constant, so only `req` and the integers vary. The writer
+ * spent 2.3k instructions a bet on this message (a checked state step, a growth check and a
+ * packer call per item; callgrind, session 8); test_protocol compares the two for many values. */
 void tp_protocol_bet_ok(struct tp_buf *out, const void *req, size_t reqlen,
                         const struct tp_bet_result *res)
 {
-    struct tp_wr w;
-    begin(&w, out, "bet_ok", 6);
-    write_req(&w, req, reqlen);
-    tp_bet_write_fields(&w, res);
+    static const char *const keys[5] = {"bet_id", "round_id", "band", "stake", "balance"};
+    static const size_t lens[5] = {6, 8, 4, 5, 7};
+    const int64_t vals[5] = {res->bet_id, res->round_id, res->band, res->stake, res->balance};
+    bool has_req = req != NULL && reqlen > 0;
+    char *o = tp_buf_reserve(out, 16 + (has_req ? reqlen : 1) + 5 * (9 + TP_CODEC_MSGPACK_INT_MAX));
+    char *start = o;
+    *o++ = (char)0x87; /* a map of 7 pairs */
+    o += put_fixstr(o, "t", 1);
+    o += put_fixstr(o, "bet_ok", 6);
+    o += put_fixstr(o, "req", 3);
+    if (has_req) {
+        memcpy(o, req, reqlen);
+        o += reqlen;
+    } else {
+        *o++ = (char)0xc0; /* nil */
+    }
+    for (int i = 0; i < 5; i++) {
+        o += put_fixstr(o, keys[i], lens[i]);
+        o += tp_codec_msgpack_int(o, vals[i]);
+    }
+    tp_buf_commit(out, (size_t)(o - start));
 }
 
 void tp_protocol_bet_err(struct tp_buf *out, const void *req, size_t reqlen, enum tp_bet_code code)

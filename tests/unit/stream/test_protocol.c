@@ -532,6 +532,50 @@ static void test_bet_ok(void **state)
     done(&x);
 }
 
+/* The hand-built bet_ok is the generic writer's message byte for byte, with and without req,
+ * for integers of every encoding width. */
+static void test_bet_ok_bytes(void **state)
+{
+    (void)state;
+    const int64_t vals[] = {
+        0,         1,  127, 128, 255,  256,  65535,  65536,  4294967295, 4294967296,
+        INT64_MAX, -1, -32, -33, -128, -129, -32768, -32769, INT32_MIN,  (int64_t)INT32_MIN - 1,
+        INT64_MIN};
+    size_t nv = TP_ARRAY_LEN(vals);
+    for (size_t i = 0; i < nv; i++) {
+        for (int r = 0; r < 3; r++) {
+            struct tp_bet_result res = {.code = TP_BET_OK,
+                                        .bet_id = vals[i],
+                                        .round_id = vals[(i + 1) % nv],
+                                        .band = (int)(vals[(i + 2) % nv] % 1000),
+                                        .stake = vals[(i + 3) % nv],
+                                        .balance = vals[(i + 4) % nv]};
+            uint8_t req[32];
+            size_t reqlen = r == 0 ? 0 : encode_req(req, sizeof(req), r == 2);
+            struct tp_buf want, got;
+            tp_buf_init(&want);
+            tp_buf_init(&got);
+            struct tp_wr w;
+            tp_wr_init(&w, &want, TP_FMT_MSGPACK);
+            tp_wr_map(&w, 7);
+            tp_wr_key(&w, "t");
+            tp_wr_str(&w, "bet_ok");
+            tp_wr_key(&w, "req");
+            if (reqlen > 0)
+                tp_wr_raw(&w, req, reqlen);
+            else
+                tp_wr_null(&w);
+            tp_bet_write_fields(&w, &res);
+            assert_true(tp_wr_done(&w));
+            tp_protocol_bet_ok(&got, reqlen > 0 ? req : NULL, reqlen, &res);
+            assert_int_equal(tp_buf_size(&got), tp_buf_size(&want));
+            assert_memory_equal(tp_buf_ptr(&got), tp_buf_ptr(&want), tp_buf_size(&want));
+            tp_buf_deinit(&want);
+            tp_buf_deinit(&got);
+        }
+    }
+}
+
 static void test_bet_err(void **state)
 {
     (void)state;
@@ -706,6 +750,7 @@ int main(void)
         cmocka_unit_test(test_round),
         cmocka_unit_test(test_round_object_json),
         cmocka_unit_test(test_bet_ok),
+        cmocka_unit_test(test_bet_ok_bytes),
         cmocka_unit_test(test_bet_err),
         cmocka_unit_test(test_payout),
         cmocka_unit_test(test_pong),
