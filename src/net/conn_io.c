@@ -166,6 +166,12 @@ void tp_conn_read(struct tp_conn *c)
                 tp_buf_commit(&c->in, (size_t)n);
                 tp_conn_process_input(c);
             }
+            /* A short read on plain TCP took all the socket had: one more recv would only
+             * answer EAGAIN (every other recv at the ceilings). The watcher is level-triggered,
+             * so bytes that arrive meanwhile (or an EOF) wake the loop again. TLS may hold
+             * decrypted bytes epoll cannot see: it reads on until WANT_READ. */
+            if ((size_t)n < READ_CHUNK && !(c->flags & TP_CONN_TLS))
+                return;
             continue;
         }
         if (n == 0) {
