@@ -25,6 +25,11 @@ void tp_log_setup(enum tp_log_level min, const char *r)
         snprintf(role, sizeof(role), "%s", r);
 }
 
+bool tp_log_enabled(enum tp_log_level level)
+{
+    return level >= min_level;
+}
+
 int tp_log_level_parse(const char *s, enum tp_log_level *out)
 {
     for (size_t i = 0; i < TP_ARRAY_LEN(level_names); i++) {

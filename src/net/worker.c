@@ -180,6 +180,11 @@ bool tp_worker_output_pending(const struct tp_worker *w)
     return tp_conn_has_dirty(&w->host) || tp_conn_fanout_pending(&w->host);
 }
 
+bool tp_worker_queued_pending(const struct tp_worker *w)
+{
+    return tp_conn_has_dirty(&w->host);
+}
+
 static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)revents;

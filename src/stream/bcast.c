@@ -55,10 +55,17 @@
 /* The same for `round` messages (a boundary sends two). */
 #define ROUNDS_MAX 4
 
+/* This thread's time on a CPU and waiting for one (ns, /proc/thread-self/schedstat), so a
+ * debug line can tell a slow fan-out from a worker the machine left without a core. */
+struct sched_ns {
+    int64_t run, wait;
+};
+
 /* A boundary's `round` message handed to the sockets, its delivery not yet observed. */
 struct round_sent {
     int64_t id, t_ms, received_ns;
     int sockets;
+    struct sched_ns at; /* at its receipt (debug only) */
 };
 
 struct bcast {
@@ -289,29 +296,55 @@ static void observe_beat(int64_t ts_ms)
     tp_metrics_observe_ns(TP_METRIC_FAMILY_BEAT_LAG, 0, tp_now_ns() - ts_ms * 1000000);
 }
 
+static struct sched_ns sched_now(void)
+{
+    struct sched_ns s = {0, 0};
+    if (!tp_log_enabled(TP_LOG_DEBUG))
+        return s;
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    if (f == NULL)
+        return s;
+    long long run = 0, wait = 0;
+    if (fscanf(f, "%lld %lld", &run, &wait) == 2)
+        s = (struct sched_ns){run, wait};
+    fclose(f);
+    return s;
+}
+
 /* A boundary's `round` message is in this worker's sockets: its delay from T, in the histogram
- * and (debug) in the log with the receipt's, so each stage can be told apart. */
+ * and (debug) in the log with the receipt's, and how long the worker ran on a CPU and waited
+ * for one in between (schedstat), so each stage can be told apart. */
 static void observe_round(const struct round_sent *r)
 {
     int64_t now = tp_now_ns(), t_ns = r->t_ms * 1000000;
     tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_DELIVERED,
                           now - t_ns);
-    tp_log_debug(MOD, "round delivered\tround=%lld received_us=%lld delivered_us=%lld sockets=%d",
+    struct sched_ns s = sched_now();
+    tp_log_debug(MOD,
+                 "round delivered\tround=%lld received_us=%lld delivered_us=%lld sockets=%d "
+                 "oncpu_us=%lld waitcpu_us=%lld",
                  (long long)r->id, (long long)((r->received_ns - t_ns) / 1000),
-                 (long long)((now - t_ns) / 1000), r->sockets);
+                 (long long)((now - t_ns) / 1000), r->sockets,
+                 (long long)((s.run - r->at.run) / 1000),
+                 (long long)((s.wait - r->at.wait) / 1000));
 }
 
+/* Rounds are observed once the writes queued at once are done (the beats handed out in slices
+ * come after them, tp_conn_run_fanout), beats once everything is written. */
 static void on_flushed(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)revents;
     struct bcast *bc = p->data;
+    if (bc->nrounds > 0 && !tp_worker_queued_pending(bc->w)) {
+        for (int i = 0; i < bc->nrounds; i++)
+            observe_round(&bc->rounds[i]);
+        bc->nrounds = 0;
+    }
     if (tp_worker_output_pending(bc->w))
         return; /* the fan-out is written in slices: the beat is not out yet */
     for (int i = 0; i < bc->nbeats; i++)
         observe_beat(bc->beat_ts[i]);
-    for (int i = 0; i < bc->nrounds; i++)
-        observe_round(&bc->rounds[i]);
-    bc->nbeats = bc->nrounds = 0;
+    bc->nbeats = 0;
     ev_prepare_stop(loop, p);
 }
 
@@ -329,7 +362,7 @@ static void beat_sent(struct bcast *bc, int64_t ts)
 /* A boundary's `round` message (T: the boundary it announces) was handed to the sockets. */
 static void round_sent(struct bcast *bc, int64_t id, int64_t t_ms, int64_t received_ns, int sockets)
 {
-    struct round_sent r = {id, t_ms, received_ns, sockets};
+    struct round_sent r = {id, t_ms, received_ns, sockets, sched_now()};
     if (bc->nrounds == ROUNDS_MAX) {
         observe_round(&r);
         return;

@@ -7,6 +7,7 @@
 #define TP_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 
 enum tp_log_level { TP_LOG_DEBUG, TP_LOG_INFO, TP_LOG_WARN, TP_LOG_ERROR };
 
@@ -14,6 +15,9 @@ enum tp_log_level { TP_LOG_DEBUG, TP_LOG_INFO, TP_LOG_WARN, TP_LOG_ERROR };
 void tp_log_setup(enum tp_log_level min, const char *role);
 /** Parses "debug", "info", "warn", "error"; returns 0 or TP_EINVAL. */
 int tp_log_level_parse(const char *s, enum tp_log_level *out);
+
+/** True when a line of `level` would be printed (to skip work done only for a debug line). */
+bool tp_log_enabled(enum tp_log_level level);
 
 /** Logs one line. `fmt` renders the message; a tab in the output starts the key=value part. */
 void tp_log(enum tp_log_level level, const char *mod, const char *fmt, ...)

@@ -65,6 +65,9 @@ struct ev_loop *tp_worker_loop(struct tp_worker *w);
  * for the next slice of the loop (a large fan-out is written in slices of about
  * TP_WORKER_SLICE_NS so bets and Redis replies are served in between). */
 bool tp_worker_output_pending(const struct tp_worker *w);
+/** True while writes queued at once (replies, `round` changes: not the beats handed out in
+ * slices) wait for the next slice. */
+bool tp_worker_queued_pending(const struct tp_worker *w);
 /** The worker's routing table (add routes from an init hook). */
 struct tp_router *tp_worker_router(struct tp_worker *w);
 /** The effective configuration (frozen). */
