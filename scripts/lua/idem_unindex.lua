@@ -5,10 +5,13 @@ idempotency key index (bet_batch.lua KEYS[11]), and the step that puts them in t
 filter: bets only read the filter, archival writes it. For each given field of the round's
 records (the caller HSCANs them) whose index entry still names this round (a key reused on
 another round after the TTL names that one now), the entry is removed and, unless the bet is
-past its TTL, the key's 5 bits are set in window w's filter (and w - 1's, see ARGV[4]), in this
-one atomic step: at no moment is a key in neither the index nor the filter (and its record, the
-replay's answer, is deleted only after the last step). Idempotent: a step repeated after a
-kill -9 finds the entries gone (their bits were set with their removal) and does nothing more.
+past its TTL, the key's 5 bits are set in window w's filter (and w - 1's, see ARGV[4]); every
+given field also leaves the round's records; all in this one atomic step: at no moment is a
+key in neither its record, the index nor the filter. A replay finds its record and hot entry
+before the step, the filter (then Postgres) after it. The records hash shrinks with each step,
+so the caller knows the bucket is done when it is gone (an HSCAN cursor alone does not tell
+once the hash moved to another node: see src/game/leader_archive.c). Idempotent: a step
+repeated after a kill -9 finds the fields gone and does nothing more.
 
 KEYS, all in bucket N (one hash slot: the index, the records and the filter share {bN}):
   KEYS[1] tp:{bN}:idemhot                 HASH "<user_id>:<key>" -> "<round_id>:<placed_ms>"
@@ -17,7 +20,9 @@ KEYS, all in bucket N (one hash slot: the index, the records and the filter shar
   KEYS[4] tp:{bN}:idemfilter:<w-1>:0      \ only when ARGV[4] = 2
   KEYS[5] tp:{bN}:idemfilter:<w-1>:1023   /
   then per distinct shard s of the fields, in order of first appearance,
-  tp:{bN}:idemfilter:<w>:<s> (and tp:{bN}:idemfilter:<w-1>:<s> when ARGV[4] = 2).
+  tp:{bN}:idemfilter:<w>:<s> (and tp:{bN}:idemfilter:<w-1>:<s> when ARGV[4] = 2),
+  and last, KEYS[#KEYS], tp:{bN}:idem:<round_id>, the round's records (HASH "<user_id>:<key>"
+  -> record): every given field leaves it.
 ARGV[1] round_id  ARGV[2] bucket N  ARGV[3] window w (the caller's clock, src/game/
   leader_archive.c: the window current at archival)
 ARGV[4] windows written: 1 (w), or 2 (w and w - 1: the first minutes of window w, when a reader
@@ -27,8 +32,8 @@ ARGV[6] n fields (0 .. 4096), then 4 per field: "<user_id>:<key>", and the key's
   position as src/store/keys.c tp_keys_idem_pos hashes it: word (0 .. 2^32-1, modulo the
   shard's words), mask (the 5 bits, nonzero, < 2^32), shard (0 .. 1023).
 Returns the number of index entries removed, or -1 when window w is not whole (the leader has
-not built it yet): then nothing is written, and archival waits for the build (a step never
-allocates a shard). Malformed arguments raise "ERR tp_idem_unindex: ...".
+not built it yet): then nothing is written (no record removed either), and archival waits for
+the build (a step never allocates a shard). Malformed arguments raise "ERR tp_idem_unindex: ...".
 ]]
 local call = redis.call
 
@@ -55,8 +60,10 @@ local p = KEYS[1]:match('^(tp:{b' .. bucket_s .. '}:)idemhot$')
 local fw = p and p .. 'idemfilter:' .. win_s .. ':'
 local fp = p and p .. 'idemfilter:' .. string.format('%.0f', tonumber(win_s) - 1) .. ':'
 local fixed = two and 5 or 3
+local RECORDS = KEYS[#KEYS]
 if not p or KEYS[2] ~= fw .. '0' or KEYS[3] ~= fw .. (SHARDS - 1)
-    or (two and (KEYS[4] ~= fp .. '0' or KEYS[5] ~= fp .. (SHARDS - 1))) then
+    or (two and (KEYS[4] ~= fp .. '0' or KEYS[5] ~= fp .. (SHARDS - 1)))
+    or RECORDS ~= p .. 'idem:' .. round_s then
     return bug('KEYS do not match the key layout for this bucket/window')
 end
 
@@ -83,7 +90,7 @@ for i = 1, n do
     fields[i], hw[i], hm[i], hs[i] = f, wd, bit.tobit(mk), sh
 end
 local per = two and 2 or 1
-if #KEYS ~= fixed + per * #slist then return bug('want 3 or 5 + shards KEYS') end
+if #KEYS ~= fixed + per * #slist + 1 then return bug('want 3 or 5 + shards + 1 KEYS') end
 for j, sh in ipairs(slist) do
     local k = fixed + per * (j - 1)
     if KEYS[k + 1] ~= fw .. sh or (two and KEYS[k + 2] ~= fp .. sh) then
@@ -99,6 +106,11 @@ local wsize = floor(call('STRLEN', KEYS[2]) / 4)
 -- Window w - 1 only if whole: not whole means no leader built it during window w - 2, and a
 -- shard is never created here (a missing one reads as empty; see scripts/lua/README.md).
 local psize = two and call('EXISTS', KEYS[5]) == 1 and floor(call('STRLEN', KEYS[4]) / 4) or 0
+
+-- The records go whatever their entries say: an entry naming another round (the key reused
+-- after the TTL) or none (removed, bits set, by an earlier version's step) leaves the record
+-- nobody's answer. Removing them is what lets the caller tell the bucket is done.
+call('HDEL', RECORDS, unpack(fields))
 
 -- The entries that still name this round; those within their TTL get their bits.
 local v = call('HMGET', KEYS[1], unpack(fields))

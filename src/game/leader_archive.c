@@ -18,12 +18,17 @@
  *   1. HSET archiving=1 on the round hash (history readers take the round's bets from Postgres
  *      from now on);
  *   2. per bucket: the round's keys leave the bucket's hot idempotency key index and enter
- *      the idempotency filter, both in one idem_unindex.lua step per UNINDEX_COUNT records
- *      (an HSCAN of the round's records here, then the script with their fields: a script
- *      declares every key it touches, and the filter shards follow from the fields), so no key
- *      is ever in neither; bets then find it through the filter and Postgres, which holds the
- *      round's bets by now. Then one UNLINK of every key tp_keys_round_bucket names, the
- *      records last;
+ *      the idempotency filter, and their records leave the round's records hash, all three in
+ *      one idem_unindex.lua step per page of an HSCAN of the records (a script declares every
+ *      key it touches, and the filter shards follow from the fields), so a key is at every
+ *      moment in its record and hot entry or in the filter; bets then find it through the
+ *      filter and Postgres, which holds the round's bets by now. The bucket is done when the
+ *      records hash is gone, not when the cursor is back at 0: the cursor is a position in one
+ *      node's hash table, and once the bucket's slot migrates (Redis Cluster) or fails over
+ *      between two steps, it goes on in another table (another seed, maybe another size) and
+ *      may pass over fields. So a cursor back at 0 with records left starts a new scan from 0,
+ *      of what is left only; each full scan on one node takes every field there. Then one
+ *      UNLINK of every key tp_keys_round_bucket names;
  *   3. UNLINK of the round hash and its seed: from here history reads Postgres;
  *   4. ZREM from tp:{g}:rounds, which is the to-do mark: a kill -9 anywhere before it leaves
  *      the id there, and the next pass finds the round (its hash marked, or already gone) and
@@ -61,11 +66,12 @@
 #define CANDIDATES 32
 #define PER_PASS 8
 #define MEMORY_EVERY_MS 10000
-/* Records one idem_unindex.lua step looks at: an HSCAN (its own command), then an HMGET, up to
- * 256 BITFIELDs of 5 bit SETs (most keys fall in distinct shards) and an HDEL, well under the
- * 2 ms a step may hold Redis. A records hash small enough to be a listpack (≤ 128 entries in
- * the embedded Redis) comes back whole whatever COUNT says; HSCAN's COUNT is a hint, so a step
- * takes at most UNINDEX_MAX fields (TP_SCRIPT_UNINDEX_MAX) and fails beyond. */
+/* Records one idem_unindex.lua step looks at: an HSCAN (its own command), then two HDELs (the
+ * records, the hot entries), an HMGET, up to 256 BITFIELDs of 5 bit SETs (most keys fall in
+ * distinct shards), well under the 2 ms a step may hold Redis. A records hash small enough to be a
+ * listpack (≤ 128 entries in the embedded Redis) comes back whole whatever COUNT says; HSCAN's
+ * COUNT is a hint, so a step takes at most UNINDEX_MAX fields (TP_SCRIPT_UNINDEX_MAX) and fails
+ * beyond. */
 #define UNINDEX_COUNT 256
 #define UNINDEX_MAX TP_SCRIPT_UNINDEX_MAX
 
@@ -101,6 +107,12 @@ struct arch {
     char cursor[24];     /* the HSCAN cursor of its records */
     char next[24];       /* the cursor after the step under way */
     bool filter_waiting; /* logged "waits for the filter", not yet followed by a success */
+    /* Test hooks (docs/operations.md §4), so a test can move a bucket's slot mid-scan:
+     * TP_TEST_ARCHIVE_COUNT, the records one step asks for (default UNINDEX_COUNT), and
+     * TP_TEST_ARCHIVE_PAUSE_MS, a pause between two steps of a bucket (default none). */
+    int count;
+    double pause_s;
+    ev_timer pause;
 };
 
 static void next_candidate(struct arch *a);
@@ -180,6 +192,8 @@ static void on_unlink_bucket(int err, const struct tp_store_reply *r, void *ud)
 static void unlink_bucket(struct arch *a);
 static void unindex_step(struct arch *a);
 
+static void records_left(struct arch *a);
+
 static void unindex_failed(struct arch *a)
 {
     tp_log_warn(MOD, "removing a round's idempotency keys failed\tround=%lld bucket=%d",
@@ -207,9 +221,17 @@ static void on_unindex(int err, const struct tp_store_reply *r, void *ud)
     a->filter_waiting = false;
     snprintf(a->cursor, sizeof(a->cursor), "%s", a->next);
     if (strcmp(a->cursor, "0") == 0)
-        unlink_bucket(a);
+        records_left(a);
+    else if (a->pause_s > 0)
+        ev_timer_start(a->loop, &a->pause);
     else
         unindex_step(a);
+}
+
+static void pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    unindex_step(t->data);
 }
 
 /* The window rule (scripts/lua/README.md "idem_unindex.lua"): a key enters the filter of the
@@ -258,7 +280,35 @@ static void unindex_step(struct arch *a)
 {
     struct tp_key k;
     if (tp_store_command(a->store, on_hscan, a, "HSCAN %s %s COUNT %d",
-                         tp_keys_idem(&k, a->bucket, a->id), a->cursor, UNINDEX_COUNT) != 0)
+                         tp_keys_idem(&k, a->bucket, a->id), a->cursor, a->count) != 0)
+        pass_end(a);
+}
+
+/* A scan's cursor is back at 0: the bucket is done if its records are gone (every step removes
+ * the fields it took), else a scan from 0 takes what the last one passed over (see the top). */
+static void on_records_left(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_INTEGER) {
+        unindex_failed(a);
+        return;
+    }
+    if (tp_reply_integer(r) == 0) {
+        unlink_bucket(a);
+        return;
+    }
+    tp_log_info(MOD,
+                "records left after a scan of a round's bucket (its slot moved or failed over "
+                "mid-scan): scanning again\tround=%lld bucket=%d",
+                (long long)a->id, a->bucket);
+    unindex_step(a);
+}
+
+static void records_left(struct arch *a)
+{
+    struct tp_key k;
+    if (tp_store_command(a->store, on_records_left, a, "EXISTS %s",
+                         tp_keys_idem(&k, a->bucket, a->id)) != 0)
         pass_end(a);
 }
 
@@ -275,7 +325,7 @@ static void clear_next_bucket(struct arch *a)
     unindex_step(a);
 }
 
-/* The bucket's keys of the round, once its index entries are gone. */
+/* The bucket's keys of the round, once its records and index entries are gone. */
 static void unlink_bucket(struct arch *a)
 {
     struct tp_key keys[TP_KEYS_ROUND_BUCKET_MAX];
@@ -579,6 +629,21 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         pass_end(a);
 }
 
+/* A test hook's value from the environment: `dflt` when unset or out of [lo, hi]. */
+static int64_t test_hook(const char *name, int64_t lo, int64_t hi, int64_t dflt)
+{
+    const char *s = getenv(name);
+    int64_t v;
+    if (s == NULL)
+        return dflt;
+    if (!tp_parse_i64(s, &v) || v < lo || v > hi) {
+        tp_log_warn(MOD, "a test hook out of range: ignored\tname=%s value=%.20s lo=%lld hi=%lld",
+                    name, s, (long long)lo, (long long)hi);
+        return dflt;
+    }
+    return v;
+}
+
 static void on_init(struct tp_worker *w, void *ud)
 {
     (void)ud;
@@ -589,6 +654,10 @@ static void on_init(struct tp_worker *w, void *ud)
     a->pgr = tp_pgr_of(w);
     a->g = &tp_worker_config(w)->game;
     a->memory_at_ms = INT64_MIN / 2;
+    a->count = (int)test_hook("TP_TEST_ARCHIVE_COUNT", 1, UNINDEX_COUNT, UNINDEX_COUNT);
+    a->pause_s = (double)test_hook("TP_TEST_ARCHIVE_PAUSE_MS", 0, 60000, 0) / 1000;
+    ev_timer_init(&a->pause, pause_cb, a->pause_s, 0);
+    a->pause.data = a;
     ev_timer_init(&a->timer, timer_cb, PERIOD_S, PERIOD_S);
     a->timer.data = a;
     ev_timer_start(a->loop, &a->timer);

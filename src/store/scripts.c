@@ -753,15 +753,16 @@ static bool unindex_field(const struct tp_script_unindex_field *f, int64_t *user
 }
 
 /* scripts/lua/idem_unindex.lua header: hot index, shard 0 and the last shard of window w (and of
- * w - 1), then the shards of the fields (w, w - 1) in order of first appearance; round, bucket,
+ * w - 1), then the shards of the fields (w, w - 1) in order of first appearance, then the
+ * round's records; round, bucket,
  * window, windows, since, n, then per field the field and its filter position (hashed here, in
  * C, as for bets). The fields were checked by tp_script_idem_unindex. */
 static void idem_unindex_args(const struct tp_script_idem_unindex_args *u, struct tp_script_call *a)
 {
     struct tp_key k;
     int n = u->n, per = u->two ? 2 : 1;
-    start_heap(a, "idem_unindex", 11 + (2 + 4) * n,
-               (size_t)(5 + 2 * n) * TP_KEYS_MAX + (size_t)(6 + 3 * n) * 24);
+    start_heap(a, "idem_unindex", 12 + (2 + 4) * n,
+               (size_t)(6 + 2 * n) * TP_KEYS_MAX + (size_t)(6 + 3 * n) * 24);
     struct tp_keys_idem_pos *pos = tp_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*pos));
     for (int i = 0; i < n; i++) {
         int64_t user;
@@ -786,6 +787,7 @@ static void idem_unindex_args(const struct tp_script_idem_unindex_args *u, struc
         for (int w = 0; w < per; w++)
             key(a, tp_keys_idem_shard(&k, u->bucket, u->window - w, s));
     }
+    key(a, tp_keys_idem(&k, u->bucket, u->id));
     arg_int(a, u->id);
     arg_int(a, u->bucket);
     arg_int(a, u->window);

@@ -494,8 +494,8 @@ def test_archival_writes_the_filter_by_the_window_rule():
         assert s.archive_index(0, 7, t + 120000) == 2
         assert s.c.hgetall(p + "idemhot") == {}
         assert all(idemfilter.is_set(s.c, p, w, 1, k) for w in (4, 5) for k in ("a", "b"))
+        assert not s.c.exists(p + "idem:7")  # the records left with their entries
         assert s.archive_index(0, 7, t + 130000) == 0  # repeated after a kill -9: nothing
-        s.c.delete(p + "idem:7")  # the records' UNLINK, after the last step
         # A worker whose clock lags (window 4: reads 4 and 3), and one at the very end of
         # window 6: "check" (Postgres answers), nothing admitted; from window 7 on (24 h after
         # the bet by any clock) the key is new.
@@ -523,7 +523,7 @@ def test_archival_writes_the_filter_by_the_window_rule():
         good = ["1:a", *idemfilter.pos(1, "a")]
         shard = good[3]
         keys = [p + "idemhot", idemfilter.shard_key(p, 8, 0), idemfilter.shard_key(p, 8, 1023),
-                idemfilter.shard_key(p, 8, shard)]
+                idemfilter.shard_key(p, 8, shard), p + "idem:8"]
         for ks, argv, text in (
                 (keys, [8, 0, 8, 1, 0, 1] + good, None),
                 (keys, [8, 1, 8, 1, 0, 1] + good, "key layout"),
@@ -538,9 +538,10 @@ def test_archival_writes_the_filter_by_the_window_rule():
                 (keys, [8, 0, 8, 1, 0, 1, good[0], 2**32, good[2], shard], "filter position"),
                 (keys, [8, 0, 8, 1, 0, 1, good[0], good[1], 0, shard], "filter position"),
                 (keys, [8, 0, 8, 1, 0, 1, good[0], good[1], good[2], 1024], "filter position"),
-                (keys[:3] + [idemfilter.shard_key(p, 7, shard)], [8, 0, 8, 1, 0, 1] + good,
-                 "bucket/window/shard"),
-                (keys[:3], [8, 0, 8, 1, 0, 1] + good, "want 3 or 5")):
+                (keys[:3] + [idemfilter.shard_key(p, 7, shard), keys[4]],
+                 [8, 0, 8, 1, 0, 1] + good, "bucket/window/shard"),
+                (keys[:4] + [p + "idem:7"], [8, 0, 8, 1, 0, 1] + good, "key layout"),
+                (keys[:3] + keys[4:], [8, 0, 8, 1, 0, 1] + good, "want 3 or 5")):
             before = (s.snapshot(), s.index())
             if text is None:
                 assert s.c.evalsha(s.unindex_sha, len(ks), *ks, *argv) == 1  # round 8 owns 1:a
@@ -593,6 +594,51 @@ def test_false_positive_is_checked_then_admitted_once():
         assert s.raw.get("tp:{b0}:idemfilter:-1") == b"\xff" * 8
 
 
+def test_archival_steps_take_the_records_so_any_scan_completes():
+    """Each idem_unindex.lua step also removes its fields from the round's records, so
+    archival is done when the records are gone, not when an HSCAN cursor comes back to 0: a
+    cursor continued in another node's hash table (a slot migrated mid-scan) passes over fields,
+    and a scan from 0 then takes what is left. Mid-archival a replay is answered from its
+    record (not yet stepped) or via the filter and Postgres ("check"), never admitted again."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10**9)
+        s.open_round(7)
+        p, n = "tp:{b0}:", 300  # a hash table, as HSCAN pages it (> 128 entries)
+        keys = ["k%d" % i for i in range(n)]
+        first = s.batch_call(0, 7, [(1, i % NBANDS, 100, k) for i, k in enumerate(keys)], 5000)
+        assert codes(first) == ["ok"] * n
+        assert s.c.object("encoding", p + "idem:7") == "hashtable"
+        w = 6000 // DAY
+        idemfilter.build(s.c, p, w, SHARD_BYTES)
+        cursor, kv = s.c.hscan(p + "idem:7", 0, count=16)
+        stepped = {f.split(":", 1)[1] for f in kv}
+        assert 0 < len(stepped) < n and int(cursor) != 0
+        assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, list(kv), w) == len(stepped)
+        assert s.c.hlen(p + "idem:7") == n - len(stepped)
+        assert s.c.hlen(p + "idemhot") == n - len(stepped)
+        def state():  # the records by content: a read may rehash them (DUMP's order changes)
+            snap = s.snapshot()
+            del snap[(p + "idem:7").encode()]
+            return snap, s.c.hgetall(p + "idem:7")
+        before = state()
+        again = s.batch_call(0, 7, [(1, i % NBANDS, 100, k) for i, k in enumerate(keys)], 6000)
+        for k, a, b in zip(keys, first, again):
+            if k in stepped:
+                assert b == ["check"], (k, b)
+            else:
+                assert b == a[:6] + [1], (k, a, b)
+        assert state() == before  # nothing admitted, nothing debited
+        # The rest of the scan in "another table": a cursor that passes over fields here. At 0
+        # the records are still there, so a scan from 0 takes them.
+        late = "%d" % (3 << 6)  # reverse-binary: well past the buckets the first page took
+        assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 7, w, count=16,
+                                        cursor=late) == n - len(stepped)
+        assert not s.c.exists(p + "idem:7") and s.c.hgetall(p + "idemhot") == {}
+        assert all(idemfilter.is_set(s.c, p, w, 1, k) for k in keys)
+        assert s.batch_call(0, 7, [(1, 0, 100, k) for k in keys], 7000) == [["check"]] * n
+
+
 def test_filter_holds_the_documented_bits():
     """The filter's layout (scripts/lua/README.md): for "<user_id>:<key>" with SHA-1 bytes h,
     shard int(h[8:12]) mod 1024, word int(h[0:4]) mod the shard's words, bits x mod 32,
@@ -628,7 +674,7 @@ def test_filter_holds_the_documented_bits():
                        for k in s.c.keys("tp:{b1}:idemfilter:0:*")}
                 assert got == {sh: bytes(want.get(sh, bytearray(16))) for sh in range(1024)}
         # A later bet and archival step OR its bits into the words already there; the keys
-        # archived before have no hot entry left, so a repeated step adds nothing for them.
+        # archived before left the records with their hot entries, so the step sees only it.
         assert codes(s.batch_call(1, 7, [(3, 0, 100, "later")], 7000, skip=1)) == ["ok"]
         assert s.archive_index(1, 7, 8000) == 1
         got = {int(k.split(":")[-1]): s.raw.get(k) for k in s.c.keys("tp:{b1}:idemfilter:0:*")}

@@ -42,8 +42,8 @@ def build(c, prefix, w, size):
 
 def unindex(c, sha, prefix, bucket, rid, fields, w, two=False, since=0):
     """One idem_unindex.lua step as src/store/scripts.c builds it: `fields` ("<user>:<key>")
-    leave the hot index and enter window w's filter (and w - 1's when `two`); returns its
-    answer (entries removed, or -1: window w not whole)."""
+    leave the hot index and round rid's records, and enter window w's filter (and w - 1's when
+    `two`); returns its answer (entries removed, or -1: window w not whole)."""
     wins = [w, w - 1] if two else [w]
     keys = [prefix + "idemhot"]
     for x in wins:
@@ -56,14 +56,17 @@ def unindex(c, sha, prefix, bucket, rid, fields, w, two=False, since=0):
         if shard not in seen:
             seen.add(shard)
             keys += [shard_key(prefix, x, shard) for x in wins]
+    keys.append(f"{prefix}idem:{rid}")
     return c.evalsha(sha, len(keys), *keys, *argv)
 
 
-def archive_index(c, sha, prefix, bucket, rid, w, count=2, two=False, since=0):
-    """What archival does in a bucket before it deletes round rid's records
-    (src/game/leader_archive.c): HSCAN the records, one idem_unindex.lua step per page; returns
-    the entries removed, or -1 when window w is not whole."""
-    cursor, removed = "0", 0
+def archive_index(c, sha, prefix, bucket, rid, w, count=2, two=False, since=0, cursor="0"):
+    """What archival does in a bucket before it deletes round rid's other keys
+    (src/game/leader_archive.c): HSCAN the records, one idem_unindex.lua step per page, until
+    the records are gone (`cursor`: where the first scan starts; one of another hash table, as
+    after a slot's migration, may pass over fields); returns the entries removed, or -1 when
+    window w is not whole."""
+    removed = 0
     while True:
         cursor, kv = c.hscan(prefix + f"idem:{rid}", cursor, count=count)
         if kv:
@@ -71,7 +74,7 @@ def archive_index(c, sha, prefix, bucket, rid, w, count=2, two=False, since=0):
             if n < 0:
                 return n
             removed += n
-        if int(cursor) == 0:
+        if int(cursor) == 0 and not c.exists(prefix + f"idem:{rid}"):
             return removed
 
 

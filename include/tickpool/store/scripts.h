@@ -369,7 +369,8 @@ struct tp_script_unindex_field {
 };
 /* idem_unindex.lua: one step of archival for round `id` in bucket `bucket`: the given fields'
  * entries leave the hot idempotency key index and their keys enter the filter of `window` (and
- * of window - 1 when `two`), those placed before `since_ms` excepted (past their TTL). */
+ * of window - 1 when `two`), those placed before `since_ms` excepted (past their TTL), and the
+ * fields leave the round's records. */
 struct tp_script_idem_unindex_args {
     int bucket;
     int64_t id;

@@ -209,21 +209,21 @@ static void test_idem_unindex(void **state)
                                             .n = 3};
     struct tp_script_call a;
     idem_unindex_args(&u, &a);
-    EXPECT(&a, "idem_unindex", 9, "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675:0",
+    EXPECT(&a, "idem_unindex", 10, "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675:0",
            "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemfilter:19674:0",
            "tp:{b3}:idemfilter:19674:1023", "tp:{b3}:idemfilter:19675:788",
            "tp:{b3}:idemfilter:19674:788", "tp:{b3}:idemfilter:19675:429",
-           "tp:{b3}:idemfilter:19674:429", "42", "3", "19675", "2", "1699913600000", "3", "7:k-1",
-           "325696117", "1350836224", "788", "7:k-2", "3641447563", "1053057", "429", "7:k-1",
-           "325696117", "1350836224", "788");
+           "tp:{b3}:idemfilter:19674:429", "tp:{b3}:idem:42", "42", "3", "19675", "2",
+           "1699913600000", "3", "7:k-1", "325696117", "1350836224", "788", "7:k-2", "3641447563",
+           "1053057", "429", "7:k-1", "325696117", "1350836224", "788");
     check_header(&a, 5);
     tp_script_call_release(&a);
     u.two = false;
     u.n = 1;
     idem_unindex_args(&u, &a);
-    EXPECT(&a, "idem_unindex", 4, "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675:0",
-           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemfilter:19675:788", "42", "3", "19675", "1",
-           "1699913600000", "1", "7:k-1", "325696117", "1350836224", "788");
+    EXPECT(&a, "idem_unindex", 5, "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675:0",
+           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idem:42", "42",
+           "3", "19675", "1", "1699913600000", "1", "7:k-1", "325696117", "1350836224", "788");
     tp_script_call_release(&a);
     /* refused before anything is built or sent: fields that are not "<user_id>:<key>" */
     const char *bad[] = {"7", "7:", ":k", "x:k", "0:k", "-1:k"};
