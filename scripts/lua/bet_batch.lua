@@ -377,10 +377,10 @@ for k = 1, nacc do
     local key = ARGV[6 + 8 * i]
     out[i] = {'ok', id, round, bandv[band_s], stakev[stake_s], a[5], 0}
     a[7] = out[i]
-    idemw[#idemw + 1] = fields[i]
+    idemw[2 * k - 1] = fields[i]
     idxw[2 * k - 1] = fields[i]
     idxw[2 * k] = placed
-    idemw[#idemw + 1] = '1|' .. a[6] .. '|' .. id_s .. '|' .. round_s .. '|' .. band_s .. '|'
+    idemw[2 * k] = '1|' .. a[6] .. '|' .. id_s .. '|' .. round_s .. '|' .. band_s .. '|'
         .. stake_s .. '|' .. bal_s
     lines[k] = id_s .. ',' .. user_s .. ',' .. band_s .. ',' .. stake_s .. ',' .. bal_s .. ','
         .. key
