@@ -173,5 +173,8 @@ size_t tp_pgw_batch_rows(const struct tp_pgw_batch *b);
 size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out);
 /** A canonical non-negative decimal below 10^18 (what the Lua scripts write). */
 bool tp_pgw_is_uint(const char *s);
+/** Appends the JSON writer's bytes for the row {k0: v0, …} (n pairs in kv, NULL values as
+ * null): what pgw_batch.c's own row writer must give, for test_pgw. */
+void tp_pgw_row_generic(struct tp_buf *out, size_t n, const char *const *kv);
 
 #endif

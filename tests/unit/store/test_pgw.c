@@ -234,6 +234,53 @@ static void test_bets_event(void **state)
     tp_pgw_batch_deinit(&b);
 }
 
+/* pgw_batch.c writes rows without the JSON writer: the bytes are the writer's, for keys that
+ * need escaping (quotes, backslashes), password hashes with control bytes, UTF-8 and invalid
+ * bytes, and null values. */
+static void test_rows_are_the_writers_bytes(void **state)
+{
+    (void)state;
+    static const char *keys[] = {"k-1", "a\"b", "c\\d", "e,f", "~!#$%&'()*+/;<=>?@[]^_`{|}"};
+    static const char *hashes[] = {"$argon2id$\"\\\n", "tab\there\x01\x1f\x7f",
+                                   "caf\xc3\xa9 \xe2\x82\xac", "bad \xff\xc3 utf8", ""};
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    struct tp_buf bets, users;
+    tp_buf_init(&bets);
+    tp_buf_init(&users);
+    tp_buf_puts(&bets, "[");
+    tp_buf_puts(&users, "[");
+    for (size_t i = 0; i < TP_ARRAY_LEN(keys); i++) {
+        char line[160];
+        snprintf(line, sizeof(line), "%zu,7,2,250,99750,%s", i + 1, keys[i]);
+        assert_int_equal(
+            add(&b, 1, "type", "bets", "round_id", "5", "ts", "2000", "bets", line, NULL), 0);
+        char id[8];
+        snprintf(id, sizeof(id), "%zu", i + 1);
+        const char *kv[] = {"id",        id,     "user_id", "7",    "round_id",        "5",
+                            "band",      "2",    "stake",   "250",  "idempotency_key", keys[i],
+                            "placed_at", "2000", "balance", "99750"};
+        if (i > 0)
+            tp_buf_puts(&bets, ",");
+        tp_pgw_row_generic(&bets, 8, kv);
+        assert_int_equal(add(&b, -1, "type", "password", "user_id", "7", "pw_hash", hashes[i], "ts",
+                             "1000", NULL),
+                         0);
+        const char *ukv[] = {"id",      "7",  "username", NULL,      "password_hash",
+                             hashes[i], "ts", NULL,       "changed", "1000"};
+        if (i > 0)
+            tp_buf_puts(&users, ",");
+        tp_pgw_row_generic(&users, 5, ukv);
+    }
+    assert_int_equal(tp_buf_size(b.json[TP_PGW_BETS]), tp_buf_size(&bets));
+    assert_memory_equal(tp_buf_ptr(b.json[TP_PGW_BETS]), tp_buf_ptr(&bets), tp_buf_size(&bets));
+    assert_int_equal(tp_buf_size(b.json[TP_PGW_USERS]), tp_buf_size(&users));
+    assert_memory_equal(tp_buf_ptr(b.json[TP_PGW_USERS]), tp_buf_ptr(&users), tp_buf_size(&users));
+    tp_buf_deinit(&bets);
+    tp_buf_deinit(&users);
+    tp_pgw_batch_deinit(&b);
+}
+
 /* The rows of table t in both batches are the same bytes. */
 static void same_rows(struct tp_pgw_batch *a, struct tp_pgw_batch *b, enum tp_pgw_table t)
 {
@@ -790,6 +837,7 @@ int main(void)
         cmocka_unit_test(test_admin_events),
         cmocka_unit_test(test_money_events),
         cmocka_unit_test(test_bets_event),
+        cmocka_unit_test(test_rows_are_the_writers_bytes),
         cmocka_unit_test(test_credits_event),
         cmocka_unit_test(test_round_and_user_events),
         cmocka_unit_test(test_round_history_fields),
