@@ -183,6 +183,22 @@ static void test_bet_batch(void **state)
     bets[1].user_id = 4; /* bucket 0 */
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
     bets[1].user_id = 3;
+    /* the request hash: bet_batch.lua checks only its length and separator */
+    char bad[sizeof(HASH)];
+    memcpy(bad, HASH, sizeof(HASH));
+    bets[1].req_hash = bad;
+    bad[63] = 'A';
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    bad[63] = 'x';
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    bad[0] = '|';
+    bad[63] = 'a';
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    bets[1].req_hash = "abc";
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    bets[1].req_hash = NULL;
+    assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    bets[1].req_hash = HASH;
     b.n = 0;
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
     b.n = TP_SCRIPT_BATCH_MAX + 1;
