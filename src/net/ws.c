@@ -449,7 +449,7 @@ static void refuse(struct tp_ws *ws, uint16_t code, const char *reason)
 static void on_data_header(struct tp_ws *ws, size_t len)
 {
     if (ws->msg_since == 0)
-        ws->msg_since = tp_mono_ms();
+        ws->msg_since = ws->last_seen; /* this feed's clock: one read per feed, not per message */
     size_t budget = ws->limits.partial_budget;
     if (budget > 0 && g_partial + len > budget) {
         refuse(ws, TP_WS_CLOSE_POLICY, PARTIAL_REASON);
