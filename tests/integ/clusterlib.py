@@ -1,6 +1,7 @@
-"""Shared by the Redis Cluster tests (test_cluster_failover.py, test_cluster_reshard.py): the
-server's environment, which master holds what, a steady HTTP bet load that retries 503s with
-the same idempotency key, and the after-checks (every acked bet in Redis and Postgres once)."""
+"""Shared by the Redis Cluster tests (test_cluster_failover.py, test_cluster_reshard.py,
+test_cluster_archive.py): the server's environment, which master holds what, a slot moved by
+hand, a steady HTTP bet load that retries 503s with the same idempotency key, and the
+after-checks (every acked bet in Redis and Postgres once)."""
 
 import collections
 import subprocess
@@ -35,6 +36,30 @@ def slot_owner(rc, key):
             if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
                 return int(f[1].split("@")[0].rsplit(":", 1)[1])
     return None
+
+
+def node_id(rc, port):
+    return rc.cli(port, "CLUSTER", "MYID")
+
+
+def node_cmd(port, *args):
+    """One command to one node (no redirect followed); output stripped."""
+    return subprocess.run(["redis-cli", "-p", str(port), *map(str, args)], capture_output=True,
+                          text=True, timeout=30).stdout.strip()
+
+
+def migrate_slot(rc, slot, src, dst):
+    """Moves a slot by hand as redis-cli --cluster reshard does: IMPORTING / MIGRATING, every
+    key in one MIGRATE, then the slot's owner on every master."""
+    src_id, dst_id = node_id(rc, src), node_id(rc, dst)
+    assert node_cmd(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id) == "OK"
+    assert node_cmd(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id) == "OK"
+    keys = node_cmd(src, "CLUSTER", "GETKEYSINSLOT", slot, 100000).split()
+    if keys:
+        r = node_cmd(src, "MIGRATE", "127.0.0.1", dst, "", 0, 20000, "KEYS", *keys)
+        assert r == "OK", r
+    for p in [dst, src] + [p for p in rc.master_ports() if p not in (src, dst)]:
+        assert node_cmd(p, "CLUSTER", "SETSLOT", slot, "NODE", dst_id) == "OK"
 
 
 def scan(port, pattern):
