@@ -491,7 +491,11 @@ def test_bet_caller_bugs_raise_errors():
         m.grant(3, 10000)
         m.open_round(1)
         before = m.snapshot()
-        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", req_hash="zz" * 32), "request hash")
+        # lowercase hex is the C caller's check (tests/unit/store/test_scripts.c); the script
+        # refuses a hash of another length or with the records' separator
+        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", req_hash="a" * 63 + "|"),
+                           "request hash")
+        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", req_hash="a" * 63), "request hash")
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", now="-1"), "now_ms")
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", nbands=0), "band count")
         keys = m.bet_keys(3, 1, 0, "k")
