@@ -24,15 +24,10 @@ Needs valgrind and python3-redis. About a minute per 100 calls of 74 bets.
 import argparse
 import hashlib
 import os
-import re
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
-import redis
+from callgrind_redis import CallgrindRedis
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tests", "lib"))
@@ -41,14 +36,6 @@ import idemfilter  # noqa: E402  (the filter positions src/store/keys.c computes
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NBANDS, TTL_S, USERS = 5, 86400, 200
 SHARD_BYTES = 1024  # 1024 shards, 8 Mbit, a few bits set per call
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def call_args(n, players, b, now, seq):
@@ -91,59 +78,34 @@ def main():
     ap.add_argument("--keep", metavar="FILE",
                     help="copy callgrind's output there, for callgrind_annotate --inclusive=yes")
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tp-cg-") as d:
-        port = free_port()
-        out = os.path.join(d, "callgrind.out")
-        extra = [x for arg in a.redis_arg for x in arg.split("=", 1)]
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
-             f"--callgrind-out-file={out}", "redis-server", "--port", str(port), "--bind",
-             "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "yes"] + extra,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            c = redis.Redis(port=port, decode_responses=True)
-            for _ in range(600):
-                try:
-                    c.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.1)
-            with open(a.script) as f:
-                sha = c.script_load(f.read())
-            c.hset("tp:{b0}:bal", mapping={str(u): 10**12 for u in range(1, USERS + 1)})
-            c.hset("tp:{b0}:round:1:state", mapping={"state": "open", "locks_at": 10**13})
-            now = int(time.time() * 1000)
-            w = now // (TTL_S * 1000)
-            idemfilter.build(c, "tp:{b0}:", w, SHARD_BYTES)
-            pipe = c.pipeline(transaction=False)
-            for b in range(a.batches):
-                keys, argv = call_args(a.bets, a.players, b, now, b * a.bets)
-                pipe.evalsha(sha, len(keys), *keys, *argv)
-                if b % 10 == 9 or b == a.batches - 1:
-                    for res in pipe.execute():
-                        if any(x[0] != "ok" for x in res):
-                            sys.exit(f"a bet was refused: {res[:3]}")
-            if a.archive:
-                with open(a.unindex) as f:
-                    usha = c.script_load(f.read())
-                n = idemfilter.archive_index(c, usha, "tp:{b0}:", 0, 1, w, count=256)
-                if n != a.batches * a.bets:
-                    sys.exit(f"archival removed {n} hot entries, not {a.batches * a.bets}")
-            c.shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait()
-        if a.keep:
-            shutil.copyfile(out, a.keep)
-        with open(out) as f:
-            m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
-        print(f"{int(m.group(1)) / (a.batches * a.bets):.0f} instructions per bet inside EVALSHA "
-              f"({a.batches} calls of {a.bets} bets, {a.players} players per call, "
-              f"{os.path.basename(a.script)}"
-              f"{', then archival' if a.archive else ''})")
+    extra = [x for arg in a.redis_arg for x in arg.split("=", 1)]
+    with CallgrindRedis(extra, keep=a.keep) as r:
+        c = r.client
+        with open(a.script) as f:
+            sha = c.script_load(f.read())
+        c.hset("tp:{b0}:bal", mapping={str(u): 10**12 for u in range(1, USERS + 1)})
+        c.hset("tp:{b0}:round:1:state", mapping={"state": "open", "locks_at": 10**13})
+        now = int(time.time() * 1000)
+        w = now // (TTL_S * 1000)
+        idemfilter.build(c, "tp:{b0}:", w, SHARD_BYTES)
+        pipe = c.pipeline(transaction=False)
+        for b in range(a.batches):
+            keys, argv = call_args(a.bets, a.players, b, now, b * a.bets)
+            pipe.evalsha(sha, len(keys), *keys, *argv)
+            if b % 10 == 9 or b == a.batches - 1:
+                for res in pipe.execute():
+                    if any(x[0] != "ok" for x in res):
+                        sys.exit(f"a bet was refused: {res[:3]}")
+        if a.archive:
+            with open(a.unindex) as f:
+                usha = c.script_load(f.read())
+            n = idemfilter.archive_index(c, usha, "tp:{b0}:", 0, 1, w, count=256)
+            if n != a.batches * a.bets:
+                sys.exit(f"archival removed {n} hot entries, not {a.batches * a.bets}")
+    print(f"{r.instructions / (a.batches * a.bets):.0f} instructions per bet inside EVALSHA "
+          f"({a.batches} calls of {a.bets} bets, {a.players} players per call, "
+          f"{os.path.basename(a.script)}"
+          f"{', then archival' if a.archive else ''})")
 
 
 if __name__ == "__main__":

@@ -22,26 +22,13 @@ Needs valgrind and python3-redis. About a minute per 20,000 winners on a quiet m
 
 import argparse
 import os
-import re
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
-import redis
+from callgrind_redis import CallgrindRedis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NBANDS, WIN_BAND, LOSE_BAND, RID = 3, 1, 0, 7
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def keys():
@@ -66,100 +53,74 @@ def main():
     ap.add_argument("--stake", type=int, default=100)
     ap.add_argument("--keep", help="copy the callgrind output here (callgrind_annotate reads it)")
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tp-scg-") as d:
-        port = free_port()
-        out = os.path.join(d, "callgrind.out")
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
-             f"--callgrind-out-file={out}", "redis-server", "--port", str(port), "--bind",
-             "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "yes",
-             "--hash-max-listpack-entries", "128"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        credited = pages = 0
-        try:
-            c = redis.Redis(port=port, decode_responses=True)
-            for _ in range(600):
-                try:
-                    c.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.1)
-            with open(a.script) as f:
-                sha = c.script_load(f.read())
-            k = keys()
-            # The round: ids 1 .. 2 WINNERS alternating losing / winning band, each band's bets
-            # round-robin over every player, as settle-100k's fill (loadgen --bands 2 over 200
-            # players) leaves it.
-            pipe = c.pipeline(transaction=False)
-            for i in range(1, 2 * a.winners + 1):
-                band = WIN_BAND if i % 2 == 0 else LOSE_BAND
-                pipe.hset(k[5 + band], str(i), f"{user(i, a.players)}:{a.stake}")
-                if i % 2000 == 0:
-                    pipe.execute()
-            pipe.execute()
-            start = 10**9
-            c.hset(k[1], mapping={str(u): start for u in range(1, a.players + 1)})
-            w = a.winners * a.stake
-            pot = (2 * w * 97) // 100  # both sides' stakes less a 3 % rake
-            c.hset(k[0], mapping={"band": WIN_BAND, "pot": pot, "w": w, "refund": 0,
-                                  "nbands": NBANDS, "pos": 0, "cur": 0, "done": 0, "paid": 0,
-                                  "finished": 0})
-            now = int(time.time() * 1000)
-            while True:
-                r = c.evalsha(sha, len(k), *k, str(RID), str(a.page), str(now), str(10**12))
-                if r[0] != "ok":
-                    sys.exit(f"settle_page answered {r}")
-                pages += 1
-                credited += int(r[2])
-                if int(r[1]) == 1:
-                    break
-                if pages > 10 * a.winners:
-                    sys.exit("settlement does not end")
-            # The money: each winning bet paid floor(stake * pot / W) once, and the players'
-            # balances, round totals and net winnings moved by the sum of their bets' credits.
-            each = a.stake * pot // w
-            paid = c.hgetall(k[2])
-            bad = [b for b, v in paid.items() if int(b) % 2 != 0 or int(v) != each]
-            if credited != a.winners or len(paid) != a.winners or bad:
-                sys.exit(f"credited {credited}, paid {len(paid)} bets, {len(bad)} wrong")
-            per_user = {}
-            for b in paid:
-                u = str(user(int(b), a.players))
-                per_user[u] = per_user.get(u, 0) + each
-            bal, payout = c.hgetall(k[1]), c.hgetall(k[3])
-            net = dict(c.zrange(k[-1], 0, -1, withscores=True))
-            for u, s in per_user.items():
-                if int(bal[u]) != start + s or int(payout[u]) != s or int(net[u]) != s:
-                    sys.exit(f"player {u}: balance {bal[u]}, payout {payout.get(u)}, "
-                             f"net {net.get(u)}; owed {s}")
-            # One line "<bet_id>,<user_id>,<amount>,<balance>" per bet, '\n'-separated; a
-            # player's balance rises page by page to his final one.
-            lines, last = 0, {}
-            for _, e in c.xrange(k[4]):
-                for line in e["credits"].split("\n"):
-                    b, u, amt, bl = line.split(",")
-                    if (u != str(user(int(b), a.players)) or int(amt) != each
-                            or int(bl) < last.get(u, start + each)):
-                        sys.exit(f"outbox line {line!r}")
-                    last[u] = int(bl)
-                    lines += 1
-            if (lines != a.winners or int(c.hget(k[0], "paid")) != each * a.winners
-                    or any(int(bal[u]) != v for u, v in last.items())):
-                sys.exit(f"outbox credits lines {lines}, plan paid {c.hget(k[0], 'paid')}")
-            c.shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait()
-        with open(out) as f:
-            m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
-        if a.keep:
-            shutil.copy(out, a.keep)
-        print(f"{int(m.group(1)) / max(1, credited):.0f} instructions per settled bet inside "
-              f"EVALSHA ({credited} winning bets of {a.players} players, {pages} pages of "
-              f"{a.page}, {os.path.basename(a.script)}); money checked")
+    credited = pages = 0
+    with CallgrindRedis(["--hash-max-listpack-entries", "128"], keep=a.keep) as cg:
+        c = cg.client
+        with open(a.script) as f:
+            sha = c.script_load(f.read())
+        k = keys()
+        # The round: ids 1 .. 2 WINNERS alternating losing / winning band, each band's bets
+        # round-robin over every player, as settle-100k's fill (loadgen --bands 2 over 200
+        # players) leaves it.
+        pipe = c.pipeline(transaction=False)
+        for i in range(1, 2 * a.winners + 1):
+            band = WIN_BAND if i % 2 == 0 else LOSE_BAND
+            pipe.hset(k[5 + band], str(i), f"{user(i, a.players)}:{a.stake}")
+            if i % 2000 == 0:
+                pipe.execute()
+        pipe.execute()
+        start = 10**9
+        c.hset(k[1], mapping={str(u): start for u in range(1, a.players + 1)})
+        w = a.winners * a.stake
+        pot = (2 * w * 97) // 100  # both sides' stakes less a 3 % rake
+        c.hset(k[0], mapping={"band": WIN_BAND, "pot": pot, "w": w, "refund": 0,
+                              "nbands": NBANDS, "pos": 0, "cur": 0, "done": 0, "paid": 0,
+                              "finished": 0})
+        now = int(time.time() * 1000)
+        while True:
+            r = c.evalsha(sha, len(k), *k, str(RID), str(a.page), str(now), str(10**12))
+            if r[0] != "ok":
+                sys.exit(f"settle_page answered {r}")
+            pages += 1
+            credited += int(r[2])
+            if int(r[1]) == 1:
+                break
+            if pages > 10 * a.winners:
+                sys.exit("settlement does not end")
+        # The money: each winning bet paid floor(stake * pot / W) once, and the players'
+        # balances, round totals and net winnings moved by the sum of their bets' credits.
+        each = a.stake * pot // w
+        paid = c.hgetall(k[2])
+        bad = [b for b, v in paid.items() if int(b) % 2 != 0 or int(v) != each]
+        if credited != a.winners or len(paid) != a.winners or bad:
+            sys.exit(f"credited {credited}, paid {len(paid)} bets, {len(bad)} wrong")
+        per_user = {}
+        for b in paid:
+            u = str(user(int(b), a.players))
+            per_user[u] = per_user.get(u, 0) + each
+        bal, payout = c.hgetall(k[1]), c.hgetall(k[3])
+        net = dict(c.zrange(k[-1], 0, -1, withscores=True))
+        for u, s in per_user.items():
+            if int(bal[u]) != start + s or int(payout[u]) != s or int(net[u]) != s:
+                sys.exit(f"player {u}: balance {bal[u]}, payout {payout.get(u)}, "
+                         f"net {net.get(u)}; owed {s}")
+        # One line "<bet_id>,<user_id>,<amount>,<balance>" per bet, '\n'-separated; a
+        # player's balance rises page by page to his final one.
+        lines, last = 0, {}
+        for _, e in c.xrange(k[4]):
+            for line in e["credits"].split("\n"):
+                b, u, amt, bl = line.split(",")
+                if (u != str(user(int(b), a.players)) or int(amt) != each
+                        or int(bl) < last.get(u, start + each)):
+                    sys.exit(f"outbox line {line!r}")
+                last[u] = int(bl)
+                lines += 1
+        if (lines != a.winners or int(c.hget(k[0], "paid")) != each * a.winners
+                or any(int(bal[u]) != v for u, v in last.items())):
+            sys.exit(f"outbox credits lines {lines}, plan paid {c.hget(k[0], 'paid')}")
+    print(f"{cg.instructions / max(1, credited):.0f} instructions per settled bet inside "
+          f"EVALSHA ({credited} winning bets of {a.players} players, {pages} pages of "
+          f"{a.page}, {os.path.basename(a.script)}); money checked")
 
 
 if __name__ == "__main__":
