@@ -22,7 +22,8 @@
  * Redis): bet_replay.c asks Postgres for its answer before it is given. Or its bucket's copy of
  * the round is missing (on a Redis Cluster, a promoted replica that missed the write): the
  * leader is asked to re-write the copies (tp_leader_ask_repair), at most every REPAIR_EVERY_S
- * per worker, and only for a round whose record says open. To tell the two apart, the round's own
+ * per worker, and only for a round whose record says open, once the copy has stayed missing for
+ * REPAIR_AFTER_S of a bet's wait or went missing again. To tell the two apart, the round's own
  * record is read first (one HMGET per group): while it says open and the round's lock is ahead, the
  * round IS open and only the copy is missing. Such a bet then waits for the copy (COPY_WAIT_MAX_S
  * at most and never past the round's lock, on a timer: the worker goes on) and is sent once more,
@@ -73,6 +74,11 @@
  * as long as the slot migrates), looking every COPY_POLL_S. */
 #define COPY_WAIT_MAX_S 1.0
 #define COPY_POLL_S 0.02
+/* A copy missing for a moment is the normal course right after a boundary (the copies are
+ * written after round_boundary.lua, tens of ms later under load): the leader is asked to repair
+ * it only once a wait has lasted this long. Asking at once cost the leader an extra step right
+ * after most boundaries, while it was announcing the new round. */
+#define REPAIR_AFTER_S 0.1
 
 _Static_assert(TP_BET_KEY_MAX <= TP_KEYS_IDEM_MAX, "every valid idempotency key has a Redis key");
 
@@ -194,6 +200,7 @@ struct copy_wait {
     struct batcher *b;
     int bucket;
     int64_t round_id;
+    double since; /* ev_now when the first of its bets began to wait */
     ev_timer poll;
     size_t n, cap;
     struct pending_bet **bets;
@@ -236,11 +243,26 @@ static bool copy_wait_end(struct copy_wait *w, bool back, bool all)
     return keep > 0;
 }
 
+/* Asks the leader to re-write the copies of `round_id`, at most every REPAIR_EVERY_S per worker:
+ * tp:{g}:repair is one key, the last write wins. Only for a round its record says open, so a bet
+ * naming a round that never was cannot overwrite (nor use up the worker's turn for) a genuine
+ * request. */
+static void ask_repair(struct batcher *b, int64_t round_id)
+{
+    double now = ev_now(tp_worker_loop(b->w));
+    if (now - b->repair_at >= REPAIR_EVERY_S) {
+        b->repair_at = now;
+        tp_leader_ask_repair(tp_store_of(b->w), round_id);
+    }
+}
+
 static void on_copy_state(int err, const struct tp_store_reply *r, void *ud)
 {
     struct copy_wait *w = ud;
     struct ev_loop *loop = tp_worker_loop(w->b->w);
     bool back = err == 0 && tp_reply_type(r) == TP_REPLY_INTEGER && tp_reply_integer(r) == 1;
+    if (err == 0 && !back && ev_now(loop) - w->since >= REPAIR_AFTER_S)
+        ask_repair(w->b, w->round_id);
     /* The store closing (the worker stops) ends every bet's wait at once. Handing bets on cannot
      * add to `w` meanwhile: bets join a wait only from a round record's reply. */
     if (copy_wait_end(w, back, err == TP_ECLOSED)) {
@@ -277,6 +299,7 @@ static void copy_wait_join(struct batcher *b, int bucket, int64_t round_id, stru
         w->b = b;
         w->bucket = bucket;
         w->round_id = round_id;
+        w->since = ev_now(loop);
         w->next = b->waits;
         b->waits = w;
         ev_timer_init(&w->poll, on_copy_poll, COPY_POLL_S, 0.0);
@@ -302,6 +325,7 @@ static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
     int64_t locks_at = 0;
     bool open = st != NULL && strcmp(st, "open") == 0 && lk != NULL &&
                 tp_parse_i64(lk, &locks_at) && tp_now_ms() < locks_at;
+    bool again = false; /* a bet found the copy missing after its wait had seen it back */
     for (size_t i = 0; i < m->n; i++) {
         struct pending_bet *p = m->bets[i];
         struct tp_bet_result res = {.code = TP_BET_UNAVAILABLE};
@@ -309,6 +333,7 @@ static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
             copy_wait_join(b, m->bucket, m->round_id, p, locks_at); /* then sent once more */
             continue;
         }
+        again = again || open;
         if (!open && tp_bet_replay_archived(b->w, p->user, &p->req, p->key, p->klen,
                                             answer_archived, p) == 0)
             continue;
@@ -316,14 +341,9 @@ static void on_round_record(int err, const struct tp_store_reply *r, void *ud)
             res.code = TP_BET_ROUND_NOT_FOUND;
         answer(b, p, &res);
     }
-    /* Only for a round its record says open: tp:{g}:repair is one key, the last write wins, so a
-     * bet naming a round that never was must not overwrite (nor use up the worker's turn for) a
-     * genuine request. */
-    double now = ev_now(tp_worker_loop(b->w));
-    if (open && now - b->repair_at >= REPAIR_EVERY_S) {
-        b->repair_at = now;
-        tp_leader_ask_repair(tp_store_of(b->w), m->round_id);
-    }
+    /* The waits ask for a repair themselves once the copy stays missing (on_copy_state). */
+    if (again)
+        ask_repair(b, m->round_id);
     free(m);
 }
 
