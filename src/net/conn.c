@@ -205,6 +205,12 @@ void tp_conn_drain(struct tp_conn *c)
         tp_conn_close(c);
         break;
     case TP_CONN_ST_HTTP:
+        /* A request may sit unread in the socket, sent just before the signal while the loop was
+         * busy: read it first, so that it is answered (with Connection: close) instead of the
+         * connection being closed over unread bytes, which the client sees as a reset. */
+        tp_conn_read(c);
+        if (tp_conn_is_closed(c) || c->state != TP_CONN_ST_HTTP)
+            break;
         if (tp_conn_http_idle(c))
             tp_conn_close(c);
         else

@@ -498,6 +498,35 @@ def test_sigterm_drains_and_exits():
         busy.close()
 
 
+def test_request_unread_at_sigterm_is_answered():
+    """A request the worker has not read yet when SIGTERM comes (sent while its loop was busy:
+    here the workers are stopped) is read at the drain and answered with Connection: close, not
+    reset by a close over unread bytes."""
+    s = tpenv.Server(workers=2, env={"TICKPOOL_SERVER_SHUTDOWN_TIMEOUT": "3s"})
+    with s:
+        busy = connect(s)
+        rb = Reader(busy)
+        busy.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+        assert rb.response()[0] == 200
+        pids = s.worker_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.1)
+            s.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        time.sleep(0.3)
+        busy.sendall(b"\r\n")
+        st, h, _ = rb.response()
+        assert st == 200 and h.get("connection") == "close", (st, h)
+        assert s.proc.wait(timeout=10) == 0
+        busy.close()
+
+
 def test_crashed_worker_restarted():
     with tpenv.Server(workers=2) as s:
         pids = s.worker_pids()
