@@ -205,6 +205,24 @@ static int load_env(struct tp_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* Test hooks are not keys (TP_TEST_*, outside the TICKPOOL_ prefix that load_env checks): each
+ * module reads its own when it needs it, through this one parser. A bad value is not fatal: a test
+ * hook only shortens or slows something, and its default is the production behaviour. */
+int64_t tp_config_test_hook(const char *name, int64_t lo, int64_t hi, int64_t dflt)
+{
+    const char *s = getenv(name);
+    int64_t v;
+    if (s == NULL)
+        return dflt;
+    if (!tp_parse_i64(s, &v) || v < lo || v > hi) {
+        tp_log_warn("config",
+                    "a test hook out of range: ignored\tname=%s value=%.20s lo=%lld hi=%lld", name,
+                    s, (long long)lo, (long long)hi);
+        return dflt;
+    }
+    return v;
+}
+
 static size_t index_of(const char *section, const char *key)
 {
     const struct centry *e = find_entry(section, key);

@@ -629,21 +629,6 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         pass_end(a);
 }
 
-/* A test hook's value from the environment: `dflt` when unset or out of [lo, hi]. */
-static int64_t test_hook(const char *name, int64_t lo, int64_t hi, int64_t dflt)
-{
-    const char *s = getenv(name);
-    int64_t v;
-    if (s == NULL)
-        return dflt;
-    if (!tp_parse_i64(s, &v) || v < lo || v > hi) {
-        tp_log_warn(MOD, "a test hook out of range: ignored\tname=%s value=%.20s lo=%lld hi=%lld",
-                    name, s, (long long)lo, (long long)hi);
-        return dflt;
-    }
-    return v;
-}
-
 static void on_init(struct tp_worker *w, void *ud)
 {
     (void)ud;
@@ -654,8 +639,8 @@ static void on_init(struct tp_worker *w, void *ud)
     a->pgr = tp_pgr_of(w);
     a->g = &tp_worker_config(w)->game;
     a->memory_at_ms = INT64_MIN / 2;
-    a->count = (int)test_hook("TP_TEST_ARCHIVE_COUNT", 1, UNINDEX_COUNT, UNINDEX_COUNT);
-    a->pause_s = (double)test_hook("TP_TEST_ARCHIVE_PAUSE_MS", 0, 60000, 0) / 1000;
+    a->count = (int)tp_config_test_hook("TP_TEST_ARCHIVE_COUNT", 1, UNINDEX_COUNT, UNINDEX_COUNT);
+    a->pause_s = (double)tp_config_test_hook("TP_TEST_ARCHIVE_PAUSE_MS", 0, 60000, 0) / 1000;
     ev_timer_init(&a->pause, pause_cb, a->pause_s, 0);
     a->pause.data = a;
     ev_timer_init(&a->timer, timer_cb, PERIOD_S, PERIOD_S);

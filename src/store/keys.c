@@ -6,6 +6,7 @@
 #include "tickpool/store/keys.h"
 
 #include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
 #include "tickpool/store/cluster.h"
 
@@ -248,14 +249,7 @@ int tp_keys_idem_ttl_s(void)
     static int ttl; /* 0: not read yet; every thread reads the same value */
     int v = __atomic_load_n(&ttl, __ATOMIC_RELAXED);
     if (v == 0) {
-        const char *s = getenv("TP_TEST_IDEM_TTL_S");
-        char *end = NULL;
-        long t = s != NULL ? strtol(s, &end, 10) : 0;
-        v = 86400;
-        if (s != NULL && (end == s || *end != '\0' || t < 1 || t > 86400))
-            fprintf(stderr, "TP_TEST_IDEM_TTL_S=%.20s is not 1..86400: ignored\n", s);
-        else if (s != NULL)
-            v = (int)t;
+        v = (int)tp_config_test_hook("TP_TEST_IDEM_TTL_S", 1, 86400, 86400);
         __atomic_store_n(&ttl, v, __ATOMIC_RELAXED);
     }
     return v;

@@ -156,4 +156,11 @@ int tp_config_parse_size(const char *s, size_t *out);
  */
 void tp_config_mask_url(const char *url, char *out, size_t n);
 
+/**
+ * A test hook's integer from the environment variable `name` (TP_TEST_*, docs/operations.md; not
+ * configuration keys, never set in production): `dflt` when unset, and also when not an integer in
+ * [lo, hi], then with a warning. Reads the environment at each call; callers keep the value.
+ */
+int64_t tp_config_test_hook(const char *name, int64_t lo, int64_t hi, int64_t dflt);
+
 #endif

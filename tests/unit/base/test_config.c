@@ -3,7 +3,7 @@
  * equals the defaults, every class of bad value is rejected (from the file and from the
  * environment) with a message naming key and source, env beats file, unknown keys and TICKPOOL_*
  * variables are errors, the printout shows overrides, masks secrets and loads back to the same
- * configuration.
+ * configuration; a test hook's value falls back to its default when bad.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -777,6 +777,30 @@ static void test_var_dir_urls(void **state)
     assert_string_equal(c.redis.url, "");
 }
 
+/* A test hook: unset or bad values (not an integer, out of range, trailing garbage, empty,
+ * overflowing) give the default; the bounds themselves are in range. */
+static void test_test_hook(void **state)
+{
+    (void)state;
+    const char *name = "TP_TEST_UNIT_HOOK";
+    unsetenv(name);
+    assert_int_equal(tp_config_test_hook(name, 1, 100, 42), 42);
+    const char *bad[] = {"0", "101", "-1", "", "ten", "10x", "1e2", "99999999999999999999999"};
+    for (size_t i = 0; i < TP_ARRAY_LEN(bad); i++) {
+        setenv(name, bad[i], 1);
+        assert_int_equal(tp_config_test_hook(name, 1, 100, 42), 42);
+    }
+    const struct {
+        const char *s;
+        int64_t v;
+    } good[] = {{"1", 1}, {"100", 100}, {"7", 7}, {"+8", 8}};
+    for (size_t i = 0; i < TP_ARRAY_LEN(good); i++) {
+        setenv(name, good[i].s, 1);
+        assert_int_equal(tp_config_test_hook(name, 1, 100, 42), good[i].v);
+    }
+    unsetenv(name);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/tp_test_config.XXXXXX");
@@ -803,6 +827,7 @@ int main(void)
         cmocka_unit_test_setup(test_print, setup),
         cmocka_unit_test_setup(test_mask_url, setup),
         cmocka_unit_test_setup(test_var_dir_urls, setup),
+        cmocka_unit_test_setup(test_test_hook, setup),
     };
     if (chdir(tmpdir) != 0)
         return 1;
