@@ -238,16 +238,11 @@ void tp_bet_request_hash(const struct tp_bet_req *r, char out[TP_BET_HASH_LEN])
 
 void tp_bet_write_fields(struct tp_wr *w, const struct tp_bet_result *res)
 {
-    tp_wr_key(w, "bet_id");
-    tp_wr_int(w, res->bet_id);
-    tp_wr_key(w, "round_id");
-    tp_wr_int(w, res->round_id);
-    tp_wr_key(w, "band");
-    tp_wr_int(w, res->band);
-    tp_wr_key(w, "stake");
-    tp_wr_int(w, res->stake);
-    tp_wr_key(w, "balance");
-    tp_wr_int(w, res->balance);
+#define WRITE_FIELD(f)                                                                             \
+    tp_wr_key(w, #f);                                                                              \
+    tp_wr_int(w, res->f);
+    TP_BET_RESULT_FIELDS(WRITE_FIELD)
+#undef WRITE_FIELD
 }
 
 enum tp_bet_code tp_bet_code_from_err(int err)

@@ -116,7 +116,13 @@ void tp_bet_request_hash(const struct tp_bet_req *r, char out[TP_BET_HASH_LEN]);
  * an init hook). Call once in main, before tp_master_run. */
 void tp_bet_install(void);
 
-/** Writes the 5 pairs bet_id, round_id, band, stake, balance (in that order) into a map the
+/* The one home of a bet answer's result fields, in the order every encoding writes them:
+ * X(name) for each, `name` being both the key and the struct tp_bet_result member. Expanded by
+ * tp_bet_write_fields and by tp_protocol_bet_ok, which writes them as bytes (a macro, not a
+ * table, so that writer keeps its constant lengths: bench/README.md, session 8). */
+#define TP_BET_RESULT_FIELDS(X) X(bet_id) X(round_id) X(band) X(stake) X(balance)
+
+/** Writes the TP_BET_RESULT_FIELDS pairs (bet_id, round_id, band, stake, balance) into a map the
  * caller opened (the HTTP 201 body is a map of exactly these; `bet_ok` adds t and req). */
 void tp_bet_write_fields(struct tp_wr *w, const struct tp_bet_result *res);
 
