@@ -40,18 +40,20 @@ ARGV (decimal integers without sign or leading zeros):
       band count and stake bounds, fixed when it opened, are in its copy, KEYS[3])
   [6] idempotency TTL in seconds  [7] bucket N  [8] number of buckets B  [9] n bets (>= 1)
   [10] 1: skip the filter (the caller found no archived bet of these keys), else 0
-  then 8 per bet: user_id, band, stake, idempotency key (1..128 bytes, as sent by the client),
-  request hash (64 lowercase hex = SHA-256 of "v1|<round_id>|<band>|<stake>"; the caller
-  checks the hex, the script its length and the absence of "|"), and the key's
-  filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>" (src/store/keys.c
-  tp_keys_idem_pos): word (0 .. 2^32-1, taken modulo the shard's words), mask (the 5 bits,
-  a nonzero 32-bit value), shard (0 .. 1023).
-Returns an array of n replies, one per bet in ARGV order, each exactly what bet.lua answered:
-  {"ok", bet_id, round_id, band, stake, balance, replayed}  (all integers but "ok")
-  {"check"}  the key is not in the hot index but the filter says it may have been accepted
+  then 6 per bet: user_id, band, stake, idempotency key (1..128 bytes, as sent by the client),
+  and the key's filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>"
+  (src/store/keys.c tp_keys_idem_pos): 8 bytes, the word (0 .. 2^32-1, taken modulo the
+  shard's words) and the mask (the 5 bits, nonzero) as two big-endian 32-bit integers, then
+  the shard (0 .. 1023) in decimal. The request (round, band, stake) is the bet's body: a key's
+  record keeps its band and stake, so a replay is told from a conflict by those.
+Returns a flat array of 2n values, two per bet in ARGV order: what bet.lua answered, less what
+the caller sent (round, band and stake are the request's, a replay's included):
+  bet_id, balance      accepted now (integers)
+  -bet_id, balance     a replay: the key's accepted bet, with the balance it answered then
+  "check", 0  the key is not in the hot index but the filter says it may have been accepted
       on an archived round within the TTL: nothing was admitted for this bet; the caller asks
       Postgres (a replay, a conflict, or a false positive sent again with ARGV[10] = 1).
-  {"err", code}  idempotency_conflict, game_paused, self_excluded, account_disabled,
+  code, 0  a refusal: idempotency_conflict, game_paused, self_excluded, account_disabled,
       round_not_found, round_not_open, invalid_band, invalid_stake, insufficient_funds, pool_full,
       invalid_request.
   A malformed server-side argument or KEYS name is a caller bug: the whole call raises
@@ -60,12 +62,13 @@ Returns an array of n replies, one per bet in ARGV order, each exactly what bet.
 Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after the other, so
 a player's second bet sees the first one's debit and a repeated (user, key) is a replay of the
 first when that one was accepted, or idempotency_conflict when the key's accepted bet of the
-last TTL was on another round still in Redis (the hot index, KEYS[11]), or {"check"} when it
+last TTL was on another round still in Redis (the hot index, KEYS[11]), or "check" when it
 may have been on an archived one (the filters, KEYS[12..13]); one bet's refusal never touches
 another. Every check runs before the first write, and the writes are aggregated: one HSET per
 hash, one HINCRBY per band, one INCRBY of the sequence, one XADD carrying every accepted bet,
-one ZADD of the players' net winnings, one LPUSH per player, one HSET of the records and one of
-the hot index. Redis runs this for every batch single-threaded, so per-bet work is kept to table
+one ZADD of the players' net winnings, one LPUSH per player, one HSET of the records
+("<bet_id>|<band>|<stake>|<balance>"; an older version's "1|<hash>|<bet_id>|<round_id>|<band>|
+<stake>|<balance>" still replays) and one of the hot index. Redis runs this for every batch single-threaded, so per-bet work is kept to table
 lookups and one string per record (the filter's hash is the caller's). The filter is never
 written or created here: a key needs it only once its records and hot entry are gone, so
 archival sets its bits in the step that removes its hot entry (idem_unindex.lua; the window
@@ -86,8 +89,7 @@ local function uint(s)
 end
 
 local POOL_MAX = 4000000000000000
-local SHARDS = 1024
-local WORD = 4294967296
+local SHARD_LAST = '1023' -- of 1024 shards (TP_KEYS_IDEM_SHARDS)
 -- Entries of a player's GET /me/bets list kept in Redis (TP_PLAYERS_BETS_HOT in
 -- include/tickpool/api/players.h must not be higher).
 local UBETS_KEEP = 50
@@ -100,8 +102,8 @@ end
 
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
-if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 8 * n then
-    return bug('want 15 + bands + users + 2 shards KEYS and 10 + 8n ARGV')
+if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 6 * n then
+    return bug('want 15 + bands + users + 2 shards KEYS and 10 + 6n ARGV')
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
@@ -131,35 +133,37 @@ local p = k1:match('^tp:{b' .. bucket_s .. '}:') or k1:match('^tp:{b' .. bucket_
 -- A user, band, stake or shard string is parsed once per batch, when first seen (`bandv`,
 -- `stakev`: its number, or false when malformed): a string-to-number conversion costs Redis
 -- two strtod calls, and a pattern match about 50 instructions per byte (bench/README.md
--- "Session 8"). `fields` are the records' and hot index's field names, "<user_id>:<key>".
-local tobit = bit.tobit
+-- "Session 8"); the word and mask come as bytes for the same reason (session 9).
+-- `fields` are the records' and hot index's field names, "<user_id>:<key>".
+local tobit, byte = bit.tobit, string.byte
 local bands, users, nb, nu, bandv, stakev = {}, {}, 0, 0, {}, {}
 local hw, hm, hs, shards, slist, fields = {}, {}, {}, {}, {}, {}
 for i = 0, n - 1 do
-    local o = 11 + 8 * i
-    local user_s, band_s, hash, sh_s = ARGV[o], ARGV[o + 1], ARGV[o + 4], ARGV[o + 7]
+    local o = 11 + 6 * i
+    local user_s, band_s, pos, sh_s = ARGV[o], ARGV[o + 1], ARGV[o + 4], ARGV[o + 5]
     if not users[user_s] then
         local user = uint(user_s)
         if not user or user == 0 then return bug('bad user_id') end
         if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
         nu = nu + 1; users[user_s] = nu
     end
-    -- Lowercase hex is the caller's check (tp_script_bet_batch, src/store/scripts.c: it computes
-    -- the hash): a pattern over its 64 bytes cost Redis 4.3k instructions per bet. Here only what
-    -- keeps a record parseable: 64 bytes without the record's separator (a plain find).
-    if #hash ~= 64 or hash:find('|', 1, true) then return bug('bad request hash') end
-    local wd, mk = tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6])
-    -- x % 1 ~= 0: not an integer (and NaN), without a call of math.floor.
-    if not wd or wd < 0 or wd >= WORD or wd % 1 ~= 0 or not mk or mk < 1 or mk >= WORD
-        or mk % 1 ~= 0 then
+    local w1, w2, w3, w4, m1, m2, m3, m4 = byte(pos, 1, 8)
+    if #pos ~= 8 or (m1 == 0 and m2 == 0 and m3 == 0 and m4 == 0) then
         return bug('bad filter position')
     end
     if not shards[sh_s] then
-        local sh = uint(sh_s)
-        if not sh or sh >= SHARDS then return bug('bad filter position') end
+        -- 0 .. SHARD_LAST in canonical decimal, told by its digits: tonumber costs two strtod
+        -- calls, and the bets of a call mostly hit distinct shards (same-length decimals
+        -- compare as strings).
+        if sh_s ~= '0' and (#sh_s > 4 or not sh_s:find('^[1-9]%d*$')
+            or #sh_s == 4 and sh_s > SHARD_LAST) then
+            return bug('bad filter position')
+        end
         slist[#slist + 1] = sh_s; shards[sh_s] = #slist
     end
-    hw[i + 1], hm[i + 1], hs[i + 1] = wd, tobit(mk), sh_s
+    hw[i + 1] = ((w1 * 256 + w2) * 256 + w3) * 256 + w4
+    hm[i + 1] = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
+    hs[i + 1] = sh_s
     if not bands[band_s] then
         nb = nb + 1; bands[band_s] = 15 + nb; bandv[band_s] = uint(band_s) or false
     end
@@ -172,7 +176,7 @@ if #KEYS ~= 15 + nb + nu + 2 * ns then return bug('want 15 + bands + users + 2 s
 -- bet.lua refuses it (the key names below are then not checked, nothing is touched).
 if not uint(round_s) then
     local out = {}
-    for i = 1, n do out[i] = {'err', 'invalid_request'} end
+    for i = 1, n do out[2 * i - 1], out[2 * i] = 'invalid_request', 0 end
     return out
 end
 if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'idem:' .. round_s
@@ -292,64 +296,75 @@ local hi = st[5] and uint(st[5]) or max_stake
 local pooled = tonumber(call('HGET', KEYS[4], 'total') or '0')
 local pool_cap = math.floor(POOL_MAX / nbuckets)
 
--- Each bet in order. `acc` lists accepted bets: {i, user_s, band_s, stake_s, balance};
--- `fresh` maps a field accepted in this batch to its index in acc (a later duplicate is its
--- replay); replies of accepted bets are filled in once the bet ids are known.
-local out, acc, fresh, nacc = {}, {}, {}, 0
+-- Each bet in order, its answer into out[2i - 1], out[2i]. Accepted bets are listed by their
+-- index in ARGV (`ai`) with the balance after them (`ab`); `fresh` maps a field accepted in this
+-- batch to its place in that list (a later duplicate is its replay, `dup`); answers of accepted
+-- bets are filled in once the bet ids are known.
+local out, ai, ab, fresh, dup, nacc = {}, {}, {}, {}, {}, 0
 local band_sum, user_sum, added = {}, {}, 0
 for i = 1, n do
-    local o = 3 + 8 * i
-    local user_s, band_s, stake_s, key, hash = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3],
-        ARGV[o + 4]
-    local f = fields[i]
+    local o = 5 + 6 * i
+    local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
+    local f, code = fields[i], nil
     if #key < 1 or #key > 128 or not key:find('^[\33-\126]+$') then
         -- Keys are printable ASCII (the C side checks it); a newline would split the outbox
         -- entry's line, so anything else is refused here too.
-        out[i] = {'err', 'invalid_request'}
+        code = 'invalid_request'
     elseif fresh[f] then
         -- (1) a repeat of a bet accepted earlier in this batch: its replay, or a conflict.
-        local a = acc[fresh[f]]
-        if a[6] ~= hash then out[i] = {'err', 'idempotency_conflict'} else out[i] = fresh[f] end
-    elseif recs[i] then
-        -- (1) a stored success is replayed exactly, whatever the round state is now.
-        local h, b_id, r_id, bnd, stk, b =
-            recs[i]:match('^1|(%x+)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)$')
-        if not h then return bug('corrupt idempotency record') end
-        if h ~= hash then
-            out[i] = {'err', 'idempotency_conflict'}
+        local j = ai[fresh[f]]
+        local oj = 5 + 6 * j
+        if ARGV[oj + 1] ~= band_s or ARGV[oj + 2] ~= stake_s then
+            code = 'idempotency_conflict'
         else
-            out[i] = {'ok', tonumber(b_id), tonumber(r_id), tonumber(bnd), tonumber(stk),
-                      tonumber(b), 1}
+            dup[i] = fresh[f]
+        end
+    elseif recs[i] then
+        -- (1) a stored success is replayed exactly, whatever the round state is now. The record
+        -- is of this round (idem:<round_id>), so the body is the same when band and stake are.
+        local r = recs[i]
+        local b_id, bnd, stk, b = r:match('^(%d+)|(%d+)|(%d+)|(%d+)$')
+        if not b_id then
+            -- An older version's record: "1|<hash of the body>|<bet_id>|<round_id>|<band>|
+            -- <stake>|<balance>" (the hash is the body's, which round, band and stake are).
+            local r_id
+            b_id, r_id, bnd, stk, b = r:match('^1|%x+|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)$')
+            if not b_id or r_id ~= round_s then return bug('corrupt idempotency record') end
+        end
+        if bnd ~= band_s or stk ~= stake_s then
+            code = 'idempotency_conflict'
+        else
+            out[2 * i - 1], out[2 * i] = -tonumber(b_id), tonumber(b)
         end
     elseif other[i] then
         -- (1a) the key placed a bet on another round, still in Redis, within the TTL.
-        out[i] = {'err', 'idempotency_conflict'}
+        code = 'idempotency_conflict'
     elseif maybe[i] then
         -- (1b) perhaps on an archived round: Postgres knows; nothing is admitted here.
-        out[i] = {'check'}
+        code = 'check'
     elseif paused then
-        out[i] = {'err', 'game_paused'} -- (1b) the operator's pause; a replay above still answers
+        code = 'game_paused' -- (1b) the operator's pause; a replay above still answers
     elseif excl[user_s] and now < excl[user_s] then
-        out[i] = {'err', 'self_excluded'} -- (2)
+        code = 'self_excluded' -- (2)
     elseif disabled[user_s] then
-        out[i] = {'err', 'account_disabled'} -- (2b) tickpool admin disable
+        code = 'account_disabled' -- (2b) tickpool admin disable
     elseif not found then
-        out[i] = {'err', 'round_not_found'} -- (3)
+        code = 'round_not_found' -- (3)
     else
         -- (4) band and stake against the round's rules, before its state: bad input is
         -- answered as such even for a closed round. The C side checks only their shape.
         local band, stake = bandv[band_s], stakev[stake_s]
         if stake == nil then stake = uint(stake_s) or false; stakev[stake_s] = stake end
         if not band or band >= round_nbands then
-            out[i] = {'err', 'invalid_band'}
+            code = 'invalid_band'
         elseif not stake or stake < lo or stake > hi then
-            out[i] = {'err', 'invalid_stake'}
+            code = 'invalid_stake'
         elseif not open then
-            out[i] = {'err', 'round_not_open'} -- (5)
+            code = 'round_not_open' -- (5)
         elseif bal[user_s] < stake then
-            out[i] = {'err', 'insufficient_funds'} -- (6)
+            code = 'insufficient_funds' -- (6)
         elseif pooled + stake > pool_cap then
-            out[i] = {'err', 'pool_full'} -- (7)
+            code = 'pool_full' -- (7)
         else
             bal[user_s] = bal[user_s] - stake
             pooled = pooled + stake
@@ -357,10 +372,11 @@ for i = 1, n do
             band_sum[band_s] = (band_sum[band_s] or 0) + stake
             user_sum[user_s] = (user_sum[user_s] or 0) + stake
             nacc = nacc + 1
-            acc[nacc] = {i, user_s, band_s, stake_s, bal[user_s], hash, false}
+            ai[nacc], ab[nacc] = i, bal[user_s]
             fresh[f] = nacc
         end
     end
+    if code then out[2 * i - 1], out[2 * i] = code, 0 end
 end
 if nacc == 0 then return out end
 
@@ -370,20 +386,18 @@ if nacc == 0 then return out end
 local last = call('INCRBY', KEYS[6], nacc)
 local first = last - nacc + 1
 local balw, idemw, idxw, lines, bets_by_band, pushes = {}, {}, {}, {}, {}, {}
-local placed, round = round_s .. ':' .. now_s, uint(round_s)
+local placed = round_s .. ':' .. now_s
 for k = 1, nacc do
-    local a = acc[k]
-    local i, user_s, band_s, stake_s = a[1], a[2], a[3], a[4]
+    local i = ai[k]
+    local o = 5 + 6 * i
+    local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
     local id = (first + k - 1) * nbuckets + bucket
-    local id_s, bal_s = format('%d', id), format('%d', a[5])
-    local key = ARGV[6 + 8 * i]
-    out[i] = {'ok', id, round, bandv[band_s], stakev[stake_s], a[5], 0}
-    a[7] = out[i]
+    local id_s, bal_s = format('%d', id), format('%d', ab[k])
+    out[2 * i - 1], out[2 * i] = id, ab[k]
     idemw[2 * k - 1] = fields[i]
     idxw[2 * k - 1] = fields[i]
     idxw[2 * k] = placed
-    idemw[2 * k] = '1|' .. a[6] .. '|' .. id_s .. '|' .. round_s .. '|' .. band_s .. '|'
-        .. stake_s .. '|' .. bal_s
+    idemw[2 * k] = id_s .. '|' .. band_s .. '|' .. stake_s .. '|' .. bal_s
     lines[k] = id_s .. ',' .. user_s .. ',' .. band_s .. ',' .. stake_s .. ',' .. bal_s .. ','
         .. key
     local bb = bets_by_band[band_s]
@@ -395,12 +409,8 @@ for k = 1, nacc do
     pu[#pu + 1] = id_s .. ':' .. round_s .. ':' .. band_s .. ':' .. stake_s
 end
 -- Replays of a bet accepted in this batch answer what it answered, flagged as a replay.
-for i = 1, n do
-    local r = out[i]
-    if type(r) == 'number' then
-        local a = acc[r][7]
-        out[i] = {'ok', a[2], a[3], a[4], a[5], a[6], 1}
-    end
+for i, k in pairs(dup) do
+    out[2 * i - 1], out[2 * i] = -out[2 * ai[k] - 1], ab[k]
 end
 -- Net winnings: one ZMSCORE and one ZADD for all players (exact: |net| < 2^53) instead of a
 -- ZINCRBY each.

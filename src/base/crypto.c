@@ -19,9 +19,9 @@
 #include <mbedtls/sha256.h>
 
 /*
- * The two hashes a bet pays (its request hash and its idempotency-filter position) take the SHA
- * extensions when the CPU has them (crypto_sha_ni.c, about a tenth of mbedTLS's instructions for
- * one block); mbedTLS otherwise. Both give the same bytes: the tests compare them.
+ * The hash a bet pays (its idempotency-filter position; until session 9 also its request hash)
+ * takes the SHA extensions when the CPU has them (crypto_sha_ni.c, about a tenth of mbedTLS's
+ * instructions for one block); mbedTLS otherwise. Both give the same bytes: the tests compare them.
  */
 void tp_sha1(const void *data, size_t n, uint8_t out[TP_SHA1_LEN])
 {

@@ -4,7 +4,8 @@
  *
  * tp_sha1 and tp_sha256 take the SHA extensions when the CPU has them and mbedTLS otherwise. Both
  * paths are reachable here so that the unit test and the fuzz target can compare them byte for
- * byte: a stored request hash is compared on replay, so the two must never differ.
+ * byte: a key's filter position is its SHA-1, so the two must never differ (a key hashed
+ * otherwise on another host is missed by the filter).
  */
 #ifndef TP_CRYPTO_INTERNAL_H
 #define TP_CRYPTO_INTERNAL_H

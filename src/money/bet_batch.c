@@ -99,7 +99,6 @@ struct pending_bet {
     void *ud;
     int64_t user;
     struct tp_bet_req req;
-    char hash[TP_BET_HASH_LEN];
     bool skip_filter;  /* Postgres found no archived bet of its key: sent without the filter */
     bool copy_waited;  /* already sent again after waiting for its bucket's round copy */
     double copy_until; /* while waiting for its bucket's copy: ev_now by which it must be back */
@@ -143,40 +142,38 @@ static enum tp_bet_code code_from_script(const char *s)
     return TP_BET_UNAVAILABLE;
 }
 
-/* Reads one bet's answer ({"ok", 6 integers}, {"err", code} or {"check"}: *check set); false if
- * malformed. */
-static bool read_answer(const struct tp_store_reply *r, struct tp_bet_result *res, bool *check)
+/* Reads bet `p`'s answer, the reply's values `i` and `i + 1` (bet_batch.lua's header): bet_id
+ * and balance (bet_id < 0: a replay), or a code and 0 ("check": *check set). Round, band and stake
+ * are the request's: a replay is one only when they are the same. False if malformed. */
+static bool read_answer(const struct tp_store_reply *r, size_t i, const struct pending_bet *p,
+                        struct tp_bet_result *res, bool *check)
 {
     memset(res, 0, sizeof(*res));
     *check = false;
-    const char *tag = tp_reply_str(tp_reply_at(r, 0), NULL);
-    if (tp_reply_type(r) != TP_REPLY_ARRAY || tag == NULL)
+    const struct tp_store_reply *first = tp_reply_at(r, i), *second = tp_reply_at(r, i + 1);
+    if (first == NULL || second == NULL || tp_reply_type(second) != TP_REPLY_INTEGER)
         return false;
-    if (strcmp(tag, "check") == 0 && tp_reply_len(r) == 1) {
-        *check = true;
-        return true;
-    }
-    if (strcmp(tag, "err") == 0) {
-        const char *c = tp_reply_str(tp_reply_at(r, 1), NULL);
-        res->code = c != NULL ? code_from_script(c) : TP_BET_UNAVAILABLE;
+    if (tp_reply_type(first) != TP_REPLY_INTEGER) {
+        const char *c = tp_reply_str(first, NULL);
+        if (c == NULL || tp_reply_integer(second) != 0)
+            return false;
+        if (strcmp(c, "check") == 0) {
+            *check = true;
+            return true;
+        }
+        res->code = code_from_script(c);
         return res->code != TP_BET_UNAVAILABLE;
     }
-    int64_t v[6];
-    if (strcmp(tag, "ok") != 0 || tp_reply_len(r) != 7)
+    int64_t id = tp_reply_integer(first);
+    if (id == 0 || id == INT64_MIN)
         return false;
-    for (int i = 0; i < 6; i++) {
-        const struct tp_store_reply *e = tp_reply_at(r, (size_t)i + 1);
-        if (e == NULL || tp_reply_type(e) != TP_REPLY_INTEGER)
-            return false;
-        v[i] = tp_reply_integer(e);
-    }
     *res = (struct tp_bet_result){.code = TP_BET_OK,
-                                  .bet_id = v[0],
-                                  .round_id = v[1],
-                                  .band = (int)v[2],
-                                  .stake = v[3],
-                                  .balance = v[4],
-                                  .replayed = v[5] != 0};
+                                  .bet_id = id < 0 ? -id : id,
+                                  .round_id = p->req.round_id,
+                                  .band = p->req.band,
+                                  .stake = p->req.stake,
+                                  .balance = tp_reply_integer(second),
+                                  .replayed = id < 0};
     return true;
 }
 
@@ -372,7 +369,7 @@ static void answer_checked(const struct tp_bet_result *res, void *ud)
     }
 }
 
-/* The script's reply: one answer per bet of the group, in order. Anything else (an error, -OOM,
+/* The script's reply: two values per bet of the group, in order. Anything else (an error, -OOM,
  * a short array) answers every bet 503, logged: each bet is all in or all out, so a retry with
  * the same key is safe. */
 static void on_batch(int err, const struct tp_store_reply *r, void *ud)
@@ -381,7 +378,7 @@ static void on_batch(int err, const struct tp_store_reply *r, void *ud)
     struct batcher *b = g->b;
     if (g->bucket < b->nbuckets)
         b->calls[g->bucket]--; /* the bucket's waiting group leaves at the next prepare */
-    bool whole = err == 0 && tp_reply_type(r) == TP_REPLY_ARRAY && tp_reply_len(r) == g->n;
+    bool whole = err == 0 && tp_reply_type(r) == TP_REPLY_ARRAY && tp_reply_len(r) == 2 * g->n;
     if (err != 0)
         tp_log_warn(MOD, "bet batch failed\terr=%s\tbets=%zu", tp_strerror(err), g->n);
     else if (tp_reply_type(r) == TP_REPLY_ERROR)
@@ -392,14 +389,14 @@ static void on_batch(int err, const struct tp_store_reply *r, void *ud)
     for (size_t i = 0; i < g->n; i++) {
         struct tp_bet_result res;
         bool check = false;
-        if (!whole || !read_answer(tp_reply_at(r, i), &res, &check) || (check && g->skip_filter)) {
+        struct pending_bet *p = g->bets[i];
+        if (!whole || !read_answer(r, 2 * i, p, &res, &check) || (check && g->skip_filter)) {
             if (whole)
                 tp_log_error(MOD, "unexpected bet answer\tindex=%zu", i);
             memset(&res, 0, sizeof(res));
             res.code = TP_BET_UNAVAILABLE;
             check = false;
         }
-        struct pending_bet *p = g->bets[i];
         if (check) {
             if (tp_bet_check_archived(b->w, p->user, &p->req, p->key, p->klen, answer_checked, p) !=
                 0) {
@@ -442,8 +439,7 @@ static void send_group(struct batcher *b, struct group *g)
                                                .band = p->req.band,
                                                .stake = p->req.stake,
                                                .idem_key = p->key,
-                                               .idem_len = p->klen,
-                                               .req_hash = p->hash};
+                                               .idem_len = p->klen};
     }
     /* now_ms is taken when the batch leaves: a bet is never admitted later than the clock says. */
     struct tp_script_bet_batch_args args = {
@@ -615,7 +611,6 @@ int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req 
     p->skip_filter = false;
     p->copy_waited = false;
     p->copy_until = 0;
-    tp_bet_request_hash(req, p->hash);
     p->klen = len;
     memcpy(p->key, key, len);
     tp_metrics_add(TP_METRIC_BETS_INFLIGHT, 1);

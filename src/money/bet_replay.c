@@ -38,7 +38,7 @@ static void key_params(struct key_params *kp, int64_t user_id, const char *key, 
 
 /* The answer a bet row (id, round_id, band, stake, balance_after) gives the request, in *out:
  * the bet's first answer (TP_BET_OK, replayed) when it is that bet's (round, band, stake: the
- * request hash), idempotency_conflict for another body, unavailable (logged) when the row cannot
+ * request's body), idempotency_conflict for another body, unavailable (logged) when the row cannot
  * be read or cannot rebuild the first answer. */
 static void row_answer(const struct tp_pg_result *res, const struct tp_bet_req *req,
                        struct tp_bet_result *out)

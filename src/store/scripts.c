@@ -151,9 +151,11 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
 
 /* scripts/lua/bet_batch.lua header: 15 KEYS, one bets key per distinct band and one ubets key per
  * distinct player (first appearance order), then the two filter shards (window w, w - 1) of each
- * distinct shard; 10 ARGV, then 8 per bet. Distinct bands, players and shards are found by a
- * scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a table). The filter
- * positions are hashed here, in C, not by the script: Redis runs the script single-threaded. */
+ * distinct shard; 10 ARGV, then 6 per bet (the filter word and mask as 8 bytes: a decimal cost
+ * the script two strtod calls each, bench/README.md "Session 9"). Distinct bands, players and
+ * shards are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a
+ * table). The filter positions are hashed here, in C, not by the script: Redis runs the script
+ * single-threaded. */
 static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -163,9 +165,9 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     struct tp_keys_idem_pos pos[TP_SCRIPT_BATCH_MAX];
     for (size_t i = 0; i < cnt; i++)
         tp_keys_idem_pos(b->bets[i].user_id, b->bets[i].idem_key, b->bets[i].idem_len, &pos[i]);
-    /* Keys: 15 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 6 per bet, each < 24 bytes. */
-    start_heap(a, "bet_batch", (int)(25 + 12 * cnt),
-               (15 + 4 * cnt) * TP_KEYS_MAX + (10 + 6 * cnt) * 24);
+    /* Keys: 15 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 5 per bet, each < 24 bytes. */
+    start_heap(a, "bet_batch", (int)(25 + 10 * cnt),
+               (15 + 4 * cnt) * TP_KEYS_MAX + (10 + 5 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_idem(&k, n, b->round_id));
     key(a, tp_keys_round_state(&k, n, b->round_id));
@@ -220,24 +222,14 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
         arg_int(a, x->band);
         arg_int(a, x->stake);
         push(a, x->idem_key, x->idem_len);
-        push(a, x->req_hash, 64);
-        arg_int(a, pos[i].word);
-        arg_int(a, pos[i].mask);
+        unsigned char wm[8];
+        for (int j = 0; j < 4; j++) {
+            wm[j] = (unsigned char)(pos[i].word >> (24 - 8 * j));
+            wm[4 + j] = (unsigned char)(pos[i].mask >> (24 - 8 * j));
+        }
+        push_copy(a, (const char *)wm, sizeof(wm));
         arg_int(a, pos[i].shard);
     }
-}
-
-/* The request hash as bet_batch.lua stores it: 64 lowercase hex digits. Checked here, once per
- * bet on a worker, rather than by a pattern in the script, where Redis spent 4.3k instructions
- * per bet on it (bench/README.md "Session 8"). */
-static bool lower_hex64(const char *s)
-{
-    if (s == NULL)
-        return false;
-    for (int i = 0; i < 64; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return true;
 }
 
 int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch_args *b,
@@ -248,8 +240,7 @@ int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch
         return TP_EINVAL;
     for (size_t i = 0; i < b->n; i++)
         if (b->bets[i].idem_len < 1 || b->bets[i].idem_len > TP_KEYS_IDEM_MAX ||
-            b->bets[i].user_id < 1 || tp_bucket_of(b->bets[i].user_id, b->buckets) != b->bucket ||
-            !lower_hex64(b->bets[i].req_hash))
+            b->bets[i].user_id < 1 || tp_bucket_of(b->bets[i].user_id, b->buckets) != b->bucket)
             return TP_EINVAL;
     struct tp_script_call a;
     bet_batch_args(b, &a);

@@ -1,8 +1,8 @@
 /*
  * libFuzzer target for src/base/crypto_sha_ni.c: for every input, SHA-1 and SHA-256 on the x86
  * SHA extensions must equal mbedTLS's (crypto.c's fallback) byte for byte, at the input's own
- * address and one byte further (unaligned loads). A bet's stored request hash is compared on
- * replay, so a difference would refuse an honest retry. Without the extensions there is nothing
+ * address and one byte further (unaligned loads). A key's idempotency-filter position is its
+ * SHA-1, so a difference would miss an archived key. Without the extensions there is nothing
  * to compare and every input passes.
  */
 #include <stdint.h>

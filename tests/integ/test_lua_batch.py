@@ -14,6 +14,7 @@ import hashlib
 import os
 import random
 
+import betbatch
 import idemfilter
 import redis
 import tpenv
@@ -63,9 +64,9 @@ class Side:
                 m["min_stake"], m["max_stake"] = stakes
             self.c.hset("tp:{b%d}:round:%s:state" % (b, rid), mapping=m)
 
-    def batch_call(self, bucket, rid, bets, now, hashes=None, keys=None, skip=0, pos=None):
+    def batch_call(self, bucket, rid, bets, now, keys=None, skip=0, pos=None):
         """bets: (user, band, stake, key); the KEYS and ARGV the C stub builds (pos: the
-        filter positions instead of the keys' own)."""
+        filter positions instead of the keys' own); the answers as the server reads them."""
         p = "tp:{b%d}:" % bucket
         bands, users = [], []
         for u, band, _, _ in bets:
@@ -82,9 +83,8 @@ class Side:
                       shard_keys)
         argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, TTL, bucket, self.b, len(bets), skip]
         for j, (u, band, stake, key) in enumerate(bets):
-            h = hashes[j] if hashes else canon_hash(rid, band, stake)
-            argv += [u, band, stake, key, h] + (pos[j] if pos else per[j])
-        return self.c.evalsha(self.batch_sha, len(ks), *ks, *argv)
+            argv += [u, band, stake, key] + (pos[j] if pos else per[j])
+        return betbatch.answers(self.c.evalsha(self.batch_sha, len(ks), *ks, *argv), rid, bets)
 
     def one(self, rid, bet, now):
         u, band, stake, key = bet
@@ -126,15 +126,15 @@ class Side:
                 continue
             if ":idem:" in k:
                 # tp:{bN}:idem:<user>:<key> (STRING) or tp:{bN}:idem:<round> (HASH
-                # "<user>:<key>"): the same records under (bucket, user, key).
+                # "<user>:<key>"): the same records under (bucket, user, key), by content.
                 if t == "string":
                     pre, user, key = k.split(":", 4)[1], k.split(":")[3], k.split(":", 4)[4]
-                    out[("idem", pre, user, key)] = c.get(k)
+                    out[("idem", pre, user, key)] = record(c.get(k))
                 else:
-                    pre = k.split(":")[1]
+                    pre, rid = k.split(":")[1], k.split(":")[3]
                     for f, v in c.hgetall(k).items():
                         user, key = f.split(":", 1)
-                        out[("idem", pre, user, key)] = v
+                        out[("idem", pre, user, key)] = record(v, rid)
             elif k.endswith(":outbox"):
                 evs = []
                 for _, f in c.xrange(k):
@@ -160,6 +160,18 @@ class Side:
 
     def snapshot(self):
         return {k: (self.raw.type(k), self.raw.dump(k)) for k in sorted(self.raw.keys("*"))}
+
+
+def record(v, rid=None):
+    """An idempotency record as (bet_id, round_id, band, stake, balance): bet.lua's (and an
+    older bet_batch.lua's) "1|<hash>|<bet_id>|<round_id>|<band>|<stake>|<balance>", whose hash is
+    the body's, or bet_batch.lua's "<bet_id>|<band>|<stake>|<balance>" in idem:<rid>."""
+    f = v.split("|")
+    if f[0] == "1" and len(f) == 7:
+        assert f[1] == canon_hash(f[3], f[4], f[5]), v
+        return (f[2], f[3], f[4], f[5], f[6])
+    assert len(f) == 4 and rid is not None, v
+    return (f[0], rid, f[1], f[2], f[3])
 
 
 def run_three(buckets, setup, batches, between=None, later=()):
@@ -318,16 +330,11 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         assert codes(res) == ["insufficient_funds", "invalid_stake", "invalid_band"] + \
             ["invalid_request"] * 6, res
         assert s.snapshot() == before
-        for bets, hashes, text in (
-                ([(3, 0, 100, "k")], None, "not in this bucket"),
-                # lowercase hex is the C caller's check (tests/unit/store/test_scripts.c);
-                # the script refuses what would make a record unparseable
-                ([(2, 0, 100, "k")], ["a" * 63 + "|"], "bad request hash"),
-                ([(2, 0, 100, "k")], ["|" + "a" * 63], "bad request hash"),
-                ([(2, 0, 100, "k")], ["a" * 65], "bad request hash"),
-                ([(0, 0, 100, "k")], None, "bad user_id")):
+        for bets, text in (
+                ([(3, 0, 100, "k")], "not in this bucket"),
+                ([(0, 0, 100, "k")], "bad user_id")):
             try:
-                s.batch_call(0, 1, bets, 5000, hashes=hashes)
+                s.batch_call(0, 1, bets, 5000)
             except redis.ResponseError as e:
                 assert text in str(e), e
             else:
@@ -359,10 +366,11 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
                 assert text in str(e), (text, e)
             else:
                 raise AssertionError(f"wrong KEYS accepted: {text}")
-        # The filter position is the caller's: anything but 32-bit word and mask and a shard
-        # below 1024 is a bug.
-        for bad in ([2**32, 1, 0], [-1, 1, 0], [1.5, 1, 0], [0, 0, 0], [0, 2**32, 0],
-                    [0, 1, 1024], [0, 1, -1], ["x", 1, 0]):
+        # The filter position is the caller's: anything but 8 bytes of word and nonzero mask
+        # and a shard below 1024 is a bug.
+        one = b"\0\0\0\0\0\0\0\1"
+        for bad in ([b"\0" * 7 + b"\1", 0], [b"\0" * 8 + b"\1", 0], [b"\xff" * 4 + b"\0" * 4, 0],
+                    [b"", 0], [1, 0], [one, 1024], [one, -1], [one, "x"], [one, "01"]):
             try:
                 s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, pos=[bad])
             except redis.ResponseError as e:
@@ -378,6 +386,41 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         assert len(evs) == 1 and evs[0]["bets"].count("\n") == 1, evs
         assert s.c.ttl("tp:{b0}:idem:1") == -1  # until the round's archival
 
+
+
+def test_records_of_an_older_version_still_replay():
+    """Until session 9 a record was "1|<request hash>|<bet_id>|<round_id>|<band>|<stake>|
+    <balance>" (the hash: SHA-256 of "v1|<round_id>|<band>|<stake>"); a round hot at the
+    upgrade keeps those. Such a record replays its answer for the same band and stake, and
+    conflicts for another, as it did; the new ones are "<bet_id>|<band>|<stake>|<balance>"."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 1000)
+        s.open_round(7)
+        p = "tp:{b0}:"
+        s.c.hset(p + "idem:7", "1:old", "1|%s|41|7|2|300|700" % canon_hash(7, 2, 300))
+        s.c.hset(p + "idemhot", "1:old", "7:4000")
+        res = s.batch_call(0, 7, [(1, 2, 300, "old"), (1, 2, 301, "old"), (1, 3, 300, "old"),
+                                  (1, 2, 300, "new"), (1, 2, 300, "new"), (1, 2, 300, "old")],
+                           5000)
+        new_id = res[3][1]
+        assert res == [["ok", 41, 7, 2, 300, 700, 1], ["err", "idempotency_conflict"],
+                       ["err", "idempotency_conflict"], ["ok", new_id, 7, 2, 300, 700, 0],
+                       ["ok", new_id, 7, 2, 300, 700, 1], ["ok", 41, 7, 2, 300, 700, 1]], res
+        assert s.c.hgetall(p + "idem:7") == {"1:old": "1|%s|41|7|2|300|700" % canon_hash(7, 2, 300),
+                                             "1:new": "%d|2|300|700" % new_id}
+        assert s.c.hget(p + "bal", "1") == "700"
+        # A record that names another round than its hash's is corrupt: the call fails whole.
+        s.c.hset(p + "idem:7", "1:bad", "1|%s|42|8|2|300|700" % canon_hash(8, 2, 300))
+        s.c.hset(p + "idemhot", "1:bad", "7:4000")
+        before = s.snapshot()
+        try:
+            s.batch_call(0, 7, [(1, 2, 300, "bad")], 5000)
+        except redis.ResponseError as e:
+            assert "corrupt idempotency record" in str(e), e
+        else:
+            raise AssertionError("a corrupt record was answered")
+        assert s.snapshot() == before
 
 
 def test_key_reused_on_another_round_conflicts():
@@ -605,7 +648,9 @@ def test_archival_steps_take_the_records_so_any_scan_completes():
         s = Side(r, 1)
         s.grant(1, 10**9)
         s.open_round(7)
-        p, n = "tp:{b0}:", 300  # a hash table, as HSCAN pages it (> 128 entries)
+        # A hash table, as HSCAN pages it: more records than Redis's default
+        # hash-max-listpack-entries (512; the records are short enough for a listpack below it).
+        p, n = "tp:{b0}:", 600
         keys = ["k%d" % i for i in range(n)]
         first = s.batch_call(0, 7, [(1, i % NBANDS, 100, k) for i, k in enumerate(keys)], 5000)
         assert codes(first) == ["ok"] * n

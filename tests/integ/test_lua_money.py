@@ -7,11 +7,11 @@ with EVALSHA exactly as the C store does, following the key layout of scripts/lu
 Rejections are checked to leave Redis byte-for-byte unchanged (DUMP of every key).
 """
 
-import hashlib
 import os
 import random
 import threading
 
+import betbatch
 import idemfilter
 import msgpack
 import redis
@@ -19,11 +19,6 @@ import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, IDEM_TTL = 5, 100, 100000, 86400
-
-
-def canon_hash(round_id, band, stake):
-    """The request hash the C side sends: SHA-256 of the canonical request, lowercase hex."""
-    return hashlib.sha256(f"v1|{round_id}|{band}|{stake}".encode()).hexdigest()
 
 
 class Money:
@@ -68,17 +63,15 @@ class Money:
                 p + f"bets:{rid}:{band}",
                 p + f"ubets:{user}"] + idemfilter.batch_tail(p, w, [(user, key)])[0]
 
-    def bet(self, user, rid, band, stake, key, now=5000, req_hash=None, client=None,
-            nbands=NBANDS, keys=None, bucket=None, skip=0):
-        """One bet as a batch of one; returns its answer."""
-        h = req_hash or canon_hash(rid, band, stake)
+    def bet(self, user, rid, band, stake, key, now=5000, client=None, nbands=NBANDS, keys=None,
+            bucket=None, skip=0, pos=None):
+        """One bet as a batch of one; returns its answer as the server reads it."""
         ks = keys or self.bet_keys(user, rid, band, key, now)
         res = (client or self.c).evalsha(
             self.sha["bet_batch"], len(ks), *ks, rid, now, nbands, MIN_STAKE, MAX_STAKE,
             IDEM_TTL, self.bucket(user) if bucket is None else bucket, self.buckets, 1,
-            skip, user, band, stake, key, h, *idemfilter.pos(user, key))
-        assert len(res) == 1, res
-        return res[0]
+            skip, user, band, stake, key, *(pos or idemfilter.pos_argv(user, key)))
+        return betbatch.answers(res, rid, [(user, band, stake, key)])[0]
 
     def balance(self, user):
         return int(self.c.hget(self.p(user) + "bal", str(user)) or 0)
@@ -171,7 +164,7 @@ def test_bet_happy_path():
         assert ev == [{"type": "bets", "round_id": "42", "ts": "5000",
                        "bets": "5,9,3,2500,7500,k1"}], ev
         rec = m.c.hget(p + "idem:42", "9:k1")
-        assert rec == "1|%s|5|42|3|2500|7500" % canon_hash(42, 3, 2500), rec
+        assert rec == "5|3|2500|7500", rec  # bet_id|band|stake|balance: the round is the hash's
         # The records and the hot index stay until the round's archival, which puts the key in
         # the filter (idem_unindex.lua): a bet neither writes nor creates any filter shard.
         assert m.c.ttl(p + "idem:42") == -1 and m.c.ttl(p + "idemhot") == -1
@@ -491,11 +484,9 @@ def test_bet_caller_bugs_raise_errors():
         m.grant(3, 10000)
         m.open_round(1)
         before = m.snapshot()
-        # lowercase hex is the C caller's check (tests/unit/store/test_scripts.c); the script
-        # refuses a hash of another length or with the records' separator
-        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", req_hash="a" * 63 + "|"),
-                           "request hash")
-        expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", req_hash="a" * 63), "request hash")
+        # the filter position: 8 bytes (word, nonzero mask), a shard below 1024
+        for pos in ([b"\0" * 8, 5], [b"\1" * 7, 5], [b"\1" * 8, 1024], [b"\1" * 8, "5 "]):
+            expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", pos=pos), "filter position")
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", now="-1"), "now_ms")
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", nbands=0), "band count")
         keys = m.bet_keys(3, 1, 0, "k")

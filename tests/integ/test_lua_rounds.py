@@ -10,6 +10,7 @@ import os
 import random
 import time
 
+import betbatch
 import idemfilter
 import redis
 import tpenv
@@ -69,7 +70,6 @@ class Game:
     def bet(self, user, rid, band, stake, key, max_stake=10**9, nbands=NBANDS):
         b = user % self.B
         p = self.p(b)
-        h = hashlib.sha256(f"v1|{rid}|{band}|{stake}".encode()).hexdigest()
         now = now_ms()
         w = now // 3600000  # the key index windows of a 3600 s TTL
         keys = [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
@@ -78,9 +78,9 @@ class Game:
                 p + f"bets:{rid}:{band}",
                 p + f"ubets:{user}"] + idemfilter.batch_tail(p, w, [(user, key)])[0]
         res = self.run("bet_batch", keys, [rid, now, nbands, 1, max_stake, 3600, b, self.B, 1,
-                                           0, user, band, stake, key, h,
-                                           *idemfilter.pos(user, key)])
-        return res[0]
+                                           0, user, band, stake, key,
+                                           *idemfilter.pos_argv(user, key)])
+        return betbatch.answers(res, rid, [(user, band, stake, key)])[0]
 
     # --- rounds ---
     # round_boundary.lua: close, lock and open parts, each None to leave it out

@@ -21,6 +21,13 @@ def pos(user_id, key):
     return int.from_bytes(h[0:4], "big"), mask, int.from_bytes(h[8:12], "big") % SHARDS
 
 
+def pos_argv(user_id, key):
+    """bet_batch.lua's 2 position ARGV of "<user_id>:<key>" (src/store/scripts.c): word and mask
+    as 8 big-endian bytes, then the shard in decimal."""
+    word, mask, shard = pos(user_id, key)
+    return [word.to_bytes(4, "big") + mask.to_bytes(4, "big"), shard]
+
+
 def shard_key(prefix, window, shard):
     """tp:{bN}:idemfilter:<window>:<shard> for prefix "tp:{bN}:"."""
     return f"{prefix}idemfilter:{window}:{shard}"
@@ -79,12 +86,12 @@ def archive_index(c, sha, prefix, bucket, rid, w, count=2, two=False, since=0, c
 
 
 def batch_tail(prefix, w, bets):
-    """The shard KEYS of a batch (after the users') and the 3 position ARGV per bet, for bets
-    as (user_id, key) pairs in ARGV order: ([keys], [[word, mask, shard] per bet])."""
+    """The shard KEYS of a batch (after the users') and the 2 position ARGV per bet, for bets
+    as (user_id, key) pairs in ARGV order: ([keys], [pos_argv(user, key) per bet])."""
     keys, seen, per = [], set(), []
     for user, key in bets:
-        word, mask, shard = pos(user, key)
-        per.append([word, mask, shard])
+        per.append(pos_argv(user, key))
+        shard = per[-1][1]
         if shard not in seen:
             seen.add(shard)
             keys += [shard_key(prefix, w, shard), shard_key(prefix, w - 1, shard)]

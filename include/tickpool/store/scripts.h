@@ -85,7 +85,6 @@ struct tp_script_batch_bet {
     int64_t stake;
     const char *idem_key; /* idem_len bytes, 1..TP_KEYS_IDEM_MAX */
     size_t idem_len;
-    const char *req_hash; /* 64 lowercase hex (tp_bet_request_hash) */
 };
 /* bet_batch.lua: n bets of players of bucket `bucket`, all on round `round_id`. */
 struct tp_script_bet_batch_args {
@@ -99,9 +98,8 @@ struct tp_script_bet_batch_args {
     size_t n; /* 1..TP_SCRIPT_BATCH_MAX */
 };
 /** Runs bet_batch.lua. TP_EINVAL when n is 0 or over TP_SCRIPT_BATCH_MAX, an idempotency key
- * is not 1..TP_KEYS_IDEM_MAX bytes, a request hash not 64 lowercase hex (the script checks only
- * its length), a player is not in `bucket`, the TTL is < 1 or now < 0. The reply holds one
- * answer per bet, in order (the script's header). */
+ * is not 1..TP_KEYS_IDEM_MAX bytes, a player is not in `bucket`, the TTL is < 1 or now < 0. The
+ * reply holds two values per bet, in order (the script's header). */
 int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch_args *a,
                         tp_store_cb cb, void *ud);
 
