@@ -6,7 +6,9 @@ script (or two Redis settings) compare within a fraction of a percent. Starts it
 redis-server (AOF on, as scripts/up) under `valgrind --tool=callgrind
 --toggle-collect=evalShaCommand`, gives 200 players a balance, opens round 1 in bucket 0 of 1,
 sends BATCHES calls of BETS bets each (PLAYERS distinct players per call, fresh keys, bands
-round-robin) and prints the instructions counted inside EVALSHA divided by the bets. The day's
+round-robin) and prints the instructions counted inside EVALSHA divided by the bets, then the
+bytes those calls added to the AOF per bet, by command (what Redis propagates and writes,
+outside the instruction count). The day's
 filter is built beforehand, as the leader builds it (src/game/leader_idemfilter.c), with plain
 SETRANGEs that callgrind does not count; bets only read it. --archive then runs archival's
 idempotency steps over the round's records as src/game/leader_archive.c does (HSCAN pages of
@@ -86,6 +88,7 @@ def main():
         now = int(time.time() * 1000)
         w = now // (TTL_S * 1000)
         idemfilter.build(c, "tp:{b0}:", w, SHARD_BYTES)
+        r.aof_mark()
         pipe = c.pipeline(transaction=False)
         for b in range(a.batches):
             keys, argv = call_args(a.bets, a.players, b, now, b * a.bets)
@@ -104,6 +107,11 @@ def main():
           f"({a.batches} calls of {a.bets} bets, {a.players} players per call, "
           f"{os.path.basename(a.script)}"
           f"{', then archival' if a.archive else ''})")
+    n = a.batches * a.bets
+    aof = sorted(r.aof.items(), key=lambda kv: -kv[1][1])
+    print(f"AOF: {sum(b for _, b in r.aof.values()) / n:.1f} B per bet: " +
+          ", ".join(f"{name} {b / n:.1f} ({cnt / a.batches:g} per call)"
+                    for name, (cnt, b) in aof))
 
 
 if __name__ == "__main__":

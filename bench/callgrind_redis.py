@@ -5,12 +5,15 @@ machine's load as CPU times do.
     with CallgrindRedis(["--hash-max-listpack-entries", "128"], keep=path) as r:
         r.client.script_load(...)   # a redis-py client, decode_responses=True
     r.instructions                  # counted inside EVALSHA, once the server has stopped
+    r.aof                           # after r.aof_mark(): {command: [count, bytes]} the AOF got since
+
 
 The server runs AOF on (as scripts/up) in a temporary directory on a free 127.0.0.1 port; it is
 stopped, and the directory removed, however the block ends. `keep` copies callgrind's output
 (for callgrind_annotate --inclusive=yes).
 """
 
+import glob
 import os
 import re
 import shutil
@@ -30,10 +33,31 @@ def free_port():
     return port
 
 
+def aof_tally(data):
+    """Commands of AOF bytes (RESP arrays of bulk strings) by name: {name: [count, bytes]}."""
+    out, i = {}, 0
+    while i < len(data):
+        start, j = i, data.index(b"\r\n", i)
+        if data[i:i + 1] != b"*":
+            raise RuntimeError(f"not a RESP array in the AOF at byte {i}")
+        n, i, name = int(data[i + 1:j]), j + 2, None
+        for k in range(n):
+            j = data.index(b"\r\n", i)
+            length, i = int(data[i + 1:j]), j + 2
+            if k == 0:
+                name = data[i:i + length].decode().upper()
+            i += length + 2
+        c = out.setdefault(name, [0, 0])
+        c[0] += 1
+        c[1] += i - start
+    return out
+
+
 class CallgrindRedis:
     def __init__(self, redis_args=(), keep=None):
         self.redis_args, self.keep = list(redis_args), keep
         self.instructions = None
+        self.aof, self._aof_at = None, None
 
     def __enter__(self):
         self._dir = tempfile.TemporaryDirectory(prefix="tp-cg-")
@@ -59,6 +83,17 @@ class CallgrindRedis:
             self._stop()
             raise
 
+    def _aof_file(self):
+        files = glob.glob(os.path.join(self._dir.name, "appendonlydir", "*.incr.aof"))
+        if len(files) != 1:
+            raise RuntimeError(f"want one incremental AOF file, found {files}")
+        return files[0]
+
+    def aof_mark(self):
+        """From here on, the AOF's commands are tallied into self.aof when the server stops
+        (Redis writes the AOF before it answers, so what was answered is in the file)."""
+        self._aof_at = (self._aof_file(), os.path.getsize(self._aof_file()))
+
     def _stop(self):
         try:
             self.client.shutdown(nosave=True)
@@ -73,6 +108,10 @@ class CallgrindRedis:
         try:
             self._stop()
             if exc_type is None:
+                if self._aof_at is not None:
+                    with open(self._aof_at[0], "rb") as f:
+                        f.seek(self._aof_at[1])
+                        self.aof = aof_tally(f.read())
                 if self.keep:
                     shutil.copyfile(self._out, self.keep)
                 with open(self._out) as f:
