@@ -250,6 +250,9 @@ bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns)
             struct tp_conn *c = list;
             list = c->dirty_next;
             c->dirty = false;
+            /* The beats still being handed out go in this write rather than a second one (at a
+             * boundary: the beat of T with the `round` pair; conn_fanout.c). */
+            tp_conn_fanout_give(c);
             tp_conn_run_deferred(c);
         }
     }

@@ -20,7 +20,11 @@
  *
  * Everything else (round changes, replies, payouts) is queued at once and written from the
  * dirty list, which the worker runs before this walk: a `round` keeps its priority over the
- * beats still to be handed out.
+ * beats still to be handed out. A socket written from the dirty list while beats are being handed
+ * out takes them along, behind what it has queued (tp_conn_fanout_give): at a boundary the beat
+ * of T arrives ~2 ms after T, while the `round` pair is still being written to the worker's
+ * sockets, and each socket still waiting for the pair gets both in one write instead of a second
+ * write when the walk reaches it (issue 13; bench/README.md "Boundaries").
  */
 #include "conn_internal.h"
 
@@ -61,26 +65,39 @@ void tp_conn_fanout(struct tp_conn_host *h, struct tp_ws_frame *f,
     fo->left = h->nws; /* once around the list from the cursor */
 }
 
-/* Gives socket `c` the pending frames it has not had, oldest first, and writes them now
- * (unless it waits for writability anyway, or its deferred work will write them). */
-static void visit(struct tp_conn_host *h, struct tp_conn *c)
+/* Queues to socket `c` the pending frames it has not had, oldest first, and records that it has
+ * them (or skipped them: not ready). True when it queued any. */
+static bool give(struct tp_conn_host *h, struct tp_conn *c)
 {
     struct tp_conn_fanout *fo = &h->fan;
     if (tp_conn_is_closed(c) || c->ws == NULL || c->fan_gen >= fo->last)
-        return;
+        return false;
     uint64_t had = c->fan_gen;
     c->fan_gen = fo->last;
     if (fo->ready != NULL && !fo->ready(c))
-        return; /* no snapshot yet: these beats are not its (tp_conn_ws_fanout_from_now) */
+        return false; /* no snapshot yet: these beats are not its (tp_conn_ws_fanout_from_now) */
     bool queued = false;
     for (int i = 0; i < fo->n; i++)
         if (fo->gen[i] > had && tp_conn_ws_queue(c, fo->f[i]) != TP_ECLOSED)
             queued = true;
-    if (!queued || c->dirty)
+    return queued;
+}
+
+/* Gives socket `c` its pending frames and writes them now (unless it waits for writability
+ * anyway, or its deferred work will write them). */
+static void visit(struct tp_conn_host *h, struct tp_conn *c)
+{
+    if (!give(h, c) || c->dirty)
         return;
     if (c->events & EV_WRITE)
         return; /* the socket is full: its watcher writes once it drains */
     tp_conn_run_deferred(c);
+}
+
+void tp_conn_fanout_give(struct tp_conn *c)
+{
+    if (c->h->fan.left > 0)
+        give(c->h, c);
 }
 
 bool tp_conn_run_fanout(struct tp_conn_host *h, int64_t budget_ns)

@@ -140,6 +140,10 @@ void tp_conn_handshakes_drop(struct tp_conn_host *h);
 
 /* --- Fan-out (conn_fanout.c) --- */
 
+/** While beats are being handed out, queues to `c` those it has not had, behind its queued
+ * frames, without writing: for a socket about to be written from the dirty list, so the beats go
+ * in the same write (the walk then skips it). */
+void tp_conn_fanout_give(struct tp_conn *c);
 /** `c` leaves the WebSocket list: the fan-out's cursor moves past it. */
 void tp_conn_fanout_forget(struct tp_conn *c);
 /** Drops every pending frame (process exit). */

@@ -1,8 +1,9 @@
 /* Unit tests for the sliced fan-out of droppable broadcasts (src/net/conn_fanout.c) over real
  * WebSocket connections on socketpairs and a private libev loop: slices of 16 sockets, beats
  * arriving between slices, a `round` queued at once ahead of the beats still to be handed out,
- * sockets not ready, and sockets freed under the walk's cursor. Every client must see its
- * frames once each, in the order they were handed out, the newest last. */
+ * sockets not ready, beats taken along by the sockets a `round` is being written to, and sockets
+ * freed under the walk's cursor. Every client must see its frames once each, in the order they
+ * were handed out, the newest last. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -237,6 +238,62 @@ static void test_round_first_and_not_ready(void **state)
     assert_string_equal(s, "");
 }
 
+/* Issue 13: beats handed out while a `round` is still being written from the dirty list go in
+ * the same write to the sockets still waiting for it, behind the round (their clients hold both
+ * before the walk runs at all); the sockets written before a beat arrived get it from the walk.
+ * A newer beat supersedes the older for the sockets not yet written, and every socket gets the
+ * round once and its beats in order, the newest last. */
+static void test_beat_joins_round_write(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    struct tp_ws_frame *r = tp_ws_frame_new("r1", 2, TP_WS_KIND_ROUND);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(tp_conn_ws_send_frame(conns[i], r), 0);
+    tp_ws_frame_unref(r);
+    /* Three groups of sockets, by what they were written in one dirty-list write: before t1
+     * arrived, between t1 and t2, after t2. */
+    static const char *const first[3] = {"r1", "r1,t1", "r1,t2"};
+    int group[N], count[3] = {0, 0, 0};
+    for (int i = 0; i < N; i++)
+        group[i] = -1;
+    for (int g = 0; g < 3; g++) {
+        if (g == 1)
+            hand("t1", TP_WS_KIND_TICK);
+        if (g == 2)
+            hand("t2", TP_WS_KIND_TICK); /* supersedes t1 for the sockets not yet written */
+        if (g < 2)
+            assert_true(tp_conn_run_dirty(&host, 1)); /* one slice of the dirty list */
+        else
+            assert_false(tp_conn_run_dirty(&host, 0)); /* the rest */
+        for (int i = 0; i < N; i++) {
+            char s[256];
+            received(i, s, sizeof(s));
+            if (s[0] == '\0')
+                continue;
+            assert_int_equal(group[i], -1); /* written once */
+            assert_string_equal(s, first[g]);
+            group[i] = g;
+            count[g]++;
+        }
+        assert_true(count[g] > 0);
+    }
+    assert_int_equal(count[0] + count[1] + count[2], N);
+    /* The walk gives t2 to the sockets written before it arrived, and nothing to the others. */
+    assert_true(tp_conn_fanout_pending(&host));
+    while (tp_conn_run_fanout(&host, 1))
+        ;
+    for (int i = 0; i < N; i++) {
+        char s[256];
+        received(i, s, sizeof(s));
+        assert_string_equal(s, group[i] == 2 ? "" : "t2");
+    }
+    assert_int_equal(host.fan.n, 0);
+}
+
 /* Sockets freed under the walk (the cursor's among them) neither stop it nor are touched (run
  * under ASan); every socket left gets the beat once. */
 static void test_sockets_freed_mid_walk(void **state)
@@ -275,6 +332,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_newest_wins_across_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_first_and_not_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_beat_joins_round_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sockets_freed_mid_walk, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
