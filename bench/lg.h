@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -65,6 +66,7 @@ struct lg_opt {
     const char *script;
     double connect_rate;
     const char *json_file;
+    const char *latencies_file; /* --latencies: each measured answer's due time and latency */
     const char *label;
     bool quiet;
     bool tls; /* --tls: every connection is TLS (https/wss) */
@@ -108,6 +110,8 @@ struct lg_res {
     uint64_t sec_ok, sec_err, sec_msgs;
     struct rusage ru0, ru1;
     uint64_t t_measure0, t_measure1;
+    FILE *latencies;      /* --latencies, open during the run (NULL: not asked for) */
+    int64_t wall_mono_us; /* CLOCK_REALTIME - CLOCK_MONOTONIC when it was opened, µs */
 };
 extern struct lg_res lg_res;
 

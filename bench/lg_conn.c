@@ -239,6 +239,10 @@ static void complete(struct lg_conn *c, uint64_t seq, const char *err)
         if (err == NULL) {
             lg_res.ok++;
             lg_hist_record(&lg_res.lat, now > due ? (now - due) / 1000 : 0);
+            if (lg_res.latencies != NULL)
+                fprintf(lg_res.latencies, "%" PRId64 " %" PRIu64 "\n",
+                        ((int64_t)(due / 1000) + lg_res.wall_mono_us) / 1000,
+                        now > due ? (now - due) / 1000 : 0);
         } else {
             lg_err_count(err);
         }

@@ -21,6 +21,7 @@
  *
  * This file: options, main, the schedule and the run phases. lg.h lists the other files.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -118,6 +119,9 @@ static void usage(FILE *f)
                "      --script FILE       bet.lua for redis-bet [bench/lua/bet.lua]\n"
                "Output:\n"
                "      --json FILE         also append the JSON line to FILE\n"
+               "      --latencies FILE    write each measured answer (bets) as a line\n"
+               "                          'due_wall_ms latency_us' to FILE: where in the\n"
+               "                          window the slow ones were due\n"
                "      --label TEXT        label copied into the JSON line\n"
                "      --cpu-pid NAME=PID[,PID...]  report the CPU (utime+stime from /proc) these\n"
                "                          processes used during the measured window only, as\n"
@@ -374,6 +378,7 @@ int main(int argc, char **argv)
         O_BUCKETS,
         O_SCRIPT,
         O_JSON,
+        O_LATENCIES,
         O_LABEL,
         O_CPU_PID,
         O_TLS
@@ -401,6 +406,7 @@ int main(int argc, char **argv)
         {"buckets", 1, 0, O_BUCKETS},
         {"script", 1, 0, O_SCRIPT},
         {"json", 1, 0, O_JSON},
+        {"latencies", 1, 0, O_LATENCIES},
         {"label", 1, 0, O_LABEL},
         {"cpu-pid", 1, 0, O_CPU_PID},
         {"tls", 0, 0, O_TLS},
@@ -477,6 +483,9 @@ int main(int argc, char **argv)
         case O_JSON:
             lg_opt.json_file = optarg;
             break;
+        case O_LATENCIES:
+            lg_opt.latencies_file = optarg;
+            break;
         case O_LABEL:
             lg_opt.label = optarg;
             break;
@@ -551,6 +560,15 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (lg_opt.latencies_file != NULL) {
+        lg_res.latencies = fopen(lg_opt.latencies_file, "w");
+        if (lg_res.latencies == NULL) {
+            fprintf(stderr, "loadgen: --latencies %s: %s\n", lg_opt.latencies_file,
+                    strerror(errno));
+            return 2;
+        }
+        lg_res.wall_mono_us = (int64_t)lg_wall_us() - (int64_t)(lg_mono_ns() / 1000);
+    }
     for (int i = 0; i < lg_opt.ncpu_watch; i++)
         lg_opt.cpu_watch[i].rss_before = lg_cpu_watch_rss_kb(&lg_opt.cpu_watch[i]);
     lg_loop = ev_default_loop(EVFLAG_AUTO);
@@ -579,6 +597,9 @@ int main(int argc, char **argv)
     ev_signal_init(&stop_signal, on_stop, SIGTERM);
     ev_signal_start(lg_loop, &stop_signal);
     ev_run(lg_loop, 0);
+    if (lg_res.latencies != NULL && fclose(lg_res.latencies) != 0)
+        fprintf(stderr, "loadgen: --latencies %s: %s\n", lg_opt.latencies_file, strerror(errno));
+    lg_res.latencies = NULL;
     lg_report();
     tp_tls_ctx_free(lg_tls_ctx);
     return lg_res.ok > 0 || (lg_opt.mode == LG_M_VIEWERS && lg_res.msgs[0] > 0) ? 0 : 1;
