@@ -221,8 +221,8 @@ enum tp_bet_code tp_bet_check_key(const char *key, size_t len)
 
 void tp_bet_request_hash(const struct tp_bet_req *r, char out[TP_BET_HASH_LEN])
 {
-    /* "v1|<round_id>|<band>|<stake>" in decimal: the script compares this hash, so its text
-     * never changes. */
+    /* "v1|<round_id>|<band>|<stake>" in decimal: bench/lua/bet.lua's records compare this hash
+     * (and records of bet_batch.lua before session 9 hold it), so its text never changes. */
     char canon[3 + 3 * TP_FMT_I64_MAX + 2];
     memcpy(canon, "v1|", 3);
     size_t n = 3;

@@ -323,12 +323,15 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         s.grant(2, 100)
         s.open_round(1)
         before = s.snapshot()
+        # Keys: the script refuses what would split the outbox entry's lines and the lengths;
+        # any other byte outside printable ASCII is the C caller's check
+        # (tests/unit/store/test_scripts.c).
         res = s.batch_call(0, 1, [(2, 0, 500, "k"), (2, 0, 99, "j"), (2, 7, 100, "i"),
-                                  (2, 0, 100, "a\nb"), (2, 0, 100, "a b"), (2, 0, 100, "x" * 129),
-                                  (2, 0, 100, "a\x7f"), (2, 0, 100, "k\u00e9"), (2, 0, 100, "\x01")],
+                                  (2, 0, 100, "a\nb"), (2, 0, 100, "\n"), (2, 0, 100, "x" * 129),
+                                  (2, 0, 100, "")],
                            5000)
         assert codes(res) == ["insufficient_funds", "invalid_stake", "invalid_band"] + \
-            ["invalid_request"] * 6, res
+            ["invalid_request"] * 4, res
         assert s.snapshot() == before
         for bets, text in (
                 ([(3, 0, 100, "k")], "not in this bucket"),

@@ -98,7 +98,8 @@ struct tp_script_bet_batch_args {
     size_t n; /* 1..TP_SCRIPT_BATCH_MAX */
 };
 /** Runs bet_batch.lua. TP_EINVAL when n is 0 or over TP_SCRIPT_BATCH_MAX, an idempotency key
- * is not 1..TP_KEYS_IDEM_MAX bytes, a player is not in `bucket`, the TTL is < 1 or now < 0. The
+ * is not 1..TP_KEYS_IDEM_MAX bytes of printable ASCII (the script checks only length and
+ * newline), a player is not in `bucket`, the TTL is < 1 or now < 0. The
  * reply holds two values per bet, in order (the script's header). */
 int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch_args *a,
                         tp_store_cb cb, void *ud);

@@ -197,6 +197,14 @@ static void test_bet_batch(void **state)
     bets[1].idem_len = TP_KEYS_IDEM_MAX + 1;
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
     bets[1].idem_len = 3;
+    /* printable ASCII only, each 3 bytes ("ab" and its NUL): bet_batch.lua checks only the
+     * length and the newline */
+    const char *const bad_keys[] = {"a b", "a\177b", "k\303\251", "\1ab", "a\nb", "ab"};
+    for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++) {
+        bets[1].idem_key = bad_keys[i];
+        assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    }
+    bets[1].idem_key = "a,b";
     bets[1].user_id = 4; /* bucket 0 */
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
     bets[1].user_id = 3;
