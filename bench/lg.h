@@ -85,6 +85,8 @@ struct lg_errs {
 };
 
 #define LG_BOUNDS_MAX 256
+/* Seconds of the measured window whose own p99 is kept for the JSON (bets). */
+#define LG_SECS_MAX 3600
 
 struct lg_res {
     struct lg_hist lat;          /* request latency or tick lag, µs */
@@ -108,6 +110,12 @@ struct lg_res {
     } bounds[LG_BOUNDS_MAX];
     int nbounds;
     uint64_t sec_ok, sec_err, sec_msgs;
+    /* bets: the latency of the answers of the current second (every phase), and the p99 of
+     * each second of the measured window, so a stall (a Redis fork, a rewrite) shows as the
+     * seconds it spoiled rather than only in the window's p99. */
+    struct lg_hist sec_lat;
+    uint64_t sec_p99[LG_SECS_MAX];
+    int nsecs;
     struct rusage ru0, ru1;
     uint64_t t_measure0, t_measure1;
     FILE *latencies;      /* --latencies, open during the run (NULL: not asked for) */

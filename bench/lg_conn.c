@@ -250,6 +250,7 @@ static void complete(struct lg_conn *c, uint64_t seq, const char *err)
     if (err == NULL) {
         lg_res.total_ok++;
         lg_res.sec_ok++;
+        lg_hist_record(&lg_res.sec_lat, now > due ? (now - due) / 1000 : 0);
     } else {
         lg_res.total_err++;
         lg_res.sec_err++;

@@ -203,6 +203,10 @@ void lg_report(void)
                       lg_opt.round_id, lg_nusers, lg_res.sent, lg_res.ok, tput, lg_hist_pct(h, 50),
                       lg_hist_pct(h, 99), lg_hist_pct(h, 99.9), h->max,
                       h->n ? (double)h->sum / (double)h->n : 0.0);
+        tp_buf_printf(&j, "\"sec_p99_us\":[");
+        for (int i = 0; i < lg_res.nsecs; i++)
+            tp_buf_printf(&j, "%s%" PRIu64, i ? "," : "", lg_res.sec_p99[i]);
+        tp_buf_printf(&j, "],");
         fprintf(stderr,
                 "\n%s: %d conns, target %.0f req/s (%s), %.1fs measured after %.1fs warm-up\n"
                 "  sent %" PRIu64 ", ok %" PRIu64 " (%.1f/s)\n"

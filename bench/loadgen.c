@@ -213,10 +213,15 @@ static void on_tick(struct ev_loop *l, ev_timer *w, int revents)
         else
             fprintf(stderr,
                     "[loadgen] %5.1fs %-7s ok/s=%" PRIu64 " err/s=%" PRIu64 " inflight=%" PRIu64
-                    " open=%d\n",
+                    " open=%d p99=%.1fms max=%.1fms\n",
                     sec(now - lg_t0), phase, lg_res.sec_ok, lg_res.sec_err, lg_inflight_total(),
-                    lg_opened);
+                    lg_opened, lg_hist_pct(&lg_res.sec_lat, 99) / 1e3, lg_res.sec_lat.max / 1e3);
     }
+    /* The second just ended lies in the measured window (ticks come every second from t0). */
+    if (lg_opt.mode != LG_M_VIEWERS && now > lg_t_meas + 500000000ull &&
+        now < lg_t_end + 500000000ull && lg_res.nsecs < LG_SECS_MAX)
+        lg_res.sec_p99[lg_res.nsecs++] = lg_hist_pct(&lg_res.sec_lat, 99);
+    memset(&lg_res.sec_lat, 0, sizeof(lg_res.sec_lat));
     lg_res.sec_ok = lg_res.sec_err = lg_res.sec_msgs = 0;
     if (lg_res.t_measure0 == 0 && now >= lg_t_meas) {
         getrusage(RUSAGE_SELF, &lg_res.ru0);
