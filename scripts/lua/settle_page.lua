@@ -24,7 +24,8 @@ page: type credits, kind payout|refund, round_id, ts, credits = one line per bet
 "<bet_id>,<user_id>,<amount>,<balance>" (balance after this page's credit), `\n`-separated.
 The cursor lives in the plan, so a new leader resumes.
 Returns {'ok', done (0|1), bets credited by this call, bets scanned (credited, or found paid),
-µs of Redis time this call took}, or {'err', 'no_plan'}. Malformed arguments or bets entries are script errors with
+µs of Redis time this call took, the amount the bucket's pages have paid so far (the plan's
+`paid`, this call's credits included: the leader paces pages by it)}, or {'err', 'no_plan'}. Malformed arguments or bets entries are script errors with
 nothing written.
 ]]
 
@@ -54,9 +55,11 @@ local max_bets, budget = uint(ARGV[2]), uint(ARGV[4])
 if not max_bets or max_bets < 1 or not budget or not uint(ARGV[1]) or not uint(ARGV[3]) then
     return bug('bad ARGV')
 end
-local p = call('HMGET', KEYS[1], 'band', 'pot', 'w', 'refund', 'nbands', 'pos', 'cur', 'done')
+local p = call('HMGET', KEYS[1], 'band', 'pot', 'w', 'refund', 'nbands', 'pos', 'cur', 'done',
+               'paid')
 if not p[1] then return {'err', 'no_plan'} end
-if p[8] == '1' then return {'ok', 1, 0, 0, elapsed_us()} end
+local paid = tonumber(p[9] or '0') or 0
+if p[8] == '1' then return {'ok', 1, 0, 0, elapsed_us(), paid} end
 local band, pot, w, refund = tonumber(p[1]), tonumber(p[2]), tonumber(p[3]), p[4] == '1'
 local nbands, pos, cur = tonumber(p[5]), tonumber(p[6]), p[7]
 if #KEYS ~= 6 + nbands then return bug('want 6 + nbands KEYS') end
@@ -276,5 +279,5 @@ if done then
 else
     call('HSET', KEYS[1], 'pos', format('%d', scan_band), 'cur', cur, 'done', '0')
 end
-if total > 0 then call('HINCRBY', KEYS[1], 'paid', dec(total)) end
-return {'ok', done and 1 or 0, n, scanned, elapsed_us()}
+if total > 0 then paid = call('HINCRBY', KEYS[1], 'paid', dec(total)) end
+return {'ok', done and 1 or 0, n, scanned, elapsed_us(), paid}

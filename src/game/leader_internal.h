@@ -58,6 +58,7 @@ struct tp_leader {
     int64_t last_renew_ms;
     int64_t step_at_ms; /* when the step in flight started (tp_now_ms) */
     ev_timer lease_t, step_t;
+    ev_timer pace_t; /* the settlement's idle gap before its next page (leader_settle.c) */
     ev_periodic tick_p;
     ev_periodic boundary_p;  /* TP_LEADER_BOUNDARY_LEAD_MS before the next boundary's wall-clock
                                 time (leader_boundary.c) */
@@ -76,7 +77,9 @@ struct tp_leader {
         int64_t id;
         int pages, pages_slow, pages_paired; /* settle_page calls; over 2 ms; sent as a second */
         int steps;
+        int paced;                        /* pages sent after an idle gap (tp_settle_pace_gap) */
         int64_t page_us_max, page_us_sum; /* the pages' Redis time, µs */
+        int64_t pace_us_sum;              /* the gaps asked for, µs */
     } sst;
     const struct tp_leader_observer *obs; /* who announces rounds and ticks (NULL: nobody) */
     void *obs_ud;
@@ -287,5 +290,8 @@ bool tp_leader_lost(struct tp_leader *l);
 /** Runs the payout (settling) or refund (cancelling) pages of round r in every bucket, then
  * round_final; ends the step. */
 void tp_leader_settle(struct tp_leader *l, const struct tp_game_round *r);
+
+/** pace_t's callback: the gap is over, the next page goes (or the step ends). */
+void tp_leader_settle_pace_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
 #endif

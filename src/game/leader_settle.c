@@ -14,7 +14,11 @@
  * speed, a second page is kept in flight (tp_settle_pager_gap), so that Redis finds the next page
  * waiting instead of idling for it. It arrives while the first runs, so Redis still reads the
  * bets that came meanwhile in the same turn; when Redis is the limit, or loses the CPU inside
- * pages (a host short of cores), one page at a time.
+ * pages (a host short of cores), one page at a time. And while the settlement is ahead of its
+ * pace (tp_settle_pace_gap: the amount paid ahead of a line from the close to
+ * TP_SETTLE_PACE_MS after it), one page at a time with Redis left idle about a page's time
+ * between two: pages back to back keep Redis on a core for the whole settlement, and on a host
+ * with few cores the threads answering bets then wait for one (bench/README.md, Settlement).
  */
 #include "leader_internal.h"
 
@@ -60,11 +64,13 @@ static void on_final(int err, const struct tp_store_reply *r, void *ud)
                                  : TP_METRIC_ROUNDS_SETTLED_TOTAL);
         tp_log_info(MOD,
                     "round %s\tround=%lld total=%lld paid=%lld pages=%d pages_over_2ms=%d "
-                    "page_us_max=%lld page_ms_sum=%lld pages_paired=%d steps=%d",
+                    "page_us_max=%lld page_ms_sum=%lld pages_paired=%d pages_paced=%d "
+                    "pace_ms_sum=%lld steps=%d",
                     cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
                     (long long)l->op.sum_t, (long long)l->op.sum_paid, l->sst.pages,
                     l->sst.pages_slow, (long long)l->sst.page_us_max,
-                    (long long)(l->sst.page_us_sum / 1000), l->sst.pages_paired, l->sst.steps);
+                    (long long)(l->sst.page_us_sum / 1000), l->sst.pages_paired, l->sst.paced,
+                    (long long)(l->sst.pace_us_sum / 1000), l->sst.steps);
         tp_leader_publish_round(l, l->op.r.id);
     }
     tp_leader_step_end(l);
@@ -156,10 +162,35 @@ static void pages_fill(struct tp_leader *l)
     }
 }
 
+/* The idle gap before the next page (µs, 0: none) after a page that took `us` of Redis time
+ * and left the bucket's pages at `bucket_paid`: the amount paid is the finished buckets' (this
+ * step's walk) and this bucket's, against what the round owes (its refunds, or its pot). */
+static int64_t pace_gap(struct tp_leader *l, int64_t bucket_paid, int64_t us)
+{
+    const struct tp_game_round *r = &l->op.r;
+    int64_t owed = r->refund_all ? r->total : r->pot;
+    return tp_settle_pace_gap(r->t.closes_at, tp_now_ms(), l->op.sum_paid + bucket_paid, owed, us);
+}
+
+void tp_leader_settle_pace_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct tp_leader *l = t->data;
+    if (l->op.page_stop == PAGES_GO && (!l->leader || settle_yield(l)))
+        l->op.page_stop = PAGES_END;
+    if (l->op.page_stop != PAGES_GO) {
+        pages_over(l); /* nothing in flight during a gap */
+        return;
+    }
+    l->sst.paced++;
+    pages_fill(l);
+}
+
 static void on_page(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     int64_t now = tp_mono_ns() / 1000;
+    int64_t gap = 0;
     int64_t sent = l->op.sent_us[0];
     for (int i = 1; i < l->op.inflight; i++)
         l->op.sent_us[i - 1] = l->op.sent_us[i];
@@ -170,9 +201,10 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             snprintf(l->op.err_code, sizeof(l->op.err_code), "%s", code);
         l->op.page_stop = PAGES_FAIL;
     } else {
-        /* {'ok', done, credited, scanned, µs}: the next page is sized from this one's time
-         * per bet credited (a bet found paid costs a field of one HMGET), and the pages in
-         * flight follow how long Redis went without one of ours. */
+        /* {'ok', done, credited, scanned, µs, the bucket's paid}: the next page is sized from
+         * this one's time per bet credited (a bet found paid costs a field of one HMGET), the
+         * pages in flight follow how long Redis went without one of ours, and the gap before
+         * the next the settlement's pace. */
         if (tp_reply_len(r) >= 5) {
             int64_t credited = tp_reply_integer(tp_reply_at(r, 2));
             int64_t us = tp_reply_integer(tp_reply_at(r, 4));
@@ -181,6 +213,8 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             l->sst.page_us_max = TP_MAX(l->sst.page_us_max, us);
             l->sst.page_us_sum += us;
             l->sst.pages_slow += us > 2000;
+            if (tp_reply_len(r) >= 6)
+                gap = pace_gap(l, tp_reply_integer(tp_reply_at(r, 5)), us);
         }
         l->sst.pages++;
         if (tp_reply_integer(tp_reply_at(r, 1)) == 1 && l->op.page_stop == PAGES_GO)
@@ -192,6 +226,15 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
     if (l->op.page_stop != PAGES_GO) {
         if (l->op.inflight == 0)
             pages_over(l);
+        return;
+    }
+    if (gap > 0) {
+        /* One page at a time while paced: a page still in flight is the next one. */
+        if (l->op.inflight == 0) {
+            l->sst.pace_us_sum += gap;
+            ev_timer_set(&l->pace_t, (double)gap / 1e6, 0.);
+            ev_timer_start(l->loop, &l->pace_t);
+        }
         return;
     }
     pages_fill(l);

@@ -175,3 +175,17 @@ int tp_settle_pager_gap(struct tp_settle_pager *p, int64_t gap_us, int64_t bets,
     p->depth = !preempted && gap_us - us > us ? TP_SETTLE_PAGER_DEPTH_MAX : 1;
     return p->depth;
 }
+
+int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed,
+                           int64_t page_us)
+{
+    if (owed <= 0 || page_us <= 0 || paid < 0)
+        return 0;
+    int64_t gone = TP_MAX(now_ms - start_ms, 0);
+    if (gone >= TP_SETTLE_PACE_MS)
+        return 0;
+    /* paid / owed >= gone / span, without division (amounts < 2^63, span small) */
+    if ((__int128)paid * TP_SETTLE_PACE_MS < (__int128)owed * gone)
+        return 0;
+    return TP_MIN(page_us, (int64_t)TP_SETTLE_PACE_GAP_MAX_US);
+}

@@ -110,4 +110,21 @@ int tp_settle_pager_gap(struct tp_settle_pager *p, int64_t gap_us, int64_t bets,
 /** Pages to keep in flight, 1 or 2 (1 before any page). */
 int tp_settle_pager_depth(const struct tp_settle_pager *p);
 
+/* Pacing. A settlement run at full speed keeps Redis busy with pages back to back, and on a
+ * host with few cores the bets' own threads then wait for a CPU (bench/README.md, Settlement).
+ * While a settlement is ahead of a straight line from its round's close to TP_SETTLE_PACE_MS
+ * after it (its share of the amount owed paid at least the share of that span gone), the
+ * leader leaves Redis idle between two pages for about a page's time, at most
+ * TP_SETTLE_PACE_GAP_MAX_US; behind the line, or past it, pages go back to back as before. */
+#define TP_SETTLE_PACE_MS 1000
+#define TP_SETTLE_PACE_GAP_MAX_US 3000
+
+/** µs to wait before the next page of a settlement of a round that closed at `start_ms`, now
+ * `now_ms`, with `paid` of `owed` (minor units) paid so far and the last page's Redis time
+ * `page_us`: min(page_us, TP_SETTLE_PACE_GAP_MAX_US) while paid / owed >= (now_ms - start_ms) /
+ * TP_SETTLE_PACE_MS, else 0. 0 too when nothing is owed, the page took no time, or the span is
+ * over. */
+int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed,
+                           int64_t page_us);
+
 #endif

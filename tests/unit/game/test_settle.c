@@ -406,6 +406,34 @@ static void test_pager_depth(void **state)
     assert_int_equal(tp_settle_pager_gap(&p, 400, 10, 300), 1);
 }
 
+/* Pacing: a gap of the page's time (capped) only while the amount paid keeps ahead of a line
+ * from the close to TP_SETTLE_PACE_MS after it. */
+static void test_pace_gap(void **state)
+{
+    (void)state;
+    /* On the line or ahead: one page's time. */
+    assert_int_equal(tp_settle_pace_gap(1000, 1000, 0, 500, 1400), 1400);
+    assert_int_equal(tp_settle_pace_gap(1000, 1500, 250, 500, 1400), 1400);
+    assert_int_equal(tp_settle_pace_gap(1000, 1100, 499, 500, 1400), 1400);
+    /* Behind it: none. */
+    assert_int_equal(tp_settle_pace_gap(1000, 1500, 249, 500, 1400), 0);
+    assert_int_equal(tp_settle_pace_gap(1000, 1001, 0, 500, 1400), 0);
+    /* Capped: a page that lost the CPU says nothing of its work. */
+    assert_int_equal(tp_settle_pace_gap(1000, 1100, 400, 500, 25000), TP_SETTLE_PACE_GAP_MAX_US);
+    /* The span over (a settlement resumed late, a backlog): back to back whatever is paid. */
+    assert_int_equal(tp_settle_pace_gap(1000, 1000 + TP_SETTLE_PACE_MS, 499, 500, 1400), 0);
+    assert_int_equal(tp_settle_pace_gap(1000, 90000, 499, 500, 1400), 0);
+    /* A clock behind the close counts as the close. */
+    assert_int_equal(tp_settle_pace_gap(1000, 900, 0, 500, 1400), 1400);
+    /* Nothing owed, no time, nonsense: none. */
+    assert_int_equal(tp_settle_pace_gap(1000, 1100, 0, 0, 1400), 0);
+    assert_int_equal(tp_settle_pace_gap(1000, 1100, 400, 500, 0), 0);
+    assert_int_equal(tp_settle_pace_gap(1000, 1100, -1, 500, 1400), 0);
+    /* Amounts near INT64_MAX do not overflow the comparison. */
+    assert_int_equal(tp_settle_pace_gap(0, 500, INT64_MAX / 2, INT64_MAX - 1, 1000), 1000);
+    assert_int_equal(tp_settle_pace_gap(0, 500, INT64_MAX / 2 - 1, INT64_MAX - 1, 1000), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -420,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_property_random_pools),
         cmocka_unit_test(test_pager),
         cmocka_unit_test(test_pager_depth),
+        cmocka_unit_test(test_pace_gap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
