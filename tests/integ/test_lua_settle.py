@@ -135,12 +135,15 @@ def settle_new(bk, rng):
         # progress unless the bucket is done
         assert r[0] == "ok" and 0 <= r[2] <= max_bets + 2 * 128 and r[4] >= 0, r
         assert r[3] > 0 or r[1] == 1, r
+        # the bucket's paid so far (the leader paces by it): the plan's, this page included
+        assert r[5] == int(bk.c.hget(bk.p + f"plan:{RID}", "paid")), r
         if rng.random() < 0.5:
             xlen = bk.c.xlen(bk.p + "outbox")
             before = bk.state()
             bk.c.hset(bk.p + f"plan:{RID}", mapping={"pos": cur[0], "cur": cur[1], "done": 0})
             r2 = bk.page(max_bets, budget)
             assert r2[0] == "ok" and r2[2] <= max_bets + 2 * 128, r2
+            assert r2[5] == int(bk.c.hget(bk.p + f"plan:{RID}", "paid")), r2
             assert bk.c.xlen(bk.p + "outbox") == xlen + (1 if r2[2] > 0 else 0)
             after = bk.state()
             paid_before, paid_after = before["paid"], after["paid"]
@@ -169,6 +172,9 @@ def compare(bets, balances, band, pot, w, refund, seed):
         want = expected(bets, band, pot, w, refund)
         assert ref.state() == new.state()
         assert {int(k): int(v) for k, v in new.state()["paid"].items()} == want
+        # a page of a done bucket still says what the bucket paid: the sum of its credits
+        done = new.page()
+        assert done[1:5] == [1, 0, 0, done[4]] and done[5] == sum(want.values()), done
         a, b = ref.credits(), new.credits()
         strip = lambda cs: sorted(x[:5] + x[6:] for x in cs)  # noqa: E731 (all but the balance)
         assert strip(a) == strip(b)
