@@ -3,6 +3,7 @@ Redis. Rounds are made OPEN directly in Redis (the per-bucket state copy and the
 hash), as the game leader's round scripts would; no leader runs here (game.betting_s is huge).
 """
 
+import hashlib
 import http.client
 import json
 import threading
@@ -10,6 +11,7 @@ import time
 
 import msgpack
 import tpenv
+import websocket
 
 FAR = 10**13
 
@@ -157,6 +159,67 @@ def test_key_reused_on_another_round_conflicts():
         st, _, b = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100}, key="y")
         assert st == 409 and code(b) == "idempotency_conflict", (st, b)
         assert r.client().hget("tp:{b0}:bal", str(uid)) == "99800"
+
+
+def test_records_of_an_older_version_replay_the_same_bytes():
+    """A round hot at the upgrade keeps records of the older form "1|<request hash>|<bet_id>|
+    <round_id>|<band>|<stake>|<balance>" (bet_batch.lua before session 9). Their replays are
+    the first answers byte for byte, the 201 body and the WebSocket bet_ok (whose answer is
+    built from the request and the record's bet id and balance), and another body with their
+    key is 409 with no effect, over both transports."""
+    with tpenv.Redis() as r, server(r) as s:
+        uid, auth = user(s, "olga")
+        open_round(r, 5)
+        open_round(r, 6)
+        c = r.client()
+        st, _, first = bet(s, auth, {"round_id": 5, "band": 2, "stake": 1500}, key="old")
+        assert st == 201, (st, first)
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{s.http_port}/ws?token={auth['Authorization'][7:]}",
+            subprotocols=["tickpool.v1"], timeout=10)
+
+        def ws_bet(req, key, round_id, band, stake):
+            ws.send_binary(msgpack.packb({"t": "bet", "req": req, "key": key,
+                                          "round_id": round_id, "band": band, "stake": stake}))
+            while True:
+                raw = ws.recv()
+                m = msgpack.unpackb(raw)
+                if m.get("t") in ("bet_ok", "bet_err") and m.get("req") == req:
+                    return raw, m
+
+        try:
+            ws_first, m = ws_bet(1, "ws", 5, 1, 700)
+            assert m["t"] == "bet_ok", m
+            # Both records rewritten in the older form, as the older script wrote them.
+            idem = "tp:{b0}:idem:5"
+            for f, v in c.hgetall(idem).items():
+                bet_id, band, stake, bal = v.split("|")
+                h = hashlib.sha256(f"v1|5|{band}|{stake}".encode()).hexdigest()
+                c.hset(idem, f, f"1|{h}|{bet_id}|5|{band}|{stake}|{bal}")
+            assert all(v.startswith("1|") for v in c.hvals(idem)) and c.hlen(idem) == 2
+            before = snapshot(r)
+            st, _, b = bet(s, auth, {"round_id": 5, "band": 2, "stake": 1500}, key="old")
+            assert st == 201 and b == first, (st, b, first)
+            raw, m = ws_bet(1, "ws", 5, 1, 700)
+            assert raw == ws_first, (m, msgpack.unpackb(ws_first))
+            # Across transports: the same fields as the other's first answer.
+            raw, m = ws_bet(2, "old", 5, 2, 1500)
+            assert m == dict(json.loads(first), t="bet_ok", req=2), m
+            st, _, b = bet(s, auth, {"round_id": 5, "band": 1, "stake": 700}, key="ws")
+            ok = msgpack.unpackb(ws_first)
+            assert st == 201 and json.loads(b) == {k: ok[k] for k in json.loads(b)}, (b, ok)
+            # Another body: band, stake or round (6 is open; the hot index names 5).
+            for body in ({"round_id": 5, "band": 2, "stake": 1501},
+                         {"round_id": 5, "band": 3, "stake": 1500},
+                         {"round_id": 6, "band": 2, "stake": 1500}):
+                st, _, b = bet(s, auth, body, key="old")
+                assert st == 409 and code(b) == "idempotency_conflict", (body, st, b)
+                _, m = ws_bet(3, "ws", body["round_id"], body["band"], body["stake"])
+                assert m["t"] == "bet_err" and m["code"] == "idempotency_conflict", (body, m)
+            assert snapshot(r) == before
+            assert c.hget("tp:{b0}:bal", str(uid)) == "97800"
+        finally:
+            ws.close()
 
 
 def test_insufficient_funds_and_round_states():
