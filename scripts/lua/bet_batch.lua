@@ -40,8 +40,9 @@ ARGV (decimal integers without sign or leading zeros):
       band count and stake bounds, fixed when it opened, are in its copy, KEYS[3])
   [6] idempotency TTL in seconds  [7] bucket N  [8] number of buckets B  [9] n bets (>= 1)
   [10] 1: skip the filter (the caller found no archived bet of these keys), else 0
-  then 6 per bet: user_id, band, stake, idempotency key (1..128 bytes, as sent by the client),
-  and the key's filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>"
+  then 6 per bet: user_id, band, stake, idempotency key (1..128 bytes of printable ASCII, as
+  sent by the client: the caller checks the bytes, the script length and newline), and the
+  key's filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>"
   (src/store/keys.c tp_keys_idem_pos): 8 bytes, the word (0 .. 2^32-1, taken modulo the
   shard's words) and the mask (the 5 bits, nonzero) as two big-endian 32-bit integers, then
   the shard (0 .. 1023) in decimal. The request (round, band, stake) is the bet's body: a key's
