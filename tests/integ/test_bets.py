@@ -68,6 +68,10 @@ def snapshot(r):
             for k in sorted(raw.keys("tp:{b*")) if b":idemfilter:" not in k}
 
 
+def c_balance(r, uid):
+    return int(r.client().hget("tp:{b0}:bal", str(uid)))
+
+
 def test_bet_happy_and_replay_bytes():
     with tpenv.Redis() as r, server(r) as s:
         uid, auth = user(s, "alice")
@@ -218,6 +222,50 @@ def test_records_of_an_older_version_replay_the_same_bytes():
                 assert m["t"] == "bet_err" and m["code"] == "idempotency_conflict", (body, m)
             assert snapshot(r) == before
             assert c.hget("tp:{b0}:bal", str(uid)) == "97800"
+        finally:
+            ws.close()
+
+
+def test_ws_hostile_keys_never_reach_redis():
+    """MessagePack carries any bytes as a key, which an HTTP header mostly cannot. Since 7407316
+    bet_batch.lua checks only a key's length and newline, the worker's checks (session.c,
+    tp_bet_submit) are all that keep other bytes out of Redis, where a bad key would now fail
+    its whole call (TP_EINVAL: every bet of the batch 503). Each hostile key is answered alone
+    (bet_err, nothing written), and the good bets that arrive in the same read are accepted."""
+    with tpenv.Redis() as r, server(r) as s:
+        uid, auth = user(s, "mallory")
+        open_round(r, 1)
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{s.http_port}/ws?token={auth['Authorization'][7:]}",
+            subprotocols=["tickpool.v1"], timeout=10)
+        try:
+            bad = ["a\nb", "a b", "a\x00b", "a\x7fb", "\u00e9", "\x01", "", "k" * 129,
+                   "a\rb", "a\tb", b"bin-key"]
+            msgs = []
+            for i, key in enumerate(bad):
+                msgs.append({"t": "bet", "req": 100 + i, "key": key, "round_id": 1, "band": 0,
+                             "stake": 100})
+                msgs.append({"t": "bet", "req": i, "key": f"good-{i}", "round_id": 1,
+                             "band": 0, "stake": 100})
+            ws.sock.sendall(b"".join(
+                websocket.ABNF.create_frame(msgpack.packb(m, use_bin_type=True),
+                                            websocket.ABNF.OPCODE_BINARY).format()
+                for m in msgs))
+            got = {}
+            while len(got) < len(msgs):
+                m = msgpack.unpackb(ws.recv())
+                if m.get("t") in ("bet_ok", "bet_err"):
+                    got[m["req"]] = m
+            for i, key in enumerate(bad):
+                m = got[100 + i]
+                assert m["t"] == "bet_err" and m["code"] in (
+                    "idempotency_key_required", "invalid_request"), (key, m)
+                assert got[i]["t"] == "bet_ok", (key, got[i])
+            assert c_balance(r, uid) == 100000 - 100 * len(bad)
+            # Only the good bets were written: no record nor hot entry of a hostile key.
+            good = sorted(f"{uid}:good-{i}" for i in range(len(bad)))
+            assert sorted(r.client().hkeys("tp:{b0}:idem:1")) == good
+            assert sorted(r.client().hkeys("tp:{b0}:idemhot")) == good
         finally:
             ws.close()
 
