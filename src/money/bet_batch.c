@@ -64,9 +64,14 @@
 #include <string.h>
 
 #define MOD "bet"
-/* Bytes of per-bet arguments (key, hash, numbers) one call carries at most: a batch of long
- * keys is sent before it makes one large Redis request. */
+/* Bytes of per-bet arguments one call carries at most: a batch of long keys is sent before it
+ * makes one large Redis request. A bet is counted as what bet_batch_args (src/store/scripts.c)
+ * sends for it: its idempotency key, the filter word and mask (8 bytes), three numbers of at most
+ * 20 digits (user id, stake; band and shard together), and the key names it may add to KEYS
+ * (its player's ubets key and its filter shard's two, BET_KEY_NAMES_BYTES), not RESP's framing.
+ * The 65-byte request hash counted here until session 10 has not been sent since 3ed6e40. */
 #define BATCH_BYTES (32 * 1024)
+#define BET_KEY_NAMES_BYTES (3 * 32)
 /* Groups one worker holds open in one iteration (distinct bucket and round pairs); one more is
  * sent at once instead of waiting. */
 #define GROUPS_MAX 64
@@ -557,7 +562,7 @@ static void queue(struct batcher *b, struct pending_bet *p)
     struct group *g =
         group_for(b, tp_bucket_of(p->user, cfg->game.buckets), p->req.round_id, p->skip_filter);
     g->bets[g->n++] = p;
-    g->bytes += p->klen + TP_BET_HASH_LEN + 3 * 20;
+    g->bytes += p->klen + 8 + 3 * 20 + BET_KEY_NAMES_BYTES;
     if (g->n == TP_SCRIPT_BATCH_MAX || g->bytes >= BATCH_BYTES)
         send_now(b, g);
     ev_prepare_start(tp_worker_loop(b->w), &b->flush_first);
