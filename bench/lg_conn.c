@@ -124,18 +124,14 @@ static void encode_request(struct lg_conn *c, uint64_t seq)
         break;
     }
     case LG_M_REDIS_BET: {
-        /* The call src/money/bet.c makes, built by the same function (store/scripts). */
+        /* The one-bet reference call (bench/lua/bet.lua), request hash included: store/scripts. */
         const struct lg_user *u = &lg_users[user_rr++ % (uint64_t)lg_nusers];
-        struct tp_bet_req req = {.round_id = lg_opt.round_id, .band = band, .stake = lg_opt.stake};
-        char hash[TP_BET_HASH_LEN];
-        tp_bet_request_hash(&req, hash);
         struct tp_script_bet_args args = {.user_id = u->id,
                                           .round_id = lg_opt.round_id,
                                           .band = band,
                                           .stake = lg_opt.stake,
                                           .idem_key = key,
                                           .idem_len = strlen(key),
-                                          .req_hash = hash,
                                           .now_ms = (int64_t)(lg_wall_us() / 1000),
                                           .nbands = bands(),
                                           .min_stake = lg_opt.min_stake,

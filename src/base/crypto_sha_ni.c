@@ -2,11 +2,11 @@
  * SHA-1 and SHA-256 on the x86 SHA extensions (SHA-NI), one-shot, for tp_sha1 and tp_sha256.
  *
  * Written by hand because no Debian 12 library has them: mbedTLS 2.28 computes both in plain C,
- * and each bet paid one SHA-256 (its request hash, tp_bet_request_hash, until session 9; now
- * only bench/loadgen's reference bets) and pays one SHA-1 (its idempotency-filter position,
- * tp_keys_idem_pos) on a message of one block; in C that was about 5,000 and 2,000 instructions
- * per bet of the 31,500 a WebSocket bet costs a worker
- * (bench/README.md). The round instructions do two (SHA-256) or four (SHA-1) rounds each.
+ * and each bet paid one SHA-256 (its request hash, until session 9; now built only for
+ * bench/loadgen's reference bets, by tp_script_bet_call) and pays one SHA-1 (its idempotency-filter
+ * position, tp_keys_idem_pos) on a message of one block; in C that was about 5,000 and 2,000
+ * instructions per bet of the 31,500 a WebSocket bet costs a worker (bench/README.md). The round
+ * instructions do two (SHA-256) or four (SHA-1) rounds each.
  *
  * The functions carry target attributes instead of the whole file being built with -msha, so the
  * rest of the binary still runs on any x86-64: crypto.c calls them only after tp_crypto_sha_ni()

@@ -6,7 +6,6 @@
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
-#include "tickpool/base/crypto.h"
 #include "tickpool/base/metrics.h"
 #include "tickpool/game/round.h"
 
@@ -217,23 +216,6 @@ enum tp_bet_code tp_bet_check_key(const char *key, size_t len)
         if ((unsigned char)key[i] < 0x21 || (unsigned char)key[i] > 0x7e)
             return TP_BET_KEY_REQUIRED;
     return TP_BET_OK;
-}
-
-void tp_bet_request_hash(const struct tp_bet_req *r, char out[TP_BET_HASH_LEN])
-{
-    /* "v1|<round_id>|<band>|<stake>" in decimal: bench/lua/bet.lua's records compare this hash
-     * (and records of bet_batch.lua before session 9 hold it), so its text never changes. */
-    char canon[3 + 3 * TP_FMT_I64_MAX + 2];
-    memcpy(canon, "v1|", 3);
-    size_t n = 3;
-    n += tp_fmt_i64(canon + n, r->round_id);
-    canon[n++] = '|';
-    n += tp_fmt_i64(canon + n, r->band);
-    canon[n++] = '|';
-    n += tp_fmt_i64(canon + n, r->stake);
-    uint8_t h[TP_SHA256_LEN];
-    tp_sha256(canon, n, h);
-    tp_hex_encode(h, sizeof(h), out);
 }
 
 void tp_bet_write_fields(struct tp_wr *w, const struct tp_bet_result *res)

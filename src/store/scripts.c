@@ -11,6 +11,7 @@
 
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
+#include "tickpool/base/crypto.h"
 #include "tickpool/store/keys.h"
 
 #include <stdio.h>
@@ -117,11 +118,26 @@ static int run(struct tp_store *store, struct tp_script_call *a, tp_store_cb cb,
 
 /* --- Bucket scripts: money --- */
 
-/* bench/lua/bet.lua header (the one-bet reference): 11 KEYS in the player's bucket, 13 ARGV. */
+/* bench/lua/bet.lua header (the one-bet reference): 11 KEYS in the player's bucket, 13 ARGV. Its
+ * request hash (ARGV 6) is the lowercase hex SHA-256 of "v1|<round_id>|<band>|<stake>" in
+ * decimal, what bet.lua's records compare (and bet_batch.lua's records before session 9 hold),
+ * so its text never changes. Only this call sends it: the server's bet_batch.lua compares band
+ * and stake instead. */
 void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_call *a)
 {
     struct tp_key k;
     int n = tp_bucket_of(b->user_id, b->buckets);
+    char canon[3 + 3 * TP_FMT_I64_MAX + 2], hash[2 * TP_SHA256_LEN + 1];
+    memcpy(canon, "v1|", 3);
+    size_t cl = 3;
+    cl += tp_fmt_i64(canon + cl, b->round_id);
+    canon[cl++] = '|';
+    cl += tp_fmt_i64(canon + cl, b->band);
+    canon[cl++] = '|';
+    cl += tp_fmt_i64(canon + cl, b->stake);
+    uint8_t h[TP_SHA256_LEN];
+    tp_sha256(canon, cl, h);
+    tp_hex_encode(h, sizeof(h), hash);
     start(a, "bet");
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_ref_idem(&k, n, b->user_id, b->idem_key, b->idem_len));
@@ -139,7 +155,7 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
     arg_int(a, b->band);
     arg_int(a, b->stake);
     push(a, b->idem_key, b->idem_len);
-    push(a, b->req_hash, 64);
+    push_copy(a, hash, 2 * TP_SHA256_LEN);
     arg_int(a, b->now_ms);
     arg_int(a, b->nbands);
     arg_int(a, b->min_stake);

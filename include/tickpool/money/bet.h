@@ -31,8 +31,6 @@ struct tp_worker;
 #define TP_BET_ROUND_MAX 999999999999999LL
 /* Largest stake any round can accept (the same 15-digit bound; the config's max_stake is). */
 #define TP_BET_STAKE_MAX 999999999999999LL
-/* Buffer size for tp_bet_request_hash (64 hex digits and a NUL). */
-#define TP_BET_HASH_LEN 65
 
 /* Outcome codes; TP_BET_OK is 0. Names: tp_bet_code_name; the HTTP status beside each is the
  * one tp_bets_status (tickpool/api/bets.h) answers. */
@@ -109,10 +107,6 @@ enum tp_bet_code tp_bet_parse_val(const struct tp_val *map, const struct tp_bet_
 /** Checks an idempotency key: 1…TP_BET_KEY_MAX bytes, each printable ASCII (0x21…0x7e).
  * TP_BET_OK or TP_BET_KEY_REQUIRED (key may be NULL). */
 enum tp_bet_code tp_bet_check_key(const char *key, size_t len);
-/** Writes the canonical request hash: lowercase hex SHA-256 of "v1|<round_id>|<band>|<stake>",
- * what bench/lua/bet.lua (the one-bet reference loadgen sends) stores; the server's bet script
- * compares band and stake instead (scripts/lua/README.md "bet_batch.lua"). */
-void tp_bet_request_hash(const struct tp_bet_req *r, char out[TP_BET_HASH_LEN]);
 
 /** Gives every worker its limiter of limits.max_inflight_bets and its batch (a worker slot and
  * an init hook). Call once in main, before tp_master_run. */

@@ -61,7 +61,6 @@ struct tp_script_bet_args {
     int64_t stake;
     const char *idem_key; /* idem_len bytes, 1..TP_KEYS_IDEM_MAX */
     size_t idem_len;
-    const char *req_hash; /* 64 lowercase hex (tp_bet_request_hash) */
     int64_t now_ms;
     int nbands; /* nbands and the stake bounds: the config's, for a round without its own */
     int64_t min_stake, max_stake;

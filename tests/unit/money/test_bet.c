@@ -315,16 +315,6 @@ static void test_keys(void **state)
     assert_int_equal(tp_bet_check_key("a\0b", 3), TP_BET_KEY_REQUIRED);
 }
 
-static void test_hash_vector(void **state)
-{
-    (void)state;
-    struct tp_bet_req r = {.round_id = 42, .band = 3, .stake = 1500};
-    char h[TP_BET_HASH_LEN];
-    tp_bet_request_hash(&r, h);
-    /* sha256("v1|42|3|1500") */
-    assert_string_equal(h, "18bffd1e0977eab2474c574f9a075fba221a05e08f0ffe39c649db1149e9822d");
-}
-
 /* Body formats are the router's (tests/unit/net/test_router.c), statuses api/bets' (test_bets). */
 static void test_codes(void **state)
 {
@@ -390,7 +380,6 @@ int main(void)
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_msgpack),
         cmocka_unit_test(test_keys),
-        cmocka_unit_test(test_hash_vector),
         cmocka_unit_test(test_codes),
         cmocka_unit_test(test_write_fields_deterministic),
         cmocka_unit_test(test_answers_counted_by_code),
