@@ -41,6 +41,20 @@ void tp_conn_mark_dirty(struct tp_conn *c)
     c->h->dirty = c;
 }
 
+void tp_conn_mark_bdirty(struct tp_conn *c)
+{
+    struct tp_conn_host *h = c->h;
+    if (c->dirty || c->bdirty || tp_conn_is_closed(c))
+        return;
+    c->bdirty = true;
+    c->bdirty_next = NULL;
+    if (h->bdirty_tail != NULL)
+        h->bdirty_tail->bdirty_next = c;
+    else
+        h->bdirty = c;
+    h->bdirty_tail = c;
+}
+
 bool tp_conn_http_idle(const struct tp_conn *c)
 {
     return c->state == TP_CONN_ST_HTTP && c->nslots == 0 && !tp_conn_has_output(c) &&
@@ -227,41 +241,69 @@ void tp_conn_drain(struct tp_conn *c)
 
 /* --- Host side --- */
 
+/* Writes one connection taken off a list. */
+static void run_one(struct tp_conn *c)
+{
+    /* The beats still being handed out go in this write rather than a second one (at a
+     * boundary: the beat of T with the `round` pair; conn_fanout.c). */
+    tp_conn_fanout_give(c);
+    tp_conn_run_deferred(c);
+}
+
+static struct tp_conn *bdirty_pop(struct tp_conn_host *h)
+{
+    struct tp_conn *c = h->bdirty;
+    h->bdirty = c->bdirty_next;
+    if (h->bdirty == NULL)
+        h->bdirty_tail = NULL;
+    c->bdirty = false;
+    return c;
+}
+
 bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns)
 {
     /* Running a connection can mark others (or itself) dirty again; every round consumes
-     * buffered input or output, so this terminates. The list is last-marked first, so a reply
-     * marked while a fan-out's sockets wait for their slice goes before them. */
+     * buffered input or output, so this terminates. The dirty list is last-marked first, so a
+     * reply marked while a fan-out's sockets wait for their slice goes before them. Broadcasts
+     * queued at once (a `round`) are written after it, in the order they came: at a boundary the
+     * settled `round` of N-1 can reach a worker still writing the pair of T, and its sockets
+     * (those that already had the pair) went ahead of the ones still waiting for it, which
+     * doubled the worker's time to the pair's last write (issue 13; bench/README.md
+     * "Boundaries", session 10). */
     int64_t until = budget_ns > 0 ? tp_mono_ns() + budget_ns : 0;
     unsigned n = 0;
-    while (h->dirty != NULL) {
-        struct tp_conn *list = h->dirty;
-        h->dirty = NULL;
-        while (list != NULL) {
-            /* The clock is read every 16 connections: a write costs a few µs. */
-            if (until != 0 && (++n & 15) == 0 && tp_mono_ns() >= until) {
-                /* Slice spent: the rest waits behind what was marked meanwhile. */
-                struct tp_conn **tail = &h->dirty;
-                while (*tail != NULL)
-                    tail = &(*tail)->dirty_next;
-                *tail = list;
-                return true;
+    for (;;) {
+        if (h->dirty != NULL) {
+            struct tp_conn *list = h->dirty;
+            h->dirty = NULL;
+            while (list != NULL) {
+                /* The clock is read every 16 connections: a write costs a few µs. */
+                if (until != 0 && (++n & 15) == 0 && tp_mono_ns() >= until) {
+                    /* Slice spent: the rest waits behind what was marked meanwhile. */
+                    struct tp_conn **tail = &h->dirty;
+                    while (*tail != NULL)
+                        tail = &(*tail)->dirty_next;
+                    *tail = list;
+                    return true;
+                }
+                struct tp_conn *c = list;
+                list = c->dirty_next;
+                c->dirty = false;
+                run_one(c);
             }
-            struct tp_conn *c = list;
-            list = c->dirty_next;
-            c->dirty = false;
-            /* The beats still being handed out go in this write rather than a second one (at a
-             * boundary: the beat of T with the `round` pair; conn_fanout.c). */
-            tp_conn_fanout_give(c);
-            tp_conn_run_deferred(c);
+            continue;
         }
+        if (h->bdirty == NULL)
+            return false;
+        if (until != 0 && (++n & 15) == 0 && tp_mono_ns() >= until)
+            return true;        /* the next slice resumes at the head */
+        run_one(bdirty_pop(h)); /* the dirty list is empty: not on it */
     }
-    return false;
 }
 
 bool tp_conn_has_dirty(const struct tp_conn_host *h)
 {
-    return h->dirty != NULL;
+    return h->dirty != NULL || h->bdirty != NULL;
 }
 
 void tp_conn_reap(struct tp_conn_host *h)
@@ -271,7 +313,7 @@ void tp_conn_reap(struct tp_conn_host *h)
     struct tp_conn **pp = &h->closing;
     while (*pp != NULL) {
         struct tp_conn *c = *pp;
-        if (c->dirty || c->hs_waiting) {
+        if (c->dirty || c->bdirty || c->hs_waiting) {
             pp = &c->close_next;
             continue;
         }
@@ -307,6 +349,8 @@ void tp_conn_close_all_and_reap(struct tp_conn_host *h)
         h->dirty->dirty = false;
         h->dirty = h->dirty->dirty_next;
     }
+    while (h->bdirty != NULL)
+        bdirty_pop(h);
     tp_conn_handshakes_drop(h);
     tp_conn_fanout_drop(h);
     tp_conn_reap(h);

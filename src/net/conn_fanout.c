@@ -87,7 +87,7 @@ static bool give(struct tp_conn_host *h, struct tp_conn *c)
  * anyway, or its deferred work will write them). */
 static void visit(struct tp_conn_host *h, struct tp_conn *c)
 {
-    if (!give(h, c) || c->dirty)
+    if (!give(h, c) || c->dirty || c->bdirty)
         return;
     if (c->events & EV_WRITE)
         return; /* the socket is full: its watcher writes once it drains */

@@ -52,6 +52,7 @@ struct tp_conn {
     bool in_request; /* a request has started arriving and is not complete */
     bool hs_want_write, read_needs_write, write_needs_read;
     bool dirty;
+    bool bdirty;     /* on h->bdirty (a broadcast's write); may be on h->dirty too */
     bool hs_waiting; /* in h->hs_wait: its handshake step waits for a budget (conn_hs.c) */
     bool hs_started; /* its handshake has taken a step */
     bool was_paused;
@@ -63,7 +64,7 @@ struct tp_conn {
     void *data;
     struct tp_conn *prev, *next;       /* h->conns */
     struct tp_conn *ws_prev, *ws_next; /* h->ws_list */
-    struct tp_conn *dirty_next, *close_next, *hs_next;
+    struct tp_conn *dirty_next, *bdirty_next, *close_next, *hs_next;
 };
 
 static inline bool tp_conn_is_closed(const struct tp_conn *c)
@@ -82,6 +83,9 @@ static inline bool tp_conn_has_output(const struct tp_conn *c)
 /** Puts the connection on its host's dirty list, for tp_conn_run_dirty (no-op when closed or
  * already there). */
 void tp_conn_mark_dirty(struct tp_conn *c);
+/** Appends the connection to its host's broadcast list (no-op when closed, already on it or on
+ * the dirty list, which runs first). */
+void tp_conn_mark_bdirty(struct tp_conn *c);
 /** True when an HTTP connection has nothing under way: no request, answer or byte pending. */
 bool tp_conn_http_idle(const struct tp_conn *c);
 

@@ -139,6 +139,15 @@ int tp_conn_ws_send_frame(struct tp_conn *c, struct tp_ws_frame *f)
     return ws_result(c, tp_ws_send_frame(c->ws, f));
 }
 
+int tp_conn_ws_broadcast_frame(struct tp_conn *c, struct tp_ws_frame *f)
+{
+    if (tp_conn_is_closed(c) || c->ws == NULL)
+        return TP_ECLOSED;
+    int r = count_result(tp_ws_send_frame(c->ws, f));
+    tp_conn_mark_bdirty(c);
+    return r;
+}
+
 int tp_conn_ws_queue(struct tp_conn *c, struct tp_ws_frame *f)
 {
     if (tp_conn_is_closed(c) || c->ws == NULL)

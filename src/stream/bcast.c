@@ -126,7 +126,7 @@ struct forward {
 static void send_ready(struct tp_conn *c, void *ud)
 {
     struct forward *fw = ud;
-    if (fw->sessions->ready(c) && tp_conn_ws_send_frame(c, fw->f) == 0)
+    if (fw->sessions->ready(c) && tp_conn_ws_broadcast_frame(c, fw->f) == 0)
         fw->sockets++;
 }
 

@@ -69,6 +69,10 @@ struct tp_conn_host {
     struct tp_conn *conns;   /* every connection (doubly linked) */
     struct tp_conn *ws_list; /* WebSocket connections (doubly linked) */
     struct tp_conn *dirty;   /* connections with deferred work (singly linked) */
+    /* Sockets a broadcast was queued to at once (tp_conn_ws_broadcast_frame), oldest first
+     * (bdirty_next): run after `dirty`, so a `round` pair still being written is not overtaken
+     * by the next broadcast's writes to the sockets that already have it (conn.c). */
+    struct tp_conn *bdirty, *bdirty_tail;
     struct tp_conn *closing; /* flagged TP_CONN_CLOSE_ASAP, freed in reap (singly linked) */
     size_t nconns, nws;
     /* TLS handshake steps waiting for a loop iteration's budget, oldest first (hs_next): [0]
@@ -106,6 +110,9 @@ void *tp_conn_data(const struct tp_conn *c);
 int tp_conn_ws_send(struct tp_conn *c, const void *payload, size_t len);
 /** Queues a shared frame (takes a reference). Same returns as tp_conn_ws_send. */
 int tp_conn_ws_send_frame(struct tp_conn *c, struct tp_ws_frame *f);
+/** The same for a broadcast queued to every socket at once: the socket is written in the order
+ * the broadcasts came, behind the answers marked meanwhile (tp_conn_run_dirty). */
+int tp_conn_ws_broadcast_frame(struct tp_conn *c, struct tp_ws_frame *f);
 /** The socket gets only the droppable broadcasts handed to tp_conn_fanout from now on (its
  * snapshot is being queued: older beats would go out after it). */
 void tp_conn_ws_fanout_from_now(struct tp_conn *c);

@@ -294,6 +294,74 @@ static void test_beat_joins_round_write(void **state)
     assert_int_equal(host.fan.n, 0);
 }
 
+/* Session 10: broadcasts queued at once are written in the order they came. A second `round`
+ * (the settled one of N-1) that reaches the worker while the pair is still being written goes
+ * in the same write to the sockets still waiting for the pair, and to the others only once every
+ * socket has the pair; an answer marked meanwhile still goes first. */
+static void test_broadcasts_in_order(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    struct tp_ws_frame *r1 = tp_ws_frame_new("r1", 2, TP_WS_KIND_ROUND);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(tp_conn_ws_broadcast_frame(conns[i], r1), 0);
+    tp_ws_frame_unref(r1);
+    assert_true(tp_conn_run_dirty(&host, 1)); /* one slice: 15 sockets get r1 */
+    int had_r1[N], nhad = 0;
+    for (int i = 0; i < N; i++) {
+        char s[256];
+        received(i, s, sizeof(s));
+        had_r1[i] = s[0] != '\0';
+        if (had_r1[i]) {
+            assert_string_equal(s, "r1");
+            nhad++;
+        }
+    }
+    assert_true(nhad > 0 && nhad < N - SLICE);
+    struct tp_ws_frame *r2 = tp_ws_frame_new("r2", 2, TP_WS_KIND_ROUND);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(tp_conn_ws_broadcast_frame(conns[i], r2), 0);
+    tp_ws_frame_unref(r2);
+    int answered = had_r1[0] ? 1 : 0; /* a socket that had r1 gets an answer */
+    while (!had_r1[answered])
+        answered++;
+    assert_int_equal(tp_conn_ws_send(conns[answered], "a1", 2), 0);
+    /* Slice by slice, the sockets still waiting for r1 get r1,r2 in one write, and no socket
+     * that had r1 gets r2 in a slice before theirs, the answered one excepted (it goes first). */
+    bool later_started = false;
+    int done[N] = {0}, slices = 0;
+    for (bool more = true; more;) {
+        more = tp_conn_run_dirty(&host, 1);
+        bool later = false;
+        for (int i = 0; i < N; i++) {
+            char s[256];
+            received(i, s, sizeof(s));
+            if (s[0] == '\0')
+                continue;
+            assert_int_equal(done[i], 0);
+            done[i] = 1;
+            if (i == answered) {
+                assert_int_equal(slices, 0);
+                assert_string_equal(s, "r2,a1");
+            } else if (had_r1[i]) {
+                later = true;
+                assert_string_equal(s, "r2");
+            } else {
+                assert_false(later_started);
+                assert_string_equal(s, "r1,r2");
+            }
+        }
+        later_started = later_started || later;
+        slices++;
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(done[i], 1);
+    assert_true(slices > 2);
+}
+
 /* Sockets freed under the walk (the cursor's among them) neither stop it nor are touched (run
  * under ASan); every socket left gets the beat once. */
 static void test_sockets_freed_mid_walk(void **state)
@@ -333,6 +401,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newest_wins_across_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_first_and_not_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_beat_joins_round_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_broadcasts_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sockets_freed_mid_walk, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
