@@ -84,7 +84,10 @@ def main():
         with open(a.script) as f:
             sha = c.script_load(f.read())
         c.hset("tp:{b0}:bal", mapping={str(u): 10**12 for u in range(1, USERS + 1)})
-        c.hset("tp:{b0}:round:1:state", mapping={"state": "open", "locks_at": 10**13})
+        # The round's copy carries its own rules, as bucket_state.lua writes it.
+        c.hset("tp:{b0}:round:1:state", mapping={"state": "open", "locks_at": 10**13,
+                                                 "nbands": NBANDS, "min_stake": 1,
+                                                 "max_stake": 10**9})
         now = int(time.time() * 1000)
         w = now // (TTL_S * 1000)
         idemfilter.build(c, "tp:{b0}:", w, SHARD_BYTES)

@@ -57,8 +57,9 @@ the caller sent (round, band and stake are the request's, a replay's included):
   code, 0  a refusal: idempotency_conflict, game_paused, self_excluded, account_disabled,
       round_not_found, round_not_open, invalid_band, invalid_stake, insufficient_funds, pool_full,
       invalid_request.
-  A malformed server-side argument or KEYS name is a caller bug: the whole call raises
-  "ERR tp_bet_batch: ..." before any write.
+  A malformed server-side argument, or a KEYS count other than the one above, is a caller bug:
+  the whole call raises "ERR tp_bet_batch: ..." before any write. The KEYS names are not
+  compared with the layout here: the one caller builds them from the ARGV it passes (below).
 
 Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after the other, so
 a player's second bet sees the first one's debit and a repeated (user, key) is a replay of the
@@ -66,8 +67,9 @@ first when that one was accepted, or idempotency_conflict when the key's accepte
 last TTL was on another round still in Redis (the hot index, KEYS[11]), or "check" when it
 may have been on an archived one (the filters, KEYS[12..13]); one bet's refusal never touches
 another. Every check runs before the first write, and the writes are aggregated: one HSET per
-hash, one HINCRBY per band, one INCRBY of the sequence, one XADD carrying every accepted bet,
-one ZADD of the players' net winnings, one LPUSH per player, one HSET of the records
+hash (the pool's: its bands and total, read before), one INCRBY of the sequence, one XADD
+carrying every accepted bet, one ZINCRBY (one player) or ZADD of the players' net winnings, one
+LPUSH per player (and an LTRIM past UBETS_KEEP + UBETS_SLACK), one HSET of the records
 ("<bet_id>|<band>|<stake>|<balance>"; an older version's "1|<hash>|<bet_id>|<round_id>|<band>|
 <stake>|<balance>" still replays) and one of the hot index. Redis runs this for every batch single-threaded, so per-bet work is kept to table
 lookups and one string per record (the filter's hash is the caller's). The filter is never
@@ -92,8 +94,10 @@ end
 local POOL_MAX = 4000000000000000
 local SHARD_LAST = '1023' -- of 1024 shards (TP_KEYS_IDEM_SHARDS)
 -- Entries of a player's GET /me/bets list kept in Redis (TP_PLAYERS_BETS_HOT in
--- include/tickpool/api/players.h must not be higher).
-local UBETS_KEEP = 50
+-- include/tickpool/api/players.h must not be higher; readers take the newest UBETS_KEEP). The
+-- list is trimmed back to UBETS_KEEP once it holds more than UBETS_KEEP + UBETS_SLACK, so a
+-- player betting once per call costs an LTRIM (a write command) every 26th bet, not every one.
+local UBETS_KEEP, UBETS_SLACK = 50, 25
 -- Balances are kept in Lua doubles across the batch: exact below 2^53.
 local EXACT = 9007199254740992
 
@@ -108,12 +112,6 @@ if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 6 * n the
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
-local nbands = uint(ARGV[3])
-if not nbands or nbands < 1 then return bug('bad band count') end
-local min_stake, max_stake = uint(ARGV[4]), uint(ARGV[5])
-if not min_stake or not max_stake or min_stake < 1 or min_stake > max_stake then
-    return bug('bad stake bounds')
-end
 local ttl = uint(ARGV[6])
 if not ttl or ttl < 1 then return bug('bad idempotency ttl') end
 local bucket, nbuckets = uint(bucket_s), uint(ARGV[8])
@@ -124,11 +122,6 @@ if ARGV[10] ~= '0' and ARGV[10] ~= '1' then return bug('bad filter flag') end
 local skip_filter = ARGV[10] == '1'
 
 -- Per-bet server-side arguments, and the distinct bands and users (their KEYS follow).
--- The bucket's prefix, tp:{bN}: or, in cluster mode, tp:{bN.K}: (src/store/keys.c picks K to
--- spread the buckets over the slot space); every key must carry the same one (checked below).
-local k1 = KEYS[1] or ''
-local p = k1:match('^tp:{b' .. bucket_s .. '}:') or k1:match('^tp:{b' .. bucket_s .. '%.%d+}:')
-    or 'tp:{b' .. bucket_s .. '}:'
 -- Per bet: the filter word (before the modulo), mask and shard the caller hashed, and the
 -- distinct shards in order (their KEYS follow the users').
 -- A user, band, stake or shard string is parsed once per batch, when first seen (`bandv`,
@@ -180,40 +173,19 @@ if not uint(round_s) then
     for i = 1, n do out[2 * i - 1], out[2 * i] = 'invalid_request', 0 end
     return out
 end
-if KEYS[1] ~= p .. 'bal' or KEYS[2] ~= p .. 'idem:' .. round_s
-    or KEYS[3] ~= p .. 'round:' .. round_s .. ':state' or KEYS[4] ~= p .. 'pool:' .. round_s
-    or KEYS[5] ~= p .. 'outbox' or KEYS[6] ~= p .. 'seq' or KEYS[7] ~= p .. 'net'
-    or KEYS[8] ~= p .. 'excl' or KEYS[9] ~= p .. 'paused' or KEYS[10] ~= p .. 'disabled'
-    or KEYS[11] ~= p .. 'idemhot' then
-    return bug('KEYS do not match the key layout for this bucket/round')
-end
-for band_s, k in pairs(bands) do
-    if KEYS[k] ~= p .. 'bets:' .. round_s .. ':' .. band_s then
-        return bug('KEYS do not match the key layout for this bucket/round/band')
-    end
-end
+-- The KEYS are not compared with the names the layout gives them: the one caller,
+-- tp_script_bet_batch (src/store/scripts.c), builds every name with src/store/keys.c from the
+-- same round, bucket, window, bands, users and shards it passes in ARGV, and
+-- tests/unit/store/test_scripts.c checks what it builds. Building and comparing the ~20 names
+-- here cost Redis ~21k instructions per call, more than a tenth of a one-bet call
+-- (bench/README.md "Session 10"); their count is checked above.
 -- The filters' windows: each is one TTL long, and both w and w - 1 are read, so a key that
 -- archival set in window w (the one current at archival, idem_unindex.lua) is found from its
 -- archival until at least one TTL after it, hence for the rest of its bet's TTL.
 local span = ttl * 1000
-local win = math.floor(now / span)
-local fw, fp = p .. 'idemfilter:' .. format('%d', win), p .. 'idemfilter:' .. format('%d', win - 1)
-if KEYS[12] ~= fw or KEYS[13] ~= fp or KEYS[14] ~= fw .. ':0' or KEYS[15] ~= fp .. ':0' then
-    return bug('KEYS do not match the key layout for this bucket/window')
-end
 local sbase = 15 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase + 2j (w - 1)
-for j, sh in ipairs(slist) do
-    if KEYS[sbase + 2 * j - 1] ~= fw .. ':' .. sh or KEYS[sbase + 2 * j] ~= fp .. ':' .. sh then
-        return bug('KEYS do not match the key layout for this bucket/window/shard')
-    end
-end
 local ulist = {}
-for user_s, k in pairs(users) do
-    if KEYS[15 + nb + k] ~= p .. 'ubets:' .. user_s then
-        return bug('KEYS do not match the key layout for this bucket/user')
-    end
-    ulist[k] = user_s
-end
+for user_s, k in pairs(users) do ulist[k] = user_s end
 
 -- Reads, once per batch: records of every (user, key), the pause, balances and exclusions of
 -- every player, the round state, the pool total.
@@ -253,7 +225,7 @@ local band, floor = bit.band, math.floor
 local maybe = {}
 local function check(nw, key_of)
     -- Every bet with neither a hot entry nor a record, and not `maybe` yet.
-    if nw == 0 or skip_filter then return end
+    if nw == 0 then return end
     for i = 1, n do
         if not idx[i] and not recs[i] and not maybe[i] then
             local mask = hm[i]
@@ -263,10 +235,20 @@ local function check(nw, key_of)
         end
     end
 end
-check(floor(call('STRLEN', KEYS[14]) / 4), function(i) return sbase + 2 * shards[hs[i]] - 1 end)
-check(floor(call('STRLEN', KEYS[15]) / 4), function(i) return sbase + 2 * shards[hs[i]] end)
-check(floor(call('STRLEN', KEYS[12]) / 4), function() return 12 end)
-check(floor(call('STRLEN', KEYS[13]) / 4), function() return 13 end)
+-- The filters' sizes are read only when some bet needs them.
+local need = false
+if not skip_filter then
+    for i = 1, n do
+        if not idx[i] and not recs[i] then need = true; break end
+    end
+end
+if need then
+    check(floor(call('STRLEN', KEYS[14]) / 4),
+          function(i) return sbase + 2 * shards[hs[i]] - 1 end)
+    check(floor(call('STRLEN', KEYS[15]) / 4), function(i) return sbase + 2 * shards[hs[i]] end)
+    check(floor(call('STRLEN', KEYS[12]) / 4), function() return 12 end)
+    check(floor(call('STRLEN', KEYS[13]) / 4), function() return 13 end)
+end
 
 local paused = call('EXISTS', KEYS[9]) == 1
 local balv = call('HMGET', KEYS[1], unpack(ulist))
@@ -291,10 +273,23 @@ if found then
     local locks_at = st[2] and uint(st[2])
     open = st[1] == 'open' and locks_at and now < locks_at or false
 end
-local round_nbands = st[3] and uint(st[3]) or nbands
-local lo = st[4] and uint(st[4]) or min_stake
-local hi = st[5] and uint(st[5]) or max_stake
-local pooled = tonumber(call('HGET', KEYS[4], 'total') or '0')
+local round_nbands, lo, hi = st[3] and uint(st[3]), st[4] and uint(st[4]), st[5] and uint(st[5])
+if not round_nbands or not lo or not hi then
+    -- The config's stand in (parsed only then: each number costs two strtod calls).
+    local nbands = uint(ARGV[3])
+    if not nbands or nbands < 1 then return bug('bad band count') end
+    local min_stake, max_stake = uint(ARGV[4]), uint(ARGV[5])
+    if not min_stake or not max_stake or min_stake < 1 or min_stake > max_stake then
+        return bug('bad stake bounds')
+    end
+    round_nbands, lo, hi = round_nbands or nbands, lo or min_stake, hi or max_stake
+end
+-- The pool: its total and every band of the batch in one read, written back in one HSET
+-- (one HINCRBY per band and one of the total cost a write command each).
+local pfields = {'total'}
+for band_s, k in pairs(bands) do pfields[k - 14] = band_s end
+local pv = call('HMGET', KEYS[4], unpack(pfields))
+local pooled = tonumber(pv[1] or '0')
 local pool_cap = math.floor(POOL_MAX / nbuckets)
 
 -- Each bet in order, its answer into out[2i - 1], out[2i]. Accepted bets are listed by their
@@ -414,32 +409,39 @@ end
 for i, k in pairs(dup) do
     out[2 * i - 1], out[2 * i] = -out[2 * ai[k] - 1], ab[k]
 end
--- Net winnings: one ZMSCORE and one ZADD for all players (exact: |net| < 2^53) instead of a
--- ZINCRBY each.
+-- Net winnings (exact: |net| < 2^53): one ZINCRBY when one player bet, else one ZMSCORE and
+-- one ZADD for all players instead of a ZINCRBY each.
 local ulist_acc = {}
 for user_s in pairs(user_sum) do ulist_acc[#ulist_acc + 1] = user_s end
-local nets, zadd = call('ZMSCORE', KEYS[7], unpack(ulist_acc)), {}
-for j, user_s in ipairs(ulist_acc) do
-    zadd[2 * j - 1] = format('%d', tonumber(nets[j] or '0') - user_sum[user_s])
-    zadd[2 * j] = user_s
+if #ulist_acc == 1 then
+    call('ZINCRBY', KEYS[7], format('%d', -user_sum[ulist_acc[1]]), ulist_acc[1])
+else
+    local nets, zadd = call('ZMSCORE', KEYS[7], unpack(ulist_acc)), {}
+    for j, user_s in ipairs(ulist_acc) do
+        zadd[2 * j - 1] = format('%d', tonumber(nets[j] or '0') - user_sum[user_s])
+        zadd[2 * j] = user_s
+    end
+    call('ZADD', KEYS[7], unpack(zadd))
 end
-call('ZADD', KEYS[7], unpack(zadd))
 for user_s, sum in pairs(user_sum) do
     balw[#balw + 1] = user_s
     balw[#balw + 1] = format('%d', bal[user_s])
     local k = 15 + nb + users[user_s]
-    -- The list holds the newest UBETS_KEEP after every batch (older ones: Postgres); LTRIM
-    -- only when over.
-    if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > UBETS_KEEP then
+    -- The list holds at least the newest UBETS_KEEP (older ones: Postgres); LTRIM only when
+    -- over by more than the slack.
+    if call('LPUSH', KEYS[k], unpack(pushes[user_s])) > UBETS_KEEP + UBETS_SLACK then
         call('LTRIM', KEYS[k], '0', UBETS_KEEP - 1)
     end
 end
 call('HSET', KEYS[1], unpack(balw))
+local poolw = {'total', format('%d', pooled)}
 for band_s, sum in pairs(band_sum) do
-    call('HINCRBY', KEYS[4], band_s, format('%d', sum))
-    call('HSET', KEYS[bands[band_s]], unpack(bets_by_band[band_s]))
+    local k = bands[band_s]
+    poolw[#poolw + 1] = band_s
+    poolw[#poolw + 1] = format('%d', tonumber(pv[k - 14] or '0') + sum)
+    call('HSET', KEYS[k], unpack(bets_by_band[band_s]))
 end
-call('HINCRBY', KEYS[4], 'total', format('%d', added))
+call('HSET', KEYS[4], unpack(poolw))
 call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'bets',
      table.concat(lines, '\n'))
 -- The records and the hot index live until the round's archival (no TTL: a round archived

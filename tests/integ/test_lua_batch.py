@@ -64,9 +64,11 @@ class Side:
                 m["min_stake"], m["max_stake"] = stakes
             self.c.hset("tp:{b%d}:round:%s:state" % (b, rid), mapping=m)
 
-    def batch_call(self, bucket, rid, bets, now, keys=None, skip=0, pos=None):
+    def batch_call(self, bucket, rid, bets, now, keys=None, skip=0, pos=None,
+                   conf=(NBANDS, MIN_STAKE, MAX_STAKE)):
         """bets: (user, band, stake, key); the KEYS and ARGV the C stub builds (pos: the
-        filter positions instead of the keys' own); the answers as the server reads them."""
+        filter positions instead of the keys' own; conf: the config's band count and stake
+        bounds, ARGV[3..5]); the answers as the server reads them."""
         p = "tp:{b%d}:" % bucket
         bands, users = [], []
         for u, band, _, _ in bets:
@@ -81,7 +83,7 @@ class Side:
                        p + "disabled", p + "idemhot"] + idemfilter.window_keys(p, w) +
                       [p + f"bets:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users] +
                       shard_keys)
-        argv = [rid, now, NBANDS, MIN_STAKE, MAX_STAKE, TTL, bucket, self.b, len(bets), skip]
+        argv = [rid, now, *conf, TTL, bucket, self.b, len(bets), skip]
         for j, (u, band, stake, key) in enumerate(bets):
             argv += [u, band, stake, key] + (pos[j] if pos else per[j])
         return betbatch.answers(self.c.evalsha(self.batch_sha, len(ks), *ks, *argv), rid, bets)
@@ -151,7 +153,9 @@ class Side:
             elif t == "hash":
                 out[k] = c.hgetall(k)
             elif t == "list":
-                out[k] = c.lrange(k, 0, -1)
+                # A player's history as GET /me/bets reads it: the newest 50 (bet_batch.lua
+                # trims only past 75, the reference at every bet past 50).
+                out[k] = c.lrange(k, 0, 49)
             elif t == "zset":
                 out[k] = c.zrange(k, 0, -1, withscores=True)
             else:
@@ -349,35 +353,25 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         shard = idemfilter.pos(2, "k")[2]
         good = idemfilter.window_keys(p, 0) + tail + [idemfilter.shard_key(p, 0, shard),
                                                       idemfilter.shard_key(p, -1, shard)]
-        wrong_idem = [p + "idem:2" if k == p + "idem:1" else k for k in base]
-        for keys, text in (
-                (wrong_idem + good, "key layout"),
-                # filter windows other than now's and the one before
-                (base + idemfilter.window_keys(p, 1) + good[4:], "bucket/window"),
-                (base + [k.replace(":-1", ":0") for k in good], "bucket/window"),
-                (base + good[:4] + good[4:6] + [idemfilter.shard_key(p, 0, 1023),
-                                                idemfilter.shard_key(p, -1, 1023)],
-                 "bucket/window/shard"),
-                (base + good[:4] + good[4:6] + [idemfilter.shard_key(p, 0, shard),
-                                                idemfilter.shard_key(p, 0, shard)],
-                 "bucket/window/shard"),
-                (base + good[:4] + good[4:6] + [idemfilter.shard_key(p, 0, shard)],
-                 "want 15 + bands + users + 2 shards KEYS")):
+        # The names themselves are the C caller's (src/store/keys.c, checked by
+        # tests/unit/store/test_scripts.c): the script checks only how many there are.
+        for keys in (base + good[:4] + good[4:6] + [idemfilter.shard_key(p, 0, shard)],
+                     base + good + [p + "bets:1:1"], base[:10] + good):
             try:
                 s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, keys=keys)
             except redis.ResponseError as e:
-                assert text in str(e), (text, e)
+                assert "want 15 + bands + users + 2 shards KEYS" in str(e), e
             else:
-                raise AssertionError(f"wrong KEYS accepted: {text}")
+                raise AssertionError(f"{len(keys)} KEYS accepted")
         # The filter position is the caller's: anything but 8 bytes of word and nonzero mask
         # and a shard below 1024 is a bug.
         one = b"\0\0\0\0\0\0\0\1"
-        for bad in ([b"\0" * 7 + b"\1", 0], [b"\0" * 8 + b"\1", 0], [b"\xff" * 4 + b"\0" * 4, 0],
+        for bad in ([b"\0" * 7, 0], [b"\0" * 8 + b"\1", 0], [b"\xff" * 4 + b"\0" * 4, 0],
                     [b"", 0], [1, 0], [one, 1024], [one, -1], [one, "x"], [one, "01"]):
             try:
                 s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, pos=[bad])
             except redis.ResponseError as e:
-                assert "bad filter position" in str(e) or "key layout" in str(e), (bad, e)
+                assert "bad filter position" in str(e), (bad, e)
             else:
                 raise AssertionError(f"filter position {bad} accepted")
         assert s.snapshot() == before
@@ -389,6 +383,77 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         assert len(evs) == 1 and evs[0]["bets"].count("\n") == 1, evs
         assert s.c.ttl("tp:{b0}:idem:1") == -1  # until the round's archival
 
+
+
+def test_pool_and_net_are_one_write_each_per_batch():
+    """The pool (every band of the batch and the total) is read once and written in one HSET,
+    and the leaderboard takes one ZINCRBY when one player bet, else one ZMSCORE and one ZADD:
+    the same pool and net winnings as one HINCRBY and one ZINCRBY per bet (bet.lua), from
+    values already there, across bands and players, with refusals in between."""
+    def setup(s):
+        for u in (1, 2, 5):
+            s.grant(u, 10**6)
+        s.open_round(5)
+        s.c.hset("tp:{b0}:pool:5", mapping={"1": 500, "3": 7, "total": 507})
+        s.c.zadd("tp:{b0}:net", {"1": 250, "2": -40})
+
+    batches = [(5, 5000, [(1, 0, 100, "a"), (1, 1, 200, "b"), (1, 1, 300, "c")]),
+               (5, 5000, [(2, 3, 100, "d"), (1, 0, 150, "e"), (2, 9, 100, "x"),
+                          (5, 4, 400, "f"), (1, 0, 150, "e")]),
+               (5, 5000, [(2, 0, 5, "y")])]
+    answers, st = run_three(1, setup, batches)
+    assert codes(answers) == ["ok", "ok", "ok", "ok", "ok", "invalid_band", "ok", "replay",
+                              "invalid_stake"], codes(answers)
+    assert st["tp:{b0}:pool:5"] == {"0": "250", "1": "1000", "3": "107", "4": "400",
+                                    "total": "1757"}, st["tp:{b0}:pool:5"]
+    assert st["tp:{b0}:net"] == [("1", -500.0), ("5", -400.0), ("2", -140.0)], st["tp:{b0}:net"]
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        setup(s)
+
+        def calls():
+            cs = s.c.info("commandstats")
+            return {c: cs.get("cmdstat_" + c, {}).get("calls", 0)
+                    for c in ("hincrby", "hset", "zincrby", "zmscore", "zadd")}
+        c0 = calls()
+        for rid, now, bets in batches:
+            s.batch_call(0, rid, bets, now)
+        c1 = calls()
+        # HSETs: one per band accepted in (2 + 3), and balances, pool, records, hot index (4
+        # per batch), none for the refused batch.
+        got = {c: c1[c] - c0[c] for c in c0}
+        assert got == {"hincrby": 0, "hset": 2 + 3 + 2 * 4, "zincrby": 1, "zmscore": 1,
+                       "zadd": 1}, got
+
+
+def test_config_rules_are_read_only_for_a_round_without_its_own():
+    """ARGV[3..5] (the config's band count and stake bounds) stand in only for a round whose
+    copy predates per-round rules: malformed, they fail such a call whole, and are not read
+    for a round that carries its own."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10**6)
+        s.open_round(1)  # no rules of its own
+        s.open_round(2, nbands=3, stakes=(100, 1000))
+        before = s.snapshot()
+        for conf, text in (((0, 100, 1000), "bad band count"), (("x", 100, 1000), "bad band count"),
+                           ((5, 0, 1000), "bad stake bounds"), ((5, 200, 100), "bad stake bounds"),
+                           ((5, "01", 1000), "bad stake bounds")):
+            try:
+                s.batch_call(0, 1, [(1, 0, 100, "k")], 5000, conf=conf)
+            except redis.ResponseError as e:
+                assert text in str(e), (conf, e)
+            else:
+                raise AssertionError(f"config {conf} accepted")
+        assert s.snapshot() == before
+        res = s.batch_call(0, 2, [(1, 2, 1000, "k"), (1, 3, 100, "j"), (1, 0, 1001, "i")], 5000,
+                           conf=("x", 0, 0))
+        assert codes(res) == ["ok", "invalid_band", "invalid_stake"], res
+        # A copy with some rules takes the rest from the config.
+        s.c.hset("tp:{b0}:round:1:state", "nbands", 2)
+        res = s.batch_call(0, 1, [(1, 1, 100000, "k1"), (1, 2, 100, "j1"), (1, 0, 99, "i1")],
+                           5000)
+        assert codes(res) == ["ok", "invalid_band", "invalid_stake"], res
 
 
 def test_records_of_an_older_version_still_replay():
@@ -804,28 +869,36 @@ def test_leader_built_window_allocates_nothing_in_bets():
 
 def test_history_is_one_lpush_per_player_per_batch():
     """A batch writes each player's history list once (one LPUSH of all their bets, newest
-    first as one LPUSH per bet would leave it) and trims it once, only when over its cap
-    (whatever the cap, from 15 to 1000: players 1 and 2 stay under it, player 3 goes over)."""
+    first as one LPUSH per bet would leave it) and trims it once, back to the newest 50, only
+    when it went over 75 (player 3 from 999, player 4 from 61 to 76), so a player betting once
+    per call costs an LTRIM every 26th bet; players 1, 2 (15) and 5 (60 to 75) are not
+    trimmed."""
     with tpenv.Redis() as r:
         s = Side(r, 1)
-        for u in (1, 2, 3):
+        for u in (1, 2, 3, 4, 5):
             s.grant(u, 10**9)
         s.open_round(7)
         s.c.rpush("tp:{b0}:ubets:3", *["0:1:0:100"] * 999)
+        s.c.rpush("tp:{b0}:ubets:4", *["0:1:0:100"] * 61)
+        s.c.rpush("tp:{b0}:ubets:5", *["0:1:0:100"] * 60)
 
         def calls(cmd):
             return s.c.info("commandstats").get("cmdstat_" + cmd, {}).get("calls", 0)
         before = {c: calls(c) for c in ("lpush", "ltrim")}
-        bets = [(u, i % NBANDS, 100 + i, f"h{i}") for i in range(15) for u in (1, 2, 3)]
+        bets = [(u, i % NBANDS, 100 + i, f"h{i}") for i in range(15) for u in (1, 2, 3, 4, 5)]
         res = s.batch_call(0, 7, bets, 5000)
-        assert codes(res) == ["ok"] * 45, res
-        assert calls("lpush") - before["lpush"] == 3
-        assert calls("ltrim") - before["ltrim"] == 1  # only player 3's list went over
+        assert codes(res) == ["ok"] * 75, res
+        assert calls("lpush") - before["lpush"] == 5
+        assert calls("ltrim") - before["ltrim"] == 2  # players 3 and 4
         mine = [f"{a[1]}:7:{a[3]}:{a[4]}" for a, (u, _, _, _) in zip(res, bets) if u == 1]
         assert s.c.lrange("tp:{b0}:ubets:1", 0, -1) == mine[::-1]
-        assert 15 <= s.c.llen("tp:{b0}:ubets:3") < 999 + 15
-        assert s.c.lrange("tp:{b0}:ubets:3", 0, 14) == [
-            f"{a[1]}:7:{a[3]}:{a[4]}" for a, (u, _, _, _) in zip(res, bets) if u == 3][::-1]
+        assert [s.c.llen("tp:{b0}:ubets:%d" % u) for u in (2, 3, 4, 5)] == [15, 50, 50, 75]
+        for u in (3, 4, 5):
+            assert s.c.lrange("tp:{b0}:ubets:%d" % u, 0, 14) == [
+                f"{a[1]}:7:{a[3]}:{a[4]}" for a, (x, _, _, _) in zip(res, bets) if x == u][::-1]
+        res = s.batch_call(0, 7, [(5, 0, 100, "h-next")], 5000)
+        assert codes(res) == ["ok"] and s.c.llen("tp:{b0}:ubets:5") == 50
+        assert s.c.lindex("tp:{b0}:ubets:5", 0) == f"{res[0][1]}:7:0:100"
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@
  *   GET /api/v1/leaderboard?limit=N        players by net winnings
  *
  * Sources: the bet script's per-player list tp:{bN}:ubets:<user> ("bet_id:round:band:stake", newest
- * first, only the newest TP_PLAYERS_BETS_HOT) and per-bucket ZSET tp:{bN}:net (−stake at bet time,
- * +payout/refund at settlement); round outcomes from tp:{g}:round:<id> (state, winning_band,
- * winning_stake, refund_all) and payouts from tp:{bN}:paid:<round_id> (HASH bet_id → amount).
- * Older bets, and the rounds that have left Redis, are read from Postgres off the loop
- * (tickpool/store/pgr.h).
+ * first, up to 75 entries of which only the newest TP_PLAYERS_BETS_HOT are read) and per-bucket
+ * ZSET tp:{bN}:net (−stake at bet time, +payout/refund at settlement); round outcomes from
+ * tp:{g}:round:<id> (state, winning_band, winning_stake, refund_all) and payouts from
+ * tp:{bN}:paid:<round_id> (HASH bet_id → amount). Older bets, and the rounds that have left Redis,
+ * are read from Postgres off the loop (tickpool/store/pgr.h).
  */
 #ifndef TP_PLAYERS_H
 #define TP_PLAYERS_H
