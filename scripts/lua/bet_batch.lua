@@ -86,7 +86,10 @@ local tonumber = tonumber
 local function uint(s)
     -- A canonical non-negative decimal integer below 10^15 (exact in a Lua double), else nil.
     if #s > 15 then return nil end
-    if s:find('^[1-9]%d*$') then return tonumber(s) end
+    -- `s + 0` converts with one strtod call, tonumber(s) with two (it asks lua_isnumber
+    -- first); the pattern has made sure s converts. Strings Redis returns (balances, pool sums,
+    -- times our scripts wrote) are converted the same way below.
+    if s:find('^[1-9]%d*$') then return s + 0 end
     if s == '0' then return 0 end
     return nil
 end
@@ -124,14 +127,17 @@ local skip_filter = ARGV[10] == '1'
 -- Per-bet server-side arguments, and the distinct bands and users (their KEYS follow).
 -- Per bet: the filter word (before the modulo), mask and shard the caller hashed, and the
 -- distinct shards in order (their KEYS follow the users').
--- A user, band, stake or shard string is parsed once per batch, when first seen (`bandv`,
--- `stakev`: its number, or false when malformed): a string-to-number conversion costs Redis
--- two strtod calls, and a pattern match about 50 instructions per byte (bench/README.md
+-- A user, band, stake or shard string is parsed once per batch, when first seen (`num`: a
+-- band's or stake's number, or false when malformed): a string-to-number conversion costs Redis
+-- a strtod call, and a pattern match about 50 instructions per byte (bench/README.md
 -- "Session 8"); the word and mask come as bytes for the same reason (session 9).
--- `fields` are the records' and hot index's field names, "<user_id>:<key>".
+-- `fields` are the records' and hot index's field names, "<user_id>:<key>"; `ulist` the
+-- distinct users in order, `pfields` the pool's fields read: its total, then each band's.
+-- Every table costs a one-bet call ~1.5k instructions (bench/README.md "Session 10"), so the
+-- filter positions are not kept: check() reads them from ARGV again.
 local tobit, byte = bit.tobit, string.byte
-local bands, users, nb, nu, bandv, stakev = {}, {}, 0, 0, {}, {}
-local hw, hm, hs, shards, slist, fields = {}, {}, {}, {}, {}, {}
+local bands, users, nb, nu, num, ulist = {}, {}, 0, 0, {}, {}
+local shards, ns, fields, pfields = {}, 0, {}, {'total'}
 for i = 0, n - 1 do
     local o = 11 + 6 * i
     local user_s, band_s, pos, sh_s = ARGV[o], ARGV[o + 1], ARGV[o + 4], ARGV[o + 5]
@@ -139,7 +145,7 @@ for i = 0, n - 1 do
         local user = uint(user_s)
         if not user or user == 0 then return bug('bad user_id') end
         if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
-        nu = nu + 1; users[user_s] = nu
+        nu = nu + 1; users[user_s] = nu; ulist[nu] = user_s
     end
     local w1, w2, w3, w4, m1, m2, m3, m4 = byte(pos, 1, 8)
     if #pos ~= 8 or (m1 == 0 and m2 == 0 and m3 == 0 and m4 == 0) then
@@ -153,17 +159,14 @@ for i = 0, n - 1 do
             or #sh_s == 4 and sh_s > SHARD_LAST) then
             return bug('bad filter position')
         end
-        slist[#slist + 1] = sh_s; shards[sh_s] = #slist
+        ns = ns + 1; shards[sh_s] = ns
     end
-    hw[i + 1] = ((w1 * 256 + w2) * 256 + w3) * 256 + w4
-    hm[i + 1] = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
-    hs[i + 1] = sh_s
     if not bands[band_s] then
-        nb = nb + 1; bands[band_s] = 15 + nb; bandv[band_s] = uint(band_s) or false
+        nb = nb + 1; bands[band_s] = 15 + nb; pfields[nb + 1] = band_s
+        if num[band_s] == nil then num[band_s] = uint(band_s) or false end
     end
     fields[i + 1] = user_s .. ':' .. ARGV[o + 3]
 end
-local ns = #slist
 if #KEYS ~= 15 + nb + nu + 2 * ns then return bug('want 15 + bands + users + 2 shards KEYS') end
 
 -- A round id outside the layout would name another round's keys: every bet is refused, as
@@ -184,8 +187,6 @@ end
 -- archival until at least one TTL after it, hence for the rest of its bet's TTL.
 local span = ttl * 1000
 local sbase = 15 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase + 2j (w - 1)
-local ulist = {}
-for user_s, k in pairs(users) do ulist[k] = user_s end
 
 -- Reads, once per batch: records of every (user, key), the pause, balances and exclusions of
 -- every player, the round state, the pool total.
@@ -203,7 +204,7 @@ for i = 1, n do
     if e then
         local e_round, e_ms = e:match('^(%d+):(%d+)$')
         if not e_round then return bug('corrupt idempotency key index entry') end
-        local live = now - tonumber(e_ms) < span
+        local live = now - e_ms < span
         other[i] = e_round ~= round_s and live
         if e_round ~= round_s then recs[i] = false end
     end
@@ -228,13 +229,20 @@ local function check(nw, key_of)
     if nw == 0 then return end
     for i = 1, n do
         if not idx[i] and not recs[i] and not maybe[i] then
-            local mask = hm[i]
-            local w = call('BITFIELD_RO', KEYS[key_of(i)], 'GET', 'u32',
-                           format('%d', hw[i] % nw * 32))[1]
+            local o = 5 + 6 * i
+            local w1, w2, w3, w4, m1, m2, m3, m4 = byte(ARGV[o + 4], 1, 8)
+            local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
+            local word = ((w1 * 256 + w2) * 256 + w3) * 256 + w4
+            local w = call('BITFIELD_RO', KEYS[key_of(o)], 'GET', 'u32',
+                           format('%d', word % nw * 32))[1]
             if band(w, mask) == mask then maybe[i] = true end
         end
     end
 end
+-- The pause and the whole-window filters exist only in rare states (an operator's pause; an
+-- upgrade's first 48 h): one EXISTS of the three tells the usual case (none) in one call
+-- instead of three, and only otherwise is each one read.
+local rare = call('EXISTS', KEYS[9], KEYS[12], KEYS[13]) ~= 0
 -- The filters' sizes are read only when some bet needs them.
 local need = false
 if not skip_filter then
@@ -243,26 +251,29 @@ if not skip_filter then
     end
 end
 if need then
+    -- key_of(o): the KEYS index of the filter of the bet whose ARGV start at o.
     check(floor(call('STRLEN', KEYS[14]) / 4),
-          function(i) return sbase + 2 * shards[hs[i]] - 1 end)
-    check(floor(call('STRLEN', KEYS[15]) / 4), function(i) return sbase + 2 * shards[hs[i]] end)
-    check(floor(call('STRLEN', KEYS[12]) / 4), function() return 12 end)
-    check(floor(call('STRLEN', KEYS[13]) / 4), function() return 13 end)
+          function(o) return sbase + 2 * shards[ARGV[o + 5]] - 1 end)
+    check(floor(call('STRLEN', KEYS[15]) / 4),
+          function(o) return sbase + 2 * shards[ARGV[o + 5]] end)
+    if rare then
+        check(floor(call('STRLEN', KEYS[12]) / 4), function() return 12 end)
+        check(floor(call('STRLEN', KEYS[13]) / 4), function() return 13 end)
+    end
 end
-
-local paused = call('EXISTS', KEYS[9]) == 1
+local paused = rare and call('EXISTS', KEYS[9]) == 1
 local balv = call('HMGET', KEYS[1], unpack(ulist))
 local exclv = call('HMGET', KEYS[8], unpack(ulist))
 -- Accounts an operator disabled (account_flag.lua): workers refuse their tokens in memory too,
 -- this covers the moment before a worker hears of it.
 local disv = call('HMGET', KEYS[10], unpack(ulist))
-local bal, excl, disabled = {}, {}, {}
+-- By the user's place in ulist (users[user_s]), in the replies' own tables.
+local bal, excl, disabled = balv, exclv, disv
 for k = 1, nu do
-    local b = tonumber(balv[k] or '0')
+    local b = (balv[k] or 0) + 0
     if b >= EXACT then return bug('balance beyond 2^53') end
-    bal[ulist[k]] = b
-    excl[ulist[k]] = exclv[k] and tonumber(exclv[k])
-    disabled[ulist[k]] = disv[k] and true or false
+    bal[k] = b
+    excl[k] = exclv[k] and tonumber(exclv[k])
 end
 -- The round's copy: its state and its own rules (bucket_state.lua), fixed when it opened; after
 -- a restart with new band edges or stake bounds the config's (ARGV[3..5]) are not the round's
@@ -275,7 +286,7 @@ if found then
 end
 local round_nbands, lo, hi = st[3] and uint(st[3]), st[4] and uint(st[4]), st[5] and uint(st[5])
 if not round_nbands or not lo or not hi then
-    -- The config's stand in (parsed only then: each number costs two strtod calls).
+    -- The config's stand in (parsed only then: each number costs a pattern and a strtod).
     local nbands = uint(ARGV[3])
     if not nbands or nbands < 1 then return bug('bad band count') end
     local min_stake, max_stake = uint(ARGV[4]), uint(ARGV[5])
@@ -286,10 +297,8 @@ if not round_nbands or not lo or not hi then
 end
 -- The pool: its total and every band of the batch in one read, written back in one HSET
 -- (one HINCRBY per band and one of the total cost a write command each).
-local pfields = {'total'}
-for band_s, k in pairs(bands) do pfields[k - 14] = band_s end
 local pv = call('HMGET', KEYS[4], unpack(pfields))
-local pooled = tonumber(pv[1] or '0')
+local pooled = (pv[1] or 0) + 0
 local pool_cap = math.floor(POOL_MAX / nbuckets)
 
 -- Each bet in order, its answer into out[2i - 1], out[2i]. Accepted bets are listed by their
@@ -297,7 +306,7 @@ local pool_cap = math.floor(POOL_MAX / nbuckets)
 -- batch to its place in that list (a later duplicate is its replay, `dup`); answers of accepted
 -- bets are filled in once the bet ids are known.
 local out, ai, ab, fresh, dup, nacc = {}, {}, {}, {}, {}, 0
-local band_sum, user_sum, added = {}, {}, 0
+local band_sum, user_sum, nusers = {}, {}, 0
 for i = 1, n do
     local o = 5 + 6 * i
     local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
@@ -341,35 +350,36 @@ for i = 1, n do
         code = 'check'
     elseif paused then
         code = 'game_paused' -- (1b) the operator's pause; a replay above still answers
-    elseif excl[user_s] and now < excl[user_s] then
+    elseif excl[users[user_s]] and now < excl[users[user_s]] then
         code = 'self_excluded' -- (2)
-    elseif disabled[user_s] then
+    elseif disabled[users[user_s]] then
         code = 'account_disabled' -- (2b) tickpool admin disable
     elseif not found then
         code = 'round_not_found' -- (3)
     else
         -- (4) band and stake against the round's rules, before its state: bad input is
         -- answered as such even for a closed round. The C side checks only their shape.
-        local band, stake = bandv[band_s], stakev[stake_s]
-        if stake == nil then stake = uint(stake_s) or false; stakev[stake_s] = stake end
+        local band, stake = num[band_s], num[stake_s]
+        if stake == nil then stake = uint(stake_s) or false; num[stake_s] = stake end
         if not band or band >= round_nbands then
             code = 'invalid_band'
         elseif not stake or stake < lo or stake > hi then
             code = 'invalid_stake'
         elseif not open then
             code = 'round_not_open' -- (5)
-        elseif bal[user_s] < stake then
+        elseif bal[users[user_s]] < stake then
             code = 'insufficient_funds' -- (6)
         elseif pooled + stake > pool_cap then
             code = 'pool_full' -- (7)
         else
-            bal[user_s] = bal[user_s] - stake
+            local u = users[user_s]
+            bal[u] = bal[u] - stake
             pooled = pooled + stake
-            added = added + stake
             band_sum[band_s] = (band_sum[band_s] or 0) + stake
-            user_sum[user_s] = (user_sum[user_s] or 0) + stake
+            if not user_sum[user_s] then nusers = nusers + 1; user_sum[user_s] = 0 end
+            user_sum[user_s] = user_sum[user_s] + stake
             nacc = nacc + 1
-            ai[nacc], ab[nacc] = i, bal[user_s]
+            ai[nacc], ab[nacc] = i, bal[u]
             fresh[f] = nacc
         end
     end
@@ -411,11 +421,12 @@ for i, k in pairs(dup) do
 end
 -- Net winnings (exact: |net| < 2^53): one ZINCRBY when one player bet, else one ZMSCORE and
 -- one ZADD for all players instead of a ZINCRBY each.
-local ulist_acc = {}
-for user_s in pairs(user_sum) do ulist_acc[#ulist_acc + 1] = user_s end
-if #ulist_acc == 1 then
-    call('ZINCRBY', KEYS[7], format('%d', -user_sum[ulist_acc[1]]), ulist_acc[1])
+if nusers == 1 then
+    local user_s, sum = next(user_sum)
+    call('ZINCRBY', KEYS[7], format('%d', -sum), user_s)
 else
+    local ulist_acc = {}
+    for user_s in pairs(user_sum) do ulist_acc[#ulist_acc + 1] = user_s end
     local nets, zadd = call('ZMSCORE', KEYS[7], unpack(ulist_acc)), {}
     for j, user_s in ipairs(ulist_acc) do
         zadd[2 * j - 1] = format('%d', tonumber(nets[j] or '0') - user_sum[user_s])
@@ -425,7 +436,7 @@ else
 end
 for user_s, sum in pairs(user_sum) do
     balw[#balw + 1] = user_s
-    balw[#balw + 1] = format('%d', bal[user_s])
+    balw[#balw + 1] = format('%d', bal[users[user_s]])
     local k = 15 + nb + users[user_s]
     -- The list holds at least the newest UBETS_KEEP (older ones: Postgres); LTRIM only when
     -- over by more than the slack.
@@ -438,7 +449,7 @@ local poolw = {'total', format('%d', pooled)}
 for band_s, sum in pairs(band_sum) do
     local k = bands[band_s]
     poolw[#poolw + 1] = band_s
-    poolw[#poolw + 1] = format('%d', tonumber(pv[k - 14] or '0') + sum)
+    poolw[#poolw + 1] = format('%d', (pv[k - 14] or 0) + sum)
     call('HSET', KEYS[k], unpack(bets_by_band[band_s]))
 end
 call('HSET', KEYS[4], unpack(poolw))

@@ -706,6 +706,55 @@ def test_false_positive_is_checked_then_admitted_once():
         assert s.raw.get("tp:{b0}:idemfilter:-1") == b"\xff" * 8
 
 
+def test_rare_states_are_read_only_when_present():
+    """The pause and the whole-window filters of before the shards are told apart from the
+    usual case (none of them) by one EXISTS of the three; then each one is read: a pause alone
+    refuses new bets, a whole-window filter alone is read (a "maybe" is "check"), both at once
+    each do their part (the filter's answer first, as for one bet), and a replay is answered
+    whatever they say. The filters' sizes are read only when some bet needs them: not with
+    the skip flag, not when every key has a record."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 100000)
+        s.open_round(7)
+        p = "tp:{b0}:"
+
+        def calls(cmd):
+            return s.c.info("commandstats").get("cmdstat_" + cmd, {}).get("calls", 0)
+
+        def counted(fn):
+            before = (calls("exists"), calls("strlen"))
+            out = fn()
+            return out, calls("exists") - before[0], calls("strlen") - before[1]
+
+        res, ex, sl = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "a")], 5000))
+        assert codes(res) == ["ok"] and (ex, sl) == (1, 2), (res, ex, sl)
+        res, ex, sl = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "b")], 5000, skip=1))
+        assert codes(res) == ["ok"] and (ex, sl) == (1, 0), (res, ex, sl)
+        res, ex, sl = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "a"), (1, 0, 100, "b")],
+                                                   5000))
+        assert codes(res) == ["replay", "replay"] and (ex, sl) == (1, 0), (res, ex, sl)
+        # A whole-window filter (window 0) with no bit set: read, says no; not a pause.
+        s.raw.set(p + "idemfilter:0", b"\0" * 8)
+        res, ex, sl = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "c")], 5000))
+        assert codes(res) == ["ok"] and (ex, sl) == (2, 4), (res, ex, sl)
+        # Every bit set: a "maybe"; with the pause too, the filter answers first.
+        s.raw.set(p + "idemfilter:0", b"\xff" * 8)
+        assert s.batch_call(0, 7, [(1, 0, 100, "d")], 5000) == [["check"]]
+        s.c.set(p + "paused", 1)
+        res = s.batch_call(0, 7, [(1, 0, 100, "d"), (1, 0, 100, "a")], 5000)
+        assert res[0] == ["check"] and codes(res[1:]) == ["replay"], res
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "d")], 5000, skip=1)) == ["game_paused"]
+        # The pause alone.
+        s.raw.delete(p + "idemfilter:0")
+        res = s.batch_call(0, 7, [(1, 0, 100, "d"), (1, 0, 100, "c")], 5000)
+        assert codes(res) == ["game_paused", "replay"], res
+        s.c.delete(p + "paused")
+        res, ex, sl = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "d")], 5000))
+        assert codes(res) == ["ok"] and (ex, sl) == (1, 2), (res, ex, sl)
+        assert s.c.hget(p + "bal", "1") == str(100000 - 4 * 100)
+
+
 def test_archival_steps_take_the_records_so_any_scan_completes():
     """Each idem_unindex.lua step also removes its fields from the round's records, so
     archival is done when the records are gone, not when an HSCAN cursor comes back to 0: a
