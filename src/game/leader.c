@@ -659,6 +659,7 @@ void tp_leader_lose(struct tp_leader *l, const char *why)
     ev_timer_stop(l->loop, &l->step_t);
     ev_periodic_stop(l->loop, &l->tick_p);
     ev_periodic_stop(l->loop, &l->boundary_p);
+    tp_leader_settle_drop(l);
     l->seg_ok = l->seg_known = false;
     tp_metrics_set(TP_METRIC_IS_LEADER, 0);
     tp_log_warn(MOD, "lost the leader lease\tholder=%s epoch=%lld reason=\"%s\"", l->holder,

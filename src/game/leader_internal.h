@@ -138,6 +138,7 @@ struct tp_leader {
         int page_stop; /* enum in leader_settle.c: why no further page goes out */
         int64_t sent_us[TP_SETTLE_PAGER_DEPTH_MAX]; /* their send times (mono), oldest first */
         int64_t last_reply_us; /* the bucket's last page reply (mono), 0: none yet */
+        int64_t pace_test_us;  /* TP_TEST_SETTLE_PACE_GAP_MS in µs, 0: unset (leader_settle.c) */
         int64_t tick_last;
         void (*pools_next)(struct tp_leader *l); /* read_pools' continuation */
     } op;
@@ -290,6 +291,11 @@ bool tp_leader_lost(struct tp_leader *l);
 /** Runs the payout (settling) or refund (cancelling) pages of round r in every bucket, then
  * round_final; ends the step. */
 void tp_leader_settle(struct tp_leader *l, const struct tp_game_round *r);
+
+/** The lease is gone: a settlement waiting out a pacing gap (pace_t) stops waiting and ends
+ * its step now; nothing else of a settlement is left to stop (its pages in flight end the step
+ * when their replies come, finding the lease gone). */
+void tp_leader_settle_drop(struct tp_leader *l);
 
 /** pace_t's callback: the gap is over, the next page goes (or the step ends). */
 void tp_leader_settle_pace_cb(struct ev_loop *loop, ev_timer *t, int revents);

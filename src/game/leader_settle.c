@@ -169,7 +169,21 @@ static int64_t pace_gap(struct tp_leader *l, int64_t bucket_paid, int64_t us)
 {
     const struct tp_game_round *r = &l->op.r;
     int64_t owed = r->refund_all ? r->total : r->pot;
-    return tp_settle_pace_gap(r->t.closes_at, tp_now_ms(), l->op.sum_paid + bucket_paid, owed, us);
+    int64_t gap =
+        tp_settle_pace_gap(r->t.closes_at, tp_now_ms(), l->op.sum_paid + bucket_paid, owed, us);
+    return gap > 0 && l->op.pace_test_us > 0 ? l->op.pace_test_us : gap;
+}
+
+void tp_leader_settle_drop(struct tp_leader *l)
+{
+    if (!ev_is_active(&l->pace_t))
+        return;
+    /* Nothing is in flight during a gap: the step ends here, not when the gap is over, so a
+     * lease taken back meanwhile starts a step of its own rather than finding this one busy
+     * and then carried on from the old lease's state. */
+    ev_timer_stop(l->loop, &l->pace_t);
+    l->op.page_stop = PAGES_END;
+    pages_over(l);
 }
 
 void tp_leader_settle_pace_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -281,5 +295,8 @@ void tp_leader_settle(struct tp_leader *l, const struct tp_game_round *r)
     }
     l->sst.steps++;
     l->op.inflight = 0;
+    /* A test hook (docs/operations.md): every pacing gap this long, so that a test can act
+     * during one. */
+    l->op.pace_test_us = tp_config_test_hook("TP_TEST_SETTLE_PACE_GAP_MS", 1, 60000, 0) * 1000;
     settle_bucket(l);
 }
