@@ -132,6 +132,7 @@ static bool send_page(struct tp_leader *l)
     if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
         return false;
     l->sst.pages_paired += l->op.inflight > 0;
+    l->op.sent_size[l->op.inflight] = a.max_bets;
     l->op.sent_us[l->op.inflight++] = tp_mono_ns() / 1000;
     return true;
 }
@@ -206,8 +207,11 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
     int64_t now = tp_mono_ns() / 1000;
     int64_t gap = 0;
     int64_t sent = l->op.sent_us[0];
-    for (int i = 1; i < l->op.inflight; i++)
+    int size = l->op.sent_size[0];
+    for (int i = 1; i < l->op.inflight; i++) {
         l->op.sent_us[i - 1] = l->op.sent_us[i];
+        l->op.sent_size[i - 1] = l->op.sent_size[i];
+    }
     l->op.inflight--;
     const char *code;
     if (!tp_leader_reply_ok(err, r, &code)) {
@@ -229,6 +233,16 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             l->sst.pages_slow += us > 2000;
             if (tp_reply_len(r) >= 6)
                 gap = pace_gap(l, tp_reply_integer(tp_reply_at(r, 5)), us);
+            /* Every page, for a settlement's sizes over time (bench/README.md, Settlement,
+             * session 10): what it was sent for and did, and what the pager made of it. */
+            if (tp_log_enabled(TP_LOG_DEBUG))
+                tp_log_debug(MOD,
+                             "settle page\tround=%lld bucket=%d size=%d credited=%lld "
+                             "scanned=%lld us=%lld rtt_us=%lld next=%d depth=%d gap_us=%lld",
+                             (long long)l->op.r.id, l->op.bucket, size, (long long)credited,
+                             (long long)tp_reply_integer(tp_reply_at(r, 3)), (long long)us,
+                             (long long)(now - sent), tp_settle_pager_size(&l->pager),
+                             tp_settle_pager_depth(&l->pager), (long long)gap);
         }
         l->sst.pages++;
         if (tp_reply_integer(tp_reply_at(r, 1)) == 1 && l->op.page_stop == PAGES_GO)
