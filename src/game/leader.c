@@ -33,6 +33,7 @@
 #include "tickpool/store/scripts.h"
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
+#include "tickpool/net/workers_written.h"
 
 #include <ev.h>
 #include <stdio.h>
@@ -603,7 +604,8 @@ bool tp_leader_step_held(struct tp_leader *l)
     if (l->hold_until_ms == 0)
         return false;
     int64_t now = tp_now_ms();
-    if (now >= l->hold_until_ms || (now >= l->hold_from_ms && !tp_worker_output_pending(l->w))) {
+    if (now >= l->hold_until_ms || (now >= l->hold_from_ms && !tp_worker_output_pending(l->w) &&
+                                    tp_workers_written_all(l->hold_t_ms))) {
         l->hold_from_ms = l->hold_until_ms = 0;
         return false;
     }

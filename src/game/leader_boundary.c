@@ -164,6 +164,7 @@ static void hold_next_step(struct tp_leader *l)
     if (next - l->bnd.due_ms <= TP_LEADER_HOLD_MAX_MS + TP_LEADER_BOUNDARY_LEAD_MS ||
         tp_now_ms() >= l->bnd.due_ms + TP_LEADER_HOLD_MAX_MS)
         return;
+    l->hold_t_ms = l->bnd.due_ms;
     l->hold_from_ms = l->bnd.due_ms + TP_LEADER_HOLD_MIN_MS;
     l->hold_until_ms = l->bnd.due_ms + TP_LEADER_HOLD_MAX_MS;
 }

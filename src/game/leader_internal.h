@@ -67,9 +67,10 @@ struct tp_leader {
     bool step_owed; /* the boundary timer fired during a step: the next one starts at its end */
     bool acted;     /* this step started an action (not NONE) */
     int burst;      /* steps started at once after an action, since the planner last owed nothing */
-    /* After a boundary the next step waits until this worker has written its `round` messages,
-     * from hold_from_ms to hold_until_ms at most (0: no hold; leader_boundary.c) */
-    int64_t hold_from_ms, hold_until_ms;
+    /* After the boundary hold_t_ms the next step waits until every worker of this host has
+     * written its `round` messages, from hold_from_ms to hold_until_ms at most (0: no hold;
+     * leader_boundary.c) */
+    int64_t hold_t_ms, hold_from_ms, hold_until_ms;
     struct tp_settle_pager pager; /* settlement page sizes, from the pages' Redis time */
     /* The settlement's figures for its `round settled` line, over every step it took (it yields
      * its step every slice); they start again when another round settles. */
@@ -203,8 +204,9 @@ bool tp_leader_boundary_due(struct tp_leader *l);
 #define TP_LEADER_BOUNDARY_LEAD_MS 60
 
 /* After a boundary announced as a pair, the next step (the closed round's settlement, a resync)
- * waits until the leader's worker has written the `round` messages to its sockets, at least
- * TP_LEADER_HOLD_MIN_MS and at most TP_LEADER_HOLD_MAX_MS after T (tp_leader_step_held). */
+ * waits until every worker of the leader's host has written the `round` messages to its sockets
+ * (tickpool/net/workers_written.h), at least TP_LEADER_HOLD_MIN_MS and at most
+ * TP_LEADER_HOLD_MAX_MS after T (tp_leader_step_held). */
 #define TP_LEADER_HOLD_MIN_MS 10
 #define TP_LEADER_HOLD_MAX_MS 40
 

@@ -17,6 +17,7 @@
 #include "tickpool/base/ratelimit.h"
 #include "tickpool/net/tls.h"
 #include "tickpool/net/worker.h"
+#include "tickpool/net/workers_written.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -169,6 +170,11 @@ int tp_master_run(const struct tp_config *cfg)
     /* Per-client limits count over every worker of the host: one table mapped before fork. */
     if (tp_ratelimit_init() != 0) {
         tp_log_error("master", "cannot map the shared rate limit table");
+        return 1;
+    }
+    /* The boundary each worker has written, for the game leader's hold (workers_written.h). */
+    if (tp_workers_written_init(n) != 0) {
+        tp_log_error("master", "cannot map the shared table of written boundaries");
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);

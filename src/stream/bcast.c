@@ -39,6 +39,7 @@
 #include "tickpool/money/access.h"
 #include "tickpool/net/conn.h"
 #include "tickpool/net/worker.h"
+#include "tickpool/net/workers_written.h"
 #include "tickpool/net/ws.h"
 #include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
@@ -314,9 +315,10 @@ static struct sched_ns sched_now(void)
 /* A boundary's `round` message is in this worker's sockets: its delay from T, in the histogram
  * and (debug) in the log with the receipt's, and how long the worker ran on a CPU and waited
  * for one in between (schedstat), so each stage can be told apart. */
-static void observe_round(const struct round_sent *r)
+static void observe_round(const struct tp_worker *w, const struct round_sent *r)
 {
     int64_t now = tp_now_ns(), t_ns = r->t_ms * 1000000;
+    tp_workers_written_set(tp_worker_index(w), r->t_ms); /* the leader's hold looks */
     tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_DELIVERED,
                           now - t_ns);
     struct sched_ns s = sched_now();
@@ -337,7 +339,7 @@ static void on_flushed(struct ev_loop *loop, ev_prepare *p, int revents)
     struct bcast *bc = p->data;
     if (bc->nrounds > 0 && !tp_worker_queued_pending(bc->w)) {
         for (int i = 0; i < bc->nrounds; i++)
-            observe_round(&bc->rounds[i]);
+            observe_round(bc->w, &bc->rounds[i]);
         bc->nrounds = 0;
     }
     if (tp_worker_output_pending(bc->w))
@@ -364,7 +366,7 @@ static void round_sent(struct bcast *bc, int64_t id, int64_t t_ms, int64_t recei
 {
     struct round_sent r = {id, t_ms, received_ns, sockets, sched_now()};
     if (bc->nrounds == ROUNDS_MAX) {
-        observe_round(&r);
+        observe_round(bc->w, &r);
         return;
     }
     bc->rounds[bc->nrounds++] = r;
