@@ -14,7 +14,8 @@
  * group that reaches TP_SCRIPT_BATCH_MAX bets or BATCH_BYTES bytes of arguments is sent at once.
  * A worker keeps at most CALLS_PER_BUCKET calls in flight per bucket: while one is out, the
  * bucket's new bets wait in its open group and leave together once it is answered, so batches
- * grow with the load by themselves.
+ * grow with the load by themselves; after a call of two or more bets, the next leaves no sooner
+ * than CALL_GAP_S after it, so they grow before Redis is saturated too.
  * Each bet keeps its own answer: the script answers one reply per bet, in order, and each goes to
  * that bet's callback.
  *
@@ -60,6 +61,7 @@
 #include "tickpool/store/store.h"
 
 #include <ev.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +84,18 @@
  * 48 µs of Redis CPU per bet against ~21 µs at the ceiling's ~45 bets per call, and as Redis
  * fell behind the small calls queued in it instead of growing. A full group goes at once. */
 #define CALLS_PER_BUCKET 1
+/* After a call of at least CALL_GAP_MIN_BETS bets, the bucket's next call leaves CALL_GAP_S after
+ * it at the earliest, even when it was answered sooner. With one call in flight, a worker whose
+ * calls Redis answers fast sends small ones back to back: open loop at 8,000 bets/s on a quiet
+ * machine, 2.5 bets per call and Redis near its limit on the script's fixed cost per call
+ * (~300k of a one-bet call's ~410k instructions; 2.5 bets per call ~260k instructions per bet,
+ * 4 per call ~210k, 8 ~160k: bench/README.md "Session 10"). The gap lets the batch grow before
+ * Redis is saturated rather than only after. A call of one bet sets no gap, so at low rates
+ * (http-bets 1,000/s: 1.0 bet per call) a bet still leaves in the iteration it arrived; a gap
+ * adds at most CALL_GAP_S to a bet's wait (1 ms when the loop has no other event: libev's
+ * epoll waits whole ms), inside the 2 ms p50 of issue 11's 70 % target. */
+#define CALL_GAP_S 0.0005
+#define CALL_GAP_MIN_BETS 2
 /* Seconds between two repair requests of one worker (the leader steps every 250 ms). */
 #define REPAIR_EVERY_S 0.25
 /* A bet that found its bucket's copy of the open round missing waits this long at most for the
@@ -128,8 +142,11 @@ struct batcher {
     ev_prepare flush_first, flush; /* highest and lowest priority: see the top comment */
     double repair_at;        /* when this worker last asked the leader for a repair (ev_now) */
     struct copy_wait *waits; /* bets waiting for a bucket's copy of a round, one per pair */
-    int nbuckets;            /* game.buckets at start: the size of `calls` */
+    int nbuckets;            /* game.buckets at start: the size of the per-bucket arrays */
     unsigned *calls;         /* script calls in flight per bucket */
+    double *sent_at;         /* ev_now when each bucket's last call left */
+    size_t *sent_n;          /* bets each bucket's last call carried */
+    ev_timer gap;            /* the earliest end of a gap (CALL_GAP_S) a group waits for */
     int ngroups;
     struct group *open[GROUPS_MAX];
 };
@@ -462,8 +479,11 @@ static void send_group(struct batcher *b, struct group *g)
     };
     int bucket = g->bucket;
     int rc = tp_script_bet_batch(tp_store_of(b->w), &args, on_batch, g);
-    if (rc == 0 && bucket < b->nbuckets)
+    if (rc == 0 && bucket < b->nbuckets) {
         b->calls[bucket]++;
+        b->sent_at[bucket] = ev_now(tp_worker_loop(b->w));
+        b->sent_n[bucket] = g->n;
+    }
     if (rc != 0) {
         /* The script never ran: each bet is answered now, as if Redis were down. */
         tp_log_warn(MOD, "bet batch not sent\terr=%s\tbets=%zu", tp_strerror(rc), g->n);
@@ -474,30 +494,56 @@ static void send_group(struct batcher *b, struct group *g)
     }
 }
 
-static bool bucket_busy(const struct batcher *b, int bucket)
+/* 0 when `bucket`'s group may leave now; else when it may (ev_now), or +inf while the bucket's
+ * call is in flight (its answer lets the group go). */
+static double bucket_free_at(const struct batcher *b, int bucket, double now)
 {
-    return bucket < b->nbuckets && b->calls[bucket] >= CALLS_PER_BUCKET;
+    if (bucket >= b->nbuckets)
+        return 0;
+    if (b->calls[bucket] >= CALLS_PER_BUCKET)
+        return INFINITY;
+    if (b->sent_n[bucket] < CALL_GAP_MIN_BETS)
+        return 0;
+    double at = b->sent_at[bucket] + CALL_GAP_S;
+    return at > now ? at : 0;
 }
 
-/* Sends every open group whose bucket has no call in flight (the others stay open until it is
- * answered); returns how many it sent. */
+/* Sends every open group whose bucket is free (bucket_free_at); the others stay open, and the
+ * gap timer is set for the earliest gap's end. Returns how many it sent. */
 static int flush_all(struct batcher *b)
 {
     /* Sending may answer bets at once (Redis down), and an answer may submit a new bet: take
      * the list first, so what is added meanwhile waits for the next flush. */
+    struct ev_loop *loop = tp_worker_loop(b->w);
+    double now = ev_now(loop), wake = INFINITY;
     int n = b->ngroups, nsend = 0;
     struct group *send[GROUPS_MAX];
     b->ngroups = 0;
     for (int i = 0; i < n; i++) {
         struct group *g = b->open[i];
-        if (bucket_busy(b, g->bucket))
-            b->open[b->ngroups++] = g;
-        else
+        double at = bucket_free_at(b, g->bucket, now);
+        if (at == 0) {
             send[nsend++] = g;
+            continue;
+        }
+        b->open[b->ngroups++] = g;
+        wake = at < wake ? at : wake;
+    }
+    if (wake < INFINITY &&
+        (!ev_is_active(&b->gap) || wake - now < ev_timer_remaining(loop, &b->gap))) {
+        ev_timer_stop(loop, &b->gap);
+        ev_timer_set(&b->gap, wake - now, 0.0);
+        ev_timer_start(loop, &b->gap);
     }
     for (int i = 0; i < nsend; i++)
         send_group(b, send[i]);
     return nsend;
+}
+
+/* A bucket's gap is over: the prepare watchers, still active while a group is open, send it. */
+static void on_gap(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)t, (void)revents;
 }
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
@@ -580,6 +626,9 @@ static void init_worker(struct tp_worker *w, void *ud)
     b->limiter = tp_limiter_new(TP_MAX(cfg->limits.max_inflight_bets, 1));
     b->nbuckets = cfg->game.buckets;
     b->calls = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->calls));
+    b->sent_at = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->sent_at));
+    b->sent_n = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->sent_n));
+    ev_timer_init(&b->gap, on_gap, 0.0, 0.0);
     ev_prepare_init(&b->flush_first, on_prepare);
     ev_set_priority(&b->flush_first, EV_MAXPRI); /* before the worker's fan-out slice */
     b->flush_first.data = b;
