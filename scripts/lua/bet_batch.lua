@@ -296,7 +296,9 @@ if not round_nbands or not lo or not hi then
     round_nbands, lo, hi = round_nbands or nbands, lo or min_stake, hi or max_stake
 end
 -- The pool: its total and every band of the batch in one read, written back in one HSET
--- (one HINCRBY per band and one of the total cost a write command each).
+-- (one HINCRBY per band and one of the total cost a write command each). Each value is
+-- converted before the first write (the total here, a band at its first accepted bet), so a
+-- malformed one fails the call whole instead of after the balances were written.
 local pv = call('HMGET', KEYS[4], unpack(pfields))
 local pooled = (pv[1] or 0) + 0
 local pool_cap = math.floor(POOL_MAX / nbuckets)
@@ -306,7 +308,7 @@ local pool_cap = math.floor(POOL_MAX / nbuckets)
 -- batch to its place in that list (a later duplicate is its replay, `dup`); answers of accepted
 -- bets are filled in once the bet ids are known.
 local out, ai, ab, fresh, dup, nacc = {}, {}, {}, {}, {}, 0
-local band_sum, user_sum, nusers = {}, {}, 0
+local band_pool, user_sum, nusers = {}, {}, 0 -- band_pool: a band's pool after the batch
 for i = 1, n do
     local o = 5 + 6 * i
     local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
@@ -375,7 +377,8 @@ for i = 1, n do
             local u = users[user_s]
             bal[u] = bal[u] - stake
             pooled = pooled + stake
-            band_sum[band_s] = (band_sum[band_s] or 0) + stake
+            band_pool[band_s] = (band_pool[band_s] or ((pv[bands[band_s] - 14] or 0) + 0))
+                + stake
             if not user_sum[user_s] then nusers = nusers + 1; user_sum[user_s] = 0 end
             user_sum[user_s] = user_sum[user_s] + stake
             nacc = nacc + 1
@@ -446,11 +449,10 @@ for user_s, sum in pairs(user_sum) do
 end
 call('HSET', KEYS[1], unpack(balw))
 local poolw = {'total', format('%d', pooled)}
-for band_s, sum in pairs(band_sum) do
-    local k = bands[band_s]
+for band_s, v in pairs(band_pool) do
     poolw[#poolw + 1] = band_s
-    poolw[#poolw + 1] = format('%d', (pv[k - 14] or 0) + sum)
-    call('HSET', KEYS[k], unpack(bets_by_band[band_s]))
+    poolw[#poolw + 1] = format('%d', v)
+    call('HSET', KEYS[bands[band_s]], unpack(bets_by_band[band_s]))
 end
 call('HSET', KEYS[4], unpack(poolw))
 call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'bets',

@@ -426,6 +426,36 @@ def test_pool_and_net_are_one_write_each_per_batch():
                        "zadd": 1}, got
 
 
+def test_malformed_pool_fails_the_call_before_any_write():
+    """The pool is read before the bets are weighed and written back after (one HSET): a
+    band's or the total's value that is not a number fails the whole call, and that failure
+    comes before the first write. A band's value converted only while writing (after the
+    sequence, balances and leaderboard) left the bets half admitted: balances debited with no
+    bet, pool or record."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        for u in (1, 2):
+            s.grant(u, 10**6)
+        s.open_round(5)
+        for field in ("0", "total"):
+            s.c.hset("tp:{b0}:pool:5", mapping={"0": 100, "1": 40, "total": 140})
+            s.c.hset("tp:{b0}:pool:5", field, "x")
+            before = s.snapshot()
+            for bets in ([(1, 0, 100, "a")], [(1, 1, 100, "b"), (2, 0, 200, "c")],
+                         [(1, 0, 100, "a"), (2, 0, 200, "c")]):
+                try:
+                    s.batch_call(0, 5, bets, 5000)
+                except redis.ResponseError:
+                    pass
+                else:
+                    raise AssertionError(f"pool {field} 'x' accepted {bets}")
+                assert s.snapshot() == before, (field, bets)
+        # Bets on the other bands of such a pool are not its concern (as with HINCRBY).
+        s.c.hset("tp:{b0}:pool:5", mapping={"0": "x", "1": 40, "total": 140})
+        assert codes(s.batch_call(0, 5, [(1, 1, 100, "d")], 5000)) == ["ok"]
+        assert s.c.hgetall("tp:{b0}:pool:5") == {"0": "x", "1": "140", "total": "240"}
+
+
 def test_config_rules_are_read_only_for_a_round_without_its_own():
     """ARGV[3..5] (the config's band count and stake bounds) stand in only for a round whose
     copy predates per-round rules: malformed, they fail such a call whole, and are not read
