@@ -596,7 +596,7 @@ static void on_last_tick(int err, const struct tp_store_reply *r, void *ud)
 }
 
 /* While the step after a boundary is held (tp_leader_step_held), its timer looks this often
- * whether the worker's writes are done. */
+ * whether the host's workers have written the boundary. */
 #define HOLD_POLL_S 0.001
 
 bool tp_leader_step_held(struct tp_leader *l)

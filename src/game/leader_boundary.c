@@ -153,8 +153,10 @@ static long long after_t_us(const struct tp_leader *l, int64_t ns)
  * Postgres, and its own `round` message to every socket; a resync) would take the CPU, the
  * leader worker's loop and Redis from those writes, on a host short of cores: bench/run
  * boundaries saw the leader's worker write them 30 ms after T while the settlement ran beside
- * them. So the next step waits until this worker has written them (a sample of how far the
- * others are), at least TP_LEADER_HOLD_MIN_MS after T and at most TP_LEADER_HOLD_MAX_MS.
+ * them. So the next step waits until every worker of this host has written them (each marks
+ * the boundary in tickpool/net/workers_written.h once its writes are out; workers of other
+ * hosts are not seen), at least TP_LEADER_HOLD_MIN_MS after T and at most
+ * TP_LEADER_HOLD_MAX_MS: a worker that is down or never writes holds it to that bound.
  * Nothing owed then is due within that: the next boundary is at least a phase (1 s) away, and
  * no hold is taken when it is not (a leader catching up on missed boundaries).
  */
