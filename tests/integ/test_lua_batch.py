@@ -293,6 +293,96 @@ def test_random_batches_match_one_by_one():
             "invalid_stake"} <= got, got
 
 
+def test_random_batches_with_every_refusal_match_batches_of_one():
+    """Batches against the same bets sent as batches of one, with what the one-by-one
+    reference (bench/lua/bet.lua) does not know (disabled accounts), player flags read from
+    the HMGET replies by each player's place in the batch: self-exclusions (ended and not),
+    disabled accounts, a pause and an older version's whole-window filter coming and going
+    between batches (the script's 'rare' states), a round reaching its lock, a missing round
+    and a bucket's pool reaching its cap. Answers, every key a reader sees and the key index
+    must agree."""
+    rng = random.Random(29)
+    users = list(range(1, 31))
+    grants = {u: rng.choice([0, 150, 2000, 50000]) for u in users}
+    excl = {u: rng.choice([4000, 5020, 10**13]) for u in rng.sample(users, 8)}
+    disabled = set(rng.sample(users, 4))
+
+    def setup(s):
+        for u in users:
+            if grants[u]:
+                s.grant(u, grants[u])
+        s.open_round(3, nbands=4, stakes=(100, 40000))
+        s.open_round(4, locks_at=5020, nbands=4, stakes=(100, 40000))
+        s.c.hset("tp:{b1}:pool:3", mapping={"2": 2 * 10**15 - 2500, "total": 2 * 10**15 - 2500})
+        for u, end in excl.items():
+            s.c.hset("tp:{b%d}:excl" % (u % 2), str(u), end)
+        for u in disabled:
+            s.c.hset("tp:{b%d}:disabled" % (u % 2), str(u), 1000)
+
+    def toggle(s, j):
+        for b in (0, 1):
+            p = "tp:{b%d}:" % b
+            if j % 7 == 3:
+                s.c.set(p + "paused", 1)
+            elif j % 7 == 5:
+                s.c.delete(p + "paused")
+            if j % 5 == 2:
+                s.raw.set(p + "idemfilter:0", b"\0" * 64)  # an upgrade's whole-window filter
+            elif j % 5 == 4:
+                s.c.delete(p + "idemfilter:0")
+            if j == 20:
+                s.c.hdel(p + "disabled", *[str(u) for u in disabled])
+
+    batches, keys = [], {}
+    for j in range(40):
+        bucket = rng.randrange(2)
+        rid = rng.choice([3, 3, 3, 4, 5])
+        bets = []
+        for _ in range(rng.randrange(1, 25)):
+            u = rng.choice([u for u in users if u % 2 == bucket])
+            if keys.get(u) and rng.random() < 0.3:
+                k, band, stake = rng.choice(keys[u])
+                if rng.random() < 0.3:
+                    band = (band + 1) % 5
+            else:
+                k = "r%d" % rng.randrange(10**6)
+                band, stake = rng.randrange(5), rng.choice([99, 100, 700, 2500, 40000, 40001])
+                keys.setdefault(u, []).append((k, band, stake))
+            bets.append((u, band, stake, k))
+        batches.append((rid, 5000 + j, bets))
+    with tpenv.Redis() as r1, tpenv.Redis() as r2:
+        sides = [Side(r, 2) for r in (r1, r2)]
+        for s in sides:
+            setup(s)
+        got = [[], []]
+        for j, (rid, now, bets) in enumerate(batches):
+            for s in sides:
+                toggle(s, j)
+            bucket = bets[0][0] % 2
+            got[0] += sides[0].batch_call(bucket, rid, bets, now)
+            got[1] += [sides[1].batch_call(bucket, rid, [b], now)[0] for b in bets]
+        assert got[0] == got[1], [(i, a, b) for i, (a, b) in enumerate(zip(*got)) if a != b]
+        st = [s.state() for s in sides]
+        assert st[0] == st[1], diff(st[0], st[1])
+        assert sides[0].index() == sides[1].index()
+    # Both sides run the same script: what each flag means is checked against the flags.
+    paused, i = False, 0
+    for j, (rid, now, bets) in enumerate(batches):
+        paused = True if j % 7 == 3 else False if j % 7 == 5 else paused
+        for u, _, _, _ in bets:
+            c, fresh = codes([got[0][i]])[0], got[0][i][0] == "ok" and not got[0][i][6]
+            off = (u in disabled and j < 20) or excl.get(u, 0) > now
+            assert not (fresh and (paused or off)), (j, u, got[0][i], paused, off)
+            assert c != "self_excluded" or excl.get(u, 0) > now, (j, u, now)
+            assert c != "account_disabled" or (u in disabled and j < 20), (j, u)
+            assert c != "game_paused" or paused, (j, u)
+            i += 1
+    seen = set(codes(got[0]))
+    assert {"ok", "replay", "idempotency_conflict", "insufficient_funds", "invalid_band",
+            "invalid_stake", "self_excluded", "account_disabled", "game_paused",
+            "round_not_open", "round_not_found", "pool_full"} <= seen, seen
+
+
 def test_self_exclusion_and_pool_full():
     def setup(s):
         for u in (1, 2):
