@@ -198,7 +198,12 @@ void tp_leader_settle_pace_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     l->sst.paced++;
-    pages_fill(l);
+    /* One page after a gap, whatever depth the pager last asked for (a second page would run
+     * right behind it, which is what the gap is there to avoid); its reply decides what follows. */
+    if (!send_page(l)) {
+        l->op.page_stop = PAGES_END;
+        tp_leader_step_end(l);
+    }
 }
 
 static void on_page(int err, const struct tp_store_reply *r, void *ud)
