@@ -15,7 +15,7 @@
  * A worker keeps at most CALLS_PER_BUCKET calls in flight per bucket: while one is out, the
  * bucket's new bets wait in its open group and leave together once it is answered, so batches
  * grow with the load by themselves; after a call of two or more bets, the next leaves no sooner
- * than CALL_GAP_S after it, so they grow before Redis is saturated too.
+ * than CALL_GAP_NS after it, so they grow before Redis is saturated too.
  * Each bet keeps its own answer: the script answers one reply per bet, in order, and each goes to
  * that bet's callback.
  *
@@ -60,10 +60,12 @@
 #include "tickpool/store/scripts.h"
 #include "tickpool/store/store.h"
 
+#include <errno.h>
 #include <ev.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #define MOD "bet"
 /* Bytes of per-bet arguments one call carries at most: a batch of long keys is sent before it
@@ -84,17 +86,19 @@
  * 48 µs of Redis CPU per bet against ~21 µs at the ceiling's ~45 bets per call, and as Redis
  * fell behind the small calls queued in it instead of growing. A full group goes at once. */
 #define CALLS_PER_BUCKET 1
-/* After a call of at least CALL_GAP_MIN_BETS bets, the bucket's next call leaves CALL_GAP_S after
+/* After a call of at least CALL_GAP_MIN_BETS bets, the bucket's next call leaves CALL_GAP_NS after
  * it at the earliest, even when it was answered sooner. With one call in flight, a worker whose
  * calls Redis answers fast sends small ones back to back: open loop at 8,000 bets/s on a quiet
  * machine, 2.5 bets per call and Redis near its limit on the script's fixed cost per call
  * (~300k of a one-bet call's ~410k instructions; 2.5 bets per call ~260k instructions per bet,
  * 4 per call ~210k, 8 ~160k: bench/README.md "Session 10"). The gap lets the batch grow before
  * Redis is saturated rather than only after. A call of one bet sets no gap, so at low rates
- * (http-bets 1,000/s: 1.0 bet per call) a bet still leaves in the iteration it arrived; a gap
- * adds at most CALL_GAP_S to a bet's wait (1 ms when the loop has no other event: libev's
- * epoll waits whole ms), inside the 2 ms p50 of issue 11's 70 % target. */
-#define CALL_GAP_S 0.0005
+ * (http-bets 1,000/s: 1.1 bets per call) a bet still leaves in the iteration it arrived; a gap
+ * adds at most CALL_GAP_NS to a bet's wait, inside the 2 ms p50 of issue 11's 70 % target. Its
+ * end is a timerfd, not an ev_timer: libev's epoll backend waits at least 1 ms for a timer, which
+ * would turn the rest of a 0.5 ms gap into a whole ms whenever no other event comes (clock:
+ * CLOCK_MONOTONIC, so a step of the wall clock cannot stretch a gap). */
+#define CALL_GAP_NS 500000
 #define CALL_GAP_MIN_BETS 2
 /* Seconds between two repair requests of one worker (the leader steps every 250 ms). */
 #define REPAIR_EVERY_S 0.25
@@ -144,9 +148,11 @@ struct batcher {
     struct copy_wait *waits; /* bets waiting for a bucket's copy of a round, one per pair */
     int nbuckets;            /* game.buckets at start: the size of the per-bucket arrays */
     unsigned *calls;         /* script calls in flight per bucket */
-    double *sent_at;         /* ev_now when each bucket's last call left */
+    int64_t *sent_ns;        /* tp_mono_ns when each bucket's last call left */
     size_t *sent_n;          /* bets each bucket's last call carried */
-    ev_timer gap;            /* the earliest end of a gap (CALL_GAP_S) a group waits for */
+    int gap_fd;              /* timerfd: the earliest end of a gap a group waits for; -1: no gap */
+    int64_t gap_due;         /* when gap_fd fires (tp_mono_ns); 0 when it is not set */
+    ev_io gap_io;
     int ngroups;
     struct group *open[GROUPS_MAX];
 };
@@ -481,7 +487,7 @@ static void send_group(struct batcher *b, struct group *g)
     int rc = tp_script_bet_batch(tp_store_of(b->w), &args, on_batch, g);
     if (rc == 0 && bucket < b->nbuckets) {
         b->calls[bucket]++;
-        b->sent_at[bucket] = ev_now(tp_worker_loop(b->w));
+        b->sent_ns[bucket] = tp_mono_ns();
         b->sent_n[bucket] = g->n;
     }
     if (rc != 0) {
@@ -494,56 +500,77 @@ static void send_group(struct batcher *b, struct group *g)
     }
 }
 
-/* 0 when `bucket`'s group may leave now; else when it may (ev_now), or +inf while the bucket's
- * call is in flight (its answer lets the group go). */
-static double bucket_free_at(const struct batcher *b, int bucket, double now)
+/* 0 when `bucket`'s group may leave now; else when it may (tp_mono_ns), or INT64_MAX while the
+ * bucket's call is in flight (its answer lets the group go). */
+static int64_t bucket_free_at(const struct batcher *b, int bucket, int64_t now)
 {
     if (bucket >= b->nbuckets)
         return 0;
     if (b->calls[bucket] >= CALLS_PER_BUCKET)
-        return INFINITY;
-    if (b->sent_n[bucket] < CALL_GAP_MIN_BETS)
+        return INT64_MAX;
+    if (b->gap_fd < 0 || b->sent_n[bucket] < CALL_GAP_MIN_BETS)
         return 0;
-    double at = b->sent_at[bucket] + CALL_GAP_S;
+    int64_t at = b->sent_ns[bucket] + CALL_GAP_NS;
     return at > now ? at : 0;
 }
 
-/* Sends every open group whose bucket is free (bucket_free_at); the others stay open, and the
- * gap timer is set for the earliest gap's end. Returns how many it sent. */
+/* Sets gap_fd to fire at `wake` unless it fires sooner already. When it cannot be set, the gap is
+ * off for good (logged): a group held without a wake-up would wait for the next event. */
+static void gap_arm(struct batcher *b, int64_t wake, int64_t now)
+{
+    if (b->gap_due != 0 && b->gap_due <= wake)
+        return;
+    int64_t d = wake - now;
+    struct itimerspec its = {.it_value = {.tv_sec = d / 1000000000, .tv_nsec = d % 1000000000}};
+    if (timerfd_settime(b->gap_fd, 0, &its, NULL) == 0) {
+        b->gap_due = wake;
+        return;
+    }
+    tp_log_warn(MOD, "bet call gap off: timerfd_settime failed\terr=%s", strerror(errno));
+    ev_ref(tp_worker_loop(b->w)); /* init_worker unref'd it */
+    ev_io_stop(tp_worker_loop(b->w), &b->gap_io);
+    close(b->gap_fd);
+    b->gap_fd = -1;
+}
+
+/* Sends every open group whose bucket is free (bucket_free_at); the others stay open, gap_fd set
+ * for the earliest gap's end. Returns how many it sent. */
 static int flush_all(struct batcher *b)
 {
+    int64_t now = tp_mono_ns(), wake = INT64_MAX;
+    for (int i = 0; i < b->ngroups; i++) {
+        int64_t at = bucket_free_at(b, b->open[i]->bucket, now);
+        if (at != 0 && at != INT64_MAX && at < wake)
+            wake = at;
+    }
+    if (wake != INT64_MAX)
+        gap_arm(b, wake, now);
     /* Sending may answer bets at once (Redis down), and an answer may submit a new bet: take
      * the list first, so what is added meanwhile waits for the next flush. */
-    struct ev_loop *loop = tp_worker_loop(b->w);
-    double now = ev_now(loop), wake = INFINITY;
     int n = b->ngroups, nsend = 0;
     struct group *send[GROUPS_MAX];
     b->ngroups = 0;
     for (int i = 0; i < n; i++) {
         struct group *g = b->open[i];
-        double at = bucket_free_at(b, g->bucket, now);
-        if (at == 0) {
+        if (bucket_free_at(b, g->bucket, now) == 0)
             send[nsend++] = g;
-            continue;
-        }
-        b->open[b->ngroups++] = g;
-        wake = at < wake ? at : wake;
-    }
-    if (wake < INFINITY &&
-        (!ev_is_active(&b->gap) || wake - now < ev_timer_remaining(loop, &b->gap))) {
-        ev_timer_stop(loop, &b->gap);
-        ev_timer_set(&b->gap, wake - now, 0.0);
-        ev_timer_start(loop, &b->gap);
+        else
+            b->open[b->ngroups++] = g;
     }
     for (int i = 0; i < nsend; i++)
         send_group(b, send[i]);
     return nsend;
 }
 
-/* A bucket's gap is over: the prepare watchers, still active while a group is open, send it. */
-static void on_gap(struct ev_loop *loop, ev_timer *t, int revents)
+/* A gap is over: the prepare watchers, still active while a group is open, send its group. */
+static void on_gap(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop, (void)t, (void)revents;
+    (void)loop, (void)revents;
+    struct batcher *b = w->data;
+    uint64_t expirations;
+    if (read(b->gap_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+        tp_log_warn(MOD, "bet call gap: read failed\terr=%s", strerror(errno));
+    b->gap_due = 0;
 }
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
@@ -626,9 +653,17 @@ static void init_worker(struct tp_worker *w, void *ud)
     b->limiter = tp_limiter_new(TP_MAX(cfg->limits.max_inflight_bets, 1));
     b->nbuckets = cfg->game.buckets;
     b->calls = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->calls));
-    b->sent_at = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->sent_at));
+    b->sent_ns = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->sent_ns));
     b->sent_n = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->sent_n));
-    ev_timer_init(&b->gap, on_gap, 0.0, 0.0);
+    b->gap_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (b->gap_fd < 0) {
+        tp_log_warn(MOD, "bet call gap off: no timerfd\terr=%s", strerror(errno));
+    } else {
+        ev_io_init(&b->gap_io, on_gap, b->gap_fd, EV_READ);
+        b->gap_io.data = b;
+        ev_io_start(tp_worker_loop(w), &b->gap_io);
+        ev_unref(tp_worker_loop(w)); /* the gap alone keeps no loop running */
+    }
     ev_prepare_init(&b->flush_first, on_prepare);
     ev_set_priority(&b->flush_first, EV_MAXPRI); /* before the worker's fan-out slice */
     b->flush_first.data = b;
