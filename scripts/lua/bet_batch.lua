@@ -58,7 +58,8 @@ the caller sent (round, band and stake are the request's, a replay's included):
       round_not_found, round_not_open, invalid_band, invalid_stake, insufficient_funds, pool_full,
       invalid_request.
   A malformed server-side argument, or a KEYS count other than the one above, is a caller bug:
-  the whole call raises "ERR tp_bet_batch: ..." before any write. The KEYS names are not
+  the whole call raises "ERR tp_bet_batch: ..." before any write (ARGV 3-5 are parsed, and so
+  can raise, only for a round whose copy has no rules of its own). The KEYS names are not
   compared with the layout here: the one caller builds them from the ARGV it passes (below).
 
 Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after the other, so
