@@ -537,26 +537,25 @@ static void gap_arm(struct batcher *b, int64_t wake, int64_t now)
  * for the earliest gap's end. Returns how many it sent. */
 static int flush_all(struct batcher *b)
 {
-    int64_t now = tp_mono_ns(), wake = INT64_MAX;
-    for (int i = 0; i < b->ngroups; i++) {
-        int64_t at = bucket_free_at(b, b->open[i]->bucket, now);
-        if (at != 0 && at != INT64_MAX && at < wake)
-            wake = at;
-    }
-    if (wake != INT64_MAX)
-        gap_arm(b, wake, now);
     /* Sending may answer bets at once (Redis down), and an answer may submit a new bet: take
      * the list first, so what is added meanwhile waits for the next flush. */
+    int64_t now = tp_mono_ns(), wake = INT64_MAX;
     int n = b->ngroups, nsend = 0;
     struct group *send[GROUPS_MAX];
     b->ngroups = 0;
     for (int i = 0; i < n; i++) {
         struct group *g = b->open[i];
-        if (bucket_free_at(b, g->bucket, now) == 0)
+        int64_t at = bucket_free_at(b, g->bucket, now);
+        if (at == 0) {
             send[nsend++] = g;
-        else
-            b->open[b->ngroups++] = g;
+            continue;
+        }
+        b->open[b->ngroups++] = g;
+        if (at != INT64_MAX && at < wake)
+            wake = at;
     }
+    if (wake != INT64_MAX)
+        gap_arm(b, wake, now);
     for (int i = 0; i < nsend; i++)
         send_group(b, send[i]);
     return nsend;
