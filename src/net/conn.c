@@ -260,6 +260,13 @@ static struct tp_conn *bdirty_pop(struct tp_conn_host *h)
     return c;
 }
 
+/* True when the slice ending at `until` (0: none) is spent. The clock is read every 16
+ * connections (counted in *n): a write costs a few µs. */
+static bool slice_spent(int64_t until, unsigned *n)
+{
+    return until != 0 && (++*n & 15) == 0 && tp_mono_ns() >= until;
+}
+
 bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns)
 {
     /* Running a connection can mark others (or itself) dirty again; every round consumes
@@ -277,8 +284,7 @@ bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns)
             struct tp_conn *list = h->dirty;
             h->dirty = NULL;
             while (list != NULL) {
-                /* The clock is read every 16 connections: a write costs a few µs. */
-                if (until != 0 && (++n & 15) == 0 && tp_mono_ns() >= until) {
+                if (slice_spent(until, &n)) {
                     /* Slice spent: the rest waits behind what was marked meanwhile. */
                     struct tp_conn **tail = &h->dirty;
                     while (*tail != NULL)
@@ -295,7 +301,7 @@ bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns)
         }
         if (h->bdirty == NULL)
             return false;
-        if (until != 0 && (++n & 15) == 0 && tp_mono_ns() >= until)
+        if (slice_spent(until, &n))
             return true;        /* the next slice resumes at the head */
         run_one(bdirty_pop(h)); /* the dirty list is empty: not on it */
     }
