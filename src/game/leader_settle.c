@@ -148,12 +148,13 @@ static void pages_over(struct tp_leader *l)
         tp_leader_step_end(l);
 }
 
-/* Keeps as many pages in flight as the pager asks for. Each page reads its cursor from the
- * plan when Redis runs it, so a second page simply continues where the first stopped (or
+/* Keeps `depth` pages in flight (the pager's depth, or one where a second would run right
+ * behind the first); a page that cannot be sent ends the pages. Each page reads its cursor from
+ * the plan when Redis runs it, so a second page simply continues where the first stopped (or
  * finds the bucket done and returns at once). */
-static void pages_fill(struct tp_leader *l)
+static void pages_fill(struct tp_leader *l, int depth)
 {
-    while (l->op.inflight < tp_settle_pager_depth(&l->pager)) {
+    while (l->op.inflight < depth) {
         if (!send_page(l)) {
             l->op.page_stop = PAGES_END;
             if (l->op.inflight == 0)
@@ -200,10 +201,7 @@ void tp_leader_settle_pace_cb(struct ev_loop *loop, ev_timer *t, int revents)
     l->sst.paced++;
     /* One page after a gap, whatever depth the pager last asked for (a second page would run
      * right behind it, which is what the gap is there to avoid); its reply decides what follows. */
-    if (!send_page(l)) {
-        l->op.page_stop = PAGES_END;
-        tp_leader_step_end(l);
-    }
+    pages_fill(l, 1);
 }
 
 static void on_page(int err, const struct tp_store_reply *r, void *ud)
@@ -270,7 +268,7 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
         }
         return;
     }
-    pages_fill(l);
+    pages_fill(l, tp_settle_pager_depth(&l->pager));
 }
 
 static void on_plan(int err, const struct tp_store_reply *r, void *ud)
