@@ -189,17 +189,24 @@ end
 local span = ttl * 1000
 local sbase = 15 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase + 2j (w - 1)
 
--- Reads, once per batch: records of every (user, key), the pause, balances and exclusions of
--- every player, the round state, the pool total.
-local recs = call('HMGET', KEYS[2], unpack(fields))
+-- Reads, once per batch: the hot index entry of every (user, key) and, only when one names
+-- this round, their records; the pause, balances and exclusions of every player, the round
+-- state, the pool total.
 local idx = call('HMGET', KEYS[11], unpack(fields))
 
 -- The hot index: the round a key's newest accepted bet of a round still in Redis named, and
 -- when. `other`: that round is not this one and the bet is under a TTL old (the body differs:
 -- round_id is part of it). A record of this round is the key's answer unless the key's newest
--- bet named another round (reused after the TTL). A key with neither a hot entry nor a record
--- may have been used within the TTL on an archived round: the filters say (below).
-local other = {}
+-- bet named another round (reused after the TTL). A key with no hot entry may have been used
+-- within the TTL on an archived round: the filters say (below).
+-- The records are read only when some key's entry names this round (a replay or a conflict
+-- of its body): a key's record and its hot entry are written in the same call and leave in
+-- the same archival step (idem_unindex.lua, which sets the key's filter bits in it), so a key
+-- with no entry naming this round has no record to answer from; a key whose entry was removed
+-- is in the filter. Reading every key's record cost each call an HMGET, ~10k instructions of
+-- a one-bet call's 331k (bench/README.md "Session 11"). (Records written by a version before
+-- the hot index have no entry: docs/operations.md §4, "Upgrading".)
+local other, recs = {}, false
 for i = 1, n do
     local e = idx[i]
     if e then
@@ -207,7 +214,14 @@ for i = 1, n do
         if not e_round then return bug('corrupt idempotency key index entry') end
         local live = now - e_ms < span
         other[i] = e_round ~= round_s and live
-        if e_round ~= round_s then recs[i] = false end
+        if e_round == round_s then recs = true end
+    end
+end
+if recs then
+    recs = call('HMGET', KEYS[2], unpack(fields))
+    for i = 1, n do
+        local e = idx[i]
+        if not e or e:sub(1, #round_s + 1) ~= round_s .. ':' then recs[i] = false end
     end
 end
 
@@ -226,10 +240,10 @@ end
 local band, floor = bit.band, math.floor
 local maybe = {}
 local function check(nw, key_of)
-    -- Every bet with neither a hot entry nor a record, and not `maybe` yet.
+    -- Every bet with no hot entry (hence no record, above), and not `maybe` yet.
     if nw == 0 then return end
     for i = 1, n do
-        if not idx[i] and not recs[i] and not maybe[i] then
+        if not idx[i] and not maybe[i] then
             local o = 5 + 6 * i
             local w1, w2, w3, w4, m1, m2, m3, m4 = byte(ARGV[o + 4], 1, 8)
             local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
@@ -248,7 +262,7 @@ local rare = call('EXISTS', KEYS[9], KEYS[12], KEYS[13]) ~= 0
 local need = false
 if not skip_filter then
     for i = 1, n do
-        if not idx[i] and not recs[i] then need = true; break end
+        if not idx[i] then need = true; break end
     end
 end
 if need then
@@ -328,7 +342,7 @@ for i = 1, n do
         else
             dup[i] = fresh[f]
         end
-    elseif recs[i] then
+    elseif recs and recs[i] then
         -- (1) a stored success is replayed exactly, whatever the round state is now. The record
         -- is of this round (idem:<round_id>), so the body is the same when band and stake are.
         local r = recs[i]

@@ -611,6 +611,44 @@ def test_records_of_an_older_version_still_replay():
         assert s.snapshot() == before
 
 
+def test_records_are_read_only_for_keys_hot_on_this_round():
+    """A key's record and its hot index entry are written together and leave together, so the
+    records are read (one HMGET) only when some key's entry names this round: not for a batch
+    of new keys, nor for a key hot on another round; for a replay, with the new keys beside it
+    answered as before. A record with no entry (written by a version before the hot index) is
+    not read: with the game paused across such an upgrade (docs/operations.md §4), its key is
+    refused, not admitted again."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 100000)
+        s.open_round(7)
+        s.open_round(8)
+        p = "tp:{b0}:"
+
+        def hmgets(fn):
+            def calls():
+                return s.c.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+            before = calls()
+            out = fn()
+            return out, calls() - before
+
+        # Hot index, balances, exclusions, disabled flags, round copy, pool: 6 HMGETs.
+        res, n = hmgets(lambda: s.batch_call(0, 7, [(1, 0, 100, "a"), (1, 1, 100, "b")], 5000))
+        assert codes(res) == ["ok", "ok"] and n == 6, (res, n)
+        res, n = hmgets(lambda: s.batch_call(0, 8, [(1, 0, 100, "a"), (1, 0, 100, "c")], 5000))
+        assert codes(res) == ["idempotency_conflict", "ok"] and n == 6, (res, n)
+        res, n = hmgets(lambda: s.batch_call(0, 7, [(1, 0, 100, "d"), (1, 1, 100, "b"),
+                                                    (1, 1, 200, "a")], 5000))
+        assert codes(res) == ["ok", "replay", "idempotency_conflict"] and n == 7, (res, n)
+        assert s.c.hget(p + "bal", "1") == str(100000 - 4 * 100)
+        # A record with no hot entry: only a version before the hot index wrote one.
+        s.c.hset(p + "idem:7", "1:old", "41|2|300|700")
+        s.c.set(p + "paused", 1)
+        res, n = hmgets(lambda: s.batch_call(0, 7, [(1, 2, 300, "old")], 5000))
+        assert codes(res) == ["game_paused"] and n == 6, (res, n)
+        assert s.c.hget(p + "bal", "1") == str(100000 - 4 * 100)
+
+
 def test_key_reused_on_another_round_conflicts():
     """A key is the player's for 24 h whatever the round: on another round it is another body
     (idempotency_conflict, no effect); on its own round it still replays; a refused bet leaves
