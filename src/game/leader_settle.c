@@ -8,8 +8,9 @@
  * SETTLE_SLICE_MS, the next step starting at once, so what changed meanwhile (a bet that found
  * the open round's bucket copy missing, a new slot map) is read and the copy re-written before
  * the settlement resumes: bets there are refused until then. Pages are sized by Redis time
- * (tp_settle_pager from the time each page reports), and each reply sends the next page at
- * once. On a busy host most of a page's round trip is the leader and Redis each waiting for a
+ * (tp_settle_pager from the time each page reports, and from the round trips of pages sent
+ * alone for Redis's work after the script), and each reply sends the next page at once.
+ * On a busy host most of a page's round trip is the leader and Redis each waiting for a
  * core, not the page; while that wait outlasts the page itself and Redis ran the page at full
  * speed, a second page is kept in flight (tp_settle_pager_gap), so that Redis finds the next page
  * waiting instead of idling for it. It arrives while the first runs, so Redis still reads the
