@@ -98,7 +98,8 @@ def turns(perf_txt, tid):
             if sw and int(sw.group(1)) == tid and cur is not None:
                 away = t
             elif sw and int(sw.group(2)) == tid and away is not None:
-                cur["off"] += t - away
+                if cur is not None:  # (CPUs' clocks may order a switch after the next call)
+                    cur["off"] += t - away
                 away = None
             continue
         if int(m.group(1)) != tid:
