@@ -29,6 +29,7 @@
 #include "conn_internal.h"
 
 #include "tickpool/base/common.h"
+#include "tickpool/base/metrics.h"
 #include "tickpool/net/ws.h"
 
 #include <ev.h>
@@ -65,33 +66,96 @@ void tp_conn_fanout(struct tp_conn_host *h, struct tp_ws_frame *f,
     fo->left = h->nws; /* once around the list from the cursor */
 }
 
-/* Queues to socket `c` the pending frames it has not had, oldest first, and records that it has
- * them (or skipped them: not ready). True when it queued any. */
-static bool give(struct tp_conn_host *h, struct tp_conn *c)
+/* True when `c` is to be given the pending frames now: a WebSocket that has not had the newest,
+ * and is ready for beats. Records that it has them (or skipped them: not ready); *had is the
+ * newest generation it had before. */
+static bool take_turn(struct tp_conn_fanout *fo, struct tp_conn *c, uint64_t *had)
 {
-    struct tp_conn_fanout *fo = &h->fan;
     if (tp_conn_is_closed(c) || c->ws == NULL || c->fan_gen >= fo->last)
         return false;
-    uint64_t had = c->fan_gen;
+    *had = c->fan_gen;
     c->fan_gen = fo->last;
-    if (fo->ready != NULL && !fo->ready(c))
-        return false; /* no snapshot yet: these beats are not its (tp_conn_ws_fanout_from_now) */
-    bool queued = false;
-    for (int i = 0; i < fo->n; i++)
-        if (fo->gen[i] > had && tp_conn_ws_queue(c, fo->f[i]) != TP_ECLOSED)
-            queued = true;
-    return queued;
+    /* No snapshot yet: these beats are not its (tp_conn_ws_fanout_from_now). */
+    return fo->ready == NULL || fo->ready(c);
 }
 
-/* Gives socket `c` its pending frames and writes them now (unless it waits for writability
- * anyway, or its deferred work will write them). */
+/* Queues to socket `c` the pending frames it has not had, oldest first, and records that it has
+ * them (or skipped them: not ready). */
+static void give(struct tp_conn_host *h, struct tp_conn *c)
+{
+    struct tp_conn_fanout *fo = &h->fan;
+    uint64_t had;
+    if (!take_turn(fo, c, &had))
+        return;
+    for (int i = 0; i < fo->n; i++)
+        if (fo->gen[i] > had)
+            tp_conn_ws_queue(c, fo->f[i]);
+}
+
+/* After a direct write that left bytes or failed (r): what tp_conn_write does after a flush. */
+static void after_partial(struct tp_conn *c, int r)
+{
+    if (r == TP_IO_WANT_READ)
+        c->write_needs_read = true;
+    else if (r != TP_IO_WANT_WRITE)
+        tp_conn_close(c);
+    tp_conn_update_events(c); /* watch for writability while the rest waits */
+}
+
+/*
+ * Gives socket `c` its pending frames and writes them now. A socket with nothing queued (the
+ * common case: it took the previous beat whole) gets each frame written straight from the
+ * shared bytes (tp_ws_write_frame): no queue item, no copy, no change of its events or timer,
+ * which is all a socket costs beyond its `send` (bench/README.md "Viewers", session 11). Any
+ * other socket has them queued behind its output and written as before: at once, or by its
+ * deferred work or its watcher once it drains.
+ */
 static void visit(struct tp_conn_host *h, struct tp_conn *c)
 {
-    if (!give(h, c) || c->dirty || c->bdirty)
+    struct tp_conn_fanout *fo = &h->fan;
+    uint64_t had;
+    if (!take_turn(fo, c, &had))
         return;
-    if (c->events & EV_WRITE)
-        return; /* the socket is full: its watcher writes once it drains */
+    /* Its own write is coming (deferred work, or the watcher once the socket drains), or the
+     * 101 is not all out yet: queue behind it. */
+    bool direct = !c->dirty && !c->bdirty && !(c->events & EV_WRITE) && tp_buf_size(&c->out) == 0;
+    bool queued = false;
+    for (int i = 0; i < fo->n; i++) {
+        if (fo->gen[i] <= had)
+            continue;
+        if (direct) {
+            int r = tp_ws_write_frame(c->ws, fo->f[i], &c->io);
+            if (r != TP_EAGAIN) {
+                if (r == 0 || r == TP_IO_WANT_WRITE || r == TP_IO_WANT_READ) {
+                    size_t len; /* sent, or started: the rest counts when flushed */
+                    tp_ws_frame_bytes(fo->f[i], &len);
+                    fo->out_msgs++;
+                    fo->out_bytes += len - tp_ws_queued_bytes(c->ws);
+                }
+                if (r == 0)
+                    continue;
+                after_partial(c, r);
+                if (tp_conn_is_closed(c))
+                    return;
+            }
+            direct = false; /* from here on behind what is queued */
+        }
+        if (tp_conn_ws_queue(c, fo->f[i]) != TP_ECLOSED)
+            queued = true;
+    }
+    if (!queued || c->dirty || c->bdirty || (c->events & EV_WRITE))
+        return; /* nothing queued, or its own write comes (the watcher, once the socket drains) */
     tp_conn_run_deferred(c);
+}
+
+/* Adds what the walk wrote directly to the metrics: once per slice, not per socket. */
+static void count_out(struct tp_conn_fanout *fo)
+{
+    if (fo->out_msgs > 0)
+        tp_metrics_add(TP_METRIC_WS_MESSAGES_OUT_TOTAL, (int64_t)fo->out_msgs);
+    if (fo->out_bytes > 0)
+        tp_metrics_add(TP_METRIC_HTTP_BYTES_OUT_TOTAL, (int64_t)fo->out_bytes);
+    fo->out_msgs = fo->out_bytes = 0;
 }
 
 void tp_conn_fanout_give(struct tp_conn *c)
@@ -114,9 +178,12 @@ bool tp_conn_run_fanout(struct tp_conn_host *h, int64_t budget_ns)
         fo->cursor = c->ws_next;
         fo->left--;
         visit(h, c);
-        if (until != 0 && ++n % CLOCK_EVERY == 0 && fo->left > 0 && tp_mono_ns() >= until)
+        if (until != 0 && ++n % CLOCK_EVERY == 0 && fo->left > 0 && tp_mono_ns() >= until) {
+            count_out(fo);
             return true; /* the next slice resumes at the cursor */
+        }
     }
+    count_out(fo);
     /* Every socket has the newest frames, or skipped them: nothing is held any longer. */
     while (fo->n > 0)
         drop_pending(fo, fo->n - 1);

@@ -40,19 +40,21 @@ struct qitem {
 };
 
 struct tp_ws {
+    /* What a beat written straight from its frame reads (tp_ws_write_frame), first. */
+    struct qitem *head, *tail;
+    uint8_t *pend; /* bytes taken from the queue, not yet written */
+    size_t pend_off, pend_len;
+    size_t queued; /* items' unwritten bytes + pend's */
+    bool closing;  /* a close was started (by us or the peer): no more data */
     struct tp_ws_limits limits;
+
     const struct tp_ws_callbacks *cb;
     void *ud;
-
-    struct qitem *head, *tail;
     struct qitem *latest[TP_WS_KIND_COUNT_]; /* newest queued item of each droppable kind */
     /* A queue usually holds at most one frame (the beat being written): this item serves it
      * without a malloc and free per socket and beat. */
     struct qitem spare;
     bool spare_used;
-    uint8_t *pend; /* bytes taken from the queue, not yet written */
-    size_t pend_off, pend_len;
-    size_t queued; /* items' unwritten bytes + pend's */
 
     int64_t last_seen;
     int64_t close_since; /* tp_mono_ms() when closing started, 0 before */
@@ -62,7 +64,6 @@ struct tp_ws {
 
     bool in_feed;      /* inside tp_ws_feed: the parser's message is in use */
     bool read_stopped; /* nothing more is parsed (a close was sent or received, or an error) */
-    bool closing;      /* a close was started (by us or the peer): no more data */
     bool close_queued; /* a close frame sits in (or went through) our queue */
     bool dead;         /* queue overflow: output discarded but for the close frame */
     bool notified;     /* on_close fired */
@@ -331,6 +332,27 @@ int tp_ws_flush(struct tp_ws *ws, struct tp_io *io)
             stash(ws, p + w, n - (size_t)w);
         }
     }
+}
+
+int tp_ws_write_frame(struct tp_ws *ws, struct tp_ws_frame *f, struct tp_io *io)
+{
+    size_t n;
+    const uint8_t *p = tp_ws_frame_bytes(f, &n);
+    /* Only an empty queue keeps the order (nothing may go ahead of what is queued), and only a
+     * frame within the cap: anything else takes the queue's path, overflow included. */
+    if (ws->closing || ws->head != NULL || ws->pend != NULL || n > ws->limits.max_queue)
+        return TP_EAGAIN;
+    ssize_t w = tp_io_write(io, p, n);
+    if (w == (ssize_t)n)
+        return 0;
+    /* What a flush of the queued frame would have done: the bytes not written are kept, and
+     * written first next time (the same bytes after TP_IO_WANT_*, as TLS needs). */
+    size_t done = w > 0 ? (size_t)w : 0;
+    stash(ws, p + done, n - done);
+    ws->queued += n - done;
+    if (w > 0)
+        return TP_IO_WANT_WRITE;
+    return w == 0 ? TP_IO_WANT_WRITE : (int)w;
 }
 
 bool tp_ws_has_output(const struct tp_ws *ws)

@@ -46,6 +46,8 @@ struct tp_conn_fanout {
     struct tp_conn *cursor; /* next socket of ws_list to visit (NULL: the list's head) */
     size_t left;            /* visits until every socket has the newest frame */
     bool (*ready)(const struct tp_conn *c);
+    /* Written straight by the walk since the slice began: added to the metrics once a slice. */
+    size_t out_msgs, out_bytes;
 };
 
 /*

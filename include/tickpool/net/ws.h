@@ -134,6 +134,14 @@ int64_t tp_ws_last_seen_ms(const struct tp_ws *ws);
  * 0 when the queue is empty, TP_IO_WANT_* when more remains, or a negative TP_E* on a write
  * error. After TP_IO_WANT_* the next call retries the very same bytes first (TLS needs it). */
 int tp_ws_flush(struct tp_ws *ws, struct tp_io *io);
+/** Writes shared frame `f` straight from its bytes when nothing is queued: what tp_ws_send_frame
+ * and tp_ws_flush would do, without the queue item or the copy (the fan-out's one write per
+ * socket and beat). Bytes the write did not take are kept and go first on the next flush, so
+ * the frame is never torn nor dropped once started. Returns 0 when all of it was written,
+ * TP_IO_WANT_* when the rest waits (flush when writable), a negative TP_E* on a write error, or
+ * TP_EAGAIN, nothing written, when the frame must be queued instead (output already queued, the
+ * session closing, or the frame bigger than the queue's cap). */
+int tp_ws_write_frame(struct tp_ws *ws, struct tp_ws_frame *f, struct tp_io *io);
 /** True when output is queued. */
 bool tp_ws_has_output(const struct tp_ws *ws);
 /** True once the session is over and its close frame flushed: the owner should close the

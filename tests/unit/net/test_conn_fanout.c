@@ -13,6 +13,7 @@
 
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
+#include "tickpool/base/metrics.h"
 #include "tickpool/net/conn.h"
 #include "tickpool/net/router.h"
 #include "tickpool/net/ws.h"
@@ -31,6 +32,7 @@ static struct tp_config cfg;
 static struct tp_conn_host host;
 static struct tp_conn *conns[N];
 static int fds[N];
+static int srv[N];      /* the server's end of socket i */
 static char ready_flag; /* tp_conn_data of a ready socket */
 
 static bool ready(const struct tp_conn *c)
@@ -75,6 +77,7 @@ static void upgrade(int i)
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     fcntl(sv[1], F_SETFL, O_NONBLOCK);
     conns[i] = tp_conn_new(&host, sv[0], false);
+    srv[i] = sv[0];
     assert_non_null(conns[i]);
     fds[i] = sv[1];
     const char req[] = "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
@@ -395,6 +398,57 @@ static void test_sockets_freed_mid_walk(void **state)
     assert_int_equal(host.fan.n, 0); /* the walk is over: no frame is held */
 }
 
+/* A socket that cannot take its beats (the client does not read): the walk writes what fits
+ * straight from the shared frame, keeps the rest, and queues what comes next behind it (newest
+ * wins among the frames not started); once the client reads, the watcher writes the rest. The
+ * client gets whole frames only, in order, ending with the newest; the messages counted out are
+ * those it got plus those superseded in the queue (the walk counts once per slice). */
+static void test_full_socket_whole_frames(void **state)
+{
+    (void)state;
+    upgrade(0);
+    tp_conn_set_data(conns[0], &ready_flag);
+    int small = 4096;
+    assert_int_equal(setsockopt(srv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    int64_t out0 = tp_metrics_get_total(TP_METRIC_WS_MESSAGES_OUT_TOTAL);
+    int64_t drop0 = tp_metrics_get_total(TP_METRIC_WS_FRAMES_DROPPED_TOTAL);
+    enum { BEATS = 300 };
+    char payload[101];
+    for (int k = 0; k < BEATS; k++) {
+        snprintf(payload, sizeof(payload), "%03d%097d", k, 0);
+        hand(payload, TP_WS_KIND_TICK);
+        while (slice())
+            ;
+    }
+    static uint8_t buf[1 << 20];
+    size_t got = 0;
+    int64_t end = tp_mono_ms() + 5000;
+    while (tp_mono_ms() < end) {
+        ev_run(host.loop, EVRUN_NOWAIT); /* the watcher writes the rest once there is room */
+        slice();
+        ssize_t n = recv(fds[0], buf + got, sizeof(buf) - got, 0);
+        if (n > 0)
+            got += (size_t)n;
+        else if (got > 0 && got % (2 + 100) == 0 && memcmp(buf + got - 100, "299", 3) == 0)
+            break;
+    }
+    assert_int_equal(got % (2 + 100), 0);
+    int frames = 0, last = -1;
+    for (size_t p = 0; p < got; p += 2 + 100) {
+        assert_int_equal(buf[p], 0x82);
+        assert_int_equal(buf[p + 1], 100);
+        int k = (buf[p + 2] - '0') * 100 + (buf[p + 3] - '0') * 10 + (buf[p + 4] - '0');
+        assert_true(k > last);
+        last = k;
+        frames++;
+    }
+    assert_int_equal(last, BEATS - 1);
+    assert_true(frames < BEATS); /* the socket was full: some beats were superseded */
+    int64_t out = tp_metrics_get_total(TP_METRIC_WS_MESSAGES_OUT_TOTAL) - out0;
+    int64_t dropped = tp_metrics_get_total(TP_METRIC_WS_FRAMES_DROPPED_TOTAL) - drop0;
+    assert_int_equal(out - dropped, frames);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,6 +457,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_beat_joins_round_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broadcasts_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sockets_freed_mid_walk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_socket_whole_frames, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1093,6 +1093,87 @@ static void test_short_writes_and_gathering(void **state)
     rec_clear(&r);
 }
 
+/* A frame written straight from its shared bytes (the fan-out's path, tp_ws_write_frame): the
+ * same bytes a queue-and-flush sends, only when nothing is queued; the rest of a short or
+ * refused write is kept, goes first, and is never dropped by a newer beat. */
+static void test_write_frame_direct(void **state)
+{
+    (void)state;
+    struct rec r;
+    struct tp_ws *ws = new_ws(&r, 1 << 16, 1 << 20);
+    struct fake_io f;
+    fio_init(&f);
+
+    /* Nothing queued: one write, nothing kept, the caller's reference untouched. */
+    struct tp_ws_frame *a = kframe("tick-A", TP_WS_KIND_TICK);
+    assert_int_equal(tp_ws_write_frame(ws, a, &f.io), 0);
+    assert_int_equal(f.calls, 1);
+    assert_int_equal(tp_ws_frame_refs(a), 1);
+    assert_false(tp_ws_has_output(ws));
+    assert_int_equal(tp_ws_queued_bytes(ws), 0);
+
+    /* Something queued: refused (the order), nothing written. */
+    send_owned(ws, kframe("odds-1", TP_WS_KIND_ODDS), 0);
+    assert_int_equal(tp_ws_write_frame(ws, a, &f.io), TP_EAGAIN);
+    assert_int_equal(f.calls, 1);
+    assert_int_equal(tp_ws_flush(ws, &f.io), 0);
+
+    /* A short write: 3 bytes out, the rest kept and counted; a newer beat queued behind it
+     * supersedes nothing of it, and the next flush retries the same bytes after WANT_WRITE. */
+    f.max_write = 3;
+    f.want_at_call = f.calls + 2;
+    struct tp_ws_frame *b = kframe("tick-B", TP_WS_KIND_TICK);
+    assert_int_equal(tp_ws_write_frame(ws, b, &f.io), TP_IO_WANT_WRITE);
+    assert_int_equal(tp_ws_queued_bytes(ws), 8 - 3);
+    assert_true(tp_ws_has_output(ws));
+    assert_int_equal(tp_ws_write_frame(ws, b, &f.io), TP_EAGAIN); /* the rest goes first */
+    send_owned(ws, kframe("tick-C", TP_WS_KIND_TICK), 0);
+    assert_int_equal(tp_ws_flush(ws, &f.io), TP_IO_WANT_WRITE);
+    f.max_write = 0;
+    assert_int_equal(tp_ws_flush(ws, &f.io), 0);
+    assert_true(f.retry_checked);
+    assert_int_equal(tp_ws_dropped(ws), 0);
+    assert_int_equal(tp_ws_queued_bytes(ws), 0);
+
+    /* Refused with nothing written: the whole frame is kept (a started frame is never torn
+     * nor dropped), written by the next flush. */
+    f.blocked = true;
+    struct tp_ws_frame *d = kframe("tick-D", TP_WS_KIND_TICK);
+    assert_int_equal(tp_ws_write_frame(ws, d, &f.io), TP_IO_WANT_WRITE);
+    assert_int_equal(tp_ws_queued_bytes(ws), 8);
+    send_owned(ws, kframe("tick-E", TP_WS_KIND_TICK), 0);
+    f.blocked = false;
+    assert_int_equal(tp_ws_flush(ws, &f.io), 0);
+
+    struct sframe sf[8];
+    assert_int_equal(out_frames(&f, sf, 8), 6);
+    const char *want[] = {"tick-A", "odds-1", "tick-B", "tick-C", "tick-D", "tick-E"};
+    for (int i = 0; i < 6; i++)
+        assert_memory_equal(sf[i].payload, want[i], 6);
+
+    /* A write error is returned as is. */
+    f.fail = TP_EIO;
+    assert_int_equal(tp_ws_write_frame(ws, a, &f.io), TP_EIO);
+    f.fail = 0;
+    tp_ws_free(ws);
+
+    /* Bigger than the queue's cap, or a closing session: refused, so the queue's path decides
+     * (overflow close, or TP_ECLOSED). */
+    ws = new_ws(&r, 1 << 16, 4);
+    assert_int_equal(tp_ws_write_frame(ws, a, &f.io), TP_EAGAIN);
+    tp_ws_free(ws);
+    ws = new_ws(&r, 1 << 16, 1 << 20);
+    tp_ws_close(ws, TP_WS_CLOSE_GOING_AWAY, "bye");
+    assert_int_equal(tp_ws_write_frame(ws, a, &f.io), TP_EAGAIN);
+    tp_ws_free(ws);
+
+    tp_ws_frame_unref(a);
+    tp_ws_frame_unref(b);
+    tp_ws_frame_unref(d);
+    fio_deinit(&f);
+    rec_clear(&r);
+}
+
 static void test_queue_bound(void **state)
 {
     (void)state;
@@ -1184,6 +1265,7 @@ int main(void)
         cmocka_unit_test(test_64bit_lengths),
         cmocka_unit_test(test_shared_refcounts),
         cmocka_unit_test(test_drop_oldest),
+        cmocka_unit_test(test_write_frame_direct),
         cmocka_unit_test(test_round_ahead_of_beats),
         cmocka_unit_test(test_drop_beat_with_odds),
         cmocka_unit_test(test_partial_write_not_dropped),
