@@ -426,6 +426,8 @@ static void snap_done(struct tp_leader *l)
         if (l->snap[i].r.id > 0)
             l->snap[k++] = l->snap[i];
     l->nsnap = k;
+    if (l->lead.step_ns != 0 && l->lead.snap_ns == 0)
+        l->lead.snap_ns = tp_now_ns();
     execute(l);
 }
 
@@ -629,6 +631,8 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     l->step_busy = true;
     l->step_at_ms = tp_now_ms();
+    if (l->lead.fired_ns != 0 && l->lead.step_ns == 0)
+        l->lead.step_ns = tp_now_ns(); /* the step the boundary timer asked for (debug line) */
     l->acted = false;
     tp_store_command(l->store, on_last_tick, l, "XREVRANGE " TP_KEYS_TICKS " + - COUNT 1");
     /* The unfinished index makes the planner complete (no ratio of live to betting hides a round);

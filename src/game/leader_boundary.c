@@ -55,7 +55,13 @@ static void bnd_lock(struct tp_leader *l);
 void tp_leader_boundary_cb(struct ev_loop *loop, ev_periodic *p, int revents)
 {
     (void)loop, (void)revents;
-    tp_leader_step_now(p->data);
+    struct tp_leader *l = p->data;
+    l->lead.fired_ns = tp_now_ns();
+    l->lead.due_ns = (int64_t)(ev_periodic_at(p) * 1e9);
+    l->lead.owed = l->step_busy;
+    l->lead.step_ns = l->lead.snap_ns = 0;
+    l->lead.sched = tp_loop_watch_sched_now();
+    tp_leader_step_now(l);
 }
 
 static void arm_at(struct tp_leader *l, double at)
@@ -171,6 +177,33 @@ static void hold_next_step(struct tp_leader *l)
     l->hold_until_ms = l->bnd.due_ms + TP_LEADER_HOLD_MAX_MS;
 }
 
+/* Debug: from the boundary timer (TP_LEADER_BOUNDARY_LEAD_MS before T) to the writes at T,
+ * what held the step when they went late: the timer itself, a step in flight when it fired,
+ * the snapshot's and pools' round trips, the leader's loop busy in one iteration or its thread
+ * waiting for a CPU (bench/README.md, "Boundaries", session 11). */
+static void lead_log(struct tp_leader *l)
+{
+    int64_t t_ns = l->bnd.due_ms * 1000000;
+    bool ours = l->lead.fired_ns != 0 && l->lead.fired_ns < t_ns &&
+                l->lead.fired_ns > t_ns - 2 * TP_LEADER_BOUNDARY_LEAD_MS * 1000000;
+    if (!tp_log_enabled(TP_LOG_DEBUG) || !ours || l->bnd.go_ns == 0)
+        return;
+    struct tp_loop_watch_span lw = tp_loop_watch_window(l->lead.fired_ns, l->bnd.go_ns);
+    tp_log_debug(MOD,
+                 "boundary lead\tlocked=%lld lead_late_us=%lld owed=%d step_us=%lld snap_us=%lld "
+                 "go_us=%lld oncpu_us=%lld waitcpu_us=%lld busy_max_us=%lld busy_at_us=%lld "
+                 "poll_max_us=%lld poll_end_us=%lld",
+                 (long long)(l->bnd.has_lock ? l->bnd.lock.id : 0),
+                 (long long)((l->lead.fired_ns - l->lead.due_ns) / 1000), (int)l->lead.owed,
+                 after_t_us(l, l->lead.step_ns), after_t_us(l, l->lead.snap_ns),
+                 after_t_us(l, l->bnd.go_ns),
+                 (long long)((l->bnd.go_sched.run_ns - l->lead.sched.run_ns) / 1000),
+                 (long long)((l->bnd.go_sched.wait_ns - l->lead.sched.wait_ns) / 1000),
+                 (long long)(lw.busy_ns / 1000), after_t_us(l, lw.busy_ns ? lw.busy_at_ns : 0),
+                 (long long)(lw.poll_ns / 1000), after_t_us(l, lw.poll_ns ? lw.poll_end_ns : 0));
+    l->lead.fired_ns = 0;
+}
+
 static void bnd_done(struct tp_leader *l)
 {
     int64_t now_ns = tp_now_ns();
@@ -188,6 +221,7 @@ static void bnd_done(struct tp_leader *l)
         (long long)l->bnd.open.t.locks_at, (long long)(l->bnd.ready_ms - l->bnd.due_ms),
         (long long)late, after_t_us(l, l->bnd.go_ns), after_t_us(l, l->bnd.live_ns),
         after_t_us(l, l->bnd.script_ns), after_t_us(l, now_ns));
+    lead_log(l);
     if (l->bnd.has_lock || l->bnd.has_close) /* a first open has no T of its own */
         tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_WRITTEN,
                               now_ns - l->bnd.due_ms * 1000000);
@@ -390,6 +424,7 @@ static void bnd_lock(struct tp_leader *l)
         return;
     }
     l->bnd.go_ns = tp_now_ns();
+    l->bnd.go_sched = tp_loop_watch_sched_now();
     l->bnd.script_ok = true; /* until its reply says otherwise */
     if (!l->bnd.has_lock) {
         l->bnd.wait = 1;

@@ -18,6 +18,7 @@
 #include "tickpool/game/price_sim.h"
 #include "tickpool/game/round.h"
 #include "tickpool/game/settle.h"
+#include "tickpool/net/loop_watch.h"
 #include "tickpool/store/scripts.h"
 
 #include <ev.h>
@@ -65,8 +66,16 @@ struct tp_leader {
     ev_periodic boundary_at; /* at that time T itself: the prepared boundary goes on */
     bool lease_busy, step_busy, tick_busy;
     bool step_owed; /* the boundary timer fired during a step: the next one starts at its end */
-    bool acted;     /* this step started an action (not NONE) */
-    int burst;      /* steps started at once after an action, since the planner last owed nothing */
+    /* The boundary timer's last firing, for the `boundary` line: when it fired and was due
+     * (wall clock, ns), whether a step was in flight then (it waited for its end), when the
+     * step it started began and had its snapshot; the thread's schedstat then (debug). */
+    struct {
+        int64_t fired_ns, due_ns, step_ns, snap_ns;
+        bool owed;
+        struct tp_loop_watch_sched sched;
+    } lead;
+    bool acted; /* this step started an action (not NONE) */
+    int burst;  /* steps started at once after an action, since the planner last owed nothing */
     /* After the boundary hold_t_ms the next step waits until every worker of this host has
      * written its `round` messages, from hold_from_ms to hold_until_ms at most (0: no hold;
      * leader_boundary.c) */
@@ -156,6 +165,7 @@ struct tp_leader {
         /* Wall clock (ns) at each stage after T, for the log and the round_announce_delay
          * histogram: the writes started, the bucket copies went live, the script answered. */
         int64_t go_ns, live_ns, script_ns;
+        struct tp_loop_watch_sched go_sched; /* the thread's schedstat at go (debug) */
         /* The writes at T (leader_boundary.c): replies still owed before stage 4 (the script,
          * and the bucket copies of N when sent with it); their outcome. */
         int wait;

@@ -13,6 +13,7 @@
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
 #include "tickpool/net/conn.h"
+#include "tickpool/net/loop_watch.h"
 #include "tickpool/net/router.h"
 #include "tickpool/net/static.h"
 #include "tickpool/net/tls.h"
@@ -346,6 +347,7 @@ void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
     ev_prepare_init(&w->prepare, on_prepare);
     w->prepare.data = w;
     ev_prepare_start(w->host.loop, &w->prepare);
+    tp_loop_watch_start(w->host.loop); /* debug level only */
     ev_signal_init(&w->sigterm, on_signal, SIGTERM);
     w->sigterm.data = w;
     ev_signal_start(w->host.loop, &w->sigterm);

@@ -38,6 +38,7 @@
 #include "tickpool/game/leader.h"
 #include "tickpool/money/access.h"
 #include "tickpool/net/conn.h"
+#include "tickpool/net/loop_watch.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/net/workers_written.h"
 #include "tickpool/net/ws.h"
@@ -56,17 +57,13 @@
 /* The same for `round` messages (a boundary sends two). */
 #define ROUNDS_MAX 4
 
-/* This thread's time on a CPU and waiting for one (ns, /proc/thread-self/schedstat), so a
- * debug line can tell a slow fan-out from a worker the machine left without a core. */
-struct sched_ns {
-    int64_t run, wait;
-};
-
 /* A boundary's `round` message handed to the sockets, its delivery not yet observed. */
 struct round_sent {
     int64_t id, t_ms, received_ns;
     int sockets;
-    struct sched_ns at; /* at its receipt (debug only) */
+    /* This thread's time on a CPU and waiting for one at its receipt (debug only), so the line
+     * can tell a slow fan-out from a worker the machine left without a core. */
+    struct tp_loop_watch_sched at;
 };
 
 struct bcast {
@@ -297,21 +294,6 @@ static void observe_beat(int64_t ts_ms)
     tp_metrics_observe_ns(TP_METRIC_FAMILY_BEAT_LAG, 0, tp_now_ns() - ts_ms * 1000000);
 }
 
-static struct sched_ns sched_now(void)
-{
-    struct sched_ns s = {0, 0};
-    if (!tp_log_enabled(TP_LOG_DEBUG))
-        return s;
-    FILE *f = fopen("/proc/thread-self/schedstat", "r");
-    if (f == NULL)
-        return s;
-    long long run = 0, wait = 0;
-    if (fscanf(f, "%lld %lld", &run, &wait) == 2)
-        s = (struct sched_ns){run, wait};
-    fclose(f);
-    return s;
-}
-
 /* A boundary's `round` message is in this worker's sockets: its delay from T, in the histogram
  * and (debug) in the log with the receipt's, and how long the worker ran on a CPU and waited
  * for one in between (schedstat), so each stage can be told apart. */
@@ -321,14 +303,23 @@ static void observe_round(const struct tp_worker *w, const struct round_sent *r)
     tp_workers_written_set(tp_worker_index(w), r->t_ms); /* the leader's hold looks */
     tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_DELIVERED,
                           now - t_ns);
-    struct sched_ns s = sched_now();
+    if (!tp_log_enabled(TP_LOG_DEBUG))
+        return;
+    struct tp_loop_watch_sched s = tp_loop_watch_sched_now();
+    /* Why a worker read the message late: the longest wait in epoll and the longest iteration
+     * of its loop between T and the receipt (tickpool/net/loop_watch.h). */
+    struct tp_loop_watch_span lw = tp_loop_watch_window(t_ns, r->received_ns);
     tp_log_debug(MOD,
                  "round delivered\tround=%lld received_us=%lld delivered_us=%lld sockets=%d "
-                 "oncpu_us=%lld waitcpu_us=%lld",
+                 "oncpu_us=%lld waitcpu_us=%lld poll_max_us=%lld poll_end_us=%lld "
+                 "busy_max_us=%lld busy_at_us=%lld",
                  (long long)r->id, (long long)((r->received_ns - t_ns) / 1000),
                  (long long)((now - t_ns) / 1000), r->sockets,
-                 (long long)((s.run - r->at.run) / 1000),
-                 (long long)((s.wait - r->at.wait) / 1000));
+                 (long long)((s.run_ns - r->at.run_ns) / 1000),
+                 (long long)((s.wait_ns - r->at.wait_ns) / 1000), (long long)(lw.poll_ns / 1000),
+                 (long long)(lw.poll_ns ? (lw.poll_end_ns - t_ns) / 1000 : 0),
+                 (long long)(lw.busy_ns / 1000),
+                 (long long)(lw.busy_ns ? (lw.busy_at_ns - t_ns) / 1000 : 0));
 }
 
 /* Rounds are observed once the writes queued at once are done (the beats handed out in slices
@@ -364,7 +355,7 @@ static void beat_sent(struct bcast *bc, int64_t ts)
 /* A boundary's `round` message (T: the boundary it announces) was handed to the sockets. */
 static void round_sent(struct bcast *bc, int64_t id, int64_t t_ms, int64_t received_ns, int sockets)
 {
-    struct round_sent r = {id, t_ms, received_ns, sockets, sched_now()};
+    struct round_sent r = {id, t_ms, received_ns, sockets, tp_loop_watch_sched_now()};
     if (bc->nrounds == ROUNDS_MAX) {
         observe_round(bc->w, &r);
         return;
