@@ -211,8 +211,13 @@ bool tp_leader_boundary_due(struct tp_leader *l);
 
 /* How long before a boundary T its step starts: the snapshot, the closing round's pools and
  * prices and the new round's seed are read and computed before T, so only the writes (whose
- * scripts refuse anything before T by Redis TIME) and the announcement are left after it. */
-#define TP_LEADER_BOUNDARY_LEAD_MS 60
+ * scripts refuse anything before T by Redis TIME) and the announcement are left after it. The
+ * reads are three round trips in a row; on a loaded host they took 20-40 ms now and then and
+ * once 83 ms, and at 60 ms of lead such a step started its writes late (bench/README.md,
+ * "Boundaries", session 11). Nothing read goes stale in the lead: the closing round's pools
+ * were frozen at its lock a phase (>= 1 s) before, its prices follow from the seeds, and only
+ * this leader writes rounds; a settlement in flight yields its step this long before T. */
+#define TP_LEADER_BOUNDARY_LEAD_MS 250
 
 /* After a boundary announced as a pair, the next step (the closed round's settlement, a resync)
  * waits until every worker of the leader's host has written the `round` messages to its sockets

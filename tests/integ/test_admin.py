@@ -279,7 +279,9 @@ def test_pause_survives_leader_kill():
         with tpenv.Server(redis=r, pg=pg, env=BASE, workers=2) as s:
             (uid, tok), = tpclient.make_users(s, 1, prefix="failover")
             c = r.client()
-            o = tpclient.fresh_open_round(s, min_left_ms=500)
+            # The pause comes well before the boundary's step is prepared (250 ms before its
+            # lock), so that boundary opens nothing.
+            o = tpclient.fresh_open_round(s, min_left_ms=1200)
             rc, out, err = admin(s, "pause", "--reason", "failover drill")
             assert rc == 0, (out, err)
             last = int(c.zrevrange("tp:{g}:rounds", 0, 0)[0])
