@@ -65,7 +65,7 @@ void tp_pgw_succeeded(struct tp_pgw *w)
 
 void tp_pgw_step(struct tp_pgw *w)
 {
-    if (w->busy || ev_is_active(&w->retry))
+    if (w->busy || ev_is_active(&w->retry) || ev_is_active(&w->gap))
         return;
     if (atomic_load(&w->stop)) {
         ev_break(w->loop, EVBREAK_ALL);
@@ -99,6 +99,16 @@ void tp_pgw_step(struct tp_pgw *w)
             tp_pgw_step(w);
             return;
         }
+        if (!w->pending_mode) {
+            /* Caught up after a batch that did not fill its read (on_read): wait out
+             * postgres.write_gap so what arrives meanwhile goes in one transaction. */
+            int64_t wait_ms = w->read_not_before_ms - tp_mono_ms();
+            if (wait_ms > 0) {
+                ev_timer_set(&w->gap, wait_ms / 1000.0, 0.0);
+                ev_timer_start(w->loop, &w->gap);
+                return;
+            }
+        }
         tp_pgw_read(w);
         break;
     default:
@@ -107,6 +117,15 @@ void tp_pgw_step(struct tp_pgw *w)
 }
 
 static void on_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct tp_pgw *w = t->data;
+    ev_timer_stop(w->loop, t);
+    tp_pgw_step(w);
+}
+
+static void on_gap(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
@@ -239,6 +258,8 @@ struct tp_pgw *tp_pgw_start(const struct tp_config *cfg, bool report_lag)
     ev_async_start(w->loop, &w->stop_async);
     ev_timer_init(&w->retry, on_retry, 0.0, 0.0);
     w->retry.data = w;
+    ev_timer_init(&w->gap, on_gap, 0.0, 0.0);
+    w->gap.data = w;
     ev_timer_init(&w->periodic, on_periodic, 0.05, LAG_EVERY_MS / 1000.0);
     w->periodic.data = w;
     ev_timer_start(w->loop, &w->periodic);

@@ -51,6 +51,7 @@ struct tp_pgw {
     struct tp_pgw_pg *pg;
     ev_async stop_async;
     ev_timer retry;    /* backoff before the next step */
+    ev_timer gap;      /* the rest of postgres.write_gap before the next read */
     ev_timer periodic; /* claims and lag metrics */
     atomic_bool stop;
 
@@ -71,7 +72,9 @@ struct tp_pgw {
     int backoff_ms;
     bool outage; /* an error was logged and not yet followed by a success */
     int64_t last_claim_ms;
-    int read_count;  /* entries per stream the next read asks for (1..TP_PGW_BATCH) */
+    int read_count;             /* entries per stream the next read asks for (1..TP_PGW_BATCH) */
+    int read_asked;             /* entries per stream the read in flight asked for */
+    int64_t read_not_before_ms; /* tp_mono_ms: the next new-entries read waits until then */
     int target_rows; /* rows a batch aims at: TP_PGW_BATCH_ROWS, halved after a timeout */
     int round_waits; /* failed writes in a row that waited for a round (TP_PGW_ROUND_WAITS) */
 

@@ -10,7 +10,9 @@
  *            none is left; otherwise XREADGROUP … BLOCK … STREAMS … > (new entries); the
  *            entries are written to Postgres (pgw_write.c). COUNT follows the rows per entry
  *            of the last batch (tp_pgw_read_count): a `bets` entry is up to 128 bets, a
- *            transaction of 500 of them outlasted the statement timeout under load.
+ *            transaction of 500 of them outlasted the statement timeout under load. After a
+ *            batch that did not fill its read, the next new-entries read waits until
+ *            postgres.write_gap after it (on_read, tp_pgw_step).
  *   ack    → after COMMIT: XACK per stream, then XTRIM MINID below the group's oldest entry
  *            not yet committed (see on_trim_pending for why that is safe); then read again.
  *            An empty read after a failure (or at start) trims every stream the same way.
@@ -520,6 +522,8 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
     struct tp_pgw *w = ud;
     if (err == TP_ECLOSED)
         return;
+    int64_t cut_ms = tp_mono_ms(); /* where this batch ends: the next one starts here */
+    w->read_not_before_ms = 0;
     if (tp_pgw_reply_is_error(err, r)) {
         if (err == 0 && r != NULL && strstr(tp_reply_str(r, NULL), "NOGROUP") != NULL)
             w->phase = TP_PGW_PH_GROUPS; /* the stream was deleted (FLUSHALL): recreate */
@@ -563,8 +567,11 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
     ev_now_update(w->loop);
     size_t rows = tp_pgw_batch_rows(&b);
     int streams = 0;
-    for (int s = 0; s < w->nstreams; s++)
+    bool full = false; /* a stream gave all the read asked for: more may be waiting */
+    for (int s = 0; s < w->nstreams; s++) {
         streams += w->ack_n[s] > 0;
+        full = full || w->ack_n[s] >= (size_t)w->read_asked;
+    }
     tp_log_debug(
         MOD, "batch\tentries=%zu rows=%zu streams=%d skipped=%zu pending_mode=%d rc=%d ms=%lld",
         total, rows, streams, b.skipped, (int)w->pending_mode, rc, (long long)(tp_mono_ms() - t0));
@@ -601,6 +608,15 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     tp_pgw_succeeded(w);
+    /* A batch that did not fill its read means the writer has caught up. Reading again at once
+     * would write what trickles in meanwhile as many small transactions, and a transaction's
+     * fixed cost (plans, the lock, COMMIT's flush) and its round of stream commands are most of
+     * the work at a few bets each: the next read waits until postgres.write_gap after this one
+     * returned. A full read (a backlog) and the re-reads of pending entries never wait, so the
+     * gap bounds a caught-up writer's transactions per second, not how much it can drain; and
+     * a writer idle in its blocking read takes a lone entry at once. */
+    if (!full && !w->pending_mode)
+        w->read_not_before_ms = cut_ms + w->cfg->postgres.write_gap_ms;
     send_acks(w, false);
 }
 
@@ -610,6 +626,7 @@ void tp_pgw_read(struct tp_pgw *w)
     const char **argv = tp_xmalloc((10 + 2 * (size_t)n) * sizeof(*argv)); /* 9 fixed words */
     char count[16], block[16];
     snprintf(count, sizeof(count), "%d", w->read_count);
+    w->read_asked = w->read_count;
     /* BLOCK well below the store's command deadline, so a quiet stream is not a timeout. */
     snprintf(block, sizeof(block), "%d", TP_MAX(TP_MIN(1000, w->cfg->redis.timeout_ms / 2), 10));
     int argc = 0;

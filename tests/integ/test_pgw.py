@@ -6,6 +6,7 @@ idempotence across kill -9 mid-drain, and a Postgres outage that never touches R
 """
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -335,6 +336,53 @@ def test_own_pending_entries_reread_at_once_after_redis_restart():
             assert took < 8, f"waited {took:.1f}s: not re-read at once"
             pgwlib.wait_drained(money, pg, 50)
             check_consistent(money, pg, 5, 50, stakes, extra_grants=1)
+
+
+BATCH_LINE = re.compile(r'^ts=\S+T(\d+):(\d+):([\d.]+)Z .*mod=pgw msg="batch" entries=(\d+) ', re.M)
+
+
+def batch_lines(log):
+    """(seconds of the day, entries) of every batch the writers logged (LOG_LEVEL debug)."""
+    return [(int(h) * 3600 + int(m) * 60 + float(sec), int(n))
+            for h, m, sec, n in BATCH_LINE.findall(log)]
+
+
+def test_write_gap_holds_a_caught_up_writer_never_a_backlog():
+    """postgres.write_gap at its 1 s maximum, one writer. A backlog is read full read after full
+    read, each at once (held by the gap, its five full reads would take at least 5 s); once the
+    writer has caught up, entries that arrive within the gap after its last read share one
+    transaction instead of one each; every entry is written."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=1)
+        s = server(r, pg, workers=1, env={"TICKPOOL_POSTGRES_WRITE_GAP": "1s",
+                                          "TICKPOOL_LOG_LEVEL": "debug"})
+        pgwlib.migrate(s, pg)
+        rid, nusers, queued = 900001, 20, 2500
+        money.open_round(rid)
+        for u in range(1, nusers + 1):
+            money.grant(u, 100000)
+        for i in range(queued):  # one entry each: reads of 16, then 500 (rows per entry 1)
+            money.bet(1 + i % nusers, rid, i % pgwlib.NBANDS, 100, f"gap-{i}")
+        with s:  # queued before the writer runs
+            pgwlib.wait_drained(money, pg, queued, timeout=60)
+            # The server's own round events may add batches of their own: look at the full ones.
+            drained = batch_lines(s.log_text())
+            full = [t for t, n in drained if n >= 500]  # 501: a round event beside them
+            assert len(full) == 5, drained  # 2,520 entries: 16, 500 x 5, 4
+            span = full[-1] - drained[0][0]
+            print(f"    {queued} entries, the full reads over {span:.2f} s: {drained}")
+            assert span < 3.0, f"full reads were held by the gap: {drained}"
+            # Caught up: three entries added right after a batch are read together when the gap
+            # after that batch's read ends (Postgres's xmin: the transaction that wrote a row).
+            time.sleep(1.2)
+            money.bet(1, rid, 0, 100, "lone")
+            pgwlib.wait_drained(money, pg, queued + 1)
+            for i in range(3):
+                money.bet(2 + i, rid, 1, 100, f"joined-{i}")
+            pgwlib.wait_drained(money, pg, queued + 4)
+            assert pg.psql("SELECT count(DISTINCT xmin::text) FROM bets WHERE idempotency_key "
+                           "LIKE 'joined-%'") == [["1"]]
+            assert money.pending() == 0
 
 
 if __name__ == "__main__":

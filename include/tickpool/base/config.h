@@ -63,6 +63,8 @@ struct tp_config_redis {
 struct tp_config_postgres {
     char url[512];  /* postgres.url, empty = embedded under var/ */
     int timeout_ms; /* postgres.timeout [5s]: statement_timeout */
+    /* postgres.write_gap [20ms]: a caught-up writer's least time between two outbox reads */
+    int write_gap_ms;
 };
 
 struct tp_config_game {

@@ -8,7 +8,8 @@
  * debit records), writes them in ONE transaction with INSERT … ON CONFLICT DO NOTHING (idempotent
  * by id), and only after COMMIT XACKs the entries and trims each stream below the group's oldest
  * entry not yet committed (XTRIM MINID). A batch is sized by rows, not entries (TP_PGW_BATCH_ROWS,
- * halved while Postgres's statement timeout cuts batches short), and batches holding only bets,
+ * halved while Postgres's statement timeout cuts batches short); a writer that has caught up
+ * reads again only postgres.write_gap after its last read, and batches holding only bets,
  * grants and admin actions of several writers run side by side. Entries left pending by a dead
  * consumer are claimed again, and a writer re-reads its own pending entries at once after a failure
  * or reconnect, so a kill -9 mid-batch loses nothing and doubles nothing. A Postgres outage only

@@ -117,6 +117,7 @@ static void test_defaults_match_contract(void **state)
     assert_int_equal(c.redis.timeout_ms, 2000);
     assert_string_equal(c.postgres.url, "");
     assert_int_equal(c.postgres.timeout_ms, 5000);
+    assert_int_equal(c.postgres.write_gap_ms, 20);
     assert_int_equal(c.game.betting_s, 30);
     assert_int_equal(c.game.live_s, 30);
     assert_int_equal(c.game.n_band_edges, 4);
@@ -229,6 +230,8 @@ static const struct bad bad_values[] = {
     {"game", "min_stake", "0", "must be between 1 and"},
     {"game", "max_stake", "-5", "must be between 1 and"},
     {"server", "header_timeout", "5h", "must be between 100ms and 1h (got 5h)"},
+    {"postgres", "write_gap", "2s", "must be between 0ms and 1s (got 2s)"},
+    {"postgres", "write_gap", "1001", "must be between 0ms and 1s"},
     {"limits", "ws_max_message", "1g", "must be between 128 and 64m"},
     {"game", "volatility", "0", "must be greater than 0 and at most 10"},
     {"game", "volatility", "-0.5", "must be greater than 0 and at most 10"},
@@ -256,6 +259,9 @@ static const struct bad bad_values[] = {
     {"server", "header_timeout", "-5s", "must be a duration"},
     {"server", "header_timeout", "1.5s", "must be a duration"},
     {"server", "header_timeout", "s", "must be a duration"},
+    {"postgres", "write_gap", "-20ms", "must be a duration"},
+    {"postgres", "write_gap", "20us", "must be a duration"},
+    {"postgres", "write_gap", "", "must be a duration"},
     {"game", "grace", "99999999999999999h", "must be a duration"},
     {"game", "betting_s", "500ms", "must be a whole number of seconds (got 500ms)"},
     {"game", "betting_s", "30x", "must be a duration like 250ms, 10s, 2m or a number of seconds"},
