@@ -116,16 +116,8 @@ void tp_pgw_step(struct tp_pgw *w)
     }
 }
 
-static void on_retry(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct tp_pgw *w = t->data;
-    ev_timer_stop(w->loop, t);
-    tp_pgw_step(w);
-}
-
-static void on_gap(struct ev_loop *loop, ev_timer *t, int revents)
+/* The backoff (retry) or the read gap (gap) ended: step again. */
+static void on_wait_over(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
@@ -256,9 +248,9 @@ struct tp_pgw *tp_pgw_start(const struct tp_config *cfg, bool report_lag)
     ev_async_init(&w->stop_async, on_stop);
     w->stop_async.data = w;
     ev_async_start(w->loop, &w->stop_async);
-    ev_timer_init(&w->retry, on_retry, 0.0, 0.0);
+    ev_timer_init(&w->retry, on_wait_over, 0.0, 0.0);
     w->retry.data = w;
-    ev_timer_init(&w->gap, on_gap, 0.0, 0.0);
+    ev_timer_init(&w->gap, on_wait_over, 0.0, 0.0);
     w->gap.data = w;
     ev_timer_init(&w->periodic, on_periodic, 0.05, LAG_EVERY_MS / 1000.0);
     w->periodic.data = w;
