@@ -748,9 +748,8 @@ void tp_leader_start(struct tp_worker *w)
     /* Tick timestamps are multiples of tick_ms (rounds are aligned to the wall clock). */
     ev_periodic_init(&l->tick_p, tp_leader_tick_cb, TICK_LAG_S, l->g->tick_ms / 1000.0, NULL);
     ev_periodic_init(&l->boundary_p, tp_leader_boundary_cb, 0., 0., NULL);
-    ev_periodic_init(&l->boundary_at, tp_leader_boundary_at_cb, 0., 0., NULL);
     l->lease_t.data = l->step_t.data = l->pace_t.data = l->tick_p.data = l->boundary_p.data = l;
-    l->boundary_at.data = l;
+    tp_leader_boundary_at_init(l);
     ev_timer_start(l->loop, &l->lease_t);
     tp_worker_slot_set(w, slot, l);
 }

@@ -39,8 +39,11 @@
 #include "tickpool/game/settle.h"
 #include "tickpool/store/scripts.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #define MOD "leader"
 /* Fire just after T, so Redis TIME (the same clock on one host) has reached it too. */
@@ -89,16 +92,67 @@ void tp_leader_boundary_arm(struct tp_leader *l)
 }
 
 /* The writes of a boundary prepared before T, from T on (stage 2). */
-void tp_leader_boundary_at_cb(struct ev_loop *loop, ev_periodic *p, int revents)
+static void at_go(struct tp_leader *l)
 {
-    (void)revents;
-    struct tp_leader *l = p->data;
-    ev_periodic_stop(loop, p);
     if (!l->leader) { /* the lease went while it waited: whoever leads plans it again */
         tp_leader_step_end(l);
         return;
     }
     bnd_lock(l);
+}
+
+void tp_leader_boundary_at_cb(struct ev_loop *loop, ev_periodic *p, int revents)
+{
+    (void)revents;
+    ev_periodic_stop(loop, p);
+    at_go(p->data);
+}
+
+static void at_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct tp_leader *l = w->data;
+    uint64_t n;
+    if (read(l->at_fd, &n, sizeof(n)) < 0 && errno == EAGAIN)
+        return; /* not expired yet (re-armed meanwhile) */
+    ev_io_stop(loop, w);
+    at_go(l);
+}
+
+/*
+ * The writes at T wait on a timerfd of CLOCK_REALTIME set to the absolute time, so they go
+ * within tens of µs of T + BOUNDARY_LAG_S; an ev_periodic alone waits for libev's epoll timeout,
+ * rounded up to whole milliseconds, which put them 0.2-1.2 ms after T (p50 0.9 ms; bench/README.md,
+ * "Boundaries", session 11). Like the ev_periodic, it follows a step of the wall clock. Without
+ * a timerfd the ev_periodic serves.
+ */
+void tp_leader_boundary_at_init(struct tp_leader *l)
+{
+    ev_periodic_init(&l->boundary_at, tp_leader_boundary_at_cb, 0., 0., NULL);
+    l->boundary_at.data = l;
+    l->at_fd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (l->at_fd < 0) {
+        tp_log_warn(MOD, "no timerfd: the writes at T wait for a millisecond timer\terr=%s",
+                    strerror(errno));
+        return;
+    }
+    ev_io_init(&l->at_io, at_io_cb, l->at_fd, EV_READ);
+    l->at_io.data = l;
+}
+
+static void at_arm(struct tp_leader *l, double at)
+{
+    if (l->at_fd >= 0) {
+        /* 1 µs late rather than a rounding early, so bnd_lock finds ev_time() >= at */
+        int64_t ns = (int64_t)(at * 1e9) + 1000;
+        struct itimerspec its = {{0, 0}, {(time_t)(ns / 1000000000), (long)(ns % 1000000000)}};
+        if (timerfd_settime(l->at_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0) {
+            ev_io_start(l->loop, &l->at_io);
+            return;
+        }
+    }
+    ev_periodic_set(&l->boundary_at, at, 0., NULL);
+    ev_periodic_start(l->loop, &l->boundary_at);
 }
 
 void tp_leader_boundary_retry(struct tp_leader *l, int ms)
@@ -418,9 +472,8 @@ static void bnd_lock(struct tp_leader *l)
     if (l->bnd.ready_ms == 0)
         l->bnd.ready_ms = tp_now_ms();
     if (l->bnd.early && ev_time() < at) {
-        /* Prepared before T: the writes wait for it (tp_leader_boundary_at_cb). */
-        ev_periodic_set(&l->boundary_at, at, 0., NULL);
-        ev_periodic_start(l->loop, &l->boundary_at);
+        /* Prepared before T: the writes wait for it (at_go). */
+        at_arm(l, at);
         return;
     }
     l->bnd.go_ns = tp_now_ns();
