@@ -145,25 +145,28 @@ def settlement(trace, tid, rid, log):
         return
     fd = max(fds, key=fds.get)
     pages = [t for t in big if fd in t["reads"]]
+    aof = [max(n for _, n, _, _ in t["writes"]) for t in pages]
+    # Two pages read in one turn (both in Redis's input at once: the second page in flight sent
+    # with the first) run back to back: about twice a page's AOF bytes.
+    two = [a > 1.6 * pct(aof, 0.5) for a in aof]
     hold = [t["end"] - t["reads"][fd] for t in pages]
     oncpu = [t["end"] - t["reads"][fd] - t["off"] for t in pages]
+    one = [h for h, d in zip(hold, two) if not d]
+    one_cpu = [h for h, d in zip(oncpu, two) if not d]
     f = lambda v: " / ".join(f"{pct(v, q) / 1000:.2f}" for q in (0.5, 0.9, 0.99, 1.0))
     print(f"Redis's main thread traced (perf, from the settlement window's start to \"round "
           f"settled\"): {len(pages)} turns read the leader's connection (fd {fd}) and wrote 8 KiB "
-          f"or more, the pages ({len(us)} `settle page` lines). A page's hold, from Redis's read of "
-          f"it to its next epoll_wait (the script, its writes propagated and written to the AOF, "
-          f"the reply, and whatever else was read in that turn after it), ms p50 / p90 / p99 / max: "
-          f"**{f(hold)}**, over 2 ms {sum(h > 2000 for h in hold)}; less the time Redis was "
-          f"switched away inside it: {f(oncpu)}, over 2 ms {sum(h > 2000 for h in oncpu)}.")
-    if len(us) == len(pages):
-        extra = [h - u for h, u in zip(oncpu, us)]
-        ratio = [h / max(u, 1) for h, u in zip(oncpu, us)]
-        print(f"The scripts' own times (`us`, what the pager sizes on), paired in order: {f(us)} ms; "
-              f"on-CPU hold − script {f(extra)} ms, ÷ script p50 {pct(ratio, 0.5):.2f}, "
-              f"p90 {pct(ratio, 0.9):.2f}.")
-    else:
-        print("(The turns and the page lines differ in number, so they are not paired: two pages "
-              "read in one turn, or a page whose AOF write Redis postponed.)")
+          f"or more, the pages ({len(us)} `settle page` lines); {sum(two)} of them wrote over 1.6x "
+          f"the median AOF bytes ({pct(aof, 0.5):,}): two pages read and run in one turn. A "
+          f"turn's hold, from Redis's read of the page to its next epoll_wait (the script, its "
+          f"writes propagated and written to the AOF, the reply, and whatever else was read in "
+          f"that turn after it), ms p50 / p90 / p99 / max, turns of one page: **{f(one)}**, over "
+          f"2 ms {sum(h > 2000 for h in one)} of {len(one)}; less the time Redis was switched "
+          f"away inside it: **{f(one_cpu)}**, over 2 ms {sum(h > 2000 for h in one_cpu)}. Every "
+          f"turn: {f(hold)}; on a CPU {f(oncpu)}.")
+    if us:
+        print(f"The scripts' own times (`us` of the `settle page` lines, what the pager sizes on), "
+              f"ms p50 / p90 / p99 / max: {f(us)}.")
 
 
 def main():
