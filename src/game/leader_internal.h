@@ -151,7 +151,6 @@ struct tp_leader {
         int page_stop; /* enum in leader_settle.c: why no further page goes out */
         int64_t sent_us[TP_SETTLE_PAGER_DEPTH_MAX]; /* their send times (mono), oldest first */
         int sent_size[TP_SETTLE_PAGER_DEPTH_MAX];   /* and the sizes they were sent with */
-        bool sent_alone[TP_SETTLE_PAGER_DEPTH_MAX]; /* and whether no other page was ahead */
         int64_t last_reply_us; /* the bucket's last page reply (mono), 0: none yet */
         int64_t pace_test_us;  /* TP_TEST_SETTLE_PACE_GAP_MS in µs, 0: unset (leader_settle.c) */
         int64_t tick_last;

@@ -8,9 +8,8 @@
  * SETTLE_SLICE_MS, the next step starting at once, so what changed meanwhile (a bet that found
  * the open round's bucket copy missing, a new slot map) is read and the copy re-written before
  * the settlement resumes: bets there are refused until then. Pages are sized by Redis time
- * (tp_settle_pager from the time each page reports, and from the round trips of pages sent
- * alone for Redis's work after the script), and each reply sends the next page at once.
- * On a busy host most of a page's round trip is the leader and Redis each waiting for a
+ * (tp_settle_pager from the time each page reports), and each reply sends the next page at
+ * once. On a busy host most of a page's round trip is the leader and Redis each waiting for a
  * core, not the page; while that wait outlasts the page itself and Redis ran the page at full
  * speed, a second page is kept in flight (tp_settle_pager_gap), so that Redis finds the next page
  * waiting instead of idling for it. It arrives while the first runs, so Redis still reads the
@@ -133,7 +132,6 @@ static bool send_page(struct tp_leader *l)
     if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
         return false;
     l->sst.pages_paired += l->op.inflight > 0;
-    l->op.sent_alone[l->op.inflight] = l->op.inflight == 0;
     l->op.sent_size[l->op.inflight] = a.max_bets;
     l->op.sent_us[l->op.inflight++] = tp_mono_ns() / 1000;
     return true;
@@ -213,11 +211,9 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
     int64_t gap = 0;
     int64_t sent = l->op.sent_us[0];
     int size = l->op.sent_size[0];
-    bool alone = l->op.sent_alone[0];
     for (int i = 1; i < l->op.inflight; i++) {
         l->op.sent_us[i - 1] = l->op.sent_us[i];
         l->op.sent_size[i - 1] = l->op.sent_size[i];
-        l->op.sent_alone[i - 1] = l->op.sent_alone[i];
     }
     l->op.inflight--;
     const char *code;
@@ -227,14 +223,13 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
         l->op.page_stop = PAGES_FAIL;
     } else {
         /* {'ok', done, credited, scanned, µs, the bucket's paid}: the next page is sized from
-         * this one's time per bet credited (a bet found paid costs a field of one HMGET) and,
-         * if it went alone, its round trip (Redis's time for it after the script is in there),
-         * the pages in flight follow how long Redis went without one of ours, and the gap
-         * before the next the settlement's pace. */
+         * this one's time per bet credited (a bet found paid costs a field of one HMGET), the
+         * pages in flight follow how long Redis went without one of ours, and the gap before
+         * the next the settlement's pace. */
         if (tp_reply_len(r) >= 5) {
             int64_t credited = tp_reply_integer(tp_reply_at(r, 2));
             int64_t us = tp_reply_integer(tp_reply_at(r, 4));
-            tp_settle_pager_page(&l->pager, credited, us, alone ? now - sent : -1);
+            tp_settle_pager_page(&l->pager, credited, us);
             tp_settle_pager_gap(&l->pager, now - TP_MAX(sent, l->op.last_reply_us), credited, us);
             l->sst.page_us_max = TP_MAX(l->sst.page_us_max, us);
             l->sst.page_us_sum += us;

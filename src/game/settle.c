@@ -135,15 +135,7 @@ int tp_settle_pager_size(const struct tp_settle_pager *p)
     return p->size > 0 ? p->size : TP_SETTLE_PAGE_START;
 }
 
-static int64_t window_min(const int64_t *v, int n)
-{
-    int64_t best = INT64_MAX;
-    for (int i = 0; i < n; i++)
-        best = TP_MIN(best, v[i]);
-    return best;
-}
-
-int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us, int64_t rtt_us)
+int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us)
 {
     int prev = tp_settle_pager_size(p);
     if (scanned < 16 || us <= 0)
@@ -151,14 +143,9 @@ int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us,
     p->ns_per_bet[p->next] = TP_MAX(us * 1000 / scanned, 1);
     p->next = (p->next + 1) % TP_SETTLE_PAGER_WINDOW;
     p->n = TP_MIN(p->n + 1, TP_SETTLE_PAGER_WINDOW);
-    if (rtt_us >= us) {
-        p->after_ns_per_bet[p->nexta] = (rtt_us - us) * 1000 / scanned;
-        p->nexta = (p->nexta + 1) % TP_SETTLE_PAGER_WINDOW;
-        p->na = TP_MIN(p->na + 1, TP_SETTLE_PAGER_WINDOW);
-    }
-    int64_t best = window_min(p->ns_per_bet, p->n);
-    int64_t after = p->na > 0 ? window_min(p->after_ns_per_bet, p->na) : 0;
-    best += TP_MIN(after, best * TP_SETTLE_PAGE_AFTER_MAX_PCT / 100);
+    int64_t best = INT64_MAX;
+    for (int i = 0; i < p->n; i++)
+        best = TP_MIN(best, p->ns_per_bet[i]);
     int64_t next = (int64_t)TP_SETTLE_PAGE_TARGET_US * 1000 / best;
     next = TP_MIN(TP_MAX(next, (int64_t)prev / 2), (int64_t)prev * 2);
     return p->size = (int)TP_MAX(TP_MIN(next, TP_SETTLE_PAGE_MAX), TP_SETTLE_PAGE_MIN);
@@ -177,8 +164,12 @@ int tp_settle_pager_gap(struct tp_settle_pager *p, int64_t gap_us, int64_t bets,
      * inside Redis: then the time between pages is Redis waiting for a core too, not idling,
      * and a second page would only take more of Redis's turns from the bets. */
     bool preempted = false;
-    if (p->n > 0 && bets >= 16)
-        preempted = us > bets * window_min(p->ns_per_bet, p->n) / 1000 * 3 / 2 + 100;
+    if (p->n > 0 && bets >= 16) {
+        int64_t best = INT64_MAX;
+        for (int i = 0; i < p->n; i++)
+            best = TP_MIN(best, p->ns_per_bet[i]);
+        preempted = us > bets * best / 1000 * 3 / 2 + 100;
+    }
     /* A second page in flight waits in Redis's input behind the first only when Redis is the
      * limit; that is when it would run right after it, so then one page at a time. */
     p->depth = !preempted && gap_us - us > us ? TP_SETTLE_PAGER_DEPTH_MAX : 1;

@@ -65,11 +65,7 @@ bool tp_settle_multiplier(int64_t total, int64_t pool_b, int rake_bps, double *o
 int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, double *out);
 
 /* Settlement pages (scripts/lua/settle_page.lua) are sized by Redis time: a page holds Redis
- * for about TP_SETTLE_PAGE_TARGET_US, so a bet queued behind one waits no longer. What it holds
- * is the script and what Redis does for the page after the script's last clock reading (its
- * writes propagated to the AOF buffer and written to the AOF, the reply): 0.2-0.3 times the
- * script on this host (bench/settle_hold.py, bench/README.md, Settlement, session 11), which
- * the script cannot time; the pager adds it from the pages' round trips (below). The script
+ * for about TP_SETTLE_PAGE_TARGET_US, so a bet queued behind one waits no longer. The script
  * starts no HSCAN chunk after TP_SETTLE_PAGE_SCAN_US (its writes follow), so a page stays
  * short even when the size estimate is stale. */
 #define TP_SETTLE_PAGE_TARGET_US 1500
@@ -79,38 +75,27 @@ int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, doubl
 #define TP_SETTLE_PAGE_START 256
 #define TP_SETTLE_PAGER_WINDOW 16
 #define TP_SETTLE_PAGER_DEPTH_MAX 2
-/* The time after the script counted per bet is at most this share (%) of the script's own: more
- * is the host's scheduling that no page of the window escaped, not Redis's work for the page. */
-#define TP_SETTLE_PAGE_AFTER_MAX_PCT 50
 
 /* The page sizer: a page's time is wall time (Redis has no CPU clock for scripts), so on a
  * busy host one that lost the CPU mid-way looks many times slower than its work. Preemption
  * only ever adds, so the cost per bet is the lowest of the last TP_SETTLE_PAGER_WINDOW pages:
  * a real rise in cost (bigger stakes, more players per page) shows once those pages age out,
- * and the script's scan budget bounds a page meanwhile. The time Redis spends on a page after
- * its script is the round trip of a page sent alone less the script's time, per bet, likewise
- * the lowest of the window (the round trip adds the leader's and Redis's wake-ups, and on a busy
- * host their waits for a core). Zeroed = no page seen yet. */
+ * and the script's scan budget bounds a page meanwhile. Zeroed = no page seen yet. */
 struct tp_settle_pager {
     int64_t ns_per_bet[TP_SETTLE_PAGER_WINDOW];
-    int64_t after_ns_per_bet[TP_SETTLE_PAGER_WINDOW]; /* round trip less script, pages sent alone */
-    int n, next;                                      /* entries filled, next slot */
-    int na, nexta;                                    /* the same for after_ns_per_bet */
-    int size;  /* the next page's size in bets (0: TP_SETTLE_PAGE_START) */
-    int depth; /* pages to keep in flight (0: 1) */
+    int n, next; /* entries filled, next slot */
+    int size;    /* the next page's size in bets (0: TP_SETTLE_PAGE_START) */
+    int depth;   /* pages to keep in flight (0: 1) */
 };
 
 /** The next page's size in bets (TP_SETTLE_PAGE_START before any page). */
 int tp_settle_pager_size(const struct tp_settle_pager *p);
 
-/** Records a page that scanned `scanned` bets in `us` µs of script and, when it was sent alone
- * (no other page of ours ahead of it), came back `rtt_us` after it was sent (-1: sent behind
- * another, its round trip includes that one), and returns the next page's size: what fits
- * TP_SETTLE_PAGE_TARGET_US at the window's lowest cost per bet, the script's and the lowest
- * time after it (at most TP_SETTLE_PAGE_AFTER_MAX_PCT of the script's), at most halved or
- * doubled per page, within [TP_SETTLE_PAGE_MIN, TP_SETTLE_PAGE_MAX]. A page of fewer than 16
- * bets (a band's tail, mostly fixed cost) changes nothing. */
-int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us, int64_t rtt_us);
+/** Records a page that scanned `scanned` bets in `us` µs and returns the next page's size: what
+ * fits TP_SETTLE_PAGE_TARGET_US at the window's lowest cost per bet, at most halved or doubled
+ * per page, within [TP_SETTLE_PAGE_MIN, TP_SETTLE_PAGE_MAX]. A page of fewer than 16 bets (a
+ * band's tail, mostly fixed cost) changes nothing. */
+int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us);
 
 /** Records how long Redis went without a page of ours before this one's reply, `gap_us` (the
  * time from the later of its send and the previous reply to its reply), of which `us` in the

@@ -344,61 +344,33 @@ static void test_pager(void **state)
     struct tp_settle_pager p = {0};
     assert_int_equal(tp_settle_pager_size(&p), TP_SETTLE_PAGE_START);
     /* 3 µs per bet: 500 fit 1500 µs; reached by doubling from 256 */
-    assert_int_equal(tp_settle_pager_page(&p, 256, 768, -1), 500);
-    assert_int_equal(tp_settle_pager_page(&p, 500, 1500, -1), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 256, 768), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 500, 1500), 500);
     /* a page that lost the CPU for 40 ms: nothing changes */
-    assert_int_equal(tp_settle_pager_page(&p, 500, 41500, -1), 500);
-    assert_int_equal(tp_settle_pager_page(&p, 500, 1500, -1), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 500, 41500), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 500, 1500), 500);
     /* too few bets to tell (a band's tail) */
-    assert_int_equal(tp_settle_pager_page(&p, 10, 900, -1), 500);
-    assert_int_equal(tp_settle_pager_page(&p, 300, 0, -1), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 10, 900), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 300, 0), 500);
     /* a real rise in cost (10 µs per bet) shows once the cheap pages leave the window, and then
      * halves the size per page down to what fits */
     int size = 500, steps = 0;
     while (size > 150 && steps++ < 100)
-        size = tp_settle_pager_page(&p, size, (int64_t)size * 10, -1);
+        size = tp_settle_pager_page(&p, size, (int64_t)size * 10);
     assert_int_equal(size, 150);
     assert_true(steps >= TP_SETTLE_PAGER_WINDOW - 4 && steps <= TP_SETTLE_PAGER_WINDOW + 3);
     /* cheaper again: at most doubling per page, up to the bound */
     struct tp_settle_pager q = {0};
-    assert_int_equal(tp_settle_pager_page(&q, 256, 64, -1), 512);
-    assert_int_equal(tp_settle_pager_page(&q, 512, 128, -1), 1024);
-    assert_int_equal(tp_settle_pager_page(&q, 1024, 256, -1), 2048);
-    assert_int_equal(tp_settle_pager_page(&q, 2048, 512, -1), TP_SETTLE_PAGE_MAX);
-    assert_int_equal(tp_settle_pager_page(&q, 4096, 1024, -1), TP_SETTLE_PAGE_MAX);
+    assert_int_equal(tp_settle_pager_page(&q, 256, 64), 512);
+    assert_int_equal(tp_settle_pager_page(&q, 512, 128), 1024);
+    assert_int_equal(tp_settle_pager_page(&q, 1024, 256), 2048);
+    assert_int_equal(tp_settle_pager_page(&q, 2048, 512), TP_SETTLE_PAGE_MAX);
+    assert_int_equal(tp_settle_pager_page(&q, 4096, 1024), TP_SETTLE_PAGE_MAX);
     /* very expensive bets: down to the lower bound, never below */
     struct tp_settle_pager r = {0};
     for (int i = 0; i < 10; i++)
-        size = tp_settle_pager_page(&r, tp_settle_pager_size(&r), 100000, -1);
+        size = tp_settle_pager_page(&r, tp_settle_pager_size(&r), 100000);
     assert_int_equal(size, TP_SETTLE_PAGE_MIN);
-}
-
-/* A page's hold is its script and Redis's work for it after the script, seen in the round trip
- * of a page sent alone: the lowest such time per bet of the window is added to the script's
- * cost, up to TP_SETTLE_PAGE_AFTER_MAX_PCT of it; a page sent behind another adds nothing. */
-static void test_pager_after(void **state)
-{
-    (void)state;
-    struct tp_settle_pager p = {0};
-    /* 3 µs per bet of script and 0.75 µs after it: 400 bets fit 1500 µs, not 500 */
-    assert_int_equal(tp_settle_pager_page(&p, 256, 768, 960), 400);
-    assert_int_equal(tp_settle_pager_page(&p, 400, 1200, 1500), 400);
-    /* round trips stretched by the host's waits do not shrink the pages: the window's lowest */
-    assert_int_equal(tp_settle_pager_page(&p, 400, 1200, 9000), 400);
-    assert_int_equal(tp_settle_pager_page(&p, 400, 1200, 30000), 400);
-    /* pages sent behind another, or whose clock went back, tell nothing of it */
-    struct tp_settle_pager q = {0};
-    assert_int_equal(tp_settle_pager_page(&q, 256, 768, -1), 500);
-    assert_int_equal(tp_settle_pager_page(&q, 500, 1500, 1000), 500);
-    assert_int_equal(q.na, 0);
-    /* no page of the window came back within 1.5x its script: counted at 50 % of the script */
-    struct tp_settle_pager r = {0};
-    assert_int_equal(tp_settle_pager_page(&r, 256, 768, 20000), 333);
-    assert_int_equal(tp_settle_pager_page(&r, 333, 999, 20000), 333);
-    /* the after part ages out of its window as the script's does */
-    for (int i = 0; i < TP_SETTLE_PAGER_WINDOW; i++)
-        tp_settle_pager_page(&r, 333, 999, 999);
-    assert_int_equal(tp_settle_pager_size(&r), 500);
 }
 
 /* Two pages in flight only while Redis waits for the leader longer than it works on a page and
@@ -412,7 +384,7 @@ static void test_pager_depth(void **state)
     /* nothing known of the cost per bet yet: judged on the gap alone */
     assert_int_equal(tp_settle_pager_gap(&p, 13000, 500, 1500), 2);
     /* 3 µs per bet: 500 bets are 1500 µs at full speed */
-    tp_settle_pager_page(&p, 500, 1500, -1);
+    tp_settle_pager_page(&p, 500, 1500);
     /* 13 ms between replies for a page at full speed: the hops dominate */
     assert_int_equal(tp_settle_pager_gap(&p, 13000, 500, 1500), 2);
     assert_int_equal(tp_settle_pager_depth(&p), 2);
@@ -475,7 +447,6 @@ int main(void)
         cmocka_unit_test(test_multiplier),
         cmocka_unit_test(test_property_random_pools),
         cmocka_unit_test(test_pager),
-        cmocka_unit_test(test_pager_after),
         cmocka_unit_test(test_pager_depth),
         cmocka_unit_test(test_pace_gap),
     };
