@@ -514,6 +514,18 @@ static int64_t bucket_free_at(const struct batcher *b, int bucket, int64_t now)
     return at > now ? at : 0;
 }
 
+/* Turns the gap off for good: stops its watcher and closes gap_fd (no-op when already off). */
+static void gap_close(struct batcher *b)
+{
+    if (b->gap_fd < 0)
+        return;
+    ev_ref(tp_worker_loop(b->w)); /* init_worker unref'd it */
+    ev_io_stop(tp_worker_loop(b->w), &b->gap_io);
+    close(b->gap_fd);
+    b->gap_fd = -1;
+    b->gap_due = 0;
+}
+
 /* Sets gap_fd to fire at `wake` unless it fires sooner already. When it cannot be set, the gap is
  * off for good (logged): a group held without a wake-up would wait for the next event. */
 static void gap_arm(struct batcher *b, int64_t wake, int64_t now)
@@ -527,10 +539,7 @@ static void gap_arm(struct batcher *b, int64_t wake, int64_t now)
         return;
     }
     tp_log_warn(MOD, "bet call gap off: timerfd_settime failed\terr=%s", strerror(errno));
-    ev_ref(tp_worker_loop(b->w)); /* init_worker unref'd it */
-    ev_io_stop(tp_worker_loop(b->w), &b->gap_io);
-    close(b->gap_fd);
-    b->gap_fd = -1;
+    gap_close(b);
 }
 
 /* Sends every open group whose bucket is free (bucket_free_at); the others stay open, gap_fd set
@@ -672,10 +681,34 @@ static void init_worker(struct tp_worker *w, void *ud)
     tp_worker_slot_set(w, slot, b);
 }
 
+/* The worker exits (its connections closed): the gap's watcher and timerfd go, and so does the
+ * rest once no bet is left (the limiter holds one entry per bet until it is answered). A bet
+ * still waiting holds `b`: its Redis or Postgres call is ended after this hook (the store is
+ * installed first, so it is freed after), and that answer reads `b`; the process exits next. */
+static void exit_worker(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    struct batcher *b = tp_worker_slot_get(w, slot);
+    if (b == NULL)
+        return;
+    gap_close(b);
+    if (tp_limiter_inflight(b->limiter) > 0)
+        return;
+    ev_prepare_stop(tp_worker_loop(w), &b->flush_first);
+    ev_prepare_stop(tp_worker_loop(w), &b->flush);
+    tp_limiter_free(b->limiter);
+    free(b->calls);
+    free(b->sent_ns);
+    free(b->sent_n);
+    free(b);
+    tp_worker_slot_set(w, slot, NULL);
+}
+
 void tp_bet_install(void)
 {
     slot = tp_worker_slot_new();
     tp_worker_on_init(init_worker, NULL);
+    tp_worker_on_exit(exit_worker, NULL);
 }
 
 int tp_bet_submit(struct tp_worker *w, int64_t user_id, const struct tp_bet_req *req,

@@ -109,7 +109,7 @@ enum tp_bet_code tp_bet_parse_val(const struct tp_val *map, const struct tp_bet_
 enum tp_bet_code tp_bet_check_key(const char *key, size_t len);
 
 /** Gives every worker its limiter of limits.max_inflight_bets and its batch (a worker slot and
- * an init hook). Call once in main, before tp_master_run. */
+ * an init hook; an exit hook frees them). Call once in main, before tp_master_run. */
 void tp_bet_install(void);
 
 /* The one home of a bet answer's result fields, in the order every encoding writes them:
