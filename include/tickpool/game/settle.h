@@ -64,10 +64,13 @@ bool tp_settle_multiplier(int64_t total, int64_t pool_b, int rake_bps, double *o
  * (null on the wire). Returns 0 or TP_EINVAL (negative pool, overflow, bad rake). */
 int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, double *out);
 
-/* Settlement pages (scripts/lua/settle_page.lua) are sized by Redis time: a page holds Redis
- * for about TP_SETTLE_PAGE_TARGET_US, so a bet queued behind one waits no longer. The script
- * starts no HSCAN chunk after TP_SETTLE_PAGE_SCAN_US (its writes follow), so a page stays
- * short even when the size estimate is stale. */
+/* Settlement pages (scripts/lua/settle_page.lua) are sized by Redis time: a page's script runs
+ * about TP_SETTLE_PAGE_TARGET_US at the best rate of the last pages, so a bet queued behind one
+ * waits about that. The page holds Redis longer than its script: its writes are propagated and
+ * written to the AOF, and its reply written, after it (about 0.2 times the script), which the
+ * script cannot time (bench/README.md, Settlement, session 11). The script starts no HSCAN
+ * chunk after TP_SETTLE_PAGE_SCAN_US (its writes follow), so a page stays short even when the
+ * size estimate is stale. */
 #define TP_SETTLE_PAGE_TARGET_US 1500
 #define TP_SETTLE_PAGE_SCAN_US 1000
 #define TP_SETTLE_PAGE_MIN 32
