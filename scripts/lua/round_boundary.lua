@@ -9,7 +9,11 @@ one), written together so that no reader of the global keys ever sees one withou
   lock  L: open -> live with the lock price; reveals round L-1's seed when that round is final
            (its segment ends at this lock), and XADDs it (type round_seed) for the system of
            record, whose receipt of that round went out without it;
-  open  O: creates round O in state open (O must be the max id + 1: ids have no gaps).
+  open  O: creates round O in state open (O must be the max id + 1: ids have no gaps); left
+           out while the operator has paused the game (tp:{g}:pause exists when this runs):
+           the leader plans its boundaries ahead of T from its own last read of the pause, so
+           a pause acknowledged in that lead is obeyed here, at T, in the same step as the
+           lock (the game goes to (open none, live N) as a boundary planned paused does).
 
 Every part is checked before anything is written (Redis does not roll a script back); a part
 already done is a no-op (a repeated step), so the script is idempotent.
@@ -19,6 +23,7 @@ KEYS[5] tp:{g}:unfinished (ZSET id: rounds not yet settled or cancelled; the lea
 KEYS[6] tp:{g}:round:<C>
 KEYS[7] tp:{g}:round:<L>  KEYS[8] tp:{g}:round:<L-1>  KEYS[9] tp:{g}:seed:<L-1>
 KEYS[10] tp:{g}:round:<O>  KEYS[11] tp:{g}:seed:<O>
+KEYS[12] tp:{g}:pause (HASH, pause.lua's; exists while the operator has paused the game)
 (a part left out still names its keys, of round 0, and never touches them)
 ARGV[1] holder  ARGV[2] epoch
 close: ARGV[3] C (0: no close)  ARGV[4] close price  ARGV[5] winning band  ARGV[6] total T
@@ -31,13 +36,14 @@ open:  ARGV[14] O (0: no open)  ARGV[15] opens_at  ARGV[16] locks_at  ARGV[17] c
        ARGV[25] min_stake  ARGV[26] max_stake
        (the round's rules, the config's at its open, are stored here for good: every later step
        reads them from the round, so a config change with a restart applies to later rounds)
-Returns {'ok', closed, locked, opened} (1: written by this call, 0: absent or already done), or
+Returns {'ok', closed, locked, opened} (1: written by this call, 0: absent or already done),
+{'ok', closed, locked, 0, 'paused'} when the open was left out for the pause, or
 {'err', code, part} with nothing written: stale_epoch (part 'fence'), not_found, bad_state
 (close of a round not live, lock of a cancelled round), too_early (Redis TIME before closes_at
 or locks_at), bad_id (open of an id other than max id + 1).
 ]]
-if #KEYS ~= 11 or #ARGV ~= 26 then
-    return redis.error_reply('ERR tp_round_boundary: want 11 KEYS, 26 ARGV')
+if #KEYS ~= 12 or #ARGV ~= 26 then
+    return redis.error_reply('ERR tp_round_boundary: want 12 KEYS, 26 ARGV')
 end
 local call = redis.call
 if call('GET', KEYS[1]) ~= ARGV[1] .. '|' .. ARGV[2] then return {'err', 'stale_epoch', 'fence'} end
@@ -46,7 +52,7 @@ local t = call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 -- Checks: decide what each part will do; nothing is written before all of them passed.
-local do_close, do_lock, do_open = false, false, false
+local do_close, do_lock, do_open, paused = false, false, false, false
 if c_id ~= '0' then
     local r = call('HMGET', KEYS[6], 'state', 'closes_at')
     if not r[1] then return {'err', 'not_found', 'close'} end
@@ -66,11 +72,15 @@ if l_id ~= '0' then
     end
 end
 if o_id ~= '0' and call('EXISTS', KEYS[10]) == 0 then
-    local top = call('ZREVRANGE', KEYS[4], 0, 0)
-    local want = 1
-    if top[1] then want = tonumber(top[1]) + 1 end
-    if tonumber(o_id) ~= want then return {'err', 'bad_id', 'open'} end
-    do_open = true
+    if call('EXISTS', KEYS[12]) == 1 then
+        paused = true -- no round opens while paused; the id is the next open's after a resume
+    else
+        local top = call('ZREVRANGE', KEYS[4], 0, 0)
+        local want = 1
+        if top[1] then want = tonumber(top[1]) + 1 end
+        if tonumber(o_id) ~= want then return {'err', 'bad_id', 'open'} end
+        do_open = true
+    end
 end
 
 -- Writes, in the order that leaves `current` right: the close drops its id from `live` before
@@ -109,4 +119,5 @@ if do_open then
          'rake_bps', ARGV[21], 'vol_ppb', ARGV[20], 'tick_ms', ARGV[23], 'betting_ms', ARGV[24],
          'min_stake', ARGV[25], 'max_stake', ARGV[26])
 end
+if paused then return {'ok', do_close and 1 or 0, do_lock and 1 or 0, 0, 'paused'} end
 return {'ok', do_close and 1 or 0, do_lock and 1 or 0, do_open and 1 or 0}

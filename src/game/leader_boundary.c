@@ -16,6 +16,7 @@
  *     (bucket_state.lua refuses it before locks_at by Redis TIME; bet_batch.lua refuses a bet
  *     from locks_at on by Redis TIME whatever the copy says);
  *  3. round_boundary.lua: close, lock with L, open, all checked before anything is written;
+ *     the open is left out when the game is paused at T (open_paused);
  *  4. every bucket copy of N+1 is written open (a failure is repaired by the planner's resync),
  *     and the rounds are announced: N (live), then N+1 (open), from one read of the pair.
  * After T, on one Redis server (redis.mode standalone: one connection, commands run in the
@@ -355,12 +356,34 @@ static void bnd_join(struct tp_leader *l)
     bnd_written(l);
 }
 
+/*
+ * The script found the game paused at T and left the open out (its fifth part, "paused"): the
+ * operator paused after this step read the pause, within the lead. The boundary goes on as one
+ * planned paused: no copies of the new round, no pair announced (its held read is dropped), the
+ * lock announced alone, so the game shows (open none, live N). The next step reads the pause
+ * before planning, so no open is tried while it lasts, and after a resume the open takes the
+ * max id + 1 again: the id skipped here was never written.
+ */
+static void open_paused(struct tp_leader *l)
+{
+    tp_log_info(MOD, "boundary: game paused at T, no round opened\tlocked=%lld skipped=%lld",
+                (long long)(l->bnd.has_lock ? l->bnd.lock.id : 0), (long long)l->bnd.open.id);
+    announce_end(l, false);
+    l->bnd.has_open = false;
+    l->pc.paused = true; /* as read by the script; the next step's read confirms it */
+}
+
 static void on_script(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     const char *code;
     l->bnd.script_ns = tp_now_ns();
     l->bnd.script_ok = tp_leader_reply_ok(err, r, &code);
+    if (l->bnd.script_ok && l->bnd.has_open && tp_reply_len(r) == 5) {
+        const char *part = tp_reply_str(tp_reply_at(r, 4), NULL);
+        if (part != NULL && strcmp(part, "paused") == 0)
+            open_paused(l);
+    }
     if (!l->bnd.script_ok) {
         const char *part = err == 0 ? tp_reply_str(tp_reply_at(r, 2), NULL) : NULL;
         snprintf(l->bnd.fail_what, sizeof(l->bnd.fail_what), "boundary (%s)",

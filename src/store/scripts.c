@@ -494,8 +494,9 @@ int tp_script_tick(struct tp_store *store, const struct tp_script_tick_args *t, 
     return run(store, &a, cb, ud);
 }
 
-/* scripts/lua/round_boundary.lua header: 11 global KEYS (a part left out names round 0's);
- * fence, then the close, lock and open parts (id 0: left out). */
+/* scripts/lua/round_boundary.lua header: 12 global KEYS (a part left out names round 0's; the
+ * last is the operator's pause, which the open obeys); fence, then the close, lock and open
+ * parts (id 0: left out). */
 static void round_boundary_args(const struct tp_script_round_boundary_args *b,
                                 struct tp_script_call *a)
 {
@@ -521,6 +522,7 @@ static void round_boundary_args(const struct tp_script_round_boundary_args *b,
     key(a, tp_keys_seed(&k, l->id > 0 ? l->id - 1 : 0));
     key(a, tp_keys_round(&k, o->id));
     key(a, tp_keys_seed(&k, o->id));
+    key(a, TP_KEYS_PAUSE);
     fence(a, &b->fence);
     arg_int(a, c->id);
     arg_int(a, c->close_price);

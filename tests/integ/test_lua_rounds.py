@@ -91,7 +91,7 @@ class Game:
         keys = [G + "lease", G + "current", G + "outbox", G + "rounds", G + "unfinished",
                 G + f"round:{c['id']}", G + f"round:{lk['id']}",
                 G + f"round:{max(lk['id'] - 1, 0)}", G + f"seed:{max(lk['id'] - 1, 0)}",
-                G + f"round:{o['id']}", G + f"seed:{o['id']}"]
+                G + f"round:{o['id']}", G + f"seed:{o['id']}", G + "pause"]
         seed = o.get("seed", "00" * 32 if o["id"] else "")
         h = hashlib.sha256(bytes.fromhex(seed)).hexdigest() if o["id"] else ""
         args = self.fence()
@@ -559,6 +559,47 @@ def test_boundary_is_one_step():
         assert g.boundary(close=close1, lock={"id": 2, "price": 1}, open=nxt) == \
             ["ok", 0, 0, 0]
         assert g.c.hget(G + "round:2", "lock_price") == "6500100"
+        assert g.c.hgetall(G + "current") == {"open": "3", "live": "2"}
+        opened = [e for _, e in g.c.xrange(G + "outbox") if e.get("type") == "round_opened"]
+        assert [e["round_id"] for e in opened] == ["1", "2", "3"]
+
+
+def test_boundary_while_paused_locks_and_closes_but_opens_nothing():
+    """The operator's pause (tp:{g}:pause, pause.lua's) exists when the boundary's script runs,
+    though the leader planned the open before it was set: the close and the lock are written, the
+    open is left out and said to be (a fifth part, "paused", unlike an open already done), and
+    after the resume the next open still takes max id + 1."""
+    with tpenv.Redis() as r:
+        g = Game(r)
+        g.acquire()
+        t = now_ms()
+        assert g.open(1, t - 3000, t - 2000, t - 1000) == ["ok", 1]
+        assert g.lock(1, 6500000, t - 2000) == ["ok", 1]
+        assert g.open(2, t - 2000, t - 1000, t + 60000) == ["ok", 1]
+        assert g.bstate(0, 2, "live", t - 1000)[0] == "ok"
+        g.c.hset(G + "pause", mapping={"reason": "", "since": t - 50, "by": "op",
+                                       "action_id": "p1"})
+        nxt = {"id": 3, "opens_at": t - 1000, "locks_at": t + 60000, "closes_at": t + 120000}
+        close1 = g.close_part(1, 6500100, 2)
+        assert g.boundary(close=close1, lock={"id": 2, "price": 6500100}, open=nxt) == \
+            ["ok", 1, 1, 0, "paused"]
+        assert g.c.hgetall(G + "current") == {"live": "2"}
+        assert g.c.hget(G + "round:1", "state") == "settling"
+        assert g.c.hget(G + "round:2", "state") == "live"
+        assert not g.c.exists(G + "round:3") and not g.c.exists(G + "seed:3")
+        assert g.c.zrange(G + "rounds", 0, -1) == ["1", "2"]
+        assert g.c.zrange(G + "unfinished", 0, -1) == ["1", "2"]
+        # Repeated while paused: still nothing opens; a lone open (a first open) likewise, and a
+        # paused open is not checked for its id (it is not going to be written).
+        assert g.boundary(close=close1, lock={"id": 2, "price": 1}, open=nxt) == \
+            ["ok", 0, 0, 0, "paused"]
+        assert g.boundary(open=nxt) == ["ok", 0, 0, 0, "paused"]
+        # An open already done is "already done", paused or not.
+        assert g.boundary(open={"id": 2}) == ["ok", 0, 0, 0]
+        # Resumed: the next open is max id + 1 (3, no gap); another id is still refused.
+        g.c.delete(G + "pause")
+        assert g.boundary(open=dict(nxt, id=4)) == ["err", "bad_id", "open"]
+        assert g.boundary(open=nxt) == ["ok", 0, 0, 1]
         assert g.c.hgetall(G + "current") == {"open": "3", "live": "2"}
         opened = [e for _, e in g.c.xrange(G + "outbox") if e.get("type") == "round_opened"]
         assert [e["round_id"] for e in opened] == ["1", "2", "3"]

@@ -411,24 +411,24 @@ static void test_rounds(void **state)
                                            .npools = 4};
     struct tp_script_round_boundary_args bd = {.fence = F, .close = &c, .lock = &l, .open = &o};
     round_boundary_args(&bd, &a);
-    EXPECT(&a, "round_boundary", 11, "tp:{g}:lease", "tp:{g}:current", "tp:{g}:outbox",
+    EXPECT(&a, "round_boundary", 12, "tp:{g}:lease", "tp:{g}:current", "tp:{g}:outbox",
            "tp:{g}:rounds", "tp:{g}:unfinished", "tp:{g}:round:7", "tp:{g}:round:8",
-           "tp:{g}:round:7", "tp:{g}:seed:7", "tp:{g}:round:9", "tp:{g}:seed:9", "pid-1-w0", "12",
-           "7", "123999", "2", "357", "250", "17", "340", "0", "100,0,250,7", "8", "123456", "9",
-           "100", "200", "300", "ab", "cd", "777", "500", "-50,0,50", "250", "10000", "100",
-           "999999999999999");
-    check_header(&a, 11);
+           "tp:{g}:round:7", "tp:{g}:seed:7", "tp:{g}:round:9", "tp:{g}:seed:9", "tp:{g}:pause",
+           "pid-1-w0", "12", "7", "123999", "2", "357", "250", "17", "340", "0", "100,0,250,7", "8",
+           "123456", "9", "100", "200", "300", "ab", "cd", "777", "500", "-50,0,50", "250", "10000",
+           "100", "999999999999999");
+    check_header(&a, 12);
     o.n_edges = 0; /* one band: an empty list */
     round_boundary_args(&bd, &a);
-    assert_int_equal(a.len[32], 0); /* the edges */
+    assert_int_equal(a.len[33], 0); /* the edges */
     /* A part left out: id 0, round 0's keys, empty strings; the others unchanged. */
     bd = (struct tp_script_round_boundary_args){.fence = F, .lock = &l};
     round_boundary_args(&bd, &a);
-    EXPECT(&a, "round_boundary", 11, "tp:{g}:lease", "tp:{g}:current", "tp:{g}:outbox",
+    EXPECT(&a, "round_boundary", 12, "tp:{g}:lease", "tp:{g}:current", "tp:{g}:outbox",
            "tp:{g}:rounds", "tp:{g}:unfinished", "tp:{g}:round:0", "tp:{g}:round:8",
-           "tp:{g}:round:7", "tp:{g}:seed:7", "tp:{g}:round:0", "tp:{g}:seed:0", "pid-1-w0", "12",
-           "0", "0", "0", "0", "0", "0", "0", "0", "", "8", "123456", "0", "0", "0", "0", "", "",
-           "0", "0", "", "0", "0", "0", "0");
+           "tp:{g}:round:7", "tp:{g}:seed:7", "tp:{g}:round:0", "tp:{g}:seed:0", "tp:{g}:pause",
+           "pid-1-w0", "12", "0", "0", "0", "0", "0", "0", "0", "0", "", "8", "123456", "0", "0",
+           "0", "0", "", "", "0", "0", "", "0", "0", "0", "0");
     bd = (struct tp_script_round_boundary_args){.fence = F};
     assert_int_equal(tp_script_round_boundary(NULL, &bd, NULL, NULL), TP_EINVAL);
     c.npools = 0;
