@@ -11,7 +11,8 @@ refusals, and the admin_actions rows the outbox writes to Postgres.
 - pause/resume: bets refused with 409 game_paused (HTTP) and bet_err (WebSocket) while paused,
   the open round locks and settles, no new round opens, pause twice and resume when running
   refused (exit 1), the next round opens on the betting grid after resume, one admin_actions
-  row per action.
+  row per action; a pause that lands within a boundary's lead (after the leader read it, before
+  T) still opens nothing (round_boundary.lua checks it at T).
 """
 
 import json
@@ -313,6 +314,72 @@ def test_pause_survives_leader_kill():
                              timeout=15, what="rounds open again after the second kill")
             st, _, _ = bet_http(s, tok, tpclient.fresh_open_round(s, 800)["id"], "after")
             assert st == 201
+            code, text = tpclient.audit(s)
+            assert code == 0, text
+
+
+def pause_now(c, pause_sha, buckets, action_id):
+    """What `tickpool admin pause` does (src/cli/admin_game.c), from here so that it lands at a
+    chosen instant: every bucket's copy, then pause.lua. Returns its reply."""
+    now = int(time.time() * 1000)
+    for b in range(buckets):
+        c.set("tp:{b%d}:paused" % b, now)
+    return c.evalsha(pause_sha, 2, "tp:{g}:pause", "tp:{g}:outbox", "pause", now, action_id,
+                     "tester@ci", "within the lead")
+
+
+def test_pause_within_boundary_lead():
+    """A pause acknowledged after the leader prepared a boundary (its step starts 250 ms before
+    the lock time T, src/game/leader_internal.h) and before T: round_boundary.lua finds the pause
+    at T, so the open round locks, the live one closes, and no round opens; /rounds/current shows
+    open null with the locked round live, and after the resume the next round is max id + 1.
+    The pause lands 60 ms before T; if the leader's read of the pause was later than that on a
+    loaded host (the boundary is then planned paused, the old path) or the pause later than T,
+    the next boundary is tried, up to 4."""
+    env = dict(BASE, TICKPOOL_GAME_BUCKETS="2")
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        with tpenv.Server(redis=r, pg=pg, env=env) as s:
+            c = r.client()
+            with open(os.path.join(tpenv.SRC, "scripts", "lua", "pause.lua")) as f:
+                pause_sha = c.script_load(f.read())
+            tpclient.wait_game(s)
+            for attempt in range(4):
+                o = tpclient.fresh_open_round(s, min_left_ms=600)
+                while o["id"] < 2:  # a boundary with a live round to close
+                    time.sleep(max(0.0, o["locks_at"] / 1000.0 - time.time()) + 0.1)
+                    o = tpclient.fresh_open_round(s, min_left_ms=600)
+                n, t = o["id"], o["locks_at"]
+                time.sleep(max(0.0, (t - 60) / 1000.0 - time.time()))
+                assert pause_now(c, pause_sha, 2, "lead-%d" % attempt)[0] == "ok"
+                time.sleep(max(0.0, (t + 700) / 1000.0 - time.time()))
+                hit = ("boundary: game paused at T, no round opened\" locked=%d skipped=%d"
+                       % (n, n + 1)) in s.log_text()
+                if hit:
+                    break
+                rc, out, err = admin(s, "resume")
+                assert rc == 0, (out, err)
+                tpclient.wait_game(s)
+            assert hit, "no pause landed within a boundary's lead in 4 tries"
+            # The close and the lock went on; the open did not (no record, seed or id).
+            assert c.hget("tp:{g}:round:%d" % n, "state") == "live"
+            assert c.hget("tp:{g}:round:%d" % (n - 1), "state") in ("settling", "settled")
+            assert not c.exists("tp:{g}:round:%d" % (n + 1), "tp:{g}:seed:%d" % (n + 1))
+            assert int(c.zrevrange("tp:{g}:rounds", 0, 0)[0]) == n
+            assert c.hgetall("tp:{g}:current") == {"live": str(n)}
+
+            def shown():
+                st, v = s.json("GET", "/api/v1/rounds/current")
+                return v if st == 200 and v.get("paused") else None
+            cur = tpenv.wait_until(shown, timeout=5, what="/rounds/current shows the pause")
+            assert cur["open"] is None and cur["live"]["id"] == n, cur
+            # Nothing opens while paused; the next step did not try again.
+            time.sleep(2 * BET_S)
+            assert int(c.zrevrange("tp:{g}:rounds", 0, 0)[0]) == n
+            assert s.log_text().count("skipped=%d" % (n + 1)) == 1
+            rc, out, err = admin(s, "resume")
+            assert rc == 0, (out, err)
+            nxt = tpclient.wait_game(s, timeout=10)["open"]
+            assert nxt["id"] == n + 1, nxt
             code, text = tpclient.audit(s)
             assert code == 0, text
 
