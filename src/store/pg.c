@@ -27,6 +27,10 @@ struct tp_pg {
     int statement_timeout_ms;
     bool probe; /* health-probe connection: tight TCP timeouts */
     char sqlstate[6];
+    /* Texts prepared on this connection (tp_pg_exec_prepared), by address; statement i is
+     * named "tp<i>". A new connection starts empty: the server forgot them. */
+    const char *prepared[TP_PG_MAX_PREPARED];
+    int nprepared;
 };
 
 struct tp_pg_result {
@@ -95,6 +99,7 @@ static int open_conn(struct tp_pg *pg, char *err, size_t errlen)
     /* Keywords before "dbname" are defaults the URL may override (expand_dbname). */
     const char *keys[12], *vals[12];
     int k = 0;
+    pg->nprepared = 0;
     keys[k] = "connect_timeout", vals[k++] = pg->probe ? "2" : "5";
     keys[k] = "application_name", vals[k++] = pg->probe ? "tickpool-health" : "tickpool";
     if (pg->probe) {
@@ -204,16 +209,10 @@ int tp_pg_exec(struct tp_pg *pg, const char *sql, char *err, size_t errlen)
     return rc;
 }
 
-int tp_pg_exec_params(struct tp_pg *pg, const char *sql, int nparams, const char *const *params,
-                      struct tp_pg_result **out, char *err, size_t errlen)
+/* Checks `res`; on success hands it to *out (when asked) or frees it. */
+static int take_result(struct tp_pg *pg, PGresult *res, struct tp_pg_result **out, char *err,
+                       size_t errlen)
 {
-    if (out != NULL)
-        *out = NULL;
-    if (sql == NULL || nparams < 0 || (nparams > 0 && params == NULL))
-        return TP_EINVAL;
-    if (pg->conn == NULL)
-        return not_connected(pg, err, errlen);
-    PGresult *res = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     int rc = check_result(pg, res, err, errlen);
     if (rc != 0 || out == NULL) {
         PQclear(res);
@@ -222,6 +221,56 @@ int tp_pg_exec_params(struct tp_pg *pg, const char *sql, int nparams, const char
     *out = tp_xmalloc(sizeof(**out));
     (*out)->res = res;
     return 0;
+}
+
+/* The checks before a statement with parameters: 0, TP_EINVAL or not connected. */
+static int check_call(struct tp_pg *pg, const char *sql, int nparams, const char *const *params,
+                      struct tp_pg_result **out, char *err, size_t errlen)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (sql == NULL || nparams < 0 || (nparams > 0 && params == NULL))
+        return TP_EINVAL;
+    if (pg->conn == NULL)
+        return not_connected(pg, err, errlen);
+    return 0;
+}
+
+int tp_pg_exec_params(struct tp_pg *pg, const char *sql, int nparams, const char *const *params,
+                      struct tp_pg_result **out, char *err, size_t errlen)
+{
+    int rc = check_call(pg, sql, nparams, params, out, err, errlen);
+    if (rc != 0)
+        return rc;
+    PGresult *res = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    return take_result(pg, res, out, err, errlen);
+}
+
+int tp_pg_exec_prepared(struct tp_pg *pg, const char *sql, int nparams, const char *const *params,
+                        struct tp_pg_result **out, char *err, size_t errlen)
+{
+    int rc = check_call(pg, sql, nparams, params, out, err, errlen);
+    if (rc != 0)
+        return rc;
+    int i = 0;
+    while (i < pg->nprepared && pg->prepared[i] != sql)
+        i++;
+    if (i == TP_PG_MAX_PREPARED)
+        return tp_pg_exec_params(pg, sql, nparams, params, out, err, errlen);
+    char name[16];
+    snprintf(name, sizeof(name), "tp%d", i);
+    if (i == pg->nprepared) {
+        /* Not transactional: a later ROLLBACK keeps it. A failed Parse creates nothing, so
+         * the text is remembered only once the server said yes. */
+        PGresult *res = PQprepare(pg->conn, name, sql, nparams, NULL);
+        rc = check_result(pg, res, err, errlen);
+        PQclear(res);
+        if (rc != 0)
+            return rc;
+        pg->prepared[pg->nprepared++] = sql;
+    }
+    PGresult *res = PQexecPrepared(pg->conn, name, nparams, params, NULL, NULL, 0);
+    return take_result(pg, res, out, err, errlen);
 }
 
 int tp_pg_query(struct tp_pg *pg, const char *sql, struct tp_pg_result **out, char *err,

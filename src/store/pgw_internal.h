@@ -152,7 +152,7 @@ int tp_pgw_write(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
 
 /* One statement of a batch's transaction: its SQL and its only text parameter (NULL: none). */
 struct tp_pgw_stmt {
-    const char *sql;
+    const char *sql; /* a fixed text: prepared by its address (tp_pg_exec_prepared) */
     const char *param;
     /* A check: a row returned (a round id) means the round is not in Postgres yet, and the
      * batch is rolled back and written again later (TP_EAGAIN). */

@@ -44,13 +44,16 @@ struct tp_pgw_pg *tp_pgw_pg_open(const struct tp_config_postgres *cfg)
     return p;
 }
 
-int tp_pgw_pg_query(struct tp_pgw_pg *p, const char *sql, int nparams, const char *const *params,
-                    struct tp_pgw_rows *out, char *err, size_t errlen)
+/* tp_pgw_pg_query, the text prepared once per connection when `fixed`. */
+static int query(struct tp_pgw_pg *p, bool fixed, const char *sql, int nparams,
+                 const char *const *params, struct tp_pgw_rows *out, char *err, size_t errlen)
 {
     struct tp_pg_result *res = NULL;
     if (out != NULL)
         memset(out, 0, sizeof(*out));
-    int rc = tp_pg_exec_params(p->pg, sql, nparams, params, out ? &res : NULL, err, errlen);
+    int rc = fixed
+                 ? tp_pg_exec_prepared(p->pg, sql, nparams, params, out ? &res : NULL, err, errlen)
+                 : tp_pg_exec_params(p->pg, sql, nparams, params, out ? &res : NULL, err, errlen);
     if (rc != 0 || out == NULL) {
         tp_pg_result_free(res);
         return rc;
@@ -65,6 +68,19 @@ int tp_pgw_pg_query(struct tp_pgw_pg *p, const char *sql, int nparams, const cha
         }
     tp_pg_result_free(res);
     return 0;
+}
+
+int tp_pgw_pg_query(struct tp_pgw_pg *p, const char *sql, int nparams, const char *const *params,
+                    struct tp_pgw_rows *out, char *err, size_t errlen)
+{
+    return query(p, false, sql, nparams, params, out, err, errlen);
+}
+
+int tp_pgw_pg_query_fixed(struct tp_pgw_pg *p, const char *sql, int nparams,
+                          const char *const *params, struct tp_pgw_rows *out, char *err,
+                          size_t errlen)
+{
+    return query(p, true, sql, nparams, params, out, err, errlen);
 }
 
 int tp_pgw_pg_exec(struct tp_pgw_pg *p, const char *sql, int nparams, const char *const *params,

@@ -24,8 +24,10 @@ static int write_batch(struct tp_pgw_pg *pg, struct tp_pgw_batch *b, char *err, 
     for (size_t i = 0; i < n; i++) {
         int np = stmts[i].param != NULL ? 1 : 0;
         struct tp_pgw_rows rows = {0};
-        int rc = tp_pgw_pg_query(pg, stmts[i].sql, np, np ? &stmts[i].param : NULL,
-                                 stmts[i].must_be_empty ? &rows : NULL, err, errlen);
+        /* Every statement is one of pgw_batch.c's fixed texts: prepared once per connection
+         * (planning was most of Postgres's time per small batch; bench/README.md "Writer"). */
+        int rc = tp_pgw_pg_query_fixed(pg, stmts[i].sql, np, np ? &stmts[i].param : NULL,
+                                       stmts[i].must_be_empty ? &rows : NULL, err, errlen);
         if (rc == 0 && rows.nrows > 0) {
             snprintf(err, errlen,
                      "round %s is not in Postgres yet: its result waits for the batch that "

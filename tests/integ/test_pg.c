@@ -1,10 +1,10 @@
 /*
  * Integration test of src/store/pg.c against a real Postgres (the shared test cluster or a private
  * one): statements, parameters, results, error mapping, statement_timeout, transactions, a
- * killed backend and reconnect, the health probe thread, and the reader (src/store/pgr.c) that
- * serves an event loop: completions on the loop exactly once, a statement timeout, an unreachable
- * Postgres answered fast, a full queue refused without a callback, and a loop that keeps turning
- * while a query sleeps in Postgres.
+ * killed backend and reconnect, statements prepared once per connection, the health probe thread,
+ * and the reader (src/store/pgr.c) that serves an event loop: completions on the loop exactly once,
+ * a statement timeout, an unreachable Postgres answered fast, a full queue refused without a
+ * callback, and a loop that keeps turning while a query sleeps in Postgres.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -159,10 +159,9 @@ static void test_statement_timeout(void **state)
     tp_pg_close(pg);
 }
 
-static void test_killed_backend_and_reset(void **state)
+/* Terminates `victim`'s backend from `killer`'s connection. */
+static void kill_backend(struct tp_pg *victim, struct tp_pg *killer)
 {
-    (void)state;
-    struct tp_pg *victim = open_pg(5000), *killer = open_pg(5000);
     char err[256];
     struct tp_pg_result *res = NULL;
     assert_int_equal(tp_pg_query(victim, "SELECT pg_backend_pid()", &res, err, sizeof(err)), 0);
@@ -172,6 +171,15 @@ static void test_killed_backend_and_reset(void **state)
                      0);
     tp_pg_result_free(res);
     usleep(100000);
+}
+
+static void test_killed_backend_and_reset(void **state)
+{
+    (void)state;
+    struct tp_pg *victim = open_pg(5000), *killer = open_pg(5000);
+    char err[256];
+    struct tp_pg_result *res = NULL;
+    kill_backend(victim, killer);
     assert_int_equal(tp_pg_exec(victim, "SELECT 1", err, sizeof(err)), TP_EUNAVAIL);
     assert_false(tp_pg_ok(victim));
     assert_int_equal(tp_pg_reset(victim, err, sizeof(err)), 0);
@@ -181,6 +189,92 @@ static void test_killed_backend_and_reset(void **state)
     assert_string_equal(tp_pg_result_get(res, 0, 0), "5s");
     tp_pg_result_free(res);
     tp_pg_close(victim);
+    tp_pg_close(killer);
+}
+
+/* The value of `sql` (one row, one column) on `pg`, as an integer. */
+static int64_t count_of(struct tp_pg *pg, const char *sql)
+{
+    char err[256];
+    struct tp_pg_result *res = NULL;
+    int64_t v = -1;
+    assert_int_equal(tp_pg_query(pg, sql, &res, err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_result_int64(res, 0, 0, &v), 0);
+    tp_pg_result_free(res);
+    return v;
+}
+
+static const char prep_insert[] =
+    "INSERT INTO tp SELECT x FROM json_to_recordset($1::json) AS r(x int) ON CONFLICT DO NOTHING";
+static const char prep_missing[] = "SELECT count(*) FROM tp_later WHERE x = $1::int";
+
+static void test_prepared(void **state)
+{
+    (void)state;
+    struct tp_pg *pg = open_pg(5000), *killer = open_pg(5000);
+    char err[256];
+    struct tp_pg_result *res = NULL;
+    assert_int_equal(tp_pg_exec(pg, "CREATE TABLE tp (x int PRIMARY KEY)", err, sizeof(err)), 0);
+    /* Prepared once, run by name: the same text ten times is one prepared statement, and
+     * Postgres settles on the generic plan after its five custom ones (plan_cache_mode auto:
+     * json_to_recordset's estimate does not depend on the value, so no custom plan is cheaper;
+     * bench/README.md "Writer"). */
+    for (int i = 0; i < 10; i++) {
+        char json[64];
+        snprintf(json, sizeof(json), "[{\"x\": %d}, {\"x\": %d}]", i, i + 1);
+        const char *p[] = {json};
+        assert_int_equal(tp_pg_exec_prepared(pg, prep_insert, 1, p, &res, err, sizeof(err)), 0);
+        assert_int_equal(tp_pg_result_affected(res), i == 0 ? 2 : 1);
+        tp_pg_result_free(res);
+    }
+    assert_int_equal(count_of(pg, "SELECT count(*) FROM pg_prepared_statements"), 1);
+    assert_int_equal(count_of(pg, "SELECT generic_plans FROM pg_prepared_statements"), 5);
+    assert_int_equal(count_of(pg, "SELECT count(*) FROM tp"), 11);
+    /* Parameters stay values. */
+    const char *hostile[] = {"[{\"x\": \"1); DROP TABLE tp; --\"}]"};
+    assert_int_equal(tp_pg_exec_prepared(pg, prep_insert, 1, hostile, NULL, err, sizeof(err)),
+                     TP_EIO);
+    assert_string_equal(tp_pg_sqlstate(pg), "22P02");
+    /* A text Postgres refuses to prepare is not remembered: once its table exists it runs. */
+    const char *one[] = {"1"};
+    assert_int_equal(tp_pg_exec_prepared(pg, prep_missing, 1, one, NULL, err, sizeof(err)), TP_EIO);
+    assert_string_equal(tp_pg_sqlstate(pg), "42P01");
+    assert_int_equal(tp_pg_exec(pg, "CREATE TABLE tp_later (x int)", err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_exec_prepared(pg, prep_missing, 1, one, &res, err, sizeof(err)), 0);
+    assert_string_equal(tp_pg_result_get(res, 0, 0), "0");
+    tp_pg_result_free(res);
+    /* Prepared inside a transaction that rolls back: still prepared afterwards. */
+    static const char prep_in_tx[] = "SELECT $1::int + 1";
+    assert_int_equal(tp_pg_begin(pg, err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_exec_prepared(pg, prep_in_tx, 1, one, NULL, err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_rollback(pg, err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_exec_prepared(pg, prep_in_tx, 1, one, &res, err, sizeof(err)), 0);
+    assert_string_equal(tp_pg_result_get(res, 0, 0), "2");
+    tp_pg_result_free(res);
+    /* More texts than TP_PG_MAX_PREPARED: the rest run unprepared, all correctly. */
+    static char many[TP_PG_MAX_PREPARED + 4][40];
+    for (int i = 0; i < (int)TP_ARRAY_LEN(many); i++) {
+        snprintf(many[i], sizeof(many[i]), "SELECT %d + $1::int", i);
+        assert_int_equal(tp_pg_exec_prepared(pg, many[i], 1, one, &res, err, sizeof(err)), 0);
+        int64_t v = 0;
+        assert_int_equal(tp_pg_result_int64(res, 0, 0, &v), 0);
+        assert_true(v == i + 1);
+        tp_pg_result_free(res);
+    }
+    assert_int_equal(count_of(pg, "SELECT count(*) FROM pg_prepared_statements"),
+                     TP_PG_MAX_PREPARED);
+    /* A new connection has none: after the backend is killed and the connection reset, the
+     * first call prepares again. */
+    kill_backend(pg, killer);
+    const char *next[] = {"[{\"x\": 100}]"};
+    assert_int_equal(tp_pg_exec_prepared(pg, prep_insert, 1, next, NULL, err, sizeof(err)),
+                     TP_EUNAVAIL);
+    assert_int_equal(tp_pg_reset(pg, err, sizeof(err)), 0);
+    assert_int_equal(tp_pg_exec_prepared(pg, prep_insert, 1, next, NULL, err, sizeof(err)), 0);
+    assert_int_equal(count_of(pg, "SELECT count(*) FROM pg_prepared_statements"), 1);
+    assert_int_equal(count_of(pg, "SELECT count(*) FROM tp"), 12);
+    assert_int_equal(tp_pg_exec_prepared(pg, NULL, 0, NULL, NULL, err, sizeof(err)), TP_EINVAL);
+    tp_pg_close(pg);
     tp_pg_close(killer);
 }
 
@@ -328,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_statement_timeout),
         cmocka_unit_test(test_killed_backend_and_reset),
+        cmocka_unit_test(test_prepared),
         cmocka_unit_test(test_health_probe),
         cmocka_unit_test(test_reader),
     };

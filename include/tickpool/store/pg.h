@@ -45,6 +45,17 @@ int tp_pg_exec(struct tp_pg *pg, const char *sql, char *err, size_t errlen);
  */
 int tp_pg_exec_params(struct tp_pg *pg, const char *sql, int nparams, const char *const *params,
                       struct tp_pg_result **out, char *err, size_t errlen);
+/* Distinct texts tp_pg_exec_prepared prepares per connection; more run unprepared. */
+#define TP_PG_MAX_PREPARED 32
+/**
+ * tp_pg_exec_params for a fixed text (a string literal: it must outlive `pg` unchanged): the
+ * first call on a connection prepares it (keyed by its address), later calls run it by name,
+ * so Postgres parses and plans it once per connection instead of once per call. A new
+ * connection (tp_pg_reset, a new tp_pg) prepares again. Not for poolers that move sessions
+ * between server connections (PgBouncer transaction mode before 1.21).
+ */
+int tp_pg_exec_prepared(struct tp_pg *pg, const char *sql, int nparams, const char *const *params,
+                        struct tp_pg_result **out, char *err, size_t errlen);
 /** tp_pg_exec_params without parameters: a query returning rows in *out. */
 int tp_pg_query(struct tp_pg *pg, const char *sql, struct tp_pg_result **out, char *err,
                 size_t errlen);

@@ -29,6 +29,11 @@ int tp_pgw_pg_exec(struct tp_pgw_pg *pg, const char *sql, int nparams, const cha
 /** Like tp_pgw_pg_exec, returning the rows in `out` (free with tp_pgw_rows_free). */
 int tp_pgw_pg_query(struct tp_pgw_pg *pg, const char *sql, int nparams, const char *const *params,
                     struct tp_pgw_rows *out, char *err, size_t errlen);
+/** tp_pgw_pg_query for a fixed text (a string literal): prepared on the connection's first
+ * use and run by name since (tp_pg_exec_prepared), so Postgres plans it once per connection. */
+int tp_pgw_pg_query_fixed(struct tp_pgw_pg *pg, const char *sql, int nparams,
+                          const char *const *params, struct tp_pgw_rows *out, char *err,
+                          size_t errlen);
 /** False once the connection is broken (reconnect with a new tp_pgw_pg_open). */
 bool tp_pgw_pg_ok(const struct tp_pgw_pg *pg);
 /** Closes; NULL is a no-op. */
