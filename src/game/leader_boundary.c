@@ -14,7 +14,8 @@
  *     from the seeds and its settlement planned; a step started early waits for T here;
  *  2. every bucket copy of N flips to live, so no bet lands in N once its lock is recorded
  *     (bucket_state.lua refuses it before locks_at by Redis TIME; bet_batch.lua refuses a bet
- *     from locks_at on by Redis TIME whatever the copy says);
+ *     from locks_at on by the admitting host's clock, its now_ms, whatever the copy says: hosts
+ *     need synchronised clocks, docs/operations.md §2);
  *  3. round_boundary.lua: close, lock with L, open, all checked before anything is written;
  *     the open is left out when the game is paused at T (open_paused);
  *  4. every bucket copy of N+1 is written open (a failure is repaired by the planner's resync),
@@ -329,8 +330,8 @@ static void bnd_written(struct tp_leader *l)
 
 /* One of the two writes at T came back (the script, or the last bucket copy of N). Both done:
  * a failed script ends the step. Bucket copies that failed after a script that succeeded are
- * written live once more; bets are refused from T on by Redis TIME whatever a copy says, so the
- * boundary goes on even if that fails too. */
+ * written live once more; bets are refused from T on by the admitting host's clock whatever a
+ * copy says (bet_batch.lua's now_ms, hence NTP), so the boundary goes on even if that fails too. */
 static void bnd_join(struct tp_leader *l)
 {
     if (--l->bnd.wait > 0)
