@@ -428,7 +428,8 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
         pg_bal += cell(&r, i, 1);
     }
     tp_pgw_rows_free(&r);
-    qsort(t->users.a, t->users.n, sizeof(struct kv), cmp_kv);
+    if (t->users.n > 1) /* no users: the array is NULL, which qsort may not be given */
+        qsort(t->users.a, t->users.n, sizeof(struct kv), cmp_kv);
     printf("     balances: redis %" PRId64 " over %zu users, postgres %" PRId64 " over %zu users\n",
            t->bal, t->users.n, pg_bal, pgu.n);
     size_t nd = diff_maps("user", &t->users, &pgu);
