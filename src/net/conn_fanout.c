@@ -92,16 +92,6 @@ static void give(struct tp_conn_host *h, struct tp_conn *c)
             tp_conn_ws_queue(c, fo->f[i]);
 }
 
-/* After a direct write that left bytes or failed (r): what tp_conn_write does after a flush. */
-static void after_partial(struct tp_conn *c, int r)
-{
-    if (r == TP_IO_WANT_READ)
-        c->write_needs_read = true;
-    else if (r != TP_IO_WANT_WRITE)
-        tp_conn_close(c);
-    tp_conn_update_events(c); /* watch for writability while the rest waits */
-}
-
 /*
  * Gives socket `c` its pending frames and writes them now. A socket with nothing queued (the
  * common case: it took the previous beat whole) gets each frame written straight from the
@@ -134,7 +124,11 @@ static void visit(struct tp_conn_host *h, struct tp_conn *c)
                 }
                 if (r == 0)
                     continue;
-                after_partial(c, r);
+                /* Left bytes or failed. Its session cannot want to close here (a closing
+                 * session refuses a direct write: TP_EAGAIN), so this is the flush's handling
+                 * less nothing; then watch for writability while the rest waits. */
+                tp_conn_ws_written(c, r);
+                tp_conn_update_events(c);
                 if (tp_conn_is_closed(c))
                     return;
             }

@@ -108,6 +108,10 @@ bool tp_conn_want_read(const struct tp_conn *c);
 void tp_conn_read(struct tp_conn *c);
 /** Writes queued output; after the last answer of a closing connection, starts the linger. */
 void tp_conn_write(struct tp_conn *c);
+/** What a WebSocket write's result `r` (0, TP_IO_WANT_*, a TP_E* error) leaves to do: wait for
+ * readability (TLS), close on an error, or close once the session's close frame is out. Shared
+ * by the queue's flush (tp_conn_write) and the fan-out's direct writes. */
+void tp_conn_ws_written(struct tp_conn *c, int r);
 /** Half-closes and drains unread input until EOF (for at most a few seconds), so a response is not
  * lost to an RST; closes at once when the peer already sent EOF. */
 void tp_conn_start_linger(struct tp_conn *c);

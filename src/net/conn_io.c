@@ -189,6 +189,16 @@ void tp_conn_read(struct tp_conn *c)
     }
 }
 
+void tp_conn_ws_written(struct tp_conn *c, int r)
+{
+    if (r == TP_IO_WANT_READ)
+        c->write_needs_read = true;
+    else if (r < 0 && r != TP_IO_WANT_WRITE)
+        tp_conn_close(c);
+    else if (tp_ws_want_close(c->ws))
+        tp_conn_close(c);
+}
+
 void tp_conn_write(struct tp_conn *c)
 {
     if (tp_conn_is_closed(c) || c->state == TP_CONN_ST_HANDSHAKE || c->state == TP_CONN_ST_LINGER)
@@ -218,12 +228,7 @@ void tp_conn_write(struct tp_conn *c)
         size_t after = tp_ws_queued_bytes(c->ws);
         if (before > after)
             tp_metrics_add(TP_METRIC_HTTP_BYTES_OUT_TOTAL, (int64_t)(before - after));
-        if (r == TP_IO_WANT_READ)
-            c->write_needs_read = true;
-        else if (r < 0 && r != TP_IO_WANT_WRITE)
-            tp_conn_close(c);
-        else if (tp_ws_want_close(c->ws))
-            tp_conn_close(c);
+        tp_conn_ws_written(c, r);
         return;
     }
     if (c->close_after_write && c->nslots == 0) {

@@ -449,6 +449,72 @@ static void test_full_socket_whole_frames(void **state)
     assert_int_equal(out - dropped, frames);
 }
 
+/* Reads client i until EOF (the server closed the socket) or 5 s, running the loop: every frame
+ * it got, as "<opcode hex>:<payload>" comma-separated into out; true when EOF came. */
+static bool read_to_eof(int i, char *out, size_t cap)
+{
+    static uint8_t buf[1 << 20];
+    size_t got = 0;
+    bool eof = false;
+    int64_t end = tp_mono_ms() + 5000;
+    while (!eof && tp_mono_ms() < end) {
+        ev_run(host.loop, EVRUN_NOWAIT);
+        slice();
+        tp_conn_reap(&host);
+        ssize_t n = recv(fds[i], buf + got, sizeof(buf) - got, 0);
+        if (n > 0)
+            got += (size_t)n;
+        eof = n == 0;
+    }
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t p = 0; p + 2 <= got && used < cap;) {
+        size_t len = buf[p + 1];
+        assert_true(len < 126 && p + 2 + len <= got);
+        used += (size_t)snprintf(out + used, cap - used, "%s%x:%.*s", used ? "," : "", buf[p],
+                                 (int)(buf[p] == 0x88 ? 0 : len), (const char *)buf + p + 2);
+        p += 2 + len;
+    }
+    return eof;
+}
+
+/* A beat handed to a socket whose close was started never follows its close frame: socket 0
+ * full (its close frame queued behind the beats started, the beat after the close queued
+ * nowhere), socket 1 empty (its close frame not written yet when the beat comes, so no direct
+ * write). tp_ws_write_frame refuses a closing session, so a direct write never meets a session
+ * that wants to close; each socket is closed once its close frame is out. */
+static void test_no_beat_after_close_frame(void **state)
+{
+    (void)state;
+    upgrade(0);
+    upgrade(1);
+    tp_conn_set_data(conns[0], &ready_flag);
+    tp_conn_set_data(conns[1], &ready_flag);
+    int small = 4096;
+    assert_int_equal(setsockopt(srv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    char payload[101];
+    for (int k = 0; k < 200; k++) {
+        snprintf(payload, sizeof(payload), "%03d%097d", k, 0);
+        hand(payload, TP_WS_KIND_TICK);
+        while (slice())
+            ;
+    }
+    static char got[1 << 16];
+    received(1, got, sizeof(got)); /* socket 1 took every beat: nothing of it is queued */
+    tp_conn_ws_close(conns[0], TP_WS_CLOSE_NORMAL, "bye");
+    tp_conn_ws_close(conns[1], TP_WS_CLOSE_NORMAL, "bye");
+    hand("after the close", TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    for (int i = 0; i < 2; i++) {
+        assert_true(read_to_eof(i, got, sizeof(got)));
+        assert_null(strstr(got, "after the close"));
+        char *close = strstr(got, "88:");
+        assert_non_null(close);
+        assert_string_equal(close, "88:"); /* the last frame */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -458,6 +524,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_broadcasts_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sockets_freed_mid_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_socket_whole_frames, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_beat_after_close_frame, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
