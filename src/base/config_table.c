@@ -63,6 +63,12 @@ static const char *check_redis_mode(const void *field)
                : "must be standalone or cluster";
 }
 
+static const char *check_fanout_io_uring(const void *field)
+{
+    const char *s = field;
+    return strcmp(s, "auto") == 0 || strcmp(s, "off") == 0 ? NULL : "must be auto or off";
+}
+
 static const char *check_origins(const void *field)
 {
     const char *s = field;
@@ -89,6 +95,8 @@ const struct centry tp_config_table[] = {
     {"server", "bind", CT_STRING, 0, 0, "0.0.0.0", F(server.bind), 0, check_nonempty},
     {"server", "workers", CT_WORKERS, 1, 1024, "auto", F(server.workers), 0, NULL},
     {"server", "pin_workers", CT_BOOL, 0, 0, "true", F(server.pin_workers), 0, NULL},
+    {"server", "fanout_io_uring", CT_STRING, 0, 0, "auto", F(server.fanout_io_uring), 0,
+     check_fanout_io_uring},
     {"server", "web_root", CT_STRING, 0, 0, "web", F(server.web_root), 0, NULL},
     {"server", "allowed_origins", CT_STRING, 0, 0, "", F(server.allowed_origins), 0, check_origins},
     {"server", "trusted_proxies", CT_STRING, 0, 0, "", F(server.trusted_proxies), 0, check_proxies},

@@ -29,10 +29,13 @@
 #include "conn_internal.h"
 
 #include "tickpool/base/common.h"
+#include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
+#include "tickpool/net/send_batch.h"
 #include "tickpool/net/ws.h"
 
 #include <ev.h>
+#include <stdlib.h>
 
 /* The clock is read every this many visits: a visit that writes costs a few µs. */
 #define CLOCK_EVERY 16
@@ -92,13 +95,132 @@ static void give(struct tp_conn_host *h, struct tp_conn *c)
             tp_conn_ws_queue(c, fo->f[i]);
 }
 
+/* Takes the result `r` of writing frame i straight to `c` (tp_ws_write_frame's returns):
+ * counts what went, and after a partial write or an error does what a flush does. True when
+ * the next frame may be written straight too (this one went whole). */
+static bool direct_done(struct tp_conn_fanout *fo, struct tp_conn *c, int i, int r)
+{
+    if (r == 0 || r == TP_IO_WANT_WRITE || r == TP_IO_WANT_READ) {
+        size_t len; /* sent, or started: the rest counts when flushed */
+        tp_ws_frame_bytes(fo->f[i], &len);
+        fo->out_msgs++;
+        fo->out_bytes += len - tp_ws_queued_bytes(c->ws);
+    }
+    if (r == 0)
+        return true;
+    if (r != TP_EAGAIN) {
+        /* Left bytes or failed. Its session cannot want to close here (a closing session
+         * refuses a direct write: TP_EAGAIN), so this is the flush's handling less nothing;
+         * then watch for writability while the rest waits. */
+        tp_conn_ws_written(c, r);
+        tp_conn_update_events(c);
+    }
+    return false; /* from here on behind what is queued */
+}
+
+/* Gives `c` its pending frames from index `from` on (those newer than `had`): written straight
+ * from the shared bytes while `direct` holds and each goes whole, the rest queued behind and
+ * written at once, or by its own write when that is coming. */
+static void deliver(struct tp_conn_host *h, struct tp_conn *c, uint64_t had, int from, bool direct)
+{
+    struct tp_conn_fanout *fo = &h->fan;
+    bool queued = false;
+    for (int i = from; i < fo->n; i++) {
+        if (fo->gen[i] <= had)
+            continue;
+        if (direct) {
+            direct = direct_done(fo, c, i, tp_ws_write_frame(c->ws, fo->f[i], &c->io));
+            if (tp_conn_is_closed(c))
+                return;
+            if (direct)
+                continue;
+        }
+        if (tp_conn_ws_queue(c, fo->f[i]) != TP_ECLOSED)
+            queued = true;
+    }
+    if (!queued || c->dirty || c->bdirty || (c->events & EV_WRITE))
+        return; /* nothing queued, or its own write comes (the watcher, once the socket drains) */
+    tp_conn_run_deferred(c);
+}
+
+/* A send of the io_uring path's batch: whose, and which frame. */
+struct batched {
+    struct tp_conn *c;
+    uint64_t had; /* the newest generation it had before this visit */
+    int i;        /* the frame being sent: its first new one */
+};
+
+/* The io_uring path (tp_conn_fanout_setup): the straight writes of a slice, made together. */
+struct tp_conn_fanout_batch {
+    struct tp_send_batch *sends;
+    struct batched *at; /* send k of the batch is at[k] */
+    uint64_t sent;      /* sends made so far (tp_conn_fanout_batched) */
+};
+
+static void batch_free(struct tp_conn_fanout *fo)
+{
+    if (fo->_batch == NULL)
+        return;
+    tp_send_batch_free(fo->_batch->sends);
+    free(fo->_batch->at);
+    free(fo->_batch);
+    fo->_batch = NULL;
+}
+
+/* Makes the batch's sends (one io_uring_enter), then takes each result as the socket's direct
+ * write of that frame and gives it its later frames (deliver). Every send completes before the
+ * enter returns (MSG_DONTWAIT, tickpool/net/send_batch.h): the frames, held by fo->f until the
+ * walk ends, and the sockets, freed only by the prepare hook's reap, outlive it. */
+static void batch_run(struct tp_conn_host *h)
+{
+    struct tp_conn_fanout *fo = &h->fan;
+    struct tp_conn_fanout_batch *bt = fo->_batch;
+    if (bt == NULL || tp_send_batch_count(bt->sends) == 0)
+        return;
+    int rc = tp_send_batch_run(bt->sends);
+    unsigned n = tp_send_batch_count(bt->sends);
+    bt->sent += n;
+    for (unsigned k = 0; k < n; k++) {
+        struct batched *e = &bt->at[k];
+        if (tp_conn_is_closed(e->c))
+            continue;
+        ssize_t w = tp_send_batch_result(bt->sends, k);
+        bool direct = direct_done(fo, e->c, e->i, tp_ws_frame_written(e->c->ws, fo->f[e->i], w));
+        if (!tp_conn_is_closed(e->c))
+            deliver(h, e->c, e->had, e->i + 1, direct);
+    }
+    tp_send_batch_clear(bt->sends);
+    if (rc != 0) {
+        tp_log_warn("fanout", "io_uring failed: one send() per socket from now on");
+        batch_free(fo);
+    }
+}
+
+/* Adds the send of frame i to plain socket `c` to the batch, making the batch's sends first
+ * when it is full. */
+static void batch_add(struct tp_conn_host *h, struct tp_conn *c, uint64_t had, int i)
+{
+    struct tp_conn_fanout *fo = &h->fan;
+    if (tp_send_batch_full(fo->_batch->sends))
+        batch_run(h);
+    if (fo->_batch == NULL) { /* the ring failed in that run */
+        deliver(h, c, had, 0, true);
+        return;
+    }
+    size_t len;
+    const uint8_t *p = tp_ws_frame_bytes(fo->f[i], &len);
+    unsigned k = tp_send_batch_add(fo->_batch->sends, c->io.fd, p, len);
+    fo->_batch->at[k] = (struct batched){.c = c, .had = had, .i = i};
+}
+
 /*
  * Gives socket `c` its pending frames and writes them now. A socket with nothing queued (the
  * common case: it took the previous beat whole) gets each frame written straight from the
  * shared bytes (tp_ws_write_frame): no queue item, no copy, no change of its events or timer,
- * which is all a socket costs beyond its `send` (bench/README.md "Viewers", session 11). Any
- * other socket has them queued behind its output and written as before: at once, or by its
- * deferred work or its watcher once it drains.
+ * which is all a socket costs beyond its `send` (bench/README.md "Viewers", session 11). With
+ * io_uring (plain sockets only) that first send joins the slice's batch, and the socket's result
+ * is taken when the batch is made (batch_run). Any other socket has them queued behind its
+ * output and written as before: at once, or by its deferred work or its watcher once it drains.
  */
 static void visit(struct tp_conn_host *h, struct tp_conn *c)
 {
@@ -109,37 +231,16 @@ static void visit(struct tp_conn_host *h, struct tp_conn *c)
     /* Its own write is coming (deferred work, or the watcher once the socket drains), or the
      * 101 is not all out yet: queue behind it. */
     bool direct = !c->dirty && !c->bdirty && !(c->events & EV_WRITE) && tp_buf_size(&c->out) == 0;
-    bool queued = false;
-    for (int i = 0; i < fo->n; i++) {
-        if (fo->gen[i] <= had)
-            continue;
-        if (direct) {
-            int r = tp_ws_write_frame(c->ws, fo->f[i], &c->io);
-            if (r != TP_EAGAIN) {
-                if (r == 0 || r == TP_IO_WANT_WRITE || r == TP_IO_WANT_READ) {
-                    size_t len; /* sent, or started: the rest counts when flushed */
-                    tp_ws_frame_bytes(fo->f[i], &len);
-                    fo->out_msgs++;
-                    fo->out_bytes += len - tp_ws_queued_bytes(c->ws);
-                }
-                if (r == 0)
-                    continue;
-                /* Left bytes or failed. Its session cannot want to close here (a closing
-                 * session refuses a direct write: TP_EAGAIN), so this is the flush's handling
-                 * less nothing; then watch for writability while the rest waits. */
-                tp_conn_ws_written(c, r);
-                tp_conn_update_events(c);
-                if (tp_conn_is_closed(c))
-                    return;
-            }
-            direct = false; /* from here on behind what is queued */
+    if (direct && fo->_batch != NULL && !(c->flags & TP_CONN_TLS)) {
+        int i = 0;
+        while (i < fo->n && fo->gen[i] <= had)
+            i++;
+        if (i < fo->n && tp_ws_can_write_frame(c->ws, fo->f[i])) {
+            batch_add(h, c, had, i);
+            return;
         }
-        if (tp_conn_ws_queue(c, fo->f[i]) != TP_ECLOSED)
-            queued = true;
     }
-    if (!queued || c->dirty || c->bdirty || (c->events & EV_WRITE))
-        return; /* nothing queued, or its own write comes (the watcher, once the socket drains) */
-    tp_conn_run_deferred(c);
+    deliver(h, c, had, 0, direct);
 }
 
 /* Adds what the walk wrote directly to the metrics: once per slice, not per socket. */
@@ -173,10 +274,12 @@ bool tp_conn_run_fanout(struct tp_conn_host *h, int64_t budget_ns)
         fo->left--;
         visit(h, c);
         if (until != 0 && ++n % CLOCK_EVERY == 0 && fo->left > 0 && tp_mono_ns() >= until) {
+            batch_run(h);
             count_out(fo);
             return true; /* the next slice resumes at the cursor */
         }
     }
+    batch_run(h);
     count_out(fo);
     /* Every socket has the newest frames, or skipped them: nothing is held any longer. */
     while (fo->n > 0)
@@ -195,9 +298,35 @@ void tp_conn_fanout_forget(struct tp_conn *c)
         c->h->fan.cursor = c->ws_next;
 }
 
+int tp_conn_fanout_setup(struct tp_conn_host *h, unsigned batch, char *err, size_t errlen)
+{
+    struct tp_conn_fanout *fo = &h->fan;
+    batch_free(fo);
+    if (batch == 0)
+        return 0;
+    struct tp_send_batch *sends = tp_send_batch_new(batch, err, errlen);
+    if (sends == NULL)
+        return TP_EUNAVAIL;
+    fo->_batch = tp_xcalloc(1, sizeof(*fo->_batch));
+    fo->_batch->sends = sends;
+    fo->_batch->at = tp_xcalloc(batch, sizeof(*fo->_batch->at));
+    return 0;
+}
+
+bool tp_conn_fanout_io_uring(const struct tp_conn_host *h)
+{
+    return h->fan._batch != NULL;
+}
+
+uint64_t tp_conn_fanout_batched(const struct tp_conn_host *h)
+{
+    return h->fan._batch != NULL ? h->fan._batch->sent : 0;
+}
+
 void tp_conn_fanout_drop(struct tp_conn_host *h)
 {
     struct tp_conn_fanout *fo = &h->fan;
+    batch_free(fo);
     while (fo->n > 0)
         drop_pending(fo, fo->n - 1);
     fo->left = 0;

@@ -23,6 +23,13 @@ static ssize_t plain_read(struct tp_io *io, void *buf, size_t n)
     }
 }
 
+ssize_t tp_io_send_error(int e)
+{
+    if (e == EAGAIN || e == EWOULDBLOCK)
+        return TP_IO_WANT_WRITE;
+    return (e == EPIPE || e == ECONNRESET) ? TP_ECLOSED : TP_EIO;
+}
+
 static ssize_t plain_write(struct tp_io *io, const void *buf, size_t n)
 {
     for (;;) {
@@ -32,9 +39,7 @@ static ssize_t plain_write(struct tp_io *io, const void *buf, size_t n)
             return r;
         if (errno == EINTR)
             continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return TP_IO_WANT_WRITE;
-        return (errno == EPIPE || errno == ECONNRESET) ? TP_ECLOSED : TP_EIO;
+        return tp_io_send_error(errno);
     }
 }
 

@@ -362,9 +362,17 @@ void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
     for (int i = 0; i < n_init_hooks; i++)
         init_hooks[i].fn(w, init_hooks[i].ud);
 
+    /* The fan-out's beats to plain sockets through io_uring, one system call per batch instead
+     * of one send() per socket, when the kernel allows it (bench/README.md "Viewers"). */
+    if (strcmp(cfg->server.fanout_io_uring, "off") != 0 &&
+        tp_conn_fanout_setup(&w->host, TP_WORKER_FANOUT_BATCH, err, sizeof(err)) != 0)
+        tp_log_warn("worker",
+                    "fan-out with one send() per socket: io_uring unavailable\treason=\"%s\"", err);
+
     set_accepting(w, true);
-    tp_log_info("worker", "ready\tcpu=%d http_port=%d https_port=%d", cpu, cfg->server.http_port,
-                cfg->server.https_port);
+    tp_log_info("worker", "ready\tcpu=%d http_port=%d https_port=%d fanout=%s", cpu,
+                cfg->server.http_port, cfg->server.https_port,
+                tp_conn_fanout_io_uring(&w->host) ? "io_uring" : "send");
     ev_run(w->host.loop, 0);
 
     /* Drained or timed out: whatever is left is closed now. */

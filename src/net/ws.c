@@ -334,15 +334,19 @@ int tp_ws_flush(struct tp_ws *ws, struct tp_io *io)
     }
 }
 
-int tp_ws_write_frame(struct tp_ws *ws, struct tp_ws_frame *f, struct tp_io *io)
+bool tp_ws_can_write_frame(const struct tp_ws *ws, const struct tp_ws_frame *f)
+{
+    size_t n;
+    tp_ws_frame_bytes(f, &n);
+    /* Only an empty queue keeps the order (nothing may go ahead of what is queued), and only a
+     * frame within the cap: anything else takes the queue's path, overflow included. */
+    return !ws->closing && ws->head == NULL && ws->pend == NULL && n <= ws->limits.max_queue;
+}
+
+int tp_ws_frame_written(struct tp_ws *ws, const struct tp_ws_frame *f, ssize_t w)
 {
     size_t n;
     const uint8_t *p = tp_ws_frame_bytes(f, &n);
-    /* Only an empty queue keeps the order (nothing may go ahead of what is queued), and only a
-     * frame within the cap: anything else takes the queue's path, overflow included. */
-    if (ws->closing || ws->head != NULL || ws->pend != NULL || n > ws->limits.max_queue)
-        return TP_EAGAIN;
-    ssize_t w = tp_io_write(io, p, n);
     if (w == (ssize_t)n)
         return 0;
     /* What a flush of the queued frame would have done: the bytes not written are kept, and
@@ -353,6 +357,15 @@ int tp_ws_write_frame(struct tp_ws *ws, struct tp_ws_frame *f, struct tp_io *io)
     if (w > 0)
         return TP_IO_WANT_WRITE;
     return w == 0 ? TP_IO_WANT_WRITE : (int)w;
+}
+
+int tp_ws_write_frame(struct tp_ws *ws, struct tp_ws_frame *f, struct tp_io *io)
+{
+    if (!tp_ws_can_write_frame(ws, f))
+        return TP_EAGAIN;
+    size_t n;
+    const uint8_t *p = tp_ws_frame_bytes(f, &n);
+    return tp_ws_frame_written(ws, f, tp_io_write(io, p, n));
 }
 
 bool tp_ws_has_output(const struct tp_ws *ws)

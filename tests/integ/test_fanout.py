@@ -9,10 +9,16 @@
     pass: a normal socket keeps getting ticks at cadence, the server's RSS (master + workers)
     stays bounded, and each stalled socket is closed, or has lost intermediate ticks (newest
     wins), or got every tick because the kernel held them; never does it lose its `payout`.
+(c) server.fanout_io_uring: each worker's `ready` line says how it writes the beats (io_uring by
+    default where the kernel allows it, else a warning with the reason; send() with off), and
+    --check-config refuses anything but auto or off.
 """
 
+import os
+import re
 import resource
 import selectors
+import subprocess
 import time
 
 import tpclient
@@ -201,6 +207,28 @@ def test_slow_consumers_do_not_hurt_others():
         for w in slow + [good]:
             w.close()
 
+
+
+def test_fanout_io_uring_setting():
+    for value in ("auto", "off"):
+        env = {"TICKPOOL_SERVER_FANOUT_IO_URING": value}
+        with tpenv.Server(workers=2, env=env) as s:
+            ready = tpenv.wait_until(
+                lambda: (lambda c: c if len(c) == 2 else None)(
+                    re.findall(r'msg="ready" cpu=-?\d+ .*fanout=(\w+)', s.log_text())),
+                what="both workers ready")
+            refused = "io_uring unavailable" in s.log_text()
+            if value == "off":
+                assert ready == ["send", "send"] and not refused, (ready, s.log_text())
+            elif refused:  # a kernel or a seccomp profile without io_uring: said, and send()
+                assert ready == ["send", "send"], ready
+            else:
+                assert ready == ["io_uring", "io_uring"], ready
+    env = dict(os.environ, TICKPOOL_SERVER_FANOUT_IO_URING="on")
+    out = subprocess.run([tpenv.BIN, "--check-config"], cwd=tpenv.SRC, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "server.fanout_io_uring: must be auto or off" in out.stderr, (
+        out.returncode, out.stderr)
 
 if __name__ == "__main__":
     tpenv.main()

@@ -51,6 +51,9 @@ struct tp_config_server {
     int keepalive_timeout_ms; /* server.keepalive_timeout [30s]: idle keep-alive */
     int shutdown_timeout_ms;  /* server.shutdown_timeout [5s]: drain bound on SIGTERM */
     int max_connections;      /* server.max_connections [20000] per worker */
+    /* server.fanout_io_uring [auto]: auto | off. auto sends the fan-out's beats to plain
+     * sockets through io_uring when the kernel allows it (send() per socket otherwise). */
+    char fanout_io_uring[8];
 };
 
 struct tp_config_redis {

@@ -17,6 +17,7 @@
 struct ev_loop;
 struct tp_config;
 struct tp_conn;
+struct tp_conn_fanout_batch;
 struct tp_router;
 struct tp_tls_ctx;
 struct tp_worker;
@@ -48,6 +49,7 @@ struct tp_conn_fanout {
     bool (*ready)(const struct tp_conn *c);
     /* Written straight by the walk since the slice began: added to the metrics once a slice. */
     size_t out_msgs, out_bytes;
+    struct tp_conn_fanout_batch *_batch; /* io_uring sends of a slice; NULL: a send() each */
 };
 
 /*
@@ -151,6 +153,15 @@ void tp_conn_fanout(struct tp_conn_host *h, struct tp_ws_frame *f,
  * order and writing them at once, from where the previous slice stopped. True when sockets are
  * left for the next loop iteration. */
 bool tp_conn_run_fanout(struct tp_conn_host *h, int64_t budget_ns);
+/** Sends the fan-out's straight writes to plain sockets in batches of up to `batch` (a power of
+ * two), one io_uring_enter each, instead of one send() each; 0: send() (the default, and TLS
+ * sockets always). Returns 0, or TP_EUNAVAIL when io_uring is unavailable or fails its start-up
+ * check, with the reason in `err`: send() is used. Freed by tp_conn_close_all_and_reap. */
+int tp_conn_fanout_setup(struct tp_conn_host *h, unsigned batch, char *err, size_t errlen);
+/** True when the fan-out sends through io_uring (tp_conn_fanout_setup). */
+bool tp_conn_fanout_io_uring(const struct tp_conn_host *h);
+/** Sends the fan-out has made through io_uring so far (0 without it): for tests and benches. */
+uint64_t tp_conn_fanout_batched(const struct tp_conn_host *h);
 /** True while frames handed to tp_conn_fanout wait for sockets still to be visited. */
 bool tp_conn_fanout_pending(const struct tp_conn_host *h);
 /** Resumes TLS handshakes that waited for a budget, oldest first, within this iteration's

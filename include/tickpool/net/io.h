@@ -33,6 +33,10 @@ struct tp_io {
     void *_impl; /* owned by the implementation (TLS session) */
 };
 
+/** tp_io_write's result for a plain send that failed with errno `e` (not EINTR): TP_IO_WANT_WRITE,
+ * TP_ECLOSED or TP_EIO. The plain write's mapping, shared with the fan-out's batched sends. */
+ssize_t tp_io_send_error(int e);
+
 /** Initialises `io` as plain TCP on `fd` (borrowed: the caller closes it). */
 void tp_io_plain_init(struct tp_io *io, int fd);
 

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "tickpool/net/ws_frame.h"
 
@@ -142,6 +143,14 @@ int tp_ws_flush(struct tp_ws *ws, struct tp_io *io);
  * TP_EAGAIN, nothing written, when the frame must be queued instead (output already queued, the
  * session closing, or the frame bigger than the queue's cap). */
 int tp_ws_write_frame(struct tp_ws *ws, struct tp_ws_frame *f, struct tp_io *io);
+/** True when tp_ws_write_frame would write `f` now: nothing queued, the session not closing, the
+ * frame within the queue's cap. For a caller that sends the bytes itself (a batch of sends, as
+ * the fan-out's io_uring path does) and then reports with tp_ws_frame_written. */
+bool tp_ws_can_write_frame(const struct tp_ws *ws, const struct tp_ws_frame *f);
+/** The second half of tp_ws_write_frame, after a write of all of `f`'s bytes returned `w`
+ * (tp_io_write's result): keeps the bytes not written. Same returns as tp_ws_write_frame, never
+ * TP_EAGAIN. Only right after tp_ws_can_write_frame held and nothing else touched `ws`. */
+int tp_ws_frame_written(struct tp_ws *ws, const struct tp_ws_frame *f, ssize_t w);
 /** True when output is queued. */
 bool tp_ws_has_output(const struct tp_ws *ws);
 /** True once the session is over and its close frame flushed: the owner should close the

@@ -103,6 +103,7 @@ static void test_defaults_match_contract(void **state)
     assert_string_equal(c.server.bind, "0.0.0.0");
     assert_int_equal(c.server.workers, 0);
     assert_true(c.server.pin_workers);
+    assert_string_equal(c.server.fanout_io_uring, "auto");
     assert_string_equal(c.server.web_root, "web");
     assert_string_equal(c.server.allowed_origins, "");
     assert_string_equal(c.server.tls_cert, "");
@@ -292,6 +293,10 @@ static const struct bad bad_values[] = {
     {"log", "level", "verbose", "must be debug, info, warn or error"},
     {"server", "bind", "", "must not be empty"},
     {"server", "var_dir", "", "must not be empty"},
+    {"server", "fanout_io_uring", "on", "must be auto or off (got \"on\")"},
+    {"server", "fanout_io_uring", "", "must be auto or off"},
+    {"server", "fanout_io_uring", "AUTO", "must be auto or off"},
+    {"server", "fanout_io_uring", "io_uring", "too long"},
     {"server", "allowed_origins", "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", "too many origins"},
 };
 
@@ -505,6 +510,8 @@ static void test_workers(void **state)
     assert_int_equal(tp_config_workers(&c), 1024);
     /* Pinning is a switch of its own (a shared host turns it off), in any spelling parse_bool
      * knows, from the file or the environment. */
+    load_ok(&c, "[server]\nfanout_io_uring = off\n");
+    assert_string_equal(c.server.fanout_io_uring, "off");
     load_ok(&c, "[server]\npin_workers = off\n");
     assert_false(c.server.pin_workers);
     load_ok(&c, "[server]\npin_workers = TRUE\n");

@@ -3,7 +3,9 @@
  * arriving between slices, a `round` queued at once ahead of the beats still to be handed out,
  * sockets not ready, beats taken along by the sockets a `round` is being written to, and sockets
  * freed under the walk's cursor. Every client must see its frames once each, in the order they
- * were handed out, the newest last. */
+ * were handed out, the newest last. Each test runs twice: with one send() per socket, and with the
+ * slice's sends batched through io_uring (tp_conn_fanout_setup), which has tests of its own for a
+ * full socket, a partial write, a closed peer and a kernel that refuses io_uring. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,10 +20,16 @@
 #include "tickpool/net/router.h"
 #include "tickpool/net/ws.h"
 
+#include <errno.h>
 #include <ev.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -54,6 +62,22 @@ static int setup(void **state)
     host.router = tp_router_new();
     for (int i = 0; i < N; i++)
         fds[i] = -1;
+    return 0;
+}
+
+/* The same, with the fan-out's sends batched through io_uring, 8 a batch: a slice of 16 visits
+ * makes two batches, and a batch fills in the middle of a slice. */
+enum { BATCH = 8 };
+
+static int setup_uring(void **state)
+{
+    setup(state);
+    char err[256];
+    int r = tp_conn_fanout_setup(&host, BATCH, err, sizeof(err));
+    if (r != 0)
+        fprintf(stderr, "io_uring unavailable: %s\n", err);
+    assert_int_equal(r, 0);
+    assert_true(tp_conn_fanout_io_uring(&host));
     return 0;
 }
 
@@ -515,16 +539,182 @@ static void test_no_beat_after_close_frame(void **state)
     }
 }
 
+/* Reads from client i, running the loop (the watcher writes what waits), until `want` bytes
+ * came or 5 s passed; returns how many came. */
+static size_t read_all(int i, uint8_t *buf, size_t want)
+{
+    size_t got = 0;
+    int64_t end = tp_mono_ms() + 5000;
+    while (got < want && tp_mono_ms() < end) {
+        ev_run(host.loop, EVRUN_NOWAIT);
+        ssize_t n = recv(fds[i], buf + got, want - got, 0);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    return got;
+}
+
+/* io_uring, a full socket: its send completes at once with EAGAIN, and the beat is kept as a
+ * direct write keeps it, written by the watcher once the client reads; the other socket's send
+ * in the same batch goes whole. Without the EAGAIN handling the beat is lost. */
+static void test_uring_full_socket(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    int small = 4096;
+    assert_int_equal(setsockopt(srv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    static uint8_t junk[1 << 16];
+    size_t filled = 0;
+    ssize_t w;
+    while ((w = send(srv[0], junk, sizeof(junk), MSG_NOSIGNAL)) > 0)
+        filled += (size_t)w;
+    assert_true(filled > 0);
+    uint64_t batched = tp_conn_fanout_batched(&host);
+    hand("t1", TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    assert_int_equal(tp_conn_fanout_batched(&host) - batched, 2); /* both through io_uring */
+    assert_false(tp_conn_flags(conns[0]) & TP_CONN_CLOSE_ASAP);
+    char s[256];
+    received(1, s, sizeof(s));
+    assert_string_equal(s, "t1");
+    static uint8_t buf[(1 << 17) + 16];
+    assert_true(filled + 4 <= sizeof(buf));
+    assert_int_equal(read_all(0, buf, filled + 4), filled + 4);
+    assert_memory_equal(buf + filled, "\x82\x02t1", 4);
+}
+
+/* io_uring, a partial write: a frame bigger than the socket's room goes out in part from the
+ * batch, the rest is kept and written by the watcher; the client gets the whole frame once. */
+static void test_uring_partial_write(void **state)
+{
+    (void)state;
+    upgrade(0);
+    tp_conn_set_data(conns[0], &ready_flag);
+    int small = 4096;
+    assert_int_equal(setsockopt(srv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    enum { LEN = 30000 };
+    static char payload[LEN + 1];
+    for (int k = 0; k < LEN; k++)
+        payload[k] = (char)('a' + k % 26);
+    uint64_t batched = tp_conn_fanout_batched(&host);
+    hand(payload, TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    assert_int_equal(tp_conn_fanout_batched(&host) - batched, 1);
+    static uint8_t buf[LEN + 8];
+    ssize_t first = recv(fds[0], buf, sizeof(buf), 0); /* what the batch's send took */
+    assert_true(first > 0 && first < 4 + LEN);
+    size_t got = (size_t)first + read_all(0, buf + first, 4 + LEN - (size_t)first);
+    assert_int_equal(got, 4 + LEN);
+    assert_int_equal(buf[0], 0x82);
+    assert_int_equal(buf[1], 126);
+    assert_int_equal((buf[2] << 8) | buf[3], LEN);
+    assert_memory_equal(buf + 4, payload, LEN);
+    assert_int_equal(recv(fds[0], buf, sizeof(buf), 0), -1); /* nothing more: written once */
+    assert_false(tp_conn_fanout_pending(&host));
+}
+
+/* io_uring, a peer gone: its send fails (EPIPE) and the socket is closed as a direct write's
+ * error closes it; the others in the batch get the beat. */
+static void test_uring_closed_peer(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    close(fds[1]);
+    fds[1] = -1;
+    uint64_t batched = tp_conn_fanout_batched(&host);
+    hand("t1", TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    assert_int_equal(tp_conn_fanout_batched(&host) - batched, 3);
+    assert_true(tp_conn_flags(conns[1]) & TP_CONN_CLOSE_ASAP);
+    for (int i = 0; i < 3; i += 2) {
+        char s[256];
+        received(i, s, sizeof(s));
+        assert_string_equal(s, "t1");
+        assert_false(tp_conn_flags(conns[i]) & TP_CONN_CLOSE_ASAP);
+    }
+}
+
+/* In this process from now on, io_uring_setup fails with `err`, as under a container's seccomp
+ * profile. */
+static int refuse_io_uring(int err)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+/* A kernel that refuses io_uring (ENOSYS, EPERM under seccomp or kernel.io_uring_disabled):
+ * the set-up says so with the reason, and the fan-out writes with send() as before. In a child,
+ * since the filter cannot be removed. */
+static void test_fallback_when_io_uring_refused(void **state)
+{
+    (void)state;
+    const int errs[] = {ENOSYS, EPERM};
+    const char *why[] = {"Function not implemented", "Operation not permitted"};
+    for (int k = 0; k < 2; k++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            ev_loop_fork(host.loop);
+            char err[256] = "";
+            if (refuse_io_uring(errs[k]) != 0)
+                _exit(10);
+            if (tp_conn_fanout_setup(&host, BATCH, err, sizeof(err)) != TP_EUNAVAIL)
+                _exit(11);
+            if (strstr(err, "io_uring_setup") == NULL || strstr(err, why[k]) == NULL)
+                _exit(12);
+            if (tp_conn_fanout_io_uring(&host))
+                _exit(13);
+            upgrade(0);
+            tp_conn_set_data(conns[0], &ready_flag);
+            hand("t1", TP_WS_KIND_TICK);
+            while (slice())
+                ;
+            char s[256];
+            received(0, s, sizeof(s));
+            _exit(strcmp(s, "t1") == 0 && tp_conn_fanout_batched(&host) == 0 ? 0 : 14);
+        }
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+}
+
+#define SEND(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
+#define URING(t) cmocka_unit_test_setup_teardown(t, setup_uring, teardown)
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_newest_wins_across_slices, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_round_first_and_not_ready, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_beat_joins_round_write, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_broadcasts_in_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sockets_freed_mid_walk, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_full_socket_whole_frames, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_beat_after_close_frame, setup, teardown),
+    const struct CMUnitTest sends[] = {
+        SEND(test_newest_wins_across_slices), SEND(test_round_first_and_not_ready),
+        SEND(test_beat_joins_round_write),    SEND(test_broadcasts_in_order),
+        SEND(test_sockets_freed_mid_walk),    SEND(test_full_socket_whole_frames),
+        SEND(test_no_beat_after_close_frame), SEND(test_fallback_when_io_uring_refused),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest uring[] = {
+        URING(test_newest_wins_across_slices), URING(test_round_first_and_not_ready),
+        URING(test_beat_joins_round_write),    URING(test_broadcasts_in_order),
+        URING(test_sockets_freed_mid_walk),    URING(test_full_socket_whole_frames),
+        URING(test_uring_full_socket),         URING(test_uring_partial_write),
+        URING(test_uring_closed_peer),         URING(test_no_beat_after_close_frame),
+    };
+    int failed = cmocka_run_group_tests_name("send", sends, NULL, NULL);
+    return failed + cmocka_run_group_tests_name("io_uring", uring, NULL, NULL);
 }
