@@ -6,22 +6,28 @@
  * private libev loop, upgraded with a real request, TCP_NODELAY as the worker sets it, each with
  * a session-sized block behind tp_conn_data that the `ready` test reads as the worker's
  * session_ready does (-R: no test). Each of -r (20) rounds hands one beat of -b (140) payload
- * bytes to every socket twice, in turn (which goes first alternates):
- *   tickpool  tp_conn_fanout + one unbudgeted tp_conn_run_fanout (the worker's walk),
+ * bytes to every socket three times, in turn (which goes first rotates):
+ *   tickpool  tp_conn_fanout + one unbudgeted tp_conn_run_fanout (the worker's walk), one
+ *             send() per socket (server.fanout_io_uring = off),
+ *   uring     the same walk with its sends batched through io_uring, -B (128, the worker's
+ *             TP_WORKER_FANOUT_BATCH) per io_uring_enter (server.fanout_io_uring = auto),
  *   raw       one send() per socket of the same frame's bytes from an array of fds (what
  *             bench/rawfanout does per socket);
  * the client ends are drained after each pass, outside the timing. The thread's CPU time
- * (CLOCK_THREAD_CPUTIME_ID) of each pass per socket is printed per round, then the medians and
- * the median of the rounds' differences: tickpool's own cost per socket-beat. A busy machine
- * slows both passes alike: quote the difference and the ratio, not one side alone.
+ * (CLOCK_THREAD_CPUTIME_ID) of each pass per socket is printed per round, then the medians, the
+ * medians of the rounds' differences to raw and each walk's ratio to raw. A busy machine slows
+ * every pass alike: quote the differences and the ratios, not one side alone. io_uring's sends
+ * run inline in this thread (the batch's start-up check requires it), so its CPU time holds them.
  *
  * `valgrind --tool=callgrind --collect-atstart=no --toggle-collect=pass_tickpool
- * --toggle-collect=pass_raw` counts the user-space instructions of each pass (not the kernel's).
+ * --toggle-collect=pass_uring --toggle-collect=pass_raw` counts the user-space instructions of each
+ * pass (not the kernel's).
  */
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/net/conn.h"
 #include "tickpool/net/router.h"
+#include "tickpool/net/worker.h"
 #include "tickpool/net/ws.h"
 
 #include <ev.h>
@@ -135,6 +141,22 @@ __attribute__((noinline)) static void pass_tickpool(struct tp_ws_frame *f)
     tp_conn_run_fanout(&host, 0);
 }
 
+__attribute__((noinline)) static void pass_uring(struct tp_ws_frame *f)
+{
+    tp_conn_fanout(&host, f, use_ready ? ready : NULL);
+    tp_conn_run_fanout(&host, 0);
+}
+
+/* The fan-out's sends: one send() each (batch 0) or batched through io_uring. */
+static void use_batch(unsigned batch)
+{
+    char err[256];
+    if (tp_conn_fanout_setup(&host, batch, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fanout_cost: io_uring unavailable: %s\n", err);
+        exit(1);
+    }
+}
+
 __attribute__((noinline)) static void pass_raw(const uint8_t *p, size_t n)
 {
     for (int i = 0; i < nsock; i++)
@@ -151,7 +173,8 @@ static int cmp_i64(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     int rounds = 20, bytes = 140, opt;
-    while ((opt = getopt(argc, argv, "n:r:b:R")) != -1) {
+    unsigned batch = TP_WORKER_FANOUT_BATCH;
+    while ((opt = getopt(argc, argv, "n:r:b:B:R")) != -1) {
         switch (opt) {
         case 'n':
             nsock = atoi(optarg);
@@ -162,16 +185,20 @@ int main(int argc, char **argv)
         case 'b':
             bytes = atoi(optarg);
             break;
+        case 'B':
+            batch = (unsigned)atoi(optarg);
+            break;
         case 'R':
             use_ready = false;
             break;
         default:
             fprintf(stderr, "usage: fanout_cost [-n sockets (5000)] [-r rounds (20)] "
-                            "[-b payload bytes (140)]\n");
+                            "[-b payload bytes (140)] [-B io_uring batch (128)] [-R]\n");
             return 2;
         }
     }
-    if (nsock < 1 || rounds < 1 || bytes < 1 || bytes > 1024)
+    if (nsock < 1 || rounds < 1 || bytes < 1 || bytes > 1024 || batch < 2 || batch > 4096 ||
+        (batch & (batch - 1)) != 0)
         return 2;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
@@ -191,37 +218,53 @@ int main(int argc, char **argv)
     uint8_t payload[1024];
     for (int i = 0; i < bytes; i++)
         payload[i] = (uint8_t)('a' + i % 26);
-    int64_t *tp = tp_xcalloc((size_t)rounds, sizeof(int64_t));
-    int64_t *raw = tp_xcalloc((size_t)rounds, sizeof(int64_t));
-    int64_t *diff = tp_xcalloc((size_t)rounds, sizeof(int64_t));
-    printf("round\ttickpool_ns_per_socket\traw_ns_per_socket\n");
+    enum { TICKPOOL, URING, RAW, SIDES };
+    int64_t *ns[SIDES], *diff[2];
+    for (int k = 0; k < SIDES; k++)
+        ns[k] = tp_xcalloc((size_t)rounds, sizeof(int64_t));
+    for (int k = 0; k < 2; k++)
+        diff[k] = tp_xcalloc((size_t)rounds, sizeof(int64_t));
+    uint64_t batched = 0;
+    printf("round\ttickpool_ns_per_socket\turing_ns_per_socket\traw_ns_per_socket\n");
     for (int r = 0; r < rounds; r++) {
         struct tp_ws_frame *f = tp_ws_frame_new(payload, (size_t)bytes, TP_WS_KIND_TICK);
         size_t n;
         const uint8_t *p = tp_ws_frame_bytes(f, &n);
-        for (int side = 0; side < 2; side++) {
-            bool tick = (side == 0) == (r % 2 == 0); /* alternate which goes first */
+        for (int k = 0; k < SIDES; k++) {
+            int side = (k + r) % SIDES; /* rotate which goes first */
+            use_batch(side == URING ? batch : 0);
             int64_t t0 = thread_ns();
-            if (tick)
+            if (side == TICKPOOL)
                 pass_tickpool(f);
+            else if (side == URING)
+                pass_uring(f);
             else
                 pass_raw(p, n);
-            int64_t dt = thread_ns() - t0;
-            (tick ? tp : raw)[r] = dt / nsock;
+            ns[side][r] = (thread_ns() - t0) / nsock;
+            if (side == URING)
+                batched += tp_conn_fanout_batched(&host);
             drain();
         }
         tp_ws_frame_unref(f);
-        diff[r] = tp[r] - raw[r];
-        printf("%d\t%" PRId64 "\t%" PRId64 "\n", r, tp[r], raw[r]);
+        diff[0][r] = ns[TICKPOOL][r] - ns[RAW][r];
+        diff[1][r] = ns[URING][r] - ns[RAW][r];
+        printf("%d\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\n", r, ns[TICKPOOL][r], ns[URING][r],
+               ns[RAW][r]);
     }
-    qsort(tp, (size_t)rounds, sizeof(int64_t), cmp_i64);
-    qsort(raw, (size_t)rounds, sizeof(int64_t), cmp_i64);
-    qsort(diff, (size_t)rounds, sizeof(int64_t), cmp_i64);
-    int64_t mt = tp[rounds / 2], mr = raw[rounds / 2];
-    printf("median ns per socket-beat: tickpool %" PRId64 ", raw %" PRId64
-           ", ratio %.3f; median of the rounds' differences %" PRId64
-           " (%d sockets, %d rounds, %d-byte payload)\n",
-           mt, mr, mr > 0 ? (double)mt / (double)mr : 0.0, diff[rounds / 2], nsock, rounds, bytes);
+    for (int k = 0; k < SIDES; k++)
+        qsort(ns[k], (size_t)rounds, sizeof(int64_t), cmp_i64);
+    for (int k = 0; k < 2; k++)
+        qsort(diff[k], (size_t)rounds, sizeof(int64_t), cmp_i64);
+    int64_t mt = ns[TICKPOOL][rounds / 2], mu = ns[URING][rounds / 2], mr = ns[RAW][rounds / 2];
+    printf("median ns per socket-beat: tickpool (send) %" PRId64 ", tickpool (io_uring) %" PRId64
+           ", raw %" PRId64 "; ratio to raw %.3f (send), %.3f (io_uring); io_uring/send %.3f; "
+           "median of the rounds' differences to raw %" PRId64 " (send), %" PRId64
+           " (io_uring) (%d sockets, %d rounds, %d-byte payload, batch %u, %" PRIu64
+           " sends through io_uring of %" PRId64 ")\n",
+           mt, mu, mr, mr > 0 ? (double)mt / (double)mr : 0.0,
+           mr > 0 ? (double)mu / (double)mr : 0.0, mt > 0 ? (double)mu / (double)mt : 0.0,
+           diff[0][rounds / 2], diff[1][rounds / 2], nsock, rounds, bytes, batch, batched,
+           (int64_t)rounds * nsock);
     tp_conn_close_all_and_reap(&host);
     return 0;
 }
