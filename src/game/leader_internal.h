@@ -88,7 +88,7 @@ struct tp_leader {
      * its step every slice); they start again when another round settles. */
     struct {
         int64_t id;
-        int pages, pages_slow, pages_paired; /* settle_page calls; over 2 ms; sent as a second */
+        int pages, pages_slow; /* settle_page calls; over 2 ms */
         int steps;
         int paced;                        /* pages sent after an idle gap (tp_settle_pace_gap) */
         int64_t page_us_max, page_us_sum; /* the pages' Redis time, µs */
@@ -147,12 +147,11 @@ struct tp_leader {
         char err_code[32]; /* the first failing reply's code: replies die with their callback */
         int64_t pools[TP_ROUND_MAX_BANDS];
         int64_t sum_t, sum_paid;
-        int inflight;  /* settle_page calls sent whose replies are not in yet */
-        int page_stop; /* enum in leader_settle.c: why no further page goes out */
-        int64_t sent_us[TP_SETTLE_PAGER_DEPTH_MAX]; /* their send times (mono), oldest first */
-        int sent_size[TP_SETTLE_PAGER_DEPTH_MAX];   /* and the sizes they were sent with */
-        int64_t last_reply_us; /* the bucket's last page reply (mono), 0: none yet */
-        int64_t pace_test_us;  /* TP_TEST_SETTLE_PACE_GAP_MS in µs, 0: unset (leader_settle.c) */
+        bool inflight;   /* a settle_page call is sent and its reply not in yet (one at most) */
+        int page_stop;   /* enum in leader_settle.c: why no further page goes out */
+        int64_t sent_us; /* the page in flight's send time (mono) */
+        int sent_size;   /* and the size it was sent with */
+        int64_t pace_test_us; /* TP_TEST_SETTLE_PACE_GAP_MS in µs, 0: unset (leader_settle.c) */
         int64_t tick_last;
         void (*pools_next)(struct tp_leader *l); /* read_pools' continuation */
     } op;

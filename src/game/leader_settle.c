@@ -9,16 +9,14 @@
  * the open round's bucket copy missing, a new slot map) is read and the copy re-written before
  * the settlement resumes: bets there are refused until then. Pages are sized by Redis time
  * (tp_settle_pager from the time each page reports), and each reply sends the next page at
- * once. On a busy host most of a page's round trip is the leader and Redis each waiting for a
- * core, not the page; while that wait outlasts the page itself and Redis ran the page at full
- * speed, a second page is kept in flight (tp_settle_pager_gap), so that Redis finds the next page
- * waiting instead of idling for it. It arrives while the first runs, so Redis still reads the
- * bets that came meanwhile in the same turn; when Redis is the limit, or loses the CPU inside
- * pages (a host short of cores), one page at a time. And while the settlement is ahead of its
+ * once. One page is in flight at a time, never two: two pages sent together reach Redis in one
+ * read and run back to back in one turn, a bet queued behind them waiting for both (4-11 ms
+ * turns, bench/README.md, Settlement, session 11); sent after the reply, the next page finds
+ * the bets that came during the last one served first. And while the settlement is ahead of its
  * pace (tp_settle_pace_gap: the amount paid ahead of a line from the close to
- * TP_SETTLE_PACE_MS after it), one page at a time with Redis left idle about a page's time
- * between two: pages back to back keep Redis on a core for the whole settlement, and on a host
- * with few cores the threads answering bets then wait for one (bench/README.md, Settlement).
+ * TP_SETTLE_PACE_MS after it), Redis is left idle about a page's time between two pages: pages
+ * back to back keep Redis on a core for the whole settlement, and on a host with few cores the
+ * threads answering bets then wait for one (bench/README.md, Settlement).
  */
 #include "leader_internal.h"
 
@@ -64,12 +62,12 @@ static void on_final(int err, const struct tp_store_reply *r, void *ud)
                                  : TP_METRIC_ROUNDS_SETTLED_TOTAL);
         tp_log_info(MOD,
                     "round %s\tround=%lld total=%lld paid=%lld pages=%d pages_over_2ms=%d "
-                    "page_us_max=%lld page_ms_sum=%lld pages_paired=%d pages_paced=%d "
+                    "page_us_max=%lld page_ms_sum=%lld pages_paced=%d "
                     "pace_ms_sum=%lld steps=%d",
                     cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
                     (long long)l->op.sum_t, (long long)l->op.sum_paid, l->sst.pages,
                     l->sst.pages_slow, (long long)l->sst.page_us_max,
-                    (long long)(l->sst.page_us_sum / 1000), l->sst.pages_paired, l->sst.paced,
+                    (long long)(l->sst.page_us_sum / 1000), l->sst.paced,
                     (long long)(l->sst.pace_us_sum / 1000), l->sst.steps);
         tp_leader_publish_round(l, l->op.r.id);
     }
@@ -129,11 +127,12 @@ static bool send_page(struct tp_leader *l)
                                            .max_bets = tp_settle_pager_size(&l->pager),
                                            .now_ms = tp_now_ms(),
                                            .budget_us = TP_SETTLE_PAGE_SCAN_US};
+    TP_ASSERT(!l->op.inflight);
     if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
         return false;
-    l->sst.pages_paired += l->op.inflight > 0;
-    l->op.sent_size[l->op.inflight] = a.max_bets;
-    l->op.sent_us[l->op.inflight++] = tp_mono_ns() / 1000;
+    l->op.inflight = true;
+    l->op.sent_size = a.max_bets;
+    l->op.sent_us = tp_mono_ns() / 1000;
     return true;
 }
 
@@ -148,19 +147,14 @@ static void pages_over(struct tp_leader *l)
         tp_leader_step_end(l);
 }
 
-/* Keeps `depth` pages in flight (the pager's depth, or one where a second would run right
- * behind the first); a page that cannot be sent ends the pages. Each page reads its cursor from
- * the plan when Redis runs it, so a second page simply continues where the first stopped (or
- * finds the bucket done and returns at once). */
-static void pages_fill(struct tp_leader *l, int depth)
+/* Sends the next page (none is in flight: the last reply is in, or a gap is over); a page
+ * that cannot be sent ends the pages. Each page reads its cursor from the plan when Redis runs
+ * it, so it continues where the last one stopped. */
+static void page_next(struct tp_leader *l)
 {
-    while (l->op.inflight < depth) {
-        if (!send_page(l)) {
-            l->op.page_stop = PAGES_END;
-            if (l->op.inflight == 0)
-                tp_leader_step_end(l);
-            return;
-        }
+    if (!send_page(l)) {
+        l->op.page_stop = PAGES_END;
+        tp_leader_step_end(l);
     }
 }
 
@@ -199,9 +193,7 @@ void tp_leader_settle_pace_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     l->sst.paced++;
-    /* One page after a gap, whatever depth the pager last asked for (a second page would run
-     * right behind it, which is what the gap is there to avoid); its reply decides what follows. */
-    pages_fill(l, 1);
+    page_next(l);
 }
 
 static void on_page(int err, const struct tp_store_reply *r, void *ud)
@@ -209,13 +201,9 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
     struct tp_leader *l = ud;
     int64_t now = tp_mono_ns() / 1000;
     int64_t gap = 0;
-    int64_t sent = l->op.sent_us[0];
-    int size = l->op.sent_size[0];
-    for (int i = 1; i < l->op.inflight; i++) {
-        l->op.sent_us[i - 1] = l->op.sent_us[i];
-        l->op.sent_size[i - 1] = l->op.sent_size[i];
-    }
-    l->op.inflight--;
+    int64_t sent = l->op.sent_us;
+    int size = l->op.sent_size;
+    l->op.inflight = false;
     const char *code;
     if (!tp_leader_reply_ok(err, r, &code)) {
         if (l->op.page_stop != PAGES_FAIL)
@@ -223,14 +211,12 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
         l->op.page_stop = PAGES_FAIL;
     } else {
         /* {'ok', done, credited, scanned, µs, the bucket's paid}: the next page is sized from
-         * this one's time per bet credited (a bet found paid costs a field of one HMGET), the
-         * pages in flight follow how long Redis went without one of ours, and the gap before
-         * the next the settlement's pace. */
+         * this one's time per bet credited (a bet found paid costs a field of one HMGET), and
+         * the gap before the next from the settlement's pace. */
         if (tp_reply_len(r) >= 5) {
             int64_t credited = tp_reply_integer(tp_reply_at(r, 2));
             int64_t us = tp_reply_integer(tp_reply_at(r, 4));
             tp_settle_pager_page(&l->pager, credited, us);
-            tp_settle_pager_gap(&l->pager, now - TP_MAX(sent, l->op.last_reply_us), credited, us);
             l->sst.page_us_max = TP_MAX(l->sst.page_us_max, us);
             l->sst.page_us_sum += us;
             l->sst.pages_slow += us > 2000;
@@ -241,34 +227,29 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             if (tp_log_enabled(TP_LOG_DEBUG))
                 tp_log_debug(MOD,
                              "settle page\tround=%lld bucket=%d size=%d credited=%lld "
-                             "scanned=%lld us=%lld rtt_us=%lld next=%d depth=%d gap_us=%lld",
+                             "scanned=%lld us=%lld rtt_us=%lld next=%d gap_us=%lld",
                              (long long)l->op.r.id, l->op.bucket, size, (long long)credited,
                              (long long)tp_reply_integer(tp_reply_at(r, 3)), (long long)us,
                              (long long)(now - sent), tp_settle_pager_size(&l->pager),
-                             tp_settle_pager_depth(&l->pager), (long long)gap);
+                             (long long)gap);
         }
         l->sst.pages++;
         if (tp_reply_integer(tp_reply_at(r, 1)) == 1 && l->op.page_stop == PAGES_GO)
             l->op.page_stop = PAGES_DONE;
     }
-    l->op.last_reply_us = now;
     if (l->op.page_stop == PAGES_GO && (!l->leader || settle_yield(l)))
         l->op.page_stop = PAGES_END; /* the next step resumes from the plan's cursor */
     if (l->op.page_stop != PAGES_GO) {
-        if (l->op.inflight == 0)
-            pages_over(l);
+        pages_over(l);
         return;
     }
     if (gap > 0) {
-        /* One page at a time while paced: a page still in flight is the next one. */
-        if (l->op.inflight == 0) {
-            l->sst.pace_us_sum += gap;
-            ev_timer_set(&l->pace_t, (double)gap / 1e6, 0.);
-            ev_timer_start(l->loop, &l->pace_t);
-        }
+        l->sst.pace_us_sum += gap;
+        ev_timer_set(&l->pace_t, (double)gap / 1e6, 0.);
+        ev_timer_start(l->loop, &l->pace_t);
         return;
     }
-    pages_fill(l, tp_settle_pager_depth(&l->pager));
+    page_next(l);
 }
 
 static void on_plan(int err, const struct tp_store_reply *r, void *ud)
@@ -279,9 +260,7 @@ static void on_plan(int err, const struct tp_store_reply *r, void *ud)
         tp_leader_op_fail(l, "settle plan", code);
         return;
     }
-    /* The bucket's first page goes alone: two sent together would run back to back. */
     l->op.page_stop = PAGES_GO;
-    l->op.last_reply_us = 0;
     if (!send_page(l))
         tp_leader_step_end(l);
 }
@@ -311,7 +290,7 @@ void tp_leader_settle(struct tp_leader *l, const struct tp_game_round *r)
         l->sst.id = r->id;
     }
     l->sst.steps++;
-    l->op.inflight = 0;
+    l->op.inflight = false;
     /* A test hook (docs/operations.md): every pacing gap this long, so that a test can act
      * during one. */
     l->op.pace_test_us = tp_config_test_hook("TP_TEST_SETTLE_PACE_GAP_MS", 1, 60000, 0) * 1000;

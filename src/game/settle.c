@@ -151,31 +151,6 @@ int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us)
     return p->size = (int)TP_MAX(TP_MIN(next, TP_SETTLE_PAGE_MAX), TP_SETTLE_PAGE_MIN);
 }
 
-int tp_settle_pager_depth(const struct tp_settle_pager *p)
-{
-    return p->depth > 0 ? p->depth : 1;
-}
-
-int tp_settle_pager_gap(struct tp_settle_pager *p, int64_t gap_us, int64_t bets, int64_t us)
-{
-    if (gap_us <= 0 || us < 0)
-        return tp_settle_pager_depth(p);
-    /* A page that took far longer than its bets cost at the window's best rate lost the CPU
-     * inside Redis: then the time between pages is Redis waiting for a core too, not idling,
-     * and a second page would only take more of Redis's turns from the bets. */
-    bool preempted = false;
-    if (p->n > 0 && bets >= 16) {
-        int64_t best = INT64_MAX;
-        for (int i = 0; i < p->n; i++)
-            best = TP_MIN(best, p->ns_per_bet[i]);
-        preempted = us > bets * best / 1000 * 3 / 2 + 100;
-    }
-    /* A second page in flight waits in Redis's input behind the first only when Redis is the
-     * limit; that is when it would run right after it, so then one page at a time. */
-    p->depth = !preempted && gap_us - us > us ? TP_SETTLE_PAGER_DEPTH_MAX : 1;
-    return p->depth;
-}
-
 int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed,
                            int64_t page_us)
 {

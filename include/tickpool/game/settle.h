@@ -77,7 +77,6 @@ int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, doubl
 #define TP_SETTLE_PAGE_MAX 4096
 #define TP_SETTLE_PAGE_START 256
 #define TP_SETTLE_PAGER_WINDOW 16
-#define TP_SETTLE_PAGER_DEPTH_MAX 2
 
 /* The page sizer: a page's time is wall time (Redis has no CPU clock for scripts), so on a
  * busy host one that lost the CPU mid-way looks many times slower than its work. Preemption
@@ -88,7 +87,6 @@ struct tp_settle_pager {
     int64_t ns_per_bet[TP_SETTLE_PAGER_WINDOW];
     int n, next; /* entries filled, next slot */
     int size;    /* the next page's size in bets (0: TP_SETTLE_PAGE_START) */
-    int depth;   /* pages to keep in flight (0: 1) */
 };
 
 /** The next page's size in bets (TP_SETTLE_PAGE_START before any page). */
@@ -99,19 +97,6 @@ int tp_settle_pager_size(const struct tp_settle_pager *p);
  * per page, within [TP_SETTLE_PAGE_MIN, TP_SETTLE_PAGE_MAX]. A page of fewer than 16 bets (a
  * band's tail, mostly fixed cost) changes nothing. */
 int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us);
-
-/** Records how long Redis went without a page of ours before this one's reply, `gap_us` (the
- * time from the later of its send and the previous reply to its reply), of which `us` in the
- * page itself for `bets` bets, and returns how many pages to keep in flight: 2 while the round
- * trip outside the script outlasts the script and the page ran at full speed (Redis idles
- * between pages, waiting for the leader), 1 while Redis is the limit, so that bets run between
- * every two pages, or lost the CPU inside the page (a host short of cores: the wait between
- * pages is Redis waiting for a core, which a second page only lengthens for the bets). Call it
- * after tp_settle_pager_page for the same page. */
-int tp_settle_pager_gap(struct tp_settle_pager *p, int64_t gap_us, int64_t bets, int64_t us);
-
-/** Pages to keep in flight, 1 or 2 (1 before any page). */
-int tp_settle_pager_depth(const struct tp_settle_pager *p);
 
 /* Pacing. A settlement run at full speed keeps Redis busy with pages back to back, and on a
  * host with few cores the bets' own threads then wait for a CPU (bench/README.md, Settlement).

@@ -373,39 +373,6 @@ static void test_pager(void **state)
     assert_int_equal(size, TP_SETTLE_PAGE_MIN);
 }
 
-/* Two pages in flight only while Redis waits for the leader longer than it works on a page and
- * ran the page at full speed; one at a time when Redis is the limit (a second page would run
- * right behind the first) or lost the CPU inside the page (it waits for a core, not for us). */
-static void test_pager_depth(void **state)
-{
-    (void)state;
-    struct tp_settle_pager p = {0};
-    assert_int_equal(tp_settle_pager_depth(&p), 1);
-    /* nothing known of the cost per bet yet: judged on the gap alone */
-    assert_int_equal(tp_settle_pager_gap(&p, 13000, 500, 1500), 2);
-    /* 3 µs per bet: 500 bets are 1500 µs at full speed */
-    tp_settle_pager_page(&p, 500, 1500);
-    /* 13 ms between replies for a page at full speed: the hops dominate */
-    assert_int_equal(tp_settle_pager_gap(&p, 13000, 500, 1500), 2);
-    assert_int_equal(tp_settle_pager_depth(&p), 2);
-    /* replies back to back: Redis is busy with our pages */
-    assert_int_equal(tp_settle_pager_gap(&p, 1700, 500, 1500), 1);
-    /* exactly as long outside as inside: still one */
-    assert_int_equal(tp_settle_pager_gap(&p, 3000, 500, 1500), 1);
-    assert_int_equal(tp_settle_pager_gap(&p, 3001, 500, 1500), 2);
-    /* the page took 4x its cost: Redis lost the CPU, the gap is a wait for a core */
-    assert_int_equal(tp_settle_pager_gap(&p, 30000, 500, 6000), 1);
-    /* within 1.5x (+100 µs) of its cost is full speed */
-    assert_int_equal(tp_settle_pager_gap(&p, 30000, 500, 2350), 2);
-    assert_int_equal(tp_settle_pager_gap(&p, 30000, 500, 2351), 1);
-    /* nothing to judge from: unchanged */
-    assert_int_equal(tp_settle_pager_gap(&p, 0, 500, 1500), 1);
-    assert_int_equal(tp_settle_pager_gap(&p, 1000, 500, -1), 1);
-    /* a page too small to price (a band's tail, the bucket done): the gap alone */
-    assert_int_equal(tp_settle_pager_gap(&p, 4000, 0, 300), 2);
-    assert_int_equal(tp_settle_pager_gap(&p, 400, 10, 300), 1);
-}
-
 /* Pacing: a gap of the page's time (capped) only while the amount paid keeps ahead of a line
  * from the close to TP_SETTLE_PACE_MS after it. */
 static void test_pace_gap(void **state)
@@ -447,7 +414,6 @@ int main(void)
         cmocka_unit_test(test_multiplier),
         cmocka_unit_test(test_property_random_pools),
         cmocka_unit_test(test_pager),
-        cmocka_unit_test(test_pager_depth),
         cmocka_unit_test(test_pace_gap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,223 @@
+"""One settlement page in Redis at a time, never two.
+
+Two pages sent together reach Redis in one read, and Redis runs them back to back in one turn:
+a bet queued behind them waits for both (the 4-11 ms turns of bench/README.md, Settlement,
+session 11). The leader sends the next page only once the last one's reply is in
+(src/game/leader_settle.c), so Redis serves the bets that came during a page before the next.
+
+Real Redis and tickpool, one worker, no Postgres (the bets go straight into Redis through the
+real bet_batch.lua). tickpool reaches Redis through a proxy in this test that delays every reply
+by DELAY_S (a far Redis, or a leader's worker waiting for a core: the case where a leader kept a
+second page in flight, sent together with the next) and counts, per connection and in all, the
+settle_page.lua calls forwarded to Redis whose replies Redis has not written yet. Band edges of
++-100 % make band 1 win for sure; the money is checked against each bet's stake.
+"""
+
+import hashlib
+import os
+import socket
+import threading
+import time
+
+import pgwlib
+import tpclient
+import tpenv
+
+DELAY_S = 0.03
+WINNERS, LOSERS = 6000, 300
+ENV = {"TICKPOOL_GAME_BETTING_S": "8", "TICKPOOL_GAME_LIVE_S": "2",
+       "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_BAND_EDGES_BPS": "-10000,10000",
+       "TICKPOOL_LOG_LEVEL": "info"}
+
+
+class Incomplete(Exception):
+    pass
+
+
+def resp_value(buf, i):
+    """Parses one RESP value of buf from i; returns (value, next index). A command is a list of
+    bytes; a reply's value is not needed, only where it ends. Raises Incomplete."""
+    end = buf.find(b"\r\n", i)
+    if end < 0:
+        raise Incomplete()
+    kind, line, j = buf[i:i + 1], bytes(buf[i + 1:end]), end + 2
+    if kind in (b"$", b"=", b"!"):
+        n = int(line)
+        if n < 0:
+            return None, j
+        if len(buf) < j + n + 2:
+            raise Incomplete()
+        return bytes(buf[j:j + n]), j + n + 2
+    if kind in (b"*", b"~", b">", b"%", b"|"):
+        n = int(line) * (2 if kind in (b"%", b"|") else 1)
+        out = []
+        for _ in range(max(n, 0)):
+            v, j = resp_value(buf, j)
+            out.append(v)
+        return out, j
+    return line, j  # + - : _ , # (
+
+
+class PageCountingProxy:
+    """A TCP proxy to `redis` that delays Redis's replies by `delay_s` and records the most
+    settle_page calls (EVALSHA of `sha`) ever waiting in Redis at once."""
+
+    def __init__(self, redis, sha, delay_s):
+        self.redis, self.sha, self.delay_s = redis, sha.encode(), delay_s
+        self.lock = threading.Lock()
+        self.pages = self.in_redis = self.most = 0
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.url = f"redis://127.0.0.1:{self.lsock.getsockname()[1]}"
+        self.mode = "standalone"
+        self.closed = False
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.closed = True
+        for s in [self.lsock] + self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                down, _ = self.lsock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.redis.port))
+            for s in (down, up):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.socks += [down, up]
+            conn = {"fifo": [], "out": [], "cv": threading.Condition()}
+            for fn, args in ((self._requests, (down, up, conn)), (self._replies, (up, conn)),
+                             (self._late, (down, conn))):
+                threading.Thread(target=fn, args=args, daemon=True).start()
+
+    def _requests(self, down, up, conn):
+        buf, i = bytearray(), 0
+        while True:
+            try:
+                data = down.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                up.close()
+                return
+            buf += data
+            while True:
+                try:
+                    cmd, j = resp_value(buf, i)
+                except Incomplete:
+                    break
+                i = j
+                page = (isinstance(cmd, list) and len(cmd) > 1 and
+                        (cmd[0] or b"").upper() == b"EVALSHA" and cmd[1] == self.sha)
+                with self.lock:  # before Redis can see it, so its reply finds it here
+                    conn["fifo"].append(page)
+                    if page:
+                        self.pages += 1
+                        self.in_redis += 1
+                        self.most = max(self.most, self.in_redis)
+            del buf[:i]
+            i = 0
+            try:
+                up.sendall(data)
+            except OSError:
+                return
+
+    def _replies(self, up, conn):
+        buf, i = bytearray(), 0
+        while True:
+            try:
+                data = up.recv(65536)
+            except OSError:
+                data = b""
+            with conn["cv"]:
+                conn["out"].append((time.monotonic() + self.delay_s, data))
+                conn["cv"].notify()
+            if not data:
+                return
+            buf += data
+            while True:
+                try:
+                    _, j = resp_value(buf, i)
+                except Incomplete:
+                    break
+                i = j
+                with self.lock:
+                    if conn["fifo"] and conn["fifo"].pop(0):
+                        self.in_redis -= 1
+            del buf[:i]
+            i = 0
+
+    def _late(self, down, conn):
+        while True:
+            with conn["cv"]:
+                while not conn["out"]:
+                    conn["cv"].wait()
+                due, data = conn["out"].pop(0)
+            time.sleep(max(0.0, due - time.monotonic()))
+            try:
+                if not data:
+                    down.close()
+                    return
+                down.sendall(data)
+            except OSError:
+                return
+
+
+def fill(m, users, rid, locks_at):
+    """WINNERS bets on band 1 and LOSERS on band 0 (stakes 100-599), straight into Redis."""
+    jobs = [(1, i) for i in range(WINNERS)] + [(0, i) for i in range(LOSERS)]
+    for i in range(0, len(jobs), 128):
+        batch = [(users[n % len(users)], band, 100 + n % 500, f"op-{band}-{n}")
+                 for band, n in jobs[i:i + 128]]
+        m.bets(rid, batch, now=int(time.time() * 1000))  # each answered ok, or it fails
+    assert int(time.time() * 1000) < locks_at, "bets placed too slowly"
+
+
+def test_one_page_in_redis_at_a_time():
+    with open(os.path.join(tpenv.SRC, "scripts/lua/settle_page.lua"), "rb") as f:
+        sha = hashlib.sha1(f.read()).hexdigest()
+    with tpenv.Redis() as r:
+        proxy = PageCountingProxy(r, sha, DELAY_S)
+        try:
+            with tpenv.Server(redis=proxy, env=ENV, workers=1, https=False) as s:
+                c = r.client()
+                m = pgwlib.Money(r, buckets=1)
+                users = list(range(920001, 920201))
+                for u in users:
+                    m.grant(u, 10**12, grant_id=f"one-page:{u}")
+                tpenv.wait_until(lambda: c.hget("tp:{g}:current", "open"), timeout=30,
+                                 what="a round")
+                o = tpclient.fresh_open_round(s, min_left_ms=5000, timeout=60)
+                rid = o["id"]
+                fill(m, users, rid, o["locks_at"])
+                tpenv.wait_until(lambda: c.hget("tp:{g}:round:%d" % rid, "state") == "settled",
+                                 timeout=60, what=f"round {rid} settled")
+                h = tpclient.round_hash(c, rid)
+                assert h["winning_band"] == "1" and h["refund_all"] == "0", h
+                bets = tpclient.round_bets(c, rid, 1, 3)
+                paid = tpclient.round_paid(c, rid, 1)
+                assert len(paid) == WINNERS
+                assert paid == tpclient.expected_credits(bets, h)
+                line = [ln for ln in s.log_text().splitlines()
+                        if 'msg="round settled"' in ln and f" round={rid} " in ln]
+                assert len(line) == 1, line
+                print(f"    round {rid}: {proxy.pages} settle_page calls through the proxy, "
+                      f"at most {proxy.most} in Redis at once; {line[0].split('msg=')[1]}")
+                assert proxy.pages >= 4, "the proxy saw too few pages to judge (the script's sha?)"
+                assert proxy.most == 1, f"{proxy.most} pages were in Redis at once"
+                assert "assertion failed" not in s.log_text()
+        finally:
+            proxy.close()
+
+
+if __name__ == "__main__":
+    tpenv.main()
