@@ -800,8 +800,20 @@ static void on_init(struct tp_worker *w, void *ud)
     tp_worker_on_drain(on_drain, NULL);
 }
 
+/* The worker exits: the writes' timerfd is closed (a store callback answered after this, at the
+ * store's exit, may still arm boundary_at, harmlessly). The rest of the leader stays: those
+ * callbacks read it, and the process exits next. */
+static void on_worker_exit(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    struct tp_leader *l = tp_leader_of(w);
+    if (l != NULL)
+        tp_leader_boundary_at_deinit(l);
+}
+
 void tp_game_install(void)
 {
     slot = tp_worker_slot_new();
     tp_worker_on_init(on_init, NULL);
+    tp_worker_on_exit(on_worker_exit, NULL);
 }

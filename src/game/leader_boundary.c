@@ -44,8 +44,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/timerfd.h>
-#include <unistd.h>
 
 #define MOD "leader"
 /* Fire just after T, so Redis TIME (the same clock on one host) has reached it too. */
@@ -94,8 +92,9 @@ void tp_leader_boundary_arm(struct tp_leader *l)
 }
 
 /* The writes of a boundary prepared before T, from T on (stage 2). */
-static void at_go(struct tp_leader *l)
+static void at_go(void *ud)
 {
+    struct tp_leader *l = ud;
     if (!l->leader) { /* the lease went while it waited: whoever leads plans it again */
         tp_leader_step_end(l);
         return;
@@ -110,49 +109,34 @@ void tp_leader_boundary_at_cb(struct ev_loop *loop, ev_periodic *p, int revents)
     at_go(p->data);
 }
 
-static void at_io_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)revents;
-    struct tp_leader *l = w->data;
-    uint64_t n;
-    if (read(l->at_fd, &n, sizeof(n)) < 0 && errno == EAGAIN)
-        return; /* not expired yet (re-armed meanwhile) */
-    ev_io_stop(loop, w);
-    at_go(l);
-}
-
 /*
- * The writes at T wait on a timerfd of CLOCK_REALTIME set to the absolute time, so they go
- * within tens of µs of T + BOUNDARY_LAG_S; an ev_periodic alone waits for libev's epoll timeout,
- * rounded up to whole milliseconds, which put them 0.2-1.2 ms after T (p50 0.9 ms; bench/README.md,
- * "Boundaries", session 11). Like the ev_periodic, it follows a step of the wall clock. Without
- * a timerfd the ev_periodic serves.
+ * The writes at T wait on a timerfd (tickpool/net/timerfd.h) of CLOCK_REALTIME set to the
+ * absolute time, so they go within tens of µs of T + BOUNDARY_LAG_S; an ev_periodic alone waits
+ * for libev's epoll timeout, rounded up to whole milliseconds, which put them 0.2-1.2 ms after T
+ * (p50 0.9 ms; bench/README.md, "Boundaries", session 11). Like the ev_periodic, it follows a
+ * step of the wall clock. Without a timerfd (or when it cannot be armed) the ev_periodic serves.
  */
 void tp_leader_boundary_at_init(struct tp_leader *l)
 {
     ev_periodic_init(&l->boundary_at, tp_leader_boundary_at_cb, 0., 0., NULL);
     l->boundary_at.data = l;
-    l->at_fd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (l->at_fd < 0) {
+    l->at = tp_timerfd_new(l->loop, CLOCK_REALTIME, 0, at_go, l);
+    if (l->at == NULL)
         tp_log_warn(MOD, "no timerfd: the writes at T wait for a millisecond timer\terr=%s",
                     strerror(errno));
-        return;
-    }
-    ev_io_init(&l->at_io, at_io_cb, l->at_fd, EV_READ);
-    l->at_io.data = l;
+}
+
+void tp_leader_boundary_at_deinit(struct tp_leader *l)
+{
+    tp_timerfd_free(l->at);
+    l->at = NULL;
 }
 
 static void at_arm(struct tp_leader *l, double at)
 {
-    if (l->at_fd >= 0) {
-        /* 1 µs late rather than a rounding early, so bnd_lock finds ev_time() >= at */
-        int64_t ns = (int64_t)(at * 1e9) + 1000;
-        struct itimerspec its = {{0, 0}, {(time_t)(ns / 1000000000), (long)(ns % 1000000000)}};
-        if (timerfd_settime(l->at_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0) {
-            ev_io_start(l->loop, &l->at_io);
-            return;
-        }
-    }
+    /* 1 µs late rather than a rounding early, so bnd_lock finds ev_time() >= at */
+    if (l->at != NULL && tp_timerfd_arm(l->at, (int64_t)(at * 1e9) + 1000, true) == 0)
+        return;
     ev_periodic_set(&l->boundary_at, at, 0., NULL);
     ev_periodic_start(l->loop, &l->boundary_at);
 }

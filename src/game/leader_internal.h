@@ -19,6 +19,7 @@
 #include "tickpool/game/round.h"
 #include "tickpool/game/settle.h"
 #include "tickpool/net/loop_watch.h"
+#include "tickpool/net/timerfd.h"
 #include "tickpool/store/scripts.h"
 
 #include <ev.h>
@@ -64,9 +65,9 @@ struct tp_leader {
     ev_periodic boundary_p;  /* TP_LEADER_BOUNDARY_LEAD_MS before the next boundary's wall-clock
                                 time (leader_boundary.c) */
     ev_periodic boundary_at; /* at that time T itself: the prepared boundary goes on */
-    /* The same on a timerfd of CLOCK_REALTIME (-1: none, boundary_at serves; leader_boundary.c) */
-    int at_fd;
-    ev_io at_io;
+    /* The same on a timerfd of CLOCK_REALTIME (NULL: none, boundary_at serves; leader_boundary.c)
+     */
+    struct tp_timerfd *at;
     bool lease_busy, step_busy, tick_busy;
     bool step_owed; /* the boundary timer fired during a step: the next one starts at its end */
     /* The boundary timer's last firing, for the `boundary` line: when it fired and was due
@@ -276,6 +277,8 @@ void tp_leader_boundary_at_cb(struct ev_loop *loop, ev_periodic *p, int revents)
 
 /** Sets up the timer of the writes at T (boundary_at, and the timerfd when there is one). */
 void tp_leader_boundary_at_init(struct tp_leader *l);
+/** The worker exits: stops the writes' timerfd and closes it (boundary_at serves any later). */
+void tp_leader_boundary_at_deinit(struct tp_leader *l);
 
 /* --- leader_tick.c --- */
 

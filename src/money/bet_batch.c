@@ -55,6 +55,7 @@
 #include "tickpool/game/leader.h"
 #include "tickpool/money/bet.h"
 #include "tickpool/money/limiter.h"
+#include "tickpool/net/timerfd.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/store/keys.h"
 #include "tickpool/store/scripts.h"
@@ -64,7 +65,6 @@
 #include <ev.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #define MOD "bet"
@@ -95,9 +95,9 @@
  * Redis is saturated rather than only after. A call of one bet sets no gap, so at low rates
  * (http-bets 1,000/s: 1.1 bets per call) a bet still leaves in the iteration it arrived; a gap
  * adds at most CALL_GAP_NS to a bet's wait, inside the 2 ms p50 of issue 11's 70 % target. Its
- * end is a timerfd, not an ev_timer: libev's epoll backend waits at least 1 ms for a timer, which
- * would turn the rest of a 0.5 ms gap into a whole ms whenever no other event comes (clock:
- * CLOCK_MONOTONIC, so a step of the wall clock cannot stretch a gap). */
+ * end is a timerfd (tickpool/net/timerfd.h), not an ev_timer: libev's epoll backend waits at
+ * least 1 ms for a timer, which would turn the rest of a 0.5 ms gap into a whole ms whenever no
+ * other event comes (clock: CLOCK_MONOTONIC, so a step of the wall clock cannot stretch a gap). */
 #define CALL_GAP_NS 500000
 #define CALL_GAP_MIN_BETS 2
 /* Seconds between two repair requests of one worker (the leader steps every 250 ms). */
@@ -150,9 +150,8 @@ struct batcher {
     unsigned *calls;         /* script calls in flight per bucket */
     int64_t *sent_ns;        /* tp_mono_ns when each bucket's last call left */
     size_t *sent_n;          /* bets each bucket's last call carried */
-    int gap_fd;              /* timerfd: the earliest end of a gap a group waits for; -1: no gap */
-    int64_t gap_due;         /* when gap_fd fires (tp_mono_ns); 0 when it is not set */
-    ev_io gap_io;
+    struct tp_timerfd *gap;  /* the earliest end of a gap a group waits for; NULL: no gap */
+    int64_t gap_due;         /* when gap fires (tp_mono_ns); 0 when it is not set */
     int ngroups;
     struct group *open[GROUPS_MAX];
 };
@@ -508,33 +507,28 @@ static int64_t bucket_free_at(const struct batcher *b, int bucket, int64_t now)
         return 0;
     if (b->calls[bucket] >= CALLS_PER_BUCKET)
         return INT64_MAX;
-    if (b->gap_fd < 0 || b->sent_n[bucket] < CALL_GAP_MIN_BETS)
+    if (b->gap == NULL || b->sent_n[bucket] < CALL_GAP_MIN_BETS)
         return 0;
     int64_t at = b->sent_ns[bucket] + CALL_GAP_NS;
     return at > now ? at : 0;
 }
 
-/* Turns the gap off for good: stops its watcher and closes gap_fd (no-op when already off). */
+/* Turns the gap off for good: stops its watcher and closes its timerfd (no-op when already off). */
 static void gap_close(struct batcher *b)
 {
-    if (b->gap_fd < 0)
-        return;
-    ev_ref(tp_worker_loop(b->w)); /* init_worker unref'd it */
-    ev_io_stop(tp_worker_loop(b->w), &b->gap_io);
-    close(b->gap_fd);
-    b->gap_fd = -1;
+    tp_timerfd_free(b->gap);
+    b->gap = NULL;
     b->gap_due = 0;
 }
 
-/* Sets gap_fd to fire at `wake` unless it fires sooner already. When it cannot be set, the gap is
- * off for good (logged): a group held without a wake-up would wait for the next event. */
+/* Sets the gap's timer to fire at `wake` unless it fires sooner already. When it cannot be set,
+ * the gap is off for good (logged): a group held without a wake-up would wait for the next
+ * event. */
 static void gap_arm(struct batcher *b, int64_t wake, int64_t now)
 {
     if (b->gap_due != 0 && b->gap_due <= wake)
         return;
-    int64_t d = wake - now;
-    struct itimerspec its = {.it_value = {.tv_sec = d / 1000000000, .tv_nsec = d % 1000000000}};
-    if (timerfd_settime(b->gap_fd, 0, &its, NULL) == 0) {
+    if (tp_timerfd_arm(b->gap, wake - now, false) == 0) {
         b->gap_due = wake;
         return;
     }
@@ -571,13 +565,9 @@ static int flush_all(struct batcher *b)
 }
 
 /* A gap is over: the prepare watchers, still active while a group is open, send its group. */
-static void on_gap(struct ev_loop *loop, ev_io *w, int revents)
+static void on_gap(void *ud)
 {
-    (void)loop, (void)revents;
-    struct batcher *b = w->data;
-    uint64_t expirations;
-    if (read(b->gap_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
-        tp_log_warn(MOD, "bet call gap: read failed\terr=%s", strerror(errno));
+    struct batcher *b = ud;
     b->gap_due = 0;
 }
 
@@ -663,15 +653,10 @@ static void init_worker(struct tp_worker *w, void *ud)
     b->calls = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->calls));
     b->sent_ns = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->sent_ns));
     b->sent_n = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->sent_n));
-    b->gap_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (b->gap_fd < 0) {
+    /* Weak: the gap alone keeps no loop running. */
+    b->gap = tp_timerfd_new(tp_worker_loop(w), CLOCK_MONOTONIC, TP_TIMERFD_WEAK, on_gap, b);
+    if (b->gap == NULL)
         tp_log_warn(MOD, "bet call gap off: no timerfd\terr=%s", strerror(errno));
-    } else {
-        ev_io_init(&b->gap_io, on_gap, b->gap_fd, EV_READ);
-        b->gap_io.data = b;
-        ev_io_start(tp_worker_loop(w), &b->gap_io);
-        ev_unref(tp_worker_loop(w)); /* the gap alone keeps no loop running */
-    }
     ev_prepare_init(&b->flush_first, on_prepare);
     ev_set_priority(&b->flush_first, EV_MAXPRI); /* before the worker's fan-out slice */
     b->flush_first.data = b;

@@ -14,16 +14,14 @@
 
 #include "tickpool/base/config.h"
 
-#include <fcntl.h>
+#include "../worker_exit.h"
+
 #include <signal.h>
-#include <sys/wait.h>
 
 /* The child's exit statuses besides 0. */
 #define NOT_ARMED 2
 #define BATCHER_LEFT 3
 #define GAP_FD_LEFT 4
-
-static int gap_fd = -1;
 
 /* Init hook, after the batcher's: arms the gap far ahead (still armed when the worker exits),
  * then asks for the drain the way the master does. */
@@ -31,13 +29,12 @@ static void arm_then_drain(struct tp_worker *w, void *ud)
 {
     (void)ud;
     struct batcher *b = tp_worker_slot_get(w, slot);
-    if (b == NULL || b->gap_fd < 0)
+    if (b == NULL || b->gap == NULL || timerfds() != 1)
         _exit(NOT_ARMED);
     int64_t now = tp_mono_ns(), wake = now + 60 * (int64_t)1000000000;
     gap_arm(b, wake, now);
-    if (b->gap_fd < 0 || b->gap_due != wake)
+    if (b->gap == NULL || b->gap_due != wake)
         _exit(NOT_ARMED);
-    gap_fd = b->gap_fd;
     raise(SIGTERM);
 }
 
@@ -47,33 +44,22 @@ static void check_left(struct tp_worker *w, void *ud)
     (void)ud;
     if (tp_worker_slot_get(w, slot) != NULL)
         _exit(BATCHER_LEFT);
-    if (fcntl(gap_fd, F_GETFD) != -1 || errno != EBADF)
+    if (timerfds() != 0)
         _exit(GAP_FD_LEFT);
+}
+
+static void install(struct tp_config *cfg)
+{
+    (void)cfg;
+    tp_worker_on_exit(check_left, NULL);
+    tp_bet_install();
+    tp_worker_on_init(arm_then_drain, NULL);
 }
 
 static void exit_with_gap_armed_leaves_nothing(void **state)
 {
     (void)state;
-    fflush(NULL);
-    int parent = (int)getpid();
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        static struct tp_config cfg;
-        tp_config_defaults(&cfg);
-        cfg.server.http_port = 0;
-        cfg.server.https_port = 0;
-        cfg.server.pin_workers = false;
-        snprintf(cfg.log.level, sizeof(cfg.log.level), "error"); /* no static-files warning */
-        tp_worker_on_exit(check_left, NULL);
-        tp_bet_install();
-        tp_worker_on_init(arm_then_drain, NULL);
-        tp_worker_main(&cfg, 0, parent); /* exits */
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    worker_exit_run(install);
 }
 
 int main(void)
