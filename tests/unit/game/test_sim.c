@@ -14,14 +14,19 @@
  *  - faults: leader crash at any step or between two settlement pages (restart with a fresh
  *    planner state after a lease gap of up to 2.5 s, sometimes with a new config), Redis
  *    unavailable for up to 8 s (steps and bets skipped), clock jumps forward up to 30 s and
- *    back up to 3 s;
+ *    back up to 3 s, an operator's pause of up to 10 s landing at any millisecond;
+ *  - the pause as the leader sees it: a step plans from its read of tp:{g}:pause, which the
+ *    boundary timer's step made up to LEAD_MS before T (the boundary is prepared ahead), so a
+ *    pause that lands in between is found by round_boundary.lua at T, which leaves the open out
+ *    (4b5ff94) while the close and the lock go on; bets are refused while paused;
  *  - an upgrade (a third of the seeds): the game starts under a version without the unfinished
  *    index (its leader sees only the 6 newest rounds, its scripts keep no index) for 5..60 s,
  *    then restarts under this one, whose new lease walks the round ids 60 a step and indexes
  *    those not yet final, as leader_index.c and round_index.lua do.
  *
  * Asserted at every step: conservation (Σ balances + house + stakes still held = grants); the
- * boundary is atomic: a step that locks N and opens N+1 leaves the pair (open N+1, live N);
+ * boundary is atomic: a step that locks N and opens N+1 leaves the pair (open N+1, live N), and
+ * one whose open the pause left out leaves (open none, live N); no round opens while paused;
  * once the game is undisturbed for longer than a round lasts (every fault's effect is past),
  * the contract of `/rounds/current`: an open round always, and `live`, when set, is open − 1. For
  * every round: it ends settled or cancelled by max(closes_at + grace, end of the last fault)
@@ -53,7 +58,8 @@
 #include "tickpool/game/settle.h"
 
 #define STEP_MS 50
-#define BURST 16 /* leader.c's STEP_BURST */
+#define LEAD_MS 250 /* TP_LEADER_BOUNDARY_LEAD_MS: how old a step's read of the pause may be */
+#define BURST 16    /* leader.c's STEP_BURST */
 /* Longer than any fault's effect on the current pair lasts: a round cancelled for a missed
  * lock leaves its live predecessor until that one closes (live up to 60 s), a betting_s change
  * a phase without an open round (up to 10 s, twice), plus grace. */
@@ -125,6 +131,9 @@ struct world {
     /* the leader */
     bool faults; /* inject faults (off: the quiet drain, and the fault-free test) */
     int64_t down_until, redis_down_until, disturbed_until, synced;
+    int64_t pause_from, pause_until; /* tp:{g}:pause exists in [pause_from, pause_until) */
+    int64_t lead_read_ms; /* the timer step's read of it, this long before T; -1: 0..LEAD_MS */
+    int64_t read_lag;     /* the next step's read is this old (the timer's step), else 0 */
     int64_t cur_open, cur_live; /* tp:{g}:current */
     int64_t boundaries;         /* steps that locked a round and opened the next */
     int64_t peak_unfinished;    /* most rounds unfinished at once so far */
@@ -137,9 +146,15 @@ struct world {
     int in_cap;
     /* counters for the report */
     long crashes, outages, jumps, changes, cancelled, settled, bets, yields, upgrades;
+    long pauses, paused_opens; /* pauses; opens round_boundary.lua left out, paused at T */
 };
 
 static struct world W;
+
+static bool paused_at(int64_t t)
+{
+    return t >= W.pause_from && t < W.pause_until;
+}
 
 static const char *fmt(const char *f, ...)
 {
@@ -189,6 +204,8 @@ static bool move(struct round *r, enum tp_round_event ev)
 /* round_boundary.lua's open part, once checked: a new round with the current config's rules. */
 static void open_round(int64_t id, const struct tp_round_times *t)
 {
+    if (paused_at(W.now))
+        FAIL("round %lld opened while paused", (long long)id);
     if (W.n == W.cap) {
         W.cap = W.cap ? W.cap * 2 : 256;
         W.r = realloc(W.r, (size_t)W.cap * sizeof(*W.r));
@@ -256,8 +273,10 @@ static void script_boundary(const struct tp_planner_action *a)
     int dc = a->close_id ? check_part(c, TP_ROUND_LIVE, c ? c->t.closes_at : 0) : 0;
     int dl = a->lock_id ? check_part(l, TP_ROUND_OPEN, l ? l->t.locks_at : 0) : 0;
     struct tp_round_times t;
-    bool do_open = false;
-    if (a->open_id > W.n) {
+    bool do_open = false, paused = false;
+    if (a->open_id > W.n && paused_at(W.now)) {
+        paused = true; /* the open is left out, unchecked: its id is the next open's */
+    } else if (a->open_id > W.n) {
         /* The leader cannot prepare a schedule off the grid (it drops the part); the script
          * refuses an id with a gap. */
         bool ok = tp_round_schedule(a->opens_at, W.cfg.betting_ms, W.cfg.live_ms, &t) == 0;
@@ -288,6 +307,12 @@ static void script_boundary(const struct tp_planner_action *a)
         open_round(a->open_id, &t);
         W.synced = a->open_id;
     }
+    if (paused)
+        W.paused_opens++;
+    /* Paused at T: the lock went on, nothing opened, so the pair is (open none, live N). */
+    if (dl == 1 && paused && (W.cur_open != 0 || W.cur_live != a->lock_id))
+        FAIL("paused boundary at round %lld left open %lld live %lld", (long long)a->lock_id,
+             (long long)W.cur_open, (long long)W.cur_live);
     /* Atomic: the step that locks N and opens N+1 leaves exactly (open N+1, live N). */
     if (dl == 1 && do_open) {
         W.boundaries++;
@@ -350,7 +375,7 @@ static void place_bets(void)
 {
     for (int i = W.n - 1; i >= 0 && i >= W.n - 2; i--) {
         struct round *r = &W.r[i];
-        if (r->state != TP_ROUND_OPEN || W.now >= r->t.locks_at || !one_in(2))
+        if (r->state != TP_ROUND_OPEN || W.now >= r->t.locks_at || paused_at(W.now) || !one_in(2))
             continue;
         int user = (int)rnd(0, NUSERS - 1);
         int64_t stake = rnd(1, 5000);
@@ -415,7 +440,11 @@ static int snapshot(void)
 /* One step of the leader; returns true when it acted (the next step follows at once). */
 static bool leader_step(void)
 {
-    struct tp_planner_config pc = {.betting_ms = W.cfg.betting_ms, .grace_ms = W.cfg.grace_ms};
+    /* The pause as the step read it: the boundary timer's step before T, the others now. */
+    struct tp_planner_config pc = {.betting_ms = W.cfg.betting_ms,
+                                   .grace_ms = W.cfg.grace_ms,
+                                   .paused = paused_at(W.now - W.read_lag)};
+    W.read_lag = 0;
     if (W.walking)
         walk_page();
     int k = snapshot();
@@ -503,7 +532,9 @@ static void timer_step(int64_t next)
     if (due <= W.now || due >= next || W.now < W.down_until || due < W.redis_down_until)
         return;
     W.now = due;
+    W.read_lag = W.lead_read_ms >= 0 ? W.lead_read_ms : rnd(0, LEAD_MS);
     leader_steps();
+    W.read_lag = 0; /* the leader was down */
     check_current();
 }
 
@@ -590,6 +621,7 @@ static void run_seed(uint64_t seed, int min_rounds)
     world_free();
     W.seed = seed;
     rs = seed;
+    W.lead_read_ms = -1;
     W.cfg = random_cfg();
     W.now = rnd(0, 1000000) * 10 + 1700000000000LL;
     for (int u = 0; u < NUSERS; u++)
@@ -625,6 +657,18 @@ static void run_seed(uint64_t seed, int min_rounds)
             W.now += j;
             W.jumps++;
             W.disturbed_until = W.now > W.disturbed_until ? W.now : W.disturbed_until;
+        }
+        if (W.faults && W.now >= W.pause_until && one_in(2500)) {
+            /* tickpool admin pause, acknowledged at any millisecond of the next second or,
+             * half the time, within the lead of the next boundary (up to LEAD_MS before it),
+             * and resumed up to 10 s later */
+            int64_t due = timer_due();
+            bool lead = due != INT64_MAX && due - LEAD_MS > W.now && one_in(2);
+            W.pause_from = lead ? due - rnd(1, LEAD_MS) : W.now + rnd(1, 1000);
+            W.pause_until = W.pause_from + rnd(100, 10000);
+            W.pauses++;
+            if (W.pause_until > W.disturbed_until)
+                W.disturbed_until = W.pause_until;
         }
         if (W.faults && one_in(1500)) {
             W.redis_down_until = W.now + rnd(100, 8000);
@@ -670,7 +714,7 @@ static void test_simulation(void **state)
     double budget = secs ? atof(secs) : 2.0, t0 = wall();
     uint64_t base = (uint64_t)time(NULL);
     long seeds = 0, rounds = 0, settled = 0, cancelled = 0, crashes = 0, outages = 0, jumps = 0,
-         changes = 0, bets = 0, yields = 0, upgrades = 0;
+         changes = 0, bets = 0, yields = 0, upgrades = 0, pauses = 0, paused_opens = 0;
     do {
         run_seed(base + (uint64_t)seeds, 1000);
         seeds++;
@@ -684,16 +728,21 @@ static void test_simulation(void **state)
         bets += W.bets;
         yields += W.yields;
         upgrades += W.upgrades;
+        pauses += W.pauses;
+        paused_opens += W.paused_opens;
     } while (wall() - t0 < budget);
     printf("sim: %ld seeds from %llu in %.1f s: %ld rounds (%ld settled, %ld cancelled), %ld "
            "bets, %ld crashes (%ld with a config change), %ld Redis outages, %ld clock jumps, "
-           "%ld settlements yielded to a boundary, %ld upgrades from a version without the index\n",
+           "%ld settlements yielded to a boundary, %ld upgrades from a version without the index, "
+           "%ld pauses (%ld opens left out at T)\n",
            seeds, (unsigned long long)base, wall() - t0, rounds, settled, cancelled, bets, crashes,
-           changes, outages, jumps, yields, upgrades);
+           changes, outages, jumps, yields, upgrades, pauses, paused_opens);
 }
 
 /* A fault-free game of `steps` safety steps with `cfg`, `bets` bet attempts per step, the
  * current pair checked after every step (no disturbance: from the first open on). */
+static void quiet_steps(int steps, int bets);
+
 static void quiet_run(uint64_t seed, struct cfg cfg, int steps, int bets)
 {
     world_free(); /* the previous test's world */
@@ -704,6 +753,12 @@ static void quiet_run(uint64_t seed, struct cfg cfg, int steps, int bets)
         W.bal[u] = START_BALANCE;
     W.granted = (int64_t)NUSERS * START_BALANCE;
     W.disturbed_until = -SETTLED_MS;
+    quiet_steps(steps, bets);
+}
+
+/* `steps` more safety steps of the quiet game, `bets` bet attempts each. */
+static void quiet_steps(int steps, int bets)
+{
     for (int step = 0; step < steps; step++) {
         int64_t next = W.now + STEP_MS;
         timer_step(next);
@@ -716,6 +771,40 @@ static void quiet_run(uint64_t seed, struct cfg cfg, int steps, int bets)
         check_current();
     }
     check_bets();
+}
+
+/* A pause that lands within a boundary's lead, after the timer's step read the pause (60 ms
+ * before T, as test_admin's pause test lands it against the server): the boundary is planned
+ * with its open, round_boundary.lua leaves the open out at T, the lock goes on, so the game
+ * shows (open none, live N); nothing opens while paused; after the resume the next round is
+ * N + 1, on the grid. */
+static void test_pause_within_lead(void **state)
+{
+    (void)state;
+    quiet_run(21, (struct cfg){.betting_ms = 1000, .live_ms = 1000, .grace_ms = 100, .nbands = 5},
+              200, 1);
+    int64_t n = W.n;
+    assert_int_equal(W.r[n - 1].state, TP_ROUND_OPEN);
+    int64_t t = W.r[n - 1].t.locks_at;
+    W.lead_read_ms = LEAD_MS;
+    W.pause_from = t - 60;
+    W.pause_until = t + 3000;
+    W.disturbed_until = W.pause_until;
+    quiet_steps((int)((t + 500 - W.now) / STEP_MS), 1);
+    assert_int_equal(W.paused_opens, 1);
+    assert_int_equal(W.r[n - 1].state, TP_ROUND_LIVE);
+    assert_int_equal(W.r[n - 1].locked_at, t);
+    assert_int_equal(W.n, n); /* N + 1 never written */
+    assert_int_equal(W.cur_open, 0);
+    assert_int_equal(W.cur_live, n);
+    quiet_steps((int)(5500 / STEP_MS), 1);
+    assert_int_equal(W.paused_opens, 1); /* not tried again while paused */
+    assert_true(W.n > n);
+    const struct round *next = &W.r[n];
+    assert_int_equal(next->id, n + 1);
+    assert_true(next->t.opens_at >= W.pause_until);
+    assert_int_equal(next->t.opens_at % 1000, 0);
+    world_free();
 }
 
 /* The integration test's game (1 s phases, grace 100 ms, lightly betting): every boundary is
@@ -771,6 +860,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_boundaries_on_time),
         cmocka_unit_test(test_live_six_times_betting_no_faults),
+        cmocka_unit_test(test_pause_within_lead),
         cmocka_unit_test(test_simulation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
