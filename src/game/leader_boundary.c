@@ -249,18 +249,20 @@ static void bnd_done(struct tp_leader *l)
     int64_t now_ns = tp_now_ns();
     int64_t late = now_ns / 1000000 - l->bnd.due_ms;
     /* Each stage after T, so an operator (and bench/run boundaries) sees which one was late:
-     * the timer (go), the bucket copies going live, the script, the new round's copies. */
+     * the timer (go), the bucket copies going live, the script, the new round's copies. An open
+     * the script left out (paused at T) shows as opened=0 locks_at=0 paused_at_t=<its id>. */
     tp_log_info(
         MOD,
         "boundary\tclosed=%lld close_price=%lld band=%d locked=%lld lock_price=%lld "
-        "opened=%lld locks_at=%lld ready_ms=%lld late_ms=%lld go_us=%lld live_us=%lld "
-        "script_us=%lld written_us=%lld",
+        "opened=%lld locks_at=%lld paused_at_t=%lld ready_ms=%lld late_ms=%lld go_us=%lld "
+        "live_us=%lld script_us=%lld written_us=%lld",
         (long long)(l->bnd.has_close ? l->bnd.close.id : 0), (long long)l->bnd.close.close_price,
         l->bnd.close.winning_band, (long long)(l->bnd.has_lock ? l->bnd.lock.id : 0),
         (long long)l->bnd.lock.lock_price, (long long)(l->bnd.has_open ? l->bnd.open.id : 0),
-        (long long)l->bnd.open.t.locks_at, (long long)(l->bnd.ready_ms - l->bnd.due_ms),
-        (long long)late, after_t_us(l, l->bnd.go_ns), after_t_us(l, l->bnd.live_ns),
-        after_t_us(l, l->bnd.script_ns), after_t_us(l, now_ns));
+        (long long)(l->bnd.has_open ? l->bnd.open.t.locks_at : 0),
+        (long long)(l->bnd.open_paused ? l->bnd.open.id : 0),
+        (long long)(l->bnd.ready_ms - l->bnd.due_ms), (long long)late, after_t_us(l, l->bnd.go_ns),
+        after_t_us(l, l->bnd.live_ns), after_t_us(l, l->bnd.script_ns), after_t_us(l, now_ns));
     lead_log(l);
     if (l->bnd.has_lock || l->bnd.has_close) /* a first open has no T of its own */
         tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_WRITTEN,
@@ -355,6 +357,7 @@ static void open_paused(struct tp_leader *l)
                 (long long)(l->bnd.has_lock ? l->bnd.lock.id : 0), (long long)l->bnd.open.id);
     announce_end(l, false);
     l->bnd.has_open = false;
+    l->bnd.open_paused = true;
     l->pc.paused = true; /* as read by the script; the next step's read confirms it */
 }
 

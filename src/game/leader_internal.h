@@ -160,6 +160,7 @@ struct tp_leader {
     /* The boundary in flight (leader_boundary.c): its parts, as the planner owed them. */
     struct {
         bool has_close, has_lock, has_open;
+        bool open_paused; /* the script left the open out: paused at T (open keeps its id) */
         struct tp_game_round close, lock, open;
         int64_t due_ms;   /* the boundary's time T: the lock or close time, or the open's */
         bool early;       /* planned before T: its writes wait for T (boundary_at) */

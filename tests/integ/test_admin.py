@@ -360,6 +360,11 @@ def test_pause_within_boundary_lead():
                 assert rc == 0, (out, err)
                 tpclient.wait_game(s)
             assert hit, "no pause landed within a boundary's lead in 4 tries"
+            # The leader's `boundary` line says so: nothing opened, no lock time, the id skipped.
+            line = [l for l in s.log_text().splitlines()
+                    if 'msg="boundary"' in l and " locked=%d " % n in l]
+            assert len(line) == 1, line
+            assert " opened=0 locks_at=0 paused_at_t=%d " % (n + 1) in line[0], line[0]
             # The close and the lock went on; the open did not (no record, seed or id).
             assert c.hget("tp:{g}:round:%d" % n, "state") == "live"
             assert c.hget("tp:{g}:round:%d" % (n - 1), "state") in ("settling", "settled")
