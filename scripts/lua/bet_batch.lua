@@ -239,8 +239,10 @@ end
 -- mask while they exist (an upgrade's last 48 h), never written.
 local band, floor = bit.band, math.floor
 local maybe = {}
-local function check(nw, key_of)
-    -- Every bet with no hot entry (hence no record, above), and not `maybe` yet.
+local function check(nw, whole, win)
+    -- Every bet with no hot entry (hence no record, above), and not `maybe` yet, in the filter
+    -- of KEYS[whole] (a whole-window one) or else in its shard of window w (win = -1) or w - 1
+    -- (win = 0). Plain arguments, not a closure per window: the two cost a call ~1.3k.
     if nw == 0 then return end
     for i = 1, n do
         if not idx[i] and not maybe[i] then
@@ -248,16 +250,24 @@ local function check(nw, key_of)
             local w1, w2, w3, w4, m1, m2, m3, m4 = byte(ARGV[o + 4], 1, 8)
             local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
             local word = ((w1 * 256 + w2) * 256 + w3) * 256 + w4
-            local w = call('BITFIELD_RO', KEYS[key_of(o)], 'GET', 'u32',
+            local w = call('BITFIELD_RO', KEYS[whole or sbase + 2 * shards[ARGV[o + 5]] + win],
+                           'GET', 'u32',
                            format('%d', word % nw * 32))[1]
             if band(w, mask) == mask then maybe[i] = true end
         end
     end
 end
 -- The pause and the whole-window filters exist only in rare states (an operator's pause; an
--- upgrade's first 48 h): one EXISTS of the three tells the usual case (none) in one call
--- instead of three, and only otherwise is each one read.
-local rare = call('EXISTS', KEYS[9], KEYS[12], KEYS[13]) ~= 0
+-- upgrade's first 48 h), and so does the disabled accounts' hash (Redis drops a hash with its
+-- last field: it exists only while some player of the bucket is disabled). One EXISTS tells the
+-- usual case (none) in one call, and only otherwise is each one read. EXISTS counts a key once
+-- per time it is named: the disabled hash is named 4 times, so the count is below 4 when it is
+-- missing, and the other three (at most 3) are its remainder modulo 4. Skipping the HMGET of a
+-- missing hash is exact (it answers every field nil): a one-bet call ~4k instructions fewer of
+-- its ~322k, the four names included (bench/README.md "Session 12").
+local present = call('EXISTS', KEYS[9], KEYS[12], KEYS[13], KEYS[10], KEYS[10], KEYS[10],
+                     KEYS[10])
+local rare = present % 4 ~= 0
 -- The filters' sizes are read only when some bet needs them.
 local need = false
 if not skip_filter then
@@ -266,24 +276,21 @@ if not skip_filter then
     end
 end
 if need then
-    -- key_of(o): the KEYS index of the filter of the bet whose ARGV start at o.
-    check(floor(call('STRLEN', KEYS[14]) / 4),
-          function(o) return sbase + 2 * shards[ARGV[o + 5]] - 1 end)
-    check(floor(call('STRLEN', KEYS[15]) / 4),
-          function(o) return sbase + 2 * shards[ARGV[o + 5]] end)
+    check(floor(call('STRLEN', KEYS[14]) / 4), false, -1)
+    check(floor(call('STRLEN', KEYS[15]) / 4), false, 0)
     if rare then
-        check(floor(call('STRLEN', KEYS[12]) / 4), function() return 12 end)
-        check(floor(call('STRLEN', KEYS[13]) / 4), function() return 13 end)
+        check(floor(call('STRLEN', KEYS[12]) / 4), 12)
+        check(floor(call('STRLEN', KEYS[13]) / 4), 13)
     end
 end
 local paused = rare and call('EXISTS', KEYS[9]) == 1
 local balv = call('HMGET', KEYS[1], unpack(ulist))
 local exclv = call('HMGET', KEYS[8], unpack(ulist))
 -- Accounts an operator disabled (account_flag.lua): workers refuse their tokens in memory too,
--- this covers the moment before a worker hears of it.
-local disv = call('HMGET', KEYS[10], unpack(ulist))
+-- this covers the moment before a worker hears of it. Read only while the hash exists (above).
+local disabled = present >= 4 and call('HMGET', KEYS[10], unpack(ulist))
 -- By the user's place in ulist (users[user_s]), in the replies' own tables.
-local bal, excl, disabled = balv, exclv, disv
+local bal, excl = balv, exclv
 for k = 1, nu do
     local b = (balv[k] or 0) + 0
     if b >= EXACT then return bug('balance beyond 2^53') end
@@ -318,11 +325,12 @@ local pv = call('HMGET', KEYS[4], unpack(pfields))
 local pooled = (pv[1] or 0) + 0
 local pool_cap = math.floor(POOL_MAX / nbuckets)
 
--- Each bet in order, its answer into out[2i - 1], out[2i]. Accepted bets are listed by their
--- index in ARGV (`ai`) with the balance after them (`ab`); `fresh` maps a field accepted in this
--- batch to its place in that list (a later duplicate is its replay, `dup`); answers of accepted
--- bets are filled in once the bet ids are known.
-local out, ai, ab, fresh, dup, nacc = {}, {}, {}, {}, {}, 0
+-- Each bet in order, its answer into out[2i - 1], out[2i]. Accepted bets are listed in `acc`,
+-- the k-th as its index in ARGV (acc[2k - 1]) and the balance after it (acc[2k]); `fresh` maps
+-- a field accepted in this batch to k (a later duplicate is its replay: out[2i - 1] = false,
+-- out[2i] = k until the ids are known); answers of accepted bets are filled in once the bet ids
+-- are known. (One list, not a table each: a table costs a small call ~0.4k.)
+local out, acc, fresh, nacc, ndup = {}, {}, {}, 0, 0
 local band_pool, user_sum, nusers = {}, {}, 0 -- band_pool: a band's pool after the batch
 for i = 1, n do
     local o = 5 + 6 * i
@@ -335,12 +343,12 @@ for i = 1, n do
         code = 'invalid_request'
     elseif fresh[f] then
         -- (1) a repeat of a bet accepted earlier in this batch: its replay, or a conflict.
-        local j = ai[fresh[f]]
+        local j = acc[2 * fresh[f] - 1]
         local oj = 5 + 6 * j
         if ARGV[oj + 1] ~= band_s or ARGV[oj + 2] ~= stake_s then
             code = 'idempotency_conflict'
         else
-            dup[i] = fresh[f]
+            out[2 * i - 1], out[2 * i], ndup = false, fresh[f], ndup + 1
         end
     elseif recs and recs[i] then
         -- (1) a stored success is replayed exactly, whatever the round state is now. The record
@@ -369,7 +377,7 @@ for i = 1, n do
         code = 'game_paused' -- (1b) the operator's pause; a replay above still answers
     elseif excl[users[user_s]] and now < excl[users[user_s]] then
         code = 'self_excluded' -- (2)
-    elseif disabled[users[user_s]] then
+    elseif disabled and disabled[users[user_s]] then
         code = 'account_disabled' -- (2b) tickpool admin disable
     elseif not found then
         code = 'round_not_found' -- (3)
@@ -397,7 +405,7 @@ for i = 1, n do
             if not user_sum[user_s] then nusers = nusers + 1; user_sum[user_s] = 0 end
             user_sum[user_s] = user_sum[user_s] + stake
             nacc = nacc + 1
-            ai[nacc], ab[nacc] = i, bal[u]
+            acc[2 * nacc - 1], acc[2 * nacc] = i, bal[u]
             fresh[f] = nacc
         end
     end
@@ -413,12 +421,12 @@ local first = last - nacc + 1
 local balw, idemw, idxw, lines, bets_by_band, pushes = {}, {}, {}, {}, {}, {}
 local placed = round_s .. ':' .. now_s
 for k = 1, nacc do
-    local i = ai[k]
+    local i, b = acc[2 * k - 1], acc[2 * k]
     local o = 5 + 6 * i
     local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
     local id = (first + k - 1) * nbuckets + bucket
-    local id_s, bal_s = format('%d', id), format('%d', ab[k])
-    out[2 * i - 1], out[2 * i] = id, ab[k]
+    local id_s, bal_s = format('%d', id), format('%d', b)
+    out[2 * i - 1], out[2 * i] = id, b
     idemw[2 * k - 1] = fields[i]
     idxw[2 * k - 1] = fields[i]
     idxw[2 * k] = placed
@@ -434,8 +442,13 @@ for k = 1, nacc do
     pu[#pu + 1] = id_s .. ':' .. round_s .. ':' .. band_s .. ':' .. stake_s
 end
 -- Replays of a bet accepted in this batch answer what it answered, flagged as a replay.
-for i, k in pairs(dup) do
-    out[2 * i - 1], out[2 * i] = -out[2 * ai[k] - 1], ab[k]
+if ndup > 0 then
+    for i = 1, n do
+        if out[2 * i - 1] == false then
+            local k = out[2 * i]
+            out[2 * i - 1], out[2 * i] = -out[2 * acc[2 * k - 1] - 1], acc[2 * k]
+        end
+    end
 end
 -- Net winnings (exact: |net| < 2^53): one ZINCRBY when one player bet, else one ZMSCORE and
 -- one ZADD for all players instead of a ZINCRBY each.
