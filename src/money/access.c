@@ -139,6 +139,7 @@ struct access {
     uint64_t gen;
     struct tp_access_table *next;
     int pending; /* replies still awaited */
+    int parts;   /* struct part in flight, of this reload or an older one: each holds this */
     bool failed;
     struct tp_access_update *log; /* messages applied since the reload started */
     size_t nlog, caplog;
@@ -227,6 +228,7 @@ static void on_part(int err, const struct tp_store_reply *r, void *ud)
 {
     struct part *p = ud;
     struct access *a = p->a;
+    a->parts--;
     bool current = p->gen == a->gen && a->next != NULL;
     bool revoked = p->revoked;
     free(p);
@@ -265,9 +267,11 @@ static void send_part(struct access *a, struct tp_store *st, bool revoked, int b
                                         TP_KEYS_REVOKED, (long long)tp_now_ms())
                      : tp_store_command(st, on_part, p, "HKEYS %s", tp_keys_disabled(&k, bucket));
     a->pending++;
+    a->parts++;
     if (rc != 0) {
         free(p);
         a->pending--;
+        a->parts--;
         a->failed = true;
     }
 }
@@ -321,9 +325,27 @@ static void on_drain(struct tp_worker *w, void *ud)
         ev_timer_stop(tp_worker_loop(w), &a->retry);
 }
 
+/* The worker exits (its connections closed): the state goes, unless a reload's read is still in
+ * flight. Its answer, given at the store's exit after this hook (the store is installed first),
+ * reads `a`; the process exits next. Once the slot is empty every entry point is a no-op. */
+static void exit_worker(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    struct access *a = access_of(w);
+    if (a == NULL || a->parts > 0)
+        return;
+    ev_timer_stop(tp_worker_loop(w), &a->retry);
+    tp_access_table_free(a->table);
+    tp_access_table_free(a->next);
+    free(a->log);
+    free(a);
+    tp_worker_slot_set(w, slot, NULL);
+}
+
 void tp_access_install(void)
 {
     slot = tp_worker_slot_new();
     tp_worker_on_init(init_worker, NULL);
     tp_worker_on_drain(on_drain, NULL);
+    tp_worker_on_exit(exit_worker, NULL);
 }

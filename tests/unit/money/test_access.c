@@ -1,7 +1,9 @@
 /*
- * Unit tests for the account access table (src/money/access.c): watermarks only rise, the
- * disabled flag wins and can be lifted, pruning keeps what still decides something, and the
- * table grows past its first size without losing entries.
+ * Unit tests for the account access table (src/money/access.c, included for its statics):
+ * watermarks only rise, the disabled flag wins and can be lifted, pruning keeps what still
+ * decides something, and the table grows past its first size without losing entries. A worker's
+ * exit frees its access state (the ASan build's leak check runs at the child's exit), but keeps
+ * it while a reload's read is in flight, whose answer reads it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,10 +11,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "tickpool/base/common.h"
-#include "tickpool/money/access.h"
+#include "../../../src/money/access.c"
 
-static struct tp_access_update revoke(int64_t user, int64_t before)
+#include "../worker_exit.h"
+
+#include <signal.h>
+
+static struct tp_access_update revoked_at(int64_t user, int64_t before)
 {
     return (struct tp_access_update){
         .user_id = user, .has_revoked = true, .revoked_before = before};
@@ -28,7 +33,7 @@ static void test_watermark(void **state)
     (void)state;
     struct tp_access_table *t = tp_access_table_new();
     assert_int_equal(tp_access_table_check(t, 7, 1000), TP_ACCESS_OK);
-    struct tp_access_update u = revoke(7, 1000);
+    struct tp_access_update u = revoked_at(7, 1000);
     tp_access_table_apply(t, &u);
     /* At or before the watermark: revoked; after it: a token signed later. */
     assert_int_equal(tp_access_table_check(t, 7, 999), TP_ACCESS_REVOKED);
@@ -36,16 +41,16 @@ static void test_watermark(void **state)
     assert_int_equal(tp_access_table_check(t, 7, 1001), TP_ACCESS_OK);
     assert_int_equal(tp_access_table_check(t, 8, 1), TP_ACCESS_OK);
     /* A lower watermark arriving late never un-revokes. */
-    u = revoke(7, 500);
+    u = revoked_at(7, 500);
     tp_access_table_apply(t, &u);
     assert_int_equal(tp_access_table_check(t, 7, 1000), TP_ACCESS_REVOKED);
-    u = revoke(7, 2000);
+    u = revoked_at(7, 2000);
     tp_access_table_apply(t, &u);
     assert_int_equal(tp_access_table_check(t, 7, 1500), TP_ACCESS_REVOKED);
     /* Updates without a user or without content change nothing. */
     u = (struct tp_access_update){.user_id = 9};
     tp_access_table_apply(t, &u);
-    u = revoke(0, 5000);
+    u = revoked_at(0, 5000);
     tp_access_table_apply(t, &u);
     assert_int_equal(tp_access_table_check(t, 9, 1), TP_ACCESS_OK);
     tp_access_table_free(t);
@@ -58,7 +63,7 @@ static void test_disabled(void **state)
     struct tp_access_update u = flag(3, true);
     tp_access_table_apply(t, &u);
     assert_int_equal(tp_access_table_check(t, 3, 99999), TP_ACCESS_DISABLED);
-    u = revoke(3, 10);
+    u = revoked_at(3, 10);
     tp_access_table_apply(t, &u);
     assert_int_equal(tp_access_table_check(t, 3, 5), TP_ACCESS_DISABLED); /* disabled wins */
     u = flag(3, false);
@@ -75,7 +80,7 @@ static void test_prune_and_grow(void **state)
     struct tp_access_table *t = tp_access_table_new();
     /* Far more than the first capacity: every entry must survive the growth. */
     for (int64_t u = 1; u <= 5000; u++) {
-        struct tp_access_update x = revoke(u, u * 10);
+        struct tp_access_update x = revoked_at(u, u * 10);
         tp_access_table_apply(t, &x);
     }
     struct tp_access_update d = flag(4, true);
@@ -102,6 +107,66 @@ static void test_no_worker(void **state)
     tp_access_apply(NULL, &u); /* no state: ignored */
 }
 
+/* The child's exit statuses besides 0. */
+#define NO_STATE 2
+#define STATE_LEFT 3
+#define STATE_FREED 4
+
+static bool read_in_flight; /* the case run by the child */
+
+/* Init hook, after the access module's: a loaded table, an update logged for a reload under
+ * way (or, read_in_flight, a read of it still unanswered), then the drain. */
+static void load_then_drain(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    struct access *a = access_of(w);
+    if (a == NULL)
+        _exit(NO_STATE);
+    a->table = tp_access_table_new();
+    a->next = tp_access_table_new();
+    for (int64_t u = 1; u <= 100; u++) {
+        struct tp_access_update up = revoked_at(u, 1000 + u);
+        tp_access_apply(w, &up);
+    }
+    if (read_in_flight)
+        a->parts = 1;
+    raise(SIGTERM);
+}
+
+/* Exit hook registered before the access module's, so it runs after it. With a read in
+ * flight the state must be kept; the child then ends here (the kept state is no leak to
+ * report: the process ends with it on purpose). */
+static void check_left(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    if (read_in_flight)
+        _exit(access_of(w) != NULL ? 0 : STATE_FREED);
+    if (access_of(w) != NULL)
+        _exit(STATE_LEFT);
+}
+
+static void install(struct tp_config *cfg)
+{
+    (void)cfg;
+    tp_worker_on_exit(check_left, NULL);
+    tp_access_install();
+    tp_worker_on_init(load_then_drain, NULL);
+}
+
+static void test_exit_frees_the_state(void **state)
+{
+    (void)state;
+    read_in_flight = false;
+    worker_exit_run(install);
+}
+
+static void test_exit_keeps_the_state_a_read_holds(void **state)
+{
+    (void)state;
+    read_in_flight = true;
+    worker_exit_run(install);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -109,6 +174,8 @@ int main(void)
         cmocka_unit_test(test_disabled),
         cmocka_unit_test(test_prune_and_grow),
         cmocka_unit_test(test_no_worker),
+        cmocka_unit_test(test_exit_frees_the_state),
+        cmocka_unit_test(test_exit_keeps_the_state_a_read_holds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
