@@ -288,10 +288,14 @@ def test_round_result_waits_for_the_batch_that_writes_its_round():
                              timeout=20, what="the result waiting for its round")
             time.sleep(1)
             assert pg.psql("SELECT count(*) FROM rounds WHERE id = 900002") == [["0"]]
-            # The other writer commits its batch, then acknowledges.
-            pg.psql("INSERT INTO rounds (id, state, opens_at, locks_at, closes_at, "
+            # The other writer commits its batch as a writer does, under the writers' lock
+            # (its batch writes a round: the exclusive one), then acknowledges. The waiting
+            # result must not hold that lock meanwhile: its transaction is rolled back.
+            pg.psql("SET lock_timeout = '5s'; BEGIN; "
+                    "SELECT pg_advisory_xact_lock(1953523575); "
+                    "INSERT INTO rounds (id, state, opens_at, locks_at, closes_at, "
                     "band_edges_bps, rake_bps, seed_hash) VALUES (900002, 'open', 1, 2, 3, "
-                    f"'{{-10,10}}', 300, '{'cd' * 32}')")
+                    f"'{{-10,10}}', 300, '{'cd' * 32}'); COMMIT")
             xid = c.xpending_range(g, "pgw", "-", "+", 10, consumername="elsewhere:1")[0]
             c.xack(g, "pgw", xid["message_id"])
             tpenv.wait_until(lambda: pg.psql("SELECT state, winning_band FROM rounds WHERE id = "
