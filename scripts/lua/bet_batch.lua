@@ -135,7 +135,7 @@ local skip_filter = ARGV[10] == '1'
 -- `fields` are the records' and hot index's field names, "<user_id>:<key>"; `ulist` the
 -- distinct users in order, `pfields` the pool's fields read: its total, then each band's.
 -- Every table costs a one-bet call ~1.5k instructions (bench/README.md "Session 10"), so the
--- filter positions are not kept: check() reads them from ARGV again.
+-- filter positions are not kept: the filter passes read them from ARGV again.
 local tobit, byte = bit.tobit, string.byte
 local bands, users, nb, nu, num, ulist = {}, {}, 0, 0, {}, {}
 local shards, ns, fields, pfields = {}, 0, {}, {'total'}
@@ -239,24 +239,6 @@ end
 -- mask while they exist (an upgrade's last 48 h), never written.
 local band, floor = bit.band, math.floor
 local maybe = {}
-local function check(nw, whole, win)
-    -- Every bet with no hot entry (hence no record, above), and not `maybe` yet, in the filter
-    -- of KEYS[whole] (a whole-window one) or else in its shard of window w (win = -1) or w - 1
-    -- (win = 0). Plain arguments, not a closure per window: the two cost a call ~1.3k.
-    if nw == 0 then return end
-    for i = 1, n do
-        if not idx[i] and not maybe[i] then
-            local o = 5 + 6 * i
-            local w1, w2, w3, w4, m1, m2, m3, m4 = byte(ARGV[o + 4], 1, 8)
-            local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
-            local word = ((w1 * 256 + w2) * 256 + w3) * 256 + w4
-            local w = call('BITFIELD_RO', KEYS[whole or sbase + 2 * shards[ARGV[o + 5]] + win],
-                           'GET', 'u32',
-                           format('%d', word % nw * 32))[1]
-            if band(w, mask) == mask then maybe[i] = true end
-        end
-    end
-end
 -- The pause and the whole-window filters exist only in rare states (an operator's pause; an
 -- upgrade's first 48 h), and so does the disabled accounts' hash (Redis drops a hash with its
 -- last field: it exists only while some player of the bucket is disabled). One EXISTS tells the
@@ -276,11 +258,26 @@ if not skip_filter then
     end
 end
 if need then
-    check(floor(call('STRLEN', KEYS[14]) / 4), false, -1)
-    check(floor(call('STRLEN', KEYS[15]) / 4), false, 0)
-    if rare then
-        check(floor(call('STRLEN', KEYS[12]) / 4), 12)
-        check(floor(call('STRLEN', KEYS[13]) / 4), 13)
+    -- Pass 1: the bets' shards of window w (KEYS sbase + 2j - 1), 2: of w - 1 (sbase + 2j), then
+    -- while they exist 3 and 4: the whole-window filters of w and w - 1 (KEYS[12], KEYS[13]).
+    -- Each pass checks every bet with no hot entry (hence no record, above) and not `maybe`
+    -- yet. A loop, not a function per filter: a closure over 13 of this chunk's locals cost a
+    -- one-bet call ~6k with its calls (bench/README.md "Session 12").
+    for pass = 1, rare and 4 or 2 do
+        local whole = pass > 2 and 9 + pass or false
+        local nw = floor(call('STRLEN', KEYS[whole or 13 + pass]) / 4)
+        for i = 1, nw > 0 and n or 0 do
+            if not idx[i] and not maybe[i] then
+                local o = 5 + 6 * i
+                local w1, w2, w3, w4, m1, m2, m3, m4 = byte(ARGV[o + 4], 1, 8)
+                local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
+                local word = ((w1 * 256 + w2) * 256 + w3) * 256 + w4
+                local k = whole or sbase + 2 * shards[ARGV[o + 5]] + pass - 2
+                local off = format('%d', word % nw * 32)
+                local w = call('BITFIELD_RO', KEYS[k], 'GET', 'u32', off)[1]
+                if band(w, mask) == mask then maybe[i] = true end
+            end
+        end
     end
 end
 local paused = rare and call('EXISTS', KEYS[9]) == 1
