@@ -33,6 +33,16 @@ def free_port():
     return port
 
 
+def wait_ready(client, seconds):
+    """Waits until a just-started redis-server answers PING; RuntimeError after `seconds`."""
+    for _ in range(int(seconds * 10)):
+        try:
+            return client.ping()
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"redis-server did not answer within {seconds} s")
+
+
 def aof_tally(data):
     """Commands of AOF bytes (RESP arrays of bulk strings) by name: {name: [count, bytes]}."""
     out, i = {}, 0
