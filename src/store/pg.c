@@ -246,31 +246,149 @@ int tp_pg_exec_params(struct tp_pg *pg, const char *sql, int nparams, const char
     return take_result(pg, res, out, err, errlen);
 }
 
+/* Statement `sql`'s index on this connection (named "tp<i>"), prepared now when it is new: 0 with
+ * *idx set, -1 in *idx when the connection's table is full (the text runs unprepared), or the
+ * error of a failed Parse. */
+static int prepared_index(struct tp_pg *pg, const char *sql, int nparams, int *idx, char *err,
+                          size_t errlen)
+{
+    int i = 0;
+    while (i < pg->nprepared && pg->prepared[i] != sql)
+        i++;
+    *idx = i == TP_PG_MAX_PREPARED ? -1 : i;
+    if (i == TP_PG_MAX_PREPARED || i < pg->nprepared)
+        return 0;
+    /* Not transactional: a later ROLLBACK keeps it. A failed Parse creates nothing, so the text
+     * is remembered only once the server said yes. */
+    char name[16];
+    snprintf(name, sizeof(name), "tp%d", i);
+    PGresult *res = PQprepare(pg->conn, name, sql, nparams, NULL);
+    int rc = check_result(pg, res, err, errlen);
+    PQclear(res);
+    if (rc == 0)
+        pg->prepared[pg->nprepared++] = sql;
+    return rc;
+}
+
 int tp_pg_exec_prepared(struct tp_pg *pg, const char *sql, int nparams, const char *const *params,
                         struct tp_pg_result **out, char *err, size_t errlen)
 {
     int rc = check_call(pg, sql, nparams, params, out, err, errlen);
+    int i = -1;
+    if (rc == 0)
+        rc = prepared_index(pg, sql, nparams, &i, err, errlen);
     if (rc != 0)
         return rc;
-    int i = 0;
-    while (i < pg->nprepared && pg->prepared[i] != sql)
-        i++;
-    if (i == TP_PG_MAX_PREPARED)
+    if (i < 0)
         return tp_pg_exec_params(pg, sql, nparams, params, out, err, errlen);
     char name[16];
     snprintf(name, sizeof(name), "tp%d", i);
-    if (i == pg->nprepared) {
-        /* Not transactional: a later ROLLBACK keeps it. A failed Parse creates nothing, so
-         * the text is remembered only once the server said yes. */
-        PGresult *res = PQprepare(pg->conn, name, sql, nparams, NULL);
-        rc = check_result(pg, res, err, errlen);
-        PQclear(res);
-        if (rc != 0)
-            return rc;
-        pg->prepared[pg->nprepared++] = sql;
-    }
     PGresult *res = PQexecPrepared(pg->conn, name, nparams, params, NULL, NULL, 0);
     return take_result(pg, res, out, err, errlen);
+}
+
+/* The pipeline's results no longer match its statements (a connection lost mid-way, or a
+ * protocol surprise): the connection is dropped, which also rolls back a transaction it had
+ * open, and the caller reconnects (tp_pg_ok is false). */
+static int pipeline_lost(struct tp_pg *pg, const struct tp_pg_call *calls, size_t n, int rc,
+                         char *err, size_t errlen)
+{
+    if (rc != TP_EUNAVAIL) { /* else check_result said so already */
+        snprintf(pg->sqlstate, sizeof(pg->sqlstate), "08006");
+        set_err(err, errlen, "postgres connection lost in a pipeline: ", PQerrorMessage(pg->conn));
+    }
+    for (size_t i = 0; i < n; i++)
+        if (calls[i].out != NULL) {
+            tp_pg_result_free(*calls[i].out);
+            *calls[i].out = NULL;
+        }
+    PQfinish(pg->conn);
+    pg->conn = NULL;
+    return TP_EUNAVAIL;
+}
+
+int tp_pg_exec_pipeline(struct tp_pg *pg, const struct tp_pg_call *calls, size_t n, size_t *failed,
+                        char *err, size_t errlen)
+{
+    *failed = 0;
+    if (calls == NULL || n == 0 || n > TP_PG_PIPELINE_MAX)
+        return TP_EINVAL;
+    int idx[TP_PG_PIPELINE_MAX];
+    for (size_t i = 0; i < n; i++) {
+        *failed = i;
+        const struct tp_pg_call *c = &calls[i];
+        int rc = check_call(pg, c->sql, c->nparams, c->params, c->out, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+    /* Texts new to this connection are prepared first, one round trip each, once per
+     * connection: a pipeline sends only Bind/Execute of what is already prepared. */
+    for (size_t i = 0; i < n; i++) {
+        *failed = i;
+        int rc = prepared_index(pg, calls[i].sql, calls[i].nparams, &idx[i], err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+    *failed = 0;
+    if (PQenterPipelineMode(pg->conn) != 1)
+        return pipeline_lost(pg, calls, n, 0, err, errlen);
+    for (size_t i = 0; i < n; i++) {
+        const struct tp_pg_call *c = &calls[i];
+        char name[16];
+        snprintf(name, sizeof(name), "tp%d", idx[i]);
+        int sent =
+            idx[i] >= 0
+                ? PQsendQueryPrepared(pg->conn, name, c->nparams, c->params, NULL, NULL, 0)
+                : PQsendQueryParams(pg->conn, c->sql, c->nparams, NULL, c->params, NULL, NULL, 0);
+        if (sent != 1)
+            return pipeline_lost(pg, calls, n, 0, err, errlen);
+    }
+    if (PQpipelineSync(pg->conn) != 1)
+        return pipeline_lost(pg, calls, n, 0, err, errlen);
+    /* Each statement's result comes back followed by a NULL; after the first failure the rest
+     * come back PGRES_PIPELINE_ABORTED (never run); then the sync's own result. Two NULLs in a
+     * row mean nothing more will come. */
+    int rc = 0;
+    size_t got = 0;
+    bool null_before = false;
+    for (;;) {
+        PGresult *res = PQgetResult(pg->conn);
+        if (res == NULL) {
+            if (null_before || PQstatus(pg->conn) == CONNECTION_BAD)
+                return pipeline_lost(pg, calls, n, rc, err, errlen);
+            null_before = true;
+            continue;
+        }
+        null_before = false;
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            break;
+        }
+        if (got == n) {
+            PQclear(res);
+            return pipeline_lost(pg, calls, n, rc, err, errlen);
+        }
+        size_t i = got++;
+        if (st == PGRES_PIPELINE_ABORTED || rc != 0) {
+            PQclear(res);
+            continue;
+        }
+        rc = take_result(pg, res, calls[i].out, err, errlen);
+        if (rc != 0)
+            *failed = i;
+        if (rc == TP_EUNAVAIL)
+            return pipeline_lost(pg, calls, n, rc, err, errlen);
+    }
+    if (got != n || PQexitPipelineMode(pg->conn) != 1)
+        return pipeline_lost(pg, calls, n, rc, err, errlen);
+    if (rc != 0)
+        for (size_t i = 0; i < n; i++)
+            if (calls[i].out != NULL) {
+                tp_pg_result_free(*calls[i].out);
+                *calls[i].out = NULL;
+            }
+    return rc;
 }
 
 int tp_pg_query(struct tp_pg *pg, const char *sql, struct tp_pg_result **out, char *err,

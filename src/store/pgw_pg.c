@@ -44,6 +44,19 @@ struct tp_pgw_pg *tp_pgw_pg_open(const struct tp_config_postgres *cfg)
     return p;
 }
 
+/* Copies a result's values into `out` as strings (NULL for SQL NULL). */
+static void copy_rows(const struct tp_pg_result *res, struct tp_pgw_rows *out)
+{
+    out->nrows = (size_t)TP_MAX(tp_pg_result_rows(res), 0);
+    out->ncols = (size_t)TP_MAX(tp_pg_result_cols(res), 0);
+    out->vals = tp_xcalloc(out->nrows * out->ncols + 1, sizeof(char *));
+    for (size_t i = 0; i < out->nrows; i++)
+        for (size_t j = 0; j < out->ncols; j++) {
+            const char *v = tp_pg_result_get(res, (int)i, (int)j);
+            out->vals[i * out->ncols + j] = v ? tp_xstrdup(v) : NULL;
+        }
+}
+
 /* tp_pgw_pg_query, the text prepared once per connection when `fixed`. */
 static int query(struct tp_pgw_pg *p, bool fixed, const char *sql, int nparams,
                  const char *const *params, struct tp_pgw_rows *out, char *err, size_t errlen)
@@ -58,14 +71,7 @@ static int query(struct tp_pgw_pg *p, bool fixed, const char *sql, int nparams,
         tp_pg_result_free(res);
         return rc;
     }
-    out->nrows = (size_t)TP_MAX(tp_pg_result_rows(res), 0);
-    out->ncols = (size_t)TP_MAX(tp_pg_result_cols(res), 0);
-    out->vals = tp_xcalloc(out->nrows * out->ncols + 1, sizeof(char *));
-    for (size_t i = 0; i < out->nrows; i++)
-        for (size_t j = 0; j < out->ncols; j++) {
-            const char *v = tp_pg_result_get(res, (int)i, (int)j);
-            out->vals[i * out->ncols + j] = v ? tp_xstrdup(v) : NULL;
-        }
+    copy_rows(res, out);
     tp_pg_result_free(res);
     return 0;
 }
@@ -81,6 +87,30 @@ int tp_pgw_pg_query_fixed(struct tp_pgw_pg *p, const char *sql, int nparams,
                           size_t errlen)
 {
     return query(p, true, sql, nparams, params, out, err, errlen);
+}
+
+int tp_pgw_pg_pipeline_fixed(struct tp_pgw_pg *p, size_t n, const char *const *sqls,
+                             const char *const *params, struct tp_pgw_rows *last, size_t *failed,
+                             char *err, size_t errlen)
+{
+    struct tp_pg_call calls[TP_PG_PIPELINE_MAX];
+    struct tp_pg_result *res = NULL;
+    if (last != NULL)
+        memset(last, 0, sizeof(*last));
+    if (n == 0 || n > TP_PG_PIPELINE_MAX) {
+        *failed = 0;
+        return TP_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++)
+        calls[i] = (struct tp_pg_call){.sql = sqls[i],
+                                       .nparams = params[i] != NULL ? 1 : 0,
+                                       .params = params[i] != NULL ? &params[i] : NULL,
+                                       .out = i == n - 1 && last != NULL ? &res : NULL};
+    int rc = tp_pg_exec_pipeline(p->pg, calls, n, failed, err, errlen);
+    if (rc == 0 && last != NULL)
+        copy_rows(res, last);
+    tp_pg_result_free(res);
+    return rc;
 }
 
 int tp_pgw_pg_exec(struct tp_pgw_pg *p, const char *sql, int nparams, const char *const *params,

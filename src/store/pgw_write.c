@@ -9,6 +9,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/config.h"
+#include "tickpool/store/pg.h"
 #include "tickpool/store/pgw_pg.h"
 
 #include <stdio.h>
@@ -16,31 +17,45 @@
 
 #define MOD "pgw"
 
-/* Writes a batch in one transaction. Returns 0 after COMMIT, or a TP_E* code (rolled back). */
+/* Writes a batch in one transaction. Returns 0 after COMMIT, or a TP_E* code (rolled back).
+ * The statements go out in pipelines, one round trip each: a pipeline ends after a check (its
+ * rows decide whether the rest may run) and at COMMIT, so a batch of bets alone (BEGIN, the
+ * lock, the INSERT, COMMIT) is one round trip instead of four; the writer's thread and Postgres
+ * both paid for every round trip's wake-up (bench/README.md "Writer", session 12). */
 static int write_batch(struct tp_pgw_pg *pg, struct tp_pgw_batch *b, char *err, size_t errlen)
 {
     struct tp_pgw_stmt stmts[TP_PGW_MAX_STMTS];
     size_t n = tp_pgw_batch_sql(b, stmts);
-    for (size_t i = 0; i < n; i++) {
-        int np = stmts[i].param != NULL ? 1 : 0;
-        struct tp_pgw_rows rows = {0};
+    for (size_t first = 0; first < n;) {
         /* Every statement is one of pgw_batch.c's fixed texts: prepared once per connection
          * (planning was most of Postgres's time per small batch; bench/README.md "Writer"). */
-        int rc = tp_pgw_pg_query_fixed(pg, stmts[i].sql, np, np ? &stmts[i].param : NULL,
-                                       stmts[i].must_be_empty ? &rows : NULL, err, errlen);
+        const char *sqls[TP_PG_PIPELINE_MAX], *params[TP_PG_PIPELINE_MAX];
+        size_t k = 0;
+        do {
+            sqls[k] = stmts[first + k].sql;
+            params[k] = stmts[first + k].param;
+            k++;
+        } while (first + k < n && k < TP_PG_PIPELINE_MAX && !stmts[first + k - 1].must_be_empty);
+        bool check = stmts[first + k - 1].must_be_empty;
+        struct tp_pgw_rows rows = {0};
+        size_t failed = 0;
+        int rc = tp_pgw_pg_pipeline_fixed(pg, k, sqls, params, check ? &rows : NULL, &failed, err,
+                                          errlen);
         if (rc == 0 && rows.nrows > 0) {
             snprintf(err, errlen,
                      "round %s is not in Postgres yet: its result waits for the batch that "
                      "writes it",
                      tp_pgw_rows_get(&rows, 0, 0) ? tp_pgw_rows_get(&rows, 0, 0) : "?");
             rc = TP_EAGAIN;
+            failed = k - 1; /* the check ran: the transaction is open, holding the lock */
         }
         tp_pgw_rows_free(&rows);
-        if (rc == 0)
-            continue;
-        if (i > 0) /* a failed BEGIN opened nothing to roll back */
-            tp_pgw_pg_exec(pg, "ROLLBACK", 0, NULL, NULL, 0);
-        return rc;
+        if (rc != 0) {
+            if (first + failed > 0) /* a failed BEGIN opened nothing to roll back */
+                tp_pgw_pg_exec(pg, "ROLLBACK", 0, NULL, NULL, 0);
+            return rc;
+        }
+        first += k;
     }
     return 0;
 }

@@ -403,6 +403,102 @@ static int group_setup(void **state)
     return 0;
 }
 
+static const char pipe_begin[] = "BEGIN", pipe_commit[] = "COMMIT";
+static const char pipe_insert[] =
+    "INSERT INTO tq SELECT x FROM json_to_recordset($1::json) AS r(x int) ON CONFLICT DO NOTHING";
+static const char pipe_count[] = "SELECT count(*) FROM tq";
+static const char pipe_later[] = "SELECT count(*) FROM tq_later";
+
+/* One transaction's statements as one pipeline (the writer's batches, src/store/pgw_write.c). */
+static int run_pipeline(struct tp_pg *pg, const char *const *sqls, const char *const *params,
+                        size_t n, struct tp_pg_result **last, size_t *failed)
+{
+    char err[256] = "";
+    struct tp_pg_call calls[TP_PG_PIPELINE_MAX];
+    for (size_t i = 0; i < n; i++)
+        calls[i] = (struct tp_pg_call){.sql = sqls[i],
+                                       .nparams = params[i] != NULL ? 1 : 0,
+                                       .params = params[i] != NULL ? &params[i] : NULL,
+                                       .out = i == n - 1 ? last : NULL};
+    return tp_pg_exec_pipeline(pg, calls, n, failed, err, sizeof(err));
+}
+
+static void test_pipeline(void **state)
+{
+    (void)state;
+    struct tp_pg *pg = open_pg(5000), *killer = open_pg(5000);
+    char err[256];
+    struct tp_pg_result *res = NULL;
+    size_t failed = 99;
+    assert_int_equal(tp_pg_exec(pg, "CREATE TABLE tq (x int PRIMARY KEY)", err, sizeof(err)), 0);
+    /* A whole transaction in one pipeline; the last statement's rows come back. */
+    const char *sqls[] = {pipe_begin, pipe_insert, pipe_count, pipe_commit};
+    const char *ok[] = {NULL, "[{\"x\": 1}, {\"x\": 2}]", NULL, NULL};
+    const char *sqls_count[] = {pipe_begin, pipe_insert, pipe_count};
+    assert_int_equal(run_pipeline(pg, sqls_count, ok, 3, &res, &failed), 0);
+    assert_string_equal(tp_pg_result_get(res, 0, 0), "2");
+    tp_pg_result_free(res);
+    assert_int_equal(tp_pg_rollback(pg, err, sizeof(err)), 0);
+    assert_int_equal(run_pipeline(pg, sqls, ok, 4, NULL, &failed), 0);
+    assert_int_equal(count_of(killer, "SELECT count(*) FROM tq"), 2);
+    /* The texts are prepared once per connection, whichever call ran them first. */
+    assert_int_equal(count_of(pg, "SELECT count(*) FROM pg_prepared_statements"), 4);
+    /* A statement that fails stops the rest (the INSERT after it and COMMIT never ran): its
+     * code and index come back, and no result is handed out. */
+    const char *sqls_bad[] = {pipe_begin,  pipe_insert, pipe_insert,
+                              pipe_insert, pipe_count,  pipe_commit};
+    const char *bad[] = {NULL,           "[{\"x\": 3}]", "[{\"x\": \"3); DROP TABLE tq; --\"}]",
+                         "[{\"x\": 4}]", NULL,           NULL};
+    res = (struct tp_pg_result *)1;
+    struct tp_pg_call calls[6];
+    for (size_t i = 0; i < 6; i++)
+        calls[i] = (struct tp_pg_call){.sql = sqls_bad[i],
+                                       .nparams = bad[i] != NULL ? 1 : 0,
+                                       .params = bad[i] != NULL ? &bad[i] : NULL,
+                                       .out = i == 1 ? &res : NULL};
+    assert_int_equal(tp_pg_exec_pipeline(pg, calls, 6, &failed, err, sizeof(err)), TP_EIO);
+    assert_int_equal(failed, 2);
+    assert_null(res);
+    assert_string_equal(tp_pg_sqlstate(pg), "22P02");
+    assert_non_null(strstr(err, "22P02"));
+    assert_true(tp_pg_ok(pg));
+    /* The transaction is left open and aborted: nothing of it is visible, ROLLBACK ends it. */
+    assert_int_equal(count_of(killer, "SELECT count(*) FROM tq"), 2);
+    assert_int_equal(tp_pg_query(pg, "SELECT 1", &res, err, sizeof(err)), TP_EIO);
+    assert_string_equal(tp_pg_sqlstate(pg), "25P02");
+    assert_int_equal(tp_pg_rollback(pg, err, sizeof(err)), 0);
+    const char *next[] = {NULL, "[{\"x\": 5}]", NULL, NULL};
+    assert_int_equal(run_pipeline(pg, sqls, next, 4, NULL, &failed), 0);
+    assert_int_equal(count_of(killer, "SELECT count(*) FROM tq"), 3);
+    /* A text Postgres refuses to prepare stops the pipeline before anything is sent. */
+    const char *sqls_later[] = {pipe_begin, pipe_insert, pipe_later, pipe_commit};
+    const char *later[] = {NULL, "[{\"x\": 6}]", NULL, NULL};
+    assert_int_equal(run_pipeline(pg, sqls_later, later, 4, NULL, &failed), TP_EIO);
+    assert_int_equal(failed, 2);
+    assert_string_equal(tp_pg_sqlstate(pg), "42P01");
+    assert_int_equal(count_of(pg, "SELECT count(*) FROM tq"), 3); /* no transaction was open */
+    /* A killed backend: the connection is dropped (tp_pg_ok false); after a reset the texts are
+     * prepared again. */
+    kill_backend(pg, killer);
+    const char *after[] = {NULL, "[{\"x\": 7}]", NULL, NULL};
+    assert_int_equal(run_pipeline(pg, sqls, after, 4, NULL, &failed), TP_EUNAVAIL);
+    assert_false(tp_pg_ok(pg));
+    assert_int_equal(tp_pg_reset(pg, err, sizeof(err)), 0);
+    assert_int_equal(run_pipeline(pg, sqls, after, 4, NULL, &failed), 0);
+    assert_int_equal(count_of(killer, "SELECT count(*) FROM tq"), 4);
+    /* Bad calls. */
+    assert_int_equal(tp_pg_exec_pipeline(pg, calls, 0, &failed, err, sizeof(err)), TP_EINVAL);
+    assert_int_equal(tp_pg_exec_pipeline(pg, NULL, 1, &failed, err, sizeof(err)), TP_EINVAL);
+    assert_int_equal(
+        tp_pg_exec_pipeline(pg, calls, TP_PG_PIPELINE_MAX + 1, &failed, err, sizeof(err)),
+        TP_EINVAL);
+    calls[1].params = NULL;
+    assert_int_equal(tp_pg_exec_pipeline(pg, calls, 2, &failed, err, sizeof(err)), TP_EINVAL);
+    assert_int_equal(failed, 1);
+    tp_pg_close(pg);
+    tp_pg_close(killer);
+}
+
 static int group_teardown(void **state)
 {
     (void)state;
@@ -423,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_statement_timeout),
         cmocka_unit_test(test_killed_backend_and_reset),
         cmocka_unit_test(test_prepared),
+        cmocka_unit_test(test_pipeline),
         cmocka_unit_test(test_health_probe),
         cmocka_unit_test(test_reader),
     };

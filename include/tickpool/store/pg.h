@@ -56,6 +56,25 @@ int tp_pg_exec_params(struct tp_pg *pg, const char *sql, int nparams, const char
  */
 int tp_pg_exec_prepared(struct tp_pg *pg, const char *sql, int nparams, const char *const *params,
                         struct tp_pg_result **out, char *err, size_t errlen);
+/* One statement of tp_pg_exec_pipeline: a fixed text as for tp_pg_exec_prepared. */
+struct tp_pg_call {
+    const char *sql;
+    int nparams;
+    const char *const *params;
+    struct tp_pg_result **out; /* receives the rows when not NULL (NULL after a failure) */
+};
+/* Statements one tp_pg_exec_pipeline call sends at most. */
+#define TP_PG_PIPELINE_MAX 16
+/**
+ * Runs calls[0..n) in order as tp_pg_exec_prepared would, but sent together and answered
+ * together (libpq's pipeline mode): one round trip instead of n, once the texts are prepared on
+ * the connection. The first statement that fails stops the rest (the server skips them): its
+ * code is returned and its index is in *failed; what ran before it stays (a transaction it
+ * opened is left open, aborted: ROLLBACK it). A connection lost, or results that do not match,
+ * close the connection (TP_EUNAVAIL; tp_pg_ok is false, and an open transaction is gone).
+ */
+int tp_pg_exec_pipeline(struct tp_pg *pg, const struct tp_pg_call *calls, size_t n, size_t *failed,
+                        char *err, size_t errlen);
 /** tp_pg_exec_params without parameters: a query returning rows in *out. */
 int tp_pg_query(struct tp_pg *pg, const char *sql, struct tp_pg_result **out, char *err,
                 size_t errlen);
