@@ -181,6 +181,18 @@ static void on_periodic(struct ev_loop *loop, ev_timer *t, int revents)
     tp_pgw_step(w); /* also wakes the sequence after Redis came back */
 }
 
+/* The commands the iteration's callbacks issued go to Redis now, in one write, rather than when
+ * the loop's next poll reports the socket writable. That poll was a wake-up of its own, and
+ * hiredis's write watcher, armed and disarmed, cost two epoll_ctl: ~3 polls and ~6 epoll_ctl per
+ * batch (XREADGROUP, the XACK/XINFO/XPENDING trio, XTRIM; bench/README.md "Writer", session 12).
+ * A watcher started and stopped before the poll leaves libev nothing to tell the kernel. */
+static void on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)loop, (void)revents;
+    struct tp_pgw *w = p->data;
+    tp_store_flush(w->store);
+}
+
 static void *thread_main(void *arg)
 {
     struct tp_pgw *w = arg;
@@ -255,6 +267,10 @@ struct tp_pgw *tp_pgw_start(const struct tp_config *cfg, bool report_lag)
     ev_timer_init(&w->periodic, on_periodic, 0.05, LAG_EVERY_MS / 1000.0);
     w->periodic.data = w;
     ev_timer_start(w->loop, &w->periodic);
+    ev_prepare_init(&w->flush, on_flush);
+    w->flush.data = w;
+    ev_prepare_start(w->loop, &w->flush);
+    ev_unref(w->loop); /* the flush alone keeps no loop running */
     w->phase = TP_PGW_PH_GROUPS;
     w->pending_mode = true; /* a restart under the same name would find its own entries */
     w->trim_all = true;     /* and a crash may have left committed entries untrimmed */

@@ -53,6 +53,7 @@ struct tp_pgw {
     ev_timer retry;    /* backoff before the next step */
     ev_timer gap;      /* the rest of postgres.write_gap before the next read */
     ev_timer periodic; /* claims and lag metrics */
+    ev_prepare flush;  /* writes the commands of the iteration before the loop polls */
     atomic_bool stop;
 
     int nstreams;
