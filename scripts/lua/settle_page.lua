@@ -25,7 +25,11 @@ page: type credits, kind payout|refund, round_id, ts, credits = one line per bet
 The cursor lives in the plan, so a new leader resumes.
 Returns {'ok', done (0|1), bets credited by this call, bets scanned (credited, or found paid),
 µs of Redis time this call took, the amount the bucket's pages have paid so far (the plan's
-`paid`, this call's credits included: the leader paces pages by it)}, or {'err', 'no_plan'}. Malformed arguments or bets entries are script errors with
+`paid`, this call's credits included: the leader paces pages by it), µs of those spent from the
+players' writes on, and the players credited (the players' writes cost per player, which is a
+fixed cost of a page holding most of the bucket's players and a cost per bet of one whose bets
+are each a player's: the leader sizes pages on a fixed cost plus a cost per bet)}, or
+{'err', 'no_plan'}. Malformed arguments or bets entries are script errors with
 nothing written.
 ]]
 
@@ -59,7 +63,7 @@ local p = call('HMGET', KEYS[1], 'band', 'pot', 'w', 'refund', 'nbands', 'pos', 
                'paid')
 if not p[1] then return {'err', 'no_plan'} end
 local paid = tonumber(p[9] or '0') or 0
-if p[8] == '1' then return {'ok', 1, 0, 0, elapsed_us(), paid} end
+if p[8] == '1' then return {'ok', 1, 0, 0, elapsed_us(), paid, 0, 0} end
 local band, pot, w, refund = tonumber(p[1]), tonumber(p[2]), tonumber(p[3]), p[4] == '1'
 local nbands, pos, cur = tonumber(p[5]), tonumber(p[6]), p[7]
 if #KEYS ~= 6 + nbands then return bug('want 6 + nbands KEYS') end
@@ -233,6 +237,7 @@ if n > 0 then
 end
 
 -- Players: balance, round total and net winnings, each key read once and written once.
+local players_from = elapsed_us()
 local total = 0
 local balance = {}
 if np > 0 then
@@ -280,4 +285,5 @@ else
     call('HSET', KEYS[1], 'pos', format('%d', scan_band), 'cur', cur, 'done', '0')
 end
 if total > 0 then paid = call('HINCRBY', KEYS[1], 'paid', dec(total)) end
-return {'ok', done and 1 or 0, n, scanned, elapsed_us(), paid}
+local us = elapsed_us()
+return {'ok', done and 1 or 0, n, scanned, us, paid, us - players_from, np}

@@ -210,13 +210,18 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             snprintf(l->op.err_code, sizeof(l->op.err_code), "%s", code);
         l->op.page_stop = PAGES_FAIL;
     } else {
-        /* {'ok', done, credited, scanned, µs, the bucket's paid}: the next page is sized from
-         * this one's time per bet credited (a bet found paid costs a field of one HMGET), and
+        /* {'ok', done, credited, scanned, µs, the bucket's paid, µs in its players' writes,
+         * players}: the
+         * next page is sized from this one's fixed part and time per bet credited (a bet found
+         * paid costs a field of one HMGET), and
          * the gap before the next from the settlement's pace. */
         if (tp_reply_len(r) >= 5) {
             int64_t credited = tp_reply_integer(tp_reply_at(r, 2));
             int64_t us = tp_reply_integer(tp_reply_at(r, 4));
-            tp_settle_pager_page(&l->pager, credited, us);
+            bool split = tp_reply_len(r) >= 8;
+            int64_t players_us = split ? tp_reply_integer(tp_reply_at(r, 6)) : 0;
+            int64_t players = split ? tp_reply_integer(tp_reply_at(r, 7)) : 0;
+            tp_settle_pager_page(&l->pager, credited, us, players_us, players);
             l->sst.page_us_max = TP_MAX(l->sst.page_us_max, us);
             l->sst.page_us_sum += us;
             l->sst.pages_slow += us > 2000;
@@ -225,13 +230,15 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             /* Every page, for a settlement's sizes over time (bench/README.md, Settlement,
              * session 10): what it was sent for and did, and what the pager made of it. */
             if (tp_log_enabled(TP_LOG_DEBUG))
-                tp_log_debug(MOD,
-                             "settle page\tround=%lld bucket=%d size=%d credited=%lld "
-                             "scanned=%lld us=%lld rtt_us=%lld next=%d gap_us=%lld",
-                             (long long)l->op.r.id, l->op.bucket, size, (long long)credited,
-                             (long long)tp_reply_integer(tp_reply_at(r, 3)), (long long)us,
-                             (long long)(now - sent), tp_settle_pager_size(&l->pager),
-                             (long long)gap);
+                tp_log_debug(
+                    MOD,
+                    "settle page\tround=%lld bucket=%d size=%d credited=%lld "
+                    "scanned=%lld us=%lld players_us=%lld players=%lld rtt_us=%lld next=%d "
+                    "gap_us=%lld",
+                    (long long)l->op.r.id, l->op.bucket, size, (long long)credited,
+                    (long long)tp_reply_integer(tp_reply_at(r, 3)), (long long)us,
+                    (long long)players_us, (long long)players, (long long)(now - sent),
+                    tp_settle_pager_size(&l->pager), (long long)gap);
         }
         l->sst.pages++;
         if (tp_reply_integer(tp_reply_at(r, 1)) == 1 && l->op.page_stop == PAGES_GO)
@@ -261,6 +268,7 @@ static void on_plan(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     l->op.page_stop = PAGES_GO;
+    tp_settle_pager_cold(&l->pager); /* the bucket's keys of this round are new */
     if (!send_page(l))
         tp_leader_step_end(l);
 }

@@ -135,18 +135,31 @@ int tp_settle_pager_size(const struct tp_settle_pager *p)
     return p->size > 0 ? p->size : TP_SETTLE_PAGE_START;
 }
 
-int tp_settle_pager_page(struct tp_settle_pager *p, int64_t scanned, int64_t us)
+void tp_settle_pager_cold(struct tp_settle_pager *p)
+{
+    p->size = TP_MIN(tp_settle_pager_size(p), TP_SETTLE_PAGE_START);
+}
+
+int tp_settle_pager_page(struct tp_settle_pager *p, int64_t bets, int64_t us, int64_t players_us,
+                         int64_t players)
 {
     int prev = tp_settle_pager_size(p);
-    if (scanned < 16 || us <= 0)
+    if (bets < 16 || us <= 0)
         return p->size = prev;
-    p->ns_per_bet[p->next] = TP_MAX(us * 1000 / scanned, 1);
+    players = TP_MIN(TP_MAX(players, 0), bets);
+    int64_t fixed_us = TP_MIN(TP_MAX(players_us, 0), us) * (bets - players) / bets;
+    p->ns_per_bet[p->next] = TP_MAX((us - fixed_us) * 1000 / bets, 1);
+    p->fixed_us[p->next] = fixed_us;
     p->next = (p->next + 1) % TP_SETTLE_PAGER_WINDOW;
     p->n = TP_MIN(p->n + 1, TP_SETTLE_PAGER_WINDOW);
-    int64_t best = INT64_MAX;
-    for (int i = 0; i < p->n; i++)
-        best = TP_MIN(best, p->ns_per_bet[i]);
-    int64_t next = (int64_t)TP_SETTLE_PAGE_TARGET_US * 1000 / best;
+    int64_t per_bet = INT64_MAX, fixed = INT64_MAX;
+    for (int i = 0; i < p->n; i++) {
+        per_bet = TP_MIN(per_bet, p->ns_per_bet[i]);
+        fixed = TP_MIN(fixed, p->fixed_us[i]);
+    }
+    int64_t for_bets =
+        TP_MAX((int64_t)TP_SETTLE_PAGE_SCRIPT_US - fixed, (int64_t)TP_SETTLE_PAGE_SCRIPT_US / 2);
+    int64_t next = for_bets * 1000 / per_bet;
     next = TP_MIN(TP_MAX(next, (int64_t)prev / 2), (int64_t)prev * 2);
     return p->size = (int)TP_MAX(TP_MIN(next, TP_SETTLE_PAGE_MAX), TP_SETTLE_PAGE_MIN);
 }

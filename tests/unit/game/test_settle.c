@@ -336,41 +336,112 @@ static void test_property_random_pools(void **state)
     assert_true(refunds_seen > 100 && capped_seen > 100 && breakage_seen > 1000);
 }
 
-/* Page sizes follow the measured Redis time toward the target, by at most ×2 per page, from
- * the cheapest page of the window: a page slowed by preemption does not shrink the next ones. */
+/* Page sizes follow the measured Redis time toward the script's aim (1333 µs: a hold of
+ * 1600 µs less the ~20 % after the script), by at most x2 per page, from the cheapest page of
+ * the window: a page slowed by preemption does not shrink the next ones. */
 static void test_pager(void **state)
 {
     (void)state;
+    assert_int_equal(TP_SETTLE_PAGE_SCRIPT_US, 1333);
     struct tp_settle_pager p = {0};
     assert_int_equal(tp_settle_pager_size(&p), TP_SETTLE_PAGE_START);
-    /* 3 µs per bet: 500 fit 1500 µs; reached by doubling from 256 */
-    assert_int_equal(tp_settle_pager_page(&p, 256, 768), 500);
-    assert_int_equal(tp_settle_pager_page(&p, 500, 1500), 500);
+    /* 3 µs per bet, no fixed part known: 444 fit 1333 µs; reached by doubling from 64 */
+    assert_int_equal(tp_settle_pager_page(&p, 64, 192, 0, 0), 128);
+    assert_int_equal(tp_settle_pager_page(&p, 128, 384, 0, 0), 256);
+    assert_int_equal(tp_settle_pager_page(&p, 256, 768, 0, 0), 444);
+    assert_int_equal(tp_settle_pager_page(&p, 444, 1332, 0, 0), 444);
     /* a page that lost the CPU for 40 ms: nothing changes */
-    assert_int_equal(tp_settle_pager_page(&p, 500, 41500), 500);
-    assert_int_equal(tp_settle_pager_page(&p, 500, 1500), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 444, 41500, 0, 0), 444);
+    assert_int_equal(tp_settle_pager_page(&p, 444, 1332, 0, 0), 444);
     /* too few bets to tell (a band's tail) */
-    assert_int_equal(tp_settle_pager_page(&p, 10, 900), 500);
-    assert_int_equal(tp_settle_pager_page(&p, 300, 0), 500);
+    assert_int_equal(tp_settle_pager_page(&p, 10, 900, 0, 0), 444);
+    assert_int_equal(tp_settle_pager_page(&p, 300, 0, 0, 0), 444);
     /* a real rise in cost (10 µs per bet) shows once the cheap pages leave the window, and then
      * halves the size per page down to what fits */
-    int size = 500, steps = 0;
-    while (size > 150 && steps++ < 100)
-        size = tp_settle_pager_page(&p, size, (int64_t)size * 10);
-    assert_int_equal(size, 150);
+    int size = 444, steps = 0;
+    while (size > 133 && steps++ < 100)
+        size = tp_settle_pager_page(&p, size, (int64_t)size * 10, 0, 0);
+    assert_int_equal(size, 133);
     assert_true(steps >= TP_SETTLE_PAGER_WINDOW - 4 && steps <= TP_SETTLE_PAGER_WINDOW + 3);
     /* cheaper again: at most doubling per page, up to the bound */
     struct tp_settle_pager q = {0};
-    assert_int_equal(tp_settle_pager_page(&q, 256, 64), 512);
-    assert_int_equal(tp_settle_pager_page(&q, 512, 128), 1024);
-    assert_int_equal(tp_settle_pager_page(&q, 1024, 256), 2048);
-    assert_int_equal(tp_settle_pager_page(&q, 2048, 512), TP_SETTLE_PAGE_MAX);
-    assert_int_equal(tp_settle_pager_page(&q, 4096, 1024), TP_SETTLE_PAGE_MAX);
+    for (int want = 128; want <= TP_SETTLE_PAGE_MAX; want *= 2)
+        assert_int_equal(tp_settle_pager_page(&q, want / 2, want / 8, 0, 0), want);
+    assert_int_equal(tp_settle_pager_page(&q, 4096, 1024, 0, 0), TP_SETTLE_PAGE_MAX);
     /* very expensive bets: down to the lower bound, never below */
     struct tp_settle_pager r = {0};
     for (int i = 0; i < 10; i++)
-        size = tp_settle_pager_page(&r, tp_settle_pager_size(&r), 100000);
+        size = tp_settle_pager_page(&r, tp_settle_pager_size(&r), 100000, 0, 0);
     assert_int_equal(size, TP_SETTLE_PAGE_MIN);
+}
+
+/* A page's fixed part (its players' writes) is not priced as a cost per bet: the bets get the
+ * aim less the fixed part, and at least half the aim, whatever the fixed part or the
+ * preemption. Priced per bet, a fixed part near the aim drove the size down page after page
+ * (session 11's spiral to 135-bet pages). */
+static void test_pager_fixed(void **state)
+{
+    (void)state;
+    /* 400 µs fixed + 2 µs per bet (the players' writes counted whole: players far fewer than
+     * bets, 0 here for round figures): (1333 - 400) / 2 = 466 bets, reached by doubling */
+    struct tp_settle_pager p = {0};
+    int want[] = {128, 256, 466, 466, 466};
+    int size = tp_settle_pager_size(&p);
+    for (int i = 0; i < 5; i++) {
+        size = tp_settle_pager_page(&p, size, 400 + 2 * (int64_t)size, 400, 0);
+        assert_int_equal(size, want[i]);
+    }
+    /* 1000 µs fixed (most of the aim) + 2 µs per bet: half the aim to bets, 333, and it stays
+     * there over pages that lost the CPU (up to 3x their time) */
+    struct tp_settle_pager q = {0};
+    size = tp_settle_pager_size(&q);
+    for (int i = 0; i < 200; i++) {
+        int64_t slow = 1 + i % 3;
+        size = tp_settle_pager_page(&q, size, slow * (1000 + 2 * (int64_t)size), slow * 1000, 0);
+        if (i >= 3)
+            assert_int_equal(size, 333);
+    }
+    /* the same pages priced as one cost per bet (no fixed part reported) end far smaller */
+    struct tp_settle_pager old = {0};
+    size = tp_settle_pager_size(&old);
+    for (int i = 0; i < 200; i++)
+        size = tp_settle_pager_page(&old, size, 1000 + 2 * (int64_t)size, 0, 0);
+    assert_true(size < 200);
+    /* players' writes of a page whose bets are each a player's are a cost per bet: 800 µs of
+     * 1200 for 400 bets of 400 players is 3 µs per bet, 444 bets; of 100 players, 600 µs fixed
+     * and 1.5 µs per bet, (1333 - 600) / 1.5 = 488 */
+    struct tp_settle_pager c = {.size = 400};
+    assert_int_equal(tp_settle_pager_page(&c, 400, 1200, 800, 400), 444);
+    struct tp_settle_pager d = {.size = 400};
+    assert_int_equal(tp_settle_pager_page(&d, 400, 1200, 800, 100), 488);
+    /* a players' part longer than the page is capped at it, a count of players at the bets */
+    struct tp_settle_pager e = {.size = 400};
+    assert_int_equal(tp_settle_pager_page(&e, 400, 1200, 1500, 500), 444);
+}
+
+/* A bucket's first page of a settlement is small (its keys are new, its bets dear); the pager
+ * then grows it by at most doubling per page back to what its window says. */
+static void test_pager_cold(void **state)
+{
+    (void)state;
+    struct tp_settle_pager p = {0};
+    tp_settle_pager_cold(&p);
+    assert_int_equal(tp_settle_pager_size(&p), TP_SETTLE_PAGE_START);
+    int size = tp_settle_pager_size(&p);
+    for (int i = 0; i < 6; i++)
+        size = tp_settle_pager_page(&p, size, 400 + 2 * (int64_t)size, 400, 0);
+    assert_int_equal(size, 466);
+    tp_settle_pager_cold(&p);
+    assert_int_equal(tp_settle_pager_size(&p), TP_SETTLE_PAGE_START);
+    assert_int_equal(tp_settle_pager_page(&p, 64, 528, 400, 0), 128);
+    assert_int_equal(tp_settle_pager_page(&p, 128, 656, 400, 0), 256);
+    assert_int_equal(tp_settle_pager_page(&p, 256, 912, 400, 0), 466);
+    /* a size already below the start stays */
+    struct tp_settle_pager q = {0};
+    for (int i = 0; i < 10; i++)
+        tp_settle_pager_page(&q, tp_settle_pager_size(&q), 100000, 0, 0);
+    tp_settle_pager_cold(&q);
+    assert_int_equal(tp_settle_pager_size(&q), TP_SETTLE_PAGE_MIN);
 }
 
 /* Pacing: a gap of the page's time (capped) only while the amount paid keeps ahead of a line
@@ -414,6 +485,8 @@ int main(void)
         cmocka_unit_test(test_multiplier),
         cmocka_unit_test(test_property_random_pools),
         cmocka_unit_test(test_pager),
+        cmocka_unit_test(test_pager_fixed),
+        cmocka_unit_test(test_pager_cold),
         cmocka_unit_test(test_pace_gap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
