@@ -83,7 +83,7 @@ def test_kill_leader_mid_settlement():
         users = tpclient.make_users(s, 10, "fo")
         start = tpclient.balances(c, 1)
         # Heaviest on the bands a 2 s move usually ends in (|m| < 3 bps is band 2), so the
-        # winner's band needs several pages (256 bets to start, then what fits 1.5 ms).
+        # winner's band needs several pages (64 bets to start, then what fits the aim).
         per_band = (300, 1000, 2200, 1000, 300)
         jobs = [(band, 100 + (i * 37) % 900) for band, n in enumerate(per_band)
                 for i in range(n)]
