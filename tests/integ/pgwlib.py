@@ -12,6 +12,7 @@ import time
 import betbatch
 import idemfilter
 import redis
+import tpclient
 import tpenv
 
 SRC = tpenv.SRC
@@ -121,6 +122,36 @@ class Money:
             except Exception:
                 pass
         return n
+
+    def fill_sure_win(self, rid, users, winners, losers, tag, locks_at):
+        """`winners` bets on band 1 and `losers` on band 0 (stakes 100-599, players round-robin)
+        in batches of 128, each answered ok, all before `locks_at` (ms): the settlement tests'
+        round, whose band edges of +-100 % make band 1 win for sure."""
+        jobs = [(1, i) for i in range(winners)] + [(0, i) for i in range(losers)]
+        for i in range(0, len(jobs), 128):
+            batch = [(users[n % len(users)], band, 100 + n % 500, f"{tag}-{band}-{n}")
+                     for band, n in jobs[i:i + 128]]
+            self.bets(rid, batch, now=int(time.time() * 1000))
+        assert int(time.time() * 1000) < locks_at, "bets placed too slowly"
+
+    def settled_sure_win(self, srv, rid, winners, timeout=20):
+        """Waits until fill_sure_win's round `rid` is settled; checks that band 1 won, every
+        winner is credited stake * pot / W once, and the server asserted nothing; returns the
+        leader's `round settled` line."""
+        c = self.c
+        tpenv.wait_until(lambda: c.hget("tp:{g}:round:%d" % rid, "state") == "settled",
+                         timeout=timeout, what=f"round {rid} settled")
+        h = tpclient.round_hash(c, rid)
+        assert h["winning_band"] == "1" and h["refund_all"] == "0", h
+        paid = tpclient.round_paid(c, rid, 1)
+        assert paid == tpclient.expected_credits(tpclient.round_bets(c, rid, 1, 3), h)
+        assert len(paid) == winners
+        log = srv.log_text()
+        assert "assertion failed" not in log
+        line = [ln for ln in log.splitlines()
+                if 'msg="round settled"' in ln and f" round={rid} " in ln]
+        assert len(line) == 1, line
+        return line[0]
 
     def workload(self, nusers, nbets, rid=900001, start=1, grant=100000):
         """Grants nusers players and places nbets bets round-robin; returns Σ stakes. The round id is

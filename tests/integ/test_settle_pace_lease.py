@@ -25,16 +25,6 @@ ENV = {"TICKPOOL_GAME_BETTING_S": "8", "TICKPOOL_GAME_LIVE_S": "2",
        "TICKPOOL_LOG_LEVEL": "info", "TP_TEST_SETTLE_PACE_GAP_MS": str(GAP_MS)}
 
 
-def fill(c, m, users, rid, locks_at, tag):
-    """WINNERS bets on band 1 and LOSERS on band 0 (stakes 100-599), straight into Redis."""
-    jobs = [(1, i) for i in range(WINNERS)] + [(0, i) for i in range(LOSERS)]
-    for i in range(0, len(jobs), 128):
-        batch = [(users[n % len(users)], band, 100 + n % 500, f"{tag}-{band}-{n}")
-                 for band, n in jobs[i:i + 128]]
-        m.bets(rid, batch, now=int(time.time() * 1000))  # each answered ok, or it fails
-    assert int(time.time() * 1000) < locks_at, "bets placed too slowly"
-
-
 def in_gap(c, rid, timeout=30):
     """Waits until the round's first page is paid and the next does not come for 300 ms (the
     5 s gap); returns (monotonic time the first page was seen, the plan's paid), or None when
@@ -69,7 +59,7 @@ def test_lease_lost_in_a_pacing_gap():
         for attempt in range(3):
             o = tpclient.fresh_open_round(s, min_left_ms=5000, timeout=60)
             rid = o["id"]
-            fill(c, m, users, rid, o["locks_at"], f"pl{attempt}")
+            m.fill_sure_win(rid, users, WINNERS, LOSERS, f"pl{attempt}", o["locks_at"])
             tpenv.wait_until(lambda: c.hget("tp:{g}:round:%d" % rid, "state") == "settling",
                              timeout=30, interval=0.002, what=f"round {rid} settling")
             caught = in_gap(c, rid)
@@ -101,18 +91,8 @@ def test_lease_lost_in_a_pacing_gap():
         new = tpclient.lease(c)
         assert new[0] == holder and new[2] > e, (holder, e, new)
 
-        tpenv.wait_until(lambda: c.hget("tp:{g}:round:%d" % rid, "state") == "settled",
-                         timeout=20, what=f"round {rid} settled")
-        h = tpclient.round_hash(c, rid)
-        assert h["winning_band"] == "1" and h["refund_all"] == "0", h
-        bets = tpclient.round_bets(c, rid, 1, 3)
-        paid = tpclient.round_paid(c, rid, 1)
-        assert paid == tpclient.expected_credits(bets, h)
-        assert len(paid) == WINNERS
-        line = [ln for ln in s.log_text().splitlines()
-                if 'msg="round settled"' in ln and f" round={rid} " in ln]
-        assert len(line) == 1 and " pages_paced=0 " in line[0], line
-        assert "assertion failed" not in s.log_text()
+        line = m.settled_sure_win(s, rid, WINNERS)
+        assert " pages_paced=0 " in line, line
 
 
 if __name__ == "__main__":
