@@ -147,7 +147,9 @@ def settlement(trace, tid, rid, log):
     pages = [t for t in big if fd in t["reads"]]
     aof = [max(n for _, n, _, _ in t["writes"]) for t in pages]
     # Two pages read in one turn (both in Redis's input at once: the second page in flight sent
-    # with the first) run back to back: about twice a page's AOF bytes.
+    # with the first, before c47849a) run back to back: about twice a page's AOF bytes. Since
+    # c47849a one page is in Redis at a time, and a turn flagged here is one page much larger
+    # than the median (the pager's sizes vary more when Redis's speed does).
     two = [a > 1.6 * pct(aof, 0.5) for a in aof]
     hold = [t["end"] - t["reads"][fd] for t in pages]
     oncpu = [t["end"] - t["reads"][fd] - t["off"] for t in pages]
@@ -157,7 +159,8 @@ def settlement(trace, tid, rid, log):
     print(f"Redis's main thread traced (perf, from the settlement window's start to \"round "
           f"settled\"): {len(pages)} turns read the leader's connection (fd {fd}) and wrote 8 KiB "
           f"or more, the pages ({len(us)} `settle page` lines); {sum(two)} of them wrote over 1.6x "
-          f"the median AOF bytes ({pct(aof, 0.5):,}): two pages read and run in one turn. A "
+          f"the median AOF bytes ({pct(aof, 0.5):,}): two pages read and run in one turn, or one "
+          f"page far above the median. A "
           f"turn's hold, from Redis's read of the page to its next epoll_wait (the script, its "
           f"writes propagated and written to the AOF, the reply, and whatever else was read in "
           f"that turn after it), ms p50 / p90 / p99 / max, turns of one page: **{f(one)}**, over "
