@@ -287,6 +287,17 @@ int tp_pg_exec_prepared(struct tp_pg *pg, const char *sql, int nparams, const ch
     return take_result(pg, res, out, err, errlen);
 }
 
+/* A pipeline that failed answers no rows: the results of the statements before the failure are
+ * freed, and every caller's *out is NULL. */
+static void pipeline_free_results(const struct tp_pg_call *calls, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (calls[i].out != NULL) {
+            tp_pg_result_free(*calls[i].out);
+            *calls[i].out = NULL;
+        }
+}
+
 /* The pipeline's results no longer match its statements (a connection lost mid-way, or a
  * protocol surprise): the connection is dropped, which also rolls back a transaction it had
  * open, and the caller reconnects (tp_pg_ok is false). */
@@ -297,11 +308,7 @@ static int pipeline_lost(struct tp_pg *pg, const struct tp_pg_call *calls, size_
         snprintf(pg->sqlstate, sizeof(pg->sqlstate), "08006");
         set_err(err, errlen, "postgres connection lost in a pipeline: ", PQerrorMessage(pg->conn));
     }
-    for (size_t i = 0; i < n; i++)
-        if (calls[i].out != NULL) {
-            tp_pg_result_free(*calls[i].out);
-            *calls[i].out = NULL;
-        }
+    pipeline_free_results(calls, n);
     PQfinish(pg->conn);
     pg->conn = NULL;
     return TP_EUNAVAIL;
@@ -383,11 +390,7 @@ int tp_pg_exec_pipeline(struct tp_pg *pg, const struct tp_pg_call *calls, size_t
     if (got != n || PQexitPipelineMode(pg->conn) != 1)
         return pipeline_lost(pg, calls, n, rc, err, errlen);
     if (rc != 0)
-        for (size_t i = 0; i < n; i++)
-            if (calls[i].out != NULL) {
-                tp_pg_result_free(*calls[i].out);
-                *calls[i].out = NULL;
-            }
+        pipeline_free_results(calls, n);
     return rc;
 }
 
