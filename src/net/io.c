@@ -30,17 +30,23 @@ ssize_t tp_io_send_error(int e)
     return (e == EPIPE || e == ECONNRESET) ? TP_ECLOSED : TP_EIO;
 }
 
-static ssize_t plain_write(struct tp_io *io, const void *buf, size_t n)
+ssize_t tp_io_send_fd(int fd, const void *p, size_t n)
 {
     for (;;) {
-        /* MSG_NOSIGNAL: a peer that went away must not kill the worker with SIGPIPE. */
-        ssize_t r = send(io->fd, buf, n, MSG_NOSIGNAL);
+        /* MSG_NOSIGNAL: a peer that went away must not kill the worker with SIGPIPE.
+         * MSG_DONTWAIT: a full socket answers TP_IO_WANT_WRITE whatever the fd's mode. */
+        ssize_t r = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r >= 0)
             return r;
         if (errno == EINTR)
             continue;
         return tp_io_send_error(errno);
     }
+}
+
+static ssize_t plain_write(struct tp_io *io, const void *buf, size_t n)
+{
+    return tp_io_send_fd(io->fd, buf, n);
 }
 
 static int plain_handshake(struct tp_io *io)

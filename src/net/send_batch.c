@@ -163,11 +163,7 @@ int tp_send_batch_run(struct tp_send_batch *b)
         if (b->res[i] != PENDING)
             continue;
         const struct io_uring_sqe *sqe = &b->sqes[(b->base + i) & b->sq_mask];
-        ssize_t w;
-        do
-            w = send(sqe->fd, (const void *)(uintptr_t)sqe->addr, sqe->len, SEND_FLAGS);
-        while (w < 0 && errno == EINTR);
-        b->res[i] = w >= 0 ? w : tp_io_send_error(errno);
+        b->res[i] = tp_io_send_fd(sqe->fd, (const void *)(uintptr_t)sqe->addr, sqe->len);
     }
     return rc;
 }

@@ -36,6 +36,9 @@ struct tp_io {
 /** tp_io_write's result for a plain send that failed with errno `e` (not EINTR): TP_IO_WANT_WRITE,
  * TP_ECLOSED or TP_EIO. The plain write's mapping, shared with the fan-out's batched sends. */
 ssize_t tp_io_send_error(int e);
+/** One send() of up to n bytes to plain socket `fd`, retried on EINTR, never blocking and never
+ * raising SIGPIPE: the plain tp_io_write, and the fan-out's batched sends when their ring fails. */
+ssize_t tp_io_send_fd(int fd, const void *p, size_t n);
 
 /** Initialises `io` as plain TCP on `fd` (borrowed: the caller closes it). */
 void tp_io_plain_init(struct tp_io *io, int fd);

@@ -23,16 +23,15 @@
 #include <errno.h>
 #include <ev.h>
 #include <fcntl.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "refuse_syscall.h"
 
 enum { N = 64, SLICE = 16 /* visits between clock reads: a 1 ns budget visits 16 */ };
 
@@ -643,22 +642,6 @@ static void test_uring_closed_peer(void **state)
     }
 }
 
-/* In this process from now on, io_uring_setup fails with `err`, as under a container's seccomp
- * profile. */
-static int refuse_io_uring(int err)
-{
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        return -1;
-    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
-}
-
 /* A kernel that refuses io_uring (ENOSYS, EPERM under seccomp or kernel.io_uring_disabled):
  * the set-up says so with the reason, and the fan-out writes with send() as before. In a child,
  * since the filter cannot be removed. */
@@ -673,7 +656,7 @@ static void test_fallback_when_io_uring_refused(void **state)
         if (pid == 0) {
             ev_loop_fork(host.loop);
             char err[256] = "";
-            if (refuse_io_uring(errs[k]) != 0)
+            if (refuse_syscall(__NR_io_uring_setup, errs[k]) != 0)
                 _exit(10);
             if (tp_conn_fanout_setup(&host, BATCH, err, sizeof(err)) != TP_EUNAVAIL)
                 _exit(11);
