@@ -109,9 +109,10 @@ static bool direct_done(struct tp_conn_fanout *fo, struct tp_conn *c, int i, int
     if (r == 0)
         return true;
     if (r != TP_EAGAIN) {
-        /* Left bytes or failed. Its session cannot want to close here (a closing session
-         * refuses a direct write: TP_EAGAIN), so this is the flush's handling less nothing;
-         * then watch for writability while the rest waits. */
+        /* Left bytes or failed: tp_conn_ws_written does all a flush does with its result
+         * (TLS wanting a read, closing on an error). Its close for a session that wants to
+         * close never fires here: a closing session refuses a direct write (TP_EAGAIN).
+         * Then watch for writability while the rest waits. */
         tp_conn_ws_written(c, r);
         tp_conn_update_events(c);
     }
