@@ -197,7 +197,13 @@ static void *thread_main(void *arg)
 {
     struct tp_pgw *w = arg;
     ev_run(w->loop, 0);
-    /* Stopped: close Redis (pending callbacks get TP_ECLOSED and do nothing) and Postgres. */
+    /* Stopped. The flush watcher is the one that reads w->store, freed below: it is stopped
+     * first, so no later turn of this loop can flush a freed store (ev_ref balances
+     * tp_pgw_start's ev_unref, as libev asks before stopping such a watcher). The timers and
+     * the async watcher are never stopped: they go with the loop (destroy). */
+    ev_ref(w->loop);
+    ev_prepare_stop(w->loop, &w->flush);
+    /* Close Redis (pending callbacks get TP_ECLOSED and do nothing) and Postgres. */
     tp_store_free(w->store);
     w->store = NULL;
     tp_pgw_pg_close(w->pg);
