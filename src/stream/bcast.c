@@ -54,7 +54,9 @@
 #define MOD "bcast"
 /* Ticks dispatched within one loop iteration whose lag is pending (more are measured at once). */
 #define BEATS_MAX 8
-/* The same for `round` messages (a boundary sends two). */
+/* The same for `round` messages' delay (a boundary sends two); past it, a message's delay is
+ * observed at its receipt. Only the metric and the debug line: the boundary a worker marks
+ * written is kept apart (written_t_ms), whatever the number of messages. */
 #define ROUNDS_MAX 4
 
 /* A boundary's `round` message handed to the sockets, its delivery not yet observed. */
@@ -78,6 +80,10 @@ struct bcast {
     int nbeats;
     struct round_sent rounds[ROUNDS_MAX];
     int nrounds;
+    /* The latest boundary whose open round's `round` message was handed to the sockets, to mark
+     * written (tickpool/net/workers_written.h) once the writes queued at once are out; 0 when
+     * none waits. See round_sent. */
+    int64_t written_t_ms;
     /* Leader side: odds waiting to ride on the next beat (odds_held), or sent alone by
      * odds_timer when that beat is late. */
     int tick_ms;
@@ -297,10 +303,9 @@ static void observe_beat(int64_t ts_ms)
 /* A boundary's `round` message is in this worker's sockets: its delay from T, in the histogram
  * and (debug) in the log with the receipt's, and how long the worker ran on a CPU and waited
  * for one in between (schedstat), so each stage can be told apart. */
-static void observe_round(const struct tp_worker *w, const struct round_sent *r)
+static void observe_round(const struct round_sent *r)
 {
     int64_t now = tp_now_ns(), t_ns = r->t_ms * 1000000;
-    tp_workers_written_set(tp_worker_index(w), r->t_ms); /* the leader's hold looks */
     tp_metrics_observe_ns(TP_METRIC_FAMILY_ROUND_DELAY, TP_METRICS_ROUND_STAGE_DELIVERED,
                           now - t_ns);
     if (!tp_log_enabled(TP_LOG_DEBUG))
@@ -328,10 +333,13 @@ static void on_flushed(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)revents;
     struct bcast *bc = p->data;
-    if (bc->nrounds > 0 && !tp_worker_queued_pending(bc->w)) {
+    if ((bc->nrounds > 0 || bc->written_t_ms > 0) && !tp_worker_queued_pending(bc->w)) {
         for (int i = 0; i < bc->nrounds; i++)
-            observe_round(bc->w, &bc->rounds[i]);
+            observe_round(&bc->rounds[i]);
         bc->nrounds = 0;
+        if (bc->written_t_ms > 0) /* the leader's hold looks (tp_leader_step_held) */
+            tp_workers_written_set(tp_worker_index(bc->w), bc->written_t_ms);
+        bc->written_t_ms = 0;
     }
     if (tp_worker_output_pending(bc->w))
         return; /* the fan-out is written in slices: the beat is not out yet */
@@ -352,16 +360,29 @@ static void beat_sent(struct bcast *bc, int64_t ts)
     ev_prepare_start(tp_worker_loop(bc->w), &bc->flushed);
 }
 
-/* A boundary's `round` message (T: the boundary it announces) was handed to the sockets. */
-static void round_sent(struct bcast *bc, int64_t id, int64_t t_ms, int64_t received_ns, int sockets)
+/*
+ * A boundary's `round` message (T: the boundary it announces) was handed to the sockets. Its
+ * delay is observed once it is written (on_flushed). The boundary is marked written then only
+ * for an open round's message: the boundaries the leader holds its next step for announce a
+ * pair, the round locked at T first and the round opening at T last (leader_boundary; the
+ * planner opens the next round at the lock's time), and the subscriber may read the two in
+ * separate iterations, so once the open round's message is out the pair is. A boundary without
+ * an open round is not held (leader_boundary.c, hold_next_step) and needs no mark. The mark is
+ * one number, the latest T, so no burst of announcements (a leader catching up on missed
+ * boundaries while this worker still writes the first pair) marks a boundary early.
+ */
+static void round_sent(struct bcast *bc, const struct tp_protocol_peek *pk, int64_t received_ns,
+                       int sockets)
 {
-    struct round_sent r = {id, t_ms, received_ns, sockets, tp_loop_watch_sched_now()};
-    if (bc->nrounds == ROUNDS_MAX) {
-        observe_round(bc->w, &r);
-        return;
-    }
-    bc->rounds[bc->nrounds++] = r;
+    struct round_sent r = {pk->round_id, pk->round_t_ms, received_ns, sockets,
+                           tp_loop_watch_sched_now()};
+    if (pk->round_open)
+        bc->written_t_ms = TP_MAX(bc->written_t_ms, pk->round_t_ms);
     ev_prepare_start(tp_worker_loop(bc->w), &bc->flushed);
+    if (bc->nrounds == ROUNDS_MAX)
+        observe_round(&r);
+    else
+        bc->rounds[bc->nrounds++] = r;
 }
 
 /* --- Dispatch --- */
@@ -403,7 +424,7 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
     if (pk.kind == TP_PROTOCOL_TICK && pk.tick_ts > 0)
         beat_sent(bc, pk.tick_ts);
     if (pk.kind == TP_PROTOCOL_ROUND && pk.round_t_ms > 0)
-        round_sent(bc, pk.round_id, pk.round_t_ms, received_ns, fw.sockets);
+        round_sent(bc, &pk, received_ns, fw.sockets);
     /* Only the final announcement carries the receipt: a round being cancelled is shown as
      * cancelled before its refunds are credited, and looking up payouts then would find none
      * and skip the refunded players. */

@@ -401,6 +401,7 @@ int tp_protocol_peek(const void *data, size_t len, struct tp_protocol_peek *out)
                                                  : NULL;
         if (tkey == NULL || tp_val_get_int(r, tkey, &out->round_t_ms) != 0)
             out->round_t_ms = 0;
+        out->round_open = st == TP_ROUND_OPEN;
     }
     tp_doc_free(doc);
     return 0;

@@ -120,6 +120,8 @@ struct tp_protocol_peek {
     /* TP_PROTOCOL_ROUND: the boundary the message announces, Unix ms: an open round's opens_at,
      * a live one's locks_at (0 for any other state, or unreadable). */
     int64_t round_t_ms;
+    /* TP_PROTOCOL_ROUND: the round is open (round_t_ms is its opens_at). */
+    bool round_open;
     /* TP_PROTOCOL_ACCOUNT: the change (user_id 0 when unreadable). */
     struct tp_access_update account;
 };

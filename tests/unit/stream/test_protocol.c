@@ -729,6 +729,7 @@ static void test_peek(void **state)
         enum tp_round_state pub = tp_round_state_public(r.state);
         int64_t t = pub == TP_ROUND_OPEN ? r.t.opens_at : pub == TP_ROUND_LIVE ? r.t.locks_at : 0;
         assert_int_equal(pk.round_t_ms, t);
+        assert_int_equal(pk.round_open, pub == TP_ROUND_OPEN);
     }
 
     /* Not MessagePack; a map without t. */
