@@ -363,11 +363,13 @@ void tp_worker_main(const struct tp_config *cfg, int index, int master_pid)
         init_hooks[i].fn(w, init_hooks[i].ud);
 
     /* The fan-out's beats to plain sockets through io_uring, one system call per batch instead
-     * of one send() per socket, when the kernel allows it (bench/README.md "Viewers"). */
+     * of one send() per socket, when the kernel allows it (bench/README.md "Viewers"). What
+     * refuses it (the kernel, kernel.io_uring_disabled, a seccomp profile) refuses every worker:
+     * worker 0 warns, the others say it at debug; each one's `ready` line says which it uses. */
     if (strcmp(cfg->server.fanout_io_uring, "off") != 0 &&
         tp_conn_fanout_setup(&w->host, TP_WORKER_FANOUT_BATCH, err, sizeof(err)) != 0)
-        tp_log_warn("worker",
-                    "fan-out with one send() per socket: io_uring unavailable\treason=\"%s\"", err);
+        tp_log(index == 0 ? TP_LOG_WARN : TP_LOG_DEBUG, "worker",
+               "fan-out with one send() per socket: io_uring unavailable\treason=\"%s\"", err);
 
     set_accepting(w, true);
     tp_log_info("worker", "ready\tcpu=%d http_port=%d https_port=%d fanout=%s", cpu,

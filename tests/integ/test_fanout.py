@@ -11,7 +11,8 @@
     wins), or got every tick because the kernel held them; never does it lose its `payout`.
 (c) server.fanout_io_uring: each worker's `ready` line says how it writes the beats (io_uring by
     default where the kernel allows it, else a warning with the reason; send() with off), and
-    --check-config refuses anything but auto or off.
+    --check-config refuses anything but auto or off; where a seccomp profile refuses io_uring,
+    the warning comes once (worker 0), not once per worker.
 """
 
 import os
@@ -229,6 +230,48 @@ def test_fanout_io_uring_setting():
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "server.fanout_io_uring: must be auto or off" in out.stderr, (
         out.returncode, out.stderr)
+
+def refuse_io_uring_setup():
+    """Popen preexec_fn: from here on io_uring_setup fails with EPERM in this process and what it
+    execs, as under Docker's default seccomp profile."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    nr_io_uring_setup = 425  # the same on every architecture (added in Linux 5.1)
+    ret_errno, ret_allow, eperm = 0x00050000, 0x7FFF0000, 1
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                    ("k", ctypes.c_uint)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    # BPF_LD|BPF_W|BPF_ABS of seccomp_data.nr; BPF_JMP|BPF_JEQ|BPF_K; BPF_RET|BPF_K twice.
+    prog = (SockFilter * 4)(SockFilter(0x20, 0, 0, 0),
+                            SockFilter(0x15, 0, 1, nr_io_uring_setup),
+                            SockFilter(0x06, 0, 0, ret_errno | eperm),
+                            SockFilter(0x06, 0, 0, ret_allow))
+    fprog = SockFprog(4, prog)
+    if (libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0 or
+            libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0):
+        os._exit(120)
+
+
+def test_io_uring_refused_said_once():
+    """A seccomp profile refusing io_uring refuses every worker: worker 0 warns with the reason,
+    the others do not repeat it (they log it at debug), and each `ready` line says send."""
+    with tpenv.Server(workers=2, https=False, preexec_fn=refuse_io_uring_setup) as s:
+        ready = tpenv.wait_until(
+            lambda: (lambda c: c if len(c) == 2 else None)(
+                re.findall(r'role=(worker\.\d) .*msg="ready" cpu=-?\d+ .*fanout=(\w+)',
+                           s.log_text())),
+            what="both workers ready")
+        warned = re.findall(r'level=warn .*role=(worker\.\d) .*io_uring unavailable.*'
+                            r'reason="io_uring_setup: Operation not permitted', s.log_text())
+        assert sorted(ready) == [("worker.0", "send"), ("worker.1", "send")], ready
+        assert warned == ["worker.0"], (warned, s.log_text())
+
 
 if __name__ == "__main__":
     tpenv.main()

@@ -297,7 +297,7 @@ class Server:
     """
 
     def __init__(self, redis=None, pg=None, env=None, workers=1, https=True, migrate=True,
-                 args=()):
+                 args=(), preexec_fn=None):
         if not os.path.exists(BIN):
             raise AssertionError(f"tickpool binary not found at {BIN}")
         self.http_port = free_port()
@@ -329,6 +329,7 @@ class Server:
         self.pg = pg
         self.migrate = migrate
         self.args = list(args)
+        self.preexec_fn = preexec_fn  # run in the server's process before exec (Popen's)
         self.proc = None
         self.log = None
 
@@ -346,7 +347,7 @@ class Server:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, *self.args], cwd=SRC, env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=self.preexec_fn)
         if wait:
             wait_until(lambda: self.proc.poll() is None and
                        self.http("GET", "/healthz")[0] == 200,
