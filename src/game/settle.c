@@ -140,6 +140,15 @@ void tp_settle_pager_cold(struct tp_settle_pager *p)
     p->size = TP_MIN(tp_settle_pager_size(p), TP_SETTLE_PAGE_START);
 }
 
+/* The bets a page of `fixed_us` plus `ns_per_bet` each can hold within the script's aim: the
+ * aim less the fixed part, at least half of it, at that cost per bet. */
+static int64_t pager_fit(int64_t fixed_us, int64_t ns_per_bet)
+{
+    int64_t for_bets =
+        TP_MAX((int64_t)TP_SETTLE_PAGE_SCRIPT_US - fixed_us, (int64_t)TP_SETTLE_PAGE_SCRIPT_US / 2);
+    return for_bets * 1000 / ns_per_bet;
+}
+
 int tp_settle_pager_page(struct tp_settle_pager *p, int64_t bets, int64_t us, int64_t players_us,
                          int64_t players)
 {
@@ -152,14 +161,17 @@ int tp_settle_pager_page(struct tp_settle_pager *p, int64_t bets, int64_t us, in
     p->fixed_us[p->next] = fixed_us;
     p->next = (p->next + 1) % TP_SETTLE_PAGER_WINDOW;
     p->n = TP_MIN(p->n + 1, TP_SETTLE_PAGER_WINDOW);
-    int64_t per_bet = INT64_MAX, fixed = INT64_MAX;
+    /* Each page's own fit, both parts from that page, sorted (insertion: 16 at most); the lower
+     * median is the next size. */
+    int64_t fits[TP_SETTLE_PAGER_WINDOW];
     for (int i = 0; i < p->n; i++) {
-        per_bet = TP_MIN(per_bet, p->ns_per_bet[i]);
-        fixed = TP_MIN(fixed, p->fixed_us[i]);
+        int64_t f = pager_fit(p->fixed_us[i], p->ns_per_bet[i]);
+        int j = i;
+        for (; j > 0 && fits[j - 1] > f; j--)
+            fits[j] = fits[j - 1];
+        fits[j] = f;
     }
-    int64_t for_bets =
-        TP_MAX((int64_t)TP_SETTLE_PAGE_SCRIPT_US - fixed, (int64_t)TP_SETTLE_PAGE_SCRIPT_US / 2);
-    int64_t next = for_bets * 1000 / per_bet;
+    int64_t next = fits[(p->n - 1) / 2];
     next = TP_MIN(TP_MAX(next, (int64_t)prev / 2), (int64_t)prev * 2);
     return p->size = (int)TP_MAX(TP_MIN(next, TP_SETTLE_PAGE_MAX), TP_SETTLE_PAGE_MIN);
 }

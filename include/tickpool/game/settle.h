@@ -64,15 +64,15 @@ bool tp_settle_multiplier(int64_t total, int64_t pool_b, int rake_bps, double *o
  * (null on the wire). Returns 0 or TP_EINVAL (negative pool, overflow, bad rake). */
 int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, double *out);
 
-/* Settlement pages (scripts/lua/settle_page.lua) are sized by Redis time: a page is to hold
- * Redis about TP_SETTLE_PAGE_HOLD_US at the best rate of the last pages, so a bet queued behind
- * one waits about that. The hold is the script and the work after it: its writes propagated and
- * written to the AOF and its reply written, about TP_SETTLE_PAGE_AFTER_PCT % of the script
- * (bench/settle_hold.py: 16-21 %), which the script cannot time, so the script is aimed at
- * TP_SETTLE_PAGE_SCRIPT_US (bench/README.md, Settlement, sessions 11 and 12). The script starts
- * no HSCAN chunk after TP_SETTLE_PAGE_SCAN_US (its writes follow), so a page stays short even
- * when the size estimate is stale. Each bucket's first page of a settlement is at most
- * TP_SETTLE_PAGE_START bets: its keys are new and its bets cost 2-4 times a warm page's. */
+/* Settlement pages (scripts/lua/settle_page.lua) are sized by Redis time: a typical page is to
+ * hold Redis about TP_SETTLE_PAGE_HOLD_US, so a bet queued behind one waits about that. The hold
+ * is the script and the work after it: its writes propagated and written to the AOF and its
+ * reply written, about TP_SETTLE_PAGE_AFTER_PCT % of the script (bench/settle_hold.py: 16-21 %),
+ * which the script cannot time, so the script is aimed at TP_SETTLE_PAGE_SCRIPT_US
+ * (bench/README.md, Settlement, sessions 11-13). The script starts no HSCAN chunk after
+ * TP_SETTLE_PAGE_SCAN_US (its writes follow), so a page stays short even when the size estimate
+ * is stale. Each bucket's first page of a settlement is at most TP_SETTLE_PAGE_START bets: its
+ * keys are new and its bets cost 2-4 times a warm page's. */
 #define TP_SETTLE_PAGE_HOLD_US 1600
 #define TP_SETTLE_PAGE_AFTER_PCT 20
 #define TP_SETTLE_PAGE_SCRIPT_US (TP_SETTLE_PAGE_HOLD_US * 100 / (100 + TP_SETTLE_PAGE_AFTER_PCT))
@@ -85,14 +85,20 @@ int tp_settle_multipliers(const int64_t *pools, int n_bands, int rake_bps, doubl
 /* The page sizer. A page costs a fixed part plus a part per bet, which the script reports apart:
  * its players' writes (one command per key with every player of the page) are fixed for a page
  * that holds most of the bucket's players, and per bet for one whose bets are each a player's,
- * so the share (bets - players) / bets of them counts as fixed. Its time is wall time (Redis has
- * no CPU clock for scripts), so on a busy host a page that lost the CPU mid-way looks many times
- * slower than its work; preemption only ever adds, so each part is the lowest of the last
- * TP_SETTLE_PAGER_WINDOW pages: a real rise in cost (bigger stakes, more players per page) shows
- * once those pages age out, and the script's scan budget bounds a page meanwhile. Priced as one
- * cost per bet, a smaller page looked dearer per bet and, aimed low, the size spiralled down
- * (session 11); with the fixed part apart, at least half the aim goes to bets, so a page holds
- * at least half the aim's worth of them whatever the fixed part. Zeroed = no page seen yet. */
+ * so the share (bets - players) / bets of them counts as fixed. Each of the last
+ * TP_SETTLE_PAGER_WINDOW pages gives the bets that would fit the aim at its own two parts, and
+ * the next page gets the lower median of those: the typical page fits the aim. Two mistakes
+ * this avoids (bench/README.md, Settlement, session 13): the lowest fixed part and the lowest
+ * cost per bet of the window come from different pages, and their sum is below any page's cost;
+ * and the cheapest page is not the typical one (scripts ran 1.25-1.30x their aim at p50 sized
+ * that way, session 12). Times are wall time (Redis has no CPU clock for scripts), so on a busy
+ * host a page that lost the CPU mid-way looks many times slower than its work; as one page of
+ * the window it moves the median by one place, and a real rise in cost (bigger stakes, more
+ * players per page) shows once half the window has it; the script's scan budget bounds a page
+ * meanwhile. Priced as one cost per bet, a smaller page looked dearer per bet and, aimed low,
+ * the size spiralled down (session 11); with the fixed part apart, at least half the aim goes to
+ * bets, so a page holds at least half the aim's worth of them whatever the fixed part. Zeroed =
+ * no page seen yet. */
 struct tp_settle_pager {
     int64_t ns_per_bet[TP_SETTLE_PAGER_WINDOW]; /* the part per bet, ns */
     int64_t fixed_us[TP_SETTLE_PAGER_WINDOW];   /* the fixed part, µs */
@@ -108,11 +114,11 @@ int tp_settle_pager_size(const struct tp_settle_pager *p);
 void tp_settle_pager_cold(struct tp_settle_pager *p);
 
 /** Records a page that credited `bets` bets of `players` players in `us` µs, `players_us` of them
- * in its players' writes (0, 0 when not known), and returns the next page's size: the bets that
- * fit TP_SETTLE_PAGE_SCRIPT_US less the window's lowest fixed part (at least half of it) at the
- * window's lowest cost per bet, at most halved or doubled per page, within
- * [TP_SETTLE_PAGE_MIN, TP_SETTLE_PAGE_MAX]. A page of fewer than 16 bets (a band's tail, mostly
- * fixed cost) changes nothing. */
+ * in its players' writes (0, 0 when not known), and returns the next page's size: the lower
+ * median, over the window's pages, of the bets that fit TP_SETTLE_PAGE_SCRIPT_US less the page's
+ * fixed part (at least half of it) at the page's cost per bet, at most halved or doubled per page,
+ * within [TP_SETTLE_PAGE_MIN, TP_SETTLE_PAGE_MAX]. A page of fewer than 16 bets (a band's tail,
+ * mostly fixed cost) changes nothing. */
 int tp_settle_pager_page(struct tp_settle_pager *p, int64_t bets, int64_t us, int64_t players_us,
                          int64_t players);
 
