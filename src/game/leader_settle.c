@@ -147,9 +147,10 @@ static void pages_over(struct tp_leader *l)
         tp_leader_step_end(l);
 }
 
-/* Sends the next page (none is in flight: the last reply is in, or a gap is over); a page
- * that cannot be sent ends the pages. Each page reads its cursor from the plan when Redis runs
- * it, so it continues where the last one stopped. */
+/* Sends the next page (none is in flight: the plan's or the last page's reply is in, or a gap
+ * is over); a page that cannot be sent ends the pages and the step (page_stop is read only while
+ * a page or a gap is pending, and the next plan sets it again). Each page reads its cursor from
+ * the plan when Redis runs it, so it continues where the last one stopped. */
 static void page_next(struct tp_leader *l)
 {
     if (!send_page(l)) {
@@ -211,10 +212,9 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
         l->op.page_stop = PAGES_FAIL;
     } else {
         /* {'ok', done, credited, scanned, µs, the bucket's paid, µs in its players' writes,
-         * players}: the
-         * next page is sized from this one's fixed part and time per bet credited (a bet found
-         * paid costs a field of one HMGET), and
-         * the gap before the next from the settlement's pace. */
+         * players}: the next page is sized from this one's fixed part and time per bet credited
+         * (a bet found paid costs a field of one HMGET), and the gap before the next from the
+         * settlement's pace. */
         if (tp_reply_len(r) >= 5) {
             int64_t credited = tp_reply_integer(tp_reply_at(r, 2));
             int64_t us = tp_reply_integer(tp_reply_at(r, 4));
@@ -269,8 +269,7 @@ static void on_plan(int err, const struct tp_store_reply *r, void *ud)
     }
     l->op.page_stop = PAGES_GO;
     tp_settle_pager_cold(&l->pager); /* the bucket's keys of this round are new */
-    if (!send_page(l))
-        tp_leader_step_end(l);
+    page_next(l);
 }
 
 static void settle_bucket(struct tp_leader *l)
