@@ -5,7 +5,11 @@ the same answers, balances, pools and bets as placing them one by one, in ARGV o
 
 KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
   KEYS[1] tp:{bN}:bal                       HASH user_id -> balance (minor units)
-  KEYS[2] tp:{bN}:idem:<round_id>           HASH "<user_id>:<key>" -> idempotency record
+  KEYS[2] tp:{bN}:idem:<round_id>           HASH "<user_id>:<key>" -> idempotency record,
+                                            written by versions before the records moved into
+                                            the hot index: read only for a key whose entry
+                                            names this round and carries no record, never
+                                            written
   KEYS[3] tp:{bN}:round:<round_id>:state    HASH state, locks_at, nbands, min_stake, max_stake
                                             (bucket_state.lua: the round's copy and rules)
   KEYS[4] tp:{bN}:pool:<round_id>           HASH band -> stake sum, "total"
@@ -17,10 +21,13 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
                                             game (`tickpool admin pause`; see pause.lua)
   KEYS[10] tp:{bN}:disabled                 HASH user_id -> when an operator disabled the
                                             account (`tickpool admin disable`; account_flag.lua)
-  KEYS[11] tp:{bN}:idemhot                  HASH "<user_id>:<key>" -> "<round_id>:<placed_ms>",
-                                            the hot key index: the round each key of a round
-                                            still in Redis bet on (archival removes a round's
-                                            entries, idem_unindex.lua)
+  KEYS[11] tp:{bN}:idemhot                  HASH "<user_id>:<key>" ->
+                                            "<round_id>:<placed_ms>|<record>", the hot key
+                                            index: the round each key of a round still in Redis
+                                            bet on, and the key's idempotency record (an older
+                                            version's entry: "<round_id>:<placed_ms>", its
+                                            record in KEYS[2]); archival removes a round's
+                                            entries, idem_unindex.lua
   KEYS[12] tp:{bN}:idemfilter:<w>           the whole-window filter of window
                                             w = floor(now_ms / (TTL * 1000)) written before the
                                             filter was sharded (read only, while it exists)
@@ -70,10 +77,11 @@ may have been on an archived one (the filters, KEYS[12..13]); one bet's refusal 
 another. Every check runs before the first write, and the writes are aggregated: one HSET per
 hash (the pool's: its bands and total, read before), one INCRBY of the sequence, one XADD
 carrying every accepted bet, one ZINCRBY (one player) or ZADD of the players' net winnings, one
-LPUSH per player (and an LTRIM past UBETS_KEEP + UBETS_SLACK), one HSET of the records
-("<bet_id>|<band>|<stake>|<balance>"; an older version's "1|<hash>|<bet_id>|<round_id>|<band>|
-<stake>|<balance>" still replays) and one of the hot index. Redis runs this for every batch single-threaded, so per-bet work is kept to table
-lookups and one string per record (the filter's hash is the caller's). The filter is never
+LPUSH per player (and an LTRIM past UBETS_KEEP + UBETS_SLACK), and one HSET of the hot index,
+whose entries carry the records ("<bet_id>|<band>|<stake>|<balance>"; an older version's
+"1|<hash>|<bet_id>|<round_id>|<band>|<stake>|<balance>" in KEYS[2] still replays). Redis runs
+this for every batch single-threaded, so per-bet work is kept to table lookups and one string
+per entry (the filter's hash is the caller's). The filter is never
 written or created here: a key needs it only once its records and hot entry are gone, so
 archival sets its bits in the step that removes its hot entry (idem_unindex.lua; the window
 rule: scripts/lua/README.md "idem_unindex.lua").
@@ -189,39 +197,43 @@ end
 local span = ttl * 1000
 local sbase = 15 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase + 2j (w - 1)
 
--- Reads, once per batch: the hot index entry of every (user, key) and, only when one names
--- this round, their records; the pause, balances and exclusions of every player, the round
--- state, the pool total.
+-- Reads, once per batch: the hot index entry of every (user, key), which carries the key's
+-- record; the pause, balances and exclusions of every player, the round state, the pool total.
 local idx = call('HMGET', KEYS[11], unpack(fields))
 
--- The hot index: the round a key's newest accepted bet of a round still in Redis named, and
--- when. `other`: that round is not this one and the bet is under a TTL old (the body differs:
--- round_id is part of it). A record of this round is the key's answer unless the key's newest
--- bet named another round (reused after the TTL). A key with no hot entry may have been used
--- within the TTL on an archived round: the filters say (below).
--- The records are read only when some key's entry names this round (a replay or a conflict
--- of its body): a key's record and its hot entry are written in the same call and leave in
--- the same archival step (idem_unindex.lua, which sets the key's filter bits in it), so a key
--- with no entry naming this round has no record to answer from; a key whose entry was removed
--- is in the filter. Reading every key's record cost each call an HMGET, ~10k instructions of
--- a one-bet call's 331k (bench/README.md "Session 11"). (Records written by a version before
--- the hot index have no entry: docs/operations.md §4, "Upgrading".)
-local other, recs = {}, false
+-- The hot index: the round a key's newest accepted bet of a round still in Redis named, when,
+-- and that bet's record. `other`: that round is not this one and the bet is under a TTL old
+-- (the body differs: round_id is part of it). The record of an entry naming this round is the
+-- key's answer (a replay, or a conflict of its body); an entry naming another round means the
+-- key's newest bet was there (reused after the TTL), whatever this round holds. A key with no
+-- hot entry may have been used within the TTL on an archived round: the filters say (below).
+-- The record in the entry saves the records hash's HSET per bet and its HMGET on replays
+-- (bench/README.md "Session 13"). An entry an older version wrote ("<round_id>:<placed_ms>")
+-- has its record in the round's records hash, KEYS[2], read then for those keys only.
+-- (Records written by a version before the hot index have no entry: docs/operations.md §4,
+-- "Upgrading".)
+local other, recs, old = {}, false, false
 for i = 1, n do
     local e = idx[i]
     if e then
-        local e_round, e_ms = e:match('^(%d+):(%d+)$')
+        local e_round, e_ms, r = e:match('^(%d+):(%d+)|?(.*)$')
         if not e_round then return bug('corrupt idempotency key index entry') end
-        local live = now - e_ms < span
-        other[i] = e_round ~= round_s and live
-        if e_round == round_s then recs = true end
+        if e_round ~= round_s then
+            other[i] = now - e_ms < span
+        elseif r ~= '' then
+            if not recs then recs = {} end
+            recs[i] = r
+        else
+            old = true
+        end
     end
 end
-if recs then
-    recs = call('HMGET', KEYS[2], unpack(fields))
+if old then
+    local rv, mine = call('HMGET', KEYS[2], unpack(fields)), round_s .. ':'
+    if not recs then recs = {} end
     for i = 1, n do
         local e = idx[i]
-        if not e or e:sub(1, #round_s + 1) ~= round_s .. ':' then recs[i] = false end
+        if e and not recs[i] and e:sub(1, #mine) == mine then recs[i] = rv[i] end
     end
 end
 
@@ -415,8 +427,8 @@ if nacc == 0 then return out end
 -- of the cost of '%.0f', whose float formatting made two thirds of the script's sprintf time.
 local last = call('INCRBY', KEYS[6], nacc)
 local first = last - nacc + 1
-local balw, idemw, idxw, lines, bets_by_band, pushes = {}, {}, {}, {}, {}, {}
-local placed = round_s .. ':' .. now_s
+local balw, idxw, lines, bets_by_band, pushes = {}, {}, {}, {}, {}
+local placed = round_s .. ':' .. now_s .. '|'
 for k = 1, nacc do
     local i, b = acc[2 * k - 1], acc[2 * k]
     local o = 5 + 6 * i
@@ -424,10 +436,8 @@ for k = 1, nacc do
     local id = (first + k - 1) * nbuckets + bucket
     local id_s, bal_s = format('%d', id), format('%d', b)
     out[2 * i - 1], out[2 * i] = id, b
-    idemw[2 * k - 1] = fields[i]
     idxw[2 * k - 1] = fields[i]
-    idxw[2 * k] = placed
-    idemw[2 * k] = id_s .. '|' .. band_s .. '|' .. stake_s .. '|' .. bal_s
+    idxw[2 * k] = placed .. id_s .. '|' .. band_s .. '|' .. stake_s .. '|' .. bal_s
     lines[k] = id_s .. ',' .. user_s .. ',' .. band_s .. ',' .. stake_s .. ',' .. bal_s .. ','
         .. key
     local bb = bets_by_band[band_s]
@@ -482,10 +492,9 @@ end
 call('HSET', KEYS[4], unpack(poolw))
 call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'bets',
      table.concat(lines, '\n'))
--- The records and the hot index live until the round's archival (no TTL: a round archived
--- late, Postgres down for hours, keeps its keys hot, so the hot index never forgets a key whose
--- bet Postgres cannot show yet); archival puts each key in the filter in the step that removes
--- its hot entry (idem_unindex.lua).
-call('HSET', KEYS[2], unpack(idemw))
+-- The hot index entries, each carrying its key's record, live until the round's archival (no
+-- TTL: a round archived late, Postgres down for hours, keeps its keys hot, so the hot index
+-- never forgets a key whose bet Postgres cannot show yet); archival puts each key in the filter
+-- in the step that removes its hot entry (idem_unindex.lua).
 call('HSET', KEYS[11], unpack(idxw))
 return out

@@ -2,27 +2,29 @@
 --[[
 idem_unindex.lua: one step of archival's removal of a round's keys from bucket N's hot
 idempotency key index (bet_batch.lua KEYS[11]), and the step that puts them in the idempotency
-filter: bets only read the filter, archival writes it. For each given field of the round's
-records (the caller HSCANs them) whose index entry still names this round (a key reused on
-another round after the TTL names that one now), the entry is removed and, unless the bet is
-past its TTL, the key's 5 bits are set in window w's filter (and w - 1's, see ARGV[4]); every
-given field also leaves the round's records; all in this one atomic step: at no moment is a
-key in neither its record, the index nor the filter. A replay finds its record and hot entry
-before the step, the filter (then Postgres) after it. The records hash shrinks with each step,
-so the caller knows the bucket is done when it is gone (an HSCAN cursor alone does not tell
-once the hash moved to another node: see src/game/leader_archive.c). Idempotent: a step
-repeated after a kill -9 finds the fields gone and does nothing more.
+filter: bets only read the filter, archival writes it. For each given key of the round (the
+caller reads the round's bets of this bucket from Postgres, which holds them whole by then: see
+src/game/leader_archive.c) whose index entry still names this round (a key reused on another
+round after the TTL names that one now), the entry, which carries the key's record, is removed
+and, unless the bet is past its TTL, the key's 5 bits are set in window w's filter (and w - 1's,
+see ARGV[4]); every given field also leaves the round's records hash, where an older version
+kept the records; all in this one atomic step: at no moment is a key in neither its hot entry
+nor the filter. A replay finds its hot entry before the step, the filter (then Postgres) after
+it. Idempotent: a step repeated after a kill -9 finds the fields gone and does nothing more.
 
 KEYS, all in bucket N (one hash slot: the index, the records and the filter share {bN}):
-  KEYS[1] tp:{bN}:idemhot                 HASH "<user_id>:<key>" -> "<round_id>:<placed_ms>"
+  KEYS[1] tp:{bN}:idemhot                 HASH "<user_id>:<key>" ->
+                                          "<round_id>:<placed_ms>|<record>" (an older
+                                          version's: "<round_id>:<placed_ms>")
   KEYS[2] tp:{bN}:idemfilter:<w>:0        shard 0 of window w: its size is every shard's
   KEYS[3] tp:{bN}:idemfilter:<w>:1023     present once the leader built window w whole
   KEYS[4] tp:{bN}:idemfilter:<w-1>:0      \ only when ARGV[4] = 2
   KEYS[5] tp:{bN}:idemfilter:<w-1>:1023   /
   then per distinct shard s of the fields, in order of first appearance,
   tp:{bN}:idemfilter:<w>:<s> (and tp:{bN}:idemfilter:<w-1>:<s> when ARGV[4] = 2),
-  and last, KEYS[#KEYS], tp:{bN}:idem:<round_id>, the round's records (HASH "<user_id>:<key>"
-  -> record): every given field leaves it.
+  and last, KEYS[#KEYS], tp:{bN}:idem:<round_id>, the round's records hash (HASH
+  "<user_id>:<key>" -> record) of a round an older version admitted bets to: every given field
+  leaves it.
 ARGV[1] round_id  ARGV[2] bucket N  ARGV[3] window w (the caller's clock, src/game/
   leader_archive.c: the window current at archival)
 ARGV[4] windows written: 1 (w), or 2 (w and w - 1: the first minutes of window w, when a reader
@@ -107,9 +109,9 @@ local wsize = floor(call('STRLEN', KEYS[2]) / 4)
 -- shard is never created here (a missing one reads as empty; see scripts/lua/README.md).
 local psize = two and call('EXISTS', KEYS[5]) == 1 and floor(call('STRLEN', KEYS[4]) / 4) or 0
 
--- The records go whatever their entries say: an entry naming another round (the key reused
--- after the TTL) or none (removed, bits set, by an earlier version's step) leaves the record
--- nobody's answer. Removing them is what lets the caller tell the bucket is done.
+-- An older version's records go whatever their entries say: an entry naming another round
+-- (the key reused after the TTL) or none (removed, bits set, by an earlier step) leaves the
+-- record nobody's answer.
 call('HDEL', RECORDS, unpack(fields))
 
 -- The entries that still name this round; those within their TTL get their bits.
@@ -119,7 +121,8 @@ for i = 1, n do
     local e = v[i]
     if e and e:sub(1, #mine) == mine then
         del[#del + 1] = fields[i]
-        local placed = tonumber(e:sub(#mine + 1))
+        -- "<round_id>:<placed_ms>|<record>", or an older version's "<round_id>:<placed_ms>".
+        local placed = tonumber(e:match('^%d+', #mine + 1))
         if not placed then return bug('corrupt idempotency key index entry') end
         if placed >= since then
             local a = add[hs[i]]

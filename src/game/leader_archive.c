@@ -17,18 +17,20 @@
  * in Redis's background thread), so bets keep flowing between them:
  *   1. HSET archiving=1 on the round hash (history readers take the round's bets from Postgres
  *      from now on);
- *   2. per bucket: the round's keys leave the bucket's hot idempotency key index and enter
- *      the idempotency filter, and their records leave the round's records hash, all three in
- *      one idem_unindex.lua step per page of an HSCAN of the records (a script declares every
- *      key it touches, and the filter shards follow from the fields), so a key is at every
- *      moment in its record and hot entry or in the filter; bets then find it through the
- *      filter and Postgres, which holds the round's bets by now. The bucket is done when the
- *      records hash is gone, not when the cursor is back at 0: the cursor is a position in one
- *      node's hash table, and once the bucket's slot migrates (Redis Cluster) or fails over
- *      between two steps, it goes on in another table (another seed, maybe another size) and
- *      may pass over fields. So a cursor back at 0 with records left starts a new scan from 0,
- *      of what is left only; each full scan on one node takes every field there. Then one
- *      UNLINK of every key tp_keys_round_bucket names;
+ *   2. per bucket: the round's keys leave the bucket's hot idempotency key index (whose
+ *      entries carry their records) and enter the idempotency filter, in one idem_unindex.lua
+ *      step per UNINDEX_COUNT keys (a script declares every key it touches, and the filter
+ *      shards follow from the fields), so a key is at every moment in its hot entry or in the
+ *      filter; bets then find it through the filter and Postgres. The keys come from Postgres:
+ *      the round's bets of the bucket, read in one query on the reader thread (Postgres holds
+ *      them whole: the counts above). Redis has no list of a round's keys any more (the
+ *      records hash was one; scripts/lua/README.md "idem_unindex.lua" says why not a scan of
+ *      the hot index), and a list read from Postgres is not a cursor over a Redis hash table:
+ *      a bucket's slot migrating (Redis Cluster) or failing over between two steps cannot make
+ *      it pass over a key. The bucket is done when every key of the list went through a step
+ *      that answered. Each step also removes its fields from the round's records hash, where
+ *      an older version kept the records. Then one UNLINK of every key tp_keys_round_bucket
+ *      names (the records hash among them);
  *   3. UNLINK of the round hash and its seed: from here history reads Postgres;
  *   4. ZREM from tp:{g}:rounds, which is the to-do mark: a kill -9 anywhere before it leaves
  *      the id there, and the next pass finds the round (its hash marked, or already gone) and
@@ -66,14 +68,10 @@
 #define CANDIDATES 32
 #define PER_PASS 8
 #define MEMORY_EVERY_MS 10000
-/* Records one idem_unindex.lua step looks at: an HSCAN (its own command), then two HDELs (the
- * records, the hot entries), an HMGET, up to 256 BITFIELDs of 5 bit SETs (most keys fall in
- * distinct shards), well under the 2 ms a step may hold Redis. A records hash small enough to be a
- * listpack (≤ 128 entries in the embedded Redis) comes back whole whatever COUNT says; HSCAN's
- * COUNT is a hint, so a step takes at most UNINDEX_MAX fields (TP_SCRIPT_UNINDEX_MAX) and fails
- * beyond. */
+/* Keys one idem_unindex.lua step takes: two HDELs (an older version's records, the hot
+ * entries), an HMGET, up to 256 BITFIELD_RO and BITFIELD SET pairs (most keys fall in distinct
+ * shards), well under the 2 ms a step may hold Redis. */
 #define UNINDEX_COUNT 256
-#define UNINDEX_MAX TP_SCRIPT_UNINDEX_MAX
 
 struct arch {
     struct tp_worker *w;
@@ -103,12 +101,15 @@ struct arch {
     int nbands;
     int pending, err;
     int64_t redis_bets, redis_paid, pg_bets, pg_paid;
-    int bucket;          /* the next bucket to clear */
-    char cursor[24];     /* the HSCAN cursor of its records */
-    char next[24];       /* the cursor after the step under way */
+    int bucket; /* the next bucket to clear */
+    /* The bucket's keys ("<user_id>:<key>", from Postgres) in one buffer, the next one to
+     * step from and the size of the step under way. */
+    struct tp_script_unindex_field *keys;
+    char *keybuf;
+    int nkeys, ki, step;
     bool filter_waiting; /* logged "waits for the filter", not yet followed by a success */
-    /* Test hooks (docs/operations.md §4), so a test can move a bucket's slot mid-scan:
-     * TP_TEST_ARCHIVE_COUNT, the records one step asks for (default UNINDEX_COUNT), and
+    /* Test hooks (docs/operations.md §4), so a test can move a bucket's slot between steps:
+     * TP_TEST_ARCHIVE_COUNT, the keys one step takes (default UNINDEX_COUNT), and
      * TP_TEST_ARCHIVE_PAUSE_MS, a pause between two steps of a bucket (default none). */
     int count;
     double pause_s;
@@ -117,8 +118,18 @@ struct arch {
 
 static void next_candidate(struct arch *a);
 
+static void keys_free(struct arch *a)
+{
+    free(a->keys);
+    free(a->keybuf);
+    a->keys = NULL;
+    a->keybuf = NULL;
+    a->nkeys = a->ki = a->step = 0;
+}
+
 static void pass_end(struct arch *a)
 {
+    keys_free(a); /* a round left half-way starts its buckets again: every step is idempotent */
     a->busy = false;
 }
 
@@ -192,8 +203,6 @@ static void on_unlink_bucket(int err, const struct tp_store_reply *r, void *ud)
 static void unlink_bucket(struct arch *a);
 static void unindex_step(struct arch *a);
 
-static void records_left(struct arch *a);
-
 static void unindex_failed(struct arch *a)
 {
     tp_log_warn(MOD, "removing a round's idempotency keys failed\tround=%lld bucket=%d",
@@ -219,13 +228,15 @@ static void on_unindex(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     a->filter_waiting = false;
-    snprintf(a->cursor, sizeof(a->cursor), "%s", a->next);
-    if (strcmp(a->cursor, "0") == 0)
-        records_left(a);
-    else if (a->pause_s > 0)
+    a->ki += a->step;
+    if (a->ki >= a->nkeys) {
+        keys_free(a);
+        unlink_bucket(a);
+    } else if (a->pause_s > 0) {
         ev_timer_start(a->loop, &a->pause);
-    else
+    } else {
         unindex_step(a);
+    }
 }
 
 static void pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -240,26 +251,9 @@ static void pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
  * During the first TP_KEYS_IDEM_SLACK_MS of w (a tenth of a test hook's short window at most)
  * it also enters w - 1, for a worker whose clock lags and still reads w - 1 and w - 2. A key
  * whose bet is a TTL and the slack old needs no filter. */
-static void on_hscan(int err, const struct tp_store_reply *r, void *ud)
+static void unindex_step(struct arch *a)
 {
-    struct arch *a = ud;
-    const struct tp_store_reply *kv = NULL;
-    size_t clen = 0;
-    const char *next = NULL;
-    if (!reply_bad(err, r) && tp_reply_type(r) == TP_REPLY_ARRAY && tp_reply_len(r) == 2) {
-        next = tp_reply_str(tp_reply_at(r, 0), &clen);
-        kv = tp_reply_at(r, 1);
-    }
-    if (next == NULL || clen >= sizeof(a->next) || tp_reply_type(kv) != TP_REPLY_ARRAY ||
-        tp_reply_len(kv) / 2 > UNINDEX_MAX) {
-        unindex_failed(a);
-        return;
-    }
-    snprintf(a->next, sizeof(a->next), "%s", next);
-    int n = (int)(tp_reply_len(kv) / 2);
-    struct tp_script_unindex_field *f = tp_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*f));
-    for (int i = 0; i < n; i++)
-        f[i].s = tp_reply_str(tp_reply_at(kv, (size_t)(2 * i)), &f[i].len);
+    a->step = TP_MIN(a->count, a->nkeys - a->ki);
     int64_t now = tp_now_ms(), span = (int64_t)tp_keys_idem_ttl_s() * 1000;
     int64_t win = tp_keys_idem_window(now, tp_keys_idem_ttl_s());
     int64_t slack = TP_MIN(TP_KEYS_IDEM_SLACK_MS, span / 10);
@@ -268,48 +262,57 @@ static void on_hscan(int err, const struct tp_store_reply *r, void *ud)
                                             .window = win,
                                             .two = win >= 1 && now - win * span < slack,
                                             .since_ms = now - span - TP_KEYS_IDEM_SLACK_MS,
-                                            .fields = f,
-                                            .n = n};
-    int rc = tp_script_idem_unindex(a->store, &u, on_unindex, a);
-    free(f);
-    if (rc != 0)
+                                            .fields = a->keys + a->ki,
+                                            .n = a->step};
+    if (tp_script_idem_unindex(a->store, &u, on_unindex, a) != 0)
         unindex_failed(a);
 }
 
-static void unindex_step(struct arch *a)
-{
-    struct tp_key k;
-    if (tp_store_command(a->store, on_hscan, a, "HSCAN %s %s COUNT %d",
-                         tp_keys_idem(&k, a->bucket, a->id), a->cursor, a->count) != 0)
-        pass_end(a);
-}
-
-/* A scan's cursor is back at 0: the bucket is done if its records are gone (every step removes
- * the fields it took), else a scan from 0 takes what the last one passed over (see the top). */
-static void on_records_left(int err, const struct tp_store_reply *r, void *ud)
+/* The bucket's keys of the round: one row per bet, "<user_id>:<idempotency_key>", copied out of
+ * the result into one buffer. A bucket holds the round's bets of its players (user_id modulo the
+ * buckets, tp_bucket_of). */
+static void on_bucket_keys(int err, const struct tp_pg_result *res, void *ud)
 {
     struct arch *a = ud;
-    if (reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_INTEGER) {
-        unindex_failed(a);
+    if (err != 0) {
+        pg_failed(a, err);
         return;
     }
-    if (tp_reply_integer(r) == 0) {
+    int n = tp_pg_result_rows(res);
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += strlen(tp_pg_result_get(res, i, 0)) + 1;
+    keys_free(a);
+    a->keys = tp_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*a->keys));
+    a->keybuf = tp_xmalloc(total > 0 ? total : 1);
+    char *p = a->keybuf;
+    for (int i = 0; i < n; i++) {
+        const char *f = tp_pg_result_get(res, i, 0);
+        size_t len = strlen(f);
+        memcpy(p, f, len + 1);
+        a->keys[i] = (struct tp_script_unindex_field){.s = p, .len = len};
+        p += len + 1;
+    }
+    a->nkeys = n;
+    a->ki = 0;
+    if (n == 0)
         unlink_bucket(a);
-        return;
-    }
-    tp_log_info(MOD,
-                "records left after a scan of a round's bucket (its slot moved or failed over "
-                "mid-scan): scanning again\tround=%lld bucket=%d",
-                (long long)a->id, a->bucket);
-    unindex_step(a);
+    else
+        unindex_step(a);
 }
 
-static void records_left(struct arch *a)
+static void bucket_keys(struct arch *a)
 {
-    struct tp_key k;
-    if (tp_store_command(a->store, on_records_left, a, "EXISTS %s",
-                         tp_keys_idem(&k, a->bucket, a->id)) != 0)
-        pass_end(a);
+    char id[24], nb[16], b[16];
+    snprintf(id, sizeof(id), "%lld", (long long)a->id);
+    snprintf(nb, sizeof(nb), "%d", a->g->buckets);
+    snprintf(b, sizeof(b), "%d", a->bucket);
+    const char *params[3] = {id, nb, b};
+    if (tp_pgr_query(a->pgr,
+                     "SELECT user_id::text || ':' || idempotency_key FROM bets "
+                     "WHERE round_id = $1::bigint AND user_id % $2::bigint = $3::bigint",
+                     3, params, on_bucket_keys, a) != 0)
+        pg_failed(a, TP_EAGAIN);
 }
 
 static void clear_next_bucket(struct arch *a)
@@ -321,11 +324,10 @@ static void clear_next_bucket(struct arch *a)
             pass_end(a);
         return;
     }
-    snprintf(a->cursor, sizeof(a->cursor), "0");
-    unindex_step(a);
+    bucket_keys(a);
 }
 
-/* The bucket's keys of the round, once its records and index entries are gone. */
+/* The bucket's keys of the round, once its index entries are gone. */
 static void unlink_bucket(struct arch *a)
 {
     struct tp_key keys[TP_KEYS_ROUND_BUCKET_MAX];

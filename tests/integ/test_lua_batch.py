@@ -124,9 +124,18 @@ class Side:
         c, out = self.c, {}
         for k in sorted(c.keys("*")):
             t = c.type(k)
-            if k.endswith(":idemhot") or ":idemfilter:" in k:
+            if ":idemfilter:" in k:
                 continue
-            if ":idem:" in k:
+            if k.endswith(":idemhot"):
+                # bet_batch.lua's records live in the hot entries, "<round>:<ms>|<record>"
+                # (an older version's plain "<round>:<ms>" has its record in idem:<round>).
+                pre = k.split(":")[1]
+                for f, v in c.hgetall(k).items():
+                    head, bar, rec = v.partition("|")
+                    if bar:
+                        user, key = f.split(":", 1)
+                        out[("idem", pre, user, key)] = record(rec, head.split(":")[0])
+            elif ":idem:" in k:
                 # tp:{bN}:idem:<user>:<key> (STRING) or tp:{bN}:idem:<round> (HASH
                 # "<user>:<key>"): the same records under (bucket, user, key), by content.
                 if t == "string":
@@ -166,10 +175,16 @@ class Side:
         return {k: (self.raw.type(k), self.raw.dump(k)) for k in sorted(self.raw.keys("*"))}
 
 
+def hot_heads(c, key):
+    """The hot index entries without their records: "<round_id>:<placed_ms>"."""
+    return {f: v.split("|")[0] for f, v in c.hgetall(key).items()}
+
+
 def record(v, rid=None):
     """An idempotency record as (bet_id, round_id, band, stake, balance): bet.lua's (and an
     older bet_batch.lua's) "1|<hash>|<bet_id>|<round_id>|<band>|<stake>|<balance>", whose hash is
-    the body's, or bet_batch.lua's "<bet_id>|<band>|<stake>|<balance>" in idem:<rid>."""
+    the body's, or bet_batch.lua's "<bet_id>|<band>|<stake>|<balance>" (in its hot entry, or an
+    older version's in idem:<rid>)."""
     f = v.split("|")
     if f[0] == "1" and len(f) == 7:
         assert f[1] == canon_hash(f[3], f[4], f[5]), v
@@ -471,7 +486,8 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         assert codes(res) == ["ok", "ok"]
         evs = [f for _, f in s.c.xrange("tp:{b0}:outbox") if f["type"] == "bets"]
         assert len(evs) == 1 and evs[0]["bets"].count("\n") == 1, evs
-        assert s.c.ttl("tp:{b0}:idem:1") == -1  # until the round's archival
+        assert not s.c.exists("tp:{b0}:idem:1")  # the records are in the hot entries
+        assert s.c.ttl("tp:{b0}:idemhot") == -1  # until the round's archival
 
 
 
@@ -509,10 +525,10 @@ def test_pool_and_net_are_one_write_each_per_batch():
         for rid, now, bets in batches:
             s.batch_call(0, rid, bets, now)
         c1 = calls()
-        # HSETs: one per band accepted in (2 + 3), and balances, pool, records, hot index (4
-        # per batch), none for the refused batch.
+        # HSETs: one per band accepted in (2 + 3), and balances, pool, hot index with the
+        # records (3 per batch), none for the refused batch.
         got = {c: c1[c] - c0[c] for c in c0}
-        assert got == {"hincrby": 0, "hset": 2 + 3 + 2 * 4, "zincrby": 1, "zmscore": 1,
+        assert got == {"hincrby": 0, "hset": 2 + 3 + 2 * 3, "zincrby": 1, "zmscore": 1,
                        "zadd": 1}, got
 
 
@@ -595,8 +611,9 @@ def test_records_of_an_older_version_still_replay():
         assert res == [["ok", 41, 7, 2, 300, 700, 1], ["err", "idempotency_conflict"],
                        ["err", "idempotency_conflict"], ["ok", new_id, 7, 2, 300, 700, 0],
                        ["ok", new_id, 7, 2, 300, 700, 1], ["ok", 41, 7, 2, 300, 700, 1]], res
-        assert s.c.hgetall(p + "idem:7") == {"1:old": "1|%s|41|7|2|300|700" % canon_hash(7, 2, 300),
-                                             "1:new": "%d|2|300|700" % new_id}
+        assert s.c.hgetall(p + "idem:7") == {"1:old": "1|%s|41|7|2|300|700" % canon_hash(7, 2, 300)}
+        assert s.c.hgetall(p + "idemhot") == {"1:old": "7:4000",
+                                              "1:new": "7:5000|%d|2|300|700" % new_id}
         assert s.c.hget(p + "bal", "1") == "700"
         # A record that names another round than its hash's is corrupt: the call fails whole.
         s.c.hset(p + "idem:7", "1:bad", "1|%s|42|8|2|300|700" % canon_hash(8, 2, 300))
@@ -611,13 +628,14 @@ def test_records_of_an_older_version_still_replay():
         assert s.snapshot() == before
 
 
-def test_records_are_read_only_for_keys_hot_on_this_round():
-    """A key's record and its hot index entry are written together and leave together, so the
-    records are read (one HMGET) only when some key's entry names this round: not for a batch
-    of new keys, nor for a key hot on another round; for a replay, with the new keys beside it
-    answered as before. A record with no entry (written by a version before the hot index) is
-    not read: with the game paused across such an upgrade (docs/operations.md §4), its key is
-    refused, not admitted again."""
+def test_records_are_read_from_hot_entries_and_old_ones_from_the_records_hash():
+    """A key's record is in its hot index entry ("<round>:<ms>|<record>"), so a batch reads no
+    records hash: not for new keys, nor for a key hot on another round, nor for a replay. Only
+    an entry an older version wrote ("<round>:<ms>", its record in idem:<round>) makes the call
+    read the records hash (one HMGET), and its replay is answered from there, byte for byte, the
+    new keys beside it as before. A record with no entry (written by a version before the hot
+    index) is not read: with the game paused across such an upgrade (docs/operations.md §4), its
+    key is refused, not admitted again. Nothing is written to the records hash."""
     with tpenv.Redis() as r:
         s = Side(r, 1)
         s.grant(1, 100000)
@@ -640,14 +658,24 @@ def test_records_are_read_only_for_keys_hot_on_this_round():
         assert codes(res) == ["idempotency_conflict", "ok"] and n == 5, (res, n)
         res, n = hmgets(lambda: s.batch_call(0, 7, [(1, 0, 100, "d"), (1, 1, 100, "b"),
                                                     (1, 1, 200, "a")], 5000))
-        assert codes(res) == ["ok", "replay", "idempotency_conflict"] and n == 6, (res, n)
+        assert codes(res) == ["ok", "replay", "idempotency_conflict"] and n == 5, (res, n)
         assert s.c.hget(p + "bal", "1") == str(100000 - 4 * 100)
+        assert not s.c.exists(p + "idem:7") and not s.c.exists(p + "idem:8")
+        # An older version's entry and record: one more HMGET, the record's answer.
+        s.c.hset(p + "idem:7", "1:was", "41|2|300|700")
+        s.c.hset(p + "idemhot", "1:was", "7:4000")
+        res, n = hmgets(lambda: s.batch_call(0, 7, [(1, 0, 100, "e"), (1, 2, 300, "was"),
+                                                    (1, 1, 100, "b")], 5000))
+        assert res[1:] == [["ok", 41, 7, 2, 300, 700, 1], ["ok", res[2][1], 7, 1, 100,
+                                                           res[2][5], 1]] and n == 6, (res, n)
+        assert codes(res)[0] == "ok"
+        assert s.c.hgetall(p + "idem:7") == {"1:was": "41|2|300|700"}
         # A record with no hot entry: only a version before the hot index wrote one.
         s.c.hset(p + "idem:7", "1:old", "41|2|300|700")
         s.c.set(p + "paused", 1)
         res, n = hmgets(lambda: s.batch_call(0, 7, [(1, 2, 300, "old")], 5000))
         assert codes(res) == ["game_paused"] and n == 5, (res, n)
-        assert s.c.hget(p + "bal", "1") == str(100000 - 4 * 100)
+        assert s.c.hget(p + "bal", "1") == str(100000 - 5 * 100)
 
 
 def test_disabled_flags_are_read_only_while_some_are():
@@ -679,7 +707,7 @@ def test_disabled_flags_are_read_only_while_some_are():
         s.c.hset(p + "disabled", "2", 4000)
         res, hm, _ = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "c"), (2, 0, 100, "d"),
                                                          (2, 0, 100, "b")], 5000))
-        assert codes(res) == ["ok", "account_disabled", "replay"] and hm == 7, (res, hm)
+        assert codes(res) == ["ok", "account_disabled", "replay"] and hm == 6, (res, hm)
         # With an old whole-window filter (no bit set) beside it: both are read.
         s.raw.set(p + "idemfilter:0", b"\0" * 8)
         res, hm, sl = counted(lambda: s.batch_call(0, 7, [(2, 0, 100, "e"), (1, 0, 100, "f")],
@@ -727,7 +755,7 @@ def test_key_reused_on_another_round_conflicts():
         setup(s)
         for rid, now, bets in batches:
             s.batch_call(0, rid, bets, now)
-        assert s.c.hgetall("tp:{b0}:idemhot") == {"1:a": "7:5000", "2:b": "7:5000",
+        assert hot_heads(s.c, "tp:{b0}:idemhot") == {"1:a": "7:5000", "2:b": "7:5000",
                                                   "1:c": "8:6000", "2:d": "8:6000",
                                                   "2:r": "8:6000"}
         # The hot index lives until archival, which writes the filter: bets neither write
@@ -755,20 +783,20 @@ def test_hot_index_then_filter_cover_24_h_across_archival():
             assert s.snapshot() == before
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0 + 5)) == ["replay"]
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
-        assert s.c.hget("tp:{b0}:idemhot", "1:a") == "8:%d" % (t0 + DAY)
+        assert hot_heads(s.c, "tp:{b0}:idemhot")["1:a"] == "8:%d" % (t0 + DAY)
         # Round 7's record is no longer the key's: the key names round 8 now.
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0 + DAY + 1)) == \
             ["idempotency_conflict"]
         # Archival of round 7 leaves the entry that names round 8.
         assert s.archive_index(0, 7, t0 + DAY + 5) == 0
-        assert s.c.hget("tp:{b0}:idemhot", "1:a") == "8:%d" % (t0 + DAY)
+        assert hot_heads(s.c, "tp:{b0}:idemhot")["1:a"] == "8:%d" % (t0 + DAY)
         now = t0 + DAY + 10  # window 5
         s.grant(2, 10000)
         assert codes(s.batch_call(0, 9, [(1, 0, 100, "b"), (2, 1, 100, "c"), (1, 2, 100, "d")],
                                   now)) == ["ok"] * 3
         s.c.hset("tp:{b0}:idemhot", "2:c", "8:%d" % now)  # as if "c" were reused on round 8
         assert s.archive_index(0, 9, now + 5) == 2
-        assert s.c.hgetall("tp:{b0}:idemhot") == {"1:a": "8:%d" % (t0 + DAY),
+        assert hot_heads(s.c, "tp:{b0}:idemhot") == {"1:a": "8:%d" % (t0 + DAY),
                                                   "2:c": "8:%d" % now}
         assert s.archive_index(0, 9, now + 6) == 0  # a repeated step (kill -9): nothing more
         s.c.delete("tp:{b0}:idem:9", "tp:{b0}:round:9:state")
@@ -838,7 +866,7 @@ def test_archival_writes_the_filter_by_the_window_rule():
         assert codes(s.batch_call(0, 11, [(1, 0, 100, "e")], 8 * DAY + 20)) == ["ok"]
         assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 11, 8,
                                         since=8 * DAY + 21) == 1
-        assert s.c.hgetall(p + "idemhot") == {"1:a": "8:%d" % (7 * DAY)}
+        assert hot_heads(s.c, p + "idemhot") == {"1:a": "8:%d" % (7 * DAY)}
         assert not idemfilter.is_set(s.c, p, 8, 1, "e")
         # Malformed steps raise before any write.
         good = ["1:a", *idemfilter.pos(1, "a")]
@@ -964,51 +992,77 @@ def test_rare_states_are_read_only_when_present():
         assert s.c.hget(p + "bal", "1") == str(100000 - 4 * 100)
 
 
-def test_archival_steps_take_the_records_so_any_scan_completes():
-    """Each idem_unindex.lua step also removes its fields from the round's records, so
-    archival is done when the records are gone, not when an HSCAN cursor comes back to 0: a
-    cursor continued in another node's hash table (a slot migrated mid-scan) passes over fields,
-    and a scan from 0 then takes what is left. Mid-archival a replay is answered from its
-    record (not yet stepped) or via the filter and Postgres ("check"), never admitted again."""
+def test_mid_archival_a_key_is_in_its_hot_entry_or_the_filter():
+    """Archival steps through the round's keys (Postgres's list of its bets), each step moving
+    its keys from the hot index, whose entries carry their records, to the filter: mid-archival
+    a replay is answered from its hot entry (not yet stepped) or via the filter and Postgres
+    ("check"), never admitted again; a repeated step does nothing more."""
     with tpenv.Redis() as r:
         s = Side(r, 1)
         s.grant(1, 10**9)
         s.open_round(7)
-        # A hash table, as HSCAN pages it: more records than Redis's default
-        # hash-max-listpack-entries (512; the records are short enough for a listpack below it).
         p, n = "tp:{b0}:", 600
         keys = ["k%d" % i for i in range(n)]
         first = s.batch_call(0, 7, [(1, i % NBANDS, 100, k) for i, k in enumerate(keys)], 5000)
         assert codes(first) == ["ok"] * n
-        assert s.c.object("encoding", p + "idem:7") == "hashtable"
         w = 6000 // DAY
         idemfilter.build(s.c, p, w, SHARD_BYTES)
-        cursor, kv = s.c.hscan(p + "idem:7", 0, count=16)
-        stepped = {f.split(":", 1)[1] for f in kv}
-        assert 0 < len(stepped) < n and int(cursor) != 0
-        assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, list(kv), w) == len(stepped)
-        assert s.c.hlen(p + "idem:7") == n - len(stepped)
-        assert s.c.hlen(p + "idemhot") == n - len(stepped)
-        def state():  # the records by content: a read may rehash them (DUMP's order changes)
-            snap = s.snapshot()
-            del snap[(p + "idem:7").encode()]
-            return snap, s.c.hgetall(p + "idem:7")
-        before = state()
+        fields = idemfilter.round_keys(s.c, p, 7)
+        assert fields == ["1:" + k for k in keys]
+        stepped = set(keys[:256])
+        assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, fields[:256], w) == 256
+        assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, fields[:256], w) == 0
+        assert s.c.hlen(p + "idemhot") == n - 256
+        before = s.snapshot()
         again = s.batch_call(0, 7, [(1, i % NBANDS, 100, k) for i, k in enumerate(keys)], 6000)
         for k, a, b in zip(keys, first, again):
             if k in stepped:
                 assert b == ["check"], (k, b)
             else:
                 assert b == a[:6] + [1], (k, a, b)
-        assert state() == before  # nothing admitted, nothing debited
-        # The rest of the scan in "another table": a cursor that passes over fields here. At 0
-        # the records are still there, so a scan from 0 takes them.
-        late = "%d" % (3 << 6)  # reverse-binary: well past the buckets the first page took
-        assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 7, w, count=16,
-                                        cursor=late) == n - len(stepped)
-        assert not s.c.exists(p + "idem:7") and s.c.hgetall(p + "idemhot") == {}
+        assert s.snapshot() == before  # nothing admitted, nothing debited
+        assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 7, w, count=256) == n - 256
+        assert s.c.hgetall(p + "idemhot") == {}
         assert all(idemfilter.is_set(s.c, p, w, 1, k) for k in keys)
         assert s.batch_call(0, 7, [(1, 0, 100, k) for k in keys], 7000) == [["check"]] * n
+
+
+def test_upgrade_round_of_old_records_replays_and_archives():
+    """A round an older version admitted bets to (records in idem:<round>, plain hot entries
+    "<round>:<ms>") and this one goes on admitting: the old bets replay byte for byte from
+    their records, the new ones from their entries, a mixed batch of both and new keys answers
+    as before; archival (the round's keys from Postgres's list) removes both kinds of entry,
+    sets every key's filter bits and empties the records hash; the replays then go to the
+    filter and Postgres ("check")."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10**6)
+        s.grant(2, 10**6)
+        s.open_round(7)
+        p = "tp:{b0}:"
+        # What the older bet_batch.lua left: its record and plain entry per key, its outbox.
+        for f, rec in (("1:o1", "11|0|100|999900"), ("2:o2", "12|1|200|999800")):
+            s.c.hset(p + "idem:7", f, rec)
+            s.c.hset(p + "idemhot", f, "7:4000")
+        res = s.batch_call(0, 7, [(1, 0, 100, "n1"), (1, 0, 100, "o1"), (2, 1, 200, "o2"),
+                                  (2, 1, 201, "o2"), (1, 0, 100, "n1")], 5000)
+        n1 = res[0][1]
+        assert res == [["ok", n1, 7, 0, 100, 10**6 - 100, 0], ["ok", 11, 7, 0, 100, 999900, 1],
+                       ["ok", 12, 7, 1, 200, 999800, 1], ["err", "idempotency_conflict"],
+                       ["ok", n1, 7, 0, 100, 10**6 - 100, 1]], res
+        assert s.c.hget(p + "idemhot", "1:n1") == "7:5000|%d|0|100|%d" % (n1, 10**6 - 100)
+        again = s.batch_call(0, 7, [(2, 1, 200, "o2"), (1, 0, 100, "n1"), (1, 0, 100, "o1")],
+                             5500)
+        assert again == [res[2], res[4], res[1]], again
+        w = 6000 // DAY
+        idemfilter.build(s.c, p, w, SHARD_BYTES)
+        assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 7, w, count=2) == 3
+        assert s.c.hgetall(p + "idemhot") == {} and not s.c.exists(p + "idem:7")
+        assert all(idemfilter.is_set(s.c, p, w, u, k) for u, k in ((1, "o1"), (2, "o2"),
+                                                                     (1, "n1")))
+        assert s.batch_call(0, 7, [(1, 0, 100, "o1"), (1, 0, 100, "n1")], 7000) == \
+            [["check"], ["check"]]
+        assert s.c.hget(p + "bal", "1") == str(10**6 - 100)
 
 
 def test_filter_holds_the_documented_bits():

@@ -49,7 +49,7 @@ def build(c, prefix, w, size):
 
 def unindex(c, sha, prefix, bucket, rid, fields, w, two=False, since=0):
     """One idem_unindex.lua step as src/store/scripts.c builds it: `fields` ("<user>:<key>")
-    leave the hot index and round rid's records, and enter window w's filter (and w - 1's when
+    leave the hot index and round rid's records hash (an older version's), and enter window w's filter (and w - 1's when
     `two`); returns its answer (entries removed, or -1: window w not whole)."""
     wins = [w, w - 1] if two else [w]
     keys = [prefix + "idemhot"]
@@ -67,22 +67,38 @@ def unindex(c, sha, prefix, bucket, rid, fields, w, two=False, since=0):
     return c.evalsha(sha, len(keys), *keys, *argv)
 
 
-def archive_index(c, sha, prefix, bucket, rid, w, count=2, two=False, since=0, cursor="0"):
+def round_keys(c, prefix, rid):
+    """Round rid's keys ("<user>:<key>") in bucket prefix, as archival reads them from Postgres
+    (src/game/leader_archive.c: the round's bets of the bucket): every bet of the round in the
+    bucket's outbox (what the writer puts in Postgres), then the fields of the round's records
+    hash (an older version's records, written here by tests with no outbox entry)."""
+    out, seen = [], set()
+    for _, f in c.xrange(prefix + "outbox"):
+        if f.get("round_id") != str(rid):
+            continue
+        if f["type"] == "bets":
+            for line in f["bets"].split("\n"):
+                _, user, _, _, _, key = line.split(",", 5)
+                out.append(f"{user}:{key}")
+        elif f["type"] == "bet":
+            out.append(f"{f['user_id']}:{f['idem_key']}")
+    out += c.hkeys(prefix + f"idem:{rid}")
+    return [f for f in out if not (f in seen or seen.add(f))]
+
+
+def archive_index(c, sha, prefix, bucket, rid, w, count=2, two=False, since=0, keys=None):
     """What archival does in a bucket before it deletes round rid's other keys
-    (src/game/leader_archive.c): HSCAN the records, one idem_unindex.lua step per page, until
-    the records are gone (`cursor`: where the first scan starts; one of another hash table, as
-    after a slot's migration, may pass over fields); returns the entries removed, or -1 when
-    window w is not whole."""
+    (src/game/leader_archive.c): one idem_unindex.lua step per `count` of the round's keys
+    (`keys`, else round_keys: Postgres's list), in order; returns the entries removed, or -1
+    when window w is not whole."""
+    fields = round_keys(c, prefix, rid) if keys is None else keys
     removed = 0
-    while True:
-        cursor, kv = c.hscan(prefix + f"idem:{rid}", cursor, count=count)
-        if kv:
-            n = unindex(c, sha, prefix, bucket, rid, list(kv), w, two, since)
-            if n < 0:
-                return n
-            removed += n
-        if int(cursor) == 0 and not c.exists(prefix + f"idem:{rid}"):
-            return removed
+    for i in range(0, len(fields), count):
+        n = unindex(c, sha, prefix, bucket, rid, fields[i:i + count], w, two, since)
+        if n < 0:
+            return n
+        removed += n
+    return removed
 
 
 def batch_tail(prefix, w, bets):
