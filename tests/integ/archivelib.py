@@ -81,9 +81,36 @@ def wait_final(c, rid):
 
 
 def hot_index(c):
-    """Every bucket's hot idempotency key index: {(bucket, "<user>:<key>"): "<round>:<ms>"}."""
+    """Every bucket's hot idempotency key index: {(bucket, "<user>:<key>"):
+    "<round>:<ms>|<record>"} (an older version's entry: "<round>:<ms>")."""
     return {(b, f): v for b in range(B) for f, v in c.hgetall(f"tp:{{b{b}}}:idemhot").items()}
 
 
 def archived(c, rid):
     return not c.exists(G + f"round:{rid}") and c.zscore(G + "rounds", rid) is None
+
+
+def to_older_version(c, rid):
+    """Round rid's hot entries as the bet script before session 13 wrote them: each record
+    moved out of its entry ("<round>:<ms>|<record>") into the round's records hash
+    idem:<rid>, the entry left "<round>:<ms>". Returns the keys moved per bucket."""
+    moved = {}
+    for b in range(B):
+        p = f"tp:{{b{b}}}:"
+        pipe = c.pipeline(transaction=True)
+        for f, v in c.hgetall(p + "idemhot").items():
+            head, bar, rec = v.partition("|")
+            if bar and head.startswith(f"{rid}:"):
+                pipe.hset(p + f"idem:{rid}", f, rec)
+                pipe.hset(p + "idemhot", f, head)
+                moved.setdefault(b, []).append(f)
+        pipe.execute()
+    return moved
+
+
+def pg_round_keys(pg, rid, b):
+    """Round rid's keys in bucket b as archival reads them from Postgres
+    (src/game/leader_archive.c)."""
+    return [f"{u}:{k}" for u, k in pg.psql(
+        f"SELECT user_id, idempotency_key FROM bets WHERE round_id = {int(rid)} "
+        f"AND user_id % {B} = {b}")]

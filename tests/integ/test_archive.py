@@ -24,7 +24,7 @@ import pgwlib
 import tpclient
 import tpenv
 from archivelib import (ENV, NBANDS, B, G, archived, bet_round, history, hot_index,
-                        player_state, round_keys, wait_final)
+                        player_state, round_keys, to_older_version, wait_final)
 
 
 def in_filter(c, fields):
@@ -120,6 +120,60 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
                          what=f"round {rid2} archived after Postgres came back")
         st, _, _ = s.http("GET", f"/api/v1/rounds/{rid2}")
         assert st == 200
+        code, out = tpclient.audit(s)
+        assert code == 0, out
+
+
+def test_round_of_an_older_version_replays_and_archives():
+    """The upgrade across session 13: a round whose bets an older version admitted (its records
+    in the round's records hash idem:<round>, its hot entries "<round>:<ms>" with none) replays
+    each bet's first bytes from those records, over HTTP and WebSocket, with no debit; today's
+    leader archives it (the round's keys from Postgres): every key out of the hot index and into
+    the filter, the records hash gone with the round's keys, the history and replays the same
+    bytes from Postgres, the audit clean."""
+    with tpenv.Postgres() as pg, tpenv.Redis() as r, \
+            tpenv.Server(redis=r, pg=pg, env=ENV, https=False) as s:
+        c = r.client()
+        tpclient.wait_game(s)
+        users = tpclient.make_users(s, 4, "up")
+        rid = bet_round(s, users, "a")
+        moved = to_older_version(c, rid)
+        assert sum(map(len, moved.values())) == 20 and sorted(moved) == list(range(B)), moved
+        mine = {(b, f) for b, fs in moved.items() for f in fs}
+        assert all("|" not in v for k, v in hot_index(c).items() if k in mine)
+        wait_final(c, rid)
+        before = history(s, rid, users)
+        before["replays"] = replays(s, rid, users[0])
+        # Every bet of the round again over WebSocket: bet_ok replayed, nothing debited.
+        bal = {uid: tpclient.balance(s, tok) for uid, tok in users}
+        rows = pg.psql(f"SELECT user_id, idempotency_key, band, stake, id, balance_after "
+                       f"FROM bets WHERE round_id = {rid}")
+        assert len(rows) == 20, rows
+        toks = dict(users)
+        for uid, key, band, stake, bet_id, bal_after in rows:
+            ws = websocket.create_connection(
+                f"ws://127.0.0.1:{s.http_port}/ws?token={toks[int(uid)]}",
+                subprotocols=["tickpool.v1"], timeout=10)
+            try:
+                ws.send_binary(msgpack.packb({"t": "bet", "req": 1, "key": key, "round_id": rid,
+                                              "band": int(band), "stake": int(stake)}))
+                m = {}
+                while m.get("t") not in ("bet_ok", "bet_err"):
+                    m = msgpack.unpackb(ws.recv())
+                assert m == {"t": "bet_ok", "req": 1, "bet_id": int(bet_id), "round_id": rid,
+                             "band": int(band), "stake": int(stake),
+                             "balance": int(bal_after)}, (key, m)
+            finally:
+                ws.close()
+        assert {uid: tpclient.balance(s, tok) for uid, tok in users} == bal
+        tpenv.wait_until(lambda: archived(c, rid), timeout=60, what=f"round {rid} archived")
+        assert in_filter(c, mine) == mine
+        assert not (set(hot_index(c)) & mine)
+        assert round_keys(c, rid) == set() and not c.keys(f"tp:{{b*}}:idem:{rid}")
+        after = history(s, rid, users)
+        after["replays"] = replays(s, rid, users[0])
+        for k in before:
+            assert after[k] == before[k], k
         code, out = tpclient.audit(s)
         assert code == 0, out
 

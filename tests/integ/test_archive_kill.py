@@ -1,7 +1,7 @@
 """Archival under kill -9 (src/game/leader_archive.c), with a real Redis, Postgres and
 tickpool: a leader killed between archival's steps leaves every round servable with the same
-bytes, and no idempotency key that is neither in its record and hot index entry nor in the
-filter and Postgres; the next leader finishes the job, every bet in Postgres once, replays
+bytes, and no idempotency key that is neither in its hot index entry (with its record) nor in
+the filter and Postgres; the next leader finishes the job, every bet in Postgres once, replays
 answered as docs/http-api.md says, the audit clean. The states are the ones a kill -9 leaves:
 one from a leader really killed inside a bucket's scan, one from the real steps (the scripts
 and commands the leader sends) run up to the last; and, separately, one only an older version
@@ -17,7 +17,7 @@ import idemfilter
 import tpclient
 import tpenv
 from archivelib import (ENV, B, G, NBANDS, archived, bet_round, history, hot_index,
-                        round_keys, wait_final)
+                        pg_round_keys, round_keys, to_older_version, wait_final)
 
 SPAN_MS = 86400 * 1000  # the idempotency TTL (no TP_TEST_IDEM_TTL_S here)
 
@@ -52,8 +52,9 @@ def in_filter(c, b, uid, key):
 
 
 def keys_accounted(c, pg, bets):
-    """Every bet's key is in its round's records with a hot index entry naming the round, or in
-    neither, in the filter and its bet in Postgres: what each idem_unindex.lua step keeps."""
+    """Every bet's key has a hot index entry naming the round with its record (in the entry, or
+    for an older version's entry in the round's records hash), or neither, and is in the filter
+    with its bet in Postgres: what each idem_unindex.lua step keeps."""
     hot = hot_index(c)
     rounds = sorted(bets)
     in_pg = {(f"{u}:{k}", int(rid)) for u, k, rid in pg.psql(
@@ -62,10 +63,11 @@ def keys_accounted(c, pg, bets):
     for rid, kept in bets.items():
         for uid, _, key, _, _, _ in kept:
             f, b = f"{uid}:{key}", uid % B
-            record = c.hexists(f"tp:{{b{b}}}:idem:{rid}", f)
-            entry = hot.get((b, f), "").startswith(f"{rid}:")
-            if record or entry:
-                assert record and entry, (rid, f, record, entry)
+            old = c.hexists(f"tp:{{b{b}}}:idem:{rid}", f)
+            v = hot.get((b, f), "")
+            entry = v.startswith(f"{rid}:")
+            if old or entry:
+                assert entry and ("|" in v) != old, (rid, f, old, v)
             else:
                 assert in_filter(c, b, uid, key) and (f, rid) in in_pg, (rid, f)
 
@@ -92,15 +94,17 @@ def unindex_sha(c):
         return c.script_load(f.read())
 
 
-def unindex_bucket(c, sha, b, rid, fields=None):
+def unindex_bucket(c, pg, sha, b, rid, fields=None):
     """What archival's idem_unindex.lua steps do in bucket b (src/game/leader_archive.c, the
-    window rule of on_hscan): every record of round rid, or only `fields`."""
+    window rule above unindex_step): every key of round rid (Postgres's list), or only
+    `fields`."""
     now = int(time.time() * 1000)
     w = now // SPAN_MS
     args = dict(two=w >= 1 and now - w * SPAN_MS < 600000, since=now - SPAN_MS - 600000)
     prefix = f"tp:{{b{b}}}:"
     if fields is None:
-        assert idemfilter.archive_index(c, sha, prefix, b, rid, w, **args) >= 0
+        keys = pg_round_keys(pg, rid, b)
+        assert idemfilter.archive_index(c, sha, prefix, b, rid, w, keys=keys, **args) >= 0
     elif fields:
         assert idemfilter.unindex(c, sha, prefix, b, rid, fields, w, **args) == len(fields)
 
@@ -169,41 +173,38 @@ def test_leader_killed_mid_archival():
     with tpenv.Redis() as r, tpenv.Postgres() as pg, \
             tpenv.Server(redis=r, pg=pg, env=env, https=False) as s:
         c = r.client()
-        # Records as hash tables, so a step's HSCAN COUNT pages them (a listpack comes back
-        # whole) and archival can be caught inside a bucket.
-        c.config_set("hash-max-listpack-entries", 0)
         tpclient.wait_game(s)
         users = tpclient.make_users(s, 3, "ak")
         bets, before = two_final_rounds(s, c, pg, users)
         r1, r2 = sorted(bets)
         # r2: the leader's real steps up to the last (mark; per bucket, idem_unindex.lua over
-        # every record, then UNLINK of its keys; UNLINK of the hash and seed): a kill -9 before
+        # every key, then UNLINK of its keys; UNLINK of the hash and seed): a kill -9 before
         # the ZREM leaves this, the id still on the to-do list.
         sha = unindex_sha(c)
         c.hset(G + f"round:{r2}", "archiving", "1")
         for b in range(B):
-            unindex_bucket(c, sha, b, r2)
+            unindex_bucket(c, pg, sha, b, r2)
             c.unlink(*[k for k in round_keys(c, r2) if f"{{b{b}}}" in k])
         c.unlink(G + f"round:{r2}", G + f"seed:{r2}")
         kill9(s)
-        # r1: a leader archiving 2 records a step, 60 s apart within a bucket, killed once its
+        # r1: a leader archiving 2 keys a step, 60 s apart within a bucket, killed once its
         # first steps are done (the older rounds have no bets: archived at once).
         n1 = len(bets[r1])
         s.env.update({"TICKPOOL_GAME_RETAIN_S": "1", "TP_TEST_ARCHIVE_COUNT": "2",
                       "TP_TEST_ARCHIVE_PAUSE_MS": "60000"})
         s.start()
 
-        def records_left():
-            return sum(c.hlen(f"tp:{{b{b}}}:idem:{r1}") for b in range(B))
+        def records_left():  # the hot entries naming r1, each with its record
+            return sum(1 for v in hot_index(c).values() if v.startswith(f"{r1}:"))
         tpenv.wait_until(lambda: c.hget(G + f"round:{r1}", "archiving") == "1" and
                          0 < records_left() < n1, timeout=60, what=f"round {r1} mid-archival")
         kill9(s)
         left = records_left()
         assert 0 < left < n1 and c.exists(G + f"round:{r1}") and not archived(c, r2)
-        print(f"    killed with {n1 - left} of round {r1}'s {n1} records archived")
+        print(f"    killed with {n1 - left} of round {r1}'s {n1} keys archived")
         keys_accounted(c, pg, bets)
         # Served while a leader resumes (a marked round is finished whatever retain_s says):
-        # it takes one more step of r1's first bucket with records left, then pauses again, r2
+        # it takes one more step of r1's first bucket with keys left, then pauses again, r2
         # waiting behind it. Same bytes, every key accounted for, every replay its first answer.
         s.start()
         same_history(s, users, before)
@@ -221,7 +222,9 @@ def test_leader_killed_mid_archival_before_3949502():
     from then) but kept the round's records until the bucket's whole scan was done, then
     UNLINKed them with its other keys. Killed after bucket 0 and half-way through bucket 1:
     bucket 1 keeps every record, half of them with no entry. Today's step removes such records
-    with no bits to set (idem_unindex.lua: "removed, bits set, by an earlier version's step")."""
+    with no bits to set (idem_unindex.lua: "removed, bits set, by an earlier step"). The
+    round's bets are made older-version ones first (records in idem:<round>, plain entries,
+    as before session 13): today's leader finishes an older version's round."""
     env = dict(ENV, TICKPOOL_GAME_RETAIN_S="3600")
     with tpenv.Redis() as r, tpenv.Postgres() as pg, \
             tpenv.Server(redis=r, pg=pg, env=env, https=False) as s:
@@ -233,13 +236,15 @@ def test_leader_killed_mid_archival_before_3949502():
         bets = {r1: bets[r1]}
         before = {r1: before[r1]}
         sha = unindex_sha(c)
+        moved = to_older_version(c, r1)
+        assert sorted(moved) == list(range(B)), moved
         c.hset(G + f"round:{r1}", "archiving", "1")
-        unindex_bucket(c, sha, 0, r1)
+        unindex_bucket(c, pg, sha, 0, r1)
         c.unlink(*[k for k in round_keys(c, r1) if "{b0}" in k])
         records = f"tp:{{b1}}:idem:{r1}"
         mine = sorted(c.hkeys(records))
         dump = c.dump(records)
-        unindex_bucket(c, sha, 1, r1, mine[:len(mine) // 2])
+        unindex_bucket(c, pg, sha, 1, r1, mine[:len(mine) // 2])
         c.restore(records, 0, dump, replace=True)  # that version's step left the records
         hot = hot_index(c)
         assert [f for f in mine if (1, f) not in hot] == mine[:len(mine) // 2]

@@ -167,7 +167,9 @@ def test_key_reused_on_another_round_conflicts():
 
 def test_records_of_an_older_version_replay_the_same_bytes():
     """A round hot at the upgrade keeps records of the older form "1|<request hash>|<bet_id>|
-    <round_id>|<band>|<stake>|<balance>" (bet_batch.lua before session 9). Their replays are
+    <round_id>|<band>|<stake>|<balance>" (bet_batch.lua before session 9), in the round's
+    records hash beside plain hot entries "<round_id>:<placed_ms>" (before session 13). Their
+    replays are
     the first answers byte for byte, the 201 body and the WebSocket bet_ok (whose answer is
     built from the request and the record's bet id and balance), and another body with their
     key is 409 with no effect, over both transports."""
@@ -194,12 +196,16 @@ def test_records_of_an_older_version_replay_the_same_bytes():
         try:
             ws_first, m = ws_bet(1, "ws", 5, 1, 700)
             assert m["t"] == "bet_ok", m
-            # Both records rewritten in the older form, as the older script wrote them.
-            idem = "tp:{b0}:idem:5"
-            for f, v in c.hgetall(idem).items():
-                bet_id, band, stake, bal = v.split("|")
+            # Both records moved out of their hot entries and rewritten in the older form, as
+            # the older script wrote them.
+            idem, hot = "tp:{b0}:idem:5", "tp:{b0}:idemhot"
+            assert not c.exists(idem)
+            for f, v in c.hgetall(hot).items():
+                head, rec = v.split("|", 1)
+                bet_id, band, stake, bal = rec.split("|")
                 h = hashlib.sha256(f"v1|5|{band}|{stake}".encode()).hexdigest()
                 c.hset(idem, f, f"1|{h}|{bet_id}|5|{band}|{stake}|{bal}")
+                c.hset(hot, f, head)
             assert all(v.startswith("1|") for v in c.hvals(idem)) and c.hlen(idem) == 2
             before = snapshot(r)
             st, _, b = bet(s, auth, {"round_id": 5, "band": 2, "stake": 1500}, key="old")
@@ -262,9 +268,10 @@ def test_ws_hostile_keys_never_reach_redis():
                     "idempotency_key_required", "invalid_request"), (key, m)
                 assert got[i]["t"] == "bet_ok", (key, got[i])
             assert c_balance(r, uid) == 100000 - 100 * len(bad)
-            # Only the good bets were written: no record nor hot entry of a hostile key.
+            # Only the good bets were written: no hot entry (which holds the record) of a
+            # hostile key.
             good = sorted(f"{uid}:good-{i}" for i in range(len(bad)))
-            assert sorted(r.client().hkeys("tp:{b0}:idem:1")) == good
+            assert not r.client().exists("tp:{b0}:idem:1")
             assert sorted(r.client().hkeys("tp:{b0}:idemhot")) == good
         finally:
             ws.close()
@@ -379,7 +386,7 @@ def test_overload_429_and_nothing_half_done():
         # once over 75 (bet_batch.lua), and 60 bets never get there.
         assert c.llen(f"tp:{{b0}}:ubets:{uid}") == len(ok)
         for i, _ in over:
-            assert not c.hexists(f"tp:{{b0}}:idem:1", f"{uid}:o{i}")
+            assert not c.hexists("tp:{b0}:idemhot", f"{uid}:o{i}")
 
 
 def test_redis_down_503_fast():

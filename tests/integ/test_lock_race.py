@@ -101,8 +101,8 @@ def test_bets_racing_the_lock():
         assert bets == want, (len(bets), len(want))
         pipe = c.pipeline()
         for x in no:
-            pipe.hexists("tp:{b%d}:idem:%d" % (x["uid"] % BUCKETS, rid), "%d:%s" % (x["uid"], x["key"]))
-        assert not any(pipe.execute()), "a refused bet left an idempotency record"
+            pipe.hexists("tp:{b%d}:idemhot" % (x["uid"] % BUCKETS), "%d:%s" % (x["uid"], x["key"]))
+        assert not any(pipe.execute()), "a refused bet left an idempotency record (hot entry)"
 
         # Σ accepted = Redis pools = the API's total once locked.
         sum_ok = sum(x["stake"] for x in ok)
