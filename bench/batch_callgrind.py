@@ -11,9 +11,10 @@ bytes those calls added to the AOF per bet, by command (what Redis propagates an
 outside the instruction count). The day's
 filter is built beforehand, as the leader builds it (src/game/leader_idemfilter.c), with plain
 SETRANGEs that callgrind does not count; bets only read it. --archive then runs archival's
-idempotency steps over the round's records as src/game/leader_archive.c does (HSCAN pages of
-256, one idem_unindex.lua each: the hot index entries leave, the keys enter the filter), inside
-the same count: the difference to a run without it is archival's share per bet.
+idempotency steps over the round's keys as src/game/leader_archive.c does (256 a step, one
+idem_unindex.lua each: the hot index entries leave, the keys enter the filter; the keys are
+the outbox's bets, as Postgres would list them, and an older script's records), inside the same
+count: the difference to a run without it is archival's share per bet.
 
     bench/batch_callgrind.py                              # this tree's script, WebSocket-like
     bench/batch_callgrind.py --archive                    # and archival's steps
@@ -72,7 +73,7 @@ def main():
     ap.add_argument("--redis-arg", action="append", default=[],
                     help="extra redis-server argument, e.g. --redis-arg=--hash-max-listpack-entries=128")
     ap.add_argument("--archive", action="store_true",
-                    help="then archival's idem_unindex.lua steps over the round's records")
+                    help="then archival's idem_unindex.lua steps over the round's keys")
     ap.add_argument("--unindex", default=os.path.join(ROOT, "scripts", "lua", "idem_unindex.lua"),
                     help="archival's script with --archive [this tree's]")
     ap.add_argument("--keep", metavar="FILE",
