@@ -22,8 +22,10 @@
  *      step per UNINDEX_COUNT keys (a script declares every key it touches, and the filter
  *      shards follow from the fields), so a key is at every moment in its hot entry or in the
  *      filter; bets then find it through the filter and Postgres. The keys come from Postgres:
- *      the round's bets of the bucket, read in one query on the reader thread (Postgres holds
- *      them whole: the counts above). Redis has no list of a round's keys any more (the
+ *      the round's bets, read once per round (before bucket 0) in one query on the reader
+ *      thread and grouped by bucket here (Postgres holds them whole: the counts above; a query
+ *      per bucket would read every row of the round once per bucket, through the index on
+ *      round_id). Redis has no list of a round's keys any more (the
  *      records hash was one; scripts/lua/README.md "idem_unindex.lua" says why not a scan of
  *      the hot index), and a list read from Postgres is not a cursor over a Redis hash table:
  *      a bucket's slot migrating (Redis Cluster) or failing over between two steps cannot make
@@ -102,11 +104,13 @@ struct arch {
     int pending, err;
     int64_t redis_bets, redis_paid, pg_bets, pg_paid;
     int bucket; /* the next bucket to clear */
-    /* The bucket's keys ("<user_id>:<key>", from Postgres) in one buffer, the next one to
-     * step from and the size of the step under way. */
+    /* The round's keys ("<user_id>:<key>", from Postgres) in one buffer, grouped by bucket:
+     * bucket b's are keys[first[b]] up to keys[first[b + 1]]; the next one to step from and
+     * the size of the step under way. */
     struct tp_script_unindex_field *keys;
     char *keybuf;
-    int nkeys, ki, step;
+    int *first;
+    int ki, step;
     bool filter_waiting; /* logged "waits for the filter", not yet followed by a success */
     /* Test hooks (docs/operations.md §4), so a test can move a bucket's slot between steps:
      * TP_TEST_ARCHIVE_COUNT, the keys one step takes (default UNINDEX_COUNT), and
@@ -122,9 +126,11 @@ static void keys_free(struct arch *a)
 {
     free(a->keys);
     free(a->keybuf);
+    free(a->first);
     a->keys = NULL;
     a->keybuf = NULL;
-    a->nkeys = a->ki = a->step = 0;
+    a->first = NULL;
+    a->ki = a->step = 0;
 }
 
 static void pass_end(struct arch *a)
@@ -229,8 +235,7 @@ static void on_unindex(int err, const struct tp_store_reply *r, void *ud)
     }
     a->filter_waiting = false;
     a->ki += a->step;
-    if (a->ki >= a->nkeys) {
-        keys_free(a);
+    if (a->ki >= a->first[a->bucket + 1]) {
         unlink_bucket(a);
     } else if (a->pause_s > 0) {
         ev_timer_start(a->loop, &a->pause);
@@ -253,7 +258,7 @@ static void pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
  * whose bet is a TTL and the slack old needs no filter. */
 static void unindex_step(struct arch *a)
 {
-    a->step = TP_MIN(a->count, a->nkeys - a->ki);
+    a->step = TP_MIN(a->count, a->first[a->bucket + 1] - a->ki);
     int64_t now = tp_now_ms(), span = (int64_t)tp_keys_idem_ttl_s() * 1000;
     int64_t win = tp_keys_idem_window(now, tp_keys_idem_ttl_s());
     int64_t slack = TP_MIN(TP_KEYS_IDEM_SLACK_MS, span / 10);
@@ -268,63 +273,83 @@ static void unindex_step(struct arch *a)
         unindex_failed(a);
 }
 
-/* The bucket's keys of the round: one row per bet, "<user_id>:<idempotency_key>", copied out of
- * the result into one buffer. A bucket holds the round's bets of its players (user_id modulo the
- * buckets, tp_bucket_of). */
-static void on_bucket_keys(int err, const struct tp_pg_result *res, void *ud)
+/* A bucket's keys of the round, stepped through; then its other keys. */
+static void clear_bucket(struct arch *a)
+{
+    a->ki = a->first[a->bucket];
+    if (a->ki == a->first[a->bucket + 1])
+        unlink_bucket(a);
+    else
+        unindex_step(a);
+}
+
+/* The round's keys: one row per bet (user_id, idempotency_key), copied out of the result into
+ * one buffer as "<user_id>:<key>", grouped by the user's bucket (tp_bucket_of), each bucket's
+ * in the order Postgres gave them. */
+static void on_round_keys(int err, const struct tp_pg_result *res, void *ud)
 {
     struct arch *a = ud;
     if (err != 0) {
         pg_failed(a, err);
         return;
     }
-    int n = tp_pg_result_rows(res);
-    size_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += strlen(tp_pg_result_get(res, i, 0)) + 1;
+    int n = tp_pg_result_rows(res), nb = a->g->buckets;
     keys_free(a);
+    a->first = tp_xcalloc((size_t)nb + 1, sizeof(*a->first));
+    int *bucket_of = tp_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*bucket_of));
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t user;
+        if (tp_pg_result_int64(res, i, 0, &user) != 0 || user < 1) {
+            free(bucket_of);
+            tp_log_error(MOD, "unreadable bet row in Postgres\tround=%lld", (long long)a->id);
+            pass_end(a);
+            return;
+        }
+        bucket_of[i] = tp_bucket_of(user, nb);
+        a->first[bucket_of[i] + 1]++;
+        total += strlen(tp_pg_result_get(res, i, 0)) + 1 + strlen(tp_pg_result_get(res, i, 1)) + 1;
+    }
+    for (int b = 0; b < nb; b++)
+        a->first[b + 1] += a->first[b];
     a->keys = tp_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*a->keys));
     a->keybuf = tp_xmalloc(total > 0 ? total : 1);
+    int *at = tp_xmalloc((size_t)nb * sizeof(*at));
+    memcpy(at, a->first, (size_t)nb * sizeof(*at));
     char *p = a->keybuf;
     for (int i = 0; i < n; i++) {
-        const char *f = tp_pg_result_get(res, i, 0);
-        size_t len = strlen(f);
-        memcpy(p, f, len + 1);
-        a->keys[i] = (struct tp_script_unindex_field){.s = p, .len = len};
+        int len = snprintf(p, total - (size_t)(p - a->keybuf), "%s:%s", tp_pg_result_get(res, i, 0),
+                           tp_pg_result_get(res, i, 1));
+        a->keys[at[bucket_of[i]]++] = (struct tp_script_unindex_field){.s = p, .len = (size_t)len};
         p += len + 1;
     }
-    a->nkeys = n;
-    a->ki = 0;
-    if (n == 0)
-        unlink_bucket(a);
-    else
-        unindex_step(a);
+    free(at);
+    free(bucket_of);
+    clear_bucket(a);
 }
 
-static void bucket_keys(struct arch *a)
+static void round_keys(struct arch *a)
 {
-    char id[24], nb[16], b[16];
+    char id[24];
     snprintf(id, sizeof(id), "%lld", (long long)a->id);
-    snprintf(nb, sizeof(nb), "%d", a->g->buckets);
-    snprintf(b, sizeof(b), "%d", a->bucket);
-    const char *params[3] = {id, nb, b};
+    const char *params[1] = {id};
     if (tp_pgr_query(a->pgr,
-                     "SELECT user_id::text || ':' || idempotency_key FROM bets "
-                     "WHERE round_id = $1::bigint AND user_id % $2::bigint = $3::bigint",
-                     3, params, on_bucket_keys, a) != 0)
+                     "SELECT user_id, idempotency_key FROM bets WHERE round_id = $1::bigint", 1,
+                     params, on_round_keys, a) != 0)
         pg_failed(a, TP_EAGAIN);
 }
 
 static void clear_next_bucket(struct arch *a)
 {
     if (a->bucket >= a->g->buckets) {
+        keys_free(a);
         struct tp_key rk, sk;
         if (tp_store_command(a->store, on_unlink_round, a, "UNLINK %s %s",
                              tp_keys_round(&rk, a->id), tp_keys_seed(&sk, a->id)) != 0)
             pass_end(a);
         return;
     }
-    bucket_keys(a);
+    clear_bucket(a);
 }
 
 /* The bucket's keys of the round, once its index entries are gone. */
@@ -352,7 +377,7 @@ static void on_marked(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     a->bucket = 0;
-    clear_next_bucket(a);
+    round_keys(a);
 }
 
 /* 1. The mark, then the buckets. */
@@ -361,7 +386,7 @@ static void archive_now(struct arch *a)
     struct tp_key k;
     if (!a->in_redis || a->r.archiving) {
         a->bucket = 0;
-        clear_next_bucket(a);
+        round_keys(a);
         return;
     }
     if (tp_store_command(a->store, on_marked, a, "HSET %s archiving 1", tp_keys_round(&k, a->id)) !=

@@ -113,13 +113,16 @@ const char *tp_keys_ubets(struct tp_key *k, int bucket, int64_t user_id);
 const char *tp_keys_wsock(struct tp_key *k, int bucket, int64_t user_id);
 /** tp:{bN}:round:<round_id>:state — HASH the bucket's copy of the round state. */
 const char *tp_keys_round_state(struct tp_key *k, int bucket, int64_t round_id);
-/** tp:{bN}:idem:<round_id> — HASH "<user_id>:<key>" → idempotency record of the round's bets. */
+/** tp:{bN}:idem:<round_id> — HASH "<user_id>:<key>" → idempotency record of the round's bets,
+ * written by versions before the records moved into the hot index (read, never written). */
 const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t round_id);
 /** The idempotency filter window of `now_ms` for an idempotency TTL of `ttl_s` (> 0) seconds:
  * floor(now_ms / (ttl_s · 1000)). bet_batch.lua computes the same and checks the names. */
 int64_t tp_keys_idem_window(int64_t now_ms, int ttl_s);
-/** tp:{bN}:idemhot — HASH "<user_id>:<key>" → "<round_id>:<placed_ms>": the hot key index, the
- * round each key of a round still in Redis bet on (archival removes a round's entries). */
+/** tp:{bN}:idemhot — HASH "<user_id>:<key>" → "<round_id>:<placed_ms>|<record>": the hot key
+ * index, the round each key of a round still in Redis bet on and its idempotency record (an
+ * older version's entry has no record: it is in idem:<round_id>); archival removes a round's
+ * entries. */
 const char *tp_keys_idem_hot(struct tp_key *k, int bucket);
 /** tp:{bN}:idemfilter:<window> — STRING, the whole-window filter written before the filter was
  * sharded: bet_batch.lua only reads it (an upgrade's keys of the last 24 h), never creates it. */
