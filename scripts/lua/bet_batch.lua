@@ -208,8 +208,9 @@ local idx = call('HMGET', KEYS[11], unpack(fields))
 -- key's newest bet was there (reused after the TTL), whatever this round holds. A key with no
 -- hot entry may have been used within the TTL on an archived round: the filters say (below).
 -- The record in the entry saves the records hash's HSET per bet and its HMGET on replays
--- (bench/README.md "Session 13"). An entry an older version wrote ("<round_id>:<placed_ms>")
--- has its record in the round's records hash, KEYS[2], read then for those keys only.
+-- (bench/README.md, "Session 13: the idempotency record"). An older version's entry,
+-- "<round_id>:<placed_ms>", has its record in the round's records hash, KEYS[2], read then
+-- for those keys only.
 -- (Records written by a version before the hot index have no entry: docs/operations.md §4,
 -- "Upgrading".)
 local other, recs, old = {}, false, false
