@@ -19,6 +19,7 @@
 #include "tickpool/base/metrics.h"
 #include "tickpool/net/http.h"
 #include "tickpool/net/io.h"
+#include "tickpool/net/send_batch.h"
 #include "tickpool/net/tls.h"
 #include "tickpool/net/ws.h"
 
@@ -260,6 +261,75 @@ static struct tp_conn *bdirty_pop(struct tp_conn_host *h)
     return c;
 }
 
+/*
+ * Broadcasts written in batches. At a boundary every socket of a worker has the `round` pair
+ * queued (tp_conn_ws_broadcast_frame) and is written from the broadcast list, one send() each:
+ * the worker's 2.5-8 ms on a CPU between the pair's receipt and its last write, at 500 sockets
+ * (bench/README.md, "Boundaries", session 13). Where the fan-out has its io_uring batch, a run
+ * of such sockets at the head of the list goes through it instead, as the beats' walk does: each
+ * socket's queue gathered into a slot of its own, one io_uring_enter for up to BCAST_BATCH
+ * sends, each result then taken as tp_ws_flush takes its write's. Only plain WebSockets whose
+ * write is their queued frames alone and whole (no bytes kept from an earlier write, nothing of
+ * the 101 left, not waiting to be writable, at most BCAST_SLOT queued) qualify; any other
+ * socket is written as before, in the list's order.
+ */
+#define BCAST_BATCH 64
+#define BCAST_SLOT (8 * 1024)
+
+static bool bcast_batchable(const struct tp_conn *c)
+{
+    return !tp_conn_is_closed(c) && !c->dirty && c->state == TP_CONN_ST_WS && c->ws != NULL &&
+           !(c->flags & TP_CONN_TLS) && !(c->events & EV_WRITE) && tp_buf_size(&c->out) == 0 &&
+           tp_ws_has_output(c->ws);
+}
+
+/* Writes the batchable sockets at the head of the broadcast list in one batch of sends; false
+ * when it took none (no batch, or the head does not qualify): run_one it. */
+static bool run_bdirty_batch(struct tp_conn_host *h)
+{
+    /* Heap, once per thread, kept for the process's life: as a static array it would be 512 KiB
+     * of TLS in every thread (the Postgres writer and reader included), which never write here. */
+    static __thread uint8_t *slots;
+    struct tp_send_batch *b = tp_conn_fanout_sends(h);
+    if (b == NULL || !bcast_batchable(h->bdirty))
+        return false;
+    if (slots == NULL)
+        slots = tp_xmalloc((size_t)BCAST_BATCH * BCAST_SLOT);
+    struct tp_conn *cs[BCAST_BATCH];
+    size_t len[BCAST_BATCH];
+    unsigned k = 0;
+    while (k < BCAST_BATCH && h->bdirty != NULL && bcast_batchable(h->bdirty) &&
+           !tp_send_batch_full(b)) {
+        struct tp_conn *c = bdirty_pop(h);
+        tp_conn_fanout_give(c);   /* the beats being handed out go in this write (run_one) */
+        if (tp_conn_is_closed(c)) /* no write to make (run_one's would skip it too) */
+            continue;
+        uint8_t *slot = slots + (size_t)k * BCAST_SLOT;
+        size_t n = tp_ws_take_output(c->ws, slot, BCAST_SLOT);
+        if (n == 0) { /* more queued than a slot holds */
+            tp_conn_run_deferred(c);
+            continue;
+        }
+        tp_send_batch_add(b, c->io.fd, slot, n);
+        cs[k] = c;
+        len[k++] = n;
+    }
+    int rc = k > 0 ? tp_send_batch_run(b) : 0;
+    for (unsigned i = 0; i < k; i++) {
+        struct tp_conn *c = cs[i];
+        ssize_t w = tp_send_batch_result(b, i);
+        int r = tp_ws_output_written(c->ws, slots + (size_t)i * BCAST_SLOT, len[i], w);
+        if (w > 0)
+            tp_metrics_add(TP_METRIC_HTTP_BYTES_OUT_TOTAL, w);
+        tp_conn_ws_written(c, r);
+        tp_conn_update_events(c);
+        tp_conn_arm_timer(c);
+    }
+    tp_send_batch_clear(b);
+    tp_conn_fanout_sends_ran(h, k, rc);
+    return true;
+}
+
 /* True when the slice ending at `until` (0: none) is spent. The clock is read every 16
  * connections (counted in *n): a write costs a few µs. */
 static bool slice_spent(int64_t until, unsigned *n)
@@ -302,7 +372,11 @@ bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns)
         if (h->bdirty == NULL)
             return false;
         if (slice_spent(until, &n))
-            return true;        /* the next slice resumes at the head */
+            return true; /* the next slice resumes at the head */
+        if (run_bdirty_batch(h)) {
+            n |= 15; /* a batch is many writes: the clock is read at the next turn */
+            continue;
+        }
         run_one(bdirty_pop(h)); /* the dirty list is empty: not on it */
     }
 }

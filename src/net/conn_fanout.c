@@ -314,6 +314,23 @@ int tp_conn_fanout_setup(struct tp_conn_host *h, unsigned batch, char *err, size
     return 0;
 }
 
+struct tp_send_batch *tp_conn_fanout_sends(struct tp_conn_host *h)
+{
+    struct tp_conn_fanout_batch *bt = h->fan._batch;
+    return bt != NULL && tp_send_batch_count(bt->sends) == 0 ? bt->sends : NULL;
+}
+
+void tp_conn_fanout_sends_ran(struct tp_conn_host *h, unsigned n, int rc)
+{
+    if (h->fan._batch == NULL)
+        return;
+    h->fan._batch->sent += n;
+    if (rc != 0) {
+        tp_log_warn("fanout", "io_uring failed: one send() per socket from now on");
+        batch_free(&h->fan);
+    }
+}
+
 bool tp_conn_fanout_io_uring(const struct tp_conn_host *h)
 {
     return h->fan._batch != NULL;

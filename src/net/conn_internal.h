@@ -157,6 +157,13 @@ void tp_conn_handshakes_drop(struct tp_conn_host *h);
  * frames, without writing: for a socket about to be written from the dirty list, so the beats go
  * in the same write (the walk then skips it). */
 void tp_conn_fanout_give(struct tp_conn *c);
+struct tp_send_batch;
+/** The fan-out's io_uring batch (tp_conn_fanout_setup) when it is set up and holds no send of a
+ * walk, for another caller's sends (conn.c's broadcasts); NULL: one send() each. */
+struct tp_send_batch *tp_conn_fanout_sends(struct tp_conn_host *h);
+/** That batch ran `n` sends (tp_send_batch_run returned `rc`): they count as the fan-out's
+ * (tp_conn_fanout_batched), and a failed ring means send() from now on. */
+void tp_conn_fanout_sends_ran(struct tp_conn_host *h, unsigned n, int rc);
 /** `c` leaves the WebSocket list: the fan-out's cursor moves past it. */
 void tp_conn_fanout_forget(struct tp_conn *c);
 /** Drops every pending frame (process exit). */

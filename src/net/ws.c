@@ -334,6 +334,31 @@ int tp_ws_flush(struct tp_ws *ws, struct tp_io *io)
     }
 }
 
+size_t tp_ws_take_output(struct tp_ws *ws, uint8_t *dst, size_t cap)
+{
+    /* Only the whole queue, and only with no bytes of an earlier write kept: what the batch
+     * writes is then exactly what tp_ws_flush would have written first. */
+    if (ws->pend != NULL || ws->head == NULL || ws->queued > cap)
+        return 0;
+    return gather(ws, dst, cap);
+}
+
+int tp_ws_output_written(struct tp_ws *ws, const uint8_t *p, size_t n, ssize_t w)
+{
+    /* tp_ws_flush's handling of one write of gathered bytes. */
+    if (w <= 0) {
+        stash(ws, p, n);
+        return w == 0 ? TP_IO_WANT_WRITE : (int)w;
+    }
+    TP_ASSERT((size_t)w <= n);
+    ws->queued -= (size_t)w;
+    if ((size_t)w < n) {
+        stash(ws, p + w, n - (size_t)w);
+        return TP_IO_WANT_WRITE;
+    }
+    return 0;
+}
+
 bool tp_ws_can_write_frame(const struct tp_ws *ws, const struct tp_ws_frame *f)
 {
     size_t n;

@@ -151,6 +151,15 @@ bool tp_ws_can_write_frame(const struct tp_ws *ws, const struct tp_ws_frame *f);
  * (tp_io_write's result): keeps the bytes not written. Same returns as tp_ws_write_frame, never
  * TP_EAGAIN. Only right after tp_ws_can_write_frame held and nothing else touched `ws`. */
 int tp_ws_frame_written(struct tp_ws *ws, const struct tp_ws_frame *f, ssize_t w);
+/** For a caller that writes the queue itself (a batch of sends: a boundary's `round` pair to
+ * every socket, conn.c): moves all of the queued output into `dst` and returns its length,
+ * or 0, taking nothing, when nothing is queued, bytes of an earlier write are kept or the
+ * queue holds more than `cap`. The caller then reports with tp_ws_output_written. */
+size_t tp_ws_take_output(struct tp_ws *ws, uint8_t *dst, size_t cap);
+/** After a write of the `n` bytes tp_ws_take_output gave (`p`) returned `w` (tp_io_write's
+ * result): keeps the bytes not written, to go first on the next flush. Returns what tp_ws_flush
+ * would: 0 when all went, TP_IO_WANT_WRITE when bytes wait, a negative TP_E* on an error. */
+int tp_ws_output_written(struct tp_ws *ws, const uint8_t *p, size_t n, ssize_t w);
 /** True when output is queued. */
 bool tp_ws_has_output(const struct tp_ws *ws);
 /** True once the session is over and its close frame flushed: the owner should close the

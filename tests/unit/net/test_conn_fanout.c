@@ -642,6 +642,104 @@ static void test_uring_closed_peer(void **state)
     }
 }
 
+/* Queues `payload` as a `round` broadcast to sockets [0, n), as a boundary does. */
+static void broadcast_round(const char *payload, size_t len, int n)
+{
+    struct tp_ws_frame *f = tp_ws_frame_new(payload, len, TP_WS_KIND_ROUND);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(tp_conn_ws_broadcast_frame(conns[i], f), 0);
+    tp_ws_frame_unref(f);
+}
+
+/* io_uring, broadcasts (session 13): the sockets with a `round` queued are written through the
+ * batch, one send each, and each client gets it once; the beat being handed out goes in the
+ * same send (behind it) to the sockets written after it came. */
+static void test_uring_rounds_batched(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    uint64_t batched = tp_conn_fanout_batched(&host);
+    broadcast_round("r1", 2, N);
+    assert_true(tp_conn_run_dirty(&host, 1)); /* one slice: one batch of BATCH */
+    assert_int_equal(tp_conn_fanout_batched(&host) - batched, BATCH);
+    hand("t1", TP_WS_KIND_TICK);
+    while (tp_conn_run_dirty(&host, 1))
+        ;
+    assert_int_equal(tp_conn_fanout_batched(&host) - batched, N);
+    int joined = 0;
+    for (int i = 0; i < N; i++) {
+        char s[256];
+        received(i, s, sizeof(s));
+        if (i < BATCH) {
+            assert_string_equal(s, "r1");
+        } else {
+            assert_string_equal(s, "r1,t1");
+            joined++;
+        }
+    }
+    assert_int_equal(joined, N - BATCH);
+    while (tp_conn_run_fanout(&host, 1)) /* t1 to the first batch's sockets only */
+        ;
+    for (int i = 0; i < N; i++) {
+        char s[256];
+        received(i, s, sizeof(s));
+        assert_string_equal(s, i < BATCH ? "t1" : "");
+    }
+}
+
+/* io_uring, broadcasts: a full socket's send completes with EAGAIN and its `round` is kept,
+ * written by the watcher once the client reads; a frame only partly taken is finished the same
+ * way; a peer gone is closed; the others in the batch get it whole. */
+static void test_uring_rounds_full_partial_closed(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 4; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    int small = 4096;
+    static uint8_t junk[1 << 16];
+    size_t filled[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(setsockopt(srv[i], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+        ssize_t w;
+        while ((w = send(srv[i], junk, sizeof(junk), MSG_NOSIGNAL)) > 0)
+            filled[i] += (size_t)w;
+        assert_true(filled[i] > 0);
+    }
+    /* Socket 1 gets some room back, less than the frame. */
+    static uint8_t buf[(1 << 17) + 8192];
+    assert_true(recv(fds[1], buf, 2048, 0) > 0);
+    size_t left1 = filled[1] - 2048;
+    close(fds[3]);
+    fds[3] = -1;
+    enum { LEN = 6000 }; /* within a batch's slot, more than socket 1's room */
+    static char payload[LEN];
+    for (int k = 0; k < LEN; k++)
+        payload[k] = (char)('a' + k % 26);
+    uint64_t batched = tp_conn_fanout_batched(&host);
+    broadcast_round(payload, LEN, 4);
+    while (tp_conn_run_dirty(&host, 0))
+        ;
+    assert_int_equal(tp_conn_fanout_batched(&host) - batched, 4);
+    assert_true(tp_conn_flags(conns[3]) & TP_CONN_CLOSE_ASAP);
+    for (int i = 0; i < 3; i++)
+        assert_false(tp_conn_flags(conns[i]) & TP_CONN_CLOSE_ASAP);
+    size_t before[3] = {filled[0], left1, 0};
+    for (int i = 0; i < 3; i++) {
+        size_t want = before[i] + 4 + LEN;
+        assert_int_equal(read_all(i, buf, want), want);
+        assert_int_equal(buf[before[i]], 0x82);
+        assert_int_equal(buf[before[i] + 1], 126);
+        assert_int_equal((buf[before[i] + 2] << 8) | buf[before[i] + 3], LEN);
+        assert_memory_equal(buf + before[i] + 4, payload, LEN);
+        assert_int_equal(recv(fds[i], buf, sizeof(buf), 0), -1); /* once */
+    }
+}
+
 /* A kernel that refuses io_uring (ENOSYS, EPERM under seccomp or kernel.io_uring_disabled):
  * the set-up says so with the reason, and the fan-out writes with send() as before. In a child,
  * since the filter cannot be removed. */
@@ -697,6 +795,7 @@ int main(void)
         URING(test_sockets_freed_mid_walk),    URING(test_full_socket_whole_frames),
         URING(test_uring_full_socket),         URING(test_uring_partial_write),
         URING(test_uring_closed_peer),         URING(test_no_beat_after_close_frame),
+        URING(test_uring_rounds_batched),      URING(test_uring_rounds_full_partial_closed),
     };
     int failed = cmocka_run_group_tests_name("send", sends, NULL, NULL);
     return failed + cmocka_run_group_tests_name("io_uring", uring, NULL, NULL);
