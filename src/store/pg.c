@@ -320,6 +320,11 @@ int tp_pg_exec_pipeline(struct tp_pg *pg, const struct tp_pg_call *calls, size_t
     *failed = 0;
     if (calls == NULL || n == 0 || n > TP_PG_PIPELINE_MAX)
         return TP_EINVAL;
+    /* Every result is NULL before the first check can fail: from here on each *out is NULL or
+     * ours, so every failure below leaves them NULL (pipeline_free_results where any was set). */
+    for (size_t i = 0; i < n; i++)
+        if (calls[i].out != NULL)
+            *calls[i].out = NULL;
     int idx[TP_PG_PIPELINE_MAX];
     for (size_t i = 0; i < n; i++) {
         *failed = i;

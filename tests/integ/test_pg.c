@@ -486,6 +486,36 @@ static void test_pipeline(void **state)
     assert_int_equal(tp_pg_reset(pg, err, sizeof(err)), 0);
     assert_int_equal(run_pipeline(pg, sqls, after, 4, NULL, &failed), 0);
     assert_int_equal(count_of(killer, "SELECT count(*) FROM tq"), 4);
+    /* After any failure every result is NULL, whatever the caller's pointers held before, and
+     * the rows of the statements that ran are freed (ASan's leak check): a bad argument in the
+     * third statement (before anything is sent), a Postgres error in the third, a text it
+     * refuses to prepare in the third. */
+    int sentinel;
+    struct tp_pg_result *outs[4];
+    struct tp_pg_call checked[4];
+    const char *check_sqls[] = {pipe_begin, pipe_count, pipe_insert, pipe_count};
+    const char *not_int = "[{\"x\": \"eight\"}]";
+    const int check_rc[] = {TP_EINVAL, TP_EIO, TP_EIO};
+    for (int kind = 0; kind < 3; kind++) {
+        for (size_t i = 0; i < 4; i++) {
+            outs[i] = (struct tp_pg_result *)&sentinel;
+            checked[i] = (struct tp_pg_call){.sql = check_sqls[i], .out = &outs[i]};
+        }
+        if (kind == 2)
+            checked[2].sql = pipe_later;
+        else
+            checked[2] = (struct tp_pg_call){.sql = pipe_insert,
+                                             .nparams = 1,
+                                             .params = kind == 0 ? NULL : &not_int,
+                                             .out = &outs[2]};
+        assert_int_equal(tp_pg_exec_pipeline(pg, checked, 4, &failed, err, sizeof(err)),
+                         check_rc[kind]);
+        assert_int_equal(failed, 2);
+        for (size_t i = 0; i < 4; i++)
+            assert_null(outs[i]);
+        assert_true(tp_pg_ok(pg));
+        assert_int_equal(tp_pg_rollback(pg, err, sizeof(err)), 0);
+    }
     /* Bad calls. */
     assert_int_equal(tp_pg_exec_pipeline(pg, calls, 0, &failed, err, sizeof(err)), TP_EINVAL);
     assert_int_equal(tp_pg_exec_pipeline(pg, NULL, 1, &failed, err, sizeof(err)), TP_EINVAL);

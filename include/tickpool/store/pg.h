@@ -61,7 +61,9 @@ struct tp_pg_call {
     const char *sql;
     int nparams;
     const char *const *params;
-    struct tp_pg_result **out; /* receives the rows when not NULL (NULL after a failure) */
+    /* Receives the rows when not NULL; NULL after any failure (rows already received are
+     * freed), except when `calls` or `n` itself is refused (TP_EINVAL, nothing touched). */
+    struct tp_pg_result **out;
 };
 /* Statements one tp_pg_exec_pipeline call sends at most. */
 #define TP_PG_PIPELINE_MAX 16
