@@ -294,42 +294,47 @@ static void stash(struct tp_ws *ws, const uint8_t *p, size_t n)
     ws->pend_len = n;
 }
 
+/* One write of `n` gathered bytes (`p`, taken from the queue) returned `w` (tp_io_write's
+ * result): the bytes not written are kept to go first (stash). 0 when it wrote some, else
+ * TP_IO_WANT_WRITE (nothing written) or tp_io_write's TP_IO_WANT_* or TP_E*. The one handling of
+ * a gathered write: tp_ws_flush's and a batch's (tp_ws_output_written). */
+static int gathered_written(struct tp_ws *ws, const uint8_t *p, size_t n, ssize_t w)
+{
+    if (w <= 0) {
+        stash(ws, p, n);
+        return w == 0 ? TP_IO_WANT_WRITE : (int)w;
+    }
+    TP_ASSERT((size_t)w <= n);
+    ws->queued -= (size_t)w;
+    if ((size_t)w < n)
+        stash(ws, p + w, n - (size_t)w);
+    return 0;
+}
+
 int tp_ws_flush(struct tp_ws *ws, struct tp_io *io)
 {
     /* Per thread, not per session: 64 KiB for each of 10k idle sockets would be 640 MB. */
     static __thread uint8_t gbuf[GATHER_MAX];
     for (;;) {
-        const uint8_t *p;
-        size_t n;
-        bool from_pend = ws->pend != NULL;
-        if (from_pend) {
-            p = ws->pend + ws->pend_off;
-            n = ws->pend_len - ws->pend_off;
-        } else {
-            n = gather(ws, gbuf, sizeof(gbuf));
+        if (ws->pend == NULL) {
+            size_t n = gather(ws, gbuf, sizeof(gbuf));
             if (n == 0)
                 return 0;
-            p = gbuf;
+            int r = gathered_written(ws, gbuf, n, tp_io_write(io, gbuf, n));
+            if (r != 0)
+                return r;
+            continue;
         }
-        ssize_t w = tp_io_write(io, p, n);
-        if (w <= 0) {
-            if (!from_pend)
-                stash(ws, p, n);
-            if (w == 0)
-                return TP_IO_WANT_WRITE;
-            return (int)w; /* TP_IO_WANT_* or a TP_E* error */
-        }
-        TP_ASSERT((size_t)w <= n);
+        ssize_t w = tp_io_write(io, ws->pend + ws->pend_off, ws->pend_len - ws->pend_off);
+        if (w <= 0)
+            return w == 0 ? TP_IO_WANT_WRITE : (int)w; /* TP_IO_WANT_* or a TP_E* error */
+        TP_ASSERT((size_t)w <= ws->pend_len - ws->pend_off);
         ws->queued -= (size_t)w;
-        if (from_pend) {
-            ws->pend_off += (size_t)w;
-            if (ws->pend_off == ws->pend_len) {
-                free(ws->pend);
-                ws->pend = NULL;
-                ws->pend_off = ws->pend_len = 0;
-            }
-        } else if ((size_t)w < n) {
-            stash(ws, p + w, n - (size_t)w);
+        ws->pend_off += (size_t)w;
+        if (ws->pend_off == ws->pend_len) {
+            free(ws->pend);
+            ws->pend = NULL;
+            ws->pend_off = ws->pend_len = 0;
         }
     }
 }
@@ -345,18 +350,8 @@ size_t tp_ws_take_output(struct tp_ws *ws, uint8_t *dst, size_t cap)
 
 int tp_ws_output_written(struct tp_ws *ws, const uint8_t *p, size_t n, ssize_t w)
 {
-    /* tp_ws_flush's handling of one write of gathered bytes. */
-    if (w <= 0) {
-        stash(ws, p, n);
-        return w == 0 ? TP_IO_WANT_WRITE : (int)w;
-    }
-    TP_ASSERT((size_t)w <= n);
-    ws->queued -= (size_t)w;
-    if ((size_t)w < n) {
-        stash(ws, p + w, n - (size_t)w);
-        return TP_IO_WANT_WRITE;
-    }
-    return 0;
+    int r = gathered_written(ws, p, n, w);
+    return r != 0 ? r : ws->pend != NULL ? TP_IO_WANT_WRITE : 0;
 }
 
 bool tp_ws_can_write_frame(const struct tp_ws *ws, const struct tp_ws_frame *f)
