@@ -95,9 +95,12 @@ struct lg_res {
     uint64_t total_ok, total_err, overflow, conn_fail, conn_closed;
     uint64_t msgs[5];    /* viewers: tick (beat), odds, round, hello/snapshot, other */
     uint64_t beats_odds; /* viewers: beats (ticks) that carried the open round's odds */
-    struct lg_hist spread_tick, spread_odds; /* viewers: receive time - first receipt, µs */
-    uint64_t lag_min;                        /* viewers: smallest tick lag, µs */
-    uint64_t beat_bytes;                     /* viewers: Σ payload bytes of the beats counted */
+    struct lg_hist spread_tick, spread_odds; /* viewers: arrival - first arrival, µs */
+    /* viewers: the same measured when loadgen reads each message instead of when it reached the
+     * socket: the instrument's own delay included (bench/README.md "Viewers", session 14). */
+    struct lg_hist lat_read, spread_tick_read;
+    uint64_t lag_min;          /* viewers: smallest tick lag, µs */
+    uint64_t beat_bytes;       /* viewers: Σ payload bytes of the beats counted */
     struct lg_hist round_lag;  /* viewers: `round` message receipt - its boundary T, µs */
     uint64_t round_boundaries; /* viewers: distinct boundaries T announced in the window */
     int64_t round_last_t;      /* viewers: the newest of them (ms) */
@@ -180,8 +183,17 @@ uint64_t lg_inflight_total(void);
 
 /* --- Viewers (lg_viewers.c) --- */
 
+/** The kernel's receive time (CLOCK_REALTIME, ns) of the bytes being parsed: when they reached
+ * the viewer's socket (SO_TIMESTAMPNS, plain sockets); 0 when unknown (TLS), and the time of
+ * the read stands in. Set by the read path before it parses. */
+extern uint64_t lg_viewer_rx_ns;
+
 /** Accounts one complete viewer WebSocket message (MessagePack) received now. */
 void lg_viewer_message(const char *p, size_t n);
+
+/** Records the fan-out spread of every receipt still held (each message's receipts are kept
+ * until its earliest arrival is known); before the report. */
+void lg_viewers_flush(void);
 
 /* --- Set-up (lg_setup.c); each exits the process on failure --- */
 

@@ -461,6 +461,38 @@ static bool read_handshake(struct lg_conn *c)
     return read_ws(c);
 }
 
+/* A plain viewer socket's read, with the kernel's receive time of the bytes (SO_TIMESTAMPNS,
+ * set by lg_conn_start): tp_io_read's returns; *rx_ns is left alone when no stamp came. */
+static ssize_t read_stamped(int fd, char *dst, size_t n, uint64_t *rx_ns)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = dst, .iov_len = n};
+    struct msghdr m = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = ctl.buf,
+                       .msg_controllen = sizeof(ctl.buf)};
+    for (;;) {
+        ssize_t r = recvmsg(fd, &m, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? TP_IO_WANT_READ
+                   : errno == ECONNRESET                   ? TP_ECLOSED
+                                                           : TP_EIO;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm != NULL; cm = CMSG_NXTHDR(&m, cm)) {
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+                struct timespec ts;
+                memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+                *rx_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+            }
+        }
+        return r;
+    }
+}
+
 static void on_read(struct ev_loop *l, ev_io *w, int revents)
 {
     (void)l;
@@ -470,9 +502,12 @@ static void on_read(struct ev_loop *l, ev_io *w, int revents)
         tls_step(c);
         return;
     }
+    bool stamped = lg_opt.mode == LG_M_VIEWERS && lg_tls_ctx == NULL;
+    lg_viewer_rx_ns = 0;
     for (;;) {
         char *dst = tp_buf_reserve(&c->in, 65536);
-        ssize_t n = tp_io_read(&c->io, dst, 65536);
+        ssize_t n = stamped ? read_stamped(c->fd, dst, 65536, &lg_viewer_rx_ns)
+                            : tp_io_read(&c->io, dst, 65536);
         if (n > 0) {
             tp_buf_commit(&c->in, (size_t)n);
             /* A short plain read drained the socket; TLS may still hold decrypted bytes. */
@@ -619,6 +654,9 @@ int lg_conn_start(struct lg_conn *c, const char *host, int port)
         return -1;
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* Viewers time each message from its arrival on the socket (lg_viewers.c). */
+    if (lg_opt.mode == LG_M_VIEWERS && lg_tls_ctx == NULL)
+        setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
     tp_io_plain_init(&c->io, c->fd);
     ev_io_init(&c->rio, on_read, c->fd, EV_READ);
     ev_io_init(&c->wio, on_write, c->fd, EV_WRITE);

@@ -131,6 +131,7 @@ void lg_report(void)
                   lg_mode_names[lg_opt.mode], lg_opt.label ? lg_opt.label : "", lg_opt.conns,
                   lg_opt.rate, lg_opt.duration, lg_opt.warmup, lg_opt.pipeline);
     if (lg_opt.mode == LG_M_VIEWERS) {
+        lg_viewers_flush();
         uint64_t all = 0;
         for (int i = 0; i < 5; i++)
             all += lg_res.msgs[i];
@@ -161,6 +162,12 @@ void lg_report(void)
                       lg_opened ? (double)lg_res.beats_odds / win / lg_opened : 0.0, lg_res.lag_min,
                       lg_hist_pct(st, 50), lg_hist_pct(st, 99), lg_hist_pct(st, 99.9), st->max,
                       lg_hist_pct(so, 50), lg_hist_pct(so, 99), lg_hist_pct(so, 99.9), so->max);
+        const struct lg_hist *lr = &lg_res.lat_read, *sr = &lg_res.spread_tick_read;
+        tp_buf_printf(
+            &j,
+            "\"lag_read_p50_us\":%" PRIu64 ",\"lag_read_p99_us\":%" PRIu64
+            ",\"spread_tick_read_p50_us\":%" PRIu64 ",\"spread_tick_read_p99_us\":%" PRIu64 ",",
+            lg_hist_pct(lr, 50), lg_hist_pct(lr, 99), lg_hist_pct(sr, 50), lg_hist_pct(sr, 99));
         const struct lg_hist *rl = &lg_res.round_lag;
         tp_buf_printf(&j,
                       "\"round_boundaries\":%" PRIu64 ",\"round_lag_n\":%" PRIu64
@@ -186,9 +193,13 @@ void lg_report(void)
                 lg_hist_pct(h, 99) / 1e3, lg_hist_pct(h, 99.9) / 1e3, h->max / 1e3);
         fprintf(stderr,
                 "  tick lag min %.3f ms; fan-out spread (after the first socket): ticks p50 %.3f "
-                "p99 %.3f max %.3f ms, odds p50 %.3f p99 %.3f max %.3f ms\n",
+                "p99 %.3f max %.3f ms, odds p50 %.3f p99 %.3f max %.3f ms\n"
+                "  at loadgen's read instead of the arrival: tick lag p50 %.3f p99 %.3f ms, "
+                "spread p50 %.3f p99 %.3f ms\n",
                 lg_res.lag_min / 1e3, lg_hist_pct(st, 50) / 1e3, lg_hist_pct(st, 99) / 1e3,
-                st->max / 1e3, lg_hist_pct(so, 50) / 1e3, lg_hist_pct(so, 99) / 1e3, so->max / 1e3);
+                st->max / 1e3, lg_hist_pct(so, 50) / 1e3, lg_hist_pct(so, 99) / 1e3, so->max / 1e3,
+                lg_hist_pct(lr, 50) / 1e3, lg_hist_pct(lr, 99) / 1e3, lg_hist_pct(sr, 50) / 1e3,
+                lg_hist_pct(sr, 99) / 1e3);
         fprintf(stderr,
                 "  round message after its boundary T: %" PRIu64 " boundaries, %" PRIu64
                 " receipts, p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",

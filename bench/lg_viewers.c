@@ -3,9 +3,17 @@
  * receives: message counts (beats, i.e. ticks, and how many of them carried odds), tick delivery
  * lag, the fan-out spread between sockets, and how long after its boundary T each `round`
  * message arrived.
+ *
+ * Tick lag and spread are taken at each message's arrival on the viewer's socket (the kernel's
+ * receive time, SO_TIMESTAMPNS), not when this one thread gets round to reading it: reading
+ * 10,000 sockets takes loadgen ~60 ms of CPU per beat on the bench's machine, which bounded
+ * both figures for tickpool and the raw-fanout reference alike (bench/README.md "Viewers",
+ * session 14). The read-time figures are kept beside them. Over TLS there is no such stamp and
+ * the read time stands in.
  */
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tickpool/base/codec.h"
@@ -24,8 +32,12 @@
 #define SEEN_MAX_LEN 4096
 
 struct seen {
-    uint64_t hash, first_ns;
+    uint64_t hash, first_ns; /* first_ns: the first copy's read (monotonic) */
     size_t len;
+    /* Arrival times (realtime ns) of its copies in the measured window: the spread is taken
+     * from the earliest, known only once no copy is left to come (seen_flush). */
+    uint64_t *rx;
+    size_t nrx, caprx;
     int kind;   /* 0 tick, 1 odds, 2 round, 3 hello/snapshot, 4 other */
     bool odds;  /* a tick (beat) carrying odds */
     int64_t ts; /* tick ts, or a round message's boundary T (ms); -1 when none */
@@ -34,6 +46,41 @@ struct seen {
 
 static struct seen seen[SEEN_N];
 static unsigned seen_next;
+
+uint64_t lg_viewer_rx_ns;
+
+/* Records the spread of every arrival held for `e` (a tick's or odds message's copies) from the
+ * earliest of them, and empties it. */
+static void seen_flush(struct seen *e)
+{
+    if (e->nrx == 0)
+        return;
+    uint64_t first = e->rx[0];
+    for (size_t i = 1; i < e->nrx; i++)
+        if (e->rx[i] < first)
+            first = e->rx[i];
+    struct lg_hist *h = e->kind == 0 ? &lg_res.spread_tick : &lg_res.spread_odds;
+    for (size_t i = 0; i < e->nrx; i++)
+        lg_hist_record(h, (e->rx[i] - first) / 1000);
+    e->nrx = 0;
+}
+
+static void seen_arrival(struct seen *e, uint64_t rx_ns)
+{
+    if (e->nrx == e->caprx) {
+        e->caprx = e->caprx ? 2 * e->caprx : 1024;
+        e->rx = realloc(e->rx, e->caprx * sizeof(*e->rx));
+        if (e->rx == NULL)
+            abort();
+    }
+    e->rx[e->nrx++] = rx_ns;
+}
+
+void lg_viewers_flush(void)
+{
+    for (unsigned i = 0; i < SEEN_N; i++)
+        seen_flush(&seen[i]);
+}
 
 static uint64_t fnv1a(const char *p, size_t n)
 {
@@ -67,13 +114,13 @@ static int64_t round_boundary_ms(const struct tp_val *r)
 }
 
 /* Decodes a viewer message (or finds it among the recent ones); NULL when not MessagePack. */
-static const struct seen *viewer_decode(const char *p, size_t n, uint64_t now, struct seen *tmp)
+static struct seen *viewer_decode(const char *p, size_t n, uint64_t now, struct seen *tmp)
 {
     uint64_t h = fnv1a(p, n);
     bool cacheable = n <= SEEN_MAX_LEN;
     if (cacheable) {
         for (unsigned i = 0; i < SEEN_N; i++) {
-            const struct seen *e = &seen[(seen_next - 1 - i) & (SEEN_N - 1)];
+            struct seen *e = &seen[(seen_next - 1 - i) & (SEEN_N - 1)];
             if (e->hash == h && e->len == n && memcmp(e->bytes, p, n) == 0)
                 return e;
         }
@@ -82,6 +129,10 @@ static const struct seen *viewer_decode(const char *p, size_t n, uint64_t now, s
     if (doc == NULL)
         return NULL;
     struct seen *e = cacheable ? &seen[seen_next++ & (SEEN_N - 1)] : tmp;
+    if (cacheable)
+        seen_flush(e); /* its copies have stopped coming: a newer message takes its place */
+    else
+        e->rx = NULL, e->nrx = e->caprx = 0;
     const char *t = NULL;
     if (tp_val_get_str(tp_doc_root(doc), "t", &t, NULL) != 0)
         t = "";
@@ -123,7 +174,7 @@ void lg_viewer_message(const char *p, size_t n)
 {
     uint64_t now = lg_mono_ns();
     struct seen tmp;
-    const struct seen *e = viewer_decode(p, n, now, &tmp);
+    struct seen *e = viewer_decode(p, n, now, &tmp);
     if (e == NULL) {
         lg_err_count("bad_msgpack");
         return;
@@ -136,16 +187,21 @@ void lg_viewer_message(const char *p, size_t n)
         lg_res.beats_odds++;
     if (e->kind == 0)
         lg_res.beat_bytes += n;
+    uint64_t read_us = lg_wall_us();
+    uint64_t rx_ns = lg_viewer_rx_ns != 0 ? lg_viewer_rx_ns : read_us * 1000;
     if (e->kind == 0 && e->ts >= 0) {
-        int64_t lag = (int64_t)lg_wall_us() - e->ts * 1000;
+        int64_t lag = (int64_t)(rx_ns / 1000) - e->ts * 1000;
         uint64_t l = lag > 0 ? (uint64_t)lag : 0;
         lg_hist_record(&lg_res.lat, l);
         if (lg_res.lag_min == 0 || l < lg_res.lag_min)
             lg_res.lag_min = l;
+        lag = (int64_t)read_us - e->ts * 1000;
+        lg_hist_record(&lg_res.lat_read, lag > 0 ? (uint64_t)lag : 0);
     }
     if (e->kind == 2 && e->ts > 0) {
-        /* Every receipt counts (what each client sees); a boundary counts once, at its first. */
-        int64_t lag = (int64_t)lg_wall_us() - e->ts * 1000;
+        /* Every receipt counts (what each client sees); a boundary counts once, at its first.
+         * Read time, as the boundaries scenario has always measured it. */
+        int64_t lag = (int64_t)read_us - e->ts * 1000;
         uint64_t l = lag > 0 ? (uint64_t)lag : 0;
         lg_hist_record(&lg_res.round_lag, l);
         if (e->ts > lg_res.round_last_t) {
@@ -154,7 +210,12 @@ void lg_viewer_message(const char *p, size_t n)
         }
         round_bound(e->ts, l);
     }
-    if (e->kind <= 1)
-        lg_hist_record(e->kind == 0 ? &lg_res.spread_tick : &lg_res.spread_odds,
-                       (now - e->first_ns) / 1000);
+    if (e->kind <= 1) {
+        if (e == &tmp) /* not cached (never a beat: they are small); no copies to compare */
+            lg_hist_record(e->kind == 0 ? &lg_res.spread_tick : &lg_res.spread_odds, 0);
+        else
+            seen_arrival(e, rx_ns);
+        if (e->kind == 0)
+            lg_hist_record(&lg_res.spread_tick_read, (now - e->first_ns) / 1000);
+    }
 }
