@@ -104,7 +104,9 @@ static bool direct_done(struct tp_conn_fanout *fo, struct tp_conn *c, int i, int
         size_t len; /* sent, or started: the rest counts when flushed */
         tp_ws_frame_bytes(fo->f[i], &len);
         fo->out_msgs++;
-        fo->out_bytes += len - tp_ws_queued_bytes(c->ws);
+        /* Whole: it went from an empty queue (tp_ws_can_write_frame), so nothing is queued and
+         * the socket's ws state is not read: one cold cache line less per socket-beat. */
+        fo->out_bytes += r == 0 ? len : len - tp_ws_queued_bytes(c->ws);
     }
     if (r == 0)
         return true;
@@ -130,10 +132,13 @@ static void deliver(struct tp_conn_host *h, struct tp_conn *c, uint64_t had, int
         if (fo->gen[i] <= had)
             continue;
         if (direct) {
-            direct = direct_done(fo, c, i, tp_ws_write_frame(c->ws, fo->f[i], &c->io));
+            int r = tp_ws_write_frame(c->ws, fo->f[i], &c->io);
+            direct = direct_done(fo, c, i, r);
             if (tp_conn_is_closed(c))
                 return;
-            if (direct)
+            /* Whole, or started: its rest is kept as a flush keeps it, and queueing it too would
+             * send it twice (session 14). Only a refused write (TP_EAGAIN) leaves it to queue. */
+            if (r != TP_EAGAIN)
                 continue;
         }
         if (tp_conn_ws_queue(c, fo->f[i]) != TP_ECLOSED)

@@ -617,6 +617,44 @@ static void test_uring_partial_write(void **state)
     assert_false(tp_conn_fanout_pending(&host));
 }
 
+/* What the walk counts out: every message handed out, and of each frame the bytes that went (a
+ * whole write's without reading the socket's queue, session 14), a partial write's rest only
+ * once it is flushed. The partly written socket's client gets the frame once: the send() path
+ * also queued a started frame, and wrote it a second time (fixed in session 14). */
+static void test_bytes_counted(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    int small = 4096;
+    assert_int_equal(setsockopt(srv[2], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    enum { LEN = 30000 };
+    static char payload[LEN + 1];
+    memset(payload, 'p', LEN);
+    int64_t msgs0 = tp_metrics_get_total(TP_METRIC_WS_MESSAGES_OUT_TOTAL);
+    int64_t bytes0 = tp_metrics_get_total(TP_METRIC_HTTP_BYTES_OUT_TOTAL);
+    hand(payload, TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    /* Sockets 0 and 1 took the frame whole, socket 2 the part its client can read now. */
+    static uint8_t buf[LEN + 8];
+    ssize_t part = recv(fds[2], buf, sizeof(buf), 0);
+    assert_true(part > 0 && part < 4 + LEN);
+    assert_int_equal(tp_metrics_get_total(TP_METRIC_WS_MESSAGES_OUT_TOTAL) - msgs0, 3);
+    assert_int_equal(tp_metrics_get_total(TP_METRIC_HTTP_BYTES_OUT_TOTAL) - bytes0,
+                     2 * (4 + LEN) + part);
+    size_t rest = 4 + LEN - (size_t)part;
+    assert_int_equal(read_all(2, buf + part, rest), rest);
+    assert_int_equal(buf[0], 0x82);
+    assert_memory_equal(buf + 4, payload, LEN);
+    for (int k = 0; k < 10; k++) { /* the watcher has nothing more to write */
+        ev_run(host.loop, EVRUN_NOWAIT);
+        assert_int_equal(recv(fds[2], buf, sizeof(buf), 0), -1);
+    }
+}
+
 /* io_uring, a peer gone: its send fails (EPIPE) and the socket is closed as a direct write's
  * error closes it; the others in the batch get the beat. */
 static void test_uring_closed_peer(void **state)
@@ -784,18 +822,30 @@ static void test_fallback_when_io_uring_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest sends[] = {
-        SEND(test_newest_wins_across_slices), SEND(test_round_first_and_not_ready),
-        SEND(test_beat_joins_round_write),    SEND(test_broadcasts_in_order),
-        SEND(test_sockets_freed_mid_walk),    SEND(test_full_socket_whole_frames),
-        SEND(test_no_beat_after_close_frame), SEND(test_fallback_when_io_uring_refused),
+        SEND(test_newest_wins_across_slices),
+        SEND(test_round_first_and_not_ready),
+        SEND(test_beat_joins_round_write),
+        SEND(test_broadcasts_in_order),
+        SEND(test_sockets_freed_mid_walk),
+        SEND(test_full_socket_whole_frames),
+        SEND(test_no_beat_after_close_frame),
+        SEND(test_fallback_when_io_uring_refused),
+        SEND(test_bytes_counted),
     };
     const struct CMUnitTest uring[] = {
-        URING(test_newest_wins_across_slices), URING(test_round_first_and_not_ready),
-        URING(test_beat_joins_round_write),    URING(test_broadcasts_in_order),
-        URING(test_sockets_freed_mid_walk),    URING(test_full_socket_whole_frames),
-        URING(test_uring_full_socket),         URING(test_uring_partial_write),
-        URING(test_uring_closed_peer),         URING(test_no_beat_after_close_frame),
-        URING(test_uring_rounds_batched),      URING(test_uring_rounds_full_partial_closed),
+        URING(test_newest_wins_across_slices),
+        URING(test_round_first_and_not_ready),
+        URING(test_beat_joins_round_write),
+        URING(test_broadcasts_in_order),
+        URING(test_sockets_freed_mid_walk),
+        URING(test_full_socket_whole_frames),
+        URING(test_uring_full_socket),
+        URING(test_uring_partial_write),
+        URING(test_uring_closed_peer),
+        URING(test_no_beat_after_close_frame),
+        URING(test_uring_rounds_batched),
+        URING(test_uring_rounds_full_partial_closed),
+        URING(test_bytes_counted),
     };
     int failed = cmocka_run_group_tests_name("send", sends, NULL, NULL);
     return failed + cmocka_run_group_tests_name("io_uring", uring, NULL, NULL);
