@@ -1,0 +1,21 @@
+-- Room on each bets page for its rows' settled versions, so that settlement's UPDATEs are HOT.
+--
+-- Every bet is updated exactly once after its INSERT: settlement marks it 'won' or 'refunded'
+-- with its payout, or 'lost' (the round's losers in one statement). None of those columns is
+-- indexed, so Postgres can write the new version on the same page without touching an index (a
+-- heap-only tuple), but only if the page has room for it. With the default fillfactor 100 a
+-- bet's page is full long before its round settles: every settled bet was a new tuple on another
+-- page plus one entry in each of the four indexes (bench/README.md, Writer, "Session 14").
+--
+-- Why 50: a settled version is as large as the pending one ('pending' → 'won' / 'lost' /
+-- 'refunded' and a bigint payout), and the 'lost' UPDATE is one statement that cannot reuse the
+-- space of the versions it replaces (they are dead only once it commits), so a page needs room
+-- for each of its rows twice. At 70 a third of the rows still moved (scratch measurement in
+-- bench/README.md). The table does not grow for it: at 100 the non-HOT updates doubled the heap
+-- as well, and added a second entry per bet to every index.
+--
+-- Only new pages are filled to 50 %: the rows already written keep their packing (bets of
+-- rounds still open then settle as before, once). Nothing is rewritten, so this is instant on
+-- a table of any size, takes a lock that lets the writer's INSERTs and UPDATEs run (SHARE UPDATE
+-- EXCLUSIVE), and setting it again changes nothing.
+ALTER TABLE bets SET (fillfactor = 50);
