@@ -39,6 +39,12 @@ def check_consistent(money, pg, nusers, nbets, stakes, extra_grants=0):
     assert money.pending() == 0, "entries left pending"
 
 
+def open_round_900001(c):
+    """The workload's round, as the leader's round_opened event writes it."""
+    c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "900001", "opens_at": "1",
+                             "locks_at": "2", "closes_at": "3", "seed_hash": "ab" * 32})
+
+
 def test_drain_rows_and_ledger():
     with tpenv.Redis() as r, tpenv.Postgres() as pg:
         money = pgwlib.Money(r, buckets=2)
@@ -47,8 +53,7 @@ def test_drain_rows_and_ledger():
             c = money.c
             c.xadd("tp:{g}:outbox", {"type": "user", "user_id": "1", "username": "alice",
                                      "pw_hash": "$argon2id$v=19$x", "created_at": "1000"})
-            c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "900001", "opens_at": "1",
-                                     "locks_at": "2", "closes_at": "3", "seed_hash": "ab" * 32})
+            open_round_900001(c)
             stakes = money.workload(nusers=20, nbets=300)
             pgwlib.wait_drained(money, pg, 300)
             check_consistent(money, pg, 20, 300, stakes)
@@ -387,6 +392,38 @@ def test_write_gap_holds_a_caught_up_writer_never_a_backlog():
             assert pg.psql("SELECT count(DISTINCT xmin::text) FROM bets WHERE idempotency_key "
                            "LIKE 'joined-%'") == [["1"]]
             assert money.pending() == 0
+
+
+def test_settled_bets_stay_on_their_page():
+    """Settlement's status UPDATEs are HOT (migration 0007's fillfactor): a settled bet's new
+    version is on its own page, so no index gets a second entry for it. With the default
+    fillfactor 100 the round's pages were full and every settled bet moved to another page."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=2)
+        with server(r, pg, workers=2) as s:
+            pgwlib.migrate(s, pg)
+            c = money.c
+            open_round_900001(c)
+            stakes = money.workload(nusers=20, nbets=400)
+            pgwlib.wait_drained(money, pg, 400)
+            pages = "SELECT id, (ctid::text::point)[0]::int FROM bets ORDER BY id"
+            before = pg.psql(pages)
+            assert int(pgwlib.pg_scalar(pg, "SELECT count(DISTINCT (ctid::text::point)[0]) "
+                                            "FROM bets")) >= 4, "the bets fill several pages"
+            # One winner paid (its bucket's outbox), then the receipt: every other bet 'lost'.
+            bet, user = pg.psql("SELECT id, user_id FROM bets ORDER BY id LIMIT 1")[0]
+            c.xadd(f"tp:{{b{int(bet) % 2}}}:outbox",
+                   {"type": "payout", "user_id": user, "ts": "4", "bet_id": bet,
+                    "round_id": "900001", "amount": "50"})
+            tpenv.wait_until(lambda: pg.psql(f"SELECT status FROM bets WHERE id = '{bet}'") ==
+                             [["won"]], what="the payout written")
+            c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900001",
+                                     "total": str(stakes), "winning_stake": "100",
+                                     "rake": str(stakes - 50), "breakage": "0", "payouts": "50",
+                                     "refunds": "0", "winning_band": "0"})
+            tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM bets WHERE status = 'lost'") ==
+                             [["399"]], what="the losers marked")
+            assert pg.psql(pages) == before, "a settled bet moved to another page (not HOT)"
 
 
 if __name__ == "__main__":
