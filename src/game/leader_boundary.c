@@ -501,6 +501,14 @@ static void bnd_lock(struct tp_leader *l)
         if (l->one_server && !bnd_script(l))
             script_unsent(l);
     }
+    /* The beat of T (the tick at the lock time, price L) goes behind the pair's read, so its
+     * reply comes in the same read as the pair's and its PUBLISH is written right behind
+     * theirs: Redis hands all three to each subscriber in one write, and each worker writes the
+     * beat in the same send as the pair to every socket instead of a second send ~2 ms later
+     * when the tick watcher (T + 2 ms) would have written it (bench/README.md "Boundaries",
+     * session 14). On a cluster the ticks are on another node: the watcher writes them. */
+    if (l->one_server && l->bnd.announcing)
+        tp_leader_tick_due(l);
     tp_store_flush(l->store); /* from a timer: not inside a store callback */
     tp_store_flush_soon(l->w);
 }

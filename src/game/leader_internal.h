@@ -287,6 +287,11 @@ void tp_leader_boundary_at_deinit(struct tp_leader *l);
  * first lock, along the current segment after it. */
 void tp_leader_tick_cb(struct ev_loop *loop, ev_periodic *t, int revents);
 
+/** Writes the ticks due now, as the tick watcher does, unless a tick chain is in flight; its
+ * reply publishes the newest. The boundary calls it at T, so the beat of T follows the `round`
+ * pair in the same round trip and the same write (leader_boundary.c, bnd_lock). */
+void tp_leader_tick_due(struct tp_leader *l);
+
 /** Picks the segment the ticks follow from the snapshot: the newest locked, not cancelled
  * round with its seed (none: flat ticks). */
 void tp_leader_choose_segment(struct tp_leader *l, int64_t now);

@@ -72,7 +72,11 @@ static void flat_tick(struct tp_leader *l, int64_t now)
 void tp_leader_tick_cb(struct ev_loop *loop, ev_periodic *t, int revents)
 {
     (void)loop, (void)revents;
-    struct tp_leader *l = t->data;
+    tp_leader_tick_due(t->data);
+}
+
+void tp_leader_tick_due(struct tp_leader *l)
+{
     if (!l->leader || l->tick_busy || !tp_store_is_connected(l->store))
         return;
     int64_t now = tp_now_ms();

@@ -1,0 +1,129 @@
+"""The beat of a boundary T goes in the same write as the `round` pair (docs/protocol.md,
+`round`; leader_boundary.c, bnd_lock).
+
+At T the leader writes the tick at T behind the boundary's script and the pair's read, one
+round trip, and publishes it right behind the pair; each worker then reads the three together
+and writes them to a socket in one send, instead of the pair at once and the beat ~2 ms later
+in a second send (the tick watcher fires at T + 2 ms).
+
+Sockets on both workers read with one recv() per readiness, so messages written by separate
+sends ~2 ms apart arrive in separate reads (unless this process is too slow to read between
+them), and messages of one send arrive in one read. Checked per socket and boundary: the pair
+(`round` N live, then N+1 open) is followed by the `tick` with ts = T, and that beat arrived in
+the same read as the pair's second message. Before this change the beat shared the pair's read
+at 15 and 16 of 32 socket-boundaries (two runs at load 6: a pair published late meets the tick
+watcher's beat, and a slow reader merges two sends), after it at 32 of 32; a reader never
+splits one send, but a boundary prepared late (its reads past T) leaves its beat to the watcher,
+so three quarters are required.
+"""
+
+import selectors
+import struct
+
+import msgpack
+
+import tpclient
+import tpenv
+
+NSOCK = 4
+BOUNDARIES = 8
+ENV = {"TICKPOOL_GAME_BETTING_S": "1", "TICKPOOL_GAME_LIVE_S": "1",
+       "TICKPOOL_GAME_TICK_MS": "100"}
+
+
+class Reader:
+    """A WebSocket socket read one recv() at a time; each message is kept with the number of
+    the read that completed it."""
+
+    def __init__(self, port):
+        self.ws = tpclient.RawWS(port)
+        self.sock = self.ws.sock
+        self.reads = 0
+        self.buf = b""
+        self.upgraded = False
+        self.msgs = []  # (read number, message)
+
+    def read_once(self):
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        assert data, "socket closed by the server"
+        self.reads += 1
+        self.buf += data
+        if not self.upgraded:
+            i = self.buf.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            assert self.buf.startswith(b"HTTP/1.1 101"), self.buf[:200]
+            self.buf = self.buf[i + 4:]
+            self.upgraded = True
+        while len(self.buf) >= 2:
+            ln, hl = self.buf[1] & 0x7F, 2
+            if ln == 126:
+                if len(self.buf) < 4:
+                    return
+                ln, hl = struct.unpack(">H", self.buf[2:4])[0], 4
+            elif ln == 127:
+                if len(self.buf) < 10:
+                    return
+                ln, hl = struct.unpack(">Q", self.buf[2:10])[0], 10
+            if len(self.buf) < hl + ln:
+                return
+            op, payload = self.buf[0] & 0x0F, self.buf[hl:hl + ln]
+            self.buf = self.buf[hl + ln:]
+            if op == 2:
+                self.msgs.append((self.reads, msgpack.unpackb(payload)))
+            elif op == 8:
+                raise AssertionError(f"closed by the server: {payload[:2]!r}")
+
+    def boundaries(self):
+        """Per boundary T seen whole (the pair and the beat of T): (joined, in order)."""
+        out = {}
+        m = self.msgs
+        for k in range(len(m) - 1):
+            (_, a), (rd, b) = m[k], m[k + 1]
+            if not (a.get("t") == "round" and b.get("t") == "round" and
+                    a["round"]["state"] == "live" and b["round"]["state"] == "open" and
+                    b["round"]["id"] == a["round"]["id"] + 1):
+                continue
+            t = a["round"]["locks_at"]
+            beat = [(j, r) for j, (r, x) in enumerate(m)
+                    if x.get("t") == "tick" and x.get("ts") == t]
+            if not beat:
+                continue
+            j, beat_read = beat[0]
+            out[t] = (beat_read == rd, j == k + 2)
+        return out
+
+
+def test_beat_of_t_in_the_pairs_write():
+    with tpenv.Redis() as r, tpenv.Server(redis=r, env=ENV, workers=2, https=False) as s:
+        tpclient.wait_game(s)
+        sel = selectors.DefaultSelector()
+        readers = []
+        for _ in range(NSOCK):
+            rd = Reader(s.http_port)
+            readers.append(rd)
+            sel.register(rd.sock, selectors.EVENT_READ, rd)
+
+        def enough():
+            for key, _ in sel.select(timeout=0.1):
+                key.data.read_once()
+            return all(len(rd.boundaries()) >= BOUNDARIES for rd in readers)
+        tpenv.wait_until(enough, timeout=BOUNDARIES * 4 + 20, interval=0,
+                         what=f"{BOUNDARIES} boundaries on every socket")
+        seen = joined = 0
+        for rd in readers:
+            for t, (same_read, in_order) in sorted(rd.boundaries().items()):
+                seen += 1
+                joined += same_read
+                # The documented order: the pair, then the beat of T right behind it.
+                assert not same_read or in_order, (t, [x for _, x in rd.msgs][-12:])
+            rd.sock.close()
+        print(f"    beat of T in the pair's read: {joined} of {seen} socket-boundaries")
+        assert joined * 4 >= seen * 3, (joined, seen)
+
+
+if __name__ == "__main__":
+    tpenv.main()
