@@ -26,7 +26,8 @@
  * cluster the bucket copies live on other nodes than the rounds, so each stage waits for the
  * one before and the announcement for stage 4. Commands sent from a reply are written before
  * the worker's next fan-out slice (tp_store_flush_soon). The announcement is held by the
- * observer until the boundary is written, and dropped if it fails.
+ * observer until the boundary is written, and dropped if it fails. On one server the tick at T
+ * goes in the same round trip, behind the pair's read, so its PUBLISH follows the pair's.
  * A failed stage ends the step; the next step plans the boundary again from Redis, and every
  * stage is idempotent.
  */
