@@ -22,7 +22,7 @@
  *      step per UNINDEX_COUNT keys (a script declares every key it touches, and the filter
  *      shards follow from the fields), so a key is at every moment in its hot entry or in the
  *      filter; bets then find it through the filter and Postgres. The keys come from Postgres:
- *      the round's bets, read once per round (before bucket 0) in one query on the reader
+ *      the round's bets, read once per round (before the mark) in one query on the reader
  *      thread and grouped by bucket here (Postgres holds them whole: the counts above; a query
  *      per bucket would read every row of the round once per bucket, through the index on
  *      round_id). Redis has no list of a round's keys any more (the
@@ -40,6 +40,16 @@
  *      serve: Redis keeps the round hash until Postgres was found to hold it.
  * A Postgres outage stops archival (logged once) until Postgres answers again; Redis only keeps
  * rounds longer. The pass also exports the hot rounds and Redis's used_memory as gauges.
+ *
+ * A round due for archival (final, game.retain_s past its close) that Postgres does not confirm
+ * whole and readable (no such round, another copy, other counts, a bets row archival cannot
+ * read: a user id below 1, a key of no 1..TP_KEYS_IDEM_MAX bytes) is left in Redis, unmarked
+ * and whole, and the sweep goes on to newer rounds: nothing depends on the order rounds leave
+ * Redis (each round's keys, hot entries and filter bits are its own; every reader looks a
+ * round up by id). Such rounds are counted over each whole sweep (rounds_unarchivable) and
+ * each is logged once while it stays (docs/operations.md §4, "A round left in Redis"). The
+ * rows are read and checked before the mark, so a round with an unreadable row keeps serving
+ * its history from Redis.
  */
 #include "tickpool/game/leader.h"
 
@@ -74,6 +84,10 @@
  * entries), an HMGET, up to 256 BITFIELD_RO and BITFIELD SET pairs (most keys fall in distinct
  * shards), well under the 2 ms a step may hold Redis. */
 #define UNINDEX_COUNT 256
+/* Due rounds left in Redis whose ids a sweep keeps, so each is logged once while it stays; and
+ * how often the sweep's count is logged while it is not 0. */
+#define LEFT_KEPT 64
+#define LEFT_LOG_EVERY_MS (10 * 60 * 1000)
 
 struct arch {
     struct tp_worker *w;
@@ -95,6 +109,13 @@ struct arch {
      * the newer ones, so the next pass goes on past the last one left (`last_left`) until the
      * sweep reaches rounds too new to archive, then starts again from the oldest. */
     int64_t after, last_left;
+
+    /* Due rounds the sweep leaves in Redis: how many (each counted once a sweep: ids ascend
+     * within one, so `left_upto` is the last counted), the first LEFT_KEPT ids, and the last
+     * whole sweep's, whose rounds were logged already. */
+    int left, left_n, left_prev_n;
+    int64_t left_upto, left_ids[LEFT_KEPT], left_prev[LEFT_KEPT];
+    int64_t left_published, left_logged_ms;
 
     /* The round being archived. */
     int64_t id;
@@ -121,6 +142,7 @@ struct arch {
 };
 
 static void next_candidate(struct arch *a);
+static void archive_now(struct arch *a);
 
 static void keys_free(struct arch *a)
 {
@@ -144,10 +166,34 @@ static bool reply_bad(int err, const struct tp_store_reply *r)
     return err != 0 || tp_reply_type(r) == TP_REPLY_ERROR;
 }
 
-/* The sweep reached rounds too new to archive (or lost the lead): the next pass starts again
- * from the oldest round. */
-static void sweep_end(struct arch *a)
+/* A whole sweep ended: its count of due rounds left in Redis is the gauge, said in the log when
+ * it rises from 0 and every LEFT_LOG_EVERY_MS while it stays above. */
+static void publish_left(struct arch *a)
 {
+    int64_t now = tp_mono_ms();
+    if (a->left > 0 && (a->left_published == 0 || now - a->left_logged_ms >= LEFT_LOG_EVERY_MS)) {
+        tp_log_warn(MOD,
+                    "archival leaves rounds in Redis that Postgres does not hold whole	"
+                    "count=%d oldest=%lld",
+                    a->left, (long long)a->left_ids[0]);
+        a->left_logged_ms = now;
+    } else if (a->left == 0 && a->left_published > 0) {
+        tp_log_info(MOD, "archival leaves no round in Redis any more");
+    }
+    tp_metrics_set(TP_METRIC_ROUNDS_UNARCHIVABLE, a->left);
+    a->left_published = a->left;
+    memcpy(a->left_prev, a->left_ids, (size_t)a->left_n * sizeof(*a->left_ids));
+    a->left_prev_n = a->left_n;
+}
+
+/* The sweep reached rounds too new to archive (`whole`), or lost the lead: the next pass starts
+ * again from the oldest round. */
+static void sweep_end(struct arch *a, bool whole)
+{
+    if (whole)
+        publish_left(a);
+    a->left = a->left_n = 0;
+    a->left_upto = 0;
     a->after = 0;
     pass_end(a);
 }
@@ -158,6 +204,35 @@ static void skip(struct arch *a)
     a->last_left = a->id;
     a->ci++;
     next_candidate(a);
+}
+
+static bool left_last_sweep(const struct arch *a, int64_t id)
+{
+    for (int i = 0; i < a->left_prev_n; i++)
+        if (a->left_prev[i] == id)
+            return true;
+    return false;
+}
+
+/* A due round Postgres does not confirm (why): it stays in Redis, whole and unmarked (or as a
+ * killed pass left it: marked, some buckets done, every key in its hot entry or the filter), and
+ * the sweep goes on. Counted once a sweep; logged at `level` when the last sweep did not leave
+ * it too. Never drops a key: the operator mends Postgres (docs/operations.md §4) and the next
+ * sweep archives it. */
+static void leave_due(struct arch *a, enum tp_log_level level, const char *why)
+{
+    keys_free(a);
+    if (a->id > a->left_upto) {
+        a->left_upto = a->id;
+        a->left++;
+        /* Past LEFT_KEPT rounds, the sweep's count line is the log. */
+        if (a->left_n < LEFT_KEPT) {
+            a->left_ids[a->left_n++] = a->id;
+            if (!left_last_sweep(a, a->id))
+                tp_log(level, MOD, "round left in Redis: %s\tround=%lld", why, (long long)a->id);
+        }
+    }
+    skip(a);
 }
 
 static void pg_failed(struct arch *a, int err)
@@ -300,15 +375,21 @@ static void on_round_keys(int err, const struct tp_pg_result *res, void *ud)
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         int64_t user;
-        if (tp_pg_result_int64(res, i, 0, &user) != 0 || user < 1) {
+        const char *key = tp_pg_result_get(res, i, 1);
+        size_t klen = key != NULL ? strlen(key) : 0;
+        /* What idem_unindex takes (tp_script_idem_unindex): a row it would refuse must not
+         * stop the sweep at this round on every pass. */
+        if (tp_pg_result_int64(res, i, 0, &user) != 0 || user < 1 || klen < 1 ||
+            klen > TP_KEYS_IDEM_MAX) {
             free(bucket_of);
-            tp_log_error(MOD, "unreadable bet row in Postgres\tround=%lld", (long long)a->id);
-            pass_end(a);
+            leave_due(a, TP_LOG_ERROR,
+                      "a bets row of the round is unreadable (user_id < 1, or an idempotency "
+                      "key of no 1..128 bytes)");
             return;
         }
         bucket_of[i] = tp_bucket_of(user, nb);
         a->first[bucket_of[i] + 1]++;
-        total += strlen(tp_pg_result_get(res, i, 0)) + 1 + strlen(tp_pg_result_get(res, i, 1)) + 1;
+        total += strlen(tp_pg_result_get(res, i, 0)) + 1 + klen + 1;
     }
     for (int b = 0; b < nb; b++)
         a->first[b + 1] += a->first[b];
@@ -325,7 +406,7 @@ static void on_round_keys(int err, const struct tp_pg_result *res, void *ud)
     }
     free(at);
     free(bucket_of);
-    clear_bucket(a);
+    archive_now(a);
 }
 
 static void round_keys(struct arch *a)
@@ -377,16 +458,16 @@ static void on_marked(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     a->bucket = 0;
-    round_keys(a);
+    clear_next_bucket(a);
 }
 
-/* 1. The mark, then the buckets. */
+/* 1. With the round's keys read, the mark, then the buckets. */
 static void archive_now(struct arch *a)
 {
     struct tp_key k;
     if (!a->in_redis || a->r.archiving) {
         a->bucket = 0;
-        round_keys(a);
+        clear_next_bucket(a);
         return;
     }
     if (tp_store_command(a->store, on_marked, a, "HSET %s archiving 1", tp_keys_round(&k, a->id)) !=
@@ -414,10 +495,12 @@ static void counts_done(struct arch *a)
                      "redis_paid=%lld pg_paid=%lld",
                      (long long)a->id, (long long)a->redis_bets, (long long)a->pg_bets,
                      (long long)a->redis_paid, (long long)a->pg_paid);
-        skip(a);
+        leave_due(a, TP_LOG_WARN,
+                  "Postgres does not hold as many of its bets and payouts as Redis (tickpool "
+                  "audit compares them)");
         return;
     }
-    archive_now(a);
+    round_keys(a);
 }
 
 static void on_hlen(int err, const struct tp_store_reply *r, void *ud)
@@ -498,21 +581,21 @@ static void on_pg_round(int err, const struct tp_game_round *rounds, int n, void
         return;
     }
     if (n != 1) {
-        tp_log_debug(MOD, "round not yet whole in Postgres\tround=%lld", (long long)a->id);
-        skip(a);
+        leave_due(a, TP_LOG_WARN,
+                  "Postgres has no such round, or none it can read (a round written before "
+                  "migration 0004, or not yet written)");
         return;
     }
     if (!a->in_redis || a->r.archiving) {
         /* Resuming: Redis's copy is (partly) gone, Postgres was checked before the mark. */
         a->pg_waiting = false;
         a->nbands = rounds[0].n_edges + 1;
-        archive_now(a);
+        round_keys(a);
         return;
     }
     if (!tp_game_round_same(&a->r, &rounds[0])) {
-        tp_log_debug(MOD, "Postgres's copy differs from Redis's (not yet written)\tround=%lld",
-                     (long long)a->id);
-        skip(a);
+        leave_due(a, TP_LOG_WARN,
+                  "Postgres's copy of the round differs from Redis's (not yet written?)");
         return;
     }
     count(a);
@@ -538,7 +621,7 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     if (rc != 0) {
-        skip(a);
+        leave_due(a, TP_LOG_ERROR, "its hash in Redis is unreadable");
         return;
     }
     a->nbands = a->r.n_edges + 1;
@@ -551,7 +634,7 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     if (tp_now_ms() < a->r.t.closes_at + (int64_t)a->g->retain_s * 1000) {
-        sweep_end(a); /* newer rounds closed later still */
+        sweep_end(a, true); /* newer rounds closed later still */
         return;
     }
     ask_pg(a);
@@ -559,10 +642,12 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
 
 static void next_candidate(struct arch *a)
 {
-    if (a->ci >= a->ncand
-            ? a->ncand < CANDIDATES
-            : a->cand[a->ci] > a->top - KEEP_NEWEST || !tp_leader_is_leader(tp_leader_of(a->w))) {
-        sweep_end(a);
+    if (!tp_leader_is_leader(tp_leader_of(a->w))) {
+        sweep_end(a, false);
+        return;
+    }
+    if (a->ci >= a->ncand ? a->ncand < CANDIDATES : a->cand[a->ci] > a->top - KEEP_NEWEST) {
+        sweep_end(a, true);
         return;
     }
     if (a->ci >= a->ncand || a->done >= PER_PASS) {
@@ -635,6 +720,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         if (a->gauges_set) {
             tp_metrics_set(TP_METRIC_ROUNDS_HOT, 0);
             tp_metrics_set(TP_METRIC_REDIS_USED_MEMORY_BYTES, 0);
+            tp_metrics_set(TP_METRIC_ROUNDS_UNARCHIVABLE, 0);
             a->gauges_set = false;
         }
         return;

@@ -72,7 +72,10 @@ struct tp_buf;
     X(IS_LEADER, is_leader, gauge, "1 in the process holding the game leader lease")               \
     X(REDIS_USED_MEMORY_BYTES, redis_used_memory_bytes, gauge,                                     \
       "Redis used_memory, sampled by the leader every 10 s")                                       \
-    X(ROUNDS_HOT, rounds_hot, gauge, "Rounds kept in Redis (not yet archived to Postgres)")
+    X(ROUNDS_HOT, rounds_hot, gauge, "Rounds kept in Redis (not yet archived to Postgres)")        \
+    X(ROUNDS_UNARCHIVABLE, rounds_unarchivable, gauge,                                             \
+      "Rounds due for archival that archival's last sweep left in Redis: Postgres does not hold "  \
+      "them whole and readable")
 
 enum tp_metric {
 #define TP_METRIC_ENUM_(id, name, type, help) TP_METRIC_##id,
