@@ -22,8 +22,8 @@
 /* --- The command table: the order of `tickpool admin --help` --- */
 
 static const struct tp_admin_cmd *const commands[] = {
-    &tp_admin_cmd_status, &tp_admin_cmd_pause,   &tp_admin_cmd_resume,
-    &tp_admin_cmd_grant,  &tp_admin_cmd_disable, &tp_admin_cmd_enable,
+    &tp_admin_cmd_status,  &tp_admin_cmd_pause,  &tp_admin_cmd_resume,          &tp_admin_cmd_grant,
+    &tp_admin_cmd_disable, &tp_admin_cmd_enable, &tp_admin_cmd_hot_index_prune,
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -6,6 +6,7 @@
  *   admin_game.c   status, pause, resume
  *   admin_money.c  grant
  *   admin_accounts.c  disable, enable
+ *   admin_hot_index.c hot-index-prune
  *
  * A command group is one file exporting its `struct tp_admin_cmd`s; admin.c lists them in its
  * command table (the order of `tickpool admin --help`). A command that changes state records
@@ -69,6 +70,7 @@ int tp_admin_args(int argc, char **argv, const struct tp_admin_opt *opts, size_t
 extern const struct tp_admin_cmd tp_admin_cmd_status, tp_admin_cmd_pause, tp_admin_cmd_resume;
 extern const struct tp_admin_cmd tp_admin_cmd_grant;
 extern const struct tp_admin_cmd tp_admin_cmd_disable, tp_admin_cmd_enable;
+extern const struct tp_admin_cmd tp_admin_cmd_hot_index_prune;
 
 /* --- Redis --- */
 

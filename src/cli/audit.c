@@ -7,6 +7,7 @@
  * between two reads can show up as a transient mismatch (the audit says so in its hint line).
  */
 #include "tickpool/cli/audit.h"
+#include "tickpool/cli/hot_leaks.h"
 #include "tickpool/store/pgw_pg.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
@@ -336,6 +337,29 @@ static void check_unfinished(struct audit *a, const struct tp_store_value *befor
     tp_store_value_free(after);
 }
 
+/* --- Check 3a: leaked hot index entries (no money: said, never a mismatch) --- */
+
+static void check_hot_leaks(struct audit *a)
+{
+    struct tp_hot_leaks l;
+    if (tp_hot_leaks_find(a->redis, a->cfg->game.buckets, tp_hot_leaks_since_ms(), false, &l) !=
+        0) {
+        fprintf(stderr, "audit: reading the hot index failed\n");
+        a->redis_failed = true;
+    } else if (l.leaked == 0) {
+        report(a, true, "hot index: %" PRId64 " entries, none naming a round no longer in Redis",
+               l.entries);
+    } else {
+        printf("note hot index: %" PRId64 " entries, %" PRId64
+               " naming a round no longer in Redis (leaked by an older version's archival, "
+               "docs/operations.md §4): %" PRId64 " past their TTL, which `tickpool admin "
+               "hot-index-prune` removes; the other %" PRId64
+               " guard their keys until their TTL has passed\n",
+               l.entries, l.leaked, l.past_ttl, l.leaked - l.past_ttl);
+    }
+    tp_hot_leaks_free(&l);
+}
+
 /* --- Check 4: Postgres against Redis --- */
 
 static int64_t outbox_backlog(struct audit *a)
@@ -645,6 +669,8 @@ int tp_audit_main(const struct tp_config *cfg, int nargs, char **args)
     if (!a.redis_failed)
         check_unfinished(&a, index_before, rs, nrs);
     tp_store_value_free(index_before);
+    if (!a.redis_failed)
+        check_hot_leaks(&a);
     if (a.redis_failed)
         goto out;
 
