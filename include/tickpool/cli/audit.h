@@ -7,6 +7,7 @@
  *  3. After the outbox drained (waits up to --wait seconds): Postgres agrees with Redis —
  *     per-user balances (ledger rows minus stakes), the house, grants, bets and payouts per
  *     round — and every ledger entry sums to zero.
+ *  4. Leaked hot index entries (tickpool/cli/hot_leaks.h): counted, never a mismatch.
  *
  * Prints each check with its numbers and a readable diff on mismatch.
  */
