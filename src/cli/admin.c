@@ -33,8 +33,8 @@ static void usage(FILE *out)
           "\n"
           "Operate a running game. Reads the same configuration as the server (config file,\n"
           "TICKPOOL_* environment, the embedded services' URLs while scripts/up runs) and acts\n"
-          "on its Redis; every change is recorded in Postgres (table admin_actions: who, when,\n"
-          "what, why) through the outbox, exactly once.\n"
+          "on its Redis; every change to the game or a player is recorded in Postgres (table\n"
+          "admin_actions: who, when, what, why) through the outbox, exactly once.\n"
           "\n"
           "Commands:\n",
           out);
