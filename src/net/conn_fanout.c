@@ -22,9 +22,9 @@
  * dirty list, which the worker runs before this walk: a `round` keeps its priority over the
  * beats still to be handed out. A socket written from the dirty list while beats are being handed
  * out takes them along, behind what it has queued (tp_conn_fanout_give): at a boundary the beat
- * of T arrives ~2 ms after T, while the `round` pair is still being written to the worker's
- * sockets, and each socket still waiting for the pair gets both in one write instead of a second
- * write when the walk reaches it (issue 13; bench/README.md "Boundaries").
+ * of T is published right behind the `round` pair and normally read with it (leader_boundary.c),
+ * so every socket gets both in one write instead of a second write when the walk reaches it
+ * (issue 13; bench/README.md "Boundaries").
  */
 #include "conn_internal.h"
 
