@@ -57,49 +57,24 @@ def roles_from_ps(path):
     return role
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("trace")
-    ap.add_argument("ps")
-    ap.add_argument("--window-ms", type=float, default=30)
-    ap.add_argument("--quiet-at-ms", type=float, default=500)
-    ap.add_argument("--run-prio", type=int, default=110,
-                    help="the run's processes' kernel prio (120 + bench/run --nice)")
-    ap.add_argument("--offset", type=float, default=0.0,
-                    help="CLOCK_REALTIME - CLOCK_MONOTONIC when the trace's clock was mono")
-    a = ap.parse_args()
-    role = roles_from_ps(a.ps)
-
-    def who(tid, comm, prio):
-        # The run's own processes are at --nice (prio 120 + nice); others' Redis and Postgres
-        # (tests, other benches) are told apart by it.
-        if tid == 0:
-            return "idle"
-        r = role.get(tid)
-        if r is None and comm.startswith("postgres"):
-            r = "postgres"
-        if r is None and comm.startswith("redis"):
-            r = "redis"
-        if r in ("postgres", "redis") and prio != a.run_prio:
-            return r + " (not the run's)"
-        if r is not None:
-            return r
-        return "other (" + comm + ")" if comm in ("python3", "cc1", "ninja", "perf") else "other"
-
-    # Per CPU, the intervals each task ran: (start, end, role, tid); and per task the times it
-    # became runnable (wakeup or preempted) and ran.
+def read_trace(path, offset, who):
+    """Reads a `perf script` sched trace (clock + offset). Returns (ran, waits, t_first, t_last,
+    prio): ran: cpu -> [(t0, t1, who(tid, comm, prio), tid)], the intervals each task ran on each
+    CPU; waits: tid -> [(t_runnable, t_on_cpu, cpu)], each time a task became runnable (woken or
+    preempted) until it ran, and the CPU it then ran on; prio: tid -> its kernel prio."""
     last = {}           # cpu -> (time, tid, comm, prio) of the task switched in
-    ran = collections.defaultdict(list)      # cpu -> [(t0, t1, role, tid)]
-    waits = collections.defaultdict(list)    # tid -> [(t_runnable, t_on_cpu, cpu)]
+    ran = collections.defaultdict(list)
+    waits = collections.defaultdict(list)
     runnable = {}       # tid -> time it became runnable
     running = set()     # tids on a CPU
+    prios = {}
     t_first = t_last = None
-    with open(a.trace) as f:
+    with open(path) as f:
         for line in f:
             m = EV.match(line)
             if not m:
                 continue
-            t = float(m.group(4)) + a.offset
+            t = float(m.group(4)) + offset
             cpu = int(m.group(3))
             kind, rest = m.group(5), m.group(6)
             t_first = t if t_first is None else t_first
@@ -127,25 +102,63 @@ def main():
             if nxt != 0:
                 running.add(nxt)
             last[cpu] = (t, nxt, s.group(5), int(s.group(7)))
-    if t_first is None:
-        sys.exit("no events")
+            prios[nxt] = int(s.group(7))
+    return ran, waits, t_first, t_last, prios
+
+
+def cpu_in(ran, t0, t1):
+    """CPU seconds per role (both CPUs) in [t0, t1)."""
+    out = collections.Counter()
+    for cpu, iv in ran.items():
+        for s, e, r, tid in iv:
+            if e > t0 and s < t1:
+                out[r] += min(e, t1) - max(s, t0)
+    return out
+
+
+def who_for(role, run_prio, every_role=False):
+    """The role of a task seen in the trace: roles_from_ps's, told apart from other runs'
+    Redis and Postgres (tests, other benches) by the run's prio (120 + its nice); with
+    every_role, other runs' tickpool and loadgen too."""
+    def who(tid, comm, prio):
+        if tid == 0:
+            return "idle"
+        r = role.get(tid)
+        if r is None and comm.startswith("postgres"):
+            r = "postgres"
+        if r is None and comm.startswith("redis"):
+            r = "redis"
+        if r is not None and prio != run_prio and (every_role or r in ("postgres", "redis")):
+            return r + " (not the run's)"
+        if r is not None:
+            return r
+        return "other (" + comm + ")" if comm in ("python3", "cc1", "ninja", "perf") else "other"
+    return who
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("trace")
+    ap.add_argument("ps")
+    ap.add_argument("--window-ms", type=float, default=30)
+    ap.add_argument("--quiet-at-ms", type=float, default=500)
+    ap.add_argument("--run-prio", type=int, default=110,
+                    help="the run's processes' kernel prio (120 + bench/run --nice)")
+    ap.add_argument("--offset", type=float, default=0.0,
+                    help="CLOCK_REALTIME - CLOCK_MONOTONIC when the trace's clock was mono")
+    a = ap.parse_args()
+    role = roles_from_ps(a.ps)
+
+    ran, waits, t_first, t_last, _ = read_trace(a.trace, a.offset, who_for(role, a.run_prio))
     win = a.window_ms / 1000.0
     starts = [float(s) for s in range(int(t_first) + 1, int(t_last) - 1)]
-
-    def cpu_in(t0, t1):
-        out = collections.Counter()
-        for cpu, iv in ran.items():
-            for s, e, r, tid in iv:
-                if e > t0 and s < t1:
-                    out[r] += min(e, t1) - max(s, t0)
-        return out
 
     for label, off in (("[T, T+%g ms)" % a.window_ms, 0.0),
                        ("[T+%g, T+%g ms)" % (a.quiet_at_ms, a.quiet_at_ms + a.window_ms),
                         a.quiet_at_ms / 1000.0)):
         tot = collections.Counter()
         for T in starts:
-            tot.update(cpu_in(T + off, T + off + win))
+            tot.update(cpu_in(ran, T + off, T + off + win))
         n = len(starts)
         print("## CPU by role in %s, ms per boundary over %d boundaries (2 CPUs = %.0f ms)"
               % (label, n, 2 * a.window_ms))
