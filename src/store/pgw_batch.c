@@ -577,9 +577,16 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
          "lock_price bigint, close_price bigint, winning_band smallint, seed text, pools text, "
          "refund_all boolean) "
          "WHERE r.id = x.id AND r.state NOT IN ('settled', 'cancelled')",
-         /* Bets of a settled round without a payout lost (a payout applied later wins). */
+         /* A settled round's losers: its bets off the winning band, unless it refunds everyone
+          * (then each bet's refund marks it). The winning band's bets take 'won' from their
+          * payouts, every one of them paid at least its stake (src/game/settle.c), which come
+          * in another stream and often after the receipt: marking them 'lost' here too was a
+          * second UPDATE of each (and a wrong status meanwhile). A receipt without
+          * winning_band or refund_all (older events) marks every pending bet, as before. */
          "UPDATE bets b SET status = 'lost' FROM json_to_recordset($1::json) AS x(id bigint, "
-         "state text) WHERE b.round_id = x.id AND x.state = 'settled' AND b.status = 'pending'"},
+         "state text, winning_band smallint, refund_all boolean) WHERE b.round_id = x.id AND "
+         "x.state = 'settled' AND x.refund_all IS NOT TRUE AND b.band IS DISTINCT FROM "
+         "x.winning_band AND b.status = 'pending'"},
     [TP_PGW_ROUND_SEEDS] = {"UPDATE rounds r SET seed = x.seed FROM json_to_recordset($1::json) "
                             "AS x(id bigint, seed text) WHERE r.id = x.id AND r.seed IS NULL"},
     [TP_PGW_GRANTS] = {"INSERT INTO grants (id, user_id, amount, created_at) "
@@ -594,7 +601,9 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                      "balance bigint) ON CONFLICT DO NOTHING",
                      /* A bet written after its round's result or its payout (both sit in
                       * other streams, drained in any order after a backlog) takes its final
-                      * status now: the UPDATEs of those events found no row to mark. Only
+                      * status now: the UPDATEs of those events found no row to mark ('lost'
+                      * by the same rule as the receipt's UPDATE: a winner or a refund waits
+                      * for its credit). Only
                       * rounds of the batch that are settled or have a payout are looked at
                       * (`done`, one probe per round), so the usual batch of an open round's
                       * bets costs no per-bet lookup here. */
@@ -608,7 +617,8 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                      "payout = coalesce(p.amount, 0) FROM x LEFT JOIN payouts p ON p.bet_id = "
                      "x.id WHERE x.round_id IN (SELECT r FROM done) AND b.id = x.id AND "
                      "b.status = 'pending' AND (p.bet_id IS NOT NULL OR EXISTS (SELECT 1 FROM "
-                     "rounds r WHERE r.id = b.round_id AND r.state = 'settled'))"},
+                     "rounds r WHERE r.id = b.round_id AND r.state = 'settled' AND r.refund_all "
+                     "IS NOT TRUE AND b.band IS DISTINCT FROM r.winning_band))"},
     [TP_PGW_PAYOUTS] =
         {"INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) "
          "SELECT DISTINCT ON (id) id, bet_id, user_id, round_id, amount, kind "

@@ -394,10 +394,12 @@ def test_write_gap_holds_a_caught_up_writer_never_a_backlog():
             assert money.pending() == 0
 
 
-def test_settled_bets_stay_on_their_page():
-    """Settlement's status UPDATEs are HOT (migration 0007's fillfactor): a settled bet's new
-    version is on its own page, so no index gets a second entry for it. With the default
-    fillfactor 100 the round's pages were full and every settled bet moved to another page."""
+def test_settlement_marks_each_bet_once_on_its_page():
+    """Each bet's status is written once, on its own page. The receipt marks the losers 'lost'
+    and leaves the winning band's bets to their payouts, which may come later (another stream):
+    a winner marked 'lost' first was a second UPDATE and a wrong status meanwhile. A round that
+    refunds everyone marks none 'lost'. The UPDATEs are HOT (migration 0007's fillfactor): with
+    the default fillfactor 100 the round's pages were full and every settled bet moved."""
     with tpenv.Redis() as r, tpenv.Postgres() as pg:
         money = pgwlib.Money(r, buckets=2)
         with server(r, pg, workers=2) as s:
@@ -410,20 +412,38 @@ def test_settled_bets_stay_on_their_page():
             before = pg.psql(pages)
             assert int(pgwlib.pg_scalar(pg, "SELECT count(DISTINCT (ctid::text::point)[0]) "
                                             "FROM bets")) >= 4, "the bets fill several pages"
-            # One winner paid (its bucket's outbox), then the receipt: every other bet 'lost'.
-            bet, user = pg.psql("SELECT id, user_id FROM bets ORDER BY id LIMIT 1")[0]
-            c.xadd(f"tp:{{b{int(bet) % 2}}}:outbox",
-                   {"type": "payout", "user_id": user, "ts": "4", "bet_id": bet,
-                    "round_id": "900001", "amount": "50"})
-            tpenv.wait_until(lambda: pg.psql(f"SELECT status FROM bets WHERE id = '{bet}'") ==
-                             [["won"]], what="the payout written")
+            # The receipt first (band 0 won; each winner is paid its stake back), its payouts
+            # after it.
+            winners = pg.psql("SELECT id, user_id, stake FROM bets WHERE band = 0 ORDER BY id")
+            won = sum(int(w[2]) for w in winners)
             c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900001",
-                                     "total": str(stakes), "winning_stake": "100",
-                                     "rake": str(stakes - 50), "breakage": "0", "payouts": "50",
-                                     "refunds": "0", "winning_band": "0"})
+                                     "total": str(stakes), "winning_stake": str(won),
+                                     "rake": str(stakes - won), "breakage": "0",
+                                     "payouts": str(won), "refunds": "0", "winning_band": "0",
+                                     "refund_all": "0"})
             tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM bets WHERE status = 'lost'") ==
-                             [["399"]], what="the losers marked")
+                             [[str(400 - len(winners))]], what="the losers marked")
+            assert pg.psql("SELECT DISTINCT status FROM bets WHERE band = 0") == [["pending"]]
+            c.xadd("tp:{b0}:outbox", {"type": "credits", "kind": "payout", "round_id": "900001",
+                                      "ts": "4", "credits": "\n".join(
+                                          f"{b},{u},{st},1" for b, u, st in winners)})
+            tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM bets WHERE status = 'won' AND "
+                                             "payout = stake") == [[str(len(winners))]],
+                             what="the winners paid")
             assert pg.psql(pages) == before, "a settled bet moved to another page (not HOT)"
+            # Nobody on the winning band: everyone refunded, nobody 'lost' before the refunds.
+            c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "900002", "opens_at": "1",
+                                     "locks_at": "2", "closes_at": "3", "seed_hash": "ab" * 32})
+            total = money.workload(nusers=4, nbets=4, rid=900002, start=21)
+            pgwlib.wait_drained(money, pg, 404)
+            c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900002",
+                                     "total": str(total), "winning_stake": "0", "rake": "0",
+                                     "breakage": "0", "payouts": "0", "refunds": str(total),
+                                     "winning_band": str(pgwlib.NBANDS - 1), "refund_all": "1"})
+            tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM rounds WHERE id = 900002 AND "
+                                             "state = 'settled'") == [["1"]], what="the receipt")
+            assert pg.psql("SELECT DISTINCT status FROM bets WHERE round_id = 900002") == [
+                ["pending"]]
 
 
 if __name__ == "__main__":
