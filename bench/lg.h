@@ -99,6 +99,9 @@ struct lg_res {
     /* viewers: the same measured when loadgen reads each message instead of when it reached the
      * socket: the instrument's own delay included (bench/README.md "Viewers", session 14). */
     struct lg_hist lat_read, spread_tick_read;
+    /* viewers: beats that came in one read with another beat (TCP had merged them while they
+     * waited): their arrival time is the later one's, so the arrival figures are late for them */
+    uint64_t beats_merged;
     uint64_t lag_min;          /* viewers: smallest tick lag, µs */
     uint64_t beat_bytes;       /* viewers: Σ payload bytes of the beats counted */
     struct lg_hist round_lag;  /* viewers: `round` message receipt - its boundary T, µs */
@@ -187,6 +190,9 @@ uint64_t lg_inflight_total(void);
  * the viewer's socket (SO_TIMESTAMPNS, plain sockets); 0 when unknown (TLS), and the time of
  * the read stands in. Set by the read path before it parses. */
 extern uint64_t lg_viewer_rx_ns;
+/** Beats (ticks) in the measured window parsed from the current read; the read path resets it
+ * and counts them as merged (lg_res.beats_merged) when there were two or more. */
+extern unsigned lg_viewer_read_beats;
 
 /** Accounts one complete viewer WebSocket message (MessagePack) received now. */
 void lg_viewer_message(const char *p, size_t n);

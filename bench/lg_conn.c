@@ -527,8 +527,12 @@ static void on_read(struct ev_loop *l, ev_io *w, int revents)
         keep = read_http(c);
     else if (lg_opt.mode == LG_M_REDIS_BET)
         keep = read_resp(c);
-    else
+    else {
+        lg_viewer_read_beats = 0;
         keep = read_ws(c);
+        if (lg_viewer_read_beats > 1)
+            lg_res.beats_merged += lg_viewer_read_beats;
+    }
     if (!keep) {
         conn_kill(c, "protocol_or_close");
         return;

@@ -163,11 +163,12 @@ void lg_report(void)
                       lg_hist_pct(st, 50), lg_hist_pct(st, 99), lg_hist_pct(st, 99.9), st->max,
                       lg_hist_pct(so, 50), lg_hist_pct(so, 99), lg_hist_pct(so, 99.9), so->max);
         const struct lg_hist *lr = &lg_res.lat_read, *sr = &lg_res.spread_tick_read;
-        tp_buf_printf(
-            &j,
-            "\"lag_read_p50_us\":%" PRIu64 ",\"lag_read_p99_us\":%" PRIu64
-            ",\"spread_tick_read_p50_us\":%" PRIu64 ",\"spread_tick_read_p99_us\":%" PRIu64 ",",
-            lg_hist_pct(lr, 50), lg_hist_pct(lr, 99), lg_hist_pct(sr, 50), lg_hist_pct(sr, 99));
+        tp_buf_printf(&j,
+                      "\"beats_merged\":%" PRIu64 ",\"lag_read_p50_us\":%" PRIu64
+                      ",\"lag_read_p99_us\":%" PRIu64 ",\"spread_tick_read_p50_us\":%" PRIu64
+                      ",\"spread_tick_read_p99_us\":%" PRIu64 ",",
+                      lg_res.beats_merged, lg_hist_pct(lr, 50), lg_hist_pct(lr, 99),
+                      lg_hist_pct(sr, 50), lg_hist_pct(sr, 99));
         const struct lg_hist *rl = &lg_res.round_lag;
         tp_buf_printf(&j,
                       "\"round_boundaries\":%" PRIu64 ",\"round_lag_n\":%" PRIu64

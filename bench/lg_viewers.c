@@ -50,6 +50,7 @@ static struct seen seen[SEEN_N];
 static unsigned seen_next;
 
 uint64_t lg_viewer_rx_ns;
+unsigned lg_viewer_read_beats;
 
 /* Records the spread of every arrival held for `e` (a tick's or odds message's copies) from the
  * earliest of them, and empties it. */
@@ -187,8 +188,10 @@ void lg_viewer_message(const char *p, size_t n)
     lg_res.msgs[e->kind]++;
     if (e->odds)
         lg_res.beats_odds++;
-    if (e->kind == 0)
+    if (e->kind == 0) {
         lg_res.beat_bytes += n;
+        lg_viewer_read_beats++;
+    }
     uint64_t read_us = lg_wall_us();
     uint64_t rx_ns = lg_viewer_rx_ns != 0 ? lg_viewer_rx_ns : read_us * 1000;
     if (e->kind == 0 && e->ts >= 0) {
