@@ -1,6 +1,7 @@
 -- Room on each bets page for its rows' settled versions, so that settlement's UPDATEs are HOT.
 --
--- Every bet is updated exactly once after its INSERT: settlement marks it 'won' or 'refunded'
+-- Every bet is updated once after its INSERT (again, with the same values, only when the writer
+-- replays a batch whose acknowledgement was lost): settlement marks it 'won' or 'refunded'
 -- with its payout, or 'lost' (the round's losers in one statement). None of those columns is
 -- indexed, so Postgres can write the new version on the same page without touching an index (a
 -- heap-only tuple), but only if the page has room for it. With the default fillfactor 100 a
@@ -11,8 +12,9 @@
 -- 'refunded' and a bigint payout), and the 'lost' UPDATE is one statement that cannot reuse the
 -- space of the versions it replaces (they are dead only once it commits), so a page needs room
 -- for each of its rows twice. At 70 a third of the rows still moved (scratch measurement in
--- bench/README.md). The table does not grow for it: at 100 the non-HOT updates doubled the heap
--- as well, and added a second entry per bet to every index.
+-- bench/README.md). The price is heap space: bets rows are never deleted, so each page keeps its
+-- half for good, and once vacuum has run the heap is about twice what it is at 100, while the
+-- indexes no longer take a second entry per settled bet (docs/operations.md §5).
 --
 -- Only new pages are filled to 50 %: the rows already written keep their packing (bets of
 -- rounds still open then settle as before, once). Nothing is rewritten, so this is instant on
