@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* --- The command table: the order of `tickpool admin --help` --- */
@@ -201,6 +202,18 @@ int tp_admin_args(int argc, char **argv, const struct tp_admin_opt *opts, size_t
         pos[(*npos)++] = argv[i];
     }
     return TP_ADMIN_OK;
+}
+
+/* --- Output --- */
+
+const char *tp_admin_utc(int64_t ms, const char *fmt, char *out, size_t n)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    if (strftime(out, n, fmt, &tm) == 0 && n > 0)
+        out[0] = '\0'; /* too small: strftime leaves out undefined */
+    return out;
 }
 
 /* --- Users --- */

@@ -25,7 +25,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* --- Shared reads --- */
 
@@ -40,11 +39,7 @@ static int64_t num(const struct tp_store_value *v)
 /* "2026-12-02T08:01:02Z" of Unix ms t. */
 static const char *iso(int64_t t, char *out, size_t n)
 {
-    time_t s = (time_t)(t / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return out;
+    return tp_admin_utc(t, TP_ADMIN_UTC_ISO, out, n);
 }
 
 struct pause_read {

@@ -20,18 +20,8 @@
 
 #include <inttypes.h>
 #include <string.h>
-#include <time.h>
 
 #define PRUNE_STEP 256
-
-/* "2026-12-04 05:06 UTC" of a Unix ms time. */
-static void utc(int64_t ms, char out[32])
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, 32, "%Y-%m-%d %H:%M UTC", &tm);
-}
 
 /* One round's past-TTL leaks of one bucket, l->a[i..j), in steps. Returns the entries removed,
  * or -1 after printing why the steps stopped. */
@@ -115,7 +105,8 @@ static int run_prune(struct tp_admin *a, int argc, char **argv)
                status == TP_ADMIN_OK ? "" : " before stopping");
     if (l.leaked > l.past_ttl) {
         char when[32];
-        utc(l.youngest_ms + (int64_t)tp_keys_idem_ttl_s() * 1000 + TP_KEYS_IDEM_SLACK_MS, when);
+        tp_admin_utc(l.youngest_ms + (int64_t)tp_keys_idem_ttl_s() * 1000 + TP_KEYS_IDEM_SLACK_MS,
+                     TP_ADMIN_UTC_MINUTE, when, sizeof(when));
         printf("%" PRId64 " leaked entries are within their TTL: they are their keys' only "
                "idempotency guard, so they stay; run the command again after %s to remove the "
                "last of them\n",

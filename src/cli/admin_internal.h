@@ -101,6 +101,16 @@ struct tp_store_value *tp_admin_wait(struct tp_admin *a, int submit_rc, struct t
  * from v, "" when the reply has none). */
 bool tp_admin_reply_ok(const struct tp_store_value *v, const char **code);
 
+/* --- Output --- */
+
+/* The formats of tp_admin_utc. */
+#define TP_ADMIN_UTC_ISO "%Y-%m-%dT%H:%M:%SZ"    /* 2026-12-02T08:01:02Z (status, pause) */
+#define TP_ADMIN_UTC_MINUTE "%Y-%m-%d %H:%M UTC" /* 2026-12-04 05:06 UTC (hot-index-prune) */
+
+/** Writes Unix ms time `ms` as UTC in strftime format `fmt` (a TP_ADMIN_UTC_*) to out[0..n),
+ * and returns out. */
+const char *tp_admin_utc(int64_t ms, const char *fmt, char *out, size_t n);
+
 /* --- Users --- */
 
 struct tp_admin_user {
