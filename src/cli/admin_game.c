@@ -509,8 +509,10 @@ static int pause_or_resume(struct tp_admin *a, bool resume, const char *reason)
                iso(now, t, sizeof(t)), id);
     } else {
         int64_t next = tp_round_align_open(now, (int64_t)a->cfg->game.betting_s * 1000);
+        char t_next[32]; /* not t: both are arguments of one printf */
         printf("resumed at %s (action %s), paused for %" PRId64 " s; the next round opens at %s\n",
-               iso(now, t, sizeof(t)), id, (now - p.since) / 1000, iso(next, t, sizeof(t)));
+               iso(now, t, sizeof(t)), id, (now - p.since) / 1000,
+               iso(next, t_next, sizeof(t_next)));
     }
     tp_store_value_free(v);
     return status;

@@ -15,8 +15,10 @@ refusals, and the admin_actions rows the outbox writes to Postgres.
   T) still opens nothing (round_boundary.lua checks it at T).
 """
 
+import calendar
 import json
 import os
+import re
 import signal
 import tempfile
 import time
@@ -262,6 +264,14 @@ def test_pause_resume():
             nxt = tpclient.wait_game(s, timeout=10)["open"]
             assert nxt["id"] == last + 1 and nxt["opens_at"] % (BET_S * 1000) == 0, nxt
             assert s.json("GET", "/api/v1/rounds/current")[1]["paused"] is None
+            # The printed next-round time is the next round's, not the resume's (they once shared
+            # a buffer and printed the same time): on the betting grid, after the resume and at
+            # most one betting phase later (equal only for a resume on the grid's exact ms).
+            resumed = re.search(r"resumed at (\S+) ", out).group(1)
+            said = re.search(r"the next round opens at (\S+)", out).group(1)
+            sec = calendar.timegm(time.strptime(said, "%Y-%m-%dT%H:%M:%SZ"))
+            r_sec = calendar.timegm(time.strptime(resumed, "%Y-%m-%dT%H:%M:%SZ"))
+            assert said != resumed and sec % BET_S == 0 and r_sec < sec <= r_sec + BET_S, out
             assert t0 - BET_S * 1000 <= nxt["opens_at"] <= t0 + BET_S * 1000, (t0, nxt)
             st, _, _ = bet_http(s, tok, nxt["id"], "after")
             assert st == 201
