@@ -479,9 +479,7 @@ static ssize_t read_stamped(int fd, char *dst, size_t n, uint64_t *rx_ns)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
-            return errno == EAGAIN || errno == EWOULDBLOCK ? TP_IO_WANT_READ
-                   : errno == ECONNRESET                   ? TP_ECLOSED
-                                                           : TP_EIO;
+            return tp_io_read_error(errno);
         for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm != NULL; cm = CMSG_NXTHDR(&m, cm)) {
             if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
                 struct timespec ts;

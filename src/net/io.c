@@ -17,10 +17,15 @@ static ssize_t plain_read(struct tp_io *io, void *buf, size_t n)
             return r;
         if (errno == EINTR)
             continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return TP_IO_WANT_READ;
-        return errno == ECONNRESET ? TP_ECLOSED : TP_EIO;
+        return tp_io_read_error(errno);
     }
+}
+
+ssize_t tp_io_read_error(int e)
+{
+    if (e == EAGAIN || e == EWOULDBLOCK)
+        return TP_IO_WANT_READ;
+    return e == ECONNRESET ? TP_ECLOSED : TP_EIO;
 }
 
 ssize_t tp_io_send_error(int e)

@@ -33,6 +33,9 @@ struct tp_io {
     void *_impl; /* owned by the implementation (TLS session) */
 };
 
+/** tp_io_read's result for a plain recv that failed with errno `e` (not EINTR): TP_IO_WANT_READ,
+ * TP_ECLOSED or TP_EIO. The plain read's mapping, shared with the bench's stamped reads. */
+ssize_t tp_io_read_error(int e);
 /** tp_io_write's result for a plain send that failed with errno `e` (not EINTR): TP_IO_WANT_WRITE,
  * TP_ECLOSED or TP_EIO. The plain write's mapping, shared with the fan-out's batched sends. */
 ssize_t tp_io_send_error(int e);
