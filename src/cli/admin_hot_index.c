@@ -121,13 +121,14 @@ const struct tp_admin_cmd tp_admin_cmd_hot_index_prune = {
     .synopsis = "hot-index-prune [--dry-run]",
     .summary = "remove leaked hot index entries past their idempotency TTL",
     .help = "\n"
-            "A hot index entry (tp:{bN}:idemhot) naming a round no longer in Redis is a leak:\n"
-            "an older version's archival left it (docs/operations.md §4, \"Leaked hot index\n"
-            "entries\"). `tickpool audit` counts them. This removes those whose bet is past the\n"
-            "idempotency TTL (24 h) and the clock slack (10 min), each only while it still\n"
-            "names its round; younger ones are their keys' only idempotency guard and stay (it\n"
-            "says when to run it again). Safe while the game runs, and to repeat. Not recorded\n"
-            "in admin_actions: it changes no player's state.\n"
+            "A hot index entry (tp:{bN}:idemhot) naming a round in Redis neither before nor\n"
+            "after the entry is read is a leak: an older version's archival left it\n"
+            "(docs/operations.md §4, \"Leaked hot index entries\"). `tickpool audit` counts\n"
+            "them. This removes those whose bet is past the idempotency TTL (24 h) and the\n"
+            "clock slack (10 min), each only while it still names its round; younger ones are\n"
+            "their keys' only idempotency guard and stay (it says when to run it again). Safe\n"
+            "while the game runs, and to repeat. Not recorded in admin_actions: it changes no\n"
+            "player's state.\n"
             "\n"
             "  --dry-run   count, remove nothing\n",
     .run = run_prune,

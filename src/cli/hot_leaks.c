@@ -75,24 +75,71 @@ static int cmp_leak(const void *x, const void *y)
     return a->round < b->round ? -1 : a->round > b->round;
 }
 
+/* The ids in tp:{g}:rounds, sorted. */
+struct hot_rounds {
+    int64_t *id;
+    size_t n;
+};
+
+static int read_hot(struct tp_store_sync *r, struct hot_rounds *h)
+{
+    struct tp_store_value *v;
+    int rc = run(r, &v, "ZRANGE", "ZRANGE %s 0 -1", TP_KEYS_ROUNDS, NULL);
+    if (rc != 0)
+        return rc;
+    h->n = v->n;
+    h->id = tp_xmalloc((v->n > 0 ? v->n : 1) * sizeof(*h->id));
+    for (size_t i = 0; i < v->n; i++)
+        h->id[i] = v->elem[i]->str ? strtoll(v->elem[i]->str, NULL, 10) : 0;
+    tp_store_value_free(v);
+    qsort(h->id, h->n, sizeof(*h->id), cmp_i64);
+    return 0;
+}
+
+static bool is_hot(const struct hot_rounds *h, int64_t round)
+{
+    return bsearch(&round, h->id, h->n, sizeof(*h->id), cmp_i64) != NULL;
+}
+
+/* Counts (and keeps) the leaks among one HSCAN reply's field/value pairs `kv` of bucket b:
+ * entries whose round was hot neither before the HSCAN nor after it. */
+static void count_page(const struct tp_store_value *kv, int b, const struct hot_rounds *before,
+                       const struct hot_rounds *after, int64_t since_ms, bool keep,
+                       struct tp_hot_leaks *out)
+{
+    for (size_t i = 0; i + 1 < kv->n; i += 2) {
+        int64_t round, placed;
+        out->entries++;
+        if (kv->elem[i + 1]->str == NULL || !entry_parse(kv->elem[i + 1]->str, &round, &placed) ||
+            is_hot(before, round) || is_hot(after, round))
+            continue;
+        out->leaked++;
+        if (placed < since_ms) {
+            out->past_ttl++;
+            if (keep)
+                keep_leak(out, b, round, kv->elem[i]->str, kv->elem[i]->len);
+        } else if (placed > out->youngest_ms) {
+            out->youngest_ms = placed;
+        }
+    }
+}
+
 int tp_hot_leaks_find(struct tp_store_sync *r, int buckets, int64_t since_ms, bool keep,
                       struct tp_hot_leaks *out)
 {
     memset(out, 0, sizeof(*out));
-    /* The hot rounds first: archival drops a round's entries before its id, so an entry read
-     * later that names a round missing here is a leak, unless the round is newer than all. */
-    struct tp_store_value *ids;
-    int rc = run(r, &ids, "ZRANGE", "ZRANGE %s 0 -1", TP_KEYS_ROUNDS, NULL);
+    /* The hot rounds are read before each HSCAN call and again after it. An entry it returns
+     * whose round is in neither read is a leak: its round was gone before the call (archival
+     * drops a round's entries before its id, so only an older version's leaves one), and was
+     * not opened during it either. Neither read alone would do: archival may drop a round hot
+     * before the call during it (its entries read, its id gone after), and a round opened
+     * during the call is in no earlier read; its id says nothing either, since with no round
+     * in Redis the next one opens as 1 (round_boundary.lua: max id + 1). A round is never both
+     * opened and archived within one call (archival keeps the newest 16). */
+    struct hot_rounds before, after = {0};
+    int rc = read_hot(r, &before);
     if (rc != 0)
         return rc;
-    size_t nhot = ids->n;
-    int64_t *hot = tp_xmalloc((nhot > 0 ? nhot : 1) * sizeof(*hot));
-    for (size_t i = 0; i < nhot; i++)
-        hot[i] = ids->elem[i]->str ? strtoll(ids->elem[i]->str, NULL, 10) : 0;
-    tp_store_value_free(ids);
-    qsort(hot, nhot, sizeof(*hot), cmp_i64);
-    int64_t top = nhot > 0 ? hot[nhot - 1] : 0;
-
     for (int b = 0; b < buckets && rc == 0; b++) {
         struct tp_key k;
         tp_keys_idem_hot(&k, b);
@@ -108,28 +155,18 @@ int tp_hot_leaks_find(struct tp_store_sync *r, int buckets, int64_t since_ms, bo
                 rc = TP_EPROTO;
                 break;
             }
-            snprintf(cursor, sizeof(cursor), "%s", s->elem[0]->str);
-            const struct tp_store_value *kv = s->elem[1];
-            for (size_t i = 0; i + 1 < kv->n; i += 2) {
-                int64_t round, placed;
-                out->entries++;
-                if (kv->elem[i + 1]->str == NULL ||
-                    !entry_parse(kv->elem[i + 1]->str, &round, &placed) || round > top ||
-                    bsearch(&round, hot, nhot, sizeof(*hot), cmp_i64) != NULL)
-                    continue;
-                out->leaked++;
-                if (placed < since_ms) {
-                    out->past_ttl++;
-                    if (keep)
-                        keep_leak(out, b, round, kv->elem[i]->str, kv->elem[i]->len);
-                } else if (placed > out->youngest_ms) {
-                    out->youngest_ms = placed;
-                }
+            rc = read_hot(r, &after);
+            if (rc == 0) {
+                count_page(s->elem[1], b, &before, &after, since_ms, keep, out);
+                free(before.id);
+                before = after;
+                after = (struct hot_rounds){0};
             }
+            snprintf(cursor, sizeof(cursor), "%s", s->elem[0]->str);
             tp_store_value_free(s);
-        } while (strcmp(cursor, "0") != 0);
+        } while (rc == 0 && strcmp(cursor, "0") != 0);
     }
-    free(hot);
+    free(before.id);
     /* HSCAN may return a field twice (a rehash between calls): the caller's steps are
      * idempotent, and the counts are the operator's, so neither needs them unique. */
     if (out->n > 1)

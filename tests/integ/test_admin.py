@@ -405,9 +405,10 @@ def test_hot_index_leaks_counted_and_pruned():
     TTL or not, without failing; `admin hot-index-prune --dry-run` changes nothing; `admin
     hot-index-prune` removes only the leaked ones past their TTL (their 24 h over: no filter
     bits either), never one within its TTL (its key's only idempotency guard) nor an old one
-    naming a hot round or a round newer than every round it read (opened after its read); the
-    audit then counts what is left. Fast rounds (archivelib.ENV) so that round 1 is archived:
-    the leaks name it."""
+    naming a hot round; an old one naming a round not in Redis before or after it was read (here
+    one never opened, as a round id reused after Redis lost every round would be) is leaked too.
+    The audit then counts what is left. Fast rounds (archivelib.ENV) so that round 1 is
+    archived: the leaks name it."""
     import archivelib
     import idemfilter
     with tpenv.Postgres() as pg, tpenv.Redis() as r, \
@@ -427,7 +428,7 @@ def test_hot_index_leaks_counted_and_pruned():
         # old entry naming it is not leaked, however old (a key of a round still in Redis).
         fabricated = {f"{uid}:leak-old": f"1:{now - 2 * day}|901|0|10|100",   # leaked, past TTL
                       f"{uid}:leak-new": f"1:{now - 1000}|902|0|10|100",      # leaked, within
-                      f"{uid}:new-old": f"{newer}:{now - 2 * day}|903|0|10|100",  # not leaked
+                      f"{uid}:new-old": f"{newer}:{now - 2 * day}|903|0|10|100",  # leaked, past
                       f"{uid}:hot-old": f"{newest}:{now - 2 * day}|904|0|10|100"}  # not leaked
         c.hset(hot_key, mapping=fabricated)
 
@@ -435,24 +436,53 @@ def test_hot_index_leaks_counted_and_pruned():
             return {f: v for f, v in c.hgetall(hot_key).items() if f in fabricated}
         code, out = tpclient.audit(s)
         assert code == 0, out
-        assert "4 entries, 2 naming a round no longer in Redis (leaked by an older version's " \
-            "archival" in out and ": 1 past their TTL" in out, out
+        assert "4 entries, 3 naming a round no longer in Redis (leaked by an older version's " \
+            "archival" in out and ": 2 past their TTL" in out, out
         rc, out, err = admin(s, "hot-index-prune", "--dry-run")
-        assert rc == 0 and "2 naming a round no longer in Redis (leaked), 1 of them past their " \
+        assert rc == 0 and "3 naming a round no longer in Redis (leaked), 2 of them past their " \
             "TTL" in out and "dry run: nothing removed" in out, (out, err)
         assert ours() == fabricated
         rc, out, err = admin(s, "hot-index-prune")
-        assert rc == 0 and "removed 1 leaked entries past their TTL" in out, (out, err)
+        assert rc == 0 and "removed 2 leaked entries past their TTL" in out, (out, err)
         assert "1 leaked entries are within their TTL" in out, out
-        assert set(fabricated) - set(ours()) == {f"{uid}:leak-old"}, ours()
+        assert set(fabricated) - set(ours()) == {f"{uid}:leak-old", f"{uid}:new-old"}, ours()
         w = now // day
-        assert not any(idemfilter.is_set(c, f"tp:{{b{b}}}:", x, str(uid), "leak-old")
-                       for x in (w, w - 1))
+        assert not any(idemfilter.is_set(c, f"tp:{{b{b}}}:", x, str(uid), k)
+                       for x in (w, w - 1) for k in ("leak-old", "new-old"))
         rc, out, err = admin(s, "hot-index-prune", "now")
-        assert rc == 2 and len(ours()) == 3, (rc, out, err)
+        assert rc == 2 and len(ours()) == 2, (rc, out, err)
         code, out = tpclient.audit(s)
-        assert code == 0 and "3 entries, 1 naming a round no longer in Redis" in out \
+        assert code == 0 and "2 entries, 1 naming a round no longer in Redis" in out \
             and ": 0 past their TTL" in out, out
+
+
+def test_hot_index_leaks_counted_with_no_hot_round():
+    """With no round in Redis at all (tp:{g}:rounds empty: every round archived, e.g. by an old
+    version, the game idle), every hot index entry names a round gone from Redis: the audit counts
+    them all (until session 15 it took every round above the newest hot one, 0 then, as opened
+    after its read, and said none), and hot-index-prune removes the past-TTL one, never the one
+    within its TTL. No server runs: nothing opens a round meanwhile."""
+    import idemfilter
+    with tpenv.Redis() as r:
+        s = tpenv.Server(redis=r, migrate=False, env={"TICKPOOL_GAME_BUCKETS": "2"})
+        c = r.client()
+        now = int(time.time() * 1000)
+        day = 86400 * 1000
+        entries = {"7:old": f"3:{now - 2 * day}|901|0|10|100",   # leaked, past its TTL
+                   "7:new": f"5:{now - 1000}|902|1|10|100"}       # leaked, within its TTL
+        c.hset("tp:{b1}:idemhot", mapping=entries)
+        # The current window whole, as the leader builds it: prune's step waits for it.
+        idemfilter.build(c, "tp:{b1}:", now // day, 64)
+        assert c.zcard("tp:{g}:rounds") == 0
+        a = s.run_cli("audit", "--redis-only")
+        code, out = a.returncode, a.stdout + a.stderr
+        assert code == 0 and "2 entries, 2 naming a round no longer in Redis" in out \
+            and ": 1 past their TTL" in out, out
+        rc, out, err = admin(s, "hot-index-prune")
+        assert rc == 0 and "2 naming a round no longer in Redis (leaked), 1 of them past their " \
+            "TTL" in out and "removed 1 leaked entries past their TTL" in out, (out, err)
+        assert c.hgetall("tp:{b1}:idemhot") == {"7:new": entries["7:new"]}
+        assert not idemfilter.is_set(c, "tp:{b1}:", now // day, "7", "old")
 
 
 if __name__ == "__main__":

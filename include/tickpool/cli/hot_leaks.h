@@ -41,10 +41,11 @@ struct tp_hot_leaks {
 int64_t tp_hot_leaks_since_ms(void);
 
 /**
- * Reads tp:{g}:rounds, then every bucket's hot index (HSCAN, COUNT 1000; a round opened after
- * the first read is newer than every id it holds, so counts as hot), and counts the leaked
- * entries into *out (zeroed first); with `keep`, the past-TTL ones are kept in out->a. Returns 0,
- * or the failing command's error (printed) with *out partly filled. Free with tp_hot_leaks_free.
+ * Reads every bucket's hot index (HSCAN, COUNT 1000), and tp:{g}:rounds before and after each
+ * HSCAN call: an entry is leaked when its round is in neither read (so one opened meanwhile is
+ * hot, and with no round in Redis at all every entry is leaked), and counted into *out (zeroed
+ * first); with `keep`, the past-TTL ones are kept in out->a. Returns 0, or the failing command's
+ * error (printed) with *out partly filled. Free with tp_hot_leaks_free.
  */
 int tp_hot_leaks_find(struct tp_store_sync *r, int buckets, int64_t since_ms, bool keep,
                       struct tp_hot_leaks *out);
