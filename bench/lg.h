@@ -102,17 +102,22 @@ struct lg_res {
     /* viewers: beats that came in one read with another beat (TCP had merged them while they
      * waited): their arrival time is the later one's, so the arrival figures are late for them */
     uint64_t beats_merged;
-    uint64_t lag_min;          /* viewers: smallest tick lag, µs */
-    uint64_t beat_bytes;       /* viewers: Σ payload bytes of the beats counted */
-    struct lg_hist round_lag;  /* viewers: `round` message receipt - its boundary T, µs */
+    uint64_t lag_min;         /* viewers: smallest tick lag, µs */
+    uint64_t beat_bytes;      /* viewers: Σ payload bytes of the beats counted */
+    struct lg_hist round_lag; /* viewers: `round` message arrival - its boundary T, µs */
+    /* viewers: the same at loadgen's read (the boundaries scenario's figure before session 15) */
+    struct lg_hist round_lag_read;
+    /* viewers: `round` receipts read together with something written after their boundary's
+     * pair and beat: their arrival time is that later write's, so late for them */
+    uint64_t rounds_merged;
     uint64_t round_boundaries; /* viewers: distinct boundaries T announced in the window */
     int64_t round_last_t;      /* viewers: the newest of them (ms) */
     /* viewers: per boundary T (the first LG_BOUNDS_MAX in the window), its receipts' count and
-     * their latest lag, so the report can tell which boundaries make the p99 and line them up
-     * with the server's stages for the same T. */
+     * their latest lag (at arrival; at loadgen's read), so the report can tell which boundaries
+     * make the p99 and line them up with the server's stages for the same T. */
     struct lg_bound {
         int64_t t_ms;
-        uint64_t n, max_us;
+        uint64_t n, max_us, read_max_us;
     } bounds[LG_BOUNDS_MAX];
     int nbounds;
     uint64_t sec_ok, sec_err, sec_msgs;
@@ -190,9 +195,11 @@ uint64_t lg_inflight_total(void);
  * the viewer's socket (SO_TIMESTAMPNS, plain sockets); 0 when unknown (TLS), and the time of
  * the read stands in. Set by the read path before it parses. */
 extern uint64_t lg_viewer_rx_ns;
-/** Beats (ticks) in the measured window parsed from the current read; the read path resets it
- * and counts them as merged (lg_res.beats_merged) when there were two or more. */
-extern unsigned lg_viewer_read_beats;
+/** A read's messages are parsed between these two: beats two or more in one read are counted
+ * as merged (lg_res.beats_merged), and so are `round` receipts followed in their read by a later
+ * write (lg_res.rounds_merged). */
+void lg_viewer_read_begin(void);
+void lg_viewer_read_end(void);
 
 /** Accounts one complete viewer WebSocket message (MessagePack) received now. */
 void lg_viewer_message(const char *p, size_t n);

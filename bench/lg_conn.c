@@ -526,10 +526,9 @@ static void on_read(struct ev_loop *l, ev_io *w, int revents)
     else if (lg_opt.mode == LG_M_REDIS_BET)
         keep = read_resp(c);
     else {
-        lg_viewer_read_beats = 0;
+        lg_viewer_read_begin();
         keep = read_ws(c);
-        if (lg_viewer_read_beats > 1)
-            lg_res.beats_merged += lg_viewer_read_beats;
+        lg_viewer_read_end();
     }
     if (!keep) {
         conn_kill(c, "protocol_or_close");

@@ -176,10 +176,18 @@ void lg_report(void)
                       ",\"round_lag_p999_us\":%" PRIu64 ",\"round_lag_max_us\":%" PRIu64 ",",
                       lg_res.round_boundaries, rl->n, lg_hist_pct(rl, 50), lg_hist_pct(rl, 99),
                       lg_hist_pct(rl, 99.9), rl->max);
+        const struct lg_hist *rr = &lg_res.round_lag_read;
+        tp_buf_printf(&j,
+                      "\"rounds_merged\":%" PRIu64 ",\"round_lag_read_p50_us\":%" PRIu64
+                      ",\"round_lag_read_p99_us\":%" PRIu64 ",\"round_lag_read_max_us\":%" PRIu64
+                      ",",
+                      lg_res.rounds_merged, lg_hist_pct(rr, 50), lg_hist_pct(rr, 99), rr->max);
+        /* [T ms, receipts, latest at arrival µs, latest at loadgen's read µs] */
         tp_buf_printf(&j, "\"round_bounds\":[");
         for (int i = 0; i < lg_res.nbounds; i++)
-            tp_buf_printf(&j, "%s[%" PRId64 ",%" PRIu64 ",%" PRIu64 "]", i ? "," : "",
-                          lg_res.bounds[i].t_ms, lg_res.bounds[i].n, lg_res.bounds[i].max_us);
+            tp_buf_printf(&j, "%s[%" PRId64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", i ? "," : "",
+                          lg_res.bounds[i].t_ms, lg_res.bounds[i].n, lg_res.bounds[i].max_us,
+                          lg_res.bounds[i].read_max_us);
         tp_buf_printf(&j, "],");
         fprintf(stderr,
                 "\nviewers: %d sockets open (%" PRIu64 " failed, %" PRIu64 " closed) over %.1fs\n"
@@ -203,9 +211,11 @@ void lg_report(void)
                 lg_hist_pct(sr, 99) / 1e3);
         fprintf(stderr,
                 "  round message after its boundary T: %" PRIu64 " boundaries, %" PRIu64
-                " receipts, p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",
+                " receipts, p50 %.3f ms  p99 %.3f ms  max %.3f ms (at loadgen's read: p50 %.3f "
+                "p99 %.3f max %.3f ms; %" PRIu64 " read merged with a later write)\n",
                 lg_res.round_boundaries, rl->n, lg_hist_pct(rl, 50) / 1e3,
-                lg_hist_pct(rl, 99) / 1e3, rl->max / 1e3);
+                lg_hist_pct(rl, 99) / 1e3, rl->max / 1e3, lg_hist_pct(rr, 50) / 1e3,
+                lg_hist_pct(rr, 99) / 1e3, rr->max / 1e3, lg_res.rounds_merged);
     } else {
         double tput = (double)lg_res.ok / win;
         tp_buf_printf(&j,

@@ -8,10 +8,13 @@
  * receive time, SO_TIMESTAMPNS), not when this one thread gets round to reading it: reading
  * 10,000 sockets takes loadgen ~60 ms of CPU per beat on the bench's machine, which bounded
  * both figures for tickpool and the raw-fanout reference alike (bench/README.md "Viewers",
- * session 14). The read-time figures are kept beside them. Over TLS there is no such stamp and
- * the read time stands in. TCP merges beats that wait in a socket, and a read of merged bytes
- * carries the later arrival's time: a reader more than a beat behind makes the arrival figures
- * late, never early.
+ * session 14). A `round` message's delay after its boundary T is taken the same way: at a
+ * boundary this thread reads ~2,000 of them while the server is still writing, on the same CPUs
+ * (bench/README.md "Boundaries", session 15). The read-time figures are kept beside them. Over
+ * TLS there is no such stamp and the read time stands in. TCP merges messages that wait in a
+ * socket, and a read of merged bytes carries the later arrival's time: a reader more than a
+ * beat behind makes the arrival figures late, never early (such reads are counted:
+ * beats_merged, rounds_merged).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -50,7 +53,11 @@ static struct seen seen[SEEN_N];
 static unsigned seen_next;
 
 uint64_t lg_viewer_rx_ns;
-unsigned lg_viewer_read_beats;
+
+/* The current read (lg_viewer_read_begin): its beats in the window, and the `round` receipts
+ * of boundary read_round_t it carried that nothing later has yet followed in it. */
+static unsigned read_beats, read_rounds;
+static int64_t read_round_t;
 
 /* Records the spread of every arrival held for `e` (a tick's or odds message's copies) from the
  * earliest of them, and empties it. */
@@ -154,9 +161,10 @@ static struct seen *viewer_decode(const char *p, size_t n, uint64_t now, struct 
     return e;
 }
 
-/* One receipt of the `round` message of boundary `t_ms`, `lag_us` after T. A boundary's two
- * messages (and late copies) may interleave with the next one's: the newest few are searched. */
-static void round_bound(int64_t t_ms, uint64_t lag_us)
+/* One receipt of the `round` message of boundary `t_ms`, `lag_us` after T at its arrival and
+ * `read_us` at loadgen's read. A boundary's two messages (and late copies) may interleave with
+ * the next one's: the newest few are searched. */
+static void round_bound(int64_t t_ms, uint64_t lag_us, uint64_t read_us)
 {
     struct lg_bound *b = NULL;
     for (int i = lg_res.nbounds - 1; i >= 0 && i >= lg_res.nbounds - 4; i--)
@@ -171,6 +179,37 @@ static void round_bound(int64_t t_ms, uint64_t lag_us)
     b->n++;
     if (lag_us > b->max_us)
         b->max_us = lag_us;
+    if (read_us > b->read_max_us)
+        b->read_max_us = read_us;
+}
+
+/* A `round` receipt's arrival is late when its read also carried something the server wrote
+ * later: anything but the other message of its boundary's pair and the beat of T (both come in
+ * the pair's write). Counted once, at the first such message. */
+static void round_read_follow(const struct seen *e)
+{
+    if (read_rounds == 0 || (e->kind == 2 && e->ts == read_round_t) ||
+        (e->kind == 0 && e->ts == read_round_t))
+        return;
+    lg_res.rounds_merged += read_rounds;
+    read_rounds = 0;
+}
+
+void lg_viewer_read_begin(void)
+{
+    read_beats = read_rounds = 0;
+}
+
+void lg_viewer_read_end(void)
+{
+    if (read_beats > 1)
+        lg_res.beats_merged += read_beats;
+}
+
+static uint64_t lag_after(uint64_t at_us, int64_t t_ms)
+{
+    int64_t lag = (int64_t)at_us - t_ms * 1000;
+    return lag > 0 ? (uint64_t)lag : 0;
 }
 
 void lg_viewer_message(const char *p, size_t n)
@@ -190,30 +229,30 @@ void lg_viewer_message(const char *p, size_t n)
         lg_res.beats_odds++;
     if (e->kind == 0) {
         lg_res.beat_bytes += n;
-        lg_viewer_read_beats++;
+        read_beats++;
     }
     uint64_t read_us = lg_wall_us();
     uint64_t rx_ns = lg_viewer_rx_ns != 0 ? lg_viewer_rx_ns : read_us * 1000;
     if (e->kind == 0 && e->ts >= 0) {
-        int64_t lag = (int64_t)(rx_ns / 1000) - e->ts * 1000;
-        uint64_t l = lag > 0 ? (uint64_t)lag : 0;
+        uint64_t l = lag_after(rx_ns / 1000, e->ts);
         lg_hist_record(&lg_res.lat, l);
         if (lg_res.lag_min == 0 || l < lg_res.lag_min)
             lg_res.lag_min = l;
-        lag = (int64_t)read_us - e->ts * 1000;
-        lg_hist_record(&lg_res.lat_read, lag > 0 ? (uint64_t)lag : 0);
+        lg_hist_record(&lg_res.lat_read, lag_after(read_us, e->ts));
     }
+    round_read_follow(e);
     if (e->kind == 2 && e->ts > 0) {
-        /* Every receipt counts (what each client sees); a boundary counts once, at its first.
-         * Read time, as the boundaries scenario has always measured it. */
-        int64_t lag = (int64_t)read_us - e->ts * 1000;
-        uint64_t l = lag > 0 ? (uint64_t)lag : 0;
+        /* Every receipt counts (what each client sees); a boundary counts once, at its first. */
+        uint64_t l = lag_after(rx_ns / 1000, e->ts), lr = lag_after(read_us, e->ts);
         lg_hist_record(&lg_res.round_lag, l);
+        lg_hist_record(&lg_res.round_lag_read, lr);
         if (e->ts > lg_res.round_last_t) {
             lg_res.round_last_t = e->ts;
             lg_res.round_boundaries++;
         }
-        round_bound(e->ts, l);
+        round_bound(e->ts, l, lr);
+        read_round_t = e->ts;
+        read_rounds++;
     }
     if (e->kind <= 1) {
         if (e == &tmp) /* not cached (never a beat: they are small); no copies to compare */

@@ -8,12 +8,20 @@ meanwhile is read up to 50 ms late, which the read-time lag shows and the arriva
 The stops are shorter than a beat's 100 ms, so no read takes two beats: TCP merges beats that
 wait in a socket, the merged bytes carry the later one's time, and loadgen counts such beats
 (`beats_merged`), which a longer stop shows.
+
+The boundaries scenario's `round` messages are timed the same way: a small WebSocket server here
+writes each boundary's `round` message while loadgen is stopped (test_round_lag_from_arrival).
 """
 
+import base64
+import hashlib
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
+import threading
 import time
 
 import tpenv
@@ -63,6 +71,111 @@ def test_merged_beats_counted():
     read together and counted as merged (their arrival time is the last one's)."""
     j = run_viewers([(2.0, 0.35)])
     assert j["beats_merged"] >= 3 * 20, j
+
+
+def ws_frame(payload):
+    assert len(payload) < 126
+    return bytes([0x82, len(payload)]) + payload
+
+
+def mp_str(s):
+    return bytes([0xa0 | len(s)]) + s.encode()
+
+
+def round_msg(t_ms):
+    """The `round` message announcing boundary T: an open round with opens_at = T (MessagePack)."""
+    rnd = (b"\x82" + mp_str("state") + mp_str("open") + mp_str("opens_at")
+           + b"\xd3" + struct.pack(">q", t_ms))
+    return ws_frame(b"\x82" + mp_str("t") + mp_str("round") + mp_str("round") + rnd)
+
+
+def tick_msg(ts_ms):
+    return ws_frame(b"\x82" + mp_str("t") + mp_str("tick") + mp_str("ts")
+                    + b"\xd3" + struct.pack(">q", ts_ms))
+
+
+def accept_viewers(lfd, n, socks):
+    """Accepts n WebSocket upgrades on lfd into socks."""
+    for _ in range(n):
+        s, _ = lfd.accept()
+        req = b""
+        while b"\r\n\r\n" not in req:
+            req += s.recv(4096)
+        key = [l.split(b":", 1)[1].strip() for l in req.split(b"\r\n")
+               if l.lower().startswith(b"sec-websocket-key:")][0]
+        acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                               .digest())
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+        socks.append(s)
+
+
+def run_boundaries(later_write_ms, nsock=4, nbounds=8):
+    """loadgen viewers on nsock sockets of a server here that, nbounds times, stops loadgen, writes
+    each socket a boundary's `round` message with the beat of T behind it (one write, as tickpool
+    does) at T, then, after later_write_ms (if not None), a later beat, and lets loadgen go on
+    60 ms after T; loadgen's JSON."""
+    lg_bin = os.path.join(BENCH, "loadgen")
+    if not os.access(lg_bin, os.X_OK):
+        raise tpenv.Skip(f"loadgen not built in {BENCH}")
+    lfd = socket.socket()
+    lfd.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lfd.bind(("127.0.0.1", 0))
+    lfd.listen(64)
+    socks = []
+    acc = threading.Thread(target=accept_viewers, args=(lfd, nsock, socks), daemon=True)
+    acc.start()
+    lg = subprocess.Popen([lg_bin, "viewers", "-p", str(lfd.getsockname()[1]), "-c", str(nsock),
+                           "-d", "4", "-w", "0.5", "-q"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL)
+    try:
+        acc.join(timeout=10)
+        assert len(socks) == nsock, "loadgen did not connect"
+        time.sleep(1.2)  # past the warm-up
+        for _ in range(nbounds):
+            lg.send_signal(signal.SIGSTOP)
+            time.sleep(0.01)
+            t_ms = int(time.time() * 1000)
+            for s in socks:
+                s.sendall(round_msg(t_ms) + tick_msg(t_ms))
+            if later_write_ms is not None:
+                time.sleep(later_write_ms / 1000)
+                for s in socks:
+                    s.sendall(tick_msg(t_ms + later_write_ms))
+            time.sleep(max(0.0, t_ms / 1000 + 0.06 - time.time()))
+            lg.send_signal(signal.SIGCONT)
+            time.sleep(0.25)
+        out, _ = lg.communicate(timeout=30)
+    finally:
+        if lg.poll() is None:
+            lg.kill()
+        for s in socks:
+            s.close()
+        lfd.close()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def test_round_lag_from_arrival():
+    """Each `round` message reached its socket at T and was read >= 50 ms later: the read-time
+    figure shows the wait, the arrival figure does not. The beat of T in the same write does not
+    make a merged read."""
+    j = run_boundaries(None)
+    assert j["round_boundaries"] == 8 and j["round_lag_n"] == 32, j
+    assert j["round_lag_p99_us"] <= 25_000, j  # read time (the old figure): >= 50 ms
+    assert j["round_lag_read_p50_us"] >= 45_000, j
+    assert j["round_lag_p99_us"] <= j["round_lag_read_p50_us"] - 30_000, j
+    assert j["rounds_merged"] == 0, j
+    for t, n, arrival_us, read_us in j["round_bounds"]:
+        assert n == 4 and arrival_us <= read_us - 30_000, j["round_bounds"]
+
+
+def test_round_merged_with_a_later_write_counted():
+    """A beat written 30 ms after the pair waits in the socket with it: the read carries that
+    beat's arrival time for the `round` message too (late), and is counted as merged."""
+    j = run_boundaries(30)
+    assert j["round_lag_n"] == 32, j
+    assert j["rounds_merged"] == 32, j
+    assert j["round_lag_p50_us"] >= 25_000, j
 
 
 if __name__ == "__main__":
