@@ -13,10 +13,16 @@ it prints each role's CPU time (ms per boundary, both CPUs), and for tickpool's 
 time they were runnable and not on a CPU in the window, with who ran on that CPU meanwhile.
 Roles: tickpool's master, each worker's loop thread (tid = its pid), the workers' other threads
 (Postgres writer and reader), Redis, Postgres, loadgen, idle, the rest of the machine.
+
+With --log (the run's tickpool log at log.level=debug, `bench/run --keep`), each boundary is
+taken from T to its last socket's write (the later worker's `round delivered`): per worker loop,
+its wait for a CPU from T to its own last write and who ran on that CPU meanwhile, over all
+boundaries and at the worst few (session 15).
 """
 
 import argparse
 import collections
+import datetime
 import re
 import sys
 
@@ -136,6 +142,83 @@ def who_for(role, run_prio, every_role=False):
     return who
 
 
+def delivered_from_log(path, phase_ms):
+    """T (s) -> {worker pid: (received, delivered)} in ms after T, the later of each boundary's
+    `round delivered` lines per worker (a line at ts with delivered d belongs to T = ts - d on
+    the phase grid)."""
+    out = collections.defaultdict(dict)
+    with open(path, errors="replace") as f:
+        for line in f:
+            if 'msg="round delivered"' not in line:
+                continue
+            ts = re.search(r"ts=(\S+?)Z", line).group(1)
+            ts_ms = datetime.datetime.fromisoformat(ts + "+00:00").timestamp() * 1000
+            v = dict(re.findall(r"(\w+)=(-?\d+)", line))
+            d = int(v["delivered_us"]) / 1000
+            t = int(round((ts_ms - d) / phase_ms)) * phase_ms / 1000.0
+            o = out[t].get(int(v["pid"]), (0.0, 0.0))
+            out[t][int(v["pid"])] = (max(o[0], int(v["received_us"]) / 1000), max(o[1], d))
+    return out
+
+
+def waits_in(waits, ran, tid, t0, t1):
+    """tid's time runnable and not on a CPU inside [t0, t1), and who ran on that CPU then."""
+    total, held = 0.0, collections.Counter()
+    for r0, r1, cpu in waits.get(tid, []):
+        s, e = max(r0, t0), min(r1, t1)
+        if e <= s:
+            continue
+        total += e - s
+        for s2, e2, r, t2 in ran[cpu]:
+            if e2 > s and s2 < e:
+                held[r] += min(e2, e) - max(s2, s)
+    return total, held
+
+
+def until_written(a, ran, waits, t_first, t_last):
+    """Each boundary from T to its last socket's write (--log): who the worker loops waited
+    behind, over all boundaries and at the worst ones."""
+    per = {t: w for t, w in delivered_from_log(a.log, a.phase_ms).items()
+           if t_first + 0.1 < t < t_last - 0.2 and len(w) >= 2}
+    if not per:
+        print("## no boundary of the log inside the trace")
+        return
+    fmt = lambda c, n: ", ".join("%s %.2f" % (r, v * 1000 / n)
+                                 for r, v in sorted(c.items(), key=lambda kv: -kv[1])
+                                 if v * 1000 / n >= 0.05)
+    last = {t: max(d for _, d in w.values()) for t, w in per.items()}
+    order = sorted(per, key=lambda t: -last[t])
+    print("## from T to the last socket's write (the later worker's), %d boundaries: p50 %.1f, "
+          "worst %s ms" % (len(per), sorted(last.values())[len(per) // 2],
+                           " / ".join("%.1f" % last[t] for t in order[:8])))
+    for label, ts in (("all", list(per)), ("the worst 8", order[:8]),
+                      ("the others", order[8:])):
+        if not ts:
+            continue
+        wsum, held, cpu = 0.0, collections.Counter(), collections.Counter()
+        for t in ts:
+            cpu.update(cpu_in(ran, t, t + last[t] / 1000))
+            for pid, (rcv, dlv) in per[t].items():
+                w, h = waits_in(waits, ran, pid, t, t + dlv / 1000)
+                wsum += w
+                held.update(h)
+        n = len(ts)
+        print("### %s (%d): T to the last write %.1f ms on average" % (
+            label, n, sum(last[t] for t in ts) / n))
+        print("  CPU by role meanwhile, ms per boundary (both CPUs): " + fmt(cpu, n))
+        print("  worker loops waiting for a CPU from T to their last write: %.2f ms per "
+              "boundary (both loops); held by: %s" % (wsum * 1000 / n, fmt(held, n)))
+    print("### the worst 8, each: T (s into the trace): per worker received -> written, waiting "
+          "(held by, ms)")
+    for t in order[:8]:
+        parts = []
+        for pid, (rcv, dlv) in sorted(per[t].items()):
+            w, h = waits_in(waits, ran, pid, t, t + dlv / 1000)
+            parts.append("%d: %.1f -> %.1f, waited %.1f (%s)" % (pid, rcv, dlv, w * 1000, ", ".join(
+                "%s %.1f" % (r, v * 1000) for r, v in h.most_common(3))))
+        print("  %5.0f: %s" % (t - t_first, "; ".join(parts)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("trace")
@@ -146,6 +229,8 @@ def main():
                     help="the run's processes' kernel prio (120 + bench/run --nice)")
     ap.add_argument("--offset", type=float, default=0.0,
                     help="CLOCK_REALTIME - CLOCK_MONOTONIC when the trace's clock was mono")
+    ap.add_argument("--log", help="the run's tickpool log (debug): each boundary until written")
+    ap.add_argument("--phase-ms", type=int, default=1000)
     a = ap.parse_args()
     role = roles_from_ps(a.ps)
 
@@ -172,15 +257,8 @@ def main():
         held = collections.Counter()
         per_b = []
         for T in starts:
-            w_tot = 0.0
-            for r0, r1, cpu in waits.get(tid, []):
-                s, e = max(r0, T), min(r1, T + win)
-                if e <= s:
-                    continue
-                w_tot += e - s
-                for s2, e2, r, t2 in ran[cpu]:
-                    if e2 > s and s2 < e:
-                        held[r] += min(e2, e) - max(s2, s)
+            w_tot, h = waits_in(waits, ran, tid, T, T + win)
+            held.update(h)
             per_b.append(w_tot * 1000)
         per_b.sort()
         n = len(per_b)
@@ -188,6 +266,8 @@ def main():
             tid, per_b[n // 2], per_b[int(n * 0.9)], per_b[-1],
             ", ".join("%s %.2f" % (r, v * 1000 / n)
                       for r, v in sorted(held.items(), key=lambda kv: -kv[1]))))
+    if a.log:
+        until_written(a, ran, waits, t_first, t_last)
 
 
 if __name__ == "__main__":
