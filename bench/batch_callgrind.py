@@ -40,10 +40,10 @@ NBANDS, TTL_S, USERS = 5, 86400, 200
 SHARD_BYTES = 1024  # 1024 shards, 8 Mbit, a few bits set per call
 
 
-def call_args(n, players, b, now, seq):
+def call_args(n, players, b, now, seq, users=USERS):
     """KEYS and ARGV of call number b, as src/store/scripts.c builds them."""
     p = "tp:{b0}:"
-    us = [1 + (b * players + j) % USERS for j in range(players)]
+    us = [1 + (b * players + j) % users for j in range(players)]
     bets = [(us[j % players], (seq + j) % NBANDS, 100, f"cg-{seq + j}") for j in range(n)]
     bands, users = [], []
     for u, band, _, _ in bets:
@@ -72,6 +72,11 @@ def main():
                     help="distinct players per call [6, as ws-ceiling's sockets]")
     ap.add_argument("--redis-arg", action="append", default=[],
                     help="extra redis-server argument, e.g. --redis-arg=--hash-max-listpack-entries=128")
+    ap.add_argument("--users", type=int, default=USERS,
+                    help=f"players of the bucket, each with a balance [{USERS}]")
+    ap.add_argument("--net-filled", action="store_true",
+                    help="every player already in the leaderboard `net` (as in a game running "
+                         "for a while), so its size is --users throughout")
     ap.add_argument("--archive", action="store_true",
                     help="then archival's idem_unindex.lua steps over the round's keys")
     ap.add_argument("--unindex", default=os.path.join(ROOT, "scripts", "lua", "idem_unindex.lua"),
@@ -84,7 +89,9 @@ def main():
         c = r.client
         with open(a.script) as f:
             sha = c.script_load(f.read())
-        c.hset("tp:{b0}:bal", mapping={str(u): 10**12 for u in range(1, USERS + 1)})
+        c.hset("tp:{b0}:bal", mapping={str(u): 10**12 for u in range(1, a.users + 1)})
+        if a.net_filled:
+            c.zadd("tp:{b0}:net", {str(u): -100 * u for u in range(1, a.users + 1)})
         # The round's copy carries its own rules, as bucket_state.lua writes it.
         c.hset("tp:{b0}:round:1:state", mapping={"state": "open", "locks_at": 10**13,
                                                  "nbands": NBANDS, "min_stake": 1,
@@ -95,7 +102,7 @@ def main():
         r.aof_mark()
         pipe = c.pipeline(transaction=False)
         for b in range(a.batches):
-            keys, argv = call_args(a.bets, a.players, b, now, b * a.bets)
+            keys, argv = call_args(a.bets, a.players, b, now, b * a.bets, a.users)
             pipe.evalsha(sha, len(keys), *keys, *argv)
             if b % 10 == 9 or b == a.batches - 1:
                 for res in pipe.execute():

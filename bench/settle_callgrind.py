@@ -52,9 +52,12 @@ def main():
                     help="bets per page [250, what settle-100k's pages held in session 7]")
     ap.add_argument("--stake", type=int, default=100)
     ap.add_argument("--keep", help="copy the callgrind output here (callgrind_annotate reads it)")
+    ap.add_argument("--redis-arg", action="append", default=[],
+                    help="extra redis-server argument, e.g. --redis-arg=--zset-max-listpack-entries=0")
     a = ap.parse_args()
+    extra = [x for arg in a.redis_arg for x in arg.split("=", 1)]
     credited = pages = 0
-    with CallgrindRedis(["--hash-max-listpack-entries", "128"], keep=a.keep) as cg:
+    with CallgrindRedis(["--hash-max-listpack-entries", "128"] + extra, keep=a.keep) as cg:
         c = cg.client
         with open(a.script) as f:
             sha = c.script_load(f.read())

@@ -27,12 +27,16 @@ pg_data_dir() {
 # Expired keys are freed off the main thread: a day's idempotency key index (one hash per
 # bucket) would otherwise stall every command while it is freed. Hashes past 128 fields become
 # hash tables: a listpack is searched linearly, and a bucket's balances (one field per player)
-# are read and written for every bet.
+# are read and written for every bet. Sorted sets past 16 members become skiplists: a bucket's
+# leaderboard `net` (one member per player) takes a ZINCRBY or ZADD per bet call and per
+# settlement page, and as a listpack each scans it with a strtod per member (docs/operations.md
+# §4); a player's few WebSocket sockets (`wsock`) stay listpacks.
 start_redis() {
     local dir=$1 port=$2; shift 2
     mkdir -p "$dir"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
         --lazyfree-lazy-expire yes --hash-max-listpack-entries 128 \
+        --zset-max-listpack-entries 16 \
         --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@" ||
         die "redis-server failed to start (log: $dir/redis.log)"
     for _ in $(seq 1 100); do
