@@ -68,6 +68,8 @@ the caller sent (round, band and stake are the request's, a replay's included):
   the whole call raises "ERR tp_bet_batch: ..." before any write (ARGV 3-5 are parsed, and so
   can raise, only for a round whose copy has no rules of its own). The KEYS names are not
   compared with the layout here: the one caller builds them from the ARGV it passes (below).
+  A round copy (KEYS[3]) whose locks_at or rule is not a number (corrupted by hand) raises a
+  Lua error, also before any write.
 
 Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after the other, so
 a player's second bet sees the first one's debit and a repeated (user, key) is a replay of the
@@ -117,6 +119,14 @@ local function bug(what)
     return redis.error_reply('ERR tp_bet_batch: ' .. what)
 end
 
+local function int(s)
+    -- A server-side number used only as a number (never in a name or a record): an integer
+    -- 0 <= x < 2^53, else nil. tonumber costs a one-bet call ~2k, uint's pattern ~1k more.
+    local x = tonumber(s)
+    if x and x >= 0 and x < EXACT and x % 1 == 0 then return x end
+    return nil
+end
+
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
 if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 6 * n then
@@ -124,9 +134,9 @@ if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 6 * n the
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
-local ttl = uint(ARGV[6])
+local ttl = int(ARGV[6])
 if not ttl or ttl < 1 then return bug('bad idempotency ttl') end
-local bucket, nbuckets = uint(bucket_s), uint(ARGV[8])
+local bucket, nbuckets = int(bucket_s), int(ARGV[8])
 if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
     return bug('bad bucket')
 end
@@ -140,13 +150,15 @@ local skip_filter = ARGV[10] == '1'
 -- band's or stake's number, or false when malformed): a string-to-number conversion costs Redis
 -- a strtod call, and a pattern match about 50 instructions per byte (bench/README.md
 -- "Session 8"); the word and mask come as bytes for the same reason (session 9).
--- `fields` are the records' and hot index's field names, "<user_id>:<key>"; `ulist` the
--- distinct users in order, `pfields` the pool's fields read: its total, then each band's.
--- Every table costs a one-bet call ~1.5k instructions (bench/README.md "Session 10"), so the
--- filter positions are not kept: the filter passes read them from ARGV again.
+-- `fields` are the records' and hot index's field names, "<user_id>:<key>". `users` maps a
+-- user to its place k among the distinct users and k back to the user (users[1..nu], in
+-- order); `bands` maps a band to its KEYS index and lists the pool's fields read: its total,
+-- then each band's (bands[1..nb + 1]). Every table costs a one-bet call ~1.4k instructions
+-- (bench/README.md "Session 15"), so the filter positions are not kept: the filter passes read
+-- them from ARGV again.
 local tobit, byte = bit.tobit, string.byte
-local bands, users, nb, nu, num, ulist = {}, {}, 0, 0, {}, {}
-local shards, ns, fields, pfields = {}, 0, {}, {'total'}
+local bands, users, nb, nu, num = {'total'}, {}, 0, 0, {}
+local shards, ns, fields = {}, 0, {}
 for i = 0, n - 1 do
     local o = 11 + 6 * i
     local user_s, band_s, pos, sh_s = ARGV[o], ARGV[o + 1], ARGV[o + 4], ARGV[o + 5]
@@ -154,7 +166,7 @@ for i = 0, n - 1 do
         local user = uint(user_s)
         if not user or user == 0 then return bug('bad user_id') end
         if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
-        nu = nu + 1; users[user_s] = nu; ulist[nu] = user_s
+        nu = nu + 1; users[user_s] = nu; users[nu] = user_s
     end
     local w1, w2, w3, w4, m1, m2, m3, m4 = byte(pos, 1, 8)
     if #pos ~= 8 or (m1 == 0 and m2 == 0 and m3 == 0 and m4 == 0) then
@@ -171,7 +183,7 @@ for i = 0, n - 1 do
         ns = ns + 1; shards[sh_s] = ns
     end
     if not bands[band_s] then
-        nb = nb + 1; bands[band_s] = 15 + nb; pfields[nb + 1] = band_s
+        nb = nb + 1; bands[band_s] = 15 + nb; bands[nb + 1] = band_s
         if num[band_s] == nil then num[band_s] = uint(band_s) or false end
     end
     fields[i + 1] = user_s .. ':' .. ARGV[o + 3]
@@ -202,8 +214,9 @@ local sbase = 15 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase +
 local idx = call('HMGET', KEYS[11], unpack(fields))
 
 -- The hot index: the round a key's newest accepted bet of a round still in Redis named, when,
--- and that bet's record. `other`: that round is not this one and the bet is under a TTL old
--- (the body differs: round_id is part of it). The record of an entry naming this round is the
+-- and that bet's record. `hit[i]` for a bet with an entry: that round is not this one and the
+-- bet is under a TTL old (the body differs: round_id is part of it); for a bet without one
+-- (below): the filters hold its key (one table for both: a table costs ~1.4k). The record of an entry naming this round is the
 -- key's answer (a replay, or a conflict of its body); an entry naming another round means the
 -- key's newest bet was there (reused after the TTL), whatever this round holds. A key with no
 -- hot entry may have been used within the TTL on an archived round: the filters say (below).
@@ -213,14 +226,14 @@ local idx = call('HMGET', KEYS[11], unpack(fields))
 -- for those keys only.
 -- (Records written by a version before the hot index have no entry: docs/operations.md §4,
 -- "Upgrading".)
-local other, recs, old = {}, false, false
+local hit, recs, old = {}, false, false
 for i = 1, n do
     local e = idx[i]
     if e then
         local e_round, e_ms, r = e:match('^(%d+):(%d+)|?(.*)$')
         if not e_round then return bug('corrupt idempotency key index entry') end
         if e_round ~= round_s then
-            other[i] = now - e_ms < span
+            hit[i] = now - e_ms < span
         elseif r ~= '' then
             if not recs then recs = {} end
             recs[i] = r
@@ -251,7 +264,6 @@ end
 -- whole-window filters of before the shards (KEYS[12..13]) are read with the same word and
 -- mask while they exist (an upgrade's last 48 h), never written.
 local band, floor = bit.band, math.floor
-local maybe = {}
 -- The pause and the whole-window filters exist only in rare states (an operator's pause; an
 -- upgrade's first 48 h), and so does the disabled accounts' hash (Redis drops a hash with its
 -- last field: it exists only while some player of the bucket is disabled). One EXISTS tells the
@@ -273,14 +285,14 @@ end
 if need then
     -- Pass 1: the bets' shards of window w (KEYS sbase + 2j - 1), 2: of w - 1 (sbase + 2j), then
     -- while they exist 3 and 4: the whole-window filters of w and w - 1 (KEYS[12], KEYS[13]).
-    -- Each pass checks every bet with no hot entry (hence no record, above) and not `maybe`
+    -- Each pass checks every bet with no hot entry (hence no record, above) and not `hit`
     -- yet. A loop, not a function per filter: a closure over 13 of this chunk's locals cost a
     -- one-bet call ~6k with its calls (bench/README.md "Session 12").
     for pass = 1, rare and 4 or 2 do
         local whole = pass > 2 and 9 + pass or false
         local nw = floor(call('STRLEN', KEYS[whole or 13 + pass]) / 4)
         for i = 1, nw > 0 and n or 0 do
-            if not idx[i] and not maybe[i] then
+            if not idx[i] and not hit[i] then
                 local o = 5 + 6 * i
                 local w1, w2, w3, w4, m1, m2, m3, m4 = byte(ARGV[o + 4], 1, 8)
                 local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
@@ -288,18 +300,18 @@ if need then
                 local k = whole or sbase + 2 * shards[ARGV[o + 5]] + pass - 2
                 local off = format('%d', word % nw * 32)
                 local w = call('BITFIELD_RO', KEYS[k], 'GET', 'u32', off)[1]
-                if band(w, mask) == mask then maybe[i] = true end
+                if band(w, mask) == mask then hit[i] = true end
             end
         end
     end
 end
 local paused = rare and call('EXISTS', KEYS[9]) == 1
-local balv = call('HMGET', KEYS[1], unpack(ulist))
-local exclv = call('HMGET', KEYS[8], unpack(ulist))
+local balv = call('HMGET', KEYS[1], unpack(users, 1, nu))
+local exclv = call('HMGET', KEYS[8], unpack(users, 1, nu))
 -- Accounts an operator disabled (account_flag.lua): workers refuse their tokens in memory too,
 -- this covers the moment before a worker hears of it. Read only while the hash exists (above).
-local disabled = present >= 4 and call('HMGET', KEYS[10], unpack(ulist))
--- By the user's place in ulist (users[user_s]), in the replies' own tables.
+local disabled = present >= 4 and call('HMGET', KEYS[10], unpack(users, 1, nu))
+-- By the user's place k (users[user_s]), in the replies' own tables.
 local bal, excl = balv, exclv
 for k = 1, nu do
     local b = (balv[k] or 0) + 0
@@ -309,14 +321,18 @@ for k = 1, nu do
 end
 -- The round's copy: its state and its own rules (bucket_state.lua), fixed when it opened; after
 -- a restart with new band edges or stake bounds the config's (ARGV[3..5]) are not the round's
--- and only stand in for a copy written before rounds carried them.
+-- and only stand in for a copy written before rounds carried them. Its numbers are the
+-- server's decimals as bucket_state.lua wrote them, converted with `s + 0` (one strtod, ~0.9k;
+-- uint's pattern ~2k more, four times a call): a copy whose number is not one (corrupted
+-- by hand) raises a Lua error before any write, the whole call refused (bench/README.md
+-- "Session 15").
 local st = call('HMGET', KEYS[3], 'state', 'locks_at', 'nbands', 'min_stake', 'max_stake')
 local found, open = st[1] and true or false, false
 if found then
-    local locks_at = st[2] and uint(st[2])
+    local locks_at = st[2] and st[2] + 0
     open = st[1] == 'open' and locks_at and now < locks_at or false
 end
-local round_nbands, lo, hi = st[3] and uint(st[3]), st[4] and uint(st[4]), st[5] and uint(st[5])
+local round_nbands, lo, hi = st[3] and st[3] + 0, st[4] and st[4] + 0, st[5] and st[5] + 0
 if not round_nbands or not lo or not hi then
     -- The config's stand in (parsed only then: each number costs a pattern and a strtod).
     local nbands = uint(ARGV[3])
@@ -331,7 +347,7 @@ end
 -- (one HINCRBY per band and one of the total cost a write command each). Each value is
 -- converted before the first write (the total here, a band at its first accepted bet), so a
 -- malformed one fails the call whole instead of after the balances were written.
-local pv = call('HMGET', KEYS[4], unpack(pfields))
+local pv = call('HMGET', KEYS[4], unpack(bands, 1, nb + 1))
 local pooled = (pv[1] or 0) + 0
 local pool_cap = math.floor(POOL_MAX / nbuckets)
 
@@ -377,12 +393,10 @@ for i = 1, n do
         else
             out[2 * i - 1], out[2 * i] = -tonumber(b_id), tonumber(b)
         end
-    elseif other[i] then
-        -- (1a) the key placed a bet on another round, still in Redis, within the TTL.
-        code = 'idempotency_conflict'
-    elseif maybe[i] then
-        -- (1b) perhaps on an archived round: Postgres knows; nothing is admitted here.
-        code = 'check'
+    elseif hit[i] then
+        -- (1a) with an entry: the key placed a bet on another round, still in Redis, within the
+        -- TTL; (1b) without: perhaps on an archived round: Postgres knows; nothing is admitted.
+        code = idx[i] and 'idempotency_conflict' or 'check'
     elseif paused then
         code = 'game_paused' -- (1b) the operator's pause; a replay above still answers
     elseif excl[users[user_s]] and now < excl[users[user_s]] then
@@ -458,18 +472,21 @@ if ndup > 0 then
         end
     end
 end
--- Net winnings (exact: |net| < 2^53): one ZINCRBY when one player bet, else one ZMSCORE and
--- one ZADD for all players instead of a ZINCRBY each.
+-- Net winnings (exact: |net| < 2^53): one ZINCRBY when one player bet, else one ZMSCORE (of
+-- the batch's players, refused ones too: no list of the accepted ones to build) and one ZADD
+-- of the accepted players instead of a ZINCRBY each.
 if nusers == 1 then
     local user_s, sum = next(user_sum)
     call('ZINCRBY', KEYS[7], format('%d', -sum), user_s)
 else
-    local ulist_acc = {}
-    for user_s in pairs(user_sum) do ulist_acc[#ulist_acc + 1] = user_s end
-    local nets, zadd = call('ZMSCORE', KEYS[7], unpack(ulist_acc)), {}
-    for j, user_s in ipairs(ulist_acc) do
-        zadd[2 * j - 1] = format('%d', tonumber(nets[j] or '0') - user_sum[user_s])
-        zadd[2 * j] = user_s
+    local nets, zadd = call('ZMSCORE', KEYS[7], unpack(users, 1, nu)), {}
+    for k = 1, nu do
+        local user_s = users[k]
+        local sum = user_sum[user_s]
+        if sum then
+            zadd[#zadd + 1] = format('%d', (nets[k] or 0) - sum)
+            zadd[#zadd + 1] = user_s
+        end
     end
     call('ZADD', KEYS[7], unpack(zadd))
 end

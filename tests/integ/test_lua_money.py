@@ -502,6 +502,27 @@ def test_bet_caller_bugs_raise_errors():
         assert m.snapshot() == before
 
 
+def test_bet_corrupt_round_copy_raises_whole():
+    """A round copy whose number is not one (corrupted by hand) fails the call whole, nothing
+    written: bet_batch.lua converts the copy's numbers with `s + 0` since session 15 (uint's
+    pattern cost ~2k a number); before, a malformed locks_at answered round_not_open and a
+    malformed rule fell back to the config's."""
+    with tpenv.Redis() as r:
+        m = Money(r, buckets=2)
+        m.grant(3, 10000)
+        m.open_round(1)
+        key = "tp:{b1}:round:1:state"
+        m.c.hset(key, mapping={"nbands": NBANDS, "min_stake": MIN_STAKE, "max_stake": MAX_STAKE})
+        for field in ("locks_at", "nbands", "min_stake", "max_stake"):
+            good = m.c.hget(key, field)
+            m.c.hset(key, field, "x1")
+            before = m.snapshot()
+            expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k"), "arithmetic")
+            assert m.snapshot() == before, field
+            m.c.hset(key, field, good)
+        assert m.bet(3, 1, 0, 100, "k")[0] == "ok"
+
+
 def test_out_of_memory_is_all_or_nothing():
     """Under maxmemory a script is refused before it starts (shebang without allow-oom)."""
     with tpenv.Redis() as r:
