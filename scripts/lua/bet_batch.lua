@@ -47,12 +47,12 @@ ARGV (decimal integers without sign or leading zeros):
       band count and stake bounds, fixed when it opened, are in its copy, KEYS[3])
   [6] idempotency TTL in seconds  [7] bucket N  [8] number of buckets B  [9] n bets (>= 1)
   [10] 1: skip the filter (the caller found no archived bet of these keys), else 0
-  then 6 per bet: user_id, band, stake, idempotency key (1..128 bytes of printable ASCII, as
+  then 5 per bet: user_id, band, stake, idempotency key (1..128 bytes of printable ASCII, as
   sent by the client: the caller checks the bytes, the script length and newline), and the
   key's filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>"
-  (src/store/keys.c tp_keys_idem_pos): 8 bytes, the word (0 .. 2^32-1, taken modulo the
+  (src/store/keys.c tp_keys_idem_pos): 10 bytes, the word (0 .. 2^32-1, taken modulo the
   shard's words) and the mask (the 5 bits, nonzero) as two big-endian 32-bit integers, then
-  the shard (0 .. 1023) in decimal. The request (round, band, stake) is the bet's body: a key's
+  the shard (0 .. 1023) as a big-endian 16-bit integer. The request (round, band, stake) is the bet's body: a key's
   record keeps its band and stake, so a replay is told from a conflict by those.
 Returns a flat array of 2n values, two per bet in ARGV order: what bet.lua answered, less what
 the caller sent (round, band and stake are the request's, a replay's included):
@@ -106,7 +106,7 @@ local function uint(s)
 end
 
 local POOL_MAX = 4000000000000000
-local SHARD_LAST = '1023' -- of 1024 shards (TP_KEYS_IDEM_SHARDS)
+local SHARD_MAX = 1023 -- of 1024 shards (TP_KEYS_IDEM_SHARDS)
 -- Entries of a player's GET /me/bets list kept in Redis (TP_PLAYERS_BETS_HOT in
 -- include/tickpool/api/players.h must not be higher; readers take the newest UBETS_KEEP). The
 -- list is trimmed back to UBETS_KEEP once it holds more than UBETS_KEEP + UBETS_SLACK, so a
@@ -129,8 +129,8 @@ end
 
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
-if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 6 * n then
-    return bug('want 15 + bands + users + 2 shards KEYS and 10 + 6n ARGV')
+if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 5 * n then
+    return bug('want 15 + bands + users + 2 shards KEYS and 10 + 5n ARGV')
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
@@ -146,10 +146,11 @@ local skip_filter = ARGV[10] == '1'
 -- Per-bet server-side arguments, and the distinct bands and users (their KEYS follow).
 -- Per bet: the filter word (before the modulo), mask and shard the caller hashed, and the
 -- distinct shards in order (their KEYS follow the users').
--- A user, band, stake or shard string is parsed once per batch, when first seen (`num`: a
--- band's or stake's number, or false when malformed): a string-to-number conversion costs Redis
--- a strtod call, and a pattern match about 50 instructions per byte (bench/README.md
--- "Session 8"); the word and mask come as bytes for the same reason (session 9).
+-- A user, band or stake string is parsed once per batch, when first seen (`num`: a band's or
+-- stake's number, or false when malformed): a string-to-number conversion costs Redis a strtod
+-- call, and a pattern match about 50 instructions per byte (bench/README.md "Session 8"); the
+-- word, mask and shard come as bytes for the same reason (sessions 9 and 15: the shard's
+-- decimal cost a pattern and an ARGV entry per bet, ~2.7k).
 -- `fields` are the records' and hot index's field names, "<user_id>:<key>". `users` maps a
 -- user to its place k among the distinct users and k back to the user (users[1..nu], in
 -- order); `bands` maps a band to its KEYS index and lists the pool's fields read: its total,
@@ -160,27 +161,22 @@ local tobit, byte = bit.tobit, string.byte
 local bands, users, nb, nu, num = {'total'}, {}, 0, 0, {}
 local shards, ns, fields = {}, 0, {}
 for i = 0, n - 1 do
-    local o = 11 + 6 * i
-    local user_s, band_s, pos, sh_s = ARGV[o], ARGV[o + 1], ARGV[o + 4], ARGV[o + 5]
+    local o = 11 + 5 * i
+    local user_s, band_s, pos = ARGV[o], ARGV[o + 1], ARGV[o + 4]
     if not users[user_s] then
         local user = uint(user_s)
         if not user or user == 0 then return bug('bad user_id') end
         if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
         nu = nu + 1; users[user_s] = nu; users[nu] = user_s
     end
-    local w1, w2, w3, w4, m1, m2, m3, m4 = byte(pos, 1, 8)
-    if #pos ~= 8 or (m1 == 0 and m2 == 0 and m3 == 0 and m4 == 0) then
+    local _, _, _, _, m1, m2, m3, m4, s1, s2 = byte(pos, 1, 10)
+    if #pos ~= 10 or (m1 == 0 and m2 == 0 and m3 == 0 and m4 == 0) then
         return bug('bad filter position')
     end
-    if not shards[sh_s] then
-        -- 0 .. SHARD_LAST in canonical decimal, told by its digits: tonumber costs two strtod
-        -- calls, and the bets of a call mostly hit distinct shards (same-length decimals
-        -- compare as strings).
-        if sh_s ~= '0' and (#sh_s > 4 or not sh_s:find('^[1-9]%d*$')
-            or #sh_s == 4 and sh_s > SHARD_LAST) then
-            return bug('bad filter position')
-        end
-        ns = ns + 1; shards[sh_s] = ns
+    local sh = s1 * 256 + s2
+    if not shards[sh] then
+        if sh > SHARD_MAX then return bug('bad filter position') end
+        ns = ns + 1; shards[sh] = ns
     end
     if not bands[band_s] then
         nb = nb + 1; bands[band_s] = 15 + nb; bands[nb + 1] = band_s
@@ -293,11 +289,10 @@ if need then
         local nw = floor(call('STRLEN', KEYS[whole or 13 + pass]) / 4)
         for i = 1, nw > 0 and n or 0 do
             if not idx[i] and not hit[i] then
-                local o = 5 + 6 * i
-                local w1, w2, w3, w4, m1, m2, m3, m4 = byte(ARGV[o + 4], 1, 8)
+                local w1, w2, w3, w4, m1, m2, m3, m4, s1, s2 = byte(ARGV[10 + 5 * i], 1, 10)
                 local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
                 local word = ((w1 * 256 + w2) * 256 + w3) * 256 + w4
-                local k = whole or sbase + 2 * shards[ARGV[o + 5]] + pass - 2
+                local k = whole or sbase + 2 * shards[s1 * 256 + s2] + pass - 2
                 local off = format('%d', word % nw * 32)
                 local w = call('BITFIELD_RO', KEYS[k], 'GET', 'u32', off)[1]
                 if band(w, mask) == mask then hit[i] = true end
@@ -359,7 +354,7 @@ local pool_cap = math.floor(POOL_MAX / nbuckets)
 local out, acc, fresh, nacc, ndup = {}, {}, {}, 0, 0
 local band_pool, user_sum, nusers = {}, {}, 0 -- band_pool: a band's pool after the batch
 for i = 1, n do
-    local o = 5 + 6 * i
+    local o = 6 + 5 * i
     local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
     local f, code = fields[i], nil
     if #key < 1 or #key > 128 or key:find('\n', 1, true) then
@@ -370,7 +365,7 @@ for i = 1, n do
     elseif fresh[f] then
         -- (1) a repeat of a bet accepted earlier in this batch: its replay, or a conflict.
         local j = acc[2 * fresh[f] - 1]
-        local oj = 5 + 6 * j
+        local oj = 6 + 5 * j
         if ARGV[oj + 1] ~= band_s or ARGV[oj + 2] ~= stake_s then
             code = 'idempotency_conflict'
         else
@@ -446,7 +441,7 @@ local balw, idxw, lines, bets_by_band, pushes = {}, {}, {}, {}, {}
 local placed = round_s .. ':' .. now_s .. '|'
 for k = 1, nacc do
     local i, b = acc[2 * k - 1], acc[2 * k]
-    local o = 5 + 6 * i
+    local o = 6 + 5 * i
     local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
     local id = (first + k - 1) * nbuckets + bucket
     local id_s, bal_s = format('%d', id), format('%d', b)

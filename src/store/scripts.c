@@ -167,8 +167,9 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
 
 /* scripts/lua/bet_batch.lua header: 15 KEYS, one bets key per distinct band and one ubets key per
  * distinct player (first appearance order), then the two filter shards (window w, w - 1) of each
- * distinct shard; 10 ARGV, then 6 per bet (the filter word and mask as 8 bytes: a decimal cost
- * the script two strtod calls each, bench/README.md "Session 9"). Distinct bands, players and
+ * distinct shard; 10 ARGV, then 5 per bet (the filter word, mask and shard as 10 bytes: a
+ * decimal cost the script two strtod calls each, bench/README.md "Session 9", the shard's a
+ * pattern and an ARGV entry, "Session 15"). Distinct bands, players and
  * shards are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a
  * table). The filter positions are hashed here, in C, not by the script: Redis runs the script
  * single-threaded. */
@@ -181,9 +182,9 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     struct tp_keys_idem_pos pos[TP_SCRIPT_BATCH_MAX];
     for (size_t i = 0; i < cnt; i++)
         tp_keys_idem_pos(b->bets[i].user_id, b->bets[i].idem_key, b->bets[i].idem_len, &pos[i]);
-    /* Keys: 15 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 5 per bet, each < 24 bytes. */
-    start_heap(a, "bet_batch", (int)(25 + 10 * cnt),
-               (15 + 4 * cnt) * TP_KEYS_MAX + (10 + 5 * cnt) * 24);
+    /* Keys: 15 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 4 per bet, each < 24 bytes. */
+    start_heap(a, "bet_batch", (int)(25 + 9 * cnt),
+               (15 + 4 * cnt) * TP_KEYS_MAX + (10 + 4 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_idem(&k, n, b->round_id));
     key(a, tp_keys_round_state(&k, n, b->round_id));
@@ -238,13 +239,14 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
         arg_int(a, x->band);
         arg_int(a, x->stake);
         push(a, x->idem_key, x->idem_len);
-        unsigned char wm[8];
+        unsigned char wms[10];
         for (int j = 0; j < 4; j++) {
-            wm[j] = (unsigned char)(pos[i].word >> (24 - 8 * j));
-            wm[4 + j] = (unsigned char)(pos[i].mask >> (24 - 8 * j));
+            wms[j] = (unsigned char)(pos[i].word >> (24 - 8 * j));
+            wms[4 + j] = (unsigned char)(pos[i].mask >> (24 - 8 * j));
         }
-        push_copy(a, (const char *)wm, sizeof(wm));
-        arg_int(a, pos[i].shard);
+        wms[8] = (unsigned char)(pos[i].shard >> 8);
+        wms[9] = (unsigned char)pos[i].shard;
+        push_copy(a, (const char *)wms, sizeof(wms));
     }
 }
 

@@ -468,11 +468,11 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
                 assert "want 15 + bands + users + 2 shards KEYS" in str(e), e
             else:
                 raise AssertionError(f"{len(keys)} KEYS accepted")
-        # The filter position is the caller's: anything but 8 bytes of word and nonzero mask
-        # and a shard below 1024 is a bug.
+        # The filter position is the caller's: anything but 10 bytes of word, nonzero mask and
+        # a shard below 1024 is a bug.
         one = b"\0\0\0\0\0\0\0\1"
-        for bad in ([b"\0" * 7, 0], [b"\0" * 8 + b"\1", 0], [b"\xff" * 4 + b"\0" * 4, 0],
-                    [b"", 0], [1, 0], [one, 1024], [one, -1], [one, "x"], [one, "01"]):
+        for bad in ([one + b"\0"], [b"\0" * 10], [one + b"\0\0\0"], [b"\xff" * 4 + b"\0" * 6],
+                    [b""], [1], [one + b"\4\0"], [one + b"\xff\xff"], [one + b"00"]):
             try:
                 s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, pos=[bad])
             except redis.ResponseError as e:

@@ -483,8 +483,9 @@ def test_bet_caller_bugs_raise_errors():
         m.grant(3, 10000)
         m.open_round(1)
         before = m.snapshot()
-        # the filter position: 8 bytes (word, nonzero mask), a shard below 1024
-        for pos in ([b"\0" * 8, 5], [b"\1" * 7, 5], [b"\1" * 8, 1024], [b"\1" * 8, "5 "]):
+        # the filter position: 10 bytes (word, nonzero mask, a shard below 1024)
+        for pos in ([b"\0" * 8 + b"\0\5"], [b"\1" * 9], [b"\1" * 11], [b"\1" * 8 + b"\4\0"],
+                    [b"\1" * 8 + b"\xff\xff"]):
             expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", pos=pos), "filter position")
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", now="-1"), "now_ms")
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", nbands=0), "band count")

@@ -22,10 +22,10 @@ def pos(user_id, key):
 
 
 def pos_argv(user_id, key):
-    """bet_batch.lua's 2 position ARGV of "<user_id>:<key>" (src/store/scripts.c): word and mask
-    as 8 big-endian bytes, then the shard in decimal."""
+    """bet_batch.lua's position ARGV of "<user_id>:<key>" (src/store/scripts.c), as a list of
+    one: word, mask and shard as 10 big-endian bytes (4, 4 and 2)."""
     word, mask, shard = pos(user_id, key)
-    return [word.to_bytes(4, "big") + mask.to_bytes(4, "big"), shard]
+    return [word.to_bytes(4, "big") + mask.to_bytes(4, "big") + shard.to_bytes(2, "big")]
 
 
 def shard_key(prefix, window, shard):
@@ -107,7 +107,7 @@ def batch_tail(prefix, w, bets):
     keys, seen, per = [], set(), []
     for user, key in bets:
         per.append(pos_argv(user, key))
-        shard = per[-1][1]
+        shard = pos(user, key)[2]
         if shard not in seen:
             seen.add(shard)
             keys += [shard_key(prefix, w, shard), shard_key(prefix, w - 1, shard)]

@@ -174,8 +174,8 @@ static void test_bet_batch(void **state)
     bet_batch_args(&b, &a);
     /* filter windows: 1700000000000 ms / 86400000 = day 19675, and the day before; the filter
      * positions (word, mask, shard) of "7:k-1", "3:a,b" and "7:k-2" (tests/lib/idemfilter.py):
-     * three shards, two keys each; word and mask as 8 big-endian bytes (compared below: they
-     * hold NULs), the shard in decimal */
+     * three shards, two keys each; word, mask and shard as 10 big-endian bytes (compared
+     * below: they hold NULs) */
     EXPECT(&a, "bet_batch", 25, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
            "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675",
@@ -184,12 +184,12 @@ static void test_bet_batch(void **state)
            "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idemfilter:19674:788",
            "tp:{b3}:idemfilter:19675:354", "tp:{b3}:idemfilter:19674:354",
            "tp:{b3}:idemfilter:19675:429", "tp:{b3}:idemfilter:19674:429", "42", "1700000000000",
-           "5", "10", "100000", "86400", "3", "4", "3", "1", "7", "2", "150", "k-1", BYTES, "788",
-           "3", "0", "10", "a,b", BYTES, "354", "7", "2", "20", "k-2", BYTES, "429");
-    /* 325696117, 1350836224; 3104603225, 152043528; 3641447563, 1053057 */
-    expect_bytes(&a, 39, "\x13\x69\xba\x75\x50\x84\x20\x00", 8);
-    expect_bytes(&a, 45, "\xb9\x0c\x7c\x59\x09\x10\x00\x08", 8);
-    expect_bytes(&a, 51, "\xd9\x0c\x14\x8b\x00\x10\x11\x81", 8);
+           "5", "10", "100000", "86400", "3", "4", "3", "1", "7", "2", "150", "k-1", BYTES, "3",
+           "0", "10", "a,b", BYTES, "7", "2", "20", "k-2", BYTES);
+    /* 325696117, 1350836224, 788; 3104603225, 152043528, 354; 3641447563, 1053057, 429 */
+    expect_bytes(&a, 39, "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14", 10);
+    expect_bytes(&a, 44, "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62", 10);
+    expect_bytes(&a, 49, "\xd9\x0c\x14\x8b\x00\x10\x11\x81\x01\xad", 10);
     check_header(&a, 15); /* then the bets, ubets and shard keys, described in words */
     tp_script_call_release(&a);
     /* refused before anything is built or sent */
