@@ -52,8 +52,9 @@ ARGV (decimal integers without sign or leading zeros):
   key's filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>"
   (src/store/keys.c tp_keys_idem_pos): 10 bytes, the word (0 .. 2^32-1, taken modulo the
   shard's words) and the mask (the 5 bits, nonzero) as two big-endian 32-bit integers, then
-  the shard (0 .. 1023) as a big-endian 16-bit integer. The request (round, band, stake) is the bet's body: a key's
-  record keeps its band and stake, so a replay is told from a conflict by those.
+  the shard (0 .. 1023) as a big-endian 16-bit integer. The request (round, band, stake) is
+  the bet's body: a key's record keeps its band and stake, so a replay is told from a conflict
+  by those.
 Returns a flat array of 2n values, two per bet in ARGV order: what bet.lua answered, less what
 the caller sent (round, band and stake are the request's, a replay's included):
   bet_id, balance      accepted now (integers)
@@ -68,8 +69,10 @@ the caller sent (round, band and stake are the request's, a replay's included):
   the whole call raises "ERR tp_bet_batch: ..." before any write (ARGV 3-5 are parsed, and so
   can raise, only for a round whose copy has no rules of its own). The KEYS names are not
   compared with the layout here: the one caller builds them from the ARGV it passes (below).
-  A round copy (KEYS[3]) whose locks_at or rule is not a number (corrupted by hand) raises a
-  Lua error, also before any write.
+  ARGV 6-8 are read with tonumber (an integer in range, whatever its spelling: only the server
+  writes them). A round copy (KEYS[3]) whose locks_at or rule is not numeric text (corrupted by
+  hand) raises a Lua error, also before any write; numeric text converts as strtod reads it
+  (bucket_state.lua writes the server's decimals).
 
 Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after the other, so
 a player's second bet sees the first one's debit and a repeated (user, key) is a replay of the
@@ -212,10 +215,11 @@ local idx = call('HMGET', KEYS[11], unpack(fields))
 -- The hot index: the round a key's newest accepted bet of a round still in Redis named, when,
 -- and that bet's record. `hit[i]` for a bet with an entry: that round is not this one and the
 -- bet is under a TTL old (the body differs: round_id is part of it); for a bet without one
--- (below): the filters hold its key (one table for both: a table costs ~1.4k). The record of an entry naming this round is the
--- key's answer (a replay, or a conflict of its body); an entry naming another round means the
--- key's newest bet was there (reused after the TTL), whatever this round holds. A key with no
--- hot entry may have been used within the TTL on an archived round: the filters say (below).
+-- (below): the filters hold its key (one table for both: a table costs ~1.4k). The record of
+-- an entry naming this round is the key's answer (a replay, or a conflict of its body); an
+-- entry naming another round means the key's newest bet was there (reused after the TTL),
+-- whatever this round holds. A key with no hot entry may have been used within the TTL on an
+-- archived round: the filters say (below).
 -- The record in the entry saves the records hash's HSET per bet and its HMGET on replays
 -- (bench/README.md, "Session 13: the idempotency record"). An older version's entry,
 -- "<round_id>:<placed_ms>", has its record in the round's records hash, KEYS[2], read then
