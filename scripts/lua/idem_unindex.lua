@@ -35,7 +35,9 @@ ARGV[6] n fields (0 .. 4096), then 4 per field: "<user_id>:<key>", and the key's
   shard's words), mask (the 5 bits, nonzero, < 2^32), shard (0 .. 1023).
 Returns the number of index entries removed, or -1 when window w is not whole (the leader has
 not built it yet): then nothing is written (no record removed either), and archival waits for
-the build (a step never allocates a shard). Malformed arguments raise "ERR tp_idem_unindex: ...".
+the build (a step never allocates a shard). Malformed arguments raise "ERR tp_idem_unindex: ...",
+and so does an entry naming the round whose placed time is not a number (a corrupt entry), before
+anything is written: archival then leaves the round in Redis (src/game/leader_archive.c).
 ]]
 local call = redis.call
 
@@ -109,12 +111,8 @@ local wsize = floor(call('STRLEN', KEYS[2]) / 4)
 -- shard is never created here (a missing one reads as empty; see scripts/lua/README.md).
 local psize = two and call('EXISTS', KEYS[5]) == 1 and floor(call('STRLEN', KEYS[4]) / 4) or 0
 
--- An older version's records go whatever their entries say: an entry naming another round
--- (the key reused after the TTL) or none (removed, bits set, by an earlier step) leaves the
--- record nobody's answer.
-call('HDEL', RECORDS, unpack(fields))
-
--- The entries that still name this round; those within their TTL get their bits.
+-- The entries that still name this round; those within their TTL get their bits. Read and
+-- checked before anything is written: a corrupt entry refuses the whole step.
 local v = call('HMGET', KEYS[1], unpack(fields))
 local del, mine, add = {}, round_s .. ':', {}
 for i = 1, n do
@@ -131,7 +129,15 @@ for i = 1, n do
         end
     end
 end
-if #del == 0 then return 0 end
+
+-- An older version's records go whatever their entries say: an entry naming another round
+-- (the key reused after the TTL) or none (removed, bits set, by an earlier step) leaves the
+-- record nobody's answer. They go last, with the entries (below), so that a step failing
+-- half-way (a filter shard of the wrong type) leaves every record its entry needs.
+if #del == 0 then
+    call('HDEL', RECORDS, unpack(fields))
+    return 0
+end
 
 -- Per shard and window, one BITFIELD_RO of the words its keys use and one BITFIELD SET u32 of
 -- each with the keys' bits added: measured cheaper than one BITFIELD of 5 single-bit SETs per
@@ -177,4 +183,5 @@ for j, sh in ipairs(slist) do
         if psize > 0 then set(KEYS[k + 2], psize, list) end
     end
 end
+call('HDEL', RECORDS, unpack(fields))
 return call('HDEL', KEYS[1], unpack(del))

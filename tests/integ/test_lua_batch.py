@@ -904,6 +904,42 @@ def test_archival_writes_the_filter_by_the_window_rule():
             assert (s.snapshot(), s.index()) == before
 
 
+def test_corrupt_entry_refuses_the_step_before_any_write():
+    """An entry naming the round whose placed time is not a number refuses the whole
+    idem_unindex.lua step ("ERR tp_idem_unindex: corrupt ...", which archival takes as a refusal:
+    it leaves the round in Redis) with nothing written: the other keys' entries, the filter, and
+    an older version's records hash (the step used to empty it before reading the entries, so
+    the refusal left those entries with no record). Mended, the step goes through."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10**6)
+        p = "tp:{b0}:"
+        s.open_round(7)
+        t = 5 * DAY + 3600000
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a"), (1, 1, 100, "b")], t)) == ["ok"] * 2
+        # As an older version kept them: the records in round 7's records hash.
+        hot = s.c.hgetall(p + "idemhot")
+        for f, v in hot.items():
+            head, rec = v.split("|", 1)
+            s.c.hset(p + "idem:7", f, rec)
+            s.c.hset(p + "idemhot", f, head)
+        s.c.hset(p + "idemhot", "1:b", "7:x")
+        idemfilter.build(s.c, p, 5, SHARD_BYTES)
+        before = (s.snapshot(), s.index(), s.c.hgetall(p + "idem:7"))
+        try:
+            idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, ["1:a", "1:b"], 5)
+        except redis.ResponseError as e:
+            assert str(e).startswith("tp_idem_unindex: corrupt idempotency key index entry") \
+                or "ERR tp_idem_unindex: corrupt" in str(e), e
+        else:
+            raise AssertionError("a corrupt entry accepted")
+        assert (s.snapshot(), s.index(), s.c.hgetall(p + "idem:7")) == before
+        s.c.hset(p + "idemhot", "1:b", hot["1:b"].split("|", 1)[0])
+        assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, ["1:a", "1:b"], 5) == 2
+        assert s.c.hgetall(p + "idemhot") == {} and not s.c.exists(p + "idem:7")
+        assert all(idemfilter.is_set(s.c, p, 5, 1, k) for k in ("a", "b"))
+
+
 def test_false_positive_is_checked_then_admitted_once():
     """A filter too small for its keys says "maybe" for a key never used: that bet is answered
     "check" with no effect, the others of its batch as usual; sent again with the skip flag
