@@ -49,7 +49,11 @@
  * round up by id). Such rounds are counted over each whole sweep (rounds_unarchivable) and
  * each is logged once while it stays (docs/operations.md §4, "A round left in Redis"). The
  * rows are read and checked before the mark, so a round with an unreadable row keeps serving
- * its history from Redis.
+ * its history from Redis. Redis refusing the round is treated the same (reply_refused): a key of
+ * it of the wrong type (WRONGTYPE to a count or to the round hash), or idem_unindex.lua's
+ * refusal of a step (a corrupt hot index entry; the round stays marked, each key in its hot
+ * entry or the filter). Every other failure (a lost connection, a Cluster slot still migrating
+ * at the command's deadline) ends the pass, and the next one retries the round.
  */
 #include "tickpool/game/leader.h"
 
@@ -123,6 +127,7 @@ struct arch {
     struct tp_game_round r;
     int nbands;
     int pending, err;
+    bool refused; /* a count answered WRONGTYPE (reply_refused) */
     int64_t redis_bets, redis_paid, pg_bets, pg_paid;
     int bucket; /* the next bucket to clear */
     /* The round's keys ("<user_id>:<key>", from Postgres) in one buffer, grouped by bucket:
@@ -164,6 +169,21 @@ static void pass_end(struct arch *a)
 static bool reply_bad(int err, const struct tp_store_reply *r)
 {
     return err != 0 || tp_reply_type(r) == TP_REPLY_ERROR;
+}
+
+/* An error reply every pass would get again at this round: a key of the wrong type (WRONGTYPE:
+ * a corrupt key, also from inside a script), or idem_unindex.lua's refusal ("ERR
+ * tp_idem_unindex: ...": a corrupt hot index entry of the round). The round is left in Redis
+ * (leave_due) and the sweep goes on. Any other failure may pass, and the next pass retries the
+ * round: a lost connection, LOADING, BUSY, READONLY, and in a Cluster TRYAGAIN, ASK, MOVED or
+ * CLUSTERDOWN, delivered at the command's deadline while its slot migrates (store_cluster.c). */
+static bool reply_refused(int err, const struct tp_store_reply *r)
+{
+    if (err != 0 || tp_reply_type(r) != TP_REPLY_ERROR)
+        return false;
+    const char *s = tp_reply_str(r, NULL);
+    return s != NULL &&
+           (strncmp(s, "WRONGTYPE", 9) == 0 || strncmp(s, "ERR tp_idem_unindex:", 20) == 0);
 }
 
 /* A whole sweep ended: its count of due rounds left in Redis is the gauge, said in the log when
@@ -235,6 +255,14 @@ static void leave_due(struct arch *a, enum tp_log_level level, const char *why)
     skip(a);
 }
 
+/* leave_due for a refusal (reply_refused), with Redis's words. */
+static void leave_refused(struct arch *a, const char *why, const struct tp_store_reply *r)
+{
+    char what[320];
+    snprintf(what, sizeof(what), "%s (Redis: %.200s)", why, tp_reply_str(r, NULL));
+    leave_due(a, TP_LOG_ERROR, what);
+}
+
 static void pg_failed(struct arch *a, int err)
 {
     if (!a->pg_waiting)
@@ -294,6 +322,11 @@ static void unindex_failed(struct arch *a)
 static void on_unindex(int err, const struct tp_store_reply *r, void *ud)
 {
     struct arch *a = ud;
+    if (reply_refused(err, r)) {
+        /* Marked, some buckets perhaps done: every key in its hot entry or the filter. */
+        leave_refused(a, "Redis refused to move its idempotency keys to the filter", r);
+        return;
+    }
     if (reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_INTEGER) {
         unindex_failed(a);
         return;
@@ -489,6 +522,11 @@ static void counts_done(struct arch *a)
         return;
     }
     a->pg_waiting = false;
+    if (a->refused) {
+        leave_due(a, TP_LOG_ERROR,
+                  "a key of the round in Redis has the wrong type (WRONGTYPE to a count)");
+        return;
+    }
     if (a->redis_bets != a->pg_bets || a->redis_paid != a->pg_paid) {
         tp_log_debug(MOD,
                      "round not yet in Postgres\tround=%lld redis_bets=%lld pg_bets=%lld "
@@ -506,7 +544,9 @@ static void counts_done(struct arch *a)
 static void on_hlen(int err, const struct tp_store_reply *r, void *ud)
 {
     struct arch *a = ud;
-    if (reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_INTEGER)
+    if (reply_refused(err, r))
+        a->refused = true;
+    else if (reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_INTEGER)
         a->err = a->err ? a->err : TP_EIO;
     counts_done(a);
 }
@@ -543,6 +583,7 @@ static void count(struct arch *a)
     const char *params[1] = {id};
     a->redis_bets = a->redis_paid = a->pg_bets = a->pg_paid = 0;
     a->err = 0;
+    a->refused = false;
     a->pending = 1;
     if (tp_pgr_query(a->pgr,
                      "SELECT (SELECT count(*) FROM bets WHERE round_id = $1::bigint), "
@@ -610,6 +651,10 @@ static void ask_pg(struct arch *a)
 static void on_round(int err, const struct tp_store_reply *r, void *ud)
 {
     struct arch *a = ud;
+    if (reply_refused(err, r)) {
+        leave_refused(a, "its hash in Redis is unreadable", r);
+        return;
+    }
     if (reply_bad(err, r)) {
         pass_end(a);
         return;
