@@ -2,11 +2,13 @@
 refuses a changed migration, rolls back a failing one, serialises concurrent runs, and the
 0001_init schema enforces its money rules."""
 
+import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
 
+import tpclient
 import tpenv
 
 MIGRATIONS = os.path.join(tpenv.SRC, "migrations")
@@ -232,6 +234,104 @@ def test_bets_are_debits_on_a_database_with_rows():
                 "SET enable_seqscan = off; EXPLAIN SELECT id FROM bets WHERE user_id = 1 AND "
                 "idempotency_key = 'k1'"))
             assert "bets_user_key_round" in plan, plan
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_changed_newest_migration_is_refused_until_restored():
+    """The newest applied file changed by a single byte (a trailing newline, a no-op to SQL) is
+    refused with nothing pending: exit 1, the file and both checksums named (the database's is
+    the one recorded), schema_migrations untouched; restored, the same run is a no-op again. An
+    applied migration whose file is gone is only warned about."""
+    d = copy_migrations()
+    try:
+        with tpenv.Postgres() as pg:
+            assert migrate(pg.url, d).returncode == 0
+            newest = files()[-1]
+            rows = pg.psql("SELECT version, name, checksum FROM schema_migrations ORDER BY 1")
+            path = os.path.join(d, newest + ".sql")
+            with open(path, "rb") as f:
+                body = f.read()
+            with open(path, "ab") as f:
+                f.write(b"\n")
+            r = migrate(pg.url, d)
+            assert r.returncode == 1, r.stdout + r.stderr
+            recorded = rows[-1][2]
+            on_disk = hashlib.sha256(body + b"\n").hexdigest()
+            assert (f"{newest}.sql was changed after it was applied (checksum {recorded[:12]} in "
+                    f"the database, {on_disk[:12]} on disk)") in r.stderr, r.stderr
+            assert "applying" not in r.stdout, r.stdout
+            assert pg.psql("SELECT version, name, checksum FROM schema_migrations ORDER BY 1") \
+                == rows
+            with open(path, "wb") as f:
+                f.write(body)
+            r = migrate(pg.url, d)
+            assert r.returncode == 0 and f"0 applied, {len(rows)} already applied" in r.stdout, \
+                r.stdout + r.stderr
+            os.remove(path)
+            r = migrate(pg.url, d)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert f"warning: applied migration {newest} has no file" in r.stderr, r.stderr
+            assert pg.psql("SELECT count(*) FROM schema_migrations") == [[str(len(rows))]]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_0007_under_a_running_game_on_a_database_with_rows():
+    """0007 (and whatever migration follows it) applied while the game runs, on a database
+    0001-0006 filled: players, bets of settled rounds, and bets of a round still open or live
+    (pending) when it runs. `tickpool audit` is clean before, right after, and after more
+    bets on top; every bet row stays, and bets takes its fillfactor."""
+    env = {"TICKPOOL_GAME_BUCKETS": "2", "TICKPOOL_GAME_BETTING_S": "2",
+           "TICKPOOL_GAME_LIVE_S": "2", "TICKPOOL_GAME_MIN_STAKE": "1"}
+    d = tempfile.mkdtemp(prefix="tp-mig-")
+    try:
+        for f in os.listdir(MIGRATIONS):
+            if f.endswith(".sql") and f < "0007":
+                shutil.copy(os.path.join(MIGRATIONS, f), d)
+        with tpenv.Redis() as r, tpenv.Postgres() as pg:
+            r0 = migrate(pg.url, d)
+            assert r0.returncode == 0 and "applying 0006_" in r0.stdout, r0.stdout + r0.stderr
+            assert "0007" not in r0.stdout
+            with tpenv.Server(redis=r, pg=pg, env=env, migrate=False, https=False) as s:
+                users = tpclient.make_users(s, 6, "mg")
+                jobs = [(i % 5, 10 + i) for i in range(30)]
+                settled = []
+                for tag in ("a", "b"):
+                    o = tpclient.fresh_open_round(s, 800)
+                    ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=4, tag=tag)
+                    assert len(ok) == len(jobs), other[:3]
+                    settled.append(o["id"])
+                tpenv.wait_until(lambda: pg.psql(
+                    "SELECT count(*) FROM bets WHERE round_id = %d AND status <> 'pending'"
+                    % settled[-1]) != [["0"]], timeout=30, what="the bets' round settled")
+                code, out = tpclient.audit(s)
+                assert code == 0, out
+                # Bets of a round that is still open when 0007 runs.
+                o = tpclient.fresh_open_round(s, 1500)
+                ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=4, tag="c")
+                assert len(ok) == len(jobs), other[:3]
+                tpenv.wait_until(lambda: pg.psql(
+                    "SELECT count(*) FROM bets WHERE round_id = %d AND status = 'pending'"
+                    % o["id"]) == [[str(len(jobs))]], timeout=10, what="the open round's bets")
+                r1 = migrate(pg.url)
+                assert r1.returncode == 0 and "applying 0007_" in r1.stdout, \
+                    r1.stdout + r1.stderr
+                assert pg.psql("SELECT count(*) FROM bets") == [[str(3 * len(jobs))]]
+                assert pg.psql("SELECT reloptions FROM pg_class WHERE relname = 'bets'") \
+                    == [["{fillfactor=50}"]]
+                code, out = tpclient.audit(s)
+                assert code == 0, out
+                # The open round settles after the migration; more bets on top.
+                o2 = tpclient.fresh_open_round(s, 800)
+                ok, other = tpclient.place_bets(s, users, o2["id"], jobs, nthreads=4, tag="d")
+                assert len(ok) == len(jobs), other[:3]
+                tpenv.wait_until(lambda: pg.psql(
+                    "SELECT count(*) FROM bets WHERE round_id IN (%d, %d) AND status = 'pending'"
+                    % (o["id"], o2["id"])) == [["0"]], timeout=30, what="both rounds settled")
+                code, out = tpclient.audit(s)
+                assert code == 0, out
+                assert pg.psql("SELECT count(*) FROM bets") == [[str(4 * len(jobs))]]
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
