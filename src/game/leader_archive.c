@@ -93,6 +93,8 @@
 #define LEFT_KEPT 64
 #define LEFT_LOG_EVERY_MS (10 * 60 * 1000)
 
+static size_t slot = SIZE_MAX;
+
 struct arch {
     struct tp_worker *w;
     struct ev_loop *loop;
@@ -806,9 +808,29 @@ static void on_init(struct tp_worker *w, void *ud)
     ev_timer_start(a->loop, &a->timer);
     /* Idle work: the timer must not keep a draining loop alive. */
     ev_unref(a->loop);
+    tp_worker_slot_set(w, slot, a);
+}
+
+/* Frees the state unless a pass is under way: its store and reader callbacks hold it, and the
+ * store, freed after this hook, answers them TP_ECLOSED (the process exits anyway). Between
+ * passes only the gauges' commands may be in flight, and their callbacks ignore it. */
+static void on_exit_hook(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    struct arch *a = tp_worker_slot_get(w, slot);
+    if (a == NULL || a->busy)
+        return;
+    ev_ref(a->loop); /* the timer's, given back before it stops */
+    ev_timer_stop(a->loop, &a->timer);
+    ev_timer_stop(a->loop, &a->pause);
+    keys_free(a);
+    free(a);
+    tp_worker_slot_set(w, slot, NULL);
 }
 
 void tp_leader_archive_install(void)
 {
+    slot = tp_worker_slot_new();
     tp_worker_on_init(on_init, NULL);
+    tp_worker_on_exit(on_exit_hook, NULL);
 }

@@ -45,6 +45,8 @@
 #define STEP_BYTES (128 * 1024)
 #define DEPTH 4
 
+static size_t slot = SIZE_MAX;
+
 struct build {
     struct tp_worker *w;
     struct tp_store *store;
@@ -217,9 +219,26 @@ static void on_init(struct tp_worker *w, void *ud)
     ev_timer_start(tp_worker_loop(w), &b->timer);
     /* Idle work: the timer must not keep a draining loop alive. */
     ev_unref(tp_worker_loop(w));
+    tp_worker_slot_set(w, slot, b);
+}
+
+/* Frees the builder unless a build is under way: its steps' callbacks hold it, and the store,
+ * freed after this hook, answers them TP_ECLOSED (the process exits anyway). */
+static void on_exit_hook(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    struct build *b = tp_worker_slot_get(w, slot);
+    if (b == NULL || b->busy || b->inflight > 0)
+        return;
+    ev_ref(tp_worker_loop(w)); /* the timer's, given back before it stops */
+    ev_timer_stop(tp_worker_loop(w), &b->timer);
+    free(b);
+    tp_worker_slot_set(w, slot, NULL);
 }
 
 void tp_leader_idemfilter_install(void)
 {
+    slot = tp_worker_slot_new();
     tp_worker_on_init(on_init, NULL);
+    tp_worker_on_exit(on_exit_hook, NULL);
 }
