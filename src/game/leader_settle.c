@@ -16,7 +16,10 @@
  * pace (tp_settle_pace_gap: the amount paid ahead of a line from the close to
  * TP_SETTLE_PACE_MS after it), Redis is left idle about a page's time between two pages: pages
  * back to back keep Redis on a core for the whole settlement, and on a host with few cores the
- * threads answering bets then wait for one (bench/README.md, Settlement).
+ * threads answering bets then wait for one (bench/README.md, Settlement). While it is more than
+ * TP_SETTLE_CATCHUP_MS behind that line (tp_settle_behind) its pages are aimed
+ * TP_SETTLE_CATCHUP_X times higher, so that a busy host's slower pages do not also become
+ * smaller ones, each paying its players' writes and a round trip again.
  */
 #include "leader_internal.h"
 
@@ -63,12 +66,12 @@ static void on_final(int err, const struct tp_store_reply *r, void *ud)
         tp_log_info(MOD,
                     "round %s\tround=%lld total=%lld paid=%lld pages=%d pages_over_2ms=%d "
                     "page_us_max=%lld page_ms_sum=%lld pages_paced=%d "
-                    "pace_ms_sum=%lld steps=%d",
+                    "pace_ms_sum=%lld steps=%d pages_catchup=%d",
                     cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
                     (long long)l->op.sum_t, (long long)l->op.sum_paid, l->sst.pages,
                     l->sst.pages_slow, (long long)l->sst.page_us_max,
                     (long long)(l->sst.page_us_sum / 1000), l->sst.paced,
-                    (long long)(l->sst.pace_us_sum / 1000), l->sst.steps);
+                    (long long)(l->sst.pace_us_sum / 1000), l->sst.steps, l->sst.catchup);
         tp_leader_publish_round(l, l->op.r.id);
     }
     tp_leader_step_end(l);
@@ -126,11 +129,12 @@ static bool send_page(struct tp_leader *l)
                                            .nbands = tp_leader_nbands(&l->op.r),
                                            .max_bets = tp_settle_pager_size(&l->pager),
                                            .now_ms = tp_now_ms(),
-                                           .budget_us = TP_SETTLE_PAGE_SCAN_US};
+                                           .budget_us = tp_settle_pager_scan_us(&l->pager)};
     TP_ASSERT(!l->op.inflight);
     if (tp_script_settle_page(l->store, &a, on_page, l) != 0)
         return false;
     l->op.inflight = true;
+    l->sst.catchup += l->pager.catchup;
     l->op.sent_size = a.max_bets;
     l->op.sent_us = tp_mono_ns() / 1000;
     return true;
@@ -159,15 +163,17 @@ static void page_next(struct tp_leader *l)
     }
 }
 
-/* The idle gap before the next page (µs, 0: none) after a page that took `us` of Redis time
- * and left the bucket's pages at `bucket_paid`: the amount paid is the finished buckets' (this
+/* After a page that took `us` of Redis time and left the bucket's pages at `bucket_paid`, against
+ * the pacing line: the idle gap before the next page (µs, 0: none) while ahead of it, and
+ * whether the next pages catch up (*behind). The amount paid is the finished buckets' (this
  * step's walk) and this bucket's, against what the round owes (its refunds, or its pot). */
-static int64_t pace_gap(struct tp_leader *l, int64_t bucket_paid, int64_t us)
+static int64_t pace_gap(struct tp_leader *l, int64_t bucket_paid, int64_t us, bool *behind)
 {
     const struct tp_game_round *r = &l->op.r;
     int64_t owed = r->refund_all ? r->total : r->pot;
-    int64_t gap =
-        tp_settle_pace_gap(r->t.closes_at, tp_now_ms(), l->op.sum_paid + bucket_paid, owed, us);
+    int64_t paid = l->op.sum_paid + bucket_paid, now = tp_now_ms();
+    *behind = tp_settle_behind(r->t.closes_at, now, paid, owed);
+    int64_t gap = tp_settle_pace_gap(r->t.closes_at, now, paid, owed, us);
     return gap > 0 && l->op.pace_test_us > 0 ? l->op.pace_test_us : gap;
 }
 
@@ -221,12 +227,14 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             bool split = tp_reply_len(r) >= 8;
             int64_t players_us = split ? tp_reply_integer(tp_reply_at(r, 6)) : 0;
             int64_t players = split ? tp_reply_integer(tp_reply_at(r, 7)) : 0;
+            bool behind = false;
+            if (tp_reply_len(r) >= 6)
+                gap = pace_gap(l, tp_reply_integer(tp_reply_at(r, 5)), us, &behind);
+            tp_settle_pager_catchup(&l->pager, behind);
             tp_settle_pager_page(&l->pager, credited, us, players_us, players);
             l->sst.page_us_max = TP_MAX(l->sst.page_us_max, us);
             l->sst.page_us_sum += us;
             l->sst.pages_slow += us > 2000;
-            if (tp_reply_len(r) >= 6)
-                gap = pace_gap(l, tp_reply_integer(tp_reply_at(r, 5)), us);
             /* Every page, for a settlement's sizes over time (bench/README.md, Settlement,
              * session 10): what it was sent for and did, and what the pager made of it. */
             if (tp_log_enabled(TP_LOG_DEBUG))
@@ -234,11 +242,11 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
                     MOD,
                     "settle page\tround=%lld bucket=%d size=%d credited=%lld "
                     "scanned=%lld us=%lld players_us=%lld players=%lld rtt_us=%lld next=%d "
-                    "gap_us=%lld",
+                    "gap_us=%lld catchup=%d",
                     (long long)l->op.r.id, l->op.bucket, size, (long long)credited,
                     (long long)tp_reply_integer(tp_reply_at(r, 3)), (long long)us,
                     (long long)players_us, (long long)players, (long long)(now - sent),
-                    tp_settle_pager_size(&l->pager), (long long)gap);
+                    tp_settle_pager_size(&l->pager), (long long)gap, (int)behind);
         }
         l->sst.pages++;
         if (tp_reply_integer(tp_reply_at(r, 1)) == 1 && l->op.page_stop == PAGES_GO)

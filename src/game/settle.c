@@ -138,15 +138,24 @@ int tp_settle_pager_size(const struct tp_settle_pager *p)
 void tp_settle_pager_cold(struct tp_settle_pager *p)
 {
     p->size = TP_MIN(tp_settle_pager_size(p), TP_SETTLE_PAGE_START);
+    p->catchup = false;
 }
 
-/* The bets a page of `fixed_us` plus `ns_per_bet` each can hold within the script's aim: the
- * aim less the fixed part, at least half of it, at that cost per bet. */
-static int64_t pager_fit(int64_t fixed_us, int64_t ns_per_bet)
+void tp_settle_pager_catchup(struct tp_settle_pager *p, bool on)
 {
-    int64_t for_bets =
-        TP_MAX((int64_t)TP_SETTLE_PAGE_SCRIPT_US - fixed_us, (int64_t)TP_SETTLE_PAGE_SCRIPT_US / 2);
-    return for_bets * 1000 / ns_per_bet;
+    p->catchup = on;
+}
+
+int64_t tp_settle_pager_scan_us(const struct tp_settle_pager *p)
+{
+    return (int64_t)TP_SETTLE_PAGE_SCAN_US * (p->catchup ? TP_SETTLE_CATCHUP_X : 1);
+}
+
+/* The bets a page of `fixed_us` plus `ns_per_bet` each can hold within `aim_us`: the aim less
+ * the fixed part, at least half of it, at that cost per bet. */
+static int64_t pager_fit(int64_t aim_us, int64_t fixed_us, int64_t ns_per_bet)
+{
+    return TP_MAX(aim_us - fixed_us, aim_us / 2) * 1000 / ns_per_bet;
 }
 
 int tp_settle_pager_page(struct tp_settle_pager *p, int64_t bets, int64_t us, int64_t players_us,
@@ -163,9 +172,10 @@ int tp_settle_pager_page(struct tp_settle_pager *p, int64_t bets, int64_t us, in
     p->n = TP_MIN(p->n + 1, TP_SETTLE_PAGER_WINDOW);
     /* Each page's own fit, both parts from that page, sorted (insertion: 16 at most); the lower
      * median is the next size. */
+    int64_t aim_us = (int64_t)TP_SETTLE_PAGE_SCRIPT_US * (p->catchup ? TP_SETTLE_CATCHUP_X : 1);
     int64_t fits[TP_SETTLE_PAGER_WINDOW];
     for (int i = 0; i < p->n; i++) {
-        int64_t f = pager_fit(p->fixed_us[i], p->ns_per_bet[i]);
+        int64_t f = pager_fit(aim_us, p->fixed_us[i], p->ns_per_bet[i]);
         int j = i;
         for (; j > 0 && fits[j - 1] > f; j--)
             fits[j] = fits[j - 1];
@@ -188,4 +198,13 @@ int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64
     if ((__int128)paid * TP_SETTLE_PACE_MS < (__int128)owed * gone)
         return 0;
     return TP_MIN(page_us, (int64_t)TP_SETTLE_PACE_GAP_MAX_US);
+}
+
+bool tp_settle_behind(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed)
+{
+    if (owed <= 0 || paid < 0)
+        return false;
+    int64_t due = TP_MIN(TP_MAX(now_ms - start_ms - TP_SETTLE_CATCHUP_MS, 0), TP_SETTLE_PACE_MS);
+    /* paid / owed < due / span, without division (amounts < 2^63, span small) */
+    return (__int128)paid * TP_SETTLE_PACE_MS < (__int128)owed * due;
 }

@@ -103,15 +103,24 @@ struct tp_settle_pager {
     int64_t ns_per_bet[TP_SETTLE_PAGER_WINDOW]; /* the part per bet, ns */
     int64_t fixed_us[TP_SETTLE_PAGER_WINDOW];   /* the fixed part, µs */
     int n, next;                                /* entries filled, next slot */
-    int size; /* the next page's size in bets (0: TP_SETTLE_PAGE_START) */
+    int size;     /* the next page's size in bets (0: TP_SETTLE_PAGE_START) */
+    bool catchup; /* pages aimed TP_SETTLE_CATCHUP_X times higher (tp_settle_pager_catchup) */
 };
 
 /** The next page's size in bets (TP_SETTLE_PAGE_START before any page). */
 int tp_settle_pager_size(const struct tp_settle_pager *p);
 
 /** A bucket's first page of a settlement: the next page is at most TP_SETTLE_PAGE_START bets
- * (the pager then grows it by at most doubling per page). */
+ * (the pager then grows it by at most doubling per page), aimed as usual (not catching up). */
 void tp_settle_pager_cold(struct tp_settle_pager *p);
+
+/** Whether the next pages catch up (tp_settle_behind): aimed at TP_SETTLE_CATCHUP_X times
+ * TP_SETTLE_PAGE_SCRIPT_US, from the next tp_settle_pager_page on. */
+void tp_settle_pager_catchup(struct tp_settle_pager *p, bool on);
+
+/** The script's scan budget for the next page, µs: TP_SETTLE_PAGE_SCAN_US, TP_SETTLE_CATCHUP_X
+ * times that while catching up. */
+int64_t tp_settle_pager_scan_us(const struct tp_settle_pager *p);
 
 /** Records a page that credited `bets` bets of `players` players in `us` µs, `players_us` of them
  * in its players' writes (0, 0 when not known), and returns the next page's size: the lower
@@ -138,5 +147,23 @@ int tp_settle_pager_page(struct tp_settle_pager *p, int64_t bets, int64_t us, in
  * over. */
 int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed,
                            int64_t page_us);
+
+/* Catching up. On a busy host a page's wall time rises with the host's load, not its work (at
+ * load 8-10 a bet cost 8 µs of script against 4 on a quiet host), so pages sized on it shrink,
+ * and every page pays again its players' writes (~41k instructions a player against ~16k a bet,
+ * bench/settle_callgrind.py) and a round trip to the leader (1-2.5 ms at that load): settle-100k
+ * took 1.7-1.8 s in ~590 pages of ~170 bets (bench/README.md, Settlement, sessions 14-15). A
+ * settlement more than TP_SETTLE_CATCHUP_MS behind the pacing line (or not done once the line's
+ * span is over) aims its pages at TP_SETTLE_CATCHUP_X times the script's aim, the scan budget
+ * with it. On a quiet host a settlement keeps to the line and its pages to the aim; the
+ * catch-up's longer pages come only with a host (or a backlog) that holds the settlement back. */
+#define TP_SETTLE_CATCHUP_MS 100
+#define TP_SETTLE_CATCHUP_X 2
+
+/** True when a settlement of a round that closed at `start_ms` has, at `now_ms`, paid less than
+ * the line from the close to TP_SETTLE_PACE_MS after it owed TP_SETTLE_CATCHUP_MS ago: paid /
+ * owed < (now_ms - start_ms - TP_SETTLE_CATCHUP_MS) / TP_SETTLE_PACE_MS (a share over 1 counts
+ * as 1, so a settlement not done by then is behind). False when nothing is owed. */
+bool tp_settle_behind(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed);
 
 #endif

@@ -527,6 +527,69 @@ static void test_pace_gap(void **state)
     assert_int_equal(tp_settle_pace_gap(0, 500, INT64_MAX / 2 - 1, INT64_MAX - 1, 1000), 0);
 }
 
+/* Catching up: a settlement more than TP_SETTLE_CATCHUP_MS behind the pacing line, or not done
+ * once its span is over. */
+static void test_behind(void **state)
+{
+    (void)state;
+    /* The first TP_SETTLE_CATCHUP_MS owe nothing yet. */
+    assert_false(tp_settle_behind(1000, 1000, 0, 1000));
+    assert_false(tp_settle_behind(1000, 1000 + TP_SETTLE_CATCHUP_MS, 0, 1000));
+    /* Then the line TP_SETTLE_CATCHUP_MS ago: 100 ms later a tenth of the span's share. */
+    int64_t at = 1000 + TP_SETTLE_CATCHUP_MS + TP_SETTLE_PACE_MS / 10;
+    assert_true(tp_settle_behind(1000, at, 99, 1000));
+    assert_false(tp_settle_behind(1000, at, 100, 1000));
+    /* Past the span: behind until all is paid. */
+    assert_true(tp_settle_behind(1000, 1000 + TP_SETTLE_CATCHUP_MS + TP_SETTLE_PACE_MS, 999, 1000));
+    assert_true(tp_settle_behind(1000, 90000, 999, 1000));
+    assert_false(tp_settle_behind(1000, 90000, 1000, 1000));
+    /* A clock behind the close, nothing owed, nonsense: not behind. */
+    assert_false(tp_settle_behind(1000, 900, 0, 1000));
+    assert_false(tp_settle_behind(1000, 90000, 0, 0));
+    assert_false(tp_settle_behind(1000, 90000, -1, 1000));
+    /* Amounts near INT64_MAX do not overflow the comparison. */
+    at = TP_SETTLE_CATCHUP_MS + TP_SETTLE_PACE_MS / 2;
+    assert_false(tp_settle_behind(0, at, INT64_MAX / 2, INT64_MAX - 1));
+    assert_true(tp_settle_behind(0, at, INT64_MAX / 2 - 1, INT64_MAX - 1));
+}
+
+/* Catching up, pages are aimed TP_SETTLE_CATCHUP_X times higher and the scan budget with them:
+ * on a host that runs a page twice as slow (its fixed part and its cost per bet), the page keeps
+ * the size it has on a quiet host at the usual aim, where sized at that aim it would halve and
+ * pay its fixed part twice as often. */
+static void test_pager_catchup(void **state)
+{
+    (void)state;
+    struct page_shape quiet = {300, 4000}, busy = {600, 8000};
+    struct tp_settle_pager p = {0};
+    int size = tp_settle_pager_size(&p);
+    for (int i = 0; i < 20; i++)
+        size = tp_settle_pager_page(&p, size, shape_us(quiet, 100, size), quiet.fixed_us, 0);
+    assert_int_equal(size, 258);
+    assert_int_equal(tp_settle_pager_scan_us(&p), TP_SETTLE_PAGE_SCAN_US);
+    struct tp_settle_pager q = {0};
+    size = tp_settle_pager_size(&q);
+    for (int i = 0; i < 20; i++)
+        size = tp_settle_pager_page(&q, size, shape_us(busy, 100, size), busy.fixed_us, 0);
+    assert_int_equal(size, 91);
+    tp_settle_pager_catchup(&q, true);
+    assert_int_equal(tp_settle_pager_scan_us(&q), TP_SETTLE_CATCHUP_X * TP_SETTLE_PAGE_SCAN_US);
+    for (int i = 0; i < 20; i++)
+        size = tp_settle_pager_page(&q, size, shape_us(busy, 100, size), busy.fixed_us, 0);
+    assert_int_equal(size, 258);
+    /* Back on the line, the usual aim again (at most halved per page). */
+    tp_settle_pager_catchup(&q, false);
+    assert_int_equal(tp_settle_pager_scan_us(&q), TP_SETTLE_PAGE_SCAN_US);
+    size = tp_settle_pager_page(&q, size, shape_us(busy, 100, size), busy.fixed_us, 0);
+    assert_int_equal(size, 129);
+    size = tp_settle_pager_page(&q, size, shape_us(busy, 100, size), busy.fixed_us, 0);
+    assert_int_equal(size, 91);
+    /* A bucket's first page is not caught up: the next plan's pages start at the usual aim. */
+    tp_settle_pager_catchup(&q, true);
+    tp_settle_pager_cold(&q);
+    assert_int_equal(tp_settle_pager_scan_us(&q), TP_SETTLE_PAGE_SCAN_US);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -544,6 +607,8 @@ int main(void)
         cmocka_unit_test(test_pager_typical),
         cmocka_unit_test(test_pager_cold),
         cmocka_unit_test(test_pace_gap),
+        cmocka_unit_test(test_behind),
+        cmocka_unit_test(test_pager_catchup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
