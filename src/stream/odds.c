@@ -173,8 +173,22 @@ static void on_init(struct tp_worker *w, void *ud)
     tp_odds_start(w);
 }
 
+/* Frees the projector unless a cycle is in flight: its store callbacks hold it, and the store,
+ * freed after this hook, answers them TP_ECLOSED (the process exits anyway). */
+static void on_exit_hook(struct tp_worker *w, void *ud)
+{
+    (void)ud;
+    struct odds *o = tp_worker_slot_get(w, slot);
+    if (o == NULL || o->busy)
+        return;
+    ev_timer_stop(tp_worker_loop(w), &o->timer);
+    free(o);
+    tp_worker_slot_set(w, slot, NULL);
+}
+
 void tp_odds_install(void)
 {
     slot = tp_worker_slot_new();
     tp_worker_on_init(on_init, NULL);
+    tp_worker_on_exit(on_exit_hook, NULL);
 }

@@ -16,7 +16,8 @@ struct tp_worker;
 #define TP_ODDS_PERIOD_MS 100
 
 /** Takes the projector's worker slot and registers an init hook running tp_odds_start in every
- * worker. Call once before tp_master_run (tp_session_install does). */
+ * worker, and an exit hook freeing the projector (unless a cycle is in flight). Call once before
+ * tp_master_run (tp_session_install does). */
 void tp_odds_install(void);
 /** Starts the projector timer of worker `w`. Idempotent per worker. */
 void tp_odds_start(struct tp_worker *w);
