@@ -1,11 +1,11 @@
 /*
  * Postgres writer, batch → SQL (pure; see include/tickpool/store/pgw.h): outbox events become
- * rows per table (JSON arrays of objects), grants, payouts, refunds, rake and breakage also two
- * ledger rows that sum to zero, and a batch becomes the statements of one transaction. A bet
- * writes no ledger rows: its bets row is the record of the debit (user → round, `stake`), and
- * the views of migrations/0006_bets_are_debits.sql add it to the ledger for readers. That
- * halves Postgres's cost per bet; the bets are the bulk of the writer's rows. No Redis, no
- * Postgres, no clock here, so tests/unit/store/test_pgw.c covers it all.
+ * rows per table (JSON arrays of objects; the bets one array per column), grants, payouts, refunds,
+ * rake and breakage also two ledger rows that sum to zero, and a batch becomes the statements of
+ * one transaction. A bet writes no ledger rows: its bets row is the record of the debit (user →
+ * round, `stake`), and the views of migrations/0006_bets_are_debits.sql add it to the ledger for
+ * readers. That halves Postgres's cost per bet; the bets are the bulk of the writer's rows. No
+ * Redis, no Postgres, no clock here, so tests/unit/store/test_pgw.c covers it all.
  *
  * Events are checked as hostile input: every integer must be canonical, every identifier from
  * a small alphabet, and a malformed or unknown event adds nothing (it is logged and
@@ -68,6 +68,11 @@ void tp_pgw_batch_init(struct tp_pgw_batch *b)
         tp_buf_init(b->json[t]);
         tp_buf_puts(b->json[t], "[");
     }
+    for (int c = 0; c < TP_PGW_BET_COLS; c++) {
+        b->bets[c] = tp_xmalloc(sizeof(struct tp_buf));
+        tp_buf_init(b->bets[c]);
+        tp_buf_puts(b->bets[c], "{");
+    }
     b->wait_for_rounds = true;
 }
 
@@ -78,6 +83,13 @@ void tp_pgw_batch_deinit(struct tp_pgw_batch *b)
             tp_buf_deinit(b->json[t]);
             free(b->json[t]);
             b->json[t] = NULL;
+        }
+    }
+    for (int c = 0; c < TP_PGW_BET_COLS; c++) {
+        if (b->bets[c] != NULL) {
+            tp_buf_deinit(b->bets[c]);
+            free(b->bets[c]);
+            b->bets[c] = NULL;
         }
     }
 }
@@ -102,9 +114,9 @@ static ptrdiff_t plain_len(const char *s)
 /* Appends one row object {k0: v0, …} (all values as JSON strings or null; Postgres casts them
  * to the column types in json_populate_recordset). The bytes are the JSON writer's (tp_wr_map,
  * tp_wr_key, tp_wr_str / tp_wr_null: test_pgw compares), written in one append when no string
- * needs escaping: every accepted bet is a row of 8 pairs, and the writer's per-item steps cost
- * 5.7k instructions a bet on the writer thread (callgrind, session 8). A row with a string to
- * escape (an idempotency key with a quote, a password hash) goes through the writer. */
+ * needs escaping: the writer's per-item steps cost 5.7k instructions a row on the writer thread
+ * (callgrind, session 8, when the bets were such rows too). A row with a string to escape (a
+ * password hash) goes through the writer. */
 static void row(struct tp_pgw_batch *b, enum tp_pgw_table t, size_t n, const char *const *kv)
 {
     struct tp_buf *out = b->json[t];
@@ -153,6 +165,62 @@ void tp_pgw_row_generic(struct tp_buf *out, size_t n, const char *const *kv)
             tp_wr_null(&w);
         else
             tp_wr_str(&w, kv[2 * i + 1]);
+    }
+}
+
+/* Appends `s` to an array literal as one quoted element: '"' and '\\' escaped, every other byte
+ * as it is. A value with a byte outside printable ASCII (an idempotency key of a hostile or
+ * older event: bet_batch.lua's are printable) goes through the JSON writer and its parser
+ * first, so Postgres stores what it stored from the JSON rows (invalid UTF-8 as U+FFFD,
+ * which the array's text input would refuse, failing the whole batch). */
+static void array_text(struct tp_buf *out, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p >= 0x20 && *p < 0x7f)
+        p++;
+    struct tp_buf json;
+    struct tp_doc *doc = NULL;
+    size_t n = (size_t)(p - (const unsigned char *)s);
+    if (*p != '\0') {
+        tp_buf_init(&json);
+        struct tp_wr w;
+        tp_wr_init(&w, &json, TP_FMT_JSON);
+        tp_wr_str(&w, s);
+        doc = tp_doc_parse(TP_FMT_JSON, tp_buf_ptr(&json), tp_buf_size(&json), NULL, 0);
+        tp_buf_deinit(&json);
+        s = doc != NULL ? tp_val_str(tp_doc_root(doc), &n) : s;
+        n = doc != NULL ? n : strlen(s);
+    }
+    tp_buf_puts(out, "\"");
+    for (size_t i = 0, run = 0; i <= n; i++) {
+        if (i < n && s[i] != '"' && s[i] != '\\')
+            continue;
+        tp_buf_append(out, s + run, i - run);
+        if (i < n)
+            tp_buf_append(out, (const char[]){'\\', s[i]}, 2);
+        run = i + 1;
+    }
+    tp_buf_puts(out, "\"");
+    tp_doc_free(doc);
+}
+
+/* Columns of a bets row that are text (quoted); the others are canonical integers. */
+static const bool bet_col_text[TP_PGW_BET_COLS] = {[0] = true, [5] = true};
+
+/* Appends one bets row to the column arrays: v[] in TP_PGW_BET_COLS order, NULL as NULL. */
+static void bet_row(struct tp_pgw_batch *b, const char *const v[TP_PGW_BET_COLS])
+{
+    bool first = b->nrows[TP_PGW_BETS]++ == 0;
+    for (int c = 0; c < TP_PGW_BET_COLS; c++) {
+        struct tp_buf *out = b->bets[c];
+        if (!first)
+            tp_buf_puts(out, ",");
+        if (v[c] == NULL)
+            tp_buf_puts(out, "NULL");
+        else if (bet_col_text[c])
+            array_text(out, v[c]);
+        else
+            tp_buf_puts(out, v[c]);
     }
 }
 
@@ -224,11 +292,9 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
         if (!tp_pgw_is_uint(band) || !tp_pgw_is_uint(stake) || strcmp(stake, "0") == 0 ||
             (bal != NULL && !tp_pgw_is_uint(bal)))
             return TP_EINVAL;
-        const char *kv[] = {"id",        bet,  "user_id", user,  "round_id",        round,
-                            "band",      band, "stake",   stake, "idempotency_key", key,
-                            "placed_at", ts,   "balance", bal};
+        const char *v[TP_PGW_BET_COLS] = {bet, round, user, band, stake, key, ts, bal};
         /* The bets row is the debit's record: no ledger rows (migration 0006). */
-        row(b, TP_PGW_BETS, 8, kv);
+        bet_row(b, v);
         return 0;
     }
     /* payout | refund */
@@ -332,10 +398,8 @@ static int add_bets(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
                 continue;
             /* balance: what a replay answers once the round left Redis (bets.balance_after).
              * No ledger rows: the bets row is the debit's record. */
-            const char *kv[] = {"id",        f[0], "user_id", f[1], "round_id",        round,
-                                "band",      f[2], "stake",   f[3], "idempotency_key", f[5],
-                                "placed_at", ts,   "balance", f[4]};
-            row(b, TP_PGW_BETS, 8, kv);
+            const char *v[TP_PGW_BET_COLS] = {f[0], round, f[1], f[2], f[3], f[5], ts, f[4]};
+            bet_row(b, v);
         }
     }
     free(copy);
@@ -538,11 +602,11 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
 /* --- Batch → statements --- */
 
 /*
- * Statements per table (up to two), each taking the batch's JSON array of that table as $1,
- * against migrations/0001_init.sql. DISTINCT ON removes duplicates within the batch (a
- * repeated entry, a claim race); ON CONFLICT DO NOTHING makes a replayed batch a no-op, and
- * the UPDATEs only move state forward. Order matters inside the transaction: rounds before
- * their results, bets before the payouts that mark them won or refunded.
+ * Statements per table (up to two), each taking the batch's JSON array of that table as $1 (the
+ * bets: their column arrays as $1..$8), against migrations/0001_init.sql. DISTINCT ON removes
+ * duplicates within the batch (a repeated entry, a claim race); ON CONFLICT DO NOTHING makes a
+ * replayed batch a no-op, and the UPDATEs only move state forward. Order matters inside the
+ * transaction: rounds before their results, bets before the payouts that mark them won or refunded.
  */
 static const char *const table_sql[TP_PGW_NTABLES][2] = {
     [TP_PGW_USERS] = {"INSERT INTO users (id, username, password_hash, created_at) "
@@ -593,12 +657,13 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                        "SELECT DISTINCT ON (id) id, user_id, amount, to_timestamp(ts / 1000.0) "
                        "FROM json_to_recordset($1::json) AS x(id text, user_id bigint, "
                        "amount bigint, ts bigint) ON CONFLICT DO NOTHING"},
-    [TP_PGW_BETS] = {"INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
-                     "placed_at, balance_after) SELECT DISTINCT ON (id) id, user_id, round_id, "
-                     "band, stake, idempotency_key, placed_at, balance FROM "
-                     "json_to_recordset($1::json) AS x(id text, user_id bigint, round_id bigint, "
-                     "band smallint, stake bigint, idempotency_key text, placed_at bigint, "
-                     "balance bigint) ON CONFLICT DO NOTHING",
+    /* The bets take their column arrays (TP_PGW_BET_COLS), not a JSON array. */
+    [TP_PGW_BETS] = {"INSERT INTO bets (id, round_id, user_id, band, stake, idempotency_key, "
+                     "placed_at, balance_after) SELECT DISTINCT ON (id) id, round_id, user_id, "
+                     "band, stake, idempotency_key, placed_at, balance FROM unnest($1::text[], "
+                     "$2::bigint[], $3::bigint[], $4::smallint[], $5::bigint[], $6::text[], "
+                     "$7::bigint[], $8::bigint[]) AS x(id, round_id, user_id, band, stake, "
+                     "idempotency_key, placed_at, balance) ON CONFLICT DO NOTHING",
                      /* A bet written after its round's result or its payout (both sit in
                       * other streams, drained in any order after a backlog) takes its final
                       * status now: the UPDATEs of those events found no row to mark ('lost'
@@ -607,8 +672,8 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                       * rounds of the batch that are settled or have a payout are looked at
                       * (`done`, one probe per round), so the usual batch of an open round's
                       * bets costs no per-bet lookup here. */
-                     "WITH x AS (SELECT id, round_id FROM json_to_recordset($1::json) AS x(id "
-                     "text, round_id bigint)), done AS (SELECT d.r FROM (SELECT DISTINCT "
+                     "WITH x AS (SELECT id, round_id FROM unnest($1::text[], $2::bigint[]) AS "
+                     "x(id, round_id)), done AS (SELECT d.r FROM (SELECT DISTINCT "
                      "round_id r FROM x) d WHERE EXISTS (SELECT 1 FROM payouts p WHERE "
                      "p.round_id = d.r) OR EXISTS (SELECT 1 FROM rounds r WHERE r.id = d.r AND "
                      "r.state = 'settled')) "
@@ -643,16 +708,16 @@ static const char round_missing_sql[] =
     "SELECT x.id FROM json_to_recordset($1::json) AS x(id bigint) WHERE NOT EXISTS "
     "(SELECT 1 FROM rounds r WHERE r.id = x.id) LIMIT 1";
 
-/* Closes a table's array once: "]" and the NUL its text parameter needs. Row values are C
- * strings, so only a closed array ends in a NUL. */
-static const char *closed_array(struct tp_buf *json)
+/* Closes an array once: `end` ("]" for JSON, "}" for a Postgres array) and the NUL its text
+ * parameter needs. Row values are C strings, so only a closed array ends in a NUL. */
+static const char *closed_array(struct tp_buf *a, const char *end)
 {
-    size_t n = tp_buf_size(json);
-    if (n == 0 || tp_buf_ptr(json)[n - 1] != '\0') {
-        tp_buf_puts(json, "]");
-        tp_buf_append(json, "", 1);
+    size_t n = tp_buf_size(a);
+    if (n == 0 || tp_buf_ptr(a)[n - 1] != '\0') {
+        tp_buf_puts(a, end);
+        tp_buf_append(a, "", 1);
     }
-    return tp_buf_ptr(json);
+    return tp_buf_ptr(a);
 }
 
 size_t tp_pgw_batch_rows(const struct tp_pgw_batch *b)
@@ -696,7 +761,7 @@ size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out)
     for (int t = 0; t < TP_PGW_NTABLES; t++) {
         if (b->nrows[t] == 0)
             continue;
-        const char *param = closed_array(b->json[t]);
+        const char *param = closed_array(b->json[t], "]");
         /* A round's result or seed UPDATEs the round's row. Two writers draining a backlog may
          * hold the round_opened entry and its round_settled entry in two batches, and commit
          * them in either order: the UPDATE would find no row and the result would be lost for
@@ -704,9 +769,14 @@ size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out)
          * row is committed (rounds before results within one batch: table order). */
         if (b->wait_for_rounds && (t == TP_PGW_ROUND_RESULTS || t == TP_PGW_ROUND_SEEDS))
             out[n++] = (struct tp_pgw_stmt){
-                .sql = round_missing_sql, .param = param, .must_be_empty = true};
-        for (int i = 0; i < 2 && table_sql[t][i] != NULL; i++)
-            out[n++] = (struct tp_pgw_stmt){.sql = table_sql[t][i], .param = param};
+                .sql = round_missing_sql, .params = {param}, .nparams = 1, .must_be_empty = true};
+        for (int i = 0; i < 2 && table_sql[t][i] != NULL; i++) {
+            struct tp_pgw_stmt s = {.sql = table_sql[t][i], .params = {param}, .nparams = 1};
+            if (t == TP_PGW_BETS) /* the INSERT all columns, the late-status UPDATE id, round */
+                for (s.nparams = 0; s.nparams < (i == 0 ? TP_PGW_BET_COLS : 2); s.nparams++)
+                    s.params[s.nparams] = closed_array(b->bets[s.nparams], "}");
+            out[n++] = s;
+        }
     }
     out[n++] = (struct tp_pgw_stmt){.sql = "COMMIT"};
     return n;

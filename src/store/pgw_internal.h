@@ -151,10 +151,14 @@ int tp_pgw_write(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
 
 /* --- Batch → SQL (pgw_batch.c; pure) --- */
 
-/* One statement of a batch's transaction: its SQL and its only text parameter (NULL: none). */
+/* One statement of a batch's transaction: its SQL and its text parameters. */
 struct tp_pgw_stmt {
     const char *sql; /* a fixed text: prepared by its address (tp_pg_exec_prepared) */
-    const char *param;
+    /* $1..$nparams (none for BEGIN, the lock, COMMIT): a table's JSON array, or the bets'
+     * column arrays (all eight for the INSERT, id and round_id for the late-status UPDATE);
+     * borrowed from the batch. */
+    const char *params[TP_PGW_BET_COLS];
+    int nparams;
     /* A check: a row returned (a round id) means the round is not in Postgres yet, and the
      * batch is rolled back and written again later (TP_EAGAIN). */
     bool must_be_empty;
@@ -170,7 +174,8 @@ size_t tp_pgw_batch_rows(const struct tp_pgw_batch *b);
  * The statements of `b`'s transaction, in order, into out[TP_PGW_MAX_STMTS]: BEGIN, the
  * advisory lock (shared when the batch only inserts rows no other batch's statements read:
  * bets, grants, admin actions and their ledger; else exclusive, which serialises it with every
- * writer's batch), each table's statements with the table's JSON array as parameter (tables
+ * writer's batch), each table's statements with the table's JSON array (the bets: their column
+ * arrays) as parameters (tables
  * without rows skipped), COMMIT. Closes the arrays (repeat
  * calls give the same statements); the statements borrow from `b`. Returns their number.
  */

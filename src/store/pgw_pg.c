@@ -90,8 +90,8 @@ int tp_pgw_pg_query_fixed(struct tp_pgw_pg *p, const char *sql, int nparams,
 }
 
 int tp_pgw_pg_pipeline_fixed(struct tp_pgw_pg *p, size_t n, const char *const *sqls,
-                             const char *const *params, struct tp_pgw_rows *last, size_t *failed,
-                             char *err, size_t errlen)
+                             const int *nparams, const char *const *const *params,
+                             struct tp_pgw_rows *last, size_t *failed, char *err, size_t errlen)
 {
     struct tp_pg_call calls[TP_PG_PIPELINE_MAX];
     struct tp_pg_result *res = NULL;
@@ -103,8 +103,8 @@ int tp_pgw_pg_pipeline_fixed(struct tp_pgw_pg *p, size_t n, const char *const *s
     }
     for (size_t i = 0; i < n; i++)
         calls[i] = (struct tp_pg_call){.sql = sqls[i],
-                                       .nparams = params[i] != NULL ? 1 : 0,
-                                       .params = params[i] != NULL ? &params[i] : NULL,
+                                       .nparams = nparams[i],
+                                       .params = nparams[i] > 0 ? params[i] : NULL,
                                        .out = i == n - 1 && last != NULL ? &res : NULL};
     int rc = tp_pg_exec_pipeline(p->pg, calls, n, failed, err, errlen);
     if (rc == 0 && last != NULL)

@@ -174,6 +174,60 @@ def test_key_reused_in_a_later_round_is_kept():
                 [str(res[3][1]), "1", "2", "150", "other"]]
 
 
+def test_bets_written_once_in_one_statement_with_their_keys():
+    """The bets INSERT takes each column as a Postgres array (unnest): within one batch a bet
+    repeated in its entry and a whole entry read twice are one row each (DISTINCT ON, ON
+    CONFLICT DO NOTHING), every key keeps its bytes whatever an array literal makes of them
+    (quotes, backslashes, braces, commas, spaces, the word NULL), a key outside printable ASCII
+    is stored as the JSON rows stored it (invalid UTF-8 as U+FFFD), and the entries written
+    again after the commit change nothing."""
+    keys = {101: "plain", 102: 'q"uote\\back{brace},comma', 103: "NULL", 104: "  spaced  ",
+            105: b"bad \xff utf8", 106: "ctl\x01"}
+    stored = dict(keys)
+    stored[105] = "bad \ufffd utf8"
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=1)
+        s = server(r, pg, workers=1)  # one writer: the three entries are one batch
+        pgwlib.migrate(s, pg)
+
+        def line(bet, user, band, stake, balance):
+            k = keys[bet] if isinstance(keys[bet], bytes) else keys[bet].encode()
+            return b"%d,%d,%d,%d,%d,%s" % (bet, user, band, stake, balance, k)
+
+        first = {"type": "bets", "round_id": "900001", "ts": "5000", "bets": b"\n".join([
+            line(101, 1, 0, 100, 900), line(102, 1, 1, 200, 700), line(103, 2, 2, 300, 500),
+            line(104, 2, 3, 100, 400), line(101, 1, 0, 100, 900)])}
+        second = {"type": "bets", "round_id": "900001", "ts": "5001",
+                  "bets": b"\n".join([line(105, 3, 0, 100, 900), line(106, 3, 1, 100, 800)])}
+        for fields in (first, first, second):  # one batch: queued before the writer runs
+            money.c.xadd("tp:{b0}:outbox", fields)
+        with s:
+            pgwlib.wait_drained(money, pg, 6)
+            rows = pg.psql("SELECT id, user_id, round_id, band, stake, placed_at, balance_after, "
+                           "idempotency_key FROM bets ORDER BY id")
+            assert rows == [
+                ["101", "1", "900001", "0", "100", "5000", "900", stored[101]],
+                ["102", "1", "900001", "1", "200", "5000", "700", stored[102]],
+                ["103", "2", "900001", "2", "300", "5000", "500", stored[103]],
+                ["104", "2", "900001", "3", "100", "5000", "400", stored[104]],
+                ["105", "3", "900001", "0", "100", "5001", "900", stored[105]],
+                ["106", "3", "900001", "1", "100", "5001", "800", stored[106]]], rows
+            assert pg.psql("SELECT count(*) FROM bets WHERE idempotency_key IS NULL "
+                           "OR balance_after IS NULL") == [["0"]]
+            assert "outbox event" not in s.log_text(), "an entry was refused or skipped"
+            tpenv.wait_until(lambda: money.backlog() == 0 and money.pending() == 0,
+                             what="entries acknowledged")
+            xmins = pg.psql("SELECT DISTINCT xmin FROM bets")
+            assert len(xmins) == 1, xmins  # one transaction
+            for fields in (second, first):
+                money.c.xadd("tp:{b0}:outbox", fields)
+            tpenv.wait_until(lambda: money.backlog() == 0 and money.pending() == 0,
+                             what="replayed entries acknowledged")
+            assert pg.psql("SELECT id, user_id, round_id, band, stake, placed_at, "
+                           "balance_after, idempotency_key FROM bets ORDER BY id") == rows
+            assert pg.psql("SELECT DISTINCT xmin FROM bets") == xmins
+
+
 def test_large_entries_drain_in_row_sized_batches():
     """500 outbox entries of 80 bets each (what batched admission writes under load) drain with a
     1 s statement timeout: the writer sizes its reads by rows, so no transaction carries the

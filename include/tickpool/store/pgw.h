@@ -77,13 +77,20 @@ struct tp_pgw_event {
     const char *const *vals;
 };
 
+/* Columns of the bets rows, in this order (the bets statements' $1..$8 in pgw_batch.c): id,
+ * round_id, user_id, band, stake, idempotency_key, placed_at, balance (balance_after). */
+#define TP_PGW_BET_COLS 8
+
 /* Rows of one batch, as JSON arrays of objects per table (migrations/0001_init.sql,
- * 0003_admin_actions.sql and 0004_round_history.sql). */
+ * 0003_admin_actions.sql and 0004_round_history.sql), but the bets: one Postgres array
+ * literal per column, which `unnest` decodes with ~10 % fewer of Postgres's instructions per
+ * bet than json_to_recordset the objects (bench/README.md, Writer, "Session 15"). */
 struct tp_pgw_batch {
     size_t nrows[9];
-    struct tp_buf *json[9]; /* users, rounds, round_results, round_seeds, grants, bets, payouts,
-                             * ledger, admin_actions */
-    size_t skipped;         /* malformed or unknown events (logged, acknowledged) */
+    struct tp_buf *json[9]; /* users, rounds, round_results, round_seeds, grants, (bets: unused),
+                             * payouts, ledger, admin_actions */
+    struct tp_buf *bets[TP_PGW_BET_COLS];
+    size_t skipped; /* malformed or unknown events (logged, acknowledged) */
     /* For round_opened events without `edges` / `rake_bps` fields: "e1,e2,…" and a decimal
      * (borrowed; set by the caller after init; NULL: such events are skipped). */
     const char *default_edges;

@@ -39,8 +39,8 @@ int tp_pgw_pg_query_fixed(struct tp_pgw_pg *pg, const char *sql, int nparams,
  * statement. The first failure stops the rest: its code is returned and its index is in
  * *failed (a transaction opened before it is left aborted: ROLLBACK it). */
 int tp_pgw_pg_pipeline_fixed(struct tp_pgw_pg *pg, size_t n, const char *const *sqls,
-                             const char *const *params, struct tp_pgw_rows *last, size_t *failed,
-                             char *err, size_t errlen);
+                             const int *nparams, const char *const *const *params,
+                             struct tp_pgw_rows *last, size_t *failed, char *err, size_t errlen);
 /** False once the connection is broken (reconnect with a new tp_pgw_pg_open). */
 bool tp_pgw_pg_ok(const struct tp_pgw_pg *pg);
 /** Closes; NULL is a no-op. */

@@ -56,6 +56,74 @@ static struct tp_doc *table(struct tp_pgw_batch *b, enum tp_pgw_table t)
     return d;
 }
 
+/* Closes every array of `b` (as tp_pgw_batch_sql does). */
+static void closed_columns(struct tp_pgw_batch *b)
+{
+    struct tp_pgw_stmt s[TP_PGW_MAX_STMTS];
+    (void)tp_pgw_batch_sql(b, s);
+}
+
+/* The bets' columns (TP_PGW_BET_COLS, pgw.h). */
+enum { BET_ID, BET_ROUND, BET_USER, BET_BAND, BET_STAKE, BET_KEY, BET_PLACED, BET_BALANCE };
+
+/* Parses the bets' column `col` as array_in reads it (a quoted element with backslash escapes,
+ * a bare one, NULL; the closing "}" may be missing: not yet closed): element `row` decoded into
+ * out[cap] when there is one (*is_null for NULL); returns the element count. Fails the test on a
+ * malformed array. */
+static size_t bet_elems(const struct tp_pgw_batch *b, int col, size_t row, char *out, size_t cap,
+                        bool *is_null)
+{
+    const char *p = tp_buf_ptr(b->bets[col]), *end = p + tp_buf_size(b->bets[col]);
+    if (p == end || *p++ != '{')
+        fail_msg("column %d is no array", col);
+    size_t r = 0;
+    while (p < end && *p != '}' && *p != '\0') {
+        char v[256];
+        size_t n = 0;
+        bool null = false;
+        if (*p == '"') {
+            for (p++; p < end && *p != '"'; p++) {
+                if (*p == '\\')
+                    p++;
+                if (p < end && n + 1 < sizeof(v))
+                    v[n++] = *p;
+            }
+            if (p++ >= end)
+                fail_msg("column %d: unterminated element", col);
+        } else {
+            const char *e = p;
+            while (e < end && *e != ',' && *e != '}' && *e != '\0')
+                e++;
+            null = e - p == 4 && memcmp(p, "NULL", 4) == 0;
+            if (e == p)
+                fail_msg("column %d: empty element", col);
+            for (; p < e && n + 1 < sizeof(v); p++)
+                v[n++] = *p;
+            p = e;
+        }
+        v[n] = '\0';
+        if (r++ == row) {
+            assert_true(n < cap);
+            memcpy(out, v, n + 1);
+            *is_null = null;
+        }
+        if (p < end && *p == ',')
+            p++;
+        else if (p < end && *p != '}' && *p != '\0')
+            fail_msg("column %d: junk after element %zu", col, r - 1);
+    }
+    return r;
+}
+
+/* Element `row` of the bets' column `col` (NULL for NULL); fails the test when there is none. */
+static const char *bet_at(const struct tp_pgw_batch *b, size_t row, int col, char *out, size_t cap)
+{
+    bool null = false;
+    if (bet_elems(b, col, row, out, cap, &null) <= row)
+        fail_msg("column %d has no row %zu", col, row);
+    return null ? NULL : out;
+}
+
 static const char *str_at(const struct tp_doc *d, size_t row, const char *key)
 {
     const struct tp_val *v = tp_val_get(tp_val_at(tp_doc_root(d), row), key);
@@ -117,11 +185,10 @@ static void test_money_events(void **state)
     assert_string_equal(str_at(d, 0, "kind"), "win");
     assert_string_equal(str_at(d, 1, "kind"), "refund");
     tp_doc_free(d);
-    d = table(&b, TP_PGW_BETS);
-    assert_string_equal(str_at(d, 0, "idempotency_key"), "bet:13"); /* placeholder */
-    assert_string_equal(str_at(d, 0, "placed_at"), "2000");
-    assert_string_equal(str_at(d, 0, "balance"), "99750"); /* what a late replay answers */
-    tp_doc_free(d);
+    char v[160];
+    assert_string_equal(bet_at(&b, 0, BET_KEY, v, sizeof(v)), "bet:13"); /* placeholder */
+    assert_string_equal(bet_at(&b, 0, BET_PLACED, v, sizeof(v)), "2000");
+    assert_string_equal(bet_at(&b, 0, BET_BALANCE, v, sizeof(v)), "99750"); /* a late replay's */
     assert_int_equal(b.skipped, 0);
     tp_pgw_batch_deinit(&b);
 }
@@ -198,17 +265,17 @@ static void test_bets_event(void **state)
                      0);
     assert_int_equal(b.nrows[TP_PGW_BETS], 2);
     assert_int_equal(b.nrows[TP_PGW_LEDGER], 0);
-    struct tp_doc *d = table(&b, TP_PGW_BETS);
-    assert_string_equal(str_at(d, 0, "id"), "13");
-    assert_string_equal(str_at(d, 0, "user_id"), "7");
-    assert_string_equal(str_at(d, 0, "round_id"), "5");
-    assert_string_equal(str_at(d, 0, "band"), "2");
-    assert_string_equal(str_at(d, 0, "stake"), "250");
-    assert_string_equal(str_at(d, 0, "idempotency_key"), "k-1");
-    assert_string_equal(str_at(d, 0, "placed_at"), "2000");
-    assert_string_equal(str_at(d, 0, "balance"), "99750"); /* a late replay's answer */
-    assert_string_equal(str_at(d, 1, "idempotency_key"), "a,b,c");
-    tp_doc_free(d);
+    char v[160];
+    assert_string_equal(bet_at(&b, 0, BET_ID, v, sizeof(v)), "13");
+    assert_string_equal(bet_at(&b, 0, BET_USER, v, sizeof(v)), "7");
+    assert_string_equal(bet_at(&b, 0, BET_ROUND, v, sizeof(v)), "5");
+    assert_string_equal(bet_at(&b, 0, BET_BAND, v, sizeof(v)), "2");
+    assert_string_equal(bet_at(&b, 0, BET_STAKE, v, sizeof(v)), "250");
+    assert_string_equal(bet_at(&b, 0, BET_KEY, v, sizeof(v)), "k-1");
+    assert_string_equal(bet_at(&b, 0, BET_PLACED, v, sizeof(v)), "2000");
+    assert_string_equal(bet_at(&b, 0, BET_BALANCE, v, sizeof(v)), "99750"); /* a late replay's */
+    assert_string_equal(bet_at(&b, 1, BET_KEY, v, sizeof(v)), "a,b,c");
+    assert_string_equal(bet_at(&b, 1, BET_ID, v, sizeof(v)), "17");
     /* hostile entries add nothing, not even their good lines */
     static const char *bad[] = {
         "13,7,2,250,99750,k\n14,7,2,0,1,k2", /* zero stake on line 2 */
@@ -245,24 +312,14 @@ static void test_rows_are_the_writers_bytes(void **state)
                                    "caf\xc3\xa9 \xe2\x82\xac", "bad \xff\xc3 utf8", ""};
     struct tp_pgw_batch b;
     tp_pgw_batch_init(&b);
-    struct tp_buf bets, users;
-    tp_buf_init(&bets);
+    struct tp_buf users;
     tp_buf_init(&users);
-    tp_buf_puts(&bets, "[");
     tp_buf_puts(&users, "[");
     for (size_t i = 0; i < TP_ARRAY_LEN(keys); i++) {
         char line[160];
         snprintf(line, sizeof(line), "%zu,7,2,250,99750,%s", i + 1, keys[i]);
         assert_int_equal(
             add(&b, 1, "type", "bets", "round_id", "5", "ts", "2000", "bets", line, NULL), 0);
-        char id[8];
-        snprintf(id, sizeof(id), "%zu", i + 1);
-        const char *kv[] = {"id",        id,     "user_id", "7",    "round_id",        "5",
-                            "band",      "2",    "stake",   "250",  "idempotency_key", keys[i],
-                            "placed_at", "2000", "balance", "99750"};
-        if (i > 0)
-            tp_buf_puts(&bets, ",");
-        tp_pgw_row_generic(&bets, 8, kv);
         assert_int_equal(add(&b, -1, "type", "password", "user_id", "7", "pw_hash", hashes[i], "ts",
                              "1000", NULL),
                          0);
@@ -272,12 +329,51 @@ static void test_rows_are_the_writers_bytes(void **state)
             tp_buf_puts(&users, ",");
         tp_pgw_row_generic(&users, 5, ukv);
     }
-    assert_int_equal(tp_buf_size(b.json[TP_PGW_BETS]), tp_buf_size(&bets));
-    assert_memory_equal(tp_buf_ptr(b.json[TP_PGW_BETS]), tp_buf_ptr(&bets), tp_buf_size(&bets));
     assert_int_equal(tp_buf_size(b.json[TP_PGW_USERS]), tp_buf_size(&users));
     assert_memory_equal(tp_buf_ptr(b.json[TP_PGW_USERS]), tp_buf_ptr(&users), tp_buf_size(&users));
-    tp_buf_deinit(&bets);
     tp_buf_deinit(&users);
+    /* The bets' keys are array elements: quoted, '"' and '\\' escaped, the rest as it is. */
+    const char *literal = "{\"k-1\",\"a\\\"b\",\"c\\\\d\",\"e,f\","
+                          "\"~!#$%&'()*+/;<=>?@[]^_`{|}\"}";
+    closed_columns(&b);
+    assert_string_equal(tp_buf_ptr(b.bets[BET_KEY]), literal);
+    for (size_t i = 0; i < TP_ARRAY_LEN(keys); i++) {
+        char v[160];
+        assert_string_equal(bet_at(&b, i, BET_KEY, v, sizeof(v)), keys[i]);
+    }
+    tp_pgw_batch_deinit(&b);
+}
+
+/* A key outside printable ASCII (bet_batch.lua's never are; an older or hostile entry) is stored
+ * as the JSON rows stored it: control bytes as they are, invalid UTF-8 as U+FFFD (the array's
+ * text input would refuse it, and with it the whole batch). */
+static void test_bet_keys_outside_ascii(void **state)
+{
+    (void)state;
+    static const char *keys[] = {"caf\xc3\xa9 \xe2\x82\xac", "bad \xff\xc3 x",
+                                 "ctl\x01\x1f\x7f\"\\"};
+    static const char *stored[] = {"caf\xc3\xa9 \xe2\x82\xac", "bad \xef\xbf\xbd\xef\xbf\xbd x",
+                                   "ctl\x01\x1f\x7f\"\\"};
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    for (size_t i = 0; i < TP_ARRAY_LEN(keys); i++) {
+        char line[160], v[160];
+        snprintf(line, sizeof(line), "%zu,7,2,250,99750,%s", i + 1, keys[i]);
+        assert_int_equal(
+            add(&b, 1, "type", "bets", "round_id", "5", "ts", "2000", "bets", line, NULL), 0);
+        assert_string_equal(bet_at(&b, i, BET_KEY, v, sizeof(v)), stored[i]);
+        /* the JSON row's value, as json_to_recordset read it */
+        struct tp_buf json;
+        tp_buf_init(&json);
+        const char *kv[] = {"k", keys[i]};
+        tp_pgw_row_generic(&json, 1, kv);
+        struct tp_doc *d =
+            tp_doc_parse(TP_FMT_JSON, tp_buf_ptr(&json), tp_buf_size(&json), NULL, 0);
+        assert_non_null(d);
+        assert_string_equal(tp_val_str(tp_val_get(tp_doc_root(d), "k"), NULL), stored[i]);
+        tp_doc_free(d);
+        tp_buf_deinit(&json);
+    }
     tp_pgw_batch_deinit(&b);
 }
 
@@ -608,7 +704,7 @@ static void test_sql_empty_batch_is_a_locked_transaction(void **state)
     assert_non_null(strstr(s[1].sql, "pg_advisory_xact_lock("));
     assert_string_equal(s[2].sql, "COMMIT");
     for (int i = 0; i < 3; i++)
-        assert_null(s[i].param);
+        assert_int_equal(s[i].nparams, 0);
     tp_pgw_batch_deinit(&b);
 }
 
@@ -644,7 +740,11 @@ static void test_sql_order(void **state)
     assert_non_null(strstr(s[lost].sql, "'lost'"));
     assert_true(bets > lost && payouts > bets);
     assert_non_null(strstr(s[bets + 1].sql, "UPDATE bets"));
-    assert_ptr_equal(s[bets + 1].param, s[bets].param);
+    /* The INSERT takes the bets' columns, the late-status UPDATE their ids and rounds. */
+    assert_int_equal(s[bets].nparams, TP_PGW_BET_COLS);
+    assert_int_equal(s[bets + 1].nparams, 2);
+    assert_ptr_equal(s[bets + 1].params[0], s[bets].params[BET_ID]);
+    assert_ptr_equal(s[bets + 1].params[1], s[bets].params[BET_ROUND]);
     assert_non_null(strstr(s[payouts + 1].sql, "UPDATE bets"));
     /* Replays are no-ops: every INSERT ignores rows already there. */
     for (size_t i = 0; i < n; i++)
@@ -686,6 +786,28 @@ static void assert_columns_are_keys(const char *sql, const char *param, size_t r
     tp_doc_free(d);
 }
 
+/* Asserts that a statement reading the bets' column arrays takes one per `$k::type[]` of its
+ * unnest, in order, each closed with `rows` elements (a missing element would shift the
+ * columns; a missing parameter fails the statement). */
+static void assert_columns_are_arrays(struct tp_pgw_batch *b, const struct tp_pgw_stmt *s,
+                                      size_t rows)
+{
+    const char *p = strstr(s->sql, "unnest(");
+    assert_non_null(p);
+    int k = 0;
+    for (char want[16]; snprintf(want, sizeof(want), "$%d::", k + 1), strstr(p, want) != NULL;)
+        k++;
+    assert_int_equal(k, s->nparams);
+    for (int c = 0; c < k; c++) {
+        assert_ptr_equal(s->params[c], tp_buf_ptr(b->bets[c]));
+        size_t n = strlen(s->params[c]);
+        assert_true(n >= 2 && s->params[c][n - 1] == '}');
+        char v[160];
+        bool null;
+        assert_int_equal(bet_elems(b, c, 0, v, sizeof(v), &null), rows);
+    }
+}
+
 /* Rows of the table whose array `param` is (asserts it is one). */
 static size_t rows_of(struct tp_pgw_batch *b, const char *param)
 {
@@ -705,9 +827,12 @@ static void test_sql_columns_are_row_keys(void **state)
     size_t n = tp_pgw_batch_sql(&b, s);
     size_t checked = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s[i].param == NULL)
+        if (s[i].nparams == 0)
             continue;
-        assert_columns_are_keys(s[i].sql, s[i].param, rows_of(&b, s[i].param));
+        if (strstr(s[i].sql, "unnest(") != NULL)
+            assert_columns_are_arrays(&b, &s[i], b.nrows[TP_PGW_BETS]);
+        else
+            assert_columns_are_keys(s[i].sql, s[i].params[0], rows_of(&b, s[i].params[0]));
         checked++;
     }
     assert_int_equal(checked, 13); /* the round check's `id` too */
@@ -721,15 +846,18 @@ static void test_sql_repeat_is_stable(void **state)
     full_batch(&b);
     struct tp_pgw_stmt s1[TP_PGW_MAX_STMTS], s2[TP_PGW_MAX_STMTS];
     size_t n1 = tp_pgw_batch_sql(&b, s1);
-    char *users = strdup(s1[2].param);
+    char *users = strdup(s1[2].params[0]);
     size_t n2 = tp_pgw_batch_sql(&b, s2);
     assert_int_equal(n1, n2);
     for (size_t i = 0; i < n1; i++) {
         assert_string_equal(s1[i].sql, s2[i].sql);
-        if (s2[i].param != NULL)
-            assert_columns_are_keys(s2[i].sql, s2[i].param, rows_of(&b, s2[i].param));
+        assert_int_equal(s1[i].nparams, s2[i].nparams);
+        if (s2[i].nparams > 0 && strstr(s2[i].sql, "unnest(") != NULL)
+            assert_columns_are_arrays(&b, &s2[i], b.nrows[TP_PGW_BETS]);
+        else if (s2[i].nparams > 0)
+            assert_columns_are_keys(s2[i].sql, s2[i].params[0], rows_of(&b, s2[i].params[0]));
     }
-    assert_string_equal(s2[2].param, users); /* closed once, not twice */
+    assert_string_equal(s2[2].params[0], users); /* closed once, not twice */
     free(users);
     tp_pgw_batch_deinit(&b);
 }
@@ -838,6 +966,7 @@ int main(void)
         cmocka_unit_test(test_money_events),
         cmocka_unit_test(test_bets_event),
         cmocka_unit_test(test_rows_are_the_writers_bytes),
+        cmocka_unit_test(test_bet_keys_outside_ascii),
         cmocka_unit_test(test_credits_event),
         cmocka_unit_test(test_round_and_user_events),
         cmocka_unit_test(test_round_history_fields),
