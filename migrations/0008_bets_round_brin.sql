@@ -15,7 +15,10 @@
 -- Applying it: the build reads the whole heap once and sorts nothing (3 M bets, 900 MB: about
 -- 1.2 s); meanwhile writes to `bets` wait (SHARE lock: readers go on, the writer's outbox keeps
 -- the bets), then the old index is dropped (an ACCESS EXCLUSIVE lock until this commits, an
--- instant). The new index takes the B-tree's name.
+-- instant) once every running read of `bets` has ended. A lock that waits more than 5 s fails
+-- the migration (nothing applied; run it again later) rather than queue every later read of
+-- `bets` behind the DROP while an audit's sums run. The new index takes the B-tree's name.
+SET LOCAL lock_timeout = '5s';
 CREATE INDEX IF NOT EXISTS bets_round_brin ON bets USING brin (round_id)
     WITH (autosummarize = on);
 DROP INDEX IF EXISTS bets_round;

@@ -2,6 +2,7 @@
 refuses a changed migration, rolls back a failing one, serialises concurrent runs, and the
 0001_init schema enforces its money rules."""
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -35,6 +36,23 @@ def copy_migrations():
         if f.endswith(".sql"):
             shutil.copy(os.path.join(MIGRATIONS, f), d)
     return d
+
+
+@contextlib.contextmanager
+def migrated_below(first):
+    """A private Postgres with only the migrations numbered below `first` (e.g. "0008")
+    applied: a database an older version filled, for the migration `first` to run on."""
+    d = tempfile.mkdtemp(prefix="tp-mig-")
+    try:
+        for f in os.listdir(MIGRATIONS):
+            if f.endswith(".sql") and f < first:
+                shutil.copy(os.path.join(MIGRATIONS, f), d)
+        with tpenv.Postgres() as pg:
+            r = migrate(pg.url, d)
+            assert r.returncode == 0, r.stdout + r.stderr
+            yield pg
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_applies_all_then_nothing():
@@ -340,56 +358,81 @@ def test_bets_round_brin_on_a_database_with_rows():
     """0008 on a database 0001-0007 filled: `bets_round` becomes a BRIN on round_id, the
     round's readers (the receipt's 'lost' UPDATE, archival's count and keys, verify) read it and
     find the same rows as through the B-tree, and bets written after it are found too."""
-    d = tempfile.mkdtemp(prefix="tp-mig-")
-    try:
-        for f in os.listdir(MIGRATIONS):
-            if f.endswith(".sql") and f < "0008":
-                shutil.copy(os.path.join(MIGRATIONS, f), d)
-        with tpenv.Postgres() as pg:
-            assert migrate(pg.url, d).returncode == 0
-            # Rounds 1-6, 500 bets each, in round order as the writer writes them.
-            pg.psql("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
-                    "placed_at) SELECT i::text, 1 + i % 97, 1 + i / 500, i % 5, 1 + i % 7, "
-                    "'k' || i, i FROM generate_series(0, 2999) i")
-            readers = [
-                "SELECT count(*) FROM bets WHERE round_id = 3",
-                "SELECT md5(string_agg(user_id || ':' || idempotency_key, ',' ORDER BY 1)) "
-                "FROM bets WHERE round_id = 4",
-                "SELECT count(*), sum(stake) FROM bets WHERE round_id = 5 AND band = 2",
-                "SELECT round_id, count(*), sum(stake) FROM bets GROUP BY 1 ORDER BY 1",
-            ]
-            before = [pg.psql(q) for q in readers]
+    with migrated_below("0008") as pg:
+        # Rounds 1-6, 500 bets each, in round order as the writer writes them.
+        pg.psql("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                "placed_at) SELECT i::text, 1 + i % 97, 1 + i / 500, i % 5, 1 + i % 7, "
+                "'k' || i, i FROM generate_series(0, 2999) i")
+        readers = [
+            "SELECT count(*) FROM bets WHERE round_id = 3",
+            "SELECT md5(string_agg(user_id || ':' || idempotency_key, ',' ORDER BY 1)) "
+            "FROM bets WHERE round_id = 4",
+            "SELECT count(*), sum(stake) FROM bets WHERE round_id = 5 AND band = 2",
+            "SELECT round_id, count(*), sum(stake) FROM bets GROUP BY 1 ORDER BY 1",
+        ]
+        before = [pg.psql(q) for q in readers]
+        r = migrate(pg.url)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "applying 0008_bets_round_brin ... ok" in r.stdout, r.stdout
+        idx = dict(pg.psql("SELECT indexname, indexdef FROM pg_indexes "
+                           "WHERE tablename = 'bets'"))
+        assert set(idx) == {"bets_pkey", "bets_user_key_round", "bets_round",
+                            "bets_user_bet"}, idx
+        assert "USING brin (round_id)" in idx["bets_round"], idx
+        assert [pg.psql(q) for q in readers] == before
+        # The receipt's UPDATE (pgw_batch.c) and the round's reads go through the index.
+        receipt = ("UPDATE bets b SET status = 'lost' FROM json_to_recordset("
+                   "'[{\"id\":\"2\",\"state\":\"settled\",\"winning_band\":\"1\"}]'"
+                   "::json) AS x(id bigint, state text, winning_band smallint, refund_all "
+                   "boolean) WHERE b.round_id = x.id AND x.state = 'settled' AND "
+                   "x.refund_all IS NOT TRUE AND b.band IS DISTINCT FROM x.winning_band "
+                   "AND b.status = 'pending'")
+        for q in (receipt, readers[0], readers[1]):
+            plan = "\n".join(x[0] for x in pg.psql(
+                "SET enable_seqscan = off; EXPLAIN " + q))
+            assert "Bitmap Index Scan on bets_round" in plan, plan
+        pg.psql(receipt)
+        assert pg.psql("SELECT status, count(*) FROM bets WHERE round_id = 2 GROUP BY 1 "
+                       "ORDER BY 1") == [["lost", "400"], ["pending", "100"]]
+        # Bets written after the index (a range not yet summarised) are found as well.
+        pg.psql("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                "placed_at) SELECT i::text, 1, 7, 0, 1, 'k' || i, i "
+                "FROM generate_series(3000, 3099) i")
+        assert pg.psql("SET enable_seqscan = off; "
+                       "SELECT count(*) FROM bets WHERE round_id = 7") == [["100"]]
+
+
+
+def test_bets_round_brin_gives_way_to_a_long_read():
+    """0008 waits at most 5 s for a lock (lock_timeout): with a read of `bets` running (an audit's
+    sums) its DROP of the B-tree would queue every later read of `bets` behind it until that read
+    ends; instead it fails with nothing applied, and applies once the read is over."""
+    with migrated_below("0008") as pg:
+        reader = subprocess.Popen(["psql", pg.url, "-qXAt", "-c",
+                                   "SELECT count(*) FROM bets; SELECT pg_sleep(9)"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            tpenv.wait_until(lambda: pg.psql(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = 'bets' AND l.pid <> pg_backend_pid()") != [["0"]],
+                what="the long read holds its lock on bets")
             r = migrate(pg.url)
-            assert r.returncode == 0, r.stdout + r.stderr
-            assert "applying 0008_bets_round_brin ... ok" in r.stdout, r.stdout
+            assert r.returncode != 0, r.stdout + r.stderr
+            assert "0008_bets_round_brin" in r.stderr and "lock timeout" in r.stderr, r.stderr
+            assert pg.psql("SELECT max(version) FROM schema_migrations") == [["7"]]
             idx = dict(pg.psql("SELECT indexname, indexdef FROM pg_indexes "
                                "WHERE tablename = 'bets'"))
-            assert set(idx) == {"bets_pkey", "bets_user_key_round", "bets_round",
-                                "bets_user_bet"}, idx
-            assert "USING brin (round_id)" in idx["bets_round"], idx
-            assert [pg.psql(q) for q in readers] == before
-            # The receipt's UPDATE (pgw_batch.c) and the round's reads go through the index.
-            receipt = ("UPDATE bets b SET status = 'lost' FROM json_to_recordset("
-                       "'[{\"id\":\"2\",\"state\":\"settled\",\"winning_band\":\"1\"}]'"
-                       "::json) AS x(id bigint, state text, winning_band smallint, refund_all "
-                       "boolean) WHERE b.round_id = x.id AND x.state = 'settled' AND "
-                       "x.refund_all IS NOT TRUE AND b.band IS DISTINCT FROM x.winning_band "
-                       "AND b.status = 'pending'")
-            for q in (receipt, readers[0], readers[1]):
-                plan = "\n".join(x[0] for x in pg.psql(
-                    "SET enable_seqscan = off; EXPLAIN " + q))
-                assert "Bitmap Index Scan on bets_round" in plan, plan
-            pg.psql(receipt)
-            assert pg.psql("SELECT status, count(*) FROM bets WHERE round_id = 2 GROUP BY 1 "
-                           "ORDER BY 1") == [["lost", "400"], ["pending", "100"]]
-            # Bets written after the index (a range not yet summarised) are found as well.
-            pg.psql("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
-                    "placed_at) SELECT i::text, 1, 7, 0, 1, 'k' || i, i "
-                    "FROM generate_series(3000, 3099) i")
-            assert pg.psql("SET enable_seqscan = off; "
-                           "SELECT count(*) FROM bets WHERE round_id = 7") == [["100"]]
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+            assert "USING btree (round_id, band)" in idx["bets_round"], idx
+            assert "bets_round_brin" not in idx, idx
+        finally:
+            reader.wait(timeout=30)
+        r = migrate(pg.url)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "applying 0008_bets_round_brin ... ok" in r.stdout, r.stdout
+
+if __name__ == "__main__":
+    tpenv.main()
+
 
 
 if __name__ == "__main__":
