@@ -18,7 +18,17 @@
 -- instant) once every running read of `bets` has ended. A lock that waits more than 5 s fails
 -- the migration (nothing applied; run it again later) rather than queue every later read of
 -- `bets` behind the DROP while an audit's sums run. The new index takes the B-tree's name.
+--
+-- An operator may have built bets_round_brin by hand first, concurrently (docs/operations.md,
+-- "`tickpool migrate`"); one that build left invalid (it failed) is built again here.
 SET LOCAL lock_timeout = '5s';
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass('bets_round_brin')
+               AND NOT indisvalid) THEN
+        DROP INDEX bets_round_brin;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS bets_round_brin ON bets USING brin (round_id)
     WITH (autosummarize = on);
 DROP INDEX IF EXISTS bets_round;

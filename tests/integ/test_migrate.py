@@ -371,9 +371,15 @@ def test_bets_round_brin_on_a_database_with_rows():
             "SELECT round_id, count(*), sum(stake) FROM bets GROUP BY 1 ORDER BY 1",
         ]
         before = [pg.psql(q) for q in readers]
+        # An operator's concurrent build that failed left an invalid index: built again.
+        pg.psql("CREATE INDEX bets_round_brin ON bets USING brin (round_id)")
+        pg.psql("UPDATE pg_index SET indisvalid = false "
+                "WHERE indexrelid = 'bets_round_brin'::regclass")
         r = migrate(pg.url)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "applying 0008_bets_round_brin ... ok" in r.stdout, r.stdout
+        assert pg.psql("SELECT indisvalid FROM pg_index "
+                       "WHERE indexrelid = 'bets_round'::regclass") == [["t"]]
         idx = dict(pg.psql("SELECT indexname, indexdef FROM pg_indexes "
                            "WHERE tablename = 'bets'"))
         assert set(idx) == {"bets_pkey", "bets_user_key_round", "bets_round",
