@@ -154,9 +154,10 @@ int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64
  * bench/settle_callgrind.py) and a round trip to the leader (1-2.5 ms at that load): settle-100k
  * took 1.7-1.8 s in ~590 pages of ~170 bets (bench/README.md, Settlement, sessions 14-15). A
  * settlement more than TP_SETTLE_CATCHUP_MS behind the pacing line (or not done TP_SETTLE_PACE_MS
- * + TP_SETTLE_CATCHUP_MS after the close) aims its pages at TP_SETTLE_CATCHUP_X times the script's aim, the scan budget
- * with it. On a quiet host a settlement keeps to the line and its pages to the aim; the
- * catch-up's longer pages come only with a host (or a backlog) that holds the settlement back. */
+ * + TP_SETTLE_CATCHUP_MS after the close) aims its pages at TP_SETTLE_CATCHUP_X times the
+ * script's aim, the scan budget with it. On a quiet host a settlement keeps to the line and its
+ * pages to the aim; the catch-up's longer pages come only with a host (or a backlog) that holds the
+ * settlement back. */
 #define TP_SETTLE_CATCHUP_MS 100
 #define TP_SETTLE_CATCHUP_X 2
 
