@@ -188,8 +188,7 @@ static void round_bound(int64_t t_ms, uint64_t lag_us, uint64_t read_us)
  * the pair's write). Counted once, at the first such message. */
 static void round_read_follow(const struct seen *e)
 {
-    if (read_rounds == 0 || (e->kind == 2 && e->ts == read_round_t) ||
-        (e->kind == 0 && e->ts == read_round_t))
+    if (read_rounds == 0 || ((e->kind == 2 || e->kind == 0) && e->ts == read_round_t))
         return;
     lg_res.rounds_merged += read_rounds;
     read_rounds = 0;

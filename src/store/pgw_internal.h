@@ -175,9 +175,8 @@ size_t tp_pgw_batch_rows(const struct tp_pgw_batch *b);
  * advisory lock (shared when the batch only inserts rows no other batch's statements read:
  * bets, grants, admin actions and their ledger; else exclusive, which serialises it with every
  * writer's batch), each table's statements with the table's JSON array (the bets: their column
- * arrays) as parameters (tables
- * without rows skipped), COMMIT. Closes the arrays (repeat
- * calls give the same statements); the statements borrow from `b`. Returns their number.
+ * arrays) as parameters (tables without rows skipped), COMMIT. Closes the arrays (repeat calls
+ * give the same statements); the statements borrow from `b`. Returns their number.
  */
 size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out);
 /** A canonical non-negative decimal below 10^18 (what the Lua scripts write). */
