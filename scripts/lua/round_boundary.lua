@@ -9,7 +9,9 @@ one), written together so that no reader of the global keys ever sees one withou
   lock  L: open -> live with the lock price; reveals round L-1's seed when that round is final
            (its segment ends at this lock), and XADDs it (type round_seed) for the system of
            record, whose receipt of that round went out without it;
-  open  O: creates round O in state open (O must be the max id + 1: ids have no gaps); left
+  open  O: creates round O in state open (O must be the max id + 1: ids have no gaps, counting
+           the floor, the newest id Postgres holds, as an id: a Redis that lost its rounds
+           never reuses one, see src/game/leader_floor.c); left
            out while the operator has paused the game (tp:{g}:pause exists when this runs):
            the leader plans its boundaries ahead of T from its own last read of the pause, so
            a pause acknowledged in that lead is obeyed here, at T, in the same step as the
@@ -36,14 +38,16 @@ open:  ARGV[14] O (0: no open)  ARGV[15] opens_at  ARGV[16] locks_at  ARGV[17] c
        ARGV[25] min_stake  ARGV[26] max_stake
        (the round's rules, the config's at its open, are stored here for good: every later step
        reads them from the round, so a config change with a restart applies to later rounds)
+       ARGV[27] floor: the newest round id Postgres holds (0: none, or not known while Redis
+       holds rounds)
 Returns {'ok', closed, locked, opened} (1: written by this call, 0: absent or already done),
 {'ok', closed, locked, 0, 'paused'} when the open was left out for the pause, or
 {'err', code, part} with nothing written: stale_epoch (part 'fence'), not_found, bad_state
 (close of a round not live, lock of a cancelled round), too_early (Redis TIME before closes_at
-or locks_at), bad_id (open of an id other than max id + 1).
+or locks_at), bad_id (open of an id other than max(max id, floor) + 1).
 ]]
-if #KEYS ~= 12 or #ARGV ~= 26 then
-    return redis.error_reply('ERR tp_round_boundary: want 12 KEYS, 26 ARGV')
+if #KEYS ~= 12 or #ARGV ~= 27 then
+    return redis.error_reply('ERR tp_round_boundary: want 12 KEYS, 27 ARGV')
 end
 local call = redis.call
 if call('GET', KEYS[1]) ~= ARGV[1] .. '|' .. ARGV[2] then return {'err', 'stale_epoch', 'fence'} end
@@ -76,8 +80,12 @@ if o_id ~= '0' and call('EXISTS', KEYS[10]) == 0 then
         paused = true -- no round opens while paused; the id is the next open's after a resume
     else
         local top = call('ZREVRANGE', KEYS[4], 0, 0)
-        local want = 1
-        if top[1] then want = tonumber(top[1]) + 1 end
+        local want = tonumber(ARGV[27])
+        if not want or want < 0 then
+            return redis.error_reply('ERR tp_round_boundary: bad floor')
+        end
+        if top[1] and tonumber(top[1]) > want then want = tonumber(top[1]) end
+        want = want + 1
         if tonumber(o_id) ~= want then return {'err', 'bad_id', 'open'} end
         do_open = true
     end

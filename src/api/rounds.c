@@ -260,8 +260,9 @@ static void on_list(int err, const struct tp_store_reply *r, void *ud)
         multi_finish(m);
         return;
     }
-    /* Round ids have no gaps (round_boundary opens only max + 1) and the newest round is never
-     * archived, so the page is the `limit` ids below `before` up to the newest one. */
+    /* Round ids have no gaps (round_boundary opens only max + 1, counting Postgres's newest
+     * round: after a Redis that lost its rounds, the next opens above Postgres's) and the newest
+     * round is never archived, so the page is the `limit` ids below `before` up to the newest. */
     int64_t ids[LIST_MAX], top = 0;
     if (tp_reply_len(r) != 1 || !tp_parse_i64(tp_reply_str(tp_reply_at(r, 0), NULL), &top))
         top = 0;

@@ -426,6 +426,7 @@ static void snap_done(struct tp_leader *l)
         if (l->snap[i].r.id > 0)
             l->snap[k++] = l->snap[i];
     l->nsnap = k;
+    tp_leader_floor_step(l);
     if (l->lead.step_ns != 0 && l->lead.snap_ns == 0)
         l->lead.snap_ns = tp_now_ns();
     execute(l);
@@ -696,6 +697,7 @@ static void on_lease(int err, const struct tp_store_reply *r, void *ud)
         l->seg_ok = l->seg_known = false;
         l->open_synced = 0;
         l->pause_known = false;
+        tp_leader_floor_lease(l);
         tp_metrics_set(TP_METRIC_IS_LEADER, 1);
         tp_log_info(MOD, "acquired the leader lease\tholder=%s epoch=%lld pid=%d", l->holder, e,
                     (int)getpid());

@@ -430,7 +430,8 @@ static bool bnd_script(struct tp_leader *l)
                                                .tick_ms = (int)r->tick_ms,
                                                .betting_ms = r->betting_ms,
                                                .min_stake = r->min_stake,
-                                               .max_stake = r->max_stake};
+                                               .max_stake = r->max_stake,
+                                               .id_floor = l->pc.id_floor};
         a.open = &o;
     }
     if (tp_script_round_boundary(l->store, &a, on_script, l) != 0)

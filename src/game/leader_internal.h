@@ -130,6 +130,17 @@ struct tp_leader {
         int n;
     } index;
 
+    /* Postgres's newest round id, the floor of the next open (leader_floor.c; the value and
+     * whether it is known are in pc). */
+    struct {
+        bool busy;
+        bool saw_rounds;           /* a step found rounds in Redis since the floor was read */
+        bool warned;               /* a failed read was logged this lease */
+        long long epoch;           /* lease the read in flight was sent under */
+        int64_t retry_at_ms;       /* mono: no read before then (after a failure) */
+        int64_t waiting_logged_ms; /* mono: the last "no round opens" error */
+    } floor;
+
     /* Rounds whose record is missing (leader_lost.c): the one being looked at, and those found
      * final (nothing owed) this lease, each logged once. */
     struct {
@@ -311,6 +322,14 @@ int64_t tp_leader_close_price(struct tp_leader *l, const struct tp_game_round *r
  * lease): adds every round left in flight outside tp:{g}:unfinished to it, walking the round ids
  * above the scan mark. A failed walk is retried by a later step. */
 void tp_leader_index_scan(struct tp_leader *l);
+
+/* --- leader_floor.c --- */
+
+/** A new lease: the floor is not known until Postgres answers (known at 0 without Postgres). */
+void tp_leader_floor_lease(struct tp_leader *l);
+/** Every step, on its snapshot: reads Postgres's newest round id while it is not known (again
+ * once Redis, having held rounds, holds none), into pc.id_floor / pc.floor_unknown. */
+void tp_leader_floor_step(struct tp_leader *l);
 
 /* --- leader_lost.c --- */
 

@@ -53,6 +53,14 @@ void tp_planner_config_init(struct tp_planner_config *out, const struct tp_confi
     out->betting_ms = (int64_t)g->betting_s * 1000;
     out->grace_ms = g->grace_ms;
     out->paused = false;
+    out->id_floor = 0;
+    out->floor_unknown = false;
+}
+
+/* The id of the next round to open after max_id, the newest round given (0: none). */
+static int64_t next_open_id(const struct tp_planner_config *c, int64_t max_id)
+{
+    return (max_id > c->id_floor ? max_id : c->id_floor) + 1;
 }
 
 static struct tp_planner_action act(enum tp_planner_op op, int64_t id)
@@ -108,8 +116,8 @@ static bool plan_due(const struct tp_planner_config *c, const struct tp_planner_
              * tests/unit/game/test_sim.c). The round locks alone, and rule 4 opens the next one
              * at the next boundary. */
             if (r->id == max_id && r->t.locks_at % c->betting_ms == 0 && !c->paused)
-                *out =
-                    boundary(close_due_with(c, rounds, i, now_ms), r->id, r->id + 1, r->t.locks_at);
+                *out = boundary(close_due_with(c, rounds, i, now_ms), r->id,
+                                next_open_id(c, max_id), r->t.locks_at);
             else
                 *out = boundary(close_due_with(c, rounds, i, now_ms), r->id, 0, 0);
             return true;
@@ -138,8 +146,8 @@ int64_t tp_planner_next_due(const struct tp_planner_round *rounds, int n)
 int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_round *rounds, int n,
                     int64_t now_ms, int64_t open_synced, struct tp_planner_action *out)
 {
-    if (c == NULL || out == NULL || c->betting_ms <= 0 || c->grace_ms < 0 || n < 0 ||
-        (n > 0 && rounds == NULL))
+    if (c == NULL || out == NULL || c->betting_ms <= 0 || c->grace_ms < 0 || c->id_floor < 0 ||
+        n < 0 || (n > 0 && rounds == NULL))
         return TP_EINVAL;
     for (int i = 1; i < n; i++)
         if (rounds[i].id <= rounds[i - 1].id)
@@ -163,9 +171,9 @@ int tp_planner_next(const struct tp_planner_config *c, const struct tp_planner_r
     bool have_open = false;
     for (int i = 0; i < n; i++)
         have_open = have_open || rounds[i].state == TP_ROUND_OPEN;
-    if (!have_open && !c->paused) {
+    if (!have_open && !c->paused && (n > 0 || !c->floor_unknown)) {
         int64_t max_id = n > 0 ? rounds[n - 1].id : 0;
-        *out = boundary(0, 0, max_id + 1, tp_round_align_open(now_ms, c->betting_ms));
+        *out = boundary(0, 0, next_open_id(c, max_id), tp_round_align_open(now_ms, c->betting_ms));
         return 0;
     }
     for (int i = newest_open - 1; i >= 0; i--) {

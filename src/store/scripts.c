@@ -550,6 +550,7 @@ static void round_boundary_args(const struct tp_script_round_boundary_args *b,
     arg_int(a, o->betting_ms);
     arg_int(a, o->min_stake);
     arg_int(a, o->max_stake);
+    arg_int(a, o->id_floor);
 }
 
 int tp_script_round_boundary(struct tp_store *store, const struct tp_script_round_boundary_args *b,

@@ -101,7 +101,8 @@ class Game:
         args += [o["id"], o.get("opens_at", 0), o.get("locks_at", 0), o.get("closes_at", 0),
                  seed, h, 45034 if o["id"] else 0, 300 if o["id"] else 0,
                  ",".join(map(str, EDGES)) if o["id"] else "", 100 if o["id"] else 0,
-                 o.get("locks_at", 0) - o.get("opens_at", 0), *o.get("stakes", (0, 0))]
+                 o.get("locks_at", 0) - o.get("opens_at", 0), *o.get("stakes", (0, 0)),
+                 o.get("floor", 0)]
         return self.run("round_boundary", keys, args)
 
     @staticmethod
@@ -278,6 +279,18 @@ def test_transitions_cas_idempotent_and_timed():
         assert g.open(1, t, t + 60000, t + 120000) == ["ok", 1]
         assert g.open(1, t, t + 60000, t + 120000) == ["ok", 0]        # idempotent
         assert g.open(3, t, t + 60000, t + 120000) == ["err", "bad_id"]  # no gaps
+        # Postgres's newest id (the floor) counts as an id: below Redis's newest it changes
+        # nothing; a malformed floor is an error, nothing written.
+        o2 = {"id": 2, "opens_at": t, "locks_at": t + 60000, "closes_at": t + 120000}
+        before = {k: g.c.dump(k) for k in g.c.keys("tp:{g}:*")}
+        for bad in ("-1", "x", ""):
+            try:
+                g.boundary(open=dict(o2, floor=bad))
+                raise AssertionError(f"floor {bad!r} accepted")
+            except redis.ResponseError as e:
+                assert "bad floor" in str(e), e
+        assert {k: g.c.dump(k) for k in g.c.keys("tp:{g}:*")} == before
+        assert g.boundary(open=dict(o2, id=3, floor=1)) == ["err", "bad_id", "open"]
         assert g.lock(1, 6500000, t + 60000) == ["err", "too_early"]
         assert g.c.hget("tp:{b0}:round:1:state", "state") == "open"
         assert g.boundary(lock={"id": 1, "price": 6500000}) == ["err", "too_early", "lock"]
@@ -357,6 +370,25 @@ def check_settlement(g, rid, placed, refund):
                 assert f["kind"] == ("refund" if refund else "payout"), f
                 lines += [ln.split(",") for ln in f["credits"].split("\n")]
     assert sorted((int(x[0]), int(x[2])) for x in lines) == sorted(paid.items())
+
+
+def test_first_open_above_the_floor():
+    """A Redis with no round (lost, or a fresh game over an old Postgres): the first open is
+    the floor + 1, the newest id Postgres holds; never 1 again."""
+    with tpenv.Redis() as r:
+        g = Game(r, buckets=1)
+        g.acquire()
+        t = now_ms()
+        o = {"opens_at": t, "locks_at": t + 60000, "closes_at": t + 120000}
+        assert g.boundary(open=dict(o, id=1, floor=41)) == ["err", "bad_id", "open"]
+        assert g.c.keys("tp:{g}:round*") == []
+        assert g.boundary(open=dict(o, id=43, floor=41)) == ["err", "bad_id", "open"]
+        assert g.boundary(open=dict(o, id=42, floor=41)) == ["ok", 0, 0, 1]
+        assert g.c.zrange(G + "rounds", 0, -1) == ["42"]
+        assert g.boundary(open=dict(o, id=43)) == ["ok", 0, 0, 1]  # then Redis's newest + 1
+        opened = [e["round_id"] for _, e in g.c.xrange(G + "outbox")
+                  if e.get("type") == "round_opened"]
+        assert opened == ["42", "43"]
 
 
 def test_settlement_pages_1000_bets_twice():

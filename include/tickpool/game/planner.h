@@ -27,6 +27,13 @@ struct tp_planner_config {
     /* `tickpool admin pause` (tp:{g}:pause, which the leader re-reads every step; false from
      * tp_planner_config_init): no round opens, the rounds in flight lock, close and settle. */
     bool paused;
+    /* The newest round id the system of record (Postgres) holds: a round opens above it and
+     * above every round given, so a Redis that lost its rounds never reuses an id. While it is
+     * not known (floor_unknown) and no round is given, no round opens. Zero (and
+     * tp_planner_config_init) is a known floor of 0; the leader reads it from Postgres
+     * (leader_floor.c). */
+    int64_t id_floor;
+    bool floor_unknown;
 };
 
 /** What the planner reads of one round: its id, stored state and schedule. */
@@ -53,7 +60,7 @@ struct tp_planner_action {
     int64_t close_id, lock_id, open_id, opens_at;
 };
 
-/** Fills *out from the game config: betting phase and grace. */
+/** Fills *out from the game config: betting phase and grace (not paused; id floor 0, known). */
 void tp_planner_config_init(struct tp_planner_config *out, const struct tp_config_game *g);
 
 /** The action owed at now_ms given rounds[0..n): strictly ascending ids, holding EVERY round

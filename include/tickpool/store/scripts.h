@@ -220,6 +220,7 @@ struct tp_script_round_open_args {
     int tick_ms;
     int64_t betting_ms;
     int64_t min_stake, max_stake; /* the round's stake bounds (bet.lua reads them per round) */
+    int64_t id_floor; /* the newest round id Postgres holds: `id` must be above it (0: none) */
 };
 
 /* The lock part of round_boundary.lua: lock round `id` at `lock_price` (also reveals round

@@ -316,6 +316,33 @@ static void test_bad_input(void **state)
     assert_string_equal(tp_planner_op_name((enum tp_planner_op)42), "unknown");
 }
 
+/* The newest round id Postgres holds (a Redis that lost its rounds): the next open is above it
+ * and above every round given; with no round given it must be known first. */
+static void test_id_floor(void **state)
+{
+    (void)state;
+    struct tp_planner_config c = cfg;
+    struct tp_planner_action a;
+    c.id_floor = 41;
+    expect_with(&c, NULL, 0, 1000, 0, bnd(0, 0, 42, 30000)); /* not 1 */
+    struct tp_planner_round rs[2] = {rnd(5, TP_ROUND_OPEN, 30000)};
+    expect_with(&c, rs, 1, 60000, 5, bnd(0, 5, 42, 60000)); /* 5 locks, 42 opens */
+    rs[0].state = TP_ROUND_SETTLED;
+    expect_with(&c, rs, 1, 100000, 5, bnd(0, 0, 42, 120000));
+    rs[0] = rnd(50, TP_ROUND_OPEN, 30000); /* a floor below Redis's newest changes nothing */
+    expect_with(&c, rs, 1, 60000, 50, bnd(0, 50, 51, 60000));
+    /* Not known yet: no open on an empty game; with rounds, the newest round's id goes on. */
+    c.id_floor = 0;
+    c.floor_unknown = true;
+    assert_int_equal(tp_planner_next(&c, NULL, 0, 1000, 0, &a), 0);
+    assert_int_equal(a.op, TP_PLANNER_NONE);
+    expect_with(&c, rs, 1, 60000, 50, bnd(0, 50, 51, 60000));
+    rs[0].state = TP_ROUND_SETTLED;
+    expect_with(&c, rs, 1, 100000, 50, bnd(0, 0, 51, 120000));
+    c.id_floor = -1;
+    assert_int_equal(tp_planner_next(&c, rs, 1, 0, 0, &a), TP_EINVAL);
+}
+
 /* The operator's pause: rounds in flight lock, close and settle; nothing opens until resumed,
  * then the next round opens on the betting grid. */
 static void test_paused(void **state)
@@ -455,6 +482,7 @@ int main(void)
         cmocka_unit_test(test_betting_change),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_paused),
+        cmocka_unit_test(test_id_floor),
         cmocka_unit_test(test_config_init),
         cmocka_unit_test(test_simulated_game),
     };

@@ -396,7 +396,8 @@ static void test_rounds(void **state)
                                           .tick_ms = 250,
                                           .betting_ms = 10000,
                                           .min_stake = 100,
-                                          .max_stake = 999999999999999};
+                                          .max_stake = 999999999999999,
+                                          .id_floor = 6};
     struct tp_script_round_lock_args l = {.id = 8, .lock_price = 123456};
     int64_t pools[] = {100, 0, 250, 7};
     struct tp_script_round_close_args c = {.id = 7,
@@ -416,7 +417,7 @@ static void test_rounds(void **state)
            "tp:{g}:round:7", "tp:{g}:seed:7", "tp:{g}:round:9", "tp:{g}:seed:9", "tp:{g}:pause",
            "pid-1-w0", "12", "7", "123999", "2", "357", "250", "17", "340", "0", "100,0,250,7", "8",
            "123456", "9", "100", "200", "300", "ab", "cd", "777", "500", "-50,0,50", "250", "10000",
-           "100", "999999999999999");
+           "100", "999999999999999", "6");
     check_header(&a, 12);
     o.n_edges = 0; /* one band: an empty list */
     round_boundary_args(&bd, &a);
@@ -428,7 +429,7 @@ static void test_rounds(void **state)
            "tp:{g}:rounds", "tp:{g}:unfinished", "tp:{g}:round:0", "tp:{g}:round:8",
            "tp:{g}:round:7", "tp:{g}:seed:7", "tp:{g}:round:0", "tp:{g}:seed:0", "tp:{g}:pause",
            "pid-1-w0", "12", "0", "0", "0", "0", "0", "0", "0", "0", "", "8", "123456", "0", "0",
-           "0", "0", "", "", "0", "0", "", "0", "0", "0", "0");
+           "0", "0", "", "", "0", "0", "", "0", "0", "0", "0", "0");
     bd = (struct tp_script_round_boundary_args){.fence = F};
     assert_int_equal(tp_script_round_boundary(NULL, &bd, NULL, NULL), TP_EINVAL);
     c.npools = 0;
