@@ -426,7 +426,10 @@ static void snap_done(struct tp_leader *l)
         if (l->snap[i].r.id > 0)
             l->snap[k++] = l->snap[i];
     l->nsnap = k;
-    tp_leader_floor_step(l);
+    if (tp_leader_floor_step(l)) {
+        tp_leader_step_end(l);
+        return;
+    }
     if (l->lead.step_ns != 0 && l->lead.snap_ns == 0)
         l->lead.snap_ns = tp_now_ns();
     execute(l);

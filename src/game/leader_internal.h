@@ -139,6 +139,8 @@ struct tp_leader {
         long long epoch;           /* lease the read in flight was sent under */
         int64_t retry_at_ms;       /* mono: no read before then (after a failure) */
         int64_t waiting_logged_ms; /* mono: the last "no round opens" error */
+        int64_t unknown_ms;        /* mono: since when the floor is not known */
+        bool answered;             /* a read answered; the next step logs how it compares */
     } floor;
 
     /* Rounds whose record is missing (leader_lost.c): the one being looked at, and those found
@@ -325,11 +327,13 @@ void tp_leader_index_scan(struct tp_leader *l);
 
 /* --- leader_floor.c --- */
 
-/** A new lease: the floor is not known until Postgres answers (known at 0 without Postgres). */
+/** A new lease: the floor is not known until Postgres answers (known at 0 without Postgres);
+ * its read starts now. */
 void tp_leader_floor_lease(struct tp_leader *l);
 /** Every step, on its snapshot: reads Postgres's newest round id while it is not known (again
- * once Redis, having held rounds, holds none), into pc.id_floor / pc.floor_unknown. */
-void tp_leader_floor_step(struct tp_leader *l);
+ * once Redis, having held rounds, holds none), into pc.id_floor / pc.floor_unknown. True when
+ * the step must wait for that answer (it starts the step again). */
+bool tp_leader_floor_step(struct tp_leader *l);
 
 /* --- leader_lost.c --- */
 

@@ -69,6 +69,29 @@ def test_rounds_open_above_postgres_after_redis_lost_them():
         assert int(ids[0]) > m, ids
 
 
+def test_rounds_open_above_postgres_when_redis_is_behind():
+    """Redis restored from an older backup: it holds rounds, but Postgres holds newer ones (made
+    here by copying Postgres's newest round 10 ids up while the server is stopped). The new
+    leader's first step, whose boundary is long due, must wait for Postgres's answer."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg, \
+            tpenv.Server(redis=r, pg=pg, env=ENV, workers=1, https=False) as s:
+        c = r.client()
+        tpenv.wait_until(lambda: len(pg_rounds(pg)) >= 2, timeout=30, what="2 rounds in Postgres")
+        s.stop()
+        m = max(pg_rounds(pg))
+        pg.psql(f"CREATE TEMP TABLE r AS SELECT * FROM rounds WHERE id = {m}; "
+                f"UPDATE r SET id = {m + 10}; INSERT INTO rounds SELECT * FROM r")
+        redis_newest = int(c.zrevrange("tp:{g}:rounds", 0, 0)[0])
+        assert redis_newest < m + 10
+        time.sleep(2.5)  # the open round's lock passes while no server runs
+        s.start()
+        nxt = tpenv.wait_until(lambda: (redis_open(c) or 0) > redis_newest and redis_open(c),
+                               timeout=20, what="a new round open")
+        assert nxt == m + 11, (nxt, m, redis_newest)
+        wait_written(pg, c, nxt)
+        assert "Postgres holds rounds above Redis's newest" in s.log_text()
+
+
 def test_no_round_opens_when_redis_is_empty_and_postgres_unknown():
     # A Postgres URL nobody answers: the leader cannot learn the floor, so with no round in
     # Redis nothing opens, and the log says why.
@@ -86,5 +109,6 @@ def test_no_round_opens_when_redis_is_empty_and_postgres_unknown():
 
 if __name__ == "__main__":
     test_rounds_open_above_postgres_after_redis_lost_them()
+    test_rounds_open_above_postgres_when_redis_is_behind()
     test_no_round_opens_when_redis_is_empty_and_postgres_unknown()
     print("ok")
