@@ -276,7 +276,9 @@ static void on_plan(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     l->op.page_stop = PAGES_GO;
-    tp_settle_pager_cold(&l->pager); /* the bucket's keys of this round are new */
+    /* {'ok', 1}: the plan was just written, so the bucket's keys of this round are new to the
+     * pages; {'ok', 0}: a step resumes (or walks past) it. */
+    tp_settle_pager_start(&l->pager, l->op.r.id, tp_reply_integer(tp_reply_at(r, 1)) == 1);
     page_next(l);
 }
 

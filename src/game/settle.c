@@ -141,6 +141,13 @@ void tp_settle_pager_cold(struct tp_settle_pager *p)
     p->catchup = false;
 }
 
+void tp_settle_pager_start(struct tp_settle_pager *p, int64_t round, bool fresh)
+{
+    if (fresh || round != p->round)
+        tp_settle_pager_cold(p);
+    p->round = round;
+}
+
 void tp_settle_pager_catchup(struct tp_settle_pager *p, bool on)
 {
     p->catchup = on;

@@ -103,8 +103,9 @@ struct tp_settle_pager {
     int64_t ns_per_bet[TP_SETTLE_PAGER_WINDOW]; /* the part per bet, ns */
     int64_t fixed_us[TP_SETTLE_PAGER_WINDOW];   /* the fixed part, µs */
     int n, next;                                /* entries filled, next slot */
-    int size;     /* the next page's size in bets (0: TP_SETTLE_PAGE_START) */
-    bool catchup; /* pages aimed TP_SETTLE_CATCHUP_X times higher (tp_settle_pager_catchup) */
+    int size;      /* the next page's size in bets (0: TP_SETTLE_PAGE_START) */
+    bool catchup;  /* pages aimed TP_SETTLE_CATCHUP_X times higher (tp_settle_pager_catchup) */
+    int64_t round; /* the round it sized pages for (tp_settle_pager_start; 0: none) */
 };
 
 /** The next page's size in bets (TP_SETTLE_PAGE_START before any page). */
@@ -113,6 +114,12 @@ int tp_settle_pager_size(const struct tp_settle_pager *p);
 /** A bucket's first page of a settlement: the next page is at most TP_SETTLE_PAGE_START bets
  * (the pager then grows it by at most doubling per page), aimed as usual (not catching up). */
 void tp_settle_pager_cold(struct tp_settle_pager *p);
+
+/** A bucket's pages of round `round` (re)start, `fresh` when its plan was just written (no page
+ * of that bucket ran yet): cold (tp_settle_pager_cold) for a fresh bucket or another round than
+ * the last; a step resuming a round's settlement, or walking past its finished buckets, keeps
+ * the size learned (each 250 ms step used to start again from TP_SETTLE_PAGE_START). */
+void tp_settle_pager_start(struct tp_settle_pager *p, int64_t round, bool fresh);
 
 /** Whether the next pages catch up (tp_settle_behind): aimed at TP_SETTLE_CATCHUP_X times
  * TP_SETTLE_PAGE_SCRIPT_US, from the next tp_settle_pager_page on. */

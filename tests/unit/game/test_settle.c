@@ -499,6 +499,32 @@ static void test_pager_cold(void **state)
     assert_int_equal(tp_settle_pager_size(&q), TP_SETTLE_PAGE_MIN);
 }
 
+/* Where a settlement's pages start: cold for a bucket's first page (its plan just written) and
+ * for another round; a later step of the same round keeps what the pager learned. */
+static void test_pager_start(void **state)
+{
+    (void)state;
+    struct tp_settle_pager p = {0};
+    tp_settle_pager_start(&p, 7, false); /* a new leader resuming round 7 */
+    assert_int_equal(tp_settle_pager_size(&p), TP_SETTLE_PAGE_START);
+    int size = tp_settle_pager_size(&p);
+    for (int i = 0; i < 6; i++)
+        size = tp_settle_pager_page(&p, size, 400 + 2 * (int64_t)size, 400, 0);
+    assert_int_equal(size, 466);
+    tp_settle_pager_catchup(&p, true);
+    tp_settle_pager_start(&p, 7, false); /* the next step, same round */
+    assert_int_equal(tp_settle_pager_size(&p), 466);
+    assert_true(p.catchup);
+    tp_settle_pager_start(&p, 7, true); /* the round's next bucket, its plan new */
+    assert_int_equal(tp_settle_pager_size(&p), TP_SETTLE_PAGE_START);
+    assert_false(p.catchup);
+    for (int i = 0; i < 6; i++)
+        size = tp_settle_pager_page(&p, tp_settle_pager_size(&p), 1332, 400, 0);
+    assert_true(tp_settle_pager_size(&p) > TP_SETTLE_PAGE_START);
+    tp_settle_pager_start(&p, 8, false); /* another round */
+    assert_int_equal(tp_settle_pager_size(&p), TP_SETTLE_PAGE_START);
+}
+
 /* Pacing: a gap of the page's time (capped) only while the amount paid keeps ahead of a line
  * from the close to TP_SETTLE_PACE_MS after it. */
 static void test_pace_gap(void **state)
@@ -606,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_pager_fixed),
         cmocka_unit_test(test_pager_typical),
         cmocka_unit_test(test_pager_cold),
+        cmocka_unit_test(test_pager_start),
         cmocka_unit_test(test_pace_gap),
         cmocka_unit_test(test_behind),
         cmocka_unit_test(test_pager_catchup),
