@@ -8,6 +8,7 @@
 #include "tickpool/base/buf.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
 #include "tickpool/base/config.h"
 #include "tickpool/store/pg.h"
 #include "tickpool/store/pgw_pg.h"
@@ -111,8 +112,10 @@ static int write_one_by_one(struct tp_pgw *w, const struct tp_store_reply *r, si
             return rc;
         if (rc == TP_ETIMEDOUT || rc == TP_EAGAIN)
             return rc;
-        if (rc != 0)
+        if (rc != 0) {
             tp_pgw_each_event(w, r, (long)i, log_event, perr);
+            tp_metrics_inc(TP_METRIC_WRITER_EVENTS_REFUSED_TOTAL); /* an alert's: money record */
+        }
     }
     return 0;
 }

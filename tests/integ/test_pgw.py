@@ -78,6 +78,11 @@ def test_drain_rows_and_ledger():
                 what="batch with a poisoned event written")
             assert "Postgres refused an outbox event" in s.log_text()
             assert "username=x.y" in s.log_text()
+            # ... and counted for the alert (one event, on whichever worker's writer took it).
+            tpenv.wait_until(lambda: sum(
+                int(line.split()[1]) for line in s.http("GET", "/metrics")[2].decode().splitlines()
+                if line.startswith("tickpool_writer_events_refused_total ")) == 1,
+                what="writer_events_refused_total 1")
             assert pg.psql("SELECT count(*) FROM users WHERE id = 2") == [["0"]]
             # The lag gauges are exported and come back to zero (refreshed every second).
             tpenv.wait_until(lambda: b"\ntickpool_outbox_lag_entries 0\n" in
