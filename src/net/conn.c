@@ -262,45 +262,70 @@ static struct tp_conn *bdirty_pop(struct tp_conn_host *h)
 }
 
 /*
- * Broadcasts written in batches. At a boundary every socket of a worker has the `round` pair
- * queued (tp_conn_ws_broadcast_frame) and is written from the broadcast list, one send() each:
- * the worker's 2.5-8 ms on a CPU between the pair's receipt and its last write, at 500 sockets
+ * Writes in batches. At a boundary every socket of a worker has the `round` pair queued
+ * (tp_conn_ws_broadcast_frame) and is written from the broadcast list, one send() each: the
+ * worker's 2.5-8 ms on a CPU between the pair's receipt and its last write, at 500 sockets
  * (bench/README.md, "Boundaries", session 13). Where the fan-out has its io_uring batch, a run
  * of such sockets at the head of the list goes through it instead, as the beats' walk does: each
  * socket's queue gathered into a slot of its own, one io_uring_enter for up to BCAST_BATCH
- * sends, each result then taken as tp_ws_flush takes its write's. Only plain WebSockets whose
- * write is their queued frames alone and whole (no bytes kept from an earlier write, nothing of
- * the 101 left, not waiting to be writable, at most BCAST_SLOT queued) qualify; any other
- * socket is written as before, in the list's order.
+ * sends, each result then taken as tp_ws_flush takes its write's. Bet answers take the same
+ * way: a script call's answers go to as many sockets, each on the dirty list, and a run of them
+ * at its head is one io_uring_enter rather than a send() each (4.4-4.8 us apiece here, most of
+ * it the system call's entry and exit: send_batch.c). Only plain WebSockets whose write is
+ * their queued frames alone and whole (no bytes kept from an earlier write, nothing of the 101
+ * left, not waiting to be writable, at most BCAST_SLOT queued) qualify; any other socket is
+ * written as before, in the list's order.
  */
 #define BCAST_BATCH 64
 #define BCAST_SLOT (8 * 1024)
 
-static bool bcast_batchable(const struct tp_conn *c)
+/* Where a batch takes its sockets from: the broadcast list (dirty NULL), or a run of the dirty
+ * list detached by tp_conn_run_dirty. */
+struct batch_src {
+    struct tp_conn_host *h;
+    struct tp_conn **dirty;
+};
+
+static struct tp_conn *src_head(const struct batch_src *s)
 {
-    return !tp_conn_is_closed(c) && !c->dirty && c->state == TP_CONN_ST_WS && c->ws != NULL &&
-           !(c->flags & TP_CONN_TLS) && !(c->events & EV_WRITE) && tp_buf_size(&c->out) == 0 &&
-           tp_ws_has_output(c->ws);
+    return s->dirty != NULL ? *s->dirty : s->h->bdirty;
 }
 
-/* Writes the batchable sockets at the head of the broadcast list in one batch of sends; false
- * when it took none (no batch, or the head does not qualify): run_one it. */
-static bool run_bdirty_batch(struct tp_conn_host *h)
+static struct tp_conn *src_pop(struct batch_src *s)
+{
+    if (s->dirty == NULL)
+        return bdirty_pop(s->h);
+    struct tp_conn *c = *s->dirty;
+    *s->dirty = c->dirty_next;
+    c->dirty = false;
+    return c;
+}
+
+/* A socket on the broadcast list that is also dirty is written from the dirty list. */
+static bool batchable(const struct batch_src *s, const struct tp_conn *c)
+{
+    return c != NULL && !tp_conn_is_closed(c) && (s->dirty != NULL || !c->dirty) &&
+           c->state == TP_CONN_ST_WS && c->ws != NULL && !(c->flags & TP_CONN_TLS) &&
+           !(c->events & EV_WRITE) && tp_buf_size(&c->out) == 0 && tp_ws_has_output(c->ws);
+}
+
+/* Writes the batchable sockets at the head of `s` in one batch of sends; false when it took none
+ * (no batch, or the head does not qualify): run_one it. */
+static bool run_batch(struct batch_src *s)
 {
     /* Heap, once per thread, kept for the process's life: as a static array it would be 512 KiB
      * of TLS in every thread (the Postgres writer and reader included), which never write here. */
     static __thread uint8_t *slots;
-    struct tp_send_batch *b = tp_conn_fanout_sends(h);
-    if (b == NULL || !bcast_batchable(h->bdirty))
+    struct tp_send_batch *b = tp_conn_fanout_sends(s->h);
+    if (b == NULL || !batchable(s, src_head(s)))
         return false;
     if (slots == NULL)
         slots = tp_xmalloc((size_t)BCAST_BATCH * BCAST_SLOT);
     struct tp_conn *cs[BCAST_BATCH];
     size_t len[BCAST_BATCH];
     unsigned k = 0;
-    while (k < BCAST_BATCH && h->bdirty != NULL && bcast_batchable(h->bdirty) &&
-           !tp_send_batch_full(b)) {
-        struct tp_conn *c = bdirty_pop(h);
+    while (k < BCAST_BATCH && batchable(s, src_head(s)) && !tp_send_batch_full(b)) {
+        struct tp_conn *c = src_pop(s);
         tp_conn_fanout_give(c);   /* the beats being handed out go in this write (run_one) */
         if (tp_conn_is_closed(c)) /* no write to make (run_one's would skip it too) */
             continue;
@@ -326,7 +351,7 @@ static bool run_bdirty_batch(struct tp_conn_host *h)
         tp_conn_arm_timer(c);
     }
     tp_send_batch_clear(b);
-    tp_conn_fanout_sends_ran(h, k, rc);
+    tp_conn_fanout_sends_ran(s->h, k, rc);
     return true;
 }
 
@@ -362,6 +387,11 @@ bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns)
                     *tail = list;
                     return true;
                 }
+                struct batch_src src = {h, &list};
+                if (run_batch(&src)) {
+                    n |= 15; /* a batch is many writes: the clock is read at the next turn */
+                    continue;
+                }
                 struct tp_conn *c = list;
                 list = c->dirty_next;
                 c->dirty = false;
@@ -373,7 +403,8 @@ bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns)
             return false;
         if (slice_spent(until, &n))
             return true; /* the next slice resumes at the head */
-        if (run_bdirty_batch(h)) {
+        struct batch_src src = {h, NULL};
+        if (run_batch(&src)) {
             n |= 15; /* a batch is many writes: the clock is read at the next turn */
             continue;
         }

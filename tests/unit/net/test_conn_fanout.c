@@ -680,6 +680,48 @@ static void test_uring_closed_peer(void **state)
     }
 }
 
+/* io_uring, answers (a script call's answers to as many sockets, session 16): the dirty list's
+ * plain WebSockets are written through the batch, one send each, each client its own answer
+ * once; a socket whose answer is not batchable (waiting to be writable) is written as before. */
+static void test_uring_answers_batched(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    uint64_t batched = tp_conn_fanout_batched(&host);
+    assert_int_equal(tp_conn_ws_send(conns[0], "a0", 2), 0);
+    assert_int_equal(tp_conn_ws_send(conns[2], "a2", 2), 0);
+    while (tp_conn_run_dirty(&host, 0))
+        ;
+    assert_int_equal(tp_conn_fanout_batched(&host) - batched, 2);
+    const char *want[3] = {"a0", "", "a2"};
+    for (int i = 0; i < 3; i++) {
+        char s[256];
+        received(i, s, sizeof(s));
+        assert_string_equal(s, want[i]);
+    }
+    /* Socket 1 full: its answer waits for the watcher, whole, and is not sent twice. */
+    int small = 4096;
+    assert_int_equal(setsockopt(srv[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    static uint8_t junk[1 << 16];
+    size_t filled = 0;
+    ssize_t w;
+    while ((w = send(srv[1], junk, sizeof(junk), MSG_NOSIGNAL)) > 0)
+        filled += (size_t)w;
+    assert_int_equal(tp_conn_ws_send(conns[1], "a1", 2), 0);
+    while (tp_conn_run_dirty(&host, 0))
+        ;
+    static uint8_t buf[(1 << 17) + 16];
+    assert_true(filled + 4 <= sizeof(buf));
+    assert_int_equal(read_all(1, buf, filled + 4), filled + 4);
+    assert_memory_equal(buf + filled,
+                        "\x82\x02"
+                        "a1",
+                        4);
+}
+
 /* Queues `payload` as a `round` broadcast to sockets [0, n), as a boundary does. */
 static void broadcast_round(const char *payload, size_t len, int n)
 {
@@ -844,6 +886,7 @@ int main(void)
         URING(test_uring_closed_peer),
         URING(test_no_beat_after_close_frame),
         URING(test_uring_rounds_batched),
+        URING(test_uring_answers_batched),
         URING(test_uring_rounds_full_partial_closed),
         URING(test_bytes_counted),
     };
