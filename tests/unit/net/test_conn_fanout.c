@@ -553,6 +553,21 @@ static size_t read_all(int i, uint8_t *buf, size_t want)
     return got;
 }
 
+/* Shrinks server socket i's send buffer and fills it (its client reads nothing); returns the
+ * bytes it took. */
+static size_t fill_socket(int i)
+{
+    int small = 4096;
+    assert_int_equal(setsockopt(srv[i], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    static uint8_t junk[1 << 16];
+    size_t filled = 0;
+    ssize_t w;
+    while ((w = send(srv[i], junk, sizeof(junk), MSG_NOSIGNAL)) > 0)
+        filled += (size_t)w;
+    assert_true(filled > 0);
+    return filled;
+}
+
 /* io_uring, a full socket: its send completes at once with EAGAIN, and the beat is kept as a
  * direct write keeps it, written by the watcher once the client reads; the other socket's send
  * in the same batch goes whole. Without the EAGAIN handling the beat is lost. */
@@ -563,14 +578,7 @@ static void test_uring_full_socket(void **state)
         upgrade(i);
         tp_conn_set_data(conns[i], &ready_flag);
     }
-    int small = 4096;
-    assert_int_equal(setsockopt(srv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
-    static uint8_t junk[1 << 16];
-    size_t filled = 0;
-    ssize_t w;
-    while ((w = send(srv[0], junk, sizeof(junk), MSG_NOSIGNAL)) > 0)
-        filled += (size_t)w;
-    assert_true(filled > 0);
+    size_t filled = fill_socket(0);
     uint64_t batched = tp_conn_fanout_batched(&host);
     hand("t1", TP_WS_KIND_TICK);
     while (slice())
@@ -703,13 +711,7 @@ static void test_uring_answers_batched(void **state)
         assert_string_equal(s, want[i]);
     }
     /* Socket 1 full: its answer waits for the watcher, whole, and is not sent twice. */
-    int small = 4096;
-    assert_int_equal(setsockopt(srv[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
-    static uint8_t junk[1 << 16];
-    size_t filled = 0;
-    ssize_t w;
-    while ((w = send(srv[1], junk, sizeof(junk), MSG_NOSIGNAL)) > 0)
-        filled += (size_t)w;
+    size_t filled = fill_socket(1);
     assert_int_equal(tp_conn_ws_send(conns[1], "a1", 2), 0);
     while (tp_conn_run_dirty(&host, 0))
         ;
