@@ -80,6 +80,8 @@ bool tp_leader_reply_ok(int err, const struct tp_store_reply *r, const char **co
 /* A failed script in a chain: stale_epoch means the lease is gone. */
 void tp_leader_op_fail(struct tp_leader *l, const char *what, const char *code)
 {
+    /* What the pages cost before a failure (a Redis restart, a failover) says little after it. */
+    tp_settle_pager_forget(&l->pager);
     if (strcmp(code, "stale_epoch") == 0) {
         tp_leader_lose(l, "stale epoch");
     } else if (strcmp(code, "too_early") == 0) {
@@ -670,6 +672,7 @@ void tp_leader_lose(struct tp_leader *l, const char *why)
     ev_periodic_stop(l->loop, &l->tick_p);
     ev_periodic_stop(l->loop, &l->boundary_p);
     tp_leader_settle_drop(l);
+    tp_settle_pager_forget(&l->pager); /* the next lease's pages start cold */
     l->seg_ok = l->seg_known = false;
     tp_metrics_set(TP_METRIC_IS_LEADER, 0);
     tp_log_warn(MOD, "lost the leader lease\tholder=%s epoch=%lld reason=\"%s\"", l->holder,

@@ -148,6 +148,11 @@ void tp_settle_pager_start(struct tp_settle_pager *p, int64_t round, bool fresh)
     p->round = round;
 }
 
+void tp_settle_pager_forget(struct tp_settle_pager *p)
+{
+    p->round = 0;
+}
+
 void tp_settle_pager_catchup(struct tp_settle_pager *p, bool on)
 {
     p->catchup = on;

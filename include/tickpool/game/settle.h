@@ -121,6 +121,10 @@ void tp_settle_pager_cold(struct tp_settle_pager *p);
  * the size learned (each 250 ms step used to start again from TP_SETTLE_PAGE_START). */
 void tp_settle_pager_start(struct tp_settle_pager *p, int64_t round, bool fresh);
 
+/** Forgets the round: the next tp_settle_pager_start is cold (after a failed step, a lost
+ * lease). */
+void tp_settle_pager_forget(struct tp_settle_pager *p);
+
 /** Whether the next pages catch up (tp_settle_behind): aimed at TP_SETTLE_CATCHUP_X times
  * TP_SETTLE_PAGE_SCRIPT_US, from the next tp_settle_pager_page on. */
 void tp_settle_pager_catchup(struct tp_settle_pager *p, bool on);

@@ -523,6 +523,11 @@ static void test_pager_start(void **state)
     assert_true(tp_settle_pager_size(&p) > TP_SETTLE_PAGE_START);
     tp_settle_pager_start(&p, 8, false); /* another round */
     assert_int_equal(tp_settle_pager_size(&p), TP_SETTLE_PAGE_START);
+    for (int i = 0; i < 6; i++)
+        tp_settle_pager_page(&p, tp_settle_pager_size(&p), 1332, 400, 0);
+    tp_settle_pager_forget(&p); /* a failed step, a lost lease */
+    tp_settle_pager_start(&p, 8, false);
+    assert_int_equal(tp_settle_pager_size(&p), TP_SETTLE_PAGE_START);
 }
 
 /* Pacing: a gap of the page's time (capped) only while the amount paid keeps ahead of a line
