@@ -30,7 +30,10 @@ pg_data_dir() {
 # are read and written for every bet. Sorted sets past 16 members become skiplists: a bucket's
 # leaderboard `net` (one member per player) takes a ZINCRBY or ZADD per bet call and per
 # settlement page, and as a listpack each scans it with a strtod per member (docs/operations.md
-# §4); a player's few WebSocket sockets (`wsock`) stay listpacks.
+# §4); a player's few WebSocket sockets (`wsock`) stay listpacks. The AOF rewrite thresholds and
+# no-appendfsync-on-rewrite stay Redis's defaults: larger thresholds mean a longer replay at
+# restart (49 MB took 9.8 s), `yes` stops fsyncing acknowledged bets during a rewrite
+# (docs/operations.md §4 "AOF rewrites"; bench/README.md sessions 9 and 16).
 start_redis() {
     local dir=$1 port=$2; shift 2
     mkdir -p "$dir"
