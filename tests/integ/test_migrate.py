@@ -436,6 +436,53 @@ def test_bets_round_brin_gives_way_to_a_long_read():
         assert r.returncode == 0, r.stdout + r.stderr
         assert "applying 0008_bets_round_brin ... ok" in r.stdout, r.stdout
 
+
+def test_payouts_user_dropped_on_a_database_with_rows():
+    """0009 on a database 0001-0008 filled: `payouts_user` is gone, the other three indexes
+    stay, the payouts' readers (a bet's credits by bet_id, a round's by round_id) still read
+    an index and find the same rows, and the writer's payouts INSERT goes on. With a read of
+    payouts running, 0009 gives up after its lock_timeout, nothing applied."""
+    with migrated_below("0009") as pg:
+        pg.psql("INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) "
+                "SELECT 'payout:' || i, i::text, 1 + i % 97, 1 + i / 500, 1 + i % 7, 'win' "
+                "FROM generate_series(0, 2999) i")
+        readers = [
+            "SELECT bet_id, amount FROM payouts WHERE bet_id = ANY('{7,1500,2999}'::text[]) "
+            "ORDER BY 1",
+            "SELECT count(*) FROM payouts WHERE round_id = 3",
+            "SELECT user_id, sum(amount) FROM payouts GROUP BY 1 ORDER BY 1",
+        ]
+        before = [pg.psql(q) for q in readers]
+        reader = subprocess.Popen(["psql", pg.url, "-qXAt", "-c",
+                                   "BEGIN; SELECT count(*) FROM payouts; SELECT pg_sleep(8)"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            tpenv.wait_until(lambda: pg.psql(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = 'payouts' AND l.pid <> pg_backend_pid()") != [["0"]],
+                what="the long read holds its lock on payouts")
+            r = migrate(pg.url)
+            assert r.returncode != 0, r.stdout + r.stderr
+            assert "0009_payouts_user_dropped" in r.stderr and "lock timeout" in r.stderr, \
+                r.stderr
+            assert pg.psql("SELECT max(version) FROM schema_migrations") == [["8"]]
+        finally:
+            reader.wait(timeout=30)
+        r = migrate(pg.url)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "applying 0009_payouts_user_dropped ... ok" in r.stdout, r.stdout
+        idx = {row[0] for row in pg.psql(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'payouts'")}
+        assert idx == {"payouts_pkey", "payouts_bet_id_kind_key", "payouts_round"}, idx
+        assert [pg.psql(q) for q in readers] == before
+        for q, index in ((readers[0], "payouts_bet_id_kind_key"), (readers[1], "payouts_round")):
+            plan = "\n".join(x[0] for x in pg.psql("SET enable_seqscan = off; EXPLAIN " + q))
+            assert index in plan, plan
+        pg.psql("INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) "
+                "VALUES ('payout:3000', '3000', 5, 7, 9, 'win') ON CONFLICT DO NOTHING")
+        assert pg.psql("SELECT count(*) FROM payouts") == [["3001"]]
+
+
 if __name__ == "__main__":
     tpenv.main()
 
