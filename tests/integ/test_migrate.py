@@ -55,6 +55,23 @@ def migrated_below(first):
         shutil.rmtree(d, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def long_read(pg, table, seconds):
+    """A read of `table` (an audit's sums) holding its lock for `seconds` while the block runs:
+    a migration that must lock the table out waits for it."""
+    reader = subprocess.Popen(["psql", pg.url, "-qXAt", "-c",
+                               f"SELECT count(*) FROM {table}; SELECT pg_sleep({seconds})"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tpenv.wait_until(lambda: pg.psql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            f"WHERE c.relname = '{table}' AND l.pid <> pg_backend_pid()") != [["0"]],
+            what=f"the long read holds its lock on {table}")
+        yield
+    finally:
+        reader.wait(timeout=30)
+
+
 def test_applies_all_then_nothing():
     with tpenv.Postgres() as pg:
         r = migrate(pg.url)
@@ -414,14 +431,7 @@ def test_bets_round_brin_gives_way_to_a_long_read():
     sums) its DROP of the B-tree would queue every later read of `bets` behind it until that read
     ends; instead it fails with nothing applied, and applies once the read is over."""
     with migrated_below("0008") as pg:
-        reader = subprocess.Popen(["psql", pg.url, "-qXAt", "-c",
-                                   "SELECT count(*) FROM bets; SELECT pg_sleep(9)"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            tpenv.wait_until(lambda: pg.psql(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                "WHERE c.relname = 'bets' AND l.pid <> pg_backend_pid()") != [["0"]],
-                what="the long read holds its lock on bets")
+        with long_read(pg, "bets", 9):
             r = migrate(pg.url)
             assert r.returncode != 0, r.stdout + r.stderr
             assert "0008_bets_round_brin" in r.stderr and "lock timeout" in r.stderr, r.stderr
@@ -430,8 +440,6 @@ def test_bets_round_brin_gives_way_to_a_long_read():
                                "WHERE tablename = 'bets'"))
             assert "USING btree (round_id, band)" in idx["bets_round"], idx
             assert "bets_round_brin" not in idx, idx
-        finally:
-            reader.wait(timeout=30)
         r = migrate(pg.url)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "applying 0008_bets_round_brin ... ok" in r.stdout, r.stdout
@@ -453,21 +461,12 @@ def test_payouts_user_dropped_on_a_database_with_rows():
             "SELECT user_id, sum(amount) FROM payouts GROUP BY 1 ORDER BY 1",
         ]
         before = [pg.psql(q) for q in readers]
-        reader = subprocess.Popen(["psql", pg.url, "-qXAt", "-c",
-                                   "BEGIN; SELECT count(*) FROM payouts; SELECT pg_sleep(8)"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            tpenv.wait_until(lambda: pg.psql(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                "WHERE c.relname = 'payouts' AND l.pid <> pg_backend_pid()") != [["0"]],
-                what="the long read holds its lock on payouts")
+        with long_read(pg, "payouts", 8):
             r = migrate(pg.url)
             assert r.returncode != 0, r.stdout + r.stderr
             assert "0009_payouts_user_dropped" in r.stderr and "lock timeout" in r.stderr, \
                 r.stderr
             assert pg.psql("SELECT max(version) FROM schema_migrations") == [["8"]]
-        finally:
-            reader.wait(timeout=30)
         r = migrate(pg.url)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "applying 0009_payouts_user_dropped ... ok" in r.stdout, r.stdout
