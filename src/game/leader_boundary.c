@@ -433,6 +433,8 @@ static bool bnd_script(struct tp_leader *l)
                                                .max_stake = r->max_stake,
                                                .id_floor = l->pc.id_floor};
         a.open = &o;
+        if (l->pc.floor_unknown && l->floor.blind_id == 0)
+            l->floor.blind_id = r->id; /* leader_floor.c checks it once the floor is known */
     }
     if (tp_script_round_boundary(l->store, &a, on_script, l) != 0)
         return false;

@@ -82,15 +82,24 @@ void tp_leader_floor_lease(struct tp_leader *l)
     l->floor.saw_rounds = false;
     l->floor.warned = false;
     l->floor.answered = false;
+    l->floor.blind_id = 0;
     l->floor.retry_at_ms = 0;
     l->floor.unknown_ms = tp_mono_ms();
     if (l->pc.floor_unknown)
         floor_read(l, l->floor.unknown_ms);
 }
 
-/* A read answered: how it compares with this step's snapshot, logged once. */
-static void log_answer(const struct tp_leader *l)
+/* A read answered: how it compares with this step's snapshot, logged once; and whether a round
+ * opened meanwhile (the wait given up: Postgres slower than FLOOR_WAIT_MS) took an id Postgres
+ * already held, which only an operator can mend. */
+static void log_answer(struct tp_leader *l)
 {
+    if (l->floor.blind_id > 0 && l->floor.blind_id <= l->pc.id_floor)
+        tp_log_error(MOD,
+                     "round opened before Postgres's newest round id was known is not above it "
+                     "(its id may be another round's there)\tround=%lld postgres_newest=%lld",
+                     (long long)l->floor.blind_id, (long long)l->pc.id_floor);
+    l->floor.blind_id = 0;
     int64_t newest = l->nsnap > 0 ? l->snap[l->nsnap - 1].r.id : 0;
     if (l->pc.id_floor > newest)
         tp_log_warn(MOD,

@@ -141,6 +141,7 @@ struct tp_leader {
         int64_t waiting_logged_ms; /* mono: the last "no round opens" error */
         int64_t unknown_ms;        /* mono: since when the floor is not known */
         bool answered;             /* a read answered; the next step logs how it compares */
+        int64_t blind_id;          /* the first round this lease opened with the floor unknown */
     } floor;
 
     /* Rounds whose record is missing (leader_lost.c): the one being looked at, and those found

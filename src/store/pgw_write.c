@@ -7,9 +7,9 @@
 #include "pgw_internal.h"
 #include "tickpool/base/buf.h"
 #include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
-#include "tickpool/base/config.h"
 #include "tickpool/store/pg.h"
 #include "tickpool/store/pgw_pg.h"
 

@@ -11,6 +11,7 @@ error) rather than reuse an id.
 Real Redis, Postgres and tickpool; one worker, short rounds.
 """
 
+import subprocess
 import time
 
 import tpenv
@@ -26,6 +27,13 @@ def pg_rounds(pg):
 def redis_open(c):
     v = c.hget("tp:{g}:current", "open")
     return int(v) if v else None
+
+
+def first_above(c, below):
+    """The lowest round id in Redis above `below` (None: none yet): the first round opened
+    since, whatever opened after it before the test looked (a loaded host)."""
+    ids = [int(i) for i in c.zrange("tp:{g}:rounds", 0, -1) if int(i) > below]
+    return min(ids) if ids else None
 
 
 def wait_written(pg, c, rid):
@@ -49,7 +57,7 @@ def test_rounds_open_above_postgres_after_redis_lost_them():
         m = max(before)
         c.flushall()
         s.start()
-        first = tpenv.wait_until(lambda: redis_open(c), timeout=20, what="a round open again")
+        first = tpenv.wait_until(lambda: first_above(c, 0), timeout=20, what="a round open again")
         assert first == m + 1, (first, m)
         rows = wait_written(pg, c, first)
         assert {i: t for i, t in rows.items() if i <= m} == before  # older rounds untouched
@@ -85,11 +93,42 @@ def test_rounds_open_above_postgres_when_redis_is_behind():
         assert redis_newest < m + 10
         time.sleep(2.5)  # the open round's lock passes while no server runs
         s.start()
-        nxt = tpenv.wait_until(lambda: (redis_open(c) or 0) > redis_newest and redis_open(c),
-                               timeout=20, what="a new round open")
+        nxt = tpenv.wait_until(lambda: first_above(c, redis_newest), timeout=20,
+                               what="a new round open")
         assert nxt == m + 11, (nxt, m, redis_newest)
         wait_written(pg, c, nxt)
         assert "Postgres holds rounds above Redis's newest" in s.log_text()
+
+
+def test_a_round_opened_before_a_slow_floor_is_reported():
+    """Postgres slower than the leader's 2 s wait (its rounds table locked): the game goes on from
+    Redis's newest round, which here reuses an id Postgres holds; once the floor answers, the
+    leader says so at error, naming the round."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg, \
+            tpenv.Server(redis=r, pg=pg, env=ENV, workers=1, https=False) as s:
+        c = r.client()
+        tpenv.wait_until(lambda: len(pg_rounds(pg)) >= 2, timeout=30, what="2 rounds in Postgres")
+        s.stop()
+        m = max(pg_rounds(pg))
+        pg.psql(f"CREATE TEMP TABLE r AS SELECT * FROM rounds WHERE id = {m}; "
+                f"UPDATE r SET id = {m + 10}; INSERT INTO rounds SELECT * FROM r")
+        redis_newest = int(c.zrevrange("tp:{g}:rounds", 0, 0)[0])
+        time.sleep(2.5)
+        lock = subprocess.Popen(["psql", pg.url, "-qAtX", "-c",
+                                 "BEGIN; LOCK TABLE rounds IN ACCESS EXCLUSIVE MODE; "
+                                 "SELECT pg_sleep(5); COMMIT;"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)  # the lock is taken before the server starts
+            s.start()
+            nxt = tpenv.wait_until(lambda: first_above(c, redis_newest), timeout=20,
+                                   what="a new round open")
+            assert nxt == redis_newest + 1, (nxt, redis_newest)  # the floor was not known yet
+            tpenv.wait_until(lambda: "was known is not above it" in s.log_text(), timeout=20,
+                             what="the leader's error about the round's id")
+            assert f"round={nxt} postgres_newest={m + 10}" in s.log_text()
+        finally:
+            lock.wait(timeout=30)
 
 
 def test_no_round_opens_when_redis_is_empty_and_postgres_unknown():
@@ -110,5 +149,6 @@ def test_no_round_opens_when_redis_is_empty_and_postgres_unknown():
 if __name__ == "__main__":
     test_rounds_open_above_postgres_after_redis_lost_them()
     test_rounds_open_above_postgres_when_redis_is_behind()
+    test_a_round_opened_before_a_slow_floor_is_reported()
     test_no_round_opens_when_redis_is_empty_and_postgres_unknown()
     print("ok")
