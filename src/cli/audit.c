@@ -372,6 +372,18 @@ static int64_t outbox_backlog(struct audit *a)
     return n;
 }
 
+/* Entries the writer refused and parked (docs/operations.md, "Rejected outbox entries"): their
+ * money is missing from Postgres until an operator replays them. */
+static int64_t outbox_parked(struct audit *a)
+{
+    int64_t n = get_int(a, "XLEN %s" TP_KEYS_REJECTED_SUFFIX, TP_KEYS_GLOBAL_OUTBOX, NULL);
+    for (int b = 0; b < a->cfg->game.buckets; b++) {
+        struct tp_key key;
+        n += get_int(a, "XLEN %s" TP_KEYS_REJECTED_SUFFIX, tp_keys_outbox(&key, b), NULL);
+    }
+    return n;
+}
+
 static int64_t cell(const struct tp_pgw_rows *r, size_t row, size_t col)
 {
     const char *s = tp_pgw_rows_get(r, row, col);
@@ -689,6 +701,13 @@ int tp_audit_main(const struct tp_config *cfg, int nargs, char **args)
                    backlog, wait_s);
         } else {
             report(&a, true, "outbox: drained");
+            int64_t parked = outbox_parked(&a);
+            if (a.redis_failed)
+                goto out;
+            report(&a, parked == 0,
+                   "outbox: %" PRId64 " refused entries parked in <outbox>:rejected (logged "
+                   "'outbox entry refused'; replay them: docs/operations.md)",
+                   parked);
             /* Whole-table scans: postgres.timeout is the server's bound for its short
              * statements, and a large ledger takes longer than that to sum. */
             struct tp_config_postgres pcfg = cfg->postgres;

@@ -87,6 +87,8 @@ struct tp_pgw {
     /* Ids acknowledged by the current TP_PGW_PH_ACK, per stream. */
     char ***ack_ids;
     size_t *ack_n;
+    /* Entries of the current batch refused (tp_pgw_reject): parked, then acknowledged. */
+    struct tp_pgw_rejected *rejected;
 };
 
 /* --- Sequence and health (pgw.c) --- */
@@ -122,7 +124,16 @@ int tp_pgw_trim_minid(const char *last_delivered, long long npending, const char
  * mapping to none still counts as one). Returns 1..TP_PGW_BATCH; `current` when `entries` is 0.
  */
 int tp_pgw_read_count(int current, size_t entries, size_t rows, int streams, int target_rows);
-/** Frees the ids collected for acknowledgement (and trimming). */
+/**
+ * Refuses one outbox entry (malformed, or refused by Postgres): logs it at ERROR with all its
+ * fields, counts it (tickpool_writer_events_refused_total), and keeps it for an operator: the ack
+ * phase copies it to "<stream>:rejected" (XADD: its fields, then src_stream, src_id, error) and
+ * acknowledges it only once that copy is stored (docs/operations.md, "Rejected outbox entries").
+ * `ev` NULL: an entry deleted from the stream, nothing to keep (acknowledged as it is).
+ */
+void tp_pgw_reject(struct tp_pgw *w, int stream, const char *id, const struct tp_pgw_event *ev,
+                   const char *error);
+/** Frees the ids collected for acknowledgement (and trimming) and the rejected entries. */
 void tp_pgw_free_acks(struct tp_pgw *w);
 /** True for a failed command or an error reply. */
 bool tp_pgw_reply_is_error(int err, const struct tp_store_reply *r);

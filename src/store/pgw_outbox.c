@@ -23,7 +23,10 @@
 #include "pgw_internal.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
+#include "tickpool/base/buf.h"
 #include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
+#include "tickpool/store/keys.h"
 #include "tickpool/store/store.h"
 
 #include <errno.h>
@@ -216,6 +219,25 @@ void tp_pgw_claim(struct tp_pgw *w)
 
 /* --- Acknowledging and trimming --- */
 
+/* A refused entry waiting for the ack phase: its XADD to the rejected stream, then its XACK. */
+struct tp_pgw_rejected {
+    struct tp_pgw_rejected *next;
+    struct tp_pgw *w;
+    int stream;
+    char *id;
+    int argc;
+    char **argv; /* XADD <stream>:rejected * <fields…> src_stream S src_id ID error E */
+};
+
+static void rejected_free(struct tp_pgw_rejected *r)
+{
+    for (int i = 0; i < r->argc; i++)
+        free(r->argv[i]);
+    free(r->argv);
+    free(r->id);
+    free(r);
+}
+
 void tp_pgw_free_acks(struct tp_pgw *w)
 {
     for (int s = 0; s < w->nstreams; s++) {
@@ -223,6 +245,59 @@ void tp_pgw_free_acks(struct tp_pgw *w)
             free(w->ack_ids[s][i]);
         w->ack_n[s] = 0;
     }
+    while (w->rejected != NULL) {
+        struct tp_pgw_rejected *r = w->rejected;
+        w->rejected = r->next;
+        rejected_free(r);
+    }
+}
+
+void tp_pgw_reject(struct tp_pgw *w, int stream, const char *id, const struct tp_pgw_event *ev,
+                   const char *error)
+{
+    struct tp_buf line;
+    tp_buf_init(&line);
+    for (size_t i = 0; ev != NULL && i < ev->nfields; i++)
+        tp_buf_printf(&line, "%s%s=%s", i ? " " : "", ev->keys[i] ? ev->keys[i] : "?",
+                      ev->vals[i] ? ev->vals[i] : "?");
+    tp_buf_append(&line, "", 1);
+    tp_log_error(MOD,
+                 "outbox entry refused; parked in %s:rejected for an operator (tickpool audit "
+                 "shows its money missing from Postgres until it is replayed)\tstream=%s id=%s "
+                 "error=\"%s\" event=\"%s\"",
+                 w->streams[stream], w->streams[stream], id, error, tp_buf_ptr(&line));
+    tp_buf_deinit(&line);
+    if (ev == NULL)
+        return; /* deleted from the stream: nothing to keep, acknowledged as it is */
+    /* Not acknowledged with the batch: only once its copy is stored. */
+    for (size_t i = w->ack_n[stream]; i-- > 0;) {
+        if (strcmp(w->ack_ids[stream][i], id) == 0) {
+            free(w->ack_ids[stream][i]);
+            memmove(&w->ack_ids[stream][i], &w->ack_ids[stream][i + 1],
+                    (w->ack_n[stream] - i - 1) * sizeof(char *));
+            w->ack_n[stream]--;
+            break;
+        }
+    }
+    struct tp_pgw_rejected *r = tp_xcalloc(1, sizeof(*r));
+    r->w = w;
+    r->stream = stream;
+    r->id = tp_xstrdup(id);
+    r->argv = tp_xmalloc((3 + 2 * ev->nfields + 6) * sizeof(char *));
+    size_t klen = strlen(w->streams[stream]) + sizeof(TP_KEYS_REJECTED_SUFFIX);
+    r->argv[r->argc++] = tp_xstrdup("XADD");
+    r->argv[r->argc] = tp_xmalloc(klen);
+    snprintf(r->argv[r->argc++], klen, "%s" TP_KEYS_REJECTED_SUFFIX, w->streams[stream]);
+    r->argv[r->argc++] = tp_xstrdup("*");
+    for (size_t i = 0; i < ev->nfields; i++) {
+        r->argv[r->argc++] = tp_xstrdup(ev->keys[i] ? ev->keys[i] : "?");
+        r->argv[r->argc++] = tp_xstrdup(ev->vals[i] ? ev->vals[i] : "?");
+    }
+    const char *tail[] = {"src_stream", w->streams[stream], "src_id", id, "error", error};
+    for (int i = 0; i < 6; i++)
+        r->argv[r->argc++] = tp_xstrdup(tail[i]);
+    r->next = w->rejected;
+    w->rejected = r;
 }
 
 static void ack_release(struct tp_pgw *w);
@@ -433,6 +508,31 @@ static void send_trim(struct tp_pgw *w, int s)
     trim_unref(t);
 }
 
+/* A rejected entry's copy is stored (or not): acknowledge it, or leave it pending to be read
+ * and refused again. `r` lives until the phase ends (tp_pgw_free_acks in ack_release). */
+static void on_parked(int err, const struct tp_store_reply *reply, void *ud)
+{
+    struct tp_pgw_rejected *r = ud;
+    struct tp_pgw *w = r->w;
+    if (err == TP_ECLOSED)
+        return;
+    if (tp_pgw_reply_is_error(err, reply)) {
+        ack_failed(w, "XADD of a rejected entry", err);
+        w->pending_mode = true;
+    } else {
+        tp_metrics_inc(TP_METRIC_WRITER_EVENTS_REFUSED_TOTAL);
+        const char *argv[] = {"XACK", w->streams[r->stream], TP_PGW_GROUP, r->id};
+        if (tp_store_commandargv(w->store, on_ack, w, 4, argv, NULL) == 0) {
+            w->outstanding++;
+            send_trim(w, r->stream); /* the batch's trim ran before this XACK */
+        } else {
+            ack_failed(w, "XACK submit", TP_EUNAVAIL);
+            w->pending_mode = true;
+        }
+    }
+    ack_release(w);
+}
+
 /* After COMMIT: XACK of the written ids, then the trim of each stream acked (every stream when
  * `all`: the idle trim after a failure or at start). One XTRIM per stream and batch replaces an
  * XDEL per id; the ids' entries leave the stream once no earlier entry is still pending. */
@@ -459,6 +559,16 @@ static void send_acks(struct tp_pgw *w, bool all)
         }
         if (n > 0 || all)
             send_trim(w, s);
+    }
+    for (struct tp_pgw_rejected *r = w->rejected; r != NULL; r = r->next) {
+        /* Same slot as the stream (its hash tag), so the same connection. */
+        if (tp_store_commandargv(w->store, on_parked, r, r->argc, (const char **)r->argv, NULL) ==
+            0)
+            w->outstanding++;
+        else {
+            ack_failed(w, "XADD of a rejected entry", TP_EUNAVAIL);
+            w->pending_mode = true;
+        }
     }
     ack_release(w);
 }
@@ -513,8 +623,7 @@ static void add_to_batch(struct tp_pgw *w, int stream, const char *id,
 {
     w->ack_ids[stream][w->ack_n[stream]++] = tp_xstrdup(id);
     if (ev != NULL && tp_pgw_batch_add(ud, ev) != 0)
-        tp_log_error(MOD, "skipping a malformed or unknown outbox event\tstream=%s id=%s",
-                     w->streams[stream], id);
+        tp_pgw_reject(w, stream, id, ev, "malformed or unknown event");
 }
 
 static void on_read(int err, const struct tp_store_reply *r, void *ud)

@@ -9,12 +9,13 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
-#include "tickpool/base/metrics.h"
 #include "tickpool/store/pg.h"
 #include "tickpool/store/pgw_pg.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define MOD "pgw"
 
@@ -73,30 +74,34 @@ static void map_only(struct tp_pgw *w, int stream, const char *id, const struct 
         tp_pgw_batch_add(ud, ev);
 }
 
-/* Logs an event's fields (for a quarantined entry, so an operator can replay it by hand). */
-static void log_event(struct tp_pgw *w, int stream, const char *id, const struct tp_pgw_event *ev,
-                      void *ud)
+/* Refuses an event Postgres refused (tp_pgw_reject: logged, parked, then acknowledged). */
+static void reject_event(struct tp_pgw *w, int stream, const char *id,
+                         const struct tp_pgw_event *ev, void *ud)
 {
-    struct tp_buf line;
-    tp_buf_init(&line);
-    for (size_t i = 0; ev != NULL && i < ev->nfields; i++)
-        tp_buf_printf(&line, "%s%s=%s", i ? " " : "", ev->keys[i] ? ev->keys[i] : "?",
-                      ev->vals[i] ? ev->vals[i] : "?");
-    tp_buf_append(&line, "", 1);
-    tp_log_error(MOD,
-                 "Postgres refused an outbox event; acknowledged without a row (audit will "
-                 "show it)\tstream=%s id=%s error=\"%s\" event=\"%s\"",
-                 w->streams[stream], id, (const char *)ud, tp_buf_ptr(&line));
-    tp_buf_deinit(&line);
+    tp_pgw_reject(w, stream, id, ev, (const char *)ud);
+}
+
+/* Whether Postgres refused an event for what it holds ("[SQLSTATE] …", pg.c): a data exception
+ * (22: a cast, a bad literal), an integrity constraint (23: a CHECK) or a limit (54: a row too
+ * big). Anything else (42P01 a missing table before `tickpool migrate`, 42501 a revoked grant,
+ * 25006 a read-only standby, 53100 a full disk) is the database's state: refusing the event for
+ * it would acknowledge the whole outbox, one entry at a time, without a row. */
+static bool refused_for_its_data(const char *err)
+{
+    return err[0] == '[' && (strncmp(err + 1, "22", 2) == 0 || strncmp(err + 1, "23", 2) == 0 ||
+                             strncmp(err + 1, "54", 2) == 0);
 }
 
 /*
  * A batch Postgres refused while the connection is fine (a CHECK or type error: one bad event,
  * not an outage) is written again one event per transaction, so one poisoned entry cannot stop
- * the outbox forever; each event Postgres still refuses is logged with all its fields and
- * acknowledged. Returns 0, or the error of a connection lost meanwhile (then nothing is acked).
+ * the outbox forever; each event Postgres still refuses for its data is refused (tp_pgw_reject:
+ * logged with all its fields, parked for an operator, acknowledged). Returns 0, or the error of
+ * a connection lost meanwhile, or TP_EIO when an event is refused for the database's state
+ * (refused_for_its_data); then nothing is acknowledged and the batch is read again later.
  */
-static int write_one_by_one(struct tp_pgw *w, const struct tp_store_reply *r, size_t total)
+static int write_one_by_one(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
+                            char *err, size_t errlen)
 {
     for (size_t i = 0; i < total; i++) {
         struct tp_pgw_batch one;
@@ -112,10 +117,13 @@ static int write_one_by_one(struct tp_pgw *w, const struct tp_store_reply *r, si
             return rc;
         if (rc == TP_ETIMEDOUT || rc == TP_EAGAIN)
             return rc;
-        if (rc != 0) {
-            tp_pgw_each_event(w, r, (long)i, log_event, perr);
-            tp_metrics_inc(TP_METRIC_WRITER_EVENTS_REFUSED_TOTAL); /* an alert's: money record */
+        if (rc != 0 && !refused_for_its_data(perr)) {
+            /* The database, not the event: every event would be refused alike. */
+            snprintf(err, errlen, "%s", perr);
+            return TP_EIO;
         }
+        if (rc != 0)
+            tp_pgw_each_event(w, r, (long)i, reject_event, perr);
     }
     return 0;
 }
@@ -132,7 +140,7 @@ int tp_pgw_write(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
         if (rc != 0 && rc != TP_ETIMEDOUT && rc != TP_EAGAIN && tp_pgw_pg_ok(w->pg)) {
             tp_log_warn(MOD, "Postgres refused a batch, retrying event by event\terror=\"%s\"",
                         err);
-            rc = write_one_by_one(w, r, total);
+            rc = write_one_by_one(w, r, total, err, errlen);
         }
         if (rc != 0 && !tp_pgw_pg_ok(w->pg)) {
             tp_pgw_pg_close(w->pg);

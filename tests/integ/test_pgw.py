@@ -76,7 +76,7 @@ def test_drain_rows_and_ledger():
             tpenv.wait_until(lambda: money.backlog() == 0 and pg.psql(
                 "SELECT count(*) FROM grants WHERE id = 'late:2'") == [["1"]],
                 what="batch with a poisoned event written")
-            assert "Postgres refused an outbox event" in s.log_text()
+            assert "outbox entry refused" in s.log_text()
             assert "username=x.y" in s.log_text()
             # ... and counted for the alert (one event, on whichever worker's writer took it).
             tpenv.wait_until(lambda: sum(
@@ -503,6 +503,85 @@ def test_settlement_marks_each_bet_once_on_its_page():
                                              "state = 'settled'") == [["1"]], what="the receipt")
             assert pg.psql("SELECT DISTINCT status FROM bets WHERE round_id = 900002") == [
                 ["pending"]]
+
+
+def test_hostile_entries_parked_for_an_operator():
+    """A hand-made entry the writer refuses (a band beyond smallint: every line of its `bets`
+    entry) or Postgres refuses (a username its CHECK forbids) is kept whole, with its source and
+    error, in <stream>:rejected, counted and logged; the rest of the batch is written."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=2)
+        s = server(r, pg, workers=1)
+        pgwlib.migrate(s, pg)
+        c = money.c
+        open_round_900001(c)
+        money.open_round(900001)
+        money.grant(1, 1000)
+        money.bet(1, 900001, 2, 100, "good-1")
+        # Queued before the writer runs, so all of them are read as one batch.
+        hostile = {"type": "bets", "round_id": "900001", "ts": "5000",
+                   "bets": "777001,1,40000,250,650,bad-1\n777002,1,2,50,600,bad-2"}
+        hid = c.xadd("tp:{b1}:outbox", hostile)
+        uid = c.xadd("tp:{g}:outbox", {"type": "user", "user_id": "2", "username": "x.y",
+                                       "pw_hash": "h", "created_at": "1000"})
+        money.grant(3, 7, grant_id="after:3")
+        with s:
+            tpenv.wait_until(lambda: money.backlog() == 0 and money.pending() == 0,
+                             what="outbox drained")
+            assert pg.psql("SELECT idempotency_key FROM bets") == [["good-1"]]
+            assert pg.psql("SELECT count(*) FROM grants") == [["2"]]
+            parked = c.xrange("tp:{b1}:outbox:rejected")
+            assert len(parked) == 1, parked
+            fields = parked[0][1]
+            assert {k: fields[k] for k in hostile} == hostile, fields
+            assert fields["src_stream"] == "tp:{b1}:outbox" and fields["src_id"] == hid, fields
+            assert fields["error"] == "malformed or unknown event", fields
+            parked = c.xrange("tp:{g}:outbox:rejected")
+            assert len(parked) == 1 and parked[0][1]["src_id"] == uid, parked
+            assert parked[0][1]["username"] == "x.y" and "check" in parked[0][1]["error"].lower()
+            log = s.log_text()
+            assert log.count("outbox entry refused") == 2, log[-3000:]
+            assert "bets=777001,1,40000" in log
+            tpenv.wait_until(lambda: b"\ntickpool_writer_events_refused_total 2\n" in
+                             s.http("GET", "/metrics")[2], what="writer_events_refused_total 2")
+            a = s.run_cli("audit")
+            assert a.returncode == 1 and "2 refused entries parked" in a.stdout, a.stdout
+            # The operator's replay (docs/operations.md): mend, XADD back, audit, XDEL.
+            for key in ("tp:{b1}:outbox", "tp:{g}:outbox"):
+                for pid, f in c.xrange(key + ":rejected"):
+                    f = {k: v for k, v in f.items() if k not in ("src_stream", "src_id", "error")}
+                    if f["type"] == "bets":
+                        f["bets"] = f["bets"].replace(",40000,", ",3,")
+                    else:
+                        f["username"] = "x_y"
+                    c.xadd(key, f)
+                    c.xdel(key + ":rejected", pid)
+            tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM bets") == [["3"]] and
+                             pg.psql("SELECT count(*) FROM users") == [["1"]], what="replayed")
+
+
+def test_entries_wait_for_the_schema():
+    """A writer whose Postgres lacks the schema (started before `tickpool migrate`) refuses no
+    entry: a missing table is the database's state, not the entry's (42P01, not a data error),
+    so the entries wait in the outbox and are written once the schema exists."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=2)
+        c = money.c
+        with server(r, pg, workers=1) as s:
+            open_round_900001(c)
+            money.open_round(900001)
+            money.grant(1, 1000)
+            money.bet(1, 900001, 2, 100, "early-1")
+            tpenv.wait_until(lambda: "Postgres refused a batch" in s.log_text(),
+                             what="a write refused for the missing schema")
+            time.sleep(1)
+            assert "outbox entry refused" not in s.log_text(), s.log_text()[-3000:]
+            assert not any(c.exists(k + ":rejected") for k in
+                           ["tp:{g}:outbox", "tp:{b0}:outbox", "tp:{b1}:outbox"])
+            pgwlib.migrate(s, pg)
+            pgwlib.wait_drained(money, pg, 1)
+            assert pg.psql("SELECT count(*) FROM grants") == [["1"]]
+            assert pg.psql("SELECT count(*) FROM rounds WHERE id = 900001") == [["1"]]
 
 
 if __name__ == "__main__":

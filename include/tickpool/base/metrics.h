@@ -65,7 +65,8 @@ struct tp_buf;
     X(OUTBOX_LAG_SECONDS, outbox_lag_seconds, gauge,                                               \
       "Age in seconds of the oldest unwritten outbox entry")                                       \
     X(WRITER_EVENTS_REFUSED_TOTAL, writer_events_refused_total, counter,                           \
-      "Outbox events Postgres refused, logged at error and acknowledged without a row")            \
+      "Outbox events the writer refused (malformed, or by Postgres for their data), logged at "    \
+      "error and parked in <stream>:rejected")                                                     \
     X(WORKER_RESTARTS_TOTAL, worker_restarts_total, counter,                                       \
       "Worker processes restarted by the master")                                                  \
     X(ROUNDS_SETTLED_TOTAL, rounds_settled_total, counter,                                         \

@@ -92,6 +92,9 @@ const char *tp_keys_house(struct tp_key *k, int bucket);
 const char *tp_keys_seq(struct tp_key *k, int bucket);
 /** tp:{bN}:outbox — STREAM money events. */
 const char *tp_keys_outbox(struct tp_key *k, int bucket);
+/* <outbox>:rejected — STREAM the outbox entries the Postgres writer refused, parked for an
+ * operator (same slot as the outbox; docs/operations.md, "Rejected outbox entries"). */
+#define TP_KEYS_REJECTED_SUFFIX ":rejected"
 /** tp:{bN}:net — ZSET user_id → net winnings (leaderboard). */
 const char *tp_keys_net(struct tp_key *k, int bucket);
 /** tp:{bN}:excl — HASH user_id → end of the player's self-exclusion (Unix ms). */

@@ -284,6 +284,7 @@ static void test_bets_event(void **state)
         "13,07,2,250,1,k",                   /* non-canonical user */
         "13,0,2,250,1,k",                    /* user 0 */
         "13,7,-2,250,1,k",                   /* signed band */
+        "13,7,32768,250,1,k",                /* a band beyond smallint (fails the cast) */
         "",                                  /* no bets */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -598,10 +599,32 @@ static void test_hostile_events_refused(void **state)
     assert_int_equal(add(&b, -1, "type", "password", "user_id", "7", "pw_hash", "x", NULL),
                      TP_EINVAL); /* no ts */
     assert_int_equal(add(&b, 0, "type", "mystery", NULL), TP_EINVAL);
+    /* values beyond their column's type: Postgres's cast would fail the whole batch */
+    assert_int_equal(add(&b, 0, "type", "bet", "bet_id", "13", "user_id", "7", "round_id", "5",
+                         "band", "32768", "stake", "250", "balance", "1", "ts", "2", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, -1, "type", "round_settled", "round_id", "5", "total", "1",
+                         "winning_stake", "0", "rake", "0", "breakage", "0", "payouts", "0",
+                         "refunds", "0", "winning_band", "40000", NULL),
+                     TP_EINVAL);
+    assert_int_equal(add(&b, -1, "type", "round_opened", "round_id", "5", "opens_at", "1",
+                         "locks_at", "2", "closes_at", "3", "seed_hash", "ab", "rake_bps",
+                         "2147483648", NULL),
+                     TP_EINVAL);
     assert_int_equal(add(&b, 0, NULL), TP_EINVAL);
-    assert_int_equal(b.skipped, 14);
+    assert_int_equal(b.skipped, 17);
     for (int t = 0; t < TP_PGW_NTABLES; t++)
         assert_int_equal(b.nrows[t], 0);
+    /* the largest values that fit are rows */
+    assert_int_equal(add(&b, 0, "type", "bet", "bet_id", "13", "user_id", "7", "round_id", "5",
+                         "band", "32767", "stake", "250", "balance", "1", "ts", "2", NULL),
+                     0);
+    assert_int_equal(add(&b, -1, "type", "round_settled", "round_id", "5", "total", "1",
+                         "winning_stake", "0", "rake", "0", "breakage", "0", "payouts", "0",
+                         "refunds", "0", "winning_band", "32767", NULL),
+                     0);
+    assert_int_equal(b.nrows[TP_PGW_BETS], 1);
+    assert_int_equal(b.nrows[TP_PGW_ROUND_RESULTS], 1);
     tp_pgw_batch_deinit(&b);
 }
 
