@@ -262,10 +262,11 @@ void tp_pgw_reject(struct tp_pgw *w, int stream, const char *id, const struct tp
                       ev->vals[i] ? ev->vals[i] : "?");
     tp_buf_append(&line, "", 1);
     tp_log_error(MOD,
-                 "outbox entry refused; parked in %s:rejected for an operator (tickpool audit "
-                 "shows its money missing from Postgres until it is replayed)\tstream=%s id=%s "
-                 "error=\"%s\" event=\"%s\"",
-                 w->streams[stream], w->streams[stream], id, error, tp_buf_ptr(&line));
+                 "outbox entry refused; %s%s%s (tickpool audit shows its money missing from "
+                 "Postgres until it is replayed)\tstream=%s id=%s error=\"%s\" event=\"%s\"",
+                 ev != NULL ? "parked in " : "not parked (deleted from the stream)",
+                 ev != NULL ? w->streams[stream] : "", ev != NULL ? TP_KEYS_REJECTED_SUFFIX : "",
+                 w->streams[stream], id, error, tp_buf_ptr(&line));
     tp_buf_deinit(&line);
     if (ev == NULL)
         return; /* deleted from the stream: nothing to keep, acknowledged as it is */
