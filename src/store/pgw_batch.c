@@ -180,40 +180,13 @@ void tp_pgw_row_generic(struct tp_buf *out, size_t n, const char *const *kv)
     }
 }
 
-/* Appends `s` to an array literal as one quoted element: '"' and '\\' escaped, every other byte
- * as it is. A value with a byte outside printable ASCII (an idempotency key of a hostile or
- * older event: bet_batch.lua's are printable) goes through the JSON writer and its parser
- * first, so Postgres stores what it stored from the JSON rows (invalid UTF-8 as U+FFFD,
- * which the array's text input would refuse, failing the whole batch). */
+/* Appends `s` to an array literal as one quoted element (tp_codec_quoted_utf8): invalid UTF-8
+ * (an idempotency key of a hostile or older event: bet_batch.lua's are printable) as U+FFFD,
+ * what Postgres stored from the JSON rows; the array's text input would refuse it, failing
+ * the whole batch. */
 static void array_text(struct tp_buf *out, const char *s)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p >= 0x20 && *p < 0x7f)
-        p++;
-    struct tp_buf json;
-    struct tp_doc *doc = NULL;
-    size_t n = (size_t)(p - (const unsigned char *)s);
-    if (*p != '\0') {
-        tp_buf_init(&json);
-        struct tp_wr w;
-        tp_wr_init(&w, &json, TP_FMT_JSON);
-        tp_wr_str(&w, s);
-        doc = tp_doc_parse(TP_FMT_JSON, tp_buf_ptr(&json), tp_buf_size(&json), NULL, 0);
-        tp_buf_deinit(&json);
-        s = doc != NULL ? tp_val_str(tp_doc_root(doc), &n) : s;
-        n = doc != NULL ? n : strlen(s);
-    }
-    tp_buf_puts(out, "\"");
-    for (size_t i = 0, run = 0; i <= n; i++) {
-        if (i < n && s[i] != '"' && s[i] != '\\')
-            continue;
-        tp_buf_append(out, s + run, i - run);
-        if (i < n)
-            tp_buf_append(out, (const char[]){'\\', s[i]}, 2);
-        run = i + 1;
-    }
-    tp_buf_puts(out, "\"");
-    tp_doc_free(doc);
+    tp_codec_quoted_utf8(out, s, strlen(s));
 }
 
 /* Columns of a bets row that are text (quoted); the others are canonical integers. */

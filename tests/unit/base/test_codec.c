@@ -922,6 +922,59 @@ static void test_msgpack_int_matches_packer(void **state)
     tp_buf_deinit(&b);
 }
 
+/* tp_codec_quoted_utf8 gives the text a JSON round trip (tp_wr_str, then the parser) gives,
+ * '"' and '\\' escaped as a Postgres array element wants, for hostile strings: quotes,
+ * backslashes, braces, commas, control bytes, truncated, overlong and surrogate sequences. */
+static void test_quoted_utf8_is_the_json_round_trip(void **state)
+{
+    (void)state;
+    static const char *in[] = {
+        "",
+        "plain",
+        "a\"b\\c{d},e",
+        "NULL",
+        "caf\xc3\xa9 \xe2\x82\xac",
+        "\xf0\x9f\x98\x80",
+        "bad \xff\xc3 x",
+        "\xc3",
+        "\xe2\x82",
+        "\xc0\xaf",
+        "\xed\xa0\x80",
+        "\xf4\x90\x80\x80",
+        "ctl\x01\x1f\x7f",
+        "\x80\xbf",
+        "\xf5\xff\"\\",
+    };
+    for (size_t k = 0; k < sizeof(in) / sizeof(in[0]); k++) {
+        struct tp_buf json, got, want;
+        tp_buf_init(&json);
+        tp_buf_init(&got);
+        tp_buf_init(&want);
+        struct tp_wr w;
+        tp_wr_init(&w, &json, TP_FMT_JSON);
+        tp_wr_str(&w, in[k]);
+        struct tp_doc *doc =
+            tp_doc_parse(TP_FMT_JSON, tp_buf_ptr(&json), tp_buf_size(&json), NULL, 0);
+        assert_non_null(doc);
+        size_t n;
+        const char *v = tp_val_str(tp_doc_root(doc), &n);
+        tp_buf_puts(&want, "\"");
+        for (size_t i = 0; i < n; i++) {
+            if (v[i] == '"' || v[i] == '\\')
+                tp_buf_puts(&want, "\\");
+            tp_buf_append(&want, v + i, 1);
+        }
+        tp_buf_puts(&want, "\"");
+        tp_codec_quoted_utf8(&got, in[k], strlen(in[k]));
+        assert_int_equal(tp_buf_size(&got), tp_buf_size(&want));
+        assert_memory_equal(tp_buf_ptr(&got), tp_buf_ptr(&want), tp_buf_size(&want));
+        tp_doc_free(doc);
+        tp_buf_deinit(&json);
+        tp_buf_deinit(&got);
+        tp_buf_deinit(&want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -940,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_msgpack_hostile),
         cmocka_unit_test(test_guard_pages),
         cmocka_unit_test(test_msgpack_int_matches_packer),
+        cmocka_unit_test(test_quoted_utf8_is_the_json_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
