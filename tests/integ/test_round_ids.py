@@ -77,6 +77,21 @@ def test_rounds_open_above_postgres_after_redis_lost_them():
         assert int(ids[0]) > m, ids
 
 
+def redis_behind(s, pg, c):
+    """Plays 2 rounds, stops the server and puts Postgres 10 ids ahead of Redis (Postgres's
+    newest round copied 10 ids up), as after a Redis restored from an older backup; waits until
+    Redis's open round's lock is past. Returns (Postgres's newest before the copy, Redis's)."""
+    tpenv.wait_until(lambda: len(pg_rounds(pg)) >= 2, timeout=30, what="2 rounds in Postgres")
+    s.stop()
+    m = max(pg_rounds(pg))
+    pg.psql(f"CREATE TEMP TABLE r AS SELECT * FROM rounds WHERE id = {m}; "
+            f"UPDATE r SET id = {m + 10}; INSERT INTO rounds SELECT * FROM r")
+    redis_newest = int(c.zrevrange("tp:{g}:rounds", 0, 0)[0])
+    assert redis_newest < m + 10
+    time.sleep(2.5)  # the open round's lock passes while no server runs
+    return m, redis_newest
+
+
 def test_rounds_open_above_postgres_when_redis_is_behind():
     """Redis restored from an older backup: it holds rounds, but Postgres holds newer ones (made
     here by copying Postgres's newest round 10 ids up while the server is stopped). The new
@@ -84,14 +99,7 @@ def test_rounds_open_above_postgres_when_redis_is_behind():
     with tpenv.Redis() as r, tpenv.Postgres() as pg, \
             tpenv.Server(redis=r, pg=pg, env=ENV, workers=1, https=False) as s:
         c = r.client()
-        tpenv.wait_until(lambda: len(pg_rounds(pg)) >= 2, timeout=30, what="2 rounds in Postgres")
-        s.stop()
-        m = max(pg_rounds(pg))
-        pg.psql(f"CREATE TEMP TABLE r AS SELECT * FROM rounds WHERE id = {m}; "
-                f"UPDATE r SET id = {m + 10}; INSERT INTO rounds SELECT * FROM r")
-        redis_newest = int(c.zrevrange("tp:{g}:rounds", 0, 0)[0])
-        assert redis_newest < m + 10
-        time.sleep(2.5)  # the open round's lock passes while no server runs
+        m, redis_newest = redis_behind(s, pg, c)
         s.start()
         nxt = tpenv.wait_until(lambda: first_above(c, redis_newest), timeout=20,
                                what="a new round open")
@@ -107,13 +115,7 @@ def test_a_round_opened_before_a_slow_floor_is_reported():
     with tpenv.Redis() as r, tpenv.Postgres() as pg, \
             tpenv.Server(redis=r, pg=pg, env=ENV, workers=1, https=False) as s:
         c = r.client()
-        tpenv.wait_until(lambda: len(pg_rounds(pg)) >= 2, timeout=30, what="2 rounds in Postgres")
-        s.stop()
-        m = max(pg_rounds(pg))
-        pg.psql(f"CREATE TEMP TABLE r AS SELECT * FROM rounds WHERE id = {m}; "
-                f"UPDATE r SET id = {m + 10}; INSERT INTO rounds SELECT * FROM r")
-        redis_newest = int(c.zrevrange("tp:{g}:rounds", 0, 0)[0])
-        time.sleep(2.5)
+        m, redis_newest = redis_behind(s, pg, c)
         lock = subprocess.Popen(["psql", pg.url, "-qAtX", "-c",
                                  "BEGIN; LOCK TABLE rounds IN ACCESS EXCLUSIVE MODE; "
                                  "SELECT pg_sleep(5); COMMIT;"],
