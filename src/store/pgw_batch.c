@@ -17,6 +17,7 @@
 #include "tickpool/base/codec.h"
 #include "tickpool/base/common.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,13 +46,10 @@ bool tp_pgw_is_uint(const char *s)
 /* tp_pgw_is_uint no greater than `max`: a value Postgres casts to a smallint (a band) or an
  * int (rake_bps). The writer checks it here so that one out-of-range entry is refused alone
  * (parked for an operator) instead of failing its whole batch's cast. */
-static bool is_uint_max(const char *s, long max)
+static bool is_uint_max(const char *s, int64_t max)
 {
     return tp_pgw_is_uint(s) && strtoll(s, NULL, 10) <= max;
 }
-
-#define SMALLINT_MAX 32767L
-#define INT_MAX_PG 2147483647L
 
 /* tp_pgw_is_uint, or "-" and a non-zero one. */
 static bool is_int(const char *s)
@@ -274,7 +272,7 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
         /* The balance right after the bet: a replay of the bet once its round left Redis answers
          * with it (SQL NULL when absent). */
         const char *bal = field(ev, "balance");
-        if (!is_uint_max(band, SMALLINT_MAX) || !tp_pgw_is_uint(stake) || strcmp(stake, "0") == 0 ||
+        if (!is_uint_max(band, INT16_MAX) || !tp_pgw_is_uint(stake) || strcmp(stake, "0") == 0 ||
             (bal != NULL && !tp_pgw_is_uint(bal)))
             return TP_EINVAL;
         const char *v[TP_PGW_BET_COLS] = {bet, round, user, band, stake, key, ts, bal};
@@ -354,7 +352,7 @@ static bool bet_line(char *line, const char *f[6])
     for (int i = 0; i < 5; i++)
         if (!tp_pgw_is_uint(f[i]))
             return false;
-    return is_uint_max(f[2], SMALLINT_MAX) && strcmp(f[3], "0") != 0 && strcmp(f[1], "0") != 0;
+    return is_uint_max(f[2], INT16_MAX) && strcmp(f[3], "0") != 0 && strcmp(f[1], "0") != 0;
 }
 
 /* A `bets` event: the accepted bets of one bet_batch.lua call, one round, one `ts`. All lines
@@ -499,7 +497,7 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
             rake = b->default_rake_bps;
         if (tp_pgw_is_uint(id) && tp_pgw_is_uint(o) && tp_pgw_is_uint(l) && tp_pgw_is_uint(c) &&
             is_ident(h) && edges != NULL && edges_literal(edges, lit, sizeof(lit)) &&
-            is_uint_max(rake, INT_MAX_PG) && (vol == NULL || tp_pgw_is_uint(vol)) &&
+            is_uint_max(rake, INT32_MAX) && (vol == NULL || tp_pgw_is_uint(vol)) &&
             (tick == NULL || tp_pgw_is_uint(tick)) && (bet_ms == NULL || tp_pgw_is_uint(bet_ms)) &&
             (mins == NULL || tp_pgw_is_uint(mins)) && (maxs == NULL || tp_pgw_is_uint(maxs))) {
             const char *kv[] = {"id",         id,     "opens_at",       o,    "locks_at",  l,
@@ -530,7 +528,7 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
             kv[16 + 2 * i] = optional[i];
             kv[17 + 2 * i] = v;
             ok = ok && (v == NULL || (i < 2    ? tp_pgw_is_uint(v)
-                                      : i == 2 ? is_uint_max(v, SMALLINT_MAX)
+                                      : i == 2 ? is_uint_max(v, INT16_MAX)
                                                : is_ident(v)));
         }
         ok = ok && (pools == NULL || (strchr(pools, '-') == NULL &&
