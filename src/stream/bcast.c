@@ -78,6 +78,9 @@ struct bcast {
     ev_prepare flushed;      /* after the worker's writes: observes beat_ts[] */
     int64_t beat_ts[BEATS_MAX];
     int nbeats;
+    /* The first pending beat's receipt and this thread's schedstat then (debug line). */
+    int64_t beat_rx_ns;
+    struct tp_loop_watch_sched beat_at;
     struct round_sent rounds[ROUNDS_MAX];
     int nrounds;
     /* The latest boundary whose open round's `round` message was handed to the sockets, to mark
@@ -327,6 +330,28 @@ static void observe_round(const struct round_sent *r)
                  (long long)(lw.busy_ns ? (lw.busy_at_ns - t_ns) / 1000 : 0));
 }
 
+/* The beats just written (debug): from the first one's receipt to the last socket's write, how
+ * long this worker's loop was on a CPU and waiting for one (schedstat), so a viewers run can tell
+ * a walk that costs more from a worker the machine left without a core (bench/README.md
+ * "Viewers", session 17). beats > 1: newer beats came before the walk ended (newest wins). */
+static void log_beat_walk(const struct bcast *bc)
+{
+    if (!tp_log_enabled(TP_LOG_DEBUG))
+        return;
+    int64_t now = tp_now_ns();
+    struct tp_loop_watch_sched s = tp_loop_watch_sched_now();
+    struct tp_loop_watch_span lw = tp_loop_watch_window(bc->beat_rx_ns, now);
+    tp_log_debug(MOD,
+                 "beat written\tts=%lld beats=%d sockets=%zu received_us=%lld walk_us=%lld "
+                 "oncpu_us=%lld waitcpu_us=%lld busy_max_us=%lld poll_max_us=%lld",
+                 (long long)bc->beat_ts[bc->nbeats - 1], bc->nbeats, tp_worker_nws(bc->w),
+                 (long long)((bc->beat_rx_ns - bc->beat_ts[0] * 1000000) / 1000),
+                 (long long)((now - bc->beat_rx_ns) / 1000),
+                 (long long)((s.run_ns - bc->beat_at.run_ns) / 1000),
+                 (long long)((s.wait_ns - bc->beat_at.wait_ns) / 1000),
+                 (long long)(lw.busy_ns / 1000), (long long)(lw.poll_ns / 1000));
+}
+
 /* Rounds are observed once the writes queued at once are done (the beats handed out in slices
  * come after them, tp_conn_run_fanout), beats once everything is written. */
 static void on_flushed(struct ev_loop *loop, ev_prepare *p, int revents)
@@ -345,6 +370,8 @@ static void on_flushed(struct ev_loop *loop, ev_prepare *p, int revents)
         return; /* the fan-out is written in slices: the beat is not out yet */
     for (int i = 0; i < bc->nbeats; i++)
         observe_beat(bc->beat_ts[i]);
+    if (bc->nbeats > 0)
+        log_beat_walk(bc);
     bc->nbeats = 0;
     ev_prepare_stop(loop, p);
 }
@@ -355,6 +382,10 @@ static void beat_sent(struct bcast *bc, int64_t ts)
     if (bc->nbeats == BEATS_MAX) {
         observe_beat(ts);
         return;
+    }
+    if (bc->nbeats == 0) {
+        bc->beat_rx_ns = tp_now_ns();
+        bc->beat_at = tp_loop_watch_sched_now();
     }
     bc->beat_ts[bc->nbeats++] = ts;
     ev_prepare_start(tp_worker_loop(bc->w), &bc->flushed);
