@@ -210,6 +210,49 @@ def test_slow_consumers_do_not_hurt_others():
 
 
 
+def test_beat_walk_logged_at_debug():
+    """At log level debug each worker says, per beat handed to all its sockets, when it got the
+    beat and how long the walk took, on a CPU and waiting for one (bench/run's viewers table):
+    fields whole and consistent; at info, no such line."""
+    raise_nofile()
+    line = re.compile(r'role=(worker\.\d) mod=bcast msg="beat written" ts=(\d+) beats=(\d+) '
+                      r'sockets=(\d+) received_us=(-?\d+) walk_us=(\d+) oncpu_us=(\d+) '
+                      r'waitcpu_us=(\d+) busy_max_us=(\d+) poll_max_us=(\d+)$')
+    env = {"TICKPOOL_GAME_BETTING_S": "2", "TICKPOOL_GAME_LIVE_S": "2",
+           "TICKPOOL_LOG_LEVEL": "debug"}
+    with tpenv.Redis() as r, tpenv.Server(redis=r, env=env, workers=2, https=False) as s:
+        tpclient.wait_game(s)
+        socks = [tpclient.RawWS(s.http_port) for _ in range(40)]
+
+        def walks():
+            for w in socks:
+                w.read()
+            rows = [m.groups() for m in map(line.search, s.log_text().splitlines()) if m]
+            serving = [row for row in rows if int(row[3]) > 0]  # walks with sockets
+            workers = {row[0] for row in serving}
+            return rows if workers == {"worker.0", "worker.1"} and len(serving) >= 10 else None
+
+        rows = tpenv.wait_until(walks, timeout=20, what="beat walks of both workers logged")
+        assert sum(1 for l in s.log_text().splitlines() if 'msg="beat written"' in l) == len(rows)
+        for _, ts, beats, sockets, received, walk, oncpu, wait, *_ in rows:
+            assert int(ts) > 0 and int(beats) >= 1 and int(sockets) >= 0, rows
+            # Published after its ts (the tick's time on the price grid), read within seconds.
+            assert 0 <= int(received) < 10_000_000, rows
+            # schedstat's run and wait times lie within the walk's wall time, give or take the
+            # scheduler's last update before each read (a tick: 20 ms is far past one).
+            assert int(oncpu) + int(wait) <= int(walk) + 20_000, rows
+        for w in socks:
+            w.close()
+    env["TICKPOOL_LOG_LEVEL"] = "info"
+    with tpenv.Redis() as r, tpenv.Server(redis=r, env=env, workers=1, https=False) as s:
+        tpclient.wait_game(s)
+        w = tpclient.RawWS(s.http_port)
+        tpenv.wait_until(lambda: w.read() is not None and len(ticks_of(w)) >= 3, timeout=20,
+                         what="ticks at info")
+        assert 'msg="beat written"' not in s.log_text()
+        w.close()
+
+
 def test_fanout_io_uring_setting():
     for value in ("auto", "off"):
         env = {"TICKPOOL_SERVER_FANOUT_IO_URING": value}
