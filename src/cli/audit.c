@@ -436,8 +436,22 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
                           const struct receipt *rs, size_t nrs)
 {
     struct tp_pgw_rows r;
-    /* Every ledger entry sums to zero. The table alone: a bet's debit is its bets row, whose two
-     * sides (user -stake, round +stake) balance by construction (migration 0006). */
+    /* The sums below count each payouts row as its credit, which migration 0010 made it (its
+     * view payout_credits). Before 0010 the ledger holds every credit as rows too, and this
+     * audit would count each twice: refuse rather than report every winner's balance. */
+    if (!query(pg, "SELECT to_regclass('payout_credits') IS NOT NULL", &r))
+        return -1;
+    const char *v = r.nrows == 1 ? tp_pgw_rows_get(&r, 0, 0) : NULL;
+    bool credits_view = v != NULL && strcmp(v, "t") == 0;
+    tp_pgw_rows_free(&r);
+    if (!credits_view) {
+        fprintf(stderr, "audit: Postgres's schema is older than migration 0010 (payouts are the "
+                        "ledger's credits): run `tickpool migrate` first\n");
+        return -1;
+    }
+    /* Every ledger entry sums to zero. The table alone: a bet's debit is its bets row and a
+     * payout's or refund's credit its payouts row, whose two sides (user -stake, round +stake;
+     * round -amount, user +amount) balance by construction (migrations 0006, 0010). */
     if (!query(pg,
                "SELECT entry_id, sum(amount) FROM ledger GROUP BY entry_id "
                "HAVING sum(amount) <> 0 ORDER BY entry_id LIMIT 20",
@@ -449,12 +463,13 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
         printf("     entry %s sums to %s\n", tp_pgw_rows_get(&r, i, 0), tp_pgw_rows_get(&r, i, 1));
     tp_pgw_rows_free(&r);
 
-    /* Per-user balances: the ledger's user rows (grants, payouts, refunds) minus every bet's
-     * stake (what the view ledger_full sums, without building its account strings). */
+    /* Per-user balances: the ledger's user rows (grants, and credits written before 0010)
+     * minus every bet's stake plus every payout and refund (what the view ledger_full sums,
+     * without building its account strings). */
     if (!query(pg,
                "SELECT u, sum(a) FROM (SELECT substr(account, 6)::bigint AS u, amount AS a "
                "FROM ledger WHERE account LIKE 'user:%' UNION ALL SELECT user_id, -stake "
-               "FROM bets) x GROUP BY u ORDER BY u",
+               "FROM bets UNION ALL SELECT user_id, amount FROM payouts) x GROUP BY u ORDER BY u",
                &r))
         return -1;
     struct kvs pgu = {0};
@@ -470,7 +485,9 @@ static int check_postgres(struct audit *a, struct tp_pgw_pg *pg, struct totals *
            t->bal, t->users.n, pg_bal, pgu.n);
     size_t nd = diff_maps("user", &t->users, &pgu);
     report(a, nd == 0,
-           "postgres per-user balances (ledger - stakes) = redis balances (%zu users differ)", nd);
+           "postgres per-user balances (ledger - stakes + credits) = redis balances (%zu users "
+           "differ)",
+           nd);
     free(pgu.a);
 
     /* House, grants. */

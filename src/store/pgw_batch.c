@@ -1,11 +1,13 @@
 /*
  * Postgres writer, batch → SQL (pure; see include/tickpool/store/pgw.h): outbox events become
- * rows per table (JSON arrays of objects; the bets one array per column), grants, payouts, refunds,
- * rake and breakage also two ledger rows that sum to zero, and a batch becomes the statements of
- * one transaction. A bet writes no ledger rows: its bets row is the record of the debit (user →
+ * rows per table (JSON arrays of objects; the bets one array per column), grants, rake and
+ * breakage also two ledger rows that sum to zero, and a batch becomes the statements of one
+ * transaction. A bet writes no ledger rows: its bets row is the record of the debit (user →
  * round, `stake`), and the views of migrations/0006_bets_are_debits.sql add it to the ledger for
- * readers. That halves Postgres's cost per bet; the bets are the bulk of the writer's rows. No
- * Redis, no Postgres, no clock here, so tests/unit/store/test_pgw.c covers it all.
+ * readers. That halves Postgres's cost per bet; the bets are the bulk of the writer's rows. A
+ * payout or refund likewise writes only its payouts row, the record of the credit (round →
+ * user, `amount`; migrations/0010_payouts_are_credits.sql). No Redis, no Postgres, no clock
+ * here, so tests/unit/store/test_pgw.c covers it all.
  *
  * Events are checked as hostile input: every integer must be canonical and fit its column,
  * every identifier from a small alphabet, and a malformed or unknown event adds nothing (the
@@ -208,7 +210,7 @@ static void bet_row(struct tp_pgw_batch *b, const char *const v[TP_PGW_BET_COLS]
 }
 
 /* `prefix` then `s` into out[cap], cut to fit as snprintf would cut it: a ledger row's negated
- * amount (every payout and credit has one) without a printf each. */
+ * amount without a printf each. */
 static void join(char *out, size_t cap, const char *prefix, const char *s)
 {
     size_t a = TP_MIN(strlen(prefix), cap - 1);
@@ -239,10 +241,9 @@ static void ledger(struct tp_pgw_batch *b, const char *entry, const char *kind, 
 static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, const char *type)
 {
     const char *user = field(ev, "user_id"), *ts = field(ev, "ts");
-    char entry[192], acct_user[40], acct_round[40];
+    char entry[192];
     if (!tp_pgw_is_uint(user) || !tp_pgw_is_uint(ts))
         return TP_EINVAL;
-    snprintf(acct_user, sizeof(acct_user), "user:%s", user);
 
     if (strcmp(type, "grant") == 0) {
         /* Negative: an operator's correction (grant.lua keeps the balance non-negative). */
@@ -251,6 +252,8 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
             return TP_EINVAL;
         const char *kv[] = {"id", gid, "user_id", user, "amount", amount, "ts", ts};
         row(b, TP_PGW_GRANTS, 4, kv);
+        char acct_user[40];
+        snprintf(acct_user, sizeof(acct_user), "user:%s", user);
         snprintf(entry, sizeof(entry), "grant:%s", gid);
         ledger(b, entry, "grant", "system", acct_user, amount);
         return 0;
@@ -258,7 +261,6 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
     const char *bet = field(ev, "bet_id"), *round = field(ev, "round_id");
     if (!tp_pgw_is_uint(bet) || !tp_pgw_is_uint(round))
         return TP_EINVAL;
-    snprintf(acct_round, sizeof(acct_round), "round:%s", round);
     if (strcmp(type, "bet") == 0) {
         const char *band = field(ev, "band"), *stake = field(ev, "stake");
         /* The idempotency key, when the bet script sends it; else a per-bet placeholder (the
@@ -280,7 +282,8 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
         bet_row(b, v);
         return 0;
     }
-    /* payout | refund */
+    /* payout | refund: the payouts row is the credit's record, no ledger rows (migration
+     * 0010: its view gives entry '<type>:<bet>' {round -amount, user +amount}). */
     const char *amount = field(ev, "amount");
     if (!tp_pgw_is_uint(amount))
         return TP_EINVAL;
@@ -289,7 +292,6 @@ static int add_money(struct tp_pgw_batch *b, const struct tp_pgw_event *ev, cons
     const char *kv[] = {"id",       entry, "bet_id", bet,    "user_id", user,
                         "round_id", round, "amount", amount, "kind",    kind};
     row(b, TP_PGW_PAYOUTS, 6, kv);
-    ledger(b, entry, type, acct_round, acct_user, amount);
     return 0;
 }
 
@@ -409,8 +411,8 @@ static bool credit_line(char *line, const char *f[4])
 }
 
 /* A `credits` event: every payout or every refund one settle_page.lua call made, one round.
- * Each line becomes the payout row and the two ledger rows a one-bet `payout`/`refund` event
- * gives (same ids, so a repeated entry or page adds nothing in Postgres). The lines are all
+ * Each line becomes the payouts row a one-bet `payout`/`refund` event gives (same id, so a
+ * repeated entry or page adds nothing in Postgres; no ledger rows, as there). The lines are all
  * parsed before any row is added: a malformed entry adds nothing. */
 static int add_credits(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
 {
@@ -430,17 +432,13 @@ static int add_credits(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
     for (char *line = strtok_r(copy, "\n", &save); line != NULL && rc == 0;
          line = strtok_r(NULL, "\n", &save))
         rc = credit_line(line, f[n++]) ? 0 : TP_EINVAL;
-    char acct_round[40];
-    snprintf(acct_round, sizeof(acct_round), "round:%s", round);
     const char *pkind = strcmp(kind, "payout") == 0 ? "win" : "refund";
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        char entry[48], acct_user[40];
+        char entry[48];
         snprintf(entry, sizeof(entry), "%s:%s", kind, f[i][0]);
-        snprintf(acct_user, sizeof(acct_user), "user:%s", f[i][1]);
         const char *kv[] = {"id",       entry, "bet_id", f[i][0], "user_id", f[i][1],
                             "round_id", round, "amount", f[i][2], "kind",    pkind};
         row(b, TP_PGW_PAYOUTS, 6, kv);
-        ledger(b, entry, kind, acct_round, acct_user, f[i][2]);
     }
     free(f);
     free(copy);
@@ -716,7 +714,7 @@ size_t tp_pgw_batch_rows(const struct tp_pgw_batch *b)
 /*
  * Whether a batch may share the advisory lock: it has rows, and only of tables whose rows no
  * other batch's statement reads (bets, grants, admin actions, and the ledger rows they bring;
- * a round result's or payout's ledger rows come with their exclusive table). Two such batches
+ * a round result's ledger rows come with its exclusive table). Two such batches
  * insert disjoint rows, or the same ones (a claim race: ON CONFLICT waits for the first and
  * skips), and the late-status UPDATE after the bets reads payouts and rounds, which only
  * exclusive batches write: an exclusive batch waits until every shared one has committed and

@@ -178,7 +178,7 @@ def pg_scalar(pg, sql):
 
 def pg_counts(pg):
     """(grants, Σgrants, bets, Σstakes, ledger table rows, entries of the whole ledger, bets'
-    debits included, not summing to zero)."""
+    debits and payouts' credits included, not summing to zero)."""
     row = pg.psql("SELECT (SELECT count(*) FROM grants), "
                   "(SELECT coalesce(sum(amount),0) FROM grants), "
                   "(SELECT count(*) FROM bets), (SELECT coalesce(sum(stake),0) FROM bets), "
@@ -187,8 +187,9 @@ def pg_counts(pg):
 
 
 def pg_balances(pg):
-    """Per-user balances in Postgres: the ledger's user rows (grants, payouts, refunds) and every
-    bet's debit, which is its bets row (the view account_balances)."""
+    """Per-user balances in Postgres: the ledger's user rows (grants), every bet's debit, which
+    is its bets row, and every payout's or refund's credit, its payouts row (the view
+    account_balances)."""
     rows = pg.psql("SELECT substr(account, 6), balance FROM account_balances "
                    "WHERE account LIKE 'user:%'")
     return {int(u): int(v) for u, v in rows}

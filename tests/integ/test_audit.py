@@ -101,6 +101,25 @@ def test_audit_passes_then_shows_tampering():
             c.hincrby("tp:{b1}:bal", "3", 100)
             assert audit(s, "--wait", "20")[0] == 0
 
+            # A credit's two ledger rows as a writer before migration 0010 wrote them, beside
+            # its payouts row (an older server left running after 0010): counted twice, so the
+            # per-user diff shows it.
+            bet, user, rnd, amount, kind = pg.psql(
+                "SELECT bet_id, user_id, round_id, amount, kind FROM payouts WHERE amount > 0 "
+                "ORDER BY id LIMIT 1")[0]
+            lk = "payout" if kind == "win" else "refund"
+            pg.psql("INSERT INTO ledger (entry_id, account, amount, kind) VALUES "
+                    f"('{lk}:{bet}', 'round:{rnd}', -{amount}, '{lk}'), "
+                    f"('{lk}:{bet}', 'user:{user}', {amount}, '{lk}')")
+            code, out = audit(s, "--wait", "20")
+            assert code == 1, out
+            bal = int(c.hget("tp:{b%d}:bal" % (int(user) % 2), user))
+            assert (f"user {user}: redis {bal}, postgres {bal + int(amount)}, "
+                    f"diff -{amount}") in out, out
+            assert "FAIL postgres per-user balances" in out, out
+            pg.psql(f"DELETE FROM ledger WHERE entry_id = '{lk}:{bet}'")
+            assert audit(s, "--wait", "20")[0] == 0
+
             # A receipt that does not add up.
             rid = sorted(rounds, key=int)[0]
             key = "tp:{g}:round:" + rid

@@ -220,6 +220,9 @@ def check_all(s, r, pg, load, timeout=40):
         assert bal[uid] == want_bal, (uid, bal[uid], want_bal)
     assert pgwlib.pg_balances(pg) == bal, "Postgres ledger balances differ from Redis"
     assert pgwlib.pg_counts(pg)[5] == 0, "an unbalanced ledger entry"
+    # A credit is its payouts row alone (migration 0010), one per credited bet.
+    assert pg.psql("SELECT count(*) FROM ledger WHERE kind IN ('payout', 'refund')") == [["0"]]
+    assert pg.psql("SELECT count(*) = count(DISTINCT bet_id) FROM payouts") == [["t"]]
     log = s.log_text()
     for bad in ("assertion failed", "AddressSanitizer", "runtime error:", "LeakSanitizer"):
         assert bad not in log, log[log.find(bad) - 2000:log.find(bad) + 3000]

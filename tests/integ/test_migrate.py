@@ -482,6 +482,158 @@ def test_payouts_user_dropped_on_a_database_with_rows():
         assert pg.psql("SELECT count(*) FROM payouts") == [["3001"]]
 
 
+def old_credit_rows(payouts):
+    """The ledger rows a writer before 0010 wrote for payouts rows (id, bet_id, user_id,
+    round_id, amount, kind): entry '<payout|refund>:<bet_id>', round -> user, none for 0."""
+    rows = []
+    for _, bet, user, rnd, amount, kind in payouts:
+        if int(amount) == 0:
+            continue
+        lk = "payout" if kind == "win" else "refund"
+        rows.append(f"('{lk}:{bet}', 'round:{rnd}', -{amount}, '{lk}')")
+        rows.append(f"('{lk}:{bet}', 'user:{user}', {amount}, '{lk}')")
+    return rows
+
+
+FULL = "SELECT entry_id, account, amount, kind FROM ledger_full ORDER BY 1, 2, 3"
+BALANCES = "SELECT account, balance FROM account_balances ORDER BY 1"
+
+
+def test_payouts_are_credits_on_a_database_with_rows():
+    """0010 on a database 0001-0009 filled by an older writer: a credit's two ledger rows are
+    removed where its payouts row says the same, kept where they do not (the audit must go on
+    seeing those), and the whole ledger (ledger_full), account_balances and ledger_unbalanced
+    give the same answers as before. Progress lines on a large ledger; applying its SQL again
+    changes nothing; with a read of the views running it gives up after its lock_timeout."""
+    with migrated_below("0010") as pg:
+        pg.psql("INSERT INTO bets (id, user_id, round_id, band, stake, idempotency_key, "
+                "placed_at) VALUES ('11', 1, 7, 0, 100, 'k1', 0), ('12', 2, 7, 1, 250, 'k1', 0), "
+                "('13', 2, 8, 1, 40, 'k2', 0), ('14', 3, 8, 0, 60, 'k1', 0), "
+                "('15', 3, 9, 0, 10, 'k3', 0)")
+        payouts = [("payout:11", "11", "1", "7", "340", "win"),
+                   ("refund:13", "13", "2", "8", "40", "refund"),
+                   ("refund:14", "14", "3", "8", "60", "refund"),
+                   ("payout:15", "15", "3", "9", "0", "win")]  # zero: no ledger rows
+        pg.psql("INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) VALUES " +
+                ", ".join("('%s', '%s', %s, %s, %s, '%s')" % p for p in payouts))
+        ledger = ["('grant:g%d', 'system', -1000, 'grant'), ('grant:g%d', 'user:%d', 1000, "
+                  "'grant')" % (u, u, u) for u in (1, 2, 3)]
+        ledger += ["('rake:7', 'round:7', -10, 'rake'), ('rake:7', 'house', 10, 'rake')"]
+        ledger += old_credit_rows(payouts)
+        # A credit missing from `payouts` (a write lost before this migration), far up the
+        # ledger's ids so that the slices print progress.
+        pg.psql("INSERT INTO ledger (id, entry_id, account, amount, kind) VALUES "
+                "(1200000, 'refund:98', 'round:8', -5, 'refund'), "
+                "(1200001, 'refund:98', 'user:1', 5, 'refund')")
+        pg.psql("INSERT INTO ledger (entry_id, account, amount, kind) VALUES " + ", ".join(ledger))
+        before = [pg.psql(FULL), pg.psql(BALANCES)]
+        assert pg.psql("SELECT count(*) FROM ledger_unbalanced") == [["0"]]
+        assert len(before[0]) == 6 + 2 + 6 + 2 + 2 * 5  # grants, rake, credits, refund:98, bets
+        with long_read(pg, "ledger_full", 8):
+            r = migrate(pg.url)
+            assert r.returncode != 0, r.stdout + r.stderr
+            assert "0010_payouts_are_credits" in r.stderr and "lock timeout" in r.stderr, \
+                r.stderr
+            assert pg.psql("SELECT max(version) FROM schema_migrations") == [["9"]]
+            assert pg.psql("SELECT count(*) FROM ledger WHERE kind = 'payout'") == [["2"]]
+        r = migrate(pg.url)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "applying 0010_payouts_are_credits ... ok" in r.stdout, r.stdout
+        assert "0010: 6 payout ledger rows removed (ledger ids up to 1200001 of 1200001)" in \
+            r.stderr, r.stderr
+        # Only the credit without a payouts row keeps its ledger rows.
+        assert pg.psql("SELECT entry_id, account FROM ledger WHERE kind IN ('payout', 'refund') "
+                       "ORDER BY 2") == [["refund:98", "round:8"], ["refund:98", "user:1"]]
+        assert [pg.psql(FULL), pg.psql(BALANCES)] == before
+        assert pg.psql("SELECT count(*) FROM ledger_unbalanced") == [["0"]]
+        # Its SQL applied again (by hand, in one transaction) changes nothing.
+        sql = os.path.join(MIGRATIONS, "0010_payouts_are_credits.sql")
+        r2 = subprocess.run(["psql", pg.url, "-qX1", "-v", "ON_ERROR_STOP=1", "-f", sql],
+                            capture_output=True, text=True)
+        assert r2.returncode == 0, r2.stderr
+        assert [pg.psql(FULL), pg.psql(BALANCES)] == before
+        # A credit written after it counts once, through its payouts row alone.
+        pg.psql("INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) VALUES "
+                "('payout:12', '12', 2, 7, 300, 'win')")
+        assert pg.psql("SELECT balance FROM account_balances WHERE account = 'user:2'") == [
+            [str(1000 - 250 - 40 + 40 + 300)]]
+        assert pg.psql("SELECT count(*) FROM ledger_unbalanced") == [["0"]]
+
+
+def test_payouts_are_credits_disagreeing_rows_kept():
+    """A credit whose ledger rows disagree with its payouts row (another amount, another
+    player) keeps them: the whole ledger then shows both, and ledger_unbalanced or the
+    balances show the difference instead of 0010 hiding it."""
+    with migrated_below("0010") as pg:
+        pg.psql("INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) VALUES "
+                "('payout:21', '21', 1, 7, 80, 'win'), ('payout:22', '22', 2, 7, 50, 'win')")
+        pg.psql("INSERT INTO ledger (entry_id, account, amount, kind) VALUES "
+                "('payout:21', 'round:7', -70, 'payout'), ('payout:21', 'user:1', 70, 'payout'),"
+                "('payout:22', 'round:7', -50, 'payout'), ('payout:22', 'user:3', 50, 'payout')")
+        r = migrate(pg.url)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert pg.psql("SELECT entry_id, account, amount FROM ledger ORDER BY 1, 2") == [
+            ["payout:21", "round:7", "-70"], ["payout:21", "user:1", "70"],
+            ["payout:22", "user:3", "50"]]
+        assert pg.psql("SELECT entry_id, imbalance FROM ledger_unbalanced ORDER BY 1") == [
+            ["payout:22", "50"]]
+        assert pg.psql("SELECT account, balance FROM account_balances WHERE account LIKE "
+                       "'user:%' ORDER BY 1") == [["user:1", "150"], ["user:2", "50"],
+                                                  ["user:3", "50"]]
+
+
+def test_0010_under_a_running_game_on_a_database_with_rows():
+    """0010 applied while the game runs, on a database 0001-0009 filled: settled rounds with
+    their credits as an older writer wrote them (payouts rows and their ledger rows). The whole
+    ledger and every player's balance are the same before and after, and `tickpool audit` is
+    clean after it and after more settled bets on top (before it, this version's audit refuses
+    the schema)."""
+    env = {"TICKPOOL_GAME_BUCKETS": "2", "TICKPOOL_GAME_BETTING_S": "2",
+           "TICKPOOL_GAME_LIVE_S": "2", "TICKPOOL_GAME_MIN_STAKE": "1"}
+    with migrated_below("0010") as pg, tpenv.Redis() as r:
+        with tpenv.Server(redis=r, pg=pg, env=env, migrate=False, https=False) as s:
+            users = tpclient.make_users(s, 6, "mc")
+            jobs = [(i % 5, 10 + i) for i in range(30)]
+
+            def settled_round(tag):
+                o = tpclient.fresh_open_round(s, 800)
+                ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=4, tag=tag)
+                assert len(ok) == len(jobs), other[:3]
+                tpenv.wait_until(lambda: pg.psql(
+                    "SELECT count(*) FROM bets WHERE round_id = %d AND status = 'pending'"
+                    % o["id"]) == [["0"]], timeout=30, what="the bets' round settled")
+                return o["id"]
+
+            rounds = [settled_round(t) for t in ("a", "b", "c")]
+            tpenv.wait_until(lambda: pg.psql(
+                "SELECT count(*) FROM bets WHERE status IN ('won', 'refunded')") ==
+                pg.psql("SELECT count(*) FROM payouts"), timeout=10, what="every credit")
+            payouts = pg.psql("SELECT id, bet_id, user_id, round_id, amount, kind FROM payouts "
+                              "WHERE round_id IN (%s)" % ",".join(map(str, rounds)))
+            assert payouts, "the rounds paid or refunded somebody"
+            # What a writer before 0010 wrote besides each payouts row.
+            pg.psql("INSERT INTO ledger (entry_id, account, amount, kind) VALUES " +
+                    ", ".join(old_credit_rows(payouts)))
+            before = [pg.psql(FULL), pg.psql(BALANCES)]
+            # This version's audit counts a payouts row as its credit: on a schema before 0010
+            # (whose ledger holds the credits too) it refuses instead of failing every winner.
+            code, out = tpclient.audit(s)
+            assert code == 2 and "older than migration 0010" in out, out
+            r1 = migrate(pg.url)
+            assert r1.returncode == 0 and "applying 0010_" in r1.stdout, r1.stdout + r1.stderr
+            assert pg.psql("SELECT count(*) FROM ledger WHERE kind IN ('payout', 'refund')") \
+                == [["0"]]
+            assert [pg.psql(FULL), pg.psql(BALANCES)] == before
+            code, out = tpclient.audit(s)
+            assert code == 0, out
+            settled_round("d")
+            code, out = tpclient.audit(s)
+            assert code == 0, out
+            assert pg.psql("SELECT count(*) FROM ledger WHERE kind IN ('payout', 'refund')") \
+                == [["0"]]
+            assert pg.psql("SELECT count(*) FROM ledger_unbalanced") == [["0"]]
+
+
 if __name__ == "__main__":
     tpenv.main()
 
