@@ -5,6 +5,7 @@ server's workers drain the outbox into Postgres. Checked: rows and the double-en
 idempotence across kill -9 mid-drain, and a Postgres outage that never touches Redis.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -43,6 +44,20 @@ def open_round_900001(c):
     """The workload's round, as the leader's round_opened event writes it."""
     c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "900001", "opens_at": "1",
                              "locks_at": "2", "closes_at": "3", "seed_hash": "ab" * 32})
+
+
+@contextlib.contextmanager
+def drained_round_900001(nbets):
+    """A server (2 workers) and its Postgres with 20 players' `nbets` bets on round 900001
+    written: yields (money, pg, Σ stakes)."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=2)
+        with server(r, pg, workers=2) as s:
+            pgwlib.migrate(s, pg)
+            open_round_900001(money.c)
+            stakes = money.workload(nusers=20, nbets=nbets)
+            pgwlib.wait_drained(money, pg, nbets)
+            yield money, pg, stakes
 
 
 def test_drain_rows_and_ledger():
@@ -461,50 +476,44 @@ def test_settlement_marks_each_bet_once_on_its_page():
     a winner marked 'lost' first was a second UPDATE and a wrong status meanwhile. A round that
     refunds everyone marks none 'lost'. The UPDATEs are HOT (migration 0007's fillfactor): with
     the default fillfactor 100 the round's pages were full and every settled bet moved."""
-    with tpenv.Redis() as r, tpenv.Postgres() as pg:
-        money = pgwlib.Money(r, buckets=2)
-        with server(r, pg, workers=2) as s:
-            pgwlib.migrate(s, pg)
-            c = money.c
-            open_round_900001(c)
-            stakes = money.workload(nusers=20, nbets=400)
-            pgwlib.wait_drained(money, pg, 400)
-            pages = "SELECT id, (ctid::text::point)[0]::int FROM bets ORDER BY id"
-            before = pg.psql(pages)
-            assert int(pgwlib.pg_scalar(pg, "SELECT count(DISTINCT (ctid::text::point)[0]) "
-                                            "FROM bets")) >= 4, "the bets fill several pages"
-            # The receipt first (band 0 won; each winner is paid its stake back), its payouts
-            # after it.
-            winners = pg.psql("SELECT id, user_id, stake FROM bets WHERE band = 0 ORDER BY id")
-            won = sum(int(w[2]) for w in winners)
-            c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900001",
-                                     "total": str(stakes), "winning_stake": str(won),
-                                     "rake": str(stakes - won), "breakage": "0",
-                                     "payouts": str(won), "refunds": "0", "winning_band": "0",
-                                     "refund_all": "0"})
-            tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM bets WHERE status = 'lost'") ==
-                             [[str(400 - len(winners))]], what="the losers marked")
-            assert pg.psql("SELECT DISTINCT status FROM bets WHERE band = 0") == [["pending"]]
-            c.xadd("tp:{b0}:outbox", {"type": "credits", "kind": "payout", "round_id": "900001",
-                                      "ts": "4", "credits": "\n".join(
-                                          f"{b},{u},{st},1" for b, u, st in winners)})
-            tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM bets WHERE status = 'won' AND "
-                                             "payout = stake") == [[str(len(winners))]],
-                             what="the winners paid")
-            assert pg.psql(pages) == before, "a settled bet moved to another page (not HOT)"
-            # Nobody on the winning band: everyone refunded, nobody 'lost' before the refunds.
-            c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "900002", "opens_at": "1",
-                                     "locks_at": "2", "closes_at": "3", "seed_hash": "ab" * 32})
-            total = money.workload(nusers=4, nbets=4, rid=900002, start=21)
-            pgwlib.wait_drained(money, pg, 404)
-            c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900002",
-                                     "total": str(total), "winning_stake": "0", "rake": "0",
-                                     "breakage": "0", "payouts": "0", "refunds": str(total),
-                                     "winning_band": str(pgwlib.NBANDS - 1), "refund_all": "1"})
-            tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM rounds WHERE id = 900002 AND "
-                                             "state = 'settled'") == [["1"]], what="the receipt")
-            assert pg.psql("SELECT DISTINCT status FROM bets WHERE round_id = 900002") == [
-                ["pending"]]
+    with drained_round_900001(400) as (money, pg, stakes):
+        c = money.c
+        pages = "SELECT id, (ctid::text::point)[0]::int FROM bets ORDER BY id"
+        before = pg.psql(pages)
+        assert int(pgwlib.pg_scalar(pg, "SELECT count(DISTINCT (ctid::text::point)[0]) "
+                                        "FROM bets")) >= 4, "the bets fill several pages"
+        # The receipt first (band 0 won; each winner is paid its stake back), its payouts
+        # after it.
+        winners = pg.psql("SELECT id, user_id, stake FROM bets WHERE band = 0 ORDER BY id")
+        won = sum(int(w[2]) for w in winners)
+        c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900001",
+                                 "total": str(stakes), "winning_stake": str(won),
+                                 "rake": str(stakes - won), "breakage": "0",
+                                 "payouts": str(won), "refunds": "0", "winning_band": "0",
+                                 "refund_all": "0"})
+        tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM bets WHERE status = 'lost'") ==
+                         [[str(400 - len(winners))]], what="the losers marked")
+        assert pg.psql("SELECT DISTINCT status FROM bets WHERE band = 0") == [["pending"]]
+        c.xadd("tp:{b0}:outbox", {"type": "credits", "kind": "payout", "round_id": "900001",
+                                  "ts": "4", "credits": "\n".join(
+                                      f"{b},{u},{st},1" for b, u, st in winners)})
+        tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM bets WHERE status = 'won' AND "
+                                         "payout = stake") == [[str(len(winners))]],
+                         what="the winners paid")
+        assert pg.psql(pages) == before, "a settled bet moved to another page (not HOT)"
+        # Nobody on the winning band: everyone refunded, nobody 'lost' before the refunds.
+        c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "900002", "opens_at": "1",
+                                 "locks_at": "2", "closes_at": "3", "seed_hash": "ab" * 32})
+        total = money.workload(nusers=4, nbets=4, rid=900002, start=21)
+        pgwlib.wait_drained(money, pg, 404)
+        c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900002",
+                                 "total": str(total), "winning_stake": "0", "rake": "0",
+                                 "breakage": "0", "payouts": "0", "refunds": str(total),
+                                 "winning_band": str(pgwlib.NBANDS - 1), "refund_all": "1"})
+        tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM rounds WHERE id = 900002 AND "
+                                         "state = 'settled'") == [["1"]], what="the receipt")
+        assert pg.psql("SELECT DISTINCT status FROM bets WHERE round_id = 900002") == [
+            ["pending"]]
 
 
 def test_a_credit_is_its_payouts_row_alone():
@@ -513,74 +522,68 @@ def test_a_credit_is_its_payouts_row_alone():
     payout_credits gives each credit's ledger entry as the writer wrote it, '<payout|refund>:
     <bet_id>' {round -amount, user +amount}, so account_balances and ledger_unbalanced answer
     as before: per player, grants - stakes + credits; the settled round's account is empty."""
-    with tpenv.Redis() as r, tpenv.Postgres() as pg:
-        money = pgwlib.Money(r, buckets=2)
-        with server(r, pg, workers=2) as s:
-            pgwlib.migrate(s, pg)
-            c = money.c
-            open_round_900001(c)
-            stakes = money.workload(nusers=20, nbets=200)
-            pgwlib.wait_drained(money, pg, 200)
-            # Band 0 won: a page of credits (settle_page.lua) and one single `payout` event; each
-            # winner is paid twice its stake, the rest is rake.
-            winners = [tuple(map(int, w)) for w in pg.psql(
-                "SELECT id, user_id, stake FROM bets WHERE band = 0 ORDER BY id")]
-            won = sum(2 * w[2] for w in winners)
-            c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900001",
-                                     "total": str(stakes), "winning_stake": str(won // 2),
-                                     "rake": str(stakes - won), "breakage": "0",
-                                     "payouts": str(won), "refunds": "0", "winning_band": "0",
-                                     "refund_all": "0"})
-            c.xadd("tp:{b0}:outbox", {"type": "credits", "kind": "payout", "round_id": "900001",
-                                      "ts": "4", "credits": "\n".join(
-                                          f"{b},{u},{2 * st},1" for b, u, st in winners[1:])})
-            b, u, st = winners[0]
-            c.xadd("tp:{b1}:outbox", {"type": "payout", "bet_id": str(b), "user_id": str(u),
-                                      "round_id": "900001", "amount": str(2 * st), "ts": "4"})
-            # A refunded round: every bet a `refund`.
-            c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "900002", "opens_at": "1",
-                                     "locks_at": "2", "closes_at": "3", "seed_hash": "ab" * 32})
-            total = money.workload(nusers=4, nbets=4, rid=900002, start=21)
-            pgwlib.wait_drained(money, pg, 204)
-            refunded = [tuple(map(int, x)) for x in pg.psql(
-                "SELECT id, user_id, stake FROM bets WHERE round_id = 900002 ORDER BY id")]
-            c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900002",
-                                     "total": str(total), "winning_stake": "0", "rake": "0",
-                                     "breakage": "0", "payouts": "0", "refunds": str(total),
-                                     "winning_band": str(pgwlib.NBANDS - 1), "refund_all": "1"})
-            c.xadd("tp:{b0}:outbox", {"type": "credits", "kind": "refund", "round_id": "900002",
-                                      "ts": "5", "credits": "\n".join(
-                                          f"{b},{u},{st},1" for b, u, st in refunded)})
-            credits = len(winners) + len(refunded)
-            tpenv.wait_until(lambda: pgwlib.pg_scalar(pg, "SELECT count(*) FROM payouts")
-                             == str(credits) and money.backlog() == 0, what="the credits")
-            # Per winning or refunded bet: one payouts row, no ledger row. Besides the grants,
-            # the receipt's rake is the only ledger entry.
-            assert pgwlib.pg_scalar(pg, "SELECT count(*) FROM ledger WHERE kind IN "
-                                        "('payout', 'refund')") == "0"
-            grants = int(pgwlib.pg_scalar(pg, "SELECT count(*) FROM grants"))
-            assert int(pgwlib.pg_scalar(pg, "SELECT count(*) FROM ledger")) == 2 * grants + 2
-            # The whole ledger has each credit's entry as the writer wrote it before 0010.
-            want = sorted([[f"payout:{b}", "round:900001", str(-2 * st), "payout"]
-                           for b, u, st in winners] +
-                          [[f"payout:{b}", f"user:{u}", str(2 * st), "payout"]
-                           for b, u, st in winners] +
-                          [[f"refund:{b}", "round:900002", str(-st), "refund"]
-                           for b, u, st in refunded] +
-                          [[f"refund:{b}", f"user:{u}", str(st), "refund"]
-                           for b, u, st in refunded])
-            assert sorted(pg.psql("SELECT entry_id, account, amount, kind FROM ledger_full "
-                                  "WHERE kind IN ('payout', 'refund')")) == want
-            assert pgwlib.pg_counts(pg)[5] == 0, "a ledger entry does not sum to zero"
-            expect = money.balances()  # Redis: grants - stakes (the credits went to Postgres only)
-            for b, u, st in winners:
-                expect[u] += 2 * st
-            for b, u, st in refunded:
-                expect[u] += st
-            assert pgwlib.pg_balances(pg) == expect
-            assert pg.psql("SELECT account, balance FROM account_balances WHERE account LIKE "
-                           "'round:%' ORDER BY 1") == [["round:900001", "0"],
-                                                       ["round:900002", "0"]]
+    with drained_round_900001(200) as (money, pg, stakes):
+        c = money.c
+        # Band 0 won: a page of credits (settle_page.lua) and one single `payout` event; each
+        # winner is paid twice its stake, the rest is rake.
+        winners = [tuple(map(int, w)) for w in pg.psql(
+            "SELECT id, user_id, stake FROM bets WHERE band = 0 ORDER BY id")]
+        won = sum(2 * w[2] for w in winners)
+        c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900001",
+                                 "total": str(stakes), "winning_stake": str(won // 2),
+                                 "rake": str(stakes - won), "breakage": "0",
+                                 "payouts": str(won), "refunds": "0", "winning_band": "0",
+                                 "refund_all": "0"})
+        c.xadd("tp:{b0}:outbox", {"type": "credits", "kind": "payout", "round_id": "900001",
+                                  "ts": "4", "credits": "\n".join(
+                                      f"{b},{u},{2 * st},1" for b, u, st in winners[1:])})
+        b, u, st = winners[0]
+        c.xadd("tp:{b1}:outbox", {"type": "payout", "bet_id": str(b), "user_id": str(u),
+                                  "round_id": "900001", "amount": str(2 * st), "ts": "4"})
+        # A refunded round: every bet a `refund`.
+        c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "900002", "opens_at": "1",
+                                 "locks_at": "2", "closes_at": "3", "seed_hash": "ab" * 32})
+        total = money.workload(nusers=4, nbets=4, rid=900002, start=21)
+        pgwlib.wait_drained(money, pg, 204)
+        refunded = [tuple(map(int, x)) for x in pg.psql(
+            "SELECT id, user_id, stake FROM bets WHERE round_id = 900002 ORDER BY id")]
+        c.xadd("tp:{g}:outbox", {"type": "round_settled", "round_id": "900002",
+                                 "total": str(total), "winning_stake": "0", "rake": "0",
+                                 "breakage": "0", "payouts": "0", "refunds": str(total),
+                                 "winning_band": str(pgwlib.NBANDS - 1), "refund_all": "1"})
+        c.xadd("tp:{b0}:outbox", {"type": "credits", "kind": "refund", "round_id": "900002",
+                                  "ts": "5", "credits": "\n".join(
+                                      f"{b},{u},{st},1" for b, u, st in refunded)})
+        credits = len(winners) + len(refunded)
+        tpenv.wait_until(lambda: pgwlib.pg_scalar(pg, "SELECT count(*) FROM payouts")
+                         == str(credits) and money.backlog() == 0, what="the credits")
+        # Per winning or refunded bet: one payouts row, no ledger row. Besides the grants,
+        # the receipt's rake is the only ledger entry.
+        assert pgwlib.pg_scalar(pg, "SELECT count(*) FROM ledger WHERE kind IN "
+                                    "('payout', 'refund')") == "0"
+        grants = int(pgwlib.pg_scalar(pg, "SELECT count(*) FROM grants"))
+        assert int(pgwlib.pg_scalar(pg, "SELECT count(*) FROM ledger")) == 2 * grants + 2
+        # The whole ledger has each credit's entry as the writer wrote it before 0010.
+        want = sorted([[f"payout:{b}", "round:900001", str(-2 * st), "payout"]
+                       for b, u, st in winners] +
+                      [[f"payout:{b}", f"user:{u}", str(2 * st), "payout"]
+                       for b, u, st in winners] +
+                      [[f"refund:{b}", "round:900002", str(-st), "refund"]
+                       for b, u, st in refunded] +
+                      [[f"refund:{b}", f"user:{u}", str(st), "refund"]
+                       for b, u, st in refunded])
+        assert sorted(pg.psql("SELECT entry_id, account, amount, kind FROM ledger_full "
+                              "WHERE kind IN ('payout', 'refund')")) == want
+        assert pgwlib.pg_counts(pg)[5] == 0, "a ledger entry does not sum to zero"
+        expect = money.balances()  # Redis: grants - stakes (the credits went to Postgres only)
+        for b, u, st in winners:
+            expect[u] += 2 * st
+        for b, u, st in refunded:
+            expect[u] += st
+        assert pgwlib.pg_balances(pg) == expect
+        assert pg.psql("SELECT account, balance FROM account_balances WHERE account LIKE "
+                       "'round:%' ORDER BY 1") == [["round:900001", "0"],
+                                                   ["round:900002", "0"]]
 
 
 def test_hostile_entries_parked_for_an_operator():
