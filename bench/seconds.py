@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""What a find-max step's slow seconds coincide with (bench/README.md, "Session 17").
+
+  seconds.py sample OUT --redis PORT --group NAME=PID[,PID...]|comm:COMM [--group ...]
+                     [--every MS]
+      Every MS (100) ms until SIGTERM, one JSON line to OUT: the wall time (ms), Redis's
+      INFO persistence / stats / cpu fields below, and for the whole machine and each group
+      (tickpool, redis, postgres, loadgen; a PID's children are added at each sample) the CPU
+      and the run-queue wait (schedstat, every thread) since the last sample, in µs. Redis's
+      latency monitor is set to 1 ms at the start; its history is written at the end.
+  seconds.py report OUT LAT [LAT...]
+      LAT: loadgen --latencies files (a bet's due time in wall ms, its latency in µs). Prints,
+      per wall-clock second of the bets, the p99 and what ran in it; then the slow seconds'
+      means against the others'.
+"""
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+
+REDIS_FIELDS = ("aof_rewrite_in_progress", "aof_delayed_fsync", "total_forks",
+                "latest_fork_usec", "used_cpu_sys", "used_cpu_user", "used_cpu_sys_children",
+                "used_cpu_user_children", "aof_current_size", "aof_pending_bio_fsync",
+                "instantaneous_ops_per_sec")
+TCK = os.sysconf("SC_CLK_TCK")
+
+
+def resp(sock, *args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    sock.sendall(out)
+    f = sock.makefile("rb")
+    return read_reply(f)
+
+
+def read_reply(f):
+    line = f.readline().rstrip(b"\r\n")
+    kind, rest = line[:1], line[1:]
+    if kind in (b"+", b"-"):
+        return rest.decode()
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)[:-2]
+        return data.decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return [read_reply(f) for _ in range(max(n, 0))]
+    raise ValueError(line)
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def by_comm(comm):
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() == comm:
+                        pids.append(int(d))
+            except OSError:
+                pass
+    return pids
+
+
+def proc_cost(pid):
+    """(CPU µs, run-queue wait µs) of every thread of pid."""
+    cpu = wait = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0, 0
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                c, w, _ = f.read().split()
+            cpu += int(c) // 1000
+            wait += int(w) // 1000
+        except (OSError, ValueError):
+            pass
+    return cpu, wait
+
+
+def machine_busy():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return (sum(v) - idle) * 1000000 // TCK, v[4] * 1000000 // TCK  # busy, iowait µs
+
+
+def sample(out, port, groups, every_ms):
+    sock = socket.create_connection(("127.0.0.1", port))
+    resp(sock, "CONFIG", "SET", "latency-monitor-threshold", "1")
+    resp(sock, "LATENCY", "RESET")
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    prev = {}
+    with open(out, "w") as o:
+        while not stop:
+            t = time.time()
+            info = resp(sock, "INFO", "persistence", "stats", "cpu")
+            r = {}
+            for line in info.split("\r\n"):
+                k, _, v = line.partition(":")
+                if k in REDIS_FIELDS:
+                    r[k] = float(v) if "." in v else int(v)
+            cur = {}
+            for name, pids in groups.items():
+                allp = set(by_comm(pids[5:]) if isinstance(pids, str) else pids)
+                for p in list(allp):
+                    allp.update(children(p))
+                cpu = wait = 0
+                for p in allp:
+                    c, w = proc_cost(p)
+                    cpu += c
+                    wait += w
+                cur[name] = (cpu, wait, allp)
+            busy, iow = machine_busy()
+            row = {"t": int(t * 1000), "redis_info": r}
+            for name, (cpu, wait, allp) in cur.items():
+                if name in prev:
+                    # A process gone since the last sample takes its totals with it: never < 0.
+                    row[name] = [max(cpu - prev[name][0], 0), max(wait - prev[name][1], 0)]
+            if "machine" in prev:
+                row["machine"] = [busy - prev["machine"][0], iow - prev["machine"][1]]
+            prev = {k: v for k, v in cur.items()}
+            prev["machine"] = (busy, iow)
+            o.write(json.dumps(row) + "\n")
+            time.sleep(max(every_ms / 1000 - (time.time() - t), 0.005))
+        hist = {}
+        for ev in resp(sock, "LATENCY", "LATEST") or []:
+            hist[ev[0]] = resp(sock, "LATENCY", "HISTORY", ev[0])
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        o.write(json.dumps({"latency_history": hist,
+                            "self_cpu_ms": int((ru.ru_utime + ru.ru_stime) * 1000)}) + "\n")
+
+
+def pct(xs, p):
+    if not xs:
+        return 0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
+
+
+def report(out, lats):
+    rows, hist, self_ms = [], {}, None
+    with open(out) as f:
+        for line in f:
+            j = json.loads(line)
+            if "latency_history" in j:
+                hist = j["latency_history"]
+                self_ms = j.get("self_cpu_ms")
+            else:
+                rows.append(j)
+    secs = {}
+    for path in lats:
+        with open(path) as f:
+            for line in f:
+                due, us = line.split()
+                secs.setdefault(int(due) // 1000, []).append(int(us))
+    events = {}  # second → ["fork 8 ms", ...] from Redis's latency monitor (1 s resolution)
+    for name, h in hist.items():
+        for ts, ms in h:
+            events.setdefault(int(ts), []).append(f"{name} {ms}")
+    groups = [k for k in (rows[-1] if rows else {}) if k not in ("t", "redis_info")]
+    print("| second | bets | p99 ms | max ms | AOF rewrite | Redis latency events (ms) | "
+          + " | ".join(f"{g} CPU / wait ms" for g in groups) + " | delayed fsyncs |")
+    print("|---|---|---|---|---|---|" + "---|" * len(groups) + "---|")
+    slow, fast = [], []
+    first = None
+    for s in sorted(secs):
+        if len(secs[s]) < 100:
+            continue  # the edges of a step
+        first = first or s
+        inside = [r for r in rows if s * 1000 < r["t"] <= (s + 1) * 1000]
+        if not inside:
+            continue
+        agg = {g: [sum(r.get(g, [0, 0])[0] for r in inside) / 1000,
+                   sum(r.get(g, [0, 0])[1] for r in inside) / 1000] for g in groups}
+        rw = max(r["redis_info"].get("aof_rewrite_in_progress", 0) for r in inside)
+        df = (inside[-1]["redis_info"].get("aof_delayed_fsync", 0)
+              - inside[0]["redis_info"].get("aof_delayed_fsync", 0))
+        p99 = pct(secs[s], 99) / 1000
+        rec = (p99, rw, agg, events.get(s, []))
+        (slow if p99 > 50 else fast).append(rec)
+        print(f"| {time.strftime('%H:%M:%S', time.gmtime(s))} | {len(secs[s])} | {p99:.1f} | "
+              f"{max(secs[s]) / 1000:.1f} | {'yes' if rw else ''} | {', '.join(events.get(s, []))} | "
+              + " | ".join(f"{agg[g][0]:.0f} / {agg[g][1]:.0f}" for g in groups) + f" | {df} |")
+    print()
+    for name, recs in (("p99 > 50 ms", slow), ("the others", fast)):
+        if not recs:
+            continue
+        n = len(recs)
+        rw = sum(1 for r in recs if r[1])
+        ev = sum(1 for r in recs if any(int(e.split()[-1]) >= 5 for e in r[3]))
+        means = ", ".join(f"{g} {sum(r[2][g][0] for r in recs) / n:.0f} / "
+                          f"{sum(r[2][g][1] for r in recs) / n:.0f}" for g in groups)
+        print(f"- {name}: {n} seconds, {rw} with an AOF rewrite running, {ev} with a Redis "
+              f"latency event >= 5 ms; mean CPU / run-queue wait ms per second: {means}")
+    if self_ms is not None and rows:
+        print(f"- the sampler's own CPU: {self_ms} ms over {(rows[-1]['t'] - rows[0]['t']) / 1000:.0f} s")
+
+
+def main():
+    if len(sys.argv) >= 3 and sys.argv[1] == "sample":
+        port, groups, every = None, {}, 100
+        a = sys.argv[3:]
+        while a:
+            k, v = a[0], a[1]
+            a = a[2:]
+            if k == "--redis":
+                port = int(v)
+            elif k == "--group":
+                name, _, pids = v.partition("=")
+                groups[name] = (pids if pids.startswith("comm")
+                                else [int(p) for p in pids.split(",") if p])
+            elif k == "--every":
+                every = int(v)
+        sample(sys.argv[2], port, groups, every)
+    elif len(sys.argv) >= 4 and sys.argv[1] == "report":
+        report(sys.argv[2], sys.argv[3:])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
