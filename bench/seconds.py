@@ -28,13 +28,14 @@ REDIS_FIELDS = ("aof_rewrite_in_progress", "aof_delayed_fsync", "total_forks",
 TCK = os.sysconf("SC_CLK_TCK")
 
 
-def resp(sock, *args):
+def resp(conn, *args):
+    """One command on conn = (socket, its one buffered reader), its reply."""
+    sock, f = conn
     out = b"*%d\r\n" % len(args)
     for a in args:
         a = str(a).encode()
         out += b"$%d\r\n%s\r\n" % (len(a), a)
     sock.sendall(out)
-    f = sock.makefile("rb")
     return read_reply(f)
 
 
@@ -104,7 +105,8 @@ def machine_busy():
 
 
 def sample(out, port, groups, every_ms):
-    sock = socket.create_connection(("127.0.0.1", port))
+    s = socket.create_connection(("127.0.0.1", port))
+    sock = (s, s.makefile("rb"))
     resp(sock, "CONFIG", "SET", "latency-monitor-threshold", "1")
     resp(sock, "LATENCY", "RESET")
     stop = []
