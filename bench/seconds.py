@@ -21,6 +21,9 @@ import socket
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from outbox_lag import command  # noqa: E402 (bench/ is not a package)
+
 REDIS_FIELDS = ("aof_rewrite_in_progress", "aof_delayed_fsync", "total_forks",
                 "latest_fork_usec", "used_cpu_sys", "used_cpu_user", "used_cpu_sys_children",
                 "used_cpu_user_children", "aof_current_size", "aof_pending_bio_fsync",
@@ -29,33 +32,8 @@ TCK = os.sysconf("SC_CLK_TCK")
 
 
 def resp(conn, *args):
-    """One command on conn = (socket, its one buffered reader), its reply."""
-    sock, f = conn
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        a = str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    sock.sendall(out)
-    return read_reply(f)
-
-
-def read_reply(f):
-    line = f.readline().rstrip(b"\r\n")
-    kind, rest = line[:1], line[1:]
-    if kind in (b"+", b"-"):
-        return rest.decode()
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)[:-2]
-        return data.decode(errors="replace")
-    if kind == b"*":
-        n = int(rest)
-        return [read_reply(f) for _ in range(max(n, 0))]
-    raise ValueError(line)
+    """One command on conn = (socket, its one buffered reader), its reply (outbox_lag's RESP)."""
+    return command(conn[0], conn[1], *args)
 
 
 def children(pid):
@@ -201,7 +179,8 @@ def report(out, lats):
         rec = (p99, rw, agg, events.get(s, []))
         (slow if p99 > 50 else fast).append(rec)
         print(f"| {time.strftime('%H:%M:%S', time.gmtime(s))} | {len(secs[s])} | {p99:.1f} | "
-              f"{max(secs[s]) / 1000:.1f} | {'yes' if rw else ''} | {', '.join(events.get(s, []))} | "
+              f"{max(secs[s]) / 1000:.1f} | {'yes' if rw else ''} | "
+              f"{', '.join(events.get(s, []))} | "
               + " | ".join(f"{agg[g][0]:.0f} / {agg[g][1]:.0f}" for g in groups) + f" | {df} |")
     print()
     for name, recs in (("p99 > 50 ms", slow), ("the others", fast)):
@@ -215,7 +194,8 @@ def report(out, lats):
         print(f"- {name}: {n} seconds, {rw} with an AOF rewrite running, {ev} with a Redis "
               f"latency event >= 5 ms; mean CPU / run-queue wait ms per second: {means}")
     if self_ms is not None and rows:
-        print(f"- the sampler's own CPU: {self_ms} ms over {(rows[-1]['t'] - rows[0]['t']) / 1000:.0f} s")
+        span_s = (rows[-1]["t"] - rows[0]["t"]) / 1000
+        print(f"- the sampler's own CPU: {self_ms} ms over {span_s:.0f} s")
 
 
 def main():
