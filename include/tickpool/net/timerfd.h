@@ -22,7 +22,7 @@ typedef void (*tp_timerfd_cb)(void *ud);
 
 /* tp_timerfd_new flags */
 enum {
-    /* An armed timer alone keeps no loop running (ev_unref while its watcher is active). */
+    /* An armed timer alone keeps no loop running (it takes no loop reference while armed). */
     TP_TIMERFD_WEAK = 1,
 };
 

@@ -2,7 +2,9 @@
  * relative monotonic timer fires once, not before its time and well within libev's rounding to
  * whole milliseconds; an absolute wall-clock one fires at its time, one already past at once;
  * re-arming moves it (sooner or later) and it fires once; a weak timer keeps no loop running; a
- * freed armed timer never calls back; a clock timerfd refuses gives NULL. */
+ * freed armed timer never calls back; a clock timerfd refuses gives NULL; arming a fired timer
+ * again makes no epoll_ctl (libev's epoll backend answered each restart of a stopped watcher
+ * with a failing EPOLL_CTL_ADD, one per bet call gap). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,9 +15,26 @@
 #include "tickpool/base/common.h"
 #include "tickpool/net/timerfd.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <ev.h>
+#include <sys/epoll.h>
 #include <unistd.h>
+
+/* epoll_ctl as libev calls it, counted: this definition in the executable comes before libc's
+ * for the libev shared library, and hands every call on to libc's. */
+static int epoll_ctl_calls, epoll_ctl_failed;
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    static int (*real)(int, int, int, struct epoll_event *);
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "epoll_ctl");
+    int rc = real(epfd, op, fd, ev);
+    epoll_ctl_calls++;
+    epoll_ctl_failed += rc != 0;
+    return rc;
+}
 
 struct hits {
     int n;
@@ -183,6 +202,31 @@ static void test_free_armed(void **state)
     ev_loop_destroy(loop);
 }
 
+/* Armed, fired and armed again many times, as the bet batcher's call gap is, with a turn of the
+ * loop between a fire and the next arm (a worker's loop turns many times): the fd joins the
+ * loop's epoll set once (at the first run), and no arm after it costs an epoll_ctl. */
+static void test_rearm_no_epoll_ctl(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVBACKEND_EPOLL);
+    struct hits h = {0};
+    struct tp_timerfd *t = tp_timerfd_new(loop, CLOCK_MONOTONIC, 0, on_fire, &h);
+    assert_int_equal(tp_timerfd_arm(t, 10000, false), 0);
+    run(loop);
+    assert_int_equal(h.n, 1);
+    epoll_ctl_calls = epoll_ctl_failed = 0;
+    for (int i = 0; i < 20; i++) {
+        ev_run(loop, EVRUN_NOWAIT); /* one turn with the timer fired, disarmed */
+        assert_int_equal(tp_timerfd_arm(t, 10000, false), 0);
+        run(loop);
+    }
+    assert_int_equal(h.n, 21);
+    assert_int_equal(epoll_ctl_failed, 0);
+    assert_int_equal(epoll_ctl_calls, 0);
+    tp_timerfd_free(t);
+    ev_loop_destroy(loop);
+}
+
 static void test_no_timerfd(void **state)
 {
     (void)state;
@@ -203,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_rearm_after_expiry_unread),
         cmocka_unit_test(test_weak),
         cmocka_unit_test(test_free_armed),
+        cmocka_unit_test(test_rearm_no_epoll_ctl),
         cmocka_unit_test(test_no_timerfd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
