@@ -472,13 +472,14 @@ static void on_snap_seed(int err, const struct tp_store_reply *r, void *ud)
         snap_done(l);
 }
 
-static void snap_fire(struct tp_leader *l, int i, tp_store_cb cb, const char *fmt, const char *key)
+/* `cmd key`, answered into snap[i]. */
+static void snap_fire(struct tp_leader *l, int i, tp_store_cb cb, const char *cmd, const char *key)
 {
     struct snap_ref *s = tp_xmalloc(sizeof(*s));
     s->l = l;
     s->i = i;
     l->snap_pending++;
-    if (tp_store_command(l->store, cb, s, fmt, key) != 0) {
+    if (tp_store_commandl(l->store, cb, s, cmd, key, NULL) != 0) {
         free(s);
         l->snap_pending--;
         l->snap_err = 1;
@@ -511,8 +512,8 @@ static void snap_read_rounds(struct tp_leader *l)
     for (int i = 0; i < n; i++) {
         memset(&l->snap[i], 0, sizeof(l->snap[i]));
         struct tp_key k;
-        snap_fire(l, i, on_snap_round, "HGETALL %s", tp_keys_round(&k, l->snap_ids[i]));
-        snap_fire(l, i, on_snap_seed, "GET %s", tp_keys_seed(&k, l->snap_ids[i]));
+        snap_fire(l, i, on_snap_round, "HGETALL", tp_keys_round(&k, l->snap_ids[i]));
+        snap_fire(l, i, on_snap_seed, "GET", tp_keys_seed(&k, l->snap_ids[i]));
     }
     if (--l->snap_pending == 0)
         snap_done(l);
@@ -640,22 +641,27 @@ static void step_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (l->lead.fired_ns != 0 && l->lead.step_ns == 0)
         l->lead.step_ns = tp_now_ns(); /* the step the boundary timer asked for (debug line) */
     l->acted = false;
-    tp_store_command(l->store, on_last_tick, l, "XREVRANGE " TP_KEYS_TICKS " + - COUNT 1");
+    /* The step's reads go out as argument lists, not formats: four times a second. */
+    tp_store_commandl(l->store, on_last_tick, l, "XREVRANGE", TP_KEYS_TICKS, "+", "-", "COUNT", "1",
+                      NULL);
     /* The unfinished index makes the planner complete (no ratio of live to betting hides a round);
      * the newest rounds give it the newest id and the previous round, final or not. */
     l->nids = 0;
     l->snap_err = 0;
     l->ids_pending = 4;
-    if (tp_store_command(l->store, on_snap_ids, l, "ZREVRANGE " TP_KEYS_ROUNDS " 0 %d",
-                         TP_LEADER_RECENT - 1) != 0) {
+    char last[TP_FMT_I64_MAX];
+    tp_fmt_i64(last, TP_LEADER_RECENT - 1);
+    if (tp_store_commandl(l->store, on_snap_ids, l, "ZREVRANGE", TP_KEYS_ROUNDS, "0", last, NULL) !=
+        0) {
         tp_leader_step_end(l);
         return;
     }
-    if (tp_store_command(l->store, on_snap_ids, l, "ZRANGE " TP_KEYS_UNFINISHED " 0 -1") != 0)
+    if (tp_store_commandl(l->store, on_snap_ids, l, "ZRANGE", TP_KEYS_UNFINISHED, "0", "-1",
+                          NULL) != 0)
         on_snap_ids(TP_EUNAVAIL, NULL, l);
     if (tp_game_pause_load(l->store, on_snap_pause, l) != 0)
         on_snap_pause(TP_EUNAVAIL, NULL, l);
-    if (tp_store_command(l->store, on_snap_repair, l, "GETDEL " TP_KEYS_REPAIR) != 0)
+    if (tp_store_commandl(l->store, on_snap_repair, l, "GETDEL", TP_KEYS_REPAIR, NULL) != 0)
         on_snap_repair(TP_EUNAVAIL, NULL, l);
 }
 

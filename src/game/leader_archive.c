@@ -737,7 +737,7 @@ static void on_oldest(int err, const struct tp_store_reply *r, void *ud)
             a->ncand++;
     a->ci = a->done = 0;
     a->last_left = a->after;
-    if (tp_store_command(a->store, on_top, a, "ZREVRANGE " TP_KEYS_ROUNDS " 0 0") != 0)
+    if (tp_store_commandl(a->store, on_top, a, "ZREVRANGE", TP_KEYS_ROUNDS, "0", "0", NULL) != 0)
         pass_end(a);
 }
 
@@ -775,17 +775,20 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (a->store == NULL || !tp_store_is_connected(a->store))
         return;
     a->gauges_set = true;
-    tp_store_command(a->store, on_hot, a, "ZCARD " TP_KEYS_ROUNDS);
+    /* Argument lists, not formats: once a second. */
+    tp_store_commandl(a->store, on_hot, a, "ZCARD", TP_KEYS_ROUNDS, NULL);
     if (tp_mono_ms() - a->memory_at_ms >= MEMORY_EVERY_MS) {
         a->memory_at_ms = tp_mono_ms();
-        tp_store_command(a->store, on_memory, a, "INFO memory");
+        tp_store_commandl(a->store, on_memory, a, "INFO", "memory", NULL);
     }
     if (a->busy || a->pgr == NULL)
         return;
     a->busy = true;
-    if (tp_store_command(a->store, on_oldest, a,
-                         "ZRANGEBYSCORE " TP_KEYS_ROUNDS " (%lld +inf LIMIT 0 %d",
-                         (long long)a->after, CANDIDATES) != 0)
+    char after[1 + TP_FMT_I64_MAX] = "(", count[TP_FMT_I64_MAX]; /* "(": after, exclusive */
+    tp_fmt_i64(after + 1, a->after);
+    tp_fmt_i64(count, CANDIDATES);
+    if (tp_store_commandl(a->store, on_oldest, a, "ZRANGEBYSCORE", TP_KEYS_ROUNDS, after, "+inf",
+                          "LIMIT", "0", count, NULL) != 0)
         pass_end(a);
 }
 

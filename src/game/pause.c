@@ -50,7 +50,9 @@ int tp_game_pause_load(struct tp_store *store, tp_game_pause_cb cb, void *ud)
     struct load *l = tp_xmalloc(sizeof(*l));
     l->cb = cb;
     l->ud = ud;
-    int rc = tp_store_command(store, on_load, l, TP_GAME_PAUSE_READ);
+    /* An argument list, not a format: the leader reads it every step. */
+    int rc =
+        tp_store_commandl(store, on_load, l, "HMGET", TP_KEYS_PAUSE, "since", "reason", "by", NULL);
     if (rc != 0)
         free(l);
     return rc;

@@ -171,9 +171,12 @@ static void on_periodic(struct ev_loop *loop, ev_timer *t, int revents)
         w->lag_oldest_ms = 0;
         w->lag_outstanding = 1;
         for (int i = 0; i < w->nstreams; i++) {
-            if (tp_store_command(w->store, on_lag, w, "XLEN %s", w->streams[i]) == 0)
+            /* Argument lists, not formats: once a second. */
+            const char *s = w->streams[i];
+            if (tp_store_commandl(w->store, on_lag, w, "XLEN", s, NULL) == 0)
                 w->lag_outstanding++;
-            if (tp_store_command(w->store, on_lag, w, "XRANGE %s - + COUNT 1", w->streams[i]) == 0)
+            if (tp_store_commandl(w->store, on_lag, w, "XRANGE", s, "-", "+", "COUNT", "1", NULL) ==
+                0)
                 w->lag_outstanding++;
         }
         on_lag(0, NULL, w);

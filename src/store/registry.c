@@ -62,10 +62,14 @@ static void beat_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct tp_store *s = tp_store_of(b->w);
     if (s == NULL || !tp_store_is_connected(s))
         return;
-    long long now = (long long)tp_now_ms();
-    tp_store_command(s, on_ignored, NULL, "ZADD " TP_KEYS_WORKERS " %lld %s", now, b->member);
-    tp_store_command(s, on_ignored, NULL, "ZREMRANGEBYSCORE " TP_KEYS_WORKERS " -inf %lld",
-                     now - TP_REGISTRY_FORGET_MS);
+    /* Argument lists, not formats: every worker sends them every beat. */
+    int64_t now = tp_now_ms();
+    char at[TP_FMT_I64_MAX], forget[TP_FMT_I64_MAX];
+    tp_fmt_i64(at, now);
+    tp_fmt_i64(forget, now - TP_REGISTRY_FORGET_MS);
+    tp_store_commandl(s, on_ignored, NULL, "ZADD", TP_KEYS_WORKERS, at, b->member, NULL);
+    tp_store_commandl(s, on_ignored, NULL, "ZREMRANGEBYSCORE", TP_KEYS_WORKERS, "-inf", forget,
+                      NULL);
 }
 
 static void on_init(struct tp_worker *w, void *ud)

@@ -799,6 +799,23 @@ int tp_store_commandargv(struct tp_store *s, tp_store_cb cb, void *ud, int argc,
     return tp_store_send_argv(s, NULL, cb, ud, argc, argv, argvlen);
 }
 
+int tp_store_commandl(struct tp_store *s, tp_store_cb cb, void *ud, ...)
+{
+    const char *argv[TP_STORE_COMMANDL_MAX];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, ud);
+    for (const char *a = va_arg(ap, const char *); a != NULL; a = va_arg(ap, const char *)) {
+        if (argc == TP_STORE_COMMANDL_MAX) {
+            va_end(ap);
+            return TP_EINVAL;
+        }
+        argv[argc++] = a;
+    }
+    va_end(ap);
+    return tp_store_commandargv(s, cb, ud, argc, argv, NULL);
+}
+
 int tp_store_send_argv(struct tp_store *s, const struct tp_store_send *o, tp_store_cb cb, void *ud,
                        int argc, const char **argv, const size_t *argvlen)
 {

@@ -497,8 +497,10 @@ static void on_publish(int err, const struct tp_store_reply *r, void *ud)
 
 int tp_bcast_publish(struct tp_store *store, const void *msg, size_t len)
 {
-    return tp_store_command(store, on_publish, NULL, "PUBLISH %s %b", TP_KEYS_BCAST_CHANNEL, msg,
-                            len);
+    /* An argument vector, not a format: the leader publishes every tick and odds change. */
+    const char *argv[] = {"PUBLISH", TP_KEYS_BCAST_CHANNEL, msg};
+    const size_t lens[] = {sizeof("PUBLISH") - 1, sizeof(TP_KEYS_BCAST_CHANNEL) - 1, len};
+    return tp_store_commandargv(store, on_publish, NULL, 3, argv, lens);
 }
 
 /* --- The leader's announcements: a round (with its live pools) and the current pair --- */

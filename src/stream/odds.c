@@ -120,14 +120,15 @@ static void on_current(int err, const struct tp_store_reply *r, void *ud)
     memset(o->pools, 0, sizeof(o->pools));
     o->pending = 2; /* held until every command is submitted, and the round */
     struct tp_key rk;
-    if (tp_store_command(o->store, on_round, o, "HGETALL %s", tp_keys_round(&rk, id)) != 0) {
+    if (tp_store_commandl(o->store, on_round, o, "HGETALL", tp_keys_round(&rk, id), NULL) != 0) {
         o->pending--;
         o->failed = true;
     }
     for (int b = 0; b < o->g->buckets; b++) {
         o->pending++;
         struct tp_key k;
-        if (tp_store_command(o->store, on_pool, o, "HGETALL %s", tp_keys_pool(&k, b, id)) != 0) {
+        if (tp_store_commandl(o->store, on_pool, o, "HGETALL", tp_keys_pool(&k, b, id), NULL) !=
+            0) {
             o->pending--;
             o->failed = true;
         }
@@ -143,7 +144,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (o->busy || !tp_leader_is_leader(tp_leader_of(o->w)) || !tp_store_is_connected(o->store))
         return;
     o->busy = true;
-    if (tp_store_command(o->store, on_current, o, "HGET " TP_KEYS_CURRENT " open") != 0)
+    /* Argument lists, not formats: these reads go out every TP_ODDS_PERIOD_MS. */
+    if (tp_store_commandl(o->store, on_current, o, "HGET", TP_KEYS_CURRENT, "open", NULL) != 0)
         o->busy = false;
 }
 

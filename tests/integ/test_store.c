@@ -157,6 +157,20 @@ static void test_round_trip(void **state)
     assert_string_equal(r.elem[0], "x");
     assert_string_equal(r.elem[1], "y");
 
+    /* A listed command: the same reply as its format. */
+    struct rec l = {0};
+    assert_int_equal(tp_store_commandl(s, rec_cb, &l, "LRANGE", "list", "0", "-1", NULL), 0);
+    assert_true(integ_run_until(loop, &l.done, 5));
+    assert_int_equal(l.type, TP_REPLY_ARRAY);
+    assert_int_equal(l.len, 2);
+    assert_string_equal(l.elem[1], "y");
+    /* None, or more than TP_STORE_COMMANDL_MAX: refused, never called back. */
+    assert_int_equal(tp_store_commandl(s, rec_cb, &l, NULL), TP_EINVAL);
+    assert_int_equal(tp_store_commandl(s, rec_cb, &l, "RPUSH", "list", "1", "2", "3", "4", "5", "6",
+                                       "7", "8", "9", "10", "11", "12", "13", "14", "15", NULL),
+                     TP_EINVAL);
+    assert_int_equal(l.calls, 1);
+
     /* Accessors on the wrong type are harmless. */
     r = run_cmd(loop, s, "GET %s", "k");
     assert_int_equal(r.len, 0);
@@ -178,7 +192,7 @@ static void test_round_trip(void **state)
 
     struct tp_store_stats st;
     tp_store_get_stats(s, &st);
-    assert_true(st.commands >= 210);
+    assert_true(st.commands >= 211);
     assert_int_equal(st.timeouts, 0);
     assert_int_equal(st.reconnects, 0);
 

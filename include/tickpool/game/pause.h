@@ -11,8 +11,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "tickpool/store/keys.h"
-
 struct tp_store;
 struct tp_store_reply;
 
@@ -27,12 +25,9 @@ struct tp_game_pause {
     char by[TP_GAME_PAUSE_BY_MAX + 1];         /* who paused */
 };
 
-/* The command that reads the pause (a format string without arguments, for tp_store_command),
- * whose reply tp_game_pause_parse reads. */
-#define TP_GAME_PAUSE_READ "HMGET " TP_KEYS_PAUSE " since reason by"
-
-/** Reads a reply of TP_GAME_PAUSE_READ into *out: running when `since` is nil. Returns 0,
- * or TP_EPROTO for a reply of another shape (out then says running). */
+/** Reads a reply of the pause's read (HMGET of since, reason and by; tp_game_pause_load sends
+ * it) into *out: running when `since` is nil. Returns 0, or TP_EPROTO for a reply of another
+ * shape (out then says running). */
 int tp_game_pause_parse(const struct tp_store_reply *r, struct tp_game_pause *out);
 
 /** Completion of tp_game_pause_load: err 0 and `p` (borrowed during the call), or an error. */

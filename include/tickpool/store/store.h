@@ -107,6 +107,16 @@ int tp_store_commandv(struct tp_store *store, tp_store_cb cb, void *ud, const ch
 /** Like tp_store_command with an argument vector (`argvlen` NULL: strlen of each). */
 int tp_store_commandargv(struct tp_store *store, tp_store_cb cb, void *ud, int argc,
                          const char **argv, const size_t *argvlen);
+/* Most arguments tp_store_commandl takes. */
+#define TP_STORE_COMMANDL_MAX 16
+/**
+ * Like tp_store_commandargv with the arguments listed as C strings and a NULL after the last:
+ * `tp_store_commandl(store, cb, ud, "HGETALL", key, NULL)`. For the commands sent every tick,
+ * step or timer: no format string to parse (hiredis's printf formatter cost ~8k instructions a
+ * command, bench/README.md "Session 17"). TP_EINVAL for none or more than TP_STORE_COMMANDL_MAX.
+ */
+__attribute__((sentinel)) int tp_store_commandl(struct tp_store *store, tp_store_cb cb, void *ud,
+                                                ...);
 
 /**
  * Runs the script `name` (file name without .lua) by EVALSHA: argv[0..nkeys) are KEYS, the
