@@ -36,6 +36,8 @@
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 10000
 #define LAG_EVERY_MS 1000
+/* The parked entries are counted this often: an operator's backlog, not a rate. */
+#define PARKED_EVERY_MS 5000
 
 /* --- Sequence and health --- */
 
@@ -161,11 +163,48 @@ static void on_lag(int err, const struct tp_store_reply *r, void *ud)
     tp_metrics_set(TP_METRIC_OUTBOX_LAG_SECONDS, TP_MAX(age, 0));
 }
 
+/* XLEN of one rejected stream: summed; the gauge moves only once every stream answered, so a
+ * Redis blip never shows the parked entries gone. */
+static void on_parked_len(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct tp_pgw *w = ud;
+    if (err == TP_ECLOSED)
+        return;
+    if (r != NULL && !tp_pgw_reply_is_error(err, r) && tp_reply_type(r) == TP_REPLY_INTEGER)
+        w->parked_entries += tp_reply_integer(r);
+    else if (r != NULL || err != 0)
+        w->parked_failed = true; /* r NULL with err 0: the guard of count_parked */
+    if (--w->parked_outstanding > 0)
+        return;
+    if (!w->parked_failed)
+        tp_metrics_set(TP_METRIC_WRITER_ENTRIES_PARKED, w->parked_entries);
+}
+
+/* tickpool_writer_entries_parked: Σ XLEN <stream>:rejected (nothing trims them: an entry leaves
+ * only when an operator deletes it after its replay). */
+static void count_parked(struct tp_pgw *w)
+{
+    w->last_parked_ms = tp_mono_ms();
+    w->parked_entries = 0;
+    w->parked_failed = false;
+    w->parked_outstanding = 1;
+    for (int i = 0; i < w->nstreams; i++)
+        if (tp_store_command(w->store, on_parked_len, w, "XLEN %s" TP_KEYS_REJECTED_SUFFIX,
+                             w->streams[i]) == 0)
+            w->parked_outstanding++;
+        else
+            w->parked_failed = true;
+    on_parked_len(0, NULL, w);
+}
+
 static void on_periodic(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
     struct tp_pgw *w = t->data;
+    if (w->report_lag && w->parked_outstanding == 0 && tp_store_is_connected(w->store) &&
+        tp_mono_ms() - w->last_parked_ms >= PARKED_EVERY_MS)
+        count_parked(w);
     if (w->report_lag && w->lag_outstanding == 0 && tp_store_is_connected(w->store)) {
         w->lag_entries = 0;
         w->lag_oldest_ms = 0;
@@ -263,7 +302,7 @@ struct tp_pgw *tp_pgw_start(const struct tp_config *cfg, bool report_lag)
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (w->loop == NULL)
         goto fail;
-    w->store = tp_store_new(w->loop, &cfg->redis, NULL);
+    w->store = tp_store_new(w->loop, &cfg->redis, TP_STORE_SCRIPTS_BUILTIN); /* park.lua */
     if (w->store == NULL)
         goto fail;
     ev_async_init(&w->stop_async, on_stop);

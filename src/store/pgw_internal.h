@@ -83,6 +83,11 @@ struct tp_pgw {
     int lag_outstanding;
     int64_t lag_entries;
     int64_t lag_oldest_ms;
+    /* The parked entries' count (worker 0: tickpool_writer_entries_parked, every few s). */
+    int parked_outstanding;
+    bool parked_failed;
+    int64_t parked_entries;
+    int64_t last_parked_ms;
 
     /* Ids acknowledged by the current TP_PGW_PH_ACK, per stream. */
     char ***ack_ids;

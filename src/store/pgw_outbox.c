@@ -27,6 +27,7 @@
 #include "tickpool/base/log.h"
 #include "tickpool/base/metrics.h"
 #include "tickpool/store/keys.h"
+#include "tickpool/store/scripts.h"
 #include "tickpool/store/store.h"
 
 #include <errno.h>
@@ -219,21 +220,24 @@ void tp_pgw_claim(struct tp_pgw *w)
 
 /* --- Acknowledging and trimming --- */
 
-/* A refused entry waiting for the ack phase: its XADD to the rejected stream, then its XACK. */
+/* A refused entry waiting for the ack phase, where park.lua copies it to its rejected stream and
+ * acknowledges it in one step. */
 struct tp_pgw_rejected {
     struct tp_pgw_rejected *next;
     struct tp_pgw *w;
     int stream;
     char *id;
-    int argc;
-    char **argv; /* XADD <stream>:rejected * <fields…> src_stream S src_id ID error E */
+    char *error;
+    size_t nfields;
+    char **fields; /* nfields pairs: name, value */
 };
 
 static void rejected_free(struct tp_pgw_rejected *r)
 {
-    for (int i = 0; i < r->argc; i++)
-        free(r->argv[i]);
-    free(r->argv);
+    for (size_t i = 0; i < 2 * r->nfields; i++)
+        free(r->fields[i]);
+    free(r->fields);
+    free(r->error);
     free(r->id);
     free(r);
 }
@@ -284,19 +288,13 @@ void tp_pgw_reject(struct tp_pgw *w, int stream, const char *id, const struct tp
     r->w = w;
     r->stream = stream;
     r->id = tp_xstrdup(id);
-    r->argv = tp_xmalloc((3 + 2 * ev->nfields + 6) * sizeof(char *));
-    size_t klen = strlen(w->streams[stream]) + sizeof(TP_KEYS_REJECTED_SUFFIX);
-    r->argv[r->argc++] = tp_xstrdup("XADD");
-    r->argv[r->argc] = tp_xmalloc(klen);
-    snprintf(r->argv[r->argc++], klen, "%s" TP_KEYS_REJECTED_SUFFIX, w->streams[stream]);
-    r->argv[r->argc++] = tp_xstrdup("*");
-    for (size_t i = 0; i < ev->nfields; i++) {
-        r->argv[r->argc++] = tp_xstrdup(ev->keys[i] ? ev->keys[i] : "?");
-        r->argv[r->argc++] = tp_xstrdup(ev->vals[i] ? ev->vals[i] : "?");
+    r->error = tp_xstrdup(error[0] != '\0' ? error : "refused");
+    r->nfields = TP_MIN(ev->nfields, (size_t)TP_SCRIPT_PARK_FIELDS_MAX);
+    r->fields = tp_xmalloc(2 * r->nfields * sizeof(char *));
+    for (size_t i = 0; i < r->nfields; i++) {
+        r->fields[2 * i] = tp_xstrdup(ev->keys[i] ? ev->keys[i] : "?");
+        r->fields[2 * i + 1] = tp_xstrdup(ev->vals[i] ? ev->vals[i] : "?");
     }
-    const char *tail[] = {"src_stream", w->streams[stream], "src_id", id, "error", error};
-    for (int i = 0; i < 6; i++)
-        r->argv[r->argc++] = tp_xstrdup(tail[i]);
     r->next = w->rejected;
     w->rejected = r;
 }
@@ -509,27 +507,35 @@ static void send_trim(struct tp_pgw *w, int s)
     trim_unref(t);
 }
 
-/* A rejected entry's copy is stored (or not): acknowledge it, or leave it pending to be read
- * and refused again. `r` lives until the phase ends (tp_pgw_free_acks in ack_release). */
+/* park.lua answered for a refused entry: parked and acknowledged (or found so already), or
+ * nothing done; then the entry stays pending, to be read and refused again after a backoff (not at
+ * once: a rejected stream Redis refuses to write would loop on Postgres). `r` lives until the
+ * phase ends (tp_pgw_free_acks in ack_release). */
 static void on_parked(int err, const struct tp_store_reply *reply, void *ud)
 {
     struct tp_pgw_rejected *r = ud;
     struct tp_pgw *w = r->w;
     if (err == TP_ECLOSED)
         return;
-    if (tp_pgw_reply_is_error(err, reply)) {
-        ack_failed(w, "XADD of a rejected entry", err);
-        w->pending_mode = true;
+    const char *what = NULL;
+    if (!tp_pgw_reply_is_error(err, reply) && tp_reply_type(reply) == TP_REPLY_ARRAY)
+        what = tp_reply_str(tp_reply_at(reply, 0), NULL);
+    if (what == NULL) {
+        const char *text = err == 0 && reply != NULL ? tp_reply_str(reply, NULL) : NULL;
+        if (!w->outage)
+            tp_log_error(MOD,
+                         "parking a refused entry failed (it stays pending)\tstream=%s "
+                         "id=%s err=%s reply=\"%s\"",
+                         w->streams[r->stream], r->id, tp_strerror(err != 0 ? err : TP_EIO),
+                         text != NULL ? text : "");
+        tp_pgw_fail_soon(w, "parking a refused entry", err != 0 ? err : TP_EIO);
     } else {
-        tp_metrics_inc(TP_METRIC_WRITER_EVENTS_REFUSED_TOTAL);
-        const char *argv[] = {"XACK", w->streams[r->stream], TP_PGW_GROUP, r->id};
-        if (tp_store_commandargv(w->store, on_ack, w, 4, argv, NULL) == 0) {
-            w->outstanding++;
-            send_trim(w, r->stream); /* the batch's trim ran before this XACK */
-        } else {
-            ack_failed(w, "XACK submit", TP_EUNAVAIL);
-            w->pending_mode = true;
-        }
+        if (strcmp(what, "not_pending") != 0)
+            tp_metrics_inc(TP_METRIC_WRITER_EVENTS_REFUSED_TOTAL); /* acknowledged by this call */
+        if (strcmp(what, "parked") != 0)
+            tp_log_warn(MOD, "refused entry not parked again\tstream=%s id=%s outcome=%s",
+                        w->streams[r->stream], r->id, what);
+        send_trim(w, r->stream); /* the batch's trim ran before this XACK */
     }
     ack_release(w);
 }
@@ -562,14 +568,18 @@ static void send_acks(struct tp_pgw *w, bool all)
             send_trim(w, s);
     }
     for (struct tp_pgw_rejected *r = w->rejected; r != NULL; r = r->next) {
-        /* Same slot as the stream (its hash tag), so the same connection. */
-        if (tp_store_commandargv(w->store, on_parked, r, r->argc, (const char **)r->argv, NULL) ==
-            0)
+        struct tp_script_park_args p = {.stream = w->streams[r->stream],
+                                        .group = TP_PGW_GROUP,
+                                        .src_id = r->id,
+                                        .error = r->error,
+                                        .look_back = TP_PGW_BATCH,
+                                        .fields = (const char *const *)r->fields,
+                                        .nfields = r->nfields};
+        int rc = tp_script_park(w->store, &p, on_parked, r);
+        if (rc == 0)
             w->outstanding++;
-        else {
-            ack_failed(w, "XADD of a rejected entry", TP_EUNAVAIL);
-            w->pending_mode = true;
-        }
+        else
+            tp_pgw_fail_soon(w, "parking a refused entry", rc);
     }
     ack_release(w);
 }

@@ -894,3 +894,34 @@ int tp_script_idem_filter_build(struct tp_store *store,
     tp_script_call_release(&a);
     return rc;
 }
+
+/* --- The Postgres writer --- */
+
+/* scripts/lua/park.lua header: the outbox, its rejected stream; group, src_id, error, look-back,
+ * then the entry's field pairs (borrowed). */
+static void park_args(const struct tp_script_park_args *p, struct tp_script_call *a)
+{
+    char rejected[TP_KEYS_MAX];
+    snprintf(rejected, sizeof(rejected), "%s" TP_KEYS_REJECTED_SUFFIX, p->stream);
+    start(a, "park");
+    key(a, p->stream);
+    key(a, rejected);
+    arg_str(a, p->group);
+    arg_str(a, p->src_id);
+    arg_str(a, p->error);
+    arg_int(a, p->look_back);
+    for (size_t i = 0; i < 2 * p->nfields; i++)
+        arg_str(a, p->fields[i]);
+}
+
+int tp_script_park(struct tp_store *store, const struct tp_script_park_args *p, tp_store_cb cb,
+                   void *ud)
+{
+    if (p->nfields < 1 || p->nfields > TP_SCRIPT_PARK_FIELDS_MAX || p->look_back < 0 ||
+        p->look_back > TP_SCRIPT_PARK_LOOK_BACK_MAX ||
+        strlen(p->stream) + sizeof(TP_KEYS_REJECTED_SUFFIX) > TP_KEYS_MAX)
+        return TP_EINVAL;
+    struct tp_script_call a;
+    park_args(p, &a);
+    return run(store, &a, cb, ud);
+}

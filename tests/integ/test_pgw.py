@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -625,6 +626,8 @@ def test_hostile_entries_parked_for_an_operator():
             assert "bets=777001,1,40000" in log
             tpenv.wait_until(lambda: b"\ntickpool_writer_events_refused_total 2\n" in
                              s.http("GET", "/metrics")[2], what="writer_events_refused_total 2")
+            tpenv.wait_until(lambda: b"\ntickpool_writer_entries_parked 2\n" in
+                             s.http("GET", "/metrics")[2], what="writer_entries_parked 2")
             a = s.run_cli("audit")
             assert a.returncode == 1 and "2 refused entries parked" in a.stdout, a.stdout
             # The operator's replay (docs/operations.md): mend, XADD back, audit, XDEL.
@@ -639,6 +642,145 @@ def test_hostile_entries_parked_for_an_operator():
                     c.xdel(key + ":rejected", pid)
             tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM bets") == [["3"]] and
                              pg.psql("SELECT count(*) FROM users") == [["1"]], what="replayed")
+            # Replayed and deleted: the gauge and the audit's outbox line clear.
+            tpenv.wait_until(lambda: b"\ntickpool_writer_entries_parked 0\n" in
+                             s.http("GET", "/metrics")[2], what="writer_entries_parked 0")
+            a = s.run_cli("audit")
+            assert "ok   outbox: 0 refused entries parked" in a.stdout, a.stdout
+
+
+def dead_local_consumer():
+    """A consumer name of this host whose process is gone: the writer claims its entries at
+    once (dead_local in src/store/pgw_outbox.c)."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return f"{socket.gethostname()}:{p.pid}"
+
+
+def test_entry_parked_before_a_crash_is_not_parked_twice():
+    """A writer that died between parking a refused entry and acknowledging it (two commands
+    before park.lua) left the copy in <stream>:rejected and the entry pending under its dead
+    name. The next writer claims the entry, refuses it again and finds the copy: one parked
+    copy (same src_id), the entry acknowledged, the rest written."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=2)
+        s = server(r, pg, workers=1)
+        pgwlib.migrate(s, pg)
+        c = money.c
+        key = "tp:{b1}:outbox"
+        c.xgroup_create(key, "pgw", id="0", mkstream=True)
+        hostile = {"type": "bets", "round_id": "900001", "ts": "5000",
+                   "bets": "777001,1,40000,250,650,bad-1"}
+        hid = c.xadd(key, hostile)
+        # The dead writer read it, parked it, and was killed before its XACK.
+        c.xreadgroup("pgw", dead_local_consumer(), {key: ">"})
+        c.xadd(key + ":rejected", dict(hostile, src_stream=key, src_id=hid,
+                                       error="malformed or unknown event"))
+        money.grant(3, 7, grant_id="after:3")
+        with s:
+            tpenv.wait_until(lambda: money.backlog() == 0 and money.pending() == 0,
+                             what="outbox drained")
+            assert pg.psql("SELECT count(*) FROM grants") == [["1"]]
+            parked = c.xrange(key + ":rejected")
+            assert len(parked) == 1 and parked[0][1]["src_id"] == hid, parked
+            log = s.log_text()
+            assert "refused entry not parked again" in log and "outcome=had_copy" in log, \
+                log[-3000:]
+            tpenv.wait_until(lambda: b"\ntickpool_writer_entries_parked 1\n" in
+                             s.http("GET", "/metrics")[2], what="writer_entries_parked 1")
+
+
+def park(c, keys, args):
+    with open(os.path.join(os.environ["TP_SRC"], "scripts/lua/park.lua")) as f:
+        return c.eval(f.read(), len(keys), *keys, *args)
+
+
+def test_park_script_parks_once_and_refuses_hostile_calls():
+    """park.lua on its own: a copy and the XACK in one step, never a second copy of an entry
+    (acknowledged already, or re-delivered with its copy among the newest), and every malformed
+    call, a rejected key of another type and a full Redis refused with nothing written."""
+    import redis
+    with tpenv.Redis() as r:
+        c = r.client()
+        key, rej = "tp:{b0}:outbox", "tp:{b0}:outbox:rejected"
+        c.xgroup_create(key, "pgw", id="0", mkstream=True)
+        ids = [c.xadd(key, {"type": "grant", "n": str(i)}) for i in range(4)]
+        c.xreadgroup("pgw", "w:1", {key: ">"})
+
+        def call(i, look_back="500", fields=("type", "grant"), keys=(key, rej), error="bad"):
+            return park(c, list(keys), ["pgw", ids[i], error, look_back, *fields])
+
+        def state():
+            return (c.dump(key), c.dump(rej), c.xpending(key, "pgw")["pending"])
+
+        before = state()
+        for keys, args in [
+                ([key], ["pgw", ids[0], "bad", "5", "a", "b"]),
+                ([key, "tp:{b0}:outbox:other"], ["pgw", ids[0], "bad", "5", "a", "b"]),
+                (["tp:{b0}:bal", "tp:{b0}:bal:rejected"], ["pgw", ids[0], "bad", "5", "a", "b"]),
+                ([key, rej], ["pgw", ids[0], "bad", "5", "a"]),
+                ([key, rej], ["pgw", ids[0], "bad", "5"]),
+                ([key, rej], ["pgw", "12", "bad", "5", "a", "b"]),
+                ([key, rej], ["pgw", ids[0], "", "5", "a", "b"]),
+                ([key, rej], ["pgw", ids[0], "x" * 1025, "5", "a", "b"]),
+                ([key, rej], ["pgw", ids[0], "bad", "-1", "a", "b"]),
+                ([key, rej], ["pgw", ids[0], "bad", "10001", "a", "b"]),
+                ([key, rej], ["", ids[0], "bad", "5", "a", "b"])]:
+            try:
+                park(c, keys, args)
+                raise AssertionError(f"accepted {keys} {args}")
+            except redis.ResponseError as e:
+                assert "tp_park" in str(e), e
+            assert state() == before, (keys, args)
+        # No such group: Redis's NOGROUP, nothing written.
+        try:
+            park(c, [key, rej], ["other", ids[0], "bad", "5", "a", "b"])
+            raise AssertionError("a missing group accepted")
+        except redis.ResponseError as e:
+            assert "NOGROUP" in str(e), e
+        assert state() == before
+        # The rejected key holds something else: WRONGTYPE, the entry still pending.
+        c.hset(rej, "x", "1")
+        try:
+            call(0)
+            raise AssertionError("WRONGTYPE accepted")
+        except redis.ResponseError as e:
+            assert "WRONGTYPE" in str(e), e
+        assert c.xpending(key, "pgw")["pending"] == 4
+        c.delete(rej)
+        # A full Redis refuses the script before any write.
+        c.config_set("maxmemory", "1")
+        try:
+            call(0)
+            raise AssertionError("ran out of memory")
+        except redis.ResponseError as e:
+            assert "OOM" in str(e), e
+        finally:
+            c.config_set("maxmemory", "0")
+        assert not c.exists(rej) and c.xpending(key, "pgw")["pending"] == 4
+
+        # Parked: the copy (fields, then its source and error) and the XACK together.
+        got = call(0, fields=("type", "grant", "n", "0"))
+        assert got[0] == "parked", got
+        assert c.xrange(rej) == [(got[1], {"type": "grant", "n": "0", "src_stream": key,
+                                           "src_id": ids[0], "error": "bad"})]
+        assert c.xpending_range(key, "pgw", ids[0], ids[0], 1) == []
+        # Again (a lost reply, another writer): not pending, nothing written.
+        assert call(0) == ["not_pending"] and c.xlen(rej) == 1
+
+        # Re-delivered (a crash after an older version's XADD): the copy is found, only acked.
+        copy = c.xadd(rej, {"type": "grant", "src_stream": key, "src_id": ids[1], "error": "e"})
+        # An entry whose own fields name ids[2] as their source: only a copy's tail counts.
+        c.xadd(rej, {"src_stream": key, "src_id": ids[2], "error": "e", "type": "grant",
+                     "src_stream_": key, "src_id_": ids[3], "error_": "e"})
+        c.xreadgroup("pgw", "w:1", {key: "0"})  # its history again: deliveries 2
+        assert call(1) == ["had_copy", copy], c.xrange(rej)
+        assert c.xlen(rej) == 3
+        assert call(2)[0] == "parked" and c.xlen(rej) == 4
+        # A first delivery is never searched; a look-back of 0 searches nothing.
+        c.xadd(rej, {"type": "grant", "src_stream": key, "src_id": ids[3], "error": "e"})
+        assert call(3, look_back="0")[0] == "parked" and c.xlen(rej) == 6
+        assert c.xpending(key, "pgw")["pending"] == 0
 
 
 def test_entries_wait_for_the_schema():

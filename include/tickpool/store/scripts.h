@@ -359,6 +359,25 @@ struct tp_script_settle_finish_args {
 int tp_script_settle_finish(struct tp_store *store, const struct tp_script_settle_finish_args *a,
                             tp_store_cb cb, void *ud);
 
+/* Most field pairs of one outbox entry park.lua copies (the writer reads up to 32). */
+#define TP_SCRIPT_PARK_FIELDS_MAX 32
+/* Most copies park.lua searches for an earlier copy of a re-delivered entry. */
+#define TP_SCRIPT_PARK_LOOK_BACK_MAX 10000
+
+/* park.lua: park outbox entry `src_id` of `stream` (the Postgres writer refused it) in
+ * "<stream>:rejected" with its fields and `error`, and acknowledge it for `group`, in one step. */
+struct tp_script_park_args {
+    const char *stream; /* the outbox (tp_keys_outbox or TP_KEYS_GLOBAL_OUTBOX) */
+    const char *group, *src_id, *error;
+    int look_back;             /* 0..TP_SCRIPT_PARK_LOOK_BACK_MAX */
+    const char *const *fields; /* nfields pairs: name, value */
+    size_t nfields;            /* 1..TP_SCRIPT_PARK_FIELDS_MAX */
+};
+/** Runs park.lua: {"parked", copy id}, {"had_copy", copy id} or {"not_pending"} (the script's
+ * header). TP_EINVAL for nfields or look_back out of range, or a stream name too long. */
+int tp_script_park(struct tp_store *store, const struct tp_script_park_args *a, tp_store_cb cb,
+                   void *ud);
+
 /* Most fields one idem_unindex.lua step takes. */
 #define TP_SCRIPT_UNINDEX_MAX 4096
 

@@ -564,6 +564,49 @@ static void test_idem_filter_build(void **state)
     assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EUNAVAIL);
 }
 
+/* --- The Postgres writer --- */
+
+static void test_park(void **state)
+{
+    (void)state;
+    static struct tp_script_call a;
+    const char *fields[] = {"type", "bets", "bets", "1,2,3"};
+    struct tp_script_park_args p = {.stream = "tp:{b3}:outbox",
+                                    .group = "pgw",
+                                    .src_id = "5-1",
+                                    .error = "malformed",
+                                    .look_back = 500,
+                                    .fields = fields,
+                                    .nfields = 2};
+    park_args(&p, &a);
+    EXPECT(&a, "park", 2, "tp:{b3}:outbox", "tp:{b3}:outbox:rejected", "pgw", "5-1", "malformed",
+           "500", "type", "bets", "bets", "1,2,3");
+    check_header(&a, 2);
+    /* The global outbox keeps its {g} tag. */
+    p.stream = "tp:{g}:outbox";
+    park_args(&p, &a);
+    EXPECT(&a, "park", 2, "tp:{g}:outbox", "tp:{g}:outbox:rejected", "pgw", "5-1", "malformed",
+           "500", "type", "bets", "bets", "1,2,3");
+    /* Out of range: refused before anything is sent (a NULL store would answer TP_EUNAVAIL). */
+    p.nfields = 0;
+    assert_int_equal(tp_script_park(NULL, &p, NULL, NULL), TP_EINVAL);
+    p.nfields = TP_SCRIPT_PARK_FIELDS_MAX + 1;
+    assert_int_equal(tp_script_park(NULL, &p, NULL, NULL), TP_EINVAL);
+    p.nfields = 2;
+    p.look_back = -1;
+    assert_int_equal(tp_script_park(NULL, &p, NULL, NULL), TP_EINVAL);
+    p.look_back = TP_SCRIPT_PARK_LOOK_BACK_MAX + 1;
+    assert_int_equal(tp_script_park(NULL, &p, NULL, NULL), TP_EINVAL);
+    p.look_back = 0;
+    char longname[TP_KEYS_MAX];
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    p.stream = longname;
+    assert_int_equal(tp_script_park(NULL, &p, NULL, NULL), TP_EINVAL);
+    p.stream = "tp:{b3}:outbox";
+    assert_int_equal(tp_script_park(NULL, &p, NULL, NULL), TP_EUNAVAIL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -577,6 +620,7 @@ int main(void)
         cmocka_unit_test(test_account_scripts),
         cmocka_unit_test(test_idem_filter_build),
         cmocka_unit_test(test_idem_unindex),
+        cmocka_unit_test(test_park),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
