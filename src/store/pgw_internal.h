@@ -131,9 +131,10 @@ int tp_pgw_trim_minid(const char *last_delivered, long long npending, const char
 int tp_pgw_read_count(int current, size_t entries, size_t rows, int streams, int target_rows);
 /**
  * Refuses one outbox entry (malformed, or refused by Postgres): logs it at ERROR with all its
- * fields, counts it (tickpool_writer_events_refused_total), and keeps it for an operator: the ack
- * phase copies it to "<stream>:rejected" (XADD: its fields, then src_stream, src_id, error) and
- * acknowledges it only once that copy is stored (docs/operations.md, "Rejected outbox entries").
+ * fields, and keeps it for an operator: the ack phase copies it to "<stream>:rejected" (its
+ * fields, then src_stream, src_id, error) and acknowledges it in one step (scripts/lua/park.lua),
+ * then counts it (tickpool_writer_events_refused_total; docs/operations.md, "Rejected outbox
+ * entries").
  * `ev` NULL: an entry deleted from the stream, nothing to keep (acknowledged as it is).
  */
 void tp_pgw_reject(struct tp_pgw *w, int stream, const char *id, const struct tp_pgw_event *ev,

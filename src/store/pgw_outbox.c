@@ -16,6 +16,8 @@
  *   ack    → after COMMIT: XACK per stream, then XTRIM MINID below the group's oldest entry
  *            not yet committed (see on_trim_pending for why that is safe); then read again.
  *            An empty read after a failure (or at start) trims every stream the same way.
+ *            A refused entry is not in the XACK: park.lua copies it to <stream>:rejected and
+ *            acknowledges it in one step (tp_pgw_reject, on_parked).
  *
  * A failed write drops the in-memory batch and re-reads our pending entries after a backoff,
  * so a batch is always rebuilt from Redis, never from memory that might diverge from it.
