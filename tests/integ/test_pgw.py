@@ -690,6 +690,56 @@ def test_entry_parked_before_a_crash_is_not_parked_twice():
                              s.http("GET", "/metrics")[2], what="writer_entries_parked 1")
 
 
+def test_kill9_while_parking_parks_each_entry_once():
+    """Two writers park thousands of refused entries (between good ones) and are killed -9
+    three times as they go: every refused entry ends parked exactly once (by src_id), nothing
+    stays pending, and every good entry is in Postgres once."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=2)
+        s = server(r, pg, workers=2)
+        pgwlib.migrate(s, pg)
+        c = money.c
+        hostile, grants = {}, 0
+        pipe = c.pipeline()
+        for i in range(3000):
+            if i % 10 == 0:
+                money.grant(1000 + i, 5, grant_id=f"good:{1000 + i}")
+                grants += 1
+            key = "tp:{b%d}:outbox" % (i % 2)
+            pipe.xadd(key, {"type": "bets", "round_id": "900001", "ts": "5000",
+                            "bets": f"{800000 + i},1,40000,250,650,bad-{i}"})
+        for i, hid in enumerate(pipe.execute()):
+            hostile.setdefault("tp:{b%d}:outbox" % (i % 2), set()).add(hid)
+
+        def parked():
+            return sum(c.xlen(k + ":rejected") for k in hostile)
+        kills = []
+        for kill in range(3):
+            want = parked() + 1 + kill * 300
+            s.start(wait=False)  # the writers park as soon as they run
+            try:
+                tpenv.wait_until(lambda: parked() >= want or money.backlog() == 0,
+                                 timeout=30, interval=0.002, what=f"{want} entries parked")
+                os.killpg(s.proc.pid, signal.SIGKILL)
+                s.proc.wait()
+            finally:
+                s.stop()
+            kills.append((parked(), money.pending()))
+        print(f"    killed at (parked, pending) {kills}")
+        with s:
+            tpenv.wait_until(lambda: money.backlog() == 0 and money.pending() == 0, timeout=60,
+                             what="outbox drained")
+            for key, ids in hostile.items():
+                copies = [f["src_id"] for _, f in c.xrange(key + ":rejected")]
+                doubled = {i for i in copies if copies.count(i) > 1}
+                assert not doubled, f"{key}: {len(doubled)} entries parked twice"
+                assert set(copies) == ids, (key, len(copies), len(ids))
+            assert pg.psql("SELECT count(*), sum(amount) FROM grants") == [
+                [str(grants), str(5 * grants)]]
+            tpenv.wait_until(lambda: b"\ntickpool_writer_entries_parked 3000\n" in
+                             s.http("GET", "/metrics")[2], what="writer_entries_parked 3000")
+
+
 def park(c, keys, args):
     with open(os.path.join(os.environ["TP_SRC"], "scripts/lua/park.lua")) as f:
         return c.eval(f.read(), len(keys), *keys, *args)
