@@ -188,12 +188,15 @@ static void count_parked(struct tp_pgw *w)
     w->parked_entries = 0;
     w->parked_failed = false;
     w->parked_outstanding = 1;
-    for (int i = 0; i < w->nstreams; i++)
-        if (tp_store_command(w->store, on_parked_len, w, "XLEN %s" TP_KEYS_REJECTED_SUFFIX,
-                             w->streams[i]) == 0)
+    for (int i = 0; i < w->nstreams; i++) {
+        char key[TP_KEYS_MAX];
+        snprintf(key, sizeof(key), "%s" TP_KEYS_REJECTED_SUFFIX, w->streams[i]);
+        const char *argv[] = {"XLEN", key}; /* copied by the store at submission */
+        if (tp_store_commandargv(w->store, on_parked_len, w, 2, argv, NULL) == 0)
             w->parked_outstanding++;
         else
             w->parked_failed = true;
+    }
     on_parked_len(0, NULL, w);
 }
 

@@ -291,6 +291,8 @@ void tp_pgw_reject(struct tp_pgw *w, int stream, const char *id, const struct tp
     r->stream = stream;
     r->id = tp_xstrdup(id);
     r->error = tp_xstrdup(error[0] != '\0' ? error : "refused");
+    /* At least one pair: XADD makes no entry without a field (a reply with none would fail
+     * tp_script_park, and the entry would stay pending, refused at each try, never lost). */
     r->nfields = TP_MIN(ev->nfields, (size_t)TP_SCRIPT_PARK_FIELDS_MAX);
     r->fields = tp_xmalloc(2 * r->nfields * sizeof(char *));
     for (size_t i = 0; i < r->nfields; i++) {
@@ -532,8 +534,9 @@ static void on_parked(int err, const struct tp_store_reply *reply, void *ud)
                          text != NULL ? text : "");
         tp_pgw_fail_soon(w, "parking a refused entry", err != 0 ? err : TP_EIO);
     } else {
-        if (strcmp(what, "not_pending") != 0)
-            tp_metrics_inc(TP_METRIC_WRITER_EVENTS_REFUSED_TOTAL); /* acknowledged by this call */
+        /* Refused and parked: by this call, or already (an earlier call whose reply was lost,
+         * an older version's copy, another writer that claimed it meanwhile). */
+        tp_metrics_inc(TP_METRIC_WRITER_EVENTS_REFUSED_TOTAL);
         if (strcmp(what, "parked") != 0)
             tp_log_warn(MOD, "refused entry not parked again\tstream=%s id=%s outcome=%s",
                         w->streams[r->stream], r->id, what);
