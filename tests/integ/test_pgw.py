@@ -740,6 +740,36 @@ def test_kill9_while_parking_parks_each_entry_once():
                              s.http("GET", "/metrics")[2], what="writer_entries_parked 3000")
 
 
+def test_copy_refused_by_redis_leaves_the_entry_pending():
+    """A <stream>:rejected key of another type (an operator's mistake): the copy is refused,
+    nothing is acknowledged without it, the writer retries after its backoff (not in a loop on
+    Postgres), the rest is written; once the key is fixed the entry is parked once."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=2)
+        s = server(r, pg, workers=1)
+        pgwlib.migrate(s, pg)
+        c = money.c
+        key = "tp:{b1}:outbox"
+        c.hset(key + ":rejected", "oops", "1")
+        hid = c.xadd(key, {"type": "bets", "round_id": "900001", "ts": "5000",
+                           "bets": "777001,1,40000,250,650,bad-1"})
+        money.grant(3, 7, grant_id="after:3")
+        with s:
+            tpenv.wait_until(lambda: "parking a refused entry failed" in s.log_text(),
+                             what="the copy refused")
+            tpenv.wait_until(lambda: pg.psql("SELECT count(*) FROM grants") == [["1"]],
+                             what="the rest written")
+            time.sleep(3)
+            assert c.xpending(key, "pgw")["pending"] == 1 and c.type(key + ":rejected") == "hash"
+            tries = s.log_text().count("outbox entry refused")
+            print(f"    {tries} tries while the copy was refused")
+            assert 2 <= tries <= 12, f"{tries} tries in ~3 s: a loop, or no retry"
+            c.delete(key + ":rejected")
+            tpenv.wait_until(lambda: money.pending() == 0, what="parked once the key is fixed")
+            parked = c.xrange(key + ":rejected")
+            assert len(parked) == 1 and parked[0][1]["src_id"] == hid, parked
+
+
 def park(c, keys, args):
     with open(os.path.join(os.environ["TP_SRC"], "scripts/lua/park.lua")) as f:
         return c.eval(f.read(), len(keys), *keys, *args)
