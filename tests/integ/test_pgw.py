@@ -718,14 +718,20 @@ def test_kill9_while_parking_parks_each_entry_once():
             want = parked() + 1 + kill * 300
             s.start(wait=False)  # the writers park as soon as they run
             try:
-                tpenv.wait_until(lambda: parked() >= want or money.backlog() == 0,
-                                 timeout=30, interval=0.002, what=f"{want} entries parked")
+                # Mid-batch: entries read and not all acknowledged yet.
+                tpenv.wait_until(lambda: parked() >= want and money.pending() > 0 or
+                                 money.backlog() == 0, timeout=30, interval=0.002,
+                                 what=f"{want} entries parked, a batch in flight")
                 os.killpg(s.proc.pid, signal.SIGKILL)
                 s.proc.wait()
             finally:
                 s.stop()
             kills.append((parked(), money.pending()))
         print(f"    killed at (parked, pending) {kills}")
+        # The kills landed mid-way (else they proved nothing): entries left to park, and one
+        # at least with a batch read and not all acknowledged (its consumer's pending entries).
+        total = sum(len(ids) for ids in hostile.values())
+        assert all(p < total for p, _ in kills) and any(n > 0 for _, n in kills), kills
         with s:
             tpenv.wait_until(lambda: money.backlog() == 0 and money.pending() == 0, timeout=60,
                              what="outbox drained")
