@@ -17,14 +17,25 @@ import tpenv
 from test_pgw import open_round_900001, server
 
 
+# A `bets` entry the writer refuses before Postgres: band 40000 is beyond a smallint.
+BAD_BETS = {"type": "bets", "round_id": "900001", "ts": "5000",
+            "bets": "777001,1,40000,250,650,bad-1"}
+
+
+def one_writer(r, pg):
+    """Money on two buckets, Postgres migrated and a server of one worker (not started)."""
+    money = pgwlib.Money(r, buckets=2)
+    s = server(r, pg, workers=1)
+    pgwlib.migrate(s, pg)
+    return money, s
+
+
 def test_hostile_entries_parked_for_an_operator():
     """A hand-made entry the writer refuses (a band beyond smallint: every line of its `bets`
     entry) or Postgres refuses (a username its CHECK forbids) is kept whole, with its source and
     error, in <stream>:rejected, counted and logged; the rest of the batch is written."""
     with tpenv.Redis() as r, tpenv.Postgres() as pg:
-        money = pgwlib.Money(r, buckets=2)
-        s = server(r, pg, workers=1)
-        pgwlib.migrate(s, pg)
+        money, s = one_writer(r, pg)
         c = money.c
         open_round_900001(c)
         money.open_round(900001)
@@ -93,14 +104,11 @@ def test_entry_parked_before_a_crash_is_not_parked_twice():
     name. The next writer claims the entry, refuses it again and finds the copy: one parked
     copy (same src_id), the entry acknowledged, the rest written."""
     with tpenv.Redis() as r, tpenv.Postgres() as pg:
-        money = pgwlib.Money(r, buckets=2)
-        s = server(r, pg, workers=1)
-        pgwlib.migrate(s, pg)
+        money, s = one_writer(r, pg)
         c = money.c
         key = "tp:{b1}:outbox"
         c.xgroup_create(key, "pgw", id="0", mkstream=True)
-        hostile = {"type": "bets", "round_id": "900001", "ts": "5000",
-                   "bets": "777001,1,40000,250,650,bad-1"}
+        hostile = BAD_BETS
         hid = c.xadd(key, hostile)
         # The dead writer read it, parked it, and was killed before its XACK.
         c.xreadgroup("pgw", dead_local_consumer(), {key: ">"})
@@ -182,14 +190,11 @@ def test_copy_refused_by_redis_leaves_the_entry_pending():
     nothing is acknowledged without it, the writer retries after its backoff (not in a loop on
     Postgres), the rest is written; once the key is fixed the entry is parked once."""
     with tpenv.Redis() as r, tpenv.Postgres() as pg:
-        money = pgwlib.Money(r, buckets=2)
-        s = server(r, pg, workers=1)
-        pgwlib.migrate(s, pg)
+        money, s = one_writer(r, pg)
         c = money.c
         key = "tp:{b1}:outbox"
         c.hset(key + ":rejected", "oops", "1")
-        hid = c.xadd(key, {"type": "bets", "round_id": "900001", "ts": "5000",
-                           "bets": "777001,1,40000,250,650,bad-1"})
+        hid = c.xadd(key, BAD_BETS)
         money.grant(3, 7, grant_id="after:3")
         with s:
             tpenv.wait_until(lambda: "parking a refused entry failed" in s.log_text(),
