@@ -188,7 +188,9 @@ def test_kill9_while_parking_parks_each_entry_once():
 def test_copy_refused_by_redis_leaves_the_entry_pending():
     """A <stream>:rejected key of another type (an operator's mistake): the copy is refused,
     nothing is acknowledged without it, the writer retries after its backoff (not in a loop on
-    Postgres), the rest is written; once the key is fixed the entry is parked once."""
+    Postgres), the rest of its batch is written; once the key is fixed the entry is parked once.
+    Meanwhile this writer reads nothing new (its pending re-read always finds the entry): a
+    known limit, see docs/operations.md §5."""
     with tpenv.Redis() as r, tpenv.Postgres() as pg:
         money, s = one_writer(r, pg)
         c = money.c
