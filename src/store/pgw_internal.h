@@ -94,8 +94,7 @@ struct tp_pgw {
     size_t *ack_n;
     /* Entries of the current batch refused (tp_pgw_reject): parked, then acknowledged. */
     struct tp_pgw_rejected *rejected;
-    bool park_failed;    /* a park of the current ack phase failed */
-    bool parking_outage; /* since the last phase that parked all it refused (pgw_outbox.c) */
+    bool park_failed; /* a park of the current ack phase failed (pgw_outbox.c, park_failed) */
 };
 
 /* --- Sequence and health (pgw.c) --- */

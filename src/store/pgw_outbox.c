@@ -332,10 +332,8 @@ static void ack_release(struct tp_pgw *w)
 {
     if (--w->outstanding > 0)
         return;
-    if (w->parking_outage && !w->park_failed) {
-        w->parking_outage = false; /* a phase without a failed park: the refused entry is gone */
-        tp_pgw_succeeded(w);
-    }
+    if (w->park_failed)
+        w->pending_mode = false; /* see park_failed */
     tp_pgw_free_acks(w);
     w->phase = TP_PGW_PH_READ;
     w->busy = false;
@@ -515,20 +513,20 @@ static void send_trim(struct tp_pgw *w, int s)
     trim_unref(t);
 }
 
-/* A refused entry stays pending: it is read, refused and parked again after the backoff, which
- * doubles until a phase parks every entry it refused (the reads and writes between are no
- * recovery: on_read, ack_release), so a copy Redis keeps refusing costs a try every 10 s. */
-static void park_failed(struct tp_pgw *w, int err)
+/* A refused entry whose copy Redis refused stays pending under our name. The writer goes on
+ * reading new entries rather than re-reading its pending ones at once (they would always hold
+ * this one, and nothing new would be written: review 15:56); the next claim, within
+ * TP_PGW_CLAIM_EVERY_MS, finds it ours and re-reads it (on_xpending), so a copy Redis keeps
+ * refusing costs a try every 10 s. Other entries left pending meanwhile (a failed XACK) wait
+ * for that claim too: nothing is acknowledged without its row or its copy. */
+static void park_failed(struct tp_pgw *w)
 {
     w->park_failed = true;
-    w->parking_outage = true;
-    tp_pgw_fail_soon(w, "parking a refused entry", err);
 }
 
 /* park.lua answered for a refused entry: parked and acknowledged (or found so already), or
- * nothing done; then the entry stays pending, to be read and refused again after a backoff (not at
- * once: a rejected stream Redis refuses to write would loop on Postgres). `r` lives until the
- * phase ends (tp_pgw_free_acks in ack_release). */
+ * nothing done, and the entry stays pending (park_failed). `r` lives until the phase ends
+ * (tp_pgw_free_acks in ack_release). */
 static void on_parked(int err, const struct tp_store_reply *reply, void *ud)
 {
     struct tp_pgw_rejected *r = ud;
@@ -546,7 +544,7 @@ static void on_parked(int err, const struct tp_store_reply *reply, void *ud)
                          "id=%s err=%s reply=\"%s\"",
                          w->streams[r->stream], r->id, tp_strerror(err != 0 ? err : TP_EIO),
                          text != NULL ? text : "");
-        park_failed(w, err != 0 ? err : TP_EIO);
+        park_failed(w);
     } else {
         /* Refused and parked: by this call, or already (an earlier call whose reply was lost,
          * an older version's copy, another writer that claimed it meanwhile). */
@@ -599,7 +597,7 @@ static void send_acks(struct tp_pgw *w, bool all)
         if (rc == 0)
             w->outstanding++;
         else
-            park_failed(w, rc);
+            park_failed(w);
     }
     ack_release(w);
 }
@@ -689,7 +687,6 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
         }
         w->pending_mode = false;
         w->busy = false;
-        w->parking_outage = false; /* nothing of ours pending: nothing waits to be parked */
         tp_pgw_succeeded(w);
         if (w->trim_all) {
             w->trim_all = false; /* set again if this trim fails */
@@ -748,8 +745,7 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
         tp_pgw_fail_soon(w, "writing a batch to Postgres", rc);
         return;
     }
-    if (!w->parking_outage) /* else a success only once its refused entries are parked */
-        tp_pgw_succeeded(w);
+    tp_pgw_succeeded(w);
     /* A batch that did not fill its read means the writer has caught up. Reading again at once
      * would write what trickles in meanwhile as many small transactions, and a transaction's
      * fixed cost (plans, the lock, COMMIT's flush) and its round of stream commands are most of
