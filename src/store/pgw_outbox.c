@@ -270,7 +270,7 @@ void tp_pgw_reject(struct tp_pgw *w, int stream, const char *id, const struct tp
     tp_log_error(MOD,
                  "outbox entry refused; %s%s%s (tickpool audit shows its money missing from "
                  "Postgres until it is replayed)\tstream=%s id=%s error=\"%s\" event=\"%s\"",
-                 ev != NULL ? "parked in " : "not parked (deleted from the stream)",
+                 ev != NULL ? "parking in " : "not parked (deleted from the stream)",
                  ev != NULL ? w->streams[stream] : "", ev != NULL ? TP_KEYS_REJECTED_SUFFIX : "",
                  w->streams[stream], id, error, tp_buf_ptr(&line));
     tp_buf_deinit(&line);
