@@ -191,8 +191,7 @@ static void count_parked(struct tp_pgw *w)
     for (int i = 0; i < w->nstreams; i++) {
         char key[TP_KEYS_MAX];
         snprintf(key, sizeof(key), "%s" TP_KEYS_REJECTED_SUFFIX, w->streams[i]);
-        const char *argv[] = {"XLEN", key}; /* copied by the store at submission */
-        if (tp_store_commandargv(w->store, on_parked_len, w, 2, argv, NULL) == 0)
+        if (tp_store_commandl(w->store, on_parked_len, w, "XLEN", key, NULL) == 0)
             w->parked_outstanding++;
         else
             w->parked_failed = true;
