@@ -376,11 +376,10 @@ static int64_t outbox_backlog(struct audit *a)
  * money is missing from Postgres until an operator replays them. */
 static int64_t outbox_parked(struct audit *a)
 {
-    int64_t n = get_int(a, "XLEN %s" TP_KEYS_REJECTED_SUFFIX, TP_KEYS_GLOBAL_OUTBOX, NULL);
-    for (int b = 0; b < a->cfg->game.buckets; b++) {
-        struct tp_key key;
-        n += get_int(a, "XLEN %s" TP_KEYS_REJECTED_SUFFIX, tp_keys_outbox(&key, b), NULL);
-    }
+    struct tp_key key, rejected;
+    int64_t n = get_int(a, "XLEN %s", tp_keys_rejected(&rejected, TP_KEYS_GLOBAL_OUTBOX), NULL);
+    for (int b = 0; b < a->cfg->game.buckets; b++)
+        n += get_int(a, "XLEN %s", tp_keys_rejected(&rejected, tp_keys_outbox(&key, b)), NULL);
     return n;
 }
 

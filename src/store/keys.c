@@ -140,6 +140,11 @@ const char *tp_keys_outbox(struct tp_key *k, int bucket)
     return bfmt(k, bucket, "outbox");
 }
 
+const char *tp_keys_rejected(struct tp_key *k, const char *outbox)
+{
+    return fmt(k, "%s" TP_KEYS_REJECTED_SUFFIX, outbox);
+}
+
 const char *tp_keys_net(struct tp_key *k, int bucket)
 {
     return bfmt(k, bucket, "net");

@@ -189,9 +189,9 @@ static void count_parked(struct tp_pgw *w)
     w->parked_failed = false;
     w->parked_outstanding = 1;
     for (int i = 0; i < w->nstreams; i++) {
-        char key[TP_KEYS_MAX];
-        snprintf(key, sizeof(key), "%s" TP_KEYS_REJECTED_SUFFIX, w->streams[i]);
-        if (tp_store_commandl(w->store, on_parked_len, w, "XLEN", key, NULL) == 0)
+        struct tp_key key;
+        const char *rejected = tp_keys_rejected(&key, w->streams[i]);
+        if (tp_store_commandl(w->store, on_parked_len, w, "XLEN", rejected, NULL) == 0)
             w->parked_outstanding++;
         else
             w->parked_failed = true;

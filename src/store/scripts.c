@@ -901,11 +901,10 @@ int tp_script_idem_filter_build(struct tp_store *store,
  * then the entry's field pairs (borrowed). */
 static void park_args(const struct tp_script_park_args *p, struct tp_script_call *a)
 {
-    char rejected[TP_KEYS_MAX];
-    snprintf(rejected, sizeof(rejected), "%s" TP_KEYS_REJECTED_SUFFIX, p->stream);
+    struct tp_key k;
     start(a, "park");
     key(a, p->stream);
-    key(a, rejected);
+    key(a, tp_keys_rejected(&k, p->stream));
     arg_str(a, p->group);
     arg_str(a, p->src_id);
     arg_str(a, p->error);

@@ -95,6 +95,8 @@ const char *tp_keys_outbox(struct tp_key *k, int bucket);
 /* <outbox>:rejected — STREAM the outbox entries the Postgres writer refused, parked for an
  * operator (same slot as the outbox; docs/operations.md, "Rejected outbox entries"). */
 #define TP_KEYS_REJECTED_SUFFIX ":rejected"
+/** <outbox>:rejected of `outbox` (tp_keys_outbox's or TP_KEYS_GLOBAL_OUTBOX). */
+const char *tp_keys_rejected(struct tp_key *k, const char *outbox);
 /** tp:{bN}:net — ZSET user_id → net winnings (leaderboard). */
 const char *tp_keys_net(struct tp_key *k, int bucket);
 /** tp:{bN}:excl — HASH user_id → end of the player's self-exclusion (Unix ms). */
