@@ -21,6 +21,7 @@
 #include "tickpool/base/metrics.h"
 #include "tickpool/game/pause.h"
 #include "tickpool/money/access.h"
+#include "tickpool/money/accounts.h"
 #include "tickpool/net/router.h"
 #include "tickpool/net/worker.h"
 #include "tickpool/store/keys.h"
@@ -76,9 +77,11 @@ static void readyz_reply(struct tp_http_ctx *ctx)
         return;
     }
     struct tp_worker *w = tp_http_ctx_worker(ctx);
-    if (w != NULL && !tp_access_ready(w)) {
-        /* Token checks answer 503 until the revocations are loaded: not ready for players.
-         * Named before the round, so a caller can wait for this worker's own state alone. */
+    if (w != NULL && (!tp_access_ready(w) || !tp_accounts_ready(w))) {
+        /* Token checks answer 503 until the revocations are loaded, and sign-ups, sign-ins and
+         * token checks until the token secret is read from Redis (its own retry, a moment after
+         * the connection, in either order with the revocations): not ready for players. Named
+         * before the round, so a caller can wait for this worker's own state alone. */
         tp_http_reply_error(ctx, 503, "unavailable", "not ready: account state loading");
         return;
     }

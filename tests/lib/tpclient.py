@@ -53,11 +53,10 @@ class Http:
             self.conn = None
 
 
-def wait_accounts(s):
-    """Waits until the accounts endpoint answers (the server may still be connecting)."""
-    tpenv.wait_until(lambda: s.http("POST", "/api/v1/sessions",
-                                    {"username": "nobody", "password": "x" * 8})[0] == 401,
-                     timeout=20, what="accounts ready")
+def wait_accounts(s, timeout=60):
+    """Waits until every worker serves accounts and token checks (after a restart: the server
+    may still be connecting; Server.start waits for this already)."""
+    s.wait_ready(timeout=timeout)
 
 
 def make_users(s, n, prefix="u"):
@@ -92,20 +91,15 @@ def balance(s, tok):
     return v["balance"]
 
 
-def wait_game(s, timeout=20):
-    """Waits until the leader runs (an open round exists) and the workers answer /readyz 200
+def wait_game(s, timeout=60):
+    """Waits until the leader runs (an open round exists) and every worker answers /readyz 200
     (after a restart the round is already open while a worker still loads the account state,
     and its token checks answer 503). Returns /rounds/current."""
     def ready():
         st, v = s.json("GET", "/api/v1/rounds/current")
         return v if st == 200 and v and v.get("open") else None
     v = tpenv.wait_until(ready, timeout=timeout, what="game leader running")
-    streak = [0]
-
-    def readyz():  # several fresh connections in a row, so every worker is asked
-        streak[0] = streak[0] + 1 if s.json("GET", "/readyz")[0] == 200 else 0
-        return streak[0] >= 6
-    tpenv.wait_until(readyz, timeout=timeout, what="every worker ready")
+    s.wait_ready(game=True, timeout=timeout)
     return v
 
 

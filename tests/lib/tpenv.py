@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.parse
 import uuid
 
 SRC = os.environ.get("TP_SRC", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
@@ -352,23 +353,18 @@ class Server:
             wait_until(lambda: self.proc.poll() is None and
                        self.http("GET", "/healthz")[0] == 200,
                        timeout=15, what="tickpool /healthz")
-            if "TICKPOOL_REDIS_URL" in self.env:
-                # Workers listen a few ms before their Redis connection is up (and answer 503
-                # meanwhile): wait until /readyz no longer reports Redis down and, when this
-                # test has Postgres, is ready (an open round) with Postgres up (a 200 may be
-                # "degraded" before the first Postgres probe). A test that starts the server
-                # with a service down on purpose still gets its server after a moment.
-                def ready():
-                    st, _, body = self.http("GET", "/readyz")
-                    if self.pg is None:
-                        # Token checks answer 503 until the worker has read the account
-                        # state (after its pub/sub subscription): wait for that too.
-                        return b"redis down" not in body and b"account state" not in body
-                    return st == 200 and b'"postgres":"up"' in body
-                try:
-                    wait_until(ready, timeout=5, what="tickpool /readyz")
-                except AssertionError:
-                    pass
+            # Workers listen before their Redis connection and account state are up (and answer
+            # 503 meanwhile): wait until every worker is ready, unless the test started the
+            # server against no Redis on purpose. With Postgres, also (best effort: a test may
+            # start it with Postgres down or no round on purpose) until every worker has a round
+            # open and Postgres up (a 200 may be "degraded" before the first Postgres probe).
+            if self._redis_reachable():
+                self.wait_ready()
+                if self.pg is not None:
+                    try:
+                        self.wait_ready(postgres=True, timeout=10)
+                    except AssertionError:
+                        pass
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
@@ -391,6 +387,68 @@ class Server:
         self.proc = None
         self.log.close()
         return code
+
+    def _redis_reachable(self):
+        """Whether a Redis of TICKPOOL_REDIS_URL accepts connections (a test may point the server
+        at none on purpose)."""
+        for url in self.env.get("TICKPOOL_REDIS_URL", "").split(","):
+            u = urllib.parse.urlsplit(url.strip())
+            try:
+                if u.scheme == "unix":
+                    with socket.socket(socket.AF_UNIX) as c:
+                        c.settimeout(2)
+                        c.connect(u.path)
+                    return True
+                if u.hostname and u.port:
+                    socket.create_connection((u.hostname, u.port), timeout=2).close()
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
+
+    def worker_count(self):
+        """The number of workers the server runs (TICKPOOL_SERVER_WORKERS)."""
+        try:
+            return max(1, int(self.env.get("TICKPOOL_SERVER_WORKERS", "1")))
+        except ValueError:
+            return 1
+
+    def wait_ready(self, game=False, postgres=False, timeout=60):
+        """Waits until EVERY worker answers /readyz ready; returns {worker index: last body}.
+
+        A fresh connection reaches any one worker (each listens with SO_REUSEPORT) and
+        X-Tickpool-Worker says which: /readyz is asked again until each worker's last answer
+        says ready. Ready is the worker's own state by default: its Redis connection is up and
+        its account state (token secret, revoked and disabled accounts) loaded, so none of its
+        requests answers 503 for want of them ("no open round" is then all /readyz may still
+        lack); with game=True also an open round (or the operator's pause), with postgres=True
+        also Postgres up. Raises AssertionError with each worker's last answer after `timeout`,
+        or at once when the server exits: the deadline only catches a server that never gets
+        ready, so a 503 afterwards is a failure, not a slow start."""
+        n = self.worker_count()
+        last = {}
+
+        def ready(st, body):
+            if postgres:
+                return st == 200 and b'"postgres":"up"' in body
+            return st == 200 or (not game and b"not ready: no open round" in body)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc is None or self.proc.poll() is not None:
+                raise AssertionError("tickpool exited while waiting for its workers to be ready")
+            try:
+                st, h, body = self.http("GET", "/readyz", timeout=5)
+                if "x-tickpool-worker" in h:
+                    last[h["x-tickpool-worker"]] = (st, body)
+            except (OSError, http.client.HTTPException):
+                pass  # a worker restarting: ask again
+            if len(last) >= n and all(ready(*v) for v in last.values()):
+                return {w: body for w, (_, body) in last.items()}
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not every one of {n} workers ready after {timeout} s "
+                                     f"(game={game}, postgres={postgres}); last answers: "
+                                     f"{dict(sorted(last.items()))}")
+            time.sleep(0.02)
 
     def worker_pids(self):
         """PIDs of the master's child processes."""
