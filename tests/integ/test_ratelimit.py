@@ -1,7 +1,8 @@
 """Per-client limits on sign-up, sign-in and password change against a real server with two
 workers: a hostile client flooding sign-ups or sign-ins gets 429 rate_limited with Retry-After
 before any password hashing (the account count does not move), the limit is shared by both
-workers, another client's sign-in stays fast meanwhile, X-Forwarded-For counts only from a
+workers, another client's sign-in stays served meanwhile (the flood's refusals cost the server a
+fraction of a hash each, counted in CPU time, not in wall time), X-Forwarded-For counts only from a
 configured proxy, and --check-config refuses bad values.
 
 Two clients on one machine: the loopback range is 127.0.0.0/8, so a second client connects from
@@ -10,6 +11,7 @@ Two clients on one machine: the loopback range is 127.0.0.0/8, so a second clien
 
 import http.client
 import json
+import os
 import socket
 import statistics
 import threading
@@ -66,6 +68,17 @@ def wait_ready(s):
     tpclient.wait_game(s)
 
 
+def server_cpu(s):
+    """CPU seconds the server's processes (master, workers and their hashing threads) used so
+    far: work done, which a loaded machine does not inflate the way it does wall time."""
+    total = 0
+    for pid in [s.proc.pid] + s.worker_pids():
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (proc(5) fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def accounts(r):
     return r.client().hlen("tp:{g}:usernames")
 
@@ -110,17 +123,21 @@ def test_signup_flood_is_bounded_and_others_stay_fast():
         assert post(s, "/api/v1/accounts", {"username": "calm", "password": PW}, OTHER)[0] == 201
         base = accounts(r)
         idle = []
-        for _ in range(5):
+        cpu0 = server_cpu(s)
+        for _ in range(10):
             st, _, _, dt = post(s, "/api/v1/sessions", {"username": "calm", "password": PW}, OTHER)
             assert st == 200
             idle.append(dt)
-        lat, stop = [], threading.Event()
+        # What one hashed request costs the server (an argon2 verification and its request).
+        per_hash = (server_cpu(s) - cpu0) / len(idle)
+        cpu0 = server_cpu(s)
+        lat, calm_status, stop = [], [], threading.Event()
 
-        def calm():
+        def calm():  # statuses checked below: an assert in this thread would fail nothing
             while not stop.is_set():
                 st, _, _, dt = post(s, "/api/v1/sessions", {"username": "calm", "password": PW},
                                     OTHER)
-                assert st == 200, st
+                calm_status.append(st)
                 lat.append(dt)
                 time.sleep(0.3)
 
@@ -131,6 +148,9 @@ def test_signup_flood_is_bounded_and_others_stay_fast():
                               lambda i: {"username": f"bot{i}", "password": PW}, 200, 3)
         stop.set()
         t.join()
+        flood_cpu = server_cpu(s) - cpu0
+        # The other client has its own budget: served throughout, never refused.
+        assert calm_status and set(calm_status) == {200}, calm_status
         created = sum(1 for a in answers if a[0] == 201)
         limited = check_429s(answers, "sign-ups")
         assert created + limited == len(answers), [a[:1] for a in answers if a[0] not in (201, 429)]
@@ -145,10 +165,15 @@ def test_signup_flood_is_bounded_and_others_stay_fast():
               f"answered 429 "
               f"(p50 {fast[len(fast) // 2] * 1000:.1f} ms); other client's sign-in p50 "
               f"{p50 * 1000:.0f} ms, max {worst * 1000:.0f} ms over {len(lat)} (before the "
-              f"flood: p50 {statistics.median(idle) * 1000:.0f} ms)")
-        # Without the limit this flood pushed sign-ins to p50 10 s; now they wait for a few
-        # hashes at most (generous bound: the test machine is shared).
-        assert worst < 2.0, lat
+              f"flood: p50 {statistics.median(idle) * 1000:.0f} ms); server CPU {flood_cpu:.2f} s "
+              f"for {created + len(lat)} hashed requests at {per_hash * 1000:.0f} ms each")
+        # Without the limit this flood pushed sign-ins to p50 10 s: every request was hashed.
+        # Now only the created accounts and the other client's sign-ins are: the flood's
+        # refusals together cost less than a quarter of a hash each (each hashed: 600 hashes,
+        # some 40 times this bound's slack). Wall times are printed above, not asserted: on the
+        # shared test machine a sign-in waits for a CPU as much as for the hashing queue.
+        assert flood_cpu < (created + len(lat) + len(answers) / 4) * per_hash, \
+            (flood_cpu, per_hash, created, len(lat), len(answers))
 
 
 def test_signin_flood_with_unknown_users():
