@@ -330,9 +330,13 @@ def test_0007_under_a_running_game_on_a_database_with_rows():
     0001-0006 filled: players, bets of settled rounds, and bets of a round still open or live
     (pending) when it runs. `tickpool audit` refuses the schema before (it needs 0010), is
     clean right after and after more bets on top; every bet row stays, and bets takes its
-    fillfactor."""
-    env = {"TICKPOOL_GAME_BUCKETS": "2", "TICKPOOL_GAME_BETTING_S": "2",
-           "TICKPOOL_GAME_LIVE_S": "2", "TICKPOOL_GAME_MIN_STAKE": "1"}
+    fillfactor.
+
+    The phases leave a loaded machine room (the sanitizer build at load 10+): each batch of 30
+    bets goes into a round with at least 3 s of betting left, and the open round's bets reach
+    Postgres while it is open or live (6 s), before it settles; the waits are deadlines."""
+    env = {"TICKPOOL_GAME_BUCKETS": "2", "TICKPOOL_GAME_BETTING_S": "4",
+           "TICKPOOL_GAME_LIVE_S": "6", "TICKPOOL_GAME_MIN_STAKE": "1"}
     d = tempfile.mkdtemp(prefix="tp-mig-")
     try:
         for f in os.listdir(MIGRATIONS):
@@ -347,24 +351,24 @@ def test_0007_under_a_running_game_on_a_database_with_rows():
                 jobs = [(i % 5, 10 + i) for i in range(30)]
                 settled = []
                 for tag in ("a", "b"):
-                    o = tpclient.fresh_open_round(s, 800)
+                    o = tpclient.fresh_open_round(s, 3000)
                     ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=4, tag=tag)
                     assert len(ok) == len(jobs), other[:3]
                     settled.append(o["id"])
                 tpenv.wait_until(lambda: pg.psql(
                     "SELECT count(*) FROM bets WHERE round_id = %d AND status <> 'pending'"
-                    % settled[-1]) != [["0"]], timeout=30, what="the bets' round settled")
+                    % settled[-1]) != [["0"]], timeout=60, what="the bets' round settled")
                 # This version's audit counts payouts rows as the credits (0010): before the
                 # migration it refuses the schema instead of comparing.
                 code, out = tpclient.audit(s)
                 assert code == 2 and "older than migration 0010" in out, out
                 # Bets of a round that is still open when 0007 runs.
-                o = tpclient.fresh_open_round(s, 1500)
+                o = tpclient.fresh_open_round(s, 3000)
                 ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=4, tag="c")
                 assert len(ok) == len(jobs), other[:3]
                 tpenv.wait_until(lambda: pg.psql(
                     "SELECT count(*) FROM bets WHERE round_id = %d AND status = 'pending'"
-                    % o["id"]) == [[str(len(jobs))]], timeout=10, what="the open round's bets")
+                    % o["id"]) == [[str(len(jobs))]], timeout=30, what="the open round's bets")
                 r1 = migrate(pg.url)
                 assert r1.returncode == 0 and "applying 0007_" in r1.stdout, \
                     r1.stdout + r1.stderr
@@ -374,12 +378,12 @@ def test_0007_under_a_running_game_on_a_database_with_rows():
                 code, out = tpclient.audit(s)
                 assert code == 0, out
                 # The open round settles after the migration; more bets on top.
-                o2 = tpclient.fresh_open_round(s, 800)
+                o2 = tpclient.fresh_open_round(s, 3000)
                 ok, other = tpclient.place_bets(s, users, o2["id"], jobs, nthreads=4, tag="d")
                 assert len(ok) == len(jobs), other[:3]
                 tpenv.wait_until(lambda: pg.psql(
                     "SELECT count(*) FROM bets WHERE round_id IN (%d, %d) AND status = 'pending'"
-                    % (o["id"], o2["id"])) == [["0"]], timeout=30, what="both rounds settled")
+                    % (o["id"], o2["id"])) == [["0"]], timeout=60, what="both rounds settled")
                 code, out = tpclient.audit(s)
                 assert code == 0, out
                 assert pg.psql("SELECT count(*) FROM bets") == [[str(4 * len(jobs))]]
