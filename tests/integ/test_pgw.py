@@ -6,6 +6,7 @@ idempotence across kill -9 mid-drain, and a Postgres outage that never touches R
 """
 
 import contextlib
+import datetime
 import os
 import re
 import signal
@@ -126,15 +127,24 @@ def test_kill9_mid_drain_loses_and_doubles_nothing():
         print(f"    killed with {written}/{nbets} bets written, backlog {money.backlog()}")
         assert money.backlog() > 0 or written == nbets
         pending = money.pending()  # read by the killed writers, never acknowledged
+        seen = len(s.log_text())  # the restart logs to the same file
+        restarted = time.time()
         with s:  # restart: dead local consumers' pending entries are claimed at once (no 30 s)
             t0 = time.monotonic()
-            pgwlib.wait_drained(money, pg, nbets, timeout=60)
+            pgwlib.wait_drained(money, pg, nbets, timeout=120)
             print(f"    {pending} pending entries reclaimed, drained in "
                   f"{time.monotonic() - t0:.1f}s")
             check_consistent(money, pg, 200, nbets, stakes)
             if pending:
-                assert "claimed pending outbox entries" in s.log_text()
-                assert time.monotonic() - t0 < 10, "pending entries waited for the idle rule"
+                # When the claim ran, from the writer's own log line: the idle rule would have
+                # waited 30 s from their delivery, before the kill; the drain of 20,000 bets
+                # after it is no measure (minutes on a loaded machine, sanitizers on).
+                claim = re.compile(r'^ts=(\S+)Z .*msg="claimed pending outbox entries"', re.M)
+                m = claim.search(s.log_text(), seen)
+                assert m, "pending entries never claimed"
+                after = log_time(m.group(1)) - restarted
+                print(f"    claimed {after:.1f} s after the restart")
+                assert after < 20, f"claimed {after:.1f} s after the restart: the idle rule"
 
 
 def test_postgres_outage_never_blocks_redis():
@@ -152,7 +162,8 @@ def test_postgres_outage_never_blocks_redis():
                     u = 1 + i % 10
                     money.bet(u, 900001, i % 5, 100, f"out-{i}")
                     stakes += 100
-                assert time.monotonic() - t0 < 10
+                # Well under a second unloaded: the deadline only catches a Redis held up.
+                assert time.monotonic() - t0 < 60
                 time.sleep(2)
                 assert money.backlog() >= 500, money.backlog()
                 tpenv.wait_until(lambda: b"tickpool_outbox_lag_entries 0" not in
@@ -406,24 +417,34 @@ def test_own_pending_entries_reread_at_once_after_redis_restart():
                             "amount": "5", "balance": "1", "ts": "1"})
             p.execute_command("XREADGROUP", "GROUP", "pgw", names[0], "COUNT", "10",
                               "STREAMS", stream, ">")
-            p.execute()
-            assert money.pending() == 1
-            time.sleep(1.5)  # appendfsync everysec: the entry and its delivery are on disk
+            xid = p.execute()[1]
+
+            def pending_here():  # the server's own round events flow in tp:{g}:outbox meanwhile
+                return [(e["message_id"], e["consumer"])
+                        for e in money.c.xpending_range(stream, "pgw", "-", "+", 10)]
+            assert pending_here() == [(xid, names[0])]
+            r.aof_written()  # the entry and its delivery survive the kill -9
             r.restart()      # kill -9 and start on the same port, from the AOF
             money.c = r.client()
-            assert money.pending() == 1, "the AOF lost the injected entry"
+            assert pending_here() == [(xid, names[0])], "the AOF lost the injected entry"
             t0 = time.monotonic()
+            # The deadline is the check: left to the idle claim, the entry (delivered just
+            # before the restart) would wait until 30 s after its delivery.
             tpenv.wait_until(lambda: money.pending() == 0 and pg.psql(
                 "SELECT count(*) FROM grants WHERE id = 'lost-ack:1'") == [["1"]],
-                timeout=20, what="own pending entry rewritten and acknowledged")
+                timeout=20, what="own pending entry rewritten and acknowledged (re-read at once)")
             took = time.monotonic() - t0
             print(f"    own pending entry rewritten {took:.1f}s after the Redis restart")
-            assert took < 8, f"waited {took:.1f}s: not re-read at once"
             pgwlib.wait_drained(money, pg, 50)
             check_consistent(money, pg, 5, 50, stakes, extra_grants=1)
 
 
 BATCH_LINE = re.compile(r'^ts=\S+T(\d+):(\d+):([\d.]+)Z .*mod=pgw msg="batch" entries=(\d+) ', re.M)
+
+
+def log_time(ts):
+    """A log line's ts (UTC, without its Z) as time.time() would have read it."""
+    return datetime.datetime.fromisoformat(ts).replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
 def batch_lines(log):

@@ -179,6 +179,7 @@ def test_revocations_survive_a_worker_restart():
         time.sleep(0.2)
         for c in conns.values():
             assert req(c, "GET", "/api/v1/me", t2)[0] == 200
+        r.aof_written()  # the watermark survives the kill -9
         r.restart()
         conns = worker_conns(s)
         took = until_everywhere(conns, t2, 401)

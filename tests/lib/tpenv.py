@@ -101,6 +101,14 @@ class Redis:
         self.stop()
         self.start()
 
+    def aof_written(self, timeout=30):
+        """Waits until Redis (appendonly=True) has written every command it ran to its
+        append-only file: then the OS holds them and a kill -9 (stop, restart) loses none. With
+        appendfsync everysec Redis postpones that write while a background fsync runs, up to
+        2 s on a loaded machine: a fixed sleep is not enough."""
+        wait_until(lambda: self.client().info("persistence").get("aof_buffer_length", 1) == 0,
+                   timeout=timeout, what="Redis's append-only file written")
+
     def cli(self, *args):
         """Runs one command with redis-cli and returns its output stripped."""
         out = subprocess.run(["redis-cli", "-p", str(self.port), *map(str, args)],
