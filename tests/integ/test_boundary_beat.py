@@ -8,13 +8,15 @@ in a second send (the tick watcher fires at T + 2 ms).
 
 Sockets on both workers read with one recv() per readiness, so messages written by separate
 sends ~2 ms apart arrive in separate reads (unless this process is too slow to read between
-them), and messages of one send arrive in one read. Checked per socket and boundary: the pair
-(`round` N live, then N+1 open) is followed by the `tick` with ts = T, and that beat arrived in
-the same read as the pair's second message. Before this change the beat shared the pair's read
-at 15 and 16 of 32 socket-boundaries (two runs at load 6: a pair published late meets the tick
-watcher's beat, and a slow reader merges two sends), after it at 32 of 32; a reader never
-splits one send, but a boundary prepared late (its reads past T) leaves its beat to the watcher,
-so three quarters are required.
+them), and messages of one send arrive in one read. Checked per socket and boundary whose beat
+came right behind the pair (`round` N live, then N+1 open, then the `tick` with ts = T): that
+beat arrived in the same read as the pair's second message. Before this change the beat shared
+the pair's read at 15 and 16 of 32 socket-boundaries (two runs at load 6: a pair published late
+meets the tick watcher's beat, and a slow reader merges two sends), after it at 32 of 32; a
+reader never splits one send, but the watcher may still write a beat behind the pair, so three
+quarters are required. A boundary prepared late (its reads past T) leaves its beat to the
+watcher, which writes it before the pair: such boundaries, more of them on a loaded machine,
+are counted apart and not judged (a slow reader may even merge that beat and the pair).
 """
 
 import selectors
@@ -107,21 +109,27 @@ def test_beat_of_t_in_the_pairs_write():
             readers.append(rd)
             sel.register(rd.sock, selectors.EVENT_READ, rd)
 
+        def behind(rd):
+            """The boundaries whose beat came right behind the pair: {T: same read}."""
+            return {t: same for t, (same, in_order) in rd.boundaries().items() if in_order}
+
         def enough():
             for key, _ in sel.select(timeout=0.1):
                 key.data.read_once()
-            return all(len(rd.boundaries()) >= BOUNDARIES for rd in readers)
-        tpenv.wait_until(enough, timeout=BOUNDARIES * 4 + 20, interval=0,
-                         what=f"{BOUNDARIES} boundaries on every socket")
-        seen = joined = 0
+            return all(len(behind(rd)) >= BOUNDARIES for rd in readers)
+        # A loaded machine prepares more boundaries late (their beat goes before the pair): the
+        # deadline, for as many boundaries as that takes, only catches a game that stopped.
+        tpenv.wait_until(enough, timeout=BOUNDARIES * 20, interval=0,
+                         what=f"{BOUNDARIES} boundaries with the beat behind the pair, each socket")
+        seen = joined = late = 0
         for rd in readers:
-            for t, (same_read, in_order) in sorted(rd.boundaries().items()):
+            late += len(rd.boundaries()) - len(behind(rd))
+            for t, same_read in sorted(behind(rd).items()):
                 seen += 1
                 joined += same_read
-                # The documented order: the pair, then the beat of T right behind it.
-                assert not same_read or in_order, (t, [x for _, x in rd.msgs][-12:])
             rd.sock.close()
-        print(f"    beat of T in the pair's read: {joined} of {seen} socket-boundaries")
+        print(f"    beat of T in the pair's read: {joined} of {seen} socket-boundaries with the "
+              f"beat behind the pair ({late} more with the beat before it: prepared late)")
         assert joined * 4 >= seen * 3, (joined, seen)
 
 
