@@ -453,11 +453,15 @@ def batch_lines(log):
             for h, m, sec, n in BATCH_LINE.findall(log)]
 
 
+HELD_LINE = re.compile(r'^ts=(\S+)Z .*mod=pgw msg="read held by write_gap" wait_ms=(\d+)', re.M)
+
+
 def test_write_gap_holds_a_caught_up_writer_never_a_backlog():
     """postgres.write_gap at its 1 s maximum, one writer. A backlog is read full read after full
-    read, each at once (held by the gap, its five full reads would take at least 5 s); once the
-    writer has caught up, entries that arrive within the gap after its last read share one
-    transaction instead of one each; every entry is written."""
+    read, each at once: no hold between them (the writer logs each hold, LOG_LEVEL debug); once
+    the writer has caught up, it holds, and entries that arrive within the gap after its last
+    read share one transaction instead of one each; every entry is written. Checked on the
+    log's order and the writer's own hold, not on how long the reads took."""
     with tpenv.Redis() as r, tpenv.Postgres() as pg:
         money = pgwlib.Money(r, buckets=1)
         s = server(r, pg, workers=1, env={"TICKPOOL_POSTGRES_WRITE_GAP": "1s",
@@ -472,22 +476,44 @@ def test_write_gap_holds_a_caught_up_writer_never_a_backlog():
         with s:  # queued before the writer runs
             pgwlib.wait_drained(money, pg, queued, timeout=60)
             # The server's own round events may add batches of their own: look at the full ones.
-            drained = batch_lines(s.log_text())
+            log = s.log_text()
+            drained = batch_lines(log)
             full = [t for t, n in drained if n >= 500]  # 501: a round event beside them
             assert len(full) == 5, drained  # 2,520 entries: 16, 500 x 5, 4
-            span = full[-1] - drained[0][0]
-            print(f"    {queued} entries, the full reads over {span:.2f} s: {drained}")
-            assert span < 3.0, f"full reads were held by the gap: {drained}"
-            # Caught up: three entries added right after a batch are read together when the gap
-            # after that batch's read ends (Postgres's xmin: the transaction that wrote a row).
-            time.sleep(1.2)
-            money.bet(1, rid, 0, 100, "lone")
-            pgwlib.wait_drained(money, pg, queued + 1)
-            for i in range(3):
-                money.bet(2 + i, rid, 1, 100, f"joined-{i}")
-            pgwlib.wait_drained(money, pg, queued + 4)
+            print(f"    {queued} entries, the full reads over {full[-1] - drained[0][0]:.2f} s: "
+                  f"{drained}")
+            # From the first read to the last full one, no read waited for the gap.
+            first = BATCH_LINE.search(log).start()
+            last_full = [m.start() for m in BATCH_LINE.finditer(log) if int(m.group(4)) >= 500][-1]
+            held = [m.group(0) for m in HELD_LINE.finditer(log, first, last_full)]
+            assert not held, f"full reads were held by the gap: {held}"
+            # Caught up: a batch that did not fill its read holds the next read for the gap;
+            # three entries added while it holds are read together when it ends (Postgres's
+            # xmin: the transaction that wrote a row). Should this process be too slow to add
+            # them within the hold (a loaded machine), the attempt proves nothing: again.
+            holds = 0
+            for attempt in range(5):
+                seen = len(log)
+                money.bet(1, rid, 0, 100, f"lone-{attempt}")
+                try:
+                    hold = tpenv.wait_until(lambda: HELD_LINE.search(s.log_text(), seen),
+                                            timeout=10, interval=0.02,
+                                            what="the writer holding after a batch not full")
+                    holds += 1
+                    hold_end = log_time(hold.group(1)) + int(hold.group(2)) / 1000
+                except AssertionError:  # its batch outlasted the gap: nothing left to hold
+                    hold_end = 0
+                for i in range(3):
+                    money.bet(2 + i, rid, 1, 100, f"joined-{attempt}-{i}")
+                in_time = time.time() < hold_end
+                pgwlib.wait_drained(money, pg, queued + 4 * (attempt + 1))
+                log = s.log_text()
+                if in_time:
+                    break
+            assert holds > 0, "a caught-up writer never held its next read"
+            assert in_time, "the three entries never went in within a hold"
             assert pg.psql("SELECT count(DISTINCT xmin::text) FROM bets WHERE idempotency_key "
-                           "LIKE 'joined-%'") == [["1"]]
+                           f"LIKE 'joined-{attempt}-%'") == [["1"]]
             assert money.pending() == 0
 
 
