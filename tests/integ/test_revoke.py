@@ -2,9 +2,9 @@
 Redis: logout (DELETE /api/v1/sessions/current) and password change (POST /api/v1/me/password)
 revoke the user's earlier tokens on BOTH workers (each told by a published message: no worker
 reloads on a timer, so a lost message shows as a token that stays valid); a WebSocket
-authenticated with a revoked token is closed; a disabled account cannot sign in, its tokens and bets are refused
-(403 account_disabled, HTTP and WebSocket) on both workers, also by the bet script before a
-worker hears of it, and enabling restores it.
+authenticated with a revoked token is closed; a disabled account cannot sign in, its tokens and
+bets are refused (403 account_disabled, HTTP and WebSocket) on both workers, also by the bet
+script before a worker hears of it, and enabling restores it.
 
 Each worker is reached deterministically: keep-alive connections are opened until one is held by
 each worker (the X-Tickpool-Worker header of /healthz).

@@ -362,8 +362,10 @@ class Server:
                        self.http("GET", "/healthz")[0] == 200,
                        timeout=15, what="tickpool /healthz")
             # Workers listen before their Redis connection and account state are up (and answer
-            # 503 meanwhile): wait until every worker is ready, unless the test started the
-            # server against no Redis on purpose. With Postgres, also (best effort: a test may
+            # 503 meanwhile): wait until every worker is ready (60 s, then AssertionError),
+            # unless the test started the server against no Redis on purpose. A test that
+            # starts it against a reachable Redis that cannot serve (a SIGSTOPped one still
+            # accepts connections) calls start(wait=False) and waits for what it needs. With Postgres, also (best effort: a test may
             # start it with Postgres down or no round on purpose) until every worker has a round
             # open and Postgres up (a 200 may be "degraded" before the first Postgres probe).
             if self._redis_reachable():
