@@ -306,10 +306,11 @@ def test_slowloris_closed():
         except (BrokenPipeError, ConnectionResetError):
             closed_at = time.monotonic()
         assert closed_at is not None, "slowloris connection never closed"
-        assert closed_at - t0 < 3.0, closed_at - t0
+        # By the configured 1 s, not the 10 s default: the margin is for a loaded machine.
+        assert closed_at - t0 < 8.0, closed_at - t0
         # A connection that sends nothing at all is closed by the same bound.
         sock2 = connect(s)
-        assert Reader(sock2).closed(timeout=4)
+        assert Reader(sock2).closed(timeout=8)
         sock.close()
         sock2.close()
 
@@ -321,8 +322,9 @@ def test_idle_keepalive_closed():
         sock.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
         assert r.response()[0] == 200
         t0 = time.monotonic()
-        assert r.closed(timeout=5)
-        assert 0.5 < time.monotonic() - t0 < 3.0
+        # By the configured 1 s, not the 30 s default: the margin is for a loaded machine.
+        assert r.closed(timeout=20)
+        assert 0.5 < time.monotonic() - t0 < 20
         sock.close()
 
 
@@ -470,7 +472,9 @@ def test_websocket_over_tls():
 
 
 def test_sigterm_drains_and_exits():
-    s = tpenv.Server(workers=2, env={"TICKPOOL_SERVER_SHUTDOWN_TIMEOUT": "3s"})
+    # A shutdown timeout far above what a drain takes even on a loaded machine: what closes
+    # the idle connection and ends the process below is the drain, not the timeout.
+    s = tpenv.Server(workers=2, env={"TICKPOOL_SERVER_SHUTDOWN_TIMEOUT": "30s"})
     with s:
         idle = connect(s)
         ri = Reader(idle)
@@ -484,13 +488,13 @@ def test_sigterm_drains_and_exits():
         pids = s.worker_pids()
         t0 = time.monotonic()
         s.proc.send_signal(signal.SIGTERM)
-        assert ri.closed(timeout=3), "idle keep-alive connection not closed on drain"
+        assert ri.closed(timeout=15), "idle keep-alive connection not closed on drain"
         busy.sendall(b"\r\n")
         st, h, _ = rb.response()
         assert st == 200 and h.get("connection") == "close", (st, h)
-        code = s.proc.wait(timeout=10)
+        code = s.proc.wait(timeout=25)
         assert code == 0, code
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 25
         for pid in pids:
             assert not os.path.exists(f"/proc/{pid}") or \
                 open(f"/proc/{pid}/stat").read().split()[2] == "Z", pid
@@ -498,11 +502,20 @@ def test_sigterm_drains_and_exits():
         busy.close()
 
 
+def sigterm_pending(pid):
+    """Whether SIGTERM is pending for process pid (/proc/PID/status, thread or process)."""
+    with open(f"/proc/{pid}/status") as f:
+        return any(line.startswith(("SigPnd:", "ShdPnd:")) and
+                   int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)) for line in f)
+
+
 def test_request_unread_at_sigterm_is_answered():
     """A request the worker has not read yet when SIGTERM comes (sent while its loop was busy:
     here the workers are stopped) is read at the drain and answered with Connection: close, not
     reset by a close over unread bytes."""
-    s = tpenv.Server(workers=2, env={"TICKPOOL_SERVER_SHUTDOWN_TIMEOUT": "3s"})
+    # The master kills workers that have not drained after the shutdown timeout (+1 s): far
+    # above the time this test holds them stopped, even on a loaded machine.
+    s = tpenv.Server(workers=2, env={"TICKPOOL_SERVER_SHUTDOWN_TIMEOUT": "30s"})
     with s:
         busy = connect(s)
         rb = Reader(busy)
@@ -511,15 +524,20 @@ def test_request_unread_at_sigterm_is_answered():
         pids = s.worker_pids()
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
+        seen = len(s.log_text())
         try:
             busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-            time.sleep(0.1)
             s.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            # The master passes it on: pending in each stopped worker (not a sleep: a loaded
+            # machine may run the master late).
+            tpenv.wait_until(lambda: all(sigterm_pending(p) for p in pids), timeout=20,
+                             what="SIGTERM pending in the stopped workers")
         finally:
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
-        time.sleep(0.3)
+        # The request is completed only once both workers drain.
+        tpenv.wait_until(lambda: s.log_text().count("msg=\"draining\"", seen) == len(pids),
+                         timeout=20, what="both workers draining")
         busy.sendall(b"\r\n")
         st, h, _ = rb.response()
         assert st == 200 and h.get("connection") == "close", (st, h)

@@ -368,7 +368,9 @@ class Server:
             # accepts connections) calls start(wait=False) and waits for what it needs. With Postgres, also (best effort: a test may
             # start it with Postgres down or no round on purpose) until every worker has a round
             # open and Postgres up (a 200 may be "degraded" before the first Postgres probe).
-            if self._redis_reachable():
+            if not self._redis_reachable():
+                self.wait_ready(healthz=True)  # every worker listening, at least
+            else:
                 self.wait_ready()
                 if self.pg is not None:
                     try:
@@ -423,7 +425,7 @@ class Server:
         except ValueError:
             return 1
 
-    def wait_ready(self, game=False, postgres=False, timeout=60):
+    def wait_ready(self, game=False, postgres=False, healthz=False, timeout=60):
         """Waits until EVERY worker answers /readyz ready; returns {worker index: last body}.
 
         A fresh connection reaches any one worker (each listens with SO_REUSEPORT) and
@@ -432,13 +434,16 @@ class Server:
         its account state (token secret, revoked and disabled accounts) loaded, so none of its
         requests answers 503 for want of them ("no open round" is then all /readyz may still
         lack); with game=True also an open round (or the operator's pause), with postgres=True
-        also Postgres up. Raises AssertionError with each worker's last answer after `timeout`,
+        also Postgres up; with healthz=True only that it answers /healthz (a server with no
+        Redis, whose /readyz never says ready: every worker started). Raises AssertionError with each worker's last answer after `timeout`,
         or at once when the server exits: the deadline only catches a server that never gets
         ready, so a 503 afterwards is a failure, not a slow start."""
         n = self.worker_count()
         last = {}
 
         def ready(st, body):
+            if healthz:
+                return st == 200
             if postgres:
                 return st == 200 and b'"postgres":"up"' in body
             return st == 200 or (not game and b"not ready: no open round" in body)
@@ -447,7 +452,7 @@ class Server:
             if self.proc is None or self.proc.poll() is not None:
                 raise AssertionError("tickpool exited while waiting for its workers to be ready")
             try:
-                st, h, body = self.http("GET", "/readyz", timeout=5)
+                st, h, body = self.http("GET", "/healthz" if healthz else "/readyz", timeout=5)
                 if "x-tickpool-worker" in h:
                     last[h["x-tickpool-worker"]] = (st, body)
             except (OSError, http.client.HTTPException):
@@ -456,7 +461,8 @@ class Server:
                 return {w: body for w, (_, body) in last.items()}
             if time.monotonic() > deadline:
                 raise AssertionError(f"not every one of {n} workers ready after {timeout} s "
-                                     f"(game={game}, postgres={postgres}); last answers: "
+                                     f"(game={game}, postgres={postgres}, healthz={healthz}); "
+                                     "last answers: "
                                      f"{dict(sorted(last.items()))}")
             time.sleep(0.02)
 
