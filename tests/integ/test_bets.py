@@ -390,14 +390,16 @@ def test_overload_429_and_nothing_half_done():
 
 
 def test_redis_down_503_fast():
-    with tpenv.Redis() as r, server(r) as s:
+    # A Redis command deadline far above what the answer takes on a loaded machine: a bet that
+    # waited for it instead of failing on the lost connection would take 30 s.
+    with tpenv.Redis() as r, server(r, TICKPOOL_REDIS_TIMEOUT="30s") as s:
         uid, auth = user(s, "gus")
         open_round(r, 1)
         r.stop()
         t0 = time.monotonic()
         st, h, b = bet(s, auth, {"round_id": 1, "band": 0, "stake": 100})
         assert st == 503 and code(b) == "unavailable", (st, b)
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 15
         assert h.get("retry-after") == "1", h
         st, _, b = s.http("GET", "/api/v1/me/bets", headers=auth)
         assert st == 503
