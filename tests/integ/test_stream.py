@@ -189,9 +189,10 @@ def test_http_bet_odds_ride_on_the_beat():
                                       "Idempotency-Key": "odds-1"})
         assert st == 201, (st, body)
         m = b.wait_for(lambda m: (odds_of(m) or {}).get("round_id") == rnd["id"]
-                       and odds_of(m)["total"] >= 700, timeout=3)
+                       and odds_of(m)["total"] >= 700, timeout=15)
+        # ~0.1 s on an idle machine, seconds on a loaded one: the deadline only catches odds
+        # that never come; that they rode the next beat is what the kind below says.
         dt = time.time() - t0
-        assert dt < 3.0, f"odds took {dt:.3f}s"  # ~0.1 s on an idle machine; a loaded one lags
         assert m["t"] == "tick", m  # a tick was due within 100 ms: the beat carries them
         o = m["odds"]
         assert set(o) == {"round_id", "pools", "total", "multipliers"}, o
@@ -229,13 +230,12 @@ def test_odds_alone_when_no_beat_is_due():
                                           "Idempotency-Key": f"alone-{i}"})
             if st != 201:  # the round locked meanwhile
                 continue
-            t0 = time.time()
             m = b.wait_for(lambda m: (odds_of(m) or {}).get("round_id") == rnd["id"]
-                           and odds_of(m)["pools"][1] >= 100 + i, timeout=3)
+                           and odds_of(m)["pools"][1] >= 100 + i, timeout=15)
             kinds.append(m["t"])
-            # ~0.1 s on an idle machine, seconds on a loaded one: what says the odds were not held
-            # for the next beat is their kind, asserted below (held, they would ride a tick).
-            assert time.time() - t0 < 3.0, time.time() - t0
+            # ~0.1 s on an idle machine, seconds on a loaded one (the 15 s deadline only catches
+            # odds that never come): what says the odds were not held for the next beat is their
+            # kind, asserted below (held, they would ride a tick).
             time.sleep(0.3)
         assert "odds" in kinds, kinds
         b.close()
