@@ -10,7 +10,6 @@
 #include "tickpool/base/crypto.h"
 #include "tickpool/store/cluster.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,18 +28,6 @@ int tp_bucket_of(int64_t user_id, int buckets)
     /* config.c bounds game.buckets to [1, 16384]; a 0 here is a caller that skipped config. */
     TP_ASSERT(buckets > 0);
     return (int)(user_id % buckets);
-}
-
-/* Formats into k; a key that does not fit is a bug (bounds are in keys.h), not a runtime case. */
-__attribute__((format(printf, 2, 3))) static const char *fmt(struct tp_key *k, const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    int n = vsnprintf(k->s, sizeof(k->s), f, ap);
-    va_end(ap);
-    TP_ASSERT(n >= 0 && (size_t)n < sizeof(k->s));
-    k->len = (size_t)n;
-    return k->s;
 }
 
 int tp_keys_spread(int buckets)
@@ -75,116 +62,165 @@ int tp_keys_spread(int buckets)
 }
 
 /*
- * tp:{bN}: or tp:{bN.K}: (cluster mode) into k->s; returns its length. Written without snprintf,
- * which cost ~1,000 instructions a key: a bet batch formats 16 keys and two filter shards per
- * bet (bench/README.md, "The WebSocket bet path in a worker").
+ * Key names are appended by hand, not by printf: vsnprintf cost ~680 instructions a key, and a
+ * bet batch formats ~15 keys plus one or two per bet (bench/README.md, "Session 18"). Each piece
+ * checks its room; a key that does not fit is a bug (bounds are in keys.h), not a runtime case.
+ * tests/unit/store/test_keys.c pins every name against printf's text of the old format.
  */
-static size_t prefix(struct tp_key *k, int bucket)
+
+/* Appends `len` bytes of `s`. */
+static void put(struct tp_key *k, const char *s, size_t len)
 {
-    char *p = k->s;
-    memcpy(p, "tp:{b", 5);
-    p += 5;
-    p += tp_fmt_i64(p, bucket);
-    if (spread != NULL) {
-        TP_ASSERT(bucket >= 0 && bucket < spread_buckets);
-        *p++ = '.';
-        p += tp_fmt_i64(p, spread[bucket]);
-    }
-    memcpy(p, "}:", 3); /* with the NUL, for a key that is the prefix and a constant */
-    return (size_t)(p + 2 - k->s);
+    TP_ASSERT(len < sizeof(k->s) - k->len);
+    memcpy(k->s + k->len, s, len);
+    k->len += len;
 }
 
-/* The prefix, then `f` with its arguments. */
-__attribute__((format(printf, 3, 4))) static const char *bfmt(struct tp_key *k, int bucket,
-                                                              const char *f, ...)
+/* Appends a string constant (its length is known at compile time). */
+#define PUT_LIT(k, lit) put((k), "" lit, sizeof(lit) - 1)
+
+/* Appends `v` in decimal, as printf's "%lld" (and "%d") writes it. */
+static void put_int(struct tp_key *k, int64_t v)
 {
-    size_t n = prefix(k, bucket);
-    va_list ap;
-    va_start(ap, f);
-    int m = vsnprintf(k->s + n, sizeof(k->s) - n, f, ap);
-    va_end(ap);
-    TP_ASSERT(m >= 0 && n + (size_t)m < sizeof(k->s));
-    k->len = n + (size_t)m;
+    TP_ASSERT(sizeof(k->s) - k->len > TP_FMT_I64_MAX);
+    k->len += tp_fmt_i64(k->s + k->len, v);
+}
+
+/* Terminates the key and returns its string. */
+static const char *done(struct tp_key *k)
+{
+    k->s[k->len] = '\0';
     return k->s;
 }
+
+/* Starts k with tp:{bN}: or tp:{bN.K}: (cluster mode). */
+static void prefix(struct tp_key *k, int bucket)
+{
+    k->len = 0;
+    PUT_LIT(k, "tp:{b");
+    put_int(k, bucket);
+    if (spread != NULL) {
+        TP_ASSERT(bucket >= 0 && bucket < spread_buckets);
+        PUT_LIT(k, ".");
+        put_int(k, spread[bucket]);
+    }
+    PUT_LIT(k, "}:");
+}
+
+/* The bucket's prefix, then the constant `name`. */
+static const char *bucket_const(struct tp_key *k, int bucket, const char *name, size_t len)
+{
+    prefix(k, bucket);
+    put(k, name, len);
+    return done(k);
+}
+#define BUCKET_CONST(k, bucket, lit) bucket_const((k), (bucket), "" lit, sizeof(lit) - 1)
+
+/* The bucket's prefix, then `name` (a constant ending in ':') and `id`. */
+static const char *bucket_id(struct tp_key *k, int bucket, const char *name, size_t len, int64_t id)
+{
+    prefix(k, bucket);
+    put(k, name, len);
+    put_int(k, id);
+    return done(k);
+}
+#define BUCKET_ID(k, bucket, lit, id) bucket_id((k), (bucket), "" lit, sizeof(lit) - 1, (id))
+
+/* TP_KEYS_GLOBAL, then `name` (a constant ending in ':') and `id`. */
+static const char *global_id(struct tp_key *k, const char *name, size_t len, int64_t id)
+{
+    k->len = 0;
+    PUT_LIT(k, TP_KEYS_GLOBAL);
+    put(k, name, len);
+    put_int(k, id);
+    return done(k);
+}
+#define GLOBAL_ID(k, lit, id) global_id((k), "" lit, sizeof(lit) - 1, (id))
 
 /* --- Bucket keys --- */
 
 const char *tp_keys_bal(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "bal");
+    return BUCKET_CONST(k, bucket, "bal");
 }
 
 const char *tp_keys_grants(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "grants");
+    return BUCKET_CONST(k, bucket, "grants");
 }
 
 const char *tp_keys_granted(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "granted");
+    return BUCKET_CONST(k, bucket, "granted");
 }
 
 const char *tp_keys_house(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "house");
+    return BUCKET_CONST(k, bucket, "house");
 }
 
 const char *tp_keys_seq(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "seq");
+    return BUCKET_CONST(k, bucket, "seq");
 }
 
 const char *tp_keys_outbox(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "outbox");
+    return BUCKET_CONST(k, bucket, "outbox");
 }
 
 const char *tp_keys_rejected(struct tp_key *k, const char *outbox)
 {
-    return fmt(k, "%s" TP_KEYS_REJECTED_SUFFIX, outbox);
+    k->len = 0;
+    put(k, outbox, strlen(outbox));
+    PUT_LIT(k, TP_KEYS_REJECTED_SUFFIX);
+    return done(k);
 }
 
 const char *tp_keys_net(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "net");
+    return BUCKET_CONST(k, bucket, "net");
 }
 
 const char *tp_keys_excl(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "excl");
+    return BUCKET_CONST(k, bucket, "excl");
 }
 
 const char *tp_keys_paused(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "paused");
+    return BUCKET_CONST(k, bucket, "paused");
 }
 
 const char *tp_keys_disabled(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "disabled");
+    return BUCKET_CONST(k, bucket, "disabled");
 }
 
 const char *tp_keys_unsettled(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "unsettled");
+    return BUCKET_CONST(k, bucket, "unsettled");
 }
 
 const char *tp_keys_ref_idem(struct tp_key *k, int bucket, int64_t user_id, const char *key,
                              size_t len)
 {
     TP_ASSERT(len <= TP_KEYS_IDEM_MAX);
-    return bfmt(k, bucket, "idem:%lld:%.*s", (long long)user_id, (int)len, key);
+    BUCKET_ID(k, bucket, "idem:", user_id);
+    PUT_LIT(k, ":");
+    /* printf's "%.*s" stopped at a NUL inside the key: the same name for such a key. */
+    put(k, key, strnlen(key, len));
+    return done(k);
 }
 
 const char *tp_keys_ubets(struct tp_key *k, int bucket, int64_t user_id)
 {
-    return bfmt(k, bucket, "ubets:%lld", (long long)user_id);
+    return BUCKET_ID(k, bucket, "ubets:", user_id);
 }
 
 const char *tp_keys_idem(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return bfmt(k, bucket, "idem:%lld", (long long)round_id);
+    return BUCKET_ID(k, bucket, "idem:", round_id);
 }
 
 int64_t tp_keys_idem_window(int64_t now_ms, int ttl_s)
@@ -195,26 +231,22 @@ int64_t tp_keys_idem_window(int64_t now_ms, int ttl_s)
 
 const char *tp_keys_idem_hot(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "idemhot");
+    return BUCKET_CONST(k, bucket, "idemhot");
 }
 
 const char *tp_keys_idem_filter(struct tp_key *k, int bucket, int64_t window)
 {
-    return bfmt(k, bucket, "idemfilter:%lld", (long long)window);
+    return BUCKET_ID(k, bucket, "idemfilter:", window);
 }
 
-/* By hand, as prefix(): a batch formats two of these per bet (its shard in both windows). */
+/* A batch formats two of these per bet (its shard in both windows). */
 const char *tp_keys_idem_shard(struct tp_key *k, int bucket, int64_t window, int shard)
 {
     TP_ASSERT(shard >= 0 && shard < TP_KEYS_IDEM_SHARDS);
-    size_t n = prefix(k, bucket);
-    memcpy(k->s + n, "idemfilter:", 11);
-    n += 11;
-    n += tp_fmt_i64(k->s + n, window);
-    k->s[n++] = ':';
-    n += tp_fmt_i64(k->s + n, shard);
-    k->len = n;
-    return k->s;
+    BUCKET_ID(k, bucket, "idemfilter:", window);
+    PUT_LIT(k, ":");
+    put_int(k, shard);
+    return done(k);
 }
 
 static uint32_t be32(const uint8_t *p)
@@ -262,42 +294,47 @@ int tp_keys_idem_ttl_s(void)
 
 const char *tp_keys_wsock(struct tp_key *k, int bucket, int64_t user_id)
 {
-    return bfmt(k, bucket, "wsock:%lld", (long long)user_id);
+    return BUCKET_ID(k, bucket, "wsock:", user_id);
 }
 
 const char *tp_keys_round_state(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return bfmt(k, bucket, "round:%lld:state", (long long)round_id);
+    BUCKET_ID(k, bucket, "round:", round_id);
+    PUT_LIT(k, ":state");
+    return done(k);
 }
 
 const char *tp_keys_pool(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return bfmt(k, bucket, "pool:%lld", (long long)round_id);
+    return BUCKET_ID(k, bucket, "pool:", round_id);
 }
 
 const char *tp_keys_pool_pattern(struct tp_key *k, int bucket)
 {
-    return bfmt(k, bucket, "pool:*");
+    return BUCKET_CONST(k, bucket, "pool:*");
 }
 
 const char *tp_keys_bets(struct tp_key *k, int bucket, int64_t round_id, int band)
 {
-    return bfmt(k, bucket, "bets:%lld:%d", (long long)round_id, band);
+    BUCKET_ID(k, bucket, "bets:", round_id);
+    PUT_LIT(k, ":");
+    put_int(k, band);
+    return done(k);
 }
 
 const char *tp_keys_plan(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return bfmt(k, bucket, "plan:%lld", (long long)round_id);
+    return BUCKET_ID(k, bucket, "plan:", round_id);
 }
 
 const char *tp_keys_paid(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return bfmt(k, bucket, "paid:%lld", (long long)round_id);
+    return BUCKET_ID(k, bucket, "paid:", round_id);
 }
 
 const char *tp_keys_payout(struct tp_key *k, int bucket, int64_t round_id)
 {
-    return bfmt(k, bucket, "payout:%lld", (long long)round_id);
+    return BUCKET_ID(k, bucket, "payout:", round_id);
 }
 
 int tp_keys_round_bucket(struct tp_key *out, int cap, int bucket, int64_t round_id, int nbands)
@@ -319,15 +356,15 @@ int tp_keys_round_bucket(struct tp_key *out, int cap, int bucket, int64_t round_
 
 const char *tp_keys_round(struct tp_key *k, int64_t round_id)
 {
-    return fmt(k, TP_KEYS_GLOBAL "round:%lld", (long long)round_id);
+    return GLOBAL_ID(k, "round:", round_id);
 }
 
 const char *tp_keys_seed(struct tp_key *k, int64_t round_id)
 {
-    return fmt(k, TP_KEYS_GLOBAL "seed:%lld", (long long)round_id);
+    return GLOBAL_ID(k, "seed:", round_id);
 }
 
 const char *tp_keys_user(struct tp_key *k, int64_t user_id)
 {
-    return fmt(k, TP_KEYS_GLOBAL "user:%lld", (long long)user_id);
+    return GLOBAL_ID(k, "user:", user_id);
 }

@@ -116,6 +116,12 @@ static void test_longest_key(void **state)
     assert_true(k.len < TP_KEYS_MAX);
 }
 
+/* A key's slot (its length read after the builder ran: an argument's order is unspecified). */
+static int slot_of(const char *key)
+{
+    return tp_cluster_slot(key, strlen(key));
+}
+
 /* Cluster mode's tags: bucket N's slot lies in its share of the slot space, so B buckets spread
  * evenly over masters that split the slots evenly; every key of a bucket keeps one slot. */
 static void test_spread(void **state)
@@ -129,10 +135,10 @@ static void test_spread(void **state)
         assert_true(strncmp(k.s, "tp:{b", 5) == 0);
         int slot = tp_cluster_slot(k.s, k.len);
         assert_true(slot >= b * 16384 / 12 && slot < (b + 1) * 16384 / 12);
-        assert_int_equal(tp_cluster_slot(tp_keys_bets(&k2, b, 77, 3), k2.len), slot);
-        assert_int_equal(tp_cluster_slot(tp_keys_idem(&k2, b, 77), k2.len), slot);
-        assert_int_equal(tp_cluster_slot(tp_keys_idem_hot(&k2, b), k2.len), slot);
-        assert_int_equal(tp_cluster_slot(tp_keys_idem_filter(&k2, b, 19675), k2.len), slot);
+        assert_int_equal(slot_of(tp_keys_bets(&k2, b, 77, 3)), slot);
+        assert_int_equal(slot_of(tp_keys_idem(&k2, b, 77)), slot);
+        assert_int_equal(slot_of(tp_keys_idem_hot(&k2, b)), slot);
+        assert_int_equal(slot_of(tp_keys_idem_filter(&k2, b, 19675)), slot);
         per_master[slot * 3 / 16384]++; /* redis-cli --cluster create's even split */
     }
     assert_int_equal(per_master[0], 4);
@@ -145,7 +151,7 @@ static void test_spread(void **state)
     assert_int_equal(tp_keys_spread(16384), 0);
     int counts[3] = {0};
     for (int b = 0; b < 16384; b++)
-        counts[tp_cluster_slot(tp_keys_seq(&k, b), k.len) * 3 / 16384]++;
+        counts[slot_of(tp_keys_seq(&k, b)) * 3 / 16384]++;
     for (int m = 0; m < 3; m++)
         assert_true(counts[m] >= 5400 && counts[m] <= 5520);
     /* the longest keys still fit */
@@ -159,32 +165,131 @@ static void test_spread(void **state)
     assert_string_equal(tp_keys_bal(&k, 3), "tp:{b3}:bal");
 }
 
-/* The filter shard's key is written by hand (a batch formats two per bet): the same text as
- * printf's for edge windows and shards, with and without cluster tags. */
-static void test_idem_shard_by_hand(void **state)
+/* printf's text of a name, the way keys.c formatted every name before session 18. */
+__attribute__((format(printf, 2, 3))) static void want(struct tp_key *w, const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    int n = vsnprintf(w->s, sizeof(w->s), f, ap);
+    va_end(ap);
+    assert_true(n >= 0 && (size_t)n < sizeof(w->s));
+    w->len = (size_t)n;
+}
+
+#define ASSERT_SAME(got, w)                                                                        \
+    do {                                                                                           \
+        assert_string_equal((got), (w).s);                                                         \
+        assert_int_equal(k.len, (w).len);                                                          \
+    } while (0)
+
+/* Every name is written by hand (a batch formats ~15 per call and more per bet): each one is
+ * the text printf wrote from the old format, for hostile ids (0, -1, the int64 bounds, the
+ * largest unsigned value seen as int64), edge buckets, the longest idempotency keys (and one
+ * with a NUL, where "%.*s" stopped), with and without cluster tags. */
+static void test_names_as_printf(void **state)
 {
     (void)state;
-    const int64_t windows[] = {INT64_MIN, -1, 0, 19675, INT64_MAX};
-    const int shards[] = {0, 1, 9, 10, 1023};
-    const int buckets[] = {0, 7, 11};
-    for (int mode = 0; mode < 2; mode++) {
-        assert_int_equal(tp_keys_spread(mode == 0 ? 0 : 12), 0);
-        for (size_t b = 0; b < sizeof buckets / sizeof buckets[0]; b++) {
-            struct tp_key k, bal;
-            tp_keys_bal(&bal, buckets[b]);
-            bal.len -= 3; /* the bucket's prefix, tp:{bN}: or tp:{bN.K}: */
-            for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++)
-                for (size_t i = 0; i < sizeof shards / sizeof shards[0]; i++) {
-                    char want[TP_KEYS_MAX];
-                    int n = snprintf(want, sizeof want, "%.*sidemfilter:%lld:%d", (int)bal.len,
-                                     bal.s, (long long)windows[w], shards[i]);
-                    tp_keys_idem_shard(&k, buckets[b], windows[w], shards[i]);
-                    assert_string_equal(k.s, want);
-                    assert_int_equal(k.len, n);
+    /* the bucket's keys without an id, then those with one (name:<id><tail>) */
+    const struct {
+        const char *(*build)(struct tp_key *, int);
+        const char *name;
+    } consts[] = {
+        {tp_keys_bal, "bal"},
+        {tp_keys_grants, "grants"},
+        {tp_keys_granted, "granted"},
+        {tp_keys_house, "house"},
+        {tp_keys_seq, "seq"},
+        {tp_keys_outbox, "outbox"},
+        {tp_keys_net, "net"},
+        {tp_keys_excl, "excl"},
+        {tp_keys_paused, "paused"},
+        {tp_keys_disabled, "disabled"},
+        {tp_keys_unsettled, "unsettled"},
+        {tp_keys_idem_hot, "idemhot"},
+        {tp_keys_pool_pattern, "pool:*"},
+    };
+    const struct {
+        const char *(*build)(struct tp_key *, int, int64_t);
+        const char *name, *tail;
+    } with_id[] = {
+        {tp_keys_ubets, "ubets", ""},
+        {tp_keys_wsock, "wsock", ""},
+        {tp_keys_idem, "idem", ""},
+        {tp_keys_idem_filter, "idemfilter", ""},
+        {tp_keys_round_state, "round", ":state"},
+        {tp_keys_pool, "pool", ""},
+        {tp_keys_plan, "plan", ""},
+        {tp_keys_paid, "paid", ""},
+        {tp_keys_payout, "payout", ""},
+    };
+    const int64_t ids[] = {0, 1, -1, 9, 10, 19675, INT64_MAX, INT64_MIN, (int64_t)UINT64_MAX};
+    const int ints[] = {0, 1, 9, 10, 63, 1023, INT32_MAX, INT32_MIN};
+    const int buckets[] = {0, 7, 11, 9999};
+    char idem[TP_KEYS_IDEM_MAX];
+    memset(idem, '~', sizeof(idem));
+    const char nul_key[] = {'a', 'b', '\0', 'c'};
+    for (int mode = 0; mode < 3; mode++) {
+        assert_int_equal(tp_keys_spread(mode == 0 ? 0 : mode == 1 ? 12 : 16384), 0);
+        for (size_t bi = 0; bi < sizeof buckets / sizeof buckets[0]; bi++) {
+            int b = buckets[bi];
+            if (mode == 1 && b >= 12)
+                continue;
+            struct tp_key k, w, pre;
+            /* the prefix: tp:{bN}:, or tp:{bN.K}: with K of test_spread's rule */
+            tp_keys_bal(&pre, b);
+            pre.len -= 3;
+            pre.s[pre.len] = '\0';
+            if (mode == 0) {
+                want(&w, "tp:{b%d}:", b);
+                assert_string_equal(pre.s, w.s);
+            } else {
+                assert_int_equal(strncmp(pre.s, "tp:{b", 5), 0);
+            }
+            const char *P = pre.s;
+            for (size_t c = 0; c < sizeof consts / sizeof consts[0]; c++)
+                ASSERT_SAME(consts[c].build(&k, b), (want(&w, "%s%s", P, consts[c].name), w));
+            struct tp_key ob;
+            tp_keys_outbox(&ob, b);
+            ASSERT_SAME(tp_keys_rejected(&k, ob.s), (want(&w, "%s:rejected", ob.s), w));
+            for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+                long long v = (long long)ids[i];
+                for (size_t c = 0; c < sizeof with_id / sizeof with_id[0]; c++)
+                    ASSERT_SAME(
+                        with_id[c].build(&k, b, ids[i]),
+                        (want(&w, "%s%s:%lld%s", P, with_id[c].name, v, with_id[c].tail), w));
+                for (size_t j = 0; j < sizeof ints / sizeof ints[0]; j++) {
+                    ASSERT_SAME(tp_keys_bets(&k, b, ids[i], ints[j]),
+                                (want(&w, "%sbets:%lld:%d", P, v, ints[j]), w));
+                    if (ints[j] >= 0 && ints[j] < TP_KEYS_IDEM_SHARDS)
+                        ASSERT_SAME(tp_keys_idem_shard(&k, b, ids[i], ints[j]),
+                                    (want(&w, "%sidemfilter:%lld:%d", P, v, ints[j]), w));
                 }
+                const size_t lens[] = {0, 1, TP_KEYS_IDEM_MAX};
+                for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+                    ASSERT_SAME(tp_keys_ref_idem(&k, b, ids[i], idem, lens[l]),
+                                (want(&w, "%sidem:%lld:%.*s", P, v, (int)lens[l], idem), w));
+                ASSERT_SAME(tp_keys_ref_idem(&k, b, ids[i], nul_key, sizeof nul_key),
+                            (want(&w, "%sidem:%lld:%.*s", P, v, (int)sizeof nul_key, nul_key), w));
+            }
         }
     }
     assert_int_equal(tp_keys_spread(0), 0);
+    struct tp_key k, w;
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        long long v = (long long)ids[i];
+        ASSERT_SAME(tp_keys_round(&k, ids[i]), (want(&w, "tp:{g}:round:%lld", v), w));
+        ASSERT_SAME(tp_keys_seed(&k, ids[i]), (want(&w, "tp:{g}:seed:%lld", v), w));
+        ASSERT_SAME(tp_keys_user(&k, ids[i]), (want(&w, "tp:{g}:user:%lld", v), w));
+    }
+    ASSERT_SAME(tp_keys_rejected(&k, TP_KEYS_GLOBAL_OUTBOX),
+                (want(&w, "tp:{g}:outbox:rejected"), w));
+    /* archival's list of a round's keys is the builders' names */
+    struct tp_key all[TP_KEYS_ROUND_BUCKET_MAX];
+    int n = tp_keys_round_bucket(all, TP_KEYS_ROUND_BUCKET_MAX, 5, INT64_MAX, 64);
+    assert_int_equal(n, 6 + 64);
+    assert_string_equal(all[0].s, "tp:{b5}:idem:9223372036854775807");
+    assert_string_equal(all[5].s, "tp:{b5}:payout:9223372036854775807");
+    assert_string_equal(all[69].s, "tp:{b5}:bets:9223372036854775807:63");
 }
 
 int main(void)
@@ -192,7 +297,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bucket_of),   cmocka_unit_test(test_spread),
         cmocka_unit_test(test_bucket_keys), cmocka_unit_test(test_global_keys),
-        cmocka_unit_test(test_longest_key), cmocka_unit_test(test_idem_shard_by_hand),
+        cmocka_unit_test(test_longest_key), cmocka_unit_test(test_names_as_printf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
