@@ -62,10 +62,11 @@ int tp_keys_spread(int buckets)
 }
 
 /*
- * Key names are appended by hand, not by printf: vsnprintf cost ~680 instructions a key, and a
- * bet batch formats ~15 keys plus one or two per bet (bench/README.md, "Session 18"). Each piece
- * checks its room; a key that does not fit is a bug (bounds are in keys.h), not a runtime case.
- * tests/unit/store/test_keys.c pins every name against printf's text of the old format.
+ * Key names are appended by hand, not by printf: vsnprintf cost ~645 instructions a key at
+ * 70d5996, and a bet batch formats ~15 keys plus one or two per bet (bench/README.md, "Session
+ * 18"). Each piece checks its room; a key that does not fit is a bug (bounds are in keys.h), not
+ * a runtime case. tests/unit/store/test_keys.c pins every name against printf's text of the old
+ * format.
  */
 
 /* Appends `len` bytes of `s`. */
