@@ -115,10 +115,12 @@ stop_redis_cluster() {
     return 0
 }
 
-# start_postgres DATA PORT: initialises DATA on first use (trust auth on loopback only) and
-# starts the server; prints nothing, dies on failure.
+# start_postgres DATA PORT [SERVER-OPTION...]: initialises DATA on first use (trust auth on
+# loopback only) and starts the server with the options (e.g. -c name=value); prints nothing,
+# dies on failure.
 start_postgres() {
     local data=$1 port=$2 pre
+    shift 2
     pre=$(pg_user_prefix)
     mkdir -p "$data"
     if [ "$(id -u)" -eq 0 ]; then
@@ -133,7 +135,7 @@ start_postgres() {
             >"$data/../initdb.log" 2>&1 || die "initdb failed (log: $data/../initdb.log)"
     fi
     (cd / && $pre "$PG_BIN/pg_ctl" -D "$data" -l "$data/../postgres.log" -w -t 30 \
-        -o "-p $port -k $(dirname "$data") -c listen_addresses=127.0.0.1" start) >/dev/null ||
+        -o "-p $port -k $(dirname "$data") -c listen_addresses=127.0.0.1 $*" start) >/dev/null ||
         die "postgres failed to start (log: $data/../postgres.log)"
 }
 

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Where Postgres's CPU in a window goes (bench/run --pg-statements; bench/README.md, Writer,
+"Session 18").
+
+  pg_window.py snap URL PM_PID OUT.json    before the window: every Postgres process's CPU
+                                           ticks, xact_commit, and pg_stat_statements reset
+  pg_window.py report URL PM_PID SNAP.json after it: markdown (CPU per process by backend
+                                           type and last statement; transactions; statements
+                                           by total time, with calls and rows per call)
+
+CPU is /proc's utime + stime of the postmaster's children (1/100 s ticks). A process that
+ended inside the window is missing from both ends' shared set (its CPU is not counted; one
+that started inside it counts whole), so the sum can only undercount; the report says how
+many ended. Statements need the server started with shared_preload_libraries =
+pg_stat_statements and the extension created (bench/run does both with --pg-statements).
+"""
+import json
+import os
+import subprocess
+import sys
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def sql(url, q):
+    out = subprocess.run(["psql", "-XAtq", "-F", "\t", url, "-c", q], capture_output=True,
+                         text=True, check=False)
+    return [line.split("\t") for line in out.stdout.splitlines() if line]
+
+
+def ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return int(rest[11]) + int(rest[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def children(pm):
+    try:
+        with open(f"/proc/{pm}/task/{pm}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        out = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+
+def snap(url, pm):
+    procs = {}
+    for pid in [pm] + children(pm):
+        t = ticks(pid)
+        if t is not None:
+            procs[str(pid)] = t
+    commits = sql(url, "SELECT xact_commit FROM pg_stat_database "
+                       "WHERE datname = current_database()")
+    return {"procs": procs, "commits": int(commits[0][0]) if commits else 0}
+
+
+def main():
+    mode, url, pm = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == "snap":
+        s = snap(url, pm)
+        sql(url, "SELECT pg_stat_statements_reset()")
+        with open(sys.argv[4], "w") as f:
+            json.dump(s, f)
+        return
+    with open(sys.argv[4]) as f:
+        s0 = json.load(f)
+    # Who each process is: pg_stat_activity (backends, autovacuum, background processes).
+    who = {}
+    for pid, btype, app, query in sql(
+            url, "SELECT pid, backend_type, coalesce(application_name, ''), "
+                 "left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 48) "
+                 "FROM pg_stat_activity"):
+        who[pid] = (btype, app, query)
+    s1 = snap(url, pm)
+    rows, ended = [], 0
+    for pid, t0 in s0["procs"].items():
+        if pid not in s1["procs"]:
+            ended += 1
+    total = 0
+    for pid, t1 in s1["procs"].items():
+        d = t1 - s0["procs"].get(pid, 0)
+        total += d
+        btype, app, query = who.get(pid, ("postmaster" if int(pid) == pm else "?", "", ""))
+        rows.append((d, pid, btype, app, query))
+    rows.sort(reverse=True)
+    print(f"Postgres processes' CPU over the window: {total / CLK_TCK:.2f} s "
+          f"({ended} process(es) of the window's start ended inside it, not counted); "
+          f"transactions committed (`xact_commit`): {s1['commits'] - s0['commits']:,}.")
+    print()
+    print("| CPU s | pid | backend type | application | last statement |")
+    print("|---|---|---|---|---|")
+    for d, pid, btype, app, query in rows:
+        if d == 0:
+            continue
+        query = query.replace("|", "\\|")
+        print(f"| {d / CLK_TCK:.2f} | {pid} | {btype} | {app} | `{query}` |")
+    print()
+    stmts = sql(url, "SELECT calls, rows, round(total_exec_time::numeric, 1), "
+                     "round(total_plan_time::numeric, 1), "
+                     "left(regexp_replace(query, '\\s+', ' ', 'g'), 70) "
+                     "FROM pg_stat_statements "
+                     "ORDER BY total_exec_time + total_plan_time DESC LIMIT 16")
+    if not stmts:
+        print("pg_stat_statements: nothing (not loaded).")
+        return
+    print("pg_stat_statements over the window (wall time inside the statement, by total):")
+    print()
+    print("| calls | rows | rows per call | exec ms | plan ms | statement |")
+    print("|---|---|---|---|---|---|")
+    for calls, nrows, ex, pl, q in stmts:
+        c, r = int(calls), int(nrows)
+        q = q.replace("|", "\\|")
+        print(f"| {c:,} | {r:,} | {r / max(c, 1):.1f} | {ex} | {pl} | `{q}` |")
+
+
+if __name__ == "__main__":
+    main()
