@@ -651,19 +651,32 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                       * other streams, drained in any order after a backlog) takes its final
                       * status now: the UPDATEs of those events found no row to mark ('lost'
                       * by the same rule as the receipt's UPDATE: a winner or a refund waits
-                      * for its credit). Only
-                      * rounds of the batch that are settled or have a payout are looked at
-                      * (`done`, one probe per round), so the usual batch of an open round's
-                      * bets costs no per-bet lookup here. */
+                      * for its credit). Only rounds of the batch that are settled or have a
+                      * payout are looked at (`done`, one probe per round); when none is (the
+                      * usual batch of an open round's bets), the one-time `EXISTS (done)`
+                      * ends the UPDATE before any per-bet lookup, whatever the join's plan.
+                      * The payouts probe is a range (r <= round_id <= r), not `round_id = r`:
+                      * this prepared statement runs a plan made without the round's value,
+                      * and where `payouts` holds few rounds (a young database, settle-100k's
+                      * one round) the statistics say any round has most payouts, so `=` was
+                      * probed by a sequential scan expecting a match at once. An open round
+                      * has none: every bets batch read the whole table (100,000 rows, 6-12
+                      * ms; over half of Postgres's CPU in settle-100k's window, bench/
+                      * README.md, Writer, "Session 18"). A range between two unknown values
+                      * is estimated at 0.5 % of the rows (DEFAULT_RANGE_INEQ_SEL) whatever
+                      * the statistics, where the index on round_id is cheaper at any table
+                      * size. (Probing each bet by (bet_id, kind) is as safe but cost ~4 µs a
+                      * bet more; same session.) */
                      "WITH x AS (SELECT id, round_id FROM unnest($1::text[], $2::bigint[]) AS "
                      "x(id, round_id)), done AS (SELECT d.r FROM (SELECT DISTINCT "
                      "round_id r FROM x) d WHERE EXISTS (SELECT 1 FROM payouts p WHERE "
-                     "p.round_id = d.r) OR EXISTS (SELECT 1 FROM rounds r WHERE r.id = d.r AND "
-                     "r.state = 'settled')) "
+                     "p.round_id >= d.r AND p.round_id <= d.r) OR EXISTS (SELECT 1 FROM rounds "
+                     "r WHERE r.id = d.r AND r.state = 'settled')) "
                      "UPDATE bets b SET status = CASE WHEN p.kind = 'win' THEN 'won' "
                      "WHEN p.kind IS NOT NULL THEN 'refunded' ELSE 'lost' END, "
                      "payout = coalesce(p.amount, 0) FROM x LEFT JOIN payouts p ON p.bet_id = "
-                     "x.id WHERE x.round_id IN (SELECT r FROM done) AND b.id = x.id AND "
+                     "x.id WHERE EXISTS (SELECT 1 FROM done) AND x.round_id IN (SELECT r "
+                     "FROM done) AND b.id = x.id AND "
                      "b.status = 'pending' AND (p.bet_id IS NOT NULL OR EXISTS (SELECT 1 FROM "
                      "rounds r WHERE r.id = b.round_id AND r.state = 'settled' AND r.refund_all "
                      "IS NOT TRUE AND b.band IS DISTINCT FROM r.winning_band))"},

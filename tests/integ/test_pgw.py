@@ -633,6 +633,52 @@ def test_a_credit_is_its_payouts_row_alone():
                                                    ["round:900002", "0"]]
 
 
+def test_bets_of_an_open_round_never_read_the_payouts_whole():
+    """The late-status UPDATE after every bets batch first looks for the batch's rounds that
+    have a payout. It probed payouts per round (`round_id = r`); where `payouts` holds one
+    settled round (a young database, settle-100k), its statistics say any round has most
+    payouts, and the prepared statement's plan (made without the round's value) probed by a
+    sequential scan: each bets batch of an open round read every payouts row, over half of
+    Postgres's CPU in settle-100k's settlement window. The probe is a range now (pgw_batch.c),
+    which the index on round_id answers. The payouts are written straight into Postgres: only
+    what the planner sees of the table matters here. Not pgwlib.wait_drained: its ledger sums
+    read payouts whole (a view), which the counts would show."""
+    bets_of = "SELECT count(*) FROM bets WHERE round_id = {}"
+    # Rows read by sequential scans of payouts (a scan from before the INSERT below, published
+    # late, read none), index scans of it, bets inserted.
+    stats = ("SELECT p.seq_tup_read, p.idx_scan, b.n_tup_ins FROM pg_stat_user_tables p, "
+             "pg_stat_user_tables b WHERE p.relname = 'payouts' AND b.relname = 'bets'")
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=2)
+        c = money.c
+        with server(r, pg, workers=2) as s:
+            pgwlib.migrate(s, pg)
+            open_round_900001(c)
+            money.workload(nusers=20, nbets=40)
+            tpenv.wait_until(lambda: money.backlog() == 0 and pgwlib.pg_scalar(
+                pg, bets_of.format(900001)) == "40", what="round 900001's bets written")
+            pg.psql("INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) "
+                    "SELECT 'payout:s' || g, 's' || g, 1, 900001, 1, 'win' "
+                    "FROM generate_series(1, 20000) g")
+            pg.psql("ANALYZE payouts")
+            read0, idx0, _ = map(int, pg.psql(stats)[0])
+            c.xadd("tp:{g}:outbox", {"type": "round_opened", "round_id": "900002",
+                                     "opens_at": "1", "locks_at": "2", "closes_at": "3",
+                                     "seed_hash": "ab" * 32})
+            money.workload(nusers=4, nbets=40, rid=900002, start=21)
+            tpenv.wait_until(lambda: money.backlog() == 0 and pgwlib.pg_scalar(
+                pg, bets_of.format(900002)) == "40", what="the open round's bets written")
+            # A backend publishes its counts within seconds (pg_stat); the payouts probes of a
+            # batch are published with its bets: all 80 rounds' bets counted.
+            tpenv.wait_until(lambda: int(pg.psql(stats)[0][2]) >= 80,
+                             what="the writers' counts published")
+            read1, idx1, _ = map(int, pg.psql(stats)[0])
+            assert read1 == read0, f"bets batches of an open round read {read1 - read0} payouts"
+            assert idx1 > idx0, "the batches' payouts probes went through no index"
+            assert pg.psql("SELECT DISTINCT status FROM bets WHERE round_id = 900002") == [
+                ["pending"]]
+
+
 def test_entries_wait_for_the_schema():
     """A writer whose Postgres lacks the schema (started before `tickpool migrate`) refuses no
     entry: a missing table is the database's state, not the entry's (42P01, not a data error),
