@@ -668,9 +668,10 @@ def test_bets_of_an_open_round_never_read_the_payouts_whole():
             money.workload(nusers=4, nbets=40, rid=900002, start=21)
             tpenv.wait_until(lambda: money.backlog() == 0 and pgwlib.pg_scalar(
                 pg, bets_of.format(900002)) == "40", what="the open round's bets written")
-            # A backend publishes its counts within seconds (pg_stat); the payouts probes of a
-            # batch are published with its bets: all 80 rounds' bets counted.
-            tpenv.wait_until(lambda: int(pg.psql(stats)[0][2]) >= 80,
+            # A backend publishes its counts with its bets' (the payouts probes of a batch
+            # with its bets: all 80 counted), at most 1 s after a transaction, or 10 s after it
+            # when it goes idle within that second (Postgres 15's PGSTAT_IDLE_INTERVAL).
+            tpenv.wait_until(lambda: int(pg.psql(stats)[0][2]) >= 80, timeout=30,
                              what="the writers' counts published")
             read1, idx1, _ = map(int, pg.psql(stats)[0])
             assert read1 == read0, f"bets batches of an open round read {read1 - read0} payouts"
