@@ -261,7 +261,7 @@ def test_pause_resume():
             assert rc == 0 and "the next round opens at" in out, (out, err)
             assert ws_until(ws, "pause")["paused"] is None
             ws.close()
-            nxt = tpclient.wait_game(s, timeout=10)["open"]
+            nxt = tpclient.wait_game(s, timeout=30)["open"]
             assert nxt["id"] == last + 1 and nxt["opens_at"] % (BET_S * 1000) == 0, nxt
             assert s.json("GET", "/api/v1/rounds/current")[1]["paused"] is None
             # The printed next-round time is the next round's, not the resume's (they once shared
@@ -299,7 +299,7 @@ def test_pause_survives_leader_kill():
             old = tpclient.lease(c)
             os.kill(old[1], signal.SIGKILL)
             new = tpenv.wait_until(lambda: (lambda l: l if l and l[0] != old[0] else None)(
-                tpclient.lease(c)), timeout=10, interval=0.02, what="a new leader")
+                tpclient.lease(c)), timeout=15, interval=0.02, what="a new leader")
             assert new[2] > old[2]
             # Rounds in flight end; nothing new opens for several betting phases.
             tpenv.wait_until(lambda: c.zcard("tp:{g}:unfinished") == 0, timeout=20,
@@ -315,11 +315,11 @@ def test_pause_survives_leader_kill():
             # Resume with the new leader; kill it too: the next one keeps running the game.
             rc, out, err = admin(s, "resume")
             assert rc == 0, (out, err)
-            nxt = tpclient.wait_game(s, timeout=10)["open"]
+            nxt = tpclient.wait_game(s, timeout=30)["open"]
             assert nxt["id"] == last + 1, nxt
             os.kill(new[1], signal.SIGKILL)
             tpenv.wait_until(lambda: (lambda l: l and l[0] != new[0])(tpclient.lease(c)),
-                             timeout=10, what="a third leader")
+                             timeout=15, what="a third leader")
             tpenv.wait_until(lambda: int(c.zrevrange("tp:{g}:rounds", 0, 0)[0]) > nxt["id"],
                              timeout=15, what="rounds open again after the second kill")
             st, _, _ = bet_http(s, tok, tpclient.fresh_open_round(s, 800)["id"], "after")
@@ -385,7 +385,7 @@ def test_pause_within_boundary_lead():
             def shown():
                 st, v = s.json("GET", "/api/v1/rounds/current")
                 return v if st == 200 and v.get("paused") else None
-            cur = tpenv.wait_until(shown, timeout=5, what="/rounds/current shows the pause")
+            cur = tpenv.wait_until(shown, timeout=15, what="/rounds/current shows the pause")
             assert cur["open"] is None and cur["live"]["id"] == n, cur
             # Nothing opens while paused; the next step did not try again.
             time.sleep(2 * BET_S)
@@ -393,7 +393,7 @@ def test_pause_within_boundary_lead():
             assert s.log_text().count("skipped=%d" % (n + 1)) == 1
             rc, out, err = admin(s, "resume")
             assert rc == 0, (out, err)
-            nxt = tpclient.wait_game(s, timeout=10)["open"]
+            nxt = tpclient.wait_game(s, timeout=30)["open"]
             assert nxt["id"] == n + 1, nxt
             code, text = tpclient.audit(s)
             assert code == 0, text
