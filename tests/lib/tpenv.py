@@ -365,9 +365,10 @@ class Server:
             # 503 meanwhile): wait until every worker is ready (60 s, then AssertionError),
             # unless the test started the server against no Redis on purpose. A test that
             # starts it against a reachable Redis that cannot serve (a SIGSTOPped one still
-            # accepts connections) calls start(wait=False) and waits for what it needs. With Postgres, also (best effort: a test may
-            # start it with Postgres down or no round on purpose) until every worker has a round
-            # open and Postgres up (a 200 may be "degraded" before the first Postgres probe).
+            # accepts connections) calls start(wait=False) and waits for what it needs. With
+            # Postgres, also (best effort: a test may start it with Postgres down or no round on
+            # purpose) until every worker has a round open and Postgres up (a 200 may be
+            # "degraded" before the first Postgres probe).
             if not self._redis_reachable():
                 self.wait_ready(healthz=True)  # every worker listening, at least
             else:
@@ -435,9 +436,10 @@ class Server:
         requests answers 503 for want of them ("no open round" is then all /readyz may still
         lack); with game=True also an open round (or the operator's pause), with postgres=True
         also Postgres up; with healthz=True only that it answers /healthz (a server with no
-        Redis, whose /readyz never says ready: every worker started). Raises AssertionError with each worker's last answer after `timeout`,
-        or at once when the server exits: the deadline only catches a server that never gets
-        ready, so a 503 afterwards is a failure, not a slow start."""
+        Redis, whose /readyz never says ready: every worker started). Raises AssertionError
+        with each worker's last answer after `timeout`, or at once when the server exits: the
+        deadline only catches a server that never gets ready, so a 503 afterwards is a failure,
+        not a slow start."""
         n = self.worker_count()
         last = {}
 
