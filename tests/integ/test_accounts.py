@@ -20,12 +20,6 @@ def server(r, **env):
     return tpenv.Server(redis=r, env=e, https=False, migrate=False)
 
 
-def wait_ready(s):
-    """The token secret comes from Redis at worker start: wait until every worker has it (a
-    server restarted with wait=False; Server.start waits for this already)."""
-    s.wait_ready()
-
-
 def signup(s, name, pw="correct horse"):
     return s.json("POST", "/api/v1/accounts", {"username": name, "password": pw})
 
@@ -36,7 +30,6 @@ def err_code(body):
 
 def test_signup_signin_me():
     with tpenv.Redis() as r, server(r) as s:
-        wait_ready(s)
         st, v = signup(s, "Alice_1")
         assert st == 201, (st, v)
         assert v["username"] == "Alice_1" and v["balance"] == 100000 and v["user_id"] >= 1
@@ -62,7 +55,6 @@ def test_signup_signin_me():
 
 def test_bad_credentials_and_tokens():
     with tpenv.Redis() as r, server(r) as s:
-        wait_ready(s)
         st, v = signup(s, "bob")
         assert st == 201
         for body in ({"username": "bob", "password": "wrong password"},
@@ -94,7 +86,6 @@ def mint_token(secret, uid, expires_ms):
 def test_remembered_token_still_expires():
     secret = "cd" * 32
     with tpenv.Redis() as r, server(r, TICKPOOL_AUTH_SECRET=secret) as s:
-        wait_ready(s)
         st, v = signup(s, "hana")
         assert st == 201
         uid = v["user_id"]
@@ -116,7 +107,6 @@ def test_remembered_token_still_expires():
 
 def test_signup_validation():
     with tpenv.Redis() as r, server(r) as s:
-        wait_ready(s)
         for name in ("ab", "a" * 33, "bad name", "bad!", "ünï", "", 5, None):
             st, _, b = s.http("POST", "/api/v1/accounts", {"username": name, "password": "longenough"})
             assert st == 400 and err_code(b) == "invalid_username", (name, st, b)
@@ -132,7 +122,6 @@ def test_signup_validation():
 
 def test_duplicate_username_case_insensitive():
     with tpenv.Redis() as r, server(r) as s:
-        wait_ready(s)
         assert signup(s, "dave")[0] == 201
         for name in ("dave", "DAVE", "Dave"):
             st, _, b = s.http("POST", "/api/v1/accounts", {"username": name, "password": "whatever1"})
@@ -148,7 +137,6 @@ def test_duplicate_username_case_insensitive():
 def test_half_created_signup_gets_its_grant():
     """A crash between signup.lua and grant.lua: the retry (409) and sign-in heal the grant."""
     with tpenv.Redis() as r, server(r) as s:
-        wait_ready(s)
         st, v = signup(s, "frank")
         uid = v["user_id"]
         c = r.client()
@@ -171,8 +159,6 @@ def test_half_created_signup_gets_its_grant():
 def test_secret_shared_through_redis_and_env():
     with tpenv.Redis() as r:
         with server(r, TICKPOOL_SERVER_WORKERS="2") as s1, server(r) as s2:
-            wait_ready(s1)
-            wait_ready(s2)
             st, v = signup(s1, "gina")
             # A token from one host works on another host sharing the Redis.
             for _ in range(4):
@@ -180,7 +166,6 @@ def test_secret_shared_through_redis_and_env():
                 assert st == 200 and me["username"] == "gina"
         secret = "ab" * 32
         with server(r, TICKPOOL_AUTH_SECRET=secret) as s3:
-            wait_ready(s3)
             st, v2 = s3.json("POST", "/api/v1/sessions", {"username": "gina", "password": "correct horse"})
             assert st == 200
             # The env secret differs from Redis's: the old token is refused, the new one works.
@@ -195,11 +180,9 @@ def test_start_balance_change_keeps_existing_accounts_working():
     user's sign-in re-run its start grant with the new amount, answer grant_conflict, and 503."""
     with tpenv.Redis() as r:
         with server(r) as s:
-            wait_ready(s)
             st, old = signup(s, "veteran")
             assert st == 201 and old["balance"] == 100000, (st, old)
         with server(r, TICKPOOL_GAME_START_BALANCE="50000") as s:
-            wait_ready(s)
             st, ses = s.json("POST", "/api/v1/sessions",
                              {"username": "veteran", "password": "correct horse"})
             assert st == 200 and ses["user_id"] == old["user_id"], (st, ses)
@@ -215,7 +198,6 @@ def test_start_balance_change_keeps_existing_accounts_working():
 def test_msgpack_signup():
     import msgpack
     with tpenv.Redis() as r, server(r) as s:
-        wait_ready(s)
         st, h, b = s.http("POST", "/api/v1/accounts",
                           msgpack.packb({"username": "hank", "password": "password1"}),
                           headers={"Content-Type": "application/msgpack",

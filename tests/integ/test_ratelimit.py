@@ -17,7 +17,6 @@ import statistics
 import threading
 import time
 
-import tpclient
 import tpenv
 
 PW = "password1"
@@ -59,13 +58,6 @@ def raw_signup(s, name, forwarded):
         while chunk := c.recv(4096):
             data += chunk
     return int(data.split(b" ", 2)[1])
-
-
-def wait_ready(s):
-    """Until both workers answer /readyz 200 (sign-ups, sign-ins and token checks answer 503
-    until a worker has read the token secret and the account state), asking /readyz only: no
-    request that could count against a limit."""
-    tpclient.wait_game(s)
 
 
 def server_cpu(s):
@@ -118,7 +110,7 @@ def check_429s(answers, what):
 
 def test_signup_flood_is_bounded_and_others_stay_served():
     with tpenv.Redis() as r, server(r) as s:
-        wait_ready(s)
+        s.wait_ready(game=True)  # /readyz only: nothing that counts against a limit
         # The other client's account, made before the flood (its own sign-up budget).
         assert post(s, "/api/v1/accounts", {"username": "calm", "password": PW}, OTHER)[0] == 201
         base = accounts(r)
@@ -178,7 +170,7 @@ def test_signup_flood_is_bounded_and_others_stay_served():
 
 def test_signin_flood_with_unknown_users():
     with tpenv.Redis() as r, server(r) as s:
-        wait_ready(s)
+        s.wait_ready(game=True)
         assert post(s, "/api/v1/accounts", {"username": "calm", "password": PW}, OTHER)[0] == 201
         lat = []
         answers, took = flood(s, "/api/v1/sessions",
@@ -199,7 +191,7 @@ def test_signin_flood_with_unknown_users():
 def test_password_changes_share_the_signin_limit():
     with tpenv.Redis() as r, server(r, TICKPOOL_LIMITS_SIGNIN_PER_MIN="1",
                                     TICKPOOL_LIMITS_SIGNIN_BURST="2") as s:
-        wait_ready(s)
+        s.wait_ready(game=True)
         v = post(s, "/api/v1/accounts", {"username": "changer", "password": PW}, OTHER)[2]
         auth = {"Authorization": "Bearer " + v["token"]}
         # Requests refused for their shape take nothing from the budget (and hash nothing).
@@ -224,7 +216,7 @@ def test_password_changes_share_the_signin_limit():
 
 def test_forwarded_for_only_from_a_trusted_proxy():
     with tpenv.Redis() as r, server(r, TICKPOOL_LIMITS_SIGNUP_BURST="1") as s:
-        wait_ready(s)
+        s.wait_ready(game=True)
         xff = {"X-Forwarded-For": "203.0.113.7"}
         assert post(s, "/api/v1/accounts", {"username": "user1", "password": PW}, HOSTILE,
                     xff)[0] == 201
@@ -234,7 +226,7 @@ def test_forwarded_for_only_from_a_trusted_proxy():
         assert st == 429, (st, v)
     with tpenv.Redis() as r, server(r, TICKPOOL_LIMITS_SIGNUP_BURST="1",
                                     TICKPOOL_SERVER_TRUSTED_PROXIES="127.0.0.1,::1") as s:
-        wait_ready(s)
+        s.wait_ready(game=True)
         made = [post(s, "/api/v1/accounts", {"username": f"proxied{i}", "password": PW}, HOSTILE,
                      {"X-Forwarded-For": f"198.51.100.9, 203.0.113.{i}"})[0] for i in range(4)]
         assert made == [201] * 4, made  # four clients behind the proxy
