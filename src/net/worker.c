@@ -54,6 +54,7 @@ struct tp_worker {
     ev_idle more;          /* active while writes wait for their next slice: no blocking */
     ev_signal sigterm, sigint;
     ev_timer drain_timer; /* bounds the drain at server.shutdown_timeout */
+    int drain_holds;      /* replies the drain waits for (tp_worker_drain_hold) */
     void *slots[TP_WORKER_MAX_SLOTS];
 };
 
@@ -206,8 +207,19 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     else
         ev_idle_stop(loop, &w->more);
     tp_conn_reap(&w->host);
-    if (w->host.draining && w->host.nconns == 0)
+    if (w->host.draining && w->host.nconns == 0 && w->drain_holds == 0)
         ev_break(loop, EVBREAK_ALL);
+}
+
+void tp_worker_drain_hold(struct tp_worker *w)
+{
+    w->drain_holds++;
+}
+
+void tp_worker_drain_done(struct tp_worker *w)
+{
+    TP_ASSERT(w->drain_holds > 0);
+    w->drain_holds--; /* the next prepare ends the loop if nothing else is left */
 }
 
 static void start_drain(struct tp_worker *w)

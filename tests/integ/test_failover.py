@@ -7,6 +7,7 @@
 (b) kill -9 of the leader mid-round with bets in the open and the live round (grace is short,
     so the missed lock/close cancel them): round ids go on without gaps, both rounds end settled
     or cancelled with the contract's credits (refunds), nothing is credited twice, audit passes.
+(c) a clean stop (SIGTERM) of the holder's host releases the lease before it exits.
 """
 
 import os
@@ -242,6 +243,30 @@ def test_long_leader_gap_backfills_ticks():
         steps = {b - a for a, b in zip(ticks, ticks[1:])}
         assert steps == {100}, sorted(steps)
         assert ticks[-1] > t_new, (ticks[-1], t_new)
+
+
+def test_clean_stop_releases_the_lease():
+    """(c) SIGTERM of the lease holder's host hands the lease over before its workers exit: the
+    key is gone (or another worker's) when the host has stopped, so the next worker's lease step
+    (every 500 ms) takes it rather than waiting for it to expire (PX 2000). Regression: the
+    release was queued as the draining worker's loop ended, never sent, and the game had no
+    leader for ~2 s after every clean stop (bench/run takeover measured 1.97 s)."""
+    with tpenv.Redis() as r, tpenv.Server(redis=r, env=BASE, workers=2, https=False) as a, \
+            tpenv.Server(redis=r, env=BASE, workers=2, https=False) as b:
+        c = r.client()
+        tpclient.wait_game(a)
+        pids = a.worker_pids() + b.worker_pids()
+        old = tpenv.wait_until(lambda: (lambda l: l if l and l[1] in pids else None)(
+            tpclient.lease(c)), what="a lease held by a worker")
+        victim = a if old[1] in a.worker_pids() else b
+        assert victim.stop() == 0
+        held = c.get("tp:{g}:lease")
+        assert held is None or not held.startswith(old[0] + "|"), \
+            f"the stopped host still holds the lease: {held}"
+        assert "released the leader lease" in victim.log_text(), \
+            "the holder's worker exited without releasing the lease"
+        new, took = wait_new_leader(c, old)
+        print(f"clean stop: new leader {new[0]} {took:.2f} s after the old host exited")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,13 @@ typedef void (*tp_worker_hook)(struct tp_worker *w, void *ud);
 void tp_worker_on_init(tp_worker_hook fn, void *ud);
 /** Registers `fn` to run when the worker starts draining (SIGTERM), before connections close. */
 void tp_worker_on_drain(tp_worker_hook fn, void *ud);
+/**
+ * Keeps a draining worker's loop running until a matching tp_worker_drain_done: for a module's
+ * last message whose reply must arrive before the process exits (the leader lease's release).
+ * server.shutdown_timeout still bounds the drain.
+ */
+void tp_worker_drain_hold(struct tp_worker *w);
+void tp_worker_drain_done(struct tp_worker *w);
 /** Registers `fn` to run when the worker exits, after every connection is closed and freed
  * (in reverse registration order): frees what an init hook created. */
 void tp_worker_on_exit(tp_worker_hook fn, void *ud);
