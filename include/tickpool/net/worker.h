@@ -52,6 +52,7 @@ void tp_worker_on_drain(tp_worker_hook fn, void *ud);
  * server.shutdown_timeout still bounds the drain.
  */
 void tp_worker_drain_hold(struct tp_worker *w);
+/** Gives back one tp_worker_drain_hold (its reply came, or failed): the drain ends at none. */
 void tp_worker_drain_done(struct tp_worker *w);
 /** Registers `fn` to run when the worker exits, after every connection is closed and freed
  * (in reverse registration order): frees what an init hook created. */
