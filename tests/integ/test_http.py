@@ -509,6 +509,15 @@ def sigterm_pending(pid):
                    int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)) for line in f)
 
 
+def stopped(pid):
+    """Whether every thread of process pid is stopped (state T in /proc/PID/task/*/stat)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                return False
+    return True
+
+
 def test_request_unread_at_sigterm_is_answered():
     """A request the worker has not read yet when SIGTERM comes (sent while its loop was busy:
     here the workers are stopped) is read at the drain and answered with Connection: close, not
@@ -524,6 +533,10 @@ def test_request_unread_at_sigterm_is_answered():
         pids = s.worker_pids()
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
+        # Stopped before SIGTERM comes: a worker not yet scheduled has both pending, takes
+        # SIGTERM first (lower number) and stops with it handled, not pending (seen at load 8).
+        tpenv.wait_until(lambda: all(stopped(p) for p in pids), timeout=20,
+                         what="the workers stopped")
         seen = len(s.log_text())
         try:
             busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
