@@ -631,8 +631,11 @@ def test_slow_consumer_does_not_delay_others_and_is_closed():
         burst = frame * 200
         slow.settimeout(0.01)
         closed = False
-        last_tick = time.time()
-        max_gap = 0.0
+        # Judged on the ticks' own times (Unix ms, tick_ms 100 apart): a stall of the good
+        # socket's worker shows as a gap between the ticks it got (newest wins), while this
+        # process being slow to read on a loaded machine does not (the kernel keeps them).
+        last_ts = None
+        max_gap = 0
         end = time.time() + 30
         while time.time() < end and not closed:
             try:
@@ -644,12 +647,13 @@ def test_slow_consumer_does_not_delay_others_and_is_closed():
             m = good.recv(timeout=0.01)
             while isinstance(m, dict):
                 if m["t"] == "tick":
-                    now = time.time()
-                    max_gap = max(max_gap, now - last_tick)
-                    last_tick = now
+                    if last_ts is not None:
+                        max_gap = max(max_gap, m["ts"] - last_ts)
+                    last_ts = m["ts"]
                 m = good.recv(timeout=0.001)
         assert closed, "slow consumer was never closed"
-        assert max_gap < 1.0, f"good socket stalled {max_gap:.2f}s"
+        assert last_ts is not None, "the good socket got no tick"
+        assert max_gap < 1000, f"the good socket's ticks came {max_gap} ms apart: it stalled"
         good.send({"t": "ping", "ts": 7})
         assert good.wait_for(is_t("pong"))["ts"] == 7
         slow.close()
