@@ -55,6 +55,9 @@ struct lg_opt {
     int conns;
     double rate; /* requests/s over all connections; 0 = closed loop */
     double duration, warmup, drain;
+    /* --measure-at: wall-clock ms at which measuring starts (the warm-up ends then, whenever
+     * the load starts); 0 = --warmup seconds after the load starts */
+    int64_t measure_at_ms;
     int pipeline;
     int users_create;
     const char *tokens_file;

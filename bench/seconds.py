@@ -8,6 +8,8 @@
       (tickpool, redis, postgres, loadgen; a PID's children are added at each sample) the CPU
       and the run-queue wait (schedstat, every thread) since the last sample, in µs. Redis's
       latency monitor is set to 1 ms at the start; its history is written at the end.
+      --commandstats: each line also has Redis's INFO commandstats (calls and µs per command,
+      since the start), for settle-100k's slices.
   seconds.py report OUT LAT [LAT...]
       LAT: loadgen --latencies files (a bet's due time in wall ms, its latency in µs). Prints,
       per wall-clock second of the bets, the p99 and what ran in it; then the slow seconds'
@@ -82,7 +84,18 @@ def machine_busy():
     return (sum(v) - idle) * 1000000 // TCK, v[4] * 1000000 // TCK  # busy, iowait µs
 
 
-def sample(out, port, groups, every_ms):
+def commandstats(sock):
+    """{command: [calls, usec]} from INFO commandstats (totals since the last CONFIG RESETSTAT)."""
+    out = {}
+    for line in resp(sock, "INFO", "commandstats").split("\r\n"):
+        k, _, v = line.partition(":")
+        if k.startswith("cmdstat_"):
+            f = dict(x.split("=", 1) for x in v.split(","))
+            out[k[8:]] = [int(f["calls"]), int(f["usec"])]
+    return out
+
+
+def sample(out, port, groups, every_ms, cmds=False):
     s = socket.create_connection(("127.0.0.1", port))
     sock = (s, s.makefile("rb"))
     resp(sock, "CONFIG", "SET", "latency-monitor-threshold", "1")
@@ -112,6 +125,8 @@ def sample(out, port, groups, every_ms):
                 cur[name] = (cpu, wait, allp)
             busy, iow = machine_busy()
             row = {"t": int(t * 1000), "redis_info": r}
+            if cmds:
+                row["cmd"] = commandstats(sock)
             for name, (cpu, wait, allp) in cur.items():
                 if name in prev:
                     # A process gone since the last sample takes its totals with it: never < 0.
@@ -157,7 +172,7 @@ def report(out, lats):
     for name, h in hist.items():
         for ts, ms in h:
             events.setdefault(int(ts), []).append(f"{name} {ms}")
-    groups = [k for k in (rows[-1] if rows else {}) if k not in ("t", "redis_info")]
+    groups = [k for k in (rows[-1] if rows else {}) if k not in ("t", "redis_info", "cmd")]
     print("| second | bets | p99 ms | max ms | AOF rewrite | Redis latency events (ms) | "
           + " | ".join(f"{g} CPU / wait ms" for g in groups) + " | delayed fsyncs |")
     print("|---|---|---|---|---|---|" + "---|" * len(groups) + "---|")
@@ -200,9 +215,12 @@ def report(out, lats):
 
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "sample":
-        port, groups, every = None, {}, 100
+        port, groups, every, cmds = None, {}, 100, False
         a = sys.argv[3:]
         while a:
+            if a[0] == "--commandstats":
+                cmds, a = True, a[1:]
+                continue
             k, v = a[0], a[1]
             a = a[2:]
             if k == "--redis":
@@ -213,7 +231,7 @@ def main():
                                 else [int(p) for p in pids.split(",") if p])
             elif k == "--every":
                 every = int(v)
-        sample(sys.argv[2], port, groups, every)
+        sample(sys.argv[2], port, groups, every, cmds)
     elif len(sys.argv) >= 4 and sys.argv[1] == "report":
         report(sys.argv[2], sys.argv[3:])
     else:
