@@ -54,6 +54,7 @@ void tp_conn_mark_bdirty(struct tp_conn *c)
     else
         h->bdirty = c;
     h->bdirty_tail = c;
+    h->bdirty_in++;
 }
 
 bool tp_conn_http_idle(const struct tp_conn *c)
@@ -258,6 +259,7 @@ static struct tp_conn *bdirty_pop(struct tp_conn_host *h)
     if (h->bdirty == NULL)
         h->bdirty_tail = NULL;
     c->bdirty = false;
+    h->bdirty_out++;
     return c;
 }
 
@@ -415,6 +417,25 @@ bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns)
 bool tp_conn_has_dirty(const struct tp_conn_host *h)
 {
     return h->dirty != NULL || h->bdirty != NULL;
+}
+
+/*
+ * A socket taken off `bdirty` is written in the same call (run_one, run_batch), and `bdirty`
+ * is only taken from once the dirty list is empty (tp_conn_run_dirty), so: the sockets the
+ * broadcast put on `bdirty` are written once bdirty_out reaches the mark's `upto`, and those it
+ * found on the dirty list (written from there) once a socket was taken off `bdirty` after the
+ * mark or the dirty list is empty. The writes of the next broadcast, queued behind, do not
+ * count: at a boundary the settled `round` of N-1 could reach a worker still writing the pair
+ * of T, and "no writes queued" then waited for both (bench/README.md "Boundaries", session 19).
+ */
+struct tp_conn_bcast_mark tp_conn_bcast_mark(const struct tp_conn_host *h)
+{
+    return (struct tp_conn_bcast_mark){.from = h->bdirty_out, .upto = h->bdirty_in};
+}
+
+bool tp_conn_bcast_out(const struct tp_conn_host *h, struct tp_conn_bcast_mark m)
+{
+    return h->bdirty_out >= m.upto && (h->bdirty_out > m.from || h->dirty == NULL);
 }
 
 void tp_conn_reap(struct tp_conn_host *h)

@@ -182,9 +182,14 @@ bool tp_worker_output_pending(const struct tp_worker *w)
     return tp_conn_has_dirty(&w->host) || tp_conn_fanout_pending(&w->host);
 }
 
-bool tp_worker_queued_pending(const struct tp_worker *w)
+struct tp_conn_bcast_mark tp_worker_bcast_mark(const struct tp_worker *w)
 {
-    return tp_conn_has_dirty(&w->host);
+    return tp_conn_bcast_mark(&w->host);
+}
+
+bool tp_worker_bcast_out(const struct tp_worker *w, struct tp_conn_bcast_mark m)
+{
+    return tp_conn_bcast_out(&w->host, m);
 }
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)

@@ -63,6 +63,7 @@
 struct round_sent {
     int64_t id, t_ms, received_ns;
     int sockets;
+    struct tp_conn_bcast_mark out; /* its writes are made once this is out */
     /* This thread's time on a CPU and waiting for one at its receipt (debug only), so the line
      * can tell a slow fan-out from a worker the machine left without a core. */
     struct tp_loop_watch_sched at;
@@ -87,6 +88,7 @@ struct bcast {
      * written (tickpool/net/workers_written.h) once the writes queued at once are out; 0 when
      * none waits. See round_sent. */
     int64_t written_t_ms;
+    struct tp_conn_bcast_mark written_out; /* that message's writes are made once this is out */
     /* Leader side: odds waiting to ride on the next beat (odds_held), or sent alone by
      * odds_timer when that beat is late. */
     int tick_ms;
@@ -352,18 +354,24 @@ static void log_beat_walk(const struct bcast *bc)
                  (long long)(lw.busy_ns / 1000), (long long)(lw.poll_ns / 1000));
 }
 
-/* Rounds are observed once the writes queued at once are done (the beats handed out in slices
- * come after them, tp_conn_run_fanout), beats once everything is written. */
+/* Rounds are observed once their own writes are made (tp_worker_bcast_out: not those queued
+ * behind them since, such as the next announcement's; the beats handed out in slices come after
+ * them, tp_conn_run_fanout), beats once everything is written. */
 static void on_flushed(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     (void)revents;
     struct bcast *bc = p->data;
-    if ((bc->nrounds > 0 || bc->written_t_ms > 0) && !tp_worker_queued_pending(bc->w)) {
-        for (int i = 0; i < bc->nrounds; i++)
+    int left = 0;
+    for (int i = 0; i < bc->nrounds; i++) {
+        if (tp_worker_bcast_out(bc->w, bc->rounds[i].out))
             observe_round(&bc->rounds[i]);
-        bc->nrounds = 0;
-        if (bc->written_t_ms > 0) /* the leader's hold looks (tp_leader_step_held) */
-            tp_workers_written_set(tp_worker_index(bc->w), bc->written_t_ms);
+        else
+            bc->rounds[left++] = bc->rounds[i];
+    }
+    bc->nrounds = left;
+    if (bc->written_t_ms > 0 && tp_worker_bcast_out(bc->w, bc->written_out)) {
+        /* the leader's hold looks (tp_leader_step_held) */
+        tp_workers_written_set(tp_worker_index(bc->w), bc->written_t_ms);
         bc->written_t_ms = 0;
     }
     if (tp_worker_output_pending(bc->w))
@@ -405,10 +413,16 @@ static void beat_sent(struct bcast *bc, int64_t ts)
 static void round_sent(struct bcast *bc, const struct tp_protocol_peek *pk, int64_t received_ns,
                        int sockets)
 {
-    struct round_sent r = {pk->round_id, pk->round_t_ms, received_ns, sockets,
+    struct round_sent r = {pk->round_id,
+                           pk->round_t_ms,
+                           received_ns,
+                           sockets,
+                           tp_worker_bcast_mark(bc->w),
                            tp_loop_watch_sched_now()};
-    if (pk->round_open)
-        bc->written_t_ms = TP_MAX(bc->written_t_ms, pk->round_t_ms);
+    if (pk->round_open && pk->round_t_ms >= bc->written_t_ms) {
+        bc->written_t_ms = pk->round_t_ms;
+        bc->written_out = r.out;
+    }
     ev_prepare_start(tp_worker_loop(bc->w), &bc->flushed);
     if (bc->nrounds == ROUNDS_MAX)
         observe_round(&r);

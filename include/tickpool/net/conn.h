@@ -77,6 +77,10 @@ struct tp_conn_host {
      * (bdirty_next): run after `dirty`, so a `round` pair still being written is not overtaken
      * by the next broadcast's writes to the sockets that already have it (conn.c). */
     struct tp_conn *bdirty, *bdirty_tail;
+    /* Sockets put on `bdirty` and taken off it (written) so far: the list is a FIFO, so a
+     * broadcast queued when `bdirty_in` was n is out once `bdirty_out` reaches n
+     * (tp_conn_bcast_mark). */
+    uint64_t bdirty_in, bdirty_out;
     struct tp_conn *closing; /* flagged TP_CONN_CLOSE_ASAP, freed in reap (singly linked) */
     size_t nconns, nws;
     /* TLS handshake steps waiting for a loop iteration's budget, oldest first (hs_next): [0]
@@ -144,6 +148,16 @@ void tp_conn_drain(struct tp_conn *c);
 bool tp_conn_run_dirty(struct tp_conn_host *h, int64_t budget_ns);
 /** True while dirty connections wait for a tp_conn_run_dirty slice. */
 bool tp_conn_has_dirty(const struct tp_conn_host *h);
+/** Where the host's writes queued at once stand, taken right after a broadcast was queued to
+ * its sockets (tp_conn_ws_broadcast_frame): see tp_conn_bcast_out. */
+struct tp_conn_bcast_mark {
+    uint64_t from, upto;
+};
+struct tp_conn_bcast_mark tp_conn_bcast_mark(const struct tp_conn_host *h);
+/** True once every write queued at once before `m` was taken has been made: the broadcast's
+ * sockets are written (or, those whose kernel buffer was full, wait for their watcher as any
+ * write does), whatever was queued behind it since (the next broadcast, replies). */
+bool tp_conn_bcast_out(const struct tp_conn_host *h, struct tp_conn_bcast_mark m);
 /** Hands droppable frame `f` (tick, odds; the host takes a reference) to every WebSocket of `h`
  * for which `ready` holds, in slices (tp_conn_run_fanout). It supersedes the pending frames its
  * kind supersedes (tp_ws_kind_supersedes): a socket not yet visited gets only the newest. */

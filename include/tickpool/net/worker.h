@@ -76,9 +76,12 @@ struct ev_loop *tp_worker_loop(struct tp_worker *w);
  * for the next slice of the loop (a large fan-out is written in slices of about
  * TP_WORKER_SLICE_NS so bets and Redis replies are served in between). */
 bool tp_worker_output_pending(const struct tp_worker *w);
-/** True while writes queued at once (replies, `round` changes: not the beats handed out in
- * slices) wait for the next slice. */
-bool tp_worker_queued_pending(const struct tp_worker *w);
+/** Right after a broadcast was queued to the worker's sockets at once: where its writes stand
+ * (tp_conn_bcast_mark). */
+struct tp_conn_bcast_mark tp_worker_bcast_mark(const struct tp_worker *w);
+/** True once the writes queued at once before `m` are made, whatever was queued since
+ * (tp_conn_bcast_out). */
+bool tp_worker_bcast_out(const struct tp_worker *w, struct tp_conn_bcast_mark m);
 /** The worker's routing table (add routes from an init hook). */
 struct tp_router *tp_worker_router(struct tp_worker *w);
 /** The effective configuration (frozen). */
