@@ -388,6 +388,74 @@ static void test_broadcasts_in_order(void **state)
     assert_true(slices > 2);
 }
 
+/* A broadcast's own writes are out (tp_conn_bcast_out) once its last socket is written, though
+ * the next broadcast's writes queued behind it are not: the `round delivered` mark of a worker
+ * writing the pair while the settled `round` arrives (bench/README.md "Boundaries", session 19).
+ * A broadcast to a socket waiting on the dirty list is out only once that list has run. */
+static void test_broadcast_out_mark(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+    /* Socket 0 has an answer waiting (dirty): a broadcast to it alone puts nothing on the
+     * broadcast list, and is out only once the dirty list is written. */
+    assert_int_equal(tp_conn_ws_send(conns[0], "a0", 2), 0);
+    struct tp_ws_frame *r0 = tp_ws_frame_new("r0", 2, TP_WS_KIND_ROUND);
+    assert_int_equal(tp_conn_ws_broadcast_frame(conns[0], r0), 0);
+    tp_ws_frame_unref(r0);
+    struct tp_conn_bcast_mark m0 = tp_conn_bcast_mark(&host);
+    assert_false(tp_conn_bcast_out(&host, m0));
+    assert_false(tp_conn_run_dirty(&host, 0));
+    assert_true(tp_conn_bcast_out(&host, m0));
+    char s[256];
+    received(0, s, sizeof(s));
+    assert_string_equal(s, "a0,r0");
+
+    struct tp_ws_frame *r1 = tp_ws_frame_new("r1", 2, TP_WS_KIND_ROUND);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(tp_conn_ws_broadcast_frame(conns[i], r1), 0);
+    tp_ws_frame_unref(r1);
+    struct tp_conn_bcast_mark m1 = tp_conn_bcast_mark(&host);
+    assert_true(tp_conn_run_dirty(&host, 1)); /* one slice: some sockets get r1 */
+    assert_false(tp_conn_bcast_out(&host, m1));
+    /* r2 behind it: to the sockets that had r1, a write of their own at the list's end */
+    struct tp_ws_frame *r2 = tp_ws_frame_new("r2", 2, TP_WS_KIND_ROUND);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(tp_conn_ws_broadcast_frame(conns[i], r2), 0);
+    tp_ws_frame_unref(r2);
+    struct tp_conn_bcast_mark m2 = tp_conn_bcast_mark(&host);
+    int had[N] = {0}, slices = 0;
+    bool more = true;
+    while (!tp_conn_bcast_out(&host, m1)) {
+        assert_true(more);
+        more = tp_conn_run_dirty(&host, 1);
+        slices++;
+    }
+    /* Out: every socket has r1, and r2 is still to be written to some (not out yet). */
+    for (int i = 0; i < N; i++) {
+        received(i, s, sizeof(s));
+        had[i] = strstr(s, "r2") != NULL;
+        if (strcmp(s, "r1") != 0 && strcmp(s, "r1,r2") != 0 && strcmp(s, "r2") != 0)
+            fail_msg("socket %d got \"%s\"", i, s);
+    }
+    assert_true(more);
+    assert_false(tp_conn_bcast_out(&host, m2));
+    while (tp_conn_run_dirty(&host, 1))
+        slices++;
+    assert_true(tp_conn_bcast_out(&host, m2));
+    int r2_after = 0;
+    for (int i = 0; i < N; i++) {
+        received(i, s, sizeof(s));
+        if (!had[i]) {
+            assert_string_equal(s, "r2");
+            r2_after++;
+        }
+    }
+    assert_true(r2_after > 0 && slices > 1);
+}
+
 /* Sockets freed under the walk (the cursor's among them) neither stop it nor are touched (run
  * under ASan); every socket left gets the beat once. */
 static void test_sockets_freed_mid_walk(void **state)
@@ -870,6 +938,7 @@ int main(void)
         SEND(test_round_first_and_not_ready),
         SEND(test_beat_joins_round_write),
         SEND(test_broadcasts_in_order),
+        SEND(test_broadcast_out_mark),
         SEND(test_sockets_freed_mid_walk),
         SEND(test_full_socket_whole_frames),
         SEND(test_no_beat_after_close_frame),
@@ -881,6 +950,7 @@ int main(void)
         URING(test_round_first_and_not_ready),
         URING(test_beat_joins_round_write),
         URING(test_broadcasts_in_order),
+        URING(test_broadcast_out_mark),
         URING(test_sockets_freed_mid_walk),
         URING(test_full_socket_whole_frames),
         URING(test_uring_full_socket),
