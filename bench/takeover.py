@@ -67,21 +67,9 @@ def current(s):
     return (o["id"], o["locks_at"]) if o else None
 
 
-def holder_host(c, hosts):
-    """(lease, index of the host whose worker holds it), waiting for a lease."""
-    def find():
-        ls = tpclient.lease(c)
-        if ls:
-            for i, s in enumerate(hosts):
-                if ls[1] in s.worker_pids():
-                    return ls, i
-        return None
-    return tpenv.wait_until(find, timeout=30, interval=0.05, what="a lease held by a worker")
-
-
 def lose_leader(kind, c, hosts):
     """One loss of `kind` LEAD_MS before a boundary; returns (takeover s, boundary late ms)."""
-    lease, h = holder_host(c, hosts)
+    lease, h = tpclient.lease_holder(c, hosts)
     victim, other = hosts[h], hosts[1 - h]
     rid, locks_at = tpenv.wait_until(lambda: current(other), timeout=30, what="an open round")
     if locks_at - now_ms() < LEAD_MS + 50:  # too close: aim at the next boundary

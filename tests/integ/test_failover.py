@@ -255,10 +255,8 @@ def test_clean_stop_releases_the_lease():
             tpenv.Server(redis=r, env=BASE, workers=2, https=False) as b:
         c = r.client()
         tpclient.wait_game(a)
-        pids = a.worker_pids() + b.worker_pids()
-        old = tpenv.wait_until(lambda: (lambda l: l if l and l[1] in pids else None)(
-            tpclient.lease(c)), what="a lease held by a worker")
-        victim = a if old[1] in a.worker_pids() else b
+        old, i = tpclient.lease_holder(c, (a, b))
+        victim = (a, b)[i]
         assert victim.stop() == 0
         held = c.get("tp:{g}:lease")
         assert held is None or not held.startswith(old[0] + "|"), \

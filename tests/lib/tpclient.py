@@ -138,6 +138,19 @@ def lease(c):
     return holder, int(holder.split("-")[1]), int(epoch)
 
 
+def lease_holder(c, servers, timeout=30):
+    """Waits for the leader lease held by a worker of one of `servers` (tpenv.Server); returns
+    (lease, index of that server in `servers`)."""
+    def find():
+        ls = lease(c)
+        if ls:
+            for i, s in enumerate(servers):
+                if ls[1] in s.worker_pids():
+                    return ls, i
+        return None
+    return tpenv.wait_until(find, timeout=timeout, interval=0.05, what="a lease held by a worker")
+
+
 def round_bets(c, rid, buckets, nbands):
     """{bet_id: (user_id, band, stake)} from every bucket's bets:<rid>:<band> hashes."""
     out = {}
