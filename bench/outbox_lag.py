@@ -15,6 +15,8 @@ import signal
 import socket
 import time
 
+from benchlib import pct
+
 
 def command(sock, rfile, *args):
     out = [b"*%d\r\n" % len(args)]
@@ -44,12 +46,6 @@ def reply(rfile):
         n = int(rest)
         return None if n < 0 else [reply(rfile) for _ in range(n)]
     raise ValueError(f"unexpected RESP {line!r}")
-
-
-def pct(sorted_vals, p):
-    if not sorted_vals:
-        return 0
-    return sorted_vals[min(len(sorted_vals) - 1, int(p / 100 * len(sorted_vals)))]
 
 
 def main():

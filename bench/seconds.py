@@ -24,7 +24,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from outbox_lag import command  # noqa: E402 (bench/ is not a package)
+from benchlib import commandstats, pct, read_lat  # noqa: E402 (bench/ is not a package)
+from outbox_lag import command  # noqa: E402
 
 REDIS_FIELDS = ("aof_rewrite_in_progress", "aof_delayed_fsync", "total_forks",
                 "latest_fork_usec", "used_cpu_sys", "used_cpu_user", "used_cpu_sys_children",
@@ -84,17 +85,6 @@ def machine_busy():
     return (sum(v) - idle) * 1000000 // TCK, v[4] * 1000000 // TCK  # busy, iowait µs
 
 
-def commandstats(sock):
-    """{command: [calls, usec]} from INFO commandstats (totals since the last CONFIG RESETSTAT)."""
-    out = {}
-    for line in resp(sock, "INFO", "commandstats").split("\r\n"):
-        k, _, v = line.partition(":")
-        if k.startswith("cmdstat_"):
-            f = dict(x.split("=", 1) for x in v.split(","))
-            out[k[8:]] = [int(f["calls"]), int(f["usec"])]
-    return out
-
-
 def sample(out, port, groups, every_ms, cmds=False):
     s = socket.create_connection(("127.0.0.1", port))
     sock = (s, s.makefile("rb"))
@@ -126,7 +116,7 @@ def sample(out, port, groups, every_ms, cmds=False):
             busy, iow = machine_busy()
             row = {"t": int(t * 1000), "redis_info": r}
             if cmds:
-                row["cmd"] = commandstats(sock)
+                row["cmd"] = commandstats(resp(sock, "INFO", "commandstats"))
             for name, (cpu, wait, allp) in cur.items():
                 if name in prev:
                     # A process gone since the last sample takes its totals with it: never < 0.
@@ -145,13 +135,6 @@ def sample(out, port, groups, every_ms, cmds=False):
                             "self_cpu_ms": int((ru.ru_utime + ru.ru_stime) * 1000)}) + "\n")
 
 
-def pct(xs, p):
-    if not xs:
-        return 0
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
-
-
 def report(out, lats):
     rows, hist, self_ms = [], {}, None
     with open(out) as f:
@@ -164,10 +147,8 @@ def report(out, lats):
                 rows.append(j)
     secs = {}
     for path in lats:
-        with open(path) as f:
-            for line in f:
-                due, us = line.split()
-                secs.setdefault(int(due) // 1000, []).append(int(us))
+        for due, us in read_lat(path):
+            secs.setdefault(due // 1000, []).append(us)
     events = {}  # second → ["fork 8 ms", ...] from Redis's latency monitor (1 s resolution)
     for name, h in hist.items():
         for ts, ms in h:

@@ -42,15 +42,11 @@ import time
 
 import redis
 
+from benchlib import pct
 from callgrind_redis import free_port
 from settle_callgrind import RID, WIN_BAND, LOSE_BAND, keys, user
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def pct(v, q):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(q * len(v)))] if v else 0
 
 
 def fill(c, winners, players, stake):
@@ -150,16 +146,16 @@ def settlement(trace, tid, rid, log):
     # with the first, before c47849a) run back to back: about twice a page's AOF bytes. Since
     # c47849a one page is in Redis at a time, and a turn flagged here is one page much larger
     # than the median (the pager's sizes vary more when Redis's speed does).
-    two = [a > 1.6 * pct(aof, 0.5) for a in aof]
+    two = [a > 1.6 * pct(aof, 50) for a in aof]
     hold = [t["end"] - t["reads"][fd] for t in pages]
     oncpu = [t["end"] - t["reads"][fd] - t["off"] for t in pages]
     one = [h for h, d in zip(hold, two) if not d]
     one_cpu = [h for h, d in zip(oncpu, two) if not d]
-    f = lambda v: " / ".join(f"{pct(v, q) / 1000:.2f}" for q in (0.5, 0.9, 0.99, 1.0))
+    f = lambda v: " / ".join(f"{pct(v, p) / 1000:.2f}" for p in (50, 90, 99, 100))
     print(f"Redis's main thread traced (perf, from the settlement window's start to \"round "
           f"settled\"): {len(pages)} turns read the leader's connection (fd {fd}) and wrote 8 KiB "
           f"or more, the pages ({len(us)} `settle page` lines); {sum(two)} of them wrote over 1.6x "
-          f"the median AOF bytes ({pct(aof, 0.5):,}): two pages read and run in one turn, or one "
+          f"the median AOF bytes ({pct(aof, 50):,}): two pages read and run in one turn, or one "
           f"page far above the median. A "
           f"turn's hold, from Redis's read of the page to its next epoll_wait (the script, its "
           f"writes propagated and written to the AOF, the reply, and whatever else was read in "
@@ -277,13 +273,13 @@ def main():
             continue
         on = [i for i in ix if tt[i]["off"] == 0] or ix
         aof = {i: max(tt[i]["writes"], key=lambda w: w[1]) for i in ix}
-        f = lambda get: f"{pct([get(i) for i in on], 0.5):.0f} / {max(get(i) for i in ix):.0f}"
+        f = lambda get: f"{pct([get(i) for i in on], 50):.0f} / {max(get(i) for i in ix):.0f}"
         print(f"| {size} | {sum(rows[i][1] for i in ix) / len(ix):.0f} | {f(lambda i: rows[i][2])} "
               f"| {f(lambda i: slow[i]['duration'])} | {f(lambda i: rows[i][3])} "
-              f"| {f(lambda i: aof[i][2] - tt[i]['start'])} | {pct([aof[i][1] for i in ix], 0.5):,}, "
+              f"| {f(lambda i: aof[i][2] - tt[i]['start'])} | {pct([aof[i][1] for i in ix], 50):,}, "
               f"{f(lambda i: aof[i][3])} | {f(lambda i: tt[i]['end'] - aof[i][2] - aof[i][3])} "
               f"| {f(lambda i: tt[i]['end'] - tt[i]['start'])} "
-              f"| {pct([(tt[i]['end'] - tt[i]['start']) / max(rows[i][2], 1) for i in on], 0.5):.2f} "
+              f"| {pct([(tt[i]['end'] - tt[i]['start']) / max(rows[i][2], 1) for i in on], 50):.2f} "
               f"| {len(ix) - len([i for i in ix if tt[i]['off'] == 0])} of {len(ix)} |")
 
 

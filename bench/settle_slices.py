@@ -14,24 +14,7 @@ the window, per second.
 import json
 import sys
 
-
-def pct(xs, q):
-    if not xs:
-        return 0.0
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] / 1000
-
-
-def read_lat(path):
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                d, u = line.split()
-                out.append((int(d), int(u)))
-    except (OSError, ValueError):
-        pass
-    return out
+from benchlib import pct, read_lat
 
 
 def span(rows, t0, t1):
@@ -113,7 +96,7 @@ def main():
                  sum(s["grp"].get(k, [0, 0])[1] for s in ss) / n / 1000] for k in groups}
         c = {k: [sum(s["cmd"].get(k, [0, 0])[0] for s in ss) / n,
                  sum(s["cmd"].get(k, [0, 0])[1] for s in ss) / n / 1000] for k in cmds}
-        print(f"| {name} | {len(lat) / n:.0f} | {pct(lat, 0.5):.2f} | {pct(lat, 0.99):.2f} | "
+        print(f"| {name} | {len(lat) / n:.0f} | {pct(lat, 50) / 1000:.2f} | {pct(lat, 99) / 1000:.2f} | "
               + " | ".join(f"{g[k][0]:.0f} / {g[k][1]:.0f}" for k in groups) + " | "
               + " | ".join(f"{c[k][0]:.0f} / {c[k][1]:.1f}" for k in cmds) + " |")
     if bslices:

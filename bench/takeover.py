@@ -35,6 +35,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+from benchlib import pct  # noqa: E402
 import tpclient  # noqa: E402
 import tpenv  # noqa: E402
 
@@ -50,11 +51,6 @@ def log(msg):
 
 def now_ms():
     return time.time() * 1000
-
-
-def pct(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * q / 100))]
 
 
 def current(s):
