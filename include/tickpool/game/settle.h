@@ -147,8 +147,12 @@ int tp_settle_pager_page(struct tp_settle_pager *p, int64_t bets, int64_t us, in
  * While a settlement is ahead of a straight line from its round's close to TP_SETTLE_PACE_MS
  * after it (its share of the amount owed paid at least the share of that span gone), the
  * leader leaves Redis idle between two pages for about a page's time, at most
- * TP_SETTLE_PACE_GAP_MAX_US; behind the line, or past it, pages go back to back as before. */
-#define TP_SETTLE_PACE_MS 1000
+ * TP_SETTLE_PACE_GAP_MAX_US; behind the line, or past it, pages go back to back as before. The
+ * line ends 1.4 s after the close, not 1 s: settle-100k's pages take ~0.55 s of Redis, which at
+ * 1 s left room to pace only 34-144 of ~400 pages and kept Redis on 60-78 % of a core for the
+ * settlement's second; 1.4 s paces most of them and still ends within the 1.5 s settle target
+ * (bench/README.md, Settlement, session 20). */
+#define TP_SETTLE_PACE_MS 1400
 #define TP_SETTLE_PACE_GAP_MAX_US 3000
 
 /** µs to wait before the next page of a settlement of a round that closed at `start_ms`, now

@@ -537,10 +537,11 @@ static void test_pace_gap(void **state)
     (void)state;
     /* On the line or ahead: one page's time. */
     assert_int_equal(tp_settle_pace_gap(1000, 1000, 0, 500, 1400), 1400);
-    assert_int_equal(tp_settle_pace_gap(1000, 1500, 250, 500, 1400), 1400);
+    int64_t half = 1000 + TP_SETTLE_PACE_MS / 2;
+    assert_int_equal(tp_settle_pace_gap(1000, half, 250, 500, 1400), 1400);
     assert_int_equal(tp_settle_pace_gap(1000, 1100, 499, 500, 1400), 1400);
     /* Behind it: none. */
-    assert_int_equal(tp_settle_pace_gap(1000, 1500, 249, 500, 1400), 0);
+    assert_int_equal(tp_settle_pace_gap(1000, half, 249, 500, 1400), 0);
     assert_int_equal(tp_settle_pace_gap(1000, 1001, 0, 500, 1400), 0);
     /* Capped: a page that lost the CPU says nothing of its work. */
     assert_int_equal(tp_settle_pace_gap(1000, 1100, 400, 500, 25000), TP_SETTLE_PACE_GAP_MAX_US);
@@ -554,8 +555,10 @@ static void test_pace_gap(void **state)
     assert_int_equal(tp_settle_pace_gap(1000, 1100, 400, 500, 0), 0);
     assert_int_equal(tp_settle_pace_gap(1000, 1100, -1, 500, 1400), 0);
     /* Amounts near INT64_MAX do not overflow the comparison. */
-    assert_int_equal(tp_settle_pace_gap(0, 500, INT64_MAX / 2, INT64_MAX - 1, 1000), 1000);
-    assert_int_equal(tp_settle_pace_gap(0, 500, INT64_MAX / 2 - 1, INT64_MAX - 1, 1000), 0);
+    assert_int_equal(
+        tp_settle_pace_gap(0, TP_SETTLE_PACE_MS / 2, INT64_MAX / 2, INT64_MAX - 1, 1000), 1000);
+    assert_int_equal(
+        tp_settle_pace_gap(0, TP_SETTLE_PACE_MS / 2, INT64_MAX / 2 - 1, INT64_MAX - 1, 1000), 0);
 }
 
 /* Catching up: a settlement more than TP_SETTLE_CATCHUP_MS behind the pacing line, or not done
