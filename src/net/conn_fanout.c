@@ -1,6 +1,6 @@
 /*
- * Droppable broadcasts (tick, odds) handed to a worker's WebSocket sockets in slices
- * (conn_internal.h, tickpool/net/conn.h).
+ * Broadcasts handed to a worker's WebSocket sockets in slices: the beats (tick, odds, droppable)
+ * and the `round` messages that ride them (conn_internal.h, tickpool/net/conn.h).
  *
  * Queueing one beat to 5,000 sockets in one go held a worker's loop for up to 47 ms on a
  * loaded machine (session 5's probes), on top of the sliced writes, and bets waited behind it.
@@ -18,13 +18,28 @@
  * wraps around the list once (`left` visits), so the sockets at the end of the list are not
  * starved by beats that arrive faster than a whole walk takes.
  *
- * Everything else (round changes, replies, payouts) is queued at once and written from the
- * dirty list, which the worker runs before this walk: a `round` keeps its priority over the
- * beats still to be handed out. A socket written from the dirty list while beats are being handed
- * out takes them along, behind what it has queued (tp_conn_fanout_give): at a boundary the beat
- * of T is published right behind the `round` pair and normally read with it (leader_boundary.c),
- * so every socket gets both in one write instead of a second write when the walk reaches it
- * (issue 13; bench/README.md "Boundaries").
+ * Held frames ride the beats (tp_conn_fanout_hold): a `round` that announces no boundary (the
+ * settled one of N-1, a cancellation) is not written to every socket on its own but waits, as a
+ * pending frame that is never superseded, for the next beat's walk, and goes in the same write as
+ * that beat: one send per socket instead of two. At 10,000 sockets the settled `round` was a
+ * second full fan-out of ~5,000 sends per worker per boundary (~25 ms of CPU), beside the pair's
+ * and the beats' (bench/README.md "Boundaries", session 19). The walk under way when it comes
+ * takes it to the sockets it has still to visit; the others have it from the next walk, so a
+ * walk's end drops only what it handed out (walk_gen), not what came since. A socket written for
+ * anything else meanwhile (a reply, a payout, a broadcast queued at once) takes it first
+ * (conn_ws.c), so it never goes behind what came after it. The caller bounds the wait
+ * (tp_conn_fanout_release: src/stream/bcast.c, one tick_ms).
+ *
+ * A socket given several frames in one visit has them queued and written together (one write,
+ * or one slot of the io_uring batch), not a send each.
+ *
+ * Everything else (the boundary's `round` pair, replies, payouts) is queued at once and written
+ * from the dirty list, which the worker runs before this walk: the pair keeps its priority over
+ * the beats still to be handed out. A socket written from the dirty list while beats are being
+ * handed out takes them along, behind what it has queued (tp_conn_fanout_give): at a boundary the
+ * beat of T is published right behind the `round` pair and normally read with it
+ * (leader_boundary.c), so every socket gets both in one write instead of a second write when the
+ * walk reaches it (issue 13; bench/README.md "Boundaries").
  */
 #include "conn_internal.h"
 
@@ -39,15 +54,37 @@
 
 /* The clock is read every this many visits: a visit that writes costs a few µs. */
 #define CLOCK_EVERY 16
+/* Bytes a batch holds for its gathered sends (several frames to one socket, batch_take). */
+#define GATHER_BYTES (64 * 1024)
 
 static void drop_pending(struct tp_conn_fanout *fo, int i)
 {
+    if (!tp_ws_kind_droppable(tp_ws_frame_kind(fo->f[i])))
+        fo->held--;
     tp_ws_frame_unref(fo->f[i]);
     for (int j = i + 1; j < fo->n; j++) {
         fo->f[j - 1] = fo->f[j];
         fo->gen[j - 1] = fo->gen[j];
     }
     fo->n--;
+}
+
+static void add_pending(struct tp_conn_fanout *fo, struct tp_ws_frame *f,
+                        bool (*ready)(const struct tp_conn *c))
+{
+    TP_ASSERT(fo->n < (int)TP_ARRAY_LEN(fo->f));
+    tp_ws_frame_ref(f);
+    fo->f[fo->n] = f;
+    fo->gen[fo->n] = ++fo->last;
+    fo->n++;
+    fo->ready = ready;
+}
+
+/* Every socket is to have what is pending: once around the list from the cursor. */
+static void start_walk(struct tp_conn_host *h)
+{
+    h->fan.walk_gen = h->fan.last;
+    h->fan.left = h->nws;
 }
 
 void tp_conn_fanout(struct tp_conn_host *h, struct tp_ws_frame *f,
@@ -60,13 +97,27 @@ void tp_conn_fanout(struct tp_conn_host *h, struct tp_ws_frame *f,
         if (tp_ws_kind_supersedes(kind, tp_ws_frame_kind(fo->f[i])))
             drop_pending(fo, i);
     /* Each droppable kind supersedes itself: at most one pending frame per kind. */
-    TP_ASSERT(fo->n < TP_WS_KIND_COUNT_);
-    tp_ws_frame_ref(f);
-    fo->f[fo->n] = f;
-    fo->gen[fo->n] = ++fo->last;
-    fo->n++;
-    fo->ready = ready;
-    fo->left = h->nws; /* once around the list from the cursor */
+    TP_ASSERT(fo->n - fo->held < TP_WS_KIND_COUNT_);
+    add_pending(fo, f, ready);
+    start_walk(h); /* the held frames go with it */
+}
+
+bool tp_conn_fanout_hold(struct tp_conn_host *h, struct tp_ws_frame *f,
+                         bool (*ready)(const struct tp_conn *c))
+{
+    struct tp_conn_fanout *fo = &h->fan;
+    TP_ASSERT(!tp_ws_kind_droppable(tp_ws_frame_kind(f)));
+    if (fo->held == TP_CONN_FANOUT_HELD_MAX)
+        return false;
+    add_pending(fo, f, ready);
+    fo->held++;
+    return true;
+}
+
+void tp_conn_fanout_release(struct tp_conn_host *h)
+{
+    if (h->fan.last > h->fan.walk_gen)
+        start_walk(h);
 }
 
 /* True when `c` is to be given the pending frames now: a WebSocket that has not had the newest,
@@ -149,11 +200,12 @@ static void deliver(struct tp_conn_host *h, struct tp_conn *c, uint64_t had, int
     tp_conn_run_deferred(c);
 }
 
-/* A send of the io_uring path's batch: whose, and which frame. */
+/* A send of the io_uring path's batch: whose, and which frame, or its queue gathered. */
 struct batched {
     struct tp_conn *c;
-    uint64_t had; /* the newest generation it had before this visit */
-    int i;        /* the frame being sent: its first new one */
+    uint64_t had;    /* the newest generation it had before this visit */
+    int i;           /* the frame being sent: its first new one; -1: gathered */
+    size_t off, len; /* gathered: its bytes in the batch's `gather` */
 };
 
 /* The io_uring path (tp_conn_fanout_setup): the straight writes of a slice, made together. */
@@ -161,6 +213,8 @@ struct tp_conn_fanout_batch {
     struct tp_send_batch *sends;
     struct batched *at; /* send k of the batch is at[k] */
     uint64_t sent;      /* sends made so far (tp_conn_fanout_batched) */
+    uint8_t *gather;    /* the gathered sends' bytes (GATHER_BYTES), gathered bytes used */
+    size_t gathered;
 };
 
 static void batch_free(struct tp_conn_fanout *fo)
@@ -169,6 +223,7 @@ static void batch_free(struct tp_conn_fanout *fo)
         return;
     tp_send_batch_free(fo->_batch->sends);
     free(fo->_batch->at);
+    free(fo->_batch->gather);
     free(fo->_batch);
     fo->_batch = NULL;
 }
@@ -191,11 +246,21 @@ static void batch_run(struct tp_conn_host *h)
         if (tp_conn_is_closed(e->c))
             continue;
         ssize_t w = tp_send_batch_result(bt->sends, k);
+        if (e->i < 0) { /* its queue: taken as a flush takes its write (conn.c's run_batch) */
+            int r = tp_ws_output_written(e->c->ws, bt->gather + e->off, e->len, w);
+            if (w > 0)
+                fo->out_bytes += (size_t)w;
+            tp_conn_ws_written(e->c, r);
+            tp_conn_update_events(e->c);
+            tp_conn_arm_timer(e->c);
+            continue;
+        }
         bool direct = direct_done(fo, e->c, e->i, tp_ws_frame_written(e->c->ws, fo->f[e->i], w));
         if (!tp_conn_is_closed(e->c))
             deliver(h, e->c, e->had, e->i + 1, direct);
     }
     tp_send_batch_clear(bt->sends);
+    bt->gathered = 0;
     if (rc != 0) {
         tp_log_warn("fanout", "io_uring failed: one send() per socket from now on");
         batch_free(fo);
@@ -219,14 +284,42 @@ static void batch_add(struct tp_conn_host *h, struct tp_conn *c, uint64_t had, i
     fo->_batch->at[k] = (struct batched){.c = c, .had = had, .i = i};
 }
 
+/* Adds to the batch one send of what `c` has queued, its new frames just queued from an empty
+ * queue; false when it does not fit (more than the batch's gather room, or the ring failed while
+ * making room): the caller writes it as a flush. */
+static bool batch_take(struct tp_conn_host *h, struct tp_conn *c, uint64_t had)
+{
+    struct tp_conn_fanout *fo = &h->fan;
+    if (tp_send_batch_full(fo->_batch->sends))
+        batch_run(h);
+    struct tp_conn_fanout_batch *bt = fo->_batch;
+    if (bt == NULL)
+        return false;
+    size_t n = tp_ws_take_output(c->ws, bt->gather + bt->gathered, GATHER_BYTES - bt->gathered);
+    if (n == 0 && bt->gathered > 0) { /* no room left: make the batch's sends first */
+        batch_run(h);
+        if ((bt = fo->_batch) == NULL)
+            return false;
+        n = tp_ws_take_output(c->ws, bt->gather, GATHER_BYTES);
+    }
+    if (n == 0)
+        return false;
+    unsigned k = tp_send_batch_add(bt->sends, c->io.fd, bt->gather + bt->gathered, n);
+    bt->at[k] = (struct batched){.c = c, .had = had, .i = -1, .off = bt->gathered, .len = n};
+    bt->gathered += n;
+    return true;
+}
+
 /*
  * Gives socket `c` its pending frames and writes them now. A socket with nothing queued (the
  * common case: it took the previous beat whole) gets each frame written straight from the
  * shared bytes (tp_ws_write_frame): no queue item, no copy, no change of its events or timer,
  * which is all a socket costs beyond its `send` (bench/README.md "Viewers", session 11). With
  * io_uring (plain sockets only) that first send joins the slice's batch, and the socket's result
- * is taken when the batch is made (batch_run). Any other socket has them queued behind its
- * output and written as before: at once, or by its deferred work or its watcher once it drains.
+ * is taken when the batch is made (batch_run). A socket given several frames (a held `round` and
+ * its beat) has them queued and written in one write: one slot of the batch (batch_take), or
+ * one flush. Any other socket has them queued behind its output and written as before: at once,
+ * or by its deferred work or its watcher once it drains.
  */
 static void visit(struct tp_conn_host *h, struct tp_conn *c)
 {
@@ -237,16 +330,24 @@ static void visit(struct tp_conn_host *h, struct tp_conn *c)
     /* Its own write is coming (deferred work, or the watcher once the socket drains), or the
      * 101 is not all out yet: queue behind it. */
     bool direct = !c->dirty && !c->bdirty && !(c->events & EV_WRITE) && tp_buf_size(&c->out) == 0;
-    if (direct && fo->_batch != NULL && !(c->flags & TP_CONN_TLS)) {
-        int i = 0;
-        while (i < fo->n && fo->gen[i] <= had)
-            i++;
-        if (i < fo->n && tp_ws_can_write_frame(c->ws, fo->f[i])) {
+    int i = 0;
+    while (i < fo->n && fo->gen[i] <= had)
+        i++;
+    bool several = i + 1 < fo->n; /* every frame after its first new one is new too */
+    if (direct && fo->_batch != NULL && !(c->flags & TP_CONN_TLS) && i < fo->n) {
+        if (!several && tp_ws_can_write_frame(c->ws, fo->f[i])) {
             batch_add(h, c, had, i);
             return;
         }
+        if (several && !tp_ws_has_output(c->ws)) {
+            for (int j = i; j < fo->n; j++)
+                tp_conn_ws_queue(c, fo->f[j]);
+            if (!tp_conn_is_closed(c) && !batch_take(h, c, had))
+                tp_conn_run_deferred(c);
+            return;
+        }
     }
-    deliver(h, c, had, 0, direct);
+    deliver(h, c, had, 0, direct && !several);
 }
 
 /* Adds what the walk wrote directly to the metrics: once per slice, not per socket. */
@@ -261,7 +362,7 @@ static void count_out(struct tp_conn_fanout *fo)
 
 void tp_conn_fanout_give(struct tp_conn *c)
 {
-    if (c->h->fan.left > 0)
+    if (c->h->fan.n > 0)
         give(c->h, c);
 }
 
@@ -287,9 +388,11 @@ bool tp_conn_run_fanout(struct tp_conn_host *h, int64_t budget_ns)
     }
     batch_run(h);
     count_out(fo);
-    /* Every socket has the newest frames, or skipped them: nothing is held any longer. */
-    while (fo->n > 0)
-        drop_pending(fo, fo->n - 1);
+    /* Every socket has the walk's frames, or skipped them: only the held frames that came
+     * since it started still wait (for the next walk). */
+    for (int i = fo->n - 1; i >= 0; i--)
+        if (fo->gen[i] <= fo->walk_gen)
+            drop_pending(fo, i);
     return false;
 }
 
@@ -316,6 +419,7 @@ int tp_conn_fanout_setup(struct tp_conn_host *h, unsigned batch, char *err, size
     fo->_batch = tp_xcalloc(1, sizeof(*fo->_batch));
     fo->_batch->sends = sends;
     fo->_batch->at = tp_xcalloc(batch, sizeof(*fo->_batch->at));
+    fo->_batch->gather = tp_xmalloc(GATHER_BYTES);
     return 0;
 }
 

@@ -5,7 +5,7 @@
  *   conn_http.c  HTTP/1.1 requests: parsing, dispatch, responses in request order;
  *   conn_ws.c    the switch to WebSocket and the session calls of tp_conn_ws_*;
  *   conn_hs.c    TLS handshake steps within a budget per loop iteration;
- *   conn_fanout.c droppable broadcasts handed to the WebSocket sockets in slices.
+ *   conn_fanout.c beats handed to the WebSocket sockets in slices, and the frames riding them.
  * The struct below is shared by these files; nothing else includes this header.
  */
 #ifndef TP_CONN_INTERNAL_H
@@ -153,9 +153,10 @@ void tp_conn_handshakes_drop(struct tp_conn_host *h);
 
 /* --- Fan-out (conn_fanout.c) --- */
 
-/** While beats are being handed out, queues to `c` those it has not had, behind its queued
- * frames, without writing: for a socket about to be written from the dirty list, so the beats go
- * in the same write (the walk then skips it). */
+/** While beats are being handed out or frames held (tp_conn_fanout_hold), queues to `c` those
+ * it has not had, behind its queued frames, without writing: for a socket about to be written
+ * from the dirty list, so they go in the same write (the walk then skips it), and before a frame
+ * queued to it later (conn_ws.c). */
 void tp_conn_fanout_give(struct tp_conn *c);
 struct tp_send_batch;
 /** The fan-out's io_uring batch (tp_conn_fanout_setup) when it is set up and holds no send of a

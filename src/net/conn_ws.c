@@ -125,10 +125,20 @@ static int ws_result(struct tp_conn *c, int r)
     return r;
 }
 
+/* A `round` the fan-out holds for the next beat (tp_conn_fanout_hold) came before what is being
+ * queued now: the socket takes it first (with any beat pending), so a `payout` never goes ahead
+ * of its settled `round`, nor the next boundary's pair ahead of the settled `round` before it. */
+static void take_held(struct tp_conn *c)
+{
+    if (c->h->fan.held > 0)
+        tp_conn_fanout_give(c);
+}
+
 int tp_conn_ws_send(struct tp_conn *c, const void *payload, size_t len)
 {
     if (tp_conn_is_closed(c) || c->ws == NULL)
         return TP_ECLOSED;
+    take_held(c);
     return ws_result(c, tp_ws_send(c->ws, payload, len));
 }
 
@@ -136,6 +146,7 @@ int tp_conn_ws_send_frame(struct tp_conn *c, struct tp_ws_frame *f)
 {
     if (tp_conn_is_closed(c) || c->ws == NULL)
         return TP_ECLOSED;
+    take_held(c);
     return ws_result(c, tp_ws_send_frame(c->ws, f));
 }
 
@@ -143,6 +154,7 @@ int tp_conn_ws_broadcast_frame(struct tp_conn *c, struct tp_ws_frame *f)
 {
     if (tp_conn_is_closed(c) || c->ws == NULL)
         return TP_ECLOSED;
+    take_held(c);
     int r = count_result(tp_ws_send_frame(c->ws, f));
     tp_conn_mark_bdirty(c);
     return r;

@@ -487,6 +487,17 @@ void tp_worker_fanout(struct tp_worker *w, struct tp_ws_frame *f,
     tp_conn_fanout(&w->host, f, ready); /* the prepare hook starts it before the loop blocks */
 }
 
+bool tp_worker_fanout_hold(struct tp_worker *w, struct tp_ws_frame *f,
+                           bool (*ready)(const struct tp_conn *c))
+{
+    return tp_conn_fanout_hold(&w->host, f, ready);
+}
+
+void tp_worker_fanout_release(struct tp_worker *w)
+{
+    tp_conn_fanout_release(&w->host);
+}
+
 void tp_worker_foreach_ws(struct tp_worker *w, void (*fn)(struct tp_conn *c, void *ud), void *ud)
 {
     tp_conn_foreach_ws(&w->host, fn, ud);

@@ -20,6 +20,13 @@
  * the boundary is written, or dropped if it failed. Publications sent from a reply callback are
  * written before the worker's next fan-out slice (tp_store_flush_soon).
  *
+ * A `round` that announces no boundary (settled, cancelled) rides the next beat: the worker holds
+ * it in its fan-out (tp_worker_fanout_hold) and every socket gets it in the same write as that
+ * beat, instead of a write of its own to every socket (at 10,000 sockets a second full fan-out of
+ * ~25 ms of CPU per worker at every boundary; bench/README.md "Boundaries", session 20). It waits
+ * at most one tick_ms from its receipt (held_timer): a game that stopped ticking (nothing live)
+ * still gets it, alone. A boundary's pair is still queued at once, ahead of the beats.
+ *
  * Beat lag (tickpool_beat_lag_seconds): a tick's `ts` is the leader's wall-clock instant of that
  * price. Frames are only written to the sockets by the worker's ev_prepare hook, just before the
  * loop blocks, so the lag is taken by a second prepare watcher of the lowest priority, which
@@ -96,6 +103,8 @@ struct bcast {
     bool odds_held;
     struct tp_protocol_odds odds;
     ev_timer odds_timer;
+    /* A `round` is held for the next beat (hold_round): how long it may wait for one. */
+    ev_timer held_timer;
     /* Leader side: rounds to announce, oldest first; the head is being loaded. */
     struct announce *ann_head, *ann_tail;
 };
@@ -432,6 +441,28 @@ static void round_sent(struct bcast *bc, const struct tp_protocol_peek *pk, int6
 
 /* --- Dispatch --- */
 
+/* No beat came within a tick_ms of a held `round`: it goes alone. */
+static void on_held_late(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct bcast *bc = t->data;
+    tp_log_debug(MOD, "held round written without a beat");
+    tp_worker_fanout_release(bc->w);
+}
+
+/* Holds `round` message `f` for the next beat; false when the fan-out holds too many already
+ * (it is queued at once, behind them). */
+static bool hold_round(struct bcast *bc, struct tp_ws_frame *f)
+{
+    if (!tp_worker_fanout_hold(bc->w, f, bc->sessions->ready))
+        return false;
+    if (!ev_is_active(&bc->held_timer)) {
+        ev_timer_set(&bc->held_timer, (double)bc->tick_ms / 1000.0, 0.0);
+        ev_timer_start(tp_worker_loop(bc->w), &bc->held_timer);
+    }
+    return true;
+}
+
 void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
 {
     struct bcast *bc = bcast_of(w);
@@ -461,10 +492,14 @@ void tp_bcast_dispatch(struct tp_worker *w, const uint8_t *data, size_t len)
                            : pk.kind == TP_PROTOCOL_ROUND ? TP_WS_KIND_ROUND
                                                           : TP_WS_KIND_DIRECT;
     struct forward fw = {bc->sessions, tp_ws_frame_new(data, len, kind), 0};
-    if (tp_ws_kind_droppable(kind)) /* beats: handed out in slices, newest wins */
+    if (tp_ws_kind_droppable(kind)) { /* beats: handed out in slices, newest wins */
         tp_worker_fanout(w, fw.f, bc->sessions->ready);
-    else /* queued at once, ahead of the beats still to be handed out */
+        ev_timer_stop(tp_worker_loop(w), &bc->held_timer); /* the held `round`s go with it */
+    } else if (kind == TP_WS_KIND_ROUND && pk.round_t_ms == 0 && hold_round(bc, fw.f)) {
+        /* settled or cancelled: rides the next beat */
+    } else { /* queued at once, ahead of the beats still to be handed out */
         tp_worker_foreach_ws(w, send_ready, &fw);
+    }
     tp_ws_frame_unref(fw.f);
     if (pk.kind == TP_PROTOCOL_TICK && pk.tick_ts > 0)
         beat_sent(bc, pk.tick_ts);
@@ -785,6 +820,8 @@ void tp_bcast_start(struct tp_worker *w)
     bc->tick_ms = (int)cfg->game.tick_ms;
     ev_timer_init(&bc->odds_timer, on_odds_late, 0.0, 0.0);
     bc->odds_timer.data = bc;
+    ev_timer_init(&bc->held_timer, on_held_late, 0.0, 0.0);
+    bc->held_timer.data = bc;
     ev_prepare_init(&bc->flushed, on_flushed);
     ev_set_priority(&bc->flushed, EV_MINPRI); /* after the worker's prepare hook */
     bc->flushed.data = bc;

@@ -17,6 +17,14 @@ reader never splits one send, but the watcher may still write a beat behind the 
 quarters are required. A boundary prepared late (its reads past T) leaves its beat to the
 watcher, which writes it before the pair: such boundaries, more of them on a loaded machine,
 are counted apart and not judged (a slow reader may even merge that beat and the pair).
+
+The settled `round` of a round (published once its settlement is done, some ms after the next
+boundary) rides the next beat (session 20; src/stream/bcast.c, hold_round): each worker holds it
+for at most one tick_ms and writes it in the same send as that beat, instead of a send of its own
+to every socket. Checked per socket and settled `round`: the message right behind it is a `tick`
+that arrived in the same read. Before this change it was written on its own; a held round the
+timer lets go alone (no beat came within the tick_ms) or a slow reader splitting nothing, so
+three quarters are required here too.
 """
 
 import selectors
@@ -29,6 +37,7 @@ import tpenv
 
 NSOCK = 4
 BOUNDARIES = 8
+SETTLED = 4  # settled `round` messages per socket
 ENV = {"TICKPOOL_GAME_BETTING_S": "1", "TICKPOOL_GAME_LIVE_S": "1",
        "TICKPOOL_GAME_TICK_MS": "100"}
 
@@ -98,6 +107,14 @@ class Reader:
             out[t] = (beat_read == rd, j == k + 2)
         return out
 
+    def settled(self):
+        """Per settled `round` with a message behind it: did a `tick` come right behind it,
+        in the same read?"""
+        m = self.msgs
+        return [m[k + 1][1].get("t") == "tick" and m[k + 1][0] == rd
+                for k, (rd, a) in enumerate(m[:-1])
+                if a.get("t") == "round" and a["round"]["state"] == "settled"]
+
 
 def test_beat_of_t_in_the_pairs_write():
     with tpenv.Redis() as r, tpenv.Server(redis=r, env=ENV, workers=2, https=False) as s:
@@ -116,18 +133,24 @@ def test_beat_of_t_in_the_pairs_write():
         def enough():
             for key, _ in sel.select(timeout=0.1):
                 key.data.read_once()
-            return all(len(behind(rd)) >= BOUNDARIES for rd in readers)
+            return all(len(behind(rd)) >= BOUNDARIES and len(rd.settled()) >= SETTLED
+                       for rd in readers)
         # A loaded machine prepares more boundaries late (their beat goes before the pair): the
         # deadline, for as many boundaries as that takes, only catches a game that stopped.
         tpenv.wait_until(enough, timeout=BOUNDARIES * 20, interval=0,
-                         what=f"{BOUNDARIES} boundaries with the beat behind the pair, each socket")
-        seen = joined = late = 0
+                         what=f"{BOUNDARIES} boundaries with the beat behind the pair and {SETTLED} "
+                              f"settled rounds, each socket")
+        seen = joined = late = settled = rode = 0
         for rd in readers:
             late += len(rd.boundaries()) - len(behind(rd))
             for t, same_read in sorted(behind(rd).items()):
                 seen += 1
                 joined += same_read
+            settled += len(rd.settled())
+            rode += sum(rd.settled())
             rd.sock.close()
+        print(f"    settled round with a beat right behind it in its read: {rode} of {settled}")
+        assert rode * 4 >= settled * 3, (rode, settled)
         print(f"    beat of T in the pair's read: {joined} of {seen} socket-boundaries with the "
               f"beat behind the pair ({late} more with the beat before it: prepared late)")
         assert joined * 4 >= seen * 3, (joined, seen)

@@ -36,14 +36,20 @@ struct tp_conn_ws_hooks {
     void (*on_close)(struct tp_conn *c, void *ud);
 };
 
-/* Droppable broadcasts (tick, odds) being handed to the WebSocket sockets in slices
- * (conn_fanout.c): at most one frame per droppable kind, oldest first, each with its
- * generation. Only the conn files touch it. */
+/* Frames a fan-out may hold that are never dropped (tp_conn_fanout_hold): more wait for the
+ * caller's own queueing at once. */
+#define TP_CONN_FANOUT_HELD_MAX 4
+
+/* Broadcasts being handed to the WebSocket sockets in slices (conn_fanout.c): at most one frame
+ * per droppable kind (tick, odds) and up to TP_CONN_FANOUT_HELD_MAX held ones (a `round` riding
+ * the next beat), oldest first, each with its generation. Only the conn files touch it. */
 struct tp_conn_fanout {
-    struct tp_ws_frame *f[TP_WS_KIND_COUNT_]; /* pending frames, oldest first (n of them) */
-    uint64_t gen[TP_WS_KIND_COUNT_];          /* their generations, increasing */
+    struct tp_ws_frame *f[TP_WS_KIND_COUNT_ + TP_CONN_FANOUT_HELD_MAX]; /* pending, oldest first */
+    uint64_t gen[TP_WS_KIND_COUNT_ + TP_CONN_FANOUT_HELD_MAX];          /* increasing */
     int n;
+    int held;               /* of the n, frames that are never dropped (tp_conn_fanout_hold) */
     uint64_t last;          /* the newest generation handed out (0: none yet) */
+    uint64_t walk_gen;      /* the newest generation the walk under way hands out */
     struct tp_conn *cursor; /* next socket of ws_list to visit (NULL: the list's head) */
     size_t left;            /* visits until every socket has the newest frame */
     bool (*ready)(const struct tp_conn *c);
@@ -163,9 +169,21 @@ bool tp_conn_bcast_out(const struct tp_conn_host *h, struct tp_conn_bcast_mark m
  * kind supersedes (tp_ws_kind_supersedes): a socket not yet visited gets only the newest. */
 void tp_conn_fanout(struct tp_conn_host *h, struct tp_ws_frame *f,
                     bool (*ready)(const struct tp_conn *c));
+/** Holds non-droppable frame `f` (a `round` that announces no boundary; the host takes a
+ * reference) for every WebSocket of `h` for which `ready` holds, to go in the same write as the
+ * next beat: the sockets the walk under way has still to visit take it with their beat, the
+ * others with the next tp_conn_fanout's (or tp_conn_fanout_release's) walk, and a socket written
+ * meanwhile for any other reason (a reply, a payout, a broadcast queued at once) takes it first,
+ * so it never goes behind what came after it. Returns false, holding nothing, when
+ * TP_CONN_FANOUT_HELD_MAX frames are held already: the caller queues it at once. */
+bool tp_conn_fanout_hold(struct tp_conn_host *h, struct tp_ws_frame *f,
+                         bool (*ready)(const struct tp_conn *c));
+/** Starts a walk for the held frames not yet handed out by one (no beat came in time); no-op
+ * when none waits. */
+void tp_conn_fanout_release(struct tp_conn_host *h);
 /** Visits sockets for at most about `budget_ns` (0: all), queueing each one's pending frames in
- * order and writing them at once, from where the previous slice stopped. True when sockets are
- * left for the next loop iteration. */
+ * order and writing them at once (several in one write), from where the previous slice stopped.
+ * True when sockets are left for the next loop iteration. */
 bool tp_conn_run_fanout(struct tp_conn_host *h, int64_t budget_ns);
 /** Sends the fan-out's straight writes to plain sockets in batches of up to `batch` (a power of
  * two), one io_uring_enter each, instead of one send() each; 0: send() (the default, and TLS

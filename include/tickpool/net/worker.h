@@ -120,6 +120,15 @@ size_t tp_worker_broadcast(struct tp_worker *w, struct tp_ws_frame *f);
  */
 void tp_worker_fanout(struct tp_worker *w, struct tp_ws_frame *f,
                       bool (*ready)(const struct tp_conn *c));
+/**
+ * Holds non-droppable frame `f` (a reference is taken) for every WebSocket of this worker for
+ * which `ready` holds, to go in the same write as the next beat (tp_conn_fanout_hold). False,
+ * holding nothing, when too many are held: queue it at once instead.
+ */
+bool tp_worker_fanout_hold(struct tp_worker *w, struct tp_ws_frame *f,
+                           bool (*ready)(const struct tp_conn *c));
+/** The held frames go now, without waiting for a beat (tp_conn_fanout_release). */
+void tp_worker_fanout_release(struct tp_worker *w);
 /** Calls fn for every open WebSocket connection (do not close sockets from fn). */
 void tp_worker_foreach_ws(struct tp_worker *w, void (*fn)(struct tp_conn *c, void *ud), void *ud);
 /** Number of open connections and of WebSocket connections. */

@@ -636,6 +636,17 @@ static size_t fill_socket(int i)
     return filled;
 }
 
+/* Reads from client i the `filled` bytes put in its socket, then `len` more: they must be `want`,
+ * and nothing after them (written once). */
+static void read_after_fill(int i, size_t filled, const void *want, size_t len)
+{
+    static uint8_t buf[(1 << 17) + 16];
+    assert_true(filled + len <= sizeof(buf));
+    assert_int_equal(read_all(i, buf, filled + len), filled + len);
+    assert_memory_equal(buf + filled, want, len);
+    assert_int_equal(recv(fds[i], buf, sizeof(buf), 0), -1);
+}
+
 /* io_uring, a full socket: its send completes at once with EAGAIN, and the beat is kept as a
  * direct write keeps it, written by the watcher once the client reads; the other socket's send
  * in the same batch goes whole. Without the EAGAIN handling the beat is lost. */
@@ -656,10 +667,7 @@ static void test_uring_full_socket(void **state)
     char s[256];
     received(1, s, sizeof(s));
     assert_string_equal(s, "t1");
-    static uint8_t buf[(1 << 17) + 16];
-    assert_true(filled + 4 <= sizeof(buf));
-    assert_int_equal(read_all(0, buf, filled + 4), filled + 4);
-    assert_memory_equal(buf + filled, "\x82\x02t1", 4);
+    read_after_fill(0, filled, "\x82\x02t1", 4);
 }
 
 /* io_uring, a partial write: a frame bigger than the socket's room goes out in part from the
@@ -890,6 +898,219 @@ static void test_uring_rounds_full_partial_closed(void **state)
     }
 }
 
+/* Client i has received these frames since the last read (received's form). */
+static void expect_got(int i, const char *want)
+{
+    char s[256];
+    received(i, s, sizeof(s));
+    assert_string_equal(s, want);
+}
+
+/* Opens sockets [0, n), each ready for broadcasts. */
+static void open_ready(int n)
+{
+    for (int i = 0; i < n; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], &ready_flag);
+    }
+}
+
+/* Holds `payload` as a `round` that rides the next beat (tp_conn_fanout_hold). */
+static bool hold(const char *payload, size_t len)
+{
+    struct tp_ws_frame *f = tp_ws_frame_new(payload, len, TP_WS_KIND_ROUND);
+    bool held = tp_conn_fanout_hold(&host, f, ready);
+    tp_ws_frame_unref(f);
+    return held;
+}
+
+/* Session 20 (issue 13): a held `round` is not written on its own; it goes in the same write as
+ * the next beat, one send per socket (counted through io_uring), and the walk that gives it ends
+ * with nothing held. A socket not ready never gets it. */
+static void test_held_round_rides_next_beat(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], i == 5 ? NULL : &ready_flag);
+    }
+    hand("t1", TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    for (int i = 0; i < N; i++) {
+        expect_got(i, i == 5 ? "" : "t1");
+    }
+    assert_true(hold("r1", 2));
+    assert_false(tp_conn_fanout_pending(&host)); /* nothing to walk for until a beat comes */
+    assert_false(slice());
+    for (int i = 0; i < N; i++) {
+        expect_got(i, "");
+    }
+    uint64_t batched = tp_conn_fanout_batched(&host);
+    hand("t2", TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    if (tp_conn_fanout_io_uring(&host))
+        assert_int_equal(tp_conn_fanout_batched(&host) - batched, N - 1); /* one each */
+    for (int i = 0; i < N; i++) {
+        expect_got(i, i == 5 ? "" : "r1,t2");
+    }
+    assert_int_equal(host.fan.n, 0);
+    assert_int_equal(host.fan.held, 0);
+}
+
+/* A `round` held while a walk is under way rides it to the sockets the walk has still to visit
+ * (ahead of their beat, as a `round` goes ahead of queued beats); the sockets visited before it
+ * came get it with the next beat, and no socket gets it alone or twice. */
+static void test_held_round_mid_walk(void **state)
+{
+    (void)state;
+    open_ready(N);
+    hand("t1", TP_WS_KIND_TICK);
+    assert_true(slice()); /* 16 sockets get t1 */
+    assert_true(hold("r1", 2));
+    while (slice())
+        ;
+    bool early[N];
+    int nearly = 0;
+    char s[256];
+    for (int i = 0; i < N; i++) {
+        received(i, s, sizeof(s));
+        early[i] = strcmp(s, "t1") == 0;
+        if (early[i])
+            nearly++;
+        else
+            assert_string_equal(s, "r1,t1");
+    }
+    assert_int_equal(nearly, SLICE);
+    assert_int_equal(host.fan.n, 1); /* r1, still owed to the first slice's sockets */
+    assert_false(tp_conn_fanout_pending(&host));
+    hand("t2", TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    for (int i = 0; i < N; i++) {
+        expect_got(i, early[i] ? "r1,t2" : "t2");
+    }
+    assert_int_equal(host.fan.n, 0);
+}
+
+/* What is queued to a socket after a `round` was held goes behind it: an answer (a `payout`
+ * after its settled `round`) and a broadcast queued at once (the next boundary's pair) take the
+ * held round along first; the next beat then does not give it again. */
+static void test_held_round_goes_first(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        upgrade(i);
+        tp_conn_set_data(conns[i], i == 7 ? NULL : &ready_flag);
+    }
+    assert_true(hold("r1", 2));
+    assert_int_equal(tp_conn_ws_send(conns[0], "a0", 2), 0);
+    assert_int_equal(tp_conn_ws_send(conns[7], "a7", 2), 0); /* not ready: no round of its */
+    while (slice())
+        ;
+    expect_got(0, "r1,a0");
+    expect_got(7, "a7");
+    expect_got(1, "");
+    broadcast_round("p1", 2, N);
+    while (slice())
+        ;
+    for (int i = 0; i < N; i++) {
+        expect_got(i, i == 0 || i == 7 ? "p1" : "r1,p1");
+    }
+    hand("t2", TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    for (int i = 0; i < N; i++) {
+        expect_got(i, i == 7 ? "" : "t2");
+    }
+    assert_int_equal(host.fan.n, 0);
+}
+
+/* No beat comes (the game stopped ticking): the release (bcast.c's timer, one tick_ms) walks for
+ * the held rounds alone, in the order they were held; a second release is a no-op. At most
+ * TP_CONN_FANOUT_HELD_MAX are held: the next is refused, holding nothing. */
+static void test_held_round_released(void **state)
+{
+    (void)state;
+    open_ready(N);
+    char p[8];
+    for (int k = 0; k < TP_CONN_FANOUT_HELD_MAX; k++) {
+        snprintf(p, sizeof(p), "r%d", k);
+        assert_true(hold(p, 2));
+    }
+    assert_false(hold("rx", 2));
+    assert_int_equal(host.fan.held, TP_CONN_FANOUT_HELD_MAX);
+    tp_conn_fanout_release(&host);
+    assert_true(tp_conn_fanout_pending(&host));
+    while (slice())
+        ;
+    for (int i = 0; i < N; i++) {
+        expect_got(i, "r0,r1,r2,r3");
+    }
+    assert_int_equal(host.fan.n, 0);
+    assert_int_equal(host.fan.held, 0);
+    tp_conn_fanout_release(&host);
+    assert_false(tp_conn_fanout_pending(&host));
+}
+
+/* A full socket given a held `round` and its beat keeps them whole, in order, for its watcher
+ * (through io_uring: the gathered send completes with EAGAIN); the other socket gets both. */
+static void test_held_round_full_socket(void **state)
+{
+    (void)state;
+    open_ready(2);
+    size_t filled = fill_socket(0);
+    assert_true(hold("r1", 2));
+    hand("t1", TP_WS_KIND_TICK);
+    while (slice())
+        ;
+    read_after_fill(0, filled, "\x82\x02r1\x82\x02t1", 8);
+    expect_got(1, "r1,t1");
+}
+
+/* A socket too slow for held rounds is cut as one too slow for anything never dropped: its queue
+ * passes the cap, is discarded for a close 1013 `send queue full`, and the socket closes once
+ * that frame is out; the socket that reads gets every round. */
+static void test_held_round_slow_socket_cut(void **state)
+{
+    (void)state;
+    open_ready(2);
+    size_t filled = fill_socket(0);
+    enum { LEN = 20000, ROUNDS = 5 }; /* 5 x 20 KB queued: past the 64 KiB cap */
+    static char payload[LEN];
+    static uint8_t buf[(1 << 18)];
+    size_t got1 = 0;
+    for (int k = 0; k < ROUNDS; k++) {
+        memset(payload, 'a' + k, LEN);
+        assert_true(hold(payload, LEN));
+        snprintf(payload, 8, "t%d", k);
+        hand(payload, TP_WS_KIND_TICK);
+        while (slice())
+            ;
+        got1 += read_all(1, buf + got1, 4 + LEN + 4);
+    }
+    assert_int_equal(got1, ROUNDS * (4 + LEN + 4));
+    for (int k = 0; k < ROUNDS; k++)
+        assert_int_equal(buf[k * (8 + LEN) + 4], 'a' + k);
+    /* Socket 0: its client reads now, until the server closes. */
+    size_t got = 0;
+    ssize_t n = 1;
+    int64_t end = tp_mono_ms() + 5000;
+    while (n != 0 && tp_mono_ms() < end) {
+        ev_run(host.loop, EVRUN_NOWAIT);
+        slice();
+        tp_conn_reap(&host);
+        n = recv(fds[0], buf + got, sizeof(buf) - got, 0);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    assert_int_equal(n, 0); /* EOF: the server closed it */
+    assert_true(got > filled);
+    static const char close1013[] = "\x88\x11\x03\xf5send queue full";
+    assert_non_null(memmem(buf + filled, got - filled, close1013, sizeof(close1013) - 1));
+}
+
 /* A kernel that refuses io_uring (ENOSYS, EPERM under seccomp or kernel.io_uring_disabled):
  * the set-up says so with the reason, and the fan-out writes with send() as before. In a child,
  * since the filter cannot be removed. */
@@ -944,6 +1165,12 @@ int main(void)
         SEND(test_no_beat_after_close_frame),
         SEND(test_fallback_when_io_uring_refused),
         SEND(test_bytes_counted),
+        SEND(test_held_round_rides_next_beat),
+        SEND(test_held_round_mid_walk),
+        SEND(test_held_round_goes_first),
+        SEND(test_held_round_released),
+        SEND(test_held_round_full_socket),
+        SEND(test_held_round_slow_socket_cut),
     };
     const struct CMUnitTest uring[] = {
         URING(test_newest_wins_across_slices),
@@ -961,6 +1188,12 @@ int main(void)
         URING(test_uring_answers_batched),
         URING(test_uring_rounds_full_partial_closed),
         URING(test_bytes_counted),
+        URING(test_held_round_rides_next_beat),
+        URING(test_held_round_mid_walk),
+        URING(test_held_round_goes_first),
+        URING(test_held_round_released),
+        URING(test_held_round_full_socket),
+        URING(test_held_round_slow_socket_cut),
     };
     int failed = cmocka_run_group_tests_name("send", sends, NULL, NULL);
     return failed + cmocka_run_group_tests_name("io_uring", uring, NULL, NULL);
