@@ -85,7 +85,8 @@ class Load:
     times of refusals that would mean a missing copy answered the old way: 404 round_not_found,
     or 409 round_not_open, for a bet sent more than 1 s before the round's lock; each with how
     long the round had been seen open then (a bet right after a boundary can precede the
-    leader's copies); `other` counts other answers."""
+    leader's copies); `last_ok` the time of each user's latest 201; `other` counts other
+    answers."""
 
     def __init__(self, s, users, marked=(), nthreads=8, tag="t"):
         self.s, self.users, self.marked, self.nthreads = s, users, set(marked), nthreads
@@ -95,6 +96,7 @@ class Load:
         self.unavailable = collections.defaultdict(list)
         self.missing_copy = []
         self.ok_times = collections.defaultdict(list)  # [marked?] -> times of 201s
+        self.last_ok = {}  # user id -> time of its latest 201
         self.seen = {}  # round id -> when _poll first saw it open
         self.locks_at = 0
         self.other = collections.Counter()
@@ -154,6 +156,7 @@ class Load:
                         assert key not in self.acked, (key, self.acked[key], v)
                         self.acked[key] = (v["bet_id"], uid)
                         self.ok_times[uid in self.marked].append(time.monotonic())
+                        self.last_ok[uid] = self.ok_times[uid in self.marked][-1]
                     break
                 if st == 503:
                     with self.lock:

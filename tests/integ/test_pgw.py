@@ -308,31 +308,58 @@ def cmdstat(c, name):
     return st.get("calls", 0), st.get("usec", 0)
 
 
+def outbox_keys(money):
+    return ["tp:{g}:outbox"] + ["tp:{b%d}:outbox" % b for b in range(money.buckets)]
+
+
 def stream_lens(money):
-    return [money.c.xlen(k) for k in
-            ["tp:{g}:outbox"] + ["tp:{b%d}:outbox" % b for b in range(money.buckets)]]
+    return [money.c.xlen(k) for k in outbox_keys(money)]
+
+
+def bets_trimmed(money):
+    """Entries taken off the buckets' outbox streams (the bets') so far: XINFO STREAM's
+    entries-added less its length."""
+    info = [money.c.xinfo_stream(k) for k in outbox_keys(money)[1:] if money.c.exists(k)]
+    return sum(i["entries-added"] - i["length"] for i in info)
 
 
 def test_outbox_trimmed_while_flowing_untrimmed_while_postgres_down():
     """The writer trims the outbox with XTRIM MINID after each batch (no XDEL per id): while bets
-    flow and Postgres is up the streams stay short; while Postgres is down nothing is trimmed
-    (no entry is committed), the backlog grows, and it drains to empty once Postgres is back."""
+    flow and Postgres is up, committed entries leave the streams before the flow ends; while
+    Postgres is down nothing is trimmed (no entry is committed), the backlog grows, and it drains
+    to empty once Postgres is back."""
     with pgwlib.OutagePg("tp_trim") as pg:
         with tpenv.Redis() as r:
             money = pgwlib.Money(r, buckets=2)
             with server(r, pg, workers=2) as s:  # two consumers share the group
                 pgwlib.migrate(s, pg)
                 nusers, stakes, nbets = 20, money.workload(nusers=20, nbets=0), 0
-                peak = 0
-                for i in range(3000):
-                    money.bet(1 + i % nusers, 900001, i % 5, 100, f"flow-{i}")
+                # The grants written and trimmed (by a batch's trim or the start's idle one):
+                # what leaves the buckets' streams from here on is the flow's bets.
+                pgwlib.wait_drained(money, pg, 0)
+                before, peak, seen = bets_trimmed(money), 0, 0
+
+                def bet_and_look():
+                    """One more bet of the flow; at every 50th, the longest stream and the flow's
+                    entries trimmed so far. True once the flow has 3000 bets and some were."""
+                    nonlocal stakes, nbets, peak, seen
+                    money.bet(1 + nbets % nusers, 900001, nbets % 5, 100, f"flow-{nbets}")
                     stakes += 100
                     nbets += 1
-                    if i % 50 == 0:
+                    if nbets % 50 == 1:
                         peak = max(peak, max(stream_lens(money)))
+                        seen = seen or bets_trimmed(money) - before
+                    return nbets >= 3000 and seen
+
+                # 3000 bets, then one every 10 ms until a look finds entries trimmed. How far a
+                # loaded writer trails the flow (the streams' peak) is its speed, not checked here;
+                # the deadline catches a writer that does not trim while Postgres is up.
+                while nbets < 3000:
+                    bet_and_look()
+                tpenv.wait_until(bet_and_look, timeout=60, interval=0.01,
+                                 what="entries trimmed while bets still flow")
                 pgwlib.wait_drained(money, pg, nbets)
-                print(f"    peak stream length while flowing: {peak} (3000 bets)")
-                assert peak < 1500, f"outbox not trimmed while bets flow (peak {peak})"
+                print(f"    {seen} entries trimmed while {nbets} bets flowed; longest: {peak}")
                 assert cmdstat(money.c, "xtrim")[0] > 0
                 assert cmdstat(money.c, "xdel")[0] == 0, "entries deleted one by one"
                 # Postgres down: entries stay pending or undelivered, none committed, none trimmed.
