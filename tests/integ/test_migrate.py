@@ -41,7 +41,8 @@ def copy_migrations():
 @contextlib.contextmanager
 def migrated_below(first):
     """A private Postgres with only the migrations numbered below `first` (e.g. "0008")
-    applied: a database an older version filled, for the migration `first` to run on."""
+    applied, the last of them included and `first` not: a database an older version filled,
+    for the migration `first` to run on."""
     d = tempfile.mkdtemp(prefix="tp-mig-")
     try:
         for f in os.listdir(MIGRATIONS):
@@ -49,7 +50,9 @@ def migrated_below(first):
                 shutil.copy(os.path.join(MIGRATIONS, f), d)
         with tpenv.Postgres() as pg:
             r = migrate(pg.url, d)
-            assert r.returncode == 0, r.stdout + r.stderr
+            last = max(f for f in files() if f < first)
+            assert r.returncode == 0 and f"applying {last}" in r.stdout, r.stdout + r.stderr
+            assert f"applying {first}" not in r.stdout, r.stdout
             yield pg
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -337,58 +340,47 @@ def test_0007_under_a_running_game_on_a_database_with_rows():
     Postgres while it is open or live (6 s), before it settles; the waits are deadlines."""
     env = {"TICKPOOL_GAME_BUCKETS": "2", "TICKPOOL_GAME_BETTING_S": "4",
            "TICKPOOL_GAME_LIVE_S": "6", "TICKPOOL_GAME_MIN_STAKE": "1"}
-    d = tempfile.mkdtemp(prefix="tp-mig-")
-    try:
-        for f in os.listdir(MIGRATIONS):
-            if f.endswith(".sql") and f < "0007":
-                shutil.copy(os.path.join(MIGRATIONS, f), d)
-        with tpenv.Redis() as r, tpenv.Postgres() as pg:
-            r0 = migrate(pg.url, d)
-            assert r0.returncode == 0 and "applying 0006_" in r0.stdout, r0.stdout + r0.stderr
-            assert "0007" not in r0.stdout
-            with tpenv.Server(redis=r, pg=pg, env=env, migrate=False, https=False) as s:
-                users = tpclient.make_users(s, 6, "mg")
-                jobs = [(i % 5, 10 + i) for i in range(30)]
-                settled = []
-                for tag in ("a", "b"):
-                    o = tpclient.fresh_open_round(s, 3000)
-                    ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=4, tag=tag)
-                    assert len(ok) == len(jobs), other[:3]
-                    settled.append(o["id"])
-                tpenv.wait_until(lambda: pg.psql(
-                    "SELECT count(*) FROM bets WHERE round_id = %d AND status <> 'pending'"
-                    % settled[-1]) != [["0"]], timeout=60, what="the bets' round settled")
-                # This version's audit counts payouts rows as the credits (0010): before the
-                # migration it refuses the schema instead of comparing.
-                code, out = tpclient.audit(s)
-                assert code == 2 and "older than migration 0010" in out, out
-                # Bets of a round that is still open when 0007 runs.
+    with migrated_below("0007") as pg, tpenv.Redis() as r:
+        with tpenv.Server(redis=r, pg=pg, env=env, migrate=False, https=False) as s:
+            users = tpclient.make_users(s, 6, "mg")
+            jobs = [(i % 5, 10 + i) for i in range(30)]
+            settled = []
+            for tag in ("a", "b"):
                 o = tpclient.fresh_open_round(s, 3000)
-                ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=4, tag="c")
+                ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=4, tag=tag)
                 assert len(ok) == len(jobs), other[:3]
-                tpenv.wait_until(lambda: pg.psql(
-                    "SELECT count(*) FROM bets WHERE round_id = %d AND status = 'pending'"
-                    % o["id"]) == [[str(len(jobs))]], timeout=30, what="the open round's bets")
-                r1 = migrate(pg.url)
-                assert r1.returncode == 0 and "applying 0007_" in r1.stdout, \
-                    r1.stdout + r1.stderr
-                assert pg.psql("SELECT count(*) FROM bets") == [[str(3 * len(jobs))]]
-                assert pg.psql("SELECT reloptions FROM pg_class WHERE relname = 'bets'") \
-                    == [["{fillfactor=50}"]]
-                code, out = tpclient.audit(s)
-                assert code == 0, out
-                # The open round settles after the migration; more bets on top.
-                o2 = tpclient.fresh_open_round(s, 3000)
-                ok, other = tpclient.place_bets(s, users, o2["id"], jobs, nthreads=4, tag="d")
-                assert len(ok) == len(jobs), other[:3]
-                tpenv.wait_until(lambda: pg.psql(
-                    "SELECT count(*) FROM bets WHERE round_id IN (%d, %d) AND status = 'pending'"
-                    % (o["id"], o2["id"])) == [["0"]], timeout=60, what="both rounds settled")
-                code, out = tpclient.audit(s)
-                assert code == 0, out
-                assert pg.psql("SELECT count(*) FROM bets") == [[str(4 * len(jobs))]]
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+                settled.append(o["id"])
+            tpenv.wait_until(lambda: pg.psql(
+                "SELECT count(*) FROM bets WHERE round_id = %d AND status <> 'pending'"
+                % settled[-1]) != [["0"]], timeout=60, what="the bets' round settled")
+            # This version's audit counts payouts rows as the credits (0010): before the
+            # migration it refuses the schema instead of comparing.
+            code, out = tpclient.audit(s)
+            assert code == 2 and "older than migration 0010" in out, out
+            # Bets of a round that is still open when 0007 runs.
+            o = tpclient.fresh_open_round(s, 3000)
+            ok, other = tpclient.place_bets(s, users, o["id"], jobs, nthreads=4, tag="c")
+            assert len(ok) == len(jobs), other[:3]
+            tpenv.wait_until(lambda: pg.psql(
+                "SELECT count(*) FROM bets WHERE round_id = %d AND status = 'pending'"
+                % o["id"]) == [[str(len(jobs))]], timeout=30, what="the open round's bets")
+            r1 = migrate(pg.url)
+            assert r1.returncode == 0 and "applying 0007_" in r1.stdout, r1.stdout + r1.stderr
+            assert pg.psql("SELECT count(*) FROM bets") == [[str(3 * len(jobs))]]
+            assert pg.psql("SELECT reloptions FROM pg_class WHERE relname = 'bets'") \
+                == [["{fillfactor=50}"]]
+            code, out = tpclient.audit(s)
+            assert code == 0, out
+            # The open round settles after the migration; more bets on top.
+            o2 = tpclient.fresh_open_round(s, 3000)
+            ok, other = tpclient.place_bets(s, users, o2["id"], jobs, nthreads=4, tag="d")
+            assert len(ok) == len(jobs), other[:3]
+            tpenv.wait_until(lambda: pg.psql(
+                "SELECT count(*) FROM bets WHERE round_id IN (%d, %d) AND status = 'pending'"
+                % (o["id"], o2["id"])) == [["0"]], timeout=60, what="both rounds settled")
+            code, out = tpclient.audit(s)
+            assert code == 0, out
+            assert pg.psql("SELECT count(*) FROM bets") == [[str(4 * len(jobs))]]
 
 
 def test_bets_round_brin_on_a_database_with_rows():
