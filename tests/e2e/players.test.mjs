@@ -290,7 +290,9 @@ const { it, failed } = steps(() => page);
   it("signout: Sign out revokes the token on the server, not only in the page", async () => {
     await page.locator(tid("signout")).click();
     await waitFor(async () => (await env.server.api("GET", "/me", { token })).status === 401, { what: "the token revoked" });
-    assert.equal(await page.evaluate(() => localStorage.getItem("tp.session")), null);
+    // The server revokes before the page has the logout's answer, and the page forgets the
+    // session only then: wait for it rather than read it at once (failed so in CI, 102 ms in).
+    await waitFor(async () => (await page.evaluate(() => localStorage.getItem("tp.session"))) === null, { what: "the session forgotten in the page" });
     await waitFor(async () => await page.locator(tid("signin-submit")).isVisible(), { what: "the sign-in form" });
     // The new password signs in again, from the page.
     await page.locator(tid("signin-username")).fill(username);
