@@ -345,12 +345,9 @@ static bool run_batch(struct batch_src *s)
     for (unsigned i = 0; i < k; i++) {
         struct tp_conn *c = cs[i];
         ssize_t w = tp_send_batch_result(b, i);
-        int r = tp_ws_output_written(c->ws, slots + (size_t)i * BCAST_SLOT, len[i], w);
         if (w > 0)
             tp_metrics_add(TP_METRIC_HTTP_BYTES_OUT_TOTAL, w);
-        tp_conn_ws_written(c, r);
-        tp_conn_update_events(c);
-        tp_conn_arm_timer(c);
+        tp_conn_ws_output_sent(c, slots + (size_t)i * BCAST_SLOT, len[i], w);
     }
     tp_send_batch_clear(b);
     tp_conn_fanout_sends_ran(s->h, k, rc);

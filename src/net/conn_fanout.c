@@ -246,13 +246,10 @@ static void batch_run(struct tp_conn_host *h)
         if (tp_conn_is_closed(e->c))
             continue;
         ssize_t w = tp_send_batch_result(bt->sends, k);
-        if (e->i < 0) { /* its queue: taken as a flush takes its write (conn.c's run_batch) */
-            int r = tp_ws_output_written(e->c->ws, bt->gather + e->off, e->len, w);
+        if (e->i < 0) { /* its queue, gathered (batch_take) */
             if (w > 0)
                 fo->out_bytes += (size_t)w;
-            tp_conn_ws_written(e->c, r);
-            tp_conn_update_events(e->c);
-            tp_conn_arm_timer(e->c);
+            tp_conn_ws_output_sent(e->c, bt->gather + e->off, e->len, w);
             continue;
         }
         bool direct = direct_done(fo, e->c, e->i, tp_ws_frame_written(e->c->ws, fo->f[e->i], w));
@@ -287,7 +284,7 @@ static void batch_add(struct tp_conn_host *h, struct tp_conn *c, uint64_t had, i
 /* Adds to the batch one send of what `c` has queued, its new frames just queued from an empty
  * queue; false when it does not fit (more than the batch's gather room, or the ring failed while
  * making room): the caller writes it as a flush. */
-static bool batch_take(struct tp_conn_host *h, struct tp_conn *c, uint64_t had)
+static bool batch_take(struct tp_conn_host *h, struct tp_conn *c)
 {
     struct tp_conn_fanout *fo = &h->fan;
     if (tp_send_batch_full(fo->_batch->sends))
@@ -305,7 +302,7 @@ static bool batch_take(struct tp_conn_host *h, struct tp_conn *c, uint64_t had)
     if (n == 0)
         return false;
     unsigned k = tp_send_batch_add(bt->sends, c->io.fd, bt->gather + bt->gathered, n);
-    bt->at[k] = (struct batched){.c = c, .had = had, .i = -1, .off = bt->gathered, .len = n};
+    bt->at[k] = (struct batched){.c = c, .i = -1, .off = bt->gathered, .len = n};
     bt->gathered += n;
     return true;
 }
@@ -342,7 +339,7 @@ static void visit(struct tp_conn_host *h, struct tp_conn *c)
         if (several && !tp_ws_has_output(c->ws)) {
             for (int j = i; j < fo->n; j++)
                 tp_conn_ws_queue(c, fo->f[j]);
-            if (!tp_conn_is_closed(c) && !batch_take(h, c, had))
+            if (!tp_conn_is_closed(c) && !batch_take(h, c))
                 tp_conn_run_deferred(c);
             return;
         }

@@ -112,6 +112,10 @@ void tp_conn_write(struct tp_conn *c);
  * readability (TLS), close on an error, or close once the session's close frame is out. Shared
  * by the queue's flush (tp_conn_write) and the fan-out's direct writes. */
 void tp_conn_ws_written(struct tp_conn *c, int r);
+/** After a batched send of the `n` bytes tp_ws_take_output gave (`p`) returned `w`: the session
+ * takes the result, then tp_conn_ws_written, and the socket's events and idle timer follow it.
+ * Shared by the dirty list's io_uring batch (conn.c) and the fan-out's gathered sends. */
+void tp_conn_ws_output_sent(struct tp_conn *c, const uint8_t *p, size_t n, ssize_t w);
 /** Half-closes and drains unread input until EOF (for at most a few seconds), so a response is not
  * lost to an RST; closes at once when the peer already sent EOF. */
 void tp_conn_start_linger(struct tp_conn *c);

@@ -199,6 +199,13 @@ void tp_conn_ws_written(struct tp_conn *c, int r)
         tp_conn_close(c);
 }
 
+void tp_conn_ws_output_sent(struct tp_conn *c, const uint8_t *p, size_t n, ssize_t w)
+{
+    tp_conn_ws_written(c, tp_ws_output_written(c->ws, p, n, w));
+    tp_conn_update_events(c);
+    tp_conn_arm_timer(c);
+}
+
 void tp_conn_write(struct tp_conn *c)
 {
     if (tp_conn_is_closed(c) || c->state == TP_CONN_ST_HANDSHAKE || c->state == TP_CONN_ST_LINGER)

@@ -155,8 +155,9 @@ class Load:
                     with self.lock:
                         assert key not in self.acked, (key, self.acked[key], v)
                         self.acked[key] = (v["bet_id"], uid)
-                        self.ok_times[uid in self.marked].append(time.monotonic())
-                        self.last_ok[uid] = self.ok_times[uid in self.marked][-1]
+                        now = time.monotonic()
+                        self.ok_times[uid in self.marked].append(now)
+                        self.last_ok[uid] = now
                     break
                 if st == 503:
                     with self.lock:
