@@ -69,15 +69,57 @@ static const char *check_fanout_io_uring(const void *field)
     return strcmp(s, "auto") == 0 || strcmp(s, "off") == 0 ? NULL : "must be auto or off";
 }
 
+/* One allowlist entry, blanks around it already trimmed: a browser's serialised Origin,
+ * http:// or https:// and a lower-case host[:port] with nothing after it. The /ws check compares
+ * bytes, so an entry a browser can never send (a trailing '/', a path, an upper-case host) would
+ * refuse every page silently: refuse it here, naming what is wrong. */
+static const char *check_origin(const char *e, size_t n)
+{
+    size_t skip = n > 7 && strncmp(e, "http://", 7) == 0    ? 7
+                  : n > 8 && strncmp(e, "https://", 8) == 0 ? 8
+                                                            : 0;
+    if (skip == 0)
+        return "each entry must be an origin: http:// or https:// and a host, e.g. "
+               "https://game.example.com";
+    for (size_t i = skip; i < n; i++) {
+        char ch = e[i];
+        if (ch >= 'A' && ch <= 'Z')
+            return "each entry must be an origin with a lower-case host, as browsers send it";
+        if (ch == '/' || ch == '?' || ch == '#' || ch == '@' || ch == ' ' || ch == '\t')
+            return "each entry must be an origin: scheme://host[:port], no path, no trailing "
+                   "'/', no user";
+    }
+    return NULL;
+}
+
+/* At most TP_CONFIG_MAX_ORIGINS comma-separated origins, blanks around each ignored (as the
+ * /ws check does, tp_ws_origin_allowed). */
 static const char *check_origins(const void *field)
 {
     const char *s = field;
     if (*s == '\0')
         return NULL;
     int n = 1;
-    for (; *s; s++)
-        n += *s == ',';
-    return n <= TP_CONFIG_MAX_ORIGINS ? NULL : "too many origins (at most 16)";
+    for (const char *p = s; *p; p++)
+        n += *p == ',';
+    if (n > TP_CONFIG_MAX_ORIGINS)
+        return "too many origins (at most 16)";
+    while (*s != '\0') {
+        const char *end = strchr(s, ',');
+        size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+        const char *e = s;
+        while (len > 0 && (*e == ' ' || *e == '\t'))
+            e++, len--;
+        while (len > 0 && (e[len - 1] == ' ' || e[len - 1] == '\t'))
+            len--;
+        const char *why = len > 0 ? check_origin(e, len) : NULL;
+        if (why != NULL)
+            return why;
+        if (end == NULL)
+            break;
+        s = end + 1;
+    }
+    return NULL;
 }
 
 #define F(path) offsetof(struct tp_config, path), sizeof(((struct tp_config *)0)->path)

@@ -216,6 +216,11 @@ struct bad {
     const char *section, *key, *value, *want;
 };
 
+/* The two messages of an allowed_origins entry that is not an origin as browsers send it. */
+#define SCHEME_HOST                                                                                \
+    "each entry must be an origin: scheme://host[:port], no path, no trailing '/', no user"
+#define HTTP_OR_HTTPS "each entry must be an origin: http:// or https:// and a host"
+
 static const struct bad bad_values[] = {
     /* out of range */
     {"game", "rake_bps", "5000", "must be between 0 and 1000 (got 5000)"},
@@ -298,6 +303,18 @@ static const struct bad bad_values[] = {
     {"server", "fanout_io_uring", "AUTO", "must be auto or off"},
     {"server", "fanout_io_uring", "io_uring", "too long"},
     {"server", "allowed_origins", "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", "too many origins"},
+    /* origins a browser never sends would refuse every page silently */
+    {"server", "allowed_origins", "https://game.example.com/",
+     "each entry must be an origin: scheme://host[:port], no path, no trailing '/', no user (got "
+     "\"https://game.example.com/\")"},
+    {"server", "allowed_origins", "https://game.example.com/play", SCHEME_HOST},
+    {"server", "allowed_origins", "game.example.com", HTTP_OR_HTTPS},
+    {"server", "allowed_origins", "https://a.example,ftp://b.example", HTTP_OR_HTTPS},
+    {"server", "allowed_origins", "https://", HTTP_OR_HTTPS},
+    {"server", "allowed_origins", "https://Game.example.com",
+     "each entry must be an origin with a lower-case host"},
+    {"server", "allowed_origins", "https://u@game.example.com", SCHEME_HOST},
+    {"server", "allowed_origins", "https://a.example b.example", SCHEME_HOST},
 };
 
 static void test_bad_values_in_file(void **state)
@@ -464,6 +481,17 @@ static void test_env_precedence(void **state)
     assert_int_equal(c.server.workers, 3);
     assert_int_equal(tp_config_workers(&c), 3);
     assert_int_equal(c.limits.ws_send_queue, 2 * 1024 * 1024); /* file value kept */
+}
+
+/* Origins as browsers send them pass, blanks around entries and empty entries ignored. */
+static void test_origins_ok(void **state)
+{
+    (void)state;
+    struct tp_config c;
+    load_ok(&c, "[server]\nallowed_origins = https://game.example.com , http://localhost:8080,"
+                ",http://[::1]:8443\n");
+    assert_string_equal(c.server.allowed_origins,
+                        "https://game.example.com , http://localhost:8080,,http://[::1]:8443");
 }
 
 static void test_env_unknown_and_allowlist(void **state)
@@ -831,6 +859,7 @@ int main(void)
         cmocka_unit_test_setup(test_exact_integer_bounds, setup),
         cmocka_unit_test_setup(test_file_structure, setup),
         cmocka_unit_test_setup(test_env_precedence, setup),
+        cmocka_unit_test_setup(test_origins_ok, setup),
         cmocka_unit_test_setup(test_env_unknown_and_allowlist, setup),
         cmocka_unit_test_setup(test_workers, setup),
         cmocka_unit_test_setup(test_parse_duration, setup),
