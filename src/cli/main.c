@@ -49,8 +49,10 @@ static void usage(FILE *out)
           "  serve           run the server in the foreground (default): one master process\n"
           "                  and server.workers worker processes; SIGTERM/SIGINT drain and stop\n"
           "  migrate         apply pending Postgres migrations (migrations/*.sql) and exit\n"
-          "  audit           check money conservation against Redis and Postgres\n"
-          "  verify ROUND    recompute round ROUND's ticks and lock/close prices from its seed\n"
+          "  audit           check money conservation against Redis and Postgres (see\n"
+          "                  `tickpool audit --help`)\n"
+          "  verify ROUND    check final round ROUND from its revealed seed: ticks, lock and\n"
+          "                  close prices, winning band, payouts, receipt\n"
           "  admin CMD ...   operate the game: status, pause/resume, grants, ... (see\n"
           "                  `tickpool admin --help`)\n"
           "\n"
@@ -77,10 +79,55 @@ static void usage(FILE *out)
           "  tickpool --check-config                    show the effective configuration\n"
           "  TICKPOOL_POSTGRES_URL=postgresql://u@db/tickpool tickpool migrate\n"
           "\n"
-          "Endpoints: /healthz (liveness), /readyz (playable: Redis up, a round open), /metrics\n"
-          "(Prometheus), /api/v1/..., /ws (WebSocket, subprotocol tickpool.v1), static files\n"
-          "from server.web_root.\n",
+          "Each command has its own help: tickpool COMMAND --help.\n"
+          "\n"
+          "Endpoints: /healthz (liveness), /readyz (200 when Redis is up and a round is open or\n"
+          "the game is paused; Postgres down shows as degraded), /metrics (Prometheus),\n"
+          "/api/v1/..., /ws (WebSocket, subprotocol tickpool.v1), static files from\n"
+          "server.web_root.\n",
           out);
+}
+
+/* `tickpool COMMAND --help` for the commands main runs itself (admin and audit print their own). */
+struct cmd_help {
+    const char *name, *text;
+};
+static const struct cmd_help cmd_helps[] = {
+    {"serve", "Usage: tickpool [-c FILE] [serve]\n"
+              "\n"
+              "Serves the game in the foreground: one master process and server.workers worker\n"
+              "processes sharing the HTTP and HTTPS listeners. One process of the deployment (a\n"
+              "Redis lease) also runs the price, the rounds and settlement. SIGTERM or SIGINT\n"
+              "drain the connections (server.shutdown_timeout) and stop. Needs Redis; Postgres\n"
+              "may come later (bets wait in the Redis outbox). Run `tickpool migrate` first.\n"
+              "Takes no arguments: everything comes from the configuration\n"
+              "(`tickpool --check-config` prints it).\n"},
+    {"migrate",
+     "Usage: tickpool [-c FILE] migrate\n"
+     "\n"
+     "Applies the pending Postgres migrations (migrations/*.sql, relative to the\n"
+     "working directory, or $TP_MIGRATIONS_DIR) in order, each in its own transaction, to\n"
+     "postgres.url (empty: the embedded Postgres of scripts/up). Idempotent; refuses to\n"
+     "go on when an applied file changed. Takes no arguments.\n"
+     "Exit 0 when the schema is current, 1 on failure, 2 on a bad command line.\n"},
+    {"verify",
+     "Usage: tickpool [-c FILE] verify ROUND_ID\n"
+     "\n"
+     "Recomputes a final round from its revealed seed and checks it: the seed against\n"
+     "seed_hash, the ticks from the lock price to the close price, the winning band, each\n"
+     "payout or refund against the settlement formula (paid once), and the receipt. Reads\n"
+     "Redis, and Postgres once the round is archived. ROUND_ID is a round id (1, 2, ...).\n"
+     "Exit 0 verified, 1 mismatch, 2 bad command line, round not found or a service\n"
+     "unreachable.\n"},
+};
+
+/* The help of CMD when main runs it itself, or NULL. */
+static const char *cmd_help(const char *cmd)
+{
+    for (size_t i = 0; i < sizeof(cmd_helps) / sizeof(cmd_helps[0]); i++)
+        if (strcmp(cmd_helps[i].name, cmd) == 0)
+            return cmd_helps[i].text;
+    return NULL;
 }
 
 static int load(const char *path)
@@ -133,6 +180,18 @@ int main(int argc, char **argv)
     }
     const char *cmd = optind < argc ? argv[optind] : "serve";
     int nargs = argc - optind - (optind < argc ? 1 : 0);
+    const char *help = cmd_help(cmd);
+    /* Help needs no configuration: it works before one is valid. */
+    if (help != NULL && nargs == 1 &&
+        (strcmp(argv[optind + 1], "--help") == 0 || strcmp(argv[optind + 1], "-h") == 0)) {
+        fputs(help, stdout);
+        return 0;
+    }
+    /* A known command with the wrong arguments: say which, show its usage, change nothing. */
+    if (help != NULL && nargs != (strcmp(cmd, "verify") == 0 ? 1 : 0)) {
+        fprintf(stderr, "tickpool %s: wrong arguments\n%s", cmd, help);
+        return EXIT_USAGE;
+    }
 
     int rc = load(path);
     if (rc != 0)

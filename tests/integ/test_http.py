@@ -194,6 +194,20 @@ def test_cli():
     out = subprocess.run([tpenv.BIN, "frobnicate"], cwd=tpenv.SRC, capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 2
+    # Each command main runs itself has a help that needs no valid configuration, and the
+    # wrong arguments to it are refused with its usage before anything starts or connects.
+    for cmd, words in (("serve", "SIGTERM"), ("migrate", "migrations/"), ("verify", "seed_hash")):
+        for flag in ("--help", "-h"):
+            out = subprocess.run([tpenv.BIN, cmd, flag], cwd=tpenv.SRC, env=env,
+                                 capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0 and out.stdout.startswith(
+                f"Usage: tickpool [-c FILE] ") and words in out.stdout, (cmd, flag, out)
+    for args in (("serve", "now"), ("migrate", "--all"), ("verify",), ("verify", "1", "2")):
+        out = subprocess.run([tpenv.BIN, *args], cwd=tpenv.SRC, capture_output=True, text=True,
+                             timeout=30)
+        assert out.returncode == 2 and out.stderr.startswith(
+            f"tickpool {args[0]}: wrong arguments\nUsage: tickpool [-c FILE] "), (args, out)
+        assert out.stdout == "", (args, out.stdout)
 
 
 def test_keepalive_and_pipelining():
