@@ -248,23 +248,23 @@ const { it, failed } = steps(() => page);
     await page.setViewportSize({ width: 1280, height: 900 });
   });
 
-  it("game-paused: the operator's pause shows with its reason, and goes away on resume", async () => {
+  it("paused: the operator's pause shows with its reason, and goes away on resume", async () => {
     const admin = (...args) => execFileSync(BIN, ["admin", "--actor", "e2e", ...args],
       { cwd: SRC, env: env.server.env, encoding: "utf8", timeout: 30000, stdio: "pipe" });
-    assert.equal(await page.locator(tid("game-paused")).isVisible(), false);
+    assert.equal(await page.locator(tid("paused")).isVisible(), false);
     admin("pause", "--reason", "Scheduled maintenance");
     // Told at once by the `pause` message, without a reload.
-    await waitFor(async () => page.locator(tid("game-paused")).isVisible(), { what: "the paused banner" });
-    assert.match(await text("game-paused"), /^Paused\s+Scheduled maintenance\./);
+    await waitFor(async () => page.locator(tid("paused")).isVisible(), { what: "the paused banner" });
+    assert.match(await text("paused"), /^Paused\s+Scheduled maintenance\./);
     assert.equal(await text("bet-submit"), "Paused");
     // A page opened now learns it from its snapshot.
     const fresh = await browser.context.newPage();
     await fresh.goto(`${env.server.httpUrl}/`);
-    await waitFor(async () => fresh.locator(tid("game-paused")).isVisible(), { what: "the paused banner on a new page" });
+    await waitFor(async () => fresh.locator(tid("paused")).isVisible(), { what: "the paused banner on a new page" });
     await fresh.close();
     await page.locator("#bet-slip").screenshot({ path: join(screenshotDir(), "players-paused-1280.png") });
     admin("resume");
-    await waitFor(async () => !(await page.locator(tid("game-paused")).isVisible()), { what: "the banner gone" });
+    await waitFor(async () => !(await page.locator(tid("paused")).isVisible()), { what: "the banner gone" });
     assert.notEqual(await text("bet-submit"), "Paused");
     // The next round opens on the betting grid.
     await waitFor(async () => Number(await text("lock-countdown")) > 0, { timeout: ROUND_MS + 5000, what: "a round open again" });
