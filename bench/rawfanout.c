@@ -14,6 +14,16 @@
  * SO_REUSEPORT (the kernel spreads connections like tickpool's workers); --tls serves wss with
  * the server's TLS module and a self-signed pair under --var-dir.
  *
+ * --boundary-ms P (the boundaries scenario's reference): beats go on the wall clock's tick_ms
+ * grid (`ts` = the grid time), and at every multiple T of P the beat of T is preceded, in the
+ * same write, by the `round` pair tickpool announces at a boundary (round N+1 open with
+ * opens_at = T and round N live with locks_at = T, each with the current pair, encoded by the
+ * server's own tp_protocol_round, so the write has the same size), so `loadgen viewers` times
+ * its arrival after T exactly as it does tickpool's. A socket still flushing an older write
+ * gets the pair queued behind it (a `round` is never dropped), never a skipped beat's bytes.
+ * Each process prints one `boundary` line per T on stderr: when its walk started and when its
+ * last socket was written, µs after T.
+ *
  * Prints one summary line per process on stderr at exit (SIGTERM/SIGINT).
  */
 #include <arpa/inet.h>
@@ -40,6 +50,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
+#include "tickpool/game/game_round.h"
 #include "tickpool/net/io.h"
 #include "tickpool/net/tls.h"
 #include "tickpool/stream/protocol.h"
@@ -47,7 +58,7 @@
 #define REQ_MAX 4096 /* an upgrade request larger than this is refused */
 
 struct opt {
-    int port, tick_ms, workers, bands, max_conns;
+    int port, tick_ms, workers, bands, max_conns, boundary_ms;
     bool tls;
     const char *var_dir;
 };
@@ -69,7 +80,7 @@ static int *open_fds, nopen;
 static int ep;
 static struct tp_tls_ctx *tls_ctx;
 static volatile sig_atomic_t stop;
-static uint64_t beats, writes, dropped, partial;
+static uint64_t beats, writes, dropped, partial, boundaries;
 
 static void on_signal(int sig)
 {
@@ -77,11 +88,16 @@ static void on_signal(int sig)
     stop = 1;
 }
 
-static int64_t wall_ms(void)
+static int64_t wall_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t wall_ms(void)
+{
+    return wall_us() / 1000;
 }
 
 /* --- Connections --- */
@@ -246,9 +262,106 @@ static void on_accept(int lfd)
 
 /* --- The beat --- */
 
-/* Pools and price of the magnitudes a bench run reaches (200 bets/s of 100 over ~40 s spread
- * over the bands; a price in cents around 65,000.00), moving every beat like the real ones. */
-static void beat(void)
+/* Appends `msg` as one unmasked binary WebSocket frame. */
+static void append_frame(struct tp_buf *frame, const struct tp_buf *msg)
+{
+    size_t n = tp_buf_size(msg);
+    uint8_t hdr[4] = {0x82, (uint8_t)n};
+    TP_ASSERT(n < 65536);
+    if (n >= 126) {
+        hdr[1] = 126;
+        hdr[2] = (uint8_t)(n >> 8);
+        hdr[3] = (uint8_t)n;
+    }
+    tp_buf_append(frame, hdr, n >= 126 ? 4 : 2);
+    tp_buf_append(frame, tp_buf_ptr(msg), n);
+}
+
+/* A round as the leader announces it at a boundary, of a bench run's magnitudes: the config's
+ * default four edges (five bands), stakes and rake, pools summed, a lock price once live. */
+static void bench_round(struct tp_game_round *r, int64_t id, enum tp_round_state st,
+                        int64_t opens_at, int64_t phase_ms)
+{
+    static const int edges[] = {-10, -3, 3, 10};
+    memset(r, 0, sizeof(*r));
+    r->id = id;
+    r->state = st;
+    r->t = (struct tp_round_times){opens_at, opens_at + phase_ms, opens_at + 2 * phase_ms};
+    snprintf(r->seed_hash, sizeof(r->seed_hash), "%064" PRIx64, (uint64_t)id * 2654435761u);
+    r->has_lock = st == TP_ROUND_LIVE;
+    r->lock_price = 6500000 + id % 1000;
+    r->winning_band = -1;
+    memcpy(r->edges, edges, sizeof(edges));
+    r->n_edges = 4;
+    r->rake_bps = 300;
+    r->min_stake = 100;
+    r->max_stake = 100000;
+    r->vol_ppb = 800000;
+    r->betting_ms = phase_ms;
+    r->tick_ms = opt.tick_ms;
+    r->has_pools = true;
+    for (int i = 0; i < 5; i++)
+        r->pools[i] = 150000 + (id * 100 + i * 700) % 20000;
+}
+
+/* The boundary T's pair, as two frames: round N+1 opened at T, round N live from T. */
+static void append_pair(struct tp_buf *frame, int64_t t_ms)
+{
+    int64_t n = t_ms / opt.boundary_ms;
+    struct tp_game_round open, live;
+    bench_round(&open, n + 1, TP_ROUND_OPEN, t_ms, opt.boundary_ms);
+    bench_round(&live, n, TP_ROUND_LIVE, t_ms - opt.boundary_ms, opt.boundary_ms);
+    struct tp_buf msg;
+    tp_buf_init(&msg);
+    tp_protocol_round(&msg, &open, &open, &live);
+    append_frame(frame, &msg);
+    tp_buf_reset(&msg);
+    tp_protocol_round(&msg, &live, &open, &live);
+    append_frame(frame, &msg);
+    tp_buf_deinit(&msg);
+}
+
+/* Writes `frame` to every open socket, one write each. A socket still flushing an older write
+ * skips a beat (newest wins); one that carries a boundary's pair is queued behind it. */
+static void fan_out(const struct tp_buf *frame, bool pair)
+{
+    /* Walk a copy: a failed write closes the socket and reorders open_fds. */
+    int cnt = nopen;
+    int *fds = tp_xmalloc((size_t)(cnt > 0 ? cnt : 1) * sizeof(*fds));
+    memcpy(fds, open_fds, (size_t)cnt * sizeof(*fds));
+    for (int i = 0; i < cnt; i++) {
+        int fd = fds[i];
+        struct conn *c = &conns[fd];
+        if (c->st != C_OPEN)
+            continue;
+        if (tp_buf_size(&c->out) > 0) {
+            if (pair) /* behind the older write: the socket gets it once flushed */
+                tp_buf_append(&c->out, tp_buf_ptr(frame), tp_buf_size(frame));
+            else
+                dropped++; /* still writing an older one: this beat is skipped, newest wins */
+            continue;
+        }
+        ssize_t w = tp_io_write(&c->io, tp_buf_ptr(frame), tp_buf_size(frame));
+        writes++;
+        if (w == (ssize_t)tp_buf_size(frame))
+            continue;
+        if (w > 0 || w == TP_IO_WANT_WRITE || w == TP_IO_WANT_READ) {
+            partial++;
+            size_t done = w > 0 ? (size_t)w : 0;
+            tp_buf_append(&c->out, tp_buf_ptr(frame) + done, tp_buf_size(frame) - done);
+            arm(fd, true);
+            continue;
+        }
+        conn_close(fd);
+    }
+    free(fds);
+}
+
+/* One beat with `ts` (and, when `bound_ms` > 0, the pair of boundary bound_ms before it in the
+ * same write). Pools and price of the magnitudes a bench run reaches (200 bets/s of 100 over
+ * ~40 s spread over the bands; a price in cents around 65,000.00), moving every beat like the
+ * real ones. */
+static void beat(int64_t ts, int64_t bound_ms)
 {
     static struct tp_protocol_odds odds = {.round_id = 2, .rake_bps = 300};
     static int64_t price = 6500000;
@@ -261,46 +374,41 @@ static void beat(void)
     struct tp_buf msg, frame;
     tp_buf_init(&msg);
     tp_buf_init(&frame);
-    tp_protocol_tick(&msg, wall_ms(), price, &odds);
-    size_t n = tp_buf_size(&msg);
-    uint8_t hdr[4] = {0x82, (uint8_t)n};
-    if (n >= 126) {
-        hdr[1] = 126;
-        hdr[2] = (uint8_t)(n >> 8);
-        hdr[3] = (uint8_t)n;
-    }
-    tp_buf_append(&frame, hdr, n >= 126 ? 4 : 2);
-    tp_buf_append(&frame, tp_buf_ptr(&msg), n);
+    if (bound_ms > 0)
+        append_pair(&frame, bound_ms);
+    tp_protocol_tick(&msg, ts, price, &odds);
+    append_frame(&frame, &msg);
     beats++;
-    /* Walk a copy: a failed write closes the socket and reorders open_fds. */
-    int cnt = nopen;
-    int *fds = tp_xmalloc((size_t)(cnt > 0 ? cnt : 1) * sizeof(*fds));
-    memcpy(fds, open_fds, (size_t)cnt * sizeof(*fds));
-    for (int i = 0; i < cnt; i++) {
-        int fd = fds[i];
-        struct conn *c = &conns[fd];
-        if (c->st != C_OPEN)
-            continue;
-        if (tp_buf_size(&c->out) > 0) {
-            dropped++; /* still writing an older one: this beat is skipped, newest wins */
-            continue;
-        }
-        ssize_t w = tp_io_write(&c->io, tp_buf_ptr(&frame), tp_buf_size(&frame));
-        writes++;
-        if (w == (ssize_t)tp_buf_size(&frame))
-            continue;
-        if (w > 0 || w == TP_IO_WANT_WRITE || w == TP_IO_WANT_READ) {
-            partial++;
-            size_t done = w > 0 ? (size_t)w : 0;
-            tp_buf_append(&c->out, tp_buf_ptr(&frame) + done, tp_buf_size(&frame) - done);
-            arm(fd, true);
-            continue;
-        }
-        conn_close(fd);
+    int64_t start_us = wall_us();
+    fan_out(&frame, bound_ms > 0);
+    if (bound_ms > 0) {
+        boundaries++;
+        fprintf(stderr,
+                "rawfanout[%d] boundary t=%" PRId64 " sockets=%d bytes=%zu start_us=%" PRId64
+                " written_us=%" PRId64 "\n",
+                (int)getpid(), bound_ms, nopen, tp_buf_size(&frame), start_us - bound_ms * 1000,
+                wall_us() - bound_ms * 1000);
     }
-    free(fds);
     tp_buf_deinit(&msg);
     tp_buf_deinit(&frame);
+}
+
+/* The timer fired: without --boundary-ms a beat stamped now; with it, the beat of the grid time
+ * just passed, with the pair when a boundary came since the last beat (a late timer sends one
+ * beat, not a burst: newest wins; a boundary is never skipped). */
+static void on_timer(void)
+{
+    static int64_t last_bound;
+    if (opt.boundary_ms == 0) {
+        beat(wall_ms(), 0);
+        return;
+    }
+    int64_t now = wall_ms();
+    int64_t grid = now - now % opt.tick_ms, bound = now - now % opt.boundary_ms;
+    bool due = last_bound != 0 && bound > last_bound;
+    if (last_bound == 0 || due)
+        last_bound = bound;
+    beat(grid, due ? bound : 0);
 }
 
 /* --- Process --- */
@@ -335,10 +443,16 @@ static int serve(void)
     open_fds = tp_xcalloc((size_t)opt.max_conns, sizeof(*open_fds));
     ep = epoll_create1(EPOLL_CLOEXEC);
     int lfd = listen_on(opt.port);
-    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    /* With --boundary-ms the beats go on the wall clock's grid, as tickpool's boundaries do. */
+    bool grid = opt.boundary_ms > 0;
+    int tfd = timerfd_create(grid ? CLOCK_REALTIME : CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     struct itimerspec its = {.it_interval = {opt.tick_ms / 1000, (opt.tick_ms % 1000) * 1000000L},
                              .it_value = {opt.tick_ms / 1000, (opt.tick_ms % 1000) * 1000000L}};
-    timerfd_settime(tfd, 0, &its, NULL);
+    if (grid) {
+        int64_t first = (wall_ms() / opt.tick_ms + 1) * opt.tick_ms;
+        its.it_value = (struct timespec){first / 1000, (first % 1000) * 1000000L};
+    }
+    timerfd_settime(tfd, grid ? TFD_TIMER_ABSTIME : 0, &its, NULL);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
     epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
     ev.data.fd = tfd;
@@ -353,7 +467,7 @@ static int serve(void)
             } else if (fd == tfd) {
                 uint64_t exp;
                 if (read(tfd, &exp, sizeof(exp)) == (ssize_t)sizeof(exp))
-                    beat(); /* a late timer sends one beat, not a burst (newest wins) */
+                    on_timer();
             } else if (conns[fd].st != C_FREE) {
                 if (evs[i].events & (EPOLLERR | EPOLLHUP)) {
                     conn_close(fd);
@@ -372,46 +486,66 @@ static int serve(void)
     }
     fprintf(stderr,
             "rawfanout[%d]: %d sockets open, %" PRIu64 " beats, %" PRIu64 " writes, %" PRIu64
-            " partial, %" PRIu64 " dropped\n",
-            (int)getpid(), nopen, beats, writes, partial, dropped);
+            " partial, %" PRIu64 " dropped, %" PRIu64 " boundaries\n",
+            (int)getpid(), nopen, beats, writes, partial, dropped, boundaries);
     tp_tls_ctx_free(tls_ctx);
     return 0;
 }
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: rawfanout -p PORT [--tick-ms MS] [--workers N] [--bands N] [--tls "
-               "--var-dir DIR] [--max-conns N]\n"
-               "\n"
-               "The reference for bench/run's viewers scenarios: accepts WebSocket upgrades on\n"
-               "127.0.0.1:PORT and writes tickpool's beat (a `tick` with odds) to every socket\n"
-               "every --tick-ms [100]. --workers N processes share the port (SO_REUSEPORT) [1];\n"
-               "--bands N odds bands [5]; --tls serves wss with a self-signed pair made under\n"
-               "--var-dir DIR/tls/. Runs until SIGTERM or SIGINT, then prints a summary per\n"
-               "process on stderr.\n");
+    fprintf(f,
+            "usage: rawfanout -p PORT [--tick-ms MS] [--boundary-ms MS] [--workers N] [--bands N]\n"
+            "       [--tls --var-dir DIR] [--max-conns N]\n"
+            "\n"
+            "The reference for bench/run's viewers scenarios: accepts WebSocket upgrades on\n"
+            "127.0.0.1:PORT and writes tickpool's beat (a `tick` with odds) to every socket\n"
+            "every --tick-ms [100]. --workers N processes share the port (SO_REUSEPORT) [1];\n"
+            "--bands N odds bands [5]; --tls serves wss with a self-signed pair made under\n"
+            "--var-dir DIR/tls/. --boundary-ms P (a multiple of --tick-ms, up to 3600000; the\n"
+            "boundaries scenario's reference): beats on the wall clock's tick grid, and at\n"
+            "every multiple T of P the `round` pair of a boundary at T (round N+1 open, N\n"
+            "live) in the same write as the beat of T; a `boundary` line per T on stderr\n"
+            "(walk start and last write, us after T) [0: no boundaries]. Runs until SIGTERM or\n"
+            "SIGINT, then prints a summary per process on stderr.\n");
+}
+
+/* A whole decimal number in [lo, hi], nothing else (no sign games, no trailing bytes). */
+static bool int_arg(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != 0 || v < lo || v > hi)
+        return false;
+    *out = (int)v;
+    return true;
 }
 
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"port", 1, 0, 'p'},      {"tick-ms", 1, 0, 't'}, {"workers", 1, 0, 'w'},
-        {"bands", 1, 0, 'b'},     {"tls", 0, 0, 's'},     {"var-dir", 1, 0, 'v'},
-        {"max-conns", 1, 0, 'm'}, {"help", 0, 0, 'h'},    {0, 0, 0, 0},
+        {"port", 1, 0, 'p'},      {"tick-ms", 1, 0, 't'},
+        {"workers", 1, 0, 'w'},   {"bands", 1, 0, 'b'},
+        {"tls", 0, 0, 's'},       {"var-dir", 1, 0, 'v'},
+        {"max-conns", 1, 0, 'm'}, {"boundary-ms", 1, 0, 'B'},
+        {"help", 0, 0, 'h'},      {0, 0, 0, 0},
     };
+    bool bad = false;
     int ch;
     while ((ch = getopt_long(argc, argv, "p:h", lo, NULL)) != -1) {
         switch (ch) {
         case 'p':
-            opt.port = atoi(optarg);
+            bad |= !int_arg(optarg, 1, 65535, &opt.port);
             break;
         case 't':
-            opt.tick_ms = atoi(optarg);
+            bad |= !int_arg(optarg, 1, 60000, &opt.tick_ms);
             break;
         case 'w':
-            opt.workers = atoi(optarg);
+            bad |= !int_arg(optarg, 1, 64, &opt.workers);
             break;
         case 'b':
-            opt.bands = atoi(optarg);
+            bad |= !int_arg(optarg, 1, TP_ROUND_MAX_BANDS, &opt.bands);
             break;
         case 's':
             opt.tls = true;
@@ -420,7 +554,10 @@ int main(int argc, char **argv)
             opt.var_dir = optarg;
             break;
         case 'm':
-            opt.max_conns = atoi(optarg);
+            bad |= !int_arg(optarg, 16, 1 << 24, &opt.max_conns);
+            break;
+        case 'B':
+            bad |= !int_arg(optarg, 0, 3600000, &opt.boundary_ms);
             break;
         case 'h':
             usage(stdout);
@@ -430,9 +567,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc || opt.port <= 0 || opt.port > 65535 || opt.tick_ms < 1 || opt.workers < 1 ||
-        opt.workers > 64 || opt.bands < 1 || opt.bands > TP_ROUND_MAX_BANDS || opt.max_conns < 16 ||
-        (opt.tls && opt.var_dir == NULL)) {
+    if (bad || optind != argc || opt.port == 0 || (opt.tls && opt.var_dir == NULL) ||
+        opt.boundary_ms % opt.tick_ms != 0) {
         fprintf(stderr, "rawfanout: bad or missing option (see --help)\n");
         return 2;
     }

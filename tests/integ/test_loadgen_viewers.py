@@ -11,6 +11,7 @@ wait in a socket, the merged bytes carry the later one's time, and loadgen count
 
 The boundaries scenario's `round` messages are timed the same way: a small WebSocket server here
 writes each boundary's `round` message while loadgen is stopped (test_round_lag_from_arrival).
+Its same-run reference, rawfanout --boundary-ms, and rawfanout's option checks are tested last.
 """
 
 import base64
@@ -178,6 +179,58 @@ def test_round_merged_with_a_later_write_counted():
     assert j["round_lag_n"] == 32, j
     assert j["rounds_merged"] == 32, j
     assert j["round_lag_p50_us"] >= 25_000, j
+
+
+def test_rawfanout_boundary_pair():
+    """rawfanout --boundary-ms 1000 (the boundaries scenario's reference): at every whole second T
+    each socket gets the `round` pair of T (round N+1 open with opens_at = T, round N live with
+    locks_at = T) in one write with the beat of T, and each process logs the boundary's walk."""
+    lg_bin, raw_bin = os.path.join(BENCH, "loadgen"), os.path.join(BENCH, "rawfanout")
+    if not (os.access(lg_bin, os.X_OK) and os.access(raw_bin, os.X_OK)):
+        raise tpenv.Skip(f"bench binaries not built in {BENCH}")
+    port = tpenv.free_port()
+    raw = subprocess.Popen([raw_bin, "-p", str(port), "--tick-ms", "100", "--boundary-ms", "1000",
+                            "--workers", "2"], stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.3)
+        out = subprocess.run([lg_bin, "viewers", "-p", str(port), "-c", "10", "-d", "3.5", "-w",
+                              "1", "-q"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             timeout=30, check=True).stdout
+    finally:
+        raw.terminate()
+        err = raw.communicate(timeout=10)[1].decode()
+    j = json.loads(out.decode().strip().splitlines()[-1])
+    assert j["sockets_open"] == 10 and j["ticks_per_socket_s"] > 5, j
+    # 3 or 4 whole seconds in a 3.5 s window, two receipts (the pair) on every socket for each.
+    assert j["round_boundaries"] in (3, 4), j
+    assert j["round_lag_n"] == 2 * 10 * j["round_boundaries"], j
+    for t, n, _, _ in j["round_bounds"]:
+        assert t % 1000 == 0 and n == 20, j["round_bounds"]
+    lines = [l for l in err.splitlines() if " boundary t=" in l]
+    ts = {int(l.split(" t=")[1].split()[0]) for l in lines}
+    assert {b[0] for b in j["round_bounds"]} <= ts, (ts, j["round_bounds"])
+    assert all(" written_us=" in l and " start_us=" in l for l in lines), lines
+
+
+def test_rawfanout_rejects_bad_options():
+    """Every number rawfanout takes is whole, in range and nothing else; --boundary-ms must be a
+    multiple of --tick-ms. A bad one exits 2 with a message and serves nothing."""
+    raw_bin = os.path.join(BENCH, "rawfanout")
+    if not os.access(raw_bin, os.X_OK):
+        raise tpenv.Skip(f"rawfanout not built in {BENCH}")
+    port = str(tpenv.free_port())
+    bad = [["--boundary-ms", "150"], ["--boundary-ms", "-1000"], ["--boundary-ms", "1000x"],
+           ["--boundary-ms", ""], ["--boundary-ms", "99999999999999999999"],
+           ["--boundary-ms", "3600100"], ["--tick-ms", "0"], ["--tick-ms", "1e2"],
+           ["--workers", "65"], ["--bands", "0"], ["--max-conns", "15"], ["-p", "0x50"],
+           ["-p", "65536"], ["extra"]]
+    for args in bad:
+        argv = [raw_bin] + (args if args[0] == "-p" else ["-p", port] + args)
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+        assert r.returncode == 2, (args, r.returncode)
+        assert b"bad or missing option" in r.stderr, (args, r.stderr)
+    r = subprocess.run([raw_bin, "--help"], stdout=subprocess.PIPE, timeout=10)
+    assert r.returncode == 0 and b"--boundary-ms" in r.stdout, r
 
 
 if __name__ == "__main__":
