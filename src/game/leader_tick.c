@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TICKS_MAXLEN 6000
 #define MAX_BACKFILL 50
 
 _Static_assert(MAX_BACKFILL <= TP_SCRIPT_TICKS_MAX, "a backfill fits one tick.lua call");
@@ -58,7 +57,7 @@ static void flat_tick(struct tp_leader *l, int64_t now)
         return;
     l->cache_price = l->last_price > 0 ? l->last_price : TP_PRICE_SIM_START_PRICE;
     struct tp_script_tick_args a = {.fence = tp_leader_fence(l),
-                                    .maxlen = TICKS_MAXLEN,
+                                    .maxlen = tp_round_ticks_kept(tick_ms),
                                     .ts = &ts,
                                     .price = &l->cache_price,
                                     .n = 1};
@@ -122,8 +121,11 @@ void tp_leader_tick_due(struct tp_leader *l)
         ts[n] = l->seg_lock + i * l->seg_tick_ms;
         price[n++] = l->cache_price;
     }
-    struct tp_script_tick_args a = {
-        .fence = tp_leader_fence(l), .maxlen = TICKS_MAXLEN, .ts = ts, .price = price, .n = n};
+    struct tp_script_tick_args a = {.fence = tp_leader_fence(l),
+                                    .maxlen = tp_round_ticks_kept(l->seg_tick_ms),
+                                    .ts = ts,
+                                    .price = price,
+                                    .n = n};
     l->op.tick_last = l->seg_lock + due * l->seg_tick_ms;
     l->tick_busy = true;
     if (tp_script_tick(l->store, &a, on_tick, l) != 0) {

@@ -93,6 +93,17 @@ bool tp_round_is_final(enum tp_round_state s)
     return s == TP_ROUND_SETTLED || s == TP_ROUND_CANCELLED;
 }
 
+int64_t tp_round_ticks_kept(int64_t tick_ms)
+{
+    /* 6000 is 10 minutes at the default 100 ms (and more time at slower ticks); a faster tick
+     * (game.tick_ms down to 10 ms) keeps more entries, never less than 10 minutes. */
+    const int64_t min_kept = 6000, window_ms = 600000;
+    if (tick_ms <= 0)
+        return min_kept;
+    int64_t n = (window_ms + tick_ms - 1) / tick_ms;
+    return n > min_kept ? n : min_kept;
+}
+
 int tp_round_check_edges(const int *edges_bps, int n_edges)
 {
     if (n_edges < 0 || n_edges > TP_ROUND_MAX_EDGES || (n_edges > 0 && edges_bps == NULL))

@@ -74,6 +74,10 @@ int tp_round_next_state(enum tp_round_state s, enum tp_round_event ev);
 /** True for settled and cancelled: no event applies any more. */
 bool tp_round_is_final(enum tp_round_state s);
 
+/** Ticks the price stream keeps at tick_ms: at least 6000, and always 10 minutes' worth, so
+ *  GET /api/v1/prices has the last 5 minutes and a snapshot the last 60 s at any tick_ms. */
+int64_t tp_round_ticks_kept(int64_t tick_ms);
+
 /** Returns 0 when 0 <= n_edges <= TP_ROUND_MAX_EDGES and the edges strictly ascend (edges_bps
  * may be NULL when n_edges is 0), else TP_EINVAL. */
 int tp_round_check_edges(const int *edges_bps, int n_edges);

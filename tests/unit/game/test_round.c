@@ -392,6 +392,24 @@ static void test_due(void **state)
                 assert_true(tp_round_next_state((enum tp_round_state)s, ev) >= 0);
 }
 
+/* The price stream keeps 5 minutes and more at every tick_ms the configuration allows
+ * (10 ms .. 10 s): GET /api/v1/prices promises the last 5 minutes. */
+static void test_ticks_kept(void **state)
+{
+    (void)state;
+    assert_int_equal(tp_round_ticks_kept(100), 6000);
+    assert_int_equal(tp_round_ticks_kept(1000), 6000);
+    assert_int_equal(tp_round_ticks_kept(10), 60000);
+    assert_int_equal(tp_round_ticks_kept(30), 20000);
+    assert_int_equal(tp_round_ticks_kept(70), 8572);
+    assert_int_equal(tp_round_ticks_kept(0), 6000);
+    for (int64_t t = 10; t <= 10000; t++) {
+        int64_t n = tp_round_ticks_kept(t);
+        assert_true(n >= 6000);
+        assert_true(n * t >= 600000); /* 10 minutes: twice what the API promises */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_band_descriptors),
         cmocka_unit_test(test_schedule),
         cmocka_unit_test(test_due),
+        cmocka_unit_test(test_ticks_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
