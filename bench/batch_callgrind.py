@@ -85,12 +85,16 @@ def main():
                     help="archival's script with --archive [this tree's]")
     ap.add_argument("--keep", metavar="FILE",
                     help="copy callgrind's output there, for callgrind_annotate --inclusive=yes")
+    ap.add_argument("--toggle", action="append", metavar="FUNC",
+                    help="count inside FUNC instead of evalShaCommand (repeatable), e.g. "
+                         "--toggle evalShaCommand --toggle propagatePendingCommands to add the "
+                         "propagation of the script's writes to the AOF")
     a = ap.parse_args()
     # bench/run's and scripts/up's hash setting (scripts/lib/services.sh), which every figure in
     # bench/README.md ("listpack 128") was taken with; a --redis-arg given later overrides it.
     extra = ["--hash-max-listpack-entries", "128"]
     extra += [x for arg in a.redis_arg for x in arg.split("=", 1)]
-    with CallgrindRedis(extra, keep=a.keep) as r:
+    with CallgrindRedis(extra, keep=a.keep, toggles=a.toggle or ["evalShaCommand"]) as r:
         c = r.client
         with open(a.script) as f:
             sha = c.script_load(f.read())
@@ -119,7 +123,8 @@ def main():
             n = idemfilter.archive_index(c, usha, "tp:{b0}:", 0, 1, w, count=256)
             if n != a.batches * a.bets:
                 sys.exit(f"archival removed {n} hot entries, not {a.batches * a.bets}")
-    print(f"{r.instructions / (a.batches * a.bets):.0f} instructions per bet inside EVALSHA "
+    inside = "+".join(a.toggle) if a.toggle else "EVALSHA"
+    print(f"{r.instructions / (a.batches * a.bets):.0f} instructions per bet inside {inside} "
           f"({a.batches} calls of {a.bets} bets, {a.players} players per call, "
           f"{os.path.basename(a.script)}"
           f"{', then archival' if a.archive else ''})")

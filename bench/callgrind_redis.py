@@ -64,8 +64,9 @@ def aof_tally(data):
 
 
 class CallgrindRedis:
-    def __init__(self, redis_args=(), keep=None):
+    def __init__(self, redis_args=(), keep=None, toggles=("evalShaCommand",)):
         self.redis_args, self.keep = list(redis_args), keep
+        self.toggles = list(toggles)
         self.instructions = None
         self.aof, self._aof_at = None, None
 
@@ -75,8 +76,9 @@ class CallgrindRedis:
         self._out = os.path.join(d, "callgrind.out")
         self.port = free_port()
         self._proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--toggle-collect=evalShaCommand",
-             f"--callgrind-out-file={self._out}", "redis-server", "--port", str(self.port),
+            ["valgrind", "--tool=callgrind"]
+            + [f"--toggle-collect={t}" for t in self.toggles]
+            + [f"--callgrind-out-file={self._out}", "redis-server", "--port", str(self.port),
              "--bind", "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "yes"]
             + self.redis_args,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
