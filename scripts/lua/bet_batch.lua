@@ -463,7 +463,8 @@ for k = 1, nacc do
     bb[#bb + 1] = user_s .. ':' .. stake_s
     -- A player's first entry goes into `lone`, a list of its entries in `pushes` only from
     -- its second: at the HTTP ceiling nearly every bet of a call is another player's, and a
-    -- table each cost ~1.4k instructions (made and collected; bench/README.md "Session 21").
+    -- table each cost ~1.4k instructions (made and collected; bench/README.md "Session 21:
+    -- where a batched bet's Redis time goes").
     local e, pu = id_s .. ':' .. round_s .. ':' .. band_s .. ':' .. stake_s, pushes[user_s]
     if pu then
         pu[#pu + 1] = e
@@ -506,7 +507,7 @@ for user_s, sum in pairs(user_sum) do
     local k = 15 + nb + users[user_s]
     -- The list holds at least the newest UBETS_KEEP (older ones: Postgres); LTRIM only when
     -- over by more than the slack.
-    local pu, len = pushes[user_s], nil
+    local pu, len = pushes[user_s]
     if pu then
         len = call('LPUSH', KEYS[k], unpack(pu))
     else
