@@ -85,6 +85,10 @@ def main():
                     help="archival's script with --archive [this tree's]")
     ap.add_argument("--keep", metavar="FILE",
                     help="copy callgrind's output there, for callgrind_annotate --inclusive=yes")
+    ap.add_argument("--windows", type=int, choices=(1, 2), default=1,
+                    help="filter windows built before the calls [1, as a fresh Redis and "
+                         "bench/run have; 2: also the day before's, as production after its "
+                         "first day, so every new key reads two filter words]")
     ap.add_argument("--toggle", action="append", metavar="FUNC",
                     help="count inside FUNC instead of evalShaCommand (repeatable), e.g. "
                          "--toggle evalShaCommand --toggle propagatePendingCommands to add the "
@@ -108,6 +112,8 @@ def main():
         now = int(time.time() * 1000)
         w = now // (TTL_S * 1000)
         idemfilter.build(c, "tp:{b0}:", w, SHARD_BYTES)
+        if a.windows == 2:
+            idemfilter.build(c, "tp:{b0}:", w - 1, SHARD_BYTES)
         r.aof_mark()
         pipe = c.pipeline(transaction=False)
         for b in range(a.batches):
