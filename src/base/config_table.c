@@ -69,6 +69,42 @@ static const char *check_fanout_io_uring(const void *field)
     return strcmp(s, "auto") == 0 || strcmp(s, "off") == 0 ? NULL : "must be auto or off";
 }
 
+/* The host[:port] of an allowlist entry: a host, then at most a port of 1-65535 that is not the
+ * scheme's default, since a browser's Origin leaves :443 (https) and :80 (http) out and an entry
+ * carrying one would never match. An IPv6 host is bracketed, its colons inside the brackets. */
+static const char *check_origin_port(const char *h, size_t n, long default_port)
+{
+    const char *end = h + n, *p = h;
+    if (p < end && *p == '[') {
+        const char *rb = memchr(p, ']', n);
+        p = rb != NULL ? rb + 1 : end;
+        if (rb == NULL || rb == h + 1)
+            return "each entry must be an origin: an IPv6 host goes in brackets, e.g. "
+                   "http://[::1]:8080";
+    } else {
+        while (p < end && *p != ':')
+            p++;
+        if (p == h)
+            return "each entry must be an origin: a host before any ':port'";
+    }
+    if (p == end)
+        return NULL;
+    if (*p != ':' || end - p < 2 || end - p > 6 || p[1] == '0')
+        return "each entry must be an origin: the port after the host is 1-65535, as ':8443'";
+    long port = 0;
+    for (const char *d = p + 1; d < end; d++) {
+        if (*d < '0' || *d > '9')
+            return "each entry must be an origin: the port after the host is 1-65535, as ':8443'";
+        port = port * 10 + (*d - '0');
+    }
+    if (port > 65535)
+        return "each entry must be an origin: the port after the host is 1-65535, as ':8443'";
+    if (port == default_port)
+        return "each entry must be an origin without its scheme's default port (:443 for https, "
+               ":80 for http): browsers leave it out of the Origin they send";
+    return NULL;
+}
+
 /* One allowlist entry, blanks around it already trimmed: a browser's serialised Origin,
  * http:// or https:// and a lower-case host[:port] with nothing after it. The /ws check compares
  * bytes, so an entry a browser can never send (a trailing '/', a path, an upper-case host) would
@@ -89,7 +125,7 @@ static const char *check_origin(const char *e, size_t n)
             return "each entry must be an origin: scheme://host[:port], no path, no trailing "
                    "'/', no user";
     }
-    return NULL;
+    return check_origin_port(e + skip, n - skip, skip == 8 ? 443 : 80);
 }
 
 /* At most TP_CONFIG_MAX_ORIGINS comma-separated origins, blanks around each ignored (as the

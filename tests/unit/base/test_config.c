@@ -315,6 +315,20 @@ static const struct bad bad_values[] = {
      "each entry must be an origin with a lower-case host"},
     {"server", "allowed_origins", "https://u@game.example.com", SCHEME_HOST},
     {"server", "allowed_origins", "https://a.example b.example", SCHEME_HOST},
+    {"server", "allowed_origins", "https://:8443", "each entry must be an origin: a host before"},
+    {"server", "allowed_origins", "https://a.example:x",
+     "each entry must be an origin: the port after the host is 1-65535"},
+    {"server", "allowed_origins", "https://a.example:70000",
+     "each entry must be an origin: the port after the host is 1-65535"},
+    {"server", "allowed_origins",
+     "https://a.example:", "each entry must be an origin: the port after the host is 1-65535"},
+    {"server", "allowed_origins", "http://[::1",
+     "each entry must be an origin: an IPv6 host goes in brackets"},
+    /* browsers leave the scheme's default port out of Origin: such an entry never matches */
+    {"server", "allowed_origins", "https://game.example.com:443",
+     "each entry must be an origin without its scheme's default port"},
+    {"server", "allowed_origins", "http://localhost:80",
+     "each entry must be an origin without its scheme's default port"},
 };
 
 static void test_bad_values_in_file(void **state)
