@@ -81,24 +81,23 @@ class Load:
     fresh key (prefixed by `tag`: two loads on the same users need different tags); a 503 is
     retried with the same key (every 50 ms, for 20 s). `acked` maps key -> (bet_id, user_id);
     `unavailable[True/False]` the times of 503s for users in `marked` or not (a bucket whose copy
-    of the open round is missing answers 503 too, and is counted there); `missing_copy` the
+    of the open round stays missing answers 503 too, and is counted there); `missing_copy` the
     times of refusals that would mean a missing copy answered the old way: 404 round_not_found,
-    or 409 round_not_open, for a bet sent more than 1 s before the round's lock; each with how
-    long the round had been seen open then (a bet right after a boundary can precede the
-    leader's copies); `last_ok` the time of each user's latest 201; `other` counts other
-    answers."""
+    or 409 round_not_open, answered more than 1 s before the lock of the round the bet named;
+    `last_ok` the time of each user's latest 201; `other` counts other answers."""
 
     def __init__(self, s, users, marked=(), nthreads=8, tag="t"):
         self.s, self.users, self.marked, self.nthreads = s, users, set(marked), nthreads
         self.tag = tag
-        self.rid, self.stopping = None, False
+        self.stopping = False
+        # (round id, its locks_at) of the open round while more than 300 ms of it are left,
+        # else None: one value, so that a bettor never pairs a round with the next one's lock.
+        self.open = None
         self.acked, self.retried = {}, set()
         self.unavailable = collections.defaultdict(list)
         self.missing_copy = []
         self.ok_times = collections.defaultdict(list)  # [marked?] -> times of 201s
         self.last_ok = {}  # user id -> time of its latest 201
-        self.seen = {}  # round id -> when _poll first saw it open
-        self.locks_at = 0
         self.other = collections.Counter()
         self.no_answer = 0  # requests that got no answer within the client's 10 s (retried)
         self.lock = threading.Lock()
@@ -122,10 +121,8 @@ class Load:
             try:
                 st, v = self.s.json("GET", "/api/v1/rounds/current")
                 o = v.get("open") if st == 200 and v else None
-                self.rid = o["id"] if o and o["locks_at"] - time.time() * 1000 > 300 else None
-                if self.rid is not None:
-                    self.locks_at = o["locks_at"]
-                    self.seen.setdefault(self.rid, time.monotonic())
+                live = o and o["locks_at"] - time.time() * 1000 > 300
+                self.open = (o["id"], o["locks_at"]) if live else None
             except OSError:
                 pass
             time.sleep(0.05)
@@ -134,10 +131,11 @@ class Load:
         conn = tpclient.Http(self.s, timeout=10)
         n = 0
         while not self.stopping:
-            rid, locks_at = self.rid, self.locks_at
-            if rid is None:
+            cur = self.open
+            if cur is None:
                 time.sleep(0.01)
                 continue
+            rid, locks_at = cur
             uid, tok = self.users[(t + n * self.nthreads) % len(self.users)]
             key = f"{self.tag}{t}-{n}"
             n += 1
@@ -170,8 +168,7 @@ class Load:
                     self.other[(st, code)] += 1
                     if (st, code) in ((404, "round_not_found"), (409, "round_not_open")) and \
                             locks_at - time.time() * 1000 > 1000:
-                        now = time.monotonic()
-                        self.missing_copy.append((now, now - self.seen.get(rid, now)))
+                        self.missing_copy.append(time.monotonic())
                 break
         conn.close()
 
