@@ -40,6 +40,31 @@ def whole(c, w):
     return all(c.exists(f"tp:{{b{b}}}:idemfilter:{w}:{SHARDS - 1}") for b in range(B))
 
 
+def begun(c, w):
+    """True once window w's build has begun (its first shard, created first, in some bucket)."""
+    return any(c.exists(f"tp:{{b{b}}}:idemfilter:{w}:0") for b in range(B))
+
+
+def setranges(c):
+    return c.info("commandstats").get("cmdstat_setrange", {}).get("calls", 0)
+
+
+def count_between_builds(c):
+    """(SETRANGE calls so far, newest window built whole), read while no build runs: the count
+    is read, then the window after the newest whole one is seen not begun, so the count holds
+    every shard of the windows up to the newest and none of a later one. A build under way is
+    waited out first (how soon a build ends is no business of this count)."""
+    while True:
+        w = now_ms() // SPAN
+        tpenv.wait_until(lambda: whole(c, w), timeout=60, what=f"window {w} built")
+        if whole(c, w + 1):
+            w += 1
+        n = setranges(c)
+        if not begun(c, w + 1):
+            return n, w
+        tpenv.wait_until(lambda: whole(c, w + 1), timeout=60, what=f"window {w + 1} built")
+
+
 def test_next_window_is_built_ahead_and_replays_cross_the_roll():
     with tpenv.Postgres() as pg, tpenv.Redis() as r, \
             tpenv.Server(redis=r, pg=pg, env=ROLL_ENV, https=False) as s:
@@ -52,29 +77,30 @@ def test_next_window_is_built_ahead_and_replays_cross_the_roll():
                          what="the current window built")
         c.config_set("slowlog-log-slower-than", 1000)
         c.config_set("slowlog-max-len", 100000)
-
-        def setranges():
-            return c.info("commandstats").get("cmdstat_setrange", {}).get("calls", 0)
-        rolls = 0
+        c.slowlog_reset()
+        setrange0, built0 = count_between_builds(c)
+        rolls = tries = 0
         while rolls < 2:
+            tries += 1
+            assert tries <= 4, f"{tries - 1} rounds archived, only {rolls} before their roll"
             # 30 s before a roll: a bet whose round is archived before the window ends.
             tpenv.wait_until(lambda: 29000 <= SPAN - now_ms() % SPAN <= 31000, timeout=60,
                              interval=0.02, what="30 s before a roll")
             w = now_ms() // SPAN
-            if rolls == 0:  # counted from here: the next window's build starts 10 s later
-                assert whole(c, w) and not whole(c, w + 1)
-                setrange0 = setranges()
-                c.slowlog_reset()
             o = tpclient.fresh_open_round(s, 300)
             key = f"roll-{w}"
             first = s.http("POST", "/api/v1/bets", {"round_id": o["id"], "band": 1, "stake": 10},
                            headers=tpclient.auth(tok, key))
             assert first[0] == 201, first
-            tpenv.wait_until(lambda: archived(c, o["id"]), timeout=30,
+            tpenv.wait_until(lambda: archived(c, o["id"]), timeout=60,
                              what=f"round {o['id']} archived")
-            assert now_ms() // SPAN == w, "the round was archived after the roll: too slow"
+            if now_ms() // SPAN != w:
+                # Its key went to the next window's filter: a replay after this roll would cross
+                # nothing. A slow host, not a fault: the next roll is tried.
+                print(f"# round {o['id']} archived after the roll of window {w}: the next roll")
+                continue
             # (a) the next window is whole before it starts, at the configured size.
-            tpenv.wait_until(lambda: whole(c, w + 1) or now_ms() // SPAN > w, timeout=15,
+            tpenv.wait_until(lambda: whole(c, w + 1) or now_ms() // SPAN > w, timeout=45,
                              what="the next window built")
             left = (w + 1) * SPAN - now_ms()
             assert whole(c, w + 1) and left > 0, f"window {w + 1} not whole {left} ms before it"
@@ -107,8 +133,10 @@ def test_next_window_is_built_ahead_and_replays_cross_the_roll():
             rolls += 1
         # (b) one shard per allocating command, all the leader's: 1024 per bucket and window
         # built since the count started, none by a bet.
-        assert rolls == 2 and now_ms() % SPAN < SPAN // 2, "the count ends before a build"
-        assert setranges() - setrange0 == 2 * B * SHARDS, setranges() - setrange0
+        setrange1, built1 = count_between_builds(c)
+        assert built1 - built0 >= 2, (built0, built1)
+        assert setrange1 - setrange0 == (built1 - built0) * B * SHARDS, \
+            (built0, built1, setrange1 - setrange0)
         slow = c.slowlog_get(100000)
         for e in slow:
             args = e["command"].split(b" ")
