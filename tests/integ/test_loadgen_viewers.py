@@ -30,6 +30,20 @@ import tpenv
 BENCH = os.path.join(os.path.dirname(os.environ.get("TP_BIN", "build/tickpool")), "bench")
 
 
+def wait_listening(port, proc):
+    """Until rawfanout takes connections on port (a fixed sleep failed on a loaded host)."""
+
+    def up():
+        assert proc.poll() is None, f"rawfanout exited {proc.returncode}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    tpenv.wait_until(up, timeout=15.0, what=f"rawfanout listening on {port}")
+
+
 def run_viewers(stops):
     """loadgen viewers on 20 rawfanout sockets, stopped for each (after_s, for_s) of `stops`
     (seconds from the start of the previous stop's end); its JSON."""
@@ -40,7 +54,7 @@ def run_viewers(stops):
     raw = subprocess.Popen([raw_bin, "-p", str(port), "--tick-ms", "100"],
                            stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.3)
+        wait_listening(port, raw)
         lg = subprocess.Popen([lg_bin, "viewers", "-p", str(port), "-c", "20", "-d", "4", "-w",
                                "1", "-q"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         for after_s, for_s in stops:
@@ -192,7 +206,7 @@ def test_rawfanout_boundary_pair():
     raw = subprocess.Popen([raw_bin, "-p", str(port), "--tick-ms", "100", "--boundary-ms", "1000",
                             "--workers", "2"], stderr=subprocess.PIPE)
     try:
-        time.sleep(0.3)
+        wait_listening(port, raw)
         out = subprocess.run([lg_bin, "viewers", "-p", str(port), "-c", "10", "-d", "3.5", "-w",
                               "1", "-q"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              timeout=30, check=True).stdout
