@@ -391,6 +391,11 @@ int tp_admin_main(const struct tp_config *cfg, int nargs, char **args)
             return TP_ADMIN_OK;
         }
     }
+    if (cfg == NULL) { /* main could not load it, and said why */
+        fputs("admin: no valid configuration: nothing done\n", stderr);
+        free(argv);
+        return TP_ADMIN_USAGE;
+    }
     /* The store's connection notes are for servers; a command prints its own outcome. */
     tp_log_setup(TP_LOG_WARN, "admin");
     struct tp_admin a = {.cfg = cfg};

@@ -667,6 +667,10 @@ int tp_audit_main(const struct tp_config *cfg, int nargs, char **args)
         usage(stderr);
         return TP_AUDIT_USAGE;
     }
+    if (cfg == NULL) { /* main could not load it, and said why */
+        fputs("audit: no valid configuration: nothing checked\n", stderr);
+        return TP_AUDIT_USAGE;
+    }
 
     struct audit a = {.cfg = cfg};
     struct totals t = {0};

@@ -130,6 +130,15 @@ static const char *cmd_help(const char *cmd)
     return NULL;
 }
 
+/* True when a command's arguments ask for its help (-h or --help before any "--"). */
+static bool asks_help(int nargs, char **args)
+{
+    for (int i = 0; i < nargs && strcmp(args[i], "--") != 0; i++)
+        if (strcmp(args[i], "-h") == 0 || strcmp(args[i], "--help") == 0)
+            return true;
+    return false;
+}
+
 static int load(const char *path)
 {
     char err[512];
@@ -194,6 +203,14 @@ int main(int argc, char **argv)
     }
 
     int rc = load(path);
+    /* admin and audit parse their own arguments and print their own help, which needs no valid
+     * configuration either: given none (cfg NULL) they print it when asked and refuse the rest. */
+    if (rc != 0 && asks_help(nargs, argv + optind + 1)) {
+        if (strcmp(cmd, "admin") == 0)
+            return tp_admin_main(NULL, nargs, argv + optind + 1);
+        if (strcmp(cmd, "audit") == 0)
+            return tp_audit_main(NULL, nargs, argv + optind + 1);
+    }
     if (rc != 0)
         return rc;
     if (check) {

@@ -202,6 +202,19 @@ def test_cli():
                                  capture_output=True, text=True, timeout=30)
             assert out.returncode == 0 and out.stdout.startswith(
                 f"Usage: tickpool [-c FILE] ") and words in out.stdout, (cmd, flag, out)
+    # admin and audit print their own help, also without a valid configuration; anything else
+    # then is refused (exit 2, nothing on stdout), e.g. --actor taking "--help" as its value.
+    for args, words in ((("admin", "--help"), "COMMAND"), (("admin", "grant", "--help"), "--reason"),
+                        (("audit", "-h"), "--redis-only")):
+        out = subprocess.run([tpenv.BIN, *args], cwd=tpenv.SRC, env=env, capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout.startswith("Usage: tickpool ") and \
+            words in out.stdout, (args, out)
+    for args in (("admin", "--actor", "--help", "status"), ("audit", "--", "--help"),
+                 ("audit", "--wait", "5")):
+        out = subprocess.run([tpenv.BIN, *args], cwd=tpenv.SRC, env=env, capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 2 and out.stdout == "" and "http_port" in out.stderr, (args, out)
     for args in (("serve", "now"), ("migrate", "--all"), ("verify",), ("verify", "1", "2")):
         out = subprocess.run([tpenv.BIN, *args], cwd=tpenv.SRC, capture_output=True, text=True,
                              timeout=30)

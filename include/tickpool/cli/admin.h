@@ -23,7 +23,8 @@ struct tp_config;
 
 /**
  * Runs `tickpool admin` with the `nargs` arguments `args` that followed "admin" on the command
- * line. Returns one of the TP_ADMIN_* statuses above.
+ * line. Returns one of the TP_ADMIN_* statuses above. `cfg` is NULL when the configuration did
+ * not load: the help is still printed when asked for, anything else is refused (TP_ADMIN_USAGE).
  */
 int tp_admin_main(const struct tp_config *cfg, int nargs, char **args);
 

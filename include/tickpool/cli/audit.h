@@ -26,6 +26,8 @@ struct tp_config;
  * --wait S (default 10), --redis-only, -h.
  * Returns TP_AUDIT_OK when every check holds, TP_AUDIT_MISMATCH on any mismatch (or an outbox
  * that did not drain in time), TP_AUDIT_USAGE on bad options or when Redis/Postgres is unreachable.
+ * `cfg` is NULL when the configuration did not load: -h still prints the help, anything else is
+ * refused (TP_AUDIT_USAGE).
  */
 int tp_audit_main(const struct tp_config *cfg, int nargs, char **args);
 
