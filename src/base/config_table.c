@@ -128,8 +128,35 @@ static const char *check_origin(const char *e, size_t n)
     return check_origin_port(e + skip, n - skip, skip == 8 ? 443 : 80);
 }
 
-/* At most TP_CONFIG_MAX_ORIGINS comma-separated origins, blanks around each ignored (as the
- * /ws check does, tp_ws_origin_allowed). */
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+bool tp_config_origins_next(const char **cursor, const char **entry, size_t *len)
+{
+    const char *s = *cursor;
+    while (s != NULL && *s != '\0') {
+        const char *comma = strchr(s, ',');
+        const char *end = comma != NULL ? comma : s + strlen(s), *e = s;
+        while (e < end && is_blank(*e))
+            e++;
+        while (end > e && is_blank(end[-1]))
+            end--;
+        s = comma != NULL ? comma + 1 : end;
+        if (end > e) {
+            *cursor = s;
+            *entry = e;
+            *len = (size_t)(end - e);
+            return true;
+        }
+    }
+    *cursor = s;
+    return false;
+}
+
+/* At most TP_CONFIG_MAX_ORIGINS comma-separated origins (empty ones counted), each an origin as
+ * browsers send it. */
 static const char *check_origins(const void *field)
 {
     const char *s = field;
@@ -140,20 +167,12 @@ static const char *check_origins(const void *field)
         n += *p == ',';
     if (n > TP_CONFIG_MAX_ORIGINS)
         return "too many origins (at most 16)";
-    while (*s != '\0') {
-        const char *end = strchr(s, ',');
-        size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
-        const char *e = s;
-        while (len > 0 && (*e == ' ' || *e == '\t'))
-            e++, len--;
-        while (len > 0 && (e[len - 1] == ' ' || e[len - 1] == '\t'))
-            len--;
-        const char *why = len > 0 ? check_origin(e, len) : NULL;
+    const char *e;
+    size_t len;
+    for (const char *c = s; tp_config_origins_next(&c, &e, &len);) {
+        const char *why = check_origin(e, len);
         if (why != NULL)
             return why;
-        if (end == NULL)
-            break;
-        s = end + 1;
     }
     return NULL;
 }

@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "tickpool/base/common.h"
+#include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
 #include "tickpool/net/io.h"
 #include "tickpool/base/log.h"
@@ -667,18 +668,12 @@ bool tp_ws_origin_allowed(const char *origin, const char *allowlist, const char 
     size_t on = strlen(origin);
     origin = trim(origin, &on);
     bool any_entry = false;
-    for (const char *s = allowlist; s != NULL && *s != '\0';) {
-        const char *comma = strchr(s, ',');
-        size_t n = comma != NULL ? (size_t)(comma - s) : strlen(s);
-        const char *e = trim(s, &n);
-        if (n > 0) {
-            any_entry = true;
-            if (n == on && memcmp(e, origin, n) == 0)
-                return true;
-        }
-        if (comma == NULL)
-            break;
-        s = comma + 1;
+    const char *e;
+    size_t n;
+    for (const char *c = allowlist; tp_config_origins_next(&c, &e, &n);) {
+        any_entry = true;
+        if (n == on && memcmp(e, origin, n) == 0)
+            return true;
     }
     if (any_entry)
         return false;

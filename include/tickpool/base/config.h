@@ -154,6 +154,14 @@ int tp_config_parse_duration_ms(const char *s, int64_t *out);
 int tp_config_parse_size(const char *s, size_t *out);
 
 /**
+ * Steps through a server.allowed_origins list from `*cursor`: comma-separated entries, blanks
+ * (space, tab) around an entry ignored, empty entries skipped. Sets the next entry's start and
+ * length and advances `*cursor` past it; false at the list's end (a NULL list is empty). The one
+ * reading of the list's syntax, for the config's check and the /ws Origin check alike.
+ */
+bool tp_config_origins_next(const char **cursor, const char **entry, size_t *len);
+
+/**
  * Copies `url` into `out` (size `n`, always NUL-terminated) with secrets masked:
  * "redis://:pw@h" → "redis://:****@h", "postgres://u:pw@h/db?password=x" →
  * "...u:****@h/db?password=****", and libpq "password=x" conninfo words. For logging service

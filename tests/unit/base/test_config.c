@@ -508,6 +508,25 @@ static void test_origins_ok(void **state)
                         "https://game.example.com , http://localhost:8080,,http://[::1]:8443");
 }
 
+/* The list syntax both the config check and the /ws check read: blanks trimmed, empties skipped. */
+static void test_origins_next(void **state)
+{
+    (void)state;
+    const char *want[] = {"https://a.example", "http://b:8080", "x"}, *e;
+    size_t len, k = 0;
+    for (const char *c = " https://a.example ,,\t, http://b:8080,x,  ";
+         tp_config_origins_next(&c, &e, &len); k++) {
+        assert_true(k < 3);
+        assert_int_equal(len, strlen(want[k]));
+        assert_memory_equal(e, want[k], len);
+    }
+    assert_int_equal(k, 3);
+    const char *c = NULL;
+    assert_false(tp_config_origins_next(&c, &e, &len));
+    c = " , ,";
+    assert_false(tp_config_origins_next(&c, &e, &len));
+}
+
 static void test_env_unknown_and_allowlist(void **state)
 {
     (void)state;
@@ -874,6 +893,7 @@ int main(void)
         cmocka_unit_test_setup(test_file_structure, setup),
         cmocka_unit_test_setup(test_env_precedence, setup),
         cmocka_unit_test_setup(test_origins_ok, setup),
+        cmocka_unit_test(test_origins_next),
         cmocka_unit_test_setup(test_env_unknown_and_allowlist, setup),
         cmocka_unit_test_setup(test_workers, setup),
         cmocka_unit_test_setup(test_parse_duration, setup),
