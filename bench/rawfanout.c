@@ -27,7 +27,6 @@
  * Prints one summary line per process on stderr at exit (SIGTERM/SIGINT).
  */
 #include <arpa/inet.h>
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -510,13 +509,11 @@ static void usage(FILE *f)
             "SIGINT, then prints a summary per process on stderr.\n");
 }
 
-/* A whole decimal number in [lo, hi], nothing else (no sign games, no trailing bytes). */
+/* A whole decimal number in [lo, hi], nothing else (tp_parse_i64: no trailing bytes). */
 static bool int_arg(const char *s, long lo, long hi, int *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != 0 || v < lo || v > hi)
+    int64_t v;
+    if (!tp_parse_i64(s, &v) || v < lo || v > hi)
         return false;
     *out = (int)v;
     return true;
