@@ -27,7 +27,13 @@
 
 #define LIST_DEFAULT 20
 #define LIST_MAX 100
+/* GET /api/v1/prices answers at most the contract's last 5 minutes, whatever the stream keeps
+ * (10 minutes, tp_round_ticks_kept): an earlier `since` (0 included) counts from now - 5 minutes,
+ * so an anonymous request costs at most 5 minutes of ticks (30,001 at the smallest tick_ms,
+ * ~1.1 MB of JSON, against the 60,000 kept). The count is capped as well, keeping the newest:
+ * ticks stamped ahead of this node's clock (a leader's clock running fast) cannot grow it. */
 #define PRICES_WINDOW_MS (5 * 60 * 1000)
+#define PRICES_MAX_TICKS (PRICES_WINDOW_MS / TP_CONFIG_TICK_MS_MIN + 1)
 
 /* A multi-round request: up to LIST_MAX rounds loaded in parallel, written in slot order.
  * Rounds Redis no longer has are then asked of Postgres in one query. */
@@ -342,12 +348,13 @@ static void on_prices(int err, const struct tp_store_reply *r, void *ud)
         reply_unavailable(ctx);
         return;
     }
+    /* XREVRANGE: newest first; the answer is oldest first. */
     size_t n = tp_reply_len(r);
     struct tp_buf b;
     struct tp_wr w;
     tp_http_body_init(ctx, &b, &w);
     tp_wr_array(&w, n);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = n; i-- > 0;) {
         const struct tp_store_reply *e = tp_reply_at(r, i);
         const char *id = tp_reply_str(tp_reply_at(e, 0), NULL);
         const struct tp_store_reply *f = tp_reply_at(e, 1);
@@ -366,15 +373,18 @@ static void on_prices(int err, const struct tp_store_reply *r, void *ud)
 static void get_prices(struct tp_http_ctx *ctx, void *ud)
 {
     (void)ud;
-    int64_t since;
-    if (!query_int(ctx, "since", 0, INT64_MAX / 2, tp_now_ms() - PRICES_WINDOW_MS, &since)) {
+    int64_t oldest = tp_now_ms() - PRICES_WINDOW_MS, since;
+    if (!query_int(ctx, "since", 0, INT64_MAX / 2, oldest, &since)) {
         tp_http_reply_error(ctx, 400, "invalid_request", "since must be Unix milliseconds");
         return;
     }
+    if (since < oldest)
+        since = oldest;
     int buckets;
     struct tp_store *store = ctx_store(ctx, &buckets);
-    if (store == NULL || tp_store_command(store, on_prices, ctx, "XRANGE " TP_KEYS_TICKS " %lld +",
-                                          (long long)since) != 0)
+    if (store == NULL ||
+        tp_store_command(store, on_prices, ctx, "XREVRANGE " TP_KEYS_TICKS " + %lld COUNT %d",
+                         (long long)since, PRICES_MAX_TICKS) != 0)
         reply_unavailable(ctx);
 }
 

@@ -226,7 +226,7 @@ const struct centry tp_config_table[] = {
     /* At least 1: sign-up grants are the only way money enters the game. */
     {"game", "start_balance", CT_INT64, 1, MAX_STAKE_BOUND, "100000", F(game.start_balance), 0,
      NULL},
-    {"game", "tick_ms", CT_DUR, 10, 10000, "100", F(game.tick_ms), 1, NULL},
+    {"game", "tick_ms", CT_DUR, TP_CONFIG_TICK_MS_MIN, 10000, "100", F(game.tick_ms), 1, NULL},
     {"game", "volatility", CT_DOUBLE, 0, 0, "0.8", F(game.volatility), 0, check_volatility},
     {"game", "buckets", CT_INT, 1, 16384, "1", F(game.buckets), 0, NULL},
     {"game", "grace", CT_DUR, 100, 3600000, "5s", F(game.grace_ms), 1, NULL},

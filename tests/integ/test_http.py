@@ -314,6 +314,47 @@ def test_hostile_requests():
         assert s.http("GET", "/healthz")[0] == 200
 
 
+def test_prices_bounded():
+    """GET /api/v1/prices needs no login, so what one request returns is bounded: at most the last
+    5 minutes (the contract's promise; the stream keeps 10), oldest first, whatever `since` asks,
+    and never more than 30,001 ticks, the newest (docs/http-api.md). Bad `since` values are 400."""
+    ticks_key = "tp:{g}:ticks"
+    with tpenv.Redis() as r:
+        # Ticks from 9 to 5.7 minutes ago, as a stream keeping 10 minutes holds them.
+        now = int(time.time() * 1000)
+        old = [now - 540000 + 100 * i for i in range(2000)]
+        pipe = r.client().pipeline(transaction=False)
+        for ts in old:
+            pipe.xadd(ticks_key, {"price": "6500000"}, id=f"{ts}-0")
+        pipe.execute()
+        with tpenv.Server(redis=r, https=False) as s:
+            tpenv.wait_until(lambda: len(s.json("GET", "/api/v1/prices")[1]) >= 5, timeout=15,
+                             what="the game's own ticks")
+            asked = int(time.time() * 1000)
+            st, ticks = s.json("GET", "/api/v1/prices?since=0")
+            ts = [t["ts"] for t in ticks]
+            assert st == 200 and ts and ts == sorted(set(ts)), ts[:5]
+            assert ts[0] >= asked - 300000 > old[-1], (ts[0], asked)  # none of the old ones
+            st, recent = s.json("GET", f"/api/v1/prices?since={ts[-3]}")
+            assert st == 200 and [t["ts"] for t in recent][:3] == ts[-3:], recent
+            for future in (asked + 3600000, 999999999999999999):
+                assert s.json("GET", f"/api/v1/prices?since={future}") == (200, []), future
+            for bad in ("-1", "abc", "1e3", "+5", "%2B5", "", "1.5", "0x10", "12a",
+                        "9223372036854775807", "9223372036854775808", "99999999999999999999"):
+                st, err = s.json("GET", f"/api/v1/prices?since={bad}")
+                assert st == 400 and err["error"]["code"] == "invalid_request", (bad, st, err)
+            # 30,100 ticks stamped an hour ahead (a leader whose clock runs fast): the newest
+            # 30,001 (5 minutes at the smallest tick_ms), still oldest first.
+            ahead = asked + 3600000
+            pipe = r.client().pipeline(transaction=False)
+            for i in range(30100):
+                pipe.xadd(ticks_key, {"price": "6500000"}, id=f"{ahead + i}-0")
+            pipe.execute()
+            st, capped = s.json("GET", "/api/v1/prices?since=0")
+            assert st == 200 and [t["ts"] for t in capped] == list(range(ahead + 99, ahead + 30100))
+            assert s.http("GET", "/healthz")[0] == 200
+
+
 def test_slowloris_closed():
     with tpenv.Server(env={"TICKPOOL_SERVER_HEADER_TIMEOUT": "1s"}) as s:
         sock = connect(s)

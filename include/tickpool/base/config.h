@@ -22,6 +22,8 @@
  * 4 * 10^15 < 2^52, so every settlement number stays an exact integer in a Lua double.
  * game.max_stake must fit one bucket's share, floor(TP_CONFIG_POOL_MAX / game.buckets). */
 #define TP_CONFIG_POOL_MAX INT64_C(4000000000000000)
+/* Smallest game.tick_ms: what bounds the ticks a time window can hold. */
+#define TP_CONFIG_TICK_MS_MIN 10
 
 /* Where a key's effective value came from (shown by tp_config_print). */
 enum tp_config_origin {
