@@ -11,7 +11,8 @@ wait in a socket, the merged bytes carry the later one's time, and loadgen count
 
 The boundaries scenario's `round` messages are timed the same way: a small WebSocket server here
 writes each boundary's `round` message while loadgen is stopped (test_round_lag_from_arrival).
-Its same-run reference, rawfanout --boundary-ms, and rawfanout's option checks are tested last.
+Its same-run reference, rawfanout --boundary-ms, rawfanout's and bench/run's option checks are
+tested last.
 """
 
 import base64
@@ -246,6 +247,37 @@ def test_rawfanout_rejects_bad_options():
     r = subprocess.run([raw_bin, "--help"], stdout=subprocess.PIPE, timeout=10)
     assert r.returncode == 0 and b"--boundary-ms" in r.stdout, r
 
+
+
+def test_bench_run_rejects_bad_options():
+    """bench/run checks every numeric option before it builds or starts anything: a value that is
+    not a whole decimal number in range exits 2 naming the option (bash arithmetic once read
+    `--phase 0.5` as an error part-way into a run and `abc` as 0; a negative --duration ran). The
+    build dir does not exist, so a value the check let through ends at "binaries missing" (exit
+    1) before any service starts, never in a bench."""
+    run = os.path.join(os.environ.get("TP_SRC", "."), "bench", "run")
+    nowhere = ["--no-build", "--build-dir", "/nonexistent/tickpool-build"]
+    bad = [["--phase", "0.5"], ["--phase", "0"], ["--rate", "abc"], ["--rate", ""],
+           ["--rate", "1e3"], ["--duration", "-5"], ["--duration", "0"], ["--warmup", "08"],
+           ["--warmup", "-1"], ["--conns", "99999999999"], ["--users", "0"],
+           ["--bet-rate", "-200"], ["--sockets", "0x10"], ["--connect-rate", " 5"],
+           ["--workers", "65"], ["--workers", "two"], ["--buckets", "16385"],
+           ["--redis-cluster", "2"], ["--redis-cluster", "abc"], ["--replicas-ack", "17"],
+           ["--winners", "1.5"], ["--fill-rate", "+8000"], ["--settle-window", "10s"],
+           ["--kills", "0"], ["--filter-windows", "3"]]
+    for args in bad:
+        r = subprocess.run([run, "boundaries"] + args + nowhere, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert ("bench/run: " + args[0]).encode() in r.stderr, (args, r.stderr)
+    r = subprocess.run([run, "boundaries"] + nowhere + ["--rate"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 2 and b"--rate needs a value" in r.stderr, r
+    # Good values pass the check and stop at the missing binaries.
+    r = subprocess.run([run, "boundaries", "--phase", "2", "--rate", "500", "--duration", "30",
+                        "--warmup", "0", "--bet-rate", "0", "--workers", "2"] + nowhere,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 1 and b"binaries missing" in r.stderr, r
 
 if __name__ == "__main__":
     tpenv.main()
