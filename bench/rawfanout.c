@@ -22,7 +22,9 @@
  * its arrival after T exactly as it does tickpool's. A socket still flushing an older write
  * gets the pair queued behind it (a `round` is never dropped), never a skipped beat's bytes.
  * Each process prints one `boundary` line per T on stderr: when its walk started and when its
- * last socket was written, µs after T.
+ * last socket was written, µs after T. No T is skipped: a timer late by more than P (a stalled
+ * process) writes the pairs of every T it missed, oldest first, with its next beat (up to 16:
+ * more is a step of the wall clock, and the summary line counts those skipped).
  *
  * Prints one summary line per process on stderr at exit (SIGTERM/SIGINT).
  */
@@ -55,6 +57,8 @@
 #include "tickpool/stream/protocol.h"
 
 #define REQ_MAX 4096 /* an upgrade request larger than this is refused */
+/* Boundaries one beat catches up at most: more missed is a step of the wall clock, not a stall. */
+#define CATCHUP_MAX 16
 
 struct opt {
     int port, tick_ms, workers, bands, max_conns, boundary_ms;
@@ -79,7 +83,7 @@ static int *open_fds, nopen;
 static int ep;
 static struct tp_tls_ctx *tls_ctx;
 static volatile sig_atomic_t stop;
-static uint64_t beats, writes, dropped, partial, boundaries;
+static uint64_t beats, writes, dropped, partial, boundaries, bounds_skipped;
 
 static void on_signal(int sig)
 {
@@ -356,11 +360,12 @@ static void fan_out(const struct tp_buf *frame, bool pair)
     free(fds);
 }
 
-/* One beat with `ts` (and, when `bound_ms` > 0, the pair of boundary bound_ms before it in the
- * same write). Pools and price of the magnitudes a bench run reaches (200 bets/s of 100 over
- * ~40 s spread over the bands; a price in cents around 65,000.00), moving every beat like the
- * real ones. */
-static void beat(int64_t ts, int64_t bound_ms)
+/* One beat with `ts`, preceded in the same write by the pair of every boundary T from `first_ms`
+ * to `last_ms` (multiples of --boundary-ms; none when first_ms > last_ms), oldest first, each
+ * logged against its own T. Pools and price of the magnitudes a bench run reaches (200 bets/s of
+ * 100 over ~40 s spread over the bands; a price in cents around 65,000.00), moving every beat like
+ * the real ones. */
+static void beat(int64_t ts, int64_t first_ms, int64_t last_ms)
 {
     static struct tp_protocol_odds odds = {.round_id = 2, .rake_bps = 300};
     static int64_t price = 6500000;
@@ -373,41 +378,53 @@ static void beat(int64_t ts, int64_t bound_ms)
     struct tp_buf msg, frame;
     tp_buf_init(&msg);
     tp_buf_init(&frame);
-    if (bound_ms > 0)
-        append_pair(&frame, bound_ms);
+    bool pairs = first_ms <= last_ms;
+    for (int64_t t = first_ms; pairs && t <= last_ms; t += opt.boundary_ms)
+        append_pair(&frame, t);
     tp_protocol_tick(&msg, ts, price, &odds);
     append_frame(&frame, &msg);
     beats++;
     int64_t start_us = wall_us();
-    fan_out(&frame, bound_ms > 0);
-    if (bound_ms > 0) {
+    fan_out(&frame, pairs);
+    int64_t written_us = wall_us();
+    for (int64_t t = first_ms; pairs && t <= last_ms; t += opt.boundary_ms) {
         boundaries++;
         fprintf(stderr,
                 "rawfanout[%d] boundary t=%" PRId64 " sockets=%d bytes=%zu start_us=%" PRId64
                 " written_us=%" PRId64 "\n",
-                (int)getpid(), bound_ms, nopen, tp_buf_size(&frame), start_us - bound_ms * 1000,
-                wall_us() - bound_ms * 1000);
+                (int)getpid(), t, nopen, tp_buf_size(&frame), start_us - t * 1000,
+                written_us - t * 1000);
     }
     tp_buf_deinit(&msg);
     tp_buf_deinit(&frame);
 }
 
 /* The timer fired: without --boundary-ms a beat stamped now; with it, the beat of the grid time
- * just passed, with the pair when a boundary came since the last beat (a late timer sends one
- * beat, not a burst: newest wins; a boundary is never skipped). */
+ * just passed, with the pair of every boundary since the last beat. A late timer sends one beat,
+ * not a burst (newest wins), but never skips a boundary: one late by more than a boundary period
+ * (the process stalled) writes each boundary it missed, oldest first, in that beat's write, so
+ * each is timed late from its own T, as a viewer of tickpool would see it, rather than left out
+ * of the reference's figures. Only past CATCHUP_MAX missed boundaries (the wall clock stepped
+ * forward) are the older ones skipped, counted in the summary line. */
 static void on_timer(void)
 {
     static int64_t last_bound;
     if (opt.boundary_ms == 0) {
-        beat(wall_ms(), 0);
+        beat(wall_ms(), 1, 0);
         return;
     }
     int64_t now = wall_ms();
     int64_t grid = now - now % opt.tick_ms, bound = now - now % opt.boundary_ms;
-    bool due = last_bound != 0 && bound > last_bound;
-    if (last_bound == 0 || due)
+    if (last_bound == 0) /* the first beat: boundaries are counted from the next one on */
         last_bound = bound;
-    beat(grid, due ? bound : 0);
+    int64_t first = last_bound + opt.boundary_ms;
+    if (bound - first >= CATCHUP_MAX * opt.boundary_ms) {
+        bounds_skipped += (uint64_t)((bound - first) / opt.boundary_ms + 1 - CATCHUP_MAX);
+        first = bound - (CATCHUP_MAX - 1) * opt.boundary_ms;
+    }
+    beat(grid, first, bound);
+    if (bound > last_bound)
+        last_bound = bound;
 }
 
 /* --- Process --- */
@@ -485,8 +502,8 @@ static int serve(void)
     }
     fprintf(stderr,
             "rawfanout[%d]: %d sockets open, %" PRIu64 " beats, %" PRIu64 " writes, %" PRIu64
-            " partial, %" PRIu64 " dropped, %" PRIu64 " boundaries\n",
-            (int)getpid(), nopen, beats, writes, partial, dropped, boundaries);
+            " partial, %" PRIu64 " dropped, %" PRIu64 " boundaries (%" PRIu64 " skipped)\n",
+            (int)getpid(), nopen, beats, writes, partial, dropped, boundaries, bounds_skipped);
     tp_tls_ctx_free(tls_ctx);
     return 0;
 }

@@ -227,6 +227,40 @@ def test_rawfanout_boundary_pair():
     assert all(" written_us=" in l and " start_us=" in l for l in lines), lines
 
 
+def test_rawfanout_stalled_boundaries_not_skipped():
+    """rawfanout stopped (SIGSTOP) for 2.5 s inside the window misses two or three whole seconds;
+    when it goes on, its next beat carries the pair of every boundary it missed, oldest first, so
+    the reference's figures time each late from its own T instead of leaving it out (it used to
+    send only the newest). The boundaries the viewers saw are every whole second in a row."""
+    lg_bin, raw_bin = os.path.join(BENCH, "loadgen"), os.path.join(BENCH, "rawfanout")
+    if not (os.access(lg_bin, os.X_OK) and os.access(raw_bin, os.X_OK)):
+        raise tpenv.Skip(f"bench binaries not built in {BENCH}")
+    port = tpenv.free_port()
+    raw = subprocess.Popen([raw_bin, "-p", str(port), "--tick-ms", "100", "--boundary-ms", "1000"],
+                           stderr=subprocess.PIPE)
+    try:
+        wait_listening(port, raw)
+        lg = subprocess.Popen([lg_bin, "viewers", "-p", str(port), "-c", "10", "-d", "6", "-w",
+                               "1", "-q"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        time.sleep(2.0)  # connected, warmed up, inside the measured window
+        raw.send_signal(signal.SIGSTOP)
+        time.sleep(2.5)
+        raw.send_signal(signal.SIGCONT)
+        out, _ = lg.communicate(timeout=30)
+    finally:
+        raw.send_signal(signal.SIGCONT)
+        raw.terminate()
+        err = raw.communicate(timeout=10)[1].decode()
+    j = json.loads(out.decode().strip().splitlines()[-1])
+    bounds = j["round_bounds"]
+    ts = [b[0] for b in bounds]
+    assert len(ts) >= 4 and ts == list(range(ts[0], ts[-1] + 1000, 1000)), ts
+    assert all(n == 20 for _, n, _, _ in bounds), bounds  # the pair on each of 10 sockets
+    assert max(mx for _, _, mx, _ in bounds) >= 1000000, bounds  # one waited out the stop
+    logged = {int(l.split(" t=")[1].split()[0]) for l in err.splitlines() if " boundary t=" in l}
+    assert set(ts) <= logged, (ts, sorted(logged))
+    assert "(0 skipped)" in err, err[-300:]
+
 def test_rawfanout_rejects_bad_options():
     """Every number rawfanout takes is whole, in range and nothing else; --boundary-ms must be a
     multiple of --tick-ms. A bad one exits 2 with a message and serves nothing."""
