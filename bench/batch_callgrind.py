@@ -40,8 +40,10 @@ NBANDS, TTL_S, USERS = 5, 86400, 200
 SHARD_BYTES = 1024  # 1024 shards, 8 Mbit, a few bits set per call
 
 
-def call_args(n, players, b, now, seq, users=USERS):
-    """KEYS and ARGV of call number b, as src/store/scripts.c builds them."""
+def call_args(n, players, b, now, seq, users=USERS, offsets=True):
+    """KEYS and ARGV of call number b, as src/store/scripts.c builds them (offsets: each
+    position with its bit offset in a shard of SHARD_BYTES, ARGV[10] "0:<SHARD_BYTES>", as the
+    server sends since session 22; else ARGV[10] "0", as before)."""
     p = "tp:{b0}:"
     us = [1 + (b * players + j) % users for j in range(players)]
     bets = [(us[j % players], (seq + j) % NBANDS, 100, f"cg-{seq + j}") for j in range(n)]
@@ -57,7 +59,9 @@ def call_args(n, players, b, now, seq, users=USERS):
             p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
     keys += idemfilter.window_keys(p, w)
     keys += [p + f"bets:1:{x}" for x in bands] + [p + f"ubets:{u}" for u in users] + shard_keys
-    argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n, 0]
+    argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n, f"0:{SHARD_BYTES}" if offsets else 0]
+    if offsets:
+        per = [idemfilter.pos_argv(u, key, SHARD_BYTES) for u, _, _, key in bets]
     for j, (u, band, stake, key) in enumerate(bets):
         argv += [u, band, stake, key] + per[j]
     return keys, argv
@@ -89,6 +93,9 @@ def main():
                     help="filter windows built before the calls [1, as a fresh Redis and "
                          "bench/run have; 2: also the day before's, as production after its "
                          "first day, so every new key reads two filter words]")
+    ap.add_argument("--no-offsets", action="store_true",
+                    help="send no filter offsets (ARGV[10] \"0\", 10-byte positions), as "
+                         "servers before session 22 did: for a script of before then")
     ap.add_argument("--toggle", action="append", metavar="FUNC",
                     help="count inside FUNC instead of evalShaCommand (repeatable), e.g. "
                          "--toggle evalShaCommand --toggle propagatePendingCommands to add the "
@@ -117,7 +124,8 @@ def main():
         r.aof_mark()
         pipe = c.pipeline(transaction=False)
         for b in range(a.batches):
-            keys, argv = call_args(a.bets, a.players, b, now, b * a.bets, a.users)
+            keys, argv = call_args(a.bets, a.players, b, now, b * a.bets, a.users,
+                                   not a.no_offsets)
             pipe.evalsha(sha, len(keys), *keys, *argv)
             if b % 10 == 9 or b == a.batches - 1:
                 for res in pipe.execute():

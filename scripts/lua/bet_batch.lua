@@ -46,13 +46,20 @@ ARGV (decimal integers without sign or leading zeros):
       config's, used only for a round whose state copy predates per-round rules; a round's own
       band count and stake bounds, fixed when it opened, are in its copy, KEYS[3])
   [6] idempotency TTL in seconds  [7] bucket N  [8] number of buckets B  [9] n bets (>= 1)
-  [10] 1: skip the filter (the caller found no archived bet of these keys), else 0
+  [10] 1: skip the filter (the caller found no archived bet of these keys), else 0, or
+      "0:<bytes>": each bet's position carries its word's bit offset in a shard of <bytes>
+      bytes (whole words, > 0), used for a window whose shards have that size
   then 5 per bet: user_id, band, stake, idempotency key (1..128 bytes of printable ASCII, as
   sent by the client: the caller checks the bytes, the script length and newline), and the
   key's filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>"
   (src/store/keys.c tp_keys_idem_pos): 10 bytes, the word (0 .. 2^32-1, taken modulo the
   shard's words) and the mask (the 5 bits, nonzero) as two big-endian 32-bit integers, then
-  the shard (0 .. 1023) as a big-endian 16-bit integer. The request (round, band, stake) is
+  the shard (0 .. 1023) as a big-endian 16-bit integer; with ARGV[10] "0:<bytes>", then the
+  word's bit offset in a shard of that size, (word mod bytes / 4) * 32, in decimal
+  (tp_keys_idem_bit_offset): the caller's, checked here only for its presence (an offset past
+  a shard's bits would read 0, a silent miss: tests/unit/store/test_scripts.c pins the C
+  formula, tests/integ/test_lua_batch.py that it reads the words the script would). The
+  request (round, band, stake) is
   the bet's body: a key's record keeps its band and stake, so a replay is told from a conflict
   by those.
 Returns a flat array of 2n values, two per bet in ARGV order: what bet.lua answered, less what
@@ -143,8 +150,15 @@ local bucket, nbuckets = int(bucket_s), int(ARGV[8])
 if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
     return bug('bad bucket')
 end
-if ARGV[10] ~= '0' and ARGV[10] ~= '1' then return bug('bad filter flag') end
-local skip_filter = ARGV[10] == '1'
+-- "0:<bytes>": the caller's offsets are for shards of <bytes> (a window built under today's
+-- configuration); a window of another size (built before a change of game.idem_filter or
+-- game.buckets) has its offsets formatted here. Read with tonumber, as ARGV 6-8.
+local flag = ARGV[10]
+local skip_filter, given = flag == '1', false
+if not skip_filter and flag ~= '0' then
+    given = flag:sub(1, 2) == '0:' and int(flag:sub(3))
+    if not given or given < 4 or given % 4 ~= 0 then return bug('bad filter flag') end
+end
 
 -- Per-bet server-side arguments, and the distinct bands and users (their KEYS follow).
 -- Per bet: the filter word (before the modulo), mask and shard the caller hashed, and the
@@ -173,7 +187,8 @@ for i = 0, n - 1 do
         nu = nu + 1; users[user_s] = nu; users[nu] = user_s
     end
     local _, _, _, _, m1, m2, m3, m4, s1, s2 = byte(pos, 1, 10)
-    if #pos ~= 10 or (m1 == 0 and m2 == 0 and m3 == 0 and m4 == 0) then
+    if #pos ~= 10 and not given or given and #pos < 11 or (m1 == 0 and m2 == 0 and m3 == 0
+        and m4 == 0) then
         return bug('bad filter position')
     end
     local sh = s1 * 256 + s2
@@ -258,12 +273,13 @@ end
 -- operation per bet and window (5 single-bit operations cost Redis 5 times this), one call per
 -- bet and window: the bets of a call rarely share a shard (74 bets hit ~71 of 1,024), and
 -- grouping them cost more in Lua tables than the few calls it saved. The offset goes as a
--- string (Redis formats a number argument with snprintf "%.17g"). Every shard of a window has
+-- string (Redis formats a number argument with snprintf "%.17g"), the caller's when it gave
+-- one for this window's shard size (ARGV[10]). Every shard of a window has
 -- shard 0's size (the leader creates them all, idem_filter_build.lua), so a changed
 -- configuration never misreads an existing window. The
 -- whole-window filters of before the shards (KEYS[12..13]) are read with the same word and
 -- mask while they exist (an upgrade's last 48 h), never written.
-local band, floor = bit.band, math.floor
+local band, floor, sub = bit.band, math.floor, string.sub
 -- The pause and the whole-window filters exist only in rare states (an operator's pause; an
 -- upgrade's first 48 h), and so does the disabled accounts' hash (Redis drops a hash with its
 -- last field: it exists only while some player of the bucket is disabled). One EXISTS tells the
@@ -290,14 +306,19 @@ if need then
     -- one-bet call ~6k with its calls (bench/README.md "Session 12").
     for pass = 1, rare and 4 or 2 do
         local whole = pass > 2 and 9 + pass or false
-        local nw = floor(call('STRLEN', KEYS[whole or 13 + pass]) / 4)
+        local len = call('STRLEN', KEYS[whole or 13 + pass])
+        local nw = floor(len / 4)
+        -- The caller's offsets hold for shards of the size it gave (never the whole-window
+        -- filters): a '%d' fewer per bet and window (bench/README.md "Session 22").
+        local ready = not whole and len == given
         for i = 1, nw > 0 and n or 0 do
             if not idx[i] and not hit[i] then
-                local w1, w2, w3, w4, m1, m2, m3, m4, s1, s2 = byte(ARGV[10 + 5 * i], 1, 10)
+                local p = ARGV[10 + 5 * i]
+                local w1, w2, w3, w4, m1, m2, m3, m4, s1, s2 = byte(p, 1, 10)
                 local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
-                local word = ((w1 * 256 + w2) * 256 + w3) * 256 + w4
                 local k = whole or sbase + 2 * shards[s1 * 256 + s2] + pass - 2
-                local off = format('%d', word % nw * 32)
+                local off = ready and sub(p, 11)
+                    or format('%d', (((w1 * 256 + w2) * 256 + w3) * 256 + w4) % nw * 32)
                 local w = call('BITFIELD_RO', KEYS[k], 'GET', 'u32', off)[1]
                 if band(w, mask) == mask then hit[i] = true end
             end

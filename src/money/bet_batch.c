@@ -479,6 +479,7 @@ static void send_group(struct batcher *b, struct group *g)
         .bucket = g->bucket,
         .buckets = cfg->game.buckets,
         .skip_filter = g->skip_filter,
+        .shard_bytes = tp_keys_idem_shard_bytes(cfg->game.idem_filter, cfg->game.buckets),
         .bets = bets,
         .n = g->n,
     };

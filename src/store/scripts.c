@@ -169,7 +169,9 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
  * distinct player (first appearance order), then the two filter shards (window w, w - 1) of each
  * distinct shard; 10 ARGV, then 5 per bet (the filter word, mask and shard as 10 bytes: a
  * decimal cost the script two strtod calls each, bench/README.md "Session 9", the shard's a
- * pattern and an ARGV entry, "Session 15"). Distinct bands, players and
+ * pattern and an ARGV entry, "Session 15"; then, with a shard size, the word's bit offset in
+ * such a shard as a decimal, which the script otherwise formats per bet and window: 2.0-2.4k
+ * Redis instructions a bet with two windows, "Session 22"). Distinct bands, players and
  * shards are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a
  * table). The filter positions are hashed here, in C, not by the script: Redis runs the script
  * single-threaded. */
@@ -182,9 +184,10 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     struct tp_keys_idem_pos pos[TP_SCRIPT_BATCH_MAX];
     for (size_t i = 0; i < cnt; i++)
         tp_keys_idem_pos(b->bets[i].user_id, b->bets[i].idem_key, b->bets[i].idem_len, &pos[i]);
-    /* Keys: 15 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 4 per bet, each < 24 bytes. */
+    /* Keys: 15 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 5 per bet, each < 24 bytes
+     * (a bet's position and offset, 10 + ≤ 8 bytes, counted as two). */
     start_heap(a, "bet_batch", (int)(25 + 9 * cnt),
-               (15 + 4 * cnt) * TP_KEYS_MAX + (10 + 4 * cnt) * 24);
+               (15 + 4 * cnt) * TP_KEYS_MAX + (10 + 5 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_idem(&k, n, b->round_id));
     key(a, tp_keys_round_state(&k, n, b->round_id));
@@ -232,21 +235,33 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     arg_int(a, n);
     arg_int(a, b->buckets);
     arg_int(a, (int64_t)cnt);
-    arg_int(a, b->skip_filter ? 1 : 0);
+    /* "1": no filter read; "0:<shard bytes>": the offsets below are for shards of that size;
+     * "0": none given. */
+    bool offsets = !b->skip_filter && b->shard_bytes > 0;
+    char flag[2 + TP_FMT_I64_MAX] = "0:";
+    if (b->skip_filter)
+        arg_str(a, "1");
+    else if (offsets)
+        push_copy(a, flag, 2 + tp_fmt_i64(flag + 2, b->shard_bytes));
+    else
+        arg_str(a, "0");
     for (size_t i = 0; i < cnt; i++) {
         const struct tp_script_batch_bet *x = &b->bets[i];
         arg_int(a, x->user_id);
         arg_int(a, x->band);
         arg_int(a, x->stake);
         push(a, x->idem_key, x->idem_len);
-        unsigned char wms[10];
+        char wms[10 + TP_FMT_I64_MAX];
         for (int j = 0; j < 4; j++) {
-            wms[j] = (unsigned char)(pos[i].word >> (24 - 8 * j));
-            wms[4 + j] = (unsigned char)(pos[i].mask >> (24 - 8 * j));
+            wms[j] = (char)(unsigned char)(pos[i].word >> (24 - 8 * j));
+            wms[4 + j] = (char)(unsigned char)(pos[i].mask >> (24 - 8 * j));
         }
-        wms[8] = (unsigned char)(pos[i].shard >> 8);
-        wms[9] = (unsigned char)pos[i].shard;
-        push_copy(a, (const char *)wms, sizeof(wms));
+        wms[8] = (char)(unsigned char)(pos[i].shard >> 8);
+        wms[9] = (char)(unsigned char)pos[i].shard;
+        size_t len = 10;
+        if (offsets)
+            len += tp_fmt_i64(wms + 10, tp_keys_idem_bit_offset(pos[i].word, b->shard_bytes));
+        push_copy(a, wms, len);
     }
 }
 
@@ -268,7 +283,9 @@ int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch
                         tp_store_cb cb, void *ud)
 {
     if (b->n < 1 || b->n > TP_SCRIPT_BATCH_MAX || b->buckets < 1 || b->bucket < 0 ||
-        b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0)
+        b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0 || b->shard_bytes < 0 ||
+        (b->shard_bytes > 0 &&
+         (b->shard_bytes % 4 != 0 || b->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX)))
         return TP_EINVAL;
     for (size_t i = 0; i < b->n; i++)
         if (!idem_key_ok(b->bets[i].idem_key, b->bets[i].idem_len) || b->bets[i].user_id < 1 ||

@@ -66,10 +66,11 @@ class Side:
             self.c.hset("tp:{b%d}:round:%s:state" % (b, rid), mapping=m)
 
     def batch_call(self, bucket, rid, bets, now, keys=None, skip=0, pos=None,
-                   conf=(NBANDS, MIN_STAKE, MAX_STAKE)):
+                   conf=(NBANDS, MIN_STAKE, MAX_STAKE), offsets=None):
         """bets: (user, band, stake, key); the KEYS and ARGV the C stub builds (pos: the
         filter positions instead of the keys' own; conf: the config's band count and stake
-        bounds, ARGV[3..5]); the answers as the server reads them."""
+        bounds, ARGV[3..5]; offsets: a shard size, the positions then carry their offsets in
+        such shards, ARGV[10] "0:<offsets>"); the answers as the server reads them."""
         p = "tp:{b%d}:" % bucket
         bands, users = [], []
         for u, band, _, _ in bets:
@@ -84,7 +85,10 @@ class Side:
                        p + "disabled", p + "idemhot"] + idemfilter.window_keys(p, w) +
                       [p + f"bets:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users] +
                       shard_keys)
-        argv = [rid, now, *conf, TTL, bucket, self.b, len(bets), skip]
+        argv = [rid, now, *conf, TTL, bucket, self.b, len(bets),
+                f"0:{offsets}" if offsets and not skip else skip]
+        if offsets:
+            per = [idemfilter.pos_argv(u, key, offsets) for u, _, _, key in bets]
         for j, (u, band, stake, key) in enumerate(bets):
             argv += [u, band, stake, key] + (pos[j] if pos else per[j])
         return betbatch.answers(self.c.evalsha(self.batch_sha, len(ks), *ks, *argv), rid, bets)
@@ -978,6 +982,64 @@ def test_false_positive_is_checked_then_admitted_once():
         assert s.batch_call(0, 7, [(1, 0, 100, "old")], 5003) == [["check"]]
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "old")], 5003, skip=1)) == ["ok"]
         assert s.raw.get("tp:{b0}:idemfilter:-1") == b"\xff" * 8
+
+
+def test_caller_offsets_read_the_words_the_script_would():
+    """With ARGV[10] "0:<bytes>" each position carries its word's bit offset in shards of that
+    size: a window whose shards have it is read at those offsets, any other window (another
+    size: built before a configuration change) at the offsets the script formats from the word,
+    and the whole-window filters of before the shards always so. Malformed flags are caller
+    bugs."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 100000)
+        s.open_round(7)
+        p, now = "tp:{b0}:", 5 * DAY + 5000
+        idemfilter.build(s.c, p, 5, SHARD_BYTES)
+        idemfilter.build(s.c, p, 4, 2 * SHARD_BYTES)  # yesterday's, under another size
+        old, young = ["old%d" % i for i in range(3)], ["young%d" % i for i in range(3)]
+        for x, keys in ((4, old), (5, young)):
+            size = s.c.strlen(idemfilter.shard_key(p, x, 0))
+            for k in keys:  # archived into window x, as idem_unindex.lua sets them
+                word, mask, shard = idemfilter.pos(1, k)
+                s.c.execute_command("BITFIELD", idemfilter.shard_key(p, x, shard), "SET", "u32",
+                                    idemfilter.bit_offset(word, size), mask)
+        bets = [(1, 0, 100, k) for k in old + young]
+        before = s.snapshot()
+        for offsets in (SHARD_BYTES, 2 * SHARD_BYTES, None):
+            res = s.batch_call(0, 7, bets, now, offsets=offsets)
+            assert res == [["check"]] * 6, (offsets, res)
+            assert s.snapshot() == before
+        # The caller's offsets are the ones read: wrong ones (the next word) for today's size
+        # miss today's keys, and only those (yesterday's window has another size).
+        wrong = []
+        for _, _, _, k in bets:
+            word = idemfilter.pos(1, k)[0]
+            off = (word + 1) % (SHARD_BYTES // 4) * 32
+            wrong.append([idemfilter.pos_argv(1, k)[0] + str(off).encode()])
+        res = s.batch_call(0, 7, bets + [(1, 1, 100, "new")], now, pos=wrong + [
+            idemfilter.pos_argv(1, "new", SHARD_BYTES)], offsets=SHARD_BYTES)
+        assert res[:3] == [["check"]] * 3 and codes(res[3:]) == ["ok"] * 4, res
+        for flag in ("0:6", "1:8", "0:x", "0:0", "2"):
+            ks = [p + "bal", p + "idem:7", p + "round:7:state", p + "pool:7", p + "outbox",
+                  p + "seq", p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
+            ks += idemfilter.window_keys(p, 5) + [p + "bets:7:0", p + "ubets:1"]
+            tail, per = idemfilter.batch_tail(p, 5, [(1, "z")])
+            try:
+                s.c.evalsha(s.batch_sha, len(ks + tail), *ks, *tail, 7, now, NBANDS, MIN_STAKE,
+                            MAX_STAKE, TTL, 0, 1, 1, flag, 1, 0, 100, "z", *per[0])
+            except redis.ResponseError as e:
+                assert "bad filter flag" in str(e), (flag, e)
+            else:
+                raise AssertionError(f"flag {flag} accepted")
+        # A position without its offset when the flag promises one.
+        try:
+            s.batch_call(0, 7, [(1, 0, 100, "z")], now, pos=[idemfilter.pos_argv(1, "z")],
+                         offsets=SHARD_BYTES)
+        except redis.ResponseError as e:
+            assert "bad filter position" in str(e), e
+        else:
+            raise AssertionError("position without its offset accepted")
 
 
 def test_rare_states_are_read_only_when_present():

@@ -21,11 +21,18 @@ def pos(user_id, key):
     return int.from_bytes(h[0:4], "big"), mask, int.from_bytes(h[8:12], "big") % SHARDS
 
 
-def pos_argv(user_id, key):
+def bit_offset(word, shard_bytes):
+    """tp_keys_idem_bit_offset: the bit offset of `word`'s word in a shard of `shard_bytes`."""
+    return word % (shard_bytes // 4) * 32
+
+
+def pos_argv(user_id, key, shard_bytes=None):
     """bet_batch.lua's position ARGV of "<user_id>:<key>" (src/store/scripts.c), as a list of
-    one: word, mask and shard as 10 big-endian bytes (4, 4 and 2)."""
+    one: word, mask and shard as 10 big-endian bytes (4, 4 and 2), then with `shard_bytes` (the
+    call's ARGV[10] "0:<shard_bytes>") the word's bit offset in such a shard, in decimal."""
     word, mask, shard = pos(user_id, key)
-    return [word.to_bytes(4, "big") + mask.to_bytes(4, "big") + shard.to_bytes(2, "big")]
+    p = word.to_bytes(4, "big") + mask.to_bytes(4, "big") + shard.to_bytes(2, "big")
+    return [p + str(bit_offset(word, shard_bytes)).encode() if shard_bytes else p]
 
 
 def shard_key(prefix, window, shard):

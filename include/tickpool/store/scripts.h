@@ -93,12 +93,17 @@ struct tp_script_bet_batch_args {
     int idem_ttl_s;
     int bucket, buckets;
     bool skip_filter; /* the bets' keys were looked up in Postgres: no "check" answers */
+    /* Bytes of a filter shard as the leader builds them under this configuration
+     * (tp_keys_idem_shard_bytes), or 0: each bet's word offset is then the script's to compute.
+     * The script takes the offsets computed here only for a window whose shards have this size. */
+    int64_t shard_bytes;
     const struct tp_script_batch_bet *bets;
     size_t n; /* 1..TP_SCRIPT_BATCH_MAX */
 };
 /** Runs bet_batch.lua. TP_EINVAL when n is 0 or over TP_SCRIPT_BATCH_MAX, an idempotency key
  * is not 1..TP_KEYS_IDEM_MAX bytes of printable ASCII (the script checks only length and
- * newline), a player is not in `bucket`, the TTL is < 1 or now < 0. The
+ * newline), a player is not in `bucket`, the TTL is < 1, now < 0, or shard_bytes is neither 0
+ * nor whole words up to TP_SCRIPT_IDEM_SHARD_MAX. The
  * reply holds two values per bet, in order (the script's header). */
 int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch_args *a,
                         tp_store_cb cb, void *ud);

@@ -192,6 +192,40 @@ static void test_bet_batch(void **state)
     expect_bytes(&a, 49, "\xd9\x0c\x14\x8b\x00\x10\x11\x81\x01\xad", 10);
     check_header(&a, 15); /* then the bets, ubets and shard keys, described in words */
     tp_script_call_release(&a);
+    /* with the filter read and a shard size (128 KiB less 16 bytes: 32764 words), each position
+     * carries its word's bit offset in such a shard, (word mod 32764) * 32, as a decimal */
+    b.skip_filter = false;
+    b.shard_bytes = 131056;
+    bet_batch_args(&b, &a);
+    assert_int_equal(a.argc, 50);
+    assert_string_equal(a.argv[34], "0:131056");
+    expect_bytes(&a, 39,
+                 "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14"
+                 "702624",
+                 16);
+    expect_bytes(&a, 44,
+                 "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62"
+                 "564512",
+                 16);
+    expect_bytes(&a, 49,
+                 "\xd9\x0c\x14\x8b\x00\x10\x11\x81\x01\xad"
+                 "762848",
+                 16);
+    tp_script_call_release(&a);
+    /* skipping the filter, no offsets: the same call as above */
+    b.skip_filter = true;
+    bet_batch_args(&b, &a);
+    assert_string_equal(a.argv[34], "1");
+    assert_int_equal(a.len[39], 10);
+    tp_script_call_release(&a);
+    b.skip_filter = false;
+    /* a shard size that is no whole words, none, or over a shard's most */
+    const int64_t bad_sizes[] = {-4, 6, TP_SCRIPT_IDEM_SHARD_MAX + 4};
+    for (size_t i = 0; i < sizeof(bad_sizes) / sizeof(bad_sizes[0]); i++) {
+        b.shard_bytes = bad_sizes[i];
+        assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
+    }
+    b.shard_bytes = 131056;
     /* refused before anything is built or sent */
     bets[1].idem_len = 0;
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
