@@ -66,7 +66,6 @@ struct ccmd {
     bool waiting;
     struct tp_cluster_redirect ask;
     struct tp_store_node *node; /* where the last attempt went (WAIT goes there too) */
-    struct tp_buf held;         /* a script's reply while WAIT runs (redis.replicas_ack) */
     char script[64];            /* empty: a plain command */
     int nkeys;
     ev_timer timer;
@@ -114,12 +113,6 @@ static bool leave(struct tp_store_cluster *cl)
 
 static void split_part_done(struct split *sp, int err, const struct tp_store_reply *r);
 
-static void ccmd_free(struct ccmd *c)
-{
-    tp_buf_deinit(&c->held);
-    free(c);
-}
-
 /* The command's end: its callback (or its split's) once, then it is freed. */
 static void finish(struct ccmd *c, int err, const struct tp_store_reply *r)
 {
@@ -127,7 +120,7 @@ static void finish(struct ccmd *c, int err, const struct tp_store_reply *r)
         split_part_done(c->sp, err, r);
     else
         c->cb(err, r, c->ud);
-    ccmd_free(c);
+    free(c);
 }
 
 static void on_node_reply(int err, const struct tp_store_reply *r, void *ud);
@@ -211,51 +204,14 @@ static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* --- Acked means replicated (redis.replicas_ack) --- */
 
-static void resp_append(struct tp_buf *b, const struct tp_store_reply *r);
-
-/* WAIT's answer: the held script reply goes out only when enough replicas have the write. A
- * shortfall, or no answer, is TP_EUNAVAIL: the write ran on the master but may not survive its
- * failover, so the caller answers 503 and the client retries with its idempotency key (the
- * retry then replays the write, or places it if it was lost). */
-static void on_wait(int err, const struct tp_store_reply *r, void *ud)
+/* WAIT's answer (store_acks.c): the held script reply, or TP_EUNAVAIL / TP_ETIMEDOUT. */
+static void on_acked(int err, const struct tp_store_reply *r, void *ud)
 {
     struct ccmd *c = ud;
     struct tp_store_cluster *cl = c->cl;
     enter(cl);
-    if (cl->dead) {
-        finish(c, TP_ECLOSED, NULL);
-    } else if (err != 0 || tp_reply_type(r) != TP_REPLY_INTEGER ||
-               tp_reply_integer(r) < cl->replicas_ack) {
-        if (cl->wait_short++ % 100 == 0)
-            tp_log_warn(MOD,
-                        "redis cluster: a write was not acknowledged by enough replicas, "
-                        "answering unavailable\treplicas_ack=%d acked=%lld err=%d times=%llu",
-                        cl->replicas_ack, r && err == 0 ? tp_reply_integer(r) : -1LL, err,
-                        (unsigned long long)cl->wait_short);
-        finish(c, err == TP_ETIMEDOUT ? TP_ETIMEDOUT : TP_EUNAVAIL, NULL);
-    } else {
-        struct tp_store_reply *held =
-            tp_store_reply_parse(tp_buf_ptr(&c->held), tp_buf_size(&c->held));
-        finish(c, held ? 0 : TP_EPROTO, held);
-        tp_store_reply_free(held);
-    }
+    finish(c, cl->dead ? TP_ECLOSED : err, cl->dead ? NULL : r);
     leave(cl);
-}
-
-/* Keeps the script's reply and sends WAIT N to the node that ran it (same connection, so WAIT
- * covers that write). WAIT holds the connection up to wait_ms when replicas lag. */
-static void wait_replicas(struct ccmd *c, const struct tp_store_reply *r)
-{
-    struct tp_store_cluster *cl = c->cl;
-    tp_buf_init(&c->held);
-    resp_append(&c->held, r);
-    char n[16], ms[16];
-    snprintf(n, sizeof(n), "%d", cl->replicas_ack);
-    snprintf(ms, sizeof(ms), "%d", cl->wait_ms);
-    const char *argv[] = {"WAIT", n, ms};
-    struct tp_store_send o = {.deadline = c->deadline};
-    if (c->node == NULL || tp_store_send_argv(c->node->st, &o, on_wait, c, 3, argv, NULL) != 0)
-        finish(c, TP_EUNAVAIL, NULL);
 }
 
 static void on_node_reply(int err, const struct tp_store_reply *r, void *ud)
@@ -283,9 +239,12 @@ static void on_node_reply(int err, const struct tp_store_reply *r, void *ud)
     if (d.refresh)
         tp_store_cluster_refresh(cl);
     if (d.action == TP_CLUSTER_DELIVER || ev_now(cl->loop) >= c->deadline) {
-        if (c->script[0] && cl->replicas_ack > 0 && tp_reply_type(r) != TP_REPLY_ERROR)
-            wait_replicas(c, r);
-        else
+        if (c->script[0] && cl->acks.need > 0 && tp_reply_type(r) != TP_REPLY_ERROR) {
+            /* WAIT on the node that ran it: its connection made the write */
+            if (tp_store_acks_wait(&cl->acks, c->node ? c->node->st : NULL, c->deadline, r,
+                                   on_acked, c) != 0)
+                finish(c, TP_EUNAVAIL, NULL);
+        } else
             finish(c, 0, r);
     } else {
         cl->redirects++;
@@ -333,7 +292,7 @@ static int submit(struct ccmd *c)
     if (rc != 0) {
         if (rc == TP_EUNAVAIL)
             tp_store_cluster_refresh(c->cl);
-        ccmd_free(c);
+        free(c);
     }
     return rc;
 }
@@ -341,39 +300,6 @@ static int submit(struct ccmd *c)
 /* --- Split reads --- */
 
 /* Appends a reply as RESP (a part's answer kept past its callback). */
-static void resp_append(struct tp_buf *b, const struct tp_store_reply *r)
-{
-    size_t len;
-    const char *s;
-    switch (tp_reply_type(r)) {
-    case TP_REPLY_STRING:
-        s = tp_reply_str(r, &len);
-        tp_buf_printf(b, "$%zu\r\n", len);
-        tp_buf_append(b, s, len);
-        tp_buf_puts(b, "\r\n");
-        break;
-    case TP_REPLY_STATUS:
-    case TP_REPLY_ERROR:
-        s = tp_reply_str(r, &len);
-        tp_buf_puts(b, tp_reply_type(r) == TP_REPLY_STATUS ? "+" : "-");
-        tp_buf_append(b, s, len);
-        tp_buf_puts(b, "\r\n");
-        break;
-    case TP_REPLY_INTEGER:
-        tp_buf_printf(b, ":%lld\r\n", tp_reply_integer(r));
-        break;
-    case TP_REPLY_ARRAY:
-        tp_buf_printf(b, "*%zu\r\n", tp_reply_len(r));
-        for (size_t i = 0; i < tp_reply_len(r); i++)
-            resp_append(b, tp_reply_at(r, i));
-        break;
-    case TP_REPLY_NIL:
-    default:
-        tp_buf_puts(b, "$-1\r\n");
-        break;
-    }
-}
-
 static void split_free(struct split *sp)
 {
     struct tp_store_cluster *cl = sp->cl;
@@ -439,9 +365,9 @@ static void split_part_done(struct split *sp, int err, const struct tp_store_rep
     if (err != 0 && sp->err == 0)
         sp->err = err;
     else if (r != NULL && tp_reply_type(r) == TP_REPLY_ERROR && tp_buf_size(&sp->error) == 0)
-        resp_append(&sp->error, r);
+        tp_store_resp_reply(&sp->error, r);
     else if (r != NULL && tp_reply_type(r) == TP_REPLY_ARRAY && tp_reply_len(r) > 0) {
-        resp_append(&sp->merged, tp_reply_at(r, 0));
+        tp_store_resp_reply(&sp->merged, tp_reply_at(r, 0));
         sp->nmerged++;
     }
     if (--sp->left > 0)
@@ -554,7 +480,7 @@ int tp_store_cluster_argv(struct tp_store_cluster *cl, tp_store_cb cb, void *ud,
         ((c->lens[0] == 5 && strncasecmp(c->argv[0], "XREAD", 5) == 0) ||
          (c->lens[0] == 10 && strncasecmp(c->argv[0], "XREADGROUP", 10) == 0))) {
         int rc = split_read(cl, cb, ud, argc, c->argv, c->lens);
-        ccmd_free(c);
+        free(c);
         return rc;
     }
     c->cb = cb;
@@ -720,8 +646,7 @@ struct tp_store_cluster *tp_store_cluster_new(struct ev_loop *loop,
     struct tp_store_cluster *cl = tp_xcalloc(1, sizeof(*cl));
     cl->loop = loop;
     cl->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 2000;
-    cl->replicas_ack = cfg->replicas_ack;
-    cl->wait_ms = TP_MAX(10, TP_MIN(cl->timeout_ms / 10, 500));
+    tp_store_acks_init(&cl->acks, cfg->replicas_ack, cl->timeout_ms);
     cl->scripts_dir = scripts_dir ? tp_xstrdup(scripts_dir) : NULL;
     cl->map = tp_xmalloc(sizeof(*cl->map));
     tp_cluster_map_init(cl->map);

@@ -6,6 +6,8 @@
 #ifndef TP_STORE_CLUSTER_INTERNAL_H
 #define TP_STORE_CLUSTER_INTERNAL_H
 
+#include "store_internal.h"
+
 #include "tickpool/base/buf.h"
 #include "tickpool/base/url.h"
 #include "tickpool/store/cluster.h"
@@ -30,8 +32,7 @@ struct split; /* a read of several streams split by stream (store_cluster.c) */
 struct tp_store_cluster {
     struct ev_loop *loop;
     int timeout_ms;
-    int replicas_ack, wait_ms; /* redis.replicas_ack; WAIT's own timeout */
-    uint64_t wait_short;       /* WAITs that fell short (logged every 100th) */
+    struct tp_store_acks acks; /* redis.replicas_ack: WAIT after each script (store_acks.c) */
     char *scripts_dir;
     struct tp_url_redis seeds[TP_STORE_CLUSTER_SEEDS_MAX];
     int nseeds;

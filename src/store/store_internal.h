@@ -1,7 +1,8 @@
 /*
- * Private to the store module (store.c, store_load.c, store_resp.c, store_cluster.c): the script
- * files, RESP for argv commands, the send options the cluster mode needs from one node's
- * connection, and the cluster mode's entry points, which the public functions of store.c hand over
+ * Private to the store module (store.c, store_load.c, store_resp.c, store_acks.c,
+ * store_cluster.c): the script files, RESP for argv commands and replies, the send options the
+ * cluster mode needs from one node's connection, WAIT after a script (redis.replicas_ack, both
+ * modes), and the cluster mode's entry points, which the public functions of store.c hand over
  * to when redis.mode is cluster.
  */
 #ifndef TP_STORE_INTERNAL_H
@@ -14,6 +15,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct ev_loop;
 struct tp_buf;
@@ -75,11 +77,39 @@ void tp_store_resp_argv(struct tp_buf *out, int argc, const char **argv, const s
  * NUL-terminated strings). */
 void tp_store_resp_evalsha(struct tp_buf *out, const char *sha, int nkeys, int argc,
                            const char **argv, const size_t *lens);
+/** Appends the reply r to out as RESP (a copy that tp_store_reply_parse reads back). */
+void tp_store_resp_reply(struct tp_buf *out, const struct tp_store_reply *r);
 /** True for XREAD / XREADGROUP with BLOCK (store_resp.c): a command that waits for data by
  * design (the Postgres writer's read). */
 bool tp_store_resp_blocking_read(int argc, const char **argv, const size_t *lens);
 /** Callbacks a standalone store still owes. */
 size_t tp_store_owed(const struct tp_store *s);
+
+/* --- Acked means replicated: redis.replicas_ack (store_acks.c) --- */
+
+/* One store's (or cluster client's) WAIT settings and its stretch of shortfalls. */
+struct tp_store_acks {
+    int need;           /* redis.replicas_ack: 0 = scripts answer at once, no WAIT */
+    int wait_ms;        /* WAIT's own timeout: redis.timeout / 10, within 10-500 ms */
+    uint64_t held_back; /* script answers turned into TP_EUNAVAIL since the start */
+    uint64_t stretch;   /* of them, since WAIT was last met (0: none, nothing to report) */
+};
+
+/** Sets a for `need` replicas and the store's command timeout. */
+void tp_store_acks_init(struct tp_store_acks *a, int need, int timeout_ms);
+/** Holds the script reply r (copied) and sends `WAIT need wait_ms` on `node`, the store whose
+ * connection ran the script, with the script's `deadline` (as tp_store_send). cb runs once:
+ * (0, the held reply) when enough replicas have the write; TP_EUNAVAIL on a shortfall or a lost
+ * connection, TP_ETIMEDOUT past the deadline, TP_ECLOSED when the store is freed. Returns 0, or
+ * TP_EUNAVAIL when WAIT could not be sent (cb is then not called; counted as a shortfall). */
+int tp_store_acks_wait(struct tp_store_acks *a, struct tp_store *node, double deadline,
+                       const struct tp_store_reply *r, tp_store_cb cb, void *ud);
+/** tp_store_send_script on a standalone store, then tp_store_acks_wait on it for a reply that is
+ * not a Redis error (a failure or an error reply is delivered as it is). Returns as
+ * tp_store_send_script. */
+int tp_store_acks_script(struct tp_store_acks *a, struct tp_store *s, double deadline,
+                         const char *name, int nkeys, int argc, const char **argv,
+                         const size_t *argvlen, tp_store_cb cb, void *ud);
 
 /* --- The cluster mode (store_cluster.c) --- */
 

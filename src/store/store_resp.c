@@ -2,7 +2,8 @@
  * Commands given as argv (see store_internal.h): their RESP, the bytes hiredis's
  * redisFormatCommandArgv writes, built in one pass without a printf per argument. A bet batch's
  * EVALSHA has hundreds of arguments, and hiredis formatted each header with sdscatfmt and grew
- * its string as it went.
+ * its string as it went. And replies as RESP again (tp_store_resp_reply): a copy that outlives
+ * its callback, for a script reply held while WAIT runs and for the cluster mode's merged reads.
  */
 #include "store_internal.h"
 
@@ -74,4 +75,37 @@ bool tp_store_resp_blocking_read(int argc, const char **argv, const size_t *lens
         if (lens[i] == 5 && strncasecmp(argv[i], "BLOCK", 5) == 0)
             return true;
     return false;
+}
+
+void tp_store_resp_reply(struct tp_buf *b, const struct tp_store_reply *r)
+{
+    size_t len;
+    const char *s;
+    switch (tp_reply_type(r)) {
+    case TP_REPLY_STRING:
+        s = tp_reply_str(r, &len);
+        tp_buf_printf(b, "$%zu\r\n", len);
+        tp_buf_append(b, s, len);
+        tp_buf_puts(b, "\r\n");
+        break;
+    case TP_REPLY_STATUS:
+    case TP_REPLY_ERROR:
+        s = tp_reply_str(r, &len);
+        tp_buf_puts(b, tp_reply_type(r) == TP_REPLY_STATUS ? "+" : "-");
+        tp_buf_append(b, s, len);
+        tp_buf_puts(b, "\r\n");
+        break;
+    case TP_REPLY_INTEGER:
+        tp_buf_printf(b, ":%lld\r\n", tp_reply_integer(r));
+        break;
+    case TP_REPLY_ARRAY:
+        tp_buf_printf(b, "*%zu\r\n", tp_reply_len(r));
+        for (size_t i = 0; i < tp_reply_len(r); i++)
+            tp_store_resp_reply(b, tp_reply_at(r, i));
+        break;
+    case TP_REPLY_NIL:
+    default:
+        tp_buf_puts(b, "$-1\r\n");
+        break;
+    }
 }
