@@ -363,12 +363,6 @@ static int check_redis_url(const struct tp_config *cfg, char *err, size_t errlen
     char note[1300];
     bool cluster = strcmp(cfg->redis.mode, "cluster") == 0;
     const char *u = cfg->redis.url;
-    if (!cluster && cfg->redis.replicas_ack > 0) {
-        snprintf(err, errlen, "redis.replicas_ack: needs redis.mode = cluster (got %d)%s",
-                 cfg->redis.replicas_ack,
-                 pair_note(cfg, "redis", "replicas_ack", "redis", "mode", note, sizeof(note)));
-        return TP_EINVAL;
-    }
     if (u[0] == '\0')
         return 0;
     if (!cluster && strchr(u, ',') != NULL) {

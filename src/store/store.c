@@ -109,6 +109,7 @@ struct tp_store {
     struct sub *subs;
     struct tp_store_stats stats;
     struct tp_store_cluster *cl; /* redis.mode = cluster: every call goes there */
+    struct tp_store_acks acks;   /* standalone redis.replicas_ack (store_acks.c) */
     unsigned depth;              /* nested entries from the loop */
     bool dead; /* tp_store_free was called; free the struct when depth drops to 0 */
 };
@@ -856,6 +857,9 @@ int tp_store_send_argv(struct tp_store *s, const struct tp_store_send *o, tp_sto
 int tp_store_script(struct tp_store *s, const char *name, int nkeys, int argc, const char **argv,
                     const size_t *argvlen, tp_store_cb cb, void *ud)
 {
+    if (s->cl == NULL && s->acks.need > 0) /* acked means replicated: WAIT after it */
+        return tp_store_acks_script(&s->acks, s, ev_now(s->loop) + s->timeout_ms / 1000.0, name,
+                                    nkeys, argc, argv, argvlen, cb, ud);
     if (s->cl == NULL)
         return tp_store_send_script(s, NULL, name, nkeys, argc, argv, argvlen, cb, ud);
     if (cb == NULL || tp_store_cluster_subscribed(s->cl) ||
@@ -1031,7 +1035,10 @@ struct tp_store *tp_store_new(struct ev_loop *loop, const struct tp_config_redis
                           "[/db] or unix:///path[?db=N])");
         return NULL;
     }
-    return tp_store_new_at(loop, &url, cfg->timeout_ms, scripts_dir);
+    struct tp_store *s = tp_store_new_at(loop, &url, cfg->timeout_ms, scripts_dir);
+    if (s != NULL) /* not in tp_store_new_at: a cluster node's store leaves WAIT to the cluster */
+        tp_store_acks_init(&s->acks, cfg->replicas_ack, s->timeout_ms);
+    return s;
 }
 
 static void destroy(struct tp_store *s)

@@ -243,6 +243,8 @@ static const struct bad bad_values[] = {
     {"game", "volatility", "-0.5", "must be greater than 0 and at most 10"},
     {"game", "volatility", "10.5", "must be greater than 0 and at most 10"},
     {"game", "volatility", "1e309", "must be a number"},
+    {"redis", "replicas_ack", "17", "must be between 0 and 16 (got 17)"},
+    {"redis", "replicas_ack", "-1", "must be between 0 and 16"},
     /* not a number, trailing junk, overflow */
     {"game", "rake_bps", "abc", "must be an integer (got \"abc\")"},
     {"game", "rake_bps", "12x", "must be an integer"},
@@ -250,6 +252,8 @@ static const struct bad bad_values[] = {
     {"game", "rake_bps", "0x10", "must be an integer"},
     {"game", "min_stake", "99999999999999999999", "must be an integer"},
     {"server", "max_connections", "", "must be an integer"},
+    {"redis", "replicas_ack", "one", "must be an integer (got \"one\")"},
+    {"redis", "replicas_ack", "1.5", "must be an integer"},
     {"game", "volatility", "nan", "must be a number"},
     {"game", "volatility", "inf", "must be a number"},
     {"game", "volatility", "0.8x", "must be a number"},
@@ -395,6 +399,15 @@ static void test_relations(void **state)
     load_ok(&c, "[game]\nmin_stake = 500\nmax_stake = 500\n[server]\nhttp_port=0\nhttps_port=0\n");
     assert_int_equal(c.game.min_stake, 500);
     assert_int_equal(c.server.http_port, 0);
+
+    /* WAIT after every script works on one primary as on a cluster's masters: redis.mode does
+     * not restrict redis.replicas_ack. */
+    load_ok(&c, "[redis]\nreplicas_ack = 1\n");
+    assert_string_equal(c.redis.mode, "standalone");
+    assert_int_equal(c.redis.replicas_ack, 1);
+    load_ok(&c, "[redis]\nmode = cluster\nurl = redis://h1:7000,redis://h2:7001\n"
+                "replicas_ack = 16\n");
+    assert_int_equal(c.redis.replicas_ack, 16);
 }
 
 /* Exact integers: the largest stakes, balances and per-bucket max_stake the Lua
