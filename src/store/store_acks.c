@@ -130,6 +130,8 @@ int tp_store_acks_script(struct tp_store_acks *a, struct tp_store *s, double dea
                          const char *name, int nkeys, int argc, const char **argv,
                          const size_t *argvlen, tp_store_cb cb, void *ud)
 {
+    if (cb == NULL) /* refused as without WAIT (on_script would stand in for it) */
+        return TP_EINVAL;
     struct acked_script *x = tp_xmalloc(sizeof(*x));
     *x = (struct acked_script){.acks = a, .st = s, .deadline = deadline, .cb = cb, .ud = ud};
     struct tp_store_send o = {.deadline = deadline};

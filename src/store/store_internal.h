@@ -106,7 +106,7 @@ int tp_store_acks_wait(struct tp_store_acks *a, struct tp_store *node, double de
                        const struct tp_store_reply *r, tp_store_cb cb, void *ud);
 /** tp_store_send_script on a standalone store, then tp_store_acks_wait on it for a reply that is
  * not a Redis error (a failure or an error reply is delivered as it is). Returns as
- * tp_store_send_script. */
+ * tp_store_send_script (TP_EINVAL for a NULL cb, as without WAIT). */
 int tp_store_acks_script(struct tp_store_acks *a, struct tp_store *s, double deadline,
                          const char *name, int nkeys, int argc, const char **argv,
                          const size_t *argvlen, tp_store_cb cb, void *ud);
