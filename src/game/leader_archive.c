@@ -8,11 +8,23 @@
  * the next pass goes on after the last round it left in Redis, so rounds that cannot be
  * archived yet (or ever: see docs/operations.md) never hold up newer ones. A round is archived
  * when
- *   - it is final with its receipt and its seed revealed, and game.retain_s has passed since
- *     its close;
+ *   - it is final with its receipt and its seed revealed;
  *   - Postgres (read through the worker's tp_pgr, never on the loop) holds the same round
  *     (tp_game_round_same: every field the Round object and /me/bets show), and as many bets and
- *     payouts as Redis does, i.e. the writer has written them: checked, never assumed.
+ *     payouts as Redis does, i.e. the writer has written them: checked, never assumed;
+ *   - game.retain_s has passed since archival first found both true (the contract's "how long
+ *     a round stays in Redis once Postgres has it"): that time is kept in Redis
+ *     (tp_keys_round_pg_at, SET NX so the first one stays, read by a new leader after a
+ *     takeover too), not in this process, and goes with the round hash in step 3. Counting
+ *     from the round's close instead (before session 22) archived a round the moment Postgres
+ *     came back from an outage longer than retain_s.
+ * A pass reads its candidates' times in one MGET and passes over a round found whole less than
+ * retain_s ago without another command; every other round is read and, once final, checked
+ * against Postgres, so rounds newer than one that waits are found whole (and their time kept)
+ * while it waits: the times of rounds do not ascend with their ids (a writer may reach one
+ * round later than a newer one), so the sweep never stops at a waiting round. A round with no
+ * time (one an older version left, or a key lost) gets one at its next check: an upgrade keeps
+ * every round hot at it retain_s longer, never less than the contract's retain_s.
  * Then, in bounded steps that each hold Redis for a few O(1) commands (UNLINK frees big hashes
  * in Redis's background thread), so bets keep flowing between them:
  *   1. HSET archiving=1 on the round hash (history readers take the round's bets from Postgres
@@ -41,19 +53,19 @@
  * A Postgres outage stops archival (logged once) until Postgres answers again; Redis only keeps
  * rounds longer. The pass also exports the hot rounds and Redis's used_memory as gauges.
  *
- * A round due for archival (final, game.retain_s past its close) that Postgres does not confirm
- * whole and readable (no such round, another copy, other counts, a bets row archival cannot
- * read: a user id below 1, a key of no 1..TP_KEYS_IDEM_MAX bytes) is left in Redis, unmarked
- * and whole, and the sweep goes on to newer rounds: nothing depends on the order rounds leave
- * Redis (each round's keys, hot entries and filter bits are its own; every reader looks a
- * round up by id). Such rounds are counted over each whole sweep (rounds_unarchivable) and
- * each is logged once while it stays (docs/operations.md §4, "A round left in Redis"). The
- * rows are read and checked before the mark, so a round with an unreadable row keeps serving
- * its history from Redis. Redis refusing the round is treated the same (reply_refused): a key of
- * it of the wrong type (WRONGTYPE to a count or to the round hash), or idem_unindex.lua's
- * refusal of a step (a corrupt hot index entry; the round stays marked, each key in its hot
- * entry or the filter). Every other failure (a lost connection, a Cluster slot still migrating
- * at the command's deadline) ends the pass, and the next one retries the round.
+ * A round due for archival (final, game.retain_s past its close: the earliest it can be due, had
+ * Postgres had it at its close) that Postgres does not confirm whole and readable (no such round,
+ * another copy, other counts, a bets row archival cannot read: a user id below 1, a key of
+ * no 1..TP_KEYS_IDEM_MAX bytes) is left in Redis, unmarked and whole, and the sweep goes on to
+ * newer rounds: nothing depends on the order rounds leave Redis (each round's keys, hot entries and
+ * filter bits are its own; every reader looks a round up by id). Such rounds are counted over each
+ * whole sweep (rounds_unarchivable) and each is logged once while it stays (docs/operations.md §4,
+ * "A round left in Redis"). The rows are read and checked before the mark, so a round with an
+ * unreadable row keeps serving its history from Redis. Redis refusing the round is treated the same
+ * (reply_refused): a key of it of the wrong type (WRONGTYPE to a count or to the round hash), or
+ * idem_unindex.lua's refusal of a step (a corrupt hot index entry; the round stays marked, each key
+ * in its hot entry or the filter). Every other failure (a lost connection, a Cluster slot still
+ * migrating at the command's deadline) ends the pass, and the next one retries the round.
  */
 #include "tickpool/game/leader.h"
 
@@ -92,6 +104,11 @@
  * how often the sweep's count is logged while it is not 0. */
 #define LEFT_KEPT 64
 #define LEFT_LOG_EVERY_MS (10 * 60 * 1000)
+/* A round's pg_at key outlives its round's retain_s by this much: it is deleted with the round
+ * hash, and the TTL bounds one written after the round left (a leader that lost the lease
+ * mid-check, or an older leader, which archives without deleting it). Expiring first only
+ * delays archival: the next check writes a new time. */
+#define PG_AT_SLACK_S 86400
 
 static size_t slot = SIZE_MAX;
 
@@ -108,6 +125,7 @@ struct arch {
     bool pg_waiting; /* logged "waiting for Postgres", not yet followed by a success */
 
     int64_t cand[CANDIDATES];
+    int64_t pg_at[CANDIDATES]; /* when each was first found whole in Postgres; 0: not yet */
     int ncand, ci, done;
     int64_t top;
     /* The sweep: a pass starts after `after` (0: the oldest round). A round left in Redis (not
@@ -125,7 +143,9 @@ struct arch {
 
     /* The round being archived. */
     int64_t id;
-    bool in_redis; /* its hash is still in Redis */
+    int64_t confirm_ms; /* the pg_at this pass writes if the round has none */
+    int64_t pg_at_ms;   /* the pg_at retain_s counted from; 0 for a marked round resumed */
+    bool in_redis;      /* its hash is still in Redis */
     struct tp_game_round r;
     int nbands;
     int pending, err;
@@ -150,6 +170,11 @@ struct arch {
 
 static void next_candidate(struct arch *a);
 static void archive_now(struct arch *a);
+
+static int64_t retain_ms(const struct arch *a)
+{
+    return (int64_t)a->g->retain_s * 1000;
+}
 
 static void keys_free(struct arch *a)
 {
@@ -244,7 +269,10 @@ static bool left_last_sweep(const struct arch *a, int64_t id)
 static void leave_due(struct arch *a, enum tp_log_level level, const char *why)
 {
     keys_free(a);
-    if (a->id > a->left_upto) {
+    /* Not due yet however early Postgres had it (retain_s not past its close): a round the
+     * writer has not reached yet, checked again by the next sweep, neither counted nor logged. */
+    bool due = a->r.t.closes_at <= 0 || tp_now_ms() >= a->r.t.closes_at + retain_ms(a);
+    if (due && a->id > a->left_upto) {
         a->left_upto = a->id;
         a->left++;
         /* Past LEFT_KEPT rounds, the sweep's count line is the log. */
@@ -265,6 +293,21 @@ static void leave_refused(struct arch *a, const char *why, const struct tp_store
     leave_due(a, TP_LOG_ERROR, what);
 }
 
+/* A reply the round cannot go on with: a refusal (reply_refused: the round is left in Redis,
+ * `why` and Redis's words logged) or a failure (the pass ends; the next one retries). */
+static bool reply_stops(struct arch *a, int err, const struct tp_store_reply *r, const char *why)
+{
+    if (reply_refused(err, r)) {
+        leave_refused(a, why, r);
+        return true;
+    }
+    if (reply_bad(err, r)) {
+        pass_end(a);
+        return true;
+    }
+    return false;
+}
+
 static void pg_failed(struct arch *a, int err)
 {
     if (!a->pg_waiting)
@@ -282,7 +325,11 @@ static void on_zrem(int err, const struct tp_store_reply *r, void *ud)
         pass_end(a);
         return;
     }
-    tp_log_info(MOD, "round archived to Postgres\tround=%lld", (long long)a->id);
+    if (a->pg_at_ms > 0)
+        tp_log_info(MOD, "round archived to Postgres\tround=%lld pg_at=%lld", (long long)a->id,
+                    (long long)a->pg_at_ms);
+    else
+        tp_log_info(MOD, "round archived to Postgres\tround=%lld", (long long)a->id);
     a->done++;
     a->ci++;
     next_candidate(a);
@@ -459,9 +506,10 @@ static void clear_next_bucket(struct arch *a)
 {
     if (a->bucket >= a->g->buckets) {
         keys_free(a);
-        struct tp_key rk, sk;
-        if (tp_store_command(a->store, on_unlink_round, a, "UNLINK %s %s",
-                             tp_keys_round(&rk, a->id), tp_keys_seed(&sk, a->id)) != 0)
+        struct tp_key rk, sk, pk;
+        if (tp_store_command(a->store, on_unlink_round, a, "UNLINK %s %s %s",
+                             tp_keys_round(&rk, a->id), tp_keys_seed(&sk, a->id),
+                             tp_keys_round_pg_at(&pk, a->id)) != 0)
             pass_end(a);
         return;
     }
@@ -510,6 +558,42 @@ static void archive_now(struct arch *a)
         pass_end(a);
 }
 
+/* --- Postgres holds the round whole: since when --- */
+
+static void on_pg_at_kept(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (reply_stops(a, err, r, "its time Postgres was first found to hold it is not a string"))
+        return;
+    int64_t at = a->confirm_ms; /* nil: this pass wrote it */
+    if (tp_reply_type(r) != TP_REPLY_NIL && (!tp_parse_i64(tp_reply_str(r, NULL), &at) || at < 1)) {
+        leave_due(a, TP_LOG_ERROR,
+                  "its time Postgres was first found to hold it (tp:{g}:round:N:pg_at) is not a "
+                  "number");
+        return;
+    }
+    if (tp_now_ms() < at + retain_ms(a)) {
+        skip(a); /* in Redis for retain_s from then: newer rounds next */
+        return;
+    }
+    a->pg_at_ms = at;
+    round_keys(a);
+}
+
+/* Keeps the first time this round was found whole in Postgres (SET NX: a later check, or a new
+ * leader's, leaves it) and gets the time kept back (GET), in one command. */
+static void keep_pg_at(struct arch *a)
+{
+    struct tp_key k;
+    char now[TP_FMT_I64_MAX], ttl[TP_FMT_I64_MAX];
+    a->confirm_ms = tp_now_ms();
+    tp_fmt_i64(now, a->confirm_ms);
+    tp_fmt_i64(ttl, retain_ms(a) + (int64_t)PG_AT_SLACK_S * 1000);
+    if (tp_store_commandl(a->store, on_pg_at_kept, a, "SET", tp_keys_round_pg_at(&k, a->id), now,
+                          "NX", "GET", "PX", ttl, NULL) != 0)
+        pass_end(a);
+}
+
 /* --- The counts: Redis and Postgres hold the same bets and payouts --- */
 
 static void counts_done(struct arch *a)
@@ -540,7 +624,7 @@ static void counts_done(struct arch *a)
                   "audit compares them)");
         return;
     }
-    round_keys(a);
+    keep_pg_at(a);
 }
 
 static void on_hlen(int err, const struct tp_store_reply *r, void *ud)
@@ -653,14 +737,8 @@ static void ask_pg(struct arch *a)
 static void on_round(int err, const struct tp_store_reply *r, void *ud)
 {
     struct arch *a = ud;
-    if (reply_refused(err, r)) {
-        leave_refused(a, "its hash in Redis is unreadable", r);
+    if (reply_stops(a, err, r, "its hash in Redis is unreadable"))
         return;
-    }
-    if (reply_bad(err, r)) {
-        pass_end(a);
-        return;
-    }
     int rc = tp_game_round_parse(r, &a->r);
     a->in_redis = rc != TP_ENOTFOUND;
     if (rc == TP_ENOTFOUND) {
@@ -680,11 +758,7 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
         skip(a); /* a round still settling, or whose seed is not revealed yet */
         return;
     }
-    if (tp_now_ms() < a->r.t.closes_at + (int64_t)a->g->retain_s * 1000) {
-        sweep_end(a, true); /* newer rounds closed later still */
-        return;
-    }
-    ask_pg(a);
+    ask_pg(a); /* not found whole yet, or retain_s past that: (again) checked, never assumed */
 }
 
 static void next_candidate(struct arch *a)
@@ -703,13 +777,36 @@ static void next_candidate(struct arch *a)
         return;
     }
     a->id = a->cand[a->ci];
+    a->pg_at_ms = 0;
     memset(&a->r, 0, sizeof(a->r));
+    if (a->pg_at[a->ci] > 0 && tp_now_ms() < a->pg_at[a->ci] + retain_ms(a)) {
+        /* Found whole in Postgres less than retain_s ago (a marked round too, were retain_s
+         * raised while it was archived: finished once due). */
+        skip(a);
+        return;
+    }
     struct tp_key k;
     if (tp_store_command(a->store, on_round, a, "HGETALL %s", tp_keys_round(&k, a->id)) != 0)
         pass_end(a);
 }
 
 /* --- The pass --- */
+
+/* The candidates' pg_at in one MGET (nil for none; a value of the wrong type or not a number
+ * reads as none, and the round's check then finds what it is). */
+static void on_pg_ats(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct arch *a = ud;
+    if (reply_bad(err, r) || tp_reply_type(r) != TP_REPLY_ARRAY ||
+        tp_reply_len(r) != (size_t)a->ncand) {
+        pass_end(a);
+        return;
+    }
+    for (int i = 0; i < a->ncand; i++)
+        if (!tp_parse_i64(tp_reply_str(tp_reply_at(r, (size_t)i), NULL), &a->pg_at[i]))
+            a->pg_at[i] = 0;
+    next_candidate(a);
+}
 
 static void on_top(int err, const struct tp_store_reply *r, void *ud)
 {
@@ -721,7 +818,21 @@ static void on_top(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     a->top = top;
-    next_candidate(a);
+    if (a->ncand == 0) {
+        next_candidate(a); /* the sweep's end */
+        return;
+    }
+    struct tp_key keys[CANDIDATES];
+    const char *argv[1 + CANDIDATES];
+    size_t lens[1 + CANDIDATES];
+    argv[0] = "MGET";
+    lens[0] = 4;
+    for (int i = 0; i < a->ncand; i++) {
+        argv[1 + i] = tp_keys_round_pg_at(&keys[i], a->cand[i]);
+        lens[1 + i] = keys[i].len;
+    }
+    if (tp_store_commandargv(a->store, on_pg_ats, a, 1 + a->ncand, argv, lens) != 0)
+        pass_end(a);
 }
 
 static void on_oldest(int err, const struct tp_store_reply *r, void *ud)

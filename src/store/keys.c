@@ -366,6 +366,13 @@ const char *tp_keys_round(struct tp_key *k, int64_t round_id)
     return GLOBAL_ID(k, "round:", round_id);
 }
 
+const char *tp_keys_round_pg_at(struct tp_key *k, int64_t round_id)
+{
+    GLOBAL_ID(k, "round:", round_id);
+    PUT_LIT(k, ":pg_at");
+    return done(k);
+}
+
 const char *tp_keys_seed(struct tp_key *k, int64_t round_id)
 {
     return GLOBAL_ID(k, "seed:", round_id);

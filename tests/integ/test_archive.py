@@ -10,11 +10,16 @@ the round), another body with its key 409, on the open round too (archival remov
 round's keys from the hot index; the filter of archived keys sends the bet to Postgres);
 archival waits while Postgres is down and resumes after; history answers 503 `unavailable` with
 Retry-After while Postgres is down, and so does a bet whose key the filter holds, while bets
-with fresh keys still go through. Killed leaders: test_archive_kill.py.
+with fresh keys still go through; game.retain_s counts from when archival first found the
+round whole in Postgres (after an outage longer than retain_s, and across a takeover). Killed
+leaders: test_archive_kill.py.
 """
 
+import datetime
 import json
+import os
 import re
+import signal
 import time
 
 import msgpack
@@ -24,7 +29,7 @@ import idemfilter
 import pgwlib
 import tpclient
 import tpenv
-from archivelib import (ENV, NBANDS, B, G, archived, bet_round, history, hot_index,
+from archivelib import (ENV, MSGPACK, NBANDS, B, G, archived, bet_round, history, hot_index,
                         player_state, round_keys, to_older_version, wait_final)
 
 
@@ -121,6 +126,78 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
                          what=f"round {rid2} archived after Postgres came back")
         st, _, _ = s.http("GET", f"/api/v1/rounds/{rid2}")
         assert st == 200
+        code, out = tpclient.audit(s)
+        assert code == 0, out
+
+
+def archived_lines(s, rid):
+    """(Unix ms, pid, pg_at) of every "round archived to Postgres" line of round rid in the
+    log (pg_at: the time retain_s counted from)."""
+    out = []
+    for m in re.finditer(r'^ts=(\S+)Z level=info pid=(\d+) .*msg="round archived to Postgres" '
+                         rf'round={rid}(?: pg_at=(\d+))?$', s.log_text(), re.M):
+        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+        ms = int(t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000 + 0.5)
+        out.append((ms, int(m.group(2)), int(m.group(3) or 0)))
+    return out
+
+
+def test_retain_counts_from_postgres_having_the_round():
+    """game.retain_s counts from when archival first finds the round whole in Postgres, not
+    from its close (which archived a round the moment Postgres came back from an outage longer
+    than retain_s, before session 22). A round bet on and settled while Postgres is down, for
+    longer than retain_s past its close and 20 newer rounds: once Postgres is back the leader
+    keeps the time it found the round whole (tp:{g}:round:N:pg_at) and leaves the round in
+    Redis; killed -9, its successor (a new process) reads that time from Redis and archives the
+    round retain_s after it, by its own log's clock, not before; the Round object the same
+    bytes from Postgres, the key gone with the round, the audit clean. A round an older version
+    left in Redis (no time kept, past its close plus retain_s) is this one at Postgres's
+    return: it stays retain_s from its first check (docs/operations.md §4, upgrading)."""
+    retain = 8  # the leader is killed within this of the time appearing
+    env = dict(ENV, TICKPOOL_GAME_RETAIN_S=str(retain))
+    with pgwlib.OutagePg("tp_archive_rt") as pg, tpenv.Redis() as r, \
+            tpenv.Server(redis=r, pg=pg, env=env, https=False) as s:
+        c = r.client()
+        tpclient.wait_game(s)
+        users = tpclient.make_users(s, 4, "rt")
+        pg.stop()
+        try:
+            rid = bet_round(s, users, "a")
+            pg_at = G + f"round:{rid}:pg_at"
+            wait_final(c, rid)
+            before = {h: s.http("GET", f"/api/v1/rounds/{rid}", headers=MSGPACK if h else None)
+                      for h in (False, True)}
+            assert all(st == 200 for st, _, _ in before.values()), before
+            closes = int(c.hget(G + f"round:{rid}", "closes_at"))
+            tpenv.wait_until(lambda: int(c.zrevrange(G + "rounds", 0, 0)[0]) > rid + 20 and
+                             time.time() * 1000 > closes + retain * 1000, timeout=90,
+                             what="20 newer rounds and retain_s past the round's close")
+            assert c.exists(G + f"round:{rid}") and not c.exists(pg_at)
+            back = int(time.time() * 1000)
+        finally:
+            pg.start()
+        tpenv.wait_until(lambda: c.exists(pg_at) or archived(c, rid), timeout=60,
+                         what=f"round {rid} found whole in Postgres")
+        at = c.get(pg_at)
+        assert at is not None and c.exists(G + f"round:{rid}") and not archived_lines(s, rid), \
+            "archived as soon as Postgres had it"
+        at = int(at)
+        assert at >= back > closes + retain * 1000, (at, back, closes)
+        killed = set(s.worker_pids())
+        os.killpg(s.proc.pid, signal.SIGKILL)
+        s.stop()
+        assert not archived_lines(s, rid), "archived before the takeover: raise retain"
+        assert int(c.get(pg_at)) == at
+        s.start()
+        tpenv.wait_until(lambda: archived(c, rid), timeout=60, what=f"round {rid} archived")
+        # By the new leader, counting from the time the killed one kept (not one of its own).
+        (ms, pid, counted), = archived_lines(s, rid)
+        assert pid not in killed and counted == at and ms >= at + retain * 1000, \
+            (ms, pid, counted, killed, at)
+        assert not c.exists(pg_at)
+        after = {h: s.http("GET", f"/api/v1/rounds/{rid}", headers=MSGPACK if h else None)
+                 for h in (False, True)}
+        assert [b for _, _, b in after.values()] == [b for _, _, b in before.values()]
         code, out = tpclient.audit(s)
         assert code == 0, out
 

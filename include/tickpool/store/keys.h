@@ -202,6 +202,10 @@ int tp_keys_round_bucket(struct tp_key *out, int cap, int bucket, int64_t round_
 
 /** tp:{g}:round:<round_id> — HASH the round. */
 const char *tp_keys_round(struct tp_key *k, int64_t round_id);
+/** tp:{g}:round:<round_id>:pg_at — STRING when archival first found the round whole in Postgres
+ * (Unix ms, by the leader's clock); game.retain_s counts from it (src/game/leader_archive.c).
+ * Written once (SET NX), with a TTL; deleted with the round hash. */
+const char *tp_keys_round_pg_at(struct tp_key *k, int64_t round_id);
 /** tp:{g}:seed:<round_id> — STRING the round's secret seed. */
 const char *tp_keys_seed(struct tp_key *k, int64_t round_id);
 /** tp:{g}:user:<user_id> — HASH username, pw_hash, created_at. */

@@ -86,6 +86,7 @@ static void test_global_keys(void **state)
     assert_string_equal(tp_keys_round(&k, 17), "tp:{g}:round:17");
     assert_string_equal(tp_keys_round(&k, 0), "tp:{g}:round:0"); /* round_lock of round 1 */
     assert_string_equal(tp_keys_seed(&k, 17), "tp:{g}:seed:17");
+    assert_string_equal(tp_keys_round_pg_at(&k, 17), "tp:{g}:round:17:pg_at");
     assert_string_equal(tp_keys_user(&k, 4), "tp:{g}:user:4");
     assert_string_equal(TP_KEYS_LEASE, "tp:{g}:lease");
     assert_string_equal(TP_KEYS_EPOCH, "tp:{g}:epoch");
@@ -279,6 +280,7 @@ static void test_names_as_printf(void **state)
         long long v = (long long)ids[i];
         ASSERT_SAME(tp_keys_round(&k, ids[i]), (want(&w, "tp:{g}:round:%lld", v), w));
         ASSERT_SAME(tp_keys_seed(&k, ids[i]), (want(&w, "tp:{g}:seed:%lld", v), w));
+        ASSERT_SAME(tp_keys_round_pg_at(&k, ids[i]), (want(&w, "tp:{g}:round:%lld:pg_at", v), w));
         ASSERT_SAME(tp_keys_user(&k, ids[i]), (want(&w, "tp:{g}:user:%lld", v), w));
     }
     ASSERT_SAME(tp_keys_rejected(&k, TP_KEYS_GLOBAL_OUTBOX),
