@@ -176,6 +176,22 @@ static int64_t retain_ms(const struct arch *a)
     return (int64_t)a->g->retain_s * 1000;
 }
 
+/* A pg_at archival can count from: after 1970 and not ahead of this clock by more than hosts'
+ * clocks may differ (a leader whose clock ran ahead wrote it). Anything else (a value written by
+ * hand) would be added to without bound (INT64_MAX + retain_s overflows) or hold the round for
+ * years; such a round is left in Redis and logged (on_pg_at_kept). */
+_Static_assert(TP_KEYS_IDEM_SLACK_MS == 10 * 60 * 1000, "on_pg_at_kept's log line says 10 minutes");
+static bool pg_at_usable(int64_t at, int64_t now)
+{
+    return at >= 1 && at <= now + TP_KEYS_IDEM_SLACK_MS;
+}
+
+/* Whether a round found whole in Postgres at `at` (pg_at_usable) has had its retain_s. */
+static bool retained(const struct arch *a, int64_t at, int64_t now)
+{
+    return now - at >= retain_ms(a);
+}
+
 static void keys_free(struct arch *a)
 {
     free(a->keys);
@@ -271,7 +287,7 @@ static void leave_due(struct arch *a, enum tp_log_level level, const char *why)
     keys_free(a);
     /* Not due yet however early Postgres had it (retain_s not past its close): a round the
      * writer has not reached yet, checked again by the next sweep, neither counted nor logged. */
-    bool due = a->r.t.closes_at <= 0 || tp_now_ms() >= a->r.t.closes_at + retain_ms(a);
+    bool due = a->r.t.closes_at <= 0 || tp_now_ms() - a->r.t.closes_at >= retain_ms(a);
     if (due && a->id > a->left_upto) {
         a->left_upto = a->id;
         a->left++;
@@ -565,14 +581,15 @@ static void on_pg_at_kept(int err, const struct tp_store_reply *r, void *ud)
     struct arch *a = ud;
     if (reply_stops(a, err, r, "its time Postgres was first found to hold it is not a string"))
         return;
-    int64_t at = a->confirm_ms; /* nil: this pass wrote it */
-    if (tp_reply_type(r) != TP_REPLY_NIL && (!tp_parse_i64(tp_reply_str(r, NULL), &at) || at < 1)) {
+    int64_t at = a->confirm_ms, now = tp_now_ms(); /* nil: this pass wrote it */
+    if (tp_reply_type(r) != TP_REPLY_NIL &&
+        (!tp_parse_i64(tp_reply_str(r, NULL), &at) || !pg_at_usable(at, now))) {
         leave_due(a, TP_LOG_ERROR,
                   "its time Postgres was first found to hold it (tp:{g}:round:N:pg_at) is not a "
-                  "number");
+                  "time (not a number, before 1970, or more than 10 minutes ahead of this clock)");
         return;
     }
-    if (tp_now_ms() < at + retain_ms(a)) {
+    if (!retained(a, at, now)) {
         skip(a); /* in Redis for retain_s from then: newer rounds next */
         return;
     }
@@ -779,7 +796,7 @@ static void next_candidate(struct arch *a)
     a->id = a->cand[a->ci];
     a->pg_at_ms = 0;
     memset(&a->r, 0, sizeof(a->r));
-    if (a->pg_at[a->ci] > 0 && tp_now_ms() < a->pg_at[a->ci] + retain_ms(a)) {
+    if (a->pg_at[a->ci] > 0 && !retained(a, a->pg_at[a->ci], tp_now_ms())) {
         /* Found whole in Postgres less than retain_s ago (a marked round too, were retain_s
          * raised while it was archived: finished once due). */
         skip(a);
@@ -792,8 +809,8 @@ static void next_candidate(struct arch *a)
 
 /* --- The pass --- */
 
-/* The candidates' pg_at in one MGET (nil for none; a value of the wrong type or not a number
- * reads as none, and the round's check then finds what it is). */
+/* The candidates' pg_at in one MGET (nil for none; a value of the wrong type, or not a usable
+ * time, reads as none, and the round's check then finds what it is). */
 static void on_pg_ats(int err, const struct tp_store_reply *r, void *ud)
 {
     struct arch *a = ud;
@@ -802,8 +819,10 @@ static void on_pg_ats(int err, const struct tp_store_reply *r, void *ud)
         pass_end(a);
         return;
     }
+    int64_t now = tp_now_ms();
     for (int i = 0; i < a->ncand; i++)
-        if (!tp_parse_i64(tp_reply_str(tp_reply_at(r, (size_t)i), NULL), &a->pg_at[i]))
+        if (!tp_parse_i64(tp_reply_str(tp_reply_at(r, (size_t)i), NULL), &a->pg_at[i]) ||
+            !pg_at_usable(a->pg_at[i], now))
             a->pg_at[i] = 0;
     next_candidate(a);
 }

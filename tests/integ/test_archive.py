@@ -202,6 +202,51 @@ def test_retain_counts_from_postgres_having_the_round():
         assert code == 0, out
 
 
+def test_unusable_pg_at_holds_up_nothing_and_is_logged():
+    """A round's pg_at (tp:{g}:round:N:pg_at) written by something other than tickpool: not a
+    number, negative, INT64_MAX (adding retain_s to it overflowed: under UBSan the leader died
+    and restarted in a loop, archiving nothing), a year ahead, a hash. Each such round stays in
+    Redis with one error line naming it and is counted, the worker never restarts, and newer
+    rounds are archived past them; with the keys deleted the next sweep finds each round whole,
+    keeps a new time and archives it, the gauge back to 0, the audit clean."""
+    with tpenv.Postgres() as pg, tpenv.Redis() as r, \
+            tpenv.Server(redis=r, pg=pg, env=ENV, https=False) as s:
+        c = r.client()
+        tpclient.wait_game(s)
+        tpenv.wait_until(lambda: int(c.zrevrange(G + "rounds", 0, 0)[0]) >= 6, timeout=30,
+                         what="6 rounds")
+        workers = set(s.worker_pids())
+        # Among the 16 newest rounds: archival has not looked at them yet.
+        top = int(c.zrevrange(G + "rounds", 0, 0)[0])
+        year = int(time.time() * 1000) + 365 * 86400 * 1000
+        bad = {top - 4: "abc", top - 3: "-5", top - 2: "9223372036854775807",
+               top - 1: str(year)}
+        for rid, v in bad.items():
+            c.set(G + f"round:{rid}:pg_at", v)
+        c.hset(G + f"round:{top}:pg_at", "at", "1")
+        tpenv.wait_until(lambda: archived(c, top + 2), timeout=90,
+                         what=f"round {top + 2} archived past rounds {top - 4}..{top}")
+        tpenv.wait_until(lambda: unarchivable(s) >= 5, timeout=60, what="the rounds counted")
+        log = s.log_text()
+        for rid in bad:
+            assert c.exists(G + f"round:{rid}") and c.zscore(G + "rounds", rid) is not None
+            line = ("level=error .*round left in Redis: its time Postgres was first found to "
+                    r"hold it \(tp:\{g\}:round:N:pg_at\) is not a time \(.*\" "
+                    f"round={rid}\n")
+            assert len(re.findall(line, log)) == 1, (rid, log[-3000:])
+        line = ("level=error .*round left in Redis: its time Postgres was first found to hold "
+                f"it is not a string \\(Redis: WRONGTYPE.*\" round={top}\n")
+        assert c.exists(G + f"round:{top}") and len(re.findall(line, log)) == 1, log[-3000:]
+        assert set(s.worker_pids()) == workers and "runtime error" not in log
+        c.delete(*[G + f"round:{rid}:pg_at" for rid in list(bad) + [top]])
+        for rid in list(bad) + [top]:
+            tpenv.wait_until(lambda: archived(c, rid), timeout=60, what=f"round {rid} archived")
+        tpenv.wait_until(lambda: unarchivable(s) == 0, timeout=60, what="the gauge back to 0")
+        assert set(s.worker_pids()) == workers
+        code, out = tpclient.audit(s)
+        assert code == 0, out
+
+
 def test_round_of_an_older_version_replays_and_archives():
     """The upgrade across session 13: a round whose bets an older version admitted (its records
     in the round's records hash idem:<round>, its hot entries "<round>:<ms>" with none) replays

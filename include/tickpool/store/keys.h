@@ -153,7 +153,8 @@ struct tp_keys_idem_pos {
 /* How far the clocks of hosts (and Redis) may differ: a filter shard outlives its last reader's
  * window by this much (src/game/leader_idemfilter.c), and archival writes the previous window
  * too during this long after a window starts (src/game/leader_archive.c), for a reader whose
- * clock still says the previous window. */
+ * clock still says the previous window; archival also takes a round's pg_at (the time another
+ * leader found it whole in Postgres) only if it is no further ahead of its own clock. */
 #define TP_KEYS_IDEM_SLACK_MS 600000LL
 
 /** The filter position of (user_id, key of `len` bytes). */
