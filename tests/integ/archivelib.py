@@ -1,4 +1,4 @@
-"""Shared helpers of test_archive.py and test_archive_kill.py: a fast game (1 s rounds, two
+"""Shared helpers of test_archive.py, test_archive_retain.py and test_archive_kill.py: a fast game (1 s rounds, two
 buckets, game.retain_s 1), the keys of one round as scripts/lua/README.md names them, and the
 bytes history shows of a round (Round object in JSON and MessagePack, the rounds list, every
 player's /me/bets and `tickpool verify`).
@@ -114,3 +114,14 @@ def pg_round_keys(pg, rid, b):
     return [f"{u}:{k}" for u, k in pg.psql(
         f"SELECT user_id, idempotency_key FROM bets WHERE round_id = {int(rid)} "
         f"AND user_id % {B} = {b}")]
+
+
+def metric_series(s, prefix):
+    st, _, body = s.http("GET", "/metrics")
+    assert st == 200
+    return {l.split()[0]: float(l.split()[1]) for l in body.decode().splitlines()
+            if l.startswith(prefix)}
+
+
+def unarchivable(s):
+    return metric_series(s, "tickpool_rounds_unarchivable ")["tickpool_rounds_unarchivable"]
