@@ -21,16 +21,9 @@ import redis
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tests", "lib"))
-import idemfilter  # noqa: E402  (the filter's key names and shard count)
+import idemfilter  # noqa: E402  (the filter's key names, shard count and shard size)
 
 SLACK_MS = 600000  # the leader's expiry slack for lagging clocks
-
-
-def shard_bytes(filter_bytes, buckets):
-    """tp_keys_idem_shard_bytes: 16 bytes under the shard's share (an allocator class), whole
-    words, at least one."""
-    b = (filter_bytes // buckets // idemfilter.SHARDS - 16) // 4 * 4
-    return max(b, 4)
 
 
 def main():
@@ -41,7 +34,7 @@ def main():
     c = redis.Redis(port=port)
     now = int(time.time() * 1000)
     w = now // ttl_ms
-    size = shard_bytes(filter_bytes, buckets)
+    size = idemfilter.shard_bytes(filter_bytes, buckets)
     expire = (w + 1) * ttl_ms + SLACK_MS - now
     for b in range(buckets):
         pipe = c.pipeline(transaction=False)

@@ -19,15 +19,16 @@ second debit, its key with another body is 409, and fresh keys are admitted on b
 
 import time
 
+import idemfilter
 import tpclient
 import tpenv
 from archivelib import ENV, B, archived
 
 DAY_S = 40
 SPAN = DAY_S * 1000
-SHARDS = 1024
 FILTER = 64 << 20  # game.idem_filter: 64 KiB shards
-SHARD = (FILTER // B // SHARDS - 16) // 4 * 4  # tp_keys_idem_shard_bytes: less Redis's header
+SHARDS = idemfilter.SHARDS
+SHARD = idemfilter.shard_bytes(FILTER, B)
 ROLL_ENV = dict(ENV, TP_TEST_IDEM_TTL_S=str(DAY_S), TICKPOOL_GAME_IDEM_FILTER="64m")
 
 

@@ -282,7 +282,6 @@ def test_rawfanout_rejects_bad_options():
     assert r.returncode == 0 and b"--boundary-ms" in r.stdout, r
 
 
-
 def test_bench_run_rejects_bad_options():
     """bench/run checks every numeric option before it builds or starts anything: a value that is
     not a whole decimal number in range exits 2 naming the option (bash arithmetic once read

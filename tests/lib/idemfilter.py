@@ -21,6 +21,13 @@ def pos(user_id, key):
     return int.from_bytes(h[0:4], "big"), mask, int.from_bytes(h[8:12], "big") % SHARDS
 
 
+def shard_bytes(filter_bytes, buckets):
+    """tp_keys_idem_shard_bytes: a shard's size for game.idem_filter `filter_bytes` over
+    `buckets` buckets, 16 bytes under the shard's share (Redis's string header: an allocator
+    class), whole words, at least one."""
+    return max((filter_bytes // buckets // SHARDS - 16) // 4 * 4, 4)
+
+
 def bit_offset(word, shard_bytes):
     """tp_keys_idem_bit_offset: the bit offset of `word`'s word in a shard of `shard_bytes`."""
     return word % (shard_bytes // 4) * 32
