@@ -358,26 +358,36 @@ class Server:
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True, preexec_fn=self.preexec_fn)
         if wait:
-            wait_until(lambda: self.proc.poll() is None and
-                       self.http("GET", "/healthz")[0] == 200,
-                       timeout=15, what="tickpool /healthz")
-            # Workers listen before their Redis connection and account state are up (and answer
-            # 503 meanwhile): wait until every worker is ready (60 s, then AssertionError),
-            # unless the test started the server against no Redis on purpose. A test that
-            # starts it against a reachable Redis that cannot serve (a SIGSTOPped one still
-            # accepts connections) calls start(wait=False) and waits for what it needs. With
-            # Postgres, also (best effort: a test may start it with Postgres down or no round on
-            # purpose) until every worker has a round open and Postgres up (a 200 may be
-            # "degraded" before the first Postgres probe).
-            if not self._redis_reachable():
-                self.wait_ready(healthz=True)  # every worker listening, at least
-            else:
-                self.wait_ready()
-                if self.pg is not None:
-                    try:
-                        self.wait_ready(postgres=True, timeout=10)
-                    except AssertionError:
-                        pass
+            try:
+                # 60 s, as every worker's readiness below: under ASan+UBSan beside another test (a
+                # six-node cluster's) a start once took over 15 s, the bound until session 22. A
+                # server that exits meanwhile fails at once, with its exit code.
+                wait_until(lambda: self.proc.poll() is not None or
+                           self.http("GET", "/healthz")[0] == 200,
+                           timeout=60, what="tickpool /healthz")
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"tickpool exited with code {self.proc.returncode} "
+                                         "before answering /healthz")
+                # Workers listen before their Redis connection and account state are up (and answer
+                # 503 meanwhile): wait until every worker is ready (60 s, then AssertionError),
+                # unless the test started the server against no Redis on purpose. A test that
+                # starts it against a reachable Redis that cannot serve (a SIGSTOPped one still
+                # accepts connections) calls start(wait=False) and waits for what it needs. With
+                # Postgres, also (best effort: a test may start it with Postgres down or no round on
+                # purpose) until every worker has a round open and Postgres up (a 200 may be
+                # "degraded" before the first Postgres probe).
+                if not self._redis_reachable():
+                    self.wait_ready(healthz=True)  # every worker listening, at least
+                else:
+                    self.wait_ready()
+                    if self.pg is not None:
+                        try:
+                            self.wait_ready(postgres=True, timeout=10)
+                        except AssertionError:
+                            pass
+            except BaseException:  # why it did not come up, for `with` and a bare start() alike
+                self.dump_log()
+                raise
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
@@ -505,9 +515,8 @@ class Server:
 
     def __enter__(self):
         try:
-            return self.start()
+            return self.start()  # which shows the log's tail if the server does not come up
         except BaseException:
-            self.dump_log()
             self.stop()
             raise
 
