@@ -20,6 +20,7 @@ count: the difference to a run without it is archival's share per bet.
     bench/batch_callgrind.py --archive                    # and archival's steps
     bench/batch_callgrind.py --players 74                 # every bet another player's (HTTP)
     bench/batch_callgrind.py --script old.lua --redis-arg=--hash-max-listpack-entries=512
+    bench/batch_callgrind.py --drop leaderboard           # what the script's `net` writes cost
 
 Needs valgrind and python3-redis. About a minute per 100 calls of 74 bets.
 """
@@ -67,6 +68,28 @@ def call_args(n, players, b, now, seq, users=USERS, offsets=True):
     return keys, argv
 
 
+# What --drop removes from the script's text: the writes of one player view, an upper bound of
+# what any other layout of that view could save a bet (bench/README.md "Session 23"). Each pair
+# marks [start, end): the block from start up to end, which stays; `keep` replaces the block.
+DROPS = {
+    # tp:{bN}:net (GET /api/v1/leaderboard): the ZINCRBY, or ZMSCORE + ZADD, of the call.
+    "leaderboard": ("if nusers == 1 then\n", "for user_s, sum in pairs(user_sum) do\n", ""),
+    # tp:{bN}:ubets:<user> (GET /api/v1/me/bets): the LPUSH (and LTRIM) of each player.
+    "history": ("    local k = 15 + nb + users[user_s]\n", "call('HSET', KEYS[1], unpack(balw))",
+                "end\n"),
+}
+
+
+def drop(text, what):
+    """The script's text without the writes `what` names; exits when the markers moved."""
+    for name in what:
+        start, end, keep = DROPS[name]
+        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+            sys.exit(f"--drop {name}: the script's text has changed; update DROPS")
+        text = text[:text.index(start)] + keep + text[text.index(end):]
+    return text
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--script", default=os.path.join(ROOT, "scripts", "lua", "bet_batch.lua"))
@@ -100,6 +123,9 @@ def main():
                     help="count inside FUNC instead of evalShaCommand (repeatable), e.g. "
                          "--toggle evalShaCommand --toggle propagatePendingCommands to add the "
                          "propagation of the script's writes to the AOF")
+    ap.add_argument("--drop", action="append", choices=sorted(DROPS), default=[],
+                    help="run the script without one player view's writes (repeatable): what "
+                         "they cost, an upper bound of what another layout could save")
     a = ap.parse_args()
     # bench/run's and scripts/up's hash setting (scripts/lib/services.sh), which every figure in
     # bench/README.md ("listpack 128") was taken with; a --redis-arg given later overrides it.
@@ -108,7 +134,7 @@ def main():
     with CallgrindRedis(extra, keep=a.keep, toggles=a.toggle or ["evalShaCommand"]) as r:
         c = r.client
         with open(a.script) as f:
-            sha = c.script_load(f.read())
+            sha = c.script_load(drop(f.read(), a.drop))
         c.hset("tp:{b0}:bal", mapping={str(u): 10**12 for u in range(1, a.users + 1)})
         if a.net_filled:
             c.zadd("tp:{b0}:net", {str(u): -100 * u for u in range(1, a.users + 1)})
@@ -141,6 +167,7 @@ def main():
     print(f"{r.instructions / (a.batches * a.bets):.0f} instructions per bet inside {inside} "
           f"({a.batches} calls of {a.bets} bets, {a.players} players per call, "
           f"{os.path.basename(a.script)}"
+          f"{''.join(' without ' + x for x in a.drop)}"
           f"{', then archival' if a.archive else ''})")
     n = a.batches * a.bets
     aof = sorted(r.aof.items(), key=lambda kv: -kv[1][1])
