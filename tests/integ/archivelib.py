@@ -87,6 +87,16 @@ def hot_index(c):
 
 
 def archived(c, rid):
+    """Whether round rid, a round the game made, has left Redis (its hash and its id in
+    tp:{g}:rounds gone). An id above the newest in tp:{g}:rounds (ids are max + 1 without gaps,
+    the newest 16 never leave) or below 1 names no round yet: that raises, since both checks
+    would hold for it and a wait on it pass at once having checked nothing (a test and a probe
+    of session 22 did). In tpenv.wait_until a raise means "not yet", so a wait on a round about to
+    open waits for it to open and then to leave."""
+    newest = c.zrevrange(G + "rounds", 0, 0)
+    if rid < 1 or not newest or rid > int(newest[0]):
+        raise AssertionError(f"round {rid} was never made (newest round in Redis: "
+                             f"{newest[0] if newest else 'none'}): it cannot be archived")
     return not c.exists(G + f"round:{rid}") and c.zscore(G + "rounds", rid) is None
 
 

@@ -111,10 +111,8 @@ def test_unusable_pg_at_holds_up_nothing_and_is_logged():
         for rid, v in bad.items():
             c.set(G + f"round:{rid}:pg_at", v)
         c.hset(G + f"round:{top}:pg_at", "at", "1")
-        # archived() holds for a round not made yet: first its id in tp:{g}:rounds.
-        tpenv.wait_until(lambda: c.zscore(G + "rounds", top + 2) is not None, timeout=30,
-                         what=f"round {top + 2}")
-        tpenv.wait_until(lambda: archived(c, top + 2), timeout=90,
+        # archived() raises (wait_until: not yet) until round top + 2 is made.
+        tpenv.wait_until(lambda: archived(c, top + 2), timeout=120,
                          what=f"round {top + 2} archived past rounds {top - 4}..{top}")
         tpenv.wait_until(lambda: unarchivable(s) >= 5, timeout=60, what="the rounds counted")
         log = s.log_text()
