@@ -149,8 +149,4 @@ def test_no_round_opens_when_redis_is_empty_and_postgres_unknown():
 
 
 if __name__ == "__main__":
-    test_rounds_open_above_postgres_after_redis_lost_them()
-    test_rounds_open_above_postgres_when_redis_is_behind()
-    test_a_round_opened_before_a_slow_floor_is_reported()
-    test_no_round_opens_when_redis_is_empty_and_postgres_unknown()
-    print("ok")
+    tpenv.main()

@@ -1,7 +1,9 @@
 """scripts/check-test-lists, the build's `test_lists` target (tests/meson.build): a test file the
 build dir does not know (an integration test not listed in tests/meson.build, a unit test added
 after the build dir was configured) fails the build and `meson test` with its name, rather than
-being skipped in silence. No services: it runs the script on a scratch tree."""
+being skipped in silence; so does a Python test file that does not run its tests through
+tpenv.main() (it passed having run nothing). No services: it runs the script on a scratch
+tree."""
 
 import os
 import re
@@ -26,11 +28,30 @@ def check(root, *groups):
         return r.returncode, r.stderr, os.path.exists(os.path.join(build, "test_lists.stamp")), build
 
 
+GOOD = """import tpenv
+
+
+def test_one():
+    pass
+
+
+if __name__ == "__main__":
+    tpenv.main()
+"""
+
+
+def write(root, path, text=""):
+    os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+    with open(os.path.join(root, path), "wb" if isinstance(text, bytes) else "w") as f:
+        f.write(text)
+
+
 def test_scratch_tree():
     with tempfile.TemporaryDirectory() as root:
-        for f in ("integ/test_a.py", "integ/test_b.py", "integ/alib.py", "unit/x/test_m.c"):
-            os.makedirs(os.path.dirname(os.path.join(root, f)), exist_ok=True)
-            open(os.path.join(root, f), "w").close()
+        for f in ("integ/test_a.py", "integ/test_b.py"):
+            write(root, f, GOOD)
+        for f in ("integ/alib.py", "unit/x/test_m.c"):
+            write(root, f)
         unit = ("unit", "*/test_*.c", ["x/test_m.c"])
         # The lists match: exit 0 and the stamp written.
         rc, err, stamp, _ = check(root, ("integ", "test_*.py", ["test_a.py", "test_b.py"]), unit)
@@ -54,6 +75,69 @@ def test_scratch_tree():
             r = subprocess.run([SCRIPT] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                timeout=30)
             assert r.returncode == 2 and b"check-test-lists STAMP" in r.stderr, (args, r)
+
+
+def test_python_test_file_runs_its_tests():
+    """A Python test file that would pass having run nothing, or run only the tests it names by
+    hand, fails the check, named with why; one that runs its tests through tpenv.main() passes,
+    and so does a helper file the pattern does not match."""
+    head = "import tpenv\n\n\ndef test_one():\n    pass\n\n\n"
+    guard = 'if __name__ == "__main__":\n'
+    hostile = {
+        "no_guard": (head, "has no `if __name__"),
+        "no_test": ("import tpenv\n\n" + guard + "    tpenv.main()\n", "defines no test_*"),
+        "nested_test": ("import tpenv\n\nclass T:\n    def test_one(self):\n        pass\n\n"
+                        + guard + "    tpenv.main()\n", "defines no test_*"),
+        "by_hand": (head + guard + "    test_one()\n    print('ok')\n", "does not end in"),
+        "main_and_more": (head + guard + "    tpenv.main()\n    test_one()\n", "does not end in"),
+        "main_then_code": (head + guard + "    tpenv.main()\n\nprint('late')\n",
+                           "does not end in"),
+        "two_guards": (head + guard + "    pass\n" + guard + "    tpenv.main()\n",
+                       "does not end in"),
+        "with_else": (head + guard + "    tpenv.main()\nelse:\n    pass\n", "has no `if __name__"),
+        "not_equal": (head + 'if __name__ != "__main__":\n    tpenv.main()\n',
+                      "has no `if __name__"),
+        "other_main": (head + "from tpenv import main\n" + guard + "    main()\n",
+                       "does not end in"),
+        "main_with_args": (head + guard + "    tpenv.main(1)\n", "does not end in"),
+        "syntax": (head + guard + "    tpenv.main(\n", "cannot be read as Python"),
+        "not_utf8": (b"x = '\xff'\n", "cannot be read as Python"),
+    }
+    with tempfile.TemporaryDirectory() as root:
+        write(root, "integ/test_good.py", GOOD)
+        write(root, "integ/test_flipped.py", GOOD.replace('__name__ == "__main__"',
+                                                          '"__main__" == __name__'))
+        write(root, "integ/helper.py", "x = 1\n")  # not a test file: not read
+        names = ["test_good.py", "test_flipped.py"]
+        rc, err, stamp, _ = check(root, ("integ", "test_*.py", names))
+        assert (rc, err, stamp) == (0, "", True), (rc, err)
+        # Every hostile file at once (listed, so only the runner rule speaks): one line each.
+        for name, (text, _) in hostile.items():
+            write(root, f"integ/test_{name}.py", text)
+        rc, err, stamp, _ = check(root, ("integ", "test_*.py",
+                                         names + [f"test_{n}.py" for n in hostile]))
+        assert rc == 1 and not stamp, (rc, err)
+        lines = err.splitlines()
+        assert len(lines) == len(hostile), err
+        for name, (_, why) in hostile.items():
+            want = f"check-test-lists: integ/test_{name}.py: " + why
+            assert sum(l.startswith(want) for l in lines) == 1, (name, err)
+        # tpenv.main() itself: a file with no test, or a test name that does not exist on the
+        # command line, fails rather than passing having run nothing.
+        for f, args, want_rc, want in (
+                ("test_good.py", [], 0, "1 passed, 0 failed"),
+                ("test_good.py", ["test_one"], 0, "1 passed, 0 failed"),
+                ("test_good.py", ["test_onee"], 2, "no such test: test_onee"),
+                ("test_no_test.py", [], 1, "no test_* function to run")):
+            r = subprocess.run(["/usr/bin/python3", os.path.join(root, "integ", f)] + args,
+                               env=dict(os.environ, PYTHONPATH=os.path.join(SRC, "tests", "lib")),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=60)
+            assert r.returncode == want_rc and want in r.stdout, (f, args, r)
+        # The rule is for Python files: a C test group is not parsed.
+        write(root, "unit/x/test_m.c", "int main(void) { return 0; }\n")
+        rc, err, _, _ = check(root, ("unit", "*/test_*.c", ["x/test_m.c"]))
+        assert rc == 0, err
 
 
 def test_every_integration_test_listed():

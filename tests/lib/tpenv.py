@@ -537,14 +537,22 @@ class Server:
 def main():
     """Runs every test_* function of the calling module in order and reports.
 
-    Prints one line per test and a closing 'N passed, N failed' line; exits 0, 1 on failure,
-    or 77 when every test was skipped.
+    Prints one line per test and a closing 'N passed, N failed' line; exits 0, 1 on failure or
+    when there is no test to run, 2 when a test named on the command line does not exist, or 77
+    when every test was skipped.
     """
     mod = sys.modules["__main__"]
     only = sys.argv[1:]
     tests = [(n, f) for n, f in vars(mod).items() if n.startswith("test_") and callable(f)]
     if only:
+        unknown = sorted(set(only) - {n for n, _ in tests})
+        if unknown:  # a typo would otherwise pass having run nothing
+            print(f"no such test: {' '.join(unknown)}", flush=True)
+            sys.exit(2)
         tests = [(n, f) for n, f in tests if n in only]
+    if not tests:
+        print("no test_* function to run", flush=True)
+        sys.exit(1)
     passed = failed = skipped = 0
     for name, fn in tests:
         t0 = time.monotonic()
