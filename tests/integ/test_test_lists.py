@@ -1,9 +1,9 @@
 """scripts/check-test-lists, the build's `test_lists` target (tests/meson.build): a test file the
-build dir does not know (an integration test not listed in tests/meson.build, a unit test added
-after the build dir was configured) fails the build and `meson test` with its name, rather than
-being skipped in silence; so does a Python test file that does not run its tests through
-tpenv.main() (it passed having run nothing). No services: it runs the script on a scratch
-tree."""
+build dir does not know (an integration test not listed in tests/meson.build, a unit test, C
+source, Lua script or header added after the build dir was configured) fails the build and `meson
+test` with its name, rather than being left out in silence; so does a Python test file that does
+not run its tests through tpenv.main() (it passed having run nothing). No services: it runs the
+script on a scratch tree."""
 
 import os
 import re
@@ -70,6 +70,16 @@ def test_scratch_tree():
         assert "integ/test_c.py: known to this build dir but gone" in err, err
         assert "unit/y/test_n.c: not known to this build dir" in err, err
         assert "alib.py" not in err and "test_a.py" not in err, err
+        # Sources meson lists from the root when it configures (folder ".", as src/*/*.c and
+        # scripts/lua/*.lua): a module and a script added after, named as the tree names them.
+        for f in ("mods/x/a.c", "mods/x/b.c", "lua/one/a.lua", "lua/one/b.lua"):
+            write(root, f)
+        rc, err, stamp, _ = check(root, (".", "mods/*/*.c", ["mods/x/a.c"]),
+                                  (".", "lua/one/*.lua", ["lua/one/a.lua"]))
+        assert rc == 1 and not stamp, (rc, err)
+        assert [l.split(";")[0] for l in err.splitlines()] == [
+            f"check-test-lists: {f}: not known to this build dir"
+            for f in ("mods/x/b.c", "lua/one/b.lua")], err
         # Bad usage: exit 2, nothing written.
         for args in ([], ["s"], ["s", root, "integ"], ["s", root, "--", "integ", "test_*.py"]):
             r = subprocess.run([SCRIPT] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
