@@ -290,6 +290,9 @@ def test_bench_run_rejects_bad_options():
     1) before any service starts, never in a bench."""
     run = os.path.join(os.environ.get("TP_SRC", "."), "bench", "run")
     nowhere = ["--no-build", "--build-dir", "/nonexistent/tickpool-build"]
+    # Midday for the 00:00 UTC check (test_bench_run_refuses_a_run_across_midnight): these
+    # calls must not depend on the hour they run at.
+    env = dict(os.environ, BENCH_NOW_S=str(20000 * 86400 + 43200))
     bad = [["--phase", "0.5"], ["--phase", "0"], ["--rate", "abc"], ["--rate", ""],
            ["--rate", "1e3"], ["--duration", "-5"], ["--duration", "0"], ["--warmup", "08"],
            ["--warmup", "-1"], ["--conns", "99999999999"], ["--users", "0"],
@@ -300,17 +303,51 @@ def test_bench_run_rejects_bad_options():
            ["--kills", "0"], ["--filter-windows", "3"]]
     for args in bad:
         r = subprocess.run([run, "boundaries"] + args + nowhere, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=30)
+                           stderr=subprocess.PIPE, timeout=30, env=env)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert ("bench/run: " + args[0]).encode() in r.stderr, (args, r.stderr)
     r = subprocess.run([run, "boundaries"] + nowhere + ["--rate"], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=30)
+                       stderr=subprocess.PIPE, timeout=30, env=env)
     assert r.returncode == 2 and b"--rate needs a value" in r.stderr, r
     # Good values pass the check and stop at the missing binaries.
     r = subprocess.run([run, "boundaries", "--phase", "2", "--rate", "500", "--duration", "30",
                         "--warmup", "0", "--bet-rate", "0", "--workers", "2"] + nowhere,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, env=env)
     assert r.returncode == 1 and b"binaries missing" in r.stderr, r
+
+
+def test_bench_run_refuses_a_run_across_midnight():
+    """bench/run seeds yesterday's idempotency filter window (bench/filter_seed.py), so a run
+    whose bets go on past 00:00 UTC would read other windows than it reports: with two windows it
+    refuses, before anything starts, a run whose upper bound (setup, load, find-max's 25 steps)
+    reaches the next 00:00 UTC, naming the way out; with --filter-windows 1 (nothing seeded), or
+    with the bound inside the day, the same run goes on (to "binaries missing": no build dir).
+    BENCH_NOW_S stands for the clock."""
+    run = os.path.join(os.environ.get("TP_SRC", "."), "bench", "run")
+    nowhere = ["--no-build", "--build-dir", "/nonexistent/tickpool-build"]
+    midnight = 20001 * 86400
+    fm = ["ws-bets", "--find-max", "--duration", "10", "--warmup", "3"]  # 26 x 13 s + 190 s
+
+    def bench(at, args):
+        env = dict(os.environ, BENCH_NOW_S=str(at))
+        return subprocess.run([run] + args + nowhere, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=30, env=env)
+    for at, args in ((midnight - 60, ["boundaries"]), (midnight - 500, fm),
+                     (midnight - 100, ["ws-bets", "--duration", "10", "--warmup", "3"]),
+                     (midnight - 1, ["settle-100k"])):
+        r = bench(at, args)
+        assert r.returncode == 2 and b"past 00:00 UTC" in r.stderr, (at, args, r)
+        assert b"--filter-windows 1" in r.stderr and b"bench/run: " in r.stderr, r
+        r = bench(at, args + ["--filter-windows", "1"])
+        assert r.returncode == 1 and b"binaries missing" in r.stderr, (at, args, r)
+    for at, args in ((midnight, ["boundaries"]), (midnight - 600, fm),
+                     (midnight - 300, ["ws-bets", "--duration", "10", "--warmup", "3"]),
+                     (midnight - 3600, ["settle-100k"])):
+        r = bench(at, args)
+        assert r.returncode == 1 and b"binaries missing" in r.stderr, (at, args, r)
+    for bad in ("abc", "-5", "0123", "1e9"):
+        r = bench(bad, ["ws-bets"])
+        assert r.returncode == 2 and b"BENCH_NOW_S" in r.stderr, (bad, r)
 
 if __name__ == "__main__":
     tpenv.main()
