@@ -300,7 +300,10 @@ def test_bench_run_rejects_bad_options():
            ["--workers", "65"], ["--workers", "two"], ["--buckets", "16385"],
            ["--redis-cluster", "2"], ["--redis-cluster", "abc"], ["--replicas-ack", "17"],
            ["--winners", "1.5"], ["--fill-rate", "+8000"], ["--settle-window", "10s"],
-           ["--kills", "0"], ["--filter-windows", "3"]]
+           ["--kills", "0"], ["--filter-windows", "3"],
+           # One Redis has no replica unless --replica gives it one, and never two.
+           ["--replicas-ack", "1"], ["--replicas-ack", "2", "--replica"],
+           ["--replica", "--redis-cluster", "3"]]
     for args in bad:
         r = subprocess.run([run, "boundaries"] + args + nowhere, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=30, env=env)
@@ -314,6 +317,14 @@ def test_bench_run_rejects_bad_options():
                         "--warmup", "0", "--bet-rate", "0", "--workers", "2"] + nowhere,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, env=env)
     assert r.returncode == 1 and b"binaries missing" in r.stderr, r
+    for args in (["--replica", "--replicas-ack", "1"], ["--replica"],
+                 ["--redis-cluster", "3", "--replicas-ack", "1"]):
+        r = subprocess.run([run, "ceiling"] + args + nowhere, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30, env=env)
+        assert r.returncode == 1 and b"binaries missing" in r.stderr, (args, r)
+    r = subprocess.run([run, "raw-fanout", "--replica"] + nowhere, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30, env=env)
+    assert r.returncode == 2 and b"--replica is not for raw-fanout" in r.stderr, r
 
 
 def test_bench_run_refuses_a_run_across_midnight():
