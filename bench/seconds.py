@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""What a find-max step's slow seconds coincide with (bench/README.md, "Session 17").
+"""What a find-max step's (or a fixed-rate run's) slow seconds coincide with (bench/README.md,
+"Session 17"; "Session 23").
 
   seconds.py sample OUT --redis PORT --group NAME=PID[,PID...]|comm:COMM [--group ...]
                      [--every MS]
@@ -30,7 +31,7 @@ from outbox_lag import command  # noqa: E402
 REDIS_FIELDS = ("aof_rewrite_in_progress", "aof_delayed_fsync", "total_forks",
                 "latest_fork_usec", "used_cpu_sys", "used_cpu_user", "used_cpu_sys_children",
                 "used_cpu_user_children", "aof_current_size", "aof_pending_bio_fsync",
-                "instantaneous_ops_per_sec")
+                "instantaneous_ops_per_sec", "used_memory", "aof_rewrites")
 TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -96,7 +97,7 @@ def sample(out, port, groups, every_ms, cmds=False):
     with open(out, "w") as o:
         while not stop:
             t = time.time()
-            info = resp(sock, "INFO", "persistence", "stats", "cpu")
+            info = resp(sock, "INFO", "persistence", "stats", "cpu", "memory")
             r = {}
             for line in info.split("\r\n"):
                 k, _, v = line.partition(":")
@@ -128,35 +129,71 @@ def sample(out, port, groups, every_ms, cmds=False):
             o.write(json.dumps(row) + "\n")
             time.sleep(max(every_ms / 1000 - (time.time() - t), 0.005))
         hist = {}
-        for ev in resp(sock, "LATENCY", "LATEST") or []:
+        latest = resp(sock, "LATENCY", "LATEST") or []
+        for ev in latest:
             hist[ev[0]] = resp(sock, "LATENCY", "HISTORY", ev[0])
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        o.write(json.dumps({"latency_history": hist,
+        o.write(json.dumps({"latency_history": hist, "latency_latest": latest,
+                            "latency_doctor": resp(sock, "LATENCY", "DOCTOR"),
+                            "thp": thp(),
                             "self_cpu_ms": int((ru.ru_utime + ru.ru_stime) * 1000)}) + "\n")
 
 
+def thp():
+    """The host's transparent huge page settings (Redis copies 2 MiB a fault after a fork
+    when they are "always"; it turns them off for itself then, and says so in its log)."""
+    out = {}
+    for k in ("enabled", "defrag"):
+        try:
+            with open(f"/sys/kernel/mm/transparent_hugepage/{k}") as f:
+                out[k] = f.read().strip()
+        except OSError:
+            out[k] = "?"
+    return out
+
+
+def around(rows, lats, edge_ms, what):
+    """Per 100 ms from 0.3 s before a rewrite's start or end to 1 s after it: the bets due then
+    (count, p99 ms), Redis's CPU / run-queue wait (ms) and used_memory (MB)."""
+    print(f"| {what} + ms | bets | p99 ms | Redis CPU / wait ms | used_memory MB |")
+    print("|---|---|---|---|---|")
+    for k in range(-3, 10):
+        lo, hi = edge_ms + 100 * k, edge_ms + 100 * (k + 1)
+        xs = [us for due, us in lats if lo <= due < hi]
+        inside = [r for r in rows if lo < r["t"] <= hi]
+        cpu = sum(r.get("redis", [0, 0])[0] for r in inside) / 1000
+        wait = sum(r.get("redis", [0, 0])[1] for r in inside) / 1000
+        mem = max((r["redis_info"].get("used_memory", 0) for r in inside), default=0) / 2**20
+        p99 = f"{pct(xs, 99) / 1000:.1f}" if xs else "–"
+        print(f"| {100 * k:+d} | {len(xs)} | {p99} | {cpu:.0f} / {wait:.0f} | {mem:.0f} |")
+    print()
+
+
 def report(out, lats):
-    rows, hist, self_ms = [], {}, None
+    rows, hist, self_ms, tail = [], {}, None, {}
     with open(out) as f:
         for line in f:
             j = json.loads(line)
             if "latency_history" in j:
                 hist = j["latency_history"]
                 self_ms = j.get("self_cpu_ms")
+                tail = j
             else:
                 rows.append(j)
-    secs = {}
+    secs, all_lat = {}, []
     for path in lats:
         for due, us in read_lat(path):
             secs.setdefault(due // 1000, []).append(us)
+            all_lat.append((due, us))
     events = {}  # second → ["fork 8 ms", ...] from Redis's latency monitor (1 s resolution)
     for name, h in hist.items():
         for ts, ms in h:
             events.setdefault(int(ts), []).append(f"{name} {ms}")
     groups = [k for k in (rows[-1] if rows else {}) if k not in ("t", "redis_info", "cmd")]
     print("| second | bets | p99 ms | max ms | AOF rewrite | Redis latency events (ms) | "
-          + " | ".join(f"{g} CPU / wait ms" for g in groups) + " | delayed fsyncs |")
-    print("|---|---|---|---|---|---|" + "---|" * len(groups) + "---|")
+          + " | ".join(f"{g} CPU / wait ms" for g in groups)
+          + " | delayed fsyncs | used_memory MB |")
+    print("|---|---|---|---|---|---|" + "---|" * len(groups) + "---|---|")
     slow, fast = [], []
     first = None
     for s in sorted(secs):
@@ -172,12 +209,14 @@ def report(out, lats):
         df = (inside[-1]["redis_info"].get("aof_delayed_fsync", 0)
               - inside[0]["redis_info"].get("aof_delayed_fsync", 0))
         p99 = pct(secs[s], 99) / 1000
+        mem = inside[-1]["redis_info"].get("used_memory", 0) / 2**20
         rec = (p99, rw, agg, events.get(s, []))
         (slow if p99 > 50 else fast).append(rec)
         print(f"| {time.strftime('%H:%M:%S', time.gmtime(s))} | {len(secs[s])} | {p99:.1f} | "
               f"{max(secs[s]) / 1000:.1f} | {'yes' if rw else ''} | "
               f"{', '.join(events.get(s, []))} | "
-              + " | ".join(f"{agg[g][0]:.0f} / {agg[g][1]:.0f}" for g in groups) + f" | {df} |")
+              + " | ".join(f"{agg[g][0]:.0f} / {agg[g][1]:.0f}" for g in groups)
+              + f" | {df} | {mem:.0f} |")
     print()
     for name, recs in (("p99 > 50 ms", slow), ("the others", fast)):
         if not recs:
@@ -192,6 +231,35 @@ def report(out, lats):
     if self_ms is not None and rows:
         span_s = (rows[-1]["t"] - rows[0]["t"]) / 1000
         print(f"- the sampler's own CPU: {self_ms} ms over {span_s:.0f} s")
+    # Each rewrite's start and end (aof_rewrite_in_progress's edges, at the sampler's 100 ms)
+    # within the bets' span, per 100 ms: which part of a rewrite the slow bets were due in.
+    if all_lat and rows:
+        t0, t1 = min(d for d, _ in all_lat), max(d for d, _ in all_lat)
+        prev = rows[0]["redis_info"].get("aof_rewrite_in_progress", 0)
+        edges = []
+        for r in rows[1:]:
+            cur = r["redis_info"].get("aof_rewrite_in_progress", 0)
+            if cur != prev and t0 <= r["t"] <= t1:
+                edges.append((r["t"], "start" if cur else "end",
+                              r["redis_info"].get("latest_fork_usec", 0)))
+            prev = cur
+        for t, what, fork in edges:
+            print(f"Rewrite {what} seen at {time.strftime('%H:%M:%S', time.gmtime(t // 1000))}"
+                  f".{t % 1000:03d} (sampled every 100 ms; latest_fork_usec {fork}):")
+            print()
+            around(rows, all_lat, t - 100, what)
+    if tail.get("latency_latest"):
+        print("Redis's LATENCY LATEST at the end (event, time, latest ms, all-time max ms): "
+              + "; ".join(f"{e[0]} {e[2]} / {e[3]}" for e in tail["latency_latest"]))
+        print()
+    if tail.get("thp"):
+        print(f"Transparent huge pages: enabled {tail['thp'].get('enabled')}, defrag "
+              f"{tail['thp'].get('defrag')}.")
+        print()
+    if tail.get("latency_doctor"):
+        print("<details><summary>LATENCY DOCTOR</summary>\n\n```")
+        print(tail["latency_doctor"].strip())
+        print("```\n</details>")
 
 
 def main():
