@@ -86,7 +86,24 @@ def machine_busy():
     return (sum(v) - idle) * 1000000 // TCK, v[4] * 1000000 // TCK  # busy, iowait µs
 
 
-def sample(out, port, groups, every_ms, cmds=False):
+def pids_of(spec):
+    """The pids a --group spec names at this moment: "comm:NAME" (every process of that name),
+    "own:PID" (its threads only), "kids:PID" (only its children: Redis's rewrite child), else
+    pids with their children."""
+    if isinstance(spec, str) and spec.startswith("comm:"):
+        allp = set(by_comm(spec[5:]))
+    elif isinstance(spec, str) and spec.startswith("own:"):
+        return {int(spec[4:])}
+    elif isinstance(spec, str) and spec.startswith("kids:"):
+        return set(children(int(spec[5:])))
+    else:
+        allp = set(spec)
+    for p in list(allp):
+        allp.update(children(p))
+    return allp
+
+
+def sample(out, port, groups, every_ms, cmds=False, count=None):
     s = socket.create_connection(("127.0.0.1", port))
     sock = (s, s.makefile("rb"))
     resp(sock, "CONFIG", "SET", "latency-monitor-threshold", "1")
@@ -103,11 +120,11 @@ def sample(out, port, groups, every_ms, cmds=False):
                 k, _, v = line.partition(":")
                 if k in REDIS_FIELDS:
                     r[k] = float(v) if "." in v else int(v)
+            if count:
+                r["count"] = int(resp(sock, "GET", count) or 0)
             cur = {}
             for name, pids in groups.items():
-                allp = set(by_comm(pids[5:]) if isinstance(pids, str) else pids)
-                for p in list(allp):
-                    allp.update(children(p))
+                allp = pids_of(pids)
                 cpu = wait = 0
                 for p in allp:
                     c, w = proc_cost(p)
@@ -155,17 +172,32 @@ def thp():
 def around(rows, lats, edge_ms, what):
     """Per 100 ms from 0.3 s before a rewrite's start or end to 1 s after it: the bets due then
     (count, p99 ms), Redis's CPU / run-queue wait (ms) and used_memory (MB)."""
-    print(f"| {what} + ms | bets | p99 ms | Redis CPU / wait ms | used_memory MB |")
-    print("|---|---|---|---|---|")
+    print(f"| {what} + ms | bets due | their p99 ms | Redis CPU / wait ms | its child's CPU / wait"
+          " ms | EVALSHA calls, µs a call | bets admitted (a call) | used_memory MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    by_t = {r["t"]: i for i, r in enumerate(rows)}
     for k in range(-3, 10):
         lo, hi = edge_ms + 100 * k, edge_ms + 100 * (k + 1)
         xs = [us for due, us in lats if lo <= due < hi]
         inside = [r for r in rows if lo < r["t"] <= hi]
-        cpu = sum(r.get("redis", [0, 0])[0] for r in inside) / 1000
-        wait = sum(r.get("redis", [0, 0])[1] for r in inside) / 1000
+        def tot(g, j):
+            return sum(r.get(g, [0, 0])[j] for r in inside) / 1000
         mem = max((r["redis_info"].get("used_memory", 0) for r in inside), default=0) / 2**20
         p99 = f"{pct(xs, 99) / 1000:.1f}" if xs else "–"
-        print(f"| {100 * k:+d} | {len(xs)} | {p99} | {cpu:.0f} / {wait:.0f} | {mem:.0f} |")
+        calls = "–"
+        adm = "–"
+        if inside:
+            i0 = by_t[inside[0]["t"]] - 1
+            prev, last = (rows[i0] if i0 >= 0 else inside[0]), inside[-1]
+            if "cmd" in last and "cmd" in prev:
+                c = [a - b for a, b in zip(last["cmd"].get("evalsha", [0, 0]),
+                                           prev["cmd"].get("evalsha", [0, 0]))]
+                calls = f"{c[0]}, {c[1] / c[0]:.0f}" if c[0] > 0 else "0"
+                if "count" in last["redis_info"]:
+                    n = last["redis_info"]["count"] - prev["redis_info"].get("count", 0)
+                    adm = f"{n} ({n / c[0]:.0f})" if c[0] > 0 else f"{n}"
+        print(f"| {100 * k:+d} | {len(xs)} | {p99} | {tot('redis', 0):.0f} / {tot('redis', 1):.0f}"
+              f" | {tot('rewrite', 0):.0f} / {tot('rewrite', 1):.0f} | {calls} | {adm} | {mem:.0f} |")
     print()
 
 
@@ -190,6 +222,8 @@ def report(out, lats):
         for ts, ms in h:
             events.setdefault(int(ts), []).append(f"{name} {ms}")
     groups = [k for k in (rows[-1] if rows else {}) if k not in ("t", "redis_info", "cmd")]
+    groups += [g for r in rows for g in r if g not in groups and g not in ("t", "redis_info",
+                                                                           "cmd")]
     print("| second | bets | p99 ms | max ms | AOF rewrite | Redis latency events (ms) | "
           + " | ".join(f"{g} CPU / wait ms" for g in groups)
           + " | delayed fsyncs | used_memory MB |")
@@ -264,7 +298,7 @@ def report(out, lats):
 
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "sample":
-        port, groups, every, cmds = None, {}, 100, False
+        port, groups, every, cmds, count = None, {}, 100, False, None
         a = sys.argv[3:]
         while a:
             if a[0] == "--commandstats":
@@ -276,11 +310,13 @@ def main():
                 port = int(v)
             elif k == "--group":
                 name, _, pids = v.partition("=")
-                groups[name] = (pids if pids.startswith("comm")
+                groups[name] = (pids if pids.split(":")[0] in ("comm", "own", "kids")
                                 else [int(p) for p in pids.split(",") if p])
+            elif k == "--count":
+                count = v
             elif k == "--every":
                 every = int(v)
-        sample(sys.argv[2], port, groups, every, cmds)
+        sample(sys.argv[2], port, groups, every, cmds, count)
     elif len(sys.argv) >= 4 and sys.argv[1] == "report":
         report(sys.argv[2], sys.argv[3:])
     else:
