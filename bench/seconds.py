@@ -79,6 +79,16 @@ def proc_cost(pid):
     return cpu, wait
 
 
+def minflt(pid):
+    """Minor page faults of pid so far, every thread (/proc/<pid>/stat): after a fork, the
+    copy-on-write of each page Redis writes first is one."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[7])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def machine_busy():
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
@@ -125,20 +135,22 @@ def sample(out, port, groups, every_ms, cmds=False, count=None):
             cur = {}
             for name, pids in groups.items():
                 allp = pids_of(pids)
-                cpu = wait = 0
+                cpu = wait = flt = 0
                 for p in allp:
                     c, w = proc_cost(p)
                     cpu += c
                     wait += w
-                cur[name] = (cpu, wait, allp)
+                    flt += minflt(p)
+                cur[name] = (cpu, wait, flt, allp)
             busy, iow = machine_busy()
             row = {"t": int(t * 1000), "redis_info": r}
             if cmds:
                 row["cmd"] = commandstats(resp(sock, "INFO", "commandstats"))
-            for name, (cpu, wait, allp) in cur.items():
+            for name, (cpu, wait, flt, allp) in cur.items():
                 if name in prev:
                     # A process gone since the last sample takes its totals with it: never < 0.
-                    row[name] = [max(cpu - prev[name][0], 0), max(wait - prev[name][1], 0)]
+                    row[name] = [max(cpu - prev[name][0], 0), max(wait - prev[name][1], 0),
+                                 max(flt - prev[name][2], 0)]
             if "machine" in prev:
                 row["machine"] = [busy - prev["machine"][0], iow - prev["machine"][1]]
             prev = {k: v for k, v in cur.items()}
@@ -172,9 +184,10 @@ def thp():
 def around(rows, lats, edge_ms, what):
     """Per 100 ms from 0.3 s before a rewrite's start or end to 1 s after it: the bets due then
     (count, p99 ms), Redis's CPU / run-queue wait (ms) and used_memory (MB)."""
-    print(f"| {what} + ms | bets due | their p99 ms | Redis CPU / wait ms | its child's CPU / wait"
-          " ms | EVALSHA calls, µs a call | bets admitted (a call) | used_memory MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {what} + ms | bets due | their p99 ms | Redis CPU / wait ms | Redis minor faults |"
+          " its child's CPU / wait ms | EVALSHA calls, µs a call | bets admitted (a call) |"
+          " used_memory MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     by_t = {r["t"]: i for i, r in enumerate(rows)}
     for k in range(-3, 10):
         lo, hi = edge_ms + 100 * k, edge_ms + 100 * (k + 1)
@@ -196,8 +209,10 @@ def around(rows, lats, edge_ms, what):
                 if "count" in last["redis_info"]:
                     n = last["redis_info"]["count"] - prev["redis_info"].get("count", 0)
                     adm = f"{n} ({n / c[0]:.0f})" if c[0] > 0 else f"{n}"
+        flt = sum(r["redis"][2] for r in inside if len(r.get("redis", [])) > 2)
         print(f"| {100 * k:+d} | {len(xs)} | {p99} | {tot('redis', 0):.0f} / {tot('redis', 1):.0f}"
-              f" | {tot('rewrite', 0):.0f} / {tot('rewrite', 1):.0f} | {calls} | {adm} | {mem:.0f} |")
+              f" | {flt} | {tot('rewrite', 0):.0f} / {tot('rewrite', 1):.0f} | {calls} | {adm} |"
+              f" {mem:.0f} |")
     print()
 
 
