@@ -30,16 +30,20 @@ pg_data_dir() {
 # are read and written for every bet. Sorted sets past 16 members become skiplists: a bucket's
 # leaderboard `net` (one member per player) takes a ZINCRBY or ZADD per bet call and per
 # settlement page, and as a listpack each scans it with a strtod per member (docs/operations.md
-# §4); a player's few WebSocket sockets (`wsock`) stay listpacks. The AOF rewrite thresholds and
-# no-appendfsync-on-rewrite stay Redis's defaults: larger thresholds mean a longer replay at
-# restart (49 MB took 9.8 s), `yes` stops fsyncing acknowledged bets during a rewrite
-# (docs/operations.md §4 "AOF rewrites"; bench/README.md sessions 9 and 16).
+# §4); a player's few WebSocket sockets (`wsock`) stay listpacks. The AOF is rewritten once it
+# is 256 MB and has doubled since the last rewrite, not from 64 MB (Redis's default): every
+# rewrite stalls the bets for a second or more on a host without a spare core, and it costs the
+# same however much was appended before it, so a larger floor means fewer stalls while the
+# dataset is small, for at most ~5 s more replay at a restart (~50 MB/s). appendfsync everysec
+# and no-appendfsync-on-rewrite no stay Redis's defaults: `yes` would stop fsyncing
+# acknowledged bets during a rewrite (docs/operations.md §4 "AOF rewrites"; bench/README.md
+# sessions 9, 16, 19 and 23).
 start_redis() {
     local dir=$1 port=$2; shift 2
     mkdir -p "$dir"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
         --lazyfree-lazy-expire yes --hash-max-listpack-entries 128 \
-        --zset-max-listpack-entries 16 \
+        --zset-max-listpack-entries 16 --auto-aof-rewrite-min-size 256mb \
         --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@" ||
         die "redis-server failed to start (log: $dir/redis.log)"
     for _ in $(seq 1 100); do
