@@ -5,7 +5,7 @@ Poisson law, a fresh key's 5 bits checked against its word. Prints, for some key
 filter sizes, the rate averaged over a day (0.05 .. 0.95 of it) of: two windows of one day
 each (production: yesterday's full, today's filling), one window of two days (archival writing
 each key into its day and the next, bets reading one window), and two windows of two days
-each (that archival with bets still reading two). bench/README "Session 23: one filter window".
+each (that archival with bets still reading two). bench/README.md "Session 23: one filter window".
 
     bench/filter_fp_model.py [--trials N] [--seed S]
 """
