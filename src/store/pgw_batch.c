@@ -584,11 +584,37 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
 
 /* --- Batch → statements --- */
 
+/* The bets INSERT's two forms share their text but for the SELECT's head and the tail. */
+#define BETS_INSERT                                                                                \
+    "INSERT INTO bets (id, round_id, user_id, band, stake, idempotency_key, placed_at, "           \
+    "balance_after) "
+#define BETS_ROWS                                                                                  \
+    " id, round_id, user_id, band, stake, idempotency_key, placed_at, balance FROM "               \
+    "unnest($1::text[], $2::bigint[], $3::bigint[], $4::smallint[], $5::bigint[], $6::text[], "    \
+    "$7::bigint[], $8::bigint[]) AS x(id, round_id, user_id, band, stake, idempotency_key, "       \
+    "placed_at, balance)"
+
+/*
+ * A batch's bets as a plain INSERT: no ON CONFLICT and no DISTINCT ON, so a row already in
+ * Postgres or twice in the batch, by id or by (user, key, round), raises unique_violation and
+ * the transaction writes nothing. Without them a bets row costs Postgres less CPU
+ * (bench/README.md, Writer, "Session 23"): ON CONFLICT probes both unique indexes before each
+ * row and again as it inserts it, and writes the row as a speculative insertion (a token lock,
+ * one more WAL record a row to confirm it); DISTINCT ON sorts the batch by id. Rows already
+ * there come only from a replay (a crash between COMMIT and XACK, a claim race, a pending
+ * re-read) or a key Postgres holds under another id: then the writer rolls back and writes the
+ * same batch again with table_sql's bets INSERT, which skips exactly those rows (pgw_write.c,
+ * tp_pgw_write). The outcome is what writing every batch with it gives; only such a batch costs
+ * two tries.
+ */
+static const char bets_insert_strict[] = BETS_INSERT "SELECT" BETS_ROWS;
+
 /*
  * Statements per table (up to two), each taking the batch's JSON array of that table as $1 (the
  * bets: their column arrays as $1..$8), against migrations/0001_init.sql. DISTINCT ON removes
  * duplicates within the batch (a repeated entry, a claim race); ON CONFLICT DO NOTHING makes a
- * replayed batch a no-op, and the UPDATEs only move state forward. Order matters inside the
+ * replayed batch a no-op (the bets: on the batch's redo, see bets_insert_strict), and the
+ * UPDATEs only move state forward. Order matters inside the
  * transaction: rounds before their results, bets before the payouts that mark them won or refunded.
  */
 static const char *const table_sql[TP_PGW_NTABLES][2] = {
@@ -640,13 +666,10 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                        "SELECT DISTINCT ON (id) id, user_id, amount, to_timestamp(ts / 1000.0) "
                        "FROM json_to_recordset($1::json) AS x(id text, user_id bigint, "
                        "amount bigint, ts bigint) ON CONFLICT DO NOTHING"},
-    /* The bets take their column arrays (TP_PGW_BET_COLS), not a JSON array. */
-    [TP_PGW_BETS] = {"INSERT INTO bets (id, round_id, user_id, band, stake, idempotency_key, "
-                     "placed_at, balance_after) SELECT DISTINCT ON (id) id, round_id, user_id, "
-                     "band, stake, idempotency_key, placed_at, balance FROM unnest($1::text[], "
-                     "$2::bigint[], $3::bigint[], $4::smallint[], $5::bigint[], $6::text[], "
-                     "$7::bigint[], $8::bigint[]) AS x(id, round_id, user_id, band, stake, "
-                     "idempotency_key, placed_at, balance) ON CONFLICT DO NOTHING",
+    /* The bets take their column arrays (TP_PGW_BET_COLS), not a JSON array. This INSERT
+     * skips rows already there: a batch's redo (tp_pgw_batch.bets_skip_existing); its first
+     * try is bets_insert_strict. */
+    [TP_PGW_BETS] = {BETS_INSERT "SELECT DISTINCT ON (id)" BETS_ROWS " ON CONFLICT DO NOTHING",
                      /* A bet written after its round's result or its payout (both sit in
                       * other streams, drained in any order after a backlog) takes its final
                       * status now: the UPDATEs of those events found no row to mark ('lost'
@@ -768,6 +791,8 @@ size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out)
                 .sql = round_missing_sql, .params = {param}, .nparams = 1, .must_be_empty = true};
         for (int i = 0; i < 2 && table_sql[t][i] != NULL; i++) {
             struct tp_pgw_stmt s = {.sql = table_sql[t][i], .params = {param}, .nparams = 1};
+            if (t == TP_PGW_BETS && i == 0 && !b->bets_skip_existing)
+                s.sql = bets_insert_strict;
             if (t == TP_PGW_BETS) /* the INSERT all columns, the late-status UPDATE id, round */
                 for (s.nparams = 0; s.nparams < (i == 0 ? TP_PGW_BET_COLS : 2); s.nparams++)
                     s.params[s.nparams] = closed_array(b->bets[s.nparams], "}");

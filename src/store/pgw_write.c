@@ -1,14 +1,17 @@
 /*
  * Postgres writer, the Postgres side: a batch goes into Postgres in one transaction (blocking;
- * the writer's thread only), built by tp_pgw_batch_sql. Every INSERT is ON CONFLICT DO NOTHING
- * keyed by the event's id, so writing a batch twice (crash between COMMIT and XACK, a claim
- * race) changes nothing; the caller acknowledges the entries only after this returns 0.
+ * the writer's thread only), built by tp_pgw_batch_sql. Every INSERT but the first try's bets
+ * INSERT is ON CONFLICT DO NOTHING keyed by the event's id, and that one fails on a row already
+ * there and is written again as such an INSERT, so writing a batch twice (crash between COMMIT
+ * and XACK, a claim race) changes nothing; the caller acknowledges the entries only after this
+ * returns 0.
  */
 #include "pgw_internal.h"
 #include "tickpool/base/buf.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/log.h"
+#include "tickpool/base/metrics.h"
 #include "tickpool/store/pg.h"
 #include "tickpool/store/pgw_pg.h"
 
@@ -109,6 +112,8 @@ static int write_one_by_one(struct tp_pgw *w, const struct tp_store_reply *r, si
         one.default_edges = w->edges;
         one.default_rake_bps = w->rake_bps;
         one.wait_for_rounds = w->round_waits < TP_PGW_ROUND_WAITS;
+        /* A bet Postgres already holds is skipped, never refused (tp_pgw_write). */
+        one.bets_skip_existing = true;
         tp_pgw_each_event(w, r, (long)i, map_only, &one);
         char perr[256] = "";
         int rc = write_batch(w->pg, &one, perr, sizeof(perr));
@@ -137,6 +142,20 @@ int tp_pgw_write(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
         w->pg = tp_pgw_pg_open(&w->cfg->postgres);
     if (w->pg != NULL) {
         rc = write_batch(w->pg, b, err, errlen);
+        if (rc != 0 && strncmp(err, "[23505]", 7) == 0 && !b->bets_skip_existing &&
+            tp_pgw_pg_ok(w->pg)) {
+            /* unique_violation: the first try's bets INSERT met a row Postgres already holds
+             * (a replay, or a key it holds under another id; pgw_batch.c, bets_insert_strict).
+             * Rolled back, so the same batch is written again skipping such rows: what
+             * writing it that way at once gives. */
+            tp_log_info(MOD,
+                        "a batch met bets already in Postgres; writing it again skipping "
+                        "them\terror=\"%s\"",
+                        err);
+            tp_metrics_inc(TP_METRIC_WRITER_BATCHES_REDONE_TOTAL);
+            b->bets_skip_existing = true;
+            rc = write_batch(w->pg, b, err, errlen);
+        }
         if (rc != 0 && rc != TP_ETIMEDOUT && rc != TP_EAGAIN && tp_pgw_pg_ok(w->pg)) {
             tp_log_warn(MOD, "Postgres refused a batch, retrying event by event\terror=\"%s\"",
                         err);

@@ -67,6 +67,8 @@ struct tp_buf;
     X(WRITER_EVENTS_REFUSED_TOTAL, writer_events_refused_total, counter,                           \
       "Outbox events the writer refused (malformed, or by Postgres for their data), logged at "    \
       "error and parked in <stream>:rejected")                                                     \
+    X(WRITER_BATCHES_REDONE_TOTAL, writer_batches_redone_total, counter,                           \
+      "Writer batches written again skipping bets Postgres already held (a replay)")               \
     X(WRITER_ENTRIES_PARKED, writer_entries_parked, gauge,                                         \
       "Outbox entries parked in <stream>:rejected, not yet replayed and deleted by an operator")   \
     X(WORKER_RESTARTS_TOTAL, worker_restarts_total, counter,                                       \

@@ -98,6 +98,9 @@ struct tp_pgw_batch {
     /* A round's result or seed waits for the round's own row (true after init): see
      * tp_pgw_batch_sql. The writer clears it after TP_PGW_ROUND_WAITS failed tries. */
     bool wait_for_rounds;
+    /* The bets INSERT skips rows Postgres already holds (false after init: it fails on one, and
+     * the writer writes the batch again with this set; see bets_insert_strict in pgw_batch.c). */
+    bool bets_skip_existing;
 };
 
 enum tp_pgw_table {

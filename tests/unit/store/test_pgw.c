@@ -772,10 +772,29 @@ static void test_sql_order(void **state)
     assert_ptr_equal(s[bets + 1].params[0], s[bets].params[BET_ID]);
     assert_ptr_equal(s[bets + 1].params[1], s[bets].params[BET_ROUND]);
     assert_non_null(strstr(s[payouts + 1].sql, "UPDATE bets"));
-    /* Replays are no-ops: every INSERT ignores rows already there. */
+    /* The first try's bets INSERT fails on a row already there (no ON CONFLICT, no DISTINCT
+     * ON); every other INSERT ignores such rows. */
+    assert_null(strstr(s[bets].sql, "ON CONFLICT"));
+    assert_null(strstr(s[bets].sql, "DISTINCT"));
     for (size_t i = 0; i < n; i++)
-        if (strncmp(s[i].sql, "INSERT", 6) == 0)
+        if (strncmp(s[i].sql, "INSERT", 6) == 0 && i != (size_t)bets)
             assert_non_null(strstr(s[i].sql, "ON CONFLICT DO NOTHING"));
+    /* The redo (bets_skip_existing): the same statements and parameters, but the bets INSERT
+     * skips rows already there, so replays are no-ops. */
+    b.bets_skip_existing = true;
+    struct tp_pgw_stmt r[TP_PGW_MAX_STMTS];
+    assert_int_equal(tp_pgw_batch_sql(&b, r), n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(r[i].nparams, s[i].nparams);
+        for (int k = 0; k < s[i].nparams; k++)
+            assert_ptr_equal(r[i].params[k], s[i].params[k]);
+        if (i != (size_t)bets)
+            assert_ptr_equal(r[i].sql, s[i].sql);
+        else
+            assert_non_null(strstr(r[i].sql, "SELECT DISTINCT ON (id) id, round_id"));
+        if (strncmp(r[i].sql, "INSERT", 6) == 0)
+            assert_non_null(strstr(r[i].sql, "ON CONFLICT DO NOTHING"));
+    }
     tp_pgw_batch_deinit(&b);
 }
 

@@ -1,0 +1,94 @@
+"""The Postgres writer's bets INSERT tried plain, then redone skipping rows already there
+(src/store/pgw_write.c, tp_pgw_write; pgw_batch.c, bets_insert_strict), against a real Redis,
+Postgres and tickpool server.
+
+A batch's first try inserts its bets without ON CONFLICT: one bet Postgres already holds, by id
+(a replay) or by (user, key, round) under another id, fails that whole transaction. The writer
+must then write the same batch again skipping exactly those bets, in one transaction, so the
+outcome is what the skipping INSERT alone gives: no entry refused or parked, no other bet of the
+batch lost, none written twice.
+"""
+
+import pgwlib
+import tpenv
+
+ENV = {"TICKPOOL_GAME_BUCKETS": "1", "TICKPOOL_LOG_LEVEL": "info"}
+REDONE = "a batch met bets already in Postgres"
+
+
+def bets_entry(ts, *lines):
+    """A `bets` outbox event of round 900001 (bet_batch.lua's): lines (bet, user, band, stake,
+    balance, key)."""
+    return {"type": "bets", "round_id": "900001", "ts": str(ts),
+            "bets": "\n".join("%d,%d,%d,%d,%d,%s" % x for x in lines)}
+
+
+def redone(s):
+    """writer_batches_redone_total, summed over the workers' lines."""
+    return sum(int(line.split()[1]) for line in s.http("GET", "/metrics")[2].decode().splitlines()
+               if line.startswith("tickpool_writer_batches_redone_total "))
+
+
+def bets_rows(pg):
+    return pg.psql("SELECT id, user_id, band, stake, idempotency_key, placed_at FROM bets "
+                   "ORDER BY id")
+
+
+def test_key_held_under_another_id_skips_that_bet_alone():
+    entries = [
+        # Bet 201's (user, key, round) is already in Postgres as bet 500.
+        bets_entry(5000, (201, 1, 1, 200, 700, "dup-key"), (202, 2, 2, 300, 500, "k2")),
+        # Bets 203 and 204: one (user, key, round) under two ids in one batch.
+        bets_entry(5001, (203, 3, 0, 100, 900, "k3"), (204, 3, 1, 100, 800, "k3")),
+        bets_entry(5002, (205, 4, 0, 100, 900, "k5"))]
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=1)
+        s = tpenv.Server(redis=r, pg=pg, env=ENV, migrate=False, workers=1)
+        pgwlib.migrate(s, pg)
+        pg.psql("INSERT INTO bets (id, round_id, user_id, band, stake, idempotency_key, "
+                "placed_at, balance_after) VALUES ('500', 900001, 1, 0, 100, 'dup-key', 4000, 900)")
+        for fields in entries:  # one writer, queued before it runs: one batch
+            money.c.xadd("tp:{b0}:outbox", fields)
+        with s:
+            pgwlib.wait_drained(money, pg, 4)
+            tpenv.wait_until(lambda: money.pending() == 0, what="entries acknowledged")
+            # What ON CONFLICT DO NOTHING alone writes: bet 201 and the second of 203/204 (by id)
+            # skipped, every other bet of the batch written.
+            rows = bets_rows(pg)
+            assert rows == [["202", "2", "2", "300", "k2", "5000"],
+                            ["203", "3", "0", "100", "k3", "5001"],
+                            ["205", "4", "0", "100", "k5", "5002"],
+                            ["500", "1", "0", "100", "dup-key", "4000"]], rows
+            # In one transaction (the redo), not event by event, and nothing refused or parked.
+            assert pg.psql("SELECT count(DISTINCT xmin::text) FROM bets WHERE id <> '500'") == [["1"]]
+            log = s.log_text()
+            assert log.count(REDONE) == 1, log[-3000:]
+            assert "retrying event by event" not in log, log[-3000:]
+            assert "outbox entry refused" not in log, log[-3000:]
+            assert money.c.xlen("tp:{b0}:outbox:rejected") == 0
+            tpenv.wait_until(lambda: redone(s) == 1, what="writer_batches_redone_total 1")
+
+            # The same entries again (a replay; the running writer may read them as one batch or
+            # more): every bet is there by id, each batch is redone, nothing changes.
+            for fields in entries:
+                money.c.xadd("tp:{b0}:outbox", fields)
+            tpenv.wait_until(lambda: money.backlog() == 0 and money.pending() == 0,
+                             what="replayed entries acknowledged")
+            assert bets_rows(pg) == rows
+            tpenv.wait_until(lambda: redone(s) == s.log_text().count(REDONE) >= 2,
+                             what="writer_batches_redone_total 2+, a log line each")
+            n = redone(s)
+
+            # A batch of new bets alone is written by the first try: no redo.
+            money.c.xadd("tp:{b0}:outbox", bets_entry(5003, (206, 5, 0, 100, 900, "k6")))
+            pgwlib.wait_drained(money, pg, 5)
+            tpenv.wait_until(lambda: money.pending() == 0, what="new entry acknowledged")
+            assert bets_rows(pg)[-2] == ["206", "5", "0", "100", "k6", "5003"]
+            log = s.log_text()
+            assert log.count(REDONE) == n, log[-3000:]
+            assert "outbox entry refused" not in log and "retrying event by event" not in log
+            assert redone(s) == n
+
+
+if __name__ == "__main__":
+    tpenv.main()
