@@ -9,6 +9,8 @@ outcome is what the skipping INSERT alone gives: no entry refused or parked, no 
 batch lost, none written twice.
 """
 
+import contextlib
+
 import pgwlib
 import tpenv
 
@@ -21,6 +23,20 @@ def bets_entry(ts, *lines):
     balance, key)."""
     return {"type": "bets", "round_id": "900001", "ts": str(ts),
             "bets": "\n".join("%d,%d,%d,%d,%d,%s" % x for x in lines)}
+
+
+@contextlib.contextmanager
+def held_bet_500(key):
+    """Redis, a migrated Postgres already holding bet 500 (user 1, round 900001, `key`) and a
+    server of one writer, not started (entries queued before it runs are one batch): yields
+    (money, pg, server)."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=1)
+        s = tpenv.Server(redis=r, pg=pg, env=ENV, migrate=False, workers=1)
+        pgwlib.migrate(s, pg)
+        pg.psql("INSERT INTO bets (id, round_id, user_id, band, stake, idempotency_key, "
+                f"placed_at, balance_after) VALUES ('500', 900001, 1, 0, 100, '{key}', 4000, 900)")
+        yield money, pg, s
 
 
 def redone(s):
@@ -41,12 +57,7 @@ def test_key_held_under_another_id_skips_that_bet_alone():
         # Bets 203 and 204: one (user, key, round) under two ids in one batch.
         bets_entry(5001, (203, 3, 0, 100, 900, "k3"), (204, 3, 1, 100, 800, "k3")),
         bets_entry(5002, (205, 4, 0, 100, 900, "k5"))]
-    with tpenv.Redis() as r, tpenv.Postgres() as pg:
-        money = pgwlib.Money(r, buckets=1)
-        s = tpenv.Server(redis=r, pg=pg, env=ENV, migrate=False, workers=1)
-        pgwlib.migrate(s, pg)
-        pg.psql("INSERT INTO bets (id, round_id, user_id, band, stake, idempotency_key, "
-                "placed_at, balance_after) VALUES ('500', 900001, 1, 0, 100, 'dup-key', 4000, 900)")
+    with held_bet_500("dup-key") as (money, pg, s):
         for fields in entries:  # one writer, queued before it runs: one batch
             money.c.xadd("tp:{b0}:outbox", fields)
         with s:
@@ -88,6 +99,28 @@ def test_key_held_under_another_id_skips_that_bet_alone():
             assert log.count(REDONE) == n, log[-3000:]
             assert "outbox entry refused" not in log and "retrying event by event" not in log
             assert redone(s) == n
+
+
+def test_held_bet_beside_a_refused_event_is_skipped_event_by_event():
+    """A batch refused for another event's data (a username the CHECK forbids; users go in before
+    bets, so no redo) is written event by event; its bets entry carries a bet Postgres already
+    holds and a new one: the event-by-event INSERT skips the held bet, so the new one is written
+    and only the user event is parked (a strict INSERT there would park the whole bets entry).
+    The reviewer's probe, session 23."""
+    with held_bet_500("held") as (money, pg, s):
+        c = money.c
+        c.xadd("tp:{g}:outbox", {"type": "user", "user_id": "2", "username": "x.y",
+                                 "pw_hash": "h", "created_at": "1000"})
+        c.xadd("tp:{b0}:outbox", bets_entry(5000, (500, 1, 0, 100, 900, "held"),
+                                            (501, 3, 1, 200, 800, "new")))
+        with s:
+            tpenv.wait_until(lambda: money.backlog() == 0 and money.pending() == 0,
+                             timeout=60, what="outbox drained")
+            assert pg.psql("SELECT id, idempotency_key FROM bets ORDER BY id") == [
+                ["500", "held"], ["501", "new"]], s.log_text()[-3000:]
+            assert c.xrange("tp:{b0}:outbox:rejected") == []
+            assert len(c.xrange("tp:{g}:outbox:rejected")) == 1
+            assert "retrying event by event" in s.log_text()
 
 
 if __name__ == "__main__":
