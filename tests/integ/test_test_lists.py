@@ -1,12 +1,14 @@
 """scripts/check-test-lists, the build's `test_lists` target (tests/meson.build): a test file the
 build dir does not know (an integration test not listed in tests/meson.build, a unit test, C
-source, Lua script or header added after the build dir was configured) fails the build and `meson
-test` with its name, rather than being left out in silence; so does a Python test file that does
-not run its tests through tpenv.main() (it passed having run nothing). No services: it runs the
-script on a scratch tree."""
+source, Lua script, header or fuzzer added after the build dir was configured) fails the build
+and `meson test` with its name, rather than being left out in silence; so does a Python test file
+that does not run its tests through tpenv.main() (it passed having run nothing). No services: it
+runs the script on a scratch tree."""
 
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import tempfile
 
@@ -148,6 +150,52 @@ def test_python_test_file_runs_its_tests():
         write(root, "unit/x/test_m.c", "int main(void) { return 0; }\n")
         rc, err, _, _ = check(root, ("unit", "*/test_*.c", ["x/test_m.c"]))
         assert rc == 0, err
+
+
+def build_dir_command():
+    """The build dir's own test_lists command (what every build runs), as argv: from ninja, so
+    the test reads what tests/meson.build made of it, not a copy."""
+    build = os.path.dirname(os.path.abspath(tpenv.BIN))
+    r = subprocess.run(["ninja", "-C", build, "-t", "commands",
+                        os.path.join("tests", "test_lists.stamp")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 0, f"no test_lists in {build} (TP_BIN={tpenv.BIN}): {r.stderr}"
+    argv = shlex.split(r.stdout.strip().splitlines()[-1])
+    assert os.path.basename(argv[1]) == "check-test-lists", argv[:4]
+    argv[1] = os.path.join(build, argv[1])
+    return argv
+
+
+def test_build_dir_checks_every_folder_read_at_configure():
+    """The build dir's test_lists command, run on a copy of the tree, passes; a file added to any
+    folder it checks (a fuzzer, a C source, a Lua script, a header, a unit or integration test)
+    fails it, each named. The fuzzers are among them: tests/fuzz is read at configure time, and a
+    fuzzer added after was left out of the fuzz build in silence."""
+    argv = build_dir_command()
+    groups, i = [], argv.index("--")
+    while i < len(argv):
+        groups.append((argv[i + 1], argv[i + 2]))
+        i = argv.index("--", i + 1) if "--" in argv[i + 1:] else len(argv)
+    assert ("tests/fuzz", "fuzz_*.c") in groups, groups
+    with tempfile.TemporaryDirectory() as root, tempfile.TemporaryDirectory() as build:
+        for folder, pattern in groups:
+            top = pattern.split("/")[0] if folder == "." else folder  # src, scripts, tests/…
+            if not os.path.exists(os.path.join(root, top)):
+                shutil.copytree(os.path.join(SRC, top), os.path.join(root, top))
+        run = lambda: subprocess.run(argv[:2] + ["test_lists.stamp", root] + argv[4:], cwd=build,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     timeout=60)
+        r = run()
+        assert r.returncode == 0, r.stderr
+        added = [os.path.normpath(os.path.join(folder, pattern.replace("*", "zz_new")))
+                 for folder, pattern in groups]
+        for f in added:
+            write(root, f, "")
+        r = run()
+        assert r.returncode == 1, r
+        named = re.findall(r"^check-test-lists: (\S+): not known to this build dir;",
+                           r.stderr, re.M)
+        assert sorted(named) == sorted(added), r.stderr
 
 
 def test_every_integration_test_listed():
