@@ -3,9 +3,11 @@
 
   settle_slices.py SECONDS BASE_LAT SETTLE_LAT --close MS --settled MS [--slice MS] [--window S]
 
-SECONDS is bench/seconds.py's sample (--commandstats: every 100 ms, Redis's INFO commandstats
-and each group's CPU and run-queue wait); BASE_LAT and SETTLE_LAT are loadgen --latencies
-files (a bet's due time in wall ms, its latency in µs) of the baseline and settlement windows.
+SECONDS is bench/seconds.py's sample as bench/run's seconds_start takes it (--commandstats:
+every 100 ms, Redis's INFO commandstats and each group's CPU, run-queue wait and minor faults:
+"redis" is Redis's main process alone, "rewrite" its AOF rewrite child); BASE_LAT and
+SETTLE_LAT are loadgen --latencies files (a bet's due time in wall ms, its latency in µs) of the
+baseline and settlement windows.
 Prints, for the baseline (the mean of its slices) and each slice from the close: the bets due
 in it (p50, p99), each group's CPU / wait, and Redis's commands (calls, ms inside them); then
 per command, the baseline against the settlement (close → "round settled") and the rest of
@@ -15,6 +17,8 @@ import json
 import sys
 
 from benchlib import pct, read_lat
+
+LABEL = {"redis": "redis main"}  # the group "redis" is Redis's main process alone
 
 
 def span(rows, t0, t1):
@@ -26,7 +30,7 @@ def span(rows, t0, t1):
     grp = {}
     for r in inside:
         for k, v in r.items():
-            if isinstance(v, list) and len(v) == 2:
+            if isinstance(v, list) and len(v) >= 2:  # CPU, wait (a process group: + faults)
                 g = grp.setdefault(k, [0, 0])
                 g[0] += v[0]
                 g[1] += v[1]
@@ -56,7 +60,8 @@ def main():
     base, sett = read_lat(pos[1]), read_lat(pos[2])
     close, settled = int(opts["--close"]), int(opts["--settled"])
     sl, win = int(opts["--slice"]), float(opts["--window"])
-    groups = [g for g in ("redis", "tickpool", "postgres", "machine") if any(g in r for r in rows)]
+    groups = [g for g in ("redis", "rewrite", "tickpool", "postgres", "machine")
+              if any(g in r for r in rows)]
     # The baseline's slices: from its first bet due to its last, cut into slices.
     bslices = []
     if base:
@@ -83,10 +88,12 @@ def main():
                 top[k] = top.get(k, 0) + v[1]
     cmds = [k for k, _ in sorted(top.items(), key=lambda kv: -kv[1])][:7]
     print(f"Per {sl} ms (bench/seconds.py every 100 ms: the slices' edges are ±100 ms): each "
-          "group's CPU / run-queue wait in ms, and Redis's commands: calls / ms inside them "
+          "group's CPU / run-queue wait in ms (redis main: Redis's main process alone; rewrite: "
+          "its AOF rewrite child), and Redis's commands: calls / ms inside them "
           "(a command a script calls counted again inside `evalsha`).")
     print()
-    print("| slice | bets | p50 ms | p99 ms | " + " | ".join(f"{g} CPU / wait" for g in groups)
+    print("| slice | bets | p50 ms | p99 ms | "
+          + " | ".join(f"{LABEL.get(g, g)} CPU / wait" for g in groups)
           + " | " + " | ".join(f"`{c}`" for c in cmds) + " |")
     print("|---|---|---|---|" + "---|" * (len(groups) + len(cmds)))
 
