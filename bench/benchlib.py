@@ -1,10 +1,16 @@
-"""What the bench scripts share: one percentile, one reader of loadgen --latencies files and one
-parser of Redis's INFO commandstats, so every report computes a figure the same way.
+"""What the bench scripts share: one percentile, one reader of loadgen --latencies files, one
+parser of Redis's INFO commandstats and the names bench/seconds.py's groups are shown under, so
+every report computes and names a figure the same way.
 
 bench/ is not a package: a script beside this file imports it after
 `sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))`; bench/run's inline Python
 gets it through PYTHONPATH=$ROOT/bench.
 """
+
+# bench/seconds.py's process groups as the reports name them. "redis" is redis-server's own
+# process (every thread) without its AOF rewrite child (the group "rewrite") since session 23
+# (c53181e): before, the column held both, so it is shown as "redis main".
+GROUP_LABEL = {"redis": "redis main"}
 
 
 def pct(xs, p):

@@ -25,7 +25,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import commandstats, pct, read_lat  # noqa: E402 (bench/ is not a package)
+from benchlib import (GROUP_LABEL, commandstats, pct,  # noqa: E402 (bench/ is not a package)
+                      read_lat)
 from outbox_lag import command  # noqa: E402
 
 REDIS_FIELDS = ("aof_rewrite_in_progress", "aof_delayed_fsync", "total_forks",
@@ -183,9 +184,9 @@ def thp():
 
 def around(rows, lats, edge_ms, what):
     """Per 100 ms from 0.3 s before a rewrite's start or end to 1 s after it: the bets due then
-    (count, p99 ms), Redis's CPU / run-queue wait (ms) and used_memory (MB)."""
-    print(f"| {what} + ms | bets due | their p99 ms | Redis CPU / wait ms | Redis minor faults |"
-          " its child's CPU / wait ms | EVALSHA calls, µs a call | bets admitted (a call) |"
+    (count, p99 ms), Redis's main process's CPU / run-queue wait (ms) and used_memory (MB)."""
+    print(f"| {what} + ms | bets due | their p99 ms | Redis main CPU / wait ms |"
+          " Redis main minor faults | its child's CPU / wait ms | EVALSHA calls, µs a call | bets admitted (a call) |"
           " used_memory MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     by_t = {r["t"]: i for i, r in enumerate(rows)}
@@ -240,7 +241,7 @@ def report(out, lats):
     groups += [g for r in rows for g in r if g not in groups and g not in ("t", "redis_info",
                                                                            "cmd")]
     print("| second | bets | p99 ms | max ms | AOF rewrite | Redis latency events (ms) | "
-          + " | ".join(f"{g} CPU / wait ms" for g in groups)
+          + " | ".join(f"{GROUP_LABEL.get(g, g)} CPU / wait ms" for g in groups)
           + " | delayed fsyncs | used_memory MB |")
     print("|---|---|---|---|---|---|" + "---|" * len(groups) + "---|---|")
     slow, fast = [], []
@@ -273,7 +274,7 @@ def report(out, lats):
         n = len(recs)
         rw = sum(1 for r in recs if r[1])
         ev = sum(1 for r in recs if any(int(e.split()[-1]) >= 5 for e in r[3]))
-        means = ", ".join(f"{g} {sum(r[2][g][0] for r in recs) / n:.0f} / "
+        means = ", ".join(f"{GROUP_LABEL.get(g, g)} {sum(r[2][g][0] for r in recs) / n:.0f} / "
                           f"{sum(r[2][g][1] for r in recs) / n:.0f}" for g in groups)
         print(f"- {name}: {n} seconds, {rw} with an AOF rewrite running, {ev} with a Redis "
               f"latency event >= 5 ms; mean CPU / run-queue wait ms per second: {means}")

@@ -16,9 +16,7 @@ the window, per second.
 import json
 import sys
 
-from benchlib import pct, read_lat
-
-LABEL = {"redis": "redis main"}  # the group "redis" is Redis's main process alone
+from benchlib import GROUP_LABEL, pct, read_lat
 
 
 def span(rows, t0, t1):
@@ -93,7 +91,7 @@ def main():
           "(a command a script calls counted again inside `evalsha`).")
     print()
     print("| slice | bets | p50 ms | p99 ms | "
-          + " | ".join(f"{LABEL.get(g, g)} CPU / wait" for g in groups)
+          + " | ".join(f"{GROUP_LABEL.get(g, g)} CPU / wait" for g in groups)
           + " | " + " | ".join(f"`{c}`" for c in cmds) + " |")
     print("|---|---|---|---|" + "---|" * (len(groups) + len(cmds)))
 
