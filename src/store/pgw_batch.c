@@ -600,12 +600,14 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
  * the transaction writes nothing. Without them a bets row costs Postgres less CPU
  * (bench/README.md, Writer, "Session 23"): ON CONFLICT probes both unique indexes before each
  * row and again as it inserts it, and writes the row as a speculative insertion (a token lock,
- * one more WAL record a row to confirm it); DISTINCT ON sorts the batch by id. Rows already
- * there come only from a replay (a crash between COMMIT and XACK, a claim race, a pending
- * re-read) or a key Postgres holds under another id: then the writer rolls back and writes the
- * same batch again with table_sql's bets INSERT, which skips exactly those rows (pgw_write.c,
- * tp_pgw_write). The outcome is what writing every batch with it gives; only such a batch costs
- * two tries.
+ * one more WAL record a row to confirm it); DISTINCT ON sorts the batch by id. A re-read of the
+ * writer's pending entries (a crash between COMMIT and XACK, a claim, a failure: a replay by
+ * construction) skips this and goes in with table_sql's bets INSERT at once (pgw_outbox.c,
+ * on_read). Rows already there in a fresh read come only from a claim race (another writer
+ * wrote the entries it claimed from us meanwhile) or a key Postgres holds under another id:
+ * then the writer rolls back and writes the same batch again with table_sql's bets INSERT,
+ * which skips exactly those rows (pgw_write.c, tp_pgw_write). The outcome is what writing every
+ * batch with it gives; only such a batch costs two tries.
  */
 static const char bets_insert_strict[] = BETS_INSERT "SELECT" BETS_ROWS;
 
@@ -667,8 +669,8 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                        "FROM json_to_recordset($1::json) AS x(id text, user_id bigint, "
                        "amount bigint, ts bigint) ON CONFLICT DO NOTHING"},
     /* The bets take their column arrays (TP_PGW_BET_COLS), not a JSON array. This INSERT
-     * skips rows already there: a batch's redo (tp_pgw_batch.bets_skip_existing); its first
-     * try is bets_insert_strict. */
+     * skips rows already there: a pending re-read or a batch's redo
+     * (tp_pgw_batch.bets_skip_existing); a fresh batch's first try is bets_insert_strict. */
     [TP_PGW_BETS] = {BETS_INSERT "SELECT DISTINCT ON (id)" BETS_ROWS " ON CONFLICT DO NOTHING",
                      /* A bet written after its round's result or its payout (both sit in
                       * other streams, drained in any order after a backlog) takes its final

@@ -144,10 +144,13 @@ int tp_pgw_write(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
         rc = write_batch(w->pg, b, err, errlen);
         if (rc != 0 && strncmp(err, "[23505]", 7) == 0 && !b->bets_skip_existing &&
             tp_pgw_pg_ok(w->pg)) {
-            /* unique_violation: the first try's bets INSERT met a row Postgres already holds
-             * (a replay, or a key it holds under another id; pgw_batch.c, bets_insert_strict).
-             * Rolled back, so the same batch is written again skipping such rows: what
-             * writing it that way at once gives. */
+            /* unique_violation: a fresh batch's bets INSERT met a row Postgres already holds
+             * (a claim race: another writer wrote entries it claimed from us; a Redis restart
+             * that lost the read itself; a key it holds under another id; pgw_batch.c,
+             * bets_insert_strict). Pending re-reads never get here: they skip from the start
+             * (pgw_outbox.c, on_read). Rolled back, so the same
+             * batch is written again skipping such rows: what writing it that way at once
+             * gives. */
             tp_log_info(MOD,
                         "a batch met bets already in Postgres; writing it again skipping "
                         "them\terror=\"%s\"",

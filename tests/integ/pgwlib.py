@@ -6,6 +6,7 @@ again.
 
 import os
 import re
+import socket
 import subprocess
 import time
 
@@ -193,6 +194,14 @@ def pg_balances(pg):
     rows = pg.psql("SELECT substr(account, 6), balance FROM account_balances "
                    "WHERE account LIKE 'user:%'")
     return {int(u): int(v) for u, v in rows}
+
+
+def dead_local_consumer():
+    """A consumer name of this host whose process is gone: the writer claims its entries at
+    once (dead_local in src/store/pgw_outbox.c)."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return f"{socket.gethostname()}:{p.pid}"
 
 
 def wait_drained(money, pg, want_bets, timeout=30):

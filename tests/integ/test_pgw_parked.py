@@ -8,8 +8,6 @@ that neither outgrows the suite's timeout under ASan.
 
 import os
 import signal
-import socket
-import subprocess
 import time
 
 import pgwlib
@@ -90,14 +88,6 @@ def test_hostile_entries_parked_for_an_operator():
             assert "ok   outbox: 0 refused entries parked" in a.stdout, a.stdout
 
 
-def dead_local_consumer():
-    """A consumer name of this host whose process is gone: the writer claims its entries at
-    once (dead_local in src/store/pgw_outbox.c)."""
-    p = subprocess.Popen(["true"])
-    p.wait()
-    return f"{socket.gethostname()}:{p.pid}"
-
-
 def test_entry_parked_before_a_crash_is_not_parked_twice():
     """A writer that died between parking a refused entry and acknowledging it (two commands
     before park.lua) left the copy in <stream>:rejected and the entry pending under its dead
@@ -111,7 +101,7 @@ def test_entry_parked_before_a_crash_is_not_parked_twice():
         hostile = BAD_BETS
         hid = c.xadd(key, hostile)
         # The dead writer read it, parked it, and was killed before its XACK.
-        c.xreadgroup("pgw", dead_local_consumer(), {key: ">"})
+        c.xreadgroup("pgw", pgwlib.dead_local_consumer(), {key: ">"})
         c.xadd(key + ":rejected", dict(hostile, src_stream=key, src_id=hid,
                                        error="malformed or unknown event"))
         money.grant(3, 7, grant_id="after:3")

@@ -1,6 +1,7 @@
 """The Postgres writer's bets INSERT tried plain, then redone skipping rows already there
-(src/store/pgw_write.c, tp_pgw_write; pgw_batch.c, bets_insert_strict), against a real Redis,
-Postgres and tickpool server.
+(src/store/pgw_write.c, tp_pgw_write; pgw_batch.c, bets_insert_strict), and skipping from the
+start in a re-read of pending entries (pgw_outbox.c, on_read), against a real Redis, Postgres and
+tickpool server.
 
 A batch's first try inserts its bets without ON CONFLICT: one bet Postgres already holds, by id
 (a replay) or by (user, key, round) under another id, fails that whole transaction. The writer
@@ -99,6 +100,35 @@ def test_key_held_under_another_id_skips_that_bet_alone():
             assert log.count(REDONE) == n, log[-3000:]
             assert "outbox entry refused" not in log and "retrying event by event" not in log
             assert redone(s) == n
+
+
+def test_claimed_pending_entries_skip_held_bets_without_a_redo():
+    """A re-read of pending entries (here a dead writer's, claimed at once) is a replay by
+    construction and goes in with the skipping INSERT from the start (src/store/pgw_outbox.c,
+    on_read): the bet Postgres holds is skipped, the new one written, and no strict first try
+    is redone, so writer_batches_redone_total stays 0 (it counts the unexpected only)."""
+    with held_bet_500("held") as (money, pg, s):
+        c = money.c
+        key = "tp:{b0}:outbox"
+        c.xgroup_create(key, "pgw", id="0", mkstream=True)
+        # The dead writer committed bet 500's entry and died before its XACK, having read the
+        # next entry too; both stay pending under its name.
+        c.xadd(key, bets_entry(5000, (500, 1, 0, 100, 900, "held")))
+        c.xadd(key, bets_entry(5001, (501, 3, 1, 200, 800, "new")))
+        c.xreadgroup("pgw", pgwlib.dead_local_consumer(), {key: ">"})
+        assert money.pending() == 2
+        with s:
+            pgwlib.wait_drained(money, pg, 2)
+            tpenv.wait_until(lambda: money.pending() == 0, what="claimed entries acknowledged")
+            assert bets_rows(pg) == [["500", "1", "0", "100", "held", "4000"],
+                                     ["501", "3", "1", "200", "new", "5001"]]
+            log = s.log_text()
+            assert "claimed pending outbox entries" in log, log[-3000:]
+            assert REDONE not in log, log[-3000:]
+            assert "retrying event by event" not in log, log[-3000:]
+            assert "tickpool_writer_batches_redone_total 0" in \
+                s.http("GET", "/metrics")[2].decode()
+            assert redone(s) == 0
 
 
 def test_held_bet_beside_a_refused_event_is_skipped_event_by_event():

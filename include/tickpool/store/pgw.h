@@ -99,7 +99,8 @@ struct tp_pgw_batch {
      * tp_pgw_batch_sql. The writer clears it after TP_PGW_ROUND_WAITS failed tries. */
     bool wait_for_rounds;
     /* The bets INSERT skips rows Postgres already holds (false after init: it fails on one, and
-     * the writer writes the batch again with this set; see bets_insert_strict in pgw_batch.c). */
+     * the writer writes the batch again with this set; see bets_insert_strict in pgw_batch.c).
+     * The writer sets it from the start for a re-read of its pending entries (a replay). */
     bool bets_skip_existing;
 };
 
