@@ -9,8 +9,9 @@ gets it through PYTHONPATH=$ROOT/bench.
 
 # bench/seconds.py's process groups as the reports name them. "redis" is redis-server's own
 # process (every thread) without its AOF rewrite child (the group "rewrite") since session 23
-# (c53181e): before, the column held both, so it is shown as "redis main".
-GROUP_LABEL = {"redis": "redis main"}
+# (c53181e): before, the column held both, so it is shown as "redis main". "redis-thread" is its
+# main thread alone, the one that runs the commands (session 24).
+GROUP_LABEL = {"redis": "redis main", "redis-thread": "redis main thread"}
 
 
 def pct(xs, p):

@@ -2,12 +2,13 @@
 """What a find-max step's (or a fixed-rate run's) slow seconds coincide with (bench/README.md,
 "Session 17"; "Session 23").
 
-  seconds.py sample OUT --redis PORT --group NAME=PID[,PID...]|comm:COMM [--group ...]
-                     [--every MS]
+  seconds.py sample OUT --redis PORT --group NAME=PID[,PID...]|comm:COMM|own:PID|kids:PID|tid:PID
+                     [--group ...] [--every MS]
       Every MS (100) ms until SIGTERM, one JSON line to OUT: the wall time (ms), Redis's
       INFO persistence / stats / cpu fields below, and for the whole machine and each group
       (tickpool, redis, postgres, loadgen; a PID's children are added at each sample) the CPU
-      and the run-queue wait (schedstat, every thread) since the last sample, in µs. Redis's
+      and the run-queue wait (schedstat, every thread; tid:PID the one thread PID: Redis's main
+      thread) since the last sample, in µs; and the nice or policy of each kids:PID child. Redis's
       latency monitor is set to 1 ms at the start; its history is written at the end.
       --commandstats: each line also has Redis's INFO commandstats (calls and µs per command,
       since the start), for settle-100k's slices.
@@ -62,11 +63,11 @@ def by_comm(comm):
     return pids
 
 
-def proc_cost(pid):
-    """(CPU µs, run-queue wait µs) of every thread of pid."""
+def proc_cost(pid, tasks=None):
+    """(CPU µs, run-queue wait µs) of every thread of pid, or of the threads in tasks."""
     cpu = wait = 0
     try:
-        tasks = os.listdir(f"/proc/{pid}/task")
+        tasks = tasks or os.listdir(f"/proc/{pid}/task")
     except OSError:
         return 0, 0
     for t in tasks:
@@ -80,14 +81,34 @@ def proc_cost(pid):
     return cpu, wait
 
 
+def stat_fields(path):
+    """/proc/<pid>/stat's (or a thread's) fields after the command name: [0] is the state."""
+    try:
+        with open(path) as f:
+            return f.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def minflt(pid):
     """Minor page faults of pid so far, every thread (/proc/<pid>/stat): after a fork, the
     copy-on-write of each page Redis writes first is one."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(") ", 1)[1].split()[7])
-    except (OSError, IndexError, ValueError):
+        return int(stat_fields(f"/proc/{pid}/stat")[7])
+    except (IndexError, ValueError):
         return 0
+
+
+POLICY = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
+
+
+def sched_of(pid):
+    """"nice N" or the policy of pid's main thread: what a rewrite child runs at."""
+    f = stat_fields(f"/proc/{pid}/stat")
+    if len(f) < 39:
+        return "?"
+    pol = POLICY.get(int(f[38]) & 0xff, f[38])
+    return f"nice {f[16]}" if pol == "other" else pol
 
 
 def machine_busy():
@@ -103,7 +124,7 @@ def pids_of(spec):
     pids with their children."""
     if isinstance(spec, str) and spec.startswith("comm:"):
         allp = set(by_comm(spec[5:]))
-    elif isinstance(spec, str) and spec.startswith("own:"):
+    elif isinstance(spec, str) and spec.startswith(("own:", "tid:")):
         return {int(spec[4:])}
     elif isinstance(spec, str) and spec.startswith("kids:"):
         return set(children(int(spec[5:])))
@@ -137,14 +158,21 @@ def sample(out, port, groups, every_ms, cmds=False, count=None):
             for name, pids in groups.items():
                 allp = pids_of(pids)
                 cpu = wait = flt = 0
+                one = isinstance(pids, str) and pids.startswith("tid:")
                 for p in allp:
-                    c, w = proc_cost(p)
+                    c, w = proc_cost(p, [str(p)] if one else None)
                     cpu += c
                     wait += w
                     flt += minflt(p)
                 cur[name] = (cpu, wait, flt, allp)
             busy, iow = machine_busy()
             row = {"t": int(t * 1000), "redis_info": r}
+            kids = [p for spec in groups.values() if isinstance(spec, str)
+                    and spec.startswith("kids:") for p in pids_of(spec)]
+            if kids:
+                # A string, not a list: a list of two numbers is a group's CPU / wait to readers
+                # (bench/settle_slices.py).
+                row["kid_sched"] = ", ".join(sorted({sched_of(p) for p in kids}))
             if cmds:
                 row["cmd"] = commandstats(resp(sock, "INFO", "commandstats"))
             for name, (cpu, wait, flt, allp) in cur.items():
@@ -184,11 +212,12 @@ def thp():
 
 def around(rows, lats, edge_ms, what):
     """Per 100 ms from 0.3 s before a rewrite's start or end to 1 s after it: the bets due then
-    (count, p99 ms), Redis's main process's CPU / run-queue wait (ms) and used_memory (MB)."""
+    (count, p99 ms), Redis's main process's CPU / run-queue wait (ms), its main thread's alone
+    (sampled since session 24) and used_memory (MB)."""
     print(f"| {what} + ms | bets due | their p99 ms | Redis main CPU / wait ms |"
-          " Redis main minor faults | its child's CPU / wait ms | EVALSHA calls, µs a call | bets admitted (a call) |"
-          " used_memory MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          " its main thread's | Redis main minor faults | its child's CPU / wait ms |"
+          " EVALSHA calls, µs a call | bets admitted (a call) | used_memory MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     by_t = {r["t"]: i for i, r in enumerate(rows)}
     for k in range(-3, 10):
         lo, hi = edge_ms + 100 * k, edge_ms + 100 * (k + 1)
@@ -211,9 +240,11 @@ def around(rows, lats, edge_ms, what):
                     n = last["redis_info"]["count"] - prev["redis_info"].get("count", 0)
                     adm = f"{n} ({n / c[0]:.0f})" if c[0] > 0 else f"{n}"
         flt = sum(r["redis"][2] for r in inside if len(r.get("redis", [])) > 2)
+        thread = (f"{tot('redis-thread', 0):.0f} / {tot('redis-thread', 1):.0f}"
+                  if any("redis-thread" in r for r in inside) else "–")
         print(f"| {100 * k:+d} | {len(xs)} | {p99} | {tot('redis', 0):.0f} / {tot('redis', 1):.0f}"
-              f" | {flt} | {tot('rewrite', 0):.0f} / {tot('rewrite', 1):.0f} | {calls} | {adm} |"
-              f" {mem:.0f} |")
+              f" | {thread} | {flt} | {tot('rewrite', 0):.0f} / {tot('rewrite', 1):.0f} | {calls} |"
+              f" {adm} | {mem:.0f} |")
     print()
 
 
@@ -237,9 +268,9 @@ def report(out, lats):
     for name, h in hist.items():
         for ts, ms in h:
             events.setdefault(int(ts), []).append(f"{name} {ms}")
-    groups = [k for k in (rows[-1] if rows else {}) if k not in ("t", "redis_info", "cmd")]
-    groups += [g for r in rows for g in r if g not in groups and g not in ("t", "redis_info",
-                                                                           "cmd")]
+    skip = ("t", "redis_info", "cmd", "kid_sched")
+    groups = [k for k in (rows[-1] if rows else {}) if k not in skip]
+    groups += [g for r in rows for g in r if g not in groups and g not in skip]
     print("| second | bets | p99 ms | max ms | AOF rewrite | Redis latency events (ms) | "
           + " | ".join(f"{GROUP_LABEL.get(g, g)} CPU / wait ms" for g in groups)
           + " | delayed fsyncs | used_memory MB |")
@@ -256,14 +287,16 @@ def report(out, lats):
         agg = {g: [sum(r.get(g, [0, 0])[0] for r in inside) / 1000,
                    sum(r.get(g, [0, 0])[1] for r in inside) / 1000] for g in groups}
         rw = max(r["redis_info"].get("aof_rewrite_in_progress", 0) for r in inside)
+        kid = sorted({k for r in inside for k in r.get("kid_sched", "").split(", ") if k})
         df = (inside[-1]["redis_info"].get("aof_delayed_fsync", 0)
               - inside[0]["redis_info"].get("aof_delayed_fsync", 0))
         p99 = pct(secs[s], 99) / 1000
         mem = inside[-1]["redis_info"].get("used_memory", 0) / 2**20
         rec = (p99, rw, agg, events.get(s, []))
         (slow if p99 > 50 else fast).append(rec)
+        rws = ("yes" + (f" ({', '.join(kid)})" if kid else "")) if rw else ""
         print(f"| {time.strftime('%H:%M:%S', time.gmtime(s))} | {len(secs[s])} | {p99:.1f} | "
-              f"{max(secs[s]) / 1000:.1f} | {'yes' if rw else ''} | "
+              f"{max(secs[s]) / 1000:.1f} | {rws} | "
               f"{', '.join(events.get(s, []))} | "
               + " | ".join(f"{agg[g][0]:.0f} / {agg[g][1]:.0f}" for g in groups)
               + f" | {df} | {mem:.0f} |")
@@ -326,7 +359,7 @@ def main():
                 port = int(v)
             elif k == "--group":
                 name, _, pids = v.partition("=")
-                groups[name] = (pids if pids.split(":")[0] in ("comm", "own", "kids")
+                groups[name] = (pids if pids.split(":")[0] in ("comm", "own", "kids", "tid")
                                 else [int(p) for p in pids.split(",") if p])
             elif k == "--count":
                 count = v
