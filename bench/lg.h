@@ -171,6 +171,8 @@ struct lg_conn {
     uint8_t *done;              /* ws-bet: answered flags */
     uint64_t head, sent, tail;  /* oldest unanswered seq, next to write, next to assign */
     bool dirty;
+    char key_prefix[48]; /* "lg<run>-<idx>-", the fixed part of its idempotency keys */
+    size_t key_prefix_len;
 };
 
 struct tp_tls_ctx;

@@ -27,6 +27,7 @@
 #include "tickpool/base/common.h"
 #include "tickpool/money/bet.h"
 #include "tickpool/net/io.h"
+#include "tickpool/net/send_batch.h"
 #include "tickpool/net/tls.h"
 #include "tickpool/store/scripts.h"
 
@@ -82,11 +83,17 @@ static void encode_request(struct lg_conn *c, uint64_t seq)
 {
     int64_t round_id = bet_round();
     int band = (int)((seq + (uint64_t)c->idx) % (uint64_t)bands());
-    char key[64];
-    /* Fixed width, as a real client's keys (UUIDs): a key one digit longer costs Redis more per
-     * hot bet (bench/soak_memory.py, FIRST_SEQ), and a run's seq passing 1,000 put that step in
-     * the soak's window. */
-    snprintf(key, sizeof(key), "lg%" PRIx64 "-%d-%08" PRIu64, lg_run_id, c->idx, seq);
+    char key[72];
+    /* "lg<run>-<idx>-<seq>", the seq with at least 8 digits. Fixed width, as a real client's keys
+     * (UUIDs): a key one digit longer costs Redis more per hot bet (bench/soak_memory.py,
+     * FIRST_SEQ), and a run's seq passing 1,000 put that step in the soak's window. The prefix is
+     * formatted once per connection (snprintf per bet was ~1,000 instructions of loadgen's). */
+    if (c->key_prefix_len == 0)
+        c->key_prefix_len = (size_t)snprintf(c->key_prefix, sizeof(c->key_prefix),
+                                             "lg%" PRIx64 "-%d-", lg_run_id, c->idx);
+    memcpy(key, c->key_prefix, c->key_prefix_len);
+    size_t kl = c->key_prefix_len + lg_fmt_seq(key + c->key_prefix_len, seq);
+    key[kl] = 0;
     switch (lg_opt.mode) {
     case LG_M_HTTP_BET: {
         const struct lg_user *u = &lg_users[user_rr++ % (uint64_t)lg_nusers];
@@ -102,8 +109,8 @@ static void encode_request(struct lg_conn *c, uint64_t seq)
         break;
     }
     case LG_M_WS_BET: {
-        struct tp_buf m;
-        tp_buf_init(&m);
+        static struct tp_buf m; /* one thread; kept between bets, so no allocation per bet */
+        tp_buf_reset(&m);
         struct tp_wr w;
         tp_wr_init(&w, &m, TP_FMT_MSGPACK);
         tp_wr_map(&w, 6);
@@ -112,7 +119,7 @@ static void encode_request(struct lg_conn *c, uint64_t seq)
         tp_wr_key(&w, "req");
         tp_wr_uint(&w, seq);
         tp_wr_key(&w, "key");
-        tp_wr_str(&w, key);
+        tp_wr_strn(&w, key, kl);
         tp_wr_key(&w, "round_id");
         tp_wr_int(&w, round_id);
         tp_wr_key(&w, "band");
@@ -120,7 +127,6 @@ static void encode_request(struct lg_conn *c, uint64_t seq)
         tp_wr_key(&w, "stake");
         tp_wr_int(&w, lg_opt.stake);
         lg_ws_frame(&c->out, 2, tp_buf_ptr(&m), tp_buf_size(&m), rnd32());
-        tp_buf_deinit(&m);
         break;
     }
     case LG_M_REDIS_BET: {
@@ -214,15 +220,67 @@ void lg_enqueue(struct lg_conn *c, uint64_t due)
     conn_pump(c);
 }
 
+/* The sends of one lg_flush_dirty, made with one io_uring_enter (tickpool/net/send_batch.h) on
+ * plain connections: at a fixed rate a wake-up writes one bet to each of many sockets (bets are
+ * dealt round-robin), and a send() each cost loadgen a system call's entry and exit per bet. The
+ * kernel makes the same sends, one segment per socket, in the same order; only the system calls
+ * are fewer. NULL (TLS, or a kernel without io_uring): a send() per connection. */
+#define SEND_BATCH_CAP 256
+static struct tp_send_batch *sends;
+static bool sends_tried;
+
+/* Makes the batch's sends; applies send i's result to conns[i] as conn_flush would. */
+static void run_sends(struct lg_conn **conns)
+{
+    unsigned n = tp_send_batch_count(sends);
+    int rc = tp_send_batch_run(sends);
+    for (unsigned i = 0; i < n; i++) {
+        struct lg_conn *c = conns[i];
+        ssize_t w = tp_send_batch_result(sends, i);
+        if (w > 0)
+            tp_buf_consume(&c->out, (size_t)w);
+        if (w > 0 || w == TP_IO_WANT_WRITE)
+            conn_flush(c); /* the rest of a short send, or wait for room: as before */
+        else
+            conn_kill(c, "write_error");
+    }
+    tp_send_batch_clear(sends);
+    if (rc != 0) {
+        /* The ring failed (its sends were made with send() meanwhile): send() from now on. */
+        tp_send_batch_free(sends);
+        sends = NULL;
+    }
+}
+
 void lg_flush_dirty(void)
 {
-    for (int i = 0; i < lg_opt.conns; i++) {
-        if (lg_conns[i].dirty) {
-            lg_conns[i].dirty = false;
-            if (lg_conns[i].st == LG_C_OPEN)
-                conn_flush(&lg_conns[i]);
-        }
+    if (!sends_tried) {
+        sends_tried = true;
+        char err[128];
+        if (lg_tls_ctx == NULL)
+            sends = tp_send_batch_new(SEND_BATCH_CAP, err, sizeof(err));
     }
+    struct lg_conn *batched[SEND_BATCH_CAP];
+    for (int i = 0; i < lg_opt.conns; i++) {
+        struct lg_conn *c = &lg_conns[i];
+        if (!c->dirty)
+            continue;
+        c->dirty = false;
+        if (c->st != LG_C_OPEN)
+            continue;
+        /* A connection waiting for room (its write watcher on) keeps its order through
+         * conn_flush, which finds the socket full or writes what it can. */
+        if (sends == NULL || tp_buf_size(&c->out) == 0 || ev_is_active(&c->wio)) {
+            conn_flush(c);
+            continue;
+        }
+        batched[tp_send_batch_count(sends)] = c;
+        tp_send_batch_add(sends, c->fd, tp_buf_ptr(&c->out), tp_buf_size(&c->out));
+        if (tp_send_batch_full(sends))
+            run_sends(batched);
+    }
+    if (sends != NULL && tp_send_batch_count(sends) > 0)
+        run_sends(batched);
 }
 
 /* One answer to request `seq`: ok or an error named `err`. */
@@ -235,10 +293,13 @@ static void complete(struct lg_conn *c, uint64_t seq, const char *err)
         if (err == NULL) {
             lg_res.ok++;
             lg_hist_record(&lg_res.lat, now > due ? (now - due) / 1000 : 0);
-            if (lg_res.latencies != NULL)
-                fprintf(lg_res.latencies, "%" PRId64 " %" PRIu64 "\n",
-                        ((int64_t)(due / 1000) + lg_res.wall_mono_us) / 1000,
-                        now > due ? (now - due) / 1000 : 0);
+            if (lg_res.latencies != NULL) {
+                char line[48];
+                size_t ln =
+                    lg_fmt_latency_line(line, ((int64_t)(due / 1000) + lg_res.wall_mono_us) / 1000,
+                                        now > due ? (now - due) / 1000 : 0);
+                fwrite(line, 1, ln, lg_res.latencies);
+            }
         } else {
             lg_err_count(err);
         }
@@ -338,12 +399,34 @@ static bool read_resp(struct lg_conn *c)
     }
 }
 
+/* The answer to ws bet `req` on c, ok or the error `code`: counted once, if it is one in flight. */
+static void answer_bet(struct lg_conn *c, uint64_t req, const char *code)
+{
+    if (req < c->head || req >= c->sent || c->done[req & (LG_RING - 1)])
+        return;
+    c->done[req & (LG_RING - 1)] = 1;
+    if (code == NULL) {
+        complete(c, req, NULL);
+    } else {
+        char name[96];
+        snprintf(name, sizeof(name), "bet_err %s", code);
+        complete(c, req, name);
+    }
+    advance_ws(c);
+    conn_pump(c);
+}
+
 /* One complete WebSocket message (binary MessagePack) from the server. */
 static void on_ws_message(struct lg_conn *c, const char *p, size_t n)
 {
     if (lg_opt.mode == LG_M_VIEWERS) {
         (void)c;
         lg_viewer_message(p, n);
+        return;
+    }
+    uint64_t ok_req;
+    if (lg_opt.mode == LG_M_WS_BET && lg_ws_bet_ok_req((const uint8_t *)p, n, &ok_req)) {
+        answer_bet(c, ok_req, NULL);
         return;
     }
     struct tp_doc *doc = tp_doc_parse(TP_FMT_MSGPACK, p, n, NULL, 0);
@@ -358,18 +441,12 @@ static void on_ws_message(struct lg_conn *c, const char *p, size_t n)
     if (lg_opt.mode == LG_M_WS_BET) {
         int64_t req;
         bool ok = strcmp(t, "bet_ok") == 0;
+        const char *code = NULL;
+        if (!ok && tp_val_get_str(root, "code", &code, NULL) != 0)
+            code = "?";
         if ((ok || strcmp(t, "bet_err") == 0) && tp_val_get_int(root, "req", &req) == 0 &&
-            (uint64_t)req >= c->head && (uint64_t)req < c->sent &&
-            !c->done[(uint64_t)req & (LG_RING - 1)]) {
-            char name[96];
-            const char *code = NULL;
-            if (!ok && tp_val_get_str(root, "code", &code, NULL) != 0)
-                code = "?";
-            snprintf(name, sizeof(name), "bet_err %s", ok ? "" : code);
-            c->done[(uint64_t)req & (LG_RING - 1)] = 1;
-            complete(c, (uint64_t)req, ok ? NULL : name);
-            advance_ws(c);
-            conn_pump(c);
+            req >= 0) {
+            answer_bet(c, (uint64_t)req, ok ? NULL : code);
         } else if (strcmp(t, "error") == 0) {
             lg_err_count("ws error message");
         } else if (strcmp(t, "round") == 0 && lg_opt.follow_ms > 0) {

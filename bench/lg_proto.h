@@ -38,6 +38,22 @@ void lg_ws_frame(struct tp_buf *out, int opcode, const void *p, size_t n, uint32
  * *op and *len set, 0 when incomplete, -1 when masked or longer than 16 MiB. */
 int lg_ws_header(const uint8_t *p, size_t n, bool *fin, int *op, uint64_t *len);
 
+/** True when the message p[0..n) is exactly a `bet_ok` as tickpool writes it (a fixmap of t,
+ * req with an unsigned integer, then fixstr keys with integer values), with its req in *req.
+ * Anything else (another type, an error, a shape this does not know) is false: the caller parses
+ * it in full. Reading the one message of every bet without a document costs a few hundred
+ * instructions where the full parse cost ~5,000 (callgrind, bench/README.md session 24). */
+bool lg_ws_bet_ok_req(const uint8_t *p, size_t n, uint64_t *req);
+
+/* --- Bookkeeping --- */
+
+/** Writes seq in decimal with at least 8 digits ("%08" PRIu64, no NUL); returns the length
+ * (at most 20). */
+size_t lg_fmt_seq(char *out, uint64_t seq);
+
+/** Writes one --latencies line, "due_ms latency_us\n" (no NUL); out holds at least 43 bytes. */
+size_t lg_fmt_latency_line(char *out, int64_t due_ms, uint64_t lat_us);
+
 /* --- RESP (Redis) --- */
 
 /** Appends one bulk string. */
