@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import struct
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -156,7 +157,7 @@ def test_bets_whole_and_in_order_through_full_sockets():
         f.write("1 t1\n2 t2\n")
     port = lfd.getsockname()[1]
     lg = subprocess.Popen([lg_bin, "ws-bet", "-p", str(port), "-t", tokens, "-c", "1", "-r",
-                           "30000", "-d", "2", "-w", "0", "--drain", "30", "--pipeline", "65000",
+                           "30000", "-d", "2", "-w", "0", "--drain", "60", "--pipeline", "65000",
                            "--round", "1", "--bands", "5", "-q"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     conns, problems = [], []
@@ -165,18 +166,18 @@ def test_bets_whole_and_in_order_through_full_sockets():
         c = Conn(lfd.accept()[0])
         c.handshake()
         conns.append(c)
-        # loadgen sends its 60,000 bets into the socket nobody reads; by the end of its window
-        # the socket has queued all the kernel allows (skmem w: queued, tb: the send buffer).
-        time.sleep(2.3)
-        ss = subprocess.run(["ss", "-tnm", f"dport = :{port}"], capture_output=True,
-                            text=True).stdout
-        queued = int(ss.split(",w")[1].split(",")[0])
-        sndbuf = int(ss.split(",tb")[1].split(",")[0])
-        assert queued >= sndbuf, f"loadgen's socket never filled: {ss}"
+        # loadgen sends its 60,000 bets into the socket nobody reads until the socket has queued
+        # all the kernel allows (skmem w: bytes queued, tb: the send buffer).
+        def filled():
+            ss = subprocess.run(["ss", "-tnm", f"dport = :{port}"], capture_output=True,
+                                text=True).stdout
+            return int(ss.split(",w")[1].split(",")[0]) >= int(ss.split(",tb")[1].split(",")[0])
+
+        tpenv.wait_until(filled, timeout=30.0, interval=0.1, what="loadgen's socket full")
         threads = [threading.Thread(target=c.serve, args=(problems,), daemon=True) for c in conns]
         for t in threads:
             t.start()
-        out, err = lg.communicate(timeout=60)
+        out, err = lg.communicate(timeout=120)
         for t in threads:
             t.join(timeout=10)
     finally:
@@ -185,6 +186,7 @@ def test_bets_whole_and_in_order_through_full_sockets():
         for c in conns:
             c.s.close()
         lfd.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     assert lg.returncode == 0, err.decode()[-2000:]
     assert problems == []
     res = json.loads(out.decode().strip().splitlines()[-1])
