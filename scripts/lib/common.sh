@@ -7,7 +7,7 @@ TP_BUILD_PACKAGES="build-essential meson ninja-build pkg-config libev-dev libhir
  libmsgpack-dev libmbedtls-dev node-llhttp libjansson-dev libinih-dev libargon2-dev"
 TP_RUN_PACKAGES="redis-server postgresql openssl ca-certificates procps"
 TP_TEST_PACKAGES="libcmocka-dev git clang clang-format libclang-rt-14-dev python3 python3-msgpack python3-websocket
- python3-redis python3-psycopg2 chromium wrk prometheus"
+ python3-redis python3-psycopg2 chromium wrk prometheus iproute2"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -14,9 +14,9 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import socket
 import struct
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -144,6 +144,9 @@ def test_bets_whole_and_in_order_through_full_sockets():
     lg_bin = os.path.join(BENCH, "loadgen")
     if not os.access(lg_bin, os.X_OK):
         raise tpenv.Skip(f"loadgen not built in {BENCH}")
+    # The socket's fill is read with `ss` (Debian's iproute2, one of scripts/lib/common.sh's test
+    # packages): without it the wait below could only time out.
+    assert shutil.which("ss"), "ss not found: install iproute2 (scripts/test does)"
     lfd = socket.socket()
     lfd.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Inherited by the accepted sockets: a small window fills after a few frames.
