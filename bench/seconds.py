@@ -167,8 +167,9 @@ def sample(out, port, groups, every_ms, cmds=False, count=None):
                 cur[name] = (cpu, wait, flt, allp)
             busy, iow = machine_busy()
             row = {"t": int(t * 1000), "redis_info": r}
-            kids = [p for spec in groups.values() if isinstance(spec, str)
-                    and spec.startswith("kids:") for p in pids_of(spec)]
+            # The rewrite children this sample's groups already listed (no second /proc walk).
+            kids = [p for name, spec in groups.items() if isinstance(spec, str)
+                    and spec.startswith("kids:") for p in cur[name][3]]
             if kids:
                 # A string, not a list: a list of two numbers is a group's CPU / wait to readers
                 # (bench/settle_slices.py).
