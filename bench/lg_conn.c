@@ -441,11 +441,11 @@ static void on_ws_message(struct lg_conn *c, const char *p, size_t n)
     if (lg_opt.mode == LG_M_WS_BET) {
         int64_t req;
         bool ok = strcmp(t, "bet_ok") == 0;
-        const char *code = NULL;
-        if (!ok && tp_val_get_str(root, "code", &code, NULL) != 0)
-            code = "?";
         if ((ok || strcmp(t, "bet_err") == 0) && tp_val_get_int(root, "req", &req) == 0 &&
             req >= 0) {
+            const char *code = NULL;
+            if (!ok && tp_val_get_str(root, "code", &code, NULL) != 0)
+                code = "?";
             answer_bet(c, (uint64_t)req, ok ? NULL : code);
         } else if (strcmp(t, "error") == 0) {
             lg_err_count("ws error message");
