@@ -4,12 +4,16 @@
 
   seconds.py sample OUT --redis PORT --group NAME=PID[,PID...]|comm:COMM|own:PID|kids:PID|tid:PID
                      [--group ...] [--every MS]
-      Every MS (100) ms until SIGTERM, one JSON line to OUT: the wall time (ms), Redis's
-      INFO persistence / stats / cpu fields below, and for the whole machine and each group
-      (tickpool, redis, postgres, loadgen; a PID's children are added at each sample) the CPU
-      and the run-queue wait (schedstat, every thread; tid:PID the one thread PID: Redis's main
-      thread) since the last sample, in µs; and the nice or policy of each kids:PID child. Redis's
-      latency monitor is set to 1 ms at the start; its history is written at the end.
+      Every MS (100) ms until SIGTERM, one JSON line to OUT: the wall time (ms) the sample was
+      taken ("late": ms after its point on the grid, when half a period or more); Redis's INFO
+      persistence / stats / cpu fields below from the newest answer (asked on a thread of its
+      own, so a stalled Redis never holds a sample: "redis_t" is when that answer came,
+      "redis_ms" the longest Redis kept the sampler waiting since the sample before); for the
+      whole machine and each group (tickpool, redis, postgres, loadgen; a PID's children are
+      added at each sample) the CPU and the run-queue wait (schedstat, every thread; tid:PID the
+      one thread PID: Redis's main thread) since the last sample, in µs; and the nice or policy
+      of each kids:PID child. Redis's latency monitor is set to 1 ms at the start; its history
+      is written at the end.
       --commandstats: each line also has Redis's INFO commandstats (calls and µs per command,
       since the start), for settle-100k's slices.
   seconds.py report OUT LAT [LAT...]
@@ -23,6 +27,7 @@ import resource
 import signal
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -135,6 +140,73 @@ def pids_of(spec):
     return allp
 
 
+def parse_info(info):
+    """REDIS_FIELDS of an INFO reply, as numbers."""
+    r = {}
+    for line in info.split("\r\n"):
+        k, _, v = line.partition(":")
+        if k in REDIS_FIELDS:
+            r[k] = float(v) if "." in v else int(v)
+    return r
+
+
+class RedisPoll(threading.Thread):
+    """Asks Redis for INFO (the bets counter, commandstats) on the sampler's 100 ms grid, on a
+    thread and a connection of its own: a Redis that stalls (a fork, a long command, DEBUG SLEEP)
+    holds this thread and never the /proc samples, which would otherwise wait behind its answer
+    and vanish for the stall's length. take() gives each sample the newest answer and how long
+    Redis kept the sampler waiting since the sample before: an answer that came, or a question
+    still unanswered."""
+
+    def __init__(self, port, every_ms, cmds, count):
+        super().__init__(daemon=True)
+        self.port, self.every, self.cmds, self.count = port, every_ms / 1000, cmds, count
+        self.lock = threading.Lock()
+        self.latest = None  # {"info": ..., "cmd": ..., "t": wall ms the answer came}
+        self.asked = None   # wall s of the question not answered yet
+        self.waited = 0.0   # longest wait for an answer (s) since the last take
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.error = None
+        self.t0 = time.time()  # its grid; the samples' is half a period later (no race)
+
+    def run(self):
+        try:
+            s = socket.create_connection(("127.0.0.1", self.port))
+            conn = (s, s.makefile("rb"))
+            t0, k = self.t0, 0
+            while not self.stop.is_set():
+                asked = time.time()
+                with self.lock:
+                    self.asked = asked
+                got = {"info": parse_info(resp(conn, "INFO", "persistence", "stats", "cpu",
+                                               "memory"))}
+                if self.count:
+                    got["info"]["count"] = int(resp(conn, "GET", self.count) or 0)
+                if self.cmds:
+                    got["cmd"] = commandstats(resp(conn, "INFO", "commandstats"))
+                now = time.time()
+                got["t"] = int(now * 1000)
+                with self.lock:
+                    self.latest, self.asked = got, None
+                    self.waited = max(self.waited, now - asked)
+                self.ready.set()
+                k = max(k + 1, int((now - t0) / self.every) + 1)  # the next grid point ahead
+                self.stop.wait(max(t0 + k * self.every - time.time(), 0))
+        except (OSError, ConnectionError) as e:
+            self.error = e
+            self.ready.set()
+
+    def take(self, now):
+        """(the newest answer or None, the longest wait on Redis in s since the last take)."""
+        with self.lock:
+            waited = self.waited
+            self.waited = 0.0
+            if self.asked is not None:
+                waited = max(waited, now - self.asked)
+            return self.latest, waited
+
+
 def sample(out, port, groups, every_ms, cmds=False, count=None):
     s = socket.create_connection(("127.0.0.1", port))
     sock = (s, s.makefile("rb"))
@@ -142,18 +214,25 @@ def sample(out, port, groups, every_ms, cmds=False, count=None):
     resp(sock, "LATENCY", "RESET")
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    poll = RedisPoll(port, every_ms, cmds, count)
+    poll.start()
+    poll.ready.wait(10)
+    if poll.error is not None:
+        raise poll.error
     prev = {}
+    every = every_ms / 1000
     with open(out, "w") as o:
+        # Samples fall on a grid from t0, each stamped with the clock when /proc was read; one
+        # taken half a period or more after its grid point says so ("late": ms, the sampler was
+        # starved or its previous sample ran long), and a grid point passed meanwhile is skipped:
+        # the next sample's CPU covers it, and the missing point shows in the report.
+        t0, n = poll.t0 + every / 2, 0
         while not stop:
+            due = t0 + n * every
+            if time.time() < due:
+                time.sleep(due - time.time())
+                continue
             t = time.time()
-            info = resp(sock, "INFO", "persistence", "stats", "cpu", "memory")
-            r = {}
-            for line in info.split("\r\n"):
-                k, _, v = line.partition(":")
-                if k in REDIS_FIELDS:
-                    r[k] = float(v) if "." in v else int(v)
-            if count:
-                r["count"] = int(resp(sock, "GET", count) or 0)
             cur = {}
             for name, pids in groups.items():
                 allp = pids_of(pids)
@@ -166,7 +245,15 @@ def sample(out, port, groups, every_ms, cmds=False, count=None):
                     flt += minflt(p)
                 cur[name] = (cpu, wait, flt, allp)
             busy, iow = machine_busy()
-            row = {"t": int(t * 1000), "redis_info": r}
+            got, waited = poll.take(t)
+            # Redis's fields come from the newest answer, asked for half a period before (a
+            # stalled Redis leaves an older one's: redis_t says when it came); redis_ms is how
+            # long Redis kept the sampler waiting since the sample before, so a stall shows as a
+            # figure rising by the period.
+            row = {"t": int(t * 1000), "redis_info": dict(got["info"]) if got else {},
+                   "redis_t": got["t"] if got else 0, "redis_ms": round(waited * 1000, 1)}
+            if (t - due) * 1000 >= every_ms / 2:
+                row["late"] = int((t - due) * 1000)
             # The rewrite children this sample's groups already listed (no second /proc walk).
             kids = [p for name, spec in groups.items() if isinstance(spec, str)
                     and spec.startswith("kids:") for p in cur[name][3]]
@@ -175,7 +262,7 @@ def sample(out, port, groups, every_ms, cmds=False, count=None):
                 # (bench/settle_slices.py).
                 row["kid_sched"] = ", ".join(sorted({sched_of(p) for p in kids}))
             if cmds:
-                row["cmd"] = commandstats(resp(sock, "INFO", "commandstats"))
+                row["cmd"] = got.get("cmd", {}) if got else {}
             for name, (cpu, wait, flt, allp) in cur.items():
                 if name in prev:
                     # A process gone since the last sample takes its totals with it: never < 0.
@@ -186,7 +273,8 @@ def sample(out, port, groups, every_ms, cmds=False, count=None):
             prev = {k: v for k, v in cur.items()}
             prev["machine"] = (busy, iow)
             o.write(json.dumps(row) + "\n")
-            time.sleep(max(every_ms / 1000 - (time.time() - t), 0.005))
+            n = max(n + 1, int((time.time() - t0) / every) + 1)
+        poll.stop.set()
         hist = {}
         latest = resp(sock, "LATENCY", "LATEST") or []
         for ev in latest:
@@ -211,14 +299,29 @@ def thp():
     return out
 
 
+def sampled(inside):
+    """The samples in a span and the longest wait on Redis among them: "2, 0.4" (ms); "1 (1 late
+    by 240 ms), 512.3"; "none" (the sampler was starved: the next sample's CPU holds the span).
+    Samples from before session 25 have no wait figure: "–"."""
+    if not inside:
+        return "none"
+    late = [r["late"] for r in inside if "late" in r]
+    out = f"{len(inside)}" + (f" ({len(late)} late by {max(late)} ms)" if late else "")
+    waits = [r["redis_ms"] for r in inside if "redis_ms" in r]
+    return out + (f", {max(waits):.1f}" if waits else ", –")
+
+
 def around(rows, lats, edge_ms, what):
     """Per 100 ms from 0.3 s before a rewrite's start or end to 1 s after it: the bets due then
-    (count, p99 ms), Redis's main process's CPU / run-queue wait (ms), its main thread's alone
-    (sampled since session 24) and used_memory (MB)."""
-    print(f"| {what} + ms | bets due | their p99 ms | Redis main CPU / wait ms |"
+    (count, p99 ms), the sample(s) that fell in it (late ones marked; none: no CPU figure for it,
+    the next sample's holds it) and how long Redis kept the sampler waiting, Redis's main
+    process's CPU / run-queue wait (ms), its main thread's alone (sampled since session 24) and
+    used_memory (MB)."""
+    print(f"| {what} + ms | bets due | their p99 ms | samples, Redis answer ms |"
+          " Redis main CPU / wait ms |"
           " its main thread's | Redis main minor faults | its child's CPU / wait ms |"
           " EVALSHA calls, µs a call | bets admitted (a call) | used_memory MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     by_t = {r["t"]: i for i, r in enumerate(rows)}
     for k in range(-3, 10):
         lo, hi = edge_ms + 100 * k, edge_ms + 100 * (k + 1)
@@ -228,6 +331,9 @@ def around(rows, lats, edge_ms, what):
             return sum(r.get(g, [0, 0])[j] for r in inside) / 1000
         mem = max((r["redis_info"].get("used_memory", 0) for r in inside), default=0) / 2**20
         p99 = f"{pct(xs, 99) / 1000:.1f}" if xs else "–"
+        if not inside:  # no sample fell in it: the next one's figures hold it
+            print(f"| {100 * k:+d} | {len(xs)} | {p99} | none |" + " – |" * 7)
+            continue
         calls = "–"
         adm = "–"
         if inside:
@@ -243,7 +349,8 @@ def around(rows, lats, edge_ms, what):
         flt = sum(r["redis"][2] for r in inside if len(r.get("redis", [])) > 2)
         thread = (f"{tot('redis-thread', 0):.0f} / {tot('redis-thread', 1):.0f}"
                   if any("redis-thread" in r for r in inside) else "–")
-        print(f"| {100 * k:+d} | {len(xs)} | {p99} | {tot('redis', 0):.0f} / {tot('redis', 1):.0f}"
+        print(f"| {100 * k:+d} | {len(xs)} | {p99} | {sampled(inside)} |"
+              f" {tot('redis', 0):.0f} / {tot('redis', 1):.0f}"
               f" | {thread} | {flt} | {tot('rewrite', 0):.0f} / {tot('rewrite', 1):.0f} | {calls} |"
               f" {adm} | {mem:.0f} |")
     print()
@@ -269,13 +376,14 @@ def report(out, lats):
     for name, h in hist.items():
         for ts, ms in h:
             events.setdefault(int(ts), []).append(f"{name} {ms}")
-    skip = ("t", "redis_info", "cmd", "kid_sched")
+    skip = ("t", "redis_info", "cmd", "kid_sched", "redis_t", "redis_ms", "late")
     groups = [k for k in (rows[-1] if rows else {}) if k not in skip]
     groups += [g for r in rows for g in r if g not in groups and g not in skip]
-    print("| second | bets | p99 ms | max ms | AOF rewrite | Redis latency events (ms) | "
+    print("| second | bets | p99 ms | max ms | samples, Redis answer ms | AOF rewrite |"
+          " Redis latency events (ms) | "
           + " | ".join(f"{GROUP_LABEL.get(g, g)} CPU / wait ms" for g in groups)
           + " | delayed fsyncs | used_memory MB |")
-    print("|---|---|---|---|---|---|" + "---|" * len(groups) + "---|---|")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(groups) + "---|---|")
     slow, fast = [], []
     first = None
     for s in sorted(secs):
@@ -283,7 +391,10 @@ def report(out, lats):
             continue  # the edges of a step
         first = first or s
         inside = [r for r in rows if s * 1000 < r["t"] <= (s + 1) * 1000]
-        if not inside:
+        if not inside:  # no sample in the second: say so (the next one's CPU holds it)
+            print(f"| {time.strftime('%H:%M:%S', time.gmtime(s))} | {len(secs[s])} | "
+                  f"{pct(secs[s], 99) / 1000:.1f} | {max(secs[s]) / 1000:.1f} | none | – | – | "
+                  + " | ".join("–" for _ in groups) + " | – | – |")
             continue
         agg = {g: [sum(r.get(g, [0, 0])[0] for r in inside) / 1000,
                    sum(r.get(g, [0, 0])[1] for r in inside) / 1000] for g in groups}
@@ -297,7 +408,7 @@ def report(out, lats):
         (slow if p99 > 50 else fast).append(rec)
         rws = ("yes" + (f" ({', '.join(kid)})" if kid else "")) if rw else ""
         print(f"| {time.strftime('%H:%M:%S', time.gmtime(s))} | {len(secs[s])} | {p99:.1f} | "
-              f"{max(secs[s]) / 1000:.1f} | {rws} | "
+              f"{max(secs[s]) / 1000:.1f} | {sampled(inside)} | {rws} | "
               f"{', '.join(events.get(s, []))} | "
               + " | ".join(f"{agg[g][0]:.0f} / {agg[g][1]:.0f}" for g in groups)
               + f" | {df} | {mem:.0f} |")
