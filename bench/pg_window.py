@@ -28,11 +28,12 @@ def sql(url, q):
     return [line.split("\t") for line in out.stdout.splitlines() if line]
 
 
-def ticks(pid):
+def ticks(pid, reaped=False):
+    """utime + stime of PID, or with reaped its ended children's (cutime + cstime)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             rest = f.read().rsplit(")", 1)[1].split()
-        return int(rest[11]) + int(rest[12])
+        return int(rest[13]) + int(rest[14]) if reaped else int(rest[11]) + int(rest[12])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -54,7 +55,16 @@ def snap(url, pm):
             procs[str(pid)] = t
     commits = sql(url, "SELECT xact_commit FROM pg_stat_database "
                        "WHERE datname = current_database()")
-    return {"procs": procs, "commits": int(commits[0][0]) if commits else 0}
+    # The cluster's WAL (pg_stat_wal, Postgres 14+), checkpoints begun, and the bets rows
+    # inserted (pg_stat_user_tables: counts without reading the table).
+    wal = sql(url, "SELECT w.wal_records, w.wal_fpi, w.wal_bytes::bigint, "
+                   "b.checkpoints_timed, b.checkpoints_req, "
+                   "coalesce((SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'bets'), 0) "
+                   "FROM pg_stat_wal w, pg_stat_bgwriter b")
+    keys = ("wal_records", "wal_fpi", "wal_bytes", "ckpt_timed", "ckpt_req", "bets_ins")
+    return {"procs": procs, "reaped": ticks(pm, reaped=True) or 0,
+            "commits": int(commits[0][0]) if commits else 0,
+            **{k: int(v) for k, v in zip(keys, wal[0] if wal else [0] * len(keys))}}
 
 
 def main():
@@ -75,28 +85,40 @@ def main():
                  "FROM pg_stat_activity"):
         who[pid] = (btype, app, query)
     s1 = snap(url, pm)
-    rows, ended = [], 0
+    rows, ended, total = [], [], 0
     for pid, t0 in s0["procs"].items():
         if pid not in s1["procs"]:
-            ended += 1
-    total = 0
+            ended.append(pid)
+            total -= t0  # its whole CPU is in the reaped ticks below
     for pid, t1 in s1["procs"].items():
         d = t1 - s0["procs"].get(pid, 0)
         total += d
         btype, app, query = who.get(pid, ("postmaster" if int(pid) == pm else "?", "", ""))
         rows.append((d, pid, btype, app, query))
+    reaped = s1["reaped"] - s0["reaped"]
+    total += reaped
+    rows.append((reaped, "–", "ended inside the window (autovacuum workers, …)", "", ""))
     rows.sort(reverse=True)
-    print(f"Postgres processes' CPU over the window: {total / CLK_TCK:.2f} s "
-          f"({ended} process(es) of the window's start ended inside it, not counted); "
-          f"transactions committed (`xact_commit`): {s1['commits'] - s0['commits']:,}.")
+    n = s1["bets_ins"] - s0["bets_ins"]
+    print(f"Postgres processes' CPU over the window: {total / CLK_TCK:.2f} s; transactions "
+          f"committed (`xact_commit`): {s1['commits'] - s0['commits']:,}; bets rows inserted "
+          f"{n:,}.")
     print()
-    print("| CPU s | pid | backend type | application | last statement |")
-    print("|---|---|---|---|---|")
+    print("| CPU s | µs a bets row | pid | backend type | application | last statement |")
+    print("|---|---|---|---|---|---|")
     for d, pid, btype, app, query in rows:
         if d == 0:
             continue
         query = query.replace("|", "\\|")
-        print(f"| {d / CLK_TCK:.2f} | {pid} | {btype} | {app} | `{query}` |")
+        per = f"{d / CLK_TCK * 1e6 / n:.2f}" if n > 0 else "–"
+        print(f"| {d / CLK_TCK:.2f} | {per} | {pid} | {btype} | {app} | `{query}` |")
+    print()
+    d = {k: s1[k] - s0[k] for k in ("wal_records", "wal_fpi", "wal_bytes", "ckpt_timed", "ckpt_req")}
+    per = (lambda k: f"{d[k] / n:.2f}") if n > 0 else (lambda k: "–")
+    print(f"WAL over the window (pg_stat_wal): {d['wal_records']:,} records, {d['wal_fpi']:,} "
+          f"full-page images, {d['wal_bytes'] / 1e6:.1f} MB; **a bets row: {per('wal_records')} "
+          f"records, {per('wal_fpi')} full-page images, {per('wal_bytes')} B**; checkpoints "
+          f"begun in it: {d['ckpt_timed']} timed, {d['ckpt_req']} requested (pg_stat_bgwriter).")
     print()
     stmts = sql(url, "SELECT calls, rows, round(total_exec_time::numeric, 1), "
                      "round(total_plan_time::numeric, 1), "
