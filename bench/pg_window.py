@@ -3,16 +3,22 @@
 "Session 18").
 
   pg_window.py snap URL PM_PID OUT.json    before the window: every Postgres process's CPU
-                                           ticks, xact_commit, and pg_stat_statements reset
-  pg_window.py report URL PM_PID SNAP.json after it: markdown (CPU per process by backend
-                                           type and last statement; transactions; statements
-                                           by total time, with calls and rows per call)
+                                           ticks, xact_commit, WAL and checkpoint counters,
+                                           bets rows inserted; pg_stat_statements reset
+  pg_window.py report URL PM_PID SNAP.json [per-row]
+                                           after it: markdown (CPU per process by backend
+                                           type and last statement; WAL records, full-page
+                                           images and bytes; checkpoints; statements by time,
+                                           with calls and rows per call); with per-row, CPU
+                                           and WAL also a bets row inserted in the window
+                                           (the bets scenarios; settlement's window updates)
 
 CPU is /proc's utime + stime of the postmaster's children (1/100 s ticks). A process that
-ended inside the window is missing from both ends' shared set (its CPU is not counted; one
-that started inside it counts whole), so the sum can only undercount; the report says how
-many ended. Statements need the server started with shared_preload_libraries =
-pg_stat_statements and the extension created (bench/run does both with --pg-statements).
+ended inside the window (an autovacuum worker) is counted through the postmaster's cutime +
+cstime, which the kernel adds it to when the postmaster reaps it; one that started inside the
+window counts whole. WAL is pg_stat_wal's (Postgres 14+), checkpoints pg_stat_bgwriter's.
+Statements need the server started with shared_preload_libraries = pg_stat_statements and the
+extension created (bench/run does both with --pg-statements).
 """
 import json
 import os
@@ -99,26 +105,28 @@ def main():
     total += reaped
     rows.append((reaped, "–", "ended inside the window (autovacuum workers, …)", "", ""))
     rows.sort(reverse=True)
-    n = s1["bets_ins"] - s0["bets_ins"]
+    n = s1["bets_ins"] - s0["bets_ins"] if sys.argv[5:6] == ["per-row"] else 0
     print(f"Postgres processes' CPU over the window: {total / CLK_TCK:.2f} s; transactions "
           f"committed (`xact_commit`): {s1['commits'] - s0['commits']:,}; bets rows inserted "
-          f"{n:,}.")
+          f"{s1['bets_ins'] - s0['bets_ins']:,}.")
     print()
-    print("| CPU s | µs a bets row | pid | backend type | application | last statement |")
-    print("|---|---|---|---|---|---|")
+    col = " µs a bets row |" if n > 0 else ""
+    print(f"| CPU s |{col} pid | backend type | application | last statement |")
+    print("|---|---|---|---|---|" + ("---|" if n > 0 else ""))
     for d, pid, btype, app, query in rows:
         if d == 0:
             continue
         query = query.replace("|", "\\|")
-        per = f"{d / CLK_TCK * 1e6 / n:.2f}" if n > 0 else "–"
-        print(f"| {d / CLK_TCK:.2f} | {per} | {pid} | {btype} | {app} | `{query}` |")
+        per = f" {d / CLK_TCK * 1e6 / n:.2f} |" if n > 0 else ""
+        print(f"| {d / CLK_TCK:.2f} |{per} {pid} | {btype} | {app} | `{query}` |")
     print()
     d = {k: s1[k] - s0[k] for k in ("wal_records", "wal_fpi", "wal_bytes", "ckpt_timed", "ckpt_req")}
     per = (lambda k: f"{d[k] / n:.2f}") if n > 0 else (lambda k: "–")
+    a_row = (f"; **a bets row: {per('wal_records')} records, {per('wal_fpi')} full-page "
+             f"images, {per('wal_bytes')} B**") if n > 0 else ""
     print(f"WAL over the window (pg_stat_wal): {d['wal_records']:,} records, {d['wal_fpi']:,} "
-          f"full-page images, {d['wal_bytes'] / 1e6:.1f} MB; **a bets row: {per('wal_records')} "
-          f"records, {per('wal_fpi')} full-page images, {per('wal_bytes')} B**; checkpoints "
-          f"begun in it: {d['ckpt_timed']} timed, {d['ckpt_req']} requested (pg_stat_bgwriter).")
+          f"full-page images, {d['wal_bytes'] / 1e6:.1f} MB{a_row}; checkpoints begun in it: "
+          f"{d['ckpt_timed']} timed, {d['ckpt_req']} requested (pg_stat_bgwriter).")
     print()
     stmts = sql(url, "SELECT calls, rows, round(total_exec_time::numeric, 1), "
                      "round(total_plan_time::numeric, 1), "
