@@ -1,7 +1,8 @@
 /*
  * The store's cluster mode (redis.mode = cluster): the public calls of store.c hand over here.
- * One standalone store (store.c: hiredis, deadlines, reconnects, script loading) per master;
- * this file only routes, follows and retries, using the pure rules of store/cluster.
+ * One standalone store (store.c, store_owed.c, store_conn.c: hiredis, deadlines, reconnects,
+ * script loading) per master; this file only routes, follows and retries, using the pure rules
+ * of store/cluster.
  *
  * A command is a `struct ccmd` that outlives its attempts: it goes to the master of its slot
  * with its first deadline (tp_store_send), and its node's reply comes back to on_node_reply,

@@ -1,7 +1,7 @@
 /*
  * Script files of the store (src/store/store_internal.h): read once per store (the built-in ones
- * once per process), loaded into Redis by store.c on every (re)connect. Apart from store.c so
- * that file stays about Redis connections.
+ * once per process), loaded into Redis by store_conn.c on every (re)connect. Apart from it so
+ * that file stays about the Redis connection.
  */
 #include "store_internal.h"
 
