@@ -184,17 +184,17 @@ int tp_store_script(struct tp_store *s, const char *name, int nkeys, int argc, c
     if (s->cl == NULL)
         return tp_store_send_script(s, NULL, name, nkeys, argc, argv, argvlen, cb, ud);
     if (cb == NULL || tp_store_cluster_subscribed(s->cl) ||
-        (find_script(s, name) != NULL &&
+        (tp_store_scripts_find(s->scripts, s->nscripts, name) != NULL &&
          (argc < 0 || nkeys < 0 || nkeys > argc || (argc > 0 && argv == NULL))))
         return TP_EINVAL;
-    if (find_script(s, name) == NULL)
+    if (tp_store_scripts_find(s->scripts, s->nscripts, name) == NULL)
         return TP_ENOTFOUND;
     return tp_store_cluster_script(s->cl, name, nkeys, argc, argv, argvlen, cb, ud);
 }
 
 const char *tp_store_script_sha(const struct tp_store *s, const char *name)
 {
-    const struct tp_store_script *sc = find_script(s, name);
+    const struct tp_store_script *sc = tp_store_scripts_find(s->scripts, s->nscripts, name);
     return sc ? sc->sha : NULL;
 }
 

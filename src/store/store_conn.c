@@ -502,7 +502,7 @@ int tp_store_send_script(struct tp_store *s, const struct tp_store_send *o, cons
     int err = tp_store_check_usable(s, cb);
     if (err != 0 && err != TP_EUNAVAIL)
         return err;
-    const struct tp_store_script *sc = find_script(s, name);
+    const struct tp_store_script *sc = tp_store_scripts_find(s->scripts, s->nscripts, name);
     if (sc == NULL)
         return TP_ENOTFOUND;
     if (argc < 0 || nkeys < 0 || nkeys > argc || (argc > 0 && argv == NULL))

@@ -189,9 +189,6 @@ struct tp_store {
     bool dead; /* tp_store_free was called; free the struct when depth drops to 0 */
 };
 
-/* The script called `name` of store s, or NULL. */
-#define find_script(s, name) tp_store_scripts_find((s)->scripts, (s)->nscripts, name)
-
 /* store.c */
 /** Enters the store from the loop (a callback); pair with tp_store_leave. */
 void tp_store_enter(struct tp_store *s);
