@@ -181,9 +181,12 @@ for i = 0, n - 1 do
     local o = 11 + 5 * i
     local user_s, band_s, pos = ARGV[o], ARGV[o + 1], ARGV[o + 4]
     if not users[user_s] then
-        local user = uint(user_s)
-        if not user or user == 0 then return bug('bad user_id') end
-        if user % nbuckets ~= bucket then return bug('user_id not in this bucket') end
+        -- uint's test inline, and the number (a strtod) made only for a bucket to check: at
+        -- the HTTP ceiling every bet of a call is another player's (bench/README.md "Session 25").
+        if #user_s > 15 or not user_s:find('^[1-9]%d*$') then return bug('bad user_id') end
+        if nbuckets > 1 and (user_s + 0) % nbuckets ~= bucket then
+            return bug('user_id not in this bucket')
+        end
         nu = nu + 1; users[user_s] = nu; users[nu] = user_s
     end
     local _, _, _, _, m1, m2, m3, m4, s1, s2 = byte(pos, 1, 10)
@@ -299,29 +302,40 @@ if not skip_filter then
     end
 end
 if need then
-    -- Pass 1: the bets' shards of window w (KEYS sbase + 2j - 1), 2: of w - 1 (sbase + 2j), then
-    -- while they exist 3 and 4: the whole-window filters of w and w - 1 (KEYS[12], KEYS[13]).
-    -- Each pass checks every bet with no hot entry (hence no record, above) and not `hit`
-    -- yet. A loop, not a function per filter: a closure over 13 of this chunk's locals cost a
-    -- one-bet call ~6k with its calls (bench/README.md "Session 12").
-    for pass = 1, rare and 4 or 2 do
-        local whole = pass > 2 and 9 + pass or false
-        local len = call('STRLEN', KEYS[whole or 13 + pass])
-        local nw = floor(len / 4)
-        -- The caller's offsets hold for shards of the size it gave (never the whole-window
-        -- filters): a '%d' fewer per bet and window (bench/README.md "Session 22").
-        local ready = not whole and len == given
-        for i = 1, nw > 0 and n or 0 do
-            if not idx[i] and not hit[i] then
-                local p = ARGV[10 + 5 * i]
-                local w1, w2, w3, w4, m1, m2, m3, m4, s1, s2 = byte(p, 1, 10)
-                local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
-                local k = whole or sbase + 2 * shards[s1 * 256 + s2] + pass - 2
-                local off = ready and sub(p, 11)
-                    or format('%d', (((w1 * 256 + w2) * 256 + w3) * 256 + w4) % nw * 32)
-                local w = call('BITFIELD_RO', KEYS[k], 'GET', 'u32', off)[1]
-                if band(w, mask) == mask then hit[i] = true end
+    -- Each bet with no hot entry (hence no record, above) reads window w's shard (KEYS sbase +
+    -- 2j - 1), then, unless that holds the key, w - 1's (sbase + 2j), then while they exist the
+    -- whole-window filters of w and w - 1 (KEYS[12], KEYS[13]), until one holds it. One loop
+    -- over the bets, not one per filter: a bet's position is read, its mask made and its
+    -- offset taken once for all its reads (bench/README.md "Session 25"). No function per
+    -- filter: a closure over 13 of this chunk's locals cost a one-bet call ~6k with its calls
+    -- (bench/README.md "Session 12"). A filter's size is its shard 0's (KEYS[14], KEYS[15]);
+    -- one under a word holds nothing (not built yet).
+    -- The caller's offsets hold for shards of the size it gave (never the whole-window
+    -- filters): a '%d' fewer per bet and window (bench/README.md "Session 22").
+    local len1, len2 = call('STRLEN', KEYS[14]), call('STRLEN', KEYS[15])
+    local len3, len4 = rare and call('STRLEN', KEYS[12]) or 0, rare and call('STRLEN', KEYS[13]) or 0
+    for i = 1, n do
+        if not idx[i] then
+            local p = ARGV[10 + 5 * i]
+            local w1, w2, w3, w4, m1, m2, m3, m4, s1, s2 = byte(p, 1, 10)
+            local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
+            local word = ((w1 * 256 + w2) * 256 + w3) * 256 + w4
+            local k, off = sbase + 2 * shards[s1 * 256 + s2], given and sub(p, 11)
+            local w = len1 >= 4 and call('BITFIELD_RO', KEYS[k - 1], 'GET', 'u32', len1 == given
+                and off or format('%d', word % floor(len1 / 4) * 32))[1]
+            if not w or band(w, mask) ~= mask then
+                w = len2 >= 4 and call('BITFIELD_RO', KEYS[k], 'GET', 'u32', len2 == given
+                    and off or format('%d', word % floor(len2 / 4) * 32))[1]
             end
+            if rare and (not w or band(w, mask) ~= mask) then
+                w = len3 >= 4 and call('BITFIELD_RO', KEYS[12], 'GET', 'u32',
+                    format('%d', word % floor(len3 / 4) * 32))[1]
+                if not w or band(w, mask) ~= mask then
+                    w = len4 >= 4 and call('BITFIELD_RO', KEYS[13], 'GET', 'u32',
+                        format('%d', word % floor(len4 / 4) * 32))[1]
+                end
+            end
+            if w and band(w, mask) == mask then hit[i] = true end
         end
     end
 end
