@@ -85,7 +85,8 @@ Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after 
 a player's second bet sees the first one's debit and a repeated (user, key) is a replay of the
 first when that one was accepted, or idempotency_conflict when the key's accepted bet of the
 last TTL was on another round still in Redis (the hot index, KEYS[11]), or "check" when it
-may have been on an archived one (the filters, KEYS[12..13]); one bet's refusal never touches
+may have been on an archived one (the filters: window w's shard, then w - 1's, then while they
+exist KEYS[12..13], up to the first that holds the key); one bet's refusal never touches
 another. Every check runs before the first write, and the writes are aggregated: one HSET per
 hash (the pool's: its bands and total, read before), one INCRBY of the sequence, one XADD
 carrying every accepted bet, one ZINCRBY (one player) or ZADD of the players' net winnings, one
@@ -163,8 +164,10 @@ end
 -- Per-bet server-side arguments, and the distinct bands and users (their KEYS follow).
 -- Per bet: the filter word (before the modulo), mask and shard the caller hashed, and the
 -- distinct shards in order (their KEYS follow the users').
--- A user, band or stake string is parsed once per batch, when first seen (`num`: a band's or
--- stake's number, or false when malformed): a string-to-number conversion costs Redis a strtod
+-- A user is checked once per batch, when first seen (a canonical decimal, and with more than
+-- one bucket its bucket: only then is it converted), a band or stake string parsed once per
+-- batch, when first seen (`num`: a band's or stake's number, or false when malformed): a
+-- string-to-number conversion costs Redis a strtod
 -- call, and a pattern match about 50 instructions per byte (bench/README.md "Session 8"); the
 -- word, mask and shard come as bytes for the same reason (sessions 9 and 15: the shard's
 -- decimal cost a pattern and an ARGV entry per bet, ~2.7k).
@@ -172,7 +175,7 @@ end
 -- user to its place k among the distinct users and k back to the user (users[1..nu], in
 -- order); `bands` maps a band to its KEYS index and lists the pool's fields read: its total,
 -- then each band's (bands[1..nb + 1]). Every table costs a one-bet call ~1.4k instructions
--- (bench/README.md "Session 15"), so the filter positions are not kept: the filter passes read
+-- (bench/README.md "Session 15"), so the filter positions are not kept: the filter loop reads
 -- them from ARGV again.
 local tobit, byte = bit.tobit, string.byte
 local bands, users, nb, nu, num = {'total'}, {}, 0, 0, {}
@@ -313,7 +316,8 @@ if need then
     -- The caller's offsets hold for shards of the size it gave (never the whole-window
     -- filters): a '%d' fewer per bet and window (bench/README.md "Session 22").
     local len1, len2 = call('STRLEN', KEYS[14]), call('STRLEN', KEYS[15])
-    local len3, len4 = rare and call('STRLEN', KEYS[12]) or 0, rare and call('STRLEN', KEYS[13]) or 0
+    local len3 = rare and call('STRLEN', KEYS[12]) or 0
+    local len4 = rare and call('STRLEN', KEYS[13]) or 0
     for i = 1, n do
         if not idx[i] then
             local p = ARGV[10 + 5 * i]

@@ -496,6 +496,29 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
 
 
 
+def test_user_ids_are_canonical_decimals_whatever_the_buckets():
+    """A user id is the caller's canonical decimal: with one bucket the script converts none to
+    a number (it has no bucket to check), and still refuses every other spelling of one, the
+    whole call raising before any write; with two the number's bucket is checked as well."""
+    for buckets in (1, 2):
+        with tpenv.Redis() as r:
+            s = Side(r, buckets)
+            s.grant(2, 1000)
+            s.open_round(1)
+            before = s.snapshot()
+            for user in ("02", "1e3", "2.0", " 2", "2 ", "+2", "0x2", "-2", "0", "",
+                         "2" * 16, "2:3"):
+                try:
+                    s.batch_call(0, 1, [(2, 0, 100, "k"), (user, 0, 100, "k")], 5000)
+                except redis.ResponseError as e:
+                    assert "bad user_id" in str(e), (user, e)
+                else:
+                    raise AssertionError(f"user id {user!r} accepted")
+            assert s.snapshot() == before
+            assert codes(s.batch_call(0, 1, [(2, 0, 100, "k"), (2 * 10**14, 0, 100, "j")],
+                                      5000)) == ["ok", "insufficient_funds"]
+
+
 def test_pool_and_net_are_one_write_each_per_batch():
     """The pool (every band of the batch and the total) is read once and written in one HSET,
     and the leaderboard takes one ZINCRBY when one player bet, else one ZMSCORE and one ZADD:
