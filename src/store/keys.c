@@ -282,10 +282,10 @@ int64_t tp_keys_idem_shard_bytes(size_t filter, int buckets)
     return b >= 4 ? b : 4;
 }
 
-int64_t tp_keys_idem_bit_offset(uint32_t word, int64_t shard_bytes)
+int64_t tp_keys_idem_byte_offset(uint32_t word, int64_t shard_bytes)
 {
     TP_ASSERT(shard_bytes >= 4);
-    return (int64_t)word % (shard_bytes / 4) * 32;
+    return (int64_t)word % (shard_bytes / 4) * 4;
 }
 
 int tp_keys_idem_ttl_s(void)

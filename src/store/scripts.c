@@ -169,9 +169,11 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
  * distinct player (first appearance order), then the two filter shards (window w, w - 1) of each
  * distinct shard; 10 ARGV, then 5 per bet (the filter word, mask and shard as 10 bytes: a
  * decimal cost the script two strtod calls each, bench/README.md "Session 9", the shard's a
- * pattern and an ARGV entry, "Session 15"; then, with a shard size, the word's bit offset in
- * such a shard as a decimal, which the script otherwise formats per bet and window: 2.0-2.4k
- * Redis instructions a bet with two windows, "Session 22"). Distinct bands, players and
+ * pattern and an ARGV entry, "Session 15"; then, with a shard size, one byte holding the
+ * length of the decimal that follows, the word's first byte in such a shard, then its last
+ * byte, that + 3, in decimal: the GETRANGE the script reads the word with, which it otherwise
+ * formats per bet and window, 2.0-2.4k Redis instructions a bet with two windows, "Session
+ * 22"; GETRANGE instead of BITFIELD_RO, "Session 25"). Distinct bands, players and
  * shards are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a
  * table). The filter positions are hashed here, in C, not by the script: Redis runs the script
  * single-threaded. */
@@ -185,7 +187,7 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     for (size_t i = 0; i < cnt; i++)
         tp_keys_idem_pos(b->bets[i].user_id, b->bets[i].idem_key, b->bets[i].idem_len, &pos[i]);
     /* Keys: 15 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 5 per bet, each < 24 bytes
-     * (a bet's position and offset, 10 + ≤ 8 bytes, counted as two). */
+     * (a bet's position and offsets, 11 + 2 × ≤ 6 bytes, counted as two). */
     start_heap(a, "bet_batch", (int)(25 + 9 * cnt),
                (15 + 4 * cnt) * TP_KEYS_MAX + (10 + 5 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
@@ -251,7 +253,7 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
         arg_int(a, x->band);
         arg_int(a, x->stake);
         push(a, x->idem_key, x->idem_len);
-        char wms[10 + TP_FMT_I64_MAX];
+        char wms[11 + 2 * TP_FMT_I64_MAX];
         for (int j = 0; j < 4; j++) {
             wms[j] = (char)(unsigned char)(pos[i].word >> (24 - 8 * j));
             wms[4 + j] = (char)(unsigned char)(pos[i].mask >> (24 - 8 * j));
@@ -259,8 +261,13 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
         wms[8] = (char)(unsigned char)(pos[i].shard >> 8);
         wms[9] = (char)(unsigned char)pos[i].shard;
         size_t len = 10;
-        if (offsets)
-            len += tp_fmt_i64(wms + 10, tp_keys_idem_bit_offset(pos[i].word, b->shard_bytes));
+        if (offsets) {
+            int64_t from = tp_keys_idem_byte_offset(pos[i].word, b->shard_bytes);
+            size_t digits = tp_fmt_i64(wms + 11, from);
+            wms[10] = (char)digits;
+            len = 11 + digits;
+            len += tp_fmt_i64(wms + len, from + 3);
+        }
         push_copy(a, wms, len);
     }
 }

@@ -1038,8 +1038,8 @@ def test_caller_offsets_read_the_words_the_script_would():
         wrong = []
         for _, _, _, k in bets:
             word = idemfilter.pos(1, k)[0]
-            off = (word + 1) % (SHARD_BYTES // 4) * 32
-            wrong.append([idemfilter.pos_argv(1, k)[0] + str(off).encode()])
+            off = (word + 1) % (SHARD_BYTES // 4) * 4
+            wrong.append([idemfilter.pos_argv(1, k)[0] + idemfilter.range_tail(off)])
         res = s.batch_call(0, 7, bets + [(1, 1, 100, "new")], now, pos=wrong + [
             idemfilter.pos_argv(1, "new", SHARD_BYTES)], offsets=SHARD_BYTES)
         assert res[:3] == [["check"]] * 3 and codes(res[3:]) == ["ok"] * 4, res
@@ -1063,6 +1063,24 @@ def test_caller_offsets_read_the_words_the_script_would():
             assert "bad filter position" in str(e), e
         else:
             raise AssertionError("position without its offset accepted")
+        # A byte range that is no range: its length byte 0 or past the end, no last byte (the
+        # script's check), or not decimals (GETRANGE's own error, raised by redis.call); each
+        # raises before any write.
+        head = idemfilter.pos_argv(1, "z")[0]
+        before = s.snapshot()
+        for tail, text in ((b"\0" + b"1" + b"4", "bad filter position"),
+                           (b"\x05" + b"12" + b"15", "bad filter position"),
+                           (b"\x02" + b"12", "bad filter position"),
+                           (b"\x01" + b"x" + b"4", "not an integer"),
+                           (b"\x01" + b"1" + b"y", "not an integer")):
+            try:
+                s.batch_call(0, 7, [(1, 0, 100, "z")], now, pos=[[head + tail]],
+                             offsets=SHARD_BYTES)
+            except redis.ResponseError as e:
+                assert text in str(e), (tail, e)
+            else:
+                raise AssertionError(f"byte range {tail!r} accepted")
+        assert s.snapshot() == before
 
 
 def test_rare_states_are_read_only_when_present():

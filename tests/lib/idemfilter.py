@@ -33,13 +33,21 @@ def bit_offset(word, shard_bytes):
     return word % (shard_bytes // 4) * 32
 
 
+def range_tail(first):
+    """The tail of a position for a word whose first byte is `first`: one byte holding the
+    length of that decimal, the decimal, then the word's last byte (first + 3) in decimal: the
+    GETRANGE bet_batch.lua reads the word with."""
+    a, z = str(first).encode(), str(first + 3).encode()
+    return bytes([len(a)]) + a + z
+
+
 def pos_argv(user_id, key, shard_bytes=None):
     """bet_batch.lua's position ARGV of "<user_id>:<key>" (src/store/scripts.c), as a list of
     one: word, mask and shard as 10 big-endian bytes (4, 4 and 2), then with `shard_bytes` (the
-    call's ARGV[10] "0:<shard_bytes>") the word's bit offset in such a shard, in decimal."""
+    call's ARGV[10] "0:<shard_bytes>") the word's byte range in such a shard (range_tail)."""
     word, mask, shard = pos(user_id, key)
     p = word.to_bytes(4, "big") + mask.to_bytes(4, "big") + shard.to_bytes(2, "big")
-    return [p + str(bit_offset(word, shard_bytes)).encode() if shard_bytes else p]
+    return [p + range_tail(bit_offset(word, shard_bytes) // 8) if shard_bytes else p]
 
 
 def shard_key(prefix, window, shard):

@@ -166,9 +166,10 @@ void tp_keys_idem_pos(int64_t user_id, const char *key, size_t len, struct tp_ke
  * at least one word. */
 int64_t tp_keys_idem_shard_bytes(size_t filter, int buckets);
 
-/** The bit offset of `word`'s 32-bit word in a shard of `shard_bytes` bytes (whole words, > 0):
- * (word mod its words) * 32, what `BITFIELD u32` reads at (scripts/lua/README.md). */
-int64_t tp_keys_idem_bit_offset(uint32_t word, int64_t shard_bytes);
+/** The first byte of `word`'s 32-bit word in a shard of `shard_bytes` bytes (whole words, > 0):
+ * (word mod its words) * 4, where bet_batch.lua's `GETRANGE` reads it from (to it + 3;
+ * scripts/lua/README.md). */
+int64_t tp_keys_idem_byte_offset(uint32_t word, int64_t shard_bytes);
 
 /** The idempotency TTL in seconds: 86400 (24 h, the contract's), unless the environment sets
  * TP_TEST_IDEM_TTL_S (a test hook, docs/operations.md: integration tests shorten the "day" of

@@ -193,7 +193,8 @@ static void test_bet_batch(void **state)
     check_header(&a, 15); /* then the bets, ubets and shard keys, described in words */
     tp_script_call_release(&a);
     /* with the filter read and a shard size (128 KiB less 16 bytes: 32764 words), each position
-     * carries its word's bit offset in such a shard, (word mod 32764) * 32, as a decimal */
+     * carries the length of a decimal, the first byte of its word in such a shard,
+     * (word mod 32764) * 4, in that decimal, then its last byte, that + 3 */
     b.skip_filter = false;
     b.shard_bytes = 131056;
     bet_batch_args(&b, &a);
@@ -201,16 +202,22 @@ static void test_bet_batch(void **state)
     assert_string_equal(a.argv[34], "0:131056");
     expect_bytes(&a, 39,
                  "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14"
-                 "702624",
-                 16);
+                 "\x05"
+                 "87828"
+                 "87831",
+                 21);
     expect_bytes(&a, 44,
                  "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62"
-                 "564512",
-                 16);
+                 "\x05"
+                 "70564"
+                 "70567",
+                 21);
     expect_bytes(&a, 49,
                  "\xd9\x0c\x14\x8b\x00\x10\x11\x81\x01\xad"
-                 "762848",
-                 16);
+                 "\x05"
+                 "95356"
+                 "95359",
+                 21);
     tp_script_call_release(&a);
     /* skipping the filter, no offsets: the same call as above */
     b.skip_filter = true;
