@@ -47,18 +47,20 @@ ARGV (decimal integers without sign or leading zeros):
       band count and stake bounds, fixed when it opened, are in its copy, KEYS[3])
   [6] idempotency TTL in seconds  [7] bucket N  [8] number of buckets B  [9] n bets (>= 1)
   [10] 1: skip the filter (the caller found no archived bet of these keys), else 0, or
-      "0:<bytes>": each bet's position carries its word's bit offset in a shard of <bytes>
+      "0:<bytes>": each bet's position carries its word's byte range in a shard of <bytes>
       bytes (whole words, > 0), used for a window whose shards have that size
   then 5 per bet: user_id, band, stake, idempotency key (1..128 bytes of printable ASCII, as
   sent by the client: the caller checks the bytes, the script length and newline), and the
   key's filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>"
   (src/store/keys.c tp_keys_idem_pos): 10 bytes, the word (0 .. 2^32-1, taken modulo the
   shard's words) and the mask (the 5 bits, nonzero) as two big-endian 32-bit integers, then
-  the shard (0 .. 1023) as a big-endian 16-bit integer; with ARGV[10] "0:<bytes>", then the
-  word's bit offset in a shard of that size, (word mod bytes / 4) * 32, in decimal
-  (tp_keys_idem_bit_offset): the caller's, checked here only for its presence (an offset past
-  a shard's bits would read 0, a silent miss: tests/unit/store/test_scripts.c pins the C
-  formula, tests/integ/test_lua_batch.py that it reads the words the script would). The
+  the shard (0 .. 1023) as a big-endian 16-bit integer; with ARGV[10] "0:<bytes>", then one
+  byte L (> 0), the word's first byte in a shard of that size, (word mod bytes / 4) * 4, as L
+  decimal digits (tp_keys_idem_byte_offset), then its last byte, that + 3, in decimal (at
+  least one digit): the GETRANGE that reads the word. The caller's, checked here only for
+  their shape (a range past a shard's end would read fewer bytes, a silent miss:
+  tests/unit/store/test_scripts.c pins the C formula, tests/integ/test_lua_batch.py that it
+  reads the words the script would; digits that are none raise GETRANGE's error). The
   request (round, band, stake) is
   the bet's body: a key's record keeps its band and stake, so a replay is told from a conflict
   by those.
@@ -275,12 +277,12 @@ end
 -- The filters: blocked Bloom filters of 32-bit words. A key's hash (the caller's, from the
 -- SHA-1 of "<user_id>:<key>") picks a shard, one word in it (modulo the shard's words) and 5
 -- bits in the word: a key with no hot entry whose 5 bits are all set in window w or w - 1 may
--- have been accepted on an archived round. One word per key keeps the cost to one BITFIELD_RO
--- operation per bet and window (5 single-bit operations cost Redis 5 times this), one call per
+-- have been accepted on an archived round. One word per key keeps the cost to one GETRANGE
+-- of its 4 bytes per bet and window (5 single-bit reads cost Redis 5 times this), one call per
 -- bet and window: the bets of a call rarely share a shard (74 bets hit ~71 of 1,024), and
--- grouping them cost more in Lua tables than the few calls it saved. The offset goes as a
--- string (Redis formats a number argument with snprintf "%.17g"), the caller's when it gave
--- one for this window's shard size (ARGV[10]). Every shard of a window has
+-- grouping them cost more in Lua tables than the few calls it saved. The range goes as
+-- strings (Redis formats a number argument with snprintf "%.17g"), the caller's when it gave
+-- them for this window's shard size (ARGV[10]). Every shard of a window has
 -- shard 0's size (the leader creates them all, idem_filter_build.lua), so a changed
 -- configuration never misreads an existing window. The
 -- whole-window filters of before the shards (KEYS[12..13]) are read with the same word and
