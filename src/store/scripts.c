@@ -187,7 +187,8 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     for (size_t i = 0; i < cnt; i++)
         tp_keys_idem_pos(b->bets[i].user_id, b->bets[i].idem_key, b->bets[i].idem_len, &pos[i]);
     /* Keys: 15 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 5 per bet, each < 24 bytes
-     * (a bet's position and offsets, 11 + 2 × ≤ 6 bytes, counted as two). */
+     * (a bet's position and offsets, 11 + 2 × ≤ 6 bytes: a shard is at most
+     * TP_SCRIPT_IDEM_SHARD_MAX, checked by the stub; counted as two). */
     start_heap(a, "bet_batch", (int)(25 + 9 * cnt),
                (15 + 4 * cnt) * TP_KEYS_MAX + (10 + 5 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
