@@ -336,16 +336,15 @@ def around(rows, lats, edge_ms, what):
             continue
         calls = "–"
         adm = "–"
-        if inside:
-            i0 = by_t[inside[0]["t"]] - 1
-            prev, last = (rows[i0] if i0 >= 0 else inside[0]), inside[-1]
-            if "cmd" in last and "cmd" in prev:
-                c = [a - b for a, b in zip(last["cmd"].get("evalsha", [0, 0]),
-                                           prev["cmd"].get("evalsha", [0, 0]))]
-                calls = f"{c[0]}, {c[1] / c[0]:.0f}" if c[0] > 0 else "0"
-                if "count" in last["redis_info"]:
-                    n = last["redis_info"]["count"] - prev["redis_info"].get("count", 0)
-                    adm = f"{n} ({n / c[0]:.0f})" if c[0] > 0 else f"{n}"
+        i0 = by_t[inside[0]["t"]] - 1
+        prev, last = (rows[i0] if i0 >= 0 else inside[0]), inside[-1]
+        if "cmd" in last and "cmd" in prev:
+            c = [a - b for a, b in zip(last["cmd"].get("evalsha", [0, 0]),
+                                       prev["cmd"].get("evalsha", [0, 0]))]
+            calls = f"{c[0]}, {c[1] / c[0]:.0f}" if c[0] > 0 else "0"
+            if "count" in last["redis_info"]:
+                n = last["redis_info"]["count"] - prev["redis_info"].get("count", 0)
+                adm = f"{n} ({n / c[0]:.0f})" if c[0] > 0 else f"{n}"
         flt = sum(r["redis"][2] for r in inside if len(r.get("redis", [])) > 2)
         thread = (f"{tot('redis-thread', 0):.0f} / {tot('redis-thread', 1):.0f}"
                   if any("redis-thread" in r for r in inside) else "–")
