@@ -91,10 +91,9 @@ def main():
                  "FROM pg_stat_activity"):
         who[pid] = (btype, app, query)
     s1 = snap(url, pm)
-    rows, ended, total = [], [], 0
+    rows, total = [], 0
     for pid, t0 in s0["procs"].items():
         if pid not in s1["procs"]:
-            ended.append(pid)
             total -= t0  # its whole CPU is in the reaped ticks below
     for pid, t1 in s1["procs"].items():
         d = t1 - s0["procs"].get(pid, 0)
