@@ -394,7 +394,8 @@ def test_bets_round_brin_on_a_database_with_rows():
                 "'k' || i, i FROM generate_series(0, 2999) i")
         readers = [
             "SELECT count(*) FROM bets WHERE round_id = 3",
-            "SELECT md5(string_agg(user_id || ':' || idempotency_key, ',' ORDER BY 1)) "
+            "SELECT md5(string_agg(user_id || ':' || idempotency_key, ',' "
+            "ORDER BY idempotency_key)) "
             "FROM bets WHERE round_id = 4",
             "SELECT count(*), sum(stake) FROM bets WHERE round_id = 5 AND band = 2",
             "SELECT round_id, count(*), sum(stake) FROM bets GROUP BY 1 ORDER BY 1",
