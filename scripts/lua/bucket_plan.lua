@@ -7,8 +7,9 @@ would write the same one; keeping the first makes a resumed settlement use it un
 KEYS[1] tp:{bN}:plan:<id>  (HASH)
 ARGV[1] winning band  ARGV[2] pot  ARGV[3] winning stake W  ARGV[4] refund_all (0|1)
 ARGV[5] number of bands
-Plan fields: band, pot, w, refund, nbands, pos (band index being scanned), cur (HSCAN cursor),
-done (0|1), paid (sum credited so far), finished (0|1, set by settle_finish).
+Plan fields: band, pot, w, refund, nbands, pos (band index being scanned), cur (an HSCAN cursor
+of the band's hash, or "L<index>" of its list: settle_page.lua), done (0|1), paid (sum credited
+so far), finished (0|1, set by settle_finish).
 Returns {'ok', 1} (written) or {'ok', 0} (a plan exists; unchanged).
 ]]
 if #KEYS ~= 1 or #ARGV ~= 5 then return redis.error_reply('ERR tp_bucket_plan: want 1 KEY, 5 ARGV') end

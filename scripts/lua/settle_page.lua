@@ -3,21 +3,28 @@
 settle_page.lua: pay (or refund) one page of bucket N's bets of a round, exactly once. A page is
 bounded in bets credited (ARGV[2], the leader's estimate of what fits its time target) and in
 Redis time (ARGV[4]: no further bet is taken once the script has run that long, checked after
-each HSCAN chunk, and every 16 bets inside a listpack's chunk or on the exact slow arithmetic),
+each chunk, and every 16 bets inside a listpack's HSCAN chunk or on the exact slow arithmetic),
 so Redis serves the bets queued behind it within about a page's time, however many entries one
 HSCAN returns; the leader sizes the next page from the time this one reports.
 
 KEYS[1] tp:{bN}:plan:<id>     KEYS[2] tp:{bN}:bal       KEYS[3] tp:{bN}:paid:<id>
 KEYS[4] tp:{bN}:payout:<id>   KEYS[5] tp:{bN}:outbox
-KEYS[6 .. 5+nbands] tp:{bN}:bets:<id>:<band> for band 0 .. nbands-1
+KEYS[6 .. 5+nbands] tp:{bN}:bets:<id>:<band> for band 0 .. nbands-1 (HASH, an older version's)
 KEYS[6+nbands] tp:{bN}:net    ZSET user -> net winnings (bet_batch.lua subtracts stakes; we add credits)
+KEYS[7+nbands .. 6+2*nbands] tp:{bN}:betl:<id>:<band> for band 0 .. nbands-1 (LIST, this one's)
 ARGV[1] round id  ARGV[2] most bets to credit (>= 1)  ARGV[3] now_ms  ARGV[4] time budget in µs
 Plan (bucket_plan.lua): win → scans only the winning band, each bet of stake s gets
 floor(s * pot / W); refund → scans every band in turn, each bet gets its stake back.
+A band's bets are in its list (bet_batch.lua appends "<bet_id>:<user_id>:<stake>") and, for a
+round an older version took bets of, in its hash (bet_id -> "<user_id>:<stake>"): a band is
+scanned hash first (HSCAN; an absent hash is one empty reply), then list (LRANGE by index). The
+plan's cursor `cur` says which and where: an HSCAN cursor (decimal, what an older version
+leaves in a plan it was paging), or "L<index>" of the list's next entry.
 Each bet is credited at most once: `paid:<id>` (bet_id → amount) is read for each chunk's bets
 before anything is written, so a repeated page (a leader died after the page ran but before it
 saw the reply, HSCAN returned an entry twice, or a page stopped inside a chunk and the next reads
-it again) credits nothing again. Writes are per page:
+it again) credits nothing again; a list's index cursor moves with the credits in one script, so
+there the check only guards against a bet id written twice. Writes are per page:
 one HSET of `paid`; every player once with his sum (`bal`, `payout:<id>` his round total, `net`),
 read and written with one command per key; and ONE outbox entry carrying every credit of the
 page: type credits, kind payout|refund, round_id, ts, credits = one line per bet
@@ -54,7 +61,7 @@ local function elapsed_us()
     return (tonumber(t[1]) - tonumber(t0[1])) * 1000000 + tonumber(t[2]) - tonumber(t0[2])
 end
 
-if #KEYS < 7 or #ARGV ~= 4 then return bug('bad KEYS/ARGV') end
+if #KEYS < 8 or #ARGV ~= 4 then return bug('bad KEYS/ARGV') end
 local max_bets, budget = uint(ARGV[2]), uint(ARGV[4])
 if not max_bets or max_bets < 1 or not budget or not uint(ARGV[1]) or not uint(ARGV[3]) then
     return bug('bad ARGV')
@@ -66,7 +73,7 @@ local paid = tonumber(p[9] or '0') or 0
 if p[8] == '1' then return {'ok', 1, 0, 0, elapsed_us(), paid, 0, 0} end
 local band, pot, w, refund = tonumber(p[1]), tonumber(p[2]), tonumber(p[3]), p[4] == '1'
 local nbands, pos, cur = tonumber(p[5]), tonumber(p[6]), p[7]
-if #KEYS ~= 6 + nbands then return bug('want 6 + nbands KEYS') end
+if #KEYS ~= 6 + 2 * nbands then return bug('want 6 + 2 * nbands KEYS') end
 
 -- Up to 8000 values fit Lua's stack at once: long argument lists go in slices. A read's
 -- replies are returned as one list (the reply itself when there is one slice, the case of
@@ -122,13 +129,15 @@ if not refund then
     q0 = (pot - r0) / w
 end
 
--- Scan: HSCAN chunks; each bet not paid yet is taken until the page holds max_bets bets or its
--- time is spent. A chunk can be far longer than asked for (a hash small enough to be a listpack
--- comes back whole, 512 entries by Redis's default), so a page may stop inside one: it then
--- leaves the cursor where that chunk began, and the next page reads the chunk again and skips
--- the bets this one paid.
+-- Scan: chunks of the band's hash (HSCAN), then of its list (LRANGE); each bet not paid yet is
+-- taken until the page holds max_bets bets or its time is spent. An HSCAN chunk can be far
+-- longer than asked for (a hash small enough to be a listpack comes back whole, 512 entries by
+-- Redis's default), so a page may stop inside one: it then leaves the cursor where that chunk
+-- began, and the next page reads the chunk again and skips the bets this one paid. A list's
+-- chunk is what was asked for, and a page that stops inside one leaves the index of its first
+-- bet not taken.
 local CHUNK, CHECK = 128, 16
-local match, find, concat = string.match, string.find, table.concat
+local match, find, concat, sub = string.match, string.find, table.concat, string.sub
 -- What a stake is owed, as a number and as text (stakes repeat: the same few amounts are most
 -- bets).
 local owed, owed_s = {}, {}
@@ -141,28 +150,53 @@ local recs, used, nused = {}, {}, 0
 local ids, brecs, seen, n = {}, {}, {}, 0
 local scanned, done, full, slow = 0, false, false, false
 local scan_band = refund and pos or band
+local function entry(bet_id, v)
+    local rec = recs[v]
+    if not rec then
+        local user, stake_s = match(v, '^([1-9]%d*):([1-9]%d*)$')
+        if not stake_s or #stake_s > 15 then return nil end
+        rec = {user, stake_s, false, false, 0, false}
+        recs[v] = rec
+    end
+    return rec
+end
 while true do
     local from = cur
     local count = math.max(1, math.min(CHUNK, max_bets - n))
-    local res = call('HSCAN', KEYS[6 + scan_band], cur, 'COUNT', count)
-    cur = res[1]
-    local items = res[2]
-    local cids, crecs, m = {}, {}, 0
-    for i = 1, #items, 2 do
-        local bet_id, v = items[i], items[i + 1]
-        if not find(bet_id, '^[1-9]%d*$') then return bug('bad bet id ' .. bet_id) end
-        local rec = recs[v]
-        if not rec then
-            local user, stake_s = match(v, '^([1-9]%d*):([1-9]%d*)$')
-            if not stake_s or #stake_s > 15 then return bug('bad bets entry ' .. bet_id) end
-            rec = {user, stake_s, false, false, 0, false}
-            recs[v] = rec
+    -- cids[j], crecs[j]: the chunk's j-th bet not seen before; cpos[j]: its place in the list.
+    local cids, crecs, cpos, m = {}, {}, {}, 0
+    local at, band_end = nil, false
+    if sub(cur, 1, 1) == 'L' then
+        at = uint(sub(cur, 2))
+        if not at then return bug('bad cursor ' .. cur) end
+        local items = call('LRANGE', KEYS[6 + nbands + 1 + scan_band], at, at + count - 1)
+        for i = 1, #items do
+            local bet_id, v = match(items[i], '^([1-9]%d*):(.*)$')
+            local rec = bet_id and entry(bet_id, v)
+            if not rec then return bug('bad bets list entry ' .. items[i]) end
+            if not seen[bet_id] then
+                seen[bet_id] = true
+                m = m + 1
+                cids[m], crecs[m], cpos[m] = bet_id, rec, i
+            end
         end
-        if not seen[bet_id] then -- HSCAN may return an entry twice
-            seen[bet_id] = true
-            m = m + 1
-            cids[m], crecs[m] = bet_id, rec
+        band_end = #items < count
+        cur = 'L' .. format('%d', at + #items)
+    else
+        local res = call('HSCAN', KEYS[6 + scan_band], cur, 'COUNT', count)
+        local items = res[2]
+        for i = 1, #items, 2 do
+            local bet_id = items[i]
+            if not find(bet_id, '^[1-9]%d*$') then return bug('bad bet id ' .. bet_id) end
+            local rec = entry(bet_id, items[i + 1])
+            if not rec then return bug('bad bets entry ' .. bet_id) end
+            if not seen[bet_id] then -- HSCAN may return an entry twice
+                seen[bet_id] = true
+                m = m + 1
+                cids[m], crecs[m] = bet_id, rec
+            end
         end
+        cur = res[1] == '0' and 'L0' or res[1] -- the hash done: the list next
     end
     -- The chunk's bets paid already (a repeated page, a chunk read again) are skipped.
     local paidv = m > 0 and sliced('HMGET', KEYS[3], cids, m) or {}
@@ -201,17 +235,20 @@ while true do
     end
     scanned = scanned + looked
     if full then
-        cur = from
+        -- the next page starts at the first bet not taken: a list's, or the HSCAN chunk's start
+        cur = at and ('L' .. format('%d', at + cpos[looked + 1] - 1)) or from
         break
     end
-    if cur == '0' then
+    if band_end then
         if refund and scan_band + 1 < nbands then
-            scan_band = scan_band + 1
+            scan_band, cur = scan_band + 1, '0'
         else
             done = true
         end
     end
-    if done or n >= max_bets or elapsed_us() >= budget then break end
+    -- Its time is checked once the page has looked at a bet: an empty chunk (the hash an
+    -- absent one, or a band without bets) goes on, so every page that can make progress does.
+    if done or n >= max_bets or (scanned > 0 and elapsed_us() >= budget) then break end
 end
 
 -- Credits: the page's bets, summed per player (a text's bets at once: its amount times their

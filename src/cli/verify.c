@@ -40,14 +40,16 @@ static void on_round(int err, const struct tp_store_reply *r, void *ud)
     done1(v);
 }
 
-/* One bucket's bets of one band (HGETALL bets) joined with its paid hash (HGETALL paid). */
+/* One bucket's bets of one band (HGETALL of the hash an older version wrote, then LRANGE of the
+ * list) joined with its paid hash (HGETALL paid). */
 struct bets_req {
     struct vctx *v;
     struct tp_store *store;
     int b;
     long long id;
     int band;
-    char *bets; /* copied HGETALL as "bet_id user:stake\n" lines */
+    char *bets; /* both forms copied as "bet_id user:stake\n" lines */
+    size_t len, cap;
 };
 
 static void on_paid(int err, const struct tp_store_reply *r, void *ud)
@@ -76,28 +78,63 @@ static void on_paid(int err, const struct tp_store_reply *r, void *ud)
     done1(v);
 }
 
+static void bets_failed(struct bets_req *q, int err)
+{
+    struct vctx *v = q->v;
+    v->err = err ? err : TP_EUNAVAIL;
+    free(q->bets);
+    free(q);
+    done1(v);
+}
+
+/* Appends one line "bet_id user:stake" to q->bets. */
+static void add_line(struct bets_req *q, const char *bet_id, const char *user_stake)
+{
+    size_t n = strlen(bet_id) + 1 + strlen(user_stake) + 1;
+    if (q->len + n + 1 > q->cap) {
+        q->cap = 2 * (q->len + n + 1);
+        q->bets = tp_xrealloc(q->bets, q->cap);
+    }
+    q->len += (size_t)snprintf(q->bets + q->len, n + 1, "%s %s\n", bet_id, user_stake);
+}
+
+/* The band's list: entries "<bet_id>:<user_id>:<stake>" (scripts/lua/README.md), the bet id
+ * before the first ':'; an entry without one is passed on whole, and on_paid skips it. */
+static void on_betl(int err, const struct tp_store_reply *r, void *ud)
+{
+    struct bets_req *q = ud;
+    for (size_t i = 0; err == 0 && i < tp_reply_len(r); i++) {
+        const char *e = tp_reply_str(tp_reply_at(r, i), NULL);
+        const char *colon = strchr(e, ':');
+        char bid[32];
+        if (colon == NULL || colon - e >= (ptrdiff_t)sizeof(bid)) {
+            add_line(q, e, "");
+            continue;
+        }
+        memcpy(bid, e, (size_t)(colon - e));
+        bid[colon - e] = '\0';
+        add_line(q, bid, colon + 1);
+    }
+    struct tp_key k;
+    if (err != 0 ||
+        tp_store_command(q->store, on_paid, q, "HGETALL %s", tp_keys_paid(&k, q->b, q->id)) != 0)
+        bets_failed(q, err);
+}
+
+/* The band's hash (an older version's): field bet_id, value "<user_id>:<stake>". */
 static void on_bets(int err, const struct tp_store_reply *r, void *ud)
 {
     struct bets_req *q = ud;
-    size_t cap = 1, n = tp_reply_len(r);
-    for (size_t i = 0; err == 0 && i < n; i++)
-        cap += strlen(tp_reply_str(tp_reply_at(r, i), NULL)) + 1;
-    q->bets = tp_xmalloc(cap);
+    q->cap = 64;
+    q->bets = tp_xmalloc(q->cap);
     q->bets[0] = '\0';
-    size_t off = 0;
-    for (size_t i = 0; err == 0 && i + 1 < n; i += 2)
-        off += (size_t)snprintf(q->bets + off, cap - off, "%s %s\n",
-                                tp_reply_str(tp_reply_at(r, i), NULL),
-                                tp_reply_str(tp_reply_at(r, i + 1), NULL));
+    for (size_t i = 0; err == 0 && i + 1 < tp_reply_len(r); i += 2)
+        add_line(q, tp_reply_str(tp_reply_at(r, i), NULL),
+                 tp_reply_str(tp_reply_at(r, i + 1), NULL));
     struct tp_key k;
-    if (err != 0 ||
-        tp_store_command(q->store, on_paid, q, "HGETALL %s", tp_keys_paid(&k, q->b, q->id)) != 0) {
-        struct vctx *v = q->v;
-        v->err = err ? err : TP_EUNAVAIL;
-        free(q->bets);
-        free(q);
-        done1(v);
-    }
+    if (err != 0 || tp_store_command(q->store, on_betl, q, "LRANGE %s 0 -1",
+                                     tp_keys_betl(&k, q->b, q->id, q->band)) != 0)
+        bets_failed(q, err);
 }
 
 static void on_next_seed(int err, const struct tp_store_reply *r, void *ud)

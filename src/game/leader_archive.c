@@ -654,6 +654,7 @@ static void on_hlen(int err, const struct tp_store_reply *r, void *ud)
     counts_done(a);
 }
 
+/* HLEN of a band's bets hash or LLEN of its list. */
 static void on_hlen_bets(int err, const struct tp_store_reply *r, void *ud)
 {
     struct arch *a = ud;
@@ -697,10 +698,17 @@ static void count(struct arch *a)
     }
     for (int b = 0; b < a->g->buckets; b++) {
         struct tp_key k;
+        /* A band's bets: the list (this version's) and the hash (a round an older version
+         * left in flight), whose counts add up (a bet is in one of them). */
         for (int band = 0; band < a->nbands; band++) {
-            a->pending++;
+            a->pending += 2;
             if (tp_store_command(a->store, on_hlen_bets, a, "HLEN %s",
                                  tp_keys_bets(&k, b, a->id, band)) != 0) {
+                a->pending--;
+                a->err = TP_EUNAVAIL;
+            }
+            if (tp_store_command(a->store, on_hlen_bets, a, "LLEN %s",
+                                 tp_keys_betl(&k, b, a->id, band)) != 0) {
                 a->pending--;
                 a->err = TP_EUNAVAIL;
             }

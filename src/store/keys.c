@@ -329,6 +329,14 @@ const char *tp_keys_bets(struct tp_key *k, int bucket, int64_t round_id, int ban
     return done(k);
 }
 
+const char *tp_keys_betl(struct tp_key *k, int bucket, int64_t round_id, int band)
+{
+    BUCKET_ID(k, bucket, "betl:", round_id);
+    PUT_LIT(k, ":");
+    put_int(k, band);
+    return done(k);
+}
+
 const char *tp_keys_plan(struct tp_key *k, int bucket, int64_t round_id)
 {
     return BUCKET_ID(k, bucket, "plan:", round_id);
@@ -346,7 +354,7 @@ const char *tp_keys_payout(struct tp_key *k, int bucket, int64_t round_id)
 
 int tp_keys_round_bucket(struct tp_key *out, int cap, int bucket, int64_t round_id, int nbands)
 {
-    TP_ASSERT(nbands >= 1 && nbands <= 64 && cap >= 6 + nbands);
+    TP_ASSERT(nbands >= 1 && nbands <= 64 && cap >= 6 + 2 * nbands);
     int n = 0;
     tp_keys_idem(&out[n++], bucket, round_id);
     tp_keys_round_state(&out[n++], bucket, round_id);
@@ -354,8 +362,10 @@ int tp_keys_round_bucket(struct tp_key *out, int cap, int bucket, int64_t round_
     tp_keys_plan(&out[n++], bucket, round_id);
     tp_keys_paid(&out[n++], bucket, round_id);
     tp_keys_payout(&out[n++], bucket, round_id);
-    for (int band = 0; band < nbands; band++)
+    for (int band = 0; band < nbands; band++) {
         tp_keys_bets(&out[n++], bucket, round_id, band);
+        tp_keys_betl(&out[n++], bucket, round_id, band);
+    }
     return n;
 }
 

@@ -745,8 +745,9 @@ int tp_script_bucket_plan(struct tp_store *store, const struct tp_script_bucket_
     return run(store, &a, cb, ud);
 }
 
-/* scripts/lua/settle_page.lua header: plan, bal, paid, payout, outbox, one bets key per band,
- * net; id, most bets to credit, now_ms, time budget in µs. */
+/* scripts/lua/settle_page.lua header: plan, bal, paid, payout, outbox, one bets hash per band (an
+ * older version's), net, one bets list per band; id, most bets to credit, now_ms, time budget
+ * in µs. */
 static void settle_page_args(const struct tp_script_settle_page_args *p, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -759,6 +760,8 @@ static void settle_page_args(const struct tp_script_settle_page_args *p, struct 
     for (int band = 0; band < p->nbands; band++)
         key(a, tp_keys_bets(&k, p->bucket, p->id, band));
     key(a, tp_keys_net(&k, p->bucket)); /* leaderboard: credits add to net winnings */
+    for (int band = 0; band < p->nbands; band++)
+        key(a, tp_keys_betl(&k, p->bucket, p->id, band));
     arg_int(a, p->id);
     arg_int(a, p->max_bets);
     arg_int(a, p->now_ms);

@@ -25,6 +25,7 @@ def round_keys(c, rid):
         keys |= {p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                  p + f"plan:{rid}", p + f"paid:{rid}", p + f"payout:{rid}"}
         keys |= {p + f"bets:{rid}:{band}" for band in range(NBANDS)}
+        keys |= {p + f"betl:{rid}:{band}" for band in range(NBANDS)}
     keys |= {G + f"round:{rid}", G + f"seed:{rid}"}
     return {k for k in keys if c.exists(k)}
 
@@ -34,7 +35,7 @@ def player_state(c):
     out = {}
     for k in c.keys("*"):
         if any(f in k for f in (":round:", ":pool:", ":plan:", ":paid:", ":payout:", ":bets:",
-                                ":seed:", "outbox", "ticks", "lease", "current", "rounds",
+                                ":betl:", ":seed:", "outbox", "ticks", "lease", "current", "rounds",
                                 "unfinished", "unsettled", "epoch", "workers", ":idem:",
                                 ":idemhot", ":idemfilter:")):
             continue

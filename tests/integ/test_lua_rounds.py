@@ -175,7 +175,7 @@ class Game:
         p = self.p(b)
         keys = [p + f"plan:{rid}", p + "bal", p + f"paid:{rid}", p + f"payout:{rid}", p + "outbox"]
         keys += [p + f"bets:{rid}:{i}" for i in range(NBANDS)]
-        keys += [p + "net"]
+        keys += [p + "net"] + [p + f"betl:{rid}:{i}" for i in range(NBANDS)]
         return self.run("settle_page", keys, [rid, count, now_ms(), 10**9])
 
     def finish(self, b, rid, final):

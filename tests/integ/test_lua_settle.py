@@ -5,8 +5,11 @@ aggregated pages give exactly what the per-bet script gave before them
 round totals per player and net winnings, and, once each page's `credits` entry is expanded line
 by line, the same outbox credits, each with the balance its player had after that page.
 
-The bucket's keys are written directly (bets hashes, balances, the plan by bucket_plan.lua), so
-each case is only the settlement; test_lua_rounds.py runs the whole round.
+The bucket's keys are written directly (balances, the plan by bucket_plan.lua, the bets: the
+reference reads only the bands' hashes, as versions before session 26 wrote them; the new script
+is given the same bets in the bands' lists as bet_batch.lua writes them now, in the hashes, or
+half in each: a round an older server left in flight), so each case is only the settlement;
+test_lua_rounds.py runs the whole round; test_settle_mixed.py a mixed round under a server.
 """
 
 import os
@@ -18,6 +21,7 @@ import tpenv
 SRC = tpenv.SRC
 NBANDS = 3
 RID = 7
+FORMS = ("list", "hash", "mixed")  # where the new script finds the bets: Bucket.fill
 
 
 def load(c, path):
@@ -36,17 +40,28 @@ class Bucket:
         self.plan_sha = load(c, "scripts/lua/bucket_plan.lua")
 
     def keys(self):
+        """settle_page.lua's KEYS; the reference's are those up to net."""
         p = self.p
         return ([p + f"plan:{RID}", p + "bal", p + f"paid:{RID}", p + f"payout:{RID}",
-                 p + "outbox"] + [p + f"bets:{RID}:{i}" for i in range(NBANDS)] + [p + "net"])
+                 p + "outbox"] + [p + f"bets:{RID}:{i}" for i in range(NBANDS)] + [p + "net"]
+                + [p + f"betl:{RID}:{i}" for i in range(NBANDS)])
 
-    def fill(self, bets, balances):
-        """bets: (bet_id, user, band, stake); balances: user → start balance."""
+    def fill(self, bets, balances, form="hash"):
+        """bets: (bet_id, user, band, stake); balances: user → start balance. form: the bets in
+        the bands' hashes (bet_id -> "<user>:<stake>", an older version's), lists
+        ("<bet_id>:<user>:<stake>" in bet order, this version's) or "mixed" (an odd bet id in
+        the list, an even one in the hash)."""
         self.c.hset(self.p + "bal", mapping={str(u): str(v) for u, v in balances.items()})
         for band in range(NBANDS):
-            m = {str(i): f"{u}:{s}" for i, u, bd, s in bets if bd == band}
+            mine = [(i, u, s) for i, u, bd, s in bets if bd == band]
+            m = {str(i): f"{u}:{s}" for i, u, s in mine
+                 if form == "hash" or (form == "mixed" and i % 2 == 0)}
             if m:
                 self.c.hset(self.p + f"bets:{RID}:{band}", mapping=m)
+            entries = [f"{i}:{u}:{s}" for i, u, s in mine
+                       if form == "list" or (form == "mixed" and i % 2 == 1)]
+            if entries:
+                self.c.rpush(self.p + f"betl:{RID}:{band}", *entries)
 
     def plan(self, band, pot, w, refund):
         r = self.c.evalsha(self.plan_sha, 1, self.p + f"plan:{RID}", band, pot, w,
@@ -58,7 +73,7 @@ class Bucket:
         return self.c.evalsha(self.new, len(k), *k, RID, max_bets, now, budget_us)
 
     def ref_page(self, count=500, now=5000):
-        k = self.keys()
+        k = self.keys()[:6 + NBANDS]
         return self.c.evalsha(self.ref, len(k), *k, RID, count, now)
 
     def state(self):
@@ -159,12 +174,13 @@ def settle_ref(bk):
         pass
 
 
-def compare(bets, balances, band, pot, w, refund, seed):
+def compare(bets, balances, band, pot, w, refund, seed, form):
     with tpenv.Redis() as r:
         c = r.client()
         ref, new = Bucket(c, 0), Bucket(c, 1)
+        ref.fill(bets, balances)
+        new.fill(bets, balances, form)
         for bk in (ref, new):
-            bk.fill(bets, balances)
             bk.c.zadd(bk.p + "net", {str(u): -5 for u in balances})
             bk.plan(band, pot, w, refund)
         settle_ref(ref)
@@ -192,7 +208,8 @@ def test_pages_equal_the_per_bet_script_on_a_win():
     W = sum(s for _, _, bd, s in bets if bd == 1)
     T = sum(s for _, _, _, s in bets)
     pot = T - T * 3 // 100
-    compare(bets, {u: rng.randint(0, 10**6) for u in users}, 1, pot, W, False, 1)
+    for form in FORMS:
+        compare(bets, {u: rng.randint(0, 10**6) for u in users}, 1, pot, W, False, 1, form)
 
 
 def test_pages_equal_the_per_bet_script_with_large_stakes():
@@ -204,16 +221,19 @@ def test_pages_equal_the_per_bet_script_with_large_stakes():
     T = sum(s for _, _, _, s in bets)
     pot = T - 12345
     assert max(s * (pot % W) for _, _, bd, s in bets if bd == 2) > 2**53
-    compare(bets, {u: 0 for u in users}, 2, pot, W, False, 2)
+    for form in FORMS:
+        compare(bets, {u: 0 for u in users}, 2, pot, W, False, 2, form)
 
 
 def test_pages_equal_the_per_bet_script_on_a_refund():
-    """A refund walks every band; a page may end in one band and the next go on in another."""
+    """A refund walks every band; a page may end in one band (or form) and the next go on in
+    another."""
     rng = random.Random(13)
     users = list(range(1, 30))
     bets = make_bets(rng, 1500, users, [0, 1, 2])
     T = sum(s for _, _, _, s in bets)
-    compare(bets, {u: rng.randint(0, 10**6) for u in users}, 0, T, 0, True, 3)
+    for form in FORMS:
+        compare(bets, {u: rng.randint(0, 10**6) for u in users}, 0, T, 0, True, 3, form)
 
 
 def test_time_budget_ends_a_page_and_large_pages_work():
@@ -223,10 +243,15 @@ def test_time_budget_ends_a_page_and_large_pages_work():
     users = list(range(1, 200))
     bets = make_bets(rng, 5000, users, [1])
     W = T = sum(s for *_, s in bets)
+    for form in ("hash", "list"):
+        budget_and_large_pages(bets, users, W, T, form)
+
+
+def budget_and_large_pages(bets, users, W, T, form):
     with tpenv.Redis() as r:
         c = r.client()
         bk = Bucket(c, 0)
-        bk.fill(bets, {u: 0 for u in users})
+        bk.fill(bets, {u: 0 for u in users}, form)
         bk.plan(1, T, W, False)
         first = bk.page(4096, 0)
         assert first[0] == "ok" and first[1] == 0 and 0 < first[3] <= 2 * 128, first
@@ -240,22 +265,65 @@ def test_time_budget_ends_a_page_and_large_pages_work():
         assert bk.page(10, 0)[:4] == ["ok", 1, 0, 0]  # done: nothing more
 
 
+def slow_round(rng, winners):
+    """`winners` bets on band 1 and 40 on band 0 of 39 players, every winning stake on the exact
+    long multiplication (the slowest there is); returns (users, bets, W, pot, credits owed)."""
+    users = list(range(1, 40))
+    bets = [(1000 + i, rng.choice(users), 1, 10**11 + rng.randint(0, 9 * 10**11))
+            for i in range(winners)]
+    bets += [(2000 + i, rng.choice(users), 0, rng.randint(10**9, 10**11)) for i in range(40)]
+    W = sum(s for _, _, bd, s in bets if bd == 1)
+    pot = sum(s for *_, s in bets) - 12345
+    assert min(s * (pot % W) for _, _, bd, s in bets if bd == 1) > 2**53
+    return users, bets, W, pot, expected(bets, 1, pot, W, False)
+
+
+def test_list_pages_resume_at_the_first_bet_not_taken():
+    """In a band's list a page that ends (its size, or its time inside a chunk of slow stakes)
+    leaves the index of its first bet not taken: the next page reads from there, so no bet is
+    read twice and none is skipped, the last one included. A mixed band is its hash, then its
+    list."""
+    users, bets, W, pot, want = slow_round(random.Random(16), 301)
+    with tpenv.Redis() as r:
+        c = r.client()
+        ref, by_size, by_time, mixed = (Bucket(c, b) for b in range(4))
+        ref.fill(bets, {u: 0 for u in users})
+        for bk, form in ((by_size, "list"), (by_time, "list"), (mixed, "mixed")):
+            bk.fill(bets, {u: 0 for u in users}, form)
+        for bk in (ref, by_size, by_time, mixed):
+            bk.plan(1, pot, W, False)
+        settle_ref(ref)
+        pages, curs = [], []
+        while not pages or pages[-1][1] != 1:
+            pages.append(by_size.page(100, 10**9))
+            curs.append(c.hget(by_size.p + f"plan:{RID}", "cur"))
+        # a full page's next index, the last bet alone on the fourth page
+        assert [p[2] for p in pages] == [100, 100, 100, 1], pages
+        assert [p[3] for p in pages] == [100, 100, 100, 1], pages  # nothing read twice
+        assert curs == ["L100", "L200", "L300", "0"], curs
+        pages = []
+        while not pages or pages[-1][1] != 1:
+            pages.append(by_time.page(4096, 0))
+            cur = c.hget(by_time.p + f"plan:{RID}", "cur")
+            assert pages[-1][1] == 1 or cur == "L%d" % (16 * len(pages)), (pages, cur)
+        assert [p[2] for p in pages] == [16] * 18 + [13], pages  # a time check every 16
+        pages = []
+        while not pages or pages[-1][1] != 1:
+            pages.append(mixed.page(50, 10**9))
+        assert sum(p[2] for p in pages) == 301 and all(p[2] <= 50 + 2 * 128 for p in pages)
+        for bk in (by_size, by_time, mixed):
+            assert bk.state() == ref.state()
+            assert {int(k): int(v) for k, v in bk.state()["paid"].items()} == want
+            assert sorted(x[:5] for x in bk.credits()) == sorted(x[:5] for x in ref.credits())
+
+
 def test_a_listpack_chunk_is_paged_too():
     """A bets hash small enough to be a listpack (up to 512 entries, Redis's default) comes back
     whole from one HSCAN whatever COUNT asks. A page still credits at most its size, and stops on
     its time inside the chunk; the next page reads the chunk again and skips what is paid. The
     stakes are the slowest there are: each a different amount, all on the exact long
     multiplication."""
-    rng = random.Random(15)
-    users = list(range(1, 40))
-    bets = [(1000 + i, rng.choice(users), 1, 10**11 + rng.randint(0, 9 * 10**11))
-            for i in range(500)]
-    bets += [(2000 + i, rng.choice(users), 0, rng.randint(10**9, 10**11)) for i in range(40)]
-    W = sum(s for _, _, bd, s in bets if bd == 1)
-    T = sum(s for *_, s in bets)
-    pot = T - 12345
-    assert min(s * (pot % W) for _, _, bd, s in bets if bd == 1) > 2**53
-    want = expected(bets, 1, pot, W, False)
+    users, bets, W, pot, want = slow_round(random.Random(15), 500)
     with tpenv.Redis() as r:
         c = r.client()
         c.config_set("hash-max-listpack-entries", 512)
@@ -268,14 +336,17 @@ def test_a_listpack_chunk_is_paged_too():
         pages = []
         while not pages or pages[-1][1] != 1:
             pages.append(by_size.page(100, 10**9))
-        assert [p[2] for p in pages] == [100] * 5 and pages[-1][1] == 1, pages
-        assert [p[3] for p in pages] == [100, 200, 300, 400, 500], pages  # the paid, skipped
+        # the hash's pages (the paid skipped), then one finding the band's list empty
+        assert [p[2] for p in pages] == [100] * 5 + [0] and pages[-1][1] == 1, pages
+        assert [p[3] for p in pages] == [100, 200, 300, 400, 500, 0], pages
         pages = []
         while not pages or pages[-1][1] != 1:
             pages.append(by_time.page(4096, 0))
             plan = c.hmget(by_time.p + f"plan:{RID}", "cur", "done")
-            assert plan == ["0", "1" if pages[-1][1] == 1 else "0"], plan  # cursor kept
-        assert [p[2] for p in pages] == [16] * 31 + [4], pages  # a time check every 16
+            # cursor kept; "L0" once the hash is read, "0" when done
+            want_cur = "0" if pages[-1][1] == 1 or len(pages) < 32 else "L0"
+            assert plan == [want_cur, "1" if pages[-1][1] == 1 else "0"], plan
+        assert [p[2] for p in pages] == [16] * 31 + [4, 0], pages  # a time check every 16
         for bk in (by_size, by_time):
             assert bk.state() == ref.state()
             assert {int(k): int(v) for k, v in bk.state()["paid"].items()} == want
@@ -308,20 +379,33 @@ def test_hostile_input_writes_nothing():
         except redis.ResponseError as e:
             assert "tp_settle_page" in str(e), e
         assert snap() == before
-        # one bets entry that is not "<user>:<stake>", or a stake past 15 digits (not exact in
-        # a double): the page refuses before writing
-        for bad in ("7:12x", "7:1234567890123456"):
-            c.hset(bk.p + f"bets:{RID}:1", "1150", bad)
+        def refused(what, error):
+            """A page refuses with `error` and writes nothing, however often it is sent."""
             before = snap()
             for _ in range(3):
                 try:
                     bk.page(4096, 10**9)
-                    raise AssertionError(f"accepted a malformed bets entry {bad}")
+                    raise AssertionError(f"accepted {what}")
                 except redis.ResponseError as e:
-                    assert "bad bets entry" in str(e), e
+                    assert error in str(e), e
             assert snap() == before
+        # one bets entry that is not "<user>:<stake>", or a stake past 15 digits (not exact in
+        # a double): the page refuses before writing
+        for bad in ("7:12x", "7:1234567890123456"):
+            c.hset(bk.p + f"bets:{RID}:1", "1150", bad)
+            refused(f"a malformed bets entry {bad}", "bad bets entry")
+        # the same in a band's list: an entry that is not "<bet_id>:<user>:<stake>"
+        c.hdel(bk.p + f"bets:{RID}:1", "1150")
+        for bad in ("x:7:100", "0:7:100", "1150:7", "1150", "1150:7:12x",
+                    "1150:7:1234567890123456"):
+            c.rpush(bk.p + f"betl:{RID}:1", bad)
+            refused(f"a malformed bets list entry {bad}", "bad bets list entry")
+            c.rpop(bk.p + f"betl:{RID}:1")
+        # a cursor into the list that is no index
+        for cur in ("L", "Lx", "L-1", "L01"):
+            c.hset(bk.p + f"plan:{RID}", "cur", cur)
+            refused(f"the cursor {cur}", "bad cursor")
         assert c.xlen(bk.p + "outbox") == 0
-
 
 if __name__ == "__main__":
     tpenv.main()

@@ -152,12 +152,17 @@ def lease_holder(c, servers, timeout=30):
 
 
 def round_bets(c, rid, buckets, nbands):
-    """{bet_id: (user_id, band, stake)} from every bucket's bets:<rid>:<band> hashes."""
+    """{bet_id: (user_id, band, stake)} from every bucket's betl:<rid>:<band> lists (and the
+    bets:<rid>:<band> hashes an older version wrote); a bet id in two places is an error."""
     out = {}
     for b in range(buckets):
         for band in range(nbands):
-            for bid, v in c.hgetall("tp:{b%d}:bets:%d:%d" % (b, int(rid), band)).items():
+            entries = [e.split(":", 1) for e in
+                       c.lrange("tp:{b%d}:betl:%d:%d" % (b, int(rid), band), 0, -1)]
+            entries += c.hgetall("tp:{b%d}:bets:%d:%d" % (b, int(rid), band)).items()
+            for bid, v in entries:
                 u, st = v.split(":")
+                assert int(bid) not in out, "bet %s twice in round %s's bets" % (bid, rid)
                 out[int(bid)] = (int(u), band, int(st))
     return out
 

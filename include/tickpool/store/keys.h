@@ -179,8 +179,16 @@ int tp_keys_idem_ttl_s(void);
 const char *tp_keys_pool(struct tp_key *k, int bucket, int64_t round_id);
 /** tp:{bN}:pool:* — SCAN MATCH pattern of every pool of the bucket. */
 const char *tp_keys_pool_pattern(struct tp_key *k, int bucket);
-/** tp:{bN}:bets:<round_id>:<band> — HASH bet_id → "<user_id>:<stake>". */
+/** tp:{bN}:bets:<round_id>:<band> — HASH bet_id → "<user_id>:<stake>": the round's bets of one
+ * band as versions before session 26 wrote them (bench/lua/bet.lua, the one-bet reference, still
+ * does). Read, never written, by the server: a round an older server left in flight. */
 const char *tp_keys_bets(struct tp_key *k, int bucket, int64_t round_id, int band);
+/** tp:{bN}:betl:<round_id>:<band> — LIST of "<bet_id>:<user_id>:<stake>" (each a decimal
+ * without sign or leading zero; scripts/lua/README.md's key table is the entry's home), the round's
+ * bets of one band in the order admitted. bet_batch.lua RPUSHes: an append touches the list's
+ * tail node, where a hash's HSET wrote a random slot of its table, copy-on-write for every page
+ * of it during an AOF rewrite (bench/README.md "Session 26"). */
+const char *tp_keys_betl(struct tp_key *k, int bucket, int64_t round_id, int band);
 /** tp:{bN}:plan:<round_id> — HASH settlement plan and progress. */
 const char *tp_keys_plan(struct tp_key *k, int bucket, int64_t round_id);
 /** tp:{bN}:paid:<round_id> — HASH bet_id → amount credited. */
@@ -189,8 +197,8 @@ const char *tp_keys_paid(struct tp_key *k, int bucket, int64_t round_id);
 const char *tp_keys_payout(struct tp_key *k, int bucket, int64_t round_id);
 
 /* Most keys one round owns in one bucket (idempotency records, state copy, pool, plan, paid,
- * payout, one bets hash per band). */
-#define TP_KEYS_ROUND_BUCKET_MAX (6 + 64)
+ * payout, one bets hash and one bets list per band). */
+#define TP_KEYS_ROUND_BUCKET_MAX (6 + 2 * 64)
 
 /**
  * Every key round `round_id` owns in bucket N, for a round of `nbands` bands (1..64): what

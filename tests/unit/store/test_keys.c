@@ -74,6 +74,7 @@ static void test_bucket_keys(void **state)
     assert_string_equal(tp_keys_pool(&k, 3, 42), "tp:{b3}:pool:42");
     assert_string_equal(tp_keys_pool_pattern(&k, 3), "tp:{b3}:pool:*");
     assert_string_equal(tp_keys_bets(&k, 3, 42, 7), "tp:{b3}:bets:42:7");
+    assert_string_equal(tp_keys_betl(&k, 3, 42, 7), "tp:{b3}:betl:42:7");
     assert_string_equal(tp_keys_plan(&k, 0, 9), "tp:{b0}:plan:9");
     assert_string_equal(tp_keys_paid(&k, 0, 9), "tp:{b0}:paid:9");
     assert_string_equal(tp_keys_payout(&k, 0, 9), "tp:{b0}:payout:9");
@@ -137,6 +138,7 @@ static void test_spread(void **state)
         int slot = tp_cluster_slot(k.s, k.len);
         assert_true(slot >= b * 16384 / 12 && slot < (b + 1) * 16384 / 12);
         assert_int_equal(slot_of(tp_keys_bets(&k2, b, 77, 3)), slot);
+        assert_int_equal(slot_of(tp_keys_betl(&k2, b, 77, 3)), slot);
         assert_int_equal(slot_of(tp_keys_idem(&k2, b, 77)), slot);
         assert_int_equal(slot_of(tp_keys_idem_hot(&k2, b)), slot);
         assert_int_equal(slot_of(tp_keys_idem_filter(&k2, b, 19675)), slot);
@@ -261,6 +263,8 @@ static void test_names_as_printf(void **state)
                 for (size_t j = 0; j < sizeof ints / sizeof ints[0]; j++) {
                     ASSERT_SAME(tp_keys_bets(&k, b, ids[i], ints[j]),
                                 (want(&w, "%sbets:%lld:%d", P, v, ints[j]), w));
+                    ASSERT_SAME(tp_keys_betl(&k, b, ids[i], ints[j]),
+                                (want(&w, "%sbetl:%lld:%d", P, v, ints[j]), w));
                     if (ints[j] >= 0 && ints[j] < TP_KEYS_IDEM_SHARDS)
                         ASSERT_SAME(tp_keys_idem_shard(&k, b, ids[i], ints[j]),
                                     (want(&w, "%sidemfilter:%lld:%d", P, v, ints[j]), w));
@@ -288,10 +292,13 @@ static void test_names_as_printf(void **state)
     /* archival's list of a round's keys is the builders' names */
     struct tp_key all[TP_KEYS_ROUND_BUCKET_MAX];
     int n = tp_keys_round_bucket(all, TP_KEYS_ROUND_BUCKET_MAX, 5, INT64_MAX, 64);
-    assert_int_equal(n, 6 + 64);
+    assert_int_equal(n, 6 + 2 * 64);
     assert_string_equal(all[0].s, "tp:{b5}:idem:9223372036854775807");
     assert_string_equal(all[5].s, "tp:{b5}:payout:9223372036854775807");
-    assert_string_equal(all[69].s, "tp:{b5}:bets:9223372036854775807:63");
+    assert_string_equal(all[6].s, "tp:{b5}:bets:9223372036854775807:0");
+    assert_string_equal(all[7].s, "tp:{b5}:betl:9223372036854775807:0");
+    assert_string_equal(all[132].s, "tp:{b5}:bets:9223372036854775807:63");
+    assert_string_equal(all[133].s, "tp:{b5}:betl:9223372036854775807:63");
 }
 
 int main(void)

@@ -555,10 +555,11 @@ static void test_buckets(void **state)
     struct tp_script_settle_page_args g = {
         .bucket = 1, .id = 8, .nbands = 3, .max_bets = 500, .now_ms = 9, .budget_us = 1500};
     settle_page_args(&g, &a);
-    EXPECT(&a, "settle_page", 9, "tp:{b1}:plan:8", "tp:{b1}:bal", "tp:{b1}:paid:8",
+    EXPECT(&a, "settle_page", 12, "tp:{b1}:plan:8", "tp:{b1}:bal", "tp:{b1}:paid:8",
            "tp:{b1}:payout:8", "tp:{b1}:outbox", "tp:{b1}:bets:8:0", "tp:{b1}:bets:8:1",
-           "tp:{b1}:bets:8:2", "tp:{b1}:net", "8", "500", "9", "1500");
-    check_header(&a, 5); /* then one bets key per band and net, described in words */
+           "tp:{b1}:bets:8:2", "tp:{b1}:net", "tp:{b1}:betl:8:0", "tp:{b1}:betl:8:1",
+           "tp:{b1}:betl:8:2", "8", "500", "9", "1500");
+    check_header(&a, 5); /* then the bets hashes, net and the bets lists, described in words */
 
     struct tp_script_settle_finish_args f = {
         .bucket = 1, .id = 8, .final_state = "settled", .now_ms = 9};
