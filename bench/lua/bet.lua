@@ -1,6 +1,10 @@
 #!lua
 --[[
 bet.lua: place one parimutuel bet atomically (debit, pools, bet list, outbox, idempotency).
+The one-bet reference the benches and test_lua_batch.py compare bet_batch.lua with, kept in the
+layout of its time: it writes a bet into the band's HASH tp:{bN}:bets:<round_id>:<band>, where
+bet_batch.lua appends it to the LIST tp:{bN}:betl:<round_id>:<band> since session 26 (both are
+read by settlement: scripts/lua/README.md).
 
 All KEYS live in the player's bucket N (hash tag {bN}, see scripts/lua/README.md):
   KEYS[1] tp:{bN}:bal                       HASH user_id -> balance (minor units)

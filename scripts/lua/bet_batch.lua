@@ -35,8 +35,8 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
   KEYS[14] tp:{bN}:idemfilter:<w>:0         shard 0 of window w's filter: its size is every
                                             shard's of the window
   KEYS[15] tp:{bN}:idemfilter:<w-1>:0       shard 0 of window w - 1's filter
-  then one tp:{bN}:bets:<round_id>:<band> (HASH bet_id -> "<user_id>:<stake>") per distinct
-  band of the batch, in order of first appearance in ARGV,
+  then one tp:{bN}:betl:<round_id>:<band> (LIST "<bet_id>:<user_id>:<stake>", appended) per
+  distinct band of the batch, in order of first appearance in ARGV,
   then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order,
   then per distinct filter shard s of the bets (same order) tp:{bN}:idemfilter:<w>:<s> and
   tp:{bN}:idemfilter:<w-1>:<s>: STRING blocked Bloom filters of the keys archived in the window,
@@ -90,13 +90,14 @@ last TTL was on another round still in Redis (the hot index, KEYS[11]), or "chec
 may have been on an archived one (the filters: window w's shard, then w - 1's, then while they
 exist KEYS[12..13], up to the first that holds the key); one bet's refusal never touches
 another. Every check runs before the first write, and the writes are aggregated: one HSET per
-hash (the pool's: its bands and total, read before), one INCRBY of the sequence, one XADD
-carrying every accepted bet, one ZINCRBY (one player) or ZADD of the players' net winnings, one
-LPUSH per player (and an LTRIM past UBETS_KEEP + UBETS_SLACK), and one HSET of the hot index,
-whose entries carry the records ("<bet_id>|<band>|<stake>|<balance>"; an older version's
-"1|<hash>|<bet_id>|<round_id>|<band>|<stake>|<balance>" in KEYS[2] still replays). Redis runs
-this for every batch single-threaded, so per-bet work is kept to table lookups and one string
-per entry (the filter's hash is the caller's). The filter is never
+hash (the pool's: its bands and total, read before), one RPUSH per band of the round's bets
+lists (appended, never a hash's random slot: scripts/lua/README.md), one INCRBY of the
+sequence, one XADD carrying every accepted bet, one ZINCRBY (one player) or ZADD of the players'
+net winnings, one LPUSH per player (and an LTRIM past UBETS_KEEP + UBETS_SLACK), and one HSET
+of the hot index, whose entries carry the records ("<bet_id>|<band>|<stake>|<balance>"; an
+older version's "1|<hash>|<bet_id>|<round_id>|<band>|<stake>|<balance>" in KEYS[2] still
+replays). Redis runs this for every batch single-threaded, so per-bet work is kept to table
+lookups and one string per entry (the filter's hash is the caller's). The filter is never
 written or created here: a key needs it only once its records and hot entry are gone, so
 archival sets its bits in the step that removes its hot entry (idem_unindex.lua; the window
 rule: scripts/lua/README.md "idem_unindex.lua").
@@ -520,8 +521,7 @@ for k = 1, nacc do
         .. key
     local bb = bets_by_band[band_s]
     if not bb then bb = {}; bets_by_band[band_s] = bb end
-    bb[#bb + 1] = id_s
-    bb[#bb + 1] = user_s .. ':' .. stake_s
+    bb[#bb + 1] = id_s .. ':' .. user_s .. ':' .. stake_s
     -- A player's first entry goes into `lone`, a list of its entries in `pushes` only from
     -- its second: at the HTTP ceiling nearly every bet of a call is another player's, and a
     -- table each cost ~1.4k instructions (made and collected; bench/README.md "Session 21:
@@ -583,7 +583,7 @@ local poolw = {'total', format('%d', pooled)}
 for band_s, v in pairs(band_pool) do
     poolw[#poolw + 1] = band_s
     poolw[#poolw + 1] = format('%d', v)
-    call('HSET', KEYS[bands[band_s]], unpack(bets_by_band[band_s]))
+    call('RPUSH', KEYS[bands[band_s]], unpack(bets_by_band[band_s]))
 end
 call('HSET', KEYS[4], unpack(poolw))
 call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'bets',

@@ -211,7 +211,7 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
         while (j < i && b->bets[j].band != b->bets[i].band)
             j++;
         if (j == i)
-            key(a, tp_keys_bets(&k, n, b->round_id, b->bets[i].band));
+            key(a, tp_keys_betl(&k, n, b->round_id, b->bets[i].band));
     }
     for (size_t i = 0; i < cnt; i++) {
         size_t j = 0;

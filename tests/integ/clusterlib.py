@@ -174,19 +174,20 @@ class Load:
 
 
 def bets_in_redis(rc):
-    """{bet_id: [bets hash keys holding it]} over every master."""
+    """{bet_id: [bets list keys holding it]} over every master."""
     out = {}
     for p in rc.master_ports():
-        for k in scan(p, "tp:{b*}:bets:*"):
-            ids = subprocess.run(["redis-cli", "-p", str(p), "HKEYS", k], capture_output=True,
-                                 text=True, timeout=10).stdout.split()
-            for bid in ids:
+        for k in scan(p, "tp:{b*}:betl:*"):
+            entries = subprocess.run(["redis-cli", "-p", str(p), "LRANGE", k, "0", "-1"],
+                                     capture_output=True, text=True, timeout=10).stdout.split()
+            for bid in (e.split(":")[0] for e in entries):
                 out.setdefault(int(bid), []).append(k)
     return out
 
 
 def acked_missing(rc, pg, acked):
-    """(acked bets missing in Redis, missing in Postgres, bet ids in two bets hashes)."""
+    """(acked bets missing in Redis, missing in Postgres, bet ids in two places of the bets
+    lists)."""
     in_redis = bets_in_redis(rc)
     ids = {v[0] for v in acked.values()}
     assert len(ids) == len(acked)  # one bet per key

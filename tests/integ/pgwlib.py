@@ -81,7 +81,7 @@ class Money:
                 bands.append(band)
             if u not in users:
                 users.append(u)
-        ks += ["tp:%s:bets:%s:%s" % (b, rid, band) for band in bands]
+        ks += ["tp:%s:betl:%s:%s" % (b, rid, band) for band in bands]
         ks += ["tp:%s:ubets:%s" % (b, u) for u in users]
         shard_keys, per = idemfilter.batch_tail("tp:%s:" % b, w, [(u, key) for u, _, _, key in bets])
         ks += shard_keys
@@ -134,6 +134,17 @@ class Money:
                      for band, n in jobs[i:i + 128]]
             self.bets(rid, batch, now=int(time.time() * 1000))
         assert int(time.time() * 1000) < locks_at, "bets placed too slowly"
+
+    def sure_win_round(self, srv, users, winners, losers, tag):
+        """Grants `users` 10^12 each, waits for the server `srv`'s open round with 5 s of
+        betting left and fills it as fill_sure_win does; returns its id."""
+        for u in users:
+            self.grant(u, 10**12, grant_id=f"{tag}:{u}")
+        tpenv.wait_until(lambda: self.c.hget("tp:{g}:current", "open"), timeout=30,
+                         what="a round")
+        o = tpclient.fresh_open_round(srv, min_left_ms=5000, timeout=60)
+        self.fill_sure_win(o["id"], users, winners, losers, tag, o["locks_at"])
+        return o["id"]
 
     def settled_sure_win(self, srv, rid, winners, timeout=20):
         """Waits until fill_sure_win's round `rid` is settled; checks that band 1 won, every

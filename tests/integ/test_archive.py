@@ -68,7 +68,7 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
         wait_final(c, rid)
         # Captured before archival, while Redis still has the round.
         keys = round_keys(c, rid)
-        assert G + f"round:{rid}" in keys and any(":bets:" in k for k in keys)
+        assert G + f"round:{rid}" in keys and any(":betl:" in k for k in keys)
         assert any("{b1}" in k for k in keys), keys
         before = history(s, rid, users)
         before["replays"] = replays(s, rid, users[0])
@@ -362,10 +362,12 @@ def test_unreadable_bets_row_holds_up_nothing_and_is_counted():
         line = ("level=error .*round left in Redis: a bets row of the round is unreadable "
                 f".*\" round={rid}\n")
         assert len(re.findall(line, s.log_text())) == 1, s.log_text()[-3000:]
-        # The runbook: the row's bet id, its user from the round's bets hash in Redis.
+        # The runbook: the row's bet id, its user from the round's bets list in Redis.
         (bet_id, band), = pg.psql(f"SELECT id, band FROM bets WHERE round_id = {rid} "
                                   "AND user_id < 1")
-        user = c.hget(f"tp:{{b{int(bet_id) % B}}}:bets:{rid}:{band}", bet_id).split(":")[0]
+        entry, = [e for e in c.lrange(f"tp:{{b{int(bet_id) % B}}}:betl:{rid}:{band}", 0, -1)
+                  if e.startswith(f"{bet_id}:")]
+        user = entry.split(":")[1]
         pg.psql(f"UPDATE bets SET user_id = {user} WHERE id = '{bet_id}'")
         tpenv.wait_until(lambda: archived(c, rid), timeout=60, what=f"round {rid} archived")
         assert in_filter(c, mine) == mine and not (set(hot_index(c)) & mine)
@@ -376,7 +378,7 @@ def test_unreadable_bets_row_holds_up_nothing_and_is_counted():
 
 
 def test_wrong_type_key_holds_up_nothing_and_is_counted():
-    """A key of a due round that Redis answers WRONGTYPE (one of its bets hashes made a string:
+    """A key of a due round that Redis answers WRONGTYPE (one of its bets lists made a string:
     a corrupt key) leaves the round in Redis, unmarked, while newer rounds are archived past it
     (archival used to end every pass at it, so no newer round left Redis); rounds_unarchivable
     counts it and one error line names it with Redis's words. With the key mended the next
@@ -388,7 +390,7 @@ def test_wrong_type_key_holds_up_nothing_and_is_counted():
         users = tpclient.make_users(s, 4, "wt")
         rid = bet_round(s, users, "p")
         wait_final(c, rid)  # archival waits for 16 newer rounds: seconds to spare
-        key = sorted(c.keys(f"tp:{{b*}}:bets:{rid}:*"))[0]
+        key = sorted(c.keys(f"tp:{{b*}}:betl:{rid}:*"))[0]
         c.rename(key, key + ":saved")
         c.set(key, "corrupt")
         rid2 = bet_round(s, users, "q")

@@ -97,7 +97,7 @@ def test_full_game_on_a_cluster():
         # every master holds some of the round's bets.
         per_master = bucket_keys_by_master(rc, "tp:{b*.*}:bal")
         assert sorted(per_master.values()) == [4, 4, 4], per_master
-        per_master = bucket_keys_by_master(rc, f"tp:{{b*}}:bets:{rid}:*")
+        per_master = bucket_keys_by_master(rc, f"tp:{{b*}}:betl:{rid}:*")
         assert len(per_master) == 3 and all(n > 0 for n in per_master.values()), per_master
 
         def final():

@@ -91,7 +91,7 @@ def run(ack):
         lost_redis, lost_pg, doubled = clusterlib.acked_missing(rc, pg, load.acked)
         print(f"replicas_ack={ack}: acked bets missing afterwards: {len(lost_redis)} in Redis, "
               f"{len(lost_pg)} in Postgres (or another bet under their key); bet ids in two "
-              f"bets hashes: {len(doubled)}; audit {'clean' if clean else 'NOT clean'}")
+              f"places of the bets lists: {len(doubled)}; audit {'clean' if clean else 'NOT clean'}")
         if ack >= 1:
             assert clean and not doubled
             assert not lost_redis and not lost_pg, (lost_redis[:10], lost_pg[:10])

@@ -3,7 +3,7 @@
 
 Several hundred bets from many threads (each its own keep-alive connection, several players)
 are scheduled to land within ±50 ms of an open round's locks_at. Afterwards: each 201 is a bet
-the bet script recorded in `tp:{bN}:bets:<rid>:<band>`, every other answer is 409
+the bet script recorded in `tp:{bN}:betl:<rid>:<band>`, every other answer is 409
 round_not_open with no trace, a bet sent after locks_at (same host clock) was never accepted
 and one answered before locks_at always was, Σ accepted stakes = the Redis pools = the round's
 `total` in the API, balances moved only by those bets and their payouts, and `tickpool audit`

@@ -83,7 +83,7 @@ class Side:
         ks = keys or ([p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                        p + "outbox", p + "seq", p + "net", p + "excl", p + "paused",
                        p + "disabled", p + "idemhot"] + idemfilter.window_keys(p, w) +
-                      [p + f"bets:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users] +
+                      [p + f"betl:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users] +
                       shard_keys)
         argv = [rid, now, *conf, TTL, bucket, self.b, len(bets),
                 f"0:{offsets}" if offsets and not skip else skip]
@@ -151,6 +151,20 @@ class Side:
                     for f, v in c.hgetall(k).items():
                         user, key = f.split(":", 1)
                         out[("idem", pre, user, key)] = record(v, rid)
+            elif ":bets:" in k or ":betl:" in k:
+                # A band's bets: the reference's hash tp:{bN}:bets:<rid>:<band> (bet_id ->
+                # "<user>:<stake>") or bet_batch.lua's list tp:{bN}:betl:<rid>:<band>
+                # ("<bet_id>:<user>:<stake>", appended in the order admitted: ids ascending).
+                name = tuple(k.split(":")[i] for i in (1, 3, 4))
+                if t == "hash":
+                    bets = c.hgetall(k)
+                else:
+                    entries = [e.split(":", 1) for e in c.lrange(k, 0, -1)]
+                    ids = [int(bid) for bid, _ in entries]
+                    assert ids == sorted(set(ids)), (k, ids)
+                    bets = dict(entries)
+                assert ("bets",) + name not in out, k
+                out[("bets",) + name] = bets
             elif k.endswith(":outbox"):
                 evs = []
                 for _, f in c.xrange(k):
@@ -459,14 +473,14 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         p = "tp:{b0}:"
         base = [p + "bal", p + "idem:1", p + "round:1:state", p + "pool:1", p + "outbox",
                 p + "seq", p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
-        tail = [p + "bets:1:0", p + "ubets:2"]
+        tail = [p + "betl:1:0", p + "ubets:2"]
         shard = idemfilter.pos(2, "k")[2]
         good = idemfilter.window_keys(p, 0) + tail + [idemfilter.shard_key(p, 0, shard),
                                                       idemfilter.shard_key(p, -1, shard)]
         # The names themselves are the C caller's (src/store/keys.c, checked by
         # tests/unit/store/test_scripts.c): the script checks only how many there are.
         for keys in (base + good[:4] + good[4:6] + [idemfilter.shard_key(p, 0, shard)],
-                     base + good + [p + "bets:1:1"], base[:10] + good):
+                     base + good + [p + "betl:1:1"], base[:10] + good):
             try:
                 s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, keys=keys)
             except redis.ResponseError as e:
@@ -548,15 +562,15 @@ def test_pool_and_net_are_one_write_each_per_batch():
         def calls():
             cs = s.c.info("commandstats")
             return {c: cs.get("cmdstat_" + c, {}).get("calls", 0)
-                    for c in ("hincrby", "hset", "zincrby", "zmscore", "zadd")}
+                    for c in ("hincrby", "hset", "rpush", "zincrby", "zmscore", "zadd")}
         c0 = calls()
         for rid, now, bets in batches:
             s.batch_call(0, rid, bets, now)
         c1 = calls()
-        # HSETs: one per band accepted in (2 + 3), and balances, pool, hot index with the
-        # records (3 per batch), none for the refused batch.
+        # RPUSHes: one per band accepted in (2 + 3); HSETs: balances, pool, hot index with the
+        # records (3 per batch); none for the refused batch.
         got = {c: c1[c] - c0[c] for c in c0}
-        assert got == {"hincrby": 0, "hset": 2 + 3 + 2 * 3, "zincrby": 1, "zmscore": 1,
+        assert got == {"hincrby": 0, "hset": 2 * 3, "rpush": 2 + 3, "zincrby": 1, "zmscore": 1,
                        "zadd": 1}, got
 
 
@@ -1046,7 +1060,7 @@ def test_caller_offsets_read_the_words_the_script_would():
         for flag in ("0:6", "1:8", "0:x", "0:0", "2"):
             ks = [p + "bal", p + "idem:7", p + "round:7:state", p + "pool:7", p + "outbox",
                   p + "seq", p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
-            ks += idemfilter.window_keys(p, 5) + [p + "bets:7:0", p + "ubets:1"]
+            ks += idemfilter.window_keys(p, 5) + [p + "betl:7:0", p + "ubets:1"]
             tail, per = idemfilter.batch_tail(p, 5, [(1, "z")])
             try:
                 s.c.evalsha(s.batch_sha, len(ks + tail), *ks, *tail, 7, now, NBANDS, MIN_STAKE,

@@ -60,7 +60,7 @@ class Money:
         return [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                 p + "outbox", p + "seq", p + "net", p + "excl", p + "paused", p + "disabled",
                 p + "idemhot"] + idemfilter.window_keys(p, w) + [
-                p + f"bets:{rid}:{band}",
+                p + f"betl:{rid}:{band}",
                 p + f"ubets:{user}"] + idemfilter.batch_tail(p, w, [(user, key)])[0]
 
     def bet(self, user, rid, band, stake, key, now=5000, client=None, nbands=NBANDS, keys=None,
@@ -158,7 +158,8 @@ def test_bet_happy_path():
         assert m.balance(user) == 7500
         assert m.c.hgetall(p + "pool:42") == {"3": "2500", "total": "2500"}
         assert not m.c.exists(p + "ustake:42")  # no per-player stake hash: nothing read it
-        assert m.c.hgetall(p + "bets:42:3") == {"5": "9:2500"}
+        assert m.c.lrange(p + "betl:42:3", 0, -1) == ["5:9:2500"]
+        assert not m.c.exists(p + "bets:42:3")  # the hash is an older version's
         assert m.c.get(p + "seq") == "1"
         ev = [f for _, f in m.c.xrange(p + "outbox") if f["type"] == "bets"]
         assert ev == [{"type": "bets", "round_id": "42", "ts": "5000",
@@ -597,7 +598,7 @@ def test_bet_concurrent_never_overdraws():
         pool = {k: int(v) for k, v in m.c.hgetall(p + "pool:5").items()}
         assert pool.pop("total") == stakes
         assert sum(pool.values()) == stakes
-        nbets = sum(m.c.hlen(p + f"bets:5:{b}") for b in range(NBANDS))
+        nbets = sum(m.c.llen(p + f"betl:5:{b}") for b in range(NBANDS))
         assert nbets == len(accepted)
         ids = sorted(x[1] for x in accepted.values())
         assert len(set(ids)) == len(ids) and all(i % 3 == user % 3 for i in ids)

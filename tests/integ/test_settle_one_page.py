@@ -20,7 +20,6 @@ import threading
 import time
 
 import pgwlib
-import tpclient
 import tpenv
 
 DELAY_S = 0.03
@@ -182,16 +181,8 @@ def test_one_page_in_redis_at_a_time():
         proxy = PageCountingProxy(r, sha, DELAY_S)
         try:
             with tpenv.Server(redis=proxy, env=ENV, workers=1, https=False) as s:
-                c = r.client()
                 m = pgwlib.Money(r, buckets=1)
-                users = list(range(920001, 920201))
-                for u in users:
-                    m.grant(u, 10**12, grant_id=f"one-page:{u}")
-                tpenv.wait_until(lambda: c.hget("tp:{g}:current", "open"), timeout=30,
-                                 what="a round")
-                o = tpclient.fresh_open_round(s, min_left_ms=5000, timeout=60)
-                rid = o["id"]
-                m.fill_sure_win(rid, users, WINNERS, LOSERS, "op", o["locks_at"])
+                rid = m.sure_win_round(s, list(range(920001, 920201)), WINNERS, LOSERS, "op")
                 line = m.settled_sure_win(s, rid, WINNERS, timeout=60)
                 print(f"    round {rid}: {proxy.pages} settle_page calls through the proxy, "
                       f"at most {proxy.most} in Redis at once; {line.split('msg=')[1]}")

@@ -180,7 +180,7 @@ static void test_bet_batch(void **state)
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
            "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675",
            "tp:{b3}:idemfilter:19674", "tp:{b3}:idemfilter:19675:0", "tp:{b3}:idemfilter:19674:0",
-           "tp:{b3}:bets:42:2", "tp:{b3}:bets:42:0", "tp:{b3}:ubets:7", "tp:{b3}:ubets:3",
+           "tp:{b3}:betl:42:2", "tp:{b3}:betl:42:0", "tp:{b3}:ubets:7", "tp:{b3}:ubets:3",
            "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idemfilter:19674:788",
            "tp:{b3}:idemfilter:19675:354", "tp:{b3}:idemfilter:19674:354",
            "tp:{b3}:idemfilter:19675:429", "tp:{b3}:idemfilter:19674:429", "42", "1700000000000",
