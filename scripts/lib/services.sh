@@ -38,13 +38,22 @@ pg_data_dir() {
 # and no-appendfsync-on-rewrite no stay Redis's defaults: `yes` would stop fsyncing
 # acknowledged bets during a rewrite (docs/operations.md §4 "AOF rewrites"; bench/README.md
 # sessions 9, 16, 19 and 23).
+#
+# REDIS_THP=yes puts Redis's heap on transparent huge pages: its jemalloc asks for them
+# (MALLOC_CONF=thp:always; Debian's redis-server links the system jemalloc, which reads that
+# name) and Redis leaves them on (`disable-thp no`; its default turns them off for itself when
+# the kernel's setting is `always`). docs/operations.md §4 "Huge pages" says what it changes.
 start_redis() {
-    local dir=$1 port=$2; shift 2
+    local dir=$1 port=$2 thp_env=() thp_args=(); shift 2
+    if [ "${REDIS_THP:-no}" = yes ]; then
+        thp_env=("MALLOC_CONF=thp:always") thp_args=(--disable-thp no)
+    fi
     mkdir -p "$dir"
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
+    env ${thp_env[@]+"${thp_env[@]}"} redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
         --lazyfree-lazy-expire yes --hash-max-listpack-entries 128 \
         --zset-max-listpack-entries 16 --auto-aof-rewrite-min-size 256mb \
-        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@" ||
+        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+        ${thp_args[@]+"${thp_args[@]}"} "$@" ||
         die "redis-server failed to start (log: $dir/redis.log)"
     for _ in $(seq 1 100); do
         redis-cli -p "$port" PING >/dev/null 2>&1 && return 0
