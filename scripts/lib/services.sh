@@ -42,15 +42,18 @@ pg_data_dir() {
 # REDIS_THP=yes puts Redis's heap on transparent huge pages: its jemalloc asks for them
 # (MALLOC_CONF=thp:always; Debian's redis-server links the system jemalloc, which reads that
 # name) and Redis leaves them on (`disable-thp no`; its default turns them off for itself when
-# the kernel's setting is `always`). docs/operations.md §4 "Huge pages" says what it changes.
+# the kernel's setting is `always`). Off unless REDIS_THP=yes: docs/operations.md §4 "Huge pages
+# for Redis's heap" says what it changes and costs.
 start_redis() {
     local dir=$1 port=$2 thp_env=() thp_args=(); shift 2
-    if [ "${REDIS_THP:-no}" = yes ]; then
-        thp_env=("MALLOC_CONF=thp:always") thp_args=(--disable-thp no)
-    fi
+    case ${REDIS_THP:-no} in
+    yes) thp_env=("MALLOC_CONF=thp:always") thp_args=(--disable-thp no) ;;
+    no) ;;
+    *) die "REDIS_THP: yes or no (got '$REDIS_THP')" ;;
+    esac
     mkdir -p "$dir"
-    env ${thp_env[@]+"${thp_env[@]}"} redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
-        --lazyfree-lazy-expire yes --hash-max-listpack-entries 128 \
+    env ${thp_env[@]+"${thp_env[@]}"} redis-server --port "$port" --bind 127.0.0.1 \
+        --dir "$dir" --appendonly yes --lazyfree-lazy-expire yes --hash-max-listpack-entries 128 \
         --zset-max-listpack-entries 16 --auto-aof-rewrite-min-size 256mb \
         --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
         ${thp_args[@]+"${thp_args[@]}"} "$@" ||
