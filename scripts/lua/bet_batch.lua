@@ -418,11 +418,16 @@ local pool_cap = math.floor(POOL_MAX / nbuckets)
 -- out[2i] = k until the ids are known); answers of accepted bets are filled in once the bet ids
 -- are known. (One list, not a table each: a table costs a small call ~0.4k.)
 local out, acc, fresh, nacc, ndup = {}, {}, {}, 0, 0
-local band_pool, user_sum, nusers = {}, {}, 0 -- band_pool: a band's pool after the batch
+-- band_pool: a band's pool after the batch; usum: a player's stakes accepted, by its place u
+-- (users[u]), nil for none; lastu: the place of the last player with an accepted bet. The
+-- players' tables are indexed by their place, not by the user id string: every string-keyed
+-- table grows its hash part by rehashing, at the HTTP ceiling a hundred players a call
+-- (bench/README.md "Session 26: the bet script's Lua-side cost").
+local band_pool, usum, nusers, lastu = {}, {}, 0, 0
 for i = 1, n do
     local o = 6 + 5 * i
     local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
-    local f, code = fields[i], nil
+    local f, code, u = fields[i], nil, users[user_s]
     if #key < 1 or #key > 128 or key:find('\n', 1, true) then
         -- Keys are printable ASCII: the caller checks every byte (tp_script_bet_batch,
         -- src/store/scripts.c), which a pattern here cost Redis about 80 instructions per byte.
@@ -460,9 +465,9 @@ for i = 1, n do
         code = idx[i] and 'idempotency_conflict' or 'check'
     elseif paused then
         code = 'game_paused' -- (1b) the operator's pause; a replay above still answers
-    elseif excl[users[user_s]] and now < excl[users[user_s]] then
+    elseif excl[u] and now < excl[u] then
         code = 'self_excluded' -- (2)
-    elseif disabled and disabled[users[user_s]] then
+    elseif disabled and disabled[u] then
         code = 'account_disabled' -- (2b) tickpool admin disable
     elseif not found then
         code = 'round_not_found' -- (3)
@@ -477,18 +482,18 @@ for i = 1, n do
             code = 'invalid_stake'
         elseif not open then
             code = 'round_not_open' -- (5)
-        elseif bal[users[user_s]] < stake then
+        elseif bal[u] < stake then
             code = 'insufficient_funds' -- (6)
         elseif pooled + stake > pool_cap then
             code = 'pool_full' -- (7)
         else
-            local u = users[user_s]
             bal[u] = bal[u] - stake
             pooled = pooled + stake
             band_pool[band_s] = (band_pool[band_s] or ((pv[bands[band_s] - 14] or 0) + 0))
                 + stake
-            if not user_sum[user_s] then nusers = nusers + 1; user_sum[user_s] = 0 end
-            user_sum[user_s] = user_sum[user_s] + stake
+            local sum = usum[u]
+            if not sum then nusers = nusers + 1; sum = 0 end
+            usum[u], lastu = sum + stake, u
             nacc = nacc + 1
             acc[2 * nacc - 1], acc[2 * nacc] = i, bal[u]
             fresh[f] = nacc
@@ -504,7 +509,8 @@ if nacc == 0 then return out end
 local last = call('INCRBY', KEYS[6], nacc)
 local first = last - nacc + 1
 -- `ubal`: a player's balance after its last accepted bet of the call, as that bet's record
--- wrote it, which is the balance the call leaves (one '%d' fewer per player, ~1.7k).
+-- wrote it, which is the balance the call leaves (one '%d' fewer per player, ~1.7k); it,
+-- `lone` and `pushes` by the player's place u, as `usum`.
 local balw, idxw, lines, bets_by_band, pushes, lone, ubal = {}, {}, {}, {}, {}, {}, {}
 local placed = round_s .. ':' .. now_s .. '|'
 for k = 1, nacc do
@@ -513,8 +519,9 @@ for k = 1, nacc do
     local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
     local id = (first + k - 1) * nbuckets + bucket
     local id_s, bal_s = format('%d', id), format('%d', b)
+    local u = users[user_s]
     out[2 * i - 1], out[2 * i] = id, b
-    ubal[user_s] = bal_s
+    ubal[u] = bal_s
     idxw[2 * k - 1] = fields[i]
     idxw[2 * k] = placed .. id_s .. '|' .. band_s .. '|' .. stake_s .. '|' .. bal_s
     lines[k] = id_s .. ',' .. user_s .. ',' .. band_s .. ',' .. stake_s .. ',' .. bal_s .. ','
@@ -526,13 +533,13 @@ for k = 1, nacc do
     -- its second: at the HTTP ceiling nearly every bet of a call is another player's, and a
     -- table each cost ~1.4k instructions (made and collected; bench/README.md "Session 21:
     -- where a batched bet's Redis time goes").
-    local e, pu = id_s .. ':' .. round_s .. ':' .. band_s .. ':' .. stake_s, pushes[user_s]
+    local e, pu = id_s .. ':' .. round_s .. ':' .. band_s .. ':' .. stake_s, pushes[u]
     if pu then
         pu[#pu + 1] = e
-    elseif lone[user_s] then
-        pushes[user_s] = {lone[user_s], e}
+    elseif lone[u] then
+        pushes[u] = {lone[u], e}
     else
-        lone[user_s] = e
+        lone[u] = e
     end
 end
 -- Replays of a bet accepted in this batch answer what it answered, flagged as a replay.
@@ -548,37 +555,38 @@ end
 -- the batch's players, refused ones too: no list of the accepted ones to build) and one ZADD
 -- of the accepted players instead of a ZINCRBY each.
 if nusers == 1 then
-    local user_s, sum = next(user_sum)
-    call('ZINCRBY', KEYS[7], format('%d', -sum), user_s)
+    call('ZINCRBY', KEYS[7], format('%d', -usum[lastu]), users[lastu])
 else
-    local nets, zadd = call('ZMSCORE', KEYS[7], unpack(users, 1, nu)), {}
-    for k = 1, nu do
-        local user_s = users[k]
-        local sum = user_sum[user_s]
+    local nets, zadd, nz = call('ZMSCORE', KEYS[7], unpack(users, 1, nu)), {}, 0
+    for u = 1, nu do
+        local sum = usum[u]
         if sum then
-            zadd[#zadd + 1] = format('%d', (nets[k] or 0) - sum)
-            zadd[#zadd + 1] = user_s
+            zadd[nz + 1], zadd[nz + 2], nz = format('%d', (nets[u] or 0) - sum), users[u], nz + 2
         end
     end
-    call('ZADD', KEYS[7], unpack(zadd))
+    call('ZADD', KEYS[7], unpack(zadd, 1, nz))
 end
-for user_s, sum in pairs(user_sum) do
-    balw[#balw + 1] = user_s
-    balw[#balw + 1] = ubal[user_s]
-    local k = 15 + nb + users[user_s]
-    -- The list holds at least the newest UBETS_KEEP (older ones: Postgres); LTRIM only when
-    -- over by more than the slack.
-    local pu, len = pushes[user_s]
-    if pu then
-        len = call('LPUSH', KEYS[k], unpack(pu))
-    else
-        len = call('LPUSH', KEYS[k], lone[user_s])
-    end
-    if len > UBETS_KEEP + UBETS_SLACK then
-        call('LTRIM', KEYS[k], '0', UBETS_KEEP - 1)
+-- The players with an accepted bet, in their order of first appearance (the order of the
+-- writes to distinct fields and lists is no part of what they leave).
+local nw = 0
+for u = 1, nu do
+    if usum[u] then
+        balw[nw + 1], balw[nw + 2], nw = users[u], ubal[u], nw + 2
+        local k = 15 + nb + u
+        -- The list holds at least the newest UBETS_KEEP (older ones: Postgres); LTRIM only when
+        -- over by more than the slack.
+        local pu, len = pushes[u]
+        if pu then
+            len = call('LPUSH', KEYS[k], unpack(pu))
+        else
+            len = call('LPUSH', KEYS[k], lone[u])
+        end
+        if len > UBETS_KEEP + UBETS_SLACK then
+            call('LTRIM', KEYS[k], '0', UBETS_KEEP - 1)
+        end
     end
 end
-call('HSET', KEYS[1], unpack(balw))
+call('HSET', KEYS[1], unpack(balw, 1, nw))
 local poolw = {'total', format('%d', pooled)}
 for band_s, v in pairs(band_pool) do
     poolw[#poolw + 1] = band_s

@@ -292,6 +292,50 @@ def test_mixed_batch_matches_one_by_one():
                                    "round_not_found", "round_not_open"], codes(answers[12:])
 
 
+def test_players_are_written_by_their_place_in_the_batch():
+    """The script keeps a player's stakes, new balance and history entries by the player's
+    place in the batch (users[u]), not by the user id: players refused between accepted ones
+    leave holes (places 1, 3, 5 of the first batch), a player's last bet gives the balance
+    written, and a batch of several players with one accepted writes one ZINCRBY for that
+    player, wherever its place (last, middle, first)."""
+    def setup(s):
+        for u, amount in ((1, 0), (2, 1000), (3, 50), (4, 1000), (6, 1000)):
+            if amount:
+                s.grant(u, amount)
+        s.open_round(7)
+
+    batches = [
+        (7, 5000, [(1, 0, 100, "p1"), (2, 1, 300, "p2"), (3, 2, 100, "p3"), (2, 3, 200, "p2b"),
+                   (4, 4, 100, "p4"), (5, 0, 100, "p5"), (6, 1, 400, "p6"), (4, 2, 950, "p4b"),
+                   (4, 3, 250, "p4c")]),
+        (7, 5001, [(1, 0, 100, "q1"), (5, 1, 100, "q5"), (6, 2, 100, "q6")]),
+        (7, 5002, [(1, 0, 100, "r1"), (6, 3, 100, "r6"), (3, 4, 100, "r3")]),
+        (7, 5003, [(6, 4, 100, "s6"), (1, 0, 100, "s1"), (3, 0, 100, "s3")]),
+    ]
+    answers, st = run_three(1, setup, batches)
+    assert codes(answers) == ["insufficient_funds", "ok", "insufficient_funds", "ok", "ok",
+                              "insufficient_funds", "ok", "insufficient_funds", "ok",
+                              "insufficient_funds", "insufficient_funds", "ok",
+                              "insufficient_funds", "ok", "insufficient_funds",
+                              "ok", "insufficient_funds", "insufficient_funds"], codes(answers)
+    assert st["tp:{b0}:bal"] == {"2": "500", "3": "50", "4": "650", "6": "300"}
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        setup(s)
+
+        def calls(cmd):
+            return s.c.info("commandstats").get("cmdstat_" + cmd, {}).get("calls", 0)
+        for rid, now, bets in batches:
+            before = {c: calls(c) for c in ("zincrby", "zadd")}
+            s.batch_call(0, rid, bets, now)
+            one = len({u for (u, _, _, _), a in zip(bets, answers) if a[0] != "err"}) == 1
+            answers = answers[len(bets):]
+            assert calls("zincrby") - before["zincrby"] == (1 if one else 0)
+            assert calls("zadd") - before["zadd"] == (0 if one else 1)
+        assert s.c.zscore("tp:{b0}:net", "6") == -700
+        assert s.c.lrange("tp:{b0}:ubets:4", 0, -1)[0].endswith(":7:3:250")
+
+
 def test_random_batches_match_one_by_one():
     rng = random.Random(11)
     users = list(range(1, 41))
