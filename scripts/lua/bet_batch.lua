@@ -174,26 +174,27 @@ end
 -- call, and a pattern match about 50 instructions per byte (bench/README.md "Session 8"); the
 -- word, mask and shard come as bytes for the same reason (sessions 9 and 15: the shard's
 -- decimal cost a pattern and an ARGV entry per bet, ~2.7k).
--- `fields` are the records' and hot index's field names, "<user_id>:<key>". `users` maps a
--- user to its place k among the distinct users and k back to the user (users[1..nu], in
--- order); `bands` maps a band to its KEYS index and lists the pool's fields read: its total,
+-- `fields` are the records' and hot index's field names, "<user_id>:<key>". `place` maps a
+-- user to its place k among the distinct users, `users` k back to the user (users[1..nu], in
+-- order): two tables, since one holding both grew by rehashing its string keys at every
+-- growth of its array part too (bench/README.md "Session 26"); `bands` maps a band to its KEYS index and lists the pool's fields read: its total,
 -- then each band's (bands[1..nb + 1]). Every table costs a one-bet call ~1.4k instructions
 -- (bench/README.md "Session 15"), so the filter positions are not kept: the filter loop reads
 -- them from ARGV again.
 local tobit, byte = bit.tobit, string.byte
-local bands, users, nb, nu, num = {'total'}, {}, 0, 0, {}
+local bands, users, place, nb, nu, num = {'total'}, {}, {}, 0, 0, {}
 local shards, ns, fields = {}, 0, {}
 for i = 0, n - 1 do
     local o = 11 + 5 * i
     local user_s, band_s, pos = ARGV[o], ARGV[o + 1], ARGV[o + 4]
-    if not users[user_s] then
+    if not place[user_s] then
         -- uint's test inline, and the number (a strtod) made only for a bucket to check: at
         -- the HTTP ceiling every bet of a call is another player's (bench/README.md "Session 25").
         if #user_s > 15 or not user_s:find('^[1-9]%d*$') then return bug('bad user_id') end
         if nbuckets > 1 and (user_s + 0) % nbuckets ~= bucket then
             return bug('user_id not in this bucket')
         end
-        nu = nu + 1; users[user_s] = nu; users[nu] = user_s
+        nu = nu + 1; place[user_s] = nu; users[nu] = user_s
     end
     local _, _, _, _, m1, m2, m3, m4, s1, s2, ln = byte(pos, 1, 11)
     if #pos ~= 10 and not given or given and (not ln or ln < 1 or 12 + ln > #pos) or
@@ -372,7 +373,7 @@ local exclv = call('HMGET', KEYS[8], unpack(users, 1, nu))
 -- Accounts an operator disabled (account_flag.lua): workers refuse their tokens in memory too,
 -- this covers the moment before a worker hears of it. Read only while the hash exists (above).
 local disabled = present >= 4 and call('HMGET', KEYS[10], unpack(users, 1, nu))
--- By the user's place k (users[user_s]), in the replies' own tables.
+-- By the user's place k (place[user_s]), in the replies' own tables.
 local bal, excl = balv, exclv
 for k = 1, nu do
     local b = (balv[k] or 0) + 0
@@ -418,6 +419,9 @@ local pool_cap = math.floor(POOL_MAX / nbuckets)
 -- out[2i] = k until the ids are known); answers of accepted bets are filled in once the bet ids
 -- are known. (One list, not a table each: a table costs a small call ~0.4k.)
 local out, acc, fresh, nacc, ndup = {}, {}, {}, 0, 0
+-- Two bets share a field only with their user (a user id has no ':'): with every user once in
+-- the batch, none does, and `fresh`, a string-keyed table growing by rehashing, stays empty.
+local dups = nu < n
 -- band_pool: a band's pool after the batch; usum: a player's stakes accepted, by its place u
 -- (users[u]), nil for none; lastu: the place of the last player with an accepted bet. The
 -- players' tables are indexed by their place, not by the user id string: every string-keyed
@@ -427,13 +431,13 @@ local band_pool, usum, nusers, lastu = {}, {}, 0, 0
 for i = 1, n do
     local o = 6 + 5 * i
     local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
-    local f, code, u = fields[i], nil, users[user_s]
+    local f, code, u = fields[i], nil, place[user_s]
     if #key < 1 or #key > 128 or key:find('\n', 1, true) then
         -- Keys are printable ASCII: the caller checks every byte (tp_script_bet_batch,
         -- src/store/scripts.c), which a pattern here cost Redis about 80 instructions per byte.
         -- Here what keeps the outbox entry's lines apart (a plain find).
         code = 'invalid_request'
-    elseif fresh[f] then
+    elseif dups and fresh[f] then
         -- (1) a repeat of a bet accepted earlier in this batch: its replay, or a conflict.
         local j = acc[2 * fresh[f] - 1]
         local oj = 6 + 5 * j
@@ -496,7 +500,7 @@ for i = 1, n do
             usum[u], lastu = sum + stake, u
             nacc = nacc + 1
             acc[2 * nacc - 1], acc[2 * nacc] = i, bal[u]
-            fresh[f] = nacc
+            if dups then fresh[f] = nacc end
         end
     end
     if code then out[2 * i - 1], out[2 * i] = code, 0 end
@@ -519,7 +523,7 @@ for k = 1, nacc do
     local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
     local id = (first + k - 1) * nbuckets + bucket
     local id_s, bal_s = format('%d', id), format('%d', b)
-    local u = users[user_s]
+    local u = place[user_s]
     out[2 * i - 1], out[2 * i] = id, b
     ubal[u] = bal_s
     idxw[2 * k - 1] = fields[i]
