@@ -73,10 +73,10 @@ def call_args(n, players, b, now, seq, users=USERS, offsets=True):
 # marks [start, end): the block from start up to end, which stays; `keep` replaces the block.
 DROPS = {
     # tp:{bN}:net (GET /api/v1/leaderboard): the ZINCRBY, or ZMSCORE + ZADD, of the call.
-    "leaderboard": ("if nusers == 1 then\n", "for user_s, sum in pairs(user_sum) do\n", ""),
+    "leaderboard": ("if nusers == 1 then\n", "local nw = 0\n", ""),
     # tp:{bN}:ubets:<user> (GET /api/v1/me/bets): the LPUSH (and LTRIM) of each player.
-    "history": ("    local k = 15 + nb + users[user_s]\n", "call('HSET', KEYS[1], unpack(balw))",
-                "end\n"),
+    "history": ("        local k = 15 + nb + u\n", "call('HSET', KEYS[1], unpack(balw, 1, nw))",
+                "    end\nend\n"),
 }
 
 
