@@ -177,8 +177,9 @@ end
 -- `fields` are the records' and hot index's field names, "<user_id>:<key>". `place` maps a
 -- user to its place k among the distinct users, `users` k back to the user (users[1..nu], in
 -- order): two tables, since one holding both grew by rehashing its string keys at every
--- growth of its array part too (bench/README.md "Session 26"); `bands` maps a band to its KEYS index and lists the pool's fields read: its total,
--- then each band's (bands[1..nb + 1]). Every table costs a one-bet call ~1.4k instructions
+-- growth of its array part too (bench/README.md "Session 26"); `bands` maps a band to its KEYS
+-- index and lists the pool's fields read: its total, then each band's (bands[1..nb + 1]).
+-- Every table costs a one-bet call ~1.4k instructions
 -- (bench/README.md "Session 15"), so the filter positions are not kept: the filter loop reads
 -- them from ARGV again.
 local tobit, byte = bit.tobit, string.byte

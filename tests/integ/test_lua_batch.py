@@ -322,7 +322,8 @@ def test_players_are_written_by_their_place_in_the_batch():
                               "insufficient_funds", "insufficient_funds", "ok",
                               "insufficient_funds", "ok", "insufficient_funds",
                               "ok", "insufficient_funds", "insufficient_funds",
-                              "ok", "ok", "replay", "ok", "ok", "idempotency_conflict"], codes(answers)
+                              "ok", "ok", "replay", "ok", "ok", "idempotency_conflict"
+                              ], codes(answers)
     assert st["tp:{b0}:bal"] == {"2": "300", "3": "50", "4": "450", "6": "300"}
     with tpenv.Redis() as r:
         s = Side(r, 1)
