@@ -129,7 +129,8 @@ def test_archival_exact_keys_same_bytes_and_postgres_outage():
 
 def test_round_of_an_older_version_replays_and_archives():
     """The upgrade across session 13: a round whose bets an older version admitted (its records
-    in the round's records hash idem:<round>, its hot entries "<round>:<ms>" with none) replays
+    in the round's records hash idem:<round>, its hot entries "<round>:<ms>" with none; half its
+    bets in the bands' hashes, as before session 26) replays
     each bet's first bytes from those records, over HTTP and WebSocket, with no debit; today's
     leader archives it (the round's keys from Postgres): every key out of the hot index and into
     the filter, the records hash gone with the round's keys, the history and replays the same
@@ -142,6 +143,10 @@ def test_round_of_an_older_version_replays_and_archives():
         rid = bet_round(s, users, "a")
         moved = to_older_version(c, rid)
         assert sum(map(len, moved.values())) == 20 and sorted(moved) == list(range(B)), moved
+        # and half its bets in the bands' hashes (before session 26): settlement reads both,
+        # archival counts both against Postgres and deletes both
+        assert sum(tpclient.bets_half_to_hash(c, rid, b, NBANDS) for b in range(B)) > 0
+        assert c.keys(f"tp:{{b*}}:bets:{rid}:*") and c.keys(f"tp:{{b*}}:betl:{rid}:*")
         mine = {(b, f) for b, fs in moved.items() for f in fs}
         assert all("|" not in v for k, v in hot_index(c).items() if k in mine)
         wait_final(c, rid)
@@ -173,6 +178,7 @@ def test_round_of_an_older_version_replays_and_archives():
         assert in_filter(c, mine) == mine
         assert not (set(hot_index(c)) & mine)
         assert round_keys(c, rid) == set() and not c.keys(f"tp:{{b*}}:idem:{rid}")
+        assert not c.keys(f"tp:{{b*}}:bet[sl]:{rid}:*")
         after = history(s, rid, users)
         after["replays"] = replays(s, rid, users[0])
         for k in before:

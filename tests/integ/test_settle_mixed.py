@@ -22,28 +22,6 @@ from test_settle_one_page import ENV, PageCountingProxy
 DELAY_S = 0.03
 WINNERS, LOSERS = 6000, 300
 
-# Every other entry of each band's list (KEYS[2i - 1]) into its hash (KEYS[2i]), as an older
-# bet script would have written it; returns how many moved.
-TO_HASH = """
-local moved = 0
-for i = 1, #KEYS, 2 do
-    local keep = {}
-    for j, e in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do
-        local bet_id, rest = e:match('^(%d+):(.*)$')
-        if j % 2 == 0 then
-            redis.call('HSET', KEYS[i + 1], bet_id, rest)
-            moved = moved + 1
-        else
-            keep[#keep + 1] = e
-        end
-    end
-    redis.call('DEL', KEYS[i])
-    if #keep > 0 then redis.call('RPUSH', KEYS[i], unpack(keep)) end
-end
-return moved
-"""
-
-
 def test_mixed_round_settles_once_across_pages_and_a_kill():
     with tpenv.Redis() as r:
         c = r.client()
@@ -54,10 +32,7 @@ def test_mixed_round_settles_once_across_pages_and_a_kill():
                 m = pgwlib.Money(r, buckets=1)
                 users = list(range(930001, 930201))
                 rid = m.sure_win_round(s, users, WINNERS, LOSERS, "mx")
-                keys = []
-                for band in (0, 1, 2):
-                    keys += [f"tp:{{b0}}:betl:{rid}:{band}", f"tp:{{b0}}:bets:{rid}:{band}"]
-                moved = c.eval(TO_HASH, len(keys), *keys)
+                moved = tpclient.bets_half_to_hash(c, rid, 0, 3)
                 assert moved == (WINNERS + LOSERS) // 2, moved
                 assert c.hlen(f"tp:{{b0}}:bets:{rid}:1") == WINNERS // 2
                 assert c.llen(f"tp:{{b0}}:betl:{rid}:1") == WINNERS // 2

@@ -167,6 +167,39 @@ def round_bets(c, rid, buckets, nbands):
     return out
 
 
+# Every other entry of each band's list (KEYS[2i - 1]) into its hash (KEYS[2i]), as a bet script
+# before session 26 wrote them (bet_id -> "<user_id>:<stake>"); returns how many moved.
+HALF_TO_HASH = """
+local moved = 0
+for i = 1, #KEYS, 2 do
+    local keep = {}
+    for j, e in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do
+        local bet_id, rest = e:match('^(%d+):(.*)$')
+        if j % 2 == 0 then
+            redis.call('HSET', KEYS[i + 1], bet_id, rest)
+            moved = moved + 1
+        else
+            keep[#keep + 1] = e
+        end
+    end
+    redis.call('DEL', KEYS[i])
+    if #keep > 0 then redis.call('RPUSH', KEYS[i], unpack(keep)) end
+end
+return moved
+"""
+
+
+def bets_half_to_hash(c, rid, bucket, nbands):
+    """Round rid's bets in `bucket` half in the bands' lists, half in their hashes: a round whose
+    bets an older server (before session 26) admitted in part. One script, so nothing else writes
+    the keys meanwhile; returns how many moved."""
+    keys = []
+    for band in range(nbands):
+        keys += ["tp:{b%d}:betl:%d:%d" % (bucket, int(rid), band),
+                 "tp:{b%d}:bets:%d:%d" % (bucket, int(rid), band)]
+    return c.eval(HALF_TO_HASH, len(keys), *keys)
+
+
 def round_paid(c, rid, buckets):
     """{bet_id: amount} from every bucket's paid:<rid> hash."""
     out = {}
