@@ -153,27 +153,21 @@ bool tp_codec_utf8_valid(const char *p, size_t n)
     return true;
 }
 
-void tp_codec_quoted_utf8(struct tp_buf *out, const char *p, size_t n)
+void tp_codec_utf8(struct tp_buf *out, const char *p, size_t n)
 {
     const unsigned char *s = (const unsigned char *)p;
     size_t run = 0;
-    tp_buf_append(out, "\"", 1);
     for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t l = c >= 0x80 ? utf8_len(s + i, n - i) : 1;
-        if (l > 0 && c != '"' && c != '\\') {
+        size_t l = s[i] >= 0x80 ? utf8_len(s + i, n - i) : 1;
+        if (l > 0) {
             i += l;
             continue;
         }
         tp_buf_append(out, p + run, i - run);
-        if (l == 0)
-            tp_buf_append(out, "\xef\xbf\xbd", 3); /* as emit_json_string: one U+FFFD a byte */
-        else
-            tp_buf_append(out, (const char[]){'\\', (char)c}, 2);
+        tp_buf_append(out, "\xef\xbf\xbd", 3); /* as emit_json_string: one U+FFFD a byte */
         run = ++i;
     }
     tp_buf_append(out, p + run, n - run);
-    tp_buf_append(out, "\"", 1);
 }
 
 /* The ASCII bytes a JSON string holds as they are: printable, DEL, not '"' (0x22) nor '\\'

@@ -314,6 +314,9 @@ static int pipeline_lost(struct tp_pg *pg, const struct tp_pg_call *calls, size_
     return TP_EUNAVAIL;
 }
 
+/* libpq's paramFormats of a call with binary parameters: every one binary. */
+static const int all_binary[TP_PG_BINARY_PARAMS_MAX] = {[0 ... TP_PG_BINARY_PARAMS_MAX - 1] = 1};
+
 int tp_pg_exec_pipeline(struct tp_pg *pg, const struct tp_pg_call *calls, size_t n, size_t *failed,
                         char *err, size_t errlen)
 {
@@ -330,6 +333,8 @@ int tp_pg_exec_pipeline(struct tp_pg *pg, const struct tp_pg_call *calls, size_t
         *failed = i;
         const struct tp_pg_call *c = &calls[i];
         int rc = check_call(pg, c->sql, c->nparams, c->params, c->out, err, errlen);
+        if (rc == 0 && c->lengths != NULL && c->nparams > TP_PG_BINARY_PARAMS_MAX)
+            rc = TP_EINVAL;
         if (rc != 0)
             return rc;
     }
@@ -348,10 +353,11 @@ int tp_pg_exec_pipeline(struct tp_pg *pg, const struct tp_pg_call *calls, size_t
         const struct tp_pg_call *c = &calls[i];
         char name[16];
         snprintf(name, sizeof(name), "tp%d", idx[i]);
-        int sent =
-            idx[i] >= 0
-                ? PQsendQueryPrepared(pg->conn, name, c->nparams, c->params, NULL, NULL, 0)
-                : PQsendQueryParams(pg->conn, c->sql, c->nparams, NULL, c->params, NULL, NULL, 0);
+        const int *formats = c->lengths != NULL ? all_binary : NULL;
+        int sent = idx[i] >= 0 ? PQsendQueryPrepared(pg->conn, name, c->nparams, c->params,
+                                                     c->lengths, formats, 0)
+                               : PQsendQueryParams(pg->conn, c->sql, c->nparams, NULL, c->params,
+                                                   c->lengths, formats, 0);
         if (sent != 1)
             return pipeline_lost(pg, calls, n, 0, err, errlen);
     }

@@ -169,14 +169,16 @@ int tp_pgw_write(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
 
 /* --- Batch → SQL (pgw_batch.c; pure) --- */
 
-/* One statement of a batch's transaction: its SQL and its text parameters. */
+/* One statement of a batch's transaction: its SQL and its parameters. */
 struct tp_pgw_stmt {
     const char *sql; /* a fixed text: prepared by its address (tp_pg_exec_prepared) */
-    /* $1..$nparams (none for BEGIN, the lock, COMMIT): a table's JSON array, or the bets'
-     * column arrays (all eight for the INSERT, id and round_id for the late-status UPDATE);
-     * borrowed from the batch. */
+    /* $1..$nparams (none for BEGIN, the lock, COMMIT): a table's JSON array (text), or the
+     * bets' column arrays (binary; all eight for the INSERT, id and round_id for the
+     * late-status UPDATE); borrowed from the batch. */
     const char *params[TP_PGW_BET_COLS];
     int nparams;
+    bool binary; /* the params are binary, of these lengths in bytes */
+    int lengths[TP_PGW_BET_COLS];
     /* A check: a row returned (a round id) means the round is not in Postgres yet, and the
      * batch is rolled back and written again later (TP_EAGAIN). */
     bool must_be_empty;

@@ -91,7 +91,8 @@ int tp_pgw_pg_query_fixed(struct tp_pgw_pg *p, const char *sql, int nparams,
 
 int tp_pgw_pg_pipeline_fixed(struct tp_pgw_pg *p, size_t n, const char *const *sqls,
                              const int *nparams, const char *const *const *params,
-                             struct tp_pgw_rows *last, size_t *failed, char *err, size_t errlen)
+                             const int *const *lengths, struct tp_pgw_rows *last, size_t *failed,
+                             char *err, size_t errlen)
 {
     struct tp_pg_call calls[TP_PG_PIPELINE_MAX];
     struct tp_pg_result *res = NULL;
@@ -105,6 +106,7 @@ int tp_pgw_pg_pipeline_fixed(struct tp_pgw_pg *p, size_t n, const char *const *s
         calls[i] = (struct tp_pg_call){.sql = sqls[i],
                                        .nparams = nparams[i],
                                        .params = nparams[i] > 0 ? params[i] : NULL,
+                                       .lengths = nparams[i] > 0 ? lengths[i] : NULL,
                                        .out = i == n - 1 && last != NULL ? &res : NULL};
     int rc = tp_pg_exec_pipeline(p->pg, calls, n, failed, err, errlen);
     if (rc == 0 && last != NULL)

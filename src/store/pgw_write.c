@@ -36,19 +36,21 @@ static int write_batch(struct tp_pgw_pg *pg, struct tp_pgw_batch *b, char *err, 
          * (planning was most of Postgres's time per small batch; bench/README.md "Writer"). */
         const char *sqls[TP_PG_PIPELINE_MAX];
         const char *const *params[TP_PG_PIPELINE_MAX];
+        const int *lengths[TP_PG_PIPELINE_MAX];
         int nparams[TP_PG_PIPELINE_MAX];
         size_t k = 0;
         do {
             sqls[k] = stmts[first + k].sql;
             params[k] = stmts[first + k].params;
+            lengths[k] = stmts[first + k].binary ? stmts[first + k].lengths : NULL;
             nparams[k] = stmts[first + k].nparams;
             k++;
         } while (first + k < n && k < TP_PG_PIPELINE_MAX && !stmts[first + k - 1].must_be_empty);
         bool check = stmts[first + k - 1].must_be_empty;
         struct tp_pgw_rows rows = {0};
         size_t failed = 0;
-        int rc = tp_pgw_pg_pipeline_fixed(pg, k, sqls, nparams, params, check ? &rows : NULL,
-                                          &failed, err, errlen);
+        int rc = tp_pgw_pg_pipeline_fixed(pg, k, sqls, nparams, params, lengths,
+                                          check ? &rows : NULL, &failed, err, errlen);
         if (rc == 0 && rows.nrows > 0) {
             snprintf(err, errlen,
                      "round %s is not in Postgres yet: its result waits for the batch that "

@@ -101,11 +101,11 @@ bool tp_wr_done(const struct tp_wr *w);
  * out[TP_CODEC_MSGPACK_INT_MAX]; returns its length. For encoders of fixed-shape messages. */
 size_t tp_codec_msgpack_int(void *out, int64_t v);
 /**
- * Appends p[n] double-quoted with '"' and '\\' backslash-escaped and each byte that is not
- * well-formed UTF-8 as U+FFFD (the JSON writer's policy: the same text a JSON round trip
- * gives), every other byte as it is: an element of a Postgres array literal.
+ * Appends p[n] with each byte that is not well-formed UTF-8 as U+FFFD (the JSON writer's
+ * policy: the same text a JSON round trip gives), every other byte as it is: a text element of
+ * a Postgres binary array, which Postgres refuses when it is not UTF-8.
  */
-void tp_codec_quoted_utf8(struct tp_buf *out, const char *p, size_t n);
+void tp_codec_utf8(struct tp_buf *out, const char *p, size_t n);
 
 /* --- Reader --- */
 

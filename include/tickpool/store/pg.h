@@ -61,10 +61,15 @@ struct tp_pg_call {
     const char *sql;
     int nparams;
     const char *const *params;
+    /* NULL: the params are text (NUL-terminated); else all are binary (Postgres's send/recv
+     * format of the parameter's type), of lengths[0..nparams) bytes. */
+    const int *lengths;
     /* Receives the rows when not NULL; NULL after any failure (rows already received are
      * freed), except when `calls` or `n` itself is refused (TP_EINVAL, nothing touched). */
     struct tp_pg_result **out;
 };
+/* Parameters a tp_pg_call with binary ones has at most (more: TP_EINVAL). */
+#define TP_PG_BINARY_PARAMS_MAX 16
 /* Statements one tp_pg_exec_pipeline call sends at most. */
 #define TP_PG_PIPELINE_MAX 16
 /**

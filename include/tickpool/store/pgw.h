@@ -82,9 +82,10 @@ struct tp_pgw_event {
 #define TP_PGW_BET_COLS 8
 
 /* Rows of one batch, as JSON arrays of objects per table (migrations/0001_init.sql,
- * 0003_admin_actions.sql and 0004_round_history.sql), but the bets: one Postgres array
- * literal per column, which `unnest` decodes with ~10 % fewer of Postgres's instructions per
- * bet than json_to_recordset the objects (bench/README.md, Writer, "Session 15"). */
+ * 0003_admin_actions.sql and 0004_round_history.sql), but the bets: one Postgres array per
+ * column, which `unnest` decodes with ~10 % fewer of Postgres's instructions per bet than
+ * json_to_recordset the objects (bench/README.md, Writer, "Session 15"), in the binary format
+ * (7 % fewer again than the arrays' text; pgw_batch.c, bet_array_header). */
 struct tp_pgw_batch {
     size_t nrows[9];
     struct tp_buf *json[9]; /* users, rounds, round_results, round_seeds, grants, (bets: unused),

@@ -34,13 +34,15 @@ int tp_pgw_pg_query(struct tp_pgw_pg *pg, const char *sql, int nparams, const ch
 int tp_pgw_pg_query_fixed(struct tp_pgw_pg *pg, const char *sql, int nparams,
                           const char *const *params, struct tp_pgw_rows *out, char *err,
                           size_t errlen);
-/** tp_pgw_pg_query_fixed of sqls[0..n) (n <= 16) sent together, one round trip: params[i] is
- * statement i's one parameter, or NULL for none; `last` (may be NULL) gets the rows of the last
+/** tp_pgw_pg_query_fixed of sqls[0..n) (n <= 16) sent together, one round trip: params[i] are
+ * statement i's nparams[i] parameters (NULL for none), text when lengths[i] is NULL, else
+ * binary of lengths[i][0..nparams[i]) bytes; `last` (may be NULL) gets the rows of the last
  * statement. The first failure stops the rest: its code is returned and its index is in
  * *failed (a transaction opened before it is left aborted: ROLLBACK it). */
 int tp_pgw_pg_pipeline_fixed(struct tp_pgw_pg *pg, size_t n, const char *const *sqls,
                              const int *nparams, const char *const *const *params,
-                             struct tp_pgw_rows *last, size_t *failed, char *err, size_t errlen);
+                             const int *const *lengths, struct tp_pgw_rows *last, size_t *failed,
+                             char *err, size_t errlen);
 /** False once the connection is broken (reconnect with a new tp_pgw_pg_open). */
 bool tp_pgw_pg_ok(const struct tp_pgw_pg *pg);
 /** Closes; NULL is a no-op. */

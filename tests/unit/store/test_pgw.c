@@ -67,52 +67,59 @@ static void closed_columns(struct tp_pgw_batch *b)
 /* The bets' columns (TP_PGW_BET_COLS, pgw.h). */
 enum { BET_ID, BET_ROUND, BET_USER, BET_BAND, BET_STAKE, BET_KEY, BET_PLACED, BET_BALANCE };
 
-/* Parses the bets' column `col` as array_in reads it (a quoted element with backslash escapes,
- * a bare one, NULL; the closing "}" may be missing: not yet closed): element `row` decoded into
- * out[cap] when there is one (*is_null for NULL); returns the element count. Fails the test on a
- * malformed array. */
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Parses the bets' column `col` as array_recv reads it (the header: 1 dimension, the has-NULL
+ * flag, the column's element type, length, lower bound 1; then per element its length, -1 for
+ * NULL, and its bytes; the header's length is written at closing, so it is not checked here):
+ * element `row` into out[cap] when there is one (a text as it is, an integer in decimal;
+ * *is_null for NULL); returns the element count. Fails the test on a malformed array. */
 static size_t bet_elems(const struct tp_pgw_batch *b, int col, size_t row, char *out, size_t cap,
                         bool *is_null)
 {
-    const char *p = tp_buf_ptr(b->bets[col]), *end = p + tp_buf_size(b->bets[col]);
-    if (p == end || *p++ != '{')
-        fail_msg("column %d is no array", col);
+    static const uint32_t oid[TP_PGW_BET_COLS] = {25, 20, 20, 21, 20, 25, 20, 20};
+    const unsigned char *p = (const unsigned char *)tp_buf_ptr(b->bets[col]);
+    const unsigned char *end = p + tp_buf_size(b->bets[col]);
+    if (end - p < 20 || be32(p) != 1 || be32(p + 4) > 1 || be32(p + 8) != oid[col] ||
+        be32(p + 16) != 1)
+        fail_msg("column %d: no one-dimensional array of its type", col);
+    bool any_null = false;
     size_t r = 0;
-    while (p < end && *p != '}' && *p != '\0') {
+    for (p += 20; p < end; r++) {
+        if (end - p < 4)
+            fail_msg("column %d: a cut element length", col);
+        uint32_t n = be32(p);
+        p += 4;
         char v[256];
-        size_t n = 0;
-        bool null = false;
-        if (*p == '"') {
-            for (p++; p < end && *p != '"'; p++) {
-                if (*p == '\\')
-                    p++;
-                if (p < end && n + 1 < sizeof(v))
-                    v[n++] = *p;
-            }
-            if (p++ >= end)
-                fail_msg("column %d: unterminated element", col);
+        bool null = n == UINT32_MAX;
+        any_null = any_null || null;
+        if (null) {
+            v[0] = '\0';
+        } else if ((size_t)(end - p) < n || n >= sizeof(v)) {
+            fail_msg("column %d: element %zu runs past the array", col, r);
+        } else if (oid[col] == 25) {
+            memcpy(v, p, n);
+            v[n] = '\0';
         } else {
-            const char *e = p;
-            while (e < end && *e != ',' && *e != '}' && *e != '\0')
-                e++;
-            null = e - p == 4 && memcmp(p, "NULL", 4) == 0;
-            if (e == p)
-                fail_msg("column %d: empty element", col);
-            for (; p < e && n + 1 < sizeof(v); p++)
-                v[n++] = *p;
-            p = e;
+            if (n != (oid[col] == 21 ? 2u : 8u))
+                fail_msg("column %d: an integer of %u bytes", col, n);
+            uint64_t x = 0;
+            for (uint32_t i = 0; i < n; i++)
+                x = x << 8 | p[i];
+            snprintf(v, sizeof(v), "%lld", n == 2 ? (long long)(int16_t)x : (long long)(int64_t)x);
         }
-        v[n] = '\0';
-        if (r++ == row) {
-            assert_true(n < cap);
-            memcpy(out, v, n + 1);
+        if (!null)
+            p += n;
+        if (r == row) {
+            assert_true(strlen(v) < cap);
+            memcpy(out, v, strlen(v) + 1);
             *is_null = null;
         }
-        if (p < end && *p == ',')
-            p++;
-        else if (p < end && *p != '}' && *p != '\0')
-            fail_msg("column %d: junk after element %zu", col, r - 1);
     }
+    assert_int_equal(be32((const unsigned char *)tp_buf_ptr(b->bets[col]) + 4), any_null);
     return r;
 }
 
@@ -336,11 +343,21 @@ static void test_rows_are_the_writers_bytes(void **state)
     assert_int_equal(tp_buf_size(b.json[TP_PGW_USERS]), tp_buf_size(&users));
     assert_memory_equal(tp_buf_ptr(b.json[TP_PGW_USERS]), tp_buf_ptr(&users), tp_buf_size(&users));
     tp_buf_deinit(&users);
-    /* The bets' keys are array elements: quoted, '"' and '\\' escaped, the rest as it is. */
-    const char *literal = "{\"k-1\",\"a\\\"b\",\"c\\\\d\",\"e,f\","
-                          "\"~!#$%&'()*+/;<=>?@[]^_`{|}\"}";
+    /* The bets' keys are binary array elements: each its length and its bytes as they are. */
     closed_columns(&b);
-    assert_string_equal(tp_buf_ptr(b.bets[BET_KEY]), literal);
+    struct tp_buf want;
+    tp_buf_init(&want);
+    static const unsigned char header[] = {0, 0,  0, 1, 0, 0, 0, 0, 0, 0,
+                                           0, 25, 0, 0, 0, 5, 0, 0, 0, 1};
+    tp_buf_append(&want, header, sizeof(header));
+    for (size_t i = 0; i < TP_ARRAY_LEN(keys); i++) {
+        size_t n = strlen(keys[i]);
+        tp_buf_append(&want, (const unsigned char[]){0, 0, 0, (unsigned char)n}, 4);
+        tp_buf_append(&want, keys[i], n);
+    }
+    assert_int_equal(tp_buf_size(b.bets[BET_KEY]), tp_buf_size(&want));
+    assert_memory_equal(tp_buf_ptr(b.bets[BET_KEY]), tp_buf_ptr(&want), tp_buf_size(&want));
+    tp_buf_deinit(&want);
     for (size_t i = 0; i < TP_ARRAY_LEN(keys); i++) {
         char v[160];
         assert_string_equal(bet_at(&b, i, BET_KEY, v, sizeof(v)), keys[i]);
@@ -832,7 +849,7 @@ static void assert_columns_are_keys(const char *sql, const char *param, size_t r
 }
 
 /* Asserts that a statement reading the bets' column arrays takes one per `$k::type[]` of its
- * unnest, in order, each closed with `rows` elements (a missing element would shift the
+ * unnest, in order, binary, each closed with `rows` elements (a missing element would shift the
  * columns; a missing parameter fails the statement). */
 static void assert_columns_are_arrays(struct tp_pgw_batch *b, const struct tp_pgw_stmt *s,
                                       size_t rows)
@@ -843,10 +860,11 @@ static void assert_columns_are_arrays(struct tp_pgw_batch *b, const struct tp_pg
     for (char want[16]; snprintf(want, sizeof(want), "$%d::", k + 1), strstr(p, want) != NULL;)
         k++;
     assert_int_equal(k, s->nparams);
+    assert_true(s->binary);
     for (int c = 0; c < k; c++) {
         assert_ptr_equal(s->params[c], tp_buf_ptr(b->bets[c]));
-        size_t n = strlen(s->params[c]);
-        assert_true(n >= 2 && s->params[c][n - 1] == '}');
+        assert_int_equal(s->lengths[c], tp_buf_size(b->bets[c]));
+        assert_int_equal(be32((const unsigned char *)s->params[c] + 12), rows);
         char v[160];
         bool null;
         assert_int_equal(bet_elems(b, c, 0, v, sizeof(v), &null), rows);
