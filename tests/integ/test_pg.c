@@ -423,6 +423,49 @@ static int run_pipeline(struct tp_pg *pg, const char *const *sqls, const char *c
     return tp_pg_exec_pipeline(pg, calls, n, failed, err, sizeof(err));
 }
 
+static const char pipe_binary[] = "SELECT array_to_string($1::bigint[], ',', 'null'), $2::text";
+
+/* Binary parameters (the writer's bets arrays, src/store/pgw_batch.c): their bytes go as they
+ * are, NUL included, and a malformed one is Postgres's data error (22P03), not a lost
+ * connection; more than TP_PG_BINARY_PARAMS_MAX of them are refused before anything is sent. */
+static void test_pipeline_binary_params(void **state)
+{
+    (void)state;
+    struct tp_pg *pg = open_pg(5000);
+    char err[256] = "";
+    /* int8[] {7, NULL, -2}: ndim 1, has-null 1, element int8 (20), length 3, lower bound 1. */
+    static const char array[] = {0,  0,  0,  1,  0, 0, 0, 1, 0,  0,  0,  20, 0,  0,  0,  3,
+                                 0,  0,  0,  1,  0, 0, 0, 8, 0,  0,  0,  0,  0,  0,  0,  7,
+                                 -1, -1, -1, -1, 0, 0, 0, 8, -1, -1, -1, -1, -1, -1, -1, -2};
+    static const char text[] = {'a', 0, 'b'}; /* a text's NUL: Postgres refuses it (22021) */
+    const char *params[] = {array, "plain"};
+    int lengths[] = {sizeof(array), 5};
+    struct tp_pg_result *res = NULL;
+    size_t failed = 99;
+    struct tp_pg_call call = {
+        .sql = pipe_binary, .nparams = 2, .params = params, .lengths = lengths, .out = &res};
+    assert_int_equal(tp_pg_exec_pipeline(pg, &call, 1, &failed, err, sizeof(err)), 0);
+    assert_string_equal(tp_pg_result_get(res, 0, 0), "7,null,-2");
+    assert_string_equal(tp_pg_result_get(res, 0, 1), "plain");
+    tp_pg_result_free(res);
+    /* One byte short: the array's last element runs past its end. */
+    lengths[0] = sizeof(array) - 1;
+    assert_int_equal(tp_pg_exec_pipeline(pg, &call, 1, &failed, err, sizeof(err)), TP_EIO);
+    assert_string_equal(tp_pg_sqlstate(pg), "22P03");
+    assert_null(res);
+    assert_true(tp_pg_ok(pg));
+    lengths[0] = sizeof(array);
+    params[1] = text;
+    lengths[1] = sizeof(text);
+    assert_int_equal(tp_pg_exec_pipeline(pg, &call, 1, &failed, err, sizeof(err)), TP_EIO);
+    assert_string_equal(tp_pg_sqlstate(pg), "22021");
+    assert_true(tp_pg_ok(pg));
+    call.nparams = TP_PG_BINARY_PARAMS_MAX + 1;
+    assert_int_equal(tp_pg_exec_pipeline(pg, &call, 1, &failed, err, sizeof(err)), TP_EINVAL);
+    assert_true(tp_pg_ok(pg));
+    tp_pg_close(pg);
+}
+
 static void test_pipeline(void **state)
 {
     (void)state;
@@ -550,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_killed_backend_and_reset),
         cmocka_unit_test(test_prepared),
         cmocka_unit_test(test_pipeline),
+        cmocka_unit_test(test_pipeline_binary_params),
         cmocka_unit_test(test_health_probe),
         cmocka_unit_test(test_reader),
     };

@@ -208,9 +208,9 @@ def test_key_reused_in_a_later_round_is_kept():
 
 
 def test_bets_written_once_in_one_statement_with_their_keys():
-    """The bets INSERT takes each column as a Postgres array (unnest): within one batch a bet
-    repeated in its entry and a whole entry read twice are one row each (DISTINCT ON, ON
-    CONFLICT DO NOTHING), every key keeps its bytes whatever an array literal makes of them
+    """The bets INSERT takes each column as a binary Postgres array (unnest): within one batch
+    a bet repeated in its entry and a whole entry read twice are one row each (DISTINCT ON, ON
+    CONFLICT DO NOTHING), every key keeps its bytes whatever an array's text would make of them
     (quotes, backslashes, braces, commas, spaces, the word NULL), a key outside printable ASCII
     is stored as the JSON rows stored it (invalid UTF-8 as U+FFFD), and the entries written
     again after the commit change nothing."""
