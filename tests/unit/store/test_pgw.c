@@ -199,6 +199,16 @@ static void test_money_events(void **state)
     assert_string_equal(bet_at(&b, 0, BET_KEY, v, sizeof(v)), "bet:13"); /* placeholder */
     assert_string_equal(bet_at(&b, 0, BET_PLACED, v, sizeof(v)), "2000");
     assert_string_equal(bet_at(&b, 0, BET_BALANCE, v, sizeof(v)), "99750"); /* a late replay's */
+    /* An older event without its balance: SQL NULL, a -1 length and the array's has-NULL flag
+     * (bet_elems checks both), the other elements intact around it. */
+    assert_int_equal(add(&b, 1, "type", "bet", "bet_id", "14", "user_id", "7", "round_id", "5",
+                         "band", "1", "stake", "50", "ts", "2001", NULL),
+                     0);
+    assert_null(bet_at(&b, 1, BET_BALANCE, v, sizeof(v)));
+    assert_string_equal(bet_at(&b, 1, BET_STAKE, v, sizeof(v)), "50");
+    assert_string_equal(bet_at(&b, 0, BET_BALANCE, v, sizeof(v)), "99750");
+    closed_columns(&b);
+    assert_null(bet_at(&b, 1, BET_BALANCE, v, sizeof(v)));
     assert_int_equal(b.skipped, 0);
     tp_pgw_batch_deinit(&b);
 }
