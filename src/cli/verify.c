@@ -9,6 +9,7 @@
  */
 #include "tickpool/cli/verify.h"
 
+#include "tickpool/base/buf.h"
 #include "tickpool/base/common.h"
 #include "tickpool/base/config.h"
 #include "tickpool/base/crypto.h"
@@ -48,8 +49,7 @@ struct bets_req {
     int b;
     long long id;
     int band;
-    char *bets; /* both forms copied as "bet_id user:stake\n" lines */
-    size_t len, cap;
+    struct tp_buf lines; /* both forms copied as "bet_id user:stake\n" lines */
 };
 
 static void on_paid(int err, const struct tp_store_reply *r, void *ud)
@@ -59,8 +59,9 @@ static void on_paid(int err, const struct tp_store_reply *r, void *ud)
     if (err != 0) {
         v->err = err;
     } else {
+        tp_buf_append(&q->lines, "", 1); /* strtok_r's text ends in a NUL */
         char *save = NULL;
-        for (char *line = strtok_r(q->bets, "\n", &save); line;
+        for (char *line = strtok_r(q->lines.data + q->lines.off, "\n", &save); line;
              line = strtok_r(NULL, "\n", &save)) {
             char bid[32];
             long long user, stake;
@@ -73,7 +74,7 @@ static void on_paid(int err, const struct tp_store_reply *r, void *ud)
             tp_verify_add_bet(v, stake, amount);
         }
     }
-    free(q->bets);
+    tp_buf_deinit(&q->lines);
     free(q);
     done1(v);
 }
@@ -82,20 +83,15 @@ static void bets_failed(struct bets_req *q, int err)
 {
     struct vctx *v = q->v;
     v->err = err ? err : TP_EUNAVAIL;
-    free(q->bets);
+    tp_buf_deinit(&q->lines);
     free(q);
     done1(v);
 }
 
-/* Appends one line "bet_id user:stake" to q->bets. */
+/* Appends one line "bet_id user:stake" to q->lines. */
 static void add_line(struct bets_req *q, const char *bet_id, const char *user_stake)
 {
-    size_t n = strlen(bet_id) + 1 + strlen(user_stake) + 1;
-    if (q->len + n + 1 > q->cap) {
-        q->cap = 2 * (q->len + n + 1);
-        q->bets = tp_xrealloc(q->bets, q->cap);
-    }
-    q->len += (size_t)snprintf(q->bets + q->len, n + 1, "%s %s\n", bet_id, user_stake);
+    tp_buf_printf(&q->lines, "%s %s\n", bet_id, user_stake);
 }
 
 /* The band's list: entries "<bet_id>:<user_id>:<stake>" (scripts/lua/README.md), the bet id
@@ -125,9 +121,6 @@ static void on_betl(int err, const struct tp_store_reply *r, void *ud)
 static void on_bets(int err, const struct tp_store_reply *r, void *ud)
 {
     struct bets_req *q = ud;
-    q->cap = 64;
-    q->bets = tp_xmalloc(q->cap);
-    q->bets[0] = '\0';
     for (size_t i = 0; err == 0 && i + 1 < tp_reply_len(r); i += 2)
         add_line(q, tp_reply_str(tp_reply_at(r, i), NULL),
                  tp_reply_str(tp_reply_at(r, i + 1), NULL));
