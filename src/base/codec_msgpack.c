@@ -162,6 +162,32 @@ static inline uint64_t be(const unsigned char *p, size_t n)
     return v;
 }
 
+size_t tp_codec_msgpack_read_int(const void *p, size_t n, int64_t *v)
+{
+    const unsigned char *b = p;
+    if (n == 0)
+        return 0;
+    unsigned char c = b[0];
+    if (c <= 0x7f || c >= 0xe0) { /* positive / negative fixint */
+        *v = (int8_t)c;
+        return 1;
+    }
+    if (c < 0xcc || c > 0xd3)
+        return 0;
+    size_t k = (size_t)1 << ((c - 0xcc) & 3); /* uint and int 8, 16, 32, 64 */
+    if (n < 1 + k)
+        return 0;
+    uint64_t x = be(b + 1, k);
+    if (c <= 0xcf) {
+        if (x > INT64_MAX)
+            return 0;
+        *v = (int64_t)x;
+    } else { /* sign-extend from k bytes, as build() does through int8/16/32/64 */
+        *v = k == 1 ? (int8_t)x : k == 2 ? (int16_t)x : k == 4 ? (int32_t)x : (int64_t)x;
+    }
+    return 1 + k;
+}
+
 /* Structural pre-scan of a MessagePack document, run before build(): it checks everything,
  * so build() checks nothing. Every declared length is bounded by the bytes left (each element
  * takes at least one byte: a 5-byte array32 header cannot claim 4 billion elements); depth,

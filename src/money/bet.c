@@ -136,6 +136,12 @@ enum tp_bet_code tp_bet_parse_val(const struct tp_val *map, const struct tp_bet_
     return check_members(r_ok, round_id, b_ok, band, s_ok, stake, lim, out);
 }
 
+enum tp_bet_code tp_bet_check(int64_t round_id, int64_t band, int64_t stake,
+                              const struct tp_bet_limits *lim, struct tp_bet_req *out)
+{
+    return check_members(true, round_id, true, band, true, stake, lim, out);
+}
+
 static const char *skip_ws(const char *p, const char *e)
 {
     while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))

@@ -322,6 +322,88 @@ void tp_protocol_bet_err(struct tp_buf *out, const void *req, size_t reqlen, enu
     tp_wr_str(&w, tp_bet_code_message(code));
 }
 
+/* The members tp_protocol_bet_read takes, a bit each. */
+enum { BET_T = 1, BET_REQ = 2, BET_KEY = 4, BET_ROUND = 8, BET_BAND = 16, BET_STAKE = 32 };
+
+/* Which member the fixstr key at p[0..n) names (0: none of them); *len its bytes. */
+static int bet_member(const uint8_t *p, size_t n, size_t *len)
+{
+    static const struct {
+        const char *name;
+        size_t len;
+        int bit;
+    } members[] = {{"t", 1, BET_T},       {"req", 3, BET_REQ},
+                   {"key", 3, BET_KEY},   {"round_id", 8, BET_ROUND},
+                   {"band", 4, BET_BAND}, {"stake", 5, BET_STAKE}};
+    if (n == 0 || (p[0] & 0xe0) != 0xa0)
+        return 0;
+    size_t l = p[0] & 0x1f;
+    if (l >= n)
+        return 0;
+    for (size_t i = 0; i < TP_ARRAY_LEN(members); i++)
+        if (members[i].len == l && memcmp(p + 1, members[i].name, l) == 0) {
+            *len = 1 + l;
+            return members[i].bit;
+        }
+    return 0;
+}
+
+bool tp_protocol_bet_read(const void *data, size_t n, struct tp_protocol_bet_msg *out)
+{
+    static const uint8_t t_bet[] = {0xa0 | 3, 'b', 'e', 't'}; /* the fixstr "bet" */
+    const uint8_t *p = data;
+    if (n == 0 || p[0] != (0x80 | 6)) /* a fixmap of six pairs */
+        return false;
+    size_t i = 1, l = 0;
+    int seen = 0;
+    for (int pair = 0; pair < 6; pair++) {
+        int m = bet_member(p + i, n - i, &l);
+        if (m == 0 || (seen & m) != 0)
+            return false;
+        seen |= m;
+        i += l;
+        const uint8_t *v = p + i;
+        size_t left = n - i;
+        switch (m) {
+        case BET_T:
+            if (left < sizeof(t_bet) || memcmp(v, t_bet, sizeof(t_bet)) != 0)
+                return false;
+            l = sizeof(t_bet);
+            break;
+        case BET_KEY: {
+            size_t h = 1;
+            if (left >= 1 && (v[0] & 0xe0) == 0xa0)
+                l = v[0] & 0x1f;
+            else if (left >= 2 && v[0] == 0xd9) /* str8 */
+                l = v[h++];
+            else
+                return false;
+            if (l > left - h || tp_bet_check_key((const char *)v + h, l) != TP_BET_OK)
+                return false;
+            out->key = (const char *)v + h;
+            out->klen = l;
+            l += h;
+            break;
+        }
+        default: {
+            int64_t x;
+            if ((l = tp_codec_msgpack_read_int(v, left, &x)) == 0)
+                return false;
+            if (m == BET_REQ)
+                out->req = x;
+            else if (m == BET_ROUND)
+                out->round_id = x;
+            else if (m == BET_BAND)
+                out->band = x;
+            else
+                out->stake = x;
+        }
+        }
+        i += l;
+    }
+    return i == n;
+}
+
 void tp_protocol_payout(struct tp_buf *out, int64_t round_id, int64_t amount, bool has_balance,
                         int64_t balance)
 {

@@ -100,6 +100,11 @@ bool tp_wr_done(const struct tp_wr *w);
 /** Writes the MessagePack encoding of `v` that tp_wr_int writes (the smallest) to
  * out[TP_CODEC_MSGPACK_INT_MAX]; returns its length. For encoders of fixed-shape messages. */
 size_t tp_codec_msgpack_int(void *out, int64_t v);
+/** Reads the MessagePack integer at p[0..n) as the document reader types it (any int or uint
+ * encoding, not only the smallest): its length, with its value in *v; 0 when p does not start
+ * with a whole integer or holds an unsigned one above INT64_MAX (the reader's UINT). For readers
+ * of fixed-shape messages, which fall back to the document reader when this says 0. */
+size_t tp_codec_msgpack_read_int(const void *p, size_t n, int64_t *v);
 /**
  * Appends p[n] with each byte that is not well-formed UTF-8 as U+FFFD (the JSON writer's
  * policy: the same text a JSON round trip gives), every other byte as it is: a text element of

@@ -104,6 +104,10 @@ enum tp_bet_code tp_bet_parse(enum tp_fmt fmt, const void *body, size_t len,
 /** As tp_bet_parse on an already parsed map (a WebSocket `bet` message). */
 enum tp_bet_code tp_bet_parse_val(const struct tp_val *map, const struct tp_bet_limits *lim,
                                   struct tp_bet_req *out);
+/** The three members' checks tp_bet_parse makes once each is an integer (a reader that took
+ * them from the bytes itself): TP_BET_OK and fills *out, or the same code tp_bet_parse gives. */
+enum tp_bet_code tp_bet_check(int64_t round_id, int64_t band, int64_t stake,
+                              const struct tp_bet_limits *lim, struct tp_bet_req *out);
 /** Checks an idempotency key: 1…TP_BET_KEY_MAX bytes, each printable ASCII (0x21…0x7e).
  * TP_BET_OK or TP_BET_KEY_REQUIRED (key may be NULL). */
 enum tp_bet_code tp_bet_check_key(const char *key, size_t len);

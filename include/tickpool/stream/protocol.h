@@ -84,6 +84,25 @@ void tp_protocol_bet_ok(struct tp_buf *out, const void *req, size_t reqlen,
  * tp_bet_code_name/tp_bet_code_message. */
 void tp_protocol_bet_err(struct tp_buf *out, const void *req, size_t reqlen, enum tp_bet_code code);
 
+/** A client's `bet` message as tp_protocol_bet_read reads it. */
+struct tp_protocol_bet_msg {
+    int64_t req;
+    const char *key; /* into the message's bytes, klen bytes, not NUL-terminated */
+    size_t klen;
+    int64_t round_id, band, stake; /* as sent: not yet checked against any bound */
+};
+
+/**
+ * Reads the bet message every client sends without building a document: a fixmap of exactly
+ * t "bet", req, key, round_id, band and stake, in any order, each once; req, round_id, band and
+ * stake integers of int64 (any encoding); key a fixstr or str8 that tp_bet_check_key accepts;
+ * nothing after the map. True when `p` is exactly that, filling *out. False for anything else
+ * (another or a missing member, a string req, a key the check refuses, any malformed byte): the
+ * caller then parses the message in full, so every message outside this shape gets the full
+ * parser's answer, and one in it the same values the full parser reads (tests/fuzz/fuzz_bet.c).
+ */
+bool tp_protocol_bet_read(const void *p, size_t n, struct tp_protocol_bet_msg *out);
+
 /** {t:"payout", round_id, amount, balance}: balance nil when !has_balance. */
 void tp_protocol_payout(struct tp_buf *out, int64_t round_id, int64_t amount, bool has_balance,
                         int64_t balance);
