@@ -905,6 +905,10 @@ static void test_msgpack_int_matches_packer(void **state)
         assert_memory_equal(tp_buf_ptr(&got), tp_buf_ptr(&want), tp_buf_size(&want));
         assert_int_equal(len, tp_buf_size(&want));
         assert_memory_equal(raw, tp_buf_ptr(&want), len);
+        int64_t back = 0;
+        assert_int_equal(tp_codec_msgpack_read_int(raw, len, &back), len);
+        assert_true(back == vals[i]);
+        assert_int_equal(tp_codec_msgpack_read_int(raw, len - 1, &back), 0); /* truncated */
         tp_buf_deinit(&want);
         tp_buf_deinit(&got);
     }
@@ -920,6 +924,64 @@ static void test_msgpack_int_matches_packer(void **state)
     assert_int_equal(p[33], 0xd9); /* str 8 */
     assert_int_equal(p[34], 32);
     tp_buf_deinit(&b);
+}
+
+/* tp_codec_msgpack_read_int reads what the document reader reads as an INT, in every encoding
+ * (not only the smallest), and nothing else: its UINT (above INT64_MAX), truncated integers,
+ * other types, 0xc1 and ext. Each case is checked against the document reader's tree. */
+static void test_msgpack_read_int_is_the_reader(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t n;
+        uint8_t b[10];
+    } cases[] = {
+        {1, {0x00}},
+        {1, {0x7f}},
+        {1, {0xe0}},
+        {1, {0xff}},
+        {2, {0xcc, 0xff}},
+        {2, {0xcc, 0x05}}, /* not the smallest */
+        {3, {0xcd, 0x01, 0x00}},
+        {5, {0xce, 0xff, 0xff, 0xff, 0xff}},
+        {9, {0xcf, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+        {9, {0xcf, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00}}, /* UINT */
+        {9, {0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}, /* UINT */
+        {9, {0xcf, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07}},
+        {2, {0xd0, 0x80}},
+        {2, {0xd0, 0x05}},
+        {3, {0xd1, 0xff, 0xfe}},
+        {5, {0xd2, 0x80, 0x00, 0x00, 0x00}},
+        {9, {0xd3, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00}},
+        {9, {0xd3, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01}},
+        {1, {0xc0}},
+        {1, {0xc2}},
+        {1, {0xc1}},
+        {5, {0xca, 0x3f, 0x80, 0x00, 0x00}}, /* float 1.0 */
+        {9, {0xcb, 0x3f, 0xf0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00}},
+        {2, {0xa1, 0x31}},
+        {2, {0xd4, 0x01}},
+        {1, {0x90}},
+        {1, {0x80}},
+    };
+    for (size_t i = 0; i < TP_ARRAY_LEN(cases); i++) {
+        const uint8_t *b = cases[i].b;
+        size_t n = cases[i].n;
+        struct tp_doc *doc = NULL;
+        bool is_int = tp_doc_parse_ex(TP_FMT_MSGPACK, b, n, 64, &doc, NULL, 0) == 0 &&
+                      tp_val_type(tp_doc_root(doc)) == TP_VAL_INT;
+        int64_t v = 12345;
+        size_t got = tp_codec_msgpack_read_int(b, n, &v);
+        if (is_int) {
+            assert_int_equal(got, n);
+            assert_true(v == tp_val_int(tp_doc_root(doc)));
+        } else {
+            assert_int_equal(got, 0);
+        }
+        for (size_t k = 0; k < n; k++) /* every truncation: nothing read */
+            assert_int_equal(tp_codec_msgpack_read_int(b, k, &v), 0);
+        tp_doc_free(doc);
+    }
 }
 
 /* tp_codec_utf8 gives the text a JSON round trip (tp_wr_str, then the parser) gives, for
@@ -987,6 +1049,7 @@ int main(void)
         cmocka_unit_test(test_msgpack_hostile),
         cmocka_unit_test(test_guard_pages),
         cmocka_unit_test(test_msgpack_int_matches_packer),
+        cmocka_unit_test(test_msgpack_read_int_is_the_reader),
         cmocka_unit_test(test_utf8_is_the_json_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -532,6 +532,222 @@ static void test_bet_ok(void **state)
     done(&x);
 }
 
+/* --- tp_protocol_bet_read --- */
+
+/* One member of a test bet message: its name and its value's encoded bytes. */
+struct member {
+    const char *name;
+    size_t n;
+    const char *v;
+};
+
+/* A map of `n` members written by the generic writer (raw values), into b (reset first). */
+static void write_members(struct tp_buf *b, const struct member *m, size_t n)
+{
+    tp_buf_reset(b);
+    struct tp_wr w;
+    tp_wr_init(&w, b, TP_FMT_MSGPACK);
+    tp_wr_map(&w, n);
+    for (size_t i = 0; i < n; i++) {
+        tp_wr_key(&w, m[i].name);
+        tp_wr_raw(&w, m[i].v, m[i].n);
+    }
+}
+
+/* What the document reader and session's handle_bet read from the same bytes: true when the
+ * message is a map with t "bet", an integer req, a string key and integer round_id, band and
+ * stake, with those values. */
+static bool doc_reads(const void *p, size_t n, const struct tp_protocol_bet_msg *want)
+{
+    struct tp_doc *d = NULL;
+    if (tp_doc_parse_ex(TP_FMT_MSGPACK, p, n, 1 << 16, &d, NULL, 0) != 0)
+        return false;
+    const struct tp_val *m = tp_doc_root(d);
+    const char *t = NULL, *key = NULL;
+    size_t klen = 0;
+    int64_t req = 0, r = 0, b = 0, st = 0;
+    bool same = tp_val_type(m) == TP_VAL_MAP && tp_val_get_str(m, "t", &t, NULL) == 0 &&
+                strcmp(t, "bet") == 0 && tp_val_get_int(m, "req", &req) == 0 &&
+                tp_val_get_str(m, "key", &key, &klen) == 0 &&
+                tp_val_get_int(m, "round_id", &r) == 0 && tp_val_get_int(m, "band", &b) == 0 &&
+                tp_val_get_int(m, "stake", &st) == 0 && req == want->req && klen == want->klen &&
+                memcmp(key, want->key, klen) == 0 && r == want->round_id && b == want->band &&
+                st == want->stake;
+    tp_doc_free(d);
+    return same;
+}
+
+#define V(s) sizeof(s) - 1, s
+
+/* The message every client sends (loadgen's member order and the browser's) is read from its
+ * bytes with the document reader's values, for every integer encoding and member order; every
+ * prefix of it and it with one byte more are refused. */
+static void test_bet_read(void **state)
+{
+    (void)state;
+    char key128[129 + 2];
+    key128[0] = (char)0xd9;
+    key128[1] = (char)128;
+    memset(key128 + 2, 'k', 128);
+    const struct member good[][6] = {
+        {{"t", V("\xa3"
+                 "bet")},
+         {"req", V("\x07")},
+         {"key", V("\xa4"
+                   "k-01")},
+         {"round_id", V("\xcd\x01\x00")},
+         {"band", V("\x02")},
+         {"stake", V("\xcd\x01\xf4")}},
+        /* another order; the widest encodings; negative values (the bounds are checked after) */
+        {{"stake", V("\xd3\xff\xff\xff\xff\xff\xff\xff\x9c")},
+         {"band", V("\xd0\xff")},
+         {"round_id", V("\xcf\x7f\xff\xff\xff\xff\xff\xff\xff")},
+         {"key", V("\xd9\x01"
+                   "!")},
+         {"t", V("\xa3"
+                 "bet")},
+         {"req", V("\xce\x00\x00\x00\x05")}},
+        {{"key", 130, key128},
+         {"req", V("\xff")},
+         {"t", V("\xa3"
+                 "bet")},
+         {"band", V("\xcc\x00")},
+         {"round_id", V("\xe0")},
+         {"stake", V("\xd2\x7f\xff\xff\xff")}},
+    };
+    struct tp_buf b;
+    tp_buf_init(&b);
+    for (size_t c = 0; c < TP_ARRAY_LEN(good); c++) {
+        write_members(&b, good[c], 6);
+        const uint8_t *p = (const uint8_t *)tp_buf_ptr(&b);
+        size_t n = tp_buf_size(&b);
+        struct tp_protocol_bet_msg got;
+        assert_true(tp_protocol_bet_read(p, n, &got));
+        assert_true(doc_reads(p, n, &got));
+        for (size_t k = 0; k < n; k++) {
+            struct tp_protocol_bet_msg x;
+            assert_false(tp_protocol_bet_read(p, k, &x));
+        }
+        tp_buf_append(&b, "\xc0", 1);
+        struct tp_protocol_bet_msg x;
+        assert_false(tp_protocol_bet_read(tp_buf_ptr(&b), tp_buf_size(&b), &x));
+    }
+    tp_buf_deinit(&b);
+}
+
+/* Every near miss is refused, so session.c reads it through the document and gives the answer
+ * it always gave: hostile bytes, other types, a key tp_bet_check_key refuses, members missing,
+ * repeated or unknown, another header. Each case is the first good message with one change. */
+static void test_bet_read_refuses(void **state)
+{
+    (void)state;
+    static const struct member base[6] = {{"t", V("\xa3"
+                                                  "bet")},
+                                          {"req", V("\x07")},
+                                          {"key", V("\xa4"
+                                                    "k-01")},
+                                          {"round_id", V("\x0c")},
+                                          {"band", V("\x02")},
+                                          {"stake", V("\xcd\x01\xf4")}};
+    static const struct {
+        int at; /* the member replaced */
+        struct member m;
+    } swaps[] = {
+        {0,
+         {"t", V("\xa4"
+                 "bets")}},
+        {0,
+         {"t", V("\xa3"
+                 "Bet")}},
+        {0,
+         {"t", V("\xd9\x03"
+                 "bet")}}, /* str8 "bet": the document reads it */
+        {0, {"t", V("\x01")}},
+        {1,
+         {"req", V("\xa1"
+                   "7")}}, /* a string req: the document path echoes it */
+        {1, {"req", V("\xc0")}},
+        {1, {"req", V("\xcf\x80\x00\x00\x00\x00\x00\x00\x00")}}, /* UINT */
+        {1, {"req", V("\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00")}},
+        {1, {"req", V("\x91\x01")}},
+        {2, {"key", V("\xa0")}},
+        {2,
+         {"key", V("\xa3"
+                   "a b")}},
+        {2,
+         {"key", V("\xa3"
+                   "a\x7f"
+                   "b")}},
+        {2,
+         {"key", V("\xa3"
+                   "a\x00"
+                   "b")}},
+        {2,
+         {"key", V("\xa3\xc3\xa9"
+                   "b")}},               /* UTF-8 */
+        {2, {"key", V("\xa2\xc3\x28")}}, /* not UTF-8: the document refuses the message */
+        {2,
+         {"key", V("\xda\x00\x01"
+                   "a")}}, /* str16 */
+        {2,
+         {"key", V("\xc4\x01"
+                   "a")}}, /* bin */
+        {2, {"key", V("\x05")}},
+        {3, {"round_id", V("\xca\x3f\x80\x00\x00")}},
+        {3,
+         {"round_id", V("\xa2"
+                        "12")}},
+        {3, {"round_id", V("\xcf\xff\xff\xff\xff\xff\xff\xff\xff")}},
+        {3, {"round_id", V("\xc3")}},
+        {3, {"round_id", V("\xc1")}},
+        {3, {"round_id", V("\xd4\x00\x00")}}, /* ext */
+        {4, {"band", V("\xc0")}},
+        {5, {"stake", V("\xcb\x40\x59\x00\x00\x00\x00\x00\x00")}},
+        {5, {"stake", V("\x80")}},
+        {3, {"band", V("\x02")}},  /* band twice, no round_id */
+        {5, {"Stake", V("\x01")}}, /* an unknown member instead of stake */
+        {0, {"", V("\x01")}},
+    };
+    struct tp_buf b;
+    tp_buf_init(&b);
+    struct tp_protocol_bet_msg x;
+    write_members(&b, base, 6);
+    assert_true(tp_protocol_bet_read(tp_buf_ptr(&b), tp_buf_size(&b), &x));
+    for (size_t c = 0; c < TP_ARRAY_LEN(swaps); c++) {
+        struct member m[6];
+        memcpy(m, base, sizeof(m));
+        m[swaps[c].at] = swaps[c].m;
+        write_members(&b, m, 6);
+        assert_false(tp_protocol_bet_read(tp_buf_ptr(&b), tp_buf_size(&b), &x));
+    }
+    /* five members (no req); seven (one unknown); a map 16 header; an array. */
+    write_members(&b, base + 1, 5);
+    assert_false(tp_protocol_bet_read(tp_buf_ptr(&b), tp_buf_size(&b), &x));
+    struct member seven[7];
+    memcpy(seven, base, sizeof(base));
+    seven[6] = (struct member){"x", V("\x01")};
+    write_members(&b, seven, 7);
+    assert_false(tp_protocol_bet_read(tp_buf_ptr(&b), tp_buf_size(&b), &x));
+    write_members(&b, base, 6);
+    struct tp_buf w;
+    tp_buf_init(&w);
+    tp_buf_append(&w, "\xde\x00\x06", 3);
+    tp_buf_append(&w, tp_buf_ptr(&b) + 1, tp_buf_size(&b) - 1);
+    assert_true(doc_reads(
+        tp_buf_ptr(&w), tp_buf_size(&w),
+        &(struct tp_protocol_bet_msg){
+            .req = 7, .key = "k-01", .klen = 4, .round_id = 12, .band = 2, .stake = 500}));
+    assert_false(tp_protocol_bet_read(tp_buf_ptr(&w), tp_buf_size(&w), &x));
+    tp_buf_reset(&w);
+    tp_buf_append(&w, "\x96", 1);
+    tp_buf_append(&w, tp_buf_ptr(&b) + 1, tp_buf_size(&b) - 1);
+    assert_false(tp_protocol_bet_read(tp_buf_ptr(&w), tp_buf_size(&w), &x));
+    assert_false(tp_protocol_bet_read("", 0, &x));
+    tp_buf_deinit(&w);
+    tp_buf_deinit(&b);
+}
+#undef V
+
 /* The hand-built bet_ok is the generic writer's message byte for byte, with and without req,
  * for integers of every encoding width. */
 static void test_bet_ok_bytes(void **state)
@@ -752,6 +968,8 @@ int main(void)
         cmocka_unit_test(test_round_object_json),
         cmocka_unit_test(test_bet_ok),
         cmocka_unit_test(test_bet_ok_bytes),
+        cmocka_unit_test(test_bet_read),
+        cmocka_unit_test(test_bet_read_refuses),
         cmocka_unit_test(test_bet_err),
         cmocka_unit_test(test_payout),
         cmocka_unit_test(test_pong),
