@@ -368,12 +368,38 @@ def test_malformed_messages_keep_socket_usable():
             (msgpack.packb({"t": "bet", "req": 11, "round_id": rid, "band": 1,
                             "stake": 100}), "bet_err"),          # no key
         ]
+        # The bet's six members as clients send them (read from the bytes, session.c) with a
+        # bad value each, and near misses of that shape the document reads: every answer, code
+        # and echoed req is the one the document path gives.
+        def bet(req=12, key="s", round_id=rid, band=1, stake=100):
+            return msgpack.packb({"t": "bet", "req": req, "key": key, "round_id": round_id,
+                                  "band": band, "stake": stake})
+        codes = {
+            len(cases): (12, "idempotency_key_required"),
+            len(cases) + 1: (13, "invalid_stake"),
+            len(cases) + 2: (14, "invalid_band"),
+            len(cases) + 3: (15, "invalid_request"),
+            len(cases) + 4: (2**64 - 1, "invalid_stake"),
+            len(cases) + 5: ("s" * 64, "invalid_request"),
+        }
+        cases += [
+            (bet(12, key="a b"), "bet_err"),                     # a key the check refuses
+            (bet(13, stake=0), "bet_err"),                       # below min_stake
+            (bet(14, band=NBANDS), "bet_err"),                   # no such band
+            (bet(15, round_id=-1), "bet_err"),                   # round_id below 1
+            (bet(2**64 - 1, stake=1.0), "bet_err"),              # a uint req, a float stake
+            (bet("s" * 64, round_id=2**64 - 1), "bet_err"),      # string req, uint round_id
+            (bet(16, key="k\xff").replace(b"\xa3k\xc3\xbf", b"\xa2k\xff"), "error"),  # bad UTF-8
+            (bet(17).replace(b"\x86", b"\xde\x00\x07", 1)[:-1], "error"),  # map16, cut
+        ]
         for i, (raw, want) in enumerate(cases):
             w.send_raw(raw)
             m = w.wait_for(lambda m: m.get("t") in ("error", "bet_err", "bet_ok"))
             assert m["t"] == want, (i, m)
             assert isinstance(m["code"], str) and isinstance(m["message"], str)
-            if want == "bet_err":
+            if i in codes:
+                assert (m["req"], m["code"]) == codes[i], (i, m)
+            elif want == "bet_err":
                 assert m["req"] in (9, 10, 11), m
             w.send({"t": "ping", "ts": 1000 + i})
             p = w.wait_for(is_t("pong"))
