@@ -58,7 +58,7 @@ def call_args(n, players, b, now, seq, users=USERS, offsets=True):
     shard_keys, per = idemfilter.batch_tail(p, w, [(u, key) for u, _, _, key in bets])
     keys = [p + "bal", p + "idem:1", p + "round:1:state", p + "pool:1", p + "outbox", p + "seq",
             p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
-    keys += idemfilter.window_keys(p, w)
+    keys += idemfilter.window_keys(p, w) + [p + "idemyoung"]
     keys += [p + f"betl:1:{x}" for x in bands] + [p + f"ubets:{u}" for u in users] + shard_keys
     argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n, f"0:{SHARD_BYTES}" if offsets else 0]
     if offsets:

@@ -35,6 +35,11 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
   KEYS[14] tp:{bN}:idemfilter:<w>:0         shard 0 of window w's filter: its size is every
                                             shard's of the window
   KEYS[15] tp:{bN}:idemfilter:<w-1>:0       shard 0 of window w - 1's filter
+  KEYS[16] tp:{bN}:idemyoung                HASH, the hot key index's young part: the same
+                                            entries as KEYS[11], where this script inserts
+                                            them, and promotes them into KEYS[11] in chunks
+                                            (below); a key's entry here, if any, is newer than
+                                            its entry in KEYS[11] and wins
   then one tp:{bN}:betl:<round_id>:<band> (LIST "<bet_id>:<user_id>:<stake>", appended) per
   distinct band of the batch, in order of first appearance in ARGV,
   then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order,
@@ -126,6 +131,11 @@ local SHARD_MAX = 1023 -- of 1024 shards (TP_KEYS_IDEM_SHARDS)
 -- list is trimmed back to UBETS_KEEP once it holds more than UBETS_KEEP + UBETS_SLACK, so a
 -- player betting once per call costs an LTRIM (a write command) every 26th bet, not every one.
 local UBETS_KEEP, UBETS_SLACK = 50, 25
+-- The hot key index's young part is promoted once it holds PROMOTE_AT entries, about
+-- PROMOTE_CHUNK a call (above a batch's most, TP_SCRIPT_BATCH_MAX 128, so it stays near
+-- PROMOTE_AT; a chunk holds Redis ~X ms: bench/README.md "Session 27: the hot key index's young
+-- part").
+local PROMOTE_AT, PROMOTE_CHUNK, PROMOTE_CHUNK_S = 1024, 512, '512'
 -- Balances are kept in Lua doubles across the batch: exact below 2^53.
 local EXACT = 9007199254740992
 
@@ -143,8 +153,8 @@ end
 
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
-if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 5 * n then
-    return bug('want 15 + bands + users + 2 shards KEYS and 10 + 5n ARGV')
+if #KEYS < 20 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 5 * n then
+    return bug('want 16 + bands + users + 2 shards KEYS and 10 + 5n ARGV')
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
@@ -208,12 +218,12 @@ for i = 0, n - 1 do
         ns = ns + 1; shards[sh] = ns
     end
     if not bands[band_s] then
-        nb = nb + 1; bands[band_s] = 15 + nb; bands[nb + 1] = band_s
+        nb = nb + 1; bands[band_s] = 16 + nb; bands[nb + 1] = band_s
         if num[band_s] == nil then num[band_s] = uint(band_s) or false end
     end
     fields[i + 1] = user_s .. ':' .. ARGV[o + 3]
 end
-if #KEYS ~= 15 + nb + nu + 2 * ns then return bug('want 15 + bands + users + 2 shards KEYS') end
+if #KEYS ~= 16 + nb + nu + 2 * ns then return bug('want 16 + bands + users + 2 shards KEYS') end
 
 -- A round id outside the layout would name another round's keys: every bet is refused, as
 -- bet.lua refuses it (the key names below are then not checked, nothing is touched).
@@ -232,11 +242,17 @@ end
 -- archival set in window w (the one current at archival, idem_unindex.lua) is found from its
 -- archival until at least one TTL after it, hence for the rest of its bet's TTL.
 local span = ttl * 1000
-local sbase = 15 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase + 2j (w - 1)
+local sbase = 16 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase + 2j (w - 1)
 
 -- Reads, once per batch: the hot index entry of every (user, key), which carries the key's
 -- record; the pause, balances and exclusions of every player, the round state, the pool total.
-local idx = call('HMGET', KEYS[11], unpack(fields))
+-- A key's entry is in the young part (KEYS[16]) or the big one (KEYS[11]); where both hold
+-- one (the key reused past its TTL while its older entry was already promoted), the young one
+-- is the newer, and the answer.
+local idx, young = call('HMGET', KEYS[11], unpack(fields)), call('HMGET', KEYS[16], unpack(fields))
+for i = 1, n do
+    if young[i] then idx[i] = young[i] end
+end
 
 -- The hot index: the round a key's newest accepted bet of a round still in Redis named, when,
 -- and that bet's record. `hit[i]` for a bet with an entry: that round is not this one and the
@@ -494,7 +510,7 @@ for i = 1, n do
         else
             bal[u] = bal[u] - stake
             pooled = pooled + stake
-            band_pool[band_s] = (band_pool[band_s] or ((pv[bands[band_s] - 14] or 0) + 0))
+            band_pool[band_s] = (band_pool[band_s] or ((pv[bands[band_s] - 15] or 0) + 0))
                 + stake
             local sum = usum[u]
             if not sum then nusers = nusers + 1; sum = 0 end
@@ -577,7 +593,7 @@ local nw = 0
 for u = 1, nu do
     if usum[u] then
         balw[nw + 1], balw[nw + 2], nw = users[u], ubal[u], nw + 2
-        local k = 15 + nb + u
+        local k = 16 + nb + u
         -- The list holds at least the newest UBETS_KEEP (older ones: Postgres); LTRIM only when
         -- over by more than the slack.
         local pu, len = pushes[u]
@@ -605,5 +621,33 @@ call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'be
 -- TTL: a round archived late, Postgres down for hours, keeps its keys hot, so the hot index
 -- never forgets a key whose bet Postgres cannot show yet); archival puts each key in the filter
 -- in the step that removes its hot entry (idem_unindex.lua).
-call('HSET', KEYS[11], unpack(idxw))
+-- They go into the young part, a table of a few thousand entries: an insert writes a random
+-- slot of its hash table, and in the big part (one entry per bet of every hot round, 2^20
+-- slots of 8 bytes at a million bets) that was a random page of 2,048 for an AOF rewrite's
+-- fork to copy, and its doubling a 16 MB table first touched while bets waited
+-- (bench/README.md "Session 27: the hot key index's young part").
+call('HSET', KEYS[16], unpack(idxw))
+-- Promotion: once the young part holds PROMOTE_AT entries, this call moves about
+-- PROMOTE_CHUNK of them (more than a batch adds) into the big part, each chunk whole in this
+-- script: an entry is in one part or the other at every moment (a field still in both, the
+-- reuse above, keeps the newer). Never while a fork child runs (an RDB save, an AOF rewrite):
+-- then every write into the big part would be a page copied; the young part grows instead,
+-- and the calls after the child's exit drain it. HSCAN from 0 again each time: the entries
+-- scanned leave, so the next chunk is at the table's start (its emptied buckets scanned past:
+-- the loop goes on until a chunk is found or the table is walked).
+if call('HLEN', KEYS[16]) >= PROMOTE_AT and
+    not call('INFO', 'persistence'):find('_in_progress:1', 1, true) then
+    local cur, moved = '0', 0
+    repeat
+        local r = call('HSCAN', KEYS[16], cur, 'COUNT', PROMOTE_CHUNK_S)
+        local kv, names = r[2], {}
+        cur = r[1]
+        if #kv > 0 then
+            for j = 1, #kv / 2 do names[j] = kv[2 * j - 1] end
+            call('HSET', KEYS[11], unpack(kv))
+            call('HDEL', KEYS[16], unpack(names))
+            moved = moved + #kv / 2
+        end
+    until cur == '0' or moved >= PROMOTE_CHUNK
+end
 return out

@@ -1,7 +1,7 @@
 #!lua
 --[[
 idem_unindex.lua: one step of archival's removal of a round's keys from bucket N's hot
-idempotency key index (bet_batch.lua KEYS[11]), and the step that puts them in the idempotency
+idempotency key index (bet_batch.lua KEYS[11], and its young part KEYS[16]), and the step that puts them in the idempotency
 filter: bets only read the filter, archival writes it. For each given key of the round (the
 caller reads the round's bets of this bucket from Postgres, which holds them whole by then: see
 src/game/leader_archive.c) whose index entry still names this round (a key reused on another
@@ -16,10 +16,13 @@ KEYS, all in bucket N (one hash slot: the index, the records and the filter shar
   KEYS[1] tp:{bN}:idemhot                 HASH "<user_id>:<key>" ->
                                           "<round_id>:<placed_ms>|<record>" (an older
                                           version's: "<round_id>:<placed_ms>")
-  KEYS[2] tp:{bN}:idemfilter:<w>:0        shard 0 of window w: its size is every shard's
-  KEYS[3] tp:{bN}:idemfilter:<w>:1023     present once the leader built window w whole
-  KEYS[4] tp:{bN}:idemfilter:<w-1>:0      \ only when ARGV[4] = 2
-  KEYS[5] tp:{bN}:idemfilter:<w-1>:1023   /
+  KEYS[2] tp:{bN}:idemyoung               HASH, its young part (bet_batch.lua KEYS[16]): the
+                                          same entries; a field's entry here is newer than
+                                          its entry in KEYS[1], if both exist
+  KEYS[3] tp:{bN}:idemfilter:<w>:0        shard 0 of window w: its size is every shard's
+  KEYS[4] tp:{bN}:idemfilter:<w>:1023     present once the leader built window w whole
+  KEYS[5] tp:{bN}:idemfilter:<w-1>:0      \ only when ARGV[4] = 2
+  KEYS[6] tp:{bN}:idemfilter:<w-1>:1023   /
   then per distinct shard s of the fields, in order of first appearance,
   tp:{bN}:idemfilter:<w>:<s> (and tp:{bN}:idemfilter:<w-1>:<s> when ARGV[4] = 2),
   and last, KEYS[#KEYS], tp:{bN}:idem:<round_id>, the round's records hash (HASH
@@ -33,7 +36,14 @@ ARGV[5] since_ms: an entry placed before it is past its TTL: removed, no bits
 ARGV[6] n fields (0 .. 4096), then 4 per field: "<user_id>:<key>", and the key's filter
   position as src/store/keys.c tp_keys_idem_pos hashes it: word (0 .. 2^32-1, modulo the
   shard's words), mask (the 5 bits, nonzero, < 2^32), shard (0 .. 1023).
-Returns the number of index entries removed, or -1 when window w is not whole (the leader has
+A field's entry naming the round goes from whichever part holds it. When it goes from the young
+part, the field's entry in the big part, if any, goes with it: that is an older bet's (bets
+insert into the young part only, and promotion writes the newer over the older), of another
+round and past its TTL when this round's bet was admitted (else that bet was refused). Left
+alone it would answer for the key instead of the filter, which now holds the key: a reuse
+within the TTL of this round's bet would be admitted. Its own round's archival then finds it
+gone, and past its TTL it needs no bits.
+Returns the number of the round's index entries removed, or -1 when window w is not whole (the leader has
 not built it yet): then nothing is written (no record removed either), and archival waits for
 the build (a step never allocates a shard). Malformed arguments raise "ERR tp_idem_unindex: ...",
 and so does an entry naming the round whose placed time is not a number (a corrupt entry), before
@@ -63,10 +73,11 @@ local p = KEYS[1]:match('^(tp:{b' .. bucket_s .. '}:)idemhot$')
     or KEYS[1]:match('^(tp:{b' .. bucket_s .. '%.%d+}:)idemhot$')
 local fw = p and p .. 'idemfilter:' .. win_s .. ':'
 local fp = p and p .. 'idemfilter:' .. string.format('%.0f', tonumber(win_s) - 1) .. ':'
-local fixed = two and 5 or 3
+local fixed = two and 6 or 4
 local RECORDS = KEYS[#KEYS]
-if not p or KEYS[2] ~= fw .. '0' or KEYS[3] ~= fw .. (SHARDS - 1)
-    or (two and (KEYS[4] ~= fp .. '0' or KEYS[5] ~= fp .. (SHARDS - 1)))
+local YOUNG = KEYS[2]
+if not p or YOUNG ~= p .. 'idemyoung' or KEYS[3] ~= fw .. '0' or KEYS[4] ~= fw .. (SHARDS - 1)
+    or (two and (KEYS[5] ~= fp .. '0' or KEYS[6] ~= fp .. (SHARDS - 1)))
     or RECORDS ~= p .. 'idem:' .. round_s then
     return bug('KEYS do not match the key layout for this bucket/window')
 end
@@ -94,7 +105,7 @@ for i = 1, n do
     fields[i], hw[i], hm[i], hs[i] = f, wd, bit.tobit(mk), sh
 end
 local per = two and 2 or 1
-if #KEYS ~= fixed + per * #slist + 1 then return bug('want 3 or 5 + shards + 1 KEYS') end
+if #KEYS ~= fixed + per * #slist + 1 then return bug('want 4 or 6 + shards + 1 KEYS') end
 for j, sh in ipairs(slist) do
     local k = fixed + per * (j - 1)
     if KEYS[k + 1] ~= fw .. sh or (two and KEYS[k + 2] ~= fp .. sh) then
@@ -105,22 +116,29 @@ if n == 0 then return 0 end
 
 -- Window w must be whole: the leader builds the current window first (leader_idemfilter.c),
 -- so this waits seconds at a leader's start, never at the day's roll (built from 23:00).
-if call('EXISTS', KEYS[3]) == 0 then return -1 end
-local wsize = floor(call('STRLEN', KEYS[2]) / 4)
+if call('EXISTS', KEYS[4]) == 0 then return -1 end
+local wsize = floor(call('STRLEN', KEYS[3]) / 4)
 -- Window w - 1 only if whole: not whole means no leader built it during window w - 2, and a
 -- shard is never created here (a missing one reads as empty; see scripts/lua/README.md).
-local psize = two and call('EXISTS', KEYS[5]) == 1 and floor(call('STRLEN', KEYS[4]) / 4) or 0
+local psize = two and call('EXISTS', KEYS[6]) == 1 and floor(call('STRLEN', KEYS[5]) / 4) or 0
 
 -- The entries that still name this round; those within their TTL get their bits. Read and
 -- checked before anything is written: a corrupt entry refuses the whole step.
-local v = call('HMGET', KEYS[1], unpack(fields))
-local del, mine, add = {}, round_s .. ':', {}
+local v, vy = call('HMGET', KEYS[1], unpack(fields)), call('HMGET', YOUNG, unpack(fields))
+local del, dely, mine, add, removed = {}, {}, round_s .. ':', {}, 0
 for i = 1, n do
-    local e = v[i]
-    if e and e:sub(1, #mine) == mine then
-        del[#del + 1] = fields[i]
+    local e, ey, here = v[i], vy[i], nil
+    if ey and ey:sub(1, #mine) == mine then
+        -- With the big part's entry of the field, if any: an older bet's (above).
+        dely[#dely + 1], here = fields[i], ey
+        if e then del[#del + 1] = fields[i] end
+    elseif e and e:sub(1, #mine) == mine then
+        del[#del + 1], here = fields[i], e
+    end
+    if here then
+        removed = removed + 1
         -- "<round_id>:<placed_ms>|<record>", or an older version's "<round_id>:<placed_ms>".
-        local placed = tonumber(e:match('^%d+', #mine + 1))
+        local placed = tonumber(here:match('^%d+', #mine + 1))
         if not placed then return bug('corrupt idempotency key index entry') end
         if placed >= since then
             local a = add[hs[i]]
@@ -134,7 +152,7 @@ end
 -- (the key reused after the TTL) or none (removed, bits set, by an earlier step) leaves the
 -- record nobody's answer. They go last, with the entries (below), so that a step failing
 -- half-way (a filter shard of the wrong type) leaves every record its entry needs.
-if #del == 0 then
+if #del == 0 and #dely == 0 then
     call('HDEL', RECORDS, unpack(fields))
     return 0
 end
@@ -184,4 +202,6 @@ for j, sh in ipairs(slist) do
     end
 end
 call('HDEL', RECORDS, unpack(fields))
-return call('HDEL', KEYS[1], unpack(del))
+if #dely > 0 then call('HDEL', YOUNG, unpack(dely)) end
+if #del > 0 then call('HDEL', KEYS[1], unpack(del)) end
+return removed

@@ -140,9 +140,16 @@ int tp_hot_leaks_find(struct tp_store_sync *r, int buckets, int64_t since_ms, bo
     int rc = read_hot(r, &before);
     if (rc != 0)
         return rc;
-    for (int b = 0; b < buckets && rc == 0; b++) {
+    /* Both parts of each bucket's index, the young one first: an entry promoted during the walk
+     * (bet_batch.lua moves young entries into the big part) was seen there before it moved, or
+     * is seen in the big part after. */
+    for (int p = 0; p < 2 * buckets && rc == 0; p++) {
+        int b = p / 2;
         struct tp_key k;
-        tp_keys_idem_hot(&k, b);
+        if (p % 2 == 0)
+            tp_keys_idem_young(&k, b);
+        else
+            tp_keys_idem_hot(&k, b);
         char cursor[32] = "0";
         do {
             struct tp_store_value *s;

@@ -235,6 +235,11 @@ const char *tp_keys_idem_hot(struct tp_key *k, int bucket)
     return BUCKET_CONST(k, bucket, "idemhot");
 }
 
+const char *tp_keys_idem_young(struct tp_key *k, int bucket)
+{
+    return BUCKET_CONST(k, bucket, "idemyoung");
+}
+
 const char *tp_keys_idem_filter(struct tp_key *k, int bucket, int64_t window)
 {
     return BUCKET_ID(k, bucket, "idemfilter:", window);

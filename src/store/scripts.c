@@ -165,7 +165,7 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
     arg_int(a, b->buckets);
 }
 
-/* scripts/lua/bet_batch.lua header: 15 KEYS, one bets key per distinct band and one ubets key per
+/* scripts/lua/bet_batch.lua header: 16 KEYS, one bets key per distinct band and one ubets key per
  * distinct player (first appearance order), then the two filter shards (window w, w - 1) of each
  * distinct shard; 10 ARGV, then 5 per bet (the filter word, mask and shard as 10 bytes: a
  * decimal cost the script two strtod calls each, bench/README.md "Session 9", the shard's a
@@ -186,11 +186,11 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     struct tp_keys_idem_pos pos[TP_SCRIPT_BATCH_MAX];
     for (size_t i = 0; i < cnt; i++)
         tp_keys_idem_pos(b->bets[i].user_id, b->bets[i].idem_key, b->bets[i].idem_len, &pos[i]);
-    /* Keys: 15 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 5 per bet, each < 24 bytes
+    /* Keys: 16 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 5 per bet, each < 24 bytes
      * (a bet's position and offsets, 11 + 2 × ≤ 6 bytes: a shard is at most
      * TP_SCRIPT_IDEM_SHARD_MAX, checked by the stub; counted as two). */
-    start_heap(a, "bet_batch", (int)(25 + 9 * cnt),
-               (15 + 4 * cnt) * TP_KEYS_MAX + (10 + 5 * cnt) * 24);
+    start_heap(a, "bet_batch", (int)(26 + 9 * cnt),
+               (16 + 4 * cnt) * TP_KEYS_MAX + (10 + 5 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_idem(&k, n, b->round_id));
     key(a, tp_keys_round_state(&k, n, b->round_id));
@@ -206,6 +206,7 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     key(a, tp_keys_idem_filter(&k, n, win - 1));
     key(a, tp_keys_idem_shard(&k, n, win, 0));
     key(a, tp_keys_idem_shard(&k, n, win - 1, 0));
+    key(a, tp_keys_idem_young(&k, n));
     for (size_t i = 0; i < cnt; i++) {
         size_t j = 0;
         while (j < i && b->bets[j].band != b->bets[i].band)
@@ -820,17 +821,17 @@ static bool unindex_field(const struct tp_script_unindex_field *f, int64_t *user
     return tp_parse_i64(num, user) && *user > 0 && *len >= 1 && *len <= TP_KEYS_IDEM_MAX;
 }
 
-/* scripts/lua/idem_unindex.lua header: hot index, shard 0 and the last shard of window w (and of
- * w - 1), then the shards of the fields (w, w - 1) in order of first appearance, then the
- * round's records; round, bucket,
- * window, windows, since, n, then per field the field and its filter position (hashed here, in
- * C, as for bets). The fields were checked by tp_script_idem_unindex. */
+/* scripts/lua/idem_unindex.lua header: hot index, its young part, shard 0 and the last shard of
+ * window w (and of w - 1), then the shards of the fields (w, w - 1) in order of first appearance,
+ * then the round's records; round, bucket, window, windows, since, n, then per field the field and
+ * its filter position (hashed here, in C, as for bets). The fields were checked by
+ * tp_script_idem_unindex. */
 static void idem_unindex_args(const struct tp_script_idem_unindex_args *u, struct tp_script_call *a)
 {
     struct tp_key k;
     int n = u->n, per = u->two ? 2 : 1;
-    start_heap(a, "idem_unindex", 12 + (2 + 4) * n,
-               (size_t)(6 + 2 * n) * TP_KEYS_MAX + (size_t)(6 + 3 * n) * 24);
+    start_heap(a, "idem_unindex", 13 + (2 + 4) * n,
+               (size_t)(7 + 2 * n) * TP_KEYS_MAX + (size_t)(6 + 3 * n) * 24);
     struct tp_keys_idem_pos *pos = tp_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*pos));
     for (int i = 0; i < n; i++) {
         int64_t user;
@@ -841,6 +842,7 @@ static void idem_unindex_args(const struct tp_script_idem_unindex_args *u, struc
         tp_keys_idem_pos(user, key, len, &pos[i]);
     }
     key(a, tp_keys_idem_hot(&k, u->bucket));
+    key(a, tp_keys_idem_young(&k, u->bucket));
     for (int w = 0; w < per; w++) {
         key(a, tp_keys_idem_shard(&k, u->bucket, u->window - w, 0));
         key(a, tp_keys_idem_shard(&k, u->bucket, u->window - w, TP_KEYS_IDEM_SHARDS - 1));

@@ -37,7 +37,7 @@ def player_state(c):
         if any(f in k for f in (":round:", ":pool:", ":plan:", ":paid:", ":payout:", ":bets:",
                                 ":betl:", ":seed:", "outbox", "ticks", "lease", "current", "rounds",
                                 "unfinished", "unsettled", "epoch", "workers", ":idem:",
-                                ":idemhot", ":idemfilter:")):
+                                ":idemhot", ":idemyoung", ":idemfilter:")):
             continue
         out[k] = c.dump(k)
     return out
@@ -83,8 +83,19 @@ def wait_final(c, rid):
 
 def hot_index(c):
     """Every bucket's hot idempotency key index: {(bucket, "<user>:<key>"):
-    "<round>:<ms>|<record>"} (an older version's entry: "<round>:<ms>")."""
-    return {(b, f): v for b in range(B) for f, v in c.hgetall(f"tp:{{b{b}}}:idemhot").items()}
+    "<round>:<ms>|<record>"} (an older version's entry: "<round>:<ms>"), both parts, the young
+    one's entry of a field over the big one's (bet_batch.lua's reading)."""
+    out = {}
+    for b in range(B):
+        for part in ("idemhot", "idemyoung"):
+            out.update({(b, f): v for f, v in c.hgetall(f"tp:{{b{b}}}:{part}").items()})
+    return out
+
+
+def hot_part(c, b, f):
+    """The key of the hot index part of bucket b that holds field f (the young one first)."""
+    young = f"tp:{{b{b}}}:idemyoung"
+    return young if c.hexists(young, f) else f"tp:{{b{b}}}:idemhot"
 
 
 def archived(c, rid):
@@ -109,12 +120,13 @@ def to_older_version(c, rid):
     for b in range(B):
         p = f"tp:{{b{b}}}:"
         pipe = c.pipeline(transaction=True)
-        for f, v in c.hgetall(p + "idemhot").items():
-            head, bar, rec = v.partition("|")
-            if bar and head.startswith(f"{rid}:"):
-                pipe.hset(p + f"idem:{rid}", f, rec)
-                pipe.hset(p + "idemhot", f, head)
-                moved.setdefault(b, []).append(f)
+        for part in ("idemhot", "idemyoung"):
+            for f, v in c.hgetall(p + part).items():
+                head, bar, rec = v.partition("|")
+                if bar and head.startswith(f"{rid}:"):
+                    pipe.hset(p + f"idem:{rid}", f, rec)
+                    pipe.hset(p + part, f, head)
+                    moved.setdefault(b, []).append(f)
         pipe.execute()
     return moved
 

@@ -470,7 +470,9 @@ def test_hot_index_leaks_counted_with_no_hot_round():
         day = 86400 * 1000
         entries = {"7:old": f"3:{now - 2 * day}|901|0|10|100",   # leaked, past its TTL
                    "7:new": f"5:{now - 1000}|902|1|10|100"}       # leaked, within its TTL
-        c.hset("tp:{b1}:idemhot", mapping=entries)
+        # One in each part of the hot key index: audit and prune read both.
+        c.hset("tp:{b1}:idemyoung", "7:old", entries["7:old"])
+        c.hset("tp:{b1}:idemhot", "7:new", entries["7:new"])
         # The current window whole, as the leader builds it: prune's step waits for it.
         idemfilter.build(c, "tp:{b1}:", now // day, 64)
         assert c.zcard("tp:{g}:rounds") == 0
@@ -482,6 +484,7 @@ def test_hot_index_leaks_counted_with_no_hot_round():
         assert rc == 0 and "2 naming a round no longer in Redis (leaked), 1 of them past their " \
             "TTL" in out and "removed 1 leaked entries past their TTL" in out, (out, err)
         assert c.hgetall("tp:{b1}:idemhot") == {"7:new": entries["7:new"]}
+        assert not c.exists("tp:{b1}:idemyoung")
         assert not idemfilter.is_set(c, "tp:{b1}:", now // day, "7", "old")
 
 

@@ -25,7 +25,7 @@ import idemfilter
 import pgwlib
 import tpclient
 import tpenv
-from archivelib import (ENV, NBANDS, B, G, archived, bet_round, history, hot_index,
+from archivelib import (ENV, NBANDS, B, G, archived, bet_round, history, hot_index, hot_part,
                         metric_series, player_state, round_keys, to_older_version, unarchivable,
                         wait_final)
 
@@ -434,7 +434,8 @@ def test_refused_unindex_step_holds_up_nothing_and_is_counted():
         mine = {k: v for k, v in hot_index(c).items() if v.startswith(f"{rid}:")}
         assert len(mine) == 20
         (b, f), good = max(mine.items())  # the last bucket's: the buckets before it get done
-        c.hset(f"tp:{{b{b}}}:idemhot", f, f"{rid}:corrupt|" + good.split("|", 1)[1])
+        part = hot_part(c, b, f)
+        c.hset(part, f, f"{rid}:corrupt|" + good.split("|", 1)[1])
         rid2 = bet_round(s, users, "q")
         tpenv.wait_until(lambda: archived(c, rid2), timeout=90,
                          what=f"round {rid2} archived past round {rid}")
@@ -446,7 +447,7 @@ def test_refused_unindex_step_holds_up_nothing_and_is_counted():
         line = ("level=error .*round left in Redis: Redis refused to move its idempotency keys "
                 f"to the filter \\(Redis: ERR tp_idem_unindex: .*\" round={rid}\n")
         assert len(re.findall(line, s.log_text())) == 1, s.log_text()[-3000:]
-        c.hset(f"tp:{{b{b}}}:idemhot", f, good)
+        c.hset(part, f, good)
         tpenv.wait_until(lambda: archived(c, rid), timeout=60, what=f"round {rid} archived")
         assert in_filter(c, mine) == set(mine) and not (set(hot_index(c)) & set(mine))
         tpenv.wait_until(lambda: unarchivable(s) == 0, timeout=30, what="the gauge back to 0")

@@ -34,7 +34,8 @@ def money(r, uid):
     import redis
     raw = redis.Redis(host="127.0.0.1", port=r.port)
     keys = ["tp:{b0}:bal", "tp:{b0}:seq", "tp:{b0}:net", "tp:{b0}:pool:5",
-            f"tp:{{b0}}:ubets:{uid}", "tp:{b0}:idemhot"] + sorted(raw.keys("tp:{b0}:betl:5:*"))
+            f"tp:{{b0}}:ubets:{uid}", "tp:{b0}:idemhot", "tp:{b0}:idemyoung"] + \
+        sorted(raw.keys("tp:{b0}:betl:5:*"))
     out = {k: raw.dump(k) for k in keys}
     # The outbox's entries; its DUMP also holds the writer's consumer group, whose delivery
     # counts move whenever the writer re-reads (Postgres is down here).

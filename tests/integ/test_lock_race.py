@@ -101,7 +101,9 @@ def test_bets_racing_the_lock():
         assert bets == want, (len(bets), len(want))
         pipe = c.pipeline()
         for x in no:
-            pipe.hexists("tp:{b%d}:idemhot" % (x["uid"] % BUCKETS), "%d:%s" % (x["uid"], x["key"]))
+            for part in ("idemhot", "idemyoung"):  # the hot key index's two parts
+                pipe.hexists("tp:{b%d}:%s" % (x["uid"] % BUCKETS, part),
+                             "%d:%s" % (x["uid"], x["key"]))
         assert not any(pipe.execute()), "a refused bet left an idempotency record (hot entry)"
 
         # Σ accepted = Redis pools = the API's total once locked.

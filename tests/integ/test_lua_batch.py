@@ -83,6 +83,7 @@ class Side:
         ks = keys or ([p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                        p + "outbox", p + "seq", p + "net", p + "excl", p + "paused",
                        p + "disabled", p + "idemhot"] + idemfilter.window_keys(p, w) +
+                      [p + "idemyoung"] +
                       [p + f"betl:{rid}:{b}" for b in bands] + [p + f"ubets:{u}" for u in users] +
                       shard_keys)
         argv = [rid, now, *conf, TTL, bucket, self.b, len(bets),
@@ -105,7 +106,9 @@ class Side:
 
     def index(self):
         """The batch script's hot key index and its filters (bytes)."""
-        out = {k: self.c.hgetall(k) for k in sorted(self.c.keys("*:idemhot"))}
+        out = {k + "idemhot": hot(self.c, k) for k in
+               sorted({k[:-len("idemhot")] for k in self.c.keys("*:idemhot")} |
+                      {k[:-len("idemyoung")] for k in self.c.keys("*:idemyoung")})}
         out.update({k: self.raw.get(k) for k in sorted(self.raw.keys("*:idemfilter:*"))})
         return out
 
@@ -131,11 +134,14 @@ class Side:
             t = c.type(k)
             if ":idemfilter:" in k:
                 continue
-            if k.endswith(":idemhot"):
+            if k.endswith(":idemyoung") and c.exists(k[:-len("idemyoung")] + "idemhot"):
+                continue  # read with its big part, below
+            if k.endswith(":idemhot") or k.endswith(":idemyoung"):
                 # bet_batch.lua's records live in the hot entries, "<round>:<ms>|<record>"
-                # (an older version's plain "<round>:<ms>" has its record in idem:<round>).
+                # (an older version's plain "<round>:<ms>" has its record in idem:<round>),
+                # in either part of the index (the young one's entry of a field wins).
                 pre = k.split(":")[1]
-                for f, v in c.hgetall(k).items():
+                for f, v in hot(c, k[:k.rindex(":") + 1]).items():
                     head, bar, rec = v.partition("|")
                     if bar:
                         user, key = f.split(":", 1)
@@ -194,9 +200,17 @@ class Side:
         return {k: (self.raw.type(k), self.raw.dump(k)) for k in sorted(self.raw.keys("*"))}
 
 
-def hot_heads(c, key):
+def hot(c, p):
+    """Bucket prefix p's hot key index as bet_batch.lua reads it: the big part's entries, each
+    overridden by the young part's entry of its field, if any (the newer)."""
+    out = c.hgetall(p + "idemhot")
+    out.update(c.hgetall(p + "idemyoung"))
+    return out
+
+
+def hot_heads(c, p):
     """The hot index entries without their records: "<round_id>:<placed_ms>"."""
-    return {f: v.split("|")[0] for f, v in c.hgetall(key).items()}
+    return {f: v.split("|")[0] for f, v in hot(c, p).items()}
 
 
 def record(v, rid=None):
@@ -525,16 +539,16 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
                 p + "seq", p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
         tail = [p + "betl:1:0", p + "ubets:2"]
         shard = idemfilter.pos(2, "k")[2]
-        good = idemfilter.window_keys(p, 0) + tail + [idemfilter.shard_key(p, 0, shard),
-                                                      idemfilter.shard_key(p, -1, shard)]
+        good = idemfilter.window_keys(p, 0) + [p + "idemyoung"] + tail + [
+            idemfilter.shard_key(p, 0, shard), idemfilter.shard_key(p, -1, shard)]
         # The names themselves are the C caller's (src/store/keys.c, checked by
         # tests/unit/store/test_scripts.c): the script checks only how many there are.
-        for keys in (base + good[:4] + good[4:6] + [idemfilter.shard_key(p, 0, shard)],
+        for keys in (base + good[:5] + good[5:7] + [idemfilter.shard_key(p, 0, shard)],
                      base + good + [p + "betl:1:1"], base[:10] + good):
             try:
                 s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, keys=keys)
             except redis.ResponseError as e:
-                assert "want 15 + bands + users + 2 shards KEYS" in str(e), e
+                assert "want 16 + bands + users + 2 shards KEYS" in str(e), e
             else:
                 raise AssertionError(f"{len(keys)} KEYS accepted")
         # The filter position is the caller's: anything but 10 bytes of word, nonzero mask and
@@ -556,7 +570,7 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         evs = [f for _, f in s.c.xrange("tp:{b0}:outbox") if f["type"] == "bets"]
         assert len(evs) == 1 and evs[0]["bets"].count("\n") == 1, evs
         assert not s.c.exists("tp:{b0}:idem:1")  # the records are in the hot entries
-        assert s.c.ttl("tp:{b0}:idemhot") == -1  # until the round's archival
+        assert s.c.ttl("tp:{b0}:idemyoung") == -1  # until promoted or the round's archival
 
 
 
@@ -704,8 +718,7 @@ def test_records_of_an_older_version_still_replay():
                        ["err", "idempotency_conflict"], ["ok", new_id, 7, 2, 300, 700, 0],
                        ["ok", new_id, 7, 2, 300, 700, 1], ["ok", 41, 7, 2, 300, 700, 1]], res
         assert s.c.hgetall(p + "idem:7") == {"1:old": "1|%s|41|7|2|300|700" % canon_hash(7, 2, 300)}
-        assert s.c.hgetall(p + "idemhot") == {"1:old": "7:4000",
-                                              "1:new": "7:5000|%d|2|300|700" % new_id}
+        assert hot(s.c, p) == {"1:old": "7:4000", "1:new": "7:5000|%d|2|300|700" % new_id}
         assert s.c.hget(p + "bal", "1") == "700"
         # A record that names another round than its hash's is corrupt: the call fails whole.
         s.c.hset(p + "idem:7", "1:bad", "1|%s|42|8|2|300|700" % canon_hash(8, 2, 300))
@@ -742,15 +755,16 @@ def test_records_are_read_from_hot_entries_and_old_ones_from_the_records_hash():
             out = fn()
             return out, calls() - before
 
-        # Hot index, balances, exclusions, round copy, pool: 5 HMGETs (the disabled flags only
-        # while some account is disabled: test_disabled_flags_are_read_only_while_some_are).
+        # Hot index (its two parts), balances, exclusions, round copy, pool: 6 HMGETs (the
+        # disabled flags only while some account is disabled:
+        # test_disabled_flags_are_read_only_while_some_are).
         res, n = hmgets(lambda: s.batch_call(0, 7, [(1, 0, 100, "a"), (1, 1, 100, "b")], 5000))
-        assert codes(res) == ["ok", "ok"] and n == 5, (res, n)
+        assert codes(res) == ["ok", "ok"] and n == 6, (res, n)
         res, n = hmgets(lambda: s.batch_call(0, 8, [(1, 0, 100, "a"), (1, 0, 100, "c")], 5000))
-        assert codes(res) == ["idempotency_conflict", "ok"] and n == 5, (res, n)
+        assert codes(res) == ["idempotency_conflict", "ok"] and n == 6, (res, n)
         res, n = hmgets(lambda: s.batch_call(0, 7, [(1, 0, 100, "d"), (1, 1, 100, "b"),
                                                     (1, 1, 200, "a")], 5000))
-        assert codes(res) == ["ok", "replay", "idempotency_conflict"] and n == 5, (res, n)
+        assert codes(res) == ["ok", "replay", "idempotency_conflict"] and n == 6, (res, n)
         assert s.c.hget(p + "bal", "1") == str(100000 - 4 * 100)
         assert not s.c.exists(p + "idem:7") and not s.c.exists(p + "idem:8")
         # An older version's entry and record: one more HMGET, the record's answer.
@@ -759,14 +773,14 @@ def test_records_are_read_from_hot_entries_and_old_ones_from_the_records_hash():
         res, n = hmgets(lambda: s.batch_call(0, 7, [(1, 0, 100, "e"), (1, 2, 300, "was"),
                                                     (1, 1, 100, "b")], 5000))
         assert res[1:] == [["ok", 41, 7, 2, 300, 700, 1], ["ok", res[2][1], 7, 1, 100,
-                                                           res[2][5], 1]] and n == 6, (res, n)
+                                                           res[2][5], 1]] and n == 7, (res, n)
         assert codes(res)[0] == "ok"
         assert s.c.hgetall(p + "idem:7") == {"1:was": "41|2|300|700"}
         # A record with no hot entry: only a version before the hot index wrote one.
         s.c.hset(p + "idem:7", "1:old", "41|2|300|700")
         s.c.set(p + "paused", 1)
         res, n = hmgets(lambda: s.batch_call(0, 7, [(1, 2, 300, "old")], 5000))
-        assert codes(res) == ["game_paused"] and n == 5, (res, n)
+        assert codes(res) == ["game_paused"] and n == 6, (res, n)
         assert s.c.hget(p + "bal", "1") == str(100000 - 5 * 100)
 
 
@@ -792,19 +806,19 @@ def test_disabled_flags_are_read_only_while_some_are():
             out = fn()
             return out, calls("hmget") - before[0], calls("strlen") - before[1]
 
-        # Hot index, balances, exclusions, round copy, pool: no disabled flags to read.
+        # Hot index (two parts), balances, exclusions, round copy, pool: no disabled flags.
         res, hm, _ = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "a"), (2, 0, 100, "b")],
                                                   5000))
-        assert codes(res) == ["ok", "ok"] and hm == 5, (res, hm)
+        assert codes(res) == ["ok", "ok"] and hm == 6, (res, hm)
         s.c.hset(p + "disabled", "2", 4000)
         res, hm, _ = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "c"), (2, 0, 100, "d"),
                                                          (2, 0, 100, "b")], 5000))
-        assert codes(res) == ["ok", "account_disabled", "replay"] and hm == 6, (res, hm)
+        assert codes(res) == ["ok", "account_disabled", "replay"] and hm == 7, (res, hm)
         # With an old whole-window filter (no bit set) beside it: both are read.
         s.raw.set(p + "idemfilter:0", b"\0" * 8)
         res, hm, sl = counted(lambda: s.batch_call(0, 7, [(2, 0, 100, "e"), (1, 0, 100, "f")],
                                                    5000))
-        assert codes(res) == ["account_disabled", "ok"] and (hm, sl) == (6, 4), (res, hm, sl)
+        assert codes(res) == ["account_disabled", "ok"] and (hm, sl) == (7, 4), (res, hm, sl)
         s.raw.delete(p + "idemfilter:0")
         # With the pause: the pause answers first, as for one bet.
         s.c.set(p + "paused", 1)
@@ -815,7 +829,7 @@ def test_disabled_flags_are_read_only_while_some_are():
         s.c.hdel(p + "disabled", "2")
         assert not s.c.exists(p + "disabled")
         res, hm, _ = counted(lambda: s.batch_call(0, 7, [(2, 0, 100, "g")], 5000))
-        assert codes(res) == ["ok"] and hm == 5, (res, hm)
+        assert codes(res) == ["ok"] and hm == 6, (res, hm)
         assert s.c.hget(p + "bal", "1") == str(100000 - 3 * 100)
         assert s.c.hget(p + "bal", "2") == str(100000 - 2 * 100)
 
@@ -847,12 +861,12 @@ def test_key_reused_on_another_round_conflicts():
         setup(s)
         for rid, now, bets in batches:
             s.batch_call(0, rid, bets, now)
-        assert hot_heads(s.c, "tp:{b0}:idemhot") == {"1:a": "7:5000", "2:b": "7:5000",
+        assert hot_heads(s.c, "tp:{b0}:") == {"1:a": "7:5000", "2:b": "7:5000",
                                                   "1:c": "8:6000", "2:d": "8:6000",
                                                   "2:r": "8:6000"}
         # The hot index lives until archival, which writes the filter: bets neither write
         # nor create a filter shard, even with no leader to build the window.
-        assert s.c.ttl("tp:{b0}:idemhot") == -1
+        assert s.c.ttl("tp:{b0}:idemyoung") == -1
         assert s.c.keys("tp:{b0}:idemfilter:*") == []
 
 
@@ -875,20 +889,20 @@ def test_hot_index_then_filter_cover_24_h_across_archival():
             assert s.snapshot() == before
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0 + 5)) == ["replay"]
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
-        assert hot_heads(s.c, "tp:{b0}:idemhot")["1:a"] == "8:%d" % (t0 + DAY)
+        assert hot_heads(s.c, "tp:{b0}:")["1:a"] == "8:%d" % (t0 + DAY)
         # Round 7's record is no longer the key's: the key names round 8 now.
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0 + DAY + 1)) == \
             ["idempotency_conflict"]
         # Archival of round 7 leaves the entry that names round 8.
         assert s.archive_index(0, 7, t0 + DAY + 5) == 0
-        assert hot_heads(s.c, "tp:{b0}:idemhot")["1:a"] == "8:%d" % (t0 + DAY)
+        assert hot_heads(s.c, "tp:{b0}:")["1:a"] == "8:%d" % (t0 + DAY)
         now = t0 + DAY + 10  # window 5
         s.grant(2, 10000)
         assert codes(s.batch_call(0, 9, [(1, 0, 100, "b"), (2, 1, 100, "c"), (1, 2, 100, "d")],
                                   now)) == ["ok"] * 3
-        s.c.hset("tp:{b0}:idemhot", "2:c", "8:%d" % now)  # as if "c" were reused on round 8
+        s.c.hset("tp:{b0}:idemyoung", "2:c", "8:%d" % now)  # as if "c" were reused on round 8
         assert s.archive_index(0, 9, now + 5) == 2
-        assert hot_heads(s.c, "tp:{b0}:idemhot") == {"1:a": "8:%d" % (t0 + DAY),
+        assert hot_heads(s.c, "tp:{b0}:") == {"1:a": "8:%d" % (t0 + DAY),
                                                   "2:c": "8:%d" % now}
         assert s.archive_index(0, 9, now + 6) == 0  # a repeated step (kill -9): nothing more
         s.c.delete("tp:{b0}:idem:9", "tp:{b0}:round:9:state")
@@ -958,13 +972,13 @@ def test_archival_writes_the_filter_by_the_window_rule():
         assert codes(s.batch_call(0, 11, [(1, 0, 100, "e")], 8 * DAY + 20)) == ["ok"]
         assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 11, 8,
                                         since=8 * DAY + 21) == 1
-        assert hot_heads(s.c, p + "idemhot") == {"1:a": "8:%d" % (7 * DAY)}
+        assert hot_heads(s.c, p) == {"1:a": "8:%d" % (7 * DAY)}
         assert not idemfilter.is_set(s.c, p, 8, 1, "e")
         # Malformed steps raise before any write.
         good = ["1:a", *idemfilter.pos(1, "a")]
         shard = good[3]
-        keys = [p + "idemhot", idemfilter.shard_key(p, 8, 0), idemfilter.shard_key(p, 8, 1023),
-                idemfilter.shard_key(p, 8, shard), p + "idem:8"]
+        keys = [p + "idemhot", p + "idemyoung", idemfilter.shard_key(p, 8, 0),
+                idemfilter.shard_key(p, 8, 1023), idemfilter.shard_key(p, 8, shard), p + "idem:8"]
         for ks, argv, text in (
                 (keys, [8, 0, 8, 1, 0, 1] + good, None),
                 (keys, [8, 1, 8, 1, 0, 1] + good, "key layout"),
@@ -979,10 +993,11 @@ def test_archival_writes_the_filter_by_the_window_rule():
                 (keys, [8, 0, 8, 1, 0, 1, good[0], 2**32, good[2], shard], "filter position"),
                 (keys, [8, 0, 8, 1, 0, 1, good[0], good[1], 0, shard], "filter position"),
                 (keys, [8, 0, 8, 1, 0, 1, good[0], good[1], good[2], 1024], "filter position"),
-                (keys[:3] + [idemfilter.shard_key(p, 7, shard), keys[4]],
+                (keys[:4] + [idemfilter.shard_key(p, 7, shard), keys[5]],
                  [8, 0, 8, 1, 0, 1] + good, "bucket/window/shard"),
-                (keys[:4] + [p + "idem:7"], [8, 0, 8, 1, 0, 1] + good, "key layout"),
-                (keys[:3] + keys[4:], [8, 0, 8, 1, 0, 1] + good, "want 3 or 5")):
+                (keys[:5] + [p + "idem:7"], [8, 0, 8, 1, 0, 1] + good, "key layout"),
+                (keys[:1] + [p + "idemhot"] + keys[2:], [8, 0, 8, 1, 0, 1] + good, "key layout"),
+                (keys[:4] + keys[5:], [8, 0, 8, 1, 0, 1] + good, "want 4 or 6")):
             before = (s.snapshot(), s.index())
             if text is None:
                 assert s.c.evalsha(s.unindex_sha, len(ks), *ks, *argv) == 1  # round 8 owns 1:a
@@ -1010,12 +1025,12 @@ def test_corrupt_entry_refuses_the_step_before_any_write():
         t = 5 * DAY + 3600000
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a"), (1, 1, 100, "b")], t)) == ["ok"] * 2
         # As an older version kept them: the records in round 7's records hash.
-        hot = s.c.hgetall(p + "idemhot")
-        for f, v in hot.items():
+        young = s.c.hgetall(p + "idemyoung")
+        for f, v in young.items():
             head, rec = v.split("|", 1)
             s.c.hset(p + "idem:7", f, rec)
-            s.c.hset(p + "idemhot", f, head)
-        s.c.hset(p + "idemhot", "1:b", "7:x")
+            s.c.hset(p + "idemyoung", f, head)
+        s.c.hset(p + "idemyoung", "1:b", "7:x")
         idemfilter.build(s.c, p, 5, SHARD_BYTES)
         before = (s.snapshot(), s.index(), s.c.hgetall(p + "idem:7"))
         try:
@@ -1026,9 +1041,9 @@ def test_corrupt_entry_refuses_the_step_before_any_write():
         else:
             raise AssertionError("a corrupt entry accepted")
         assert (s.snapshot(), s.index(), s.c.hgetall(p + "idem:7")) == before
-        s.c.hset(p + "idemhot", "1:b", hot["1:b"].split("|", 1)[0])
+        s.c.hset(p + "idemyoung", "1:b", young["1:b"].split("|", 1)[0])
         assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, ["1:a", "1:b"], 5) == 2
-        assert s.c.hgetall(p + "idemhot") == {} and not s.c.exists(p + "idem:7")
+        assert hot(s.c, p) == {} and not s.c.exists(p + "idem:7")
         assert all(idemfilter.is_set(s.c, p, 5, 1, k) for k in ("a", "b"))
 
 
@@ -1110,7 +1125,7 @@ def test_caller_offsets_read_the_words_the_script_would():
         for flag in ("0:6", "1:8", "0:x", "0:0", "2"):
             ks = [p + "bal", p + "idem:7", p + "round:7:state", p + "pool:7", p + "outbox",
                   p + "seq", p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
-            ks += idemfilter.window_keys(p, 5) + [p + "betl:7:0", p + "ubets:1"]
+            ks += idemfilter.window_keys(p, 5) + [p + "idemyoung", p + "betl:7:0", p + "ubets:1"]
             tail, per = idemfilter.batch_tail(p, 5, [(1, "z")])
             try:
                 s.c.evalsha(s.batch_sha, len(ks + tail), *ks, *tail, 7, now, NBANDS, MIN_STAKE,
@@ -1216,7 +1231,7 @@ def test_mid_archival_a_key_is_in_its_hot_entry_or_the_filter():
         stepped = set(keys[:256])
         assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, fields[:256], w) == 256
         assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, fields[:256], w) == 0
-        assert s.c.hlen(p + "idemhot") == n - 256
+        assert s.c.hlen(p + "idemyoung") == n - 256 and not s.c.exists(p + "idemhot")
         before = s.snapshot()
         again = s.batch_call(0, 7, [(1, i % NBANDS, 100, k) for i, k in enumerate(keys)], 6000)
         for k, a, b in zip(keys, first, again):
@@ -1226,7 +1241,7 @@ def test_mid_archival_a_key_is_in_its_hot_entry_or_the_filter():
                 assert b == a[:6] + [1], (k, a, b)
         assert s.snapshot() == before  # nothing admitted, nothing debited
         assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 7, w, count=256) == n - 256
-        assert s.c.hgetall(p + "idemhot") == {}
+        assert hot(s.c, p) == {}
         assert all(idemfilter.is_set(s.c, p, w, 1, k) for k in keys)
         assert s.batch_call(0, 7, [(1, 0, 100, k) for k in keys], 7000) == [["check"]] * n
 
@@ -1254,14 +1269,14 @@ def test_upgrade_round_of_old_records_replays_and_archives():
         assert res == [["ok", n1, 7, 0, 100, 10**6 - 100, 0], ["ok", 11, 7, 0, 100, 999900, 1],
                        ["ok", 12, 7, 1, 200, 999800, 1], ["err", "idempotency_conflict"],
                        ["ok", n1, 7, 0, 100, 10**6 - 100, 1]], res
-        assert s.c.hget(p + "idemhot", "1:n1") == "7:5000|%d|0|100|%d" % (n1, 10**6 - 100)
+        assert hot(s.c, p)["1:n1"] == "7:5000|%d|0|100|%d" % (n1, 10**6 - 100)
         again = s.batch_call(0, 7, [(2, 1, 200, "o2"), (1, 0, 100, "n1"), (1, 0, 100, "o1")],
                              5500)
         assert again == [res[2], res[4], res[1]], again
         w = 6000 // DAY
         idemfilter.build(s.c, p, w, SHARD_BYTES)
         assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 7, w, count=2) == 3
-        assert s.c.hgetall(p + "idemhot") == {} and not s.c.exists(p + "idem:7")
+        assert hot(s.c, p) == {} and not s.c.exists(p + "idem:7")
         assert all(idemfilter.is_set(s.c, p, w, u, k) for u, k in ((1, "o1"), (2, "o2"),
                                                                      (1, "n1")))
         assert s.batch_call(0, 7, [(1, 0, 100, "o1"), (1, 0, 100, "n1")], 7000) == \
@@ -1421,6 +1436,138 @@ def test_history_is_one_lpush_per_player_per_batch():
         res = s.batch_call(0, 7, [(5, 0, 100, "h-next")], 5000)
         assert codes(res) == ["ok"] and s.c.llen("tp:{b0}:ubets:5") == 50
         assert s.c.lindex("tp:{b0}:ubets:5", 0) == f"{res[0][1]}:7:0:100"
+
+
+PROMOTE_AT, PROMOTE_CHUNK = 1024, 512  # bet_batch.lua's
+
+
+def parts(c, p):
+    """The hot key index's two parts of bucket prefix p: (big, young) as dicts."""
+    return c.hgetall(p + "idemhot"), c.hgetall(p + "idemyoung")
+
+
+def test_young_part_is_promoted_and_answers_from_either_part():
+    """Bets insert their hot entries into the young part; a call that leaves it at PROMOTE_AT
+    entries or more moves about PROMOTE_CHUNK of them into the big part, whole (each entry in
+    one part, none lost). Replays and conflicts of keys in the young part, in the big part, and
+    across promotions (a batch that answers from the young part and then promotes the entry)
+    answer as one by one and as batches of one, before and after every promotion."""
+    players, rnd = 30, random.Random(27)
+
+    def setup(s):
+        for u in range(1, players + 1):
+            s.grant(u, 10**9)
+        s.open_round(7)
+        s.open_round(8)
+
+    accepted, batches = [], []
+
+    def batch(rid, now, size):
+        bets = []
+        for _ in range(size):
+            x = rnd.random()
+            if accepted and x < 0.15:  # a replay, a conflict (stake or round) of an earlier key
+                u, band, stake, key = rnd.choice(accepted)
+                bets.append((u, band, stake + (100 if x < 0.05 else 0), key) if x >= 0.02
+                            else (u, band, stake, key))
+                if x < 0.02:
+                    rid_b = 8 if rid == 7 else 7
+                    batches.append((rid_b, now, [bets.pop()]))
+            else:
+                b = (rnd.randint(1, players), rnd.randrange(NBANDS), 100 * rnd.randint(1, 5),
+                     "k%d" % len(accepted))
+                accepted.append(b)
+                bets.append(b)
+        batches.append((rid, now, bets))
+
+    for j in range(28):  # ~2,700 entries: several promotions
+        batch(7, 5000 + j, 100)
+
+    def between(s):
+        # Every accepted key's entry is in exactly one part, and the big part holds the
+        # promoted ones: young stays below PROMOTE_AT + a batch.
+        big, young = parts(s.c, "tp:{b0}:")
+        if not big and not young:
+            return  # the one-by-one side: the reference keeps no hot index
+        assert not set(big) & set(young)
+        assert set(big) | set(young) == {"%d:%s" % (u, k) for u, _, _, k in accepted}
+        assert len(big) >= PROMOTE_CHUNK and len(young) < PROMOTE_AT + 128, (len(big), len(young))
+
+    later = [(7, 6000, [b for b in accepted[i:i + 100]]) for i in range(0, len(accepted), 100)]
+    later += [(7, 6001, [(u, band, stake + 100, k) for u, band, stake, k in accepted[:300]])]
+    answers, st = run_three(1, setup, batches, between=between, later=later)
+    assert {"ok", "replay", "idempotency_conflict"} <= set(codes(answers))
+    assert codes(answers[-300:]) == ["idempotency_conflict"] * 300
+
+
+def test_promotion_waits_for_a_fork_child():
+    """While a fork child runs (here a BGSAVE slowed by rdb-key-save-delay) no call writes into
+    the big part: the young part grows instead, and the first call after the child's exit
+    promotes a chunk. Replays are answered throughout."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10**9)
+        s.open_round(7)
+        p = "tp:{b0}:"
+
+        def bets(j):
+            return [(1, 0, 100, "a%d" % (100 * j + i)) for i in range(100)]
+
+        for j in range(11):
+            assert codes(s.batch_call(0, 7, bets(j), 5000)) == ["ok"] * 100
+        big = s.c.hlen(p + "idemhot")
+        assert big >= PROMOTE_CHUNK and s.c.hlen(p + "idemyoung") < PROMOTE_AT
+        for i in range(30):
+            s.c.set("pad:%d" % i, "x")
+        s.c.config_set("rdb-key-save-delay", 100000)  # 0.1 s a key: a child of ~4 s
+        s.c.bgsave()
+        assert s.c.info("persistence")["rdb_bgsave_in_progress"] == 1
+        for j in range(11, 25):
+            assert codes(s.batch_call(0, 7, bets(j), 5000)) == ["ok"] * 100
+        assert codes(s.batch_call(0, 7, bets(3) + bets(20), 5001)) == ["replay"] * 200
+        assert s.c.info("persistence")["rdb_bgsave_in_progress"] == 1, "the child ended early"
+        assert s.c.hlen(p + "idemhot") == big
+        assert s.c.hlen(p + "idemyoung") == 2500 - big
+        s.c.config_set("rdb-key-save-delay", 0)
+        deadline = time.time() + 30
+        while s.c.info("persistence")["rdb_bgsave_in_progress"] == 1:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert codes(s.batch_call(0, 7, bets(25), 5002)) == ["ok"] * 100
+        assert s.c.hlen(p + "idemhot") >= big + PROMOTE_CHUNK
+        assert s.c.hlen(p + "idemhot") + s.c.hlen(p + "idemyoung") == 2600
+
+
+def test_a_key_in_both_parts_answers_from_the_young_one_and_leaves_with_it():
+    """A key's entry can be in both parts only after its reuse past the TTL: the older one in
+    the big part (promoted), the newer in the young one. The young one answers (a replay on its
+    round, a conflict elsewhere). Archival of the newer round removes both, so the key is then
+    the filter's (and Postgres's: "check"), never admitted again within the TTL of its bet;
+    archival of the older round then finds nothing of its own."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10**6)
+        s.open_round(7)
+        s.open_round(8)
+        p, t0 = "tp:{b0}:", 5 * DAY + 1000
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0)) == ["ok"]
+        # Promoted, as bet_batch.lua's promotion moves it.
+        v = s.c.hget(p + "idemyoung", "1:a")
+        s.c.hset(p + "idemhot", "1:a", v)
+        s.c.hdel(p + "idemyoung", "1:a")
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY - 1)) == \
+            ["idempotency_conflict"]
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
+        big, young = parts(s.c, p)
+        assert big["1:a"].startswith("7:%d|" % t0) and young["1:a"].startswith("8:%d|" % (t0 + DAY))
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "a"), (1, 0, 200, "a")], t0 + DAY + 1)) == \
+            ["replay", "idempotency_conflict"]
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0 + DAY + 2)) == \
+            ["idempotency_conflict"]
+        assert s.archive_index(0, 8, t0 + DAY + 5, since=t0 + 5) == 1
+        assert parts(s.c, p) == ({}, {})
+        assert s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY + 10) == [["check"]]
+        assert s.archive_index(0, 7, t0 + DAY + 20, since=t0 + 5) == 0
 
 
 if __name__ == "__main__":

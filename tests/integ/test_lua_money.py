@@ -59,7 +59,7 @@ class Money:
         w = int(now) // (IDEM_TTL * 1000)  # the key index windows (now's and the one before)
         return [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
                 p + "outbox", p + "seq", p + "net", p + "excl", p + "paused", p + "disabled",
-                p + "idemhot"] + idemfilter.window_keys(p, w) + [
+                p + "idemhot"] + idemfilter.window_keys(p, w) + [p + "idemyoung",
                 p + f"betl:{rid}:{band}",
                 p + f"ubets:{user}"] + idemfilter.batch_tail(p, w, [(user, key)])[0]
 
@@ -167,8 +167,9 @@ def test_bet_happy_path():
         # The hot entry: round and time, then the record bet_id|band|stake|balance; no records
         # hash. It stays until the round's archival, which puts the key in the filter
         # (idem_unindex.lua): a bet neither writes nor creates any filter shard.
-        assert not m.c.exists(p + "idem:42") and m.c.ttl(p + "idemhot") == -1
-        assert m.c.hgetall(p + "idemhot") == {"9:k1": "42:5000|5|3|2500|7500"}
+        assert not m.c.exists(p + "idem:42") and m.c.ttl(p + "idemyoung") == -1
+        assert m.c.hgetall(p + "idemyoung") == {"9:k1": "42:5000|5|3|2500|7500"}
+        assert not m.c.exists(p + "idemhot")  # promoted there from 1,024 young entries on
         assert m.c.keys(p + "idemfilter:*") == []
         # A second bet by the same player on another band: ids increase, pools add up.
         res = m.bet(user, 42, 0, 100, "k2", now=5001)
@@ -493,9 +494,9 @@ def test_bet_caller_bugs_raise_errors():
         keys = [k.replace("{b1}", "{b0}") for k in m.bet_keys(3, 1, 0, "k")]
         expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=keys, bucket=0),
                            "not in this bucket")
-        expect_redis_error(lambda: m.c.evalsha(m.sha["bet_batch"], 2, *keys[:2], 3), "want 15")
+        expect_redis_error(lambda: m.c.evalsha(m.sha["bet_batch"], 2, *keys[:2], 3), "want 16")
         for ks in (m.bet_keys(3, 1, 0, "k")[:-1], m.bet_keys(3, 1, 0, "k") + ["tp:{b1}:x"]):
-            expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=ks), "want 15")
+            expect_redis_error(lambda: m.bet(3, 1, 0, 100, "k", keys=ks), "want 16")
         # The KEYS names are the C caller's (tp_script_bet_batch builds them from the ARGV it
         # passes, tests/unit/store/test_scripts.c checks them): bet_batch.lua counts them only
         # (bench/README.md "Session 10").

@@ -74,7 +74,7 @@ def unindex(c, sha, prefix, bucket, rid, fields, w, two=False, since=0):
     leave the hot index and round rid's records hash (an older version's), and enter window w's filter (and w - 1's when
     `two`); returns its answer (entries removed, or -1: window w not whole)."""
     wins = [w, w - 1] if two else [w]
-    keys = [prefix + "idemhot"]
+    keys = [prefix + "idemhot", prefix + "idemyoung"]
     for x in wins:
         keys += [shard_key(prefix, x, 0), shard_key(prefix, x, SHARDS - 1)]
     argv, seen = [rid, bucket, w, len(wins), since, len(fields)], set()

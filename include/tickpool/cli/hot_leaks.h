@@ -1,10 +1,11 @@
 /*
- * Leaked hot index entries: entries of a bucket's hot idempotency key index (tp:{bN}:idemhot,
- * "<user_id>:<key>" -> "<round_id>:<placed_ms>|<record>") that name a round no longer in
- * tp:{g}:rounds. Archival removes a round's entries before it drops the round's id, so only an
- * older version's archival leaves them: one from before session 13 finds no records hash for a
- * round a newer version admitted bets to and takes none of its keys out of the index, nor into
- * the idempotency filter (docs/operations.md §4, "Upgrading" and "Leaked hot index entries").
+ * Leaked hot index entries: entries of a bucket's hot idempotency key index (tp:{bN}:idemhot and
+ * its young part tp:{bN}:idemyoung, "<user_id>:<key>" -> "<round_id>:<placed_ms>|<record>") that
+ * name a round no longer in tp:{g}:rounds. Archival removes a round's entries before it drops the
+ * round's id, so only an older version's archival leaves them: one from before session 13 finds no
+ * records hash for a round a newer version admitted bets to and takes none of its keys out of the
+ * index, nor into the idempotency filter (docs/operations.md §4, "Upgrading" and "Leaked hot index
+ * entries").
  *
  * Such an entry is still its key's only idempotency guard: its bits are in no filter. So it may
  * go only once its bet is past the idempotency TTL (placed before now − TTL − the clock slack,

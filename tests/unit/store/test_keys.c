@@ -49,6 +49,7 @@ static void test_bucket_keys(void **state)
     assert_string_equal(tp_keys_ref_idem(&k, 1, 5, "abc-1xyz", 5), "tp:{b1}:idem:5:abc-1");
     assert_string_equal(tp_keys_idem(&k, 1, 42), "tp:{b1}:idem:42");
     assert_string_equal(tp_keys_idem_hot(&k, 1), "tp:{b1}:idemhot");
+    assert_string_equal(tp_keys_idem_young(&k, 1), "tp:{b1}:idemyoung");
     assert_string_equal(tp_keys_idem_filter(&k, 1, 19675), "tp:{b1}:idemfilter:19675");
     assert_string_equal(tp_keys_idem_filter(&k, 1, -1), "tp:{b1}:idemfilter:-1");
     assert_string_equal(tp_keys_idem_shard(&k, 1, 19675, 0), "tp:{b1}:idemfilter:19675:0");
@@ -141,6 +142,7 @@ static void test_spread(void **state)
         assert_int_equal(slot_of(tp_keys_betl(&k2, b, 77, 3)), slot);
         assert_int_equal(slot_of(tp_keys_idem(&k2, b, 77)), slot);
         assert_int_equal(slot_of(tp_keys_idem_hot(&k2, b)), slot);
+        assert_int_equal(slot_of(tp_keys_idem_young(&k2, b)), slot);
         assert_int_equal(slot_of(tp_keys_idem_filter(&k2, b, 19675)), slot);
         per_master[slot * 3 / 16384]++; /* redis-cli --cluster create's even split */
     }
@@ -209,6 +211,7 @@ static void test_names_as_printf(void **state)
         {tp_keys_disabled, "disabled"},
         {tp_keys_unsettled, "unsettled"},
         {tp_keys_idem_hot, "idemhot"},
+        {tp_keys_idem_young, "idemyoung"},
         {tp_keys_pool_pattern, "pool:*"},
     };
     const struct {

@@ -176,21 +176,21 @@ static void test_bet_batch(void **state)
      * positions (word, mask, shard) of "7:k-1", "3:a,b" and "7:k-2" (tests/lib/idemfilter.py):
      * three shards, two keys each; word, mask and shard as 10 big-endian bytes (compared
      * below: they hold NULs) */
-    EXPECT(&a, "bet_batch", 25, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
+    EXPECT(&a, "bet_batch", 26, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
            "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675",
            "tp:{b3}:idemfilter:19674", "tp:{b3}:idemfilter:19675:0", "tp:{b3}:idemfilter:19674:0",
-           "tp:{b3}:betl:42:2", "tp:{b3}:betl:42:0", "tp:{b3}:ubets:7", "tp:{b3}:ubets:3",
-           "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idemfilter:19674:788",
+           "tp:{b3}:idemyoung", "tp:{b3}:betl:42:2", "tp:{b3}:betl:42:0", "tp:{b3}:ubets:7",
+           "tp:{b3}:ubets:3", "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idemfilter:19674:788",
            "tp:{b3}:idemfilter:19675:354", "tp:{b3}:idemfilter:19674:354",
            "tp:{b3}:idemfilter:19675:429", "tp:{b3}:idemfilter:19674:429", "42", "1700000000000",
            "5", "10", "100000", "86400", "3", "4", "3", "1", "7", "2", "150", "k-1", BYTES, "3",
            "0", "10", "a,b", BYTES, "7", "2", "20", "k-2", BYTES);
     /* 325696117, 1350836224, 788; 3104603225, 152043528, 354; 3641447563, 1053057, 429 */
-    expect_bytes(&a, 39, "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14", 10);
-    expect_bytes(&a, 44, "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62", 10);
-    expect_bytes(&a, 49, "\xd9\x0c\x14\x8b\x00\x10\x11\x81\x01\xad", 10);
-    check_header(&a, 15); /* then the bets, ubets and shard keys, described in words */
+    expect_bytes(&a, 40, "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14", 10);
+    expect_bytes(&a, 45, "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62", 10);
+    expect_bytes(&a, 50, "\xd9\x0c\x14\x8b\x00\x10\x11\x81\x01\xad", 10);
+    check_header(&a, 16); /* then the bets, ubets and shard keys, described in words */
     tp_script_call_release(&a);
     /* with the filter read and a shard size (128 KiB less 16 bytes: 32764 words), each position
      * carries the length of a decimal, the first byte of its word in such a shard,
@@ -198,21 +198,21 @@ static void test_bet_batch(void **state)
     b.skip_filter = false;
     b.shard_bytes = 131056;
     bet_batch_args(&b, &a);
-    assert_int_equal(a.argc, 50);
-    assert_string_equal(a.argv[34], "0:131056");
-    expect_bytes(&a, 39,
+    assert_int_equal(a.argc, 51);
+    assert_string_equal(a.argv[35], "0:131056");
+    expect_bytes(&a, 40,
                  "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14"
                  "\x05"
                  "87828"
                  "87831",
                  21);
-    expect_bytes(&a, 44,
+    expect_bytes(&a, 45,
                  "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62"
                  "\x05"
                  "70564"
                  "70567",
                  21);
-    expect_bytes(&a, 49,
+    expect_bytes(&a, 50,
                  "\xd9\x0c\x14\x8b\x00\x10\x11\x81\x01\xad"
                  "\x05"
                  "95356"
@@ -222,8 +222,8 @@ static void test_bet_batch(void **state)
     /* skipping the filter, no offsets: the same call as above */
     b.skip_filter = true;
     bet_batch_args(&b, &a);
-    assert_string_equal(a.argv[34], "1");
-    assert_int_equal(a.len[39], 10);
+    assert_string_equal(a.argv[35], "1");
+    assert_int_equal(a.len[40], 10);
     tp_script_call_release(&a);
     b.skip_filter = false;
     /* a shard size that is no whole words, none, or over a shard's most */
@@ -276,21 +276,22 @@ static void test_idem_unindex(void **state)
                                             .n = 3};
     struct tp_script_call a;
     idem_unindex_args(&u, &a);
-    EXPECT(&a, "idem_unindex", 10, "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675:0",
-           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemfilter:19674:0",
-           "tp:{b3}:idemfilter:19674:1023", "tp:{b3}:idemfilter:19675:788",
-           "tp:{b3}:idemfilter:19674:788", "tp:{b3}:idemfilter:19675:429",
-           "tp:{b3}:idemfilter:19674:429", "tp:{b3}:idem:42", "42", "3", "19675", "2",
-           "1699913600000", "3", "7:k-1", "325696117", "1350836224", "788", "7:k-2", "3641447563",
-           "1053057", "429", "7:k-1", "325696117", "1350836224", "788");
-    check_header(&a, 5);
+    EXPECT(&a, "idem_unindex", 11, "tp:{b3}:idemhot", "tp:{b3}:idemyoung",
+           "tp:{b3}:idemfilter:19675:0", "tp:{b3}:idemfilter:19675:1023",
+           "tp:{b3}:idemfilter:19674:0", "tp:{b3}:idemfilter:19674:1023",
+           "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idemfilter:19674:788",
+           "tp:{b3}:idemfilter:19675:429", "tp:{b3}:idemfilter:19674:429", "tp:{b3}:idem:42", "42",
+           "3", "19675", "2", "1699913600000", "3", "7:k-1", "325696117", "1350836224", "788",
+           "7:k-2", "3641447563", "1053057", "429", "7:k-1", "325696117", "1350836224", "788");
+    check_header(&a, 6);
     tp_script_call_release(&a);
     u.two = false;
     u.n = 1;
     idem_unindex_args(&u, &a);
-    EXPECT(&a, "idem_unindex", 5, "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675:0",
-           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idem:42", "42",
-           "3", "19675", "1", "1699913600000", "1", "7:k-1", "325696117", "1350836224", "788");
+    EXPECT(&a, "idem_unindex", 6, "tp:{b3}:idemhot", "tp:{b3}:idemyoung",
+           "tp:{b3}:idemfilter:19675:0", "tp:{b3}:idemfilter:19675:1023",
+           "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idem:42", "42", "3", "19675", "1",
+           "1699913600000", "1", "7:k-1", "325696117", "1350836224", "788");
     tp_script_call_release(&a);
     /* refused before anything is built or sent: fields that are not "<user_id>:<key>" */
     const char *bad[] = {"7", "7:", ":k", "x:k", "0:k", "-1:k"};
