@@ -37,9 +37,9 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
   KEYS[15] tp:{bN}:idemfilter:<w-1>:0       shard 0 of window w - 1's filter
   KEYS[16] tp:{bN}:idemyoung                HASH, the hot key index's young part: the same
                                             entries as KEYS[11], where this script inserts
-                                            them, and promotes them into KEYS[11] in chunks
-                                            (below); a key's entry here, if any, is newer than
-                                            its entry in KEYS[11] and wins
+                                            them while a fork child runs and until they are
+                                            promoted into KEYS[11] (below); a key's entry here,
+                                            if any, is newer than its entry in KEYS[11] and wins
   then one tp:{bN}:betl:<round_id>:<band> (LIST "<bet_id>:<user_id>:<stake>", appended) per
   distinct band of the batch, in order of first appearance in ARGV,
   then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order,
@@ -131,11 +131,10 @@ local SHARD_MAX = 1023 -- of 1024 shards (TP_KEYS_IDEM_SHARDS)
 -- list is trimmed back to UBETS_KEEP once it holds more than UBETS_KEEP + UBETS_SLACK, so a
 -- player betting once per call costs an LTRIM (a write command) every 26th bet, not every one.
 local UBETS_KEEP, UBETS_SLACK = 50, 25
--- The hot key index's young part is promoted once it holds PROMOTE_AT entries, about
--- PROMOTE_CHUNK a call (above a batch's most, TP_SCRIPT_BATCH_MAX 128, so it stays near
--- PROMOTE_AT; a chunk holds Redis ~X ms: bench/README.md "Session 27: the hot key index's young
--- part").
-local PROMOTE_AT, PROMOTE_CHUNK, PROMOTE_CHUNK_S = 1024, 512, '512'
+-- The hot key index's young part is promoted about PROMOTE_CHUNK entries a call (above a
+-- batch's most, TP_SCRIPT_BATCH_MAX 128, so it drains; bench/README.md "Session 27: the hot key
+-- index's young part").
+local PROMOTE_CHUNK, PROMOTE_CHUNK_S = 512, '512'
 -- Balances are kept in Lua doubles across the batch: exact below 2^53.
 local EXACT = 9007199254740992
 
@@ -621,33 +620,39 @@ call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'be
 -- TTL: a round archived late, Postgres down for hours, keeps its keys hot, so the hot index
 -- never forgets a key whose bet Postgres cannot show yet); archival puts each key in the filter
 -- in the step that removes its hot entry (idem_unindex.lua).
--- They go into the young part, a table of a few thousand entries: an insert writes a random
--- slot of its hash table, and in the big part (one entry per bet of every hot round, 2^20
--- slots of 8 bytes at a million bets) that was a random page of 2,048 for an AOF rewrite's
--- fork to copy, and its doubling a 16 MB table first touched while bets waited
--- (bench/README.md "Session 27: the hot key index's young part").
-call('HSET', KEYS[16], unpack(idxw))
--- Promotion: once the young part holds PROMOTE_AT entries, this call moves about
--- PROMOTE_CHUNK of them (more than a batch adds) into the big part, each chunk whole in this
--- script: an entry is in one part or the other at every moment (a field still in both, the
--- reuse above, keeps the newer). Never while a fork child runs (an RDB save, an AOF rewrite):
--- then every write into the big part would be a page copied; the young part grows instead,
--- and the calls after the child's exit drain it. HSCAN from 0 again each time: the entries
--- scanned leave, so the next chunk is at the table's start (its emptied buckets scanned past:
--- the loop goes on until a chunk is found or the table is walked).
-if call('HLEN', KEYS[16]) >= PROMOTE_AT and
-    not call('INFO', 'persistence'):find('_in_progress:1', 1, true) then
-    local cur, moved = '0', 0
-    repeat
-        local r = call('HSCAN', KEYS[16], cur, 'COUNT', PROMOTE_CHUNK_S)
-        local kv, names = r[2], {}
-        cur = r[1]
-        if #kv > 0 then
-            for j = 1, #kv / 2 do names[j] = kv[2 * j - 1] end
-            call('HSET', KEYS[11], unpack(kv))
-            call('HDEL', KEYS[16], unpack(names))
-            moved = moved + #kv / 2
-        end
-    until cur == '0' or moved >= PROMOTE_CHUNK
+-- While a fork child runs (an RDB save, an AOF rewrite: `INFO persistence`), and until what went
+-- in meanwhile is promoted, they go into the young part instead: an insert writes a random slot
+-- of its hash table, and in the big part (one entry per bet of every hot round, 2^20 slots of
+-- 8 bytes at a million bets) every such page written during the child is a page the fork copies
+-- (~2,000 of a rewrite's first ~3,000 faults; bench/README.md "Session 27: the hot key index's
+-- young part"). Outside a child the big part's pages are the parent's own: an insert there
+-- costs no copy, and moving an entry later cost ~8k instructions, so bets insert there directly
+-- whenever the young part is empty.
+-- Promotion, when no child runs: each call moves about PROMOTE_CHUNK young entries (more than a
+-- batch adds) into the big part until the young part is empty, each chunk whole in this script:
+-- an entry is in one part or the other at every moment. The big part is written directly only
+-- while the young part is empty, so a field's young entry is always the newer one (a field in
+-- both: the key reused past its TTL). HSCAN from 0 again each time: the entries scanned leave,
+-- so the next chunk is at the table's start (its emptied buckets scanned past: the loop goes on
+-- until a chunk is found or the table is walked).
+local child = call('INFO', 'persistence'):find('_in_progress:1', 1, true)
+if not child and call('HLEN', KEYS[16]) == 0 then
+    call('HSET', KEYS[11], unpack(idxw))
+else
+    call('HSET', KEYS[16], unpack(idxw))
+    if not child then
+        local cur, moved = '0', 0
+        repeat
+            local r = call('HSCAN', KEYS[16], cur, 'COUNT', PROMOTE_CHUNK_S)
+            local kv, names = r[2], {}
+            cur = r[1]
+            if #kv > 0 then
+                for j = 1, #kv / 2 do names[j] = kv[2 * j - 1] end
+                call('HSET', KEYS[11], unpack(kv))
+                call('HDEL', KEYS[16], unpack(names))
+                moved = moved + #kv / 2
+            end
+        until cur == '0' or moved >= PROMOTE_CHUNK
+    end
 end
 return out

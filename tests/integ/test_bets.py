@@ -205,9 +205,9 @@ def test_records_of_an_older_version_replay_the_same_bytes():
         try:
             ws_first, m = ws_bet(1, "ws", 5, 1, 700)
             assert m["t"] == "bet_ok", m
-            # Both records moved out of their hot entries (in the index's young part, where bets
-            # insert them) and rewritten in the older form, as the older script wrote them.
-            idem, hot = "tp:{b0}:idem:5", "tp:{b0}:idemyoung"
+            # Both records moved out of their hot entries and rewritten in the older form, as
+            # the older script wrote them.
+            idem, hot = "tp:{b0}:idem:5", "tp:{b0}:idemhot"
             assert not c.exists(idem)
             for f, v in c.hgetall(hot).items():
                 head, rec = v.split("|", 1)

@@ -570,7 +570,7 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         evs = [f for _, f in s.c.xrange("tp:{b0}:outbox") if f["type"] == "bets"]
         assert len(evs) == 1 and evs[0]["bets"].count("\n") == 1, evs
         assert not s.c.exists("tp:{b0}:idem:1")  # the records are in the hot entries
-        assert s.c.ttl("tp:{b0}:idemyoung") == -1  # until promoted or the round's archival
+        assert s.c.ttl("tp:{b0}:idemhot") == -1  # until the round's archival
 
 
 
@@ -866,7 +866,7 @@ def test_key_reused_on_another_round_conflicts():
                                                   "2:r": "8:6000"}
         # The hot index lives until archival, which writes the filter: bets neither write
         # nor create a filter shard, even with no leader to build the window.
-        assert s.c.ttl("tp:{b0}:idemyoung") == -1
+        assert s.c.ttl("tp:{b0}:idemhot") == -1
         assert s.c.keys("tp:{b0}:idemfilter:*") == []
 
 
@@ -900,7 +900,7 @@ def test_hot_index_then_filter_cover_24_h_across_archival():
         s.grant(2, 10000)
         assert codes(s.batch_call(0, 9, [(1, 0, 100, "b"), (2, 1, 100, "c"), (1, 2, 100, "d")],
                                   now)) == ["ok"] * 3
-        s.c.hset("tp:{b0}:idemyoung", "2:c", "8:%d" % now)  # as if "c" were reused on round 8
+        s.c.hset("tp:{b0}:idemhot", "2:c", "8:%d" % now)  # as if "c" were reused on round 8
         assert s.archive_index(0, 9, now + 5) == 2
         assert hot_heads(s.c, "tp:{b0}:") == {"1:a": "8:%d" % (t0 + DAY),
                                                   "2:c": "8:%d" % now}
@@ -1025,12 +1025,12 @@ def test_corrupt_entry_refuses_the_step_before_any_write():
         t = 5 * DAY + 3600000
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a"), (1, 1, 100, "b")], t)) == ["ok"] * 2
         # As an older version kept them: the records in round 7's records hash.
-        young = s.c.hgetall(p + "idemyoung")
-        for f, v in young.items():
+        big = s.c.hgetall(p + "idemhot")
+        for f, v in big.items():
             head, rec = v.split("|", 1)
             s.c.hset(p + "idem:7", f, rec)
-            s.c.hset(p + "idemyoung", f, head)
-        s.c.hset(p + "idemyoung", "1:b", "7:x")
+            s.c.hset(p + "idemhot", f, head)
+        s.c.hset(p + "idemhot", "1:b", "7:x")
         idemfilter.build(s.c, p, 5, SHARD_BYTES)
         before = (s.snapshot(), s.index(), s.c.hgetall(p + "idem:7"))
         try:
@@ -1041,7 +1041,7 @@ def test_corrupt_entry_refuses_the_step_before_any_write():
         else:
             raise AssertionError("a corrupt entry accepted")
         assert (s.snapshot(), s.index(), s.c.hgetall(p + "idem:7")) == before
-        s.c.hset(p + "idemyoung", "1:b", young["1:b"].split("|", 1)[0])
+        s.c.hset(p + "idemhot", "1:b", big["1:b"].split("|", 1)[0])
         assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, ["1:a", "1:b"], 5) == 2
         assert hot(s.c, p) == {} and not s.c.exists(p + "idem:7")
         assert all(idemfilter.is_set(s.c, p, 5, 1, k) for k in ("a", "b"))
@@ -1231,7 +1231,7 @@ def test_mid_archival_a_key_is_in_its_hot_entry_or_the_filter():
         stepped = set(keys[:256])
         assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, fields[:256], w) == 256
         assert idemfilter.unindex(s.c, s.unindex_sha, p, 0, 7, fields[:256], w) == 0
-        assert s.c.hlen(p + "idemyoung") == n - 256 and not s.c.exists(p + "idemhot")
+        assert s.c.hlen(p + "idemhot") == n - 256 and not s.c.exists(p + "idemyoung")
         before = s.snapshot()
         again = s.batch_call(0, 7, [(1, i % NBANDS, 100, k) for i, k in enumerate(keys)], 6000)
         for k, a, b in zip(keys, first, again):
@@ -1438,7 +1438,7 @@ def test_history_is_one_lpush_per_player_per_batch():
         assert s.c.lindex("tp:{b0}:ubets:5", 0) == f"{res[0][1]}:7:0:100"
 
 
-PROMOTE_AT, PROMOTE_CHUNK = 1024, 512  # bet_batch.lua's
+PROMOTE_CHUNK = 512  # bet_batch.lua's
 
 
 def parts(c, p):
@@ -1446,33 +1446,48 @@ def parts(c, p):
     return c.hgetall(p + "idemhot"), c.hgetall(p + "idemyoung")
 
 
-def test_young_part_is_promoted_and_answers_from_either_part():
-    """Bets insert their hot entries into the young part; a call that leaves it at PROMOTE_AT
-    entries or more moves about PROMOTE_CHUNK of them into the big part, whole (each entry in
-    one part, none lost). Replays and conflicts of keys in the young part, in the big part, and
-    across promotions (a batch that answers from the young part and then promotes the entry)
-    answer as one by one and as batches of one, before and after every promotion."""
+def child_running(c):
+    return c.info("persistence")["rdb_bgsave_in_progress"] == 1
+
+
+def start_slow_child(c):
+    """A real fork child that runs ~3 s: a BGSAVE slowed by rdb-key-save-delay."""
+    for i in range(30):
+        c.set("pad:%d" % i, "x")
+    c.config_set("rdb-key-save-delay", 100000)  # 0.1 s a key
+    c.bgsave()
+    assert child_running(c)
+
+
+def end_slow_child(c):
+    c.config_set("rdb-key-save-delay", 0)
+    deadline = time.time() + 30
+    while child_running(c):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    c.delete(*["pad:%d" % i for i in range(30)])
+
+
+def test_young_part_across_a_child_and_its_promotion_answers_as_one_by_one():
+    """Without a fork child bets insert into the big part. While a child runs they insert into
+    the young part (the big part is not written), and after it each call moves about
+    PROMOTE_CHUNK young entries into the big part (its own bets going to the young part until
+    it is empty), each chunk whole: every entry in exactly one part. Replays and conflicts of
+    keys in either part, before, during and after the child and across the promotions, answer
+    as the same bets one by one (the reference bet.lua), with the same state."""
     players, rnd = 30, random.Random(27)
-
-    def setup(s):
-        for u in range(1, players + 1):
-            s.grant(u, 10**9)
-        s.open_round(7)
-        s.open_round(8)
-
     accepted, batches = [], []
 
     def batch(rid, now, size):
         bets = []
         for _ in range(size):
             x = rnd.random()
-            if accepted and x < 0.15:  # a replay, a conflict (stake or round) of an earlier key
+            if accepted and x < 0.15:  # a replay, or a conflict (stake, round) of an earlier key
                 u, band, stake, key = rnd.choice(accepted)
-                bets.append((u, band, stake + (100 if x < 0.05 else 0), key) if x >= 0.02
-                            else (u, band, stake, key))
                 if x < 0.02:
-                    rid_b = 8 if rid == 7 else 7
-                    batches.append((rid_b, now, [bets.pop()]))
+                    batches.append((8 if rid == 7 else 7, now, [(u, band, stake, key)]))
+                    continue
+                bets.append((u, band, stake + (100 if x < 0.05 else 0), key))
             else:
                 b = (rnd.randint(1, players), rnd.randrange(NBANDS), 100 * rnd.randint(1, 5),
                      "k%d" % len(accepted))
@@ -1480,30 +1495,48 @@ def test_young_part_is_promoted_and_answers_from_either_part():
                 bets.append(b)
         batches.append((rid, now, bets))
 
-    for j in range(28):  # ~2,700 entries: several promotions
+    for j in range(30):
         batch(7, 5000 + j, 100)
-
-    def between(s):
-        # Every accepted key's entry is in exactly one part, and the big part holds the
-        # promoted ones: young stays below PROMOTE_AT + a batch.
-        big, young = parts(s.c, "tp:{b0}:")
-        if not big and not young:
-            return  # the one-by-one side: the reference keeps no hot index
-        assert not set(big) & set(young)
-        assert set(big) | set(young) == {"%d:%s" % (u, k) for u, _, _, k in accepted}
-        assert len(big) >= PROMOTE_CHUNK and len(young) < PROMOTE_AT + 128, (len(big), len(young))
-
-    later = [(7, 6000, [b for b in accepted[i:i + 100]]) for i in range(0, len(accepted), 100)]
-    later += [(7, 6001, [(u, band, stake + 100, k) for u, band, stake, k in accepted[:300]])]
-    answers, st = run_three(1, setup, batches, between=between, later=later)
-    assert {"ok", "replay", "idempotency_conflict"} <= set(codes(answers))
-    assert codes(answers[-300:]) == ["idempotency_conflict"] * 300
+        if j in (7, 19):
+            batches.append("child" if j == 7 else "end")
+    batches += [(7, 6000, accepted[i:i + 100]) for i in range(0, len(accepted), 100)]
+    with tpenv.Redis() as r0, tpenv.Redis() as r1:
+        s0, s1 = Side(r0, 1), Side(r1, 1)
+        for s in (s0, s1):
+            for u in range(1, players + 1):
+                s.grant(u, 10**9)
+            s.open_round(7)
+            s.open_round(8)
+        p, a0, a1, seen_young = "tp:{b0}:", [], [], 0
+        for item in batches:
+            if item == "child":
+                start_slow_child(s0.c)
+                big_at_fork = s0.c.hlen(p + "idemhot")
+                continue
+            if item == "end":
+                assert child_running(s0.c), "the child ended early"
+                assert s0.c.hlen(p + "idemhot") == big_at_fork  # nothing written there
+                seen_young = s0.c.hlen(p + "idemyoung")
+                end_slow_child(s0.c)
+                continue
+            rid, now, bets = item
+            a0 += s0.batch_call(0, rid, bets, now)
+            a1 += [s1.one(rid, b, now) for b in bets]
+            big, young = parts(s0.c, p)
+            assert not set(big) & set(young)
+        assert seen_young > 1000, seen_young
+        assert a0 == a1, [x for x in zip(a0, a1) if x[0] != x[1]][:5]
+        assert s0.state() == s1.state(), diff(s0.state(), s1.state())
+        big, young = parts(s0.c, p)
+        assert young == {} and set(big) == {"%d:%s" % (u, k) for u, _, _, k in accepted}
+        assert {"ok", "replay", "idempotency_conflict"} <= set(codes(a0))
 
 
 def test_promotion_waits_for_a_fork_child():
     """While a fork child runs (here a BGSAVE slowed by rdb-key-save-delay) no call writes into
-    the big part: the young part grows instead, and the first call after the child's exit
-    promotes a chunk. Replays are answered throughout."""
+    the big part: the young part takes the entries. After the child's exit each call promotes
+    a chunk, its own entries into the young part until it is empty; then bets insert into the
+    big part again. Replays are answered throughout."""
     with tpenv.Redis() as r:
         s = Side(r, 1)
         s.grant(1, 10**9)
@@ -1515,35 +1548,30 @@ def test_promotion_waits_for_a_fork_child():
 
         for j in range(11):
             assert codes(s.batch_call(0, 7, bets(j), 5000)) == ["ok"] * 100
-        big = s.c.hlen(p + "idemhot")
-        assert big >= PROMOTE_CHUNK and s.c.hlen(p + "idemyoung") < PROMOTE_AT
-        for i in range(30):
-            s.c.set("pad:%d" % i, "x")
-        s.c.config_set("rdb-key-save-delay", 100000)  # 0.1 s a key: a child of ~4 s
-        s.c.bgsave()
-        assert s.c.info("persistence")["rdb_bgsave_in_progress"] == 1
+        assert s.c.hlen(p + "idemhot") == 1100 and not s.c.exists(p + "idemyoung")
+        start_slow_child(s.c)
         for j in range(11, 25):
             assert codes(s.batch_call(0, 7, bets(j), 5000)) == ["ok"] * 100
         assert codes(s.batch_call(0, 7, bets(3) + bets(20), 5001)) == ["replay"] * 200
-        assert s.c.info("persistence")["rdb_bgsave_in_progress"] == 1, "the child ended early"
-        assert s.c.hlen(p + "idemhot") == big
-        assert s.c.hlen(p + "idemyoung") == 2500 - big
-        s.c.config_set("rdb-key-save-delay", 0)
-        deadline = time.time() + 30
-        while s.c.info("persistence")["rdb_bgsave_in_progress"] == 1:
-            assert time.time() < deadline
-            time.sleep(0.05)
+        assert child_running(s.c), "the child ended early"
+        assert s.c.hlen(p + "idemhot") == 1100 and s.c.hlen(p + "idemyoung") == 1400
+        end_slow_child(s.c)
         assert codes(s.batch_call(0, 7, bets(25), 5002)) == ["ok"] * 100
-        assert s.c.hlen(p + "idemhot") >= big + PROMOTE_CHUNK
-        assert s.c.hlen(p + "idemhot") + s.c.hlen(p + "idemyoung") == 2600
+        young = s.c.hlen(p + "idemyoung")
+        assert 1500 - young >= PROMOTE_CHUNK and young > 0, young
+        assert s.c.hlen(p + "idemhot") + young == 2600
+        for j in range(26, 30):
+            assert codes(s.batch_call(0, 7, bets(j), 5003)) == ["ok"] * 100
+        assert not s.c.exists(p + "idemyoung") and s.c.hlen(p + "idemhot") == 3000
+        assert codes(s.batch_call(0, 7, bets(12) + bets(29), 5004)) == ["replay"] * 200
 
 
 def test_a_key_in_both_parts_answers_from_the_young_one_and_leaves_with_it():
-    """A key's entry can be in both parts only after its reuse past the TTL: the older one in
-    the big part (promoted), the newer in the young one. The young one answers (a replay on its
-    round, a conflict elsewhere). Archival of the newer round removes both, so the key is then
-    the filter's (and Postgres's: "check"), never admitted again within the TTL of its bet;
-    archival of the older round then finds nothing of its own."""
+    """A key's entry can be in both parts only after its reuse past the TTL while a child runs
+    (or before the promotion after it): the older one in the big part, the newer in the young
+    one. The young one answers (a replay on its round, a conflict elsewhere). Archival of the
+    newer round removes both, so the key is then the filter's (and Postgres's: "check"), never
+    admitted again within the TTL of its bet; archival of the older round then finds nothing."""
     with tpenv.Redis() as r:
         s = Side(r, 1)
         s.grant(1, 10**6)
@@ -1551,10 +1579,8 @@ def test_a_key_in_both_parts_answers_from_the_young_one_and_leaves_with_it():
         s.open_round(8)
         p, t0 = "tp:{b0}:", 5 * DAY + 1000
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0)) == ["ok"]
-        # Promoted, as bet_batch.lua's promotion moves it.
-        v = s.c.hget(p + "idemyoung", "1:a")
-        s.c.hset(p + "idemhot", "1:a", v)
-        s.c.hdel(p + "idemyoung", "1:a")
+        assert s.c.hget(p + "idemhot", "1:a").startswith("7:%d|" % t0)
+        start_slow_child(s.c)
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY - 1)) == \
             ["idempotency_conflict"]
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
@@ -1568,6 +1594,8 @@ def test_a_key_in_both_parts_answers_from_the_young_one_and_leaves_with_it():
         assert parts(s.c, p) == ({}, {})
         assert s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY + 10) == [["check"]]
         assert s.archive_index(0, 7, t0 + DAY + 20, since=t0 + 5) == 0
+        assert child_running(s.c), "the child ended early"
+        end_slow_child(s.c)
 
 
 if __name__ == "__main__":

@@ -167,9 +167,9 @@ def test_bet_happy_path():
         # The hot entry: round and time, then the record bet_id|band|stake|balance; no records
         # hash. It stays until the round's archival, which puts the key in the filter
         # (idem_unindex.lua): a bet neither writes nor creates any filter shard.
-        assert not m.c.exists(p + "idem:42") and m.c.ttl(p + "idemyoung") == -1
-        assert m.c.hgetall(p + "idemyoung") == {"9:k1": "42:5000|5|3|2500|7500"}
-        assert not m.c.exists(p + "idemhot")  # promoted there from 1,024 young entries on
+        assert not m.c.exists(p + "idem:42") and m.c.ttl(p + "idemhot") == -1
+        assert m.c.hgetall(p + "idemhot") == {"9:k1": "42:5000|5|3|2500|7500"}
+        assert not m.c.exists(p + "idemyoung")  # only while a fork child runs, and after it
         assert m.c.keys(p + "idemfilter:*") == []
         # A second bet by the same player on another band: ids increase, pools add up.
         res = m.bet(user, 42, 0, 100, "k2", now=5001)
