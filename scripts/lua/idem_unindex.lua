@@ -1,16 +1,16 @@
 #!lua
 --[[
-idem_unindex.lua: one step of archival's removal of a round's keys from bucket N's hot
-idempotency key index (bet_batch.lua KEYS[11], and its young part KEYS[16]), and the step that puts them in the idempotency
-filter: bets only read the filter, archival writes it. For each given key of the round (the
-caller reads the round's bets of this bucket from Postgres, which holds them whole by then: see
-src/game/leader_archive.c) whose index entry still names this round (a key reused on another
-round after the TTL names that one now), the entry, which carries the key's record, is removed
-and, unless the bet is past its TTL, the key's 5 bits are set in window w's filter (and w - 1's,
-see ARGV[4]); every given field also leaves the round's records hash, where an older version
-kept the records; all in this one atomic step: at no moment is a key in neither its hot entry
-nor the filter. A replay finds its hot entry before the step, the filter (then Postgres) after
-it. Idempotent: a step repeated after a kill -9 finds the fields gone and does nothing more.
+idem_unindex.lua: one step of archival's removal of a round's keys from bucket N's hot idempotency
+key index (bet_batch.lua KEYS[11], and its young part KEYS[16]), and the step that puts them in the
+idempotency filter: bets only read the filter, archival writes it. For each given key of the round
+(the caller reads the round's bets of this bucket from Postgres, which holds them whole by then:
+see src/game/leader_archive.c) whose index entry still names this round (a key reused on another
+round after the TTL names that one now), the entry, which carries the key's record, is removed and,
+unless the bet is past its TTL, the key's 5 bits are set in window w's filter (and w - 1's, see
+ARGV[4]); every given field also leaves the round's records hash, where an older version kept the
+records; all in this one atomic step: at no moment is a key in neither its hot entry nor the
+filter. A replay finds its hot entry before the step, the filter (then Postgres) after it.
+Idempotent: a step repeated after a kill -9 finds the fields gone and does nothing more.
 
 KEYS, all in bucket N (one hash slot: the index, the records and the filter share {bN}):
   KEYS[1] tp:{bN}:idemhot                 HASH "<user_id>:<key>" ->
@@ -43,11 +43,12 @@ round and past its TTL when this round's bet was admitted (else that bet was ref
 alone it would answer for the key instead of the filter, which now holds the key: a reuse
 within the TTL of this round's bet would be admitted. Its own round's archival then finds it
 gone, and past its TTL it needs no bits.
-Returns the number of the round's index entries removed, or -1 when window w is not whole (the leader has
-not built it yet): then nothing is written (no record removed either), and archival waits for
-the build (a step never allocates a shard). Malformed arguments raise "ERR tp_idem_unindex: ...",
-and so does an entry naming the round whose placed time is not a number (a corrupt entry), before
-anything is written: archival then leaves the round in Redis (src/game/leader_archive.c).
+Returns the number of the round's index entries removed, or -1 when window w is not whole (the
+leader has not built it yet): then nothing is written (no record removed either), and archival
+waits for the build (a step never allocates a shard). Malformed arguments raise "ERR
+tp_idem_unindex: ...", and so does an entry naming the round whose placed time is not a number (a
+corrupt entry), before anything is written: archival then leaves the round in Redis
+(src/game/leader_archive.c).
 ]]
 local call = redis.call
 
