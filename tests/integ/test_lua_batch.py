@@ -1598,5 +1598,33 @@ def test_a_key_in_both_parts_answers_from_the_young_one_and_leaves_with_it():
         end_slow_child(s.c)
 
 
+def test_promotion_writes_the_young_entry_over_the_older_big_one():
+    """A key reused past its TTL while a child runs has its older entry in the big part and its
+    newer in the young one; the promotion after the child writes the newer over the older (the
+    young part emptied), so the reuse's replay is still a replay, not admitted again, and its
+    old round still conflicts."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10**6)
+        s.open_round(7)
+        s.open_round(8)
+        p, t0 = "tp:{b0}:", 5 * DAY + 1000
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0)) == ["ok"]
+        start_slow_child(s.c)
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
+        newer = s.c.hget(p + "idemyoung", "1:a")
+        assert newer.startswith("8:%d|" % (t0 + DAY))
+        assert child_running(s.c), "the child ended early"
+        end_slow_child(s.c)
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "b")], t0 + DAY + 3)) == ["ok"]
+        big, young = parts(s.c, p)
+        assert young == {} and big["1:a"] == newer, (big, young)
+        bal = s.c.hget(p + "bal", "1")
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY + 4)) == ["replay"]
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0 + DAY + 5)) == \
+            ["idempotency_conflict"]
+        assert s.c.hget(p + "bal", "1") == bal == str(10**6 - 300)
+
+
 if __name__ == "__main__":
     tpenv.main()
