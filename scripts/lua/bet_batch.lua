@@ -626,8 +626,9 @@ call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'be
 -- 8 bytes at a million bets) every such page written during the child is a page the fork copies
 -- (~2,000 of a rewrite's first ~3,000 faults; bench/README.md "Session 27: the hot key index's
 -- young part"). Outside a child the big part's pages are the parent's own: an insert there
--- costs no copy, and moving an entry later cost ~8k instructions, so bets insert there directly
--- whenever the young part is empty.
+-- costs no copy (right after the child's exit the first write to each still faults once,
+-- un-protecting it: cheaper than a copy), and moving an entry later cost ~8k instructions, so
+-- bets insert there directly whenever the young part is empty.
 -- Promotion, when no child runs: each call moves about PROMOTE_CHUNK young entries (more than a
 -- batch adds) into the big part until the young part is empty, each chunk whole in this script:
 -- an entry is in one part or the other at every moment. The big part is written directly only

@@ -121,8 +121,9 @@ const struct tp_admin_cmd tp_admin_cmd_hot_index_prune = {
     .synopsis = "hot-index-prune [--dry-run]",
     .summary = "remove leaked hot index entries past their idempotency TTL",
     .help = "\n"
-            "A hot index entry (tp:{bN}:idemhot) naming a round in Redis neither before nor\n"
-            "after the entry is read is a leak: an older version's archival left it\n"
+            "A hot index entry (tp:{bN}:idemhot or its young part tp:{bN}:idemyoung) naming a\n"
+            "round in Redis neither before nor after the entry is read is a leak: an older\n"
+            "version's archival left it\n"
             "(docs/operations.md §4, \"Leaked hot index entries\"). `tickpool audit` counts\n"
             "them. This removes those whose bet is past the idempotency TTL (24 h) and the\n"
             "clock slack (10 min), each only while it still names its round; younger ones are\n"

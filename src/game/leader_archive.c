@@ -96,9 +96,9 @@
 #define CANDIDATES 32
 #define PER_PASS 8
 #define MEMORY_EVERY_MS 10000
-/* Keys one idem_unindex.lua step takes: two HDELs (an older version's records, the hot
- * entries), an HMGET, up to 256 BITFIELD_RO and BITFIELD SET pairs (most keys fall in distinct
- * shards), well under the 2 ms a step may hold Redis. */
+/* Keys one idem_unindex.lua step takes: up to three HDELs (an older version's records, the hot
+ * entries of both parts), two HMGETs, up to 256 BITFIELD_RO and BITFIELD SET pairs (most keys
+ * fall in distinct shards), well under the 2 ms a step may hold Redis. */
 #define UNINDEX_COUNT 256
 /* Due rounds left in Redis whose ids a sweep keeps, so each is logged once while it stays; and
  * how often the sweep's count is logged while it is not 0. */

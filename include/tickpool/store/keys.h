@@ -130,7 +130,8 @@ int64_t tp_keys_idem_window(int64_t now_ms, int ttl_s);
  * entries. */
 const char *tp_keys_idem_hot(struct tp_key *k, int bucket);
 /** tp:{bN}:idemyoung — HASH, the hot key index's young part: the same entries as idemhot, where
- * bets insert them; bet_batch.lua promotes them into idemhot in chunks, never while a fork child
+ * bets insert them while a fork child runs and until the part is promoted (else into idemhot);
+ * bet_batch.lua promotes them into idemhot in chunks, never while a fork child
  * runs (scripts/lua/README.md, its row in the key table). A key's entry in it is newer
  * than its entry in idemhot, if both exist. */
 const char *tp_keys_idem_young(struct tp_key *k, int bucket);
