@@ -21,6 +21,7 @@ count: the difference to a run without it is archival's share per bet.
     bench/batch_callgrind.py --players 74                 # every bet another player's (HTTP)
     bench/batch_callgrind.py --script old.lua --redis-arg=--hash-max-listpack-entries=512
     bench/batch_callgrind.py --drop leaderboard           # what the script's `net` writes cost
+    bench/batch_callgrind.py --young 25000                # and the promotion after a fork child
 
 Needs valgrind and python3-redis. About a minute per 100 calls of 74 bets.
 """
@@ -123,6 +124,10 @@ def main():
                     help="count inside FUNC instead of evalShaCommand (repeatable), e.g. "
                          "--toggle evalShaCommand --toggle propagatePendingCommands to add the "
                          "propagation of the script's writes to the AOF")
+    ap.add_argument("--young", type=int, default=0, metavar="N",
+                    help="N entries in the hot index's young part before the calls (not "
+                         "counted), as a fork child's exit leaves it: the calls then promote "
+                         "them, so the difference to a run without is the drain's cost [0]")
     ap.add_argument("--drop", action="append", choices=sorted(DROPS), default=[],
                     help="run the script without one player view's writes (repeatable): what "
                          "they cost, an upper bound of what another layout could save")
@@ -147,6 +152,12 @@ def main():
         idemfilter.build(c, "tp:{b0}:", w, SHARD_BYTES)
         if a.windows == 2:
             idemfilter.build(c, "tp:{b0}:", w - 1, SHARD_BYTES)
+        if a.young < 0:
+            sys.exit("--young: a count of entries, 0 or more")
+        for j in range(0, a.young, 1000):
+            c.hset("tp:{b0}:idemyoung", mapping={
+                f"{1 + x % a.users}:young-{x}": f"1:{now}|{x + 10**9}|0|100|{10**12}"
+                for x in range(j, min(j + 1000, a.young))})
         r.aof_mark()
         pipe = c.pipeline(transaction=False)
         for b in range(a.batches):
@@ -163,12 +174,16 @@ def main():
             n = idemfilter.archive_index(c, usha, "tp:{b0}:", 0, 1, w, count=256)
             if n != a.batches * a.bets:
                 sys.exit(f"archival removed {n} hot entries, not {a.batches * a.bets}")
+        r.young_left = c.hlen("tp:{b0}:idemyoung")
     inside = "+".join(a.toggle) if a.toggle else "EVALSHA"
     print(f"{r.instructions / (a.batches * a.bets):.0f} instructions per bet inside {inside} "
           f"({a.batches} calls of {a.bets} bets, {a.players} players per call, "
           f"{os.path.basename(a.script)}"
           f"{''.join(' without ' + x for x in a.drop)}"
-          f"{', then archival' if a.archive else ''})")
+          f"{', then archival' if a.archive else ''}"
+          f"{f', {a.young} young entries before' if a.young else ''})")
+    if a.young:
+        print(f"young part after the calls: {r.young_left} entries")
     n = a.batches * a.bets
     aof = sorted(r.aof.items(), key=lambda kv: -kv[1][1])
     print(f"AOF: {sum(b for _, b in r.aof.values()) / n:.1f} B per bet: " +
