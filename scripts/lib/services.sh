@@ -37,7 +37,10 @@ pg_data_dir() {
 # dataset is small, for at most ~5 s more replay at a restart (~50 MB/s). appendfsync everysec
 # and no-appendfsync-on-rewrite no stay Redis's defaults: `yes` would stop fsyncing
 # acknowledged bets during a rewrite (docs/operations.md §4 "AOF rewrites"; bench/README.md
-# sessions 9, 16, 19 and 23).
+# sessions 9, 16, 19 and 23). A rewrite writes its base uncompressed (rdbcompression no): LZF
+# was a third of the rewrite child's CPU on find-max's dataset and half with full idempotency
+# filters, for 7-16 % of the base's bytes, and a shorter child held find-max's 30,516 bets/s step
+# (bench/README.md "Session 28"); the price is disk, most with an empty filter (its zeros).
 #
 # REDIS_THP=yes puts Redis's heap on transparent huge pages: its jemalloc asks for them
 # (MALLOC_CONF=thp:always; Debian's redis-server links the system jemalloc, which reads that
@@ -54,7 +57,7 @@ start_redis() {
     mkdir -p "$dir"
     env ${thp_env[@]+"${thp_env[@]}"} redis-server --port "$port" --bind 127.0.0.1 \
         --dir "$dir" --appendonly yes --lazyfree-lazy-expire yes --hash-max-listpack-entries 128 \
-        --zset-max-listpack-entries 16 --auto-aof-rewrite-min-size 256mb \
+        --zset-max-listpack-entries 16 --auto-aof-rewrite-min-size 256mb --rdbcompression no \
         --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
         ${thp_args[@]+"${thp_args[@]}"} "$@" ||
         die "redis-server failed to start (log: $dir/redis.log)"
