@@ -37,7 +37,8 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
   KEYS[15] tp:{bN}:idemfilter:<w-1>:0       shard 0 of window w - 1's filter
   KEYS[16] tp:{bN}:idemyoung                HASH, the hot key index's young part: the same
                                             entries as KEYS[11], where this script inserts
-                                            them while a fork child runs and until they are
+                                            them while a fork child runs (after it, only the
+                                            entries of keys still there) until they are
                                             promoted into KEYS[11] (below); a key's entry here,
                                             if any, is newer than its entry in KEYS[11] and wins
   then one tp:{bN}:betl:<round_id>:<band> (LIST "<bet_id>:<user_id>:<stake>", appended) per
@@ -131,10 +132,11 @@ local SHARD_MAX = 1023 -- of 1024 shards (TP_KEYS_IDEM_SHARDS)
 -- list is trimmed back to UBETS_KEEP once it holds more than UBETS_KEEP + UBETS_SLACK, so a
 -- player betting once per call costs an LTRIM (a write command) every 26th bet, not every one.
 local UBETS_KEEP, UBETS_SLACK = 50, 25
--- The hot key index's young part is promoted about PROMOTE_CHUNK entries a call (above a
--- batch's most, TP_SCRIPT_BATCH_MAX 128, so it drains; bench/README.md "Session 27: the hot key
--- index's young part").
-local PROMOTE_CHUNK, PROMOTE_CHUNK_S = 512, '512'
+-- The hot key index's young part is promoted about PROMOTE_CHUNK entries a call after a fork
+-- child's exit: an entry's first write to a page of the big part's table then un-protects it (a
+-- fault), so a smaller chunk spreads those faults over more calls; a child's ~25k entries take
+-- ~200 calls (bench/README.md "Session 28: the young part's drain after a rewrite").
+local PROMOTE_CHUNK, PROMOTE_CHUNK_S = 128, '128'
 -- Balances are kept in Lua doubles across the batch: exact below 2^53.
 local EXACT = 9007199254740992
 
@@ -620,40 +622,54 @@ call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'be
 -- TTL: a round archived late, Postgres down for hours, keeps its keys hot, so the hot index
 -- never forgets a key whose bet Postgres cannot show yet); archival puts each key in the filter
 -- in the step that removes its hot entry (idem_unindex.lua).
--- While a fork child runs (an RDB save, an AOF rewrite: `INFO persistence`), and until what went
--- in meanwhile is promoted, they go into the young part instead: an insert writes a random slot
+-- While a fork child runs (an RDB save, an AOF rewrite: `INFO persistence`) they go into the
+-- young part instead: an insert writes a random slot
 -- of its hash table, and in the big part (one entry per bet of every hot round, 2^20 slots of
 -- 8 bytes at a million bets) every such page written during the child is a page the fork copies
 -- (~2,000 of a rewrite's first ~3,000 faults; bench/README.md "Session 27: the hot key index's
 -- young part"). Outside a child the big part's pages are the parent's own: an insert there
 -- costs no copy (right after the child's exit the first write to each still faults once,
 -- un-protecting it: cheaper than a copy), and moving an entry later cost ~8k instructions, so
--- bets insert there directly whenever the young part is empty.
--- Promotion, when no child runs: each call moves about PROMOTE_CHUNK young entries (more than a
--- batch adds) into the big part until the young part is empty, each chunk whole in this script:
--- an entry is in one part or the other at every moment. The big part is written directly only
--- while the young part is empty, so a field's young entry is always the newer one (a field in
--- both: the key reused past its TTL). HSCAN from 0 again each time: the entries scanned leave,
+-- bets insert there directly whenever no child runs, also while the young part drains: only a
+-- bet whose field has a young entry (the key reused past its TTL) writes the young part then,
+-- over that entry. So the big part is never written for a field with a young entry, a field's
+-- young entry is always its newest (a field in both: the key reused past its TTL), and the
+-- drain moves only the child's entries, however many bets the calls bring (session 27's
+-- design sent them to the young part too until it was empty: bench/README.md "Session 28").
+-- Promotion, when no child runs: each call moves about PROMOTE_CHUNK young entries into the big
+-- part until the young part is empty, each chunk whole in this script: an entry is in one part
+-- or the other at every moment. HSCAN from 0 again each time: the entries scanned leave,
 -- so the next chunk is at the table's start (its emptied buckets scanned past: the loop goes on
 -- until a chunk is found or the table is walked).
 local child = call('INFO', 'persistence'):find('_in_progress:1', 1, true)
-if not child and call('HLEN', KEYS[16]) == 0 then
+if child then
+    call('HSET', KEYS[16], unpack(idxw))
+elseif call('HLEN', KEYS[16]) == 0 then
     call('HSET', KEYS[11], unpack(idxw))
 else
-    call('HSET', KEYS[16], unpack(idxw))
-    if not child then
-        local cur, moved = '0', 0
-        repeat
-            local r = call('HSCAN', KEYS[16], cur, 'COUNT', PROMOTE_CHUNK_S)
-            local kv, names = r[2], {}
-            cur = r[1]
-            if #kv > 0 then
-                for j = 1, #kv / 2 do names[j] = kv[2 * j - 1] end
-                call('HSET', KEYS[11], unpack(kv))
-                call('HDEL', KEYS[16], unpack(names))
-                moved = moved + #kv / 2
-            end
-        until cur == '0' or moved >= PROMOTE_CHUNK
+    -- After a child, until the young part is empty: an entry whose field has a young one (the
+    -- key reused past its TTL) overwrites that one, every other goes into the big part.
+    local bigw, yw, nbig, ny = {}, {}, 0, 0
+    for k = 1, nacc do
+        if young[acc[2 * k - 1]] then
+            yw[ny + 1], yw[ny + 2], ny = idxw[2 * k - 1], idxw[2 * k], ny + 2
+        else
+            bigw[nbig + 1], bigw[nbig + 2], nbig = idxw[2 * k - 1], idxw[2 * k], nbig + 2
+        end
     end
+    if nbig > 0 then call('HSET', KEYS[11], unpack(bigw, 1, nbig)) end
+    if ny > 0 then call('HSET', KEYS[16], unpack(yw, 1, ny)) end
+    local cur, moved = '0', 0
+    repeat
+        local r = call('HSCAN', KEYS[16], cur, 'COUNT', PROMOTE_CHUNK_S)
+        local kv, names = r[2], {}
+        cur = r[1]
+        if #kv > 0 then
+            for j = 1, #kv / 2 do names[j] = kv[2 * j - 1] end
+            call('HSET', KEYS[11], unpack(kv))
+            call('HDEL', KEYS[16], unpack(names))
+            moved = moved + #kv / 2
+        end
+    until cur == '0' or moved >= PROMOTE_CHUNK
 end
 return out

@@ -38,7 +38,7 @@ ARGV[6] n fields (0 .. 4096), then 4 per field: "<user_id>:<key>", and the key's
   shard's words), mask (the 5 bits, nonzero, < 2^32), shard (0 .. 1023).
 A field's entry naming the round goes from whichever part holds it. When it goes from the young
 part, the field's entry in the big part, if any, goes with it: that is an older bet's (bets
-write the big part directly only while the young part is empty, and promotion writes the newer
+write the big part directly only for a field with no young entry, and promotion writes the newer
 over the older), of another round and past its TTL when this round's bet was admitted (else
 that bet was refused). Left alone it would answer for the key instead of the filter, which now
 holds the key: a reuse within the TTL of this round's bet would be admitted. Its own round's

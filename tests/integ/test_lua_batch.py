@@ -1438,7 +1438,7 @@ def test_history_is_one_lpush_per_player_per_batch():
         assert s.c.lindex("tp:{b0}:ubets:5", 0) == f"{res[0][1]}:7:0:100"
 
 
-PROMOTE_CHUNK = 512  # bet_batch.lua's
+PROMOTE_CHUNK = 128  # bet_batch.lua's
 
 
 def parts(c, p):
@@ -1471,8 +1471,8 @@ def end_slow_child(c):
 def test_young_part_across_a_child_and_its_promotion_answers_as_one_by_one():
     """Without a fork child bets insert into the big part. While a child runs they insert into
     the young part (the big part is not written), and after it each call moves about
-    PROMOTE_CHUNK young entries into the big part (its own bets going to the young part until
-    it is empty), each chunk whole: every entry in exactly one part. Replays and conflicts of
+    PROMOTE_CHUNK young entries into the big part (its own bets going to the big part unless
+    their field has a young entry), each chunk whole: every entry in exactly one part. Replays and conflicts of
     keys in either part, before, during and after the child and across the promotions, answer
     as the same bets one by one (the reference bet.lua), with the same state."""
     players, rnd = 30, random.Random(27)
@@ -1535,8 +1535,8 @@ def test_young_part_across_a_child_and_its_promotion_answers_as_one_by_one():
 def test_promotion_waits_for_a_fork_child():
     """While a fork child runs (here a BGSAVE slowed by rdb-key-save-delay) no call writes into
     the big part: the young part takes the entries. After the child's exit each call promotes
-    a chunk, its own entries into the young part until it is empty; then bets insert into the
-    big part again. Replays are answered throughout."""
+    a chunk (its own entries go into the big part) until the young part is empty, in fewer calls
+    than its entries over PROMOTE_CHUNK. Replays are answered throughout."""
     with tpenv.Redis() as r:
         s = Side(r, 1)
         s.grant(1, 10**9)
@@ -1557,13 +1557,20 @@ def test_promotion_waits_for_a_fork_child():
         assert s.c.hlen(p + "idemhot") == 1100 and s.c.hlen(p + "idemyoung") == 1400
         end_slow_child(s.c)
         assert codes(s.batch_call(0, 7, bets(25), 5002)) == ["ok"] * 100
-        young = s.c.hlen(p + "idemyoung")
-        assert 1500 - young >= PROMOTE_CHUNK and young > 0, young
-        assert s.c.hlen(p + "idemhot") + young == 2600
-        for j in range(26, 30):
+        big, young = parts(s.c, p)
+        assert 1400 - len(young) >= PROMOTE_CHUNK and young, len(young)
+        assert not set(young) & {"1:a%d" % (2500 + i) for i in range(100)}  # its own: big
+        assert len(big) + len(young) == 2600 and not set(big) & set(young)
+        calls = 0
+        for j in range(26, 40):
+            if not s.c.exists(p + "idemyoung"):
+                break
+            calls += 1
             assert codes(s.batch_call(0, 7, bets(j), 5003)) == ["ok"] * 100
-        assert not s.c.exists(p + "idemyoung") and s.c.hlen(p + "idemhot") == 3000
-        assert codes(s.batch_call(0, 7, bets(12) + bets(29), 5004)) == ["replay"] * 200
+            assert s.c.hlen(p + "idemhot") + s.c.hlen(p + "idemyoung") == 2600 + 100 * calls
+        assert not s.c.exists(p + "idemyoung") and 1 <= calls <= 1400 // PROMOTE_CHUNK, calls
+        assert s.c.hlen(p + "idemhot") == 2600 + 100 * calls
+        assert codes(s.batch_call(0, 7, bets(12) + bets(25), 5004)) == ["replay"] * 200
 
 
 def test_a_key_in_both_parts_answers_from_the_young_one_and_leaves_with_it():
@@ -1624,6 +1631,42 @@ def test_promotion_writes_the_young_entry_over_the_older_big_one():
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0 + DAY + 5)) == \
             ["idempotency_conflict"]
         assert s.c.hget(p + "bal", "1") == bal == str(10**6 - 300)
+
+
+def test_a_young_key_reused_after_the_child_writes_the_young_part():
+    """After a child's exit, while the young part still drains, a bet whose key has a young
+    entry (the key reused past its TTL) writes its entry over that one, not into the big part:
+    a young entry is always its field's newest, so the bet's replay is a replay (not admitted
+    again: the older young entry is past its TTL) and the promotion leaves the newest entry."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10**9)
+        for rid in (7, 8, 9):
+            s.open_round(rid)
+        p, t0 = "tp:{b0}:", 5 * DAY + 1000
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0)) == ["ok"]
+        start_slow_child(s.c)
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
+        for j in range(4):  # more young entries than a chunk: the drain takes several calls
+            bets = [(1, 0, 100, "y%d" % (100 * j + i)) for i in range(100)]
+            assert codes(s.batch_call(0, 8, bets, t0 + DAY + 1)) == ["ok"] * 100
+        assert child_running(s.c), "the child ended early"
+        end_slow_child(s.c)
+        t1 = t0 + 2 * DAY + 5
+        assert codes(s.batch_call(0, 9, [(1, 0, 100, "a")], t1)) == ["ok"]
+        big, young = parts(s.c, p)
+        assert young, "the young part drained in one call: add entries"
+        newest = young.get("1:a") or big.get("1:a")
+        assert newest.startswith("9:%d|" % t1), (big.get("1:a"), young.get("1:a"))
+        bal = s.c.hget(p + "bal", "1")
+        assert codes(s.batch_call(0, 9, [(1, 0, 100, "a")], t1 + 1)) == ["replay"]
+        while s.c.exists(p + "idemyoung"):
+            assert codes(s.batch_call(0, 9, [(1, 0, 100, "z%d" % t1)], t1 + 2)) == ["ok"]
+            t1 += 1
+        assert s.c.hget(p + "idemhot", "1:a") == newest
+        assert codes(s.batch_call(0, 9, [(1, 0, 100, "a")], t1 + 3)) == ["replay"]
+        assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t1 + 4)) == ["idempotency_conflict"]
+        assert int(s.c.hget(p + "bal", "1")) == int(bal) - 100 * (t1 - (t0 + 2 * DAY + 5))
 
 
 if __name__ == "__main__":
