@@ -132,7 +132,7 @@ local SHARD_MAX = 1023 -- of 1024 shards (TP_KEYS_IDEM_SHARDS)
 -- list is trimmed back to UBETS_KEEP once it holds more than UBETS_KEEP + UBETS_SLACK, so a
 -- player betting once per call costs an LTRIM (a write command) every 26th bet, not every one.
 local UBETS_KEEP, UBETS_SLACK = 50, 25
--- The hot key index's young part is promoted about PROMOTE_CHUNK entries a call after a fork
+-- The hot key index's young part is promoted PROMOTE_CHUNK entries a call after a fork
 -- child's exit: an entry's first write to a page of the big part's table then un-protects it (a
 -- fault), so a smaller chunk spreads those faults over more calls; a child's ~25k entries take
 -- ~200 calls (bench/README.md "Session 28: the young part's drain after a rewrite").
@@ -636,11 +636,12 @@ call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'be
 -- young entry is always its newest (a field in both: the key reused past its TTL), and the
 -- drain moves only the child's entries, however many bets the calls bring (session 27's
 -- design sent them to the young part too until it was empty: bench/README.md "Session 28").
--- Promotion, when no child runs: each call moves about PROMOTE_CHUNK young entries into the big
--- part until the young part is empty, each chunk whole in this script: an entry is in one part
--- or the other at every moment. HSCAN from 0 again each time: the entries scanned leave,
--- so the next chunk is at the table's start (its emptied buckets scanned past: the loop goes on
--- until a chunk is found or the table is walked).
+-- Promotion, when no child runs: each call moves PROMOTE_CHUNK young entries (or the rest) into
+-- the big part until the young part is empty, each chunk whole in this script: an entry is in
+-- one part or the other at every moment. The chunk is HRANDFIELD's distinct fields, not an
+-- HSCAN from 0: its moved entries leave emptied buckets at the table's start (the table shrinks
+-- only below a tenth full), which every later call's scan walked again, ~2x the moves' own
+-- instructions for a child's 25k entries in chunks of 128 (bench/README.md "Session 28").
 local child = call('INFO', 'persistence'):find('_in_progress:1', 1, true)
 if child then
     call('HSET', KEYS[16], unpack(idxw))
@@ -659,17 +660,11 @@ else
     end
     if nbig > 0 then call('HSET', KEYS[11], unpack(bigw, 1, nbig)) end
     if ny > 0 then call('HSET', KEYS[16], unpack(yw, 1, ny)) end
-    local cur, moved = '0', 0
-    repeat
-        local r = call('HSCAN', KEYS[16], cur, 'COUNT', PROMOTE_CHUNK_S)
-        local kv, names = r[2], {}
-        cur = r[1]
-        if #kv > 0 then
-            for j = 1, #kv / 2 do names[j] = kv[2 * j - 1] end
-            call('HSET', KEYS[11], unpack(kv))
-            call('HDEL', KEYS[16], unpack(names))
-            moved = moved + #kv / 2
-        end
-    until cur == '0' or moved >= PROMOTE_CHUNK
+    local kv, names = call('HRANDFIELD', KEYS[16], PROMOTE_CHUNK_S, 'WITHVALUES'), {}
+    if #kv > 0 then
+        for j = 1, #kv / 2 do names[j] = kv[2 * j - 1] end
+        call('HSET', KEYS[11], unpack(kv))
+        call('HDEL', KEYS[16], unpack(names))
+    end
 end
 return out
