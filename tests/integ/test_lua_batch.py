@@ -1635,7 +1635,8 @@ def test_promotion_writes_the_young_entry_over_the_older_big_one():
 
 def test_a_young_key_reused_after_the_child_writes_the_young_part():
     """After a child's exit, while the young part still drains, a bet whose key has a young
-    entry (the key reused past its TTL) writes its entry over that one, not into the big part:
+    entry (the key reused past its TTL, here behind a refused and a fresh bet of its call) writes
+    its entry over that one, not into the big part:
     a young entry is always its field's newest, so the bet's replay is a replay (not admitted
     again: the older young entry is past its TTL) and the promotion leaves the newest entry."""
     with tpenv.Redis() as r:
@@ -1653,13 +1654,18 @@ def test_a_young_key_reused_after_the_child_writes_the_young_part():
         assert child_running(s.c), "the child ended early"
         end_slow_child(s.c)
         t1 = t0 + 2 * DAY + 5
-        assert codes(s.batch_call(0, 9, [(1, 0, 100, "a")], t1)) == ["ok"]
+        # The reused key after a refused bet and a fresh one: its accepted bet's number (2) is
+        # not its place in the call (3), and the place is what names its young entry.
+        assert codes(s.batch_call(0, 9, [(1, 99, 100, "bad"), (1, 0, 100, "fresh"),
+                                         (1, 0, 100, "a")], t1)) == ["invalid_band", "ok", "ok"]
         big, young = parts(s.c, p)
         assert young, "the young part drained in one call: add entries"
+        assert "1:fresh" in big and "1:fresh" not in young and "1:bad" not in big
         newest = young.get("1:a") or big.get("1:a")
         assert newest.startswith("9:%d|" % t1), (big.get("1:a"), young.get("1:a"))
         bal = s.c.hget(p + "bal", "1")
-        assert codes(s.batch_call(0, 9, [(1, 0, 100, "a")], t1 + 1)) == ["replay"]
+        assert codes(s.batch_call(0, 9, [(1, 0, 100, "a"), (1, 0, 100, "fresh")], t1 + 1)) == \
+            ["replay", "replay"]
         for _ in range(10):  # 401 entries, 128 a call: 3 more calls at most
             if not s.c.exists(p + "idemyoung"):
                 break
