@@ -5,7 +5,7 @@ table doubling), driving the real scripts/lua/bet_batch.lua at a fixed rate.
 What it does, per run:
   1. starts a private redis-server with scripts/lib/services.sh's flags (AOF everysec,
      lazyfree-lazy-expire, hash-max-listpack-entries 128, zset-max-listpack-entries 16,
-     auto-aof-rewrite-min-size 256mb); --thp as REDIS_THP=yes there (MALLOC_CONF=thp:always and
+     auto-aof-rewrite-min-size 256mb, rdbcompression no); --thp as REDIS_THP=yes there (MALLOC_CONF=thp:always and
      --disable-thp no: Redis's heap on huge pages);
   2. preloads --preload bets through the script itself (calls of --batch bets, one round, the
      players of --players, arguments and keys built as bench/batch_callgrind.py builds them),
@@ -74,7 +74,7 @@ TRIM_EVERY = 10  # calls between two XTRIM MAXLEN 50 (and HLEN idemyoung)
 # scripts/lib/services.sh start_redis's flags (keep them the same).
 REDIS_FLAGS = ["--appendonly", "yes", "--lazyfree-lazy-expire", "yes",
                "--hash-max-listpack-entries", "128", "--zset-max-listpack-entries", "16",
-               "--auto-aof-rewrite-min-size", "256mb"]
+               "--auto-aof-rewrite-min-size", "256mb", "--rdbcompression", "no"]
 
 
 def resp(args):

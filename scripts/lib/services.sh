@@ -40,7 +40,8 @@ pg_data_dir() {
 # sessions 9, 16, 19 and 23). A rewrite writes its base uncompressed (rdbcompression no): LZF
 # was a third of the rewrite child's CPU on find-max's dataset and half with full idempotency
 # filters, for 7-16 % of the base's bytes, and a shorter child held find-max's 30,516 bets/s step
-# (bench/README.md "Session 28"); the price is disk, most with an empty filter (its zeros).
+# (bench/README.md "Session 28: huge pages and the rewrite policy at find-max"); the price is
+# disk, most with an empty filter (its zeros).
 #
 # REDIS_THP=yes puts Redis's heap on transparent huge pages: its jemalloc asks for them
 # (MALLOC_CONF=thp:always; Debian's redis-server links the system jemalloc, which reads that

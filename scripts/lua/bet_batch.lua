@@ -629,19 +629,21 @@ call('XADD', KEYS[5], '*', 'type', 'bets', 'round_id', round_s, 'ts', now_s, 'be
 -- (~2,000 of a rewrite's first ~3,000 faults; bench/README.md "Session 27: the hot key index's
 -- young part"). Outside a child the big part's pages are the parent's own: an insert there
 -- costs no copy (right after the child's exit the first write to each still faults once,
--- un-protecting it: cheaper than a copy), and moving an entry later cost ~8k instructions, so
+-- un-protecting it: cheaper than a copy), and moving an entry later costs ~8–12k instructions, so
 -- bets insert there directly whenever no child runs, also while the young part drains: only a
 -- bet whose field has a young entry (the key reused past its TTL) writes the young part then,
 -- over that entry. So the big part is never written for a field with a young entry, a field's
 -- young entry is always its newest (a field in both: the key reused past its TTL), and the
 -- drain moves only the child's entries, however many bets the calls bring (session 27's
--- design sent them to the young part too until it was empty: bench/README.md "Session 28").
+-- design sent them to the young part too until it was empty: bench/README.md "Session 28: the
+-- young part's drain after a rewrite").
 -- Promotion, when no child runs: each call moves PROMOTE_CHUNK young entries (or the rest) into
 -- the big part until the young part is empty, each chunk whole in this script: an entry is in
 -- one part or the other at every moment. The chunk is HRANDFIELD's distinct fields, not an
 -- HSCAN from 0: its moved entries leave emptied buckets at the table's start (the table shrinks
 -- only below a tenth full), which every later call's scan walked again, ~2x the moves' own
--- instructions for a child's 25k entries in chunks of 128 (bench/README.md "Session 28").
+-- instructions for a child's 25k entries in chunks of 128 (bench/README.md "Session 28: the
+-- young part's drain after a rewrite").
 local child = call('INFO', 'persistence'):find('_in_progress:1', 1, true)
 if child then
     call('HSET', KEYS[16], unpack(idxw))

@@ -1470,10 +1470,10 @@ def end_slow_child(c):
 
 def test_young_part_across_a_child_and_its_promotion_answers_as_one_by_one():
     """Without a fork child bets insert into the big part. While a child runs they insert into
-    the young part (the big part is not written), and after it each call moves about
-    PROMOTE_CHUNK young entries into the big part (its own bets going to the big part unless
-    their field has a young entry), each chunk whole: every entry in exactly one part. Replays and conflicts of
-    keys in either part, before, during and after the child and across the promotions, answer
+    the young part (the big part is not written), and after it each call moves PROMOTE_CHUNK
+    young entries (or the rest) into the big part (its own bets going to the big part unless
+    their field has a young entry), each chunk whole: every entry in exactly one part. Replays
+    and conflicts of keys in either part, before, during and after the child and across the promotions, answer
     as the same bets one by one (the reference bet.lua), with the same state."""
     players, rnd = 30, random.Random(27)
     accepted, batches = [], []

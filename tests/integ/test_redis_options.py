@@ -2,7 +2,7 @@
 scripts/test and bench/run use) and docker-compose.yml's Redis are the same, and the one that
 changes what a rewrite writes reaches it: `rdbcompression no` (docs/operations.md §4 "AOF
 rewrites": LZF was a third of the rewrite child's CPU on find-max's dataset, bench/README.md
-"Session 28"), so a rewrite's base holds a compressible value at its full size."""
+"Session 28: huge pages and the rewrite policy at find-max"), so a rewrite's base holds a compressible value at its full size."""
 
 import json
 import os
