@@ -7,9 +7,10 @@ commandstats time a call by the wall clock: a call that finds its code and data 
 caches costs more than the same call right after another one. bench/run's reference ceiling is
 closed loop (warm) while `ws-bets` at a few thousand bets/s is open loop, so their EVALSHA µs
 differ by this effect as well as by the scripts' work; here both scripts meet both conditions.
-A timing: run it under `flock /work/bench.lock`, and compare within one run only.
+A timing: run it alone on the machine (no other bench, build or test), and compare within one
+run only.
 
-    flock /work/bench.lock bench/evalsha_paced.py [--rate 1000] [--calls 3000] [--rounds 2]
+    bench/evalsha_paced.py [--rate 1000] [--calls 3000] [--rounds 2]
 
 Redis as bench/run starts it (AOF everysec, hash-max-listpack-entries 128), with AOF rewrites
 off so that no fork lands in one measurement only; 200 players, round 1 open in bucket 0, the

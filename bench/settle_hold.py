@@ -26,7 +26,7 @@ settlement (perf script's text of perf_record_cmd's events, --tid) and prints th
 holds of its pages: the turns that read the leader's connection and wrote the AOF, paired in
 order with the `settle page` lines of --round in --log for the script's own time.
 
-The timings are wall times on a shared host: run it under flock /work/bench.lock, at a nice that
+The timings are wall times on a shared host: run it alone on the machine, at a nice that
 gives Redis a core (`nice -n -10`), and compare the columns within one run.
 """
 
