@@ -136,7 +136,9 @@ local UBETS_KEEP, UBETS_SLACK = 50, 25
 -- child's exit: an entry's first write to a page of the big part's table then un-protects it (a
 -- fault), so a smaller chunk spreads those faults over more calls; a child's ~25k entries take
 -- ~200 calls (bench/README.md "Session 28: the young part's drain after a rewrite").
-local PROMOTE_CHUNK, PROMOTE_CHUNK_S = 128, '128'
+-- A string, the count as HRANDFIELD is sent it: the script never computes with it, and a Lua
+-- number would be converted to the same bulk string on every call.
+local PROMOTE_CHUNK = '128'
 -- Balances are kept in Lua doubles across the batch: exact below 2^53.
 local EXACT = 9007199254740992
 
@@ -662,7 +664,7 @@ else
     end
     if nbig > 0 then call('HSET', KEYS[11], unpack(bigw, 1, nbig)) end
     if ny > 0 then call('HSET', KEYS[16], unpack(yw, 1, ny)) end
-    local kv, names = call('HRANDFIELD', KEYS[16], PROMOTE_CHUNK_S, 'WITHVALUES'), {}
+    local kv, names = call('HRANDFIELD', KEYS[16], PROMOTE_CHUNK, 'WITHVALUES'), {}
     if #kv > 0 then
         for j = 1, #kv / 2 do names[j] = kv[2 * j - 1] end
         call('HSET', KEYS[11], unpack(kv))

@@ -13,6 +13,7 @@ round with idempotency_conflict: the answer the key index gives the batch script
 import hashlib
 import os
 import random
+import re
 import time
 
 import betbatch
@@ -1438,7 +1439,13 @@ def test_history_is_one_lpush_per_player_per_batch():
         assert s.c.lindex("tp:{b0}:ubets:5", 0) == f"{res[0][1]}:7:0:100"
 
 
-PROMOTE_CHUNK = 128  # bet_batch.lua's
+def script_chunk():
+    """bet_batch.lua's PROMOTE_CHUNK, read from the script: its one home."""
+    with open(os.path.join(SRC, "scripts", "lua", "bet_batch.lua")) as f:
+        return int(re.search(r"^local PROMOTE_CHUNK = '(\d+)'", f.read(), re.M).group(1))
+
+
+PROMOTE_CHUNK = script_chunk()
 
 
 def parts(c, p):
