@@ -1685,5 +1685,80 @@ def test_a_young_key_reused_after_the_child_writes_the_young_part():
         assert int(s.c.hget(p + "bal", "1")) == int(bal) - 100 * (t1 - (t0 + 2 * DAY + 5))
 
 
+def test_a_second_child_while_the_young_part_still_drains():
+    """A second fork child starting while the young part still drains after a first: during it
+    no call writes the big part (idemhot byte for byte as at its fork, though the young part is
+    not empty), its bets go into the young part beside the first child's undrained entries, and
+    a replay of a key in either part (from before the first child, the first child's promoted or
+    still young, the drain's own) answers its first answer (bet number, balance) and debits
+    nothing. After the second child the drain resumes and empties the young part, each entry in
+    exactly one part throughout and every entry as first written; the replays still answer the
+    same."""
+    with tpenv.Redis() as r:
+        s = Side(r, 1)
+        s.grant(1, 10**9)
+        s.open_round(7)
+        p, first, entries = "tp:{b0}:", {}, {}
+
+        def place(j, now):
+            bets = [(1, 0, 100, "a%d" % (100 * j + i)) for i in range(100)]
+            res = s.batch_call(0, 7, bets, now)
+            assert codes(res) == ["ok"] * 100
+            first.update(("1:" + k, a) for (_, _, _, k), a in zip(bets, res))
+            big, young = parts(s.c, p)
+            assert not set(big) & set(young)
+            for k, v in {**big, **young}.items():  # every entry as first written, wherever
+                assert entries.setdefault(k, v) == v, (k, entries[k], v)
+
+        def replays(fields, now):
+            bal = s.c.hget(p + "bal", "1")
+            res = s.batch_call(0, 7, [(1, 0, 100, f.split(":", 1)[1]) for f in fields], now)
+            want = [first[f][:6] + [1] for f in fields]
+            assert res == want, [(f, a, w) for f, a, w in zip(fields, res, want) if a != w][:5]
+            assert s.c.hget(p + "bal", "1") == bal
+            assert codes(s.batch_call(0, 7, [(1, 0, 200, f.split(":", 1)[1]) for f in fields[::9]],
+                                      now)) == ["idempotency_conflict"] * len(fields[::9])
+            assert s.c.hget(p + "bal", "1") == bal
+
+        for j in range(5):  # a0..a499: the big part's
+            place(j, 5000)
+        start_slow_child(s.c)
+        for j in range(5, 17):  # a500..a1699: the first child's, young
+            place(j, 5001)
+        assert child_running(s.c), "the first child ended early"
+        end_slow_child(s.c)
+        for j in range(17, 20):  # a1700..a1999 into the big part, 3 chunks promoted
+            place(j, 5002)
+        big, young = parts(s.c, p)
+        promoted = sorted(set(big) & {"1:a%d" % i for i in range(500, 1700)})
+        assert len(promoted) == 3 * PROMOTE_CHUNK and len(young) == 1200 - 3 * PROMOTE_CHUNK
+        sample = (sorted(young)[:50] + promoted[:50] + ["1:a%d" % i for i in range(0, 500, 10)] +
+                  ["1:a%d" % i for i in range(1700, 2000, 10)])
+
+        start_slow_child(s.c)
+        big_at_fork, young_at_fork = parts(s.c, p)
+        replays(sample, 5003)
+        for j in range(20, 24):  # a2000..a2399: the second child's, young
+            place(j, 5004)
+        replays(sample + ["1:a%d" % i for i in range(2000, 2400, 10)], 5005)
+        assert child_running(s.c), "the second child ended early"
+        big, young = parts(s.c, p)
+        assert big == big_at_fork, "the big part was written during the second child"
+        assert young.items() >= young_at_fork.items() and len(young) == len(young_at_fork) + 400
+        end_slow_child(s.c)
+
+        calls, left = 0, len(young)
+        while s.c.exists(p + "idemyoung"):
+            assert calls < 30, "the young part does not drain after the second child"
+            place(24 + calls, 5006)
+            calls += 1
+            assert s.c.hlen(p + "idemyoung") == max(0, left - PROMOTE_CHUNK * calls)
+        assert calls == -(-left // PROMOTE_CHUNK), (calls, left)
+        big, young = parts(s.c, p)
+        assert young == {} and big == entries and set(big) == set(first)
+        replays(sample + ["1:a%d" % i for i in range(2000, 2400, 10)], 5007)
+        assert int(s.c.hget(p + "bal", "1")) == 10**9 - 100 * len(first)
+
+
 if __name__ == "__main__":
     tpenv.main()
