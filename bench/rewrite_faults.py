@@ -3,9 +3,9 @@
 table doubling), driving the real scripts/lua/bet_batch.lua at a fixed rate.
 
 What it does, per run:
-  1. starts a private redis-server with scripts/lib/services.sh's flags (AOF everysec,
-     lazyfree-lazy-expire, hash-max-listpack-entries 128, zset-max-listpack-entries 16,
-     auto-aof-rewrite-min-size 256mb, rdbcompression no); --thp as REDIS_THP=yes there (MALLOC_CONF=thp:always and
+  1. starts a private Redis through scripts/lib/services.sh's start_redis itself (tpenv's
+     EmbeddedRedis, tests/lib/tpenv.py): the flags scripts/up and bench/run run it with, and
+     bench/run's `--save ""`; --thp as REDIS_THP=yes there (MALLOC_CONF=thp:always and
      --disable-thp no: Redis's heap on huge pages);
   2. preloads --preload bets through the script itself (calls of --batch bets, one round, the
      players of --players, arguments and keys built as bench/batch_callgrind.py builds them),
@@ -48,20 +48,15 @@ import collections
 import json
 import os
 import select
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import time
-
-import redis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 from batch_callgrind import SHARD_BYTES, call_args  # noqa: E402
-from callgrind_redis import free_port, wait_ready  # noqa: E402
-import idemfilter  # noqa: E402  (on sys.path through batch_callgrind)
+import idemfilter  # noqa: E402  (tests/lib, on sys.path through batch_callgrind)
+import tpenv  # noqa: E402  (tests/lib: EmbeddedRedis, Redis as scripts/lib/services.sh starts it)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 P = "tp:{b0}:"
@@ -70,12 +65,6 @@ WINDOW_BETS = 12500  # "the first 12,500 bets" after the fork and after the exit
 SAMPLE_S = 0.010
 WARMUP_S = 0.5  # bets due before this are left out of "p99 before the fork"
 TRIM_EVERY = 10  # calls between two XTRIM MAXLEN 50 (and HLEN idemyoung)
-
-# scripts/lib/services.sh start_redis's flags (keep them the same).
-REDIS_FLAGS = ["--appendonly", "yes", "--lazyfree-lazy-expire", "yes",
-               "--hash-max-listpack-entries", "128", "--zset-max-listpack-entries", "16",
-               "--auto-aof-rewrite-min-size", "256mb", "--rdbcompression", "no"]
-
 
 def resp(args):
     """One command in RESP (bulk strings), as bytes."""
@@ -141,34 +130,6 @@ def interp(samples, t, col):
     return samples[-1][col]
 
 
-class Redis:
-    def __init__(self, thp):
-        self.thp = thp
-
-    def __enter__(self):
-        self.dir = tempfile.mkdtemp(prefix="tp-rwf-")
-        self.port = free_port()
-        env = dict(os.environ)
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")] + REDIS_FLAGS
-        if self.thp:
-            env["MALLOC_CONF"] = "thp:always"
-            args += ["--disable-thp", "no"]
-        self.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL)
-        self.client = redis.Redis(port=self.port, decode_responses=True)
-        wait_ready(self.client, 10)
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def setup(c, script, players):
     """The script loaded, every player a balance, round 1 open, today's filter window built
     (as bench/batch_callgrind.py sets them up). Returns (sha, now ms)."""
@@ -231,7 +192,7 @@ def drive(r, sha, now, a):
     sock = socket.create_connection(("127.0.0.1", r.port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
-    pid = r.proc.pid
+    pid = r.pid
     pending, records, samples = collections.deque(), [], []
     out, inbuf, pos, nxt = bytearray(), bytearray(), 0, 0
     t0 = time.monotonic()
@@ -458,15 +419,16 @@ def main():
         ap.error("--duration: must leave at least a second after --rewrite-at")
     if a.preload is None:
         a.preload = 1000000 if a.mode == "doubling" else 700000
-    with Redis(a.thp) as r:
-        sha, now = setup(r.client, a.script, a.players)
+    with tpenv.EmbeddedRedis(thp="yes" if a.thp else "no") as r:
+        c = r.client()
+        sha, now = setup(c, a.script, a.players)
         t = time.time()
-        preload(r.client, sha, now, a)
+        preload(c, sha, now, a)
         print(f"preloaded {a.preload} bets in {time.time() - t:.1f} s "
-              f"(idemhot {r.client.hlen(P + 'idemhot')})", file=sys.stderr)
+              f"(idemhot {c.hlen(P + 'idemhot')})", file=sys.stderr)
         time.sleep(0.5)
         records, samples = drive(r, sha, now, a)
-        info = r.client.info("stats")
+        info = c.info("stats")
     res = analyse(records, samples, a, info)
     show(res)
     if a.jsonl:

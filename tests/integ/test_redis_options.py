@@ -7,10 +7,6 @@ rewrites": LZF was a third of the rewrite child's CPU on find-max's dataset, ben
 import json
 import os
 import re
-import shutil
-import stat
-import subprocess
-import tempfile
 import time
 
 import tpenv
@@ -51,74 +47,36 @@ def compose_options():
     return pairs(cmd[1:])
 
 
-class Embedded:
-    """start_redis in a temporary directory, with a redis-server first in PATH that writes its
-    arguments down and runs the real one: what start_redis passes, not what its text says."""
-
-    def __enter__(self):
-        real = shutil.which("redis-server")
-        if real is None:
-            raise tpenv.Skip("redis-server not installed")
-        self.dir = tempfile.mkdtemp(prefix="tp-redis-options-", dir="/tmp")
-        shim = os.path.join(self.dir, "bin")
-        os.mkdir(shim)
-        self.args_file = os.path.join(self.dir, "args")
-        with open(os.path.join(shim, "redis-server"), "w") as f:
-            f.write(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{self.args_file}"\nexec "{real}" "$@"\n')
-        os.chmod(os.path.join(shim, "redis-server"), stat.S_IRWXU)
-        env = dict(os.environ, PATH=shim + os.pathsep + os.environ.get("PATH", ""))
-        env.pop("REDIS_THP", None)
-        self.port = tpenv.free_port()
-        cmd = (f'. "{SRC}/scripts/lib/common.sh"; . "{SRC}/scripts/lib/services.sh"; '
-               'start_redis "$@"')
-        out = subprocess.run(["bash", "-c", cmd, "sh", os.path.join(self.dir, "redis"),
-                              str(self.port), "--save", ""],
-                             capture_output=True, text=True, timeout=60, env=env)
-        if out.returncode != 0:
-            self.__exit__()
-            raise AssertionError(f"start_redis failed: {out.stdout}{out.stderr}")
-        import redis
-        self.r = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
-        return self
-
-    def args(self):
-        with open(self.args_file) as f:
-            return pairs(f.read().splitlines())
-
-    def __exit__(self, *exc):
-        cmd = f'. "{SRC}/scripts/lib/common.sh"; . "{SRC}/scripts/lib/services.sh"; stop_redis "$@"'
-        subprocess.run(["bash", "-c", cmd, "sh", os.path.join(self.dir, "redis")], timeout=30)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def test_compose_runs_the_embedded_options():
     # docs/operations.md §4: "keep the two alike". Every option either one sets must be in the
     # compose file with the value the embedded Redis runs with (an option only the compose file
     # names must hold there too, e.g. its appendfsync everysec, Redis's default).
     compose = compose_options()
-    with Embedded() as e:
-        embedded = {k: v for k, v in e.args().items() if k not in PER_INSTANCE}
+    with tpenv.EmbeddedRedis(record_args=True) as e:
+        r = e.client()
+        embedded = {k: v for k, v in pairs(e.args()).items() if k not in PER_INSTANCE}
         missing = sorted(set(embedded) - set(compose))
         assert not missing, f"start_redis sets {missing}, docker-compose.yml's Redis does not"
         for name, value in compose.items():
-            got = e.r.config_get(name).get(name)
+            got = r.config_get(name).get(name)
             assert got == memory_value(value), (
                 f"docker-compose.yml runs {name} {value}, the embedded Redis {got}")
 
 
 def test_a_rewrite_writes_its_base_uncompressed():
-    with Embedded() as e:
-        assert e.r.config_get("rdbcompression")["rdbcompression"] == "no"
-        e.r.set("compressible", "a" * (1 << 20))  # LZF makes ~12 KB of it
-        e.r.bgrewriteaof()
+    with tpenv.EmbeddedRedis() as e:
+        r = e.client()
+        assert r.config_get("rdbcompression")["rdbcompression"] == "no"
+        r.set("compressible", "a" * (1 << 20))  # LZF makes ~12 KB of it
+        r.bgrewriteaof()
         for _ in range(300):
-            if e.r.info("persistence")["aof_rewrite_in_progress"] == 0 and \
-                    e.r.info("persistence")["aof_rewrites"] >= 1:
+            if r.info("persistence")["aof_rewrite_in_progress"] == 0 and \
+                    r.info("persistence")["aof_rewrites"] >= 1:
                 break
             time.sleep(0.05)
         else:
             raise AssertionError("BGREWRITEAOF did not finish in 15 s")
-        aof = os.path.join(e.dir, "redis", "appendonlydir")
+        aof = os.path.join(e.dir, "appendonlydir")
         base = [n for n in os.listdir(aof) if n.endswith(".base.rdb")]
         assert len(base) == 1, os.listdir(aof)
         size = os.path.getsize(os.path.join(aof, base[0]))

@@ -25,23 +25,6 @@ def kernel_thp():
         return None
 
 
-def start_redis(dirname, port, thp, prefix=()):
-    """start_redis of services.sh with REDIS_THP=thp (None: unset, the shipped default)."""
-    env = dict(os.environ)
-    env.pop("REDIS_THP", None)
-    if thp is not None:
-        env["REDIS_THP"] = thp
-    cmd = f'. "{SRC}/scripts/lib/common.sh"; . "{SRC}/scripts/lib/services.sh"; start_redis "$@"'
-    out = subprocess.run([*prefix, "bash", "-c", cmd, "sh", dirname, str(port), "--save", ""],
-                         capture_output=True, text=True, timeout=60, env=env)
-    assert out.returncode == 0, f"start_redis failed: {out.stdout}{out.stderr}"
-
-
-def stop_redis(dirname):
-    cmd = f'. "{SRC}/scripts/lib/common.sh"; . "{SRC}/scripts/lib/services.sh"; stop_redis "$@"'
-    subprocess.run(["bash", "-c", cmd, "sh", dirname], timeout=30)
-
-
 def anon_huge_kb(pid):
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
@@ -52,22 +35,11 @@ def anon_huge_kb(pid):
 
 def run(thp, prefix=()):
     """Starts Redis, writes ~24 MB, returns (disable-thp, AnonHugePages kB); stops it."""
-    if shutil.which("redis-server") is None:
-        raise tpenv.Skip("redis-server not installed")
-    d = tempfile.mkdtemp(prefix="tp-redis-thp-", dir="/tmp")
-    try:
-        port = tpenv.free_port()
-        start_redis(d, port, thp, prefix)
-        import redis
-        r = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+    with tpenv.EmbeddedRedis(thp=thp, prefix=prefix) as e:
+        r = e.client()
         for i in range(12):  # large values: jemalloc's extents, where huge pages go
             r.set(f"v{i}", "x" * (2 << 20))
-        disable = r.config_get("disable-thp")["disable-thp"]
-        pid = int(open(os.path.join(d, "redis.pid")).read())
-        return disable, anon_huge_kb(pid)
-    finally:
-        stop_redis(d)
-        shutil.rmtree(d, ignore_errors=True)
+        return r.config_get("disable-thp")["disable-thp"], anon_huge_kb(e.pid)
 
 
 def test_thp_yes_puts_the_heap_on_huge_pages():
@@ -92,18 +64,17 @@ def test_default_is_as_shipped():
 
 def test_a_bad_redis_thp_is_refused():
     # A typo must not start Redis without what was asked for, in silence.
-    d = tempfile.mkdtemp(prefix="tp-redis-thp-", dir="/tmp")
+    e = tpenv.EmbeddedRedis(thp="Yes")
     try:
         try:
-            start_redis(d, tpenv.free_port(), "Yes")
-        except AssertionError as e:
-            assert "REDIS_THP: yes or no (got 'Yes')" in str(e), e
+            e.start()
+        except AssertionError as err:
+            assert "REDIS_THP: yes or no (got 'Yes')" in str(err), err
         else:
             raise AssertionError("start_redis ran with REDIS_THP=Yes")
-        assert not os.path.exists(os.path.join(d, "redis.pid")), "a Redis was started"
+        assert not os.path.exists(os.path.join(e.dir, "redis.pid")), "a Redis was started"
     finally:
-        stop_redis(d)
-        shutil.rmtree(d, ignore_errors=True)
+        e.__exit__()
 
 
 def test_kernel_thp_never_still_starts():

@@ -128,6 +128,81 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class EmbeddedRedis:
+    """A private Redis started by scripts/lib/services.sh's start_redis, the function scripts/up,
+    scripts/test and bench/run start theirs with: its flags have their one home there, none is
+    copied here. thp: REDIS_THP for it ("yes", "no"; None: unset, the shipped default); extra:
+    the arguments after start_redis's own (`--save ""`, as bench/run and the tests pass: no
+    RDB save points, whose BGSAVE would fork at Redis's default rules, 60 s after 10,000
+    writes); prefix: a command start_redis runs under (e.g. unshare). record_args: a
+    redis-server first in PATH writes its arguments down and runs the real one, so args() is
+    what start_redis passes, not what its text says. `dir` is Redis's own directory (its AOF,
+    redis.pid), `pid` its process id, `port` its port."""
+
+    def __init__(self, thp=None, extra=("--save", ""), prefix=(), record_args=False):
+        self.real = shutil.which("redis-server")
+        if self.real is None:
+            raise Skip("redis-server not installed")
+        self.thp, self.extra, self.prefix, self.record_args = thp, list(extra), list(prefix), \
+            record_args
+        self.top = _tmpdir("tp-embedded-redis-")
+        self.dir = os.path.join(self.top, "redis")
+        self.args_file = os.path.join(self.top, "args")
+        self.port = free_port()
+        self.pid = None
+
+    def _sh(self, fn, *args, env=None, prefix=()):
+        cmd = f'. "{SRC}/scripts/lib/common.sh"; . "{SRC}/scripts/lib/services.sh"; {fn} "$@"'
+        return subprocess.run([*prefix, "bash", "-c", cmd, "sh", *map(str, args)],
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    def start(self):
+        env = dict(os.environ)
+        env.pop("REDIS_THP", None)
+        if self.thp is not None:
+            env["REDIS_THP"] = self.thp
+        if self.record_args:
+            shim = os.path.join(self.top, "bin")
+            os.makedirs(shim, exist_ok=True)
+            with open(os.path.join(shim, "redis-server"), "w") as f:
+                f.write(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{self.args_file}"\n'
+                        f'exec "{self.real}" "$@"\n')
+            os.chmod(os.path.join(shim, "redis-server"), 0o700)
+            env["PATH"] = shim + os.pathsep + env.get("PATH", "")
+        out = self._sh("start_redis", self.dir, self.port, *self.extra, env=env,
+                       prefix=self.prefix)
+        if out.returncode != 0:
+            raise AssertionError(f"start_redis failed: {out.stdout}{out.stderr}")
+        with open(os.path.join(self.dir, "redis.pid")) as f:
+            self.pid = int(f.read())
+        return self
+
+    def stop(self):
+        self._sh("stop_redis", self.dir)
+        self.pid = None
+
+    def args(self):
+        """The arguments redis-server was started with (record_args=True), one a line."""
+        with open(self.args_file) as f:
+            return f.read().splitlines()
+
+    def client(self):
+        """A redis-py client (python3-redis) with decoded responses."""
+        import redis
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+        shutil.rmtree(self.top, ignore_errors=True)
+
+
 def _ports_free(ports):
     for p in ports:
         with socket.socket() as s:
