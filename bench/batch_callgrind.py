@@ -28,6 +28,7 @@ Needs valgrind and python3-redis. About a minute per 100 calls of 74 bets.
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -67,6 +68,41 @@ def call_args(n, players, b, now, seq, users=USERS, offsets=True):
     for j, (u, band, stake, key) in enumerate(bets):
         argv += [u, band, stake, key] + per[j]
     return keys, argv
+
+
+YOUNG_CALL = 500  # bets a call while --young's entries are written (not counted)
+
+
+def seed_young(r, c, sha, n, users, now, offsets):
+    """n entries in the hot index's young part, written by the script itself as a fork child's
+    life leaves them (the entries' layout is bet_batch.lua's alone): calls of fresh keys
+    (cg-<10^9 + i>, round 1) while a real child runs, a BGSAVE slowed by rdb-key-save-delay,
+    which is then ended (SIGUSR1: Redis's way to stop its child, no error) before the counted
+    calls. callgrind's counters are zeroed after them: only the calls after count."""
+    c.config_set("rdb-key-save-delay", 1000000)  # 1 s a key: it outlives the calls below
+    c.bgsave()
+    if c.info("persistence")["rdb_bgsave_in_progress"] != 1:
+        sys.exit("--young: BGSAVE started no child")
+    for b, seq in enumerate(range(0, n, YOUNG_CALL)):
+        k = min(YOUNG_CALL, n - seq)
+        keys, argv = call_args(k, min(50, users), b, now, 10**9 + seq, users, offsets)
+        if any(not isinstance(x, int) for x in c.evalsha(sha, len(keys), *keys, *argv)):
+            sys.exit("--young: a bet was refused while the young part was written")
+    if c.info("persistence")["rdb_bgsave_in_progress"] != 1:
+        sys.exit("--young: the child ended before the young part was written")
+    with open(f"/proc/{r.pid}/task/{r.pid}/children") as f:
+        for child in f.read().split():
+            os.kill(int(child), signal.SIGUSR1)
+    for _ in range(600):
+        if c.info("persistence")["rdb_bgsave_in_progress"] == 0:
+            break
+        time.sleep(0.1)
+    else:
+        sys.exit("--young: the child did not end within 60 s of SIGUSR1")
+    c.config_set("rdb-key-save-delay", 0)
+    if c.hlen("tp:{b0}:idemyoung") != n:
+        sys.exit(f"--young: {c.hlen('tp:{b0}:idemyoung')} young entries written, not {n}")
+    r.zero()
 
 
 # What --drop removes from the script's text: the writes of one player view, an upper bound of
@@ -132,6 +168,11 @@ def main():
                     help="run the script without one player view's writes (repeatable): what "
                          "they cost, an upper bound of what another layout could save")
     a = ap.parse_args()
+    if a.young < 0:
+        ap.error("--young: a count of entries, 0 or more")
+    if a.young and a.archive:
+        ap.error("--young: not with --archive (archival would take the young part's entries, "
+                 "bets of the same round, with the calls' own: its count would not be theirs)")
     # bench/run's and scripts/up's hash setting (scripts/lib/services.sh), which every figure in
     # bench/README.md ("listpack 128") was taken with; a --redis-arg given later overrides it.
     extra = ["--hash-max-listpack-entries", "128"]
@@ -152,12 +193,8 @@ def main():
         idemfilter.build(c, "tp:{b0}:", w, SHARD_BYTES)
         if a.windows == 2:
             idemfilter.build(c, "tp:{b0}:", w - 1, SHARD_BYTES)
-        if a.young < 0:
-            sys.exit("--young: a count of entries, 0 or more")
-        for j in range(0, a.young, 1000):
-            c.hset("tp:{b0}:idemyoung", mapping={
-                f"{1 + x % a.users}:young-{x}": f"1:{now}|{x + 10**9}|0|100|{10**12}"
-                for x in range(j, min(j + 1000, a.young))})
+        if a.young:
+            seed_young(r, c, sha, a.young, a.users, now, not a.no_offsets)
         r.aof_mark()
         pipe = c.pipeline(transaction=False)
         for b in range(a.batches):

@@ -101,6 +101,19 @@ class CallgrindRedis:
             raise RuntimeError(f"want one incremental AOF file, found {files}")
         return files[0]
 
+    @property
+    def pid(self):
+        """redis-server's process id (valgrind runs it in its own process)."""
+        return self._proc.pid
+
+    def zero(self):
+        """Zeroes callgrind's counters: what ran before (a setup through the counted commands)
+        is left out of r.instructions."""
+        out = subprocess.run(["callgrind_control", "-z", str(self._proc.pid)],
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(f"callgrind_control -z failed: {out.stdout}{out.stderr}")
+
     def aof_mark(self):
         """From here on, the AOF's commands are tallied into self.aof when the server stops
         (Redis writes the AOF before it answers, so what was answered is in the file)."""
