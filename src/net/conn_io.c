@@ -26,6 +26,24 @@
 
 /* --- Events and deadline --- */
 
+/*
+ * Whether this socket's queued output is the prepare hook's to write, in this loop iteration:
+ * a plain WebSocket on the dirty list, not waiting for room, on a worker with the fan-out's
+ * io_uring batch, through which tp_conn_run_dirty writes it with the other sockets' answers in
+ * one io_uring_enter. A Redis reply that queued a socket's answers marks it dirty; when the
+ * socket then had a bet to read in the same iteration, its read's step wrote those answers with
+ * a send() of its own, outside the batch (0.04-0.07 a bet at ws-bets 30,000/s: bench/README.md
+ * "Session 28: tickpool's system time a WebSocket bet"). The watcher then waits for no
+ * EV_WRITE: the batch's write arms it (tp_conn_ws_output_sent) when it finds the socket full.
+ * TLS sockets, a socket already waiting for room (EV_WRITE armed) and a worker without the
+ * batch write as they did.
+ */
+static bool write_deferred(const struct tp_conn *c)
+{
+    return c->dirty && c->state == TP_CONN_ST_WS && c->ws != NULL && !(c->flags & TP_CONN_TLS) &&
+           !(c->events & EV_WRITE) && tp_buf_size(&c->out) == 0 && tp_conn_fanout_io_uring(c->h);
+}
+
 bool tp_conn_want_read(const struct tp_conn *c)
 {
     if (tp_conn_is_closed(c) || c->peer_eof)
@@ -51,7 +69,8 @@ void tp_conn_update_events(struct tp_conn *c)
     } else {
         if (tp_conn_want_read(c) || c->write_needs_read)
             ev |= EV_READ;
-        if ((c->state != TP_CONN_ST_LINGER && tp_conn_has_output(c)) || c->read_needs_write)
+        if ((c->state != TP_CONN_ST_LINGER && tp_conn_has_output(c) && !write_deferred(c)) ||
+            c->read_needs_write)
             ev |= EV_WRITE;
     }
     if (ev == c->events)
@@ -260,7 +279,8 @@ void tp_conn_io_step(struct tp_conn *c, int revents, bool resumed)
     }
     if ((revents & EV_READ) || (c->read_needs_write && (revents & EV_WRITE)))
         tp_conn_read(c);
-    tp_conn_write(c);
+    if (!write_deferred(c))
+        tp_conn_write(c);
     tp_conn_update_events(c);
     tp_conn_arm_timer(c);
 }

@@ -692,6 +692,75 @@ def test_slow_consumer_does_not_delay_others_and_is_closed():
         good.close()
 
 
+def test_slow_reader_gets_every_answer_and_pong():
+    """A socket that does not read (a 4 KiB receive buffer) sends 1,600 bets among 320,000 pings:
+    its answers are queued while it is on the dirty list, it is read again in the same loop
+    iteration, and it waits for room. Once it reads, every answer and pong arrives, in order.
+    tick_ms is 10000 and the reading starts just after a beat seen on a second socket: the beat
+    writes every socket, so a shorter one would hide a lost wake-up for room (a worker that left
+    a full socket's write to the prepare hook's batch and never armed EV_WRITE would stall it
+    until the next beat, 10 s on; src/net/conn_io.c write_deferred)."""
+    import tpclient
+    env = {"TICKPOOL_GAME_TICK_MS": "10000", "TICKPOOL_GAME_BETTING_S": "120",
+           "TICKPOOL_GAME_LIVE_S": "120", "TICKPOOL_GAME_START_BALANCE": "10000000",
+           "TICKPOOL_LIMITS_WS_MSG_RATE": "1000000", "TICKPOOL_LIMITS_WS_SEND_QUEUE": "64m"}
+    nbets, per_bet = 1600, 200
+    with tpenv.Redis() as r, server(r, **env) as s:
+        tpenv.wait_until(lambda: s.json("GET", "/api/v1/rounds/current")[1].get("open"),
+                         timeout=30, what="an open round")
+        _, tok = user(s, "slowreader")
+        rnd = current_open(s)
+        good = WS(s)
+        good.wait_for(is_t("snapshot"))
+        slow = tpclient.RawWS(s.http_port, tok, rcvbuf=4096)
+        tpenv.wait_until(lambda: slow.read() >= 0 and any(m.get("t") == "snapshot"
+                                                          for m in slow.msgs),
+                         what="the slow socket's snapshot")
+        slow.msgs.clear()
+
+        def frame(msg):  # masked with a zero key, as a client must mask
+            body = msgpack.packb(msg)
+            assert len(body) < 126
+            return bytes([0x82, 0x80 | len(body)]) + b"\0\0\0\0" + body
+
+        out, ts = [], 0
+        for i in range(nbets):
+            for _ in range(per_bet):
+                out.append(frame({"t": "ping", "ts": ts}))
+                ts += 1
+            out.append(frame({"t": "bet", "req": i, "key": f"s{i}", "round_id": rnd["id"],
+                              "band": i % NBANDS, "stake": 100}))
+        pending = memoryview(b"".join(out))
+        end = time.monotonic() + 60
+        while pending:  # the server reads on; its answers pile up in its queue
+            assert time.monotonic() < end, f"{len(pending)} bytes not taken in 60 s"
+            try:
+                pending = pending[slow.sock.send(pending):]
+            except BlockingIOError:
+                time.sleep(0.001)
+        good.wait_for(is_t("tick"), timeout=15)
+        t0 = time.monotonic()
+        assert rnd["locks_at"] / 1000 - time.time() > 10, "a boundary would write the socket"
+        pongs, answers = [], []
+        while len(pongs) < ts or len(answers) < nbets:
+            assert time.monotonic() - t0 < 8, (
+                f"stalled: {len(answers)} answers, {len(pongs)} pongs before the next beat")
+            assert slow.closed is None, f"the slow socket was closed ({slow.closed})"
+            if slow.read() == 0:
+                time.sleep(0.001)
+            for m in slow.msgs:
+                if m.get("t") == "pong":
+                    pongs.append(m["ts"])
+                elif m.get("t") in ("bet_ok", "bet_err"):
+                    answers.append((m["t"], m["req"]))
+            slow.msgs.clear()
+        assert pongs == list(range(ts)), "pongs lost or out of order"
+        assert answers == [("bet_ok", i) for i in range(nbets)], answers[:5]
+        print(f"# read in {time.monotonic() - t0:.2f} s after the beat")
+        slow.close()
+        good.close()
+
+
 SECRET = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
 
