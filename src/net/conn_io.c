@@ -27,15 +27,15 @@
 /* --- Events and deadline --- */
 
 /*
- * Whether this socket's queued output is the prepare hook's to write, in this loop iteration:
- * a plain WebSocket on the dirty list, not waiting for room, on a worker with the fan-out's
- * io_uring batch, through which tp_conn_run_dirty writes it with the other sockets' answers in
- * one io_uring_enter. A Redis reply that queued a socket's answers marks it dirty; when the
- * socket then had a bet to read in the same iteration, its read's step wrote those answers with
- * a send() of its own, outside the batch (0.04-0.07 a bet at ws-bets 30,000/s: bench/README.md
- * "Session 28: tickpool's system time a WebSocket bet"). The watcher then waits for no
- * EV_WRITE: the batch's write arms it (tp_conn_ws_output_sent) when it finds the socket full.
- * TLS sockets, a socket already waiting for room (EV_WRITE armed) and a worker without the
+ * Whether this socket's queued output is the prepare hook's to write (this iteration, or its next
+ * slice when this one's is spent): a plain WebSocket on the dirty list, not waiting for room, on a
+ * worker with the fan-out's io_uring batch, through which tp_conn_run_dirty writes it with the
+ * other sockets' answers in one io_uring_enter. A Redis reply that queued a socket's answers marks
+ * it dirty; when the socket then had a bet to read in the same iteration, its read's step wrote
+ * those answers with a send() of its own, outside the batch (0.04-0.07 a bet at ws-bets 30,000/s:
+ * bench/README.md "Session 28: tickpool's system time a WebSocket bet"). The watcher then waits
+ * for no EV_WRITE: the batch's write arms it (tp_conn_ws_output_sent) when it finds the socket
+ * full. TLS sockets, a socket already waiting for room (EV_WRITE armed) and a worker without the
  * batch write as they did.
  */
 static bool write_deferred(const struct tp_conn *c)
