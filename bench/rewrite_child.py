@@ -4,8 +4,9 @@
 `bench/run ... --keep` leaves the run's Redis directory; its appendonlydir/*.base.rdb is the
 dataset as it was at the fork of the run's last rewrite (the incr file after it is not loaded).
 This script:
-  1. loads that base into a private redis-server with scripts/lib/services.sh's flags (as
-     bench/rewrite_faults.py: AOF everysec once loaded, rdbcompression no, listpack limits);
+  1. loads that base into a private Redis started by scripts/lib/services.sh's start_redis
+     itself (tpenv's EmbeddedRedis, tests/lib/tpenv.py, as bench/rewrite_faults.py: its flags,
+     AOF everysec switched on once loaded, rdbcompression no, listpack limits);
   2. lists its keys grouped by name pattern (digits as #): type, encoding, elements and
      MEMORY USAGE, and for the hot key index its fields' and values' mean bytes;
   3. for each step in --steps, changes the dataset and runs BGREWRITEAOF --reps times, printing
@@ -36,33 +37,31 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
 
 import redis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from callgrind_redis import free_port, wait_ready  # noqa: E402
-from rewrite_faults import REDIS_FLAGS  # noqa: E402
+from callgrind_redis import wait_ready  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests", "lib"))
+import tpenv  # noqa: E402  (EmbeddedRedis: Redis as scripts/lib/services.sh starts it)
 
 P = "tp:{b0}:"
 LEN = {"hash": "HLEN", "list": "LLEN", "zset": "ZCARD", "set": "SCARD", "stream": "XLEN",
        "string": "STRLEN"}
 
 
-def start(base, port, d):
-    """A redis-server on `port` in `d` that loads `base` as its RDB; AOF switched on after the
-    load (its first rewrite then writes the loaded dataset: waited for)."""
-    shutil.copy(base, os.path.join(d, "dump.rdb"))
-    flags = list(REDIS_FLAGS)
-    flags[flags.index("--appendonly") + 1] = "no"
-    subprocess.check_call(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
-                           "--save", "", "--daemonize", "yes", "--pidfile", d + "/redis.pid",
-                           "--logfile", d + "/redis.log"] + flags)
-    r = redis.Redis(port=port)
+def start(base, e):
+    """tpenv.EmbeddedRedis `e` (started with `--appendonly no` after start_redis's flags) loading
+    `base` as its RDB; AOF switched on after the load (its first rewrite then writes the loaded
+    dataset: waited for)."""
+    os.makedirs(e.dir, exist_ok=True)
+    shutil.copy(base, os.path.join(e.dir, "dump.rdb"))
+    e.start()
+    r = redis.Redis(port=e.port)
     wait_ready(r, 10)
     while r.info("persistence")["loading"]:
         time.sleep(0.1)
@@ -203,20 +202,17 @@ def main():
     ap.add_argument("--no-scan", action="store_true", help="skip the key table")
     ap.add_argument("--jsonl", metavar="FILE", help="append each rewrite's figures to FILE")
     a = ap.parse_args()
-    d = tempfile.mkdtemp(prefix="tp-rewrite-child-")
-    port = free_port()
-    r = None
+    # AOF off while the base loads (a later `--appendonly` overrides start_redis's own).
+    e = tpenv.EmbeddedRedis(extra=("--save", "", "--appendonly", "no"))
     try:
-        r = start(a.base, port, d)
+        r = start(a.base, e)
         if not a.no_scan:
             scan(r)
         for step in a.steps.split(","):
             apply(r, step)
-            rewrite(r, d, step, a.reps, a.jsonl)
+            rewrite(r, e.dir, step, a.reps, a.jsonl)
     finally:
-        subprocess.call(["redis-cli", "-p", str(port), "shutdown", "nosave"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(d, ignore_errors=True)
+        e.__exit__()
 
 
 if __name__ == "__main__":
