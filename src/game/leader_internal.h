@@ -60,7 +60,7 @@ struct tp_leader {
     int64_t last_renew_ms;
     int64_t step_at_ms; /* when the step in flight started (tp_now_ms) */
     ev_timer lease_t, step_t;
-    ev_timer pace_t; /* the settlement's idle gap before its next page (leader_settle.c) */
+    ev_timer pace_t; /* the settlement's wait before its next page (leader_settle.c) */
     ev_periodic tick_p;
     ev_periodic boundary_p;  /* TP_LEADER_BOUNDARY_LEAD_MS before the next boundary's wall-clock
                                 time (leader_boundary.c) */
@@ -167,6 +167,7 @@ struct tp_leader {
         int page_stop;   /* enum in leader_settle.c: why no further page goes out */
         int64_t sent_us; /* the page in flight's send time (mono) */
         int sent_size;   /* and the size it was sent with */
+        bool gap_paced;  /* the wait on pace_t is a pacing gap, not only the gap after every page */
         int64_t pace_test_us; /* TP_TEST_SETTLE_PACE_GAP_MS in µs, 0: unset (leader_settle.c) */
         int64_t tick_last;
         void (*pools_next)(struct tp_leader *l); /* read_pools' continuation */

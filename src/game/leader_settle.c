@@ -16,7 +16,9 @@
  * pace (tp_settle_pace_gap: the amount paid ahead of a line from the close to
  * TP_SETTLE_PACE_MS after it), Redis is left idle about a page's time between two pages: pages
  * back to back keep Redis on a core for the whole settlement, and on a host with few cores the
- * threads answering bets then wait for one (bench/README.md, Settlement). While it is more than
+ * threads answering bets then wait for one (bench/README.md, Settlement). Behind the line the
+ * next page still waits TP_SETTLE_PAGE_GAP_MIN_US, so that the bets' calls answered in the last
+ * page's turn reach Redis before it (tp_settle_page_wait). While it is more than
  * TP_SETTLE_CATCHUP_MS behind that line (tp_settle_behind) its pages are aimed
  * TP_SETTLE_CATCHUP_X times higher, so that a busy host's slower pages do not also become
  * smaller ones, each paying its players' writes and a round trip again.
@@ -199,7 +201,7 @@ void tp_leader_settle_pace_cb(struct ev_loop *loop, ev_timer *t, int revents)
         pages_over(l); /* nothing in flight during a gap */
         return;
     }
-    l->sst.paced++;
+    l->sst.paced += l->op.gap_paced;
     page_next(l);
 }
 
@@ -207,7 +209,7 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
 {
     struct tp_leader *l = ud;
     int64_t now = tp_mono_ns() / 1000;
-    int64_t gap = 0;
+    int64_t gap = 0, wait = 0;
     int64_t sent = l->op.sent_us;
     int size = l->op.sent_size;
     l->op.inflight = false;
@@ -231,6 +233,7 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             if (tp_reply_len(r) >= 6)
                 gap = pace_gap(l, tp_reply_integer(tp_reply_at(r, 5)), us, &behind);
             tp_settle_pager_catchup(&l->pager, behind);
+            wait = tp_settle_page_wait(gap, behind);
             tp_settle_pager_page(&l->pager, credited, us, players_us, players);
             l->sst.page_us_max = TP_MAX(l->sst.page_us_max, us);
             l->sst.page_us_sum += us;
@@ -242,11 +245,11 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
                     MOD,
                     "settle page\tround=%lld bucket=%d size=%d credited=%lld "
                     "scanned=%lld us=%lld players_us=%lld players=%lld rtt_us=%lld next=%d "
-                    "gap_us=%lld catchup=%d",
+                    "gap_us=%lld wait_us=%lld catchup=%d",
                     (long long)l->op.r.id, l->op.bucket, size, (long long)credited,
                     (long long)tp_reply_integer(tp_reply_at(r, 3)), (long long)us,
                     (long long)players_us, (long long)players, (long long)(now - sent),
-                    tp_settle_pager_size(&l->pager), (long long)gap, (int)behind);
+                    tp_settle_pager_size(&l->pager), (long long)gap, (long long)wait, (int)behind);
         }
         l->sst.pages++;
         if (tp_reply_integer(tp_reply_at(r, 1)) == 1 && l->op.page_stop == PAGES_GO)
@@ -258,9 +261,10 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
         pages_over(l);
         return;
     }
-    if (gap > 0) {
+    if (wait > 0) {
+        l->op.gap_paced = gap > 0;
         l->sst.pace_us_sum += gap;
-        ev_timer_set(&l->pace_t, (double)gap / 1e6, 0.);
+        ev_timer_set(&l->pace_t, (double)wait / 1e6, 0.);
         ev_timer_start(l->loop, &l->pace_t);
         return;
     }

@@ -212,6 +212,12 @@ int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64
     return TP_MIN(page_us, (int64_t)TP_SETTLE_PACE_GAP_MAX_US);
 }
 
+int64_t tp_settle_page_wait(int64_t pace_us, bool catchup)
+{
+    pace_us = TP_MAX(pace_us, 0);
+    return catchup ? pace_us : TP_MAX(pace_us, (int64_t)TP_SETTLE_PAGE_GAP_MIN_US);
+}
+
 bool tp_settle_behind(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed)
 {
     if (owed <= 0 || paid < 0)

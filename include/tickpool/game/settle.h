@@ -163,6 +163,23 @@ int tp_settle_pager_page(struct tp_settle_pager *p, int64_t bets, int64_t us, in
 int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed,
                            int64_t page_us);
 
+/* A short gap after every page, ahead of the line or not. Bets that come during a page wait in
+ * their worker for its call in flight to the same bucket, which Redis answers in the turn that
+ * ran the page; sent from the page's reply at once, the next page reached Redis before their next
+ * call (the leader's own worker writes it ahead of its bets' flush on the same connection, and
+ * the other worker's call races it), so behind the line, pages back to back, a typical bet waited
+ * for two pages and not one (settle-100k: the bets' p50 2.4-3.1 ms in those 100 ms against 1.2-1.5
+ * when paced; bench/README.md, Settlement, session 29). TP_SETTLE_PAGE_GAP_MIN_US lets those
+ * calls reach Redis first; it costs a settlement about that per page, less the bets' own work it
+ * moves ahead of the page. While catching up (tp_settle_behind) pages still go back to back:
+ * that is what keeps a slow host's settlement within its time. */
+#define TP_SETTLE_PAGE_GAP_MIN_US 250
+
+/** µs the leader waits before the next page, from the pacing gap `pace_us` (tp_settle_pace_gap)
+ * and whether the pages catch up: `pace_us` while catching up, else at least
+ * TP_SETTLE_PAGE_GAP_MIN_US. */
+int64_t tp_settle_page_wait(int64_t pace_us, bool catchup);
+
 /* Catching up. On a busy host a page's wall time rises with the host's load, not its work (at
  * load 8-10 a bet cost 8 µs of script against 4 on a quiet host), so pages sized on it shrink,
  * and every page pays again its players' writes (~41k instructions a player against ~16k a bet,

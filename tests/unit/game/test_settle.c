@@ -561,6 +561,41 @@ static void test_pace_gap(void **state)
         tp_settle_pace_gap(0, TP_SETTLE_PACE_MS / 2, INT64_MAX / 2 - 1, INT64_MAX - 1, 1000), 0);
 }
 
+/* The wait before the next page: the pacing gap while ahead of the line, and behind it at least
+ * TP_SETTLE_PAGE_GAP_MIN_US, long enough for the bets' calls answered in a page's turn to reach
+ * Redis before the next page (a woken worker's flush: a few hundred µs on a busy 2-core host);
+ * while catching up, back to back. */
+static void test_page_wait(void **state)
+{
+    (void)state;
+    assert_true(TP_SETTLE_PAGE_GAP_MIN_US >= 100 && TP_SETTLE_PAGE_GAP_MIN_US <= 1000);
+    /* Behind the line, not catching up: the short gap, where pages went back to back. */
+    assert_int_equal(tp_settle_page_wait(0, false), TP_SETTLE_PAGE_GAP_MIN_US);
+    /* Ahead: the pacing gap, at least the short one. */
+    assert_int_equal(tp_settle_page_wait(1400, false), 1400);
+    assert_int_equal(tp_settle_page_wait(TP_SETTLE_PACE_GAP_MAX_US, false),
+                     TP_SETTLE_PACE_GAP_MAX_US);
+    assert_int_equal(tp_settle_page_wait(TP_SETTLE_PAGE_GAP_MIN_US / 2, false),
+                     TP_SETTLE_PAGE_GAP_MIN_US);
+    /* Catching up: back to back (the pacing gap is 0 behind the line). */
+    assert_int_equal(tp_settle_page_wait(0, true), 0);
+    /* Nonsense: as 0. */
+    assert_int_equal(tp_settle_page_wait(-5, false), TP_SETTLE_PAGE_GAP_MIN_US);
+    assert_int_equal(tp_settle_page_wait(-5, true), 0);
+    /* The leader's path: behind the line by less than TP_SETTLE_CATCHUP_MS, no pacing gap, the
+     * short one; more than that behind, none. */
+    int64_t at = 1000 + TP_SETTLE_PACE_MS / 2;
+    int64_t pace = tp_settle_pace_gap(1000, at, 240, 500, 1400);
+    assert_int_equal(pace, 0);
+    assert_false(tp_settle_behind(1000, at, 240, 500));
+    assert_int_equal(tp_settle_page_wait(pace, tp_settle_behind(1000, at, 240, 500)),
+                     TP_SETTLE_PAGE_GAP_MIN_US);
+    assert_true(tp_settle_behind(1000, at, 100, 500));
+    assert_int_equal(tp_settle_page_wait(tp_settle_pace_gap(1000, at, 100, 500, 1400),
+                                         tp_settle_behind(1000, at, 100, 500)),
+                     0);
+}
+
 /* Catching up: a settlement more than TP_SETTLE_CATCHUP_MS behind the pacing line, or not done
  * once its span is over. */
 static void test_behind(void **state)
@@ -642,6 +677,7 @@ int main(void)
         cmocka_unit_test(test_pager_cold),
         cmocka_unit_test(test_pager_start),
         cmocka_unit_test(test_pace_gap),
+        cmocka_unit_test(test_page_wait),
         cmocka_unit_test(test_behind),
         cmocka_unit_test(test_pager_catchup),
     };
