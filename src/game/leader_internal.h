@@ -169,6 +169,7 @@ struct tp_leader {
         int sent_size;   /* and the size it was sent with */
         bool gap_paced;  /* the wait on pace_t is a pacing gap, not only the gap after every page */
         int64_t pace_test_us; /* TP_TEST_SETTLE_PACE_GAP_MS in µs, 0: unset (leader_settle.c) */
+        int64_t wait_test_us; /* TP_TEST_SETTLE_PAGE_WAIT_MS in µs, 0: unset (leader_settle.c) */
         int64_t tick_last;
         void (*pools_next)(struct tp_leader *l); /* read_pools' continuation */
     } op;

@@ -234,6 +234,8 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
                 gap = pace_gap(l, tp_reply_integer(tp_reply_at(r, 5)), us, &behind);
             tp_settle_pager_catchup(&l->pager, behind);
             wait = tp_settle_page_wait(gap, behind);
+            if (wait > 0 && l->op.wait_test_us > 0)
+                wait = TP_MAX(wait, l->op.wait_test_us);
             tp_settle_pager_page(&l->pager, credited, us, players_us, players);
             l->sst.page_us_max = TP_MAX(l->sst.page_us_max, us);
             l->sst.page_us_sum += us;
@@ -315,5 +317,8 @@ void tp_leader_settle(struct tp_leader *l, const struct tp_game_round *r)
     /* A test hook (docs/operations.md): every pacing gap this long, so that a test can act
      * during one. */
     l->op.pace_test_us = tp_config_test_hook("TP_TEST_SETTLE_PACE_GAP_MS", 1, 60000, 0) * 1000;
+    /* Another (docs/operations.md): every wait before a page at least this long, pacing gap or
+     * not, so that a test sees the leader wait (tests/integ/test_settle_page_wait.py). */
+    l->op.wait_test_us = tp_config_test_hook("TP_TEST_SETTLE_PAGE_WAIT_MS", 1, 60000, 0) * 1000;
     settle_bucket(l);
 }
