@@ -106,8 +106,10 @@ void tp_pgw_step(struct tp_pgw *w)
              * postgres.write_gap so what arrives meanwhile goes in one transaction. */
             int64_t wait_ms = w->read_not_before_ms - tp_mono_ms();
             if (wait_ms > 0) {
-                /* Debug: test_pgw checks that a caught-up writer holds and a backlog never. */
-                tp_log_debug(MOD, "read held by write_gap\twait_ms=%lld", (long long)wait_ms);
+                /* Debug: test_pgw checks that a caught-up writer holds and a backlog never
+                 * (write_gap), and that a large settlement holds it (settle_yield). */
+                tp_log_debug(MOD, "read held by %s\twait_ms=%lld",
+                             w->yielding ? "settle_yield" : "write_gap", (long long)wait_ms);
                 ev_timer_set(&w->gap, wait_ms / 1000.0, 0.0);
                 ev_timer_start(w->loop, &w->gap);
                 return;

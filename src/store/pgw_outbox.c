@@ -387,6 +387,33 @@ int tp_pgw_read_count(int current, size_t entries, size_t rows, int streams, int
     return n < 1 ? 1 : n > TP_PGW_BATCH ? TP_PGW_BATCH : (int)n;
 }
 
+/*
+ * Why a writer yields to a settlement: on a host of few cores, a large settlement's pages keep
+ * Redis on a core for its ~1.4 s, and the writer writing its credits as they come (a payouts
+ * row and the bet's UPDATE each) kept Postgres on the other: the bets placed meanwhile waited
+ * for a CPU (bench/README.md, Settlement, "Session 29"). Holding the reads puts Postgres's share
+ * after the settlement, when Redis is idle again; the outbox is durable in Redis meanwhile, and
+ * nothing is acknowledged before it is committed, so the hold changes when rows are written,
+ * never which.
+ */
+int64_t tp_pgw_settle_yield(struct tp_pgw_yield *y, int64_t now_ms, size_t credit_rows,
+                            int64_t yield_ms)
+{
+    if (credit_rows == 0)
+        return 0;
+    if (y->last_ms == 0 || now_ms - y->last_ms >= TP_PGW_YIELD_STREAK_MS) {
+        y->rows = 0;
+        y->held = false;
+    }
+    y->last_ms = now_ms;
+    y->rows += (int64_t)credit_rows;
+    if (yield_ms <= 0 || y->held || y->rows < TP_PGW_YIELD_ROWS)
+        return 0;
+    y->held = true;
+    y->last_ms = now_ms + yield_ms; /* the backlog written after the hold is the same streak */
+    return yield_ms;
+}
+
 /* One stream's trim: XINFO GROUPS then XPENDING (summary) then XTRIM, sharing this context. */
 struct trim_ctx {
     struct tp_pgw *w;
@@ -662,6 +689,7 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
         return;
     int64_t cut_ms = tp_mono_ms(); /* where this batch ends: the next one starts here */
     w->read_not_before_ms = 0;
+    w->yielding = false;
     if (tp_pgw_reply_is_error(err, r)) {
         if (err == 0 && r != NULL && strstr(tp_reply_str(r, NULL), "NOGROUP") != NULL)
             w->phase = TP_PGW_PH_GROUPS; /* the stream was deleted (FLUSHALL): recreate */
@@ -719,6 +747,7 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
     tp_log_debug(
         MOD, "batch\tentries=%zu rows=%zu streams=%d skipped=%zu pending_mode=%d rc=%d ms=%lld",
         total, rows, streams, b.skipped, (int)w->pending_mode, rc, (long long)(tp_mono_ms() - t0));
+    size_t credit_rows = b.nrows[TP_PGW_PAYOUTS];
     tp_pgw_batch_deinit(&b);
     if (rc == TP_ETIMEDOUT) {
         /* Postgres's statement timeout cut the batch: the machine is slower than the size
@@ -761,6 +790,17 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
      * a writer idle in its blocking read takes a lone entry at once. */
     if (!full && !w->pending_mode)
         w->read_not_before_ms = cut_ms + w->cfg->postgres.write_gap_ms;
+    /* A large settlement's credits: hold every read, full or not, for postgres.settle_yield
+     * (tp_pgw_settle_yield). Re-reads of pending entries do not wait (tp_pgw_step). */
+    int64_t now_ms = tp_mono_ms();
+    int64_t hold_ms =
+        tp_pgw_settle_yield(&w->yield, now_ms, credit_rows, w->cfg->postgres.settle_yield_ms);
+    w->yielding = hold_ms > 0;
+    if (hold_ms > 0) {
+        w->read_not_before_ms = now_ms + hold_ms;
+        tp_log_info(MOD, "writer yields to a settlement\tcredit_rows=%lld hold_ms=%lld",
+                    (long long)w->yield.rows, (long long)hold_ms);
+    }
     send_acks(w, false);
 }
 

@@ -662,6 +662,61 @@ def test_a_credit_is_its_payouts_row_alone():
                                                    ["round:900002", "0"]]
 
 
+YIELD_LINE = re.compile(r'^ts=(\S+)Z .*mod=pgw msg="writer yields to a settlement" '
+                        r'credit_rows=(\d+) hold_ms=(\d+)', re.M)
+
+
+def test_a_large_settlement_holds_the_writer_once():
+    """postgres.settle_yield (3 s here), one writer. A settlement's credits in a streak below
+    TP_PGW_YIELD_ROWS (2,000) are written as they come; the batch that takes them past it is
+    written, then the writer reads nothing for the yield: a bet and the settlement's last credits
+    that arrive meanwhile stay in the outbox, and go in once the hold ends, without a second
+    hold. Every credit and bet is in Postgres once, each winner 'won' with its amount."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=2)
+        s = server(r, pg, workers=1, env={"TICKPOOL_POSTGRES_SETTLE_YIELD": "3s"})
+        with s:
+            pgwlib.migrate(s, pg)
+            open_round_900001(money.c)
+            nbets = 2800
+            money.workload(nusers=20, nbets=nbets)
+            pgwlib.wait_drained(money, pg, nbets, timeout=60)
+            bets = [tuple(map(int, b)) for b in pg.psql(
+                "SELECT id, user_id, stake FROM bets ORDER BY id")]
+
+            def credits(part, ts):
+                money.c.xadd("tp:{b0}:outbox", {
+                    "type": "credits", "kind": "payout", "round_id": "900001", "ts": str(ts),
+                    "credits": "\n".join(f"{b},{u},{2 * st},1" for b, u, st in part)})
+
+            def paid():
+                return int(pgwlib.pg_scalar(pg, "SELECT count(*) FROM payouts"))
+            credits(bets[:500], 4)  # below the line: written, no hold
+            tpenv.wait_until(lambda: paid() == 500, what="the first page of credits")
+            credits(bets[500:2500], 5)  # past it (alone, should the streak have ended): the hold
+            m = tpenv.wait_until(lambda: YIELD_LINE.search(s.log_text()), timeout=20,
+                                 what="the writer yielding to the settlement")
+            assert m.group(2) in ("2000", "2500") and m.group(3) == "3000", m.group(0)
+            hold_end = log_time(m.group(1)) + 3.0
+            assert paid() == 2500, "the batch that crossed the line was written before the hold"
+            credits(bets[2500:], 6)  # the settlement's last page and a bet arrive in the hold
+            money.bet(1, 900001, 0, 100, "in-the-hold")
+            time.sleep(1.0)
+            assert time.time() < hold_end - 0.5, "this process was too slow to check the hold"
+            assert paid() == 2500 and pgwlib.pg_counts(pg)[2] == nbets, "read during the hold"
+            assert money.backlog() >= 2
+            pgwlib.wait_drained(money, pg, nbets + 1, timeout=20)
+            tpenv.wait_until(lambda: paid() == nbets, what="the last credits")
+            assert time.time() >= hold_end - 0.1, "written before the hold ended"
+            assert len(YIELD_LINE.findall(s.log_text())) == 1, "held twice in one settlement"
+            assert pg.psql("SELECT count(*), count(DISTINCT bet_id), sum(amount) FROM payouts "
+                           "WHERE kind = 'win'") == [[str(nbets), str(nbets),
+                                                      str(sum(2 * st for _, _, st in bets))]]
+            assert pg.psql("SELECT count(*) FROM bets b JOIN payouts p ON p.bet_id = b.id "
+                           "WHERE b.status = 'won' AND b.payout = p.amount") == [[str(nbets)]]
+            tpenv.wait_until(lambda: money.pending() == 0, timeout=10, what="nothing pending")
+
+
 def test_bets_of_an_open_round_never_read_the_payouts_whole():
     """The late-status UPDATE after every bets batch first looks for the batch's rounds that
     have a payout. It probed payouts per round (`round_id = r`); where `payouts` holds one

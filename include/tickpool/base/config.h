@@ -70,6 +70,9 @@ struct tp_config_postgres {
     int timeout_ms; /* postgres.timeout [5s]: statement_timeout */
     /* postgres.write_gap [20ms]: a caught-up writer's least time between two outbox reads */
     int write_gap_ms;
+    /* postgres.settle_yield [1400ms]: how long a writer holds its reads once a settlement's
+     * credits pass TP_PGW_YIELD_ROWS (0: never) */
+    int settle_yield_ms;
 };
 
 struct tp_config_game {

@@ -119,6 +119,7 @@ static void test_defaults_match_contract(void **state)
     assert_string_equal(c.postgres.url, "");
     assert_int_equal(c.postgres.timeout_ms, 5000);
     assert_int_equal(c.postgres.write_gap_ms, 20);
+    assert_int_equal(c.postgres.settle_yield_ms, 1400);
     assert_int_equal(c.game.betting_s, 30);
     assert_int_equal(c.game.live_s, 30);
     assert_int_equal(c.game.n_band_edges, 4);
@@ -238,6 +239,7 @@ static const struct bad bad_values[] = {
     {"server", "header_timeout", "5h", "must be between 100ms and 1h (got 5h)"},
     {"postgres", "write_gap", "2s", "must be between 0ms and 1s (got 2s)"},
     {"postgres", "write_gap", "1001", "must be between 0ms and 1s"},
+    {"postgres", "settle_yield", "11s", "must be between 0ms and 10s (got 11s)"},
     {"limits", "ws_max_message", "1g", "must be between 128 and 64m"},
     {"game", "volatility", "0", "must be greater than 0 and at most 10"},
     {"game", "volatility", "-0.5", "must be greater than 0 and at most 10"},

@@ -1006,6 +1006,35 @@ static void test_read_count(void **state)
 }
 
 /* The trim threshold never passes the oldest pending entry nor an undelivered one. */
+/* The settlement yield: once per streak of credits, when it passes TP_PGW_YIELD_ROWS; batches
+ * without credits change nothing; the hold's end continues the streak; 0 never holds. */
+static void test_settle_yield(void **state)
+{
+    (void)state;
+    struct tp_pgw_yield y = {0};
+    /* A small settlement: one page of credits, then nothing for longer than a streak. */
+    assert_int_equal(tp_pgw_settle_yield(&y, 1000, 300, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 1000 + TP_PGW_YIELD_STREAK_MS, 300, 1400), 0);
+    assert_int_equal(y.rows, 300); /* a new streak: the first page's rows are not added */
+    /* A large one: its batches add up, bets-only batches between them change nothing. */
+    assert_int_equal(tp_pgw_settle_yield(&y, 10000, 260, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 10005, 0, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 10030, TP_PGW_YIELD_ROWS - 261, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 10060, 1, 1400), 1400); /* past the line: held */
+    assert_true(y.held);
+    /* After the hold the backlog goes back to back, even the first batch after a long hold. */
+    assert_int_equal(tp_pgw_settle_yield(&y, 10060 + 1400 + TP_PGW_YIELD_STREAK_MS - 1, 8000, 1400),
+                     0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 13500, 8000, 1400), 0);
+    /* The next settlement, a streak later, is held again. */
+    assert_int_equal(tp_pgw_settle_yield(&y, 13500 + TP_PGW_YIELD_STREAK_MS, 5000, 1400), 1400);
+    /* postgres.settle_yield 0: never held, the streak still counted. */
+    struct tp_pgw_yield z = {0};
+    assert_int_equal(tp_pgw_settle_yield(&z, 1000, 100000, 0), 0);
+    assert_false(z.held);
+    assert_int_equal(z.rows, 100000);
+}
+
 static void test_trim_minid(void **state)
 {
     (void)state;
@@ -1051,6 +1080,7 @@ int main(void)
         cmocka_unit_test(test_sql_lock_mode),
         cmocka_unit_test(test_sql_round_result_waits_for_round),
         cmocka_unit_test(test_read_count),
+        cmocka_unit_test(test_settle_yield),
         cmocka_unit_test(test_trim_minid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
