@@ -101,9 +101,10 @@ void tp_pgw_step(struct tp_pgw *w)
             tp_pgw_step(w);
             return;
         }
-        if (!w->pending_mode) {
+        if (!w->pending_mode || w->yielding) {
             /* Caught up after a batch that did not fill its read (on_read): wait out
-             * postgres.write_gap so what arrives meanwhile goes in one transaction. */
+             * postgres.write_gap so what arrives meanwhile goes in one transaction. Or a
+             * settlement's yield (on_read): its batch is re-read in pending mode after it. */
             int64_t wait_ms = w->read_not_before_ms - tp_mono_ms();
             if (wait_ms > 0) {
                 /* Debug: test_pgw checks that a caught-up writer holds and a backlog never

@@ -36,10 +36,10 @@ struct tp_store_reply;
  * waits for the batch that writes the round; after that it is written without (as before). */
 #define TP_PGW_ROUND_WAITS 15
 
-/* A settlement's credits (payouts rows) written in a streak past this many rows make the writer
+/* A settlement's credits (payouts rows) read in a streak past this many rows make the writer
  * hold its reads for postgres.settle_yield (tp_pgw_settle_yield): a settlement that pays more
  * than a few pages' winners (a page pays ~150-500, scripts/lua/README.md "Game engine"). */
-#define TP_PGW_YIELD_ROWS 2000
+#define TP_PGW_YIELD_ROWS 1000
 /* Batches with credits less than this apart (ms; the hold's end counts as one) are one streak:
  * one settlement, held once, then written back to back. */
 #define TP_PGW_YIELD_STREAK_MS 2000
@@ -47,7 +47,7 @@ struct tp_store_reply;
 /* The writer's state for its settlement yield (tp_pgw_settle_yield). */
 struct tp_pgw_yield {
     int64_t last_ms; /* tp_mono_ms of the streak's last credits batch or hold end, 0: none */
-    int64_t rows;    /* credits rows written in the streak */
+    int64_t rows;    /* credits rows read in the streak */
     bool held;       /* the streak has been held once */
 };
 
@@ -94,7 +94,7 @@ struct tp_pgw {
     int target_rows; /* rows a batch aims at: TP_PGW_BATCH_ROWS, halved after a timeout */
     int round_waits; /* failed writes in a row that waited for a round (TP_PGW_ROUND_WAITS) */
     struct tp_pgw_yield yield; /* the settlement yield (tp_pgw_settle_yield) */
-    bool yielding;             /* read_not_before_ms is a settlement yield, not write_gap */
+    bool yielding; /* read_not_before_ms is a settlement yield (held in pending mode too) */
 
     /* Lag probes (their own small sequence, independent of the main one). */
     int lag_outstanding;
@@ -148,11 +148,12 @@ int tp_pgw_trim_minid(const char *last_delivered, long long npending, const char
  */
 int tp_pgw_read_count(int current, size_t entries, size_t rows, int streams, int target_rows);
 /**
- * The settlement yield (pure): a batch with `credit_rows` payouts rows was written at `now_ms`.
- * Returns how long (ms) the writer holds its next read: `yield_ms` when this batch takes its
- * streak of credits past TP_PGW_YIELD_ROWS, the streak not yet held; else 0. A streak is
- * credits batches less than TP_PGW_YIELD_STREAK_MS apart, the hold included, so a settlement is
- * held once and its backlog then written back to back. Batches without credits leave it as is.
+ * The settlement yield (pure): a fresh read at `now_ms` made a batch with `credit_rows` payouts
+ * rows. Returns how long (ms) the writer holds it and every read: `yield_ms` when this batch
+ * takes its streak of credits past TP_PGW_YIELD_ROWS, the streak not yet held; else 0 (write
+ * it). A streak is credits batches less than TP_PGW_YIELD_STREAK_MS apart, the hold included, so
+ * a settlement is held once and its backlog then written back to back. Batches without credits
+ * leave it as is.
  */
 int64_t tp_pgw_settle_yield(struct tp_pgw_yield *y, int64_t now_ms, size_t credit_rows,
                             int64_t yield_ms);

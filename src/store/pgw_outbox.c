@@ -393,8 +393,8 @@ int tp_pgw_read_count(int current, size_t entries, size_t rows, int streams, int
  * row and the bet's UPDATE each) kept Postgres on the other: the bets placed meanwhile waited
  * for a CPU (bench/README.md, Settlement, "Session 29"). Holding the reads puts Postgres's share
  * after the settlement, when Redis is idle again; the outbox is durable in Redis meanwhile, and
- * nothing is acknowledged before it is committed, so the hold changes when rows are written,
- * never which.
+ * nothing is acknowledged before it is committed (the held batch stays pending, re-read after
+ * the hold as after a failed write), so the hold changes when rows are written, never which.
  */
 int64_t tp_pgw_settle_yield(struct tp_pgw_yield *y, int64_t now_ms, size_t credit_rows,
                             int64_t yield_ms)
@@ -730,6 +730,29 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
         tp_pgw_step(w);
         return;
     }
+    /* A large settlement's credits (tp_pgw_settle_yield): the batch that takes them past the
+     * line is not written now. Its entries stay pending under our name, unacknowledged, and the
+     * writer reads nothing for postgres.settle_yield; then it re-reads them as after a failed
+     * write (pending mode, held too: tp_pgw_step) and goes on. So Postgres writes nothing more
+     * of the settlement while its pages run. A re-read batch is never held: it is the one a
+     * hold left, or one after a failure, which must not wait. */
+    if (!w->pending_mode) {
+        int64_t now_ms = tp_mono_ms();
+        int64_t hold_ms = tp_pgw_settle_yield(&w->yield, now_ms, b.nrows[TP_PGW_PAYOUTS],
+                                              w->cfg->postgres.settle_yield_ms);
+        if (hold_ms > 0) {
+            tp_log_info(MOD, "writer yields to a settlement\tcredit_rows=%lld hold_ms=%lld",
+                        (long long)w->yield.rows, (long long)hold_ms);
+            tp_pgw_batch_deinit(&b);
+            tp_pgw_free_acks(w);
+            w->pending_mode = true;
+            w->yielding = true;
+            w->read_not_before_ms = now_ms + hold_ms;
+            w->busy = false;
+            tp_pgw_step(w);
+            return;
+        }
+    }
     char perr[256];
     int64_t t0 = tp_mono_ms();
     int rc = tp_pgw_write(w, r, total, &b, perr, sizeof(perr));
@@ -747,7 +770,6 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
     tp_log_debug(
         MOD, "batch\tentries=%zu rows=%zu streams=%d skipped=%zu pending_mode=%d rc=%d ms=%lld",
         total, rows, streams, b.skipped, (int)w->pending_mode, rc, (long long)(tp_mono_ms() - t0));
-    size_t credit_rows = b.nrows[TP_PGW_PAYOUTS];
     tp_pgw_batch_deinit(&b);
     if (rc == TP_ETIMEDOUT) {
         /* Postgres's statement timeout cut the batch: the machine is slower than the size
@@ -790,17 +812,6 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
      * a writer idle in its blocking read takes a lone entry at once. */
     if (!full && !w->pending_mode)
         w->read_not_before_ms = cut_ms + w->cfg->postgres.write_gap_ms;
-    /* A large settlement's credits: hold every read, full or not, for postgres.settle_yield
-     * (tp_pgw_settle_yield). Re-reads of pending entries do not wait (tp_pgw_step). */
-    int64_t now_ms = tp_mono_ms();
-    int64_t hold_ms =
-        tp_pgw_settle_yield(&w->yield, now_ms, credit_rows, w->cfg->postgres.settle_yield_ms);
-    w->yielding = hold_ms > 0;
-    if (hold_ms > 0) {
-        w->read_not_before_ms = now_ms + hold_ms;
-        tp_log_info(MOD, "writer yields to a settlement\tcredit_rows=%lld hold_ms=%lld",
-                    (long long)w->yield.rows, (long long)hold_ms);
-    }
     send_acks(w, false);
 }
 
