@@ -40,6 +40,9 @@ struct tp_store_reply;
  * hold its reads for postgres.settle_yield (tp_pgw_settle_yield): a settlement that pays more
  * than a few pages' winners (a page pays ~150-500, scripts/lua/README.md "Game engine"). */
 #define TP_PGW_YIELD_ROWS 1000
+/* postgres.settle_yield's maximum (10 s, src/base/config_table.c) must stay below
+ * TP_PGW_CLAIM_IDLE_MS: a held batch stays pending under its writer, and another host's writer
+ * claims entries idle longer. */
 /* Batches with credits less than this apart (ms; the hold's end counts as one) are one streak:
  * one settlement, held once, then written back to back. */
 #define TP_PGW_YIELD_STREAK_MS 2000

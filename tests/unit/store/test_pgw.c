@@ -1005,7 +1005,6 @@ static void test_read_count(void **state)
     assert_int_equal(tp_pgw_read_count(100000, 0, 0, 1, 8192), TP_PGW_BATCH);
 }
 
-/* The trim threshold never passes the oldest pending entry nor an undelivered one. */
 /* The settlement yield: once per streak of credits, when it passes TP_PGW_YIELD_ROWS; batches
  * without credits change nothing; the hold's end continues the streak; 0 never holds. */
 static void test_settle_yield(void **state)
@@ -1035,6 +1034,7 @@ static void test_settle_yield(void **state)
     assert_int_equal(z.rows, 100000);
 }
 
+/* The trim threshold never passes the oldest pending entry nor an undelivered one. */
 static void test_trim_minid(void **state)
 {
     (void)state;
