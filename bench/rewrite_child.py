@@ -27,8 +27,8 @@ One JSON line per rewrite (--jsonl appends them to a file too).
     bench/rewrite_child.py BASE.rdb --steps whole,no-betl,no-idemhot --reps 3
     bench/rewrite_child.py BASE.rdb --steps whole,sub65536
 
-Timed: the child's CPU is a measurement; run it under the bench lock's exclusive hold
-(bench/README.md). Needs python3-redis.
+Timed: the child's CPU is a measurement; run it alone on the machine (no other bench, build or
+test; bench/README.md). Needs python3-redis.
 """
 
 import argparse

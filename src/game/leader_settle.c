@@ -8,12 +8,12 @@
  * SETTLE_SLICE_MS, the next step starting at once, so what changed meanwhile (a bet that found
  * the open round's bucket copy missing, a new slot map) is read and the copy re-written before
  * the settlement resumes: bets there are refused until then. Pages are sized by Redis time
- * (tp_settle_pager from the time each page reports), and each reply sends the next page at
- * once. One page is in flight at a time, never two: two pages sent together reach Redis in one
- * read and run back to back in one turn, a bet queued behind them waiting for both (4-11 ms
- * turns, bench/README.md, Settlement, session 11); sent after the reply, the next page finds
- * the bets that came during the last one served first. And while the settlement is ahead of its
- * pace (tp_settle_pace_gap: the amount paid ahead of a line from the close to
+ * (tp_settle_pager from the time each page reports), and each reply sends the next page
+ * (after tp_settle_page_wait, below). One page is in flight at a time, never two: two pages sent
+ * together reach Redis in one read and run back to back in one turn, a bet queued behind them
+ * waiting for both (4-11 ms turns, bench/README.md, Settlement, session 11); sent after the reply,
+ * the next page finds the bets that came during the last one served first. And while the settlement
+ * is ahead of its pace (tp_settle_pace_gap: the amount paid ahead of a line from the close to
  * TP_SETTLE_PACE_MS after it), Redis is left idle about a page's time between two pages: pages
  * back to back keep Redis on a core for the whole settlement, and on a host with few cores the
  * threads answering bets then wait for one (bench/README.md, Settlement). Behind the line the

@@ -129,9 +129,10 @@ class Redis:
 
 
 class EmbeddedRedis:
-    """A private Redis started by scripts/lib/services.sh's start_redis, the function scripts/up,
-    scripts/test and bench/run start theirs with: its flags have their one home there, none is
-    copied here. thp: REDIS_THP for it ("yes", "no"; None: unset, the shipped default); extra:
+    """A private Redis started by scripts/lib/services.sh's start_redis, the function scripts/up
+    and bench/run start theirs with: its flags have their one home there, none is copied here.
+    (tpenv.Redis, which most integration tests use, is deliberately separate: a small Redis
+    with only the flags each test needs.) thp: REDIS_THP for it ("yes", "no"; None: unset, the shipped default); extra:
     the arguments after start_redis's own (`--save ""`, as bench/run and the tests pass: no
     RDB save points, whose BGSAVE would fork at Redis's default rules, 60 s after 10,000
     writes); prefix: a command start_redis runs under (e.g. unshare). record_args: a

@@ -168,13 +168,12 @@ int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64
  * ran the page; sent from the page's reply at once, the next page reached Redis before their next
  * call (the leader's own worker writes it ahead of its bets' flush on the same connection, and
  * the other worker's call races it), so behind the line, pages back to back, a typical bet waited
- * for two pages and not one (settle-100k: the bets' p50 2.4-3.1 ms in those 100 ms against 1.2-1.5
- * when paced; bench/README.md, Settlement, session 29). TP_SETTLE_PAGE_GAP_MIN_US lets those
- * calls reach Redis first. It is a floor, not the wait: the worker's loop (libev on epoll) sleeps
- * at least 1 ms for a shorter timer when nothing else wakes it, so on a quiet loop the wait is
- * ~1 ms, under load the next wake-up after 250 µs (what session 29 measured). What bounds its
- * cost to the settle time is catching up: more than TP_SETTLE_CATCHUP_MS behind the line
- * (tp_settle_behind) pages go back to back, with no floor. */
+ * for two pages and not one (settle-100k's figures: bench/README.md, Settlement, session 29).
+ * TP_SETTLE_PAGE_GAP_MIN_US lets those calls reach Redis first. It is a floor, not the wait: the
+ * worker's loop (libev on epoll) sleeps at least 1 ms for a shorter timer when nothing else wakes
+ * it, so on a quiet loop the wait is ~1 ms, under load the next wake-up after 250 µs (what session
+ * 29 measured). What bounds its cost to the settle time is catching up: more than
+ * TP_SETTLE_CATCHUP_MS behind the line (tp_settle_behind) pages go back to back, with no floor. */
 #define TP_SETTLE_PAGE_GAP_MIN_US 250
 
 /** µs the leader waits before the next page, from the pacing gap `pace_us` (tp_settle_pace_gap)
