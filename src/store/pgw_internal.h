@@ -98,6 +98,9 @@ struct tp_pgw {
     int round_waits; /* failed writes in a row that waited for a round (TP_PGW_ROUND_WAITS) */
     struct tp_pgw_yield yield; /* the settlement yield (tp_pgw_settle_yield) */
     bool yielding; /* read_not_before_ms is a settlement yield (held in pending mode too) */
+    /* The millisecond part of the stream id of the newest credits entry in the batch being
+     * mapped (add_to_batch), 0: none; on_read ages it for tp_pgw_settle_yield. */
+    int64_t credits_id_ms;
 
     /* Lag probes (their own small sequence, independent of the main one). */
     int lag_outstanding;
@@ -156,10 +159,13 @@ int tp_pgw_read_count(int current, size_t entries, size_t rows, int streams, int
  * takes its streak of credits past TP_PGW_YIELD_ROWS, the streak not yet held; else 0 (write
  * it). A streak is credits batches less than TP_PGW_YIELD_STREAK_MS apart, the hold included, so
  * a settlement is held once and its backlog then written back to back. Batches without credits
- * leave it as is.
+ * leave it as is. `credits_age_ms`: the writer's wall clock (tp_now_ms) minus the millisecond
+ * part of the batch's newest credits entry's stream id; a batch whose credits are `yield_ms` old
+ * or older is not held (counted all the same): they are a backlog (after a Postgres outage, a
+ * restart), not a settlement running now, and holding it would only delay it.
  */
 int64_t tp_pgw_settle_yield(struct tp_pgw_yield *y, int64_t now_ms, size_t credit_rows,
-                            int64_t yield_ms);
+                            int64_t credits_age_ms, int64_t yield_ms);
 /**
  * Refuses one outbox entry (malformed, or refused by Postgres): logs it at ERROR with all its
  * fields, and keeps it for an operator: the ack phase copies it to "<stream>:rejected" (its

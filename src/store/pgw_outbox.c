@@ -397,7 +397,7 @@ int tp_pgw_read_count(int current, size_t entries, size_t rows, int streams, int
  * the hold as after a failed write), so the hold changes when rows are written, never which.
  */
 int64_t tp_pgw_settle_yield(struct tp_pgw_yield *y, int64_t now_ms, size_t credit_rows,
-                            int64_t yield_ms)
+                            int64_t credits_age_ms, int64_t yield_ms)
 {
     if (credit_rows == 0)
         return 0;
@@ -407,7 +407,7 @@ int64_t tp_pgw_settle_yield(struct tp_pgw_yield *y, int64_t now_ms, size_t credi
     }
     y->last_ms = now_ms;
     y->rows += (int64_t)credit_rows;
-    if (yield_ms <= 0 || y->held || y->rows < TP_PGW_YIELD_ROWS)
+    if (yield_ms <= 0 || y->held || y->rows < TP_PGW_YIELD_ROWS || credits_age_ms >= yield_ms)
         return 0;
     y->held = true;
     y->last_ms = now_ms + yield_ms; /* the backlog written after the hold is the same streak */
@@ -678,8 +678,16 @@ static void add_to_batch(struct tp_pgw *w, int stream, const char *id,
                          const struct tp_pgw_event *ev, void *ud)
 {
     w->ack_ids[stream][w->ack_n[stream]++] = tp_xstrdup(id);
-    if (ev != NULL && tp_pgw_batch_add(ud, ev) != 0)
+    struct tp_pgw_batch *b = ud;
+    size_t credits = b->nrows[TP_PGW_PAYOUTS];
+    if (ev != NULL && tp_pgw_batch_add(b, ev) != 0)
         tp_pgw_reject(w, stream, id, ev, "malformed or unknown event");
+    if (b->nrows[TP_PGW_PAYOUTS] > credits) {
+        /* A stream id's first part is Redis's clock at the XADD (ms): when the credits were
+         * paid. The newest one of the batch dates the settlement (tp_pgw_settle_yield). */
+        int64_t ms = strtoll(id, NULL, 10);
+        w->credits_id_ms = TP_MAX(w->credits_id_ms, ms);
+    }
 }
 
 static void on_read(int err, const struct tp_store_reply *r, void *ud)
@@ -712,6 +720,7 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
      * tp_pgw_write). pending_mode is what this read asked for: nothing changes it while a read
      * is in flight (the writer is busy). */
     b.bets_skip_existing = w->pending_mode;
+    w->credits_id_ms = 0;
     size_t total = tp_pgw_each_event(w, r, -1, add_to_batch, &b);
     if (total == 0) {
         tp_pgw_batch_deinit(&b);
@@ -738,7 +747,12 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
      * hold left, or one after a failure, which must not wait. */
     if (!w->pending_mode) {
         int64_t now_ms = tp_mono_ms();
-        int64_t hold_ms = tp_pgw_settle_yield(&w->yield, now_ms, b.nrows[TP_PGW_PAYOUTS],
+        /* Only a settlement happening now is held: the credits' age is the writer's wall clock
+         * less Redis's at their XADD (one clock on one host). A Redis clock skewed from this
+         * host's only makes a hold happen or not: the held entries stay pending and are written
+         * after it either way, so a skew never loses nor doubles anything. */
+        int64_t age_ms = tp_now_ms() - w->credits_id_ms;
+        int64_t hold_ms = tp_pgw_settle_yield(&w->yield, now_ms, b.nrows[TP_PGW_PAYOUTS], age_ms,
                                               w->cfg->postgres.settle_yield_ms);
         if (hold_ms > 0) {
             tp_log_info(MOD, "writer yields to a settlement\tcredit_rows=%lld hold_ms=%lld",

@@ -722,6 +722,40 @@ def test_a_large_settlement_holds_the_writer_once():
             tpenv.wait_until(lambda: money.pending() == 0, timeout=10, what="nothing pending")
 
 
+def test_an_old_settlement_in_a_backlog_is_not_held():
+    """A writer draining a backlog (after a restart here; a Postgres outage alike) does not hold
+    for credits paid postgres.settle_yield ago or earlier: that settlement is over, and a hold
+    would only delay the backlog. The credits are XADDed while no server runs, the server
+    starts 2 s later (the yield is 1 s): they are written at once, no hold logged, each once."""
+    with tpenv.Redis() as r, tpenv.Postgres() as pg:
+        money = pgwlib.Money(r, buckets=2)
+        s = server(r, pg, workers=1, env={"TICKPOOL_POSTGRES_SETTLE_YIELD": "1s"})
+        nbets = 1500
+        s.start()
+        try:
+            pgwlib.migrate(s, pg)
+            open_round_900001(money.c)
+            money.workload(nusers=20, nbets=nbets)
+            pgwlib.wait_drained(money, pg, nbets, timeout=60)
+        finally:
+            s.stop()  # not `with`: that removes the server's directory, the restart's too
+        bets = [tuple(map(int, b)) for b in pg.psql(
+            "SELECT id, user_id, stake FROM bets ORDER BY id")]
+        for i, part in enumerate((bets[:500], bets[500:])):  # past TP_PGW_YIELD_ROWS
+            money.c.xadd("tp:{b0}:outbox", {
+                "type": "credits", "kind": "payout", "round_id": "900001", "ts": str(4 + i),
+                "credits": "\n".join(f"{b},{u},{2 * st},1" for b, u, st in part)})
+        time.sleep(2.0)
+        with s:
+            tpenv.wait_until(lambda: pgwlib.pg_scalar(pg, "SELECT count(*) FROM payouts")
+                             == str(nbets) and money.backlog() == 0, timeout=30,
+                             what="the old credits written")
+            assert "writer yields to a settlement" not in s.log_text(), s.log_text()[-2000:]
+            assert pg.psql("SELECT count(*), count(DISTINCT bet_id), sum(amount) FROM payouts "
+                           "WHERE kind = 'win'") == [[str(nbets), str(nbets),
+                                                      str(sum(2 * st for _, _, st in bets))]]
+
+
 def test_bets_of_an_open_round_never_read_the_payouts_whole():
     """The late-status UPDATE after every bets batch first looks for the batch's rounds that
     have a payout. It probed payouts per round (`round_id = r`); where `payouts` holds one

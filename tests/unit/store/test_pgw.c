@@ -1012,26 +1012,38 @@ static void test_settle_yield(void **state)
     (void)state;
     struct tp_pgw_yield y = {0};
     /* A small settlement: one page of credits, then nothing for longer than a streak. */
-    assert_int_equal(tp_pgw_settle_yield(&y, 1000, 300, 1400), 0);
-    assert_int_equal(tp_pgw_settle_yield(&y, 1000 + TP_PGW_YIELD_STREAK_MS, 300, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 1000, 300, 0, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 1000 + TP_PGW_YIELD_STREAK_MS, 300, 0, 1400), 0);
     assert_int_equal(y.rows, 300); /* a new streak: the first page's rows are not added */
     /* A large one: its batches add up, bets-only batches between them change nothing. */
-    assert_int_equal(tp_pgw_settle_yield(&y, 10000, 260, 1400), 0);
-    assert_int_equal(tp_pgw_settle_yield(&y, 10005, 0, 1400), 0);
-    assert_int_equal(tp_pgw_settle_yield(&y, 10030, TP_PGW_YIELD_ROWS - 261, 1400), 0);
-    assert_int_equal(tp_pgw_settle_yield(&y, 10060, 1, 1400), 1400); /* past the line: held */
+    assert_int_equal(tp_pgw_settle_yield(&y, 10000, 260, 0, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 10005, 0, 0, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 10030, TP_PGW_YIELD_ROWS - 261, 0, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 10060, 1, 0, 1400), 1400); /* past the line: held */
     assert_true(y.held);
     /* After the hold the backlog goes back to back, even the first batch after a long hold. */
-    assert_int_equal(tp_pgw_settle_yield(&y, 10060 + 1400 + TP_PGW_YIELD_STREAK_MS - 1, 8000, 1400),
-                     0);
-    assert_int_equal(tp_pgw_settle_yield(&y, 13500, 8000, 1400), 0);
+    assert_int_equal(
+        tp_pgw_settle_yield(&y, 10060 + 1400 + TP_PGW_YIELD_STREAK_MS - 1, 8000, 0, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&y, 13500, 8000, 0, 1400), 0);
     /* The next settlement, a streak later, is held again. */
-    assert_int_equal(tp_pgw_settle_yield(&y, 13500 + TP_PGW_YIELD_STREAK_MS, 5000, 1400), 1400);
+    assert_int_equal(tp_pgw_settle_yield(&y, 13500 + TP_PGW_YIELD_STREAK_MS, 5000, 0, 1400), 1400);
     /* postgres.settle_yield 0: never held, the streak still counted. */
     struct tp_pgw_yield z = {0};
-    assert_int_equal(tp_pgw_settle_yield(&z, 1000, 100000, 0), 0);
+    assert_int_equal(tp_pgw_settle_yield(&z, 1000, 100000, 0, 0), 0);
     assert_false(z.held);
     assert_int_equal(z.rows, 100000);
+    /* An old backlog (after an outage or a restart): credits paid settle_yield ago or earlier
+     * are no settlement running now, never held; the streak is counted all the same, and fresh
+     * credits in it are held. */
+    struct tp_pgw_yield o = {0};
+    assert_int_equal(tp_pgw_settle_yield(&o, 1000, 5000, 1400, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&o, 1100, 5000, 600000, 1400), 0);
+    assert_false(o.held);
+    assert_int_equal(o.rows, 10000);
+    assert_int_equal(tp_pgw_settle_yield(&o, 1200, 10, 1399, 1400), 1400);
+    /* A Redis clock ahead of the writer's (a negative age) is as recent. */
+    struct tp_pgw_yield n = {0};
+    assert_int_equal(tp_pgw_settle_yield(&n, 1000, 5000, -50, 1400), 1400);
 }
 
 /* The trim threshold never passes the oldest pending entry nor an undelivered one. */
