@@ -15,6 +15,7 @@
 #ifndef TP_PGW_INTERNAL_H
 #define TP_PGW_INTERNAL_H
 
+#include "tickpool/base/config.h"
 #include "tickpool/store/pgw.h"
 
 #include <ev.h>
@@ -40,9 +41,11 @@ struct tp_store_reply;
  * hold its reads for postgres.settle_yield (tp_pgw_settle_yield): a settlement that pays more
  * than a few pages' winners (a page pays ~150-500, scripts/lua/README.md "Game engine"). */
 #define TP_PGW_YIELD_ROWS 1000
-/* postgres.settle_yield's maximum (10 s, src/base/config_table.c) must stay below
- * TP_PGW_CLAIM_IDLE_MS: a held batch stays pending under its writer, and another host's writer
- * claims entries idle longer. */
+/* postgres.settle_yield's maximum must stay below TP_PGW_CLAIM_IDLE_MS: a held batch stays
+ * pending under its writer, and another host's writer claims entries idle longer. */
+_Static_assert(TP_PGW_SETTLE_YIELD_MAX_MS < TP_PGW_CLAIM_IDLE_MS,
+               "a settlement yield as long as the claim idle time lets another host's writer "
+               "claim the held batch");
 /* Batches with credits less than this apart (ms; the hold's end counts as one) are one streak:
  * one settlement, held once, then written back to back. */
 #define TP_PGW_YIELD_STREAK_MS 2000

@@ -65,13 +65,18 @@ struct tp_config_redis {
     int replicas_ack; /* redis.replicas_ack [0]: replicas a script's write waits for (WAIT) */
 };
 
+/* postgres.settle_yield's maximum (ms). Here, not in store/pgw.h, because the config table
+ * (base) must not reach up into the store; the writer asserts it below TP_PGW_CLAIM_IDLE_MS
+ * (src/store/pgw_internal.h). */
+#define TP_PGW_SETTLE_YIELD_MAX_MS 10000
+
 struct tp_config_postgres {
     char url[512];  /* postgres.url, empty = embedded under var/ */
     int timeout_ms; /* postgres.timeout [5s]: statement_timeout */
     /* postgres.write_gap [20ms]: a caught-up writer's least time between two outbox reads */
     int write_gap_ms;
     /* postgres.settle_yield [1400ms]: how long a writer holds its reads once a settlement's
-     * credits pass TP_PGW_YIELD_ROWS (0: never) */
+     * credits pass TP_PGW_YIELD_ROWS (0: never), at most TP_PGW_SETTLE_YIELD_MAX_MS */
     int settle_yield_ms;
 };
 
