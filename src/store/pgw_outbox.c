@@ -755,7 +755,7 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
         int64_t hold_ms = tp_pgw_settle_yield(&w->yield, now_ms, b.nrows[TP_PGW_PAYOUTS], age_ms,
                                               w->cfg->postgres.settle_yield_ms);
         if (hold_ms > 0) {
-            tp_log_info(MOD, "writer yields to a settlement\tcredit_rows=%lld hold_ms=%lld",
+            tp_log_info(MOD, "writer yields to a settlement\tstreak_rows=%lld hold_ms=%lld",
                         (long long)w->yield.rows, (long long)hold_ms);
             tp_pgw_batch_deinit(&b);
             tp_pgw_free_acks(w);

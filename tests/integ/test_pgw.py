@@ -663,7 +663,7 @@ def test_a_credit_is_its_payouts_row_alone():
 
 
 YIELD_LINE = re.compile(r'^ts=(\S+)Z .*mod=pgw msg="writer yields to a settlement" '
-                        r'credit_rows=(\d+) hold_ms=(\d+)', re.M)
+                        r'streak_rows=(\d+) hold_ms=(\d+)', re.M)
 
 
 def test_a_large_settlement_holds_the_writer_once():
