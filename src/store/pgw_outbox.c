@@ -12,7 +12,9 @@
  *            of the last batch (tp_pgw_read_count): a `bets` entry is up to 128 bets, a
  *            transaction of 500 of them outlasted the statement timeout under load. After a
  *            batch that did not fill its read, the next new-entries read waits until
- *            postgres.write_gap after it (on_read, tp_pgw_step).
+ *            postgres.write_gap after it (on_read, tp_pgw_step); a batch that takes a
+ *            settlement happening now past TP_PGW_YIELD_ROWS credits is left pending and
+ *            every read waits postgres.settle_yield (tp_pgw_settle_yield).
  *   ack    → after COMMIT: XACK per stream, then XTRIM MINID below the group's oldest entry
  *            not yet committed (see on_trim_pending for why that is safe); then read again.
  *            An empty read after a failure (or at start) trims every stream the same way.

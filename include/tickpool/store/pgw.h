@@ -9,11 +9,12 @@
  * by id), and only after COMMIT XACKs the entries and trims each stream below the group's oldest
  * entry not yet committed (XTRIM MINID). A batch is sized by rows, not entries (TP_PGW_BATCH_ROWS,
  * halved while Postgres's statement timeout cuts batches short); a writer that has caught up
- * reads again only postgres.write_gap after its last read, and batches holding only bets,
- * grants and admin actions of several writers run side by side. Entries left pending by a dead
- * consumer are claimed again, and a writer re-reads its own pending entries at once after a failure
- * or reconnect, so a kill -9 mid-batch loses nothing and doubles nothing. A Postgres outage only
- * grows the backlog in Redis; the bet path never waits for Postgres.
+ * reads again only postgres.write_gap after its last read, and one whose reads take a large
+ * settlement's credits past a line holds its reads for postgres.settle_yield while it runs;
+ * batches holding only bets, grants and admin actions of several writers run side by side. Entries
+ * left pending by a dead consumer are claimed again, and a writer re-reads its own pending entries
+ * at once after a failure or reconnect, so a kill -9 mid-batch loses nothing and doubles nothing. A
+ * Postgres outage only grows the backlog in Redis; the bet path never waits for Postgres.
  *
  * Because committed entries are trimmed after every batch, XLEN of an outbox is its backlog
  * (plus, while several writers overlap, committed entries above another writer's batch in
