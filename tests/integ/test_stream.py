@@ -4,6 +4,7 @@ idempotent replays, malformed input, limits, two workers and a slow consumer. Ro
 (betting 2 s, live 2 s); no Postgres is needed (the writer only lags).
 """
 
+import re
 import socket
 import time
 import uuid
@@ -759,6 +760,14 @@ def test_slow_reader_gets_every_answer_and_pong():
         print(f"# read in {time.monotonic() - t0:.2f} s after the beat")
         slow.close()
         good.close()
+        # The lost wake-up this test is about lives in the io_uring batch (write_deferred):
+        # a worker fanning out with send() per socket never takes that path. The checks above
+        # still hold there, but say so rather than pass as if it were covered.
+        fanout = re.findall(r'msg="?ready"? .*fanout=(\w+)', s.log_text())
+        assert fanout, "no worker ready line with fanout="
+        if "io_uring" not in fanout:
+            raise tpenv.Skip(f"passed, but the worker fans out with {fanout[0]}(): the io_uring "
+                             "batch's deferred write (write_deferred) was not exercised")
 
 
 SECRET = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
