@@ -758,6 +758,60 @@ def test_an_old_settlement_in_a_backlog_is_not_held():
                                                       str(sum(2 * st for _, _, st in bets))]]
 
 
+def test_kill9_in_the_hold_loses_and_doubles_nothing():
+    """A real settlement (the leader's pages, 3,000 sure winners) holds the writer (a 6 s
+    postgres.settle_yield); in the hold a player's bet is answered 201, then the server is
+    killed -9 (the held batch pending, the rest of the settlement's credits and the bet unread)
+    and started again. Every credit of the round and the bet are in Postgres exactly once, and
+    `tickpool audit` is clean."""
+    import tpclient
+    winners, losers = 3000, 100
+    env = {"TICKPOOL_GAME_BETTING_S": "8", "TICKPOOL_GAME_LIVE_S": "2",
+           "TICKPOOL_GAME_TICK_MS": "100", "TICKPOOL_GAME_BAND_EDGES_BPS": "-10000,10000",
+           "TICKPOOL_LOG_LEVEL": "info", "TICKPOOL_POSTGRES_SETTLE_YIELD": "6s"}
+    with tpenv.Redis() as r, tpenv.Postgres() as pg, \
+            tpenv.Server(redis=r, pg=pg, env=env, workers=1, https=False) as s:
+        c = r.client()
+        money = pgwlib.Money(r, buckets=1)
+        [(uid, tok)] = tpclient.make_users(s, 1, "hold")
+        rid = money.sure_win_round(s, list(range(940001, 940101)), winners, losers, "kh")
+        m = tpenv.wait_until(lambda: YIELD_LINE.search(s.log_text()), timeout=60,
+                             what="the writer yielding to the settlement")
+        hold_end = log_time(m.group(1)) + 6.0
+        o = tpclient.fresh_open_round(s, min_left_ms=500, timeout=3)
+        conn = tpclient.Http(s)
+        st, body = tpclient.bet(conn, tok, o["id"], 1, 100, "in-the-hold")
+        conn.close()
+        assert st == 201, (st, body)
+        assert time.time() < hold_end - 0.5, "the bet was answered after the hold"
+        s.stop(sig=signal.SIGKILL)
+        s.start()
+        tpenv.wait_until(lambda: c.hget("tp:{g}:round:%d" % rid, "state") == "settled",
+                         timeout=60, what=f"round {rid} settled")
+        paid = tpclient.round_paid(c, rid, 1)
+        assert len(paid) == winners
+        tpenv.wait_until(lambda: pgwlib.pg_scalar(
+            pg, f"SELECT count(*) FROM payouts WHERE round_id = {rid}") == str(winners) and
+            pgwlib.pg_scalar(pg, "SELECT count(*) FROM bets WHERE idempotency_key = "
+                                 "'in-the-hold'") == "1", timeout=60,
+            what="the round's credits and the bet in Postgres")
+        assert pg.psql(f"SELECT count(*), count(DISTINCT bet_id), sum(amount) FROM payouts "
+                       f"WHERE round_id = {rid}") == [[str(winners), str(winners),
+                                                       str(sum(paid.values()))]]
+        assert {int(b): int(a) for b, a in pg.psql(
+            f"SELECT bet_id, amount FROM payouts WHERE round_id = {rid}")} == paid
+        assert pg.psql(f"SELECT count(*), count(DISTINCT id) FROM bets WHERE round_id = {rid}"
+                       ) == [[str(winners + losers), str(winners + losers)]]
+        assert pg.psql("SELECT id, user_id, round_id, band, stake FROM bets WHERE "
+                       "idempotency_key = 'in-the-hold'") == [
+            [str(body["bet_id"]), str(uid), str(o["id"]), "1", "100"]]
+        code, out = tpclient.audit(s, "30")
+        assert code == 0, out
+        log = s.log_text()
+        for bad in ("assertion failed", "AddressSanitizer", "runtime error:"):
+            assert bad not in log, bad
+
+
 def test_bets_of_an_open_round_never_read_the_payouts_whole():
     """The late-status UPDATE after every bets batch first looks for the batch's rounds that
     have a payout. It probed payouts per round (`round_id = r`); where `payouts` holds one
