@@ -217,7 +217,7 @@ const struct centry tp_config_table[] = {
     {"postgres", "write_gap", CT_DUR, 0, 1000, "20ms", F(postgres.write_gap_ms), 1, NULL},
     /* The default is TP_SETTLE_PACE_MS's span (game/settle.h; test_config.c checks they agree).
      * The maximum stays below TP_PGW_CLAIM_IDLE_MS (asserted in src/store/pgw_internal.h): a
-     * batch held longer would be claimed by another host's writer (harmless, idempotent, but the
+     * batch held longer would be claimed by another writer (harmless, idempotent, but the
      * hold would not hold). */
     {"postgres", "settle_yield", CT_DUR, 0, TP_PGW_SETTLE_YIELD_MAX_MS, "1400ms",
      F(postgres.settle_yield_ms), 1, NULL},

@@ -42,9 +42,9 @@ struct tp_store_reply;
  * than a few pages' winners (a page pays ~150-500, scripts/lua/README.md "Game engine"). */
 #define TP_PGW_YIELD_ROWS 1000
 /* postgres.settle_yield's maximum must stay below TP_PGW_CLAIM_IDLE_MS: a held batch stays
- * pending under its writer, and another host's writer claims entries idle longer. */
+ * pending under its writer, and any other writer claims entries idle longer. */
 _Static_assert(TP_PGW_SETTLE_YIELD_MAX_MS < TP_PGW_CLAIM_IDLE_MS,
-               "a settlement yield as long as the claim idle time lets another host's writer "
+               "a settlement yield as long as the claim idle time lets another writer "
                "claim the held batch");
 /* Batches with credits less than this apart (ms; the hold's end counts as one) are one streak:
  * one settlement, held once, then written back to back. */

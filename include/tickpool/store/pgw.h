@@ -42,7 +42,8 @@ struct tp_buf;
  * `credits` entry thousands of payouts (3 rows each), so entries alone are no measure of a
  * transaction's size. */
 #define TP_PGW_BATCH_ROWS 8192
-/* Pending entries idle this long (ms) are taken over from a consumer on another host. */
+/* Pending entries idle this long (ms) are taken over from any other consumer (a dead one of
+ * this host's at once). */
 #define TP_PGW_CLAIM_IDLE_MS 30000
 
 /**
