@@ -507,6 +507,7 @@ static bool edges_literal(const char *edges, char *out, size_t n)
 int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
 {
     const char *type = field(ev, "type");
+    size_t credits = b->nrows[TP_PGW_PAYOUTS];
     int rc = TP_EINVAL;
     if (type == NULL) {
         rc = TP_EINVAL;
@@ -625,6 +626,9 @@ int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev)
     }
     if (rc != 0)
         b->skipped++;
+    /* Payout, refund or credits events: the newest one dates the batch's settlement. */
+    if (b->nrows[TP_PGW_PAYOUTS] > credits && ev->id != NULL)
+        b->credits_id_ms = TP_MAX(b->credits_id_ms, strtoll(ev->id, NULL, 10));
     return rc;
 }
 

@@ -101,9 +101,6 @@ struct tp_pgw {
     int round_waits; /* failed writes in a row that waited for a round (TP_PGW_ROUND_WAITS) */
     struct tp_pgw_yield yield; /* the settlement yield (tp_pgw_settle_yield) */
     bool yielding; /* read_not_before_ms is a settlement yield (held in pending mode too) */
-    /* The millisecond part of the stream id of the newest credits entry in the batch being
-     * mapped (add_to_batch), 0: none; on_read ages it for tp_pgw_settle_yield. */
-    int64_t credits_id_ms;
 
     /* Lag probes (their own small sequence, independent of the main one). */
     int lag_outstanding;

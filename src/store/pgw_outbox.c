@@ -681,15 +681,8 @@ static void add_to_batch(struct tp_pgw *w, int stream, const char *id,
 {
     w->ack_ids[stream][w->ack_n[stream]++] = tp_xstrdup(id);
     struct tp_pgw_batch *b = ud;
-    size_t credits = b->nrows[TP_PGW_PAYOUTS];
     if (ev != NULL && tp_pgw_batch_add(b, ev) != 0)
         tp_pgw_reject(w, stream, id, ev, "malformed or unknown event");
-    if (b->nrows[TP_PGW_PAYOUTS] > credits) {
-        /* A stream id's first part is Redis's clock at the XADD (ms): when the credits were
-         * paid. The newest one of the batch dates the settlement (tp_pgw_settle_yield). */
-        int64_t ms = strtoll(id, NULL, 10);
-        w->credits_id_ms = TP_MAX(w->credits_id_ms, ms);
-    }
 }
 
 static void on_read(int err, const struct tp_store_reply *r, void *ud)
@@ -722,7 +715,6 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
      * tp_pgw_write). pending_mode is what this read asked for: nothing changes it while a read
      * is in flight (the writer is busy). */
     b.bets_skip_existing = w->pending_mode;
-    w->credits_id_ms = 0;
     size_t total = tp_pgw_each_event(w, r, -1, add_to_batch, &b);
     if (total == 0) {
         tp_pgw_batch_deinit(&b);
@@ -753,7 +745,7 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
          * less Redis's at their XADD (one clock on one host). A Redis clock skewed from this
          * host's only makes a hold happen or not: the held entries stay pending and are written
          * after it either way, so a skew never loses nor doubles anything. */
-        int64_t age_ms = tp_now_ms() - w->credits_id_ms;
+        int64_t age_ms = tp_now_ms() - b.credits_id_ms;
         int64_t hold_ms = tp_pgw_settle_yield(&w->yield, now_ms, b.nrows[TP_PGW_PAYOUTS], age_ms,
                                               w->cfg->postgres.settle_yield_ms);
         if (hold_ms > 0) {

@@ -105,6 +105,10 @@ struct tp_pgw_batch {
      * the writer writes the batch again with this set; see bets_insert_strict in pgw_batch.c).
      * The writer sets it from the start for a re-read of its pending entries (a replay). */
     bool bets_skip_existing;
+    /* The millisecond part of the stream id of the batch's newest event that added payouts
+     * rows (a stream id's first part is Redis's clock at the XADD: when the credits were paid),
+     * 0: none. The writer ages it for its settlement yield (pgw_outbox.c, on_read). */
+    int64_t credits_id_ms;
 };
 
 enum tp_pgw_table {

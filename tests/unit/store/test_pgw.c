@@ -488,6 +488,57 @@ static void test_credits_event(void **state)
     tp_pgw_batch_deinit(&page);
 }
 
+/* Adds one event of stream id `id` given as a NULL-terminated list of key, value. */
+static int add_id(struct tp_pgw_batch *b, const char *id, ...)
+{
+    const char *keys[32], *vals[32];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, id);
+    for (const char *k; (k = va_arg(ap, const char *)) != NULL && n < 32; n++) {
+        keys[n] = k;
+        vals[n] = va_arg(ap, const char *);
+    }
+    va_end(ap);
+    struct tp_pgw_event ev = {id, 1, n, keys, vals};
+    return tp_pgw_batch_add(b, &ev);
+}
+
+/* A batch dates its credits by the newest stream id (its millisecond part) of the events that
+ * added payouts rows, whatever their order; other events and refused ones leave it as is. */
+static void test_credits_id_ms(void **state)
+{
+    (void)state;
+    struct tp_pgw_batch b;
+    tp_pgw_batch_init(&b);
+    assert_int_equal(b.credits_id_ms, 0);
+    assert_int_equal(add_id(&b, "1700000009000-0", "type", "bet", "bet_id", "1", "user_id", "7",
+                            "round_id", "5", "band", "1", "stake", "100", "ts", "3000", NULL),
+                     0);
+    assert_int_equal(b.credits_id_ms, 0); /* a bet is no credit */
+    assert_int_equal(add_id(&b, "1700000005000-3", "type", "credits", "kind", "payout", "round_id",
+                            "5", "ts", "3000", "credits", "13,7,600,1", NULL),
+                     0);
+    assert_int_equal(b.credits_id_ms, 1700000005000);
+    assert_int_equal(add_id(&b, "1700000007000-0", "type", "refund", "bet_id", "21", "user_id", "7",
+                            "round_id", "6", "amount", "100", "ts", "3000", NULL),
+                     0);
+    assert_int_equal(b.credits_id_ms, 1700000007000);
+    /* An older credit (another stream) does not move it back. */
+    assert_int_equal(add_id(&b, "1700000006000-0", "type", "credits", "kind", "refund", "round_id",
+                            "6", "ts", "3000", "credits", "22,7,100,1", NULL),
+                     0);
+    assert_int_equal(b.credits_id_ms, 1700000007000);
+    /* Refused credits, and newer events without credits, leave it. */
+    assert_int_equal(add_id(&b, "1700000008000-0", "type", "credits", "kind", "payout", "round_id",
+                            "5", "ts", "3000", "credits", "13,7,-600,1", NULL),
+                     TP_EINVAL);
+    assert_int_equal(
+        add_id(&b, "1700000008500-0", "type", "house", "round_id", "5", "amount", "10", NULL), 0);
+    assert_int_equal(b.credits_id_ms, 1700000007000);
+    tp_pgw_batch_deinit(&b);
+}
+
 static void test_round_and_user_events(void **state)
 {
     (void)state;
@@ -1082,6 +1133,7 @@ int main(void)
         cmocka_unit_test(test_rows_are_the_writers_bytes),
         cmocka_unit_test(test_bet_keys_outside_ascii),
         cmocka_unit_test(test_credits_event),
+        cmocka_unit_test(test_credits_id_ms),
         cmocka_unit_test(test_round_and_user_events),
         cmocka_unit_test(test_round_history_fields),
         cmocka_unit_test(test_hostile_events_refused),
