@@ -41,7 +41,7 @@ nothing written.
 ]]
 
 local KEYS, ARGV = KEYS, ARGV
-local call, format, tonumber = redis.call, string.format, tonumber
+local call, format, tonumber, find = redis.call, string.format, tonumber, string.find
 
 local function bug(what)
     return redis.error_reply('ERR tp_settle_page: ' .. what)
@@ -50,7 +50,7 @@ end
 local function uint(s)
     -- A canonical non-negative decimal integer below 10^15 (exact in a Lua double), else nil.
     if type(s) ~= 'string' or #s > 15 then return nil end
-    if s:find('^[1-9]%d*$') then return tonumber(s) end
+    if find(s, '^[1-9]%d*$') then return s + 0 end -- `+ 0`: one strtod, tonumber() runs two
     if s == '0' then return 0 end
     return nil
 end
@@ -137,7 +137,7 @@ end
 -- chunk is what was asked for, and a page that stops inside one leaves the index of its first
 -- bet not taken.
 local CHUNK, CHECK = 128, 16
-local match, find, concat, sub = string.match, string.find, table.concat, string.sub
+local match, concat, sub = string.match, table.concat, string.sub
 -- What a stake is owed, as a number and as text (stakes repeat: the same few amounts are most
 -- bets).
 local owed, owed_s = {}, {}
@@ -171,8 +171,15 @@ while true do
         if not at then return bug('bad cursor ' .. cur) end
         local items = call('LRANGE', KEYS[6 + nbands + 1 + scan_band], at, at + count - 1)
         for i = 1, #items do
-            local bet_id, v = match(items[i], '^([1-9]%d*):(.*)$')
-            local rec = bet_id and entry(bet_id, v)
+            -- "<bet_id>:<user>:<stake>" parsed whole in one match: entry()'s second match of
+            -- the text is the cost of a page whose bets are each a player's (one text a bet)
+            local bet_id, v, user, stake_s =
+                match(items[i], '^([1-9]%d*):(([1-9]%d*):([1-9]%d*))$')
+            local rec = recs[v]
+            if not rec and stake_s and #stake_s <= 15 then
+                rec = {user, stake_s, false, false, 0, false}
+                recs[v] = rec
+            end
             if not rec then return bug('bad bets list entry ' .. items[i]) end
             if not seen[bet_id] then
                 seen[bet_id] = true
@@ -286,9 +293,16 @@ if np > 0 then
         local user = order[j]
         local sum = sums[user]
         total = total + sum
-        local b = uint(balv[j] or '0')
+        -- uint(balv[j] or '0') inlined, and dec() where b + sum is known exact (this loop runs
+        -- once per player, and in pages of one bet a player that is once per bet).
+        local s, b = balv[j], nil
+        if not s or s == '0' then
+            b = 0
+        elseif #s <= 15 and find(s, '^[1-9]%d*$') then
+            b = s + 0
+        end
         if b and b + sum < EXACT then
-            local bs = dec(b + sum)
+            local bs = format('%d', b + sum)
             balance[user] = bs
             balw[nb + 1], balw[nb + 2] = user, bs
             nb = nb + 2
@@ -296,8 +310,10 @@ if np > 0 then
             call('HINCRBY', KEYS[2], user, dec(sum))
             balance[user] = call('HGET', KEYS[2], user)
         end
-        payw[2 * j - 1], payw[2 * j] = user, dec(tonumber(payv[j] or '0') + sum)
-        netw[2 * j - 1], netw[2 * j] = dec(tonumber(netv[j] or '0') + sum), user
+        -- A text + a number is Lua's tonumber of the text, parsed once (tonumber() parses it
+        -- twice: lua_isnumber, then lua_tonumber); an absent field (false) counts as 0.
+        payw[2 * j - 1], payw[2 * j] = user, dec((payv[j] or 0) + sum)
+        netw[2 * j - 1], netw[2 * j] = dec((netv[j] or 0) + sum), user
     end
     if nb > 0 then sliced('HSET', KEYS[2], balw, nb) end
     sliced('HSET', KEYS[4], payw, 2 * np)
