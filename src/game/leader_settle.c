@@ -18,10 +18,11 @@
  * back to back keep Redis on a core for the whole settlement, and on a host with few cores the
  * threads answering bets then wait for one (bench/README.md, Settlement). Behind the line the
  * next page still waits TP_SETTLE_PAGE_GAP_MIN_US, so that the bets' calls answered in the last
- * page's turn reach Redis before it (tp_settle_page_wait). While it is more than
- * TP_SETTLE_CATCHUP_MS behind that line (tp_settle_behind) its pages are aimed
- * TP_SETTLE_CATCHUP_X times higher, so that a busy host's slower pages do not also become
- * smaller ones, each paying its players' writes and a round trip again.
+ * page's turn reach Redis before it (tp_settle_page_wait). While it is behind the catch-up line
+ * (tp_settle_behind: TP_SETTLE_CATCHUP_MS behind the pacing line at the close, on it at its end)
+ * its pages go back to back, aimed TP_SETTLE_CATCHUP_X times higher, so that a busy host's slower
+ * pages do not also become smaller ones, each paying its players' writes and a round trip again,
+ * and a settlement slower than the line still ends about when the line does.
  */
 #include "leader_internal.h"
 
