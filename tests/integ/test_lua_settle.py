@@ -225,6 +225,34 @@ def test_pages_equal_the_per_bet_script_with_large_stakes():
         compare(bets, {u: 0 for u in users}, 2, pot, W, False, 2, form)
 
 
+def test_pages_equal_the_per_bet_script_on_balances_past_a_double():
+    """A player's balance of more than 15 digits is added by Redis in 64 bits (HINCRBY), a 0 or
+    absent one counts as 0, any other is added in the script; a net or round total absent counts
+    as 0: the players' part (its balance parse and text inlined, its fields read as `text + 0`)
+    gives the per-bet script's numbers, and each line's balance is exact."""
+    rng = random.Random(14)
+    users = list(range(1, 40))
+    bets = make_bets(rng, 1200, users, [0, 1, 2])
+    W = sum(s for _, _, bd, s in bets if bd == 1)
+    T = sum(s for _, _, _, s in bets)
+    pot = T - T * 3 // 100
+    balances = {}
+    for u in users:
+        kind = u % 5
+        if kind == 0:
+            balances[u] = 2**60 + u  # past a double's exact range
+        elif kind == 1:
+            balances[u] = 2**53 - 1 - u  # exact, but 16 digits
+        elif kind == 2:
+            balances[u] = 10**15 - 1 - u  # 15 digits: the script adds
+        elif kind == 3:
+            balances[u] = 0
+        # kind 4: no balance field (nor net) at all
+    assert any(u % 5 == 4 for _, u, bd, _ in bets if bd == 1)
+    for form in FORMS:
+        compare(bets, balances, 1, pot, W, False, 4, form)
+
+
 def test_pages_equal_the_per_bet_script_on_a_refund():
     """A refund walks every band; a page may end in one band (or form) and the next go on in
     another."""
