@@ -95,6 +95,7 @@ struct tp_leader {
         int64_t page_us_max, page_us_sum; /* the pages' Redis time, µs */
         int64_t pace_us_sum;              /* the gaps asked for, µs */
         int catchup;                      /* pages sent catching up (tp_settle_behind) */
+        int late; /* pages answered late, not catching up: the next without the floor */
     } sst;
     const struct tp_leader_observer *obs; /* who announces rounds and ticks (NULL: nobody) */
     void *obs_ud;

@@ -18,11 +18,12 @@
  * back to back keep Redis on a core for the whole settlement, and on a host with few cores the
  * threads answering bets then wait for one (bench/README.md, Settlement). Behind the line the
  * next page still waits TP_SETTLE_PAGE_GAP_MIN_US, so that the bets' calls answered in the last
- * page's turn reach Redis before it (tp_settle_page_wait). While it is behind the catch-up line
- * (tp_settle_behind: TP_SETTLE_CATCHUP_MS behind the pacing line at the close, on it at its end)
- * its pages go back to back, aimed TP_SETTLE_CATCHUP_X times higher, so that a busy host's slower
- * pages do not also become smaller ones, each paying its players' writes and a round trip again,
- * and a settlement slower than the line still ends about when the line does.
+ * page's turn reach Redis before it (tp_settle_page_wait), unless it is late (tp_settle_late:
+ * behind a line TP_SETTLE_CATCHUP_MS behind the pacing line at the close and on it at its end):
+ * then back to back, so that a settlement slower than the line still ends about when the line
+ * does. While it is more than TP_SETTLE_CATCHUP_MS behind the pacing line (tp_settle_behind) its
+ * pages are aimed TP_SETTLE_CATCHUP_X times higher too, so that a busy host's slower pages do not
+ * also become smaller ones, each paying its players' writes and a round trip again.
  */
 #include "leader_internal.h"
 
@@ -66,15 +67,15 @@ static void on_final(int err, const struct tp_store_reply *r, void *ud)
         bool cancelled = l->op.r.refund_all && l->op.r.state == TP_ROUND_CANCELLING;
         tp_metrics_inc(cancelled ? TP_METRIC_ROUNDS_CANCELLED_TOTAL
                                  : TP_METRIC_ROUNDS_SETTLED_TOTAL);
-        tp_log_info(MOD,
-                    "round %s\tround=%lld total=%lld paid=%lld pages=%d pages_over_2ms=%d "
-                    "page_us_max=%lld page_ms_sum=%lld pages_paced=%d "
-                    "pace_ms_sum=%lld steps=%d pages_catchup=%d",
-                    cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
-                    (long long)l->op.sum_t, (long long)l->op.sum_paid, l->sst.pages,
-                    l->sst.pages_slow, (long long)l->sst.page_us_max,
-                    (long long)(l->sst.page_us_sum / 1000), l->sst.paced,
-                    (long long)(l->sst.pace_us_sum / 1000), l->sst.steps, l->sst.catchup);
+        tp_log_info(
+            MOD,
+            "round %s\tround=%lld total=%lld paid=%lld pages=%d pages_over_2ms=%d "
+            "page_us_max=%lld page_ms_sum=%lld pages_paced=%d "
+            "pace_ms_sum=%lld steps=%d pages_catchup=%d pages_late=%d",
+            cancelled ? "cancelled and refunded" : "settled", (long long)l->op.r.id,
+            (long long)l->op.sum_t, (long long)l->op.sum_paid, l->sst.pages, l->sst.pages_slow,
+            (long long)l->sst.page_us_max, (long long)(l->sst.page_us_sum / 1000), l->sst.paced,
+            (long long)(l->sst.pace_us_sum / 1000), l->sst.steps, l->sst.catchup, l->sst.late);
         tp_leader_publish_round(l, l->op.r.id);
     }
     tp_leader_step_end(l);
@@ -167,15 +168,18 @@ static void page_next(struct tp_leader *l)
 }
 
 /* After a page that took `us` of Redis time and left the bucket's pages at `bucket_paid`, against
- * the pacing line: the idle gap before the next page (µs, 0: none) while ahead of it, and
- * whether the next pages catch up (*behind). The amount paid is the finished buckets' (this
- * step's walk) and this bucket's, against what the round owes (its refunds, or its pot). */
-static int64_t pace_gap(struct tp_leader *l, int64_t bucket_paid, int64_t us, bool *behind)
+ * the pacing line: the idle gap before the next page (µs, 0: none) while ahead of it, whether
+ * the next pages catch up (*behind) and whether the next page goes without the floor (*late).
+ * The amount paid is the finished buckets' (this step's walk) and this bucket's, against what
+ * the round owes (its refunds, or its pot). */
+static int64_t pace_gap(struct tp_leader *l, int64_t bucket_paid, int64_t us, bool *behind,
+                        bool *late)
 {
     const struct tp_game_round *r = &l->op.r;
     int64_t owed = r->refund_all ? r->total : r->pot;
     int64_t paid = l->op.sum_paid + bucket_paid, now = tp_now_ms();
     *behind = tp_settle_behind(r->t.closes_at, now, paid, owed);
+    *late = *behind || tp_settle_late(r->t.closes_at, now, paid, owed);
     int64_t gap = tp_settle_pace_gap(r->t.closes_at, now, paid, owed, us);
     return gap > 0 && l->op.pace_test_us > 0 ? l->op.pace_test_us : gap;
 }
@@ -211,6 +215,7 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
     struct tp_leader *l = ud;
     int64_t now = tp_mono_ns() / 1000;
     int64_t gap = 0, wait = 0;
+    bool late = false;
     int64_t sent = l->op.sent_us;
     int size = l->op.sent_size;
     l->op.inflight = false;
@@ -232,9 +237,10 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
             int64_t players = split ? tp_reply_integer(tp_reply_at(r, 7)) : 0;
             bool behind = false;
             if (tp_reply_len(r) >= 6)
-                gap = pace_gap(l, tp_reply_integer(tp_reply_at(r, 5)), us, &behind);
+                gap = pace_gap(l, tp_reply_integer(tp_reply_at(r, 5)), us, &behind, &late);
             tp_settle_pager_catchup(&l->pager, behind);
-            wait = tp_settle_page_wait(gap, behind);
+            wait = tp_settle_page_wait(gap, late);
+            l->sst.late += late && !behind;
             if (wait > 0 && l->op.wait_test_us > 0)
                 wait = TP_MAX(wait, l->op.wait_test_us);
             tp_settle_pager_page(&l->pager, credited, us, players_us, players);
@@ -248,11 +254,12 @@ static void on_page(int err, const struct tp_store_reply *r, void *ud)
                     MOD,
                     "settle page\tround=%lld bucket=%d size=%d credited=%lld "
                     "scanned=%lld us=%lld players_us=%lld players=%lld rtt_us=%lld next=%d "
-                    "gap_us=%lld wait_us=%lld catchup=%d",
+                    "gap_us=%lld wait_us=%lld catchup=%d late=%d",
                     (long long)l->op.r.id, l->op.bucket, size, (long long)credited,
                     (long long)tp_reply_integer(tp_reply_at(r, 3)), (long long)us,
                     (long long)players_us, (long long)players, (long long)(now - sent),
-                    tp_settle_pager_size(&l->pager), (long long)gap, (long long)wait, (int)behind);
+                    tp_settle_pager_size(&l->pager), (long long)gap, (long long)wait, (int)behind,
+                    (int)late);
         }
         l->sst.pages++;
         if (tp_reply_integer(tp_reply_at(r, 1)) == 1 && l->op.page_stop == PAGES_GO)

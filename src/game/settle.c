@@ -212,20 +212,29 @@ int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64
     return TP_MIN(page_us, (int64_t)TP_SETTLE_PACE_GAP_MAX_US);
 }
 
-int64_t tp_settle_page_wait(int64_t pace_us, bool catchup)
+int64_t tp_settle_page_wait(int64_t pace_us, bool late)
 {
     pace_us = TP_MAX(pace_us, 0);
-    return catchup ? pace_us : TP_MAX(pace_us, (int64_t)TP_SETTLE_PAGE_GAP_MIN_US);
+    return late ? pace_us : TP_MAX(pace_us, (int64_t)TP_SETTLE_PAGE_GAP_MIN_US);
 }
-
-_Static_assert(TP_SETTLE_CATCHUP_MS > 0 && TP_SETTLE_CATCHUP_MS < TP_SETTLE_PACE_MS,
-               "the catch-up line starts after the close and before the pacing line's end");
 
 bool tp_settle_behind(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed)
 {
     if (owed <= 0 || paid < 0)
         return false;
-    /* The catch-up line: from TP_SETTLE_CATCHUP_MS after the close to the pacing line's end. */
+    int64_t due = TP_MIN(TP_MAX(now_ms - start_ms - TP_SETTLE_CATCHUP_MS, 0), TP_SETTLE_PACE_MS);
+    /* paid / owed < due / span, without division (amounts < 2^63, span small) */
+    return (__int128)paid * TP_SETTLE_PACE_MS < (__int128)owed * due;
+}
+
+_Static_assert(TP_SETTLE_CATCHUP_MS > 0 && TP_SETTLE_CATCHUP_MS < TP_SETTLE_PACE_MS,
+               "the late line starts after the close and before the pacing line's end");
+
+bool tp_settle_late(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed)
+{
+    if (owed <= 0 || paid < 0)
+        return false;
+    /* The late line: from TP_SETTLE_CATCHUP_MS after the close to the pacing line's end. */
     int64_t span = TP_SETTLE_PACE_MS - TP_SETTLE_CATCHUP_MS;
     int64_t due = TP_MIN(TP_MAX(now_ms - start_ms - TP_SETTLE_CATCHUP_MS, 0), span);
     /* paid / owed < due / span, without division (amounts < 2^63, span small) */

@@ -172,40 +172,50 @@ int64_t tp_settle_pace_gap(int64_t start_ms, int64_t now_ms, int64_t paid, int64
  * TP_SETTLE_PAGE_GAP_MIN_US lets those calls reach Redis first. It is a floor, not the wait: the
  * worker's loop (libev on epoll) sleeps at least 1 ms for a shorter timer when nothing else wakes
  * it, so on a quiet loop the wait is ~1 ms, under load the next wake-up after 250 µs (what session
- * 29 measured). What bounds its cost to the settle time is catching up: behind the catch-up line
- * (tp_settle_behind, below) pages go back to back, with no floor. */
+ * 29 measured). What bounds its cost to the settle time is the late line (tp_settle_late, below):
+ * behind it pages go back to back, with no floor. */
 #define TP_SETTLE_PAGE_GAP_MIN_US 250
 
 /** µs the leader waits before the next page, from the pacing gap `pace_us` (tp_settle_pace_gap)
- * and whether the pages catch up: `pace_us` while catching up, else at least
- * TP_SETTLE_PAGE_GAP_MIN_US. */
-int64_t tp_settle_page_wait(int64_t pace_us, bool catchup);
+ * and whether the pages go back to back (`late`: tp_settle_late or tp_settle_behind): `pace_us`
+ * then, else at least TP_SETTLE_PAGE_GAP_MIN_US. */
+int64_t tp_settle_page_wait(int64_t pace_us, bool late);
 
 /* Catching up. On a busy host a page's wall time rises with the host's load, not its work (at
  * load 8-10 a bet cost 8 µs of script against 4 on a quiet host), so pages sized on it shrink,
  * and every page pays again its players' writes (~41k instructions a player against ~16k a bet,
  * bench/settle_callgrind.py) and a round trip to the leader (1-2.5 ms at that load): settle-100k
  * took 1.7-1.8 s in ~590 pages of ~170 bets (bench/README.md, Settlement, sessions 14-15). A
- * settlement behind the catch-up line, a straight line from TP_SETTLE_CATCHUP_MS after the close
- * to the pacing line's end (TP_SETTLE_PACE_MS after the close), or not done by then, aims its
- * pages at TP_SETTLE_CATCHUP_X times the script's aim, the scan budget with it, and sends them
- * back to back. The catch-up line lets a settlement lag the pacing line by TP_SETTLE_CATCHUP_MS
- * at the start (its first pages are cold) and by less and less after, none at its end: until
- * session 30 the lag allowed was TP_SETTLE_CATCHUP_MS throughout, so a settlement whose Redis
- * needed most of the span for its pages (the 250 µs floor after each page not caught up adding
- * to it) drifted to that lag and held it to the end, ending at TP_SETTLE_PACE_MS +
- * TP_SETTLE_CATCHUP_MS = 1.5 s, the settle target (1,501-1,510 ms on session 29's host;
- * bench/README.md, Settlement, session 30). On a quiet host a settlement keeps to the pacing
- * line and its pages to the aim; the catch-up's longer pages come only with a host (or a
- * backlog) that holds the settlement back, or a settlement a few ms behind in the line's last
- * tens of ms. */
+ * settlement more than TP_SETTLE_CATCHUP_MS behind the pacing line (or not done TP_SETTLE_PACE_MS
+ * + TP_SETTLE_CATCHUP_MS after the close) aims its pages at TP_SETTLE_CATCHUP_X times the
+ * script's aim, the scan budget with it. On a quiet host a settlement keeps to the line and its
+ * pages to the aim; the catch-up's longer pages come only with a host (or a backlog) that holds the
+ * settlement back. */
 #define TP_SETTLE_CATCHUP_MS 100
 #define TP_SETTLE_CATCHUP_X 2
 
 /** True when a settlement of a round that closed at `start_ms` has, at `now_ms`, paid less than
- * the catch-up line owes: paid / owed < (now_ms - start_ms - TP_SETTLE_CATCHUP_MS) /
- * (TP_SETTLE_PACE_MS - TP_SETTLE_CATCHUP_MS) (a share over 1 counts as 1, so a settlement not
- * done TP_SETTLE_PACE_MS after the close is behind). False when nothing is owed. */
+ * the line from the close to TP_SETTLE_PACE_MS after it owed TP_SETTLE_CATCHUP_MS ago: paid /
+ * owed < (now_ms - start_ms - TP_SETTLE_CATCHUP_MS) / TP_SETTLE_PACE_MS (a share over 1 counts
+ * as 1, so a settlement not done by then is behind). False when nothing is owed. */
 bool tp_settle_behind(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed);
+
+/* Late. Catching up alone let a settlement lag the pacing line by TP_SETTLE_CATCHUP_MS to its
+ * end: one whose Redis needed most of the span for its pages (session 29's host: 1.25-1.37 CPU-s
+ * of Redis for settle-100k's), with the floor's 250 µs-1 ms after every page in between, drifted
+ * to that lag, held it, and ended TP_SETTLE_PACE_MS + TP_SETTLE_CATCHUP_MS = 1.5 s after the
+ * close, the settle target itself (1,501-1,510 ms; bench/README.md, Settlement, session 30). A
+ * settlement behind the late line, a straight line from TP_SETTLE_CATCHUP_MS after the close to
+ * the pacing line's end, sends its pages back to back without the floor, at the usual aim: the
+ * same lag allowed at the start (the cold first pages), less and less after, none at the end, so
+ * it ends about when the pacing line does. Not the catch-up's doubled aim: aimed twice as high
+ * at the line's end, where the lag allowed is a few ms, pages held Redis 2.5 ms back to back and
+ * the bets' p99 there doubled (session 30). */
+
+/** True when a settlement of a round that closed at `start_ms` has, at `now_ms`, paid less than
+ * the late line owes: paid / owed < (now_ms - start_ms - TP_SETTLE_CATCHUP_MS) /
+ * (TP_SETTLE_PACE_MS - TP_SETTLE_CATCHUP_MS) (a share over 1 counts as 1, so a settlement not
+ * done TP_SETTLE_PACE_MS after the close is late). False when nothing is owed. */
+bool tp_settle_late(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed);
 
 #endif

@@ -582,8 +582,8 @@ static void test_page_wait(void **state)
     /* Nonsense: as 0. */
     assert_int_equal(tp_settle_page_wait(-5, false), TP_SETTLE_PAGE_GAP_MIN_US);
     assert_int_equal(tp_settle_page_wait(-5, true), 0);
-    /* The leader's path: behind the pacing line but not the catch-up line, no pacing gap, the
-     * short one; behind the catch-up line, none. */
+    /* The leader's path: behind the line by less than TP_SETTLE_CATCHUP_MS, no pacing gap, the
+     * short one; more than that behind, none. */
     int64_t at = 1000 + TP_SETTLE_PACE_MS / 2;
     int64_t pace = tp_settle_pace_gap(1000, at, 240, 500, 1400);
     assert_int_equal(pace, 0);
@@ -594,35 +594,31 @@ static void test_page_wait(void **state)
     assert_int_equal(tp_settle_page_wait(tp_settle_pace_gap(1000, at, 100, 500, 1400),
                                          tp_settle_behind(1000, at, 100, 500)),
                      0);
+    /* Late (behind the late line, not the catch-up's): back to back too, no floor. 1.2 s after
+     * the close, the pacing line's share of 1.1 s paid. */
+    at = 1000 + 1200;
+    int64_t paid = 1100 * 500 / TP_SETTLE_PACE_MS + 1;
+    assert_false(tp_settle_behind(1000, at, paid, 500));
+    assert_true(tp_settle_late(1000, at, paid, 500));
+    assert_int_equal(tp_settle_page_wait(tp_settle_pace_gap(1000, at, paid, 500, 1400),
+                                         tp_settle_late(1000, at, paid, 500)),
+                     0);
 }
 
-/* Catching up: a settlement behind the catch-up line (TP_SETTLE_CATCHUP_MS behind the pacing line
- * at the close, on it at its end), or not done once the pacing line's span is over. */
+/* Catching up: a settlement more than TP_SETTLE_CATCHUP_MS behind the pacing line, or not done
+ * once its span is over. */
 static void test_behind(void **state)
 {
     (void)state;
-    int64_t span = TP_SETTLE_PACE_MS - TP_SETTLE_CATCHUP_MS;
     /* The first TP_SETTLE_CATCHUP_MS owe nothing yet. */
     assert_false(tp_settle_behind(1000, 1000, 0, 1000));
     assert_false(tp_settle_behind(1000, 1000 + TP_SETTLE_CATCHUP_MS, 0, 1000));
-    /* Then the catch-up line: a tenth of its span later, a tenth of the amount. */
-    int64_t at = 1000 + TP_SETTLE_CATCHUP_MS + span / 10;
+    /* Then the line TP_SETTLE_CATCHUP_MS ago: 100 ms later a tenth of the span's share. */
+    int64_t at = 1000 + TP_SETTLE_CATCHUP_MS + TP_SETTLE_PACE_MS / 10;
     assert_true(tp_settle_behind(1000, at, 99, 1000));
     assert_false(tp_settle_behind(1000, at, 100, 1000));
-    /* The lag it allows shrinks: TP_SETTLE_CATCHUP_MS behind the pacing line is behind once a
-     * settlement is well on (here 1.2 s after the close with the pacing line's share of 1.1 s
-     * paid); a fixed lag of TP_SETTLE_CATCHUP_MS (sessions 15-29) let it hold that lag to the
-     * end and finish TP_SETTLE_CATCHUP_MS after the line. */
-    at = 1000 + 1200;
-    assert_true(tp_settle_behind(1000, at, 1100 * 1000 / TP_SETTLE_PACE_MS + 1, 1000));
-    int64_t owed_now = (1200 - TP_SETTLE_CATCHUP_MS) * 1000 / span; /* rounded down */
-    assert_true(tp_settle_behind(1000, at, owed_now, 1000));
-    assert_false(tp_settle_behind(1000, at, owed_now + 1, 1000));
-    /* At the pacing line's end and past it: behind until all is paid. */
-    assert_true(tp_settle_behind(1000, 1000 + TP_SETTLE_PACE_MS, 999, 1000));
-    assert_false(tp_settle_behind(1000, 1000 + TP_SETTLE_PACE_MS, 1000, 1000));
-    assert_false(tp_settle_behind(1000, 1000 + TP_SETTLE_PACE_MS - span / 100, 990, 1000));
-    assert_true(tp_settle_behind(1000, 1000 + TP_SETTLE_PACE_MS - span / 100, 989, 1000));
+    /* Past the span: behind until all is paid. */
+    assert_true(tp_settle_behind(1000, 1000 + TP_SETTLE_CATCHUP_MS + TP_SETTLE_PACE_MS, 999, 1000));
     assert_true(tp_settle_behind(1000, 90000, 999, 1000));
     assert_false(tp_settle_behind(1000, 90000, 1000, 1000));
     /* A clock behind the close, nothing owed, nonsense: not behind. */
@@ -630,9 +626,55 @@ static void test_behind(void **state)
     assert_false(tp_settle_behind(1000, 90000, 0, 0));
     assert_false(tp_settle_behind(1000, 90000, -1, 1000));
     /* Amounts near INT64_MAX do not overflow the comparison. */
-    at = TP_SETTLE_CATCHUP_MS + span / 2;
+    at = TP_SETTLE_CATCHUP_MS + TP_SETTLE_PACE_MS / 2;
     assert_false(tp_settle_behind(0, at, INT64_MAX / 2, INT64_MAX - 1));
     assert_true(tp_settle_behind(0, at, INT64_MAX / 2 - 1, INT64_MAX - 1));
+}
+
+/* Late: behind a line from TP_SETTLE_CATCHUP_MS after the close to the pacing line's end (the
+ * lag allowed shrinks to none there), or not done once the pacing line's span is over. */
+static void test_late(void **state)
+{
+    (void)state;
+    int64_t span = TP_SETTLE_PACE_MS - TP_SETTLE_CATCHUP_MS;
+    /* The first TP_SETTLE_CATCHUP_MS owe nothing yet. */
+    assert_false(tp_settle_late(1000, 1000, 0, 1000));
+    assert_false(tp_settle_late(1000, 1000 + TP_SETTLE_CATCHUP_MS, 0, 1000));
+    /* Then the late line: a tenth of its span later, a tenth of the amount. */
+    int64_t at = 1000 + TP_SETTLE_CATCHUP_MS + span / 10;
+    assert_true(tp_settle_late(1000, at, 99, 1000));
+    assert_false(tp_settle_late(1000, at, 100, 1000));
+    /* 1.2 s after the close with the pacing line's share of 1.1 s paid: late, not behind (the
+     * catch-up allows TP_SETTLE_CATCHUP_MS of lag to the end, and a settlement that held it
+     * ended TP_SETTLE_CATCHUP_MS after the line). */
+    at = 1000 + 1200;
+    int64_t lag100 = 1100 * 1000 / TP_SETTLE_PACE_MS + 1;
+    assert_true(tp_settle_late(1000, at, lag100, 1000));
+    assert_false(tp_settle_behind(1000, at, lag100, 1000));
+    int64_t owed_now = (1200 - TP_SETTLE_CATCHUP_MS) * 1000 / span; /* rounded down */
+    assert_true(tp_settle_late(1000, at, owed_now, 1000));
+    assert_false(tp_settle_late(1000, at, owed_now + 1, 1000));
+    /* At the pacing line's end and past it: late until all is paid. */
+    assert_false(tp_settle_late(1000, 1000 + TP_SETTLE_PACE_MS - span / 100, 990, 1000));
+    assert_true(tp_settle_late(1000, 1000 + TP_SETTLE_PACE_MS - span / 100, 989, 1000));
+    assert_true(tp_settle_late(1000, 1000 + TP_SETTLE_PACE_MS, 999, 1000));
+    assert_false(tp_settle_late(1000, 1000 + TP_SETTLE_PACE_MS, 1000, 1000));
+    assert_true(tp_settle_late(1000, 90000, 999, 1000));
+    assert_false(tp_settle_late(1000, 90000, 1000, 1000));
+    /* Behind (catching up) is late too, everywhere: the late line is never below the catch-up
+     * one. */
+    for (int64_t t = 0; t <= TP_SETTLE_PACE_MS + 2 * TP_SETTLE_CATCHUP_MS; t += 7)
+        for (int64_t paid = 0; paid <= 1000; paid += 13)
+            if (tp_settle_behind(0, t, paid, 1000))
+                assert_true(tp_settle_late(0, t, paid, 1000));
+    /* A clock behind the close, nothing owed, nonsense: not late. */
+    assert_false(tp_settle_late(1000, 900, 0, 1000));
+    assert_false(tp_settle_late(1000, 90000, 0, 0));
+    assert_false(tp_settle_late(1000, 90000, -1, 1000));
+    /* Amounts near INT64_MAX do not overflow the comparison. */
+    at = TP_SETTLE_CATCHUP_MS + span / 2;
+    assert_false(tp_settle_late(0, at, INT64_MAX / 2, INT64_MAX - 1));
+    assert_true(tp_settle_late(0, at, INT64_MAX / 2 - 1, INT64_MAX - 1));
 }
 
 /* Catching up, pages are aimed TP_SETTLE_CATCHUP_X times higher and the scan budget with them:
@@ -692,6 +734,7 @@ int main(void)
         cmocka_unit_test(test_pace_gap),
         cmocka_unit_test(test_page_wait),
         cmocka_unit_test(test_behind),
+        cmocka_unit_test(test_late),
         cmocka_unit_test(test_pager_catchup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
