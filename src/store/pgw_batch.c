@@ -674,10 +674,41 @@ static const char bets_insert_strict[] =
                 "unnest($7::bigint[]), unnest($8::bigint[])";
 
 /*
+ * A credit is two writes: its payouts row and its bet's status and payout. One statement makes
+ * both from one parse of the batch's payouts array (`x`, materialised once, read by the INSERT
+ * in a data-modifying CTE and by the UPDATE): two statements parsed the same JSON twice. The
+ * INSERT and the UPDATE see the same snapshot and touch different tables, so this writes what
+ * the two statements wrote. The bets UPDATE is the row's own (by bet id), so a credit whose bet
+ * is not in Postgres yet updates nothing here; the bets' late-status UPDATE marks it when it
+ * comes (table_sql, TP_PGW_BETS).
+ */
+#define PAYOUTS_X                                                                                  \
+    "WITH x AS MATERIALIZED (SELECT id, bet_id, user_id, round_id, amount, kind FROM "             \
+    "json_to_recordset($1::json) AS x(id text, bet_id text, user_id bigint, round_id bigint, "     \
+    "amount bigint, kind text)), p AS (INSERT INTO payouts (id, bet_id, user_id, round_id, "       \
+    "amount, kind) SELECT "
+#define PAYOUTS_UPDATE                                                                             \
+    ") UPDATE bets b SET status = CASE x.kind WHEN 'win' THEN 'won' ELSE 'refunded' END, "         \
+    "payout = x.amount FROM x WHERE b.id = x.bet_id"
+
+/*
+ * A batch's credits with their payouts rows as a plain INSERT, for the reason bets_insert_strict
+ * is one: no ON CONFLICT and no DISTINCT ON cut a credit's Postgres CPU by a quarter with the
+ * one parse (bench/README.md, "Session 30: a credit in one statement, its INSERT plain"). A
+ * payouts row already in Postgres or twice in the batch (by id, or by (bet_id, kind)) fails the
+ * transaction, and the batch is written again with table_sql's form, which skips exactly those
+ * rows, as a re-read of pending entries is at once (tp_pgw_batch.skip_existing): the same redo
+ * as the bets'.
+ */
+static const char payouts_strict[] =
+    PAYOUTS_X "id, bet_id, user_id, round_id, amount, kind FROM x" PAYOUTS_UPDATE;
+
+/*
  * Statements per table (up to two), each taking the batch's JSON array of that table as $1 (the
  * bets: their column arrays as $1..$8), against migrations/0001_init.sql. DISTINCT ON removes
  * duplicates within the batch (a repeated entry, a claim race); ON CONFLICT DO NOTHING makes a
- * replayed batch a no-op (the bets: on the batch's redo, see bets_insert_strict), and the
+ * replayed batch a no-op (the bets and the payouts: on the batch's redo, see bets_insert_strict
+ * and payouts_strict), and the
  * UPDATEs only move state forward. Order matters inside the
  * transaction: rounds before their results, bets before the payouts that mark them won or refunded.
  */
@@ -732,7 +763,7 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                        "amount bigint, ts bigint) ON CONFLICT DO NOTHING"},
     /* The bets take their column arrays (TP_PGW_BET_COLS), not a JSON array. This INSERT
      * skips rows already there: a pending re-read or a batch's redo
-     * (tp_pgw_batch.bets_skip_existing); a fresh batch's first try is bets_insert_strict. */
+     * (tp_pgw_batch.skip_existing); a fresh batch's first try is bets_insert_strict. */
     [TP_PGW_BETS] = {BETS_INSERT "SELECT DISTINCT ON (id)" BETS_ROWS " ON CONFLICT DO NOTHING",
                      /* A bet written after its round's result or its payout (both sit in
                       * other streams, drained in any order after a backlog) takes its final
@@ -767,14 +798,11 @@ static const char *const table_sql[TP_PGW_NTABLES][2] = {
                      "b.status = 'pending' AND (p.bet_id IS NOT NULL OR EXISTS (SELECT 1 FROM "
                      "rounds r WHERE r.id = b.round_id AND r.state = 'settled' AND r.refund_all "
                      "IS NOT TRUE AND b.band IS DISTINCT FROM r.winning_band))"},
-    [TP_PGW_PAYOUTS] =
-        {"INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) "
-         "SELECT DISTINCT ON (id) id, bet_id, user_id, round_id, amount, kind "
-         "FROM json_to_recordset($1::json) AS x(id text, bet_id text, user_id bigint, "
-         "round_id bigint, amount bigint, kind text) ON CONFLICT DO NOTHING",
-         "UPDATE bets b SET status = CASE x.kind WHEN 'win' THEN 'won' ELSE 'refunded' END, "
-         "payout = x.amount FROM json_to_recordset($1::json) AS x(bet_id text, amount bigint, "
-         "kind text) WHERE b.id = x.bet_id"},
+    /* The credits: payouts rows and their bets' status in one statement (PAYOUTS_X). This
+     * form skips rows already there: a pending re-read or a batch's redo
+     * (tp_pgw_batch.skip_existing); a fresh batch's first try is payouts_strict. */
+    [TP_PGW_PAYOUTS] = {PAYOUTS_X "DISTINCT ON (id) id, bet_id, user_id, round_id, amount, kind "
+                                  "FROM x ON CONFLICT DO NOTHING" PAYOUTS_UPDATE},
     [TP_PGW_ADMIN_ACTIONS] = {"INSERT INTO admin_actions (id, action, actor, user_id, detail, "
                               "reason, at) SELECT DISTINCT ON (id) id, action, actor, user_id, "
                               "detail::jsonb, reason, at FROM json_to_recordset($1::json) AS "
@@ -862,8 +890,10 @@ size_t tp_pgw_batch_sql(struct tp_pgw_batch *b, struct tp_pgw_stmt *out)
                 .sql = round_missing_sql, .params = {param}, .nparams = 1, .must_be_empty = true};
         for (int i = 0; i < 2 && table_sql[t][i] != NULL; i++) {
             struct tp_pgw_stmt s = {.sql = table_sql[t][i], .params = {param}, .nparams = 1};
-            if (t == TP_PGW_BETS && i == 0 && !b->bets_skip_existing)
+            if (t == TP_PGW_BETS && i == 0 && !b->skip_existing)
                 s.sql = bets_insert_strict;
+            if (t == TP_PGW_PAYOUTS && !b->skip_existing)
+                s.sql = payouts_strict;
             if (t == TP_PGW_BETS) { /* the INSERT all columns, the late-status UPDATE id, round */
                 s.binary = true;
                 for (s.nparams = 0; s.nparams < (i == 0 ? TP_PGW_BET_COLS : 2); s.nparams++) {

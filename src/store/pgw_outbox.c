@@ -710,11 +710,11 @@ static void on_read(int err, const struct tp_store_reply *r, void *ud)
     b.default_rake_bps = w->rake_bps;
     b.wait_for_rounds = w->round_waits < TP_PGW_ROUND_WAITS;
     /* A re-read of our pending entries (after a claim, a failure, a reconnect, a start) is a
-     * replay by construction: its bets may well be in Postgres already, so it goes in with the
-     * skipping INSERT at once instead of a plain first try doomed to be redone (pgw_write.c,
-     * tp_pgw_write). pending_mode is what this read asked for: nothing changes it while a read
-     * is in flight (the writer is busy). */
-    b.bets_skip_existing = w->pending_mode;
+     * replay by construction: its bets and credits may well be in Postgres already, so it goes
+     * in with the skipping INSERTs at once instead of a plain first try doomed to be redone
+     * (pgw_write.c, tp_pgw_write). pending_mode is what this read asked for: nothing changes it
+     * while a read is in flight (the writer is busy). */
+    b.skip_existing = w->pending_mode;
     size_t total = tp_pgw_each_event(w, r, -1, add_to_batch, &b);
     if (total == 0) {
         tp_pgw_batch_deinit(&b);

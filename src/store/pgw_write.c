@@ -114,8 +114,8 @@ static int write_one_by_one(struct tp_pgw *w, const struct tp_store_reply *r, si
         one.default_edges = w->edges;
         one.default_rake_bps = w->rake_bps;
         one.wait_for_rounds = w->round_waits < TP_PGW_ROUND_WAITS;
-        /* A bet Postgres already holds is skipped, never refused (tp_pgw_write). */
-        one.bets_skip_existing = true;
+        /* A bet or credit Postgres already holds is skipped, never refused (tp_pgw_write). */
+        one.skip_existing = true;
         tp_pgw_each_event(w, r, (long)i, map_only, &one);
         char perr[256] = "";
         int rc = write_batch(w->pg, &one, perr, sizeof(perr));
@@ -144,21 +144,21 @@ int tp_pgw_write(struct tp_pgw *w, const struct tp_store_reply *r, size_t total,
         w->pg = tp_pgw_pg_open(&w->cfg->postgres);
     if (w->pg != NULL) {
         rc = write_batch(w->pg, b, err, errlen);
-        if (rc != 0 && strncmp(err, "[23505]", 7) == 0 && !b->bets_skip_existing &&
+        if (rc != 0 && strncmp(err, "[23505]", 7) == 0 && !b->skip_existing &&
             tp_pgw_pg_ok(w->pg)) {
-            /* unique_violation: a fresh batch's bets INSERT met a row Postgres already holds
-             * (a claim race: another writer wrote entries it claimed from us; a Redis restart
-             * that lost the read itself; a key it holds under another id; pgw_batch.c,
-             * bets_insert_strict). Pending re-reads never get here: they skip from the start
-             * (pgw_outbox.c, on_read). Rolled back, so the same
-             * batch is written again skipping such rows: what writing it that way at once
-             * gives. */
+            /* unique_violation: a fresh batch's bets or payouts INSERT met a row Postgres
+             * already holds (a claim race: another writer wrote entries it claimed from us; a
+             * Redis restart that lost the read itself; a key it holds under another id; a
+             * credit twice in the batch; pgw_batch.c, bets_insert_strict, payouts_strict).
+             * Pending re-reads never get here: they skip from the start (pgw_outbox.c,
+             * on_read). Rolled back, so the same batch is written again skipping such rows:
+             * what writing it that way at once gives. */
             tp_log_info(MOD,
-                        "a batch met bets already in Postgres; writing it again skipping "
+                        "a batch met rows already in Postgres; writing it again skipping "
                         "them\terror=\"%s\"",
                         err);
             tp_metrics_inc(TP_METRIC_WRITER_BATCHES_REDONE_TOTAL);
-            b->bets_skip_existing = true;
+            b->skip_existing = true;
             rc = write_batch(w->pg, b, err, errlen);
         }
         if (rc != 0 && rc != TP_ETIMEDOUT && rc != TP_EAGAIN && tp_pgw_pg_ok(w->pg)) {

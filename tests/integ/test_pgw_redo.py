@@ -1,13 +1,13 @@
-"""The Postgres writer's bets INSERT tried plain, then redone skipping rows already there
-(src/store/pgw_write.c, tp_pgw_write; pgw_batch.c, bets_insert_strict), and skipping from the
-start in a re-read of pending entries (pgw_outbox.c, on_read), against a real Redis, Postgres and
-tickpool server.
+"""The Postgres writer's bets and payouts INSERTs tried plain, then redone skipping rows already
+there (src/store/pgw_write.c, tp_pgw_write; pgw_batch.c, bets_insert_strict, payouts_strict),
+and skipping from the start in a re-read of pending entries (pgw_outbox.c, on_read), against a
+real Redis, Postgres and tickpool server.
 
-A batch's first try inserts its bets without ON CONFLICT: one bet Postgres already holds, by id
-(a replay) or by (user, key, round) under another id, fails that whole transaction. The writer
-must then write the same batch again skipping exactly those bets, in one transaction, so the
-outcome is what the skipping INSERT alone gives: no entry refused or parked, no other bet of the
-batch lost, none written twice.
+A batch's first try inserts its bets and payouts rows without ON CONFLICT: one row Postgres
+already holds, by id (a replay) or by another unique key (a bet's (user, key, round), a credit's
+(bet, kind)), fails that whole transaction. The writer must then write the same batch again
+skipping exactly those rows, in one transaction, so the outcome is what the skipping INSERTs
+alone give: no entry refused or parked, no other row of the batch lost, none written twice.
 """
 
 import contextlib
@@ -16,7 +16,7 @@ import pgwlib
 import tpenv
 
 ENV = {"TICKPOOL_GAME_BUCKETS": "1", "TICKPOOL_LOG_LEVEL": "info"}
-REDONE = "a batch met bets already in Postgres"
+REDONE = "a batch met rows already in Postgres"
 
 
 def bets_entry(ts, *lines):
@@ -129,6 +129,57 @@ def test_claimed_pending_entries_skip_held_bets_without_a_redo():
             assert "tickpool_writer_batches_redone_total 0" in \
                 s.http("GET", "/metrics")[2].decode()
             assert redone(s) == 0
+
+
+def credits_entry(ts, *lines):
+    """A `credits` outbox event of round 900001 (settle_page.lua's): lines (bet, user, amount,
+    balance)."""
+    return {"type": "credits", "kind": "payout", "round_id": "900001", "ts": str(ts),
+            "credits": "\n".join("%d,%d,%d,%d" % x for x in lines)}
+
+
+def test_credit_held_already_is_skipped_alone():
+    """A credit's payouts row is first tried as a plain INSERT too (pgw_batch.c, payouts_strict):
+    a fresh batch whose credit Postgres already holds, or with one credit twice, fails whole and
+    is written again skipping exactly those rows, in one transaction, each bet's status written
+    once with its credit; nothing refused or parked. A batch of new credits alone is written by
+    its first try."""
+    with held_bet_500("k500") as (money, pg, s):
+        pg.psql("INSERT INTO bets (id, round_id, user_id, band, stake, idempotency_key, placed_at) "
+                "SELECT g::text, 900001, 2, 1, 100, 'k' || g, 4000 FROM generate_series(501, 503) g")
+        # Bet 500 was credited already (its payouts row and status, 300 paid).
+        pg.psql("INSERT INTO payouts (id, bet_id, user_id, round_id, amount, kind) VALUES "
+                "('payout:500', '500', 1, 900001, 300, 'win')")
+        pg.psql("UPDATE bets SET status = 'won', payout = 300 WHERE id = '500'")
+        # One batch (queued before the writer runs): bet 500's credit again, 501 twice.
+        money.c.xadd("tp:{b0}:outbox", credits_entry(6000, (500, 1, 300, 1200), (501, 2, 250, 900)))
+        money.c.xadd("tp:{b0}:outbox", credits_entry(6001, (502, 2, 260, 1160), (501, 2, 250, 900)))
+        with s:
+            tpenv.wait_until(lambda: money.backlog() == 0 and money.pending() == 0,
+                             timeout=60, what="outbox drained")
+            assert pg.psql("SELECT id, bet_id, amount FROM payouts ORDER BY id") == [
+                ["payout:500", "500", "300"], ["payout:501", "501", "250"],
+                ["payout:502", "502", "260"]], s.log_text()[-3000:]
+            assert pg.psql("SELECT id, status, payout FROM bets ORDER BY id") == [
+                ["500", "won", "300"], ["501", "won", "250"], ["502", "won", "260"],
+                ["503", "pending", "0"]]
+            # In one transaction (the redo), not event by event.
+            assert pg.psql("SELECT count(DISTINCT xmin::text) FROM payouts "
+                           "WHERE id <> 'payout:500'") == [["1"]]
+            log = s.log_text()
+            assert log.count(REDONE) == 1, log[-3000:]
+            assert "payouts" in log[log.index(REDONE):].splitlines()[0], log[-3000:]
+            assert "retrying event by event" not in log, log[-3000:]
+            assert "outbox entry refused" not in log, log[-3000:]
+            assert money.c.xlen("tp:{b0}:outbox:rejected") == 0
+            tpenv.wait_until(lambda: redone(s) == 1, what="writer_batches_redone_total 1")
+            # New credits alone: the first try writes them.
+            money.c.xadd("tp:{b0}:outbox", credits_entry(6002, (503, 2, 270, 1430)))
+            tpenv.wait_until(lambda: pg.psql("SELECT status, payout FROM bets WHERE id = '503'")
+                             == [["won", "270"]], what="bet 503 credited")
+            tpenv.wait_until(lambda: money.pending() == 0, what="new entry acknowledged")
+            assert s.log_text().count(REDONE) == 1
+            assert redone(s) == 1
 
 
 def test_held_bet_beside_a_refused_event_is_skipped_event_by_event():

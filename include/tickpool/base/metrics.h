@@ -68,7 +68,7 @@ struct tp_buf;
       "Outbox events the writer refused (malformed, or by Postgres for their data), logged at "    \
       "error and parked in <stream>:rejected")                                                     \
     X(WRITER_BATCHES_REDONE_TOTAL, writer_batches_redone_total, counter,                           \
-      "Writer batches written again skipping bets Postgres already held (a replay)")               \
+      "Writer batches written again skipping bets or payouts Postgres already held (a replay)")    \
     X(WRITER_ENTRIES_PARKED, writer_entries_parked, gauge,                                         \
       "Outbox entries parked in <stream>:rejected, not yet replayed and deleted by an operator")   \
     X(WORKER_RESTARTS_TOTAL, worker_restarts_total, counter,                                       \

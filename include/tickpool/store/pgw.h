@@ -101,10 +101,11 @@ struct tp_pgw_batch {
     /* A round's result or seed waits for the round's own row (true after init): see
      * tp_pgw_batch_sql. The writer clears it after TP_PGW_ROUND_WAITS failed tries. */
     bool wait_for_rounds;
-    /* The bets INSERT skips rows Postgres already holds (false after init: it fails on one, and
-     * the writer writes the batch again with this set; see bets_insert_strict in pgw_batch.c).
-     * The writer sets it from the start for a re-read of its pending entries (a replay). */
-    bool bets_skip_existing;
+    /* The bets and payouts INSERTs skip rows Postgres already holds (false after init: they
+     * fail on one, and the writer writes the batch again with this set; see bets_insert_strict
+     * and payouts_strict in pgw_batch.c). The writer sets it from the start for a re-read of
+     * its pending entries (a replay). */
+    bool skip_existing;
     /* The millisecond part of the stream id of the batch's newest event that added payouts
      * rows (a stream id's first part is Redis's clock at the XADD: when the credits were paid),
      * 0: none. The writer ages it for its settlement yield (pgw_outbox.c, on_read). */
