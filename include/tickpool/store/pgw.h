@@ -130,9 +130,10 @@ void tp_pgw_batch_init(struct tp_pgw_batch *b);
 /** Frees a batch's buffers. */
 void tp_pgw_batch_deinit(struct tp_pgw_batch *b);
 /**
- * Maps one event to rows (grants and credits also to two ledger rows that sum to zero; a bet's
- * row is its own debit record). Returns 0, or TP_EINVAL for a malformed or unknown event
- * (nothing added; counted in `skipped`).
+ * Maps one event to rows (grants, rake and breakage also to two ledger rows that sum to zero;
+ * a bet's row is its own debit record, a payout's or refund's payouts row its credit's).
+ * Returns 0, or TP_EINVAL for a malformed or unknown event (nothing added; counted in
+ * `skipped`).
  */
 int tp_pgw_batch_add(struct tp_pgw_batch *b, const struct tp_pgw_event *ev);
 
