@@ -53,7 +53,7 @@ _Static_assert(TP_PGW_SETTLE_YIELD_MAX_MS < TP_PGW_CLAIM_IDLE_MS,
 /* The writer's state for its settlement yield (tp_pgw_settle_yield). */
 struct tp_pgw_yield {
     int64_t last_ms; /* tp_mono_ms of the streak's last credits batch or hold end, 0: none */
-    int64_t rows;    /* credits rows read in the streak */
+    int64_t rows;    /* fresh credits rows read in the streak (old ones not counted) */
     bool held;       /* the streak has been held once */
 };
 
@@ -161,8 +161,9 @@ int tp_pgw_read_count(int current, size_t entries, size_t rows, int streams, int
  * a settlement is held once and its backlog then written back to back. Batches without credits
  * leave it as is. `credits_age_ms`: the writer's wall clock (tp_now_ms) minus the millisecond
  * part of the batch's newest credits entry's stream id; a batch whose credits are `yield_ms` old
- * or older is not held (counted all the same): they are a backlog (after a Postgres outage, a
- * restart), not a settlement running now, and holding it would only delay it.
+ * or older is not held and its rows do not count (it continues the streak all the same): they
+ * are a backlog (after a Postgres outage, a restart, a hold), not a settlement running now, and
+ * holding it would only delay it.
  */
 int64_t tp_pgw_settle_yield(struct tp_pgw_yield *y, int64_t now_ms, size_t credit_rows,
                             int64_t credits_age_ms, int64_t yield_ms);

@@ -408,8 +408,13 @@ int64_t tp_pgw_settle_yield(struct tp_pgw_yield *y, int64_t now_ms, size_t credi
         y->held = false;
     }
     y->last_ms = now_ms;
-    y->rows += (int64_t)credit_rows;
-    if (yield_ms <= 0 || y->held || y->rows < TP_PGW_YIELD_ROWS || credits_age_ms >= yield_ms)
+    /* Old credits (a backlog) keep the streak going, so a held settlement's catch-up is not
+     * held again, but add no rows: a fresh settlement right after a drained backlog is held for
+     * its own credits only, so a small one is not held at all. */
+    bool old = yield_ms > 0 && credits_age_ms >= yield_ms;
+    if (!old)
+        y->rows += (int64_t)credit_rows;
+    if (yield_ms <= 0 || y->held || y->rows < TP_PGW_YIELD_ROWS || old)
         return 0;
     y->held = true;
     y->last_ms = now_ms + yield_ms; /* the backlog written after the hold is the same streak */

@@ -728,7 +728,9 @@ def test_an_old_settlement_in_a_backlog_is_not_held():
     """A writer draining a backlog (after a restart here; a Postgres outage alike) does not hold
     for credits paid postgres.settle_yield ago or earlier: that settlement is over, and a hold
     would only delay the backlog. The credits are XADDed while no server runs, the server
-    starts 2 s later (the yield is 1 s): they are written at once, no hold logged, each once."""
+    starts 2 s later (the yield is 1 s): they are written at once, no hold logged, each once.
+    Their rows do not count toward the line either: a small settlement's credits right after
+    them (within the streak's 2 s) are written at once too."""
     with tpenv.Redis() as r, tpenv.Postgres() as pg:
         money = pgwlib.Money(r, buckets=2)
         s = server(r, pg, workers=1, env={"TICKPOOL_POSTGRES_SETTLE_YIELD": "1s"})
@@ -743,16 +745,28 @@ def test_an_old_settlement_in_a_backlog_is_not_held():
             s.stop()  # not `with`: that removes the server's directory, the restart's too
         bets = [tuple(map(int, b)) for b in pg.psql(
             "SELECT id, user_id, stake FROM bets ORDER BY id")]
-        for i, part in enumerate((bets[:500], bets[500:])):  # past TP_PGW_YIELD_ROWS
+        def credits(part, ts):
             money.c.xadd("tp:{b0}:outbox", {
-                "type": "credits", "kind": "payout", "round_id": "900001", "ts": str(4 + i),
+                "type": "credits", "kind": "payout", "round_id": "900001", "ts": str(ts),
                 "credits": "\n".join(f"{b},{u},{2 * st},1" for b, u, st in part)})
+        old = 1400  # past TP_PGW_YIELD_ROWS
+        credits(bets[:500], 4)
+        credits(bets[500:old], 5)
         time.sleep(2.0)
         with s:
             tpenv.wait_until(lambda: pgwlib.pg_scalar(pg, "SELECT count(*) FROM payouts")
-                             == str(nbets) and money.backlog() == 0, timeout=30,
+                             == str(old) and money.backlog() == 0, timeout=30, interval=0.01,
                              what="the old credits written")
+            credits(bets[old:], 6)  # a small settlement, now
+            tpenv.wait_until(lambda: pgwlib.pg_scalar(pg, "SELECT count(*) FROM payouts")
+                             == str(nbets) and money.backlog() == 0, timeout=30,
+                             what="the fresh credits written")
             assert "writer yields to a settlement" not in s.log_text(), s.log_text()[-2000:]
+            # Read within the streak (2 s) after the backlog's last batch, else this proved
+            # nothing: written (its transaction's start) less than 2 s after that batch.
+            gap = float(pgwlib.pg_scalar(pg, "SELECT extract(epoch FROM max(created_at) - "
+                                             "min(created_at)) FROM payouts"))
+            assert gap < 1.9, f"the fresh credits came {gap:.2f} s after the backlog"
             assert pg.psql("SELECT count(*), count(DISTINCT bet_id), sum(amount) FROM payouts "
                            "WHERE kind = 'win'") == [[str(nbets), str(nbets),
                                                       str(sum(2 * st for _, _, st in bets))]]

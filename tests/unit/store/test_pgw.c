@@ -1096,14 +1096,24 @@ static void test_settle_yield(void **state)
     assert_false(z.held);
     assert_int_equal(z.rows, 100000);
     /* An old backlog (after an outage or a restart): credits paid settle_yield ago or earlier
-     * are no settlement running now, never held; the streak is counted all the same, and fresh
-     * credits in it are held. */
+     * are no settlement running now, never held, and their rows do not count; a fresh
+     * settlement right after it (the same streak) is held for its own credits only: a small one
+     * not at all, a large one once past the line. */
     struct tp_pgw_yield o = {0};
     assert_int_equal(tp_pgw_settle_yield(&o, 1000, 5000, 1400, 1400), 0);
     assert_int_equal(tp_pgw_settle_yield(&o, 1100, 5000, 600000, 1400), 0);
     assert_false(o.held);
-    assert_int_equal(o.rows, 10000);
-    assert_int_equal(tp_pgw_settle_yield(&o, 1200, 10, 1399, 1400), 1400);
+    assert_int_equal(o.rows, 0);
+    assert_int_equal(tp_pgw_settle_yield(&o, 1200, 10, 1399, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&o, 1300, TP_PGW_YIELD_ROWS - 11, 0, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&o, 1350, 1, 0, 1400), 1400);
+    /* Old credits continue a held streak: a settlement's catch-up after its hold (its credits
+     * now older than the hold) is not held again, nor are the settlement's fresh ones after it
+     * (the streak never lapsed). */
+    assert_int_equal(tp_pgw_settle_yield(&o, 1350 + 1400 + 1500, 8000, 3000, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&o, 1350 + 1400 + 3000, 8000, 2000, 1400), 0);
+    assert_int_equal(tp_pgw_settle_yield(&o, 1350 + 1400 + 4500, 2000, 0, 1400), 0);
+    assert_true(o.held);
     /* A Redis clock ahead of the writer's (a negative age) is as recent. */
     struct tp_pgw_yield n = {0};
     assert_int_equal(tp_pgw_settle_yield(&n, 1000, 5000, -50, 1400), 1400);
