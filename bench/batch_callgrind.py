@@ -28,7 +28,6 @@ Needs valgrind and python3-redis. About a minute per 100 calls of 74 bets.
 
 import argparse
 import os
-import signal
 import sys
 import time
 
@@ -37,6 +36,7 @@ from callgrind_redis import CallgrindRedis
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tests", "lib"))
 import idemfilter  # noqa: E402  (the filter positions src/store/keys.c computes)
+import tpenv  # noqa: E402  (SlowForkChild: a real fork child for --young)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NBANDS, TTL_S, USERS = 5, 86400, 200
@@ -76,30 +76,25 @@ YOUNG_CALL = 500  # bets a call while --young's entries are written (not counted
 def seed_young(r, c, sha, n, users, now, offsets):
     """n entries in the hot index's young part, written by the script itself as a fork child's
     life leaves them (the entries' layout is bet_batch.lua's alone): calls of fresh keys
-    (cg-<10^9 + i>, round 1) while a real child runs, a BGSAVE slowed by rdb-key-save-delay,
-    which is then ended (SIGUSR1: Redis's way to stop its child, no error) before the counted
-    calls. callgrind's counters are zeroed after them: only the calls after count."""
-    c.config_set("rdb-key-save-delay", 1000000)  # 1 s a key: it outlives the calls below
-    c.bgsave()
-    if c.info("persistence")["rdb_bgsave_in_progress"] != 1:
-        sys.exit("--young: BGSAVE started no child")
+    (cg-<10^9 + i>, round 1) while a real child runs (tpenv.SlowForkChild: a BGSAVE slowed to
+    1 s a key, which outlives the calls), which is then stopped (SIGUSR1: Redis's way to end
+    its child, no error) before the counted calls. callgrind's counters are zeroed after them:
+    only the calls after count."""
+    try:
+        child = tpenv.SlowForkChild(c, delay_s=1).start()
+    except AssertionError as e:
+        sys.exit(f"--young: {e}")
     for b, seq in enumerate(range(0, n, YOUNG_CALL)):
         k = min(YOUNG_CALL, n - seq)
         keys, argv = call_args(k, min(50, users), b, now, 10**9 + seq, users, offsets)
         if any(not isinstance(x, int) for x in c.evalsha(sha, len(keys), *keys, *argv)):
             sys.exit("--young: a bet was refused while the young part was written")
-    if c.info("persistence")["rdb_bgsave_in_progress"] != 1:
+    if not child.running():
         sys.exit("--young: the child ended before the young part was written")
-    with open(f"/proc/{r.pid}/task/{r.pid}/children") as f:
-        for child in f.read().split():
-            os.kill(int(child), signal.SIGUSR1)
-    for _ in range(600):
-        if c.info("persistence")["rdb_bgsave_in_progress"] == 0:
-            break
-        time.sleep(0.1)
-    else:
-        sys.exit("--young: the child did not end within 60 s of SIGUSR1")
-    c.config_set("rdb-key-save-delay", 0)
+    try:
+        child.end(stop=True)
+    except AssertionError as e:
+        sys.exit(f"--young: {e}")
     if c.hlen("tp:{b0}:idemyoung") != n:
         sys.exit(f"--young: {c.hlen('tp:{b0}:idemyoung')} young entries written, not {n}")
     r.zero()

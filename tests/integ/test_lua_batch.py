@@ -1453,26 +1453,10 @@ def parts(c, p):
     return c.hgetall(p + "idemhot"), c.hgetall(p + "idemyoung")
 
 
-def child_running(c):
-    return c.info("persistence")["rdb_bgsave_in_progress"] == 1
-
-
-def start_slow_child(c):
-    """A real fork child that runs ~3 s: a BGSAVE slowed by rdb-key-save-delay."""
-    for i in range(30):
-        c.set("pad:%d" % i, "x")
-    c.config_set("rdb-key-save-delay", 100000)  # 0.1 s a key
-    c.bgsave()
-    assert child_running(c)
-
-
-def end_slow_child(c):
-    c.config_set("rdb-key-save-delay", 0)
-    deadline = time.time() + 30
-    while child_running(c):
-        assert time.time() < deadline
-        time.sleep(0.05)
-    c.delete(*["pad:%d" % i for i in range(30)])
+def slow_child(c):
+    """A real fork child that runs ~3 s (30 keys and more at 0.1 s a key) and ends by itself:
+    .running() while it runs, .end() waits for its exit."""
+    return tpenv.SlowForkChild(c, delay_s=0.1, pad=30).start()
 
 
 def test_young_part_across_a_child_and_its_promotion_answers_as_one_by_one():
@@ -1517,14 +1501,14 @@ def test_young_part_across_a_child_and_its_promotion_answers_as_one_by_one():
         p, a0, a1, seen_young = "tp:{b0}:", [], [], 0
         for item in batches:
             if item == "child":
-                start_slow_child(s0.c)
+                child = slow_child(s0.c)
                 big_at_fork = s0.c.hlen(p + "idemhot")
                 continue
             if item == "end":
-                assert child_running(s0.c), "the child ended early"
+                assert child.running(), "the child ended early"
                 assert s0.c.hlen(p + "idemhot") == big_at_fork  # nothing written there
                 seen_young = s0.c.hlen(p + "idemyoung")
-                end_slow_child(s0.c)
+                child.end()
                 continue
             rid, now, bets = item
             a0 += s0.batch_call(0, rid, bets, now)
@@ -1556,13 +1540,13 @@ def test_promotion_waits_for_a_fork_child():
         for j in range(11):
             assert codes(s.batch_call(0, 7, bets(j), 5000)) == ["ok"] * 100
         assert s.c.hlen(p + "idemhot") == 1100 and not s.c.exists(p + "idemyoung")
-        start_slow_child(s.c)
+        child = slow_child(s.c)
         for j in range(11, 25):
             assert codes(s.batch_call(0, 7, bets(j), 5000)) == ["ok"] * 100
         assert codes(s.batch_call(0, 7, bets(3) + bets(20), 5001)) == ["replay"] * 200
-        assert child_running(s.c), "the child ended early"
+        assert child.running(), "the child ended early"
         assert s.c.hlen(p + "idemhot") == 1100 and s.c.hlen(p + "idemyoung") == 1400
-        end_slow_child(s.c)
+        child.end()
         assert codes(s.batch_call(0, 7, bets(25), 5002)) == ["ok"] * 100
         big, young = parts(s.c, p)
         assert 1400 - len(young) >= PROMOTE_CHUNK and young, len(young)
@@ -1594,7 +1578,7 @@ def test_a_key_in_both_parts_answers_from_the_young_one_and_leaves_with_it():
         p, t0 = "tp:{b0}:", 5 * DAY + 1000
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0)) == ["ok"]
         assert s.c.hget(p + "idemhot", "1:a").startswith("7:%d|" % t0)
-        start_slow_child(s.c)
+        child = slow_child(s.c)
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY - 1)) == \
             ["idempotency_conflict"]
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
@@ -1608,8 +1592,8 @@ def test_a_key_in_both_parts_answers_from_the_young_one_and_leaves_with_it():
         assert parts(s.c, p) == ({}, {})
         assert s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY + 10) == [["check"]]
         assert s.archive_index(0, 7, t0 + DAY + 20, since=t0 + 5) == 0
-        assert child_running(s.c), "the child ended early"
-        end_slow_child(s.c)
+        assert child.running(), "the child ended early"
+        child.end()
 
 
 def test_promotion_writes_the_young_entry_over_the_older_big_one():
@@ -1624,12 +1608,12 @@ def test_promotion_writes_the_young_entry_over_the_older_big_one():
         s.open_round(8)
         p, t0 = "tp:{b0}:", 5 * DAY + 1000
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0)) == ["ok"]
-        start_slow_child(s.c)
+        child = slow_child(s.c)
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
         newer = s.c.hget(p + "idemyoung", "1:a")
         assert newer.startswith("8:%d|" % (t0 + DAY))
-        assert child_running(s.c), "the child ended early"
-        end_slow_child(s.c)
+        assert child.running(), "the child ended early"
+        child.end()
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "b")], t0 + DAY + 3)) == ["ok"]
         big, young = parts(s.c, p)
         assert young == {} and big["1:a"] == newer, (big, young)
@@ -1653,13 +1637,13 @@ def test_a_young_key_reused_after_the_child_writes_the_young_part():
             s.open_round(rid)
         p, t0 = "tp:{b0}:", 5 * DAY + 1000
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t0)) == ["ok"]
-        start_slow_child(s.c)
+        child = slow_child(s.c)
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], t0 + DAY)) == ["ok"]
         for j in range(4):  # more young entries than a chunk: the drain takes several calls
             bets = [(1, 0, 100, "y%d" % (100 * j + i)) for i in range(100)]
             assert codes(s.batch_call(0, 8, bets, t0 + DAY + 1)) == ["ok"] * 100
-        assert child_running(s.c), "the child ended early"
-        end_slow_child(s.c)
+        assert child.running(), "the child ended early"
+        child.end()
         t1 = t0 + 2 * DAY + 5
         # The reused key after a refused bet and a fresh one: its accepted bet's number (2) is
         # not its place in the call (3), and the place is what names its young entry.
@@ -1722,11 +1706,11 @@ def test_a_second_child_while_the_young_part_still_drains():
 
         for j in range(5):  # a0..a499: the big part's
             place(j, 5000)
-        start_slow_child(s.c)
+        child = slow_child(s.c)
         for j in range(5, 17):  # a500..a1699: the first child's, young
             place(j, 5001)
-        assert child_running(s.c), "the first child ended early"
-        end_slow_child(s.c)
+        assert child.running(), "the first child ended early"
+        child.end()
         for j in range(17, 20):  # a1700..a1999 into the big part, 3 chunks promoted
             place(j, 5002)
         big, young = parts(s.c, p)
@@ -1735,17 +1719,17 @@ def test_a_second_child_while_the_young_part_still_drains():
         sample = (sorted(young)[:50] + promoted[:50] + ["1:a%d" % i for i in range(0, 500, 10)] +
                   ["1:a%d" % i for i in range(1700, 2000, 10)])
 
-        start_slow_child(s.c)
+        child = slow_child(s.c)
         big_at_fork, young_at_fork = parts(s.c, p)
         replays(sample, 5003)
         for j in range(20, 24):  # a2000..a2399: the second child's, young
             place(j, 5004)
         replays(sample + ["1:a%d" % i for i in range(2000, 2400, 10)], 5005)
-        assert child_running(s.c), "the second child ended early"
+        assert child.running(), "the second child ended early"
         big, young = parts(s.c, p)
         assert big == big_at_fork, "the big part was written during the second child"
         assert young.items() >= young_at_fork.items() and len(young) == len(young_at_fork) + 400
-        end_slow_child(s.c)
+        child.end()
 
         calls, left = 0, len(young)
         while s.c.exists(p + "idemyoung"):

@@ -204,6 +204,45 @@ class EmbeddedRedis:
         shutil.rmtree(self.top, ignore_errors=True)
 
 
+class SlowForkChild:
+    """A real fork child of a running Redis for as long as a test or a bench tool needs one: a
+    BGSAVE slowed by rdb-key-save-delay, `delay_s` a key (the child reads the delay at its fork,
+    so setting it back does not shorten a child already running). `c`: a redis-py client of
+    that Redis, on this host. pad: keys written first (and deleted by end()), so that a nearly
+    empty Redis still has a child of about pad * delay_s. end() sets the delay back to 0 and
+    waits for the child's exit: by itself (a short child, e.g. a test's few seconds), or with
+    stop=True stopped first by SIGUSR1, Redis's way to end its own child without an error (no
+    RDB written), for a child longer than anyone waits for (e.g. 1 s a key)."""
+
+    PAD = "tpenv:slow-child-pad:%d"
+
+    def __init__(self, c, delay_s, pad=0):
+        self.c, self.delay_us, self.pad = c, int(delay_s * 1e6), pad
+
+    def running(self):
+        return self.c.info("persistence")["rdb_bgsave_in_progress"] == 1
+
+    def start(self):
+        for i in range(self.pad):
+            self.c.set(self.PAD % i, "x")
+        self.c.config_set("rdb-key-save-delay", self.delay_us)
+        self.c.bgsave()
+        if not self.running():
+            raise AssertionError("BGSAVE started no fork child")
+        return self
+
+    def end(self, stop=False, timeout=60):
+        self.c.config_set("rdb-key-save-delay", 0)
+        if stop:
+            pid = self.c.info("server")["process_id"]
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                for child in f.read().split():
+                    os.kill(int(child), signal.SIGUSR1)
+        wait_until(lambda: not self.running(), timeout=timeout, what="the fork child's exit")
+        if self.pad:
+            self.c.delete(*[self.PAD % i for i in range(self.pad)])
+
+
 def _ports_free(ports):
     for p in ports:
         with socket.socket() as s:
