@@ -39,8 +39,9 @@ A p99 is over bets (each call's latency counted once per bet), with benchlib.pct
     bench/rewrite_faults.py --mode doubling --thp
     bench/rewrite_faults.py --summarize runs.jsonl            # a markdown table of the runs
 
-Timed: run it under the bench lock's exclusive hold (bench/README.md). A rewrite run with the
-default 700,000 preloaded takes about a minute, most of it the preload. Needs python3-redis.
+Timed: run it alone on the machine (no other bench, build or test; bench/README.md). A rewrite
+run with the default 700,000 preloaded takes about a minute, most of it the preload. Needs
+python3-redis.
 """
 
 import argparse
