@@ -132,8 +132,8 @@ class EmbeddedRedis:
     """A private Redis started by scripts/lib/services.sh's start_redis, the function scripts/up
     and bench/run start theirs with: its flags have their one home there, none is copied here.
     (tpenv.Redis, which most integration tests use, is deliberately separate: a small Redis
-    with only the flags each test needs.) thp: REDIS_THP for it ("yes", "no"; None: unset, the shipped default); extra:
-    the arguments after start_redis's own (`--save ""`, as bench/run and the tests pass: no
+    with only the flags each test needs.) thp: REDIS_THP for it ("yes", "no"; None: unset, the
+    shipped default); extra: the arguments after start_redis's own (`--save ""`, as bench/run and the tests pass: no
     RDB save points, whose BGSAVE would fork at Redis's default rules, 60 s after 10,000
     writes); prefix: a command start_redis runs under (e.g. unshare). record_args: a
     redis-server first in PATH writes its arguments down and runs the real one, so args() is
