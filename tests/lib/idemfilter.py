@@ -22,69 +22,88 @@ def pos(user_id, key):
 
 
 def shard_bytes(filter_bytes, buckets):
-    """tp_keys_idem_shard_bytes: a shard's size for game.idem_filter `filter_bytes` over
-    `buckets` buckets, 16 bytes under the shard's share (Redis's string header: an allocator
-    class), whole words, at least one."""
-    return max((filter_bytes // buckets // SHARDS - 16) // 4 * 4, 4)
+    """tp_keys_idem_shard_bytes: a shard's size (three days) for game.idem_filter
+    `filter_bytes` (one day) over `buckets` buckets: three times a day's share of a shard, 16
+    bytes under the allocator class of three shares (Redis's string header), whole triples of
+    words (12 bytes), at least one."""
+    return max((3 * (filter_bytes // buckets // SHARDS) - 16) // 12 * 12, 12)
 
 
-def bit_offset(word, shard_bytes):
-    """tp_keys_idem_bit_offset: the bit offset of `word`'s word in a shard of `shard_bytes`."""
-    return word % (shard_bytes // 4) * 32
+def byte_offset(word, shard_bytes):
+    """tp_keys_idem_byte_offset: the first byte of `word`'s triple (its three days) in a shard
+    of `shard_bytes`."""
+    return word % (shard_bytes // 12) * 12
+
+
+def day_bit(word, shard_bytes, day):
+    """The bit offset of day `day`'s word of `word` in a shard of `shard_bytes`."""
+    return (byte_offset(word, shard_bytes) + 4 * (day % 3)) * 8
 
 
 def range_tail(first):
-    """The tail of a position for a word whose first byte is `first`: one byte holding the
-    length of that decimal, the decimal, then the word's last byte (first + 3) in decimal: the
-    GETRANGE bet_batch.lua reads the word with."""
-    a, z = str(first).encode(), str(first + 3).encode()
+    """The tail of a position for a triple whose first byte is `first`: one byte holding the
+    length of that decimal, the decimal, then the triple's last byte (first + 11) in decimal:
+    the GETRANGE bet_batch.lua reads today's and yesterday's word with."""
+    a, z = str(first).encode(), str(first + 11).encode()
     return bytes([len(a)]) + a + z
 
 
 def pos_argv(user_id, key, shard_bytes=None):
     """bet_batch.lua's position ARGV of "<user_id>:<key>" (src/store/scripts.c), as a list of
     one: word, mask and shard as 10 big-endian bytes (4, 4 and 2), then with `shard_bytes` (the
-    call's ARGV[10] "0:<shard_bytes>") the word's byte range in such a shard (range_tail)."""
+    call's ARGV[10] "0:<shard_bytes>") the triple's byte range in such a shard (range_tail)."""
     word, mask, shard = pos(user_id, key)
     p = word.to_bytes(4, "big") + mask.to_bytes(4, "big") + shard.to_bytes(2, "big")
-    return [p + range_tail(bit_offset(word, shard_bytes) // 8) if shard_bytes else p]
+    return [p + range_tail(byte_offset(word, shard_bytes)) if shard_bytes else p]
+
+
+def slot_key(prefix, shard):
+    """tp:{bN}:idemslots:<shard> for prefix "tp:{bN}:"."""
+    return f"{prefix}idemslots:{shard}"
 
 
 def shard_key(prefix, window, shard):
-    """tp:{bN}:idemfilter:<window>:<shard> for prefix "tp:{bN}:"."""
+    """tp:{bN}:idemfilter:<window>:<shard>: an older version's per-day shard."""
     return f"{prefix}idemfilter:{window}:{shard}"
 
 
 def window_keys(prefix, w):
-    """bet_batch.lua KEYS[12..15] for window w (the pre-shard filters, shard 0 of w and of
-    w - 1)."""
-    return [f"{prefix}idemfilter:{w}", f"{prefix}idemfilter:{w - 1}", shard_key(prefix, w, 0),
-            shard_key(prefix, w - 1, 0)]
+    """bet_batch.lua KEYS[12..15] for day w: an older version's last per-day shards of w - 1
+    and w, shard 0 of the filter, the older last shard of w + 1."""
+    return [shard_key(prefix, w - 1, SHARDS - 1), shard_key(prefix, w, SHARDS - 1),
+            slot_key(prefix, 0), shard_key(prefix, w + 1, SHARDS - 1)]
 
 
-def build(c, prefix, w, size):
-    """Window w's shards, each of `size` bytes, the last one last (what the leader's
-    idem_filter_build.lua steps leave): a whole window."""
+def build(c, prefix, w=None, size=None):
+    """The filter's shards, each of `size` bytes (three days; a multiple of 12), the last one
+    last (what the leader's idem_slots.lua steps leave): a whole filter. `w` is unused (the
+    shards hold every day); a filter already built is left alone."""
+    for shard in range(SHARDS):
+        if not c.exists(slot_key(prefix, shard)):
+            c.setrange(slot_key(prefix, shard), size - 1, "\0")
+
+
+def build_old(c, prefix, w, size):
+    """An older version's per-day shards of day w, each of `size` bytes, the last one last."""
     for shard in range(SHARDS):
         c.setrange(shard_key(prefix, w, shard), size - 1, "\0")
 
 
 def unindex(c, sha, prefix, bucket, rid, fields, w, two=False, since=0):
     """One idem_unindex.lua step as src/store/scripts.c builds it: `fields` ("<user>:<key>")
-    leave the hot index and round rid's records hash (an older version's), and enter window w's filter (and w - 1's when
-    `two`); returns its answer (entries removed, or -1: window w not whole)."""
-    wins = [w, w - 1] if two else [w]
-    keys = [prefix + "idemhot", prefix + "idemyoung"]
-    for x in wins:
-        keys += [shard_key(prefix, x, 0), shard_key(prefix, x, SHARDS - 1)]
-    argv, seen = [rid, bucket, w, len(wins), since, len(fields)], set()
+    leave the hot index and round rid's records hash (an older version's), and enter day w's
+    words of the filter (and w - 1's when `two`); returns its answer (entries removed, or -1:
+    the filter not whole)."""
+    keys = [prefix + "idemhot", prefix + "idemyoung", slot_key(prefix, 0),
+            slot_key(prefix, SHARDS - 1)]
+    argv, seen = [rid, bucket, w, 2 if two else 1, since, len(fields)], set()
     for f in fields:
         user, key = f.split(":", 1)
         word, mask, shard = pos(int(user), key)
         argv += [f, word, mask, shard]
         if shard not in seen:
             seen.add(shard)
-            keys += [shard_key(prefix, x, shard) for x in wins]
+            keys.append(slot_key(prefix, shard))
     keys.append(f"{prefix}idem:{rid}")
     return c.evalsha(sha, len(keys), *keys, *argv)
 
@@ -124,24 +143,25 @@ def archive_index(c, sha, prefix, bucket, rid, w, count=2, two=False, since=0, k
 
 
 def batch_tail(prefix, w, bets):
-    """The shard KEYS of a batch (after the users') and the 2 position ARGV per bet, for bets
-    as (user_id, key) pairs in ARGV order: ([keys], [pos_argv(user, key) per bet])."""
+    """The shard KEYS of a batch (after the users') and the position ARGV per bet, for bets
+    as (user_id, key) pairs in ARGV order: ([keys], [pos_argv(user, key) per bet]); `w` is
+    unused (one key a shard holds every day)."""
     keys, seen, per = [], set(), []
     for user, key in bets:
         per.append(pos_argv(user, key))
         shard = pos(user, key)[2]
         if shard not in seen:
             seen.add(shard)
-            keys += [shard_key(prefix, w, shard), shard_key(prefix, w - 1, shard)]
+            keys.append(slot_key(prefix, shard))
     return keys, per
 
 
 def is_set(c, prefix, w, user_id, key):
-    """True when window w's filter holds (user_id, key): its 5 bits are set."""
+    """True when day w's words of the filter hold (user_id, key): its 5 bits are set."""
     word, mask, shard = pos(user_id, key)
-    size = c.strlen(shard_key(prefix, w, 0)) // 4
-    if size == 0:
+    size = c.strlen(slot_key(prefix, 0))
+    if size < 12:
         return False
-    v = c.execute_command("BITFIELD_RO", shard_key(prefix, w, shard), "GET", "u32",
-                          (word % size) * 32)[0]
+    v = c.execute_command("BITFIELD_RO", slot_key(prefix, shard), "GET", "u32",
+                          day_bit(word, size, w))[0]
     return v & mask == mask
