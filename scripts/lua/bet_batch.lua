@@ -159,7 +159,7 @@ end
 
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
-if #KEYS < 20 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 5 * n then
+if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 5 * n then
     return bug('want 16 + bands + users + shards KEYS and 10 + 5n ARGV')
 end
 local now = uint(now_s)

@@ -21,9 +21,9 @@ reads today's and yesterday's in one GETRANGE, idem_unindex.lua writes day d's).
   "whole" marker, which bet_batch.lua reads as "every filter bet is check") go in that same
   last step, so bets trust the shards only once every older shard is in them.
   A step repeated after a kill -9 or by a new leader creates and folds only what is left.
-"zero": during day d, between ARGV[4] ms after its start and ARGV[4] ms before its end by
-  Redis's clock (a reader or archival whose clock is up to that far off reads and writes days d
-  - 1 and d, or d and d + 1 near the edges), zeroes day d + 1's words (day d - 2's, read by
+"zero": during day d, between ARGV[6] ms after its start and ARGV[6] ms before its end by the
+  caller's clock, ARGV[7] (a reader or archival whose clock is up to that far off reads and
+  writes days d - 1 and d, or d and d + 1 near the edges), zeroes day d + 1's words (day d - 2's, read by
   nobody now) of the given shards: one BITOP AND of the shard with a mask (zeros at that day's
   words, ones elsewhere; KEYS[1], made in the first step, expiring with the day); the step
   given shard 1023 records day d + 1 as zeroed (tp:{bN}:idemslots:zeroed). Outside that part
@@ -43,6 +43,8 @@ ARGV[1] mode  ARGV[2] bytes of shard 0 when created: a multiple of 12, 12 .. 3 *
 ARGV[3] day d (the caller's clock)  ARGV[4] bucket N  ARGV[5] a day's ms (the TTL's)
 ARGV[6] build: a tombstone's expiry, ms, when no older shard 0 had one (the end of day d + 2
   plus slack); zero: the margin, ms (> 0); probe: unused (1)
+ARGV[7] zero: now_ms, the caller's clock (archival trusts the same clock, leader_archive.c);
+  else unused (0)
 Returns the number of shards created (build), zeroed (zero; -1: outside the day's part), or the
 probe's triple. Malformed arguments raise "ERR tp_idem_slots: ...".
 ]]
@@ -53,7 +55,7 @@ local function bug(what)
 end
 
 local SHARDS = 1024
-if #KEYS < 3 or #ARGV ~= 6 then return bug('want 3.. KEYS, 6 ARGV') end
+if #KEYS < 3 or #ARGV ~= 7 then return bug('want 3.. KEYS, 7 ARGV') end
 local mode, bytes, day_s, bucket_s = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local span, extra = tonumber(ARGV[5]), tonumber(ARGV[6])
 if mode ~= 'build' and mode ~= 'zero' and mode ~= 'probe' then return bug('bad mode') end
@@ -109,10 +111,8 @@ if mode == 'zero' then
     for i = 4, #KEYS do
         if not shard_of(KEYS[i], slots) then return bug('KEYS do not match the shard layout') end
     end
-    -- Redis's clock decides: the step may run late (queued, a leader that lost its lease).
-    local t = call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    if now < day * span + extra or now > (day + 1) * span - extra then return -1 end
+    local now = tonumber(ARGV[7])
+    if not now or now < day * span + extra or now > (day + 1) * span - extra then return -1 end
     local size = call('STRLEN', k0)
     if size < 12 then return 0 end
     if call('STRLEN', KEYS[1]) ~= size then

@@ -23,7 +23,7 @@ import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, TTL = 5, 100, 100000, 86400
-SHARD_BYTES = 64  # a filter shard's size, 64 KiB over 1024 shards (the leader builds them)
+SHARD_BYTES = 192  # a filter shard's size: three days of 64 bytes, 192 KiB over 1024 shards (the leader builds them)
 DAY = TTL * 1000
 
 
@@ -47,6 +47,10 @@ class Side:
         self.one_sha = load(self.c, "bench", "lua", "bet.lua")
         self.grant_sha = load(self.c, "scripts", "lua", "grant.lua")
         self.unindex_sha = load(self.c, "scripts", "lua", "idem_unindex.lua")
+        # The filter's shards, as the leader builds them before bets (a missing shard reads as
+        # holding every key: "check").
+        for b in range(buckets):
+            idemfilter.build(self.c, "tp:{b%d}:" % b, None, SHARD_BYTES)
 
     def p(self, user):
         return "tp:{b%d}:" % (user % self.b)
@@ -110,7 +114,7 @@ class Side:
         out = {k + "idemhot": hot(self.c, k) for k in
                sorted({k[:-len("idemhot")] for k in self.c.keys("*:idemhot")} |
                       {k[:-len("idemyoung")] for k in self.c.keys("*:idemyoung")})}
-        out.update({k: self.raw.get(k) for k in sorted(self.raw.keys("*:idemfilter:*"))})
+        out.update({k: self.raw.get(k) for k in sorted(self.raw.keys("*:idemslots:*"))})
         return out
 
     def archive_index(self, bucket, rid, now, count=2, since=0):
@@ -121,9 +125,7 @@ class Side:
         removed."""
         p, w = "tp:{b%d}:" % bucket, now // DAY
         two = w >= 1 and now - w * DAY < 600000
-        for x in ([w, w - 1] if two else [w]):
-            if not self.c.exists(idemfilter.shard_key(p, x, idemfilter.SHARDS - 1)):
-                idemfilter.build(self.c, p, x, SHARD_BYTES)
+        idemfilter.build(self.c, p, w, SHARD_BYTES)
         return idemfilter.archive_index(self.c, self.unindex_sha, p, bucket, rid, w, count, two,
                                         since)
 

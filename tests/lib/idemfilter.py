@@ -78,9 +78,13 @@ def build(c, prefix, w=None, size=None):
     """The filter's shards, each of `size` bytes (three days; a multiple of 12), the last one
     last (what the leader's idem_slots.lua steps leave): a whole filter. `w` is unused (the
     shards hold every day); a filter already built is left alone."""
+    have = c.exists(slot_key(prefix, 0))
+    size = c.strlen(slot_key(prefix, 0)) if have else size
+    pipe = c.pipeline(transaction=False)
     for shard in range(SHARDS):
-        if not c.exists(slot_key(prefix, shard)):
-            c.setrange(slot_key(prefix, shard), size - 1, "\0")
+        if not (have and c.exists(slot_key(prefix, shard))):
+            pipe.setrange(slot_key(prefix, shard), size - 1, "\0")
+    pipe.execute()
 
 
 def build_old(c, prefix, w, size):
@@ -165,3 +169,38 @@ def is_set(c, prefix, w, user_id, key):
     v = c.execute_command("BITFIELD_RO", slot_key(prefix, shard), "GET", "u32",
                           day_bit(word, size, w))[0]
     return v & mask == mask
+
+
+def slots_zero(c, sha, prefix, bucket, day, now, span, margin=600000, shards=range(SHARDS)):
+    """One idem_slots.lua "zero" step during `day` at `now` (the leader's clock) over `shards`:
+    day + 1's words zeroed; returns its answer (shards zeroed, or -1 outside the day's part)."""
+    keys = [f"{prefix}idemslots:mask:{(day + 1) % 3}", slot_key(prefix, 0),
+            f"{prefix}idemslots:zeroed"] + [slot_key(prefix, s) for s in shards]
+    return c.evalsha(sha, len(keys), *keys, "zero", 12, day, bucket, span, margin, now)
+
+
+def slots_build(c, sha, prefix, bucket, day, size, shards, expire_ms=10**9):
+    """One idem_slots.lua "build" step for `shards` in day `day`: the missing shards created
+    (shard 0 with `size` bytes), an older per-day filter of day - 1, day, day + 1 folded."""
+    keys = [f"{prefix}idemslots:fold", slot_key(prefix, 0), f"{prefix}idemslots:zeroed"]
+    for s in shards:
+        keys += [slot_key(prefix, s)] + [shard_key(prefix, day - 1 + j, s) for j in range(3)]
+    return c.evalsha(sha, len(keys), *keys, "build", size, day, bucket, 86400000, expire_ms, 0)
+
+
+def slots_probe(c, sha, prefix, bucket, day):
+    """idem_slots.lua "probe": [shard 1023 exists, an older per-day trace left, zeroed day]."""
+    keys = [slot_key(prefix, SHARDS - 1), slot_key(prefix, 0), f"{prefix}idemslots:zeroed"]
+    for j in range(3):
+        keys += [shard_key(prefix, day - 1 + j, 0), shard_key(prefix, day - 1 + j, SHARDS - 1)]
+    return c.evalsha(sha, len(keys), *keys, "probe", 12, day, bucket, 86400000, 1, 0)
+
+
+def slots_build_all(c, sha, prefix, bucket, day, size, step=64):
+    """A whole build pass as the leader sends it: shard 0 alone first, then the others in
+    steps, shard 1023 alone last; returns the shards created."""
+    n = slots_build(c, sha, prefix, bucket, day, size, [0])
+    for first in range(1, SHARDS - 1, step):
+        n += slots_build(c, sha, prefix, bucket, day, size,
+                         range(first, min(first + step, SHARDS - 1)))
+    return n + slots_build(c, sha, prefix, bucket, day, size, [SHARDS - 1])
