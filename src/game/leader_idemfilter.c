@@ -78,8 +78,7 @@ static int64_t margin_ms(void)
 
 static void fail(struct build *b, int err, const char *what)
 {
-    tp_log_warn(MOD,
-                "filter step failed, retried next pass\tday=%lld bucket=%d step=%s err=%d",
+    tp_log_warn(MOD, "filter step failed, retried next pass\tday=%lld bucket=%d step=%s err=%d",
                 (long long)b->day, b->bucket, what, err);
 }
 
@@ -171,8 +170,8 @@ static bool send(struct build *b, int first, int n)
         .shard_bytes = b->shard_bytes,
         .span_ms = span_ms(),
         /* A tombstone outlives the older shards' last reader (day + 2) by the slack. */
-        .extra_ms = b->phase == ZERO ? margin_ms()
-                                     : (b->day + 3) * span_ms() - now + TP_KEYS_IDEM_SLACK_MS,
+        .extra_ms =
+            b->phase == ZERO ? margin_ms() : (b->day + 3) * span_ms() - now + TP_KEYS_IDEM_SLACK_MS,
         .now_ms = now};
     int rc = tp_script_idem_slots(b->store, &a, on_step, b);
     if (rc != 0) {

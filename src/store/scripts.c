@@ -173,10 +173,10 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
  * length of the decimal that follows, the first byte of the word's triple in such a shard, then
  * its last byte, that + 11, in decimal: the GETRANGE the script reads today's and yesterday's
  * word with, which it otherwise formats per bet, "Session 22"; GETRANGE instead of BITFIELD_RO,
- * "Session 25"; one key a shard for both days, "Session 28: both filter days in one key"). Distinct bands, players and
- * shards are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a
- * table). The filter positions are hashed here, in C, not by the script: Redis runs the script
- * single-threaded. */
+ * "Session 25"; one key a shard for both days, "Session 28: both filter days in one key"). Distinct
+ * bands, players and shards are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX:
+ * cheaper than a table). The filter positions are hashed here, in C, not by the script: Redis runs
+ * the script single-threaded. */
 static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_script_call *a)
 {
     struct tp_key k;

@@ -225,14 +225,10 @@ static void test_names_as_printf(void **state)
         const char *(*build)(struct tp_key *, int, int64_t);
         const char *name, *tail;
     } with_id[] = {
-        {tp_keys_ubets, "ubets", ""},
-        {tp_keys_wsock, "wsock", ""},
-        {tp_keys_idem, "idem", ""},
-        {tp_keys_round_state, "round", ":state"},
-        {tp_keys_pool, "pool", ""},
-        {tp_keys_plan, "plan", ""},
-        {tp_keys_paid, "paid", ""},
-        {tp_keys_payout, "payout", ""},
+        {tp_keys_ubets, "ubets", ""}, {tp_keys_wsock, "wsock", ""},
+        {tp_keys_idem, "idem", ""},   {tp_keys_round_state, "round", ":state"},
+        {tp_keys_pool, "pool", ""},   {tp_keys_plan, "plan", ""},
+        {tp_keys_paid, "paid", ""},   {tp_keys_payout, "payout", ""},
     };
     const int64_t ids[] = {0, 1, -1, 9, 10, 19675, INT64_MAX, INT64_MIN, (int64_t)UINT64_MAX};
     const int ints[] = {0, 1, 9, 10, 63, 1023, INT32_MAX, INT32_MIN};

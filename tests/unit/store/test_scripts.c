@@ -178,14 +178,13 @@ static void test_bet_batch(void **state)
      * mask and shard as 10 big-endian bytes (compared below: they hold NULs) */
     EXPECT(&a, "bet_batch", 23, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
-           "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot",
-           "tp:{b3}:idemfilter:19674:1023", "tp:{b3}:idemfilter:19675:1023",
-           "tp:{b3}:idemslots:0", "tp:{b3}:idemfilter:19676:1023", "tp:{b3}:idemyoung",
-           "tp:{b3}:betl:42:2", "tp:{b3}:betl:42:0", "tp:{b3}:ubets:7", "tp:{b3}:ubets:3",
-           "tp:{b3}:idemslots:788", "tp:{b3}:idemslots:354", "tp:{b3}:idemslots:429", "42",
-           "1700000000000",
-           "5", "10", "100000", "86400", "3", "4", "3", "1", "7", "2", "150", "k-1", BYTES, "3",
-           "0", "10", "a,b", BYTES, "7", "2", "20", "k-2", BYTES);
+           "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19674:1023",
+           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemslots:0", "tp:{b3}:idemfilter:19676:1023",
+           "tp:{b3}:idemyoung", "tp:{b3}:betl:42:2", "tp:{b3}:betl:42:0", "tp:{b3}:ubets:7",
+           "tp:{b3}:ubets:3", "tp:{b3}:idemslots:788", "tp:{b3}:idemslots:354",
+           "tp:{b3}:idemslots:429", "42", "1700000000000", "5", "10", "100000", "86400", "3", "4",
+           "3", "1", "7", "2", "150", "k-1", BYTES, "3", "0", "10", "a,b", BYTES, "7", "2", "20",
+           "k-2", BYTES);
     /* 325696117, 1350836224, 788; 3104603225, 152043528, 354; 3641447563, 1053057, 429 */
     expect_bytes(&a, 37, "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14", 10);
     expect_bytes(&a, 42, "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62", 10);
@@ -278,16 +277,17 @@ static void test_idem_unindex(void **state)
     idem_unindex_args(&u, &a);
     EXPECT(&a, "idem_unindex", 7, "tp:{b3}:idemhot", "tp:{b3}:idemyoung", "tp:{b3}:idemslots:0",
            "tp:{b3}:idemslots:1023", "tp:{b3}:idemslots:788", "tp:{b3}:idemslots:429",
-           "tp:{b3}:idem:42", "42", "3", "19675", "2", "1699913600000", "3", "7:k-1", "325696117", "1350836224", "788",
-           "7:k-2", "3641447563", "1053057", "429", "7:k-1", "325696117", "1350836224", "788");
+           "tp:{b3}:idem:42", "42", "3", "19675", "2", "1699913600000", "3", "7:k-1", "325696117",
+           "1350836224", "788", "7:k-2", "3641447563", "1053057", "429", "7:k-1", "325696117",
+           "1350836224", "788");
     check_header(&a, 4);
     tp_script_call_release(&a);
     u.two = false;
     u.n = 1;
     idem_unindex_args(&u, &a);
     EXPECT(&a, "idem_unindex", 6, "tp:{b3}:idemhot", "tp:{b3}:idemyoung", "tp:{b3}:idemslots:0",
-           "tp:{b3}:idemslots:1023", "tp:{b3}:idemslots:788", "tp:{b3}:idem:42", "42", "3", "19675", "1",
-           "1699913600000", "1", "7:k-1", "325696117", "1350836224", "788");
+           "tp:{b3}:idemslots:1023", "tp:{b3}:idemslots:788", "tp:{b3}:idem:42", "42", "3", "19675",
+           "1", "1699913600000", "1", "7:k-1", "325696117", "1350836224", "788");
     tp_script_call_release(&a);
     /* refused before anything is built or sent: fields that are not "<user_id>:<key>" */
     const char *bad[] = {"7", "7:", ":k", "x:k", "0:k", "-1:k"};
@@ -593,8 +593,8 @@ static void test_idem_slots(void **state)
     idem_slots_args(&f, &a);
     /* day 19675 zeroes day 19676's words: 19676 mod 3 = 2 */
     EXPECT(&a, "idem_slots", 5, "tp:{b1}:idemslots:mask:2", "tp:{b1}:idemslots:0",
-           "tp:{b1}:idemslots:zeroed", "tp:{b1}:idemslots:1022", "tp:{b1}:idemslots:1023",
-           "zero", "393192", "19675", "1", "86400000", "600000", "1700000000000");
+           "tp:{b1}:idemslots:zeroed", "tp:{b1}:idemslots:1022", "tp:{b1}:idemslots:1023", "zero",
+           "393192", "19675", "1", "86400000", "600000", "1700000000000");
     tp_script_call_release(&a);
     f.mode = TP_IDEM_SLOTS_PROBE;
     idem_slots_args(&f, &a);
@@ -602,8 +602,8 @@ static void test_idem_slots(void **state)
            "tp:{b1}:idemslots:zeroed", "tp:{b1}:idemfilter:19674:0",
            "tp:{b1}:idemfilter:19674:1023", "tp:{b1}:idemfilter:19675:0",
            "tp:{b1}:idemfilter:19675:1023", "tp:{b1}:idemfilter:19676:0",
-           "tp:{b1}:idemfilter:19676:1023", "probe", "393192", "19675", "1", "86400000",
-           "600000", "1700000000000");
+           "tp:{b1}:idemfilter:19676:1023", "probe", "393192", "19675", "1", "86400000", "600000",
+           "1700000000000");
     tp_script_call_release(&a);
     /* refused before anything is built or sent */
     f.mode = TP_IDEM_SLOTS_BUILD;
@@ -672,16 +672,11 @@ static void test_park(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bet),
-        cmocka_unit_test(test_bet_batch),
-        cmocka_unit_test(test_grant_signup),
-        cmocka_unit_test(test_admin),
-        cmocka_unit_test(test_lease_tick),
-        cmocka_unit_test(test_rounds),
-        cmocka_unit_test(test_buckets),
-        cmocka_unit_test(test_account_scripts),
-        cmocka_unit_test(test_idem_slots),
-        cmocka_unit_test(test_idem_unindex),
+        cmocka_unit_test(test_bet),          cmocka_unit_test(test_bet_batch),
+        cmocka_unit_test(test_grant_signup), cmocka_unit_test(test_admin),
+        cmocka_unit_test(test_lease_tick),   cmocka_unit_test(test_rounds),
+        cmocka_unit_test(test_buckets),      cmocka_unit_test(test_account_scripts),
+        cmocka_unit_test(test_idem_slots),   cmocka_unit_test(test_idem_unindex),
         cmocka_unit_test(test_park),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
