@@ -168,12 +168,9 @@ for _, i in ipairs(list) do
             -- Its words into day r's: ORed when it has a day's size, else day r all ones.
             local v, src = call('GET', old), nil
             if #v == dsize then
-                local parts, sub, pre, post = {}, string.sub, zero4:rep(r), zero4:rep(2 - r)
-                for w = 0, dsize / 4 - 1 do
-                    parts[3 * w + 1], parts[3 * w + 2], parts[3 * w + 3] =
-                        pre, sub(v, 4 * w + 1, 4 * w + 4), post
-                end
-                src = table.concat(parts)
+                -- Each word between the other days' zeros: one gsub, whose replacement string
+                -- is expanded in C (a Lua loop over the words held Redis ~150 ms a day here).
+                src = v:gsub('....', zero4:rep(r) .. '%0' .. zero4:rep(2 - r))
             else
                 src = triple(r, '\255\255\255\255', zero4):rep(size / 12)
             end

@@ -23,6 +23,10 @@
  * ("check": Postgres answers), never a miss. The step given the last shard records the day as
  * zeroed.
  *
+ * The probe also counts a day among d - 1 .. d + 1 whose older per-day shard 0 is no tombstone
+ * yet as a trace, so a build pass runs once a day, creating nothing but day d + 1's tombstone
+ * (an older version started later is fenced the same way): 1,024 cheap steps a bucket.
+ *
  * Every step does only what is left, so a kill -9 or a change of leader mid-pass just makes the
  * next leader probe and carry on. The shards have no TTL: Redis holds 3 × game.idem_filter.
  */

@@ -291,8 +291,11 @@ int64_t tp_keys_idem_shard_bytes(size_t filter, int buckets)
     /* Less 16 bytes: Redis stores a string with a header and a terminator, so a shard of
      * exactly 2^k bytes took the allocator's next size class (128 KiB took 160 KiB, 25 % of the
      * filter's memory for nothing); 16 bytes fewer fit the class. */
-    int64_t b = (3 * (int64_t)(filter / (size_t)buckets / TP_KEYS_IDEM_SHARDS) - 16) / 12 * 12;
-    return b >= 12 ? b : 12;
+    int64_t day = ((int64_t)(filter / (size_t)buckets / TP_KEYS_IDEM_SHARDS) - 16) / 4 * 4;
+    /* Three days of exactly the older per-day shard's size, so the upgrade's fold maps every
+     * older word to its day (idem_slots.lua); 3 × 16 bytes under three shares, still inside the
+     * allocator class of three shares with Redis's header (393,168 B in 384 KiB by default). */
+    return 3 * (day >= 4 ? day : 4);
 }
 
 int64_t tp_keys_idem_byte_offset(uint32_t word, int64_t shard_bytes)

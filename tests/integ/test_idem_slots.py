@@ -176,9 +176,13 @@ def test_upgrade_folds_an_older_per_day_filter():
             s.open_round(rid)
         for k in s.c.keys(P + "idemslots:*"):
             s.c.delete(k)
-        day_bytes = SHARD_BYTES // 3
-        for d, size in ((4, day_bytes), (5, day_bytes), (6, 32)):
-            idemfilter.build_old(s.c, P, d, size)
+        # One configuration (game.idem_filter 256k over 1 bucket) as both versions size it: the
+        # older per-day shard of 240 bytes, the new shard of three such days.
+        day_bytes = idemfilter.old_shard_bytes(256 << 10, 1)
+        size = idemfilter.shard_bytes(256 << 10, 1)
+        assert (day_bytes, size) == (240, 720)
+        for d, dsize in ((4, day_bytes), (5, day_bytes), (6, 32)):
+            idemfilter.build_old(s.c, P, d, dsize)
             s.c.pexpire(idemfilter.shard_key(P, d, 0), 10**8 + d)
         old_set(s.c, 4, 1, "y", day_bytes)
         old_set(s.c, 5, 1, "x", day_bytes)
@@ -186,23 +190,31 @@ def test_upgrade_folds_an_older_per_day_filter():
         # Nothing built: "check".
         assert s.batch_call(0, 7, [(1, 0, 100, "x")], t) == [["check"]]
         assert idemfilter.slots_probe(s.c, s.slots_sha, P, 0, 5) == [0, 1, -1]
-        assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, SHARD_BYTES, [0]) == 1
+        assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, size, [0]) == 1
         for d in (4, 5, 6):
             k = idemfilter.shard_key(P, d, 0)
             assert s.c.type(k) == "hash" and 10**8 + d - 5000 < s.c.pttl(k) <= 10**8 + d, d
         # Mid-fold: the older last shards stand, every filter bet is "check".
-        assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, SHARD_BYTES,
-                                      range(1, 1000)) == 999
+        assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, size, range(1, 1000)) == 999
         assert s.batch_call(0, 7, [(1, 0, 100, "z")], t) == [["check"]]
-        assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, SHARD_BYTES,
+        assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, size,
                                       range(1000, SHARDS)) == SHARDS - 1000
         assert s.c.keys(P + "idemfilter:*") and all(
             s.c.type(k) == "hash" for k in s.c.keys(P + "idemfilter:*"))
         assert len(s.c.keys(P + "idemfilter:*")) == 3
         assert idemfilter.slots_probe(s.c, s.slots_sha, P, 0, 5) == [1, 0, -1]
-        # The older days' keys, in their days' words.
+        # The older days' keys, in their days' words, exactly: the days of the older size hold
+        # only what the older shards held (no day set whole).
         assert idemfilter.is_set(s.c, P, 5, 1, "x") and idemfilter.is_set(s.c, P, 4, 1, "y")
         assert not idemfilter.is_set(s.c, P, 4, 1, "x")
+        for d, key in ((4, "y"), (5, "x")):
+            word, mask, shard = idemfilter.pos(1, key)
+            for sh in range(SHARDS):
+                w = words(s.raw, idemfilter.slot_key(P, sh))[d % 3]
+                want = [bytes(4)] * (size // 12)
+                if sh == shard:
+                    want[word % (size // 12)] = mask.to_bytes(4, "big")
+                assert w == want, (d, sh)
         assert s.batch_call(0, 8, [(1, 0, 100, "x")], t) == [["check"]]
         assert s.batch_call(0, 8, [(1, 0, 100, "y")], t) == [["check"]]
         # Day 6's filter had another size: its words are all ones (read from day 6 on).
@@ -211,7 +223,7 @@ def test_upgrade_folds_an_older_per_day_filter():
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "n")], t)) == ["ok"]
         # A pass repeated (a kill -9, a new leader) creates and folds nothing more.
         snap = {k: s.raw.get(k) for k in s.c.keys(P + "idemslots:*")}
-        assert idemfilter.slots_build_all(s.c, s.slots_sha, P, 0, 5, SHARD_BYTES) == 0
+        assert idemfilter.slots_build_all(s.c, s.slots_sha, P, 0, 5, size) == 0
         assert {k: s.raw.get(k) for k in s.c.keys(P + "idemslots:*")} == snap
 
 

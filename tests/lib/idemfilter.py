@@ -21,12 +21,17 @@ def pos(user_id, key):
     return int.from_bytes(h[0:4], "big"), mask, int.from_bytes(h[8:12], "big") % SHARDS
 
 
+def old_shard_bytes(filter_bytes, buckets):
+    """An older version's per-day shard size for game.idem_filter `filter_bytes` over `buckets`
+    buckets: a day's share of a shard less 16 bytes (Redis's string header), whole words, at
+    least one."""
+    return max((filter_bytes // buckets // SHARDS - 16) // 4 * 4, 4)
+
+
 def shard_bytes(filter_bytes, buckets):
-    """tp_keys_idem_shard_bytes: a shard's size (three days) for game.idem_filter
-    `filter_bytes` (one day) over `buckets` buckets: three times a day's share of a shard, 16
-    bytes under the allocator class of three shares (Redis's string header), whole triples of
-    words (12 bytes), at least one."""
-    return max((3 * (filter_bytes // buckets // SHARDS) - 16) // 12 * 12, 12)
+    """tp_keys_idem_shard_bytes: a shard's size, three days of old_shard_bytes's (so an older
+    per-day filter folds into one day exactly)."""
+    return 3 * old_shard_bytes(filter_bytes, buckets)
 
 
 def byte_offset(word, shard_bytes):

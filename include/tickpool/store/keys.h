@@ -176,10 +176,10 @@ struct tp_keys_idem_pos {
 void tp_keys_idem_pos(int64_t user_id, const char *key, size_t len, struct tp_keys_idem_pos *out);
 
 /** Bytes of each three-day shard (tp_keys_idem_slots) for game.idem_filter = `filter` bytes (one
- * day) over `buckets` buckets: three times filter / buckets / TP_KEYS_IDEM_SHARDS less 16 bytes
- * (Redis's string header and terminator, so the shard stays in the allocator size class of
- * three shares: 384 KiB at the default), in whole triples of 32-bit words (12 bytes), at least
- * one triple. */
+ * day) over `buckets` buckets: three days of filter / buckets / TP_KEYS_IDEM_SHARDS less 16 bytes
+ * (Redis's string header and terminator) in whole 32-bit words, at least one word: the size an
+ * older version gave a per-day shard, so its words fold into one day exactly; the shard stays in
+ * the allocator size class of three shares (384 KiB at the default). */
 int64_t tp_keys_idem_shard_bytes(size_t filter, int buckets);
 
 /** The first byte of `word`'s triple (its three days' words) in a shard of `shard_bytes` bytes

@@ -61,13 +61,13 @@ static void test_bucket_keys(void **state)
     assert_int_equal(pos.word, 325696117u);
     assert_int_equal(pos.mask, 1350836224u);
     assert_int_equal(pos.shard, 788);
-    /* the default 128 MiB over 1 bucket: three days of 128 KiB a shard, 16 bytes under the
-     * 384 KiB class; whole triples of words, at least one */
-    assert_int_equal(tp_keys_idem_shard_bytes((size_t)128 << 20, 1), 393192);
-    assert_int_equal(tp_keys_idem_shard_bytes((size_t)128 << 20, 3), 131052);
+    /* the default 128 MiB over 1 bucket: three days of an older per-day shard's 131,056 bytes
+     * (128 KiB less 16) each, in the 384 KiB class; whole words a day, at least one */
+    assert_int_equal(tp_keys_idem_shard_bytes((size_t)128 << 20, 1), 393168);
+    assert_int_equal(tp_keys_idem_shard_bytes((size_t)128 << 20, 3), 3 * 43672);
     assert_int_equal(tp_keys_idem_shard_bytes(65536, 64), 12);
     /* a word's triple: (word mod triples) * 12 */
-    assert_int_equal(tp_keys_idem_byte_offset(325696117u, 393192), 24924);
+    assert_int_equal(tp_keys_idem_byte_offset(325696117u, 393168), 263484);
     assert_int_equal(tp_keys_idem_byte_offset(11u, 12), 0);
     /* one window per TTL: the last millisecond of a day is in it, the next one is not */
     assert_int_equal(tp_keys_idem_window(0, 86400), 0);
