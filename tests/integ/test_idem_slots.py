@@ -227,6 +227,58 @@ def test_upgrade_folds_an_older_per_day_filter():
         assert {k: s.raw.get(k) for k in s.c.keys(P + "idemslots:*")} == snap
 
 
+def older(c, name):
+    with open(os.path.join(tpenv.SRC, "tests", "integ", "lua", "older", name + ".lua")) as f:
+        return c.script_load(f.read())
+
+
+def test_older_scripts_fail_before_any_write_after_the_first_fold_step():
+    """The fence of a mixed fleet: once the new leader's first build step replaced the older
+    per-day shard 0 of yesterday, today and tomorrow by a tombstone, an older server's bet
+    script (whenever its batch needs the filter), its archival step (even with the older last
+    shard still there, mid-fold) and its builder all fail with WRONGTYPE, nothing written: an
+    older server answers 503, it never reads a filter that misses a key archived into the
+    shards."""
+    with tpenv.Redis() as r:
+        s = side(r)
+        s.open_round(1)
+        for k in s.c.keys(P + "idemslots:*"):
+            s.c.delete(k)
+        now = 5 * DAY + 3600000
+        w = now // DAY
+        for d in (4, 5, 6):
+            idemfilter.build_old(s.c, P, d, 64)
+        assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, 192, [0]) == 1
+        bet, unx, bld = (older(s.c, n) for n in ("bet_batch", "idem_unindex", "idem_filter_build"))
+        word, mask, shard = idemfilter.pos(1, "k")
+        pos = word.to_bytes(4, "big") + mask.to_bytes(4, "big") + shard.to_bytes(2, "big")
+        ks = [P + "bal", P + "idem:1", P + "round:1:state", P + "pool:1", P + "outbox", P + "seq",
+              P + "net", P + "excl", P + "paused", P + "disabled", P + "idemhot",
+              f"{P}idemfilter:{w}", f"{P}idemfilter:{w - 1}", idemfilter.shard_key(P, w, 0),
+              idemfilter.shard_key(P, w - 1, 0), P + "idemyoung", P + "betl:1:0", P + "ubets:1",
+              idemfilter.shard_key(P, w, shard), idemfilter.shard_key(P, w - 1, shard)]
+        s.c.hset(P + "idemhot", "1:z", f"7:{now}|1|0|100|900")
+        before = s.snapshot()
+        for call in (
+                lambda: s.c.evalsha(bet, len(ks), *ks, 1, now, 5, 1, 10**6, 86400, 0, 1, 1, 0,
+                                    1, 0, 100, "k", pos),
+                lambda: s.c.evalsha(bld, 2, idemfilter.shard_key(P, w, 0),
+                                    idemfilter.shard_key(P, w, 5), "build", 64, 10**8, w, 0),
+                lambda: s.c.evalsha(unx, 6, P + "idemhot", P + "idemyoung",
+                                    idemfilter.shard_key(P, w, 0),
+                                    idemfilter.shard_key(P, w, SHARDS - 1),
+                                    idemfilter.shard_key(P, w, idemfilter.pos(1, "z")[2]),
+                                    P + "idem:7", 7, 0, w, 1, 0, 1, "1:z",
+                                    *idemfilter.pos(1, "z"))):
+            try:
+                call()
+            except redis.ResponseError as e:
+                assert "WRONGTYPE" in str(e), e
+            else:
+                raise AssertionError("an older script ran past the tombstone")
+            assert s.snapshot() == before
+
+
 def test_malformed_steps_raise():
     with tpenv.Redis() as r:
         s = side(r)
