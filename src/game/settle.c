@@ -218,13 +218,22 @@ int64_t tp_settle_page_wait(int64_t pace_us, bool late)
     return late ? pace_us : TP_MAX(pace_us, (int64_t)TP_SETTLE_PAGE_GAP_MIN_US);
 }
 
-bool tp_settle_behind(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed)
+/* Whether `paid` of `owed` is below a line that starts TP_SETTLE_CATCHUP_MS after the close and
+ * owes everything `span_ms` later (a share over 1 counts as 1). False when nothing is owed. */
+static bool below_line(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed,
+                       int64_t span_ms)
 {
     if (owed <= 0 || paid < 0)
         return false;
-    int64_t due = TP_MIN(TP_MAX(now_ms - start_ms - TP_SETTLE_CATCHUP_MS, 0), TP_SETTLE_PACE_MS);
+    int64_t due = TP_MIN(TP_MAX(now_ms - start_ms - TP_SETTLE_CATCHUP_MS, 0), span_ms);
     /* paid / owed < due / span, without division (amounts < 2^63, span small) */
-    return (__int128)paid * TP_SETTLE_PACE_MS < (__int128)owed * due;
+    return (__int128)paid * span_ms < (__int128)owed * due;
+}
+
+bool tp_settle_behind(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed)
+{
+    /* The pacing line, TP_SETTLE_CATCHUP_MS later. */
+    return below_line(start_ms, now_ms, paid, owed, TP_SETTLE_PACE_MS);
 }
 
 _Static_assert(TP_SETTLE_CATCHUP_MS > 0 && TP_SETTLE_CATCHUP_MS < TP_SETTLE_PACE_MS,
@@ -232,11 +241,6 @@ _Static_assert(TP_SETTLE_CATCHUP_MS > 0 && TP_SETTLE_CATCHUP_MS < TP_SETTLE_PACE
 
 bool tp_settle_late(int64_t start_ms, int64_t now_ms, int64_t paid, int64_t owed)
 {
-    if (owed <= 0 || paid < 0)
-        return false;
     /* The late line: from TP_SETTLE_CATCHUP_MS after the close to the pacing line's end. */
-    int64_t span = TP_SETTLE_PACE_MS - TP_SETTLE_CATCHUP_MS;
-    int64_t due = TP_MIN(TP_MAX(now_ms - start_ms - TP_SETTLE_CATCHUP_MS, 0), span);
-    /* paid / owed < due / span, without division (amounts < 2^63, span small) */
-    return (__int128)paid * span < (__int128)owed * due;
+    return below_line(start_ms, now_ms, paid, owed, TP_SETTLE_PACE_MS - TP_SETTLE_CATCHUP_MS);
 }
