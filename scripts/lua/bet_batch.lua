@@ -15,7 +15,10 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
   KEYS[4] tp:{bN}:pool:<round_id>           HASH band -> stake sum, "total"
   KEYS[5] tp:{bN}:outbox                    STREAM money events
   KEYS[6] tp:{bN}:seq                       STRING bet counter of the bucket
-  KEYS[7] tp:{bN}:net                       ZSET user_id -> net winnings (leaderboard)
+  KEYS[7] tp:{bN}:netlog                    LIST, the leaderboard's stakes log: one entry per
+                                            call with an accepted bet, "<user_id> <sum>" pairs
+                                            of its players (net_fold.lua, which folds it into
+                                            the ZSET tp:{bN}:net)
   KEYS[8] tp:{bN}:excl                      HASH user_id -> self-exclusion end, Unix ms
   KEYS[9] tp:{bN}:paused                    STRING present while the operator has paused the
                                             game (`tickpool admin pause`; see pause.lua)
@@ -98,8 +101,8 @@ exist KEYS[12..13], up to the first that holds the key); one bet's refusal never
 another. Every check runs before the first write, and the writes are aggregated: one HSET per
 hash (the pool's: its bands and total, read before), one RPUSH per band of the round's bets
 lists (appended, never a hash's random slot: scripts/lua/README.md), one INCRBY of the
-sequence, one XADD carrying every accepted bet, one ZINCRBY (one player) or ZADD of the players'
-net winnings, one LPUSH per player (and an LTRIM past UBETS_KEEP + UBETS_SLACK), and one HSET
+sequence, one XADD carrying every accepted bet, one RPUSH of the players' stakes to the
+leaderboard's log, one LPUSH per player (and an LTRIM past UBETS_KEEP + UBETS_SLACK), and one HSET
 of the hot index, whose entries carry the records ("<bet_id>|<band>|<stake>|<balance>"; an
 older version's "1|<hash>|<bet_id>|<round_id>|<band>|<stake>|<balance>" in KEYS[2] still
 replays). Redis runs this for every batch single-threaded, so per-bet work is kept to table
@@ -443,11 +446,10 @@ local out, acc, fresh, nacc, ndup = {}, {}, {}, 0, 0
 -- the batch, none does, and `fresh`, a string-keyed table growing by rehashing, stays empty.
 local dups = nu < n
 -- band_pool: a band's pool after the batch; usum: a player's stakes accepted, by its place u
--- (users[u]), nil for none; lastu: the place of the last player with an accepted bet. The
--- players' tables are indexed by their place, not by the user id string: every string-keyed
+-- (users[u]), nil for none. The players' tables are indexed by their place, not by the user id string: every string-keyed
 -- table grows its hash part by rehashing, at the HTTP ceiling a hundred players a call
 -- (bench/README.md "Session 26: the bet script's Lua-side cost").
-local band_pool, usum, nusers, lastu = {}, {}, 0, 0
+local band_pool, usum = {}, {}
 for i = 1, n do
     local o = 6 + 5 * i
     local user_s, band_s, stake_s, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
@@ -515,9 +517,7 @@ for i = 1, n do
             pooled = pooled + stake
             band_pool[band_s] = (band_pool[band_s] or ((pv[bands[band_s] - 15] or 0) + 0))
                 + stake
-            local sum = usum[u]
-            if not sum then nusers = nusers + 1; sum = 0 end
-            usum[u], lastu = sum + stake, u
+            usum[u] = (usum[u] or 0) + stake
             nacc = nacc + 1
             acc[2 * nacc - 1], acc[2 * nacc] = i, bal[u]
             if dups then fresh[f] = nacc end
@@ -534,8 +534,9 @@ local last = call('INCRBY', KEYS[6], nacc)
 local first = last - nacc + 1
 -- `ubal`: a player's balance after its last accepted bet of the call, as that bet's record
 -- wrote it, which is the balance the call leaves (one '%d' fewer per player, ~1.7k); it,
--- `lone` and `pushes` by the player's place u, as `usum`.
-local balw, idxw, lines, bets_by_band, pushes, lone, ubal = {}, {}, {}, {}, {}, {}, {}
+-- `lone`, `pushes` and `ustake` (the stake string of a player's one accepted bet: its sum in the
+-- stakes log, unformatted) by the player's place u, as `usum`.
+local balw, idxw, lines, bets_by_band, pushes, lone, ubal, ustake = {}, {}, {}, {}, {}, {}, {}, {}
 local placed = round_s .. ':' .. now_s .. '|'
 for k = 1, nacc do
     local i, b = acc[2 * k - 1], acc[2 * k]
@@ -563,7 +564,7 @@ for k = 1, nacc do
     elseif lone[u] then
         pushes[u] = {lone[u], e}
     else
-        lone[u] = e
+        lone[u], ustake[u] = e, stake_s
     end
 end
 -- Replays of a bet accepted in this batch answer what it answered, flagged as a replay.
@@ -575,27 +576,14 @@ if ndup > 0 then
         end
     end
 end
--- Net winnings (exact: |net| < 2^53): one ZINCRBY when one player bet, else one ZMSCORE (of
--- the batch's players, refused ones too: no list of the accepted ones to build) and one ZADD
--- of the accepted players instead of a ZINCRBY each.
-if nusers == 1 then
-    call('ZINCRBY', KEYS[7], format('%d', -usum[lastu]), users[lastu])
-else
-    local nets, zadd, nz = call('ZMSCORE', KEYS[7], unpack(users, 1, nu)), {}, 0
-    for u = 1, nu do
-        local sum = usum[u]
-        if sum then
-            zadd[nz + 1], zadd[nz + 2], nz = format('%d', (nets[u] or 0) - sum), users[u], nz + 2
-        end
-    end
-    call('ZADD', KEYS[7], unpack(zadd, 1, nz))
-end
 -- The players with an accepted bet, in their order of first appearance (the order of the
--- writes to distinct fields and lists is no part of what they leave).
-local nw = 0
+-- writes to distinct fields and lists is no part of what they leave). `netw`: the call's entry of
+-- the stakes log, below.
+local nw, netw = 0, {}
 for u = 1, nu do
     if usum[u] then
         balw[nw + 1], balw[nw + 2], nw = users[u], ubal[u], nw + 2
+        netw[nw - 1], netw[nw] = users[u], pushes[u] and format('%d', usum[u]) or ustake[u]
         local k = 16 + nb + u
         -- The list holds at least the newest UBETS_KEEP (older ones: Postgres); LTRIM only when
         -- over by more than the slack.
@@ -611,6 +599,14 @@ for u = 1, nu do
     end
 end
 call('HSET', KEYS[1], unpack(balw, 1, nw))
+-- Net winnings (the leaderboard): the call's players with their accepted stakes, one entry of
+-- the stakes log `netlog` (KEYS[7]) that net_fold.lua folds into `net` (the worker after every
+-- NETLOG_FOLD_CALLS of its calls to the bucket, and GET /api/v1/leaderboard before it reads);
+-- net winnings are `net`'s score less the log's sums. An append of one string, where the
+-- ZMSCORE + ZADD of the call's players cost ~12 % of a bet's Redis instructions at the HTTP
+-- ceiling, a score formatted and a skiplist node moved per player (bench/README.md "Session 31:
+-- the leaderboard's stakes in a log").
+call('RPUSH', KEYS[7], table.concat(netw, ' ', 1, nw))
 local poolw = {'total', format('%d', pooled)}
 for band_s, v in pairs(band_pool) do
     poolw[#poolw + 1] = band_s

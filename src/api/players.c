@@ -26,6 +26,7 @@
 #include "tickpool/store/keys.h"
 #include "tickpool/store/pg.h"
 #include "tickpool/store/pgr.h"
+#include "tickpool/store/scripts.h"
 #include "tickpool/store/store.h"
 #include "tickpool/net/worker.h"
 
@@ -624,9 +625,11 @@ static void get_leaderboard(struct tp_http_ctx *ctx, void *ud)
     o->next = board_names;
     struct slot *s = new_slots(o, o->nb);
     for (int b = 0; b < o->nb; b++) {
-        struct tp_key k;
-        if (tp_store_command(st, on_top, &s[b], "ZREVRANGE %s 0 %d WITHSCORES", tp_keys_net(&k, b),
-                             o->limit - 1) == 0)
+        /* The bucket's stakes log folded into `net` first (bet_batch.lua appends stakes there;
+         * net_fold.lua), then ZREVRANGE 0 limit-1 WITHSCORES, in one script: the same top as when
+         * every bet wrote `net` itself. */
+        struct tp_script_net_fold_args a = {.bucket = b, .limit = (int)o->limit};
+        if (tp_script_net_fold(st, &a, on_top, &s[b]) == 0)
             o->pending++;
         else
             o->failed = true;

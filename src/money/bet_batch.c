@@ -63,6 +63,7 @@
 
 #include <errno.h>
 #include <ev.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -112,6 +113,15 @@
  * it only once a wait has lasted this long. Asking at once cost the leader an extra step right
  * after most boundaries, while it was announcing the new round. */
 #define REPAIR_AFTER_S 0.1
+/* After every NETLOG_FOLD_CALLS of its bet calls to a bucket a worker sends net_fold.lua there:
+ * bet_batch.lua appends each call's stakes to the bucket's leaderboard log (`netlog`) instead of
+ * writing `net`, and the fold moves them into `net`, one ZMSCORE + ZADD of the log's distinct
+ * players (at the HTTP ceiling ~200 for 3,200 bets, where each call wrote ~100). So the log holds
+ * at most about NETLOG_FOLD_CALLS entries per worker (a worker's calls in flight aside), and a
+ * fold holds Redis about as long as one large bet call does. Every 16 calls: −4.4 % of a bet's
+ * Redis instructions at the ceiling's shape, every 32: −5.3 % (bench/README.md "Session 31:
+ * the leaderboard's stakes in a log"). */
+#define NETLOG_FOLD_CALLS 32
 
 _Static_assert(TP_BET_KEY_MAX <= TP_KEYS_IDEM_MAX, "every valid idempotency key has a Redis key");
 
@@ -150,6 +160,7 @@ struct batcher {
     unsigned *calls;         /* script calls in flight per bucket */
     int64_t *sent_ns;        /* tp_mono_ns when each bucket's last call left */
     size_t *sent_n;          /* bets each bucket's last call carried */
+    unsigned *since_fold;    /* bet calls sent per bucket since this worker's last net_fold.lua */
     struct tp_timerfd *gap;  /* the earliest end of a gap a group waits for; NULL: no gap */
     int64_t gap_due;         /* when gap fires (tp_mono_ns); 0 when it is not set */
     int ngroups;
@@ -455,6 +466,27 @@ static void on_batch(int err, const struct tp_store_reply *r, void *ud)
 
 /* --- Flushing --- */
 
+static void on_fold(int err, const struct tp_store_reply *r, void *ud)
+{
+    int bucket = (int)(intptr_t)ud;
+    if (err != 0)
+        tp_log_warn(MOD, "leaderboard fold failed\tbucket=%d\terr=%s", bucket, tp_strerror(err));
+    else if (tp_reply_type(r) == TP_REPLY_ERROR)
+        tp_log_error(MOD, "leaderboard fold script error\tbucket=%d\treply=\"%.200s\"", bucket,
+                     tp_reply_str(r, NULL));
+}
+
+/* One more bet call went to `bucket`: every NETLOG_FOLD_CALLS, its leaderboard log is folded (sent
+ * after the call, on the same connection). A fold not sent is the next one's to do. */
+static void count_fold(struct batcher *b, int bucket)
+{
+    if (++b->since_fold[bucket] < NETLOG_FOLD_CALLS)
+        return;
+    struct tp_script_net_fold_args a = {.bucket = bucket, .limit = 0};
+    if (tp_script_net_fold(tp_store_of(b->w), &a, on_fold, (void *)(intptr_t)bucket) == 0)
+        b->since_fold[bucket] = 0;
+}
+
 /* Sends group `g` (taken out of the open list by the caller) as one script call. */
 static void send_group(struct batcher *b, struct group *g)
 {
@@ -489,6 +521,7 @@ static void send_group(struct batcher *b, struct group *g)
         b->calls[bucket]++;
         b->sent_ns[bucket] = tp_mono_ns();
         b->sent_n[bucket] = g->n;
+        count_fold(b, bucket);
     }
     if (rc != 0) {
         /* The script never ran: each bet is answered now, as if Redis were down. */
@@ -654,6 +687,7 @@ static void init_worker(struct tp_worker *w, void *ud)
     b->calls = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->calls));
     b->sent_ns = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->sent_ns));
     b->sent_n = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->sent_n));
+    b->since_fold = tp_xcalloc((size_t)TP_MAX(b->nbuckets, 1), sizeof(*b->since_fold));
     /* Weak: the gap alone keeps no loop running. */
     b->gap = tp_timerfd_new(tp_worker_loop(w), CLOCK_MONOTONIC, TP_TIMERFD_WEAK, on_gap, b);
     if (b->gap == NULL)
@@ -686,6 +720,7 @@ static void exit_worker(struct tp_worker *w, void *ud)
     free(b->calls);
     free(b->sent_ns);
     free(b->sent_n);
+    free(b->since_fold);
     free(b);
     tp_worker_slot_set(w, slot, NULL);
 }

@@ -183,6 +183,11 @@ const char *tp_keys_net(struct tp_key *k, int bucket)
     return BUCKET_CONST(k, bucket, "net");
 }
 
+const char *tp_keys_netlog(struct tp_key *k, int bucket)
+{
+    return BUCKET_CONST(k, bucket, "netlog");
+}
+
 const char *tp_keys_excl(struct tp_key *k, int bucket)
 {
     return BUCKET_CONST(k, bucket, "excl");

@@ -197,7 +197,7 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     key(a, tp_keys_pool(&k, n, b->round_id));
     key(a, tp_keys_outbox(&k, n));
     key(a, tp_keys_seq(&k, n));
-    key(a, tp_keys_net(&k, n));
+    key(a, tp_keys_netlog(&k, n));
     key(a, tp_keys_excl(&k, n));
     key(a, tp_keys_paused(&k, n));
     key(a, tp_keys_disabled(&k, n));
@@ -776,6 +776,25 @@ int tp_script_settle_page(struct tp_store *store, const struct tp_script_settle_
         return TP_EINVAL;
     struct tp_script_call a;
     settle_page_args(p, &a);
+    return run(store, &a, cb, ud);
+}
+
+/* scripts/lua/net_fold.lua header: net, netlog; limit. */
+static void net_fold_args(const struct tp_script_net_fold_args *f, struct tp_script_call *a)
+{
+    struct tp_key k;
+    start(a, "net_fold");
+    key(a, tp_keys_net(&k, f->bucket));
+    key(a, tp_keys_netlog(&k, f->bucket));
+    arg_int(a, f->limit);
+}
+
+int tp_script_net_fold(struct tp_store *store, const struct tp_script_net_fold_args *f,
+                       tp_store_cb cb, void *ud)
+{
+    TP_ASSERT(f->limit >= 0);
+    struct tp_script_call a;
+    net_fold_args(f, &a);
     return run(store, &a, cb, ud);
 }
 

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 
+import betbatch
 import msgpack
 import tpenv
 import websocket
@@ -104,6 +105,30 @@ def test_bet_happy_and_replay_bytes():
                                               "stake": 1500, "status": "pending", "payout": None}]}
         st, lb = s.json("GET", "/api/v1/leaderboard")
         assert st == 200 and lb == {"players": [{"user_id": uid, "username": "alice", "net": -1500}]}
+
+
+def test_workers_fold_the_leaderboard_log():
+    """Each bet call appends its stakes to the bucket's leaderboard log; every worker folds the
+    log into `net` after each 32 of its calls (src/money/bet_batch.c), so 100 one-bet calls
+    leave fewer than 100 entries, and `net` less the log, and the leaderboard (which folds
+    first), give every player minus its stakes; after the read the log is empty."""
+    with tpenv.Redis() as r, server(r, TICKPOOL_SERVER_WORKERS="2") as s:
+        players = [user(s, n) for n in ("fay", "gus")]
+        open_round(r, 5)
+        stakes = {}
+        for i in range(100):
+            uid, auth = players[i % 2]
+            stake = 100 + i
+            st, _, b = bet(s, auth, {"round_id": 5, "band": i % 5, "stake": stake}, key=f"f{i}")
+            assert st == 201, (st, b)
+            stakes[str(uid)] = stakes.get(str(uid), 0) + stake
+        c = r.client()
+        assert 0 < c.zcard("tp:{b0}:net") and c.llen("tp:{b0}:netlog") < 100
+        assert betbatch.net(c, "tp:{b0}:") == {u: -v for u, v in stakes.items()}
+        st, lb = s.json("GET", "/api/v1/leaderboard")
+        assert st == 200 and [(p["user_id"], p["net"]) for p in lb["players"]] == sorted(
+            ((int(u), -v) for u, v in stakes.items()), key=lambda x: -x[1]), lb
+        assert not c.exists("tp:{b0}:netlog")
 
 
 def test_concurrent_identical_requests_debit_once():

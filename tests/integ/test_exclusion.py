@@ -33,7 +33,7 @@ def money(r, uid):
     """What a bet of `uid` in round 5 would change (the leader's own rounds keep moving)."""
     import redis
     raw = redis.Redis(host="127.0.0.1", port=r.port)
-    keys = ["tp:{b0}:bal", "tp:{b0}:seq", "tp:{b0}:net", "tp:{b0}:pool:5",
+    keys = ["tp:{b0}:bal", "tp:{b0}:seq", "tp:{b0}:net", "tp:{b0}:netlog", "tp:{b0}:pool:5",
             f"tp:{{b0}}:ubets:{uid}", "tp:{b0}:idemhot", "tp:{b0}:idemyoung"] + \
         sorted(raw.keys("tp:{b0}:betl:5:*"))
     out = {k: raw.dump(k) for k in keys}

@@ -58,7 +58,7 @@ class Money:
         p = self.p(user)
         w = int(now) // (IDEM_TTL * 1000)  # the key index windows (now's and the one before)
         return [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
-                p + "outbox", p + "seq", p + "net", p + "excl", p + "paused", p + "disabled",
+                p + "outbox", p + "seq", p + "netlog", p + "excl", p + "paused", p + "disabled",
                 p + "idemhot"] + idemfilter.window_keys(p, w) + [p + "idemyoung",
                 p + f"betl:{rid}:{band}",
                 p + f"ubets:{user}"] + idemfilter.batch_tail(p, w, [(user, key)])[0]
@@ -623,7 +623,7 @@ def test_bet_records_player_list_and_net():
         b = m.bet(3, 7, 2, 250, "b")
         m.bet(3, 7, 2, 250, "b")  # replay: no second entry
         assert m.c.lrange("tp:{b1}:ubets:3", 0, -1) == [f"{b[1]}:7:2:250", f"{a[1]}:7:1:100"]
-        assert m.c.zscore("tp:{b1}:net", "3") == -350
+        assert betbatch.net(m.c, "tp:{b1}:")["3"] == -350  # `net` less its stakes log
         before = m.snapshot()
         expect_err(lambda: m.bet(3, 7, 9, 100, "c"), "invalid_band")
         assert m.snapshot() == before

@@ -73,7 +73,7 @@ class Game:
         now = now_ms()
         w = now // 3600000  # the key index windows of a 3600 s TTL
         keys = [p + "bal", p + f"idem:{rid}", p + f"round:{rid}:state", p + f"pool:{rid}",
-                p + "outbox", p + "seq", p + "net", p + "excl", p + "paused", p + "disabled",
+                p + "outbox", p + "seq", p + "netlog", p + "excl", p + "paused", p + "disabled",
                 p + "idemhot"] + idemfilter.window_keys(p, w) + [p + "idemyoung",
                 p + f"betl:{rid}:{band}",
                 p + f"ubets:{user}"] + idemfilter.batch_tail(p, w, [(user, key)])[0]

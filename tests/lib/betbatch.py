@@ -21,3 +21,22 @@ def answers(flat, rid, bets):
             assert second == 0, second
             out.append(["err", first])
     return out
+
+
+def net(c, p):
+    """Bucket prefix p's net winnings as GET /api/v1/leaderboard reads them, {user_id: net}
+    (floats, as a ZSET's scores): `net`'s scores less the sums of bet_batch.lua's stakes log
+    `netlog` ("<user_id> <sum>" pairs an entry), which net_fold.lua folds into `net` (a player
+    with sums and no score starts at 0). Reads only: the tests' own model of that fold."""
+    out = dict(c.zrange(p + "net", 0, -1, withscores=True))
+    for e in c.lrange(p + "netlog", 0, -1):
+        parts = e.split(" ")
+        assert len(parts) % 2 == 0 and all(x.isdigit() for x in parts), e
+        for u, s in zip(parts[0::2], parts[1::2]):
+            out[u] = out.get(u, 0.0) - int(s)
+    return out
+
+
+def net_sorted(c, p):
+    """net(c, p) as ZRANGE WITHSCORES lists it: (member, score), by score, then member."""
+    return sorted(net(c, p).items(), key=lambda kv: (kv[1], kv[0]))

@@ -125,6 +125,7 @@ enum tp_metric {
     X(GRANT, "grant")                                                                              \
     X(IDEM_UNINDEX, "idem_unindex")                                                                \
     X(LEASE, "lease")                                                                              \
+    X(NET_FOLD, "net_fold")                                                                        \
     X(PASSWORD, "password")                                                                        \
     X(REVOKE, "revoke")                                                                            \
     X(ROUND_BOUNDARY, "round_boundary")                                                            \

@@ -99,6 +99,8 @@ const char *tp_keys_outbox(struct tp_key *k, int bucket);
 const char *tp_keys_rejected(struct tp_key *k, const char *outbox);
 /** tp:{bN}:net — ZSET user_id → net winnings (leaderboard). */
 const char *tp_keys_net(struct tp_key *k, int bucket);
+/** tp:{bN}:netlog — LIST, the leaderboard's stakes log, not yet folded into `net`. */
+const char *tp_keys_netlog(struct tp_key *k, int bucket);
 /** tp:{bN}:excl — HASH user_id → end of the player's self-exclusion (Unix ms). */
 const char *tp_keys_excl(struct tp_key *k, int bucket);
 /** tp:{bN}:paused — STRING the bucket's copy of the pause (since, Unix ms; absent: running),

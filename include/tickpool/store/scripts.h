@@ -353,6 +353,17 @@ struct tp_script_settle_page_args {
 int tp_script_settle_page(struct tp_store *store, const struct tp_script_settle_page_args *a,
                           tp_store_cb cb, void *ud);
 
+/* net_fold.lua: fold bucket `bucket`'s stakes log (bet_batch.lua's) into its leaderboard, then,
+ * with `limit` > 0, answer its top `limit` players (ZREVRANGE WITHSCORES); limit 0 only folds
+ * (the reply: the entries folded). */
+struct tp_script_net_fold_args {
+    int bucket;
+    int limit;
+};
+/** Runs net_fold.lua. */
+int tp_script_net_fold(struct tp_store *store, const struct tp_script_net_fold_args *a,
+                       tp_store_cb cb, void *ud);
+
 /* settle_finish.lua: close the bucket's part of round `id`. */
 struct tp_script_settle_finish_args {
     int bucket;

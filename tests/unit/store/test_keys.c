@@ -43,6 +43,7 @@ static void test_bucket_keys(void **state)
     assert_string_equal(tp_keys_seq(&k, 2), "tp:{b2}:seq");
     assert_string_equal(tp_keys_outbox(&k, 12), "tp:{b12}:outbox");
     assert_string_equal(tp_keys_net(&k, 0), "tp:{b0}:net");
+    assert_string_equal(tp_keys_netlog(&k, 3), "tp:{b3}:netlog");
     assert_string_equal(tp_keys_excl(&k, 16383), "tp:{b16383}:excl");
     assert_string_equal(tp_keys_unsettled(&k, 0), "tp:{b0}:unsettled");
     assert_string_equal(tp_keys_paused(&k, 7), "tp:{b7}:paused");
@@ -206,6 +207,7 @@ static void test_names_as_printf(void **state)
         {tp_keys_seq, "seq"},
         {tp_keys_outbox, "outbox"},
         {tp_keys_net, "net"},
+        {tp_keys_netlog, "netlog"},
         {tp_keys_excl, "excl"},
         {tp_keys_paused, "paused"},
         {tp_keys_disabled, "disabled"},

@@ -177,7 +177,7 @@ static void test_bet_batch(void **state)
      * three shards, two keys each; word, mask and shard as 10 big-endian bytes (compared
      * below: they hold NULs) */
     EXPECT(&a, "bet_batch", 26, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
-           "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:net", "tp:{b3}:excl",
+           "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:netlog", "tp:{b3}:excl",
            "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675",
            "tp:{b3}:idemfilter:19674", "tp:{b3}:idemfilter:19675:0", "tp:{b3}:idemfilter:19674:0",
            "tp:{b3}:idemyoung", "tp:{b3}:betl:42:2", "tp:{b3}:betl:42:0", "tp:{b3}:ubets:7",
@@ -568,6 +568,11 @@ static void test_buckets(void **state)
     EXPECT(&a, "settle_finish", 6, "tp:{b1}:plan:8", "tp:{b1}:pool:8", "tp:{b1}:house",
            "tp:{b1}:unsettled", "tp:{b1}:round:8:state", "tp:{b1}:outbox", "8", "settled", "9");
     check_header(&a, 6);
+
+    struct tp_script_net_fold_args nf = {.bucket = 1, .limit = 10};
+    net_fold_args(&nf, &a);
+    EXPECT(&a, "net_fold", 2, "tp:{b1}:net", "tp:{b1}:netlog", "10");
+    check_header(&a, 2);
 }
 
 static void test_idem_filter_build(void **state)
