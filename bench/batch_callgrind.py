@@ -43,10 +43,11 @@ NBANDS, TTL_S, USERS = 5, 86400, 200
 SHARD_BYTES = 1024  # 1024 shards, 8 Mbit, a few bits set per call
 
 
-def call_args(n, players, b, now, seq, users=USERS, offsets=True):
+def call_args(n, players, b, now, seq, users=USERS, offsets=True, net="netlog"):
     """KEYS and ARGV of call number b, as src/store/scripts.c builds them (offsets: each
     position with its bit offset in a shard of SHARD_BYTES, ARGV[10] "0:<SHARD_BYTES>", as the
-    server sends since session 22; else ARGV[10] "0", as before)."""
+    server sends since session 22; else ARGV[10] "0", as before; net: KEYS[7]'s name, the
+    stakes log since session 31, "net" for a script of before)."""
     p = "tp:{b0}:"
     us = [1 + (b * players + j) % users for j in range(players)]
     bets = [(us[j % players], (seq + j) % NBANDS, 100, f"cg-{seq + j}") for j in range(n)]
@@ -59,7 +60,7 @@ def call_args(n, players, b, now, seq, users=USERS, offsets=True):
     w = now // (TTL_S * 1000)
     shard_keys, per = idemfilter.batch_tail(p, w, [(u, key) for u, _, _, key in bets])
     keys = [p + "bal", p + "idem:1", p + "round:1:state", p + "pool:1", p + "outbox", p + "seq",
-            p + "net", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
+            p + net, p + "excl", p + "paused", p + "disabled", p + "idemhot"]
     keys += idemfilter.window_keys(p, w) + [p + "idemyoung"]
     keys += [p + f"betl:1:{x}" for x in bands] + [p + f"ubets:{u}" for u in users] + shard_keys
     argv = [1, now, NBANDS, 1, 10**9, TTL_S, 0, 1, n, f"0:{SHARD_BYTES}" if offsets else 0]
@@ -103,20 +104,26 @@ def seed_young(r, c, sha, n, users, now, offsets):
 # What --drop removes from the script's text: the writes of one player view, an upper bound of
 # what any other layout of that view could save a bet (bench/README.md "Session 23"). Each pair
 # marks [start, end): the block from start up to end, which stays; `keep` replaces the block.
+# A name lists such triples: the first whose markers the script has is used.
 DROPS = {
-    # tp:{bN}:net (GET /api/v1/leaderboard): the ZINCRBY, or ZMSCORE + ZADD, of the call.
-    "leaderboard": ("if nusers == 1 then\n", "local nw = 0\n", ""),
+    # tp:{bN}:net (GET /api/v1/leaderboard): the ZINCRBY, or ZMSCORE + ZADD, of the call; since
+    # session 31 the RPUSH of its stakes log (the entry's strings are still made).
+    "leaderboard": [("if nusers == 1 then\n", "local nw = 0\n", ""),
+                    ("call('RPUSH', KEYS[7], ", "local poolw = {", "")],
     # tp:{bN}:ubets:<user> (GET /api/v1/me/bets): the LPUSH (and LTRIM) of each player.
-    "history": ("        local k = 15 + nb + u\n", "call('HSET', KEYS[1], unpack(balw, 1, nw))",
-                "    end\nend\n"),
+    "history": [("        local k = 16 + nb + u\n", "call('HSET', KEYS[1], unpack(balw, 1, nw))",
+                 "    end\nend\n")],
 }
 
 
 def drop(text, what):
     """The script's text without the writes `what` names; exits when the markers moved."""
     for name in what:
-        start, end, keep = DROPS[name]
-        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        for start, end, keep in DROPS[name]:
+            if text.count(start) == 1 and text.count(end) == 1 and \
+                    text.index(start) < text.index(end):
+                break
+        else:
             sys.exit(f"--drop {name}: the script's text has changed; update DROPS")
         text = text[:text.index(start)] + keep + text[text.index(end):]
     return text
@@ -159,6 +166,11 @@ def main():
                     help="N entries in the hot index's young part before the calls (not "
                          "counted), as a fork child's exit leaves it: the calls then promote "
                          "them, so the difference to a run without is the drain's cost [0]")
+    ap.add_argument("--fold", type=int, default=16, metavar="N",
+                    help="with a script that writes the leaderboard's stakes log (KEYS[7] "
+                         "tp:{bN}:netlog, since session 31): scripts/lua/net_fold.lua after "
+                         "every N calls and after the last, counted, as a worker folds after "
+                         "every NETLOG_FOLD_CALLS of its calls to a bucket [16]")
     ap.add_argument("--drop", action="append", choices=sorted(DROPS), default=[],
                     help="run the script without one player view's writes (repeatable): what "
                          "they cost, an upper bound of what another layout could save")
@@ -175,7 +187,13 @@ def main():
     with CallgrindRedis(extra, keep=a.keep, toggles=a.toggle or ["evalShaCommand"]) as r:
         c = r.client
         with open(a.script) as f:
-            sha = c.script_load(drop(f.read(), a.drop))
+            text = f.read()
+            sha = c.script_load(drop(text, a.drop))
+        # A script of before session 31 writes `net` itself; one since, the stakes log.
+        net = "netlog" if "tp:{bN}:netlog" in text else "net"
+        if net == "netlog":
+            with open(os.path.join(ROOT, "scripts", "lua", "net_fold.lua")) as f:
+                fold_sha = c.script_load(f.read())
         c.hset("tp:{b0}:bal", mapping={str(u): 10**12 for u in range(1, a.users + 1)})
         if a.net_filled:
             c.zadd("tp:{b0}:net", {str(u): -100 * u for u in range(1, a.users + 1)})
@@ -194,10 +212,14 @@ def main():
         pipe = c.pipeline(transaction=False)
         for b in range(a.batches):
             keys, argv = call_args(a.bets, a.players, b, now, b * a.bets, a.users,
-                                   not a.no_offsets)
+                                   not a.no_offsets, net)
             pipe.evalsha(sha, len(keys), *keys, *argv)
+            if net == "netlog" and (b % a.fold == a.fold - 1 or b == a.batches - 1):
+                pipe.evalsha(fold_sha, 2, "tp:{b0}:net", "tp:{b0}:netlog", 0)
             if b % 10 == 9 or b == a.batches - 1:
                 for res in pipe.execute():
+                    if isinstance(res, int):
+                        continue  # net_fold.lua's count
                     if any(not isinstance(x, int) for x in res):
                         sys.exit(f"a bet was refused: {res[:3]}")
         if a.archive:
