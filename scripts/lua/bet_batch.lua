@@ -446,9 +446,9 @@ local out, acc, fresh, nacc, ndup = {}, {}, {}, 0, 0
 -- the batch, none does, and `fresh`, a string-keyed table growing by rehashing, stays empty.
 local dups = nu < n
 -- band_pool: a band's pool after the batch; usum: a player's stakes accepted, by its place u
--- (users[u]), nil for none. The players' tables are indexed by their place, not by the user id string: every string-keyed
--- table grows its hash part by rehashing, at the HTTP ceiling a hundred players a call
--- (bench/README.md "Session 26: the bet script's Lua-side cost").
+-- (users[u]), nil for none. The players' tables are indexed by their place, not by the user id
+-- string: every string-keyed table grows its hash part by rehashing, at the HTTP ceiling a
+-- hundred players a call (bench/README.md "Session 26: the bet script's Lua-side cost").
 local band_pool, usum = {}, {}
 for i = 1, n do
     local o = 6 + 5 * i

@@ -317,9 +317,9 @@ def test_players_are_written_by_their_place_in_the_batch():
     place in the batch (users[u]), not by the user id: players refused between accepted ones
     leave holes (places 1, 3, 5 of the first batch), a player's last bet gives the balance
     written, and a batch of several players with one accepted writes that player's stakes alone
-    into the leaderboard's stakes log, wherever its place (last, middle, first). A key repeated within a batch is a
-    replay or a conflict however few players repeat (one of three bets: the script looks for
-    repeated fields only when some player bets twice)."""
+    into the leaderboard's stakes log, wherever its place (last, middle, first). A key
+    repeated within a batch is a replay or a conflict however few players repeat (one of three
+    bets: the script looks for repeated fields only when some player bets twice)."""
     def setup(s):
         for u, amount in ((1, 0), (2, 1000), (3, 50), (4, 1000), (6, 1000)):
             if amount:
