@@ -126,7 +126,7 @@ def test_a_corrupt_entry_fails_the_fold_before_any_write():
                 assert "bad limit" in str(e), e
             else:
                 raise AssertionError(f"limit {limit!r}")
-        assert fold(s, 0, 2) == ["1", "-90", "2", "-50"]
+        assert fold(s, 0, 2) == ["2", "-50", "1", "-90"]  # ZREVRANGE: highest first
 
 
 if __name__ == "__main__":
