@@ -166,11 +166,12 @@ def main():
                     help="N entries in the hot index's young part before the calls (not "
                          "counted), as a fork child's exit leaves it: the calls then promote "
                          "them, so the difference to a run without is the drain's cost [0]")
-    ap.add_argument("--fold", type=int, default=16, metavar="N",
+    ap.add_argument("--fold", type=int, default=32, metavar="N",
                     help="with a script that writes the leaderboard's stakes log (KEYS[7] "
                          "tp:{bN}:netlog, since session 31): scripts/lua/net_fold.lua after "
                          "every N calls and after the last, counted, as a worker folds after "
-                         "every NETLOG_FOLD_CALLS of its calls to a bucket [16]")
+                         "every NETLOG_FOLD_CALLS (src/money/bet_batch.c) of its calls to a "
+                         "bucket [32]")
     ap.add_argument("--drop", action="append", choices=sorted(DROPS), default=[],
                     help="run the script without one player view's writes (repeatable): what "
                          "they cost, an upper bound of what another layout could save")

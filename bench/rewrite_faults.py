@@ -14,7 +14,9 @@ What it does, per run:
   3. drives the script at --rate bets/s in calls of --batch bets from one pipelined client (open
      loop: each call is sent when it is due, whatever is still in flight), trimming the outbox
      to 50 entries every 10 calls as the writer keeps it (XTRIM MAXLEN 50) and reading the young
-     part's size (HLEN idemyoung) with it;
+     part's size (HLEN idemyoung) with it, and, for a script since session 31, folding the
+     leaderboard's stakes log every 32 calls as a worker does (net_fold.lua; the preload too,
+     every 20 calls);
   4. in `rewrite` mode sends BGREWRITEAOF at --rewrite-at s; in `doubling` mode none (with
      1,000,000 preloaded the 1,048,577th entry makes idemhot's table grow from 2^20 to 2^21
      buckets about 2 s in at 25,000/s);
@@ -66,6 +68,9 @@ WINDOW_BETS = 12500  # "the first 12,500 bets" after the fork and after the exit
 SAMPLE_S = 0.010
 WARMUP_S = 0.5  # bets due before this are left out of "p99 before the fork"
 TRIM_EVERY = 10  # calls between two XTRIM MAXLEN 50 (and HLEN idemyoung)
+# calls between two net_fold.lua of the leaderboard's stakes log, as a worker folds it after every
+# NETLOG_FOLD_CALLS (src/money/bet_batch.c) of its calls to a bucket; every preload round trip
+FOLD_EVERY = 32
 
 def resp(args):
     """One command in RESP (bulk strings), as bytes."""
@@ -133,9 +138,17 @@ def interp(samples, t, col):
 
 def setup(c, script, players):
     """The script loaded, every player a balance, round 1 open, today's filter window built
-    (as bench/batch_callgrind.py sets them up). Returns (sha, now ms)."""
+    (as bench/batch_callgrind.py sets them up), and for a script that writes the leaderboard's
+    stakes log (since session 31) its fold (FOLD; a script of before writes `net` itself, NET).
+    Returns (sha, now ms)."""
+    global FOLD, NET
     with open(script) as f:
-        sha = c.script_load(f.read())
+        text = f.read()
+    sha = c.script_load(text)
+    NET = "netlog" if "tp:{bN}:netlog" in text else "net"
+    if NET == "netlog":
+        with open(os.path.join(ROOT, "scripts", "lua", "net_fold.lua")) as f:
+            FOLD = resp(["EVALSHA", c.script_load(f.read()), 2, P + "net", P + "netlog", 0])
     c.hset(P + "bal", mapping={str(u): 10**15 for u in range(1, players + 1)})
     c.hset(P + "round:1:state", mapping={"state": "open", "locks_at": 10**14, "nbands": NBANDS,
                                          "min_stake": 1, "max_stake": 10**9})
@@ -145,11 +158,12 @@ def setup(c, script, players):
 
 
 def call_bytes(sha, n, players, b, now, seq):
-    keys, argv = call_args(n, players, b, now, seq, players)
+    keys, argv = call_args(n, players, b, now, seq, players, net=NET)
     return resp(["EVALSHA", sha, len(keys)] + keys + argv)
 
 
 TRIM = resp(["XTRIM", P + "outbox", "MAXLEN", "50"]) + resp(["HLEN", P + "idemyoung"])
+FOLD, NET = b"", "netlog"  # setup()'s: net_fold.lua's EVALSHA (none for an older script), KEYS[7]
 
 
 def preload(c, sha, now, a):
@@ -163,12 +177,13 @@ def preload(c, sha, now, a):
             n = min(a.batch, a.preload - b * a.batch)
             chunk.append(call_bytes(sha, n, a.players, b, now, b * a.batch))
             b += 1
-        sock.send_packed_command([b"".join(chunk) + TRIM])
+        sock.send_packed_command([b"".join(chunk) + TRIM + FOLD])
         for _ in range(len(chunk)):
             r = sock.read_response()
             if any(not isinstance(x, int) for x in r):
                 sys.exit(f"a preload bet was refused: {r[:4]}")
-        sock.read_response(), sock.read_response()
+        for _ in range(3 if FOLD else 2):
+            sock.read_response()
     c.connection_pool.release(sock)
     if c.hlen(P + "idemyoung"):
         sys.exit("the young part is not empty after the preload")
@@ -187,6 +202,8 @@ def drive(r, sha, now, a):
                                                       a.preload + k * a.batch), a.batch))
         if k % TRIM_EVERY == TRIM_EVERY - 1:
             sched.append((k * period, "trim", TRIM, 0))
+        if FOLD and k % FOLD_EVERY == FOLD_EVERY - 1:
+            sched.append((k * period, "fold", FOLD, 0))
     if a.mode == "rewrite":
         at = next(i for i, x in enumerate(sched) if x[0] >= a.rewrite_at)
         sched.insert(at, (a.rewrite_at, "rewrite", resp(["BGREWRITEAOF"]), 0))
