@@ -9,12 +9,12 @@ batch's transaction runs, prepared as the writer prepares them and executed with
 JSON array (the writer's bytes: every value a JSON string). Instruction counts do not drift
 with the machine's load as CPU times do (bench/pg_insert_callgrind.py, the bets' twin).
 
-Makes a scratch cluster (initdb as the postgres user), applies the tree's migrations/*.sql in
-order (one transaction each), loads the bets, stops it, then runs a single-user backend under
-`valgrind --tool=callgrind --toggle-collect=ExecuteQuery` that PREPAREs the statements and
-EXECUTEs every batch in a transaction, and prints the instructions counted inside EXECUTE divided
-by the credits. Then it checks that every credit is in `payouts` once and every winner 'won'
-with its amount.
+Makes a scratch cluster (bench/callgrind_pg.py: initdb as the postgres user), applies the tree's
+migrations/*.sql in order (one transaction each), loads the bets, stops it, then runs a
+single-user backend under `valgrind --tool=callgrind --toggle-collect=ExecuteQuery` that
+PREPAREs the statements and EXECUTEs every batch in a transaction, and prints the instructions
+counted inside EXECUTE divided by the credits. Then it checks that every credit is in `payouts`
+once and every winner 'won' with its amount.
 
     bench/pg_credits_callgrind.py                        # this tree's statements
     bench/pg_credits_callgrind.py --tree /path/to/other  # another tree's, same data
@@ -26,19 +26,13 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
+from callgrind_pg import ScratchPostgres, c_strings
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
-
-
-def c_strings(text):
-    """The concatenation of the C string literals in `text` (no escapes but \\" needed)."""
-    return "".join(m.replace('\\"', '"') for m in re.findall(r'"((?:[^"\\]|\\.)*)"', text))
 
 
 def credits_statements(tree):
@@ -67,11 +61,6 @@ def credits_statements(tree):
     return expand(m.group(1))
 
 
-def as_postgres(cmd, **kw):
-    pre = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    return subprocess.run(pre + cmd, cwd="/", check=True, **kw)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tree", default=ROOT, help="the tree whose statements and migrations run")
@@ -81,32 +70,15 @@ def main():
     ap.add_argument("--port", type=int, default=20498, help="the load's server (loopback)")
     a = ap.parse_args()
     stmts = credits_statements(a.tree)
-    tmp = tempfile.mkdtemp(prefix="pgcr-")
-    data = os.path.join(tmp, "data")
-    start = [f"{PG_BIN}/pg_ctl", "-D", data, "-l", f"{tmp}/pg.log", "-w", "-o",
-             f"-p {a.port} -k {tmp} -c listen_addresses=''", "start"]
-    stop = [f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"]
-    psql = ["psql", "-h", tmp, "-p", str(a.port), "-U", "postgres", "-q", "-X",
-            "-v", "ON_ERROR_STOP=1"]
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(tmp, "postgres", "postgres")
-        as_postgres([f"{PG_BIN}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E",
-                     "UTF8"], stdout=subprocess.DEVNULL)
-        as_postgres(start, stdout=subprocess.DEVNULL)
-        mig = os.path.join(a.tree, "migrations")
-        for f in sorted(os.listdir(mig)):
-            if f.endswith(".sql"):
-                subprocess.run(psql + ["-1", "-f", os.path.join(mig, f)], check=True,
-                               stdout=subprocess.DEVNULL)
+    with ScratchPostgres(a.tree, a.port, "pgcr-") as pg:
         # settle-100k's round: bets interleaved winner (band 1), loser (band 0), 100 each.
-        subprocess.run(psql + ["-c", f"""
+        pg.psql("-c", f"""
             INSERT INTO bets (id, round_id, user_id, band, stake, idempotency_key, placed_at)
             SELECT (1000000 + g)::text, 1, 1 + g % {a.players}, g % 2, 100, 'k' || g,
                    1765000000000 + g
             FROM generate_series(0, {2 * a.winners - 1}) g""", "-c", "VACUUM ANALYZE",
-                               "-c", "CHECKPOINT"], check=True, stdout=subprocess.DEVNULL)
-        as_postgres(stop, stdout=subprocess.DEVNULL)
+                "-c", "CHECKPOINT", stdout=subprocess.DEVNULL)
+        pg.stop()
 
         winners = [1000000 + g for g in range(1, 2 * a.winners, 2)]
         lines = [f"PREPARE s{i} AS {s}" for i, s in enumerate(stmts)]
@@ -118,27 +90,19 @@ def main():
             lines.append("BEGIN")
             lines += [f"EXECUTE s{i}('{arg}')" for i in range(len(stmts))]
             lines.append("COMMIT")
-        out = os.path.join(tmp, "cg.out")
         t0 = time.time()
-        r = as_postgres(["valgrind", "--tool=callgrind", "--toggle-collect=ExecuteQuery",
-                         f"--callgrind-out-file={out}", f"{PG_BIN}/postgres", "--single",
-                         "-D", data, "postgres"],
-                        input="\n".join(lines) + "\n", capture_output=True, text=True)
-        errors = [ln for ln in r.stdout.splitlines() + r.stderr.splitlines() if "ERROR" in ln]
-        if errors:
-            sys.exit("the backend refused a statement:\n" + "\n".join(errors[:5]))
-        ir = int(re.search(r"Collected : (\d+)", r.stderr).group(1))
+        ir = pg.callgrind(lines)
 
         # The money: every credit once, every winner won with its amount, no loser touched.
-        as_postgres(start, stdout=subprocess.DEVNULL)
-        got = subprocess.run(psql + ["-At", "-c", """
+        pg.start()
+        got = pg.psql("-At", "-c", """
             SELECT (SELECT count(*) FROM payouts),
                    (SELECT count(DISTINCT bet_id) FROM payouts),
                    (SELECT count(*) FROM bets b JOIN payouts p ON p.bet_id = b.id
                     WHERE b.status = 'won' AND b.payout = p.amount),
-                   (SELECT count(*) FROM bets WHERE band = 0 AND status <> 'pending')"""],
-                             check=True, capture_output=True, text=True).stdout.strip()
-        as_postgres(stop, stdout=subprocess.DEVNULL)
+                   (SELECT count(*) FROM bets WHERE band = 0 AND status <> 'pending')""",
+                      capture_output=True, text=True).stdout.strip()
+        pg.stop()
         n = len(winners)
         if got != f"{n}|{n}|{n}|0":
             sys.exit(f"Postgres holds other credits than the batches': {got}")
@@ -146,11 +110,6 @@ def main():
         print(f"{2 * a.winners} bets of {a.players} players, {n} credits in batches of "
               f"{a.rows} ({time.time() - t0:.0f} s under callgrind); credits checked")
         print(f"instructions inside EXECUTE: {ir:,}; a credit: {ir / n:,.0f}")
-    finally:
-        if os.path.exists(os.path.join(data, "postmaster.pid")):
-            as_postgres([f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
-                        capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

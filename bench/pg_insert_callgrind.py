@@ -8,14 +8,14 @@ bets_insert_strict), read from a tree's source, prepared as the writer prepares 
 parameter types: the $n casts give them) and executed with the column arrays as the writer
 sends them (text array literals).
 
-Makes a scratch cluster (initdb as the postgres user; `--collate C` for a "C" database),
-applies the tree's migrations/*.sql in order (one transaction each, as `tickpool migrate`
-does), preloads PRELOAD bets of PLAYERS players (md5 idempotency keys: a random leaf of
+Makes a scratch cluster (bench/callgrind_pg.py: initdb as the postgres user; `--collate C` for a
+"C" database), applies the tree's migrations/*.sql in order (one transaction each, as `tickpool
+migrate` does), preloads PRELOAD bets of PLAYERS players (md5 idempotency keys: a random leaf of
 bets_user_key_round a row), stops it, then runs a single-user backend under `valgrind
---tool=callgrind --toggle-collect=ExecuteQuery` that PREPAREs the statement and EXECUTEs
-BATCHES batches of ROWS new bets, and prints the instructions counted inside EXECUTE divided
-by the rows inserted (the batches' arguments are parsed inside EXECUTE, as the writer's are
-inside its Bind). Then it checks that every row went in once with its columns.
+--tool=callgrind --toggle-collect=ExecuteQuery` that PREPAREs the statement and EXECUTEs BATCHES
+batches of ROWS new bets, and prints the instructions counted inside EXECUTE divided by the rows
+inserted (the batches' arguments are parsed inside EXECUTE, as the writer's are inside its
+Bind). Then it checks that every row went in once with its columns.
 
     bench/pg_insert_callgrind.py                          # this tree's statement
     bench/pg_insert_callgrind.py --tree /path/to/other    # another tree's, same data
@@ -28,19 +28,13 @@ import argparse
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
+from callgrind_pg import ScratchPostgres, c_strings
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
-
-
-def c_strings(text):
-    """The concatenation of the C string literals in `text` (no escapes but \\" needed)."""
-    return "".join(m.replace('\\"', '"') for m in re.findall(r'"((?:[^"\\]|\\.)*)"', text))
 
 
 def writer_statement(tree):
@@ -54,11 +48,6 @@ def writer_statement(tree):
         sys.exit(f"no bets_insert_strict in {tree}/src/store/pgw_batch.c")
     parts = re.findall(r'(BETS_\w+)|"((?:[^"\\]|\\.)*)"', m.group(1))
     return "".join(macros[name] if name else lit.replace('\\"', '"') for name, lit in parts)
-
-
-def as_postgres(cmd, **kw):
-    pre = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    return subprocess.run(pre + cmd, cwd="/", check=True, **kw)
 
 
 def bet(i, players):
@@ -81,35 +70,16 @@ def main():
     ap.add_argument("--keep", help="keep the callgrind profile here")
     a = ap.parse_args()
     sql = writer_statement(a.tree)
-    tmp = tempfile.mkdtemp(prefix="pgcg-")
-    data = os.path.join(tmp, "data")
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(tmp, "postgres", "postgres")
-        init = [f"{PG_BIN}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]
-        if a.collate:
-            init.append(f"--lc-collate={a.collate}")
-        as_postgres(init, stdout=subprocess.DEVNULL)
-        as_postgres([f"{PG_BIN}/pg_ctl", "-D", data, "-l", f"{tmp}/pg.log", "-w", "-o",
-                     f"-p {a.port} -k {tmp} -c listen_addresses=''", "start"],
-                    stdout=subprocess.DEVNULL)
-        psql = ["psql", "-h", tmp, "-p", str(a.port), "-U", "postgres", "-q", "-X",
-                "-v", "ON_ERROR_STOP=1"]
-        mig = os.path.join(a.tree, "migrations")
-        for f in sorted(os.listdir(mig)):
-            if f.endswith(".sql"):
-                subprocess.run(psql + ["-1", "-f", os.path.join(mig, f)], check=True,
-                               stdout=subprocess.DEVNULL)
+    with ScratchPostgres(a.tree, a.port, "pgcg-", a.collate) as pg:
         # The preload: the same generator's first PRELOAD bets, one INSERT.
-        subprocess.run(psql + ["-c", f"""
+        pg.psql("-c", f"""
             INSERT INTO bets (id, round_id, user_id, band, stake, idempotency_key, placed_at,
                               balance_after)
             SELECT (1000000 + i)::text, 2, 100000 + (i * 7919) % {a.players}, i % 5, 100,
                    md5(i::text), 1765000000000 + i, 100000
-            FROM generate_series(1::bigint, {a.preload}) i""", "-c", "VACUUM ANALYZE bets", "-c", "CHECKPOINT"],
-                       check=True, stdout=subprocess.DEVNULL)
-        as_postgres([f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
-                    stdout=subprocess.DEVNULL)
+            FROM generate_series(1::bigint, {a.preload}) i""", "-c", "VACUUM ANALYZE bets",
+                "-c", "CHECKPOINT", stdout=subprocess.DEVNULL)
+        pg.stop()
 
         lines = [f"PREPARE ins AS {sql}"]
         i = a.preload
@@ -123,48 +93,28 @@ def main():
             lits = ["{" + ",".join(f'"{v}"' if k in (0, 5) else v for v in c) + "}"
                     for k, c in enumerate(cols)]
             lines.append("EXECUTE ins(" + ", ".join(f"'{x}'" for x in lits) + ")")
-        out = os.path.join(tmp, "cg.out")
         t0 = time.time()
-        r = as_postgres(["valgrind", "--tool=callgrind", "--toggle-collect=ExecuteQuery",
-                         f"--callgrind-out-file={out}", f"{PG_BIN}/postgres", "--single",
-                         "-D", data, "postgres"],
-                        input="\n".join(lines) + "\n", capture_output=True, text=True)
-        errors = [ln for ln in r.stdout.splitlines() + r.stderr.splitlines() if "ERROR" in ln]
-        if errors:
-            sys.exit("the backend refused a statement:\n" + "\n".join(errors[:5]))
-        m = re.search(r"Collected : (\d+)", r.stderr)
-        ir = int(m.group(1))
+        ir = pg.callgrind(lines, a.keep)
         rows = a.batches * a.rows
 
         # The money: every row in once, with its columns.
-        as_postgres([f"{PG_BIN}/pg_ctl", "-D", data, "-l", f"{tmp}/pg.log", "-w", "-o",
-                     f"-p {a.port} -k {tmp} -c listen_addresses=''", "start"],
-                    stdout=subprocess.DEVNULL)
+        pg.start()
         want = hashlib.md5()
         for j in range(a.preload + 1, a.preload + rows + 1):
             want.update((",".join(bet(j, a.players)) + "\n").encode())
-        got = subprocess.run(psql + ["-At", "-c", f"""
+        got = pg.psql("-At", "-c", f"""
             SELECT count(*), md5(string_agg(concat_ws(',', id, round_id, user_id, band, stake,
                 idempotency_key, placed_at, balance_after) || E'\\n', '' ORDER BY placed_at))
-            FROM bets WHERE placed_at > 1765000000000 + {a.preload}"""],
-                             check=True, capture_output=True, text=True).stdout.split("|")
-        as_postgres([f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
-                    stdout=subprocess.DEVNULL)
+            FROM bets WHERE placed_at > 1765000000000 + {a.preload}""",
+                      capture_output=True, text=True).stdout.split("|")
+        pg.stop()
         if int(got[0]) != rows or got[1].strip() != want.hexdigest():
             sys.exit(f"rows in Postgres differ from the batches': {got[0]} rows, md5 {got[1]}")
-        if a.keep:
-            shutil.copy(out, a.keep)
         print(f"statement: {sql}")
         print(f"collation: {a.collate or 'host default'}; preload {a.preload} bets of "
               f"{a.players} players; {a.batches} batches x {a.rows} rows "
               f"({time.time() - t0:.0f} s under callgrind); rows checked")
         print(f"instructions inside EXECUTE: {ir:,}; a row: {ir / rows:,.0f}")
-    finally:
-        if os.path.exists(os.path.join(data, "postmaster.pid")):
-            as_postgres([f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
-                        capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()
