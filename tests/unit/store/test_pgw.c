@@ -25,20 +25,28 @@
 /* The batch → statements step is private to the writer (src/store/pgw_batch.c). */
 #include "../../../src/store/pgw_internal.h"
 
-/* Adds one event given as a NULL-terminated list of key, value. */
-static int add(struct tp_pgw_batch *b, int bucket, ...)
+/* Adds one event of stream id `id` and bucket `bucket` given as `ap`, a NULL-terminated list of
+ * key, value. */
+static int add_va(struct tp_pgw_batch *b, const char *id, int bucket, va_list ap)
 {
     const char *keys[32], *vals[32];
     size_t n = 0;
-    va_list ap;
-    va_start(ap, bucket);
     for (const char *k; (k = va_arg(ap, const char *)) != NULL && n < 32; n++) {
         keys[n] = k;
         vals[n] = va_arg(ap, const char *);
     }
-    va_end(ap);
-    struct tp_pgw_event ev = {"1-0", bucket, n, keys, vals};
+    struct tp_pgw_event ev = {id, bucket, n, keys, vals};
     return tp_pgw_batch_add(b, &ev);
+}
+
+/* Adds one event given as a NULL-terminated list of key, value. */
+static int add(struct tp_pgw_batch *b, int bucket, ...)
+{
+    va_list ap;
+    va_start(ap, bucket);
+    int rc = add_va(b, "1-0", bucket, ap);
+    va_end(ap);
+    return rc;
 }
 
 /* The table's JSON array, closed and parsed (asserts it is valid JSON). */
@@ -488,20 +496,14 @@ static void test_credits_event(void **state)
     tp_pgw_batch_deinit(&page);
 }
 
-/* Adds one event of stream id `id` given as a NULL-terminated list of key, value. */
+/* Adds one event of stream id `id` (bucket 1) given as a NULL-terminated list of key, value. */
 static int add_id(struct tp_pgw_batch *b, const char *id, ...)
 {
-    const char *keys[32], *vals[32];
-    size_t n = 0;
     va_list ap;
     va_start(ap, id);
-    for (const char *k; (k = va_arg(ap, const char *)) != NULL && n < 32; n++) {
-        keys[n] = k;
-        vals[n] = va_arg(ap, const char *);
-    }
+    int rc = add_va(b, id, 1, ap);
     va_end(ap);
-    struct tp_pgw_event ev = {id, 1, n, keys, vals};
-    return tp_pgw_batch_add(b, &ev);
+    return rc;
 }
 
 /* A batch dates its credits by the newest stream id (its millisecond part) of the events that
