@@ -36,12 +36,13 @@ if #log > 0 then
             -- The matches are disjoint: they cover the whole entry only when every byte of it is
             -- one of its pairs' or a separator.
             len = len + b - a
-            if u:byte(1) == 48 or #u > 15 or #s > 15 then len = -1; break end
+            -- Canonical decimals: no leading zero (a user id is positive, a sum too).
+            if u:byte(1) == 48 or s:byte(1) == 48 or #u > 15 or #s > 15 then len = -1; break end
             local t = sums[u]
             if not t then nw = nw + 1; who[nw] = u; t = 0 end
             sums[u] = t + s
         end
-        if len ~= #e or len == 0 then
+        if len ~= #e or len == 0 or e:byte(-1) == 32 then
             return redis.error_reply('ERR tp_net_fold: corrupt netlog entry')
         end
     end

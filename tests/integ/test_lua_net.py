@@ -89,17 +89,17 @@ def test_fold_of_many_players_and_an_empty_log():
         assert fold(s, 0) == 0 and fold(s, 0, 10) == [] and s.c.dbsize() == 0
         s.c.zadd("tp:{b0}:net", {"7": 40, "2500": -1})
         for part in range(3):
-            s.c.rpush("tp:{b0}:netlog", " ".join(f"{u} {u % 13 + part}"
+            s.c.rpush("tp:{b0}:netlog", " ".join(f"{u} {u % 13 + part + 1}"
                                                  for u in range(1, 2501)))
         want = betbatch.net(s.c, "tp:{b0}:")
         assert len(want) == 2500
         assert fold(s, 0) == 3 and not s.c.exists("tp:{b0}:netlog")
         assert dict(s.c.zrange("tp:{b0}:net", 0, -1, withscores=True)) == want
-        assert want["7"] == 40 - 3 * 7 - 3 and want["2500"] == -1 - 3 * 4 - 3
+        assert want["7"] == 40 - 3 * 8 - 3 and want["2500"] == -1 - 3 * 5 - 3
 
 
 def test_a_corrupt_entry_fails_the_fold_before_any_write():
-    """An entry that is not "<user_id> <sum>" pairs joined by single spaces (canonical
+    """An entry that is not "<user_id> <sum>" pairs joined by single spaces (positive canonical
     decimals: a hand-written or truncated entry) raises, nothing folded or read; a bad limit
     too. The same log with the bad entry removed folds."""
     with tpenv.Redis() as r:
@@ -107,7 +107,8 @@ def test_a_corrupt_entry_fails_the_fold_before_any_write():
         s.c.zadd("tp:{b0}:net", {"1": 10})
         s.c.rpush("tp:{b0}:netlog", "1 100 2 50")
         for bad in ("1 2x3 4", "01 5", "1 -5", "", "1 2 3", "a b", "1  2", " 1 2",
-                    "1 2;3 4", "1 " + "9" * 16, "1\n2", "1 2 3 4x"):
+                    "1 2;3 4", "1 " + "9" * 16, "1\n2", "1 2 3 4x", "5 007", "1 0",
+                    "1 2 ", "1 2 3 4 "):
             s.c.rpush("tp:{b0}:netlog", bad)
             before = tlb.Side.snapshot(s)
             for limit in (0, 10):
