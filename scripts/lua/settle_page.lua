@@ -37,7 +37,9 @@ players' writes on, and the players credited (the players' writes cost per playe
 fixed cost of a page holding most of the bucket's players and a cost per bet of one whose bets
 are each a player's: the leader sizes pages on a fixed cost plus a cost per bet)}, or
 {'err', 'no_plan'}. Malformed arguments or bets entries are script errors with
-nothing written.
+nothing written; so are a balance, round total or the plan's `paid` that is no number (or
+that Redis's 64-bit HINCRBY could not add to) and an outbox that is no stream: every field the
+page adds to is read and checked before its first write.
 ]]
 
 local KEYS, ARGV = KEYS, ARGV
@@ -150,7 +152,7 @@ local recs, used, nused = {}, {}, 0
 local ids, brecs, seen, n = {}, {}, {}, 0
 local scanned, done, full, slow = 0, false, false, false
 local scan_band = refund and pos or band
-local function entry(bet_id, v)
+local function entry(v)
     local rec = recs[v]
     if not rec then
         local user, stake_s = match(v, '^([1-9]%d*):([1-9]%d*)$')
@@ -195,7 +197,7 @@ while true do
         for i = 1, #items, 2 do
             local bet_id = items[i]
             if not find(bet_id, '^[1-9]%d*$') then return bug('bad bet id ' .. bet_id) end
-            local rec = entry(bet_id, items[i + 1])
+            local rec = entry(items[i + 1])
             if not rec then return bug('bad bets entry ' .. bet_id) end
             if not seen[bet_id] then -- HSCAN may return an entry twice
                 seen[bet_id] = true
@@ -272,23 +274,23 @@ for k = 1, nused do
     end
     sums[user] = sum + rec[3] * rec[5]
 end
-if n > 0 then
-    local paidw = {}
-    for i = 1, n do
-        paidw[2 * i - 1], paidw[2 * i] = ids[i], brecs[i][4]
-    end
-    sliced('HSET', KEYS[3], paidw, 2 * n)
+-- A balance or the plan's `paid` that Redis adds to (HINCRBY) must be its 64-bit integer text
+-- (an optional '-', no leading zero) and stay one with `add`: checked before anything is
+-- written (HINCRBY would refuse it after). The margin (2.3e16 below 2^63) keeps the double's
+-- rounding out of the check.
+local function int64_plus(s, add)
+    if #s > 20 or not (s == '0' or find(s, '^%-?[1-9]%d*$')) then return false end
+    local x = s + 0
+    return x > -9.2e18 and x + add < 9.2e18
 end
 
--- Players: balance, round total and net winnings, each key read once and written once.
-local players_from = elapsed_us()
-local total = 0
-local balance = {}
-if np > 0 then
-    local balv = sliced('HMGET', KEYS[2], order, np)
-    local payv = sliced('HMGET', KEYS[4], order, np)
-    local netv = sliced('ZMSCORE', KEYS[6 + nbands], order, np)
-    local balw, payw, netw, nb = {}, {}, {}, 0
+-- The players' new values, worked out before anything is written: the balances the script adds
+-- (balw, and balance[user] its text), those Redis adds in 64 bits (wide), the round totals (payw)
+-- and the nets (netw). Returns the page's total, balw's length and wide's; or false and the
+-- index of a balance Redis could not add to. A round total that is no number is the Lua error
+-- of `text + 0` (the caller's pcall).
+local function players_part(order, sums, np, balv, payv, netv, balance, balw, payw, netw, wide)
+    local total, nb, nw = 0, 0, 0
     for j = 1, np do
         local user = order[j]
         local sum = sums[user]
@@ -306,14 +308,61 @@ if np > 0 then
             balance[user] = bs
             balw[nb + 1], balw[nb + 2] = user, bs
             nb = nb + 2
-        else -- beyond a double's exact range: Redis adds in 64 bits
-            call('HINCRBY', KEYS[2], user, dec(sum))
-            balance[user] = call('HGET', KEYS[2], user)
+        elseif int64_plus(s or '0', sum) then -- beyond a double's exact range: Redis adds
+            nw = nw + 1
+            wide[nw] = user
+        else
+            return false, j
         end
         -- A text + a number is Lua's tonumber of the text, parsed once (tonumber() parses it
         -- twice: lua_isnumber, then lua_tonumber); an absent field (false) counts as 0.
         payw[2 * j - 1], payw[2 * j] = user, dec((payv[j] or 0) + sum)
         netw[2 * j - 1], netw[2 * j] = dec((netv[j] or 0) + sum), user
+    end
+    return total, nb, nw
+end
+
+-- Players: balance, round total and net winnings, each key read once and written once. Every
+-- field the page adds to is read and checked before its first write: Redis keeps what a script
+-- wrote before an error, so a `paid` written before a balance that is no number failed would
+-- leave bets marked paid that were never credited. A page with such a field is refused whole.
+local players_from = elapsed_us()
+local total, nb, nwide = 0, 0, 0
+local balance, balw, payw, netw, wide = {}, {}, {}, {}, {}
+if np > 0 then
+    local balv = sliced('HMGET', KEYS[2], order, np)
+    local payv = sliced('HMGET', KEYS[4], order, np)
+    local netv = sliced('ZMSCORE', KEYS[6 + nbands], order, np)
+    -- In a pcall: a round total that is no number is the Lua error of `text + 0` inside, caught
+    -- here before anything is written (a net is a ZSET score, always one).
+    local ok, t, n2, n3 = pcall(players_part, order, sums, np, balv, payv, netv, balance, balw,
+                                payw, netw, wide)
+    if not ok then
+        for j = 1, np do
+            if payv[j] and not tonumber(payv[j]) then
+                return bug(format('round total of player %s is no number: %s', order[j], payv[j]))
+            end
+        end
+        error(t, 0)
+    end
+    if not t then
+        return bug(format('balance of player %s is no 64-bit integer, or would pass one: %s',
+                          order[n2], balv[n2]))
+    end
+    total, nb, nwide = t, n2, n3
+    local outbox = call('TYPE', KEYS[5])['ok']
+    if outbox ~= 'stream' and outbox ~= 'none' then return bug('the outbox is a ' .. outbox) end
+end
+if total > 0 and not int64_plus(p[9] or '0', total) then
+    return bug('the plan\'s paid is no 64-bit integer (or would pass one): ' .. tostring(p[9]))
+end
+
+-- The writes: nothing can fail from here on.
+if np > 0 then
+    for k = 1, nwide do -- a balance beyond a double's exact range: Redis adds in 64 bits
+        local user = wide[k]
+        call('HINCRBY', KEYS[2], user, dec(sums[user]))
+        balance[user] = call('HGET', KEYS[2], user)
     end
     if nb > 0 then sliced('HSET', KEYS[2], balw, nb) end
     sliced('HSET', KEYS[4], payw, 2 * np)
@@ -338,5 +387,15 @@ else
     call('HSET', KEYS[1], 'pos', format('%d', scan_band), 'cur', cur, 'done', '0')
 end
 if total > 0 then paid = call('HINCRBY', KEYS[1], 'paid', dec(total)) end
+-- The page's `paid` last, outside the players' time (a cost per bet, not per player).
+local players_us
+if n > 0 then
+    players_us = elapsed_us() - players_from
+    local paidw = {}
+    for i = 1, n do
+        paidw[2 * i - 1], paidw[2 * i] = ids[i], brecs[i][4]
+    end
+    sliced('HSET', KEYS[3], paidw, 2 * n)
+end
 local us = elapsed_us()
-return {'ok', done and 1 or 0, n, scanned, us, paid, us - players_from, np}
+return {'ok', done and 1 or 0, n, scanned, us, paid, players_us or us - players_from, np}

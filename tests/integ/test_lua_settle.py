@@ -382,7 +382,8 @@ def test_a_listpack_chunk_is_paged_too():
 
 
 def test_hostile_input_writes_nothing():
-    """Bad arguments and a malformed bets entry are errors before the first write."""
+    """Bad arguments, a malformed bets entry and a field the page adds to that is no number (or
+    a key of the wrong type) are errors before the first write."""
     with tpenv.Redis() as r:
         c = r.client()
         bk = Bucket(c, 0)
@@ -415,8 +416,10 @@ def test_hostile_input_writes_nothing():
                     bk.page(4096, 10**9)
                     raise AssertionError(f"accepted {what}")
                 except redis.ResponseError as e:
+                    now = snap()
+                    assert now == before, (what, e, "wrote", sorted(
+                        k for k in now.keys() | before.keys() if now.get(k) != before.get(k)))
                     assert error in str(e), e
-            assert snap() == before
         # one bets entry that is not "<user>:<stake>", or a stake past 15 digits (not exact in
         # a double): the page refuses before writing
         for bad in ("7:12x", "7:1234567890123456"):
@@ -434,6 +437,65 @@ def test_hostile_input_writes_nothing():
             c.hset(bk.p + f"plan:{RID}", "cur", cur)
             refused(f"the cursor {cur}", "bad cursor")
         assert c.xlen(bk.p + "outbox") == 0
+        c.hset(bk.p + f"plan:{RID}", "cur", "0")
+        c.hset(bk.p + f"bets:{RID}:1", "1150", "1:100")  # bet 1150 as it was
+        hostile_fields_write_nothing(c, bk, bets, refused)
+
+
+def hostile_fields_write_nothing(c, bk, bets, refused):
+    """A winner's balance, round total or net, the plan's `paid` or the outbox hand-edited to
+    something the page cannot add to (the scripts write canonical texts only): the page is
+    refused before its first write, however often it is sent. Redis keeps what a script wrote
+    before an error, so a check after the page's `paid` HSET would leave those bets paid and
+    never credited. Once the keys are mended, the bucket settles, each bet exactly once."""
+    bal, pay, net = bk.p + "bal", bk.p + f"payout:{RID}", bk.p + "net"
+    plan, outbox = bk.p + f"plan:{RID}", bk.p + "outbox"
+    # every player read before the bad one (3), so no earlier player's field hides it: player
+    # 1's balance past a double (Redis adds it: HINCRBY, the page's first write), player 2's a
+    # round total and a net to add to
+    start = {"1": str(2**60), "2": "500", "3": "700", "4": "0", "5": "-5"}
+    c.hset(bal, mapping=start)
+    c.hset(pay, "2", "100")
+    c.zadd(net, {u: -100 * int(u) for u in start})
+    for bad in ("12x", "1.5", "", " 7", "007", "-0", "0x10", "1e3", "99999999999999999999",
+                "9223372036854775807", "-99999999999999999999"):
+        c.hset(bal, "3", bad)
+        refused(f"the balance {bad!r}", "balance of player 3")
+    c.hset(bal, "3", "700")
+    for bad in ("12x", "", "--1"):
+        c.hset(pay, "3", bad)
+        refused(f"the round total {bad!r}", "round total of player 3")
+    c.hdel(pay, "3")
+    c.hset(plan, "paid", "x")
+    refused("the plan's paid 'x'", "plan's paid")
+    c.hset(plan, "paid", "0")
+    c.set(outbox, "x")
+    refused("an outbox that is no stream", "outbox is a string")
+    c.delete(outbox)
+    # a key of the wrong type (a ZSET score is always a number: a net that is none is a net
+    # key that is no ZSET): Redis's own error, from a read before the first write
+    for key in (bal, pay, net):
+        c.rename(key, key + ":kept")
+        c.hset(key, "3", "x") if key == net else c.set(key, "x")
+        refused(f"{key} of the wrong type", "WRONGTYPE")
+        c.delete(key)
+        c.rename(key + ":kept", key)
+    # mended: the bucket settles, each bet once, every player's fields moved by his credits
+    before_net = {u: -100 * int(u) for u in start}
+    r = bk.page(4096, 10**9)
+    assert r[:4] == ["ok", 1, 300, 300] and r[5] == 30000, r
+    assert bk.page(4096, 10**9)[:4] == ["ok", 1, 0, 0]
+    owed = {}
+    for bet_id, u, _, stake in bets:
+        owed[str(u)] = owed.get(str(u), 0) + stake
+    st = bk.state()
+    assert st["paid"] == {str(b): "100" for b, *_ in bets}
+    assert st["bal"] == {u: str(int(v) + owed[u]) for u, v in start.items()}
+    assert st["payout"] == {u: str(owed[u] + (100 if u == "2" else 0)) for u in start}
+    assert st["net"] == {u: before_net[u] + owed[u] for u in start}
+    assert st["plan"] == ["30000", "1"]
+    assert sorted(int(x[1]) for x in bk.credits()) == [b for b, *_ in bets]
+    assert c.xlen(outbox) == 1
 
 if __name__ == "__main__":
     tpenv.main()
