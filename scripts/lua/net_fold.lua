@@ -32,12 +32,13 @@ if #log > 0 then
     local sums, who, nw = {}, {}, 0
     for j = 1, #log do
         local e, len = log[j], 0
-        for a, u, s, b in e:gmatch('()(%d+) (%d+) ?()') do
+        -- Canonical decimals (a user id and a sum are positive: no leading zero) in the pattern
+        -- itself: a byte test per pair cost ~650 instructions a bet at the HTTP ceiling's shape.
+        for a, u, s, b in e:gmatch('()([1-9]%d*) ([1-9]%d*) ?()') do
             -- The matches are disjoint: they cover the whole entry only when every byte of it is
             -- one of its pairs' or a separator.
             len = len + b - a
-            -- Canonical decimals: no leading zero (a user id is positive, a sum too).
-            if u:byte(1) == 48 or s:byte(1) == 48 or #u > 15 or #s > 15 then len = -1; break end
+            if #u > 15 or #s > 15 then len = -1; break end
             local t = sums[u]
             if not t then nw = nw + 1; who[nw] = u; t = 0 end
             sums[u] = t + s
