@@ -278,9 +278,9 @@ for k = 1, nused do
     sums[user] = sum + rec[3] * rec[5]
 end
 -- A balance or the plan's `paid` that Redis adds to (HINCRBY) must be its 64-bit integer text
--- (an optional '-', no leading zero) and stay one with `add`: checked before anything is
--- written (HINCRBY would refuse it after). The margin (2.3e16 below 2^63) keeps the double's
--- rounding out of the check.
+-- (Redis's string2ll: an optional '-', no '+', no space, no leading zero, "-0" refused) and stay
+-- one with `add`: checked before anything is written (HINCRBY would refuse it after). The
+-- margin (2.3e16 below 2^63) keeps the double's rounding out of the check.
 local function int64_plus(s, add)
     if #s > 20 or not (s == '0' or find(s, '^%-?[1-9]%d*$')) then return false end
     local x = s + 0
