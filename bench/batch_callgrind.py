@@ -40,7 +40,7 @@ import tpenv  # noqa: E402  (SlowForkChild: a real fork child for --young)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NBANDS, TTL_S, USERS = 5, 86400, 200
-SHARD_BYTES = 1024  # 1024 shards, 8 Mbit, a few bits set per call
+SHARD_BYTES = 3072  # 1024 shards of three days of 1,024 bytes, a few bits set per call
 
 
 def call_args(n, players, b, now, seq, users=USERS, offsets=True, net="netlog"):

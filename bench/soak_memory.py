@@ -201,10 +201,9 @@ def main():
                 # Bets held by the hot rounds: one idempotency record each (one bucket here).
                 hot_bets = sum(c.hlen(f"tp:{{b0}}:idem:{rid}")
                                for rid in c.zrange("tp:{g}:rounds", 0, -1))
-                # The idempotency filters: fixed-size strings allocated by a day's first bet, as
-                # used_memory counts them (the allocator's size class: a 128 MiB filter plus its
-                # string header takes 160 MiB).
-                filt = sum(c.memory_usage(k) or 0 for k in c.scan_iter("tp:{b0}:idemfilter:*"))
+                # The idempotency filter: fixed-size strings the leader builds (three days a
+                # shard), as used_memory counts them (the allocator's size classes).
+                filt = sum(c.memory_usage(k) or 0 for k in c.scan_iter("tp:{b0}:idemslots:*"))
                 samples.append({"t": time.time(), "used_memory": info["used_memory"],
                                 "dbsize": c.dbsize(), "rounds_hot": metric(s, "tickpool_rounds_hot"),
                                 "hot_bets": hot_bets, "filter": filt, "load": la, "seq": seq,

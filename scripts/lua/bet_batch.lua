@@ -31,13 +31,13 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
                                             version's entry: "<round_id>:<placed_ms>", its
                                             record in KEYS[2]); archival removes a round's
                                             entries, idem_unindex.lua
-  KEYS[12] tp:{bN}:idemfilter:<w>           the whole-window filter of window
-                                            w = floor(now_ms / (TTL * 1000)) written before the
-                                            filter was sharded (read only, while it exists)
-  KEYS[13] tp:{bN}:idemfilter:<w-1>         the same for window w - 1 (read only)
-  KEYS[14] tp:{bN}:idemfilter:<w>:0         shard 0 of window w's filter: its size is every
-                                            shard's of the window
-  KEYS[15] tp:{bN}:idemfilter:<w-1>:0       shard 0 of window w - 1's filter
+  KEYS[12] tp:{bN}:idemfilter:<d-1>:1023   \ the last shard of an older version's per-day
+  KEYS[13] tp:{bN}:idemfilter:<d>:1023       > filter of day d - 1, d, d + 1 (d = floor(now_ms /
+  KEYS[15] tp:{bN}:idemfilter:<d+1>:1023    /  (TTL * 1000))): while any exists, an older
+                                            leader may archive into that layout, so every bet
+                                            the filter would be asked about is "check" (read
+                                            only: never written here)
+  KEYS[14] tp:{bN}:idemslots:0              shard 0 of the filter: its size is every shard's
   KEYS[16] tp:{bN}:idemyoung                HASH, the hot key index's young part: the same
                                             entries as KEYS[11], where this script inserts
                                             them while a fork child runs (after it, only the
@@ -47,26 +47,29 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
   then one tp:{bN}:betl:<round_id>:<band> (LIST "<bet_id>:<user_id>:<stake>", appended) per
   distinct band of the batch, in order of first appearance in ARGV,
   then one tp:{bN}:ubets:<user_id> (LIST, GET /me/bets) per distinct user, same order,
-  then per distinct filter shard s of the bets (same order) tp:{bN}:idemfilter:<w>:<s> and
-  tp:{bN}:idemfilter:<w-1>:<s>: STRING blocked Bloom filters of the keys archived in the window,
-  5 bits of one 32-bit word per key (read only: archival writes them, idem_unindex.lua).
+  then per distinct filter shard s of the bets (same order) tp:{bN}:idemslots:<s>: STRING,
+  three days' blocked Bloom filters of the keys archived in the day, 5 bits of one 32-bit word
+  per key, interleaved by word: day d's word i at bytes 12i + 4 (d mod 3) .. + 3 (read only:
+  archival writes day d's, idem_unindex.lua; the leader zeroes day d + 1's during day d,
+  idem_slots.lua). A missing shard (not built yet) holds every key: "check".
 ARGV (decimal integers without sign or leading zeros):
   [1] round_id  [2] now_ms  [3] number of bands  [4] min_stake  [5] max_stake  (3-5: the
       config's, used only for a round whose state copy predates per-round rules; a round's own
       band count and stake bounds, fixed when it opened, are in its copy, KEYS[3])
   [6] idempotency TTL in seconds  [7] bucket N  [8] number of buckets B  [9] n bets (>= 1)
   [10] 1: skip the filter (the caller found no archived bet of these keys), else 0, or
-      "0:<bytes>": each bet's position carries its word's byte range in a shard of <bytes>
-      bytes (whole words, > 0), used for a window whose shards have that size
+      "0:<bytes>": each bet's position carries its words' byte range in a shard of <bytes>
+      bytes (whole 12-byte triples of words, > 0), used when the shards have that size
   then 5 per bet: user_id, band, stake, idempotency key (1..128 bytes of printable ASCII, as
   sent by the client: the caller checks the bytes, the script length and newline), and the
   key's filter position, hashed by the caller from the SHA-1 of "<user_id>:<key>"
   (src/store/keys.c tp_keys_idem_pos): 10 bytes, the word (0 .. 2^32-1, taken modulo the
   shard's words) and the mask (the 5 bits, nonzero) as two big-endian 32-bit integers, then
   the shard (0 .. 1023) as a big-endian 16-bit integer; with ARGV[10] "0:<bytes>", then one
-  byte L (> 0), the word's first byte in a shard of that size, (word mod bytes / 4) * 4, as L
-  decimal digits (tp_keys_idem_byte_offset), then its last byte, that + 3, in decimal (at
-  least one digit): the GETRANGE that reads the word. The caller's, checked here only for
+  byte L (> 0), the first byte of the word's three days in a shard of that size, (word mod
+  bytes / 12) * 12, as L decimal digits (tp_keys_idem_byte_offset), then their last byte, that
+  + 11, in decimal (at least one digit): the one GETRANGE that reads today's and yesterday's
+  word. The caller's, checked here only for
   their shape (a range past a shard's end would read fewer bytes, a silent miss:
   tests/unit/store/test_scripts.c pins the C formula, tests/integ/test_lua_batch.py that it
   reads the words the script would; digits that are none raise GETRANGE's error). The
@@ -96,8 +99,8 @@ Semantics (scripts/lua/README.md "bet_batch.lua"): bets are evaluated one after 
 a player's second bet sees the first one's debit and a repeated (user, key) is a replay of the
 first when that one was accepted, or idempotency_conflict when the key's accepted bet of the
 last TTL was on another round still in Redis (the hot index, KEYS[11]), or "check" when it
-may have been on an archived one (the filters: window w's shard, then w - 1's, then while they
-exist KEYS[12..13], up to the first that holds the key); one bet's refusal never touches
+may have been on an archived one (the filter: today's or yesterday's word of its shard holds
+it, its shard is missing, or an older version's per-day filter exists); one bet's refusal never touches
 another. Every check runs before the first write, and the writes are aggregated: one HSET per
 hash (the pool's: its bands and total, read before), one RPUSH per band of the round's bets
 lists (appended, never a hash's random slot: scripts/lua/README.md), one INCRBY of the
@@ -159,8 +162,8 @@ end
 
 local round_s, now_s, bucket_s = ARGV[1], ARGV[2], ARGV[7]
 local n = tonumber(ARGV[9] or '')
-if #KEYS < 20 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 5 * n then
-    return bug('want 16 + bands + users + 2 shards KEYS and 10 + 5n ARGV')
+if #KEYS < 19 or not n or n < 1 or n ~= math.floor(n) or #ARGV ~= 10 + 5 * n then
+    return bug('want 16 + bands + users + shards KEYS and 10 + 5n ARGV')
 end
 local now = uint(now_s)
 if not now then return bug('bad now_ms') end
@@ -170,14 +173,14 @@ local bucket, nbuckets = int(bucket_s), int(ARGV[8])
 if not nbuckets or nbuckets < 1 or not bucket or bucket >= nbuckets then
     return bug('bad bucket')
 end
--- "0:<bytes>": the caller's offsets are for shards of <bytes> (a window built under today's
--- configuration); a window of another size (built before a change of game.idem_filter or
--- game.buckets) has its offsets formatted here. Read with tonumber, as ARGV 6-8.
+-- "0:<bytes>": the caller's ranges are for shards of <bytes> (built under today's
+-- configuration); shards of another size (built before a change of game.idem_filter or
+-- game.buckets) have their ranges formatted here. Read with tonumber, as ARGV 6-8.
 local flag = ARGV[10]
 local skip_filter, given = flag == '1', false
 if not skip_filter and flag ~= '0' then
     given = flag:sub(1, 2) == '0:' and int(flag:sub(3))
-    if not given or given < 4 or given % 4 ~= 0 then return bug('bad filter flag') end
+    if not given or given < 12 or given % 12 ~= 0 then return bug('bad filter flag') end
 end
 
 -- Per-bet server-side arguments, and the distinct bands and users (their KEYS follow).
@@ -229,7 +232,7 @@ for i = 0, n - 1 do
     end
     fields[i + 1] = user_s .. ':' .. ARGV[o + 3]
 end
-if #KEYS ~= 16 + nb + nu + 2 * ns then return bug('want 16 + bands + users + 2 shards KEYS') end
+if #KEYS ~= 16 + nb + nu + ns then return bug('want 16 + bands + users + shards KEYS') end
 
 -- A round id outside the layout would name another round's keys: every bet is refused, as
 -- bet.lua refuses it (the key names below are then not checked, nothing is touched).
@@ -244,11 +247,11 @@ end
 -- tests/unit/store/test_scripts.c checks what it builds. Building and comparing the ~20 names
 -- here cost Redis ~21k instructions per call, more than a tenth of a one-bet call
 -- (bench/README.md "Session 10"); their count is checked above.
--- The filters' windows: each is one TTL long, and both w and w - 1 are read, so a key that
--- archival set in window w (the one current at archival, idem_unindex.lua) is found from its
+-- The filter's days: each is one TTL long, and both d and d - 1 are read, so a key that
+-- archival set in day d (the one current at archival, idem_unindex.lua) is found from its
 -- archival until at least one TTL after it, hence for the rest of its bet's TTL.
 local span = ttl * 1000
-local sbase = 16 + nb + nu -- shard j's KEYS: sbase + 2j - 1 (window w), sbase + 2j (w - 1)
+local sbase = 16 + nb + nu -- shard j's KEY: sbase + j
 
 -- Reads, once per batch: the hot index entry of every (user, key), which carries the key's
 -- record; the pause, balances and exclusions of every player, the round state, the pool total.
@@ -299,32 +302,33 @@ if old then
     end
 end
 
--- The filters: blocked Bloom filters of 32-bit words. A key's hash (the caller's, from the
--- SHA-1 of "<user_id>:<key>") picks a shard, one word in it (modulo the shard's words) and 5
--- bits in the word: a key with no hot entry whose 5 bits are all set in window w or w - 1 may
--- have been accepted on an archived round. One word per key keeps the cost to one GETRANGE
--- of its 4 bytes per bet and window (5 single-bit reads cost Redis 5 times this), one call per
--- bet and window: the bets of a call rarely share a shard (74 bets hit ~71 of 1,024), and
--- grouping them cost more in Lua tables than the few calls it saved. The range goes as
--- strings (Redis formats a number argument with snprintf "%.17g"), the caller's when it gave
--- them for this window's shard size (ARGV[10]). Every shard of a window has
--- shard 0's size (the leader creates them all, idem_filter_build.lua), so a changed
--- configuration never misreads an existing window. The
--- whole-window filters of before the shards (KEYS[12..13]) are read with the same word and
--- mask while they exist (an upgrade's last 48 h), never written.
+-- The filter: blocked Bloom filters of 32-bit words, one per day. A key's hash (the caller's,
+-- from the SHA-1 of "<user_id>:<key>") picks a shard, one word in it (modulo the shard's words
+-- of a day) and 5 bits in the word: a key with no hot entry whose 5 bits are all set in today's
+-- or yesterday's word may have been accepted on an archived round. A shard holds three days,
+-- their words interleaved (day d's word i at bytes 12i + 4 (d mod 3)), so one GETRANGE of the
+-- word's 12 bytes reads both days a bet needs, at a range that does not depend on the day
+-- (bench/README.md "Session 28: both filter days in one key"); the third day is the one the
+-- leader zeroes for tomorrow (idem_slots.lua). One call per bet: the bets of a call rarely
+-- share a shard (74 bets hit ~71 of 1,024), and grouping them cost more in Lua tables than the
+-- few calls it saved. The range goes as strings (Redis formats a number argument with snprintf
+-- "%.17g"), the caller's when it gave them for this shard size (ARGV[10]). Every shard has
+-- shard 0's size (the leader creates them all, idem_slots.lua), so a changed configuration
+-- never misreads one.
 local band, floor, sub = bit.band, math.floor, string.sub
--- The pause and the whole-window filters exist only in rare states (an operator's pause; an
--- upgrade's first 48 h), and so does the disabled accounts' hash (Redis drops a hash with its
--- last field: it exists only while some player of the bucket is disabled). One EXISTS tells the
--- usual case (none) in one call, and only otherwise is each one read. EXISTS counts a key once
--- per time it is named: the disabled hash is named 4 times, so the count is below 4 when it is
--- missing, and the other three (at most 3) are its remainder modulo 4. Skipping the HMGET of a
--- missing hash is exact (it answers every field nil): a one-bet call ~4k instructions fewer of
--- its ~322k, the four names included (bench/README.md "Session 12").
-local present = call('EXISTS', KEYS[9], KEYS[12], KEYS[13], KEYS[10], KEYS[10], KEYS[10],
-                     KEYS[10])
-local rare = present % 4 ~= 0
--- The filters' sizes are read only when some bet needs them.
+-- The pause, an older version's per-day filter and the disabled accounts' hash exist only in
+-- rare states (an operator's pause; an upgrade until the leader folded the per-day filter into
+-- the shards; Redis drops a hash with its last field: it exists only while some player of the
+-- bucket is disabled). One EXISTS tells the usual case (none) in one call, and only otherwise
+-- is each one read. EXISTS counts a key once per time it is named: the disabled hash is named 5
+-- times, so the count is below 5 when it is missing, and the other four (at most 4) are its
+-- remainder modulo 5. Skipping the HMGET of a missing hash is exact (it answers every field
+-- nil): a one-bet call ~4k instructions fewer of its ~322k, the names included
+-- (bench/README.md "Session 12").
+local present = call('EXISTS', KEYS[9], KEYS[12], KEYS[13], KEYS[15], KEYS[10], KEYS[10],
+                     KEYS[10], KEYS[10], KEYS[10])
+local rare = present % 5 ~= 0
+-- The filter's size is read only when some bet needs it.
 local need = false
 if not skip_filter then
     for i = 1, n do
@@ -332,58 +336,49 @@ if not skip_filter then
     end
 end
 if need then
-    -- Each bet with no hot entry (hence no record, above) reads window w's shard (KEYS sbase +
-    -- 2j - 1), then, unless that holds the key, w - 1's (sbase + 2j), then while they exist the
-    -- whole-window filters of w and w - 1 (KEYS[12], KEYS[13]), until one holds it. One loop
-    -- over the bets, not one per filter: a bet's position is read, its mask made and its
-    -- offset taken once for all its reads (bench/README.md "Session 25"). No function per
-    -- filter: a closure over 13 of this chunk's locals cost a one-bet call ~6k with its calls
-    -- (bench/README.md "Session 12"). A filter's size is its shard 0's (KEYS[14], KEYS[15]);
-    -- one under a word holds nothing (not built yet).
-    -- The caller's offsets hold for shards of the size it gave (never the whole-window
-    -- filters): a '%d' fewer per bet and window (bench/README.md "Session 22").
-    -- A word is read with GETRANGE from its first byte to its last: a 4-byte string, where
-    -- BITFIELD_RO GET u32 cost Redis its subcommand's parsing and a reply table a read
-    -- (bench/README.md "Session 25"); a read past a filter's end (only a wrong offset) gives
-    -- fewer bytes and holds nothing, as BITFIELD_RO's zeros did.
-    local function range(word, len)
-        -- The first and last byte of the word in a filter of `len` bytes, for a window whose
-        -- shards are not of the size the caller's offsets are for.
-        local x = word % floor(len / 4) * 4
-        return format('%d', x), format('%d', x + 3)
-    end
-    local len1, len2 = call('STRLEN', KEYS[14]), call('STRLEN', KEYS[15])
-    local len3 = rare and call('STRLEN', KEYS[12]) or 0
-    local len4 = rare and call('STRLEN', KEYS[13]) or 0
+    -- An older leader's per-day filter (its last shard: archival's "whole") means keys may be
+    -- archived where this script does not read: every bet the filter decides is "check", and
+    -- Postgres answers (idem_slots.lua folds that filter into the shards, its last shard last).
+    local old = rare and call('EXISTS', KEYS[12], KEYS[13], KEYS[15]) > 0
+    -- Each bet with no hot entry (hence no record, above) reads its shard (KEYS sbase + j) once:
+    -- today's word and yesterday's. One loop over the bets: a bet's position is read, its mask
+    -- made and its range taken once (bench/README.md "Session 25"). No function per read: a
+    -- closure over this chunk's locals cost a one-bet call ~6k with its calls (bench/README.md
+    -- "Session 12"). The shards' size is shard 0's (KEYS[14]); one under a triple of words, or
+    -- a shard that reads fewer than 12 bytes (missing: not built yet; or a range past its end,
+    -- only a wrong offset), holds every key: "check", never a silent miss.
+    -- The caller's ranges hold for shards of the size it gave: a '%d' fewer per bet
+    -- (bench/README.md "Session 22").
+    local len = call('STRLEN', KEYS[14])
+    local day = floor(now / span)
+    local t, y = 1 + 4 * (day % 3), 1 + 4 * ((day + 2) % 3) -- today's, yesterday's first byte
+    local triples = floor(len / 12)
     for i = 1, n do
         if not idx[i] then
-            local p = ARGV[10 + 5 * i]
-            local w1, w2, w3, w4, m1, m2, m3, m4, s1, s2, ln = byte(p, 1, 11)
-            local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
-            local word = ((w1 * 256 + w2) * 256 + w3) * 256 + w4
-            local k = sbase + 2 * shards[s1 * 256 + s2]
-            local from, to = given and sub(p, 12, 11 + ln), given and sub(p, 12 + ln)
-            local b1, b2, b3, b4, a, z
-            if len1 >= 4 then
-                a, z = from, to
-                if len1 ~= given then a, z = range(word, len1) end
-                b1, b2, b3, b4 = byte(call('GETRANGE', KEYS[k - 1], a, z), 1, 4)
-            end
-            local hold = b4 and band(((b1 * 256 + b2) * 256 + b3) * 256 + b4, mask) == mask
-            if not hold and len2 >= 4 then
-                a, z = from, to
-                if len2 ~= given then a, z = range(word, len2) end
-                b1, b2, b3, b4 = byte(call('GETRANGE', KEYS[k], a, z), 1, 4)
-                hold = b4 and band(((b1 * 256 + b2) * 256 + b3) * 256 + b4, mask) == mask
-            end
-            if not hold and rare then
-                if len3 >= 4 then
-                    b1, b2, b3, b4 = byte(call('GETRANGE', KEYS[12], range(word, len3)), 1, 4)
-                    hold = b4 and band(((b1 * 256 + b2) * 256 + b3) * 256 + b4, mask) == mask
+            local hold = old or triples < 1
+            if not hold then
+                local p = ARGV[10 + 5 * i]
+                local w1, w2, w3, w4, m1, m2, m3, m4, s1, s2, ln = byte(p, 1, 11)
+                local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
+                local a, z
+                if len == given then
+                    a, z = sub(p, 12, 11 + ln), sub(p, 12 + ln)
+                else
+                    -- Shards not of the size the caller's ranges are for (built before a
+                    -- change of game.idem_filter or game.buckets).
+                    local x = (((w1 * 256 + w2) * 256 + w3) * 256 + w4) % triples * 12
+                    a, z = format('%d', x), format('%d', x + 11)
                 end
-                if not hold and len4 >= 4 then
-                    b1, b2, b3, b4 = byte(call('GETRANGE', KEYS[13], range(word, len4)), 1, 4)
-                    hold = b4 and band(((b1 * 256 + b2) * 256 + b3) * 256 + b4, mask) == mask
+                local g = call('GETRANGE', KEYS[sbase + shards[s1 * 256 + s2]], a, z)
+                if #g < 12 then
+                    hold = true
+                else
+                    local b1, b2, b3, b4 = byte(g, t, t + 3)
+                    hold = band(((b1 * 256 + b2) * 256 + b3) * 256 + b4, mask) == mask
+                    if not hold then
+                        b1, b2, b3, b4 = byte(g, y, y + 3)
+                        hold = band(((b1 * 256 + b2) * 256 + b3) * 256 + b4, mask) == mask
+                    end
                 end
             end
             if hold then hit[i] = true end
@@ -395,7 +390,7 @@ local balv = call('HMGET', KEYS[1], unpack(users, 1, nu))
 local exclv = call('HMGET', KEYS[8], unpack(users, 1, nu))
 -- Accounts an operator disabled (account_flag.lua): workers refuse their tokens in memory too,
 -- this covers the moment before a worker hears of it. Read only while the hash exists (above).
-local disabled = present >= 4 and call('HMGET', KEYS[10], unpack(users, 1, nu))
+local disabled = present >= 5 and call('HMGET', KEYS[10], unpack(users, 1, nu))
 -- By the user's place k (place[user_s]), in the replies' own tables.
 local bal, excl = balv, exclv
 for k = 1, nu do

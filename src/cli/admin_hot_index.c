@@ -52,9 +52,9 @@ static int64_t prune_round(struct tp_admin *a, const struct tp_hot_leaks *l, siz
         long long got = v->type == TP_REPLY_INTEGER ? v->integer : -2;
         tp_store_value_free(v);
         if (got == -1) {
-            fprintf(stderr, "admin hot-index-prune: the idempotency filter's current window is "
-                            "not built yet (the leader builds it within seconds of starting): "
-                            "run the command again\n");
+            fprintf(stderr, "admin hot-index-prune: the idempotency filter is not built yet "
+                            "(the leader builds it within seconds of starting): run the command "
+                            "again\n");
             return -1;
         }
         if (got < 0) {

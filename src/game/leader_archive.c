@@ -397,8 +397,8 @@ static void on_unindex(int err, const struct tp_store_reply *r, void *ud)
         return;
     }
     if (tp_reply_integer(r) < 0) {
-        /* The window is not whole: the leader's builder (leader_idemfilter.c) makes the
-         * current window first, within seconds of a leader's start; the round waits. */
+        /* The filter is not whole: the leader's builder (leader_idemfilter.c) makes it within
+         * seconds of a leader's start on a new deployment or an upgrade; the round waits. */
         if (!a->filter_waiting)
             tp_log_info(MOD, "archival waits for the idempotency filter's window\tround=%lld",
                         (long long)a->id);
@@ -423,12 +423,13 @@ static void pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
     unindex_step(t->data);
 }
 
-/* The window rule (scripts/lua/README.md "idem_unindex.lua"): a key enters the filter of the
- * window current at archival, w, by this process's clock. Bets read w and w - 1, so it is found
- * from now until the end of window w + 1, at least one TTL from now and so past its bet's TTL.
- * During the first TP_KEYS_IDEM_SLACK_MS of w (a tenth of a test hook's short window at most)
- * it also enters w - 1, for a worker whose clock lags and still reads w - 1 and w - 2. A key
- * whose bet is a TTL and the slack old needs no filter. */
+/* The window rule (scripts/lua/README.md "idem_unindex.lua"): a key enters the filter's words
+ * of the day current at archival, w, by this process's clock. Bets read w and w - 1, so it is
+ * found from now until the end of day w + 1, at least one TTL from now and so past its bet's
+ * TTL. During the first TP_KEYS_IDEM_SLACK_MS of w (a tenth of a test hook's short day at most)
+ * it also enters w - 1's words, for a worker whose clock lags and still reads w - 1 and w - 2
+ * (the leader zeroes day w + 1's words, day w - 2's, only after that: leader_idemfilter.c). A
+ * key whose bet is a TTL and the slack old needs no filter. */
 static void unindex_step(struct arch *a)
 {
     a->step = TP_MIN(a->count, a->first[a->bucket + 1] - a->ki);

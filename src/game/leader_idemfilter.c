@@ -1,25 +1,34 @@
 /*
- * The idempotency filter's windows, built ahead of time by the leader's process (see
- * tp_leader_idemfilter_install in tickpool/game/leader.h, docs/operations.md §4).
+ * The idempotency filter's upkeep by the leader's process (see tp_leader_idemfilter_install in
+ * tickpool/game/leader.h, docs/operations.md §4): its shards built once, an older version's
+ * per-day filter folded into them, and each day the next day's words zeroed.
  *
- * A window's filter in a bucket is TP_KEYS_IDEM_SHARDS strings (tp_keys_idem_shard). Creating
- * one zeroes it: measured about 3.3 ms per MiB on the loaded 2-core test machine, so the
- * default 128 MiB made in one command held Redis for about 450 ms at 00:00 UTC, when the day's
- * first bet allocated it. Here the leader creates the shards of the current window (when
- * missing: a new deployment, a leader that was down) and of the next one from LEAD before it
- * starts, one shard of at most 2^19 bytes per idem_filter_build.lua call (several small ones
- * per call, up to STEP_BYTES), DEPTH calls in flight: no step holds Redis for more than about
- * a millisecond at the default size and bets flow between them. The last shard is created alone
- * and last; archival (idem_unindex.lua) reads its presence as "the window is whole" and writes
- * a window only then, so nothing but this builder ever allocates a shard.
+ * A bucket's filter is TP_KEYS_IDEM_SHARDS strings (tp_keys_idem_slots), each holding three days,
+ * their 32-bit words interleaved: bet_batch.lua reads today's and yesterday's word in one
+ * GETRANGE, archival (idem_unindex.lua, src/game/leader_archive.c) writes day d's, and the third
+ * day's words are the ones zeroed for tomorrow. Creating a shard zeroes it (about 3.3 ms per MiB
+ * on the loaded 2-core test machine), so the shards are created here, one step of at most
+ * STEP_BYTES per idem_slots.lua call, DEPTH calls in flight, shard 0 alone first (its size is
+ * every shard's) and the last shard alone and last (archival reads its presence as "the filter
+ * is whole" and writes only then; a bet reads a missing shard as "check"). A build step also
+ * folds an older version's per-day shards (tp_keys_idem_shard) of yesterday, today and tomorrow
+ * into their days and deletes them, their shard 0 replaced by a tombstone from the first step, so
+ * no older process reads or writes that filter once the fold began (idem_slots.lua).
  *
- * The filter is written only by archival (idem_unindex.lua, src/game/leader_archive.c), into the
- * window current at archival, which waits while that window is not whole; bets only read it.
+ * During day d, from TP_KEYS_IDEM_SLACK_MS after its start until as long before its end (a
+ * tenth of a test hook's short day at most), each shard's day d + 1 words (day d - 2's, read by
+ * nobody by then) are zeroed with one BITOP AND against a mask: a reader or archival whose clock
+ * is off by up to the slack never reads or writes day d + 1 in that part of the day. A zeroing
+ * not done by the end (no leader all day) leaves older bits in day d + 1: false positives
+ * ("check": Postgres answers), never a miss. The step given the last shard records the day as
+ * zeroed.
  *
- * Each step creates only what is missing and each shard gets shard 0's size, so a kill -9 or
- * a change of leader mid-build just makes the next leader redo the probe and carry on. Old
- * windows need no work: every shard expires (PEXPIRE at creation) at the end of the window
- * after its own plus slack, each at most 2^19 bytes freed at a time.
+ * The probe also counts a day among d - 1 .. d + 1 whose older per-day shard 0 is no tombstone
+ * yet as a trace, so a build pass runs once a day, creating nothing but day d + 1's tombstone
+ * (an older version started later is fenced the same way): 1,024 cheap steps a bucket.
+ *
+ * Every step does only what is left, so a kill -9 or a change of leader mid-pass just makes the
+ * next leader probe and carry on. The shards have no TTL: Redis holds 3 × game.idem_filter.
  */
 #include "tickpool/game/leader.h"
 
@@ -37,15 +46,14 @@
 
 #define MOD "idemfilter"
 #define PERIOD_S 1.0
-/* The next window is built from this long before it starts (half a window when the test hook
- * shortens it below 2 h). */
-#define LEAD_MS 3600000LL
-/* Bytes one step creates at most (whole shards; at least one), and steps in flight: Redis runs
- * them one after the other, the pipeline only hides the round trips. */
+/* Bytes one step creates or zeroes at most (whole shards; at least one), and steps in flight:
+ * Redis runs them one after the other, the pipeline only hides the round trips. */
 #define STEP_BYTES (128 * 1024)
 #define DEPTH 4
 
 static size_t slot = SIZE_MAX;
+
+enum phase { PROBE, BUILD, ZERO };
 
 struct build {
     struct tp_worker *w;
@@ -53,11 +61,11 @@ struct build {
     const struct tp_config_game *g;
     ev_timer timer;
     bool busy, failed;
-    int64_t done; /* newest window built whole in every bucket under this lead (-1: none) */
 
-    /* The window being built. */
-    int64_t win, shard_bytes, started_ms;
-    int bucket, next, per, created, inflight;
+    /* The pass under way: one bucket at a time, its probe, then its build or zeroing. */
+    int64_t day, shard_bytes, started_ms;
+    int bucket, next, per, created, zeroed, inflight;
+    enum phase phase;
 };
 
 static void step(struct build *b);
@@ -67,38 +75,76 @@ static int64_t span_ms(void)
     return (int64_t)tp_keys_idem_ttl_s() * 1000;
 }
 
+static int64_t margin_ms(void)
+{
+    return TP_MIN(TP_KEYS_IDEM_SLACK_MS, span_ms() / 10);
+}
+
 static void fail(struct build *b, int err, const char *what)
 {
-    tp_log_warn(MOD,
-                "filter build step failed, retried next pass\twindow=%lld bucket=%d step=%s "
-                "err=%d",
-                (long long)b->win, b->bucket, what, err);
+    tp_log_warn(MOD, "filter step failed, retried next pass\tday=%lld bucket=%d step=%s err=%d",
+                (long long)b->day, b->bucket, what, err);
 }
 
 static void bucket_done(struct build *b)
 {
     b->bucket++;
-    b->next = -1;
+    b->phase = PROBE;
+    b->next = 0;
     step(b);
+}
+
+/* Inside day d's part where day d + 1's words may be zeroed (idem_slots.lua checks it too). */
+static bool zero_time(int64_t day, int64_t now)
+{
+    return now >= day * span_ms() + margin_ms() && now <= (day + 1) * span_ms() - margin_ms();
+}
+
+static void on_probe(struct build *b, const struct tp_store_reply *r)
+{
+    if (tp_reply_type(r) != TP_REPLY_ARRAY || tp_reply_len(r) != 3) {
+        b->failed = true;
+        return;
+    }
+    bool whole = tp_reply_integer(tp_reply_at(r, 0)) == 1;
+    bool old = tp_reply_integer(tp_reply_at(r, 1)) == 1;
+    int64_t zeroed = tp_reply_integer(tp_reply_at(r, 2));
+    if (!whole || old)
+        b->phase = BUILD;
+    else if (zeroed != b->day + 1 && zero_time(b->day, tp_now_ms()))
+        b->phase = ZERO;
+    else
+        b->phase = PROBE; /* nothing to do: bucket_done below */
+    b->next = 0;
 }
 
 static void on_step(int err, const struct tp_store_reply *r, void *ud)
 {
     struct build *b = ud;
     b->inflight--;
-    if (err != 0 || tp_reply_type(r) != TP_REPLY_INTEGER) {
+    if (err != 0) {
         if (!b->failed)
-            fail(b, err != 0 ? err : TP_EIO, b->next < 0 ? "probe" : "build");
+            fail(b, err, b->phase == PROBE ? "probe" : b->phase == BUILD ? "build" : "zero");
         b->failed = true;
-    } else if (b->next < 0) {
-        /* The probe: the last shard exists, this bucket's window is whole. */
-        if (tp_reply_integer(r) == 1) {
+    } else if (b->phase == PROBE) {
+        on_probe(b, r);
+        if (b->failed)
+            fail(b, TP_EIO, "probe");
+        else if (b->phase == PROBE) {
             bucket_done(b);
             return;
         }
-        b->next = 0;
-    } else {
+    } else if (tp_reply_type(r) != TP_REPLY_INTEGER) {
+        if (!b->failed)
+            fail(b, TP_EIO, b->phase == BUILD ? "build" : "zero");
+        b->failed = true;
+    } else if (b->phase == BUILD) {
         b->created += (int)tp_reply_integer(r);
+    } else if (tp_reply_integer(r) < 0) {
+        /* Past the day's part (a pass that ran late): the next day's pass zeroes. */
+        b->failed = true;
+    } else {
+        b->zeroed += (int)tp_reply_integer(r);
     }
     if (b->inflight > 0)
         return;
@@ -113,18 +159,25 @@ static void on_step(int err, const struct tp_store_reply *r, void *ud)
     step(b);
 }
 
-/* Sends shards [first, first + n) of (win, bucket), or the probe of the last shard. */
-static bool send(struct build *b, int first, int n, bool probe)
+/* Sends shards [first, first + n) of this bucket in the current phase, or its probe. */
+static bool send(struct build *b, int first, int n)
 {
-    struct tp_script_idem_filter_build_args a = {.bucket = b->bucket,
-                                                 .window = b->win,
-                                                 .first = first,
-                                                 .n = n,
-                                                 .shard_bytes = b->shard_bytes,
-                                                 .expire_ms = (b->win + 2) * span_ms() -
-                                                              tp_now_ms() + TP_KEYS_IDEM_SLACK_MS,
-                                                 .probe = probe};
-    int rc = tp_script_idem_filter_build(b->store, &a, on_step, b);
+    int64_t now = tp_now_ms();
+    struct tp_script_idem_slots_args a = {
+        .mode = b->phase == PROBE   ? TP_IDEM_SLOTS_PROBE
+                : b->phase == BUILD ? TP_IDEM_SLOTS_BUILD
+                                    : TP_IDEM_SLOTS_ZERO,
+        .bucket = b->bucket,
+        .day = b->day,
+        .first = first,
+        .n = n,
+        .shard_bytes = b->shard_bytes,
+        .span_ms = span_ms(),
+        /* A tombstone outlives the older shards' last reader (day + 2) by the slack. */
+        .extra_ms =
+            b->phase == ZERO ? margin_ms() : (b->day + 3) * span_ms() - now + TP_KEYS_IDEM_SLACK_MS,
+        .now_ms = now};
+    int rc = tp_script_idem_slots(b->store, &a, on_step, b);
     if (rc != 0) {
         fail(b, rc, "send");
         b->failed = true;
@@ -134,8 +187,8 @@ static bool send(struct build *b, int first, int n, bool probe)
     return true;
 }
 
-/* The next calls for (win, bucket): the probe; then every shard but the last, DEPTH steps in
- * flight; then, once they all answered, the last shard alone. */
+/* The next calls for this bucket: the probe; then shard 0 alone, every shard but the last,
+ * DEPTH steps in flight, and once they all answered, the last shard alone. */
 static void step(struct build *b)
 {
     if (!tp_leader_is_leader(tp_leader_of(b->w))) {
@@ -143,31 +196,31 @@ static void step(struct build *b)
         return;
     }
     if (b->bucket >= b->g->buckets) {
-        if (b->created > 0)
+        if (b->created > 0 || b->zeroed > 0)
             tp_log_info(MOD,
-                        "idempotency filter built\twindow=%lld buckets=%d shards=%d "
+                        "idempotency filter kept\tday=%lld buckets=%d created=%d zeroed=%d "
                         "shard_bytes=%lld ms=%lld",
-                        (long long)b->win, b->g->buckets, b->created, (long long)b->shard_bytes,
-                        (long long)(tp_now_ms() - b->started_ms));
-        b->done = b->win;
+                        (long long)b->day, b->g->buckets, b->created, b->zeroed,
+                        (long long)b->shard_bytes, (long long)(tp_now_ms() - b->started_ms));
         b->busy = false;
         return;
     }
     int last = TP_KEYS_IDEM_SHARDS - 1;
-    if (b->next < 0) {
-        if (!send(b, last, 1, true))
+    if (b->phase == PROBE) {
+        if (!send(b, 0, 1))
             b->busy = false;
         return;
     }
-    if (b->next == last) {
-        b->next = TP_KEYS_IDEM_SHARDS;
-        if (!send(b, last, 1, false))
+    if (b->next == 0 || b->next == last) {
+        int s = b->next;
+        b->next = s == 0 ? 1 : TP_KEYS_IDEM_SHARDS;
+        if (!send(b, s, 1))
             b->busy = false;
         return;
     }
     while (b->inflight < DEPTH && b->next < last) {
         int n = TP_MIN(b->per, last - b->next);
-        if (!send(b, b->next, n, false))
+        if (!send(b, b->next, n))
             break;
         b->next += n;
     }
@@ -179,29 +232,22 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop, (void)revents;
     struct build *b = t->data;
-    if (!tp_leader_is_leader(tp_leader_of(b->w))) {
-        b->done = -1;
+    if (!tp_leader_is_leader(tp_leader_of(b->w)))
         return;
-    }
     if (b->busy || b->store == NULL || !tp_store_is_connected(b->store))
         return;
-    int64_t now = tp_now_ms(), span = span_ms();
-    int64_t win = tp_keys_idem_window(now, tp_keys_idem_ttl_s());
-    int64_t lead = TP_MIN(LEAD_MS, span / 2);
-    /* The current window first (it is read and written now), then the next one. */
-    if (b->done < win)
-        b->win = win;
-    else if (b->done < win + 1 && now >= (win + 1) * span - lead)
-        b->win = win + 1;
-    else
+    int64_t now = tp_now_ms();
+    b->day = tp_keys_idem_window(now, tp_keys_idem_ttl_s());
+    if (b->day < 1)
         return;
     b->busy = true;
     b->shard_bytes = tp_keys_idem_shard_bytes(b->g->idem_filter, b->g->buckets);
     b->per = (int)TP_MAX(1, STEP_BYTES / b->shard_bytes);
     b->started_ms = now;
     b->bucket = 0;
-    b->next = -1;
-    b->created = 0;
+    b->next = 0;
+    b->phase = PROBE;
+    b->created = b->zeroed = 0;
     b->failed = false;
     step(b);
 }
@@ -213,7 +259,6 @@ static void on_init(struct tp_worker *w, void *ud)
     b->w = w;
     b->store = tp_store_of(w);
     b->g = &tp_worker_config(w)->game;
-    b->done = -1;
     ev_timer_init(&b->timer, timer_cb, 0.2, PERIOD_S);
     b->timer.data = b;
     ev_timer_start(tp_worker_loop(w), &b->timer);

@@ -245,18 +245,26 @@ const char *tp_keys_idem_young(struct tp_key *k, int bucket)
     return BUCKET_CONST(k, bucket, "idemyoung");
 }
 
-const char *tp_keys_idem_filter(struct tp_key *k, int bucket, int64_t window)
-{
-    return BUCKET_ID(k, bucket, "idemfilter:", window);
-}
-
-/* A batch formats two of these per bet (its shard in both windows). */
 const char *tp_keys_idem_shard(struct tp_key *k, int bucket, int64_t window, int shard)
 {
     TP_ASSERT(shard >= 0 && shard < TP_KEYS_IDEM_SHARDS);
     BUCKET_ID(k, bucket, "idemfilter:", window);
     PUT_LIT(k, ":");
     put_int(k, shard);
+    return done(k);
+}
+
+/* A batch formats one of these per distinct shard of its bets. */
+const char *tp_keys_idem_slots(struct tp_key *k, int bucket, int shard)
+{
+    TP_ASSERT(shard >= 0 && shard < TP_KEYS_IDEM_SHARDS);
+    return BUCKET_ID(k, bucket, "idemslots:", shard);
+}
+
+const char *tp_keys_idem_slots_aux(struct tp_key *k, int bucket, const char *name)
+{
+    BUCKET_CONST(k, bucket, "idemslots:");
+    put(k, name, strlen(name));
     return done(k);
 }
 
@@ -288,14 +296,17 @@ int64_t tp_keys_idem_shard_bytes(size_t filter, int buckets)
     /* Less 16 bytes: Redis stores a string with a header and a terminator, so a shard of
      * exactly 2^k bytes took the allocator's next size class (128 KiB took 160 KiB, 25 % of the
      * filter's memory for nothing); 16 bytes fewer fit the class. */
-    int64_t b = ((int64_t)(filter / (size_t)buckets / TP_KEYS_IDEM_SHARDS) - 16) / 4 * 4;
-    return b >= 4 ? b : 4;
+    int64_t day = ((int64_t)(filter / (size_t)buckets / TP_KEYS_IDEM_SHARDS) - 16) / 4 * 4;
+    /* Three days of exactly the older per-day shard's size, so the upgrade's fold maps every
+     * older word to its day (idem_slots.lua); 3 × 16 bytes under three shares, still inside the
+     * allocator class of three shares with Redis's header (393,168 B in 384 KiB by default). */
+    return 3 * (day >= 4 ? day : 4);
 }
 
 int64_t tp_keys_idem_byte_offset(uint32_t word, int64_t shard_bytes)
 {
-    TP_ASSERT(shard_bytes >= 4);
-    return (int64_t)word % (shard_bytes / 4) * 4;
+    TP_ASSERT(shard_bytes >= 12);
+    return (int64_t)word % (shard_bytes / 12) * 12;
 }
 
 int tp_keys_idem_ttl_s(void)

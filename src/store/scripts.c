@@ -166,17 +166,17 @@ void tp_script_bet_call(const struct tp_script_bet_args *b, struct tp_script_cal
 }
 
 /* scripts/lua/bet_batch.lua header: 16 KEYS, one bets key per distinct band and one ubets key per
- * distinct player (first appearance order), then the two filter shards (window w, w - 1) of each
- * distinct shard; 10 ARGV, then 5 per bet (the filter word, mask and shard as 10 bytes: a
+ * distinct player (first appearance order), then the filter shard (three days) of each distinct
+ * shard; 10 ARGV, then 5 per bet (the filter word, mask and shard as 10 bytes: a
  * decimal cost the script two strtod calls each, bench/README.md "Session 9", the shard's a
  * pattern and an ARGV entry, "Session 15"; then, with a shard size, one byte holding the
- * length of the decimal that follows, the word's first byte in such a shard, then its last
- * byte, that + 3, in decimal: the GETRANGE the script reads the word with, which it otherwise
- * formats per bet and window, 2.0-2.4k Redis instructions a bet with two windows, "Session
- * 22"; GETRANGE instead of BITFIELD_RO, "Session 25"). Distinct bands, players and
- * shards are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX: cheaper than a
- * table). The filter positions are hashed here, in C, not by the script: Redis runs the script
- * single-threaded. */
+ * length of the decimal that follows, the first byte of the word's triple in such a shard, then
+ * its last byte, that + 11, in decimal: the GETRANGE the script reads today's and yesterday's
+ * word with, which it otherwise formats per bet, "Session 22"; GETRANGE instead of BITFIELD_RO,
+ * "Session 25"; one key a shard for both days, "Session 28: both filter days in one key"). Distinct
+ * bands, players and shards are found by a scan of the bets before each (n ≤ TP_SCRIPT_BATCH_MAX:
+ * cheaper than a table). The filter positions are hashed here, in C, not by the script: Redis runs
+ * the script single-threaded. */
 static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_script_call *a)
 {
     struct tp_key k;
@@ -186,11 +186,11 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     struct tp_keys_idem_pos pos[TP_SCRIPT_BATCH_MAX];
     for (size_t i = 0; i < cnt; i++)
         tp_keys_idem_pos(b->bets[i].user_id, b->bets[i].idem_key, b->bets[i].idem_len, &pos[i]);
-    /* Keys: 16 + ≤ 4 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 5 per bet, each < 24 bytes
-     * (a bet's position and offsets, 11 + 2 × ≤ 6 bytes: a shard is at most
+    /* Keys: 16 + ≤ 3 per bet, each < TP_KEYS_MAX; numbers: ≤ 10 + 5 per bet, each < 24 bytes
+     * (a bet's position and range, 11 + 2 × ≤ 7 bytes: a shard is at most
      * TP_SCRIPT_IDEM_SHARD_MAX, checked by the stub; counted as two). */
-    start_heap(a, "bet_batch", (int)(26 + 9 * cnt),
-               (16 + 4 * cnt) * TP_KEYS_MAX + (10 + 5 * cnt) * 24);
+    start_heap(a, "bet_batch", (int)(26 + 8 * cnt),
+               (16 + 3 * cnt) * TP_KEYS_MAX + (10 + 5 * cnt) * 24);
     key(a, tp_keys_bal(&k, n));
     key(a, tp_keys_idem(&k, n, b->round_id));
     key(a, tp_keys_round_state(&k, n, b->round_id));
@@ -202,10 +202,10 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     key(a, tp_keys_paused(&k, n));
     key(a, tp_keys_disabled(&k, n));
     key(a, tp_keys_idem_hot(&k, n));
-    key(a, tp_keys_idem_filter(&k, n, win));
-    key(a, tp_keys_idem_filter(&k, n, win - 1));
-    key(a, tp_keys_idem_shard(&k, n, win, 0));
-    key(a, tp_keys_idem_shard(&k, n, win - 1, 0));
+    key(a, tp_keys_idem_shard(&k, n, win - 1, TP_KEYS_IDEM_SHARDS - 1));
+    key(a, tp_keys_idem_shard(&k, n, win, TP_KEYS_IDEM_SHARDS - 1));
+    key(a, tp_keys_idem_slots(&k, n, 0));
+    key(a, tp_keys_idem_shard(&k, n, win + 1, TP_KEYS_IDEM_SHARDS - 1));
     key(a, tp_keys_idem_young(&k, n));
     for (size_t i = 0; i < cnt; i++) {
         size_t j = 0;
@@ -225,10 +225,8 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
         size_t j = 0;
         while (j < i && pos[j].shard != pos[i].shard)
             j++;
-        if (j == i) {
-            key(a, tp_keys_idem_shard(&k, n, win, pos[i].shard));
-            key(a, tp_keys_idem_shard(&k, n, win - 1, pos[i].shard));
-        }
+        if (j == i)
+            key(a, tp_keys_idem_slots(&k, n, pos[i].shard));
     }
     arg_int(a, b->round_id);
     arg_int(a, b->now_ms);
@@ -268,7 +266,7 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
             size_t digits = tp_fmt_i64(wms + 11, from);
             wms[10] = (char)digits;
             len = 11 + digits;
-            len += tp_fmt_i64(wms + len, from + 3);
+            len += tp_fmt_i64(wms + len, from + 11);
         }
         push_copy(a, wms, len);
     }
@@ -294,7 +292,7 @@ int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch
     if (b->n < 1 || b->n > TP_SCRIPT_BATCH_MAX || b->buckets < 1 || b->bucket < 0 ||
         b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0 || b->shard_bytes < 0 ||
         (b->shard_bytes > 0 &&
-         (b->shard_bytes % 4 != 0 || b->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX)))
+         (b->shard_bytes % 12 != 0 || b->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX)))
         return TP_EINVAL;
     for (size_t i = 0; i < b->n; i++)
         if (!idem_key_ok(b->bets[i].idem_key, b->bets[i].idem_len) || b->bets[i].user_id < 1 ||
@@ -840,17 +838,17 @@ static bool unindex_field(const struct tp_script_unindex_field *f, int64_t *user
     return tp_parse_i64(num, user) && *user > 0 && *len >= 1 && *len <= TP_KEYS_IDEM_MAX;
 }
 
-/* scripts/lua/idem_unindex.lua header: hot index, its young part, shard 0 and the last shard of
- * window w (and of w - 1), then the shards of the fields (w, w - 1) in order of first appearance,
- * then the round's records; round, bucket, window, windows, since, n, then per field the field and
- * its filter position (hashed here, in C, as for bets). The fields were checked by
+/* scripts/lua/idem_unindex.lua header: hot index, its young part, the filter's shard 0 and last
+ * shard, then the shards of the fields in order of first appearance, then the round's records;
+ * round, bucket, day, days, since, n, then per field the field and its filter position (hashed
+ * here, in C, as for bets). The fields were checked by
  * tp_script_idem_unindex. */
 static void idem_unindex_args(const struct tp_script_idem_unindex_args *u, struct tp_script_call *a)
 {
     struct tp_key k;
     int n = u->n, per = u->two ? 2 : 1;
-    start_heap(a, "idem_unindex", 13 + (2 + 4) * n,
-               (size_t)(7 + 2 * n) * TP_KEYS_MAX + (size_t)(6 + 3 * n) * 24);
+    start_heap(a, "idem_unindex", 11 + (1 + 4) * n,
+               (size_t)(5 + n) * TP_KEYS_MAX + (size_t)(6 + 3 * n) * 24);
     struct tp_keys_idem_pos *pos = tp_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*pos));
     for (int i = 0; i < n; i++) {
         int64_t user;
@@ -862,10 +860,8 @@ static void idem_unindex_args(const struct tp_script_idem_unindex_args *u, struc
     }
     key(a, tp_keys_idem_hot(&k, u->bucket));
     key(a, tp_keys_idem_young(&k, u->bucket));
-    for (int w = 0; w < per; w++) {
-        key(a, tp_keys_idem_shard(&k, u->bucket, u->window - w, 0));
-        key(a, tp_keys_idem_shard(&k, u->bucket, u->window - w, TP_KEYS_IDEM_SHARDS - 1));
-    }
+    key(a, tp_keys_idem_slots(&k, u->bucket, 0));
+    key(a, tp_keys_idem_slots(&k, u->bucket, TP_KEYS_IDEM_SHARDS - 1));
     /* Distinct shards: a bitmap, as n may be thousands. */
     uint8_t seen[TP_KEYS_IDEM_SHARDS / 8] = {0};
     for (int i = 0; i < n; i++) {
@@ -873,8 +869,7 @@ static void idem_unindex_args(const struct tp_script_idem_unindex_args *u, struc
         if (seen[s / 8] & (1u << (s % 8)))
             continue;
         seen[s / 8] |= (uint8_t)(1u << (s % 8));
-        for (int w = 0; w < per; w++)
-            key(a, tp_keys_idem_shard(&k, u->bucket, u->window - w, s));
+        key(a, tp_keys_idem_slots(&k, u->bucket, s));
     }
     key(a, tp_keys_idem(&k, u->bucket, u->id));
     arg_int(a, u->id);
@@ -912,33 +907,60 @@ int tp_script_idem_unindex(struct tp_store *store, const struct tp_script_idem_u
     return rc;
 }
 
-/* scripts/lua/idem_filter_build.lua header: shard 0, then the shards; mode, bytes, expiry,
- * window, bucket. */
-static void idem_filter_build_args(const struct tp_script_idem_filter_build_args *f,
-                                   struct tp_script_call *a)
+/* scripts/lua/idem_slots.lua header: the mode's first key (the zeroing's mask, the fold's
+ * scratch, or the last shard), shard 0, the zeroed marker, then per shard the shard (and for a
+ * build its older per-day shards of day - 1 .. day + 1), or for a probe the older per-day shard 0
+ * and last shard of those days; mode, bytes, day, bucket, span, expiry or margin, now. */
+static void idem_slots_args(const struct tp_script_idem_slots_args *f, struct tp_script_call *a)
 {
     struct tp_key k;
-    start_heap(a, "idem_filter_build", 6 + f->n, (size_t)(1 + f->n) * TP_KEYS_MAX + 5 * 24);
-    key(a, tp_keys_idem_shard(&k, f->bucket, f->window, 0));
-    for (int s = f->first; s < f->first + f->n; s++)
-        key(a, tp_keys_idem_shard(&k, f->bucket, f->window, s));
-    arg_str(a, f->probe ? "probe" : "build");
+    bool build = f->mode == TP_IDEM_SLOTS_BUILD, probe = f->mode == TP_IDEM_SLOTS_PROBE;
+    int nkeys = 3 + (probe ? 6 : (build ? 4 : 1) * f->n);
+    start_heap(a, "idem_slots", nkeys + 7, (size_t)nkeys * TP_KEYS_MAX + 7 * 24);
+    if (probe) {
+        key(a, tp_keys_idem_slots(&k, f->bucket, TP_KEYS_IDEM_SHARDS - 1));
+    } else if (build) {
+        key(a, tp_keys_idem_slots_aux(&k, f->bucket, "fold"));
+    } else {
+        char mask[16] = "mask:";
+        size_t len = 5 + tp_fmt_i64(mask + 5, (f->day + 1) % 3);
+        mask[len] = '\0';
+        key(a, tp_keys_idem_slots_aux(&k, f->bucket, mask));
+    }
+    key(a, tp_keys_idem_slots(&k, f->bucket, 0));
+    key(a, tp_keys_idem_slots_aux(&k, f->bucket, "zeroed"));
+    if (probe) {
+        for (int j = 0; j < 3; j++) {
+            key(a, tp_keys_idem_shard(&k, f->bucket, f->day - 1 + j, 0));
+            key(a, tp_keys_idem_shard(&k, f->bucket, f->day - 1 + j, TP_KEYS_IDEM_SHARDS - 1));
+        }
+    } else {
+        for (int s = f->first; s < f->first + f->n; s++) {
+            key(a, tp_keys_idem_slots(&k, f->bucket, s));
+            for (int j = 0; build && j < 3; j++)
+                key(a, tp_keys_idem_shard(&k, f->bucket, f->day - 1 + j, s));
+        }
+    }
+    arg_str(a, build ? "build" : probe ? "probe" : "zero");
     arg_int(a, f->shard_bytes);
-    arg_int(a, f->expire_ms);
-    arg_int(a, f->window);
+    arg_int(a, f->day);
     arg_int(a, f->bucket);
+    arg_int(a, f->span_ms);
+    arg_int(a, f->extra_ms);
+    arg_int(a, f->now_ms);
 }
 
-int tp_script_idem_filter_build(struct tp_store *store,
-                                const struct tp_script_idem_filter_build_args *f, tp_store_cb cb,
-                                void *ud)
+int tp_script_idem_slots(struct tp_store *store, const struct tp_script_idem_slots_args *f,
+                         tp_store_cb cb, void *ud)
 {
-    if (f->bucket < 0 || f->window < 0 || f->first < 0 || f->n < 1 ||
-        f->first + f->n > TP_KEYS_IDEM_SHARDS || f->shard_bytes < 4 ||
-        f->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX || f->shard_bytes % 4 != 0 || f->expire_ms < 1)
+    bool probe = f->mode == TP_IDEM_SLOTS_PROBE;
+    if (f->bucket < 0 || f->day < 1 || f->shard_bytes < 12 ||
+        f->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX || f->shard_bytes % 12 != 0 ||
+        f->span_ms < 1000 || f->extra_ms < 1 || f->now_ms < 0 ||
+        (!probe && (f->first < 0 || f->n < 1 || f->first + f->n > TP_KEYS_IDEM_SHARDS)))
         return TP_EINVAL;
     struct tp_script_call a;
-    idem_filter_build_args(f, &a);
+    idem_slots_args(f, &a);
     int rc = run(store, &a, cb, ud);
     tp_script_call_release(&a);
     return rc;

@@ -37,7 +37,8 @@ def player_state(c):
         if any(f in k for f in (":round:", ":pool:", ":plan:", ":paid:", ":payout:", ":bets:",
                                 ":betl:", ":seed:", "outbox", "ticks", "lease", "current", "rounds",
                                 "unfinished", "unsettled", "epoch", "workers", ":idem:",
-                                ":idemhot", ":idemyoung", ":idemfilter:")):
+                                ":idemhot", ":idemyoung", ":idemfilter:",
+                                ":idemslots:")):
             continue
         out[k] = c.dump(k)
     return out

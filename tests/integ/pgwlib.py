@@ -72,9 +72,9 @@ class Money:
         entry for all); returns the answers."""
         bucket = bets[0][0] % self.buckets
         b = "{b%d}" % bucket
-        w = now // (IDEM_TTL * 1000)  # the filter windows: now's and the one before
-        ks = [t.replace("{bN}", b).replace("<round_id>", str(rid)).replace("<w-1>", str(w - 1))
-              .replace("<w>", str(w)) for t in self.bet_tmpl]
+        w = now // (IDEM_TTL * 1000)  # the filter's day (an older per-day filter's names)
+        ks = [t.replace("{bN}", b).replace("<round_id>", str(rid)).replace("<d-1>", str(w - 1))
+              .replace("<d+1>", str(w + 1)).replace("<d>", str(w)) for t in self.bet_tmpl]
         bands, users = [], []
         for u, band, _, _ in bets:
             if band not in bands:

@@ -473,8 +473,8 @@ def test_hot_index_leaks_counted_with_no_hot_round():
         # One in each part of the hot key index: audit and prune read both.
         c.hset("tp:{b1}:idemyoung", "7:old", entries["7:old"])
         c.hset("tp:{b1}:idemhot", "7:new", entries["7:new"])
-        # The current window whole, as the leader builds it: prune's step waits for it.
-        idemfilter.build(c, "tp:{b1}:", now // day, 64)
+        # The filter whole, as the leader builds it: prune's step waits for it.
+        idemfilter.build(c, "tp:{b1}:", now // day, 48)
         assert c.zcard("tp:{g}:rounds") == 0
         a = s.run_cli("audit", "--redis-only")
         code, out = a.returncode, a.stdout + a.stderr

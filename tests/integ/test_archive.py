@@ -201,9 +201,9 @@ def test_filter_false_positive_is_admitted_once():
         b = uid % B
         day = int(time.time() * 1000) // 86400000
         pipe = c.pipeline(transaction=False)
-        for w in (day, day - 1):  # every shard of both windows read (idemfilter.py)
-            for shard in range(1024):
-                pipe.set(f"tp:{{b{b}}}:idemfilter:{w}:{shard}", b"\xff" * 64, px=3600000)
+        size = idemfilter.shard_bytes(128 << 20, B)  # the server's (game.idem_filter 128m)
+        for shard in range(1024):  # every shard's every day set: any key is a "maybe"
+            pipe.set(f"tp:{{b{b}}}:idemslots:{shard}", b"\xff" * size)
         pipe.execute()
         o = tpclient.fresh_open_round(s, 3000)
         bal = s.json("GET", "/api/v1/me", headers=tpclient.auth(tok))[1]["balance"]

@@ -66,7 +66,8 @@ def snapshot(r):
     import redis
     raw = redis.Redis(host="127.0.0.1", port=r.port)
     return {k: (raw.xrange(k) if raw.type(k) == b"stream" else raw.dump(k))
-            for k in sorted(raw.keys("tp:{b*")) if b":idemfilter:" not in k}
+            for k in sorted(raw.keys("tp:{b*")) if b":idemfilter:" not in k and
+            b":idemslots:" not in k}
 
 
 def assert_unchanged(r, before):

@@ -23,7 +23,7 @@ import tpenv
 
 SRC = tpenv.SRC
 NBANDS, MIN_STAKE, MAX_STAKE, TTL = 5, 100, 100000, 86400
-SHARD_BYTES = 64  # a filter shard's size, 64 KiB over 1024 shards (the leader builds them)
+SHARD_BYTES = 192  # a filter shard's size: three days of 64 bytes, 192 KiB over 1024 shards (the leader builds them)
 DAY = TTL * 1000
 
 
@@ -47,6 +47,10 @@ class Side:
         self.one_sha = load(self.c, "bench", "lua", "bet.lua")
         self.grant_sha = load(self.c, "scripts", "lua", "grant.lua")
         self.unindex_sha = load(self.c, "scripts", "lua", "idem_unindex.lua")
+        # The filter's shards, as the leader builds them before bets (a missing shard reads as
+        # holding every key: "check").
+        for b in range(buckets):
+            idemfilter.build(self.c, "tp:{b%d}:" % b, None, SHARD_BYTES)
 
     def p(self, user):
         return "tp:{b%d}:" % (user % self.b)
@@ -110,7 +114,7 @@ class Side:
         out = {k + "idemhot": hot(self.c, k) for k in
                sorted({k[:-len("idemhot")] for k in self.c.keys("*:idemhot")} |
                       {k[:-len("idemyoung")] for k in self.c.keys("*:idemyoung")})}
-        out.update({k: self.raw.get(k) for k in sorted(self.raw.keys("*:idemfilter:*"))})
+        out.update({k: self.raw.get(k) for k in sorted(self.raw.keys("*:idemslots:*"))})
         return out
 
     def archive_index(self, bucket, rid, now, count=2, since=0):
@@ -121,9 +125,7 @@ class Side:
         removed."""
         p, w = "tp:{b%d}:" % bucket, now // DAY
         two = w >= 1 and now - w * DAY < 600000
-        for x in ([w, w - 1] if two else [w]):
-            if not self.c.exists(idemfilter.shard_key(p, x, idemfilter.SHARDS - 1)):
-                idemfilter.build(self.c, p, x, SHARD_BYTES)
+        idemfilter.build(self.c, p, w, SHARD_BYTES)
         return idemfilter.archive_index(self.c, self.unindex_sha, p, bucket, rid, w, count, two,
                                         since)
 
@@ -133,7 +135,7 @@ class Side:
         c, out = self.c, {}
         for k in sorted(c.keys("*")):
             t = c.type(k)
-            if ":idemfilter:" in k:
+            if ":idemfilter:" in k or ":idemslots:" in k:
                 continue
             if k.endswith(":net") or k.endswith(":netlog"):
                 # The leaderboard as GET reads it: `net` with bet_batch.lua's stakes log folded
@@ -549,15 +551,14 @@ def test_rejected_batch_leaves_no_trace_and_caller_bugs_raise():
         tail = [p + "betl:1:0", p + "ubets:2"]
         shard = idemfilter.pos(2, "k")[2]
         good = idemfilter.window_keys(p, 0) + [p + "idemyoung"] + tail + [
-            idemfilter.shard_key(p, 0, shard), idemfilter.shard_key(p, -1, shard)]
+            idemfilter.slot_key(p, shard)]
         # The names themselves are the C caller's (src/store/keys.c, checked by
         # tests/unit/store/test_scripts.c): the script checks only how many there are.
-        for keys in (base + good[:5] + good[5:7] + [idemfilter.shard_key(p, 0, shard)],
-                     base + good + [p + "betl:1:1"], base[:10] + good):
+        for keys in (base + good[:-1], base + good + [p + "betl:1:1"], base[:10] + good):
             try:
                 s.batch_call(0, 1, [(2, 0, 100, "k")], 5000, keys=keys)
             except redis.ResponseError as e:
-                assert "want 16 + bands + users + 2 shards KEYS" in str(e), e
+                assert "want 16 + bands + users + shards KEYS" in str(e), e
             else:
                 raise AssertionError(f"{len(keys)} KEYS accepted")
         # The filter position is the caller's: anything but 10 bytes of word, nonzero mask and
@@ -826,12 +827,13 @@ def test_disabled_flags_are_read_only_while_some_are():
         res, hm, _ = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "c"), (2, 0, 100, "d"),
                                                          (2, 0, 100, "b")], 5000))
         assert codes(res) == ["ok", "account_disabled", "replay"] and hm == 7, (res, hm)
-        # With an old whole-window filter (no bit set) beside it: both are read.
-        s.raw.set(p + "idemfilter:0", b"\0" * 8)
+        # With an older version's per-day filter whole beside it: both are read (every bet the
+        # filter decides is "check"), the shards' size too.
+        s.raw.set(idemfilter.shard_key(p, 0, idemfilter.SHARDS - 1), b"\0" * 8)
         res, hm, sl = counted(lambda: s.batch_call(0, 7, [(2, 0, 100, "e"), (1, 0, 100, "f")],
                                                    5000))
-        assert codes(res) == ["account_disabled", "ok"] and (hm, sl) == (7, 4), (res, hm, sl)
-        s.raw.delete(p + "idemfilter:0")
+        assert res == [["check"], ["check"]] and (hm, sl) == (7, 1), (res, hm, sl)
+        s.raw.delete(idemfilter.shard_key(p, 0, idemfilter.SHARDS - 1))
         # With the pause: the pause answers first, as for one bet.
         s.c.set(p + "paused", 1)
         assert codes(s.batch_call(0, 7, [(2, 0, 100, "g"), (1, 0, 100, "h")], 5000)) == \
@@ -842,7 +844,7 @@ def test_disabled_flags_are_read_only_while_some_are():
         assert not s.c.exists(p + "disabled")
         res, hm, _ = counted(lambda: s.batch_call(0, 7, [(2, 0, 100, "g")], 5000))
         assert codes(res) == ["ok"] and hm == 6, (res, hm)
-        assert s.c.hget(p + "bal", "1") == str(100000 - 3 * 100)
+        assert s.c.hget(p + "bal", "1") == str(100000 - 2 * 100)  # "f" was a "check"
         assert s.c.hget(p + "bal", "2") == str(100000 - 2 * 100)
 
 
@@ -951,35 +953,41 @@ def test_archival_writes_the_filter_by_the_window_rule():
         p = "tp:{b0}:"
         for rid in (7, 8, 9, 10, 11):
             s.open_round(rid)
-        t = 5 * DAY + 1000  # the first second of window 5
+        t = 5 * DAY + 1000  # the first second of day 5
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "a"), (1, 1, 100, "b")], t)) == ["ok"] * 2
-        assert s.c.keys(p + "idemfilter:*") == []
+        # The filter not whole (its last shard missing): the step waits, nothing written.
+        last = idemfilter.slot_key(p, idemfilter.SHARDS - 1)
+        s.c.delete(last)
         before = (s.snapshot(), s.index())
         assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 7, 5, two=True) == -1
         assert (s.snapshot(), s.index()) == before
-        # Two minutes into window 5: windows 5 and 4 (both built whole by then).
+        idemfilter.build(s.c, p, None, SHARD_BYTES)
+        # Two minutes into day 5: days 5 and 4.
         assert s.archive_index(0, 7, t + 120000) == 2
         assert s.c.hgetall(p + "idemhot") == {}
         assert all(idemfilter.is_set(s.c, p, w, 1, k) for w in (4, 5) for k in ("a", "b"))
         assert not s.c.exists(p + "idem:7")  # the records left with their entries
         assert s.archive_index(0, 7, t + 130000) == 0  # repeated after a kill -9: nothing
-        # A worker whose clock lags (window 4: reads 4 and 3), and one at the very end of
-        # window 6: "check" (Postgres answers), nothing admitted; from window 7 on (24 h after
-        # the bet by any clock) the key is new.
+        # A worker whose clock lags (day 4: reads 4 and 3), and one at the very end of day 6:
+        # "check" (Postgres answers), nothing admitted; from day 7 on (24 h after the bet by
+        # any clock) the key is new once the leader zeroed day 7's words (day 4's) during day 6.
         for now in (5 * DAY - 60000, t + 200000, 7 * DAY - 1):
             assert s.batch_call(0, 8, [(1, 0, 100, "a")], now) == [["check"]], now
+        zero = load(s.c, "scripts", "lua", "idem_slots.lua")
+        assert idemfilter.slots_zero(s.c, zero, p, 0, 6, 6 * DAY + 700000, DAY) == \
+            idemfilter.SHARDS
         assert codes(s.batch_call(0, 8, [(1, 0, 100, "a")], 7 * DAY)) == ["ok"]
-        # An hour into window 7: that window only.
+        # An hour into day 7: that day only.
         assert codes(s.batch_call(0, 9, [(1, 0, 100, "c")], 7 * DAY + 10)) == ["ok"]
         assert s.archive_index(0, 9, 7 * DAY + 3600000) == 1
         assert idemfilter.is_set(s.c, p, 7, 1, "c") and not idemfilter.is_set(s.c, p, 6, 1, "c")
-        # Window 8's first minute with window 7 never built (no leader then): window 8 only,
-        # no shard of window 7 created.
-        s.c.delete(*s.c.keys(p + "idemfilter:7:*"))
+        # Day 8's first minute (its words, day 5's, zeroed during day 7): days 8 and 7, in the
+        # same shard.
+        assert idemfilter.slots_zero(s.c, zero, p, 0, 7, 7 * DAY + 700000, DAY) == \
+            idemfilter.SHARDS
         assert codes(s.batch_call(0, 10, [(1, 0, 100, "d")], 8 * DAY + 10)) == ["ok"]
-        idemfilter.build(s.c, p, 8, SHARD_BYTES)
         assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 10, 8, two=True) == 1
-        assert idemfilter.is_set(s.c, p, 8, 1, "d") and s.c.keys(p + "idemfilter:7:*") == []
+        assert idemfilter.is_set(s.c, p, 8, 1, "d") and idemfilter.is_set(s.c, p, 7, 1, "d")
         # A bet older than the TTL and the slack (since_ms) leaves the index without bits.
         assert codes(s.batch_call(0, 11, [(1, 0, 100, "e")], 8 * DAY + 20)) == ["ok"]
         assert idemfilter.archive_index(s.c, s.unindex_sha, p, 0, 11, 8,
@@ -989,14 +997,12 @@ def test_archival_writes_the_filter_by_the_window_rule():
         # Malformed steps raise before any write.
         good = ["1:a", *idemfilter.pos(1, "a")]
         shard = good[3]
-        keys = [p + "idemhot", p + "idemyoung", idemfilter.shard_key(p, 8, 0),
-                idemfilter.shard_key(p, 8, 1023), idemfilter.shard_key(p, 8, shard), p + "idem:8"]
+        keys = [p + "idemhot", p + "idemyoung", idemfilter.slot_key(p, 0),
+                idemfilter.slot_key(p, 1023), idemfilter.slot_key(p, shard), p + "idem:8"]
         for ks, argv, text in (
                 (keys, [8, 0, 8, 1, 0, 1] + good, None),
                 (keys, [8, 1, 8, 1, 0, 1] + good, "key layout"),
-                (keys, [8, 0, 9, 1, 0, 1] + good, "bucket/window"),
                 (keys, [8, 0, 8, 3, 0, 1] + good, "bad window count"),
-                (keys, [8, 0, 8, 2, 0, 1] + good, "key layout"),
                 (keys, [8, 0, 8, 1, 0, 2] + good, "want 6 + 4n"),
                 (keys, ["08", 0, 8, 1, 0, 1] + good, "bad round_id"),
                 (keys, [8, 0, "08", 1, 0, 1] + good, "bad window"),
@@ -1005,11 +1011,11 @@ def test_archival_writes_the_filter_by_the_window_rule():
                 (keys, [8, 0, 8, 1, 0, 1, good[0], 2**32, good[2], shard], "filter position"),
                 (keys, [8, 0, 8, 1, 0, 1, good[0], good[1], 0, shard], "filter position"),
                 (keys, [8, 0, 8, 1, 0, 1, good[0], good[1], good[2], 1024], "filter position"),
-                (keys[:4] + [idemfilter.shard_key(p, 7, shard), keys[5]],
-                 [8, 0, 8, 1, 0, 1] + good, "bucket/window/shard"),
+                (keys[:4] + [idemfilter.slot_key(p, (int(shard) + 1) % 1024), keys[5]],
+                 [8, 0, 8, 1, 0, 1] + good, "bucket/shard"),
                 (keys[:5] + [p + "idem:7"], [8, 0, 8, 1, 0, 1] + good, "key layout"),
                 (keys[:1] + [p + "idemhot"] + keys[2:], [8, 0, 8, 1, 0, 1] + good, "key layout"),
-                (keys[:4] + keys[5:], [8, 0, 8, 1, 0, 1] + good, "want 4 or 6")):
+                (keys[:4] + keys[5:], [8, 0, 8, 1, 0, 1] + good, "want 4 + shards")):
             before = (s.snapshot(), s.index())
             if text is None:
                 assert s.c.evalsha(s.unindex_sha, len(ks), *ks, *argv) == 1  # round 8 owns 1:a
@@ -1068,15 +1074,17 @@ def test_false_positive_is_checked_then_admitted_once():
         s = Side(r, 1)
         s.grant(1, 100000)
         s.open_round(7)
-        idemfilter.build(s.c, "tp:{b0}:", 0, 4)  # the leader's, one word per shard
+        for k in s.c.keys("tp:{b0}:idemslots:*"):
+            s.c.delete(k)
+        idemfilter.build(s.c, "tp:{b0}:", 0, 12)  # the leader's, one triple of words a shard
         for i in range(0, 100, 20):
             res = s.batch_call(0, 7, [(1, 0, 100, "k%d" % j) for j in range(i, i + 20)], 5000,
                                skip=1)
             assert codes(res) == ["ok"] * 20, res
-        assert s.c.strlen("tp:{b0}:idemfilter:0:0") == 4
-        # Every bit of every one-word shard set: any key is a "maybe".
+        assert s.c.strlen(idemfilter.slot_key("tp:{b0}:", 0)) == 12
+        # Every bit of every one-triple shard set: any key is a "maybe".
         for shard in range(idemfilter.SHARDS):
-            s.raw.set(idemfilter.shard_key("tp:{b0}:", 0, shard), b"\xff" * 4)
+            s.raw.set(idemfilter.slot_key("tp:{b0}:", shard), b"\xff" * 12)
         # (What a reader sees, not DUMP: reading a hash table mid-rehash reorders its DUMP.)
         before = (s.state(), s.index())
         res = s.batch_call(0, 7, [(1, 0, 100, "new"), (1, 1, 100, "k3"), (1, 2, 100, "k4")], 5000)
@@ -1088,53 +1096,44 @@ def test_false_positive_is_checked_then_admitted_once():
         assert s.batch_call(0, 7, [(1, 0, 100, "new")], 5001) == [res[0][:6] + [1]]
         assert codes(s.batch_call(0, 7, [(1, 1, 100, "new")], 5002)) == ["idempotency_conflict"]
         assert s.c.hget("tp:{b0}:bal", "1") == str(100000 - 101 * 100)
-        assert s.c.strlen(idemfilter.shard_key("tp:{b0}:", 0, idemfilter.pos(1, "new")[2])) == 4
-        # The whole-window filter of before the shards (an upgrade's) is read too, never written.
-        for shard in range(idemfilter.SHARDS):
-            s.raw.delete(idemfilter.shard_key("tp:{b0}:", 0, shard))
-        s.raw.set("tp:{b0}:idemfilter:-1", b"\xff" * 8)
-        assert s.batch_call(0, 7, [(1, 0, 100, "old")], 5003) == [["check"]]
-        assert codes(s.batch_call(0, 7, [(1, 0, 100, "old")], 5003, skip=1)) == ["ok"]
-        assert s.raw.get("tp:{b0}:idemfilter:-1") == b"\xff" * 8
+        assert s.c.strlen(idemfilter.slot_key("tp:{b0}:", idemfilter.pos(1, "new")[2])) == 12
 
 
 def test_caller_offsets_read_the_words_the_script_would():
-    """With ARGV[10] "0:<bytes>" each position carries its word's bit offset in shards of that
-    size: a window whose shards have it is read at those offsets, any other window (another
-    size: built before a configuration change) at the offsets the script formats from the word,
-    and the whole-window filters of before the shards always so. Malformed flags are caller
-    bugs."""
+    """With ARGV[10] "0:<bytes>" each position carries its triple's byte range in shards of
+    that size: shards that have it are read at that range, shards of another size (built before
+    a configuration change) at the range the script formats from the word. Malformed flags are
+    caller bugs."""
     with tpenv.Redis() as r:
         s = Side(r, 1)
         s.grant(1, 100000)
         s.open_round(7)
         p, now = "tp:{b0}:", 5 * DAY + 5000
-        idemfilter.build(s.c, p, 5, SHARD_BYTES)
-        idemfilter.build(s.c, p, 4, 2 * SHARD_BYTES)  # yesterday's, under another size
         old, young = ["old%d" % i for i in range(3)], ["young%d" % i for i in range(3)]
         for x, keys in ((4, old), (5, young)):
-            size = s.c.strlen(idemfilter.shard_key(p, x, 0))
-            for k in keys:  # archived into window x, as idem_unindex.lua sets them
+            for k in keys:  # archived on day x, as idem_unindex.lua sets them
                 word, mask, shard = idemfilter.pos(1, k)
-                s.c.execute_command("BITFIELD", idemfilter.shard_key(p, x, shard), "SET", "u32",
-                                    idemfilter.bit_offset(word, size), mask)
+                s.c.execute_command("BITFIELD", idemfilter.slot_key(p, shard), "SET", "u32",
+                                    idemfilter.day_bit(word, SHARD_BYTES, x), mask)
         bets = [(1, 0, 100, k) for k in old + young]
         before = s.snapshot()
         for offsets in (SHARD_BYTES, 2 * SHARD_BYTES, None):
             res = s.batch_call(0, 7, bets, now, offsets=offsets)
             assert res == [["check"]] * 6, (offsets, res)
             assert s.snapshot() == before
-        # The caller's offsets are the ones read: wrong ones (the next word) for today's size
-        # miss today's keys, and only those (yesterday's window has another size).
+        # The caller's ranges are the ones read: wrong ones (the next triple) for the shards'
+        # size miss every key, yesterday's and today's; for another size the script's own are.
         wrong = []
         for _, _, _, k in bets:
             word = idemfilter.pos(1, k)[0]
-            off = (word + 1) % (SHARD_BYTES // 4) * 4
-            wrong.append([idemfilter.pos_argv(1, k)[0] + idemfilter.range_tail(off)])
+            wrong.append([idemfilter.pos_argv(1, k)[0] + idemfilter.range_tail(
+                idemfilter.byte_offset(word + 1, SHARD_BYTES))])
+        res = s.batch_call(0, 7, bets[:3], now, pos=wrong[:3], offsets=2 * SHARD_BYTES)
+        assert res == [["check"]] * 3, res
         res = s.batch_call(0, 7, bets + [(1, 1, 100, "new")], now, pos=wrong + [
             idemfilter.pos_argv(1, "new", SHARD_BYTES)], offsets=SHARD_BYTES)
-        assert res[:3] == [["check"]] * 3 and codes(res[3:]) == ["ok"] * 4, res
-        for flag in ("0:6", "1:8", "0:x", "0:0", "2"):
+        assert codes(res) == ["ok"] * 7, res
+        for flag in ("0:6", "1:8", "0:x", "0:0", "2", "0:16"):
             ks = [p + "bal", p + "idem:7", p + "round:7:state", p + "pool:7", p + "outbox",
                   p + "seq", p + "netlog", p + "excl", p + "paused", p + "disabled", p + "idemhot"]
             ks += idemfilter.window_keys(p, 5) + [p + "idemyoung", p + "betl:7:0", p + "ubets:1"]
@@ -1175,17 +1174,18 @@ def test_caller_offsets_read_the_words_the_script_would():
 
 
 def test_rare_states_are_read_only_when_present():
-    """The pause and the whole-window filters of before the shards are told apart from the
-    usual case (none of them) by one EXISTS of the three; then each one is read: a pause alone
-    refuses new bets, a whole-window filter alone is read (a "maybe" is "check"), both at once
-    each do their part (the filter's answer first, as for one bet), and a replay is answered
-    whatever they say. The filters' sizes are read only when some bet needs them: not with
-    the skip flag, not when every key has a record."""
+    """The pause and an older version's per-day filter are told apart from the usual case (none
+    of them) by one EXISTS; then each one is read: a pause alone refuses new bets, an older
+    per-day filter whole makes every bet the filter decides "check", both at once each do their
+    part (the filter's answer first, as for one bet), and a replay is answered whatever they
+    say. The shards' size is read only when some bet needs it: not with the skip flag, not when
+    every key has a record."""
     with tpenv.Redis() as r:
         s = Side(r, 1)
         s.grant(1, 100000)
         s.open_round(7)
         p = "tp:{b0}:"
+        marker = idemfilter.shard_key(p, 0, idemfilter.SHARDS - 1)
 
         def calls(cmd):
             return s.c.info("commandstats").get("cmdstat_" + cmd, {}).get("calls", 0)
@@ -1196,31 +1196,29 @@ def test_rare_states_are_read_only_when_present():
             return out, calls("exists") - before[0], calls("strlen") - before[1]
 
         res, ex, sl = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "a")], 5000))
-        assert codes(res) == ["ok"] and (ex, sl) == (1, 2), (res, ex, sl)
+        assert codes(res) == ["ok"] and (ex, sl) == (1, 1), (res, ex, sl)
         res, ex, sl = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "b")], 5000, skip=1))
         assert codes(res) == ["ok"] and (ex, sl) == (1, 0), (res, ex, sl)
         res, ex, sl = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "a"), (1, 0, 100, "b")],
                                                    5000))
         assert codes(res) == ["replay", "replay"] and (ex, sl) == (1, 0), (res, ex, sl)
-        # A whole-window filter (window 0) with no bit set: read, says no; not a pause.
-        s.raw.set(p + "idemfilter:0", b"\0" * 8)
+        # An older per-day filter of today whole: "check"; not a pause.
+        s.raw.set(marker, b"\0" * 8)
         res, ex, sl = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "c")], 5000))
-        assert codes(res) == ["ok"] and (ex, sl) == (2, 4), (res, ex, sl)
-        # Every bit set: a "maybe"; with the pause too, the filter answers first.
-        s.raw.set(p + "idemfilter:0", b"\xff" * 8)
-        assert s.batch_call(0, 7, [(1, 0, 100, "d")], 5000) == [["check"]]
+        assert res == [["check"]] and (ex, sl) == (3, 1), (res, ex, sl)
+        # With the pause too, the filter answers first.
         s.c.set(p + "paused", 1)
         res = s.batch_call(0, 7, [(1, 0, 100, "d"), (1, 0, 100, "a")], 5000)
         assert res[0] == ["check"] and codes(res[1:]) == ["replay"], res
         assert codes(s.batch_call(0, 7, [(1, 0, 100, "d")], 5000, skip=1)) == ["game_paused"]
         # The pause alone.
-        s.raw.delete(p + "idemfilter:0")
-        res = s.batch_call(0, 7, [(1, 0, 100, "d"), (1, 0, 100, "c")], 5000)
+        s.raw.delete(marker)
+        res = s.batch_call(0, 7, [(1, 0, 100, "d"), (1, 0, 100, "a")], 5000)
         assert codes(res) == ["game_paused", "replay"], res
         s.c.delete(p + "paused")
         res, ex, sl = counted(lambda: s.batch_call(0, 7, [(1, 0, 100, "d")], 5000))
-        assert codes(res) == ["ok"] and (ex, sl) == (1, 2), (res, ex, sl)
-        assert s.c.hget(p + "bal", "1") == str(100000 - 4 * 100)
+        assert codes(res) == ["ok"] and (ex, sl) == (1, 1), (res, ex, sl)
+        assert s.c.hget(p + "bal", "1") == str(100000 - 3 * 100)
 
 
 def test_mid_archival_a_key_is_in_its_hot_entry_or_the_filter():
@@ -1298,79 +1296,73 @@ def test_upgrade_round_of_old_records_replays_and_archives():
 
 def test_filter_holds_the_documented_bits():
     """The filter's layout (scripts/lua/README.md): for "<user_id>:<key>" with SHA-1 bytes h,
-    shard int(h[8:12]) mod 1024, word int(h[0:4]) mod the shard's words, bits x mod 32,
-    x / 32 mod 32, ... (5 of them) of x = int(h[4:8]), all big-endian, word values as BITFIELD
-    u32 reads them. Only archived bets are added (archival writes the filter, bets never do),
-    in shards of the size the leader built them with."""
+    shard int(h[8:12]) mod 1024, triple int(h[0:4]) mod the shard's triples of words, in it day
+    d's word (d mod 3), bits x mod 32, x / 32 mod 32, ... (5 of them) of x = int(h[4:8]), all
+    big-endian, word values as BITFIELD u32 reads them. Only archived bets are added (archival
+    writes the filter, bets never do), in shards of the size the leader built them with."""
     with tpenv.Redis() as r:
         s = Side(r, 2)
         for u in (1, 3):
             s.grant(u, 10**6)
         s.open_round(7)
         keys = [(u, "k%d" % i) for i in range(40) for u in (1, 3)]
-        # The leader built window 0 with 16-byte shards (another configuration than ours).
-        idemfilter.build(s.c, "tp:{b1}:", 0, 16)
+        # The leader built the filter with 48-byte shards (another configuration than ours).
+        for k in s.c.keys("tp:{b1}:idemslots:*"):
+            s.c.delete(k)
+        idemfilter.build(s.c, "tp:{b1}:", 0, 48)
         res = s.batch_call(1, 7, [(u, i % NBANDS, 100, k) for i, (u, k) in enumerate(keys)] +
                            [(1, 0, 10**7, "refused")], 5000)
         assert codes(res) == ["ok"] * 80 + ["invalid_stake"], codes(res)
-        assert set(s.raw.get(k) for k in s.c.keys("tp:{b1}:idemfilter:0:*")) == {bytes(16)}
+        assert set(s.raw.get(k) for k in s.c.keys("tp:{b1}:idemslots:*")) == {bytes(48)}
         assert s.archive_index(1, 7, 6000, count=7) == 80
         want = {}
         for u, k in keys + [(3, "later")]:
             h = hashlib.sha1(f"{u}:{k}".encode()).digest()
             shard = int.from_bytes(h[8:12], "big") % 1024
-            w, x = int.from_bytes(h[0:4], "big") % 4, int.from_bytes(h[4:8], "big")
-            buf = want.setdefault(shard, bytearray(16))
-            word = int.from_bytes(buf[4 * w:4 * w + 4], "big")
+            # Day 0's word of the triple: its first 4 bytes.
+            w, x = int.from_bytes(h[0:4], "big") % 4 * 12, int.from_bytes(h[4:8], "big")
+            buf = want.setdefault(shard, bytearray(48))
+            word = int.from_bytes(buf[w:w + 4], "big")
             for _ in range(5):
                 word |= 1 << (x % 32)
                 x //= 32
-            buf[4 * w:4 * w + 4] = word.to_bytes(4, "big")
+            buf[w:w + 4] = word.to_bytes(4, "big")
             if (u, k) == (3, "k39"):
                 got = {int(k.split(":")[-1]): s.raw.get(k)
-                       for k in s.c.keys("tp:{b1}:idemfilter:0:*")}
-                assert got == {sh: bytes(want.get(sh, bytearray(16))) for sh in range(1024)}
+                       for k in s.c.keys("tp:{b1}:idemslots:*")}
+                assert got == {sh: bytes(want.get(sh, bytearray(48))) for sh in range(1024)}
         # A later bet and archival step OR its bits into the words already there; the keys
         # archived before left the records with their hot entries, so the step sees only it.
         assert codes(s.batch_call(1, 7, [(3, 0, 100, "later")], 7000, skip=1)) == ["ok"]
         assert s.archive_index(1, 7, 8000) == 1
-        got = {int(k.split(":")[-1]): s.raw.get(k) for k in s.c.keys("tp:{b1}:idemfilter:0:*")}
-        assert got == {sh: bytes(want.get(sh, bytearray(16))) for sh in range(1024)}
+        got = {int(k.split(":")[-1]): s.raw.get(k) for k in s.c.keys("tp:{b1}:idemslots:*")}
+        assert got == {sh: bytes(want.get(sh, bytearray(48))) for sh in range(1024)}
 
 
 def test_leader_built_window_allocates_nothing_in_bets():
-    """idem_filter_build.lua, the leader's steps: shard 0 first with the step's size, every
+    """idem_slots.lua's build, the leader's steps: shard 0 first with the step's size, every
     other shard with shard 0's whatever a later step says, an existing shard left alone (a
-    repeated step after a kill -9 creates nothing), each expiring with its window; a probe
-    tells whether the last shard exists. Bets create nothing (no SETRANGE) and set no bit;
-    archival sets their bits in the built shards, creating nothing either. Malformed steps
-    raise."""
+    repeated step after a kill -9 creates nothing), no expiry; a probe tells whether the last
+    shard exists. Bets create nothing (no SETRANGE) and set no bit; archival sets their bits in
+    the built shards, creating nothing either. (Malformed steps: tests/integ/test_idem_slots.py.)"""
     with tpenv.Redis() as r:
         s = Side(r, 1)
-        sha = load(s.c, "scripts", "lua", "idem_filter_build.lua")
+        sha = load(s.c, "scripts", "lua", "idem_slots.lua")
         p = "tp:{b0}:"
-
-        def build(first, n, size, mode="build", w=0, expire=2 * DAY, keys=None, bucket=0):
-            ks = keys or ([idemfilter.shard_key(p, w, 0)] +
-                          [idemfilter.shard_key(p, w, x) for x in range(first, first + n)])
-            return s.c.evalsha(sha, len(ks), *ks, mode, size, expire, w, bucket)
-
-        assert build(1023, 1, 64, "probe") == 0
-        assert build(0, 512, 64) == 512
-        s.raw.setrange(idemfilter.shard_key(p, 0, 5), 0, b"\x01")  # a bet's bit
-        assert build(0, 512, 64) == 0
-        assert build(512, 511, 128) == 511  # another configuration: shard 0's size still
-        assert build(1023, 1, 64, "probe") == 0
-        t0 = time.monotonic()
-        assert build(1023, 1, 64) == 1
-        # It expires with its window: made within the last `since` ms with 2 days to live (a
-        # bound from this test's own clock, not a time limit on the machine).
-        ttl = s.c.pttl(idemfilter.shard_key(p, 0, 1023))
-        since = (time.monotonic() - t0) * 1000
-        assert 2 * DAY - since - 1 <= ttl <= 2 * DAY, (ttl, since)
-        assert build(1023, 1, 64, "probe") == 1
-        assert {s.c.strlen(idemfilter.shard_key(p, 0, x)) for x in range(1024)} == {64}
-        assert s.raw.getrange(idemfilter.shard_key(p, 0, 5), 0, 0) == b"\x01"
+        for k in s.c.keys(p + "idemslots:*"):
+            s.c.delete(k)
+        assert idemfilter.slots_probe(s.c, sha, p, 0, 1)[0] == 0
+        assert idemfilter.slots_build(s.c, sha, p, 0, 1, 192, range(0, 512)) == 512
+        s.raw.setrange(idemfilter.slot_key(p, 5), 0, b"\x01")  # an archived bit
+        assert idemfilter.slots_build(s.c, sha, p, 0, 1, 192, range(0, 512)) == 0
+        # another configuration: shard 0's size still
+        assert idemfilter.slots_build(s.c, sha, p, 0, 1, 384, range(512, 1023)) == 511
+        assert idemfilter.slots_probe(s.c, sha, p, 0, 1)[0] == 0
+        assert idemfilter.slots_build(s.c, sha, p, 0, 1, 192, [1023]) == 1
+        assert idemfilter.slots_probe(s.c, sha, p, 0, 1)[0] == 1
+        assert {s.c.pttl(idemfilter.slot_key(p, x)) for x in range(1024)} == {-1}
+        assert {s.c.strlen(idemfilter.slot_key(p, x)) for x in range(1024)} == {192}
+        assert s.raw.getrange(idemfilter.slot_key(p, 5), 0, 0) == b"\x01"
         s.grant(1, 10**6)
         s.open_round(7)
 
@@ -1383,37 +1375,9 @@ def test_leader_built_window_allocates_nothing_in_bets():
         assert not any(idemfilter.is_set(s.c, p, 0, 1, k) for k in keys)
         assert s.archive_index(0, 7, 6000, count=16) == 60
         assert calls("setrange") == before
-        assert {s.c.strlen(idemfilter.shard_key(p, 0, x)) for x in range(1024)} == {64}
-        assert s.c.dbsize() == len(s.c.keys("*"))
+        assert {s.c.strlen(idemfilter.slot_key(p, x)) for x in range(1024)} == {192}
         assert all(idemfilter.is_set(s.c, p, 0, 1, k) for k in keys)
         assert not idemfilter.is_set(s.c, p, 0, 1, "never")
-        for args, text in (
-                (dict(first=1, n=1, size=64, mode="make"), "bad mode"),
-                (dict(first=1, n=1, size=0), "bad size"),
-                (dict(first=1, n=1, size=6), "bad size"),
-                (dict(first=1, n=1, size=2**19 + 4), "bad size"),
-                (dict(first=1, n=1, size=64, expire=0), "bad expiry"),
-                (dict(first=1, n=1, size=64, w=-1), "bad window"),
-                (dict(first=1, n=1, size=64, bucket=1), "key layout"),
-                (dict(first=1, n=1, size=64,
-                      keys=[idemfilter.shard_key(p, 0, 0), idemfilter.shard_key(p, 1, 3)]),
-                 "bucket/window/shard"),
-                (dict(first=1, n=1, size=64,
-                      keys=[idemfilter.shard_key(p, 0, 0), idemfilter.shard_key(p, 0, 1024)]),
-                 "bucket/window/shard"),
-                (dict(first=1, n=1, size=64,
-                      keys=[idemfilter.shard_key(p, 0, 0), p + "idemfilter:0:01"]),
-                 "bucket/window/shard"),
-                (dict(first=1, n=1, size=64,
-                      keys=[idemfilter.shard_key(p, 1, 0), idemfilter.shard_key(p, 0, 3)]),
-                 "key layout"),
-                (dict(first=1, n=1, size=64, keys=[idemfilter.shard_key(p, 0, 0)]), "want")):
-            try:
-                build(**args)
-            except redis.ResponseError as e:
-                assert text in str(e), (args, e)
-            else:
-                raise AssertionError(f"accepted: {args}")
 
 
 def test_history_is_one_lpush_per_player_per_batch():
@@ -1465,9 +1429,10 @@ def parts(c, p):
 
 
 def slow_child(c):
-    """A real fork child that runs ~3 s (30 keys and more at 0.1 s a key) and ends by itself:
-    .running() while it runs, .end() waits for its exit."""
-    return tpenv.SlowForkChild(c, delay_s=0.1, pad=30).start()
+    """A real fork child that runs ~3 s and ends by itself: 30 pad keys, and the delay spread
+    over every key (the filter's 1,024 shards a bucket are keys too); .running() while it runs,
+    .end() waits for its exit."""
+    return tpenv.SlowForkChild(c, delay_s=3.0 / (c.dbsize() + 30), pad=30).start()
 
 
 def test_young_part_across_a_child_and_its_promotion_answers_as_one_by_one():

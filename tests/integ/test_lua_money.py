@@ -33,6 +33,9 @@ class Money:
         for name in ("bet_batch", "grant", "exclusion", "revoke", "password", "account_flag"):
             with open(os.path.join(SRC, "scripts", "lua", name + ".lua")) as f:
                 self.sha[name] = self.c.script_load(f.read())
+        # The filter's shards, as the leader builds them (a missing one reads as "check").
+        for b in range(buckets):
+            idemfilter.build(self.c, "tp:{b%d}:" % b, None, 48)
 
     def bucket(self, user):
         return user % self.buckets
@@ -170,13 +173,15 @@ def test_bet_happy_path():
         assert not m.c.exists(p + "idem:42") and m.c.ttl(p + "idemhot") == -1
         assert m.c.hgetall(p + "idemhot") == {"9:k1": "42:5000|5|3|2500|7500"}
         assert not m.c.exists(p + "idemyoung")  # only while a fork child runs, and after it
-        assert m.c.keys(p + "idemfilter:*") == []
+        assert m.c.keys(p + "idemfilter:*") == [] and \
+            {m.raw.get(k) for k in m.c.keys(p + "idemslots:*")} == {bytes(48)}
         # A second bet by the same player on another band: ids increase, pools add up.
         res = m.bet(user, 42, 0, 100, "k2", now=5001)
         assert res == ["ok", 2 * 4 + 1, 42, 0, 100, 7400, 0], res
         assert m.c.hgetall(p + "pool:42") == {"3": "2500", "0": "100", "total": "2600"}
-        # Other buckets were not touched except for their round state copies.
-        others = [k for k in m.c.keys("*") if not k.startswith(p)]
+        # Other buckets were not touched except for their round state copies (and the filter
+        # the leader built).
+        others = [k for k in m.c.keys("*") if not k.startswith(p) and ":idemslots:" not in k]
         assert sorted(others) == sorted("tp:{b%d}:round:42:state" % b for b in (0, 2, 3)), others
         # Betting the whole balance is allowed, one unit more is not.
         assert m.bet(user, 42, 1, 7400, "k3")[5] == 0
@@ -672,6 +677,7 @@ def test_cluster_mode_tags_are_one_bucket():
     with tpenv.Redis() as r:
         m = Money(r, buckets=2)
         m.p = lambda user: "tp:{b%d.7}:" % m.bucket(user)
+        idemfilter.build(m.c, "tp:{b1.7}:", None, 48)
         assert m.grant(3, 1000) is not None
         assert m.c.hget("tp:{b1.7}:bal", "3") == "1000"
         m.open_round(1)

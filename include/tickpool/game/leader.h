@@ -80,11 +80,12 @@ void tp_game_install(void);
 void tp_leader_archive_install(void);
 
 /**
- * Registers the idempotency filter's builder in every worker: while its process leads, the
- * current window's filter (when missing) and, from an hour before it starts, the next one's
- * are created in every bucket in bounded steps (src/game/leader_idemfilter.c), so neither bets
- * (which only read it) nor archival (which writes it, and waits for a window not yet whole)
- * allocate one. Call once after tp_game_install and tp_store_install.
+ * Registers the idempotency filter's upkeep in every worker: while its process leads, the
+ * filter's three-day shards (when missing; an older version's per-day filter folded into them)
+ * are created in every bucket in bounded steps, and each day the next day's words are zeroed
+ * (src/game/leader_idemfilter.c), so neither bets (which only read it) nor archival (which
+ * writes it, and waits for a filter not yet whole) allocate one. Call once after
+ * tp_game_install and tp_store_install.
  */
 void tp_leader_idemfilter_install(void);
 

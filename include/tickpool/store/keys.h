@@ -137,18 +137,27 @@ const char *tp_keys_idem_hot(struct tp_key *k, int bucket);
  * runs (scripts/lua/README.md, its row in the key table). A key's entry in it is newer
  * than its entry in idemhot, if both exist. */
 const char *tp_keys_idem_young(struct tp_key *k, int bucket);
-/** tp:{bN}:idemfilter:<window> — STRING, the whole-window filter written before the filter was
- * sharded: bet_batch.lua only reads it (an upgrade's keys of the last 24 h), never creates it. */
-const char *tp_keys_idem_filter(struct tp_key *k, int bucket, int64_t window);
 
 /* Shards of one window's filter of a bucket: a key's shard is picked by its hash, never by the
  * filter's size, so every shard name is known without reading Redis (scripts/lua/README.md). */
 #define TP_KEYS_IDEM_SHARDS 1024
-/** tp:{bN}:idemfilter:<window>:<shard> — STRING shard (0..TP_KEYS_IDEM_SHARDS-1) of the
- * blocked Bloom filter of the keys accepted in the window: 5 bits of one 32-bit word per
- * "<user_id>:<key>". Built ahead of its window by the leader (idem_filter_build.lua, shard 0
- * first: its size is every shard's; shard TP_KEYS_IDEM_SHARDS-1 last: the window is whole). */
+/** tp:{bN}:idemfilter:<window>:<shard> — STRING shard of an older version's per-day filter:
+ * bet_batch.lua reads its last shard's presence as "an older leader may archive there" (every
+ * filter bet "check"), idem_slots.lua folds it into the three-day shards and leaves a tombstone
+ * (a HASH) as its shard 0. Never written otherwise. */
 const char *tp_keys_idem_shard(struct tp_key *k, int bucket, int64_t window, int shard);
+/** tp:{bN}:idemslots:<shard> — STRING shard (0..TP_KEYS_IDEM_SHARDS-1) of the blocked Bloom
+ * filter of the keys archived in each of three days, 5 bits of one 32-bit word per
+ * "<user_id>:<key>" and day, the days' words interleaved: day d's word i at bytes
+ * 12i + 4 (d mod 3) (bet_batch.lua reads today's and yesterday's in one GETRANGE of the 12
+ * bytes; archival writes day d's; the leader zeroes day d + 1's during day d). Built once by the
+ * leader (idem_slots.lua, shard 0 first: its size is every shard's; shard TP_KEYS_IDEM_SHARDS-1
+ * last: the filter is whole); no TTL. */
+const char *tp_keys_idem_slots(struct tp_key *k, int bucket, int shard);
+/** tp:{bN}:idemslots:<name> — the filter's helper keys: "zeroed" (STRING, the newest day whose
+ * words were zeroed whole), "fold" (the upgrade's scratch string, deleted in its step),
+ * "mask:<r>" (the zeroing's mask of day r mod 3, expiring with the day). */
+const char *tp_keys_idem_slots_aux(struct tp_key *k, int bucket, const char *name);
 
 /* Where a key's 5 bits go: `word` (before the modulo by the shard's words), their `mask` and
  * the `shard`, from the SHA-1 of "<user_id>:<key>" (bytes 0-3, 4-7 as five 5-bit bit numbers,
@@ -168,15 +177,16 @@ struct tp_keys_idem_pos {
 /** The filter position of (user_id, key of `len` bytes). */
 void tp_keys_idem_pos(int64_t user_id, const char *key, size_t len, struct tp_keys_idem_pos *out);
 
-/** Bytes of each shard of a window's filter for game.idem_filter = `filter` bytes over `buckets`
- * buckets: filter / buckets / TP_KEYS_IDEM_SHARDS less 16 bytes (Redis's string header and
- * terminator, so a power-of-two share stays in its allocator size class), in whole 32-bit words,
- * at least one word. */
+/** Bytes of each three-day shard (tp_keys_idem_slots) for game.idem_filter = `filter` bytes (one
+ * day) over `buckets` buckets: three days of filter / buckets / TP_KEYS_IDEM_SHARDS less 16 bytes
+ * (Redis's string header and terminator) in whole 32-bit words, at least one word: the size an
+ * older version gave a per-day shard, so its words fold into one day exactly; the shard stays in
+ * the allocator size class of three shares (384 KiB at the default). */
 int64_t tp_keys_idem_shard_bytes(size_t filter, int buckets);
 
-/** The first byte of `word`'s 32-bit word in a shard of `shard_bytes` bytes (whole words, > 0):
- * (word mod its words) * 4, where bet_batch.lua's `GETRANGE` reads it from (to it + 3;
- * scripts/lua/README.md). */
+/** The first byte of `word`'s triple (its three days' words) in a shard of `shard_bytes` bytes
+ * (whole triples, > 0): (word mod its triples) * 12, where bet_batch.lua's `GETRANGE` reads it
+ * from (to it + 11; scripts/lua/README.md). */
 int64_t tp_keys_idem_byte_offset(uint32_t word, int64_t shard_bytes);
 
 /** The idempotency TTL in seconds: 86400 (24 h, the contract's), unless the environment sets

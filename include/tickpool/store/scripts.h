@@ -71,8 +71,9 @@ struct tp_script_bet_args {
  * itself (the server admits every bet through bet_batch.lua). Strings of `a` must outlive `out`. */
 void tp_script_bet_call(const struct tp_script_bet_args *a, struct tp_script_call *out);
 
-/* Largest filter shard: TP_CONFIG_IDEM_FILTER_BUCKET_MAX (512 MiB) / TP_KEYS_IDEM_SHARDS. */
-#define TP_SCRIPT_IDEM_SHARD_MAX (512 * 1024)
+/* Largest filter shard: three days of TP_CONFIG_IDEM_FILTER_BUCKET_MAX (512 MiB) /
+ * TP_KEYS_IDEM_SHARDS. */
+#define TP_SCRIPT_IDEM_SHARD_MAX (3 * 512 * 1024)
 
 /* Most bets one bet_batch.lua call carries. */
 #define TP_SCRIPT_BATCH_MAX 128
@@ -94,8 +95,8 @@ struct tp_script_bet_batch_args {
     int bucket, buckets;
     bool skip_filter; /* the bets' keys were looked up in Postgres: no "check" answers */
     /* Bytes of a filter shard as the leader builds them under this configuration
-     * (tp_keys_idem_shard_bytes), or 0: each bet's word offset is then the script's to compute.
-     * The script takes the offsets computed here only for a window whose shards have this size. */
+     * (tp_keys_idem_shard_bytes), or 0: each bet's range is then the script's to compute. The
+     * script takes the ranges computed here only when the shards have this size. */
     int64_t shard_bytes;
     const struct tp_script_batch_bet *bets;
     size_t n; /* 1..TP_SCRIPT_BATCH_MAX */
@@ -103,7 +104,7 @@ struct tp_script_bet_batch_args {
 /** Runs bet_batch.lua. TP_EINVAL when n is 0 or over TP_SCRIPT_BATCH_MAX, an idempotency key
  * is not 1..TP_KEYS_IDEM_MAX bytes of printable ASCII (the script checks only length and
  * newline), a player is not in `bucket`, the TTL is < 1, now < 0, or shard_bytes is neither 0
- * nor whole words up to TP_SCRIPT_IDEM_SHARD_MAX. The
+ * nor whole triples of words (12 bytes) up to TP_SCRIPT_IDEM_SHARD_MAX. The
  * reply holds two values per bet, in order (the script's header). */
 int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch_args *a,
                         tp_store_cb cb, void *ud);
@@ -403,38 +404,43 @@ struct tp_script_unindex_field {
     size_t len;
 };
 /* idem_unindex.lua: one step of archival for round `id` in bucket `bucket`: the given fields'
- * entries leave the hot idempotency key index and their keys enter the filter of `window` (and
- * of window - 1 when `two`), those placed before `since_ms` excepted (past their TTL), and the
- * fields leave the round's records. */
+ * entries leave the hot idempotency key index and their keys enter day `window`'s words of the
+ * filter (and day window - 1's when `two`), those placed before `since_ms` excepted (past their
+ * TTL), and the fields leave the round's records. */
 struct tp_script_idem_unindex_args {
     int bucket;
     int64_t id;
-    int64_t window; /* ≥ 0 */
-    bool two;       /* also window - 1 (needs window ≥ 1) */
+    int64_t window; /* the day, ≥ 0 */
+    bool two;       /* also day window - 1 (needs window ≥ 1) */
     int64_t since_ms;
     const struct tp_script_unindex_field *fields;
     int n; /* 0..TP_SCRIPT_UNINDEX_MAX */
 };
-/** Runs idem_unindex.lua: the entries removed, or -1 when the window is not whole yet (nothing
+/** Runs idem_unindex.lua: the entries removed, or -1 when the filter is not whole yet (nothing
  * done). TP_EINVAL for arguments out of range or a field that is not "<user_id>:<key>" with a
  * key of 1..TP_KEYS_IDEM_MAX bytes. */
 int tp_script_idem_unindex(struct tp_store *store, const struct tp_script_idem_unindex_args *a,
                            tp_store_cb cb, void *ud);
 
-/* idem_filter_build.lua: shards first .. first + n - 1 of the filter of `window` in bucket
- * `bucket` (shard 0 is always passed too: its size is every shard's). */
-struct tp_script_idem_filter_build_args {
+/* idem_slots.lua: one step of the leader's upkeep of the filter's three-day shards in bucket
+ * `bucket`: build (create shards first .. first + n - 1 when missing and fold an older per-day
+ * filter of days day - 1 .. day + 1 into them), zero (day + 1's words of those shards, only
+ * inside day `day` by now_ms, margin_ms from its edges), or probe. */
+enum tp_script_idem_slots_mode { TP_IDEM_SLOTS_BUILD, TP_IDEM_SLOTS_ZERO, TP_IDEM_SLOTS_PROBE };
+struct tp_script_idem_slots_args {
+    enum tp_script_idem_slots_mode mode;
     int bucket;
-    int64_t window;
-    int first, n;        /* 0 ≤ first, 1 ≤ n, first + n ≤ TP_KEYS_IDEM_SHARDS */
-    int64_t shard_bytes; /* size of shard 0 when it is created, whole words, 4..SHARD_MAX */
-    int64_t expire_ms;   /* PEXPIRE of a shard it creates (> 0) */
-    bool probe;          /* create nothing: answer 1 when shard `first` exists, else 0 */
+    int64_t day;         /* ≥ 1 */
+    int first, n;        /* 0 ≤ first, 1 ≤ n, first + n ≤ TP_KEYS_IDEM_SHARDS (not probe) */
+    int64_t shard_bytes; /* size of shard 0 when it is created, whole triples, 12..SHARD_MAX */
+    int64_t span_ms;     /* a day's ms (the idempotency TTL's), ≥ 1000 */
+    int64_t extra_ms;    /* build: a tombstone's expiry; zero: the margin (> 0) */
+    int64_t now_ms;      /* zero: the caller's clock */
 };
-/** Runs idem_filter_build.lua: the number of shards it created (probe: 1 when shard `first`
- * exists). TP_EINVAL for arguments out of range. */
-int tp_script_idem_filter_build(struct tp_store *store,
-                                const struct tp_script_idem_filter_build_args *f, tp_store_cb cb,
-                                void *ud);
+/** Runs idem_slots.lua: build: shards created; zero: shards zeroed, or -1 outside the day's
+ * part; probe: {last shard exists, an older per-day trace left, the zeroed day or -1}.
+ * TP_EINVAL for arguments out of range. */
+int tp_script_idem_slots(struct tp_store *store, const struct tp_script_idem_slots_args *f,
+                         tp_store_cb cb, void *ud);
 
 #endif

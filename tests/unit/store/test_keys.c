@@ -51,20 +51,25 @@ static void test_bucket_keys(void **state)
     assert_string_equal(tp_keys_idem(&k, 1, 42), "tp:{b1}:idem:42");
     assert_string_equal(tp_keys_idem_hot(&k, 1), "tp:{b1}:idemhot");
     assert_string_equal(tp_keys_idem_young(&k, 1), "tp:{b1}:idemyoung");
-    assert_string_equal(tp_keys_idem_filter(&k, 1, 19675), "tp:{b1}:idemfilter:19675");
-    assert_string_equal(tp_keys_idem_filter(&k, 1, -1), "tp:{b1}:idemfilter:-1");
     assert_string_equal(tp_keys_idem_shard(&k, 1, 19675, 0), "tp:{b1}:idemfilter:19675:0");
     assert_string_equal(tp_keys_idem_shard(&k, 2, 3, 1023), "tp:{b2}:idemfilter:3:1023");
+    assert_string_equal(tp_keys_idem_slots(&k, 1, 0), "tp:{b1}:idemslots:0");
+    assert_string_equal(tp_keys_idem_slots(&k, 2, 1023), "tp:{b2}:idemslots:1023");
+    assert_string_equal(tp_keys_idem_slots_aux(&k, 2, "mask:1"), "tp:{b2}:idemslots:mask:1");
     /* the filter position of "7:k-1", as tests/lib/idemfilter.py computes it from SHA-1 */
     struct tp_keys_idem_pos pos;
     tp_keys_idem_pos(7, "k-1", 3, &pos);
     assert_int_equal(pos.word, 325696117u);
     assert_int_equal(pos.mask, 1350836224u);
     assert_int_equal(pos.shard, 788);
-    /* the default 128 MiB over 1 bucket: 128 KiB shards; whole words, at least one */
-    assert_int_equal(tp_keys_idem_shard_bytes((size_t)128 << 20, 1), 131056);
-    assert_int_equal(tp_keys_idem_shard_bytes((size_t)128 << 20, 3), 43672);
-    assert_int_equal(tp_keys_idem_shard_bytes(65536, 64), 4);
+    /* the default 128 MiB over 1 bucket: three days of an older per-day shard's 131,056 bytes
+     * (128 KiB less 16) each, in the 384 KiB class; whole words a day, at least one */
+    assert_int_equal(tp_keys_idem_shard_bytes((size_t)128 << 20, 1), 393168);
+    assert_int_equal(tp_keys_idem_shard_bytes((size_t)128 << 20, 3), 3 * 43672);
+    assert_int_equal(tp_keys_idem_shard_bytes(65536, 64), 12);
+    /* a word's triple: (word mod triples) * 12 */
+    assert_int_equal(tp_keys_idem_byte_offset(325696117u, 393168), 263484);
+    assert_int_equal(tp_keys_idem_byte_offset(11u, 12), 0);
     /* one window per TTL: the last millisecond of a day is in it, the next one is not */
     assert_int_equal(tp_keys_idem_window(0, 86400), 0);
     assert_int_equal(tp_keys_idem_window(86399999, 86400), 0);
@@ -144,7 +149,9 @@ static void test_spread(void **state)
         assert_int_equal(slot_of(tp_keys_idem(&k2, b, 77)), slot);
         assert_int_equal(slot_of(tp_keys_idem_hot(&k2, b)), slot);
         assert_int_equal(slot_of(tp_keys_idem_young(&k2, b)), slot);
-        assert_int_equal(slot_of(tp_keys_idem_filter(&k2, b, 19675)), slot);
+        assert_int_equal(slot_of(tp_keys_idem_shard(&k2, b, 19675, 1023)), slot);
+        assert_int_equal(slot_of(tp_keys_idem_slots(&k2, b, 1023)), slot);
+        assert_int_equal(slot_of(tp_keys_idem_slots_aux(&k2, b, "zeroed")), slot);
         per_master[slot * 3 / 16384]++; /* redis-cli --cluster create's even split */
     }
     assert_int_equal(per_master[0], 4);
@@ -220,15 +227,10 @@ static void test_names_as_printf(void **state)
         const char *(*build)(struct tp_key *, int, int64_t);
         const char *name, *tail;
     } with_id[] = {
-        {tp_keys_ubets, "ubets", ""},
-        {tp_keys_wsock, "wsock", ""},
-        {tp_keys_idem, "idem", ""},
-        {tp_keys_idem_filter, "idemfilter", ""},
-        {tp_keys_round_state, "round", ":state"},
-        {tp_keys_pool, "pool", ""},
-        {tp_keys_plan, "plan", ""},
-        {tp_keys_paid, "paid", ""},
-        {tp_keys_payout, "payout", ""},
+        {tp_keys_ubets, "ubets", ""}, {tp_keys_wsock, "wsock", ""},
+        {tp_keys_idem, "idem", ""},   {tp_keys_round_state, "round", ":state"},
+        {tp_keys_pool, "pool", ""},   {tp_keys_plan, "plan", ""},
+        {tp_keys_paid, "paid", ""},   {tp_keys_payout, "payout", ""},
     };
     const int64_t ids[] = {0, 1, -1, 9, 10, 19675, INT64_MAX, INT64_MIN, (int64_t)UINT64_MAX};
     const int ints[] = {0, 1, 9, 10, 63, 1023, INT32_MAX, INT32_MIN};

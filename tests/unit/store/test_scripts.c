@@ -172,67 +172,66 @@ static void test_bet_batch(void **state)
                                          .n = 3};
     struct tp_script_call a;
     bet_batch_args(&b, &a);
-    /* filter windows: 1700000000000 ms / 86400000 = day 19675, and the day before; the filter
-     * positions (word, mask, shard) of "7:k-1", "3:a,b" and "7:k-2" (tests/lib/idemfilter.py):
-     * three shards, two keys each; word, mask and shard as 10 big-endian bytes (compared
-     * below: they hold NULs) */
-    EXPECT(&a, "bet_batch", 26, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
+    /* day 1700000000000 ms / 86400000 = 19675: an older version's last per-day shards of days
+     * 19674, 19675 and 19676 (KEYS 12, 13, 15); the filter positions (word, mask, shard) of
+     * "7:k-1", "3:a,b" and "7:k-2" (tests/lib/idemfilter.py): three shards, one key each; word,
+     * mask and shard as 10 big-endian bytes (compared below: they hold NULs) */
+    EXPECT(&a, "bet_batch", 23, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:netlog", "tp:{b3}:excl",
-           "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19675",
-           "tp:{b3}:idemfilter:19674", "tp:{b3}:idemfilter:19675:0", "tp:{b3}:idemfilter:19674:0",
+           "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19674:1023",
+           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemslots:0", "tp:{b3}:idemfilter:19676:1023",
            "tp:{b3}:idemyoung", "tp:{b3}:betl:42:2", "tp:{b3}:betl:42:0", "tp:{b3}:ubets:7",
-           "tp:{b3}:ubets:3", "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idemfilter:19674:788",
-           "tp:{b3}:idemfilter:19675:354", "tp:{b3}:idemfilter:19674:354",
-           "tp:{b3}:idemfilter:19675:429", "tp:{b3}:idemfilter:19674:429", "42", "1700000000000",
-           "5", "10", "100000", "86400", "3", "4", "3", "1", "7", "2", "150", "k-1", BYTES, "3",
-           "0", "10", "a,b", BYTES, "7", "2", "20", "k-2", BYTES);
+           "tp:{b3}:ubets:3", "tp:{b3}:idemslots:788", "tp:{b3}:idemslots:354",
+           "tp:{b3}:idemslots:429", "42", "1700000000000", "5", "10", "100000", "86400", "3", "4",
+           "3", "1", "7", "2", "150", "k-1", BYTES, "3", "0", "10", "a,b", BYTES, "7", "2", "20",
+           "k-2", BYTES);
     /* 325696117, 1350836224, 788; 3104603225, 152043528, 354; 3641447563, 1053057, 429 */
-    expect_bytes(&a, 40, "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14", 10);
-    expect_bytes(&a, 45, "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62", 10);
-    expect_bytes(&a, 50, "\xd9\x0c\x14\x8b\x00\x10\x11\x81\x01\xad", 10);
+    expect_bytes(&a, 37, "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14", 10);
+    expect_bytes(&a, 42, "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62", 10);
+    expect_bytes(&a, 47, "\xd9\x0c\x14\x8b\x00\x10\x11\x81\x01\xad", 10);
     check_header(&a, 16); /* then the bets, ubets and shard keys, described in words */
     tp_script_call_release(&a);
-    /* with the filter read and a shard size (128 KiB less 16 bytes: 32764 words), each position
-     * carries the length of a decimal, the first byte of its word in such a shard,
-     * (word mod 32764) * 4, in that decimal, then its last byte, that + 3 */
+    /* with the filter read and a shard size (three days of 128 KiB less 16 bytes: 32764 triples
+     * of words), each position carries the length of a decimal, the first byte of its triple in
+     * such a shard, (word mod 32764) * 12, in that decimal, then its last byte, that + 11 */
     b.skip_filter = false;
-    b.shard_bytes = 131056;
+    b.shard_bytes = 393168;
     bet_batch_args(&b, &a);
-    assert_int_equal(a.argc, 51);
-    assert_string_equal(a.argv[35], "0:131056");
-    expect_bytes(&a, 40,
+    assert_int_equal(a.argc, 48);
+    assert_string_equal(a.argv[32], "0:393168");
+    expect_bytes(&a, 37,
                  "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14"
-                 "\x05"
-                 "87828"
-                 "87831",
-                 21);
-    expect_bytes(&a, 45,
+                 "\x06"
+                 "263484"
+                 "263495",
+                 23);
+    expect_bytes(&a, 42,
                  "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62"
-                 "\x05"
-                 "70564"
-                 "70567",
-                 21);
-    expect_bytes(&a, 50,
+                 "\x06"
+                 "211692"
+                 "211703",
+                 23);
+    expect_bytes(&a, 47,
                  "\xd9\x0c\x14\x8b\x00\x10\x11\x81\x01\xad"
-                 "\x05"
-                 "95356"
-                 "95359",
-                 21);
+                 "\x06"
+                 "286068"
+                 "286079",
+                 23);
     tp_script_call_release(&a);
     /* skipping the filter, no offsets: the same call as above */
     b.skip_filter = true;
     bet_batch_args(&b, &a);
-    assert_string_equal(a.argv[35], "1");
-    assert_int_equal(a.len[40], 10);
+    assert_string_equal(a.argv[32], "1");
+    assert_int_equal(a.len[37], 10);
     tp_script_call_release(&a);
     b.skip_filter = false;
-    /* a shard size that is no whole words, none, or over a shard's most */
-    const int64_t bad_sizes[] = {-4, 6, TP_SCRIPT_IDEM_SHARD_MAX + 4};
+    /* a shard size that is no whole triples of words, none, or over a shard's most */
+    const int64_t bad_sizes[] = {-12, 8, 16, TP_SCRIPT_IDEM_SHARD_MAX + 12};
     for (size_t i = 0; i < sizeof(bad_sizes) / sizeof(bad_sizes[0]); i++) {
         b.shard_bytes = bad_sizes[i];
         assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
     }
-    b.shard_bytes = 131056;
+    b.shard_bytes = 393168;
     /* refused before anything is built or sent */
     bets[1].idem_len = 0;
     assert_int_equal(tp_script_bet_batch(NULL, &b, NULL, NULL), TP_EINVAL);
@@ -276,22 +275,19 @@ static void test_idem_unindex(void **state)
                                             .n = 3};
     struct tp_script_call a;
     idem_unindex_args(&u, &a);
-    EXPECT(&a, "idem_unindex", 11, "tp:{b3}:idemhot", "tp:{b3}:idemyoung",
-           "tp:{b3}:idemfilter:19675:0", "tp:{b3}:idemfilter:19675:1023",
-           "tp:{b3}:idemfilter:19674:0", "tp:{b3}:idemfilter:19674:1023",
-           "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idemfilter:19674:788",
-           "tp:{b3}:idemfilter:19675:429", "tp:{b3}:idemfilter:19674:429", "tp:{b3}:idem:42", "42",
-           "3", "19675", "2", "1699913600000", "3", "7:k-1", "325696117", "1350836224", "788",
-           "7:k-2", "3641447563", "1053057", "429", "7:k-1", "325696117", "1350836224", "788");
-    check_header(&a, 6);
+    EXPECT(&a, "idem_unindex", 7, "tp:{b3}:idemhot", "tp:{b3}:idemyoung", "tp:{b3}:idemslots:0",
+           "tp:{b3}:idemslots:1023", "tp:{b3}:idemslots:788", "tp:{b3}:idemslots:429",
+           "tp:{b3}:idem:42", "42", "3", "19675", "2", "1699913600000", "3", "7:k-1", "325696117",
+           "1350836224", "788", "7:k-2", "3641447563", "1053057", "429", "7:k-1", "325696117",
+           "1350836224", "788");
+    check_header(&a, 4);
     tp_script_call_release(&a);
     u.two = false;
     u.n = 1;
     idem_unindex_args(&u, &a);
-    EXPECT(&a, "idem_unindex", 6, "tp:{b3}:idemhot", "tp:{b3}:idemyoung",
-           "tp:{b3}:idemfilter:19675:0", "tp:{b3}:idemfilter:19675:1023",
-           "tp:{b3}:idemfilter:19675:788", "tp:{b3}:idem:42", "42", "3", "19675", "1",
-           "1699913600000", "1", "7:k-1", "325696117", "1350836224", "788");
+    EXPECT(&a, "idem_unindex", 6, "tp:{b3}:idemhot", "tp:{b3}:idemyoung", "tp:{b3}:idemslots:0",
+           "tp:{b3}:idemslots:1023", "tp:{b3}:idemslots:788", "tp:{b3}:idem:42", "42", "3", "19675",
+           "1", "1699913600000", "1", "7:k-1", "325696117", "1350836224", "788");
     tp_script_call_release(&a);
     /* refused before anything is built or sent: fields that are not "<user_id>:<key>" */
     const char *bad[] = {"7", "7:", ":k", "x:k", "0:k", "-1:k"};
@@ -575,41 +571,64 @@ static void test_buckets(void **state)
     check_header(&a, 2);
 }
 
-static void test_idem_filter_build(void **state)
+static void test_idem_slots(void **state)
 {
     (void)state;
-    struct tp_script_idem_filter_build_args f = {.bucket = 1,
-                                                 .window = 19675,
-                                                 .first = 1022,
-                                                 .n = 2,
-                                                 .shard_bytes = 131072,
-                                                 .expire_ms = 90000000};
+    struct tp_script_idem_slots_args f = {.mode = TP_IDEM_SLOTS_BUILD,
+                                          .bucket = 1,
+                                          .day = 19675,
+                                          .first = 1022,
+                                          .n = 2,
+                                          .shard_bytes = 393168,
+                                          .span_ms = 86400000,
+                                          .extra_ms = 90000000,
+                                          .now_ms = 1700000000000};
     struct tp_script_call a;
-    idem_filter_build_args(&f, &a);
-    EXPECT(&a, "idem_filter_build", 3, "tp:{b1}:idemfilter:19675:0",
-           "tp:{b1}:idemfilter:19675:1022", "tp:{b1}:idemfilter:19675:1023", "build", "131072",
-           "90000000", "19675", "1");
-    check_header(&a, 1); /* then the step's shards, described in words */
+    idem_slots_args(&f, &a);
+    EXPECT(&a, "idem_slots", 11, "tp:{b1}:idemslots:fold", "tp:{b1}:idemslots:0",
+           "tp:{b1}:idemslots:zeroed", "tp:{b1}:idemslots:1022", "tp:{b1}:idemfilter:19674:1022",
+           "tp:{b1}:idemfilter:19675:1022", "tp:{b1}:idemfilter:19676:1022",
+           "tp:{b1}:idemslots:1023", "tp:{b1}:idemfilter:19674:1023",
+           "tp:{b1}:idemfilter:19675:1023", "tp:{b1}:idemfilter:19676:1023", "build", "393168",
+           "19675", "1", "86400000", "90000000", "1700000000000");
+    check_header(&a, 3); /* then the step's shards, described in words */
     tp_script_call_release(&a);
-    f.probe = true;
-    idem_filter_build_args(&f, &a);
-    assert_string_equal(a.argv[3], "probe");
+    f.mode = TP_IDEM_SLOTS_ZERO;
+    f.extra_ms = 600000;
+    idem_slots_args(&f, &a);
+    /* day 19675 zeroes day 19676's words: 19676 mod 3 = 2 */
+    EXPECT(&a, "idem_slots", 5, "tp:{b1}:idemslots:mask:2", "tp:{b1}:idemslots:0",
+           "tp:{b1}:idemslots:zeroed", "tp:{b1}:idemslots:1022", "tp:{b1}:idemslots:1023", "zero",
+           "393168", "19675", "1", "86400000", "600000", "1700000000000");
+    tp_script_call_release(&a);
+    f.mode = TP_IDEM_SLOTS_PROBE;
+    idem_slots_args(&f, &a);
+    EXPECT(&a, "idem_slots", 9, "tp:{b1}:idemslots:1023", "tp:{b1}:idemslots:0",
+           "tp:{b1}:idemslots:zeroed", "tp:{b1}:idemfilter:19674:0",
+           "tp:{b1}:idemfilter:19674:1023", "tp:{b1}:idemfilter:19675:0",
+           "tp:{b1}:idemfilter:19675:1023", "tp:{b1}:idemfilter:19676:0",
+           "tp:{b1}:idemfilter:19676:1023", "probe", "393168", "19675", "1", "86400000", "600000",
+           "1700000000000");
     tp_script_call_release(&a);
     /* refused before anything is built or sent */
+    f.mode = TP_IDEM_SLOTS_BUILD;
     f.n = 3; /* past the last shard */
-    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EINVAL);
+    assert_int_equal(tp_script_idem_slots(NULL, &f, NULL, NULL), TP_EINVAL);
     f.n = 0;
-    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EINVAL);
+    assert_int_equal(tp_script_idem_slots(NULL, &f, NULL, NULL), TP_EINVAL);
     f.n = 2;
-    f.shard_bytes = 6; /* not whole words */
-    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EINVAL);
-    f.shard_bytes = TP_SCRIPT_IDEM_SHARD_MAX + 4;
-    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EINVAL);
-    f.shard_bytes = 131072;
-    f.expire_ms = 0;
-    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EINVAL);
-    f.expire_ms = 90000000;
-    assert_int_equal(tp_script_idem_filter_build(NULL, &f, NULL, NULL), TP_EUNAVAIL);
+    f.shard_bytes = 131056; /* whole words, not whole triples */
+    assert_int_equal(tp_script_idem_slots(NULL, &f, NULL, NULL), TP_EINVAL);
+    f.shard_bytes = TP_SCRIPT_IDEM_SHARD_MAX + 12;
+    assert_int_equal(tp_script_idem_slots(NULL, &f, NULL, NULL), TP_EINVAL);
+    f.shard_bytes = 393168;
+    f.extra_ms = 0;
+    assert_int_equal(tp_script_idem_slots(NULL, &f, NULL, NULL), TP_EINVAL);
+    f.extra_ms = 600000;
+    f.day = 0;
+    assert_int_equal(tp_script_idem_slots(NULL, &f, NULL, NULL), TP_EINVAL);
+    f.day = 19675;
+    assert_int_equal(tp_script_idem_slots(NULL, &f, NULL, NULL), TP_EUNAVAIL);
 }
 
 /* --- The Postgres writer --- */
@@ -658,16 +677,11 @@ static void test_park(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bet),
-        cmocka_unit_test(test_bet_batch),
-        cmocka_unit_test(test_grant_signup),
-        cmocka_unit_test(test_admin),
-        cmocka_unit_test(test_lease_tick),
-        cmocka_unit_test(test_rounds),
-        cmocka_unit_test(test_buckets),
-        cmocka_unit_test(test_account_scripts),
-        cmocka_unit_test(test_idem_filter_build),
-        cmocka_unit_test(test_idem_unindex),
+        cmocka_unit_test(test_bet),          cmocka_unit_test(test_bet_batch),
+        cmocka_unit_test(test_grant_signup), cmocka_unit_test(test_admin),
+        cmocka_unit_test(test_lease_tick),   cmocka_unit_test(test_rounds),
+        cmocka_unit_test(test_buckets),      cmocka_unit_test(test_account_scripts),
+        cmocka_unit_test(test_idem_slots),   cmocka_unit_test(test_idem_unindex),
         cmocka_unit_test(test_park),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
