@@ -37,7 +37,9 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
                                             leader may archive into that layout, so every bet
                                             the filter would be asked about is "check" (read
                                             only: never written here)
-  KEYS[14] tp:{bN}:idemslots:0              shard 0 of the filter: its size is every shard's
+  KEYS[14] tp:{bN}:idemslots:1023           the filter's last shard: its size is every
+                                            shard's, and it exists once the leader built
+                                            every shard ("whole": archival writes only then)
   KEYS[16] tp:{bN}:idemyoung                HASH, the hot key index's young part: the same
                                             entries as KEYS[11], where this script inserts
                                             them while a fork child runs (after it, only the
@@ -51,7 +53,8 @@ KEYS, all in bucket N (hash tag {bN}, see scripts/lua/README.md):
   three days' blocked Bloom filters of the keys archived in the day, 5 bits of one 32-bit word
   per key, interleaved by word: day d's word i at bytes 12i + 4 (d mod 3) .. + 3 (read only:
   archival writes day d's, idem_unindex.lua; the leader zeroes day d + 1's during day d,
-  idem_slots.lua). A missing shard (not built yet) holds every key: "check".
+  idem_slots.lua). Until the last shard (KEYS[14]) exists no key was archived into any shard:
+  the filter holds nothing; once it exists a missing shard (none is ever deleted) is "check".
 ARGV (decimal integers without sign or leading zeros):
   [1] round_id  [2] now_ms  [3] number of bands  [4] min_stake  [5] max_stake  (3-5: the
       config's, used only for a round whose state copy predates per-round rules; a round's own
@@ -100,8 +103,8 @@ a player's second bet sees the first one's debit and a repeated (user, key) is a
 first when that one was accepted, or idempotency_conflict when the key's accepted bet of the
 last TTL was on another round still in Redis (the hot index, KEYS[11]), or "check" when it
 may have been on an archived one (the filter: today's or yesterday's word of its shard holds
-it, its shard is missing, or an older version's per-day filter exists); one bet's refusal never touches
-another. Every check runs before the first write, and the writes are aggregated: one HSET per
+it, or an older version's per-day filter exists, or the filter is whole and the shard is
+missing); one bet's refusal never touches another. Every check runs before the first write, and the writes are aggregated: one HSET per
 hash (the pool's: its bands and total, read before), one RPUSH per band of the round's bets
 lists (appended, never a hash's random slot: scripts/lua/README.md), one INCRBY of the
 sequence, one XADD carrying every accepted bet, one RPUSH of the players' stakes to the
@@ -313,8 +316,8 @@ end
 -- share a shard (74 bets hit ~71 of 1,024), and grouping them cost more in Lua tables than the
 -- few calls it saved. The range goes as strings (Redis formats a number argument with snprintf
 -- "%.17g"), the caller's when it gave them for this shard size (ARGV[10]). Every shard has
--- shard 0's size (the leader creates them all, idem_slots.lua), so a changed configuration
--- never misreads one.
+-- the last shard's size (the leader creates them all, idem_slots.lua), so a changed
+-- configuration never misreads one.
 local band, floor, sub = bit.band, math.floor, string.sub
 -- The pause, an older version's per-day filter and the disabled accounts' hash exist only in
 -- rare states (an operator's pause; an upgrade until the leader folded the per-day filter into
@@ -344,44 +347,58 @@ if need then
     -- today's word and yesterday's. One loop over the bets: a bet's position is read, its mask
     -- made and its range taken once (bench/README.md "Session 25"). No function per read: a
     -- closure over this chunk's locals cost a one-bet call ~6k with its calls (bench/README.md
-    -- "Session 12"). The shards' size is shard 0's (KEYS[14]); one under a triple of words, or
-    -- a shard that reads fewer than 12 bytes (missing: not built yet; or a range past its end,
-    -- only a wrong offset), holds every key: "check", never a silent miss.
+    -- "Session 12"). The shards' size is the last shard's (KEYS[14]).
+    -- A missing last shard means nothing was ever archived into the shards, so every key
+    -- reads as absent, as a missing window of the per-day filter did before: archival writes
+    -- only once it exists (idem_unindex.lua returns -1 before any write otherwise), the leader
+    -- creates it alone and last, after every other shard's step answered
+    -- (leader_idemfilter.c), and no shard is ever deleted (no TTL; the zeroing never creates
+    -- or deletes one). So on a fresh Redis, or while a slow leader builds, a fresh key needs
+    -- no Postgres. A restored snapshot or AOF is a state Redis once had: the same holds in it
+    -- (a key archived after it is back in its hot entry, which archival had removed in the
+    -- same step). Keys an older version archived are in its per-day filter, whose last shard
+    -- makes `old` (above) until the fold moves them in: the fold deletes it in the step that
+    -- creates this last shard, so one of the two always answers.
+    -- Once it exists: a size under a triple of words, or a shard that reads fewer than 12
+    -- bytes (missing, which the leader never leaves; or a range past its end, only a wrong
+    -- offset), holds every key: "check", never a silent miss.
     -- The caller's ranges hold for shards of the size it gave: a '%d' fewer per bet
     -- (bench/README.md "Session 22").
     local len = call('STRLEN', KEYS[14])
     local day = floor(now / span)
     local t, y = 1 + 4 * (day % 3), 1 + 4 * ((day + 2) % 3) -- today's, yesterday's first byte
     local triples = floor(len / 12)
-    for i = 1, n do
-        if not idx[i] then
-            local hold = old or triples < 1
-            if not hold then
-                local p = ARGV[10 + 5 * i]
-                local w1, w2, w3, w4, m1, m2, m3, m4, s1, s2, ln = byte(p, 1, 11)
-                local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
-                local a, z
-                if len == given then
-                    a, z = sub(p, 12, 11 + ln), sub(p, 12 + ln)
-                else
-                    -- Shards not of the size the caller's ranges are for (built before a
-                    -- change of game.idem_filter or game.buckets).
-                    local x = (((w1 * 256 + w2) * 256 + w3) * 256 + w4) % triples * 12
-                    a, z = format('%d', x), format('%d', x + 11)
-                end
-                local g = call('GETRANGE', KEYS[sbase + shards[s1 * 256 + s2]], a, z)
-                if #g < 12 then
-                    hold = true
-                else
-                    local b1, b2, b3, b4 = byte(g, t, t + 3)
-                    hold = band(((b1 * 256 + b2) * 256 + b3) * 256 + b4, mask) == mask
-                    if not hold then
-                        b1, b2, b3, b4 = byte(g, y, y + 3)
+    if old or len > 0 then
+        for i = 1, n do
+            if not idx[i] then
+                local hold = old or triples < 1
+                if not hold then
+                    local p = ARGV[10 + 5 * i]
+                    local w1, w2, w3, w4, m1, m2, m3, m4, s1, s2, ln = byte(p, 1, 11)
+                    local mask = tobit(((m1 * 256 + m2) * 256 + m3) * 256 + m4)
+                    local a, z
+                    if len == given then
+                        a, z = sub(p, 12, 11 + ln), sub(p, 12 + ln)
+                    else
+                        -- Shards not of the size the caller's ranges are for (built before a
+                        -- change of game.idem_filter or game.buckets).
+                        local x = (((w1 * 256 + w2) * 256 + w3) * 256 + w4) % triples * 12
+                        a, z = format('%d', x), format('%d', x + 11)
+                    end
+                    local g = call('GETRANGE', KEYS[sbase + shards[s1 * 256 + s2]], a, z)
+                    if #g < 12 then
+                        hold = true
+                    else
+                        local b1, b2, b3, b4 = byte(g, t, t + 3)
                         hold = band(((b1 * 256 + b2) * 256 + b3) * 256 + b4, mask) == mask
+                        if not hold then
+                            b1, b2, b3, b4 = byte(g, y, y + 3)
+                            hold = band(((b1 * 256 + b2) * 256 + b3) * 256 + b4, mask) == mask
+                        end
                     end
                 end
+                if hold then hit[i] = true end
             end
-            if hold then hit[i] = true end
         end
     end
 end

@@ -115,6 +115,8 @@ if n == 0 then return 0 end
 
 -- The filter must be whole: the leader builds every shard once (leader_idemfilter.c), within
 -- seconds of a leader's start on a new deployment or an upgrade; a shard is never created here.
+-- Bets rely on this: while the last shard is missing they read every key as absent from the
+-- filter (bet_batch.lua), which holds only because no step writes a bit before it exists.
 if call('EXISTS', KEYS[4]) == 0 then return -1 end
 local wsize = floor(call('STRLEN', KEYS[3]) / 12)
 

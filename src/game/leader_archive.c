@@ -398,7 +398,9 @@ static void on_unindex(int err, const struct tp_store_reply *r, void *ud)
     }
     if (tp_reply_integer(r) < 0) {
         /* The filter is not whole: the leader's builder (leader_idemfilter.c) makes it within
-         * seconds of a leader's start on a new deployment or an upgrade; the round waits. */
+         * seconds of a leader's start on a new deployment or an upgrade; the round waits, its
+         * keys in the hot index. Nothing was written: bet_batch.lua reads a filter that is not
+         * whole as holding no key, true only because archival never writes before it is. */
         if (!a->filter_waiting)
             tp_log_info(MOD, "archival waits for the idempotency filter's window\tround=%lld",
                         (long long)a->id);

@@ -9,8 +9,11 @@
  * day's words are the ones zeroed for tomorrow. Creating a shard zeroes it (about 3.3 ms per MiB
  * on the loaded 2-core test machine), so the shards are created here, one step of at most
  * STEP_BYTES per idem_slots.lua call, DEPTH calls in flight, shard 0 alone first (its size is
- * every shard's) and the last shard alone and last (archival reads its presence as "the filter
- * is whole" and writes only then; a bet reads a missing shard as "check"). A build step also
+ * every shard's) and the last shard alone and last, once every other step of the pass answered
+ * (step below): archival reads its presence as "the filter is whole" and writes only then, and
+ * a bet reads the filter only then (before it, nothing can have been archived into any shard:
+ * every key is absent, so a fresh Redis or a slow build never sends a fresh key to Postgres;
+ * after it, a missing shard is "check"). A build step also
  * folds an older version's per-day shards (tp_keys_idem_shard) of yesterday, today and tomorrow
  * into their days and deletes them, their shard 0 replaced by a tombstone from the first step, so
  * no older process reads or writes that filter once the fold began (idem_slots.lua).

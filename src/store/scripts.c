@@ -204,7 +204,7 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
     key(a, tp_keys_idem_hot(&k, n));
     key(a, tp_keys_idem_shard(&k, n, win - 1, TP_KEYS_IDEM_SHARDS - 1));
     key(a, tp_keys_idem_shard(&k, n, win, TP_KEYS_IDEM_SHARDS - 1));
-    key(a, tp_keys_idem_slots(&k, n, 0));
+    key(a, tp_keys_idem_slots(&k, n, TP_KEYS_IDEM_SHARDS - 1));
     key(a, tp_keys_idem_shard(&k, n, win + 1, TP_KEYS_IDEM_SHARDS - 1));
     key(a, tp_keys_idem_young(&k, n));
     for (size_t i = 0; i < cnt; i++) {

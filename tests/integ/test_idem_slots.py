@@ -1,7 +1,7 @@
 """The idempotency filter's three days in one key a shard (scripts/lua/idem_slots.lua,
 bet_batch.lua's read, idem_unindex.lua's write) against a real redis-server: which day's word each
-script reads and writes (exact bytes), a missing shard and an older version's per-day filter as
-"check", the leader's zeroing of tomorrow's words only inside its part of the day, and the
+script reads and writes (exact bytes), a filter not whole yet as holding no key, a missing shard
+of a whole one and an older version's per-day filter as "check", the leader's zeroing of tomorrow's words only inside its part of the day, and the
 upgrade's fold of an older per-day filter (its shard 0 a tombstone from the first step, its last
 shard gone only in the last)."""
 
@@ -89,19 +89,54 @@ def test_archival_writes_its_day_bets_read_today_and_yesterday():
         assert s.batch_call(0, 10, [(1, 0, 100, "d")], 9 * DAY + 30) == [["check"]]
 
 
-def test_a_missing_shard_or_an_older_per_day_filter_is_check():
-    """A shard not built yet holds every key ("check": Postgres answers), and so does every
-    shard while an older version's per-day filter of yesterday, today or tomorrow is whole (its
-    last shard: an older leader may archive there); bets the caller cleared (ARGV[10] = 1) are
-    admitted. Archival waits (-1, nothing written) while the last shard is missing."""
+def getranges(c):
+    return c.info("commandstats").get("cmdstat_getrange", {}).get("calls", 0)
+
+
+def test_a_filter_not_whole_holds_no_key_a_missing_shard_of_a_whole_one_is_check():
+    """Until the last shard exists (a fresh Redis; a leader still building) nothing can have
+    been archived into any shard (archival waits: -1, nothing written), so every key is absent:
+    admitted with no GETRANGE and no "check" (Postgres is not asked), whichever shards exist
+    already, even one with bits set. Every key is "check" while an older version's per-day
+    filter of yesterday, today or tomorrow is whole (its last shard: an older leader may archive
+    there), before the last shard exists too. Once the last shard exists, a missing shard holds
+    every key ("check"); bets the caller cleared (ARGV[10] = 1) are admitted."""
     with tpenv.Redis() as r:
         s = side(r)
         s.open_round(7)
         t = 5 * DAY + 3600000
-        shard = idemfilter.pos(1, "a")[2]
+        s.c.delete(*[idemfilter.slot_key(P, sh) for sh in range(SHARDS)])
+        g = getranges(s.c)
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a"), (1, 0, 100, "a2")], t)) == \
+            ["ok", "ok"]
+        assert getranges(s.c) == g
+        before = (s.snapshot(), s.index())
+        assert idemfilter.archive_index(s.c, s.unindex_sha, P, 0, 7, 5) == -1
+        assert (s.snapshot(), s.index()) == before
+        # Mid-build: every shard but the last (the leader's steps), one of them all ones.
+        assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, SHARD_BYTES, [0]) == 1
+        for first in range(1, SHARDS - 1, 64):
+            assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, SHARD_BYTES,
+                                          range(first, min(first + 64, SHARDS - 1))) > 0
+        shard = idemfilter.pos(1, "b")[2]
+        s.raw.set(idemfilter.slot_key(P, shard), b"\xff" * SHARD_BYTES)
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "b")], t)) == ["ok"]
+        assert getranges(s.c) == g
+        assert idemfilter.archive_index(s.c, s.unindex_sha, P, 0, 7, 5) == -1
+        for d in (4, 5, 6):
+            k = idemfilter.shard_key(P, d, SHARDS - 1)
+            s.c.setrange(k, 63, "\0")
+            assert s.batch_call(0, 7, [(1, 0, 100, "o%d" % d)], t) == [["check"]], d
+            s.c.delete(k)
+        # Whole: shard "b"'s ones are read now; a missing shard is "check".
+        assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, SHARD_BYTES, [SHARDS - 1]) == 1
+        s.c.delete(P + "idemhot", P + "idemyoung")  # "b" as if archived: the filter answers
+        assert s.batch_call(0, 7, [(1, 0, 100, "b")], t) == [["check"]]
+        assert getranges(s.c) == g + 1
+        shard = idemfilter.pos(1, "e")[2]
         s.c.delete(idemfilter.slot_key(P, shard))
-        assert s.batch_call(0, 7, [(1, 0, 100, "a")], t) == [["check"]]
-        assert codes(s.batch_call(0, 7, [(1, 0, 100, "a")], t, skip=1)) == ["ok"]
+        assert s.batch_call(0, 7, [(1, 0, 100, "e")], t) == [["check"]]
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "e")], t, skip=1)) == ["ok"]
         assert s.c.exists(idemfilter.slot_key(P, shard)) == 0  # a bet never creates one
         idemfilter.build(s.c, P, None, SHARD_BYTES)
         for d in (4, 5, 6):
@@ -114,7 +149,7 @@ def test_a_missing_shard_or_an_older_per_day_filter_is_check():
             s.c.setrange(k, 63, "\0")
             assert codes(s.batch_call(0, 7, [(1, 0, 100, "c%d" % d)], t)) == ["ok"], d
             s.c.delete(k)
-        assert codes(s.batch_call(0, 7, [(1, 0, 100, "e")], t)) == ["ok"]
+        assert codes(s.batch_call(0, 7, [(1, 0, 100, "f")], t)) == ["ok"]
         s.c.delete(idemfilter.slot_key(P, SHARDS - 1))
         before = (s.snapshot(), s.index())
         assert idemfilter.archive_index(s.c, s.unindex_sha, P, 0, 7, 5) == -1

@@ -47,8 +47,8 @@ class Side:
         self.one_sha = load(self.c, "bench", "lua", "bet.lua")
         self.grant_sha = load(self.c, "scripts", "lua", "grant.lua")
         self.unindex_sha = load(self.c, "scripts", "lua", "idem_unindex.lua")
-        # The filter's shards, as the leader builds them before bets (a missing shard reads as
-        # holding every key: "check").
+        # The filter's shards, as the leader builds them before archival (until the last one
+        # exists the filter holds no key; after, a missing shard reads as "check").
         for b in range(buckets):
             idemfilter.build(self.c, "tp:{b%d}:" % b, None, SHARD_BYTES)
 

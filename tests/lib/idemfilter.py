@@ -74,9 +74,9 @@ def shard_key(prefix, window, shard):
 
 def window_keys(prefix, w):
     """bet_batch.lua KEYS[12..15] for day w: an older version's last per-day shards of w - 1
-    and w, shard 0 of the filter, the older last shard of w + 1."""
+    and w, the filter's last shard, the older last shard of w + 1."""
     return [shard_key(prefix, w - 1, SHARDS - 1), shard_key(prefix, w, SHARDS - 1),
-            slot_key(prefix, 0), shard_key(prefix, w + 1, SHARDS - 1)]
+            slot_key(prefix, SHARDS - 1), shard_key(prefix, w + 1, SHARDS - 1)]
 
 
 def build(c, prefix, w=None, size=None):

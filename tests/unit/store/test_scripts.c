@@ -179,12 +179,12 @@ static void test_bet_batch(void **state)
     EXPECT(&a, "bet_batch", 23, "tp:{b3}:bal", "tp:{b3}:idem:42", "tp:{b3}:round:42:state",
            "tp:{b3}:pool:42", "tp:{b3}:outbox", "tp:{b3}:seq", "tp:{b3}:netlog", "tp:{b3}:excl",
            "tp:{b3}:paused", "tp:{b3}:disabled", "tp:{b3}:idemhot", "tp:{b3}:idemfilter:19674:1023",
-           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemslots:0", "tp:{b3}:idemfilter:19676:1023",
-           "tp:{b3}:idemyoung", "tp:{b3}:betl:42:2", "tp:{b3}:betl:42:0", "tp:{b3}:ubets:7",
-           "tp:{b3}:ubets:3", "tp:{b3}:idemslots:788", "tp:{b3}:idemslots:354",
-           "tp:{b3}:idemslots:429", "42", "1700000000000", "5", "10", "100000", "86400", "3", "4",
-           "3", "1", "7", "2", "150", "k-1", BYTES, "3", "0", "10", "a,b", BYTES, "7", "2", "20",
-           "k-2", BYTES);
+           "tp:{b3}:idemfilter:19675:1023", "tp:{b3}:idemslots:1023",
+           "tp:{b3}:idemfilter:19676:1023", "tp:{b3}:idemyoung", "tp:{b3}:betl:42:2",
+           "tp:{b3}:betl:42:0", "tp:{b3}:ubets:7", "tp:{b3}:ubets:3", "tp:{b3}:idemslots:788",
+           "tp:{b3}:idemslots:354", "tp:{b3}:idemslots:429", "42", "1700000000000", "5", "10",
+           "100000", "86400", "3", "4", "3", "1", "7", "2", "150", "k-1", BYTES, "3", "0", "10",
+           "a,b", BYTES, "7", "2", "20", "k-2", BYTES);
     /* 325696117, 1350836224, 788; 3104603225, 152043528, 354; 3641447563, 1053057, 429 */
     expect_bytes(&a, 37, "\x13\x69\xba\x75\x50\x84\x20\x00\x03\x14", 10);
     expect_bytes(&a, 42, "\xb9\x0c\x7c\x59\x09\x10\x00\x08\x01\x62", 10);
