@@ -29,7 +29,8 @@ reads today's and yesterday's in one GETRANGE, idem_unindex.lua writes day d's).
   given shard 1023 records day d + 1 as zeroed (tp:{bN}:idemslots:zeroed). Outside that part
   of the day it does nothing and returns -1 (archival may be writing day d + 1 already).
 "probe": returns {shard 1023 exists (0/1), an older per-day filter's trace left (0/1), the day
-  recorded as zeroed (or -1)}: what the leader's pass has to do.
+  recorded as zeroed (or -1), shard 1023's bytes (0: missing)}: what the leader's pass has to do,
+  and the size the shards were built at (the leader warns when its configuration asks another).
 
 KEYS[1] zero: tp:{bN}:idemslots:mask:<(d + 1) mod 3>; build: tp:{bN}:idemslots:fold (scratch,
   deleted in the step); probe: tp:{bN}:idemslots:1023
@@ -97,7 +98,8 @@ if mode == 'probe' then
         if call('TYPE', z).ok ~= 'hash' or call('EXISTS', l) == 1 then old = 1 end
     end
     local zd = call('GET', KEYS[3])
-    return {call('EXISTS', KEYS[1]), old, zd and tonumber(zd) or -1}
+    local built = call('STRLEN', KEYS[1])
+    return {built > 0 and 1 or 0, old, zd and tonumber(zd) or -1, built}
 end
 
 -- A triple's 12 bytes with `word` at day r's place (0, 1, 2) and `fill` at the other two.

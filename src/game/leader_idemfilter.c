@@ -69,6 +69,9 @@ struct build {
     int64_t day, shard_bytes, started_ms;
     int bucket, next, per, created, zeroed, inflight;
     enum phase phase;
+    /* Buckets whose shards were found at another size than the configuration's, already said
+     * (once per bucket and process; game.buckets is fixed for a process). */
+    bool *size_warned;
 };
 
 static void step(struct build *b);
@@ -105,13 +108,23 @@ static bool zero_time(int64_t day, int64_t now)
 
 static void on_probe(struct build *b, const struct tp_store_reply *r)
 {
-    if (tp_reply_type(r) != TP_REPLY_ARRAY || tp_reply_len(r) != 3) {
+    if (tp_reply_type(r) != TP_REPLY_ARRAY || tp_reply_len(r) != 4) {
         b->failed = true;
         return;
     }
     bool whole = tp_reply_integer(tp_reply_at(r, 0)) == 1;
     bool old = tp_reply_integer(tp_reply_at(r, 1)) == 1;
     int64_t zeroed = tp_reply_integer(tp_reply_at(r, 2));
+    int64_t built = tp_reply_integer(tp_reply_at(r, 3));
+    /* The shards keep the size they were built at (a changed game.idem_filter or game.buckets
+     * does not resize them: docs/operations.md §4), which the operator would not see otherwise. */
+    if (whole && built != b->shard_bytes && !b->size_warned[b->bucket]) {
+        b->size_warned[b->bucket] = true;
+        tp_log_warn(MOD,
+                    "the filter's shards keep their built size, not game.idem_filter's\t"
+                    "bucket=%d built_bytes=%lld configured_bytes=%lld",
+                    b->bucket, (long long)built, (long long)b->shard_bytes);
+    }
     if (!whole || old)
         b->phase = BUILD;
     else if (zeroed != b->day + 1 && zero_time(b->day, tp_now_ms()))
@@ -262,6 +275,7 @@ static void on_init(struct tp_worker *w, void *ud)
     b->w = w;
     b->store = tp_store_of(w);
     b->g = &tp_worker_config(w)->game;
+    b->size_warned = tp_xcalloc((size_t)b->g->buckets, sizeof(*b->size_warned));
     ev_timer_init(&b->timer, timer_cb, 0.2, PERIOD_S);
     b->timer.data = b;
     ev_timer_start(tp_worker_loop(w), &b->timer);
@@ -280,6 +294,7 @@ static void on_exit_hook(struct tp_worker *w, void *ud)
         return;
     ev_ref(tp_worker_loop(w)); /* the timer's, given back before it stops */
     ev_timer_stop(tp_worker_loop(w), &b->timer);
+    free(b->size_warned);
     free(b);
     tp_worker_slot_set(w, slot, NULL);
 }

@@ -84,6 +84,33 @@ def test_bets_from_the_first_moment_of_a_leader():
         assert [st for st, _ in out] == [201] * i, [x for x in out if x[0] != 201][:3]
         assert c_balance(r, uid) == 100000 - i * 100
         assert checks(s) == []
+        assert size_lines(s) == []  # built at the configured size
+
+
+def size_lines(s):
+    with open(s.log_path, encoding="utf-8", errors="replace") as f:
+        return [ln for ln in f if "keep their built size" in ln]
+
+
+def test_shards_of_another_size_are_kept_and_said():
+    """Shards built at another size than game.idem_filter gives (a changed setting: they keep
+    their size, docs/operations.md §4) are read at their own size, and the leader says so once
+    per bucket, at warn, with both sizes."""
+    with tpenv.Redis() as r:
+        idemfilter.build(r.client(), "tp:{b0}:", None, 192)
+        with server(r) as s:
+            uid, auth = user(s, "resized")
+            open_round(r, 5)
+            tpenv.wait_until(lambda: size_lines(s), timeout=30, what="the size warning")
+            out = bets(s, auth, 5, ["s1", "s2"])
+            assert [st for st, _ in out] == [201] * 2, out
+            assert r.client().strlen("tp:{b0}:idemslots:7") == 192
+            time.sleep(2.5)  # two more probes: still one line
+            lines = size_lines(s)
+            want = "bucket=0 built_bytes=192 configured_bytes=%d" % idemfilter.shard_bytes(
+                1 << 20, 1)
+            assert len(lines) == 1 and "level=warn" in lines[0] and want in lines[0], lines
+            assert checks(s) == []
 
 
 if __name__ == "__main__":

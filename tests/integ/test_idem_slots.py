@@ -224,7 +224,7 @@ def test_upgrade_folds_an_older_per_day_filter():
         t = 5 * DAY + 3600000
         # Nothing built: "check".
         assert s.batch_call(0, 7, [(1, 0, 100, "x")], t) == [["check"]]
-        assert idemfilter.slots_probe(s.c, s.slots_sha, P, 0, 5) == [0, 1, -1]
+        assert idemfilter.slots_probe(s.c, s.slots_sha, P, 0, 5) == [0, 1, -1, 0]
         assert idemfilter.slots_build(s.c, s.slots_sha, P, 0, 5, size, [0]) == 1
         for d in (4, 5, 6):
             k = idemfilter.shard_key(P, d, 0)
@@ -237,7 +237,7 @@ def test_upgrade_folds_an_older_per_day_filter():
         assert s.c.keys(P + "idemfilter:*") and all(
             s.c.type(k) == "hash" for k in s.c.keys(P + "idemfilter:*"))
         assert len(s.c.keys(P + "idemfilter:*")) == 3
-        assert idemfilter.slots_probe(s.c, s.slots_sha, P, 0, 5) == [1, 0, -1]
+        assert idemfilter.slots_probe(s.c, s.slots_sha, P, 0, 5) == [1, 0, -1, size]
         # The older days' keys, in their days' words, exactly: the days of the older size hold
         # only what the older shards held (no day set whole).
         assert idemfilter.is_set(s.c, P, 5, 1, "x") and idemfilter.is_set(s.c, P, 4, 1, "y")

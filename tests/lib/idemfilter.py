@@ -194,7 +194,8 @@ def slots_build(c, sha, prefix, bucket, day, size, shards, expire_ms=10**9):
 
 
 def slots_probe(c, sha, prefix, bucket, day):
-    """idem_slots.lua "probe": [shard 1023 exists, an older per-day trace left, zeroed day]."""
+    """idem_slots.lua "probe": [shard 1023 exists, an older per-day trace left, zeroed day,
+    shard 1023's bytes]."""
     keys = [slot_key(prefix, SHARDS - 1), slot_key(prefix, 0), f"{prefix}idemslots:zeroed"]
     for j in range(3):
         keys += [shard_key(prefix, day - 1 + j, 0), shard_key(prefix, day - 1 + j, SHARDS - 1)]
