@@ -104,8 +104,8 @@ first when that one was accepted, or idempotency_conflict when the key's accepte
 last TTL was on another round still in Redis (the hot index, KEYS[11]), or "check" when it
 may have been on an archived one (the filter: today's or yesterday's word of its shard holds
 it, or an older version's per-day filter exists, or the filter is whole and the shard is
-missing); one bet's refusal never touches another. Every check runs before the first write, and the writes are aggregated: one HSET per
-hash (the pool's: its bands and total, read before), one RPUSH per band of the round's bets
+missing); one bet's refusal never touches another. Every check runs before the first write,
+and the writes are aggregated: one HSET per hash (the pool's: its bands and total, read before), one RPUSH per band of the round's bets
 lists (appended, never a hash's random slot: scripts/lua/README.md), one INCRBY of the
 sequence, one XADD carrying every accepted bet, one RPUSH of the players' stakes to the
 leaderboard's log, one LPUSH per player (and an LTRIM past UBETS_KEEP + UBETS_SLACK), and one HSET
