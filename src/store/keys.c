@@ -305,8 +305,8 @@ int64_t tp_keys_idem_shard_bytes(size_t filter, int buckets)
 
 int64_t tp_keys_idem_byte_offset(uint32_t word, int64_t shard_bytes)
 {
-    TP_ASSERT(shard_bytes >= 12);
-    return (int64_t)word % (shard_bytes / 12) * 12;
+    TP_ASSERT(shard_bytes >= TP_KEYS_IDEM_TRIPLE_BYTES);
+    return (int64_t)word % (shard_bytes / TP_KEYS_IDEM_TRIPLE_BYTES) * TP_KEYS_IDEM_TRIPLE_BYTES;
 }
 
 int tp_keys_idem_ttl_s(void)

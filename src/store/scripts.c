@@ -266,7 +266,7 @@ static void bet_batch_args(const struct tp_script_bet_batch_args *b, struct tp_s
             size_t digits = tp_fmt_i64(wms + 11, from);
             wms[10] = (char)digits;
             len = 11 + digits;
-            len += tp_fmt_i64(wms + len, from + 11);
+            len += tp_fmt_i64(wms + len, from + TP_KEYS_IDEM_TRIPLE_BYTES - 1);
         }
         push_copy(a, wms, len);
     }
@@ -291,8 +291,8 @@ int tp_script_bet_batch(struct tp_store *store, const struct tp_script_bet_batch
 {
     if (b->n < 1 || b->n > TP_SCRIPT_BATCH_MAX || b->buckets < 1 || b->bucket < 0 ||
         b->bucket >= b->buckets || b->idem_ttl_s < 1 || b->now_ms < 0 || b->shard_bytes < 0 ||
-        (b->shard_bytes > 0 &&
-         (b->shard_bytes % 12 != 0 || b->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX)))
+        (b->shard_bytes > 0 && (b->shard_bytes % TP_KEYS_IDEM_TRIPLE_BYTES != 0 ||
+                                b->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX)))
         return TP_EINVAL;
     for (size_t i = 0; i < b->n; i++)
         if (!idem_key_ok(b->bets[i].idem_key, b->bets[i].idem_len) || b->bets[i].user_id < 1 ||
@@ -954,9 +954,10 @@ int tp_script_idem_slots(struct tp_store *store, const struct tp_script_idem_slo
                          tp_store_cb cb, void *ud)
 {
     bool probe = f->mode == TP_IDEM_SLOTS_PROBE;
-    if (f->bucket < 0 || f->day < 1 || f->shard_bytes < 12 ||
-        f->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX || f->shard_bytes % 12 != 0 ||
-        f->span_ms < 1000 || f->extra_ms < 1 || f->now_ms < 0 ||
+    if (f->bucket < 0 || f->day < 1 || f->shard_bytes < TP_KEYS_IDEM_TRIPLE_BYTES ||
+        f->shard_bytes > TP_SCRIPT_IDEM_SHARD_MAX ||
+        f->shard_bytes % TP_KEYS_IDEM_TRIPLE_BYTES != 0 || f->span_ms < 1000 || f->extra_ms < 1 ||
+        f->now_ms < 0 ||
         (!probe && (f->first < 0 || f->n < 1 || f->first + f->n > TP_KEYS_IDEM_SHARDS)))
         return TP_EINVAL;
     struct tp_script_call a;

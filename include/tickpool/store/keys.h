@@ -154,6 +154,9 @@ const char *tp_keys_idem_shard(struct tp_key *k, int bucket, int64_t window, int
  * leader (idem_slots.lua, shard 0 first: its size is every shard's; shard TP_KEYS_IDEM_SHARDS-1
  * last: the filter is whole); no TTL. */
 const char *tp_keys_idem_slots(struct tp_key *k, int bucket, int shard);
+/* Bytes of one word's three days in a shard (tp_keys_idem_slots): three 32-bit words side by
+ * side, the unit a shard's size is a whole number of and bet_batch.lua's GETRANGE reads. */
+#define TP_KEYS_IDEM_TRIPLE_BYTES 12
 /** tp:{bN}:idemslots:<name> — the filter's helper keys: "zeroed" (STRING, the newest day whose
  * words were zeroed whole), "fold" (the upgrade's scratch string, deleted in its step),
  * "mask:<r>" (the zeroing's mask of day r mod 3, expiring with the day). */
