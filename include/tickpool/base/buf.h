@@ -35,10 +35,11 @@ void tp_buf_vprintf(struct tp_buf *b, const char *fmt, va_list ap);
 /** Drops `n` bytes from the front (n <= tp_buf_size). Compacts lazily. */
 void tp_buf_consume(struct tp_buf *b, size_t n);
 
-/** Unread content. */
+/** Unread content (NULL for a buffer never grown: NULL + 0 is undefined behaviour in C, which
+ * clang's UBSan reports). */
 static inline const char *tp_buf_ptr(const struct tp_buf *b)
 {
-    return b->data + b->off;
+    return b->data != NULL ? b->data + b->off : NULL;
 }
 static inline size_t tp_buf_size(const struct tp_buf *b)
 {
